@@ -1,0 +1,320 @@
+"""Activations with the Gaussian expectations the theory needs.
+
+Each activation knows phi, its derivative, and, where one exists, the closed
+form of the lazy kernels (THEORY.md section 4) for a pair of jointly Gaussian
+fields (u, v) with covariance [[k11, k12], [k12, k22]]:
+
+    Phi0 = E[phi(u) phi(v)],   G0 = E[phi'(u) phi'(v)],   mean = E[phi(u)].
+
+Activations without a closed form fall back to Gauss-Hermite quadrature
+(`gauss_hermite_kernels`). Numeric parameters (for example eps of the
+quadratic activation) are pytree leaves, so changing them does not recompile.
+
+Example:
+    >>> from dmft import activations
+    >>> act = activations.get("relu")
+    >>> float(act(2.0)), float(act.derivative(2.0))
+    (2.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Activation", "get", "names", "linear", "relu", "tanh", "erf", "softplus",
+    "quadratic", "square", "custom", "gauss_hermite", "gauss_hermite_kernels",
+]
+
+
+def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of n-point Gauss-Hermite quadrature for N(0, 1).
+
+    Returns:
+        (nodes, weights) with sum(weights) = 1, so that
+        E[g(xi)] ~ sum(weights * g(nodes)) for xi ~ N(0, 1).
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(int(n))
+    return nodes, weights / math.sqrt(2.0 * math.pi)
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class Activation:
+    """An elementwise activation phi(h; params) and its Gaussian moments.
+
+    Attributes:
+        name: short name used in reports.
+        fn: phi(h, *params), elementwise.
+        params: numeric parameters (pytree leaves).
+        dfn: phi'(h, *params); None means forward-mode autodiff of fn.
+        lazy_fn: closed form (k11, k12, k22, *params) -> (Phi0, G0), or None.
+        mean_fn: closed form (k, *params) -> E[phi(u)], u ~ N(0, k), or None.
+        degree: polynomial degree when phi is a polynomial of degree <= 2
+            (this is what makes the Gaussian moment closure exact), else None.
+    """
+
+    name: str
+    fn: Callable
+    params: tuple = ()
+    dfn: Callable | None = None
+    lazy_fn: Callable | None = None
+    mean_fn: Callable | None = None
+    degree: int | None = None
+
+    def tree_flatten(self):
+        aux = (self.name, self.fn, self.dfn, self.lazy_fn, self.mean_fn, self.degree)
+        return (self.params,), aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        name, fn, dfn, lazy_fn, mean_fn, degree = aux
+        return cls(name, fn, tuple(children[0]), dfn, lazy_fn, mean_fn, degree)
+
+    def __call__(self, h):
+        return self.fn(h, *self.params)
+
+    def derivative(self, h):
+        if self.dfn is not None:
+            return self.dfn(h, *self.params)
+        h = jnp.asarray(h)
+        return jax.jvp(lambda v: self.fn(v, *self.params), (h,), (jnp.ones_like(h),))[1]
+
+    @property
+    def has_closed_form(self) -> bool:
+        return self.lazy_fn is not None
+
+    def lazy_kernels(self, k11, k12, k22, nodes: int = 48):
+        """(Phi0, G0) elementwise over broadcast covariance entries."""
+        if self.lazy_fn is not None:
+            return self.lazy_fn(k11, k12, k22, *self.params)
+        return gauss_hermite_kernels(self, k11, k12, k22, nodes=nodes)
+
+    def mean(self, k, nodes: int = 96):
+        """E[phi(u)] for u ~ N(0, k), elementwise over k."""
+        if self.mean_fn is not None:
+            return self.mean_fn(k, *self.params)
+        xi, w = gauss_hermite(nodes)
+        k = jnp.asarray(k)
+        vals = self(jnp.sqrt(jnp.maximum(k, 0.0))[..., None] * xi)
+        return jnp.sum(vals * w, axis=-1)
+
+    def __repr__(self):
+        if self.params:
+            ps = ", ".join(f"{float(p):g}" for p in self.params)
+            return f"Activation({self.name}, {ps})"
+        return f"Activation({self.name})"
+
+
+def gauss_hermite_kernels(act: Activation, k11, k12, k22, nodes: int = 48):
+    """(Phi0, G0) by tensor Gauss-Hermite quadrature on the bivariate Gaussian.
+
+    With u = sqrt(k11) xi1 and v = rho sqrt(k22) xi1 + sqrt(k22 (1 - rho^2)) xi2,
+    both expectations are sums over an nodes x nodes grid. Inputs broadcast;
+    the work is chunked so memory stays bounded.
+    """
+    k11, k12, k22 = jnp.broadcast_arrays(*(jnp.asarray(k) for k in (k11, k12, k22)))
+    shape = k11.shape
+    xi, w = (jnp.asarray(a) for a in gauss_hermite(nodes))
+    s1 = jnp.sqrt(jnp.maximum(k11, 0.0))
+    s2 = jnp.sqrt(jnp.maximum(k22, 0.0))
+    denom = jnp.where(s1 * s2 > 0, s1 * s2, 1.0)
+    rho = jnp.clip(jnp.where(s1 * s2 > 0, k12 / denom, 0.0), -1.0, 1.0)
+    flat = [a.reshape(-1) for a in (s1, s2, rho)]
+    n = flat[0].shape[0]
+    chunk = max(1, min(n, 2 ** 22 // (nodes * nodes)))
+    pad = (-n) % chunk
+    flat = [jnp.pad(a, (0, pad)) for a in flat]
+
+    def one_chunk(args):
+        a1, a2, r = args
+        u = a1[:, None] * xi                                   # (c, n)
+        v = (r * a2)[:, None, None] * xi[None, :, None] + (
+            a2 * jnp.sqrt(1.0 - r ** 2))[:, None, None] * xi[None, None, :]  # (c, n, n)
+        pu, du = act(u), act.derivative(u)
+        pv, dv = act(v), act.derivative(v)
+        phi = jnp.einsum("ci,i,cij,j->c", pu, w, pv, w)
+        g = jnp.einsum("ci,i,cij,j->c", du, w, dv, w)
+        return phi, g
+
+    stacked = [a.reshape(-1, chunk) for a in flat]
+    phi, g = jax.lax.map(one_chunk, tuple(stacked))
+    return phi.reshape(-1)[:n].reshape(shape), g.reshape(-1)[:n].reshape(shape)
+
+
+# ---------------------------------------------------------------- closed forms
+
+def _safe_corr(k11, k12, k22):
+    s = jnp.sqrt(jnp.maximum(k11 * k22, 0.0))
+    c = jnp.where(s > 0, k12 / jnp.where(s > 0, s, 1.0), 0.0)
+    return s, jnp.clip(c, -1.0, 1.0)
+
+
+def _linear_lazy(k11, k12, k22):
+    return k12 * jnp.ones_like(k11), jnp.ones_like(k12 * k11)
+
+
+def _relu_lazy(k11, k12, k22):
+    # arc-cosine kernels of order 1 (Phi0) and order 0 (G0), THEORY.md section 4
+    s, c = _safe_corr(k11, k12, k22)
+    theta = jnp.arccos(c)
+    phi = s / (2 * jnp.pi) * (jnp.sin(theta) + (jnp.pi - theta) * c)
+    g = jnp.where(s > 0, (jnp.pi - theta) / (2 * jnp.pi), 0.0)
+    return phi, g
+
+
+def _erf_lazy(k11, k12, k22):
+    # arcsine kernel and its derivative kernel, THEORY.md section 4
+    a = (1 + 2 * k11) * (1 + 2 * k22)
+    phi = 2 / jnp.pi * jnp.arcsin(jnp.clip(2 * k12 / jnp.sqrt(a), -1.0, 1.0))
+    g = 4 / jnp.pi / jnp.sqrt(a - 4 * k12 ** 2)
+    return phi, g
+
+
+def _poly2_lazy(k11, k12, k22, alpha, beta):
+    # phi = alpha h + beta h^2: Isserlis' theorem
+    phi = alpha ** 2 * k12 + beta ** 2 * (k11 * k22 + 2 * k12 ** 2)
+    g = alpha ** 2 + 4 * beta ** 2 * k12
+    return phi, g
+
+
+def _zero_mean(k, *params):
+    return jnp.zeros_like(jnp.asarray(k, dtype=float))
+
+
+def _relu(h):
+    return jnp.maximum(h, 0.0)
+
+
+def _relu_d(h):
+    return (jnp.asarray(h) > 0).astype(jnp.result_type(h, float))
+
+
+def _tanh_d(h):
+    return 1.0 - jnp.tanh(h) ** 2
+
+
+def _erf_d(h):
+    return 2.0 / jnp.sqrt(jnp.pi) * jnp.exp(-jnp.asarray(h) ** 2)
+
+
+def _identity(h):
+    return jnp.asarray(h) * 1.0
+
+
+def _ones(h):
+    return jnp.ones_like(jnp.asarray(h, dtype=float))
+
+
+def _poly2_mean(k, alpha, beta):
+    return beta * jnp.asarray(k)
+
+
+def _relu_mean(k):
+    return jnp.sqrt(jnp.maximum(k, 0.0) / (2 * jnp.pi))
+
+
+def _poly2(h, alpha, beta):
+    return alpha * h + beta * h * h
+
+
+def _poly2_d(h, alpha, beta):
+    return alpha + 2 * beta * h
+
+
+def linear() -> Activation:
+    """phi(h) = h."""
+    return Activation("linear", _identity, (), _ones, _linear_lazy, _zero_mean, degree=1)
+
+
+def relu() -> Activation:
+    """phi(h) = max(h, 0), phi'(0) = 0."""
+    return Activation("relu", _relu, (), _relu_d, _relu_lazy, _relu_mean)
+
+
+def tanh() -> Activation:
+    """phi(h) = tanh(h); lazy kernels by Gauss-Hermite quadrature."""
+    return Activation("tanh", jnp.tanh, (), _tanh_d, None, _zero_mean)
+
+
+def erf() -> Activation:
+    """phi(h) = erf(h); arcsine kernels in closed form."""
+    return Activation("erf", jax.scipy.special.erf, (), _erf_d, _erf_lazy, _zero_mean)
+
+
+def softplus() -> Activation:
+    """phi(h) = log(1 + e^h); lazy kernels by Gauss-Hermite quadrature."""
+    return Activation("softplus", jax.nn.softplus, (), jax.nn.sigmoid, None, None)
+
+
+def quadratic(eps: float) -> Activation:
+    """phi(h) = h + (eps / 2) h^2, the toy model of Kumar et al. (2024)."""
+    eps = _check_param("eps", eps)
+    return Activation("quadratic", _poly2, (1.0, eps / 2.0), _poly2_d, _poly2_lazy,
+                      _poly2_mean, degree=2)
+
+
+def square() -> Activation:
+    """phi(h) = h^2 (modular-arithmetic networks, Gromov 2023)."""
+    return Activation("square", _poly2, (0.0, 1.0), _poly2_d, _poly2_lazy,
+                      _poly2_mean, degree=2)
+
+
+def custom(fn: Callable, name: str | None = None, derivative: Callable | None = None) -> Activation:
+    """An activation from an elementwise callable; kernels by quadrature.
+
+    The callable is checked once on a few values: it must map a float array
+    to a finite float array of the same shape.
+    """
+    if not callable(fn):
+        raise ValueError(f"activation: expected a name, an Activation or a callable, got {fn!r}")
+    probe = jnp.linspace(-3.0, 3.0, 7)
+    try:
+        out = jnp.asarray(fn(probe))
+    except Exception as err:  # noqa: BLE001 - report any failure of user code clearly
+        raise ValueError(f"activation: the callable failed on a float array: {err}") from err
+    if out.shape != probe.shape or not bool(jnp.all(jnp.isfinite(out))):
+        raise ValueError("activation: the callable must be elementwise and finite "
+                         f"(got shape {out.shape} for input shape {probe.shape})")
+    label = name or getattr(fn, "__name__", "custom")
+    return Activation(label, fn, (), derivative, None, None)
+
+
+def _check_param(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+_BUILTIN = {"linear": linear, "relu": relu, "tanh": tanh, "erf": erf, "softplus": softplus,
+            "square": square}
+
+
+def names() -> tuple[str, ...]:
+    """Names accepted by `get`."""
+    return tuple(sorted(_BUILTIN))
+
+
+def get(activation) -> Activation:
+    """An Activation from a name, an Activation, or an elementwise callable."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        key = activation.lower()
+        if key not in _BUILTIN:
+            raise ValueError(f"activation: unknown name {activation!r}; known: {', '.join(names())}"
+                             " (or dmft.activations.quadratic(eps), or a callable)")
+        return _BUILTIN[key]()
+    if callable(activation):
+        return custom(activation)
+    raise ValueError(f"activation: expected a name, an Activation or a callable, got {activation!r}")

@@ -1,0 +1,60 @@
+"""The lazy limit gamma0 -> 0 in closed form (THEORY.md section 4).
+
+The NTK stays at K0 and the train error obeys
+
+    gradient descent:  Delta_k = (I - eta0 K0 / P)^k Delta_0
+    gradient flow:     Delta(t) = exp(-K0 t / P) Delta_0
+
+with test predictions f_* = f_*(0) + K0_{*,train} S / P, S = int_0^t Delta ds.
+Both are evaluated in the eigenbasis of K0 with expm1/log1p, so singular
+kernels and tiny eigenvalues need no inverse.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from .runner import count_trace
+
+__all__ = ["lazy_path"]
+
+
+@functools.partial(jax.jit, static_argnames=("dynamics",))
+def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
+    """Delta and S = int Delta dt at the given step counts, with K fixed at K0.
+
+    Args:
+        k0_tr: (P, P) lazy NTK on the training points.
+        delta0: (P, C) error at t = 0.
+        steps: (T,) integer step counts; t = steps * eta0.
+        eta0: step size in DMFT time units.
+        dynamics: "gd" or "flow".
+
+    Returns:
+        (delta, s), each (T, P, C).
+    """
+    count_trace("lazy.lazy_path")
+    p = k0_tr.shape[0]
+    lam, vec = jnp.linalg.eigh(k0_tr)
+    x = jnp.clip(lam, 0.0, None) / p                                 # rates of K0 / P
+    coef = vec.T @ delta0                                            # (P, C)
+    k = jnp.asarray(steps)[:, None]
+    t = k * eta0
+    if dynamics == "gd":
+        base = 1.0 - eta0 * x
+        stable = (base > 0) & (base <= 1)
+        logb = jnp.log(jnp.where(base == 0, 1.0, jnp.abs(base)))
+        sign = jnp.where((base < 0) & (k % 2 == 1), -1.0, 1.0)
+        power = jnp.where(base == 0, (k == 0) * 1.0, sign * jnp.exp(k * logb))   # (1 - eta0 x)^k
+        one_minus = jnp.where(stable, -jnp.expm1(k * jnp.log1p(-eta0 * jnp.where(stable, x, 0.0))),
+                              1.0 - power)
+    else:
+        power = jnp.exp(-x * t)
+        one_minus = -jnp.expm1(-x * t)
+    ratio = jnp.where(x > 0, one_minus / jnp.where(x > 0, x, 1.0), t)   # (1 - p) / x -> t
+    delta = jnp.einsum("pq,tq,qc->tpc", vec, power, coef)
+    s = jnp.einsum("pq,tq,qc->tpc", vec, ratio, coef)
+    return delta, s

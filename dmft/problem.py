@@ -1,0 +1,205 @@
+"""The problem spec shared by theory and simulation: data and model.
+
+`Dataset` holds inputs and targets; `TwoLayer` fixes the architecture and the
+parameterization of THEORY.md section 1. Both validate their arguments on
+construction, so bad input fails with one clear `ValueError` before any work.
+
+Example:
+    >>> import numpy as np, dmft
+    >>> x = np.random.default_rng(0).normal(size=(8, 3))
+    >>> data = dmft.Dataset(x, x[:, 0])
+    >>> data.P, data.D, data.C
+    (8, 3, 1)
+    >>> dmft.TwoLayer("relu", gamma0=0.5).readout
+    'trained'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from . import activations as _act
+
+__all__ = ["Dataset", "TwoLayer", "READOUTS"]
+
+READOUTS = ("trained", "fixed")
+
+
+def _as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{name}: cannot be read as an array ({err})") from err
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)
+                                   or arr.dtype == np.bool_):
+        raise ValueError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim not in ndim:
+        want = " or ".join(f"{d}-d" for d in ndim)
+        raise ValueError(f"{name}: expected a {want} array, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+    return arr
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Training (and optional test) data.
+
+    Args:
+        x_train: (P, D) inputs.
+        y_train: (P,) targets, or (P, C) for C outputs.
+        x_test: optional (P*, D) inputs.
+        y_test: optional (P*,) or (P*, C) targets; needs x_test.
+        meta: optional dictionary describing how the data was made (task
+            name, planted direction, ...); recorded in result metadata.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        x = _as_array("x_train", self.x_train, (2,))
+        y = _as_array("y_train", self.y_train, (1, 2))
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"x_train: needs at least one point and one feature, got shape {x.shape}")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y_train: has {y.shape[0]} rows but x_train has {x.shape[0]}")
+        if y.ndim == 2 and y.shape[1] < 1:
+            raise ValueError(f"y_train: needs at least one output column, got shape {y.shape}")
+        xt, yt = self.x_test, self.y_test
+        if xt is None and yt is not None:
+            raise ValueError("y_test: given without x_test")
+        if xt is not None:
+            xt = _as_array("x_test", xt, (2,))
+            if xt.shape[1] != x.shape[1]:
+                raise ValueError(f"x_test: has {xt.shape[1]} features but x_train has {x.shape[1]}")
+            if xt.dtype != x.dtype:
+                raise ValueError(f"x_test: dtype {xt.dtype} differs from x_train's {x.dtype}")
+        if yt is not None:
+            yt = _as_array("y_test", yt, (1, 2))
+            if yt.shape[0] != xt.shape[0]:
+                raise ValueError(f"y_test: has {yt.shape[0]} rows but x_test has {xt.shape[0]}")
+            if yt.shape[1:] != y.shape[1:]:
+                raise ValueError(f"y_test: shape {yt.shape} does not match y_train's outputs {y.shape}")
+            if yt.dtype != y.dtype:
+                raise ValueError(f"y_test: dtype {yt.dtype} differs from y_train's {y.dtype}")
+        if not isinstance(self.meta, dict):
+            raise ValueError(f"meta: expected a dict, got {type(self.meta).__name__}")
+        for name, val in (("x_train", x), ("y_train", y), ("x_test", xt), ("y_test", yt)):
+            object.__setattr__(self, name, val)
+
+    @property
+    def P(self) -> int:
+        """Number of training points."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def P_test(self) -> int:
+        """Number of test points (0 without a test set)."""
+        return 0 if self.x_test is None else int(self.x_test.shape[0])
+
+    @property
+    def D(self) -> int:
+        """Input dimension."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def C(self) -> int:
+        """Number of outputs (1 for scalar targets)."""
+        return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+
+    @property
+    def scalar(self) -> bool:
+        """True when targets were given as vectors (single output)."""
+        return self.y_train.ndim == 1
+
+    def targets(self, split: str = "train") -> np.ndarray:
+        """Targets as a (P, C) float array."""
+        y = self.y_train if split == "train" else self.y_test
+        if y is None:
+            return None
+        y = np.asarray(y, dtype=float)
+        return y[:, None] if y.ndim == 1 else y
+
+    def describe(self) -> dict[str, Any]:
+        """Shapes and meta data, for result metadata."""
+        return {"P": self.P, "P_test": self.P_test, "D": self.D, "C": self.C,
+                "has_test_targets": self.y_test is not None, "meta": _jsonable(self.meta)}
+
+    def save(self, path) -> None:
+        """Write the arrays to an .npz file that `dmft.tasks.load_npz` reads."""
+        arrays = {"x_train": self.x_train, "y_train": self.y_train}
+        if self.x_test is not None:
+            arrays["x_test"] = self.x_test
+        if self.y_test is not None:
+            arrays["y_test"] = self.y_test
+        np.savez(path, **arrays)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayer:
+    """A two-layer network in mean-field (muP) scaling, THEORY.md section 1.
+
+        f(x) = 1 / (gamma0 N) sum_i a_i phi(w_i . x / sqrt(D))
+
+    Args:
+        activation: a name among `dmft.activations.names()`, an Activation
+            (e.g. `dmft.activations.quadratic(eps)`), or an elementwise callable.
+        gamma0: richness, > 0 (alpha = 1 / gamma0 in Kumar et al.).
+        readout: "trained" (a ~ N(0, 1)) or "fixed" (a = 1, not trained).
+        centered: subtract the output at initialization, f - f(theta_0).
+    """
+
+    activation: Any = "tanh"
+    gamma0: float = 1.0
+    readout: str = "trained"
+    centered: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "activation", _act.get(self.activation))
+        try:
+            g = float(self.gamma0)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"gamma0 must be a positive number, got {self.gamma0!r}") from err
+        if not (math.isfinite(g) and g > 0):
+            raise ValueError(f"gamma0 must be positive and finite, got {self.gamma0!r}")
+        object.__setattr__(self, "gamma0", g)
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if not isinstance(self.centered, (bool, np.bool_)):
+            raise ValueError(f"centered must be True or False, got {self.centered!r}")
+        object.__setattr__(self, "centered", bool(self.centered))
+
+    @property
+    def trained_readout(self) -> bool:
+        return self.readout == "trained"
+
+    def replace(self, **changes) -> "TwoLayer":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        act = self.activation
+        return {"activation": act.name, "activation_params": [float(p) for p in act.params],
+                "gamma0": self.gamma0, "readout": self.readout, "centered": self.centered}

@@ -1,0 +1,292 @@
+"""The sampled two-layer single site: forward integration and self-consistent iteration.
+
+THEORY.md section 3. A node of the single-site law carries z (first-layer
+coordinates; the fields on all points are h = L z) and readouts a. Given the
+shared error Delta_mu = y_mu - f_mu, gradient descent with step eta0 moves it by
+
+    a <- (1 - eta0 kappa) a + eta0 (gamma0 / P) sum_mu Delta_mu phi(h_mu)
+    z <- (1 - eta0 kappa) z + eta0 (gamma0 / P) sum_mu (a . Delta_mu) phi'(h_mu) L_mu
+
+and f_mu = (1 / gamma0) <a phi(h_mu)> (minus its t = 0 value) closes the loop.
+The population average <.> is estimated on weighted nodes (`sampling`) with
+a control variate: the exact lazy NTK K0 is known (`kernels.lazy_kernels`),
+so the estimator
+
+    f(t) = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S(t) / P,
+    S(t) = int_0^t Delta ds  (eta0 sum_k Delta_k for gradient descent)
+
+is exact in the lazy limit and keeps the sampling error proportional to the
+kernel's movement. The kernels reported at save points carry the same
+correction. Everything is vmapped over independent replicas of the nodes.
+
+Two solvers share the step:
+- forward: Delta from the current estimate at every step (`run_saved`);
+- iterate: Delta(t) guessed for all steps, the nodes integrated against it,
+  kernels and Delta recomputed and mixed with damping, in a `lax.while_loop`
+  until the relative change is below tol (Bordelon & Pehlevan, Algorithm 1).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .kernels import alignment
+from .runner import count_trace, finite_flag
+
+__all__ = ["Static", "Shared", "Replica", "State", "init_replicas", "initial_state", "step",
+           "record", "iterate"]
+
+
+class Static(NamedTuple):
+    trained: bool
+    dynamics: str          # "gd" or "flow"
+    kernels: bool          # keep (P, P) kernels in the records
+    has_test: bool
+
+
+class Shared(NamedTuple):
+    """Arrays common to all replicas."""
+    act: object            # dmft.activations.Activation (a pytree)
+    l_tr: jax.Array        # (P, r)
+    l_te: jax.Array        # (P*, r)
+    y: jax.Array           # (P, C)
+    kx_tr: jax.Array       # (P, P) input kernel
+    f0_tr: jax.Array       # (P, C) exact output at t = 0
+    f0_te: jax.Array       # (P*, C)
+    gamma0: jax.Array
+    eta0: jax.Array
+    decay: jax.Array       # weight decay kappa per unit time
+
+
+class Replica(NamedTuple):
+    """Per-replica nodes and control-variate corrections."""
+    z0: jax.Array          # (M, r)
+    a0: jax.Array          # (M, C)
+    w: jax.Array           # (M,) node weights
+    F0_tr: jax.Array       # (P, C) node estimate of <a phi(h)> at t = 0
+    F0_te: jax.Array       # (P*, C)
+    cv_tr: jax.Array       # (P, P)  K0 - K0_nodes, train rows
+    cv_te: jax.Array       # (P*, P) K0 - K0_nodes, test rows
+    cv_phi: jax.Array      # (P, P)  Phi0 - Phi0_nodes
+    cv_g: jax.Array        # (P, P)  G0 - G0_nodes
+
+
+class State(NamedTuple):
+    z: jax.Array           # (M, r)
+    a: jax.Array           # (M, C)
+    s: jax.Array           # (P, C) time integral of Delta
+    k: jax.Array           # step count
+    bad: jax.Array         # first step with a non-finite Delta, or -1
+
+
+def _mean_sq(a):
+    return jnp.mean(a * a, axis=-1)
+
+
+# ------------------------------------------------------------- initialisation
+
+@functools.partial(jax.jit, static_argnames=("p", "trained", "control_variate"))
+def init_replicas(act, l_all, kx_all_tr, phi0_all, g0_all, z0, a0, w, *,
+                  p: int, trained: bool, control_variate: bool) -> Replica:
+    """Node estimates at t = 0 and the control-variate corrections.
+
+    Args:
+        l_all: (P + P*, r) field basis on all points (train first).
+        kx_all_tr, phi0_all, g0_all: (P + P*, P) exact input and lazy kernels.
+        z0, a0, w: nodes with a leading replica axis.
+    """
+    count_trace("single_site.init_replicas")
+
+    def one(z0, a0, w):
+        h = z0 @ l_all.T
+        phi, dphi = act(h), act.derivative(h)
+        F0 = phi.T @ (w[:, None] * a0)
+        phi_s = phi.T @ (w[:, None] * phi[:, :p])                          # (P_all, P)
+        g_s = dphi.T @ ((w * _mean_sq(a0))[:, None] * dphi[:, :p])
+        k_s = g_s * kx_all_tr + (phi_s if trained else 0.0)
+        k0 = g0_all * kx_all_tr + (phi0_all if trained else 0.0)
+        on = 1.0 if control_variate else 0.0
+        cv = on * (k0 - k_s)
+        return Replica(z0, a0, w, F0[:p], F0[p:], cv[:p], cv[p:],
+                       on * (phi0_all[:p] - phi_s[:p]), on * (g0_all[:p] - g_s[:p]))
+
+    return jax.vmap(one)(z0, a0, w)
+
+
+def initial_state(rep: Replica, n_train: int) -> State:
+    r = rep.z0.shape[0]
+    c = rep.a0.shape[-1]
+    return State(rep.z0, rep.a0, jnp.zeros((r, n_train, c), rep.z0.dtype),
+                 jnp.zeros((r,), jnp.int32), jnp.full((r,), -1, jnp.int32))
+
+
+# ----------------------------------------------------------------- one replica
+
+def _fields(sh: Shared, z):
+    h = z @ sh.l_tr.T
+    return sh.act(h), sh.act.derivative(h)
+
+
+def _f_train(sh: Shared, rep: Replica, phi, a, s):
+    # f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S / P
+    F = phi.T @ (rep.w[:, None] * a)
+    return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + rep.cv_tr @ s / sh.l_tr.shape[0]
+
+
+def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
+    """Velocities of (z, a) under gradient flow for a given Delta (section 1 updates)."""
+    p = sh.l_tr.shape[0]
+    g = a @ delta.T                                                         # (M, P): a . Delta_mu
+    dz = sh.gamma0 / p * ((g * dphi) @ sh.l_tr) - sh.decay * z
+    if static.trained:
+        da = sh.gamma0 / p * (phi @ delta) - sh.decay * a
+    else:
+        da = jnp.zeros_like(a)
+    return dz, da
+
+
+def _velocity(static, sh, rep, z, a, s):
+    phi, dphi = _fields(sh, z)
+    delta = sh.y - _f_train(sh, rep, phi, a, s)
+    dz, da = _gradient(static, sh, z, a, phi, dphi, delta)
+    return dz, da, delta
+
+
+def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
+    eta = sh.eta0
+    if static.dynamics == "gd":
+        phi, dphi = _fields(sh, st.z)
+        delta = sh.y - _f_train(sh, rep, phi, st.a, st.s) if drive is None else drive
+        dz, da = _gradient(static, sh, st.z, st.a, phi, dphi, delta)
+        z, a, s = st.z + eta * dz, st.a + eta * da, st.s + eta * delta
+    else:
+        # classical fourth-order Runge-Kutta on (z, a, S) for gradient flow
+        def f(z, a, s):
+            return _velocity(static, sh, rep, z, a, s)
+        k1 = f(st.z, st.a, st.s)
+        k2 = f(st.z + eta / 2 * k1[0], st.a + eta / 2 * k1[1], st.s + eta / 2 * k1[2])
+        k3 = f(st.z + eta / 2 * k2[0], st.a + eta / 2 * k2[1], st.s + eta / 2 * k2[2])
+        k4 = f(st.z + eta * k3[0], st.a + eta * k3[1], st.s + eta * k3[2])
+        z, a, s = (x + eta / 6 * (q1 + 2 * q2 + 2 * q3 + q4)
+                   for x, q1, q2, q3, q4 in zip((st.z, st.a, st.s), k1, k2, k3, k4))
+        delta = k1[2]
+    return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta))
+
+
+def _record1(static: Static, sh: Shared, rep: Replica, st: State):
+    phi, dphi = _fields(sh, st.z)
+    wa = rep.w[:, None] * st.a
+    out = {"f_train": _f_train(sh, rep, phi, st.a, st.s)}
+    if static.has_test:
+        phi_te = sh.act(st.z @ sh.l_te.T)
+        out["f_test"] = (sh.f0_te + (phi_te.T @ wa - rep.F0_te) / sh.gamma0
+                         + rep.cv_te @ st.s / sh.l_tr.shape[0])
+    # Phi = <phi phi>, G = <a^2 phi' phi'> (output-averaged), K = Phi + G * K^x (section 2)
+    feat = phi.T @ (rep.w[:, None] * phi) + rep.cv_phi
+    grad = dphi.T @ ((rep.w * _mean_sq(st.a))[:, None] * dphi) + rep.cv_g
+    ntk = grad * sh.kx_tr + (feat if static.trained else 0.0)
+    out["alignment"] = alignment(ntk, sh.y)
+    if static.kernels:
+        out.update(ntk=ntk, feature_kernel=feat, gradient_kernel=grad)
+    out["sq_change_first"] = jnp.sum(rep.w * jnp.sum((st.z - rep.z0) ** 2, axis=1))
+    out["sq_change_readout"] = jnp.sum(rep.w * jnp.sum((st.a - rep.a0) ** 2, axis=1))
+    return out
+
+
+# ------------------------------------------------- batched over replicas (runner API)
+
+def step(static: Static, ctx, st: State, drive):
+    """One step for all replicas; ctx = (Shared, Replica); drive None or (R, P, C)."""
+    sh, rep = ctx
+    if drive is None:
+        return jax.vmap(lambda r, s: _step1(static, sh, r, s, None))(rep, st)
+    return jax.vmap(lambda r, s, d: _step1(static, sh, r, s, d))(rep, st, drive)
+
+
+def record(static: Static, ctx, st: State):
+    sh, rep = ctx
+    return jax.vmap(lambda r, s: _record1(static, sh, r, s))(rep, st)
+
+
+# ------------------------------------------------------------- the iteration
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shared,
+            rep: Replica, delta0, tol, damping):
+    """Self-consistent iteration on Delta(t) (Bordelon & Pehlevan, Algorithm 1).
+
+    Time is cut into windows of `window` steps, solved in order (waveform
+    relaxation): in each window, Delta is guessed, the nodes are integrated
+    against the guess from the converged state at the window's start, which
+    gives the implied error Delta_est and the NTK K along the guess; then the
+    prediction dynamics is solved with those kernels for the correction D,
+
+        D_k = Delta_est_k - Delta_old_k - (eta0 / P) sum_{j<k} K_j D_j,
+
+    a causal recursion run in the same scan, and Delta <- Delta + damping D,
+    in a `lax.while_loop` until ||D|| / ||Delta|| <= tol in every replica. A
+    fixed point (D = 0) is exactly the forward solution. The kernel term and
+    the windows remove the transient growth that makes plain Picard iteration
+    over a long horizon diverge.
+
+    Args:
+        delta0: (R, window, P, C) guess for the first window (e.g. lazy); later
+            windows start from the last converged Delta held constant.
+
+    Returns:
+        (delta (R, steps, P, C) that drove the converged sweeps,
+         iterations (n_windows,), residual history (n_windows, max_iter),
+         last residual per window (n_windows,))
+    """
+    count_trace("single_site.iterate")
+    p = sh.l_tr.shape[0]
+
+    def sweep1(rep1, st_start, drive):
+        def body(carry, d_old):
+            st, c = carry
+            phi, dphi = _fields(sh, st.z)
+            est = sh.y - _f_train(sh, rep1, phi, st.a, st.s)      # Delta implied by the guess
+            grad = dphi.T @ ((rep1.w * _mean_sq(st.a))[:, None] * dphi) + rep1.cv_g
+            ntk = grad * sh.kx_tr
+            if static.trained:
+                ntk = ntk + phi.T @ (rep1.w[:, None] * phi) + rep1.cv_phi
+            d = est - d_old - c
+            return (_step1(static, sh, rep1, st, d_old), c + sh.eta0 / p * ntk @ d), d
+
+        (st_end, _), corr = jax.lax.scan(body, (st_start, jnp.zeros_like(st_start.s)), drive)
+        return corr, st_end
+
+    sweep = jax.vmap(sweep1)
+
+    def cond(c):
+        return (c[0] < max_iter) & (c[3] > tol)
+
+    def one_window(carry, i):
+        st_start, last = carry
+        guess = jnp.where(i == 0, delta0, last[:, None])
+
+        def body(c):
+            n, d, hist, _, _, _ = c
+            corr, st_end = sweep(rep, st_start, d)
+            new = d + damping * corr
+            num = jnp.sqrt(jnp.sum(corr ** 2, axis=(1, 2, 3)))
+            den = jnp.sqrt(jnp.sum(new ** 2, axis=(1, 2, 3)))
+            res = jnp.max(num / jnp.maximum(den, jnp.finfo(d.dtype).tiny))
+            return n + 1, new, hist.at[n].set(res), res, st_end, d
+
+        init = (jnp.zeros((), jnp.int32), guess, jnp.full((max_iter,), jnp.nan, guess.dtype),
+                jnp.asarray(jnp.inf, guess.dtype), st_start, guess)
+        n, _, hist, res, st_end, used = jax.lax.while_loop(cond, body, init)
+        return (st_end, used[:, -1]), (used, n, hist, res)
+
+    r = rep.z0.shape[0]
+    st0 = State(rep.z0, rep.a0, jnp.zeros((r, p, rep.a0.shape[-1]), rep.z0.dtype),
+                jnp.zeros((r,), jnp.int32), jnp.full((r,), -1, jnp.int32))
+    _, (used, n, hist, res) = jax.lax.scan(one_window, (st0, delta0[:, 0]),
+                                           jnp.arange(n_windows))
+    delta = jnp.moveaxis(used, 0, 1).reshape((r, n_windows * window) + used.shape[3:])
+    return delta, n, hist, res

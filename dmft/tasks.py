@@ -1,0 +1,133 @@
+"""Data generators returning `dmft.Dataset`s, and loading user arrays.
+
+All generators draw Gaussian inputs x ~ N(0, I_D) from a `jax.random.key`
+(an int seed is accepted too) with `fold_in` per array, so the same key gives
+the same data. Sizes: P training points, P_test test points.
+
+Example:
+    >>> import jax
+    >>> from dmft import tasks
+    >>> d = tasks.single_index(D=5, P=10, P_test=4, degree=2, key=jax.random.key(1))
+    >>> d.x_train.shape, d.y_test.shape, d.meta["task"]
+    ((10, 5), (4,), 'single_index')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import activations as _act
+from .problem import Dataset
+
+__all__ = ["single_index", "kumar_quadratic", "teacher_network", "load_npz", "hermite", "as_key"]
+
+
+def as_key(key):
+    """A `jax.random.key` from a key, an int seed, or None (seed 0)."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    return key
+
+
+def _size(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def hermite(k: int, x):
+    """Normalized probabilists' Hermite polynomial He_k(x) / sqrt(k!)."""
+    x = np.asarray(x, dtype=np.float64)
+    prev, cur = np.ones_like(x), x
+    if k == 0:
+        return prev
+    for n in range(1, k):
+        prev, cur = cur, x * cur - n * prev
+    return cur / math.sqrt(math.factorial(k))
+
+
+def _gaussian_inputs(key, D, P, P_test):
+    x = np.asarray(jax.random.normal(jax.random.fold_in(key, 0), (P, D)), dtype=np.float64)
+    xt = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (P_test, D)), dtype=np.float64)
+    return x, xt
+
+
+def _direction(key, D):
+    beta = np.asarray(jax.random.normal(jax.random.fold_in(key, 2), (D,)), dtype=np.float64)
+    return beta / np.linalg.norm(beta)
+
+
+def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, *, key=None,
+                 noise: float = 0.0) -> Dataset:
+    """y = He_k(beta . x) / sqrt(k!) with a random unit beta (unit-variance target).
+
+    Args:
+        degree: Hermite degree k >= 1 (the information exponent of the target).
+        noise: standard deviation of Gaussian label noise on the training targets.
+    """
+    D, P, P_test, degree = _size("D", D), _size("P", P), _size("P_test", P_test, 0), _size("degree", degree)
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    key = as_key(key)
+    x, xt = _gaussian_inputs(key, D, P, P_test)
+    beta = _direction(key, D)
+    y = hermite(degree, x @ beta)
+    if noise:
+        y = y + noise * np.asarray(jax.random.normal(jax.random.fold_in(key, 3), (P,)), np.float64)
+    return Dataset(x, y, xt if P_test else None, hermite(degree, xt @ beta) if P_test else None,
+                   meta={"task": "single_index", "degree": degree, "noise": noise,
+                         "beta": beta.tolist()})
+
+
+def kumar_quadratic(D: int = 100, P: int = 550, P_test: int = 1000, *, key=None) -> Dataset:
+    """The quadratic single-index target of Kumar et al. (2024): y = (beta . x)^2 / 2, |beta| = 1."""
+    D, P, P_test = _size("D", D), _size("P", P), _size("P_test", P_test, 0)
+    key = as_key(key)
+    x, xt = _gaussian_inputs(key, D, P, P_test)
+    beta = _direction(key, D)
+    return Dataset(x, 0.5 * (x @ beta) ** 2, xt if P_test else None,
+                   0.5 * (xt @ beta) ** 2 if P_test else None,
+                   meta={"task": "kumar_quadratic", "beta": beta.tolist()})
+
+
+def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int = 4,
+                    activation="relu", key=None) -> Dataset:
+    """y = (1 / sqrt(width)) sum_j a_j phi(w_j . x / sqrt(D)), w_j ~ N(0, I), a_j ~ N(0, 1)."""
+    D, P, P_test, width = _size("D", D), _size("P", P), _size("P_test", P_test, 0), _size("width", width)
+    act = _act.get(activation)
+    key = as_key(key)
+    x, xt = _gaussian_inputs(key, D, P, P_test)
+    w = np.asarray(jax.random.normal(jax.random.fold_in(key, 4), (width, D)), np.float64)
+    a = np.asarray(jax.random.normal(jax.random.fold_in(key, 5), (width,)), np.float64)
+
+    def teacher(inp):
+        return np.asarray(act(jnp.asarray(inp @ w.T / np.sqrt(D)))) @ a / np.sqrt(width)
+
+    return Dataset(x, teacher(x), xt if P_test else None, teacher(xt) if P_test else None,
+                   meta={"task": "teacher_network", "width": width, "activation": act.name})
+
+
+def load_npz(path) -> Dataset:
+    """A Dataset from an .npz with x_train, y_train and optionally x_test, y_test."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"data file not found: {path}")
+    with np.load(path) as z:
+        missing = [k for k in ("x_train", "y_train") if k not in z.files]
+        if missing:
+            raise ValueError(f"{path}: missing array(s) {missing}; found {z.files}")
+        unknown = sorted(set(z.files) - {"x_train", "y_train", "x_test", "y_test"})
+        if unknown:
+            raise ValueError(f"{path}: unknown array(s) {unknown}")
+        arrays = {k: z[k] for k in z.files}
+    return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
+                   meta={"task": "npz", "path": os.path.basename(path)})
