@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+MAX_NODES = 256   # numpy's Gauss-Hermite weights overflow somewhat beyond this
+
+
 def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of n-point Gauss-Hermite quadrature for N(0, 1).
 
@@ -40,6 +43,8 @@ def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
         (nodes, weights) with sum(weights) = 1, so that
         E[g(xi)] ~ sum(weights * g(nodes)) for xi ~ N(0, 1).
     """
+    if not 1 <= int(n) <= MAX_NODES:
+        raise ValueError(f"Gauss-Hermite nodes must be in [1, {MAX_NODES}], got {n}")
     nodes, weights = np.polynomial.hermite_e.hermegauss(int(n))
     return nodes, weights / math.sqrt(2.0 * math.pi)
 
@@ -102,8 +107,9 @@ class Activation:
             return self.mean_fn(k, *self.params)
         xi, w = gauss_hermite(nodes)
         k = jnp.asarray(k)
+        xi = jnp.asarray(xi).reshape((1,) * k.ndim + (-1,))
         vals = self(jnp.sqrt(jnp.maximum(k, 0.0))[..., None] * xi)
-        return jnp.sum(vals * w, axis=-1)
+        return jnp.sum(vals * jnp.asarray(w).reshape(xi.shape), axis=-1)
 
     def __repr__(self):
         if self.params:
@@ -134,7 +140,7 @@ def gauss_hermite_kernels(act: Activation, k11, k12, k22, nodes: int = 48):
 
     def one_chunk(args):
         a1, a2, r = args
-        u = a1[:, None] * xi                                   # (c, n)
+        u = a1[:, None] * xi[None, :]                          # (c, n)
         v = (r * a2)[:, None, None] * xi[None, :, None] + (
             a2 * jnp.sqrt(1.0 - r ** 2))[:, None, None] * xi[None, None, :]  # (c, n, n)
         pu, du = act(u), act.derivative(u)

@@ -39,7 +39,7 @@ def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
     count_trace("lazy.lazy_path")
     p = k0_tr.shape[0]
     lam, vec = jnp.linalg.eigh(k0_tr)
-    x = jnp.clip(lam, 0.0, None) / p                                 # rates of K0 / P
+    x = (jnp.clip(lam, 0.0, None) / p)[None, :]                      # rates of K0 / P
     coef = vec.T @ delta0                                            # (P, C)
     k = jnp.asarray(steps)[:, None]
     t = k * eta0

@@ -1,0 +1,326 @@
+"""Each DMFT solver against an independent answer (float64, small sizes)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dmft
+from dmft.kernels import input_kernel, lazy_kernels, lazy_ntk
+from dmft.runner import TRACE_COUNTS
+from validation import loglog_fit
+
+
+@pytest.fixture(scope="module")
+def data():
+    return dmft.tasks.single_index(D=6, P=24, P_test=32, degree=2, key=jax.random.key(1))
+
+
+def _k0(model, x_a, x_b):
+    kx = input_kernel(x_a, x_b)
+    da = np.sum(x_a ** 2, 1) / x_a.shape[1]
+    db = np.sum(x_b ** 2, 1) / x_b.shape[1]
+    phi, g = lazy_kernels(model.activation, kx, da, db, nodes=96)
+    return np.asarray(lazy_ntk(phi, g, kx, model.trained_readout))
+
+
+# ------------------------------------------------------------------ lazy
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_lazy_gd_equals_the_explicit_kernel_recursion(data, act):
+    """f_{k+1} = f_k + eta0 / P K0 (y - f_k), stepped by hand, train and test."""
+    model = dmft.TwoLayer(act, gamma0=0.7)
+    eta, steps = 0.3, 60
+    sol = dmft.solve(model, data, eta0=eta, steps=steps, save_every=20, method="lazy",
+                     kernel_nodes=96)
+    k_tr, k_te = _k0(model, data.x_train, data.x_train), _k0(model, data.x_test, data.x_train)
+    k_tr = (k_tr + k_tr.T) / 2          # quadrature (tanh) is symmetric only to ~1e-13
+    f, ft, y = np.zeros(data.P), np.zeros(data.P_test), data.y_train
+    saved = [(f.copy(), ft.copy())]
+    for k in range(steps):
+        d = y - f
+        f, ft = f + eta / data.P * k_tr @ d, ft + eta / data.P * k_te @ d
+        if (k + 1) % 20 == 0:
+            saved.append((f.copy(), ft.copy()))
+    np.testing.assert_allclose(sol.f_train, [s[0] for s in saved], atol=1e-10)
+    np.testing.assert_allclose(sol.f_test, [s[1] for s in saved], atol=1e-10)
+    np.testing.assert_allclose(sol.ntk[-1], k_tr, atol=1e-12)
+
+
+def test_lazy_flow_equals_the_matrix_exponential(data):
+    """THEORY.md section 4: f_* = K0_{*,tr} K0^{-1} (I - exp(-K0 t / P)) y, via expm."""
+    model = dmft.TwoLayer("erf", gamma0=0.5)
+    sol = dmft.solve(model, data, eta0=2.5, steps=4, save_every=1, method="lazy", dynamics="flow")
+    k_tr, k_te = _k0(model, data.x_train, data.x_train), _k0(model, data.x_test, data.x_train)
+    for t, f, ft in zip(sol.t, sol.f_train, sol.f_test):
+        e = np.asarray(jax.scipy.linalg.expm(-jnp.asarray(k_tr) * t / data.P))
+        np.testing.assert_allclose(f, data.y_train - e @ data.y_train, atol=1e-9)
+        np.testing.assert_allclose(ft, k_te @ np.linalg.solve(k_tr, data.y_train - e @ data.y_train),
+                                   atol=1e-7)
+
+
+# ------------------------------------------------------------------ forward
+
+def test_forward_tends_to_lazy_as_gamma0_squared(data):
+    """Forward minus lazy (max over time of |f_test|) ~ gamma0^2: fitted slope 2."""
+    gammas = np.array([0.005, 0.01, 0.02, 0.04])
+    errs = []
+    for g in gammas:
+        model = dmft.TwoLayer("erf", gamma0=g)
+        kw = dict(eta0=0.5, steps=40, save_every=10, kernels=False)
+        fw = dmft.solve(model, data, method="forward", samples=512, **kw)
+        lz = dmft.solve(model, data, method="lazy", **kw)
+        errs.append(np.max(np.abs(fw.f_test - lz.f_test)))
+    fit = loglog_fit(gammas, errs)
+    assert abs(fit.slope - 2.0) < 0.1, fit.describe()
+
+
+def test_kernel_change_is_order_gamma0_squared(data):
+    """||K(t) - K(0)||_F / ||K(0)||_F ~ gamma0^2 at small gamma0 (no linear term)."""
+    gammas = np.array([0.01, 0.02, 0.04, 0.08])
+    change = []
+    for g in gammas:
+        sol = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, eta0=0.5, steps=40,
+                         save_every=40, samples=512, method="forward")
+        change.append(np.linalg.norm(sol.ntk[-1] - sol.ntk[0]) / np.linalg.norm(sol.ntk[0]))
+    fit = loglog_fit(gammas, change)
+    assert abs(fit.slope - 2.0) < 0.1, fit.describe()
+
+
+@pytest.mark.parametrize("act, readout, gamma0", [("tanh", "trained", 1.0), ("relu", "fixed", 0.5),
+                                                   ("softplus", "trained", 2.0)])
+def test_iterate_agrees_with_forward_to_1e8(data, act, readout, gamma0):
+    model = dmft.TwoLayer(act, gamma0=gamma0, readout=readout)
+    kw = dict(eta0=0.5, steps=60, save_every=20, samples=256, replicas=2)
+    fw = dmft.solve(model, data, method="forward", **kw)
+    it = dmft.solve(model, data, method="iterate", **kw)
+    scale = np.max(np.abs(fw.f_test))
+    assert np.max(np.abs(it.f_test - fw.f_test)) < 1e-8 * scale
+    assert np.max(np.abs(it.f_train - fw.f_train)) < 1e-8 * scale
+    np.testing.assert_allclose(it.ntk, fw.ntk, rtol=1e-8, atol=1e-10)
+    assert it.info["converged"] and all(n >= 2 for n in it.info["iterations"])
+
+
+def test_sampled_error_estimate_covers_the_exact_answer(data):
+    """Forward against the exact closure (linear, trained readouts): the deviation in
+    units of the reported standard error is of order one, never many sigma."""
+    model = dmft.TwoLayer("linear", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=40, save_every=4)
+    exact = dmft.solve(model, data, method="closure", **kw)
+    z = []
+    for seed in range(4):
+        fw = dmft.solve(model, data, method="forward", samples=2048, replicas=8,
+                        key=jax.random.key(seed), **kw)
+        se = fw.error["test_loss"][1:]
+        z.append((fw.test_loss[1:] - exact.test_loss[1:]) / se)
+    z = np.concatenate(z)
+    assert np.max(np.abs(z)) < 5.0
+    assert 0.1 < np.sqrt(np.mean(z ** 2)) < 3.0
+
+
+def test_variance_reduction_beats_a_network_of_the_same_width(data):
+    """The DMFT estimator (orthogonal antithetic nodes + lazy-kernel control variate) is
+    much more accurate than plain Monte Carlo with the same nodes (= a width-M network)."""
+    model = dmft.TwoLayer("linear", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=40, save_every=4, samples=2048)
+    exact = dmft.solve(model, data, method="closure", eta0=0.5, steps=40, save_every=4)
+    err = {}
+    for name, opts in {"dmft": {}, "network": dict(sampler="mc", control_variate=False,
+                                                      replicas=1)}.items():
+        e = []
+        for seed in range(3):
+            s = dmft.solve(model, data, method="forward", key=jax.random.key(seed), **kw, **opts)
+            e.append(np.sqrt(np.mean((s.f_test - exact.f_test) ** 2)))
+        err[name] = np.mean(e)
+    assert err["network"] > 10 * err["dmft"], err
+
+
+def test_centering_and_initial_outputs(data):
+    for readout in ("trained", "fixed"):
+        sol = dmft.solve(dmft.TwoLayer("relu", gamma0=0.3, readout=readout), data, eta0=0.1,
+                         steps=2, save_every=1, samples=64, method="forward")
+        assert np.all(sol.f_train[0] == 0) and np.all(sol.f_test[0] == 0)
+    # trained readouts, not centered: antithetic nodes still give f(0) = 0 exactly
+    sol = dmft.solve(dmft.TwoLayer("relu", gamma0=0.3, centered=False), data, eta0=0.1, steps=2,
+                     save_every=1, samples=64, method="forward")
+    assert np.all(sol.f_test[0] == 0)
+    # fixed readouts, not centered: f(0) = E[relu(u)] / gamma0 = sqrt(K^x_xx / 2 pi) / gamma0
+    sol = dmft.solve(dmft.TwoLayer("relu", gamma0=0.3, readout="fixed", centered=False), data,
+                     eta0=0.1, steps=2, save_every=1, samples=64, method="forward")
+    kxx = np.sum(data.x_test ** 2, 1) / data.D
+    np.testing.assert_allclose(sol.f_test[0], np.sqrt(kxx / (2 * np.pi)) / 0.3, rtol=1e-12)
+
+
+def test_same_key_same_bits_other_key_other_bits(data):
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=10, save_every=5, samples=64, method="forward")
+    a = dmft.solve(model, data, key=jax.random.key(7), **kw)
+    b = dmft.solve(model, data, key=jax.random.key(7), **kw)
+    c = dmft.solve(model, data, key=jax.random.key(8), **kw)
+    assert np.array_equal(a.f_test, b.f_test) and np.array_equal(a.ntk, b.ntk)
+    assert not np.array_equal(a.f_test, c.f_test)
+
+
+@pytest.mark.parametrize("method, act, readout", [("forward", "tanh", "trained"),
+                                                  ("iterate", "tanh", "trained"),
+                                                  ("closure", dmft.activations.quadratic(0.1), "fixed")])
+def test_no_recompilation_when_only_gamma0_changes(data, method, act, readout):
+    kw = dict(eta0=0.2, steps=10, save_every=5, samples=64, method=method)
+    dmft.solve(dmft.TwoLayer(act, gamma0=1.0, readout=readout), data, **kw)
+    before = dict(TRACE_COUNTS)
+    s2 = dmft.solve(dmft.TwoLayer(act, gamma0=0.25, readout=readout), data, **kw)
+    dmft.solve(dmft.TwoLayer(act, gamma0=3.0, readout=readout), data, **{**kw, "eta0": 0.1})
+    assert TRACE_COUNTS == before
+    assert s2.info["config"]["model"]["gamma0"] == 0.25
+
+
+# ------------------------------------------------------------------ gradient flow
+
+@pytest.mark.parametrize("method, act", [("forward", "tanh"), ("closure", "linear")])
+def test_gradient_flow_rk4_is_fourth_order(data, method, act):
+    """Error at t = 3.2 against a step of 1/128: fitted slope 4 over dt in [0.05, 0.4]."""
+    model = dmft.TwoLayer(act, gamma0=1.5)
+
+    def run(dt):
+        n = int(round(3.2 / dt))
+        return dmft.solve(model, data, eta0=dt, steps=n, save_every=n, samples=256,
+                          method=method, dynamics="flow", kernels=False).f_test[-1]
+
+    ref = run(3.2 / 256)
+    dts = np.array([0.4, 0.2, 0.1, 0.05])
+    errs = [np.max(np.abs(run(dt) - ref)) for dt in dts]
+    fit = loglog_fit(dts, errs)
+    assert abs(fit.slope - 4.0) < 0.3, fit.describe()
+
+
+def test_gradient_descent_tends_to_flow_at_first_order(data):
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(samples=256, method="forward", kernels=False)
+    flow = dmft.solve(model, data, eta0=0.05, steps=40, save_every=40, dynamics="flow", **kw)
+    etas = np.array([0.4, 0.2, 0.1, 0.05])
+    errs = []
+    for eta in etas:
+        n = int(round(2.0 / eta))
+        gd = dmft.solve(model, data, eta0=eta, steps=n, save_every=n, **kw)
+        errs.append(np.max(np.abs(gd.f_test[-1] - flow.f_test[-1])))
+    fit = loglog_fit(etas, errs)
+    assert abs(fit.slope - 1.0) < 0.15, fit.describe()
+
+
+# ------------------------------------------------------------------ closures
+
+def _whitened_linear_task(D=4, P=32, B=1.5, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(P, D))
+    c = x.T @ x / P
+    w, v = np.linalg.eigh(c)
+    x = x @ v @ np.diag(w ** -0.5) @ v.T                  # exactly x^T x / P = I
+    beta = B * np.eye(D)[0]
+    xt = rng.normal(size=(16, D))
+    return dmft.Dataset(x, x @ beta / np.sqrt(D), xt, xt @ beta / np.sqrt(D)), B
+
+
+def _linear_time(s, gamma0, B, D):
+    """Closed form t(s) for the two-layer linear network on whitened data (docs/derivations.md).
+
+    With f(x) = s e.x / sqrt(D) and target B e.x / sqrt(D), the second moments obey the
+    balance law (sigma_w + sigma_a)^2 = 4 (1 + gamma0^2 s^2), so
+        ds/dt = 2 sqrt(1 + gamma0^2 s^2) (B - s) / D,
+    and with v = gamma0 s + sqrt(1 + gamma0^2 s^2), R = sqrt(1 + gamma0^2 B^2),
+    v_pm = gamma0 B +- R:
+        t(s) = D / (2 R) [ln((v - v_-) / (v_+ - v))] from v = 1 to v(s).
+    """
+    R = np.sqrt(1 + gamma0 ** 2 * B ** 2)
+    vp, vm = gamma0 * B + R, gamma0 * B - R
+    v = gamma0 * s + np.sqrt(1 + gamma0 ** 2 * s ** 2)
+    F = lambda v: np.log((v - vm) / (vp - v))   # noqa: E731
+    return D / (2 * R) * (F(v) - F(1.0))
+
+
+@pytest.mark.parametrize("gamma0", [0.2, 1.0, 3.0])
+def test_linear_network_on_whitened_data_matches_scalar_closed_form(gamma0):
+    data, B = _whitened_linear_task()
+    sol = dmft.solve(dmft.TwoLayer("linear", gamma0=gamma0), data, eta0=0.01, steps=600,
+                     save_every=60, method="closure", dynamics="flow")
+    y = data.y_train
+    s = B * sol.f_train @ y / (y @ y)                    # f = (s / B) y exactly
+    np.testing.assert_allclose(sol.f_train, (s / B)[:, None] * y[None, :], atol=1e-12)
+    # RK4 at dt = 0.01 leaves a relative error of about 2e-9 at gamma0 = 3
+    np.testing.assert_allclose(_linear_time(s[1:], gamma0, B, data.D), sol.t[1:], rtol=1e-8)
+
+
+@pytest.mark.parametrize("case", ["linear-trained", "quadratic-fixed", "quadratic-fixed-uncentered"])
+def test_closure_matches_forward_on_affine_cases(data, case):
+    if case == "linear-trained":
+        model = dmft.TwoLayer("linear", gamma0=1.0)
+    else:
+        model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed",
+                              centered=(case == "quadratic-fixed"))
+    kw = dict(eta0=0.5, steps=40, save_every=10)
+    cl = dmft.solve(model, data, method="closure", **kw)
+    fw = dmft.solve(model, data, method="forward", samples=8192, replicas=8, **kw)
+    assert cl.info["method"] == "closure" and cl.error is None
+    z = (fw.test_loss[1:] - cl.test_loss[1:]) / fw.error["test_loss"][1:]
+    assert np.max(np.abs(z)) < 5.0, z
+    np.testing.assert_allclose(fw.f_test, cl.f_test, atol=2e-2 * np.max(np.abs(cl.f_test)))
+    np.testing.assert_allclose(fw.ntk, cl.ntk, atol=3e-2 * np.max(np.abs(cl.ntk)))
+    np.testing.assert_allclose(fw.weight_change["first_layer"], cl.weight_change["first_layer"],
+                               rtol=3e-2, atol=1e-12)
+
+
+@pytest.mark.parametrize("readout", ["trained", "fixed"])
+def test_closure_tends_to_lazy(data, readout):
+    """The exact closure approaches the lazy closed form as gamma0 -> 0: at order
+    gamma0^2 with trained readouts (the a -> -a symmetry removes the linear term),
+    but at order gamma0 with fixed readouts and a non-odd activation."""
+    kw = dict(eta0=0.5, steps=40, save_every=10)
+    act = "linear" if readout == "trained" else dmft.activations.quadratic(0.5)
+    gammas = np.array([0.001, 0.002, 0.004, 0.008])
+    errs = []
+    for g in gammas:
+        model = dmft.TwoLayer(act, gamma0=g, readout=readout)
+        cl = dmft.solve(model, data, method="closure", **kw)
+        lz = dmft.solve(model, data, method="lazy", **kw)
+        errs.append(np.max(np.abs(cl.f_test - lz.f_test)))
+    fit = loglog_fit(gammas, errs)
+    expected = 2.0 if readout == "trained" else 1.0
+    assert abs(fit.slope - expected) < 0.05, fit.describe()
+
+
+def test_quadrature_nodes_in_low_dimension():
+    """D = 1: tensor Gauss-Hermite over (z, a) converges (96 vs 192 nodes per dimension)
+    and agrees with sampling. Saturating activations need many nodes: Gauss-Hermite
+    convergence is slow for near-step functions."""
+    data = dmft.tasks.teacher_network(D=1, P=6, P_test=5, width=2, activation="tanh",
+                                      key=jax.random.key(2))
+    model = dmft.TwoLayer("erf", gamma0=0.5)
+    kw = dict(eta0=0.5, steps=20, save_every=20, method="forward")
+    q96 = dmft.solve(model, data, sampler="quadrature", quadrature_nodes=96, **kw)
+    q192 = dmft.solve(model, data, sampler="quadrature", quadrature_nodes=192, **kw)
+    assert q96.info["nodes_per_replica"] == 96 ** 2
+    assert np.max(np.abs(q96.f_test - q192.f_test)) < 2e-5
+    mc = dmft.solve(model, data, samples=4096, replicas=8, **kw)
+    z = (mc.test_loss[-1] - q192.test_loss[-1]) / mc.error["test_loss"][-1]
+    assert abs(z) < 5
+
+
+def test_lazy_weight_change_matches_forward_at_small_gamma0(data):
+    model = dmft.TwoLayer("erf", gamma0=0.01)
+    kw = dict(eta0=0.5, steps=40, save_every=10, kernels=False)
+    lz = dmft.solve(model, data, method="lazy", **kw)
+    fw = dmft.solve(model, data, method="forward", samples=8192, **kw)
+    for part in ("first_layer", "readout"):
+        np.testing.assert_allclose(fw.weight_change[part][1:], lz.weight_change[part][1:], rtol=2e-2)
+
+
+def test_solution_save_and_load_round_trip(data, tmp_path):
+    sol = dmft.solve(dmft.TwoLayer("linear"), data, eta0=0.5, steps=10, save_every=5)
+    npz, meta = sol.save(tmp_path / "sol")
+    back = dmft.Solution.load(tmp_path / "sol")
+    np.testing.assert_array_equal(back.test_loss, sol.test_loss)
+    np.testing.assert_array_equal(back.state["second_moment" if "second_moment" in sol.state
+                                             else "covariance"],
+                                  sol.state["second_moment" if "second_moment" in sol.state
+                                            else "covariance"])
+    assert back.info["config"]["model"]["activation"] == "linear"
+    assert back.info["method"] == "closure"

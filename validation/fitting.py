@@ -1,0 +1,60 @@
+"""Fits for convergence claims: error against width or step size on log-log axes.
+
+Example:
+    >>> import numpy as np
+    >>> from validation.fitting import loglog_fit
+    >>> n = np.array([64, 128, 256, 512])
+    >>> fit = loglog_fit(n, 3.0 / n)
+    >>> round(fit.slope, 6), fit.x_range
+    (-1.0, (64.0, 512.0))
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["LogLogFit", "loglog_fit"]
+
+
+class LogLogFit(NamedTuple):
+    """log y = intercept + slope log x, least squares."""
+    slope: float
+    intercept: float
+    stderr: float                 # standard error of the slope (nan for two points)
+    x_range: tuple[float, float]
+    n: int
+
+    def predict(self, x):
+        return np.exp(self.intercept) * np.asarray(x, float) ** self.slope
+
+    def describe(self) -> str:
+        return (f"slope {self.slope:+.3f} +- {self.stderr:.3f} over x in "
+                f"[{self.x_range[0]:g}, {self.x_range[1]:g}] ({self.n} points)")
+
+
+def loglog_fit(x, y) -> LogLogFit:
+    """Least-squares slope of log y against log x.
+
+    Raises:
+        ValueError: fewer than two points, or non-positive / non-finite values.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.shape} and {y.shape}")
+    if x.size < 2:
+        raise ValueError("a log-log fit needs at least two points")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
+        raise ValueError(f"log-log fit needs positive finite values, got x={x}, y={y}")
+    lx, ly = np.log(x), np.log(y)
+    A = np.stack([np.ones_like(lx), lx], axis=1)
+    coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
+    resid = ly - A @ coef
+    if x.size > 2:
+        s2 = resid @ resid / (x.size - 2)
+        stderr = float(np.sqrt(s2 / np.sum((lx - lx.mean()) ** 2)))
+    else:
+        stderr = float("nan")
+    return LogLogFit(float(coef[1]), float(coef[0]), stderr, (float(x.min()), float(x.max())), int(x.size))
