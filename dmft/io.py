@@ -8,7 +8,7 @@ Example:
     >>> import tempfile, os, numpy as np
     >>> from dmft import io
     >>> d = tempfile.mkdtemp()
-    >>> io.save(os.path.join(d, "run"), {"t": np.arange(3.0)}, {"eta0": 0.1})
+    >>> paths = io.save(os.path.join(d, "run"), {"t": np.arange(3.0)}, {"eta0": 0.1})
     >>> arrays, meta = io.load(os.path.join(d, "run"))
     >>> arrays["t"].tolist(), meta["config"]["eta0"]
     ([0.0, 1.0, 2.0], 0.1)
