@@ -42,6 +42,7 @@ class Static(NamedTuple):
 
 class Ctx(NamedTuple):
     l_tr: jax.Array        # (P, r)
+    lt_tr: jax.Array       # (r, P) = l_tr.T, stored once (a transposed operand is copied per step)
     l_te: jax.Array        # (P*, r)
     y: jax.Array           # (P, C)
     kx_tr: jax.Array       # (P, P)
@@ -88,23 +89,22 @@ def initial_state(kind: str, r: int, c: int, dtype) -> State:
 # --------------------------------------------------------------- poly2-fixed
 
 def _poly2_f(ctx: Ctx, l, f0, kxx, U, m):
-    y_all = l @ jnp.concatenate([U, m[:, None]], axis=1)
-    hm = y_all[:, -1]                                           # E[h] = L m
-    h2 = jnp.sum(y_all[:, :-1] ** 2, axis=1) + hm ** 2          # E[h^2]
+    y_u, hm = l @ U, l @ m                                      # fields: E[h] = L m
+    h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2                   # E[h^2]
     # f = f(0) + (E phi(h) - E phi(u)) / gamma0, E phi(u) = beta K^x_mumu
     f = f0[:, 0] + (ctx.alpha * hm + ctx.beta * (h2 - kxx)) / ctx.gamma0
-    return f, y_all
+    return f, y_u, hm
 
 
 def _poly2_velocity(ctx: Ctx, U, m):
     p = ctx.l_tr.shape[0]
-    f, y_all = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)
+    f, y_u, hm = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)
     delta = ctx.y[:, 0] - f
-    w = jnp.concatenate([delta[:, None] * y_all[:, :-1],
-                         (delta * (ctx.alpha + 2 * ctx.beta * y_all[:, -1]))[:, None]], axis=1)
-    g = ctx.l_tr.T @ w / p                                       # sum_mu Delta phi'(h) L_mu / P
-    dU = 2 * ctx.beta * ctx.gamma0 * g[:, :-1] - ctx.decay * U
-    dm = ctx.gamma0 * g[:, -1] - ctx.decay * m
+    # sum_mu Delta_mu phi'(h_mu) L_mu / P, split into its parts linear in xi and constant
+    g_u = ctx.lt_tr @ (delta[:, None] * y_u) / p
+    g_m = ctx.lt_tr @ (delta * (ctx.alpha + 2 * ctx.beta * hm)) / p
+    dU = 2 * ctx.beta * ctx.gamma0 * g_u - ctx.decay * U
+    dm = ctx.gamma0 * g_m - ctx.decay * m
     return dU, dm, delta
 
 
@@ -132,7 +132,7 @@ def _linear_velocity(ctx: Ctx, U, m):
     uw, ua = U[:r], U[r:]
     f = ctx.f0_tr + ctx.l_tr @ (uw @ ua.T) / ctx.gamma0         # f = L E[z a^T] / gamma0
     delta = ctx.y - f
-    g = ctx.l_tr.T @ delta / p                                  # (r, C)
+    g = ctx.lt_tr @ delta / p                                   # (r, C)
     dU = ctx.gamma0 * jnp.concatenate([g @ ua, g.T @ uw], axis=0) - ctx.decay * U
     return dU, jnp.zeros_like(m), delta
 

@@ -87,6 +87,11 @@ def _mean_sq(a):
     return jnp.mean(a * a, axis=-1)
 
 
+def _node_sum(u, v):
+    """sum over nodes m of u[m, p] v[m, q] (an einsum: `u.T @ v` would copy u transposed)."""
+    return jnp.einsum("mp,mq->pq", u, v)
+
+
 # ------------------------------------------------------------- initialisation
 
 @functools.partial(jax.jit, static_argnames=("p", "trained", "control_variate"))
@@ -104,9 +109,9 @@ def init_replicas(act, l_all, kx_all_tr, phi0_all, g0_all, z0, a0, w, *,
     def one(z0, a0, w):
         h = z0 @ l_all.T
         phi, dphi = act(h), act.derivative(h)
-        F0 = phi.T @ (w[:, None] * a0)
-        phi_s = phi.T @ (w[:, None] * phi[:, :p])                          # (P_all, P)
-        g_s = dphi.T @ ((w * _mean_sq(a0))[:, None] * dphi[:, :p])
+        F0 = _node_sum(phi, w[:, None] * a0)
+        phi_s = _node_sum(phi, w[:, None] * phi[:, :p])                          # (P_all, P)
+        g_s = _node_sum(dphi, (w * _mean_sq(a0))[:, None] * dphi[:, :p])
         k_s = g_s * kx_all_tr + (phi_s if trained else 0.0)
         k0 = g0_all * kx_all_tr + (phi0_all if trained else 0.0)
         on = 1.0 if control_variate else 0.0
@@ -133,7 +138,7 @@ def _fields(sh: Shared, z):
 
 def _f_train(sh: Shared, rep: Replica, phi, a, s):
     # f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S / P
-    F = phi.T @ (rep.w[:, None] * a)
+    F = _node_sum(phi, rep.w[:, None] * a)
     return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + rep.cv_tr @ s / sh.l_tr.shape[0]
 
 
@@ -183,11 +188,11 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     out = {"f_train": _f_train(sh, rep, phi, st.a, st.s)}
     if static.has_test:
         phi_te = sh.act(st.z @ sh.l_te.T)
-        out["f_test"] = (sh.f0_te + (phi_te.T @ wa - rep.F0_te) / sh.gamma0
+        out["f_test"] = (sh.f0_te + (_node_sum(phi_te, wa) - rep.F0_te) / sh.gamma0
                          + rep.cv_te @ st.s / sh.l_tr.shape[0])
     # Phi = <phi phi>, G = <a^2 phi' phi'> (output-averaged), K = Phi + G * K^x (section 2)
-    feat = phi.T @ (rep.w[:, None] * phi) + rep.cv_phi
-    grad = dphi.T @ ((rep.w * _mean_sq(st.a))[:, None] * dphi) + rep.cv_g
+    feat = _node_sum(phi, rep.w[:, None] * phi) + rep.cv_phi
+    grad = _node_sum(dphi, (rep.w * _mean_sq(st.a))[:, None] * dphi) + rep.cv_g
     ntk = grad * sh.kx_tr + (feat if static.trained else 0.0)
     out["alignment"] = alignment(ntk, sh.y)
     if static.kernels:
@@ -250,10 +255,10 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
             st, c = carry
             phi, dphi = _fields(sh, st.z)
             est = sh.y - _f_train(sh, rep1, phi, st.a, st.s)      # Delta implied by the guess
-            grad = dphi.T @ ((rep1.w * _mean_sq(st.a))[:, None] * dphi) + rep1.cv_g
+            grad = _node_sum(dphi, (rep1.w * _mean_sq(st.a))[:, None] * dphi) + rep1.cv_g
             ntk = grad * sh.kx_tr
             if static.trained:
-                ntk = ntk + phi.T @ (rep1.w[:, None] * phi) + rep1.cv_phi
+                ntk = ntk + _node_sum(phi, rep1.w[:, None] * phi) + rep1.cv_phi
             d = est - d_old - c
             return (_step1(static, sh, rep1, st, d_old), c + sh.eta0 / p * ntk @ d), d
 

@@ -313,7 +313,8 @@ def _closure_ctx(model, data, cfg, su):
     a, b = _closure.poly2_coefficients(model.activation) or (1.0, 0.0)
     dt = _dtype()
     return _closure.Ctx(
-        l_tr=su["l_all"][:P], l_te=su["l_all"][P:], y=su["y"], kx_tr=su["kx_all_tr"][:P],
+        l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
+        kx_tr=su["kx_all_tr"][:P],
         kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
         alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(model.gamma0, dt),
         eta0=jnp.asarray(cfg["eta0"], dt), decay=jnp.asarray(cfg["weight_decay"], dt))

@@ -1,0 +1,145 @@
+"""Benchmark of the DMFT solvers: speed against a large matmul, and accuracy per cost.
+
+Prints three tables, all measured in this run on this machine:
+1. forward solver hot loop: time per step, achieved GFLOP/s of its matrix
+   products, and the ratio to a large float64 matmul timed here;
+2. the Kumar et al. Fig. 1 setting (D=100, P=550, 1000 test points, eps=0.02,
+   gamma0=1, 1e5 steps at eta0=2) through the exact closure;
+3. error against cost: the DMFT forward estimator against an ensemble of
+   width-N networks (plain Monte Carlo nodes, no control variate: exactly a
+   network in the field basis) of equal total compute, on the linear model with
+   trained readouts where the exact answer is known (closure).
+
+Run: make bench   (or: python scripts/bench_dmft.py --quick)
+"""
+
+import argparse
+import json
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import dmft  # noqa: E402
+
+
+def matmul_gflops(n=2048, reps=5):
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, a).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(reps):
+        c = f(a, c if _ else a)
+    c.block_until_ready()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def forward_table(ref, quick):
+    sizes = [(4096, 64, 16), (8192, 256, 32), (16384, 512, 64)]
+    if quick:
+        sizes = sizes[:2]
+    rows = []
+    for act in ("relu", "tanh"):
+        for m, p, d in sizes:
+            data = dmft.tasks.single_index(D=d, P=p, P_test=0, degree=2, key=jax.random.key(1))
+            model = dmft.TwoLayer(act, gamma0=1.0)
+            steps = 200
+            kw = dict(eta0=0.2, steps=steps, save_every=steps, samples=m, replicas=4,
+                      method="forward", kernels=False)
+            dmft.solve(model, data, **kw)                       # compile
+            t = time.perf_counter()
+            sol = dmft.solve(model, data, **kw)
+            run = sol.info["run_s"]
+            per_step = run / steps
+            flops = 4 * m * p * d + 6 * m * p                    # GEMMs of one step (C = 1)
+            rows.append(dict(activation=act, nodes=m, P=p, D=d, ms_per_step=1e3 * per_step,
+                             gflops=flops / per_step / 1e9,
+                             ratio=flops / per_step / 1e9 / ref, wall_s=time.perf_counter() - t))
+    return rows
+
+
+def kumar_closure(steps):
+    data = dmft.tasks.kumar_quadratic(D=100, P=550, P_test=1000, key=jax.random.key(0))
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.02), gamma0=1.0, readout="fixed")
+    kw = dict(eta0=2.0, steps=steps, save_every=steps // 100, kernels=False)
+    dmft.solve(model, data, **{**kw, "steps": 100, "save_every": 1})   # compile the step
+    t = time.perf_counter()
+    sol = dmft.solve(model, data, **kw)
+    wall = time.perf_counter() - t
+    flops = 4 * 550 * 100 * 100 * steps
+    return dict(steps=steps, wall_s=wall, run_s=sol.info["run_s"], gflops=flops / sol.info["run_s"] / 1e9,
+                final_train=float(sol.train_loss[-1]), final_test=float(sol.test_loss[-1]),
+                method=sol.info["method"])
+
+
+def error_per_cost(quick):
+    data = dmft.tasks.single_index(D=16, P=64, P_test=256, degree=1, key=jax.random.key(3))
+    model = dmft.TwoLayer("linear", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=100, save_every=10, kernels=False)
+    exact = dmft.solve(model, data, method="closure", **kw)
+    seeds = 3 if quick else 5
+    budgets = [1024, 4096, 16384] + ([] if quick else [65536])
+    rows = []
+    for total in budgets:
+        res = {}
+        for name, opts in {
+            "dmft": dict(samples=total, replicas=4),
+            "networks": dict(samples=total, replicas=8, sampler="mc", control_variate=False),
+        }.items():
+            errs, times = [], []
+            for s in range(seeds):
+                t = time.perf_counter()
+                sol = dmft.solve(model, data, method="forward", key=jax.random.key(100 + s),
+                                 **opts, **kw)
+                times.append(time.perf_counter() - t)
+                errs.append(np.sqrt(np.mean((sol.f_test - exact.f_test) ** 2)))
+            res[name] = (float(np.sqrt(np.mean(np.square(errs)))), float(np.median(times)))
+        rows.append(dict(total_nodes=total, dmft_err=res["dmft"][0], net_err=res["networks"][0],
+                         err_ratio=res["networks"][0] / res["dmft"][0],
+                         dmft_s=res["dmft"][1], net_s=res["networks"][1]))
+    # cost for equal error: networks' error falls as total^-1/2, so equal error
+    # needs (err_ratio)^2 times the nodes
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes, 2e4 Kumar steps")
+    p.add_argument("--kumar-steps", type=int, default=None)
+    p.add_argument("--json", help="also write the tables to this file")
+    args = p.parse_args()
+    ref = matmul_gflops()
+    print(f"device: {jax.devices()[0]}   float64 matmul 2048^3: {ref:.1f} GFLOP/s\n")
+
+    print("1. forward solver hot loop (gradient descent, 4 replicas, kernels off)")
+    print(f"{'act':>8} {'nodes':>7} {'P':>5} {'D':>4} {'ms/step':>9} {'GFLOP/s':>9} {'vs matmul':>10}")
+    fw = forward_table(ref, args.quick)
+    for r in fw:
+        print(f"{r['activation']:>8} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} {r['ms_per_step']:9.2f} "
+              f"{r['gflops']:9.1f} {r['ratio']:10.0%}")
+
+    steps = args.kumar_steps or (20000 if args.quick else 100000)
+    print(f"\n2. Kumar et al. Fig. 1 setting through the closure ({steps} steps, D=100, P=550)")
+    k = kumar_closure(steps)
+    print(f"   {k['wall_s']:.1f} s wall ({k['run_s']:.1f} s in the scan), {k['gflops']:.1f} GFLOP/s "
+          f"= {k['gflops'] / ref:.0%} of matmul; final train {k['final_train']:.3e}, "
+          f"test {k['final_test']:.3e}; 1e5 steps extrapolate to {k['run_s'] * 1e5 / steps:.0f} s")
+
+    print("\n3. error against cost: DMFT estimator vs ensemble of networks, equal total nodes")
+    print(f"{'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} {'dmft s':>8} {'net s':>8}")
+    ec = error_per_cost(args.quick)
+    for r in ec:
+        print(f"{r['total_nodes']:7d} {r['dmft_err']:11.2e} {r['net_err']:11.2e} {r['err_ratio']:10.1f} "
+              f"{r['dmft_s']:8.2f} {r['net_s']:8.2f}")
+    print("   networks need about (err ratio)^2 times the compute for the same error")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"matmul_gflops": ref, "forward": fw, "kumar": k, "error_per_cost": ec}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Task generators, data loading and the results format."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import dmft
+from dmft import io
+from dmft.activations import gauss_hermite
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_hermite_targets_are_orthonormal(k):
+    xi, w = gauss_hermite(40)
+    for j in range(1, 5):
+        inner = np.sum(w * dmft.tasks.hermite(k, xi) * dmft.tasks.hermite(j, xi))
+        assert inner == pytest.approx(float(j == k), abs=1e-12)
+
+
+def test_single_index_is_deterministic_and_planted():
+    a = dmft.tasks.single_index(D=7, P=20, P_test=5, degree=3, key=jax.random.key(4))
+    b = dmft.tasks.single_index(D=7, P=20, P_test=5, degree=3, key=4)
+    c = dmft.tasks.single_index(D=7, P=20, P_test=5, degree=3, key=5)
+    assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.x_train, c.x_train)
+    beta = np.asarray(a.meta["beta"])
+    assert np.linalg.norm(beta) == pytest.approx(1.0)
+    np.testing.assert_allclose(a.y_train, dmft.tasks.hermite(3, a.x_train @ beta))
+
+
+def test_kumar_and_teacher_targets():
+    d = dmft.tasks.kumar_quadratic(D=10, P=30, P_test=7, key=1)
+    beta = np.asarray(d.meta["beta"])
+    np.testing.assert_allclose(d.y_train, 0.5 * (d.x_train @ beta) ** 2)
+    t = dmft.tasks.teacher_network(D=5, P=9, P_test=0, width=3, activation="erf", key=2)
+    assert t.x_test is None and t.y_train.shape == (9,) and np.all(np.isfinite(t.y_train))
+
+
+@pytest.mark.parametrize("kwargs", [dict(D=0), dict(P=2.5), dict(degree=0), dict(noise=-1.0)])
+def test_task_arguments_are_checked(kwargs):
+    with pytest.raises(ValueError):
+        dmft.tasks.single_index(**kwargs)
+
+
+def test_npz_round_trip_and_errors(tmp_path):
+    d = dmft.tasks.single_index(D=3, P=5, P_test=4, degree=1, key=0)
+    d.save(tmp_path / "data.npz")
+    back = dmft.tasks.load_npz(tmp_path / "data.npz")
+    assert np.array_equal(back.x_test, d.x_test) and np.array_equal(back.y_train, d.y_train)
+    np.savez(tmp_path / "bad.npz", x_train=d.x_train)
+    with pytest.raises(ValueError, match="y_train"):
+        dmft.tasks.load_npz(tmp_path / "bad.npz")
+    np.savez(tmp_path / "extra.npz", x_train=d.x_train, y_train=d.y_train, w=d.y_train)
+    with pytest.raises(ValueError, match="unknown"):
+        dmft.tasks.load_npz(tmp_path / "extra.npz")
+    with pytest.raises(ValueError, match="not found"):
+        dmft.tasks.load_npz(tmp_path / "missing.npz")
+
+
+def test_results_metadata_records_config_and_versions(tmp_path):
+    npz, meta = io.save(tmp_path / "r", {"a": np.arange(3), "skip": None}, {"gamma0": 1.0, "x": np.nan})
+    arrays, m = io.load(tmp_path / "r")
+    assert list(arrays) == ["a"]
+    assert m["config"] == {"gamma0": 1.0, "x": "nan"}
+    assert {"jax", "jaxlib", "numpy", "python", "devices"} <= set(m["environment"])
+    with open(meta) as fh:
+        json.load(fh)
