@@ -4,12 +4,13 @@ The two-layer single site starts from z ~ N(0, I_r) (first-layer weights in
 the basis of `kernels.field_basis`) and, with trained readouts, a ~ N(0, I_C).
 Averages over the site law are estimated on weighted nodes. Samplers:
 
-- "orthogonal" (default): antithetic pairs, (z, a) and (z, -a) for trained
-  readouts (so f(0) = 0 exactly) or z and -z for fixed readouts, with the
-  z's drawn in blocks of r mutually orthogonal directions with independent
-  chi_r radii. Every node is exactly N(0, I) marginally, so the estimate is
-  unbiased, but the empirical second moments of z fluctuate far less than
-  for independent draws.
+- "stratified" (default): antithetic pairs, (z, a) and (z, -a) for trained
+  readouts (so f(0) = 0 exactly) or z and -z for fixed readouts; the z's come
+  in blocks of r mutually orthogonal directions sharing one chi_r radius, the
+  radii stratified across blocks, and the readouts stratified per coordinate
+  (Latin hypercube). Every node is exactly N(0, I) marginally, so averages are
+  unbiased, while the empirical second moments are near-exactly the identity.
+- "orthogonal": the same pairs and orthogonal blocks, independent radii.
 - "antithetic": the same pairs with independent z's (for comparison).
 - "mc": independent draws, no pairing. This is exactly a width-M network.
 - "quadrature": tensor-product Gauss-Hermite nodes in all r (+ C) site
@@ -32,7 +33,7 @@ from .activations import gauss_hermite
 
 __all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian"]
 
-SAMPLERS = ("orthogonal", "antithetic", "mc", "quadrature")
+SAMPLERS = ("stratified", "orthogonal", "antithetic", "mc", "quadrature")
 MAX_QUADRATURE_NODES = 2 ** 21
 
 
@@ -65,6 +66,47 @@ def orthogonal_gaussian(key, n: int, r: int, dtype=None):
     return rows.reshape(blocks * r, r)[:n]
 
 
+def chi2_quantile(u, k):
+    """Quantiles of the chi-squared law with k degrees of freedom (Newton on gammainc)."""
+    u = jnp.asarray(u)
+    z = jax.scipy.special.ndtri(u)
+    x = k * jnp.maximum(1 - 2 / (9 * k) + z * jnp.sqrt(2 / (9 * k)), 0.05) ** 3  # Wilson-Hilferty
+    half = k / 2.0
+    for _ in range(12):
+        logpdf = (half - 1) * jnp.log(x) - x / 2 - half * jnp.log(2.0) - jax.scipy.special.gammaln(half)
+        x = jnp.maximum(x - (jax.scipy.special.gammainc(half, x / 2) - u) / jnp.exp(logpdf), x / 10)
+    return x
+
+
+def stratified_normal(key, n: int, c: int, dtype=None):
+    """n draws of N(0, I_c), each coordinate stratified over n equal-probability
+    strata (Latin hypercube): exact marginals, near-exact empirical moments."""
+    dtype = dtype or jnp.result_type(float)
+    kp, ku = jax.random.split(key)
+    perm = jnp.stack([jax.random.permutation(k, n) for k in jax.random.split(kp, c)], axis=1)
+    u = (perm + jax.random.uniform(ku, (n, c), dtype)) / n
+    return jax.scipy.special.ndtri(u).astype(dtype)
+
+
+def shared_radius_gaussian(key, n: int, r: int, dtype=None):
+    """n draws of N(0, I_r) in blocks of r orthogonal directions sharing one radius.
+
+    Each block's second moment is exactly rho_b^2 I; the radii rho_b ~ chi_r are
+    stratified across blocks, so the total second moment is near-exactly I. Each
+    row is still exactly standard normal (uniform direction, chi_r radius).
+    """
+    dtype = dtype or jnp.result_type(float)
+    blocks = -(-n // r)
+    kq, kp, ku = jax.random.split(key, 3)
+    g = jax.random.normal(kq, (blocks, r, r), dtype)
+    q, rr = jnp.linalg.qr(g)
+    q = q * jnp.sign(jnp.diagonal(rr, axis1=-2, axis2=-1))[:, None, :]   # Haar measure
+    u = (jax.random.permutation(kp, blocks) + jax.random.uniform(ku, (blocks,), dtype)) / blocks
+    radii = jnp.sqrt(chi2_quantile(u, r)).astype(dtype)
+    rows = jnp.swapaxes(q, -1, -2) * radii[:, None, None]
+    return rows.reshape(blocks * r, r)[:n]
+
+
 def _one_replica(key, sampler, m, r, c, trained, dtype):
     kz, ka = jax.random.split(key)
     if sampler == "mc":
@@ -72,12 +114,15 @@ def _one_replica(key, sampler, m, r, c, trained, dtype):
         a = jax.random.normal(ka, (m, c), dtype) if trained else jnp.ones((m, c), dtype)
         return z, a
     half = m // 2
-    if sampler == "orthogonal":
+    if sampler == "stratified":
+        zb = shared_radius_gaussian(kz, half, r, dtype)
+    elif sampler == "orthogonal":
         zb = orthogonal_gaussian(kz, half, r, dtype)
     else:
         zb = jax.random.normal(kz, (half, r), dtype)
     if trained:
-        ab = jax.random.normal(ka, (half, c), dtype)
+        ab = (stratified_normal(ka, half, c, dtype) if sampler == "stratified"
+              else jax.random.normal(ka, (half, c), dtype))
         return jnp.concatenate([zb, zb]), jnp.concatenate([ab, -ab])
     return jnp.concatenate([zb, -zb]), jnp.ones((m, c), dtype)
 

@@ -433,7 +433,7 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
 
 def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
           save_every: int = 10, *, method: str = "auto", dynamics: str = "gd",
-          samples: int = 16384, replicas: int = 4, sampler: str = "orthogonal", key=None,
+          samples: int = 16384, replicas: int = 4, sampler: str = "stratified", key=None,
           control_variate: bool = True, kernels: bool = True, weight_decay: float = 0.0,
           tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0, window=None,
           kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
@@ -452,7 +452,8 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
             (gradient flow, fourth-order Runge-Kutta with step eta0).
         samples: single-site nodes in total over all replicas (sampled methods).
         replicas: independent replicas; their spread gives `Solution.error`.
-        sampler: "orthogonal", "antithetic", "mc" or "quadrature" (`dmft.sampling`).
+        sampler: "stratified", "orthogonal", "antithetic", "mc" or "quadrature"
+            (`dmft.sampling`).
         key: `jax.random.key`; default key(0). Same key, same result.
         control_variate: correct node averages with the exact lazy kernel.
         kernels: keep the (T, P, P) kernels (alignment is always computed).
