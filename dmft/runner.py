@@ -87,7 +87,8 @@ def _first_bad(state) -> int:
 
 
 def run_saved(step, record, static, ctx, state, *, save_every: int, n_intervals: int,
-              drive=None, progress: bool = False, label: str = "solve"):
+              drive=None, progress: bool = False, label: str = "solve",
+              stop_on_nonfinite: bool = True):
     """Record at step 0 and after every `save_every` steps, `n_intervals` times.
 
     Args:
@@ -95,6 +96,8 @@ def run_saved(step, record, static, ctx, state, *, save_every: int, n_intervals:
             fed to `step` one slice per step (used by the iterate solver).
         progress: show a progress bar (tqdm) over steps; the run is then cut
             into about 20 calls (at most two compiled chunk lengths).
+        stop_on_nonfinite: raise at the first bad step (solvers); with False the
+            run carries on and `state.bad` tells which members went bad (ensembles).
 
     Returns:
         (records, state, seconds) where records maps names to arrays with a
@@ -116,7 +119,7 @@ def run_saved(step, record, static, ctx, state, *, save_every: int, n_intervals:
         done += n
         if bar is not None:
             bar.update(n * save_every)
-        bad = _first_bad(state)
+        bad = _first_bad(state) if stop_on_nonfinite else -1
         if bad >= 0:
             if bar is not None:
                 bar.close()

@@ -1,0 +1,69 @@
+"""Benchmark of finite-width training: time per step and GFLOP/s against a matmul.
+
+For widths 256..65536 and 1..64 seeds (vmapped), P=256 training points in D=32,
+tanh with trained readouts, plain gradient descent. GFLOP/s counts the matrix
+products of one step (forward and backward): 8 P D N + 4 P N per seed. Sizes
+whose arrays would not fit in memory are skipped and said so.
+
+Run: python scripts/bench_networks.py [--quick]
+"""
+
+import argparse
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+import dmft  # noqa: E402
+import networks  # noqa: E402
+from networks.train import memory_estimate  # noqa: E402
+
+
+def matmul_gflops(n=2048, reps=5):
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, a).block_until_ready()
+    t = time.perf_counter()
+    c = a
+    for _ in range(reps):
+        c = f(a, c)
+    c.block_until_ready()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--memory-gb", type=float, default=6.0, help="skip sizes needing more")
+    args = p.parse_args()
+    ref = matmul_gflops()
+    P, D = 256, 32
+    data = dmft.tasks.single_index(D=D, P=P, P_test=0, degree=2, key=jax.random.key(0))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    widths = [256, 1024, 4096] if args.quick else [256, 1024, 4096, 16384, 65536]
+    seed_counts = [1, 8] if args.quick else [1, 8, 64]
+    steps = 20
+    print(f"device: {jax.devices()[0]}   float64 matmul 2048^3: {ref:.1f} GFLOP/s")
+    print(f"P={P}, D={D}, tanh, trained readouts, {steps} steps of gradient descent\n")
+    print(f"{'width':>7} {'seeds':>6} {'ms/step':>9} {'GFLOP/s':>9} {'vs matmul':>10}")
+    for n in widths:
+        for s in seed_counts:
+            need = memory_estimate(data, n, s, 2, False)
+            if need > args.memory_gb * 2 ** 30:
+                print(f"{n:7d} {s:6d}   skipped: needs about {need / 2 ** 30:.0f} GiB")
+                continue
+            kw = dict(width=n, seeds=s, eta0=0.1, steps=steps, save_every=steps,
+                      max_memory_gb=args.memory_gb)
+            networks.train(model, data, **kw)                    # compile
+            run = networks.train(model, data, **kw)
+            per_step = run.info["run_s"] / steps
+            flops = s * (8 * P * D * n + 4 * P * n)
+            print(f"{n:7d} {s:6d} {per_step * 1e3:9.2f} {flops / per_step / 1e9:9.1f} "
+                  f"{flops / per_step / 1e9 / ref:10.0%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Finite-width networks in DMFT units: parameterization, convergence to the theory, API."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import dmft
+import networks
+from dmft.runner import TRACE_COUNTS
+from validation import loglog_fit
+
+
+@pytest.fixture(scope="module")
+def data():
+    return dmft.tasks.single_index(D=6, P=24, P_test=32, degree=2, key=jax.random.key(1))
+
+
+@pytest.fixture(scope="module")
+def kumar():
+    """Quadratic activation, fixed readouts: the exact closure is the reference."""
+    data = dmft.tasks.kumar_quadratic(D=8, P=40, P_test=64, key=jax.random.key(0))
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed")
+    return data, model
+
+
+def test_time_base_matches_dmft(data):
+    model = dmft.TwoLayer("tanh")
+    run = networks.train(model, data, width=32, seeds=2, eta0=0.3, steps=40, save_every=8)
+    sol = dmft.solve(model, data, eta0=0.3, steps=40, save_every=8, method="lazy")
+    np.testing.assert_array_equal(run.t, sol.t)
+    assert run.f_train.shape == (2, 6, 24) and run.f_test.shape == (2, 6, 32)
+    assert run.weight_change["first_layer"].shape == (2, 6) and run.alignment.shape == (2, 6)
+
+
+@pytest.mark.parametrize("gamma0", [0.1, 1.0, 10.0])
+def test_coordinate_check_first_step_is_width_and_gamma0_independent(data, gamma0):
+    """muP coordinate check: at t = 0, df/dt = K0 Delta / P for every gamma0 and width, with
+    deviations that shrink as N^-1/2 (fitted), never growing or vanishing with N or gamma0."""
+    model = dmft.TwoLayer("tanh", gamma0=gamma0)
+    eta = 1e-5
+    lazy = dmft.solve(model, data, eta0=eta, steps=1, save_every=1, method="lazy")
+    target = lazy.f_test[1] / eta                     # K0_{*, train} y / P
+    widths = np.array([32, 128, 512, 2048])
+    dev = []
+    for n in widths:
+        run = networks.train(model, data, width=int(n), seeds=32, eta0=eta, steps=1, save_every=1)
+        rate = run.f_test[:, 1] / eta
+        dev.append(np.sqrt(np.mean((rate - target) ** 2)) / np.sqrt(np.mean(target ** 2)))
+    fit = loglog_fit(widths, dev)
+    assert abs(fit.slope + 0.5) < 0.1, fit.describe()
+    assert 0.05 < dev[0] * np.sqrt(widths[0]) < 20        # O(1) prefactor, whatever gamma0 is
+
+
+def test_small_gamma0_wide_networks_follow_the_lazy_theory(data):
+    model = dmft.TwoLayer("erf", gamma0=0.01)
+    kw = dict(eta0=0.5, steps=60, save_every=20)
+    lazy = dmft.solve(model, data, method="lazy", **kw)
+    run = networks.train(model, data, width=8192, seeds=8, **kw)
+    se = run.f_test.std(0, ddof=1) / np.sqrt(8)
+    z = (run.f_test.mean(0) - lazy.f_test)[1:] / se[1:]
+    assert np.max(np.abs(z)) < 5 and np.sqrt(np.mean(z ** 2)) < 2   # no bias beyond seed noise
+    np.testing.assert_allclose(run.test_loss.mean(0), lazy.test_loss, rtol=1e-2)
+
+
+def test_width_convergence_slopes_against_the_exact_closure(kumar):
+    """Ensemble-mean test-loss error ~ N^-1 (bias), per-seed spread ~ N^-1/2, fitted over
+    N = 16..256 with 256 seeds (measured: -1.05 and -0.49 over 16..512)."""
+    data, model = kumar
+    kw = dict(eta0=0.5, steps=40, save_every=10)
+    exact = dmft.solve(model, data, method="closure", **kw)
+    widths = np.array([16, 32, 64, 128, 256])
+    bias, spread = [], []
+    for n in widths:
+        run = networks.train(model, data, width=int(n), seeds=256, **kw)
+        bias.append(np.max(np.abs(run.test_loss.mean(0) - exact.test_loss)))
+        spread.append(np.max(run.test_loss.std(0)))
+    fb, fs = loglog_fit(widths, bias), loglog_fit(widths, spread)
+    assert -1.3 < fb.slope < -0.75, fb.describe()
+    assert -0.6 < fs.slope < -0.4, fs.describe()
+
+
+def test_per_seed_error_against_the_forward_solver(data):
+    """A nonlinear rich case (tanh, gamma0 = 0.5): per-seed error falls as N^-1/2."""
+    model = dmft.TwoLayer("tanh", gamma0=0.5)
+    kw = dict(eta0=0.5, steps=40, save_every=20)
+    sol = dmft.solve(model, data, samples=2 ** 15, **kw)
+    widths = np.array([64, 256, 1024])
+    err = []
+    for n in widths:
+        run = networks.train(model, data, width=int(n), seeds=16, **kw)
+        err.append(np.sqrt(np.mean((run.f_test[:, -1] - sol.f_test[-1]) ** 2)))
+    fit = loglog_fit(widths, err)
+    assert abs(fit.slope + 0.5) < 0.12, fit.describe()
+
+
+def test_centering_antithetic_seeds_and_bits(data):
+    kw = dict(eta0=0.2, steps=4, save_every=2, seeds=3)
+    run = networks.train(dmft.TwoLayer("relu"), data, width=16, **kw)
+    assert np.all(run.f_train[:, 0] == 0)
+    raw = networks.train(dmft.TwoLayer("relu", centered=False), data, width=16, **kw)
+    assert np.all(np.abs(raw.f_train[:, 0]) > 0)
+    anti = networks.train(dmft.TwoLayer("relu", centered=False), data, width=16, antithetic=True, **kw)
+    assert np.max(np.abs(anti.f_train[:, 0])) < 1e-13
+    assert not np.allclose(run.f_train[0], run.f_train[1])            # seeds differ
+    again = networks.train(dmft.TwoLayer("relu"), data, width=16, **kw)
+    assert np.array_equal(again.f_test, run.f_test)                    # same key, same bits
+    other = networks.train(dmft.TwoLayer("relu"), data, width=16, key=jax.random.key(9), **kw)
+    assert not np.array_equal(other.f_test, run.f_test)
+
+
+def test_kernels_use_the_two_layer_structure(data):
+    """The structured empirical kernels equal the full-Jacobian NTK of the same network,
+    K = gamma0^2 N J J^T with J = df/dtheta (DMFT units)."""
+    from networks.train import init_params
+    g, n = 0.7, 12
+    model = dmft.TwoLayer("tanh", gamma0=g)
+    run = networks.train(model, data, width=n, seeds=1, eta0=0.2, steps=2, save_every=2,
+                         kernels=True)
+    params = init_params(jax.random.fold_in(jax.random.key(0), 0), n, data.D, 1, True, False,
+                         np.float64)
+
+    def f(p):
+        h = data.x_train @ p["w"].T / np.sqrt(data.D)
+        return jax.numpy.tanh(h) @ p["a"][:, 0] / (g * n)
+
+    jac = jax.jacobian(f)(params)
+    J = np.concatenate([np.asarray(jac[k]).reshape(data.P, -1) for k in ("w", "a")], axis=1)
+    np.testing.assert_allclose(run.ntk[0, 0], g * g * n * J @ J.T, rtol=1e-10, atol=1e-12)
+
+
+def test_each_seed_diverges_alone(data):
+    """With eta0 at the stability edge of the median seed's NTK, the seeds above it blow
+    up: each is flagged with its step and reported as NaN from then on; the rest carry on."""
+    model = dmft.TwoLayer("relu", gamma0=0.05)
+    kw = dict(width=6, seeds=16)
+    k0 = networks.train(model, data, eta0=1e-3, steps=1, save_every=1, kernels=True, **kw).ntk[:, 0]
+    lam = np.linalg.eigvalsh(k0)[:, -1]
+    eta = 2 * data.P / np.median(lam)
+    run = networks.train(model, data, eta0=eta, steps=400, save_every=10, **kw)
+    bad = run.info["diverged"]
+    assert 0 < len(bad) < 16, bad
+    assert set(bad) <= set(np.flatnonzero(eta * lam / data.P > 1.9))
+    for s in range(16):
+        if s in bad:
+            assert np.all(np.isnan(run.test_loss[s, bad[s] // 10 + 1:]))
+        else:
+            assert np.all(np.isfinite(run.test_loss[s]))
+
+
+def test_optimizers_and_weight_decay(data):
+    model = dmft.TwoLayer("tanh")
+    kw = dict(width=32, seeds=2, eta0=0.2, steps=20, save_every=10)
+    plain = networks.train(model, data, **kw)
+    own_gd = networks.train(model, data, optimizer=optax.sgd(0.2), **kw)
+    np.testing.assert_allclose(own_gd.f_test, plain.f_test, rtol=1e-12, atol=1e-14)
+    decayed = networks.train(model, data, weight_decay=0.5, **kw)
+    chained = networks.train(model, data, optimizer=optax.chain(optax.add_decayed_weights(0.5),
+                                                                optax.sgd(0.2)), **kw)
+    np.testing.assert_allclose(decayed.f_test, chained.f_test, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(decayed.f_test, plain.f_test)
+    mom = networks.train(model, data, optimizer=optax.sgd(0.2, momentum=0.9), **kw)
+    assert np.all(np.isfinite(mom.test_loss)) and not np.allclose(mom.f_test, plain.f_test)
+    assert "sgd" in plain.info["optimizer"]
+
+
+def test_no_recompilation_when_gamma0_or_eta0_change(data):
+    kw = dict(width=16, seeds=2, steps=4, save_every=2)
+    networks.train(dmft.TwoLayer("tanh", gamma0=1.0), data, eta0=0.1, **kw)
+    before = dict(TRACE_COUNTS)
+    networks.train(dmft.TwoLayer("tanh", gamma0=0.2), data, eta0=0.3, weight_decay=0.1, **kw)
+    assert TRACE_COUNTS == before
+
+
+def test_list_of_widths_and_save_load(data, tmp_path):
+    runs = networks.train(dmft.TwoLayer("relu"), data, width=[8, 16], seeds=2, eta0=0.2, steps=4,
+                          save_every=2)
+    assert sorted(runs) == [8, 16] and runs[16].width == 16
+    runs[8].save(tmp_path / "r8")
+    back = networks.Run.load(tmp_path / "r8")
+    np.testing.assert_array_equal(back.f_test, runs[8].f_test)
+    assert back.info["config"]["train"]["width"] == 8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(width=0), "width"), (dict(width=[8, 0]), "width"), (dict(width=7, antithetic=True), "even"),
+    (dict(seeds=0), "seeds"), (dict(steps=10, save_every=3), "multiple"), (dict(eta0=-1.0), "eta0"),
+    (dict(optimizer="adam"), "optax"), (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(width=4096, seeds=64, steps=1000, save_every=1, kernels=True, max_memory_gb=0.5),
+     "GiB.*kernels"),
+])
+def test_bad_input_is_rejected_before_compute(data, kwargs, match):
+    args = dict(width=8, seeds=2, eta0=0.1, steps=4, save_every=2)
+    args.update(kwargs)
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(ValueError, match=match):
+        networks.train(dmft.TwoLayer("relu"), data, **args)
+    assert TRACE_COUNTS == before
+
+
+def test_antithetic_needs_trained_readouts(data):
+    with pytest.raises(ValueError, match="trained"):
+        networks.train(dmft.TwoLayer("relu", readout="fixed"), data, width=8, antithetic=True,
+                       steps=2, save_every=1)
