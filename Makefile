@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --out results/demo
+	$(BIN)/dmft validate --config scripts/configs/default.toml --out results/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -402,12 +402,16 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
         R = rec["f_train"].shape[1]
         per_train = _mse(y, rec["f_train"])                        # (T, R)
         per_test = _mse(yt, rec["f_test"]) if yt is not None else None
-        rec = {k: (v.mean(axis=1) if v.ndim >= 2 else v) for k, v in rec.items()}
         if R > 1:
             se = lambda a: a.std(axis=1, ddof=1) / np.sqrt(R)      # noqa: E731
-            error = {"train_loss": se(per_train)}
+            error = {"train_loss": se(per_train), "f_train": se(rec["f_train"])}
             if per_test is not None:
                 error["test_loss"] = se(per_test)
+            if "f_test" in rec:
+                error["f_test"] = se(rec["f_test"])
+            if data.scalar:
+                error = {k: (v[..., 0] if k.startswith("f_") else v) for k, v in error.items()}
+        rec = {k: (v.mean(axis=1) if v.ndim >= 2 else v) for k, v in rec.items()}
     f_tr = rec["f_train"]
     f_te = rec.get("f_test")
     train_loss = _mse(y, f_tr)
@@ -422,8 +426,11 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
         state = {k: rec[k] for k in ("mean", "second_moment", "covariance") if k in rec}
     est = {}
     if error:
-        est = {k: float(np.max(v)) for k, v in error.items()}
-    info = {"method": cfg["method"], "dynamics": cfg["dynamics"], **extra,
+        est = {k: float(np.max(v)) for k, v in error.items() if k.endswith("loss")}
+    rms = {"train": float(np.sqrt(np.mean(y ** 2)))}
+    if yt is not None:
+        rms["test"] = float(np.sqrt(np.mean(yt ** 2)))
+    info = {"method": cfg["method"], "dynamics": cfg["dynamics"], "target_rms": rms, **extra,
             "error_estimate": est or ({"exact": 0.0} if cfg["method"] in ("closure",) else est)}
     return Solution(t=t, f_train=f_tr, f_test=f_te, train_loss=train_loss, test_loss=test_loss,
                     ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),

@@ -55,7 +55,18 @@ def hermite(k: int, x):
     return cur / math.sqrt(math.factorial(k))
 
 
+MAX_DATA_GB = 8.0
+
+
+def _check_size(D, P, P_test):
+    need = 8.0 * (P + P_test) * D
+    if need > MAX_DATA_GB * 2 ** 30:
+        raise ValueError(f"P + P_test = {P + P_test} points in D = {D} need {need / 2 ** 30:.0f} GiB "
+                         f"of inputs (> {MAX_DATA_GB:g} GiB); use fewer points or dimensions")
+
+
 def _gaussian_inputs(key, D, P, P_test):
+    _check_size(D, P, P_test)
     x = np.asarray(jax.random.normal(jax.random.fold_in(key, 0), (P, D)), dtype=np.float64)
     xt = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (P_test, D)), dtype=np.float64)
     return x, xt

@@ -1,0 +1,129 @@
+"""The `dmft` command: solve, simulate and validate from a TOML configuration.
+
+    dmft validate                                  # the default lazy-to-rich report (a few minutes)
+    dmft validate --full --out results/full        # paper-grade sizes
+    dmft solve --config scripts/configs/kumar.toml --gamma0 0.5 1 2
+    dmft simulate --widths 64 256 --seeds 4 --set train.steps=200
+
+Exit codes: 0 done (or already complete), 1 a check failed with --strict,
+2 bad configuration or arguments, 3 the output directory holds something else,
+4 a numerical failure (divergence, no convergence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_CHECK, EXIT_CONFIG, EXIT_OUTPUT, EXIT_NUMERIC = 0, 1, 2, 3, 4
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="dmft", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="job", required=True)
+    for job, text in (("solve", "DMFT (and lazy limit) at each gamma0"),
+                      ("simulate", "finite-width network ensembles at each gamma0 and width"),
+                      ("validate", "theory against networks: figures, report, verdicts")):
+        s = sub.add_parser(job, help=text, description=text)
+        s.add_argument("--config", help="TOML configuration (defaults: validation/config.py)")
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one key (TOML literal), repeatable")
+        s.add_argument("--gamma0", type=float, nargs="+", help="sweep.gamma0")
+        s.add_argument("--steps", type=int, help="train.steps")
+        s.add_argument("--eta0", type=float, help="train.eta0")
+        if job != "solve":
+            s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
+            s.add_argument("--seeds", type=int, help="simulate.seeds")
+        if job != "simulate":
+            s.add_argument("--samples", type=int, help="theory.samples")
+        s.add_argument("--full", action="store_true", help="the larger, paper-grade preset")
+        s.add_argument("--out", help=f"results directory (default results/{job})")
+        s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
+        prec = s.add_mutually_exclusive_group()
+        prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
+        prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
+        s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
+        s.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if job == "validate":
+            s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    return p
+
+
+def _overrides(args) -> list[str]:
+    out = list(args.overrides)
+    flag_keys = {"gamma0": "sweep.gamma0", "steps": "train.steps", "eta0": "train.eta0",
+                 "widths": "simulate.widths", "seeds": "simulate.seeds", "samples": "theory.samples"}
+    for attr, key in flag_keys.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            out.append(f"{key}={list(v) if isinstance(v, list) else v!r}")
+    return out
+
+
+def _select_device(device, x64):
+    import jax
+
+    if device is not None:
+        jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
+    try:
+        devices = jax.devices()
+    except RuntimeError as err:
+        raise ValueError(f"--device {device}: no such device here ({err})") from None
+    jax.config.update("jax_enable_x64", bool(x64))
+    return devices
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .config import ConfigError, load
+
+    try:
+        cfg = load(args.config, _overrides(args), full=args.full)
+    except ConfigError as err:
+        print(f"dmft {args.job}: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        devices = _select_device(args.device, args.x64)
+    except ValueError as err:
+        print(f"dmft {args.job}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    import dmft
+    from .jobs import OutputConflict, run_job
+
+    out = args.out or os.path.join("results", args.job)
+    progress = not args.no_progress and sys.stderr.isatty()
+    print(f"dmft {args.job}: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}",
+          file=sys.stderr)
+    try:
+        result = run_job(args.job, cfg, out, force=args.force, progress=progress,
+                         log=lambda s: print(s, file=sys.stderr))
+    except OutputConflict as err:
+        print(f"dmft {args.job}: {err}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except (dmft.DivergenceError, dmft.NotConverged) as err:
+        print(f"dmft {args.job}: numerical failure: {err}", file=sys.stderr)
+        return EXIT_NUMERIC
+    except ValueError as err:      # a size or combination the solvers refuse, before compute
+        print(f"dmft {args.job}: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    from .report import verdict_table
+
+    if result["checks"]:
+        print(verdict_table(result["checks"]))
+    files = result["files"]
+    if files:
+        print(f"report: {files['report'][0]}")
+        for name, path in files.get("figures", {}).items():
+            print(f"figure: {path}")
+    failed = [c for c in result["checks"] if c["verdict"] == "FAIL"]
+    if failed and getattr(args, "strict", False):
+        return EXIT_CHECK
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

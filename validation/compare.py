@@ -1,0 +1,162 @@
+"""Theory against simulation: per-time errors and width scaling.
+
+`compare(solution, run)` puts a `dmft.Solution` and a `networks.Run` on the same
+time base and returns errors per time and summary numbers; `width_scaling(solution,
+runs)` fits error against width on log-log axes.
+
+Prediction errors are measured relative to the RMS of the test targets (so they
+are defined at t = 0, where the centered predictions vanish):
+
+    per_seed_error(t) = sqrt(mean_{seeds, points} (f_seed - f_theory)^2) / rms(y)
+    mean_error(t)     = sqrt(mean_points (mean_seeds f - f_theory)^2) / rms(y)
+
+Example:
+    >>> import numpy as np
+    >>> from validation.compare import scaling_fit
+    >>> widths = np.array([64, 128, 256, 512])
+    >>> fit = scaling_fit(widths, 2.0 / widths)
+    >>> round(fit.slope, 6)
+    -1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .fitting import LogLogFit, loglog_fit
+
+__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit"]
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Errors of one network ensemble against the theory, per saved time.
+
+    Attributes:
+        width, seeds: the ensemble.
+        t: (T,) times.
+        train_loss, test_loss: dicts with "theory", "mean", "std" (across seeds),
+            "rel_error" = |mean - theory| / theory, and "z" = (mean - theory) / se,
+            se combining the seeds' standard error and the theory's own.
+        per_seed_error, mean_error: (T,) prediction errors on the test (or train) points.
+        summary: final-time and worst-over-time numbers.
+    """
+
+    width: int
+    seeds: int
+    t: np.ndarray
+    train_loss: dict
+    test_loss: dict | None
+    per_seed_error: np.ndarray
+    mean_error: np.ndarray
+    summary: dict
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _loss_stats(theory, per_seed, theory_se):
+    mean = np.nanmean(per_seed, axis=0)
+    s = per_seed.shape[0]
+    std = np.nanstd(per_seed, axis=0, ddof=1) if s > 1 else np.zeros_like(mean)
+    se = np.sqrt(std ** 2 / s + (theory_se if theory_se is not None else 0.0) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(mean - theory) / np.abs(theory)
+        z = np.where(se > 0, (mean - theory) / se, 0.0)
+    return {"theory": theory, "mean": mean, "std": std, "se": se, "rel_error": rel, "z": z}
+
+
+def compare(solution, run) -> Comparison:
+    """Errors of a network ensemble (`networks.Run`) against a `dmft.Solution`.
+
+    Raises:
+        ValueError: the two are not on the same time base or data shapes.
+    """
+    if solution.t.shape != run.t.shape or not np.allclose(solution.t, run.t):
+        raise ValueError("compare: solution and run have different time bases "
+                         f"({solution.t[:3]}... vs {run.t[:3]}...); use the same eta0, steps, save_every")
+    use_test = solution.f_test is not None and run.f_test is not None
+    f_th = solution.f_test if use_test else solution.f_train
+    f_net = run.f_test if use_test else run.f_train
+    if f_net.shape[1:] != f_th.shape:
+        raise ValueError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
+    err = solution.error or {}
+    train = _loss_stats(solution.train_loss, run.train_loss, err.get("train_loss"))
+    test = None
+    if solution.test_loss is not None and run.test_loss is not None:
+        test = _loss_stats(solution.test_loss, run.test_loss, err.get("test_loss"))
+    point_axes = tuple(range(2, f_net.ndim))
+    # scale: RMS of the targets the predictions are compared on
+    scale = _target_rms(solution, use_test)
+    with np.errstate(invalid="ignore"):
+        per_seed = np.sqrt(np.nanmean((f_net - f_th[None]) ** 2, axis=(0,) + point_axes)) / scale
+        mean_err = np.sqrt(np.mean((np.nanmean(f_net, axis=0) - f_th) ** 2,
+                                   axis=tuple(range(1, f_th.ndim)))) / scale
+    main = test if test is not None else train
+    summary = {
+        "final_theory_loss": float(main["theory"][-1]), "final_network_loss": float(main["mean"][-1]),
+        "final_network_std": float(main["std"][-1]), "final_rel_error": float(main["rel_error"][-1]),
+        "final_z": float(main["z"][-1]), "max_abs_z": float(np.nanmax(np.abs(main["z"]))),
+        "max_rel_error": float(np.nanmax(main["rel_error"][1:])) if main["rel_error"].size > 1 else 0.0,
+        "final_per_seed_error": float(per_seed[-1]), "final_mean_error": float(mean_err[-1]),
+        "time_mean_per_seed_error": float(np.mean(per_seed[1:])) if per_seed.size > 1 else 0.0,
+        "time_mean_mean_error": float(np.mean(mean_err[1:])) if mean_err.size > 1 else 0.0,
+        "loss": "test" if test is not None else "train",
+        "diverged_seeds": len(run.info.get("diverged", {})),
+    }
+    return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
+                      train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
+                      summary=summary)
+
+
+def _target_rms(solution, use_test):
+    """RMS of the targets the predictions are compared on (recorded by dmft.solve)."""
+    rms = solution.info.get("target_rms", {}).get("test" if use_test else "train")
+    if not rms:   # no test targets: fall back to the theory's largest prediction scale
+        f = solution.f_test if use_test else solution.f_train
+        rms = float(np.sqrt(np.max(np.mean(f.reshape(f.shape[0], -1) ** 2, axis=1))))
+    return rms or 1.0
+
+
+def scaling_fit(widths, errors) -> LogLogFit:
+    """Fit log error against log width (a thin, named wrapper of `loglog_fit`)."""
+    return loglog_fit(widths, errors)
+
+
+def width_scaling(solution, runs: dict) -> dict:
+    """Prediction error against width, fitted on log-log axes.
+
+    Args:
+        solution: the `dmft.Solution` (same time base as the runs).
+        runs: width -> `networks.Run`.
+
+    Returns:
+        dict with "widths", "per_seed_error" and "mean_error" (time-averaged over
+        t > 0), "test_loss_bias" (max over time of |ensemble mean - theory|), their
+        fits ("per_seed_fit", expected slope -1/2: fluctuations; "mean_fit",
+        between -1 (bias) and -1/2 (seed noise)), and "theory_floor", the
+        theory's own standard error on the same scale.
+    """
+    widths = np.array(sorted(runs))
+    comps = [compare(solution, runs[w]) for w in widths]
+    per_seed = np.array([c.summary["time_mean_per_seed_error"] for c in comps])
+    mean = np.array([c.summary["time_mean_mean_error"] for c in comps])
+    bias = np.array([np.nanmax(np.abs(((c.test_loss or c.train_loss)["mean"]
+                                       - (c.test_loss or c.train_loss)["theory"])[1:]))
+                     for c in comps])
+    out = {"widths": widths, "per_seed_error": per_seed, "mean_error": mean, "test_loss_bias": bias,
+           "comparisons": {int(w): c for w, c in zip(widths, comps)}}
+    err = solution.error or {}
+    key = "f_test" if solution.f_test is not None and "f_test" in err else "f_train"
+    floor = 0.0
+    if key in err:
+        use_test = key == "f_test"
+        floor = float(np.sqrt(np.mean(np.asarray(err[key])[1:] ** 2))) / _target_rms(solution, use_test)
+    out["theory_floor"] = floor
+    ok = lambda e: np.all(np.isfinite(e)) and np.all(e > 0) and len(e) >= 2   # noqa: E731
+    out["per_seed_fit"] = scaling_fit(widths, per_seed) if ok(per_seed) else None
+    out["mean_fit"] = scaling_fit(widths, mean) if ok(mean) else None
+    out["bias_fit"] = scaling_fit(widths, bias) if ok(bias) else None
+    return out

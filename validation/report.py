@@ -1,0 +1,266 @@
+"""Checks with verdicts, and the report (Markdown + JSON + figures + raw results).
+
+Checks, each against a stated tolerance from the [check] section of the config:
+- spread:    per-seed prediction error against width has slope spread_slope +- spread_slope_tol;
+- agreement: at the largest width, the ensemble-mean final test loss is within
+             agreement_rel (relative) of the DMFT (its z-score is reported too);
+- lazy:      at the smallest gamma0, the DMFT final test loss is within lazy_rel of the
+             lazy closed form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from dmft import io as _io
+
+from . import plots
+from .config import to_toml
+
+__all__ = ["checks", "write_report", "write_results", "FIGURES"]
+
+FIGURES = {"losses": plots.theory_vs_networks, "lazy_to_rich": plots.lazy_to_rich_summary,
+           "width_scaling": plots.width_scaling_plot, "relative_error": plots.relative_error_in_time}
+
+
+def checks(sweep, chk: dict) -> list[dict]:
+    """One verdict per check: dicts with name, value, tolerance, verdict ("PASS"/"FAIL"), detail."""
+    out = []
+    if sweep.widths:
+        wmax = max(sweep.widths)
+        for g in sweep.gamma0s:
+            sc = sweep.scaling[g]
+            fit = sc["per_seed_fit"]
+            if fit is None or len(sweep.widths) < 2:
+                out.append(dict(name=f"spread gamma0={g:g}", value=None, tolerance=None,
+                                verdict="SKIP", detail="needs two widths with finite errors"))
+            else:
+                ok = abs(fit.slope - chk["spread_slope"]) <= chk["spread_slope_tol"]
+                floor = sc["theory_floor"]
+                note = (f"; smallest network error is {sc['per_seed_error'][-1] / floor:.0f}x the "
+                        "DMFT's own error") if floor > 0 else ""
+                out.append(dict(name=f"spread gamma0={g:g}", value=round(fit.slope, 3),
+                                tolerance=f"{chk['spread_slope']:+g} +- {chk['spread_slope_tol']:g}",
+                                verdict="PASS" if ok else "FAIL", detail=fit.describe() + note))
+            s = sc["comparisons"][wmax].summary
+            ok = s["final_rel_error"] <= chk["agreement_rel"]
+            out.append(dict(name=f"agreement gamma0={g:g} N={wmax}", value=round(s["final_rel_error"], 4),
+                            tolerance=f"<= {chk['agreement_rel']:g}", verdict="PASS" if ok else "FAIL",
+                            detail=(f"final {s['loss']} loss: DMFT {s['final_theory_loss']:.4g}, networks "
+                                    f"{s['final_network_loss']:.4g} +- {s['final_network_std']:.2g} (std), "
+                                    f"z = {s['final_z']:+.1f}")))
+    g0 = min(sweep.gamma0s)
+    th, lz = sweep.solutions[g0], sweep.lazy[g0]
+    a = th.test_loss if th.test_loss is not None else th.train_loss
+    b = lz.test_loss if lz.test_loss is not None else lz.train_loss
+    rel = float(abs(a[-1] - b[-1]) / abs(b[-1]))
+    out.append(dict(name=f"lazy limit gamma0={g0:g}", value=round(rel, 4), tolerance=f"<= {chk['lazy_rel']:g}",
+                    verdict="PASS" if rel <= chk["lazy_rel"] else "FAIL",
+                    detail=f"final loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}"))
+    return out
+
+
+def _fmt(x, nd=4):
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}g}"
+
+
+def _final_table(sweep):
+    rows = []
+    for g in sweep.gamma0s:
+        sol, lz = sweep.solutions[g], sweep.lazy[g]
+        se = (sol.error or {}).get("test_loss")
+        row = {"gamma0": g, "dmft_test_loss": float(sol.test_loss[-1]) if sol.test_loss is not None else None,
+               "dmft_se": float(se[-1]) if se is not None else None,
+               "lazy_test_loss": float(lz.test_loss[-1]) if lz.test_loss is not None else None,
+               "dmft_alignment": float(sol.alignment[-1]),
+               "dmft_weight_change": float(sol.weight_change["first_layer"][-1]),
+               "networks": {}}
+        for w in sweep.widths:
+            run = sweep.runs[g][w]
+            tl = run.test_loss if run.test_loss is not None else run.train_loss
+            row["networks"][w] = {"test_loss_mean": float(np.nanmean(tl[:, -1])),
+                                  "test_loss_std": float(np.nanstd(tl[:, -1])),
+                                  "alignment": float(np.nanmean(run.alignment[:, -1])),
+                                  "weight_change": float(np.nanmean(run.weight_change["first_layer"][:, -1])),
+                                  "diverged": len(run.info["diverged"])}
+        rows.append(row)
+    return rows
+
+
+def _scaling_table(sweep):
+    rows = []
+    for g in sweep.gamma0s:
+        sc = sweep.scaling[g]
+        row = {"gamma0": g, "widths": [int(w) for w in sc["widths"]],
+               "per_seed_error": sc["per_seed_error"].tolist(), "mean_error": sc["mean_error"].tolist(),
+               "test_loss_bias": sc["test_loss_bias"].tolist(), "theory_floor": sc["theory_floor"]}
+        for k in ("per_seed_fit", "mean_fit", "bias_fit"):
+            f = sc[k]
+            row[k] = None if f is None else {"slope": f.slope, "stderr": f.stderr,
+                                             "range": list(f.x_range), "points": f.n}
+        rows.append(row)
+    return rows
+
+
+def write_results(sweep, out: str) -> list[str]:
+    """Raw results: theory/*.npz+json and networks/*.npz+json. Returns the stems."""
+    stems = []
+    for g in sweep.gamma0s:
+        for name, sol in (("dmft", sweep.solutions[g]), ("lazy", sweep.lazy[g])):
+            stem = os.path.join(out, "theory", f"{name}_gamma0_{g:g}")
+            sol.save(stem)
+            stems.append(stem)
+        for w in sweep.widths:
+            stem = os.path.join(out, "networks", f"gamma0_{g:g}_N{w}")
+            sweep.runs[g][w].save(stem)
+            stems.append(stem)
+    return stems
+
+
+def write_runs(runs: dict, out: str) -> list[str]:
+    """gamma0 -> {width -> Run} saved as networks/gamma0_G_NW.npz + .json."""
+    stems = []
+    for g, by_width in runs.items():
+        for w, run in by_width.items():
+            stem = os.path.join(out, "networks", f"gamma0_{g:g}_N{w}")
+            run.save(stem)
+            stems.append(stem)
+    return stems
+
+
+def write_ensemble_figure(runs: dict, out: str) -> dict:
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
+    fig = plots.ensemble_losses(runs)
+    path = os.path.join(out, "figures", "networks.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {"networks": path}
+
+
+def write_simulation_report(runs, model, data, cfg, out, figures):
+    """report.md + report.json for network ensembles alone."""
+    env = _io.environment()
+    rows = []
+    for g, by_width in runs.items():
+        for w, run in by_width.items():
+            tl = run.test_loss if run.test_loss is not None else run.train_loss
+            rows.append({"gamma0": g, "width": w, "seeds": run.info["seeds"],
+                         "final_loss_mean": float(np.nanmean(tl[:, -1])),
+                         "final_loss_std": float(np.nanstd(tl[:, -1])),
+                         "alignment": float(np.nanmean(run.alignment[:, -1])),
+                         "weight_change": float(np.nanmean(run.weight_change["first_layer"][:, -1])),
+                         "diverged": run.info["diverged"], "wall_s": run.info["wall_s"]})
+    rep = {"task": data.describe(), "model": model.describe(), "ensembles": rows,
+           "figures": {k: os.path.relpath(v, out) for k, v in figures.items()},
+           "config": cfg, "environment": env}
+    js = os.path.join(out, "report.json")
+    with open(js, "w") as fh:
+        json.dump(_io.jsonable(rep), fh, indent=2)
+    lines = ["# Finite-width network ensembles", "",
+             "| gamma0 | width | seeds | final test loss | alignment | weight change | diverged | s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['gamma0']:g} | {r['width']} | {r['seeds']} | {_fmt(r['final_loss_mean'])} +- "
+              f"{_fmt(r['final_loss_std'], 2)} | {_fmt(r['alignment'], 3)} | {_fmt(r['weight_change'], 3)} | "
+              f"{len(r['diverged'])} | {r['wall_s']:.1f} |" for r in rows]
+    lines += ["", "## Figures", ""] + [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
+    lines += ["", "## Configuration", "", "```toml", to_toml(cfg).rstrip(), "```", ""]
+    md = os.path.join(out, "report.md")
+    with open(md, "w") as fh:
+        fh.write("\n".join(lines))
+    return md, js
+
+
+def write_figures(sweep, out: str, names=None) -> dict:
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
+    paths = {}
+    for name, fn in FIGURES.items():
+        if names is not None and name not in names:
+            continue
+        if not sweep.widths and name != "losses":
+            continue
+        fig = fn(sweep)
+        path = os.path.join(out, "figures", f"{name}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths[name] = path
+    return paths
+
+
+def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict,
+                 environment: dict | None = None) -> tuple[str, str]:
+    """report.md and report.json in `out`."""
+    environment = environment or _io.environment()
+    final = _final_table(sweep)
+    scaling = _scaling_table(sweep) if sweep.widths else []
+    data = sweep.data
+    report = {"task": data.describe(), "model": sweep.model.describe(), "gamma0": sweep.gamma0s,
+              "widths": sweep.widths, "seeds": sweep.seeds, "checks": verdicts, "final": final,
+              "width_scaling": scaling, "timings": sweep.timings,
+              "figures": {k: os.path.relpath(v, out) for k, v in figures.items()},
+              "config": cfg, "environment": environment,
+              "theory_info": {f"{g:g}": {k: v for k, v in sweep.solutions[g].info.items()
+                                          if k not in ("config", "residuals")} for g in sweep.gamma0s}}
+    json_path = os.path.join(out, "report.json")
+    with open(json_path, "w") as fh:
+        json.dump(_io.jsonable(report), fh, indent=2)
+
+    m = sweep.model
+    lines = [
+        "# Lazy-to-rich validation: DMFT against finite networks", "",
+        f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
+        f"C = {data.C}; two-layer `{m.activation.name}` network, {m.readout} readouts, "
+        f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; networks of width "
+        f"{sweep.widths} with {sweep.seeds} seeds each, trained in DMFT units (t = steps x eta0). "
+        f"Theory {sweep.timings['theory_s']:.0f} s, networks {sweep.timings['networks_s']:.0f} s "
+        f"on {environment.get('backend', '?')}.", "",
+        "## Checks", "", "| check | value | tolerance | verdict | detail |", "| --- | --- | --- | --- | --- |"]
+    for v in verdicts:
+        lines.append(f"| {v['name']} | {_fmt(v['value'])} | {v['tolerance'] or '-'} | **{v['verdict']}** | "
+                     f"{v['detail']} |")
+    lines += ["", "## Final values (last saved time)", ""]
+    head = "| gamma0 | DMFT test loss | lazy | " + " | ".join(f"N={w}" for w in sweep.widths) + \
+           " | DMFT alignment | DMFT weight change |"
+    lines += [head, "|" + " --- |" * (5 + len(sweep.widths))]
+    for r in final:
+        nets = " | ".join(f"{_fmt(r['networks'][w]['test_loss_mean'])} +- {_fmt(r['networks'][w]['test_loss_std'], 2)}"
+                          for w in sweep.widths)
+        se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] else ""
+        lines.append(f"| {r['gamma0']:g} | {_fmt(r['dmft_test_loss'])}{se} | {_fmt(r['lazy_test_loss'])} | "
+                     f"{nets}{' | ' if nets else ''}{_fmt(r['dmft_alignment'], 3)} | "
+                     f"{_fmt(r['dmft_weight_change'], 3)} |")
+    if scaling:
+        lines += ["", "## Finite-width scaling (prediction error against width, fitted)", "",
+                  "| gamma0 | per-seed slope | ensemble-mean slope | test-loss bias slope | widths | DMFT error floor |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in scaling:
+            def s(f):
+                return "-" if f is None else f"{f['slope']:+.2f} +- {f['stderr']:.2f}"
+            lines.append(f"| {r['gamma0']:g} | {s(r['per_seed_fit'])} | {s(r['mean_fit'])} | "
+                         f"{s(r['bias_fit'])} | {r['widths'][0]}..{r['widths'][-1]} | "
+                         f"{_fmt(r['theory_floor'], 2)} |")
+        lines += ["", "Per-seed errors follow the N^-1/2 fluctuations of Bordelon & Pehlevan (2023); the "
+                  "ensemble mean mixes the N^-1 bias with seed noise of order (seeds N)^-1/2."]
+    lines += ["", "## Figures", ""]
+    lines += [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
+    lines += ["", "## Configuration", "", "```toml", to_toml(cfg).rstrip(), "```", "",
+              "## Environment", "", "```", json.dumps(environment, indent=1), "```", ""]
+    md_path = os.path.join(out, "report.md")
+    with open(md_path, "w") as fh:
+        fh.write("\n".join(lines))
+    return md_path, json_path
+
+
+def verdict_table(verdicts: list[dict]) -> str:
+    """A short console table, one line per check."""
+    width = max(len(v["name"]) for v in verdicts)
+    rows = [f"{'check':<{width}}  {'value':>9}  {'tolerance':>14}  verdict"]
+    for v in verdicts:
+        rows.append(f"{v['name']:<{width}}  {_fmt(v['value']):>9}  {str(v['tolerance'] or '-'):>14}  {v['verdict']}")
+    return "\n".join(rows)
