@@ -92,6 +92,8 @@ class Dataset:
                 raise ValueError(f"y_test: shape {yt.shape} does not match y_train's outputs {y.shape}")
             if yt.dtype != y.dtype:
                 raise ValueError(f"y_test: dtype {yt.dtype} differs from y_train's {y.dtype}")
+        if xt is not None and xt.shape[0] == 0:     # an empty test set is no test set
+            xt = yt = None
         if not isinstance(self.meta, dict):
             raise ValueError(f"meta: expected a dict, got {type(self.meta).__name__}")
         for name, val in (("x_train", x), ("y_train", y), ("x_test", xt), ("y_test", yt)):

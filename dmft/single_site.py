@@ -46,6 +46,7 @@ class Static(NamedTuple):
     dynamics: str          # "gd" or "flow"
     kernels: bool          # keep (P, P) kernels in the records
     has_test: bool
+    cv: str = "matrix"     # control variate: "off", "matrix" (C = 1) or "operator" (C > 1)
 
 
 class Shared(NamedTuple):
@@ -60,6 +61,8 @@ class Shared(NamedTuple):
     gamma0: jax.Array
     eta0: jax.Array
     decay: jax.Array       # weight decay kappa per unit time
+    k0_tr: jax.Array       # (P, P) exact lazy NTK (used by the operator control variate)
+    k0_te: jax.Array       # (P*, P)
 
 
 class Replica(NamedTuple):
@@ -69,10 +72,12 @@ class Replica(NamedTuple):
     w: jax.Array           # (M,) node weights
     F0_tr: jax.Array       # (P, C) node estimate of <a phi(h)> at t = 0
     F0_te: jax.Array       # (P*, C)
-    cv_tr: jax.Array       # (P, P)  K0 - K0_nodes, train rows
+    cv_tr: jax.Array       # (P, P)  K0 - K0_nodes, train rows ("matrix" control variate)
     cv_te: jax.Array       # (P*, P) K0 - K0_nodes, test rows
     cv_phi: jax.Array      # (P, P)  Phi0 - Phi0_nodes
     cv_g: jax.Array        # (P, P)  G0 - G0_nodes
+    phi0_tr: jax.Array     # (M, P) phi(h(0)) on the train points ("operator" control variate)
+    dphi0_tr: jax.Array    # (M, P) phi'(h(0))
 
 
 class State(NamedTuple):
@@ -94,15 +99,17 @@ def _node_sum(u, v):
 
 # ------------------------------------------------------------- initialisation
 
-@functools.partial(jax.jit, static_argnames=("p", "trained", "control_variate"))
+@functools.partial(jax.jit, static_argnames=("p", "trained", "cv"))
 def init_replicas(act, l_all, kx_all_tr, phi0_all, g0_all, z0, a0, w, *,
-                  p: int, trained: bool, control_variate: bool) -> Replica:
+                  p: int, trained: bool, cv: str) -> Replica:
     """Node estimates at t = 0 and the control-variate corrections.
 
     Args:
         l_all: (P + P*, r) field basis on all points (train first).
         kx_all_tr, phi0_all, g0_all: (P + P*, P) exact input and lazy kernels.
         z0, a0, w: nodes with a leading replica axis.
+        cv: "off", "matrix" (store K0 - K0_nodes) or "operator" (store the node
+            features at t = 0 and apply K0_nodes to S on the fly; exact for C > 1).
     """
     count_trace("single_site.init_replicas")
 
@@ -112,12 +119,16 @@ def init_replicas(act, l_all, kx_all_tr, phi0_all, g0_all, z0, a0, w, *,
         F0 = _node_sum(phi, w[:, None] * a0)
         phi_s = _node_sum(phi, w[:, None] * phi[:, :p])                          # (P_all, P)
         g_s = _node_sum(dphi, (w * _mean_sq(a0))[:, None] * dphi[:, :p])
-        k_s = g_s * kx_all_tr + (phi_s if trained else 0.0)
-        k0 = g0_all * kx_all_tr + (phi0_all if trained else 0.0)
-        on = 1.0 if control_variate else 0.0
-        cv = on * (k0 - k_s)
-        return Replica(z0, a0, w, F0[:p], F0[p:], cv[:p], cv[p:],
-                       on * (phi0_all[:p] - phi_s[:p]), on * (g0_all[:p] - g_s[:p]))
+        on = 0.0 if cv == "off" else 1.0
+        if cv == "matrix":
+            k_s = g_s * kx_all_tr + (phi_s if trained else 0.0)
+            k0 = g0_all * kx_all_tr + (phi0_all if trained else 0.0)
+            cv_all = k0 - k_s
+        else:
+            cv_all = jnp.zeros((0, p), h.dtype)
+        feats = (phi[:, :p], dphi[:, :p]) if cv == "operator" else (jnp.zeros((0, p), h.dtype),) * 2
+        return Replica(z0, a0, w, F0[:p], F0[p:], cv_all[:p], cv_all[p:],
+                       on * (phi0_all[:p] - phi_s[:p]), on * (g0_all[:p] - g_s[:p]), *feats)
 
     return jax.vmap(one)(z0, a0, w)
 
@@ -136,10 +147,35 @@ def _fields(sh: Shared, z):
     return sh.act(h), sh.act.derivative(h)
 
 
-def _f_train(sh: Shared, rep: Replica, phi, a, s):
+def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows):
+    """K0_nodes S on some rows, from the t = 0 node features, all outputs coupled:
+    sum_m w_m [phi_m(mu) (phi_m . S_c) + a_mc phi'_m(mu) L_mu . sum_nu L_nu phi'_m(nu) (a_m . S_nu)]."""
+    u = ((rep.a0 @ s.T) * rep.dphi0_tr) @ sh.l_tr                            # (M, r)
+    out = _node_sum(dphi_rows * (u @ l_rows.T), rep.w[:, None] * rep.a0)
+    if static.trained:
+        out = out + _node_sum(phi_rows, rep.w[:, None] * (rep.phi0_tr @ s))
+    return out
+
+
+def _cv_term(static: Static, sh: Shared, rep: Replica, s, test: bool = False):
+    """Control variate (K0 - K0_nodes) S / P on the train (or test) rows."""
+    p = sh.l_tr.shape[0]
+    if static.cv == "off":
+        return 0.0
+    if static.cv == "matrix":
+        return (rep.cv_te if test else rep.cv_tr) @ s / p
+    if test:
+        h0 = rep.z0 @ sh.l_te.T
+        rows = (sh.act(h0), sh.act.derivative(h0), sh.l_te)
+    else:
+        rows = (rep.phi0_tr, rep.dphi0_tr, sh.l_tr)
+    return ((sh.k0_te if test else sh.k0_tr) @ s - _k0_nodes_apply(static, sh, rep, s, *rows)) / p
+
+
+def _f_train(static: Static, sh: Shared, rep: Replica, phi, a, s):
     # f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S / P
     F = _node_sum(phi, rep.w[:, None] * a)
-    return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + rep.cv_tr @ s / sh.l_tr.shape[0]
+    return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + _cv_term(static, sh, rep, s)
 
 
 def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
@@ -156,18 +192,19 @@ def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
 
 def _velocity(static, sh, rep, z, a, s):
     phi, dphi = _fields(sh, z)
-    delta = sh.y - _f_train(sh, rep, phi, a, s)
+    delta = sh.y - _f_train(static, sh, rep, phi, a, s)
     dz, da = _gradient(static, sh, z, a, phi, dphi, delta)
-    return dz, da, delta
+    return dz, da, delta - sh.decay * s
 
 
 def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     eta = sh.eta0
     if static.dynamics == "gd":
         phi, dphi = _fields(sh, st.z)
-        delta = sh.y - _f_train(sh, rep, phi, st.a, st.s) if drive is None else drive
+        delta = sh.y - _f_train(static, sh, rep, phi, st.a, st.s) if drive is None else drive
         dz, da = _gradient(static, sh, st.z, st.a, phi, dphi, delta)
-        z, a, s = st.z + eta * dz, st.a + eta * da, st.s + eta * delta
+        # S decays with the weights (the kernel error it multiplies shrinks with them)
+        z, a, s = st.z + eta * dz, st.a + eta * da, (1 - eta * sh.decay) * st.s + eta * delta
     else:
         # classical fourth-order Runge-Kutta on (z, a, S) for gradient flow
         def f(z, a, s):
@@ -178,18 +215,18 @@ def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
         k4 = f(st.z + eta * k3[0], st.a + eta * k3[1], st.s + eta * k3[2])
         z, a, s = (x + eta / 6 * (q1 + 2 * q2 + 2 * q3 + q4)
                    for x, q1, q2, q3, q4 in zip((st.z, st.a, st.s), k1, k2, k3, k4))
-        delta = k1[2]
+        delta = k1[2] + sh.decay * st.s
     return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta))
 
 
 def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     phi, dphi = _fields(sh, st.z)
     wa = rep.w[:, None] * st.a
-    out = {"f_train": _f_train(sh, rep, phi, st.a, st.s)}
+    out = {"f_train": _f_train(static, sh, rep, phi, st.a, st.s)}
     if static.has_test:
         phi_te = sh.act(st.z @ sh.l_te.T)
         out["f_test"] = (sh.f0_te + (_node_sum(phi_te, wa) - rep.F0_te) / sh.gamma0
-                         + rep.cv_te @ st.s / sh.l_tr.shape[0])
+                         + _cv_term(static, sh, rep, st.s, test=True))
     # Phi = <phi phi>, G = <a^2 phi' phi'> (output-averaged), K = Phi + G * K^x (section 2)
     feat = _node_sum(phi, rep.w[:, None] * phi) + rep.cv_phi
     grad = _node_sum(dphi, (rep.w * _mean_sq(st.a))[:, None] * dphi) + rep.cv_g
@@ -254,7 +291,7 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
         def body(carry, d_old):
             st, c = carry
             phi, dphi = _fields(sh, st.z)
-            est = sh.y - _f_train(sh, rep1, phi, st.a, st.s)      # Delta implied by the guess
+            est = sh.y - _f_train(static, sh, rep1, phi, st.a, st.s)      # Delta implied by the guess
             grad = _node_sum(dphi, (rep1.w * _mean_sq(st.a))[:, None] * dphi) + rep1.cv_g
             ntk = grad * sh.kx_tr
             if static.trained:

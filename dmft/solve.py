@@ -56,8 +56,10 @@ class Solution:
         error: standard errors from the replica spread (sampled methods), else None.
         info: method, sizes, iterations and residuals, error estimate, timings,
             the configuration.
-        state: closure state at the saved times (mean and second moment, or
-            covariance), else None.
+        state: closure state at the saved times, else None: "mean" and "second_moment"
+            (poly2-fixed) or "covariance" of (z, a) (linear-trained), in the coordinates
+            of the field basis: the weights themselves when info["basis"] == "weights"
+            (D <= P + P*), else the data span ("kernel-eigenbasis").
     """
 
     t: np.ndarray
@@ -186,7 +188,7 @@ def _validate(model, data, eta0, steps, save_every, opts) -> dict:
                window=_window(opts["window"], steps),
                kernel_nodes=_int_arg("kernel_nodes", opts["kernel_nodes"], 4),
                quadrature_nodes=_int_arg("quadrature_nodes", opts["quadrature_nodes"], 2),
-               control_variate=bool(opts["control_variate"]), kernels=bool(opts["kernels"]),
+               control_variate=opts["control_variate"], kernels=bool(opts["kernels"]),
                max_memory_gb=_float_arg("max_memory_gb", opts["max_memory_gb"], positive=True))
     if not model.trained_readout and data.C > 1:
         raise ValueError("readout='fixed' with several outputs makes every output identical; "
@@ -219,6 +221,13 @@ def _validate(model, data, eta0, steps, save_every, opts) -> dict:
             if cfg["samples"] % per:
                 raise ValueError(f"samples ({cfg['samples']}) must be a multiple of "
                                  f"{per} (replicas x antithetic pairs)")
+    cv = opts["control_variate"]
+    if cv is None:   # the lazy-kernel control variate helps unless weight decay moves the kernel away
+        cv = cfg["weight_decay"] == 0
+    elif not isinstance(cv, (bool, np.bool_)):
+        raise ValueError(f"control_variate must be None, True or False, got {cv!r}")
+    cfg["control_variate"] = bool(cv)
+    cfg["cv_mode"] = "off" if not cv else ("operator" if data.C > 1 else "matrix")
     cfg["method"] = method
     cfg["closure_kind"] = closure_kind if method == "closure" else None
     need = _memory_estimate(model, data, cfg)
@@ -239,6 +248,8 @@ def _memory_estimate(model, data, cfg) -> float:
     total = R * T * per_save
     if cfg["method"] in ("forward", "iterate"):
         m = cfg["samples"] // R
+        if cfg["sampler"] == "quadrature":
+            m = quadrature_size(cfg["quadrature_nodes"], r, C, model.trained_readout)
         total += R * ((P + Pt) * P * 2 + m * (r + C) * 3 + m * (P + Pt) * 4)
         if cfg["method"] == "iterate":
             total += 4 * R * cfg["steps"] * P * C
@@ -338,7 +349,8 @@ def _shared_ctx(model, cfg, su):
     return _ss.Shared(act=model.activation, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
                       y=su["y"], kx_tr=su["kx_all_tr"][:P], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
                       gamma0=jnp.asarray(model.gamma0, dt), eta0=jnp.asarray(cfg["eta0"], dt),
-                      decay=jnp.asarray(cfg["weight_decay"], dt))
+                      decay=jnp.asarray(cfg["weight_decay"], dt), k0_tr=su["k0"][:P],
+                      k0_te=su["k0"][P:])
 
 
 def _replicas(model, data, cfg, su, key):
@@ -346,12 +358,12 @@ def _replicas(model, data, cfg, su, key):
                        model.trained_readout, nodes=cfg["quadrature_nodes"], dtype=_dtype())
     return _ss.init_replicas(model.activation, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
                              sites.z, sites.a, sites.weight, p=su["P"],
-                             trained=model.trained_readout,
-                             control_variate=cfg["control_variate"])
+                             trained=model.trained_readout, cv=cfg["cv_mode"])
 
 
 def _solve_sampled(model, data, cfg, su, key, progress):
-    static = _ss.Static(model.trained_readout, cfg["dynamics"], cfg["kernels"], data.P_test > 0)
+    static = _ss.Static(model.trained_readout, cfg["dynamics"], cfg["kernels"], data.P_test > 0,
+                        cfg["cv_mode"])
     sh = _shared_ctx(model, cfg, su)
     rep = _replicas(model, data, cfg, su, key)
     st0 = _ss.initial_state(rep, su["P"])
@@ -401,7 +413,7 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
     if sampled:
         R = rec["f_train"].shape[1]
         per_train = _mse(y, rec["f_train"])                        # (T, R)
-        per_test = _mse(yt, rec["f_test"]) if yt is not None else None
+        per_test = _mse(yt, rec["f_test"]) if (yt is not None and "f_test" in rec) else None
         if R > 1:
             se = lambda a: a.std(axis=1, ddof=1) / np.sqrt(R)      # noqa: E731
             error = {"train_loss": se(per_train), "f_train": se(rec["f_train"])}
@@ -416,7 +428,14 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
     f_te = rec.get("f_test")
     train_loss = _mse(y, f_tr)
     test_loss = _mse(yt, f_te) if (yt is not None and f_te is not None) else None
-    wc = {"first_layer": np.sqrt(np.maximum(rec["sq_change_first"], 0) / data.D),
+    sq_first = rec["sq_change_first"]
+    if extra.get("basis") == "kernel-eigenbasis" and cfg["weight_decay"] > 0:
+        # the D - r weight coordinates outside the data span only decay: add their change
+        k = np.arange(0, cfg["steps"] + 1, cfg["save_every"])
+        shrink = (1 - cfg["eta0"] * cfg["weight_decay"]) ** k if cfg["dynamics"] == "gd" else \
+            np.exp(-cfg["weight_decay"] * cfg["eta0"] * k)
+        sq_first = sq_first + (1 - shrink) ** 2 * (data.D - extra["rank"])
+    wc = {"first_layer": np.sqrt(np.maximum(sq_first, 0) / data.D),
           "readout": np.sqrt(np.maximum(rec["sq_change_readout"], 0) / data.C)}
     if data.scalar:
         f_tr = f_tr[..., 0]
@@ -441,7 +460,7 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
 def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
           save_every: int = 10, *, method: str = "auto", dynamics: str = "gd",
           samples: int = 16384, replicas: int = 4, sampler: str = "stratified", key=None,
-          control_variate: bool = True, kernels: bool = True, weight_decay: float = 0.0,
+          control_variate: bool | None = None, kernels: bool = True, weight_decay: float = 0.0,
           tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0, window=None,
           kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
           max_memory_gb: float = 4.0) -> Solution:
@@ -462,7 +481,9 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
         sampler: "stratified", "orthogonal", "antithetic", "mc" or "quadrature"
             (`dmft.sampling`).
         key: `jax.random.key`; default key(0). Same key, same result.
-        control_variate: correct node averages with the exact lazy kernel.
+        control_variate: correct node averages with the exact lazy kernel; None (default)
+            means on without weight decay and off with it (decay moves the kernel far
+            from K0, where the correction only adds noise).
         kernels: keep the (T, P, P) kernels (alignment is always computed).
         weight_decay: kappa >= 0 per unit time (THEORY.md section 8).
         tol, max_iter, damping: stopping rule and mixing of method="iterate".

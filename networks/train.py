@@ -257,6 +257,16 @@ def _int_arg(name, value, minimum):
     return v
 
 
+def _nonnegative(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
 def _check_optimizer(opt):
     if opt is None:
         return None
@@ -307,9 +317,9 @@ def _validate(model, data, width, seeds, eta0, steps, save_every, optimizer, ant
         raise ValueError(f"eta0 must be a positive number, got {eta0!r}") from None
     if not (math.isfinite(eta0) and eta0 > 0):
         raise ValueError(f"eta0 must be positive and finite, got {eta0}")
-    kappa = float(weight_decay)
-    if not (math.isfinite(kappa) and kappa >= 0):
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    kappa = _nonnegative("weight_decay", weight_decay)
+    if _nonnegative("max_memory_gb", max_memory_gb) == 0:
+        raise ValueError("max_memory_gb must be > 0")
     optimizer = _check_optimizer(optimizer)
     if optimizer is not None and kappa:
         raise ValueError("weight_decay applies to the default optimizer; with your own, chain "

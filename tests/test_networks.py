@@ -202,3 +202,11 @@ def test_antithetic_needs_trained_readouts(data):
     with pytest.raises(ValueError, match="trained"):
         networks.train(dmft.TwoLayer("relu", readout="fixed"), data, width=8, antithetic=True,
                        steps=2, save_every=1)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(weight_decay=None), "weight_decay"),
+                                           (dict(weight_decay="x"), "weight_decay"),
+                                           (dict(max_memory_gb="lots"), "max_memory_gb")])
+def test_numeric_arguments_are_checked(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        networks.train(dmft.TwoLayer("relu"), data, width=8, steps=2, save_every=1, **kwargs)

@@ -324,3 +324,71 @@ def test_solution_save_and_load_round_trip(data, tmp_path):
                                             else "covariance"])
     assert back.info["config"]["model"]["activation"] == "linear"
     assert back.info["method"] == "closure"
+
+
+# ------------------------------------------------------------------ decay, wide inputs, outputs
+
+def test_weight_decay_theory_against_closure_and_networks():
+    """Linear model with trained readouts and weight decay: forward (control variate off by
+    default under decay) and antithetic networks agree with the exact closure."""
+    import networks
+    data = dmft.tasks.single_index(D=6, P=16, P_test=10, degree=1, key=1)
+    model = dmft.TwoLayer("linear", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=200, save_every=50, weight_decay=0.1)
+    cl = dmft.solve(model, data, method="closure", **kw)
+    fw = dmft.solve(model, data, method="forward", samples=4096, **kw)
+    assert fw.info["control_variate"] is False
+    z = (fw.test_loss[1:] - cl.test_loss[1:]) / fw.error["test_loss"][1:]
+    assert np.max(np.abs(z)) < 5
+    net = networks.train(model, data, width=2048, seeds=8, antithetic=True, **kw)
+    zn = (net.test_loss.mean(0) - cl.test_loss)[1:] / (net.test_loss.std(0)[1:] / np.sqrt(8))
+    assert np.max(np.abs(zn)) < 5
+    # decay pulls the fit away from the no-decay solution
+    plain = dmft.solve(model, data, method="closure", **{**kw, "weight_decay": 0.0})
+    assert cl.test_loss[-1] > plain.test_loss[-1] + 1e-3
+
+
+@pytest.mark.parametrize("method", ["closure", "forward"])
+def test_inputs_wider_than_the_data_use_the_kernel_eigenbasis(method):
+    """D > P + P*: the site lives in the data span; weight change includes the decay of the
+    orthogonal coordinates, and predictions and weight change match wide networks."""
+    import networks
+    data = dmft.tasks.single_index(D=40, P=8, P_test=4, degree=1, key=2)
+    model = dmft.TwoLayer("linear", gamma0=1.0, readout="fixed")
+    kw = dict(eta0=0.5, steps=40, save_every=20, weight_decay=0.5)
+    sol = dmft.solve(model, data, method=method, samples=4096, **kw)
+    assert sol.info["basis"] == "kernel-eigenbasis" and sol.info["rank"] == 12
+    net = networks.train(model, data, width=2048, seeds=16, **kw)
+    np.testing.assert_allclose(sol.weight_change["first_layer"], net.weight_change["first_layer"].mean(0),
+                               rtol=5e-3)
+    # under decay, centering leaves -(1 - (1 - eta0 kappa)^k) f(x; theta_0) per seed: zero-mean
+    # noise of order 1 / (gamma0 sqrt(N)), so compare in units of the seeds' standard error
+    se = net.f_test.std(0, ddof=1)[1:] / 4
+    if sol.error is not None:
+        se = np.sqrt(se ** 2 + sol.error["f_test"][1:] ** 2)
+    assert np.max(np.abs((net.f_test.mean(0) - sol.f_test)[1:] / se)) < 5
+
+
+def test_multi_output_forward_is_exact_in_the_lazy_limit_and_matches_networks():
+    """C = 2 outputs: the operator control variate makes the forward solver reproduce the
+    lazy closed form at tiny gamma0 (O(gamma0^2)), and at gamma0 = 1 it agrees with networks."""
+    import networks
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(16, 6)), rng.normal(size=(10, 6))
+    data = dmft.Dataset(x, np.tanh(x[:, :2]), xt, np.tanh(xt[:, :2]))
+    kw = dict(eta0=0.5, steps=40, save_every=10)
+    small = dmft.TwoLayer("erf", gamma0=1e-3)
+    fw = dmft.solve(small, data, samples=1024, **kw)
+    lz = dmft.solve(small, data, method="lazy", **kw)
+    assert fw.f_test.shape == (5, 10, 2)
+    assert np.max(np.abs(fw.f_test - lz.f_test)) < 1e-5
+    # outputs decouple in the lazy limit: each output is its own scalar lazy solve
+    for c in range(2):
+        one = dmft.Dataset(x, data.y_train[:, c], xt, data.y_test[:, c])
+        np.testing.assert_allclose(dmft.solve(small, one, method="lazy", **kw).f_test, lz.f_test[..., c],
+                                   atol=1e-12)
+    rich = dmft.TwoLayer("erf", gamma0=1.0)
+    th = dmft.solve(rich, data, samples=8192, **kw)
+    net = networks.train(rich, data, width=2048, seeds=8, antithetic=True, **kw)
+    se = np.sqrt(net.test_loss.std(0) ** 2 / 8 + th.error["test_loss"] ** 2)[1:]
+    assert np.max(np.abs((net.test_loss.mean(0) - th.test_loss)[1:] / se)) < 5
