@@ -50,7 +50,76 @@ def _parser():
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
         if job == "validate":
             s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    _add_scan_parser(sub)
     return p
+
+
+def _add_scan_parser(sub):
+    text = "a resumable parameter scan: one compiled program per shape, sharded over devices and processes"
+    s = sub.add_parser("scan", help=text, description=text + " (validation/scan.py documents the TOML)")
+    s.add_argument("--config", help="scan TOML ([scan.grid] or [scan.points] and the problem sections)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one key (TOML literal), e.g. scan.grid.model.gamma0=[0.1,1]; repeatable")
+    s.add_argument("--out", help="the results store (default results/scan); rerunning resumes it")
+    prec = s.add_mutually_exclusive_group()
+    prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
+    prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
+    s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--distributed", action="store_true",
+                   help="join jax.distributed with the cluster's own settings (SLURM, ...)")
+    s.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator (process 0's address)")
+    s.add_argument("--num-processes", type=int, help="jax.distributed: number of processes")
+    s.add_argument("--process-id", type=int, help="jax.distributed: this process's rank")
+
+
+def _scan_main(args) -> int:
+    from .scan import ConfigError, StoreConflict, StoreWriteError, init_distributed, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"dmft scan: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    explicit = [args.coordinator, args.num_processes, args.process_id]
+    try:
+        if any(v is not None for v in explicit) and any(v is None for v in explicit):
+            raise ValueError("--coordinator, --num-processes and --process-id go together")
+        if args.distributed or explicit[0] is not None:
+            import jax
+
+            if args.device is not None:
+                jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
+            init_distributed(*explicit)
+            devices = _select_device(None, args.x64)
+        else:
+            devices = _select_device(args.device, args.x64)
+    except (ValueError, RuntimeError) as err:
+        print(f"dmft scan: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    import dmft
+    from . import scan
+
+    out = args.out or os.path.join("results", "scan")
+    print(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}", file=sys.stderr)
+    try:
+        res = scan.run(cfg, out, progress=not args.no_progress and sys.stderr.isatty(),
+                       log=lambda s: print(s, file=sys.stderr))
+    except StoreConflict as err:
+        print(f"dmft scan: {err}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except StoreWriteError as err:
+        print(f"dmft scan: {err}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except (dmft.DivergenceError, dmft.NotConverged) as err:
+        print(f"dmft scan: numerical failure: {err}; finished chunks are kept in {out}", file=sys.stderr)
+        return EXIT_NUMERIC
+    except ValueError as err:     # a size or combination the solvers refuse, before compute
+        print(f"dmft scan: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if res is not None:
+        print(res.summary())
+    return EXIT_OK
 
 
 def _overrides(args) -> list[str]:
@@ -79,6 +148,8 @@ def _select_device(device, x64):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.job == "scan":
+        return _scan_main(args)
     from .config import ConfigError, load
 
     try:
