@@ -369,7 +369,8 @@ def first_time_below(t, loss, theta):
     """First saved time at which loss <= theta, per row; NaN where it never is."""
     hit = np.asarray(loss) <= theta           # NaN compares False
     j = np.argmax(hit, axis=-1)
-    t_hit = np.take_along_axis(np.asarray(t), j[..., None], axis=-1)[..., 0]
+    t = np.broadcast_to(np.asarray(t), hit.shape)
+    t_hit = np.take_along_axis(t, j[..., None], axis=-1)[..., 0]
     return np.where(hit.any(axis=-1), t_hit, np.nan)
 
 

@@ -1,0 +1,365 @@
+"""Parameter scans: results equal single solves, compile once per shape, and survive devices,
+processes, SIGKILL, full disks and wrong configurations without losing or redoing a point."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import dmft
+from dmft.runner import TRACE_COUNTS
+from validation import cli, scan
+from validation.store import Store, StoreConflict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "scan_worker.py")
+
+# linear activation, trained readouts: the exact closure (no sampling), compiled in about a second.
+# 5 gamma0 x 2 eta0 x 2 P = 20 points, 2 groups (P) of 10 points, chunks of 6: 4 chunks.
+TOML = """
+[task]
+name = "single_index"
+D = 4
+P = 12
+P_test = 8
+degree = 1
+
+[model]
+activation = "linear"
+
+[train]
+eta0 = 0.5
+steps = 20
+save_every = 10
+
+[scan]
+outputs = ["final", "grokking", "curves"]
+chunk = 6
+grok_threshold = 0.05
+
+[scan.grid]
+"model.gamma0" = [0.25, 0.5, 1.0, 2.0, 4.0]
+eta0 = [0.25, 0.5]
+"task.P" = [12, 16]
+"""
+
+
+# the same with two data seeds in place of two P: groups of one shape, so one compilation
+# (what the tests in fresh processes use, to spend their time on the point of the test)
+TOML_SEEDS = TOML.replace('"task.P" = [12, 16]', '"task.seed" = [0, 1]')
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "scan.toml"
+    path.write_text(TOML)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ref") / "store")
+    return scan.run(config, out)
+
+
+@pytest.fixture(scope="module")
+def config_seeds(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "scan_seeds.toml"
+    path.write_text(TOML_SEEDS)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference_seeds(config_seeds, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ref") / "store")
+    return scan.run(config_seeds, out)
+
+
+def _assert_same(a: scan.ScanResult, b: scan.ScanResult, rtol=0.0):
+    """Bit for bit, or within rtol of each array's largest value (a loss near zero is the
+    difference of O(1) numbers, so its own relative error says nothing)."""
+    assert a.complete and b.complete
+    assert sorted(a.arrays) == sorted(b.arrays)
+    for k in a.arrays:
+        if rtol == 0.0:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            scale = np.nanmax(np.abs(b[k])) if np.isfinite(b[k]).any() else 0.0
+            np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=rtol * scale, err_msg=k)
+
+
+def _worker(args, env_extra=None, **kw):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env_extra or {}))
+    return subprocess.Popen([sys.executable, WORKER] + args, cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _finish(proc, timeout=180):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def _chunks_written(path):
+    return [e["chunk"] for e in Store.read(path).events() if e.get("event") == "chunk"]
+
+
+# ------------------------------------------------------------------ grid, plan, configuration
+
+def test_grid_order_groups_and_chunks(config):
+    cfg = scan.load_config(config)
+    grid = scan.grid_of(cfg)
+    assert grid.fields == ("model.gamma0", "train.eta0", "task.P") and grid.shape == (5, 2, 2)
+    cols = grid.columns()
+    assert grid.point(11) == {"model.gamma0": 1.0, "train.eta0": 0.5, "task.P": 16}
+    assert all(cols[f][11] == v for f, v in grid.point(11).items())
+    pl = scan.plan(cfg)
+    assert [g.fields for g in pl.groups] == [{"task.P": 12}, {"task.P": 16}]
+    assert [c.name for c in pl.chunks] == ["g0000-c000000", "g0000-c000001",
+                                          "g0001-c000000", "g0001-c000001"]
+    assert [len(c.indices) for c in pl.chunks] == [6, 4, 6, 4]
+    assert sorted(np.concatenate([c.indices for c in pl.chunks]).tolist()) == list(range(20))
+    assert all(np.all(cols["task.P"][c.indices] == pl.groups[c.group].fields["task.P"]) for c in pl.chunks)
+    pts = scan.grid_of(scan.load_config({"scan": {"points": {"gamma0": [1, 2], "P": [8, 8]}}}))
+    assert pts.kind == "points" and pts.shape == (2,) and pts.point(1) == {"model.gamma0": 2.0, "task.P": 8}
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"scan": {"grid": {"gamma": [1.0]}}}, "unknown field 'gamma'"),
+    ({"scan": {"grid": {"gamma0": []}}}, "empty grid"),
+    ({"scan": {"grid": {}}}, "empty grid"),
+    ({"scan": {}}, "exactly one of"),
+    ({"scan": {"grid": {"gamma0": [1.0]}, "points": {"gamma0": [1.0]}}}, "exactly one of"),
+    ({"scan": {"grid": {"gamma0": [1.0, -2.0]}}}, r"model.gamma0\[1\]: must be > 0"),
+    ({"scan": {"grid": {"task.P": [8, 0]}}}, r"task.P\[1\]: must be >= 1"),
+    ({"scan": {"grid": {"gamma0": [1.0, 1.0]}}}, "repeated values"),
+    ({"scan": {"grid": {"seed": [0, 1]}}}, "ambiguous"),
+    ({"scan": {"grid": {"train.steps": [10, 20]}}}, "cannot be scanned"),
+    ({"scan": {"grid": {"eps": [0.1]}}}, "model.eps is scanned"),
+    ({"scan": {"points": {"gamma0": [1.0, 2.0], "eta0": [0.5]}}}, "same number of values"),
+    ({"scan": {"grid": {"gamma0": [1.0]}, "outputs": ["kernels"]}}, "scan.outputs"),
+    ({"scan": {"grid": {"gamma0": [1.0]}, "theory": False}}, "nothing to compute"),
+    ({"scan": {"grid": {"P": [8, 16]}, "outputs": ["predictions"]}}, "predictions"),
+    ({"sweep": {"gamma0": [1.0]}}, r"unknown section \[sweep\]"),
+    ({"scan": {"grid": {"gamma0": [1.0]}, "chunk": 0}}, "scan.chunk"),
+])
+def test_bad_configuration_names_the_key(table, match):
+    with pytest.raises(scan.ConfigError, match=match):
+        scan.load_config(table)
+
+
+def test_cli_bad_configuration_exits_2_and_writes_nothing(tmp_path, config, capsys):
+    out = tmp_path / "s"
+    assert cli.main(["scan", "--config", config, "--out", str(out), "--no-progress",
+                     "--set", "scan.grid.gamma0=[1.0, -1.0]"]) == cli.EXIT_CONFIG
+    assert "configuration error" in capsys.readouterr().err and not out.exists()
+    # refused by the solver's own checks (samples not a multiple of 2 x replicas), before compute
+    assert cli.main(["scan", "--config", config, "--out", str(out), "--no-progress",
+                     "--set", "theory.method='forward'", "--set", "theory.samples=10"]) == cli.EXIT_CONFIG
+    assert "samples" in capsys.readouterr().err and not out.exists()
+
+
+# ------------------------------------------------------------------ numbers
+
+def test_points_equal_single_solves(reference):
+    res = reference
+    assert res.grid.shape == (5, 2, 2) and res["theory.train_loss"].shape == (5, 2, 2, 3)
+    for i, j, k in [(0, 0, 1), (2, 1, 1), (4, 0, 1)]:   # one P: the solves share a program
+        p = res.grid.point(int(np.ravel_multi_index((i, j, k), res.grid.shape)))
+        data = dmft.tasks.single_index(D=4, P=p["task.P"], P_test=8, degree=1, key=0)
+        sol = dmft.solve(dmft.TwoLayer("linear", gamma0=p["model.gamma0"]), data,
+                         eta0=p["train.eta0"], steps=20, save_every=10)
+        np.testing.assert_allclose(res["t"][i, j, k], sol.t, rtol=1e-15)
+        np.testing.assert_allclose(res["theory.train_loss"][i, j, k], sol.train_loss, rtol=1e-10)
+        np.testing.assert_allclose(res["theory.test_loss"][i, j, k], sol.test_loss, rtol=1e-10)
+        np.testing.assert_allclose(res["theory.final.alignment"][i, j, k], sol.alignment[-1], rtol=1e-10)
+        np.testing.assert_allclose(res["theory.final.weight_change.first_layer"][i, j, k],
+                                   sol.weight_change["first_layer"][-1], rtol=1e-10)
+        t_tr = scan.first_time_below(sol.t, sol.train_loss, 0.05)
+        t_te = scan.first_time_below(sol.t, sol.test_loss, 0.05)
+        np.testing.assert_array_equal(res["theory.grok.t_train"][i, j, k], t_tr)
+        np.testing.assert_array_equal(res["theory.grok.gap"][i, j, k], np.maximum(t_te - t_tr, 0))
+    assert np.all(res["theory.diverged_step"] == -1)
+    # two shapes (P = 12, 16): one compilation per group
+    assert [g["compiles"] for g in res.manifest["sessions"][-1]["groups"]] == [1, 1]
+
+
+def test_first_time_below():
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    loss = np.array([[1.0, 0.5, 0.05, 0.01], [1.0, np.nan, np.nan, np.nan], [0.01, 1, 1, 1]])
+    np.testing.assert_array_equal(scan.first_time_below(t, loss, 0.1), [2.0, np.nan, 0.0])
+
+
+def test_64_gamma0_values_compile_once(tmp_path):
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 1}, "model": {"activation": "linear"},
+             "train": {"eta0": 0.5, "steps": 30, "save_every": 10},
+             "scan": {"chunk": 24, "grid": {"gamma0": np.geomspace(0.01, 10, 64).tolist()}}}
+    before = TRACE_COUNTS.get("batch.point", 0)
+    res = scan.run(table, str(tmp_path / "s"))
+    assert TRACE_COUNTS.get("batch.point", 0) - before == 1       # 3 chunks, the last one padded
+    assert res.complete and res["theory.final.train_loss"].shape == (64,)
+    assert [e["points"] for e in Store.read(tmp_path / "s").events()] == [24, 24, 16]
+
+
+def test_networks_per_point_equal_networks_train(tmp_path):
+    import jax
+
+    import networks
+
+    table = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 1}, "model": {"activation": "linear"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+             "simulate": {"width": 8, "seeds": 2, "seed": 3},
+             "scan": {"theory": False, "networks": True, "outputs": ["final", "curves"],
+                      "points": {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.25]}}}
+    res = scan.run(table, str(tmp_path / "n"))
+    data = dmft.tasks.single_index(D=4, P=8, P_test=6, degree=1, key=0)
+    for i, (g, e) in enumerate([(0.5, 0.5), (2.0, 0.25)]):
+        run = networks.train(dmft.TwoLayer("linear", gamma0=g), data, width=8, seeds=2, eta0=e,
+                             steps=20, save_every=10, key=jax.random.fold_in(jax.random.key(3), i))
+        np.testing.assert_array_equal(res["networks.test_loss"][i], run.test_loss.mean(0))
+        np.testing.assert_array_equal(res["networks.error.test_loss"][i],
+                                      run.test_loss.std(0, ddof=1) / np.sqrt(2))
+        np.testing.assert_array_equal(res["t"][i], run.t)
+    assert np.all(res["networks.diverged_seeds"] == 0)
+
+
+# ------------------------------------------------------------------ devices and processes
+
+def test_sharded_over_4_devices_equals_unsharded(config_seeds, reference_seeds, tmp_path):
+    out = str(tmp_path / "sharded")
+    _finish(_worker(["--config", config_seeds, "--out", out, "--no-progress"],
+                    {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
+    sharded = scan.load(out)
+    assert len(sharded.manifest["sessions"][-1]["devices"]) == 4
+    _assert_same(sharded, reference_seeds, rtol=1e-12)
+
+
+def test_two_processes_equal_one(config_seeds, reference_seeds, tmp_path):
+    out = str(tmp_path / "two")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [_worker(["--config", config_seeds, "--out", out, "--no-progress", "--coordinator",
+                      f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)])
+             for i in range(2)]
+    texts = [_finish(p) for p in procs]
+    assert "of 20 points done" in texts[0][0] and "points done" not in texts[1][0]  # process 0 reports
+    _assert_same(scan.load(out), reference_seeds)
+    writers = {e["chunk"]: e["process"] for e in Store.read(out).events()}
+    assert sorted(writers) == [c.name for c in scan.plan(reference_seeds.config).chunks]
+    assert set(writers.values()) == {0, 1}                              # both computed chunks
+
+
+# ------------------------------------------------------------------ interruptions and the store
+
+def test_sigkill_midway_then_resume_equals_uninterrupted(config_seeds, reference_seeds, tmp_path):
+    out = str(tmp_path / "killed")
+    proc = _worker(["--pause-after", "2", "--config", config_seeds, "--out", out, "--no-progress"])
+    try:
+        assert proc.stdout.readline().strip() == "PAUSED"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    chunks = sorted(os.listdir(os.path.join(out, "chunks")))
+    assert len([c for c in chunks if c.endswith(".npz")]) == 2 and any(".tmp-" in c for c in chunks)
+    partial = scan.load(out)
+    assert partial.done.sum() == 10 and np.isnan(partial["theory.final.test_loss"][~partial.done]).all()
+    res = scan.run(config_seeds, out)
+    _assert_same(res, reference_seeds)
+    written = _chunks_written(out)
+    assert sorted(written) == sorted(set(written)) and len(written) == 4     # each chunk once
+    assert not any(".tmp-" in c for c in os.listdir(os.path.join(out, "chunks")))
+    killed, resumed = res.manifest["sessions"]
+    assert killed["status"] == "running" and resumed["status"] == "complete"
+    assert resumed["skipped_points"] == 10 and resumed["computed_points"] == 10
+
+
+def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):
+    out = str(tmp_path / "copy")
+    shutil.copytree(reference.path, out)
+    os.remove(os.path.join(out, "chunks", "g0001-c000000.npz"))
+    res = scan.run(config, out)
+    _assert_same(res, reference)
+    assert _chunks_written(out)[4:] == ["g0001-c000000"]
+    again = scan.run(config, out)                       # complete: nothing computed
+    assert again.manifest["sessions"][-1]["computed_points"] == 0 and len(_chunks_written(out)) == 5
+
+
+def test_store_refuses_another_configuration_or_version(config, reference, tmp_path, capsys):
+    out = str(tmp_path / "other")
+    shutil.copytree(reference.path, out)
+    code = cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--set", "train.eta0=0.3"])
+    assert code == cli.EXIT_OUTPUT
+    assert "differs in: config.train.eta0" in capsys.readouterr().err
+    man_path = os.path.join(out, "manifest.json")
+    with open(man_path) as fh:
+        man = json.load(fh)
+    man["identity"]["versions"]["dmft"] = "0.0.1"
+    with open(man_path, "w") as fh:
+        json.dump(man, fh)
+    with pytest.raises(StoreConflict, match="versions.dmft"):
+        scan.run(config, out)
+    assert len(os.listdir(os.path.join(out, "chunks"))) == 4             # nothing lost
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(StoreConflict, match="not empty"):
+        scan.run(config, str(tmp_path / "notes"))
+
+
+def test_disk_full_keeps_finished_points_and_resumes(config, reference, tmp_path, monkeypatch, capsys):
+    from validation import store as store_mod
+
+    out = str(tmp_path / "full")
+    write = store_mod.atomic_write
+    calls = {"chunks": 0}
+
+    def full_after_two(path, data):
+        if "chunks" in path:
+            calls["chunks"] += 1
+            if calls["chunks"] == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(store_mod, "atomic_write", full_after_two)
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress"]) == cli.EXIT_OUTPUT
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "2 chunk(s) already written are kept" in err
+    assert scan.load(out).done.sum() == 10
+    monkeypatch.setattr(store_mod, "atomic_write", write)
+    _assert_same(scan.run(config, out), reference)
+
+
+def test_unwritable_output_is_a_clear_error(config, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["scan", "--config", config, "--out", str(blocker / "s"), "--no-progress"]) \
+        == cli.EXIT_OUTPUT
+    assert "cannot use" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ loading, summary, figures
+
+def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    shutil.copytree(reference.path, out)
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress"]) == cli.EXIT_OK
+    text = capsys.readouterr().out
+    assert "20 of 20 points done (0 computed now" in text and "task.P=16" in text
+    assert "theory.final.test_loss" in text
+    fig = reference.heatmap("theory.final.test_loss", x="gamma0", y="eta0", at={"task.P": 16})
+    assert fig.axes[0].get_xlabel() == "model.gamma0"
+    fig = reference.lines("theory.grok.t_train", x="gamma0", hue="task.P", at={"eta0": 0.5})
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(ValueError, match="fix train.eta0"):
+        reference.heatmap("theory.final.test_loss", x="gamma0", y="P")
+    coords = reference.coords()
+    assert coords["task.P"][0, 0, 1] == 16 and coords["model.gamma0"].shape == (5, 2, 2)
