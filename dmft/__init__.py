@@ -10,12 +10,13 @@ Importing this package never changes global JAX configuration; call
 """
 
 from . import activations, io, kernels, sampling, tasks
+from .batch import BATCH_FIELDS, BatchProgram, solve_batch
 from .problem import Dataset, TwoLayer
 from .runner import DivergenceError, NotConverged
 from .solve import DYNAMICS, METHODS, Solution, exact_closure, solve
 
 __all__ = ["Dataset", "TwoLayer", "solve", "Solution", "DivergenceError", "NotConverged",
-           "METHODS", "DYNAMICS", "exact_closure", "activations", "kernels", "sampling", "tasks",
+           "METHODS", "DYNAMICS", "exact_closure", "BatchProgram", "solve_batch", "BATCH_FIELDS", "activations", "kernels", "sampling", "tasks",
            "io"]
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DivergenceError", "NotConverged", "run_saved", "TRACE_COUNTS"]
+__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "TRACE_COUNTS"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -56,10 +56,10 @@ class NotConverged(RuntimeError):
         self.solution = solution
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _advance(step, record, static, save_every, n_intervals, ctx, state, drive):
-    count_trace(f"{step.__module__}.{step.__name__}")
+def scan_records(step, record, static, ctx, state, save_every: int, n_intervals: int, drive=None):
+    """`n_intervals` intervals of `save_every` steps, recording after each (traceable).
 
+    Returns (final state, records with a leading axis of length n_intervals)."""
     def one_step(s, d):
         return step(static, ctx, s, d), None
 
@@ -68,6 +68,12 @@ def _advance(step, record, static, save_every, n_intervals, ctx, state, drive):
         return s, record(static, ctx, s)
 
     return jax.lax.scan(interval, state, drive, length=n_intervals)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _advance(step, record, static, save_every, n_intervals, ctx, state, drive):
+    count_trace(f"{step.__module__}.{step.__name__}")
+    return scan_records(step, record, static, ctx, state, save_every, n_intervals, drive)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -22,7 +22,9 @@ from which the solvers estimate their error.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from typing import NamedTuple
 
 import jax
@@ -66,16 +68,39 @@ def orthogonal_gaussian(key, n: int, r: int, dtype=None):
     return rows.reshape(blocks * r, r)[:n]
 
 
-def chi2_quantile(u, k):
-    """Quantiles of the chi-squared law with k degrees of freedom (Newton on gammainc)."""
+def _chi2_upper(x, k: int):
+    """P(chi2_k > x) for an integer k, from the finite sums of the incomplete gamma
+    function at integer and half-integer shape (cheap to compile, unlike gammainc)."""
+    s = jnp.maximum(x / 2, 1e-300)[..., None]
+    m = k // 2
+    if k % 2 == 0:      # e^{-s} sum_{j<m} s^j / j!
+        j = np.arange(m, dtype=np.float64)
+        logc = -np.array([math.lgamma(v + 1) for v in j])
+        tail = 0.0
+    else:               # erfc(sqrt s) + e^{-s} sum_{j<m} s^{j+1/2} / Gamma(j + 3/2)
+        j = np.arange(m, dtype=np.float64) + 0.5
+        logc = -np.array([math.lgamma(v + 1) for v in j])
+        tail = jax.scipy.special.erfc(jnp.sqrt(s[..., 0]))
+    if m == 0:
+        return tail
+    shape = (1,) * (s.ndim - 1) + (m,)
+    terms = jnp.exp(j.reshape(shape) * jnp.log(s) - s + logc.reshape(shape))
+    return tail + jnp.sum(terms, axis=-1)
+
+
+def chi2_quantile(u, k: int):
+    """Quantiles of the chi-squared law with k degrees of freedom (Newton on the exact CDF)."""
     u = jnp.asarray(u)
     z = jax.scipy.special.ndtri(u)
     x = k * jnp.maximum(1 - 2 / (9 * k) + z * jnp.sqrt(2 / (9 * k)), 0.05) ** 3  # Wilson-Hilferty
     half = k / 2.0
-    for _ in range(12):
-        logpdf = (half - 1) * jnp.log(x) - x / 2 - half * jnp.log(2.0) - jax.scipy.special.gammaln(half)
-        x = jnp.maximum(x - (jax.scipy.special.gammainc(half, x / 2) - u) / jnp.exp(logpdf), x / 10)
-    return x
+    log_norm = half * math.log(2.0) + math.lgamma(half)
+
+    def newton(_, x):
+        pdf = jnp.exp((half - 1) * jnp.log(x) - x / 2 - log_norm)
+        return jnp.maximum(x - ((1 - _chi2_upper(x, k)) - u) / pdf, x / 10)
+
+    return jax.lax.fori_loop(0, 12, newton, x)
 
 
 def stratified_normal(key, n: int, c: int, dtype=None):
@@ -151,11 +176,14 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
         a = (jnp.asarray(pts[:, r:], dtype) if trained
              else jnp.ones((pts.shape[0], c), dtype))[None]
         return Sites(z, a, jnp.asarray(wts, dtype)[None])
-    m = samples // replicas
-    keys = [jax.random.fold_in(key, i) for i in range(replicas)]
-    zs, as_ = zip(*(_one_replica(k, sampler, m, r, c, trained, dtype) for k in keys))
-    weight = jnp.full((replicas, m), 1.0 / m, dtype)
-    return Sites(jnp.stack(zs), jnp.stack(as_), weight)
+    return _draw_replicas(key, sampler, samples // replicas, replicas, r, c, trained, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6, 7))
+def _draw_replicas(key, sampler, m, replicas, r, c, trained, dtype) -> Sites:
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(replicas))
+    z, a = jax.vmap(lambda k: _one_replica(k, sampler, m, r, c, trained, dtype))(keys)
+    return Sites(z, a, jnp.full((replicas, m), 1.0 / m, dtype))
 
 
 def quadrature_size(nodes: int, r: int, c: int, trained: bool) -> int:

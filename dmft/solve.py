@@ -264,28 +264,41 @@ def _dtype():
     return jnp.result_type(float)
 
 
-def _setup(model: TwoLayer, data: Dataset, cfg) -> dict:
+def _geometry(data: Dataset) -> dict:
+    """What depends on the inputs and targets only (numpy, once per dataset)."""
     dt = _dtype()
     x_tr = np.asarray(data.x_train, dtype=np.float64)
     x_all = x_tr if data.x_test is None else np.concatenate(
         [x_tr, np.asarray(data.x_test, dtype=np.float64)])
-    P = data.P
     l_all, basis = field_basis(x_all)
-    kx_all_tr = jnp.asarray(input_kernel(x_all, x_tr), dt)
-    diag = jnp.asarray(np.sum(x_all * x_all, axis=1) / data.D, dt)
-    act = model.activation
-    phi0, g0 = lazy_kernels(act, kx_all_tr, diag, diag[:P], nodes=cfg["kernel_nodes"])
-    # quadrature is not exactly symmetric in (mu, nu): symmetrize the train block
-    phi0 = phi0.at[:P].set((phi0[:P] + phi0[:P].T) / 2)
-    g0 = g0.at[:P].set((g0[:P] + g0[:P].T) / 2)
-    k0 = lazy_ntk(phi0, g0, kx_all_tr, model.trained_readout)
-    if model.centered or model.trained_readout:
-        f0 = jnp.zeros((x_all.shape[0], data.C), dt)
+    return {"l_all": jnp.asarray(l_all, dt), "basis": basis,
+            "kx_all_tr": jnp.asarray(input_kernel(x_all, x_tr), dt),
+            "diag": jnp.asarray(np.sum(x_all * x_all, axis=1) / data.D, dt),
+            "y": jnp.asarray(data.targets("train"), dt), "P": data.P, "r": l_all.shape[1]}
+
+
+def _lazy_setup(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: int) -> dict:
+    """Lazy kernels and f(0) for one activation and gamma0 (traceable: these may be traced)."""
+    P = geo["P"]
+    diag = geo["diag"]
+    phi0, g0 = lazy_kernels(act, geo["kx_all_tr"], diag, diag[:P], nodes=nodes)
+    # quadrature is not exactly symmetric in (mu, nu): symmetrize the train block (built as a
+    # new array: an in-place `.at[:P].set` that reads its own transpose is not symmetric under jit)
+    phi0 = jnp.concatenate([(phi0[:P] + phi0[:P].T) / 2, phi0[P:]])
+    g0 = jnp.concatenate([(g0[:P] + g0[:P].T) / 2, g0[P:]])
+    k0 = lazy_ntk(phi0, g0, geo["kx_all_tr"], trained)
+    c = geo["y"].shape[1]
+    if centered or trained:
+        f0 = jnp.zeros((diag.shape[0], c), diag.dtype)
     else:   # fixed readouts, uncentered: f(0) = E[phi(u)] / gamma0
-        f0 = jnp.asarray(act.mean(diag), dt)[:, None] / model.gamma0
-    return {"l_all": jnp.asarray(l_all, dt), "basis": basis, "kx_all_tr": kx_all_tr, "diag": diag,
-            "phi0": phi0, "g0": g0, "k0": k0, "f0": f0,
-            "y": jnp.asarray(data.targets("train"), dt), "P": P, "r": l_all.shape[1]}
+        f0 = jnp.broadcast_to(jnp.asarray(act.mean(diag), diag.dtype)[:, None] / gamma0,
+                              (diag.shape[0], c))
+    return {**geo, "phi0": phi0, "g0": g0, "k0": k0, "f0": f0}
+
+
+def _setup(model: TwoLayer, data: Dataset, cfg) -> dict:
+    return _lazy_setup(_geometry(data), model.activation, model.gamma0, centered=model.centered,
+                       trained=model.trained_readout, nodes=cfg["kernel_nodes"])
 
 
 # ----------------------------------------------------------------- methods
@@ -319,22 +332,22 @@ def _solve_lazy(model, data, cfg, su):
     return {k: np.asarray(v) for k, v in rec.items()}, extra
 
 
-def _closure_ctx(model, data, cfg, su):
+def _closure_ctx(act, su, gamma0, eta0, decay):
     P = su["P"]
-    a, b = _closure.poly2_coefficients(model.activation) or (1.0, 0.0)
+    a, b = _closure.poly2_coefficients(act) or (1.0, 0.0)
     dt = _dtype()
     return _closure.Ctx(
         l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
         kx_tr=su["kx_all_tr"][:P],
         kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
-        alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(model.gamma0, dt),
-        eta0=jnp.asarray(cfg["eta0"], dt), decay=jnp.asarray(cfg["weight_decay"], dt))
+        alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(gamma0, dt),
+        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt))
 
 
 def _solve_closure(model, data, cfg, su, progress):
     kind = cfg["closure_kind"]
     static = _closure.Static(kind, cfg["dynamics"], cfg["kernels"], data.P_test > 0)
-    ctx = _closure_ctx(model, data, cfg, su)
+    ctx = _closure_ctx(model.activation, su, model.gamma0, cfg["eta0"], cfg["weight_decay"])
     st0 = _closure.initial_state(kind, su["r"], data.C, _dtype())
     rec, _, wall = run_saved(_closure.step, _closure.record, static, ctx, st0,
                              save_every=cfg["save_every"],
@@ -343,29 +356,29 @@ def _solve_closure(model, data, cfg, su, progress):
     return rec, {"closure": kind, "run_s": wall}
 
 
-def _shared_ctx(model, cfg, su):
+def _shared_ctx(act, su, gamma0, eta0, decay):
     P = su["P"]
     dt = _dtype()
-    return _ss.Shared(act=model.activation, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
+    return _ss.Shared(act=act, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
                       y=su["y"], kx_tr=su["kx_all_tr"][:P], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
-                      gamma0=jnp.asarray(model.gamma0, dt), eta0=jnp.asarray(cfg["eta0"], dt),
-                      decay=jnp.asarray(cfg["weight_decay"], dt), k0_tr=su["k0"][:P],
+                      gamma0=jnp.asarray(gamma0, dt), eta0=jnp.asarray(eta0, dt),
+                      decay=jnp.asarray(decay, dt), k0_tr=su["k0"][:P],
                       k0_te=su["k0"][P:])
 
 
-def _replicas(model, data, cfg, su, key):
-    sites = draw_sites(key, cfg["sampler"], cfg["samples"], cfg["replicas"], su["r"], data.C,
-                       model.trained_readout, nodes=cfg["quadrature_nodes"], dtype=_dtype())
-    return _ss.init_replicas(model.activation, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
-                             sites.z, sites.a, sites.weight, p=su["P"],
-                             trained=model.trained_readout, cv=cfg["cv_mode"])
+def _replicas(act, trained, cfg, su, key):
+    sites = draw_sites(key, cfg["sampler"], cfg["samples"], cfg["replicas"], su["r"],
+                       su["y"].shape[1], trained, nodes=cfg["quadrature_nodes"], dtype=_dtype())
+    return _ss.init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
+                             sites.z, sites.a, sites.weight, p=su["P"], trained=trained,
+                             cv=cfg["cv_mode"])
 
 
 def _solve_sampled(model, data, cfg, su, key, progress):
     static = _ss.Static(model.trained_readout, cfg["dynamics"], cfg["kernels"], data.P_test > 0,
                         cfg["cv_mode"])
-    sh = _shared_ctx(model, cfg, su)
-    rep = _replicas(model, data, cfg, su, key)
+    sh = _shared_ctx(model.activation, su, model.gamma0, cfg["eta0"], cfg["weight_decay"])
+    rep = _replicas(model.activation, model.trained_readout, cfg, su, key)
     st0 = _ss.initial_state(rep, su["P"])
     n_int = cfg["steps"] // cfg["save_every"]
     extra = {"nodes_per_replica": int(rep.w.shape[1]), "replicas": int(rep.w.shape[0])}

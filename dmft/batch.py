@@ -1,0 +1,357 @@
+"""Many solves of one shape in one compiled program: `dmft.BatchProgram`, `dmft.solve_batch`.
+
+A phase diagram is hundreds of solves that differ only in scalars (gamma0, the
+step eta0, the weight decay kappa, the eps of the quadratic activation). A
+`BatchProgram` fixes everything that sets array shapes (model, data, steps,
+solver, samples) and compiles one program, vmapped over a batch of points, that
+maps those scalars to trajectories. Calls with the same batch size reuse it.
+
+Each point draws its single-site nodes from `fold_in(key, index)`, with `index`
+the point's place in the whole grid, so a point's result does not depend on how
+the grid was cut into batches or spread over devices. A point that diverges does
+not stop the others: its `diverged_step` says where, and its values from that
+saved step on are NaN.
+
+Example:
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import dmft
+    >>> data = dmft.tasks.kumar_quadratic(D=6, P=20, P_test=10, key=jax.random.key(0))
+    >>> model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed")
+    >>> res = dmft.solve_batch(model, data, {"gamma0": [0.5, 1.0, 2.0]}, eta0=0.5, steps=40,
+    ...                        save_every=20)
+    >>> res["test_loss"].shape, res["diverged_step"].tolist()
+    ((3, 3), [-1, -1, -1])
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import closure as _closure
+from . import single_site as _ss
+from .lazy import lazy_path
+from .kernels import alignment
+from .problem import Dataset, TwoLayer
+from .runner import count_trace, scan_records
+from .solve import (_closure_ctx, _geometry, _int_arg, _lazy_setup, _replicas, _shared_ctx,
+                    _validate)
+
+__all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
+
+BATCH_FIELDS = ("gamma0", "eta0", "weight_decay", "eps")
+_BATCH_METHODS = ("auto", "forward", "closure", "lazy")
+
+
+def check_values(field: str, values) -> np.ndarray:
+    """Values of one batched field as a float64 vector; ValueError naming the field."""
+    if field not in BATCH_FIELDS:
+        raise ValueError(f"unknown batch field {field!r}; known: {', '.join(BATCH_FIELDS)}")
+    try:
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: values must be real numbers, got {values!r}") from None
+    if v.size == 0:
+        raise ValueError(f"{field}: no values")
+    bad = ~np.isfinite(v)
+    if field in ("gamma0", "eta0"):
+        bad |= v <= 0
+    elif field == "weight_decay":
+        bad |= v < 0
+    if bad.any():
+        rule = {"gamma0": "> 0", "eta0": "> 0", "weight_decay": ">= 0"}.get(field, "finite")
+        raise ValueError(f"{field} must be {rule}; bad value(s) {v[bad][:5].tolist()} "
+                         f"at position(s) {np.flatnonzero(bad)[:5].tolist()}")
+    return v
+
+
+class _Static:
+    """Hashable description of one batch program (everything that is not a traced scalar)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+        self._key = tuple(sorted((k, repr(v)) for k, v in kw.items()))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key == other._key
+
+
+class BatchProgram:
+    """One compiled program for many points that differ only in scalar fields.
+
+    Args:
+        model, data: as for `dmft.solve`; their gamma0 (and eps) are the defaults
+            for fields not batched.
+        eta0, steps, save_every: as for `dmft.solve` (eta0 is the default when it
+            is not a batched field; steps and save_every are shared).
+        fields: the batched scalars, a subset of BATCH_FIELDS ("eps" only with the
+            quadratic activation h + eps/2 h^2).
+        method: "auto" (closure when exact, else forward), "forward", "closure" or
+            "lazy" (the self-consistent "iterate" is not batched).
+        curves: also return f_train and f_test at every saved time.
+        state: also return the closure state (poly2-fixed: mean and second moment).
+        Other arguments as for `dmft.solve`.
+
+    Calling it: `prog(values, index, key=None, sharding=None)` with values a dict
+    of (n,) arrays (one per field), index the (n,) grid positions (they pick the
+    random nodes), and optionally a `jax.sharding.Sharding` for the point axis.
+    Returns a dict of numpy arrays with leading axis n (see `solve_batch`).
+    """
+
+    def __init__(self, model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
+                 save_every: int = 10, *, fields=("gamma0",), method: str = "auto",
+                 dynamics: str = "gd", samples: int = 4096, replicas: int = 4,
+                 sampler: str = "stratified", weight_decay: float = 0.0,
+                 control_variate: bool | None = None, kernel_nodes: int = 64,
+                 quadrature_nodes: int = 8, curves: bool = False, state: bool = False,
+                 max_memory_gb: float = 4.0):
+        if isinstance(fields, str):
+            fields = (fields,)
+        fields = tuple(fields)
+        if not fields:
+            raise ValueError("fields: give at least one batched field")
+        for f in fields:
+            if f not in BATCH_FIELDS:
+                raise ValueError(f"fields: unknown batch field {f!r}; known: {', '.join(BATCH_FIELDS)}")
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"fields: repeated names in {fields}")
+        if method not in _BATCH_METHODS:
+            raise ValueError(f"method must be one of {_BATCH_METHODS} for a batch, got {method!r}"
+                             + (" (iterate is not batched; it agrees with forward)" if method == "iterate" else ""))
+        if "weight_decay" in fields and control_variate is None:
+            control_variate = False          # as dmft.solve does whenever the decay may be > 0
+        cfg = _validate(model, data, eta0, steps, save_every, dict(
+            method=method, dynamics=dynamics, samples=samples, replicas=replicas, sampler=sampler,
+            control_variate=control_variate, kernels=False, weight_decay=weight_decay, tol=1.0,
+            max_iter=1, damping=1.0, window=None, kernel_nodes=kernel_nodes,
+            quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb))
+        if "eps" in fields and model.activation.name != "quadratic":
+            raise ValueError("fields: 'eps' is a parameter of the quadratic activation only; "
+                             f"this model's activation is {model.activation.name!r}")
+        if cfg["method"] == "lazy" and "weight_decay" in fields:
+            raise ValueError("fields: weight_decay moves the kernel; the lazy method has none")
+        if state and cfg["method"] != "closure":
+            raise ValueError("state=True needs the closure method (the state is its mean and moments)")
+        self.model, self.data, self.fields = model, data, fields
+        self.cfg = cfg
+        self.curves, self.state = bool(curves), bool(state)
+        self.method = cfg["method"]
+        self._geo = _geometry(data)
+        self._static = _Static(
+            method=cfg["method"], closure_kind=cfg["closure_kind"], dynamics=cfg["dynamics"],
+            sampler=cfg["sampler"], samples=cfg["samples"], replicas=cfg["replicas"],
+            quadrature_nodes=cfg["quadrature_nodes"], kernel_nodes=cfg["kernel_nodes"],
+            cv_mode=cfg["cv_mode"], control_variate=cfg["control_variate"],
+            steps=cfg["steps"], save_every=cfg["save_every"],
+            trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,
+            has_y_test=data.y_test is not None, P=data.P, D=data.D, C=data.C,
+            r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state)
+        self._defaults = {"gamma0": float(model.gamma0), "eta0": cfg["eta0"],
+                          "weight_decay": cfg["weight_decay"],
+                          "eps": (2.0 * float(model.activation.params[1])
+                                  if model.activation.name == "quadratic" else 0.0)}
+        self._y_test = (None if data.y_test is None
+                        else jnp.asarray(data.targets("test"), self._geo["y"].dtype))
+
+    def describe(self) -> dict:
+        """The configuration as a JSON-able dict."""
+        return {"model": self.model.describe(), "data": self.data.describe(),
+                "fields": list(self.fields), "curves": self.curves, "state": self.state,
+                "solve": {k: v for k, v in self.cfg.items() if k not in ("max_memory_gb", "kernels",
+                                                                         "tol", "max_iter", "damping",
+                                                                         "window")}}
+
+    @property
+    def times_per_eta0(self) -> np.ndarray:
+        """Saved step counts (t = count * eta0)."""
+        return np.arange(0, self.cfg["steps"] + 1, self.cfg["save_every"])
+
+    def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
+        missing = [f for f in self.fields if f not in values]
+        extra = [f for f in values if f not in self.fields]
+        if missing or extra:
+            raise ValueError(f"values: expected the fields {list(self.fields)}; "
+                             f"missing {missing}, unexpected {extra}")
+        cols = {f: check_values(f, values[f]) for f in self.fields}
+        n = {len(v) for v in cols.values()}
+        index = np.asarray(index).reshape(-1)
+        if len(n) != 1 or index.size not in n or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"values and index must all have one length n; got lengths "
+                             f"{ {f: len(v) for f, v in cols.items()} } and index {index.shape} "
+                             f"({index.dtype})")
+        key = jax.random.key(0) if key is None else key
+        dt = self._geo["y"].dtype
+        full = {f: jnp.asarray(cols[f] if f in cols else np.full(index.size, self._defaults[f]), dt)
+                for f in BATCH_FIELDS}
+        idx = jnp.asarray(index, jnp.uint32)
+        if sharding is not None:
+            full = jax.device_put(full, sharding)
+            idx = jax.device_put(idx, sharding)
+        geo = {k: v for k, v in self._geo.items() if k not in ("basis", "P", "r")}
+        out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
+        out = jax.tree_util.tree_map(np.asarray, out)
+        return _finish(out, self.times_per_eta0, cols.get("eta0", full["eta0"]))
+
+
+def _finish(out: dict, counts: np.ndarray, eta0) -> dict:
+    """Times, and NaN from the first bad saved step on."""
+    bad = out.pop("bad").astype(np.int64)
+    res = {"t": counts[None, :] * np.asarray(eta0)[:, None]}
+    mask = (bad[:, None] >= 0) & (counts[None, :] >= bad[:, None])     # (n, T)
+    for k, v in out.items():
+        v = np.array(v, dtype=v.dtype, copy=True)
+        m = mask.reshape(mask.shape + (1,) * (v.ndim - 2))
+        res[k] = np.where(m, np.nan, v)
+    res["diverged_step"] = bad
+    return res
+
+
+def _activation(act, eps):
+    if act.name != "quadratic":
+        return act
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(act),
+                                        [jnp.ones_like(eps), eps / 2])
+
+
+def _mse(y, f):
+    return jnp.mean((y - f) ** 2, axis=(-2, -1))
+
+
+def _point(st: _Static, geo, y_test, act0, v, key):
+    """Everything for one point (traced; vmapped over points)."""
+    P = st.P
+    act = _activation(act0, v["eps"])
+    geo = {**geo, "P": P, "r": st.r}
+    su = _lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
+                            nodes=st.kernel_nodes)
+    n_int = st.steps // st.save_every
+    saves = jnp.arange(0, st.steps + 1, st.save_every)
+    out = {}
+    if st.method == "lazy":
+        delta, s = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, v["eta0"],
+                             dynamics=st.dynamics)
+        rec = {"f_train": su["y"][None] - delta}
+        if st.has_test:
+            rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
+        rec["alignment"] = jnp.full(saves.shape, alignment(su["k0"][:P], su["y"]))
+        scale = (v["gamma0"] / P) ** 2
+        gk = su["g0"][:P] * su["kx_all_tr"][:P]
+        rec["sq_change_first"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
+        rec["sq_change_readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
+                                    if st.trained else jnp.zeros(saves.shape, s.dtype))
+        bad = jnp.where(jnp.all(jnp.isfinite(delta)), -1,
+                        saves[jnp.argmin(jnp.all(jnp.isfinite(delta), axis=(1, 2)))])
+    else:
+        if st.method == "closure":
+            static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test)
+            ctx = _closure_ctx(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
+            s0 = _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
+            step, record = _closure.step, _closure.record
+        else:
+            static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode)
+            sh = _shared_ctx(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
+            rep = _replicas(act, st.trained, {
+                "sampler": st.sampler, "samples": st.samples, "replicas": st.replicas,
+                "quadrature_nodes": st.quadrature_nodes, "cv_mode": st.cv_mode}, su, key)
+            ctx = (sh, rep)
+            s0 = _ss.initial_state(rep, P)
+            step, record = _ss.step, _ss.record
+        first = record(static, ctx, s0)
+        final, recs = scan_records(step, record, static, ctx, s0, st.save_every, n_int)
+        rec = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
+        bad = jnp.min(jnp.where(final.bad >= 0, final.bad, st.steps + 1))
+        bad = jnp.where(bad > st.steps, -1, bad)
+    if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
+        R = rec["f_train"].shape[1]
+        if R > 1:
+            se = lambda a: jnp.std(a, axis=1, ddof=1) / math.sqrt(R)    # noqa: E731
+            out["error.train_loss"] = se(_mse(su["y"][None, None], rec["f_train"]))
+            if st.has_y_test:
+                out["error.test_loss"] = se(_mse(y_test[None, None], rec["f_test"]))
+        rec = {k: (jnp.mean(a, axis=1) if a.ndim >= 2 else a) for k, a in rec.items()}
+    out["train_loss"] = _mse(su["y"][None], rec["f_train"])
+    if st.has_y_test:
+        out["test_loss"] = _mse(y_test[None], rec["f_test"])
+    out["alignment"] = rec["alignment"]
+    sq_first = rec["sq_change_first"]
+    if st.basis == "kernel-eigenbasis":
+        # the D - r weight coordinates outside the data span only decay
+        shrink = ((1 - v["eta0"] * v["weight_decay"]) ** saves if st.dynamics == "gd"
+                  else jnp.exp(-v["weight_decay"] * v["eta0"] * saves))
+        sq_first = sq_first + (1 - shrink) ** 2 * (st.D - st.r)
+    out["weight_change.first_layer"] = jnp.sqrt(jnp.maximum(sq_first, 0) / st.D)
+    out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_change_readout"], 0) / st.C)
+    if st.curves:
+        squeeze = (lambda a: a[..., 0]) if st.C == 1 else (lambda a: a)   # noqa: E731
+        out["f_train"] = squeeze(rec["f_train"])
+        if st.has_test:
+            out["f_test"] = squeeze(rec["f_test"])
+    if st.state:
+        for k in ("mean", "second_moment", "covariance"):
+            if k in rec:
+                out[f"state.{k}"] = rec[k]
+    out["bad"] = bad
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _run(st: _Static, geo, y_test, act0, values, index, key):
+    count_trace("batch.point")
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    return jax.vmap(lambda v, k: _point(st, geo, y_test, act0, v, k))(values, keys)
+
+
+def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0: float = 0.1,
+                steps: int = 1000, save_every: int = 10, *, batch_size: int = 64, key=None,
+                progress: bool = False, **kwargs) -> dict:
+    """Solve at every point of an explicit list of points, in compiled batches.
+
+    Args:
+        grid: {field: sequence}, all sequences of one length n (point i takes the
+            i-th value of each); fields from BATCH_FIELDS.
+        batch_size: points per compiled call; the last batch is padded so that
+            every call has the same shape (one compilation).
+        key: `jax.random.key` (default key(0)); point i uses fold_in(key, i).
+        kwargs: `BatchProgram` options (method, samples, weight_decay, curves, ...).
+
+    Returns:
+        dict of numpy arrays with leading axis n: "t" (n, T), "train_loss",
+        "test_loss" (with test targets), "alignment", "weight_change.first_layer",
+        "weight_change.readout" (n, T), "diverged_step" (n,) (-1 if none), for the
+        forward method "error.train_loss"/"error.test_loss", with curves=True
+        "f_train"/"f_test", with state=True "state.*".
+    """
+    if not isinstance(grid, Mapping) or not grid:
+        raise ValueError("grid: give a non-empty {field: values} mapping")
+    cols = {f: check_values(f, v) for f, v in grid.items()}
+    lengths = {f: len(v) for f, v in cols.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"grid: every field needs the same number of values, got {lengths}")
+    bs = _int_arg("batch_size", batch_size, 1)
+    prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols), **kwargs)
+    n = next(iter(lengths.values()))
+    bs = min(bs, n)
+    bar = None
+    if progress:
+        from .runner import _progress_bar
+        bar = _progress_bar(n, "batch")
+    parts = []
+    for start in range(0, n, bs):
+        idx = np.arange(start, start + bs)
+        take = np.minimum(idx, n - 1)                      # pad with the last point
+        res = prog({f: v[take] for f, v in cols.items()}, idx.clip(max=n - 1), key=key)
+        keep = idx < n
+        parts.append({k: v[keep] for k, v in res.items()})
+        if bar is not None:
+            bar.update(int(keep.sum()))
+    if bar is not None:
+        bar.close()
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

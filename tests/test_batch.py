@@ -1,0 +1,96 @@
+"""dmft.solve_batch: one compiled program per shape, equal to single solves point by point."""
+
+import jax
+import numpy as np
+import pytest
+
+import dmft
+from dmft.runner import TRACE_COUNTS
+
+
+@pytest.fixture(scope="module")
+def kumar():
+    data = dmft.tasks.kumar_quadratic(D=6, P=20, P_test=10, key=jax.random.key(0))
+    return dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed"), data
+
+
+@pytest.fixture(scope="module")
+def erf_model():
+    data = dmft.tasks.single_index(D=5, P=12, P_test=6, degree=2, key=1)
+    return dmft.TwoLayer("erf", gamma0=1.0), data
+
+
+def test_closure_batch_equals_single_solves(kumar):
+    model, data = kumar
+    g, e, k, et = [0.5, 1.0, 2.0], [0.1, 0.5, 1.0], [0.0, 0.1, 0.3], [0.3, 0.5, 0.4]
+    res = dmft.solve_batch(model, data, {"gamma0": g, "eps": e, "weight_decay": k, "eta0": et},
+                           steps=40, save_every=10, batch_size=2, state=True)
+    assert res["test_loss"].shape == (3, 5)
+    for i in range(3):
+        m = model.replace(gamma0=g[i], activation=dmft.activations.quadratic(e[i]))
+        s = dmft.solve(m, data, eta0=et[i], steps=40, save_every=10, weight_decay=k[i])
+        np.testing.assert_allclose(res["t"][i], s.t, rtol=0, atol=0)
+        for a, b in ((res["test_loss"][i], s.test_loss), (res["train_loss"][i], s.train_loss),
+                     (res["alignment"][i], s.alignment),
+                     (res["weight_change.first_layer"][i], s.weight_change["first_layer"]),
+                     (res["state.second_moment"][i], s.state["second_moment"])):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_forward_and_lazy_batch_equal_single_solves(erf_model):
+    model, data = erf_model
+    g, key = [0.3, 1.0, 2.0], jax.random.key(3)
+    res = dmft.solve_batch(model, data, {"gamma0": g}, eta0=0.5, steps=20, save_every=5,
+                           samples=256, replicas=2, key=key, curves=True)
+    lazy = dmft.solve_batch(model, data, {"gamma0": g, "eta0": [0.2, 0.5, 1.0]}, steps=20,
+                            save_every=5, method="lazy", curves=True)
+    for i in range(3):
+        # point i draws its nodes from fold_in(key, i)
+        s = dmft.solve(model.replace(gamma0=g[i]), data, eta0=0.5, steps=20, save_every=5,
+                       samples=256, replicas=2, key=jax.random.fold_in(key, i))
+        np.testing.assert_allclose(res["f_test"][i], s.f_test, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(res["error.test_loss"][i], s.error["test_loss"], rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(res["weight_change.readout"][i], s.weight_change["readout"],
+                                   rtol=1e-11, atol=1e-14)
+        sl = dmft.solve(model.replace(gamma0=g[i]), data, eta0=[0.2, 0.5, 1.0][i], steps=20,
+                        save_every=5, method="lazy")
+        np.testing.assert_allclose(lazy["f_test"][i], sl.f_test, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(lazy["weight_change.first_layer"][i], sl.weight_change["first_layer"],
+                                   rtol=1e-11, atol=1e-14)
+
+
+def test_64_points_compile_once_and_chunking_does_not_change_results(kumar):
+    model, data = kumar
+    g = np.geomspace(0.1, 10, 64)
+    before = TRACE_COUNTS.get("batch.point", 0)
+    a = dmft.solve_batch(model, data, {"gamma0": g}, eta0=0.5, steps=20, save_every=10, batch_size=16)
+    assert TRACE_COUNTS["batch.point"] - before == 1          # four calls, one compilation
+    b = dmft.solve_batch(model, data, {"gamma0": g[:40]}, eta0=0.5, steps=20, save_every=10,
+                         batch_size=64)
+    np.testing.assert_allclose(a["test_loss"][:40], b["test_loss"], rtol=1e-13, atol=0)
+
+
+def test_divergent_point_is_flagged_and_others_carry_on(erf_model):
+    model, data = erf_model
+    res = dmft.solve_batch(model, data, {"eta0": [0.5, 60.0]}, steps=200, save_every=25,
+                           samples=64, replicas=2)
+    assert res["diverged_step"][0] == -1 and res["diverged_step"][1] > 0
+    assert np.all(np.isfinite(res["train_loss"][0]))
+    bad = res["t"][1] / 60.0 >= res["diverged_step"][1]
+    assert np.all(np.isnan(res["train_loss"][1][bad])) and np.all(np.isfinite(res["train_loss"][1][~bad]))
+
+
+@pytest.mark.parametrize("grid, kw, match", [
+    ({"gamma0": [1.0, -1.0]}, {}, "gamma0 must be > 0"),
+    ({"gamma0": [1.0, np.nan]}, {}, "gamma0"),
+    ({"width": [1.0]}, {}, "unknown batch field 'width'"),
+    ({"gamma0": []}, {}, "no values"),
+    ({"gamma0": [1.0], "eta0": [0.1, 0.2]}, {}, "same number of values"),
+    ({"eps": [0.1]}, {"erf": True}, "quadratic activation only"),
+    ({"gamma0": [1.0]}, {"method": "iterate"}, "method"),
+    ({"weight_decay": [0.1]}, {"method": "lazy"}, "weight_decay"),
+])
+def test_bad_batch_input(kumar, erf_model, grid, kw, match):
+    model, data = erf_model if kw.pop("erf", False) else kumar
+    with pytest.raises(ValueError, match=match):
+        dmft.solve_batch(model, data, grid, eta0=0.5, steps=10, save_every=5, **kw)
