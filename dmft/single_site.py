@@ -47,6 +47,7 @@ class Static(NamedTuple):
     kernels: bool          # keep (P, P) kernels in the records
     has_test: bool
     cv: str = "matrix"     # control variate: "off", "matrix" (C = 1) or "operator" (C > 1)
+    measures: object = None  # neuron measure (w, w0) -> (K,) in weight coordinates, or None
 
 
 class Shared(NamedTuple):
@@ -236,6 +237,8 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
         out.update(ntk=ntk, feature_kernel=feat, gradient_kernel=grad)
     out["sq_change_first"] = jnp.sum(rep.w * jnp.sum((st.z - rep.z0) ** 2, axis=1))
     out["sq_change_readout"] = jnp.sum(rep.w * jnp.sum((st.a - rep.a0) ** 2, axis=1))
+    if static.measures is not None:      # z are the first-layer weights (basis "weights")
+        out["measures"] = rep.w @ jax.vmap(static.measures)(st.z, rep.z0)
     return out
 
 

@@ -60,6 +60,7 @@ class Solution:
             (poly2-fixed) or "covariance" of (z, a) (linear-trained), in the coordinates
             of the field basis: the weights themselves when info["basis"] == "weights"
             (D <= P + P*), else the data span ("kernel-eigenbasis").
+        measures: (T, K) node averages of `neuron_measures` (sampled methods), else None.
     """
 
     t: np.ndarray
@@ -75,6 +76,7 @@ class Solution:
     error: dict | None
     info: dict
     state: dict | None = None
+    measures: np.ndarray | None = None
 
     _GROUPS = ("weight_change", "error", "state")
 
@@ -221,6 +223,17 @@ def _validate(model, data, eta0, steps, save_every, opts) -> dict:
             if cfg["samples"] % per:
                 raise ValueError(f"samples ({cfg['samples']}) must be a multiple of "
                                  f"{per} (replicas x antithetic pairs)")
+    meas = opts.get("neuron_measures")
+    if meas is not None:
+        if not callable(meas):
+            raise ValueError(f"neuron_measures must be a function (w, w0) -> (K,), got {meas!r}")
+        if method not in ("forward", "iterate"):
+            raise ValueError("neuron_measures needs a sampled method (forward or iterate): the "
+                             f"{method} method has no individual neurons")
+        if data.D > data.P + data.P_test:
+            raise ValueError("neuron_measures needs D <= P + P* (the single site then carries "
+                             f"the weights themselves); got D={data.D}, P + P*={data.P + data.P_test}")
+    cfg["neuron_measures"] = meas
     cv = opts["control_variate"]
     if cv is None:   # the lazy-kernel control variate helps unless weight decay moves the kernel away
         cv = cfg["weight_decay"] == 0
@@ -376,7 +389,7 @@ def _replicas(act, trained, cfg, su, key):
 
 def _solve_sampled(model, data, cfg, su, key, progress):
     static = _ss.Static(model.trained_readout, cfg["dynamics"], cfg["kernels"], data.P_test > 0,
-                        cfg["cv_mode"])
+                        cfg["cv_mode"], cfg["neuron_measures"])
     sh = _shared_ctx(model.activation, su, model.gamma0, cfg["eta0"], cfg["weight_decay"])
     rep = _replicas(model.activation, model.trained_readout, cfg, su, key)
     st0 = _ss.initial_state(rep, su["P"])
@@ -467,7 +480,8 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
     return Solution(t=t, f_train=f_tr, f_test=f_te, train_loss=train_loss, test_loss=test_loss,
                     ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
                     gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
-                    weight_change=wc, error=error, info=info, state=state)
+                    weight_change=wc, error=error, info=info, state=state,
+                    measures=rec.get("measures"))
 
 
 def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
@@ -476,7 +490,7 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
           control_variate: bool | None = None, kernels: bool = True, weight_decay: float = 0.0,
           tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0, window=None,
           kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
-          max_memory_gb: float = 4.0) -> Solution:
+          max_memory_gb: float = 4.0, neuron_measures=None) -> Solution:
     """Solve the two-layer DMFT (THEORY.md section 3) in DMFT time units.
 
     Args:
@@ -508,6 +522,9 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
         quadrature_nodes: nodes per dimension for sampler="quadrature".
         progress: show a progress bar.
         max_memory_gb: refuse solves whose arrays would exceed this.
+        neuron_measures: None, or a function (w, w0) -> (K,) of one neuron's first-layer
+            weights now and at t = 0 (jax-traceable): its single-site average is kept in
+            `Solution.measures` (sampled methods, D <= P + P* so that nodes are weights).
 
     Returns:
         A `Solution`.
@@ -521,7 +538,8 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
         method=method, dynamics=dynamics, samples=samples, replicas=replicas, sampler=sampler,
         control_variate=control_variate, kernels=kernels, weight_decay=weight_decay, tol=tol,
         max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,
-        quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb))
+        quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb,
+        neuron_measures=neuron_measures))
     if key is None:
         key = jax.random.key(0)
     t_start = time.perf_counter()
@@ -543,7 +561,9 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
         extra.update(sampler=cfg["sampler"], samples=cfg["samples"],
                      control_variate=cfg["control_variate"])
     config = {"model": model.describe(), "data": data.describe(),
-              "solve": {k: v for k, v in cfg.items() if k not in ("max_memory_gb",)}}
+              "solve": {k: v for k, v in cfg.items() if k not in ("max_memory_gb", "neuron_measures")}}
+    if neuron_measures is not None:
+        config["solve"]["neuron_measures"] = getattr(neuron_measures, "__name__", repr(neuron_measures))
     sol = _assemble(model, data, cfg, rec, {**extra, "config": config}, t)
     if cfg["method"] == "iterate" and not extra["converged"]:
         raise NotConverged(

@@ -24,7 +24,8 @@ import numpy as np
 from . import activations as _act
 from .problem import Dataset
 
-__all__ = ["single_index", "kumar_quadratic", "teacher_network", "load_npz", "hermite", "as_key"]
+__all__ = ["single_index", "kumar_quadratic", "teacher_network", "modular_addition", "sparse_parity",
+           "load_npz", "hermite", "as_key"]
 
 
 def as_key(key):
@@ -125,6 +126,61 @@ def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int 
 
     return Dataset(x, teacher(x), xt if P_test else None, teacher(xt) if P_test else None,
                    meta={"task": "teacher_network", "width": width, "activation": act.name})
+
+
+def _fraction(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if not (0 < v <= 1):
+        raise ValueError(f"{name} must be in (0, 1], got {v}")
+    return v
+
+
+def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> Dataset:
+    """(n, m) -> (n + m) mod p (Gromov 2023; Power et al. 2022), C = p outputs.
+
+    Inputs are the one-hot pair [e_n, e_m] in R^{2p} scaled by sqrt(p), so that the
+    input kernel |x|^2 / D is 1 as for Gaussian inputs; targets are one-hot in R^p.
+    A random `train_fraction` of the p^2 pairs is the training set, the rest the
+    test set (empty when the fraction is 1). meta["pairs"] lists (n, m) per point,
+    train first.
+    """
+    p = _size("p", p, 2)
+    frac = _fraction("train_fraction", train_fraction)
+    n_train = max(1, int(round(frac * p * p)))
+    pairs = np.array([(a, b) for a in range(p) for b in range(p)], dtype=np.int64)
+    order = np.asarray(jax.random.permutation(as_key(key), p * p))
+    pairs = pairs[order]
+    eye = np.eye(p)
+    x = np.concatenate([eye[pairs[:, 0]], eye[pairs[:, 1]]], axis=1) * math.sqrt(p)
+    y = eye[(pairs[:, 0] + pairs[:, 1]) % p]
+    tr, te = slice(0, n_train), slice(n_train, None)
+    has_test = n_train < p * p
+    return Dataset(x[tr], y[tr], x[te] if has_test else None, y[te] if has_test else None,
+                   meta={"task": "modular_addition", "p": p, "train_fraction": frac,
+                         "pairs": pairs.tolist()})
+
+
+def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *, key=None) -> Dataset:
+    """(n, k) sparse parity (Barak et al. 2022): x uniform on {-1, 1}^n, y = prod of k
+    hidden coordinates (meta["support"], drawn at random)."""
+    n, k, P, P_test = _size("n", n), _size("k", k), _size("P", P), _size("P_test", P_test, 0)
+    if k > n:
+        raise ValueError(f"k must be <= n, got k={k} > n={n}")
+    _check_size(n, P, P_test)
+    key = as_key(key)
+    support = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 6), n))[:k])
+
+    def draw(i, m):
+        bits = jax.random.bernoulli(jax.random.fold_in(key, i), 0.5, (m, n))
+        return np.where(np.asarray(bits), 1.0, -1.0)
+
+    x, xt = draw(0, P), draw(1, P_test)
+    y, yt = np.prod(x[:, support], axis=1), np.prod(xt[:, support], axis=1)
+    return Dataset(x, y, xt if P_test else None, yt if P_test else None,
+                   meta={"task": "sparse_parity", "n": n, "k": k, "support": support.tolist()})
 
 
 def load_npz(path) -> Dataset:

@@ -78,6 +78,7 @@ class Run:
         alignment: (S, T) kernel-target alignment of the empirical NTK.
         weight_change: {"first_layer", "readout"} -> (S, T), ||theta - theta0|| / ||theta0||.
         info: width, seeds, optimizer, wall time, divergence flags.
+        measures: (S, T, K) neuron measures averaged over units (with neuron_measures), else None.
     """
 
     t: np.ndarray
@@ -91,6 +92,7 @@ class Run:
     alignment: np.ndarray
     weight_change: dict
     info: dict
+    measures: np.ndarray | None = None
 
     @property
     def width(self) -> int:
@@ -133,6 +135,7 @@ class Static(NamedTuple):
     kernels: bool
     has_test: bool
     optimizer: Any          # an optax GradientTransformation (hashable by identity)
+    measures: Any = None    # neuron measure (w, w0) -> (K,), averaged over units, or None
 
 
 class Shared(NamedTuple):
@@ -208,6 +211,8 @@ def _record1(static: Static, sh: Shared, seed: Seed, st: State):
         out["weight_change_readout"] = jnp.linalg.norm(a - a0) / jnp.linalg.norm(a0)
     else:
         out["weight_change_readout"] = jnp.zeros((), w.dtype)
+    if static.measures is not None:
+        out["measures"] = jnp.mean(jax.vmap(static.measures)(w, w0), axis=0)
     # a seed that went non-finite reports NaN from then on
     return jax.tree_util.tree_map(lambda v: jnp.where(st.bad >= 0, jnp.nan, v), out)
 
@@ -342,7 +347,7 @@ def _validate(model, data, width, seeds, eta0, steps, save_every, optimizer, ant
 def train(model, data, width=1024, seeds: int = 16, eta0: float = 0.1, steps: int = 1000,
           save_every: int = 10, optimizer=None, key=None, antithetic: bool = False,
           kernels: bool = False, *, weight_decay: float = 0.0, progress: bool = False,
-          max_memory_gb: float = MAX_MEMORY_GB):
+          max_memory_gb: float = MAX_MEMORY_GB, neuron_measures=None):
     """Train `seeds` networks of each width, vmapped over seeds.
 
     Args:
@@ -362,6 +367,9 @@ def train(model, data, width=1024, seeds: int = 16, eta0: float = 0.1, steps: in
         kernels: keep the (S, T, P, P) empirical kernels (the alignment is always kept).
         weight_decay: kappa >= 0 per unit time for the default optimizer.
         progress: show a progress bar.
+        neuron_measures: None, or a function (w, w0) -> (K,) of one unit's first-layer
+            weights now and at initialization (jax-traceable); its mean over units is
+            recorded in `Run.measures`, the same as `dmft.solve(neuron_measures=...)`.
 
     Returns:
         A `Run` (or a dict of Runs for a list of widths).
@@ -369,15 +377,17 @@ def train(model, data, width=1024, seeds: int = 16, eta0: float = 0.1, steps: in
     widths, seeds, eta0, steps, save_every, opt, kappa = _validate(
         model, data, width, seeds, eta0, steps, save_every, optimizer, antithetic, kernels,
         weight_decay, max_memory_gb)
+    if neuron_measures is not None and not callable(neuron_measures):
+        raise ValueError(f"neuron_measures must be a function (w, w0) -> (K,), got {neuron_measures!r}")
     key = jax.random.key(0) if key is None else key
     runs = {w: _train_width(model, data, w, seeds, eta0, steps, save_every, opt, kappa, key,
-                            antithetic, kernels, progress) for w in widths}
+                            antithetic, kernels, progress, neuron_measures) for w in widths}
     single = not isinstance(width, (list, tuple, np.ndarray))
     return runs[widths[0]] if single else runs
 
 
 def _train_width(model, data, width, seeds, eta0, steps, save_every, opt, kappa, key,
-                 antithetic, kernels, progress):
+                 antithetic, kernels, progress, measures=None):
     t0 = time.perf_counter()
     dtype = jnp.result_type(float)
     x_tr = jnp.asarray(data.x_train, dtype)
@@ -386,7 +396,7 @@ def _train_width(model, data, width, seeds, eta0, steps, save_every, opt, kappa,
     trained = model.trained_readout
     user_opt = opt is not None
     opt = opt if user_opt else _DEFAULT
-    static = Static(trained, bool(kernels), data.P_test > 0, opt)
+    static = Static(trained, bool(kernels), data.P_test > 0, opt, measures)
     sh = Shared(model.activation, x_tr, x_te, y, input_kernel(x_tr), jnp.asarray(model.gamma0, dtype))
 
     keys = jnp.stack([jax.random.fold_in(key, s) for s in range(seeds)])
@@ -431,4 +441,4 @@ def _train_width(model, data, width, seeds, eta0, steps, save_every, opt, kappa,
                gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
                weight_change={"first_layer": rec["weight_change_first"],
                               "readout": rec["weight_change_readout"]},
-               info=info)
+               info=info, measures=rec.get("measures"))

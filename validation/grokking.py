@@ -1,0 +1,278 @@
+"""Grokking metrics and progress measures, the same for theory and networks.
+
+- `grokking_times`: first times the train and test curves cross a threshold
+  (losses falling below it, or accuracies rising above it) and the gap of
+  Kumar et al. (2024), gap = max(0, t_test - t_train). Crossings are located
+  by linear interpolation between saved times. A threshold that is never
+  reached is reported as such ("not reached", with the final values); its
+  time is NaN with `reached` False, never a silent NaN.
+- `early_warning`: for each progress measure the time of its steepest change
+  (in log time) against the time of the steepest test-loss drop; lead > 0
+  means the measure moved first.
+- Kumar toy model: `kumar_decomposition` (variance, misalignment, linear power
+  of the test loss, exact from the closure state) and `planted_overlap`.
+- Neuron measures for `dmft.solve(neuron_measures=...)` and
+  `networks.train(neuron_measures=...)`: `fourier_ipr(p)` (modular addition),
+  `direction_overlap(u)`, `max_change()` (sparse parity, ||w_t - w_0||_inf).
+
+Example:
+    >>> import numpy as np
+    >>> t = np.linspace(0, 10, 101)
+    >>> g = grokking_times(t, np.exp(-t), np.where(t < 6, 1.0, np.exp(-(t - 6))), 0.1)
+    >>> round(float(g.t_train), 2), round(float(g.t_test), 2), round(float(g.gap), 2)
+    (2.3, 8.3, 6.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning",
+           "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
+           "direction_overlap", "max_change", "fit_power_law_decay"]
+
+
+@dataclasses.dataclass
+class GrokTimes:
+    """Crossing times (arrays over any leading grid axes, or scalars).
+
+    t_train, t_test: first times past the threshold (NaN where not reached).
+    gap: max(0, t_test - t_train) where both are reached, else NaN.
+    reached_train, reached_test: booleans.
+    final_train, final_test: the last values of the curves.
+    """
+
+    t_train: np.ndarray
+    t_test: np.ndarray
+    gap: np.ndarray
+    reached_train: np.ndarray
+    reached_test: np.ndarray
+    final_train: np.ndarray
+    final_test: np.ndarray
+    threshold: float
+    kind: str                  # "loss" (fall below) or "accuracy" (rise above)
+
+    def status(self) -> np.ndarray:
+        """Per point: "ok", "train not reached", "test not reached" or "neither reached"."""
+        rt, rs = np.asarray(self.reached_train), np.asarray(self.reached_test)
+        out = np.where(rt & rs, "ok", np.where(rt, "test not reached",
+                                               np.where(rs, "train not reached", "neither reached")))
+        return out if out.ndim else str(out)
+
+    def describe(self) -> str:
+        """One line for a scalar result."""
+        cmp = "<" if self.kind == "loss" else ">"
+
+        def one(name, t, r, final):
+            return (f"t_{name} = {float(t):.4g}" if bool(r) else
+                    f"{name} {cmp} {self.threshold:g} not reached (final {float(final):.4g})")
+        parts = [one("train", self.t_train, self.reached_train, self.final_train),
+                 one("test", self.t_test, self.reached_test, self.final_test)]
+        gap = f"gap = {float(self.gap):.4g}" if np.isfinite(self.gap) else "gap: not defined"
+        return ", ".join(parts + [gap])
+
+    def as_dict(self) -> dict:
+        d = {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()
+             if k not in ("threshold", "kind")}
+        return {**d, "threshold": self.threshold, "kind": self.kind,
+                "status": np.asarray(self.status()).tolist()}
+
+
+def _check_curves(t, curves: dict):
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim < 1 or t.shape[-1] < 2:
+        raise ValueError(f"t must have at least two times, got shape {t.shape}")
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t, axis=-1) <= 0):
+        raise ValueError("t must be finite and strictly increasing")
+    out = {}
+    for name, c in curves.items():
+        c = np.asarray(c, dtype=np.float64)
+        if c.shape[-1] != t.shape[-1]:
+            raise ValueError(f"{name}: last axis ({c.shape[-1]}) must match t ({t.shape[-1]})")
+        out[name] = c
+    return t, out
+
+
+def crossing_time(t, y, threshold: float, *, below: bool = True):
+    """First time y crosses `threshold` (falling below it, or rising above with
+    below=False), linearly interpolated between saved times.
+
+    Works along the last axis; NaN values (a diverged run) count as not crossed.
+    Returns (time, reached) arrays over the leading axes.
+    """
+    t, c = _check_curves(t, {"y": y})
+    y = c["y"]
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    s = (threshold - y) if below else (y - threshold)          # >= 0 once crossed
+    hit = np.where(np.isnan(s), False, s >= 0)
+    reached = hit.any(axis=-1)
+    k = np.argmax(hit, axis=-1)                                 # first index past the threshold
+    tb = np.broadcast_to(t, y.shape)
+    t_k = np.take_along_axis(tb, k[..., None], -1)[..., 0]
+    km = np.maximum(k - 1, 0)
+    t_prev = np.take_along_axis(tb, km[..., None], -1)[..., 0]
+    s_k = np.take_along_axis(s, k[..., None], -1)[..., 0]
+    s_prev = np.take_along_axis(s, km[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where((k > 0) & (s_k != s_prev), -s_prev / (s_k - s_prev), 1.0)
+    time = np.where(k > 0, t_prev + np.clip(frac, 0, 1) * (t_k - t_prev), t_k)
+    return np.where(reached, time, np.nan), reached
+
+
+def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool = False) -> GrokTimes:
+    """t_train, t_test and gap = max(0, t_test - t_train) (Kumar et al. 2024, Fig. 3e).
+
+    Args:
+        t: (T,) times (or broadcastable to the curves).
+        train_loss, test_loss: (..., T) curves; with accuracy=True they are
+            accuracies and the crossing is upward.
+        threshold: the loss (or accuracy) level.
+    """
+    t, c = _check_curves(t, {"train_loss": train_loss, "test_loss": test_loss})
+    tr, rtr = crossing_time(t, c["train_loss"], threshold, below=not accuracy)
+    te, rte = crossing_time(t, c["test_loss"], threshold, below=not accuracy)
+    both = rtr & rte
+    with np.errstate(invalid="ignore"):
+        gap = np.where(both, np.maximum(0.0, te - tr), np.nan)
+    return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
+                     float(threshold), "accuracy" if accuracy else "loss")
+
+
+def accuracy(f, y) -> np.ndarray:
+    """Fraction of points whose largest output is the target class (one-hot y).
+
+    f: (..., P, C) outputs; y: (P, C). Scalar outputs (C = 1) use the sign."""
+    f, y = np.asarray(f), np.asarray(y)
+    if y.ndim == 1:
+        return np.mean(np.sign(f) == np.sign(y), axis=-1)
+    return np.mean(np.argmax(f, axis=-1) == np.argmax(y, axis=-1), axis=-1)
+
+
+def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
+    """Time of the largest |dy / dlog t| (or |dy/dt|), after a short moving average.
+
+    Times <= 0 are skipped in log time. Returns NaN if the curve does not change."""
+    t, c = _check_curves(t, {"y": y})
+    y = c["y"]
+    keep = t > 0 if log_time else np.ones_like(t, bool)
+    x = np.log(t[keep]) if log_time else t[keep]
+    y = y[..., keep]
+    if smooth > 1 and y.shape[-1] > smooth:
+        kern = np.ones(smooth) / smooth
+        y = np.apply_along_axis(lambda v: np.convolve(v, kern, mode="valid"), -1, y)
+        x = np.convolve(x, kern, mode="valid")
+    d = np.abs(np.diff(y, axis=-1)) / np.diff(x)
+    d = np.where(np.isfinite(d), d, -1)
+    i = np.argmax(d, axis=-1)
+    mid = (x[:-1] + x[1:]) / 2
+    tm = np.exp(mid[i]) if log_time else mid[i]
+    return np.where(np.max(d, axis=-1) > 0, tm, np.nan)
+
+
+def early_warning(t, test_loss, measures: dict, *, log_time: bool = True) -> dict:
+    """Lead time of each progress measure over the test-loss drop.
+
+    Returns {"t_drop": time of the steepest fall of log test loss,
+             name: {"t_change": steepest change of the measure, "lead": t_drop - t_change,
+                    "leads": lead > 0}} (arrays over leading axes)."""
+    t, c = _check_curves(t, {"test_loss": test_loss, **measures})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_drop = steepest_change_time(t, np.log(np.maximum(c["test_loss"], 1e-300)), log_time=log_time)
+    out = {"t_drop": t_drop}
+    for name in measures:
+        tc = steepest_change_time(t, c[name], log_time=log_time)
+        lead = t_drop - tc
+        out[name] = {"t_change": tc, "lead": lead, "leads": np.where(np.isfinite(lead), lead > 0, False)}
+    return out
+
+
+# ------------------------------------------------------------ the Kumar toy model
+
+def kumar_decomposition(state: dict, beta, gamma0: float, eps: float) -> dict:
+    """The exact population test loss of the Kumar model and its three parts.
+
+    With x~ = x / sqrt(D), f(x) = (1/gamma0) [m . x~ + (eps/2) x~^T (S - I) x~] and
+    y = (D/2) (beta . x~)^2, so f - y = m . x~ / gamma0 + x~^T A x~ / 2 with
+    A = (eps/gamma0)(S - I) - D beta beta^T; Isserlis' theorem for x~ ~ N(0, I/D) gives
+        E(f - y)^2 = (Tr A / D)^2 / 4 + ||A||_F^2 / (2 D^2) + |m|^2 / (gamma0^2 D).
+
+    Args:
+        state: `Solution.state` of the poly2-fixed closure in weight coordinates
+            (info["basis"] == "weights"): "mean" (T, D), "second_moment" (T, D, D).
+        beta: (D,) unit target direction (data.meta["beta"]).
+    Returns:
+        {"variance", "misalignment", "linear_power", "total"}, each (T,).
+    """
+    m = np.asarray(state["mean"])
+    S = np.asarray(state["second_moment"])
+    beta = np.asarray(beta, dtype=np.float64)
+    D = beta.shape[0]
+    if S.shape[-1] != D or m.shape[-1] != D:
+        raise ValueError(f"state is in {S.shape[-1]} coordinates, beta in {D}: the decomposition "
+                         "needs the weight basis (D <= P + P*)")
+    A = (eps / gamma0) * (S - np.eye(D)) - D * np.outer(beta, beta)
+    var = 0.25 * (np.trace(A, axis1=-2, axis2=-1) / D) ** 2
+    mis = 0.5 * np.sum(A * A, axis=(-2, -1)) / D ** 2
+    lin = np.sum(m * m, axis=-1) / (gamma0 ** 2 * D)
+    return {"variance": var, "misalignment": mis, "linear_power": lin, "total": var + mis + lin}
+
+
+def planted_overlap(state: dict, beta) -> np.ndarray:
+    """beta^T S beta: the second moment of the weights along the planted direction (1 at t = 0)."""
+    beta = np.asarray(beta, dtype=np.float64)
+    return np.einsum("i,...ij,j->...", beta, np.asarray(state["second_moment"]), beta)
+
+
+# ------------------------------------------------------------ neuron measures
+
+def direction_overlap(u):
+    """Neuron measure (w . u)^2 / |u|^2 (its average is u^T S u / |u|^2)."""
+    u = jnp.asarray(u) / jnp.linalg.norm(jnp.asarray(u))
+
+    def measure(w, w0):
+        return jnp.atleast_1d(jnp.dot(w, u) ** 2)
+    measure.__name__ = "direction_overlap"
+    return measure
+
+
+def fourier_ipr(p: int):
+    """Neuron measure for modular addition: the inverse participation ratio of the
+    first-layer weights in the Fourier basis of Z_p, sum_k P_k^2 / (sum_k P_k)^2 with
+    P_k the power at frequency k (1..p-1, both input halves added); 1/(p-1) for a flat
+    spectrum, near 1 for a single frequency (Gromov 2023)."""
+    p = int(p)
+    k = np.arange(p)
+    ang = 2 * np.pi * np.outer(k, k) / p
+    cos, sin = jnp.asarray(np.cos(ang)[1:]), jnp.asarray(np.sin(ang)[1:])
+
+    def measure(w, w0):
+        power = 0.0
+        for half in (w[:p], w[p:2 * p]):
+            power = power + (cos @ half) ** 2 + (sin @ half) ** 2
+        return jnp.atleast_1d(jnp.sum(power ** 2) / jnp.sum(power) ** 2)
+    measure.__name__ = "fourier_ipr"
+    return measure
+
+
+def max_change():
+    """Neuron measure ||w_t - w_0||_inf (Barak et al. 2022 use the max over the network)."""
+    def measure(w, w0):
+        return jnp.atleast_1d(jnp.max(jnp.abs(w - w0)))
+    measure.__name__ = "max_change"
+    return measure
+
+
+def fit_power_law_decay(kappa, t_grok):
+    """Fit t_grok = c kappa^b on the finite points: returns a `LogLogFit` (slope b)."""
+    from .fitting import loglog_fit
+
+    kappa, t_grok = np.asarray(kappa, float), np.asarray(t_grok, float)
+    ok = np.isfinite(t_grok) & (t_grok > 0) & (kappa > 0)
+    if ok.sum() < 2:
+        raise ValueError(f"need at least two kappa with a finite grokking time, got {int(ok.sum())}")
+    return loglog_fit(kappa[ok], t_grok[ok])
