@@ -4,6 +4,7 @@ processes, SIGKILL, full disks and wrong configurations without losing or redoin
 import errno
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -51,9 +52,10 @@ eta0 = [0.25, 0.5]
 """
 
 
-# the same with two data seeds in place of two P: groups of one shape, so one compilation
-# (what the tests in fresh processes use, to spend their time on the point of the test)
-TOML_SEEDS = TOML.replace('"task.P" = [12, 16]', '"task.seed" = [0, 1]')
+# for the tests in fresh processes, which should spend their time on the point of the test:
+# the data from a file (no generator to compile) and two groups of one shape (one compilation)
+TOML_SEEDS = (TOML.replace('"task.P" = [12, 16]', '"theory.seed" = [0, 1]')
+              .replace('name = "single_index"', 'name = "npz"\npath = "{path}"'))
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +73,10 @@ def reference(config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config_seeds(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "scan_seeds.toml"
-    path.write_text(TOML_SEEDS)
-    return str(path)
+    d = tmp_path_factory.mktemp("cfg")
+    dmft.tasks.single_index(D=4, P=12, P_test=8, degree=1, key=0).save(d / "data.npz")
+    (d / "scan_seeds.toml").write_text(TOML_SEEDS.format(path=d / "data.npz"))
+    return str(d / "scan_seeds.toml")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,11 @@ def test_grid_order_groups_and_chunks(config):
     ({"scan": {"grid": {"task.P": [8, 0]}}}, r"task.P\[1\]: must be >= 1"),
     ({"scan": {"grid": {"gamma0": [1.0, 1.0]}}}, "repeated values"),
     ({"scan": {"grid": {"seed": [0, 1]}}}, "ambiguous"),
+    ({"scan": {"grid": {"gamma0": [1.0], "model.gamma0": [2.0]}}}, "model.gamma0 twice"),
     ({"scan": {"grid": {"train.steps": [10, 20]}}}, "cannot be scanned"),
+    ({"scan": {"grid": {"save_every": [10, 20]}}}, "train.save_every cannot be scanned"),
+    ({"task": {"name": "kumar_quadratic"}, "scan": {"grid": {"degree": [1, 2]}}}, "not used by"),
+    ({"scan": {"grid": {"width": [8, 16]}}}, "scan.networks is false"),
     ({"scan": {"grid": {"eps": [0.1]}}}, "model.eps is scanned"),
     ({"scan": {"points": {"gamma0": [1.0, 2.0], "eta0": [0.5]}}}, "same number of values"),
     ({"scan": {"grid": {"gamma0": [1.0]}, "outputs": ["kernels"]}}, "scan.outputs"),
@@ -189,6 +196,16 @@ def test_points_equal_single_solves(reference):
     assert np.all(res["theory.diverged_step"] == -1)
     # two shapes (P = 12, 16): one compilation per group
     assert [g["compiles"] for g in res.manifest["sessions"][-1]["groups"]] == [1, 1]
+
+
+def test_grid_of_data_seeds_alone(reference, tmp_path):
+    # no batched field on the grid: every point at the base gamma0 = 1, eta0 = 0.5
+    res = scan.run({**scan.load_config(reference.config), "scan": {
+        **reference.config["scan"], "grid": None, "points": {"task.seed": [0, 7]}}}, str(tmp_path / "s"))
+    assert res.grid.shape == (2,) and res.manifest["groups"][1]["fields"] == {"task.seed": 7}
+    for k in ("theory.final.test_loss", "theory.train_loss"):
+        np.testing.assert_allclose(res[k][0], reference[k][2, 1, 0], rtol=1e-12, atol=1e-15)
+    assert res["theory.final.test_loss"][1] != res["theory.final.test_loss"][0]
 
 
 def test_first_time_below():
@@ -263,7 +280,8 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(config_seeds, reference
     out = str(tmp_path / "killed")
     proc = _worker(["--pause-after", "2", "--config", config_seeds, "--out", out, "--no-progress"])
     try:
-        assert proc.stdout.readline().strip() == "PAUSED"
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready and proc.stdout.readline().strip() == "PAUSED", proc.stderr.read()[-3000:]
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -335,7 +353,7 @@ def test_disk_full_keeps_finished_points_and_resumes(config, reference, tmp_path
     assert "No space left on device" in err and "2 chunk(s) already written are kept" in err
     assert scan.load(out).done.sum() == 10
     monkeypatch.setattr(store_mod, "atomic_write", write)
-    _assert_same(scan.run(config, out), reference)
+    _assert_same(scan.run(config, out, progress=True), reference)
 
 
 def test_unwritable_output_is_a_clear_error(config, tmp_path, capsys):

@@ -99,8 +99,9 @@ def resolve_field(name: str, where: str = "scan.grid") -> str:
         raise ConfigError(f"{where}: field names are strings, got {name!r}")
     if name in SCANNABLE:
         return name
-    if name in _NOT_SCANNABLE:
-        raise ConfigError(f"{where}: {name} cannot be scanned ({_NOT_SCANNABLE[name]})")
+    fixed = [f for f in _NOT_SCANNABLE if name in (f, f.split(".", 1)[1])]
+    if fixed:
+        raise ConfigError(f"{where}: {fixed[0]} cannot be scanned ({_NOT_SCANNABLE[fixed[0]]})")
     matches = [f for f in SCANNABLE if f.split(".", 1)[1] == name]
     if len(matches) == 1:
         return matches[0]
@@ -145,9 +146,13 @@ def _merge_grid(cfg, k, v, source):
         return
     if not isinstance(v, dict):
         raise ConfigError(f"{source}: scan.{kind} must be a table of field = [values]")
-    table = dict(cfg["scan"][kind] or {})
+    table, seen = dict(cfg["scan"][kind] or {}), set()
     for name, vals in _flatten(v):
-        table[resolve_field(name, f"scan.{kind}")] = vals
+        f = resolve_field(name, f"scan.{kind}")
+        if f in seen:
+            raise ConfigError(f"{source}: scan.{kind} gives {f} twice")
+        seen.add(f)
+        table[f] = vals          # replaces an axis of an earlier source (an override)
     cfg["scan"][kind] = table
 
 
@@ -185,11 +190,21 @@ def load_config(source=None, overrides=()) -> dict:
         _merge(cfg, data, str(source))
     for text in overrides:
         _merge(cfg, parse_override(text), f"override {text!r}")
-    _check(cfg)
+    grid = _check(cfg)
+    # the grid as validated (numbers coerced), so equal scans have equal configurations
+    kind = "grid" if grid.kind == "product" else "points"
+    cfg["scan"][kind] = {f: list(v) for f, v in zip(grid.fields, grid.values)}
     return cfg
 
 
-def _check(cfg: dict) -> None:
+# the task fields each generator reads (validation.jobs.build)
+_TASK_FIELDS = {"single_index": {"D", "P", "P_test", "degree", "noise", "seed"},
+                "kumar_quadratic": {"D", "P", "P_test", "seed"},
+                "teacher_network": {"D", "P", "P_test", "teacher_width", "seed"},
+                "npz": set()}
+
+
+def _check(cfg: dict) -> Grid:
     sc, tr, model, task = cfg["scan"], cfg["train"], cfg["model"], cfg["task"]
     if not (sc["theory"] or sc["networks"]):
         raise ConfigError("scan.theory and scan.networks are both false: nothing to compute")
@@ -214,12 +229,16 @@ def _check(cfg: dict) -> None:
         eps = cols.get("model.eps", np.array([model["eps"]]))
         if np.any(eps == 0):
             raise ConfigError("model.eps: set eps != 0 for the quadratic activation h + eps/2 h^2")
-    if task["name"] == "npz":
-        if not task["path"]:
-            raise ConfigError("task.path: needed when task.name = 'npz'")
-        fixed = [f for f in grid.fields if f.startswith("task.")]
-        if fixed:
-            raise ConfigError(f"scan.grid: {', '.join(fixed)} are set by the .npz file, not scannable")
+    if task["name"] == "npz" and not task["path"]:
+        raise ConfigError("task.path: needed when task.name = 'npz'")
+    for f in grid.fields:                  # an axis that changes nothing only costs time
+        sec, key = f.split(".", 1)
+        if sec == "task" and key not in _TASK_FIELDS[task["name"]]:
+            raise ConfigError(f"scan.grid: {f} is not used by task.name = {task['name']!r}")
+        if (sec == "theory" and not sc["theory"]) or (sec == "simulate" and not sc["networks"]):
+            raise ConfigError(f"scan.grid: {f} is scanned but scan.{'theory' if sec == 'theory' else 'networks'}"
+                              " is false")
+    return grid
 
 
 # ----------------------------------------------------------------- the grid
@@ -293,8 +312,6 @@ def grid_of(cfg: dict) -> Grid:
             raise ConfigError(f"{where}: repeated values {vals}; each point would be computed twice")
         fields.append(f)
         values.append(tuple(vals))
-    if len(set(fields)) != len(fields):
-        raise ConfigError(f"scan.grid: a field is given twice (as a bare and a dotted name): {fields}")
     if kind == "points" and len({len(v) for v in values}) != 1:
         raise ConfigError("scan.points: every field needs the same number of values, got "
                           + ", ".join(f"{f}: {len(v)}" for f, v in zip(fields, values)))
@@ -351,8 +368,10 @@ def plan(cfg: dict) -> Plan:
         label = np.zeros(grid.size, dtype=np.int64)
     size = cfg["scan"]["chunk"]
     groups, chunks = [], []
-    for g in range(int(label.max()) + 1):
-        idx = np.flatnonzero(label == g)
+    order = np.argsort(label, kind="stable")               # each group's points, ascending
+    bounds = np.cumsum(np.bincount(label))
+    for g in range(len(bounds)):
+        idx = order[bounds[g - 1] if g else 0:bounds[g]]
         groups.append(Group(g, {f: cols[f][idx[0]].item() for f in keyed}, idx))
         for c, start in enumerate(range(0, len(idx), size)):
             chunks.append(Chunk(f"g{g:04d}-c{c:06d}", g, idx[start:start + size]))
@@ -487,11 +506,13 @@ class _GroupRun:
         self.data, model, _, _ = build(cfg)
         self.model = model.replace(gamma0=cfg["model"]["gamma0"])
         self.n_program = -(-min(sc["chunk"], len(group.indices)) // n_devices) * n_devices
+        # the batched fields the grid sets (a program batches at least one: gamma0 then)
+        self.batched = {BATCHED[f]: f for f in columns if f in BATCHED} or {"gamma0": None}
         self.prog = None
         if sc["theory"]:
             self.prog = dmft.BatchProgram(
                 self.model, self.data, eta0=tr["eta0"], steps=tr["steps"], save_every=tr["save_every"],
-                fields=tuple(BATCHED[f] for f in columns if f in BATCHED), method=th["method"],
+                fields=tuple(self.batched), method=th["method"],
                 samples=th["samples"], replicas=th["replicas"], sampler=th["sampler"],
                 weight_decay=tr["weight_decay"], curves="predictions" in sc["outputs"])
             self.theory_key = jax.random.key(th["seed"])
@@ -516,8 +537,8 @@ class _GroupRun:
         if self.prog is not None:
             # pad to the program's size by repeating the last point; drop the copies
             pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
-            values = {BATCHED[f]: self.columns[f][pad].astype(np.float64)
-                      for f in self.columns if f in BATCHED}
+            values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
+                          else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
             rec = self.prog(values, pad, key=self.theory_key, sharding=self.sharding)
             rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
             out.update(_derive("theory", rec, sc["outputs"], sc["grok_threshold"]))
@@ -559,8 +580,15 @@ class _Groups:
 
     def get(self, g: int) -> _GroupRun:
         if g not in self.kept:
-            self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), self.plan.groups[g],
-                                     self.columns, self.sharding, self.n_devices)
+            group = self.plan.groups[g]
+            try:
+                self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), group, self.columns,
+                                         self.sharding, self.n_devices)
+            except ValueError as err:
+                if not group.fields:
+                    raise
+                where = ", ".join(f"{f} = {v}" for f, v in group.fields.items())
+                raise type(err)(f"at {where}: {err}") from err
         return self.kept[g]
 
     def preflight(self, groups) -> None:
