@@ -35,11 +35,11 @@ PROBLEMS = {
         "model": {"activation": "quadratic", "eps": 0.2, "readout": "fixed"},
         "train": {"eta0": 2.0, "steps": 1000, "save_every": 50},
     },
-    "forward (ReLU single-index, D=16 P=64, 1024 nodes, 200 steps)": {
-        "task": {"name": "single_index", "D": 16, "P": 64, "P_test": 256, "degree": 2},
+    "forward (ReLU single-index, D=8 P=32, 512 nodes, 100 steps)": {
+        "task": {"name": "single_index", "D": 8, "P": 32, "P_test": 64, "degree": 2},
         "model": {"activation": "relu"},
-        "train": {"eta0": 0.5, "steps": 200, "save_every": 20},
-        "theory": {"method": "forward", "samples": 1024, "replicas": 4},
+        "train": {"eta0": 0.5, "steps": 100, "save_every": 10},
+        "theory": {"method": "forward", "samples": 512, "replicas": 4},
     },
 }
 
@@ -103,7 +103,8 @@ def main():
               f"{r['scan_points_per_s']:>10.1f} {r['loop_points_per_s']:>10.1f} {r['ratio']:>6.1f}x")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"device": str(devices[0]), "backend": jax.default_backend(), "rows": rows}, fh, indent=2)
+            json.dump({"device": str(devices[0]), "backend": jax.default_backend(), "rows": rows}, fh,
+                      indent=2)
 
 
 if __name__ == "__main__":

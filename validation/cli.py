@@ -64,11 +64,13 @@ def _add_scan_parser(sub):
     prec = s.add_mutually_exclusive_group()
     prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
     prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
-    s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
+    s.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                   help="JAX platform (default: JAX's choice)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--distributed", action="store_true",
                    help="join jax.distributed with the cluster's own settings (SLURM, ...)")
-    s.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator (process 0's address)")
+    s.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="jax.distributed coordinator (process 0's address)")
     s.add_argument("--num-processes", type=int, help="jax.distributed: number of processes")
     s.add_argument("--process-id", type=int, help="jax.distributed: this process's rank")
 
@@ -101,7 +103,8 @@ def _scan_main(args) -> int:
     from . import scan
 
     out = args.out or os.path.join("results", "scan")
-    print(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}", file=sys.stderr)
+    print(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}",
+          file=sys.stderr)
     try:
         res = scan.run(cfg, out, progress=not args.no_progress and sys.stderr.isatty(),
                        log=lambda s: print(s, file=sys.stderr))

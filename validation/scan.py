@@ -16,13 +16,31 @@ group with its own data and program.
     "model.gamma0" = [0.1, 0.3, 1.0, 3.0]
     "task.P" = [64, 128]
 
+From Python (a dict laid out like the TOML works as well as a file):
+
+    res = scan.run("scan.toml", "results/scan")    # ScanResult; rerun to resume
+    res["theory.final.test_loss"]                  # an array shaped like the grid
+    res.heatmap("theory.grok.gap", x="gamma0", y="P").savefig("gap.png")
+    print(res.summary())
+
+Outputs per point, for source = theory (`dmft.BatchProgram`) and networks (seed
+means of `networks.train`; "error.*" are standard errors of those means):
+"final" gives SOURCE.final.Q for Q in train_loss, test_loss, alignment,
+weight_change.first_layer, weight_change.readout, error.train_loss,
+error.test_loss; "grokking" gives SOURCE.grok.t_train, t_test, gap, reached_train,
+reached_test (`validation.grokking.grokking_times` at scan.grok_threshold);
+"curves" gives t and SOURCE.Q against time; "predictions" SOURCE.f_train and
+f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds.
+
 Results go to a `validation.store.Store`: a manifest and one .npz per chunk, each
 written atomically; rerunning the same scan resumes (finished chunks are skipped);
 another configuration in the same directory is refused. Chunk boundaries depend
 on the grid and `scan.chunk` only, and point i draws its randomness from
 fold_in(key, i), so results do not depend on devices, processes or interruptions.
 Under `jax.distributed` each process takes every count-th chunk and process 0
-writes them all (the chunks travel through JAX's collectives).
+writes them all (the chunks travel through JAX's collectives; on CPU, gloo):
+
+    dmft scan --config scan.toml --coordinator HOST0:1234 --num-processes 2 --process-id RANK
 
 Example:
     >>> from validation import scan
@@ -69,7 +87,8 @@ SCHEMA["scan"] = {
     "networks": Field("bool", False, "train a network ensemble at every point"),
     "outputs": Field("strs", ["final"], f"kept per point, among {', '.join(OUTPUTS)}"),
     "chunk": Field("int", 64, "points per compiled call and per chunk file", 1),
-    "grok_threshold": Field("float", 0.1, "loss level theta of the grokking times", 0.0, True),
+    "grok_threshold": Field("float", 0.1, "loss level theta of the grokking times "
+                            "(validation.grokking.grokking_times)", 0.0, True),
 }
 
 # fields that only set scalars of the dynamics: config key -> dmft.BatchProgram field
@@ -233,11 +252,11 @@ def _check(cfg: dict) -> Grid:
         raise ConfigError("task.path: needed when task.name = 'npz'")
     for f in grid.fields:                  # an axis that changes nothing only costs time
         sec, key = f.split(".", 1)
-        if sec == "task" and key not in _TASK_FIELDS[task["name"]]:
+        if sec == "task" and key not in _TASK_FIELDS.get(task["name"], {key}):
             raise ConfigError(f"scan.grid: {f} is not used by task.name = {task['name']!r}")
         if (sec == "theory" and not sc["theory"]) or (sec == "simulate" and not sc["networks"]):
-            raise ConfigError(f"scan.grid: {f} is scanned but scan.{'theory' if sec == 'theory' else 'networks'}"
-                              " is false")
+            switch = "scan.theory" if sec == "theory" else "scan.networks"
+            raise ConfigError(f"scan.grid: {f} is scanned but {switch} is false")
     return grid
 
 
@@ -384,15 +403,6 @@ _CURVES = ("train_loss", "test_loss", "alignment", "weight_change.first_layer",
            "weight_change.readout", "error.train_loss", "error.test_loss")
 
 
-def first_time_below(t, loss, theta):
-    """First saved time at which loss <= theta, per row; NaN where it never is."""
-    hit = np.asarray(loss) <= theta           # NaN compares False
-    j = np.argmax(hit, axis=-1)
-    t = np.broadcast_to(np.asarray(t), hit.shape)
-    t_hit = np.take_along_axis(t, j[..., None], axis=-1)[..., 0]
-    return np.where(hit.any(axis=-1), t_hit, np.nan)
-
-
 def _derive(src: str, rec: dict, outputs, theta) -> dict:
     """The stored arrays of one source ("theory" or "networks") from its per-point records."""
     out = {}
@@ -400,13 +410,16 @@ def _derive(src: str, rec: dict, outputs, theta) -> dict:
     if "final" in outputs:
         out.update({f"{src}.final.{q}": rec[q][:, -1] for q in curves})
     if "grokking" in outputs:
-        # THEORY.md section 6: t_train, t_test first times below theta; gap = max(0, t_test - t_train)
-        t_tr = first_time_below(rec["t"], rec["train_loss"], theta)
-        out[f"{src}.grok.t_train"] = t_tr
+        # THEORY.md section 6: first times below theta (NaN, reached False: not within the run)
+        from .grokking import crossing_time, grokking_times
+
         if "test_loss" in rec:
-            t_te = first_time_below(rec["t"], rec["test_loss"], theta)
-            out[f"{src}.grok.t_test"] = t_te
-            out[f"{src}.grok.gap"] = np.maximum(t_te - t_tr, 0.0)
+            g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta)
+            out.update({f"{src}.grok.{k}": getattr(g, k) for k in
+                        ("t_train", "t_test", "gap", "reached_train", "reached_test")})
+        else:
+            out[f"{src}.grok.t_train"], out[f"{src}.grok.reached_train"] = \
+                crossing_time(rec["t"], rec["train_loss"], theta)
     if "curves" in outputs:
         out["t"] = rec["t"]
         out.update({f"{src}.{q}": rec[q] for q in curves})
@@ -819,7 +832,8 @@ class ScanResult:
         path: the store directory.
         config: the full configuration.
         grid: the `Grid`.
-        arrays: name -> array; points not yet computed hold NaN (float) or -1 (int).
+        arrays: name -> array; points not yet computed hold NaN (float), -1 (int) or
+            False (bool): read `done`.
         done: grid-shaped bool, True where the point is on disk.
         manifest: the store's manifest (identity, layout, sessions).
     """
@@ -871,7 +885,8 @@ def load(out) -> ScanResult:
             if k == "index":
                 continue
             if k not in arrays:
-                fill = np.nan if np.issubdtype(v.dtype, np.floating) else -1
+                fill = (np.nan if np.issubdtype(v.dtype, np.floating) else
+                        False if v.dtype == np.bool_ else -1)
                 arrays[k] = np.full((grid.size,) + v.shape[1:], fill, dtype=v.dtype)
             arrays[k][idx] = v
     arrays = {k: v.reshape(grid.shape + v.shape[1:]) for k, v in arrays.items()}
@@ -909,6 +924,9 @@ def summary(res: ScanResult) -> str:
     if scalars:
         lines_.append(f"{'output':<40} {'min':>10} {'median':>10} {'max':>10} {'non-finite':>10}")
         for q in scalars:
+            if res.arrays[q].dtype == np.bool_:
+                lines_.append(f"{q:<40} true at {int(res.arrays[q][res.done].sum())} of {k} points")
+                continue
             v = res.arrays[q][res.done].astype(np.float64)
             fin = v[np.isfinite(v)]
             stat = (np.min(fin), np.median(fin), np.max(fin)) if fin.size else (np.nan,) * 3
