@@ -2,6 +2,7 @@
 
     dmft validate                                  # the default lazy-to-rich report (a few minutes)
     dmft validate --full --out results/full        # paper-grade sizes
+    dmft grok --config scripts/configs/grok_kumar.toml   # grokking: curves, measures, phase diagrams
     dmft solve --config scripts/configs/kumar.toml --gamma0 0.5 1 2
     dmft simulate --widths 64 256 --seeds 4 --set train.steps=200
 
@@ -51,7 +52,82 @@ def _parser():
         if job == "validate":
             s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     _add_scan_parser(sub)
+    _add_grok_parser(sub)
     return p
+
+
+def _add_grok_parser(sub):
+    text = "grokking as a lazy-to-rich transition: theory, networks, measures, phase diagrams"
+    s = sub.add_parser("grok", help=text, description=text + " (validation/grok.py documents the TOML)")
+    s.add_argument("--config", help="grok TOML (testbed, model.gamma0, simulate.widths, diagram, decay)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one key (TOML literal), repeatable")
+    s.add_argument("--testbed", choices=("kumar", "modular_addition", "sparse_parity"), help="testbed.name")
+    s.add_argument("--gamma0", type=float, nargs="+", help="model.gamma0")
+    s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
+    s.add_argument("--seeds", type=int, help="simulate.seeds")
+    s.add_argument("--steps", type=int, help="train.steps")
+    s.add_argument("--full", action="store_true", help="paper-size preset (Kumar et al. Fig. 1 and 3e)")
+    s.add_argument("--out", help="results directory (default results/grok)")
+    s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
+    prec = s.add_mutually_exclusive_group()
+    prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
+    prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
+    s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _grok_main(args) -> int:
+    from .config import ConfigError
+    from .grok import load_config
+
+    over = list(args.overrides)
+    for attr, key in (("testbed", "testbed.name"), ("gamma0", "model.gamma0"), ("widths", "simulate.widths"),
+                      ("seeds", "simulate.seeds"), ("steps", "train.steps")):
+        v = getattr(args, attr)
+        if v is not None:
+            over.append(f"{key}={v!r}" if not isinstance(v, str) else f"{key}='{v}'")
+    if args.testbed not in (None, "kumar") and not any(o.startswith("diagram.axes") for o in over):
+        over.append("diagram.axes=[]")            # phase diagrams are for the Kumar model
+    try:
+        cfg = load_config(args.config, over, full=args.full)
+    except ConfigError as err:
+        print(f"dmft grok: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        devices = _select_device(args.device, args.x64)
+    except ValueError as err:
+        print(f"dmft grok: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    import dmft
+    from . import grok
+    from .jobs import OutputConflict, _write_manifest, prepare_output
+
+    out = args.out or os.path.join("results", "grok")
+    log = lambda s: print(s, file=sys.stderr)   # noqa: E731
+    try:
+        grok.build(cfg)                          # sizes and values the generators refuse
+        if not prepare_output(out, "grok", cfg, args.force):
+            print(f"dmft grok: {out} already holds this run (complete); --force recomputes it")
+            return EXIT_OK
+    except OutputConflict as err:
+        print(f"dmft grok: {err}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except ValueError as err:
+        print(f"dmft grok: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    log(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
+    try:
+        res = grok.run(cfg, out, log=log, progress=not args.no_progress and sys.stderr.isatty())
+    except (dmft.DivergenceError, dmft.NotConverged) as err:
+        print(f"dmft grok: numerical failure: {err}", file=sys.stderr)
+        _write_manifest(out, "grok", cfg, "failed", {"error": str(err)})
+        return EXIT_NUMERIC
+    _write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
+    print(f"report: {res['files']['report'][0]}")
+    for path in res["files"]["figures"].values():
+        print(f"figure: {path}")
+    return EXIT_OK
 
 
 def _add_scan_parser(sub):
@@ -153,6 +229,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.job == "scan":
         return _scan_main(args)
+    if args.job == "grok":
+        return _grok_main(args)
     from .config import ConfigError, load
 
     try:

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    kind: str                       # "int", "float", "str", "bool", "floats", "ints"
+    kind: str                       # "int", "float", "str", "bool", "floats", "ints", "strs"
     default: Any
     doc: str
     minimum: float | None = None
@@ -99,8 +99,9 @@ FULL = {
 }
 
 
-def defaults() -> dict:
-    return {sec: {k: copy.deepcopy(f.default) for k, f in fields.items()} for sec, fields in SCHEMA.items()}
+def defaults(schema=None) -> dict:
+    schema = SCHEMA if schema is None else schema
+    return {sec: {k: copy.deepcopy(f.default) for k, f in fields.items()} for sec, fields in schema.items()}
 
 
 def _coerce(key: str, f: Field, value):
@@ -119,6 +120,10 @@ def _coerce(key: str, f: Field, value):
         return value
     if f.kind in ("int", "float"):
         return _number(key, f, value, bad)
+    if f.kind == "strs":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            bad("a list of strings")
+        return list(value)
     if f.kind in ("ints", "floats"):
         if not isinstance(value, list) or not value:
             bad("a non-empty list")
@@ -149,19 +154,20 @@ def _number(key, f, value, bad):
     return value
 
 
-def _merge(cfg: dict, update: dict, source: str) -> None:
+def _merge(cfg: dict, update: dict, source: str, schema=None) -> None:
+    schema = SCHEMA if schema is None else schema
     if not isinstance(update, dict):
         raise ConfigError(f"{source}: expected a table of sections")
     for sec, table in update.items():
-        if sec not in SCHEMA:
-            raise ConfigError(f"{source}: unknown section [{sec}]; known: {', '.join(SCHEMA)}")
+        if sec not in schema:
+            raise ConfigError(f"{source}: unknown section [{sec}]; known: {', '.join(schema)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{sec}] must be a table")
         for k, v in table.items():
-            if k not in SCHEMA[sec]:
+            if k not in schema[sec]:
                 raise ConfigError(f"{source}: unknown key {sec}.{k}; known in [{sec}]: "
-                                  f"{', '.join(SCHEMA[sec])}")
-            cfg[sec][k] = _coerce(f"{sec}.{k}", SCHEMA[sec][k], v)
+                                  f"{', '.join(schema[sec])}")
+            cfg[sec][k] = _coerce(f"{sec}.{k}", schema[sec][k], v)
 
 
 def parse_override(text: str) -> dict:
@@ -177,11 +183,15 @@ def parse_override(text: str) -> dict:
     return {sec: {key: value}}
 
 
-def load(path=None, overrides=(), full: bool = False) -> dict:
-    """Defaults, then the --full preset, then the TOML file, then overrides; validated."""
-    cfg = defaults()
+def load(path=None, overrides=(), full: bool = False, *, schema=None, full_preset=None,
+         check_fn=None) -> dict:
+    """Defaults, then the --full preset, then the TOML file, then overrides; validated.
+
+    schema, full_preset, check_fn: another job's configuration (default: validate's)."""
+    schema = SCHEMA if schema is None else schema
+    cfg = defaults(schema)
     if full:
-        _merge(cfg, copy.deepcopy(FULL), "--full preset")
+        _merge(cfg, copy.deepcopy(FULL if full_preset is None else full_preset), "--full preset", schema)
     if path:
         try:
             with open(path, "rb") as fh:
@@ -190,10 +200,10 @@ def load(path=None, overrides=(), full: bool = False) -> dict:
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
-        _merge(cfg, data, str(path))
+        _merge(cfg, data, str(path), schema)
     for text in overrides:
-        _merge(cfg, parse_override(text), f"override {text!r}")
-    check(cfg)
+        _merge(cfg, parse_override(text), f"override {text!r}", schema)
+    (check if check_fn is None else check_fn)(cfg)
     return cfg
 
 

@@ -177,12 +177,12 @@ def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
 def early_warning(t, test_loss, measures: dict, *, log_time: bool = True) -> dict:
     """Lead time of each progress measure over the test-loss drop.
 
-    Returns {"t_drop": time of the steepest fall of log test loss,
+    Returns {"t_drop": time of the steepest fall of the test loss (against log t),
              name: {"t_change": steepest change of the measure, "lead": t_drop - t_change,
                     "leads": lead > 0}} (arrays over leading axes)."""
     t, c = _check_curves(t, {"test_loss": test_loss, **measures})
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_drop = steepest_change_time(t, np.log(np.maximum(c["test_loss"], 1e-300)), log_time=log_time)
+    # the loss itself, not its log: a power-law tail has its steepest log-log slope at the end
+    t_drop = steepest_change_time(t, c["test_loss"], log_time=log_time)
     out = {"t_drop": t_drop}
     for name in measures:
         tc = steepest_change_time(t, c[name], log_time=log_time)
@@ -242,18 +242,21 @@ def direction_overlap(u):
 
 def fourier_ipr(p: int):
     """Neuron measure for modular addition: the inverse participation ratio of the
-    first-layer weights in the Fourier basis of Z_p, sum_k P_k^2 / (sum_k P_k)^2 with
-    P_k the power at frequency k (1..p-1, both input halves added); 1/(p-1) for a flat
-    spectrum, near 1 for a single frequency (Gromov 2023)."""
+    first-layer weights over the real Fourier modes of Z_p, sum_k P_k^2 / (sum_k P_k)^2,
+    with P_k the power at frequency k and p - k together (k = 1 .. p // 2; both input
+    halves added). 1 for a single mode, 1 / (p // 2) for a flat spectrum (Gromov 2023)."""
     p = int(p)
-    k = np.arange(p)
-    ang = 2 * np.pi * np.outer(k, k) / p
-    cos, sin = jnp.asarray(np.cos(ang)[1:]), jnp.asarray(np.sin(ang)[1:])
+    k = np.arange(1, p // 2 + 1)
+    ang = 2 * np.pi * np.outer(k, np.arange(p)) / p
+    # the real mode k carries the powers of the complex frequencies k and p - k (equal for
+    # real weights), except k = p/2 (p even), which is its own conjugate
+    mult = jnp.asarray(np.where(2 * k == p, 1.0, 2.0))
+    cos, sin = jnp.asarray(np.cos(ang)), jnp.asarray(np.sin(ang))
 
     def measure(w, w0):
         power = 0.0
         for half in (w[:p], w[p:2 * p]):
-            power = power + (cos @ half) ** 2 + (sin @ half) ** 2
+            power = power + mult * ((cos @ half) ** 2 + (sin @ half) ** 2)
         return jnp.atleast_1d(jnp.sum(power ** 2) / jnp.sum(power) ** 2)
     measure.__name__ = "fourier_ipr"
     return measure

@@ -1,0 +1,155 @@
+"""Grokking: metrics on curves with known answers, the Kumar decomposition, neuron measures
+in theory and networks, the testbed generators and the `dmft grok` job."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import dmft
+import networks
+from validation import grokking as gk
+from validation.cli import main
+
+
+def test_grokking_times_recover_a_planted_gap():
+    t = np.linspace(0, 20, 201)
+    train = np.exp(-t)                                   # crosses 0.01 at ln(100)
+    test = np.where(t < 10, 1.0, np.exp(-(t - 10)))      # crosses 0.01 at 10 + ln(100)
+    g = gk.grokking_times(t, train, test, 0.01)
+    assert abs(g.t_train - np.log(100)) < 0.02 and abs(g.t_test - 10 - np.log(100)) < 0.02
+    assert abs(g.gap - 10) < 0.03 and g.status() == "ok"
+    # batched over a grid of planted delays, and the gap is never negative
+    delays = np.array([[0.0, 2.0], [5.0, 8.0]])
+    tests = np.where(t < delays[..., None], 1.0, np.exp(-(t - delays[..., None])))
+    gb = gk.grokking_times(t, np.broadcast_to(train, tests.shape), tests, 0.01)
+    np.testing.assert_allclose(gb.gap, delays, atol=0.03)
+    early = gk.grokking_times(t, np.exp(-t / 2), np.exp(-t), 0.01)
+    assert early.gap == 0.0
+
+
+def test_thresholds_never_reached_are_reported_not_crashed():
+    t = np.linspace(0, 5, 51)
+    g = gk.grokking_times(t, np.exp(-t), np.full_like(t, 0.5), 0.01)
+    assert bool(g.reached_train) and not bool(g.reached_test) and np.isnan(g.gap)
+    assert g.status() == "test not reached" and "not reached (final 0.5)" in g.describe()
+    assert g.as_dict()["status"] == "test not reached"
+    # a diverged run (NaN tail) counts as not reached
+    g = gk.grokking_times(t, np.full_like(t, np.nan), np.full_like(t, np.nan), 0.1)
+    assert g.status() == "neither reached"
+    # accuracy rises above its threshold
+    acc = gk.grokking_times(t, np.minimum(1, t / 2), np.minimum(1, t / 4), 0.9, accuracy=True)
+    assert abs(acc.t_train - 1.8) < 1e-9 and abs(acc.t_test - 3.6) < 1e-9
+    with pytest.raises(ValueError, match="increasing"):
+        gk.grokking_times(t[::-1], t, t, 0.1)
+    with pytest.raises(ValueError, match="last axis"):
+        gk.grokking_times(t, t[:-1], t, 0.1)
+
+
+def test_early_warning_finds_a_measure_that_moves_first():
+    t = np.geomspace(1, 1e4, 400)
+    test = 1 / (1 + (t / 1000) ** 4)                     # drops near t = 1000
+    measure = 1 / (1 + (t / 100) ** 2)                   # changes near t = 100
+    ew = gk.early_warning(t, test, {"m": measure})
+    assert 700 < ew["t_drop"] < 1400 and 60 < ew["m"]["t_change"] < 160 and ew["m"]["leads"]
+
+
+def test_kumar_decomposition_sums_to_the_test_loss():
+    """The three terms are the exact population loss: equal to the loss on a large Gaussian
+    test set within its sampling error at every time, and exactly E[y^2] = 3/4 at t = 0."""
+    data = dmft.tasks.kumar_quadratic(D=5, P=20, P_test=40000, key=3)
+    eps, g = 0.5, 1.0
+    model = dmft.TwoLayer(dmft.activations.quadratic(eps), gamma0=g, readout="fixed")
+    sol = dmft.solve(model, data, eta0=0.5, steps=400, save_every=100)
+    assert sol.info["basis"] == "weights"
+    dec = gk.kumar_decomposition(sol.state, data.meta["beta"], g, eps)
+    np.testing.assert_allclose(dec["variance"] + dec["misalignment"] + dec["linear_power"], dec["total"])
+    assert dec["total"][0] == pytest.approx(0.75, abs=1e-12)
+    assert dec["variance"][0] == pytest.approx(0.25, abs=1e-12)
+    sq = (sol.f_test - data.y_test[None]) ** 2
+    se = sq.std(axis=1) / np.sqrt(sq.shape[1])
+    z = (sol.test_loss - dec["total"]) / se
+    assert np.max(np.abs(z)) < 4, z
+    assert dec["total"][-1] < 0.5 * dec["total"][0]          # it did learn
+    # planted overlap starts at 1 and grows as the weights align with beta
+    ov = gk.planted_overlap(sol.state, data.meta["beta"])
+    assert ov[0] == pytest.approx(1.0) and ov[-1] > ov[0]
+
+
+def test_neuron_measures_agree_between_theory_and_wide_networks():
+    """Fourier IPR of modular addition: the single-site average equals the mean over the
+    units of wide networks (same definition in both), within the seed spread."""
+    p = 5
+    data = dmft.tasks.modular_addition(p, 0.6, key=0)
+    assert data.C == p and data.D == 2 * p
+    model = dmft.TwoLayer(dmft.activations.square(), gamma0=1.0)
+    kw = dict(eta0=0.5, steps=40, save_every=20)
+    ipr = gk.fourier_ipr(p)
+    sol = dmft.solve(model, data, samples=4096, replicas=2, kernels=False, neuron_measures=ipr, **kw)
+    run = networks.train(model, data, width=2048, seeds=4, neuron_measures=ipr, **kw)
+    assert sol.measures.shape == (3, 1) and run.measures.shape == (4, 3, 1)
+    net = run.measures[..., 0]
+    se = net.std(0, ddof=1) / 2 + 1e-4
+    assert np.max(np.abs(net.mean(0) - sol.measures[:, 0]) / se) < 5
+    # the IPR of a single Fourier mode is 1, of a flat spectrum 1 / (p - 1)
+    k = np.arange(p)
+    mode = np.concatenate([np.cos(2 * np.pi * k / p), np.zeros(p)])
+    assert float(ipr(mode, mode)[0]) == pytest.approx(1.0)
+    assert gk.accuracy(np.eye(p)[None], np.eye(p))[0] == 1.0
+
+
+def test_testbed_generators_and_bad_input():
+    sp = dmft.tasks.sparse_parity(8, 3, 30, 10, key=1)
+    x, s = sp.x_train, sp.meta["support"]
+    assert set(np.unique(x)) == {-1.0, 1.0} and np.all(sp.y_train == np.prod(x[:, s], axis=1))
+    with pytest.raises(ValueError, match="k must be <= n"):
+        dmft.tasks.sparse_parity(3, 4)
+    with pytest.raises(ValueError, match="p must be >= 2"):
+        dmft.tasks.modular_addition(1)
+    for frac in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="train_fraction"):
+            dmft.tasks.modular_addition(5, frac)
+    full = dmft.tasks.modular_addition(3, 1.0)
+    assert full.P == 9 and full.x_test is None
+    with pytest.raises(ValueError, match="neuron_measures needs a sampled method"):
+        dmft.solve(dmft.TwoLayer("linear", gamma0=1.0), full, steps=2, save_every=1,
+                   neuron_measures=gk.max_change())
+
+
+def _grok_args(tmp_path, *extra):
+    return ["grok", "--out", str(tmp_path / "g"), "--no-progress",
+            "--set", "kumar.D=6", "--set", "kumar.P=24", "--set", "kumar.P_test=100",
+            "--set", "train.steps=400", "--set", "train.save_every=50", "--set", "train.eta0=1.0",
+            "--gamma0", "1", "4", "--widths", "2", "16", "--seeds", "2",
+            "--set", "diagram.gamma0=[1.0, 4.0]", "--set", "diagram.eps=[0.1, 0.5]",
+            "--set", "diagram.P=[12, 24]", "--set", "diagram.weight_decay=[0.0, 0.001]",
+            "--set", "diagram.overlay_width=8", "--set", "decay.weight_decay=[0.001, 0.002]",
+            "--set", "kumar.eps=0.5", *extra]
+
+
+def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
+    assert main(_grok_args(tmp_path)) == 0
+    out = tmp_path / "g"
+    figs = {"curves", "measures", "decomposition", "width", "phase_eps", "phase_P",
+            "phase_weight_decay", "decay"}
+    assert {f[:-4] for f in os.listdir(out / "figures")} == figs
+    rep = json.loads((out / "report.json").read_text())
+    assert {d["axis"] for d in rep["diagrams"]} == {"eps", "P", "weight_decay"}
+    assert len(rep["summary"]) == 2 * (1 + 1 + 2)             # gamma0 x (DMFT, lazy, two widths)
+    assert "## Phase diagram: gamma0 x eps" in (out / "report.md").read_text()
+    arrays, meta = dmft.io.load(out / "curves")
+    assert arrays["diagram/eps/gap"].shape == (2, 2)
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert main(_grok_args(tmp_path)) == 0                      # complete: nothing recomputed
+    assert main(_grok_args(tmp_path, "--set", "kumar.eps=0.2")) == 3    # another run there
+    capsys.readouterr()
+    assert main(_grok_args(tmp_path, "--set", "diagram.axes=['width']")) == 2
+    assert "diagram.axes" in capsys.readouterr().err
+    assert main(["grok", "--testbed", "sparse_parity", "--set", "sparse_parity.k=12",
+                 "--out", str(tmp_path / "p")]) == 2
+    assert main(["grok", "--testbed", "modular_addition", "--set", "modular_addition.p=1",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert main(["grok", "--set", "threshold.accuracy=1.5", "--out", str(tmp_path / "a")]) == 2
+    assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()
