@@ -320,6 +320,11 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
         json.dump(man, fh)
     with pytest.raises(StoreConflict, match="versions.dmft"):
         scan.run(config, out)
+    man["format"] = "dmft-scan-store/0"
+    with open(man_path, "w") as fh:
+        json.dump(man, fh)
+    with pytest.raises(StoreConflict, match="store format 'dmft-scan-store/0'"):
+        scan.run(config, out)
     assert len(os.listdir(os.path.join(out, "chunks"))) == 4             # nothing lost
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
