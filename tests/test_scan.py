@@ -99,8 +99,10 @@ def _assert_same(a: scan.ScanResult, b: scan.ScanResult, rtol=0.0):
             np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=rtol * scale, err_msg=k)
 
 
-def _worker(args, env_extra=None, **kw):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env_extra or {}))
+def _worker(args, xla_flags="", **kw):
+    """A fresh process running `dmft scan ARGS` (with this process's XLA flags, plus xla_flags)."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags)
     return subprocess.Popen([sys.executable, WORKER] + args, cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
@@ -246,7 +248,7 @@ def test_networks_per_point_equal_networks_train(tmp_path):
 def test_sharded_over_4_devices_equals_unsharded(config_seeds, reference_seeds, tmp_path):
     out = str(tmp_path / "sharded")
     _finish(_worker(["--config", config_seeds, "--out", out, "--no-progress"],
-                    {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
+                    "--xla_force_host_platform_device_count=4"))
     sharded = scan.load(out)
     assert len(sharded.manifest["sessions"][-1]["devices"]) == 4
     _assert_same(sharded, reference_seeds, rtol=1e-12)

@@ -130,14 +130,6 @@ def resolve_field(name: str, where: str = "scan.grid") -> str:
                       f"{', '.join(SCANNABLE)}")
 
 
-def _coerce_field(key: str, f: Field, value):
-    if f.kind == "strs":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-        return list(value)
-    return _coerce(key, f, value)
-
-
 def _merge(cfg: dict, update, source: str) -> None:
     if not isinstance(update, dict):
         raise ConfigError(f"{source}: expected a table of sections")
@@ -154,7 +146,7 @@ def _merge(cfg: dict, update, source: str) -> None:
                 known = ", ".join(list(SCHEMA[sec]) + (["grid", "points"] if sec == "scan" else []))
                 raise ConfigError(f"{source}: unknown key {sec}.{k}; known in [{sec}]: {known}")
             else:
-                cfg[sec][k] = _coerce_field(f"{sec}.{k}", SCHEMA[sec][k], v)
+                cfg[sec][k] = _coerce(f"{sec}.{k}", SCHEMA[sec][k], v)
 
 
 def _merge_grid(cfg, k, v, source):
