@@ -1,7 +1,16 @@
-"""Test configuration: float64 everywhere, and implicit rank promotion is an error."""
+"""Test configuration: float64 everywhere, and implicit rank promotion is an error.
 
-import jax
-import pytest
+The tests run many small programs, so XLA's compile time dominates them: they ask
+for the cheapest backend optimization (results are the same numbers; the speed of
+large runs is measured by the benchmarks, never by tests)."""
+
+import os
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

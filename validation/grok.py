@@ -82,7 +82,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, "seed of the single-site nodes", 0),
     },
     "simulate": {
-        "widths": Field("ints", [2, 32, 512], "network widths", 1),
+        "widths": Field("ints", [2, 16, 128], "network widths", 1),
         "seeds": Field("int", 4, "networks per width", 1),
         "seed": Field("int", 1, "seed of the network initializations", 0),
     },
@@ -97,13 +97,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eps": Field("floats", [0.01, 0.03, 0.1, 0.3], "eps values", 0.0, True),
         "P": Field("ints", [45, 90, 165, 330], "training-set sizes", 1),
         "weight_decay": Field("floats", [0.0, 2.5e-5, 1e-4, 4e-4], "weight decays", 0.0),
-        "overlay_width": Field("int", 256, "network width of the finite-width points (0: none)", 0),
+        "overlay_width": Field("int", 128, "network width of the finite-width points (0: none)", 0),
         "overlay_seeds": Field("int", 2, "networks per finite-width point", 1),
         "batch_size": Field("int", 32, "grid points per compiled call", 1),
     },
     "decay": {
         "gamma0": Field("float", 1.0, "gamma0 of the weight-decay scan", 0.0, True),
-        "weight_decay": Field("floats", [2.5e-5, 5e-5, 1e-4, 2e-4], "kappa values (0: no scan)", 0.0),
+        "weight_decay": Field("floats", [2.5e-5, 5e-5, 1e-4, 2e-4], "kappa values ([0.0]: no scan)", 0.0),
     },
 }
 
