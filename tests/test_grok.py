@@ -98,6 +98,7 @@ def test_neuron_measures_agree_between_theory_and_wide_networks():
     mode = np.concatenate([np.cos(2 * np.pi * k / p), np.zeros(p)])
     assert float(ipr(mode, mode)[0]) == pytest.approx(1.0)
     assert gk.accuracy(np.eye(p)[None], np.eye(p))[0] == 1.0
+    assert gk.accuracy(np.array([[0.5, -1.0, 2.0]]), np.array([1.0, -1.0, -1.0]))[0] == pytest.approx(2 / 3)
 
 
 def test_testbed_generators_and_bad_input():

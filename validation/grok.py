@@ -182,7 +182,8 @@ def _threshold(cfg, test_loss0):
 
 
 def _accuracy_curves(f_train, f_test, data):
-    return gk.accuracy(f_train, data.targets("train")), gk.accuracy(f_test, data.targets("test"))
+    # y as the Dataset holds it: (P,) for one output (sign accuracy), (P, C) for classes
+    return gk.accuracy(f_train, data.y_train), gk.accuracy(f_test, data.y_test)
 
 
 # ----------------------------------------------------------------- curves
