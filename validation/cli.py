@@ -22,6 +22,18 @@ __all__ = ["main"]
 EXIT_OK, EXIT_CHECK, EXIT_CONFIG, EXIT_OUTPUT, EXIT_NUMERIC = 0, 1, 2, 3, 4
 
 
+def _common(s, config_help, set_help="override one key (TOML literal), repeatable"):
+    """Flags every job shares: --config, --set, precision, device, progress."""
+    s.add_argument("--config", help=config_help)
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=set_help)
+    prec = s.add_mutually_exclusive_group()
+    prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
+    prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
+    s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="dmft", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,9 +42,7 @@ def _parser():
                       ("simulate", "finite-width network ensembles at each gamma0 and width"),
                       ("validate", "theory against networks: figures, report, verdicts")):
         s = sub.add_parser(job, help=text, description=text)
-        s.add_argument("--config", help="TOML configuration (defaults: validation/config.py)")
-        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one key (TOML literal), repeatable")
+        _common(s, "TOML configuration (defaults: validation/config.py)")
         s.add_argument("--gamma0", type=float, nargs="+", help="sweep.gamma0")
         s.add_argument("--steps", type=int, help="train.steps")
         s.add_argument("--eta0", type=float, help="train.eta0")
@@ -44,11 +54,6 @@ def _parser():
         s.add_argument("--full", action="store_true", help="the larger, paper-grade preset")
         s.add_argument("--out", help=f"results directory (default results/{job})")
         s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
-        prec = s.add_mutually_exclusive_group()
-        prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-        prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
-        s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
-        s.add_argument("--no-progress", action="store_true", help="no progress bars")
         if job == "validate":
             s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     _add_scan_parser(sub)
@@ -59,9 +64,7 @@ def _parser():
 def _add_grok_parser(sub):
     text = "grokking as a lazy-to-rich transition: theory, networks, measures, phase diagrams"
     s = sub.add_parser("grok", help=text, description=text + " (validation/grok.py documents the TOML)")
-    s.add_argument("--config", help="grok TOML (testbed, model.gamma0, simulate.widths, diagram, decay)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one key (TOML literal), repeatable")
+    _common(s, "grok TOML (testbed, model.gamma0, simulate.widths, diagram, decay)")
     s.add_argument("--testbed", choices=("kumar", "modular_addition", "sparse_parity"), help="testbed.name")
     s.add_argument("--gamma0", type=float, nargs="+", help="model.gamma0")
     s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
@@ -70,11 +73,6 @@ def _add_grok_parser(sub):
     s.add_argument("--full", action="store_true", help="paper-size preset (Kumar et al. Fig. 1 and 3e)")
     s.add_argument("--out", help="results directory (default results/grok)")
     s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
-    prec = s.add_mutually_exclusive_group()
-    prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-    prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
-    s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _grok_main(args) -> int:
@@ -133,16 +131,9 @@ def _grok_main(args) -> int:
 def _add_scan_parser(sub):
     text = "a resumable parameter scan: one compiled program per shape, sharded over devices and processes"
     s = sub.add_parser("scan", help=text, description=text + " (validation/scan.py documents the TOML)")
-    s.add_argument("--config", help="scan TOML ([scan.grid] or [scan.points] and the problem sections)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one key (TOML literal), e.g. scan.grid.model.gamma0=[0.1,1]; repeatable")
+    _common(s, "scan TOML ([scan.grid] or [scan.points] and the problem sections)",
+            "override one key (TOML literal), e.g. scan.grid.model.gamma0=[0.1,1]; repeatable")
     s.add_argument("--out", help="the results store (default results/scan); rerunning resumes it")
-    prec = s.add_mutually_exclusive_group()
-    prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
-    prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
-    s.add_argument("--device", choices=("cpu", "gpu"), default=None,
-                   help="JAX platform (default: JAX's choice)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--distributed", action="store_true",
                    help="join jax.distributed with the cluster's own settings (SLURM, ...)")
     s.add_argument("--coordinator", metavar="HOST:PORT",
