@@ -35,12 +35,10 @@ import numpy as np
 
 from . import closure as _closure
 from . import single_site as _ss
-from .lazy import lazy_path
-from .kernels import alignment
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, scan_records
 from .solve import (_closure_ctx, _geometry, _int_arg, _lazy_setup, _replicas, _shared_ctx,
-                    _validate)
+                    _validate, lazy_records)
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -236,19 +234,10 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     saves = jnp.arange(0, st.steps + 1, st.save_every)
     out = {}
     if st.method == "lazy":
-        delta, s = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, v["eta0"],
-                             dynamics=st.dynamics)
-        rec = {"f_train": su["y"][None] - delta}
-        if st.has_test:
-            rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
-        rec["alignment"] = jnp.full(saves.shape, alignment(su["k0"][:P], su["y"]))
-        scale = (v["gamma0"] / P) ** 2
-        gk = su["g0"][:P] * su["kx_all_tr"][:P]
-        rec["sq_change_first"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
-        rec["sq_change_readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
-                                    if st.trained else jnp.zeros(saves.shape, s.dtype))
-        bad = jnp.where(jnp.all(jnp.isfinite(delta)), -1,
-                        saves[jnp.argmin(jnp.all(jnp.isfinite(delta), axis=(1, 2)))])
+        rec, delta = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
+                                  trained=st.trained, has_test=st.has_test)
+        ok = jnp.all(jnp.isfinite(delta), axis=(1, 2))
+        bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
     else:
         if st.method == "closure":
             static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test)

@@ -25,7 +25,7 @@ import numpy as np
 from . import closure as _closure
 from . import io as _io
 from . import single_site as _ss
-from .kernels import field_basis, input_kernel, lazy_kernels, lazy_ntk
+from .kernels import alignment, field_basis, input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path
 from .problem import Dataset, TwoLayer
 from .runner import DivergenceError, NotConverged, run_saved
@@ -316,29 +316,35 @@ def _setup(model: TwoLayer, data: Dataset, cfg) -> dict:
 
 # ----------------------------------------------------------------- methods
 
+def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
+    """Records of the lazy closed form at the saved step counts (traceable: gamma0 and
+    eta0 may be traced, as in `dmft.batch`). Returns (records, delta)."""
+    P = su["P"]
+    delta, s = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
+    rec = {"f_train": su["y"][None] - delta}
+    if has_test:
+        rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
+    rec["alignment"] = jnp.full(saves.shape, alignment(su["k0"][:P], su["y"]))
+    # linearized weights: delta_a = gamma0/P sum_mu phi(u_mu) S_mu, similarly for z
+    scale = (gamma0 / P) ** 2
+    gk = su["g0"][:P] * su["kx_all_tr"][:P]
+    rec["sq_change_first"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
+    rec["sq_change_readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
+                                if trained else jnp.zeros(saves.shape, s.dtype))
+    return rec, delta
+
+
 def _solve_lazy(model, data, cfg, su):
     P = su["P"]
-    saves = np.arange(0, cfg["steps"] + 1, cfg["save_every"])
-    delta0 = su["y"] - su["f0"][:P]
-    delta, s = lazy_path(su["k0"][:P], delta0, jnp.asarray(saves), cfg["eta0"],
-                         dynamics=cfg["dynamics"])
-    rec = {"f_train": su["y"][None] - delta}
-    if data.P_test:
-        rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
+    saves = jnp.arange(0, cfg["steps"] + 1, cfg["save_every"])
+    rec, _ = lazy_records(su, model.gamma0, cfg["eta0"], saves, dynamics=cfg["dynamics"],
+                          trained=model.trained_readout, has_test=data.P_test > 0)
     k0 = su["k0"][:P]
-    T = len(saves)
+    T = saves.shape[0]
     if cfg["kernels"]:
         rec.update(ntk=jnp.broadcast_to(k0, (T, P, P)),
                    feature_kernel=jnp.broadcast_to(su["phi0"][:P], (T, P, P)),
                    gradient_kernel=jnp.broadcast_to(su["g0"][:P], (T, P, P)))
-    from .kernels import alignment
-    rec["alignment"] = jnp.full((T,), alignment(k0, su["y"]))
-    # linearized weights: delta_a = gamma0/P sum_mu phi(u_mu) S_mu, similarly for z
-    scale = (model.gamma0 / P) ** 2
-    gk = su["g0"][:P] * su["kx_all_tr"][:P]
-    rec["sq_change_first"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
-    rec["sq_change_readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
-                                if model.trained_readout else jnp.zeros((T,)))
     lam_max = float(jnp.max(jnp.linalg.eigvalsh(k0)))
     extra = {"lazy_eta0_stability": cfg["eta0"] * lam_max / P,
              "stable": bool(cfg["eta0"] * lam_max / P < 2) if cfg["dynamics"] == "gd" else True}
