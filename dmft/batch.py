@@ -33,12 +33,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from . import closure as _closure
 from . import single_site as _ss
+from .errors import InputError
+from .geometry import geometry, lazy_setup
+from .lazy import lazy_records
+from .plan import plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import count_trace, scan_records
-from .solve import (_closure_ctx, _geometry, _int_arg, _lazy_setup, _replicas, _shared_ctx,
-                    _validate, lazy_records)
+from .runner import count_trace, progress_bar, scan_records
+from .schedule import Schedule, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -49,13 +53,13 @@ _BATCH_METHODS = ("auto", "forward", "closure", "lazy")
 def check_values(field: str, values) -> np.ndarray:
     """Values of one batched field as a float64 vector; ValueError naming the field."""
     if field not in BATCH_FIELDS:
-        raise ValueError(f"unknown batch field {field!r}; known: {', '.join(BATCH_FIELDS)}")
+        raise InputError(f"unknown batch field {field!r}; known: {', '.join(BATCH_FIELDS)}")
     try:
         v = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"{field}: values must be real numbers, got {values!r}") from None
+        raise InputError(f"{field}: values must be real numbers, got {values!r}") from None
     if v.size == 0:
-        raise ValueError(f"{field}: no values")
+        raise InputError(f"{field}: no values")
     bad = ~np.isfinite(v)
     if field in ("gamma0", "eta0"):
         bad |= v <= 0
@@ -63,7 +67,7 @@ def check_values(field: str, values) -> np.ndarray:
         bad |= v < 0
     if bad.any():
         rule = {"gamma0": "> 0", "eta0": "> 0", "weight_decay": ">= 0"}.get(field, "finite")
-        raise ValueError(f"{field} must be {rule}; bad value(s) {v[bad][:5].tolist()} "
+        raise InputError(f"{field} must be {rule}; bad value(s) {v[bad][:5].tolist()} "
                          f"at position(s) {np.flatnonzero(bad)[:5].tolist()}")
     return v
 
@@ -104,56 +108,61 @@ class BatchProgram:
     Returns a dict of numpy arrays with leading axis n (see `solve_batch`).
     """
 
-    def __init__(self, model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
-                 save_every: int = 10, *, fields=("gamma0",), method: str = "auto",
-                 dynamics: str = "gd", samples: int = 4096, replicas: int = 4,
-                 sampler: str = "stratified", weight_decay: float = 0.0,
+    def __init__(self, model: TwoLayer, data: Dataset, eta0=None, steps=None, save_every=None, *,
+                 schedule: Schedule | None = None, fields=("gamma0",), method: str = "auto",
+                 dynamics=None, samples: int = 4096, replicas: int = 4,
+                 sampler: str = "stratified", weight_decay=None,
                  control_variate: bool | None = None, kernel_nodes: int = 64,
                  quadrature_nodes: int = 8, curves: bool = False, state: bool = False,
                  max_memory_gb: float = 4.0):
+        if isinstance(eta0, Schedule):
+            schedule, eta0 = eta0, None
+        given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
+                                       dynamics=dynamics, weight_decay=weight_decay).items()
+                 if v is not None}
+        sch = schedule_from(schedule, **given, defaults=dict(eta0=0.1, steps=1000, save_every=10))
         if isinstance(fields, str):
             fields = (fields,)
         fields = tuple(fields)
         if not fields:
-            raise ValueError("fields: give at least one batched field")
+            raise InputError("fields: give at least one batched field")
         for f in fields:
             if f not in BATCH_FIELDS:
-                raise ValueError(f"fields: unknown batch field {f!r}; known: {', '.join(BATCH_FIELDS)}")
+                raise InputError(f"fields: unknown batch field {f!r}; known: {', '.join(BATCH_FIELDS)}")
         if len(set(fields)) != len(fields):
-            raise ValueError(f"fields: repeated names in {fields}")
+            raise InputError(f"fields: repeated names in {fields}")
         if method not in _BATCH_METHODS:
-            raise ValueError(f"method must be one of {_BATCH_METHODS} for a batch, got {method!r}"
+            raise InputError(f"method must be one of {_BATCH_METHODS} for a batch, got {method!r}"
                              + (" (iterate is not batched; it agrees with forward)" if method == "iterate" else ""))
         if "weight_decay" in fields and control_variate is None:
             control_variate = False          # as dmft.solve does whenever the decay may be > 0
-        cfg = _validate(model, data, eta0, steps, save_every, dict(
-            method=method, dynamics=dynamics, samples=samples, replicas=replicas, sampler=sampler,
-            control_variate=control_variate, kernels=False, weight_decay=weight_decay, tol=1.0,
-            max_iter=1, damping=1.0, window=None, kernel_nodes=kernel_nodes,
-            quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb))
+        plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
+                          sampler=sampler, control_variate=control_variate, kernels=False,
+                          kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
+                          max_memory_gb=max_memory_gb)
         if "eps" in fields and model.activation.name != "quadratic":
-            raise ValueError("fields: 'eps' is a parameter of the quadratic activation only; "
+            raise InputError("fields: 'eps' is a parameter of the quadratic activation only; "
                              f"this model's activation is {model.activation.name!r}")
-        if cfg["method"] == "lazy" and "weight_decay" in fields:
-            raise ValueError("fields: weight_decay moves the kernel; the lazy method has none")
-        if state and cfg["method"] != "closure":
-            raise ValueError("state=True needs the closure method (the state is its mean and moments)")
-        self.model, self.data, self.fields = model, data, fields
-        self.cfg = cfg
-        self.curves, self.state = bool(curves), bool(state)
-        self.method = cfg["method"]
-        self._geo = _geometry(data)
+        if plan.method == "lazy" and "weight_decay" in fields:
+            raise InputError("fields: weight_decay moves the kernel; the lazy method has none")
+        if state and plan.method != "closure":
+            raise InputError("state=True needs the closure method (the state is its mean and moments)")
+        self.model, self.data, self.fields, self.schedule = model, data, fields, sch
+        self.plan = plan
+        self.curves, self.state = checks.flag("curves", curves), checks.flag("state", state)
+        self.method = plan.method
+        self._geo = geometry(data)
         self._static = _Static(
-            method=cfg["method"], closure_kind=cfg["closure_kind"], dynamics=cfg["dynamics"],
-            sampler=cfg["sampler"], samples=cfg["samples"], replicas=cfg["replicas"],
-            quadrature_nodes=cfg["quadrature_nodes"], kernel_nodes=cfg["kernel_nodes"],
-            cv_mode=cfg["cv_mode"], control_variate=cfg["control_variate"],
-            steps=cfg["steps"], save_every=cfg["save_every"],
+            method=plan.method, closure_kind=plan.closure_kind, dynamics=sch.dynamics,
+            sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas,
+            quadrature_nodes=plan.quadrature_nodes, kernel_nodes=plan.kernel_nodes,
+            cv_mode=plan.cv_mode, control_variate=plan.control_variate,
+            save_steps=tuple(int(k) for k in sch.save_steps),
             trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,
             has_y_test=data.y_test is not None, P=data.P, D=data.D, C=data.C,
             r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state)
-        self._defaults = {"gamma0": float(model.gamma0), "eta0": cfg["eta0"],
-                          "weight_decay": cfg["weight_decay"],
+        self._defaults = {"gamma0": float(model.gamma0), "eta0": sch.eta0,
+                          "weight_decay": sch.weight_decay,
                           "eps": (2.0 * float(model.activation.params[1])
                                   if model.activation.name == "quadratic" else 0.0)}
         self._y_test = (None if data.y_test is None
@@ -161,28 +170,27 @@ class BatchProgram:
 
     def describe(self) -> dict:
         """The configuration as a JSON-able dict."""
-        return {"model": self.model.describe(), "data": self.data.describe(),
-                "fields": list(self.fields), "curves": self.curves, "state": self.state,
-                "solve": {k: v for k, v in self.cfg.items() if k not in ("max_memory_gb", "kernels",
-                                                                         "tol", "max_iter", "damping",
-                                                                         "window")}}
+        d = self.plan.describe()
+        for k in ("kernels", "tol", "max_iter", "damping", "window"):
+            d["solve"].pop(k, None)
+        return {**d, "fields": list(self.fields), "curves": self.curves, "state": self.state}
 
     @property
     def times_per_eta0(self) -> np.ndarray:
         """Saved step counts (t = count * eta0)."""
-        return np.arange(0, self.cfg["steps"] + 1, self.cfg["save_every"])
+        return self.schedule.save_steps
 
     def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
         missing = [f for f in self.fields if f not in values]
         extra = [f for f in values if f not in self.fields]
         if missing or extra:
-            raise ValueError(f"values: expected the fields {list(self.fields)}; "
+            raise InputError(f"values: expected the fields {list(self.fields)}; "
                              f"missing {missing}, unexpected {extra}")
         cols = {f: check_values(f, values[f]) for f in self.fields}
         n = {len(v) for v in cols.values()}
         index = np.asarray(index).reshape(-1)
         if len(n) != 1 or index.size not in n or not np.issubdtype(index.dtype, np.integer):
-            raise ValueError(f"values and index must all have one length n; got lengths "
+            raise InputError(f"values and index must all have one length n; got lengths "
                              f"{ {f: len(v) for f, v in cols.items()} } and index {index.shape} "
                              f"({index.dtype})")
         key = jax.random.key(0) if key is None else key
@@ -228,36 +236,37 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     P = st.P
     act = _activation(act0, v["eps"])
     geo = {**geo, "P": P, "r": st.r}
-    su = _lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
-                            nodes=st.kernel_nodes)
-    n_int = st.steps // st.save_every
-    saves = jnp.arange(0, st.steps + 1, st.save_every)
+    su = lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
+                    nodes=st.kernel_nodes)
+    saves_np = np.asarray(st.save_steps)
+    saves = jnp.asarray(saves_np)
+    steps = int(saves_np[-1])
     out = {}
     if st.method == "lazy":
-        rec, delta = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
-                                  trained=st.trained, has_test=st.has_test)
+        rec, delta, _ = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
+                                     trained=st.trained, has_test=st.has_test)
         ok = jnp.all(jnp.isfinite(delta), axis=(1, 2))
         bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
     else:
         if st.method == "closure":
             static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test)
-            ctx = _closure_ctx(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
+            ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
             s0 = _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
             step, record = _closure.step, _closure.record
         else:
             static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode)
-            sh = _shared_ctx(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
-            rep = _replicas(act, st.trained, {
-                "sampler": st.sampler, "samples": st.samples, "replicas": st.replicas,
-                "quadrature_nodes": st.quadrature_nodes, "cv_mode": st.cv_mode}, su, key)
+            sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
+            rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
+                                    replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
+                                    trained=st.trained, cv=st.cv_mode)
             ctx = (sh, rep)
             s0 = _ss.initial_state(rep, P)
             step, record = _ss.step, _ss.record
         first = record(static, ctx, s0)
-        final, recs = scan_records(step, record, static, ctx, s0, st.save_every, n_int)
+        final, recs = scan_records(step, record, static, ctx, s0, np.diff(saves_np))
         rec = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
-        bad = jnp.min(jnp.where(final.bad >= 0, final.bad, st.steps + 1))
-        bad = jnp.where(bad > st.steps, -1, bad)
+        bad = jnp.min(jnp.where(final.bad >= 0, final.bad, steps + 1))
+        bad = jnp.where(bad > steps, -1, bad)
     if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
         R = rec["f_train"].shape[1]
         if R > 1:
@@ -270,14 +279,14 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     if st.has_y_test:
         out["test_loss"] = _mse(y_test[None], rec["f_test"])
     out["alignment"] = rec["alignment"]
-    sq_first = rec["sq_change_first"]
+    sq_first = rec["sq_weight_change.first_layer"]
     if st.basis == "kernel-eigenbasis":
         # the D - r weight coordinates outside the data span only decay
         shrink = ((1 - v["eta0"] * v["weight_decay"]) ** saves if st.dynamics == "gd"
                   else jnp.exp(-v["weight_decay"] * v["eta0"] * saves))
         sq_first = sq_first + (1 - shrink) ** 2 * (st.D - st.r)
     out["weight_change.first_layer"] = jnp.sqrt(jnp.maximum(sq_first, 0) / st.D)
-    out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_change_readout"], 0) / st.C)
+    out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_weight_change.readout"], 0) / st.C)
     if st.curves:
         squeeze = (lambda a: a[..., 0]) if st.C == 1 else (lambda a: a)   # noqa: E731
         out["f_train"] = squeeze(rec["f_train"])
@@ -298,14 +307,16 @@ def _run(st: _Static, geo, y_test, act0, values, index, key):
     return jax.vmap(lambda v, k: _point(st, geo, y_test, act0, v, k))(values, keys)
 
 
-def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0: float = 0.1,
-                steps: int = 1000, save_every: int = 10, *, batch_size: int = 64, key=None,
-                progress: bool = False, **kwargs) -> dict:
+def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=None,
+                save_every=None, *, batch_size: int = 64, key=None, progress: bool = False,
+                **kwargs) -> dict:
     """Solve at every point of an explicit list of points, in compiled batches.
 
     Args:
         grid: {field: sequence}, all sequences of one length n (point i takes the
             i-th value of each); fields from BATCH_FIELDS.
+        eta0, steps, save_every: the protocol (defaults 0.1, 1000, 10), or schedule=
+            a `dmft.Schedule` (also as the fourth positional argument).
         batch_size: points per compiled call; the last batch is padded so that
             every call has the same shape (one compilation).
         key: `jax.random.key` (default key(0)); point i uses fold_in(key, i).
@@ -319,19 +330,18 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0: float = 0.1
         "f_train"/"f_test", with state=True "state.*".
     """
     if not isinstance(grid, Mapping) or not grid:
-        raise ValueError("grid: give a non-empty {field: values} mapping")
+        raise InputError("grid: give a non-empty {field: values} mapping")
     cols = {f: check_values(f, v) for f, v in grid.items()}
     lengths = {f: len(v) for f, v in cols.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"grid: every field needs the same number of values, got {lengths}")
-    bs = _int_arg("batch_size", batch_size, 1)
+        raise InputError(f"grid: every field needs the same number of values, got {lengths}")
+    bs = checks.integer("batch_size", batch_size, minimum=1)
     prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols), **kwargs)
     n = next(iter(lengths.values()))
     bs = min(bs, n)
     bar = None
     if progress:
-        from .runner import _progress_bar
-        bar = _progress_bar(n, "batch")
+        bar = progress_bar(n, "batch", unit="pt")
     parts = []
     for start in range(0, n, bs):
         idx = np.arange(start, start + bs)

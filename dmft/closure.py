@@ -28,7 +28,7 @@ from .kernels import alignment
 from .runner import finite_flag
 
 __all__ = ["KINDS", "Static", "Ctx", "State", "kind_for", "poly2_coefficients",
-           "initial_state", "step", "record"]
+           "initial_state", "step", "record", "make_context", "predict"]
 
 KINDS = ("poly2-fixed", "linear-trained")
 
@@ -173,8 +173,8 @@ def record(static: Static, ctx: Ctx, st: State):
         feat, grad = _poly2_kernels(ctx, U, m)
         ntk = grad * ctx.kx_tr
         eye = jnp.eye(r, dtype=U.dtype)
-        out["sq_change_first"] = jnp.sum((U - eye) ** 2) + jnp.sum(m ** 2)
-        out["sq_change_readout"] = jnp.zeros((), U.dtype)
+        out["sq_weight_change.first_layer"] = jnp.sum((U - eye) ** 2) + jnp.sum(m ** 2)
+        out["sq_weight_change.readout"] = jnp.zeros((), U.dtype)
         out["mean"] = m
         out["second_moment"] = U @ U.T + jnp.outer(m, m)
     else:
@@ -189,10 +189,45 @@ def record(static: Static, ctx: Ctx, st: State):
         grad = jnp.full_like(feat, jnp.sum(ua ** 2) / c)         # G = E[a^2] (phi' = 1)
         ntk = feat + grad * ctx.kx_tr
         eye = jnp.eye(U.shape[0], dtype=U.dtype)
-        out["sq_change_first"] = jnp.sum((uw - eye[:r]) ** 2)
-        out["sq_change_readout"] = jnp.sum((ua - eye[r:]) ** 2)
+        out["sq_weight_change.first_layer"] = jnp.sum((uw - eye[:r]) ** 2)
+        out["sq_weight_change.readout"] = jnp.sum((ua - eye[r:]) ** 2)
         out["covariance"] = U @ U.T
     out["alignment"] = alignment(ntk, ctx.y)
     if static.kernels:
         out.update(ntk=ntk, feature_kernel=feat, gradient_kernel=grad)
     return out
+
+
+# -------------------------------------------------------------- setup and prediction
+
+def make_context(act, su: dict, gamma0, eta0, decay) -> Ctx:
+    """The closure's arrays from `dmft.geometry.lazy_setup`'s (traceable in gamma0, eta0, decay
+    and the activation's parameters)."""
+    P = su["P"]
+    a, b = poly2_coefficients(act) or (1.0, 0.0)
+    dt = su["y"].dtype
+    return Ctx(
+        l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
+        kx_tr=su["kx_all_tr"][:P],
+        kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
+        alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(gamma0, dt),
+        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt))
+
+
+def predict(kind: str, ctx: Ctx, U, m, l_new, perp_var, kxx_new, f0_new, shrink):
+    """Exact predictions on new inputs from the final state (U, m).
+
+    Args:
+        l_new: (n, r) field-basis rows of the new inputs; perp_var: (n,) variance of their
+            field outside the data span at t = 0, which only decays by `shrink`.
+        kxx_new: (n,) |x|^2 / D; f0_new: (n, C) output at t = 0.
+    Returns (n, C).
+    """
+    if kind == "poly2-fixed":
+        y_u, hm = l_new @ U, l_new @ m
+        h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2 + shrink ** 2 * perp_var
+        f = f0_new[:, 0] + (ctx.alpha * hm + ctx.beta * (h2 - kxx_new)) / ctx.gamma0
+        return f[:, None]
+    r = l_new.shape[1]
+    # the field outside the span is independent of the readouts: it adds nothing to E[h a]
+    return f0_new + l_new @ (U[:r] @ U[r:].T) / ctx.gamma0

@@ -17,9 +17,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .kernels import alignment
 from .runner import count_trace
 
-__all__ = ["lazy_path"]
+__all__ = ["lazy_path", "lazy_records"]
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics",))
@@ -58,3 +59,24 @@ def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
     delta = jnp.einsum("pq,tq,qc->tpc", vec, power, coef)
     s = jnp.einsum("pq,tq,qc->tpc", vec, ratio, coef)
     return delta, s
+
+
+def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
+    """Records of the lazy closed form at the saved step counts (traceable: gamma0 and
+    eta0 may be traced, as in `dmft.solve_batch`). `su` is `dmft.geometry.lazy_setup`'s.
+
+    Returns (records, delta, s) with delta and s = int Delta dt, each (T, P, C).
+    """
+    P = su["P"]
+    delta, s = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
+    rec = {"f_train": su["y"][None] - delta}
+    if has_test:
+        rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
+    rec["alignment"] = jnp.full(saves.shape, alignment(su["k0"][:P], su["y"]))
+    # linearized weights: delta_a = gamma0/P sum_mu phi(u_mu) S_mu, similarly for z
+    scale = (gamma0 / P) ** 2
+    gk = su["g0"][:P] * su["kx_all_tr"][:P]
+    rec["sq_weight_change.first_layer"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
+    rec["sq_weight_change.readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
+                                       if trained else jnp.zeros(saves.shape, s.dtype))
+    return rec, delta, s

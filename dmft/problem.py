@@ -1,8 +1,10 @@
 """The problem spec shared by theory and simulation: data and model.
 
 `Dataset` holds inputs and targets; `TwoLayer` fixes the architecture and the
-parameterization of THEORY.md section 1. Both validate their arguments on
-construction, so bad input fails with one clear `ValueError` before any work.
+parameterization of docs/conventions.md ("Network"). Both validate their arguments on
+construction, so bad input fails with one clear `InputError` (a `ValueError`) before
+any work. A Dataset keeps read-only copies of the arrays it is given: changing the
+caller's arrays afterwards changes nothing.
 
 Example:
     >>> import numpy as np, dmft
@@ -23,27 +25,35 @@ from typing import Any
 import numpy as np
 
 from . import activations as _act
+from . import checks
+from .errors import InputError
 
-__all__ = ["Dataset", "TwoLayer", "READOUTS"]
+__all__ = ["Dataset", "TwoLayer", "READOUTS", "as_array"]
 
 READOUTS = ("trained", "fixed")
 
 
-def _as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
+def as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
+    """A read-only copy of `value` as a real numeric array of one of the given ranks.
+
+    Raises InputError naming `name` for a non-numeric, complex or wrongly shaped array,
+    or one holding NaN or inf.
+    """
     try:
-        arr = np.asarray(value)
+        arr = np.array(value, copy=True)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{name}: cannot be read as an array ({err})") from err
+        raise InputError(f"{name}: cannot be read as an array ({err})") from err
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
                                    or np.issubdtype(arr.dtype, np.integer)
                                    or arr.dtype == np.bool_):
-        raise ValueError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+        raise InputError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     if arr.ndim not in ndim:
         want = " or ".join(f"{d}-d" for d in ndim)
-        raise ValueError(f"{name}: expected a {want} array, got shape {arr.shape}")
+        raise InputError(f"{name}: expected a {want} array, got shape {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+        raise InputError(f"{name}: contains {bad} NaN or infinite value(s)")
+    arr.setflags(write=False)
     return arr
 
 
@@ -67,37 +77,44 @@ class Dataset:
     meta: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        x = _as_array("x_train", self.x_train, (2,))
-        y = _as_array("y_train", self.y_train, (1, 2))
+        x = as_array("x_train", self.x_train, (2,))
+        y = as_array("y_train", self.y_train, (1, 2))
         if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x_train: needs at least one point and one feature, got shape {x.shape}")
+            raise InputError(f"x_train: needs at least one point and one feature, got shape {x.shape}")
         if y.shape[0] != x.shape[0]:
-            raise ValueError(f"y_train: has {y.shape[0]} rows but x_train has {x.shape[0]}")
+            raise InputError(f"y_train: has {y.shape[0]} rows but x_train has {x.shape[0]}")
         if y.ndim == 2 and y.shape[1] < 1:
-            raise ValueError(f"y_train: needs at least one output column, got shape {y.shape}")
+            raise InputError(f"y_train: needs at least one output column, got shape {y.shape}")
         xt, yt = self.x_test, self.y_test
         if xt is None and yt is not None:
-            raise ValueError("y_test: given without x_test")
+            raise InputError("y_test: given without x_test")
         if xt is not None:
-            xt = _as_array("x_test", xt, (2,))
+            xt = as_array("x_test", xt, (2,))
             if xt.shape[1] != x.shape[1]:
-                raise ValueError(f"x_test: has {xt.shape[1]} features but x_train has {x.shape[1]}")
+                raise InputError(f"x_test: has {xt.shape[1]} features but x_train has {x.shape[1]}")
             if xt.dtype != x.dtype:
-                raise ValueError(f"x_test: dtype {xt.dtype} differs from x_train's {x.dtype}")
+                raise InputError(f"x_test: dtype {xt.dtype} differs from x_train's {x.dtype}")
         if yt is not None:
-            yt = _as_array("y_test", yt, (1, 2))
+            yt = as_array("y_test", yt, (1, 2))
             if yt.shape[0] != xt.shape[0]:
-                raise ValueError(f"y_test: has {yt.shape[0]} rows but x_test has {xt.shape[0]}")
+                raise InputError(f"y_test: has {yt.shape[0]} rows but x_test has {xt.shape[0]}")
             if yt.shape[1:] != y.shape[1:]:
-                raise ValueError(f"y_test: shape {yt.shape} does not match y_train's outputs {y.shape}")
+                raise InputError(f"y_test: shape {yt.shape} does not match y_train's outputs {y.shape}")
             if yt.dtype != y.dtype:
-                raise ValueError(f"y_test: dtype {yt.dtype} differs from y_train's {y.dtype}")
+                raise InputError(f"y_test: dtype {yt.dtype} differs from y_train's {y.dtype}")
         if xt is not None and xt.shape[0] == 0:     # an empty test set is no test set
             xt = yt = None
         if not isinstance(self.meta, dict):
-            raise ValueError(f"meta: expected a dict, got {type(self.meta).__name__}")
+            raise InputError(f"meta: expected a dict, got {type(self.meta).__name__}")
+        object.__setattr__(self, "meta", dict(self.meta))
         for name, val in (("x_train", x), ("y_train", y), ("x_test", xt), ("y_test", yt)):
             object.__setattr__(self, name, val)
+
+    def __repr__(self):
+        test = f", P_test={self.P_test}" if self.x_test is not None else ""
+        task = self.meta.get("task")
+        return (f"Dataset(P={self.P}, D={self.D}, C={self.C}{test}, x dtype={self.x_train.dtype}"
+                + (f", task={task!r}" if task else "") + ")")
 
     @property
     def P(self) -> int:
@@ -161,7 +178,7 @@ def _jsonable(obj):
 
 @dataclasses.dataclass(frozen=True)
 class TwoLayer:
-    """A two-layer network in mean-field (muP) scaling, THEORY.md section 1.
+    """A two-layer network in mean-field (muP) scaling (docs/conventions.md, "Network").
 
         f(x) = 1 / (gamma0 N) sum_i a_i phi(w_i . x / sqrt(D))
 
@@ -183,15 +200,12 @@ class TwoLayer:
         try:
             g = float(self.gamma0)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"gamma0 must be a positive number, got {self.gamma0!r}") from err
+            raise InputError(f"gamma0 must be a positive number, got {self.gamma0!r}") from err
         if not (math.isfinite(g) and g > 0):
-            raise ValueError(f"gamma0 must be positive and finite, got {self.gamma0!r}")
+            raise InputError(f"gamma0 must be positive and finite, got {self.gamma0!r}")
         object.__setattr__(self, "gamma0", g)
-        if self.readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
-        if not isinstance(self.centered, (bool, np.bool_)):
-            raise ValueError(f"centered must be True or False, got {self.centered!r}")
-        object.__setattr__(self, "centered", bool(self.centered))
+        checks.choice("readout", self.readout, READOUTS)
+        object.__setattr__(self, "centered", checks.flag("centered", self.centered))
 
     @property
     def trained_readout(self) -> bool:
@@ -205,3 +219,20 @@ class TwoLayer:
         act = self.activation
         return {"activation": act.name, "activation_params": [float(p) for p in act.params],
                 "gamma0": self.gamma0, "readout": self.readout, "centered": self.centered}
+
+    @classmethod
+    def from_description(cls, d: dict) -> "TwoLayer":
+        """The model a `describe()` dict (as saved in result metadata) stands for.
+
+        Works for the built-in activations and quadratic(eps); a custom callable cannot be
+        rebuilt from its name (InputError).
+        """
+        name, params = d.get("activation"), list(d.get("activation_params", []))
+        if name == "quadratic" and len(params) == 2:
+            act = _act.quadratic(2.0 * params[1])
+        elif name in _act.names():
+            act = _act.get(name)
+        else:
+            raise InputError(f"activation {name!r} is not built in; a custom activation cannot be "
+                             "rebuilt from saved metadata")
+        return cls(act, gamma0=d["gamma0"], readout=d["readout"], centered=d["centered"])

@@ -8,10 +8,11 @@ A solver supplies two pure functions of (static, ctx, state, ...):
 `static` is a hashable NamedTuple (shapes, flags), `ctx` a pytree of arrays
 (data, model scalars, samples), `state` a pytree carrying at least the
 integer leaves `k` (step count) and `bad` (first step whose output was not
-finite, or -1). The loop is one `lax.scan` over save intervals around a
-`lax.scan` of `save_every` steps, compiled once per (solver, static, chunk
-length) and called in chunks so that long runs can show progress and stop
-at the first non-finite value.
+finite, or -1). The loop is one `lax.scan` over save intervals (their lengths,
+`dmft.Schedule.gaps`, are an array, so any save grid works) around a
+`lax.fori_loop` of steps, compiled once per (solver, static, number of
+intervals per call) and called in chunks so that long runs can show progress
+and stop at the first non-finite value.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "TRACE_COUNTS"]
+from .errors import DivergenceError, NotConverged
+
+__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "TRACE_COUNTS",
+           "count_trace", "finite_flag", "progress_bar"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -34,46 +38,35 @@ def count_trace(name: str) -> None:
     TRACE_COUNTS[name] = TRACE_COUNTS.get(name, 0) + 1
 
 
-class DivergenceError(FloatingPointError):
-    """A solve produced NaN or inf. `.step` is the first bad step, `.partial`
-    holds what was recorded before it (a dict of arrays), `.cause` says which
-    quantity went non-finite."""
+def scan_records(step, record, static, ctx, state, gaps, drive=None, offset=0):
+    """len(gaps) intervals, interval i of gaps[i] steps followed by a record (traceable).
 
-    def __init__(self, message, step=None, cause=None, partial=None):
-        super().__init__(message)
-        self.step = step
-        self.cause = cause
-        self.partial = partial
+    Args:
+        gaps: (n,) integer steps per interval.
+        drive: None, or a pytree of arrays with a leading axis over all steps of the run,
+            fed to `step` one slice per step (the iterate solver's prescribed Delta).
+        offset: the global index of the first step (to index `drive`).
 
+    Returns (final state, records with a leading axis of length n)."""
+    def interval(carry, gap):
+        def body(_, c):
+            s, k = c
+            d = None if drive is None else jax.tree_util.tree_map(
+                lambda a: jax.lax.dynamic_index_in_dim(a, k, keepdims=False), drive)
+            return step(static, ctx, s, d), k + 1
 
-class NotConverged(RuntimeError):
-    """A self-consistent iteration stopped at max_iter above tolerance.
-    `.residuals` holds the residual history and `.solution` the last iterate."""
+        s, k = jax.lax.fori_loop(0, gap, body, carry)
+        return (s, k), record(static, ctx, s)
 
-    def __init__(self, message, residuals=None, solution=None):
-        super().__init__(message)
-        self.residuals = residuals
-        self.solution = solution
-
-
-def scan_records(step, record, static, ctx, state, save_every: int, n_intervals: int, drive=None):
-    """`n_intervals` intervals of `save_every` steps, recording after each (traceable).
-
-    Returns (final state, records with a leading axis of length n_intervals)."""
-    def one_step(s, d):
-        return step(static, ctx, s, d), None
-
-    def interval(s, d):
-        s, _ = jax.lax.scan(one_step, s, d, length=save_every)
-        return s, record(static, ctx, s)
-
-    return jax.lax.scan(interval, state, drive, length=n_intervals)
+    (state, _), recs = jax.lax.scan(interval, (state, jnp.asarray(offset, jnp.int32)),
+                                    jnp.asarray(gaps, jnp.int32))
+    return state, recs
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _advance(step, record, static, save_every, n_intervals, ctx, state, drive):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _advance(step, record, static, ctx, state, gaps, drive, offset):
     count_trace(f"{step.__module__}.{step.__name__}")
-    return scan_records(step, record, static, ctx, state, save_every, n_intervals, drive)
+    return scan_records(step, record, static, ctx, state, gaps, drive, offset)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -92,59 +85,65 @@ def _first_bad(state) -> int:
     return int(bad.min()) if bad.size else -1
 
 
-def run_saved(step, record, static, ctx, state, *, save_every: int, n_intervals: int,
-              drive=None, progress: bool = False, label: str = "solve",
-              stop_on_nonfinite: bool = True):
-    """Record at step 0 and after every `save_every` steps, `n_intervals` times.
+def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: bool = False,
+              label: str = "solve", stop_on_nonfinite: bool = True,
+              cause: str = "the prediction error Delta = y - f"):
+    """Record at step 0 and after each interval of `gaps` steps.
 
     Args:
-        drive: None, or an array with leading axes (n_intervals, save_every)
-            fed to `step` one slice per step (used by the iterate solver).
+        gaps: (n,) steps between saves (`dmft.Schedule.gaps`).
+        drive: None, or arrays with a leading axis over all steps, fed to `step`
+            one slice per step (used by the iterate solver).
         progress: show a progress bar (tqdm) over steps; the run is then cut
             into about 20 calls (at most two compiled chunk lengths).
         stop_on_nonfinite: raise at the first bad step (solvers); with False the
             run carries on and `state.bad` tells which members went bad (ensembles).
+        cause: the quantity whose finiteness `state.bad` tracks, for the error message.
 
     Returns:
         (records, state, seconds) where records maps names to arrays with a
-        leading time axis of length n_intervals + 1.
+        leading time axis of length n + 1.
 
     Raises:
         DivergenceError: after the first chunk whose state reports a bad step.
     """
     t0 = time.perf_counter()
+    gaps = np.asarray(gaps, dtype=np.int64)
+    n_intervals = int(gaps.size)
     records = [jax.tree_util.tree_map(lambda a: np.asarray(a)[None], _record(record, static, ctx, state))]
-    chunk = -(-n_intervals // 20) if progress else n_intervals
-    bar = _progress_bar(n_intervals * save_every, label) if progress else None
-    done = 0
+    chunk = -(-n_intervals // 20) if progress else max(n_intervals, 1)
+    bar = progress_bar(int(gaps.sum()), label) if progress else None
+    done, offset = 0, 0
     while done < n_intervals:
         n = min(chunk, n_intervals - done)
-        d = None if drive is None else jax.tree_util.tree_map(lambda a: a[done:done + n], drive)
-        state, rec = _advance(step, record, static, save_every, n, ctx, state, d)
+        state, rec = _advance(step, record, static, ctx, state, gaps[done:done + n], drive, offset)
         records.append(jax.tree_util.tree_map(np.asarray, rec))
+        steps_now = int(gaps[done:done + n].sum())
         done += n
+        offset += steps_now
         if bar is not None:
-            bar.update(n * save_every)
+            bar.update(steps_now)
         bad = _first_bad(state) if stop_on_nonfinite else -1
         if bad >= 0:
             if bar is not None:
                 bar.close()
             raise DivergenceError(
-                f"{label}: non-finite output at step {bad} (t = step * eta0): the prediction "
-                "error Delta = y - f overflowed. Lower eta0 or gamma0, or check the data scale. "
-                f"Records up to step {done * save_every} are in .partial.",
-                step=bad, cause="non-finite prediction error Delta", partial=_stack(records))
+                f"{label}: non-finite output at step {bad} (t = step * eta0): {cause} overflowed. "
+                "Lower eta0 or gamma0, or check the data scale. "
+                f"Records up to step {offset} are in .partial.",
+                step=bad, cause=cause, partial=_stack(records))
     if bar is not None:
         bar.close()
     return _stack(records), state, time.perf_counter() - t0
 
 
-def _progress_bar(total, label):
+def progress_bar(total, label, unit="step"):
+    """A tqdm bar, or None when tqdm is missing (progress is a nicety, never a requirement)."""
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # progress is a nicety, never a requirement
+    except ImportError:
         return None
-    return tqdm(total=total, desc=label, unit="step", leave=False)
+    return tqdm(total=total, desc=label, unit=unit, leave=False)
 
 
 def finite_flag(k, bad, value):

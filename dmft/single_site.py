@@ -36,9 +36,10 @@ import jax.numpy as jnp
 
 from .kernels import alignment
 from .runner import count_trace, finite_flag
+from .sampling import draw_sites
 
 __all__ = ["Static", "Shared", "Replica", "State", "init_replicas", "initial_state", "step",
-           "record", "iterate"]
+           "record", "iterate", "make_shared", "make_replicas", "predict"]
 
 
 class Static(NamedTuple):
@@ -235,8 +236,8 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     out["alignment"] = alignment(ntk, sh.y)
     if static.kernels:
         out.update(ntk=ntk, feature_kernel=feat, gradient_kernel=grad)
-    out["sq_change_first"] = jnp.sum(rep.w * jnp.sum((st.z - rep.z0) ** 2, axis=1))
-    out["sq_change_readout"] = jnp.sum(rep.w * jnp.sum((st.a - rep.a0) ** 2, axis=1))
+    out["sq_weight_change.first_layer"] = jnp.sum(rep.w * jnp.sum((st.z - rep.z0) ** 2, axis=1))
+    out["sq_weight_change.readout"] = jnp.sum(rep.w * jnp.sum((st.a - rep.a0) ** 2, axis=1))
     if static.measures is not None:      # z are the first-layer weights (basis "weights")
         out["measures"] = rep.w @ jax.vmap(static.measures)(st.z, rep.z0)
     return out
@@ -335,3 +336,60 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
                                            jnp.arange(n_windows))
     delta = jnp.moveaxis(used, 0, 1).reshape((r, n_windows * window) + used.shape[3:])
     return delta, n, hist, res
+
+
+# ------------------------------------------------------------- setup and prediction
+
+def make_shared(act, su: dict, gamma0, eta0, decay) -> Shared:
+    """Arrays common to all replicas, from `dmft.geometry.lazy_setup`'s (traceable)."""
+    P = su["P"]
+    dt = su["y"].dtype
+    return Shared(act=act, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
+                  y=su["y"], kx_tr=su["kx_all_tr"][:P], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
+                  gamma0=jnp.asarray(gamma0, dt), eta0=jnp.asarray(eta0, dt),
+                  decay=jnp.asarray(decay, dt), k0_tr=su["k0"][:P], k0_te=su["k0"][P:])
+
+
+def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: int,
+                  quadrature_nodes: int, trained: bool, cv: str) -> Replica:
+    """Draw the nodes of every replica (`dmft.sampling`) and their control-variate corrections."""
+    sites = draw_sites(key, sampler, samples, replicas, su["r"], su["y"].shape[1], trained,
+                       nodes=quadrature_nodes, dtype=su["y"].dtype)
+    return init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
+                         sites.z, sites.a, sites.weight, p=su["P"], trained=trained, cv=cv)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, perp_nodes, k0_new,
+            f0_new, shrink):
+    """Predictions on new inputs from the final node population, averaged over replicas.
+
+    The same estimator as on the test points: f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0
+    + (K0 - K0_nodes) S / P on the new rows. `perp_nodes` (R, M, n) is each node's field outside
+    the data span at t = 0 (zero in the weight basis); it only decays, by `shrink`.
+
+    Returns (n, C).
+    """
+    p = sh.l_tr.shape[0]
+
+    def one(rep1, st1, perp):
+        h0 = rep1.z0 @ l_new.T + perp
+        h = st1.z @ l_new.T + shrink * perp
+        phi0, dphi0 = sh.act(h0), sh.act.derivative(h0)
+        F = _node_sum(sh.act(h), rep1.w[:, None] * st1.a)
+        F0 = _node_sum(phi0, rep1.w[:, None] * rep1.a0)
+        out = f0_new + (F - F0) / sh.gamma0
+        if static.cv == "off":
+            return out
+        if static.cv == "operator":
+            k_nodes_s = _k0_nodes_apply(static, sh, rep1, st1.s, phi0, dphi0, l_new)
+        else:
+            htr = rep1.z0 @ sh.l_tr.T
+            g_s = _node_sum(dphi0, (rep1.w * _mean_sq(rep1.a0))[:, None] * sh.act.derivative(htr))
+            k_s = g_s * (l_new @ sh.l_tr.T)
+            if static.trained:
+                k_s = k_s + _node_sum(phi0, rep1.w[:, None] * sh.act(htr))
+            k_nodes_s = k_s @ st1.s
+        return out + (k0_new @ st1.s - k_nodes_s) / p
+
+    return jnp.mean(jax.vmap(one)(rep, st, perp_nodes), axis=0)

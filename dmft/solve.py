@@ -8,42 +8,44 @@ Example:
     >>> sol = dmft.solve(model, data, eta0=0.5, steps=20, save_every=10)   # exact closure
     >>> sol.info["method"], sol.t.tolist(), bool(sol.train_loss[-1] < sol.train_loss[0])
     ('closure', [0.0, 5.0, 10.0], True)
+    >>> sol.predict(data.x_test).shape
+    (8,)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import operator
 import time
-from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from . import closure as _closure
-from . import io as _io
 from . import single_site as _ss
-from .kernels import alignment, field_basis, input_kernel, lazy_kernels, lazy_ntk
-from .lazy import lazy_path
+from .errors import DivergenceError, InputError, NotConverged
+from .geometry import dtype as _dtype
+from .geometry import geometry, initial_output, lazy_setup, new_point_basis
+from .kernels import input_kernel, lazy_kernels, lazy_ntk
+from .lazy import lazy_path, lazy_records
+from .plan import DEFAULTS, METHODS, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import DivergenceError, NotConverged, run_saved
-from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, draw_sites, quadrature_size
+from .runner import run_saved
+from .schedule import DYNAMICS, Schedule, schedule_from
+from .trajectory import Trajectory
 
 __all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure"]
-
-METHODS = ("auto", "forward", "iterate", "closure", "lazy")
-DYNAMICS = ("gd", "flow")
 
 
 # ----------------------------------------------------------------- the result
 
 @dataclasses.dataclass
-class Solution:
-    """Infinite-width trajectories at the saved times (leading axis T).
+class Solution(Trajectory):
+    """Infinite-width trajectories at the saved times (leading axis T); `dmft.Trajectory`.
 
-    Attributes:
+    Attributes (beyond the shared records of `dmft.Trajectory`):
         t: (T,) times, saved step counts * eta0.
         f_train, f_test: (T, P) and (T, P*) predictions ((T, P, C) with C outputs);
             f_test is None without test inputs.
@@ -63,354 +65,96 @@ class Solution:
         measures: (T, K) node averages of `neuron_measures` (sampled methods), else None.
     """
 
-    t: np.ndarray
-    f_train: np.ndarray
-    f_test: np.ndarray | None
-    train_loss: np.ndarray
-    test_loss: np.ndarray | None
-    ntk: np.ndarray | None
-    feature_kernel: np.ndarray | None
-    gradient_kernel: np.ndarray | None
-    alignment: np.ndarray
-    weight_change: dict
-    error: dict | None
-    info: dict
+    error: dict | None = None
     state: dict | None = None
-    measures: np.ndarray | None = None
 
-    _GROUPS = ("weight_change", "error", "state")
+    GROUPS: ClassVar[tuple] = ("weight_change", "error", "state")
 
-    def arrays(self) -> dict:
-        """All arrays, flattened with dotted names (for saving)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name in self._GROUPS:
-                for k, a in (v or {}).items():
-                    if a is not None:
-                        out[f"{f.name}.{k}"] = a
-            elif f.name != "info" and v is not None:
-                out[f.name] = v
-        return out
-
-    def save(self, stem) -> tuple[str, str]:
-        """Write STEM.npz + STEM.json (`dmft.io` format)."""
-        info = dict(self.info)
-        config = info.pop("config", {})
-        return _io.save(stem, self.arrays(), config, extra=info)
-
-    @classmethod
-    def load(cls, stem) -> "Solution":
-        arrays, meta = _io.load(stem)
-        kw: dict[str, Any] = {f.name: None for f in dataclasses.fields(cls)}
-        for name, a in arrays.items():
-            if "." in name:
-                group, key = name.split(".", 1)
-                kw[group] = kw[group] or {}
-                kw[group][key] = a
-            else:
-                kw[name] = a
-        kw["weight_change"] = kw["weight_change"] or {}
-        kw["info"] = {**meta.get("extra", {}), "config": meta.get("config", {})}
-        return cls(**kw)
-
-
-# ----------------------------------------------------------------- validation
-
-def _int_arg(name, value, minimum):
-    try:
-        v = operator.index(value)
-    except TypeError:
-        if isinstance(value, float) and value.is_integer():
-            v = int(value)
-        else:
-            raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
-def _float_arg(name, value, *, positive=False, nonnegative=False, at_most=None):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be > 0, got {v}")
-    if nonnegative and v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
-    if at_most is not None and v > at_most:
-        raise ValueError(f"{name} must be <= {at_most}, got {v}")
-    return v
-
-
-def _window(window, steps):
-    steps = _int_arg("steps", steps, 1)
-    if window is None:   # the longest window of at most 10 steps that divides steps
-        return max(w for w in range(1, min(steps, 10) + 1) if steps % w == 0)
-    w = _int_arg("window", window, 1)
-    if steps % w:
-        raise ValueError(f"window ({w}) must divide steps ({steps})")
-    return w
-
-
-def exact_closure(model: TwoLayer) -> str | None:
-    """Name of the exact Gaussian closure for this model, or None."""
-    return _closure.kind_for(model.activation, model.trained_readout)
-
-
-def _choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value
-
-
-def _validate(model, data, eta0, steps, save_every, opts) -> dict:
-    if not isinstance(model, TwoLayer):
-        raise ValueError(f"model must be a dmft.TwoLayer, got {type(model).__name__}")
-    if not isinstance(data, Dataset):
-        raise ValueError(f"data must be a dmft.Dataset, got {type(data).__name__}")
-    cfg = {"eta0": _float_arg("eta0", eta0, positive=True),
-           "steps": _int_arg("steps", steps, 1),
-           "save_every": _int_arg("save_every", save_every, 1)}
-    if cfg["steps"] % cfg["save_every"]:
-        raise ValueError(f"steps ({cfg['steps']}) must be a multiple of save_every ({cfg['save_every']})")
-    method = _choice("method", opts["method"], METHODS)
-    dynamics = _choice("dynamics", opts["dynamics"], DYNAMICS)
-    sampler = _choice("sampler", opts["sampler"], SAMPLERS)
-    cfg.update(dynamics=dynamics, sampler=sampler,
-               samples=_int_arg("samples", opts["samples"], 2),
-               replicas=_int_arg("replicas", opts["replicas"], 1),
-               weight_decay=_float_arg("weight_decay", opts["weight_decay"], nonnegative=True),
-               tol=_float_arg("tol", opts["tol"], positive=True),
-               max_iter=_int_arg("max_iter", opts["max_iter"], 1),
-               damping=_float_arg("damping", opts["damping"], positive=True, at_most=1.0),
-               window=_window(opts["window"], steps),
-               kernel_nodes=_int_arg("kernel_nodes", opts["kernel_nodes"], 4),
-               quadrature_nodes=_int_arg("quadrature_nodes", opts["quadrature_nodes"], 2),
-               control_variate=opts["control_variate"], kernels=bool(opts["kernels"]),
-               max_memory_gb=_float_arg("max_memory_gb", opts["max_memory_gb"], positive=True))
-    if not model.trained_readout and data.C > 1:
-        raise ValueError("readout='fixed' with several outputs makes every output identical; "
-                         "use readout='trained' for multi-output data")
-    closure_kind = exact_closure(model)
-    if method == "auto":
-        method = "closure" if closure_kind else "forward"
-    if method == "closure" and closure_kind is None:
-        raise ValueError(
-            f"method='closure' is exact only for a linear activation with trained readouts or a "
-            f"polynomial of degree <= 2 with fixed readouts; got activation "
-            f"{model.activation.name!r} with readout {model.readout!r}")
-    if method == "iterate" and dynamics != "gd":
-        raise ValueError("method='iterate' solves gradient descent (dynamics='gd'); "
-                         "use method='forward' for gradient flow")
-    if method == "lazy" and cfg["weight_decay"] > 0:
-        raise ValueError("weight_decay > 0 moves the kernel, so there is no lazy closed form; "
-                         "use method='forward'")
-    if method in ("forward", "iterate"):
-        if sampler == "quadrature":
-            r = min(data.D, data.P + data.P_test)
-            n = quadrature_size(cfg["quadrature_nodes"], r, data.C, model.trained_readout)
-            if n > MAX_QUADRATURE_NODES:
-                raise ValueError(f"sampler='quadrature' needs {cfg['quadrature_nodes']}^dims = {n} "
-                                 f"nodes (> {MAX_QUADRATURE_NODES}); it is for tiny input "
-                                 "dimension; use sampler='orthogonal'")
-            cfg["replicas"] = 1
-        else:
-            per = 2 * cfg["replicas"] if sampler != "mc" else cfg["replicas"]
-            if cfg["samples"] % per:
-                raise ValueError(f"samples ({cfg['samples']}) must be a multiple of "
-                                 f"{per} (replicas x antithetic pairs)")
-    meas = opts.get("neuron_measures")
-    if meas is not None:
-        if not callable(meas):
-            raise ValueError(f"neuron_measures must be a function (w, w0) -> (K,), got {meas!r}")
-        if method not in ("forward", "iterate"):
-            raise ValueError("neuron_measures needs a sampled method (forward or iterate): the "
-                             f"{method} method has no individual neurons")
-        if data.D > data.P + data.P_test:
-            raise ValueError("neuron_measures needs D <= P + P* (the single site then carries "
-                             f"the weights themselves); got D={data.D}, P + P*={data.P + data.P_test}")
-    cfg["neuron_measures"] = meas
-    cv = opts["control_variate"]
-    if cv is None:   # the lazy-kernel control variate helps unless weight decay moves the kernel away
-        cv = cfg["weight_decay"] == 0
-    elif not isinstance(cv, (bool, np.bool_)):
-        raise ValueError(f"control_variate must be None, True or False, got {cv!r}")
-    cfg["control_variate"] = bool(cv)
-    cfg["cv_mode"] = "off" if not cv else ("operator" if data.C > 1 else "matrix")
-    cfg["method"] = method
-    cfg["closure_kind"] = closure_kind if method == "closure" else None
-    need = _memory_estimate(model, data, cfg)
-    if need > cfg["max_memory_gb"] * 2 ** 30:
-        raise ValueError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
-                         f"(> max_memory_gb={cfg['max_memory_gb']}); save less often (save_every), "
-                         "pass kernels=False, or use fewer samples")
-    return cfg
-
-
-def _memory_estimate(model, data, cfg) -> float:
-    """Bytes for the largest arrays a solve holds (float64)."""
-    P, Pt, C, D = data.P, data.P_test, data.C, data.D
-    r = min(D, P + Pt)
-    T = cfg["steps"] // cfg["save_every"] + 1
-    R = cfg["replicas"] if cfg["method"] in ("forward", "iterate") else 1
-    per_save = P * C + Pt * C + (3 * P * P if cfg["kernels"] else 0) + 4
-    total = R * T * per_save
-    if cfg["method"] in ("forward", "iterate"):
-        m = cfg["samples"] // R
-        if cfg["sampler"] == "quadrature":
-            m = quadrature_size(cfg["quadrature_nodes"], r, C, model.trained_readout)
-        total += R * ((P + Pt) * P * 2 + m * (r + C) * 3 + m * (P + Pt) * 4)
-        if cfg["method"] == "iterate":
-            total += 4 * R * cfg["steps"] * P * C
-    elif cfg["method"] == "closure":
-        total += T * r * r + 4 * P * P
-    return 8.0 * total
-
-
-# ----------------------------------------------------------------- setup
-
-def _dtype():
-    return jnp.result_type(float)
-
-
-def _geometry(data: Dataset) -> dict:
-    """What depends on the inputs and targets only (numpy, once per dataset)."""
-    dt = _dtype()
-    x_tr = np.asarray(data.x_train, dtype=np.float64)
-    x_all = x_tr if data.x_test is None else np.concatenate(
-        [x_tr, np.asarray(data.x_test, dtype=np.float64)])
-    l_all, basis = field_basis(x_all)
-    return {"l_all": jnp.asarray(l_all, dt), "basis": basis,
-            "kx_all_tr": jnp.asarray(input_kernel(x_all, x_tr), dt),
-            "diag": jnp.asarray(np.sum(x_all * x_all, axis=1) / data.D, dt),
-            "y": jnp.asarray(data.targets("train"), dt), "P": data.P, "r": l_all.shape[1]}
-
-
-def _lazy_setup(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: int) -> dict:
-    """Lazy kernels and f(0) for one activation and gamma0 (traceable: these may be traced)."""
-    P = geo["P"]
-    diag = geo["diag"]
-    phi0, g0 = lazy_kernels(act, geo["kx_all_tr"], diag, diag[:P], nodes=nodes)
-    # quadrature is not exactly symmetric in (mu, nu): symmetrize the train block (built as a
-    # new array: an in-place `.at[:P].set` that reads its own transpose is not symmetric under jit)
-    phi0 = jnp.concatenate([(phi0[:P] + phi0[:P].T) / 2, phi0[P:]])
-    g0 = jnp.concatenate([(g0[:P] + g0[:P].T) / 2, g0[P:]])
-    k0 = lazy_ntk(phi0, g0, geo["kx_all_tr"], trained)
-    c = geo["y"].shape[1]
-    if centered or trained:
-        f0 = jnp.zeros((diag.shape[0], c), diag.dtype)
-    else:   # fixed readouts, uncentered: f(0) = E[phi(u)] / gamma0
-        f0 = jnp.broadcast_to(jnp.asarray(act.mean(diag), diag.dtype)[:, None] / gamma0,
-                              (diag.shape[0], c))
-    return {**geo, "phi0": phi0, "g0": g0, "k0": k0, "f0": f0}
-
-
-def _setup(model: TwoLayer, data: Dataset, cfg) -> dict:
-    return _lazy_setup(_geometry(data), model.activation, model.gamma0, centered=model.centered,
-                       trained=model.trained_readout, nodes=cfg["kernel_nodes"])
+    def _no_predictor_hint(self) -> str:
+        return "solve again in this session (the final state is kept in memory, not in files)"
 
 
 # ----------------------------------------------------------------- methods
 
-def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
-    """Records of the lazy closed form at the saved step counts (traceable: gamma0 and
-    eta0 may be traced, as in `dmft.batch`). Returns (records, delta)."""
+def _solve_lazy(plan: SolvePlan, su):
+    model, data, sch = plan.model, plan.data, plan.schedule
     P = su["P"]
-    delta, s = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
-    rec = {"f_train": su["y"][None] - delta}
-    if has_test:
-        rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
-    rec["alignment"] = jnp.full(saves.shape, alignment(su["k0"][:P], su["y"]))
-    # linearized weights: delta_a = gamma0/P sum_mu phi(u_mu) S_mu, similarly for z
-    scale = (gamma0 / P) ** 2
-    gk = su["g0"][:P] * su["kx_all_tr"][:P]
-    rec["sq_change_first"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
-    rec["sq_change_readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
-                                if trained else jnp.zeros(saves.shape, s.dtype))
-    return rec, delta
-
-
-def _solve_lazy(model, data, cfg, su):
-    P = su["P"]
-    saves = jnp.arange(0, cfg["steps"] + 1, cfg["save_every"])
-    rec, _ = lazy_records(su, model.gamma0, cfg["eta0"], saves, dynamics=cfg["dynamics"],
-                          trained=model.trained_readout, has_test=data.P_test > 0)
+    saves = jnp.asarray(sch.save_steps)
+    rec, _, s = lazy_records(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
+                             trained=model.trained_readout, has_test=data.P_test > 0)
     k0 = su["k0"][:P]
     T = saves.shape[0]
-    if cfg["kernels"]:
+    if plan.kernels:
         rec.update(ntk=jnp.broadcast_to(k0, (T, P, P)),
                    feature_kernel=jnp.broadcast_to(su["phi0"][:P], (T, P, P)),
                    gradient_kernel=jnp.broadcast_to(su["g0"][:P], (T, P, P)))
     lam_max = float(jnp.max(jnp.linalg.eigvalsh(k0)))
-    extra = {"lazy_eta0_stability": cfg["eta0"] * lam_max / P,
-             "stable": bool(cfg["eta0"] * lam_max / P < 2) if cfg["dynamics"] == "gd" else True}
-    return {k: np.asarray(v) for k, v in rec.items()}, extra
+    extra = {"lazy_eta0_stability": sch.eta0 * lam_max / P,
+             "stable": bool(sch.eta0 * lam_max / P < 2) if sch.dynamics == "gd" else True}
+    s_final = s[-1]
+
+    def predictor(x_new):
+        x_new = _new_inputs(data, x_new)
+        kx = np.asarray(input_kernel(x_new, data.x_train))
+        dnew = np.sum(x_new * x_new, axis=1) / data.D
+        phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:P], nodes=plan.kernel_nodes)
+        k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
+        f0 = initial_output(model.activation, jnp.asarray(dnew), model.gamma0, data.C,
+                            centered=model.centered, trained=model.trained_readout)
+        return _squeeze(data, np.asarray(f0 + k0_new @ s_final / P))
+
+    return {k: np.asarray(v) for k, v in rec.items()}, extra, predictor
 
 
-def _closure_ctx(act, su, gamma0, eta0, decay):
-    P = su["P"]
-    a, b = _closure.poly2_coefficients(act) or (1.0, 0.0)
-    dt = _dtype()
-    return _closure.Ctx(
-        l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
-        kx_tr=su["kx_all_tr"][:P],
-        kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
-        alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(gamma0, dt),
-        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt))
-
-
-def _solve_closure(model, data, cfg, su, progress):
-    kind = cfg["closure_kind"]
-    static = _closure.Static(kind, cfg["dynamics"], cfg["kernels"], data.P_test > 0)
-    ctx = _closure_ctx(model.activation, su, model.gamma0, cfg["eta0"], cfg["weight_decay"])
+def _solve_closure(plan: SolvePlan, su, progress):
+    model, data, sch = plan.model, plan.data, plan.schedule
+    kind = plan.closure_kind
+    static = _closure.Static(kind, sch.dynamics, plan.kernels, data.P_test > 0)
+    ctx = _closure.make_context(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay)
     st0 = _closure.initial_state(kind, su["r"], data.C, _dtype())
-    rec, _, wall = run_saved(_closure.step, _closure.record, static, ctx, st0,
-                             save_every=cfg["save_every"],
-                             n_intervals=cfg["steps"] // cfg["save_every"],
-                             progress=progress, label=f"closure ({kind})")
-    return rec, {"closure": kind, "run_s": wall}
+    rec, st, wall = run_saved(_closure.step, _closure.record, static, ctx, st0, gaps=sch.gaps,
+                              progress=progress, label=f"closure ({kind})")
+
+    def predictor(x_new):
+        x_new = _new_inputs(data, x_new)
+        l_new, perp = new_point_basis(data, su["basis"], x_new)
+        dnew = jnp.asarray(np.sum(x_new * x_new, axis=1) / data.D, _dtype())
+        f0 = initial_output(model.activation, dnew, model.gamma0, data.C, centered=model.centered,
+                            trained=model.trained_readout)
+        out = _closure.predict(kind, ctx, st.U, st.m, jnp.asarray(l_new, _dtype()),
+                               jnp.asarray(np.diag(perp), _dtype()), dnew, f0, _shrink(sch))
+        return _squeeze(data, np.asarray(out))
+
+    return rec, {"closure": kind, "run_s": wall}, predictor
 
 
-def _shared_ctx(act, su, gamma0, eta0, decay):
-    P = su["P"]
-    dt = _dtype()
-    return _ss.Shared(act=act, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
-                      y=su["y"], kx_tr=su["kx_all_tr"][:P], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
-                      gamma0=jnp.asarray(gamma0, dt), eta0=jnp.asarray(eta0, dt),
-                      decay=jnp.asarray(decay, dt), k0_tr=su["k0"][:P],
-                      k0_te=su["k0"][P:])
+def _shrink(sch: Schedule) -> float:
+    """The factor weight decay has applied to every parameter by the last step."""
+    if sch.dynamics == "gd":
+        return float((1 - sch.eta0 * sch.weight_decay) ** sch.steps)
+    return float(np.exp(-sch.weight_decay * sch.final_time))
 
 
-def _replicas(act, trained, cfg, su, key):
-    sites = draw_sites(key, cfg["sampler"], cfg["samples"], cfg["replicas"], su["r"],
-                       su["y"].shape[1], trained, nodes=cfg["quadrature_nodes"], dtype=_dtype())
-    return _ss.init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
-                             sites.z, sites.a, sites.weight, p=su["P"], trained=trained,
-                             cv=cfg["cv_mode"])
-
-
-def _solve_sampled(model, data, cfg, su, key, progress):
-    static = _ss.Static(model.trained_readout, cfg["dynamics"], cfg["kernels"], data.P_test > 0,
-                        cfg["cv_mode"], cfg["neuron_measures"])
-    sh = _shared_ctx(model.activation, su, model.gamma0, cfg["eta0"], cfg["weight_decay"])
-    rep = _replicas(model.activation, model.trained_readout, cfg, su, key)
+def _solve_sampled(plan: SolvePlan, su, key, progress):
+    model, data, sch = plan.model, plan.data, plan.schedule
+    static = _ss.Static(model.trained_readout, sch.dynamics, plan.kernels, data.P_test > 0,
+                        plan.cv_mode, plan.neuron_measures)
+    sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay)
+    rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
+                            replicas=plan.replicas, quadrature_nodes=plan.quadrature_nodes,
+                            trained=model.trained_readout, cv=plan.cv_mode)
     st0 = _ss.initial_state(rep, su["P"])
-    n_int = cfg["steps"] // cfg["save_every"]
     extra = {"nodes_per_replica": int(rep.w.shape[1]), "replicas": int(rep.w.shape[0])}
     drive = None
-    if cfg["method"] == "iterate":
-        P, W = su["P"], cfg["window"]
+    if plan.method == "iterate":
+        P, W = su["P"], plan.window
         delta_lazy, _ = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], jnp.arange(W),
-                                  cfg["eta0"], dynamics="gd")
+                                  sch.eta0, dynamics="gd")
         R = rep.w.shape[0]
         delta0 = jnp.broadcast_to(delta_lazy, (R,) + delta_lazy.shape)
         t0 = time.perf_counter()
-        delta, n, hist, res = _ss.iterate(static, cfg["max_iter"], W, cfg["steps"] // W, sh, rep,
-                                          delta0, cfg["tol"], cfg["damping"])
+        delta, n, hist, res = _ss.iterate(static, plan.max_iter, W, sch.steps // W, sh, rep,
+                                          delta0, plan.tol, plan.damping)
         n, hist, res = np.asarray(n), np.asarray(hist), np.asarray(res)
         extra.update(window=W, iterations=n.tolist(),
                      residuals=[h[:k].tolist() for h, k in zip(hist, n)],
@@ -421,14 +165,49 @@ def _solve_sampled(model, data, cfg, su, key, progress):
                 f"iterate: the residual became non-finite in window {w} (steps {w * W} to "
                 f"{(w + 1) * W}); residuals there: {hist[w][:n[w]].tolist()}",
                 step=w * W, cause="non-finite Delta in the iteration")
-        drive = jnp.moveaxis(delta, 0, 1).reshape(
-            (n_int, cfg["save_every"]) + (R,) + delta.shape[2:])
-        extra["converged"] = bool(np.all(res <= cfg["tol"]))
-    rec, _, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), st0,
-                             save_every=cfg["save_every"], n_intervals=n_int, drive=drive,
-                             progress=progress, label=cfg["method"])
+        drive = jnp.moveaxis(delta, 0, 1)                       # (steps, R, P, C)
+        extra["converged"] = bool(np.all(res <= plan.tol))
+    rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), st0, gaps=sch.gaps,
+                              drive=drive, progress=progress, label=plan.method)
     extra["run_s"] = wall
-    return rec, extra
+
+    def predictor(x_new):
+        x_new = _new_inputs(data, x_new)
+        l_new, perp = new_point_basis(data, su["basis"], x_new)
+        dt = _dtype()
+        dnew = jnp.asarray(np.sum(x_new * x_new, axis=1) / data.D, dt)
+        kx = np.asarray(input_kernel(x_new, data.x_train))
+        phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:su["P"]],
+                                nodes=plan.kernel_nodes)
+        k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
+        f0 = initial_output(model.activation, dnew, model.gamma0, data.C, centered=model.centered,
+                            trained=model.trained_readout)
+        R, M = rep.w.shape
+        # the field outside the data span: per node, a Gaussian with the new points' covariance
+        lam, vec = np.linalg.eigh(perp)
+        factor = vec * np.sqrt(np.clip(lam, 0, None))
+        xi = jax.random.normal(jax.random.fold_in(key, 2 ** 20), (R, M, factor.shape[1]), dt)
+        perp_nodes = xi @ jnp.asarray(factor.T, dt)
+        out = _ss.predict(static, sh, rep, st, jnp.asarray(l_new, dt), perp_nodes,
+                          jnp.asarray(k0_new, dt), f0, _shrink(sch))
+        return _squeeze(data, np.asarray(out))
+
+    return rec, extra, predictor
+
+
+def _new_inputs(data: Dataset, x_new) -> np.ndarray:
+    """New inputs as a float64 (n, D) array, checked like `Dataset`'s."""
+    from .problem import as_array
+
+    x = as_array("x_new", x_new, (1, 2))
+    x = x[None] if x.ndim == 1 else x
+    if x.shape[1] != data.D:
+        raise InputError(f"x_new: has {x.shape[1]} features but the data have D = {data.D}")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _squeeze(data: Dataset, f):
+    return f[..., 0] if data.scalar else f
 
 
 # ----------------------------------------------------------------- assembly
@@ -437,12 +216,12 @@ def _mse(y, f):
     return np.mean((y - f) ** 2, axis=tuple(range(-2, 0)))
 
 
-def _assemble(model, data, cfg, rec, extra, t) -> Solution:
+def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
+    model, data, sch = plan.model, plan.data, plan.schedule
     y = np.asarray(data.targets("train"))
     yt = data.targets("test")
-    sampled = cfg["method"] in ("forward", "iterate")
     error = None
-    if sampled:
+    if plan.sampled:
         R = rec["f_train"].shape[1]
         per_train = _mse(y, rec["f_train"])                        # (T, R)
         per_test = _mse(yt, rec["f_test"]) if (yt is not None and "f_test" in rec) else None
@@ -460,20 +239,19 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
     f_te = rec.get("f_test")
     train_loss = _mse(y, f_tr)
     test_loss = _mse(yt, f_te) if (yt is not None and f_te is not None) else None
-    sq_first = rec["sq_change_first"]
-    if extra.get("basis") == "kernel-eigenbasis" and cfg["weight_decay"] > 0:
+    sq_first = rec["sq_weight_change.first_layer"]
+    if su["basis"] == "kernel-eigenbasis" and sch.weight_decay > 0:
         # the D - r weight coordinates outside the data span only decay: add their change
-        k = np.arange(0, cfg["steps"] + 1, cfg["save_every"])
-        shrink = (1 - cfg["eta0"] * cfg["weight_decay"]) ** k if cfg["dynamics"] == "gd" else \
-            np.exp(-cfg["weight_decay"] * cfg["eta0"] * k)
-        sq_first = sq_first + (1 - shrink) ** 2 * (data.D - extra["rank"])
+        k = sch.save_steps
+        shrink = (1 - sch.eta0 * sch.weight_decay) ** k if sch.dynamics == "gd" else \
+            np.exp(-sch.weight_decay * sch.eta0 * k)
+        sq_first = sq_first + (1 - shrink) ** 2 * (data.D - su["r"])
     wc = {"first_layer": np.sqrt(np.maximum(sq_first, 0) / data.D),
-          "readout": np.sqrt(np.maximum(rec["sq_change_readout"], 0) / data.C)}
-    if data.scalar:
-        f_tr = f_tr[..., 0]
-        f_te = None if f_te is None else f_te[..., 0]
+          "readout": np.sqrt(np.maximum(rec["sq_weight_change.readout"], 0) / data.C)}
+    f_tr = _squeeze(data, f_tr)
+    f_te = None if f_te is None else _squeeze(data, f_te)
     state = None
-    if cfg["method"] == "closure":
+    if plan.method == "closure":
         state = {k: rec[k] for k in ("mean", "second_moment", "covariance") if k in rec}
     est = {}
     if error:
@@ -481,34 +259,38 @@ def _assemble(model, data, cfg, rec, extra, t) -> Solution:
     rms = {"train": float(np.sqrt(np.mean(y ** 2)))}
     if yt is not None:
         rms["test"] = float(np.sqrt(np.mean(yt ** 2)))
-    info = {"method": cfg["method"], "dynamics": cfg["dynamics"], "target_rms": rms, **extra,
-            "error_estimate": est or ({"exact": 0.0} if cfg["method"] in ("closure",) else est)}
-    return Solution(t=t, f_train=f_tr, f_test=f_te, train_loss=train_loss, test_loss=test_loss,
-                    ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
+    info = {"method": plan.method, "dynamics": sch.dynamics, "target_rms": rms, **extra,
+            "error_estimate": est or ({"exact": 0.0} if plan.method == "closure" else est)}
+    return Solution(t=sch.times, f_train=f_tr, f_test=f_te, train_loss=train_loss,
+                    test_loss=test_loss, ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
                     gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
                     weight_change=wc, error=error, info=info, state=state,
                     measures=rec.get("measures"))
 
 
-def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
-          save_every: int = 10, *, method: str = "auto", dynamics: str = "gd",
-          samples: int = 16384, replicas: int = 4, sampler: str = "stratified", key=None,
-          control_variate: bool | None = None, kernels: bool = True, weight_decay: float = 0.0,
-          tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0, window=None,
-          kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
+_UNSET = object()
+
+
+def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=_UNSET, *,
+          schedule: Schedule | None = None, dynamics=_UNSET, weight_decay=_UNSET, save_at=_UNSET,
+          method: str = "auto", samples: int = 16384, replicas: int = 4,
+          sampler: str = "stratified", key=None, control_variate: bool | None = None,
+          kernels: bool = True, tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0,
+          window=None, kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
           max_memory_gb: float = 4.0, neuron_measures=None) -> Solution:
-    """Solve the two-layer DMFT (THEORY.md section 3) in DMFT time units.
+    """Solve the two-layer DMFT (docs/derivations.md) in DMFT time units.
 
     Args:
         model: `dmft.TwoLayer`.
         data: `dmft.Dataset`.
-        eta0: gradient-descent step (or integrator step for dynamics="flow").
-        steps: number of steps; must be a multiple of save_every.
-        save_every: record every this many steps (t = k * eta0).
+        eta0, steps, save_every, dynamics, weight_decay, save_at: the training protocol
+            in keyword form (defaults 0.1, 1000, 10, "gd", 0.0, None), or
+        schedule: a `dmft.Schedule` (also accepted as the third positional argument);
+            not both. eta0 is the gradient-descent step (the integrator step for
+            dynamics="flow": fourth-order Runge-Kutta); step k is at t = k eta0;
+            weight_decay is kappa >= 0 per unit time (docs/conventions.md).
         method: "auto" (closure when exact, else forward), "forward", "iterate",
             "closure" or "lazy".
-        dynamics: "gd" (gradient descent at step eta0, exactly) or "flow"
-            (gradient flow, fourth-order Runge-Kutta with step eta0).
         samples: single-site nodes in total over all replicas (sampled methods).
         replicas: independent replicas; their spread gives `Solution.error`.
         sampler: "stratified", "orthogonal", "antithetic", "mc" or "quadrature"
@@ -518,7 +300,6 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
             means on without weight decay and off with it (decay moves the kernel far
             from K0, where the correction only adds noise).
         kernels: keep the (T, P, P) kernels (alignment is always computed).
-        weight_decay: kappa >= 0 per unit time (THEORY.md section 8).
         tol, max_iter, damping: stopping rule and mixing of method="iterate".
         window: steps per time window of method="iterate" (windows are solved in
             order); default: the longest divisor of steps up to 10. Long windows
@@ -533,48 +314,59 @@ def solve(model: TwoLayer, data: Dataset, eta0: float = 0.1, steps: int = 1000,
             `Solution.measures` (sampled methods, D <= P + P* so that nodes are weights).
 
     Returns:
-        A `Solution`.
+        A `Solution`; `.predict(x_new)` gives final-time predictions on new inputs.
 
     Raises:
-        ValueError: bad arguments (before any computation).
+        InputError (a ValueError): bad arguments (before any computation).
         DivergenceError: non-finite outputs, with the first bad step.
         NotConverged: method="iterate" above tol after max_iter iterations.
     """
-    cfg = _validate(model, data, eta0, steps, save_every, dict(
-        method=method, dynamics=dynamics, samples=samples, replicas=replicas, sampler=sampler,
-        control_variate=control_variate, kernels=kernels, weight_decay=weight_decay, tol=tol,
-        max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,
-        quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb,
-        neuron_measures=neuron_measures))
+    if isinstance(eta0, Schedule):
+        if schedule is not None:
+            raise InputError("schedule: given twice (positionally and as schedule=)")
+        schedule, eta0 = eta0, _UNSET
+    sch = schedule_from(schedule, **{k: v for k, v in dict(
+        eta0=eta0, steps=steps, save_every=save_every, dynamics=dynamics, weight_decay=weight_decay,
+        save_at=save_at).items() if v is not _UNSET}, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+    plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
+                      sampler=sampler, control_variate=control_variate, kernels=kernels, tol=tol,
+                      max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,
+                      quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb,
+                      neuron_measures=neuron_measures)
+    progress = checks.flag("progress", progress)
+    key = checks.prng_key("key", key)
     if key is None:
         key = jax.random.key(0)
+    return run_plan(plan, key=key, progress=progress)
+
+
+def run_plan(plan: SolvePlan, *, key=None, progress: bool = False) -> Solution:
+    """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
+    key = jax.random.key(0) if key is None else key
+    model, data = plan.model, plan.data
     t_start = time.perf_counter()
-    su = _setup(model, data, cfg)
+    su = lazy_setup(geometry(data), model.activation, model.gamma0, centered=model.centered,
+                    trained=model.trained_readout, nodes=plan.kernel_nodes)
     setup_s = time.perf_counter() - t_start
-    if cfg["method"] == "lazy":
-        rec, extra = _solve_lazy(model, data, cfg, su)
-    elif cfg["method"] == "closure":
-        rec, extra = _solve_closure(model, data, cfg, su, progress)
+    if plan.method == "lazy":
+        rec, extra, predictor = _solve_lazy(plan, su)
+    elif plan.method == "closure":
+        rec, extra, predictor = _solve_closure(plan, su, progress)
     else:
-        rec, extra = _solve_sampled(model, data, cfg, su, key, progress)
-    t = np.arange(0, cfg["steps"] + 1, cfg["save_every"]) * cfg["eta0"]
+        rec, extra, predictor = _solve_sampled(plan, su, key, progress)
     extra.update(basis=su["basis"], rank=int(su["r"]),
                  lazy_kernels=("closed form" if model.activation.has_closed_form
-                               else f"gauss-hermite {cfg['kernel_nodes']}x{cfg['kernel_nodes']}"),
+                               else f"gauss-hermite {plan.kernel_nodes}x{plan.kernel_nodes}"),
                  dtype=str(_dtype()), backend=jax.default_backend(), setup_s=setup_s,
                  wall_s=time.perf_counter() - t_start)
-    if cfg["method"] in ("forward", "iterate"):
-        extra.update(sampler=cfg["sampler"], samples=cfg["samples"],
-                     control_variate=cfg["control_variate"])
-    config = {"model": model.describe(), "data": data.describe(),
-              "solve": {k: v for k, v in cfg.items() if k not in ("max_memory_gb", "neuron_measures")}}
-    if neuron_measures is not None:
-        config["solve"]["neuron_measures"] = getattr(neuron_measures, "__name__", repr(neuron_measures))
-    sol = _assemble(model, data, cfg, rec, {**extra, "config": config}, t)
-    if cfg["method"] == "iterate" and not extra["converged"]:
+    if plan.sampled:
+        extra.update(sampler=plan.sampler, samples=plan.samples, control_variate=plan.control_variate)
+    sol = _assemble(plan, rec, {**extra, "config": plan.describe()}, su)
+    sol._predictor = predictor
+    if plan.method == "iterate" and not extra["converged"]:
         raise NotConverged(
-            f"iterate: residual {extra['final_residual']:.3e} > tol={cfg['tol']:.1e} after "
-            f"max_iter={cfg['max_iter']} iterations in some window (iterations per window: "
+            f"iterate: residual {extra['final_residual']:.3e} > tol={plan.tol:.1e} after "
+            f"max_iter={plan.max_iter} iterations in some window (iterations per window: "
             f"{extra['iterations']}); residual histories in .residuals, last iterate in "
             ".solution. Try damping < 1, a shorter window, more max_iter, or method='forward'.",
             residuals=extra["residuals"], solution=sol)

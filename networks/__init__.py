@@ -2,8 +2,9 @@
 
     import networks
     run = networks.train(model, data, width=1024, seeds=16, eta0=0.1, steps=1000, save_every=10)
+    run = networks.train(model, data, schedule=dmft.Schedule(...))    # the protocol dmft.solve takes
 """
 
-from .train import Run, default_optimizer, train
+from .train import Run, TrainPlan, default_optimizer, init_params, plan_train, train
 
-__all__ = ["train", "Run", "default_optimizer"]
+__all__ = ["train", "Run", "default_optimizer", "plan_train", "TrainPlan", "init_params"]

@@ -1,6 +1,6 @@
 """Finite-width two-layer networks trained exactly as the theory assumes.
 
-The network is THEORY.md section 1 (see docs/conventions.md):
+The network is the one of docs/conventions.md:
 
     f(x) = 1 / (gamma0 N) sum_i a_i phi(w_i . x / sqrt(D)),   w_i ~ N(0, I_D),
 
@@ -8,7 +8,9 @@ with trained (a_i ~ N(0, 1)) or fixed (a_i = 1) readouts, optionally centered
 (f - f(theta_0)). Optimizers receive the DMFT-scaled gradient gamma0^2 N grad L,
 L = |y - f|^2 / (2P); plain gradient descent with learning rate eta0 then is
 exactly theta <- theta - eta0 gamma0^2 N grad L, so step k sits at DMFT time
-t = k eta0 for every width and gamma0.
+t = k eta0 for every width and gamma0. Gradient flow (dynamics="flow") integrates
+d theta / dt = -(gamma0^2 N grad L + kappa theta) with fourth-order Runge-Kutta at
+step eta0, as `dmft.solve` does.
 
 Seeds are vmapped (one compiled program for all seeds); a list of widths is a
 loop of compiled programs, one per width.
@@ -18,9 +20,11 @@ Example:
     >>> import dmft, networks
     >>> data = dmft.tasks.single_index(D=4, P=8, P_test=4, degree=1, key=0)
     >>> run = networks.train(dmft.TwoLayer("relu"), data, width=64, seeds=3, eta0=0.5,
-    ...                      steps=20, save_every=10)
+    ...                      steps=20, save_every=10, keep_params=True)
     >>> run.f_train.shape, run.train_loss.shape, run.t.tolist()
     ((3, 3, 8), (3, 3), [0.0, 5.0, 10.0])
+    >>> bool(abs(run.predict(data.x_test) - run.f_test[:, -1]).max() < 1e-12)
+    True
 """
 
 from __future__ import annotations
@@ -28,9 +32,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import operator
 import time
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +41,14 @@ import numpy as np
 import optax
 
 import dmft
-from dmft import io as _io
+from dmft import checks
+from dmft.errors import InputError
 from dmft.kernels import alignment, input_kernel
 from dmft.runner import finite_flag, run_saved
+from dmft.schedule import Schedule, schedule_from
 
-__all__ = ["train", "Run", "default_optimizer", "MAX_MEMORY_GB"]
+__all__ = ["train", "Run", "default_optimizer", "MAX_MEMORY_GB", "TrainPlan", "plan_train",
+           "memory_estimate", "init_params"]
 
 MAX_MEMORY_GB = 4.0
 
@@ -50,7 +56,7 @@ MAX_MEMORY_GB = 4.0
 # ----------------------------------------------------------------- optimizers
 
 def _gd(learning_rate, weight_decay):
-    # theta <- (1 - lr kappa) theta - lr * (gamma0^2 N grad L)   (THEORY.md section 8)
+    # theta <- (1 - lr kappa) theta - lr * (gamma0^2 N grad L)   (docs/conventions.md)
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
 
 
@@ -67,11 +73,11 @@ def default_optimizer():
 # ----------------------------------------------------------------- the result
 
 @dataclasses.dataclass
-class Run:
-    """Trajectories of an ensemble of width-N networks (leading axes: seed, time).
+class Run(dmft.Trajectory):
+    """Trajectories of an ensemble of width-N networks (leading axes: seed, time); `dmft.Trajectory`.
 
-    Attributes:
-        t: (T,) DMFT times, identical to `dmft.solve`'s for the same eta0/steps/save_every.
+    Attributes (beyond the shared records of `dmft.Trajectory`):
+        t: (T,) DMFT times, identical to `dmft.solve`'s for the same schedule.
         f_train, f_test: (S, T, P), (S, T, P*) predictions ((..., C) with C outputs).
         train_loss, test_loss: (S, T) mean squared errors (test_loss None without y_test).
         ntk, feature_kernel, gradient_kernel: (S, T, P, P) with kernels=True, else None.
@@ -79,53 +85,60 @@ class Run:
         weight_change: {"first_layer", "readout"} -> (S, T), ||theta - theta0|| / ||theta0||.
         info: width, seeds, optimizer, wall time, divergence flags.
         measures: (S, T, K) neuron measures averaged over units (with neuron_measures), else None.
+        params, params0: final and initial parameters {"w": (S, N, D), "a": (S, N, C)} with
+            keep_params=True, else None.
     """
 
-    t: np.ndarray
-    f_train: np.ndarray
-    f_test: np.ndarray | None
-    train_loss: np.ndarray
-    test_loss: np.ndarray | None
-    ntk: np.ndarray | None
-    feature_kernel: np.ndarray | None
-    gradient_kernel: np.ndarray | None
-    alignment: np.ndarray
-    weight_change: dict
-    info: dict
-    measures: np.ndarray | None = None
+    params: dict | None = None
+    params0: dict | None = None
+
+    GROUPS: ClassVar[tuple] = ("weight_change", "params", "params0")
+    ENSEMBLE_AXES: ClassVar[tuple] = ("seed",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.params is not None and self.params0 is not None:
+            cfg = self.info.get("config", {})
+            try:
+                model = dmft.TwoLayer.from_description(cfg["model"])
+            except (KeyError, InputError):
+                return
+            self._predictor = _param_predictor(model, self.params, self.params0,
+                                               bool(cfg.get("data", {}).get("C", 1) == 1
+                                                    and self.f_train.ndim == 3))
 
     @property
     def width(self) -> int:
         return int(self.info["width"])
 
-    def arrays(self) -> dict:
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "weight_change":
-                out.update({f"weight_change.{k}": a for k, a in v.items()})
-            elif f.name != "info" and v is not None:
-                out[f.name] = v
-        return out
+    def label(self) -> str:
+        return f"N = {self.info.get('width', '?')}"
 
-    def save(self, stem):
-        """Write STEM.npz + STEM.json (`dmft.io` format)."""
-        info = dict(self.info)
-        config = info.pop("config", {})
-        return _io.save(stem, self.arrays(), config, extra=info)
+    def _no_predictor_hint(self) -> str:
+        return "train with keep_params=True (the parameters are then saved with the run too)"
 
-    @classmethod
-    def load(cls, stem) -> "Run":
-        arrays, meta = _io.load(stem)
-        kw: dict[str, Any] = {f.name: None for f in dataclasses.fields(cls)}
-        kw["weight_change"] = {}
-        for name, a in arrays.items():
-            if name.startswith("weight_change."):
-                kw["weight_change"][name.split(".", 1)[1]] = a
-            else:
-                kw[name] = a
-        kw["info"] = {**meta.get("extra", {}), "config": meta.get("config", {})}
-        return cls(**kw)
+
+def _param_predictor(model, params, params0, scalar):
+    act, g, trained = model.activation, model.gamma0, model.trained_readout
+
+    def f(p, x):
+        w = jnp.asarray(p["w"])
+        a = jnp.asarray(p["a"]) if trained else jnp.ones((w.shape[0], 1), w.dtype)
+        return act(x @ w.T / math.sqrt(x.shape[1])) @ a / (g * w.shape[0])
+
+    def predictor(x_new):
+        x = dmft.problem.as_array("x_new", x_new, (1, 2))
+        x = jnp.asarray(x[None] if x.ndim == 1 else x, jnp.asarray(params["w"]).dtype)
+        if x.shape[1] != np.shape(params["w"])[-1]:
+            raise InputError(f"x_new: has {x.shape[1]} features but the networks have "
+                             f"D = {np.shape(params['w'])[-1]}")
+        out = jax.vmap(lambda p: f(p, x))(params)
+        if model.centered:
+            out = out - jax.vmap(lambda p: f(p, x))(params0)
+        out = np.asarray(out)
+        return out[..., 0] if scalar else out
+
+    return predictor
 
 
 # ----------------------------------------------------------------- the program
@@ -136,6 +149,7 @@ class Static(NamedTuple):
     has_test: bool
     optimizer: Any          # an optax GradientTransformation (hashable by identity)
     measures: Any = None    # neuron measure (w, w0) -> (K,), averaged over units, or None
+    flow: bool = False      # gradient flow (RK4) instead of the optimizer's steps
 
 
 class Shared(NamedTuple):
@@ -145,6 +159,8 @@ class Shared(NamedTuple):
     y: jax.Array            # (P, C)
     kx_tr: jax.Array        # (P, P)
     gamma0: jax.Array
+    eta0: jax.Array         # the RK4 step (gradient flow); gradient descent reads it from the optimizer
+    decay: jax.Array        # weight decay kappa (gradient flow)
 
 
 class Seed(NamedTuple):
@@ -178,10 +194,32 @@ def _loss(static, sh, seed, params):
     return jnp.sum(r * r) / (2 * sh.y.shape[0])
 
 
+def _scaled_grad(static, sh, seed, params):
+    n = params["w"].shape[0]
+    loss, grads = jax.value_and_grad(lambda p: _loss(static, sh, seed, p))(params)
+    return loss, jax.tree_util.tree_map(lambda g: sh.gamma0 ** 2 * n * g, grads)   # gamma0^2 N grad L
+
+
 def _step1(static: Static, sh: Shared, seed: Seed, st: State):
-    n = st.params["w"].shape[0]
-    loss, grads = jax.value_and_grad(lambda p: _loss(static, sh, seed, p))(st.params)
-    scaled = jax.tree_util.tree_map(lambda g: sh.gamma0 ** 2 * n * g, grads)   # gamma0^2 N grad L
+    if static.flow:
+        # classical fourth-order Runge-Kutta on d theta/dt = -(gamma0^2 N grad L + kappa theta)
+        def vel(p):
+            _, g = _scaled_grad(static, sh, seed, p)
+            return jax.tree_util.tree_map(lambda gi, pi: -(gi + sh.decay * pi), g, p)
+
+        def shift(p, v, c):
+            return jax.tree_util.tree_map(lambda pi, vi: pi + c * vi, p, v)
+
+        eta = sh.eta0
+        loss = _loss(static, sh, seed, st.params)
+        k1 = vel(st.params)
+        k2 = vel(shift(st.params, k1, eta / 2))
+        k3 = vel(shift(st.params, k2, eta / 2))
+        k4 = vel(shift(st.params, k3, eta))
+        params = jax.tree_util.tree_map(lambda p, a, b, c, d: p + eta / 6 * (a + 2 * b + 2 * c + d),
+                                        st.params, k1, k2, k3, k4)
+        return State(params, st.opt_state, st.k + 1, finite_flag(st.k, st.bad, loss))
+    loss, scaled = _scaled_grad(static, sh, seed, st.params)
     updates, opt_state = static.optimizer.update(scaled, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
     return State(params, opt_state, st.k + 1, finite_flag(st.k, st.bad, loss))
@@ -205,12 +243,12 @@ def _record1(static: Static, sh: Shared, seed: Seed, st: State):
     if static.kernels:
         out.update(ntk=ntk, feature_kernel=feat, gradient_kernel=grad)
     w0 = seed.params0["w"]
-    out["weight_change_first"] = jnp.linalg.norm(w - w0) / jnp.linalg.norm(w0)
+    out["weight_change.first_layer"] = jnp.linalg.norm(w - w0) / jnp.linalg.norm(w0)
     if static.trained:
         a0 = seed.params0["a"]
-        out["weight_change_readout"] = jnp.linalg.norm(a - a0) / jnp.linalg.norm(a0)
+        out["weight_change.readout"] = jnp.linalg.norm(a - a0) / jnp.linalg.norm(a0)
     else:
-        out["weight_change_readout"] = jnp.zeros((), w.dtype)
+        out["weight_change.readout"] = jnp.zeros((), w.dtype)
     if static.measures is not None:
         out["measures"] = jnp.mean(jax.vmap(static.measures)(w, w0), axis=0)
     # a seed that went non-finite reports NaN from then on
@@ -244,7 +282,7 @@ def init_params(key, width: int, d: int, c: int, trained: bool, antithetic: bool
 @functools.partial(jax.jit, static_argnames=("trained",))
 def _init_outputs(act, gamma0, params, x_tr, x_te, *, trained: bool):
     """f(x; theta_0) on train and test points, for every seed."""
-    sh = Shared(act, x_tr, x_te, None, None, gamma0)
+    sh = Shared(act, x_tr, x_te, None, None, gamma0, None, None)
     st = Static(trained, False, True, None)
     one = lambda p: (_output(st, sh, p, x_tr), _output(st, sh, p, x_te))   # noqa: E731
     return jax.vmap(one)(params)
@@ -252,37 +290,17 @@ def _init_outputs(act, gamma0, params, x_tr, x_te, *, trained: bool):
 
 # ----------------------------------------------------------------- validation
 
-def _int_arg(name, value, minimum):
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
-def _nonnegative(name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
 def _check_optimizer(opt):
     if opt is None:
         return None
     if not (isinstance(opt, optax.GradientTransformation)
             or (hasattr(opt, "init") and hasattr(opt, "update")
                 and callable(opt.init) and callable(opt.update))):
-        raise ValueError(f"optimizer must be an optax GradientTransformation, got {type(opt).__name__}")
+        raise InputError(f"optimizer must be an optax GradientTransformation, got {type(opt).__name__}")
     try:
         hash(opt)
     except TypeError:
-        raise ValueError("optimizer must be hashable (an optax GradientTransformation is)") from None
+        raise InputError("optimizer must be hashable (an optax GradientTransformation is)") from None
     return opt
 
 
@@ -294,60 +312,88 @@ def memory_estimate(data, width, seeds, T, kernels) -> float:
     return 8.0 * (per_step + records)
 
 
-def _validate(model, data, width, seeds, eta0, steps, save_every, optimizer, antithetic,
-              kernels, weight_decay, max_memory_gb):
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """A validated `networks.train` call: problem, schedule, widths and options."""
+
+    model: Any
+    data: Any
+    schedule: Schedule
+    widths: tuple
+    seeds: int
+    optimizer: Any
+    antithetic: bool
+    kernels: bool
+    max_memory_gb: float
+    neuron_measures: Any
+    keep_params: bool
+
+    def describe(self, width: int) -> dict:
+        """The configuration of one width, as recorded in `Run.info["config"]`."""
+        train = {"width": width, "seeds": self.seeds, **self.schedule.describe(),
+                 "antithetic": self.antithetic, "kernels": self.kernels,
+                 "optimizer": None if self.optimizer is None else repr(self.optimizer)}
+        return {"model": self.model.describe(), "data": self.data.describe(), "train": train}
+
+
+def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, optimizer=None,
+               antithetic: bool = False, kernels: bool = False, max_memory_gb: float = MAX_MEMORY_GB,
+               neuron_measures=None, keep_params: bool = False) -> TrainPlan:
+    """Every check of `networks.train`, before any compute; InputError naming the argument."""
     if not isinstance(model, dmft.TwoLayer):
-        raise ValueError(f"model must be a dmft.TwoLayer, got {type(model).__name__}")
+        raise InputError(f"model must be a dmft.TwoLayer, got {type(model).__name__}")
     if not isinstance(data, dmft.Dataset):
-        raise ValueError(f"data must be a dmft.Dataset, got {type(data).__name__}")
+        raise InputError(f"data must be a dmft.Dataset, got {type(data).__name__}")
     widths = list(width) if isinstance(width, (list, tuple, np.ndarray)) else [width]
     if not widths:
-        raise ValueError("width: give at least one width")
-    widths = [_int_arg("width", w, 1) for w in widths]
+        raise InputError("width: give at least one width")
+    widths = [checks.integer("width", w, minimum=1) for w in widths]
+    antithetic = checks.flag("antithetic", antithetic)
+    kernels = checks.flag("kernels", kernels)
+    keep_params = checks.flag("keep_params", keep_params)
     if antithetic:
         if not model.trained_readout:
-            raise ValueError("antithetic=True pairs readouts (w, a), (w, -a): it needs "
+            raise InputError("antithetic=True pairs readouts (w, a), (w, -a): it needs "
                              "readout='trained'")
         odd = [w for w in widths if w % 2]
         if odd:
-            raise ValueError(f"width must be even with antithetic=True, got {odd}")
-    seeds = _int_arg("seeds", seeds, 1)
-    steps = _int_arg("steps", steps, 1)
-    save_every = _int_arg("save_every", save_every, 1)
-    if steps % save_every:
-        raise ValueError(f"steps ({steps}) must be a multiple of save_every ({save_every})")
-    try:
-        eta0 = float(eta0)
-    except (TypeError, ValueError):
-        raise ValueError(f"eta0 must be a positive number, got {eta0!r}") from None
-    if not (math.isfinite(eta0) and eta0 > 0):
-        raise ValueError(f"eta0 must be positive and finite, got {eta0}")
-    kappa = _nonnegative("weight_decay", weight_decay)
-    if _nonnegative("max_memory_gb", max_memory_gb) == 0:
-        raise ValueError("max_memory_gb must be > 0")
+            raise InputError(f"width must be even with antithetic=True, got {odd}")
+    seeds = checks.integer("seeds", seeds, minimum=1)
+    max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
     optimizer = _check_optimizer(optimizer)
-    if optimizer is not None and kappa:
-        raise ValueError("weight_decay applies to the default optimizer; with your own, chain "
+    if optimizer is not None and schedule.weight_decay:
+        raise InputError("weight_decay applies to the default optimizer; with your own, chain "
                          "optax.add_decayed_weights(kappa) before it")
+    if optimizer is not None and schedule.dynamics == "flow":
+        raise InputError("dynamics='flow' integrates gradient flow itself; it takes no optimizer")
+    if schedule.batch_size is not None:
+        raise InputError("batch_size: minibatch SGD is not available for this model yet")
     if not model.trained_readout and data.C > 1:
-        raise ValueError("readout='fixed' with several outputs makes every output identical")
-    T = steps // save_every + 1
+        raise InputError("readout='fixed' with several outputs makes every output identical")
+    if neuron_measures is not None and not callable(neuron_measures):
+        raise InputError(f"neuron_measures must be a function (w, w0) -> (K,), got {neuron_measures!r}")
+    T = schedule.save_steps.size
     for w in widths:
         need = memory_estimate(data, w, seeds, T, kernels)
         if need > max_memory_gb * 2 ** 30:
-            raise ValueError(f"width {w} x {seeds} seeds needs about {need / 2 ** 30:.1f} GiB "
+            raise InputError(f"width {w} x {seeds} seeds needs about {need / 2 ** 30:.1f} GiB "
                              f"(> max_memory_gb={max_memory_gb})"
                              + ("; kernels=True stores (seeds, T, P, P) arrays: save less often "
                                 "or pass kernels=False" if kernels else "; use fewer seeds"))
-    return widths, seeds, eta0, steps, save_every, optimizer, kappa
+    return TrainPlan(model, data, schedule, tuple(widths), seeds, optimizer, antithetic, kernels,
+                     max_memory_gb, neuron_measures, keep_params)
 
 
 # ----------------------------------------------------------------- entry point
 
-def train(model, data, width=1024, seeds: int = 16, eta0: float = 0.1, steps: int = 1000,
-          save_every: int = 10, optimizer=None, key=None, antithetic: bool = False,
-          kernels: bool = False, *, weight_decay: float = 0.0, progress: bool = False,
-          max_memory_gb: float = MAX_MEMORY_GB, neuron_measures=None):
+_UNSET = object()
+
+
+def train(model, data, width=1024, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
+          optimizer=None, key=None, antithetic: bool = False, kernels: bool = False, *,
+          schedule: Schedule | None = None, weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET,
+          progress: bool = False, max_memory_gb: float = MAX_MEMORY_GB, neuron_measures=None,
+          keep_params: bool = False):
     """Train `seeds` networks of each width, vmapped over seeds.
 
     Args:
@@ -355,52 +401,65 @@ def train(model, data, width=1024, seeds: int = 16, eta0: float = 0.1, steps: in
         data: `dmft.Dataset`.
         width: N, or a list of widths (then a dict width -> Run is returned).
         seeds: networks per width (independent initializations).
-        eta0: learning rate in DMFT time units; sets the time base t = k eta0.
-        steps, save_every: as in `dmft.solve`.
-        optimizer: None for plain gradient descent (with `weight_decay`), or any
-            optax GradientTransformation. It receives gamma0^2 N grad L; give it
+        eta0, steps, save_every, weight_decay, dynamics, save_at: the training protocol in
+            keyword form (defaults 0.1, 1000, 10, 0.0, "gd", None), or
+        schedule: a `dmft.Schedule` (not both), the same object `dmft.solve` takes. eta0
+            sets the time base t = k eta0; dynamics="flow" integrates gradient flow
+            (RK4 at step eta0) with weight decay kappa.
+        optimizer: None for plain gradient descent (with the schedule's weight decay), or
+            any optax GradientTransformation. It receives gamma0^2 N grad L; give it
             learning rate eta0 to stay in DMFT units (e.g. optax.sgd(eta0,
             momentum=0.9); for weight decay chain optax.add_decayed_weights(kappa)
             first). Scale-free optimizers such as Adam have no such units.
         key: `jax.random.key` (default key(0)); seed s uses fold_in(key, s).
         antithetic: pair units (w, a), (w, -a), so f(x; theta_0) = 0 exactly.
         kernels: keep the (S, T, P, P) empirical kernels (the alignment is always kept).
-        weight_decay: kappa >= 0 per unit time for the default optimizer.
         progress: show a progress bar.
         neuron_measures: None, or a function (w, w0) -> (K,) of one unit's first-layer
             weights now and at initialization (jax-traceable); its mean over units is
             recorded in `Run.measures`, the same as `dmft.solve(neuron_measures=...)`.
+        keep_params: keep the initial and final parameters in `Run.params0` / `Run.params`
+            (and so `Run.predict` works after saving and loading).
 
     Returns:
         A `Run` (or a dict of Runs for a list of widths).
     """
-    widths, seeds, eta0, steps, save_every, opt, kappa = _validate(
-        model, data, width, seeds, eta0, steps, save_every, optimizer, antithetic, kernels,
-        weight_decay, max_memory_gb)
-    if neuron_measures is not None and not callable(neuron_measures):
-        raise ValueError(f"neuron_measures must be a function (w, w0) -> (K,), got {neuron_measures!r}")
+    if isinstance(eta0, Schedule):
+        schedule, eta0 = eta0, _UNSET
+    sch = schedule_from(schedule, **{k: v for k, v in dict(
+        eta0=eta0, steps=steps, save_every=save_every, weight_decay=weight_decay, dynamics=dynamics,
+        save_at=save_at).items() if v is not _UNSET}, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+    plan = plan_train(model, data, sch, width, seeds, optimizer=optimizer, antithetic=antithetic,
+                      kernels=kernels, max_memory_gb=max_memory_gb, neuron_measures=neuron_measures,
+                      keep_params=keep_params)
+    progress = checks.flag("progress", progress)
+    key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
-    runs = {w: _train_width(model, data, w, seeds, eta0, steps, save_every, opt, kappa, key,
-                            antithetic, kernels, progress, neuron_measures) for w in widths}
+    runs = {w: run_width(plan, w, key, progress=progress) for w in plan.widths}
     single = not isinstance(width, (list, tuple, np.ndarray))
-    return runs[widths[0]] if single else runs
+    return runs[plan.widths[0]] if single else runs
 
 
-def _train_width(model, data, width, seeds, eta0, steps, save_every, opt, kappa, key,
-                 antithetic, kernels, progress, measures=None):
+def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False) -> Run:
+    """The ensemble of one width of a validated `TrainPlan`."""
     t0 = time.perf_counter()
+    model, data, sch = plan.model, plan.data, plan.schedule
+    seeds = plan.seeds
     dtype = jnp.result_type(float)
     x_tr = jnp.asarray(data.x_train, dtype)
     x_te = jnp.asarray(data.x_test if data.x_test is not None else np.zeros((0, data.D)), dtype)
     y = jnp.asarray(data.targets("train"), dtype)
     trained = model.trained_readout
-    user_opt = opt is not None
-    opt = opt if user_opt else _DEFAULT
-    static = Static(trained, bool(kernels), data.P_test > 0, opt, measures)
-    sh = Shared(model.activation, x_tr, x_te, y, input_kernel(x_tr), jnp.asarray(model.gamma0, dtype))
+    user_opt = plan.optimizer is not None
+    opt = plan.optimizer if user_opt else _DEFAULT
+    flow = sch.dynamics == "flow"
+    static = Static(trained, plan.kernels, data.P_test > 0, opt, plan.neuron_measures, flow)
+    sh = Shared(model.activation, x_tr, x_te, y, input_kernel(x_tr), jnp.asarray(model.gamma0, dtype),
+                jnp.asarray(sch.eta0, dtype), jnp.asarray(sch.weight_decay, dtype))
 
     keys = jnp.stack([jax.random.fold_in(key, s) for s in range(seeds)])
-    params0 = jax.vmap(lambda k: init_params(k, width, data.D, data.C, trained, antithetic, dtype))(keys)
+    params0 = jax.vmap(lambda k: init_params(k, width, data.D, data.C, trained, plan.antithetic,
+                                             dtype))(keys)
     if model.centered:
         f0_tr, f0_te = _init_outputs(model.activation, sh.gamma0, params0, x_tr, x_te, trained=trained)
     else:
@@ -408,12 +467,12 @@ def _train_width(model, data, width, seeds, eta0, steps, save_every, opt, kappa,
         f0_te = jnp.zeros((seeds, data.P_test, data.C), dtype)
     opt_state = jax.vmap(opt.init)(params0)
     if not user_opt:   # eta0 and kappa are state, not constants: no recompilation
-        opt_state.hyperparams["learning_rate"] = jnp.full((seeds,), eta0, dtype)
-        opt_state.hyperparams["weight_decay"] = jnp.full((seeds,), kappa, dtype)
+        opt_state.hyperparams["learning_rate"] = jnp.full((seeds,), sch.eta0, dtype)
+        opt_state.hyperparams["weight_decay"] = jnp.full((seeds,), sch.weight_decay, dtype)
     st0 = State(params0, opt_state, jnp.zeros((seeds,), jnp.int32), jnp.full((seeds,), -1, jnp.int32))
     rec, st, wall = run_saved(step, record, static, (sh, Seed(params0, f0_tr, f0_te)), st0,
-                              save_every=save_every, n_intervals=steps // save_every,
-                              progress=progress, label=f"networks N={width}", stop_on_nonfinite=False)
+                              gaps=sch.gaps, progress=progress, label=f"networks N={width}",
+                              stop_on_nonfinite=False)
     rec = {k: np.moveaxis(v, 0, 1) for k, v in rec.items()}          # (S, T, ...)
     yt = data.targets("test")
     f_tr, f_te = rec["f_train"], rec.get("f_test")
@@ -426,19 +485,19 @@ def _train_width(model, data, width, seeds, eta0, steps, save_every, opt, kappa,
         f_te = None if f_te is None else f_te[..., 0]
     bad = np.asarray(st.bad)
     diverged = {int(s): int(b) for s, b in enumerate(bad) if b >= 0}
-    info = {"width": width, "seeds": seeds, "antithetic": antithetic,
-            "optimizer": "gradient descent (optax sgd)" if not user_opt else repr(opt),
-            "weight_decay": kappa, "diverged": diverged, "run_s": wall,
-            "wall_s": time.perf_counter() - t0, "dtype": str(dtype), "backend": jax.default_backend(),
-            "config": {"model": model.describe(), "data": data.describe(),
-                       "train": {"width": width, "seeds": seeds, "eta0": eta0, "steps": steps,
-                                 "save_every": save_every, "antithetic": antithetic,
-                                 "kernels": kernels, "weight_decay": kappa,
-                                 "optimizer": None if not user_opt else repr(opt)}}}
-    t = np.arange(0, steps + 1, save_every) * eta0
-    return Run(t=t, f_train=f_tr, f_test=f_te, train_loss=train_loss, test_loss=test_loss,
-               ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
-               gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
-               weight_change={"first_layer": rec["weight_change_first"],
-                              "readout": rec["weight_change_readout"]},
-               info=info, measures=rec.get("measures"))
+    info = {"width": width, "seeds": seeds, "antithetic": plan.antithetic,
+            "optimizer": ("gradient flow (RK4)" if flow else "gradient descent (optax sgd)")
+            if not user_opt else repr(opt),
+            "weight_decay": sch.weight_decay, "dynamics": sch.dynamics, "diverged": diverged,
+            "run_s": wall, "wall_s": time.perf_counter() - t0, "dtype": str(dtype),
+            "backend": jax.default_backend(), "config": plan.describe(width)}
+    keep = plan.keep_params
+    run = Run(t=sch.times, f_train=f_tr, f_test=f_te, train_loss=train_loss, test_loss=test_loss,
+              ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
+              gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
+              weight_change={"first_layer": rec["weight_change.first_layer"],
+                             "readout": rec["weight_change.readout"]},
+              info=info, measures=rec.get("measures"),
+              params=jax.tree_util.tree_map(np.asarray, st.params) if keep else None,
+              params0=jax.tree_util.tree_map(np.asarray, params0) if keep else None)
+    return run

@@ -1,7 +1,7 @@
 """Benchmark of parameter scans: points per second of a gamma0 scan against a Python loop.
 
 For each problem and each scan size (64 and 1024 gamma0 values, log-spaced) it
-times `validation.scan.run` (batched program, chunks, store on disk) and a Python
+times `experiments.scan.run` (batched program, chunks, store on disk) and a Python
 loop of single `dmft.solve` calls at the same points, and prints a table and their
 ratio. Compilation is reported apart: "scan cold" includes it, "scan warm" reruns
 the same scan into a fresh store with the program already compiled. The loop is
@@ -27,7 +27,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import dmft  # noqa: E402
-from validation import scan  # noqa: E402
+from experiments import problem, scan  # noqa: E402
 
 PROBLEMS = {
     "closure (Kumar quadratic, D=20 P=110, 1000 steps)": {
@@ -45,8 +45,6 @@ PROBLEMS = {
 
 
 def scan_table(name, base, sizes, chunk, loop_points):
-    from validation.jobs import build
-
     rows = []
     loop_rate = None
     for n in sizes:
@@ -64,8 +62,8 @@ def scan_table(name, base, sizes, chunk, loop_points):
             shutil.rmtree(tmp, ignore_errors=True)
         if loop_rate is None:
             cfg = scan.load_config(table)
-            data, model, solve_kw, _ = build(cfg)
-            kw = {k: v for k, v in solve_kw.items() if k != "key"}
+            data, model = problem.build_data(cfg["task"]), problem.build_model(cfg["model"])
+            kw = dict(problem.solve_options(cfg["theory"]), schedule=problem.build_schedule(cfg["train"]))
             dmft.solve(model.replace(gamma0=gammas[0]), data, kernels=False, **kw)      # compile
             pts = gammas[:: max(1, len(gammas) // loop_points)][:loop_points]
             t = time.perf_counter()

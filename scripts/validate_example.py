@@ -20,9 +20,9 @@ def main():
     args = p.parse_args()
     data = dmft.tasks.single_index(D=16, P=128, P_test=500, degree=2, key=jax.random.key(0))
     model = dmft.TwoLayer("relu")
-    kw = dict(eta0=0.5, steps=400, save_every=20)
+    schedule = dmft.Schedule(eta0=0.5, steps=400, save_every=20)
     sweep = validation.lazy_to_rich(model, data, gamma0s=[0.1, 1.0], widths=[64, 256, 1024], seeds=8,
-                                    solve_kw=dict(kw, samples=4096), progress=True)
+                                    schedule=schedule, solve_kw=dict(samples=4096), progress=True)
     for g in sweep.gamma0s:
         fit = sweep.scaling[g]["per_seed_fit"]
         c = validation.compare(sweep.solutions[g], sweep.runs[g][1024]).summary

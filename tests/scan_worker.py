@@ -12,7 +12,7 @@ import time
 
 
 def _pause_after(k: int) -> None:
-    from validation.store import Store
+    from experiments.store import Store
 
     write = Store.write_chunk
     written = [0]
@@ -34,7 +34,7 @@ def main(argv) -> int:
     if argv[:1] == ["--pause-after"]:
         _pause_after(int(argv[1]))
         argv = argv[2:]
-    from validation import cli
+    from experiments import cli
 
     return cli.main(["scan"] + argv)
 

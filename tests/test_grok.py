@@ -11,7 +11,7 @@ import pytest
 import dmft
 import networks
 from validation import grokking as gk
-from validation.cli import main
+from experiments.cli import main
 
 
 def test_grokking_times_recover_a_planted_gap():

@@ -16,9 +16,9 @@ import pytest
 
 import dmft
 from dmft.runner import TRACE_COUNTS
-from validation import cli, scan
+from experiments import cli, scan
 from validation.grokking import grokking_times
-from validation.store import Store, StoreConflict
+from experiments.store import Store, StoreConflict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "scan_worker.py")
@@ -335,7 +335,7 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
 
 
 def test_disk_full_keeps_finished_points_and_resumes(config, reference, tmp_path, monkeypatch, capsys):
-    from validation import store as store_mod
+    from experiments import store as store_mod
 
     out = str(tmp_path / "full")
     write = store_mod.atomic_write

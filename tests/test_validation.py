@@ -9,8 +9,9 @@ import pytest
 import dmft
 import networks
 import validation
-from validation import cli
-from validation.config import ConfigError, load, parse_override
+from experiments import cli
+from experiments.config import ConfigError, parse_override
+from experiments.jobs import load_config as load
 
 
 # ------------------------------------------------------------------ planted answers

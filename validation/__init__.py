@@ -1,15 +1,22 @@
-"""Theory against simulation: comparisons, fits, the lazy-to-rich sweep, reports and figures.
+"""Theory against simulation: comparisons, fits, verdicts, grokking metrics and their figures.
 
     import validation
     sweep = validation.lazy_to_rich(model, data, gamma0s=[0.1, 1.0], widths=[64, 256], seeds=8,
-                                    solve_kw=dict(eta0=0.5, steps=600, save_every=20))
+                                    schedule=dmft.Schedule(eta0=0.5, steps=600, save_every=20))
     validation.compare(sweep.solutions[1.0], sweep.runs[1.0][256]).summary
+    validation.checks(sweep)                       # verdicts against stated tolerances
+    validation.grokking_times(t, train_loss, test_loss, threshold)
+
+Importing this package changes nothing global (no plotting backend, no JAX flags).
 """
 
-from . import plots
+from . import grokking, plots, verdicts
 from .compare import Comparison, compare, width_scaling
 from .fitting import LogLogFit, loglog_fit
+from .grokking import GrokTimes, early_warning, grokking_times
 from .sweep import LazyToRich, lazy_to_rich
+from .verdicts import checks
 
 __all__ = ["compare", "Comparison", "width_scaling", "lazy_to_rich", "LazyToRich", "loglog_fit",
-           "LogLogFit", "plots"]
+           "LogLogFit", "checks", "grokking_times", "GrokTimes", "early_warning", "grokking",
+           "plots", "verdicts"]

@@ -1,19 +1,21 @@
-"""Matplotlib figures in DMFT time units; each function returns a Figure (no pyplot state).
+"""Figures of comparisons in DMFT time units; each function returns a matplotlib Figure.
+
+Figures are built on `matplotlib.figure.Figure`, never through pyplot: importing or
+calling this module changes no backend and keeps no global figure state.
 
 Figures of a `validation.LazyToRich` sweep: `theory_vs_networks` (losses against
-time), `lazy_to_rich_summary` (final values against gamma0), `width_scaling_plot`
-(error against width, fitted) and `relative_error_in_time`; `ensemble_losses`
-for network ensembles alone.
+time; also takes one or more trajectories, e.g. a `dmft.Solution` and a
+`networks.Run`), `lazy_to_rich_summary` (final values against gamma0),
+`width_scaling_plot` (error against width, fitted) and `relative_error_in_time`;
+`ensemble_losses` for network ensembles alone; grokking figures.
 """
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg", force=False)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from dmft.plotting import new_figure, trajectory_figure
 
 __all__ = ["theory_vs_networks", "lazy_to_rich_summary", "width_scaling_plot",
            "relative_error_in_time", "ensemble_losses", "grokking_curves", "progress_measures",
@@ -24,10 +26,15 @@ def _colors(n):
     return [f"C{i % 10}" for i in range(n)]
 
 
-def theory_vs_networks(sweep):
+def theory_vs_networks(sweep, *others, labels=None):
     """Train and test loss against time: DMFT (solid), mean of the widest networks
-    (dotted, band = seed spread), lazy closed form (black dashed), one colour per gamma0."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True, constrained_layout=True)
+    (dotted, band = seed spread), lazy closed form (black dashed), one colour per gamma0.
+
+    Also accepts trajectories instead of a sweep: `theory_vs_networks(solution, run, ...)`
+    draws them on the same axes (`dmft.Trajectory.plot`)."""
+    if not hasattr(sweep, "gamma0s"):
+        return trajectory_figure((sweep,) + others, labels=labels)
+    fig, axes = new_figure(1, 2, size=(11, 4.2), sharex=True)
     wmax = max(sweep.widths) if sweep.widths else None
     for c, g in zip(_colors(len(sweep.gamma0s)), sweep.gamma0s):
         sol = sweep.solutions[g]
@@ -63,7 +70,7 @@ def theory_vs_networks(sweep):
 def lazy_to_rich_summary(sweep):
     """Final test loss, NTK-target alignment and first-layer weight change against gamma0:
     DMFT line, lazy limit, network mean +- std per width."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+    fig, axes = new_figure(1, 3, size=(14, 4.2))
     g = np.array(sweep.gamma0s)
     th = {"test": [sweep.solutions[x].test_loss[-1] if sweep.solutions[x].test_loss is not None
                    else np.nan for x in g],
@@ -99,7 +106,7 @@ def lazy_to_rich_summary(sweep):
 def width_scaling_plot(sweep):
     """Prediction error against width (log-log) with fitted lines, per gamma0:
     per-seed error (circles, expected slope -1/2) and ensemble-mean error (squares)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, axes = new_figure(1, 2, size=(11, 4.2))
     for c, g in zip(_colors(len(sweep.gamma0s)), sweep.gamma0s):
         sc = sweep.scaling[g]
         w = sc["widths"]
@@ -128,7 +135,7 @@ def width_scaling_plot(sweep):
 def relative_error_in_time(sweep):
     """Relative test-loss error of the ensemble mean against time, one panel per gamma0."""
     n = len(sweep.gamma0s)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False, constrained_layout=True)
+    fig, axes = new_figure(1, n, size=(3.6 * n, 3.4), squeeze=False)
     for ax, g in zip(axes[0], sweep.gamma0s):
         for c, w in zip(_colors(len(sweep.widths)), sweep.widths):
             comp = sweep.scaling[g]["comparisons"][w]
@@ -148,8 +155,7 @@ def relative_error_in_time(sweep):
 def ensemble_losses(runs: dict):
     """Test loss against time for network ensembles: one panel per gamma0, mean +- std per width."""
     gs = list(runs)
-    fig, axes = plt.subplots(1, len(gs), figsize=(3.8 * len(gs), 3.4), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = new_figure(1, len(gs), size=(3.8 * len(gs), 3.4), squeeze=False)
     for ax, g in zip(axes[0], gs):
         for c, (w, run) in zip(_colors(len(runs[g])), sorted(runs[g].items())):
             loss = run.test_loss if run.test_loss is not None else run.train_loss
@@ -178,7 +184,7 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False):
     """Kumar et al. Fig. 1 style: train/test loss (DMFT solid, lazy NTK regression dashed,
     widest networks dotted), NTK-target alignment; accuracy for classification testbeds."""
     ncol = 3 + int(accuracy)
-    fig, axes = plt.subplots(1, ncol, figsize=(4.2 * ncol, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, ncol, size=(4.2 * ncol, 3.8))
     m = _logt(t)
     for c, g in zip(_colors(len(gammas)), gammas):
         th, lz = theory[g], lazy[g]
@@ -214,8 +220,7 @@ def progress_measures(t, theory, nets, gammas):
 
     skip = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
     names = [k for k in theory[gammas[0]] if k not in skip and not k.startswith("decomposition.")]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = new_figure(1, len(names), size=(4.2 * len(names), 3.6), squeeze=False)
     m = _logt(t)
     for c, g in zip(_colors(len(gammas)), gammas):
         th = theory[g]
@@ -237,8 +242,7 @@ def progress_measures(t, theory, nets, gammas):
 
 def kumar_decomposition_plot(t, theory, gammas):
     """Test loss of the Kumar model split into variance, misalignment and linear power."""
-    fig, axes = plt.subplots(1, len(gammas), figsize=(4.2 * len(gammas), 3.6), constrained_layout=True,
-                             squeeze=False, sharey=True)
+    fig, axes = new_figure(1, len(gammas), size=(4.2 * len(gammas), 3.6), squeeze=False, sharey=True)
     m = _logt(t)
     for ax, g in zip(axes[0], gammas):
         th = theory[g]
@@ -256,8 +260,7 @@ def kumar_decomposition_plot(t, theory, gammas):
 
 def width_departure(t, theory, nets, gammas):
     """Kumar et al. Fig. 4: test loss of networks of each width against the DMFT curve."""
-    fig, axes = plt.subplots(1, len(gammas), figsize=(4.2 * len(gammas), 3.6), constrained_layout=True,
-                             squeeze=False, sharey=True)
+    fig, axes = new_figure(1, len(gammas), size=(4.2 * len(gammas), 3.6), squeeze=False, sharey=True)
     m = _logt(t)
     for ax, g in zip(axes[0], gammas):
         ax.plot(t[m], theory[g]["test_loss"][m], color="k", lw=2, label="infinite width (DMFT)")
@@ -279,12 +282,12 @@ def phase_diagram_plot(diag, overlay=()):
     tm = diag["times"]
     gap = np.asarray(tm.gap, float)
     G, V = diag["gamma0"], diag["values"]
-    fig, ax = plt.subplots(figsize=(5.6, 4.4), constrained_layout=True)
+    fig, ax = new_figure(size=(5.6, 4.4))
     shown = np.where(np.isfinite(gap), gap, np.nan)
     im = ax.imshow(shown.T, origin="lower", aspect="auto", cmap="viridis")
     bad = ~np.isfinite(gap)
     for i, j in zip(*np.nonzero(bad)):
-        ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="xx", color="grey", lw=0))
+        ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="xx", color="grey", lw=0))
     ax.set_xticks(range(len(G)), [f"{g:g}" for g in G])
     ax.set_yticks(range(len(V)), [f"{v:g}" for v in V])
     ax.set_xlabel("gamma0 (= 1/alpha)")
@@ -300,7 +303,7 @@ def phase_diagram_plot(diag, overlay=()):
 
 def decay_plot(decay):
     """Grokking time against weight decay on log-log axes with the fitted power law."""
-    fig, ax = plt.subplots(figsize=(5, 4), constrained_layout=True)
+    fig, ax = new_figure(size=(5, 4))
     k = decay["weight_decay"]
     for name, c in (("t_test", "C0"), ("gap", "C1")):
         y = np.asarray(getattr(decay["times"], name), float)

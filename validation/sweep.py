@@ -1,13 +1,15 @@
 """The lazy-to-rich sweep: DMFT, its lazy limit and network ensembles at each gamma0.
 
+Theory and networks run the same `dmft.Schedule`, so their records share one time base.
+
 Example (tiny sizes):
     >>> import jax; jax.config.update("jax_enable_x64", True)
     >>> import dmft, validation
     >>> data = dmft.tasks.single_index(D=4, P=12, P_test=20, degree=2, key=0)
     >>> sw = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, gamma0s=[0.1, 1.0],
     ...                              widths=[16, 64], seeds=2,
-    ...                              solve_kw=dict(eta0=0.5, steps=20, save_every=10, samples=256),
-    ...                              train_kw=dict(eta0=0.5, steps=20, save_every=10))
+    ...                              schedule=dmft.Schedule(eta0=0.5, steps=20, save_every=10),
+    ...                              solve_kw=dict(samples=256))
     >>> sorted(sw.runs[1.0]), sw.scaling[1.0]["per_seed_error"].shape
     ([16, 64], (2,))
 """
@@ -21,10 +23,14 @@ import jax
 
 import dmft
 import networks
+from dmft.errors import InputError
+from dmft.runner import progress_bar
 
 from .compare import width_scaling
 
 __all__ = ["LazyToRich", "lazy_to_rich"]
+
+_PROTOCOL = ("eta0", "steps", "save_every", "weight_decay", "dynamics", "save_at")
 
 
 @dataclasses.dataclass
@@ -32,7 +38,7 @@ class LazyToRich:
     """Results of a sweep over gamma0 (dict keys are the gamma0 values).
 
     Attributes:
-        model, data: the problem (model.gamma0 is replaced at each point).
+        model, data, schedule: the problem (model.gamma0 is replaced at each point).
         gamma0s, widths, seeds: the grid.
         solutions: gamma0 -> dmft.Solution; lazy: gamma0 -> the lazy closed form.
         runs: gamma0 -> {width -> networks.Run}.
@@ -50,68 +56,76 @@ class LazyToRich:
     runs: dict
     scaling: dict
     timings: dict
+    schedule: dmft.Schedule | None = None
 
 
-def lazy_to_rich(model, data, gamma0s, widths, seeds, *, solve_kw=None, train_kw=None, key=None,
-                 progress: bool = False, simulate: bool = True) -> LazyToRich:
-    """Solve the DMFT and train network ensembles at each gamma0, in the same units.
+def _schedule(schedule, solve_kw, train_kw):
+    """One Schedule from `schedule` or the protocol keywords of solve_kw / train_kw."""
+    proto = {}
+    for name, kw in (("solve_kw", solve_kw), ("train_kw", train_kw)):
+        for k in _PROTOCOL:
+            if k in kw:
+                v = kw.pop(k)
+                if k in proto and proto[k] != v:
+                    raise InputError(f"{name}: {k}={v!r} differs from the other's {proto[k]!r}; theory "
+                                     "and networks share one schedule (pass schedule=)")
+                proto[k] = v
+    if schedule is not None and proto:
+        raise InputError(f"{', '.join(sorted(proto))}: given with schedule=; pass one or the other")
+    return schedule if schedule is not None else dmft.schedule.schedule_from(
+        None, **proto, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+
+
+def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
+                 train_kw=None, key=None, progress: bool = False,
+                 simulate: bool = True) -> LazyToRich:
+    """Solve the DMFT and train network ensembles at each gamma0, on one schedule.
 
     Args:
         model: `dmft.TwoLayer` (its gamma0 is replaced by each sweep value).
         data: `dmft.Dataset`.
         gamma0s: richness values; widths: network widths; seeds: networks per width.
-        solve_kw: keyword arguments of `dmft.solve` (eta0, steps, save_every, ...).
-        train_kw: keyword arguments of `networks.train`; eta0, steps and save_every
-            default to solve_kw's so both share the time base.
+        schedule: the `dmft.Schedule` of theory and networks (or eta0, steps, save_every
+            inside solve_kw / train_kw, as before).
+        solve_kw: other keyword options of `dmft.solve` (method, samples, key, ...).
+        train_kw: other keyword options of `networks.train` (antithetic, ...).
         key: `jax.random.key` of the networks; point i uses fold_in(key, i).
         progress: one progress bar over all solves and ensembles.
         simulate: False for theory only (no networks).
     """
     solve_kw = dict(solve_kw or {})
     train_kw = dict(train_kw or {})
-    for k in ("eta0", "steps", "save_every"):
-        if k in solve_kw:
-            train_kw.setdefault(k, solve_kw[k])
-    if [train_kw.get(k) for k in ("eta0", "steps", "save_every")] != \
-            [solve_kw.get(k) for k in ("eta0", "steps", "save_every")]:
-        raise ValueError("lazy_to_rich: theory and networks need the same eta0, steps, save_every")
+    sch = _schedule(schedule, solve_kw, train_kw)
     gamma0s = [float(g) for g in gamma0s]
     widths = [int(w) for w in widths] if simulate else []
     key = jax.random.key(1) if key is None else key
-    lazy_kw = {k: v for k, v in solve_kw.items() if k in ("eta0", "steps", "save_every", "kernels",
-                                                          "dynamics", "kernel_nodes")}
-    bar = _bar(len(gamma0s) * (1 + len(widths)), progress)
+    lazy_kw = {k: v for k, v in solve_kw.items() if k in ("kernels", "kernel_nodes")}
+    bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
     sols, lazy, runs, scaling = {}, {}, {}, {}
     timings = {"theory_s": 0.0, "networks_s": 0.0}
     for i, g in enumerate(gamma0s):
         m = model.replace(gamma0=g)
         t0 = time.perf_counter()
-        sols[g] = dmft.solve(m, data, **solve_kw)
-        lazy[g] = dmft.solve(m, data, method="lazy", **lazy_kw)
+        sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
+        if sch.weight_decay == 0:
+            lazy[g] = dmft.solve(m, data, schedule=sch, method="lazy", **lazy_kw)
+        else:       # the kernel limit has no decay: the baseline is the lazy run without it
+            lazy[g] = dmft.solve(m, data, schedule=sch.replace(weight_decay=0.0), method="lazy",
+                                 **lazy_kw)
         timings["theory_s"] += time.perf_counter() - t0
         _advance(bar, f"gamma0={g:g} theory")
         if simulate:
             runs[g] = {}
             for w in widths:
                 t0 = time.perf_counter()
-                runs[g][w] = networks.train(m, data, width=w, seeds=seeds,
+                runs[g][w] = networks.train(m, data, width=w, seeds=seeds, schedule=sch,
                                             key=jax.random.fold_in(key, i), **train_kw)
                 timings["networks_s"] += time.perf_counter() - t0
                 _advance(bar, f"gamma0={g:g} N={w}")
             scaling[g] = width_scaling(sols[g], runs[g])
     if bar is not None:
         bar.close()
-    return LazyToRich(model, data, gamma0s, widths, seeds, sols, lazy, runs, scaling, timings)
-
-
-def _bar(total, on):
-    if not on:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="job", desc="lazy-to-rich")
+    return LazyToRich(model, data, gamma0s, widths, seeds, sols, lazy, runs, scaling, timings, sch)
 
 
 def _advance(bar, text):

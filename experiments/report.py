@@ -1,11 +1,7 @@
-"""Checks with verdicts, and the report (Markdown + JSON + figures + raw results).
+"""The report of the validate, solve and simulate jobs: Markdown + JSON + figures + raw results.
 
-Checks, each against a stated tolerance from the [check] section of the config:
-- spread:    per-seed prediction error against width has slope spread_slope +- spread_slope_tol;
-- agreement: at the largest width, the ensemble-mean final test loss is within
-             agreement_rel (relative) of the DMFT (its z-score is reported too);
-- lazy:      at the smallest gamma0, the DMFT final test loss is within lazy_rel of the
-             lazy closed form.
+The verdicts come from `validation.verdicts` (each check against a stated tolerance of
+the [check] section); this module writes them, the tables and the figures to disk.
 """
 
 from __future__ import annotations
@@ -16,51 +12,15 @@ import os
 import numpy as np
 
 from dmft import io as _io
+from validation import plots
 
-from . import plots
 from .config import to_toml
 
-__all__ = ["checks", "write_report", "write_results", "FIGURES"]
+__all__ = ["write_report", "write_results", "write_runs", "write_figures", "write_ensemble_figure",
+           "write_simulation_report", "verdict_table", "FIGURES"]
 
 FIGURES = {"losses": plots.theory_vs_networks, "lazy_to_rich": plots.lazy_to_rich_summary,
            "width_scaling": plots.width_scaling_plot, "relative_error": plots.relative_error_in_time}
-
-
-def checks(sweep, chk: dict) -> list[dict]:
-    """One verdict per check: dicts with name, value, tolerance, verdict ("PASS"/"FAIL"), detail."""
-    out = []
-    if sweep.widths:
-        wmax = max(sweep.widths)
-        for g in sweep.gamma0s:
-            sc = sweep.scaling[g]
-            fit = sc["per_seed_fit"]
-            if fit is None or len(sweep.widths) < 2:
-                out.append(dict(name=f"spread gamma0={g:g}", value=None, tolerance=None,
-                                verdict="SKIP", detail="needs two widths with finite errors"))
-            else:
-                ok = abs(fit.slope - chk["spread_slope"]) <= chk["spread_slope_tol"]
-                floor = sc["theory_floor"]
-                note = (f"; smallest network error is {sc['per_seed_error'][-1] / floor:.0f}x the "
-                        "DMFT's own error") if floor > 0 else ""
-                out.append(dict(name=f"spread gamma0={g:g}", value=round(fit.slope, 3),
-                                tolerance=f"{chk['spread_slope']:+g} +- {chk['spread_slope_tol']:g}",
-                                verdict="PASS" if ok else "FAIL", detail=fit.describe() + note))
-            s = sc["comparisons"][wmax].summary
-            ok = s["final_rel_error"] <= chk["agreement_rel"]
-            out.append(dict(name=f"agreement gamma0={g:g} N={wmax}", value=round(s["final_rel_error"], 4),
-                            tolerance=f"<= {chk['agreement_rel']:g}", verdict="PASS" if ok else "FAIL",
-                            detail=(f"final {s['loss']} loss: DMFT {s['final_theory_loss']:.4g}, networks "
-                                    f"{s['final_network_loss']:.4g} +- {s['final_network_std']:.2g} (std), "
-                                    f"z = {s['final_z']:+.1f}")))
-    g0 = min(sweep.gamma0s)
-    th, lz = sweep.solutions[g0], sweep.lazy[g0]
-    a = th.test_loss if th.test_loss is not None else th.train_loss
-    b = lz.test_loss if lz.test_loss is not None else lz.train_loss
-    rel = float(abs(a[-1] - b[-1]) / abs(b[-1]))
-    out.append(dict(name=f"lazy limit gamma0={g0:g}", value=round(rel, 4), tolerance=f"<= {chk['lazy_rel']:g}",
-                    verdict="PASS" if rel <= chk["lazy_rel"] else "FAIL",
-                    detail=f"final loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}"))
-    return out
 
 
 def _fmt(x, nd=4):
@@ -132,13 +92,10 @@ def write_runs(runs: dict, out: str) -> list[str]:
 
 
 def write_ensemble_figure(runs: dict, out: str) -> dict:
-    import matplotlib.pyplot as plt
-
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     fig = plots.ensemble_losses(runs)
     path = os.path.join(out, "figures", "networks.png")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return {"networks": path}
 
 
@@ -176,8 +133,6 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
 
 
 def write_figures(sweep, out: str, names=None) -> dict:
-    import matplotlib.pyplot as plt
-
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     paths = {}
     for name, fn in FIGURES.items():
@@ -188,7 +143,6 @@ def write_figures(sweep, out: str, names=None) -> dict:
         fig = fn(sweep)
         path = os.path.join(out, "figures", f"{name}.png")
         fig.savefig(path, dpi=120)
-        plt.close(fig)
         paths[name] = path
     return paths
 

@@ -13,7 +13,7 @@ write the same store at once.
 
 Example:
     >>> import tempfile, numpy as np
-    >>> from validation.store import Store
+    >>> from experiments.store import Store
     >>> d = tempfile.mkdtemp()
     >>> s = Store.create_or_open(d, {"config": {"a": 1}}, {"chunks": ["c0"]})
     >>> s.write_chunk("c0", {"index": np.arange(3), "x": np.ones(3)})
@@ -33,6 +33,10 @@ import re
 
 import numpy as np
 
+from dmft.errors import StoreConflict, StoreWriteError
+
+from .config import differences
+
 __all__ = ["Store", "StoreConflict", "StoreWriteError", "FORMAT"]
 
 FORMAT = "dmft-scan-store/1"
@@ -41,24 +45,6 @@ CHUNKS = "chunks"
 LOG = "log.jsonl"
 _TMP = re.compile(r"\.tmp-\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class StoreConflict(RuntimeError):
-    """The directory holds something other than this scan (or is in use by another)."""
-
-
-class StoreWriteError(OSError):
-    """Writing to the store failed (disk full, permissions, ...); finished chunks are kept."""
-
-
-def differences(a, b, prefix="") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like dicts."""
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return [prefix.rstrip(".") or "(value)"] if a != b else []
-    out = []
-    for k in sorted(set(a) | set(b), key=str):
-        out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
-    return out
 
 
 def _now() -> str:

@@ -1,0 +1,102 @@
+"""Argument checks shared by every entry point: one clear `InputError` naming the argument.
+
+Example:
+    >>> from dmft import checks
+    >>> checks.integer("steps", 10.0, minimum=1), checks.real("eta0", "0.5", positive=True)
+    (10, 0.5)
+    >>> checks.flag("kernels", "no")
+    Traceback (most recent call last):
+    ...
+    dmft.errors.InputError: kernels must be True or False, got 'no'
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["integer", "real", "choice", "flag", "prng_key"]
+
+
+def integer(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (an integral float is accepted), within [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            v = int(value)
+        else:
+            raise InputError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and v < minimum:
+        raise InputError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise InputError(f"{name} must be <= {maximum}, got {v}")
+    return int(v)
+
+
+def real(name: str, value, *, positive: bool = False, nonnegative: bool = False,
+         at_most: float | None = None, below: float | None = None) -> float:
+    """A finite real number, optionally > 0, >= 0, <= at_most or < below."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a real number, got {value!r}") from None
+    if isinstance(value, complex) or (hasattr(value, "dtype") and np.iscomplexobj(value)):
+        raise InputError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(v):
+        raise InputError(f"{name} must be finite, got {v}")
+    if positive and v <= 0:
+        raise InputError(f"{name} must be > 0, got {v}")
+    if nonnegative and v < 0:
+        raise InputError(f"{name} must be >= 0, got {v}")
+    if at_most is not None and v > at_most:
+        raise InputError(f"{name} must be <= {at_most}, got {v}")
+    if below is not None and v >= below:
+        raise InputError(f"{name} must be < {below}, got {v}")
+    return v
+
+
+def choice(name: str, value, options):
+    """One of `options` (compared with ==; unhashable values are refused, not crashed on)."""
+    try:
+        ok = any(value == o and type(value) is type(o) for o in options)
+    except Exception:  # noqa: BLE001 - an array compared with a string, say
+        ok = False
+    if not ok:
+        raise InputError(f"{name} must be one of {tuple(options)}, got {value!r}")
+    return value
+
+
+def flag(name: str, value) -> bool:
+    """True or False (numpy booleans too); strings, numbers and None are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def prng_key(name: str, value):
+    """A typed `jax.random.key` (or a legacy uint32 key of shape (2,)); None is left to the caller."""
+    import jax
+
+    if value is None:
+        return None
+    try:
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            if value.shape != ():
+                raise InputError(f"{name} must be one key, got a key array of shape {value.shape}")
+            return value
+    except AttributeError:
+        raise InputError(f"{name} must be a jax.random.key, got {type(value).__name__} {value!r}") from None
+    arr = np.asarray(value)
+    if arr.dtype == np.uint32 and arr.shape == (2,):
+        return jax.random.wrap_key_data(value)
+    raise InputError(f"{name} must be a jax.random.key, got an array of dtype {arr.dtype} and shape "
+                     f"{arr.shape}")

@@ -1,0 +1,84 @@
+"""The project's exceptions: one base class, one subclass per kind of failure.
+
+    DmftError                      anything this project raises on purpose
+    +-- InputError (ValueError)    a bad argument, named, raised before any compute
+    |   +-- ConfigError            a bad configuration key or file (the `dmft` command)
+    +-- DivergenceError            a solve or training run produced NaN or inf
+    +-- NotConverged               a self-consistent iteration stopped above tolerance
+    +-- OutputError (OSError)      an output location that cannot be used
+        +-- OutputConflict         it holds another run
+        +-- StoreConflict          it holds another scan, or a scan is writing it
+        +-- StoreWriteError        a write failed (disk full, permissions)
+
+`InputError` is a `ValueError` and `DivergenceError` a `FloatingPointError`, so
+code that catches the built-in kinds keeps working. The command line maps these
+classes to its exit codes in one place (`experiments.cli`).
+
+Example:
+    >>> from dmft.errors import InputError, DmftError
+    >>> issubclass(InputError, ValueError) and issubclass(InputError, DmftError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
+           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError"]
+
+
+class DmftError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InputError(DmftError, ValueError):
+    """A bad argument (shape, dtype, value, name); the message names the argument."""
+
+
+class ConfigError(InputError):
+    """A configuration problem, naming the key or the file."""
+
+
+class DivergenceError(DmftError, FloatingPointError):
+    """A run produced NaN or inf.
+
+    Attributes:
+        step: the first step whose output was not finite.
+        cause: which quantity went non-finite (e.g. "prediction error Delta").
+        partial: what was recorded before (a dict of arrays), or None.
+    """
+
+    def __init__(self, message, step=None, cause=None, partial=None):
+        super().__init__(message)
+        self.step = step
+        self.cause = cause
+        self.partial = partial
+
+
+class NotConverged(DmftError, RuntimeError):
+    """A self-consistent iteration stopped at max_iter above tolerance.
+
+    Attributes:
+        residuals: the residual history.
+        solution: the last iterate.
+    """
+
+    def __init__(self, message, residuals=None, solution=None):
+        super().__init__(message)
+        self.residuals = residuals
+        self.solution = solution
+
+
+class OutputError(DmftError, OSError):
+    """An output location that cannot be used (a file in the way, no permission, ...)."""
+
+
+class OutputConflict(OutputError):
+    """The output directory already holds something else."""
+
+
+class StoreConflict(OutputError):
+    """The directory holds something other than this scan (or is in use by another)."""
+
+
+class StoreWriteError(OutputError):
+    """Writing to a store failed (disk full, permissions, ...); finished chunks are kept."""

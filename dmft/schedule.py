@@ -1,0 +1,204 @@
+"""The training protocol shared by theory and networks: `dmft.Schedule`.
+
+One object says how a model is trained and when it is looked at, so that
+`dmft.solve` and `networks.train` run the same protocol in the same time units
+(docs/conventions.md): step size eta0 (learning rate eta0 gamma0^2 N), number of
+steps, weight decay kappa per unit time, gradient descent or gradient flow, and
+the saved step counts k (time t = k eta0). It is validated once, on construction.
+
+Save times are
+- every `save_every` steps (the default),
+- log-spaced: `save_at="log"` with `n_saves` distinct step counts from 1 to `steps`
+  (curves that span decades are not kinked at early times), or
+- an explicit sequence of step counts.
+Step 0 and the last step are always saved.
+
+Example:
+    >>> import dmft
+    >>> s = dmft.Schedule(eta0=0.5, steps=100, save_every=25)
+    >>> s.save_steps.tolist(), s.times.tolist()
+    ([0, 25, 50, 75, 100], [0.0, 12.5, 25.0, 37.5, 50.0])
+    >>> dmft.Schedule(eta0=1.0, steps=1000, save_at="log", n_saves=5).save_steps.tolist()
+    [0, 1, 6, 32, 178, 1000]
+    >>> dmft.Schedule(eta0=0.1, steps=10, save_at=[2, 5]).save_steps.tolist()
+    [0, 2, 5, 10]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from . import checks
+from .errors import InputError
+
+__all__ = ["Schedule", "DYNAMICS", "schedule_from"]
+
+DYNAMICS = ("gd", "flow")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Schedule:
+    """How to train and when to record (docs/conventions.md, "Loss, time and learning rate").
+
+    Args:
+        eta0: step size in DMFT time units (> 0); the integrator step for dynamics="flow".
+        steps: number of steps (>= 1); the run ends at t = steps * eta0.
+        save_every: record every this many steps (steps must be a multiple) when
+            save_at is None.
+        weight_decay: kappa >= 0 per unit time: theta <- (1 - eta0 kappa) theta - ...
+        dynamics: "gd" (gradient descent at step eta0, exactly) or "flow" (gradient
+            flow, fourth-order Runge-Kutta with step eta0).
+        save_at: None (every save_every), "log" (n_saves log-spaced step counts), or a
+            sequence of step counts in [0, steps].
+        n_saves: number of log-spaced saves after step 0 (save_at="log"); fewer when
+            the log grid has repeated integers at early steps.
+        batch_size: None for full-batch (gradient descent on all P points), else
+            the minibatch size B of stochastic gradient descent (1 <= B <= P).
+    """
+
+    eta0: float = 0.1
+    steps: int = 1000
+    save_every: int | None = 10
+    weight_decay: float = 0.0
+    dynamics: str = "gd"
+    save_at: Any = None
+    n_saves: int = 50
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)   # noqa: E731
+        set_("eta0", checks.real("eta0", self.eta0, positive=True))
+        set_("steps", checks.integer("steps", self.steps, minimum=1))
+        set_("weight_decay", checks.real("weight_decay", self.weight_decay, nonnegative=True))
+        set_("dynamics", checks.choice("dynamics", self.dynamics, DYNAMICS))
+        if self.batch_size is not None:
+            set_("batch_size", checks.integer("batch_size", self.batch_size, minimum=1))
+            if self.dynamics != "gd":
+                raise InputError("batch_size: minibatch SGD is a discrete-time process; it needs "
+                                 "dynamics='gd'")
+        if self.dynamics == "gd" and self.weight_decay * self.eta0 >= 1:
+            raise InputError(f"weight_decay: eta0 * weight_decay = {self.eta0 * self.weight_decay:g} "
+                             ">= 1 flips the sign of the weights every step; use a smaller eta0 or decay")
+        save = self.save_at
+        if save is None:
+            if self.save_every is None:
+                raise InputError("save_every: give an interval, or save_at ('log' or step counts)")
+            set_("save_every", checks.integer("save_every", self.save_every, minimum=1))
+            if self.steps % self.save_every:
+                raise InputError(f"steps ({self.steps}) must be a multiple of save_every "
+                                 f"({self.save_every})")
+            counts = np.arange(0, self.steps + 1, self.save_every, dtype=np.int64)
+        elif isinstance(save, str):
+            if save != "log":
+                raise InputError(f"save_at must be None, 'log' or a sequence of step counts, got {save!r}")
+            n = checks.integer("n_saves", self.n_saves, minimum=1)
+            set_("n_saves", n)
+            grid = np.rint(np.geomspace(1, self.steps, n)).astype(np.int64)
+            counts = np.unique(np.concatenate([[0], grid, [self.steps]]))
+            set_("save_every", None)
+        else:
+            try:
+                raw = np.asarray(save)
+            except Exception:  # noqa: BLE001
+                raise InputError(f"save_at: expected step counts, got {save!r}") from None
+            if raw.ndim != 1 or raw.size == 0:
+                raise InputError(f"save_at: expected a non-empty list of step counts, got shape {raw.shape}")
+            vals = [checks.integer(f"save_at[{i}]", v, minimum=0, maximum=self.steps)
+                    for i, v in enumerate(raw.tolist())]
+            if any(b <= a for a, b in zip(vals, vals[1:])):
+                raise InputError(f"save_at: step counts must be strictly increasing, got {vals}")
+            counts = np.unique(np.concatenate([[0], np.asarray(vals, np.int64), [self.steps]]))
+            set_("save_at", tuple(vals))
+            set_("save_every", None)
+        counts.setflags(write=False)
+        object.__setattr__(self, "_counts", counts)
+
+    # ------------------------------------------------------------ derived
+
+    @property
+    def save_steps(self) -> np.ndarray:
+        """(T,) saved step counts, starting at 0 and ending at `steps`."""
+        return self._counts
+
+    @property
+    def times(self) -> np.ndarray:
+        """(T,) saved times t = k * eta0."""
+        return self._counts * self.eta0
+
+    @property
+    def gaps(self) -> np.ndarray:
+        """(T - 1,) steps between consecutive saves."""
+        return np.diff(self._counts)
+
+    @property
+    def uniform(self) -> bool:
+        """True when saves are every `save_every` steps."""
+        return self.save_every is not None
+
+    @property
+    def final_time(self) -> float:
+        return self.steps * self.eta0
+
+    def replace(self, **changes) -> "Schedule":
+        """A copy with some fields changed (validated again)."""
+        if "save_every" in changes and "save_at" not in changes:
+            changes["save_at"] = None
+        if ("save_at" in changes and changes["save_at"] is not None and "save_every" not in changes):
+            changes["save_every"] = None
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict:
+        """The protocol as a JSON-able dict (for result metadata)."""
+        d = {"eta0": self.eta0, "steps": self.steps, "save_every": self.save_every,
+             "weight_decay": self.weight_decay, "dynamics": self.dynamics}
+        if not self.uniform:
+            d["save_at"] = self.save_at if isinstance(self.save_at, str) else list(self.save_at)
+            d["save_steps"] = self.save_steps.tolist()
+            if self.save_at == "log":
+                d["n_saves"] = self.n_saves
+        if self.batch_size is not None:
+            d["batch_size"] = self.batch_size
+        return d
+
+    def __eq__(self, other):
+        return isinstance(other, Schedule) and self.describe() == other.describe()
+
+    def __hash__(self):
+        return hash(repr(sorted(self.describe().items())))
+
+    def __repr__(self):
+        d = self.describe()
+        d.pop("save_steps", None)
+        return "Schedule(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
+
+
+_UNSET = object()
+
+
+def schedule_from(schedule=None, *, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
+                  weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET, batch_size=_UNSET,
+                  defaults: dict | None = None) -> Schedule:
+    """A Schedule from either a Schedule or the keyword form (not both).
+
+    Entry points take `schedule=` or the old keywords eta0, steps, save_every,
+    weight_decay, dynamics; this turns either into one validated object. A keyword
+    given next to a Schedule is refused (it would be silently ignored otherwise).
+    """
+    given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
+                                   weight_decay=weight_decay, dynamics=dynamics, save_at=save_at,
+                                   batch_size=batch_size).items() if v is not _UNSET}
+    if schedule is not None:
+        if not isinstance(schedule, Schedule):
+            raise InputError(f"schedule must be a dmft.Schedule, got {type(schedule).__name__}")
+        if given:
+            raise InputError(f"{', '.join(sorted(given))}: given both in the Schedule and as keywords; "
+                             "pass one or the other")
+        return schedule
+    kw = dict(defaults or {})
+    kw.update(given)
+    if kw.get("save_at") is not None and "save_every" not in given:
+        kw["save_every"] = None
+    return Schedule(**kw)

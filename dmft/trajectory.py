@@ -1,0 +1,142 @@
+"""One result shape for a training trajectory, from theory (`dmft.Solution`) or networks
+(`networks.Run`): the same records under the same names, one file format, one plot.
+
+Records at the saved times (leading axis T for the theory; (S, T) for an ensemble of
+S networks):
+
+    t                           (T,) times k * eta0 (docs/conventions.md)
+    f_train, f_test             predictions on the train and test points ((..., P, C) with C outputs)
+    train_loss, test_loss       mean squared errors
+    ntk, feature_kernel, gradient_kernel    (..., P, P) kernels (when kept)
+    alignment                   kernel-target alignment of the NTK
+    weight_change               {"first_layer", "readout"}: ||theta - theta0|| / ||theta0||
+    measures                    (..., K) neuron measures (when asked for)
+    info                        method, sizes, timings and the configuration
+
+`save(stem)` writes STEM.npz + STEM.json (`dmft.io`); `load(stem)` reads them back;
+`plot(*others)` draws losses, alignment and weight change against time (others on the
+same axes, e.g. a theory beside a network run); `predict(x_new)` gives predictions at
+the final time on new inputs when the result was computed in this session (or, for a
+network run saved with its parameters, after loading).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import io as _io
+from .errors import InputError
+
+__all__ = ["Trajectory", "COMMON_FIELDS"]
+
+COMMON_FIELDS = ("t", "f_train", "f_test", "train_loss", "test_loss", "ntk", "feature_kernel",
+                 "gradient_kernel", "alignment", "weight_change", "measures", "info")
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """Records of one training trajectory (or ensemble of them) at the saved times."""
+
+    t: np.ndarray
+    f_train: np.ndarray
+    f_test: np.ndarray | None
+    train_loss: np.ndarray
+    test_loss: np.ndarray | None
+    ntk: np.ndarray | None
+    feature_kernel: np.ndarray | None
+    gradient_kernel: np.ndarray | None
+    alignment: np.ndarray
+    weight_change: dict
+    info: dict
+    measures: np.ndarray | None = None
+
+    # fields holding a dict of arrays, saved as "field.key"
+    GROUPS: ClassVar[tuple] = ("weight_change",)
+    # leading axes before time: () for a theory, ("seed",) for an ensemble
+    ENSEMBLE_AXES: ClassVar[tuple] = ()
+
+    def __post_init__(self):
+        self._predictor = None
+
+    # ------------------------------------------------------------ files
+
+    def arrays(self) -> dict:
+        """All arrays, flattened with dotted names (for saving)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in self.GROUPS:
+                for k, a in (v or {}).items():
+                    if a is not None:
+                        out[f"{f.name}.{k}"] = a
+            elif f.name != "info" and v is not None:
+                out[f.name] = v
+        return out
+
+    def save(self, stem) -> tuple[str, str]:
+        """Write STEM.npz + STEM.json (`dmft.io` format); returns the two paths."""
+        info = dict(self.info)
+        config = info.pop("config", {})
+        return _io.save(stem, self.arrays(), config, extra=info)
+
+    @classmethod
+    def load(cls, stem):
+        """Read a result written by `save` (also by earlier versions of this project)."""
+        arrays, meta = _io.load(stem)
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {n: None for n in names}
+        for g in cls.GROUPS:
+            kw[g] = {}
+        for name, a in arrays.items():
+            group, _, key = name.partition(".")
+            if key and group in cls.GROUPS:
+                kw[group][key] = a
+            elif name in names:
+                kw[name] = a
+        for g in cls.GROUPS:
+            if not kw[g] and g != "weight_change":
+                kw[g] = None
+        kw["info"] = {**meta.get("extra", {}), "config": meta.get("config", {})}
+        return cls(**kw)
+
+    # ------------------------------------------------------------ use
+
+    @property
+    def final_time(self) -> float:
+        return float(np.asarray(self.t)[-1])
+
+    def predict(self, x_new) -> np.ndarray:
+        """Predictions at the final saved time on new inputs x_new (n, D).
+
+        Returns (n,) or (n, C) for a theory, (S, n[, C]) for an ensemble.
+        """
+        if self._predictor is None:
+            raise InputError(
+                f"predict: this {type(self).__name__} has no final state to predict from "
+                "(it was loaded from disk, or the solver keeps none); " + self._no_predictor_hint())
+        return self._predictor(x_new)
+
+    def _no_predictor_hint(self) -> str:
+        return "compute it again in this session"
+
+    def plot(self, *others, labels=None, title: str | None = None):
+        """Losses, NTK-target alignment and first-layer weight change against time.
+
+        Args:
+            others: more trajectories drawn on the same axes (for example the theory
+                beside a network run on the same schedule).
+            labels: one legend label per trajectory (default: method or width).
+
+        Returns:
+            a matplotlib Figure (not attached to pyplot: nothing global changes).
+        """
+        from .plotting import trajectory_figure
+
+        return trajectory_figure((self,) + others, labels=labels, title=title)
+
+    def label(self) -> str:
+        """A short legend label."""
+        return str(self.info.get("method", type(self).__name__))

@@ -1,0 +1,251 @@
+"""The `dmft` command: solve, simulate, validate, grok and scan from a TOML configuration.
+
+    dmft validate                                  # the default lazy-to-rich report (a few minutes)
+    dmft validate --full --out results/full        # paper-grade sizes
+    dmft grok --config scripts/configs/grok_kumar.toml   # grokking: curves, measures, phase diagrams
+    dmft solve --config scripts/configs/kumar.toml --gamma0 0.5 1 2
+    dmft simulate --widths 64 256 --seeds 4 --set train.steps=200
+    dmft scan --config scripts/configs/scan.toml --out results/scan
+
+Your own data: save the arrays with `dmft.Dataset(x, y, x_test, y_test).save("mine.npz")`
+and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]).
+
+Exit codes: 0 done (or already complete), 1 a check failed with --strict,
+2 bad configuration or arguments, 3 the output location is unusable or holds something
+else, 4 a numerical failure (divergence, no convergence), 5 the numbers were saved
+but a figure could not be drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dmft.errors import (ConfigError, DivergenceError, InputError, NotConverged, OutputError)
+
+__all__ = ["main", "EXIT_OK", "EXIT_CHECK", "EXIT_CONFIG", "EXIT_OUTPUT", "EXIT_NUMERIC", "EXIT_PLOT",
+           "exit_code"]
+
+EXIT_OK, EXIT_CHECK, EXIT_CONFIG, EXIT_OUTPUT, EXIT_NUMERIC, EXIT_PLOT = 0, 1, 2, 3, 4, 5
+
+
+class PlotError(RuntimeError):
+    """A figure failed after the numbers were saved."""
+
+
+# the one place where errors become exit codes (first match wins), with the message prefix
+_EXITS = ((ConfigError, EXIT_CONFIG, "configuration error: "),
+          (OutputError, EXIT_OUTPUT, ""),
+          ((DivergenceError, NotConverged), EXIT_NUMERIC, "numerical failure: "),
+          (PlotError, EXIT_PLOT, "plotting failed after the numbers were saved: "),
+          ((InputError, ValueError), EXIT_CONFIG, "configuration error: "))
+
+
+def exit_code(err: BaseException) -> tuple[int, str] | None:
+    """(exit code, message prefix) for an error the command reports, or None (a bug: re-raised)."""
+    for cls, code, prefix in _EXITS:
+        if isinstance(err, cls):
+            return code, prefix
+    return None
+
+
+def _common(s, config_help, set_help="override one key (TOML literal), repeatable"):
+    """Flags every job shares: --config, --set, precision, device, progress, --out."""
+    s.add_argument("--config", help=config_help)
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=set_help)
+    prec = s.add_mutually_exclusive_group()
+    prec.add_argument("--x64", dest="x64", action="store_true", default=True, help="float64 (default)")
+    prec.add_argument("--x32", dest="x64", action="store_false", help="float32")
+    s.add_argument("--device", choices=("cpu", "gpu"), default=None, help="JAX platform (default: JAX's choice)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="dmft", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="job", required=True)
+    for job, text in (("solve", "DMFT (and lazy limit) at each gamma0"),
+                      ("simulate", "finite-width network ensembles at each gamma0 and width"),
+                      ("validate", "theory against networks: figures, report, verdicts")):
+        s = sub.add_parser(job, help=text, description=text)
+        _common(s, "TOML configuration (defaults: experiments/jobs.py)")
+        s.add_argument("--gamma0", type=float, nargs="+", help="sweep.gamma0")
+        s.add_argument("--steps", type=int, help="train.steps")
+        s.add_argument("--eta0", type=float, help="train.eta0")
+        if job != "solve":
+            s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
+            s.add_argument("--seeds", type=int, help="simulate.seeds")
+        if job != "simulate":
+            s.add_argument("--samples", type=int, help="theory.samples")
+        s.add_argument("--full", action="store_true", help="the larger, paper-grade preset")
+        s.add_argument("--out", help=f"results directory (default results/{job})")
+        s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
+        if job == "validate":
+            s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    _add_scan_parser(sub)
+    _add_grok_parser(sub)
+    return p
+
+
+def _add_grok_parser(sub):
+    text = "grokking as a lazy-to-rich transition: theory, networks, measures, phase diagrams"
+    s = sub.add_parser("grok", help=text, description=text + " (experiments/grok documents the TOML)")
+    _common(s, "grok TOML (testbed, model.gamma0, simulate.widths, diagram, decay)")
+    s.add_argument("--testbed", choices=("kumar", "modular_addition", "sparse_parity"), help="testbed.name")
+    s.add_argument("--gamma0", type=float, nargs="+", help="model.gamma0")
+    s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
+    s.add_argument("--seeds", type=int, help="simulate.seeds")
+    s.add_argument("--steps", type=int, help="train.steps")
+    s.add_argument("--full", action="store_true", help="paper-size preset (Kumar et al. Fig. 1 and 3e)")
+    s.add_argument("--out", help="results directory (default results/grok)")
+    s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
+
+
+def _add_scan_parser(sub):
+    text = "a resumable parameter scan: one compiled program per shape, sharded over devices and processes"
+    s = sub.add_parser("scan", help=text, description=text + " (experiments/scan documents the TOML)")
+    _common(s, "scan TOML ([scan.grid] or [scan.points] and the problem sections)",
+            "override one key (TOML literal), e.g. scan.grid.model.gamma0=[0.1,1]; repeatable")
+    s.add_argument("--out", help="the results store (default results/scan); rerunning resumes it")
+    s.add_argument("--distributed", action="store_true",
+                   help="join jax.distributed with the cluster's own settings (SLURM, ...)")
+    s.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="jax.distributed coordinator (process 0's address)")
+    s.add_argument("--num-processes", type=int, help="jax.distributed: number of processes")
+    s.add_argument("--process-id", type=int, help="jax.distributed: this process's rank")
+
+
+def _select_device(device, x64):
+    import jax
+
+    if device is not None:
+        jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
+    try:
+        devices = jax.devices()
+    except RuntimeError as err:
+        raise ConfigError(f"--device {device}: no such device here ({str(err).splitlines()[0]})") from None
+    jax.config.update("jax_enable_x64", bool(x64))
+    return devices
+
+
+def _say(text):
+    print(text, file=sys.stderr)
+
+
+def _progress(args) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+# ----------------------------------------------------------------- jobs
+
+def _grok(args) -> int:
+    from . import grok
+    from .config import flag_overrides
+    from .output import prepare_output, write_manifest
+
+    over = flag_overrides({"testbed.name": args.testbed, "model.gamma0": args.gamma0,
+                           "simulate.widths": args.widths, "simulate.seeds": args.seeds,
+                           "train.steps": args.steps}, args.overrides)
+    if args.testbed not in (None, "kumar") and not any(o.startswith("diagram.axes") for o in over):
+        over.append("diagram.axes=[]")            # phase diagrams are for the Kumar model
+    cfg = grok.load_config(args.config, over, full=args.full)
+    devices = _select_device(args.device, args.x64)
+    out = args.out or os.path.join("results", "grok")
+    grok.build(cfg)                          # sizes and values the generators refuse
+    if not prepare_output(out, "grok", cfg, args.force):
+        print(f"dmft grok: {out} already holds this run (complete); --force recomputes it")
+        return EXIT_OK
+    _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
+    try:
+        res = grok.run(cfg, out, log=_say, progress=_progress(args))
+    except (DivergenceError, NotConverged) as err:
+        write_manifest(out, "grok", cfg, "failed", {"error": str(err)})
+        raise
+    write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
+    print(f"report: {res['files']['report'][0]}")
+    for path in res["files"]["figures"].values():
+        print(f"figure: {path}")
+    return EXIT_OK
+
+
+def _scan(args) -> int:
+    from . import scan
+
+    cfg = scan.load_config(args.config, args.overrides)
+    explicit = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        raise ConfigError("--coordinator, --num-processes and --process-id go together")
+    if args.distributed or explicit[0] is not None:
+        import jax
+
+        if args.device is not None:
+            jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
+        try:
+            scan.init_distributed(*explicit)
+        except RuntimeError as err:
+            raise ConfigError(f"jax.distributed: {err}") from None
+        devices = _select_device(None, args.x64)
+    else:
+        devices = _select_device(args.device, args.x64)
+    out = args.out or os.path.join("results", "scan")
+    _say(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
+    try:
+        res = scan.run(cfg, out, progress=_progress(args), log=_say)
+    except (DivergenceError, NotConverged) as err:
+        raise type(err)(f"{err}; finished chunks are kept in {out}") from err
+    if res is not None:
+        print(res.summary())
+    return EXIT_OK
+
+
+def _sweep_job(args) -> int:
+    from .config import flag_overrides
+    from .jobs import load_config, run_job
+    from .report import verdict_table
+
+    flags = {"sweep.gamma0": args.gamma0, "train.steps": args.steps, "train.eta0": args.eta0,
+             "simulate.widths": getattr(args, "widths", None), "simulate.seeds": getattr(args, "seeds", None),
+             "theory.samples": getattr(args, "samples", None)}
+    cfg = load_config(args.config, flag_overrides(flags, args.overrides), full=args.full)
+    devices = _select_device(args.device, args.x64)
+    out = args.out or os.path.join("results", args.job)
+    _say(f"dmft {args.job}: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
+    result = run_job(args.job, cfg, out, force=args.force, progress=_progress(args), log=_say)
+    if result["checks"]:
+        print(verdict_table(result["checks"]))
+    files = result["files"]
+    if files:
+        print(f"report: {files['report'][0]}")
+        for path in files.get("figures", {}).values():
+            print(f"figure: {path}")
+    failed = [c for c in result["checks"] if c["verdict"] == "FAIL"]
+    if failed and getattr(args, "strict", False):
+        return EXIT_CHECK
+    return EXIT_OK
+
+
+_JOBS = {"solve": _sweep_job, "simulate": _sweep_job, "validate": _sweep_job, "grok": _grok,
+         "scan": _scan}
+
+
+def main(argv=None) -> int:
+    """Run one job; returns its exit code (errors are reported on one line, never a traceback)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _JOBS[args.job](args)
+    except KeyboardInterrupt:
+        _say(f"dmft {args.job}: interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - mapped to exit codes below, or re-raised
+        found = exit_code(err)
+        if found is None:
+            raise
+        code, prefix = found
+        _say(f"dmft {args.job}: {prefix}{err}")
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Configuration files of the `dmft` command: typed fields, TOML files, overrides.
+
+A job's configuration is a schema (section -> key -> `Field`), filled from the
+defaults, then a preset (`--full`), then a TOML file (or a dict laid out like one),
+then `section.key=value` overrides. Every key has a type and a range; an unknown
+key, a wrong type, or an impossible combination raises `ConfigError` naming the key
+before anything is computed. `load` is the one place where this happens for every
+job (validate, grok, scan, dln).
+
+Example:
+    >>> from experiments.config import Field, load
+    >>> schema = {"train": {"steps": Field("int", 100, "number of steps", 1)}}
+    >>> load(schema, None, ["train.steps=20"])["train"]["steps"]
+    20
+    >>> load(schema, None, ["train.stepz=20"])
+    Traceback (most recent call last):
+    ...
+    dmft.errors.ConfigError: override 'train.stepz=20': unknown key train.stepz; known in [train]: steps
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import tomllib
+from typing import Any, Callable
+
+from dmft.errors import ConfigError
+
+__all__ = ["ConfigError", "Field", "defaults", "coerce", "parse_override", "merge", "load",
+           "read_toml", "to_toml", "differences", "flag_overrides"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    kind: str                       # "int", "float", "str", "bool", "floats", "ints", "strs"
+    default: Any
+    doc: str
+    minimum: float | None = None
+    exclusive: bool = False         # minimum is exclusive
+    choices: tuple | None = None
+    maximum: float | None = None
+
+
+def defaults(schema: dict) -> dict:
+    """Every section filled with its fields' defaults."""
+    return {sec: {k: copy.deepcopy(f.default) for k, f in fields.items()} for sec, fields in schema.items()}
+
+
+def coerce(key: str, f: Field, value):
+    """`value` checked against field `f` (named `key` in errors) and converted to its kind."""
+    def bad(what):
+        raise ConfigError(f"{key}: expected {what}, got {value!r} ({type(value).__name__})")
+
+    if f.kind == "bool":
+        if not isinstance(value, bool):
+            bad("true or false")
+        return value
+    if f.kind == "str":
+        if not isinstance(value, str):
+            bad("a string")
+        if f.choices and value not in f.choices:
+            raise ConfigError(f"{key}: must be one of {list(f.choices)}, got {value!r}")
+        return value
+    if f.kind in ("int", "float"):
+        return _number(key, f, value, bad)
+    if f.kind == "strs":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            bad("a list of strings")
+        if f.choices:
+            for v in value:
+                if v not in f.choices:
+                    raise ConfigError(f"{key}: {v!r} is not one of {list(f.choices)}")
+        return list(value)
+    if f.kind in ("ints", "floats"):
+        if not isinstance(value, list) or not value:
+            bad("a non-empty list")
+        inner = dataclasses.replace(f, kind=f.kind[:-1], default=None)
+        return [_number(f"{key}[{i}]", inner, v, bad) for i, v in enumerate(value)]
+    raise AssertionError(f.kind)
+
+
+def _number(key, f, value, bad):
+    if isinstance(value, bool):
+        bad(f"a{'n integer' if f.kind == 'int' else ' number'}")
+    if f.kind == "int":
+        if not isinstance(value, int):
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                value = int(value)
+            else:
+                bad("an integer")
+    else:
+        if not isinstance(value, (int, float)):
+            bad("a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value}")
+    if f.minimum is not None:
+        if (f.exclusive and value <= f.minimum) or (not f.exclusive and value < f.minimum):
+            rel = ">" if f.exclusive else ">="
+            raise ConfigError(f"{key}: must be {rel} {f.minimum}, got {value}")
+    if f.maximum is not None and value > f.maximum:
+        raise ConfigError(f"{key}: must be <= {f.maximum}, got {value}")
+    return value
+
+
+def merge(cfg: dict, update, source: str, schema: dict,
+          tables: dict[str, Callable] | None = None) -> None:
+    """Merge `update` (section -> key -> value) into `cfg`, checking every key.
+
+    Args:
+        tables: "section.key" -> handler(cfg, subkey, value, source) for keys whose value is a
+            table of its own (the grid of a scan); the subkey is what follows "section.key."
+            in an override such as scan.grid.model.gamma0=[...].
+    """
+    tables = tables or {}
+    if not isinstance(update, dict):
+        raise ConfigError(f"{source}: expected a table of sections")
+    for sec, table in update.items():
+        if sec not in schema:
+            raise ConfigError(f"{source}: unknown section [{sec}]; known: {', '.join(schema)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{sec}] must be a table")
+        for k, v in table.items():
+            head, _, rest = k.partition(".")
+            if f"{sec}.{head}" in tables:
+                tables[f"{sec}.{head}"](cfg, rest, v, source)
+            elif k not in schema[sec]:
+                known = list(schema[sec]) + [t.split(".", 1)[1] for t in tables if t.startswith(sec + ".")]
+                raise ConfigError(f"{source}: unknown key {sec}.{k}; known in [{sec}]: {', '.join(known)}")
+            else:
+                cfg[sec][k] = coerce(f"{sec}.{k}", schema[sec][k], v)
+
+
+def parse_override(text: str) -> dict:
+    """'section.key=value' with value a TOML literal (strings may be bare)."""
+    if not isinstance(text, str) or "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    name, raw = text.split("=", 1)
+    sec, key = (s.strip() for s in name.split(".", 1))
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()          # a bare string such as relu
+    return {sec: {key: value}}
+
+
+def read_toml(path) -> dict:
+    """A TOML file as a dict; ConfigError for a missing, unreadable, non-UTF-8 or invalid file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"config {path} is a directory, not a TOML file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); TOML is UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+
+
+def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
+         check: Callable[[dict], None] | None = None, tables: dict | None = None,
+         initial: dict | None = None) -> dict:
+    """Defaults, then `preset`, then `source` (a TOML path or a dict), then overrides; checked.
+
+    Args:
+        schema: section -> key -> Field.
+        check: cross-field checks on the merged configuration (raise ConfigError).
+        tables: table-valued keys (see `merge`).
+        initial: the starting configuration (default: the schema's defaults).
+    """
+    cfg = copy.deepcopy(initial) if initial is not None else defaults(schema)
+    if preset:
+        merge(cfg, copy.deepcopy(preset), "--full preset", schema, tables)
+    if isinstance(source, dict):
+        merge(cfg, copy.deepcopy(source), "configuration", schema, tables)
+    elif source is not None:
+        merge(cfg, read_toml(source), os.fspath(source), schema, tables)
+    for text in overrides:
+        merge(cfg, parse_override(text), f"override {text!r}", schema, tables)
+    if check is not None:
+        check(cfg)
+    return cfg
+
+
+def flag_overrides(flags: dict, overrides) -> list[str]:
+    """Overrides for command-line flags (key -> value, None when not given), after the
+    --set overrides; a key set both ways is refused rather than silently decided."""
+    out = list(overrides)
+    set_keys = {o.split("=", 1)[0].strip() for o in overrides if "=" in o}
+    for key, v in flags.items():
+        if v is None:
+            continue
+        if key in set_keys:
+            raise ConfigError(f"{key}: given both as a flag and with --set; give it once")
+        if isinstance(v, str):
+            out.append(f"{key}='{v}'")
+        else:
+            out.append(f"{key}={list(v) if isinstance(v, (list, tuple)) else v!r}")
+    return out
+
+
+def differences(a, b, prefix="") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like dicts."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [prefix.rstrip(".") or "(value)"] if a != b else []
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
+    return out
+
+
+def to_toml(cfg: dict) -> str:
+    """The configuration as TOML text (for the report)."""
+    lines = []
+    for sec, table in cfg.items():
+        lines.append(f"[{sec}]")
+        for k, v in table.items():
+            if isinstance(v, bool):
+                s = "true" if v else "false"
+            elif isinstance(v, str):
+                s = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            elif isinstance(v, dict):
+                s = "{ " + ", ".join(f'"{kk}" = {vv!r}' for kk, vv in v.items()) + " }"
+            elif v is None:
+                continue
+            else:
+                s = repr(v)
+            lines.append(f"{k} = {s}")
+        lines.append("")
+    return "\n".join(lines)

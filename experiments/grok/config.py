@@ -1,0 +1,188 @@
+"""Configuration of the `dmft grok` job: testbeds, thresholds, phase diagrams, weight decay.
+
+Each testbed is a task of `experiments.problem` with its model:
+
+- "kumar": phi = h + eps/2 h^2, fixed readouts, centered, y = (beta . x)^2 / 2
+  (task kumar_quadratic); infinite width through the exact closure.
+- "modular_addition": one-hot pairs -> (n + m) mod p, square activation, trained
+  readouts, C = p outputs; the forward solver.
+- "sparse_parity": x in {-1, 1}^n, y = product of k hidden bits; relu with trained
+  readouts by default.
+
+    from experiments import grok
+    cfg = grok.load_config(None, ["testbed.name='kumar'"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import dmft
+from dmft.errors import ConfigError
+from validation import grokking as gk
+
+from .. import config as _config
+from .. import problem as _problem
+from ..config import Field
+
+__all__ = ["SCHEMA", "FULL", "AXES", "TESTBEDS", "Testbed", "load_config", "build"]
+
+TESTBEDS = ("kumar", "modular_addition", "sparse_parity")
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "testbed": {
+        "name": Field("str", "kumar", "grokking testbed", choices=TESTBEDS),
+        "seed": Field("int", 0, "data seed", 0),
+    },
+    "kumar": {
+        "D": Field("int", 30, "input dimension", 1),
+        "P": Field("int", 165, "training points (between D and D^2 for grokking)", 1),
+        "P_test": Field("int", 1000, "test points", 1),
+        "eps": Field("float", 0.02, "eps of phi = h + eps/2 h^2", 0.0, True),
+    },
+    "modular_addition": {
+        "p": Field("int", 11, "modulus (p >= 2)", 2),
+        "train_fraction": Field("float", 0.6, "fraction of the p^2 pairs used for training", 0.0, True),
+    },
+    "sparse_parity": {
+        "n": Field("int", 10, "input bits", 1),
+        "k": Field("int", 3, "bits in the parity (k <= n)", 1),
+        "P": Field("int", 400, "training points", 1),
+        "P_test": Field("int", 400, "test points", 1),
+        "activation": Field("str", "relu", "activation of the parity network"),
+    },
+    "model": {
+        "gamma0": Field("floats", [0.5, 1.0, 3.0], "richness values (gamma0 = 1/alpha)", 0.0, True),
+        "weight_decay": Field("float", 0.0, "weight decay kappa per unit time", 0.0),
+    },
+    "train": {
+        "eta0": Field("float", 2.0, "gradient-descent step in DMFT time units", 0.0, True),
+        "steps": Field("int", 30000, "number of steps", 1),
+        "save_every": Field("int", 250, "record every this many steps", 1),
+    },
+    "theory": {
+        "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
+        "replicas": Field("int", 4, "replicas for the error estimate", 1),
+        "seed": Field("int", 0, "seed of the single-site nodes", 0),
+    },
+    "simulate": {
+        "widths": Field("ints", [2, 16, 128], "network widths", 1),
+        "seeds": Field("int", 4, "networks per width", 1),
+        "seed": Field("int", 1, "seed of the network initializations", 0),
+    },
+    "threshold": {
+        "loss_fraction": Field("float", 0.1, "loss threshold as a fraction of the initial test loss",
+                               0.0, True),
+        "accuracy": Field("float", 0.9, "accuracy threshold (classification testbeds)", 0.0, True),
+    },
+    "diagram": {
+        "axes": Field("strs", ["eps", "P", "weight_decay"], "phase diagrams: gamma0 against these"),
+        "gamma0": Field("floats", [0.25, 0.5, 1.0, 2.0, 4.0], "gamma0 values of the diagrams", 0.0, True),
+        "eps": Field("floats", [0.01, 0.03, 0.1, 0.3], "eps values", 0.0, True),
+        "P": Field("ints", [45, 90, 165, 330], "training-set sizes", 1),
+        "weight_decay": Field("floats", [0.0, 2.5e-5, 1e-4, 4e-4], "weight decays", 0.0),
+        "overlay_width": Field("int", 128, "network width of the finite-width points (0: none)", 0),
+        "overlay_seeds": Field("int", 2, "networks per finite-width point", 1),
+        "batch_size": Field("int", 32, "grid points per compiled call", 1),
+    },
+    "decay": {
+        "gamma0": Field("float", 1.0, "gamma0 of the weight-decay scan", 0.0, True),
+        "weight_decay": Field("floats", [2.5e-5, 5e-5, 1e-4, 2e-4], "kappa values ([0.0]: no scan)", 0.0),
+    },
+}
+
+FULL = {   # Kumar et al. (2024) sizes: Fig. 1 (D=100, P=550, eps=0.02, alpha=1) and Fig. 3e
+    "kumar": {"D": 100, "P": 550, "P_test": 1000},
+    "model": {"gamma0": [0.25, 0.5, 1.0, 2.0]},
+    "train": {"steps": 100000, "save_every": 500},
+    "simulate": {"widths": [2, 8, 32, 128, 512, 2048, 4096], "seeds": 8},
+    "diagram": {"gamma0": [0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0],
+                "eps": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+                "P": [110, 220, 330, 550, 1100, 2200], "overlay_width": 1024, "overlay_seeds": 4},
+}
+
+AXES = ("eps", "P", "weight_decay")
+
+
+def _check(cfg: dict) -> None:
+    tr = cfg["train"]
+    if tr["steps"] % tr["save_every"]:
+        raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
+                          f"({tr['save_every']})")
+    th = cfg["theory"]
+    if th["samples"] % (2 * th["replicas"]):
+        raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
+                          f"2 x theory.replicas ({2 * th['replicas']})")
+    sp = cfg["sparse_parity"]
+    if sp["k"] > sp["n"]:
+        raise ConfigError(f"sparse_parity.k: must be <= sparse_parity.n ({sp['n']}), got {sp['k']}")
+    if cfg["modular_addition"]["train_fraction"] > 1:
+        raise ConfigError("modular_addition.train_fraction: must be in (0, 1], got "
+                          f"{cfg['modular_addition']['train_fraction']}")
+    if cfg["threshold"]["accuracy"] > 1:
+        raise ConfigError(f"threshold.accuracy: must be in (0, 1], got {cfg['threshold']['accuracy']}")
+    for a in cfg["diagram"]["axes"]:
+        if a not in AXES:
+            raise ConfigError(f"diagram.axes: unknown axis {a!r}; known: {list(AXES)}")
+    if len(set(cfg["simulate"]["widths"])) != len(cfg["simulate"]["widths"]):
+        raise ConfigError("simulate.widths: widths must be distinct")
+    if cfg["testbed"]["name"] != "kumar" and cfg["diagram"]["axes"]:
+        # diagrams are for the Kumar model; quietly irrelevant elsewhere would hide a typo
+        raise ConfigError("diagram.axes: phase diagrams are drawn for the kumar testbed; set "
+                          "diagram.axes = [] for other testbeds")
+
+
+def load_config(path=None, overrides=(), full: bool = False) -> dict:
+    """The grok configuration: defaults, --full preset, TOML file, overrides (validated)."""
+    return _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Testbed:
+    """The typed problem of a grok configuration."""
+
+    name: str
+    data: dmft.Dataset
+    model: dmft.TwoLayer          # gamma0 = 1; each run replaces it
+    schedule: dmft.Schedule
+    measure: object               # the neuron measure of this testbed
+    accuracy: bool                # classification: thresholds on accuracy
+    beta: np.ndarray | None = None
+
+
+def task_of(cfg: dict) -> dict:
+    """The [task] section (experiments.problem) that a testbed stands for."""
+    name, seed = cfg["testbed"]["name"], cfg["testbed"]["seed"]
+    if name == "kumar":
+        k = cfg["kumar"]
+        return {"name": "kumar_quadratic", "D": k["D"], "P": k["P"], "P_test": k["P_test"], "seed": seed}
+    if name == "modular_addition":
+        m = cfg["modular_addition"]
+        return {"name": "modular_addition", "p": m["p"], "train_fraction": m["train_fraction"], "seed": seed}
+    s = cfg["sparse_parity"]
+    return {"name": "sparse_parity", "n": s["n"], "k": s["k"], "P": s["P"], "P_test": s["P_test"],
+            "seed": seed}
+
+
+def build(cfg: dict) -> Testbed:
+    """The testbed's data, model and schedule; raises ValueError on bad sizes."""
+    name = cfg["testbed"]["name"]
+    data = _problem.build_data(task_of(cfg))
+    tr = cfg["train"]
+    schedule = dmft.Schedule(eta0=tr["eta0"], steps=tr["steps"], save_every=tr["save_every"],
+                             weight_decay=cfg["model"]["weight_decay"])
+    if name == "kumar":
+        model = dmft.TwoLayer(dmft.activations.quadratic(cfg["kumar"]["eps"]), gamma0=1.0,
+                              readout="fixed")
+        beta = np.asarray(data.meta["beta"])
+        return Testbed(name, data, model, schedule, gk.direction_overlap(beta), False, beta)
+    if name == "modular_addition":
+        if data.P_test == 0:
+            raise ConfigError("modular_addition.train_fraction = 1 leaves no test pairs")
+        model = dmft.TwoLayer(dmft.activations.square(), gamma0=1.0)
+        return Testbed(name, data, model, schedule, gk.fourier_ipr(cfg["modular_addition"]["p"]), True)
+    model = dmft.TwoLayer(cfg["sparse_parity"]["activation"], gamma0=1.0)
+    return Testbed(name, data, model, schedule, gk.max_change(), True)

@@ -1,0 +1,150 @@
+"""The solve, simulate and validate jobs: a configuration in, a results directory out.
+
+A results directory holds run.json (the command, configuration, environment and
+status), config.toml, theory/ and networks/ (.npz + .json each), figures/ and
+report.md + report.json (`experiments.output`, `experiments.report`).
+
+Example:
+    >>> from experiments.jobs import load_config
+    >>> cfg = load_config(None, overrides=["sweep.gamma0=[0.5, 1.0]", "train.steps=100"])
+    >>> cfg["sweep"]["gamma0"], cfg["train"]["steps"], cfg["model"]["activation"]
+    ([0.5, 1.0], 100, 'relu')
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+
+import dmft
+import networks
+from dmft.errors import ConfigError
+from validation import lazy_to_rich
+from validation.verdicts import TOLERANCES
+from validation.verdicts import checks as verdicts
+
+from . import config as _config
+from . import problem as _problem
+from . import report as _report
+from .config import Field
+from .output import prepare_output, read_manifest, write_manifest
+
+__all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
+
+JOBS = ("solve", "simulate", "validate")
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    **copy.deepcopy(_problem.SECTIONS),
+    "sweep": {
+        "gamma0": Field("floats", [0.05, 0.5, 1.0, 2.0], "richness values", 0.0, True),
+    },
+    "check": {
+        "spread_slope": Field("float", TOLERANCES["spread_slope"],
+                              "expected slope of per-seed error against width"),
+        "spread_slope_tol": Field("float", TOLERANCES["spread_slope_tol"],
+                                  "allowed deviation from that slope", 0.0),
+        "agreement_sigma": Field("float", TOLERANCES["agreement_sigma"],
+                                 "max |z| of the final test loss at the largest width", 0.0, True),
+        "agreement_rel": Field("float", TOLERANCES["agreement_rel"],
+                               "max relative test-loss error at the largest width", 0.0, True),
+        "lazy_rel": Field("float", TOLERANCES["lazy_rel"],
+                          "max relative test-loss gap to the lazy limit at the smallest gamma0", 0.0, True),
+    },
+}
+
+# The paper-grade preset behind --full.
+FULL = {
+    "train": {"steps": 2000, "save_every": 40},
+    "theory": {"samples": 65536, "replicas": 8},
+    "sweep": {"gamma0": [0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]},
+    "simulate": {"widths": [64, 128, 256, 512, 1024, 2048, 4096, 8192], "seeds": 16},
+}
+
+
+def _check(cfg: dict) -> None:
+    _problem.check_sections(cfg)
+    sim = cfg["simulate"]
+    if sim["antithetic"]:
+        if cfg["model"]["readout"] != "trained":
+            raise ConfigError("simulate.antithetic needs model.readout = 'trained'")
+        odd = [w for w in sim["widths"] if w % 2]
+        if odd:
+            raise ConfigError(f"simulate.widths: must be even with antithetic, got {odd}")
+    if len(set(sim["widths"])) != len(sim["widths"]):
+        raise ConfigError("simulate.widths: widths must be distinct")
+
+
+def load_config(path=None, overrides=(), full: bool = False) -> dict:
+    """Defaults, then the --full preset, then the TOML file, then overrides; validated."""
+    return _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
+
+
+def preflight(cfg: dict, job: str) -> _problem.Problem:
+    """Build the problem and check every solve and ensemble would start, before any compute.
+
+    Raises InputError (a ValueError, from dmft / networks) naming the argument.
+    """
+    prob = _problem.build(cfg)
+    if job in ("validate", "simulate") and prob.data.P_test == 0:
+        raise ConfigError("task.P_test: the validation compares test losses; give test points")
+    sim = cfg["simulate"]
+    for g in cfg["sweep"]["gamma0"]:
+        m = prob.model.replace(gamma0=g)
+        if job in ("solve", "validate"):
+            dmft.plan_solve(m, prob.data, prob.schedule, **prob.solve_options)
+        if job in ("simulate", "validate"):
+            networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"],
+                                **prob.train_options)
+    return prob
+
+
+def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: bool = False,
+            log=print) -> dict:
+    """Run `job` ("solve", "simulate" or "validate") into `out`.
+
+    Returns:
+        {"status": "complete" | "already complete", "checks": [...], "files": {...}}
+    """
+    if job not in JOBS:
+        raise ValueError(f"job must be one of {JOBS}, got {job!r}")
+    prob = preflight(cfg, job)
+    if not prepare_output(out, job, cfg, force):
+        log(f"{out}: this run is already complete (same command and configuration); "
+            "pass --force to recompute")
+        old = read_manifest(out)
+        return {"status": "already complete", "checks": old.get("checks", []), "files": old.get("files", {})}
+    sim = cfg["simulate"]
+    key = prob.network_key
+    solve_kw = dict(prob.solve_options, key=prob.theory_key)
+    if job == "simulate":
+        runs = simulate(prob.model, prob.data, cfg["sweep"]["gamma0"], sim["widths"], sim["seeds"],
+                        prob.schedule, prob.train_options, key, progress)
+        stems = _report.write_runs(runs, out)
+        figures = _report.write_ensemble_figure(runs, out)
+        checks = []
+        md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures)
+        sweep = None
+    else:
+        sweep = lazy_to_rich(prob.model, prob.data, cfg["sweep"]["gamma0"],
+                             sim["widths"] if job == "validate" else [], sim["seeds"],
+                             schedule=prob.schedule, solve_kw=solve_kw,
+                             train_kw=dict(prob.train_options), key=key, progress=progress,
+                             simulate=job == "validate")
+        stems = _report.write_results(sweep, out)
+        figures = _report.write_figures(sweep, out)
+        checks = verdicts(sweep, cfg["check"])
+        md, js = _report.write_report(sweep, cfg, out, checks, figures)
+    files = {"report": [md, js], "figures": figures, "results": [s + ".npz" for s in stems]}
+    write_manifest(out, job, cfg, "complete", {"checks": checks, "files": files})
+    return {"status": "complete", "checks": checks, "files": files, "sweep": sweep}
+
+
+def simulate(model, data, gamma0s, widths, seeds, schedule, train_kw, key, progress=False) -> dict:
+    """Network ensembles only: gamma0 -> {width -> networks.Run}; point i uses fold_in(key, i)."""
+    runs = {}
+    for i, g in enumerate(gamma0s):
+        runs[float(g)] = networks.train(model.replace(gamma0=g), data, width=list(widths), seeds=seeds,
+                                        schedule=schedule, key=jax.random.fold_in(key, i),
+                                        progress=progress, **train_kw)
+    return runs

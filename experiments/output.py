@@ -1,0 +1,95 @@
+"""Results directories of the jobs: claim, manifest (run.json), refuse what belongs to another run.
+
+A results directory holds run.json (the command, configuration, environment and status)
+and config.toml next to the job's own files. A directory that holds a different run is
+refused (`OutputConflict`); rerunning the same configuration finds it complete and does
+nothing unless forced. A location that cannot be used at all (a file in the way, no
+permission, a missing parent that cannot be created) raises `OutputError` naming it,
+before any compute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from dmft.errors import OutputConflict, OutputError
+from dmft.io import environment, jsonable
+
+from .config import differences, to_toml
+
+__all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "OutputConflict",
+           "OutputError"]
+
+MANIFEST = "run.json"
+
+
+def check_writable(out: str) -> None:
+    """Refuse an output location that cannot hold a results directory (OutputError)."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"{out} exists and is not a directory; choose another --out")
+    parent = out
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent.rstrip(os.sep)) or "."
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise OutputError(f"{out}: {parent} is a file, not a directory; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: no permission to write in {os.path.abspath(parent)}; "
+                          "choose another --out")
+
+
+def read_manifest(out: str) -> dict:
+    try:
+        with open(os.path.join(out, MANIFEST)) as fh:
+            man = json.load(fh)
+        return man if isinstance(man, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
+    """Claim the directory for this run. Returns False when the same run is already complete.
+
+    Raises:
+        OutputConflict: it holds another run (or files not written by dmft) and force is off.
+        OutputError: it cannot be created or written.
+    """
+    check_writable(out)
+    path = os.path.join(out, MANIFEST)
+    if os.path.exists(path):
+        old = read_manifest(out)
+        same = old.get("command") == job and old.get("config") == jsonable(cfg)
+        if same and old.get("status") == "complete" and not force:
+            return False
+        if not same and not force:
+            diff = differences(old.get("config", {}), jsonable(cfg))
+            raise OutputConflict(
+                f"{out} already holds a different run ({old.get('command', '?')}"
+                f"{'; differing keys: ' + ', '.join(diff[:8]) if diff else ''}). "
+                "Choose another --out, or pass --force to overwrite it.")
+    elif os.path.isdir(out) and os.listdir(out) and not force:
+        raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
+                             "or pass --force")
+    try:
+        os.makedirs(out, exist_ok=True)
+        write_manifest(out, job, cfg, "running")
+        with open(os.path.join(out, "config.toml"), "w") as fh:
+            fh.write(to_toml(cfg))
+    except OSError as err:
+        raise OutputError(f"{out}: cannot write the results directory ({err.strerror or err})") from err
+    return True
+
+
+def write_manifest(out, job, cfg, status, extra=None) -> None:
+    """run.json: command, status, configuration, environment (and extra fields), atomically."""
+    man = {"command": job, "status": status, "config": jsonable(cfg), "environment": environment()}
+    if extra:
+        man.update(jsonable(extra))
+    tmp = os.path.join(out, MANIFEST + ".tmp")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(man, fh, indent=2)
+        os.replace(tmp, os.path.join(out, MANIFEST))
+    except OSError as err:
+        raise OutputError(f"{out}: cannot write {MANIFEST} ({err.strerror or err})") from err

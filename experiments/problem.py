@@ -1,0 +1,186 @@
+"""One configuration -> one problem: data, model, schedule and solver options.
+
+Every job (validate, grok, scan, dln) describes its problem with the same sections,
+`[task]`, `[model]`, `[train]`, `[theory]`, `[simulate]`, and turns them into typed
+objects here, once, at the edge: a `dmft.Dataset`, a `dmft.TwoLayer`, a
+`dmft.Schedule`, the options of `dmft.solve` and of `networks.train`. Nothing below
+this module sees a configuration dict.
+
+Example:
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> from experiments import problem
+    >>> from experiments.config import defaults
+    >>> cfg = defaults(problem.SECTIONS)
+    >>> cfg["task"].update(D=4, P=8, P_test=4)
+    >>> p = problem.build(cfg)
+    >>> p.data.P, p.model.activation.name, p.schedule.steps
+    (8, 'relu', 600)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+import dmft
+from dmft.errors import ConfigError
+
+from .config import Field
+
+__all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
+           "solve_options", "train_options", "check_sections", "TASK_FIELDS"]
+
+# the tasks a [task] section names (the grok testbeds add modular_addition and sparse_parity)
+TASKS = ("single_index", "kumar_quadratic", "teacher_network", "npz")
+
+# the task fields each generator reads (an axis of a scan over any other changes nothing)
+TASK_FIELDS = {"single_index": {"D", "P", "P_test", "degree", "noise", "seed"},
+               "kumar_quadratic": {"D", "P", "P_test", "seed"},
+               "teacher_network": {"D", "P", "P_test", "teacher_width", "seed"},
+               "modular_addition": {"p", "train_fraction", "seed"},
+               "sparse_parity": {"n", "k", "P", "P_test", "seed"},
+               "npz": set()}
+
+SECTIONS: dict[str, dict[str, Field]] = {
+    "task": {
+        "name": Field("str", "single_index", "data generator (npz: your own arrays, see path)",
+                      choices=TASKS),
+        "D": Field("int", 32, "input dimension", 1),
+        "P": Field("int", 256, "training points", 1),
+        "P_test": Field("int", 1000, "test points", 1),
+        "degree": Field("int", 2, "Hermite degree of the single-index target", 1),
+        "noise": Field("float", 0.0, "label noise on training targets", 0.0),
+        "teacher_width": Field("int", 4, "units of the teacher network", 1),
+        "teacher_activation": Field("str", "relu", "activation of the teacher network"),
+        "path": Field("str", "", "an .npz with x_train, y_train and optionally x_test, y_test "
+                      "(task.name = 'npz'; write one with dmft.Dataset(...).save(path))"),
+        "seed": Field("int", 0, "data seed", 0),
+    },
+    "model": {
+        "activation": Field("str", "relu", "activation name (or 'quadratic' with eps)"),
+        "eps": Field("float", 0.0, "eps of the quadratic activation h + eps/2 h^2"),
+        "readout": Field("str", "trained", "readouts", choices=("trained", "fixed")),
+        "centered": Field("bool", True, "subtract the output at initialization"),
+    },
+    "train": {
+        "eta0": Field("float", 0.5, "gradient-descent step in DMFT time units", 0.0, True),
+        "steps": Field("int", 600, "number of steps", 1),
+        "save_every": Field("int", 20, "record every this many steps", 1),
+        "weight_decay": Field("float", 0.0, "weight decay kappa per unit time", 0.0),
+    },
+    "theory": {
+        "method": Field("str", "auto", "DMFT solver",
+                        choices=("auto", "forward", "iterate", "closure", "lazy")),
+        "samples": Field("int", 4096, "single-site nodes (sampled methods)", 2),
+        "replicas": Field("int", 4, "independent replicas for the error estimate", 1),
+        "sampler": Field("str", "stratified", "node sampler",
+                         choices=("stratified", "orthogonal", "antithetic", "mc")),
+        "seed": Field("int", 0, "seed of the single-site nodes", 0),
+    },
+    "simulate": {
+        "widths": Field("ints", [64, 128, 256, 512, 1024], "network widths", 1),
+        "seeds": Field("int", 8, "networks per width", 1),
+        "seed": Field("int", 1, "seed of the network initializations", 0),
+        "antithetic": Field("bool", False, "antithetic initialization (trained readouts)"),
+        "max_memory_gb": Field("float", 6.0, "refuse ensembles needing more memory", 0.0, True),
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """The typed problem of a configuration."""
+
+    data: dmft.Dataset
+    model: dmft.TwoLayer            # gamma0 = the [model] gamma0 when the schema has one, else 1
+    schedule: dmft.Schedule
+    solve_options: dict             # keyword options of dmft.solve (no schedule)
+    theory_key: object
+    train_options: dict             # keyword options of networks.train (no schedule, width, seeds)
+    network_key: object
+
+
+def build_data(task: dict) -> dmft.Dataset:
+    """The dataset a [task] section describes (ValueError from the generators for bad sizes)."""
+    name = task["name"]
+    key = jax.random.key(task.get("seed", 0))
+    if name == "single_index":
+        return dmft.tasks.single_index(D=task["D"], P=task["P"], P_test=task["P_test"],
+                                       degree=task["degree"], key=key, noise=task["noise"])
+    if name == "kumar_quadratic":
+        return dmft.tasks.kumar_quadratic(D=task["D"], P=task["P"], P_test=task["P_test"], key=key)
+    if name == "teacher_network":
+        return dmft.tasks.teacher_network(D=task["D"], P=task["P"], P_test=task["P_test"],
+                                          width=task["teacher_width"],
+                                          activation=task["teacher_activation"], key=key)
+    if name == "modular_addition":
+        return dmft.tasks.modular_addition(task["p"], task["train_fraction"], key=key)
+    if name == "sparse_parity":
+        return dmft.tasks.sparse_parity(task["n"], task["k"], task["P"], task["P_test"], key=key)
+    if name == "npz":
+        return dmft.tasks.load_npz(task["path"])
+    raise ConfigError(f"task.name: unknown task {name!r}; known: {', '.join(TASK_FIELDS)}")
+
+
+def build_model(model: dict, gamma0: float = 1.0) -> dmft.TwoLayer:
+    """The two-layer model a [model] section describes; gamma0 from the section when it holds
+    one number (a scan's base value), else `gamma0` (sweeps replace it per point)."""
+    act = dmft.activations.quadratic(model["eps"]) if model["activation"] == "quadratic" \
+        else model["activation"]
+    g = model.get("gamma0")
+    if isinstance(g, bool) or not isinstance(g, (int, float)):
+        g = gamma0
+    return dmft.TwoLayer(act, gamma0=g, readout=model.get("readout", "trained"),
+                         centered=model.get("centered", True))
+
+
+def build_schedule(train: dict) -> dmft.Schedule:
+    """The training protocol a [train] section describes."""
+    return dmft.Schedule(eta0=train["eta0"], steps=train["steps"], save_every=train["save_every"],
+                         weight_decay=train.get("weight_decay", 0.0),
+                         dynamics=train.get("dynamics", "gd"))
+
+
+def solve_options(theory: dict) -> dict:
+    """Keyword options of `dmft.solve` from a [theory] section."""
+    return dict(method=theory["method"], samples=theory["samples"], replicas=theory["replicas"],
+                sampler=theory["sampler"])
+
+
+def train_options(simulate: dict) -> dict:
+    """Keyword options of `networks.train` from a [simulate] section."""
+    return dict(antithetic=simulate.get("antithetic", False),
+                max_memory_gb=simulate.get("max_memory_gb", 4.0))
+
+
+def build(cfg: dict) -> Problem:
+    """The problem of a configuration with the shared sections."""
+    data = build_data(cfg["task"])
+    return Problem(data=data, model=build_model(cfg["model"]), schedule=build_schedule(cfg["train"]),
+                   solve_options=solve_options(cfg["theory"]),
+                   theory_key=jax.random.key(cfg["theory"]["seed"]),
+                   train_options=train_options(cfg["simulate"]),
+                   network_key=jax.random.key(cfg["simulate"]["seed"]))
+
+
+def check_sections(cfg: dict) -> None:
+    """Cross-field checks of the shared sections (ConfigError naming the keys)."""
+    tr, task, model = cfg["train"], cfg["task"], cfg["model"]
+    if tr["steps"] % tr["save_every"]:
+        raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
+                          f"({tr['save_every']})")
+    th = cfg.get("theory")
+    if th is not None and th["samples"] % (2 * th["replicas"]):
+        raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
+                          f"2 x theory.replicas ({2 * th['replicas']})")
+    if task["name"] == "npz" and not task["path"]:
+        raise ConfigError("task.path: needed when task.name = 'npz'")
+    if model["activation"] == "quadratic" and model["eps"] == 0.0:
+        raise ConfigError("model.eps: set eps for the quadratic activation (h + eps/2 h^2)")
+    if task["name"] not in ("npz", "modular_addition", "sparse_parity"):
+        need = 8.0 * (task["P"] + task["P_test"]) * task["D"]
+        if need > 8 * 2 ** 30:
+            raise ConfigError(f"task.P, task.P_test, task.D: the inputs alone need {need / 2 ** 30:.0f} GiB")
+    if th is not None and th["method"] == "lazy" and tr["weight_decay"] > 0:
+        raise ConfigError("theory.method = 'lazy' has no closed form with train.weight_decay > 0")

@@ -1,0 +1,66 @@
+"""Parameter scans: a grid of problems, one compiled program per shape, a resumable store.
+
+A scan is a configuration (the sections of `experiments.problem` plus [scan]) and a
+grid over numeric fields of it, named "section.key" (or by the bare key when that
+is unambiguous). Fields that only set scalars of the dynamics (model.gamma0,
+train.eta0, train.weight_decay, model.eps) are *batched*: the points of one
+group differ only in them and run through one `dmft.BatchProgram`, vmapped over
+points, in chunks of `scan.chunk` points, sharded over the local devices. Every
+other scanned field (task.P, task.D, simulate.width, seeds, ...) starts a new
+group with its own data and program.
+
+    [scan]
+    outputs = ["final", "grokking"]   # also "curves" (loss, alignment, weight change
+                                      # against time) and "predictions" (f_train, f_test)
+    [scan.grid]                       # cartesian product; or [scan.points] (equal-length lists)
+    "model.gamma0" = [0.1, 0.3, 1.0, 3.0]
+    "task.P" = [64, 128]
+
+From Python (a dict laid out like the TOML works as well as a file):
+
+    res = scan.run("scan.toml", "results/scan")    # ScanResult; rerun to resume
+    res["theory.final.test_loss"]                  # an array shaped like the grid
+    res.heatmap("theory.grok.gap", x="gamma0", y="P").savefig("gap.png")
+    print(res.summary())
+
+Outputs per point, for source = theory (`dmft.BatchProgram`) and networks (seed
+means of `networks.train`; "error.*" are standard errors of those means):
+"final" gives SOURCE.final.Q for Q in train_loss, test_loss, alignment,
+weight_change.first_layer, weight_change.readout, error.train_loss,
+error.test_loss; "grokking" gives SOURCE.grok.t_train, t_test, gap, reached_train,
+reached_test (`validation.grokking_times` at scan.grok_threshold);
+"curves" gives t and SOURCE.Q against time; "predictions" SOURCE.f_train and
+f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds.
+
+Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
+written atomically; rerunning the same scan resumes (finished chunks are skipped);
+another configuration in the same directory is refused. Under `jax.distributed`
+each process takes every count-th chunk and process 0 writes them all:
+
+    dmft scan --config scan.toml --coordinator HOST0:1234 --num-processes 2 --process-id RANK
+
+Modules: `config` (schema, loading), `grid` (grid and plan), `outputs` (what a point
+keeps), `execute` (groups, devices, processes, the run loop), `result` (loading,
+summary, figures); the store is `experiments.store`.
+
+Example:
+    >>> from experiments import scan
+    >>> cfg = scan.load_config({"scan": {"grid": {"gamma0": [0.5, 1.0], "task.P": [8, 16, 32]}}})
+    >>> grid = scan.grid_of(cfg)
+    >>> grid.fields, grid.shape, grid.point(4)
+    (('model.gamma0', 'task.P'), (2, 3), {'model.gamma0': 1.0, 'task.P': 16})
+    >>> [(g.fields, len(g.indices)) for g in scan.plan(cfg).groups]
+    [({'task.P': 8}, 2), ({'task.P': 16}, 2), ({'task.P': 32}, 2)]
+"""
+
+from dmft.errors import ConfigError, StoreConflict, StoreWriteError
+
+from .config import BATCHED, OUTPUTS, SCANNABLE, SCHEMA, load_config, resolve_field
+from .execute import init_distributed, run
+from .grid import Chunk, Grid, Group, Plan, grid_of, plan
+from .result import ScanResult, heatmap, lines, load, summary
+
+__all__ = ["SCHEMA", "BATCHED", "OUTPUTS", "SCANNABLE", "Grid", "Group", "Chunk", "Plan",
+           "ScanResult", "load_config", "resolve_field", "grid_of", "plan", "run", "load",
+           "summary", "init_distributed", "heatmap", "lines", "ConfigError", "StoreConflict",
+           "StoreWriteError"]

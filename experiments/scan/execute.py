@@ -1,0 +1,387 @@
+"""Running a scan: groups built once, chunks computed on sharded devices and processes,
+written to a `experiments.store.Store` as they finish.
+
+Under `jax.distributed` each process takes every count-th chunk and process 0 writes
+them all (the chunks travel through JAX's collectives; on CPU, gloo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+import dmft
+from dmft.errors import ConfigError, StoreConflict, StoreWriteError
+
+from .. import problem as _problem
+from ..store import Store, npz_arrays, npz_bytes
+from .config import BATCHED, load_config
+from .grid import Chunk, Group, Plan, plan
+from .outputs import derive, network_records
+from .result import load
+
+__all__ = ["run", "init_distributed"]
+
+
+# ----------------------------------------------------------------- groups at run time
+
+def _error_class(kind: str):
+    return {"StoreConflict": StoreConflict, "ConfigError": ConfigError, "ValueError": ValueError,
+            "DivergenceError": dmft.DivergenceError, "NotConverged": dmft.NotConverged,
+            "FloatingPointError": FloatingPointError}.get(kind, RuntimeError)
+
+
+class _Comm:
+    """This process's place among the processes of `jax.distributed` (one process: no-op)."""
+
+    def __init__(self):
+        import jax
+
+        self.count, self.index = jax.process_count(), jax.process_index()
+
+    def allgather(self, blob: bytes) -> list[bytes]:
+        """Every process's bytes, on every process (through JAX's collectives)."""
+        if self.count == 1:
+            return [blob]
+        from jax.experimental import multihost_utils
+
+        n = np.asarray(multihost_utils.process_allgather(np.array([len(blob)], np.int32))).reshape(-1)
+        buf = np.zeros(max(int(n.max()), 1), np.uint8)
+        buf[:len(blob)] = np.frombuffer(blob, np.uint8)
+        got = np.asarray(multihost_utils.process_allgather(buf)).reshape(self.count, -1)
+        return [got[i, :n[i]].tobytes() for i in range(self.count)]
+
+    def agree(self, fn, first_only: bool = False):
+        """Run fn (on process 0 alone with first_only) and share the outcome: every process
+        returns process 0's JSON-able result, or raises when fn raised on any process."""
+        if self.count == 1:
+            return fn()
+        result, error = None, None
+        if self.index == 0 or not first_only:
+            try:
+                result = fn()
+            except Exception as err:    # noqa: BLE001 - re-raised below, on every process
+                error = err
+        mine = {"result": result} if error is None else {
+            "kind": type(error).__name__, "message": str(error), "errno": getattr(error, "errno", None)}
+        got = [json.loads(b) for b in self.allgather(json.dumps(mine).encode())]
+        if error is not None:
+            raise error
+        for i, g in enumerate(got):
+            if "kind" in g:
+                if g["kind"] == "StoreWriteError":
+                    raise StoreWriteError(g["errno"], g["message"])
+                raise _error_class(g["kind"])(f"(process {i}) {g['message']}")
+        return got[0]["result"]
+
+
+class _GroupRun:
+    """Data, model and program of one group (built, hence validated, on construction)."""
+
+    def __init__(self, cfg: dict, group: Group, columns: dict, sharding, n_devices: int):
+        import jax
+
+        self.cfg, self.group, self.columns, self.sharding = cfg, group, columns, sharding
+        sc, th, sim = cfg["scan"], cfg["theory"], cfg["simulate"]
+        self.data = _problem.build_data(cfg["task"])
+        self.model = _problem.build_model(cfg["model"])
+        self.schedule = _problem.build_schedule(cfg["train"])
+        self.n_program = -(-min(sc["chunk"], len(group.indices)) // n_devices) * n_devices
+        # the batched fields the grid sets (a program batches at least one: gamma0 then)
+        self.batched = {BATCHED[f]: f for f in columns if f in BATCHED} or {"gamma0": None}
+        self.prog = None
+        if sc["theory"]:
+            self.prog = dmft.BatchProgram(
+                self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
+                curves="predictions" in sc["outputs"], **_problem.solve_options(th))
+            self.theory_key = jax.random.key(th["seed"])
+        if sc["networks"]:
+            import networks
+
+            networks.plan_train(self.model, self.data, self.schedule, sim["width"], sim["seeds"],
+                                **_problem.train_options(sim))
+            self.network_key = jax.random.key(sim["seed"])
+
+    @property
+    def nbytes(self) -> int:
+        d = self.data
+        return sum(a.nbytes for a in (d.x_train, d.y_train, d.x_test, d.y_test) if a is not None)
+
+    def compute(self, chunk: Chunk) -> dict:
+        sc = self.cfg["scan"]
+        idx = chunk.indices
+        n = len(idx)
+        out = {"index": idx.astype(np.int64)}
+        if self.prog is not None:
+            # pad to the program's size by repeating the last point; drop the copies
+            pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
+            values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
+                          else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
+            rec = self.prog(values, pad, key=self.theory_key, sharding=self.sharding)
+            rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
+            out.update(derive("theory", rec, sc["outputs"], sc["grok_threshold"]))
+        if sc["networks"]:
+            recs = [self._network_point(int(i)) for i in idx]
+            rec = {k: np.stack([r[k] for r in recs]) for k in recs[0]}
+            out.update(derive("networks", rec, sc["outputs"], sc["grok_threshold"]))
+        return out
+
+    def _network_point(self, i: int) -> dict:
+        import jax
+
+        import networks
+
+        sim, m = self.cfg["simulate"], self.cfg["model"]
+        v = {f: self.columns[f][i].item() for f in self.columns if f in BATCHED}
+        model = self.model.replace(gamma0=v.get("model.gamma0", m["gamma0"]))
+        if "model.eps" in v:
+            model = model.replace(activation=dmft.activations.quadratic(v["model.eps"]))
+        sch = self.schedule.replace(eta0=v.get("train.eta0", self.schedule.eta0),
+                                    weight_decay=v.get("train.weight_decay", self.schedule.weight_decay))
+        run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch,
+                             key=jax.random.fold_in(self.network_key, i), **_problem.train_options(sim))
+        return network_records(run)
+
+
+class _Groups:
+    """Builds each group's `_GroupRun` once; keeps at most KEEP_BYTES of data between uses."""
+
+    KEEP_BYTES = 2 ** 30
+
+    def __init__(self, cfg, pl: Plan, sharding, n_devices):
+        self.cfg, self.plan, self.sharding, self.n_devices = cfg, pl, sharding, n_devices
+        self.columns = pl.grid.columns()
+        self.kept: dict[int, _GroupRun] = {}
+
+    def get(self, g: int) -> _GroupRun:
+        if g not in self.kept:
+            group = self.plan.groups[g]
+            try:
+                self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), group, self.columns,
+                                         self.sharding, self.n_devices)
+            except ValueError as err:
+                if not group.fields:
+                    raise
+                where = ", ".join(f"{f} = {v}" for f, v in group.fields.items())
+                raise type(err)(f"at {where}: {err}") from err
+        return self.kept[g]
+
+    def preflight(self, groups) -> None:
+        """Build (and so validate) every group, before any compute or write."""
+        total = 0
+        for g in sorted(groups):
+            total += self.get(g).nbytes
+            if total > self.KEEP_BYTES:    # rebuilt when its turn comes
+                del self.kept[g]
+
+    def release_before(self, g: int) -> None:
+        """Drop the groups numbered below g (done with them)."""
+        for k in [k for k in self.kept if k < g]:
+            del self.kept[k]
+
+
+def _point_sharding(devices):
+    """A NamedSharding of the point axis over `devices` (None for one device)."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) == 1:
+        return None, 1
+    return NamedSharding(Mesh(np.array(devices), ("points",)), PartitionSpec("points")), len(devices)
+
+
+def _identity(cfg: dict) -> dict:
+    """What must match for a store to be resumed: configuration, code and number type."""
+    import jax
+    import jaxlib
+
+    from dmft.io import jsonable
+
+    return {"config": jsonable(cfg), "x64": bool(jax.config.jax_enable_x64),
+            "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
+
+
+def _traces() -> int:
+    from dmft.runner import TRACE_COUNTS
+
+    return sum(v for k, v in TRACE_COUNTS.items() if k == "batch.point" or k.startswith("networks."))
+
+
+def _pack(arrays: dict, meta: dict) -> bytes:
+    return npz_bytes({**arrays, "__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+
+
+def _unpack(blob: bytes) -> tuple[dict, dict]:
+    arrays = npz_arrays(blob)
+    return arrays, json.loads(arrays.pop("__meta__").tobytes().decode())
+
+
+# ----------------------------------------------------------------- running
+
+def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
+        progress: bool = False, log=None):
+    """Run (or resume) a scan into the store `out`.
+
+    Under `jax.distributed` every process calls this with the same configuration;
+    each computes every count-th remaining chunk, and process 0 writes them all.
+
+    Args:
+        config: a TOML path, a dict laid out like one, or a `load_config` result.
+        out: the store directory (created; a directory holding another scan is refused).
+        overrides: "section.key=value" strings applied on top of `config`.
+        devices: local devices to shard each chunk over (default: all local devices).
+        progress: a progress bar over points (process 0 only).
+        log: a callable receiving one-line messages (default: none).
+
+    Returns:
+        The `ScanResult` as loaded from the store (process 0), None on other processes.
+
+    Raises:
+        ConfigError / ValueError: bad configuration, before anything is computed or written.
+        StoreConflict: `out` holds another scan, or is in use.
+        StoreWriteError: a write failed (disk full, permissions); finished chunks are kept.
+        dmft.DivergenceError, dmft.NotConverged: a solver failed outright (points that
+            merely diverge are recorded, not raised).
+    """
+    import jax
+
+    say = log or (lambda s: None)
+    cfg = load_config(config, overrides)
+    pl = plan(cfg)
+    comm = _Comm()
+    identity = _identity(cfg)
+    comm.agree(lambda: _same_everywhere(comm, identity))
+    # before anything is written: the store must hold this scan or nothing, and every
+    # group still to compute must build (data, programs: validated)
+    finished = set(comm.agree(lambda: sorted(Store.peek(out, identity)), first_only=True))
+    sharding, n_dev = _point_sharding(devices)
+    groups = _Groups(cfg, pl, sharding, n_dev)
+    comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
+    layout = {"grid": pl.grid.describe(), "chunk_names": [c.name for c in pl.chunks],
+              "groups": [{"fields": g.fields, "points": len(g.indices)} for g in pl.groups]}
+    holder = {}
+
+    def open_store():
+        holder["store"] = Store.create_or_open(out, identity, layout)
+        return sorted(holder["store"].finished())
+
+    finished = set(comm.agree(open_store, first_only=True))
+    store = holder.get("store")
+    todo = [c for c in pl.chunks if c.name not in finished]
+    skipped = sum(len(c.indices) for c in pl.chunks if c.name in finished)
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": comm.count,
+               "devices": [str(d) for d in (devices or jax.local_devices())],
+               "skipped_points": skipped, "status": "running"}
+    say(f"scan {out}: {pl.grid.size} points in {len(pl.groups)} group(s), {len(pl.chunks)} chunk(s); "
+        f"{skipped} already on disk, {pl.grid.size - skipped} to compute on {comm.count} "
+        f"process(es) x {n_dev} device(s)")
+    stats = {g.number: {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0} for g in pl.groups}
+    bar = _bar(pl.grid.size, skipped) if (progress and store is not None and todo) else None
+    t0 = time.perf_counter()
+    try:
+        if store is not None:
+            store.manifest["sessions"].append(session)
+        comm.agree(lambda: store.save_manifest(), first_only=True)
+        for r in range(0, len(todo), comm.count):
+            mine = todo[r + comm.index] if r + comm.index < len(todo) else None
+            if mine is not None:
+                groups.release_before(mine.group)      # chunks come group by group
+            blob = b"" if mine is None else _compute(groups, mine, comm)
+            blobs = comm.allgather(blob)
+            errors = comm.agree(lambda: _write(store, blobs, stats, bar), first_only=True)
+            if errors:
+                e = errors[0]
+                raise _error_class(e["error"])(f"chunk {e['chunk']} (process {e['process']}): "
+                                               f"{e['message']}; finished chunks are kept")
+    finally:
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            done = len(store.finished() & {c.name for c in pl.chunks})
+            session.update(seconds=time.perf_counter() - t0,
+                           computed_points=sum(s["points"] for s in stats.values()),
+                           groups=[dict(stats[g.number], group=g.number) for g in pl.groups],
+                           status="complete" if done == len(pl.chunks) else "stopped")
+            try:
+                store.save_manifest()
+            except StoreWriteError:
+                pass      # the chunks are what matters, and an error is already on its way
+            store.close()
+    if comm.count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("dmft scan: store written")
+    return load(out) if comm.index == 0 else None
+
+
+def _same_everywhere(comm: _Comm, identity: dict) -> None:
+    ids = comm.allgather(json.dumps(identity, sort_keys=True).encode())
+    if len(set(ids)) > 1:
+        raise ConfigError("the processes of this scan were given different configurations or "
+                          "versions; start every process with the same command")
+
+
+def _compute(groups: _Groups, chunk: Chunk, comm: _Comm) -> bytes:
+    """One chunk's arrays and bookkeeping, packed; a failure is packed too when other
+    processes wait for this one (they all raise it after the round)."""
+    before, t1 = _traces(), time.perf_counter()
+    try:
+        arrays = groups.get(chunk.group).compute(chunk)
+    except (ArithmeticError, ValueError, RuntimeError) as err:
+        if comm.count == 1:
+            raise
+        return _pack({}, {"chunk": chunk.name, "process": comm.index, "error": type(err).__name__,
+                          "message": str(err)})
+    return _pack(arrays, {"chunk": chunk.name, "group": chunk.group, "process": comm.index,
+                          "seconds": time.perf_counter() - t1, "compiles": _traces() - before})
+
+
+def _write(store: Store, blobs, stats, bar) -> list:
+    """Process 0 writes the round's chunks; returns the failures reported by any process."""
+    errors = []
+    for blob in blobs:
+        if not blob:
+            continue
+        arrays, meta = _unpack(blob)
+        if "error" in meta:
+            errors.append(meta)
+            continue
+        store.write_chunk(meta["chunk"], arrays)
+        n = len(arrays["index"])
+        store.log(event="chunk", chunk=meta["chunk"], points=n, process=meta["process"],
+                  seconds=round(meta["seconds"], 6))
+        st = stats[meta["group"]]
+        st["chunks"] += 1
+        st["points"] += n
+        st["compiles"] += meta["compiles"]
+        st["seconds"] += meta["seconds"]
+        if bar is not None:
+            bar.update(n)
+    return errors
+
+
+def _bar(total, initial):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:   # progress is a nicety
+        return None
+    return tqdm(total=total, initial=initial, desc="scan", unit="pt", smoothing=0.1)
+
+
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """Join JAX's multi-process runtime (for entry points; CPU processes talk through gloo).
+
+    With no arguments JAX detects a cluster (SLURM, ...); else give all three.
+    Must run before anything else touches JAX's devices.
+    """
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+

@@ -1,0 +1,158 @@
+"""The grid of a scan and its plan: groups of one shape, chunks of fixed size.
+
+Chunk boundaries depend on the grid and `scan.chunk` only, and point i draws its
+randomness from fold_in(key, i), so results do not depend on devices, processes or
+interruptions.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+
+from dmft.errors import ConfigError
+
+from .config import BATCHED, coerce_value, resolve_field
+
+__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan"]
+
+
+# ----------------------------------------------------------------- the grid
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Points of a scan, in a fixed order (C order for a product).
+
+    Attributes:
+        kind: "product" (a cartesian product of axes) or "points" (an explicit list).
+        fields: the scanned fields ("section.key").
+        values: product: each axis's values; points: each field's column.
+    """
+
+    kind: str
+    fields: tuple
+    values: tuple
+
+    @property
+    def shape(self) -> tuple:
+        if self.kind == "product":
+            return tuple(len(v) for v in self.values)
+        return (len(self.values[0]),)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Each field's value at every point, as (size,) arrays in grid order."""
+        if self.kind == "points":
+            return {f: np.asarray(v) for f, v in zip(self.fields, self.values)}
+        mesh = np.meshgrid(*[np.asarray(v) for v in self.values], indexing="ij")
+        return {f: m.reshape(-1) for f, m in zip(self.fields, mesh)}
+
+    def point(self, i: int) -> dict:
+        """The field values of point i."""
+        if self.kind == "points":
+            return {f: v[i] for f, v in zip(self.fields, self.values)}
+        where = np.unravel_index(i, self.shape)
+        return {f: v[int(j)] for f, v, j in zip(self.fields, self.values, where)}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "fields": list(self.fields), "shape": list(self.shape),
+                "values": [list(v) for v in self.values]}
+
+
+def grid_of(cfg: dict) -> Grid:
+    """The grid of a scan configuration; ConfigError for an empty or invalid one."""
+    sc = cfg["scan"]
+    if (sc["grid"] is None) == (sc["points"] is None):
+        raise ConfigError("scan: give exactly one of [scan.grid] (a cartesian product of axes) or "
+                          "[scan.points] (equal-length lists, one point per position)")
+    kind = "product" if sc["grid"] is not None else "points"
+    table = sc["grid"] if kind == "product" else sc["points"]
+    if not table:
+        raise ConfigError(f"scan.{'grid' if kind == 'product' else 'points'}: empty grid (no fields)")
+    fields, values = [], []
+    for name, vals in table.items():
+        f = resolve_field(name)
+        where = f"scan.{'grid' if kind == 'product' else 'points'}.{f}"
+        if isinstance(vals, (tuple, np.ndarray)):
+            vals = list(np.asarray(vals).tolist())
+        if not isinstance(vals, list):
+            raise ConfigError(f"{where}: expected a list of values, got {vals!r}")
+        if not vals:
+            raise ConfigError(f"{where}: empty grid (no values)")
+        vals = [coerce_value(f, f"{where}[{i}]", v) for i, v in enumerate(vals)]
+        if kind == "product" and len(set(vals)) != len(vals):
+            raise ConfigError(f"{where}: repeated values {vals}; each point would be computed twice")
+        fields.append(f)
+        values.append(tuple(vals))
+    if kind == "points" and len({len(v) for v in values}) != 1:
+        raise ConfigError("scan.points: every field needs the same number of values, got "
+                          + ", ".join(f"{f}: {len(v)}" for f, v in zip(fields, values)))
+    return Grid(kind, tuple(fields), tuple(values))
+
+
+# ----------------------------------------------------------------- the plan
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Points that share every non-batched field (so one program serves them)."""
+    number: int
+    fields: dict            # the group's values of the scanned non-batched fields
+    indices: np.ndarray     # grid indices, ascending
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    name: str
+    group: int
+    indices: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The grid cut into groups and fixed-size chunks (a function of the configuration only)."""
+    grid: Grid
+    groups: list
+    chunks: list
+
+    def group_config(self, cfg: dict, g: int) -> dict:
+        """The configuration of group g (its non-batched fields set)."""
+        out = copy.deepcopy(cfg)
+        for f, v in self.groups[g].fields.items():
+            sec, key = f.split(".", 1)
+            out[sec][key] = v
+        return out
+
+
+def plan(cfg: dict) -> Plan:
+    """Groups in order of first appearance in the grid; chunks of `scan.chunk` points each."""
+    grid = grid_of(cfg)
+    cols = grid.columns()
+    keyed = [f for f in grid.fields if f not in BATCHED]
+    if keyed:
+        rows = np.stack([cols[f].astype(np.float64) for f in keyed], axis=1)
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        label = rank[inverse]
+    else:
+        label = np.zeros(grid.size, dtype=np.int64)
+    size = cfg["scan"]["chunk"]
+    groups, chunks = [], []
+    order = np.argsort(label, kind="stable")               # each group's points, ascending
+    bounds = np.cumsum(np.bincount(label))
+    for g in range(len(bounds)):
+        idx = order[bounds[g - 1] if g else 0:bounds[g]]
+        groups.append(Group(g, {f: cols[f][idx[0]].item() for f in keyed}, idx))
+        for c, start in enumerate(range(0, len(idx), size)):
+            chunks.append(Chunk(f"g{g:04d}-c{c:06d}", g, idx[start:start + size]))
+    return Plan(grid, groups, chunks)
+
+

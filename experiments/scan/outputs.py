@@ -1,0 +1,65 @@
+"""What a scan keeps per point, from the records of a theory batch or a network ensemble."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from validation.grokking import crossing_time, grokking_times
+
+__all__ = ["derive", "network_records"]
+
+
+# ----------------------------------------------------------------- per-point outputs
+
+_CURVES = ("train_loss", "test_loss", "alignment", "weight_change.first_layer",
+           "weight_change.readout", "error.train_loss", "error.test_loss")
+
+
+def derive(src: str, rec: dict, outputs, theta) -> dict:
+    """The stored arrays of one source ("theory" or "networks") from its per-point records."""
+    out = {}
+    curves = [q for q in _CURVES if q in rec]
+    if "final" in outputs:
+        out.update({f"{src}.final.{q}": rec[q][:, -1] for q in curves})
+    if "grokking" in outputs:
+        # docs/conventions.md: first times below theta (NaN, reached False: not within the run)
+        if "test_loss" in rec:
+            g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta)
+            out.update({f"{src}.grok.{k}": getattr(g, k) for k in
+                        ("t_train", "t_test", "gap", "reached_train", "reached_test")})
+        else:
+            out[f"{src}.grok.t_train"], out[f"{src}.grok.reached_train"] = \
+                crossing_time(rec["t"], rec["train_loss"], theta)
+    if "curves" in outputs:
+        out["t"] = rec["t"]
+        out.update({f"{src}.{q}": rec[q] for q in curves})
+    if "predictions" in outputs:
+        out.update({f"{src}.{q}": rec[q] for q in ("f_train", "f_test") if q in rec})
+    for q in ("diverged_step", "diverged_seeds"):
+        if q in rec:
+            out[f"{src}.{q}"] = rec[q]
+    return out
+
+
+def network_records(run) -> dict:
+    """Seed means (and standard errors of the mean) of one ensemble, as one point's records."""
+    s = run.train_loss.shape[0]
+    series = {"train_loss": run.train_loss, "test_loss": run.test_loss, "alignment": run.alignment,
+              "weight_change.first_layer": run.weight_change["first_layer"],
+              "weight_change.readout": run.weight_change["readout"]}
+    rec = {"t": run.t}
+    for q, v in series.items():
+        if v is None:
+            continue
+        rec[q] = v.mean(axis=0)
+        if q.endswith("loss") and s > 1:
+            rec[f"error.{q}"] = v.std(axis=0, ddof=1) / math.sqrt(s)
+    rec["f_train"] = run.f_train.mean(axis=0)
+    if run.f_test is not None:
+        rec["f_test"] = run.f_test.mean(axis=0)
+    rec["diverged_seeds"] = np.int64(len(run.info["diverged"]))
+    return rec
+
+

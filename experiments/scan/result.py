@@ -1,0 +1,231 @@
+"""A scan's results as arrays shaped like its grid, with a summary and figures.
+
+    from experiments import scan
+    res = scan.load("results/scan")                  # finished points; res.done marks them
+    res["theory.final.test_loss"]                    # an array shaped like the grid
+    res.heatmap("theory.grok.gap", x="gamma0", y="P").savefig("gap.png")
+    print(res.summary())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from dmft.plotting import new_figure
+
+from ..store import Store
+from .config import resolve_field
+from .grid import Grid, grid_of
+
+__all__ = ["ScanResult", "load", "summary", "heatmap", "lines"]
+
+
+# ----------------------------------------------------------------- loading
+
+@dataclasses.dataclass
+class ScanResult:
+    """A scan's results, each array shaped grid.shape + per-point shape.
+
+    Attributes:
+        path: the store directory.
+        config: the full configuration.
+        grid: the `Grid`.
+        arrays: name -> array; points not yet computed hold NaN (float), -1 (int) or
+            False (bool): read `done`.
+        done: grid-shaped bool, True where the point is on disk.
+        manifest: the store's manifest (identity, layout, sessions).
+    """
+
+    path: str
+    config: dict
+    grid: Grid
+    arrays: dict
+    done: np.ndarray
+    manifest: dict
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            raise KeyError(f"{name!r}: not among this scan's outputs ({', '.join(sorted(self.arrays))})")
+        return self.arrays[name]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Each scanned field's value at every point, grid-shaped."""
+        return {f: c.reshape(self.grid.shape) for f, c in self.grid.columns().items()}
+
+    def summary(self) -> str:
+        """A table: groups (points, time, compilations) and the range of every scalar output."""
+        return summary(self)
+
+    def heatmap(self, name: str, x: str, y: str, **kw):
+        return heatmap(self, name, x, y, **kw)
+
+    def lines(self, name: str, x: str, **kw):
+        return lines(self, name, x, **kw)
+
+
+def load(out) -> ScanResult:
+    """Read a store back as arrays shaped by the grid (finished points only)."""
+    store = Store.read(out)
+    man = store.manifest
+    cfg = man["identity"]["config"]
+    grid = grid_of(cfg)
+    names = set(man.get("chunk_names", []))
+    chunks = [store.read_chunk(n) for n in sorted(store.finished() & names)]
+    arrays, done = {}, np.zeros(grid.size, dtype=bool)
+    for ch in chunks:
+        idx = ch["index"]
+        done[idx] = True
+        for k, v in ch.items():
+            if k == "index":
+                continue
+            if k not in arrays:
+                fill = (np.nan if np.issubdtype(v.dtype, np.floating) else
+                        False if v.dtype == np.bool_ else -1)
+                arrays[k] = np.full((grid.size,) + v.shape[1:], fill, dtype=v.dtype)
+            arrays[k][idx] = v
+    arrays = {k: v.reshape(grid.shape + v.shape[1:]) for k, v in arrays.items()}
+    return ScanResult(os.fspath(out), cfg, grid, arrays, done.reshape(grid.shape), man)
+
+
+# ----------------------------------------------------------------- summary and figures
+
+def _fmt(v) -> str:
+    return "nan" if not np.isfinite(v) else f"{v:.4g}"
+
+
+def summary(res: ScanResult) -> str:
+    lines_ = []
+    n, k = res.grid.size, int(res.done.sum())
+    sess = (res.manifest.get("sessions") or [{}])[-1]
+    head = f"scan {res.path}: {k} of {n} points done"
+    if "computed_points" in sess:
+        c, s = sess["computed_points"], sess["seconds"]
+        head += (f" ({c} computed now in {s:.2f} s" + (f", {c / s:.1f} points/s" if c and s > 0 else "")
+                 + f"; {sess['skipped_points']} found on disk)")
+    lines_.append(head)
+    groups = res.manifest.get("groups", [])
+    per = {g["group"]: g for g in sess.get("groups", [])}
+    if groups:
+        lines_.append(f"{'group':>5}  {'fields':<28} {'points':>7} {'chunks now':>10} {'compiles':>8} "
+                      f"{'seconds':>8} {'points/s':>9}")
+        for i, g in enumerate(groups):
+            st = per.get(i, {})
+            fields = " ".join(f"{f}={v:g}" for f, v in g["fields"].items()) or "(all points)"
+            rate = st.get("points", 0) / st["seconds"] if st.get("seconds") else float("nan")
+            lines_.append(f"{i:>5}  {fields:<28} {g['points']:>7} {st.get('chunks', 0):>10} "
+                          f"{st.get('compiles', 0):>8} {st.get('seconds', 0.0):>8.2f} {_fmt(rate):>9}")
+    scalars = [q for q, v in sorted(res.arrays.items()) if v.ndim == len(res.grid.shape)]
+    if scalars:
+        lines_.append(f"{'output':<40} {'min':>10} {'median':>10} {'max':>10} {'non-finite':>10}")
+        for q in scalars:
+            if res.arrays[q].dtype == np.bool_:
+                lines_.append(f"{q:<40} true at {int(res.arrays[q][res.done].sum())} of {k} points")
+                continue
+            v = res.arrays[q][res.done].astype(np.float64)
+            fin = v[np.isfinite(v)]
+            stat = (np.min(fin), np.median(fin), np.max(fin)) if fin.size else (np.nan,) * 3
+            if q.endswith("diverged_step"):
+                lines_.append(f"{q:<40} {int(np.sum(v >= 0))} of {v.size} points diverged")
+                continue
+            lines_.append(f"{q:<40} {_fmt(stat[0]):>10} {_fmt(stat[1]):>10} {_fmt(stat[2]):>10} "
+                          f"{v.size - fin.size:>10}")
+    return "\n".join(lines_)
+
+
+def _select(res: ScanResult, name: str, keep: list, at: dict | None) -> np.ndarray:
+    """res[name] with every axis but `keep` fixed by `at` (or of length one); axes in `keep` order."""
+    if res.grid.kind != "product":
+        if len(res.grid.fields) == 1 and keep == [res.grid.fields[0]]:
+            return res[name]
+        raise ValueError("figures need a product grid ([scan.grid]), or a points grid over one field")
+    at = {resolve_field(k, "at"): v for k, v in (at or {}).items()}
+    v = res[name]
+    if v.ndim != len(res.grid.shape):
+        raise ValueError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
+                         "or a grokking time")
+    index = []
+    for f, vals in zip(res.grid.fields, res.grid.values):
+        if f in keep:
+            index.append(slice(None))
+        elif f in at:
+            hits = [i for i, x in enumerate(vals) if np.isclose(x, at[f])]
+            if not hits:
+                raise ValueError(f"at: {f}={at[f]} is not on the grid ({list(vals)})")
+            index.append(hits[0])
+        elif len(vals) == 1:
+            index.append(0)
+        else:
+            raise ValueError(f"fix {f} with at={{'{f}': value}} (values {list(vals)})")
+    sub = v[tuple(index)]
+    kept = [f for f in res.grid.fields if f in keep]
+    return np.transpose(sub, [kept.index(f) for f in keep])
+
+
+def _axis_values(res, f):
+    return np.asarray(res.grid.values[res.grid.fields.index(f)], dtype=np.float64)
+
+
+def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = None,
+            logx: bool = True, logy: bool = True, logc: bool = False, ax=None):
+    """A heatmap of one number per point over two grid axes (others fixed by `at`)."""
+    from matplotlib.colors import LogNorm
+
+    x, y = resolve_field(x, "x"), resolve_field(y, "y")
+    z = _select(res, name, [y, x], at)
+    xs, ys = _axis_values(res, x), _axis_values(res, y)
+    z = z[np.argsort(ys)][:, np.argsort(xs)]
+    fig = None
+    if ax is None:
+        fig, ax = new_figure(size=(5.5, 4.2))
+    norm = LogNorm() if logc else None
+    mesh = ax.pcolormesh(_edges(xs, logx), _edges(ys, logy), z, norm=norm, shading="flat")
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.figure.colorbar(mesh, ax=ax, label=name)
+    return fig or ax.figure
+
+
+def _edges(v, log):
+    """Cell edges around sorted axis values (geometric midpoints on a log axis)."""
+    v = np.sort(v)
+    if len(v) == 1:
+        return np.array([v[0] / 2, v[0] * 2]) if log else np.array([v[0] - 0.5, v[0] + 0.5])
+    w = np.log(v) if log else v
+    mid = (w[1:] + w[:-1]) / 2
+    e = np.concatenate([[2 * w[0] - mid[0]], mid, [2 * w[-1] - mid[-1]]])
+    return np.exp(e) if log else e
+
+
+def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
+          logx: bool = True, logy: bool = False, ax=None):
+    """One number per point against one grid axis, one line per value of `hue`."""
+    x = resolve_field(x, "x")
+    keep = [x] if hue is None else [resolve_field(hue, "hue"), x]
+    z = _select(res, name, keep, at)
+    xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
+    order = np.argsort(xs)
+    fig = None
+    if ax is None:
+        fig, ax = new_figure(size=(5.5, 4.2))
+    if hue is None:
+        ax.plot(xs[order], z[order], "o-")
+    else:
+        for hv, row in zip(_axis_values(res, keep[0]), z):
+            ax.plot(xs[order], row[order], "o-", label=f"{keep[0]} = {hv:g}")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    ax.set_xlabel(x)
+    ax.set_ylabel(name)
+    ax.grid(True, alpha=0.3)
+    return fig or ax.figure
+
