@@ -1,7 +1,7 @@
 """Activations with the Gaussian expectations the theory needs.
 
 Each activation knows phi, its derivative, and, where one exists, the closed
-form of the lazy kernels (THEORY.md section 4) for a pair of jointly Gaussian
+form of the lazy kernels (docs/derivations.md, section 2) for a pair of jointly Gaussian
 fields (u, v) with covariance [[k11, k12], [k12, k22]]:
 
     Phi0 = E[phi(u) phi(v)],   G0 = E[phi'(u) phi'(v)],   mean = E[phi(u)].
@@ -167,7 +167,7 @@ def _linear_lazy(k11, k12, k22):
 
 
 def _relu_lazy(k11, k12, k22):
-    # arc-cosine kernels of order 1 (Phi0) and order 0 (G0), THEORY.md section 4
+    # arc-cosine kernels of order 1 (Phi0) and order 0 (G0) (docs/derivations.md)
     s, c = _safe_corr(k11, k12, k22)
     theta = jnp.arccos(c)
     phi = s / (2 * jnp.pi) * (jnp.sin(theta) + (jnp.pi - theta) * c)
@@ -176,7 +176,7 @@ def _relu_lazy(k11, k12, k22):
 
 
 def _erf_lazy(k11, k12, k22):
-    # arcsine kernel and its derivative kernel, THEORY.md section 4
+    # arcsine kernel and its derivative kernel (docs/derivations.md)
     a = (1 + 2 * k11) * (1 + 2 * k22)
     phi = 2 / jnp.pi * jnp.arcsin(jnp.clip(2 * k12 / jnp.sqrt(a), -1.0, 1.0))
     g = 4 / jnp.pi / jnp.sqrt(a - 4 * k12 ** 2)

@@ -1,4 +1,4 @@
-"""Exact Gaussian moment closure of the two-layer single site (THEORY.md section 3).
+"""Exact Gaussian moment closure of the two-layer single site (docs/derivations.md, section 4).
 
 When every neuron's update is affine in its own parameters, the Gaussian
 initial law stays Gaussian: write the site as z = U xi + m with xi ~ N(0, I)

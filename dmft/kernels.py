@@ -1,4 +1,5 @@
-"""Kernels of THEORY.md section 2 and the exact lazy kernels of section 4.
+"""Kernels of docs/conventions.md ("Kernels and measures") and the exact lazy kernels
+(docs/derivations.md, section 2).
 
 Example:
     >>> import jax.numpy as jnp
@@ -17,7 +18,7 @@ __all__ = ["input_kernel", "field_basis", "lazy_kernels", "lazy_ntk", "alignment
 
 
 def input_kernel(xa, xb=None):
-    """K^x = xa xb^T / D (THEORY.md section 2)."""
+    """K^x = xa xb^T / D (docs/conventions.md)."""
     xa = jnp.asarray(xa)
     xb = xa if xb is None else jnp.asarray(xb)
     return xa @ xb.T / xa.shape[1]

@@ -1,4 +1,4 @@
-"""The lazy limit gamma0 -> 0 in closed form (THEORY.md section 4).
+"""The lazy limit gamma0 -> 0 in closed form (docs/derivations.md, section 2; docs/conventions.md).
 
 The NTK stays at K0 and the train error obeys
 

@@ -1,4 +1,4 @@
-"""Nodes for the single-site average (THEORY.md section 3).
+"""Nodes for the single-site average (docs/derivations.md, sections 1-2).
 
 The two-layer single site starts from z ~ N(0, I_r) (first-layer weights in
 the basis of `kernels.field_basis`) and, with trained readouts, a ~ N(0, I_C).

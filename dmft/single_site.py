@@ -1,6 +1,6 @@
 """The sampled two-layer single site: forward integration and self-consistent iteration.
 
-THEORY.md section 3. A node of the single-site law carries z (first-layer
+docs/derivations.md, sections 1-3. A node of the single-site law carries z (first-layer
 coordinates; the fields on all points are h = L z) and readouts a. Given the
 shared error Delta_mu = y_mu - f_mu, gradient descent with step eta0 moves it by
 

@@ -69,9 +69,8 @@ class Solution(Trajectory):
     state: dict | None = None
 
     GROUPS: ClassVar[tuple] = ("weight_change", "error", "state")
-
-    def _no_predictor_hint(self) -> str:
-        return "solve again in this session (the final state is kept in memory, not in files)"
+    PREDICT_HINT: ClassVar[str] = ("solve again in this session (the final state is kept in memory, "
+                                   "not in files)")
 
 
 # ----------------------------------------------------------------- methods
@@ -362,7 +361,7 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False) -> Solution:
     if plan.sampled:
         extra.update(sampler=plan.sampler, samples=plan.samples, control_variate=plan.control_variate)
     sol = _assemble(plan, rec, {**extra, "config": plan.describe()}, su)
-    sol._predictor = predictor
+    sol.attach_predictor(predictor)
     if plan.method == "iterate" and not extra["converged"]:
         raise NotConverged(
             f"iterate: residual {extra['final_residual']:.3e} > tol={plan.tol:.1e} after "

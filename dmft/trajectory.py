@@ -57,6 +57,8 @@ class Trajectory:
     GROUPS: ClassVar[tuple] = ("weight_change",)
     # leading axes before time: () for a theory, ("seed",) for an ensemble
     ENSEMBLE_AXES: ClassVar[tuple] = ()
+    # what to do when `predict` has nothing to predict from
+    PREDICT_HINT: ClassVar[str] = "compute it again in this session"
 
     def __post_init__(self):
         self._predictor = None
@@ -116,11 +118,15 @@ class Trajectory:
         if self._predictor is None:
             raise InputError(
                 f"predict: this {type(self).__name__} has no final state to predict from "
-                "(it was loaded from disk, or the solver keeps none); " + self._no_predictor_hint())
+                "(it was loaded from disk, or the solver keeps none); " + self.PREDICT_HINT)
         return self._predictor(x_new)
 
-    def _no_predictor_hint(self) -> str:
-        return "compute it again in this session"
+    def attach_predictor(self, predictor) -> "Trajectory":
+        """Set the function x_new -> predictions that `predict` calls (solvers do this)."""
+        if predictor is not None and not callable(predictor):
+            raise InputError(f"predictor must be callable, got {predictor!r}")
+        self._predictor = predictor
+        return self
 
     def plot(self, *others, labels=None, title: str | None = None):
         """Losses, NTK-target alignment and first-layer weight change against time.

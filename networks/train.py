@@ -94,6 +94,8 @@ class Run(dmft.Trajectory):
 
     GROUPS: ClassVar[tuple] = ("weight_change", "params", "params0")
     ENSEMBLE_AXES: ClassVar[tuple] = ("seed",)
+    PREDICT_HINT: ClassVar[str] = ("train with keep_params=True (the parameters are then saved "
+                                   "with the run too)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -103,9 +105,8 @@ class Run(dmft.Trajectory):
                 model = dmft.TwoLayer.from_description(cfg["model"])
             except (KeyError, InputError):
                 return
-            self._predictor = _param_predictor(model, self.params, self.params0,
-                                               bool(cfg.get("data", {}).get("C", 1) == 1
-                                                    and self.f_train.ndim == 3))
+            self.attach_predictor(_param_predictor(model, self.params, self.params0,
+                                                   bool(self.f_train.ndim == 3)))
 
     @property
     def width(self) -> int:
@@ -113,9 +114,6 @@ class Run(dmft.Trajectory):
 
     def label(self) -> str:
         return f"N = {self.info.get('width', '?')}"
-
-    def _no_predictor_hint(self) -> str:
-        return "train with keep_params=True (the parameters are then saved with the run too)"
 
 
 def _param_predictor(model, params, params0, scalar):

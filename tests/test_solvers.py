@@ -48,7 +48,7 @@ def test_lazy_gd_equals_the_explicit_kernel_recursion(data, act):
 
 
 def test_lazy_flow_equals_the_matrix_exponential(data):
-    """THEORY.md section 4: f_* = K0_{*,tr} K0^{-1} (I - exp(-K0 t / P)) y, via expm."""
+    """docs/derivations.md (lazy limit): f_* = K0_{*,tr} K0^{-1} (I - exp(-K0 t / P)) y, via expm."""
     model = dmft.TwoLayer("erf", gamma0=0.5)
     sol = dmft.solve(model, data, eta0=2.5, steps=4, save_every=1, method="lazy", dynamics="flow")
     k_tr, k_te = _k0(model, data.x_train, data.x_train), _k0(model, data.x_test, data.x_train)

@@ -1,6 +1,6 @@
 """Grokking as a lazy-to-rich transition, in theory and networks: the `dmft grok` job.
 
-Testbeds (THEORY.md sections 6 and 8):
+Testbeds (docs/conventions.md, "Grokking"; docs/derivations.md, Kumar model):
 
 - "kumar": phi = h + eps/2 h^2, fixed readouts, centered, y = (beta . x)^2 / 2,
   gamma0 = 1/alpha. Infinite width through the exact closure (no sampling

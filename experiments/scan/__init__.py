@@ -39,7 +39,7 @@ each process takes every count-th chunk and process 0 writes them all:
 
     dmft scan --config scan.toml --coordinator HOST0:1234 --num-processes 2 --process-id RANK
 
-Modules: `config` (schema, loading), `grid` (grid and plan), `outputs` (what a point
+Modules: `schema` (fields, what can be scanned), `config` (loading, checks), `grid` (grid and plan), `outputs` (what a point
 keeps), `execute` (groups, devices, processes, the run loop), `result` (loading,
 summary, figures); the store is `experiments.store`.
 
@@ -55,7 +55,8 @@ Example:
 
 from dmft.errors import ConfigError, StoreConflict, StoreWriteError
 
-from .config import BATCHED, OUTPUTS, SCANNABLE, SCHEMA, load_config, resolve_field
+from .config import load_config
+from .schema import BATCHED, OUTPUTS, SCANNABLE, SCHEMA, resolve_field
 from .execute import init_distributed, run
 from .grid import Chunk, Grid, Group, Plan, grid_of, plan
 from .result import ScanResult, heatmap, lines, load, summary

@@ -10,72 +10,21 @@ group with its own data and program.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from dmft.errors import ConfigError
 
 from .. import config as _config
 from .. import problem as _problem
-from ..config import Field, coerce
+from .grid import grid_of
+from .schema import OUTPUTS, SCHEMA, resolve_field
 
-__all__ = ["SCHEMA", "OUTPUTS", "BATCHED", "SCANNABLE", "load_config", "resolve_field", "check"]
-
-OUTPUTS = ("final", "grokking", "curves", "predictions")
-
-# the problem sections, with a base gamma0 and one network width per point, and [scan]
-_BASE = _problem.SECTIONS
-SCHEMA: dict[str, dict[str, Field]] = {sec: dict(_BASE[sec]) for sec in ("task", "model", "train", "theory")}
-SCHEMA["model"]["gamma0"] = Field("float", 1.0, "richness where the grid does not set it", 0.0, True)
-SCHEMA["simulate"] = {
-    "width": Field("int", 256, "network width", 1),
-    **{k: _BASE["simulate"][k] for k in ("seeds", "seed", "antithetic", "max_memory_gb")},
-}
-SCHEMA["scan"] = {
-    "theory": Field("bool", True, "solve the DMFT at every point"),
-    "networks": Field("bool", False, "train a network ensemble at every point"),
-    "outputs": Field("strs", ["final"], f"kept per point, among {', '.join(OUTPUTS)}"),
-    "chunk": Field("int", 64, "points per compiled call and per chunk file", 1),
-    "grok_threshold": Field("float", 0.1, "loss level theta of the grokking times "
-                            "(validation.grokking_times)", 0.0, True),
-}
-
-# fields that only set scalars of the dynamics: config key -> dmft.BatchProgram field
-BATCHED = {"model.gamma0": "gamma0", "train.eta0": "eta0", "train.weight_decay": "weight_decay",
-           "model.eps": "eps"}
-_NOT_SCANNABLE = {
-    "train.steps": "every point must share the time axis",
-    "train.save_every": "every point must share the time axis",
-    "simulate.max_memory_gb": "it is a limit, not a parameter of the problem",
-}
-SCANNABLE = {f"{sec}.{k}": f for sec in ("task", "model", "train", "theory", "simulate")
-             for k, f in SCHEMA[sec].items()
-             if f.kind in ("int", "float") and f"{sec}.{k}" not in _NOT_SCANNABLE}
-
+__all__ = ["load_config", "check"]
 
 def _defaults() -> dict:
     cfg = _config.defaults(SCHEMA)
     cfg["scan"].update(grid=None, points=None)
     return cfg
-
-
-def resolve_field(name: str, where: str = "scan.grid") -> str:
-    """The "section.key" a grid name refers to (a bare key works when unambiguous)."""
-    if not isinstance(name, str):
-        raise ConfigError(f"{where}: field names are strings, got {name!r}")
-    if name in SCANNABLE:
-        return name
-    fixed = [f for f in _NOT_SCANNABLE if name in (f, f.split(".", 1)[1])]
-    if fixed:
-        raise ConfigError(f"{where}: {fixed[0]} cannot be scanned ({_NOT_SCANNABLE[fixed[0]]})")
-    matches = [f for f in SCANNABLE if f.split(".", 1)[1] == name]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise ConfigError(f"{where}: {name!r} is ambiguous; say {' or '.join(matches)}")
-    raise ConfigError(f"{where}: unknown field {name!r}; numeric fields that can be scanned: "
-                      f"{', '.join(SCANNABLE)}")
 
 
 def _grid_table(kind):
@@ -134,8 +83,6 @@ def load_config(source=None, overrides=()) -> dict:
 
 def check(cfg: dict):
     """Cross-field checks; returns the `Grid`."""
-    from .grid import grid_of
-
     sc, tr, model, task = cfg["scan"], cfg["train"], cfg["model"], cfg["task"]
     if not (sc["theory"] or sc["networks"]):
         raise ConfigError("scan.theory and scan.networks are both false: nothing to compute")
@@ -170,12 +117,3 @@ def check(cfg: dict):
             switch = "scan.theory" if sec == "theory" else "scan.networks"
             raise ConfigError(f"scan.grid: {f} is scanned but {switch} is false")
     return grid
-
-
-def coerce_value(field: str, where: str, value):
-    """One grid value of a scannable field, checked and converted."""
-    return coerce(where, SCANNABLE[field], value)
-
-
-def deepcopy_config(cfg: dict) -> dict:
-    return copy.deepcopy(cfg)

@@ -18,7 +18,8 @@ from dmft.errors import ConfigError, StoreConflict, StoreWriteError
 
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
-from .config import BATCHED, load_config
+from .config import load_config
+from .schema import BATCHED
 from .grid import Chunk, Group, Plan, plan
 from .outputs import derive, network_records
 from .result import load

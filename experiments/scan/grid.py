@@ -15,7 +15,7 @@ import numpy as np
 
 from dmft.errors import ConfigError
 
-from .config import BATCHED, coerce_value, resolve_field
+from .schema import BATCHED, coerce_value, resolve_field
 
 __all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan"]
 

@@ -17,7 +17,7 @@ import numpy as np
 from dmft.plotting import new_figure
 
 from ..store import Store
-from .config import resolve_field
+from .schema import resolve_field
 from .grid import Grid, grid_of
 
 __all__ = ["ScanResult", "load", "summary", "heatmap", "lines"]
