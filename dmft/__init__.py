@@ -14,12 +14,12 @@ from . import activations, checks, errors, io, kernels, sampling, tasks
 from .batch import BATCH_FIELDS, BatchProgram, solve_batch
 from .errors import (ConfigError, DivergenceError, DmftError, InputError, NotConverged, OutputError)
 from .plan import SolvePlan, plan_solve
-from .problem import Dataset, TwoLayer
+from .problem import Dataset, DeepLinear, LinearTeacher, TwoLayer
 from .schedule import Schedule
 from .solve import DYNAMICS, METHODS, Solution, exact_closure, solve
 from .trajectory import Trajectory
 
-__all__ = ["Dataset", "TwoLayer", "Schedule", "solve", "Solution", "Trajectory", "plan_solve",
+__all__ = ["Dataset", "TwoLayer", "DeepLinear", "LinearTeacher", "Schedule", "solve", "Solution", "Trajectory", "plan_solve",
            "SolvePlan", "DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
            "OutputError", "METHODS", "DYNAMICS", "exact_closure", "BatchProgram", "solve_batch",
            "BATCH_FIELDS", "activations", "checks", "errors", "kernels", "sampling", "tasks", "io"]

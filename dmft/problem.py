@@ -28,7 +28,7 @@ from . import activations as _act
 from . import checks
 from .errors import InputError
 
-__all__ = ["Dataset", "TwoLayer", "READOUTS", "as_array"]
+__all__ = ["Dataset", "TwoLayer", "DeepLinear", "LinearTeacher", "READOUTS", "INITS", "as_array"]
 
 READOUTS = ("trained", "fixed")
 
@@ -236,3 +236,160 @@ class TwoLayer:
             raise InputError(f"activation {name!r} is not built in; a custom activation cannot be "
                              "rebuilt from saved metadata")
         return cls(act, gamma0=d["gamma0"], readout=d["readout"], centered=d["centered"])
+
+
+INITS = ("random", "aligned")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepLinear:
+    """A deep linear network f(x) = W_L ... W_1 x (docs/conventions.md, "Deep linear networks").
+
+    W_1: (width, d_in), W_l: (width, width), W_L: (d_out, width); d_in and d_out come from
+    the data. Standard parameterization, trained by (S)GD on l = |y - f|^2 / (2B).
+
+    Args:
+        depth: L >= 1, the number of weight matrices.
+        width: hidden width w >= 1 (must be at least the teacher's rank; unused for L = 1).
+        init_scale: > 0. init="random": i.i.d. N(0, init_scale^2) entries (the seed paper's
+            init_scale^2 = width^-gamma: `DeepLinear.from_gamma`); init="aligned": balanced
+            and aligned with the teacher's modes, each layer carrying init_scale on each
+            mode, so every mode strength starts at init_scale^L.
+        init: "random" or "aligned".
+
+    Example:
+        >>> m = DeepLinear(depth=4, width=10, init_scale=0.1, init="aligned")
+        >>> round(m.mode_init, 8)
+        0.0001
+        >>> DeepLinear.from_gamma(depth=4, width=100, gamma=1.5).init_scale == 100 ** -0.75
+        True
+    """
+
+    depth: int = 2
+    width: int = 16
+    init_scale: float = 0.1
+    init: str = "random"
+
+    def __post_init__(self):
+        object.__setattr__(self, "depth", checks.integer("depth", self.depth, minimum=1))
+        object.__setattr__(self, "width", checks.integer("width", self.width, minimum=1))
+        object.__setattr__(self, "init_scale", checks.real("init_scale", self.init_scale, positive=True))
+        checks.choice("init", self.init, INITS)
+
+    @classmethod
+    def from_gamma(cls, depth: int, width: int, gamma: float, init: str = "random") -> "DeepLinear":
+        """init_scale^2 = width^-gamma (gamma < 1: lazy; gamma > 1: saddle-to-saddle)."""
+        gamma = checks.real("gamma", gamma)
+        width = checks.integer("width", width, minimum=1)
+        return cls(depth, width, float(width) ** (-gamma / 2), init)
+
+    @property
+    def mode_init(self) -> float:
+        """The initial mode strength init_scale^L of an aligned start."""
+        return self.init_scale ** self.depth
+
+    def replace(self, **changes) -> "DeepLinear":
+        return dataclasses.replace(self, **changes)
+
+    def check_data(self, data) -> None:
+        """Refuse a teacher this network cannot represent (rank above the width)."""
+        if not isinstance(data, LinearTeacher):
+            raise InputError(f"data must be a dmft.LinearTeacher (dmft.tasks.linear_teacher) for a "
+                             f"DeepLinear model, got {type(data).__name__}")
+        if self.depth > 1 and data.rank > self.width:
+            raise InputError(f"width: {self.width} is below the teacher's rank {data.rank}; a "
+                             "narrower hidden layer cannot represent every mode")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "deep_linear", "depth": self.depth, "width": self.width,
+                "init_scale": self.init_scale, "init": self.init}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LinearTeacher:
+    """A linear teacher y = M x + sigma xi with M = U diag(s) V^T (docs/conventions.md).
+
+    Made by `dmft.tasks.linear_teacher`. Modes keep the order of `s` as given.
+
+    Attributes:
+        U: (d_out, r), V: (d_in, r) orthonormal columns; s: (r,) singular values.
+        label_noise: sigma >= 0.
+        x_train, y_train: (P, d_in), (P, d_out) fixed points (None for online data, where
+            fresh Gaussian inputs and noise are drawn at every step).
+        meta: how the data was made.
+    """
+
+    U: np.ndarray
+    V: np.ndarray
+    s: np.ndarray
+    label_noise: float = 0.0
+    x_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        U = as_array("U", self.U, (2,)).astype(np.float64)
+        V = as_array("V", self.V, (2,)).astype(np.float64)
+        s = as_array("singular_values", self.s, (1,)).astype(np.float64)
+        if U.shape[1] != s.size or V.shape[1] != s.size:
+            raise InputError(f"U {U.shape}, V {V.shape} and singular_values {s.shape} disagree on the rank")
+        if s.size < 1:
+            raise InputError("singular_values: give at least one")
+        if np.any(s <= 0):
+            raise InputError(f"singular_values must be > 0, got {s.tolist()}")
+        for name, q in (("U", U), ("V", V)):
+            if not np.allclose(q.T @ q, np.eye(s.size), atol=1e-8):
+                raise InputError(f"{name}: columns must be orthonormal")
+        sigma = checks.real("label_noise", self.label_noise, nonnegative=True)
+        x, y = self.x_train, self.y_train
+        if (x is None) != (y is None):
+            raise InputError("x_train and y_train go together (both None means online data)")
+        if x is not None:
+            x = as_array("x_train", x, (2,))
+            y = as_array("y_train", y, (2,))
+            if x.shape[1] != V.shape[0] or y.shape[1] != U.shape[0] or x.shape[0] != y.shape[0]:
+                raise InputError(f"x_train {x.shape} / y_train {y.shape} do not match d_in = "
+                                 f"{V.shape[0]}, d_out = {U.shape[0]}")
+        for k, v in (("U", U), ("V", V), ("s", s)):
+            v.setflags(write=False)
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "label_noise", sigma)
+        object.__setattr__(self, "x_train", x)
+        object.__setattr__(self, "y_train", y)
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    @property
+    def M(self) -> np.ndarray:
+        """(d_out, d_in) teacher map."""
+        return (self.U * self.s) @ self.V.T
+
+    @property
+    def rank(self) -> int:
+        return int(self.s.size)
+
+    @property
+    def d_in(self) -> int:
+        return int(self.V.shape[0])
+
+    @property
+    def d_out(self) -> int:
+        return int(self.U.shape[0])
+
+    @property
+    def online(self) -> bool:
+        """True when inputs are drawn fresh at every step (no fixed training set)."""
+        return self.x_train is None
+
+    @property
+    def P(self) -> int | None:
+        return None if self.x_train is None else int(self.x_train.shape[0])
+
+    def __repr__(self):
+        where = "online" if self.online else f"P={self.P}"
+        return (f"LinearTeacher(d_in={self.d_in}, d_out={self.d_out}, s={np.round(self.s, 4).tolist()}, "
+                f"label_noise={self.label_noise:g}, {where})")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "linear_teacher", "d_in": self.d_in, "d_out": self.d_out,
+                "singular_values": self.s.tolist(), "label_noise": self.label_noise,
+                "P": self.P, "meta": _jsonable(self.meta)}

@@ -34,7 +34,7 @@ import numpy as np
 from . import checks
 from .errors import InputError
 
-__all__ = ["Schedule", "DYNAMICS", "schedule_from"]
+__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices"]
 
 DYNAMICS = ("gd", "flow")
 
@@ -202,3 +202,18 @@ def schedule_from(schedule=None, *, eta0=_UNSET, steps=_UNSET, save_every=_UNSET
     if kw.get("save_at") is not None and "save_every" not in given:
         kw["save_every"] = None
     return Schedule(**kw)
+
+
+def batch_indices(key, step, P: int, B: int):
+    """The minibatch of step `step`: B distinct indices among P, drawn from fold_in(key, step)
+    (traceable; the same key gives the same sequence in the theory and in every network).
+    B == P is the full batch, in order."""
+    import jax
+    import jax.numpy as jnp
+
+    if B >= P:
+        return jnp.arange(P)
+    k = jax.random.fold_in(key, step)
+    if B == 1:
+        return jax.random.randint(k, (1,), 0, P)
+    return jax.random.choice(k, P, (B,), replace=False)

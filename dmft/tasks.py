@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import activations as _act
-from .problem import Dataset
+from . import checks
+from .errors import InputError
+from .problem import Dataset, LinearTeacher
 
 __all__ = ["single_index", "kumar_quadratic", "teacher_network", "modular_addition", "sparse_parity",
-           "load_npz", "hermite", "as_key"]
+           "load_npz", "hermite", "as_key", "linear_teacher", "spectrum"]
 
 
 def as_key(key):
@@ -198,3 +200,87 @@ def load_npz(path) -> Dataset:
         arrays = {k: z[k] for k in z.files}
     return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
                    meta={"task": "npz", "path": os.path.basename(path)})
+
+
+def spectrum(r: int, kind: str = "power", *, top: float = 1.0, exponent: float = 1.0,
+             bottom: float | None = None) -> np.ndarray:
+    """Decaying singular values for a linear teacher, largest first.
+
+    kind="power": s_i = top * i^-exponent (i = 1..r); kind="linear": evenly spaced from
+    top down to bottom (default top / r).
+
+    Example:
+        >>> spectrum(3, "power", top=3.0).tolist(), spectrum(3, "linear", top=3.0).tolist()
+        ([3.0, 1.5, 1.0], [3.0, 2.0, 1.0])
+    """
+    r = checks.integer("r", r, minimum=1)
+    top = checks.real("top", top, positive=True)
+    if kind == "power":
+        return top * np.arange(1, r + 1, dtype=np.float64) ** -checks.real("exponent", exponent,
+                                                                             positive=True)
+    if kind == "linear":
+        low = top / r if bottom is None else checks.real("bottom", bottom, positive=True)
+        if low > top:
+            raise InputError(f"bottom ({low}) must be <= top ({top})")
+        return np.linspace(top, low, r)
+    raise InputError(f"kind must be 'power' or 'linear', got {kind!r}")
+
+
+def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0, 0.5), P=None,
+                   label_noise: float = 0.0, whiten: bool = True, *, key=None) -> LinearTeacher:
+    """A linear teacher y = M x + sigma xi, M = U diag(s) V^T with random orthonormal U, V
+    (docs/conventions.md, "Deep linear networks").
+
+    Args:
+        d_in, d_out: input and output dimensions.
+        singular_values: the r mode strengths s_i > 0 (a list, or `spectrum(...)`); modes
+            keep this order everywhere (`run.modes[..., i]` is the mode of s_i).
+        P: None for online data (fresh x ~ N(0, I) and noise at every step); otherwise P
+            fixed points with labels y = M x + sigma xi drawn once.
+        label_noise: sigma >= 0.
+        whiten: make the P points exactly white, X^T X / P = I (needs P >= d_in).
+        key: `jax.random.key` or int seed.
+
+    Example:
+        >>> t = linear_teacher(4, 3, [2.0, 1.0], P=8, key=0)
+        >>> t.rank, t.x_train.shape, bool(abs(t.x_train.T @ t.x_train / 8 - np.eye(4)).max() < 1e-12)
+        (2, (8, 4), True)
+    """
+    d_in, d_out = _size("d_in", d_in), _size("d_out", d_out)
+    try:
+        s = np.asarray(singular_values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"singular_values: expected numbers, got {singular_values!r}") from None
+    if s.size == 0:
+        raise InputError("singular_values: give at least one")
+    if not np.all(np.isfinite(s)):
+        raise InputError(f"singular_values: must be finite, got {s.tolist()}")
+    if np.any(s <= 0):
+        raise InputError(f"singular_values: must be > 0, got {s.tolist()}")
+    r = s.size
+    if r > min(d_in, d_out):
+        raise InputError(f"singular_values: rank {r} exceeds min(d_in, d_out) = {min(d_in, d_out)}")
+    sigma = checks.real("label_noise", label_noise, nonnegative=True)
+    whiten = checks.flag("whiten", whiten)
+    key = as_key(key)
+
+    def orthonormal(i, n):
+        g = np.asarray(jax.random.normal(jax.random.fold_in(key, i), (n, r)), np.float64)
+        q, rr = np.linalg.qr(g)
+        return q * np.sign(np.diag(rr))[None, :]
+
+    U, V = orthonormal(10, d_out), orthonormal(11, d_in)
+    meta = {"task": "linear_teacher", "whiten": whiten}
+    if P is None:
+        return LinearTeacher(U, V, s, sigma, meta=meta)
+    P = _size("P", P)
+    if whiten and P < d_in:
+        raise InputError(f"P: {P} points cannot be whitened in d_in = {d_in} dimensions (need P >= d_in)")
+    _check_size(d_in + d_out, P, 0)
+    x = np.asarray(jax.random.normal(jax.random.fold_in(key, 12), (P, d_in)), np.float64)
+    if whiten:      # X <- X (X^T X / P)^-1/2, so that X^T X / P = I exactly
+        lam, vec = np.linalg.eigh(x.T @ x / P)
+        x = x @ (vec / np.sqrt(lam)) @ vec.T
+    xi = np.asarray(jax.random.normal(jax.random.fold_in(key, 13), (P, d_out)), np.float64)
+    y = x @ ((U * s) @ V.T).T + sigma * xi
+    return LinearTeacher(U, V, s, sigma, x, y, meta=meta)

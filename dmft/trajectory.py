@@ -30,40 +30,19 @@ import numpy as np
 from . import io as _io
 from .errors import InputError
 
-__all__ = ["Trajectory", "COMMON_FIELDS"]
+__all__ = ["Records", "Trajectory", "COMMON_FIELDS"]
 
 COMMON_FIELDS = ("t", "f_train", "f_test", "train_loss", "test_loss", "ntk", "feature_kernel",
                  "gradient_kernel", "alignment", "weight_change", "measures", "info")
 
 
-@dataclasses.dataclass
-class Trajectory:
-    """Records of one training trajectory (or ensemble of them) at the saved times."""
+class Records:
+    """Arrays recorded at saved times plus an `info` dict: the file format and loading shared
+    by every result type (a subclass is a dataclass with at least the fields `t` and `info`;
+    dict-valued fields named in GROUPS are saved as "field.key")."""
 
-    t: np.ndarray
-    f_train: np.ndarray
-    f_test: np.ndarray | None
-    train_loss: np.ndarray
-    test_loss: np.ndarray | None
-    ntk: np.ndarray | None
-    feature_kernel: np.ndarray | None
-    gradient_kernel: np.ndarray | None
-    alignment: np.ndarray
-    weight_change: dict
-    info: dict
-    measures: np.ndarray | None = None
-
-    # fields holding a dict of arrays, saved as "field.key"
-    GROUPS: ClassVar[tuple] = ("weight_change",)
-    # leading axes before time: () for a theory, ("seed",) for an ensemble
+    GROUPS: ClassVar[tuple] = ()
     ENSEMBLE_AXES: ClassVar[tuple] = ()
-    # what to do when `predict` has nothing to predict from
-    PREDICT_HINT: ClassVar[str] = "compute it again in this session"
-
-    def __post_init__(self):
-        self._predictor = None
-
-    # ------------------------------------------------------------ files
 
     def arrays(self) -> dict:
         """All arrays, flattened with dotted names (for saving)."""
@@ -104,11 +83,39 @@ class Trajectory:
         kw["info"] = {**meta.get("extra", {}), "config": meta.get("config", {})}
         return cls(**kw)
 
-    # ------------------------------------------------------------ use
-
     @property
     def final_time(self) -> float:
         return float(np.asarray(self.t)[-1])
+
+
+@dataclasses.dataclass
+class Trajectory(Records):
+    """Records of one training trajectory (or ensemble of them) at the saved times."""
+
+    t: np.ndarray
+    f_train: np.ndarray
+    f_test: np.ndarray | None
+    train_loss: np.ndarray
+    test_loss: np.ndarray | None
+    ntk: np.ndarray | None
+    feature_kernel: np.ndarray | None
+    gradient_kernel: np.ndarray | None
+    alignment: np.ndarray
+    weight_change: dict
+    info: dict
+    measures: np.ndarray | None = None
+
+    # fields holding a dict of arrays, saved as "field.key"
+    GROUPS: ClassVar[tuple] = ("weight_change",)
+    # leading axes before time: () for a theory, ("seed",) for an ensemble
+    ENSEMBLE_AXES: ClassVar[tuple] = ()
+    # what to do when `predict` has nothing to predict from
+    PREDICT_HINT: ClassVar[str] = "compute it again in this session"
+
+    def __post_init__(self):
+        self._predictor = None
+
+    # ------------------------------------------------------------ use
 
     def predict(self, x_new) -> np.ndarray:
         """Predictions at the final saved time on new inputs x_new (n, D).

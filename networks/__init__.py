@@ -5,6 +5,9 @@
     run = networks.train(model, data, schedule=dmft.Schedule(...))    # the protocol dmft.solve takes
 """
 
+from . import deep_linear
+from .deep_linear import DeepLinearRun
 from .train import Run, TrainPlan, default_optimizer, init_params, plan_train, train
 
-__all__ = ["train", "Run", "default_optimizer", "plan_train", "TrainPlan", "init_params"]
+__all__ = ["train", "Run", "DeepLinearRun", "default_optimizer", "plan_train", "TrainPlan",
+           "init_params", "deep_linear"]

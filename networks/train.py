@@ -47,6 +47,8 @@ from dmft.kernels import alignment, input_kernel
 from dmft.runner import finite_flag, run_saved
 from dmft.schedule import Schedule, schedule_from
 
+from .deep_linear import train_deep_linear
+
 __all__ = ["train", "Run", "default_optimizer", "MAX_MEMORY_GB", "TrainPlan", "plan_train",
            "memory_estimate", "init_params"]
 
@@ -387,17 +389,20 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
 _UNSET = object()
 
 
-def train(model, data, width=1024, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
+def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
           optimizer=None, key=None, antithetic: bool = False, kernels: bool = False, *,
           schedule: Schedule | None = None, weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET,
-          progress: bool = False, max_memory_gb: float = MAX_MEMORY_GB, neuron_measures=None,
-          keep_params: bool = False):
+          batch_size=_UNSET, progress: bool = False, max_memory_gb: float = MAX_MEMORY_GB,
+          neuron_measures=None, keep_params: bool = False, **deep_linear_options):
     """Train `seeds` networks of each width, vmapped over seeds.
 
     Args:
-        model: `dmft.TwoLayer` (activation, gamma0, readout, centered).
-        data: `dmft.Dataset`.
-        width: N, or a list of widths (then a dict width -> Run is returned).
+        model: `dmft.TwoLayer` (activation, gamma0, readout, centered), or `dmft.DeepLinear`
+            (then data is a `dmft.LinearTeacher` and a `networks.DeepLinearRun` is returned;
+            see `networks.deep_linear`, whose options probe= and dtype= pass through).
+        data: `dmft.Dataset` (or `dmft.LinearTeacher`).
+        width: N (default 1024), or a list of widths (then a dict width -> Run is returned);
+            a DeepLinear model carries its own width.
         seeds: networks per width (independent initializations).
         eta0, steps, save_every, weight_decay, dynamics, save_at: the training protocol in
             keyword form (defaults 0.1, 1000, 10, 0.0, "gd", None), or
@@ -418,6 +423,7 @@ def train(model, data, width=1024, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
             recorded in `Run.measures`, the same as `dmft.solve(neuron_measures=...)`.
         keep_params: keep the initial and final parameters in `Run.params0` / `Run.params`
             (and so `Run.predict` works after saving and loading).
+        batch_size: minibatch SGD with B points per step (also `Schedule(batch_size=B)`).
 
     Returns:
         A `Run` (or a dict of Runs for a list of widths).
@@ -426,7 +432,21 @@ def train(model, data, width=1024, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
         schedule, eta0 = eta0, _UNSET
     sch = schedule_from(schedule, **{k: v for k, v in dict(
         eta0=eta0, steps=steps, save_every=save_every, weight_decay=weight_decay, dynamics=dynamics,
-        save_at=save_at).items() if v is not _UNSET}, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+        save_at=save_at, batch_size=batch_size).items() if v is not _UNSET},
+        defaults=dict(eta0=0.1, steps=1000, save_every=10))
+    if isinstance(model, dmft.DeepLinear):
+        given = [name for name, v, default in (("width", width, None), ("optimizer", optimizer, None),
+                                               ("antithetic", antithetic, False), ("kernels", kernels, False),
+                                               ("neuron_measures", neuron_measures, None)) if v is not default]
+        if given:
+            raise InputError(f"{', '.join(given)}: not options of a deep linear network (its width "
+                             "is DeepLinear.width)")
+        return train_deep_linear(model, data, sch, seeds, key=key, progress=progress,
+                                 keep_weights=keep_params, max_memory_gb=max_memory_gb,
+                                 **deep_linear_options)
+    if deep_linear_options:
+        raise InputError(f"unknown option(s) {sorted(deep_linear_options)} for a two-layer network")
+    width = 1024 if width is None else width
     plan = plan_train(model, data, sch, width, seeds, optimizer=optimizer, antithetic=antithetic,
                       kernels=kernels, max_memory_gb=max_memory_gb, neuron_measures=neuron_measures,
                       keep_params=keep_params)

@@ -1,0 +1,404 @@
+"""Deep linear networks trained by (S)GD, thousands of seeds in one compiled program.
+
+The model and conventions are docs/conventions.md ("Deep linear networks"):
+f(x) = W_L ... W_1 x, loss l = |y - f|^2 / (2B) on a batch of B points, W_l <- (1 - eta
+kappa) W_l - eta grad_{W_l} l, step k at time t = k eta. Data are a `dmft.LinearTeacher`:
+a fixed set of P points (minibatches of B distinct indices per step; B = P is full-batch
+gradient descent) or online data (fresh Gaussian inputs and label noise every step, drawn
+in-graph from per-seed keys).
+
+Recorded at the saved steps, for every seed:
+
+    modes         (S, T, r)    pi_i = u_i^T W_L ... W_1 v_i, in the order of the teacher's s
+    train_loss    (S, T)       |Y - X W^T|^2 / (2P) on the fixed set (online: = test_loss)
+    test_loss     (S, T)       population loss |W - M|_F^2 / 2 + d_out sigma^2 / 2
+    balancedness  (S, T, L-1)  |W_{l+1}^T W_{l+1} - W_l W_l^T|_F
+    balance_change (S, T, L-1) its change since t = 0 (conserved by gradient flow)
+    drift         (S, T, r)    d pi_i / dt under the full-batch (fixed set) or population
+                               (online) gradient: -sum_l <d pi_i / d W_l, grad_l>
+    diffusion     (S, T, r)    Var[delta pi_i] / eta of one SGD step at first order in eta:
+                               eta Var(mean of c over a batch), c the per-sample projected
+                               gradient (vmapped per-sample gradients; exact over the P points
+                               with the finite-population factor (P - B) / (P - 1), online from
+                               `probe` fresh samples)
+
+Example:
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> import dmft, networks
+    >>> data = dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=16, key=0)
+    >>> model = dmft.DeepLinear(depth=3, width=8, init_scale=0.3, init="aligned")
+    >>> run = networks.train(model, data, seeds=5, eta0=0.05, steps=40, save_every=20, batch_size=4)
+    >>> run.modes.shape, run.t.tolist()
+    ((5, 3, 2), [0.0, 1.0, 2.0])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmft import checks
+from dmft.errors import InputError
+from dmft.plotting import new_figure
+from dmft.problem import DeepLinear, LinearTeacher
+from dmft.runner import run_saved
+from dmft.schedule import Schedule, batch_indices
+from dmft.trajectory import Records
+
+__all__ = ["DeepLinearRun", "train_deep_linear", "init_weights", "end_to_end", "mode_strengths",
+           "memory_estimate"]
+
+
+# ----------------------------------------------------------------- the result
+
+@dataclasses.dataclass
+class DeepLinearRun(Records):
+    """An ensemble of deep linear networks (leading axes: seed, time). See the module docstring."""
+
+    t: np.ndarray
+    modes: np.ndarray
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+    balancedness: np.ndarray
+    balance_change: np.ndarray
+    drift: np.ndarray
+    diffusion: np.ndarray
+    info: dict
+    weights: dict | None = None
+
+    GROUPS: ClassVar[tuple] = ("weights",)
+    ENSEMBLE_AXES: ClassVar[tuple] = ("seed",)
+
+    @property
+    def seeds(self) -> int:
+        return int(self.modes.shape[0])
+
+    def label(self) -> str:
+        return f"{self.seeds} networks"
+
+    def plot(self, theory=None, title: str | None = None):
+        """Mode strengths (median and 10-90% band over seeds), population loss, drift and
+        diffusion per mode against time; `theory` (an (T, r) array on the same times, or a
+        result with `.t` and `.modes`) is drawn dashed on the modes."""
+        fig, axes = new_figure(1, 4, size=(17, 3.8))
+        t = np.asarray(self.t)
+        m = t > 0
+        r = self.modes.shape[-1]
+        for i in range(r):
+            c = f"C{i % 10}"
+            for ax, v in ((axes[0], self.modes[..., i]), (axes[2], self.drift[..., i]),
+                          (axes[3], self.diffusion[..., i])):
+                lo, med, hi = np.nanpercentile(v, [10, 50, 90], axis=0)
+                ax.plot(t[m], med[m], color=c, label=f"mode {i + 1}")
+                ax.fill_between(t[m], lo[m], hi[m], color=c, alpha=0.15)
+        if theory is not None:
+            tt, mm = (theory.t, np.nanmedian(theory.modes, axis=0)) if hasattr(theory, "modes") \
+                else (t, np.asarray(theory))
+            for i in range(r):
+                axes[0].plot(tt[tt > 0], mm[tt > 0, i], "k--", lw=0.9)
+        lo, med, hi = np.nanpercentile(self.test_loss, [10, 50, 90], axis=0)
+        axes[1].plot(t[m], med[m], "k")
+        axes[1].fill_between(t[m], lo[m], hi[m], color="k", alpha=0.15)
+        axes[1].set_yscale("log")
+        for ax, lab in zip(axes, ("mode strength u_i^T W v_i", "population loss",
+                                  "drift d pi / dt", "diffusion Var[d pi] / eta")):
+            ax.set_xscale("log")
+            ax.set_xlabel("t = steps x eta")
+            ax.set_ylabel(lab)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0].legend(fontsize=7)
+        if title:
+            fig.suptitle(title)
+        return fig
+
+
+# ----------------------------------------------------------------- the network
+
+def init_weights(model: DeepLinear, data: LinearTeacher, key, dtype):
+    """The L weight matrices of one network (a tuple), random or aligned and balanced."""
+    L, w, a0 = model.depth, model.width, model.init_scale
+    dims = [data.d_in] + [w] * (L - 1) + [data.d_out]
+    if model.init == "random":
+        keys = jax.random.split(key, L)
+        return tuple(a0 * jax.random.normal(k, (dims[i + 1], dims[i]), dtype) for i, k in enumerate(keys))
+    r = data.rank
+    U, V = jnp.asarray(data.U, dtype), jnp.asarray(data.V, dtype)
+    if L == 1:
+        return (a0 * U @ V.T,)
+    Q = jnp.eye(w, r, dtype=dtype)              # the first r hidden directions carry the modes
+    Ws = [a0 * Q @ V.T] + [a0 * Q @ Q.T for _ in range(L - 2)] + [a0 * U @ Q.T]
+    return tuple(Ws)
+
+
+def end_to_end(Ws):
+    """W_tot = W_L ... W_1."""
+    out = Ws[0]
+    for W in Ws[1:]:
+        out = W @ out
+    return out
+
+
+def mode_strengths(Ws, U, V):
+    """pi_i = u_i^T W_tot v_i for every mode i."""
+    return jnp.einsum("oi,oj,ji->i", U, end_to_end(Ws), V)
+
+
+class Static(NamedTuple):
+    online: bool
+    batch: int              # B
+    P: int                  # fixed points (0 online)
+    probe: int              # fresh samples for the online diffusion estimate
+
+
+class Shared(NamedTuple):
+    U: jax.Array            # (d_out, r)
+    V: jax.Array            # (d_in, r)
+    M: jax.Array            # (d_out, d_in)
+    sigma: jax.Array
+    x: jax.Array            # (P, d_in) (empty online)
+    y: jax.Array            # (P, d_out)
+    eta: jax.Array
+    decay: jax.Array
+
+
+class Seed(NamedTuple):
+    key: jax.Array
+    C0: tuple               # the balancedness matrices at t = 0
+
+
+class State(NamedTuple):
+    Ws: tuple               # the L weight matrices, seeds last: (out, in, S)
+    k: jax.Array            # (S,) step count
+    bad: jax.Array          # (S,) first step with a non-finite loss, or -1
+
+
+def _batch(static: Static, sh: Shared, key, k, n):
+    """n points (x, y) for step k of one seed: a minibatch of the fixed set, or fresh online
+    samples (x ~ N(0, I), y = M x + sigma xi)."""
+    if static.online:
+        kx, kn = jax.random.split(jax.random.fold_in(key, k))
+        x = jax.random.normal(kx, (n, sh.V.shape[0]), sh.x.dtype)
+        return x, x @ sh.M.T + sh.sigma * jax.random.normal(kn, (n, sh.U.shape[0]), sh.x.dtype)
+    idx = batch_indices(key, k, static.P, n)
+    return sh.x[idx], sh.y[idx]
+
+
+def step(static: Static, ctx, st: State, drive):
+    """One (S)GD step of every seed. The weights are stored seeds-last, (out, in, S): each
+    contraction is then a loop over small matrices with the seeds as the vector lane, which
+    is what makes thousands of tiny networks fast on a CPU (10x a vmapped batch of matmuls).
+
+    Forward a_l = W_l a_{l-1}; error e = a_L - y; backward delta_L = e / B,
+    grad W_l = delta_l a_{l-1}^T, delta_{l-1} = W_l^T delta_l (the gradient of |y - f|^2 / 2B).
+    """
+    sh, seeds = ctx
+    k = st.k[0]                                  # every seed is at the same step
+    if static.online:
+        x, y = jax.vmap(lambda key: _batch(static, sh, key, k, static.batch))(seeds.key)  # (S, B, d)
+        a, y = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))                 # (d, B, S)
+    else:   # the indices per seed, then one plain gather laid out (B, S, d): a gather under vmap,
+        # or one laid out (S, B, d), is several times slower here
+        idx = jax.vmap(lambda key: batch_indices(key, k, static.P, static.batch))(seeds.key).T
+        a, y = jnp.transpose(sh.x[idx], (2, 0, 1)), jnp.transpose(sh.y[idx], (2, 0, 1))
+    acts = [a]
+    for W in st.Ws:
+        a = jnp.einsum("ijs,jbs->ibs", W, a)
+        acts.append(a)
+    err = a - y
+    loss = 0.5 * jnp.sum(err * err, axis=(0, 1)) / static.batch          # (S,)
+    delta = err / static.batch
+    new = [None] * len(st.Ws)
+    for l in range(len(st.Ws) - 1, -1, -1):
+        g = jnp.einsum("ibs,jbs->ijs", delta, acts[l])
+        if l > 0:
+            delta = jnp.einsum("ibs,ijs->jbs", delta, st.Ws[l])
+        new[l] = (1 - sh.eta * sh.decay) * st.Ws[l] - sh.eta * g
+    ok = jnp.isfinite(loss)
+    bad = jnp.where((st.bad < 0) & ~ok, st.k, st.bad)
+    return State(tuple(new), st.k + 1, bad)
+
+
+def _chain(Ws):
+    """Prefix and suffix products, seeds last: B_l = W_{l-1}..W_1 (B_1 = I) and
+    A_l = W_L..W_{l+1} (A_L = I), for l = 1..L, and W_tot."""
+    S = Ws[0].shape[-1]
+    dt = Ws[0].dtype
+
+    def eye(n):
+        return jnp.broadcast_to(jnp.eye(n, dtype=dt)[:, :, None], (n, n, S))
+
+    pre = [eye(Ws[0].shape[1])]
+    for W in Ws[:-1]:
+        pre.append(jnp.einsum("ijs,jks->iks", W, pre[-1]))
+    suf = [eye(Ws[-1].shape[0])]
+    for W in Ws[:0:-1]:
+        suf.append(jnp.einsum("ijs,jks->iks", suf[-1], W))
+    suf = suf[::-1]
+    total = jnp.einsum("ijs,jks->iks", Ws[-1], pre[-1])
+    return pre, suf, total
+
+
+def _balance(Ws):
+    """C_l = W_{l+1}^T W_{l+1} - W_l W_l^T, l = 1..L-1 (seeds last), conserved by gradient flow."""
+    return tuple(jnp.einsum("jis,jks->iks", Ws[l + 1], Ws[l + 1]) - jnp.einsum("ijs,kjs->iks", Ws[l], Ws[l])
+                 for l in range(len(Ws) - 1))
+
+
+def _projected(sh: Shared, pre, suf, x, e):
+    """c[n, i, s]: the per-sample gradient of |y - f|^2 / 2 projected on d pi_i / dW, summed
+    over layers: c = -sum_l (u_i^T A_l A_l^T e_n)(x_n^T B_l^T B_l v_i) (closed form of the
+    vmapped per-sample gradients for a linear network). x: (d_in, n, S); e = y - f: (d_out, n, S)."""
+    c = 0.0
+    for A, B in zip(suf, pre):
+        uA = jnp.einsum("oi,ops->ips", sh.U, A)                 # (r, n_l, S)
+        Bv = jnp.einsum("jks,ki->jis", B, sh.V)                 # (n_{l-1}, r, S)
+        left = jnp.einsum("ips,qps,qns->nis", uA, A, e)         # u^T A A^T e
+        right = jnp.einsum("jns,jis->nis", jnp.einsum("jks,kns->jns", B, x), Bv)  # x^T B^T B v
+        c = c - left * right
+    return c
+
+
+def _record(static: Static, sh: Shared, seeds: Seed, st: State):
+    """Every record of every seed, computed seeds last in closed form."""
+    Ws = st.Ws
+    pre, suf, W = _chain(Ws)
+    pi = jnp.einsum("oi,ojs,ji->si", sh.U, W, sh.V)                         # (S, r)
+    dW = W - sh.M[:, :, None]
+    test = 0.5 * jnp.sum(dW * dW, axis=(0, 1)) + 0.5 * sh.U.shape[0] * sh.sigma ** 2
+    C = _balance(Ws)
+    S = W.shape[-1]
+    if C:
+        bal = jnp.stack([jnp.sqrt(jnp.sum(c * c, axis=(0, 1))) for c in C], axis=-1)
+        change = jnp.stack([jnp.sqrt(jnp.sum((c - c0) ** 2, axis=(0, 1))) for c, c0 in zip(C, seeds.C0)],
+                           axis=-1)
+    else:
+        bal = change = jnp.zeros((S, 0), W.dtype)
+    if static.online:
+        x, y = jax.vmap(lambda key: _batch(static, sh, jax.random.fold_in(key, 2 ** 30), st.k[0],
+                                           static.probe))(seeds.key)
+        x, y = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))     # (d, n, S)
+        e = y - jnp.einsum("ojs,jns->ons", W, x)
+        train = test
+        # the population gradient: E[e x^T] = M - W for x ~ N(0, I)
+        drift = 0.0
+        for A, B in zip(suf, pre):
+            G = jnp.einsum("oi,ops,qps->iqs", sh.U, A, A)                   # u^T A_l A_l^T
+            H = jnp.einsum("kjs,kms->jms", B, B)                             # B_l^T B_l
+            drift = drift + jnp.einsum("iqs,qjs,jms,mi->si", G, -dW, H, sh.V)
+    else:
+        x = jnp.broadcast_to(sh.x.T[:, :, None], sh.x.T.shape + (S,))
+        e = jnp.transpose(sh.y)[:, :, None] - jnp.einsum("ojs,jn->ons", W, sh.x.T)
+        train = 0.5 * jnp.mean(jnp.sum(e * e, axis=0), axis=0)
+        drift = None
+    c = _projected(sh, pre, suf, x, e)                                       # (n, r, S)
+    if static.online:
+        var = jnp.var(c, axis=0, ddof=1) / static.batch
+    else:
+        drift = -jnp.mean(c, axis=0).T
+        P, B = static.P, static.batch
+        var = jnp.var(c, axis=0) / B * ((P - B) / (P - 1) if P > 1 else 0.0)
+    out = {"modes": pi, "train_loss": train, "test_loss": test, "balancedness": bal,
+           "balance_change": change, "drift": drift, "diffusion": sh.eta * var.T}
+    dead = st.bad >= 0                                                       # (S,)
+    return {k: jnp.where(dead.reshape((S,) + (1,) * (v.ndim - 1)), jnp.nan, v) for k, v in out.items()}
+
+
+def record(static, ctx, st):
+    sh, seeds = ctx
+    return _record(static, sh, seeds, st)
+
+
+# ----------------------------------------------------------------- entry point
+
+def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, probe: int) -> float:
+    """Bytes of the largest arrays (float64): weights and their gradients, per-sample gradients
+    at a record, and the records."""
+    L, w = model.depth, model.width
+    n_par = data.d_in * w + (L - 2) * w * w + w * data.d_out if L > 1 else data.d_in * data.d_out
+    n = probe if data.online else data.P
+    per_seed = 6 * n_par + n * n_par + n_par * data.rank
+    records = T * (3 * data.rank + 2 * max(L - 1, 0) + 2)
+    return 8.0 * seeds * (per_seed + records)
+
+
+def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,
+                      key=None, probe: int = 512, progress: bool = False, keep_weights: bool = False,
+                      max_memory_gb: float = 4.0, dtype=None) -> DeepLinearRun:
+    """Train `seeds` deep linear networks (vmapped) on a linear teacher; see the module docstring.
+
+    Args:
+        schedule: eta0 (the learning rate eta), steps, save steps, weight decay, and
+            batch_size B (None: full batch for a fixed set; required online).
+        seeds: independent runs; seed s draws its initialization and its batches from
+            fold_in(key, s).
+        probe: fresh samples per record for the online diffusion estimate.
+        keep_weights: keep the final weights in `run.weights` ({"W1": (S, ...), ...}).
+        dtype: "float32" or "float64" (default: JAX's current float).
+    """
+    if not isinstance(model, DeepLinear):
+        raise InputError(f"model must be a dmft.DeepLinear, got {type(model).__name__}")
+    model.check_data(data)
+    if schedule.dynamics != "gd":
+        raise InputError("dynamics: deep linear networks are trained by (S)GD here; use dmft.deep_linear."
+                         "mode_flow for gradient flow")
+    seeds = checks.integer("seeds", seeds, minimum=1)
+    probe = checks.integer("probe", probe, minimum=2)
+    keep_weights = checks.flag("keep_weights", keep_weights)
+    progress = checks.flag("progress", progress)
+    max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
+    B = schedule.batch_size
+    if data.online:
+        if B is None:
+            raise InputError("batch_size: online data need a batch size (fresh points per step)")
+    else:
+        B = data.P if B is None else B
+        if B > data.P:
+            raise InputError(f"batch_size must be <= P = {data.P}, got {B}")
+    if dtype is None:
+        dt = jnp.result_type(float)
+    else:
+        dt = checks.choice("dtype", str(jnp.dtype(dtype)) if not isinstance(dtype, str) else dtype,
+                           ("float32", "float64"))
+        dt = jnp.dtype(dt)
+        if dt == jnp.float64 and not jax.config.jax_enable_x64:
+            raise InputError("dtype='float64' needs jax.config.update('jax_enable_x64', True) first")
+    T = schedule.save_steps.size
+    need = memory_estimate(model, data, seeds, T, probe)
+    if need > max_memory_gb * 2 ** 30:
+        raise InputError(f"{seeds} seeds need about {need / 2 ** 30:.1f} GiB (> max_memory_gb="
+                         f"{max_memory_gb}); use fewer seeds, save less often, or a smaller probe")
+    key = checks.prng_key("key", key)
+    key = jax.random.key(0) if key is None else key
+    t0 = time.perf_counter()
+    static = Static(data.online, int(B), 0 if data.online else data.P, probe)
+    x = np.zeros((0, data.d_in)) if data.online else data.x_train
+    y = np.zeros((0, data.d_out)) if data.online else data.y_train
+    sh = Shared(jnp.asarray(data.U, dt), jnp.asarray(data.V, dt), jnp.asarray(data.M, dt),
+                jnp.asarray(data.label_noise, dt), jnp.asarray(x, dt), jnp.asarray(y, dt),
+                jnp.asarray(schedule.eta0, dt), jnp.asarray(schedule.weight_decay, dt))
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(seeds))
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
+    Ws0 = jax.vmap(lambda k: init_weights(model, data, k, dt))(init_keys)
+    st0 = State(tuple(jnp.moveaxis(W, 0, -1) for W in Ws0), jnp.zeros((seeds,), jnp.int32),
+                jnp.full((seeds,), -1, jnp.int32))
+    C0 = _balance(st0.Ws)
+    rec, st, wall = run_saved(step, record, static, (sh, Seed(keys, C0)), st0, gaps=schedule.gaps,
+                              progress=progress, label=f"deep linear x{seeds}", stop_on_nonfinite=False)
+    rec = {k: np.moveaxis(v, 0, 1) for k, v in rec.items()}
+    bad = np.asarray(st.bad)
+    info = {"seeds": seeds, "batch_size": int(B), "online": data.online, "dtype": str(dt),
+            "diverged": {int(s): int(b) for s, b in enumerate(bad) if b >= 0}, "run_s": wall,
+            "wall_s": time.perf_counter() - t0, "backend": jax.default_backend(),
+            "steps_per_s": seeds * schedule.steps / max(wall, 1e-12),
+            "config": {"model": model.describe(), "data": data.describe(),
+                       "train": {**schedule.describe(), "batch_size": int(B), "seeds": seeds,
+                                 "probe": probe}}}
+    weights = ({f"W{i + 1}": np.moveaxis(np.asarray(W), -1, 0) for i, W in enumerate(st.Ws)}
+               if keep_weights else None)
+    return DeepLinearRun(t=schedule.times, info=info, weights=weights, **rec)
+
