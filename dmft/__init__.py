@@ -10,7 +10,7 @@ Importing this package never changes global JAX configuration; call
 `jax.config.update("jax_enable_x64", True)` in your entry point for float64.
 """
 
-from . import activations, checks, errors, io, kernels, sampling, tasks
+from . import activations, checks, deep_linear, errors, io, kernels, sampling, tasks
 from .batch import BATCH_FIELDS, BatchProgram, solve_batch
 from .errors import (ConfigError, DivergenceError, DmftError, InputError, NotConverged, OutputError)
 from .plan import SolvePlan, plan_solve
@@ -22,6 +22,6 @@ from .trajectory import Trajectory
 __all__ = ["Dataset", "TwoLayer", "DeepLinear", "LinearTeacher", "Schedule", "solve", "Solution", "Trajectory", "plan_solve",
            "SolvePlan", "DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
            "OutputError", "METHODS", "DYNAMICS", "exact_closure", "BatchProgram", "solve_batch",
-           "BATCH_FIELDS", "activations", "checks", "errors", "kernels", "sampling", "tasks", "io"]
+           "BATCH_FIELDS", "activations", "checks", "deep_linear", "errors", "kernels", "sampling", "tasks", "io"]
 
 __version__ = "0.1.0"

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import InputError
+
 __all__ = [
     "Activation", "get", "names", "linear", "relu", "tanh", "erf", "softplus",
     "quadratic", "square", "custom", "gauss_hermite", "gauss_hermite_kernels",
@@ -44,7 +46,7 @@ def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
         E[g(xi)] ~ sum(weights * g(nodes)) for xi ~ N(0, 1).
     """
     if not 1 <= int(n) <= MAX_NODES:
-        raise ValueError(f"Gauss-Hermite nodes must be in [1, {MAX_NODES}], got {n}")
+        raise InputError(f"Gauss-Hermite nodes must be in [1, {MAX_NODES}], got {n}")
     nodes, weights = np.polynomial.hermite_e.hermegauss(int(n))
     return nodes, weights / math.sqrt(2.0 * math.pi)
 
@@ -279,14 +281,14 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
     to a finite float array of the same shape.
     """
     if not callable(fn):
-        raise ValueError(f"activation: expected a name, an Activation or a callable, got {fn!r}")
+        raise InputError(f"activation: expected a name, an Activation or a callable, got {fn!r}")
     probe = jnp.linspace(-3.0, 3.0, 7)
     try:
         out = jnp.asarray(fn(probe))
     except Exception as err:  # noqa: BLE001 - report any failure of user code clearly
-        raise ValueError(f"activation: the callable failed on a float array: {err}") from err
+        raise InputError(f"activation: the callable failed on a float array: {err}") from err
     if out.shape != probe.shape or not bool(jnp.all(jnp.isfinite(out))):
-        raise ValueError("activation: the callable must be elementwise and finite "
+        raise InputError("activation: the callable must be elementwise and finite "
                          f"(got shape {out.shape} for input shape {probe.shape})")
     label = name or getattr(fn, "__name__", "custom")
     return Activation(label, fn, (), derivative, None, None)
@@ -296,9 +298,9 @@ def _check_param(name, value):
     try:
         v = float(value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+        raise InputError(f"{name} must be a real number, got {value!r}") from err
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
+        raise InputError(f"{name} must be finite, got {v}")
     return v
 
 
@@ -318,9 +320,9 @@ def get(activation) -> Activation:
     if isinstance(activation, str):
         key = activation.lower()
         if key not in _BUILTIN:
-            raise ValueError(f"activation: unknown name {activation!r}; known: {', '.join(names())}"
+            raise InputError(f"activation: unknown name {activation!r}; known: {', '.join(names())}"
                              " (or dmft.activations.quadratic(eps), or a callable)")
         return _BUILTIN[key]()
     if callable(activation):
         return custom(activation)
-    raise ValueError(f"activation: expected a name, an Activation or a callable, got {activation!r}")
+    raise InputError(f"activation: expected a name, an Activation or a callable, got {activation!r}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["trajectory_figure", "new_figure"]
 
 
@@ -39,7 +41,7 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
     trajectories = list(trajectories)
     labels = list(labels) if labels is not None else [tr.label() for tr in trajectories]
     if len(labels) != len(trajectories):
-        raise ValueError(f"labels: {len(labels)} labels for {len(trajectories)} trajectories")
+        raise InputError(f"labels: {len(labels)} labels for {len(trajectories)} trajectories")
     fig, axes = new_figure(1, 3, size=(13, 3.8))
     for i, (tr, lab) in enumerate(zip(trajectories, labels)):
         color = f"C{i % 10}"

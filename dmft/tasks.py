@@ -41,9 +41,9 @@ def as_key(key):
 
 def _size(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise InputError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -64,7 +64,7 @@ MAX_DATA_GB = 8.0
 def _check_size(D, P, P_test):
     need = 8.0 * (P + P_test) * D
     if need > MAX_DATA_GB * 2 ** 30:
-        raise ValueError(f"P + P_test = {P + P_test} points in D = {D} need {need / 2 ** 30:.0f} GiB "
+        raise InputError(f"P + P_test = {P + P_test} points in D = {D} need {need / 2 ** 30:.0f} GiB "
                          f"of inputs (> {MAX_DATA_GB:g} GiB); use fewer points or dimensions")
 
 
@@ -90,7 +90,7 @@ def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, 
     """
     D, P, P_test, degree = _size("D", D), _size("P", P), _size("P_test", P_test, 0), _size("degree", degree)
     if not (math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise must be >= 0, got {noise}")
+        raise InputError(f"noise must be >= 0, got {noise}")
     key = as_key(key)
     x, xt = _gaussian_inputs(key, D, P, P_test)
     beta = _direction(key, D)
@@ -134,9 +134,9 @@ def _fraction(name, value):
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
+        raise InputError(f"{name} must be a number in (0, 1], got {value!r}") from None
     if not (0 < v <= 1):
-        raise ValueError(f"{name} must be in (0, 1], got {v}")
+        raise InputError(f"{name} must be in (0, 1], got {v}")
     return v
 
 
@@ -170,7 +170,7 @@ def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *,
     hidden coordinates (meta["support"], drawn at random)."""
     n, k, P, P_test = _size("n", n), _size("k", k), _size("P", P), _size("P_test", P_test, 0)
     if k > n:
-        raise ValueError(f"k must be <= n, got k={k} > n={n}")
+        raise InputError(f"k must be <= n, got k={k} > n={n}")
     _check_size(n, P, P_test)
     key = as_key(key)
     support = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 6), n))[:k])
@@ -189,14 +189,14 @@ def load_npz(path) -> Dataset:
     """A Dataset from an .npz with x_train, y_train and optionally x_test, y_test."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise ValueError(f"data file not found: {path}")
+        raise InputError(f"data file not found: {path}")
     with np.load(path) as z:
         missing = [k for k in ("x_train", "y_train") if k not in z.files]
         if missing:
-            raise ValueError(f"{path}: missing array(s) {missing}; found {z.files}")
+            raise InputError(f"{path}: missing array(s) {missing}; found {z.files}")
         unknown = sorted(set(z.files) - {"x_train", "y_train", "x_test", "y_test"})
         if unknown:
-            raise ValueError(f"{path}: unknown array(s) {unknown}")
+            raise InputError(f"{path}: unknown array(s) {unknown}")
         arrays = {k: z[k] for k in z.files}
     return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
                    meta={"task": "npz", "path": os.path.basename(path)})

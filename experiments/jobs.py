@@ -19,7 +19,7 @@ import jax
 
 import dmft
 import networks
-from dmft.errors import ConfigError
+from dmft.errors import ConfigError, InputError
 from validation import lazy_to_rich
 from validation.verdicts import TOLERANCES
 from validation.verdicts import checks as verdicts
@@ -107,7 +107,7 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
         {"status": "complete" | "already complete", "checks": [...], "files": {...}}
     """
     if job not in JOBS:
-        raise ValueError(f"job must be one of {JOBS}, got {job!r}")
+        raise InputError(f"job must be one of {JOBS}, got {job!r}")
     prob = preflight(cfg, job)
     if not prepare_output(out, job, cfg, force):
         log(f"{out}: this run is already complete (same command and configuration); "

@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from dmft.errors import StoreConflict, StoreWriteError
+from dmft.errors import InputError, StoreConflict, StoreWriteError
 
 from .config import differences
 
@@ -224,9 +224,9 @@ class Store:
     def write_chunk(self, name: str, arrays: dict) -> None:
         """Write chunk `name` atomically (arrays must include "index")."""
         if not _NAME.match(name):
-            raise ValueError(f"chunk name {name!r}: letters, digits, '-' and '_' only")
+            raise InputError(f"chunk name {name!r}: letters, digits, '-' and '_' only")
         if "index" not in arrays:
-            raise ValueError("a chunk needs its 'index' array")
+            raise InputError("a chunk needs its 'index' array")
         self._write(self.chunk_path(name), npz_bytes(arrays), f"chunk {name}")
 
     def log(self, **event) -> None:

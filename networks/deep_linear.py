@@ -10,6 +10,9 @@ in-graph from per-seed keys).
 Recorded at the saved steps, for every seed:
 
     modes         (S, T, r)    pi_i = u_i^T W_L ... W_1 v_i, in the order of the teacher's s
+                               (u_i, v_i: the teacher's online; on a fixed set those of the
+                               target the network fits, M~ = Y^T X / P, equal to the teacher's
+                               without label noise: `dmft.deep_linear.effective_modes`)
     train_loss    (S, T)       |Y - X W^T|^2 / (2P) on the fixed set (online: = test_loss)
     test_loss     (S, T)       population loss |W - M|_F^2 / 2 + d_out sigma^2 / 2
     balancedness  (S, T, L-1)  |W_{l+1}^T W_{l+1} - W_l W_l^T|_F
@@ -43,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmft import checks
+from dmft.deep_linear import effective_modes
 from dmft.errors import InputError
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
@@ -120,14 +124,16 @@ class DeepLinearRun(Records):
 # ----------------------------------------------------------------- the network
 
 def init_weights(model: DeepLinear, data: LinearTeacher, key, dtype):
-    """The L weight matrices of one network (a tuple), random or aligned and balanced."""
+    """The L weight matrices of one network (a tuple), random or aligned and balanced (with the
+    modes the network fits, `dmft.deep_linear.effective_modes`)."""
     L, w, a0 = model.depth, model.width, model.init_scale
     dims = [data.d_in] + [w] * (L - 1) + [data.d_out]
     if model.init == "random":
         keys = jax.random.split(key, L)
         return tuple(a0 * jax.random.normal(k, (dims[i + 1], dims[i]), dtype) for i, k in enumerate(keys))
     r = data.rank
-    U, V = jnp.asarray(data.U, dtype), jnp.asarray(data.V, dtype)
+    modes = effective_modes(data)
+    U, V = jnp.asarray(modes.U, dtype), jnp.asarray(modes.V, dtype)
     if L == 1:
         return (a0 * U @ V.T,)
     Q = jnp.eye(w, r, dtype=dtype)              # the first r hidden directions carry the modes
@@ -378,7 +384,8 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     static = Static(data.online, int(B), 0 if data.online else data.P, probe)
     x = np.zeros((0, data.d_in)) if data.online else data.x_train
     y = np.zeros((0, data.d_out)) if data.online else data.y_train
-    sh = Shared(jnp.asarray(data.U, dt), jnp.asarray(data.V, dt), jnp.asarray(data.M, dt),
+    modes = effective_modes(data)
+    sh = Shared(jnp.asarray(modes.U, dt), jnp.asarray(modes.V, dt), jnp.asarray(data.M, dt),
                 jnp.asarray(data.label_noise, dt), jnp.asarray(x, dt), jnp.asarray(y, dt),
                 jnp.asarray(schedule.eta0, dt), jnp.asarray(schedule.weight_decay, dt))
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(seeds))

@@ -27,6 +27,8 @@ import numpy as np
 
 from .fitting import LogLogFit, loglog_fit
 
+from dmft.errors import InputError
+
 __all__ = ["Comparison", "compare", "width_scaling", "scaling_fit"]
 
 
@@ -75,13 +77,13 @@ def compare(solution, run) -> Comparison:
         ValueError: the two are not on the same time base or data shapes.
     """
     if solution.t.shape != run.t.shape or not np.allclose(solution.t, run.t):
-        raise ValueError("compare: solution and run have different time bases "
+        raise InputError("compare: solution and run have different time bases "
                          f"({solution.t[:3]}... vs {run.t[:3]}...); use the same eta0, steps, save_every")
     use_test = solution.f_test is not None and run.f_test is not None
     f_th = solution.f_test if use_test else solution.f_train
     f_net = run.f_test if use_test else run.f_train
     if f_net.shape[1:] != f_th.shape:
-        raise ValueError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
+        raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
     err = solution.error or {}
     train = _loss_stats(solution.train_loss, run.train_loss, err.get("train_loss"))
     test = None

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dmft.errors import InputError
+
 __all__ = ["LogLogFit", "loglog_fit"]
 
 
@@ -43,11 +45,11 @@ def loglog_fit(x, y) -> LogLogFit:
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.shape} and {y.shape}")
+        raise InputError(f"x and y must have the same length, got {x.shape} and {y.shape}")
     if x.size < 2:
-        raise ValueError("a log-log fit needs at least two points")
+        raise InputError("a log-log fit needs at least two points")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
-        raise ValueError(f"log-log fit needs positive finite values, got x={x}, y={y}")
+        raise InputError(f"log-log fit needs positive finite values, got x={x}, y={y}")
     lx, ly = np.log(x), np.log(y)
     A = np.stack([np.ones_like(lx), lx], axis=1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)

@@ -31,6 +31,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from dmft.errors import InputError
+
 __all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
            "direction_overlap", "max_change", "fit_power_law_decay"]
@@ -85,14 +87,14 @@ class GrokTimes:
 def _check_curves(t, curves: dict):
     t = np.asarray(t, dtype=np.float64)
     if t.ndim < 1 or t.shape[-1] < 2:
-        raise ValueError(f"t must have at least two times, got shape {t.shape}")
+        raise InputError(f"t must have at least two times, got shape {t.shape}")
     if not np.all(np.isfinite(t)) or np.any(np.diff(t, axis=-1) <= 0):
-        raise ValueError("t must be finite and strictly increasing")
+        raise InputError("t must be finite and strictly increasing")
     out = {}
     for name, c in curves.items():
         c = np.asarray(c, dtype=np.float64)
         if c.shape[-1] != t.shape[-1]:
-            raise ValueError(f"{name}: last axis ({c.shape[-1]}) must match t ({t.shape[-1]})")
+            raise InputError(f"{name}: last axis ({c.shape[-1]}) must match t ({t.shape[-1]})")
         out[name] = c
     return t, out
 
@@ -107,7 +109,7 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     t, c = _check_curves(t, {"y": y})
     y = c["y"]
     if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
+        raise InputError(f"threshold must be finite, got {threshold}")
     s = (threshold - y) if below else (y - threshold)          # >= 0 once crossed
     hit = np.where(np.isnan(s), False, s >= 0)
     reached = hit.any(axis=-1)
@@ -213,7 +215,7 @@ def kumar_decomposition(state: dict, beta, gamma0: float, eps: float) -> dict:
     beta = np.asarray(beta, dtype=np.float64)
     D = beta.shape[0]
     if S.shape[-1] != D or m.shape[-1] != D:
-        raise ValueError(f"state is in {S.shape[-1]} coordinates, beta in {D}: the decomposition "
+        raise InputError(f"state is in {S.shape[-1]} coordinates, beta in {D}: the decomposition "
                          "needs the weight basis (D <= P + P*)")
     A = (eps / gamma0) * (S - np.eye(D)) - D * np.outer(beta, beta)
     var = 0.25 * (np.trace(A, axis1=-2, axis2=-1) / D) ** 2
@@ -277,5 +279,5 @@ def fit_power_law_decay(kappa, t_grok):
     kappa, t_grok = np.asarray(kappa, float), np.asarray(t_grok, float)
     ok = np.isfinite(t_grok) & (t_grok > 0) & (kappa > 0)
     if ok.sum() < 2:
-        raise ValueError(f"need at least two kappa with a finite grokking time, got {int(ok.sum())}")
+        raise InputError(f"need at least two kappa with a finite grokking time, got {int(ok.sum())}")
     return loglog_fit(kappa[ok], t_grok[ok])

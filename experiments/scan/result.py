@@ -14,11 +14,12 @@ import os
 
 import numpy as np
 
+from dmft.errors import InputError
 from dmft.plotting import new_figure
 
 from ..store import Store
-from .schema import resolve_field
 from .grid import Grid, grid_of
+from .schema import resolve_field
 
 __all__ = ["ScanResult", "load", "summary", "heatmap", "lines"]
 
@@ -144,11 +145,11 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None) -> np.ndarr
     if res.grid.kind != "product":
         if len(res.grid.fields) == 1 and keep == [res.grid.fields[0]]:
             return res[name]
-        raise ValueError("figures need a product grid ([scan.grid]), or a points grid over one field")
+        raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
     at = {resolve_field(k, "at"): v for k, v in (at or {}).items()}
     v = res[name]
     if v.ndim != len(res.grid.shape):
-        raise ValueError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
+        raise InputError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
                          "or a grokking time")
     index = []
     for f, vals in zip(res.grid.fields, res.grid.values):
@@ -157,12 +158,12 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None) -> np.ndarr
         elif f in at:
             hits = [i for i, x in enumerate(vals) if np.isclose(x, at[f])]
             if not hits:
-                raise ValueError(f"at: {f}={at[f]} is not on the grid ({list(vals)})")
+                raise InputError(f"at: {f}={at[f]} is not on the grid ({list(vals)})")
             index.append(hits[0])
         elif len(vals) == 1:
             index.append(0)
         else:
-            raise ValueError(f"fix {f} with at={{'{f}': value}} (values {list(vals)})")
+            raise InputError(f"fix {f} with at={{'{f}': value}} (values {list(vals)})")
     sub = v[tuple(index)]
     kept = [f for f in res.grid.fields if f in keep]
     return np.transpose(sub, [kept.index(f) for f in keep])

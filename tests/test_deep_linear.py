@@ -1,0 +1,244 @@
+"""Deep linear networks: gradient flow per mode, SGD noise per mode, thousands of networks.
+
+Every claim is checked against networks trained in the same units, fitted where it is a
+rate, at a stated statistical tolerance where it is a distribution."""
+
+import jax
+import numpy as np
+import pytest
+
+import dmft
+import networks
+from dmft import deep_linear as dl
+from validation import loglog_fit
+
+
+@pytest.fixture(scope="module")
+def online():
+    return dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], label_noise=1.0, key=1)
+
+
+@pytest.fixture(scope="module")
+def fixed():
+    return dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], P=20, label_noise=1.0, key=1)
+
+
+# ------------------------------------------------------------------ problem spec
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(depth=0), "depth"), (dict(width=0), "width"), (dict(init_scale=-0.1), "init_scale"),
+    (dict(init_scale=0.0), "init_scale"), (dict(init="orthogonal"), "init"),
+    (dict(init_scale=float("inf")), "init_scale"), (dict(depth=2.5), "depth"),
+])
+def test_deep_linear_rejects(kwargs, match):
+    with pytest.raises(dmft.InputError, match=match):
+        dmft.DeepLinear(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(singular_values=[1.0, float("nan")]), "singular_values"),
+    (dict(singular_values=[1.0, -1.0]), "singular_values"),
+    (dict(singular_values=[]), "singular_values"),
+    (dict(d_in=2, singular_values=[3.0, 2.0, 1.0]), "rank"),
+    (dict(P=2, d_in=4), "P"), (dict(label_noise=-1.0), "label_noise"), (dict(d_out=0), "d_out"),
+])
+def test_linear_teacher_rejects(kwargs, match):
+    args = dict(d_in=4, d_out=4, singular_values=[2.0, 1.0])
+    args.update(kwargs)
+    with pytest.raises(dmft.InputError, match=match):
+        dmft.tasks.linear_teacher(**args)
+
+
+def test_bad_training_arguments_are_refused_before_compute(fixed, online):
+    from dmft.runner import TRACE_COUNTS
+
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="width"):
+        networks.train(dmft.DeepLinear(2, 3, 0.1), fixed, seeds=2, eta0=0.1, steps=2, save_every=1)
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        networks.train(dmft.DeepLinear(2, 8, 0.1), fixed, seeds=2, eta0=0.1, steps=2, save_every=1,
+                       batch_size=21)
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        networks.train(dmft.DeepLinear(2, 8, 0.1), online, seeds=2, eta0=0.1, steps=2, save_every=1)
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        networks.train(dmft.DeepLinear(2, 8, 0.1), online, seeds=2, eta0=0.1, steps=2, save_every=1,
+                       batch_size=0)
+    with pytest.raises(dmft.InputError, match="paths"):
+        dl.mode_sde(dmft.DeepLinear(2, 8, 0.1), online, eta0=0.1, batch_size=1, steps=2, save_every=1,
+                    paths=0)
+    with pytest.raises(dmft.InputError, match="data"):
+        networks.train(dmft.DeepLinear(2, 8, 0.1), dmft.tasks.single_index(D=4, P=8, key=0), seeds=2,
+                       eta0=0.1, steps=2, save_every=1)
+    assert TRACE_COUNTS == before
+
+
+# ------------------------------------------------------------------ gradient flow
+
+def test_l2_closed_form_equals_the_ode():
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 1.0, 0.2], key=0)
+    m = dmft.DeepLinear(2, 8, 0.05, "aligned")
+    t = np.linspace(0, 12, 40)
+    ode = np.stack([dl._rk45_path(s, 2, m.mode_init, t) for s in data.s], axis=1)   # noqa: SLF001
+    np.testing.assert_allclose(dl.mode_flow(m, data, t), ode, rtol=1e-9)
+    # learning times: pi reaches half its target there (closed form L = 2, quadrature L = 4)
+    for L in (2, 4):
+        mL = dmft.DeepLinear(L, 8, 0.3, "aligned")
+        th = dl.learning_times(mL, data)
+        np.testing.assert_allclose(np.diag(dl.mode_flow(mL, data, th)), data.s / 2, rtol=1e-8)
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_aligned_gradient_descent_tends_to_mode_flow_linearly_in_eta(depth):
+    """Full-batch GD on whitened data without label noise is population GD; from an aligned,
+    balanced start its modes follow the per-mode flow, with an error linear in eta (fitted)."""
+    data = dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=12, key=2)
+    model = dmft.DeepLinear(depth, 6, 0.4, "aligned")
+    T = 3.0
+    etas, errs, bal = [], [], []
+    for n in (50, 100, 200, 400):
+        run = networks.train(model, data, seeds=1, eta0=T / n, steps=n, save_every=n // 10)
+        ref = dl.mode_flow(model, data, run.t)
+        etas.append(T / n)
+        errs.append(np.abs(run.modes[0] - ref).max())
+        bal.append(np.nanmax(run.balance_change[0]) if depth > 1 else 1.0)
+    fit = loglog_fit(etas, errs)
+    assert 0.9 < fit.slope < 1.1, fit.describe()
+    assert errs[-1] < 0.02 * data.s.max()
+    if depth > 1:       # aligned GD keeps the layers balanced exactly
+        assert max(bal) < 1e-10
+
+
+def test_balancedness_is_conserved_to_order_eta_under_gd():
+    """From a random start, GD changes W_{l+1}^T W_{l+1} - W_l W_l^T by O(eta) at a fixed time
+    (exactly: eta^2 per step), while gradient flow conserves it (fitted slope 1)."""
+    data = dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=12, key=3)
+    model = dmft.DeepLinear(3, 6, 0.5, "random")
+    etas, change = [], []
+    for n in (320, 640, 1280, 2560):
+        run = networks.train(model, data, seeds=3, eta0=2.0 / n, steps=n, save_every=n)
+        etas.append(2.0 / n)
+        change.append(np.max(run.balance_change[:, -1]))
+    fit = loglog_fit(etas, change)
+    assert 0.9 < fit.slope < 1.1, fit.describe()
+
+
+def test_random_small_init_learns_the_modes_in_order_on_a_staircase():
+    """Saddle-to-saddle (Jacot et al. 2021): from a small random start the modes are learned
+    one after the other in order of strength, the loss resting on the predicted plateaus."""
+    data = dmft.tasks.linear_teacher(5, 5, [4.0, 2.0, 1.0], P=40, key=4)
+    model = dmft.DeepLinear.from_gamma(depth=3, width=20, gamma=4.0)
+    run = networks.train(model, data, seeds=8, schedule=dmft.Schedule(0.05, 8000, save_at="log",
+                                                                       n_saves=120))
+    pl = dl.plateaus(data)
+    assert pl["order"].tolist() == [0, 1, 2]
+    s = data.s
+    t_learn = np.array([[np.interp(0.5 * s[i], run.modes[k, :, i], run.t) if run.modes[k, -1, i] > 0.5 * s[i]
+                         else np.inf for i in range(3)] for k in range(8)])
+    assert np.all(np.isfinite(t_learn)) and np.all(np.diff(t_learn, axis=1) > 0)   # in order, every seed
+    # between consecutive learning times the loss sits near the predicted plateau
+    loss = np.median(run.test_loss, axis=0)
+    tl = np.median(t_learn, axis=0)
+    for k in range(1, 3):
+        mid = np.sqrt(tl[k - 1] * tl[k])
+        level = np.interp(mid, run.t, loss)
+        assert abs(level - pl["levels"][k]) < 0.1 * pl["levels"][k], (k, level, pl["levels"][k])
+
+
+# ------------------------------------------------------------------ SGD noise
+
+@pytest.mark.parametrize("which", ["online", "fixed"])
+def test_network_drift_and_diffusion_equal_the_per_mode_formulas_when_aligned(which, online, fixed):
+    """At an aligned, balanced network the recorded drift is the gradient-flow rate and the
+    recorded diffusion (variance of one SGD step along the mode / eta) is D_i(pi): exactly on a
+    fixed set, within the probe's sampling error online."""
+    data = online if which == "online" else fixed
+    model = dmft.DeepLinear(4, 10, 0.6, "aligned")
+    run = networks.train(model, data, seeds=1, eta0=0.01, steps=1, save_every=1, batch_size=2,
+                         probe=20000)
+    pi = run.modes[0, 0]
+    D = dl.diffusion(model, data, pi, eta0=0.01, batch_size=2)
+    mu = dl.drift(model, data, pi, eta0=0.01, batch_size=2, ito=False)
+    np.testing.assert_allclose(run.drift[0, 0], mu, rtol=1e-10)
+    tol = 0.06 if which == "online" else 1e-10      # 20000 probes: relative error of a variance ~1%
+    np.testing.assert_allclose(run.diffusion[0, 0], D, rtol=tol)
+
+
+def test_sgd_ensembles_follow_the_mode_sde(online):
+    """Online SGD (fresh data, label noise) from an aligned start at a small step: the mean and
+    the spread over 512 networks of each mode match 4096 SDE paths at several times, within
+    5 standard errors (the reduction holds when eta K c / B << s^2 for the modes compared)."""
+    model = dmft.DeepLinear(2, 8, 0.3, "aligned")
+    kw = dict(eta0=0.002, steps=3000, save_every=500)
+    run = networks.train(model, online, seeds=512, batch_size=4, key=jax.random.key(5), **kw)
+    sde = dl.mode_sde(model, online, batch_size=4, paths=4096, key=jax.random.key(6), **kw)
+    for i in range(3):                                  # the weakest mode is where cross-mode noise dominates
+        a, b = run.modes[:, 1:, i], sde.modes[:, 1:, i]
+        se = np.sqrt(a.var(0) / a.shape[0] + b.var(0) / b.shape[0])
+        assert np.all(np.abs(a.mean(0) - b.mean(0)) < 5 * se + 1e-3), (i, a.mean(0), b.mean(0), se)
+        ratio = a.std(0) / b.std(0)
+        assert np.all((ratio > 0.8) & (ratio < 1.25)), (i, ratio)
+
+
+def test_stationary_histogram_matches_the_density(fixed):
+    """Long SGD runs with label noise on a fixed set: each strong mode's stationary histogram
+    (time and seed samples after equilibration) against the predicted density, by a
+    Kolmogorov-Smirnov distance below its 1% critical value for the effective sample size."""
+    model = dmft.DeepLinear(2, 8, 0.6, "aligned")
+    eta, B = 0.01, 1
+    run = networks.train(model, fixed, seeds=256, eta0=eta, steps=6000, save_every=200, batch_size=B,
+                         key=jax.random.key(7))
+    samples = run.modes[:, run.t > 20]                  # (seeds, times, r) after equilibration
+    for i in range(2):
+        x = np.sort(samples[..., i].ravel())
+        grid = np.linspace(x[0] * 0.8, x[-1] * 1.2, 4001)
+        p = dl.stationary_density(model, fixed, grid, eta0=eta, batch_size=B)[:, i]
+        cdf = np.concatenate([[0], np.cumsum((p[1:] + p[:-1]) / 2 * np.diff(grid))])
+        ks = np.max(np.abs(np.interp(x, grid, cdf) - np.arange(1, x.size + 1) / x.size))
+        n_eff = samples.shape[0]                        # saved times are correlated; seeds are not
+        assert ks < 1.63 / np.sqrt(n_eff), (i, ks)
+        T = dl.boltzmann_temperature(model, fixed, eta0=eta, batch_size=B)[i]
+        assert 0.7 < x.var() / T < 1.4                  # close to the Boltzmann law of the mode loss
+    with pytest.raises(dmft.InputError, match="point mass"):
+        clean = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=20, key=1)
+        dl.stationary_density(model, clean, grid, eta0=eta, batch_size=B)
+
+
+def test_diffusion_peaks_and_learning_times():
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 1.0], key=0)
+    for L, frac in ((2, 0.5), (4, 0.6)):
+        model = dmft.DeepLinear(L, 8, 0.2, "aligned")
+        pk = dl.diffusion_peaks(model, data, eta0=0.01, batch_size=1)
+        pi_peak = np.diag(dl.mode_flow(model, data, pk["t_peak"]))
+        # without label noise D = (2 eta / B) mu^2: it peaks at the inflection pi / s = 2(L-1)/(3L-2)
+        np.testing.assert_allclose(pi_peak / data.s, frac, rtol=2e-3)
+        assert np.all(pk["lead_90"] > 0) and np.all(pk["lead_half_layer"] > 0)
+
+
+def test_same_seed_same_bits(online):
+    model = dmft.DeepLinear(3, 6, 0.2, "random")
+    kw = dict(seeds=4, eta0=0.01, steps=40, save_every=20, batch_size=2, key=jax.random.key(3))
+    a, b = networks.train(model, online, **kw), networks.train(model, online, **kw)
+    np.testing.assert_array_equal(a.modes, b.modes)
+    c = networks.train(model, online, **{**kw, "seeds": 2})
+    # seed s draws from fold_in(key, s): its run does not depend on how many run beside it
+    # (to rounding: the vector lanes sum in another order)
+    np.testing.assert_allclose(c.modes, a.modes[:2], rtol=1e-12, atol=1e-15)
+    s1 = dl.mode_sde(model, online, eta0=0.01, batch_size=2, steps=40, save_every=20, paths=8)
+    s2 = dl.mode_sde(model, online, eta0=0.01, batch_size=2, steps=40, save_every=20, paths=8)
+    np.testing.assert_array_equal(s1.modes, s2.modes)
+
+
+def test_float32_and_float64_agree_and_results_save(fixed, online, tmp_path):
+    """The same minibatch sequence (integer draws) in both precisions: the modes agree to
+    float32 rounding. (Online Gaussian draws differ between precisions by design.)"""
+    model = dmft.DeepLinear(2, 6, 0.5, "aligned")
+    kw = dict(seeds=4, eta0=0.01, steps=100, save_every=50, batch_size=2)
+    r64 = networks.train(model, fixed, dtype="float64", **kw)
+    r32 = networks.train(model, fixed, dtype="float32", **kw)
+    assert r32.modes.dtype == np.float32
+    np.testing.assert_allclose(r32.modes, r64.modes, rtol=1e-3, atol=1e-4)
+    r64.save(tmp_path / "dln")
+    back = networks.DeepLinearRun.load(tmp_path / "dln")
+    np.testing.assert_array_equal(back.modes, r64.modes)
+    back.plot(theory=dl.mode_flow(model, fixed, back.t)).savefig(tmp_path / "dln.png")
+    assert networks.train(model, online, dtype="float32", **kw).modes.dtype == np.float32
