@@ -16,10 +16,10 @@ from .errors import (ConfigError, DivergenceError, DmftError, InputError, NotCon
 from .plan import SolvePlan, plan_solve
 from .problem import Dataset, DeepLinear, LinearTeacher, TwoLayer
 from .schedule import Schedule
-from .solve import DYNAMICS, METHODS, Solution, exact_closure, solve
+from .solve import DYNAMICS, METHODS, Solution, exact_closure, sgd_mean, solve
 from .trajectory import Trajectory
 
-__all__ = ["Dataset", "TwoLayer", "DeepLinear", "LinearTeacher", "Schedule", "solve", "Solution", "Trajectory", "plan_solve",
+__all__ = ["Dataset", "TwoLayer", "DeepLinear", "LinearTeacher", "Schedule", "solve", "sgd_mean", "Solution", "Trajectory", "plan_solve",
            "SolvePlan", "DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
            "OutputError", "METHODS", "DYNAMICS", "exact_closure", "BatchProgram", "solve_batch",
            "BATCH_FIELDS", "activations", "checks", "deep_linear", "errors", "kernels", "sampling", "tasks", "io"]

@@ -26,9 +26,10 @@ import jax.numpy as jnp
 
 from .kernels import alignment
 from .runner import finite_flag
+from .schedule import batch_indices
 
 __all__ = ["KINDS", "Static", "Ctx", "State", "kind_for", "poly2_coefficients",
-           "initial_state", "step", "record", "make_context", "predict"]
+           "initial_state", "step", "record", "make_context", "predict", "batch_weight"]
 
 KINDS = ("poly2-fixed", "linear-trained")
 
@@ -38,6 +39,7 @@ class Static(NamedTuple):
     dynamics: str
     kernels: bool
     has_test: bool
+    batch: int = 0          # minibatch size B of SGD (0: full batch)
 
 
 class Ctx(NamedTuple):
@@ -55,6 +57,7 @@ class Ctx(NamedTuple):
     gamma0: jax.Array
     eta0: jax.Array
     decay: jax.Array
+    batch_key: jax.Array = None   # the key of the minibatch sequence (SGD)
 
 
 class State(NamedTuple):
@@ -96,10 +99,12 @@ def _poly2_f(ctx: Ctx, l, f0, kxx, U, m):
     return f, y_u, hm
 
 
-def _poly2_velocity(ctx: Ctx, U, m):
+def _poly2_velocity(ctx: Ctx, U, m, weight=None):
     p = ctx.l_tr.shape[0]
     f, y_u, hm = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)
     delta = ctx.y[:, 0] - f
+    if weight is not None:          # SGD: the error on the batch only, times P / B
+        delta = delta * weight
     # sum_mu Delta_mu phi'(h_mu) L_mu / P, split into its parts linear in xi and constant
     g_u = ctx.lt_tr @ (delta[:, None] * y_u) / p
     g_m = ctx.lt_tr @ (delta * (ctx.alpha + 2 * ctx.beta * hm)) / p
@@ -127,11 +132,13 @@ def _poly2_kernels(ctx: Ctx, U, m):
 
 # ------------------------------------------------------------ linear-trained
 
-def _linear_velocity(ctx: Ctx, U, m):
+def _linear_velocity(ctx: Ctx, U, m, weight=None):
     r, p = ctx.l_tr.shape[1], ctx.l_tr.shape[0]
     uw, ua = U[:r], U[r:]
     f = ctx.f0_tr + ctx.l_tr @ (uw @ ua.T) / ctx.gamma0         # f = L E[z a^T] / gamma0
     delta = ctx.y - f
+    if weight is not None:          # SGD: the error on the batch only, times P / B
+        delta = delta * weight[:, None]
     g = ctx.lt_tr @ delta / p                                   # (r, C)
     dU = ctx.gamma0 * jnp.concatenate([g @ ua, g.T @ uw], axis=0) - ctx.decay * U
     return dU, jnp.zeros_like(m), delta
@@ -139,16 +146,25 @@ def _linear_velocity(ctx: Ctx, U, m):
 
 # -------------------------------------------------------------- runner API
 
-def _velocity(static: Static, ctx: Ctx, U, m):
+def _velocity(static: Static, ctx: Ctx, U, m, weight=None):
     if static.kind == "poly2-fixed":
-        return _poly2_velocity(ctx, U, m)
-    return _linear_velocity(ctx, U, m)
+        return _poly2_velocity(ctx, U, m, weight)
+    return _linear_velocity(ctx, U, m, weight)
+
+
+def batch_weight(key, k, P: int, B: int, dtype):
+    """(P,) weights of minibatch SGD at step k: P / B on the B points of the batch, 0 elsewhere,
+    so that the batch loss is (1/2P) sum_mu weight_mu Delta_mu^2 (`dmft.schedule.batch_indices`)."""
+    idx = batch_indices(key, k, P, B)
+    return jnp.zeros((P,), dtype).at[idx].set(P / B)
 
 
 def step(static: Static, ctx: Ctx, st: State, drive):
     eta = ctx.eta0
     if static.dynamics == "gd":
-        dU, dm, delta = _velocity(static, ctx, st.U, st.m)
+        weight = (batch_weight(ctx.batch_key, st.k, ctx.l_tr.shape[0], static.batch, ctx.y.dtype)
+                  if static.batch else None)
+        dU, dm, delta = _velocity(static, ctx, st.U, st.m, weight)
         U, m = st.U + eta * dU, st.m + eta * dm
     else:
         # classical fourth-order Runge-Kutta for gradient flow
@@ -200,9 +216,9 @@ def record(static: Static, ctx: Ctx, st: State):
 
 # -------------------------------------------------------------- setup and prediction
 
-def make_context(act, su: dict, gamma0, eta0, decay) -> Ctx:
+def make_context(act, su: dict, gamma0, eta0, decay, batch_key=None) -> Ctx:
     """The closure's arrays from `dmft.geometry.lazy_setup`'s (traceable in gamma0, eta0, decay
-    and the activation's parameters)."""
+    and the activation's parameters); batch_key: the minibatch sequence of SGD."""
     P = su["P"]
     a, b = poly2_coefficients(act) or (1.0, 0.0)
     dt = su["y"].dtype
@@ -211,7 +227,7 @@ def make_context(act, su: dict, gamma0, eta0, decay) -> Ctx:
         kx_tr=su["kx_all_tr"][:P],
         kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
         alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(gamma0, dt),
-        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt))
+        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt), batch_key=batch_key)
 
 
 def predict(kind: str, ctx: Ctx, U, m, l_new, perp_var, kxx_new, f0_new, shrink):

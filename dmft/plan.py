@@ -136,9 +136,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     quadrature_nodes = checks.integer("quadrature_nodes", o["quadrature_nodes"], minimum=2)
     kernels = checks.flag("kernels", o["kernels"])
     max_memory_gb = checks.real("max_memory_gb", o["max_memory_gb"], positive=True)
-    if schedule.batch_size is not None:
-        raise InputError("batch_size: minibatch SGD is not available for this solver; "
-                         "use full-batch gradient descent (batch_size=None)")
+    if schedule.batch_size is not None and schedule.batch_size > data.P:
+        raise InputError(f"batch_size must be <= P = {data.P}, got {schedule.batch_size}")
     if not model.trained_readout and data.C > 1:
         raise InputError("readout='fixed' with several outputs makes every output identical; "
                          "use readout='trained' for multi-output data")
@@ -153,6 +152,10 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")
+    sgd = schedule.batch_size is not None and schedule.batch_size < data.P
+    if sgd and method in ("lazy", "iterate"):
+        raise InputError(f"batch_size: minibatch SGD is solved by method='forward' or 'closure' (the DMFT "
+                         f"conditioned on the batch sequence), not {method!r}")
     if method == "lazy" and schedule.weight_decay > 0:
         raise InputError("weight_decay > 0 moves the kernel, so there is no lazy closed form; "
                          "use method='forward'")

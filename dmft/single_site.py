@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .closure import batch_weight
 from .kernels import alignment
 from .runner import count_trace, finite_flag
 from .sampling import draw_sites
@@ -49,6 +50,7 @@ class Static(NamedTuple):
     has_test: bool
     cv: str = "matrix"     # control variate: "off", "matrix" (C = 1) or "operator" (C > 1)
     measures: object = None  # neuron measure (w, w0) -> (K,) in weight coordinates, or None
+    batch: int = 0         # minibatch size B of SGD (0: full batch)
 
 
 class Shared(NamedTuple):
@@ -65,6 +67,7 @@ class Shared(NamedTuple):
     decay: jax.Array       # weight decay kappa per unit time
     k0_tr: jax.Array       # (P, P) exact lazy NTK (used by the operator control variate)
     k0_te: jax.Array       # (P*, P)
+    batch_key: jax.Array = None   # the key of the minibatch sequence (SGD)
 
 
 class Replica(NamedTuple):
@@ -204,6 +207,9 @@ def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     if static.dynamics == "gd":
         phi, dphi = _fields(sh, st.z)
         delta = sh.y - _f_train(static, sh, rep, phi, st.a, st.s) if drive is None else drive
+        if static.batch:      # SGD: the error on the batch only, times P / B (every node sees it)
+            delta = delta * batch_weight(sh.batch_key, st.k, sh.y.shape[0], static.batch,
+                                         sh.y.dtype)[:, None]
         dz, da = _gradient(static, sh, st.z, st.a, phi, dphi, delta)
         # S decays with the weights (the kernel error it multiplies shrinks with them)
         z, a, s = st.z + eta * dz, st.a + eta * da, (1 - eta * sh.decay) * st.s + eta * delta
@@ -340,14 +346,16 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
 
 # ------------------------------------------------------------- setup and prediction
 
-def make_shared(act, su: dict, gamma0, eta0, decay) -> Shared:
-    """Arrays common to all replicas, from `dmft.geometry.lazy_setup`'s (traceable)."""
+def make_shared(act, su: dict, gamma0, eta0, decay, batch_key=None) -> Shared:
+    """Arrays common to all replicas, from `dmft.geometry.lazy_setup`'s (traceable); batch_key:
+    the minibatch sequence of SGD."""
     P = su["P"]
     dt = su["y"].dtype
     return Shared(act=act, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
                   y=su["y"], kx_tr=su["kx_all_tr"][:P], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
                   gamma0=jnp.asarray(gamma0, dt), eta0=jnp.asarray(eta0, dt),
-                  decay=jnp.asarray(decay, dt), k0_tr=su["k0"][:P], k0_te=su["k0"][P:])
+                  decay=jnp.asarray(decay, dt), k0_tr=su["k0"][:P], k0_te=su["k0"][P:],
+                  batch_key=batch_key)
 
 
 def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: int,

@@ -36,7 +36,8 @@ from .runner import run_saved
 from .schedule import DYNAMICS, Schedule, schedule_from
 from .trajectory import Trajectory
 
-__all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure"]
+__all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure", "sgd_mean", "default_batch_key",
+           "run_plan"]
 
 
 # ----------------------------------------------------------------- the result
@@ -105,11 +106,18 @@ def _solve_lazy(plan: SolvePlan, su):
     return {k: np.asarray(v) for k, v in rec.items()}, extra, predictor
 
 
-def _solve_closure(plan: SolvePlan, su, progress):
+def _batch(plan: SolvePlan) -> int:
+    """The SGD batch size B, or 0 for full-batch gradient descent."""
+    B = plan.schedule.batch_size
+    return 0 if (B is None or B >= plan.data.P) else int(B)
+
+
+def _solve_closure(plan: SolvePlan, su, progress, batch_key):
     model, data, sch = plan.model, plan.data, plan.schedule
     kind = plan.closure_kind
-    static = _closure.Static(kind, sch.dynamics, plan.kernels, data.P_test > 0)
-    ctx = _closure.make_context(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay)
+    static = _closure.Static(kind, sch.dynamics, plan.kernels, data.P_test > 0, _batch(plan))
+    ctx = _closure.make_context(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay,
+                                batch_key)
     st0 = _closure.initial_state(kind, su["r"], data.C, _dtype())
     rec, st, wall = run_saved(_closure.step, _closure.record, static, ctx, st0, gaps=sch.gaps,
                               progress=progress, label=f"closure ({kind})")
@@ -134,11 +142,11 @@ def _shrink(sch: Schedule) -> float:
     return float(np.exp(-sch.weight_decay * sch.final_time))
 
 
-def _solve_sampled(plan: SolvePlan, su, key, progress):
+def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     model, data, sch = plan.model, plan.data, plan.schedule
     static = _ss.Static(model.trained_readout, sch.dynamics, plan.kernels, data.P_test > 0,
-                        plan.cv_mode, plan.neuron_measures)
-    sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay)
+                        plan.cv_mode, plan.neuron_measures, _batch(plan))
+    sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay, batch_key)
     rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
                             replicas=plan.replicas, quadrature_nodes=plan.quadrature_nodes,
                             trained=model.trained_readout, cv=plan.cv_mode)
@@ -272,7 +280,7 @@ _UNSET = object()
 
 def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=_UNSET, *,
           schedule: Schedule | None = None, dynamics=_UNSET, weight_decay=_UNSET, save_at=_UNSET,
-          method: str = "auto", samples: int = 16384, replicas: int = 4,
+          batch_size=_UNSET, batch_key=None, method: str = "auto", samples: int = 16384, replicas: int = 4,
           sampler: str = "stratified", key=None, control_variate: bool | None = None,
           kernels: bool = True, tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0,
           window=None, kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
@@ -282,12 +290,17 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
     Args:
         model: `dmft.TwoLayer`.
         data: `dmft.Dataset`.
-        eta0, steps, save_every, dynamics, weight_decay, save_at: the training protocol
-            in keyword form (defaults 0.1, 1000, 10, "gd", 0.0, None), or
+        eta0, steps, save_every, dynamics, weight_decay, save_at, batch_size: the training
+            protocol in keyword form (defaults 0.1, 1000, 10, "gd", 0.0, None, None), or
         schedule: a `dmft.Schedule` (also accepted as the third positional argument);
             not both. eta0 is the gradient-descent step (the integrator step for
             dynamics="flow": fourth-order Runge-Kutta); step k is at t = k eta0;
-            weight_decay is kappa >= 0 per unit time (docs/conventions.md).
+            weight_decay is kappa >= 0 per unit time (docs/conventions.md). With batch_size
+            B < P each step uses a minibatch of B points (minibatch SGD); the infinite-width
+            dynamics is then the DMFT conditioned on the batch sequence, which every neuron
+            shares (methods "forward" and "closure").
+        batch_key: the key of the minibatch sequence (default: derived from key); pass the
+            same one to `networks.train(batch_key=...)` to train networks on the same batches.
         method: "auto" (closure when exact, else forward), "forward", "iterate",
             "closure" or "lazy".
         samples: single-site nodes in total over all replicas (sampled methods).
@@ -326,7 +339,8 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
         schedule, eta0 = eta0, _UNSET
     sch = schedule_from(schedule, **{k: v for k, v in dict(
         eta0=eta0, steps=steps, save_every=save_every, dynamics=dynamics, weight_decay=weight_decay,
-        save_at=save_at).items() if v is not _UNSET}, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+        save_at=save_at, batch_size=batch_size).items() if v is not _UNSET},
+        defaults=dict(eta0=0.1, steps=1000, save_every=10))
     plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
                       sampler=sampler, control_variate=control_variate, kernels=kernels, tol=tol,
                       max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,
@@ -336,12 +350,20 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
     key = checks.prng_key("key", key)
     if key is None:
         key = jax.random.key(0)
-    return run_plan(plan, key=key, progress=progress)
+    batch_key = checks.prng_key("batch_key", batch_key)
+    return run_plan(plan, key=key, progress=progress, batch_key=batch_key)
 
 
-def run_plan(plan: SolvePlan, *, key=None, progress: bool = False) -> Solution:
+def default_batch_key(key):
+    """The minibatch sequence a solve uses when no batch_key is given: fold_in(key, 2^31 - 1)
+    (the nodes use fold_in(key, replica), so the two never share random bits)."""
+    return jax.random.fold_in(key, 2 ** 31 - 1)
+
+
+def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=None) -> Solution:
     """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
     key = jax.random.key(0) if key is None else key
+    batch_key = default_batch_key(key) if batch_key is None else batch_key
     model, data = plan.model, plan.data
     t_start = time.perf_counter()
     su = lazy_setup(geometry(data), model.activation, model.gamma0, centered=model.centered,
@@ -350,9 +372,11 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False) -> Solution:
     if plan.method == "lazy":
         rec, extra, predictor = _solve_lazy(plan, su)
     elif plan.method == "closure":
-        rec, extra, predictor = _solve_closure(plan, su, progress)
+        rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
     else:
-        rec, extra, predictor = _solve_sampled(plan, su, key, progress)
+        rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
+    if _batch(plan):
+        extra["batch_key"] = np.asarray(jax.random.key_data(batch_key)).tolist()
     extra.update(basis=su["basis"], rank=int(su["r"]),
                  lazy_kernels=("closed form" if model.activation.has_closed_form
                                else f"gauss-hermite {plan.kernel_nodes}x{plan.kernel_nodes}"),
@@ -370,3 +394,52 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False) -> Solution:
             ".solution. Try damping < 1, a shorter window, more max_iter, or method='forward'.",
             residuals=extra["residuals"], solution=sol)
     return sol
+
+
+def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int = 8, *, key=None,
+             **options) -> Solution:
+    """The DMFT of minibatch SGD averaged over batch sequences: the mean curve of networks that
+    each draw their own batches (`networks.train` without batch_key).
+
+    Sequence i is the DMFT conditioned on batches drawn from fold_in(batch_root, i), with
+    batch_root = `default_batch_key(key)`; the records are averaged over sequences and
+    `Solution.error` holds their standard error across sequences (which dominates the node
+    error of the sampled method). `info["per_sequence_test_loss"]` keeps each sequence's curve.
+
+    Args:
+        schedule: a `dmft.Schedule` with batch_size < P.
+        sequences: number of batch sequences (>= 2).
+        options: those of `dmft.solve` (method, samples, ...).
+    """
+    if not isinstance(schedule, Schedule) or schedule.batch_size is None or schedule.batch_size >= data.P:
+        raise InputError("schedule: sgd_mean needs a dmft.Schedule with batch_size < P")
+    sequences = checks.integer("sequences", sequences, minimum=2)
+    key = checks.prng_key("key", key)
+    key = jax.random.key(0) if key is None else key
+    root = default_batch_key(key)
+    sols = [solve(model, data, schedule=schedule, key=key, batch_key=jax.random.fold_in(root, i), **options)
+            for i in range(sequences)]
+    n = len(sols)
+
+    def mean(name):
+        vals = [getattr(s, name) for s in sols]
+        return None if vals[0] is None else np.mean(vals, axis=0)
+
+    def se(vals):
+        return np.std(vals, axis=0, ddof=1) / np.sqrt(n)
+
+    first = sols[0]
+    error = {"train_loss": se([s.train_loss for s in sols]), "f_train": se([s.f_train for s in sols])}
+    if first.test_loss is not None:
+        error["test_loss"] = se([s.test_loss for s in sols])
+        error["f_test"] = se([s.f_test for s in sols])
+    info = {**first.info, "sequences": n,
+            "per_sequence_test_loss": [s.test_loss.tolist() for s in sols if s.test_loss is not None]}
+    info.pop("batch_key", None)
+    return Solution(t=first.t, f_train=mean("f_train"), f_test=mean("f_test"),
+                    train_loss=mean("train_loss"), test_loss=mean("test_loss"), ntk=mean("ntk"),
+                    feature_kernel=mean("feature_kernel"), gradient_kernel=mean("gradient_kernel"),
+                    alignment=mean("alignment"),
+                    weight_change={k: np.mean([s.weight_change[k] for s in sols], axis=0)
+                                   for k in first.weight_change},
+                    error=error, info=info, measures=mean("measures"))

@@ -42,6 +42,7 @@ import optax
 
 import dmft
 from dmft import checks
+from dmft.closure import batch_weight
 from dmft.errors import InputError
 from dmft.kernels import alignment, input_kernel
 from dmft.runner import finite_flag, run_saved
@@ -150,6 +151,7 @@ class Static(NamedTuple):
     optimizer: Any          # an optax GradientTransformation (hashable by identity)
     measures: Any = None    # neuron measure (w, w0) -> (K,), averaged over units, or None
     flow: bool = False      # gradient flow (RK4) instead of the optimizer's steps
+    batch: int = 0          # minibatch size B of SGD (0: full batch)
 
 
 class Shared(NamedTuple):
@@ -167,6 +169,7 @@ class Seed(NamedTuple):
     params0: dict
     f0_tr: jax.Array        # (P, C) output at initialization (zeros when not centered)
     f0_te: jax.Array
+    batch_key: jax.Array = None   # the minibatch sequence of this seed (SGD)
 
 
 class State(NamedTuple):
@@ -188,15 +191,18 @@ def _output(static, sh: Shared, params, x):
     return sh.act(h) @ a / (sh.gamma0 * w.shape[0])
 
 
-def _loss(static, sh, seed, params):
-    # Delta = y - f_c with f_c = f - f(theta_0) when centered (f0_tr is zero otherwise)
+def _loss(static, sh, seed, params, weight=None):
+    # Delta = y - f_c with f_c = f - f(theta_0) when centered (f0_tr is zero otherwise);
+    # SGD: (1/2P) sum_mu w_mu Delta_mu^2 with w = P/B on the batch (= the batch loss)
     r = sh.y - (_output(static, sh, params, sh.x_tr) - seed.f0_tr)
+    if weight is not None:
+        r = r * jnp.sqrt(weight)[:, None]
     return jnp.sum(r * r) / (2 * sh.y.shape[0])
 
 
-def _scaled_grad(static, sh, seed, params):
+def _scaled_grad(static, sh, seed, params, weight=None):
     n = params["w"].shape[0]
-    loss, grads = jax.value_and_grad(lambda p: _loss(static, sh, seed, p))(params)
+    loss, grads = jax.value_and_grad(lambda p: _loss(static, sh, seed, p, weight))(params)
     return loss, jax.tree_util.tree_map(lambda g: sh.gamma0 ** 2 * n * g, grads)   # gamma0^2 N grad L
 
 
@@ -219,7 +225,9 @@ def _step1(static: Static, sh: Shared, seed: Seed, st: State):
         params = jax.tree_util.tree_map(lambda p, a, b, c, d: p + eta / 6 * (a + 2 * b + 2 * c + d),
                                         st.params, k1, k2, k3, k4)
         return State(params, st.opt_state, st.k + 1, finite_flag(st.k, st.bad, loss))
-    loss, scaled = _scaled_grad(static, sh, seed, st.params)
+    weight = (batch_weight(seed.batch_key, st.k, sh.y.shape[0], static.batch, sh.y.dtype)
+              if static.batch else None)
+    loss, scaled = _scaled_grad(static, sh, seed, st.params, weight)
     updates, opt_state = static.optimizer.update(scaled, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
     return State(params, opt_state, st.k + 1, finite_flag(st.k, st.bad, loss))
@@ -366,8 +374,8 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
                          "optax.add_decayed_weights(kappa) before it")
     if optimizer is not None and schedule.dynamics == "flow":
         raise InputError("dynamics='flow' integrates gradient flow itself; it takes no optimizer")
-    if schedule.batch_size is not None:
-        raise InputError("batch_size: minibatch SGD is not available for this model yet")
+    if schedule.batch_size is not None and schedule.batch_size > data.P:
+        raise InputError(f"batch_size must be <= P = {data.P}, got {schedule.batch_size}")
     if not model.trained_readout and data.C > 1:
         raise InputError("readout='fixed' with several outputs makes every output identical")
     if neuron_measures is not None and not callable(neuron_measures):
@@ -392,8 +400,9 @@ _UNSET = object()
 def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
           optimizer=None, key=None, antithetic: bool = False, kernels: bool = False, *,
           schedule: Schedule | None = None, weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET,
-          batch_size=_UNSET, progress: bool = False, max_memory_gb: float = MAX_MEMORY_GB,
-          neuron_measures=None, keep_params: bool = False, **deep_linear_options):
+          batch_size=_UNSET, batch_key=None, progress: bool = False,
+          max_memory_gb: float = MAX_MEMORY_GB, neuron_measures=None, keep_params: bool = False,
+          **deep_linear_options):
     """Train `seeds` networks of each width, vmapped over seeds.
 
     Args:
@@ -424,6 +433,9 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
         keep_params: keep the initial and final parameters in `Run.params0` / `Run.params`
             (and so `Run.predict` works after saving and loading).
         batch_size: minibatch SGD with B points per step (also `Schedule(batch_size=B)`).
+        batch_key: None: seed s draws its own batches from fold_in(fold_in(key, s), 2^31 - 1);
+            a key: every seed trains on this one batch sequence, the one `dmft.solve(batch_key=)`
+            conditions the DMFT on.
 
     Returns:
         A `Run` (or a dict of Runs for a list of widths).
@@ -446,6 +458,7 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
                                  **deep_linear_options)
     if deep_linear_options:
         raise InputError(f"unknown option(s) {sorted(deep_linear_options)} for a two-layer network")
+    batch_key = checks.prng_key("batch_key", batch_key)
     width = 1024 if width is None else width
     plan = plan_train(model, data, sch, width, seeds, optimizer=optimizer, antithetic=antithetic,
                       kernels=kernels, max_memory_gb=max_memory_gb, neuron_measures=neuron_measures,
@@ -453,13 +466,13 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
     progress = checks.flag("progress", progress)
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
-    runs = {w: run_width(plan, w, key, progress=progress) for w in plan.widths}
+    runs = {w: run_width(plan, w, key, progress=progress, batch_key=batch_key) for w in plan.widths}
     single = not isinstance(width, (list, tuple, np.ndarray))
     return runs[plan.widths[0]] if single else runs
 
 
-def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False) -> Run:
-    """The ensemble of one width of a validated `TrainPlan`."""
+def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch_key=None) -> Run:
+    """The ensemble of one width of a validated `TrainPlan` (batch_key: see `train`)."""
     t0 = time.perf_counter()
     model, data, sch = plan.model, plan.data, plan.schedule
     seeds = plan.seeds
@@ -471,11 +484,17 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False) -> Ru
     user_opt = plan.optimizer is not None
     opt = plan.optimizer if user_opt else _DEFAULT
     flow = sch.dynamics == "flow"
-    static = Static(trained, plan.kernels, data.P_test > 0, opt, plan.neuron_measures, flow)
+    B = sch.batch_size
+    batch = 0 if (B is None or B >= data.P) else int(B)
+    static = Static(trained, plan.kernels, data.P_test > 0, opt, plan.neuron_measures, flow, batch)
     sh = Shared(model.activation, x_tr, x_te, y, input_kernel(x_tr), jnp.asarray(model.gamma0, dtype),
                 jnp.asarray(sch.eta0, dtype), jnp.asarray(sch.weight_decay, dtype))
 
     keys = jnp.stack([jax.random.fold_in(key, s) for s in range(seeds)])
+    if batch_key is None:
+        batch_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
+    else:
+        batch_keys = jnp.stack([batch_key] * seeds)
     params0 = jax.vmap(lambda k: init_params(k, width, data.D, data.C, trained, plan.antithetic,
                                              dtype))(keys)
     if model.centered:
@@ -488,7 +507,7 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False) -> Ru
         opt_state.hyperparams["learning_rate"] = jnp.full((seeds,), sch.eta0, dtype)
         opt_state.hyperparams["weight_decay"] = jnp.full((seeds,), sch.weight_decay, dtype)
     st0 = State(params0, opt_state, jnp.zeros((seeds,), jnp.int32), jnp.full((seeds,), -1, jnp.int32))
-    rec, st, wall = run_saved(step, record, static, (sh, Seed(params0, f0_tr, f0_te)), st0,
+    rec, st, wall = run_saved(step, record, static, (sh, Seed(params0, f0_tr, f0_te, batch_keys)), st0,
                               gaps=sch.gaps, progress=progress, label=f"networks N={width}",
                               stop_on_nonfinite=False)
     rec = {k: np.moveaxis(v, 0, 1) for k, v in rec.items()}          # (S, T, ...)
@@ -506,7 +525,8 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False) -> Ru
     info = {"width": width, "seeds": seeds, "antithetic": plan.antithetic,
             "optimizer": ("gradient flow (RK4)" if flow else "gradient descent (optax sgd)")
             if not user_opt else repr(opt),
-            "weight_decay": sch.weight_decay, "dynamics": sch.dynamics, "diverged": diverged,
+            "weight_decay": sch.weight_decay, "dynamics": sch.dynamics, "batch_size": batch or None,
+            "shared_batches": batch_key is not None, "diverged": diverged,
             "run_s": wall, "wall_s": time.perf_counter() - t0, "dtype": str(dtype),
             "backend": jax.default_backend(), "config": plan.describe(width)}
     keep = plan.keep_params

@@ -242,3 +242,51 @@ def test_float32_and_float64_agree_and_results_save(fixed, online, tmp_path):
     np.testing.assert_array_equal(back.modes, r64.modes)
     back.plot(theory=dl.mode_flow(model, fixed, back.t)).savefig(tmp_path / "dln.png")
     assert networks.train(model, online, dtype="float32", **kw).modes.dtype == np.float32
+
+
+# ------------------------------------------------------------------ two-layer SGD at infinite width
+
+def test_two_layer_sgd_networks_converge_to_the_dmft_on_their_batch_sequence():
+    """Networks trained on one minibatch sequence converge, as the width grows, to the DMFT
+    conditioned on that sequence (the exact closure: no sampling error): the per-seed error
+    falls as N^-1/2 (fitted over N = 32..1024, 24 seeds)."""
+    data = dmft.tasks.kumar_quadratic(D=8, P=40, P_test=60, key=0)
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed")
+    bk = jax.random.key(42)
+    sch = dmft.Schedule(eta0=0.5, steps=120, save_every=40, batch_size=4)
+    theory = dmft.solve(model, data, sch, batch_key=bk)
+    full = dmft.solve(model, data, sch.replace(batch_size=None))
+    assert np.abs(theory.test_loss - full.test_loss).max() > 0.005     # the sequence matters
+    widths = np.array([32, 128, 512, 1024])
+    errs = []
+    for n in widths:
+        run = networks.train(model, data, width=int(n), seeds=24, schedule=sch, batch_key=bk)
+        errs.append(np.sqrt(np.mean((run.f_test[:, 1:] - theory.f_test[None, 1:]) ** 2)))
+    fit = loglog_fit(widths, errs)
+    assert -0.6 < fit.slope < -0.4, fit.describe()
+
+
+def test_sgd_mean_over_sequences_matches_networks_with_their_own_batches():
+    """Networks that each draw their own batches average to the DMFT averaged over sequences."""
+    data = dmft.tasks.kumar_quadratic(D=6, P=30, P_test=40, key=1)
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed")
+    sch = dmft.Schedule(eta0=0.5, steps=60, save_every=20, batch_size=5)
+    mean = dmft.sgd_mean(model, data, sch, sequences=24, key=jax.random.key(2))
+    run = networks.train(model, data, width=1024, seeds=48, schedule=sch, key=jax.random.key(3))
+    se = np.sqrt(mean.error["test_loss"] ** 2 + run.test_loss.var(0) / 48)
+    z = (run.test_loss.mean(0) - mean.test_loss)[1:] / se[1:]
+    assert np.all(np.abs(z) < 4.5), z
+
+
+def test_sgd_refuses_what_it_cannot_do():
+    data = dmft.tasks.kumar_quadratic(D=6, P=30, P_test=10, key=1)
+    model = dmft.TwoLayer("tanh")
+    for method in ("lazy", "iterate"):
+        with pytest.raises(dmft.InputError, match="batch_size"):
+            dmft.solve(model, data, eta0=0.1, steps=4, save_every=2, batch_size=5, method=method)
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        dmft.solve(model, data, eta0=0.1, steps=4, save_every=2, batch_size=31)
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        dmft.solve_batch(model, data, {"gamma0": [1.0]}, dmft.Schedule(0.1, 4, 2, batch_size=5))
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        dmft.Schedule(0.1, 4, 2, batch_size=5, dynamics="flow")
