@@ -6,6 +6,7 @@
     dmft solve --config scripts/configs/kumar.toml --gamma0 0.5 1 2
     dmft simulate --widths 64 256 --seeds 4 --set train.steps=200
     dmft scan --config scripts/configs/scan.toml --out results/scan
+    dmft dln --config scripts/configs/dln.toml     # deep linear networks under SGD: per-mode theory
 
 Your own data: save the arrays with `dmft.Dataset(x, y, x_test, y_test).save("mine.npz")`
 and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]).
@@ -86,7 +87,20 @@ def _parser():
             s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     _add_scan_parser(sub)
     _add_grok_parser(sub)
+    _add_dln_parser(sub)
     return p
+
+
+def _add_dln_parser(sub):
+    text = "deep linear networks under SGD: per-mode gradient flow, SDE and stationary laws vs networks"
+    s = sub.add_parser("dln", help=text, description=text + " (experiments/dln documents the TOML)")
+    _common(s, "dln TOML ([teacher], [model], [train], [theory], [staircase], [check])")
+    s.add_argument("--seeds", type=int, help="train.seeds")
+    s.add_argument("--steps", type=int, help="train.steps")
+    s.add_argument("--full", action="store_true", help="the seed paper's sizes (1e5 steps)")
+    s.add_argument("--out", help="results directory (default results/dln)")
+    s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
+    s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
 
 
 def _add_grok_parser(sub):
@@ -170,6 +184,37 @@ def _grok(args) -> int:
     return EXIT_OK
 
 
+def _dln(args) -> int:
+    from . import dln
+    from .config import flag_overrides
+    from .output import prepare_output, write_manifest
+
+    over = flag_overrides({"train.seeds": args.seeds, "train.steps": args.steps}, args.overrides)
+    cfg = dln.load_config(args.config, over, full=args.full)
+    devices = _select_device(args.device, args.x64)
+    if cfg["train"]["dtype"] == "float64" and not args.x64:
+        raise ConfigError("train.dtype = 'float64' with --x32; pass --x64 or set train.dtype = 'float32'")
+    dln.build(cfg)                                   # values the generators refuse, before compute
+    out = args.out or os.path.join("results", "dln")
+    if not prepare_output(out, "dln", cfg, args.force):
+        print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
+        return EXIT_OK
+    _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
+    try:
+        res = dln.run(cfg, out, log=_say, progress=_progress(args))
+    except (DivergenceError, NotConverged) as err:
+        write_manifest(out, "dln", cfg, "failed", {"error": str(err)})
+        raise
+    write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
+    for c in res["report"]["checks"]:
+        print(f"{c['name']:<36} {c['verdict']}  {c['detail']}")
+    print(f"report: {res['files']['report'][0]}")
+    for path in res["files"]["figures"].values():
+        print(f"figure: {path}")
+    failed = [c for c in res["report"]["checks"] if c["verdict"] == "FAIL"]
+    return EXIT_CHECK if (failed and args.strict) else EXIT_OK
+
+
 def _scan(args) -> int:
     from . import scan
 
@@ -227,7 +272,7 @@ def _sweep_job(args) -> int:
 
 
 _JOBS = {"solve": _sweep_job, "simulate": _sweep_job, "validate": _sweep_job, "grok": _grok,
-         "scan": _scan}
+         "scan": _scan, "dln": _dln}
 
 
 def main(argv=None) -> int:

@@ -290,3 +290,29 @@ def test_sgd_refuses_what_it_cannot_do():
         dmft.solve_batch(model, data, {"gamma0": [1.0]}, dmft.Schedule(0.1, 4, 2, batch_size=5))
     with pytest.raises(dmft.InputError, match="batch_size"):
         dmft.Schedule(0.1, 4, 2, batch_size=5, dynamics="flow")
+
+
+# ------------------------------------------------------------------ the dln job
+
+def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
+    import json
+    import os
+
+    from experiments import cli
+
+    out = tmp_path / "dln"
+    argv = ["dln", "--config", os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "dln.toml"),
+            "--out", str(out), "--no-progress", "--seeds", "64", "--steps", "1500",
+            "--set", "train.eta0=0.01", "--set", "train.save_every=50", "--set", "theory.paths=256",
+            "--set", "staircase.seeds=8", "--set", "staircase.steps=3000", "--set", "staircase.gamma=2.0"]
+    assert cli.main(argv) == 0
+    rep = json.load(open(out / "report.json"))
+    names = [c["name"] for c in rep["checks"]]
+    assert any(n.startswith("modes vs SDE") for n in names) and any(n.startswith("stationary") for n in names)
+    assert {c["verdict"] for c in rep["checks"]} <= {"PASS", "FAIL"}
+    for f in ("report.md", "figures/modes_sigma_1.png", "figures/stationary_sigma_1.png",
+              "figures/noise_sigma_0.png", "figures/staircase_sigma_0.png", "runs/sigma_1/networks.npz",
+              "runs/sigma_1/sde.npz", "run.json"):
+        assert (out / f).exists(), f
+    assert cli.main(argv) == 0                                     # complete: nothing recomputed
+    assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P

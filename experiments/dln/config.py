@@ -1,0 +1,147 @@
+"""Configuration of the `dmft dln` job: a linear teacher, a deep linear network, SGD, theory.
+
+    [teacher]   d_in, d_out, singular_values (or spectrum = "power"/"linear" with rank, top,
+                exponent), P (0: online data), label_noise (a list: one study per value), seed
+    [model]     depth, width, init ("aligned" or "random"), init_scale (0: from gamma),
+                gamma (init_scale^2 = width^-gamma)
+    [train]     eta0, steps, save_every (or log_saves > 0), batch_size, seeds, seed, probe, dtype
+    [theory]    paths (per-mode SDE), seed, stationary_after (fraction of the run)
+    [staircase] seeds, gamma, steps: a random small-init ensemble for the saddle-to-saddle
+                staircase, at the smallest label noise (seeds = 0: none)
+    [check]     tolerances of the verdicts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+import dmft
+from dmft.errors import ConfigError
+
+from .. import config as _config
+from ..config import Field
+
+__all__ = ["SCHEMA", "FULL", "load_config", "Study", "build"]
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "teacher": {
+        "d_in": Field("int", 4, "input dimension", 1),
+        "d_out": Field("int", 4, "output dimension", 1),
+        "spectrum": Field("str", "list", "singular values: an explicit list, or generated",
+                          choices=("list", "power", "linear")),
+        "singular_values": Field("floats", [3.0, 2.0, 1.0, 0.5], "mode strengths (spectrum = list)", 0.0, True),
+        "rank": Field("int", 4, "number of modes (generated spectrum)", 1),
+        "top": Field("float", 3.0, "largest singular value (generated spectrum)", 0.0, True),
+        "exponent": Field("float", 1.0, "s_i = top i^-exponent (spectrum = power)", 0.0, True),
+        "P": Field("int", 20, "fixed whitened training points (0: online data)", 0),
+        "label_noise": Field("floats", [0.0, 1.0], "label noise sigma; one study per value", 0.0),
+        "seed": Field("int", 0, "seed of the teacher and the data", 0),
+    },
+    "model": {
+        "depth": Field("int", 4, "number of weight matrices L", 1),
+        "width": Field("int", 10, "hidden width", 1),
+        "init": Field("str", "aligned", "aligned and balanced (the SDE's reduction) or random",
+                      choices=("aligned", "random")),
+        "init_scale": Field("float", 0.3, "scale of the initial weights (0: from gamma)", 0.0),
+        "gamma": Field("float", 1.5, "init_scale^2 = width^-gamma when init_scale = 0"),
+    },
+    "train": {
+        "eta0": Field("float", 0.01, "learning rate eta (t = steps x eta)", 0.0, True),
+        "steps": Field("int", 6000, "SGD steps", 1),
+        "save_every": Field("int", 50, "record every this many steps", 1),
+        "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead", 0),
+        "batch_size": Field("int", 1, "minibatch size B", 1),
+        "seeds": Field("int", 1024, "independent networks", 1),
+        "seed": Field("int", 1, "seed of the networks (initialization and batches)", 0),
+        "probe": Field("int", 512, "fresh samples per record for the online diffusion", 2),
+        "dtype": Field("str", "float64", "precision of the networks", choices=("float32", "float64")),
+    },
+    "theory": {
+        "paths": Field("int", 4096, "per-mode SDE paths", 1),
+        "seed": Field("int", 2, "seed of the SDE paths", 0),
+        "stationary_after": Field("float", 0.5, "stationary histograms after this fraction of the run",
+                                  0.0, True, maximum=1.0),
+    },
+    "staircase": {
+        "seeds": Field("int", 64, "random small-init networks for the staircase (0: none)", 0),
+        "gamma": Field("float", 2.5, "their init_scale^2 = width^-gamma", 0.0, True),
+        "steps": Field("int", 20000, "their steps (log-spaced saves)", 1),
+        "eta0": Field("float", 0.02, "their learning rate", 0.0, True),
+    },
+    "check": {
+        "z_max": Field("float", 5.0, "max |z| of a mode's mean, networks vs SDE", 0.0, True),
+        "effect": Field("float", 0.25, "or: max |mean difference| / SDE spread", 0.0, True),
+        "ks_max": Field("float", 0.1, "or: max KS distance of a stationary law", 0.0, True),
+        "spread_low": Field("float", 0.75, "min ratio of spreads, networks / SDE", 0.0, True),
+        "spread_high": Field("float", 1.33, "max ratio of spreads", 0.0, True),
+        "diffusion_low": Field("float", 0.7, "min median ratio of measured / predicted diffusion", 0.0, True),
+        "diffusion_high": Field("float", 1.4, "max median ratio", 0.0, True),
+        "plateau_rel": Field("float", 0.15, "max relative error of a plateau loss", 0.0, True),
+    },
+}
+
+# closer to the seed paper's sizes
+FULL = {"train": {"steps": 100000, "save_every": 100, "seeds": 1024},
+        "theory": {"paths": 16384}, "staircase": {"seeds": 256, "steps": 100000}}
+
+
+def _check(cfg: dict) -> None:
+    t, m, tr = cfg["teacher"], cfg["model"], cfg["train"]
+    r = len(t["singular_values"]) if t["spectrum"] == "list" else t["rank"]
+    if r > min(t["d_in"], t["d_out"]):
+        raise ConfigError(f"teacher: rank {r} exceeds min(d_in, d_out) = {min(t['d_in'], t['d_out'])}")
+    if m["depth"] > 1 and r > m["width"]:
+        raise ConfigError(f"model.width: {m['width']} is below the teacher's rank {r}")
+    if t["P"] and t["P"] < t["d_in"]:
+        raise ConfigError(f"teacher.P: {t['P']} points cannot be whitened in d_in = {t['d_in']}")
+    if t["P"] and tr["batch_size"] > t["P"]:
+        raise ConfigError(f"train.batch_size: must be <= teacher.P = {t['P']}")
+    if not tr["log_saves"] and tr["steps"] % tr["save_every"]:
+        raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
+                          f"({tr['save_every']})")
+
+
+def load_config(path=None, overrides=(), full: bool = False) -> dict:
+    """Defaults, then the --full preset, then the TOML file, then overrides; validated."""
+    return _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """The typed problem of one label-noise value."""
+
+    sigma: float
+    data: dmft.LinearTeacher
+    model: dmft.DeepLinear
+    schedule: dmft.Schedule
+    seeds: int
+    key: object
+    sde_key: object
+
+
+def build(cfg: dict) -> list[Study]:
+    """One study per label-noise value (InputError for values the generators refuse)."""
+    t, m, tr, th = cfg["teacher"], cfg["model"], cfg["train"], cfg["theory"]
+    if t["spectrum"] == "list":
+        s = t["singular_values"]
+    else:
+        s = dmft.tasks.spectrum(t["rank"], t["spectrum"], top=t["top"], exponent=t["exponent"])
+    scale = m["init_scale"] if m["init_scale"] > 0 else m["width"] ** (-m["gamma"] / 2)
+    model = dmft.DeepLinear(m["depth"], m["width"], scale, m["init"])
+    if tr["log_saves"]:
+        schedule = dmft.Schedule(tr["eta0"], tr["steps"], save_at="log", n_saves=tr["log_saves"],
+                                 batch_size=tr["batch_size"])
+    else:
+        schedule = dmft.Schedule(tr["eta0"], tr["steps"], tr["save_every"], batch_size=tr["batch_size"])
+    out = []
+    for i, sigma in enumerate(t["label_noise"]):
+        # the same teacher, inputs and noise draws for every sigma: only the noise level changes
+        data = dmft.tasks.linear_teacher(t["d_in"], t["d_out"], s, P=t["P"] or None, label_noise=sigma,
+                                         key=jax.random.key(t["seed"]))
+        model.check_data(data)
+        out.append(Study(sigma, data, model, schedule, tr["seeds"],
+                         jax.random.fold_in(jax.random.key(tr["seed"]), i),
+                         jax.random.fold_in(jax.random.key(th["seed"]), i)))
+    return out

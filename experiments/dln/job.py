@@ -1,0 +1,166 @@
+"""The `dmft dln` job: deep linear networks under SGD, theory beside thousands of networks.
+
+For each label-noise value: an ensemble of networks (`networks.train` on a `DeepLinear`),
+the per-mode SDE paths and gradient flow (`dmft.deep_linear`), the comparisons of
+`validation.deep_linear` with verdicts, figures (`validation.plots_deep_linear`), and for
+the saddle-to-saddle picture a random small-init ensemble. Writes figures/, runs/
+(.npz + .json), report.md and report.json.
+
+    from experiments import dln
+    cfg = dln.load_config(None, ["train.steps=2000", "train.seeds=256"])
+    dln.run(cfg, "results/dln")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+import dmft
+import networks
+from dmft import deep_linear as dl
+from dmft.io import environment, jsonable
+from validation import deep_linear as vdl
+from validation import plots_deep_linear as figs
+
+from .config import build
+from .report import markdown
+
+__all__ = ["run"]
+
+
+def _study(cfg, st, out, log, progress):
+    tag = f"sigma={st.sigma:g}"
+    t0 = time.perf_counter()
+    run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule, key=st.key,
+                         probe=cfg["train"]["probe"], dtype=cfg["train"]["dtype"], progress=progress)
+    log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
+        f"({run.info['steps_per_s']:.3g} runs x steps / s)")
+    eta, B = st.schedule.eta0, st.schedule.batch_size
+    res = {"sigma": st.sigma, "data": st.data.describe(), "model": st.model.describe(),
+           "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"]}
+    sde = None
+    chk = cfg["check"]
+    if st.model.init == "aligned":
+        t0 = time.perf_counter()
+        sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key)
+        res["sde_s"] = time.perf_counter() - t0
+        res["modes"] = vdl.compare_modes(run, sde, z_max=chk["z_max"], effect=chk["effect"],
+                                         spread=(chk["spread_low"], chk["spread_high"]))
+        peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B)
+        res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
+        res["learning_times_flow"] = dl.learning_times(st.model, st.data).tolist()
+    res["learning_times_networks"] = np.median(vdl.learning_times_of(run, st.data), axis=0).tolist()
+    res["diffusion"] = vdl.compare_diffusion(run, st.model, st.data, eta0=eta, batch_size=B,
+                                             band=(chk["diffusion_low"], chk["diffusion_high"]))
+    after = cfg["theory"]["stationary_after"] * st.schedule.final_time
+    if st.sigma > 0:
+        res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
+                                               ks_max=chk["ks_max"])
+    else:
+        final = run.modes[:, -1]
+        res["stationary"] = None
+        res["point_mass"] = {"max_abs_distance_to_target": float(np.nanmax(np.abs(
+            final - np.asarray(res["effective_s"])))), "t": float(run.t[-1])}
+    sub = os.path.join(out, "runs", f"sigma_{st.sigma:g}")
+    run.save(os.path.join(sub, "networks"))
+    if sde is not None:
+        sde.save(os.path.join(sub, "sde"))
+    fdir = os.path.join(out, "figures")
+    paths = {}
+
+    def save(name, fig):
+        paths[name] = os.path.join(fdir, f"{name}_sigma_{st.sigma:g}.png")
+        fig.savefig(paths[name], dpi=110)
+
+    save("modes", figs.modes_figure(run, st.model, st.data, sde, title=f"modes, label noise {st.sigma:g}"))
+    save("loss", figs.staircase_figure(run, st.data, title=f"population loss, label noise {st.sigma:g}"))
+    save("noise", figs.noise_figure(run, st.model, st.data, eta0=eta, batch_size=B,
+                                    title=f"drift and diffusion, label noise {st.sigma:g}"))
+    save("balance", figs.balance_figure(run, title=f"balancedness, label noise {st.sigma:g}"))
+    if st.sigma > 0:
+        save("stationary", figs.stationary_figure(run, st.model, st.data, eta0=eta, batch_size=B,
+                                                  after=after))
+    res["figures"] = paths
+    return res
+
+
+def _staircase(cfg, st, out, log, progress):
+    sc = cfg["staircase"]
+    model = dmft.DeepLinear.from_gamma(st.model.depth, st.model.width, sc["gamma"], "random")
+    schedule = dmft.Schedule(sc["eta0"], sc["steps"], save_at="log", n_saves=150,
+                             batch_size=st.schedule.batch_size)
+    t0 = time.perf_counter()
+    run = networks.train(model, st.data, seeds=sc["seeds"], schedule=schedule,
+                         key=jax.random.fold_in(st.key, 7), dtype=cfg["train"]["dtype"], progress=progress)
+    log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
+    res = vdl.staircase(run, st.data, rel=cfg["check"]["plateau_rel"])
+    res["init_scale"] = model.init_scale
+    path = os.path.join(out, "figures", f"staircase_sigma_{st.sigma:g}.png")
+    figs.staircase_figure(run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), "
+                                              f"label noise {st.sigma:g}").savefig(path, dpi=110)
+    run.save(os.path.join(out, "runs", f"sigma_{st.sigma:g}", "staircase"))
+    res["figure"] = path
+    return res
+
+
+def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
+    """Run every study of the configuration into `out`; returns the report dict and files."""
+    studies = build(cfg)
+    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
+    t_start = time.perf_counter()
+    results = []
+    for st in studies:
+        res = _study(cfg, st, out, log, progress)
+        if cfg["staircase"]["seeds"] > 0 and st.sigma == min(s.sigma for s in studies):
+            # the deterministic staircase, at the smallest label noise (with noise at this step size
+            # the weak modes drown in the SGD fluctuations of the strong ones)
+            res["staircase"] = _staircase(cfg, st, out, log, progress)
+        results.append(res)
+    report = {"studies": results, "config": cfg, "environment": environment(),
+              "wall_s": time.perf_counter() - t_start}
+    report["checks"] = checks(report)
+    with open(os.path.join(out, "report.json"), "w") as fh:
+        json.dump(jsonable(report), fh, indent=1)
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write(markdown(report))
+    figures = {f"{k}_sigma_{r['sigma']:g}": v for r in results for k, v in r["figures"].items()}
+    figures.update({f"staircase_sigma_{r['sigma']:g}": r["staircase"]["figure"] for r in results
+                    if r.get("staircase")})
+    return {"report": report, "files": {"report": [os.path.join(out, "report.md"),
+                                                   os.path.join(out, "report.json")],
+                                        "figures": figures}}
+
+
+def checks(report: dict) -> list[dict]:
+    """One verdict per comparison (the rows of the report's tables, summarized)."""
+    out = []
+    for r in report["studies"]:
+        tag = f"sigma={r['sigma']:g}"
+        if r.get("modes"):
+            bad = [row for row in r["modes"] if row["verdict"] == "FAIL"]
+            out.append({"name": f"modes vs SDE {tag}", "verdict": "FAIL" if bad else "PASS",
+                        "detail": f"{len(r['modes']) - len(bad)} of {len(r['modes'])} (mode, time) pairs within "
+                                  "tolerance" + (f"; worst |z| = {max(abs(b['z']) for b in bad):.1f}" if bad else "")})
+        bad = [row for row in r["diffusion"] if row["verdict"] == "FAIL"]
+        out.append({"name": f"diffusion vs D(pi) {tag}", "verdict": "FAIL" if bad else "PASS",
+                    "detail": ", ".join(f"mode {x['mode'] + 1}: {x['median_ratio']:.3g}" for x in r["diffusion"])})
+        if r.get("stationary"):
+            bad = [row for row in r["stationary"] if row["verdict"] == "FAIL"]
+            out.append({"name": f"stationary law {tag}", "verdict": "FAIL" if bad else "PASS",
+                        "detail": ", ".join(f"mode {x['mode'] + 1}: KS {x['ks']:.3f} (crit {x['critical']:.3f})"
+                                            for x in r["stationary"])})
+        if r.get("staircase"):
+            out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
+                        "detail": (f"order {'as predicted' if r['staircase']['order_ok'] else 'NOT as predicted'} "
+                                   f"({100 * r['staircase']['fraction_of_seeds_in_order']:.0f}% of seeds); "
+                                   if r["staircase"]["all_learned"] else
+                                   f"only {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds learn every "
+                                   "mode within the run; ")
+                                  + ", ".join(f"plateau {p['plateau']:.3g} vs {p['loss']:.3g}"
+                                              for p in r["staircase"]["plateaus"])})
+    return out

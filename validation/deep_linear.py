@@ -1,0 +1,174 @@
+"""Deep linear networks: theory (gradient flow, per-mode SDE, stationary laws) against networks.
+
+Each function compares one prediction of `dmft.deep_linear` with a `networks.DeepLinearRun`
+and returns numbers plus a verdict against a stated tolerance:
+
+- `compare_modes`: ensemble mean and spread of each mode against the SDE paths at several
+  times (z-scores of the mean difference; ratios of the spreads);
+- `compare_diffusion`: the measured per-step diffusion along each mode against D_i(pi) at
+  the measured pi (median ratio over seeds and times);
+- `stationary_fit`: the late-time histogram of each mode against the stationary density
+  (Kolmogorov-Smirnov distance against its 1% critical value for the number of seeds);
+- `staircase`: the order in which modes are learned and the loss on each plateau.
+
+Example:
+    >>> import numpy as np
+    >>> from validation.deep_linear import ks_distance
+    >>> x = np.linspace(-3, 3, 2001); p = np.exp(-x ** 2 / 2) / np.sqrt(2 * np.pi)
+    >>> float(ks_distance(np.zeros(1), x, p)) > 0.49
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dmft import deep_linear as dl
+from dmft.errors import InputError
+
+__all__ = ["compare_modes", "compare_diffusion", "stationary_fit", "staircase", "ks_distance",
+           "learning_times_of"]
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (0.75, 1.33),
+                  atol: float = 0.01, effect: float = 0.25) -> list[dict]:
+    """Mean and spread of each mode, networks against SDE paths, at the saved times `times`
+    (default: four times spread over the run). One row per (mode, time) with the z-score of
+    the mean difference and the ratio of the standard deviations.
+
+    A mean passes within z_max standard errors, or within `effect` x the SDE's spread (with a
+    thousand networks the standard error resolves the reduction's known O(eta / B) cross-mode
+    shift, a few percent of the spread: the effect size is the tolerance that says whether the
+    theory describes the ensemble), or within atol x the mode's target (an ensemble collapsed
+    onto the target has a vanishing spread). Spreads are compared where the SDE's spread
+    exceeds atol x the target."""
+    if run.t.shape != sde.t.shape or not np.allclose(run.t, sde.t):
+        raise InputError("compare_modes: the run and the SDE need the same saved times")
+    T = run.t.size
+    idx = sorted({int(i) for i in (np.linspace(0, T - 1, 5)[1:] if times is None else
+                                   [int(np.argmin(np.abs(run.t - t))) for t in times])})
+    target = np.asarray(sde.info.get("s_effective", np.nanmax(np.abs(sde.modes), axis=(0, 1))))
+    rows = []
+    for i in range(run.modes.shape[-1]):
+        for k in idx:
+            a, b = run.modes[:, k, i], sde.modes[:, k, i]
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+            diff = a.mean() - b.mean()
+            z = float(diff / se) if se > 0 else 0.0
+            ratio = float(a.std() / b.std()) if b.std() > 0 else float("nan")
+            close = abs(diff) <= atol * abs(target[i])
+            spread_ok = (b.std() <= atol * abs(target[i])) or (spread[0] <= ratio <= spread[1])
+            ok = (abs(z) <= z_max or close or abs(diff) <= effect * b.std()) and spread_ok
+            rows.append({"mode": i, "t": float(run.t[k]), "networks_mean": float(a.mean()),
+                         "sde_mean": float(b.mean()), "networks_std": float(a.std()),
+                         "sde_std": float(b.std()), "z": z,
+                         "effect": float(abs(diff) / b.std()) if b.std() > 0 else 0.0,
+                         "std_ratio": ratio, "verdict": _verdict(ok)})
+    return rows
+
+
+def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: float = 0.0,
+                      band: tuple = (0.7, 1.4), floor: float = 0.01) -> list[dict]:
+    """Measured diffusion / D_i(measured pi), median over seeds and saved times t > after
+    where D_i exceeds `floor` x its largest value (where D_i itself vanishes, at a mode's start
+    and, without label noise, at its target, the measured diffusion is the noise leaking from
+    the other modes through misalignment, which the reduction drops), one row per mode."""
+    D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
+    keep = (run.t > after)[None, :, None] & (D > floor * np.nanmax(D, axis=(0, 1), keepdims=True))
+    rows = []
+    for i in range(run.modes.shape[-1]):
+        r = (run.diffusion[..., i] / D[..., i])[keep[..., i]]
+        r = r[np.isfinite(r)]
+        med = float(np.median(r)) if r.size else float("nan")
+        q = np.percentile(r, [10, 90]).tolist() if r.size else [float("nan")] * 2
+        rows.append({"mode": i, "median_ratio": med, "p10": q[0], "p90": q[1], "n": int(r.size),
+                     "verdict": _verdict(band[0] <= med <= band[1])})
+    return rows
+
+
+def ks_distance(samples, grid, density) -> float:
+    """Kolmogorov-Smirnov distance between samples and a density tabulated on a grid."""
+    x = np.sort(np.asarray(samples, dtype=np.float64).ravel())
+    grid, density = np.asarray(grid, dtype=np.float64), np.asarray(density, dtype=np.float64)
+    cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
+    cdf = cdf / cdf[-1]
+    F = np.interp(x, grid, cdf)
+    n = x.size
+    return float(max(np.max(np.arange(1, n + 1) / n - F), np.max(F - np.arange(n) / n)))
+
+
+def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: float,
+                   alpha_coef: float = 1.63, ks_max: float = 0.1) -> list[dict]:
+    """Late-time (t > after) samples of each mode against the stationary density: the KS
+    distance passes below its 1% critical value alpha_coef / sqrt(seeds) (the saved times of one
+    seed are correlated, so the seeds count as the independent samples) or below ks_max (the
+    effect size: with many seeds the test resolves the reduction's O(eta / B) cross-mode
+    mean shift); the variance is reported against the Boltzmann temperature. Needs label
+    noise (else the law is a point mass at s)."""
+    late = run.modes[:, run.t > after]
+    if late.shape[1] == 0:
+        raise InputError(f"after={after}: no saved time after it")
+    T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size)
+    rows = []
+    for i in range(late.shape[-1]):
+        x = late[..., i].ravel()
+        x = x[np.isfinite(x)]
+        lo, hi = max(x.min() - 4 * x.std(), 1e-6 * x.max()), x.max() + 4 * x.std()
+        grid = np.linspace(lo, hi, 4001)
+        p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size)[:, i]
+        ks = ks_distance(x, grid, p)
+        crit = alpha_coef / np.sqrt(late.shape[0])
+        rows.append({"mode": i, "ks": ks, "critical": float(crit), "mean": float(x.mean()),
+                     "density_mean": float(np.trapezoid(grid * p, grid)), "var": float(x.var()),
+                     "boltzmann_T": float(T[i]), "verdict": _verdict(ks <= max(crit, ks_max))})
+    return rows
+
+
+def learning_times_of(run, data, level: float = 0.5) -> np.ndarray:
+    """(S, r) first saved-time crossing of level x target by each seed's modes (linear
+    interpolation; inf when not reached)."""
+    s = dl.effective_modes(data).s
+    out = np.full(run.modes.shape[::2], np.inf)
+    for k in range(run.modes.shape[0]):
+        for i in range(s.size):
+            y = run.modes[k, :, i]
+            hit = np.flatnonzero(y >= level * s[i])
+            if hit.size:
+                j = hit[0]
+                if j == 0:
+                    out[k, i] = run.t[0]
+                else:
+                    f = (level * s[i] - y[j - 1]) / (y[j] - y[j - 1])
+                    out[k, i] = run.t[j - 1] + f * (run.t[j] - run.t[j - 1])
+    return out
+
+
+def staircase(run, data, *, rel: float = 0.15) -> dict:
+    """The saddle-to-saddle staircase: modes learned in the predicted order (decreasing s),
+    and the median population loss between consecutive learning times against the predicted
+    plateau (within rel)."""
+    pl = dl.plateaus(data)
+    tl = learning_times_of(run, data)
+    finite = np.all(np.isfinite(tl), axis=1)
+    learned = bool(np.mean(finite) >= 0.5)            # most seeds learn every mode within the run
+    order_ok = learned and bool(np.all(np.argsort(np.median(tl, axis=0)) == pl["order"]))
+    per_seed = float(np.mean([np.all(np.argsort(row) == pl["order"]) for row in tl[finite]])) if finite.any() else 0.0
+    med_t = np.median(np.where(np.isfinite(tl), tl, np.nan), axis=0)[pl["order"]]
+    loss = np.nanmedian(run.test_loss, axis=0)
+    rows = []
+    for k in range(1, len(med_t)):
+        if not (np.isfinite(med_t[k - 1]) and np.isfinite(med_t[k])):
+            continue
+        mid = np.sqrt(med_t[k - 1] * med_t[k])
+        level = float(np.interp(mid, run.t, loss))
+        pred = float(pl["levels"][k])
+        rows.append({"after_mode": int(pl["order"][k - 1]), "t": float(mid), "loss": level, "plateau": pred,
+                     "rel_error": abs(level - pred) / pred, "verdict": _verdict(abs(level - pred) <= rel * pred)})
+    return {"order_ok": order_ok, "all_learned": learned, "fraction_all_learned": float(np.mean(finite)),
+            "fraction_of_seeds_in_order": per_seed, "learning_times": med_t.tolist(), "plateaus": rows,
+            "verdict": _verdict(order_ok and bool(rows) and all(r["verdict"] == "PASS" for r in rows))}
