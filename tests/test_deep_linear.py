@@ -316,3 +316,30 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
         assert (out / f).exists(), f
     assert cli.main(argv) == 0                                     # complete: nothing recomputed
     assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P
+
+
+def test_deep_linear_scan_through_the_store(tmp_path):
+    """Scans over learning rate, batch size, label noise, depth or init scale use the scan
+    machinery (grid, chunks, resumable store); each point equals a direct run."""
+    from experiments import scan
+
+    cfg = {"scan": {"kind": "deep_linear", "outputs": ["final", "learning"], "chunk": 2,
+                    "grid": {"eta0": [0.005, 0.01], "label_noise": [0.0, 1.0]}},
+           "model": {"depth": 2}, "train": {"steps": 400, "save_every": 100, "seeds": 16},
+           "theory": {"paths": 64}}
+    res = scan.run(cfg, str(tmp_path / "s"))
+    assert res.complete and res["networks.final.modes_mean"].shape == (2, 2, 4)
+    assert np.all(np.isfinite(res["flow.learn.t_half"]))
+    # point (eta0 = 0.01, sigma = 1) is grid index 3: its own networks from fold_in(key(seed), 3)
+    from experiments import dln
+    st = dln.build(dln.load_config(None, ["model.depth=2", "train.steps=400", "train.save_every=100",
+                                          "train.seeds=16", "train.eta0=0.01", "teacher.label_noise=[1.0]"]))[0]
+    run = networks.train(st.model, st.data, seeds=16, schedule=st.schedule,
+                         key=jax.random.fold_in(jax.random.key(1), 3))
+    np.testing.assert_array_equal(res["networks.final.modes_mean"][1, 1], run.modes[:, -1].mean(0))
+    again = scan.run(cfg, str(tmp_path / "s"))                    # complete: nothing recomputed
+    np.testing.assert_array_equal(again["networks.final.modes_mean"], res["networks.final.modes_mean"])
+    with pytest.raises(dmft.ConfigError, match="teacher.rank"):
+        scan.load_config({"scan": {"kind": "deep_linear", "grid": {"rank": [2, 3]}}})
+    with pytest.raises(dmft.ConfigError, match="batch_size"):
+        scan.load_config({"scan": {"kind": "deep_linear", "grid": {"batch_size": [1, 40]}}})

@@ -32,6 +32,12 @@ reached_test (`validation.grokking_times` at scan.grok_threshold);
 "curves" gives t and SOURCE.Q against time; "predictions" SOURCE.f_train and
 f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds.
 
+Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one
+label-noise value per point) scan init scale (model.init_scale or model.gamma), depth,
+learning rate, batch size, label noise or any other numeric field; every point is one
+network ensemble and one per-mode SDE (outputs final, learning, curves:
+`experiments.scan.deep_linear`).
+
 Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
 written atomically; rerunning the same scan resumes (finished chunks are skipped);
 another configuration in the same directory is refused. Under `jax.distributed`

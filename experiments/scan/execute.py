@@ -19,7 +19,8 @@ from dmft.errors import ConfigError, StoreConflict, StoreWriteError
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
 from .config import load_config
-from .schema import BATCHED
+from .deep_linear import DeepLinearGroup
+from .schema import BATCHED, kind_of
 from .grid import Chunk, Group, Plan, plan
 from .outputs import derive, network_records
 from .result import load
@@ -161,8 +162,11 @@ class _Groups:
         if g not in self.kept:
             group = self.plan.groups[g]
             try:
-                self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), group, self.columns,
-                                         self.sharding, self.n_devices)
+                if kind_of(self.cfg).name == "deep_linear":
+                    self.kept[g] = DeepLinearGroup(self.plan.group_config(self.cfg, g), group, self.columns)
+                else:
+                    self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), group, self.columns,
+                                             self.sharding, self.n_devices)
             except ValueError as err:
                 if not group.fields:
                     raise

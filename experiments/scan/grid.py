@@ -15,7 +15,7 @@ import numpy as np
 
 from dmft.errors import ConfigError
 
-from .schema import BATCHED, coerce_value, resolve_field
+from .schema import coerce_value, kind_of, resolve_field
 
 __all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan"]
 
@@ -67,6 +67,7 @@ class Grid:
 
 def grid_of(cfg: dict) -> Grid:
     """The grid of a scan configuration; ConfigError for an empty or invalid one."""
+    model_kind = kind_of(cfg)
     sc = cfg["scan"]
     if (sc["grid"] is None) == (sc["points"] is None):
         raise ConfigError("scan: give exactly one of [scan.grid] (a cartesian product of axes) or "
@@ -77,7 +78,7 @@ def grid_of(cfg: dict) -> Grid:
         raise ConfigError(f"scan.{'grid' if kind == 'product' else 'points'}: empty grid (no fields)")
     fields, values = [], []
     for name, vals in table.items():
-        f = resolve_field(name)
+        f = resolve_field(name, "scan.grid", model_kind)
         where = f"scan.{'grid' if kind == 'product' else 'points'}.{f}"
         if isinstance(vals, (tuple, np.ndarray)):
             vals = list(np.asarray(vals).tolist())
@@ -85,7 +86,7 @@ def grid_of(cfg: dict) -> Grid:
             raise ConfigError(f"{where}: expected a list of values, got {vals!r}")
         if not vals:
             raise ConfigError(f"{where}: empty grid (no values)")
-        vals = [coerce_value(f, f"{where}[{i}]", v) for i, v in enumerate(vals)]
+        vals = [coerce_value(f, f"{where}[{i}]", v, model_kind) for i, v in enumerate(vals)]
         if kind == "product" and len(set(vals)) != len(vals):
             raise ConfigError(f"{where}: repeated values {vals}; each point would be computed twice")
         fields.append(f)
@@ -133,7 +134,10 @@ def plan(cfg: dict) -> Plan:
     """Groups in order of first appearance in the grid; chunks of `scan.chunk` points each."""
     grid = grid_of(cfg)
     cols = grid.columns()
-    keyed = [f for f in grid.fields if f not in BATCHED]
+    kind = kind_of(cfg)
+    # points of one group share one program: the two-layer kind splits groups by every field it
+    # does not batch; a deep-linear point runs alone, so all its points form one group
+    keyed = [] if kind.pointwise else [f for f in grid.fields if f not in kind.batched]
     if keyed:
         rows = np.stack([cols[f].astype(np.float64) for f in keyed], axis=1)
         _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)

@@ -19,7 +19,7 @@ from dmft.plotting import new_figure
 
 from ..store import Store
 from .grid import Grid, grid_of
-from .schema import resolve_field
+from .schema import kind_of, resolve_field
 
 __all__ = ["ScanResult", "load", "summary", "heatmap", "lines"]
 
@@ -146,7 +146,8 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None) -> np.ndarr
         if len(res.grid.fields) == 1 and keep == [res.grid.fields[0]]:
             return res[name]
         raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
-    at = {resolve_field(k, "at"): v for k, v in (at or {}).items()}
+    kind = kind_of(res.config)
+    at = {resolve_field(k, "at", kind): v for k, v in (at or {}).items()}
     v = res[name]
     if v.ndim != len(res.grid.shape):
         raise InputError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
@@ -178,7 +179,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     """A heatmap of one number per point over two grid axes (others fixed by `at`)."""
     from matplotlib.colors import LogNorm
 
-    x, y = resolve_field(x, "x"), resolve_field(y, "y")
+    kind = kind_of(res.config)
+    x, y = resolve_field(x, "x", kind), resolve_field(y, "y", kind)
     z = _select(res, name, [y, x], at)
     xs, ys = _axis_values(res, x), _axis_values(res, y)
     z = z[np.argsort(ys)][:, np.argsort(xs)]
@@ -209,8 +211,9 @@ def _edges(v, log):
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
           logx: bool = True, logy: bool = False, ax=None):
     """One number per point against one grid axis, one line per value of `hue`."""
-    x = resolve_field(x, "x")
-    keep = [x] if hue is None else [resolve_field(hue, "hue"), x]
+    kind = kind_of(res.config)
+    x = resolve_field(x, "x", kind)
+    keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
     z = _select(res, name, keep, at)
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
     order = np.argsort(xs)

@@ -1,14 +1,25 @@
-"""The schema of a scan: the problem sections, a base gamma0, one width, and [scan]; which
-fields can be scanned and which of them are batched into one program."""
+"""The schema of a scan: which sections it has, which fields can be scanned, and which of
+them are batched into one program, for each kind of model.
+
+- two_layer (default): the problem sections of `experiments.problem`, a base gamma0, one
+  network width, and [scan]. Points that differ only in the batched fields (gamma0, eta0,
+  weight_decay, eps) run as one `dmft.BatchProgram`.
+- deep_linear (`[scan] kind = "deep_linear"`): the sections of the `dmft dln` job with one
+  label-noise value per point; every point is one network ensemble and one per-mode SDE.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from dmft.errors import ConfigError
 
 from .. import problem as _problem
 from ..config import Field, coerce
+from ..dln.config import SCHEMA as _DLN_BASE
 
-__all__ = ["SCHEMA", "OUTPUTS", "BATCHED", "SCANNABLE", "resolve_field", "coerce_value"]
+__all__ = ["SCHEMA", "OUTPUTS", "BATCHED", "SCANNABLE", "KINDS", "Kind", "kind_of", "resolve_field",
+           "coerce_value"]
 
 OUTPUTS = ("final", "grokking", "curves", "predictions")
 
@@ -42,24 +53,88 @@ SCANNABLE = {f"{sec}.{k}": f for sec in ("task", "model", "train", "theory", "si
              if f.kind in ("int", "float") and f"{sec}.{k}" not in _NOT_SCANNABLE}
 
 
-def resolve_field(name: str, where: str = "scan.grid") -> str:
+# ----------------------------------------------------------------- deep linear networks
+
+def _dln_schema():
+    sch = {sec: dict(_DLN_BASE[sec]) for sec in ("teacher", "model", "train", "theory")}
+    sch["teacher"]["label_noise"] = Field("float", 0.0, "label noise sigma", 0.0)
+    sch["scan"] = {
+        "kind": Field("str", "deep_linear", "the kind of model scanned", choices=("deep_linear",)),
+        "theory": Field("bool", True, "integrate the per-mode SDE and gradient flow at every point"),
+        "networks": Field("bool", True, "train the network ensemble at every point"),
+        "outputs": Field("strs", ["final", "learning"], "kept per point, among final, learning, curves"),
+        "chunk": Field("int", 4, "points per chunk file", 1),
+    }
+    return sch
+
+
+DLN_OUTPUTS = ("final", "learning", "curves")
+_DLN_NOT_SCANNABLE = {
+    "train.steps": "every point must share the time axis",
+    "train.save_every": "every point must share the time axis",
+    "train.log_saves": "every point must share the time axis",
+    "teacher.rank": "every point must share the modes",
+    "theory.stationary_after": "it is a reading of the results, not a parameter",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of scanned model: its schema and what can be scanned or batched."""
+
+    name: str
+    schema: dict
+    outputs: tuple
+    scannable: dict
+    not_scannable: dict
+    batched: dict              # config key -> batched field (two_layer); every field for deep_linear
+    pointwise: bool            # True: every point runs alone (groups do not split by field)
+
+
+def _scannable(schema, not_scannable, sections):
+    return {f"{sec}.{k}": f for sec in sections for k, f in schema[sec].items()
+            if f.kind in ("int", "float") and f"{sec}.{k}" not in not_scannable}
+
+
+_DLN = _dln_schema()
+KINDS = {
+    "two_layer": Kind("two_layer", SCHEMA, OUTPUTS, SCANNABLE, _NOT_SCANNABLE, BATCHED, False),
+    "deep_linear": Kind("deep_linear", _DLN, DLN_OUTPUTS,
+                        _scannable(_DLN, _DLN_NOT_SCANNABLE, ("teacher", "model", "train", "theory")),
+                        _DLN_NOT_SCANNABLE, {}, True),
+}
+
+
+def kind_of(cfg) -> Kind:
+    """The kind of a configuration (or of a source table before loading)."""
+    scan = (cfg or {}).get("scan", {}) if isinstance(cfg, dict) else {}
+    name = scan.get("kind", "two_layer") if isinstance(scan, dict) else "two_layer"
+    if name not in KINDS:
+        raise ConfigError(f"scan.kind: must be one of {list(KINDS)}, got {name!r}")
+    return KINDS[name]
+
+
+def resolve_field(name: str, where: str = "scan.grid", kind: Kind | None = None) -> str:
     """The "section.key" a grid name refers to (a bare key works when unambiguous)."""
+    kind = kind or KINDS["two_layer"]
+    scannable, fixed_fields = kind.scannable, kind.not_scannable
     if not isinstance(name, str):
         raise ConfigError(f"{where}: field names are strings, got {name!r}")
-    if name in SCANNABLE:
+    if name in scannable:
         return name
-    fixed = [f for f in _NOT_SCANNABLE if name in (f, f.split(".", 1)[1])]
+    fixed = [f for f in fixed_fields if name in (f, f.split(".", 1)[1])]
     if fixed:
-        raise ConfigError(f"{where}: {fixed[0]} cannot be scanned ({_NOT_SCANNABLE[fixed[0]]})")
-    matches = [f for f in SCANNABLE if f.split(".", 1)[1] == name]
+        raise ConfigError(f"{where}: {fixed[0]} cannot be scanned ({fixed_fields[fixed[0]]})")
+    matches = [f for f in scannable if f.split(".", 1)[1] == name]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         raise ConfigError(f"{where}: {name!r} is ambiguous; say {' or '.join(matches)}")
     raise ConfigError(f"{where}: unknown field {name!r}; numeric fields that can be scanned: "
-                      f"{', '.join(SCANNABLE)}")
+                      f"{', '.join(scannable)}")
 
 
-def coerce_value(field: str, where: str, value):
+def coerce_value(field: str, where: str, value, kind: Kind | None = None):
     """One grid value of a scannable field, checked and converted."""
-    return coerce(where, SCANNABLE[field], value)
+    return coerce(where, (kind or KINDS["two_layer"]).scannable[field], value)
+

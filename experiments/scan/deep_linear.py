@@ -1,0 +1,111 @@
+"""Scan points of deep linear networks: one network ensemble and one per-mode SDE per point.
+
+Outputs per point (arrays over the r modes, in the teacher's order):
+
+    final     networks.final.modes_mean, .modes_std, .test_loss (median over seeds);
+              theory.final.modes_mean, .modes_std (SDE paths); flow.final.modes (gradient flow)
+    learning  networks.learn.t_half (median time to half the target), .fraction (seeds that got
+              there); flow.learn.t_half; theory.learn.t_peak (when the diffusion peaks)
+    curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
+              theory.modes_mean, .modes_std (T, r)
+
+Always: networks.diverged_seeds. Theory outputs need an aligned start (NaN otherwise). Point
+i draws its networks from fold_in(key(train.seed), i) and its SDE paths from
+fold_in(key(theory.seed), i).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import numpy as np
+
+from dmft import deep_linear as dl
+
+from ..dln.config import build as build_studies
+
+__all__ = ["DeepLinearGroup"]
+
+
+def _point_config(cfg: dict, columns: dict, i: int) -> dict:
+    out = copy.deepcopy(cfg)
+    for f, col in columns.items():
+        sec, key = f.split(".", 1)
+        out[sec][key] = col[i].item()
+    out["teacher"]["label_noise"] = [out["teacher"]["label_noise"]]
+    return out
+
+
+class DeepLinearGroup:
+    """All points of a deep-linear scan (each point runs alone)."""
+
+    def __init__(self, cfg: dict, group, columns: dict):
+        self.cfg, self.group, self.columns = cfg, group, columns
+        for i in group.indices:                 # every point builds (and so is validated) now
+            build_studies(_point_config(cfg, columns, int(i)))
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+    def compute(self, chunk) -> dict:
+        recs = [self._point(int(i)) for i in chunk.indices]
+        out = {"index": chunk.indices.astype(np.int64)}
+        for k in recs[0]:
+            out[k] = np.stack([r[k] for r in recs])
+        return out
+
+    def _point(self, i: int) -> dict:
+        import networks
+        from validation.deep_linear import learning_times_of
+
+        cfg = _point_config(self.cfg, self.columns, i)
+        sc, tr = cfg["scan"], cfg["train"]
+        st = build_studies(cfg)[0]
+        r = st.data.rank
+        nan_r = np.full(r, np.nan)
+        out = {}
+        T = st.schedule.save_steps.size
+        if sc["networks"]:
+            run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule,
+                                 key=jax.random.fold_in(jax.random.key(tr["seed"]), i),
+                                 probe=tr["probe"], dtype=tr["dtype"])
+            modes = run.modes.astype(np.float64)
+            out["networks.diverged_seeds"] = np.int64(len(run.info["diverged"]))
+            if "final" in sc["outputs"]:
+                out["networks.final.modes_mean"] = np.nanmean(modes[:, -1], axis=0)
+                out["networks.final.modes_std"] = np.nanstd(modes[:, -1], axis=0)
+                out["networks.final.test_loss"] = np.float64(np.nanmedian(run.test_loss[:, -1]))
+            if "learning" in sc["outputs"]:
+                tl = learning_times_of(run, st.data)
+                ok = np.isfinite(tl)
+                out["networks.learn.fraction"] = ok.mean(axis=0)
+                out["networks.learn.t_half"] = np.array([np.median(tl[ok[:, j], j]) if ok[:, j].mean() >= 0.5
+                                                         else np.nan for j in range(r)])
+            if "curves" in sc["outputs"]:
+                out["t"] = st.schedule.times
+                out["networks.modes_mean"] = np.nanmean(modes, axis=0)
+                out["networks.modes_std"] = np.nanstd(modes, axis=0)
+                out["networks.test_loss"] = np.nanmedian(run.test_loss, axis=0)
+        if sc["theory"]:
+            aligned = st.model.init == "aligned"
+            sde = (dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
+                               key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), i))
+                   if aligned else None)
+            if "final" in sc["outputs"]:
+                out["theory.final.modes_mean"] = sde.modes[:, -1].mean(0) if aligned else nan_r
+                out["theory.final.modes_std"] = sde.modes[:, -1].std(0) if aligned else nan_r
+                out["flow.final.modes"] = (dl.mode_flow(st.model, st.data, [st.schedule.final_time])[0]
+                                           if aligned else nan_r)
+            if "learning" in sc["outputs"]:
+                out["flow.learn.t_half"] = dl.learning_times(st.model, st.data) if aligned else nan_r
+                out["theory.learn.t_peak"] = (dl.diffusion_peaks(st.model, st.data, eta0=st.schedule.eta0,
+                                                                 batch_size=st.schedule.batch_size)["t_peak"]
+                                              if aligned else nan_r)
+            if "curves" in sc["outputs"]:
+                out["t"] = st.schedule.times
+                out["theory.modes_mean"] = sde.modes.mean(0) if aligned else np.full((T, r), np.nan)
+                out["theory.modes_std"] = sde.modes.std(0) if aligned else np.full((T, r), np.nan)
+        return out
+
