@@ -92,9 +92,9 @@ def effective_modes(data: LinearTeacher) -> EffectiveModes:
         raise InputError("data: the per-mode theory of a fixed set needs white inputs (X^T X / P = I); "
                          "make the teacher with whiten=True")
     Mt = Y.T @ X / P
-    u, sv, vt = np.linalg.svd(Mt)
+    u, sv, vt = np.linalg.svd(Mt, full_matrices=False)
     # match each teacher mode to the empirical singular pair it overlaps most (greedy, in order)
-    overlap = np.abs(np.asarray(data.U).T @ u[:, :len(sv)]) * np.abs(np.asarray(data.V).T @ vt.T)
+    overlap = np.abs(np.asarray(data.U).T @ u) * np.abs(np.asarray(data.V).T @ vt.T)
     taken, idx = set(), []
     for i in range(data.rank):
         order = np.argsort(-overlap[i])

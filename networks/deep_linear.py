@@ -258,13 +258,14 @@ def _balance(Ws):
 def _projected(sh: Shared, pre, suf, x, e):
     """c[n, i, s]: the per-sample gradient of |y - f|^2 / 2 projected on d pi_i / dW, summed
     over layers: c = -sum_l (u_i^T A_l A_l^T e_n)(x_n^T B_l^T B_l v_i) (closed form of the
-    vmapped per-sample gradients for a linear network). x: (d_in, n, S); e = y - f: (d_out, n, S)."""
+    vmapped per-sample gradients for a linear network). x: (n, d_in) shared by the seeds, or
+    (d_in, n, S); e = y - f: (d_out, n, S)."""
     c = 0.0
     for A, B in zip(suf, pre):
-        uA = jnp.einsum("oi,ops->ips", sh.U, A)                 # (r, n_l, S)
-        Bv = jnp.einsum("jks,ki->jis", B, sh.V)                 # (n_{l-1}, r, S)
-        left = jnp.einsum("ips,qps,qns->nis", uA, A, e)         # u^T A A^T e
-        right = jnp.einsum("jns,jis->nis", jnp.einsum("jks,kns->jns", B, x), Bv)  # x^T B^T B v
+        G = jnp.einsum("oi,ops,qps->iqs", sh.U, A, A)            # u_i^T A_l A_l^T   (r, d_out, S)
+        Hv = jnp.einsum("kjs,kms,mi->jis", B, B, sh.V)           # B_l^T B_l v_i      (d_in, r, S)
+        left = jnp.einsum("iqs,qns->nis", G, e)
+        right = (jnp.einsum("nj,jis->nis", x, Hv) if x.ndim == 2 else jnp.einsum("jns,jis->nis", x, Hv))
         c = c - left * right
     return c
 
@@ -297,8 +298,8 @@ def _record(static: Static, sh: Shared, seeds: Seed, st: State):
             H = jnp.einsum("kjs,kms->jms", B, B)                             # B_l^T B_l
             drift = drift + jnp.einsum("iqs,qjs,jms,mi->si", G, -dW, H, sh.V)
     else:
-        x = jnp.broadcast_to(sh.x.T[:, :, None], sh.x.T.shape + (S,))
-        e = jnp.transpose(sh.y)[:, :, None] - jnp.einsum("ojs,jn->ons", W, sh.x.T)
+        x = sh.x                                                             # (n, d_in), shared
+        e = jnp.transpose(sh.y)[:, :, None] - jnp.einsum("ojs,nj->ons", W, sh.x)
         train = 0.5 * jnp.mean(jnp.sum(e * e, axis=0), axis=0)
         drift = None
     c = _projected(sh, pre, suf, x, e)                                       # (n, r, S)
@@ -334,7 +335,7 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
 
 def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,
                       key=None, probe: int = 512, progress: bool = False, keep_weights: bool = False,
-                      max_memory_gb: float = 4.0, dtype=None) -> DeepLinearRun:
+                      max_memory_gb: float = 4.0, dtype=None, block: int | None = 256) -> DeepLinearRun:
     """Train `seeds` deep linear networks (vmapped) on a linear teacher; see the module docstring.
 
     Args:
@@ -345,6 +346,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
         probe: fresh samples per record for the online diffusion estimate.
         keep_weights: keep the final weights in `run.weights` ({"W1": (S, ...), ...}).
         dtype: "float32" or "float64" (default: JAX's current float).
+        block: seeds per compiled call (None: all at once); results do not depend on it.
     """
     if not isinstance(model, DeepLinear):
         raise InputError(f"model must be a dmft.DeepLinear, got {type(model).__name__}")
@@ -388,15 +390,27 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     sh = Shared(jnp.asarray(modes.U, dt), jnp.asarray(modes.V, dt), jnp.asarray(data.M, dt),
                 jnp.asarray(data.label_noise, dt), jnp.asarray(x, dt), jnp.asarray(y, dt),
                 jnp.asarray(schedule.eta0, dt), jnp.asarray(schedule.weight_decay, dt))
-    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(seeds))
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
-    Ws0 = jax.vmap(lambda k: init_weights(model, data, k, dt))(init_keys)
-    st0 = State(tuple(jnp.moveaxis(W, 0, -1) for W in Ws0), jnp.zeros((seeds,), jnp.int32),
-                jnp.full((seeds,), -1, jnp.int32))
-    C0 = _balance(st0.Ws)
-    rec, st, wall = run_saved(step, record, static, (sh, Seed(keys, C0)), st0, gaps=schedule.gaps,
-                              progress=progress, label=f"deep linear x{seeds}", stop_on_nonfinite=False)
-    rec = {k: np.moveaxis(v, 0, 1) for k, v in rec.items()}
+    # seeds run in blocks (one compiled program, called per block): a block's weights stay in
+    # cache across steps; seed s draws from fold_in(key, s) whatever the blocking
+    block = seeds if block is None else checks.integer("block", block, minimum=1)
+    parts, states, wall = [], [], 0.0
+    for start in range(0, seeds, block):
+        idx = jnp.arange(start, start + block) % seeds            # the last block is padded
+        keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(idx)
+        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
+        Ws0 = jax.vmap(lambda k: init_weights(model, data, k, dt))(init_keys)
+        st0 = State(tuple(jnp.moveaxis(W, 0, -1) for W in Ws0), jnp.zeros((block,), jnp.int32),
+                    jnp.full((block,), -1, jnp.int32))
+        rec, st, w = run_saved(step, record, static, (sh, Seed(keys, _balance(st0.Ws))), st0,
+                               gaps=schedule.gaps, progress=progress,
+                               label=f"deep linear seeds {start}..{min(start + block, seeds) - 1}",
+                               stop_on_nonfinite=False)
+        n = min(block, seeds - start)
+        parts.append({k: np.moveaxis(v, 0, 1)[:n] for k, v in rec.items()})
+        states.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[..., :n], st))
+        wall += w
+    rec = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    st = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=-1), *states)
     bad = np.asarray(st.bad)
     info = {"seeds": seeds, "batch_size": int(B), "online": data.online, "dtype": str(dt),
             "diverged": {int(s): int(b) for s, b in enumerate(bad) if b >= 0}, "run_s": wall,
@@ -407,5 +421,6 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
                                  "probe": probe}}}
     weights = ({f"W{i + 1}": np.moveaxis(np.asarray(W), -1, 0) for i, W in enumerate(st.Ws)}
                if keep_weights else None)
+    info["block"] = block
     return DeepLinearRun(t=schedule.times, info=info, weights=weights, **rec)
 
