@@ -277,21 +277,37 @@ def square() -> Activation:
 def custom(fn: Callable, name: str | None = None, derivative: Callable | None = None) -> Activation:
     """An activation from an elementwise callable; kernels by quadrature.
 
-    The callable is checked once on a few values: it must map a float array
-    to a finite float array of the same shape.
+    The callable (and the derivative, when given) is checked once on a few values: it must map
+    a float array to a finite, real, floating array of the same shape.
     """
     if not callable(fn):
         raise InputError(f"activation: expected a name, an Activation or a callable, got {fn!r}")
+    if derivative is not None and not callable(derivative):
+        raise InputError(f"activation derivative: expected a callable, got {derivative!r}")
     probe = jnp.linspace(-3.0, 3.0, 7)
-    try:
-        out = jnp.asarray(fn(probe))
-    except Exception as err:  # noqa: BLE001 - report any failure of user code clearly
-        raise InputError(f"activation: the callable failed on a float array: {err}") from err
-    if out.shape != probe.shape or not bool(jnp.all(jnp.isfinite(out))):
-        raise InputError("activation: the callable must be elementwise and finite "
-                         f"(got shape {out.shape} for input shape {probe.shape})")
+    for what, f in (("activation", fn), ("activation derivative", derivative)):
+        if f is None:
+            continue
+        try:
+            out = jnp.asarray(f(probe))
+        except Exception as err:  # noqa: BLE001 - report any failure of user code clearly
+            raise InputError(f"{what}: the callable failed on a float array: {err}") from err
+        if out.shape != probe.shape:
+            raise InputError(f"{what}: the callable must be elementwise (got shape {out.shape} for "
+                             f"input shape {probe.shape})")
+        if not jnp.issubdtype(out.dtype, jnp.floating):
+            raise InputError(f"{what}: the callable must return real floating values, got dtype {out.dtype}")
+        if not bool(jnp.all(jnp.isfinite(out))):
+            raise InputError(f"{what}: the callable must be finite on [-3, 3]")
     label = name or getattr(fn, "__name__", "custom")
-    return Activation(label, fn, (), derivative, None, None)
+    act = Activation(label, fn, (), derivative, None, None)
+    try:
+        d = jnp.asarray(act.derivative(probe))
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"activation: cannot differentiate the callable ({err}); pass derivative=") from err
+    if not (jnp.issubdtype(d.dtype, jnp.floating) and bool(jnp.all(jnp.isfinite(d)))):
+        raise InputError("activation: its derivative is not finite and real on [-3, 3]; pass derivative=")
+    return act
 
 
 def _check_param(name, value):

@@ -39,9 +39,9 @@ from . import single_site as _ss
 from .errors import InputError
 from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
-from .plan import plan_solve
+from .plan import memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import count_trace, progress_bar, scan_records
+from .runner import count_trace, first_nonfinite, progress_bar, scan_records
 from .schedule import Schedule, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
@@ -114,7 +114,7 @@ class BatchProgram:
                  sampler: str = "stratified", weight_decay=None,
                  control_variate: bool | None = None, kernel_nodes: int = 64,
                  quadrature_nodes: int = 8, curves: bool = False, state: bool = False,
-                 max_memory_gb: float = 4.0):
+                 max_memory_gb: float = 4.0, final_time: float | None = None):
         if isinstance(eta0, Schedule):
             schedule, eta0 = eta0, None
         given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
@@ -151,6 +151,10 @@ class BatchProgram:
         if state and plan.method != "closure":
             raise InputError("state=True needs the closure method (the state is its mean and moments)")
         self.model, self.data, self.fields, self.schedule = model, data, fields, sch
+        self.max_memory_gb = plan.max_memory_gb
+        # a fixed final time: every point trains to t = final_time and saves at the same times,
+        # whatever its eta0 (its step counts follow from its eta0, point by point)
+        self.final_time = None if final_time is None else checks.real("final_time", final_time, positive=True)
         self.plan = plan
         self.curves, self.state = checks.flag("curves", curves), checks.flag("state", state)
         self.method = plan.method
@@ -160,7 +164,7 @@ class BatchProgram:
             sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas,
             quadrature_nodes=plan.quadrature_nodes, kernel_nodes=plan.kernel_nodes,
             cv_mode=plan.cv_mode, control_variate=plan.control_variate,
-            save_steps=tuple(int(k) for k in sch.save_steps),
+            save_steps=tuple(int(k) for k in sch.save_steps), per_point=self.final_time is not None,
             trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,
             has_y_test=data.y_test is not None, P=data.P, D=data.D, C=data.C,
             r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state)
@@ -170,6 +174,22 @@ class BatchProgram:
                                   if model.activation.name == "quadratic" else 0.0)}
         self._y_test = (None if data.y_test is None
                         else jnp.asarray(data.targets("test"), self._geo["y"].dtype))
+
+    def memory_estimate(self, points: int) -> float:
+        """Peak bytes of one call with `points` points (everything is per point under vmap)."""
+        import dataclasses as _dc
+
+        plan = _dc.replace(self.plan, kernels=False)
+        return memory_estimate(plan, points=points)
+
+    def check_memory(self, points: int, max_memory_gb: float) -> None:
+        """Refuse a call of `points` points whose estimate exceeds max_memory_gb (InputError
+        naming the knob: batch_size or chunk, samples)."""
+        need = self.memory_estimate(points)
+        if need > max_memory_gb * 2 ** 30:
+            raise InputError(f"{points} points at once need about {need / 2 ** 30:.1f} GiB (> max_memory_gb="
+                             f"{max_memory_gb}); use a smaller batch_size (solve_batch) or chunk (scan), "
+                             "fewer samples, or save less often")
 
     def describe(self) -> dict:
         """The configuration as a JSON-able dict."""
@@ -183,6 +203,22 @@ class BatchProgram:
         """Saved step counts (t = count * eta0)."""
         return self.schedule.save_steps
 
+    def save_counts(self, eta0) -> np.ndarray:
+        """(n, T) saved step counts of points with step sizes eta0 (n,): the schedule's for every
+        point, or with final_time the steps nearest to the common times
+        t_j = final_time * j / (T - 1) (InputError when an eta0 is too large for that grid)."""
+        eta0 = np.asarray(eta0, dtype=np.float64).reshape(-1)
+        if self.final_time is None:
+            return np.broadcast_to(self.schedule.save_steps, (eta0.size, self.schedule.save_steps.size))
+        grid = np.linspace(0.0, self.final_time, self.schedule.save_steps.size)
+        counts = np.rint(grid[None, :] / eta0[:, None]).astype(np.int64)
+        bad = np.any(np.diff(counts, axis=1) <= 0, axis=1)
+        if bad.any():
+            raise InputError(f"eta0: {eta0[bad][:3].tolist()} too large for {grid.size} saves up to "
+                             f"final_time = {self.final_time:g} (two saves would fall on one step); save "
+                             "less often or use a smaller eta0")
+        return counts
+
     def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
         missing = [f for f in self.fields if f not in values]
         extra = [f for f in values if f not in self.fields]
@@ -192,6 +228,7 @@ class BatchProgram:
         cols = {f: check_values(f, values[f]) for f in self.fields}
         n = {len(v) for v in cols.values()}
         index = np.asarray(index).reshape(-1)
+        self.check_memory(index.size, self.max_memory_gb)
         if len(n) != 1 or index.size not in n or not np.issubdtype(index.dtype, np.integer):
             raise InputError(f"values and index must all have one length n; got lengths "
                              f"{ {f: len(v) for f, v in cols.items()} } and index {index.shape} "
@@ -205,16 +242,28 @@ class BatchProgram:
             full = jax.device_put(full, sharding)
             idx = jax.device_put(idx, sharding)
         geo = {k: v for k, v in self._geo.items() if k not in ("basis", "P", "r")}
+        eta = np.asarray(cols.get("eta0", np.asarray(full["eta0"])), dtype=np.float64)
+        counts = self.save_counts(eta)
+        full["counts"] = jnp.asarray(counts, jnp.int32)
+        if sharding is not None:
+            full["counts"] = jax.device_put(full["counts"], sharding)
         out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
         out = jax.tree_util.tree_map(np.asarray, out)
-        return _finish(out, self.times_per_eta0, cols.get("eta0", full["eta0"]))
+        return _finish(out, counts, eta)
 
 
 def _finish(out: dict, counts: np.ndarray, eta0) -> dict:
-    """Times, and NaN from the first bad saved step on."""
+    """Times, and NaN from the first bad step on: the state's flag, or the first save where any
+    output is not finite (a loss can overflow while the state has not). counts: (n, T)."""
     bad = out.pop("bad").astype(np.int64)
-    res = {"t": counts[None, :] * np.asarray(eta0)[:, None]}
-    mask = (bad[:, None] >= 0) & (counts[None, :] >= bad[:, None])     # (n, T)
+    T = counts.shape[1]
+    for i in range(bad.size):
+        j, _ = first_nonfinite({k: np.asarray(v)[i] for k, v in out.items()
+                                if np.ndim(v) >= 2 and np.shape(v)[1] == T})
+        if j >= 0 and (bad[i] < 0 or bad[i] > counts[i, j]):
+            bad[i] = counts[i, j]
+    res = {"t": counts * np.asarray(eta0)[:, None]}
+    mask = (bad[:, None] >= 0) & (counts >= bad[:, None])               # (n, T)
     for k, v in out.items():
         v = np.array(v, dtype=v.dtype, copy=True)
         m = mask.reshape(mask.shape + (1,) * (v.ndim - 2))
@@ -241,9 +290,15 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     geo = {**geo, "P": P, "r": st.r}
     su = lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
                     nodes=st.kernel_nodes)
-    saves_np = np.asarray(st.save_steps)
-    saves = jnp.asarray(saves_np)
-    steps = int(saves_np[-1])
+    if st.per_point:                     # this point's own save steps (a fixed final time)
+        saves = v["counts"]
+        gaps = jnp.diff(saves)
+        steps = saves[-1]
+    else:
+        saves_np = np.asarray(st.save_steps)
+        saves = jnp.asarray(saves_np)
+        gaps = np.diff(saves_np)
+        steps = int(saves_np[-1])
     out = {}
     if st.method == "lazy":
         rec, delta, _ = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
@@ -266,7 +321,7 @@ def _point(st: _Static, geo, y_test, act0, v, key):
             s0 = _ss.initial_state(rep, P)
             step, record = _ss.step, _ss.record
         first = record(static, ctx, s0)
-        final, recs = scan_records(step, record, static, ctx, s0, np.diff(saves_np))
+        final, recs = scan_records(step, record, static, ctx, s0, gaps)
         rec = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
         bad = jnp.min(jnp.where(final.bad >= 0, final.bad, steps + 1))
         bad = jnp.where(bad > steps, -1, bad)
@@ -342,6 +397,7 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols), **kwargs)
     n = next(iter(lengths.values()))
     bs = min(bs, n)
+    prog.check_memory(bs, kwargs.get("max_memory_gb", 4.0))
     bar = None
     if progress:
         bar = progress_bar(n, "batch", unit="pt")

@@ -175,7 +175,7 @@ def step(static: Static, ctx: Ctx, st: State, drive):
         U = st.U + eta / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
         m = st.m + eta / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
         delta = k1[2]
-    return State(U, m, st.k + 1, finite_flag(st.k, st.bad, delta))
+    return State(U, m, st.k + 1, finite_flag(st.k, st.bad, delta, U, m))
 
 
 def record(static: Static, ctx: Ctx, st: State):

@@ -28,7 +28,12 @@ from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, quadrature_size
 from .schedule import Schedule
 
-__all__ = ["SolvePlan", "plan_solve", "exact_closure", "METHODS", "DEFAULTS", "memory_estimate"]
+__all__ = ["SolvePlan", "plan_solve", "exact_closure", "METHODS", "DEFAULTS", "memory_estimate",
+           "RUNTIME_BYTES"]
+
+# what compiling and running any program takes beyond its arrays (measured: 100-400 MiB for the
+# solvers' compilations, `scripts/bench_memory.py`)
+RUNTIME_BYTES = 512 * 2 ** 20
 
 METHODS = ("auto", "forward", "iterate", "closure", "lazy")
 
@@ -204,22 +209,41 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     return dataclasses.replace(plan, memory_bytes=need)
 
 
-def memory_estimate(plan: SolvePlan) -> float:
-    """Bytes for the largest arrays a solve holds (float64)."""
+def memory_estimate(plan: SolvePlan, *, points: int = 1) -> float:
+    """Peak bytes a solve allocates (float64), from the sizes it will hold, calibrated against
+    measured peaks (`scripts/bench_memory.py`; never below them there).
+
+    Counts: the geometry and lazy kernels ((P + P*) x P arrays), the method's state and
+    its per-step temporaries (all replicas at once: they are vmapped), the records three
+    times over (the device's output, the host copy, the concatenation), and for `points`
+    > 1 (a `BatchProgram` call) everything per point, as vmap makes it."""
     data, model = plan.data, plan.model
     P, Pt, C, D = data.P, data.P_test, data.C, data.D
-    r = min(D, P + Pt)
+    N = P + Pt
+    r = min(D, N)
     T = plan.schedule.save_steps.size
     R = plan.replicas if plan.sampled else 1
-    per_save = P * C + Pt * C + (3 * P * P if plan.kernels else 0) + 4
-    total = R * T * per_save
+    kern = 3 * P * P if plan.kernels else 0
+    per_save = N * C + kern + 8
+    records = 3.0 * R * T * per_save
+    setup = N * r + 6.0 * N * P + P * C
+    work = 0.0
     if plan.sampled:
         m = plan.samples // R
         if plan.sampler == "quadrature":
             m = quadrature_size(plan.quadrature_nodes, r, C, model.trained_readout)
-        total += R * ((P + Pt) * P * 2 + m * (r + C) * 3 + m * (P + Pt) * 4)
+        state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
+        cv = R * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
+        init_tmp = 4.0 * R * m * N                                         # fields on every point
+        step_tmp = 6.0 * R * m * P + (2.0 * R * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
+        work = state + cv + max(init_tmp, step_tmp) + R * P * P * 3        # node kernels at a save
         if plan.method == "iterate":
-            total += 4 * R * plan.schedule.steps * P * C
+            work += 4.0 * R * plan.schedule.steps * P * C
     elif plan.method == "closure":
-        total += T * r * r + 4 * P * P
-    return 8.0 * total
+        n = r + C if plan.closure_kind == "linear-trained" else r
+        work = 6.0 * n * n + 4.0 * P * P + 3.0 * N * n + T * n * n
+    else:                                                                  # lazy: eigenbasis, paths
+        work = 4.0 * P * P + 4.0 * T * P * C + 2.0 * Pt * P
+    if points > 1:          # a vmapped batch keeps more of every point's temporaries alive at once
+        work *= 1.5
+    return 8.0 * points * (setup + work + records) + RUNTIME_BYTES             # + compilation and the runtime

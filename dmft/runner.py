@@ -27,7 +27,7 @@ import numpy as np
 from .errors import DivergenceError, NotConverged
 
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "TRACE_COUNTS",
-           "count_trace", "finite_flag", "progress_bar"]
+           "count_trace", "finite_flag", "first_nonfinite", "progress_bar"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -114,11 +114,15 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
     chunk = -(-n_intervals // 20) if progress else max(n_intervals, 1)
     bar = progress_bar(int(gaps.sum()), label) if progress else None
     done, offset = 0, 0
+    counts = np.concatenate([[0], np.cumsum(gaps)])
+    if stop_on_nonfinite:
+        _check_records(records[0], 0, counts, label, records)
     while done < n_intervals:
         n = min(chunk, n_intervals - done)
         state, rec = _advance(step, record, static, ctx, state, gaps[done:done + n], drive, offset)
         records.append(jax.tree_util.tree_map(np.asarray, rec))
         steps_now = int(gaps[done:done + n].sum())
+        first_saved = done + 1
         done += n
         offset += steps_now
         if bar is not None:
@@ -132,9 +136,30 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
                 "Lower eta0 or gamma0, or check the data scale. "
                 f"Records up to step {offset} are in .partial.",
                 step=bad, cause=cause, partial=_stack(records))
+        if stop_on_nonfinite:
+            try:
+                _check_records(records[-1], first_saved, counts, label, records)
+            except DivergenceError:
+                if bar is not None:
+                    bar.close()
+                raise
     if bar is not None:
         bar.close()
     return _stack(records), state, time.perf_counter() - t0
+
+
+def _check_records(rec, first_saved, counts, label, records):
+    """Raise DivergenceError when a record (predictions, losses, kernels, ...) is not finite while
+    the state still is: the step is located to the interval between two saves."""
+    i, name = first_nonfinite(rec)
+    if i < 0:
+        return
+    j = first_saved + i
+    lo, hi = int(counts[max(j - 1, 0)]), int(counts[j])
+    raise DivergenceError(
+        f"{label}: the recorded {name!r} is not finite at the save after step {hi} (the state first "
+        f"went bad between steps {lo} and {hi}). Lower eta0 or gamma0, or check the data scale.",
+        step=hi, cause=f"non-finite {name}", partial=_stack(records[:-1]) if len(records) > 1 else None)
 
 
 def progress_bar(total, label, unit="step"):
@@ -146,7 +171,28 @@ def progress_bar(total, label, unit="step"):
     return tqdm(total=total, desc=label, unit=unit, leave=False)
 
 
-def finite_flag(k, bad, value):
-    """Update the first-bad-step marker with the finiteness of `value` at step k."""
-    ok = jnp.all(jnp.isfinite(value))
+def finite_flag(k, bad, *values):
+    """Update the first-bad-step marker: step k (the update from k to k + 1 steps) is bad when
+    any of `values` (its input error and its output state) is not finite."""
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(values)]))
     return jnp.where((bad < 0) & ~ok, k, bad)
+
+
+def first_nonfinite(records: dict, skip=()) -> tuple[int, str | None]:
+    """(index along the leading axis, name) of the first record holding NaN or inf, or (-1, None).
+
+    Records are arrays with a leading (saved-time) axis; `skip` names records that may hold NaN
+    on purpose."""
+    first, name = -1, None
+    for k, v in records.items():
+        if k in skip or v is None:
+            continue
+        v = np.asarray(v)
+        if not np.issubdtype(v.dtype, np.floating) and not np.issubdtype(v.dtype, np.complexfloating):
+            continue
+        bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1) if v.ndim else ~np.isfinite(v)[None]
+        if bad.any():
+            i = int(np.argmax(bad))
+            if first < 0 or i < first:
+                first, name = i, k
+    return first, name

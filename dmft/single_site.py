@@ -224,7 +224,7 @@ def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
         z, a, s = (x + eta / 6 * (q1 + 2 * q2 + 2 * q3 + q4)
                    for x, q1, q2, q3, q4 in zip((st.z, st.a, st.s), k1, k2, k3, k4))
         delta = k1[2] + sh.decay * st.s
-    return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta))
+    return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s))
 
 
 def _record1(static: Static, sh: Shared, rep: Replica, st: State):

@@ -32,7 +32,7 @@ from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records
 from .plan import DEFAULTS, METHODS, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import run_saved
+from .runner import first_nonfinite, run_saved
 from .schedule import DYNAMICS, Schedule, schedule_from
 from .trajectory import Trajectory
 
@@ -268,6 +268,23 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
         rms["test"] = float(np.sqrt(np.mean(yt ** 2)))
     info = {"method": plan.method, "dynamics": sch.dynamics, "target_rms": rms, **extra,
             "error_estimate": est or ({"exact": 0.0} if plan.method == "closure" else est)}
+    # every returned array is finite, or the solve raises with the first bad saved step
+    arrays = {"f_train": f_tr, "f_test": f_te, "train_loss": train_loss, "test_loss": test_loss,
+              "ntk": rec.get("ntk"), "feature_kernel": rec.get("feature_kernel"),
+              "gradient_kernel": rec.get("gradient_kernel"), "alignment": rec["alignment"],
+              "weight_change.first_layer": wc["first_layer"], "weight_change.readout": wc["readout"],
+              "measures": rec.get("measures"), **{f"error.{k}": v for k, v in (error or {}).items()}}
+    j, name = first_nonfinite(arrays)
+    if j >= 0:
+        k = int(sch.save_steps[j])
+        lo = int(sch.save_steps[j - 1]) if j > 0 else 0
+        raise DivergenceError(
+            f"{plan.method}: {name} is not finite at t = {sch.times[j]:g} (saved step {k}; it went bad "
+            f"between steps {lo} and {k}). Lower eta0 or gamma0, or check the data scale"
+            + (f" (the lazy step is unstable: eta0 lambda_max / P = {extra['lazy_eta0_stability']:.3g} > 2)"
+               if plan.method == "lazy" and not extra.get("stable", True) else "") + ".",
+            step=k, cause=f"non-finite {name}",
+            partial={key: (None if v is None else np.asarray(v)[:j]) for key, v in arrays.items()})
     return Solution(t=sch.times, f_train=f_tr, f_test=f_te, train_loss=train_loss,
                     test_loss=test_loss, ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
                     gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],

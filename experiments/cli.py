@@ -25,22 +25,21 @@ import sys
 
 from dmft.errors import (ConfigError, DivergenceError, InputError, NotConverged, OutputError)
 
+from .output import PlotError
+
 __all__ = ["main", "EXIT_OK", "EXIT_CHECK", "EXIT_CONFIG", "EXIT_OUTPUT", "EXIT_NUMERIC", "EXIT_PLOT",
            "exit_code"]
 
 EXIT_OK, EXIT_CHECK, EXIT_CONFIG, EXIT_OUTPUT, EXIT_NUMERIC, EXIT_PLOT = 0, 1, 2, 3, 4, 5
 
 
-class PlotError(RuntimeError):
-    """A figure failed after the numbers were saved."""
-
-
 # the one place where errors become exit codes (first match wins), with the message prefix
 _EXITS = ((ConfigError, EXIT_CONFIG, "configuration error: "),
           (OutputError, EXIT_OUTPUT, ""),
           ((DivergenceError, NotConverged), EXIT_NUMERIC, "numerical failure: "),
-          (PlotError, EXIT_PLOT, "plotting failed after the numbers were saved: "),
-          ((InputError, ValueError), EXIT_CONFIG, "configuration error: "))
+          (PlotError, EXIT_PLOT, ""),
+          ((InputError, ValueError), EXIT_CONFIG, "configuration error: "),
+          (OSError, EXIT_OUTPUT, "file error: "))
 
 
 def exit_code(err: BaseException) -> tuple[int, str] | None:
@@ -132,14 +131,20 @@ def _add_scan_parser(sub):
 
 
 def _select_device(device, x64):
+    """The devices the job runs on (JAX's default, or those of --device); ConfigError when the
+    machine has none of that kind. Precision is set here, at the entry point."""
     import jax
 
-    if device is not None:
-        jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
-    try:
+    if device is None:
         devices = jax.devices()
-    except RuntimeError as err:
-        raise ConfigError(f"--device {device}: no such device here ({str(err).splitlines()[0]})") from None
+    else:
+        try:
+            devices = jax.devices(device)
+        except RuntimeError as err:
+            have = sorted({d.platform for d in jax.devices()})
+            raise ConfigError(f"--device {device}: no such device here (this machine has: "
+                              f"{', '.join(have)}; {str(err).splitlines()[0]})") from None
+        jax.config.update("jax_default_device", devices[0])
     jax.config.update("jax_enable_x64", bool(x64))
     return devices
 
@@ -177,6 +182,10 @@ def _grok(args) -> int:
     except (DivergenceError, NotConverged) as err:
         write_manifest(out, "grok", cfg, "failed", {"error": str(err)})
         raise
+    if res.get("plot_errors"):
+        write_manifest(out, "grok", cfg, "plot_failed", {"plot_errors": res["plot_errors"]})
+        raise PlotError(f"{len(res['plot_errors'])} figure(s) failed after the numbers were saved in {out} "
+                        "(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in res["plot_errors"].items()))
     write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
     print(f"report: {res['files']['report'][0]}")
     for path in res["files"]["figures"].values():
@@ -205,6 +214,11 @@ def _dln(args) -> int:
     except (DivergenceError, NotConverged) as err:
         write_manifest(out, "dln", cfg, "failed", {"error": str(err)})
         raise
+    if res.get("plot_errors"):
+        write_manifest(out, "dln", cfg, "plot_failed", {"checks": res["report"]["checks"],
+                                                         "plot_errors": res["plot_errors"]})
+        raise PlotError(f"{len(res['plot_errors'])} figure(s) failed after the numbers were saved in {out} "
+                        "(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in res["plot_errors"].items()))
     write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
     for c in res["report"]["checks"]:
         print(f"{c['name']:<36} {c['verdict']}  {c['detail']}")
@@ -225,7 +239,7 @@ def _scan(args) -> int:
     if args.distributed or explicit[0] is not None:
         import jax
 
-        if args.device is not None:
+        if args.device is not None:       # before the runtime starts: the platform of every process
             jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
         try:
             scan.init_distributed(*explicit)

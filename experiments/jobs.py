@@ -28,7 +28,7 @@ from . import config as _config
 from . import problem as _problem
 from . import report as _report
 from .config import Field
-from .output import prepare_output, read_manifest, write_manifest
+from .output import PlotError, prepare_output, read_manifest, write_manifest
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -121,7 +121,7 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
         runs = simulate(prob.model, prob.data, cfg["sweep"]["gamma0"], sim["widths"], sim["seeds"],
                         prob.schedule, prob.train_options, key, progress)
         stems = _report.write_runs(runs, out)
-        figures = _report.write_ensemble_figure(runs, out)
+        figures, plot_errors = _report.write_ensemble_figure(runs, out)
         checks = []
         md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures)
         sweep = None
@@ -132,10 +132,15 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
                              train_kw=dict(prob.train_options), key=key, progress=progress,
                              simulate=job == "validate")
         stems = _report.write_results(sweep, out)
-        figures = _report.write_figures(sweep, out)
+        figures, plot_errors = _report.write_figures(sweep, out)
         checks = verdicts(sweep, cfg["check"])
         md, js = _report.write_report(sweep, cfg, out, checks, figures)
     files = {"report": [md, js], "figures": figures, "results": [s + ".npz" for s in stems]}
+    if plot_errors:
+        write_manifest(out, job, cfg, "plot_failed", {"checks": checks, "files": files,
+                                                      "plot_errors": plot_errors})
+        raise PlotError(f"{len(plot_errors)} figure(s) failed after the numbers were saved in {out} "
+                        f"(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in plot_errors.items()))
     write_manifest(out, job, cfg, "complete", {"checks": checks, "files": files})
     return {"status": "complete", "checks": checks, "files": files, "sweep": sweep}
 

@@ -13,15 +13,37 @@ from __future__ import annotations
 import json
 import os
 
-from dmft.errors import OutputConflict, OutputError
+from dmft.errors import DmftError, OutputConflict, OutputError
 from dmft.io import environment, jsonable
 
 from .config import differences, to_toml
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "OutputConflict",
-           "OutputError"]
+           "OutputError", "PlotError", "draw_figures"]
 
 MANIFEST = "run.json"
+
+
+class PlotError(DmftError, RuntimeError):
+    """A figure failed after the numbers were saved (they stay; run.json says so)."""
+
+
+def draw_figures(makers: dict, directory: str, *, dpi: int = 120) -> tuple[dict, dict]:
+    """Draw and save each figure of `makers` (name -> function returning a Figure) as
+    DIRECTORY/NAME.png. A figure that fails does not stop the others.
+
+    Returns (paths of the saved figures, errors: name -> message)."""
+    os.makedirs(directory, exist_ok=True)
+    paths, errors = {}, {}
+    for name, make in makers.items():
+        try:
+            fig = make()
+            path = os.path.join(directory, f"{name}.png")
+            fig.savefig(path, dpi=dpi)
+            paths[name] = path
+        except Exception as err:  # noqa: BLE001 - reported as a plotting failure, numbers are safe
+            errors[name] = f"{type(err).__name__}: {err}"
+    return paths, errors
 
 
 def check_writable(out: str) -> None:

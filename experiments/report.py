@@ -15,6 +15,7 @@ from dmft import io as _io
 from validation import plots
 
 from .config import to_toml
+from .output import draw_figures
 
 __all__ = ["write_report", "write_results", "write_runs", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES"]
@@ -91,12 +92,9 @@ def write_runs(runs: dict, out: str) -> list[str]:
     return stems
 
 
-def write_ensemble_figure(runs: dict, out: str) -> dict:
-    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
-    fig = plots.ensemble_losses(runs)
-    path = os.path.join(out, "figures", "networks.png")
-    fig.savefig(path, dpi=120)
-    return {"networks": path}
+def write_ensemble_figure(runs: dict, out: str) -> tuple[dict, dict]:
+    """figures/networks.png; returns (paths, errors)."""
+    return draw_figures({"networks": lambda: plots.ensemble_losses(runs)}, os.path.join(out, "figures"))
 
 
 def write_simulation_report(runs, model, data, cfg, out, figures):
@@ -132,19 +130,12 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
     return md, js
 
 
-def write_figures(sweep, out: str, names=None) -> dict:
-    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
-    paths = {}
-    for name, fn in FIGURES.items():
-        if names is not None and name not in names:
-            continue
-        if not sweep.widths and name != "losses":
-            continue
-        fig = fn(sweep)
-        path = os.path.join(out, "figures", f"{name}.png")
-        fig.savefig(path, dpi=120)
-        paths[name] = path
-    return paths
+def write_figures(sweep, out: str, names=None) -> tuple[dict, dict]:
+    """The sweep's figures in out/figures; returns (paths, errors) (a failed figure is reported,
+    not raised: the numbers are already on disk)."""
+    makers = {name: (lambda fn=fn: fn(sweep)) for name, fn in FIGURES.items()
+              if (names is None or name in names) and (sweep.widths or name == "losses")}
+    return draw_figures(makers, os.path.join(out, "figures"))
 
 
 def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict,

@@ -6,10 +6,15 @@
 
 Every file is written to a temporary name, flushed to disk and renamed, so a chunk
 file either exists complete or not at all: a scan killed at any moment loses only
-the chunks in flight. Opening a directory written with another identity (another
-configuration, format or code version) raises `StoreConflict` naming what differs.
-While a scan writes, it holds an exclusive lock on DIR/.lock, so two scans cannot
-write the same store at once.
+the chunks in flight. The manifest records each chunk's SHA-256, size and points when it
+is written; a chunk is trusted only when its file matches that record (and holds the
+points the plan gives it), so a truncated, emptied, corrupted or swapped file is found,
+named, moved aside (NAME.npz.damaged-N, nothing is deleted) and recomputed on resume, and
+reported by `load` instead of read. Opening a directory written with another identity
+(another configuration, format or code version) raises `StoreConflict` naming what
+differs; a manifest missing a field is refused naming it. While a scan writes, it holds an
+exclusive lock on DIR/.lock (with its process id in it), so two scans cannot write the
+same store at once; a lock left by a killed scan is found stale and cleared.
 
 Example:
     >>> import tempfile, numpy as np
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -45,6 +51,8 @@ CHUNKS = "chunks"
 LOG = "log.jsonl"
 _TMP = re.compile(r"\.tmp-\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# what a manifest must hold to be read (the identity and layout of its scan)
+REQUIRED = ("format", "identity", "grid", "chunk_names", "sessions")
 
 
 def _now() -> str:
@@ -75,6 +83,14 @@ def npz_bytes(arrays: dict) -> bytes:
 def npz_arrays(blob: bytes) -> dict:
     with np.load(io.BytesIO(blob)) as z:
         return {k: z[k] for k in z.files}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _index_digest(index) -> str:
+    return sha256(np.ascontiguousarray(np.asarray(index, dtype=np.int64)).tobytes())
 
 
 class Store:
@@ -121,7 +137,8 @@ class Store:
                 cls._check_identity(path, manifest, identity)
             else:
                 manifest = {"format": FORMAT, "created": _now(), "identity": identity,
-                            **json.loads(json.dumps(layout)), "sessions": []}
+                            **json.loads(json.dumps(layout)), "sessions": [], "chunks": {}}
+            manifest.setdefault("chunks", {})
             store = cls(path, manifest, lock)
             store._clean_temporaries()
             if not existing:
@@ -132,9 +149,9 @@ class Store:
             raise
 
     @classmethod
-    def peek(cls, path, identity: dict) -> set[str]:
-        """The chunks a store at `path` already holds for this identity (empty if there is no
-        store yet), without creating or locking anything.
+    def peek(cls, path, identity: dict, expected: dict | None = None) -> set[str]:
+        """The verified chunks a store at `path` already holds for this identity (empty if there
+        is no store yet), without creating, locking or changing anything.
 
         Raises:
             StoreConflict: as `create_or_open` would.
@@ -147,7 +164,8 @@ class Store:
             return set()
         store = cls(path, cls._read_manifest(path))
         cls._check_identity(path, store.manifest, json.loads(json.dumps(identity)))
-        return store.finished()
+        good, _ = store.verified(expected)
+        return good
 
     @staticmethod
     def _check_identity(path, manifest, identity):
@@ -175,26 +193,50 @@ class Store:
                 manifest = json.load(fh)
         except json.JSONDecodeError as err:
             raise StoreConflict(f"{path}/{MANIFEST} is not valid JSON ({err})") from None
+        except UnicodeDecodeError:
+            raise StoreConflict(f"{path}/{MANIFEST} is not text (damaged)") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             fmt = manifest.get("format") if isinstance(manifest, dict) else None
             raise StoreConflict(f"{path} was written in store format {fmt!r}, not {FORMAT!r}; "
                                 "use another output directory")
+        missing = [k for k in REQUIRED if k not in manifest]
+        if missing:
+            raise StoreConflict(f"{path}/{MANIFEST} has lost field(s) {', '.join(missing)}; the store "
+                                "cannot be trusted: use another output directory (the chunk files "
+                                "are left as they are)")
         return manifest
 
     @staticmethod
     def _acquire(path):
-        fh = open(os.path.join(path, ".lock"), "a")
+        fh = open(os.path.join(path, ".lock"), "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
             raise StoreConflict(f"{path} is in use by another running scan; wait for it to finish "
                                 "(or stop it) and rerun to resume") from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        fh.stale = previous if previous and previous != str(os.getpid()) else None
         return fh
 
+    @property
+    def stale_lock(self) -> str | None:
+        """The process id left in the lock file by a scan that was killed (None if none)."""
+        return getattr(self._lock, "stale", None)
+
     def close(self) -> None:
-        """Release the lock."""
+        """Release the lock (and empty the lock file: an empty lock file is not held)."""
         if self._lock is not None:
+            try:
+                self._lock.seek(0)
+                self._lock.truncate()
+            except OSError:
+                pass
             self._lock.close()
             self._lock = None
 
@@ -222,12 +264,18 @@ class Store:
                     json.dumps(self.manifest, indent=1).encode(), MANIFEST)
 
     def write_chunk(self, name: str, arrays: dict) -> None:
-        """Write chunk `name` atomically (arrays must include "index")."""
+        """Write chunk `name` atomically (arrays must include "index"), then record its checksum,
+        size and points in the manifest (atomically too)."""
         if not _NAME.match(name):
             raise InputError(f"chunk name {name!r}: letters, digits, '-' and '_' only")
         if "index" not in arrays:
             raise InputError("a chunk needs its 'index' array")
-        self._write(self.chunk_path(name), npz_bytes(arrays), f"chunk {name}")
+        data = npz_bytes(arrays)
+        self._write(self.chunk_path(name), data, f"chunk {name}")
+        self.manifest.setdefault("chunks", {})[name] = {
+            "sha256": sha256(data), "bytes": len(data), "points": int(np.asarray(arrays["index"]).size),
+            "index_sha256": _index_digest(arrays["index"])}
+        self.save_manifest()
 
     def log(self, **event) -> None:
         """Append one JSON line to the log (not atomic; a torn last line is ignored)."""
@@ -251,8 +299,84 @@ class Store:
         return {n[:-4] for n in os.listdir(d) if n.endswith(".npz")}
 
     def read_chunk(self, name: str) -> dict:
-        with np.load(self.chunk_path(name)) as z:
-            return {k: z[k] for k in z.files}
+        """The arrays of a chunk, verified against the manifest (StoreConflict if damaged)."""
+        ok, reason, arrays = self._check_chunk(name)
+        if not ok:
+            raise StoreConflict(f"{self.chunk_path(name)}: {reason}")
+        return arrays
+
+    def _check_chunk(self, name: str, expected_index=None):
+        """(ok, reason, arrays) for one chunk file against its manifest record and the plan."""
+        path = self.chunk_path(name)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return False, "missing", None
+        except OSError as err:
+            return False, f"unreadable ({err.strerror or err})", None
+        if not data:
+            return False, "empty file", None
+        rec = (self.manifest.get("chunks") or {}).get(name)
+        if rec is not None:
+            if len(data) != rec.get("bytes"):
+                return False, f"truncated or extended ({len(data)} bytes, {rec.get('bytes')} written)", None
+            if sha256(data) != rec.get("sha256"):
+                return False, "checksum mismatch (corrupted)", None
+        try:
+            arrays = npz_arrays(data)
+        except Exception as err:  # noqa: BLE001 - any failure to parse is damage
+            return False, f"not a readable .npz ({type(err).__name__})", None
+        if "index" not in arrays:
+            return False, "holds no 'index' array", None
+        if rec is not None and _index_digest(arrays["index"]) != rec.get("index_sha256"):
+            return False, "holds other points than recorded", None
+        if expected_index is not None and not np.array_equal(np.asarray(arrays["index"]),
+                                                             np.asarray(expected_index)):
+            return False, "holds the points of another chunk (swapped or misnamed)", None
+        return True, "", arrays
+
+    def verified(self, expected: dict | None = None) -> tuple[set, dict]:
+        """(names of the good chunks, {name: reason} of the damaged ones) among the chunk files
+        on disk; `expected` maps chunk names to the points the plan gives them."""
+        good, bad = set(), {}
+        for name in sorted(self.finished()):
+            ok, reason, arrays = self._check_chunk(name, None if expected is None else expected.get(name))
+            if ok:
+                good.add(name)
+                rec = (self.manifest.get("chunks") or {}).get(name)
+                if rec is None:        # written before checksums were recorded: record it now
+                    with open(self.chunk_path(name), "rb") as fh:
+                        data = fh.read()
+                    self.manifest.setdefault("chunks", {})[name] = {
+                        "sha256": sha256(data), "bytes": len(data), "points": int(arrays["index"].size),
+                        "index_sha256": _index_digest(arrays["index"]), "recorded": "on verification"}
+            else:
+                bad[name] = reason
+        return good, bad
+
+    def read_all(self, expected: dict | None = None) -> tuple[dict, dict]:
+        """({name: arrays} of the good chunks, {name: reason} of the damaged ones), reading each
+        chunk file once."""
+        good, bad = {}, {}
+        for name in sorted(self.finished()):
+            ok, reason, arrays = self._check_chunk(name, None if expected is None else expected.get(name))
+            if ok:
+                good[name] = arrays
+            else:
+                bad[name] = reason
+        return good, bad
+
+    def set_aside(self, name: str) -> str:
+        """Move a damaged chunk file out of the way (never deleted); returns its new path."""
+        src = self.chunk_path(name)
+        k = 0
+        while os.path.exists(f"{src}.damaged-{k}"):
+            k += 1
+        dst = f"{src}.damaged-{k}"
+        os.replace(src, dst)
+        (self.manifest.get("chunks") or {}).pop(name, None)
+        return dst
 
     def events(self) -> list[dict]:
         """The log lines, oldest first."""

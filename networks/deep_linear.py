@@ -48,6 +48,7 @@ import numpy as np
 from dmft import checks
 from dmft.deep_linear import effective_modes
 from dmft.errors import InputError
+from dmft.plan import RUNTIME_BYTES
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
 from dmft.runner import run_saved
@@ -329,8 +330,8 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     n_par = data.d_in * w + (L - 2) * w * w + w * data.d_out if L > 1 else data.d_in * data.d_out
     n = probe if data.online else data.P
     per_seed = 6 * n_par + n * n_par + n_par * data.rank
-    records = T * (3 * data.rank + 2 * max(L - 1, 0) + 2)
-    return 8.0 * seeds * (per_seed + records)
+    records = 3 * T * (3 * data.rank + 2 * max(L - 1, 0) + 2)
+    return 8.0 * seeds * (per_seed + records) + RUNTIME_BYTES
 
 
 def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,

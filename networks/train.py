@@ -44,8 +44,9 @@ import dmft
 from dmft import checks
 from dmft.closure import batch_weight
 from dmft.errors import InputError
+from dmft.plan import RUNTIME_BYTES
 from dmft.kernels import alignment, input_kernel
-from dmft.runner import finite_flag, run_saved
+from dmft.runner import finite_flag, first_nonfinite, run_saved
 from dmft.schedule import Schedule, schedule_from
 
 from .deep_linear import train_deep_linear
@@ -224,13 +225,13 @@ def _step1(static: Static, sh: Shared, seed: Seed, st: State):
         k4 = vel(shift(st.params, k3, eta))
         params = jax.tree_util.tree_map(lambda p, a, b, c, d: p + eta / 6 * (a + 2 * b + 2 * c + d),
                                         st.params, k1, k2, k3, k4)
-        return State(params, st.opt_state, st.k + 1, finite_flag(st.k, st.bad, loss))
+        return State(params, st.opt_state, st.k + 1, finite_flag(st.k, st.bad, loss, params))
     weight = (batch_weight(seed.batch_key, st.k, sh.y.shape[0], static.batch, sh.y.dtype)
               if static.batch else None)
     loss, scaled = _scaled_grad(static, sh, seed, st.params, weight)
     updates, opt_state = static.optimizer.update(scaled, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
-    return State(params, opt_state, st.k + 1, finite_flag(st.k, st.bad, loss))
+    return State(params, opt_state, st.k + 1, finite_flag(st.k, st.bad, loss, params))
 
 
 def _record1(static: Static, sh: Shared, seed: Seed, st: State):
@@ -313,11 +314,18 @@ def _check_optimizer(opt):
 
 
 def memory_estimate(data, width, seeds, T, kernels) -> float:
-    """Bytes for the largest arrays of one width (float64)."""
+    """Peak bytes of one width (float64), calibrated against measured peaks
+    (`scripts/bench_memory.py`): parameters, optimizer state and gradients, the fields and
+    their derivatives on every point (all seeds at once: vmapped), the P x P kernels a save
+    computes for the alignment, and the records three times over."""
     P, Pt, C, D = data.P, data.P_test, data.C, data.D
-    per_step = seeds * (width * (D + C) * 6 + (P + Pt) * width * 4)
-    records = seeds * T * ((P + Pt) * C + 4 + (3 * P * P if kernels else 0))
-    return 8.0 * (per_step + records)
+    N = P + Pt
+    params = seeds * width * (D + C) * 8
+    step_tmp = seeds * width * N * 5
+    save_tmp = seeds * 3 * P * P
+    records = 3.0 * seeds * T * (N * C + 4 + (3 * P * P if kernels else 0))
+    data_b = N * (D + C) + 2 * P * P
+    return 8.0 * (params + step_tmp + save_tmp + records + data_b) + RUNTIME_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -520,7 +528,21 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
     if data.scalar:
         f_tr = f_tr[..., 0]
         f_te = None if f_te is None else f_te[..., 0]
-    bad = np.asarray(st.bad)
+    bad = np.array(st.bad, dtype=np.int64)
+    # every returned array is finite, or its seed is flagged: a record that overflowed while the
+    # state did not (a loss, a kernel) flags the seed at that save, NaN from there on
+    counts = sch.save_steps
+    series = {"train_loss": train_loss, "test_loss": test_loss, "alignment": rec["alignment"],
+              **{k: v for k, v in rec.items() if k not in ("alignment",)}}
+    for sd in range(seeds):
+        j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items() if v is not None})
+        if j >= 0 and (bad[sd] < 0 or bad[sd] > counts[j]):
+            bad[sd] = counts[j]
+        if bad[sd] >= 0:
+            cut = counts >= bad[sd] if np.any(counts >= bad[sd]) else np.zeros_like(counts, bool)
+            for arr in (train_loss, test_loss, f_tr, f_te, *rec.values()):
+                if arr is not None and np.issubdtype(np.asarray(arr).dtype, np.floating):
+                    arr[sd, cut] = np.nan
     diverged = {int(s): int(b) for s, b in enumerate(bad) if b >= 0}
     info = {"width": width, "seeds": seeds, "antithetic": plan.antithetic,
             "optimizer": ("gradient flow (RK4)" if flow else "gradient descent (optax sgd)")

@@ -94,3 +94,20 @@ def test_bad_batch_input(kumar, erf_model, grid, kw, match):
     model, data = erf_model if kw.pop("erf", False) else kumar
     with pytest.raises(ValueError, match=match):
         dmft.solve_batch(model, data, grid, eta0=0.5, steps=10, save_every=5, **kw)
+
+
+def test_a_fixed_final_time_across_step_sizes():
+    """final_time: every point trains to the same time and saves at the same times, whatever its
+    eta0; each point equals a single solve with its own step count."""
+    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=1, key=jax.random.key(0))
+    model = dmft.TwoLayer("tanh")
+    etas = [0.1, 0.2, 0.25]
+    res = dmft.solve_batch(model, data, {"eta0": etas}, dmft.Schedule(0.1, 40, 10), samples=256,
+                           final_time=4.0)
+    np.testing.assert_allclose(res["t"], np.tile([0, 1, 2, 3, 4.0], (3, 1)))
+    for i, e in enumerate(etas):
+        s = dmft.solve(model, data, eta0=e, steps=int(round(4 / e)), save_every=int(round(1 / e)),
+                       samples=256, key=jax.random.fold_in(jax.random.key(0), i))
+        np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="eta0"):
+        dmft.solve_batch(model, data, {"eta0": [2.0]}, dmft.Schedule(0.1, 40, 10), final_time=4.0)

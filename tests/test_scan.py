@@ -382,3 +382,84 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
         reference.heatmap("theory.final.test_loss", x="gamma0", y="P")
     coords = reference.coords()
     assert coords["task.P"][0, 0, 1] == 16 and coords["model.gamma0"].shape == (5, 2, 2)
+
+
+# ------------------------------------------------------------------ damaged stores
+
+def _flip(path):
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+DAMAGE = {
+    "empty": lambda p, q: open(p, "wb").close(),
+    "truncated": lambda p, q: open(p, "wb").write(open(p, "rb").read()[: os.path.getsize(p) // 3]),
+    "extended": lambda p, q: open(p, "ab").write(b"\0" * 17),
+    "corrupted": lambda p, q: _flip(p),
+    "garbage": lambda p, q: open(p, "wb").write(os.urandom(os.path.getsize(p))),
+    "swapped": lambda p, q: (os.replace(p, p + ".x"), os.replace(q, p), os.replace(p + ".x", q)),
+    "removed": lambda p, q: os.remove(p),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_chunks_are_named_set_aside_and_recomputed(config, reference, tmp_path, kind, capsys):
+    """Every kind of damage to a chunk file is detected (checksum, size and points recorded in
+    the manifest), reported by file name on load, moved aside on resume (never deleted) and
+    recomputed: the resumed store equals an uninterrupted run bit for bit."""
+    out = str(tmp_path / "s")
+    shutil.copytree(reference.path, out)
+    chunks = sorted(f for f in os.listdir(os.path.join(out, "chunks")) if f.endswith(".npz"))
+    p, q = (os.path.join(out, "chunks", c) for c in (chunks[0], chunks[-1]))
+    DAMAGE[kind](p, q)
+    loaded = scan.load(out)                                     # reads what is good, names the rest
+    assert not loaded.complete
+    if kind != "removed":
+        assert chunks[0] in loaded.damaged, loaded.damaged
+        assert chunks[0] in loaded.summary()
+    resumed = scan.run(config, out, log=print)
+    _assert_same(resumed, reference)
+    if kind != "removed":
+        assert "is damaged" in capsys.readouterr().out
+        assert any(f.startswith(chunks[0] + ".damaged") for f in os.listdir(os.path.join(out, "chunks")))
+
+
+@pytest.mark.parametrize("field", ["identity", "grid", "chunk_names", "sessions"])
+def test_a_manifest_that_lost_a_field_is_refused_naming_it(reference, tmp_path, field):
+    out = str(tmp_path / "s")
+    shutil.copytree(reference.path, out)
+    man = json.load(open(os.path.join(out, "manifest.json")))
+    del man[field]
+    json.dump(man, open(os.path.join(out, "manifest.json"), "w"))
+    with pytest.raises(StoreConflict, match=field):
+        scan.load(out)
+
+
+def test_a_killed_scans_lock_is_reported_stale_and_summaries_count_every_session(config, reference,
+                                                                               tmp_path, capsys):
+    out = str(tmp_path / "s")
+    shutil.copytree(reference.path, out)
+    open(os.path.join(out, ".lock"), "w").write("999999999")      # left by a scan killed with -9
+    os.remove(os.path.join(out, "chunks", sorted(os.listdir(os.path.join(out, "chunks")))[0]))
+    res = scan.run(config, out, log=print)
+    assert "cleared the lock left by process 999999999" in capsys.readouterr().out
+    assert open(os.path.join(out, ".lock")).read() == ""           # released: empty
+    text = res.summary()
+    assert "over 2 session(s)" in text and "nan points/s" not in text.split("\n")[0]
+
+
+def test_scans_over_eta0_say_when_final_values_were_taken(tmp_path):
+    base = {"task": {"name": "single_index", "D": 4, "P": 12, "P_test": 8, "degree": 1},
+            "model": {"activation": "linear"}, "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+            "scan": {"outputs": ["final"], "grid": {"train.eta0": [0.1, 0.2, 0.5]}}}
+    res = scan.run(base, str(tmp_path / "a"))
+    np.testing.assert_allclose(res["theory.final.t"], [2.0, 4.0, 10.0])
+    assert "t from 2 to 10" in res.summary()
+    fig = res.lines("theory.final.test_loss", x="eta0")
+    assert "t from 2 to 10" in fig.axes[0].get_title()
+    fixed = scan.run({**base, "train": {**base["train"], "final_time": 4.0}}, str(tmp_path / "b"))
+    np.testing.assert_allclose(fixed["theory.final.t"], 4.0)
+    assert "at t = 4" in fixed.summary()
+    with pytest.raises(scan.ConfigError, match="final_time"):
+        scan.load_config({**base, "scan": {"grid": {"train.final_time": [1.0, 2.0]}}})

@@ -27,6 +27,7 @@ from dmft.io import environment, jsonable
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
 
+from ..output import draw_figures
 from .config import build
 from .report import markdown
 
@@ -70,21 +71,19 @@ def _study(cfg, st, out, log, progress):
     run.save(os.path.join(sub, "networks"))
     if sde is not None:
         sde.save(os.path.join(sub, "sde"))
-    fdir = os.path.join(out, "figures")
-    paths = {}
-
-    def save(name, fig):
-        paths[name] = os.path.join(fdir, f"{name}_sigma_{st.sigma:g}.png")
-        fig.savefig(paths[name], dpi=110)
-
-    save("modes", figs.modes_figure(run, st.model, st.data, sde, title=f"modes, label noise {st.sigma:g}"))
-    save("loss", figs.staircase_figure(run, st.data, title=f"population loss, label noise {st.sigma:g}"))
-    save("noise", figs.noise_figure(run, st.model, st.data, eta0=eta, batch_size=B,
-                                    title=f"drift and diffusion, label noise {st.sigma:g}"))
-    save("balance", figs.balance_figure(run, title=f"balancedness, label noise {st.sigma:g}"))
+    tag = f"sigma_{st.sigma:g}"
+    makers = {f"modes_{tag}": lambda: figs.modes_figure(run, st.model, st.data, sde,
+                                                        title=f"modes, label noise {st.sigma:g}"),
+              f"loss_{tag}": lambda: figs.staircase_figure(run, st.data,
+                                                           title=f"population loss, label noise {st.sigma:g}"),
+              f"noise_{tag}": lambda: figs.noise_figure(run, st.model, st.data, eta0=eta, batch_size=B,
+                                                        title=f"drift and diffusion, label noise {st.sigma:g}"),
+              f"balance_{tag}": lambda: figs.balance_figure(run, title=f"balancedness, label noise {st.sigma:g}")}
     if st.sigma > 0:
-        save("stationary", figs.stationary_figure(run, st.model, st.data, eta0=eta, batch_size=B,
-                                                  after=after))
+        makers[f"stationary_{tag}"] = lambda: figs.stationary_figure(run, st.model, st.data, eta0=eta,
+                                                                     batch_size=B, after=after)
+    paths, errors = draw_figures(makers, os.path.join(out, "figures"), dpi=110)
+    res["plot_errors"] = errors
     res["figures"] = paths
     return res
 
@@ -100,12 +99,21 @@ def _staircase(cfg, st, out, log, progress):
     log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
     res = vdl.staircase(run, st.data, rel=cfg["check"]["plateau_rel"])
     res["init_scale"] = model.init_scale
-    path = os.path.join(out, "figures", f"staircase_sigma_{st.sigma:g}.png")
-    figs.staircase_figure(run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), "
-                                              f"label noise {st.sigma:g}").savefig(path, dpi=110)
     run.save(os.path.join(out, "runs", f"sigma_{st.sigma:g}", "staircase"))
-    res["figure"] = path
+    name = f"staircase_sigma_{st.sigma:g}"
+    paths, errors = draw_figures({name: lambda: figs.staircase_figure(
+        run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), label noise {st.sigma:g}")},
+        os.path.join(out, "figures"), dpi=110)
+    res["figure"], res["plot_errors"] = paths.get(name), errors
     return res
+
+
+def _plot_errors(results) -> dict:
+    out = {}
+    for r in results:
+        out.update(r.get("plot_errors") or {})
+        out.update((r.get("staircase") or {}).get("plot_errors") or {})
+    return out
 
 
 def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
@@ -128,12 +136,12 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         json.dump(jsonable(report), fh, indent=1)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(markdown(report))
-    figures = {f"{k}_sigma_{r['sigma']:g}": v for r in results for k, v in r["figures"].items()}
+    figures = {k: v for r in results for k, v in r["figures"].items()}
     figures.update({f"staircase_sigma_{r['sigma']:g}": r["staircase"]["figure"] for r in results
-                    if r.get("staircase")})
+                    if r.get("staircase") and r["staircase"].get("figure")})
     return {"report": report, "files": {"report": [os.path.join(out, "report.md"),
                                                    os.path.join(out, "report.json")],
-                                        "figures": figures}}
+                                        "figures": figures}, "plot_errors": _plot_errors(results)}
 
 
 def checks(report: dict) -> list[dict]:

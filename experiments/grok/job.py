@@ -40,6 +40,7 @@ from dmft.io import environment, jsonable, save
 from validation import grokking as gk
 from validation import plots
 
+from ..output import draw_figures
 from .config import Testbed, build
 from .report import markdown
 
@@ -257,21 +258,6 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
             overlays[axis] = _overlay(cfg, tb, d, log)
     decay = decay_scan(cfg, tb, log=log) if cfg["testbed"]["name"] == "kumar" else None
 
-    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
-    figs = {"curves": plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc),
-            "measures": plots.progress_measures(t, theory, nets, gammas)}
-    if cfg["testbed"]["name"] == "kumar":
-        figs["decomposition"] = plots.kumar_decomposition_plot(t, theory, gammas)
-        figs["width"] = plots.width_departure(t, theory, nets, gammas)
-    for d in diagrams:
-        figs[f"phase_{d['axis']}"] = plots.phase_diagram_plot(d, overlays.get(d["axis"], []))
-    if decay:
-        figs["decay"] = plots.decay_plot(decay)
-    paths = {}
-    for name, fig in figs.items():
-        paths[name] = os.path.join(out, "figures", f"{name}.png")
-        fig.savefig(paths[name], dpi=120)
-
     arrays = {"t": t}
     for g in gammas:
         for k, v in theory[g].items():
@@ -289,6 +275,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     if decay:
         arrays["decay/test_loss"] = decay["curves"]["test_loss"]
     save(os.path.join(out, "curves"), arrays, cfg)
+    paths = {}
     report = {"testbed": cfg["testbed"]["name"], "data": data.describe(), "threshold": thr,
               "threshold_kind": "accuracy" if acc else "loss", "summary": summary,
               "diagrams": [{"axis": d["axis"], "gamma0": d["gamma0"], "values": d["values"],
@@ -301,11 +288,27 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(report), fh, indent=1)
+    # the numbers are on disk (curves.npz, report.json) before any figure is drawn
+    makers = {"curves": lambda: plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc),
+              "measures": lambda: plots.progress_measures(t, theory, nets, gammas)}
+    if cfg["testbed"]["name"] == "kumar":
+        makers["decomposition"] = lambda: plots.kumar_decomposition_plot(t, theory, gammas)
+        makers["width"] = lambda: plots.width_departure(t, theory, nets, gammas)
+    for d in diagrams:
+        makers[f"phase_{d['axis']}"] = lambda d=d: plots.phase_diagram_plot(d, overlays.get(d["axis"], []))
+    if decay:
+        makers["decay"] = lambda: plots.decay_plot(decay)
+    paths, plot_errors = draw_figures(makers, os.path.join(out, "figures"))
+    report["figures"] = paths
+    if plot_errors:
+        report["plot_errors"] = plot_errors
+    with open(os.path.join(out, "report.json"), "w") as fh:
+        json.dump(jsonable(report), fh, indent=1)
     md = markdown(report, cfg)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(md)
     return {"report": report, "files": {"report": [os.path.join(out, "report.md"),
                                                    os.path.join(out, "report.json")],
-                                        "figures": paths}}
+                                        "figures": paths}, "plot_errors": plot_errors}
 
 

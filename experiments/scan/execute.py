@@ -96,9 +96,14 @@ class _GroupRun:
         self.batched = {BATCHED[f]: f for f in columns if f in BATCHED} or {"gamma0": None}
         self.prog = None
         if sc["theory"]:
+            final_time = cfg["train"].get("final_time", 0.0) or None
             self.prog = dmft.BatchProgram(
                 self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
-                curves="predictions" in sc["outputs"], **_problem.solve_options(th))
+                curves="predictions" in sc["outputs"], final_time=final_time, **_problem.solve_options(th))
+            if final_time:              # refuse an eta0 too large for the save grid, before compute
+                self.prog.save_counts(self.columns["train.eta0"][group.indices]
+                                      if "train.eta0" in self.columns else [self.schedule.eta0])
+            self.prog.check_memory(self.n_program, self.prog.max_memory_gb)   # a whole chunk, before compute
             self.theory_key = jax.random.key(th["seed"])
         if sc["networks"]:
             import networks
@@ -141,8 +146,14 @@ class _GroupRun:
         model = self.model.replace(gamma0=v.get("model.gamma0", m["gamma0"]))
         if "model.eps" in v:
             model = model.replace(activation=dmft.activations.quadratic(v["model.eps"]))
-        sch = self.schedule.replace(eta0=v.get("train.eta0", self.schedule.eta0),
-                                    weight_decay=v.get("train.weight_decay", self.schedule.weight_decay))
+        eta = v.get("train.eta0", self.schedule.eta0)
+        sch = self.schedule.replace(eta0=eta, weight_decay=v.get("train.weight_decay", self.schedule.weight_decay))
+        final_time = self.cfg["train"].get("final_time", 0.0)
+        if final_time:                  # the same saved times as the theory's, at this eta0
+            counts = self.prog.save_counts([eta])[0] if self.prog is not None else np.rint(
+                np.linspace(0, final_time, self.schedule.save_steps.size) / eta).astype(int)
+            sch = dmft.Schedule(eta0=eta, steps=int(counts[-1]), save_at=counts[1:].tolist(),
+                                weight_decay=sch.weight_decay)
         run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch,
                              key=jax.random.fold_in(self.network_key, i), **_problem.train_options(sim))
         return network_records(run)
@@ -199,6 +210,11 @@ def _point_sharding(devices):
     return NamedSharding(Mesh(np.array(devices), ("points",)), PartitionSpec("points")), len(devices)
 
 
+# keys added after stores were first written: left out of a store's identity while they hold
+# their default, so that stores written before them can still be resumed
+_LATER_KEYS = {("train", "final_time"): 0.0}
+
+
 def _identity(cfg: dict) -> dict:
     """What must match for a store to be resumed: configuration, code and number type."""
     import jax
@@ -206,7 +222,11 @@ def _identity(cfg: dict) -> dict:
 
     from dmft.io import jsonable
 
-    return {"config": jsonable(cfg), "x64": bool(jax.config.jax_enable_x64),
+    cfg = jsonable(cfg)
+    for (sec, key), default in _LATER_KEYS.items():
+        if sec in cfg and cfg[sec].get(key, default) == default:
+            cfg[sec].pop(key, None)
+    return {"config": cfg, "x64": bool(jax.config.jax_enable_x64),
             "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
 
 
@@ -262,7 +282,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     comm.agree(lambda: _same_everywhere(comm, identity))
     # before anything is written: the store must hold this scan or nothing, and every
     # group still to compute must build (data, programs: validated)
-    finished = set(comm.agree(lambda: sorted(Store.peek(out, identity)), first_only=True))
+    expected = {c.name: c.indices for c in pl.chunks}
+    finished = set(comm.agree(lambda: sorted(Store.peek(out, identity, expected)), first_only=True))
     sharding, n_dev = _point_sharding(devices)
     groups = _Groups(cfg, pl, sharding, n_dev)
     comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
@@ -271,8 +292,18 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     holder = {}
 
     def open_store():
-        holder["store"] = Store.create_or_open(out, identity, layout)
-        return sorted(holder["store"].finished())
+        store = holder["store"] = Store.create_or_open(out, identity, layout)
+        if store.stale_lock:
+            say(f"scan {out}: cleared the lock left by process {store.stale_lock}, which no longer runs")
+            store.log(event="stale_lock", process=store.stale_lock)
+        good, bad = store.verified(expected)
+        for name, reason in sorted(bad.items()):
+            moved = store.set_aside(name)
+            say(f"scan {out}: chunk file {os.path.basename(store.chunk_path(name))} is damaged ({reason}); "
+                f"moved to {os.path.basename(moved)}, its points will be computed again")
+            store.log(event="damaged", chunk=name, reason=reason, moved_to=os.path.basename(moved))
+        store.save_manifest()
+        return sorted(good)
 
     finished = set(comm.agree(open_store, first_only=True))
     store = holder.get("store")

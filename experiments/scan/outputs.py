@@ -23,6 +23,7 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
     curves = [q for q in _CURVES if q in rec]
     if "final" in outputs:
         out.update({f"{src}.final.{q}": rec[q][:, -1] for q in curves})
+        out[f"{src}.final.t"] = np.broadcast_to(np.asarray(rec["t"]), rec[curves[0]].shape)[:, -1]
     if "grokking" in outputs:
         # docs/conventions.md: first times below theta (NaN, reached False: not within the run)
         if "test_loss" in rec:

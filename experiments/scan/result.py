@@ -21,7 +21,7 @@ from ..store import Store
 from .grid import Grid, grid_of
 from .schema import kind_of, resolve_field
 
-__all__ = ["ScanResult", "load", "summary", "heatmap", "lines"]
+__all__ = ["ScanResult", "load", "summary", "heatmap", "lines", "final_time_label"]
 
 
 # ----------------------------------------------------------------- loading
@@ -38,6 +38,7 @@ class ScanResult:
             False (bool): read `done`.
         done: grid-shaped bool, True where the point is on disk.
         manifest: the store's manifest (identity, layout, sessions).
+        damaged: chunk file -> what is wrong with it (those points are not done).
     """
 
     path: str
@@ -46,6 +47,7 @@ class ScanResult:
     arrays: dict
     done: np.ndarray
     manifest: dict
+    damaged: dict = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.arrays:
@@ -72,13 +74,21 @@ class ScanResult:
 
 
 def load(out) -> ScanResult:
-    """Read a store back as arrays shaped by the grid (finished points only)."""
+    """Read a store back as arrays shaped by the grid (finished, verified points only).
+
+    A damaged chunk file (truncated, emptied, corrupted, swapped) is not read: its points stay
+    not done and `ScanResult.damaged` names the file and what is wrong (rerun the scan to
+    compute them again)."""
+    from .grid import plan
+
     store = Store.read(out)
     man = store.manifest
     cfg = man["identity"]["config"]
     grid = grid_of(cfg)
     names = set(man.get("chunk_names", []))
-    chunks = [store.read_chunk(n) for n in sorted(store.finished() & names)]
+    expected = {c.name: c.indices for c in plan(cfg).chunks}
+    good, damaged = store.read_all(expected)
+    chunks = [good[n] for n in sorted(set(good) & names)]
     arrays, done = {}, np.zeros(grid.size, dtype=bool)
     for ch in chunks:
         idx = ch["index"]
@@ -92,7 +102,8 @@ def load(out) -> ScanResult:
                 arrays[k] = np.full((grid.size,) + v.shape[1:], fill, dtype=v.dtype)
             arrays[k][idx] = v
     arrays = {k: v.reshape(grid.shape + v.shape[1:]) for k, v in arrays.items()}
-    return ScanResult(os.fspath(out), cfg, grid, arrays, done.reshape(grid.shape), man)
+    return ScanResult(os.fspath(out), cfg, grid, arrays, done.reshape(grid.shape), man,
+                      {os.path.basename(store.chunk_path(n)): r for n, r in damaged.items()})
 
 
 # ----------------------------------------------------------------- summary and figures
@@ -102,26 +113,46 @@ def _fmt(v) -> str:
 
 
 def summary(res: ScanResult) -> str:
+    """Points done, the work of every session (points, chunks, compilations, seconds), damaged
+    chunk files, and the range of every scalar output."""
     lines_ = []
     n, k = res.grid.size, int(res.done.sum())
-    sess = (res.manifest.get("sessions") or [{}])[-1]
+    sessions = res.manifest.get("sessions") or []
+    total = {"points": 0, "seconds": 0.0}
+    per: dict[int, dict] = {}
+    for sess in sessions:
+        total["points"] += sess.get("computed_points", 0)
+        total["seconds"] += sess.get("seconds", 0.0)
+        for g in sess.get("groups", []):
+            acc = per.setdefault(g["group"], {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0})
+            for key in acc:
+                acc[key] += g.get(key, 0)
     head = f"scan {res.path}: {k} of {n} points done"
-    if "computed_points" in sess:
-        c, s = sess["computed_points"], sess["seconds"]
-        head += (f" ({c} computed now in {s:.2f} s" + (f", {c / s:.1f} points/s" if c and s > 0 else "")
-                 + f"; {sess['skipped_points']} found on disk)")
+    if sessions:
+        rate = total["points"] / total["seconds"] if total["seconds"] > 0 else float("nan")
+        head += (f"; {total['points']} computed over {len(sessions)} session(s) in {total['seconds']:.2f} s"
+                 f" ({_fmt(rate)} points/s)")
+        last = sessions[-1]
+        if last.get("status") and last["status"] != "complete":
+            head += f"; the last session {last['status']}"
     lines_.append(head)
+    if res.damaged:
+        lines_.append(f"damaged chunk files (not read; rerun the scan to recompute): "
+                      + ", ".join(f"{name} ({why})" for name, why in sorted(res.damaged.items())))
     groups = res.manifest.get("groups", [])
-    per = {g["group"]: g for g in sess.get("groups", [])}
     if groups:
-        lines_.append(f"{'group':>5}  {'fields':<28} {'points':>7} {'chunks now':>10} {'compiles':>8} "
+        lines_.append(f"{'group':>5}  {'fields':<28} {'points':>7} {'chunks':>7} {'compiles':>8} "
                       f"{'seconds':>8} {'points/s':>9}")
         for i, g in enumerate(groups):
             st = per.get(i, {})
             fields = " ".join(f"{f}={v:g}" for f, v in g["fields"].items()) or "(all points)"
             rate = st.get("points", 0) / st["seconds"] if st.get("seconds") else float("nan")
-            lines_.append(f"{i:>5}  {fields:<28} {g['points']:>7} {st.get('chunks', 0):>10} "
+            lines_.append(f"{i:>5}  {fields:<28} {g['points']:>7} {st.get('chunks', 0):>7} "
                           f"{st.get('compiles', 0):>8} {st.get('seconds', 0.0):>8.2f} {_fmt(rate):>9}")
+    for src in sorted({q.split(".final.")[0] for q in res.arrays if ".final." in q}):
+        when = final_time_label(res, f"{src}.final.x")
+        if when:
+            lines_.append(f"{src} final values: {when}")
     scalars = [q for q, v in sorted(res.arrays.items()) if v.ndim == len(res.grid.shape)]
     if scalars:
         lines_.append(f"{'output':<40} {'min':>10} {'median':>10} {'max':>10} {'non-finite':>10}")
@@ -194,7 +225,26 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.figure.colorbar(mesh, ax=ax, label=name)
+    when = final_time_label(res, name)
+    if when:
+        ax.set_title(when, fontsize=9)
     return fig or ax.figure
+
+
+def final_time_label(res: ScanResult, name: str) -> str:
+    """When a "final" output was taken: "at t = T", or the range of times when points ended at
+    different times (a scan over eta0 at fixed steps), or "" for other outputs."""
+    src, _, rest = name.partition(".final.")
+    if not rest or f"{src}.final.t" not in res.arrays:
+        return ""
+    t = np.asarray(res.arrays[f"{src}.final.t"], dtype=np.float64)[res.done]
+    t = t[np.isfinite(t)]
+    if t.size == 0:
+        return ""
+    if np.allclose(t, t[0]):
+        return f"at t = {t[0]:g}"
+    return (f"at each point's last step: t from {t.min():g} to {t.max():g} (set train.final_time for a "
+            "common time)")
 
 
 def _edges(v, log):
@@ -231,5 +281,8 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     ax.set_xlabel(x)
     ax.set_ylabel(name)
     ax.grid(True, alpha=0.3)
+    when = final_time_label(res, name)
+    if when:
+        ax.set_title(when, fontsize=9)
     return fig or ax.figure
 

@@ -27,6 +27,9 @@ OUTPUTS = ("final", "grokking", "curves", "predictions")
 _BASE = _problem.SECTIONS
 SCHEMA: dict[str, dict[str, Field]] = {sec: dict(_BASE[sec]) for sec in ("task", "model", "train", "theory")}
 SCHEMA["model"]["gamma0"] = Field("float", 1.0, "richness where the grid does not set it", 0.0, True)
+SCHEMA["train"] = {**SCHEMA["train"], "final_time": Field(
+    "float", 0.0, "if > 0: every point trains to this time and saves at the same times "
+    "(train.steps / train.save_every of them), whatever its eta0", 0.0)}
 SCHEMA["simulate"] = {
     "width": Field("int", 256, "network width", 1),
     **{k: _BASE["simulate"][k] for k in ("seeds", "seed", "antithetic", "max_memory_gb")},
@@ -44,6 +47,7 @@ SCHEMA["scan"] = {
 BATCHED = {"model.gamma0": "gamma0", "train.eta0": "eta0", "train.weight_decay": "weight_decay",
            "model.eps": "eps"}
 _NOT_SCANNABLE = {
+    "train.final_time": "every point must share the time axis",
     "train.steps": "every point must share the time axis",
     "train.save_every": "every point must share the time axis",
     "simulate.max_memory_gb": "it is a limit, not a parameter of the problem",
@@ -70,6 +74,7 @@ def _dln_schema():
 
 DLN_OUTPUTS = ("final", "learning", "curves")
 _DLN_NOT_SCANNABLE = {
+    "train.final_time": "every point must share the time axis",
     "train.steps": "every point must share the time axis",
     "train.save_every": "every point must share the time axis",
     "train.log_saves": "every point must share the time axis",

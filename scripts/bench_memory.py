@@ -1,0 +1,137 @@
+"""Memory estimates against measured peak memory, for every kind of program.
+
+Each program runs in a fresh process; its peak resident memory above the process's
+resident memory just before the call (JAX initialized, the problem built) is compared
+with the estimate the library uses to refuse programs before they start
+(`dmft.plan_solve(...).memory_bytes`, `networks.train`'s, `dmft.BatchProgram`'s, the deep
+linear networks'). The ratio estimate / measured must never be below 1.
+
+    python scripts/bench_memory.py            # every program (a few minutes)
+    python scripts/bench_memory.py --quick    # the small ones
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = r'''
+import json, resource, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import dmft, networks
+
+spec = json.loads(sys.argv[1])
+
+def rss():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+kind = spec["kind"]
+if kind == "dln":
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], P=spec["P"], label_noise=1.0, key=0)
+    model = dmft.DeepLinear(4, 10, 0.3, "aligned")
+    sch = dmft.Schedule(0.01, spec["steps"], spec["save_every"], batch_size=1)
+    from networks.deep_linear import memory_estimate
+    est = memory_estimate(model, data, spec["seeds"], sch.save_steps.size, 512)
+    jax.block_until_ready(jax.numpy.ones(1))
+    base = rss()
+    networks.train(model, data, seeds=spec["seeds"], schedule=sch)
+else:
+    data = dmft.tasks.single_index(D=spec["D"], P=spec["P"], P_test=spec["P_test"], degree=2, key=0)
+    model = dmft.TwoLayer(spec.get("activation", "tanh"), gamma0=1.0)
+    sch = dmft.Schedule(0.5, spec["steps"], spec["save_every"])
+    if kind == "solve":
+        opts = dict(method=spec["method"], samples=spec.get("samples", 4096), kernels=spec["kernels"],
+                    max_memory_gb=1000.0)
+        est = dmft.plan_solve(model, data, sch, **opts).memory_bytes
+        jax.block_until_ready(jax.numpy.ones(1))
+        base = rss()
+        dmft.solve(model, data, sch, **opts)
+    elif kind == "networks":
+        plan = networks.plan_train(model, data, sch, spec["width"], spec["seeds"], kernels=spec["kernels"],
+                                   max_memory_gb=1000.0)
+        from networks.train import memory_estimate
+        est = memory_estimate(data, spec["width"], spec["seeds"], sch.save_steps.size, spec["kernels"])
+        jax.block_until_ready(jax.numpy.ones(1))
+        base = rss()
+        networks.train(model, data, schedule=sch, width=spec["width"], seeds=spec["seeds"], kernels=spec["kernels"],
+                       max_memory_gb=1000.0)
+    elif kind == "batch":
+        prog = dmft.BatchProgram(model, data, schedule=sch, fields=("gamma0",), method=spec["method"],
+                                 samples=spec.get("samples", 1024), max_memory_gb=1000.0)
+        n = spec["points"]
+        est = prog.memory_estimate(n)
+        jax.block_until_ready(jax.numpy.ones(1))
+        base = rss()
+        prog({"gamma0": np.linspace(0.5, 2, n)}, np.arange(n))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"estimate": est, "measured": max(peak - base, 1)}))
+'''
+
+PROGRAMS = [
+    ("solve forward kernels", dict(kind="solve", method="forward", kernels=True, D=32, P=400, P_test=200,
+                                   steps=200, save_every=10), True),
+    ("solve forward no kernels", dict(kind="solve", method="forward", kernels=False, D=32, P=400, P_test=200,
+                                      steps=200, save_every=10), True),
+    ("solve forward large P", dict(kind="solve", method="forward", kernels=True, D=32, P=1000, P_test=500,
+                                   steps=100, save_every=10), False),
+    ("solve forward many nodes", dict(kind="solve", method="forward", kernels=False, D=64, P=500, P_test=500,
+                                      steps=40, save_every=10, samples=65536), False),
+    ("solve iterate", dict(kind="solve", method="iterate", kernels=True, D=16, P=200, P_test=100,
+                           steps=200, save_every=10, samples=2048), True),
+    ("solve lazy large P", dict(kind="solve", method="lazy", kernels=True, D=32, P=2000, P_test=1000,
+                                steps=100, save_every=10), False),
+    ("solve closure", dict(kind="solve", method="closure", activation="linear", kernels=True, D=64, P=500,
+                           P_test=500, steps=200, save_every=10), True),
+    ("networks kernels", dict(kind="networks", kernels=True, D=32, P=300, P_test=200, steps=100, save_every=10,
+                              width=256, seeds=8), True),
+    ("networks large P", dict(kind="networks", kernels=False, D=32, P=4000, P_test=2000, steps=20,
+                              save_every=10, width=1024, seeds=4), False),
+    ("batch forward", dict(kind="batch", method="forward", D=16, P=200, P_test=100, steps=100, save_every=10,
+                           points=16, samples=2048), True),
+    ("batch lazy", dict(kind="batch", method="lazy", D=32, P=1000, P_test=500, steps=100, save_every=10,
+                        points=8), False),
+    ("deep linear", dict(kind="dln", P=20, steps=2000, save_every=10, seeds=2048), True),
+]
+
+
+def measure(spec):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True,
+                       env=env, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json")
+    args = p.parse_args()
+    rows = []
+    print(f"{'program':<28} {'estimate MiB':>13} {'measured MiB':>13} {'ratio':>7}")
+    for name, spec, quick in PROGRAMS:
+        if args.quick and not quick:
+            continue
+        m = measure(spec)
+        ratio = m["estimate"] / m["measured"]
+        rows.append({"program": name, **m, "ratio": ratio, "spec": spec})
+        print(f"{name:<28} {m['estimate'] / 2**20:>13.1f} {m['measured'] / 2**20:>13.1f} {ratio:>7.2f}"
+              + ("   <-- BELOW 1" if ratio < 1 else ""))
+    print(f"\nsmallest ratio: {min(r['ratio'] for r in rows):.2f} (must be >= 1)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
