@@ -244,6 +244,9 @@ class BatchProgram:
         geo = {k: v for k, v in self._geo.items() if k not in ("basis", "P", "r")}
         eta = np.asarray(cols.get("eta0", np.asarray(full["eta0"])), dtype=np.float64)
         counts = self.save_counts(eta)
+        with np.errstate(over="ignore"):
+            if not np.all(np.isfinite(counts[:, -1] * eta)):
+                raise InputError(f"eta0: t = steps x eta0 overflows for eta0 = {eta[~np.isfinite(counts[:, -1] * eta)][:3].tolist()}")
         full["counts"] = jnp.asarray(counts, jnp.int32)
         if sharding is not None:
             full["counts"] = jax.device_put(full["counts"], sharding)

@@ -72,6 +72,8 @@ class Schedule:
         set_ = lambda k, v: object.__setattr__(self, k, v)   # noqa: E731
         set_("eta0", checks.real("eta0", self.eta0, positive=True))
         set_("steps", checks.integer("steps", self.steps, minimum=1))
+        if not np.isfinite(self.eta0 * self.steps):
+            raise InputError(f"eta0: the final time steps x eta0 = {self.steps} x {self.eta0:g} overflows")
         set_("weight_decay", checks.real("weight_decay", self.weight_decay, nonnegative=True))
         set_("dynamics", checks.choice("dynamics", self.dynamics, DYNAMICS))
         if self.batch_size is not None:

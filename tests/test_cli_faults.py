@@ -1,0 +1,132 @@
+"""Every job of the `dmft` command answers a filesystem or configuration fault with one line
+naming the problem and its documented exit code, never a traceback, before any compute."""
+
+import os
+
+import pytest
+
+from experiments import cli
+
+SCAN_TOML = """
+[task]
+name = "single_index"
+D = 3
+P = 6
+P_test = 4
+degree = 1
+[model]
+activation = "linear"
+[train]
+eta0 = 0.5
+steps = 4
+save_every = 2
+[scan.grid]
+"model.gamma0" = [0.5, 1.0]
+"""
+
+JOBS = {"solve": ["--steps", "4", "--set", "train.save_every=2", "--set", "task.D=3", "--set", "task.P=6"],
+        "simulate": ["--steps", "4", "--set", "train.save_every=2", "--widths", "4", "--seeds", "2"],
+        "validate": ["--steps", "4", "--set", "train.save_every=2", "--widths", "4", "--seeds", "2"],
+        "grok": ["--steps", "4", "--set", "train.save_every=2", "--widths", "4", "--seeds", "2"],
+        "dln": ["--steps", "4", "--set", "train.save_every=2", "--seeds", "2"],
+        "scan": []}
+
+
+def _argv(job, tmp_path, out, config=None):
+    argv = [job, "--out", str(out), "--no-progress"] + JOBS[job]
+    if config is not None:
+        argv += ["--config", str(config)]
+    elif job == "scan":
+        path = tmp_path / "scan.toml"
+        path.write_text(SCAN_TOML)
+        argv += ["--config", str(path)]
+    return argv
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_output_faults_are_exit_3(job, tmp_path, capsys, monkeypatch):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("mine")
+    code, err = _run(_argv(job, tmp_path, in_the_way), capsys)
+    assert code == cli.EXIT_OUTPUT and "a_file" in err, err
+    code, err = _run(_argv(job, tmp_path, in_the_way / "sub"), capsys)
+    assert code == cli.EXIT_OUTPUT and "a_file" in err, err
+    assert in_the_way.read_text() == "mine"
+    # no permission (simulated, so that the test means the same as root and as a user)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access, real_makedirs = os.access, os.makedirs
+
+    def access(path, mode, *a, **k):
+        return False if str(path).startswith(str(locked)) else real_access(path, mode, *a, **k)
+
+    def makedirs(path, *a, **k):
+        if str(path).startswith(str(locked)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_makedirs(path, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    code, err = _run(_argv(job, tmp_path, locked / "out"), capsys)
+    assert code == cli.EXIT_OUTPUT and ("permission" in err.lower()), err
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_config_faults_are_exit_2(job, tmp_path, capsys):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"[train]\nsteps = 4 # \xff\xfe caf\xe9\n")
+    code, err = _run(_argv(job, tmp_path, tmp_path / "o1", bad), capsys)
+    assert code == cli.EXIT_CONFIG and "UTF-8" in err, err
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    code, err = _run(_argv(job, tmp_path, tmp_path / "o2", folder), capsys)
+    assert code == cli.EXIT_CONFIG and "directory" in err, err
+    code, err = _run(_argv(job, tmp_path, tmp_path / "o3", tmp_path / "missing.toml"), capsys)
+    assert code == cli.EXIT_CONFIG and "not found" in err, err
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_a_device_this_machine_lacks_is_exit_2(job, tmp_path, capsys):
+    import jax
+
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    code, err = _run(_argv(job, tmp_path, tmp_path / "o") + ["--device", "gpu"], capsys)
+    assert code == cli.EXIT_CONFIG and "--device gpu" in err, err
+    assert jax.devices()[0].platform == "cpu"            # nothing global changed for the next job
+
+
+def test_a_missing_parent_is_created(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "out"
+    code, _ = _run(["solve", "--out", str(out), "--no-progress", "--gamma0", "1", "--samples", "64"]
+                   + JOBS["solve"] + ["--set", "task.P_test=4"], capsys)
+    assert code == 0 and (out / "run.json").exists()
+
+
+def test_a_figure_that_fails_keeps_the_numbers_and_says_so(tmp_path, capsys, monkeypatch):
+    import json
+
+    from validation import plots
+
+    def broken(*a, **k):
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(plots, "theory_vs_networks", broken)
+    from experiments import report
+    monkeypatch.setitem(report.FIGURES, "losses", broken)
+    out = tmp_path / "v"
+    code, err = _run(["validate", "--out", str(out), "--no-progress", "--gamma0", "1", "--samples", "64",
+                      "--set", "task.P_test=4"] + JOBS["validate"] + ["--set", "task.D=3", "--set", "task.P=6"],
+                     capsys)
+    assert code == cli.EXIT_PLOT and "no font" in err and "numbers were saved" in err
+    man = json.load(open(out / "run.json"))
+    assert man["status"] == "plot_failed" and "losses" in man["plot_errors"]
+    assert (out / "theory" / "dmft_gamma0_1.npz").exists() and (out / "report.json").exists()
