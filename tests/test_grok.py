@@ -154,3 +154,76 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
                  "--out", str(tmp_path / "m")]) == 2
     assert main(["grok", "--set", "threshold.accuracy=1.5", "--out", str(tmp_path / "a")]) == 2
     assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------ early warning, settled
+
+def test_drop_and_change_times_do_not_move_with_the_save_grid():
+    """One definition of the drop time (half way from plateau to floor) and of a measure's change
+    time (half its change; half its integral for a rate), interpolated in log time: the DMFT of
+    the Kumar model saved every step, every 50 steps, or on a 40-point log grid gives the same
+    times within 2%."""
+    data = dmft.tasks.kumar_quadratic(D=8, P=40, P_test=200, key=0)
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.02), gamma0=0.5, readout="fixed")   # drop near t = 860
+    beta = np.asarray(data.meta["beta"])
+    results = []
+    for sch in (dmft.Schedule(1.0, 3000, 1), dmft.Schedule(1.0, 3000, 50),
+                dmft.Schedule(1.0, 3000, save_at="log", n_saves=40)):
+        sol = dmft.solve(model, data, sch, kernels=False)
+        meas = {"alignment": sol.alignment, "planted_alignment": gk.planted_alignment(sol.state, beta),
+                "planted_diffusion": gk.overlap_diffusion(sol.f_train, data.y_train, data.x_train, beta,
+                                                          sol.state["mean"], sol.state["second_moment"],
+                                                          gamma0=0.5, eps=0.02, eta0=1.0, batch_size=1)}
+        ew = gk.early_warning(sol.t, sol.test_loss, meas, rates=("planted_diffusion",))
+        assert ew["observed"]
+        results.append([float(ew["t_drop"])] + [float(ew[k]["t_change"]) for k in meas])
+    ref = np.asarray(results[0])
+    for r in results[1:]:
+        np.testing.assert_allclose(r, ref, rtol=0.02)
+    assert np.isfinite(ref).all()
+
+
+def test_planted_diffusion_is_the_variance_of_one_sgd_step():
+    """overlap_diffusion at a network's own mean and second moment equals Var over samples of
+    the change of the planted overlap in one SGD step (B = 1) divided by eta, at small eta."""
+    rng = np.random.default_rng(1)
+    D, P, N, g, eps, eta = 6, 20, 400, 0.7, 0.5, 1e-7
+    x = rng.normal(size=(P, D))
+    beta = rng.normal(size=D)
+    beta /= np.linalg.norm(beta)
+    y = 0.5 * (x @ beta) ** 2
+    w = rng.normal(size=(N, D)) + 0.3 * beta[None]
+    xt = x / np.sqrt(D)
+    h = w @ xt.T                                                         # (N, P)
+    f = np.mean(h + eps / 2 * h ** 2, axis=0) / g                         # uncentered fixed readouts
+    delta = y - f
+    O = np.mean((w @ beta) ** 2)
+    dO = []
+    for mu in range(P):
+        dw = eta * g * delta[mu] * (1 + eps * h[:, mu])[:, None] * xt[mu][None]
+        dO.append(np.mean(((w + dw) @ beta) ** 2) - O)
+    direct = np.var(dO) / eta
+    formula = gk.overlap_diffusion(f[None], y, x, beta, w.mean(0)[None], (w.T @ w / N)[None],
+                                   gamma0=g, eps=eps, eta0=eta, batch_size=1)[0]
+    assert direct == pytest.approx(formula, rel=1e-5)
+
+
+def test_wilson_interval_and_lead_fractions():
+    lo, hi = gk.wilson_interval(18, 20)
+    assert 0.69 < lo < 0.71 and 0.97 < hi < 0.98
+    v = gk.lead_verdict({"a": [True] * 9 + [False], "b": []})
+    assert v["a"]["fraction"] == 0.9 and v["a"]["runs"] == 10 and np.isnan(v["b"]["fraction"])
+    # coverage of the interval over many binomial draws (nominal 95%)
+    rng = np.random.default_rng(0)
+    p, n = 0.3, 40
+    hits = [lo <= p <= hi for lo, hi in (gk.wilson_interval(int(k), n) for k in rng.binomial(n, p, 2000))]
+    assert 0.93 < np.mean(hits) < 0.97
+
+
+def test_inverse_decay_fit_recovers_a_planted_law():
+    k = np.array([1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3])
+    t = 0.93 / k + 360.0
+    A, B, se_A, se_B = gk.fit_inverse_decay(k, t)
+    assert A == pytest.approx(0.93) and B == pytest.approx(360.0)
+    with pytest.raises(ValueError, match="three"):
+        gk.fit_inverse_decay(k[:2], t[:2])

@@ -10,7 +10,7 @@
 Importing this package changes nothing global (no plotting backend, no JAX flags).
 """
 
-from . import grokking, plots, verdicts
+from . import deep_linear, grokking, plots, plots_deep_linear, plots_grokking, verdicts
 from .compare import Comparison, compare, width_scaling
 from .fitting import LogLogFit, loglog_fit
 from .grokking import GrokTimes, early_warning, grokking_times
@@ -19,4 +19,4 @@ from .verdicts import checks
 
 __all__ = ["compare", "Comparison", "width_scaling", "lazy_to_rich", "LazyToRich", "loglog_fit",
            "LogLogFit", "checks", "grokking_times", "GrokTimes", "early_warning", "grokking",
-           "plots", "verdicts"]
+           "plots", "plots_grokking", "plots_deep_linear", "deep_linear", "verdicts"]

@@ -6,9 +6,12 @@
   by linear interpolation between saved times. A threshold that is never
   reached is reported as such ("not reached", with the final values); its
   time is NaN with `reached` False, never a silent NaN.
-- `early_warning`: for each progress measure the time of its steepest change
-  (in log time) against the time of the steepest test-loss drop; lead > 0
-  means the measure moved first.
+- `early_warning`: for each progress measure the time it has done half of its
+  change (`change_time`) against the time the test loss has fallen half way
+  from its plateau to its floor (`drop_time`); lead > 0 means the measure moved
+  first. Level crossings, interpolated in log time, so the verdict does not move
+  with the save grid; `lead_verdict` counts the runs in which each measure leads,
+  with a Wilson interval.
 - Kumar toy model: `kumar_decomposition` (variance, misalignment, linear power
   of the test loss, exact from the closure state) and `planted_overlap`.
 - Neuron measures for `dmft.solve(neuron_measures=...)` and
@@ -33,9 +36,11 @@ import numpy as np
 
 from dmft.errors import InputError
 
-__all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning",
+__all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning", "drop_time",
+           "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
-           "direction_overlap", "max_change", "fit_power_law_decay"]
+           "direction_overlap", "direction_alignment", "alignment_ratio", "planted_alignment",
+           "max_change", "fit_power_law_decay", "fit_inverse_decay"]
 
 
 @dataclasses.dataclass
@@ -158,6 +163,8 @@ def accuracy(f, y) -> np.ndarray:
 def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
     """Time of the largest |dy / dlog t| (or |dy/dt|), after a short moving average.
 
+    Kept for comparison: a derivative of sampled curves moves with the save grid, which is why
+    `early_warning` uses level crossings instead (docs/conventions.md, "Early warning").
     Times <= 0 are skipped in log time. Returns NaN if the curve does not change."""
     t, c = _check_curves(t, {"y": y})
     y = c["y"]
@@ -176,21 +183,143 @@ def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
     return np.where(np.max(d, axis=-1) > 0, tm, np.nan)
 
 
-def early_warning(t, test_loss, measures: dict, *, log_time: bool = True) -> dict:
-    """Lead time of each progress measure over the test-loss drop.
+def _crossing_1d(t, y, level, start=0):
+    """First time at or after index `start` that y reaches `level` (from either side of its
+    value at start), interpolated linearly in log t (linearly in t from t = 0); NaN if never."""
+    s = np.sign(y[start] - level)
+    if s == 0:
+        return float(t[start])
+    for j in range(start + 1, len(t)):
+        if np.isnan(y[j]):
+            return float("nan")
+        if np.sign(y[j] - level) != s:
+            f = (level - y[j - 1]) / (y[j] - y[j - 1]) if y[j] != y[j - 1] else 1.0
+            if t[j - 1] > 0:
+                return float(np.exp(np.log(t[j - 1]) + f * (np.log(t[j]) - np.log(t[j - 1]))))
+            return float(t[j - 1] + f * (t[j] - t[j - 1]))
+    return float("nan")
 
-    Returns {"t_drop": time of the steepest fall of the test loss (against log t),
-             name: {"t_change": steepest change of the measure, "lead": t_drop - t_change,
-                    "leads": lead > 0}} (arrays over leading axes)."""
+
+def drop_time(t, loss, *, min_ratio: float = 2.0):
+    """The drop of a loss curve: the time it has fallen half way from its plateau to its floor.
+
+    Plateau: the highest value before the curve reaches its minimum; floor: the minimum. The
+    drop time is the first crossing of (plateau + floor) / 2 after the plateau, interpolated in
+    log t. A drop is "observed" when the plateau is at least min_ratio times the floor.
+
+    Returns (t_drop, observed) arrays over the leading axes (t_drop NaN when not observed)."""
+    t, c = _check_curves(t, {"loss": loss})
+    y = c["loss"]
+    flat = y.reshape(-1, y.shape[-1])
+    td, ok = np.full(flat.shape[0], np.nan), np.zeros(flat.shape[0], bool)
+    for i, row in enumerate(flat):
+        tt = np.broadcast_to(t, y.shape).reshape(-1, y.shape[-1])[i]
+        fin = np.isfinite(row)
+        if fin.sum() < 2:
+            continue
+        r = np.where(fin, row, np.nan)
+        j_min = int(np.nanargmin(r))
+        j_max = int(np.nanargmax(r[:j_min + 1]))
+        hi, lo = r[j_max], r[j_min]
+        if not (hi >= min_ratio * lo and hi > lo):
+            continue
+        td[i] = _crossing_1d(tt, r, (hi + lo) / 2, j_max)
+        ok[i] = np.isfinite(td[i])
+    return td.reshape(y.shape[:-1]), ok.reshape(y.shape[:-1])
+
+
+def change_time(t, measure, *, rate: bool = False, min_change: float = 1e-12):
+    """When a progress measure has done half of its change.
+
+    A level (rate=False; alignment, weight change, overlap, IPR): the first crossing of the
+    midpoint between its first and its last value. A rate (rate=True; a diffusion): the time
+    by which half of its time integral has accumulated (the median time of the burst).
+    Crossings are interpolated in log t, so a coarser or log-spaced save grid moves them by
+    little (tested). NaN when the measure does not change."""
+    t, c = _check_curves(t, {"measure": measure})
+    y = c["measure"]
+    flat = y.reshape(-1, y.shape[-1])
+    tb = np.broadcast_to(t, y.shape).reshape(-1, y.shape[-1])
+    out = np.full(flat.shape[0], np.nan)
+    for i, row in enumerate(flat):
+        tt = tb[i]
+        if not np.all(np.isfinite(row)):
+            continue
+        if rate:
+            cum = np.concatenate([[0.0], np.cumsum((row[1:] + row[:-1]) / 2 * np.diff(tt))])
+            if cum[-1] <= min_change:
+                continue
+            out[i] = _crossing_1d(tt, cum, cum[-1] / 2)
+        else:
+            if abs(row[-1] - row[0]) <= min_change * max(1.0, abs(row[0])):
+                continue
+            out[i] = _crossing_1d(tt, row, (row[0] + row[-1]) / 2)
+    return out.reshape(y.shape[:-1])
+
+
+def early_warning(t, test_loss, measures: dict, *, rates=(), log_time: bool = True) -> dict:
+    """Lead time of each progress measure over the test-loss drop (docs/conventions.md).
+
+    t_drop: `drop_time` of the test loss; each measure's t_change: `change_time` (the names in
+    `rates` are rates, e.g. a diffusion); lead = t_drop - t_change, leads = lead > 0.
+
+    Returns {"t_drop", "observed", name: {"t_change", "lead", "leads"}} (arrays over leading
+    axes)."""
     t, c = _check_curves(t, {"test_loss": test_loss, **measures})
-    # the loss itself, not its log: a power-law tail has its steepest log-log slope at the end
-    t_drop = steepest_change_time(t, c["test_loss"], log_time=log_time)
-    out = {"t_drop": t_drop}
+    t_drop, observed = drop_time(t, c["test_loss"])
+    out = {"t_drop": t_drop, "observed": observed}
     for name in measures:
-        tc = steepest_change_time(t, c[name], log_time=log_time)
+        tc = change_time(t, c[name], rate=name in rates)
         lead = t_drop - tc
-        out[name] = {"t_change": tc, "lead": lead, "leads": np.where(np.isfinite(lead), lead > 0, False)}
+        out[name] = {"t_change": tc, "lead": lead,
+                     "leads": np.where(np.isfinite(lead), lead > 0, False)}
     return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial fraction (95% for z = 1.96); (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def lead_verdict(leads: dict) -> dict:
+    """For each measure, the fraction of runs (with an observed drop) in which it leads the
+    test-loss drop, with its Wilson 95% interval. leads: name -> boolean array over runs."""
+    out = {}
+    for name, v in leads.items():
+        v = np.asarray(v, bool).ravel()
+        lo, hi = wilson_interval(int(v.sum()), v.size)
+        out[name] = {"runs": int(v.size), "leading": int(v.sum()),
+                     "fraction": float(v.mean()) if v.size else float("nan"), "ci95": [lo, hi]}
+    return out
+
+
+def overlap_diffusion(f_train, y_train, x_train, beta, mean, second_moment, *, gamma0: float,
+                      eps: float, eta0: float, batch_size: int):
+    """The diffusion of SGD along the planted direction in the Kumar model, per unit time.
+
+    With fixed readouts and phi = h + (eps/2) h^2, one sample's contribution to the rate of the
+    planted overlap O = beta^T S beta is c_mu = 2 gamma0 Delta_mu (b . m + eps b^T S x~_mu)(b . x~_mu)
+    (x~ = x / sqrt(D), S the weights' second moment, m their mean); a minibatch of B distinct
+    points of P moves O by eta0 times the batch mean of c, so the diffusion is
+    D = eta0 Var_mu(c) (P - B) / (B (P - 1)). Arrays: f_train (T, P), mean (T, D),
+    second_moment (T, D, D). Returns (T,)."""
+    x = np.asarray(x_train, dtype=np.float64) / np.sqrt(np.shape(x_train)[1])
+    b = np.asarray(beta, dtype=np.float64)
+    delta = np.asarray(y_train)[None] - np.asarray(f_train)                    # (T, P)
+    bx = x @ b                                                                  # (P,)
+    lin = np.asarray(mean) @ b                                                  # (T,)
+    quad = np.einsum("i,tij,pj->tp", b, np.asarray(second_moment), x)
+    c = 2 * gamma0 * delta * (lin[:, None] + eps * quad) * bx[None]
+    P = c.shape[-1]
+    B = min(int(batch_size), P)
+    fpc = (P - B) / (P - 1) if P > 1 else 0.0
+    return eta0 * np.var(c, axis=-1) / B * fpc
 
 
 # ------------------------------------------------------------ the Kumar toy model
@@ -242,6 +371,32 @@ def direction_overlap(u):
     return measure
 
 
+def direction_alignment(u):
+    """Neuron measures [(w . u)^2 / |u|^2, |w|^2 / D]: averaged over units, their ratio is the
+    planted alignment, the weights' second moment along u relative to an average direction
+    (1 for isotropic weights, D when all of it lies along u; `alignment_ratio`)."""
+    u = jnp.asarray(u) / jnp.linalg.norm(jnp.asarray(u))
+
+    def measure(w, w0):
+        return jnp.stack([jnp.dot(w, u) ** 2, jnp.dot(w, w) / w.shape[0]])
+    measure.__name__ = "planted_alignment"
+    return measure
+
+
+def alignment_ratio(measures) -> np.ndarray:
+    """The planted alignment from `direction_alignment`'s two averaged components (..., 2)."""
+    m = np.asarray(measures, dtype=np.float64)
+    return m[..., 0] / m[..., 1]
+
+
+def planted_alignment(state: dict, beta) -> np.ndarray:
+    """beta^T S beta / (Tr S / D): the closure's second moment along the planted direction
+    relative to an average direction (1 at t = 0 for N(0, I) weights; D when aligned)."""
+    S = np.asarray(state["second_moment"])
+    D = S.shape[-1]
+    return planted_overlap(state, beta) / (np.trace(S, axis1=-2, axis2=-1) / D)
+
+
 def fourier_ipr(p: int):
     """Neuron measure for modular addition: the inverse participation ratio of the
     first-layer weights over the real Fourier modes of Z_p, sum_k P_k^2 / (sum_k P_k)^2,
@@ -281,3 +436,20 @@ def fit_power_law_decay(kappa, t_grok):
     if ok.sum() < 2:
         raise InputError(f"need at least two kappa with a finite grokking time, got {int(ok.sum())}")
     return loglog_fit(kappa[ok], t_grok[ok])
+
+
+def fit_inverse_decay(kappa, t_grok):
+    """Fit t_grok = A / kappa + B (least squares in 1 / kappa): returns (A, B, se_A, se_B).
+
+    The prediction of Lyu et al. (2024) is A = ln(alpha) / L with alpha = 1/gamma0 and L the
+    degree of the output in the weights; B is the kappa-independent length of the rich phase."""
+    kappa, t_grok = np.asarray(kappa, float), np.asarray(t_grok, float)
+    ok = np.isfinite(t_grok) & (kappa > 0)
+    if ok.sum() < 3:
+        raise InputError(f"need at least three kappa with a finite grokking time, got {int(ok.sum())}")
+    X = np.stack([1 / kappa[ok], np.ones(ok.sum())], axis=1)
+    coef, *_ = np.linalg.lstsq(X, t_grok[ok], rcond=None)
+    resid = t_grok[ok] - X @ coef
+    dof = max(int(ok.sum()) - 2, 1)
+    cov = (resid @ resid / dof) * np.linalg.inv(X.T @ X)
+    return float(coef[0]), float(coef[1]), float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))

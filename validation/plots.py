@@ -7,19 +7,18 @@ Figures of a `validation.LazyToRich` sweep: `theory_vs_networks` (losses against
 time; also takes one or more trajectories, e.g. a `dmft.Solution` and a
 `networks.Run`), `lazy_to_rich_summary` (final values against gamma0),
 `width_scaling_plot` (error against width, fitted) and `relative_error_in_time`;
-`ensemble_losses` for network ensembles alone; grokking figures.
+`ensemble_losses` for network ensembles alone. Grokking figures are in
+`validation.plots_grokking`, deep linear networks' in `validation.plots_deep_linear`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.patches import Rectangle
 
 from dmft.plotting import new_figure, trajectory_figure
 
 __all__ = ["theory_vs_networks", "lazy_to_rich_summary", "width_scaling_plot",
-           "relative_error_in_time", "ensemble_losses", "grokking_curves", "progress_measures",
-           "kumar_decomposition_plot", "width_departure", "phase_diagram_plot", "decay_plot"]
+           "relative_error_in_time", "ensemble_losses"]
 
 
 def _colors(n):
@@ -171,150 +170,4 @@ def ensemble_losses(runs: dict):
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("test loss (mean +- std over seeds)")
     axes[0][-1].legend(fontsize=7)
-    return fig
-
-
-# ----------------------------------------------------------------- grokking
-
-def _logt(t):
-    return t > 0
-
-
-def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False):
-    """Kumar et al. Fig. 1 style: train/test loss (DMFT solid, lazy NTK regression dashed,
-    widest networks dotted), NTK-target alignment; accuracy for classification testbeds."""
-    ncol = 3 + int(accuracy)
-    fig, axes = new_figure(1, ncol, size=(4.2 * ncol, 3.8))
-    m = _logt(t)
-    for c, g in zip(_colors(len(gammas)), gammas):
-        th, lz = theory[g], lazy[g]
-        wmax = max(nets[g]) if nets[g] else None
-        for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
-            ax.plot(t[m], th[key][m], color=c, lw=1.8, label=f"gamma0 = {g:g} (DMFT)")
-            if lz is not None:
-                ax.plot(t[m], lz[key][m], color=c, ls="--", lw=1, label="lazy (NTK regression)" if g == gammas[0] else None)
-            if wmax is not None:
-                ax.plot(t[m], np.nanmean(nets[g][wmax][key], 0)[m], color=c, ls=":", lw=1.4,
-                        label=f"N = {wmax} (mean)" if g == gammas[0] else None)
-        axes[2].plot(t[m], th["alignment"][m], color=c, lw=1.8)
-        if wmax is not None:
-            axes[2].plot(t[m], np.nanmean(nets[g][wmax]["alignment"], 0)[m], color=c, ls=":")
-        if accuracy:
-            axes[3].plot(t[m], th["test_acc"][m], color=c, lw=1.8)
-            axes[3].plot(t[m], th["train_acc"][m], color=c, lw=0.8, alpha=0.6)
-    for ax, title in zip(axes, ("train loss", "test loss", "NTK-target alignment", "accuracy (test bold)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("t (DMFT time)")
-        ax.set_title(title)
-    for ax in axes[:2]:
-        ax.set_yscale("log")
-        ax.axhline(threshold, color="grey", lw=0.6)
-    axes[1].legend(fontsize=7)
-    return fig
-
-
-def progress_measures(t, theory, nets, gammas):
-    """Every progress measure against time, DMFT solid and widest networks dotted,
-    with the test-loss drop time (steepest fall) as a vertical line."""
-    from .grokking import early_warning
-
-    skip = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
-    names = [k for k in theory[gammas[0]] if k not in skip and not k.startswith("decomposition.")]
-    fig, axes = new_figure(1, len(names), size=(4.2 * len(names), 3.6), squeeze=False)
-    m = _logt(t)
-    for c, g in zip(_colors(len(gammas)), gammas):
-        th = theory[g]
-        wmax = max(nets[g]) if nets[g] else None
-        drop = early_warning(t, th["test_loss"], {})["t_drop"]
-        for ax, name in zip(axes[0], names):
-            ax.plot(t[m], th[name][m], color=c, lw=1.8, label=f"gamma0 = {g:g}")
-            if wmax is not None and name in nets[g][wmax]:
-                ax.plot(t[m], np.nanmean(nets[g][wmax][name], 0)[m], color=c, ls=":")
-            if np.isfinite(drop):
-                ax.axvline(float(drop), color=c, lw=0.6, ls="--")
-    for ax, name in zip(axes[0], names):
-        ax.set_xscale("log")
-        ax.set_xlabel("t (DMFT time)")
-        ax.set_title(name.replace("_", " "))
-    axes[0][0].legend(fontsize=7)
-    return fig
-
-
-def kumar_decomposition_plot(t, theory, gammas):
-    """Test loss of the Kumar model split into variance, misalignment and linear power."""
-    fig, axes = new_figure(1, len(gammas), size=(4.2 * len(gammas), 3.6), squeeze=False, sharey=True)
-    m = _logt(t)
-    for ax, g in zip(axes[0], gammas):
-        th = theory[g]
-        for part, c in (("variance", "C0"), ("misalignment", "C1"), ("linear_power", "C2")):
-            ax.plot(t[m], th[f"decomposition.{part}"][m], color=c, label=part.replace("_", " "))
-        ax.plot(t[m], th["decomposition.total"][m], color="k", lw=1.8, label="sum (population loss)")
-        ax.plot(t[m], th["test_loss"][m], color="k", ls=":", label="test loss (test set)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("t (DMFT time)")
-        ax.set_title(f"gamma0 = {g:g}")
-    axes[0][0].legend(fontsize=7)
-    return fig
-
-
-def width_departure(t, theory, nets, gammas):
-    """Kumar et al. Fig. 4: test loss of networks of each width against the DMFT curve."""
-    fig, axes = new_figure(1, len(gammas), size=(4.2 * len(gammas), 3.6), squeeze=False, sharey=True)
-    m = _logt(t)
-    for ax, g in zip(axes[0], gammas):
-        ax.plot(t[m], theory[g]["test_loss"][m], color="k", lw=2, label="infinite width (DMFT)")
-        for c, w in zip(_colors(len(nets[g])), sorted(nets[g])):
-            y = nets[g][w]["test_loss"]
-            ax.plot(t[m], np.nanmean(y, 0)[m], color=c, lw=1.2, label=f"N = {w}")
-            ax.plot(t[m], y[0][m], color=c, lw=0.5, alpha=0.5)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("t (DMFT time)")
-        ax.set_title(f"test loss, gamma0 = {g:g}")
-    axes[0][0].legend(fontsize=7)
-    return fig
-
-
-def phase_diagram_plot(diag, overlay=()):
-    """Amount of grokking (gap) over gamma0 x axis; hatched cells: threshold not reached;
-    finite-width networks as annotated markers."""
-    tm = diag["times"]
-    gap = np.asarray(tm.gap, float)
-    G, V = diag["gamma0"], diag["values"]
-    fig, ax = new_figure(size=(5.6, 4.4))
-    shown = np.where(np.isfinite(gap), gap, np.nan)
-    im = ax.imshow(shown.T, origin="lower", aspect="auto", cmap="viridis")
-    bad = ~np.isfinite(gap)
-    for i, j in zip(*np.nonzero(bad)):
-        ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="xx", color="grey", lw=0))
-    ax.set_xticks(range(len(G)), [f"{g:g}" for g in G])
-    ax.set_yticks(range(len(V)), [f"{v:g}" for v in V])
-    ax.set_xlabel("gamma0 (= 1/alpha)")
-    ax.set_ylabel(diag["axis"])
-    fig.colorbar(im, ax=ax, label="gap = t_test - t_train (DMFT time)")
-    for o in overlay:
-        ax.plot(o["i"], o["j"], "o", mfc="none", mec="red", ms=14)
-        ax.annotate(f"N={o['width']}: {o['gap_network']:.3g}", (o["i"], o["j"]), color="red",
-                    fontsize=7, xytext=(4, 8), textcoords="offset points")
-    ax.set_title(f"amount of grokking, gamma0 x {diag['axis']} (hatched: not reached)")
-    return fig
-
-
-def decay_plot(decay):
-    """Grokking time against weight decay on log-log axes with the fitted power law."""
-    fig, ax = new_figure(size=(5, 4))
-    k = decay["weight_decay"]
-    for name, c in (("t_test", "C0"), ("gap", "C1")):
-        y = np.asarray(getattr(decay["times"], name), float)
-        ax.loglog(k, y, "o", color=c, label=name)
-        f = decay.get(f"fit_{name}", {})
-        if "exponent" in f:
-            ok = np.isfinite(y) & (y > 0)
-            ref = y[ok][0] * (k / k[ok][0]) ** f["exponent"]
-            ax.loglog(k, ref, "-", color=c, lw=0.8, label=f"fit: kappa^{f['exponent']:.2f}")
-    ax.set_xlabel("weight decay kappa (per unit DMFT time)")
-    ax.set_ylabel("time (DMFT)")
-    ax.set_title(f"grokking time vs weight decay, gamma0 = {decay['gamma0']:g}")
-    ax.legend(fontsize=8)
     return fig

@@ -6,8 +6,13 @@ Each testbed is a task of `experiments.problem` with its model:
   (task kumar_quadratic); infinite width through the exact closure.
 - "modular_addition": one-hot pairs -> (n + m) mod p, square activation, trained
   readouts, C = p outputs; the forward solver.
-- "sparse_parity": x in {-1, 1}^n, y = product of k hidden bits; relu with trained
-  readouts by default.
+- "sparse_parity": x in {-1, 1}^n, y = product of k hidden bits; tanh with trained
+  readouts by default (relu has no odd degree-3 part without biases: it cannot learn it).
+- "lyu": weight decay that triggers grokking (Lyu et al. 2024; Kumar et al. 2024, Sec. 5):
+  the Kumar target with a homogeneous activation (square), trained readouts, an
+  uncentered output with an antithetic initialization (so f(theta_0) = 0), a small gamma0
+  (large alpha = 1/gamma0: a lazy, large initialization) and weight decay kappa; the
+  prediction is kappa t_grok ~ ln(1/gamma0) / L, L = 3 the degree of f in the weights.
 
     from experiments import grok
     cfg = grok.load_config(None, ["testbed.name='kumar'"])
@@ -27,9 +32,9 @@ from .. import config as _config
 from .. import problem as _problem
 from ..config import Field
 
-__all__ = ["SCHEMA", "FULL", "AXES", "TESTBEDS", "Testbed", "load_config", "build"]
+__all__ = ["SCHEMA", "FULL", "AXES", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
 
-TESTBEDS = ("kumar", "modular_addition", "sparse_parity")
+TESTBEDS = ("kumar", "modular_addition", "sparse_parity", "lyu")
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "testbed": {
@@ -43,15 +48,21 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eps": Field("float", 0.02, "eps of phi = h + eps/2 h^2", 0.0, True),
     },
     "modular_addition": {
-        "p": Field("int", 11, "modulus (p >= 2)", 2),
-        "train_fraction": Field("float", 0.6, "fraction of the p^2 pairs used for training", 0.0, True),
+        "p": Field("int", 23, "modulus (p >= 2)", 2),
+        "train_fraction": Field("float", 0.9, "fraction of the p^2 pairs used for training", 0.0, True),
     },
     "sparse_parity": {
-        "n": Field("int", 10, "input bits", 1),
+        "n": Field("int", 20, "input bits", 1),
         "k": Field("int", 3, "bits in the parity (k <= n)", 1),
-        "P": Field("int", 400, "training points", 1),
-        "P_test": Field("int", 400, "test points", 1),
-        "activation": Field("str", "relu", "activation of the parity network"),
+        "P": Field("int", 1000, "training points", 1),
+        "P_test": Field("int", 1000, "test points", 1),
+        "activation": Field("str", "tanh", "activation of the parity network"),
+    },
+    "lyu": {
+        "D": Field("int", 30, "input dimension", 1),
+        "P": Field("int", 165, "training points", 1),
+        "P_test": Field("int", 1000, "test points", 1),
+        "activation": Field("str", "square", "a homogeneous activation (square: f has degree 3)"),
     },
     "model": {
         "gamma0": Field("floats", [0.5, 1.0, 3.0], "richness values (gamma0 = 1/alpha)", 0.0, True),
@@ -61,6 +72,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eta0": Field("float", 2.0, "gradient-descent step in DMFT time units", 0.0, True),
         "steps": Field("int", 30000, "number of steps", 1),
         "save_every": Field("int", 250, "record every this many steps", 1),
+        "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead (times that span "
+                           "decades are not quantized by the save grid)", 0),
     },
     "theory": {
         "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
@@ -90,6 +103,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "decay": {
         "gamma0": Field("float", 1.0, "gamma0 of the weight-decay scan", 0.0, True),
         "weight_decay": Field("floats", [2.5e-5, 5e-5, 1e-4, 2e-4], "kappa values ([0.0]: no scan)", 0.0),
+        "steps": Field("int", 0, "steps of the scan (0: train.steps)", 0),
+    },
+    "early_warning": {
+        "batch_size": Field("int", 1, "the minibatch size B of the SGD whose diffusion along the "
+                            "planted direction is a measure (kumar)", 1),
+        "grid": Field("str", "eps", "the phase diagram over whose runs each measure's lead is counted "
+                      "(kumar; 'none': no verdict)", choices=("eps", "P", "weight_decay", "none")),
     },
 }
 
@@ -108,7 +128,7 @@ AXES = ("eps", "P", "weight_decay")
 
 def _check(cfg: dict) -> None:
     tr = cfg["train"]
-    if tr["steps"] % tr["save_every"]:
+    if not tr["log_saves"] and tr["steps"] % tr["save_every"]:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
     th = cfg["theory"]
@@ -128,6 +148,10 @@ def _check(cfg: dict) -> None:
             raise ConfigError(f"diagram.axes: unknown axis {a!r}; known: {list(AXES)}")
     if len(set(cfg["simulate"]["widths"])) != len(cfg["simulate"]["widths"]):
         raise ConfigError("simulate.widths: widths must be distinct")
+    ew = cfg["early_warning"]["grid"]
+    if cfg["testbed"]["name"] == "kumar" and ew != "none" and ew not in cfg["diagram"]["axes"]:
+        raise ConfigError(f"early_warning.grid: {ew!r} is not among diagram.axes {cfg['diagram']['axes']}; "
+                          "add it there or set early_warning.grid = 'none'")
     if cfg["testbed"]["name"] != "kumar" and cfg["diagram"]["axes"]:
         # diagrams are for the Kumar model; quietly irrelevant elsewhere would hide a typo
         raise ConfigError("diagram.axes: phase diagrams are drawn for the kumar testbed; set "
@@ -151,13 +175,14 @@ class Testbed:
     measure: object               # the neuron measure of this testbed
     accuracy: bool                # classification: thresholds on accuracy
     beta: np.ndarray | None = None
+    antithetic: bool = False      # networks start with f(theta_0) = 0 by antithetic pairs (uncentered models)
 
 
 def task_of(cfg: dict) -> dict:
     """The [task] section (experiments.problem) that a testbed stands for."""
     name, seed = cfg["testbed"]["name"], cfg["testbed"]["seed"]
-    if name == "kumar":
-        k = cfg["kumar"]
+    if name in ("kumar", "lyu"):
+        k = cfg[name]
         return {"name": "kumar_quadratic", "D": k["D"], "P": k["P"], "P_test": k["P_test"], "seed": seed}
     if name == "modular_addition":
         m = cfg["modular_addition"]
@@ -167,18 +192,32 @@ def task_of(cfg: dict) -> dict:
             "seed": seed}
 
 
+def schedule_of(cfg: dict, weight_decay=None, steps=None) -> dmft.Schedule:
+    """The training protocol of the job (log-spaced saves with train.log_saves > 0)."""
+    tr = cfg["train"]
+    kappa = cfg["model"]["weight_decay"] if weight_decay is None else weight_decay
+    steps = tr["steps"] if not steps else steps
+    if tr["log_saves"]:
+        return dmft.Schedule(eta0=tr["eta0"], steps=steps, save_at="log", n_saves=tr["log_saves"],
+                             weight_decay=kappa)
+    return dmft.Schedule(eta0=tr["eta0"], steps=steps, save_every=tr["save_every"], weight_decay=kappa)
+
+
 def build(cfg: dict) -> Testbed:
     """The testbed's data, model and schedule; raises ValueError on bad sizes."""
     name = cfg["testbed"]["name"]
     data = _problem.build_data(task_of(cfg))
-    tr = cfg["train"]
-    schedule = dmft.Schedule(eta0=tr["eta0"], steps=tr["steps"], save_every=tr["save_every"],
-                             weight_decay=cfg["model"]["weight_decay"])
+    schedule = schedule_of(cfg)
     if name == "kumar":
         model = dmft.TwoLayer(dmft.activations.quadratic(cfg["kumar"]["eps"]), gamma0=1.0,
                               readout="fixed")
         beta = np.asarray(data.meta["beta"])
-        return Testbed(name, data, model, schedule, gk.direction_overlap(beta), False, beta)
+        return Testbed(name, data, model, schedule, gk.direction_alignment(beta), False, beta)
+    if name == "lyu":
+        model = dmft.TwoLayer(cfg["lyu"]["activation"], gamma0=1.0, readout="trained", centered=False)
+        beta = np.asarray(data.meta["beta"])
+        return Testbed(name, data, model, schedule, gk.direction_alignment(beta), False, beta,
+                       antithetic=True)
     if name == "modular_addition":
         if data.P_test == 0:
             raise ConfigError("modular_addition.train_fraction = 1 leaves no test pairs")

@@ -1,24 +1,18 @@
 """Grokking as a lazy-to-rich transition, in theory and networks: the `dmft grok` job.
 
-Testbeds (docs/conventions.md, "Grokking"; docs/derivations.md, Kumar model):
-
-- "kumar": phi = h + eps/2 h^2, fixed readouts, centered, y = (beta . x)^2 / 2,
-  gamma0 = 1/alpha. Infinite width through the exact closure (no sampling
-  error); the loss decomposition and the planted overlap from its state.
-- "modular_addition": one-hot pairs -> (n + m) mod p, square activation,
-  trained readouts, C = p outputs; the forward solver; accuracy and the
-  Fourier IPR of the first-layer weights.
-- "sparse_parity": x in {-1, 1}^n, y = product of k hidden bits; relu with
-  trained readouts by default; ||w - w0||_inf per neuron.
-
-For each gamma0 of [model] gamma0: the DMFT, the lazy (NTK regression) baseline,
-and network ensembles at [simulate] widths, all in the same units; grokking
-times at a threshold (a fraction of the initial test loss, or an accuracy);
-progress measures and their lead over the test-loss drop. For the Kumar model
-also the phase diagrams of [diagram] (amount of grokking over gamma0 x eps,
-gamma0 x P, gamma0 x kappa: each grid of one shape is one compiled, vmapped
-program) with finite-width points overlaid, and the grokking time against the
-weight decay ([decay]) with a fitted exponent.
+Testbeds (docs/conventions.md, "Grokking" and "Early warning"; `experiments.grok.config`):
+kumar, modular_addition, sparse_parity, lyu. For each gamma0 of [model] gamma0: the DMFT,
+the lazy (NTK regression) baseline, and network ensembles at [simulate] widths, all on
+one schedule; grokking times at a threshold (a fraction of the initial test loss, or an
+accuracy); progress measures and their lead over the test-loss drop. For the Kumar model
+also the phase diagrams of [diagram] (amount of grokking over gamma0 x eps, gamma0 x P,
+gamma0 x kappa: each grid of one shape is one compiled, vmapped program) with
+finite-width points overlaid, the early-warning verdict over the runs of one diagram (the
+fraction of runs in which each measure leads the drop, with its interval), and the
+grokking time against the weight decay, which in this centered model slows generalization
+(the documented contrast). For the lyu testbed the decay is what triggers grokking: the
+grokking time against kappa, fitted by a power law and by A / kappa + B, against the
+prediction A = ln(1/gamma0) / L.
 
     from experiments import grok
     cfg = grok.load_config(None, ["testbed.name='kumar'"])
@@ -38,13 +32,17 @@ import dmft
 import networks
 from dmft.io import environment, jsonable, save
 from validation import grokking as gk
-from validation import plots
+from validation import plots_grokking as plots
 
 from ..output import draw_figures
-from .config import Testbed, build
+from .config import Testbed, build, schedule_of
 from .report import markdown
 
-__all__ = ["run", "phase_diagram", "decay_scan"]
+__all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
+
+# progress measures that are rates (their change time is the median time of their burst)
+RATES = ("planted_diffusion",)
+_SKIP = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
 
 
 def _threshold(cfg, test_loss0):
@@ -56,28 +54,39 @@ def _accuracy_curves(f_train, f_test, data):
     return gk.accuracy(f_train, data.y_train), gk.accuracy(f_test, data.y_test)
 
 
+def _kumar_measures(cfg, tb: Testbed, state, f_train, g, eps, eta0):
+    """The Kumar model's planted alignment and SGD diffusion along beta, from the closure state."""
+    return {"planted_alignment": gk.planted_alignment(state, tb.beta),
+            "planted_diffusion": gk.overlap_diffusion(
+                f_train, tb.data.y_train, tb.data.x_train, tb.beta, state["mean"],
+                state["second_moment"], gamma0=g, eps=eps, eta0=eta0,
+                batch_size=cfg["early_warning"]["batch_size"])}
+
+
 # ----------------------------------------------------------------- curves
 
 def _theory(cfg, tb: Testbed, g, log):
     th = cfg["theory"]
-    data, ex = tb.data, {"beta": tb.beta, "measure": tb.measure, "accuracy": tb.accuracy}
+    data = tb.data
     kw = dict(schedule=tb.schedule, kernels=False)
     m = tb.model.replace(gamma0=g)
     t0 = time.perf_counter()
+    dec = None
     if tb.name == "kumar":
         sol = dmft.solve(m, data, method="closure", **kw)
-        # beta^T S beta: the same quantity as the networks' mean (w . beta)^2
-        measures = {"direction_overlap": gk.planted_overlap(sol.state, ex["beta"])}
-        dec = gk.kumar_decomposition(sol.state, ex["beta"], g, cfg["kumar"]["eps"])
+        measures = _kumar_measures(cfg, tb, sol.state, sol.f_train, g, cfg["kumar"]["eps"], tb.schedule.eta0)
+        dec = gk.kumar_decomposition(sol.state, tb.beta, g, cfg["kumar"]["eps"])
     else:
         sol = dmft.solve(m, data, method="forward", samples=th["samples"], replicas=th["replicas"],
-                         key=jax.random.key(th["seed"]), neuron_measures=ex["measure"], **kw)
-        measures = {ex["measure"].__name__: sol.measures[:, 0]}
-        dec = None
+                         key=jax.random.key(th["seed"]), neuron_measures=tb.measure, **kw)
+        if tb.measure.__name__ == "planted_alignment":
+            measures = {"planted_alignment": gk.alignment_ratio(sol.measures)}
+        else:
+            measures = {tb.measure.__name__: sol.measures[:, 0]}
     log(f"  DMFT gamma0={g:g}: {sol.info['method']} in {time.perf_counter() - t0:.1f} s")
     out = {"t": sol.t, "train_loss": sol.train_loss, "test_loss": sol.test_loss,
            "alignment": sol.alignment, "weight_change": sol.weight_change["first_layer"], **measures}
-    if ex["accuracy"]:
+    if tb.accuracy:
         out["train_acc"], out["test_acc"] = _accuracy_curves(sol.f_train, sol.f_test, data)
     if sol.error:
         out["test_loss_se"] = sol.error["test_loss"]
@@ -91,20 +100,25 @@ def _lazy(cfg, tb: Testbed, g):
         return None
     sol = dmft.solve(tb.model.replace(gamma0=g), tb.data, method="lazy", schedule=tb.schedule,
                      kernels=False)
-    return {"test_loss": sol.test_loss, "train_loss": sol.train_loss}
+    out = {"test_loss": sol.test_loss, "train_loss": sol.train_loss}
+    if tb.accuracy:
+        out["train_acc"], out["test_acc"] = _accuracy_curves(sol.f_train, sol.f_test, tb.data)
+    return out
 
 
 def _networks(cfg, tb: Testbed, g, log, progress):
     sim = cfg["simulate"]
-    data, ex = tb.data, {"measure": tb.measure, "accuracy": tb.accuracy}
+    data = tb.data
     runs = networks.train(tb.model.replace(gamma0=g), data, width=list(sim["widths"]),
                           seeds=sim["seeds"], schedule=tb.schedule, key=jax.random.key(sim["seed"]),
-                          neuron_measures=tb.measure, progress=progress)
+                          neuron_measures=tb.measure, antithetic=tb.antithetic, progress=progress)
     out = {}
     for w, r in runs.items():
+        name = tb.measure.__name__
+        meas = gk.alignment_ratio(r.measures) if name == "planted_alignment" else r.measures[..., 0]
         d = {"train_loss": r.train_loss, "test_loss": r.test_loss, "alignment": r.alignment,
-             "weight_change": r.weight_change["first_layer"], ex["measure"].__name__: r.measures[..., 0]}
-        if ex["accuracy"]:
+             "weight_change": r.weight_change["first_layer"], name: meas}
+        if tb.accuracy:
             d["train_acc"], d["test_acc"] = _accuracy_curves(r.f_train, r.f_test, data)
         if r.info["diverged"]:
             log(f"  networks N={w}, gamma0={g:g}: seeds {sorted(r.info['diverged'])} diverged")
@@ -114,54 +128,103 @@ def _networks(cfg, tb: Testbed, g, log, progress):
 
 
 def _times(cfg, t, cur, thr, accuracy):
-    if accuracy:
+    if accuracy and "test_acc" in cur:
         return gk.grokking_times(t, cur["train_acc"], cur["test_acc"], cfg["threshold"]["accuracy"],
                                  accuracy=True)
     return gk.grokking_times(t, cur["train_loss"], cur["test_loss"], thr)
 
 
 def _measure_names(cur):
-    skip = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
-    return [k for k in cur if k not in skip and not k.startswith("decomposition.")]
+    return [k for k in cur if k not in _SKIP and not k.startswith("decomposition.")]
+
+
+def _early(t, cur) -> dict:
+    ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in _measure_names(cur)}, rates=RATES)
+    return {k: (float(v) if k == "t_drop" else bool(v) if k == "observed" else
+                {kk: float(vv) for kk, vv in v.items()}) for k, v in ew.items()}
 
 
 # ----------------------------------------------------------------- diagrams
 
-def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False) -> dict:
+def _diagram_data(cfg, value):
+    k = cfg["kumar"]
+    return dmft.tasks.kumar_quadratic(D=k["D"], P=int(value), P_test=k["P_test"],
+                                      key=jax.random.key(cfg["testbed"]["seed"]))
+
+
+def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, measures: bool = False) -> dict:
     """Amount of grokking over gamma0 x axis (Kumar model, exact closure).
 
     Points of one shape run as one `dmft.solve_batch` (one compilation); the P axis
-    changes the data shape, so it is a loop of such programs, one per P.
+    changes the data shape, so it is a loop of such programs, one per P. With measures=True
+    the closure's state and predictions are kept too, for the early-warning measures.
     Returns gamma0, values, gap / t_train / t_test / reached arrays (G, V).
     """
-    dg, k = cfg["diagram"], cfg["kumar"]
+    dg = cfg["diagram"]
     data, model = tb.data, tb.model
     G = np.asarray(dg["gamma0"], float)
     V = np.asarray(dg[axis], float)
-    kw = dict(schedule=tb.schedule, method="closure", batch_size=dg["batch_size"], progress=progress)
+    kw = dict(schedule=tb.schedule, method="closure", batch_size=dg["batch_size"], progress=progress,
+              state=measures, curves=measures)
+    keys = ("t", "train_loss", "test_loss", "alignment", "weight_change.first_layer")
+    keys += ("state.mean", "state.second_moment", "f_train") if measures else ()
     t0 = time.perf_counter()
     gg, vv = np.meshgrid(G, V, indexing="ij")
+    datas = None
     if axis == "P":
-        parts = []
+        parts, datas = [], []
         for p in V.astype(int):
-            d = dmft.tasks.kumar_quadratic(D=k["D"], P=int(p), P_test=k["P_test"],
-                                           key=jax.random.key(cfg["testbed"]["seed"]))
+            d = _diagram_data(cfg, p)
+            datas.append(d)
             parts.append(dmft.solve_batch(model, d, {"gamma0": G}, **kw))
-        res = {key: np.stack([p[key] for p in parts], axis=1) for key in ("t", "train_loss", "test_loss")}
+        res = {key: (np.stack([p[key] for p in parts], axis=1) if key != "f_train" else [p[key] for p in parts])
+               for key in keys}
     else:
         grid = {"gamma0": gg.ravel(), axis: vv.ravel()}
         r = dmft.solve_batch(model, data, grid, **kw)
-        res = {key: r[key].reshape(gg.shape + r[key].shape[1:]) for key in ("t", "train_loss", "test_loss")}
-    thr = _threshold(cfg, res["test_loss"][..., 0].max())
+        res = {key: r[key].reshape(gg.shape + r[key].shape[1:]) for key in keys}
+    thr = _threshold(cfg, np.nanmax(res["test_loss"][..., 0]))
     times = gk.grokking_times(res["t"][0, 0], res["train_loss"], res["test_loss"], thr)
     log(f"  diagram gamma0 x {axis}: {gg.size} points in {time.perf_counter() - t0:.1f} s")
     return {"axis": axis, "gamma0": G, "values": V, "threshold": thr, "times": times,
-            "seconds": time.perf_counter() - t0, "curves": res}
+            "seconds": time.perf_counter() - t0, "curves": res, "datas": datas}
+
+
+def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
+    """Each measure's lead over the test-loss drop in every run of a phase diagram, and the
+    fraction of runs (with an observed drop) in which it leads, with a Wilson 95% interval."""
+    c, axis = diag["curves"], diag["axis"]
+    G, V = diag["gamma0"], diag["values"]
+    t = c["t"][0, 0]
+    leads = {k: [] for k in ("alignment", "weight_change", "planted_alignment", "planted_diffusion")}
+    rows = []
+    for i, g in enumerate(G):
+        for j, v in enumerate(V):
+            eps = v if axis == "eps" else cfg["kumar"]["eps"]
+            data = diag["datas"][j] if axis == "P" else tb.data
+            f_tr = c["f_train"][j][i] if axis == "P" else c["f_train"][i, j]
+            state = {"mean": c["state.mean"][i, j], "second_moment": c["state.second_moment"][i, j]}
+            sub = Testbed(tb.name, data, tb.model, tb.schedule, tb.measure, tb.accuracy,
+                          np.asarray(data.meta["beta"]))
+            cur = {"test_loss": c["test_loss"][i, j], "alignment": c["alignment"][i, j],
+                   "weight_change": c["weight_change.first_layer"][i, j],
+                   **_kumar_measures(cfg, sub, state, f_tr, g, eps, tb.schedule.eta0)}
+            if not np.all(np.isfinite(cur["test_loss"])):
+                continue
+            ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in leads}, rates=RATES)
+            if not ew["observed"]:
+                continue
+            rows.append({"gamma0": float(g), axis: float(v), "t_drop": float(ew["t_drop"]),
+                         **{k: float(ew[k]["lead"]) for k in leads}})
+            for k in leads:
+                leads[k].append(bool(ew[k]["leads"]))
+    return {"axis": axis, "runs": rows, "verdict": gk.lead_verdict(leads),
+            "grid_points": int(len(G) * len(V))}
 
 
 def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     """Finite-width networks at two grid points (the corners of the gamma0 axis, middle value)."""
-    dg, k = cfg["diagram"], cfg["kumar"]
+    dg = cfg["diagram"]
     data, model = tb.data, tb.model
     if dg["overlay_width"] == 0:
         return []
@@ -174,8 +237,7 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
         if axis == "eps":
             m = m.replace(activation=dmft.activations.quadratic(v))
         elif axis == "P":
-            d = dmft.tasks.kumar_quadratic(D=k["D"], P=int(v), P_test=k["P_test"],
-                                           key=jax.random.key(cfg["testbed"]["seed"]))
+            d = _diagram_data(cfg, v)
         else:
             kappa = v
         r = networks.train(m, d, width=dg["overlay_width"], seeds=dg["overlay_seeds"],
@@ -191,18 +253,29 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
 
 
 def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
-    """Grokking time against weight decay at one gamma0, with a fitted power law."""
+    """Grokking time against weight decay at one gamma0, fitted by a power law and by
+    A / kappa + B. Kumar (centered, fixed readouts): the exact closure; lyu (uncentered,
+    trained readouts): the forward solver, against the prediction A = ln(1/gamma0) / L."""
     dc = cfg["decay"]
     data, model = tb.data, tb.model
     kappas = np.asarray([x for x in dc["weight_decay"] if x > 0], float)
     if kappas.size == 0:
         return None
     t0 = time.perf_counter()
-    m = model.replace(gamma0=dc["gamma0"])
-    r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=tb.schedule, method="closure")
-    thr = _threshold(cfg, r["test_loss"][0, 0])
+    g = dc["gamma0"]
+    m = model.replace(gamma0=g)
+    sch = schedule_of(cfg, weight_decay=0.0, steps=dc["steps"] or None)
+    if tb.name == "lyu":
+        th = cfg["theory"]
+        r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="forward",
+                             samples=th["samples"], replicas=th["replicas"], batch_size=len(kappas),
+                             key=jax.random.key(th["seed"]))
+        thr = cfg["threshold"]["loss_fraction"] * float(np.mean(data.y_test ** 2))
+    else:
+        r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure")
+        thr = _threshold(cfg, r["test_loss"][0, 0])
     times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr)
-    out = {"gamma0": dc["gamma0"], "weight_decay": kappas, "threshold": thr, "times": times,
+    out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
            "seconds": time.perf_counter() - t0, "curves": r}
     for name, y in (("t_test", times.t_test), ("gap", times.gap)):
         try:
@@ -211,6 +284,19 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
                                   "points": fit.n}
         except ValueError as err:
             out[f"fit_{name}"] = {"error": str(err)}
+    if tb.name == "lyu":
+        degree = 3 if model.activation.name in ("square",) else 2
+        try:
+            A, B, se_A, se_B = gk.fit_inverse_decay(kappas, times.t_test)
+            out["fit_inverse"] = {"A": A, "B": B, "se_A": se_A, "se_B": se_B,
+                                  "predicted_A": float(np.log(1 / g) / degree), "degree": degree}
+        except ValueError as err:
+            out["fit_inverse"] = {"error": str(err)}
+        out["prediction"] = ("Lyu et al. (2024): t_grok ~ ln(alpha) / (L kappa), alpha = 1/gamma0, L = "
+                             f"{degree}: exponent -1 and A = {np.log(1 / g) / degree:.3f}")
+    else:
+        out["prediction"] = ("with a centered output the decay shrinks the weights away from the "
+                             "solution: it delays generalization (the contrast to the lyu testbed)")
     log(f"  weight-decay scan: {kappas.size} kappa in {out['seconds']:.1f} s; "
         f"t_test ~ kappa^{out['fit_t_test'].get('exponent', float('nan')):.3f}")
     return out
@@ -230,7 +316,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         lazy[g] = _lazy(cfg, tb, g)
         nets[g] = _networks(cfg, tb, g, log, progress)
     t = theory[gammas[0]]["t"]
-    thr = _threshold(cfg, theory[gammas[0]]["test_loss"][0])
+    thr = (_threshold(cfg, theory[gammas[0]]["test_loss"][0]) if tb.name != "lyu"
+           else cfg["threshold"]["loss_fraction"] * float(np.mean(data.y_test ** 2)))
     acc = tb.accuracy
     for g in gammas:
         rows = [("DMFT", theory[g])]
@@ -239,24 +326,21 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         rows += [(f"N={w} (seed mean)", {k: np.nanmean(v, axis=0) for k, v in d.items()})
                  for w, d in nets[g].items()]
         for name, cur in rows:
-            if acc and "test_acc" not in cur:
-                gt = gk.grokking_times(t, cur["train_loss"], cur["test_loss"], thr)
-            else:
-                gt = _times(cfg, t, cur, thr, acc)
-            ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in _measure_names(cur)})
+            gt = _times(cfg, t, cur, thr, acc)
             summary.append({"gamma0": g, "source": name, **gt.as_dict(), "describe": gt.describe(),
                             "drop_observed": bool(gt.reached_test),
                             "final_test_loss": float(cur["test_loss"][-1]),
-                            "early_warning": {k: (float(v) if k == "t_drop" else
-                                                  {kk: float(vv) for kk, vv in v.items()})
-                                              for k, v in ew.items()}})
-    diagrams, overlays = [], {}
-    if cfg["testbed"]["name"] == "kumar":
+                            "early_warning": _early(t, cur)})
+    diagrams, overlays, ew_grid = [], {}, None
+    if tb.name == "kumar":
+        grid_axis = cfg["early_warning"]["grid"]
         for axis in cfg["diagram"]["axes"]:
-            d = phase_diagram(cfg, tb, axis, log=log, progress=progress)
+            d = phase_diagram(cfg, tb, axis, log=log, progress=progress, measures=axis == grid_axis)
             diagrams.append(d)
             overlays[axis] = _overlay(cfg, tb, d, log)
-    decay = decay_scan(cfg, tb, log=log) if cfg["testbed"]["name"] == "kumar" else None
+            if axis == grid_axis:
+                ew_grid = early_warning_grid(cfg, tb, d)
+    decay = decay_scan(cfg, tb, log=log) if tb.name in ("kumar", "lyu") else None
 
     arrays = {"t": t}
     for g in gammas:
@@ -274,26 +358,28 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         arrays[f"diagram/{d['axis']}/test_loss"] = d["curves"]["test_loss"]
     if decay:
         arrays["decay/test_loss"] = decay["curves"]["test_loss"]
+        arrays["decay/t"] = decay["curves"]["t"]
     save(os.path.join(out, "curves"), arrays, cfg)
-    paths = {}
-    report = {"testbed": cfg["testbed"]["name"], "data": data.describe(), "threshold": thr,
+    report = {"testbed": tb.name, "data": data.describe(), "threshold": thr,
               "threshold_kind": "accuracy" if acc else "loss", "summary": summary,
               "diagrams": [{"axis": d["axis"], "gamma0": d["gamma0"], "values": d["values"],
                             "threshold": d["threshold"], "seconds": d["seconds"],
                             "times": d["times"].as_dict(), "overlay": overlays.get(d["axis"], [])}
                            for d in diagrams],
+              "early_warning_grid": ew_grid,
               "decay": None if decay is None else {k: (v.as_dict() if k == "times" else v)
                                                    for k, v in decay.items() if k != "curves"},
-              "figures": paths, "wall_s": time.perf_counter() - t_start,
+              "figures": {}, "wall_s": time.perf_counter() - t_start,
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(report), fh, indent=1)
     # the numbers are on disk (curves.npz, report.json) before any figure is drawn
-    makers = {"curves": lambda: plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc),
-              "measures": lambda: plots.progress_measures(t, theory, nets, gammas)}
-    if cfg["testbed"]["name"] == "kumar":
+    acc_thr = cfg["threshold"]["accuracy"]
+    makers = {"curves": lambda: plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc, acc_thr),
+              "measures": lambda: plots.progress_measures(t, theory, nets, gammas, ew_grid)}
+    if tb.name == "kumar":
         makers["decomposition"] = lambda: plots.kumar_decomposition_plot(t, theory, gammas)
-        makers["width"] = lambda: plots.width_departure(t, theory, nets, gammas)
+        makers["width"] = lambda: plots.width_departure(t, theory, nets, gammas, thr)
     for d in diagrams:
         makers[f"phase_{d['axis']}"] = lambda d=d: plots.phase_diagram_plot(d, overlays.get(d["axis"], []))
     if decay:
@@ -310,5 +396,3 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     return {"report": report, "files": {"report": [os.path.join(out, "report.md"),
                                                    os.path.join(out, "report.json")],
                                         "figures": paths}, "plot_errors": plot_errors}
-
-

@@ -21,7 +21,8 @@ def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
     lines = [f"# Grokking report: {rep['testbed']}", "",
-             f"Data: {rep['data']}", "",
+             "Data: " + ", ".join(f"{k} = {v}" for k, v in rep["data"].items() if k != "meta")
+             + f" (task {rep['data'].get('meta', {}).get('task', '?')})", "",
              f"Threshold: {kind} {'>' if kind == 'accuracy' else '<'} {_fmt(thr)}; gap = max(0, t_test - "
              "t_train) in DMFT time (Kumar et al. 2024). 'not reached' means the curve never crossed "
              "the threshold within the run (final values shown).", "",
@@ -31,23 +32,31 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(r['t_train'])} | {_fmt(r['t_test'])} | "
                      f"{_fmt(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |")
     lines += ["", "## Early warning", "",
-              "Time of the steepest change (in log time) of each progress measure against the time of "
-              "the steepest test-loss drop; lead = t_drop - t_change (> 0: the measure moved first).", "",
+              "Drop time: when the test loss has fallen half way from its plateau (its highest value "
+              "before its minimum) to its floor; a measure's change time: when it has done half of its "
+              "change (for a rate such as the SGD diffusion, when half of its time integral has "
+              "accumulated). Both are level crossings interpolated in log time, so they do not move "
+              "with the save grid (docs/conventions.md). lead = t_drop - t_change > 0: the measure moved "
+              "first.", "",
               "| gamma0 | source | t_drop | measure | t_change | lead |", "|---|---|---|---|---|---|"]
     for r in rep["summary"]:
         ew = r["early_warning"]
-        if not r["drop_observed"]:
-            continue          # no crossing of the threshold: no drop to warn of
+        if not ew.get("observed", r["drop_observed"]):
+            continue          # no drop to warn of
         for name, v in ew.items():
-            if name == "t_drop":
+            if name in ("t_drop", "observed"):
                 continue
             lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(ew['t_drop'])} | {name} | "
                          f"{_fmt(v['t_change'])} | {_fmt(v['lead'])} |")
-    leads = [v["leads"] for r in rep["summary"] if r["drop_observed"]
-             for k, v in r["early_warning"].items() if k != "t_drop"]
-    lines += ["", (f"Measures leading the drop: {sum(bool(x) for x in leads)} of {len(leads)} "
-                   "(measure, source, gamma0) combinations with an observed drop." if leads else
-                   "No test-loss drop past the threshold was observed: no lead times.")]
+    grid = rep.get("early_warning_grid")
+    if grid:
+        lines += ["", f"Verdict over the runs of the gamma0 x {grid['axis']} diagram with an observed drop "
+                  f"({len(grid['runs'])} of {grid['grid_points']} runs): the fraction in which each measure "
+                  "leads the drop, with its Wilson 95% interval.", "",
+                  "| measure | leads in | fraction | 95% interval |", "|---|---|---|---|"]
+        for name, v in grid["verdict"].items():
+            lines.append(f"| {name} | {v['leading']} of {v['runs']} | {_fmt(v['fraction'])} | "
+                         f"[{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}] |")
     for d in rep["diagrams"]:
         tm = d["times"]
         gap = np.asarray(tm["gap"], float)
@@ -63,19 +72,28 @@ def markdown(rep: dict, cfg: dict) -> str:
                          f"({o['status_network']}) vs theory {_fmt(o['gap_theory'])} ({o['status_theory']}).")
     dc = rep["decay"]
     if dc:
-        lines += ["", f"## Weight decay (gamma0 = {dc['gamma0']:g})", "",
-                  "| kappa | t_train | t_test | gap |", "|---|---|---|---|"]
+        lines += ["", f"## Weight decay ({dc.get('testbed', '')}, gamma0 = {dc['gamma0']:g})", "",
+                  f"Prediction: {dc.get('prediction', '')}.", "",
+                  "| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
         for i, k in enumerate(dc["weight_decay"]):
-            lines.append(f"| {k:g} | {_fmt(dc['times']['t_train'][i])} | {_fmt(dc['times']['t_test'][i])} | "
-                         f"{_fmt(dc['times']['gap'][i])} |")
+            tt = dc["times"]["t_test"][i]
+            lines.append(f"| {k:g} | {_fmt(dc['times']['t_train'][i])} | {_fmt(tt)} | "
+                         f"{_fmt(dc['times']['gap'][i])} | {_fmt(k * tt if tt is not None else float('nan'))} |")
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
             if "exponent" in f:
                 lines.append(f"\nFit {name} ~ kappa^b: b = {f['exponent']:.3f} +- {_fmt(f['stderr'])} over "
-                             f"kappa in [{f['range'][0]:g}, {f['range'][1]:g}] ({f['points']} points); "
-                             "Omnigrok predicts b = -1 (Lyu et al.: ln(alpha)/kappa, also b = -1).")
+                             f"kappa in [{f['range'][0]:g}, {f['range'][1]:g}] ({f['points']} points).")
             elif f:
                 lines.append(f"\nFit {name}: {f['error']}")
+        fi = dc.get("fit_inverse")
+        if fi and "A" in fi:
+            lines.append(f"\nFit t_test = A / kappa + B: A = {fi['A']:.3f} +- {fi['se_A']:.3f}, B = "
+                         f"{fi['B']:.3g} +- {fi['se_B']:.2g}; predicted A = ln(1/gamma0) / L = "
+                         f"{fi['predicted_A']:.3f} (L = {fi['degree']}). B is the kappa-independent "
+                         "length of the rich phase, which makes the log-log slope shallower than -1.")
+        elif fi:
+            lines.append(f"\nFit A / kappa + B: {fi['error']}")
     lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(p)}`" for p in rep["figures"].values()),
               "", f"Wall time: {rep['wall_s']:.1f} s."]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,244 @@
+"""Grokking figures a reader of Kumar et al. (2024), Gromov (2023) and Barak et al. (2022)
+recognizes: losses and accuracies against time, progress measures with the drop and their
+change times marked, the Kumar loss decomposition, finite width against the DMFT, phase
+diagrams of the amount of grokking, grokking time against weight decay.
+
+Conventions in every figure: one colour per gamma0; the DMFT is a thick solid line, the
+widest network ensemble its seed mean in the same colour with markers (drawn on top, so it
+is never hidden), the lazy NTK regression a black dashed line; thresholds are labelled;
+times are DMFT times on a log axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.patches import Rectangle
+
+from dmft.plotting import new_figure
+
+from .grokking import early_warning
+
+__all__ = ["grokking_curves", "progress_measures", "kumar_decomposition_plot", "width_departure",
+           "phase_diagram_plot", "decay_plot", "MEASURE_LABELS"]
+
+MEASURE_LABELS = {
+    "alignment": "NTK-target alignment",
+    "weight_change": "relative first-layer change |W - W0| / |W0|",
+    "planted_alignment": "planted alignment b^T S b / (Tr S / D)\n(1: isotropic, D: all along b)",
+    "planted_diffusion": "SGD diffusion of b^T S b per unit time",
+    "fourier_ipr": "Fourier IPR of first-layer weights\n(1: one mode, 1/(p//2): flat)",
+    "max_change": "|w - w0|_inf (mean over units)",
+}
+
+
+def _colors(n):
+    return [f"C{i % 10}" for i in range(n)]
+
+
+def _pos(t):
+    return t > 0
+
+
+def _widest(nets, g):
+    return max(nets[g]) if nets.get(g) else None
+
+
+def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, acc_threshold=0.9):
+    """Train loss, test loss, NTK-target alignment (and train/test accuracy for classification)."""
+    ncol = 3 + int(accuracy)
+    fig, axes = new_figure(1, ncol, size=(4.4 * ncol, 4.0))
+    m = _pos(t)
+    lazy_drawn = False
+    for c, g in zip(_colors(len(gammas)), gammas):
+        th, lz = theory[g], lazy.get(g)
+        wmax = _widest(nets, g)
+        for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
+            ax.plot(t[m], th[key][m], color=c, lw=2.2, alpha=0.8, label=f"gamma0 = {g:g} (DMFT)")
+            if wmax is not None:
+                ax.plot(t[m], np.nanmean(nets[g][wmax][key], 0)[m], color=c, lw=0.9, marker="o", ms=2.5,
+                        label=f"gamma0 = {g:g}, N = {wmax} (seed mean)")
+        if lz is not None and not lazy_drawn:      # the lazy limit does not depend on gamma0 here
+            for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
+                ax.plot(t[m], lz[key][m], color="k", ls="--", lw=1.2, label="lazy (NTK regression)")
+            lazy_drawn = True
+        axes[2].plot(t[m], th["alignment"][m], color=c, lw=2.2, alpha=0.8)
+        if wmax is not None:
+            axes[2].plot(t[m], np.nanmean(nets[g][wmax]["alignment"], 0)[m], color=c, lw=0.9, marker="o", ms=2.5)
+        if accuracy:
+            axes[3].plot(t[m], th["test_acc"][m], color=c, lw=2.2, alpha=0.8)
+            axes[3].plot(t[m], th["train_acc"][m], color=c, lw=1.0, ls=":")
+            if wmax is not None:
+                axes[3].plot(t[m], np.nanmean(nets[g][wmax]["test_acc"], 0)[m], color=c, lw=0.9,
+                             marker="o", ms=2.5)
+    for ax, lab in zip(axes, ("train loss (mean squared error)", "test loss (mean squared error)",
+                              "NTK-target alignment", "accuracy (solid: test, dotted: train)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("t (DMFT time = steps x eta0)")
+        ax.set_ylabel(lab)
+        ax.grid(True, which="both", alpha=0.25)
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+        ax.axhline(threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {threshold:.3g}")
+    if accuracy:
+        axes[3].axhline(acc_threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {acc_threshold:g}")
+        axes[3].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7)
+    axes[0].set_title("train", fontsize=10)
+    axes[1].set_title("test", fontsize=10)
+    return fig
+
+
+def progress_measures(t, theory, nets, gammas, ew_grid=None):
+    """Each progress measure against time (DMFT solid, widest networks with markers); the
+    test-loss drop (dashed vertical) and each measure's change time (a dot on the curve),
+    as `validation.grokking.early_warning` defines them. With a grid verdict, a last panel
+    shows the fraction of runs in which each measure leads the drop, with 95% intervals."""
+    skip = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
+    names = [k for k in theory[gammas[0]] if k not in skip and not k.startswith("decomposition.")]
+    ncol = len(names) + int(ew_grid is not None)
+    fig, axes = new_figure(1, ncol, size=(4.3 * ncol, 3.9), squeeze=False)
+    axes = axes[0]
+    m = _pos(t)
+    for c, g in zip(_colors(len(gammas)), gammas):
+        th = theory[g]
+        wmax = _widest(nets, g)
+        ew = early_warning(t, th["test_loss"], {k: th[k] for k in names},
+                           rates=("planted_diffusion",))
+        for ax, name in zip(axes, names):
+            ax.plot(t[m], th[name][m], color=c, lw=2.0, alpha=0.85, label=f"gamma0 = {g:g}")
+            if wmax is not None and name in nets[g][wmax]:
+                ax.plot(t[m], np.nanmean(nets[g][wmax][name], 0)[m], color=c, lw=0.9, marker="o", ms=2.2)
+            if ew["observed"]:
+                ax.axvline(float(ew["t_drop"]), color=c, lw=0.8, ls="--")
+            tc = float(ew[name]["t_change"])
+            if np.isfinite(tc):
+                ax.plot([tc], [np.interp(np.log(tc), np.log(t[m]), th[name][m])], "o", color=c, ms=6,
+                        mec="k", mew=0.6)
+    for ax, name in zip(axes, names):
+        ax.set_xscale("log")
+        ax.set_xlabel("t (DMFT time)")
+        ax.set_ylabel(MEASURE_LABELS.get(name, name.replace("_", " ")), fontsize=8)
+        if name == "planted_diffusion":
+            ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0].legend(fontsize=7, title="dashed: test-loss drop; dot: half change", title_fontsize=7)
+    if ew_grid is not None:
+        ax = axes[-1]
+        v = ew_grid["verdict"]
+        keys = list(v)
+        frac = [v[k]["fraction"] for k in keys]
+        lo = [v[k]["fraction"] - v[k]["ci95"][0] for k in keys]
+        hi = [v[k]["ci95"][1] - v[k]["fraction"] for k in keys]
+        ax.bar(range(len(keys)), frac, yerr=[lo, hi], color="C7", capsize=4)
+        ax.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("fraction of runs where it leads the drop (95% CI)", fontsize=8)
+        n = next(iter(v.values()))["runs"] if v else 0
+        ax.set_title(f"{n} runs of the gamma0 x {ew_grid['axis']} diagram", fontsize=8)
+    return fig
+
+
+def kumar_decomposition_plot(t, theory, gammas):
+    """Test loss of the Kumar model split into variance, misalignment and linear power."""
+    fig, axes = new_figure(1, len(gammas), size=(4.3 * len(gammas), 3.7), squeeze=False, sharey=True)
+    m = _pos(t)
+    for ax, g in zip(axes[0], gammas):
+        th = theory[g]
+        for part, c in (("variance", "C0"), ("misalignment", "C1"), ("linear_power", "C2")):
+            ax.plot(t[m], th[f"decomposition.{part}"][m], color=c, label=part.replace("_", " "))
+        ax.plot(t[m], th["decomposition.total"][m], color="k", lw=1.8, label="sum (population loss)")
+        ax.plot(t[m], th["test_loss"][m], color="k", ls=":", label="test loss (test set)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("t (DMFT time)")
+        ax.set_title(f"gamma0 = {g:g}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0][0].set_ylabel("population test loss and its parts")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def width_departure(t, theory, nets, gammas, threshold=None):
+    """Kumar et al. Fig. 4: test loss of networks of each width against the DMFT curve."""
+    fig, axes = new_figure(1, len(gammas), size=(4.3 * len(gammas), 3.7), squeeze=False, sharey=True)
+    m = _pos(t)
+    for ax, g in zip(axes[0], gammas):
+        ax.plot(t[m], theory[g]["test_loss"][m], color="k", lw=2.2, label="infinite width (DMFT)")
+        for c, w in zip(_colors(len(nets[g])), sorted(nets[g])):
+            y = nets[g][w]["test_loss"]
+            ax.plot(t[m], np.nanmean(y, 0)[m], color=c, lw=1.2, label=f"N = {w} (seed mean)")
+            ax.plot(t[m], y[0][m], color=c, lw=0.5, alpha=0.5)
+        if threshold is not None:
+            ax.axhline(threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {threshold:.3g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("t (DMFT time)")
+        ax.set_title(f"gamma0 = {g:g}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0][0].set_ylabel("test loss (thin: one seed)")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def phase_diagram_plot(diag, overlay=()):
+    """Amount of grokking (gap) over gamma0 x axis on a log colour scale; hatched cells: the
+    threshold was not reached (no gap); finite-width networks as circled, labelled cells."""
+    tm = diag["times"]
+    gap = np.asarray(tm.gap, float)
+    G, V = np.asarray(diag["gamma0"]), np.asarray(diag["values"])
+    fig, ax = new_figure(size=(6.2, 4.8))
+    pos = gap[np.isfinite(gap) & (gap > 0)]
+    norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if pos.size and pos.max() > pos.min() else None
+    shown = np.where(np.isfinite(gap) & (gap > 0), gap, np.nan)
+    im = ax.imshow(shown.T, origin="lower", aspect="auto", cmap="viridis", norm=norm)
+    for i, j in zip(*np.nonzero(~np.isfinite(gap))):
+        ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="xx", color="grey", lw=0))
+    for i, j in zip(*np.nonzero(np.isfinite(gap) & (gap <= 0))):
+        ax.text(i, j, "0", ha="center", va="center", fontsize=7, color="grey")
+    step = max(1, len(G) // 8)
+    ax.set_xticks(range(0, len(G), step), [f"{g:.3g}" for g in G[::step]], rotation=45, fontsize=8)
+    ax.set_yticks(range(len(V)), [f"{v:.3g}" for v in V], fontsize=8)
+    ax.set_xlabel("gamma0 (= 1/alpha; lazy on the left)")
+    ax.set_ylabel(diag["axis"])
+    fig.colorbar(im, ax=ax, label="gap = t_test - t_train (DMFT time, log scale)")
+    for o in overlay:
+        ax.plot(o["i"], o["j"], "o", mfc="none", mec="red", ms=16, mew=1.5)
+        val = f"{o['gap_network']:.3g}" if np.isfinite(o["gap_network"]) else "not reached"
+        ax.annotate(f"N = {o['width']}: {val}", (o["i"], o["j"]), color="red", fontsize=7,
+                    xytext=(0, 12), textcoords="offset points", ha="center",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+    ax.set_title(f"amount of grokking over gamma0 x {diag['axis']}\n(hatched: threshold not reached; "
+                 "red: finite width)", fontsize=9)
+    return fig
+
+
+def decay_plot(decay):
+    """Grokking time against weight decay on log-log axes, the fitted power law over the points
+    that reached the threshold only, and (lyu) the fit A / kappa + B against the prediction."""
+    fig, ax = new_figure(size=(5.8, 4.4))
+    k = np.asarray(decay["weight_decay"], float)
+    y = np.asarray(decay["times"].t_test, float)
+    ok = np.isfinite(y) & (y > 0)
+    ax.loglog(k[ok], y[ok], "o", color="C0", label="t_test (threshold reached)")
+    if (~ok).any():
+        top = np.nanmax(y) if ok.any() else 1.0
+        ax.loglog(k[~ok], np.full((~ok).sum(), top), "x", color="grey", label="not reached")
+    f = decay.get("fit_t_test", {})
+    if "exponent" in f and ok.sum() >= 2:
+        kk = np.geomspace(k[ok].min(), k[ok].max(), 50)
+        ref = y[ok][0] * (kk / k[ok][0]) ** f["exponent"]
+        ax.loglog(kk, ref, "-", color="C0", lw=0.9,
+                  label=f"fit: kappa^({f['exponent']:.2f} +- {f['stderr']:.2f})")
+    fi = decay.get("fit_inverse", {})
+    if "A" in fi and ok.sum() >= 2:
+        kk = np.geomspace(k[ok].min(), k[ok].max(), 50)
+        ax.loglog(kk, fi["A"] / kk + fi["B"], "--", color="C1", lw=0.9,
+                  label=f"A/kappa + B: A = {fi['A']:.3g} (predicted {fi['predicted_A']:.3g})")
+    ax.set_xlabel("weight decay kappa (per unit DMFT time)")
+    ax.set_ylabel("time the test loss reaches the threshold (DMFT)")
+    ax.set_title(f"grokking time vs weight decay, gamma0 = {decay['gamma0']:g} ({decay.get('testbed', '')})",
+                 fontsize=9)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7)
+    return fig
