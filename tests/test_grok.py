@@ -10,6 +10,7 @@ import pytest
 
 import dmft
 import networks
+from dmft.errors import InputError
 from validation import grokking as gk
 from experiments.cli import main
 
@@ -159,7 +160,7 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
 # ------------------------------------------------------------------ early warning, settled
 
 def test_drop_and_change_times_do_not_move_with_the_save_grid():
-    """One definition of the drop time (half way from plateau to floor) and of a measure's change
+    """One definition of the drop time (half way in log scale from plateau to floor) and of a measure's change
     time (half its change; half its integral for a rate), interpolated in log time: the DMFT of
     the Kumar model saved every step, every 50 steps, or on a 40-point log grid gives the same
     times within 2%."""
@@ -181,6 +182,23 @@ def test_drop_and_change_times_do_not_move_with_the_save_grid():
     for r in results[1:]:
         np.testing.assert_allclose(r, ref, rtol=0.02)
     assert np.isfinite(ref).all()
+
+
+def test_drop_time_finds_the_grokking_drop_after_a_partial_fit():
+    """A test loss that falls part way early (a lazy fit), rests on a plateau, then groks: the
+    drop time lies in the grokking drop, whatever the run length once the loss decays on."""
+    t = np.geomspace(0.1, 1e5, 400)
+    early = 0.5 * np.exp(-t / 5.0)                        # 0.8 -> 0.3 by t ~ 20
+    late = 1.0 / (1.0 + (t / 2000.0) ** 4)                # the grokking drop around t = 2000
+    loss = (0.3 + early) * late + 1e-12
+    td, ok = gk.drop_time(t, loss)
+    assert ok and 1500 < td < 4000
+    # a loss that keeps falling: the time does not move when the run is ten times longer
+    short = t <= 1e4
+    td_short, _ = gk.drop_time(t[short], loss[short])
+    assert td_short == pytest.approx(td, rel=1e-6)
+    with pytest.raises(InputError):
+        gk.drop_time(t, loss, max_decades=0.0)
 
 
 def test_planted_diffusion_is_the_variance_of_one_sgd_step():

@@ -7,8 +7,8 @@
   reached is reported as such ("not reached", with the final values); its
   time is NaN with `reached` False, never a silent NaN.
 - `early_warning`: for each progress measure the time it has done half of its
-  change (`change_time`) against the time the test loss has fallen half way
-  from its plateau to its floor (`drop_time`); lead > 0 means the measure moved
+  change (`change_time`) against the time the test loss has fallen half way (in log
+  scale) from its plateau to its floor (`drop_time`); lead > 0 means the measure moved
   first. Level crossings, interpolated in log time, so the verdict does not move
   with the save grid; `lead_verdict` counts the runs in which each measure leads,
   with a Wilson interval.
@@ -200,14 +200,22 @@ def _crossing_1d(t, y, level, start=0):
     return float("nan")
 
 
-def drop_time(t, loss, *, min_ratio: float = 2.0):
-    """The drop of a loss curve: the time it has fallen half way from its plateau to its floor.
+def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
+    """The drop of a loss curve: the time it has fallen half way, in log scale, from its plateau
+    to its floor.
 
-    Plateau: the highest value before the curve reaches its minimum; floor: the minimum. The
-    drop time is the first crossing of (plateau + floor) / 2 after the plateau, interpolated in
-    log t. A drop is "observed" when the plateau is at least min_ratio times the floor.
+    Plateau: the highest value before the curve reaches its minimum; floor: the minimum, but
+    no deeper than max_decades below the plateau. The drop time is the first crossing of
+    sqrt(plateau x floor) after the plateau, interpolated in log t. Why in log scale: a curve
+    that first falls part way (a lazy fit: 0.8 -> 0.3), rests, then groks (-> 1e-4) crosses
+    the linear midpoint during its first fall; the geometric one lies in the decades of the
+    grokking drop. Why the cap: a loss that keeps decaying exponentially after the drop (a
+    realizable target) would otherwise move the time with the length of the run. A drop is
+    "observed" when the plateau is at least min_ratio times the floor.
 
     Returns (t_drop, observed) arrays over the leading axes (t_drop NaN when not observed)."""
+    if not max_decades > 0:
+        raise InputError(f"max_decades must be > 0, got {max_decades!r}")
     t, c = _check_curves(t, {"loss": loss})
     y = c["loss"]
     flat = y.reshape(-1, y.shape[-1])
@@ -221,9 +229,10 @@ def drop_time(t, loss, *, min_ratio: float = 2.0):
         j_min = int(np.nanargmin(r))
         j_max = int(np.nanargmax(r[:j_min + 1]))
         hi, lo = r[j_max], r[j_min]
-        if not (hi >= min_ratio * lo and hi > lo):
+        if not (hi >= min_ratio * lo and hi > lo and lo >= 0):
             continue
-        td[i] = _crossing_1d(tt, r, (hi + lo) / 2, j_max)
+        floor = max(lo, hi * 10.0 ** (-max_decades))
+        td[i] = _crossing_1d(tt, r, float(np.sqrt(hi * floor)), j_max)
         ok[i] = np.isfinite(td[i])
     return td.reshape(y.shape[:-1]), ok.reshape(y.shape[:-1])
 

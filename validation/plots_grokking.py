@@ -61,6 +61,8 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
         if lz is not None and not lazy_drawn:      # the lazy limit does not depend on gamma0 here
             for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
                 ax.plot(t[m], lz[key][m], color="k", ls="--", lw=1.2, label="lazy (NTK regression)")
+            if accuracy and "test_acc" in lz:
+                axes[3].plot(t[m], lz["test_acc"][m], color="k", ls="--", lw=1.2, label="lazy: test")
             lazy_drawn = True
         axes[2].plot(t[m], th["alignment"][m], color=c, lw=2.2, alpha=0.8)
         if wmax is not None:
@@ -79,7 +81,8 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
         ax.grid(True, which="both", alpha=0.25)
     for ax in axes[:2]:
         ax.set_yscale("log")
-        ax.axhline(threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {threshold:.3g}")
+        if not accuracy:        # classification testbeds are judged on accuracy (last panel)
+            ax.axhline(threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {threshold:.3g}")
     if accuracy:
         axes[3].axhline(acc_threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {acc_threshold:g}")
         axes[3].legend(fontsize=7, loc="lower right")
@@ -122,7 +125,10 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
         if name == "planted_diffusion":
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.25)
-    axes[0].legend(fontsize=7, title="dashed: test-loss drop; dot: half change", title_fontsize=7)
+    wides = sorted({w for g in gammas for w in [_widest(nets, g)] if w is not None})
+    net_note = f"thin, small dots: N={wides[-1]} seed mean; " if wides else ""
+    axes[0].legend(fontsize=7, title=f"thick: DMFT; {net_note}\ndashed: test-loss drop; "
+                   "circled dot: half change (DMFT)", title_fontsize=7)
     if ew_grid is not None:
         ax = axes[-1]
         v = ew_grid["verdict"]

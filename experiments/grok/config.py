@@ -54,7 +54,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "sparse_parity": {
         "n": Field("int", 20, "input bits", 1),
         "k": Field("int", 3, "bits in the parity (k <= n)", 1),
-        "P": Field("int", 1000, "training points", 1),
+        "P": Field("int", 500, "training points", 1),
         "P_test": Field("int", 1000, "test points", 1),
         "activation": Field("str", "tanh", "activation of the parity network"),
     },

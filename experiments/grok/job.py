@@ -313,7 +313,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     theory, lazy, nets, summary = {}, {}, {}, []
     for g in gammas:
         theory[g] = _theory(cfg, tb, g, log)
-        lazy[g] = _lazy(cfg, tb, g)
+        # NTK regression in DMFT time: its losses do not depend on gamma0 (docs/derivations.md, sec. 2)
+        lazy[g] = _lazy(cfg, tb, g) if g == gammas[0] else lazy[gammas[0]]
         nets[g] = _networks(cfg, tb, g, log, progress)
     t = theory[gammas[0]]["t"]
     thr = (_threshold(cfg, theory[gammas[0]]["test_loss"][0]) if tb.name != "lyu"

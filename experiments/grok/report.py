@@ -32,8 +32,8 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(r['t_train'])} | {_fmt(r['t_test'])} | "
                      f"{_fmt(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |")
     lines += ["", "## Early warning", "",
-              "Drop time: when the test loss has fallen half way from its plateau (its highest value "
-              "before its minimum) to its floor; a measure's change time: when it has done half of its "
+              "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
+              "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
               "change (for a rate such as the SGD diffusion, when half of its time integral has "
               "accumulated). Both are level crossings interpolated in log time, so they do not move "
               "with the save grid (docs/conventions.md). lead = t_drop - t_change > 0: the measure moved "
