@@ -41,6 +41,8 @@ import dataclasses
 import time
 from typing import Any, ClassVar, NamedTuple
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,19 +129,35 @@ class DeepLinearRun(Records):
 def init_weights(model: DeepLinear, data: LinearTeacher, key, dtype):
     """The L weight matrices of one network (a tuple), random or aligned and balanced (with the
     modes the network fits, `dmft.deep_linear.effective_modes`)."""
+    modes = effective_modes(data)
+    return _init(model, data.d_in, data.d_out, jnp.asarray(modes.U, dtype), jnp.asarray(modes.V, dtype),
+                 key, dtype)
+
+
+def _init(model: DeepLinear, d_in: int, d_out: int, U, V, key, dtype):
     L, w, a0 = model.depth, model.width, model.init_scale
-    dims = [data.d_in] + [w] * (L - 1) + [data.d_out]
+    dims = [d_in] + [w] * (L - 1) + [d_out]
     if model.init == "random":
         keys = jax.random.split(key, L)
         return tuple(a0 * jax.random.normal(k, (dims[i + 1], dims[i]), dtype) for i, k in enumerate(keys))
-    r = data.rank
-    modes = effective_modes(data)
-    U, V = jnp.asarray(modes.U, dtype), jnp.asarray(modes.V, dtype)
     if L == 1:
         return (a0 * U @ V.T,)
-    Q = jnp.eye(w, r, dtype=dtype)              # the first r hidden directions carry the modes
+    Q = jnp.eye(w, U.shape[1], dtype=dtype)     # the first r hidden directions carry the modes
     Ws = [a0 * Q @ V.T] + [a0 * Q @ Q.T for _ in range(L - 2)] + [a0 * U @ Q.T]
     return tuple(Ws)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _start_block(model: DeepLinear, d_in: int, d_out: int, dtype, key, idx, U, V):
+    """Keys, initial state and initial balancedness of the seeds `idx` (one compiled program:
+    op-by-op dispatch under vmap would compile every operation)."""
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(idx)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
+    Ws0 = jax.vmap(lambda k: _init(model, d_in, d_out, U, V, k, dtype))(init_keys)
+    n = idx.shape[0]
+    st0 = State(tuple(jnp.moveaxis(W, 0, -1) for W in Ws0), jnp.zeros((n,), jnp.int32),
+                jnp.full((n,), -1, jnp.int32))
+    return keys, st0, _balance(st0.Ws)
 
 
 def end_to_end(Ws):
@@ -393,16 +411,12 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
                 jnp.asarray(schedule.eta0, dt), jnp.asarray(schedule.weight_decay, dt))
     # seeds run in blocks (one compiled program, called per block): a block's weights stay in
     # cache across steps; seed s draws from fold_in(key, s) whatever the blocking
-    block = seeds if block is None else checks.integer("block", block, minimum=1)
+    block = seeds if block is None else min(seeds, checks.integer("block", block, minimum=1))
     parts, states, wall = [], [], 0.0
     for start in range(0, seeds, block):
         idx = jnp.arange(start, start + block) % seeds            # the last block is padded
-        keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(idx)
-        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
-        Ws0 = jax.vmap(lambda k: init_weights(model, data, k, dt))(init_keys)
-        st0 = State(tuple(jnp.moveaxis(W, 0, -1) for W in Ws0), jnp.zeros((block,), jnp.int32),
-                    jnp.full((block,), -1, jnp.int32))
-        rec, st, w = run_saved(step, record, static, (sh, Seed(keys, _balance(st0.Ws))), st0,
+        keys, st0, C0 = _start_block(model, data.d_in, data.d_out, dt, key, idx, sh.U, sh.V)
+        rec, st, w = run_saved(step, record, static, (sh, Seed(keys, C0)), st0,
                                gaps=schedule.gaps, progress=progress,
                                label=f"deep linear seeds {start}..{min(start + block, seeds) - 1}",
                                stop_on_nonfinite=False)

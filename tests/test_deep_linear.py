@@ -165,12 +165,12 @@ def test_network_drift_and_diffusion_equal_the_per_mode_formulas_when_aligned(wh
 
 def test_sgd_ensembles_follow_the_mode_sde(online):
     """Online SGD (fresh data, label noise) from an aligned start at a small step: the mean and
-    the spread over 512 networks of each mode match 4096 SDE paths at several times, within
+    the spread over 256 networks of each mode match 2048 SDE paths at several times, within
     5 standard errors (the reduction holds when eta K c / B << s^2 for the modes compared)."""
     model = dmft.DeepLinear(2, 8, 0.3, "aligned")
     kw = dict(eta0=0.002, steps=3000, save_every=500)
-    run = networks.train(model, online, seeds=512, batch_size=4, key=jax.random.key(5), **kw)
-    sde = dl.mode_sde(model, online, batch_size=4, paths=4096, key=jax.random.key(6), **kw)
+    run = networks.train(model, online, seeds=256, batch_size=4, key=jax.random.key(5), **kw)
+    sde = dl.mode_sde(model, online, batch_size=4, paths=2048, key=jax.random.key(6), **kw)
     for i in range(3):                                  # the weakest mode is where cross-mode noise dominates
         a, b = run.modes[:, 1:, i], sde.modes[:, 1:, i]
         se = np.sqrt(a.var(0) / a.shape[0] + b.var(0) / b.shape[0])
@@ -302,9 +302,9 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
 
     out = tmp_path / "dln"
     argv = ["dln", "--config", os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "dln.toml"),
-            "--out", str(out), "--no-progress", "--seeds", "64", "--steps", "1500",
+            "--out", str(out), "--no-progress", "--seeds", "32", "--steps", "1000",
             "--set", "train.eta0=0.01", "--set", "train.save_every=50", "--set", "theory.paths=256",
-            "--set", "staircase.seeds=8", "--set", "staircase.steps=3000", "--set", "staircase.gamma=2.0"]
+            "--set", "staircase.seeds=4", "--set", "staircase.steps=2000", "--set", "staircase.gamma=2.0"]
     assert cli.main(argv) == 0
     rep = json.load(open(out / "report.json"))
     names = [c["name"] for c in rep["checks"]]

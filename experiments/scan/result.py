@@ -130,9 +130,9 @@ def summary(res: ScanResult) -> str:
     head = f"scan {res.path}: {k} of {n} points done"
     if sessions:
         rate = total["points"] / total["seconds"] if total["seconds"] > 0 else float("nan")
-        head += (f"; {total['points']} computed over {len(sessions)} session(s) in {total['seconds']:.2f} s"
-                 f" ({_fmt(rate)} points/s)")
         last = sessions[-1]
+        head += (f" ({last.get('computed_points', 0)} computed now; {total['points']} computed over"
+                 f" {len(sessions)} session(s) in {total['seconds']:.2f} s, {_fmt(rate)} points/s)")
         if last.get("status") and last["status"] != "complete":
             head += f"; the last session {last['status']}"
     lines_.append(head)
