@@ -56,7 +56,8 @@ class Solution(Trajectory):
         alignment: (T,) kernel-target alignment of the NTK.
         weight_change: {"first_layer", "readout"} (T,) relative changes
             ||theta - theta0|| / ||theta0|| at infinite width.
-        error: standard errors from the replica spread (sampled methods), else None.
+        error: standard errors from the replica spread (sampled methods), else None; with
+            `info["error_dof"]` = replicas - 1 degrees of freedom (`Solution.interval`).
         info: method, sizes, iterations and residuals, error estimate, timings,
             the configuration.
         state: closure state at the saved times, else None: "mean" and "second_moment"
@@ -72,6 +73,45 @@ class Solution(Trajectory):
     GROUPS: ClassVar[tuple] = ("weight_change", "error", "state")
     PREDICT_HINT: ClassVar[str] = ("solve again in this session (the final state is kept in memory, "
                                    "not in files)")
+
+    def interval(self, name: str = "test_loss", level: float = 0.95):
+        """Two-sided confidence interval of a record (loss or predictions) at every saved time.
+
+        The standard error `error[name]` comes from R independent replicas, so it is itself
+        uncertain (with R = 4 it is off by a factor 2 or more in one solve out of ten); the
+        interval uses the Student t quantile with R - 1 degrees of freedom
+        (`info["error_dof"]`), which keeps its coverage at `level` whatever R is (measured
+        over many keys in scripts/bench_errors.py; a normal quantile covers 83% at R = 4).
+        Exact methods (closure, lazy) return a zero-width interval.
+
+        Returns:
+            (low, high) arrays shaped like the record.
+        """
+        level = checks.real("level", level, positive=True)
+        if not level < 1:
+            raise InputError(f"level must be in (0, 1), got {level}")
+        value = getattr(self, name, None) if name in ("train_loss", "test_loss", "f_train", "f_test") else None
+        if value is None:
+            raise InputError(f"interval: no record {name!r} here; choose from train_loss, test_loss, "
+                             "f_train, f_test (those this solution has)")
+        value = np.asarray(value)
+        if not self.error:
+            if self.info.get("method") in ("closure", "lazy"):
+                return value.copy(), value.copy()
+            raise InputError(f"interval: this solution has no error estimate (method "
+                             f"{self.info.get('method')!r}, one replica); solve with replicas >= 2")
+        q = t_quantile(0.5 + level / 2, int(self.info.get("error_dof", 0)))
+        half = q * np.asarray(self.error[name])
+        return value - half, value + half
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Quantile of Student's t law with `dof` degrees of freedom (normal for dof = inf)."""
+    if dof < 1:
+        raise InputError(f"interval: {dof} degrees of freedom; an error estimate needs >= 2 replicas")
+    from scipy import stats
+
+    return float(stats.t.ppf(p, dof))
 
 
 # ----------------------------------------------------------------- methods
@@ -242,6 +282,7 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
             if data.scalar:
                 error = {k: (v[..., 0] if k.startswith("f_") else v) for k, v in error.items()}
         rec = {k: (v.mean(axis=1) if v.ndim >= 2 else v) for k, v in rec.items()}
+        extra = {**extra, "error_dof": R - 1}
     f_tr = rec["f_train"]
     f_te = rec.get("f_test")
     train_loss = _mse(y, f_tr)
@@ -450,7 +491,7 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     if first.test_loss is not None:
         error["test_loss"] = se([s.test_loss for s in sols])
         error["f_test"] = se([s.f_test for s in sols])
-    info = {**first.info, "sequences": n,
+    info = {**first.info, "sequences": n, "error_dof": n - 1,
             "per_sequence_test_loss": [s.test_loss.tolist() for s in sols if s.test_loss is not None]}
     info.pop("batch_key", None)
     return Solution(t=first.t, f_train=mean("f_train"), f_test=mean("f_test"),

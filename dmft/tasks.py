@@ -26,7 +26,7 @@ from . import checks
 from .errors import InputError
 from .problem import Dataset, LinearTeacher
 
-__all__ = ["single_index", "kumar_quadratic", "teacher_network", "modular_addition", "sparse_parity",
+__all__ = ["single_index", "terrain", "kumar_quadratic", "teacher_network", "modular_addition", "sparse_parity",
            "load_npz", "hermite", "as_key", "linear_teacher", "spectrum"]
 
 
@@ -183,6 +183,31 @@ def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *,
     y, yt = np.prod(x[:, support], axis=1), np.prod(xt[:, support], axis=1)
     return Dataset(x, y, xt if P_test else None, yt if P_test else None,
                    meta={"task": "sparse_parity", "n": n, "k": k, "support": support.tolist()})
+
+
+def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
+    """A real data set: elevation of a real landscape (the digital elevation model of the
+    Jacksboro fault, Tennessee, that matplotlib ships as sample data) against position.
+
+    Inputs x = (east, north) scaled to unit variance (D = 2); target the elevation minus its
+    mean, divided by its standard deviation. P + P_test distinct grid points drawn without
+    replacement from the 344 x 403 map by `key`.
+    """
+    P, P_test = _size("P", P), _size("P_test", P_test, 0)
+    from matplotlib import cbook
+
+    dem = cbook.get_sample_data("jacksboro_fault_dem.npz")
+    z = np.asarray(dem["elevation"], np.float64)
+    ny, nx = z.shape
+    if P + P_test > z.size:
+        raise InputError(f"P + P_test must be <= {z.size} (the map's points), got {P + P_test}")
+    idx = np.asarray(jax.random.choice(as_key(key), z.size, (P + P_test,), replace=False))
+    iy, ix = np.divmod(idx, nx)
+    x = np.stack([ix / (nx - 1), iy / (ny - 1)], axis=1)
+    x = (x - 0.5) * np.sqrt(12.0)                        # uniform on the map: unit variance
+    y = (z[iy, ix] - z.mean()) / z.std()
+    return Dataset(x[:P], y[:P], x[P:] if P_test else None, y[P:] if P_test else None,
+                   meta={"task": "terrain", "source": "matplotlib sample data jacksboro_fault_dem.npz"})
 
 
 def load_npz(path) -> Dataset:

@@ -38,6 +38,23 @@ def test_kumar_and_teacher_targets():
     assert t.x_test is None and t.y_train.shape == (9,) and np.all(np.isfinite(t.y_train))
 
 
+def test_terrain_is_real_data_on_distinct_points():
+    """The real elevation map: distinct points, unit-variance inputs, a standardized target
+    that is a smooth (not random) function of position, and clear errors for bad sizes."""
+    a, b = dmft.tasks.terrain(P=300, P_test=200, key=3), dmft.tasks.terrain(P=300, P_test=200, key=3)
+    assert np.array_equal(a.x_train, b.x_train) and a.D == 2
+    pts = np.concatenate([a.x_train, a.x_test])
+    assert len(np.unique(pts, axis=0)) == 500 and np.all(np.abs(pts) <= np.sqrt(3) + 1e-12)
+    # neighbours on the map have close elevations: the target is a landscape, not noise
+    d = np.linalg.norm(a.x_train[:, None] - a.x_test[None], axis=-1)
+    near = np.argmin(d, axis=1)
+    assert np.corrcoef(a.y_train, a.y_test[near])[0, 1] > 0.8
+    with pytest.raises(ValueError, match="P \\+ P_test"):
+        dmft.tasks.terrain(P=10 ** 6)
+    with pytest.raises(ValueError):
+        dmft.tasks.terrain(P=0)
+
+
 @pytest.mark.parametrize("kwargs", [dict(D=0), dict(P=2.5), dict(degree=0), dict(noise=-1.0)])
 def test_task_arguments_are_checked(kwargs):
     with pytest.raises(ValueError):
