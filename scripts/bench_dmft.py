@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 import dmft  # noqa: E402
 import networks  # noqa: E402
+from validation import loglog_fit  # noqa: E402
 
 
 def matmul_gflops(n=2048, reps=5):
@@ -113,6 +114,30 @@ def error_per_cost(quick):
     return rows
 
 
+def scaling_table(quick):
+    """Forward solver (tanh, gamma0 = 1, kernels off): seconds per step as one size grows from
+    a base (P = 128, D = 32, 4096 nodes); the fitted exponent of time against each size."""
+    base = dict(P=128, D=32, samples=4096)
+    grow = {"P": [64, 128, 256, 512], "D": [8, 32, 128], "samples": [2048, 4096, 8192, 16384]}
+    if quick:
+        grow = {k: v[:3] for k, v in grow.items()}
+    rows = []
+    for name, values in grow.items():
+        per_step = []
+        for v in values:
+            size = {**base, name: v}
+            data = dmft.tasks.single_index(D=size["D"], P=size["P"], P_test=0, degree=2, key=jax.random.key(1))
+            kw = dict(eta0=0.2, steps=100, save_every=100, samples=size["samples"], replicas=4,
+                      method="forward", kernels=False)
+            model = dmft.TwoLayer("tanh", gamma0=1.0)
+            dmft.solve(model, data, **kw)
+            per_step.append(dmft.solve(model, data, **kw).info["run_s"] / 100)
+        fit = loglog_fit(np.array(values, float), np.array(per_step))
+        rows.append(dict(size=name, values=values, ms_per_step=[1e3 * x for x in per_step],
+                         exponent=fit.slope, exponent_se=fit.stderr))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, 2e4 Kumar steps")
@@ -136,6 +161,13 @@ def main():
           f"= {k['gflops'] / ref:.0%} of matmul; final train {k['final_train']:.3e}, "
           f"test {k['final_test']:.3e}; 1e5 steps extrapolate to {k['run_s'] * 1e5 / steps:.0f} s")
 
+    print("\n2b. how the forward solver's time per step grows (tanh, base P=128, D=32, 4096 nodes;"
+          " one size varied; 1 = linear)")
+    sc = scaling_table(args.quick)
+    for r in sc:
+        print(f"   {r['size']:>8}: " + ", ".join(f"{v}: {m:.2f} ms" for v, m in zip(r['values'], r['ms_per_step']))
+              + f"   exponent {r['exponent']:.2f} +- {r['exponent_se']:.2f}")
+
     print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
     print(f"{'model':>14} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
           f"{'time ratio':>11} {'dmft s':>8} {'net s':>8}")
@@ -147,7 +179,7 @@ def main():
     print("   time ratio: compute networks need for the DMFT's error (errors fall as nodes^-1/2)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"matmul_gflops": ref, "forward": fw, "kumar": k, "error_per_cost": ec}, fh, indent=2)
+            json.dump({"matmul_gflops": ref, "forward": fw, "kumar": k, "scaling": sc, "error_per_cost": ec}, fh, indent=2)
 
 
 if __name__ == "__main__":
