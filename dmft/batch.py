@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Mapping
@@ -42,7 +43,7 @@ from .lazy import lazy_records
 from .plan import memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, first_nonfinite, progress_bar, scan_records
-from .schedule import Schedule, schedule_from
+from .schedule import Schedule, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -177,9 +178,7 @@ class BatchProgram:
 
     def memory_estimate(self, points: int) -> float:
         """Peak bytes of one call with `points` points (everything is per point under vmap)."""
-        import dataclasses as _dc
-
-        plan = _dc.replace(self.plan, kernels=False)
+        plan = dataclasses.replace(self.plan, kernels=False)
         return memory_estimate(plan, points=points)
 
     def check_memory(self, points: int, max_memory_gb: float) -> None:
@@ -210,14 +209,7 @@ class BatchProgram:
         eta0 = np.asarray(eta0, dtype=np.float64).reshape(-1)
         if self.final_time is None:
             return np.broadcast_to(self.schedule.save_steps, (eta0.size, self.schedule.save_steps.size))
-        grid = np.linspace(0.0, self.final_time, self.schedule.save_steps.size)
-        counts = np.rint(grid[None, :] / eta0[:, None]).astype(np.int64)
-        bad = np.any(np.diff(counts, axis=1) <= 0, axis=1)
-        if bad.any():
-            raise InputError(f"eta0: {eta0[bad][:3].tolist()} too large for {grid.size} saves up to "
-                             f"final_time = {self.final_time:g} (two saves would fall on one step); save "
-                             "less often or use a smaller eta0")
-        return counts
+        return final_time_counts(self.final_time, self.schedule.save_steps.size, eta0)
 
     def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
         missing = [f for f in self.fields if f not in values]
@@ -400,7 +392,6 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols), **kwargs)
     n = next(iter(lengths.values()))
     bs = min(bs, n)
-    prog.check_memory(bs, kwargs.get("max_memory_gb", 4.0))
     bar = None
     if progress:
         bar = progress_bar(n, "batch", unit="pt")

@@ -34,7 +34,7 @@ import numpy as np
 from . import checks
 from .errors import InputError
 
-__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices"]
+__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "final_time_counts"]
 
 DYNAMICS = ("gd", "flow")
 
@@ -204,6 +204,22 @@ def schedule_from(schedule=None, *, eta0=_UNSET, steps=_UNSET, save_every=_UNSET
     if kw.get("save_at") is not None and "save_every" not in given:
         kw["save_every"] = None
     return Schedule(**kw)
+
+
+def final_time_counts(final_time: float, n_saves: int, eta0) -> np.ndarray:
+    """(n, n_saves) step counts nearest to the common times t_j = final_time * j / (n_saves - 1)
+    for each step size of eta0 (n,): runs at different eta0 saved at the same times.
+
+    Raises InputError when an eta0 is too large for that grid (two saves on one step)."""
+    eta0 = np.asarray(eta0, dtype=np.float64).reshape(-1)
+    grid = np.linspace(0.0, final_time, n_saves)
+    counts = np.rint(grid[None, :] / eta0[:, None]).astype(np.int64)
+    bad = np.any(np.diff(counts, axis=1) <= 0, axis=1)
+    if bad.any():
+        raise InputError(f"eta0: {eta0[bad][:3].tolist()} too large for {n_saves} saves up to "
+                         f"final_time = {final_time:g} (two saves would fall on one step); save "
+                         "less often or use a smaller eta0")
+    return counts
 
 
 def batch_indices(key, step, P: int, B: int):

@@ -162,7 +162,7 @@ def _progress(args) -> bool:
 def _grok(args) -> int:
     from . import grok
     from .config import flag_overrides
-    from .output import prepare_output, write_manifest
+    from .output import prepare_output, raise_plot_errors, write_manifest
 
     over = flag_overrides({"testbed.name": args.testbed, "model.gamma0": args.gamma0,
                            "simulate.widths": args.widths, "simulate.seeds": args.seeds,
@@ -182,10 +182,7 @@ def _grok(args) -> int:
     except (DivergenceError, NotConverged) as err:
         write_manifest(out, "grok", cfg, "failed", {"error": str(err)})
         raise
-    if res.get("plot_errors"):
-        write_manifest(out, "grok", cfg, "plot_failed", {"plot_errors": res["plot_errors"]})
-        raise PlotError(f"{len(res['plot_errors'])} figure(s) failed after the numbers were saved in {out} "
-                        "(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in res["plot_errors"].items()))
+    raise_plot_errors(out, "grok", cfg, res.get("plot_errors"))
     write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
     print(f"report: {res['files']['report'][0]}")
     for path in res["files"]["figures"].values():
@@ -196,7 +193,7 @@ def _grok(args) -> int:
 def _dln(args) -> int:
     from . import dln
     from .config import flag_overrides
-    from .output import prepare_output, write_manifest
+    from .output import prepare_output, raise_plot_errors, write_manifest
 
     over = flag_overrides({"train.seeds": args.seeds, "train.steps": args.steps}, args.overrides)
     cfg = dln.load_config(args.config, over, full=args.full)
@@ -214,11 +211,7 @@ def _dln(args) -> int:
     except (DivergenceError, NotConverged) as err:
         write_manifest(out, "dln", cfg, "failed", {"error": str(err)})
         raise
-    if res.get("plot_errors"):
-        write_manifest(out, "dln", cfg, "plot_failed", {"checks": res["report"]["checks"],
-                                                         "plot_errors": res["plot_errors"]})
-        raise PlotError(f"{len(res['plot_errors'])} figure(s) failed after the numbers were saved in {out} "
-                        "(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in res["plot_errors"].items()))
+    raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
     write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
     for c in res["report"]["checks"]:
         print(f"{c['name']:<36} {c['verdict']}  {c['detail']}")

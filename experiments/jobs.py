@@ -28,7 +28,7 @@ from . import config as _config
 from . import problem as _problem
 from . import report as _report
 from .config import Field
-from .output import PlotError, prepare_output, read_manifest, write_manifest
+from .output import prepare_output, raise_plot_errors, read_manifest, write_manifest
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -136,11 +136,7 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
         checks = verdicts(sweep, cfg["check"])
         md, js = _report.write_report(sweep, cfg, out, checks, figures)
     files = {"report": [md, js], "figures": figures, "results": [s + ".npz" for s in stems]}
-    if plot_errors:
-        write_manifest(out, job, cfg, "plot_failed", {"checks": checks, "files": files,
-                                                      "plot_errors": plot_errors})
-        raise PlotError(f"{len(plot_errors)} figure(s) failed after the numbers were saved in {out} "
-                        f"(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in plot_errors.items()))
+    raise_plot_errors(out, job, cfg, plot_errors, checks=checks, files=files)
     write_manifest(out, job, cfg, "complete", {"checks": checks, "files": files})
     return {"status": "complete", "checks": checks, "files": files, "sweep": sweep}
 

@@ -19,7 +19,7 @@ from dmft.io import environment, jsonable
 from .config import differences, to_toml
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "OutputConflict",
-           "OutputError", "PlotError", "draw_figures"]
+           "OutputError", "PlotError", "draw_figures", "raise_plot_errors"]
 
 MANIFEST = "run.json"
 
@@ -44,6 +44,16 @@ def draw_figures(makers: dict, directory: str, *, dpi: int = 120) -> tuple[dict,
         except Exception as err:  # noqa: BLE001 - reported as a plotting failure, numbers are safe
             errors[name] = f"{type(err).__name__}: {err}"
     return paths, errors
+
+
+def raise_plot_errors(out: str, job: str, cfg: dict, plot_errors: dict, **state) -> None:
+    """After the numbers are saved: when figures failed, record it in run.json (status
+    "plot_failed", with `state` and the errors) and raise PlotError naming each figure."""
+    if not plot_errors:
+        return
+    write_manifest(out, job, cfg, "plot_failed", {**state, "plot_errors": plot_errors})
+    raise PlotError(f"{len(plot_errors)} figure(s) failed after the numbers were saved in {out} "
+                    "(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in plot_errors.items()))
 
 
 def check_writable(out: str) -> None:

@@ -38,10 +38,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, ClassVar, NamedTuple
-
-import functools
 
 import jax
 import jax.numpy as jnp

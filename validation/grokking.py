@@ -219,9 +219,10 @@ def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
     t, c = _check_curves(t, {"loss": loss})
     y = c["loss"]
     flat = y.reshape(-1, y.shape[-1])
+    tb = np.broadcast_to(t, y.shape).reshape(-1, y.shape[-1])
     td, ok = np.full(flat.shape[0], np.nan), np.zeros(flat.shape[0], bool)
     for i, row in enumerate(flat):
-        tt = np.broadcast_to(t, y.shape).reshape(-1, y.shape[-1])[i]
+        tt = tb[i]
         fin = np.isfinite(row)
         if fin.sum() < 2:
             continue
@@ -266,7 +267,7 @@ def change_time(t, measure, *, rate: bool = False, min_change: float = 1e-12):
     return out.reshape(y.shape[:-1])
 
 
-def early_warning(t, test_loss, measures: dict, *, rates=(), log_time: bool = True) -> dict:
+def early_warning(t, test_loss, measures: dict, *, rates=()) -> dict:
     """Lead time of each progress measure over the test-loss drop (docs/conventions.md).
 
     t_drop: `drop_time` of the test loss; each measure's t_change: `change_time` (the names in

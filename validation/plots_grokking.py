@@ -155,14 +155,19 @@ def kumar_decomposition_plot(t, theory, gammas):
             ax.plot(t[m], th[f"decomposition.{part}"][m], color=c, label=part.replace("_", " "))
         ax.plot(t[m], th["decomposition.total"][m], color="k", lw=1.8, label="sum (population loss)")
         ax.plot(t[m], th["test_loss"][m], color="k", ls=":", label="test loss (test set)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("t (DMFT time)")
-        ax.set_title(f"gamma0 = {g:g}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.25)
+        _log_panel(ax, g)
     axes[0][0].set_ylabel("population test loss and its parts")
     axes[0][0].legend(fontsize=7)
     return fig
+
+
+def _log_panel(ax, g):
+    """Log-log axes of one gamma0 panel, in DMFT time."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("t (DMFT time)")
+    ax.set_title(f"gamma0 = {g:g}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
 
 
 def width_departure(t, theory, nets, gammas, threshold=None):
@@ -177,11 +182,7 @@ def width_departure(t, theory, nets, gammas, threshold=None):
             ax.plot(t[m], y[0][m], color=c, lw=0.5, alpha=0.5)
         if threshold is not None:
             ax.axhline(threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {threshold:.3g}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("t (DMFT time)")
-        ax.set_title(f"gamma0 = {g:g}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.25)
+        _log_panel(ax, g)
     axes[0][0].set_ylabel("test loss (thin: one seed)")
     axes[0][0].legend(fontsize=7)
     return fig

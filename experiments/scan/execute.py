@@ -15,6 +15,7 @@ import numpy as np
 
 import dmft
 from dmft.errors import ConfigError, StoreConflict, StoreWriteError
+from dmft.schedule import final_time_counts
 
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
@@ -150,8 +151,7 @@ class _GroupRun:
         sch = self.schedule.replace(eta0=eta, weight_decay=v.get("train.weight_decay", self.schedule.weight_decay))
         final_time = self.cfg["train"].get("final_time", 0.0)
         if final_time:                  # the same saved times as the theory's, at this eta0
-            counts = self.prog.save_counts([eta])[0] if self.prog is not None else np.rint(
-                np.linspace(0, final_time, self.schedule.save_steps.size) / eta).astype(int)
+            counts = final_time_counts(final_time, self.schedule.save_steps.size, eta)[0]
             sch = dmft.Schedule(eta0=eta, steps=int(counts[-1]), save_at=counts[1:].tolist(),
                                 weight_decay=sch.weight_decay)
         run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch,
