@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -120,12 +121,14 @@ class Activation:
         return f"Activation({self.name})"
 
 
+@functools.partial(jax.jit, static_argnames=("nodes",))
 def gauss_hermite_kernels(act: Activation, k11, k12, k22, nodes: int = 48):
     """(Phi0, G0) by tensor Gauss-Hermite quadrature on the bivariate Gaussian.
 
     With u = sqrt(k11) xi1 and v = rho sqrt(k22) xi1 + sqrt(k22 (1 - rho^2)) xi2,
     both expectations are sums over an nodes x nodes grid. Inputs broadcast;
-    the work is chunked so memory stays bounded.
+    the work is chunked so memory stays bounded. Compiled once per activation,
+    shape and node count (eagerly, the chunk loop recompiled on every call).
     """
     k11, k12, k22 = jnp.broadcast_arrays(*(jnp.asarray(k) for k in (k11, k12, k22)))
     shape = k11.shape

@@ -115,7 +115,8 @@ class BatchProgram:
                  sampler: str = "stratified", weight_decay=None,
                  control_variate: bool | None = None, kernel_nodes: int = 64,
                  quadrature_nodes: int = 8, curves: bool = False, state: bool = False,
-                 max_memory_gb: float = 4.0, final_time: float | None = None):
+                 max_memory_gb: float = 4.0, final_time: float | None = None,
+                 precision: str = "full"):
         if isinstance(eta0, Schedule):
             schedule, eta0 = eta0, None
         given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
@@ -143,7 +144,7 @@ class BatchProgram:
         plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
                           sampler=sampler, control_variate=control_variate, kernels=False,
                           kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
-                          max_memory_gb=max_memory_gb)
+                          max_memory_gb=max_memory_gb, precision=precision)
         if "eps" in fields and model.activation.name != "quadratic":
             raise InputError("fields: 'eps' is a parameter of the quadratic activation only; "
                              f"this model's activation is {model.activation.name!r}")
@@ -164,7 +165,7 @@ class BatchProgram:
             method=plan.method, closure_kind=plan.closure_kind, dynamics=sch.dynamics,
             sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas,
             quadrature_nodes=plan.quadrature_nodes, kernel_nodes=plan.kernel_nodes,
-            cv_mode=plan.cv_mode, control_variate=plan.control_variate,
+            cv_mode=plan.cv_mode, control_variate=plan.control_variate, precision=plan.precision,
             save_steps=tuple(int(k) for k in sch.save_steps), per_point=self.final_time is not None,
             trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,
             has_y_test=data.y_test is not None, P=data.P, D=data.D, C=data.C,
@@ -302,8 +303,9 @@ def _point(st: _Static, geo, y_test, act0, v, key):
         bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
     else:
         if st.method == "closure":
-            static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test)
-            ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
+            mixed = st.precision == "mixed"
+            static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test, 0, mixed)
+            ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
             s0 = _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
             step, record = _closure.step, _closure.record
         else:

@@ -15,6 +15,11 @@ and evolve U and m. Two cases are exact:
 
 There is no sampling error at all; the cost per step is O(P r^2) for
 poly2-fixed (two GEMMs) and O(P r C + r^2 C) for linear-trained.
+
+precision="mixed" (`Static.mixed`) does the step's products in float32 while (U, m)
+stay and accumulate in float64: the increments are small against U, so it is the
+accumulation that needs the precision (an all-float32 run of the Kumar et al. setting
+ends 36% off in test loss; mixed ends within 6e-8, `scripts/bench_dmft.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Static(NamedTuple):
     kernels: bool
     has_test: bool
     batch: int = 0          # minibatch size B of SGD (0: full batch)
+    mixed: bool = False     # products in float32, the state accumulated in its own dtype
 
 
 class Ctx(NamedTuple):
@@ -58,6 +64,8 @@ class Ctx(NamedTuple):
     eta0: jax.Array
     decay: jax.Array
     batch_key: jax.Array = None   # the key of the minibatch sequence (SGD)
+    l_lo: jax.Array = None        # (P, r) l_tr in float32 (precision="mixed")
+    lt_lo: jax.Array = None       # (r, P) its transpose
 
 
 class State(NamedTuple):
@@ -95,22 +103,33 @@ def _poly2_f(ctx: Ctx, l, f0, kxx, U, m):
     y_u, hm = l @ U, l @ m                                      # fields: E[h] = L m
     h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2                   # E[h^2]
     # f = f(0) + (E phi(h) - E phi(u)) / gamma0, E phi(u) = beta K^x_mumu
-    f = f0[:, 0] + (ctx.alpha * hm + ctx.beta * (h2 - kxx)) / ctx.gamma0
-    return f, y_u, hm
+    return f0[:, 0] + (ctx.alpha * hm + ctx.beta * (h2 - kxx)) / ctx.gamma0
 
 
-def _poly2_velocity(ctx: Ctx, U, m, weight=None):
+def _operands(ctx: Ctx, mixed: bool):
+    """The field basis (and its transpose) the step multiplies with, and the cast of everything
+    else to their dtype: float32 copies for precision="mixed", else the arrays themselves."""
+    if not mixed:
+        return ctx.l_tr, ctx.lt_tr, lambda a: a
+    lo = ctx.l_lo.dtype
+    return ctx.l_lo, ctx.lt_lo, lambda a: jnp.asarray(a).astype(lo)
+
+
+def _poly2_velocity(ctx: Ctx, U, m, weight=None, mixed: bool = False):
     p = ctx.l_tr.shape[0]
-    f, y_u, hm = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)
-    delta = ctx.y[:, 0] - f
+    l, lt, c = _operands(ctx, mixed)
+    y_u, hm = l @ c(U), l @ c(m)                                # fields: E[h] = L m
+    h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2                   # E[h^2]
+    f = c(ctx.f0_tr[:, 0]) + (c(ctx.alpha) * hm + c(ctx.beta) * (h2 - c(ctx.kxx_tr))) / c(ctx.gamma0)
+    delta = c(ctx.y[:, 0]) - f
     if weight is not None:          # SGD: the error on the batch only, times P / B
-        delta = delta * weight
+        delta = delta * c(weight)
     # sum_mu Delta_mu phi'(h_mu) L_mu / P, split into its parts linear in xi and constant
-    g_u = ctx.lt_tr @ (delta[:, None] * y_u) / p
-    g_m = ctx.lt_tr @ (delta * (ctx.alpha + 2 * ctx.beta * hm)) / p
+    g_u = (lt @ (delta[:, None] * y_u)).astype(U.dtype) / p
+    g_m = (lt @ (delta * (c(ctx.alpha) + 2 * c(ctx.beta) * hm))).astype(U.dtype) / p
     dU = 2 * ctx.beta * ctx.gamma0 * g_u - ctx.decay * U
     dm = ctx.gamma0 * g_m - ctx.decay * m
-    return dU, dm, delta
+    return dU, dm, delta.astype(U.dtype)
 
 
 def _poly2_kernels(ctx: Ctx, U, m):
@@ -132,24 +151,25 @@ def _poly2_kernels(ctx: Ctx, U, m):
 
 # ------------------------------------------------------------ linear-trained
 
-def _linear_velocity(ctx: Ctx, U, m, weight=None):
+def _linear_velocity(ctx: Ctx, U, m, weight=None, mixed: bool = False):
     r, p = ctx.l_tr.shape[1], ctx.l_tr.shape[0]
+    l, lt, c = _operands(ctx, mixed)
     uw, ua = U[:r], U[r:]
-    f = ctx.f0_tr + ctx.l_tr @ (uw @ ua.T) / ctx.gamma0         # f = L E[z a^T] / gamma0
-    delta = ctx.y - f
+    f = c(ctx.f0_tr) + l @ c(uw @ ua.T) / c(ctx.gamma0)        # f = L E[z a^T] / gamma0
+    delta = c(ctx.y) - f
     if weight is not None:          # SGD: the error on the batch only, times P / B
-        delta = delta * weight[:, None]
-    g = ctx.lt_tr @ delta / p                                   # (r, C)
+        delta = delta * c(weight)[:, None]
+    g = (lt @ delta).astype(U.dtype) / p                        # (r, C)
     dU = ctx.gamma0 * jnp.concatenate([g @ ua, g.T @ uw], axis=0) - ctx.decay * U
-    return dU, jnp.zeros_like(m), delta
+    return dU, jnp.zeros_like(m), delta.astype(U.dtype)
 
 
 # -------------------------------------------------------------- runner API
 
 def _velocity(static: Static, ctx: Ctx, U, m, weight=None):
     if static.kind == "poly2-fixed":
-        return _poly2_velocity(ctx, U, m, weight)
-    return _linear_velocity(ctx, U, m, weight)
+        return _poly2_velocity(ctx, U, m, weight, static.mixed)
+    return _linear_velocity(ctx, U, m, weight, static.mixed)
 
 
 def batch_weight(key, k, P: int, B: int, dtype):
@@ -183,9 +203,9 @@ def record(static: Static, ctx: Ctx, st: State):
     r = ctx.l_tr.shape[1]
     out = {}
     if static.kind == "poly2-fixed":
-        out["f_train"] = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)[0][:, None]
+        out["f_train"] = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)[:, None]
         if static.has_test:
-            out["f_test"] = _poly2_f(ctx, ctx.l_te, ctx.f0_te, ctx.kxx_te, U, m)[0][:, None]
+            out["f_test"] = _poly2_f(ctx, ctx.l_te, ctx.f0_te, ctx.kxx_te, U, m)[:, None]
         feat, grad = _poly2_kernels(ctx, U, m)
         ntk = grad * ctx.kx_tr
         eye = jnp.eye(r, dtype=U.dtype)
@@ -216,18 +236,21 @@ def record(static: Static, ctx: Ctx, st: State):
 
 # -------------------------------------------------------------- setup and prediction
 
-def make_context(act, su: dict, gamma0, eta0, decay, batch_key=None) -> Ctx:
+def make_context(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool = False) -> Ctx:
     """The closure's arrays from `dmft.geometry.lazy_setup`'s (traceable in gamma0, eta0, decay
-    and the activation's parameters); batch_key: the minibatch sequence of SGD."""
+    and the activation's parameters); batch_key: the minibatch sequence of SGD; mixed: also
+    keep float32 copies of the field basis for the step's products."""
     P = su["P"]
     a, b = poly2_coefficients(act) or (1.0, 0.0)
     dt = su["y"].dtype
+    lo = (su["l_all"][:P].astype(jnp.float32), su["l_all"][:P].T.astype(jnp.float32)) if mixed else (None, None)
     return Ctx(
         l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
         kx_tr=su["kx_all_tr"][:P],
         kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
         alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(gamma0, dt),
-        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt), batch_key=batch_key)
+        eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt), batch_key=batch_key,
+        l_lo=lo[0], lt_lo=lo[1])
 
 
 def predict(kind: str, ctx: Ctx, U, m, l_new, perp_var, kxx_new, f0_new, shrink):

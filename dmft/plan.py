@@ -28,7 +28,7 @@ from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, quadrature_size
 from .schedule import Schedule
 
-__all__ = ["SolvePlan", "plan_solve", "exact_closure", "METHODS", "DEFAULTS", "memory_estimate",
+__all__ = ["SolvePlan", "plan_solve", "exact_closure", "METHODS", "PRECISIONS", "DEFAULTS", "memory_estimate",
            "RUNTIME_BYTES"]
 
 # what compiling and running any program takes beyond its arrays (measured: 100-400 MiB for the
@@ -41,7 +41,9 @@ METHODS = ("auto", "forward", "iterate", "closure", "lazy")
 DEFAULTS: dict[str, Any] = dict(
     method="auto", samples=16384, replicas=4, sampler="stratified", control_variate=None,
     kernels=True, tol=1e-12, max_iter=200, damping=1.0, window=None, kernel_nodes=64,
-    quadrature_nodes=8, max_memory_gb=4.0, neuron_measures=None)
+    quadrature_nodes=8, max_memory_gb=4.0, neuron_measures=None, precision="full")
+
+PRECISIONS = ("full", "mixed")
 
 
 def exact_closure(model: TwoLayer) -> str | None:
@@ -58,6 +60,8 @@ class SolvePlan:
         method: "forward", "iterate", "closure" or "lazy" ("auto" resolved).
         closure_kind: the exact closure ("poly2-fixed", "linear-trained") or None.
         cv_mode: the control variate: "off", "matrix" (C = 1) or "operator" (C > 1).
+        precision: "full" (every product in the working dtype) or "mixed" (the closure's
+            products in float32, its state accumulated in the working dtype).
         memory_bytes: estimated peak bytes of the solve.
         (and every option of `dmft.solve`, validated)
     """
@@ -81,6 +85,7 @@ class SolvePlan:
     quadrature_nodes: int
     max_memory_gb: float
     neuron_measures: Callable | None
+    precision: str
     memory_bytes: float
 
     @property
@@ -92,7 +97,7 @@ class SolvePlan:
         out = {k: getattr(self, k) for k in ("method", "closure_kind", "sampler", "samples", "replicas",
                                              "control_variate", "cv_mode", "kernels", "tol",
                                              "max_iter", "damping", "window", "kernel_nodes",
-                                             "quadrature_nodes")}
+                                             "quadrature_nodes", "precision")}
         if self.neuron_measures is not None:
             out["neuron_measures"] = getattr(self.neuron_measures, "__name__", repr(self.neuron_measures))
         return out
@@ -141,6 +146,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     quadrature_nodes = checks.integer("quadrature_nodes", o["quadrature_nodes"], minimum=2)
     kernels = checks.flag("kernels", o["kernels"])
     max_memory_gb = checks.real("max_memory_gb", o["max_memory_gb"], positive=True)
+    precision = checks.choice("precision", o["precision"], PRECISIONS)
     if schedule.batch_size is not None and schedule.batch_size > data.P:
         raise InputError(f"batch_size must be <= P = {data.P}, got {schedule.batch_size}")
     if not model.trained_readout and data.C > 1:
@@ -154,6 +160,9 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
             f"method='closure' is exact only for a linear activation with trained readouts or a "
             f"polynomial of degree <= 2 with fixed readouts; got activation "
             f"{model.activation.name!r} with readout {model.readout!r}")
+    if precision == "mixed" and method != "closure":
+        raise InputError(f"precision='mixed' is for method='closure' (float32 products, float64 "
+                         f"state); the {method} method has no mixed path")
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")
@@ -200,7 +209,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      cv_mode="off" if not cv else ("operator" if data.C > 1 else "matrix"),
                      kernels=kernels, tol=tol, max_iter=max_iter, damping=damping, window=window,
                      kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
-                     max_memory_gb=max_memory_gb, neuron_measures=meas, memory_bytes=0.0)
+                     max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
+                     memory_bytes=0.0)
     need = memory_estimate(plan)
     if need > max_memory_gb * 2 ** 30:
         raise InputError(f"this solve needs about {need / 2 ** 30:.1f} GiB "

@@ -77,6 +77,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "sampler": Field("str", "stratified", "node sampler",
                          choices=("stratified", "orthogonal", "antithetic", "mc")),
         "seed": Field("int", 0, "seed of the single-site nodes", 0),
+        "precision": Field("str", "full", "closure products in float64 (full) or float32 (mixed)",
+                           choices=("full", "mixed")),
     },
     "simulate": {
         "widths": Field("ints", [64, 128, 256, 512, 1024], "network widths", 1),
@@ -145,7 +147,7 @@ def build_schedule(train: dict) -> dmft.Schedule:
 def solve_options(theory: dict) -> dict:
     """Keyword options of `dmft.solve` from a [theory] section."""
     return dict(method=theory["method"], samples=theory["samples"], replicas=theory["replicas"],
-                sampler=theory["sampler"])
+                sampler=theory["sampler"], precision=theory.get("precision", "full"))
 
 
 def train_options(simulate: dict) -> dict:

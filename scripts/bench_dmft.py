@@ -4,11 +4,13 @@ Prints three tables, all measured in this run on this machine:
 1. forward solver hot loop: time per step, achieved GFLOP/s of its matrix
    products, and the ratio to a large float64 matmul timed here;
 2. the Kumar et al. Fig. 1 setting (D=100, P=550, 1000 test points, eps=0.02,
-   gamma0=1, 1e5 steps at eta0=2) through the exact closure;
+   gamma0=1, 1e5 steps at eta0=2) through the exact closure, in float64 and with
+   precision="mixed" (float32 products, float64 state), and how far apart they end;
 3. error against cost: the DMFT forward estimator against the ensemble mean of
    8 networks (`networks.train`) with the same total number of units, for the
    linear model (exact answer from the closure) and tanh near-lazy and rich
-   (reference: 2^18 nodes); wall times of both are printed.
+   (reference: 2^18 nodes); wall times of both, and the efficiency ratio
+   (net error^2 x net time) / (DMFT error^2 x DMFT time).
 
 Run: make bench   (or: python scripts/bench_dmft.py --quick)
 """
@@ -64,18 +66,19 @@ def forward_table(ref, quick):
     return rows
 
 
-def kumar_closure(steps):
+def kumar_closure(steps, precision="full"):
     data = dmft.tasks.kumar_quadratic(D=100, P=550, P_test=1000, key=jax.random.key(0))
     model = dmft.TwoLayer(dmft.activations.quadratic(0.02), gamma0=1.0, readout="fixed")
-    kw = dict(eta0=2.0, steps=steps, save_every=steps // 100, kernels=False)
+    kw = dict(eta0=2.0, steps=steps, save_every=steps // 100, kernels=False, precision=precision)
     dmft.solve(model, data, **{**kw, "steps": 100, "save_every": 1})   # compile the step
     t = time.perf_counter()
     sol = dmft.solve(model, data, **kw)
     wall = time.perf_counter() - t
     flops = 4 * 550 * 100 * 100 * steps
-    return dict(steps=steps, wall_s=wall, run_s=sol.info["run_s"], gflops=flops / sol.info["run_s"] / 1e9,
-                final_train=float(sol.train_loss[-1]), final_test=float(sol.test_loss[-1]),
-                method=sol.info["method"])
+    return dict(steps=steps, precision=precision, wall_s=wall, run_s=sol.info["run_s"],
+                gflops=flops / sol.info["run_s"] / 1e9, final_train=float(sol.train_loss[-1]),
+                final_test=float(sol.test_loss[-1]), method=sol.info["method"],
+                test_loss=sol.test_loss)
 
 
 def error_per_cost(quick):
@@ -156,10 +159,15 @@ def main():
 
     steps = args.kumar_steps or (20000 if args.quick else 100000)
     print(f"\n2. Kumar et al. Fig. 1 setting through the closure ({steps} steps, D=100, P=550)")
-    k = kumar_closure(steps)
-    print(f"   {k['wall_s']:.1f} s wall ({k['run_s']:.1f} s in the scan), {k['gflops']:.1f} GFLOP/s "
-          f"= {k['gflops'] / ref:.0%} of matmul; final train {k['final_train']:.3e}, "
-          f"test {k['final_test']:.3e}; 1e5 steps extrapolate to {k['run_s'] * 1e5 / steps:.0f} s")
+    kumar = [kumar_closure(steps, prec) for prec in ("full", "mixed")]
+    for k in kumar:
+        print(f"   {k['precision']:>5}: {k['wall_s']:.1f} s wall ({k['run_s']:.1f} s in the scan), "
+              f"{k['gflops']:.1f} GFLOP/s = {k['gflops'] / ref:.0%} of the float64 matmul; final train "
+              f"{k['final_train']:.6e}, test {k['final_test']:.6e}; 1e5 steps: {k['run_s'] * 1e5 / steps:.0f} s")
+    rel = float(np.max(np.abs(kumar[1]["test_loss"] / kumar[0]["test_loss"] - 1)))
+    print(f"   mixed against full: largest relative difference of the test loss over time {rel:.1e}")
+    for k in kumar:
+        k.pop("test_loss")
 
     print("\n2b. how the forward solver's time per step grows (tanh, base P=128, D=32, 4096 nodes;"
           " one size varied; 1 = linear)")
@@ -170,16 +178,19 @@ def main():
 
     print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
     print(f"{'model':>14} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
-          f"{'time ratio':>11} {'dmft s':>8} {'net s':>8}")
+          f"{'time ratio':>11} {'dmft s':>8} {'net s':>8} {'efficiency':>11}")
     ec = error_per_cost(args.quick)
     for r in ec:
         label = f"{r['activation']} g={r['gamma0']:g}"
         print(f"{label:>14} {r['total_nodes']:7d} {r['dmft_err']:11.2e} {r['net_err']:11.2e} "
-              f"{r['err_ratio']:10.1f} {r['err_ratio'] ** 2:11.0f} {r['dmft_s']:8.2f} {r['net_s']:8.2f}")
-    print("   time ratio: compute networks need for the DMFT's error (errors fall as nodes^-1/2)")
+              f"{r['err_ratio']:10.1f} {r['err_ratio'] ** 2:11.0f} {r['dmft_s']:8.2f} {r['net_s']:8.2f} "
+              f"{r['err_ratio'] ** 2 * r['net_s'] / r['dmft_s']:11.1f}")
+    print("   time ratio: compute networks need for the DMFT's error (errors fall as nodes^-1/2);\n"
+          "   efficiency: (net error^2 x net s) / (DMFT error^2 x DMFT s), wall clock per solve")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"matmul_gflops": ref, "forward": fw, "kumar": k, "scaling": sc, "error_per_cost": ec}, fh, indent=2)
+            json.dump({"matmul_gflops": ref, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
+                       "scaling": sc, "error_per_cost": ec}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -269,6 +269,24 @@ def test_closure_matches_forward_on_affine_cases(data, case):
                                rtol=3e-2, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["linear-trained", "quadratic-fixed", "quadratic-fixed-sgd"])
+def test_closure_mixed_precision_tracks_full(data, case):
+    """precision="mixed" (float32 products, float64 state) stays within float32 rounding of
+    the float64 closure over many steps: the state's accumulation is what needs float64."""
+    if case == "linear-trained":
+        model = dmft.TwoLayer("linear", gamma0=1.0)
+    else:
+        model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0, readout="fixed")
+    kw = dict(eta0=0.5, steps=400, save_every=100, method="closure",
+              batch_size=8 if case.endswith("sgd") else None)
+    full = dmft.solve(model, data, **kw)
+    mixed = dmft.solve(model, data, precision="mixed", **kw)
+    assert mixed.info["precision"] == "mixed" and mixed.info["config"]["solve"]["precision"] == "mixed"
+    assert not np.array_equal(full.f_test, mixed.f_test)          # the float32 path ran
+    np.testing.assert_allclose(mixed.test_loss, full.test_loss, rtol=1e-5)
+    np.testing.assert_allclose(mixed.f_test, full.f_test, atol=1e-5 * np.max(np.abs(full.f_test)))
+
+
 @pytest.mark.parametrize("readout", ["trained", "fixed"])
 def test_closure_tends_to_lazy(data, readout):
     """The exact closure approaches the lazy closed form as gamma0 -> 0: at order
