@@ -309,8 +309,9 @@ def _point(st: _Static, geo, y_test, act0, v, key):
             s0 = _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
             step, record = _closure.step, _closure.record
         else:
-            static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode)
-            sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"])
+            mixed = st.precision == "mixed"
+            static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode, mixed=mixed)
+            sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
             rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
                                     replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
                                     trained=st.trained, cv=st.cv_mode)

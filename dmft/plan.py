@@ -60,8 +60,8 @@ class SolvePlan:
         method: "forward", "iterate", "closure" or "lazy" ("auto" resolved).
         closure_kind: the exact closure ("poly2-fixed", "linear-trained") or None.
         cv_mode: the control variate: "off", "matrix" (C = 1) or "operator" (C > 1).
-        precision: "full" (every product in the working dtype) or "mixed" (the closure's
-            products in float32, its state accumulated in the working dtype).
+        precision: "full" (every product in the working dtype) or "mixed" (the step's
+            products in float32, the state accumulated in the working dtype).
         memory_bytes: estimated peak bytes of the solve.
         (and every option of `dmft.solve`, validated)
     """
@@ -160,9 +160,9 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
             f"method='closure' is exact only for a linear activation with trained readouts or a "
             f"polynomial of degree <= 2 with fixed readouts; got activation "
             f"{model.activation.name!r} with readout {model.readout!r}")
-    if precision == "mixed" and method != "closure":
-        raise InputError(f"precision='mixed' is for method='closure' (float32 products, float64 "
-                         f"state); the {method} method has no mixed path")
+    if precision == "mixed" and method not in ("closure", "forward"):
+        raise InputError(f"precision='mixed' is for methods 'closure' and 'forward' (float32 "
+                         f"products, float64 state); the {method} method has no mixed path")
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")

@@ -19,6 +19,11 @@ is exact in the lazy limit and keeps the sampling error proportional to the
 kernel's movement. The kernels reported at save points carry the same
 correction. Everything is vmapped over independent replicas of the nodes.
 
+With precision="mixed" (`Static.mixed`) the step's node products (fields, phi, the
+node sums and gradients) run in float32 while the nodes and S accumulate in float64;
+records are computed in float64 (their difference from "full" is ~1e-7 relative,
+far below the sampling error).
+
 Two solvers share the step:
 - forward: Delta from the current estimate at every step (`run_saved`);
 - iterate: Delta(t) guessed for all steps, the nodes integrated against it,
@@ -51,6 +56,7 @@ class Static(NamedTuple):
     cv: str = "matrix"     # control variate: "off", "matrix" (C = 1) or "operator" (C > 1)
     measures: object = None  # neuron measure (w, w0) -> (K,) in weight coordinates, or None
     batch: int = 0         # minibatch size B of SGD (0: full batch)
+    mixed: bool = False    # the step's node products in float32, the nodes kept in their dtype
 
 
 class Shared(NamedTuple):
@@ -68,6 +74,7 @@ class Shared(NamedTuple):
     k0_tr: jax.Array       # (P, P) exact lazy NTK (used by the operator control variate)
     k0_te: jax.Array       # (P*, P)
     batch_key: jax.Array = None   # the key of the minibatch sequence (SGD)
+    l_lo: jax.Array = None        # (P, r) l_tr in float32 (precision="mixed")
 
 
 class Replica(NamedTuple):
@@ -147,8 +154,11 @@ def initial_state(rep: Replica, n_train: int) -> State:
 
 # ----------------------------------------------------------------- one replica
 
-def _fields(sh: Shared, z):
-    h = z @ sh.l_tr.T
+def _fields(sh: Shared, z, mixed: bool = False):
+    if mixed:
+        h = z.astype(sh.l_lo.dtype) @ sh.l_lo.T
+    else:
+        h = z @ sh.l_tr.T
     return sh.act(h), sh.act.derivative(h)
 
 
@@ -179,24 +189,26 @@ def _cv_term(static: Static, sh: Shared, rep: Replica, s, test: bool = False):
 
 def _f_train(static: Static, sh: Shared, rep: Replica, phi, a, s):
     # f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S / P
-    F = _node_sum(phi, rep.w[:, None] * a)
+    F = _node_sum(phi, (rep.w[:, None] * a).astype(phi.dtype)).astype(a.dtype)
     return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + _cv_term(static, sh, rep, s)
 
 
 def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
     """Velocities of (z, a) under gradient flow for a given Delta (section 1 updates)."""
     p = sh.l_tr.shape[0]
-    g = a @ delta.T                                                         # (M, P): a . Delta_mu
-    dz = sh.gamma0 / p * ((g * dphi) @ sh.l_tr) - sh.decay * z
+    lo = phi.dtype                      # float32 under precision="mixed", else the nodes' dtype
+    g = a.astype(lo) @ delta.T.astype(lo)                                   # (M, P): a . Delta_mu
+    basis = sh.l_lo if static.mixed else sh.l_tr
+    dz = sh.gamma0 / p * ((g * dphi) @ basis).astype(z.dtype) - sh.decay * z
     if static.trained:
-        da = sh.gamma0 / p * (phi @ delta) - sh.decay * a
+        da = sh.gamma0 / p * (phi @ delta.astype(lo)).astype(a.dtype) - sh.decay * a
     else:
         da = jnp.zeros_like(a)
     return dz, da
 
 
 def _velocity(static, sh, rep, z, a, s):
-    phi, dphi = _fields(sh, z)
+    phi, dphi = _fields(sh, z, static.mixed)
     delta = sh.y - _f_train(static, sh, rep, phi, a, s)
     dz, da = _gradient(static, sh, z, a, phi, dphi, delta)
     return dz, da, delta - sh.decay * s
@@ -205,7 +217,7 @@ def _velocity(static, sh, rep, z, a, s):
 def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     eta = sh.eta0
     if static.dynamics == "gd":
-        phi, dphi = _fields(sh, st.z)
+        phi, dphi = _fields(sh, st.z, static.mixed)
         delta = sh.y - _f_train(static, sh, rep, phi, st.a, st.s) if drive is None else drive
         if static.batch:      # SGD: the error on the batch only, times P / B (every node sees it)
             delta = delta * batch_weight(sh.batch_key, st.k, sh.y.shape[0], static.batch,
@@ -346,16 +358,16 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
 
 # ------------------------------------------------------------- setup and prediction
 
-def make_shared(act, su: dict, gamma0, eta0, decay, batch_key=None) -> Shared:
+def make_shared(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool = False) -> Shared:
     """Arrays common to all replicas, from `dmft.geometry.lazy_setup`'s (traceable); batch_key:
-    the minibatch sequence of SGD."""
+    the minibatch sequence of SGD; mixed: also a float32 copy of the field basis for the step."""
     P = su["P"]
     dt = su["y"].dtype
     return Shared(act=act, l_tr=su["l_all"][:P], l_te=su["l_all"][P:],
                   y=su["y"], kx_tr=su["kx_all_tr"][:P], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
                   gamma0=jnp.asarray(gamma0, dt), eta0=jnp.asarray(eta0, dt),
                   decay=jnp.asarray(decay, dt), k0_tr=su["k0"][:P], k0_te=su["k0"][P:],
-                  batch_key=batch_key)
+                  batch_key=batch_key, l_lo=su["l_all"][:P].astype(jnp.float32) if mixed else None)
 
 
 def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: int,

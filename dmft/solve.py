@@ -185,9 +185,11 @@ def _shrink(sch: Schedule) -> float:
 
 def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     model, data, sch = plan.model, plan.data, plan.schedule
+    mixed = plan.precision == "mixed"
     static = _ss.Static(model.trained_readout, sch.dynamics, plan.kernels, data.P_test > 0,
-                        plan.cv_mode, plan.neuron_measures, _batch(plan))
-    sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay, batch_key)
+                        plan.cv_mode, plan.neuron_measures, _batch(plan), mixed)
+    sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay, batch_key,
+                         mixed)
     rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
                             replicas=plan.replicas, quadrature_nodes=plan.quadrature_nodes,
                             trained=model.trained_readout, cv=plan.cv_mode)
@@ -383,9 +385,11 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
         neuron_measures: None, or a function (w, w0) -> (K,) of one neuron's first-layer
             weights now and at t = 0 (jax-traceable): its single-site average is kept in
             `Solution.measures` (sampled methods, D <= P + P* so that nodes are weights).
-        precision: "full" (default) or "mixed": the closure's per-step products in float32
-            while its state accumulates in float64 (about 1.6x faster for the Kumar et al.
-            setting, test loss within 1e-7 relative of "full"; `scripts/bench_dmft.py`).
+        precision: "full" (default) or "mixed" (methods "closure" and "forward"): each step's
+            products in float32 while the state (closure moments, or nodes) accumulates in
+            float64; records are computed in float64. About 1.7x faster for the Kumar et al.
+            closure (test loss within 1e-7 relative of "full"); for the forward solver the
+            difference stays far below the sampling error (`scripts/bench_dmft.py`).
 
     Returns:
         A `Solution`; `.predict(x_new)` gives final-time predictions on new inputs.

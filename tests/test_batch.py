@@ -111,3 +111,14 @@ def test_a_fixed_final_time_across_step_sizes():
         np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="eta0"):
         dmft.solve_batch(model, data, {"eta0": [2.0]}, dmft.Schedule(0.1, 40, 10), final_time=4.0)
+
+
+@pytest.mark.parametrize("method", ["closure", "forward"])
+def test_batch_mixed_precision_tracks_full(kumar, erf_model, method):
+    """precision="mixed" reaches batched programs: float32 products, float64 state."""
+    model, data = kumar if method == "closure" else erf_model
+    kw = dict(eta0=0.5, steps=40, save_every=20, method=method, samples=1024)
+    full = dmft.solve_batch(model, data, {"gamma0": [0.1, 1.0]}, **kw)
+    mixed = dmft.solve_batch(model, data, {"gamma0": [0.1, 1.0]}, precision="mixed", **kw)
+    assert not np.array_equal(full["test_loss"], mixed["test_loss"])
+    np.testing.assert_allclose(mixed["test_loss"], full["test_loss"], rtol=1e-5)
