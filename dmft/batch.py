@@ -37,6 +37,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
+from .activations import grid_nodes
 from .errors import InputError
 from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
@@ -164,7 +165,8 @@ class BatchProgram:
         self._static = _Static(
             method=plan.method, closure_kind=plan.closure_kind, dynamics=sch.dynamics,
             sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas,
-            quadrature_nodes=plan.quadrature_nodes, kernel_nodes=plan.kernel_nodes,
+            quadrature_nodes=plan.quadrature_nodes,
+            kernel_nodes=grid_nodes(float(np.max(self._geo["diag"])), plan.kernel_nodes),
             cv_mode=plan.cv_mode, control_variate=plan.control_variate, precision=plan.precision,
             save_steps=tuple(int(k) for k in sch.save_steps), per_point=self.final_time is not None,
             trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,

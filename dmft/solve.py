@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import time
 from typing import ClassVar
 
@@ -25,6 +27,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
+from .activations import grid_nodes
 from .errors import DivergenceError, InputError, NotConverged
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup, new_point_basis
@@ -377,8 +380,9 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
         window: steps per time window of method="iterate" (windows are solved in
             order); default: the longest divisor of steps up to 10. Long windows
             converge only while the kernel moves little within them.
-        kernel_nodes: Gauss-Hermite nodes per dimension for lazy kernels without
-            a closed form.
+        kernel_nodes: least quadrature nodes per dimension for lazy kernels without a
+            closed form (trapezoid rule; raised for large input variance,
+            `dmft.activations.grid_nodes`).
         quadrature_nodes: nodes per dimension for sampler="quadrature".
         progress: show a progress bar.
         max_memory_gb: refuse solves whose arrays would exceed this.
@@ -426,14 +430,56 @@ def default_batch_key(key):
     return jax.random.fold_in(key, 2 ** 31 - 1)
 
 
+SETUP_CACHE_SIZE = 4
+_SETUP_CACHE: collections.OrderedDict = collections.OrderedDict()
+
+
+def _fingerprint(data: Dataset) -> str:
+    """A digest of the data's arrays (shapes, dtypes and bytes)."""
+    h = hashlib.sha1()
+    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        if a is None:
+            h.update(b"-")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _setup(plan: SolvePlan) -> tuple[dict, bool]:
+    """`geometry` and the lazy kernels for this solve, and whether they were reused.
+
+    They depend on the data, the activation, the readout and the dtype only, so solves that
+    share those (over keys, gamma0, schedules) reuse the last SETUP_CACHE_SIZE of them: for
+    activations without a closed form the quadrature of the kernels costs as much as a
+    short solve. f(0) (which may depend on gamma0) is recomputed every time.
+    """
+    model, data, act = plan.model, plan.data, plan.model.activation
+    key = (_fingerprint(data), act.name, act.fn, act.dfn, tuple(float(p) for p in act.params),
+           plan.kernel_nodes, model.centered, model.trained_readout, str(_dtype()))
+    su = _SETUP_CACHE.get(key)
+    reused = su is not None
+    if reused:
+        _SETUP_CACHE.move_to_end(key)
+    else:
+        su = lazy_setup(geometry(data), act, 1.0, centered=model.centered,
+                        trained=model.trained_readout, nodes=plan.kernel_nodes)
+        _SETUP_CACHE[key] = su
+        while len(_SETUP_CACHE) > SETUP_CACHE_SIZE:
+            _SETUP_CACHE.popitem(last=False)
+    f0 = initial_output(act, su["diag"], model.gamma0, su["y"].shape[1], centered=model.centered,
+                        trained=model.trained_readout)
+    return {**su, "f0": f0}, reused
+
+
 def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=None) -> Solution:
     """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
     key = jax.random.key(0) if key is None else key
     batch_key = default_batch_key(key) if batch_key is None else batch_key
     model, data = plan.model, plan.data
     t_start = time.perf_counter()
-    su = lazy_setup(geometry(data), model.activation, model.gamma0, centered=model.centered,
-                    trained=model.trained_readout, nodes=plan.kernel_nodes)
+    su, reused = _setup(plan)
     setup_s = time.perf_counter() - t_start
     if plan.method == "lazy":
         rec, extra, predictor = _solve_lazy(plan, su)
@@ -445,9 +491,10 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
         extra["batch_key"] = np.asarray(jax.random.key_data(batch_key)).tolist()
     extra.update(basis=su["basis"], rank=int(su["r"]),
                  lazy_kernels=("closed form" if model.activation.has_closed_form
-                               else f"gauss-hermite {plan.kernel_nodes}x{plan.kernel_nodes}"),
+                               else "trapezoid {0}x{0}".format(
+                                   grid_nodes(float(jnp.max(su["diag"])), plan.kernel_nodes))),
                  dtype=str(_dtype()), precision=plan.precision, backend=jax.default_backend(),
-                 setup_s=setup_s,
+                 setup_s=setup_s, setup_reused=reused,
                  wall_s=time.perf_counter() - t_start)
     if plan.sampled:
         extra.update(sampler=plan.sampler, samples=plan.samples, control_variate=plan.control_variate)

@@ -16,6 +16,7 @@ Run: make bench   (or: python scripts/bench_dmft.py --quick)
 """
 
 import argparse
+import itertools
 import json
 import time
 
@@ -31,8 +32,8 @@ import networks  # noqa: E402
 from validation import loglog_fit  # noqa: E402
 
 
-def matmul_gflops(n=2048, reps=5):
-    a = jax.random.normal(jax.random.key(0), (n, n))
+def matmul_gflops(n=2048, reps=5, dtype=None):
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
     f(a, a).block_until_ready()
     t = time.perf_counter()
@@ -42,27 +43,29 @@ def matmul_gflops(n=2048, reps=5):
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def forward_table(ref, quick):
+def forward_table(refs, quick):
+    """Time per step of the forward solver in both precisions; the ratio is to the matmul of
+    the dtype its products use (float64 for "full", float32 for "mixed")."""
     sizes = [(4096, 64, 16), (8192, 256, 32), (16384, 512, 64)]
     if quick:
         sizes = sizes[:2]
     rows = []
     for act in ("relu", "tanh"):
-        for m, p, d in sizes:
+        for (m, p, d), prec in itertools.product(sizes, ("full", "mixed")):
             data = dmft.tasks.single_index(D=d, P=p, P_test=0, degree=2, key=jax.random.key(1))
             model = dmft.TwoLayer(act, gamma0=1.0)
             steps = 200
             kw = dict(eta0=0.2, steps=steps, save_every=steps, samples=m, replicas=4,
-                      method="forward", kernels=False)
+                      method="forward", kernels=False, precision=prec)
             dmft.solve(model, data, **kw)                       # compile
             t = time.perf_counter()
             sol = dmft.solve(model, data, **kw)
             run = sol.info["run_s"]
             per_step = run / steps
             flops = 4 * m * p * d + 6 * m * p                    # GEMMs of one step (C = 1)
-            rows.append(dict(activation=act, nodes=m, P=p, D=d, ms_per_step=1e3 * per_step,
+            rows.append(dict(activation=act, precision=prec, nodes=m, P=p, D=d, ms_per_step=1e3 * per_step,
                              gflops=flops / per_step / 1e9,
-                             ratio=flops / per_step / 1e9 / ref, wall_s=time.perf_counter() - t))
+                             ratio=flops / per_step / 1e9 / refs[prec], wall_s=time.perf_counter() - t))
     return rows
 
 
@@ -98,22 +101,24 @@ def error_per_cost(quick):
             exact = dmft.solve(model, data, method="forward", samples=2 ** 18, replicas=1, **kw).f_test
         for total in budgets:
             res = {}
-            for name in ("dmft", "networks"):
+            for name in ("full", "mixed", "networks"):
                 errs, times = [], []
                 for s in range(seeds):
                     t = time.perf_counter()
-                    if name == "dmft":
+                    if name != "networks":
                         f = dmft.solve(model, data, method="forward", key=jax.random.key(100 + s),
-                                       samples=total, replicas=4, **kw).f_test
+                                       samples=total, replicas=4, precision=name, **kw).f_test
                     else:   # ensemble mean of 8 networks of width total / 8
                         f = networks.train(model, data, width=total // 8, seeds=8,
                                            key=jax.random.key(100 + s), **kw).f_test.mean(0)
                     times.append(time.perf_counter() - t)
                     errs.append(np.sqrt(np.mean((f - exact) ** 2)))
                 res[name] = (float(np.sqrt(np.mean(np.square(errs)))), float(np.median(times)))
-            rows.append(dict(activation=act, gamma0=g, total_nodes=total, dmft_err=res["dmft"][0],
-                             net_err=res["networks"][0], err_ratio=res["networks"][0] / res["dmft"][0],
-                             dmft_s=res["dmft"][1], net_s=res["networks"][1]))
+            for prec in ("full", "mixed"):
+                rows.append(dict(activation=act, gamma0=g, total_nodes=total, precision=prec,
+                                 dmft_err=res[prec][0], net_err=res["networks"][0],
+                                 err_ratio=res["networks"][0] / res[prec][0],
+                                 dmft_s=res[prec][1], net_s=res["networks"][1]))
     return rows
 
 
@@ -148,14 +153,18 @@ def main():
     p.add_argument("--json", help="also write the tables to this file")
     args = p.parse_args()
     ref = matmul_gflops()
-    print(f"device: {jax.devices()[0]}   float64 matmul 2048^3: {ref:.1f} GFLOP/s\n")
+    ref32 = matmul_gflops(dtype=jnp.float32)
+    print(f"device: {jax.devices()[0]}   matmul 2048^3: float64 {ref:.1f} GFLOP/s, "
+          f"float32 {ref32:.1f} GFLOP/s\n")
 
-    print("1. forward solver hot loop (gradient descent, 4 replicas, kernels off)")
-    print(f"{'act':>8} {'nodes':>7} {'P':>5} {'D':>4} {'ms/step':>9} {'GFLOP/s':>9} {'vs matmul':>10}")
-    fw = forward_table(ref, args.quick)
+    print("1. forward solver hot loop (gradient descent, 4 replicas, kernels off; mixed: float32 "
+          "products, ratio to the float32 matmul)")
+    print(f"{'act':>8} {'precision':>9} {'nodes':>7} {'P':>5} {'D':>4} {'ms/step':>9} {'GFLOP/s':>9} "
+          f"{'vs matmul':>10}")
+    fw = forward_table({"full": ref, "mixed": ref32}, args.quick)
     for r in fw:
-        print(f"{r['activation']:>8} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} {r['ms_per_step']:9.2f} "
-              f"{r['gflops']:9.1f} {r['ratio']:10.0%}")
+        print(f"{r['activation']:>8} {r['precision']:>9} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} "
+              f"{r['ms_per_step']:9.2f} {r['gflops']:9.1f} {r['ratio']:10.0%}")
 
     steps = args.kumar_steps or (20000 if args.quick else 100000)
     print(f"\n2. Kumar et al. Fig. 1 setting through the closure ({steps} steps, D=100, P=550)")
@@ -177,19 +186,19 @@ def main():
               + f"   exponent {r['exponent']:.2f} +- {r['exponent_se']:.2f}")
 
     print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
-    print(f"{'model':>14} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
+    print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
           f"{'time ratio':>11} {'dmft s':>8} {'net s':>8} {'efficiency':>11}")
     ec = error_per_cost(args.quick)
     for r in ec:
-        label = f"{r['activation']} g={r['gamma0']:g}"
-        print(f"{label:>14} {r['total_nodes']:7d} {r['dmft_err']:11.2e} {r['net_err']:11.2e} "
+        label = f"{r['activation']} g={r['gamma0']:g} {r['precision']}"
+        print(f"{label:>20} {r['total_nodes']:7d} {r['dmft_err']:11.2e} {r['net_err']:11.2e} "
               f"{r['err_ratio']:10.1f} {r['err_ratio'] ** 2:11.0f} {r['dmft_s']:8.2f} {r['net_s']:8.2f} "
               f"{r['err_ratio'] ** 2 * r['net_s'] / r['dmft_s']:11.1f}")
     print("   time ratio: compute networks need for the DMFT's error (errors fall as nodes^-1/2);\n"
           "   efficiency: (net error^2 x net s) / (DMFT error^2 x DMFT s), wall clock per solve")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"matmul_gflops": ref, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
+            json.dump({"matmul_gflops": ref, "matmul_gflops_float32": ref32, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
                        "scaling": sc, "error_per_cost": ec}, fh, indent=2)
 
 

@@ -1,9 +1,11 @@
-"""Closed-form Gaussian kernels against an independent method (Gauss-Hermite)."""
+"""Closed-form Gaussian kernels against independent methods (quadrature, sampling)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmft import activations as A
 
@@ -101,3 +103,32 @@ def test_activation_params_are_traced_not_static():
     f(A.quadratic(0.2), 1.0)
     assert len(traces) == 1
     assert float(f(A.quadratic(0.2), 2.0)) == pytest.approx(2.0 + 0.1 * 4.0)
+
+
+@settings(deadline=None)
+@given(k11=st.floats(0.05, 20.0), k22=st.floats(0.05, 20.0), rho=st.floats(-1.0, 1.0))
+def test_trapezoid_kernels_exact_for_erf_at_any_variance(k11, k22, rho):
+    """The solvers' quadrature (trapezoid rule, nodes raised with the variance) against the
+    arcsine closed form, from small to large field variance and any correlation."""
+    k12 = rho * np.sqrt(k11 * k22)
+    exact = A.erf().lazy_kernels(k11, k12, k22)
+    quad = A.trapezoid_kernels(A.erf(), k11, k12, k22, nodes=64)
+    np.testing.assert_allclose(quad[0], exact[0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(quad[1], exact[1], rtol=0, atol=1e-10)
+
+
+def test_trapezoid_beats_gauss_hermite_for_saturating_activations():
+    """At the same 64 nodes and unit-scale variances, the trapezoid rule's error for tanh is
+    far below Gauss-Hermite's (measured 3e-10 against 5e-7), against a 512-node reference;
+    and the node count grows with the variance so that large fields stay accurate."""
+    ref = A.trapezoid_kernels(A.tanh(), K11, K12, K22, nodes=512)
+    err = {}
+    for name, fn in (("trap", A.trapezoid_kernels), ("gh", A.gauss_hermite_kernels)):
+        got = fn(A.tanh(), K11, K12, K22, nodes=64)
+        err[name] = max(float(jnp.max(jnp.abs(g - r))) for g, r in zip(got, ref))
+    assert err["trap"] < 1e-8 and err["trap"] < err["gh"] / 100, err
+    assert A.grid_nodes(1.0, 64) == 64 and A.grid_nodes(16.0, 64) > 2 * A.grid_nodes(2.5, 64)
+    big = 8.0 * K11, 8.0 * K12, 8.0 * K22
+    auto = A.trapezoid_kernels(A.tanh(), *big, nodes=64)
+    fine = A.trapezoid_kernels(A.tanh(), *big, nodes=1024)
+    assert max(float(jnp.max(jnp.abs(a - f))) for a, f in zip(auto, fine)) < 1e-9

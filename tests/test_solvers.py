@@ -458,3 +458,28 @@ def test_error_bars_cover_the_reference_at_their_nominal_level():
         one.interval(level=1.5)
     with pytest.raises(ValueError, match="no record"):
         one.interval("ntk")
+
+
+def test_setup_reused_only_for_the_same_data_and_activation(data):
+    """Geometry and lazy kernels are reused across solves that share data, activation and
+    readout (not across a changed data set), and reuse changes nothing in the answer."""
+    kw = dict(eta0=0.5, steps=20, save_every=10, method="forward", samples=256, kernels=False)
+    x = np.array(data.x_train, copy=True)
+    fresh = dmft.Dataset(x, data.y_train, data.x_test, data.y_test)
+    a = dmft.solve(dmft.TwoLayer("tanh", gamma0=0.5), fresh, **kw)
+    b = dmft.solve(dmft.TwoLayer("tanh", gamma0=0.5), fresh, **kw)
+    assert b.info["setup_reused"]
+    np.testing.assert_array_equal(a.f_test, b.f_test)
+    c = dmft.solve(dmft.TwoLayer("tanh", gamma0=2.0), fresh, **kw)      # gamma0 only moves f(0)
+    assert c.info["setup_reused"]
+    x[0, 0] += 0.5
+    moved = dmft.Dataset(x, data.y_train, data.x_test, data.y_test)
+    d = dmft.solve(dmft.TwoLayer("tanh", gamma0=0.5), moved, **kw)
+    e = dmft.solve(dmft.TwoLayer("erf", gamma0=0.5), moved, **kw)
+    assert not d.info["setup_reused"] and not e.info["setup_reused"]
+    assert not np.allclose(d.f_test, a.f_test)
+    un = dmft.TwoLayer("softplus", gamma0=0.5, readout="fixed", centered=False)
+    f1 = dmft.solve(un, moved, **kw)
+    f2 = dmft.solve(dmft.TwoLayer("softplus", gamma0=0.25, readout="fixed", centered=False), moved, **kw)
+    assert f2.info["setup_reused"]
+    np.testing.assert_allclose(f2.f_test[0], 2 * f1.f_test[0])           # f(0) = E[phi] / gamma0
