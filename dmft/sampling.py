@@ -15,6 +15,14 @@ Averages over the site law are estimated on weighted nodes. Samplers:
 - "mc": independent draws, no pairing. This is exactly a width-M network.
 - "quadrature": tensor-product Gauss-Hermite nodes in all r (+ C) site
   dimensions; exponentially accurate for smooth activations, only for tiny r.
+- "sobol": randomized quasi-Monte Carlo. The first M/2 points of the Sobol
+  sequence in C + r dimensions (readouts first), scrambled per replica by a random
+  linear matrix scramble and digital shift (Matousek), jittered within their cell,
+  mapped to N(0, 1) by the inverse CDF, with the same antithetic pairs. The z block
+  is rotated so that its first (best distributed) coordinates are the directions
+  along which the first layer moves most at t = 0 (`active_rotation`). Each node is
+  exactly N(0, I) marginally, so averages stay unbiased, and independent scrambles
+  give independent replicas, so the error bars keep their meaning.
 
 Replicas use independent keys (`fold_in(key, replica)`), giving the spread
 from which the solvers estimate their error.
@@ -33,9 +41,10 @@ import numpy as np
 
 from .activations import gauss_hermite
 
-__all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian"]
+__all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian", "sobol_points", "active_rotation"]
 
-SAMPLERS = ("stratified", "orthogonal", "antithetic", "mc", "quadrature")
+SAMPLERS = ("stratified", "orthogonal", "antithetic", "mc", "quadrature", "sobol")
+SOBOL_BITS = 30
 MAX_QUADRATURE_NODES = 2 ** 21
 
 
@@ -132,6 +141,72 @@ def shared_radius_gaussian(key, n: int, r: int, dtype=None):
     return rows.reshape(blocks * r, r)[:n]
 
 
+@functools.lru_cache(maxsize=8)
+def _sobol_integers(n: int, d: int) -> np.ndarray:
+    """The first n points of the unscrambled Sobol sequence in d dimensions, as integers
+    of SOBOL_BITS bits (scipy's direction numbers, Joe and Kuo)."""
+    import warnings
+
+    from scipy.stats import qmc
+    m = max(1, math.ceil(math.log2(max(n, 2))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = qmc.Sobol(d, scramble=False, bits=SOBOL_BITS).random_base2(m)[:n]
+    return np.rint(x * 2.0 ** SOBOL_BITS).astype(np.uint32)
+
+
+def sobol_points(key, n: int, d: int, dtype=None):
+    """n scrambled Sobol points in [0, 1)^d (see `_sobol_points`); jitted."""
+    return _sobol_points(key, int(n), int(d), dtype or jnp.result_type(float))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _sobol_points(key, n: int, d: int, dtype):
+    """n scrambled Sobol points in [0, 1)^d: a random linear matrix scramble (a random
+    lower-triangular binary matrix with unit diagonal per coordinate acting on the bits),
+    a random digital shift, and a uniform jitter within the 2^-30 cell. Every point is
+    exactly uniform on [0, 1)^d; the set keeps the Sobol net's balance."""
+    x = jnp.asarray(_sobol_integers(n, d))                                   # (n, d) uint32
+    km, ks, kj = jax.random.split(key, 3)
+    bits = SOBOL_BITS
+    rand = jax.random.bits(km, (bits, d), jnp.uint32)
+
+    def one_bit(b, y):      # output bit b (0 = most significant) of every coordinate
+        pos = (bits - 1 - b).astype(jnp.uint32)
+        above = ~((jnp.uint32(2) << pos) - jnp.uint32(1)) & jnp.uint32(2 ** bits - 1)
+        mask = (jnp.uint32(1) << pos) | (rand[b] & above)                     # (d,)
+        parity = jax.lax.population_count(x & mask[None, :]) & jnp.uint32(1)
+        return y | (parity << pos)
+
+    y = jax.lax.fori_loop(0, bits, one_bit, jnp.zeros_like(x))
+    y = y ^ (jax.random.bits(ks, (1, d), jnp.uint32) & jnp.uint32(2 ** bits - 1))
+    work = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    u = (y.astype(work) + jax.random.uniform(kj, (n, d), work)) / 2.0 ** bits
+    tiny = jnp.finfo(work).eps
+    return jnp.clip(u, tiny, 1 - tiny).astype(dtype)
+
+
+def active_rotation(l_tr, y, g0_tr):
+    """An orthogonal (r, r) matrix whose columns are the eigenvectors, largest first, of
+    sum_c L^T diag(y_c) G0 diag(y_c) L: the covariance of the first layer's gradient at
+    t = 0 (where the error is y), i.e. the directions the weights start to move along."""
+    a = sum(l_tr.T @ (y[:, c:c + 1] * g0_tr * y[:, c][None, :]) @ l_tr for c in range(y.shape[1]))
+    _, vec = jnp.linalg.eigh((a + a.T) / 2)
+    return vec[:, ::-1]
+
+
+def _sobol_replica(key, m, r, c, trained, dtype, rotation):
+    half = m // 2
+    dims = r + (c if trained else 0)
+    g = jax.scipy.special.ndtri(sobol_points(key, half, dims, dtype))
+    ab, zb = (g[:, :c], g[:, c:]) if trained else (None, g)
+    if rotation is not None:
+        zb = zb @ rotation.T.astype(dtype)
+    if trained:
+        return jnp.concatenate([zb, zb]), jnp.concatenate([ab, -ab])
+    return jnp.concatenate([zb, -zb]), jnp.ones((m, c), dtype)
+
+
 def _one_replica(key, sampler, m, r, c, trained, dtype):
     kz, ka = jax.random.split(key)
     if sampler == "mc":
@@ -153,7 +228,7 @@ def _one_replica(key, sampler, m, r, c, trained, dtype):
 
 
 def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
-               trained: bool, nodes: int = 8, dtype=None) -> Sites:
+               trained: bool, nodes: int = 8, dtype=None, rotation=None) -> Sites:
     """Draw the single-site nodes for all replicas.
 
     Args:
@@ -164,6 +239,8 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
         r: first-layer dimension; c: number of outputs.
         trained: whether readouts are trained (random) or fixed to one.
         nodes: Gauss-Hermite nodes per dimension for "quadrature".
+        rotation: for "sobol", an (r, r) orthogonal matrix whose first columns get the
+            Sobol sequence's first coordinates (`active_rotation`); None: the identity.
     """
     dtype = dtype or jnp.result_type(float)
     if sampler == "quadrature":
@@ -176,6 +253,8 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
         a = (jnp.asarray(pts[:, r:], dtype) if trained
              else jnp.ones((pts.shape[0], c), dtype))[None]
         return Sites(z, a, jnp.asarray(wts, dtype)[None])
+    if sampler == "sobol":
+        return _draw_sobol(key, samples // replicas, replicas, r, c, trained, dtype, rotation)
     return _draw_replicas(key, sampler, samples // replicas, replicas, r, c, trained, dtype)
 
 
@@ -183,6 +262,13 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
 def _draw_replicas(key, sampler, m, replicas, r, c, trained, dtype) -> Sites:
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(replicas))
     z, a = jax.vmap(lambda k: _one_replica(k, sampler, m, r, c, trained, dtype))(keys)
+    return Sites(z, a, jnp.full((replicas, m), 1.0 / m, dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _draw_sobol(key, m, replicas, r, c, trained, dtype, rotation) -> Sites:
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(replicas))
+    z, a = jax.vmap(lambda k: _sobol_replica(k, m, r, c, trained, dtype, rotation))(keys)
     return Sites(z, a, jnp.full((replicas, m), 1.0 / m, dtype))
 
 

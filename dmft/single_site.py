@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from .closure import batch_weight
 from .kernels import alignment
 from .runner import count_trace, finite_flag
-from .sampling import draw_sites
+from .sampling import active_rotation, draw_sites
 
 __all__ = ["Static", "Shared", "Replica", "State", "init_replicas", "initial_state", "step",
            "record", "iterate", "make_shared", "make_replicas", "predict"]
@@ -373,8 +373,10 @@ def make_shared(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool 
 def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: int,
                   quadrature_nodes: int, trained: bool, cv: str) -> Replica:
     """Draw the nodes of every replica (`dmft.sampling`) and their control-variate corrections."""
+    P = su["P"]
+    rotation = active_rotation(su["l_all"][:P], su["y"], su["g0"][:P]) if sampler == "sobol" else None
     sites = draw_sites(key, sampler, samples, replicas, su["r"], su["y"].shape[1], trained,
-                       nodes=quadrature_nodes, dtype=su["y"].dtype)
+                       nodes=quadrature_nodes, dtype=su["y"].dtype, rotation=rotation)
     return init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
                          sites.z, sites.a, sites.weight, p=su["P"], trained=trained, cv=cv)
 

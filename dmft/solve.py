@@ -369,7 +369,7 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
             "closure" or "lazy".
         samples: single-site nodes in total over all replicas (sampled methods).
         replicas: independent replicas; their spread gives `Solution.error`.
-        sampler: "stratified", "orthogonal", "antithetic", "mc" or "quadrature"
+        sampler: "stratified", "orthogonal", "antithetic", "mc", "quadrature" or "sobol"
             (`dmft.sampling`).
         key: `jax.random.key`; default key(0). Same key, same result.
         control_variate: correct node averages with the exact lazy kernel; None (default)

@@ -75,7 +75,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "samples": Field("int", 4096, "single-site nodes (sampled methods)", 2),
         "replicas": Field("int", 4, "independent replicas for the error estimate", 1),
         "sampler": Field("str", "stratified", "node sampler",
-                         choices=("stratified", "orthogonal", "antithetic", "mc")),
+                         choices=("stratified", "orthogonal", "antithetic", "mc", "sobol")),
         "seed": Field("int", 0, "seed of the single-site nodes", 0),
         "precision": Field("str", "full", "closure products in float64 (full) or float32 (mixed)",
                            choices=("full", "mixed")),

@@ -57,7 +57,7 @@ def test_quadratic_eps_must_be_finite():
     ({}, dict(steps=0), "steps"), ({}, dict(steps=2.5), "steps"), ({}, dict(save_every=0), "save_every"),
     ({}, dict(steps=10, save_every=3), "multiple of save_every"),
     ({}, dict(method="magic"), "method"), ({}, dict(dynamics="sgd"), "dynamics"),
-    ({}, dict(sampler="sobol"), "sampler"), ({}, dict(precision="half"), "precision"),
+    ({}, dict(sampler="halton"), "sampler"), ({}, dict(precision="half"), "precision"),
     ({}, dict(precision="mixed", method="iterate"), "precision='mixed'"), ({}, dict(samples=63, replicas=4), "samples"),
     ({}, dict(replicas=0), "replicas"), ({}, dict(weight_decay=-1.0), "weight_decay"),
     ({}, dict(damping=1.5), "damping"), ({}, dict(tol=0.0), "tol"),

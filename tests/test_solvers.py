@@ -483,3 +483,43 @@ def test_setup_reused_only_for_the_same_data_and_activation(data):
     f2 = dmft.solve(dmft.TwoLayer("softplus", gamma0=0.25, readout="fixed", centered=False), moved, **kw)
     assert f2.info["setup_reused"]
     np.testing.assert_allclose(f2.f_test[0], 2 * f1.f_test[0])           # f(0) = E[phi] / gamma0
+
+
+def test_sobol_nodes_unbiased_honest_and_tighter_in_low_dimension():
+    """Randomized QMC nodes (sampler="sobol") over 160 keys on a D = 2 problem: the estimate
+    agrees with a 2^16-node stratified solve (an independent sampler), the t intervals cover
+    at their nominal level, and the error bar is below the stratified sampler's at the same
+    node count (measured 1.47x here; 2.7x on the terrain data, 1.1-1.3x at D = 8)."""
+    data = dmft.tasks.single_index(D=2, P=16, P_test=24, degree=2, key=jax.random.key(3))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    sch = dmft.Schedule(eta0=0.5, steps=40, save_every=20)
+    ref = dmft.solve(model, data, sch, samples=2 ** 16, replicas=4, key=jax.random.key(99), kernels=False)
+    K = 160
+    out = {}
+    for sampler in ("sobol", "stratified"):
+        res = dmft.solve_batch(model, data, {"gamma0": [1.0] * K}, schedule=sch, samples=1024,
+                               replicas=4, key=jax.random.key(7), batch_size=K, sampler=sampler)
+        out[sampler] = res["test_loss"][:, 1:], res["error.test_loss"][:, 1:]
+    est, se = out["sobol"]
+    z = np.abs(est - ref.test_loss[1:]) / se
+    cover = np.mean(z < stats.t.ppf(0.975, 3))
+    assert 0.90 < cover < 0.99, cover
+    tol = 4 * np.sqrt(est.var(0) / K + ref.error["test_loss"][1:] ** 2)
+    assert np.all(np.abs(est.mean(0) - ref.test_loss[1:]) < tol)
+    ratio = np.sqrt(np.mean(out["stratified"][1] ** 2, 0) / np.mean(se ** 2, 0))
+    assert np.all(ratio > 1.25), ratio
+
+
+@pytest.mark.parametrize("n, d", [(256, 3), (1024, 9), (100, 4)])
+def test_sobol_points_are_uniform_and_balanced(n, d):
+    """Every scrambled point is uniform on [0, 1)^d (pooled over keys) and, for n a power
+    of two, each coordinate has exactly one point per 1/n stratum."""
+    from dmft.sampling import sobol_points
+    u = np.asarray(sobol_points(jax.random.key(0), n, d))
+    assert u.shape == (n, d) and np.all((u > 0) & (u < 1))
+    if n & (n - 1) == 0:
+        for j in range(d):
+            assert len(np.unique(np.floor(u[:, j] * n))) == n
+    keys = jax.random.split(jax.random.key(1), 500)
+    pooled = np.asarray(jax.vmap(lambda k: sobol_points(k, 4, d))(keys))[:, :, -1].ravel()
+    assert stats.kstest(pooled, "uniform").pvalue > 1e-3
