@@ -99,11 +99,13 @@ def initial_state(kind: str, r: int, c: int, dtype) -> State:
 
 # --------------------------------------------------------------- poly2-fixed
 
-def _poly2_f(ctx: Ctx, l, f0, kxx, U, m):
-    y_u, hm = l @ U, l @ m                                      # fields: E[h] = L m
+def _poly2_f(ctx: Ctx, l, f0, kxx, U, m, c=lambda a: a):
+    """(f, L U, L m) on the rows of l; c casts the other operands to l's dtype."""
+    y_u, hm = l @ c(U), l @ c(m)                                # fields: E[h] = L m
     h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2                   # E[h^2]
     # f = f(0) + (E phi(h) - E phi(u)) / gamma0, E phi(u) = beta K^x_mumu
-    return f0[:, 0] + (ctx.alpha * hm + ctx.beta * (h2 - kxx)) / ctx.gamma0
+    f = c(f0[:, 0]) + (c(ctx.alpha) * hm + c(ctx.beta) * (h2 - c(kxx))) / c(ctx.gamma0)
+    return f, y_u, hm
 
 
 def _operands(ctx: Ctx, mixed: bool):
@@ -118,9 +120,7 @@ def _operands(ctx: Ctx, mixed: bool):
 def _poly2_velocity(ctx: Ctx, U, m, weight=None, mixed: bool = False):
     p = ctx.l_tr.shape[0]
     l, lt, c = _operands(ctx, mixed)
-    y_u, hm = l @ c(U), l @ c(m)                                # fields: E[h] = L m
-    h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2                   # E[h^2]
-    f = c(ctx.f0_tr[:, 0]) + (c(ctx.alpha) * hm + c(ctx.beta) * (h2 - c(ctx.kxx_tr))) / c(ctx.gamma0)
+    f, y_u, hm = _poly2_f(ctx, l, ctx.f0_tr, ctx.kxx_tr, U, m, c)
     delta = c(ctx.y[:, 0]) - f
     if weight is not None:          # SGD: the error on the batch only, times P / B
         delta = delta * c(weight)
@@ -203,9 +203,9 @@ def record(static: Static, ctx: Ctx, st: State):
     r = ctx.l_tr.shape[1]
     out = {}
     if static.kind == "poly2-fixed":
-        out["f_train"] = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)[:, None]
+        out["f_train"] = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)[0][:, None]
         if static.has_test:
-            out["f_test"] = _poly2_f(ctx, ctx.l_te, ctx.f0_te, ctx.kxx_te, U, m)[:, None]
+            out["f_test"] = _poly2_f(ctx, ctx.l_te, ctx.f0_te, ctx.kxx_te, U, m)[0][:, None]
         feat, grad = _poly2_kernels(ctx, U, m)
         ntk = grad * ctx.kx_tr
         eye = jnp.eye(r, dtype=U.dtype)

@@ -6,7 +6,8 @@ the spread of the estimates over keys, the mean reported standard error, the bia
 the reference (with its standard error over keys), and the fraction of keys whose 95%
 interval covers the reference, with the normal quantile and with Student's t at R - 1
 degrees of freedom (what `Solution.interval` uses). Problems: a synthetic single-index
-target and a real data set (`dmft.tasks.terrain`), tanh at gamma0 = 1 (rich).
+target and a real data set (`dmft.tasks.terrain`), tanh at gamma0 = 1 (rich); the default
+stratified sampler and randomized QMC (sampler="sobol").
 
 Run: python scripts/bench_errors.py [--quick]
 """
@@ -37,7 +38,7 @@ def main():
     args = ap.parse_args()
     K = 48 if args.quick else 200
     model = dmft.TwoLayer("tanh", gamma0=1.0)
-    print(f"{'problem':<28} {'S':>5} {'R':>3} {'spread':>9} {'mean SE':>9} {'bias':>10} {'+-':>8} "
+    print(f"{'problem':<28} {'sampler':>10} {'S':>5} {'R':>3} {'spread':>9} {'mean SE':>9} {'bias':>10} {'+-':>8} "
           f"{'cover N':>7} {'cover t':>7} {'s':>6}")
     for name, (data, sch) in problems().items():
         if args.only and not name.startswith(args.only):
@@ -45,13 +46,16 @@ def main():
         ref = dmft.solve(model, data, sch, samples=2 ** 17, replicas=8, key=jax.random.key(999), kernels=False)
         r0, rse = ref.test_loss[-1], ref.error["test_loss"][-1]
         print(f"{name:<28} reference {r0:.6f} +- {rse:.1e} (2^17 nodes)")
-        for S, R in ((1024, 2), (1024, 4), (1024, 8), (1024, 16), (4096, 4), (4096, 8)):
+        runs = [("stratified", S, R) for S, R in ((1024, 2), (1024, 4), (1024, 8), (1024, 16), (4096, 4), (4096, 8))]
+        runs += [("sobol", S, R) for S, R in ((1024, 4), (4096, 4), (4096, 8))]
+        for sampler, S, R in runs:
             t = time.perf_counter()
             res = dmft.solve_batch(model, data, {"gamma0": [1.0] * K}, schedule=sch, samples=S, replicas=R,
-                                   key=jax.random.key(S + R), batch_size=16)          # 16 points per compiled call: memory
+                                   key=jax.random.key(S + R), batch_size=16,          # 16 points per compiled call: memory
+                                   sampler=sampler)
             est, se = res["test_loss"][:, -1], res["error.test_loss"][:, -1]
             z = np.abs(est - r0) / se
-            print(f"{'':<28} {S:>5} {R:>3} {est.std(ddof=1):9.2e} {se.mean():9.2e} {est.mean() - r0:+10.2e} "
+            print(f"{'':<28} {sampler:>10} {S:>5} {R:>3} {est.std(ddof=1):9.2e} {se.mean():9.2e} {est.mean() - r0:+10.2e} "
                   f"{est.std(ddof=1) / np.sqrt(K):8.1e} {np.mean(z < 1.96):7.2f} "
                   f"{np.mean(z < stats.t.ppf(0.975, R - 1)):7.2f} {time.perf_counter() - t:6.1f}", flush=True)
 
