@@ -431,7 +431,12 @@ def default_batch_key(key):
 
 
 SETUP_CACHE_SIZE = 4
+SETUP_CACHE_BYTES = 256 * 2 ** 20      # what the kept setups may hold at most
 _SETUP_CACHE: collections.OrderedDict = collections.OrderedDict()
+
+
+def _nbytes(su: dict) -> int:
+    return sum(int(getattr(v, "nbytes", 0)) for v in su.values())
 
 
 def _fingerprint(data: Dataset) -> str:
@@ -451,9 +456,10 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     """`geometry` and the lazy kernels for this solve, and whether they were reused.
 
     They depend on the data, the activation, the readout and the dtype only, so solves that
-    share those (over keys, gamma0, schedules) reuse the last SETUP_CACHE_SIZE of them: for
-    activations without a closed form the quadrature of the kernels costs as much as a
-    short solve. f(0) (which may depend on gamma0) is recomputed every time.
+    share those (over keys, gamma0, schedules) reuse the last SETUP_CACHE_SIZE of them, up to
+    SETUP_CACHE_BYTES in all (larger setups are not kept): for activations without a closed
+    form the quadrature of the kernels costs as much as a short solve. f(0) (which may
+    depend on gamma0) is recomputed every time.
     """
     model, data, act = plan.model, plan.data, plan.model.activation
     key = (_fingerprint(data), act.name, act.fn, act.dfn, tuple(float(p) for p in act.params),
@@ -465,8 +471,10 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     else:
         su = lazy_setup(geometry(data), act, 1.0, centered=model.centered,
                         trained=model.trained_readout, nodes=plan.kernel_nodes)
-        _SETUP_CACHE[key] = su
-        while len(_SETUP_CACHE) > SETUP_CACHE_SIZE:
+        if _nbytes(su) <= SETUP_CACHE_BYTES:
+            _SETUP_CACHE[key] = su
+        while (len(_SETUP_CACHE) > SETUP_CACHE_SIZE
+               or sum(_nbytes(v) for v in _SETUP_CACHE.values()) > SETUP_CACHE_BYTES):
             _SETUP_CACHE.popitem(last=False)
     f0 = initial_output(act, su["diag"], model.gamma0, su["y"].shape[1], centered=model.centered,
                         trained=model.trained_readout)

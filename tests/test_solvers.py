@@ -1,5 +1,7 @@
 """Each DMFT solver against an independent answer (float64, small sizes)."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -460,7 +462,7 @@ def test_error_bars_cover_the_reference_at_their_nominal_level():
         one.interval("ntk")
 
 
-def test_setup_reused_only_for_the_same_data_and_activation(data):
+def test_setup_reused_only_for_the_same_data_and_activation(data, monkeypatch):
     """Geometry and lazy kernels are reused across solves that share data, activation and
     readout (not across a changed data set), and reuse changes nothing in the answer."""
     kw = dict(eta0=0.5, steps=20, save_every=10, method="forward", samples=256, kernels=False)
@@ -483,6 +485,12 @@ def test_setup_reused_only_for_the_same_data_and_activation(data):
     f2 = dmft.solve(dmft.TwoLayer("softplus", gamma0=0.25, readout="fixed", centered=False), moved, **kw)
     assert f2.info["setup_reused"]
     np.testing.assert_allclose(f2.f_test[0], 2 * f1.f_test[0])           # f(0) = E[phi] / gamma0
+    solve_module = sys.modules["dmft.solve"]
+    monkeypatch.setattr(solve_module, "SETUP_CACHE_BYTES", 1024)        # too large to keep
+    g1 = dmft.solve(dmft.TwoLayer("erf", gamma0=0.5), fresh, **kw)
+    g2 = dmft.solve(dmft.TwoLayer("erf", gamma0=0.5), fresh, **kw)
+    assert not g2.info["setup_reused"] and not solve_module._SETUP_CACHE
+    np.testing.assert_array_equal(g1.f_test, g2.f_test)
 
 
 def test_sobol_nodes_unbiased_honest_and_tighter_in_low_dimension():
