@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Callable
 
 import jax
@@ -56,6 +57,10 @@ def grid_nodes(max_variance, nodes: int) -> int:
     error of the rule falls as exp(-2 pi d / step) with d = pi / (2 sigma) for tanh)."""
     sigma = math.sqrt(max(float(max_variance), 0.0))
     need = math.ceil(2 * GRID_HALF_WIDTH * sigma / GRID_STEP) + 1
+    if need > MAX_GRID_NODES:
+        warnings.warn(f"lazy kernels: input variance {float(max_variance):.3g} would need {need} "
+                      f"quadrature nodes per dimension; using {MAX_GRID_NODES} (less accurate for "
+                      "saturating activations: rescale the inputs to |x|^2 / D ~ 1)", stacklevel=3)
     return int(min(max(int(nodes), 8 * math.ceil(need / 8)), MAX_GRID_NODES))
 
 

@@ -41,7 +41,7 @@ from .activations import grid_nodes
 from .errors import InputError
 from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
-from .plan import memory_estimate, plan_solve
+from .plan import MIXED_MIN_GAMMA0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, first_nonfinite, progress_bar, scan_records
 from .schedule import Schedule, final_time_counts, schedule_from
@@ -221,6 +221,9 @@ class BatchProgram:
             raise InputError(f"values: expected the fields {list(self.fields)}; "
                              f"missing {missing}, unexpected {extra}")
         cols = {f: check_values(f, values[f]) for f in self.fields}
+        if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
+            raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
+                             f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
         n = {len(v) for v in cols.values()}
         index = np.asarray(index).reshape(-1)
         self.check_memory(index.size, self.max_memory_gb)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import checks
 from . import closure as _closure
+from .activations import MAX_GRID_NODES
 from .errors import InputError
 from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, quadrature_size
@@ -44,6 +45,11 @@ DEFAULTS: dict[str, Any] = dict(
     quadrature_nodes=8, max_memory_gb=4.0, neuron_measures=None, precision="full")
 
 PRECISIONS = ("full", "mixed")
+# below this gamma0 the float32 rounding of the node sums (~1e-7 relative), divided by gamma0
+# in f = f(0) + (F - F0) / gamma0, is no longer far below the (shrinking) sampling error
+MIXED_MIN_GAMMA0 = 0.05
+# geometry and lazy kernels that `dmft.solve` keeps for reuse between solves, at most
+SETUP_CACHE_BYTES = 256 * 2 ** 20
 
 
 def exact_closure(model: TwoLayer) -> str | None:
@@ -143,6 +149,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     damping = checks.real("damping", o["damping"], positive=True, at_most=1.0)
     window = _window(o["window"], schedule.steps)
     kernel_nodes = checks.integer("kernel_nodes", o["kernel_nodes"], minimum=4)
+    if kernel_nodes > MAX_GRID_NODES:
+        raise InputError(f"kernel_nodes must be <= {MAX_GRID_NODES}, got {kernel_nodes}")
     quadrature_nodes = checks.integer("quadrature_nodes", o["quadrature_nodes"], minimum=2)
     kernels = checks.flag("kernels", o["kernels"])
     max_memory_gb = checks.real("max_memory_gb", o["max_memory_gb"], positive=True)
@@ -163,6 +171,9 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     if precision == "mixed" and method not in ("closure", "forward"):
         raise InputError(f"precision='mixed' is for methods 'closure' and 'forward' (float32 "
                          f"products, float64 state); the {method} method has no mixed path")
+    if precision == "mixed" and float(model.gamma0) < MIXED_MIN_GAMMA0:
+        raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0} (got {float(model.gamma0):g}): "
+                         "its float32 rounding is divided by gamma0; use precision='full'")
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")
@@ -256,4 +267,5 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1) -> float:
         work = 4.0 * P * P + 4.0 * T * P * C + 2.0 * Pt * P
     if points > 1:          # a vmapped batch keeps more of every point's temporaries alive at once
         work *= 1.5
-    return 8.0 * points * (setup + work + records) + RUNTIME_BYTES             # + compilation and the runtime
+    # + compilation and the runtime, and the setups `dmft.solve` keeps for reuse
+    return 8.0 * points * (setup + work + records) + RUNTIME_BYTES + SETUP_CACHE_BYTES

@@ -181,15 +181,15 @@ def _sobol_points(key, n: int, d: int, dtype):
     y = jax.lax.fori_loop(0, bits, one_bit, jnp.zeros_like(x))
     y = y ^ (jax.random.bits(ks, (1, d), jnp.uint32) & jnp.uint32(2 ** bits - 1))
     work = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    u = (y.astype(work) + jax.random.uniform(kj, (n, d), work)) / 2.0 ** bits
-    tiny = jnp.finfo(work).eps
-    return jnp.clip(u, tiny, 1 - tiny).astype(dtype)
+    u = ((y.astype(work) + jax.random.uniform(kj, (n, d), work)) / 2.0 ** bits).astype(dtype)
+    tiny = jnp.finfo(dtype).eps            # in float32 the jitter is below the rounding
+    return jnp.clip(u, tiny, 1 - tiny)
 
 
 def active_rotation(l_tr, y, g0_tr):
     """An orthogonal (r, r) matrix whose columns are the eigenvectors, largest first, of
-    sum_c L^T diag(y_c) G0 diag(y_c) L: the covariance of the first layer's gradient at
-    t = 0 (where the error is y), i.e. the directions the weights start to move along."""
+    sum_c L^T diag(y_c) G0 diag(y_c) L with y the error at t = 0 (y - f(0)): the covariance
+    of the first layer's gradient then, i.e. the directions the weights start to move along."""
     a = sum(l_tr.T @ (y[:, c:c + 1] * g0_tr * y[:, c][None, :]) @ l_tr for c in range(y.shape[1]))
     _, vec = jnp.linalg.eigh((a + a.T) / 2)
     return vec[:, ::-1]

@@ -155,11 +155,13 @@ def initial_state(rep: Replica, n_train: int) -> State:
 # ----------------------------------------------------------------- one replica
 
 def _fields(sh: Shared, z, mixed: bool = False):
-    if mixed:
-        h = z.astype(sh.l_lo.dtype) @ sh.l_lo.T
-    else:
+    if not mixed:
         h = z @ sh.l_tr.T
-    return sh.act(h), sh.act.derivative(h)
+        return sh.act(h), sh.act.derivative(h)
+    lo = sh.l_lo.dtype                  # the activation's parameters too (they may be float64)
+    act = jax.tree_util.tree_map(lambda p: jnp.asarray(p, lo), sh.act)
+    h = z.astype(lo) @ sh.l_lo.T
+    return act(h), act.derivative(h)
 
 
 def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows):
@@ -374,7 +376,8 @@ def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: i
                   quadrature_nodes: int, trained: bool, cv: str) -> Replica:
     """Draw the nodes of every replica (`dmft.sampling`) and their control-variate corrections."""
     P = su["P"]
-    rotation = active_rotation(su["l_all"][:P], su["y"], su["g0"][:P]) if sampler == "sobol" else None
+    rotation = (active_rotation(su["l_all"][:P], su["y"] - su["f0"][:P], su["g0"][:P])
+                if sampler == "sobol" else None)
     sites = draw_sites(key, sampler, samples, replicas, su["r"], su["y"].shape[1], trained,
                        nodes=quadrature_nodes, dtype=su["y"].dtype, rotation=rotation)
     return init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],

@@ -33,7 +33,7 @@ from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records
-from .plan import DEFAULTS, METHODS, SolvePlan, exact_closure, plan_solve
+from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import first_nonfinite, run_saved
 from .schedule import DYNAMICS, Schedule, schedule_from
@@ -393,7 +393,9 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
             products in float32 while the state (closure moments, or nodes) accumulates in
             float64; records are computed in float64. About 1.7x faster for the Kumar et al.
             closure (test loss within 1e-7 relative of "full"); for the forward solver the
-            difference stays far below the sampling error (`scripts/bench_dmft.py`).
+            difference stays far below the sampling error (`scripts/bench_dmft.py`). Needs
+            gamma0 >= 0.05 (the rounding of the node sums is divided by gamma0) and float64
+            enabled (otherwise everything is float32 already).
 
     Returns:
         A `Solution`; `.predict(x_new)` gives final-time predictions on new inputs.
@@ -431,7 +433,6 @@ def default_batch_key(key):
 
 
 SETUP_CACHE_SIZE = 4
-SETUP_CACHE_BYTES = 256 * 2 ** 20      # what the kept setups may hold at most
 _SETUP_CACHE: collections.OrderedDict = collections.OrderedDict()
 
 
@@ -462,8 +463,9 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     depend on gamma0) is recomputed every time.
     """
     model, data, act = plan.model, plan.data, plan.model.activation
-    key = (_fingerprint(data), act.name, act.fn, act.dfn, tuple(float(p) for p in act.params),
-           plan.kernel_nodes, model.centered, model.trained_readout, str(_dtype()))
+    key = (_fingerprint(data), act.name, act.fn, act.dfn, act.lazy_fn, act.mean_fn, act.degree,
+           tuple(float(p) for p in act.params), plan.kernel_nodes, model.centered,
+           model.trained_readout, str(_dtype()))
     su = _SETUP_CACHE.get(key)
     reused = su is not None
     if reused:
@@ -501,7 +503,9 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
                  lazy_kernels=("closed form" if model.activation.has_closed_form
                                else "trapezoid {0}x{0}".format(
                                    grid_nodes(float(jnp.max(su["diag"])), plan.kernel_nodes))),
-                 dtype=str(_dtype()), precision=plan.precision, backend=jax.default_backend(),
+                 dtype=str(_dtype()), backend=jax.default_backend(),
+                 # float32 everywhere (x64 off) leaves nothing for "mixed" to change
+                 precision=plan.precision if _dtype() == jnp.float64 else "full (float32)",
                  setup_s=setup_s, setup_reused=reused,
                  wall_s=time.perf_counter() - t_start)
     if plan.sampled:

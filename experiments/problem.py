@@ -77,7 +77,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "sampler": Field("str", "stratified", "node sampler",
                          choices=("stratified", "orthogonal", "antithetic", "mc", "sobol")),
         "seed": Field("int", 0, "seed of the single-site nodes", 0),
-        "precision": Field("str", "full", "closure products in float64 (full) or float32 (mixed)",
+        "precision": Field("str", "full", ("per-step products in float64 (full) or float32 with a float64 state "
+                            "(mixed: closure and forward, gamma0 >= 0.05)"),
                            choices=("full", "mixed")),
     },
     "simulate": {

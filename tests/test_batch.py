@@ -89,6 +89,7 @@ def test_divergent_point_is_flagged_and_others_carry_on(erf_model):
     ({"eps": [0.1]}, {"erf": True}, "quadratic activation only"),
     ({"gamma0": [1.0]}, {"method": "iterate"}, "method"),
     ({"weight_decay": [0.1]}, {"method": "lazy"}, "weight_decay"),
+    ({"gamma0": [1.0, 0.01]}, {"precision": "mixed"}, "gamma0 >= 0.05"),
 ])
 def test_bad_batch_input(kumar, erf_model, grid, kw, match):
     model, data = erf_model if kw.pop("erf", False) else kumar

@@ -289,11 +289,12 @@ def test_closure_mixed_precision_tracks_full(data, case):
     np.testing.assert_allclose(mixed.f_test, full.f_test, atol=1e-5 * np.max(np.abs(full.f_test)))
 
 
-@pytest.mark.parametrize("gamma0, batch", [(0.02, None), (1.0, None), (1.0, 8)])
+@pytest.mark.parametrize("gamma0, batch", [(0.05, None), (1.0, None), (1.0, 8)])
 def test_forward_mixed_precision_far_below_sampling_error(data, gamma0, batch):
     """precision="mixed" in the forward solver moves the answer by float32 rounding only:
-    under 1% of the reported standard error, near lazy (where the control variate makes
-    that error small) and rich, with gradient descent and SGD."""
+    under 1% of the reported standard error, at the smallest gamma0 it accepts (where the
+    control variate makes that error small; the rounding is divided by gamma0, so below
+    0.05 it is refused) and rich, with gradient descent and SGD."""
     model = dmft.TwoLayer("tanh", gamma0=gamma0)
     kw = dict(eta0=0.5, steps=60, save_every=20, method="forward", samples=1024, kernels=False,
               batch_size=batch, key=jax.random.key(4))
