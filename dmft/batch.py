@@ -307,15 +307,14 @@ def _point(st: _Static, geo, y_test, act0, v, key):
         ok = jnp.all(jnp.isfinite(delta), axis=(1, 2))
         bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
     else:
+        mixed = st.precision == "mixed"
         if st.method == "closure":
-            mixed = st.precision == "mixed"
-            static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test, 0, mixed)
+            static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test)
             ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
             s0 = _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
             step, record = _closure.step, _closure.record
         else:
-            mixed = st.precision == "mixed"
-            static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode, mixed=mixed)
+            static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode)
             sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
             rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
                                     replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,

@@ -16,7 +16,8 @@ and evolve U and m. Two cases are exact:
 There is no sampling error at all; the cost per step is O(P r^2) for
 poly2-fixed (two GEMMs) and O(P r C + r^2 C) for linear-trained.
 
-precision="mixed" (`Static.mixed`) does the step's products in float32 while (U, m)
+precision="mixed" (a context holding float32 copies of the field basis, `l_lo`) does
+the step's products in float32 while (U, m)
 stay and accumulate in float64: the increments are small against U, so it is the
 accumulation that needs the precision (an all-float32 run of the Kumar et al. setting
 ends 36% off in test loss; mixed ends within 6e-8, `scripts/bench_dmft.py`).
@@ -45,7 +46,6 @@ class Static(NamedTuple):
     kernels: bool
     has_test: bool
     batch: int = 0          # minibatch size B of SGD (0: full batch)
-    mixed: bool = False     # products in float32, the state accumulated in its own dtype
 
 
 class Ctx(NamedTuple):
@@ -64,7 +64,7 @@ class Ctx(NamedTuple):
     eta0: jax.Array
     decay: jax.Array
     batch_key: jax.Array = None   # the key of the minibatch sequence (SGD)
-    l_lo: jax.Array = None        # (P, r) l_tr in float32 (precision="mixed")
+    l_lo: jax.Array = None        # (P, r) l_tr in float32: precision="mixed" (None: full)
     lt_lo: jax.Array = None       # (r, P) its transpose
 
 
@@ -108,18 +108,18 @@ def _poly2_f(ctx: Ctx, l, f0, kxx, U, m, c=lambda a: a):
     return f, y_u, hm
 
 
-def _operands(ctx: Ctx, mixed: bool):
+def _operands(ctx: Ctx):
     """The field basis (and its transpose) the step multiplies with, and the cast of everything
     else to their dtype: float32 copies for precision="mixed", else the arrays themselves."""
-    if not mixed:
+    if ctx.l_lo is None:
         return ctx.l_tr, ctx.lt_tr, lambda a: a
     lo = ctx.l_lo.dtype
     return ctx.l_lo, ctx.lt_lo, lambda a: jnp.asarray(a).astype(lo)
 
 
-def _poly2_velocity(ctx: Ctx, U, m, weight=None, mixed: bool = False):
+def _poly2_velocity(ctx: Ctx, U, m, weight=None):
     p = ctx.l_tr.shape[0]
-    l, lt, c = _operands(ctx, mixed)
+    l, lt, c = _operands(ctx)
     f, y_u, hm = _poly2_f(ctx, l, ctx.f0_tr, ctx.kxx_tr, U, m, c)
     delta = c(ctx.y[:, 0]) - f
     if weight is not None:          # SGD: the error on the batch only, times P / B
@@ -151,9 +151,9 @@ def _poly2_kernels(ctx: Ctx, U, m):
 
 # ------------------------------------------------------------ linear-trained
 
-def _linear_velocity(ctx: Ctx, U, m, weight=None, mixed: bool = False):
+def _linear_velocity(ctx: Ctx, U, m, weight=None):
     r, p = ctx.l_tr.shape[1], ctx.l_tr.shape[0]
-    l, lt, c = _operands(ctx, mixed)
+    l, lt, c = _operands(ctx)
     uw, ua = U[:r], U[r:]
     f = c(ctx.f0_tr) + l @ c(uw @ ua.T) / c(ctx.gamma0)        # f = L E[z a^T] / gamma0
     delta = c(ctx.y) - f
@@ -168,8 +168,8 @@ def _linear_velocity(ctx: Ctx, U, m, weight=None, mixed: bool = False):
 
 def _velocity(static: Static, ctx: Ctx, U, m, weight=None):
     if static.kind == "poly2-fixed":
-        return _poly2_velocity(ctx, U, m, weight, static.mixed)
-    return _linear_velocity(ctx, U, m, weight, static.mixed)
+        return _poly2_velocity(ctx, U, m, weight)
+    return _linear_velocity(ctx, U, m, weight)
 
 
 def batch_weight(key, k, P: int, B: int, dtype):
@@ -243,7 +243,8 @@ def make_context(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool
     P = su["P"]
     a, b = poly2_coefficients(act) or (1.0, 0.0)
     dt = su["y"].dtype
-    lo = (su["l_all"][:P].astype(jnp.float32), su["l_all"][:P].T.astype(jnp.float32)) if mixed else (None, None)
+    l_tr = su["l_all"][:P]
+    lo = (l_tr.astype(jnp.float32), l_tr.T.astype(jnp.float32)) if mixed else (None, None)
     return Ctx(
         l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
         kx_tr=su["kx_all_tr"][:P],

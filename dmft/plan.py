@@ -172,8 +172,9 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         raise InputError(f"precision='mixed' is for methods 'closure' and 'forward' (float32 "
                          f"products, float64 state); the {method} method has no mixed path")
     if precision == "mixed" and float(model.gamma0) < MIXED_MIN_GAMMA0:
-        raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0} (got {float(model.gamma0):g}): "
-                         "its float32 rounding is divided by gamma0; use precision='full'")
+        raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0} (got "
+                         f"{float(model.gamma0):g}): its float32 rounding is divided by gamma0; "
+                         "use precision='full'")
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -145,8 +146,6 @@ def shared_radius_gaussian(key, n: int, r: int, dtype=None):
 def _sobol_integers(n: int, d: int) -> np.ndarray:
     """The first n points of the unscrambled Sobol sequence in d dimensions, as integers
     of SOBOL_BITS bits (scipy's direction numbers, Joe and Kuo)."""
-    import warnings
-
     from scipy.stats import qmc
     m = max(1, math.ceil(math.log2(max(n, 2))))
     with warnings.catch_warnings():

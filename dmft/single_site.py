@@ -19,8 +19,8 @@ is exact in the lazy limit and keeps the sampling error proportional to the
 kernel's movement. The kernels reported at save points carry the same
 correction. Everything is vmapped over independent replicas of the nodes.
 
-With precision="mixed" (`Static.mixed`) the step's node products (fields, phi, the
-node sums and gradients) run in float32 while the nodes and S accumulate in float64;
+With precision="mixed" (`Shared.l_lo`, a float32 copy of the field basis) the step's
+node products (fields, phi, the node sums and gradients) run in float32 while the nodes and S accumulate in float64;
 records are computed in float64 (their difference from "full" is ~1e-7 relative,
 far below the sampling error).
 
@@ -56,7 +56,6 @@ class Static(NamedTuple):
     cv: str = "matrix"     # control variate: "off", "matrix" (C = 1) or "operator" (C > 1)
     measures: object = None  # neuron measure (w, w0) -> (K,) in weight coordinates, or None
     batch: int = 0         # minibatch size B of SGD (0: full batch)
-    mixed: bool = False    # the step's node products in float32, the nodes kept in their dtype
 
 
 class Shared(NamedTuple):
@@ -74,7 +73,7 @@ class Shared(NamedTuple):
     k0_tr: jax.Array       # (P, P) exact lazy NTK (used by the operator control variate)
     k0_te: jax.Array       # (P*, P)
     batch_key: jax.Array = None   # the key of the minibatch sequence (SGD)
-    l_lo: jax.Array = None        # (P, r) l_tr in float32 (precision="mixed")
+    l_lo: jax.Array = None        # (P, r) l_tr in float32: precision="mixed" (None: full)
 
 
 class Replica(NamedTuple):
@@ -155,6 +154,7 @@ def initial_state(rep: Replica, n_train: int) -> State:
 # ----------------------------------------------------------------- one replica
 
 def _fields(sh: Shared, z, mixed: bool = False):
+    """phi(h), phi'(h) with h = L z: in float32 when `mixed` (the step), else in z's dtype."""
     if not mixed:
         h = z @ sh.l_tr.T
         return sh.act(h), sh.act.derivative(h)
@@ -200,7 +200,7 @@ def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
     p = sh.l_tr.shape[0]
     lo = phi.dtype                      # float32 under precision="mixed", else the nodes' dtype
     g = a.astype(lo) @ delta.T.astype(lo)                                   # (M, P): a . Delta_mu
-    basis = sh.l_lo if static.mixed else sh.l_tr
+    basis = sh.l_tr if sh.l_lo is None else sh.l_lo
     dz = sh.gamma0 / p * ((g * dphi) @ basis).astype(z.dtype) - sh.decay * z
     if static.trained:
         da = sh.gamma0 / p * (phi @ delta.astype(lo)).astype(a.dtype) - sh.decay * a
@@ -210,7 +210,7 @@ def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
 
 
 def _velocity(static, sh, rep, z, a, s):
-    phi, dphi = _fields(sh, z, static.mixed)
+    phi, dphi = _fields(sh, z, sh.l_lo is not None)
     delta = sh.y - _f_train(static, sh, rep, phi, a, s)
     dz, da = _gradient(static, sh, z, a, phi, dphi, delta)
     return dz, da, delta - sh.decay * s
@@ -219,7 +219,7 @@ def _velocity(static, sh, rep, z, a, s):
 def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     eta = sh.eta0
     if static.dynamics == "gd":
-        phi, dphi = _fields(sh, st.z, static.mixed)
+        phi, dphi = _fields(sh, st.z, sh.l_lo is not None)
         delta = sh.y - _f_train(static, sh, rep, phi, st.a, st.s) if drive is None else drive
         if static.batch:      # SGD: the error on the batch only, times P / B (every node sees it)
             delta = delta * batch_weight(sh.batch_key, st.k, sh.y.shape[0], static.batch,

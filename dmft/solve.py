@@ -159,7 +159,7 @@ def _solve_closure(plan: SolvePlan, su, progress, batch_key):
     model, data, sch = plan.model, plan.data, plan.schedule
     kind = plan.closure_kind
     mixed = plan.precision == "mixed"
-    static = _closure.Static(kind, sch.dynamics, plan.kernels, data.P_test > 0, _batch(plan), mixed)
+    static = _closure.Static(kind, sch.dynamics, plan.kernels, data.P_test > 0, _batch(plan))
     ctx = _closure.make_context(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay,
                                 batch_key, mixed)
     st0 = _closure.initial_state(kind, su["r"], data.C, _dtype())
@@ -190,7 +190,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     model, data, sch = plan.model, plan.data, plan.schedule
     mixed = plan.precision == "mixed"
     static = _ss.Static(model.trained_readout, sch.dynamics, plan.kernels, data.P_test > 0,
-                        plan.cv_mode, plan.neuron_measures, _batch(plan), mixed)
+                        plan.cv_mode, plan.neuron_measures, _batch(plan))
     sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay, batch_key,
                          mixed)
     rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
