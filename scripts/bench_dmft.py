@@ -2,7 +2,8 @@
 
 Prints three tables, all measured in this run on this machine:
 1. forward solver hot loop: time per step, achieved GFLOP/s of its matrix
-   products, and the ratio to a large float64 matmul timed here;
+   products, the ratio to a large matmul timed here, and the time of the step's two
+   node GEMMs alone at its shapes (on an accelerator, two larger sizes too);
 2. the Kumar et al. Fig. 1 setting (D=100, P=550, 1000 test points, eps=0.02,
    gamma0=1, 1e5 steps at eta0=2) through the exact closure, in float64 and with
    precision="mixed" (float32 products, float64 state), and how far apart they end;
@@ -32,7 +33,8 @@ import networks  # noqa: E402
 from validation import loglog_fit  # noqa: E402
 
 
-def matmul_gflops(n=2048, reps=5, dtype=None):
+def matmul_gflops(n=None, reps=5, dtype=None):
+    n = n or (2048 if jax.default_backend() == "cpu" else 8192)
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
     f(a, a).block_until_ready()
@@ -43,12 +45,33 @@ def matmul_gflops(n=2048, reps=5, dtype=None):
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def gemm_floor(m, p, d, dtype, steps=200):
+    """Seconds per step of the forward step's two node GEMMs alone, at its shapes (4 replicas of
+    m / 4 nodes: fields z L^T, then the gradient's (M, P) @ (P, r)): what the step would take
+    if its elementwise work were free."""
+    z = jax.random.normal(jax.random.key(0), (4, m // 4, d), dtype)
+    l = (jax.random.normal(jax.random.key(1), (p, d)) / np.sqrt(d)).astype(dtype)
+    lt = l.T.copy()
+
+    @jax.jit
+    def loop(z):
+        return jax.lax.fori_loop(0, steps, lambda _, z: z + 1e-3 * ((z @ lt) @ l) / p, z)
+
+    loop(z).block_until_ready()
+    t = time.perf_counter()
+    loop(z).block_until_ready()
+    return (time.perf_counter() - t) / steps
+
+
 def forward_table(refs, quick):
     """Time per step of the forward solver in both precisions; the ratio is to the matmul of
-    the dtype its products use (float64 for "full", float32 for "mixed")."""
+    the dtype its products use (float64 for "full", float32 for "mixed"), and to the step's own
+    two GEMMs run alone at its shapes (the ceiling for these skinny products)."""
     sizes = [(4096, 64, 16), (8192, 256, 32), (16384, 512, 64)]
     if quick:
         sizes = sizes[:2]
+    if jax.default_backend() != "cpu":      # an accelerator: sizes that can fill it
+        sizes += [(65536, 512, 64), (262144, 512, 64)]
     rows = []
     for act in ("relu", "tanh"):
         for (m, p, d), prec in itertools.product(sizes, ("full", "mixed")):
@@ -56,16 +79,18 @@ def forward_table(refs, quick):
             model = dmft.TwoLayer(act, gamma0=1.0)
             steps = 200
             kw = dict(eta0=0.2, steps=steps, save_every=steps, samples=m, replicas=4,
-                      method="forward", kernels=False, precision=prec)
+                      method="forward", kernels=False, precision=prec, max_memory_gb=64.0)
             dmft.solve(model, data, **kw)                       # compile
             t = time.perf_counter()
             sol = dmft.solve(model, data, **kw)
             run = sol.info["run_s"]
             per_step = run / steps
             flops = 4 * m * p * d + 6 * m * p                    # GEMMs of one step (C = 1)
+            floor = gemm_floor(m, p, d, jnp.float32 if prec == "mixed" else jnp.float64)
             rows.append(dict(activation=act, precision=prec, nodes=m, P=p, D=d, ms_per_step=1e3 * per_step,
                              gflops=flops / per_step / 1e9,
-                             ratio=flops / per_step / 1e9 / refs[prec], wall_s=time.perf_counter() - t))
+                             ratio=flops / per_step / 1e9 / refs[prec], gemm_ms=1e3 * floor,
+                             gemm_ratio=floor / per_step, wall_s=time.perf_counter() - t))
     return rows
 
 
@@ -154,17 +179,20 @@ def main():
     args = p.parse_args()
     ref = matmul_gflops()
     ref32 = matmul_gflops(dtype=jnp.float32)
-    print(f"device: {jax.devices()[0]}   matmul 2048^3: float64 {ref:.1f} GFLOP/s, "
+    print(f"device: {jax.devices()[0]}   matmul {2048 if jax.default_backend() == 'cpu' else 8192}^3: float64 {ref:.1f} GFLOP/s, "
           f"float32 {ref32:.1f} GFLOP/s\n")
 
     print("1. forward solver hot loop (gradient descent, 4 replicas, kernels off; mixed: float32 "
           "products, ratio to the float32 matmul)")
     print(f"{'act':>8} {'precision':>9} {'nodes':>7} {'P':>5} {'D':>4} {'ms/step':>9} {'GFLOP/s':>9} "
-          f"{'vs matmul':>10}")
+          f"{'vs matmul':>10} {'GEMMs ms':>9} {'vs GEMMs':>9}")
     fw = forward_table({"full": ref, "mixed": ref32}, args.quick)
     for r in fw:
         print(f"{r['activation']:>8} {r['precision']:>9} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} "
-              f"{r['ms_per_step']:9.2f} {r['gflops']:9.1f} {r['ratio']:10.0%}")
+              f"{r['ms_per_step']:9.2f} {r['gflops']:9.1f} {r['ratio']:10.0%} {r['gemm_ms']:9.2f} "
+              f"{r['gemm_ratio']:9.0%}")
+    print("   GEMMs ms: the step's two node GEMMs alone at its shapes; vs GEMMs: that time over the\n"
+          "   step's (100% = the elementwise work costs nothing beside the products)")
 
     steps = args.kumar_steps or (20000 if args.quick else 100000)
     print(f"\n2. Kumar et al. Fig. 1 setting through the closure ({steps} steps, D=100, P=550)")
