@@ -43,7 +43,7 @@ from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import count_trace, first_nonfinite, progress_bar, scan_records
+from .runner import count_trace, exact_products, first_nonfinite, progress_bar, scan_records
 from .schedule import Schedule, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
@@ -110,6 +110,7 @@ class BatchProgram:
     Returns a dict of numpy arrays with leading axis n (see `solve_batch`).
     """
 
+    @exact_products
     def __init__(self, model: TwoLayer, data: Dataset, eta0=None, steps=None, save_every=None, *,
                  schedule: Schedule | None = None, fields=("gamma0",), method: str = "auto",
                  dynamics=None, samples: int = 4096, replicas: int = 4,
@@ -214,6 +215,7 @@ class BatchProgram:
             return np.broadcast_to(self.schedule.save_steps, (eta0.size, self.schedule.save_steps.size))
         return final_time_counts(self.final_time, self.schedule.save_steps.size, eta0)
 
+    @exact_products
     def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
         missing = [f for f in self.fields if f not in values]
         extra = [f for f in values if f not in self.fields]
@@ -367,6 +369,7 @@ def _run(st: _Static, geo, y_test, act0, values, index, key):
     return jax.vmap(lambda v, k: _point(st, geo, y_test, act0, v, k))(values, keys)
 
 
+@exact_products
 def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=None,
                 save_every=None, *, batch_size: int = 64, key=None, progress: bool = False,
                 **kwargs) -> dict:

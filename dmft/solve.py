@@ -35,7 +35,7 @@ from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import first_nonfinite, run_saved
+from .runner import exact_products, first_nonfinite, run_saved
 from .schedule import DYNAMICS, Schedule, schedule_from
 from .trajectory import Trajectory
 
@@ -342,6 +342,7 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
 _UNSET = object()
 
 
+@exact_products
 def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=_UNSET, *,
           schedule: Schedule | None = None, dynamics=_UNSET, weight_decay=_UNSET, save_at=_UNSET,
           batch_size=_UNSET, batch_key=None, method: str = "auto", samples: int = 16384, replicas: int = 4,
@@ -483,6 +484,7 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     return {**su, "f0": f0}, reused
 
 
+@exact_products
 def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=None) -> Solution:
     """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
     key = jax.random.key(0) if key is None else key
@@ -522,6 +524,7 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     return sol
 
 
+@exact_products
 def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int = 8, *, key=None,
              **options) -> Solution:
     """The DMFT of minibatch SGD averaged over batch sequences: the mean curve of networks that

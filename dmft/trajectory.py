@@ -29,6 +29,7 @@ import numpy as np
 
 from . import io as _io
 from .errors import InputError
+from .runner import exact_products
 
 __all__ = ["Records", "Trajectory", "COMMON_FIELDS"]
 
@@ -117,6 +118,7 @@ class Trajectory(Records):
 
     # ------------------------------------------------------------ use
 
+    @exact_products
     def predict(self, x_new) -> np.ndarray:
         """Predictions at the final saved time on new inputs x_new (n, D).
 

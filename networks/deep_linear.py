@@ -52,7 +52,7 @@ from dmft.errors import InputError
 from dmft.plan import RUNTIME_BYTES
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
-from dmft.runner import run_saved
+from dmft.runner import exact_products, run_saved
 from dmft.schedule import Schedule, batch_indices
 from dmft.trajectory import Records
 
@@ -351,6 +351,7 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     return 8.0 * seeds * (per_seed + records) + RUNTIME_BYTES
 
 
+@exact_products
 def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,
                       key=None, probe: int = 512, progress: bool = False, keep_weights: bool = False,
                       max_memory_gb: float = 4.0, dtype=None, block: int | None = 256) -> DeepLinearRun:

@@ -46,7 +46,7 @@ from dmft.closure import batch_weight
 from dmft.errors import InputError
 from dmft.plan import RUNTIME_BYTES
 from dmft.kernels import alignment, input_kernel
-from dmft.runner import finite_flag, first_nonfinite, run_saved
+from dmft.runner import exact_products, finite_flag, first_nonfinite, run_saved
 from dmft.schedule import Schedule, schedule_from
 
 from .deep_linear import train_deep_linear
@@ -405,6 +405,7 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
 _UNSET = object()
 
 
+@exact_products
 def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
           optimizer=None, key=None, antithetic: bool = False, kernels: bool = False, *,
           schedule: Schedule | None = None, weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET,

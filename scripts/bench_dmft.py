@@ -36,7 +36,8 @@ from validation import loglog_fit  # noqa: E402
 def matmul_gflops(n=None, reps=5, dtype=None):
     n = n or (2048 if jax.default_backend() == "cpu" else 8192)
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    f = jax.jit(lambda a, b: a @ b)
+    # IEEE products in every dtype (a GPU would use TF32 for float32; the solvers do not)
+    f = jax.jit(lambda a, b: jnp.matmul(a, b, precision="highest"))
     f(a, a).block_until_ready()
     t = time.perf_counter()
     for _ in range(reps):
@@ -55,7 +56,10 @@ def gemm_floor(m, p, d, dtype, steps=200):
 
     @jax.jit
     def loop(z):
-        return jax.lax.fori_loop(0, steps, lambda _, z: z + 1e-3 * ((z @ lt) @ l) / p, z)
+        def body(_, z):
+            h = jnp.matmul(z, lt, precision="highest")
+            return z + 1e-3 * jnp.matmul(h, l, precision="highest") / p
+        return jax.lax.fori_loop(0, steps, body, z)
 
     loop(z).block_until_ready()
     t = time.perf_counter()
