@@ -193,7 +193,7 @@ def main():
     fw = forward_table({"full": ref, "mixed": ref32}, args.quick)
     for r in fw:
         print(f"{r['activation']:>8} {r['precision']:>9} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} "
-              f"{r['ms_per_step']:9.2f} {r['gflops']:9.1f} {r['ratio']:10.0%} {r['gemm_ms']:9.2f} "
+              f"{r['ms_per_step']:9.3f} {r['gflops']:9.1f} {r['ratio']:10.0%} {r['gemm_ms']:9.3f} "
               f"{r['gemm_ratio']:9.0%}")
     print("   GEMMs ms: the step's two node GEMMs alone at its shapes; vs GEMMs: that time over the\n"
           "   step's (100% = the elementwise work costs nothing beside the products)")
