@@ -14,9 +14,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from .runner import exact_products
+
 __all__ = ["input_kernel", "field_basis", "lazy_kernels", "lazy_ntk", "alignment"]
 
 
+@exact_products
 def input_kernel(xa, xb=None):
     """K^x = xa xb^T / D (docs/conventions.md)."""
     xa = jnp.asarray(xa)
@@ -45,6 +48,7 @@ def field_basis(x_all) -> tuple[np.ndarray, str]:
     return vec * np.sqrt(np.clip(lam, 0.0, None)), "kernel-eigenbasis"
 
 
+@exact_products
 def lazy_kernels(activation, kx_ab, diag_a, diag_b, nodes: int = 48):
     """Exact Phi0 = E[phi(u_a) phi(u_b)], G0 = E[phi'(u_a) phi'(u_b)], u ~ N(0, K^x).
 
@@ -65,6 +69,7 @@ def lazy_ntk(phi0, g0, kx, trained_readout: bool):
     return k + phi0 if trained_readout else k
 
 
+@exact_products
 def alignment(K, y):
     """Kernel-target alignment A(K, y) = y^T K y / (||K||_F ||y||^2).
 

@@ -38,13 +38,17 @@ def exact_products(fn):
 
     By default JAX lets a GPU multiply float32 matrices in TF32 (a 10-bit mantissa): on an
     H200 that moved the precision="mixed" Kumar et al. closure by 4e-5 relative (6e-8 on a
-    CPU) and doubled the error of a linear forward solve. Every public solver and network
-    trainer is wrapped, so "float32" means IEEE float32 on every device; float64 and CPUs are
-    unaffected. Scoped to the call (a context, not a global setting): compiled programs are
-    cached per precision, so nothing traced outside is reused inside.
+    CPU) and doubled the error of a linear forward solve. Every public solver, trainer and
+    kernel helper is wrapped, so "float32" means IEEE float32 on every device; float64 and
+    CPUs are unaffected (on a TPU, float32 at "highest" is several times slower than its
+    default). Scoped to the call (a context, not a global setting; compiled programs are
+    cached per precision). A precision the caller set stands: to trade accuracy for speed on a
+    GPU, call inside `jax.default_matmul_precision("tensorfloat32")`.
     """
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
+        if jax.config.jax_default_matmul_precision is not None:      # the caller chose
+            return fn(*args, **kwargs)
         with jax.default_matmul_precision("highest"):
             return fn(*args, **kwargs)
     return wrapped

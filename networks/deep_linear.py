@@ -125,6 +125,7 @@ class DeepLinearRun(Records):
 
 # ----------------------------------------------------------------- the network
 
+@exact_products
 def init_weights(model: DeepLinear, data: LinearTeacher, key, dtype):
     """The L weight matrices of one network (a tuple), random or aligned and balanced (with the
     modes the network fits, `dmft.deep_linear.effective_modes`)."""
@@ -159,6 +160,7 @@ def _start_block(model: DeepLinear, d_in: int, d_out: int, dtype, key, idx, U, V
     return keys, st0, _balance(st0.Ws)
 
 
+@exact_products
 def end_to_end(Ws):
     """W_tot = W_L ... W_1."""
     out = Ws[0]
@@ -167,6 +169,7 @@ def end_to_end(Ws):
     return out
 
 
+@exact_products
 def mode_strengths(Ws, U, V):
     """pi_i = u_i^T W_tot v_i for every mode i."""
     return jnp.einsum("oi,oj,ji->i", U, end_to_end(Ws), V)

@@ -539,28 +539,45 @@ def test_sobol_points_are_uniform_and_balanced(n, d):
 
 def test_products_run_in_full_float32_precision_on_every_device(data, monkeypatch):
     """GPUs multiply float32 matrices in TF32 unless told otherwise (on an H200 that moved
-    precision="mixed" by 4e-5): solvers and trainers trace their steps with the "highest"
-    matmul precision, only for the call (spied while tracing; new sizes force a trace)."""
-    seen = []
+    precision="mixed" by 4e-5): every solver, batch program, predictor and trainer traces its
+    programs with the "highest" matmul precision, only for the call, and a precision the caller
+    chose stands (spied while tracing, after clearing the compile caches so that everything is
+    traced afresh whatever ran before in this process)."""
+    jax.clear_caches()
+    seen, phase = [], ["solve"]
 
     def spy(module, name):
         orig = getattr(module, name)
 
         def wrapped(*args, **kwargs):
-            seen.append((name, jax.config.jax_default_matmul_precision))
+            seen.append((phase[0], jax.config.jax_default_matmul_precision))
             return orig(*args, **kwargs)
         monkeypatch.setattr(module, name, wrapped)
 
-    spy(sys.modules["dmft.single_site"], "_fields")
+    spy(sys.modules["dmft.single_site"], "_node_sum")
     spy(sys.modules["dmft.closure"], "_poly2_velocity")
     spy(sys.modules["networks.train"], "_output")
+    before = jax.config.jax_default_matmul_precision
     forward = dmft.TwoLayer("tanh", gamma0=1.0)
     kw = dict(eta0=0.1, steps=3, save_every=3)
-    dmft.solve(forward, data, method="forward", samples=88, precision="mixed", **kw)
+    sol = dmft.solve(forward, data, method="forward", samples=64, precision="mixed", **kw)
+    phase[0] = "closure"
     dmft.solve(dmft.TwoLayer("square", gamma0=1.0, readout="fixed"), data, method="closure",
-               precision="mixed", steps=7, eta0=0.1, save_every=7)
-    dmft.solve_batch(forward, data, {"gamma0": [0.5, 1.0]}, samples=104, **kw)
-    networks.train(forward, data, width=11, seeds=3, **kw)
-    assert {name for name, _ in seen} == {"_fields", "_poly2_velocity", "_output"}, seen
+               precision="mixed", **kw)
+    phase[0] = "predict"
+    sol.predict(data.x_test[:5])
+    phase[0] = "batch program"
+    prog = dmft.BatchProgram(forward, data, samples=64, **kw)
+    prog({"gamma0": np.array([0.5, 1.0])}, np.arange(2))
+    phase[0] = "networks"
+    networks.train(forward, data, width=8, seeds=2, **kw)
+    assert {ph for ph, _ in seen} == {"solve", "closure", "predict", "batch program", "networks"}, seen
     assert all(p == "highest" for _, p in seen), seen
-    assert jax.config.jax_default_matmul_precision is None      # nothing left set globally
+    assert jax.config.jax_default_matmul_precision == before        # nothing left set
+    # a precision the caller chose is kept (here: the fastest, for a quick look on a GPU)
+    seen.clear()
+    phase[0] = "caller"
+    jax.clear_caches()
+    with jax.default_matmul_precision("bfloat16"):
+        dmft.solve(forward, data, method="forward", samples=64, **kw)
+    assert seen and all(p == "bfloat16" for _, p in seen), seen
