@@ -369,7 +369,6 @@ def _run(st: _Static, geo, y_test, act0, values, index, key):
     return jax.vmap(lambda v, k: _point(st, geo, y_test, act0, v, k))(values, keys)
 
 
-@exact_products
 def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=None,
                 save_every=None, *, batch_size: int = 64, key=None, progress: bool = False,
                 **kwargs) -> dict:

@@ -43,7 +43,6 @@ from . import checks
 from .errors import InputError
 from .plotting import new_figure
 from .problem import DeepLinear, LinearTeacher
-from .runner import exact_products
 from .schedule import Schedule, schedule_from
 from .trajectory import Records
 
@@ -316,7 +315,6 @@ class ModeSDE(Records):
     ENSEMBLE_AXES: ClassVar[tuple] = ("path",)
 
 
-@exact_products
 def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None, steps=None,
              save_every=None, paths: int = 1024, key=None, *, schedule: Schedule | None = None) -> ModeSDE:
     """Integrate the per-mode SDE with vmapped Euler-Maruyama paths, one step per SGD step.

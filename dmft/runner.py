@@ -38,10 +38,12 @@ def exact_products(fn):
 
     By default JAX lets a GPU multiply float32 matrices in TF32 (a 10-bit mantissa): on an
     H200 that moved the precision="mixed" Kumar et al. closure by 4e-5 relative (6e-8 on a
-    CPU) and doubled the error of a linear forward solve. Every public solver, trainer and
-    kernel helper is wrapped, so "float32" means IEEE float32 on every device; float64 and
-    CPUs are unaffected (on a TPU, float32 at "highest" is several times slower than its
-    default). Scoped to the call (a context, not a global setting; compiled programs are
+    CPU) and doubled the error of a linear forward solve. The functions that run solvers,
+    trainers and predictors (`run_plan`, `BatchProgram`, `Trajectory.predict`,
+    `networks.train`, `train_deep_linear`) and the public kernel helpers are wrapped; `solve`,
+    `solve_batch` and `sgd_mean` go through them. So "float32" means IEEE float32 on every
+    device; float64 and CPUs are unaffected (on a TPU, float32 at "highest" is several times
+    slower than its default). Scoped to the call (a context, not a global setting; compiled programs are
     cached per precision). A precision the caller set stands: to trade accuracy for speed on a
     GPU, call inside `jax.default_matmul_precision("tensorfloat32")`.
     """

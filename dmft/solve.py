@@ -342,7 +342,6 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
 _UNSET = object()
 
 
-@exact_products
 def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=_UNSET, *,
           schedule: Schedule | None = None, dynamics=_UNSET, weight_decay=_UNSET, save_at=_UNSET,
           batch_size=_UNSET, batch_key=None, method: str = "auto", samples: int = 16384, replicas: int = 4,
@@ -524,7 +523,6 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     return sol
 
 
-@exact_products
 def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int = 8, *, key=None,
              **options) -> Solution:
     """The DMFT of minibatch SGD averaged over batch sequences: the mean curve of networks that
