@@ -181,9 +181,10 @@ class BatchProgram:
                         else jnp.asarray(data.targets("test"), self._geo["y"].dtype))
 
     def memory_estimate(self, points: int) -> float:
-        """Peak bytes of one call with `points` points (everything is per point under vmap)."""
+        """Peak bytes of one call with `points` points (everything is per point under vmap, all
+        replicas at once)."""
         plan = dataclasses.replace(self.plan, kernels=False)
-        return memory_estimate(plan, points=points)
+        return memory_estimate(plan, points=points, at_once=plan.replicas)
 
     def check_memory(self, points: int, max_memory_gb: float) -> None:
         """Refuse a call of `points` points whose estimate exceeds max_memory_gb (InputError

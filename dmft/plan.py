@@ -69,6 +69,9 @@ class SolvePlan:
         precision: "full" (every product in the working dtype) or "mixed" (the step's
             products in float32, the state accumulated in the working dtype).
         memory_bytes: estimated peak bytes of the solve.
+        replicas_at_once: how many replicas a sampled solve integrates at once (vmapped): all of
+            them, or the largest divisor of `replicas` whose solve fits in max_memory_gb; the
+            groups then run one after another, so memory follows the nodes per replica.
         (and every option of `dmft.solve`, validated)
     """
 
@@ -93,6 +96,7 @@ class SolvePlan:
     neuron_measures: Callable | None
     precision: str
     memory_bytes: float
+    replicas_at_once: int = 0
 
     @property
     def sampled(self) -> bool:
@@ -222,29 +226,37 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      kernels=kernels, tol=tol, max_iter=max_iter, damping=damping, window=window,
                      kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
                      max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
-                     memory_bytes=0.0)
-    need = memory_estimate(plan)
-    if need > max_memory_gb * 2 ** 30:
-        raise InputError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
-                         f"(> max_memory_gb={max_memory_gb}); save less often (save_every), "
-                         "pass kernels=False, or use fewer samples")
-    return dataclasses.replace(plan, memory_bytes=need)
+                     memory_bytes=0.0, replicas_at_once=replicas)
+    budget = max_memory_gb * 2 ** 30
+    groups = [g for g in range(replicas, 0, -1) if replicas % g == 0] if plan.sampled else [replicas]
+    for g in groups:                  # all replicas at once if they fit, else the largest group that does
+        need = memory_estimate(plan, at_once=g)
+        if need <= budget:
+            return dataclasses.replace(plan, memory_bytes=need, replicas_at_once=g)
+    more = (" or more replicas (they run a few at a time, so memory follows the nodes per replica)"
+            if plan.sampled and sampler != "quadrature" else "")
+    raise InputError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
+                     f"(> max_memory_gb={max_memory_gb}"
+                     + (f", even one replica of {samples // replicas} nodes at a time" if len(groups) > 1 else "")
+                     + "); save less often (save_every), pass kernels=False, use fewer samples" + more)
 
 
-def memory_estimate(plan: SolvePlan, *, points: int = 1) -> float:
+def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None) -> float:
     """Peak bytes a solve allocates (float64), from the sizes it will hold, calibrated against
     measured peaks (`scripts/bench_memory.py`; never below them there).
 
-    Counts: the geometry and lazy kernels ((P + P*) x P arrays), the method's state and
-    its per-step temporaries (all replicas at once: they are vmapped), the records three
-    times over (the device's output, the host copy, the concatenation), and for `points`
-    > 1 (a `BatchProgram` call) everything per point, as vmap makes it."""
+    Counts: the geometry and lazy kernels ((P + P*) x P arrays), the method's state for every
+    replica (the final nodes are kept for `Solution.predict`), the per-step temporaries of the
+    `at_once` replicas integrated together (default `plan.replicas_at_once`; they are vmapped),
+    the records three times over (the device's output, the host copy, the concatenation), and
+    for `points` > 1 (a `BatchProgram` call) everything per point, as vmap makes it."""
     data, model = plan.data, plan.model
     P, Pt, C, D = data.P, data.P_test, data.C, data.D
     N = P + Pt
     r = min(D, N)
     T = plan.schedule.save_steps.size
     R = plan.replicas if plan.sampled else 1
+    g = min(R, at_once or plan.replicas_at_once or R)
     kern = 3 * P * P if plan.kernels else 0
     per_save = N * C + kern + 8
     records = 3.0 * R * T * per_save
@@ -256,11 +268,11 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1) -> float:
             m = quadrature_size(plan.quadrature_nodes, r, C, model.trained_readout)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
         cv = R * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
-        init_tmp = 4.0 * R * m * N                                         # fields on every point
-        step_tmp = 6.0 * R * m * P + (2.0 * R * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
-        work = state + cv + max(init_tmp, step_tmp) + R * P * P * 3        # node kernels at a save
+        init_tmp = 4.0 * g * m * N                                         # fields on every point
+        step_tmp = 6.0 * g * m * P + (2.0 * g * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
+        work = state + cv + max(init_tmp, step_tmp) + g * P * P * 3        # node kernels at a save
         if plan.method == "iterate":
-            work += 4.0 * R * plan.schedule.steps * P * C
+            work += 4.0 * g * plan.schedule.steps * P * C
     elif plan.method == "closure":
         n = r + C if plan.closure_kind == "linear-trained" else r
         work = 6.0 * n * n + 4.0 * P * P + 3.0 * N * n + T * n * n

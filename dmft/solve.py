@@ -193,36 +193,38 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                         plan.cv_mode, plan.neuron_measures, _batch(plan))
     sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay, batch_key,
                          mixed)
-    rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
-                            replicas=plan.replicas, quadrature_nodes=plan.quadrature_nodes,
-                            trained=model.trained_readout, cv=plan.cv_mode)
-    st0 = _ss.initial_state(rep, su["P"])
-    extra = {"nodes_per_replica": int(rep.w.shape[1]), "replicas": int(rep.w.shape[0])}
-    drive = None
-    if plan.method == "iterate":
-        P, W = su["P"], plan.window
-        delta_lazy, _ = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], jnp.arange(W),
-                                  sch.eta0, dynamics="gd")
-        R = rep.w.shape[0]
-        delta0 = jnp.broadcast_to(delta_lazy, (R,) + delta_lazy.shape)
-        t0 = time.perf_counter()
-        delta, n, hist, res = _ss.iterate(static, plan.max_iter, W, sch.steps // W, sh, rep,
-                                          delta0, plan.tol, plan.damping)
-        n, hist, res = np.asarray(n), np.asarray(hist), np.asarray(res)
-        extra.update(window=W, iterations=n.tolist(),
-                     residuals=[h[:k].tolist() for h, k in zip(hist, n)],
-                     final_residual=float(np.max(res)), iterate_s=time.perf_counter() - t0)
-        if not np.all(np.isfinite(res)):
-            w = int(np.argmin(np.isfinite(res)))
-            raise DivergenceError(
-                f"iterate: the residual became non-finite in window {w} (steps {w * W} to "
-                f"{(w + 1) * W}); residuals there: {hist[w][:n[w]].tolist()}",
-                step=w * W, cause="non-finite Delta in the iteration")
-        drive = jnp.moveaxis(delta, 0, 1)                       # (steps, R, P, C)
-        extra["converged"] = bool(np.all(res <= plan.tol))
-    rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), st0, gaps=sch.gaps,
-                              drive=drive, progress=progress, label=plan.method)
-    extra["run_s"] = wall
+    # the replicas are independent: when all of them at once would not fit in max_memory_gb,
+    # `plan_solve` chose groups that do, integrated one after another (same nodes, same answer)
+    g = plan.replicas_at_once
+    groups = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
+                               replicas=plan.replicas, quadrature_nodes=plan.quadrature_nodes,
+                               trained=model.trained_readout, cv=plan.cv_mode, at_once=g)
+    R = g * len(groups)
+    extra = {"nodes_per_replica": int(groups[0].w.shape[1]), "replicas": R, "replicas_at_once": g}
+    recs, finals, runs, its = [], [], [], []
+    for i, rep in enumerate(groups):
+        label = plan.method if len(groups) == 1 else f"{plan.method} (replicas {i * g + 1}-{i * g + g} of {R})"
+        drive = None
+        if plan.method == "iterate":
+            drive, it = _iterate(plan, static, sh, rep, su, label)
+            its.append(it)
+        rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"]),
+                                  gaps=sch.gaps, drive=drive, progress=progress, label=label)
+        recs.append(rec)
+        finals.append(st)
+        runs.append(wall)
+    rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
+    extra["run_s"] = float(np.sum(runs))
+    if its:
+        worst = [max(range(len(its)), key=lambda j: its[j]["n"][w]) for w in range(its[0]["n"].size)]
+        extra.update(window=plan.window,
+                     iterations=[int(its[j]["n"][w]) for w, j in enumerate(worst)],
+                     residuals=[its[j]["hist"][w][:its[j]["n"][w]].tolist() for w, j in enumerate(worst)],
+                     final_residual=float(max(np.max(it["res"]) for it in its)),
+                     iterate_s=float(sum(it["s"] for it in its)),
+                     converged=bool(all(np.all(it["res"] <= plan.tol) for it in its)))
+        if len(its) > 1:
+            extra["iterations_by_group"] = [it["n"].tolist() for it in its]
 
     def predictor(x_new):
         x_new = _new_inputs(data, x_new)
@@ -235,17 +237,41 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
         f0 = initial_output(model.activation, dnew, model.gamma0, data.C, centered=model.centered,
                             trained=model.trained_readout)
-        R, M = rep.w.shape
         # the field outside the data span: per node, a Gaussian with the new points' covariance
+        # (drawn per replica, from fold_in(fold_in(key, 2^20), replica): the same for any grouping)
         lam, vec = np.linalg.eigh(perp)
-        factor = vec * np.sqrt(np.clip(lam, 0, None))
-        xi = jax.random.normal(jax.random.fold_in(key, 2 ** 20), (R, M, factor.shape[1]), dt)
-        perp_nodes = xi @ jnp.asarray(factor.T, dt)
-        out = _ss.predict(static, sh, rep, st, jnp.asarray(l_new, dt), perp_nodes,
-                          jnp.asarray(k0_new, dt), f0, _shrink(sch))
-        return _squeeze(data, np.asarray(out))
+        factor = jnp.asarray((vec * np.sqrt(np.clip(lam, 0, None))).T, dt)
+        root = jax.random.fold_in(key, 2 ** 20)
+        M = groups[0].w.shape[1]
+        outs = []
+        for i, (rep, st) in enumerate(zip(groups, finals)):
+            xi = jnp.stack([jax.random.normal(jax.random.fold_in(root, i * g + j), (M, factor.shape[0]), dt)
+                            for j in range(g)])
+            outs.append(_ss.predict(static, sh, rep, st, jnp.asarray(l_new, dt), xi @ factor,
+                                    jnp.asarray(k0_new, dt), f0, _shrink(sch)))
+        return _squeeze(data, np.mean(np.stack([np.asarray(o) for o in outs]), axis=0))
 
     return rec, extra, predictor
+
+
+def _iterate(plan: SolvePlan, static, sh, rep, su, label):
+    """The self-consistent iteration for one group of replicas: (the converged Delta that drives
+    the forward run, {"n", "hist", "res" per window, "s": seconds})."""
+    sch = plan.schedule
+    P, W = su["P"], plan.window
+    delta_lazy, _ = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], jnp.arange(W), sch.eta0, dynamics="gd")
+    delta0 = jnp.broadcast_to(delta_lazy, (rep.w.shape[0],) + delta_lazy.shape)
+    t0 = time.perf_counter()
+    delta, n, hist, res = _ss.iterate(static, plan.max_iter, W, sch.steps // W, sh, rep, delta0,
+                                      plan.tol, plan.damping)
+    n, hist, res = np.asarray(n), np.asarray(hist), np.asarray(res)
+    if not np.all(np.isfinite(res)):
+        w = int(np.argmin(np.isfinite(res)))
+        raise DivergenceError(
+            f"{label}: the residual became non-finite in window {w} (steps {w * W} to "
+            f"{(w + 1) * W}); residuals there: {hist[w][:n[w]].tolist()}",
+            step=w * W, cause="non-finite Delta in the iteration")
+    return jnp.moveaxis(delta, 0, 1), {"n": n, "hist": hist, "res": res, "s": time.perf_counter() - t0}
 
 
 def _new_inputs(data: Dataset, x_new) -> np.ndarray:

@@ -4,7 +4,10 @@ Each program runs in a fresh process; its peak resident memory above the process
 resident memory just before the call (JAX initialized, the problem built) is compared
 with the estimate the library uses to refuse programs before they start
 (`dmft.plan_solve(...).memory_bytes`, `networks.train`'s, `dmft.BatchProgram`'s, the deep
-linear networks'). The ratio estimate / measured must never be below 1.
+linear networks'). The ratio estimate / measured must never be below 1. For sampled
+solves it also prints how many replicas were integrated at once and the call's seconds
+(compilation included): the pair "8 replicas at once" / "streamed" is the same solve under
+a large and a small max_memory_gb.
 
     python scripts/bench_memory.py            # every program (a few minutes)
     python scripts/bench_memory.py --quick    # the small ones
@@ -19,7 +22,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = r'''
-import json, resource, sys
+import json, resource, sys, time
 import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
@@ -35,6 +38,7 @@ def rss():
     return 0
 
 kind = spec["kind"]
+extra = {}
 if kind == "dln":
     data = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], P=spec["P"], label_noise=1.0, key=0)
     model = dmft.DeepLinear(4, 10, 0.3, "aligned")
@@ -50,11 +54,14 @@ else:
     sch = dmft.Schedule(0.5, spec["steps"], spec["save_every"])
     if kind == "solve":
         opts = dict(method=spec["method"], samples=spec.get("samples", 4096), kernels=spec["kernels"],
-                    max_memory_gb=1000.0)
-        est = dmft.plan_solve(model, data, sch, **opts).memory_bytes
+                    replicas=spec.get("replicas", 4), max_memory_gb=spec.get("max_memory_gb", 1000.0))
+        plan = dmft.plan_solve(model, data, sch, **opts)
+        est, extra = plan.memory_bytes, {"replicas_at_once": plan.replicas_at_once}
         jax.block_until_ready(jax.numpy.ones(1))
         base = rss()
+        t0 = time.perf_counter()
         dmft.solve(model, data, sch, **opts)
+        extra["seconds"] = time.perf_counter() - t0
     elif kind == "networks":
         plan = networks.plan_train(model, data, sch, spec["width"], spec["seeds"], kernels=spec["kernels"],
                                    max_memory_gb=1000.0)
@@ -73,7 +80,7 @@ else:
         base = rss()
         prog({"gamma0": np.linspace(0.5, 2, n)}, np.arange(n))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"estimate": est, "measured": max(peak - base, 1)}))
+print(json.dumps({"estimate": est, "measured": max(peak - base, 1), **extra}))
 '''
 
 PROGRAMS = [
@@ -85,6 +92,11 @@ PROGRAMS = [
                                    steps=100, save_every=10), False),
     ("solve forward many nodes", dict(kind="solve", method="forward", kernels=False, D=64, P=500, P_test=500,
                                       steps=40, save_every=10, samples=65536), False),
+    ("solve 8 replicas at once", dict(kind="solve", method="forward", kernels=False, D=64, P=500, P_test=500,
+                                      steps=40, save_every=10, samples=131072, replicas=8), False),
+    ("solve 8 replicas streamed", dict(kind="solve", method="forward", kernels=False, D=64, P=500, P_test=500,
+                                       steps=40, save_every=10, samples=131072, replicas=8,
+                                       max_memory_gb=1.5), False),
     ("solve iterate", dict(kind="solve", method="iterate", kernels=True, D=16, P=200, P_test=100,
                            steps=200, save_every=10, samples=2048), True),
     ("solve lazy large P", dict(kind="solve", method="lazy", kernels=True, D=32, P=2000, P_test=1000,
@@ -126,6 +138,8 @@ def main():
         ratio = m["estimate"] / m["measured"]
         rows.append({"program": name, **m, "ratio": ratio, "spec": spec})
         print(f"{name:<28} {m['estimate'] / 2**20:>13.1f} {m['measured'] / 2**20:>13.1f} {ratio:>7.2f}"
+              + (f"   ({m['replicas_at_once']} replicas at a time, {m['seconds']:.1f} s)"
+                 if "replicas_at_once" in m else "")
               + ("   <-- BELOW 1" if ratio < 1 else ""))
     print(f"\nsmallest ratio: {min(r['ratio'] for r in rows):.2f} (must be >= 1)")
     if args.json:

@@ -224,3 +224,30 @@ def test_deep_linear_inputs_are_used_or_refused_by_name(d_in, d_out, s, P, sigma
     except ValueError as err:
         assert isinstance(err, dmft.InputError)
         assert _names(err, "depth", "width", "init_scale"), str(err)
+
+
+# ------------------------------------------------------------------ memory: replicas a few at a time
+
+@given(replicas=st.sampled_from([1, 2, 3, 4, 6, 8]), where=st.floats(-0.2, 1.2),
+       samples=st.sampled_from([48, 2 ** 14, 2 ** 18]), method=st.sampled_from(["forward", "iterate"]))
+def test_plan_integrates_the_most_replicas_that_fit(replicas, where, samples, method):
+    """Any memory budget: the plan integrates the largest divisor of the replica count whose
+    estimate fits, or refuses (naming replicas) when even one replica at a time does not."""
+    from dmft.plan import memory_estimate
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    sch = dmft.Schedule(0.1, 20, 5)
+    samples = samples * replicas
+    ref = dmft.plan_solve(model, DATA, sch, method=method, samples=samples, replicas=replicas,
+                          max_memory_gb=1e6)
+    lo, hi = memory_estimate(ref, at_once=1), memory_estimate(ref, at_once=replicas)
+    budget = (lo + where * (hi - lo)) / 2 ** 30 if hi > lo else lo * (1 + where / 10) / 2 ** 30
+    try:
+        plan = dmft.plan_solve(model, DATA, sch, method=method, samples=samples, replicas=replicas,
+                               max_memory_gb=budget)
+    except dmft.InputError as err:
+        assert lo > budget * 2 ** 30 and "replicas" in str(err)
+        return
+    g = plan.replicas_at_once
+    assert replicas % g == 0 and plan.memory_bytes == memory_estimate(ref, at_once=g) <= budget * 2 ** 30
+    assert all(memory_estimate(ref, at_once=h) > budget * 2 ** 30
+               for h in range(g + 1, replicas + 1) if replicas % h == 0)

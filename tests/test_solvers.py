@@ -581,3 +581,30 @@ def test_products_run_in_full_float32_precision_on_every_device(data, monkeypatc
     with jax.default_matmul_precision("bfloat16"):
         dmft.solve(forward, data, method="forward", samples=64, **kw)
     assert seen and all(p == "bfloat16" for _, p in seen), seen
+
+
+@pytest.mark.parametrize("method, tol", [("forward", 1e-14), ("iterate", 1e-10)])
+def test_replicas_a_few_at_a_time_give_the_same_solve(method, tol):
+    """A budget too small for all replicas at once: the plan integrates groups one after another
+    (flat memory in the replica count), with the same nodes and the same answer, predictions
+    (with the field outside the data span, D > P + P*) and error bars included."""
+    from dmft.plan import memory_estimate
+    data = dmft.tasks.single_index(D=40, P=12, P_test=6, degree=2, key=3)
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=20, save_every=5, samples=512, replicas=4, method=method,
+              key=jax.random.key(5))
+    full = dmft.solve(model, data, **kw)
+    plan = dmft.plan_solve(model, data, dmft.Schedule(0.5, 20, 5), method=method, samples=512, replicas=4)
+    assert full.info["replicas_at_once"] == 4 and plan.replicas_at_once == 4
+    for g in (2, 1):
+        budget = (memory_estimate(plan, at_once=g) + memory_estimate(plan, at_once=2 * g)) / 2 / 2 ** 30
+        part = dmft.solve(model, data, max_memory_gb=budget, **kw)
+        assert part.info["replicas_at_once"] == g and part.info["replicas"] == 4
+        for name in ("f_train", "f_test", "train_loss", "ntk"):
+            np.testing.assert_allclose(getattr(part, name), getattr(full, name), rtol=0, atol=tol)
+        for name in full.error:
+            np.testing.assert_allclose(part.error[name], full.error[name], rtol=0, atol=tol)
+        x_new = np.asarray(jax.random.normal(jax.random.key(9), (5, data.D)))
+        np.testing.assert_allclose(part.predict(x_new), full.predict(x_new), rtol=0, atol=tol)
+        if method == "iterate":
+            assert part.info["converged"] and len(part.info["iterations_by_group"]) == 4 // g
