@@ -80,6 +80,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "precision": Field("str", "full", ("per-step products in float64 (full) or float32 with a float64 state "
                             "(mixed: closure and forward, gamma0 >= 0.05)"),
                            choices=("full", "mixed")),
+        "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): above it the replicas run a few "
+                               "at a time, and a solve that cannot fit is refused", 0.0, True),
     },
     "simulate": {
         "widths": Field("ints", [64, 128, 256, 512, 1024], "network widths", 1),
@@ -148,7 +150,8 @@ def build_schedule(train: dict) -> dmft.Schedule:
 def solve_options(theory: dict) -> dict:
     """Keyword options of `dmft.solve` from a [theory] section."""
     return dict(method=theory["method"], samples=theory["samples"], replicas=theory["replicas"],
-                sampler=theory["sampler"], precision=theory.get("precision", "full"))
+                sampler=theory["sampler"], precision=theory.get("precision", "full"),
+                max_memory_gb=theory.get("max_memory_gb", 4.0))
 
 
 def train_options(simulate: dict) -> dict:

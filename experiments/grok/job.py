@@ -84,7 +84,8 @@ def _theory(cfg, tb: Testbed, g, log):
         dec = gk.kumar_decomposition(sol.state, tb.beta, g, cfg["kumar"]["eps"])
     else:
         sol = dmft.solve(m, data, method="forward", samples=th["samples"], replicas=th["replicas"],
-                         key=jax.random.key(th["seed"]), neuron_measures=tb.measure, **kw)
+                         key=jax.random.key(th["seed"]), neuron_measures=tb.measure,
+                         max_memory_gb=th["max_memory_gb"], **kw)
         if tb.measure.__name__ == "planted_alignment":
             measures = {"planted_alignment": gk.alignment_ratio(sol.measures)}
         else:
@@ -275,7 +276,7 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
         th = cfg["theory"]
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="forward",
                              samples=th["samples"], replicas=th["replicas"], batch_size=len(kappas),
-                             key=jax.random.key(th["seed"]))
+                             key=jax.random.key(th["seed"]), max_memory_gb=th["max_memory_gb"])
         thr = _lyu_threshold(cfg, data)
     else:
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure")

@@ -51,6 +51,7 @@ _NOT_SCANNABLE = {
     "train.steps": "every point must share the time axis",
     "train.save_every": "every point must share the time axis",
     "simulate.max_memory_gb": "it is a limit, not a parameter of the problem",
+    "theory.max_memory_gb": "it is a limit, not a parameter of the problem",
 }
 SCANNABLE = {f"{sec}.{k}": f for sec in ("task", "model", "train", "theory", "simulate")
              for k, f in SCHEMA[sec].items()
