@@ -147,6 +147,11 @@ class BatchProgram:
                           sampler=sampler, control_variate=control_variate, kernels=False,
                           kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
                           max_memory_gb=max_memory_gb, precision=precision)
+        one = memory_estimate(dataclasses.replace(plan, kernels=False), at_once=plan.replicas)
+        if one > plan.max_memory_gb * 2 ** 30:      # a batch vmaps every replica of every point
+            raise InputError(f"one point of a batch needs about {one / 2 ** 30:.1f} GiB (> max_memory_gb="
+                             f"{plan.max_memory_gb}): a batch integrates all its replicas at once; use "
+                             "fewer samples or save less often (dmft.solve runs replicas a few at a time)")
         if "eps" in fields and model.activation.name != "quadratic":
             raise InputError("fields: 'eps' is a parameter of the quadratic activation only; "
                              f"this model's activation is {model.activation.name!r}")

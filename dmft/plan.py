@@ -246,8 +246,9 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     measured peaks (`scripts/bench_memory.py`; never below them there).
 
     Counts: the geometry and lazy kernels ((P + P*) x P arrays), the method's state for every
-    replica (the final nodes are kept for `Solution.predict`), the per-step temporaries of the
-    `at_once` replicas integrated together (default `plan.replicas_at_once`; they are vmapped),
+    replica (the final nodes are kept for `Solution.predict`), the draw, control-variate
+    matrices and per-step temporaries of the `at_once` replicas integrated together (default
+    `plan.replicas_at_once`; they are vmapped),
     the records three times over (the device's output, the host copy, the concatenation), and
     for `points` > 1 (a `BatchProgram` call) everything per point, as vmap makes it."""
     data, model = plan.data, plan.model
@@ -267,7 +268,9 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
         if plan.sampler == "quadrature":
             m = quadrature_size(plan.quadrature_nodes, r, C, model.trained_readout)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
-        cv = R * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
+        # the control-variate matrices of the group being integrated (`for_prediction` drops them
+        # after), the t = 0 node features of every replica ("operator": the predictor reads them)
+        cv = g * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
         init_tmp = 4.0 * g * m * N                                         # fields on every point
         step_tmp = 6.0 * g * m * P + (2.0 * g * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
         work = state + cv + max(init_tmp, step_tmp) + g * P * P * 3        # node kernels at a save

@@ -227,8 +227,10 @@ def _one_replica(key, sampler, m, r, c, trained, dtype):
 
 
 def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
-               trained: bool, nodes: int = 8, dtype=None, rotation=None) -> Sites:
-    """Draw the single-site nodes for all replicas.
+               trained: bool, nodes: int = 8, dtype=None, rotation=None, first: int = 0,
+               count: int | None = None) -> Sites:
+    """Draw the single-site nodes for all replicas, or for replicas first .. first + count - 1
+    of them (the same nodes those replicas get in a draw of all: replica i uses fold_in(key, i)).
 
     Args:
         key: a `jax.random.key`.
@@ -252,21 +254,23 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
         a = (jnp.asarray(pts[:, r:], dtype) if trained
              else jnp.ones((pts.shape[0], c), dtype))[None]
         return Sites(z, a, jnp.asarray(wts, dtype)[None])
+    n = replicas if count is None else count
+    first = jnp.asarray(first, jnp.int32)
     if sampler == "sobol":
-        return _draw_sobol(key, samples // replicas, replicas, r, c, trained, dtype, rotation)
-    return _draw_replicas(key, sampler, samples // replicas, replicas, r, c, trained, dtype)
+        return _draw_sobol(key, samples // replicas, n, r, c, trained, dtype, rotation, first)
+    return _draw_replicas(key, sampler, samples // replicas, n, r, c, trained, dtype, first)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6, 7))
-def _draw_replicas(key, sampler, m, replicas, r, c, trained, dtype) -> Sites:
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(replicas))
+def _draw_replicas(key, sampler, m, replicas, r, c, trained, dtype, first) -> Sites:
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(replicas))
     z, a = jax.vmap(lambda k: _one_replica(k, sampler, m, r, c, trained, dtype))(keys)
     return Sites(z, a, jnp.full((replicas, m), 1.0 / m, dtype))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
-def _draw_sobol(key, m, replicas, r, c, trained, dtype, rotation) -> Sites:
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(replicas))
+def _draw_sobol(key, m, replicas, r, c, trained, dtype, rotation, first) -> Sites:
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(replicas))
     z, a = jax.vmap(lambda k: _sobol_replica(k, m, r, c, trained, dtype, rotation))(keys)
     return Sites(z, a, jnp.full((replicas, m), 1.0 / m, dtype))
 

@@ -45,7 +45,7 @@ from .runner import count_trace, finite_flag
 from .sampling import active_rotation, draw_sites
 
 __all__ = ["Static", "Shared", "Replica", "State", "init_replicas", "initial_state", "step",
-           "record", "iterate", "make_shared", "make_replicas", "predict"]
+           "record", "iterate", "make_shared", "make_replicas", "for_prediction", "predict"]
 
 
 class Static(NamedTuple):
@@ -373,29 +373,24 @@ def make_shared(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool 
 
 
 def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: int,
-                  quadrature_nodes: int, trained: bool, cv: str, at_once: int | None = None):
-    """Draw the nodes of every replica (`dmft.sampling`) and their control-variate corrections.
-
-    Returns one `Replica` of all replicas, or with `at_once` (a divisor of the replica count) a
-    list of `Replica` groups of `at_once` replicas each, initialised one group at a time (the
-    same nodes either way: they are drawn together, then split)."""
+                  quadrature_nodes: int, trained: bool, cv: str, first: int = 0,
+                  count: int | None = None) -> Replica:
+    """Draw the nodes of every replica (`dmft.sampling`) and their control-variate corrections;
+    or of replicas first .. first + count - 1 only (the nodes they get in a draw of all)."""
     P = su["P"]
     rotation = (active_rotation(su["l_all"][:P], su["y"] - su["f0"][:P], su["g0"][:P])
                 if sampler == "sobol" else None)
     sites = draw_sites(key, sampler, samples, replicas, su["r"], su["y"].shape[1], trained,
-                       nodes=quadrature_nodes, dtype=su["y"].dtype, rotation=rotation)
+                       nodes=quadrature_nodes, dtype=su["y"].dtype, rotation=rotation,
+                       first=first, count=count)
+    return init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
+                         sites.z, sites.a, sites.weight, p=su["P"], trained=trained, cv=cv)
 
-    def init(lo, hi):
-        return init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
-                             sites.z[lo:hi], sites.a[lo:hi], sites.weight[lo:hi], p=su["P"],
-                             trained=trained, cv=cv)
 
-    R = sites.z.shape[0]
-    if at_once is None:
-        return init(0, R)
-    if R % at_once:
-        raise ValueError(f"at_once ({at_once}) must divide the replica count ({R})")
-    return [init(lo, lo + at_once) for lo in range(0, R, at_once)]
+def for_prediction(rep: Replica) -> Replica:
+    """What `predict` reads of a replica: its (P + P*, P) control-variate matrices dropped
+    (the predictor recomputes the node kernels on the new rows from z0, a0 and w)."""
+    return rep._replace(cv_tr=None, cv_te=None, cv_phi=None, cv_g=None)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

@@ -194,32 +194,40 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     sh = _ss.make_shared(model.activation, su, model.gamma0, sch.eta0, sch.weight_decay, batch_key,
                          mixed)
     # the replicas are independent: when all of them at once would not fit in max_memory_gb,
-    # `plan_solve` chose groups that do, integrated one after another (same nodes, same answer)
-    g = plan.replicas_at_once
-    groups = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
-                               replicas=plan.replicas, quadrature_nodes=plan.quadrature_nodes,
-                               trained=model.trained_readout, cv=plan.cv_mode, at_once=g)
-    R = g * len(groups)
-    extra = {"nodes_per_replica": int(groups[0].w.shape[1]), "replicas": R, "replicas_at_once": g}
-    recs, finals, runs, its = [], [], [], []
-    for i, rep in enumerate(groups):
-        label = plan.method if len(groups) == 1 else f"{plan.method} (replicas {i * g + 1}-{i * g + g} of {R})"
-        drive = None
-        if plan.method == "iterate":
-            drive, it = _iterate(plan, static, sh, rep, su, label)
-            its.append(it)
-        rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"]),
-                                  gaps=sch.gaps, drive=drive, progress=progress, label=label)
+    # `plan_solve` chose groups that do, drawn and integrated one after another (replica i's
+    # nodes come from fold_in(key, i) whatever the grouping: the same answer)
+    R = plan.replicas
+    g = plan.replicas_at_once or R
+    recs, finals, reps, runs, its, failed = [], [], [], [], [], []
+    for first in range(0, R, g):
+        rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
+                                replicas=R, quadrature_nodes=plan.quadrature_nodes,
+                                trained=model.trained_readout, cv=plan.cv_mode, first=first, count=g)
+        label = plan.method if g == R else f"{plan.method} (replicas {first + 1}-{first + g} of {R})"
+        try:
+            drive = None
+            if plan.method == "iterate":
+                drive, it = _iterate(plan, static, sh, rep, su, label)
+                its.append(it)
+            rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"]),
+                                      gaps=sch.gaps, drive=drive, progress=progress, label=label)
+        except DivergenceError as err:      # the other groups still run: the earliest bad step is raised
+            failed.append(err)
+            continue
         recs.append(rec)
         finals.append(st)
+        reps.append(_ss.for_prediction(rep))
         runs.append(wall)
+    if failed:
+        raise _earliest(failed, recs)
     rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
-    extra["run_s"] = float(np.sum(runs))
+    extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
+             "run_s": float(np.sum(runs))}
     if its:
-        worst = [max(range(len(its)), key=lambda j: its[j]["n"][w]) for w in range(its[0]["n"].size)]
-        extra.update(window=plan.window,
-                     iterations=[int(its[j]["n"][w]) for w, j in enumerate(worst)],
-                     residuals=[its[j]["hist"][w][:its[j]["n"][w]].tolist() for w, j in enumerate(worst)],
+        n = np.max([it["n"] for it in its], axis=0)                  # per window, the slowest group
+        hist = np.fmax.reduce([it["hist"] for it in its])            # the worst replica's residuals
+        extra.update(window=plan.window, iterations=n.tolist(),
+                     residuals=[h[:k].tolist() for h, k in zip(hist, n)],
                      final_residual=float(max(np.max(it["res"]) for it in its)),
                      iterate_s=float(sum(it["s"] for it in its)),
                      converged=bool(all(np.all(it["res"] <= plan.tol) for it in its)))
@@ -242,9 +250,9 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         lam, vec = np.linalg.eigh(perp)
         factor = jnp.asarray((vec * np.sqrt(np.clip(lam, 0, None))).T, dt)
         root = jax.random.fold_in(key, 2 ** 20)
-        M = groups[0].w.shape[1]
+        M = reps[0].w.shape[1]
         outs = []
-        for i, (rep, st) in enumerate(zip(groups, finals)):
+        for i, (rep, st) in enumerate(zip(reps, finals)):
             xi = jnp.stack([jax.random.normal(jax.random.fold_in(root, i * g + j), (M, factor.shape[0]), dt)
                             for j in range(g)])
             outs.append(_ss.predict(static, sh, rep, st, jnp.asarray(l_new, dt), xi @ factor,
@@ -252,6 +260,17 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         return _squeeze(data, np.mean(np.stack([np.asarray(o) for o in outs]), axis=0))
 
     return rec, extra, predictor
+
+
+def _earliest(errors, done) -> DivergenceError:
+    """The first bad step over groups of replicas run one after another, as one vmapped run
+    would have reported it: its partial records are every group's, cut to the shortest."""
+    err = min(errors, key=lambda e: e.step)
+    parts = [e.partial for e in errors if e.partial is not None] + list(done)
+    if err.partial is not None and len(parts) == len(errors) + len(done):
+        n = min(len(next(iter(p.values()))) for p in parts)
+        err.partial = {k: np.concatenate([np.asarray(p[k])[:n] for p in parts], axis=1) for k in err.partial}
+    return err
 
 
 def _iterate(plan: SolvePlan, static, sh, rep, su, label):

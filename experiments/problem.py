@@ -80,8 +80,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "precision": Field("str", "full", ("per-step products in float64 (full) or float32 with a float64 state "
                             "(mixed: closure and forward, gamma0 >= 0.05)"),
                            choices=("full", "mixed")),
-        "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): above it the replicas run a few "
-                               "at a time, and a solve that cannot fit is refused", 0.0, True),
+        "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): a solve runs its replicas a few "
+                               "at a time above it; a scan's batch, which cannot, is refused", 0.0, True),
     },
     "simulate": {
         "widths": Field("ints", [64, 128, 256, 512, 1024], "network widths", 1),

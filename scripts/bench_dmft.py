@@ -153,9 +153,11 @@ def error_per_cost(quick):
 
 def scaling_table(quick):
     """Forward solver (tanh, gamma0 = 1, kernels off): seconds per step as one size grows from
-    a base (P = 128, D = 32, 4096 nodes); the fitted exponent of time against each size."""
-    base = dict(P=128, D=32, samples=4096)
-    grow = {"P": [64, 128, 256, 512], "D": [8, 32, 128], "samples": [2048, 4096, 8192, 16384]}
+    a base (P = 128, D = 32, 4096 nodes, 100 steps); the fitted exponent of time per step against
+    each size (against steps it is ~0 when the run's time is linear in its steps)."""
+    base = dict(P=128, D=32, samples=4096, steps=100)
+    grow = {"P": [64, 128, 256, 512], "D": [8, 32, 128], "samples": [2048, 4096, 8192, 16384],
+            "steps": [50, 100, 200, 400]}
     if quick:
         grow = {k: v[:3] for k, v in grow.items()}
     rows = []
@@ -164,11 +166,11 @@ def scaling_table(quick):
         for v in values:
             size = {**base, name: v}
             data = dmft.tasks.single_index(D=size["D"], P=size["P"], P_test=0, degree=2, key=jax.random.key(1))
-            kw = dict(eta0=0.2, steps=100, save_every=100, samples=size["samples"], replicas=4,
-                      method="forward", kernels=False)
+            kw = dict(eta0=0.2, steps=size["steps"], save_every=size["steps"], samples=size["samples"],
+                      replicas=4, method="forward", kernels=False)
             model = dmft.TwoLayer("tanh", gamma0=1.0)
             dmft.solve(model, data, **kw)
-            per_step.append(dmft.solve(model, data, **kw).info["run_s"] / 100)
+            per_step.append(dmft.solve(model, data, **kw).info["run_s"] / size["steps"])
         fit = loglog_fit(np.array(values, float), np.array(per_step))
         rows.append(dict(size=name, values=values, ms_per_step=[1e3 * x for x in per_step],
                          exponent=fit.slope, exponent_se=fit.stderr))
@@ -210,12 +212,15 @@ def main():
     for k in kumar:
         k.pop("test_loss")
 
-    print("\n2b. how the forward solver's time per step grows (tanh, base P=128, D=32, 4096 nodes;"
+    print("\n2b. how the forward solver's time per step grows (tanh, base P=128, D=32, 4096 nodes, 100 steps;"
           " one size varied; 1 = linear)")
     sc = scaling_table(args.quick)
     for r in sc:
         print(f"   {r['size']:>8}: " + ", ".join(f"{v}: {m:.2f} ms" for v, m in zip(r['values'], r['ms_per_step']))
               + f"   exponent {r['exponent']:.2f} +- {r['exponent_se']:.2f}")
+    print("   (against steps, ~0 = the run's time linear in steps.) The products cost nodes x P x D: flops\n"
+          "   alone would give exponent 1 in each; an exponent in D well below 1 means the (nodes, P)\n"
+          "   elementwise passes, which do not grow with D, bind: memory traffic, not flops")
 
     print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
     print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "

@@ -54,7 +54,8 @@ else:
     sch = dmft.Schedule(0.5, spec["steps"], spec["save_every"])
     if kind == "solve":
         opts = dict(method=spec["method"], samples=spec.get("samples", 4096), kernels=spec["kernels"],
-                    replicas=spec.get("replicas", 4), max_memory_gb=spec.get("max_memory_gb", 1000.0))
+                    replicas=spec.get("replicas", 4), max_memory_gb=spec.get("max_memory_gb", 1000.0),
+                    sampler=spec.get("sampler", "stratified"))
         plan = dmft.plan_solve(model, data, sch, **opts)
         est, extra = plan.memory_bytes, {"replicas_at_once": plan.replicas_at_once}
         jax.block_until_ready(jax.numpy.ones(1))
@@ -97,6 +98,9 @@ PROGRAMS = [
     ("solve 8 replicas streamed", dict(kind="solve", method="forward", kernels=False, D=64, P=500, P_test=500,
                                        steps=40, save_every=10, samples=131072, replicas=8,
                                        max_memory_gb=1.5), False),
+    ("solve sobol streamed", dict(kind="solve", method="forward", kernels=False, D=400, P=100, P_test=100,
+                                  steps=40, save_every=10, samples=2 ** 18, replicas=16, sampler="sobol",
+                                  max_memory_gb=1.8), False),
     ("solve iterate", dict(kind="solve", method="iterate", kernels=True, D=16, P=200, P_test=100,
                            steps=200, save_every=10, samples=2048), True),
     ("solve lazy large P", dict(kind="solve", method="lazy", kernels=True, D=32, P=2000, P_test=1000,

@@ -583,22 +583,34 @@ def test_products_run_in_full_float32_precision_on_every_device(data, monkeypatc
     assert seen and all(p == "bfloat16" for _, p in seen), seen
 
 
-@pytest.mark.parametrize("method, tol", [("forward", 1e-14), ("iterate", 1e-10)])
-def test_replicas_a_few_at_a_time_give_the_same_solve(method, tol):
-    """A budget too small for all replicas at once: the plan integrates groups one after another
-    (flat memory in the replica count), with the same nodes and the same answer, predictions
-    (with the field outside the data span, D > P + P*) and error bars included."""
+def _budget(plan, g):
+    """A max_memory_gb under which the plan integrates g replicas at once (halfway to 2g)."""
     from dmft.plan import memory_estimate
+    return (memory_estimate(plan, at_once=g) + memory_estimate(plan, at_once=2 * g)) / 2 / 2 ** 30
+
+
+@pytest.mark.parametrize("method, sampler, tol", [("forward", "stratified", 1e-14),
+                                                  ("forward", "sobol", 1e-14), ("iterate", "stratified", 1e-10)])
+def test_replicas_a_few_at_a_time_give_the_same_solve(method, sampler, tol, monkeypatch):
+    """A budget too small for all replicas at once: the plan integrates groups one after another
+    (memory follows the group), with the same nodes and the same answer, predictions (with the
+    field outside the data span, D > P + P*) and error bars included; iterate to its tol."""
+    import importlib
+    solve_mod = importlib.import_module("dmft.solve")
     data = dmft.tasks.single_index(D=40, P=12, P_test=6, degree=2, key=3)
     model = dmft.TwoLayer("tanh", gamma0=1.0)
-    kw = dict(eta0=0.5, steps=20, save_every=5, samples=512, replicas=4, method=method,
+    kw = dict(eta0=0.5, steps=20, save_every=5, samples=512, replicas=4, method=method, sampler=sampler,
               key=jax.random.key(5))
     full = dmft.solve(model, data, **kw)
-    plan = dmft.plan_solve(model, data, dmft.Schedule(0.5, 20, 5), method=method, samples=512, replicas=4)
+    plan = dmft.plan_solve(model, data, dmft.Schedule(0.5, 20, 5), method=method, samples=512, replicas=4,
+                           sampler=sampler)
     assert full.info["replicas_at_once"] == 4 and plan.replicas_at_once == 4
+    run_saved, sizes = solve_mod.run_saved, []
+    monkeypatch.setattr(solve_mod, "run_saved", lambda *a, **k: sizes.append(a[4].z.shape[0]) or run_saved(*a, **k))
     for g in (2, 1):
-        budget = (memory_estimate(plan, at_once=g) + memory_estimate(plan, at_once=2 * g)) / 2 / 2 ** 30
-        part = dmft.solve(model, data, max_memory_gb=budget, **kw)
+        sizes.clear()
+        part = dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
+        assert sizes == [g] * (4 // g)                 # what ran, not only what the plan says
         assert part.info["replicas_at_once"] == g and part.info["replicas"] == 4
         for name in ("f_train", "f_test", "train_loss", "ntk"):
             np.testing.assert_allclose(getattr(part, name), getattr(full, name), rtol=0, atol=tol)
@@ -608,3 +620,36 @@ def test_replicas_a_few_at_a_time_give_the_same_solve(method, tol):
         np.testing.assert_allclose(part.predict(x_new), full.predict(x_new), rtol=0, atol=tol)
         if method == "iterate":
             assert part.info["converged"] and len(part.info["iterations_by_group"]) == 4 // g
+            assert part.info["iterations"] == full.info["iterations"]
+
+
+@pytest.mark.parametrize("method", ["forward", "iterate"])
+def test_replicas_a_few_at_a_time_report_the_first_bad_step(method):
+    """A diverging solve in groups raises the earliest bad step over all groups, as one vmapped
+    run does, with every replica's partial records."""
+    data = dmft.tasks.single_index(D=6, P=24, P_test=8, degree=2, key=1)
+    model = dmft.TwoLayer("tanh", gamma0=3.0)
+    kw = dict(eta0=20.0, steps=400, save_every=10, samples=256, replicas=4, method=method,
+              key=jax.random.key(2))
+    with pytest.raises(dmft.DivergenceError) as full:
+        dmft.solve(model, data, **kw)
+    plan = dmft.plan_solve(model, data, dmft.Schedule(20.0, 400, 10), method=method, samples=256, replicas=4)
+    for g in (2, 1):
+        with pytest.raises(dmft.DivergenceError) as part:
+            dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
+        assert part.value.step == full.value.step
+        if full.value.partial is not None:
+            assert part.value.partial["f_train"].shape == full.value.partial["f_train"].shape
+
+
+def test_batch_refuses_at_construction_what_only_a_grouped_solve_fits(data):
+    """A BatchProgram integrates every replica at once: a budget that only a grouped solve fits
+    is refused when the program is built, naming what to change."""
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(method="forward", samples=2 ** 16, replicas=8)
+    plan = dmft.plan_solve(model, data, dmft.Schedule(0.5, 10, 5), kernels=False, **kw)
+    budget = _budget(plan, 1)
+    assert dmft.plan_solve(model, data, dmft.Schedule(0.5, 10, 5), kernels=False, max_memory_gb=budget,
+                           **kw).replicas_at_once == 1
+    with pytest.raises(dmft.InputError, match="all its replicas at once"):
+        dmft.BatchProgram(model, data, 0.5, 10, 5, max_memory_gb=budget, **kw)

@@ -79,8 +79,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
         "replicas": Field("int", 4, "replicas for the error estimate", 1),
         "seed": Field("int", 0, "seed of the single-site nodes", 0),
-        "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): above it the replicas run a few "
-                               "at a time, and a solve that cannot fit is refused", 0.0, True),
+        "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): a solve runs its replicas a few "
+                               "at a time above it; a scan's batch, which cannot, is refused", 0.0, True),
     },
     "simulate": {
         "widths": Field("ints", [2, 16, 128], "network widths", 1),
