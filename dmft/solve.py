@@ -198,7 +198,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     # nodes come from fold_in(key, i) whatever the grouping: the same answer)
     R = plan.replicas
     g = plan.replicas_at_once or R
-    recs, finals, reps, runs, its, failed = [], [], [], [], [], []
+    recs, finals, reps, runs, its, failed, ran = [], [], [], [], [], [], []
     for first in range(0, R, g):
         rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
                                 replicas=R, quadrature_nodes=plan.quadrature_nodes,
@@ -213,13 +213,15 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                                       gaps=sch.gaps, drive=drive, progress=progress, label=label)
         except DivergenceError as err:      # the other groups still run: the earliest bad step is raised
             failed.append(err)
+            ran.append(err.partial)
             continue
+        ran.append(rec)
         recs.append(rec)
         finals.append(st)
         reps.append(_ss.for_prediction(rep))
         runs.append(wall)
     if failed:
-        raise _earliest(failed, recs)
+        raise _earliest(failed, ran)
     rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
     extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
              "run_s": float(np.sum(runs))}
@@ -262,12 +264,13 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     return rec, extra, predictor
 
 
-def _earliest(errors, done) -> DivergenceError:
+def _earliest(errors, ran) -> DivergenceError:
     """The first bad step over groups of replicas run one after another, as one vmapped run
-    would have reported it: its partial records are every group's, cut to the shortest."""
+    would have reported it: its partial records are every group's (`ran`, in replica order: the
+    records or partial records of each), cut to the shortest."""
     err = min(errors, key=lambda e: e.step)
-    parts = [e.partial for e in errors if e.partial is not None] + list(done)
-    if err.partial is not None and len(parts) == len(errors) + len(done):
+    if err.partial is not None and all(p is not None for p in ran):
+        parts = ran
         n = min(len(next(iter(p.values()))) for p in parts)
         err.partial = {k: np.concatenate([np.asarray(p[k])[:n] for p in parts], axis=1) for k in err.partial}
     return err
