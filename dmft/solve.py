@@ -200,12 +200,12 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     g = plan.replicas_at_once or R
     recs, finals, reps, runs, its, failed, ran = [], [], [], [], [], [], []
     for first in range(0, R, g):
+        rep = drive = None                  # the last group's matrices go before the next is drawn
         rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
                                 replicas=R, quadrature_nodes=plan.quadrature_nodes,
                                 trained=model.trained_readout, cv=plan.cv_mode, first=first, count=g)
         label = plan.method if g == R else f"{plan.method} (replicas {first + 1}-{first + g} of {R})"
         try:
-            drive = None
             if plan.method == "iterate":
                 drive, it = _iterate(plan, static, sh, rep, su, label)
                 its.append(it)
@@ -266,13 +266,24 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
 
 def _earliest(errors, ran) -> DivergenceError:
     """The first bad step over groups of replicas run one after another, as one vmapped run
-    would have reported it: its partial records are every group's (`ran`, in replica order: the
-    records or partial records of each), cut to the shortest."""
+    would have reported it. Its partial records are every group's (`ran`, in replica order: the
+    records or partial records of each) over the saves the earliest error kept, a group that
+    stopped sooner padded with NaN; None when a group has none (it failed in the iteration)."""
     err = min(errors, key=lambda e: e.step)
-    if err.partial is not None and all(p is not None for p in ran):
-        parts = ran
-        n = min(len(next(iter(p.values()))) for p in parts)
-        err.partial = {k: np.concatenate([np.asarray(p[k])[:n] for p in parts], axis=1) for k in err.partial}
+    if err.partial is None:
+        return err
+    if any(p is None for p in ran):
+        err.partial = None
+        return err
+    n = len(next(iter(err.partial.values())))
+
+    def cut(a):
+        a = np.asarray(a)[:n]
+        if len(a) == n:
+            return a
+        return np.concatenate([a.astype(float), np.full((n - len(a),) + a.shape[1:], np.nan)])
+
+    err.partial = {k: np.concatenate([cut(p[k]) for p in ran], axis=1) for k in err.partial}
     return err
 
 

@@ -654,3 +654,25 @@ def test_batch_refuses_at_construction_what_only_a_grouped_solve_fits(data):
                            **kw).replicas_at_once == 1
     with pytest.raises(dmft.InputError, match="all its replicas at once"):
         dmft.BatchProgram(model, data, 0.5, 10, 5, max_memory_gb=budget, **kw)
+
+
+def test_grouped_divergence_partial_records_in_every_mixed_case():
+    """The earliest error over groups keeps its saves for every replica (a group that stopped
+    sooner padded with NaN, in replica order), and no partial when a group has none."""
+    import importlib
+    earliest = importlib.import_module("dmft.solve")._earliest
+
+    def err(step, saves):
+        part = None if saves is None else {"f": np.full((saves, 2, 3), float(step))}
+        return dmft.DivergenceError("bad", step=step, partial=part)
+
+    full = {"f": np.zeros((11, 2, 3))}
+    a, b = err(95, 11), err(100, 1)                   # b: a record error that kept only t = 0
+    out = earliest([a, b], [full, a.partial, b.partial])
+    assert out.step == 95 and out.partial["f"].shape == (11, 6, 3)
+    np.testing.assert_array_equal(out.partial["f"][:, :2], 0.0)
+    np.testing.assert_array_equal(out.partial["f"][:, 2:4], 95.0)
+    assert np.all(out.partial["f"][0, 4:] == 100.0) and np.all(np.isnan(out.partial["f"][1:, 4:]))
+    a, c = err(5, 11), err(40, None)                  # c failed in the iteration: no records
+    out = earliest([a, c], [a.partial, None, full])
+    assert out.step == 5 and out.partial is None
