@@ -71,7 +71,7 @@ class SolvePlan:
         memory_bytes: estimated peak bytes of the solve.
         replicas_at_once: how many replicas a sampled solve integrates at once (vmapped): all of
             them, or the largest divisor of `replicas` whose solve fits in max_memory_gb; the
-            groups then run one after another, so memory follows the nodes per replica.
+            groups then run one after another, so memory follows the group.
         (and every option of `dmft.solve`, validated)
     """
 
@@ -96,7 +96,7 @@ class SolvePlan:
     neuron_measures: Callable | None
     precision: str
     memory_bytes: float
-    replicas_at_once: int = 0
+    replicas_at_once: int
 
     @property
     def sampled(self) -> bool:
@@ -233,7 +233,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         need = memory_estimate(plan, at_once=g)
         if need <= budget:
             return dataclasses.replace(plan, memory_bytes=need, replicas_at_once=g)
-    more = (" or more replicas (they run a few at a time, so memory follows the nodes per replica)"
+    more = (" or more replicas (they run a few at a time)"
             if plan.sampled and sampler != "quadrature" else "")
     raise InputError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
                      f"(> max_memory_gb={max_memory_gb}"
@@ -248,16 +248,16 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     Counts: the geometry and lazy kernels ((P + P*) x P arrays), the method's state for every
     replica (the final nodes are kept for `Solution.predict`), the draw, control-variate
     matrices and per-step temporaries of the `at_once` replicas integrated together (default
-    `plan.replicas_at_once`; they are vmapped),
-    the records three times over (the device's output, the host copy, the concatenation), and
-    for `points` > 1 (a `BatchProgram` call) everything per point, as vmap makes it."""
+    `plan.replicas_at_once`; they are vmapped), the records three times over (the device's
+    output, the host copy, the concatenation), and for `points` > 1 (a `BatchProgram` call)
+    everything per point, as vmap makes it."""
     data, model = plan.data, plan.model
     P, Pt, C, D = data.P, data.P_test, data.C, data.D
     N = P + Pt
     r = min(D, N)
     T = plan.schedule.save_steps.size
     R = plan.replicas if plan.sampled else 1
-    g = min(R, at_once or plan.replicas_at_once or R)
+    g = min(R, at_once or plan.replicas_at_once)
     kern = 3 * P * P if plan.kernels else 0
     per_save = N * C + kern + 8
     records = 3.0 * R * T * per_save

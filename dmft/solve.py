@@ -197,8 +197,8 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     # `plan_solve` chose groups that do, drawn and integrated one after another (replica i's
     # nodes come from fold_in(key, i) whatever the grouping: the same answer)
     R = plan.replicas
-    g = plan.replicas_at_once or R
-    recs, finals, reps, runs, its, failed, ran = [], [], [], [], [], [], []
+    g = plan.replicas_at_once
+    recs, finals, reps, runs, its, failed = [], [], [], [], [], []     # recs: records or partial ones
     for first in range(0, R, g):
         rep = drive = None                  # the last group's matrices go before the next is drawn
         rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
@@ -213,15 +213,14 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                                       gaps=sch.gaps, drive=drive, progress=progress, label=label)
         except DivergenceError as err:      # the other groups still run: the earliest bad step is raised
             failed.append(err)
-            ran.append(err.partial)
+            recs.append(err.partial)
             continue
-        ran.append(rec)
         recs.append(rec)
         finals.append(st)
         reps.append(_ss.for_prediction(rep))
         runs.append(wall)
     if failed:
-        raise _earliest(failed, ran)
+        raise _earliest(failed, recs)
     rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
     extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
              "run_s": float(np.sum(runs))}
