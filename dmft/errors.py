@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
            "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError"]
 
@@ -44,14 +46,17 @@ class DivergenceError(DmftError, FloatingPointError):
     Attributes:
         step: the first step whose output was not finite.
         cause: which quantity went non-finite (e.g. "prediction error Delta").
-        partial: what was recorded before (a dict of arrays), or None.
+        partial: the saves recorded before it, all finite (a dict of arrays with a leading
+            save axis), or None.
+        saved_steps: the step counts of those saves (None when unknown).
     """
 
-    def __init__(self, message, step=None, cause=None, partial=None):
+    def __init__(self, message, step=None, cause=None, partial=None, saved_steps=None):
         super().__init__(message)
         self.step = step
         self.cause = cause
         self.partial = partial
+        self.saved_steps = None if saved_steps is None else np.asarray(saved_steps)
 
 
 class NotConverged(DmftError, RuntimeError):

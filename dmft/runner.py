@@ -154,11 +154,16 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
         if bad >= 0:
             if bar is not None:
                 bar.close()
+            # the update from step `bad` to bad + 1 went bad: the saves after at most `bad` steps are good
+            good = int(np.searchsorted(counts, bad, side="right"))
+            if good > first_saved:      # a record (a kernel, say) may have overflowed before the state
+                _check_records({k: v[:good - first_saved] for k, v in records[-1].items()},
+                               first_saved, counts, label, records)
             raise DivergenceError(
                 f"{label}: non-finite output at step {bad} (t = step * eta0): {cause} overflowed. "
                 "Lower eta0 or gamma0, or check the data scale. "
-                f"Records up to step {offset} are in .partial.",
-                step=bad, cause=cause, partial=_stack(records))
+                + _kept(counts, good),
+                step=bad, cause=cause, partial=_cut(records, good), saved_steps=counts[:good])
         if stop_on_nonfinite:
             try:
                 _check_records(records[-1], first_saved, counts, label, records)
@@ -181,8 +186,23 @@ def _check_records(rec, first_saved, counts, label, records):
     lo, hi = int(counts[max(j - 1, 0)]), int(counts[j])
     raise DivergenceError(
         f"{label}: the recorded {name!r} is not finite at the save after step {hi} (the state first "
-        f"went bad between steps {lo} and {hi}). Lower eta0 or gamma0, or check the data scale.",
-        step=hi, cause=f"non-finite {name}", partial=_stack(records[:-1]) if len(records) > 1 else None)
+        f"went bad between steps {lo} and {hi}). Lower eta0 or gamma0, or check the data scale. "
+        + _kept(counts, j),
+        step=hi, cause=f"non-finite {name}", partial=_cut(records, j), saved_steps=counts[:j])
+
+
+def _cut(records, good):
+    """The first `good` saves of the chunks recorded so far (None when there are none)."""
+    if good == 0:
+        return None
+    return {k: v[:good] for k, v in _stack(records).items()}
+
+
+def _kept(counts, good) -> str:
+    if good == 0:
+        return "Nothing was recorded before it (.partial is None)."
+    return (f"The saves up to step {int(counts[good - 1])} ({good}) are in .partial "
+            "(their step counts in .saved_steps).")
 
 
 def progress_bar(total, label, unit="step"):

@@ -389,7 +389,8 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
             + (f" (the lazy step is unstable: eta0 lambda_max / P = {extra['lazy_eta0_stability']:.3g} > 2)"
                if plan.method == "lazy" and not extra.get("stable", True) else "") + ".",
             step=k, cause=f"non-finite {name}",
-            partial={key: (None if v is None else np.asarray(v)[:j]) for key, v in arrays.items()})
+            partial={key: (None if v is None else np.asarray(v)[:j]) for key, v in arrays.items()},
+            saved_steps=sch.save_steps[:j])
     return Solution(t=sch.times, f_train=f_tr, f_test=f_te, train_loss=train_loss,
                     test_loss=test_loss, ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
                     gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],

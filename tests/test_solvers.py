@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 import dmft
@@ -676,3 +678,45 @@ def test_grouped_divergence_partial_records_in_every_mixed_case():
     a, c = err(5, 11), err(40, None)                  # c failed in the iteration: no records
     out = earliest([a, c], [a.partial, None, full])
     assert out.step == 5 and out.partial is None
+
+
+@settings(max_examples=12, deadline=None)
+@given(method=st.sampled_from(["forward", "closure", "flow"]), eta0=st.floats(30.0, 400.0),
+       every=st.sampled_from([1, 2, 3, 4, 5, 6, 10]))
+def test_divergence_keeps_only_the_saves_before_the_bad_step(method, eta0, every):
+    """The partial records of a divergence are the finite saves taken up to the first bad step,
+    with their step counts, whatever the step size and save interval."""
+    data = dmft.tasks.single_index(D=6, P=24, P_test=8, degree=2, key=1)
+    act = "linear" if method == "closure" else "relu"
+    sch = dmft.Schedule(eta0, 60, every, dynamics="flow" if method == "flow" else "gd")
+    with pytest.raises(dmft.DivergenceError) as err:
+        dmft.solve(dmft.TwoLayer(act, gamma0=1.0), data, sch, samples=64,
+                   method="closure" if method == "closure" else "forward")
+    e = err.value
+    n = 0 if e.partial is None else len(e.partial["f_train"])
+    assert n >= 1 and len(e.saved_steps) == n       # step 0 is always saved, and finite
+    np.testing.assert_array_equal(e.saved_steps, sch.save_steps[:n])
+    assert e.saved_steps[-1] <= e.step and (n == len(sch.save_steps) or sch.save_steps[n] >= e.step)
+    assert all(np.all(np.isfinite(v)) for v in e.partial.values())
+    assert f"up to step {e.saved_steps[-1]} ({n})" in str(e)
+
+
+@pytest.mark.parametrize("zero", ["target", "inputs"])
+def test_a_zero_target_or_zero_inputs_train_without_alarm(zero):
+    """The kernel-target alignment of a zero target or a zero kernel is 0, not 0/0: nothing is
+    reported as a divergence, the theory stays at zero loss and the networks are not flagged."""
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    y = np.tanh(x[:, 0])
+    if zero == "target":
+        y = 0 * y
+    else:
+        x = 0 * x
+    data = dmft.Dataset(x[:8], y[:8], x[8:], y[8:])
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    for method in ("forward", "lazy"):
+        sol = dmft.solve(model, data, eta0=0.5, steps=4, save_every=2, samples=64, method=method)
+        np.testing.assert_array_equal(sol.alignment, 0.0)
+        assert np.all(np.isfinite(sol.train_loss)) and np.all(np.isfinite(sol.test_loss))
+    run = networks.train(model, data, eta0=0.5, steps=4, save_every=2, width=16, seeds=2)
+    np.testing.assert_array_equal(run.alignment, 0.0)
+    assert np.all(np.isfinite(run.train_loss)) and run.info["diverged"] == {}
