@@ -9,7 +9,8 @@
     dmft dln --config scripts/configs/dln.toml     # deep linear networks under SGD: per-mode theory
 
 Your own data: save the arrays with `dmft.Dataset(x, y, x_test, y_test).save("mine.npz")`
-and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]).
+and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]: a relative
+path there is relative to the TOML file; with --set, to the current directory).
 
 Exit codes: 0 done (or already complete), 1 a check failed with --strict,
 2 bad configuration or arguments, 3 the output location is unusable or holds something
@@ -106,7 +107,9 @@ def _add_grok_parser(sub):
     text = "grokking as a lazy-to-rich transition: theory, networks, measures, phase diagrams"
     s = sub.add_parser("grok", help=text, description=text + " (experiments/grok documents the TOML)")
     _common(s, "grok TOML (testbed, model.gamma0, simulate.widths, diagram, decay)")
-    s.add_argument("--testbed", choices=("kumar", "modular_addition", "sparse_parity"), help="testbed.name")
+    from .grok.config import TESTBEDS        # the one registry of testbeds
+
+    s.add_argument("--testbed", choices=TESTBEDS, help="testbed.name")
     s.add_argument("--gamma0", type=float, nargs="+", help="model.gamma0")
     s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
     s.add_argument("--seeds", type=int, help="simulate.seeds")

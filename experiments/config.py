@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from dmft.errors import ConfigError
 
-__all__ = ["ConfigError", "Field", "defaults", "coerce", "parse_override", "merge", "load",
+__all__ = ["ConfigError", "Field", "defaults", "resolve_path", "coerce", "parse_override", "merge", "load",
            "read_toml", "to_toml", "differences", "flag_overrides"]
 
 
@@ -42,6 +42,18 @@ class Field:
     exclusive: bool = False         # minimum is exclusive
     choices: tuple | None = None
     maximum: float | None = None
+    path: bool = False              # a file path: stored absolute (see `resolve_path`)
+
+
+def resolve_path(value: str, base: str | None) -> str:
+    """A path field's value made absolute: relative paths are taken against `base` (the directory
+    of the TOML file that names them) or, without one (--set, a dict), the current directory."""
+    if not value:
+        return value
+    value = os.path.expanduser(value)
+    if not os.path.isabs(value):
+        value = os.path.join(base if base is not None else os.getcwd(), value)
+    return os.path.normpath(value)
 
 
 def defaults(schema: dict) -> dict:
@@ -107,10 +119,12 @@ def _number(key, f, value, bad):
 
 
 def merge(cfg: dict, update, source: str, schema: dict,
-          tables: dict[str, Callable] | None = None) -> None:
+          tables: dict[str, Callable] | None = None, base: str | None = None) -> None:
     """Merge `update` (section -> key -> value) into `cfg`, checking every key.
 
     Args:
+        base: the directory relative path fields (`Field.path`) are resolved against (the TOML
+            file's directory); None: the current directory.
         tables: "section.key" -> handler(cfg, subkey, value, source) for keys whose value is a
             table of its own (the grid of a scan); the subkey is what follows "section.key."
             in an override such as scan.grid.model.gamma0=[...].
@@ -131,7 +145,9 @@ def merge(cfg: dict, update, source: str, schema: dict,
                 known = list(schema[sec]) + [t.split(".", 1)[1] for t in tables if t.startswith(sec + ".")]
                 raise ConfigError(f"{source}: unknown key {sec}.{k}; known in [{sec}]: {', '.join(known)}")
             else:
-                cfg[sec][k] = coerce(f"{sec}.{k}", schema[sec][k], v)
+                f = schema[sec][k]
+                value = coerce(f"{sec}.{k}", f, v)
+                cfg[sec][k] = resolve_path(value, base) if f.path else value
 
 
 def parse_override(text: str) -> dict:
@@ -174,6 +190,9 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
          initial: dict | None = None) -> dict:
     """Defaults, then `preset`, then `source` (a TOML path or a dict), then overrides; checked.
 
+    Path fields are stored absolute: relative to the TOML file's directory when the file names
+    them, to the current directory when an override or a dict does.
+
     Args:
         schema: section -> key -> Field.
         check: cross-field checks on the merged configuration (raise ConfigError).
@@ -186,7 +205,8 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
     if isinstance(source, dict):
         merge(cfg, copy.deepcopy(source), "configuration", schema, tables)
     elif source is not None:
-        merge(cfg, read_toml(source), os.fspath(source), schema, tables)
+        merge(cfg, read_toml(source), os.fspath(source), schema, tables,
+              base=os.path.dirname(os.path.abspath(os.fspath(source))))
     for text in overrides:
         merge(cfg, parse_override(text), f"override {text!r}", schema, tables)
     if check is not None:

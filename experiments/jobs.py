@@ -86,8 +86,8 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     Raises InputError (a ValueError, from dmft / networks) naming the argument.
     """
     prob = _problem.build(cfg)
-    if job in ("validate", "simulate") and prob.data.P_test == 0:
-        raise ConfigError("task.P_test: the validation compares test losses; give test points")
+    if job in ("validate", "simulate"):
+        _check_test_set(cfg, prob.data, job)
     sim = cfg["simulate"]
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
@@ -97,6 +97,18 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"],
                                 **prob.train_options)
     return prob
+
+
+def _check_test_set(cfg: dict, data, job: str) -> None:
+    """validate and simulate report test losses: refuse data without test inputs and targets."""
+    if data.P_test > 0 and data.y_test is not None:
+        return
+    why = "the validation compares test losses" if job == "validate" else "the ensembles report test losses"
+    if cfg["task"]["name"] == "npz":
+        missing = "x_test and y_test" if data.P_test == 0 else "y_test (it has x_test only)"
+        raise ConfigError(f"task.path: {cfg['task']['path']} has no {missing}; {why}: save the file with "
+                          "test inputs x_test and targets y_test (dmft.Dataset(x, y, x_test, y_test).save(path))")
+    raise ConfigError(f"task.P_test: {why}; give test points")
 
 
 def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: bool = False,

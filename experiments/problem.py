@@ -54,7 +54,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "teacher_width": Field("int", 4, "units of the teacher network", 1),
         "teacher_activation": Field("str", "relu", "activation of the teacher network"),
         "path": Field("str", "", "an .npz with x_train, y_train and optionally x_test, y_test "
-                      "(task.name = 'npz'; write one with dmft.Dataset(...).save(path))"),
+                      "(task.name = 'npz'; write one with dmft.Dataset(...).save(path)); relative to the "
+                      "TOML file that names it (with --set: to the current directory), stored absolute",
+                      path=True),
         "seed": Field("int", 0, "data seed", 0),
     },
     "model": {

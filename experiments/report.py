@@ -29,6 +29,9 @@ def _fmt(x, nd=4):
 
 
 def _final_table(sweep):
+    """Last-time values per gamma0: the DMFT with its standard error (across replicas), the lazy
+    limit, and per width the networks' mean with the std over seeds (ddof = 1, as in the checks).
+    Network losses are test losses; without test targets they are None, never train losses."""
     rows = []
     for g in sweep.gamma0s:
         sol, lz = sweep.solutions[g], sweep.lazy[g]
@@ -41,14 +44,34 @@ def _final_table(sweep):
                "networks": {}}
         for w in sweep.widths:
             run = sweep.runs[g][w]
-            tl = run.test_loss if run.test_loss is not None else run.train_loss
-            row["networks"][w] = {"test_loss_mean": float(np.nanmean(tl[:, -1])),
-                                  "test_loss_std": float(np.nanstd(tl[:, -1])),
+            mean, std = _seed_stats(run.test_loss)
+            row["networks"][w] = {"test_loss_mean": mean, "test_loss_std": std,
                                   "alignment": float(np.nanmean(run.alignment[:, -1])),
                                   "weight_change": float(np.nanmean(run.weight_change["first_layer"][:, -1])),
                                   "diverged": len(run.info["diverged"])}
         rows.append(row)
     return rows
+
+
+def _seed_stats(loss):
+    """(mean, std over seeds with ddof = 1) of a (seeds, T) loss at the last time; None without it."""
+    if loss is None:
+        return None, None
+    last = np.asarray(loss)[:, -1]
+    n = int(np.sum(np.isfinite(last)))
+    std = float(np.nanstd(last, ddof=1)) if n > 1 else 0.0
+    return float(np.nanmean(last)), std
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _table(head, rows) -> list[str]:
+    """A Markdown table whose separator has as many cells as its header (and every row)."""
+    for r in rows:
+        assert len(r) == len(head), (head, r)
+    return [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows]
 
 
 def _scaling_table(sweep):
@@ -103,10 +126,9 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
     rows = []
     for g, by_width in runs.items():
         for w, run in by_width.items():
-            tl = run.test_loss if run.test_loss is not None else run.train_loss
+            mean, std = _seed_stats(run.test_loss)
             rows.append({"gamma0": g, "width": w, "seeds": run.info["seeds"],
-                         "final_loss_mean": float(np.nanmean(tl[:, -1])),
-                         "final_loss_std": float(np.nanstd(tl[:, -1])),
+                         "final_test_loss_mean": mean, "final_test_loss_std": std,
                          "alignment": float(np.nanmean(run.alignment[:, -1])),
                          "weight_change": float(np.nanmean(run.weight_change["first_layer"][:, -1])),
                          "diverged": run.info["diverged"], "wall_s": run.info["wall_s"]})
@@ -117,11 +139,16 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
     with open(js, "w") as fh:
         json.dump(_io.jsonable(rep), fh, indent=2)
     lines = ["# Finite-width network ensembles", "",
-             "| gamma0 | width | seeds | final test loss | alignment | weight change | diverged | s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['gamma0']:g} | {r['width']} | {r['seeds']} | {_fmt(r['final_loss_mean'])} +- "
-              f"{_fmt(r['final_loss_std'], 2)} | {_fmt(r['alignment'], 3)} | {_fmt(r['weight_change'], 3)} | "
-              f"{len(r['diverged'])} | {r['wall_s']:.1f} |" for r in rows]
+             f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
+             f"C = {data.C}; two-layer `{model.activation.name}` network, {model.readout} readouts, "
+             f"{'centered' if model.centered else 'not centered'}; trained in DMFT units "
+             "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares).", ""]
+    lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
+                     "weight change", "diverged", "s"],
+                    [[f"{r['gamma0']:g}", r["width"], r["seeds"],
+                      f"{_fmt(r['final_test_loss_mean'])} +- {_fmt(r['final_test_loss_std'], 2)}",
+                      _fmt(r["alignment"], 3), _fmt(r["weight_change"], 3), len(r["diverged"]),
+                      f"{r['wall_s']:.1f}"] for r in rows])
     lines += ["", "## Figures", ""] + [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg).rstrip(), "```", ""]
     md = os.path.join(out, "report.md")
@@ -157,39 +184,51 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         json.dump(_io.jsonable(report), fh, indent=2)
 
     m = sweep.model
+    nets = bool(sweep.widths)
+    what = (f"networks of width {sweep.widths} with {sweep.seeds} seeds each, trained in DMFT units "
+            "(t = steps x eta0)") if nets else "no networks (this job solves the theory only)"
+    timing = f"Theory {sweep.timings['theory_s']:.0f} s" + \
+        (f", networks {sweep.timings['networks_s']:.0f} s" if nets else "")
     lines = [
-        "# Lazy-to-rich validation: DMFT against finite networks", "",
+        "# Lazy-to-rich validation: DMFT against finite networks" if nets else
+        "# DMFT and its lazy limit at each gamma0", "",
         f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
         f"C = {data.C}; two-layer `{m.activation.name}` network, {m.readout} readouts, "
-        f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; networks of width "
-        f"{sweep.widths} with {sweep.seeds} seeds each, trained in DMFT units (t = steps x eta0). "
-        f"Theory {sweep.timings['theory_s']:.0f} s, networks {sweep.timings['networks_s']:.0f} s "
-        f"on {environment.get('backend', '?')}.", "",
-        "## Checks", "", "| check | value | tolerance | verdict | detail |", "| --- | --- | --- | --- | --- |"]
-    for v in verdicts:
-        lines.append(f"| {v['name']} | {_fmt(v['value'])} | {v['tolerance'] or '-'} | **{v['verdict']}** | "
-                     f"{v['detail']} |")
-    lines += ["", "## Final values (last saved time)", ""]
-    head = "| gamma0 | DMFT test loss | lazy | " + " | ".join(f"N={w}" for w in sweep.widths) + \
-           " | DMFT alignment | DMFT weight change |"
-    lines += [head, "|" + " --- |" * (5 + len(sweep.widths))]
+        f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; {what}. "
+        f"{timing} on {environment.get('backend', '?')}.", ""]
+    if verdicts:
+        lines += ["## Checks", ""]
+        lines += _table(["check", "value", "tolerance", "verdict", "detail"],
+                        [[v["name"], _fmt(v["value"]), v["tolerance"] or "-", f"**{v['verdict']}**", v["detail"]]
+                         for v in verdicts])
+        lines += [""]
+    lines += ["## Final values (last saved time)", "",
+              "DMFT: value +- its standard error across replicas (none for exact methods); networks: "
+              "mean +- std over seeds." if nets else
+              "DMFT: value +- its standard error across replicas (none for exact methods).", ""]
+    head = (["gamma0", "DMFT test loss +- SE", "lazy test loss"]
+            + [f"N={w} test loss (mean +- std)" for w in sweep.widths] + ["DMFT alignment", "DMFT weight change"])
+    body = []
     for r in final:
-        nets = " | ".join(f"{_fmt(r['networks'][w]['test_loss_mean'])} +- {_fmt(r['networks'][w]['test_loss_std'], 2)}"
-                          for w in sweep.widths)
-        se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] else ""
-        lines.append(f"| {r['gamma0']:g} | {_fmt(r['dmft_test_loss'])}{se} | {_fmt(r['lazy_test_loss'])} | "
-                     f"{nets}{' | ' if nets else ''}{_fmt(r['dmft_alignment'], 3)} | "
-                     f"{_fmt(r['dmft_weight_change'], 3)} |")
+        se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] is not None else ""
+        netc = [f"{_fmt(r['networks'][w]['test_loss_mean'])} +- {_fmt(r['networks'][w]['test_loss_std'], 2)}"
+                for w in sweep.widths]
+        body.append([f"{r['gamma0']:g}", f"{_fmt(r['dmft_test_loss'])}{se}", _fmt(r["lazy_test_loss"])]
+                    + netc + [_fmt(r["dmft_alignment"], 3), _fmt(r["dmft_weight_change"], 3)])
+    lines += _table(head, body)
     if scaling:
-        lines += ["", "## Finite-width scaling (prediction error against width, fitted)", "",
-                  "| gamma0 | per-seed slope | ensemble-mean slope | test-loss bias slope | widths | DMFT error floor |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for r in scaling:
-            def s(f):
-                return "-" if f is None else f"{f['slope']:+.2f} +- {f['stderr']:.2f}"
-            lines.append(f"| {r['gamma0']:g} | {s(r['per_seed_fit'])} | {s(r['mean_fit'])} | "
-                         f"{s(r['bias_fit'])} | {r['widths'][0]}..{r['widths'][-1]} | "
-                         f"{_fmt(r['theory_floor'], 2)} |")
+        lines += ["", "## Finite-width scaling (prediction error against width, fitted)", ""]
+
+        def s(f):
+            if f is None:
+                return "-"
+            if not np.isfinite(f["stderr"]):
+                return f"{f['slope']:+.2f} (no error: {f['points']} points)"
+            return f"{f['slope']:+.2f} +- {f['stderr']:.2f}"
+        lines += _table(["gamma0", "per-seed slope", "ensemble-mean slope", "test-loss bias slope", "widths",
+                         "DMFT error floor"],
+                        [[f"{r['gamma0']:g}", s(r["per_seed_fit"]), s(r["mean_fit"]), s(r["bias_fit"]),
+                          f"{r['widths'][0]}..{r['widths'][-1]}", _fmt(r["theory_floor"], 2)] for r in scaling])
         lines += ["", "Per-seed errors follow the N^-1/2 fluctuations of Bordelon & Pehlevan (2023); the "
                   "ensemble mean mixes the N^-1 bias with seed noise of order (seeds N)^-1/2."]
     lines += ["", "## Figures", ""]

@@ -3,15 +3,21 @@
 import json
 import os
 
+import re
+import types
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 import networks
 import validation
 from experiments import cli
-from experiments.config import ConfigError, parse_override
+from experiments.config import ConfigError, parse_override, to_toml
 from experiments.jobs import load_config as load
+from validation.verdicts import checks as verdicts
 
 
 # ------------------------------------------------------------------ planted answers
@@ -75,6 +81,89 @@ def test_compare_measures_known_errors():
     assert c.summary["final_network_std"] > 0 and c.summary["loss"] == "test"
     with pytest.raises(ValueError, match="time bases"):
         validation.compare(sol, _fake_run(f_net, t * 2, y, 8))
+
+
+def _fake_sweep(widths, offset, seeds=4):
+    """A sweep of planted ensembles: per-seed fluctuations 0.3 / sqrt(N) around the theory, the
+    ensembles' final test loss shifted by `offset` (so z and the relative error are known)."""
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 10, 6)
+    y = rng.normal(size=40)
+    f_th = np.outer(0.5 * (1 - np.exp(-t)), y)         # final test loss about 0.25
+    sol = _fake_solution(f_th, t, y)
+    runs = {}
+    for n in widths:
+        run = _fake_run(f_th[None] + 0.3 * rng.normal(size=(seeds,) + f_th.shape) / np.sqrt(n), t, y, n)
+        tl = np.array(run.test_loss)
+        tl[:, -1] = sol.test_loss[-1] + offset + 0.01 * np.arange(seeds)   # std over seeds: known
+        runs[n] = networks.Run(**{**{k: getattr(run, k) for k in ("t", "f_train", "f_test", "train_loss",
+                                                                  "ntk", "feature_kernel", "gradient_kernel",
+                                                                  "alignment", "weight_change", "info")},
+                                  "test_loss": tl})
+    return types.SimpleNamespace(widths=list(widths), gamma0s=[1.0], seeds=seeds,
+                                 scaling={1.0: validation.width_scaling(sol, runs)},
+                                 solutions={1.0: sol}, lazy={1.0: sol}, runs={1.0: runs})
+
+
+@settings(max_examples=25, deadline=None)
+@given(offset=st.floats(-0.05, 0.05), sigma=st.floats(0.01, 20.0))
+def test_agreement_sigma_decides_the_z_check(offset, sigma):
+    sweep = _fake_sweep((16, 64, 256), offset)
+    out = {c["name"]: c for c in verdicts(sweep, {"agreement_sigma": sigma, "agreement_rel": 10.0})}
+    z = sweep.scaling[1.0]["comparisons"][256].summary["final_z"]
+    zc = out["agreement z gamma0=1 N=256"]
+    assert zc["verdict"] == ("PASS" if abs(z) <= sigma else "FAIL"), zc
+    # explainable from the report: the value shown is z, the tolerance shows sigma
+    assert zc["value"] == pytest.approx(z, abs=0.01) and f"{sigma:g}" in zc["tolerance"]
+    assert out["agreement gamma0=1 N=256"]["verdict"] == "PASS"        # agreement_rel = 10
+
+
+def test_agreement_z_without_any_uncertainty_is_skipped():
+    sweep = _fake_sweep((16, 64, 256), 0.01, seeds=1)                  # one seed, exact theory: se = 0
+    zc = [c for c in verdicts(sweep) if c["name"].startswith("agreement z")][0]
+    assert zc["verdict"] == "SKIP" and zc["value"] is None
+
+
+@pytest.mark.parametrize("widths, fitted", [((64,), False), ((64, 256), False), ((16, 64, 256), True)])
+def test_spread_check_needs_three_widths(widths, fitted):
+    spread = [c for c in verdicts(_fake_sweep(widths, 0.0)) if c["name"].startswith("spread")][0]
+    if fitted:
+        assert spread["verdict"] in ("PASS", "FAIL") and "+- nan" not in spread["detail"]
+    else:
+        assert spread["verdict"] == "SKIP" and spread["value"] is None and "3 widths" in spread["detail"]
+
+
+def _table_cells(line):
+    return [c for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def assert_tables_are_well_formed(md: str):
+    """Every Markdown table: header, a separator with as many cells, rows with as many cells."""
+    lines = md.splitlines()
+    tables = 0
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|(\s*:?-+:?\s*\|)+\s*$", lines[i + 1]):
+            n = len(_table_cells(lines[i]))
+            assert len(_table_cells(lines[i + 1])) == n, (lines[i], lines[i + 1])
+            assert all(c.strip() for c in _table_cells(lines[i])), f"empty header cell: {lines[i]}"
+            j = i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                assert len(_table_cells(lines[j])) == n, (lines[i], lines[j])
+                j += 1
+            tables += 1
+            i = j
+        else:
+            assert not (lines[i].startswith("|") and "---" not in lines[i] and i + 1 < len(lines)
+                        and lines[i + 1].startswith("| ---")), lines[i]
+            i += 1
+    return tables
+
+
+def test_table_checker_catches_a_short_separator():
+    with pytest.raises(AssertionError):
+        assert_tables_are_well_formed("| a | b |  | c |\n| --- | --- | --- |\n| 1 | 2 | 3 |\n")
+    assert assert_tables_are_well_formed("| a | b \\| c |\n| --- | --- |\n| 1 | 2 |\n") == 1
 
 
 def test_loglog_fit_rejects_bad_values():
@@ -144,6 +233,9 @@ def test_validate_end_to_end_writes_every_file(tmp_path, capsys):
         assert os.path.exists(os.path.join(out, rel)), rel
     rep = json.load(open(os.path.join(out, "report.json")))
     assert {c["verdict"] for c in rep["checks"]} <= {"PASS", "FAIL", "SKIP"}
+    md = open(os.path.join(out, "report.md")).read()
+    assert assert_tables_are_well_formed(md) >= 3
+    assert "networks: mean +- std over seeds" in md and "DMFT test loss +- SE" in md
     assert rep["config"]["train"]["steps"] == 40 and "jax" in rep["environment"]
     man = json.load(open(os.path.join(out, "run.json")))
     assert man["status"] == "complete"
@@ -169,10 +261,15 @@ def test_solve_and_simulate_subcommands(tmp_path):
     assert cli.main(["solve", "--out", str(tmp_path / "s"), "--samples", "256"] + common) == 0
     assert os.path.exists(tmp_path / "s" / "theory" / "dmft_gamma0_0.5.npz")
     assert not os.path.exists(tmp_path / "s" / "networks")
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert assert_tables_are_well_formed(md) >= 2
+    # solve trains no networks, and its report does not say it does
+    assert "finite networks" not in md and "width []" not in md and "networks 0 s" not in md
     assert cli.main(["simulate", "--out", str(tmp_path / "n"), "--widths", "8", "--seeds", "2"] + common) == 0
     assert os.path.exists(tmp_path / "n" / "networks" / "gamma0_0.5_N8.npz")
     assert os.path.exists(tmp_path / "n" / "figures" / "networks.png")
     assert not os.path.exists(tmp_path / "n" / "theory")
+    assert assert_tables_are_well_formed((tmp_path / "n" / "report.md").read_text()) >= 1
 
 
 @pytest.mark.parametrize("argv, code", [
@@ -202,3 +299,62 @@ def test_numerical_failure_exit_code(tmp_path):
             "--set", "train.save_every=10", "--set", "task.D=4", "--set", "task.P=16",
             "--set", "task.P_test=8", "--samples", "64", "--no-progress"]
     assert cli.main(argv) == 4
+
+
+# ------------------------------------------------------------------ your own data (npz)
+
+def _npz(path, test="both"):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.normal(size=(6, 3)), "y_train": rng.normal(size=6)}
+    if test in ("both", "x"):
+        arrays["x_test"] = rng.normal(size=(4, 3))
+    if test == "both":
+        arrays["y_test"] = rng.normal(size=4)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("job", ["validate", "simulate"])
+@pytest.mark.parametrize("test, missing", [("x", "y_test"), ("none", "x_test and y_test")])
+def test_npz_without_test_targets_is_refused_before_compute(tmp_path, capsys, job, test, missing):
+    data = tmp_path / "d.npz"
+    _npz(data, test)
+    out = tmp_path / "o"
+    code = cli.main([job, "--out", str(out), "--no-progress", "--set", "task.name=npz",
+                     "--set", f"task.path={data}", "--steps", "4", "--set", "train.save_every=2",
+                     "--widths", "4", "--seeds", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and missing in err and str(data) in err and "task.P_test" not in err, err
+    assert not out.exists()
+
+
+def test_npz_path_is_relative_to_the_toml_file(tmp_path, monkeypatch, capsys):
+    cfgdir, elsewhere = tmp_path / "cfg", tmp_path / "elsewhere"
+    cfgdir.mkdir()
+    elsewhere.mkdir()
+    _npz(cfgdir / "mine.npz")
+    (cfgdir / "my.toml").write_text('[task]\nname = "npz"\npath = "mine.npz"\n')
+    monkeypatch.chdir(elsewhere)
+    cfg = load(cfgdir / "my.toml")
+    assert cfg["task"]["path"] == str(cfgdir / "mine.npz")            # the TOML's directory, absolute
+    assert f'path = "{cfgdir / "mine.npz"}"' in to_toml(cfg)           # what config.toml records
+    # --set: the current directory
+    assert load(None, ["task.name=npz", "task.path=mine.npz"])["task"]["path"] == str(elsewhere / "mine.npz")
+    # a missing file: the error shows the absolute path that was looked for
+    (cfgdir / "bad.toml").write_text('[task]\nname = "npz"\npath = "nothere.npz"\n')
+    assert cli.main(["solve", "--config", str(cfgdir / "bad.toml"), "--out", str(tmp_path / "o"),
+                     "--no-progress"]) == 2
+    assert str(cfgdir / "nothere.npz") in capsys.readouterr().err
+    # a run from elsewhere reads the file beside the TOML and records its absolute path
+    out = tmp_path / "run"
+    assert cli.main(["solve", "--config", str(cfgdir / "my.toml"), "--out", str(out), "--no-progress",
+                     "--gamma0", "1", "--steps", "4", "--set", "train.save_every=2", "--samples", "64"]) == 0
+    assert str(cfgdir / "mine.npz") in (out / "config.toml").read_text()
+
+
+def test_grok_accepts_every_registered_testbed():
+    from experiments.grok import TESTBEDS
+
+    parser = cli._parser()
+    for name in TESTBEDS:
+        assert parser.parse_args(["grok", "--testbed", name]).testbed == name
+    assert "lyu" in TESTBEDS

@@ -100,7 +100,7 @@ def compare(solution, run) -> Comparison:
     summary = {
         "final_theory_loss": float(main["theory"][-1]), "final_network_loss": float(main["mean"][-1]),
         "final_network_std": float(main["std"][-1]), "final_rel_error": float(main["rel_error"][-1]),
-        "final_z": float(main["z"][-1]), "max_abs_z": float(np.nanmax(np.abs(main["z"]))),
+        "final_z": float(main["z"][-1]), "final_se": float(main["se"][-1]), "max_abs_z": float(np.nanmax(np.abs(main["z"]))),
         "max_rel_error": float(np.nanmax(main["rel_error"][1:])) if main["rel_error"].size > 1 else 0.0,
         "final_per_seed_error": float(per_seed[-1]), "final_mean_error": float(mean_err[-1]),
         "time_mean_per_seed_error": float(np.mean(per_seed[1:])) if per_seed.size > 1 else 0.0,

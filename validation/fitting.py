@@ -32,7 +32,8 @@ class LogLogFit(NamedTuple):
         return np.exp(self.intercept) * np.asarray(x, float) ** self.slope
 
     def describe(self) -> str:
-        return (f"slope {self.slope:+.3f} +- {self.stderr:.3f} over x in "
+        err = f"+- {self.stderr:.3f}" if np.isfinite(self.stderr) else "(no error estimate)"
+        return (f"slope {self.slope:+.3f} {err} over x in "
                 f"[{self.x_range[0]:g}, {self.x_range[1]:g}] ({self.n} points)")
 
 

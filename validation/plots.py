@@ -131,8 +131,23 @@ def width_scaling_plot(sweep):
     return fig
 
 
+def _theory_relative_se(sol):
+    """The DMFT's standard error of its (test, else train) loss relative to that loss, over time;
+    None for exact methods (no error estimate)."""
+    err = sol.error or {}
+    use_test = sol.test_loss is not None and "test_loss" in err
+    se = err.get("test_loss" if use_test else "train_loss")
+    if se is None:
+        return None
+    loss = sol.test_loss if use_test else sol.train_loss
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(np.asarray(se)) / np.abs(np.asarray(loss))
+    return rel if np.any(np.isfinite(rel) & (rel > 0)) else None
+
+
 def relative_error_in_time(sweep):
-    """Relative test-loss error of the ensemble mean against time, one panel per gamma0."""
+    """Relative test-loss error of the ensemble mean against time, one panel per gamma0, with the
+    DMFT's own relative standard error (dashed): differences below it are within the theory's noise."""
     n = len(sweep.gamma0s)
     fig, axes = new_figure(1, n, size=(3.6 * n, 3.4), squeeze=False)
     for ax, g in zip(axes[0], sweep.gamma0s):
@@ -141,6 +156,10 @@ def relative_error_in_time(sweep):
             loss = comp.test_loss or comp.train_loss
             t = comp.t
             ax.plot(t[t > 0], loss["rel_error"][t > 0], color=c, label=f"N = {w}")
+        floor = _theory_relative_se(sweep.solutions[g])
+        if floor is not None:
+            t = sweep.solutions[g].t
+            ax.plot(t[t > 0], floor[t > 0], "k--", lw=0.9, label="DMFT's own SE / DMFT (noise level)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"gamma0 = {g:g}", fontsize=9)

@@ -1,20 +1,30 @@
 """Verdicts: theory against networks, each check against a stated tolerance.
 
 Checks (tolerances from a dict, the [check] section of the validate job):
-- spread:    per-seed prediction error against width has slope spread_slope +- spread_slope_tol;
-- agreement: at the largest width, the ensemble-mean final test loss is within
-             agreement_rel (relative) of the DMFT (its z-score is reported too);
-- lazy:      at the smallest gamma0, the DMFT final test loss is within lazy_rel of the
-             lazy closed form.
+- spread:      per-seed prediction error against width has slope spread_slope +- spread_slope_tol,
+               fitted over at least MIN_SPREAD_WIDTHS widths (a fit through two points has no
+               error; fewer widths: SKIP);
+- agreement:   at the largest width, the ensemble-mean final test loss is within
+               agreement_rel (relative) of the DMFT;
+- agreement z: at the largest width, |z| <= agreement_sigma, z = (ensemble mean - DMFT) / se with
+               se combining the seeds' standard error and the DMFT's own (SKIP when se = 0: one
+               seed against an exact theory has no uncertainty to measure z against);
+- lazy:        at the smallest gamma0, the DMFT final test loss is within lazy_rel of the
+               lazy closed form.
 """
 
 from __future__ import annotations
 
-__all__ = ["checks", "TOLERANCES"]
+import numpy as np
+
+__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS"]
 
 # default tolerances (the validate job's [check] section)
 TOLERANCES = {"spread_slope": -0.5, "spread_slope_tol": 0.15, "agreement_sigma": 5.0,
               "agreement_rel": 0.05, "lazy_rel": 0.1}
+
+# the fewest widths the spread check fits a slope over (two points give a slope without an error)
+MIN_SPREAD_WIDTHS = 3
 
 
 def checks(sweep, chk: dict | None = None) -> list[dict]:
@@ -27,24 +37,42 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
         for g in sweep.gamma0s:
             sc = sweep.scaling[g]
             fit = sc["per_seed_fit"]
-            if fit is None or len(sweep.widths) < 2:
-                out.append(dict(name=f"spread gamma0={g:g}", value=None, tolerance=None,
-                                verdict="SKIP", detail="needs two widths with finite errors"))
+            name = f"spread gamma0={g:g}"
+            if len(sweep.widths) < MIN_SPREAD_WIDTHS:
+                out.append(dict(name=name, value=None, tolerance=None, verdict="SKIP",
+                                detail=f"needs at least {MIN_SPREAD_WIDTHS} widths for a fitted slope with "
+                                       f"an error, got {len(sweep.widths)}"))
+            elif fit is None:
+                out.append(dict(name=name, value=None, tolerance=None, verdict="SKIP",
+                                detail="the per-seed errors are not all finite and positive: no fit"))
             else:
                 ok = abs(fit.slope - chk["spread_slope"]) <= chk["spread_slope_tol"]
                 floor = sc["theory_floor"]
                 note = (f"; smallest network error is {sc['per_seed_error'][-1] / floor:.0f}x the "
                         "DMFT's own error") if floor > 0 else ""
-                out.append(dict(name=f"spread gamma0={g:g}", value=round(fit.slope, 3),
+                out.append(dict(name=name, value=round(fit.slope, 3),
                                 tolerance=f"{chk['spread_slope']:+g} +- {chk['spread_slope_tol']:g}",
                                 verdict="PASS" if ok else "FAIL", detail=fit.describe() + note))
             s = sc["comparisons"][wmax].summary
+            loss = (f"final {s['loss']} loss: DMFT {s['final_theory_loss']:.4g}, networks "
+                    f"{s['final_network_loss']:.4g} +- {s['final_network_std']:.2g} (std over seeds)")
             ok = s["final_rel_error"] <= chk["agreement_rel"]
             out.append(dict(name=f"agreement gamma0={g:g} N={wmax}", value=round(s["final_rel_error"], 4),
                             tolerance=f"<= {chk['agreement_rel']:g}", verdict="PASS" if ok else "FAIL",
-                            detail=(f"final {s['loss']} loss: DMFT {s['final_theory_loss']:.4g}, networks "
-                                    f"{s['final_network_loss']:.4g} +- {s['final_network_std']:.2g} (std), "
-                                    f"z = {s['final_z']:+.1f}")))
+                            detail=f"{loss}; relative error abs(networks - DMFT) / DMFT"))
+            se = s.get("final_se", float("nan"))
+            zname = f"agreement z gamma0={g:g} N={wmax}"
+            if not (se > 0 and np.isfinite(s["final_z"])):
+                out.append(dict(name=zname, value=None, tolerance=f"|z| <= {chk['agreement_sigma']:g}",
+                                verdict="SKIP", detail=f"{loss}; no uncertainty to measure z against "
+                                                       "(one seed and an exact theory)"))
+            else:
+                z = s["final_z"]
+                ok = abs(z) <= chk["agreement_sigma"]
+                out.append(dict(name=zname, value=round(z, 2), tolerance=f"|z| <= {chk['agreement_sigma']:g}",
+                                verdict="PASS" if ok else "FAIL",
+                                detail=f"{loss}; z = (networks - DMFT) / se, se = {se:.2g} (the seeds' "
+                                       "standard error and the DMFT's own combined)"))
     g0 = min(sweep.gamma0s)
     th, lz = sweep.solutions[g0], sweep.lazy[g0]
     a = th.test_loss if th.test_loss is not None else th.train_loss
