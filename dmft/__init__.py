@@ -12,7 +12,8 @@ Importing this package never changes global JAX configuration; call
 
 from . import activations, checks, deep_linear, errors, io, kernels, sampling, tasks
 from .batch import BATCH_FIELDS, BatchProgram, solve_batch
-from .errors import (ConfigError, DivergenceError, DmftError, InputError, NotConverged, OutputError)
+from .errors import (ConfigError, DivergenceError, DmftError, InputError, NotConverged, OutputError,
+                     ResultFileError)
 from .plan import SolvePlan, plan_solve
 from .problem import Dataset, DeepLinear, LinearTeacher, TwoLayer
 from .schedule import Schedule
@@ -21,7 +22,7 @@ from .trajectory import Trajectory
 
 __all__ = ["Dataset", "TwoLayer", "DeepLinear", "LinearTeacher", "Schedule", "solve", "sgd_mean", "Solution", "Trajectory", "plan_solve",
            "SolvePlan", "DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
-           "OutputError", "METHODS", "DYNAMICS", "exact_closure", "BatchProgram", "solve_batch",
+           "OutputError", "ResultFileError", "METHODS", "DYNAMICS", "exact_closure", "BatchProgram", "solve_batch",
            "BATCH_FIELDS", "activations", "checks", "deep_linear", "errors", "kernels", "sampling", "tasks", "io"]
 
 __version__ = "0.1.0"

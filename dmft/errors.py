@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
-           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError"]
+           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError"]
 
 
 class DmftError(Exception):
@@ -87,3 +87,8 @@ class StoreConflict(OutputError):
 
 class StoreWriteError(OutputError):
     """Writing to a store failed (disk full, permissions, ...); finished chunks are kept."""
+
+
+class ResultFileError(DmftError, OSError):
+    """A saved result (NAME.npz + NAME.json) that cannot be read back as it was written: a file
+    missing, damaged, from another run, or of another kind; the message names the file."""

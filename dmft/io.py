@@ -17,15 +17,19 @@ Example:
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import math
 import os
 import platform
 import sys
+import zipfile
 
 import numpy as np
 
-__all__ = ["save", "load", "environment", "jsonable"]
+from .errors import ResultFileError
+
+__all__ = ["save", "load", "sha256", "environment", "jsonable"]
 
 FORMAT = "dmft-results/1"
 
@@ -76,13 +80,27 @@ def _atomic_write(path: str, write) -> None:
             os.remove(tmp)
 
 
-def save(stem, arrays: dict, config: dict, extra: dict | None = None) -> tuple[str, str]:
+def sha256(path) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(stem, arrays: dict, config: dict, extra: dict | None = None, kind: str | None = None
+         ) -> tuple[str, str]:
     """Write STEM.npz and STEM.json; returns the two paths.
 
     Args:
         arrays: name -> array (None values are skipped).
         config: the full configuration that produced the arrays.
         extra: other metadata (timings, diagnostics).
+        kind: what the arrays are (a result type's name), checked by `load(kind=...)`.
+
+    The JSON also records each array's shape and dtype and the SHA-256 of the .npz, so that
+    `load` can tell a damaged file, or another run's .npz beside this JSON, from this result.
     """
     stem = os.fspath(stem)
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
@@ -93,26 +111,72 @@ def save(stem, arrays: dict, config: dict, extra: dict | None = None) -> tuple[s
         with open(tmp, "wb") as fh:
             np.savez(fh, **clean)
 
+    _atomic_write(npz, write_npz)
     meta = {"format": FORMAT, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            **({"kind": kind} if kind else {}),
             "config": jsonable(config), "environment": environment(),
-            "arrays": sorted(clean), **({"extra": jsonable(extra)} if extra else {})}
+            "arrays": sorted(clean),
+            "shapes": {k: [list(v.shape), v.dtype.str] for k, v in sorted(clean.items())},
+            "npz_sha256": sha256(npz),
+            **({"extra": jsonable(extra)} if extra else {})}
 
     def write_json(tmp):
         with open(tmp, "w") as fh:
             json.dump(meta, fh, indent=2)
 
-    _atomic_write(npz, write_npz)
     _atomic_write(meta_path, write_json)
     return npz, meta_path
 
 
-def load(stem) -> tuple[dict, dict]:
-    """Read STEM.npz and STEM.json back: (arrays, metadata)."""
+def load(stem, kind=None) -> tuple[dict, dict]:
+    """Read STEM.npz and STEM.json back: (arrays, metadata), verified.
+
+    Checks that both files exist and parse, that the JSON is this format (and of `kind`, when
+    both say; `kind` may be a tuple of accepted kinds), that the .npz holds exactly the arrays the JSON lists with their shapes and
+    dtypes, and that its SHA-256 is the one recorded when it was written (files written before
+    checksums and shapes were recorded are checked for what they record).
+
+    Raises:
+        ResultFileError: naming the file and what is wrong with it.
+    """
     stem = os.fspath(stem)
     if stem.endswith(".npz") or stem.endswith(".json"):
         stem = stem.rsplit(".", 1)[0]
-    with np.load(stem + ".npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    with open(stem + ".json") as fh:
-        meta = json.load(fh)
+    npz, meta_path = stem + ".npz", stem + ".json"
+    for path in (meta_path, npz):
+        if not os.path.isfile(path):
+            raise ResultFileError(f"{os.path.abspath(path)}: no such file (a result is NAME.npz + NAME.json)")
+    try:
+        with open(meta_path) as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: not readable JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: not a {FORMAT} metadata file (format {got!r})")
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
+    if kinds and meta.get("kind", kinds[0]) not in kinds:
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: holds a {meta['kind']}, not a {kinds[0]}")
+    recorded = meta.get("npz_sha256")
+    if recorded is not None and sha256(npz) != recorded:
+        raise ResultFileError(
+            f"{os.path.abspath(npz)}: its SHA-256 differs from the one {os.path.basename(meta_path)} "
+            "recorded when it was written: the file was damaged or replaced (another run's arrays?)")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ResultFileError(f"{os.path.abspath(npz)}: not a readable .npz ({type(err).__name__}: {err})") from err
+    listed = meta.get("arrays")
+    if not isinstance(listed, list) or sorted(arrays) != sorted(listed):
+        missing = sorted(set(listed or ()) - set(arrays))
+        extra = sorted(set(arrays) - set(listed or ()))
+        raise ResultFileError(f"{os.path.abspath(npz)}: its arrays differ from those {os.path.basename(meta_path)} "
+                              f"lists (missing {missing}, unlisted {extra})")
+    for name, spec in (meta.get("shapes") or {}).items():
+        a = arrays.get(name)
+        if a is None or [list(a.shape), a.dtype.str] != list(spec):
+            raise ResultFileError(f"{os.path.abspath(npz)}: array {name!r} has shape/dtype "
+                                  f"{None if a is None else [list(a.shape), a.dtype.str]}, the metadata "
+                                  f"recorded {spec}")
     return arrays, meta

@@ -23,12 +23,13 @@ network run saved with its parameters, after loading).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from . import io as _io
-from .errors import InputError
+from .errors import InputError, ResultFileError
 from .runner import exact_products
 
 __all__ = ["Records", "Trajectory", "COMMON_FIELDS"]
@@ -44,6 +45,9 @@ class Records:
 
     GROUPS: ClassVar[tuple] = ()
     ENSEMBLE_AXES: ClassVar[tuple] = ()
+    # records with a time axis after the ensemble axes (checked against t on load)
+    TIME_SERIES: ClassVar[tuple] = ()
+    TIME_SERIES_GROUPS: ClassVar[tuple] = ()
 
     def arrays(self) -> dict:
         """All arrays, flattened with dotted names (for saving)."""
@@ -62,12 +66,31 @@ class Records:
         """Write STEM.npz + STEM.json (`dmft.io` format); returns the two paths."""
         info = dict(self.info)
         config = info.pop("config", {})
-        return _io.save(stem, self.arrays(), config, extra=info)
+        return _io.save(stem, self.arrays(), config, extra=info, kind=type(self).__name__)
+
+    @classmethod
+    def _kinds(cls) -> dict:
+        """This class and its subclasses by name: the kinds of file `load` accepts."""
+        out, todo = {}, [cls]
+        while todo:
+            c = todo.pop()
+            out.setdefault(c.__name__, c)
+            todo.extend(c.__subclasses__())
+        return out
 
     @classmethod
     def load(cls, stem):
-        """Read a result written by `save` (also by earlier versions of this project)."""
-        arrays, meta = _io.load(stem)
+        """Read a result written by `save` (also by earlier versions of this project), verified:
+        the files as `dmft.io.load` checks them, of this kind (or a subclass), holding every
+        record this type cannot do without, with one time axis. A file of a subclass (a
+        `dmft.Solution` read by `Trajectory.load`) comes back as that subclass.
+
+        Raises:
+            ResultFileError: naming the file and what is wrong.
+        """
+        kinds = cls._kinds()
+        arrays, meta = _io.load(stem, kind=tuple(kinds))
+        cls = kinds.get(meta.get("kind"), cls)         # a subclass's file loads as that subclass
         names = {f.name for f in dataclasses.fields(cls)}
         kw: dict[str, Any] = {n: None for n in names}
         for g in cls.GROUPS:
@@ -82,11 +105,31 @@ class Records:
             if not kw[g] and g != "weight_change":
                 kw[g] = None
         kw["info"] = {**meta.get("extra", {}), "config": meta.get("config", {})}
+        _check_loaded(cls, kw, os.fspath(stem))
         return cls(**kw)
 
     @property
     def final_time(self) -> float:
         return float(np.asarray(self.t)[-1])
+
+
+def _check_loaded(cls, kw, stem) -> None:
+    """A loaded record set has what its type cannot do without (fields whose type does not
+    admit None), and its time series share the length of t."""
+    needed = [f.name for f in dataclasses.fields(cls)
+              if f.name != "info" and "None" not in str(f.type) and kw.get(f.name) is None
+              and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if needed:
+        raise ResultFileError(f"{stem}.npz: holds no {needed}, which a {cls.__name__} needs")
+    T = len(np.asarray(kw["t"]))
+    axis = len(cls.ENSEMBLE_AXES)
+    series = [(n, kw.get(n)) for n in cls.TIME_SERIES]
+    series += [(f"{g}.{k}", v) for g in cls.GROUPS if g in cls.TIME_SERIES_GROUPS
+               for k, v in (kw.get(g) or {}).items()]
+    for name, v in series:
+        if v is not None and (np.ndim(v) <= axis or np.shape(v)[axis] != T):
+            raise ResultFileError(f"{stem}.npz: {name!r} has shape {np.shape(v)}, not {T} saved times "
+                                  f"on axis {axis} as t has (arrays from different runs?)")
 
 
 @dataclasses.dataclass
@@ -108,6 +151,9 @@ class Trajectory(Records):
 
     # fields holding a dict of arrays, saved as "field.key"
     GROUPS: ClassVar[tuple] = ("weight_change",)
+    TIME_SERIES: ClassVar[tuple] = ("f_train", "f_test", "train_loss", "test_loss", "ntk",
+                                    "feature_kernel", "gradient_kernel", "alignment", "measures")
+    TIME_SERIES_GROUPS: ClassVar[tuple] = ("weight_change",)
     # leading axes before time: () for a theory, ("seed",) for an ensemble
     ENSEMBLE_AXES: ClassVar[tuple] = ()
     # what to do when `predict` has nothing to predict from

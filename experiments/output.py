@@ -3,7 +3,8 @@
 A results directory holds run.json (the command, configuration, environment and status)
 and config.toml next to the job's own files. A directory that holds a different run is
 refused (`OutputConflict`); rerunning the same configuration finds it complete and does
-nothing unless forced. A location that cannot be used at all (a file in the way, no
+nothing unless forced, after checking every file against the SHA-256 that run.json recorded
+when the run completed (a missing or changed file is refused, naming it). A location that cannot be used at all (a file in the way, no
 permission, a missing parent that cannot be created) raises `OutputError` naming it,
 before any compute.
 """
@@ -14,7 +15,7 @@ import json
 import os
 
 from dmft.errors import DmftError, OutputConflict, OutputError
-from dmft.io import environment, jsonable
+from dmft.io import environment, jsonable, sha256
 
 from .config import differences, to_toml
 
@@ -93,6 +94,12 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         old = read_manifest(out)
         same = old.get("command") == job and old.get("config") == jsonable(cfg)
         if same and old.get("status") == "complete" and not force:
+            damaged = check_digests(out, old.get("digests"))
+            if damaged:
+                raise OutputConflict(
+                    f"{out}: run.json says this run is complete, but its files are not as written: "
+                    + "; ".join(damaged[:8]) + (f" (and {len(damaged) - 8} more)" if len(damaged) > 8 else "")
+                    + ". Pass --force to compute it again, or choose another --out.")
             return False
         if not same and not force:
             diff = differences(old.get("config", {}), jsonable(cfg))
@@ -113,11 +120,42 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
     return True
 
 
+def digests(out: str) -> dict:
+    """SHA-256 of every file under the results directory but run.json (relative path -> hex)."""
+    found = {}
+    for root, _, files in os.walk(out):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, out)
+            if rel != MANIFEST and not rel.startswith(MANIFEST + "."):
+                found[rel.replace(os.sep, "/")] = sha256(path)
+    return dict(sorted(found.items()))
+
+
+def check_digests(out: str, recorded) -> list:
+    """What differs from the digests run.json recorded when the run completed: missing or
+    changed files ([] when all match, or when an earlier version recorded none)."""
+    if not isinstance(recorded, dict):
+        return []
+    problems = []
+    for rel, digest in recorded.items():
+        path = os.path.join(out, *rel.split("/"))
+        if not os.path.isfile(path):
+            problems.append(f"{rel} is missing")
+        elif sha256(path) != digest:
+            problems.append(f"{rel} was changed or damaged")
+    return problems
+
+
 def write_manifest(out, job, cfg, status, extra=None) -> None:
-    """run.json: command, status, configuration, environment (and extra fields), atomically."""
+    """run.json: command, status, configuration, environment (and extra fields), atomically.
+    A complete run also records the SHA-256 of every file it wrote, so that a rerun which
+    finds it complete verifies them (`prepare_output`)."""
     man = {"command": job, "status": status, "config": jsonable(cfg), "environment": environment()}
     if extra:
         man.update(jsonable(extra))
+    if status == "complete":
+        man["digests"] = digests(out)
     tmp = os.path.join(out, MANIFEST + ".tmp")
     try:
         with open(tmp, "w") as fh:
