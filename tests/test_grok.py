@@ -37,6 +37,10 @@ def test_thresholds_never_reached_are_reported_not_crashed():
     assert bool(g.reached_train) and not bool(g.reached_test) and np.isnan(g.gap)
     assert g.status() == "test not reached" and "not reached (final 0.5)" in g.describe()
     assert g.as_dict()["status"] == "test not reached"
+    # not reached is never a number: JSON null, not NaN or "nan"
+    d = g.as_dict()
+    assert d["t_test"] is None and d["gap"] is None and d["t_train"] == pytest.approx(float(g.t_train))
+    assert "nan" not in json.dumps(dmft.io.jsonable(d)).lower()
     # a diverged run (NaN tail) counts as not reached
     g = gk.grokking_times(t, np.full_like(t, np.nan), np.full_like(t, np.nan), 0.1)
     assert g.status() == "neither reached"
@@ -134,7 +138,10 @@ def _grok_args(tmp_path, *extra):
 
 def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
     assert main(_grok_args(tmp_path)) == 0
+    console = capsys.readouterr()
+    assert "nan" not in (console.err + console.out).lower()       # "not reached", never a number
     out = tmp_path / "g"
+    assert '"nan"' not in (out / "report.json").read_text()
     figs = {"curves", "measures", "decomposition", "width", "phase_eps", "phase_P",
             "phase_weight_decay", "decay"}
     assert {f[:-4] for f in os.listdir(out / "figures")} == figs
@@ -246,3 +253,70 @@ def test_inverse_decay_fit_recovers_a_planted_law():
     assert A == pytest.approx(0.93) and B == pytest.approx(360.0)
     with pytest.raises(ValueError, match="three"):
         gk.fit_inverse_decay(k[:2], t[:2])
+
+
+def _not_reached_report():
+    from experiments.grok.job import _early
+
+    t = np.linspace(0, 5, 51)
+    g = gk.grokking_times(t, np.exp(-t), np.full_like(t, 0.5), 0.01)
+    row = {"gamma0": 1.0, "source": "DMFT", **g.as_dict(), "describe": g.describe(), "final_test_loss": 0.5,
+           "early_warning": _early(t, {"test_loss": np.full_like(t, 0.5), "alignment": t})}
+    k = np.array([1e-4, 4e-4])
+    dt = gk.grokking_times(t, np.stack([np.exp(-t)] * 2), np.stack([np.full_like(t, 0.5)] * 2), 0.01)
+    decay = {"testbed": "kumar", "gamma0": 1.0, "weight_decay": k, "threshold": 0.01, "times": dt.as_dict(),
+             "fit_t_test": {"error": "not fitted: need at least two kappa with a finite grokking time, got 0"},
+             "prediction": "x"}
+    return {"testbed": "kumar", "data": {"P": 3}, "threshold": 0.01, "threshold_kind": "loss",
+            "summary": [row], "diagrams": [{"axis": "eps", "gamma0": [1.0], "values": [0.1], "seconds": 0.0,
+                                            "times": g.as_dict() | {"gap": [[None]]}, "overlay": []}],
+            "early_warning_grid": None, "decay": decay, "figures": {}, "wall_s": 0.0}
+
+
+def test_grok_report_says_not_reached_never_a_number():
+    from experiments.grok.report import markdown
+
+    rep = _not_reached_report()
+    text = json.dumps(dmft.io.jsonable(rep))
+    assert "nan" not in text.lower() and '"drop_observed": false' in text
+    assert "drop_observed" not in rep["summary"][0]          # only early_warning's (a drop to warn of)
+    md = markdown(rep, {"threshold": {"accuracy": 0.9}})
+    assert "nan" not in md.lower() and "n/a" not in md
+    assert "| 1 | DMFT | 1.8" not in md and "| not reached | not reached |" in md
+    assert "not fitted: need at least two kappa" in md
+
+
+def test_decay_plot_never_draws_not_reached_as_a_reached_time():
+    from validation.plots_grokking import decay_plot
+
+    t = np.geomspace(1, 1000, 60)
+    k = np.array([1e-4, 2e-4, 4e-4, 8e-4])
+    # the two largest kappa grok (at t = 100 and 300), the two smallest never do
+    drops = np.array([np.inf, np.inf, 300.0, 100.0])
+    test = np.where(t[None] < drops[:, None], 1.0, 1e-3)
+    times = gk.grokking_times(t, np.full((4, t.size), 1e-3), test, 0.01)
+    for curves in ({"t": np.broadcast_to(t, (4, t.size))}, {}):
+        decay = {"testbed": "kumar", "gamma0": 1.0, "weight_decay": k, "times": times, "curves": curves,
+                 "t_end": 1000.0, "fit_t_test": {"exponent": -1.6, "stderr": 0.1, "range": (2e-4, 8e-4),
+                                                 "points": 2}}
+        ax = decay_plot(decay).axes[0]
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        reached = lines["t_test (threshold reached)"]
+        np.testing.assert_allclose(reached.get_xdata(), k[2:])
+        assert np.all(np.asarray(reached.get_ydata()) > 50)          # 300 and 100: interpolated crossings
+        nr = [ln for name, ln in lines.items() if name.startswith("not reached")]
+        assert len(nr) == 1
+        np.testing.assert_allclose(nr[0].get_xdata(), k[:2])
+        np.testing.assert_allclose(nr[0].get_ydata(), 1000.0)       # at the end of the run: a lower bound
+        assert nr[0].get_marker() == "^" and nr[0].get_markerfacecolor() == "none"   # open: distinct
+        assert "1e+03" in nr[0].get_label() or "1000" in nr[0].get_label()
+    # none reached: still at the end of the run, never at t = 1
+    none = gk.grokking_times(t, np.full((4, t.size), 1e-3), np.ones((4, t.size)), 0.01)
+    ax = decay_plot({"testbed": "kumar", "gamma0": 1.0, "weight_decay": k, "times": none,
+                     "curves": {"t": t}}).axes[0]
+    ys = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.get_lines()
+                         if ln.get_label().startswith("not reached")])
+    np.testing.assert_allclose(ys, 1000.0)
+    # a fit through two points has no error (None in report.json): drawn, labelled without one
+    decay["fit_t_test"]["stderr"] = None
+    assert any("no error" in ln.get_label() for ln in decay_plot(decay).axes[0].get_lines())

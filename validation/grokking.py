@@ -83,10 +83,22 @@ class GrokTimes:
         return ", ".join(parts + [gap])
 
     def as_dict(self) -> dict:
-        d = {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()
+        """JSON-ready: t_train, t_test and gap are None (JSON null) where not reached, never NaN;
+        final_train / final_test are the curves' last values (None for a diverged run)."""
+        d = {k: _none_for_nan(v) for k, v in dataclasses.asdict(self).items()
              if k not in ("threshold", "kind")}
         return {**d, "threshold": self.threshold, "kind": self.kind,
                 "status": np.asarray(self.status()).tolist()}
+
+
+def _none_for_nan(v):
+    """A nested list of the array with None where a float value is not finite."""
+    a = np.asarray(v)
+    if a.dtype.kind != "f":
+        return a.tolist()
+    obj = a.astype(object)
+    obj[~np.isfinite(a)] = None
+    return obj.tolist()
 
 
 def _check_curves(t, curves: dict):

@@ -211,13 +211,26 @@ def phase_diagram_plot(diag, overlay=()):
     fig.colorbar(im, ax=ax, label="gap = t_test - t_train (DMFT time, log scale)")
     for o in overlay:
         ax.plot(o["i"], o["j"], "o", mfc="none", mec="red", ms=16, mew=1.5)
-        val = f"{o['gap_network']:.3g}" if np.isfinite(o["gap_network"]) else "not reached"
+        gn = o["gap_network"]
+        val = f"{gn:.3g}" if gn is not None and np.isfinite(gn) else "not reached"
         ax.annotate(f"N = {o['width']}: {val}", (o["i"], o["j"]), color="red", fontsize=7,
                     xytext=(0, 12), textcoords="offset points", ha="center",
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     ax.set_title(f"amount of grokking over gamma0 x {diag['axis']}\n(hatched: threshold not reached; "
                  "red: finite width)", fontsize=9)
     return fig
+
+
+def _run_end(decay) -> float:
+    """The last time of the weight-decay scan's runs (a not-reached time is beyond it)."""
+    curves = decay.get("curves") or {}
+    if "t" in curves:
+        return float(np.max(np.asarray(curves["t"], float)))
+    t = decay.get("t_end")
+    if t is None:
+        raise ValueError("decay_plot: the scan's times (curves['t'] or t_end) are needed to place "
+                         "the kappa that did not reach the threshold")
+    return float(t)
 
 
 def decay_plot(decay):
@@ -227,16 +240,27 @@ def decay_plot(decay):
     k = np.asarray(decay["weight_decay"], float)
     y = np.asarray(decay["times"].t_test, float)
     ok = np.isfinite(y) & (y > 0)
-    ax.loglog(k[ok], y[ok], "o", color="C0", label="t_test (threshold reached)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if ok.any():
+        ax.loglog(k[ok], y[ok], "o", color="C0", label="t_test (threshold reached)")
     if (~ok).any():
-        top = np.nanmax(y) if ok.any() else 1.0
-        ax.loglog(k[~ok], np.full((~ok).sum(), top), "x", color="grey", label="not reached")
+        # not reached: a lower bound, t_test > the end of the run; open up-triangles on the
+        # dashed end-of-run line, never a reached time
+        t_end = _run_end(decay)
+        ax.axhline(t_end, color="grey", ls="--", lw=0.8)
+        ax.loglog(k[~ok], np.full((~ok).sum(), t_end), "^", mfc="none", mec="grey", ms=8,
+                  label=f"not reached by the end of the run (t = {t_end:.3g}): t_test > t_end")
+        lo = min(t_end, y[ok].min()) if ok.any() else t_end
+        ax.set_ylim(lo / 3, t_end * 3)
     f = decay.get("fit_t_test", {})
     if "exponent" in f and ok.sum() >= 2:
         kk = np.geomspace(k[ok].min(), k[ok].max(), 50)
         ref = y[ok][0] * (kk / k[ok][0]) ** f["exponent"]
+        se = f.get("stderr")
+        err = f" +- {se:.2f}" if se is not None and np.isfinite(se) else ", no error"
         ax.loglog(kk, ref, "-", color="C0", lw=0.9,
-                  label=f"fit: kappa^({f['exponent']:.2f} +- {f['stderr']:.2f})")
+                  label=f"fit: kappa^({f['exponent']:.2f}{err}; reached points only)")
     fi = decay.get("fit_inverse", {})
     if "A" in fi and ok.sum() >= 2:
         kk = np.geomspace(k[ok].min(), k[ok].max(), 50)

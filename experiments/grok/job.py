@@ -145,10 +145,25 @@ def _measure_names(cur):
     return [k for k in cur if k not in _SKIP and not k.startswith("decomposition.")]
 
 
+def _num(x):
+    """A float, or None (JSON null: not reached / not defined) for NaN: never a number."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
 def _early(t, cur) -> dict:
+    """The early-warning record of one curve set: `drop_observed` (the test loss has a plateau at
+    least twice its floor), its `t_drop`, and per measure t_change and lead (None: not defined)."""
     ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in _measure_names(cur)}, rates=RATES)
-    return {k: (float(v) if k == "t_drop" else bool(v) if k == "observed" else
-                {kk: float(vv) for kk, vv in v.items()}) for k, v in ew.items()}
+    out = {"drop_observed": bool(ew["observed"]), "t_drop": _num(ew["t_drop"])}
+    for k, v in ew.items():
+        if k not in ("observed", "t_drop"):
+            out[k] = {"t_change": _num(v["t_change"]), "lead": _num(v["lead"]), "leads": bool(v["leads"])}
+    return out
+
+
+def _gap_text(x) -> str:
+    return "not reached" if not np.isfinite(x) else f"{float(x):.4g}"
 
 
 # ----------------------------------------------------------------- diagrams
@@ -221,8 +236,8 @@ def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
             ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in leads}, rates=RATES)
             if not ew["observed"]:
                 continue
-            rows.append({"gamma0": float(g), axis: float(v), "t_drop": float(ew["t_drop"]),
-                         **{k: float(ew[k]["lead"]) for k in leads}})
+            rows.append({"gamma0": float(g), axis: float(v), "t_drop": _num(ew["t_drop"]),
+                         **{k: _num(ew[k]["lead"]) for k in leads}})
             for k in leads:
                 leads[k].append(bool(ew[k]["leads"]))
     return {"axis": axis, "runs": rows, "verdict": gk.lead_verdict(leads),
@@ -253,9 +268,10 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
         gt = gk.grokking_times(r.t, r.train_loss.mean(0), r.test_loss.mean(0), diag["threshold"])
         th = diag["times"]
         pts.append({"gamma0": g, axis: v, "i": i, "j": j, "width": dg["overlay_width"],
-                    "gap_network": float(gt.gap), "gap_theory": float(th.gap[i, j]),
+                    "gap_network": _num(gt.gap), "gap_theory": _num(th.gap[i, j]),
                     "status_network": gt.status(), "status_theory": str(th.status()[i, j])})
-        log(f"  overlay gamma0={g:g}, {axis}={v:g}: network gap {gt.gap:.4g}, theory {th.gap[i, j]:.4g}")
+        log(f"  overlay gamma0={g:g}, {axis}={v:g}: network gap {_gap_text(gt.gap)}, "
+            f"theory {_gap_text(th.gap[i, j])}")
     return pts
 
 
@@ -287,10 +303,12 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
     for name, y in (("t_test", times.t_test), ("gap", times.gap)):
         try:
             fit = gk.fit_power_law_decay(kappas, y)
-            out[f"fit_{name}"] = {"exponent": fit.slope, "stderr": fit.stderr, "range": fit.x_range,
+            out[f"fit_{name}"] = {"exponent": fit.slope, "stderr": _num(fit.stderr), "range": fit.x_range,
                                   "points": fit.n}
+            if not np.isfinite(fit.stderr):
+                out[f"fit_{name}"]["stderr_note"] = f"no error: a line through {fit.n} points"
         except ValueError as err:
-            out[f"fit_{name}"] = {"error": str(err)}
+            out[f"fit_{name}"] = {"error": f"not fitted: {err}"}
     if tb.name == "lyu":
         degree = 3 if model.activation.name in ("square",) else 2
         try:
@@ -298,14 +316,17 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
             out["fit_inverse"] = {"A": A, "B": B, "se_A": se_A, "se_B": se_B,
                                   "predicted_A": float(np.log(1 / g) / degree), "degree": degree}
         except ValueError as err:
-            out["fit_inverse"] = {"error": str(err)}
+            out["fit_inverse"] = {"error": f"not fitted: {err}"}
         out["prediction"] = ("Lyu et al. (2024): t_grok ~ ln(alpha) / (L kappa), alpha = 1/gamma0, L = "
                              f"{degree}: exponent -1 and A = {np.log(1 / g) / degree:.3f}")
     else:
         out["prediction"] = ("with a centered output the decay shrinks the weights away from the "
                              "solution: it delays generalization (the contrast to the lyu testbed)")
-    log(f"  weight-decay scan: {kappas.size} kappa in {out['seconds']:.1f} s; "
-        f"t_test ~ kappa^{out['fit_t_test'].get('exponent', float('nan')):.3f}")
+    ft = out["fit_t_test"]
+    fit_text = (f"t_test ~ kappa^{ft['exponent']:.3f}" if "exponent" in ft else f"t_test ~ kappa^b {ft['error']}")
+    reached = int(np.sum(times.reached_test))
+    log(f"  weight-decay scan: {kappas.size} kappa in {out['seconds']:.1f} s, test threshold reached for "
+        f"{reached}; {fit_text}")
     return out
 
 
@@ -336,8 +357,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         for name, cur in rows:
             gt = _times(cfg, t, cur, thr, acc)
             summary.append({"gamma0": g, "source": name, **gt.as_dict(), "describe": gt.describe(),
-                            "drop_observed": bool(gt.reached_test),
-                            "final_test_loss": float(cur["test_loss"][-1]),
+                            "final_test_loss": _num(cur["test_loss"][-1]),
                             "early_warning": _early(t, cur)})
     diagrams, overlays, ew_grid = [], {}, None
     if tb.name == "kumar":

@@ -9,12 +9,19 @@ import numpy as np
 __all__ = ["markdown"]
 
 
-def _fmt(x):
+def _fmt(x, missing="n/a"):
+    """A number; `missing` for None or NaN (times and gaps: "not reached", never a number)."""
+    if x is None:
+        return missing
     try:
         x = float(x)
     except (TypeError, ValueError):
         return str(x)
-    return "n/a" if not np.isfinite(x) else f"{x:.4g}"
+    return missing if not np.isfinite(x) else f"{x:.4g}"
+
+
+def _time(x):
+    return _fmt(x, "not reached")
 
 
 def markdown(rep: dict, cfg: dict) -> str:
@@ -25,12 +32,15 @@ def markdown(rep: dict, cfg: dict) -> str:
              + f" (task {rep['data'].get('meta', {}).get('task', '?')})", "",
              f"Threshold: {kind} {'>' if kind == 'accuracy' else '<'} {_fmt(thr)}; gap = max(0, t_test - "
              "t_train) in DMFT time (Kumar et al. 2024). 'not reached' means the curve never crossed "
-             "the threshold within the run (final values shown).", "",
+             "the threshold within the run (final values shown); a gap needs both times. In report.json "
+             "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
+             "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
+             "of (a plateau at least twice its floor).", "",
              "| gamma0 | source | t_train | t_test | gap | status | final test loss |",
              "|---|---|---|---|---|---|---|"]
     for r in rep["summary"]:
-        lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(r['t_train'])} | {_fmt(r['t_test'])} | "
-                     f"{_fmt(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |")
+        lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'])} | {_time(r['t_test'])} | "
+                     f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |")
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
               "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
@@ -41,13 +51,15 @@ def markdown(rep: dict, cfg: dict) -> str:
               "| gamma0 | source | t_drop | measure | t_change | lead |", "|---|---|---|---|---|---|"]
     for r in rep["summary"]:
         ew = r["early_warning"]
-        if not ew.get("observed", r["drop_observed"]):
+        if not ew["drop_observed"]:
             continue          # no drop to warn of
         for name, v in ew.items():
-            if name in ("t_drop", "observed"):
+            if name in ("t_drop", "drop_observed"):
                 continue
             lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(ew['t_drop'])} | {name} | "
-                         f"{_fmt(v['t_change'])} | {_fmt(v['lead'])} |")
+                         f"{_fmt(v['t_change'], 'no change')} | {_fmt(v['lead'])} |")
+    if not any(r["early_warning"]["drop_observed"] for r in rep["summary"]):
+        lines.append("| - | no curve has a drop to warn of (plateau at least twice its floor) | - | - | - | - |")
     grid = rep.get("early_warning_grid")
     if grid:
         lines += ["", f"Verdict over the runs of the gamma0 x {grid['axis']} diagram with an observed drop "
@@ -59,17 +71,17 @@ def markdown(rep: dict, cfg: dict) -> str:
                          f"[{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}] |")
     for d in rep["diagrams"]:
         tm = d["times"]
-        gap = np.asarray(tm["gap"], float)
+        gap = np.asarray(tm["gap"], dtype=object)
         lines += ["", f"## Phase diagram: gamma0 x {d['axis']} ({gap.size} points, {d['seconds']:.1f} s)", "",
-                  "Gap (n/a: threshold not reached):", "",
+                  "Gap (not reached: a threshold was not crossed within the run):", "",
                   "| gamma0 \\ " + d["axis"] + " | " + " | ".join(_fmt(v) for v in d["values"]) + " |",
                   "|---" * (len(d["values"]) + 1) + "|"]
         for i, g in enumerate(d["gamma0"]):
-            lines.append(f"| {g:g} | " + " | ".join(_fmt(x) for x in gap[i]) + " |")
+            lines.append(f"| {g:g} | " + " | ".join(_time(x) for x in gap[i]) + " |")
         for o in d["overlay"]:
             lines.append(f"\nFinite width N={o['width']} at gamma0={o['gamma0']:g}, {d['axis']}="
-                         f"{_fmt(o[d['axis']])}: network gap {_fmt(o['gap_network'])} "
-                         f"({o['status_network']}) vs theory {_fmt(o['gap_theory'])} ({o['status_theory']}).")
+                         f"{_fmt(o[d['axis']])}: network gap {_time(o['gap_network'])} "
+                         f"({o['status_network']}) vs theory {_time(o['gap_theory'])} ({o['status_theory']}).")
     dc = rep["decay"]
     if dc:
         lines += ["", f"## Weight decay ({dc.get('testbed', '')}, gamma0 = {dc['gamma0']:g})", "",
@@ -77,12 +89,14 @@ def markdown(rep: dict, cfg: dict) -> str:
                   "| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
         for i, k in enumerate(dc["weight_decay"]):
             tt = dc["times"]["t_test"][i]
-            lines.append(f"| {k:g} | {_fmt(dc['times']['t_train'][i])} | {_fmt(tt)} | "
-                         f"{_fmt(dc['times']['gap'][i])} | {_fmt(k * tt if tt is not None else float('nan'))} |")
+            lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i])} | {_time(tt)} | "
+                         f"{_time(dc['times']['gap'][i])} | {_time(k * tt if tt is not None else None)} |")
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
             if "exponent" in f:
-                lines.append(f"\nFit {name} ~ kappa^b: b = {f['exponent']:.3f} +- {_fmt(f['stderr'])} over "
+                err = (f"+- {_fmt(f['stderr'])}" if f.get("stderr") is not None
+                       else f"({f.get('stderr_note', 'no error estimate')})")
+                lines.append(f"\nFit {name} ~ kappa^b: b = {f['exponent']:.3f} {err} over "
                              f"kappa in [{f['range'][0]:g}, {f['range'][1]:g}] ({f['points']} points).")
             elif f:
                 lines.append(f"\nFit {name}: {f['error']}")
