@@ -1,26 +1,41 @@
 """A results store for scans: one manifest and one .npz file per chunk of grid points.
 
-    DIR/manifest.json      identity (format, full configuration, versions), grid, chunks, sessions
-    DIR/chunks/NAME.npz    "index" (global grid indices) and one array per output, leading axis n
+    DIR/manifest.json      identity (format, configuration, versions), grid, chunks, sessions
+    DIR/chunks/NAME.npz    "index" (global grid indices), one array per output (leading axis n),
+                           the points' coordinates and the manifest digest it was written for
     DIR/log.jsonl          one line per chunk written (name, points, process, seconds)
 
-Every file is written to a temporary name, flushed to disk and renamed, so a chunk
-file either exists complete or not at all: a scan killed at any moment loses only
-the chunks in flight. The manifest records each chunk's SHA-256, size and points when it
-is written; a chunk is trusted only when its file matches that record (and holds the
-points the plan gives it), so a truncated, emptied, corrupted or swapped file is found,
-named, moved aside (NAME.npz.damaged-N, nothing is deleted) and recomputed on resume, and
-reported by `load` instead of read. Opening a directory written with another identity
-(another configuration, format or code version) raises `StoreConflict` naming what
-differs; a manifest missing a field is refused naming it. While a scan writes, it holds an
-exclusive lock on DIR/.lock (with its process id in it), so two scans cannot write the
-same store at once; a lock left by a killed scan is found stale and cleared.
+Every file is written to a temporary name, flushed to disk and renamed, so a chunk file
+either exists complete or not at all: a scan killed at any moment loses only the chunks in
+flight.
+
+Everything read is verified, and nothing found wrong is deleted:
+
+- the manifest: its fixed part (format, identity, grid, chunk names, groups) carries a
+  SHA-256 digest ("digest"), so an edit of any of it is refused (`StoreConflict` naming
+  manifest.json); a manifest missing a field is refused naming it; the caller checks that
+  its grid and chunk names are those its configuration plans (`check_layout`).
+- a chunk: it is trusted only when the manifest records it (SHA-256, size, points, written
+  when the chunk was) and the file matches that record, it holds the points and coordinates
+  the plan gives it, it was written for this manifest's digest, and it holds exactly the
+  outputs (names, per-point shapes, dtypes) its group's chunks hold ("schemas"). A chunk
+  file with no record (a write killed before its record was saved, or an edited manifest),
+  a missing file that is recorded, and a file that is no chunk of the plan are not trusted
+  either. On resume a bad chunk is named, moved aside (NAME.npz.damaged-N) and recomputed;
+  `load` reports it instead of reading it.
+
+Opening a directory written with another identity (another configuration, format or code
+version) raises `StoreConflict` naming what differs. Settings that do not change results
+(memory limits) are kept outside the identity (`settings`, also recorded per session). While
+a scan writes, it holds an exclusive lock on DIR/.lock (with its process id in it), so two
+scans cannot write the same store at once; a lock left by a killed scan is found stale and
+cleared.
 
 Example:
     >>> import tempfile, numpy as np
     >>> from experiments.store import Store
     >>> d = tempfile.mkdtemp()
-    >>> s = Store.create_or_open(d, {"config": {"a": 1}}, {"chunks": ["c0"]})
+    >>> s = Store.create_or_open(d, {"config": {"a": 1}}, {"grid": {}, "chunk_names": ["c0"]})
     >>> s.write_chunk("c0", {"index": np.arange(3), "x": np.ones(3)})
     >>> sorted(s.finished()), s.read_chunk("c0")["x"].tolist()
     (['c0'], [1.0, 1.0, 1.0])
@@ -43,16 +58,22 @@ from dmft.errors import InputError, StoreConflict, StoreWriteError
 
 from .config import differences
 
-__all__ = ["Store", "StoreConflict", "StoreWriteError", "FORMAT"]
+__all__ = ["Store", "StoreConflict", "StoreWriteError", "FORMAT", "manifest_digest"]
 
-FORMAT = "dmft-scan-store/1"
+FORMAT = "dmft-scan-store/2"
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
 LOG = "log.jsonl"
 _TMP = re.compile(r"\.tmp-\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-# what a manifest must hold to be read (the identity and layout of its scan)
-REQUIRED = ("format", "identity", "grid", "chunk_names", "sessions")
+# what a manifest must hold to be read (the identity and layout of its scan, its records)
+REQUIRED = ("format", "identity", "digest", "grid", "chunk_names", "chunks", "sessions")
+# the manifest's parts that change as a scan runs; every other field is fixed at creation
+# and covered by its digest
+MUTABLE = ("digest", "chunks", "schemas", "sessions", "settings")
+# arrays a chunk file holds besides "index" and its outputs (not returned by reads)
+META = "__store__"              # JSON: the chunk's name and the manifest digest it was written for
+COORD = "__coord__"             # prefix: the points' coordinates, one array per scanned field
 
 
 def _now() -> str:
@@ -93,6 +114,32 @@ def _index_digest(index) -> str:
     return sha256(np.ascontiguousarray(np.asarray(index, dtype=np.int64)).tobytes())
 
 
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's fixed part (every field but `MUTABLE`), as canonical JSON."""
+    fixed = {k: v for k, v in manifest.items() if k not in MUTABLE}
+    return sha256(json.dumps(fixed, sort_keys=True, separators=(",", ":")).encode())
+
+
+def schema_of(arrays: dict) -> dict:
+    """{output: [dtype, per-point shape]} of a chunk's outputs (not "index" or store metadata)."""
+    return {k: [np.asarray(v).dtype.str, list(np.shape(v)[1:])] for k, v in sorted(arrays.items())
+            if k != "index" and k != META and not k.startswith(COORD)}
+
+
+def _schema_difference(got: dict, want: dict) -> str:
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    parts = []
+    if missing:
+        parts.append(f"missing output(s) {', '.join(missing)}")
+    if extra:
+        parts.append(f"unexpected output(s) {', '.join(extra)}")
+    for k in sorted(set(got) & set(want)):
+        if list(got[k]) != list(want[k]):
+            parts.append(f"output {k} is {got[k][0]} of per-point shape {tuple(got[k][1])}, "
+                         f"its group's is {want[k][0]} of {tuple(want[k][1])}")
+    return "; ".join(parts)
+
+
 class Store:
     """A scan's directory. Use `create_or_open` to write, `read` to load."""
 
@@ -104,21 +151,26 @@ class Store:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def create_or_open(cls, path, identity: dict, layout: dict) -> "Store":
+    def create_or_open(cls, path, identity: dict, layout: dict, settings: dict | None = None) -> "Store":
         """Claim `path` for the scan with this identity, creating the store if needed.
 
         Args:
             identity: what must match to resume (configuration, versions); compared
                 key by key with the manifest of an existing store.
-            layout: the rest of the manifest (grid, chunk names, ...), written on creation.
+            layout: the rest of the fixed manifest (grid, chunk names, ...): written on creation,
+                compared with an existing store's (a difference is refused).
+            settings: what may change between sessions without changing results (memory
+                limits); kept as the manifest's "settings" (the latest session's).
 
         Raises:
             StoreConflict: the directory holds another scan, something not written by a
-                scan, or is locked by a running scan.
+                scan, a manifest that was edited or does not match `layout`, or is locked by a
+                running scan.
             StoreWriteError: the directory cannot be created or written.
         """
         path = os.fspath(path)
         identity = json.loads(json.dumps(identity))        # as it reads back from JSON
+        layout = json.loads(json.dumps(layout))
         man_path = os.path.join(path, MANIFEST)
         try:
             if os.path.exists(path) and not os.path.isdir(path):
@@ -136,10 +188,13 @@ class Store:
                 manifest = cls._read_manifest(path)
                 cls._check_identity(path, manifest, identity)
             else:
-                manifest = {"format": FORMAT, "created": _now(), "identity": identity,
-                            **json.loads(json.dumps(layout)), "sessions": [], "chunks": {}}
-            manifest.setdefault("chunks", {})
+                manifest = {"format": FORMAT, "created": _now(), "identity": identity, **layout}
+                manifest.update(digest=manifest_digest(manifest), sessions=[], chunks={}, schemas={})
             store = cls(path, manifest, lock)
+            store.check_layout(layout)
+            manifest.setdefault("schemas", {})
+            if settings is not None:
+                manifest["settings"] = json.loads(json.dumps(settings))
             store._clean_temporaries()
             if not existing:
                 store.save_manifest()
@@ -149,7 +204,8 @@ class Store:
             raise
 
     @classmethod
-    def peek(cls, path, identity: dict, expected: dict | None = None) -> set[str]:
+    def peek(cls, path, identity: dict, expected: dict | None = None,
+             layout: dict | None = None) -> set[str]:
         """The verified chunks a store at `path` already holds for this identity (empty if there
         is no store yet), without creating, locking or changing anything.
 
@@ -164,6 +220,8 @@ class Store:
             return set()
         store = cls(path, cls._read_manifest(path))
         cls._check_identity(path, store.manifest, json.loads(json.dumps(identity)))
+        if layout is not None:
+            store.check_layout(layout)
         good, _ = store.verified(expected)
         return good
 
@@ -178,32 +236,65 @@ class Store:
                 "output directory for this scan, or rerun the original configuration "
                 "to resume it.")
 
+    def check_layout(self, layout: dict) -> None:
+        """Refuse a manifest whose grid, chunk names, ... are not `layout` (what its own
+        configuration plans): StoreConflict naming the fields that differ."""
+        layout = json.loads(json.dumps(layout))
+        diff = differences({k: self.manifest.get(k) for k in layout}, layout)
+        if diff:
+            shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+            raise StoreConflict(
+                f"{self.path}/{MANIFEST} does not agree with the plan of its own configuration "
+                f"(differs in: {shown}); the store cannot be trusted: use another output directory "
+                "(the chunk files are left as they are)")
+
     @classmethod
     def read(cls, path) -> "Store":
-        """Open an existing store for reading (no lock, no identity check)."""
+        """Open an existing store for reading (no lock, no identity check; the manifest is verified).
+
+        Raises:
+            StoreConflict: no store at `path`, or a manifest that is damaged, edited or incomplete.
+        """
         path = os.fspath(path)
         if not os.path.exists(os.path.join(path, MANIFEST)):
-            raise FileNotFoundError(f"{path}: no scan store here ({MANIFEST} missing)")
+            where = ("does not exist" if not os.path.exists(path) else
+                     "is not a directory" if not os.path.isdir(path) else f"holds no {MANIFEST}")
+            raise StoreConflict(f"{path}: no scan store here ({path} {where}); give the --out "
+                                "directory of a scan")
         return cls(path, cls._read_manifest(path))
 
     @staticmethod
     def _read_manifest(path) -> dict:
+        where = f"{path}/{MANIFEST}"
         try:
             with open(os.path.join(path, MANIFEST)) as fh:
                 manifest = json.load(fh)
         except json.JSONDecodeError as err:
-            raise StoreConflict(f"{path}/{MANIFEST} is not valid JSON ({err})") from None
+            raise StoreConflict(f"{where} is not valid JSON ({err})") from None
         except UnicodeDecodeError:
-            raise StoreConflict(f"{path}/{MANIFEST} is not text (damaged)") from None
+            raise StoreConflict(f"{where} is not text (damaged)") from None
+        except OSError as err:
+            raise StoreConflict(f"{where} cannot be read ({err.strerror or err})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             fmt = manifest.get("format") if isinstance(manifest, dict) else None
             raise StoreConflict(f"{path} was written in store format {fmt!r}, not {FORMAT!r}; "
                                 "use another output directory")
         missing = [k for k in REQUIRED if k not in manifest]
         if missing:
-            raise StoreConflict(f"{path}/{MANIFEST} has lost field(s) {', '.join(missing)}; the store "
+            raise StoreConflict(f"{where} has lost field(s) {', '.join(missing)}; the store "
                                 "cannot be trusted: use another output directory (the chunk files "
                                 "are left as they are)")
+        kinds = {"identity": dict, "grid": dict, "chunk_names": list, "chunks": dict, "sessions": list,
+                 "schemas": dict, "settings": dict}
+        wrong = [k for k, t in kinds.items() if k in manifest and not isinstance(manifest[k], t)]
+        if wrong or not all(isinstance(r, dict) for r in manifest["chunks"].values()):
+            raise StoreConflict(f"{where}: field(s) {', '.join(wrong or ['chunks'])} are not what a "
+                                "store writes (damaged or edited); use another output directory")
+        if manifest["digest"] != manifest_digest(manifest):
+            raise StoreConflict(
+                f"{where} was changed after it was written: its configuration, grid or chunk list "
+                "no longer match its digest. Its results cannot be labelled: use another output "
+                "directory (the chunk files are left as they are)")
         return manifest
 
     @staticmethod
@@ -253,7 +344,7 @@ class Store:
         try:
             atomic_write(path, data)
         except OSError as err:
-            done = len(self.finished())
+            done = len(set(self.manifest.get("chunks") or {}) & self.finished())
             raise StoreWriteError(
                 err.errno, f"could not write {what} to {self.path}: {err.strerror or err}. "
                 f"The {done} chunk(s) already written are kept; free space or fix permissions "
@@ -263,18 +354,52 @@ class Store:
         self._write(os.path.join(self.path, MANIFEST),
                     json.dumps(self.manifest, indent=1).encode(), MANIFEST)
 
-    def write_chunk(self, name: str, arrays: dict) -> None:
-        """Write chunk `name` atomically (arrays must include "index"), then record its checksum,
-        size and points in the manifest (atomically too)."""
+    def write_chunk(self, name: str, arrays: dict, *, coords: dict | None = None,
+                    family: str | None = None, then=None) -> None:
+        """Write chunk `name` atomically, then record its checksum, size and points in the
+        manifest (atomically too).
+
+        Args:
+            arrays: "index" (the points' grid indices) and the outputs, each with a leading
+                axis over the points.
+            coords: {field: the points' values}, stored with the chunk and checked on read.
+            family: the chunks that must hold the same outputs (a scan's group): the first
+                chunk of a family records their names, per-point shapes and dtypes, and every
+                later one must match.
+            then: called after the chunk file is in place and before the manifest recording it
+                is saved (bookkeeping saved with the record).
+        """
         if not _NAME.match(name):
             raise InputError(f"chunk name {name!r}: letters, digits, '-' and '_' only")
         if "index" not in arrays:
             raise InputError("a chunk needs its 'index' array")
-        data = npz_bytes(arrays)
+        bad = [k for k in arrays if k == META or k.startswith(COORD)]
+        if bad:
+            raise InputError(f"chunk {name}: output name(s) {bad} are reserved for the store")
+        n = np.asarray(arrays["index"]).size
+        uneven = [k for k, v in arrays.items() if np.ndim(v) == 0 or np.shape(v)[0] != n]
+        if uneven:
+            raise InputError(f"chunk {name}: array(s) {uneven} do not have one entry per point ({n})")
+        schema = schema_of(arrays)
+        schemas = self.manifest.setdefault("schemas", {})
+        if family is not None:
+            held = family in schemas and any(r.get("family") == family for r in self.manifest["chunks"].values())
+            if held and schemas[family] != schema:
+                raise InputError(f"chunk {name}: its outputs differ from those of the chunks of "
+                                 f"{family} already written ({_schema_difference(schema, schemas[family])})")
+        out = {**arrays, META: np.frombuffer(json.dumps(
+            {"name": name, "digest": self.manifest["digest"]}).encode(), np.uint8)}
+        out.update({f"{COORD}{f}": np.asarray(v) for f, v in (coords or {}).items()})
+        data = npz_bytes(out)
         self._write(self.chunk_path(name), data, f"chunk {name}")
-        self.manifest.setdefault("chunks", {})[name] = {
-            "sha256": sha256(data), "bytes": len(data), "points": int(np.asarray(arrays["index"]).size),
-            "index_sha256": _index_digest(arrays["index"])}
+        rec = {"sha256": sha256(data), "bytes": len(data), "points": int(n),
+               "index_sha256": _index_digest(arrays["index"])}
+        if family is not None:
+            rec["family"] = family
+            schemas[family] = schema
+        self.manifest["chunks"][name] = rec
+        if then is not None:
+            then()
         self.save_manifest()
 
     def log(self, **event) -> None:
@@ -292,90 +417,120 @@ class Store:
         return os.path.join(self.path, CHUNKS, f"{name}.npz")
 
     def finished(self) -> set[str]:
-        """Names of the chunks on disk (each complete: files appear only by rename)."""
+        """Names of the chunk files on disk (each complete: files appear only by rename; not yet
+        verified)."""
         d = os.path.join(self.path, CHUNKS)
         if not os.path.isdir(d):
             return set()
         return {n[:-4] for n in os.listdir(d) if n.endswith(".npz")}
 
-    def read_chunk(self, name: str) -> dict:
+    def read_chunk(self, name: str, expected: dict | None = None) -> dict:
         """The arrays of a chunk, verified against the manifest (StoreConflict if damaged)."""
-        ok, reason, arrays = self._check_chunk(name)
+        ok, reason, arrays = self._check_chunk(name, expected)
         if not ok:
             raise StoreConflict(f"{self.chunk_path(name)}: {reason}")
         return arrays
 
-    def _check_chunk(self, name: str, expected_index=None):
-        """(ok, reason, arrays) for one chunk file against its manifest record and the plan."""
+    def _check_chunk(self, name: str, expected: dict | None = None):
+        """(ok, reason, arrays) for one chunk file against its manifest record and the plan.
+
+        `expected`: {"index": the points the plan gives it, "coords": {field: their values}}."""
         path = self.chunk_path(name)
+        rec = self.manifest["chunks"].get(name)
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
         except FileNotFoundError:
-            return False, "missing", None
+            return False, ("missing, though recorded as written" if rec is not None else "missing"), None
         except OSError as err:
             return False, f"unreadable ({err.strerror or err})", None
         if not data:
             return False, "empty file", None
-        rec = (self.manifest.get("chunks") or {}).get(name)
-        if rec is not None:
-            if len(data) != rec.get("bytes"):
-                return False, f"truncated or extended ({len(data)} bytes, {rec.get('bytes')} written)", None
-            if sha256(data) != rec.get("sha256"):
-                return False, "checksum mismatch (corrupted)", None
+        if rec is None:
+            return False, (f"not recorded in {MANIFEST}, so not trusted: a write that did not "
+                           "finish, or an edited manifest"), None
+        if len(data) != rec.get("bytes"):
+            return False, f"truncated or extended ({len(data)} bytes, {rec.get('bytes')} written)", None
+        if sha256(data) != rec.get("sha256"):
+            return False, "checksum mismatch (corrupted)", None
         try:
             arrays = npz_arrays(data)
         except Exception as err:  # noqa: BLE001 - any failure to parse is damage
             return False, f"not a readable .npz ({type(err).__name__})", None
         if "index" not in arrays:
             return False, "holds no 'index' array", None
-        if rec is not None and _index_digest(arrays["index"]) != rec.get("index_sha256"):
+        index = arrays["index"]
+        if _index_digest(index) != rec.get("index_sha256") or index.size != rec.get("points"):
             return False, "holds other points than recorded", None
-        if expected_index is not None and not np.array_equal(np.asarray(arrays["index"]),
-                                                             np.asarray(expected_index)):
+        if expected is not None and not np.array_equal(index, np.asarray(expected["index"])):
             return False, "holds the points of another chunk (swapped or misnamed)", None
+        try:
+            meta = json.loads(arrays.pop(META).tobytes().decode())
+        except (KeyError, ValueError, AttributeError):
+            return False, "holds no readable record of the scan it was written for", None
+        if not isinstance(meta, dict) or meta.get("name") != name:
+            return False, f"was written as chunk {meta.get('name') if isinstance(meta, dict) else None!r}", None
+        if meta.get("digest") != self.manifest["digest"]:
+            return False, (f"was written for another configuration or grid (its digest is not "
+                           f"{MANIFEST}'s)"), None
+        coords = {k[len(COORD):]: arrays.pop(k) for k in [k for k in arrays if k.startswith(COORD)]}
+        if expected is not None:
+            want = {f: np.asarray(v) for f, v in (expected.get("coords") or {}).items()}
+            if sorted(coords) != sorted(want):
+                return False, (f"holds coordinates of field(s) {sorted(coords)}, the grid scans "
+                               f"{sorted(want)}"), None
+            for f in want:
+                if coords[f].shape != want[f].shape or not np.array_equal(coords[f], want[f]):
+                    return False, (f"its points' {f} ({coords[f].tolist()}) are not the grid's "
+                                   f"({want[f].tolist()})"), None
+        uneven = [k for k, v in arrays.items() if v.ndim == 0 or v.shape[0] != index.size]
+        if uneven:
+            return False, f"array(s) {', '.join(uneven)} do not have one entry per point", None
+        family = rec.get("family")
+        if family is not None:
+            want = self.manifest.get("schemas", {}).get(family)
+            if want is None:
+                return False, f"{MANIFEST} holds no record of the outputs of {family}", None
+            diff = _schema_difference(schema_of(arrays), want)
+            if diff:
+                return False, diff, None
         return True, "", arrays
 
-    def verified(self, expected: dict | None = None) -> tuple[set, dict]:
-        """(names of the good chunks, {name: reason} of the damaged ones) among the chunk files
-        on disk; `expected` maps chunk names to the points the plan gives them."""
-        good, bad = set(), {}
-        for name in sorted(self.finished()):
-            ok, reason, arrays = self._check_chunk(name, None if expected is None else expected.get(name))
-            if ok:
-                good.add(name)
-                rec = (self.manifest.get("chunks") or {}).get(name)
-                if rec is None:        # written before checksums were recorded: record it now
-                    with open(self.chunk_path(name), "rb") as fh:
-                        data = fh.read()
-                    self.manifest.setdefault("chunks", {})[name] = {
-                        "sha256": sha256(data), "bytes": len(data), "points": int(arrays["index"].size),
-                        "index_sha256": _index_digest(arrays["index"]), "recorded": "on verification"}
-            else:
-                bad[name] = reason
-        return good, bad
-
     def read_all(self, expected: dict | None = None) -> tuple[dict, dict]:
-        """({name: arrays} of the good chunks, {name: reason} of the damaged ones), reading each
-        chunk file once."""
+        """({name: arrays} of the good chunks, {name: reason} of the bad ones), reading each
+        chunk file once. With `expected` (chunk name -> {"index", "coords"} of the plan), a file
+        that is no chunk of the plan is bad too. Chunks recorded in the manifest whose file is
+        gone are bad ("missing")."""
         good, bad = {}, {}
-        for name in sorted(self.finished()):
-            ok, reason, arrays = self._check_chunk(name, None if expected is None else expected.get(name))
+        names = self.finished() | set(self.manifest["chunks"])
+        for name in sorted(names):
+            if expected is not None and name not in expected:
+                bad[name] = "not a chunk of this scan's plan"
+                continue
+            ok, reason, arrays = self._check_chunk(name, None if expected is None else expected[name])
             if ok:
                 good[name] = arrays
             else:
                 bad[name] = reason
         return good, bad
 
-    def set_aside(self, name: str) -> str:
-        """Move a damaged chunk file out of the way (never deleted); returns its new path."""
+    def verified(self, expected: dict | None = None) -> tuple[set, dict]:
+        """(names of the good chunks, {name: reason} of the bad ones), as `read_all`."""
+        good, bad = self.read_all(expected)
+        return set(good), bad
+
+    def set_aside(self, name: str) -> str | None:
+        """Move a bad chunk file out of the way (never deleted) and forget its record; returns its
+        new path (None when there was no file)."""
         src = self.chunk_path(name)
+        self.manifest["chunks"].pop(name, None)
+        if not os.path.exists(src):
+            return None
         k = 0
         while os.path.exists(f"{src}.damaged-{k}"):
             k += 1
         dst = f"{src}.damaged-{k}"
         os.replace(src, dst)
-        (self.manifest.get("chunks") or {}).pop(name, None)
         return dst
 
     def events(self) -> list[dict]:

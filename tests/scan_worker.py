@@ -17,14 +17,14 @@ def _pause_after(k: int) -> None:
     write = Store.write_chunk
     written = [0]
 
-    def write_chunk(self, name, arrays):
+    def write_chunk(self, name, arrays, **kw):
         if written[0] == k:      # die mid-write: a half-written temporary file stays behind
             with open(f"{self.chunk_path(name)}.tmp-{os.getpid()}", "wb") as fh:
                 fh.write(b"partial")
             print("PAUSED", flush=True)
             while True:
                 time.sleep(60)
-        write(self, name, arrays)
+        write(self, name, arrays, **kw)
         written[0] += 1
 
     Store.write_chunk = write_chunk

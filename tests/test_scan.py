@@ -11,14 +11,20 @@ import socket
 import subprocess
 import sys
 
+import hashlib
+import tempfile
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dmft
 from dmft.runner import TRACE_COUNTS
 from experiments import cli, scan
 from validation.grokking import grokking_times
-from experiments.store import Store, StoreConflict
+from experiments.scan.execute import SETTINGS, store_identity
+from experiments.store import MUTABLE, Store, StoreConflict, manifest_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "scan_worker.py")
@@ -295,6 +301,10 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(config_seeds, reference
     killed, resumed = res.manifest["sessions"]
     assert killed["status"] == "running" and resumed["status"] == "complete"
     assert resumed["skipped_points"] == 10 and resumed["computed_points"] == 10
+    # the killed session's counts were saved with each of its chunks: the summary counts them
+    assert killed["computed_points"] == 10 and sum(g["chunks"] for g in killed["groups"]) == 2
+    assert killed["seconds"] > 0
+    assert "20 of 20 points done (10 computed now; 20 computed over 2 session(s)" in res.summary()
 
 
 def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):
@@ -318,6 +328,7 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
     with open(man_path) as fh:
         man = json.load(fh)
     man["identity"]["versions"]["dmft"] = "0.0.1"
+    man["digest"] = manifest_digest(man)                # as another version would have written it
     with open(man_path, "w") as fh:
         json.dump(man, fh)
     with pytest.raises(StoreConflict, match="versions.dmft"):
@@ -425,7 +436,7 @@ def test_damaged_chunks_are_named_set_aside_and_recomputed(config, reference, tm
         assert any(f.startswith(chunks[0] + ".damaged") for f in os.listdir(os.path.join(out, "chunks")))
 
 
-@pytest.mark.parametrize("field", ["identity", "grid", "chunk_names", "sessions"])
+@pytest.mark.parametrize("field", ["identity", "digest", "grid", "chunk_names", "chunks", "sessions"])
 def test_a_manifest_that_lost_a_field_is_refused_naming_it(reference, tmp_path, field):
     out = str(tmp_path / "s")
     shutil.copytree(reference.path, out)
@@ -463,3 +474,263 @@ def test_scans_over_eta0_say_when_final_values_were_taken(tmp_path):
     assert "at t = 4" in fixed.summary()
     with pytest.raises(scan.ConfigError, match="final_time"):
         scan.load_config({**base, "scan": {"grid": {"train.final_time": [1.0, 2.0]}}})
+
+
+# ------------------------------------------------------------------ what the store verifies
+
+def _copy(reference, where):
+    out = os.path.join(where, "s")
+    shutil.copytree(reference.path, out)
+    return out
+
+
+def _manifest(out):
+    with open(os.path.join(out, "manifest.json")) as fh:
+        return json.load(fh)
+
+
+def _save_manifest(out, man):
+    with open(os.path.join(out, "manifest.json"), "w") as fh:
+        json.dump(man, fh, indent=1)
+
+
+def _chunk_arrays(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _write_npz(path, arrays):
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _record_of(path, index):
+    """The manifest record a store would write for this file (a forger who recomputes it)."""
+    data = open(path, "rb").read()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "points": int(index.size),
+            "index_sha256": hashlib.sha256(np.ascontiguousarray(index, np.int64).tobytes()).hexdigest()}
+
+
+def test_an_unrecorded_chunk_is_not_done_and_is_recomputed(config, reference, tmp_path, capsys):
+    """A valid chunk file with the right points but forged values, whose manifest record was
+    removed, is not trusted: load reports it (its points not done), resume moves it aside and
+    computes it again; the record written then is the new file's, not the forgery's."""
+    out = _copy(reference, str(tmp_path))
+    name = "g0000-c000000"
+    path = os.path.join(out, "chunks", name + ".npz")
+    arrays = _chunk_arrays(path)
+    arrays["theory.final.test_loss"] = np.full_like(arrays["theory.final.test_loss"], 123.0)
+    _write_npz(path, arrays)
+    man = _manifest(out)
+    del man["chunks"][name]
+    _save_manifest(out, man)
+    loaded = scan.load(out)
+    assert loaded.done.sum() == 20 - arrays["index"].size
+    assert "not recorded in manifest.json" in loaded.damaged[name + ".npz"]
+    assert not np.any(loaded["theory.final.test_loss"] == 123.0)
+    assert Store.peek(out, store_identity(reference.config), scan.plan(reference.config).expected()) \
+        == {c.name for c in scan.plan(reference.config).chunks} - {name}
+    resumed = scan.run(config, out, log=print)
+    _assert_same(resumed, reference)
+    assert "not recorded in manifest.json" in capsys.readouterr().out
+    assert _chunks_written(out)[4:] == [name]                          # only that chunk computed
+    assert os.path.exists(path + ".damaged-0")                          # kept, not deleted
+    assert _manifest(out)["chunks"][name]["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+# how a chunk file can be altered: each returns the altered arrays (or raises Skip when it
+# would not change this chunk); the store must catch every one even when the forger also
+# rewrites the chunk's manifest record to match the altered file
+def _drop_output(a, k):
+    return {q: v for q, v in a.items() if q != k}
+
+
+CHUNK_EDITS = {
+    "drop an output": lambda a, k: _drop_output(a, k),
+    "add an output": lambda a, k: {**a, k + ".extra": a[k]},
+    "change an output's dtype": lambda a, k: {**a, k: a[k].astype(np.float32 if a[k].dtype != np.float32
+                                                                 else np.float64)},
+    "change an output's shape": lambda a, k: {**a, k: np.stack([a[k], a[k]], axis=-1)},
+    "relabel the coordinates": lambda a, k: {**a, **{q: v * 2 + 1 for q, v in a.items() if q.startswith("__coord__")}},
+    "drop the coordinates": lambda a, k: {q: v for q, v in a.items() if not q.startswith("__coord__")},
+    "another scan's digest": lambda a, k: {**a, "__store__": np.frombuffer(json.dumps(
+        {**json.loads(a["__store__"].tobytes()), "digest": "0" * 64}).encode(), np.uint8)},
+    "another chunk's name": lambda a, k: {**a, "__store__": np.frombuffer(json.dumps(
+        {**json.loads(a["__store__"].tobytes()), "name": "g0000-c000009"}).encode(), np.uint8)},
+    "drop the store record": lambda a, k: {q: v for q, v in a.items() if q != "__store__"},
+    "forge values": lambda a, k: {**a, k: np.full_like(a[k], 123)},
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunk=st.integers(0, 3), edit=st.sampled_from(sorted(CHUNK_EDITS)), output=st.integers(0, 100),
+       record=st.sampled_from(["removed", "rewritten to match"]))
+def test_an_altered_chunk_is_named_and_not_done(reference, chunk, edit, output, record):
+    """Generated alterations of a chunk file (an output dropped, added, retyped or reshaped,
+    coordinates relabelled, the manifest digest or name it was written for changed), with its
+    manifest record removed or rewritten to match the altered file: load never counts its
+    points as done and names the file with what is wrong. (Forged values under a rewritten
+    record match everything the store keeps, so that one combination is left out.)"""
+    if edit == "forge values" and record == "rewritten to match":
+        return
+    with tempfile.TemporaryDirectory() as where:
+        out = _copy(reference, where)
+        names = sorted(n[:-4] for n in os.listdir(os.path.join(out, "chunks")))
+        name = names[chunk]
+        path = os.path.join(out, "chunks", name + ".npz")
+        arrays = _chunk_arrays(path)
+        outputs = sorted(k for k in arrays if k != "index" and not k.startswith("__"))
+        altered = CHUNK_EDITS[edit](arrays, outputs[output % len(outputs)])
+        _write_npz(path, altered)
+        man = _manifest(out)
+        if record == "removed":
+            del man["chunks"][name]
+        else:
+            man["chunks"][name].update(_record_of(path, arrays["index"]))
+        _save_manifest(out, man)
+        loaded = scan.load(out)
+        assert not loaded.done.reshape(-1)[arrays["index"]].any(), (edit, record)
+        assert loaded.done.sum() == 20 - arrays["index"].size
+        assert set(loaded.damaged) == {name + ".npz"} and loaded.damaged[name + ".npz"]
+        assert name + ".npz" in loaded.summary()
+
+
+def _leaves(obj, path=()):
+    """Paths to every value (and every list) inside a JSON document."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(obj, list):
+        yield path
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path
+
+
+def _changed(value, how: int):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1 if how % 2 else value + 0.5
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return value[:-1] if value and how % 2 else value + [value[-1] if value else 0]
+    return 0 if value is None else None
+
+
+def _edit(man, path, how):
+    parent = man
+    for p in path[:-1]:
+        parent = parent[p]
+    parent[path[-1]] = _changed(parent[path[-1]], how)
+
+
+_FIXED = None
+
+
+def _fixed_paths(reference):
+    global _FIXED
+    if _FIXED is None:
+        man = _manifest(reference.path)
+        _FIXED = sorted((p for k in man if k not in MUTABLE and k != "format" for p in _leaves(man[k], (k,))),
+                        key=str)
+    return _FIXED
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pick=st.integers(0, 10 ** 6), how=st.integers(0, 1), redigest=st.booleans())
+def test_an_edited_manifest_is_refused_or_labels_nothing(reference, pick, how, redigest):
+    """Any edit of the manifest's fixed part (configuration, grid, chunk names, groups, versions,
+    ...) is refused on load naming manifest.json; an editor who also recomputes the digest gets
+    either a refusal (the manifest disagrees with its own plan) or no point labelled: every chunk
+    is reported as written for another configuration. Results are never relabelled."""
+    paths = _fixed_paths(reference)
+    path = paths[pick % len(paths)]
+    with tempfile.TemporaryDirectory() as where:
+        out = _copy(reference, where)
+        man = _manifest(out)
+        _edit(man, path, how)
+        if redigest:
+            man["digest"] = manifest_digest(man)
+        _save_manifest(out, man)
+        try:
+            loaded = scan.load(out)
+        except StoreConflict as err:
+            assert "manifest.json" in str(err), (path, str(err))
+            return
+        assert redigest, path
+        assert loaded.done.sum() == 0 and len(loaded.damaged) == 4, (path, loaded.damaged)
+        assert all("another configuration or grid" in why for why in loaded.damaged.values())
+
+
+@pytest.mark.parametrize("edit", ["chunk_names", "grid values"])
+def test_resume_and_load_agree_on_an_edited_manifest(config, reference, tmp_path, edit):
+    """Emptied chunk names or relabelled grid values (digest recomputed or not): load and resume
+    both refuse, or both find nothing done; neither reports a complete scan it cannot load."""
+    for redigest in (False, True):
+        out = os.path.join(tmp_path, f"{edit}-{redigest}")
+        shutil.copytree(reference.path, out)
+        man = _manifest(out)
+        if edit == "chunk_names":
+            man["chunk_names"] = []
+        else:
+            man["identity"]["config"]["scan"]["grid"]["model.gamma0"][0] = 0.3
+            man["grid"]["values"][0][0] = 0.3
+        if redigest:
+            man["digest"] = manifest_digest(man)
+        _save_manifest(out, man)
+        cfg = scan.load_config(man["identity"]["config"])
+        if edit == "chunk_names" or not redigest:
+            with pytest.raises(StoreConflict, match="manifest.json"):
+                scan.load(out)
+            with pytest.raises(StoreConflict, match="manifest.json"):
+                scan.run(cfg, out)
+        else:                      # every chunk was written for the old grid: none is done
+            loaded = scan.load(out)
+            assert loaded.done.sum() == 0 and len(loaded.damaged) == 4
+
+
+def test_load_without_a_store_is_a_store_error(tmp_path):
+    with pytest.raises(StoreConflict, match="no scan store here"):
+        scan.load(str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreConflict, match="holds no manifest.json"):
+        scan.load(str(tmp_path / "empty"))
+
+
+def test_memory_limits_are_not_part_of_the_identity(reference):
+    """Changing any field of the configuration changes the store's identity, except the memory
+    limits (they decide whether a chunk runs, never what it gives)."""
+    cfg = reference.config
+    base = store_identity(cfg)
+    for sec, table in cfg.items():
+        for key, value in table.items():
+            other = json.loads(json.dumps(cfg))
+            other[sec][key] = _changed(value, 1) if not isinstance(value, dict) else {}
+            if (sec, key) in SETTINGS:
+                assert store_identity(other) == base, (sec, key)
+            else:
+                assert store_identity(other) != base, (sec, key)
+
+
+def test_resume_under_another_memory_limit(config, reference, tmp_path, capsys):
+    """The audit's case: rerunning a scan with a larger theory.max_memory_gb resumes it (exit 0,
+    the missing chunk computed, equal to the uninterrupted run); the limit each session ran
+    under is recorded; a result-changing field is still refused."""
+    out = _copy(reference, str(tmp_path))
+    os.remove(os.path.join(out, "chunks", "g0001-c000000.npz"))
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress",
+                     "--set", "theory.max_memory_gb=8", "--set", "simulate.max_memory_gb=7"]) == cli.EXIT_OK
+    res = scan.load(out)
+    _assert_same(res, reference)
+    assert _chunks_written(out)[4:] == ["g0001-c000000"]
+    assert res.manifest["sessions"][-1]["settings"] == {"theory.max_memory_gb": 8.0,
+                                                        "simulate.max_memory_gb": 7.0}
+    assert res.config["theory"]["max_memory_gb"] == 8.0
+    assert "max_memory_gb" not in res.manifest["identity"]["config"]["theory"]
+    capsys.readouterr()
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress",
+                     "--set", "theory.max_memory_gb=8", "--set", "theory.seed=5"]) == cli.EXIT_OUTPUT
+    assert "differs in: config.theory.seed" in capsys.readouterr().err

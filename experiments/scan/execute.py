@@ -26,7 +26,7 @@ from .grid import Chunk, Group, Plan, plan
 from .outputs import derive, network_records
 from .result import load
 
-__all__ = ["run", "init_distributed"]
+__all__ = ["run", "init_distributed", "store_identity", "SETTINGS"]
 
 
 # ----------------------------------------------------------------- groups at run time
@@ -210,24 +210,31 @@ def _point_sharding(devices):
     return NamedSharding(Mesh(np.array(devices), ("points",)), PartitionSpec("points")), len(devices)
 
 
-# keys added after stores were first written: left out of a store's identity while they hold
-# their default, so that stores written before them can still be resumed
-_LATER_KEYS = {("train", "final_time"): 0.0}
+# settings that never change a result (a memory limit only decides whether a chunk runs or is
+# refused): kept out of a store's identity, so a scan resumes under another limit, and recorded
+# as the store's (and each session's) "settings"
+SETTINGS = (("theory", "max_memory_gb"), ("simulate", "max_memory_gb"))
 
 
-def _identity(cfg: dict) -> dict:
-    """What must match for a store to be resumed: configuration, code and number type."""
+def store_identity(cfg: dict) -> dict:
+    """What must match for a store to be resumed: configuration (less `SETTINGS`), code and
+    number type."""
     import jax
     import jaxlib
 
     from dmft.io import jsonable
 
     cfg = jsonable(cfg)
-    for (sec, key), default in _LATER_KEYS.items():
-        if sec in cfg and cfg[sec].get(key, default) == default:
+    for sec, key in SETTINGS:
+        if sec in cfg:
             cfg[sec].pop(key, None)
     return {"config": cfg, "x64": bool(jax.config.jax_enable_x64),
             "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
+
+
+def _settings(cfg: dict) -> dict:
+    """The `SETTINGS` of a configuration, as "section.key" -> value."""
+    return {f"{sec}.{key}": cfg[sec][key] for sec, key in SETTINGS if key in cfg.get(sec, {})}
 
 
 def _traces() -> int:
@@ -278,30 +285,31 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     cfg = load_config(config, overrides)
     pl = plan(cfg)
     comm = _Comm()
-    identity = _identity(cfg)
+    identity = store_identity(cfg)
     comm.agree(lambda: _same_everywhere(comm, identity))
     # before anything is written: the store must hold this scan or nothing, and every
     # group still to compute must build (data, programs: validated)
-    expected = {c.name: c.indices for c in pl.chunks}
-    finished = set(comm.agree(lambda: sorted(Store.peek(out, identity, expected)), first_only=True))
+    expected, layout = pl.expected(), pl.layout()
+    finished = set(comm.agree(lambda: sorted(Store.peek(out, identity, expected, layout)), first_only=True))
     sharding, n_dev = _point_sharding(devices)
     groups = _Groups(cfg, pl, sharding, n_dev)
     comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
-    layout = {"grid": pl.grid.describe(), "chunk_names": [c.name for c in pl.chunks],
-              "groups": [{"fields": g.fields, "points": len(g.indices)} for g in pl.groups]}
+    settings = _settings(cfg)
     holder = {}
 
     def open_store():
-        store = holder["store"] = Store.create_or_open(out, identity, layout)
+        store = holder["store"] = Store.create_or_open(out, identity, layout, settings)
         if store.stale_lock:
             say(f"scan {out}: cleared the lock left by process {store.stale_lock}, which no longer runs")
             store.log(event="stale_lock", process=store.stale_lock)
         good, bad = store.verified(expected)
         for name, reason in sorted(bad.items()):
             moved = store.set_aside(name)
+            moved = os.path.basename(moved) if moved else None
             say(f"scan {out}: chunk file {os.path.basename(store.chunk_path(name))} is damaged ({reason}); "
-                f"moved to {os.path.basename(moved)}, its points will be computed again")
-            store.log(event="damaged", chunk=name, reason=reason, moved_to=os.path.basename(moved))
+                + (f"moved to {moved}, its" if moved else "its record is dropped, its")
+                + " points will be computed again")
+            store.log(event="damaged", chunk=name, reason=reason, moved_to=moved)
         store.save_manifest()
         return sorted(good)
 
@@ -309,15 +317,26 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     store = holder.get("store")
     todo = [c for c in pl.chunks if c.name not in finished]
     skipped = sum(len(c.indices) for c in pl.chunks if c.name in finished)
+    # the session's counts are saved with each chunk's record (`_write`), so a scan killed
+    # midway still counts what it computed
+    stats = {g.number: {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0} for g in pl.groups}
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": comm.count,
-               "devices": [str(d) for d in (devices or jax.local_devices())],
-               "skipped_points": skipped, "status": "running"}
+               "devices": [str(d) for d in (devices or jax.local_devices())], "settings": settings,
+               "skipped_points": skipped, "computed_points": 0, "seconds": 0.0,
+               "groups": [dict(stats[g.number], group=g.number) for g in pl.groups], "status": "running"}
     say(f"scan {out}: {pl.grid.size} points in {len(pl.groups)} group(s), {len(pl.chunks)} chunk(s); "
         f"{skipped} already on disk, {pl.grid.size - skipped} to compute on {comm.count} "
         f"process(es) x {n_dev} device(s)")
-    stats = {g.number: {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0} for g in pl.groups}
     bar = _bar(pl.grid.size, skipped) if (progress and store is not None and todo) else None
     t0 = time.perf_counter()
+    written = set()
+    columns = pl.grid.columns()
+
+    def account():
+        session.update(seconds=time.perf_counter() - t0,
+                       computed_points=sum(s["points"] for s in stats.values()),
+                       groups=[dict(stats[g.number], group=g.number) for g in pl.groups])
+
     try:
         if store is not None:
             store.manifest["sessions"].append(session)
@@ -328,7 +347,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
                 groups.release_before(mine.group)      # chunks come group by group
             blob = b"" if mine is None else _compute(groups, mine, comm)
             blobs = comm.allgather(blob)
-            errors = comm.agree(lambda: _write(store, blobs, stats, bar), first_only=True)
+            errors = comm.agree(lambda: _write(store, blobs, stats, bar, columns, written, account),
+                                first_only=True)
             if errors:
                 e = errors[0]
                 raise _error_class(e["error"])(f"chunk {e['chunk']} (process {e['process']}): "
@@ -337,11 +357,9 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         if bar is not None:
             bar.close()
         if store is not None:
-            done = len(store.finished() & {c.name for c in pl.chunks})
-            session.update(seconds=time.perf_counter() - t0,
-                           computed_points=sum(s["points"] for s in stats.values()),
-                           groups=[dict(stats[g.number], group=g.number) for g in pl.groups],
-                           status="complete" if done == len(pl.chunks) else "stopped")
+            account()
+            done = len((finished | written) & {c.name for c in pl.chunks})
+            session.update(status="complete" if done == len(pl.chunks) else "stopped")
             try:
                 store.save_manifest()
             except StoreWriteError:
@@ -376,8 +394,9 @@ def _compute(groups: _Groups, chunk: Chunk, comm: _Comm) -> bytes:
                           "seconds": time.perf_counter() - t1, "compiles": _traces() - before})
 
 
-def _write(store: Store, blobs, stats, bar) -> list:
-    """Process 0 writes the round's chunks; returns the failures reported by any process."""
+def _write(store: Store, blobs, stats, bar, columns, written, account) -> list:
+    """Process 0 writes the round's chunks (each with its points' coordinates, and the session's
+    counts saved with its record); returns the failures reported by any process."""
     errors = []
     for blob in blobs:
         if not blob:
@@ -386,15 +405,21 @@ def _write(store: Store, blobs, stats, bar) -> list:
         if "error" in meta:
             errors.append(meta)
             continue
-        store.write_chunk(meta["chunk"], arrays)
         n = len(arrays["index"])
+
+        def count(meta=meta, n=n):
+            st = stats[meta["group"]]
+            st["chunks"] += 1
+            st["points"] += n
+            st["compiles"] += meta["compiles"]
+            st["seconds"] += meta["seconds"]
+            written.add(meta["chunk"])
+            account()
+
+        store.write_chunk(meta["chunk"], arrays, coords={f: c[arrays["index"]] for f, c in columns.items()},
+                          family=f"group {meta['group']}", then=count)
         store.log(event="chunk", chunk=meta["chunk"], points=n, process=meta["process"],
                   seconds=round(meta["seconds"], 6))
-        st = stats[meta["group"]]
-        st["chunks"] += 1
-        st["points"] += n
-        st["compiles"] += meta["compiles"]
-        st["seconds"] += meta["seconds"]
         if bar is not None:
             bar.update(n)
     return errors

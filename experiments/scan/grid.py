@@ -121,6 +121,18 @@ class Plan:
     groups: list
     chunks: list
 
+    def layout(self) -> dict:
+        """The store's fixed record of this plan: grid, chunk names, groups."""
+        return {"grid": self.grid.describe(), "chunk_names": [c.name for c in self.chunks],
+                "groups": [{"fields": g.fields, "points": len(g.indices)} for g in self.groups]}
+
+    def expected(self) -> dict:
+        """Chunk name -> {"index": its grid indices, "coords": {field: its points' values}}: what
+        the store checks each chunk file against."""
+        cols = self.grid.columns()
+        return {c.name: {"index": c.indices, "coords": {f: col[c.indices] for f, col in cols.items()}}
+                for c in self.chunks}
+
     def group_config(self, cfg: dict, g: int) -> dict:
         """The configuration of group g (its non-batched fields set)."""
         out = copy.deepcopy(cfg)

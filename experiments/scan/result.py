@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 
 import numpy as np
 
-from dmft.errors import InputError
+from dmft.errors import InputError, StoreConflict
 from dmft.plotting import new_figure
 
 from ..store import Store
@@ -76,19 +77,33 @@ class ScanResult:
 def load(out) -> ScanResult:
     """Read a store back as arrays shaped by the grid (finished, verified points only).
 
-    A damaged chunk file (truncated, emptied, corrupted, swapped) is not read: its points stay
-    not done and `ScanResult.damaged` names the file and what is wrong (rerun the scan to
-    compute them again)."""
+    A bad chunk file (truncated, emptied, corrupted, swapped, not recorded in the manifest,
+    holding other outputs or coordinates than its group's, recorded but gone) is not read: its
+    points stay not done and `ScanResult.damaged` names the file and what is wrong (rerun the
+    scan to compute them again).
+
+    Raises:
+        StoreConflict: no store at `out`, or a manifest that is damaged, edited, incomplete or
+            disagrees with the plan of its own configuration.
+    """
     from .grid import plan
 
     store = Store.read(out)
     man = store.manifest
-    cfg = man["identity"]["config"]
-    grid = grid_of(cfg)
-    names = set(man.get("chunk_names", []))
-    expected = {c.name: c.indices for c in plan(cfg).chunks}
-    good, damaged = store.read_all(expected)
-    chunks = [good[n] for n in sorted(set(good) & names)]
+    cfg = copy.deepcopy(man["identity"]["config"])
+    for name, value in (man.get("settings") or {}).items():    # limits kept out of the identity
+        sec, _, key = name.partition(".")
+        if isinstance(cfg.get(sec), dict):
+            cfg[sec][key] = value
+    try:
+        pl = plan(cfg)
+    except Exception as err:  # noqa: BLE001 - a configuration that gives no plan is damage
+        raise StoreConflict(f"{store.path}/manifest.json: its configuration does not give a grid "
+                            f"({err})") from None
+    grid = pl.grid
+    store.check_layout(pl.layout())
+    good, damaged = store.read_all(pl.expected())
+    chunks = [good[n] for n in sorted(good)]
     arrays, done = {}, np.zeros(grid.size, dtype=bool)
     for ch in chunks:
         idx = ch["index"]
