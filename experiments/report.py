@@ -216,6 +216,9 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         body.append([f"{r['gamma0']:g}", f"{_fmt(r['dmft_test_loss'])}{se}", _fmt(r["lazy_test_loss"])]
                     + netc + [_fmt(r["dmft_alignment"], 3), _fmt(r["dmft_weight_change"], 3)])
     lines += _table(head, body)
+    if data.y_test is None:
+        lines += ["", "(-: the data has no test targets, so there is no test loss; the lazy-limit check "
+                  "compares train losses.)"]
     if scaling:
         lines += ["", "## Finite-width scaling (prediction error against width, fitted)", ""]
 

@@ -75,10 +75,11 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                                        "standard error and the DMFT's own combined)"))
     g0 = min(sweep.gamma0s)
     th, lz = sweep.solutions[g0], sweep.lazy[g0]
-    a = th.test_loss if th.test_loss is not None else th.train_loss
-    b = lz.test_loss if lz.test_loss is not None else lz.train_loss
+    which = "test" if th.test_loss is not None and lz.test_loss is not None else "train"
+    a = th.test_loss if which == "test" else th.train_loss
+    b = lz.test_loss if which == "test" else lz.train_loss
     rel = float(abs(a[-1] - b[-1]) / abs(b[-1]))
     out.append(dict(name=f"lazy limit gamma0={g0:g}", value=round(rel, 4), tolerance=f"<= {chk['lazy_rel']:g}",
                     verdict="PASS" if rel <= chk["lazy_rel"] else "FAIL",
-                    detail=f"final loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}"))
+                    detail=f"final {which} loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}"))
     return out
