@@ -39,8 +39,13 @@ network ensemble and one per-mode SDE (outputs final, learning, curves:
 `experiments.scan.deep_linear`).
 
 Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
-written atomically; rerunning the same scan resumes (finished chunks are skipped);
-another configuration in the same directory is refused. Under `jax.distributed`
+written atomically; rerunning the same scan resumes (finished, verified chunks are skipped);
+another configuration in the same directory is refused, except for the memory limits
+(theory.max_memory_gb, simulate.max_memory_gb), which change no result: a scan resumes
+under another limit, and each session records its own. Everything read is verified (the
+manifest's digest and its agreement with its own plan; each chunk's checksum record, points,
+coordinates and outputs): a bad chunk is named by `load` (`ScanResult.damaged`) and moved
+aside and recomputed on resume; an edited manifest is refused. Under `jax.distributed`
 each process takes every count-th chunk and process 0 writes them all:
 
     dmft scan --config scan.toml --coordinator HOST0:1234 --num-processes 2 --process-id RANK
