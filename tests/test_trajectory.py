@@ -291,11 +291,9 @@ def test_files_written_by_the_earlier_layout_still_load():
     run = networks.Run.load(os.path.join(LEGACY, "run"))
     assert sol.f_test.shape == (3, 8) and sol.error["test_loss"].shape == (3,)
     assert run.weight_change["first_layer"].shape == (2, 3) and run.width == 8
-    res = scan.load(os.path.join(LEGACY, "store"))
-    expected = np.load(os.path.join(LEGACY, "store_expected.npz"))
-    assert res.complete and sorted(res.arrays) == sorted(expected.files)
-    for k in expected.files:
-        np.testing.assert_array_equal(res[k], expected[k], err_msg=k)
+    # a scan store of the first format (before checksums) cannot be verified: refused, saying why
+    with pytest.raises(dmft.errors.StoreConflict, match="dmft-scan-store/1"):
+        scan.load(os.path.join(LEGACY, "store"))
     sol.plot()
     run.plot()
 
