@@ -55,7 +55,11 @@ def grid_nodes(max_variance, nodes: int) -> int:
     """Trapezoid nodes per dimension for fields of variance up to `max_variance`: at least
     `nodes`, and enough that the step is <= GRID_STEP / sigma_max (tanh: error ~1e-13; the
     error of the rule falls as exp(-2 pi d / step) with d = pi / (2 sigma) for tanh)."""
-    sigma = math.sqrt(max(float(max_variance), 0.0))
+    v = float(max_variance)
+    if not math.isfinite(v):       # Dataset and x_new refuse such inputs first; never a raw OverflowError
+        raise InputError(f"x: the input kernel's diagonal |x|^2 / D (the largest field variance) is {v}, "
+                         "not finite; rescale the inputs")
+    sigma = math.sqrt(max(v, 0.0))
     need = math.ceil(2 * GRID_HALF_WIDTH * sigma / GRID_STEP) + 1
     if need > MAX_GRID_NODES:
         warnings.warn(f"lazy kernels: input variance {float(max_variance):.3g} would need {need} "

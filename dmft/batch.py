@@ -44,7 +44,7 @@ from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, exact_products, first_nonfinite, progress_bar, scan_records
-from .schedule import Schedule, final_time_counts, schedule_from
+from .schedule import Schedule, check_decay, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -221,17 +221,41 @@ class BatchProgram:
             return np.broadcast_to(self.schedule.save_steps, (eta0.size, self.schedule.save_steps.size))
         return final_time_counts(self.final_time, self.schedule.save_steps.size, eta0)
 
-    @exact_products
-    def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
+    def check_points(self, values: Mapping) -> tuple[dict, np.ndarray]:
+        """Every check a point gets before it is run, the same as `dmft.solve` makes on one
+        (`dmft.Schedule`'s eta0 * weight_decay < 1 for gradient descent, through the same
+        `check_decay`; a finite final time; with final_time, save counts that fit the grid;
+        precision='mixed' gamma0): (the validated columns, their eta0) or an InputError naming
+        the field and the first bad points. `solve_batch` calls it on the whole grid before the
+        first batch runs."""
+        if not isinstance(values, Mapping):
+            raise InputError(f"values: give a {{field: values}} mapping, got {type(values).__name__}")
         missing = [f for f in self.fields if f not in values]
         extra = [f for f in values if f not in self.fields]
         if missing or extra:
             raise InputError(f"values: expected the fields {list(self.fields)}; "
                              f"missing {missing}, unexpected {extra}")
         cols = {f: check_values(f, values[f]) for f in self.fields}
+        if len({len(v) for v in cols.values()}) != 1:
+            raise InputError(f"values: every field needs the same number of values, got "
+                             f"{ {f: len(v) for f, v in cols.items()} }")
+        n = len(next(iter(cols.values())))
         if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
             raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
                              f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
+        eta = cols["eta0"] if "eta0" in cols else np.full(n, self._defaults["eta0"])
+        kappa = cols["weight_decay"] if "weight_decay" in cols else np.full(n, self._defaults["weight_decay"])
+        check_decay(eta, kappa, self.schedule.dynamics)
+        counts = self.save_counts(eta)
+        with np.errstate(over="ignore"):
+            t_end = counts[:, -1] * eta
+        if not np.all(np.isfinite(t_end)):
+            raise InputError(f"eta0: t = steps x eta0 overflows for eta0 = {eta[~np.isfinite(t_end)][:3].tolist()}")
+        return cols, eta
+
+    @exact_products
+    def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
+        cols, eta = self.check_points(values)
         n = {len(v) for v in cols.values()}
         index = np.asarray(index).reshape(-1)
         self.check_memory(index.size, self.max_memory_gb)
@@ -239,6 +263,10 @@ class BatchProgram:
             raise InputError(f"values and index must all have one length n; got lengths "
                              f"{ {f: len(v) for f, v in cols.items()} } and index {index.shape} "
                              f"({index.dtype})")
+        if index.size and (index.min() < 0 or index.max() > 2 ** 32 - 1):
+            raise InputError(f"index: grid positions must be in [0, 2^32 - 1] (they are folded into "
+                             f"the key), got {index.min()} to {index.max()}")
+        key = checks.prng_key("key", key)
         key = jax.random.key(0) if key is None else key
         dt = self._geo["y"].dtype
         full = {f: jnp.asarray(cols[f] if f in cols else np.full(index.size, self._defaults[f]), dt)
@@ -248,11 +276,7 @@ class BatchProgram:
             full = jax.device_put(full, sharding)
             idx = jax.device_put(idx, sharding)
         geo = {k: v for k, v in self._geo.items() if k not in ("basis", "P", "r")}
-        eta = np.asarray(cols.get("eta0", np.asarray(full["eta0"])), dtype=np.float64)
         counts = self.save_counts(eta)
-        with np.errstate(over="ignore"):
-            if not np.all(np.isfinite(counts[:, -1] * eta)):
-                raise InputError(f"eta0: t = steps x eta0 overflows for eta0 = {eta[~np.isfinite(counts[:, -1] * eta)][:3].tolist()}")
         full["counts"] = jnp.asarray(counts, jnp.int32)
         if sharding is not None:
             full["counts"] = jax.device_put(full["counts"], sharding)
@@ -404,7 +428,10 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     if len(set(lengths.values())) != 1:
         raise InputError(f"grid: every field needs the same number of values, got {lengths}")
     bs = checks.integer("batch_size", batch_size, minimum=1)
+    key = checks.prng_key("key", key)
+    progress = checks.flag("progress", progress)
     prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols), **kwargs)
+    prog.check_points(cols)            # every point, before the first batch runs
     n = next(iter(lengths.values()))
     bs = min(bs, n)
     bar = None

@@ -1,5 +1,8 @@
 """Argument checks shared by every entry point: one clear `InputError` naming the argument.
 
+Booleans are not numbers here: `integer` and `real` refuse True and False (a flag passed
+where a count or a value belongs is a mistake, not 1 or 0); `flag` accepts only them.
+
 Example:
     >>> from dmft import checks
     >>> checks.integer("steps", 10.0, minimum=1), checks.real("eta0", "0.5", positive=True)
@@ -19,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["integer", "real", "choice", "flag", "prng_key"]
+__all__ = ["integer", "real", "choice", "flag", "prng_key", "neuron_measure"]
 
 
 def integer(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -100,3 +103,29 @@ def prng_key(name: str, value):
         return jax.random.wrap_key_data(value)
     raise InputError(f"{name} must be a jax.random.key, got an array of dtype {arr.dtype} and shape "
                      f"{arr.shape}")
+
+
+def neuron_measure(name: str, fn, dim: int):
+    """A neuron measure (w, w0) -> (K,) or scalar, checked by tracing it once on abstract
+    weights of shape (dim,) (`jax.eval_shape`: nothing is computed or compiled), so that a
+    function of the wrong arity or one that fails on a neuron's weights is refused here,
+    naming the argument, not deep inside a solver's trace. None is left to the caller."""
+    import jax
+    import jax.numpy as jnp
+
+    if fn is None:
+        return None
+    if not callable(fn):
+        raise InputError(f"{name} must be a function (w, w0) -> (K,), got {fn!r}")
+    spec = jax.ShapeDtypeStruct((int(dim),), jnp.result_type(float))
+    try:
+        out = jax.eval_shape(fn, spec, spec)
+    except Exception as err:  # noqa: BLE001 - the user's function: any failure is a bad argument
+        raise InputError(f"{name} must be a function (w, w0) -> (K,) of one neuron's weights now and "
+                         f"at initialization (each of shape ({int(dim)},)); calling it failed: "
+                         f"{type(err).__name__}: {err}") from None
+    if (not isinstance(out, jax.ShapeDtypeStruct) or out.ndim > 1
+            or not (jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.integer))):
+        raise InputError(f"{name} must return one real array of shape (K,) (or a scalar) per neuron, "
+                         f"got {out!r}")
+    return fn

@@ -213,6 +213,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         if data.D > data.P + data.P_test:
             raise InputError("neuron_measures needs D <= P + P* (the single site then carries "
                              f"the weights themselves); got D={data.D}, P + P*={data.P + data.P_test}")
+        meas = checks.neuron_measure("neuron_measures", meas, data.D)
     cv = o["control_variate"]
     if cv is None:   # the lazy-kernel control variate helps unless weight decay moves the kernel away
         cv = schedule.weight_decay == 0

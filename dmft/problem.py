@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,9 @@ def as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
     """A read-only copy of `value` as a real numeric array of one of the given ranks.
 
     Raises InputError naming `name` for a non-numeric, complex or wrongly shaped array,
-    or one holding NaN or inf.
+    one holding NaN or inf, or one so large that its squares summed along the last axis
+    overflow (for inputs x (n, D): the input kernel's diagonal |x|^2 / D would be inf, and
+    every kernel, node count and loss built on it with it).
     """
     try:
         arr = np.array(value, copy=True)
@@ -53,6 +54,14 @@ def as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise InputError(f"{name}: contains {bad} NaN or infinite value(s)")
+    if np.issubdtype(arr.dtype, np.floating) and arr.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = (np.einsum("...i,...i->...", arr, arr, dtype=np.float64) if arr.ndim
+                  else np.square(arr, dtype=np.float64))
+        if not np.all(np.isfinite(sq)):
+            raise InputError(f"{name}: values up to {float(np.max(np.abs(arr))):.3g} are too large: their "
+                             "squares summed along the last axis overflow float64 (for inputs, the input "
+                             "kernel |x|^2 / D is not finite); rescale them")
     arr.setflags(write=False)
     return arr
 
@@ -197,13 +206,7 @@ class TwoLayer:
 
     def __post_init__(self):
         object.__setattr__(self, "activation", _act.get(self.activation))
-        try:
-            g = float(self.gamma0)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"gamma0 must be a positive number, got {self.gamma0!r}") from err
-        if not (math.isfinite(g) and g > 0):
-            raise InputError(f"gamma0 must be positive and finite, got {self.gamma0!r}")
-        object.__setattr__(self, "gamma0", g)
+        object.__setattr__(self, "gamma0", checks.real("gamma0", self.gamma0, positive=True))
         checks.choice("readout", self.readout, READOUTS)
         object.__setattr__(self, "centered", checks.flag("centered", self.centered))
 

@@ -11,7 +11,9 @@ Save times are
 - log-spaced: `save_at="log"` with `n_saves` distinct step counts from 1 to `steps`
   (curves that span decades are not kinked at early times), or
 - an explicit sequence of step counts.
-Step 0 and the last step are always saved.
+Step 0 and the last step are always saved; at most MAX_SAVES = 10^7 saves after step 0
+(counted before the grid is built: a finer grid is refused, naming save_every, n_saves or
+save_at).
 
 Example:
     >>> import dmft
@@ -34,9 +36,40 @@ import numpy as np
 from . import checks
 from .errors import InputError
 
-__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "final_time_counts"]
+__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "final_time_counts", "check_decay",
+           "MAX_STEPS", "MAX_SAVES"]
 
 DYNAMICS = ("gd", "flow")
+# the step counter of every solver and trainer is an int32 (`runner.scan_records`, the state's
+# step and divergence flag, `fold_in(batch_key, step)`): a longer run would wrap it
+MAX_STEPS = 2 ** 31 - 1
+# saves after step 0; the save grid (and every record, per save) is allocated for each of them,
+# so it is counted before it is built (a million saves of even a scalar loss per replica is
+# already more than any figure or fit reads)
+MAX_SAVES = 10 ** 7
+
+
+def check_decay(eta0, weight_decay, dynamics: str = "gd") -> None:
+    """Refuse eta0 * weight_decay >= 1 for gradient descent (the decay factor 1 - eta0 kappa would
+    flip the sign of every weight each step). eta0 and weight_decay may be arrays of points (a
+    `dmft.solve_batch` grid): the error then names the first bad positions."""
+    if dynamics != "gd":
+        return
+    eta0, kappa = np.broadcast_arrays(np.asarray(eta0, np.float64), np.asarray(weight_decay, np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        prod = eta0 * kappa
+    bad = ~(prod < 1)
+    if not bad.any():
+        return
+    where = ""
+    if prod.ndim:
+        where = f" at point(s) {np.flatnonzero(bad)[:5].tolist()}"
+        prod = prod[bad][:5]
+        shown = prod.tolist() if prod.size > 1 else f"{float(prod[0]):g}"
+    else:
+        shown = f"{float(prod):g}"
+    raise InputError(f"weight_decay: eta0 * weight_decay = {shown} >= 1{where} flips the sign of the "
+                     "weights every step; use a smaller eta0 or decay")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,7 +78,8 @@ class Schedule:
 
     Args:
         eta0: step size in DMFT time units (> 0); the integrator step for dynamics="flow".
-        steps: number of steps (>= 1); the run ends at t = steps * eta0.
+        steps: number of steps, 1 <= steps <= MAX_STEPS = 2^31 - 1 (the solvers' step counter
+            is int32); the run ends at t = steps * eta0.
         save_every: record every this many steps (steps must be a multiple) when
             save_at is None.
         weight_decay: kappa >= 0 per unit time: theta <- (1 - eta0 kappa) theta - ...
@@ -72,6 +106,9 @@ class Schedule:
         set_ = lambda k, v: object.__setattr__(self, k, v)   # noqa: E731
         set_("eta0", checks.real("eta0", self.eta0, positive=True))
         set_("steps", checks.integer("steps", self.steps, minimum=1))
+        if self.steps > MAX_STEPS:
+            raise InputError(f"steps must be <= {MAX_STEPS} (the step counter of every solver is int32), "
+                             f"got {self.steps}")
         if not np.isfinite(self.eta0 * self.steps):
             raise InputError(f"eta0: the final time steps x eta0 = {self.steps} x {self.eta0:g} overflows")
         set_("weight_decay", checks.real("weight_decay", self.weight_decay, nonnegative=True))
@@ -81,9 +118,7 @@ class Schedule:
             if self.dynamics != "gd":
                 raise InputError("batch_size: minibatch SGD is a discrete-time process; it needs "
                                  "dynamics='gd'")
-        if self.dynamics == "gd" and self.weight_decay * self.eta0 >= 1:
-            raise InputError(f"weight_decay: eta0 * weight_decay = {self.eta0 * self.weight_decay:g} "
-                             ">= 1 flips the sign of the weights every step; use a smaller eta0 or decay")
+        check_decay(self.eta0, self.weight_decay, self.dynamics)
         save = self.save_at
         if save is None:
             if self.save_every is None:
@@ -92,11 +127,14 @@ class Schedule:
             if self.steps % self.save_every:
                 raise InputError(f"steps ({self.steps}) must be a multiple of save_every "
                                  f"({self.save_every})")
+            _check_saves("save_every", self.steps // self.save_every,
+                         f" (steps / save_every = {self.steps} / {self.save_every})")
             counts = np.arange(0, self.steps + 1, self.save_every, dtype=np.int64)
         elif isinstance(save, str):
             if save != "log":
                 raise InputError(f"save_at must be None, 'log' or a sequence of step counts, got {save!r}")
             n = checks.integer("n_saves", self.n_saves, minimum=1)
+            _check_saves("n_saves", n, "")
             set_("n_saves", n)
             grid = np.rint(np.geomspace(1, self.steps, n)).astype(np.int64)
             counts = np.unique(np.concatenate([[0], grid, [self.steps]]))
@@ -108,6 +146,7 @@ class Schedule:
                 raise InputError(f"save_at: expected step counts, got {save!r}") from None
             if raw.ndim != 1 or raw.size == 0:
                 raise InputError(f"save_at: expected a non-empty list of step counts, got shape {raw.shape}")
+            _check_saves("save_at", raw.size, " (step counts given)")
             vals = [checks.integer(f"save_at[{i}]", v, minimum=0, maximum=self.steps)
                     for i, v in enumerate(raw.tolist())]
             if any(b <= a for a, b in zip(vals, vals[1:])):
@@ -177,6 +216,14 @@ class Schedule:
         return "Schedule(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
 
 
+def _check_saves(name: str, n: int, detail: str) -> None:
+    """Refuse more than MAX_SAVES saves, counted before any save grid is built."""
+    if n > MAX_SAVES:
+        raise InputError(f"{name}: {n} saves{detail} is more than MAX_SAVES = {MAX_SAVES}; every save "
+                         "is recorded and held in memory: save less often (a larger save_every, fewer "
+                         "n_saves)")
+
+
 _UNSET = object()
 
 
@@ -213,6 +260,12 @@ def final_time_counts(final_time: float, n_saves: int, eta0) -> np.ndarray:
     Raises InputError when an eta0 is too large for that grid (two saves on one step)."""
     eta0 = np.asarray(eta0, dtype=np.float64).reshape(-1)
     grid = np.linspace(0.0, final_time, n_saves)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        last = final_time / eta0
+    long = ~(last <= MAX_STEPS)
+    if long.any():
+        raise InputError(f"eta0: {eta0[long][:3].tolist()} too small for final_time = {final_time:g}: "
+                         f"final_time / eta0 is more than {MAX_STEPS} steps (the step counter is int32)")
     counts = np.rint(grid[None, :] / eta0[:, None]).astype(np.int64)
     bad = np.any(np.diff(counts, axis=1) <= 0, axis=1)
     if bad.any():

@@ -597,6 +597,13 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
         sequences: number of batch sequences (>= 2).
         options: those of `dmft.solve` (method, samples, ...).
     """
+    if not isinstance(model, TwoLayer):
+        raise InputError(f"model must be a dmft.TwoLayer, got {type(model).__name__}")
+    if not isinstance(data, Dataset):
+        raise InputError(f"data must be a dmft.Dataset, got {type(data).__name__}")
+    if "batch_key" in options:
+        raise InputError("batch_key: sgd_mean draws its own batch sequences (from key); for one "
+                         "given sequence use dmft.solve(batch_key=...)")
     if not isinstance(schedule, Schedule) or schedule.batch_size is None or schedule.batch_size >= data.P:
         raise InputError("schedule: sgd_mean needs a dmft.Schedule with batch_size < P")
     sequences = checks.integer("sequences", sequences, minimum=2)

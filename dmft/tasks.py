@@ -1,8 +1,12 @@
 """Data generators returning `dmft.Dataset`s, and loading user arrays.
 
 All generators draw Gaussian inputs x ~ N(0, I_D) from a `jax.random.key`
-(an int seed is accepted too) with `fold_in` per array, so the same key gives
-the same data. Sizes: P training points, P_test test points.
+with `fold_in` per array, so the same key gives the same data. Data generators
+(and only they) also take an int seed in [0, 2^32 - 1] (key=0 is jax.random.key(0),
+with or without float64); solvers and trainers (`dmft.solve`, `dmft.solve_batch`,
+`networks.train`, `dmft.deep_linear.mode_sde`) take a `jax.random.key` only, so that a
+seed is never mistaken for a key there. Sizes: P training points, P_test test points;
+the data's size is estimated before anything is drawn (at most MAX_DATA_GB).
 
 Example:
     >>> import jax
@@ -30,13 +34,22 @@ __all__ = ["single_index", "terrain", "kumar_quadratic", "teacher_network", "mod
            "load_npz", "hermite", "as_key", "linear_teacher", "spectrum"]
 
 
-def as_key(key):
-    """A `jax.random.key` from a key, an int seed, or None (seed 0)."""
+MAX_SEED = 2 ** 32 - 1    # jax.random.key(seed) without float64 keeps only the low 32 bits
+
+
+def as_key(key, name: str = "key"):
+    """A `jax.random.key` from a key, an int seed in [0, 2^32 - 1], or None (seed 0); anything
+    else (a bool, a float, a string, a seed out of range) is an InputError naming `name`."""
     if key is None:
         return jax.random.key(0)
-    if isinstance(key, (int, np.integer)):
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        if not 0 <= int(key) <= MAX_SEED:
+            raise InputError(f"{name}: an int seed must be in [0, {MAX_SEED}], got {int(key)}")
         return jax.random.key(int(key))
-    return key
+    try:
+        return checks.prng_key(name, key)
+    except InputError as err:
+        raise InputError(f"{err} (or an int seed in [0, {MAX_SEED}])") from None
 
 
 def _size(name, value, minimum=1):
@@ -47,8 +60,12 @@ def _size(name, value, minimum=1):
     return int(value)
 
 
+MAX_DEGREE = 170           # sqrt(k!) is a float64 up to k = 170
+
+
 def hermite(k: int, x):
-    """Normalized probabilists' Hermite polynomial He_k(x) / sqrt(k!)."""
+    """Normalized probabilists' Hermite polynomial He_k(x) / sqrt(k!), 0 <= k <= MAX_DEGREE."""
+    k = checks.integer("k", k, minimum=0, maximum=MAX_DEGREE)
     x = np.asarray(x, dtype=np.float64)
     prev, cur = np.ones_like(x), x
     if k == 0:
@@ -61,11 +78,14 @@ def hermite(k: int, x):
 MAX_DATA_GB = 8.0
 
 
-def _check_size(D, P, P_test):
-    need = 8.0 * (P + P_test) * D
+def _check_size(D, P, P_test, outputs: int = 0, names: str = "P + P_test"):
+    """Refuse data whose arrays (inputs of dimension D and `outputs` target or hidden columns per
+    point, float64) would exceed MAX_DATA_GB, before anything is drawn or built."""
+    need = 8.0 * (P + P_test) * (D + outputs)
     if need > MAX_DATA_GB * 2 ** 30:
-        raise InputError(f"P + P_test = {P + P_test} points in D = {D} need {need / 2 ** 30:.0f} GiB "
-                         f"of inputs (> {MAX_DATA_GB:g} GiB); use fewer points or dimensions")
+        raise InputError(f"{names}: {P + P_test} points in D = {D}" + (f" with {outputs} outputs"
+                         if outputs else "") + f" need {need / 2 ** 30:.0f} GiB (> {MAX_DATA_GB:g} "
+                         "GiB); use fewer points or dimensions")
 
 
 def _gaussian_inputs(key, D, P, P_test):
@@ -88,9 +108,9 @@ def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, 
         degree: Hermite degree k >= 1 (the information exponent of the target).
         noise: standard deviation of Gaussian label noise on the training targets.
     """
-    D, P, P_test, degree = _size("D", D), _size("P", P), _size("P_test", P_test, 0), _size("degree", degree)
-    if not (math.isfinite(noise) and noise >= 0):
-        raise InputError(f"noise must be >= 0, got {noise}")
+    D, P, P_test = _size("D", D), _size("P", P), _size("P_test", P_test, 0)
+    degree = checks.integer("degree", _size("degree", degree), maximum=MAX_DEGREE)
+    noise = checks.real("noise", noise, nonnegative=True)
     key = as_key(key)
     x, xt = _gaussian_inputs(key, D, P, P_test)
     beta = _direction(key, D)
@@ -117,6 +137,8 @@ def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int 
                     activation="relu", key=None) -> Dataset:
     """y = (1 / sqrt(width)) sum_j a_j phi(w_j . x / sqrt(D)), w_j ~ N(0, I), a_j ~ N(0, 1)."""
     D, P, P_test, width = _size("D", D), _size("P", P), _size("P_test", P_test, 0), _size("width", width)
+    _check_size(D, P, P_test, width, "P + P_test, width")     # the teacher's hidden activations
+    _check_size(D, width, 0, 0, "width")                      # its first-layer weights
     act = _act.get(activation)
     key = as_key(key)
     x, xt = _gaussian_inputs(key, D, P, P_test)
@@ -131,10 +153,7 @@ def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int 
 
 
 def _fraction(name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    v = checks.real(name, value)
     if not (0 < v <= 1):
         raise InputError(f"{name} must be in (0, 1], got {v}")
     return v
@@ -151,9 +170,15 @@ def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> D
     """
     p = _size("p", p, 2)
     frac = _fraction("train_fraction", train_fraction)
+    # p^2 points of 2p inputs and p targets (float64), built, sliced and copied into the Dataset
+    need = 3 * 8.0 * p * p * (2 * p + p)
+    if need > MAX_DATA_GB * 2 ** 30:
+        raise InputError(f"p: {p} needs p^2 = {p * p} one-hot pairs of 3p = {3 * p} numbers, about "
+                         f"{need / 2 ** 30:.0f} GiB to build (> {MAX_DATA_GB:g} GiB); use a smaller p")
+    key = as_key(key)
     n_train = max(1, int(round(frac * p * p)))
     pairs = np.array([(a, b) for a in range(p) for b in range(p)], dtype=np.int64)
-    order = np.asarray(jax.random.permutation(as_key(key), p * p))
+    order = np.asarray(jax.random.permutation(key, p * p))
     pairs = pairs[order]
     eye = np.eye(p)
     x = np.concatenate([eye[pairs[:, 0]], eye[pairs[:, 1]]], axis=1) * math.sqrt(p)
@@ -194,6 +219,7 @@ def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
     replacement from the 344 x 403 map by `key`.
     """
     P, P_test = _size("P", P), _size("P_test", P_test, 0)
+    key = as_key(key)
     from matplotlib import cbook
 
     dem = cbook.get_sample_data("jacksboro_fault_dem.npz")
@@ -201,7 +227,7 @@ def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
     ny, nx = z.shape
     if P + P_test > z.size:
         raise InputError(f"P + P_test must be <= {z.size} (the map's points), got {P + P_test}")
-    idx = np.asarray(jax.random.choice(as_key(key), z.size, (P + P_test,), replace=False))
+    idx = np.asarray(jax.random.choice(key, z.size, (P + P_test,), replace=False))
     iy, ix = np.divmod(idx, nx)
     x = np.stack([ix / (nx - 1), iy / (ny - 1)], axis=1)
     x = (x - 0.5) * np.sqrt(12.0)                        # uniform on the map: unit variance
@@ -212,17 +238,30 @@ def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
 
 def load_npz(path) -> Dataset:
     """A Dataset from an .npz with x_train, y_train and optionally x_test, y_test."""
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InputError(f"path must be a file name, got {path!r}") from None
     if not os.path.exists(path):
         raise InputError(f"data file not found: {path}")
-    with np.load(path) as z:
-        missing = [k for k in ("x_train", "y_train") if k not in z.files]
-        if missing:
-            raise InputError(f"{path}: missing array(s) {missing}; found {z.files}")
-        unknown = sorted(set(z.files) - {"x_train", "y_train", "x_test", "y_test"})
-        if unknown:
-            raise InputError(f"{path}: unknown array(s) {unknown}")
-        arrays = {k: z[k] for k in z.files}
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not a file (an .npz of x_train, y_train[, x_test, y_test])")
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: holds one array, not an .npz of x_train, y_train[, x_test, y_test]")
+        with z:
+            missing = [k for k in ("x_train", "y_train") if k not in z.files]
+            if missing:
+                raise InputError(f"{path}: missing array(s) {missing}; found {z.files}")
+            unknown = sorted(set(z.files) - {"x_train", "y_train", "x_test", "y_test"})
+            if unknown:
+                raise InputError(f"{path}: unknown array(s) {unknown}")
+            arrays = {k: z[k] for k in z.files}
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged zip, a pickle, not an npz at all
+        raise InputError(f"{path}: not a readable .npz of numeric arrays ({type(err).__name__}: {err})") from None
     return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
                    meta={"task": "npz", "path": os.path.basename(path)})
 
@@ -287,6 +326,7 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
         raise InputError(f"singular_values: rank {r} exceeds min(d_in, d_out) = {min(d_in, d_out)}")
     sigma = checks.real("label_noise", label_noise, nonnegative=True)
     whiten = checks.flag("whiten", whiten)
+    _check_size(r, d_in + d_out, 0, 0, "d_in + d_out")       # U and V
     key = as_key(key)
 
     def orthonormal(i, n):
@@ -302,6 +342,8 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
     if whiten and P < d_in:
         raise InputError(f"P: {P} points cannot be whitened in d_in = {d_in} dimensions (need P >= d_in)")
     _check_size(d_in + d_out, P, 0)
+    if whiten:
+        _check_size(d_in, d_in, 0, 0, "d_in")                # X^T X and its eigenvectors
     x = np.asarray(jax.random.normal(jax.random.fold_in(key, 12), (P, d_in)), np.float64)
     if whiten:      # X <- X (X^T X / P)^-1/2, so that X^T X / P = I exactly
         lam, vec = np.linalg.eigh(x.T @ x / P)

@@ -386,8 +386,7 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
         raise InputError(f"batch_size must be <= P = {data.P}, got {schedule.batch_size}")
     if not model.trained_readout and data.C > 1:
         raise InputError("readout='fixed' with several outputs makes every output identical")
-    if neuron_measures is not None and not callable(neuron_measures):
-        raise InputError(f"neuron_measures must be a function (w, w0) -> (K,), got {neuron_measures!r}")
+    neuron_measures = checks.neuron_measure("neuron_measures", neuron_measures, data.D)
     T = schedule.save_steps.size
     for w in widths:
         need = memory_estimate(data, w, seeds, T, kernels)
@@ -406,6 +405,31 @@ _UNSET = object()
 
 
 @exact_products
+def _deep_linear_option_names() -> list[str]:
+    """The keyword options of `train_deep_linear` that `train` passes through as they are."""
+    import inspect
+
+    return [n for n, p in inspect.signature(train_deep_linear).parameters.items()
+            if p.kind == p.KEYWORD_ONLY and n not in ("key", "progress", "keep_weights", "max_memory_gb")]
+
+
+def _check_deep_linear_options(options: dict) -> None:
+    """The options that pass through to `networks.deep_linear.train_deep_linear`: known names,
+    and a dtype it can use (InputError naming it, not a TypeError from the call)."""
+    known = _deep_linear_option_names()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown} for a deep linear network; known: {', '.join(known)}")
+    dt = options.get("dtype")
+    if dt is not None:
+        try:
+            name = dt if isinstance(dt, str) else str(np.dtype(dt))
+        except TypeError:
+            name = None
+        if name not in ("float32", "float64"):
+            raise InputError(f"dtype must be 'float32' or 'float64' (or None), got {dt!r}")
+
+
 def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
           optimizer=None, key=None, antithetic: bool = False, kernels: bool = False, *,
           schedule: Schedule | None = None, weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET,
@@ -417,7 +441,10 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
     Args:
         model: `dmft.TwoLayer` (activation, gamma0, readout, centered), or `dmft.DeepLinear`
             (then data is a `dmft.LinearTeacher` and a `networks.DeepLinearRun` is returned;
-            see `networks.deep_linear`, whose options probe= and dtype= pass through).
+            see `networks.deep_linear`, whose options probe=, dtype= and block= pass through,
+            checked here: an unknown name or a dtype other than float32/float64 is an InputError;
+            batch_key passes through when that trainer takes it, and is refused, never ignored,
+            otherwise).
         data: `dmft.Dataset` (or `dmft.LinearTeacher`).
         width: N (default 1024), or a list of widths (then a dict width -> Run is returned);
             a DeepLinear model carries its own width.
@@ -432,7 +459,8 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
             learning rate eta0 to stay in DMFT units (e.g. optax.sgd(eta0,
             momentum=0.9); for weight decay chain optax.add_decayed_weights(kappa)
             first). Scale-free optimizers such as Adam have no such units.
-        key: `jax.random.key` (default key(0)); seed s uses fold_in(key, s).
+        key: `jax.random.key` (default key(0)); seed s uses fold_in(key, s). An int is refused
+            here, as by `dmft.solve` (int seeds are for the data generators, `dmft.tasks`).
         antithetic: pair units (w, a), (w, -a), so f(x; theta_0) = 0 exactly.
         kernels: keep the (S, T, P, P) empirical kernels (the alignment is always kept).
         progress: show a progress bar.
@@ -459,9 +487,16 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
         given = [name for name, v, default in (("width", width, None), ("optimizer", optimizer, None),
                                                ("antithetic", antithetic, False), ("kernels", kernels, False),
                                                ("neuron_measures", neuron_measures, None)) if v is not default]
+        if batch_key is not None:          # passed on once train_deep_linear takes it; never ignored
+            if "batch_key" not in _deep_linear_option_names():
+                given.append("batch_key")
+            else:
+                bk = checks.prng_key("batch_key", batch_key)
+                deep_linear_options = {**deep_linear_options, "batch_key": bk}
         if given:
             raise InputError(f"{', '.join(given)}: not options of a deep linear network (its width "
-                             "is DeepLinear.width)")
+                             "is DeepLinear.width; each seed draws its own batches)")
+        _check_deep_linear_options(deep_linear_options)
         return train_deep_linear(model, data, sch, seeds, key=key, progress=progress,
                                  keep_weights=keep_params, max_memory_gb=max_memory_gb,
                                  **deep_linear_options)

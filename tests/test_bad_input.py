@@ -108,3 +108,99 @@ def test_iterate_that_does_not_converge_says_so(data):
         dmft.solve(model, data, eta0=0.5, steps=20, save_every=10, samples=64, method="iterate",
                    max_iter=1, tol=1e-14)
     assert len(err.value.residuals) == 2 and err.value.solution is not None
+
+
+# ------------------------------------------------------------------ sizes counted before anything is built
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=10 ** 9, save_every=1), "save_every: 1000000000 saves"),     # was 8 GB and 21 s
+    (dict(steps=10 ** 10, save_every=1), "steps must be <="),                # was a raw MemoryError
+    (dict(steps=2 ** 70, save_every=1), "steps must be <="),                 # was a raw OverflowError
+    (dict(steps=10 ** 9, save_at="log", n_saves=10 ** 10), "n_saves"),
+    (dict(steps=10 ** 9, save_at=np.arange(1, 10 ** 7 + 2)), "save_at"),
+])
+def test_schedule_counts_its_saves_before_building_them(kwargs, match):
+    import time
+    t0 = time.perf_counter()
+    with pytest.raises(dmft.InputError, match=match):
+        dmft.Schedule(eta0=0.1, **kwargs)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_inputs_whose_squares_overflow_are_refused_by_name(data):
+    """|x|^2 / D = inf from finite x: x_train at construction, x_new at predict, never a raw
+    OverflowError from the kernels' node count."""
+    with pytest.raises(dmft.InputError, match="x_train"):
+        dmft.Dataset(data.x_train * 1e200, data.y_train)
+    with pytest.raises(dmft.InputError, match="x_test"):
+        dmft.Dataset(data.x_train, data.y_train, data.x_test * 1e160)
+    sol = dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=4, save_every=2, samples=64,
+                     method="forward")
+    with pytest.raises(dmft.InputError, match="x_new"):
+        sol.predict(np.full((2, 3), 1e200))
+    with pytest.raises(dmft.InputError, match="not finite"):
+        dmft.activations.grid_nodes(float("inf"), 64)
+
+
+@pytest.mark.parametrize("key", [3, "k", True, 1.5, jax.random.split(jax.random.key(0))])
+def test_solve_batch_checks_the_key_as_solve_does(data, key):
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="key"):
+        dmft.solve_batch(dmft.TwoLayer("linear"), data, {"gamma0": [1.0]}, eta0=0.5, steps=4,
+                         save_every=2, key=key)
+    with pytest.raises(dmft.InputError, match="key"):
+        dmft.solve(dmft.TwoLayer("linear"), data, eta0=0.5, steps=4, save_every=2, key=key)
+    assert TRACE_COUNTS == before
+
+
+@pytest.mark.parametrize("grid, kw", [
+    ({"eta0": [0.1, 0.5], "weight_decay": [1.0, 3.0]}, {}),
+    ({"weight_decay": [0.0, 3.0]}, dict(eta0=0.5)),
+    ({"eta0": [0.1, 0.5]}, dict(weight_decay=2.0)),
+])
+def test_solve_batch_refuses_points_a_schedule_refuses(data, grid, kw):
+    """eta0 * weight_decay >= 1 at any point: refused before any batch runs, as Schedule does."""
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="weight_decay.*point"):
+        dmft.solve_batch(dmft.TwoLayer("linear"), data, grid, steps=4, save_every=2, batch_size=1, **kw)
+    assert TRACE_COUNTS == before
+
+
+@pytest.mark.parametrize("fn", [lambda w: w, lambda: 0.0, lambda w, w0, extra: w,
+                                lambda w, w0: np.outer(w, w0), lambda w, w0: "text"])
+def test_neuron_measures_of_the_wrong_form_are_refused_before_tracing(data, fn):
+    import networks
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="neuron_measures"):
+        dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=4, save_every=2, samples=64,
+                   method="forward", neuron_measures=fn)
+    with pytest.raises(dmft.InputError, match="neuron_measures"):
+        networks.train(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=4, save_every=2, width=8, seeds=2,
+                       neuron_measures=fn)
+    assert TRACE_COUNTS == before
+
+
+@pytest.mark.parametrize("kw, match", [(dict(dtype=3), "dtype"), (dict(dtype="int8"), "dtype"),
+                                       (dict(colour="red"), "colour"), (dict(block="all"), "block")])
+def test_deep_linear_training_options_are_checked(kw, match):
+    import networks
+    teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0)
+    with pytest.raises(dmft.InputError, match=match):
+        networks.train(dmft.DeepLinear(3, 6, 0.5), teacher, eta0=0.01, steps=4, save_every=2, seeds=2, **kw)
+
+
+def test_sgd_mean_checks_its_arguments(data):
+    sch = dmft.Schedule(0.5, 4, 2, batch_size=3)
+    with pytest.raises(dmft.InputError, match="data"):
+        dmft.sgd_mean(dmft.TwoLayer("tanh"), "data", sch)
+    with pytest.raises(dmft.InputError, match="model"):
+        dmft.sgd_mean("tanh", data, sch)
+    with pytest.raises(dmft.InputError, match="batch_key"):
+        dmft.sgd_mean(dmft.TwoLayer("tanh"), data, sch, batch_key=jax.random.key(1))
+
+
+@pytest.mark.parametrize("make", [lambda: dmft.TwoLayer(gamma0=True), lambda: dmft.TwoLayer(gamma0=np.bool_(1)),
+                                  lambda: dmft.Schedule(eta0=True), lambda: dmft.Schedule(steps=True)])
+def test_booleans_are_not_numbers(make):
+    with pytest.raises(dmft.InputError, match="gamma0|eta0|steps"):
+        make()

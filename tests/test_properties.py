@@ -77,6 +77,91 @@ def test_two_layer_validates_every_field(activation, gamma0, readout, centered):
         assert _names(err, "activation", "gamma0", "readout", "centered")
         return
     assert m.gamma0 > 0 and math.isfinite(m.gamma0) and isinstance(m.centered, bool)
+    assert not isinstance(gamma0, (bool, np.bool_)), "a boolean is not a gamma0"
+
+
+@given(exponent=st.floats(0, 308), new_exponent=st.floats(0, 308), method=st.sampled_from(["lazy", "forward"]))
+def test_inputs_of_any_finite_scale_are_used_or_refused_by_name(exponent, new_exponent, method):
+    """Finite inputs whose squares overflow (|x| >~ 1e154) are refused naming x_train or x_new;
+    smaller ones solve and predict without a raw error."""
+    scale, new_scale = 10.0 ** exponent, 10.0 ** new_exponent
+    try:
+        data = dmft.Dataset(DATA.x_train * scale, DATA.y_train, DATA.x_test * scale, DATA.y_test)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and _names(err, "x_train", "x_test"), repr(err)
+        assert scale > 1e150
+        return
+    try:
+        sol = dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.3, steps=4, save_every=2, samples=64, method=method)
+    except dmft.DivergenceError:
+        return
+    try:
+        f = sol.predict(DATA.x_test * new_scale)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and _names(err, "x_new"), repr(err)
+        assert new_scale > 1e150
+        return
+    assert f.shape == (DATA.P_test,)
+
+
+SIZES = st.one_of(st.integers(1, 10 ** 6), st.integers(2 ** 40, 2 ** 80))
+
+
+@given(steps=SIZES, save_every=SIZES, n_saves=SIZES, log=st.booleans())
+def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_every, n_saves, log):
+    """Save grids are counted before they are built: a schedule is made in well under a second
+    with at most MAX_SAVES saves, or refused naming steps, save_every or n_saves (never a raw
+    MemoryError or OverflowError)."""
+    import time
+
+    kw = dict(save_at="log", n_saves=n_saves) if log else dict(save_every=save_every)
+    t0 = time.perf_counter()
+    try:
+        sch = dmft.Schedule(eta0=1e-3, steps=steps, **kw)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and _names(err, "steps", "save_every", "n_saves"), repr(err)
+        assert time.perf_counter() - t0 < 0.5
+        return
+    assert sch.save_steps.size <= dmft.schedule.MAX_SAVES + 2 and sch.save_steps[-1] == steps
+
+
+KEYS_AND_SEEDS = st.one_of(NUMBERS, st.integers(-2 ** 70, 2 ** 70), st.just(jax.random.key(3)))
+
+
+@given(key=KEYS_AND_SEEDS, noise=NUMBERS, degree=st.one_of(st.integers(-2, 400), NUMBERS),
+       fraction=NUMBERS)
+def test_task_arguments_are_used_or_refused_by_name(key, noise, degree, fraction):
+    """Data generators take a key or an int seed in [0, 2^32 - 1]; numbers are real numbers,
+    never booleans; anything else is an InputError naming the argument."""
+    for make, names in ((lambda: dmft.tasks.single_index(D=3, P=4, P_test=2, degree=degree, noise=noise,
+                                                         key=key), ("key", "noise", "degree")),
+                        (lambda: dmft.tasks.modular_addition(3, fraction, key=key), ("key", "train_fraction"))):
+        try:
+            d = make()
+        except ValueError as err:
+            assert isinstance(err, dmft.InputError) and _names(err, *names), repr(err)
+            continue
+        assert isinstance(d, dmft.Dataset) and np.all(np.isfinite(d.y_train))
+        assert not isinstance(key, (bool, float, str))
+        assert not isinstance(noise, (bool, str)) and not isinstance(fraction, (bool, str))
+
+
+@given(key=KEYS_AND_SEEDS, eta0=st.lists(st.floats(0.05, 2.0), min_size=2, max_size=2),
+       decay=st.lists(st.floats(0.0, 4.0), min_size=2, max_size=2))
+def test_solve_batch_makes_the_checks_solve_makes(key, eta0, decay):
+    """A key is a jax.random.key (as for solve), and every point passes Schedule's checks
+    (eta0 * weight_decay < 1), or the batch is refused naming them before anything runs."""
+    before = dict(TRACE_COUNTS)
+    try:
+        res = dmft.solve_batch(dmft.TwoLayer("linear"), DATA, {"eta0": eta0, "weight_decay": decay},
+                               steps=4, save_every=2, key=key)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and _names(err, "key", "weight_decay"), repr(err)
+        assert TRACE_COUNTS == before
+        return
+    assert all(e * k < 1 for e, k in zip(eta0, decay))
+    assert key is None or not isinstance(key, (int, float, str, complex))
+    assert res["train_loss"].shape[0] == 2
 
 
 # ------------------------------------------------------------------ solvers and networks

@@ -84,3 +84,59 @@ def test_results_metadata_records_config_and_versions(tmp_path):
     assert {"jax", "jaxlib", "numpy", "python", "devices"} <= set(m["environment"])
     with open(meta) as fh:
         json.load(fh)
+
+
+# ------------------------------------------------------------------ bad task arguments: one InputError
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(key="a"), "key"), (dict(key=1.5), "key"), (dict(key=2 ** 70), "key"), (dict(key=-1), "key"),
+    (dict(key=True), "key"), (dict(key=jax.random.split(jax.random.key(0))), "key"),
+    (dict(noise="a"), "noise"), (dict(noise=True), "noise"), (dict(noise=float("inf")), "noise"),
+    (dict(degree=200), "degree"), (dict(degree=True), "degree"),
+])
+def test_single_index_refuses_by_name(kwargs, match):
+    with pytest.raises(dmft.InputError, match=match):
+        dmft.tasks.single_index(D=3, P=4, P_test=2, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(p=3000), "p: 3000"), (dict(p=5, train_fraction=True), "train_fraction"),
+    (dict(p=5, train_fraction="half"), "train_fraction"), (dict(p=5, key="k"), "key"),
+])
+def test_modular_addition_refuses_before_building(kwargs, match):
+    """p = 3000 would be 200 GiB of one-hot pairs: refused from p alone, at once."""
+    import time
+    t0 = time.perf_counter()
+    with pytest.raises(dmft.InputError, match=match):
+        dmft.tasks.modular_addition(**kwargs)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_sizes_of_other_tasks_are_estimated_first():
+    with pytest.raises(dmft.InputError, match="width"):
+        dmft.tasks.teacher_network(D=3, P=4, P_test=2, width=10 ** 10)
+    with pytest.raises(dmft.InputError, match="d_in"):
+        dmft.tasks.linear_teacher(10 ** 12, 4, [1.0])
+
+
+def test_int_seeds_and_keys_give_the_same_data():
+    """Data generators take an int seed (key=s is jax.random.key(s)) or a key; nothing else."""
+    a = dmft.tasks.kumar_quadratic(D=3, P=4, P_test=2, key=7)
+    b = dmft.tasks.kumar_quadratic(D=3, P=4, P_test=2, key=jax.random.key(7))
+    c = dmft.tasks.kumar_quadratic(D=3, P=4, P_test=2, key=np.uint32(7))
+    assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.x_train, c.x_train)
+    assert dmft.tasks.as_key(2 ** 32 - 1) is not None
+    with pytest.raises(dmft.InputError, match="key"):
+        dmft.tasks.as_key(2 ** 32)
+
+
+def test_npz_files_that_are_not_datasets_are_refused_by_name(tmp_path):
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip file at all" * 4)
+    np.savez(tmp_path / "objects.npz", x_train=np.array([object(), 1], dtype=object), y_train=np.ones(2))
+    np.save(tmp_path / "one.npy", np.ones(3))
+    (tmp_path / "a_dir.npz").mkdir()
+    for name in ("garbage.npz", "objects.npz", "one.npy", "a_dir.npz"):
+        with pytest.raises(dmft.InputError, match=name):
+            dmft.tasks.load_npz(tmp_path / name)
+    with pytest.raises(dmft.InputError, match="path"):
+        dmft.tasks.load_npz(3)
