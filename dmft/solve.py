@@ -570,7 +570,9 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
                  wall_s=time.perf_counter() - t_start)
     if plan.sampled:
         extra.update(sampler=plan.sampler, samples=plan.samples, control_variate=plan.control_variate)
-    sol = _assemble(plan, rec, {**extra, "config": plan.describe()}, su)
+    config = plan.describe()
+    config["solve"]["key"] = np.asarray(jax.random.key_data(key)).tolist()   # same key, same result
+    sol = _assemble(plan, rec, {**extra, "config": config}, su)
     sol.attach_predictor(predictor)
     if plan.method == "iterate" and not extra["converged"]:
         raise NotConverged(

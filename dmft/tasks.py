@@ -52,6 +52,11 @@ def as_key(key, name: str = "key"):
         raise InputError(f"{err} (or an int seed in [0, {MAX_SEED}])") from None
 
 
+def _key_data(key) -> list:
+    """A key's data as a list of ints (for `meta`: the key that regenerates the data set)."""
+    return np.asarray(jax.random.key_data(key)).tolist()
+
+
 def _size(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputError(f"{name} must be an integer, got {value!r}")
@@ -118,7 +123,7 @@ def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, 
     if noise:
         y = y + noise * np.asarray(jax.random.normal(jax.random.fold_in(key, 3), (P,)), np.float64)
     return Dataset(x, y, xt if P_test else None, hermite(degree, xt @ beta) if P_test else None,
-                   meta={"task": "single_index", "degree": degree, "noise": noise,
+                   meta={"task": "single_index", "key": _key_data(key), "degree": degree, "noise": noise,
                          "beta": beta.tolist()})
 
 
@@ -130,7 +135,7 @@ def kumar_quadratic(D: int = 100, P: int = 550, P_test: int = 1000, *, key=None)
     beta = _direction(key, D)
     return Dataset(x, 0.5 * (x @ beta) ** 2, xt if P_test else None,
                    0.5 * (xt @ beta) ** 2 if P_test else None,
-                   meta={"task": "kumar_quadratic", "beta": beta.tolist()})
+                   meta={"task": "kumar_quadratic", "key": _key_data(key), "beta": beta.tolist()})
 
 
 def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int = 4,
@@ -149,7 +154,7 @@ def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int 
         return np.asarray(act(jnp.asarray(inp @ w.T / np.sqrt(D)))) @ a / np.sqrt(width)
 
     return Dataset(x, teacher(x), xt if P_test else None, teacher(xt) if P_test else None,
-                   meta={"task": "teacher_network", "width": width, "activation": act.name})
+                   meta={"task": "teacher_network", "key": _key_data(key), "width": width, "activation": act.name})
 
 
 def _fraction(name, value):
@@ -186,7 +191,7 @@ def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> D
     tr, te = slice(0, n_train), slice(n_train, None)
     has_test = n_train < p * p
     return Dataset(x[tr], y[tr], x[te] if has_test else None, y[te] if has_test else None,
-                   meta={"task": "modular_addition", "p": p, "train_fraction": frac,
+                   meta={"task": "modular_addition", "key": _key_data(key), "p": p, "train_fraction": frac,
                          "pairs": pairs.tolist()})
 
 
@@ -207,7 +212,7 @@ def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *,
     x, xt = draw(0, P), draw(1, P_test)
     y, yt = np.prod(x[:, support], axis=1), np.prod(xt[:, support], axis=1)
     return Dataset(x, y, xt if P_test else None, yt if P_test else None,
-                   meta={"task": "sparse_parity", "n": n, "k": k, "support": support.tolist()})
+                   meta={"task": "sparse_parity", "key": _key_data(key), "n": n, "k": k, "support": support.tolist()})
 
 
 def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
@@ -233,7 +238,7 @@ def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
     x = (x - 0.5) * np.sqrt(12.0)                        # uniform on the map: unit variance
     y = (z[iy, ix] - z.mean()) / z.std()
     return Dataset(x[:P], y[:P], x[P:] if P_test else None, y[P:] if P_test else None,
-                   meta={"task": "terrain", "source": "matplotlib sample data jacksboro_fault_dem.npz"})
+                   meta={"task": "terrain", "key": _key_data(key), "source": "matplotlib sample data jacksboro_fault_dem.npz"})
 
 
 def load_npz(path) -> Dataset:
@@ -335,7 +340,7 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
         return q * np.sign(np.diag(rr))[None, :]
 
     U, V = orthonormal(10, d_out), orthonormal(11, d_in)
-    meta = {"task": "linear_teacher", "whiten": whiten}
+    meta = {"task": "linear_teacher", "key": _key_data(key), "whiten": whiten}
     if P is None:
         return LinearTeacher(U, V, s, sigma, meta=meta)
     P = _size("P", P)

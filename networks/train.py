@@ -586,7 +586,10 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
             "weight_decay": sch.weight_decay, "dynamics": sch.dynamics, "batch_size": batch or None,
             "shared_batches": batch_key is not None, "diverged": diverged,
             "run_s": wall, "wall_s": time.perf_counter() - t0, "dtype": str(dtype),
-            "backend": jax.default_backend(), "config": plan.describe(width)}
+            "backend": jax.default_backend(),
+            "config": {**plan.describe(width), "key": np.asarray(jax.random.key_data(key)).tolist(),
+                       **({"batch_key": np.asarray(jax.random.key_data(batch_key)).tolist()}
+                          if batch_key is not None else {})}}
     keep = plan.keep_params
     run = Run(t=sch.times, f_train=f_tr, f_test=f_te, train_loss=train_loss, test_loss=test_loss,
               ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),

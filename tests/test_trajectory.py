@@ -332,3 +332,27 @@ def test_a_complete_run_whose_files_changed_is_not_taken_as_complete(tmp_path, c
     assert cli.main(args + ["--force"]) == 0
     assert cli.main(args) == 0 and "already complete" in capsys.readouterr().err
     dmft.Solution.load(tmp_path / "o" / "theory" / "dmft_gamma0_0.5")
+
+
+def test_a_saved_result_records_the_keys_that_reproduce_it(tmp_path):
+    """The data's key, the solve's key and the networks' key are in the saved configuration, and
+    running again with them gives the same arrays: a saved figure can be regenerated."""
+    data = dmft.tasks.single_index(D=4, P=12, P_test=6, key=jax.random.key(11))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=4, save_every=2)
+    sol = dmft.solve(model, data, samples=64, key=jax.random.key(5), **kw)
+    run = networks.train(model, data, width=8, seeds=2, key=jax.random.key(6), **kw)
+    sol.save(tmp_path / "s")
+    run.save(tmp_path / "r")
+    cfg_s = dmft.Solution.load(tmp_path / "s").info["config"]
+    cfg_r = networks.Run.load(tmp_path / "r").info["config"]
+
+    def key(data_):
+        return jax.random.wrap_key_data(np.asarray(data_, np.uint32))
+
+    again = dmft.tasks.single_index(D=4, P=12, P_test=6, key=key(cfg_s["data"]["meta"]["key"]))
+    np.testing.assert_array_equal(again.x_train, data.x_train)
+    np.testing.assert_array_equal(dmft.solve(model, again, samples=64, key=key(cfg_s["solve"]["key"]), **kw).f_test,
+                                  sol.f_test)
+    np.testing.assert_array_equal(networks.train(model, again, width=8, seeds=2, key=key(cfg_r["key"]),
+                                                 **kw).f_test, run.f_test)
