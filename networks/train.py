@@ -404,7 +404,6 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
 _UNSET = object()
 
 
-@exact_products
 def _deep_linear_option_names() -> list[str]:
     """The keyword options of `train_deep_linear` that `train` passes through as they are."""
     import inspect
@@ -430,6 +429,7 @@ def _check_deep_linear_options(options: dict) -> None:
             raise InputError(f"dtype must be 'float32' or 'float64' (or None), got {dt!r}")
 
 
+@exact_products
 def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, save_every=_UNSET,
           optimizer=None, key=None, antithetic: bool = False, kernels: bool = False, *,
           schedule: Schedule | None = None, weight_decay=_UNSET, dynamics=_UNSET, save_at=_UNSET,

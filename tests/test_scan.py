@@ -395,6 +395,32 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     assert coords["task.P"][0, 0, 1] == 16 and coords["model.gamma0"].shape == (5, 2, 2)
 
 
+def test_heatmap_tells_missing_points_from_values(reference):
+    """Cells sit on the grid values (the ticks), points not computed and points without a
+    value are hatched and named in a legend instead of drawn as values, and the title says
+    where the other axes are fixed."""
+    import dataclasses
+
+    name = "theory.final.test_loss"
+    done = reference.done.copy()
+    done[0, 0, 0] = False                              # gamma0[0], eta0[0], P[0]: not computed
+    values = reference[name].copy()
+    values[1, 0, 0] = np.nan                           # computed, no value (e.g. not reached)
+    res = dataclasses.replace(reference, done=done, arrays={**reference.arrays, name: values})
+    P = float(reference.coords()["task.P"][0, 0, 0])
+    fig = res.heatmap(name, x="gamma0", y="eta0", at={"task.P": P})
+    ax = fig.axes[0]
+    gammas = np.unique(reference.coords()["model.gamma0"])
+    np.testing.assert_allclose(sorted(ax.get_xticks()), gammas)
+    assert f"P = {P:g}" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["not computed", "no value (not reached or diverged)"]
+    drawn = ax.collections[0].get_array()             # the value mesh: both cells masked
+    assert np.ma.count_masked(drawn) == 2
+    full = reference.heatmap(name, x="gamma0", y="eta0", at={"task.P": P}).axes[0]
+    assert full.get_legend() is None and np.ma.count_masked(full.collections[0].get_array()) == 0
+
+
 # ------------------------------------------------------------------ damaged stores
 
 def _flip(path):

@@ -186,15 +186,16 @@ def summary(res: ScanResult) -> str:
     return "\n".join(lines_)
 
 
-def _select(res: ScanResult, name: str, keep: list, at: dict | None) -> np.ndarray:
-    """res[name] with every axis but `keep` fixed by `at` (or of length one); axes in `keep` order."""
+def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None) -> np.ndarray:
+    """res[name] (or `values`, one per point) with every axis but `keep` fixed by `at` (or of
+    length one); axes in `keep` order."""
+    v = res[name] if values is None else values
     if res.grid.kind != "product":
         if len(res.grid.fields) == 1 and keep == [res.grid.fields[0]]:
-            return res[name]
+            return v
         raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
     kind = kind_of(res.config)
     at = {resolve_field(k, "at", kind): v for k, v in (at or {}).items()}
-    v = res[name]
     if v.ndim != len(res.grid.shape):
         raise InputError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
                          "or a grokking time")
@@ -222,28 +223,69 @@ def _axis_values(res, f):
 
 def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = None,
             logx: bool = True, logy: bool = True, logc: bool = False, ax=None):
-    """A heatmap of one number per point over two grid axes (others fixed by `at`)."""
+    """A heatmap of one number per point over two grid axes (others fixed by `at`).
+
+    Cells are centred on the grid values, which label the ticks. A point not computed yet is
+    hatched grey ("not computed"); a computed point without a number (a threshold not reached,
+    a diverged point) is hatched on white ("no value"), so neither reads as a value. The title
+    says where the other axes are fixed and when final values were taken."""
     from matplotlib.colors import LogNorm
+    from matplotlib.patches import Patch
 
     kind = kind_of(res.config)
     x, y = resolve_field(x, "x", kind), resolve_field(y, "y", kind)
-    z = _select(res, name, [y, x], at)
+    z = np.asarray(_select(res, name, [y, x], at), dtype=float)
+    done = np.asarray(_select(res, name, [y, x], at, values=res.done), dtype=bool)
     xs, ys = _axis_values(res, x), _axis_values(res, y)
-    z = z[np.argsort(ys)][:, np.argsort(xs)]
+    oy, ox = np.argsort(ys), np.argsort(xs)
+    z, done = z[oy][:, ox], done[oy][:, ox]
+    xs, ys = np.sort(xs), np.sort(ys)
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
     norm = LogNorm() if logc else None
-    mesh = ax.pcolormesh(_edges(xs, logx), _edges(ys, logy), z, norm=norm, shading="flat")
+    ex, ey = _edges(xs, logx), _edges(ys, logy)
+    mesh = ax.pcolormesh(ex, ey, np.ma.masked_invalid(np.where(done, z, np.nan)), norm=norm,
+                         shading="flat")
+    legend = []
+    for mask, face, hatch, label in ((~done, "0.85", "xx", "not computed"),
+                                     (done & ~np.isfinite(z), "white", "//", "no value (not reached or diverged)")):
+        if mask.any():
+            ax.pcolor(ex, ey, np.ma.masked_where(~mask, np.ones_like(z)), hatch=hatch, shading="flat",
+                      cmap=_flat(face), edgecolor="0.5", linewidth=0.0)
+            legend.append(Patch(facecolor=face, hatch=hatch, edgecolor="0.4", label=label))
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
+    _grid_ticks(ax.xaxis, xs)
+    _grid_ticks(ax.yaxis, ys)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.figure.colorbar(mesh, ax=ax, label=name)
-    when = final_time_label(res, name)
-    if when:
-        ax.set_title(when, fontsize=9)
+    if legend:
+        ax.legend(handles=legend, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                  frameon=False)
+    fixed = ", ".join(f"{resolve_field(k, 'at', kind).rpartition('.')[2]} = {v:g}"
+                      for k, v in (at or {}).items())
+    title = "; ".join(t for t in (fixed, final_time_label(res, name)) if t)
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig or ax.figure
+
+
+def _flat(color):
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap([color])
+
+
+def _grid_ticks(axis, values, most: int = 8):
+    """Major ticks at the grid values (at most `most` of them, evenly thinned), no minor ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    keep = values if len(values) <= most else values[np.unique(np.linspace(0, len(values) - 1, most).round().astype(int))]
+    axis.set_major_locator(FixedLocator(keep))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
 
 
 def final_time_label(res: ScanResult, name: str) -> str:
