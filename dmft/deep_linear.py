@@ -40,14 +40,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checks
-from .errors import InputError
+from .errors import DivergenceError, InputError
+from .plan import RUNTIME_BYTES
 from .plotting import new_figure
 from .problem import DeepLinear, LinearTeacher
 from .schedule import Schedule, schedule_from
 from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
-           "noise_variance", "diffusion", "drift", "mode_sde", "ModeSDE", "stationary_density",
+           "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "ModeSDE", "stationary_density",
            "boltzmann_temperature", "diffusion_peaks", "staircase_figure"]
 
 
@@ -123,50 +124,159 @@ def _gf_rate(p, s, L):
     return L * np.abs(p) ** (2.0 - 2.0 / L) * (s - p)
 
 
-def _rk45_path(s, L, pi0, times, rtol=1e-11):
-    """pi(t) of d pi/dt = L pi^(2-2/L)(s - pi) at sorted `times`, by embedded Runge-Kutta
-    (Dormand-Prince 5(4)) integrated in u = log pi with step control; exact to ~rtol."""
-    a = np.array([[0, 0, 0, 0, 0, 0],
-                  [1 / 5, 0, 0, 0, 0, 0],
-                  [3 / 40, 9 / 40, 0, 0, 0, 0],
-                  [44 / 45, -56 / 15, 32 / 9, 0, 0, 0],
-                  [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0],
-                  [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0]])
-    b5 = np.array([35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0])
-    b4 = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
+def _log_mode_init(model: DeepLinear) -> float:
+    """log(init_scale^L), computed in log space (init_scale^L may under- or overflow a float)."""
+    return model.depth * math.log(model.init_scale)
 
-    def f(u):        # du/dt = L pi^(1-2/L) (s - pi), pi = e^u
-        p = math.exp(u)
-        return L * p ** (1.0 - 2.0 / L) * (s - p)
 
-    u, t = math.log(pi0), 0.0
-    h = 1e-3 / max(L * max(s, pi0) ** (2 - 2 / L), 1e-12)
-    out = np.empty(len(times))
-    for n, target in enumerate(times):
-        while t < target:
-            h = min(h, target - t)
-            k = np.empty(7)
-            k[0] = f(u)
-            for i in range(1, 6):
-                k[i] = f(u + h * np.dot(a[i, :i], k[:i]))
-            u5 = u + h * np.dot(b5[:6], k[:6])
-            k[6] = f(u5)
-            u4 = u + h * np.dot(b4, k)
-            err = abs(u5 - u4)
-            tol = rtol * max(1.0, abs(u5))
-            if err <= tol:
-                t, u = t + h, u5
-            h *= min(5.0, max(0.2, 0.9 * (tol / max(err, 1e-300)) ** 0.2))
-        out[n] = math.exp(u)
-    return out
+_LOG_MAX = math.log(np.finfo(np.float64).max)
+
+
+def _mode_init(model: DeepLinear) -> float:
+    """init_scale^L as a float; InputError naming init_scale when it overflows float64 (an
+    underflow to 0 is returned as 0.0: the log-space flow does not need it)."""
+    lp = _log_mode_init(model)
+    if lp >= _LOG_MAX:
+        raise InputError(f"init_scale: init_scale^depth = {model.init_scale:g}^{model.depth} = 10^{lp / math.log(10):.0f} "
+                         "overflows float64; use a smaller init_scale")
+    return math.exp(lp)
+
+
+# The flow in the variable w = log(p / |s - p|) (p below s: the logit of p / s; above s:
+# log(p / (p - s))): dt/dw = g(w) = p^(2/L - 1) / (L s) on both sides, smooth, bounded near the
+# target (where t grows linearly in w) and exponential in w on the plateau (where p ~ s e^w), so
+# unit panels of Gauss-Legendre quadrature in w are exact to rounding whatever the time scale:
+# the cost depends on |log pi0|, never on t.
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+_W_END = 40.0                         # |p - s| / s = e^-40 < 1e-17: p = s in float64 beyond
+
+
+def _branch(s: float, log_pi0: float):
+    """(+1, w0) for a start below the target, (-1, w0) above it, (0, 0) on it."""
+    log_s = math.log(s)
+    if log_pi0 < log_s:
+        # w0 = log(pi0) - log(s - pi0), with pi0 possibly below float range
+        return 1, log_pi0 - log_s - math.log1p(-math.exp(log_pi0 - log_s))
+    if log_pi0 > log_s:
+        return -1, -math.log1p(-math.exp(log_s - log_pi0))
+    return 0, 0.0
+
+
+def _log_p(s, w, side):
+    """log p(w) (side +1: p = s / (1 + e^-w); side -1: p = s / (1 - e^-w))."""
+    if side > 0:
+        return math.log(s) - np.logaddexp(0.0, -w)
+    return math.log(s) - np.log(-np.expm1(-w))
+
+
+def _p(s, w, side):
+    with np.errstate(over="ignore", under="ignore"):
+        if side > 0:            # s / (1 + e^-w), without overflow for w << 0
+            e = np.exp(-np.abs(w))
+            return np.where(w >= 0, s / (1.0 + e), s * e / (1.0 + e))
+        return s / (-np.expm1(-w))
+
+
+def _log_g(s, L, w, side):
+    """log dt/dw = (2/L - 1) log p - log(L s)."""
+    return (2.0 / L - 1.0) * _log_p(s, w, side) - math.log(L * s)
+
+
+def _scaled_integral(s, L, side, a, width, log_ga):
+    """int_a^(a + width) g(w) dw / g(a) (elementwise; 16-point Gauss-Legendre), finite whatever g(a) is."""
+    a, width, log_ga = (np.asarray(v, dtype=np.float64)[..., None] for v in (a, width, log_ga))
+    x = a + width * (_GL_X + 1) / 2
+    return (width[..., 0] / 2) * np.sum(_GL_W * np.exp(_log_g(s, L, x, side) - log_ga), axis=-1)
+
+
+class _Flow:
+    """Gradient flow of one mode, p(t) and t(p), from log pi0 (see the comment above)."""
+
+    def __init__(self, s: float, L: int, log_pi0: float):
+        self.s, self.L = float(s), int(L)
+        self.side, self.w0 = _branch(self.s, log_pi0)
+        self.log_pi0 = log_pi0
+        if self.side == 0:
+            return
+        w0 = self.w0
+        if self.side > 0:
+            inner = np.arange(math.floor(w0) + 1.0, _W_END, 1.0)
+            edges = np.concatenate([[w0], inner[inner > w0], [max(_W_END, w0 + 1.0)]])
+        else:   # g ~ w^(1 - 2/L) near w = 0 (p -> infinity): geometric panels up to 1, then unit ones
+            n_geo = max(int(math.ceil(-math.log2(w0))), 0) if w0 < 1 else 0
+            geo = w0 * 2.0 ** np.arange(n_geo + 1)
+            geo = geo[geo < 1.0]
+            unit = np.arange(1.0, _W_END, 1.0)
+            edges = np.unique(np.concatenate([[w0], geo, unit[unit > w0], [max(_W_END, w0 + 1.0)]]))
+        self.edges = edges
+        self.log_ge = _log_g(self.s, self.L, edges, self.side)
+        with np.errstate(over="ignore"):
+            panels = np.exp(self.log_ge[:-1]) * _scaled_integral(self.s, self.L, self.side, edges[:-1],
+                                                                  np.diff(edges), self.log_ge[:-1])
+            self.cum = np.concatenate([[0.0], np.cumsum(panels)])          # t at the edges (may be inf)
+        self.g_end = math.exp(self.log_ge[-1])
+
+    def time_to(self, w) -> np.ndarray:
+        """t at which the flow reaches w (>= w0, <= the last edge)."""
+        w = np.asarray(w, dtype=np.float64)
+        j = np.clip(np.searchsorted(self.edges, w, side="right") - 1, 0, self.edges.size - 2)
+        a = self.edges[j]
+        with np.errstate(over="ignore"):
+            return self.cum[j] + np.exp(self.log_ge[j]) * _scaled_integral(self.s, self.L, self.side, a,
+                                                                            w - a, self.log_ge[j])
+
+    def w_at(self, t) -> np.ndarray:
+        """w(t) for t >= 0: the panel by the cumulative table, then Newton's method on the scaled
+        integral inside it (g / g(edge) lies in [e^-1, e] on a panel)."""
+        t = np.asarray(t, dtype=np.float64)
+        last = self.edges.size - 1
+        # the first panel whose end is reached at or after t (increments that underflow leave
+        # runs of equal times at the start: t = 0 is the start)
+        j = np.clip(np.searchsorted(self.cum, t, side="left") - 1, 0, last)
+        out = np.empty_like(t)
+        beyond = j == last
+        out[beyond] = self.edges[-1] + (t[beyond] - self.cum[-1]) / self.g_end
+        j, tt = j[~beyond], t[~beyond]
+        a, width, lg = self.edges[j], self.edges[j + 1] - self.edges[j], self.log_ge[j]
+        with np.errstate(over="ignore", under="ignore"):
+            r = np.minimum((tt - self.cum[j]) * np.exp(-lg), 1e300)          # the scaled target
+        d = np.clip(r, 0.0, width)
+        for _ in range(60):
+            f = _scaled_integral(self.s, self.L, self.side, a, d, lg) - r
+            step = f / np.exp(_log_g(self.s, self.L, a + d, self.side) - lg)
+            new = np.clip(d - step, 0.0, width)
+            done = np.all(np.abs(new - d) <= 1e-15 * np.maximum(1.0, np.abs(a + new)))
+            d = new
+            if done:
+                break
+        out[~beyond] = a + d
+        return out
+
+    def p_at(self, t) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        if self.side == 0:
+            return np.full(t.shape, self.s)
+        return _p(self.s, self.w_at(t), self.side)
+
+
+def _flow_closed(s, L, log_pi0, t):
+    """The closed forms: L = 1 (linear) and L = 2 (logistic in w: w = w0 + 2 s t)."""
+    if L == 1:
+        return s + (math.exp(log_pi0) - s) * np.exp(-t)
+    side, w0 = _branch(s, log_pi0)
+    if side == 0:
+        return np.full(t.shape, s)
+    return _p(s, w0 + 2 * s * t, side)
 
 
 def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
     """Gradient-flow mode strengths from the aligned, balanced start pi_i(0) = init_scale^L.
 
-    Closed form for L = 1 and L = 2 (pi = s e^{2st} / (e^{2st} - 1 + s / pi0)); an adaptive
-    Runge-Kutta integration (relative error ~1e-11) for L > 2. On a fixed set the network
-    fits M~ (`effective_modes`), so s~ replaces s.
+    Closed form for L = 1 and L = 2 (pi = s / (1 + (s / pi0 - 1) e^{-2st})); for L > 2 the
+    quadrature of dt/dw = pi^(2/L - 1) / (L s) in w = log(pi / |s - pi|) on unit panels, inverted
+    by Newton's method (relative error ~1e-13). Both work from log(init_scale^L), so a start
+    below float range is fine, and their cost does not depend on t (t = 1e300 costs what t = 1
+    costs). On a fixed set the network fits M~ (`effective_modes`), so s~ replaces s.
 
     Args:
         t: (T,) times >= 0 (any order).
@@ -178,54 +288,40 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise InputError("t: times must be finite and >= 0")
     s = effective_modes(data).s
-    L, pi0 = model.depth, model.mode_init
+    L, lp = model.depth, _log_mode_init(model)
+    _mode_init(model)                                   # refuses an overflowing start
     out = np.empty((t.size, s.size))
     for i, si in enumerate(s):
-        if L == 1:
-            out[:, i] = si + (pi0 - si) * np.exp(-t)
-        elif L == 2:
-            e = np.exp(-2 * si * t)           # pi = s / (1 + (s / pi0 - 1) e^{-2st}), overflow-free
-            out[:, i] = si / (1 + (si / pi0 - 1) * e)
-        else:
-            order = np.argsort(t)
-            path = _rk45_path(si, L, pi0, t[order])
-            out[order, i] = path
+        out[:, i] = _flow_closed(si, L, lp, t) if L <= 2 else _Flow(si, L, lp).p_at(t)
     return out
-
-
-def _time_between(s, L, p1, p2, n=4000):
-    """Gradient-flow time for pi to go from p1 to p2 (both between 0 and s): the integral of
-    dp / (L p^(2-2/L) (s - p)), by Gauss-Legendre quadrature in log p on many panels."""
-    x, w = np.polynomial.legendre.leggauss(16)
-    lo, hi = math.log(p1), math.log(p2)
-    edges = np.linspace(lo, hi, n // 16 + 1)
-    total = 0.0
-    for a_, b_ in zip(edges[:-1], edges[1:]):
-        v = (b_ - a_) / 2 * x + (a_ + b_) / 2
-        p = np.exp(v)
-        total += (b_ - a_) / 2 * np.sum(w * p / (L * p ** (2 - 2 / L) * (s - p)))
-    return total
 
 
 def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5) -> np.ndarray:
     """(r,) gradient-flow times at which each mode reaches `level` x its target, from the aligned
-    start (closed form for L = 2: ln((s / pi0 - 1) / (1 / level - 1)) / (2 s); quadrature else).
-    NaN for a mode that starts above the level."""
+    start (closed form for L <= 2: ln((s / pi0 - 1) / (1 / level - 1)) / (2 s) for L = 2;
+    the quadrature of `mode_flow` else, cost independent of the time). Computed from
+    log(init_scale^L). NaN for a mode that starts at or above the level; InputError naming
+    init_scale when a time exceeds float64's range."""
     _check(model, data)
     level = checks.real("level", level, positive=True, below=1.0)
     s = effective_modes(data).s
-    L, pi0 = model.depth, model.mode_init
+    L, lp = model.depth, _log_mode_init(model)
+    _mode_init(model)
     out = np.full(s.size, np.nan)
+    w_level = math.log(level / (1 - level))
     for i, si in enumerate(s):
-        target = level * si
-        if pi0 >= target:
+        side, w0 = _branch(si, lp)
+        if side <= 0 or w0 >= w_level:
             continue
         if L == 1:
-            out[i] = math.log((si - pi0) / (si - target))
+            out[i] = math.log((si - math.exp(lp)) / (si * (1 - level)))
         elif L == 2:
-            out[i] = math.log((si / pi0 - 1) / (si / target - 1)) / (2 * si)
+            out[i] = (w_level - w0) / (2 * si)
         else:
-            out[i] = _time_between(si, L, pi0, target)
+            out[i] = float(_Flow(si, L, lp).time_to(w_level))
+        if not np.isfinite(out[i]):
+            raise InputError(f"init_scale: mode {i + 1}'s learning time from init_scale^depth = "
+                             f"10^{lp / math.log(10):.0f} exceeds float64's range")
     return out
 
 
@@ -315,35 +411,82 @@ class ModeSDE(Records):
     ENSEMBLE_AXES: ClassVar[tuple] = ("path",)
 
 
+def sde_memory_estimate(paths: int, saves: int, modes: int) -> float:
+    """Bytes `mode_sde` needs: per path, its saved layer scalars on the device and their host
+    copies, the mode strengths and diffusions derived from them (with the temporaries of
+    `noise_variance`), about ten float64 arrays of (saves, modes), plus the step's state, noise
+    and key; and the runtime's fixed cost (measured: `scripts/bench_memory.py` style, 0.6-0.9 of
+    this)."""
+    per_path = 8.0 * (10 * saves * modes + 16 * modes + 8)
+    return paths * per_path + RUNTIME_BYTES
+
+
+# which quantity went non-finite first on a path (the code recorded beside its step)
+_SDE_CAUSES = {1: "the layer scalar a", 2: "the mode strength pi = a^L", 3: "the diffusion D(pi)"}
+
+
 def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None, steps=None,
-             save_every=None, paths: int = 1024, key=None, *, schedule: Schedule | None = None) -> ModeSDE:
+             save_every=None, paths: int = 1024, key=None, *, weight_decay=None,
+             schedule: Schedule | None = None, max_memory_gb: float = 4.0) -> ModeSDE:
     """Integrate the per-mode SDE with vmapped Euler-Maruyama paths, one step per SGD step.
 
     The scheme is Euler-Maruyama for each layer's scalar a = pi^(1/L):
-    a <- a + eta a^(L-1) (s - a^L + zeta), zeta ~ N(0, c(pi) / B), which is the SGD step of
-    the aligned network with its noise made Gaussian; it carries the Ito term of pi exactly.
+    a <- (1 - eta kappa) a + eta a^(L-1) (s - a^L + zeta), zeta ~ N(0, c(pi) / B), which is the
+    SGD step of the aligned network (with the schedule's weight decay kappa) with its noise made
+    Gaussian; it carries the Ito term of pi exactly. Weight decay multiplies every layer by the
+    same factor, so the aligned, balanced family stays invariant and the reduction stays exact
+    for an aligned start: in pi it adds -L kappa pi to the drift, nothing to the diffusion.
+
+    Paths are an ensemble, like the seeds of `networks.train`: a path whose layer scalar, mode
+    strength or diffusion goes non-finite is flagged in `info["diverged"]` ({path: first bad
+    step}) and its records are NaN from the first save after that step; when every path
+    diverges, DivergenceError (its .step the earliest bad step, .cause the quantity, .partial
+    the records of the saves before it).
 
     Args:
-        eta0, batch_size, steps, save_every: the SGD protocol (or schedule=, with batch_size set).
+        eta0, batch_size, steps, save_every, weight_decay: the SGD protocol (or schedule=, with
+            batch_size set).
         paths: independent paths (>= 1).
         key: `jax.random.key` (default key(0)); path p uses fold_in(key, p).
+        max_memory_gb: refuse (InputError, before any compute) a run whose paths and saves need
+            more (`sde_memory_estimate`).
 
     Returns:
         ModeSDE with .t (T,) and .modes (paths, T, r).
     """
     _check(model, data)
-    given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
-                                   batch_size=batch_size).items() if v is not None}
+    given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every, batch_size=batch_size,
+                                   weight_decay=weight_decay).items() if v is not None}
     sch = schedule_from(schedule, **given, defaults=dict(eta0=0.01, steps=1000, save_every=10))
     if sch.batch_size is None:
         raise InputError("batch_size: the SDE describes minibatch SGD; give batch_size")
+    if sch.dynamics != "gd":
+        raise InputError("dynamics: the per-mode SDE describes (S)GD steps; use mode_flow for gradient flow")
     eta, B = _sgd_args(model, data, sch.eta0, sch.batch_size)
+    kappa_wd = float(sch.weight_decay)
     paths = checks.integer("paths", paths, minimum=1)
+    max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
     modes = effective_modes(data)
-    L, pi0 = model.depth, model.mode_init
+    L = model.depth
+    T = int(sch.save_steps.size)
+    need = sde_memory_estimate(paths, T, modes.s.size)
+    if need > max_memory_gb * 2 ** 30:
+        raise InputError(f"paths: {paths} paths x {T} saves x {modes.s.size} modes need about "
+                         f"{need / 2 ** 30:.3g} GiB (> max_memory_gb={max_memory_gb:g}); use fewer paths "
+                         "or fewer saves (save_every, n_saves)")
     dt = jnp.result_type(float)
+    log_max = math.log(float(jnp.finfo(dt).max))
+    lp = _log_mode_init(model)
+    pi0 = _mode_init(model)
+    # the start itself must be representable in the working precision, with its diffusion
+    c0 = float(np.max(noise_variance(modes, np.full(modes.s.shape, pi0), B)))
+    log_d0 = (math.log(eta / B) + 2 * math.log(L) + (4 - 4 / L) * lp + math.log(c0)) if c0 > 0 else -np.inf
+    if lp >= log_max or log_d0 >= log_max:
+        raise InputError(f"init_scale: the initial mode strength init_scale^depth = 10^{lp / math.log(10):.0f} "
+                         f"or its diffusion (10^{log_d0 / math.log(10):.0f}) overflows {jnp.dtype(dt).name}; "
+                         "use a smaller init_scale")
     s = jnp.asarray(modes.s, dt)
     online = modes.P is None
     fpc = 1.0 if online else ((modes.P - B) / (modes.P - 1) if modes.P > 1 else 0.0)
@@ -351,6 +494,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     tau = jnp.asarray(modes.tau if not online else np.zeros_like(modes.s), dt)
     lam = jnp.asarray(modes.lam if not online else np.zeros_like(modes.s), dt)
     sigma2 = modes.sigma ** 2
+    shrink = 1.0 - eta * kappa_wd
 
     def c_of(pi):
         d = jnp.maximum(s - pi, -s)
@@ -358,29 +502,53 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
             return 2 * d * d + sigma2
         return jnp.maximum((kappa - 1) * d * d + 2 * tau * d + lam, 0.0) * fpc
 
-    def step(a, k, pkey):
+    def step(state, pkey):
+        a, pi, c, k, bad, why = state
+        zeta = jax.random.normal(jax.random.fold_in(pkey, k), a.shape, dt) * jnp.sqrt(c / B)
+        a = shrink * a + eta * a ** (L - 1) * (s - pi + zeta)
         pi = a ** L
-        zeta = jax.random.normal(jax.random.fold_in(pkey, k), a.shape, dt) * jnp.sqrt(c_of(pi) / B)
-        return a + eta * a ** (L - 1) * (s - pi + zeta)
+        c = c_of(pi)
+        D = eta / B * L ** 2 * jnp.abs(pi) ** (4 - 4 / L) * c
+        code = jnp.where(~jnp.all(jnp.isfinite(a)), 1,
+                         jnp.where(~jnp.all(jnp.isfinite(pi)), 2, jnp.where(~jnp.all(jnp.isfinite(D)), 3, 0)))
+        first = (bad < 0) & (code > 0)
+        return (a, pi, c, k + 1, jnp.where(first, k, bad), jnp.where(first, code, why))
 
     gaps = jnp.asarray(sch.gaps, jnp.int32)
 
     def one_path(pkey):
-        def interval(carry, gap):
-            a, k = carry
-            a, k = jax.lax.fori_loop(0, gap, lambda _, c: (step(c[0], c[1], pkey), c[1] + 1), (a, k))
-            return (a, k), a
+        def interval(state, gap):
+            state = jax.lax.fori_loop(0, gap, lambda _, st: step(st, pkey), state)
+            return state, state[0]
         a0 = jnp.full(s.shape, model.init_scale, dt)
-        _, rec = jax.lax.scan(interval, (a0, jnp.int32(0)), gaps)
-        return jnp.concatenate([a0[None], rec])
+        pi0_ = a0 ** L
+        st0 = (a0, pi0_, c_of(pi0_), jnp.int32(0), jnp.int32(-1), jnp.int32(0))
+        st, rec = jax.lax.scan(interval, st0, gaps)
+        return jnp.concatenate([a0[None], rec]), st[4], st[5]
 
     run = jax.jit(jax.vmap(one_path))
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
-    a = np.asarray(run(keys))
-    pi = a ** L
-    D = eta / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
-    info = {"paths": paths, "eta0": eta, "batch_size": B, "depth": L, "mode_init": pi0,
-            "s_effective": modes.s.tolist(), "online": online,
+    a, bad, why = (np.asarray(v) for v in run(keys))
+    with np.errstate(over="ignore", invalid="ignore"):
+        pi = a ** L
+        D = eta / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
+    # a path is NaN from the first save after its first bad step (as the networks' seeds are)
+    dead = (bad[:, None] >= 0) & (sch.save_steps[None, :] > bad[:, None])
+    pi = np.where(dead[..., None], np.nan, pi)
+    D = np.where(dead[..., None], np.nan, D)
+    diverged = {int(p): int(b) for p, b in enumerate(bad) if b >= 0}
+    if len(diverged) == paths:
+        first = int(bad.min())
+        cause = _SDE_CAUSES[int(why[np.argmin(bad)])]
+        n_good = int(np.sum(sch.save_steps <= first))
+        raise DivergenceError(
+            f"mode_sde: every path diverged; the first at step {first} (t = {first * eta:g}), where "
+            f"{cause} went non-finite. Lower eta0 or init_scale. Records of the {n_good} saves before "
+            "are in .partial.", step=first, cause=cause,
+            partial={"t": sch.times[:n_good], "modes": pi[:, :n_good], "diffusion": D[:, :n_good]})
+    info = {"paths": paths, "eta0": eta, "batch_size": B, "weight_decay": kappa_wd, "depth": L,
+            "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
+            "memory_estimate_gb": need / 2 ** 30,
             "config": {"model": model.describe(), "data": data.describe(),
                        "sde": {**sch.describe(), "paths": paths}}}
     return ModeSDE(t=sch.times, modes=pi, diffusion=D, info=info)
@@ -485,7 +653,7 @@ def staircase_figure(model, data, run=None, sde=None, t=None, title=None):
     pi = mode_flow(model, data, t)
     for i in range(pi.shape[1]):
         c = f"C{i % 10}"
-        axes[0].plot(t, pi[:, i], color="k", lw=1)
+        axes[0].plot(t, pi[:, i], color="k", lw=1, label="gradient flow" if i == 0 else None)
         if run is not None:
             lo, med, hi = np.nanpercentile(run.modes[..., i], [10, 50, 90], axis=0)
             axes[0].plot(run.t, med, color=c, label=f"mode {i + 1} (networks)")

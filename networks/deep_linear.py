@@ -196,6 +196,7 @@ class Shared(NamedTuple):
 class Seed(NamedTuple):
     key: jax.Array
     C0: tuple               # the balancedness matrices at t = 0
+    batch_key: jax.Array    # the key of the seed's batches: its own key, or the shared batch_key
 
 
 class State(NamedTuple):
@@ -226,11 +227,11 @@ def step(static: Static, ctx, st: State, drive):
     sh, seeds = ctx
     k = st.k[0]                                  # every seed is at the same step
     if static.online:
-        x, y = jax.vmap(lambda key: _batch(static, sh, key, k, static.batch))(seeds.key)  # (S, B, d)
+        x, y = jax.vmap(lambda key: _batch(static, sh, key, k, static.batch))(seeds.batch_key)  # (S, B, d)
         a, y = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))                 # (d, B, S)
     else:   # the indices per seed, then one plain gather laid out (B, S, d): a gather under vmap,
         # or one laid out (S, B, d), is several times slower here
-        idx = jax.vmap(lambda key: batch_indices(key, k, static.P, static.batch))(seeds.key).T
+        idx = jax.vmap(lambda key: batch_indices(key, k, static.P, static.batch))(seeds.batch_key).T
         a, y = jnp.transpose(sh.x[idx], (2, 0, 1)), jnp.transpose(sh.y[idx], (2, 0, 1))
     acts = [a]
     for W in st.Ws:
@@ -343,20 +344,28 @@ def record(static, ctx, st):
 
 # ----------------------------------------------------------------- entry point
 
-def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, probe: int) -> float:
+def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, probe: int, *,
+                    batch_size: int = 1, block: int | None = None) -> float:
     """Bytes of the largest arrays (float64): weights and their gradients, per-sample gradients
-    at a record, and the records."""
+    at a record, and the records of every seed; and the per-step batch of each seed of a block
+    (`block` seeds run at once, None: all): its inputs and labels (drawn, or gathered from the P
+    points after a permutation of them), their transposes, the activations and back-propagated
+    errors of every layer, twice over for the compiler's temporaries."""
     L, w = model.depth, model.width
     n_par = data.d_in * w + (L - 2) * w * w + w * data.d_out if L > 1 else data.d_in * data.d_out
     n = probe if data.online else data.P
     per_seed = 6 * n_par + n * n_par + n_par * data.rank
     records = 3 * T * (3 * data.rank + 2 * max(L - 1, 0) + 2)
-    return 8.0 * seeds * (per_seed + records) + RUNTIME_BYTES
+    dims = data.d_in + (L - 1) * w + data.d_out
+    per_step = 2 * batch_size * (3 * (data.d_in + data.d_out) + 2 * dims) + (0 if data.online else data.P)
+    at_once = seeds if block is None else min(block, seeds)
+    return 8.0 * (seeds * (per_seed + records) + at_once * per_step) + RUNTIME_BYTES
 
 
 @exact_products
 def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,
-                      key=None, probe: int = 512, progress: bool = False, keep_weights: bool = False,
+                      key=None, batch_key=None, probe: int = 512, progress: bool = False,
+                      keep_weights: bool = False,
                       max_memory_gb: float = 4.0, dtype=None, block: int | None = 256) -> DeepLinearRun:
     """Train `seeds` deep linear networks (vmapped) on a linear teacher; see the module docstring.
 
@@ -365,6 +374,11 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             batch_size B (None: full batch for a fixed set; required online).
         seeds: independent runs; seed s draws its initialization and its batches from
             fold_in(key, s).
+        batch_key: None (each seed its own batches), or a key: every seed trains on the one
+            batch sequence of this key (fixed set: `dmft.schedule.batch_indices(batch_key, k, P,
+            B)`, the sequence `dmft.solve(batch_key=)` uses; online: the same fresh points and
+            label noise, drawn from fold_in(batch_key, k)), so the seeds differ by their
+            initialization only. The online diffusion probe stays per seed.
         probe: fresh samples per record for the online diffusion estimate.
         keep_weights: keep the final weights in `run.weights` ({"W1": (S, ...), ...}).
         dtype: "float32" or "float64" (default: JAX's current float).
@@ -397,13 +411,16 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
         dt = jnp.dtype(dt)
         if dt == jnp.float64 and not jax.config.jax_enable_x64:
             raise InputError("dtype='float64' needs jax.config.update('jax_enable_x64', True) first")
+    block = seeds if block is None else min(seeds, checks.integer("block", block, minimum=1))
     T = schedule.save_steps.size
-    need = memory_estimate(model, data, seeds, T, probe)
+    need = memory_estimate(model, data, seeds, T, probe, batch_size=int(B), block=block)
     if need > max_memory_gb * 2 ** 30:
-        raise InputError(f"{seeds} seeds need about {need / 2 ** 30:.1f} GiB (> max_memory_gb="
-                         f"{max_memory_gb}); use fewer seeds, save less often, or a smaller probe")
+        raise InputError(f"seeds, batch_size: {seeds} seeds with batches of {B} need about "
+                         f"{need / 2 ** 30:.3g} GiB (> max_memory_gb={max_memory_gb:g}); use fewer seeds, a "
+                         "smaller batch_size or block, save less often, or a smaller probe")
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
+    batch_key = checks.prng_key("batch_key", batch_key)
     t0 = time.perf_counter()
     static = Static(data.online, int(B), 0 if data.online else data.P, probe)
     x = np.zeros((0, data.d_in)) if data.online else data.x_train
@@ -414,12 +431,12 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
                 jnp.asarray(schedule.eta0, dt), jnp.asarray(schedule.weight_decay, dt))
     # seeds run in blocks (one compiled program, called per block): a block's weights stay in
     # cache across steps; seed s draws from fold_in(key, s) whatever the blocking
-    block = seeds if block is None else min(seeds, checks.integer("block", block, minimum=1))
     parts, states, wall = [], [], 0.0
     for start in range(0, seeds, block):
         idx = jnp.arange(start, start + block) % seeds            # the last block is padded
         keys, st0, C0 = _start_block(model, data.d_in, data.d_out, dt, key, idx, sh.U, sh.V)
-        rec, st, w = run_saved(step, record, static, (sh, Seed(keys, C0)), st0,
+        bkeys = keys if batch_key is None else jnp.stack([batch_key] * keys.shape[0])
+        rec, st, w = run_saved(step, record, static, (sh, Seed(keys, C0, bkeys)), st0,
                                gaps=schedule.gaps, progress=progress,
                                label=f"deep linear seeds {start}..{min(start + block, seeds) - 1}",
                                stop_on_nonfinite=False)
@@ -432,6 +449,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     bad = np.asarray(st.bad)
     info = {"seeds": seeds, "batch_size": int(B), "online": data.online, "dtype": str(dt),
             "diverged": {int(s): int(b) for s, b in enumerate(bad) if b >= 0}, "run_s": wall,
+            "shared_batches": batch_key is not None,
             "wall_s": time.perf_counter() - t0, "backend": jax.default_backend(),
             "steps_per_s": seeds * schedule.steps / max(wall, 1e-12),
             "config": {"model": model.describe(), "data": data.describe(),

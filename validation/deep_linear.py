@@ -35,17 +35,20 @@ def _verdict(ok: bool) -> str:
 
 
 def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (0.75, 1.33),
-                  atol: float = 0.01, effect: float = 0.25) -> list[dict]:
+                  effect: float = 0.25, target_rel: float = 0.01) -> list[dict]:
     """Mean and spread of each mode, networks against SDE paths, at the saved times `times`
     (default: four times spread over the run). One row per (mode, time) with the z-score of
-    the mean difference and the ratio of the standard deviations.
+    the mean difference, the difference over the SDE's spread and over the mode's target, and
+    the ratio of the standard deviations.
 
-    A mean passes within z_max standard errors, or within `effect` x the SDE's spread (with a
-    thousand networks the standard error resolves the reduction's known O(eta / B) cross-mode
-    shift, a few percent of the spread: the effect size is the tolerance that says whether the
-    theory describes the ensemble), or within atol x the mode's target (an ensemble collapsed
-    onto the target has a vanishing spread). Spreads are compared where the SDE's spread
-    exceeds atol x the target."""
+    A mean passes by any one of three named rules, and the row says which (`mean_rule`):
+    "z" (|z| <= z_max), "effect" (|difference| <= effect x the SDE's spread: with a thousand
+    networks the standard error resolves the reduction's known O(eta / B) cross-mode shift, a
+    few percent of the spread), or "target" (|difference| <= target_rel x the mode's target:
+    an ensemble collapsed onto its target has a vanishing spread, against which any
+    difference is many standard errors). Spreads are compared (ratio within `spread`) where
+    the SDE's spread exceeds target_rel x the target; below it `spread_compared` is False.
+    Non-finite members (diverged seeds or paths) are left out and counted."""
     if run.t.shape != sde.t.shape or not np.allclose(run.t, sde.t):
         raise InputError("compare_modes: the run and the SDE need the same saved times")
     T = run.t.size
@@ -57,18 +60,29 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
         for k in idx:
             a, b = run.modes[:, k, i], sde.modes[:, k, i]
             a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            scale = abs(target[i])
+            if a.size < 2 or b.size < 2:
+                rows.append({"mode": i, "t": float(run.t[k]), "networks_n": int(a.size), "sde_n": int(b.size),
+                             "networks_mean": float("nan"), "sde_mean": float("nan"), "networks_std": float("nan"),
+                             "sde_std": float("nan"), "z": float("nan"), "effect": float("nan"),
+                             "target_rel": float("nan"), "std_ratio": float("nan"), "spread_compared": False,
+                             "mean_rule": "", "verdict": "FAIL"})
+                continue
             se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
             diff = a.mean() - b.mean()
             z = float(diff / se) if se > 0 else 0.0
             ratio = float(a.std() / b.std()) if b.std() > 0 else float("nan")
-            close = abs(diff) <= atol * abs(target[i])
-            spread_ok = (b.std() <= atol * abs(target[i])) or (spread[0] <= ratio <= spread[1])
-            ok = (abs(z) <= z_max or close or abs(diff) <= effect * b.std()) and spread_ok
-            rows.append({"mode": i, "t": float(run.t[k]), "networks_mean": float(a.mean()),
-                         "sde_mean": float(b.mean()), "networks_std": float(a.std()),
-                         "sde_std": float(b.std()), "z": z,
-                         "effect": float(abs(diff) / b.std()) if b.std() > 0 else 0.0,
-                         "std_ratio": ratio, "verdict": _verdict(ok)})
+            eff = float(abs(diff) / b.std()) if b.std() > 0 else (0.0 if diff == 0 else float("inf"))
+            rel = float(abs(diff) / scale) if scale > 0 else float("inf")
+            rule = ("z" if abs(z) <= z_max else "effect" if eff <= effect else
+                    "target" if rel <= target_rel else "")
+            compared = bool(b.std() > target_rel * scale)
+            spread_ok = (not compared) or (spread[0] <= ratio <= spread[1])
+            rows.append({"mode": i, "t": float(run.t[k]), "networks_n": int(a.size), "sde_n": int(b.size),
+                         "networks_mean": float(a.mean()), "sde_mean": float(b.mean()),
+                         "networks_std": float(a.std()), "sde_std": float(b.std()), "z": z, "effect": eff,
+                         "target_rel": rel, "std_ratio": ratio, "spread_compared": compared,
+                         "mean_rule": rule, "verdict": _verdict(bool(rule) and spread_ok)})
     return rows
 
 

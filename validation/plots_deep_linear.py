@@ -11,7 +11,7 @@ import numpy as np
 from dmft import deep_linear as dl
 from dmft.plotting import new_figure
 
-__all__ = ["modes_figure", "staircase_figure", "noise_figure", "stationary_figure",
+__all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure", "stationary_figure",
            "balance_figure"]
 
 
@@ -32,13 +32,15 @@ def modes_figure(run, model, data, sde=None, title=None):
     for i in range(run.modes.shape[-1]):
         c = f"C{i % 10}"
         _band(ax, t, run.modes[..., i], c, f"mode {i + 1}, s = {s[i]:.3g} (networks)")
+        first = i == 0                                  # one legend entry per kind of line
         if sde is not None:
             lo, hi = np.nanpercentile(sde.modes[..., i], [10, 90], axis=0)
-            ax.plot(t[t > 0], lo[t > 0], color=c, ls="--", lw=0.9)
+            ax.plot(t[t > 0], lo[t > 0], color=c, ls="--", lw=0.9,
+                    label="per-mode SDE, 10% and 90%" if first else None)
             ax.plot(t[t > 0], hi[t > 0], color=c, ls="--", lw=0.9)
         if flow is not None:
-            ax.plot(t[t > 0], flow[t > 0, i], color="k", lw=0.9)
-        ax.axhline(s[i], color=c, ls=":", lw=0.7)
+            ax.plot(t[t > 0], flow[t > 0, i], color="k", lw=0.9, label="gradient flow" if first else None)
+        ax.axhline(s[i], color=c, ls=":", lw=0.7, label="target s_i" if first else None)
     ax.set_xscale("log")
     ax.set_xlabel("t = steps x eta")
     ax.set_ylabel("mode strength pi_i = u_i^T W v_i")
@@ -56,9 +58,19 @@ def staircase_figure(run, data, title=None):
     fig, ax = new_figure(size=(6.5, 4.4))
     _band(ax, run.t, run.test_loss, "k", "population loss (networks)")
     pl = dl.plateaus(data)
-    for k, lev in enumerate(pl["levels"]):
+    lo, hi = staircase_ylim(run, data)
+    ax.set_ylim(lo, hi)
+    shown = [(k, lev) for k, lev in enumerate(pl["levels"]) if lo < lev < hi]
+    for k, lev in shown:
         ax.axhline(lev, color="grey", ls=":", lw=0.8)
-        ax.annotate(f"plateau {k}", (run.t[1], lev), fontsize=7, color="grey", va="bottom")
+    # labels at the left, in log space at least `gap` apart (close plateaus pushed up in turn)
+    gap = 0.05 * np.log10(hi / lo)
+    y_prev = -np.inf
+    for k, lev in sorted(shown, key=lambda kl: kl[1]):
+        y = max(np.log10(lev), y_prev + gap)
+        y_prev = y
+        ax.text(0.01, 10 ** y, f"plateau {k}: {lev:.3g}", transform=ax.get_yaxis_transform(), fontsize=7,
+                color="grey", va="bottom", ha="left")
     tl = learning_times_of(run, data)
     for i in range(tl.shape[1]):
         t_i = np.median(tl[:, i])
@@ -72,6 +84,18 @@ def staircase_figure(run, data, title=None):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def staircase_ylim(run, data) -> tuple[float, float]:
+    """The loss axis of the staircase: from a fifth of the lowest positive plateau (the noise
+    floor, or without label noise the weakest mode's plateau) to twice the highest plateau or
+    loss shown; a loss that keeps falling once every mode is learned leaves the axis there
+    instead of squeezing the steps into a few of many decades."""
+    levels = np.asarray(dl.plateaus(data)["levels"], dtype=np.float64)
+    pos = levels[levels > 0]
+    band = np.nanpercentile(run.test_loss, 90, axis=0)[np.asarray(run.t) > 0]
+    top = max(float(pos.max()), float(np.nanmax(band)) if np.isfinite(band).any() else 0.0)
+    return 0.2 * float(pos.min()), 2.0 * top
 
 
 def noise_figure(run, model, data, *, eta0, batch_size, title=None):

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
+import numpy as np
 
 import dmft
 from dmft.errors import ConfigError
@@ -73,6 +75,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "check": {
         "z_max": Field("float", 5.0, "max |z| of a mode's mean, networks vs SDE", 0.0, True),
         "effect": Field("float", 0.25, "or: max |mean difference| / SDE spread", 0.0, True),
+        "target_rel": Field("float", 0.01, "or: max |mean difference| / the mode's target (an ensemble "
+                            "collapsed on its target has no spread); spreads are compared only above it "
+                            "x the target", 0.0, True),
         "ks_max": Field("float", 0.1, "or: max KS distance of a stationary law", 0.0, True),
         "spread_low": Field("float", 0.75, "min ratio of spreads, networks / SDE", 0.0, True),
         "spread_high": Field("float", 1.33, "max ratio of spreads", 0.0, True),
@@ -98,6 +103,16 @@ def _check(cfg: dict) -> None:
         raise ConfigError(f"teacher.P: {t['P']} points cannot be whitened in d_in = {t['d_in']}")
     if t["P"] and tr["batch_size"] > t["P"]:
         raise ConfigError(f"train.batch_size: must be <= teacher.P = {t['P']}")
+    log_max = math.log(float(np.finfo(np.float64).max))
+    for where, depth, gamma in (("model.gamma", m["depth"], m["gamma"] if not m["init_scale"] else None),
+                                ("staircase.gamma", m["depth"],
+                                 cfg["staircase"]["gamma"] if cfg["staircase"]["seeds"] else None)):
+        if gamma is None:
+            continue
+        log_scale = -gamma / 2 * math.log(m["width"])       # init_scale = width^(-gamma/2), in logs
+        if not -log_max < depth * log_scale < log_max:
+            raise ConfigError(f"{where}: init_scale^depth = width^(-gamma depth / 2) = 10^"
+                              f"{depth * log_scale / math.log(10):.0f} is outside float64's range")
     if not tr["log_saves"] and tr["steps"] % tr["save_every"]:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")

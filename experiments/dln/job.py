@@ -43,7 +43,8 @@ def _study(cfg, st, out, log, progress):
         f"({run.info['steps_per_s']:.3g} runs x steps / s)")
     eta, B = st.schedule.eta0, st.schedule.batch_size
     res = {"sigma": st.sigma, "data": st.data.describe(), "model": st.model.describe(),
-           "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"]}
+           "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"],
+           "networks_diverged": len(run.info["diverged"])}
     sde = None
     chk = cfg["check"]
     if st.model.init == "aligned":
@@ -51,7 +52,9 @@ def _study(cfg, st, out, log, progress):
         sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key)
         res["sde_s"] = time.perf_counter() - t0
         res["modes"] = vdl.compare_modes(run, sde, z_max=chk["z_max"], effect=chk["effect"],
+                                         target_rel=chk["target_rel"],
                                          spread=(chk["spread_low"], chk["spread_high"]))
+        res["sde_diverged"] = len(sde.info["diverged"])
         peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B)
         res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
         res["learning_times_flow"] = dl.learning_times(st.model, st.data).tolist()

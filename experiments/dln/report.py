@@ -17,31 +17,61 @@ def _f(x, nd=4):
     return "n/a" if not np.isfinite(x) else f"{x:.{nd}g}"
 
 
+def _times(values) -> str:
+    """Learning times, "not learned" for a mode no median crossing was found for."""
+    return "[" + ", ".join(_f(x) if np.isfinite(float(x)) else "not learned" for x in values) + "]"
+
+
+def _teacher(studies) -> str:
+    """The teacher once, with every label-noise value of the studies."""
+    d = studies[0]["data"]
+    s = d.get("singular_values", []) if isinstance(d, dict) else []
+    where = f"P = {d['P']} whitened points" if isinstance(d, dict) and d.get("P") else "online data"
+    sigmas = ", ".join(f"{r['sigma']:g}" for r in studies)
+    if not isinstance(d, dict):
+        return f"{d}; label noise sigma = {sigmas}"
+    return (f"d_in = {d['d_in']}, d_out = {d['d_out']}, singular values {[round(x, 4) for x in s]}, {where}, "
+            f"label noise sigma = {sigmas} (one study each)")
+
+
 def markdown(rep: dict) -> str:
     cfg = rep["config"]
-    tr, m = cfg["train"], cfg["model"]
+    tr, m, chk = cfg["train"], cfg["model"], cfg["check"]
     lines = ["# Deep linear networks under SGD: per-mode theory against networks", "",
              f"Depth L = {m['depth']}, width {m['width']}, init {m['init']}; SGD with eta = {tr['eta0']:g}, "
              f"batch size {tr['batch_size']}, {tr['steps']} steps, {tr['seeds']} networks; "
-             f"teacher {rep['studies'][0]['data']}.", "",
+             f"teacher: {_teacher(rep['studies'])}.", "",
              "Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
              "docs/derivations.md (section 6), its stationary law. Time t = steps x eta. A comparison passes "
              "within its statistical tolerance or within its effect-size tolerance ([check] effect, ks_max): "
              "with a thousand networks the statistics resolve the reduction's known O(eta/B) cross-mode shift "
              "(docs/derivations.md), which the effect size says is small.", "",
+             f"A mode's mean passes by one of three rules, named in the table's \"passed by\" column: "
+             f"|z| <= {chk['z_max']:g} ([check] z_max), |difference| / SDE spread <= {chk['effect']:g} "
+             f"([check] effect), or |difference| / target <= {chk['target_rel']:g} ([check] target_rel: an "
+             f"ensemble collapsed on its target has no spread to compare with); and its spread ratio must lie "
+             f"in [{chk['spread_low']:g}, {chk['spread_high']:g}] wherever the SDE's spread exceeds "
+             f"{chk['target_rel']:g} x the target (\"not compared\" below it).", "",
              "## Verdicts", "", "| check | verdict | detail |", "|---|---|---|"]
     lines += [f"| {c['name']} | **{c['verdict']}** | {c['detail']} |" for c in rep["checks"]]
     for r in rep["studies"]:
         lines += ["", f"## Label noise sigma = {r['sigma']:g}", "",
                   f"Target strengths (effective): {[round(x, 4) for x in r['effective_s']]}; networks "
                   f"{r['networks_s']:.1f} s."]
+        div = [f"{r[k]} {what}" for k, what in (("networks_diverged", "networks"), ("sde_diverged", "SDE paths"))
+               if r.get(k)]
+        if div:
+            lines += ["", f"Diverged (left out of the comparisons): {', '.join(div)}."]
         if r.get("modes"):
             lines += ["", "Modes, networks vs SDE (mean +- std):", "",
-                      "| mode | t | networks | SDE | z | difference / spread | std ratio | verdict |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "| mode | t | networks | SDE | z | difference / spread | difference / target | std ratio "
+                      "| passed by | verdict |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             lines += [f"| {x['mode'] + 1} | {_f(x['t'])} | {_f(x['networks_mean'])} +- {_f(x['networks_std'], 3)} | "
-                      f"{_f(x['sde_mean'])} +- {_f(x['sde_std'], 3)} | {x['z']:+.2f} | {_f(x['effect'], 2)} | "
-                      f"{_f(x['std_ratio'], 3)} | {x['verdict']} |" for x in r["modes"]]
+                      f"{_f(x['sde_mean'])} +- {_f(x['sde_std'], 3)} | {_f(x['z'], 3)} | {_f(x['effect'], 2)} | "
+                      f"{_f(x.get('target_rel'), 2)} | "
+                      f"{_f(x['std_ratio'], 3) if x.get('spread_compared', True) else 'not compared'} | "
+                      f"{x.get('mean_rule') or '-'} | {x['verdict']} |" for x in r["modes"]]
         lines += ["", "Diffusion along each mode, measured / predicted D(pi) (median over seeds and times):", "",
                   "| mode | median | 10% | 90% | verdict |", "|---|---|---|---|---|"]
         lines += [f"| {x['mode'] + 1} | {_f(x['median_ratio'], 3)} | {_f(x['p10'], 3)} | {_f(x['p90'], 3)} | "
@@ -72,7 +102,7 @@ def markdown(rep: dict) -> str:
             s = r["staircase"]
             lines += ["", f"Saddle-to-saddle (random init, scale {_f(s['init_scale'], 3)}): modes learned in the "
                       f"predicted order: {s['order_ok']} ({100 * s['fraction_of_seeds_in_order']:.0f}% of seeds); "
-                      f"median learning times {[round(x, 3) for x in s['learning_times']]}.", "",
+                      f"median learning times {_times(s['learning_times'])}.", "",
                       "| after mode | t | loss | predicted plateau | rel. error | verdict |", "|---|---|---|---|---|---|"]
             lines += [f"| {p['after_mode'] + 1} | {_f(p['t'])} | {_f(p['loss'])} | {_f(p['plateau'])} | "
                       f"{_f(p['rel_error'], 3)} | {p['verdict']} |" for p in s["plateaus"]]
