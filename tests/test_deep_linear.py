@@ -506,7 +506,6 @@ def test_train_deep_linear_honours_a_shared_batch_key():
     np.testing.assert_allclose(run.weights["W2"][0], W2, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="networks/train.py does not pass batch_key on to train_deep_linear yet")
 def test_networks_train_passes_batch_key_to_deep_linear():
     data = dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=16, key=0)
     run = networks.train(dmft.DeepLinear(2, 6, 0.5, "aligned"), data, seeds=2, eta0=0.05, steps=12,
