@@ -269,6 +269,20 @@ def _flow_closed(s, L, log_pi0, t):
     return _p(s, w0 + 2 * s * t, side)
 
 
+def _reals(name: str, value) -> np.ndarray:
+    """A flat float64 array of finite real numbers, or an InputError naming `name`."""
+    try:
+        arr = np.asarray(value)
+        if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "fiu":
+            raise TypeError(f"dtype {arr.dtype}")
+        arr = arr.astype(np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{name}: expected real numbers, got {value!r:.60} ({err})") from None
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name}: values must be finite")
+    return arr
+
+
 def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
     """Gradient-flow mode strengths from the aligned, balanced start pi_i(0) = init_scale^L.
 
@@ -284,8 +298,8 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
         (T, r) mode strengths, modes in the order of the teacher's singular values.
     """
     _check(model, data)
-    t = np.asarray(t, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(t)) or np.any(t < 0):
+    t = _reals("t", t)
+    if np.any(t < 0):
         raise InputError("t: times must be finite and >= 0")
     s = effective_modes(data).s
     L, lp = model.depth, _log_mode_init(model)
@@ -571,7 +585,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     if np.any(c_at_target <= 1e-12 * np.maximum(scale, 1e-300)):
         raise InputError("stationary_density: without label noise the noise vanishes at the target; "
                          "the stationary law is a point mass at s (the gradient-flow fixed point)")
-    pi = np.asarray(pi, dtype=np.float64).reshape(-1)
+    pi = _reals("pi", pi)
     if pi.size < 2 or np.any(pi <= 0) or np.any(np.diff(pi) <= 0):
         raise InputError("pi: a grid of increasing positive values")
     L = model.depth

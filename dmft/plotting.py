@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["trajectory_figure", "new_figure"]
+__all__ = ["trajectory_figure", "new_figure", "tidy_log_ticks"]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, size=None, **subplot_kw):
@@ -21,6 +21,57 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, size=None, **subplot_kw):
     fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(nrows, ncols, **subplot_kw)
     return fig, axes
+
+
+def _minor_log_formatter(axis):
+    """Short minor tick labels ('%g') for a log axis spanning at most a decade, chosen at draw
+    time so that no two labels (the decade labels included) overlap: matplotlib's own minor
+    labels ("3x10^1") collide on narrow panels and short spans."""
+    from matplotlib import font_manager, rcParams, ticker
+
+    class MinorLog(ticker.Formatter):
+        def __init__(self):
+            self.shown = set()
+
+        def set_locs(self, locs):
+            self.shown = set()
+            lo, hi = sorted(axis.get_view_interval())
+            if not (lo > 0 and np.isfinite(hi) and hi > lo) or np.log10(hi / lo) > 1.0:
+                return
+            horizontal = axis.axis_name == "x"
+            box = axis.axes.bbox
+            length = box.width if horizontal else box.height
+            size = font_manager.FontProperties(
+                size=rcParams["xtick.labelsize" if horizontal else "ytick.labelsize"]).get_size_in_points()
+            px = size * axis.figure.dpi / 72.0
+
+            def place(x, text):          # (center, half extent) in pixels along the axis
+                c = length * np.log(x / lo) / np.log(hi / lo)
+                return c, (0.62 * px * len(text) if horizontal else 0.7 * px) / 2 + 0.25 * px
+
+            taken = [place(x, "10^0") for x in axis.get_majorticklocs() if lo <= x <= hi]
+            ordered = sorted((x for x in locs if lo <= x <= hi),
+                             key=lambda x: (round(x / 10.0 ** np.floor(np.log10(x)), 6) not in (2.0, 5.0), x))
+            for x in ordered:
+                c, h = place(x, f"{x:g}")
+                if all(abs(c - c2) >= h + h2 for c2, h2 in taken):
+                    taken.append((c, h))
+                    self.shown.add(x)
+
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if x in self.shown else ""
+
+    return MinorLog()
+
+
+def tidy_log_ticks(fig):
+    """Short, non-colliding minor tick labels on every log axis of `fig` (chosen at draw
+    time, so later limits are followed). Returns fig."""
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                axis.set_minor_formatter(_minor_log_formatter(axis))
+    return fig
 
 
 def _series(values, ensemble: bool):
@@ -78,4 +129,4 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
         axes[1].legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    return fig
+    return tidy_log_ticks(fig)

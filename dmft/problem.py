@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -284,6 +285,10 @@ class DeepLinear:
         """init_scale^2 = width^-gamma (gamma < 1: lazy; gamma > 1: saddle-to-saddle)."""
         gamma = checks.real("gamma", gamma)
         width = checks.integer("width", width, minimum=1)
+        log_scale = -gamma / 2 * math.log(width)          # in log space: width^-gamma/2 may overflow
+        if not -745.0 < log_scale < 709.0:
+            raise InputError(f"gamma: init_scale = width^(-gamma/2) = {width}^({-gamma / 2:g}) = "
+                             f"10^{log_scale / math.log(10):.0f} is outside float64's range")
         return cls(depth, width, float(width) ** (-gamma / 2), init)
 
     @property

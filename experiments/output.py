@@ -16,6 +16,7 @@ import os
 
 from dmft.errors import DmftError, OutputConflict, OutputError
 from dmft.io import environment, jsonable, sha256
+from dmft.plotting import tidy_log_ticks
 
 from .config import differences, to_toml
 
@@ -38,13 +39,19 @@ def draw_figures(makers: dict, directory: str, *, dpi: int = 120) -> tuple[dict,
     paths, errors = {}, {}
     for name, make in makers.items():
         try:
-            fig = make()
+            fig = tidy_log_ticks(make())
             path = os.path.join(directory, f"{name}.png")
             fig.savefig(path, dpi=dpi)
             paths[name] = path
         except Exception as err:  # noqa: BLE001 - reported as a plotting failure, numbers are safe
             errors[name] = f"{type(err).__name__}: {err}"
     return paths, errors
+
+
+def precision_line(env: dict) -> str:
+    """One line for a report: the arithmetic (float64 unless the job ran with --x32) and where."""
+    bits = "float64" if env.get("x64") else "float32 (--x32)"
+    return f"Arithmetic: {bits} on {env.get('backend', '?')} ({', '.join(env.get('devices', [])) or '?'})."
 
 
 def raise_plot_errors(out: str, job: str, cfg: dict, plot_errors: dict, **state) -> None:

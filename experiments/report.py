@@ -15,7 +15,7 @@ from dmft import io as _io
 from validation import plots
 
 from .config import to_toml
-from .output import draw_figures
+from .output import draw_figures, precision_line
 
 __all__ = ["write_report", "write_results", "write_runs", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES"]
@@ -142,7 +142,8 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
              f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
              f"C = {data.C}; two-layer `{model.activation.name}` network, {model.readout} readouts, "
              f"{'centered' if model.centered else 'not centered'}; trained in DMFT units "
-             "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares).", ""]
+             "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares). "
+             f"{precision_line(env)}", ""]
     lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
                      "weight change", "diverged", "s"],
                     [[f"{r['gamma0']:g}", r["width"], r["seeds"],
@@ -195,7 +196,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
         f"C = {data.C}; two-layer `{m.activation.name}` network, {m.readout} readouts, "
         f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; {what}. "
-        f"{timing} on {environment.get('backend', '?')}.", ""]
+        f"{timing}. {precision_line(environment)}", ""]
     if verdicts:
         lines += ["## Checks", ""]
         lines += _table(["check", "value", "tolerance", "verdict", "detail"],

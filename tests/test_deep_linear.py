@@ -317,6 +317,7 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
               "figures/noise_sigma_0.png", "figures/staircase_sigma_0.png", "runs/sigma_1/networks.npz",
               "runs/sigma_1/sde.npz", "run.json"):
         assert (out / f).exists(), f
+    assert "Arithmetic: float64" in (out / "report.md").read_text()
     assert cli.main(argv) == 0                                     # complete: nothing recomputed
     assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P
 
@@ -591,3 +592,29 @@ def test_dln_config_refuses_an_init_scale_outside_float_range():
 
     with pytest.raises(dmft.ConfigError, match="model.gamma"):
         load_config(None, ["model.init_scale=0", "model.gamma=-2000", "model.width=6"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(gamma=st.floats(-1e4, 1e4, allow_nan=False), width=st.integers(1, 10 ** 6))
+def test_from_gamma_gives_a_finite_positive_scale_or_refuses_gamma(gamma, width):
+    """init_scale = width^(-gamma/2) is computed only when it lies in float range."""
+    try:
+        m = dmft.DeepLinear.from_gamma(2, width, gamma)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and "gamma" in str(err), repr(err)
+        assert abs(gamma / 2 * np.log(width)) > 700
+        return
+    assert np.isfinite(m.init_scale) and m.init_scale > 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(t=st.one_of(st.text(max_size=3), st.booleans(), st.complex_numbers(allow_nan=False),
+                   st.lists(st.floats(), min_size=1, max_size=4), st.none()))
+def test_mode_flow_refuses_times_that_are_not_finite_reals_by_name(online, t):
+    model = dmft.DeepLinear(depth=3, width=6, init_scale=0.2, init="aligned")
+    try:
+        out = dl.mode_flow(model, online, t)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and "t" in str(err).split(":")[0], repr(err)
+        return
+    assert np.all(np.isfinite(out)) and np.all(np.asarray(t, dtype=float) >= 0)

@@ -320,3 +320,21 @@ def test_decay_plot_never_draws_not_reached_as_a_reached_time():
     # a fit through two points has no error (None in report.json): drawn, labelled without one
     decay["fit_t_test"]["stderr"] = None
     assert any("no error" in ln.get_label() for ln in decay_plot(decay).axes[0].get_lines())
+
+
+def test_grok_classification_report_shows_final_accuracies_and_precision(tmp_path):
+    """A classification testbed's report shows the final train / test accuracy beside the
+    final test loss (the threshold is on accuracy), and the arithmetic the job ran in."""
+    out = tmp_path / "sp"
+    assert main(["grok", "--testbed", "sparse_parity", "--out", str(out), "--no-progress",
+                 "--set", "sparse_parity.n=6", "--set", "sparse_parity.k=2", "--set", "sparse_parity.P=24",
+                 "--set", "sparse_parity.P_test=32", "--set", "train.steps=40", "--set", "train.save_every=20",
+                 "--set", "theory.samples=64", "--set", "theory.replicas=2", "--gamma0", "1",
+                 "--widths", "4", "--seeds", "2"]) == 0
+    md = (out / "report.md").read_text()
+    assert "final train / test accuracy" in md and "Arithmetic: float64" in md
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["threshold_kind"] == "accuracy"
+    for row in rep["summary"]:
+        assert 0.0 <= row["final_test_acc"] <= 1.0 and 0.0 <= row["final_train_acc"] <= 1.0
+        assert f"{row['final_train_acc']:.4g} / {row['final_test_acc']:.4g}" in md

@@ -356,3 +356,26 @@ def test_a_saved_result_records_the_keys_that_reproduce_it(tmp_path):
                                   sol.f_test)
     np.testing.assert_array_equal(networks.train(model, again, width=8, seeds=2, key=key(cfg_r["key"]),
                                                  **kw).f_test, run.f_test)
+
+
+@settings(max_examples=15, deadline=None)
+@given(lo=st.floats(1e-3, 1e4), decades=st.floats(0.05, 3.0), width=st.floats(1.5, 5.0))
+def test_log_axis_tick_labels_never_overlap(lo, decades, width):
+    """Figures label a log axis by decades, or (under a decade) by short minor labels that do
+    not collide, whatever the span and the panel's width."""
+    from dmft.plotting import new_figure, tidy_log_ticks
+
+    fig, ax = new_figure(size=(width, 2.5))
+    t = np.geomspace(lo, lo * 10 ** decades, 10)
+    ax.plot(t, t)
+    ax.set_xscale("log")
+    tidy_log_ticks(fig)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = sorted((lab.get_window_extent(renderer) for lab in ax.get_xticklabels(which="both")
+                    if lab.get_text() and lab.get_visible()), key=lambda b: b.x0)
+    assert boxes, "the axis has no labels at all"
+    for a, b in zip(boxes, boxes[1:]):
+        assert a.x1 <= b.x0 + 0.5, f"tick labels overlap on [{lo:g}, {lo * 10 ** decades:g}]"

@@ -236,6 +236,7 @@ def test_validate_end_to_end_writes_every_file(tmp_path, capsys):
     md = open(os.path.join(out, "report.md")).read()
     assert assert_tables_are_well_formed(md) >= 3
     assert "networks: mean +- std over seeds" in md and "DMFT test loss +- SE" in md
+    assert "Arithmetic: float64" in md                       # the precision the job ran in
     assert rep["config"]["train"]["steps"] == 40 and "jax" in rep["environment"]
     man = json.load(open(os.path.join(out, "run.json")))
     assert man["status"] == "complete"
@@ -270,6 +271,7 @@ def test_solve_and_simulate_subcommands(tmp_path):
     assert os.path.exists(tmp_path / "n" / "figures" / "networks.png")
     assert not os.path.exists(tmp_path / "n" / "theory")
     assert assert_tables_are_well_formed((tmp_path / "n" / "report.md").read_text()) >= 1
+    assert "Arithmetic: float64" in (tmp_path / "n" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("argv, code", [

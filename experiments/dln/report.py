@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from ..output import precision_line
+
 __all__ = ["markdown"]
 
 
@@ -40,7 +42,7 @@ def markdown(rep: dict) -> str:
     lines = ["# Deep linear networks under SGD: per-mode theory against networks", "",
              f"Depth L = {m['depth']}, width {m['width']}, init {m['init']}; SGD with eta = {tr['eta0']:g}, "
              f"batch size {tr['batch_size']}, {tr['steps']} steps, {tr['seeds']} networks; "
-             f"teacher: {_teacher(rep['studies'])}.", "",
+             f"teacher: {_teacher(rep['studies'])}. {precision_line(rep.get('environment', {}))}", "",
              "Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
              "docs/derivations.md (section 6), its stationary law. Time t = steps x eta. A comparison passes "
              "within its statistical tolerance or within its effect-size tolerance ([check] effect, ks_max): "

@@ -358,6 +358,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
             gt = _times(cfg, t, cur, thr, acc)
             summary.append({"gamma0": g, "source": name, **gt.as_dict(), "describe": gt.describe(),
                             "final_test_loss": _num(cur["test_loss"][-1]),
+                            **({"final_train_acc": _num(cur["train_acc"][-1]),
+                                "final_test_acc": _num(cur["test_acc"][-1])} if "test_acc" in cur else {}),
                             "early_warning": _early(t, cur)})
     diagrams, overlays, ew_grid = [], {}, None
     if tb.name == "kumar":

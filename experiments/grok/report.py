@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from ..output import precision_line
+
 __all__ = ["markdown"]
 
 
@@ -35,12 +37,15 @@ def markdown(rep: dict, cfg: dict) -> str:
              "the threshold within the run (final values shown); a gap needs both times. In report.json "
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
-             "of (a plateau at least twice its floor).", "",
-             "| gamma0 | source | t_train | t_test | gap | status | final test loss |",
-             "|---|---|---|---|---|---|---|"]
+             "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
+    acc = kind == "accuracy"
+    lines += ["| gamma0 | source | t_train | t_test | gap | status | final test loss |"
+              + (" final train / test accuracy |" if acc else ""),
+              "|---|---|---|---|---|---|---|" + ("---|" if acc else "")]
     for r in rep["summary"]:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'])} | {_time(r['t_test'])} | "
-                     f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |")
+                     f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |"
+                     + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
               "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
