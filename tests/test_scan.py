@@ -143,6 +143,17 @@ def test_grid_order_groups_and_chunks(config):
     assert pts.kind == "points" and pts.shape == (2,) and pts.point(1) == {"model.gamma0": 2.0, "task.P": 8}
 
 
+
+def test_a_whole_grid_override_replaces_the_grid_and_an_axis_override_one_axis(config):
+    """--set scan.grid={...} replaces the file's grid (an axis can be dropped); --set
+    scan.grid.FIELD=[...] replaces that axis and keeps the others."""
+    base = scan.grid_of(scan.load_config(config))
+    one = scan.grid_of(scan.load_config(config, ['scan.grid={"model.gamma0" = [0.5, 2.0]}']))
+    assert one.fields == ("model.gamma0",) and one.shape == (2,)
+    axis = scan.grid_of(scan.load_config(config, ["scan.grid.model.gamma0=[0.5, 2.0]"]))
+    assert axis.fields == base.fields and axis.shape == (2,) + base.shape[1:]
+
+
 @pytest.mark.parametrize("table, match", [
     ({"scan": {"grid": {"gamma": [1.0]}}}, "unknown field 'gamma'"),
     ({"scan": {"grid": {"gamma0": []}}}, "empty grid"),

@@ -29,15 +29,19 @@ def _defaults(kind: Kind) -> dict:
 
 
 def _grid_table(table_name, kind: Kind):
-    """The merge handler of scan.grid / scan.points (a table of field = [values])."""
+    """The merge handler of scan.grid / scan.points (a table of field = [values]).
+
+    A whole table (`[scan.grid]` in a file, `--set scan.grid={...}`) replaces the table of
+    an earlier source, so an axis can be dropped; `scan.grid.FIELD=[...]` replaces one axis."""
     def handler(cfg, field, v, source):
+        whole = not field
         if field:                                    # an override scan.grid.FIELD=[...]
             v = {field: v}
         if v is None:
             return
         if not isinstance(v, dict):
             raise ConfigError(f"{source}: scan.{table_name} must be a table of field = [values]")
-        table, seen = dict(cfg["scan"][table_name] or {}), set()
+        table, seen = ({} if whole else dict(cfg["scan"][table_name] or {})), set()
         for name, vals in _flatten(v):
             f = resolve_field(name, f"scan.{table_name}", kind)
             if f in seen:
