@@ -49,7 +49,7 @@ from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
            "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "ModeSDE", "stationary_density",
-           "boltzmann_temperature", "diffusion_peaks", "staircase_figure"]
+           "boltzmann_temperature", "fixed_points", "diffusion_peaks", "staircase_figure"]
 
 
 # ----------------------------------------------------------------- the modes the network fits
@@ -391,14 +391,58 @@ def diffusion(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_
     return eta0 / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
 
 
+def _decay(eta0: float, weight_decay) -> float:
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
+    if eta0 * kappa >= 1:
+        raise InputError(f"weight_decay: eta0 * weight_decay must be < 1 (each step multiplies the weights "
+                         f"by 1 - eta0 * weight_decay), got {eta0 * kappa:g}")
+    return kappa
+
+
+def _fixed_point(s: float, L: int, kappa: float) -> float:
+    """The stable fixed point of the flow with decay, d pi/dt = L pi^(2-2/L)(s - pi) - L kappa pi:
+    the largest root in (0, s] of h(p) = s - p - kappa p^(2/L - 1) (s itself without decay), or
+    NaN when there is none (the decay wins: the mode decays to 0)."""
+    if kappa == 0:
+        return s
+    e = 2.0 / L - 1.0
+    h = lambda p: s - p - kappa * p ** e                          # noqa: E731
+    if L == 1:
+        return s / (1.0 + kappa)
+    if L == 2:
+        return s - kappa if kappa < s else float("nan")
+    # L > 2: h is concave, largest at p_m = (kappa (1 - 2/L))^(L / (2L - 2)): two roots or none
+    lo = min((kappa * (1.0 - 2.0 / L)) ** (L / (2.0 * L - 2.0)), s)
+    if h(lo) <= 0:
+        return float("nan")
+    hi = s
+    for _ in range(200):                                            # bisection to rounding
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if h(mid) > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def fixed_points(model: DeepLinear, data: LinearTeacher, weight_decay: float = 0.0) -> np.ndarray:
+    """(r,) the mode strengths gradient flow with weight decay kappa settles at: the stable root
+    of s_i - pi = kappa pi^(2/L - 1) (s_i without decay; s_i / (1 + kappa) for L = 1, s_i - kappa
+    for L = 2). NaN for a mode the decay switches off (no root: it decays to 0)."""
+    _check(model, data)
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
+    return np.array([_fixed_point(float(si), model.depth, kappa) for si in effective_modes(data).s])
+
+
 def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size: int,
-          ito: bool = True):
-    """mu_i(pi) = L pi^(2-2/L)(s_i - pi) (+ (L - 1) D_i / (2 L pi), the Ito term, with ito=True)."""
+          ito: bool = True, weight_decay: float = 0.0):
+    """mu_i(pi) = L pi^(2-2/L)(s_i - pi) - L kappa pi (+ (L - 1) D_i / (2 L pi), the Ito term,
+    with ito=True); kappa the weight decay (docs/derivations.md, section 6)."""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
+    kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
     pi = np.asarray(pi, dtype=np.float64)
     L = model.depth
-    mu = _gf_rate(pi, modes.s, L)
+    mu = _gf_rate(pi, modes.s, L) - L * kappa * pi
     if ito:
         D = diffusion(model, data, pi, eta0=eta0, batch_size=B)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -569,52 +613,84 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
 
 
 def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float,
-                       batch_size: int) -> np.ndarray:
+                       batch_size: int, weight_decay: float = 0.0) -> np.ndarray:
     """The stationary density of each mode's SDE on the grid pi (G,) (> 0, increasing):
     p_i(pi) ~ D_i^-1 exp(int 2 mu_i / D_i) with the Ito drift, i.e.
-    pi^((L-1)/L) / D_i exp((2B / (eta L)) int_{s_i}^{pi} (s_i - q) / (q^(2-2/L) c_i(q)) dq),
-    normalized on the grid. Returns (G, r).
+    pi^((L-1)/L) / D_i exp((2B / (eta L)) int_{pi*}^{pi} (s_i - q - kappa q^(2/L - 1)) / (q^(2-2/L) c_i(q)) dq),
+    normalized on the grid, pi* = `fixed_points` (s_i without weight decay). Returns (G, r).
 
-    Without label noise D vanishes at the target and the law is a point mass at s_i (the
-    gradient-flow fixed point): InputError says so.
+    Without label noise and weight decay D vanishes at the target and the law is a point mass
+    at s_i (the gradient-flow fixed point): InputError says so. With weight decay kappa > 0 the
+    fixed point moves below the target, where the noise does not vanish: the law is a proper
+    density around pi* even without label noise. For L > 2 decay also makes pi = 0 attracting
+    (for L = 2 when the noise is strong), and the exact stationary law is then the point mass
+    there, reached by a noise-driven escape over
+    a barrier whose height grows like B / eta; what is returned is the metastable law of the well
+    around pi* (the density above the barrier's top, zero below it), the one SGD shows on any
+    practical time. A mode with no fixed point (the decay wins) is an InputError.
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
+    kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
-    c_at_target = noise_variance(modes, modes.s, B)
+    L = model.depth
+    star = np.array([_fixed_point(float(si), L, kappa) for si in modes.s])
+    if np.any(~np.isfinite(star)):
+        raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {np.flatnonzero(~np.isfinite(star)).tolist()} "
+                         "(no fixed point above 0: the mode decays to 0, a point mass)")
+    c_at_star = noise_variance(modes, star, B)
     scale = noise_variance(modes, 0.0 * modes.s, B)           # c at pi = 0, the noise's own scale
-    if np.any(c_at_target <= 1e-12 * np.maximum(scale, 1e-300)):
-        raise InputError("stationary_density: without label noise the noise vanishes at the target; "
-                         "the stationary law is a point mass at s (the gradient-flow fixed point)")
+    if np.any(c_at_star <= 1e-12 * np.maximum(scale, 1e-300)):
+        raise InputError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
+                         f"weight_decay = {kappa:g} too small to move it off the target, or full-batch steps): "
+                         "the stationary law is a point mass there")
     pi = _reals("pi", pi)
     if pi.size < 2 or np.any(pi <= 0) or np.any(np.diff(pi) <= 0):
         raise InputError("pi: a grid of increasing positive values")
-    L = model.depth
     out = np.empty((pi.size, modes.s.size))
-    for i, si in enumerate(modes.s):
-        # integrate on a fine grid from s_i, then read off at pi
-        lo, hi = min(pi[0], si), max(pi[-1], si)
-        fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [si]]))
+    for i, (si, ps) in enumerate(zip(modes.s, star)):
+        # integrate on a fine grid from the fixed point, then read off at pi
+        lo, hi = min(pi[0], ps), max(pi[-1], ps)
+        fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [ps]]))
         one = EffectiveModes(modes.U[:, i:i + 1], modes.V[:, i:i + 1], modes.s[i:i + 1], modes.sigma,
                              modes.P, *(None if v is None else v[i:i + 1]
                                         for v in (modes.kappa, modes.tau, modes.lam)))
         c = noise_variance(one, fine[:, None], B)[:, 0]
-        g = (2 * B / (eta0 * L)) * (si - fine) / (fine ** (2 - 2 / L) * c)
-        F = np.concatenate([[0.0], np.cumsum(0.5 * (g[1:] + g[:-1]) * np.diff(fine))])
-        F -= F[np.searchsorted(fine, si)]
-        logp = F + (L - 1) / L * np.log(fine) - np.log(eta0 / B * L ** 2 * fine ** (4 - 4 / L) * c)
-        logp = np.interp(pi, fine, logp)
-        p = np.exp(logp - logp.max())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = (2 * B / (eta0 * L)) * (si - fine - kappa * fine ** (2.0 / L - 1.0)) / (fine ** (2 - 2 / L) * c)
+            g = np.where(c > 0, g, -np.inf)        # no noise (the target, without label noise): a wall
+            k0 = int(np.searchsorted(fine, ps))
+            F = np.zeros_like(fine)                                   # F(pi*) = 0, -inf past a wall
+            for sl in (slice(k0, None), slice(k0, None, -1) if k0 else slice(0, 1)):
+                x, y = fine[sl], g[sl]                                # outward from pi*
+                F[sl] = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
+            logp = F + (L - 1) / L * np.log(fine) - np.log(eta0 / B * L ** 2 * fine ** (4 - 4 / L) * c)
+        logp = np.where(np.isfinite(logp), logp, -np.inf)
+        if kappa > 0 and L >= 2 and k0 > 0:
+            # the metastable law: cut at the barrier's top (the density's minimum below pi*)
+            j = int(np.argmin(logp[:k0 + 1]))
+            if j > 0:
+                logp[:j] = -np.inf
+        with np.errstate(invalid="ignore"):
+            vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))
+        p = np.exp(vals - vals.max())
         out[:, i] = p / np.trapezoid(p, pi)
     return out
 
 
-def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int):
-    """(r,) T_i = eta L s_i^(2-2/L) c_i(s_i) / (2B): near the target the stationary law is close
-    to exp(-(pi - s)^2 / (2 T_i)), a Boltzmann law of the mode loss (s - pi)^2 / 2."""
+def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
+                          weight_decay: float = 0.0):
+    """(r,) T_i = D_i(pi*) / (2 |mu_i'(pi*)|): near the fixed point pi* the stationary law is close
+    to exp(-(pi - pi*)^2 / (2 T_i)). Without weight decay pi* = s_i and
+    T_i = eta L s_i^(2-2/L) c_i(s_i) / (2B), a Boltzmann law of the mode loss (s - pi)^2 / 2; with
+    decay kappa, mu' = L ((1 - 2/L) kappa - pi*^(2-2/L)) (NaN for a mode the decay switches off)."""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
+    kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
     L = model.depth
-    return eta0 * L * modes.s ** (2 - 2 / L) * noise_variance(modes, modes.s, B) / (2 * B)
+    star = np.array([_fixed_point(float(si), L, kappa) for si in modes.s])
+    D = eta0 / B * L ** 2 * np.abs(star) ** (4 - 4 / L) * noise_variance(modes, star, B)
+    slope = L * ((1.0 - 2.0 / L) * kappa - np.abs(star) ** (2 - 2 / L))
+    return D / (2.0 * np.abs(slope))
 
 
 def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
