@@ -412,7 +412,7 @@ def _fixed_point(s: float, L: int, kappa: float) -> float:
     if L == 2:
         return s - kappa if kappa < s else float("nan")
     # L > 2: h is concave, largest at p_m = (kappa (1 - 2/L))^(L / (2L - 2)): two roots or none
-    lo = min((kappa * (1.0 - 2.0 / L)) ** (L / (2.0 * L - 2.0)), s)
+    lo = min(max((kappa * (1.0 - 2.0 / L)) ** (L / (2.0 * L - 2.0)), np.finfo(float).tiny), s)
     if h(lo) <= 0:
         return float("nan")
     hi = s
@@ -650,7 +650,8 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     for i, (si, ps) in enumerate(zip(modes.s, star)):
         # integrate on a fine grid from the fixed point, then read off at pi
         lo, hi = min(pi[0], ps), max(pi[-1], ps)
-        fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [ps]]))
+        fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [ps],
+                                         [si] if lo < si < hi else []]))     # s: a wall without label noise
         one = EffectiveModes(modes.U[:, i:i + 1], modes.V[:, i:i + 1], modes.s[i:i + 1], modes.sigma,
                              modes.P, *(None if v is None else v[i:i + 1]
                                         for v in (modes.kappa, modes.tau, modes.lam)))
@@ -672,6 +673,10 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                 logp[:j] = -np.inf
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))
+        if not np.any(vals > -1e299):
+            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] holds none of mode {i}'s law (it lies past "
+                             f"a point where the noise vanishes, or below the barrier; the law sits around "
+                             f"{ps:g})")
         p = np.exp(vals - vals.max())
         out[:, i] = p / np.trapezoid(p, pi)
     return out
