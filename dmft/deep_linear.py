@@ -406,7 +406,11 @@ def _fixed_point(s: float, L: int, kappa: float) -> float:
     if kappa == 0:
         return s
     e = 2.0 / L - 1.0
-    h = lambda p: s - p - kappa * p ** e                          # noqa: E731
+
+    def h(p):
+        with np.errstate(over="ignore"):
+            return float(s - p - kappa * np.power(np.float64(p), e))
+
     if L == 1:
         return s / (1.0 + kappa)
     if L == 2:
@@ -612,6 +616,9 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     return ModeSDE(t=sch.times, modes=pi, diffusion=D, info=info)
 
 
+_MIN_WELL = 5.0      # least log-ratio of the density at pi* to that at the barrier for a metastable law
+
+
 def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float,
                        batch_size: int, weight_decay: float = 0.0) -> np.ndarray:
     """The stationary density of each mode's SDE on the grid pi (G,) (> 0, increasing):
@@ -626,8 +633,11 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     (for L = 2 when the noise is strong), and the exact stationary law is then the point mass
     there, reached by a noise-driven escape over
     a barrier whose height grows like B / eta; what is returned is the metastable law of the well
-    around pi* (the density above the barrier's top, zero below it), the one SGD shows on any
-    practical time. A mode with no fixed point (the decay wins) is an InputError.
+    around pi* (the density above the barrier's top, zero below it; the cut is made wherever
+    the density rises again toward 0 below pi*), the one SGD shows on times short of the
+    escape. A well whose density at pi* is less than e^5 times that at the barrier's top
+    escapes about as fast as it relaxes: InputError. A mode with no fixed point (the decay
+    wins) is an InputError.
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
@@ -664,12 +674,22 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
             for sl in (slice(k0, None), slice(k0, None, -1) if k0 else slice(0, 1)):
                 x, y = fine[sl], g[sl]                                # outward from pi*
                 F[sl] = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
-            logp = F + (L - 1) / L * np.log(fine) - np.log(eta0 / B * L ** 2 * fine ** (4 - 4 / L) * c)
+            # log D in logs: D ~ pi^(4 - 4/L) underflows for tiny pi
+            log_d = math.log(eta0 / B * L ** 2) + (4 - 4 / L) * np.log(fine) + np.log(c)
+            logp = F + (L - 1) / L * np.log(fine) - log_d
         logp = np.where(np.isfinite(logp), logp, -np.inf)
         if kappa > 0 and L >= 2 and k0 > 0:
             # the metastable law: cut at the barrier's top (the density's minimum below pi*)
-            j = int(np.argmin(logp[:k0 + 1]))
+            below = np.where(np.isfinite(logp[:k0 + 1]), logp[:k0 + 1], np.inf)
+            j = int(np.argmin(below))
             if j > 0:
+                depth = logp[k0] - logp[j]
+                if depth < _MIN_WELL:
+                    raise InputError(
+                        f"weight_decay: the well around pi* = {ps:.4g} of mode {i} is shallow (the density at "
+                        f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {fine[j]:.3g}): SGD escapes "
+                        f"to pi = 0 about as fast as it relaxes, so there is no metastable law; lower "
+                        f"weight_decay or eta0, or raise batch_size")
                 logp[:j] = -np.inf
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))
@@ -678,7 +698,11 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                              f"a point where the noise vanishes, or below the barrier; the law sits around "
                              f"{ps:g})")
         p = np.exp(vals - vals.max())
-        out[:, i] = p / np.trapezoid(p, pi)
+        norm = np.trapezoid(p, pi)
+        if not (np.isfinite(norm) and norm > 0 and np.all(np.isfinite(p / norm))):
+            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] is too narrow to normalize mode {i}'s "
+                             "law in float64")
+        out[:, i] = p / norm
     return out
 
 
