@@ -224,16 +224,16 @@ def test_weight_decay_gives_a_stationary_law_without_label_noise_that_sde_and_ne
             model = dmft.DeepLinear(L, 3, 0.9, "aligned")
             star = dl.fixed_points(model, data, kappa)[0]
             assert star < 1.0 and abs(1.0 - star - kappa * star ** (2 / L - 1)) < 1e-12
-            sde = dl.mode_sde(model, data, eta0=0.02, batch_size=1, steps=2000, save_every=500, paths=2000,
+            sde = dl.mode_sde(model, data, eta0=0.02, batch_size=1, steps=1000, save_every=250, paths=1500,
                               weight_decay=kappa, key=jax.random.key(5))
-            x = sde.modes[:, -3:, 0]                                # relaxation time ~ 1/|mu'| ~ 0.7
+            x = sde.modes[:, -3:, 0]                 # t = 10, 15, 20; relaxation time ~ 1/|mu'| ~ 0.7
             grid = np.linspace(max(x.min() - 0.2, 1e-3), x.max() + 0.2, 2001)
             p = dl.stationary_density(model, data, grid, eta0=0.02, batch_size=1, weight_decay=kappa)[:, 0]
             assert _ks(x, grid, p) < 1.63 / np.sqrt(x.size) + 0.01, (L, kappa, _ks(x, grid, p))
             T = dl.boltzmann_temperature(model, data, eta0=0.02, batch_size=1, weight_decay=kappa)[0]
-            assert 0.85 < x.var() / T < 1.2
+            assert 0.85 < x.var() / T < 1.25                   # T: the Gaussian approximation at pi*
     model = dmft.DeepLinear(2, 3, 0.9, "aligned")
-    run = networks.train(model, online, seeds=1000, eta0=0.02, steps=2000, save_every=500, batch_size=1,
+    run = networks.train(model, online, seeds=1000, eta0=0.02, steps=1000, save_every=250, batch_size=1,
                          weight_decay=0.2, key=jax.random.key(6))
     x = run.modes[:, -3:, 0]
     grid = np.linspace(max(x.min() - 0.2, 1e-3), x.max() + 0.2, 2001)
