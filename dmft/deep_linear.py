@@ -44,7 +44,7 @@ from .errors import DivergenceError, InputError
 from .plan import RUNTIME_BYTES
 from .plotting import new_figure
 from .problem import DeepLinear, LinearTeacher
-from .schedule import Schedule, schedule_from
+from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
@@ -393,9 +393,7 @@ def diffusion(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_
 
 def _decay(eta0: float, weight_decay) -> float:
     kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
-    if eta0 * kappa >= 1:
-        raise InputError(f"weight_decay: eta0 * weight_decay must be < 1 (each step multiplies the weights "
-                         f"by 1 - eta0 * weight_decay), got {eta0 * kappa:g}")
+    check_decay(eta0, kappa)                         # Schedule's rule: eta0 * kappa < 1
     return kappa
 
 
@@ -405,16 +403,16 @@ def _fixed_point(s: float, L: int, kappa: float) -> float:
     NaN when there is none (the decay wins: the mode decays to 0)."""
     if kappa == 0:
         return s
+    if L == 1:
+        return s / (1.0 + kappa)
+    if L == 2:
+        return s - kappa if kappa < s else float("nan")
     e = 2.0 / L - 1.0
 
     def h(p):
         with np.errstate(over="ignore"):
             return float(s - p - kappa * np.power(np.float64(p), e))
 
-    if L == 1:
-        return s / (1.0 + kappa)
-    if L == 2:
-        return s - kappa if kappa < s else float("nan")
     # L > 2: h is concave, largest at p_m = (kappa (1 - 2/L))^(L / (2L - 2)): two roots or none
     lo = min(max((kappa * (1.0 - 2.0 / L)) ** (L / (2.0 * L - 2.0)), np.finfo(float).tiny), s)
     if h(lo) <= 0:
@@ -428,13 +426,17 @@ def _fixed_point(s: float, L: int, kappa: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def _fixed_points(s, L: int, kappa: float) -> np.ndarray:
+    return np.array([_fixed_point(float(si), L, kappa) for si in s])
+
+
 def fixed_points(model: DeepLinear, data: LinearTeacher, weight_decay: float = 0.0) -> np.ndarray:
     """(r,) the mode strengths gradient flow with weight decay kappa settles at: the stable root
     of s_i - pi = kappa pi^(2/L - 1) (s_i without decay; s_i / (1 + kappa) for L = 1, s_i - kappa
     for L = 2). NaN for a mode the decay switches off (no root: it decays to 0)."""
     _check(model, data)
     kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
-    return np.array([_fixed_point(float(si), model.depth, kappa) for si in effective_modes(data).s])
+    return _fixed_points(effective_modes(data).s, model.depth, kappa)
 
 
 def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size: int,
@@ -643,7 +645,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
     L = model.depth
-    star = np.array([_fixed_point(float(si), L, kappa) for si in modes.s])
+    star = _fixed_points(modes.s, L, kappa)
     if np.any(~np.isfinite(star)):
         raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {np.flatnonzero(~np.isfinite(star)).tolist()} "
                          "(no fixed point above 0: the mode decays to 0, a point mass)")
@@ -716,8 +718,8 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
     kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
     L = model.depth
-    star = np.array([_fixed_point(float(si), L, kappa) for si in modes.s])
-    D = eta0 / B * L ** 2 * np.abs(star) ** (4 - 4 / L) * noise_variance(modes, star, B)
+    star = _fixed_points(modes.s, L, kappa)
+    D = diffusion(model, data, star, eta0=eta0, batch_size=B)
     slope = L * ((1.0 - 2.0 / L) * kappa - np.abs(star) ** (2 - 2 / L))
     return D / (2.0 * np.abs(slope))
 
