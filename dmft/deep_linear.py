@@ -182,37 +182,42 @@ def _log_g(s, L, w, side):
     return (2.0 / L - 1.0) * _log_p(s, w, side) - math.log(L * s)
 
 
-def _scaled_integral(s, L, side, a, width, log_ga):
+def _scaled_integral(log_g, a, width, log_ga):
     """int_a^(a + width) g(w) dw / g(a) (elementwise; 16-point Gauss-Legendre), finite whatever g(a) is."""
     a, width, log_ga = (np.asarray(v, dtype=np.float64)[..., None] for v in (a, width, log_ga))
     x = a + width * (_GL_X + 1) / 2
-    return (width[..., 0] / 2) * np.sum(_GL_W * np.exp(_log_g(s, L, x, side) - log_ga), axis=-1)
+    return (width[..., 0] / 2) * np.sum(_GL_W * np.exp(log_g(x) - log_ga), axis=-1)
 
 
-class _Flow:
-    """Gradient flow of one mode, p(t) and t(p), from log pi0 (see the comment above)."""
+def _edges(w0: float, w_end: float, near_zero: bool) -> np.ndarray:
+    """Panel edges from w0 to past w_end: unit panels on the integers, and with near_zero (dt/dw
+    vanishes like a power of w at w = 0, where p is infinite) geometric panels from w0 up to 1."""
+    last = max(w_end, w0 + 1.0)
+    if not near_zero:
+        inner = np.arange(math.floor(w0) + 1.0, last, 1.0)
+        return np.concatenate([[w0], inner[inner > w0], [last]])
+    n_geo = max(int(math.ceil(-math.log2(w0))), 0) if w0 < 1 else 0
+    geo = w0 * 2.0 ** np.arange(n_geo + 1)
+    geo = geo[geo < 1.0]
+    unit = np.arange(1.0, last, 1.0)
+    return np.unique(np.concatenate([[w0], geo, unit[unit > w0], [last]]))
 
-    def __init__(self, s: float, L: int, log_pi0: float):
-        self.s, self.L = float(s), int(L)
-        self.side, self.w0 = _branch(self.s, log_pi0)
-        self.log_pi0 = log_pi0
-        if self.side == 0:
-            return
-        w0 = self.w0
-        if self.side > 0:
-            inner = np.arange(math.floor(w0) + 1.0, _W_END, 1.0)
-            edges = np.concatenate([[w0], inner[inner > w0], [max(_W_END, w0 + 1.0)]])
-        else:   # g ~ w^(1 - 2/L) near w = 0 (p -> infinity): geometric panels up to 1, then unit ones
-            n_geo = max(int(math.ceil(-math.log2(w0))), 0) if w0 < 1 else 0
-            geo = w0 * 2.0 ** np.arange(n_geo + 1)
-            geo = geo[geo < 1.0]
-            unit = np.arange(1.0, _W_END, 1.0)
-            edges = np.unique(np.concatenate([[w0], geo, unit[unit > w0], [max(_W_END, w0 + 1.0)]]))
+
+class _Panels:
+    """t(w) = int_w0^w g and its inverse for a flow written as dt/dw = g(w) > 0 (w increasing with
+    t), g given by log_g: Gauss-Legendre on the panels of `_edges`, a cumulative table of the
+    panels' times, Newton's method inside a panel. Past the last edge g is taken constant (the
+    subclasses end where it is, to rounding)."""
+
+    def log_g(self, w):
+        raise NotImplementedError
+
+    def _build(self, edges):
         self.edges = edges
-        self.log_ge = _log_g(self.s, self.L, edges, self.side)
+        self.log_ge = self.log_g(edges)
         with np.errstate(over="ignore"):
-            panels = np.exp(self.log_ge[:-1]) * _scaled_integral(self.s, self.L, self.side, edges[:-1],
-                                                                  np.diff(edges), self.log_ge[:-1])
+            panels = np.exp(self.log_ge[:-1]) * _scaled_integral(self.log_g, edges[:-1], np.diff(edges),
+                                                                 self.log_ge[:-1])
             self.cum = np.concatenate([[0.0], np.cumsum(panels)])          # t at the edges (may be inf)
         self.g_end = math.exp(self.log_ge[-1])
 
@@ -222,8 +227,7 @@ class _Flow:
         j = np.clip(np.searchsorted(self.edges, w, side="right") - 1, 0, self.edges.size - 2)
         a = self.edges[j]
         with np.errstate(over="ignore"):
-            return self.cum[j] + np.exp(self.log_ge[j]) * _scaled_integral(self.s, self.L, self.side, a,
-                                                                            w - a, self.log_ge[j])
+            return self.cum[j] + np.exp(self.log_ge[j]) * _scaled_integral(self.log_g, a, w - a, self.log_ge[j])
 
     def w_at(self, t) -> np.ndarray:
         """w(t) for t >= 0: the panel by the cumulative table, then Newton's method on the scaled
@@ -242,8 +246,8 @@ class _Flow:
             r = np.minimum((tt - self.cum[j]) * np.exp(-lg), 1e300)          # the scaled target
         d = np.clip(r, 0.0, width)
         for _ in range(60):
-            f = _scaled_integral(self.s, self.L, self.side, a, d, lg) - r
-            step = f / np.exp(_log_g(self.s, self.L, a + d, self.side) - lg)
+            f = _scaled_integral(self.log_g, a, d, lg) - r
+            step = f / np.exp(self.log_g(a + d) - lg)
             new = np.clip(d - step, 0.0, width)
             done = np.all(np.abs(new - d) <= 1e-15 * np.maximum(1.0, np.abs(a + new)))
             d = new
@@ -252,6 +256,20 @@ class _Flow:
         out[~beyond] = a + d
         return out
 
+
+class _Flow(_Panels):
+    """Gradient flow of one mode without decay, p(t) and t(p), from log pi0 (see the comment above)."""
+
+    def __init__(self, s: float, L: int, log_pi0: float):
+        self.s, self.L = float(s), int(L)
+        self.side, self.w0 = _branch(self.s, log_pi0)
+        self.log_pi0 = log_pi0
+        if self.side != 0:      # above the target g ~ w^(1 - 2/L) near w = 0 (p -> infinity)
+            self._build(_edges(self.w0, _W_END, near_zero=self.side < 0))
+
+    def log_g(self, w):
+        return _log_g(self.s, self.L, w, self.side)
+
     def p_at(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
         if self.side == 0:
@@ -259,10 +277,153 @@ class _Flow:
         return _p(self.s, self.w_at(t), self.side)
 
 
-def _flow_closed(s, L, log_pi0, t):
-    """The closed forms: L = 1 (linear) and L = 2 (logistic in w: w = w0 + 2 s t)."""
+# With weight decay kappa the flow is d pi/dt = L pi h(pi), h(p) = p^c (s - p) - kappa, c = 1 - 2/L.
+# For L > 2, h < 0 at 0 and at s and concave in between: two roots pi_u (a barrier) < pi* (the
+# fixed point) or none. A start is in one of four intervals, each with its own logit-like
+# variable, so that every root at an end is at w = +-infinity and dt/dw stays bounded there:
+#   rising (pi_u, pi*): w = log((p - pi_u) / (pi* - p));   falling (pi*, inf): w = log(p / (p - pi*));
+#   decaying (0, pi_u): w = log((pi_u - p) / p);           no roots (0, inf): w = -log p.
+# Near a root h is computed as (p - r) times its divided difference at r, from p - r given
+# directly by w, so dt/dw loses no digits where h cancels.
+
+def _h(s, c, kappa, p):
+    return p ** c * (s - p) - kappa
+
+
+def _log_neg_h(s, c, kappa, p):
+    """log(-h(p)) where h(p) < 0, without overflow for huge p."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        big = c * np.log(p) + np.log(np.abs(p - s))
+        return np.where(p > s, np.logaddexp(big, math.log(kappa)), np.log(-_h(s, c, kappa, np.minimum(p, s))))
+
+
+def _divided(s, c, kappa, p, r, d):
+    """(h(p) - h(r)) / (p - r) for a root r of h, with d = p - r given to full precision: directly
+    when p is far from r, else from (p^c - r^c) / (p - r) = r^(c-1) ((1 + e)^c - 1) / e, e = d / r."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e = d / r if r > 0 else np.full_like(d, np.inf)
+        near = np.abs(e) < 1.0
+        e_n = np.where(near, e, 0.5)
+        # log(1 + e) = log(p / r): from p itself where 1 + e would lose digits (p << r)
+        log1pe = np.where(e_n < -0.5, np.log(np.maximum(p, 1e-320)) - math.log(r) if r > 0 else 0.0,
+                          np.log1p(e_n))
+        ratio = np.where(np.abs(e_n) < 1e-8, c * (1.0 + 0.5 * (c - 1.0) * e_n), np.expm1(c * log1pe) / e_n)
+        close = (s - p) * r ** (c - 1.0) * ratio - r ** c
+        far = _h(s, c, kappa, p) / np.where(near, 1.0, d)
+        return np.where(near, close, far)
+
+
+def _log_barrier(s: float, L: int, kappa: float, star: float) -> float:
+    """log of the lower root pi_u of h (bisection in log p below the maximum of h)."""
+    c = 1.0 - 2.0 / L
+    top = math.log(min((kappa * c) ** (L / (2.0 * L - 2.0)), star))
+    lo = (math.log(kappa) - math.log(s)) / c - 1.0        # h < 0 there: p^c s < kappa
+    hi = top
+    for _ in range(400):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if c * mid + math.log(s - math.exp(mid)) > math.log(kappa):
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
+class _DecayFlow(_Panels):
+    """Gradient flow of one mode with weight decay kappa > 0 at depth L > 2 (see the comment above)."""
+
+    def __init__(self, s: float, L: int, kappa: float, pi0: float):
+        self.s, self.L, self.kappa, self.c = float(s), int(L), float(kappa), 1.0 - 2.0 / L
+        self.star = _fixed_point(self.s, self.L, self.kappa)
+        self.pi0 = float(pi0)
+        c = self.c
+        if not np.isfinite(self.star):
+            self.kind, self.a, self.log_a = "none", 0.0, -math.inf
+            w0 = -math.log(self.pi0) if self.pi0 > 0 else math.inf
+            # g is constant to rounding once p^c s < 1e-17 kappa
+            w_end = max((math.log(self.s) - math.log(self.kappa)) / c, 0.0) + 40.0 / c + 1.0
+        else:
+            self.log_a = _log_barrier(self.s, L, self.kappa, self.star)
+            self.a = math.exp(self.log_a)                      # 0.0 below float range
+            a, b = self.a, self.star
+            if self.pi0 == b or (self.pi0 == a and a > 0):
+                self.kind = "fixed"
+                return
+            if self.pi0 > b:
+                self.kind, w0, w_end = "falling", -math.log1p(-b / self.pi0), _W_END
+            elif self.pi0 > a:
+                self.kind, w0, w_end = "rising", math.log((self.pi0 - a) / (b - self.pi0)), _W_END
+            else:
+                self.kind = "decaying"
+                w0 = math.log((a - self.pi0) / self.pi0) if self.pi0 > 0 else math.inf
+                w_end = (40.0 + math.log(self.s / (self.s - a))) / c + 1.0      # p^c s < 1e-17 kappa
+        self.w0 = w0
+        if np.isfinite(w0):
+            self._build(_edges(w0, max(w_end, w0 + 1.0), near_zero=self.kind == "falling"))
+
+    def p_and_d(self, w):
+        """(p, d = p - r) at w, r the root the variable is measured from near this w."""
+        a, b = self.a, self.star
+        if self.kind == "rising":
+            da, db = (b - a) / (1.0 + np.exp(-w)), (b - a) / (1.0 + np.exp(w))
+            return np.where(w < 0, a + da, b - db), da, -db
+        if self.kind == "falling":
+            d = b / np.expm1(w)
+            return b + d, None, d
+        if self.kind == "decaying":
+            return a / (1.0 + np.exp(w)), -a / (1.0 + np.exp(-w)), None
+        return np.exp(-w), None, None
+
+    def log_g(self, w):
+        w = np.asarray(w, dtype=np.float64)
+        s, c, kappa, L, a, b = self.s, self.c, self.kappa, self.L, self.a, self.star
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            p, da, db = self.p_and_d(w)
+            if self.kind == "rising":       # g = (p - a)(b - p) / ((b - a) L p h)
+                near_a = np.log(-db) - np.log((b - a) * L * p * _divided(s, c, kappa, p, a, da))
+                near_b = np.log(da) - np.log(-(b - a) * L * p * _divided(s, c, kappa, p, b, db))
+                return np.where(w < 0, near_a, near_b)
+            if self.kind == "falling":      # g = -(p - b) / (b L h)
+                far = db > b                # p > 2b: -h from logs (p may be huge)
+                log_close = -np.log(-b * L * _divided(s, c, kappa, p, b, np.where(far, b, db)))
+                log_far = np.log(db) - math.log(b * L) - _log_neg_h(s, c, kappa, p)
+                return np.where(far, log_far, log_close)
+            if self.kind == "decaying":     # g = -(a - p) / (a L h) = 1 / (a L D(p, a))
+                return -np.log(a * L * _divided(s, c, kappa, p, a, da))
+            return -math.log(L) - _log_neg_h(s, c, kappa, p)            # g = -1 / (L h)
+
+    def p_at(self, t) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        if self.kind == "fixed":
+            return np.full(t.shape, self.pi0)
+        if not np.isfinite(self.w0):
+            return np.zeros(t.shape)
+        with np.errstate(over="ignore"):
+            return self.p_and_d(self.w_at(t))[0]
+
+    def w_of(self, p: float) -> float:
+        """The variable at p (in this flow's interval)."""
+        a, b = self.a, self.star
+        if self.kind == "rising":
+            return math.log((p - a) / (b - p))
+        raise ValueError(self.kind)
+
+
+def _flow_closed(s, L, log_pi0, t, kappa=0.0):
+    """The closed forms: L = 1 (linear) and L = 2 (logistic in w: w = w0 + 2 s' t, s' = s - kappa;
+    for s' <= 0 the mode decays: pi = pi0 / ((pi0 / d)(e^(2 d t) - 1) + e^(2 d t)), d = -s')."""
     if L == 1:
-        return s + (math.exp(log_pi0) - s) * np.exp(-t)
+        star = s / (1.0 + kappa)
+        return star + (math.exp(log_pi0) - star) * np.exp(-(1.0 + kappa) * t)
+    s = s - kappa
+    if s <= 0:
+        pi0 = math.exp(log_pi0)
+        with np.errstate(over="ignore"):
+            if s == 0:
+                return pi0 / (1.0 + 2.0 * pi0 * t)
+            d = -s
+            return pi0 / (pi0 / d * np.expm1(2.0 * d * t) + np.exp(2.0 * d * t))
     side, w0 = _branch(s, log_pi0)
     if side == 0:
         return np.full(t.shape, s)
@@ -283,7 +444,18 @@ def _reals(name: str, value) -> np.ndarray:
     return arr
 
 
-def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
+def _decay_flow(model: DeepLinear, s: float, kappa: float) -> _DecayFlow:
+    """The decay flow of one mode (L > 2, kappa > 0). A start below float range decays to 0 when
+    it is below the barrier; above it (kappa < ~1e-100) it is refused: the flow is in float64."""
+    flow = _DecayFlow(s, model.depth, kappa, _mode_init(model))
+    if flow.pi0 == 0.0 and _log_mode_init(model) > flow.log_a:
+        raise InputError(f"init_scale: with weight_decay = {kappa:g} at depth {model.depth} the start "
+                         f"init_scale^depth = 10^{_log_mode_init(model) / math.log(10):.0f} is below float64's "
+                         "range but above the decay's barrier; use a larger init_scale or weight_decay = 0")
+    return flow
+
+
+def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0.0) -> np.ndarray:
     """Gradient-flow mode strengths from the aligned, balanced start pi_i(0) = init_scale^L.
 
     Closed form for L = 1 and L = 2 (pi = s / (1 + (s / pi0 - 1) e^{-2st})); for L > 2 the
@@ -292,8 +464,16 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
     below float range is fine, and their cost does not depend on t (t = 1e300 costs what t = 1
     costs). On a fixed set the network fits M~ (`effective_modes`), so s~ replaces s.
 
+    With weight decay kappa (per unit time, as in `networks.train`) the flow is
+    d pi/dt = L pi^(2-2/L)(s - pi) - L kappa pi: closed forms for L <= 2 (s - kappa replaces s at
+    L = 2; a mode with s <= kappa decays), and for L > 2 the same quadrature in a variable that
+    puts the decay's two roots, the barrier pi_u and the fixed point pi* (`fixed_points`), at
+    w = -+infinity: a mode starting below pi_u decays to 0, one above it settles at pi*
+    (docs/derivations.md, section 6).
+
     Args:
         t: (T,) times >= 0 (any order).
+        weight_decay: kappa >= 0.
     Returns:
         (T, r) mode strengths, modes in the order of the teacher's singular values.
     """
@@ -301,38 +481,57 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t) -> np.ndarray:
     t = _reals("t", t)
     if np.any(t < 0):
         raise InputError("t: times must be finite and >= 0")
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
     s = effective_modes(data).s
     L, lp = model.depth, _log_mode_init(model)
     _mode_init(model)                                   # refuses an overflowing start
     out = np.empty((t.size, s.size))
     for i, si in enumerate(s):
-        out[:, i] = _flow_closed(si, L, lp, t) if L <= 2 else _Flow(si, L, lp).p_at(t)
+        if L <= 2:
+            out[:, i] = _flow_closed(si, L, lp, t, kappa)
+        elif kappa == 0:
+            out[:, i] = _Flow(si, L, lp).p_at(t)
+        else:
+            out[:, i] = _decay_flow(model, si, kappa).p_at(t)
     return out
 
 
-def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5) -> np.ndarray:
-    """(r,) gradient-flow times at which each mode reaches `level` x its target, from the aligned
-    start (closed form for L <= 2: ln((s / pi0 - 1) / (1 / level - 1)) / (2 s) for L = 2;
-    the quadrature of `mode_flow` else, cost independent of the time). Computed from
-    log(init_scale^L). NaN for a mode that starts at or above the level; InputError naming
-    init_scale when a time exceeds float64's range."""
+def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5,
+                   weight_decay: float = 0.0) -> np.ndarray:
+    """(r,) gradient-flow times at which each mode reaches `level` x the value it settles at (its
+    target s_i; with weight decay its fixed point, `fixed_points`), from the aligned start
+    (closed form for L <= 2: ln((s / pi0 - 1) / (1 / level - 1)) / (2 s) for L = 2, s - kappa
+    replacing s with decay; the quadrature of `mode_flow` else, cost independent of the time).
+    Computed from log(init_scale^L). NaN for a mode that starts at or above the level and for one
+    the decay switches off (no fixed point, or a start below the barrier: it decays to 0);
+    InputError naming init_scale when a time exceeds float64's range."""
     _check(model, data)
     level = checks.real("level", level, positive=True, below=1.0)
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
     s = effective_modes(data).s
     L, lp = model.depth, _log_mode_init(model)
     _mode_init(model)
     out = np.full(s.size, np.nan)
     w_level = math.log(level / (1 - level))
     for i, si in enumerate(s):
-        side, w0 = _branch(si, lp)
-        if side <= 0 or w0 >= w_level:
-            continue
-        if L == 1:
-            out[i] = math.log((si - math.exp(lp)) / (si * (1 - level)))
-        elif L == 2:
-            out[i] = (w_level - w0) / (2 * si)
+        if L > 2 and kappa > 0:
+            flow = _decay_flow(model, si, kappa)
+            if flow.kind != "rising" or level * flow.star <= flow.pi0:
+                continue
+            out[i] = float(flow.time_to(flow.w_of(level * flow.star)))
         else:
-            out[i] = float(_Flow(si, L, lp).time_to(w_level))
+            target = si / (1.0 + kappa) if L == 1 else si - kappa if L == 2 else si
+            if target <= 0:
+                continue
+            side, w0 = _branch(target, lp)
+            if side <= 0 or w0 >= w_level:
+                continue
+            if L == 1:
+                out[i] = math.log((target - math.exp(lp)) / (target * (1 - level))) / (1.0 + kappa)
+            elif L == 2:
+                out[i] = (w_level - w0) / (2 * target)
+            else:
+                out[i] = float(_Flow(si, L, lp).time_to(w_level))
         if not np.isfinite(out[i]):
             raise InputError(f"init_scale: mode {i + 1}'s learning time from init_scale^depth = "
                              f"10^{lp / math.log(10):.0f} exceeds float64's range")

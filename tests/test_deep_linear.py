@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -90,17 +90,19 @@ def test_l2_closed_form_equals_the_ode():
         np.testing.assert_allclose(np.diag(dl.mode_flow(mL, data, th)), data.s / 2, rtol=1e-8)
 
 
-@pytest.mark.parametrize("depth", [2, 4])
-def test_aligned_gradient_descent_tends_to_mode_flow_linearly_in_eta(depth):
+@pytest.mark.parametrize("depth, decay", [(2, 0.0), (4, 0.0), (2, 0.3), (4, 0.1)])
+def test_aligned_gradient_descent_tends_to_mode_flow_linearly_in_eta(depth, decay):
     """Full-batch GD on whitened data without label noise is population GD; from an aligned,
-    balanced start its modes follow the per-mode flow, with an error linear in eta (fitted)."""
+    balanced start its modes follow the per-mode flow, with an error linear in eta (fitted),
+    with and without weight decay (depth 4, kappa = 0.1: both modes start above the barrier)."""
     data = dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=12, key=2)
     model = dmft.DeepLinear(depth, 6, 0.4, "aligned")
     T = 3.0
     etas, errs, bal = [], [], []
     for n in (50, 100, 200, 400):
-        run = networks.train(model, data, seeds=1, eta0=T / n, steps=n, save_every=n // 10)
-        ref = dl.mode_flow(model, data, run.t)
+        run = networks.train(model, data, seeds=1, eta0=T / n, steps=n, save_every=n // 10,
+                             weight_decay=decay)
+        ref = dl.mode_flow(model, data, run.t, weight_decay=decay)
         etas.append(T / n)
         errs.append(np.abs(run.modes[0] - ref).max())
         bal.append(np.nanmax(run.balance_change[0]) if depth > 1 else 1.0)
@@ -568,6 +570,91 @@ def test_flow_cost_does_not_grow_with_time_and_tiny_or_huge_starts_are_handled()
         dl.mode_flow(dmft.DeepLinear(3, 6, 1e120), data, [1.0])
     with pytest.raises(dmft.InputError, match="init_scale"):
         dl.learning_times(dmft.DeepLinear(3, 6, 1e120), data)
+
+
+def _log_flow_rhs(log_p, t, s, L, kappa):
+    """d log pi / dt with weight decay, for the independent ODE solve (jax's Dormand-Prince)."""
+    return L * jnp.exp((1.0 - 2.0 / L) * log_p) * (s - jnp.exp(log_p)) - L * kappa
+
+
+@settings(max_examples=30, deadline=None)
+@given(L=st.integers(1, 6), log10_kappa=st.floats(-4.0, -0.3), log10_scale=st.floats(-3.0, 0.3),
+       s=st.floats(0.2, 5.0))
+def test_flow_with_weight_decay_matches_an_ode_solver(L, log10_kappa, log10_scale, s):
+    """mode_flow with decay (closed forms L <= 2, the quadrature between the roots L > 2) against
+    jax's adaptive Dormand-Prince on d log pi/dt at rtol 1e-12, from starts that rise to pi*,
+    fall to it, or decay to 0 (below the barrier, or with no fixed point), t from 1e-3 to 1e3.
+    The starts within 1e-6 of the barrier are skipped: there pi(t) depends on pi0's last bits."""
+    from jax.experimental.ode import odeint
+
+    kappa, scale = 10.0 ** log10_kappa, 10.0 ** log10_scale
+    data = dmft.tasks.linear_teacher(2, 2, [s], key=0)
+    model = dmft.DeepLinear(L, 4, scale, "aligned")
+    if L > 2 and np.isfinite(dl.fixed_points(model, data, kappa)[0]):
+        flow = dl._DecayFlow(float(data.s[0]), L, kappa, model.mode_init)           # noqa: SLF001
+        assume(abs(model.mode_init / flow.a - 1.0) > 1e-6)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 25)])
+    got = dl.mode_flow(model, data, t, weight_decay=kappa)[:, 0]
+    ref = np.exp(np.asarray(odeint(_log_flow_rhs, jnp.log(model.mode_init), jnp.asarray(t),
+                                   float(data.s[0]), float(L), kappa, rtol=1e-12, atol=1e-12)))
+    assert np.all(np.isfinite(got)) and np.all(got >= 0)
+    np.testing.assert_allclose(got, ref, rtol=2e-8, atol=1e-300)
+    # the end: the fixed point, or 0 for a mode the decay switches off
+    star = dl.fixed_points(model, data, kappa)[0]
+    late = dl.mode_flow(model, data, [1e300], weight_decay=kappa)[0, 0]
+    lt = dl.learning_times(model, data, 0.5, weight_decay=kappa)[0]
+    if np.isfinite(star) and ref[-1] > 0.5 * star:
+        np.testing.assert_allclose(late, star, rtol=1e-12)
+    else:
+        assert late == 0.0 and np.isnan(lt)
+    if np.isfinite(lt):             # the learning time: half the fixed point
+        np.testing.assert_allclose(dl.mode_flow(model, data, [lt], weight_decay=kappa)[0, 0], 0.5 * star,
+                                   rtol=1e-9)
+
+
+def test_flow_with_weight_decay_cases():
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 1.0, 0.2], key=0)
+    t = np.array([0.0, 1.0, 1e4, 1e300])
+    for L in (1, 2, 3, 4):                  # decay 0 is the flow without decay, bit for bit
+        m = dmft.DeepLinear(L, 8, 0.1, "aligned")
+        np.testing.assert_array_equal(dl.mode_flow(m, data, t, weight_decay=0.0), dl.mode_flow(m, data, t))
+        np.testing.assert_array_equal(dl.learning_times(m, data, weight_decay=0.0), dl.learning_times(m, data))
+    # L = 2: s - kappa replaces s; a mode with s <= kappa decays like pi0 / (1 + 2 pi0 t) at s = kappa
+    m2 = dmft.DeepLinear(2, 8, 0.3, "aligned")
+    pi = dl.mode_flow(m2, data, t, weight_decay=0.2)
+    np.testing.assert_allclose(pi[-1], [2.8, 0.8, 0.0], rtol=1e-12, atol=1e-299)     # 0.09 / (1 + 0.18e300)
+    at = dl.mode_flow(m2, data, [5.0], weight_decay=data.s[2])[0, 2]
+    np.testing.assert_allclose(at, 0.09 / (1 + 2 * 0.09 * 5.0), rtol=1e-12)
+    np.testing.assert_allclose(dl.learning_times(m2, data, 0.5, weight_decay=0.2)[:2],
+                               dl.learning_times(m2, dmft.tasks.linear_teacher(4, 4, [2.8, 0.8], key=0), 0.5),
+                               rtol=1e-12)
+    # L = 3: from 1e-3 (pi0 = 1e-9) the decay's barrier (kappa / s)^3 ~ 1e-9 decides: kappa = 1e-4
+    # is learned (slower than without decay), kappa = 1e-2 decays from the start
+    m3 = dmft.DeepLinear(3, 8, 1e-3, "aligned")
+    t0 = dl.learning_times(m3, data)
+    t1 = dl.learning_times(m3, data, weight_decay=1e-4)
+    assert np.all(t1[:2] > t0[:2]) and np.all(np.isfinite(t1[:2]))
+    assert np.all(np.isnan(dl.learning_times(m3, data, weight_decay=1e-2)))
+    assert np.all(dl.mode_flow(m3, data, [1e3], weight_decay=1e-2) < 1e-9)
+    # a start far above the target falls to pi* (geometric panels near p = infinity)
+    big = dmft.DeepLinear(3, 8, 1e90, "aligned")
+    pb = dl.mode_flow(big, data, [0.0, 1e-300, 1.0, 1e300], weight_decay=0.05)
+    np.testing.assert_allclose(pb[0], 1e270, rtol=1e-12)
+    np.testing.assert_allclose(pb[-1], dl.fixed_points(big, data, 0.05), rtol=1e-12)
+    assert np.all(np.isfinite(pb)) and np.all(np.diff(pb, axis=0) <= 0)
+    # L = 2, a huge start and s < kappa: decays from pi0 without 0 / 0
+    huge = dl.mode_flow(dmft.DeepLinear(2, 8, 1e15, "aligned"), data, [0.0, 1e-20, 1.0, 1e300], weight_decay=3.5)
+    np.testing.assert_allclose(huge[0], 1e30, rtol=1e-12)
+    assert np.all(np.isfinite(huge)) and np.all(np.diff(huge, axis=0) <= 0) and np.all(huge[-1] == 0)
+    # a start below float range: below the barrier it decays (0), above it (kappa ~ 1e-200) refused
+    assert np.all(dl.mode_flow(dmft.DeepLinear(3, 8, 1e-150, "aligned"), data, [1.0], weight_decay=1e-3) == 0)
+    with pytest.raises(dmft.InputError, match="init_scale"):
+        dl.mode_flow(dmft.DeepLinear(3, 8, 1e-150, "aligned"), data, [1.0], weight_decay=1e-200)
+    for bad in (-1.0, float("nan"), "x", True):
+        with pytest.raises(dmft.InputError, match="weight_decay"):
+            dl.mode_flow(m3, data, [1.0], weight_decay=bad)
+        with pytest.raises(dmft.InputError, match="weight_decay"):
+            dl.learning_times(m3, data, weight_decay=bad)
 
 
 def test_network_memory_counts_the_batch():
