@@ -427,6 +427,39 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
     assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P
 
 
+def test_dln_job_with_weight_decay(tmp_path):
+    """train.weight_decay reaches networks and theory alike: the modes settle at the fixed points
+    (a density without label noise, compared; no point mass), learning times are to half the fixed
+    point, and a mode starting below the decay's barrier (s = 0.5 from 0.3^4 at kappa = 0.05)
+    decays in networks and flow alike and is skipped by the stationary check, with a note."""
+    import json
+
+    from experiments import dln
+
+    cfg = dln.load_config(None, ["train.weight_decay=0.05", "train.steps=2000", "train.eta0=0.01",
+                                 "train.save_every=100", "train.seeds=96", "theory.paths=512",
+                                 "teacher.label_noise=[0.0]", "staircase.seeds=0"])
+    dln.run(cfg, str(tmp_path), log=lambda *a: None)
+    rep = json.load(open(tmp_path / "report.json"))
+    st = rep["studies"][0]
+    star = np.asarray(st["fixed_points"], dtype=float)
+    np.testing.assert_allclose(star[:3], [2.971, 1.964, 0.9487], atol=1e-3)
+    flow, nets = np.asarray(st["learning_times_flow"], float), np.asarray(st["learning_times_networks"], float)
+    assert np.all(np.isfinite(flow[:3])) and np.isnan(flow[3]) and not np.isfinite(nets[3])
+    np.testing.assert_allclose(nets[:3], flow[:3], rtol=0.1)
+    rows = st["stationary"]
+    assert [r["verdict"] for r in rows] == ["PASS", "PASS", "PASS", "SKIP"] and rows[3]["decays"]
+    assert rows[3]["mean"] < 0.75 * 0.3 ** 4                         # it did decay (slowly, near the barrier)
+    for r in rows[:3]:
+        assert abs(r["mean"] - star[r["mode"]]) < 0.01 * star[r["mode"]]
+    assert st.get("point_mass") is None and st.get("diffusion_peaks") is None
+    text = (tmp_path / "report.md").read_text()
+    assert "weight decay kappa = 0.05" in text and "fixed points with decay" in text and "SKIP" in text
+    assert (tmp_path / "figures" / "stationary_sigma_0.png").exists()
+    with pytest.raises(dmft.ConfigError, match="weight_decay"):
+        dln.load_config(None, ["train.weight_decay=200", "train.eta0=0.01"])
+
+
 def test_deep_linear_scan_through_the_store(tmp_path):
     """Scans over learning rate, batch size, label noise, depth or init scale use the scan
     machinery (grid, chunks, resumable store); each point equals a direct run."""
@@ -448,6 +481,17 @@ def test_deep_linear_scan_through_the_store(tmp_path):
     np.testing.assert_array_equal(res["networks.final.modes_mean"][1, 1], run.modes[:, -1].mean(0))
     again = scan.run(cfg, str(tmp_path / "s"))                    # complete: nothing recomputed
     np.testing.assert_array_equal(again["networks.final.modes_mean"], res["networks.final.modes_mean"])
+    # weight decay is a scan axis: flow, learning times and networks all take it
+    wd = scan.run({"scan": {"kind": "deep_linear", "outputs": ["final", "learning"], "chunk": 2,
+                            "grid": {"weight_decay": [0.0, 0.3]}},
+                   "model": {"depth": 2}, "train": {"steps": 400, "save_every": 100, "seeds": 16},
+                   "theory": {"paths": 64}}, str(tmp_path / "wd"))
+    st = dln.build(dln.load_config(None, ["model.depth=2", "train.steps=400", "train.save_every=100",
+                                          "train.weight_decay=0.3"]))[0]
+    np.testing.assert_array_equal(wd["flow.final.modes"][1], dl.mode_flow(st.model, st.data, [st.schedule.final_time],
+                                                                         weight_decay=0.3)[0])
+    assert np.all(wd["flow.final.modes"][1] < wd["flow.final.modes"][0])
+    assert np.all(np.isnan(wd["theory.learn.t_peak"][1])) and np.all(np.isfinite(wd["theory.learn.t_peak"][0]))
     with pytest.raises(dmft.ConfigError, match="teacher.rank"):
         scan.load_config({"scan": {"kind": "deep_linear", "grid": {"rank": [2, 3]}}})
     with pytest.raises(dmft.ConfigError, match="batch_size"):

@@ -27,7 +27,7 @@ from dmft import deep_linear as dl
 from dmft.errors import InputError
 
 __all__ = ["compare_modes", "compare_diffusion", "stationary_fit", "staircase", "ks_distance",
-           "learning_times_of"]
+           "learning_times_of", "decaying_modes"]
 
 
 def _verdict(ok: bool) -> str:
@@ -116,25 +116,44 @@ def ks_distance(samples, grid, density) -> float:
     return float(max(np.max(np.arange(1, n + 1) / n - F), np.max(F - np.arange(n) / n)))
 
 
+def decaying_modes(model, data, weight_decay: float = 0.0) -> np.ndarray:
+    """(r,) bool: the modes whose gradient flow from the aligned start decays to 0 under weight
+    decay (a start below the barrier, or no fixed point); all False without decay or from a
+    random start (whose modes do not follow the one-mode flow)."""
+    r = dl.effective_modes(data).s.size
+    if not weight_decay or model.init != "aligned":
+        return np.zeros(r, bool)
+    return dl.mode_flow(model, data, [1e300], weight_decay=weight_decay)[0] == 0
+
+
 def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: float,
-                   alpha_coef: float = 1.63, ks_max: float = 0.1) -> list[dict]:
+                   alpha_coef: float = 1.63, ks_max: float = 0.1, weight_decay: float = 0.0) -> list[dict]:
     """Late-time (t > after) samples of each mode against the stationary density: the KS
     distance passes below its 1% critical value alpha_coef / sqrt(seeds) (the saved times of one
     seed are correlated, so the seeds count as the independent samples) or below ks_max (the
     effect size: with many seeds the test resolves the reduction's O(eta / B) cross-mode
     mean shift); the variance is reported against the Boltzmann temperature. Needs label
-    noise (else the law is a point mass at s)."""
+    noise or weight decay (else the law is a point mass at s). With decay, a mode whose gradient
+    flow from the aligned start decays to 0 (below the barrier, or no fixed point) gets a SKIP row
+    ("decays"): the law of the well around the fixed point does not describe it."""
     late = run.modes[:, run.t > after]
     if late.shape[1] == 0:
         raise InputError(f"after={after}: no saved time after it")
-    T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size)
+    T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
+    decays = decaying_modes(model, data, weight_decay)
     rows = []
     for i in range(late.shape[-1]):
         x = late[..., i].ravel()
         x = x[np.isfinite(x)]
+        if decays[i]:
+            rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),
+                         "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float("nan"),
+                         "decays": True, "verdict": "SKIP"})
+            continue
         lo, hi = max(x.min() - 4 * x.std(), 1e-6 * x.max()), x.max() + 4 * x.std()
         grid = np.linspace(lo, hi, 4001)
-        p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size)[:, i]
+        p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
+                                  weight_decay=weight_decay)[:, i]
         ks = ks_distance(x, grid, p)
         crit = alpha_coef / np.sqrt(late.shape[0])
         rows.append({"mode": i, "ks": ks, "critical": float(crit), "mean": float(x.mean()),
@@ -143,10 +162,11 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     return rows
 
 
-def learning_times_of(run, data, level: float = 0.5) -> np.ndarray:
+def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:
     """(S, r) first saved-time crossing of level x target by each seed's modes (linear
-    interpolation; inf when not reached)."""
-    s = dl.effective_modes(data).s
+    interpolation; inf when not reached). The targets are the effective s by default; with weight
+    decay pass `dl.fixed_points(...)` (a NaN target, a mode decay switches off: inf)."""
+    s = dl.effective_modes(data).s if targets is None else np.asarray(targets, dtype=np.float64)
     out = np.full(run.modes.shape[::2], np.inf)
     for k in range(run.modes.shape[0]):
         for i in range(s.size):

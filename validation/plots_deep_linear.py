@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmft import deep_linear as dl
+from dmft.errors import InputError
 from dmft.plotting import new_figure
 
 __all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure", "stationary_figure",
@@ -22,13 +23,15 @@ def _band(ax, t, v, color, label=None, ls="-"):
     ax.fill_between(t[m], lo[m], hi[m], color=color, alpha=0.15)
 
 
-def modes_figure(run, model, data, sde=None, title=None):
+def modes_figure(run, model, data, sde=None, title=None, weight_decay: float = 0.0):
     """Mode strengths against time: networks (median, 10-90% band), SDE paths (10-90%, dashed),
-    gradient flow from the same start (black), target strengths (dotted)."""
+    gradient flow from the same start (black), target strengths (dotted; with weight decay also
+    the fixed points, dash-dotted)."""
     fig, ax = new_figure(size=(6.5, 4.4))
     t = run.t
-    flow = dl.mode_flow(model, data, t) if model.init == "aligned" else None
+    flow = dl.mode_flow(model, data, t, weight_decay=weight_decay) if model.init == "aligned" else None
     s = dl.effective_modes(data).s
+    star = dl.fixed_points(model, data, weight_decay) if weight_decay else None
     for i in range(run.modes.shape[-1]):
         c = f"C{i % 10}"
         _band(ax, t, run.modes[..., i], c, f"mode {i + 1}, s = {s[i]:.3g} (networks)")
@@ -41,6 +44,8 @@ def modes_figure(run, model, data, sde=None, title=None):
         if flow is not None:
             ax.plot(t[t > 0], flow[t > 0, i], color="k", lw=0.9, label="gradient flow" if first else None)
         ax.axhline(s[i], color=c, ls=":", lw=0.7, label="target s_i" if first else None)
+        if star is not None and np.isfinite(star[i]):
+            ax.axhline(star[i], color=c, ls="-.", lw=0.7, label="fixed point with decay" if first else None)
     ax.set_xscale("log")
     ax.set_xlabel("t = steps x eta")
     ax.set_ylabel("mode strength pi_i = u_i^T W v_i")
@@ -98,18 +103,22 @@ def staircase_ylim(run, data) -> tuple[float, float]:
     return 0.2 * float(pos.min()), 2.0 * top
 
 
-def noise_figure(run, model, data, *, eta0, batch_size, title=None):
+def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay: float = 0.0):
     """Drift and diffusion along each mode against time (networks median and band; the
     formulas at the measured modes, dashed), with each mode's half-learning time (solid
-    vertical) and the theory's diffusion peak (dotted vertical)."""
+    vertical; with weight decay, half its fixed point) and the theory's diffusion peak (dotted
+    vertical; not drawn with decay)."""
     from .deep_linear import learning_times_of
 
     fig, axes = new_figure(1, 2, size=(12, 4.2))
     t = run.t
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
+    # what the networks record is the loss gradient's drift: the decay's -L kappa pi is not in it
     mu = dl.drift(model, data, run.modes, eta0=eta0, batch_size=batch_size, ito=False)
-    tl = np.median(learning_times_of(run, data), axis=0)
-    peaks = dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size) if model.init == "aligned" else None
+    targets = dl.fixed_points(model, data, weight_decay) if weight_decay else None
+    tl = np.median(learning_times_of(run, data, targets=targets), axis=0)
+    peaks = (dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size)
+             if model.init == "aligned" and not weight_decay else None)        # the peaks have no decay
     for i in range(run.modes.shape[-1]):
         c = f"C{i % 10}"
         _band(axes[0], t, run.drift[..., i], c, f"mode {i + 1}")
@@ -134,25 +143,38 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None):
     return fig
 
 
-def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None):
+def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, weight_decay: float = 0.0):
     """Histograms of each mode after t = after against the predicted stationary density
-    (solid) and its Boltzmann approximation (dashed)."""
+    (solid) and its Boltzmann approximation (dashed; around the fixed point with decay; a mode
+    that decays to 0 from its start gets no curve, only a note)."""
+    from .deep_linear import decaying_modes
+
     late = run.modes[:, run.t > after]
     r = late.shape[-1]
     fig, axes = new_figure(1, r, size=(3.6 * r, 3.4), squeeze=False)
-    T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size)
-    s = dl.effective_modes(data).s
+    T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
+    s = dl.fixed_points(model, data, weight_decay)
+    decays = decaying_modes(model, data, weight_decay)
     for i, ax in enumerate(axes[0]):
         x = late[..., i].ravel()
         x = x[np.isfinite(x)]
         ax.hist(x, bins=60, density=True, color=f"C{i % 10}", alpha=0.5, label="networks")
-        grid = np.linspace(max(x.min() - 3 * x.std(), 1e-6 * x.max()), x.max() + 3 * x.std(), 1001)
-        p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size)[:, i]
-        ax.plot(grid, p, "k", lw=1.2, label="stationary density")
-        ax.plot(grid, np.exp(-(grid - s[i]) ** 2 / (2 * T[i])) / np.sqrt(2 * np.pi * T[i]), "k--", lw=0.8,
-                label="Boltzmann")
         ax.set_xlabel(f"pi_{i + 1}")
         ax.set_title(f"mode {i + 1}", fontsize=9)
+        if decays[i]:
+            ax.text(0.5, 0.9, "decays to 0 from its start\n(below the decay's barrier)", transform=ax.transAxes,
+                    fontsize=7, ha="center", va="top")
+            continue
+        grid = np.linspace(max(x.min() - 3 * x.std(), 1e-6 * x.max()), x.max() + 3 * x.std(), 1001)
+        try:
+            p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
+                                      weight_decay=weight_decay)[:, i]
+            ax.plot(grid, p, "k", lw=1.2, label="stationary density")
+        except InputError as err:                   # no metastable law (a shallow well): say so
+            ax.text(0.5, 0.9, f"no stationary density:\n{str(err)[:60]}", transform=ax.transAxes,
+                    fontsize=6, ha="center", va="top")
+        ax.plot(grid, np.exp(-(grid - s[i]) ** 2 / (2 * T[i])) / np.sqrt(2 * np.pi * T[i]), "k--", lw=0.8,
+                label="Boltzmann")
     axes[0][0].set_ylabel("density")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title or f"stationary laws (t > {after:g})", fontsize=9)

@@ -4,7 +4,8 @@
                 exponent), P (0: online data), label_noise (a list: one study per value), seed
     [model]     depth, width, init ("aligned" or "random"), init_scale (0: from gamma),
                 gamma (init_scale^2 = width^-gamma)
-    [train]     eta0, steps, save_every (or log_saves > 0), batch_size, seeds, seed, probe, dtype
+    [train]     eta0, steps, save_every (or log_saves > 0), batch_size, weight_decay, seeds, seed,
+                probe, dtype
     [theory]    paths (per-mode SDE), seed, stationary_after (fraction of the run)
     [staircase] seeds, gamma, steps: a random small-init ensemble for the saddle-to-saddle
                 staircase, at the smallest label noise (seeds = 0: none)
@@ -55,6 +56,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "save_every": Field("int", 50, "record every this many steps", 1),
         "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead", 0),
         "batch_size": Field("int", 1, "minibatch size B", 1),
+        "weight_decay": Field("float", 0.0, "weight decay kappa per unit time, every layer (theory and "
+                              "networks; the staircase ensemble trains without)", 0.0),
         "seeds": Field("int", 1024, "independent networks", 1),
         "seed": Field("int", 1, "seed of the networks (initialization and batches)", 0),
         "probe": Field("int", 512, "fresh samples per record for the online diffusion", 2),
@@ -113,6 +116,9 @@ def _check(cfg: dict) -> None:
         if not -log_max < depth * log_scale < log_max:
             raise ConfigError(f"{where}: init_scale^depth = width^(-gamma depth / 2) = 10^"
                               f"{depth * log_scale / math.log(10):.0f} is outside float64's range")
+    if tr["eta0"] * tr["weight_decay"] >= 1:
+        raise ConfigError(f"train.weight_decay: eta0 x weight_decay = {tr['eta0'] * tr['weight_decay']:g} "
+                          "must be < 1 (each step multiplies the weights by 1 - eta0 x weight_decay)")
     if not tr["log_saves"] and tr["steps"] % tr["save_every"]:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
@@ -147,9 +153,10 @@ def build(cfg: dict) -> list[Study]:
     model = dmft.DeepLinear(m["depth"], m["width"], scale, m["init"])
     if tr["log_saves"]:
         schedule = dmft.Schedule(tr["eta0"], tr["steps"], save_at="log", n_saves=tr["log_saves"],
-                                 batch_size=tr["batch_size"])
+                                 batch_size=tr["batch_size"], weight_decay=tr["weight_decay"])
     else:
-        schedule = dmft.Schedule(tr["eta0"], tr["steps"], tr["save_every"], batch_size=tr["batch_size"])
+        schedule = dmft.Schedule(tr["eta0"], tr["steps"], tr["save_every"], batch_size=tr["batch_size"],
+                                 weight_decay=tr["weight_decay"])
     out = []
     for i, sigma in enumerate(t["label_noise"]):
         # the same teacher, inputs and noise draws for every sigma: only the noise level changes

@@ -23,6 +23,7 @@ import numpy as np
 import dmft
 import networks
 from dmft import deep_linear as dl
+from dmft.errors import InputError
 from dmft.io import environment, jsonable
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
@@ -41,8 +42,10 @@ def _study(cfg, st, out, log, progress):
                          probe=cfg["train"]["probe"], dtype=cfg["train"]["dtype"], progress=progress)
     log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
         f"({run.info['steps_per_s']:.3g} runs x steps / s)")
-    eta, B = st.schedule.eta0, st.schedule.batch_size
-    res = {"sigma": st.sigma, "data": st.data.describe(), "model": st.model.describe(),
+    eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
+    targets = dl.fixed_points(st.model, st.data, kappa) if kappa else None       # where decay settles
+    res = {"sigma": st.sigma, "weight_decay": kappa,
+           "fixed_points": None if targets is None else targets.tolist(), "data": st.data.describe(), "model": st.model.describe(),
            "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"],
            "networks_diverged": len(run.info["diverged"])}
     sde = None
@@ -55,16 +58,22 @@ def _study(cfg, st, out, log, progress):
                                          target_rel=chk["target_rel"],
                                          spread=(chk["spread_low"], chk["spread_high"]))
         res["sde_diverged"] = len(sde.info["diverged"])
-        peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B)
-        res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
-        res["learning_times_flow"] = dl.learning_times(st.model, st.data).tolist()
-    res["learning_times_networks"] = np.median(vdl.learning_times_of(run, st.data), axis=0).tolist()
+        if not kappa:                                  # (the peaks' theory has no decay)
+            peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B)
+            res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
+        res["learning_times_flow"] = dl.learning_times(st.model, st.data, weight_decay=kappa).tolist()
+    res["learning_times_networks"] = np.median(vdl.learning_times_of(run, st.data, targets=targets),
+                                               axis=0).tolist()
     res["diffusion"] = vdl.compare_diffusion(run, st.model, st.data, eta0=eta, batch_size=B,
                                              band=(chk["diffusion_low"], chk["diffusion_high"]))
     after = cfg["theory"]["stationary_after"] * st.schedule.final_time
-    if st.sigma > 0:
-        res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
-                                               ks_max=chk["ks_max"])
+    if st.sigma > 0 or kappa > 0:          # with decay the law is a density even without label noise
+        try:
+            res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
+                                                   ks_max=chk["ks_max"], weight_decay=kappa)
+        except InputError as err:           # no metastable law to compare with (a shallow well)
+            res["stationary"], res["stationary_error"] = None, str(err)
+            log(f"  {tag}: no stationary law: {err}")
     else:
         final = run.modes[:, -1]
         res["stationary"] = None
@@ -75,16 +84,18 @@ def _study(cfg, st, out, log, progress):
     if sde is not None:
         sde.save(os.path.join(sub, "sde"))
     tag = f"sigma_{st.sigma:g}"
-    makers = {f"modes_{tag}": lambda: figs.modes_figure(run, st.model, st.data, sde,
-                                                        title=f"modes, label noise {st.sigma:g}"),
+    decay = f", weight decay {kappa:g}" if kappa else ""
+    makers = {f"modes_{tag}": lambda: figs.modes_figure(run, st.model, st.data, sde, weight_decay=kappa,
+                                                        title=f"modes, label noise {st.sigma:g}{decay}"),
               f"loss_{tag}": lambda: figs.staircase_figure(run, st.data,
                                                            title=f"population loss, label noise {st.sigma:g}"),
               f"noise_{tag}": lambda: figs.noise_figure(run, st.model, st.data, eta0=eta, batch_size=B,
-                                                        title=f"drift and diffusion, label noise {st.sigma:g}"),
+                                                        weight_decay=kappa,
+                                                        title=f"drift and diffusion, label noise {st.sigma:g}{decay}"),
               f"balance_{tag}": lambda: figs.balance_figure(run, title=f"balancedness, label noise {st.sigma:g}")}
-    if st.sigma > 0:
+    if res.get("stationary"):
         makers[f"stationary_{tag}"] = lambda: figs.stationary_figure(run, st.model, st.data, eta0=eta,
-                                                                     batch_size=B, after=after)
+                                                                     batch_size=B, after=after, weight_decay=kappa)
     paths, errors = draw_figures(makers, os.path.join(out, "figures"), dpi=110)
     res["plot_errors"] = errors
     res["figures"] = paths
@@ -163,8 +174,12 @@ def checks(report: dict) -> list[dict]:
         if r.get("stationary"):
             bad = [row for row in r["stationary"] if row["verdict"] == "FAIL"]
             out.append({"name": f"stationary law {tag}", "verdict": "FAIL" if bad else "PASS",
-                        "detail": ", ".join(f"mode {x['mode'] + 1}: KS {x['ks']:.3f} (crit {x['critical']:.3f})"
+                        "detail": ", ".join(f"mode {x['mode'] + 1}: decays (starts below the decay's barrier)"
+                                            if x.get("decays") else
+                                            f"mode {x['mode'] + 1}: KS {x['ks']:.3f} (crit {x['critical']:.3f})"
                                             for x in r["stationary"])})
+        elif r.get("stationary_error"):
+            out.append({"name": f"stationary law {tag}", "verdict": "SKIP", "detail": r["stationary_error"]})
         if r.get("staircase"):
             out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
                         "detail": (f"order {'as predicted' if r['staircase']['order_ok'] else 'NOT as predicted'} "

@@ -21,7 +21,7 @@ def _f(x, nd=4):
 
 def _times(values) -> str:
     """Learning times, "not learned" for a mode no median crossing was found for."""
-    return "[" + ", ".join(_f(x) if np.isfinite(float(x)) else "not learned" for x in values) + "]"
+    return "[" + ", ".join(_f(x) if x is not None and np.isfinite(float(x)) else "not learned" for x in values) + "]"
 
 
 def _teacher(studies) -> str:
@@ -41,7 +41,10 @@ def markdown(rep: dict) -> str:
     tr, m, chk = cfg["train"], cfg["model"], cfg["check"]
     lines = ["# Deep linear networks under SGD: per-mode theory against networks", "",
              f"Depth L = {m['depth']}, width {m['width']}, init {m['init']}; SGD with eta = {tr['eta0']:g}, "
-             f"batch size {tr['batch_size']}, {tr['steps']} steps, {tr['seeds']} networks; "
+             f"batch size {tr['batch_size']}, {tr['steps']} steps, {tr['seeds']} networks"
+             + (f", weight decay kappa = {tr['weight_decay']:g} (theory and networks; the modes settle at "
+                f"the fixed points, not the targets; the staircase ensemble trains without decay)"
+                if tr.get("weight_decay") else "") + "; "
              f"teacher: {_teacher(rep['studies'])}. {precision_line(rep.get('environment', {}))}", "",
              "Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
              "docs/derivations.md (section 6), its stationary law. Time t = steps x eta. A comparison passes "
@@ -58,8 +61,9 @@ def markdown(rep: dict) -> str:
     lines += [f"| {c['name']} | **{c['verdict']}** | {c['detail']} |" for c in rep["checks"]]
     for r in rep["studies"]:
         lines += ["", f"## Label noise sigma = {r['sigma']:g}", "",
-                  f"Target strengths (effective): {[round(x, 4) for x in r['effective_s']]}; networks "
-                  f"{r['networks_s']:.1f} s."]
+                  f"Target strengths (effective): {[round(x, 4) for x in r['effective_s']]}"
+                  + (f"; fixed points with decay: {_times(r['fixed_points'])}"
+                     if r.get("fixed_points") is not None else "") + f"; networks {r['networks_s']:.1f} s."]
         div = [f"{r[k]} {what}" for k, what in (("networks_diverged", "networks"), ("sde_diverged", "SDE paths"))
                if r.get(k)]
         if div:
@@ -96,6 +100,12 @@ def markdown(rep: dict) -> str:
             lines += [f"| {x['mode'] + 1} | {_f(x['ks'], 3)} | {_f(x['critical'], 3)} | {_f(x['mean'])} | "
                       f"{_f(x['density_mean'])} | {_f(x['var'], 3)} | {_f(x['boltzmann_T'], 3)} | {x['verdict']} |"
                       for x in r["stationary"]]
+            if any(x.get("decays") for x in r["stationary"]):
+                lines += ["", "SKIP: the gradient flow of this mode decays to 0 from the start (below the decay's "
+                          "barrier, docs/derivations.md section 6): the law of the well around its fixed point "
+                          "does not describe it (with label noise SGD may still carry it over the barrier)."]
+        elif r.get("stationary_error"):
+            lines += ["", f"No stationary law to compare with: {r['stationary_error']}"]
         elif r.get("point_mass"):
             lines += ["", f"Without label noise the stationary law is the point mass at the target: at "
                       f"t = {_f(r['point_mass']['t'])} the largest distance of a mode to it is "

@@ -4,8 +4,9 @@ Outputs per point (arrays over the r modes, in the teacher's order):
 
     final     networks.final.modes_mean, .modes_std, .test_loss (median over seeds);
               theory.final.modes_mean, .modes_std (SDE paths); flow.final.modes (gradient flow)
-    learning  networks.learn.t_half (median time to half the target), .fraction (seeds that got
-              there); flow.learn.t_half; theory.learn.t_peak (when the diffusion peaks)
+    learning  networks.learn.t_half (median time to half the target; with train.weight_decay, half
+              the fixed point), .fraction (seeds that got there); flow.learn.t_half;
+              theory.learn.t_peak (when the diffusion peaks; NaN with weight decay)
     curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
               theory.modes_mean, .modes_std (T, r)
 
@@ -67,6 +68,7 @@ class DeepLinearGroup:
         nan_r = np.full(r, np.nan)
         out = {}
         T = st.schedule.save_steps.size
+        kappa = float(st.schedule.weight_decay)
         if sc["networks"]:
             run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule,
                                  key=jax.random.fold_in(jax.random.key(tr["seed"]), i),
@@ -78,7 +80,8 @@ class DeepLinearGroup:
                 out["networks.final.modes_std"] = np.nanstd(modes[:, -1], axis=0)
                 out["networks.final.test_loss"] = np.float64(np.nanmedian(run.test_loss[:, -1]))
             if "learning" in sc["outputs"]:
-                tl = learning_times_of(run, st.data)
+                tl = learning_times_of(run, st.data,       # to half the fixed point with decay
+                                       targets=dl.fixed_points(st.model, st.data, kappa) if kappa else None)
                 ok = np.isfinite(tl)
                 out["networks.learn.fraction"] = ok.mean(axis=0)
                 out["networks.learn.t_half"] = np.array([np.median(tl[ok[:, j], j]) if ok[:, j].mean() >= 0.5
@@ -96,13 +99,15 @@ class DeepLinearGroup:
             if "final" in sc["outputs"]:
                 out["theory.final.modes_mean"] = sde.modes[:, -1].mean(0) if aligned else nan_r
                 out["theory.final.modes_std"] = sde.modes[:, -1].std(0) if aligned else nan_r
-                out["flow.final.modes"] = (dl.mode_flow(st.model, st.data, [st.schedule.final_time])[0]
+                out["flow.final.modes"] = (dl.mode_flow(st.model, st.data, [st.schedule.final_time],
+                                                        weight_decay=kappa)[0]
                                            if aligned else nan_r)
             if "learning" in sc["outputs"]:
-                out["flow.learn.t_half"] = dl.learning_times(st.model, st.data) if aligned else nan_r
+                out["flow.learn.t_half"] = (dl.learning_times(st.model, st.data, weight_decay=kappa)
+                                            if aligned else nan_r)
                 out["theory.learn.t_peak"] = (dl.diffusion_peaks(st.model, st.data, eta0=st.schedule.eta0,
                                                                  batch_size=st.schedule.batch_size)["t_peak"]
-                                              if aligned else nan_r)
+                                              if aligned and not kappa else nan_r)     # (no decay in its theory)
             if "curves" in sc["outputs"]:
                 out["t"] = st.schedule.times
                 out["theory.modes_mean"] = sde.modes.mean(0) if aligned else np.full((T, r), np.nan)
