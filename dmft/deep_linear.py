@@ -924,9 +924,11 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
 
 
 def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
-                    t=None) -> dict:
-    """When the diffusion along each mode peaks on the gradient-flow path, against when the mode
-    is learned.
+                    t=None, weight_decay: float = 0.0) -> dict:
+    """When the diffusion along each mode peaks on the gradient-flow path (with weight decay
+    kappa: the decayed flow, learning times to fractions of the fixed point), against when the
+    mode is learned. A mode that is never learned has NaN leads; with no mode learned and no
+    grid `t` given, every time is NaN.
 
     Returns {"t_peak": (r,) time of maximal D_i (function space), "t_peak_layer": (r,) time of
     maximal diffusion of each layer's scalar a_i (D_a = D_i / (L pi^(1-1/L))^2), "t_half",
@@ -934,19 +936,24 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
     and t_90 - t_peak (> 0: the diffusion peaks first)}.
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
+    kappa = _decay(eta0, weight_decay)
     s = effective_modes(data).s
-    t_half = learning_times(model, data, 0.5)
-    t_90 = learning_times(model, data, 0.9)
+    t_half = learning_times(model, data, 0.5, weight_decay=kappa)
+    t_90 = learning_times(model, data, 0.9, weight_decay=kappa)
     L = model.depth
 
     def curves(t):
-        pi = mode_flow(model, data, t)
+        pi = mode_flow(model, data, t, weight_decay=kappa)
         D = diffusion(model, data, pi, eta0=eta0, batch_size=B)
         return D, D / np.maximum(L * np.abs(pi) ** (1 - 1 / L), 1e-300) ** 2
 
     if t is None:
+        if not np.any(np.isfinite(t_90)):
+            nan = np.full(s.size, np.nan)
+            return {"t_peak": nan, "t_peak_layer": nan, "t_half": t_half, "t_90": t_90, "lead_half": nan,
+                    "lead_90": nan, "lead_half_layer": nan, "s": s}
         t = np.linspace(0, 2.0 * np.nanmax(t_90), 4001)
-    t = np.asarray(t, dtype=np.float64)
+    t = _reals("t", t)
     peaks = []
     for which in (0, 1):              # the maximum on the grid, then on a fine grid around it
         coarse = curves(t)[which]

@@ -320,6 +320,16 @@ def test_diffusion_peaks_and_learning_times():
         # without label noise D = (2 eta / B) mu^2: it peaks at the inflection pi / s = 2(L-1)/(3L-2)
         np.testing.assert_allclose(pi_peak / data.s, frac, rtol=2e-3)
         assert np.all(pk["lead_90"] > 0) and np.all(pk["lead_half_layer"] > 0)
+    # with decay (L = 2, online, no label noise) D ~ pi^2 (s - pi)^2 along the logistic flow to
+    # s' = s - kappa: it peaks where pi = s / 2, at t = (w(s/2) - w0) / (2 s'), w = log(pi / (s' - pi))
+    model, kappa = dmft.DeepLinear(2, 8, 0.2, "aligned"), 0.4
+    pk = dl.diffusion_peaks(model, data, eta0=0.01, batch_size=1, weight_decay=kappa)
+    sp = data.s - kappa
+    exact = (np.log(data.s / 2 / (sp - data.s / 2)) - np.log(0.04 / (sp - 0.04))) / (2 * sp)
+    np.testing.assert_allclose(pk["t_peak"], exact, rtol=1e-3)
+    np.testing.assert_allclose(pk["t_half"], dl.learning_times(model, data, weight_decay=kappa), rtol=1e-12)
+    # nothing learned (decay above every s at L = 2): NaN times, no error
+    assert np.all(np.isnan(dl.diffusion_peaks(model, data, eta0=0.01, batch_size=1, weight_decay=3.5)["t_peak"]))
 
 
 def test_same_seed_same_bits(online):
@@ -452,7 +462,9 @@ def test_dln_job_with_weight_decay(tmp_path):
     assert rows[3]["mean"] < 0.75 * 0.3 ** 4                         # it did decay (slowly, near the barrier)
     for r in rows[:3]:
         assert abs(r["mean"] - star[r["mode"]]) < 0.01 * star[r["mode"]]
-    assert st.get("point_mass") is None and st.get("diffusion_peaks") is None
+    assert st.get("point_mass") is None
+    lead = np.asarray(st["diffusion_peaks"]["lead_half"], float)       # on the decayed flow
+    assert np.all(np.isfinite(lead[:3])) and np.isnan(lead[3])
     text = (tmp_path / "report.md").read_text()
     assert "weight decay kappa = 0.05" in text and "fixed points with decay" in text and "SKIP" in text
     assert (tmp_path / "figures" / "stationary_sigma_0.png").exists()
@@ -491,7 +503,8 @@ def test_deep_linear_scan_through_the_store(tmp_path):
     np.testing.assert_array_equal(wd["flow.final.modes"][1], dl.mode_flow(st.model, st.data, [st.schedule.final_time],
                                                                          weight_decay=0.3)[0])
     assert np.all(wd["flow.final.modes"][1] < wd["flow.final.modes"][0])
-    assert np.all(np.isnan(wd["theory.learn.t_peak"][1])) and np.all(np.isfinite(wd["theory.learn.t_peak"][0]))
+    np.testing.assert_array_equal(wd["theory.learn.t_peak"][1], dl.diffusion_peaks(
+        st.model, st.data, eta0=st.schedule.eta0, batch_size=st.schedule.batch_size, weight_decay=0.3)["t_peak"])
     with pytest.raises(dmft.ConfigError, match="teacher.rank"):
         scan.load_config({"scan": {"kind": "deep_linear", "grid": {"rank": [2, 3]}}})
     with pytest.raises(dmft.ConfigError, match="batch_size"):

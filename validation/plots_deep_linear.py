@@ -107,7 +107,7 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
     """Drift and diffusion along each mode against time (networks median and band; the
     formulas at the measured modes, dashed), with each mode's half-learning time (solid
     vertical; with weight decay, half its fixed point) and the theory's diffusion peak (dotted
-    vertical; not drawn with decay)."""
+    vertical)."""
     from .deep_linear import learning_times_of
 
     fig, axes = new_figure(1, 2, size=(12, 4.2))
@@ -117,8 +117,8 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
     mu = dl.drift(model, data, run.modes, eta0=eta0, batch_size=batch_size, ito=False)
     targets = dl.fixed_points(model, data, weight_decay) if weight_decay else None
     tl = np.median(learning_times_of(run, data, targets=targets), axis=0)
-    peaks = (dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size)
-             if model.init == "aligned" and not weight_decay else None)        # the peaks have no decay
+    peaks = (dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
+             if model.init == "aligned" else None)
     for i in range(run.modes.shape[-1]):
         c = f"C{i % 10}"
         _band(axes[0], t, run.drift[..., i], c, f"mode {i + 1}")

@@ -58,9 +58,8 @@ def _study(cfg, st, out, log, progress):
                                          target_rel=chk["target_rel"],
                                          spread=(chk["spread_low"], chk["spread_high"]))
         res["sde_diverged"] = len(sde.info["diverged"])
-        if not kappa:                                  # (the peaks' theory has no decay)
-            peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B)
-            res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
+        peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B, weight_decay=kappa)
+        res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
         res["learning_times_flow"] = dl.learning_times(st.model, st.data, weight_decay=kappa).tolist()
     res["learning_times_networks"] = np.median(vdl.learning_times_of(run, st.data, targets=targets),
                                                axis=0).tolist()

@@ -6,7 +6,7 @@ Outputs per point (arrays over the r modes, in the teacher's order):
               theory.final.modes_mean, .modes_std (SDE paths); flow.final.modes (gradient flow)
     learning  networks.learn.t_half (median time to half the target; with train.weight_decay, half
               the fixed point), .fraction (seeds that got there); flow.learn.t_half;
-              theory.learn.t_peak (when the diffusion peaks; NaN with weight decay)
+              theory.learn.t_peak (when the diffusion peaks)
     curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
               theory.modes_mean, .modes_std (T, r)
 
@@ -106,8 +106,9 @@ class DeepLinearGroup:
                 out["flow.learn.t_half"] = (dl.learning_times(st.model, st.data, weight_decay=kappa)
                                             if aligned else nan_r)
                 out["theory.learn.t_peak"] = (dl.diffusion_peaks(st.model, st.data, eta0=st.schedule.eta0,
-                                                                 batch_size=st.schedule.batch_size)["t_peak"]
-                                              if aligned and not kappa else nan_r)     # (no decay in its theory)
+                                                                 batch_size=st.schedule.batch_size,
+                                                                 weight_decay=kappa)["t_peak"]
+                                              if aligned else nan_r)
             if "curves" in sc["outputs"]:
                 out["t"] = st.schedule.times
                 out["theory.modes_mean"] = sde.modes.mean(0) if aligned else np.full((T, r), np.nan)
