@@ -130,3 +130,30 @@ def test_a_figure_that_fails_keeps_the_numbers_and_says_so(tmp_path, capsys, mon
     man = json.load(open(out / "run.json"))
     assert man["status"] == "plot_failed" and "losses" in man["plot_errors"]
     assert (out / "theory" / "dmft_gamma0_1.npz").exists() and (out / "report.json").exists()
+
+
+def _loader(name):
+    from experiments import dln, grok, jobs, scan
+
+    if name.startswith("grok_"):
+        return lambda path, full: grok.load_config(path, (), full=full)
+    if name.endswith("scan.toml"):
+        return lambda path, full: scan.load_config(path)
+    if name.startswith("dln"):
+        return lambda path, full: dln.load_config(path, (), full=full)
+    return lambda path, full: jobs.load_config(path, (), full=full)
+
+
+CONFIGS = sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "scripts", "configs")))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_shipped_config_loads(name):
+    """The configurations the README and the headers of scripts/configs name pass their job's
+    schema and checks (with and without --full), so a schema change cannot break one silently."""
+    assert name.endswith(".toml"), name
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", name)
+    load = _loader(name)
+    for full in (False, True):
+        cfg = load(path, full)
+        assert isinstance(cfg, dict) and cfg
