@@ -87,15 +87,21 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
 
 
 def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: float = 0.0,
-                      band: tuple = (0.7, 1.4), floor: float = 0.01) -> list[dict]:
+                      band: tuple = (0.7, 1.4), floor: float = 0.01, weight_decay: float = 0.0) -> list[dict]:
     """Measured diffusion / D_i(measured pi), median over seeds and saved times t > after
     where D_i exceeds `floor` x its largest value (where D_i itself vanishes, at a mode's start
     and, without label noise, at its target, the measured diffusion is the noise leaking from
-    the other modes through misalignment, which the reduction drops), one row per mode."""
+    the other modes through misalignment, which the reduction drops), one row per mode. A mode
+    that weight decay switches off (`decaying_modes`) stays where D_i vanishes: a SKIP row."""
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
     keep = (run.t > after)[None, :, None] & (D > floor * np.nanmax(D, axis=(0, 1), keepdims=True))
+    decays = decaying_modes(model, data, weight_decay)
     rows = []
     for i in range(run.modes.shape[-1]):
+        if decays[i]:
+            rows.append({"mode": i, "median_ratio": float("nan"), "p10": float("nan"), "p90": float("nan"),
+                         "n": 0, "decays": True, "verdict": "SKIP"})
+            continue
         r = (run.diffusion[..., i] / D[..., i])[keep[..., i]]
         r = r[np.isfinite(r)]
         med = float(np.median(r)) if r.size else float("nan")

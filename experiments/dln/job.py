@@ -64,7 +64,8 @@ def _study(cfg, st, out, log, progress):
     res["learning_times_networks"] = np.median(vdl.learning_times_of(run, st.data, targets=targets),
                                                axis=0).tolist()
     res["diffusion"] = vdl.compare_diffusion(run, st.model, st.data, eta0=eta, batch_size=B,
-                                             band=(chk["diffusion_low"], chk["diffusion_high"]))
+                                             band=(chk["diffusion_low"], chk["diffusion_high"]),
+                                             weight_decay=kappa)
     after = cfg["theory"]["stationary_after"] * st.schedule.final_time
     if st.sigma > 0 or kappa > 0:          # with decay the law is a density even without label noise
         try:
@@ -169,7 +170,8 @@ def checks(report: dict) -> list[dict]:
                                   "tolerance" + (f"; worst |z| = {max(abs(b['z']) for b in bad):.1f}" if bad else "")})
         bad = [row for row in r["diffusion"] if row["verdict"] == "FAIL"]
         out.append({"name": f"diffusion vs D(pi) {tag}", "verdict": "FAIL" if bad else "PASS",
-                    "detail": ", ".join(f"mode {x['mode'] + 1}: {x['median_ratio']:.3g}" for x in r["diffusion"])})
+                    "detail": ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
+                                        f"mode {x['mode'] + 1}: {x['median_ratio']:.3g}" for x in r["diffusion"])})
         if r.get("stationary"):
             bad = [row for row in r["stationary"] if row["verdict"] == "FAIL"]
             out.append({"name": f"stationary law {tag}", "verdict": "FAIL" if bad else "PASS",

@@ -82,6 +82,10 @@ def markdown(rep: dict) -> str:
                   "| mode | median | 10% | 90% | verdict |", "|---|---|---|---|---|"]
         lines += [f"| {x['mode'] + 1} | {_f(x['median_ratio'], 3)} | {_f(x['p10'], 3)} | {_f(x['p90'], 3)} | "
                   f"{x['verdict']} |" for x in r["diffusion"]]
+        if any(x.get("decays") for x in r["diffusion"]):
+            lines += ["", "SKIP: a mode that weight decay switches off stays near 0, where its own D vanishes "
+                      "and what is measured is the noise leaking from the other modes (which the per-mode "
+                      "reduction drops)."]
         if r.get("diffusion_peaks"):
             p = r["diffusion_peaks"]
             lines += ["", "When the diffusion peaks on the gradient-flow path (lead > 0: before):", "",
