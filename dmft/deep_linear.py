@@ -242,8 +242,9 @@ class _Panels:
         out[beyond] = self.edges[-1] + (t[beyond] - self.cum[-1]) / self.g_end
         j, tt = j[~beyond], t[~beyond]
         a, width, lg = self.edges[j], self.edges[j + 1] - self.edges[j], self.log_ge[j]
-        with np.errstate(over="ignore", under="ignore"):
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             r = np.minimum((tt - self.cum[j]) * np.exp(-lg), 1e300)          # the scaled target
+            r = np.where(tt == self.cum[j], 0.0, r)                           # (not 0 x inf)
         d = np.clip(r, 0.0, width)
         for _ in range(60):
             f = _scaled_integral(self.log_g, a, d, lg) - r
@@ -308,7 +309,8 @@ def _divided(s, c, kappa, p, r, d):
         log1pe = np.where(e_n < -0.5, np.log(np.maximum(p, 1e-320)) - math.log(r) if r > 0 else 0.0,
                           np.log1p(e_n))
         ratio = np.where(np.abs(e_n) < 1e-8, c * (1.0 + 0.5 * (c - 1.0) * e_n), np.expm1(c * log1pe) / e_n)
-        close = (s - p) * r ** (c - 1.0) * ratio - r ** c
+        rr = r if r > 0 else 1.0            # (unused when r = 0: p is then far from r)
+        close = (s - p) * rr ** (c - 1.0) * ratio - rr ** c
         far = _h(s, c, kappa, p) / np.where(near, 1.0, d)
         return np.where(near, close, far)
 
@@ -316,7 +318,7 @@ def _divided(s, c, kappa, p, r, d):
 def _log_barrier(s: float, L: int, kappa: float, star: float) -> float:
     """log of the lower root pi_u of h (bisection in log p below the maximum of h)."""
     c = 1.0 - 2.0 / L
-    top = math.log(min((kappa * c) ** (L / (2.0 * L - 2.0)), star))
+    top = min((math.log(kappa) + math.log(c)) * L / (2.0 * L - 2.0), math.log(star))
     lo = (math.log(kappa) - math.log(s)) / c - 1.0        # h < 0 there: p^c s < kappa
     hi = top
     for _ in range(400):
@@ -360,7 +362,27 @@ class _DecayFlow(_Panels):
                 w_end = (40.0 + math.log(self.s / (self.s - a))) / c + 1.0      # p^c s < 1e-17 kappa
         self.w0 = w0
         if np.isfinite(w0):
-            self._build(_edges(w0, max(w_end, w0 + 1.0), near_zero=self.kind == "falling"))
+            edges = _edges(w0, max(w_end, w0 + 1.0), near_zero=self.kind == "falling")
+            if self.kind == "none":
+                edges = self._refine_near_top(edges)
+            self._build(edges)
+
+    def _refine_near_top(self, edges):
+        """Without roots but with kappa just above the threshold the flow lingers near the top
+        p_m = c s / (1 + c) of h, where dt/dw ~ 1 / (|h_max| + |h''| (p - p_m)^2 / 2) is a narrow
+        peak: edges at p_m e^(-+ width 2^k) resolve it (width: the peak's half-width in w)."""
+        s, c = self.s, self.c
+        pm = c * s / (1.0 + c)
+        h_max = -float(_h(s, c, self.kappa, pm))
+        h2 = abs(c * (c - 1.0) * pm ** (c - 2.0) * (s - pm) - 2.0 * c * pm ** (c - 1.0))
+        width = math.sqrt(2.0 * max(h_max, 1e-300) / h2) / pm
+        if width >= 1.0:
+            return edges
+        wm = -math.log(pm)
+        steps = width * 2.0 ** np.arange(-2, int(math.ceil(-math.log2(width))) + 1)
+        extra = np.concatenate([[wm], wm - steps, wm + steps])
+        extra = extra[(extra > edges[0]) & (extra < edges[-1])]
+        return np.unique(np.concatenate([edges, extra]))
 
     def p_and_d(self, w):
         """(p, d = p - r) at w, r the root the variable is measured from near this w."""
@@ -391,7 +413,8 @@ class _DecayFlow(_Panels):
                 return np.where(far, log_far, log_close)
             if self.kind == "decaying":     # g = -(a - p) / (a L h) = 1 / (a L D(p, a))
                 return -np.log(a * L * _divided(s, c, kappa, p, a, da))
-            return -math.log(L) - _log_neg_h(s, c, kappa, p)            # g = -1 / (L h)
+            # g = -1 / (L h); at the threshold itself h(p_m) may round to >= 0: a stall, not a NaN
+            return -math.log(L) - np.maximum(_log_neg_h(s, c, kappa, p), -690.0)
 
     def p_at(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -412,10 +435,11 @@ class _DecayFlow(_Panels):
 
 def _flow_closed(s, L, log_pi0, t, kappa=0.0):
     """The closed forms: L = 1 (linear) and L = 2 (logistic in w: w = w0 + 2 s' t, s' = s - kappa;
-    for s' <= 0 the mode decays: pi = pi0 / ((pi0 / d)(e^(2 d t) - 1) + e^(2 d t)), d = -s')."""
+    for s' <= 0 the mode decays: pi = 1 / ((e^(2 d t) - 1) / d + e^(2 d t) / pi0), d = -s')."""
     if L == 1:
         star = s / (1.0 + kappa)
-        return star + (math.exp(log_pi0) - star) * np.exp(-(1.0 + kappa) * t)
+        with np.errstate(over="ignore"):        # (no cancellation at early times when pi0 << star)
+            return star * -np.expm1(-(1.0 + kappa) * t) + math.exp(log_pi0) * np.exp(-(1.0 + kappa) * t)
     s = s - kappa
     if s <= 0:
         pi0 = math.exp(log_pi0)
@@ -423,7 +447,8 @@ def _flow_closed(s, L, log_pi0, t, kappa=0.0):
             if s == 0:
                 return pi0 / (1.0 + 2.0 * pi0 * t)
             d = -s
-            return pi0 / (pi0 / d * np.expm1(2.0 * d * t) + np.exp(2.0 * d * t))
+            with np.errstate(divide="ignore"):
+                return 1.0 / (np.expm1(2.0 * d * t) / d + np.exp(2.0 * d * t) / pi0)
     side, w0 = _branch(s, log_pi0)
     if side == 0:
         return np.full(t.shape, s)
@@ -927,7 +952,8 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
                     t=None, weight_decay: float = 0.0) -> dict:
     """When the diffusion along each mode peaks on the gradient-flow path (with weight decay
     kappa: the decayed flow, learning times to fractions of the fixed point), against when the
-    mode is learned. A mode that is never learned has NaN leads; with no mode learned and no
+    mode is learned. A mode the decay switches off has NaN peaks, one never learned NaN leads;
+    with no mode learned and no
     grid `t` given, every time is NaN.
 
     Returns {"t_peak": (r,) time of maximal D_i (function space), "t_peak_layer": (r,) time of
@@ -966,6 +992,9 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
             best.append(fine_t[int(np.argmax(fine))])
         peaks.append(np.asarray(best))
     t_peak, t_peak_a = peaks
+    dead = mode_flow(model, data, [1e300], weight_decay=kappa)[0] == 0     # decays: no peak to speak of
+    dead |= ~np.isfinite(_fixed_points(s, L, kappa))
+    t_peak, t_peak_a = np.where(dead, np.nan, t_peak), np.where(dead, np.nan, t_peak_a)
     return {"t_peak": t_peak, "t_peak_layer": t_peak_a, "t_half": t_half, "t_90": t_90,
             "lead_half": t_half - t_peak, "lead_90": t_90 - t_peak,
             "lead_half_layer": t_half - t_peak_a, "s": s}

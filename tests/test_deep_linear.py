@@ -707,6 +707,30 @@ def test_flow_with_weight_decay_cases():
     assert np.all(dl.mode_flow(dmft.DeepLinear(3, 8, 1e-150, "aligned"), data, [1.0], weight_decay=1e-3) == 0)
     with pytest.raises(dmft.InputError, match="init_scale"):
         dl.mode_flow(dmft.DeepLinear(3, 8, 1e-150, "aligned"), data, [1.0], weight_decay=1e-200)
+    # review cases: kappa 0.1% above the threshold (no fixed point; the flow lingers near the top
+    # of h, p_m = s/4 at L = 3), against the closed-form-free quadrature of dt/dlog p (scipy-free:
+    # the time to reach each returned value, by 20000-point Simpson on log p)
+    one = dmft.tasks.linear_teacher(2, 2, [1.0], key=0)
+    pm = 0.25
+    kc = pm ** (1 / 3) * (1 - pm)
+    m_top = dmft.DeepLinear(3, 8, 0.9 ** (1 / 3), "aligned")
+    t = np.array([10.0, 50.0, 80.0])
+    p = dl.mode_flow(m_top, one, t, weight_decay=1.001 * kc)[:, 0]
+    for tk, pk in zip(t, p):
+        x = np.linspace(np.log(pk), np.log(0.9), 20001)
+        f = 1.0 / (-(3 * np.exp(x / 3) * (1 - np.exp(x)) - 3 * 1.001 * kc))
+        np.testing.assert_allclose((x[1] - x[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()),
+                                   tk, rtol=1e-8)
+    with np.errstate(divide="raise", invalid="raise"):      # no 0 x inf, no r^(c-1) at r = 0, no log(0)
+        assert np.all(np.isfinite(dl.mode_flow(dmft.DeepLinear(3, 8, 0.3, "aligned"), one, [1.0],
+                                               weight_decay=1e-108)))
+        assert np.all(np.isfinite(dl.mode_flow(dmft.DeepLinear(8, 8, 1e30, "aligned"), one, [0.0, 1.0],
+                                               weight_decay=0.5)))
+        assert np.all(dl.mode_flow(dmft.DeepLinear(2, 8, 1e-170, "aligned"), one, [0, 1, 1e300],
+                                   weight_decay=2.0) == 0)
+    np.testing.assert_allclose(dl.mode_flow(dmft.DeepLinear(1, 8, 1e-20, "aligned"), one, [0.0])[0, 0], 1e-20, rtol=1e-14)
+    assert np.all(np.isfinite(dl.mode_flow(dmft.DeepLinear(3, 8, pm ** (1 / 3), "aligned"), one, [0.0, 100.0],
+                                           weight_decay=kc)))                  # the tangent case stalls
     for bad in (-1.0, float("nan"), "x", True):
         with pytest.raises(dmft.InputError, match="weight_decay"):
             dl.mode_flow(m3, data, [1.0], weight_decay=bad)
