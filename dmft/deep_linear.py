@@ -49,7 +49,7 @@ from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
            "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "ModeSDE", "stationary_density",
-           "boltzmann_temperature", "fixed_points", "diffusion_peaks", "staircase_figure"]
+           "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure"]
 
 
 # ----------------------------------------------------------------- the modes the network fits
@@ -480,6 +480,14 @@ def _decay_flow(model: DeepLinear, s: float, kappa: float) -> _DecayFlow:
     return flow
 
 
+def switched_off(model: DeepLinear, data: LinearTeacher, weight_decay: float = 0.0) -> np.ndarray:
+    """(r,) bool: the modes whose gradient flow from the aligned start decays to 0 under weight
+    decay (a start below the barrier, or no fixed point; at L = 2 with s = kappa the decay is
+    algebraic, pi(1e300) = 5e-301, so the missing fixed point decides). All False without decay."""
+    end = mode_flow(model, data, [1e300], weight_decay=weight_decay)[0]
+    return (end == 0) | ~np.isfinite(fixed_points(model, data, weight_decay))
+
+
 def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0.0) -> np.ndarray:
     """Gradient-flow mode strengths from the aligned, balanced start pi_i(0) = init_scale^L.
 
@@ -545,8 +553,8 @@ def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5,
                 continue
             out[i] = float(flow.time_to(flow.w_of(level * flow.star)))
         else:
-            target = si / (1.0 + kappa) if L == 1 else si - kappa if L == 2 else si
-            if target <= 0:
+            target = _fixed_point(si, L, kappa)            # (L <= 2, or no decay: the closed forms)
+            if not target > 0:
                 continue
             side, w0 = _branch(target, lp)
             if side <= 0 or w0 >= w_level:
@@ -992,8 +1000,7 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
             best.append(fine_t[int(np.argmax(fine))])
         peaks.append(np.asarray(best))
     t_peak, t_peak_a = peaks
-    dead = mode_flow(model, data, [1e300], weight_decay=kappa)[0] == 0     # decays: no peak to speak of
-    dead |= ~np.isfinite(_fixed_points(s, L, kappa))
+    dead = switched_off(model, data, kappa)                          # decays: no peak to speak of
     t_peak, t_peak_a = np.where(dead, np.nan, t_peak), np.where(dead, np.nan, t_peak_a)
     return {"t_peak": t_peak, "t_peak_layer": t_peak_a, "t_half": t_half, "t_90": t_90,
             "lead_half": t_half - t_peak, "lead_90": t_90 - t_peak,

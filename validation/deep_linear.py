@@ -129,9 +129,7 @@ def decaying_modes(model, data, weight_decay: float = 0.0) -> np.ndarray:
     r = dl.effective_modes(data).s.size
     if not weight_decay or model.init != "aligned":
         return np.zeros(r, bool)
-    # (at L = 2 with s = kappa the decay is algebraic: no fixed point, pi(1e300) = 5e-301)
-    return (dl.mode_flow(model, data, [1e300], weight_decay=weight_decay)[0] == 0) | ~np.isfinite(
-        dl.fixed_points(model, data, weight_decay))
+    return dl.switched_off(model, data, weight_decay)
 
 
 def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: float,
