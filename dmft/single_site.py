@@ -20,9 +20,10 @@ kernel's movement. The kernels reported at save points carry the same
 correction. Everything is vmapped over independent replicas of the nodes.
 
 With precision="mixed" (`Shared.l_lo`, a float32 copy of the field basis) the step's
-node products (fields, phi, the node sums and gradients) run in float32 while the nodes and S accumulate in float64;
-records are computed in float64 (their difference from "full" is ~1e-7 relative,
-far below the sampling error).
+node products (fields, phi, the node sums and gradients) run in float32 while the nodes and S
+accumulate in float64; so do a record's (its kernel sums and test fields, most of its cost),
+each sum returned in float64 (the difference from "full" is ~1e-7 relative, far below the
+sampling error).
 
 Two solvers share the step:
 - forward: Delta from the current estimate at every step (`run_saved`);
@@ -158,10 +159,24 @@ def _fields(sh: Shared, z, mixed: bool = False):
     if not mixed:
         h = z @ sh.l_tr.T
         return sh.act(h), sh.act.derivative(h)
-    lo = sh.l_lo.dtype                  # the activation's parameters too (they may be float64)
-    act = jax.tree_util.tree_map(lambda p: jnp.asarray(p, lo), sh.act)
+    lo = sh.l_lo.dtype
+    act = _act_in(sh, lo)
     h = z.astype(lo) @ sh.l_lo.T
     return act(h), act.derivative(h)
+
+
+def _act_in(sh: Shared, dtype):
+    """The activation with its parameters (which may be float64) in `dtype`."""
+    return jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype), sh.act)
+
+
+def _weighted_sum(u, weight, v, exact_sum: bool = False):
+    """sum_m u[m, p] weight[m] v[m, q], the products in u's dtype (float32 under "mixed"),
+    the result in weight's (the state's); exact_sum: accumulated in weight's dtype too."""
+    lo = u.dtype
+    acc = weight.dtype if exact_sum else lo
+    return jnp.einsum("mp,mq->pq", u, weight.astype(lo)[:, None] * v.astype(lo),
+                      preferred_element_type=acc).astype(weight.dtype)
 
 
 def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows):
@@ -189,9 +204,12 @@ def _cv_term(static: Static, sh: Shared, rep: Replica, s, test: bool = False):
     return ((sh.k0_te if test else sh.k0_tr) @ s - _k0_nodes_apply(static, sh, rep, s, *rows)) / p
 
 
-def _f_train(static: Static, sh: Shared, rep: Replica, phi, a, s):
+def _f_train(static: Static, sh: Shared, rep: Replica, phi, a, s, exact_sum: bool = False):
     # f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S / P
-    F = _node_sum(phi, (rep.w[:, None] * a).astype(phi.dtype)).astype(a.dtype)
+    if exact_sum:       # a record: float64 sums (their rounding is divided by gamma0)
+        F = _weighted_sum(phi, rep.w, a, exact_sum=True)
+    else:
+        F = _node_sum(phi, (rep.w[:, None] * a).astype(phi.dtype)).astype(a.dtype)
     return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + _cv_term(static, sh, rep, s)
 
 
@@ -242,16 +260,20 @@ def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
 
 
 def _record1(static: Static, sh: Shared, rep: Replica, st: State):
-    phi, dphi = _fields(sh, st.z)
-    wa = rep.w[:, None] * st.a
-    out = {"f_train": _f_train(static, sh, rep, phi, st.a, st.s)}
+    # under "mixed" the node products run in float32 here too, as in the step (the (P, P)
+    # kernel sums and the test fields are most of a record's cost); sums come back in float64
+    mixed = sh.l_lo is not None
+    phi, dphi = _fields(sh, st.z, mixed)
+    lo = phi.dtype
+    out = {"f_train": _f_train(static, sh, rep, phi, st.a, st.s, exact_sum=True)}
     if static.has_test:
-        phi_te = sh.act(st.z @ sh.l_te.T)
-        out["f_test"] = (sh.f0_te + (_node_sum(phi_te, wa) - rep.F0_te) / sh.gamma0
+        act = _act_in(sh, lo) if mixed else sh.act
+        phi_te = act(st.z.astype(lo) @ sh.l_te.astype(lo).T)
+        out["f_test"] = (sh.f0_te + (_weighted_sum(phi_te, rep.w, st.a, exact_sum=True) - rep.F0_te) / sh.gamma0
                          + _cv_term(static, sh, rep, st.s, test=True))
     # Phi = <phi phi>, G = <a^2 phi' phi'> (output-averaged), K = Phi + G * K^x (section 2)
-    feat = _node_sum(phi, rep.w[:, None] * phi) + rep.cv_phi
-    grad = _node_sum(dphi, (rep.w * _mean_sq(st.a))[:, None] * dphi) + rep.cv_g
+    feat = _weighted_sum(phi, rep.w, phi) + rep.cv_phi
+    grad = _weighted_sum(dphi, rep.w * _mean_sq(st.a), dphi) + rep.cv_g
     ntk = grad * sh.kx_tr + (feat if static.trained else 0.0)
     out["alignment"] = alignment(ntk, sh.y)
     if static.kernels:
