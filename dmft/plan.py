@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from . import checks
@@ -50,6 +51,11 @@ PRECISIONS = ("full", "mixed")
 MIXED_MIN_GAMMA0 = 0.05
 # geometry and lazy kernels that `dmft.solve` keeps for reuse between solves, at most
 SETUP_CACHE_BYTES = 256 * 2 ** 20
+# on a CPU, a forward solve integrates at once at most this many field values (nodes x train
+# points, 16 MiB in float32): a step's passes over larger (nodes, P) arrays run from memory, not
+# cache, and slow down (65536 nodes, P = 256, mixed: 54 ms a step at once, 27 ms a replica of
+# 16384 at a time). Further replicas run one group after another: the same answer, bit for bit
+CPU_GROUP_ELEMENTS = 2 ** 22
 
 
 def exact_closure(model: TwoLayer) -> str | None:
@@ -70,8 +76,9 @@ class SolvePlan:
             products in float32, the state accumulated in the working dtype).
         memory_bytes: estimated peak bytes of the solve.
         replicas_at_once: how many replicas a sampled solve integrates at once (vmapped): all of
-            them, or the largest divisor of `replicas` whose solve fits in max_memory_gb; the
-            groups then run one after another, so memory follows the group.
+            them, or the largest divisor of `replicas` whose solve fits in max_memory_gb (and,
+            for the forward solver on a CPU, whose fields fit `CPU_GROUP_ELEMENTS`, `_cache_group`);
+            the groups then run one after another, so memory follows the group.
         (and every option of `dmft.solve`, validated)
     """
 
@@ -229,7 +236,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
                      memory_bytes=0.0, replicas_at_once=replicas)
     budget = max_memory_gb * 2 ** 30
-    groups = [g for g in range(replicas, 0, -1) if replicas % g == 0] if plan.sampled else [replicas]
+    cap = _cache_group(plan)
+    groups = [g for g in range(cap, 0, -1) if replicas % g == 0] if plan.sampled else [replicas]
     for g in groups:                  # all replicas at once if they fit, else the largest group that does
         need = memory_estimate(plan, at_once=g)
         if need <= budget:
@@ -240,6 +248,26 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      f"(> max_memory_gb={max_memory_gb}"
                      + (f", even one replica of {samples // replicas} nodes at a time" if len(groups) > 1 else "")
                      + "); save less often (save_every), pass kernels=False, use fewer samples" + more)
+
+
+def _nodes_per_replica(plan: SolvePlan) -> int:
+    data = plan.data
+    if plan.sampler == "quadrature":
+        return quadrature_size(plan.quadrature_nodes, min(data.D, data.P + data.P_test), data.C,
+                               plan.model.trained_readout)
+    return plan.samples // plan.replicas
+
+
+def _cache_group(plan: SolvePlan) -> int:
+    """The most replicas a forward solve on a CPU integrates at once for speed: the largest
+    divisor of `replicas` whose fields (group nodes x P) fit CPU_GROUP_ELEMENTS, at least 1;
+    elsewhere (other methods, accelerators, which want the largest batch) all of them."""
+    R = plan.replicas
+    if plan.method != "forward" or jax.default_backend() != "cpu":
+        return R
+    fields = _nodes_per_replica(plan) * plan.data.P
+    return max([g for g in range(1, R + 1) if R % g == 0 and g * fields <= CPU_GROUP_ELEMENTS],
+               default=1)
 
 
 def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None) -> float:

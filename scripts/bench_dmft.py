@@ -181,6 +181,36 @@ def scaling_table(quick):
     return rows
 
 
+def group_table(quick):
+    """Large sample counts on a CPU: the forward step with every replica vmapped at once against
+    the default plan, which integrates groups of replicas whose fields fit
+    `dmft.plan.CPU_GROUP_ELEMENTS` one after another (the same answer bit for bit)."""
+    if jax.default_backend() != "cpu":
+        return []
+    cases = [("relu", 256, 32, 1000, 65536, 4), ("tanh", 512, 64, 0, 65536, 16)]
+    rows = []
+    for act, p, d, pt, m, reps in cases[:1] if quick else cases:
+        data = dmft.tasks.single_index(D=d, P=p, P_test=pt, degree=2, key=jax.random.key(1))
+        model = dmft.TwoLayer(act, gamma0=1.0)
+        row = dict(activation=act, P=p, D=d, nodes=m, replicas=reps)
+        for name, cap in (("at_once", 2 ** 62), ("grouped", dmft.plan.CPU_GROUP_ELEMENTS)):
+            saved, dmft.plan.CPU_GROUP_ELEMENTS = dmft.plan.CPU_GROUP_ELEMENTS, cap
+            try:
+                runs = []
+                for steps in (50, 150):
+                    kw = dict(eta0=0.2, steps=steps, save_every=steps, samples=m, replicas=reps,
+                              method="forward", kernels=False, precision="mixed", max_memory_gb=64.0)
+                    dmft.solve(model, data, **kw)
+                    sol = dmft.solve(model, data, **kw)
+                    runs.append(sol.info["run_s"])
+                row[name + "_ms"] = 1e3 * (runs[1] - runs[0]) / 100
+                row[name + "_group"] = sol.info["replicas_at_once"]
+            finally:
+                dmft.plan.CPU_GROUP_ELEMENTS = saved
+        rows.append(row)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, 2e4 Kumar steps")
@@ -228,6 +258,15 @@ def main():
           "   alone would give exponent 1 in each; an exponent in D well below 1 means the (nodes, P)\n"
           "   elementwise passes, which do not grow with D, bind: memory traffic, not flops")
 
+    gt = group_table(args.quick)
+    if gt:
+        print("\n2c. many nodes on a CPU: every replica at once against groups of replicas whose fields\n"
+              "    (nodes x P) fit CPU_GROUP_ELEMENTS, run one after another (the default; same answer)")
+        for r in gt:
+            print(f"   {r['activation']} P={r['P']} D={r['D']} {r['nodes']} nodes in {r['replicas']} replicas, "
+                  f"mixed: at once {r['at_once_ms']:.1f} ms/step; {r['grouped_group']} at a time "
+                  f"{r['grouped_ms']:.1f} ms/step ({r['at_once_ms'] / r['grouped_ms']:.2f}x)")
+
     print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
     print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
           f"{'time ratio':>11} {'dmft s':>8} {'net s':>8} {'efficiency':>11}")
@@ -242,7 +281,7 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"matmul_gflops": ref, "matmul_gflops_float32": ref32, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
-                       "scaling": sc, "error_per_cost": ec}, fh, indent=2)
+                       "scaling": sc, "groups": gt, "error_per_cost": ec}, fh, indent=2)
 
 
 if __name__ == "__main__":
