@@ -280,7 +280,7 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     `plan.replicas_at_once`; they are vmapped), the records three times over (the device's
     output, the host copy, the concatenation), and for `points` > 1 (a `BatchProgram` call)
     everything per point, as vmap makes it."""
-    data, model = plan.data, plan.model
+    data = plan.data
     P, Pt, C, D = data.P, data.P_test, data.C, data.D
     N = P + Pt
     r = min(D, N)
@@ -293,9 +293,7 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     setup = N * r + 6.0 * N * P + P * C
     work = 0.0
     if plan.sampled:
-        m = plan.samples // R
-        if plan.sampler == "quadrature":
-            m = quadrature_size(plan.quadrature_nodes, r, C, model.trained_readout)
+        m = _nodes_per_replica(plan)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
         # the control-variate matrices of the group being integrated (`for_prediction` drops them
         # after), the t = 0 node features of every replica ("operator": the predictor reads them)
