@@ -9,6 +9,11 @@ import os
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# the command's persistent compilation cache stays off in the tests (it would write to the
+# home folder and set JAX's config in the test process); tests/test_validation.py turns it on
+# in fresh processes
+os.environ["DMFT_COMPILE_CACHE"] = "off"
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

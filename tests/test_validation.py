@@ -6,6 +6,7 @@ import os
 import re
 import types
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -360,3 +361,39 @@ def test_grok_accepts_every_registered_testbed():
     for name in TESTBEDS:
         assert parser.parse_args(["grok", "--testbed", name]).testbed == name
     assert "lyu" in TESTBEDS
+
+
+def test_compile_cache_keeps_programs_and_the_same_numbers(tmp_path, capsys):
+    """--compile-cache DIR: the first run fills DIR; a second run (a fresh process) reads it,
+    rewrites none of it and gets the same numbers bit for bit."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cache = tmp_path / "xla"
+    args = ["solve", "--gamma0", "1", "--steps", "20", "--set", "train.save_every=10", "--set", "task.D=4",
+            "--set", "task.P=16", "--set", "task.P_test=20", "--samples", "256", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=root, MPLBACKEND="Agg")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    sols = []
+    for run in range(2):
+        out = tmp_path / f"s{run}"
+        cmd = [sys.executable, "-m", "experiments.cli", *args, "--out", str(out), "--compile-cache", str(cache)]
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        sols.append(dmft.Solution.load(str(out / "theory" / "dmft_gamma0_1")))
+        if run == 0:
+            first = sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir())
+            assert first, "the first run cached nothing"
+    # every program of the first run was read, not rebuilt (programs that compiled in under 0.2 s
+    # are not kept, and on a loaded machine the second run may keep one more of those)
+    assert set(first) <= {(p.name, p.stat().st_mtime_ns) for p in cache.iterdir()}
+    np.testing.assert_array_equal(sols[1].test_loss, sols[0].test_loss)
+    np.testing.assert_array_equal(sols[1].f_test, sols[0].f_test)
+    assert cli.compile_cache_dir("off") is None and cli.compile_cache_dir(" OFF ") is None
+    assert cli.compile_cache_dir(str(tmp_path / "c")) == str(tmp_path / "c")
+    # a folder that cannot be made: said once, the cache stays off, the job goes on
+    (tmp_path / "file").write_text("")
+    cli._use_compile_cache(str(tmp_path / "file" / "xla"))
+    assert "compile cache off" in capsys.readouterr().err
+    assert not jax.config.jax_compilation_cache_dir
