@@ -434,18 +434,28 @@ def test_heatmap_tells_missing_points_from_values(reference):
 
 # ------------------------------------------------------------------ damaged stores
 
+def _read(path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _write(path, data: bytes, mode: str = "wb") -> None:
+    with open(path, mode) as fh:
+        fh.write(data)
+
+
 def _flip(path):
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(_read(path))
     data[len(data) // 2] ^= 0xFF
-    open(path, "wb").write(bytes(data))
+    _write(path, bytes(data))
 
 
-DAMAGE = {
-    "empty": lambda p, q: open(p, "wb").close(),
-    "truncated": lambda p, q: open(p, "wb").write(open(p, "rb").read()[: os.path.getsize(p) // 3]),
-    "extended": lambda p, q: open(p, "ab").write(b"\0" * 17),
+DAMAGE = {       # each reads the file before it opens it for writing (a truncated file keeps a third)
+    "empty": lambda p, q: _write(p, b""),
+    "truncated": lambda p, q: _write(p, _read(p)[: os.path.getsize(p) // 3]),
+    "extended": lambda p, q: _write(p, b"\0" * 17, "ab"),
     "corrupted": lambda p, q: _flip(p),
-    "garbage": lambda p, q: open(p, "wb").write(os.urandom(os.path.getsize(p))),
+    "garbage": lambda p, q: _write(p, os.urandom(os.path.getsize(p))),
     "swapped": lambda p, q: (os.replace(p, p + ".x"), os.replace(q, p), os.replace(p + ".x", q)),
     "removed": lambda p, q: os.remove(p),
 }
@@ -460,7 +470,10 @@ def test_damaged_chunks_are_named_set_aside_and_recomputed(config, reference, tm
     shutil.copytree(reference.path, out)
     chunks = sorted(f for f in os.listdir(os.path.join(out, "chunks")) if f.endswith(".npz"))
     p, q = (os.path.join(out, "chunks", c) for c in (chunks[0], chunks[-1]))
+    size = os.path.getsize(p)
     DAMAGE[kind](p, q)
+    if kind == "truncated":
+        assert os.path.getsize(p) == size // 3 > 0
     loaded = scan.load(out)                                     # reads what is good, names the rest
     assert not loaded.complete
     if kind != "removed":
@@ -477,9 +490,9 @@ def test_damaged_chunks_are_named_set_aside_and_recomputed(config, reference, tm
 def test_a_manifest_that_lost_a_field_is_refused_naming_it(reference, tmp_path, field):
     out = str(tmp_path / "s")
     shutil.copytree(reference.path, out)
-    man = json.load(open(os.path.join(out, "manifest.json")))
+    man = json.loads(_read(os.path.join(out, "manifest.json")))
     del man[field]
-    json.dump(man, open(os.path.join(out, "manifest.json"), "w"))
+    _write(os.path.join(out, "manifest.json"), json.dumps(man).encode())
     with pytest.raises(StoreConflict, match=field):
         scan.load(out)
 
@@ -488,11 +501,11 @@ def test_a_killed_scans_lock_is_reported_stale_and_summaries_count_every_session
                                                                                tmp_path, capsys):
     out = str(tmp_path / "s")
     shutil.copytree(reference.path, out)
-    open(os.path.join(out, ".lock"), "w").write("999999999")      # left by a scan killed with -9
+    _write(os.path.join(out, ".lock"), b"999999999")              # left by a scan killed with -9
     os.remove(os.path.join(out, "chunks", sorted(os.listdir(os.path.join(out, "chunks")))[0]))
     res = scan.run(config, out, log=print)
     assert "cleared the lock left by process 999999999" in capsys.readouterr().out
-    assert open(os.path.join(out, ".lock")).read() == ""           # released: empty
+    assert _read(os.path.join(out, ".lock")) == b""                # released: empty
     text = res.summary()
     assert "over 2 session(s)" in text and "nan points/s" not in text.split("\n")[0]
 
@@ -543,7 +556,7 @@ def _write_npz(path, arrays):
 
 def _record_of(path, index):
     """The manifest record a store would write for this file (a forger who recomputes it)."""
-    data = open(path, "rb").read()
+    data = _read(path)
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "points": int(index.size),
             "index_sha256": hashlib.sha256(np.ascontiguousarray(index, np.int64).tobytes()).hexdigest()}
 
@@ -572,7 +585,7 @@ def test_an_unrecorded_chunk_is_not_done_and_is_recomputed(config, reference, tm
     assert "not recorded in manifest.json" in capsys.readouterr().out
     assert _chunks_written(out)[4:] == [name]                          # only that chunk computed
     assert os.path.exists(path + ".damaged-0")                          # kept, not deleted
-    assert _manifest(out)["chunks"][name]["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert _manifest(out)["chunks"][name]["sha256"] == hashlib.sha256(_read(path)).hexdigest()
 
 
 # how a chunk file can be altered: each returns the altered arrays (or raises Skip when it
