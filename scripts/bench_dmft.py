@@ -70,9 +70,10 @@ def gemm_floor(m, p, d, dtype, steps=200):
 def forward_table(refs, quick):
     """Time per step of the forward solver in both precisions (the difference of runs of 300
     and 100 steps over 200, each the faster of two, so without the records at the two ends; the
-    last column is one record's time, from 20 steps saved at every step against saved once); the ratio is to the matmul of the dtype its products use (float64
-    for "full", float32 for "mixed"), and to the step's own two GEMMs run alone at its shapes
-    (the ceiling for these skinny products)."""
+    last column is one record's time, from 20 steps saved at every step against saved once); the
+    ratio is to the matmul of the dtype its products use (float64 for "full", float32 for
+    "mixed"), and to the step's own two GEMMs run alone at its shapes (the ceiling for these
+    skinny products)."""
     sizes = [(4096, 64, 16), (8192, 256, 32), (16384, 512, 64)]
     if quick:
         sizes = sizes[:2]

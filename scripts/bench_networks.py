@@ -8,7 +8,8 @@ dL/dw = (dL/dh)^T x (2 P D N), dL/da = phi^T r and dL/dphi = r a^T (4 P N), so
 prints XLA's own flop count of the step over this count (near 1: the count is honest; an
 earlier version counted 8 P D N and overstated the fraction of the matmul rate 1.9x).
 Sizes whose arrays would not fit in memory are skipped and said so. The time per step
-excludes the records (runs of two lengths, differenced); a record's time is printed beside.
+excludes the records (runs of two lengths, differenced); a record's time is printed beside
+(the same steps saved at every step and saved once, differenced).
 
 Run: python scripts/bench_networks.py [--quick]
 """
@@ -73,7 +74,8 @@ def main():
     print(f"device: {jax.devices()[0]}   float64 matmul 2048^3: {ref:.1f} GFLOP/s")
     print(f"P={P}, D={D}, tanh, trained readouts, gradient descent; ms/step = (run of {3 * steps} steps\n"
           f"- run of {steps}) / {2 * steps}, each the faster of two: the records at both ends (the\n"
-          f"(P, P) kernels of every seed, for the alignment) excluded; one record's time beside\n")
+          f"(P, P) kernels of every seed, for the alignment) excluded; one record's time beside\n"
+          f"({steps} steps saved at every step - saved once, / {steps - 1})\n")
     print(f"{'width':>7} {'seeds':>6} {'ms/step':>9} {'GFLOP/s':>9} {'vs matmul':>10} {'XLA/count':>10} "
           f"{'record ms':>10}")
     for n in widths:
@@ -89,7 +91,12 @@ def main():
                 networks.train(model, data, **kw)                    # compile
                 runs.append(min(networks.train(model, data, **kw).info["run_s"] for _ in range(2)))
             per_step = (runs[1] - runs[0]) / (2 * steps)
-            record = (runs[0] - steps * per_step) / 2
+            saves = []
+            for every in (steps, 1):    # the same steps saved once or at every step
+                kw.update(steps=steps, save_every=every)
+                networks.train(model, data, **kw)                    # compile
+                saves.append(min(networks.train(model, data, **kw).info["run_s"] for _ in range(2)))
+            record = (saves[1] - saves[0]) / (steps - 1)
             flops = s * (4 * P * D * n + 6 * P * n)
             print(f"{n:7d} {s:6d} {per_step * 1e3:9.2f} {flops / per_step / 1e9:9.1f} "
                   f"{flops / per_step / 1e9 / ref:10.0%} {xla_flops_ratio(P, D, n):10.2f} "
