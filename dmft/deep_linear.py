@@ -593,10 +593,10 @@ def plateaus(data: LinearTeacher) -> dict:
 
 def noise_variance(modes: EffectiveModes, pi, batch_size: int):
     """c_i(pi): the variance of one sample's gradient along each mode (times the finite-
-    population factor on a fixed set), at mode strengths pi (..., r). The residual s - pi is
-    clipped at -s: above 2 s the Gaussian closure of the (one-sided) noise fails."""
+    population factor on a fixed set), at mode strengths pi (..., r): exact at any pi (Isserlis
+    online, the measured moments on a fixed set; docs/derivations.md, section 6)."""
     pi = np.asarray(pi, dtype=np.float64)
-    d = np.maximum(modes.s - pi, -modes.s)
+    d = modes.s - pi
     if modes.P is None:
         return 2.0 * d * d + modes.sigma ** 2
     P, B = modes.P, batch_size
@@ -793,7 +793,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     shrink = 1.0 - eta * kappa_wd
 
     def c_of(pi):
-        d = jnp.maximum(s - pi, -s)
+        d = s - pi
         if online:
             return 2 * d * d + sigma2
         return jnp.maximum((kappa - 1) * d * d + 2 * tau * d + lam, 0.0) * fpc

@@ -127,7 +127,7 @@ def test_a_figure_that_fails_keeps_the_numbers_and_says_so(tmp_path, capsys, mon
                       "--set", "task.P_test=4"] + JOBS["validate"] + ["--set", "task.D=3", "--set", "task.P=6"],
                      capsys)
     assert code == cli.EXIT_PLOT and "no font" in err and "numbers were saved" in err
-    man = json.load(open(out / "run.json"))
+    man = json.loads((out / "run.json").read_text())
     assert man["status"] == "plot_failed" and "losses" in man["plot_errors"]
     assert (out / "theory" / "dmft_gamma0_1.npz").exists() and (out / "report.json").exists()
 

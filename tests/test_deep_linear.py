@@ -152,19 +152,26 @@ def test_random_small_init_learns_the_modes_in_order_on_a_staircase():
 # ------------------------------------------------------------------ SGD noise
 
 @pytest.mark.parametrize("which", ["online", "fixed"])
-def test_network_drift_and_diffusion_equal_the_per_mode_formulas_when_aligned(which, online, fixed):
+@pytest.mark.parametrize("init_scale", [0.6, 1.65])
+def test_network_drift_and_diffusion_equal_the_per_mode_formulas_when_aligned(which, init_scale, online,
+                                                                               fixed):
     """At an aligned, balanced network the recorded drift is the gradient-flow rate and the
     recorded diffusion (variance of one SGD step along the mode / eta) is D_i(pi): exactly on a
-    fixed set, within the probe's sampling error online."""
+    fixed set, within the probe's sampling error online. Also from far above the targets
+    (pi0 = 1.65^4 = 7.4 > 2 s_i for every mode), where the per-sample noise is one-sided."""
     data = online if which == "online" else fixed
-    model = dmft.DeepLinear(4, 10, 0.6, "aligned")
-    run = networks.train(model, data, seeds=1, eta0=0.01, steps=1, save_every=1, batch_size=2,
-                         probe=20000)
+    model = dmft.DeepLinear(4, 10, init_scale, "aligned")
+    run = networks.train(model, data, seeds=1, eta0=0.01 if init_scale < 1 else 1e-4, steps=1,
+                         save_every=1, batch_size=2, probe=20000)
     pi = run.modes[0, 0]
-    D = dl.diffusion(model, data, pi, eta0=0.01, batch_size=2)
-    mu = dl.drift(model, data, pi, eta0=0.01, batch_size=2, ito=False)
+    assert init_scale < 1 or np.all(pi > 2 * np.asarray(data.s))
+    eta = 0.01 if init_scale < 1 else 1e-4
+    D = dl.diffusion(model, data, pi, eta0=eta, batch_size=2)
+    mu = dl.drift(model, data, pi, eta0=eta, batch_size=2, ito=False)
     np.testing.assert_allclose(run.drift[0, 0], mu, rtol=1e-10)
-    tol = 0.06 if which == "online" else 1e-10      # 20000 probes: relative error of a variance ~1%
+    # 20000 probes: relative sd of a variance ~1-1.5% near the targets, up to ~2.6% far above
+    # them (one-sided noise delta z^2, heavier-tailed; 4 keys at 80000 probes: within 3.4%, no bias)
+    tol = 1e-10 if which == "fixed" else 0.06 if init_scale < 1 else 0.12
     np.testing.assert_allclose(run.diffusion[0, 0], D, rtol=tol)
 
 
@@ -424,7 +431,7 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
             "--set", "train.eta0=0.01", "--set", "train.save_every=50", "--set", "theory.paths=256",
             "--set", "staircase.seeds=4", "--set", "staircase.steps=2000", "--set", "staircase.gamma=2.0"]
     assert cli.main(argv) == 0
-    rep = json.load(open(out / "report.json"))
+    rep = json.loads((out / "report.json").read_text())
     names = [c["name"] for c in rep["checks"]]
     assert any(n.startswith("modes vs SDE") for n in names) and any(n.startswith("stationary") for n in names)
     assert {c["verdict"] for c in rep["checks"]} <= {"PASS", "FAIL"}
@@ -450,7 +457,7 @@ def test_dln_job_with_weight_decay(tmp_path):
                                  "train.save_every=100", "train.seeds=96", "theory.paths=512",
                                  "teacher.label_noise=[0.0]", "staircase.seeds=0"])
     dln.run(cfg, str(tmp_path), log=lambda *a: None)
-    rep = json.load(open(tmp_path / "report.json"))
+    rep = json.loads((tmp_path / "report.json").read_text())
     st = rep["studies"][0]
     star = np.asarray(st["fixed_points"], dtype=float)
     np.testing.assert_allclose(star[:3], [2.971, 1.964, 0.9487], atol=1e-3)

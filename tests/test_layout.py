@@ -5,6 +5,7 @@ layer and the layers before it, and never another module's underscored name."""
 
 import ast
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,7 @@ def _modules():
 
 def _imports(path, module):
     """(imported module, imported names) for every import in the file, relative ones resolved."""
-    tree = ast.parse(open(path).read(), filename=path)
+    tree = ast.parse(pathlib.Path(path).read_text(), filename=path)
     package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -68,7 +69,7 @@ def test_no_module_imports_another_modules_private_names():
             if any(p.startswith("_") and not p.startswith("__") for p in target.split(".")):
                 bad.append(f"{module}: imports the private module {target}")
         # attribute access to another project module's private name: mod._name
-        tree = ast.parse(open(path).read())
+        tree = ast.parse(pathlib.Path(path).read_text())
         package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
         aliases = {}
         for node in ast.walk(tree):

@@ -2,6 +2,7 @@
 empty directory), and the command line it shows for your own data works."""
 
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _blocks():
-    text = open(os.path.join(ROOT, "README.md")).read()
+    text = pathlib.Path(ROOT, "README.md").read_text()
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 

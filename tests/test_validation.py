@@ -2,7 +2,7 @@
 
 import json
 import os
-
+import pathlib
 import re
 import types
 
@@ -232,14 +232,14 @@ def test_validate_end_to_end_writes_every_file(tmp_path, capsys):
                 "figures/relative_error.png", "theory/dmft_gamma0_1.npz", "theory/dmft_gamma0_1.json",
                 "theory/lazy_gamma0_0.05.npz", "networks/gamma0_1_N64.npz", "networks/gamma0_0.05_N16.json"):
         assert os.path.exists(os.path.join(out, rel)), rel
-    rep = json.load(open(os.path.join(out, "report.json")))
+    rep = json.loads(pathlib.Path(out, "report.json").read_text())
     assert {c["verdict"] for c in rep["checks"]} <= {"PASS", "FAIL", "SKIP"}
-    md = open(os.path.join(out, "report.md")).read()
+    md = pathlib.Path(out, "report.md").read_text()
     assert assert_tables_are_well_formed(md) >= 3
     assert "networks: mean +- std over seeds" in md and "DMFT test loss +- SE" in md
     assert "Arithmetic: float64" in md                       # the precision the job ran in
     assert rep["config"]["train"]["steps"] == 40 and "jax" in rep["environment"]
-    man = json.load(open(os.path.join(out, "run.json")))
+    man = json.loads(pathlib.Path(out, "run.json").read_text())
     assert man["status"] == "complete"
     sol = dmft.Solution.load(os.path.join(out, "theory", "dmft_gamma0_1"))
     assert sol.info["config"]["model"]["gamma0"] == 1.0
