@@ -118,6 +118,15 @@ def _check(model, data):
     model.check_data(data)
 
 
+def _check_aligned(model, data, what: str):
+    """The flow and the per-mode SDE start from the aligned, balanced network; refuse another."""
+    _check(model, data)
+    if model.init != "aligned":
+        raise InputError(f"model.init: {what} starts from the aligned, balanced network (init='aligned'); "
+                         f"got init={model.init!r} (a random start has no per-mode reduction: train networks, "
+                         "or use DeepLinear(..., init='aligned'))")
+
+
 # ----------------------------------------------------------------- gradient flow
 
 def _gf_rate(p, s, L):
@@ -510,7 +519,7 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0
     Returns:
         (T, r) mode strengths, modes in the order of the teacher's singular values.
     """
-    _check(model, data)
+    _check_aligned(model, data, "mode_flow")
     t = _reals("t", t)
     if np.any(t < 0):
         raise InputError("t: times must be finite and >= 0")
@@ -538,7 +547,7 @@ def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5,
     Computed from log(init_scale^L). NaN for a mode that starts at or above the level and for one
     the decay switches off (no fixed point, or a start below the barrier: it decays to 0);
     InputError naming init_scale when a time exceeds float64's range."""
-    _check(model, data)
+    _check_aligned(model, data, "learning_times")
     level = checks.real("level", level, positive=True, below=1.0)
     kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
     s = effective_modes(data).s
@@ -595,14 +604,34 @@ def noise_variance(modes: EffectiveModes, pi, batch_size: int):
     """c_i(pi): the variance of one sample's gradient along each mode (times the finite-
     population factor on a fixed set), at mode strengths pi (..., r): exact at any pi (Isserlis
     online, the measured moments on a fixed set; docs/derivations.md, section 6)."""
-    pi = np.asarray(pi, dtype=np.float64)
+    pi = _pis(pi, np.size(modes.s))
     d = modes.s - pi
-    if modes.P is None:
-        return 2.0 * d * d + modes.sigma ** 2
-    P, B = modes.P, batch_size
-    fpc = (P - B) / (P - 1) if P > 1 else 0.0
-    c = (modes.kappa - 1.0) * d * d + 2.0 * modes.tau * d + modes.lam
-    return np.maximum(c, 0.0) * fpc
+    with np.errstate(over="ignore", invalid="ignore"):
+        if modes.P is None:
+            c = 2.0 * d * d + modes.sigma ** 2
+        else:
+            P, B = modes.P, batch_size
+            fpc = (P - B) / (P - 1) if P > 1 else 0.0
+            c = np.maximum((modes.kappa - 1.0) * d * d + 2.0 * modes.tau * d + modes.lam, 0.0) * fpc
+    return _finite_where_pi_is("c", c, pi)
+
+
+def _pis(pi, r: int) -> np.ndarray:
+    """Mode strengths (..., r) or one value for every mode: real numbers, else an InputError
+    naming pi. NaN is let through (a diverged network's records are NaN: NaN in, NaN out at
+    that entry); an infinite pi is refused."""
+    try:
+        arr = np.asarray(pi)
+        if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "fiu":
+            raise TypeError(f"dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"pi: expected real numbers, got {pi!r:.60} ({err})") from None
+    if np.any(np.isinf(arr)):
+        raise InputError("pi: mode strengths must be finite (or NaN for a diverged record)")
+    if arr.ndim and arr.shape[-1] not in (1, r):
+        raise InputError(f"pi: the last axis holds the {r} modes, got shape {arr.shape}")
+    return arr
 
 
 def _sgd_args(model, data, eta0, batch_size):
@@ -618,9 +647,21 @@ def diffusion(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_
     """D_i(pi) = (eta / B) L^2 pi^(4 - 4/L) c_i(pi): Var[delta pi_i] / eta of one SGD step."""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     modes = effective_modes(data)
-    pi = np.asarray(pi, dtype=np.float64)
+    pi = _pis(pi, modes.s.size)
     L = model.depth
-    return eta0 / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
+    with np.errstate(over="ignore", invalid="ignore"):
+        D = eta0 / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
+    return _finite_where_pi_is("D", D, pi)
+
+
+def _finite_where_pi_is(name: str, out, pi):
+    """`out`, or an InputError naming pi where a finite pi gave a non-finite value (overflow)."""
+    bad = ~np.isfinite(out) & np.broadcast_to(np.isfinite(pi), np.shape(out))
+    if np.any(bad):
+        at = np.broadcast_to(pi, np.shape(out))[bad].flat[0]
+        raise InputError(f"pi: {name} overflows float64 at pi = {at:g}; mode strengths that large "
+                         "are outside what the per-mode reduction describes")
+    return out
 
 
 def _decay(eta0: float, weight_decay) -> float:
@@ -678,14 +719,15 @@ def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
-    pi = np.asarray(pi, dtype=np.float64)
+    pi = _pis(pi, modes.s.size)
     L = model.depth
-    mu = _gf_rate(pi, modes.s, L) - L * kappa * pi
+    with np.errstate(over="ignore", invalid="ignore"):
+        mu = _gf_rate(pi, modes.s, L) - L * kappa * pi
     if ito:
         D = diffusion(model, data, pi, eta0=eta0, batch_size=B)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mu = mu + np.where(pi != 0, (L - 1) * D / (2 * L * pi), 0.0)
-    return mu
+    return _finite_where_pi_is("the drift", mu, pi)
 
 
 @dataclasses.dataclass
@@ -750,7 +792,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     Returns:
         ModeSDE with .t (T,) and .modes (paths, T, r).
     """
-    _check(model, data)
+    _check_aligned(model, data, "mode_sde")
     given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every, batch_size=batch_size,
                                    weight_decay=weight_decay).items() if v is not None}
     sch = schedule_from(schedule, **given, defaults=dict(eta0=0.01, steps=1000, save_every=10))
@@ -777,8 +819,11 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     lp = _log_mode_init(model)
     pi0 = _mode_init(model)
     # the start itself must be representable in the working precision, with its diffusion
-    c0 = float(np.max(noise_variance(modes, np.full(modes.s.shape, pi0), B)))
-    log_d0 = (math.log(eta / B) + 2 * math.log(L) + (4 - 4 / L) * lp + math.log(c0)) if c0 > 0 else -np.inf
+    try:
+        c0 = float(np.max(noise_variance(modes, np.full(modes.s.shape, pi0), B)))
+    except InputError:
+        c0 = math.inf                                   # overflows: refused just below, naming init_scale
+    log_d0 = (math.log(eta / B) + 2 * math.log(L) + (4 - 4 / L) * lp + math.log(c0)) if c0 > 0 else -math.inf
     if lp >= log_max or log_d0 >= log_max:
         raise InputError(f"init_scale: the initial mode strength init_scale^depth = 10^{lp / math.log(10):.0f} "
                          f"or its diffusion (10^{log_d0 / math.log(10):.0f}) overflows {jnp.dtype(dt).name}; "
@@ -843,7 +888,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
             "are in .partial.", step=first, cause=cause,
             partial={"t": sch.times[:n_good], "modes": pi[:, :n_good], "diffusion": D[:, :n_good]})
     info = {"paths": paths, "eta0": eta, "batch_size": B, "weight_decay": kappa_wd, "depth": L,
-            "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
+            "dtype": jnp.dtype(dt).name, "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
             "memory_estimate_gb": need / 2 ** 30,
             "config": {"model": model.describe(), "data": data.describe(),
                        "sde": {**sch.describe(), "paths": paths}}}
@@ -969,6 +1014,7 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
     "t_90": (r,) times at 50% and 90% of the target, "lead_half", "lead_90": t_half - t_peak
     and t_90 - t_peak (> 0: the diffusion peaks first)}.
     """
+    _check_aligned(model, data, "diffusion_peaks")
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
     s = effective_modes(data).s
@@ -1010,6 +1056,7 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
 def staircase_figure(model, data, run=None, sde=None, t=None, title=None):
     """Mode strengths and population loss against time: gradient flow (black), SDE band,
     networks (median and band), plateau levels (dotted)."""
+    _check_aligned(model, data, "staircase_figure")
     fig, axes = new_figure(1, 2, size=(11, 4))
     if t is None:
         t = run.t if run is not None else np.geomspace(1e-2, 2 * np.nanmax(learning_times(model, data, 0.9)), 400)

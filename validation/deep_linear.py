@@ -21,8 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from dmft import checks
 from dmft import deep_linear as dl
 from dmft.errors import InputError
 
@@ -52,6 +55,11 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
     if run.t.shape != sde.t.shape or not np.allclose(run.t, sde.t):
         raise InputError("compare_modes: the run and the SDE need the same saved times")
     T = run.t.size
+    if times is not None:
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(times)) or np.any(times < run.t[0]) or np.any(times > run.t[-1]):
+            raise InputError(f"times: must lie within the run's saved times [{run.t[0]:g}, {run.t[-1]:g}] "
+                             f"(each is taken at the nearest save), got {times.tolist()}")
     idx = sorted({int(i) for i in (np.linspace(0, T - 1, 5)[1:] if times is None else
                                    [int(np.argmin(np.abs(run.t - t))) for t in times])})
     target = np.asarray(sde.info.get("s_effective", np.nanmax(np.abs(sde.modes), axis=(0, 1))))
@@ -70,7 +78,9 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
                 continue
             se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
             diff = a.mean() - b.mean()
-            z = float(diff / se) if se > 0 else 0.0
+            # two ensembles without spread (full-batch steps from an aligned start: every member
+            # the same) agree only if their values do
+            z = float(diff / se) if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
             ratio = float(a.std() / b.std()) if b.std() > 0 else float("nan")
             eff = float(abs(diff) / b.std()) if b.std() > 0 else (0.0 if diff == 0 else float("inf"))
             rel = float(abs(diff) / scale) if scale > 0 else float("inf")
@@ -151,6 +161,9 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     for i in range(late.shape[-1]):
         x = late[..., i].ravel()
         x = x[np.isfinite(x)]
+        if x.size == 0:
+            raise InputError(f"stationary_fit: mode {i + 1} has no finite value after t = {after:g} "
+                             "(every seed diverged)")
         if decays[i]:
             rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),
                          "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float("nan"),
@@ -172,6 +185,7 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     """(S, r) first saved-time crossing of level x target by each seed's modes (linear
     interpolation; inf when not reached). The targets are the effective s by default; with weight
     decay pass `dl.fixed_points(...)` (a NaN target, a mode decay switches off: inf)."""
+    level = checks.real("level", level, positive=True)
     s = dl.effective_modes(data).s if targets is None else np.asarray(targets, dtype=np.float64)
     out = np.full(run.modes.shape[::2], np.inf)
     for k in range(run.modes.shape[0]):
