@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 
-from dmft.errors import (ConfigError, DivergenceError, InputError, NotConverged, OutputError)
+from dmft.errors import (ConfigError, DivergenceError, DmftError, InputError, NotConverged, OutputError)
 
 from .output import PlotError
 
@@ -63,7 +63,7 @@ def _common(s, config_help, set_help="override one key (TOML literal), repeatabl
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--compile-cache", metavar="DIR|off", default=None,
                    help="keep XLA's compiled programs here across runs (default: $DMFT_COMPILE_CACHE, "
-                        "else ~/.cache/dmft/xla); 'off' compiles afresh every run")
+                        "else $XDG_CACHE_HOME/dmft/xla or ~/.cache/dmft/xla); 'off' compiles afresh every run")
 
 
 def _parser():
@@ -214,8 +214,9 @@ def _grok(args) -> int:
     _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
     try:
         res = grok.run(cfg, out, log=_say, progress=_progress(args))
-    except (DivergenceError, NotConverged) as err:
-        write_manifest(out, "grok", cfg, "failed", {"error": str(err)})
+    except DmftError as err:
+        if not isinstance(err, PlotError):
+            write_manifest(out, "grok", cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         raise
     raise_plot_errors(out, "grok", cfg, res.get("plot_errors"))
     write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
@@ -243,8 +244,9 @@ def _dln(args) -> int:
     _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
     try:
         res = dln.run(cfg, out, log=_say, progress=_progress(args))
-    except (DivergenceError, NotConverged) as err:
-        write_manifest(out, "dln", cfg, "failed", {"error": str(err)})
+    except DmftError as err:
+        if not isinstance(err, PlotError):
+            write_manifest(out, "dln", cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         raise
     raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
     write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
@@ -276,6 +278,8 @@ def _scan(args) -> int:
         devices = _select_device(None, args.x64)
     else:
         devices = _select_device(args.device, args.x64)
+    if cfg.get("train", {}).get("dtype") == "float64" and not args.x64:   # (deep-linear scans' networks)
+        raise ConfigError("train.dtype = 'float64' with --x32; pass --x64 or set train.dtype = 'float32'")
     out = args.out or os.path.join("results", "scan")
     _say(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
     try:

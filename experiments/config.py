@@ -33,6 +33,9 @@ __all__ = ["ConfigError", "Field", "defaults", "resolve_path", "coerce", "parse_
            "read_toml", "to_toml", "differences", "flag_overrides"]
 
 
+SEED_MAX = 2 ** 32 - 1              # seeds are uint32: jax.random.key's range under --x32 too
+
+
 @dataclasses.dataclass(frozen=True)
 class Field:
     kind: str                       # "int", "float", "str", "bool", "floats", "ints", "strs"
@@ -229,6 +232,18 @@ def flag_overrides(flags: dict, overrides) -> list[str]:
         else:
             out.append(f"{key}={list(v) if isinstance(v, (list, tuple)) else v!r}")
     return out
+
+
+def distinct_labels(name: str, values) -> None:
+    """A list whose values each get their own results (files named by `{value:g}`): refuse
+    repeats, and values too close to tell apart in those names (1 and 1.0000001 both read 1)."""
+    labels = [f"{v:g}" for v in values]
+    seen = {}
+    for v, lab in zip(values, labels):
+        if lab in seen:
+            raise ConfigError(f"{name}: values must be distinct, got {seen[lab]!r} and {v!r} (both label "
+                              f"their results {lab!r})")
+        seen[lab] = v
 
 
 def differences(a, b, prefix="") -> list[str]:

@@ -4,7 +4,12 @@ A results directory holds run.json (the command, configuration, environment and 
 and config.toml next to the job's own files. A directory that holds a different run is
 refused (`OutputConflict`); rerunning the same configuration finds it complete and does
 nothing unless forced, after checking every file against the SHA-256 that run.json recorded
-when the run completed (a missing or changed file is refused, naming it). A location that cannot be used at all (a file in the way, no
+when the run completed (a missing or changed file is refused, naming it). A run is the same
+when its command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it
+ran on, and the SHA-256 of a data file it read (task.path), so a changed data file or another
+precision is a different run, never "already complete". Recomputing over a previous run
+(--force, or one that did not complete) first removes what that run wrote, so no stale file
+outlives it or enters the new digests. A location that cannot be used at all (a file in the way, no
 permission, a missing parent that cannot be created) raises `OutputError` naming it,
 before any compute.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from dmft.errors import DmftError, OutputConflict, OutputError
 from dmft.io import environment, jsonable, sha256
@@ -79,6 +85,31 @@ def check_writable(out: str) -> None:
                           "choose another --out")
 
 
+def run_inputs(cfg: dict) -> dict:
+    """What besides the configuration decides a run's numbers: float64 or not, the platform the
+    job computes on, and the SHA-256 of the data file it reads (task.path, for task.name = npz)."""
+    import jax
+
+    device = jax.config.jax_default_device
+    inputs = {"x64": bool(jax.config.jax_enable_x64),
+              "platform": getattr(device, "platform", None) or jax.default_backend()}
+    task = cfg.get("task", {}) if isinstance(cfg, dict) else {}
+    if task.get("name") == "npz" and task.get("path"):
+        path = task["path"]
+        inputs["task.path sha256"] = sha256(path) if os.path.isfile(path) else None
+    return inputs
+
+
+def _clear(out: str) -> None:
+    """Remove what a previous dmft run wrote in `out` (its own directory: run.json says so)."""
+    for name in os.listdir(out):
+        path = os.path.join(out, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def read_manifest(out: str) -> dict:
     try:
         with open(os.path.join(out, MANIFEST)) as fh:
@@ -97,9 +128,16 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
     """
     check_writable(out)
     path = os.path.join(out, MANIFEST)
-    if os.path.exists(path):
-        old = read_manifest(out)
-        same = old.get("command") == job and old.get("config") == jsonable(cfg)
+    previous = False
+    old = read_manifest(out) if os.path.exists(path) else {}
+    if os.path.exists(path) and not old and not force:
+        raise OutputConflict(f"{out}: {MANIFEST} is unreadable (damaged, or not written by dmft); choose "
+                             "another --out, or pass --force to write over it (its other files are kept)")
+    if old:
+        inputs = run_inputs(cfg)
+        old_inputs = old.get("inputs", inputs)          # (runs written before inputs were recorded)
+        same_inputs = jsonable(old_inputs) == jsonable(inputs)
+        same = old.get("command") == job and old.get("config") == jsonable(cfg) and same_inputs
         if same and old.get("status") == "complete" and not force:
             damaged = check_digests(out, old.get("digests"))
             if damaged:
@@ -110,14 +148,19 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
             return False
         if not same and not force:
             diff = differences(old.get("config", {}), jsonable(cfg))
+            diff += [k for k in sorted(set(old_inputs) | set(inputs))
+                     if jsonable(old_inputs.get(k)) != jsonable(inputs.get(k))]
             raise OutputConflict(
                 f"{out} already holds a different run ({old.get('command', '?')}"
-                f"{'; differing keys: ' + ', '.join(diff[:8]) if diff else ''}). "
+                f"{'; differing: ' + ', '.join(diff[:8]) if diff else ''}). "
                 "Choose another --out, or pass --force to overwrite it.")
+        previous = True
     elif os.path.isdir(out) and os.listdir(out) and not force:
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")
     try:
+        if previous:
+            _clear(out)
         os.makedirs(out, exist_ok=True)
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
@@ -158,7 +201,8 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
     """run.json: command, status, configuration, environment (and extra fields), atomically.
     A complete run also records the SHA-256 of every file it wrote, so that a rerun which
     finds it complete verifies them (`prepare_output`)."""
-    man = {"command": job, "status": status, "config": jsonable(cfg), "environment": environment()}
+    man = {"command": job, "status": status, "config": jsonable(cfg), "inputs": jsonable(run_inputs(cfg)),
+           "environment": environment()}
     if extra:
         man.update(jsonable(extra))
     if status == "complete":

@@ -26,7 +26,7 @@ import jax
 import dmft
 from dmft.errors import ConfigError
 
-from .config import Field
+from .config import SEED_MAX, Field
 
 __all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
            "solve_options", "train_options", "check_sections", "TASK_FIELDS"]
@@ -57,7 +57,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
                       "(task.name = 'npz'; write one with dmft.Dataset(...).save(path)); relative to the "
                       "TOML file that names it (with --set: to the current directory), stored absolute",
                       path=True),
-        "seed": Field("int", 0, "data seed", 0),
+        "seed": Field("int", 0, "data seed", 0, maximum=SEED_MAX),
     },
     "model": {
         "activation": Field("str", "relu", "activation name (or 'quadratic' with eps)"),
@@ -78,7 +78,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "replicas": Field("int", 4, "independent replicas for the error estimate", 1),
         "sampler": Field("str", "stratified", "node sampler",
                          choices=("stratified", "orthogonal", "antithetic", "mc", "sobol")),
-        "seed": Field("int", 0, "seed of the single-site nodes", 0),
+        "seed": Field("int", 0, "seed of the single-site nodes", 0, maximum=SEED_MAX),
         "precision": Field("str", "full", ("per-step products in float64 (full) or float32 with a float64 state "
                             "(mixed: closure and forward, gamma0 >= 0.05)"),
                            choices=("full", "mixed")),
@@ -88,7 +88,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "simulate": {
         "widths": Field("ints", [64, 128, 256, 512, 1024], "network widths", 1),
         "seeds": Field("int", 8, "networks per width", 1),
-        "seed": Field("int", 1, "seed of the network initializations", 0),
+        "seed": Field("int", 1, "seed of the network initializations", 0, maximum=SEED_MAX),
         "antithetic": Field("bool", False, "antithetic initialization (trained readouts)"),
         "max_memory_gb": Field("float", 6.0, "refuse ensembles needing more memory", 0.0, True),
     },

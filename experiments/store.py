@@ -181,8 +181,13 @@ class Store:
                                     "choose another output directory")
             os.makedirs(os.path.join(path, CHUNKS), exist_ok=True)
             lock = cls._acquire(path)
+        except StoreConflict:
+            raise                               # (in use by another scan, or holds no scan)
+        except NotADirectoryError as err:
+            raise StoreConflict(f"cannot use {path} as a scan store: {err}; choose another output directory") from err
         except OSError as err:
-            raise StoreWriteError(err.errno, f"cannot use {path} as a scan store: {err}") from err
+            msg = f"cannot use {path} as a scan store: {err.strerror or err}"
+            raise (StoreWriteError(err.errno, msg) if err.errno is not None else StoreWriteError(msg)) from err
         try:
             if existing:
                 manifest = cls._read_manifest(path)

@@ -157,3 +157,106 @@ def test_every_shipped_config_loads(name):
     for full in (False, True):
         cfg = load(path, full)
         assert isinstance(cfg, dict) and cfg
+
+
+# ------------------------------------------------------------------ what makes a run the same run
+
+def _solve_argv(out, *extra):
+    return (["solve", "--out", str(out), "--no-progress", "--samples", "64", "--set", "task.P_test=4"]
+            + JOBS["solve"] + list(extra))
+
+
+def test_a_changed_data_file_or_precision_is_another_run(tmp_path, capsys):
+    """A rerun is "already complete" only with the same command, configuration and inputs: a
+    data file whose bytes changed (same path) or another precision is refused as a different
+    run, naming it, and --force recomputes it."""
+    import json
+
+    import jax
+    import numpy as np
+
+    import dmft
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+
+    def save():
+        dmft.Dataset(rng.normal(size=(6, 3)), rng.normal(size=6), rng.normal(size=(4, 3)),
+                     rng.normal(size=4)).save(str(path))
+
+    save()
+    out = tmp_path / "s"
+    argv = _solve_argv(out, "--gamma0", "1", "--set", "task.name=npz", "--set", f"task.path={path}")
+    assert _run(argv, capsys)[0] == 0
+    first = json.loads((out / "run.json").read_text())
+    assert len(first["inputs"]["task.path sha256"]) == 64 and first["inputs"]["x64"] is True
+    code, err = _run(argv, capsys)
+    assert code == 0 and "already complete" in err
+    save()                                                  # new arrays, same path
+    code, err = _run(argv, capsys)
+    assert code == cli.EXIT_OUTPUT and "task.path sha256" in err, err
+    assert _run(argv + ["--force"], capsys)[0] == 0
+    assert json.loads((out / "run.json").read_text())["inputs"] != first["inputs"]
+    try:
+        code, err = _run(argv + ["--x32"], capsys)
+    finally:
+        jax.config.update("jax_enable_x64", True)           # (the entry point set float32)
+    assert code == cli.EXIT_OUTPUT and "x64" in err, err
+
+
+def test_force_removes_what_the_previous_run_wrote(tmp_path, capsys):
+    """--force over a finished run starts from an empty directory: no file of the old run
+    outlives it or enters the new run's digests."""
+    import json
+
+    out = tmp_path / "s"
+    assert _run(_solve_argv(out, "--gamma0", "0.5", "1"), capsys)[0] == 0
+    assert (out / "theory" / "dmft_gamma0_0.5.npz").exists()
+    assert _run(_solve_argv(out, "--gamma0", "2", "--force"), capsys)[0] == 0
+    assert not (out / "theory" / "dmft_gamma0_0.5.npz").exists()
+    digests = json.loads((out / "run.json").read_text())["digests"]
+    assert not [k for k in digests if "gamma0_0.5" in k or "gamma0_1." in k], digests
+    assert any("gamma0_2" in k for k in digests)
+
+
+def test_a_numerical_failure_is_recorded_in_run_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "s"
+    code, err = _run(_solve_argv(out, "--gamma0", "2", "--eta0", "50"), capsys)
+    assert code != 0 and "eta0" in err, err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "failed" and "DivergenceError" in man["error"], man
+
+
+@pytest.mark.parametrize("job, setting, name", [
+    ("solve", "sweep.gamma0=[1, 1.0000001]", "sweep.gamma0"),
+    ("grok", "model.gamma0=[1, 1]", "model.gamma0"),
+    ("dln", "teacher.label_noise=[0.5, 0.5]", "teacher.label_noise"),
+    ("dln", "check.spread_low=2", "check.spread_low"),
+    ("solve", "task.seed=4294967296", "task.seed"),
+    ("grok", "simulate.seed=4294967296", "simulate.seed"),
+    ("dln", "theory.seed=4294967296", "theory.seed"),
+    ("grok", "simulate.widths=[2, 100000000]", "simulate.widths"),      # memory, before the DMFT runs
+    ("dln", "theory.paths=300000000", "theory.paths"),                  # before the networks train
+])
+def test_values_that_would_overwrite_each_other_or_wrap_are_refused(job, setting, name, tmp_path, capsys):
+    """Two values that label their results alike (files named by their value) would overwrite
+    each other; a seed past 2^32 - 1 would wrap onto another under --x32."""
+    out = tmp_path / "o"
+    code, err = _run([job, "--out", str(out), "--no-progress", "--set", setting], capsys)
+    assert code == cli.EXIT_CONFIG and name in err, err
+    assert not out.exists()
+
+
+def test_a_float64_deep_linear_scan_under_x32_is_refused_before_its_store_exists(tmp_path, capsys):
+    import jax
+
+    out = tmp_path / "scan"
+    config = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "dln_scan.toml")
+    try:
+        code, err = _run(["scan", "--config", config, "--out", str(out), "--no-progress", "--x32"], capsys)
+    finally:
+        jax.config.update("jax_enable_x64", True)           # (the entry point set float32)
+    assert code == cli.EXIT_CONFIG and "train.dtype" in err, err
+    assert not out.exists()

@@ -21,10 +21,11 @@ import jax
 import numpy as np
 
 import dmft
+from dmft import deep_linear as dl
 from dmft.errors import ConfigError
 
 from .. import config as _config
-from ..config import Field
+from ..config import SEED_MAX, Field, distinct_labels
 
 __all__ = ["SCHEMA", "FULL", "load_config", "Study", "build"]
 
@@ -40,7 +41,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "exponent": Field("float", 1.0, "s_i = top i^-exponent (spectrum = power)", 0.0, True),
         "P": Field("int", 20, "fixed whitened training points (0: online data)", 0),
         "label_noise": Field("floats", [0.0, 1.0], "label noise sigma; one study per value", 0.0),
-        "seed": Field("int", 0, "seed of the teacher and the data", 0),
+        "seed": Field("int", 0, "seed of the teacher and the data", 0, maximum=SEED_MAX),
     },
     "model": {
         "depth": Field("int", 4, "number of weight matrices L", 1),
@@ -59,13 +60,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "weight_decay": Field("float", 0.0, "weight decay kappa per unit time, every layer (theory and "
                               "networks; the staircase ensemble trains without)", 0.0),
         "seeds": Field("int", 1024, "independent networks", 1),
-        "seed": Field("int", 1, "seed of the networks (initialization and batches)", 0),
+        "seed": Field("int", 1, "seed of the networks (initialization and batches)", 0, maximum=SEED_MAX),
         "probe": Field("int", 512, "fresh samples per record for the online diffusion", 2),
         "dtype": Field("str", "float64", "precision of the networks", choices=("float32", "float64")),
     },
     "theory": {
         "paths": Field("int", 4096, "per-mode SDE paths", 1),
-        "seed": Field("int", 2, "seed of the SDE paths", 0),
+        "seed": Field("int", 2, "seed of the SDE paths", 0, maximum=SEED_MAX),
         "stationary_after": Field("float", 0.5, "stationary histograms after this fraction of the run",
                                   0.0, True, maximum=1.0),
     },
@@ -106,6 +107,10 @@ def _check(cfg: dict) -> None:
         raise ConfigError(f"teacher.P: {t['P']} points cannot be whitened in d_in = {t['d_in']}")
     if t["P"] and tr["batch_size"] > t["P"]:
         raise ConfigError(f"train.batch_size: must be <= teacher.P = {t['P']}")
+    distinct_labels("teacher.label_noise", t["label_noise"])
+    if cfg["check"]["spread_low"] > cfg["check"]["spread_high"]:
+        raise ConfigError(f"check.spread_low: {cfg['check']['spread_low']} is above check.spread_high = "
+                          f"{cfg['check']['spread_high']}; that check could never pass")
     log_max = math.log(float(np.finfo(np.float64).max))
     for where, depth, gamma in (("model.gamma", m["depth"], m["gamma"] if not m["init_scale"] else None),
                                 ("staircase.gamma", m["depth"],
@@ -142,6 +147,9 @@ class Study:
     sde_key: object
 
 
+SDE_MEMORY_GB = 4.0          # mode_sde's own limit (it refuses more; checked here before the networks train)
+
+
 def build(cfg: dict) -> list[Study]:
     """One study per label-noise value (InputError for values the generators refuse)."""
     t, m, tr, th = cfg["teacher"], cfg["model"], cfg["train"], cfg["theory"]
@@ -157,6 +165,13 @@ def build(cfg: dict) -> list[Study]:
     else:
         schedule = dmft.Schedule(tr["eta0"], tr["steps"], tr["save_every"], batch_size=tr["batch_size"],
                                  weight_decay=tr["weight_decay"])
+    if model.init == "aligned":                    # the SDE's paths, refused before any network trains
+        r = len(s)
+        need = dl.sde_memory_estimate(th["paths"], schedule.save_steps.size, r)
+        if need > SDE_MEMORY_GB * 2 ** 30:
+            raise ConfigError(f"theory.paths: {th['paths']} paths x {schedule.save_steps.size} saves x {r} modes "
+                              f"need about {need / 2 ** 30:.3g} GiB (> {SDE_MEMORY_GB:g}); use fewer paths or "
+                              "fewer saves")
     out = []
     for i, sigma in enumerate(t["label_noise"]):
         # the same teacher, inputs and noise draws for every sigma: only the noise level changes

@@ -26,11 +26,12 @@ import numpy as np
 
 import dmft
 from dmft.errors import ConfigError
+from networks.train import memory_estimate
 from validation import grokking as gk
 
 from .. import config as _config
 from .. import problem as _problem
-from ..config import Field
+from ..config import SEED_MAX, Field, distinct_labels
 
 __all__ = ["SCHEMA", "FULL", "AXES", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
 
@@ -39,7 +40,7 @@ TESTBEDS = ("kumar", "modular_addition", "sparse_parity", "lyu")
 SCHEMA: dict[str, dict[str, Field]] = {
     "testbed": {
         "name": Field("str", "kumar", "grokking testbed", choices=TESTBEDS),
-        "seed": Field("int", 0, "data seed", 0),
+        "seed": Field("int", 0, "data seed", 0, maximum=SEED_MAX),
     },
     "kumar": {
         "D": Field("int", 30, "input dimension", 1),
@@ -78,14 +79,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "theory": {
         "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
         "replicas": Field("int", 4, "replicas for the error estimate", 1),
-        "seed": Field("int", 0, "seed of the single-site nodes", 0),
+        "seed": Field("int", 0, "seed of the single-site nodes", 0, maximum=SEED_MAX),
         "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): a solve runs its replicas a few "
                                "at a time above it; a scan's batch, which cannot, is refused", 0.0, True),
     },
     "simulate": {
         "widths": Field("ints", [2, 16, 128], "network widths", 1),
         "seeds": Field("int", 4, "networks per width", 1),
-        "seed": Field("int", 1, "seed of the network initializations", 0),
+        "seed": Field("int", 1, "seed of the network initializations", 0, maximum=SEED_MAX),
+        "max_memory_gb": Field("float", 6.0, "refuse ensembles needing more memory (checked before any "
+                               "compute)", 0.0, True),
     },
     "threshold": {
         "loss_fraction": Field("float", 0.1, "loss threshold as a fraction of the initial test loss",
@@ -150,6 +153,8 @@ def _check(cfg: dict) -> None:
             raise ConfigError(f"diagram.axes: unknown axis {a!r}; known: {list(AXES)}")
     if len(set(cfg["simulate"]["widths"])) != len(cfg["simulate"]["widths"]):
         raise ConfigError("simulate.widths: widths must be distinct")
+    distinct_labels("model.gamma0", cfg["model"]["gamma0"])
+    distinct_labels("diagram.gamma0", cfg["diagram"]["gamma0"])
     ew = cfg["early_warning"]["grid"]
     if cfg["testbed"]["name"] == "kumar" and ew != "none" and ew not in cfg["diagram"]["axes"]:
         raise ConfigError(f"early_warning.grid: {ew!r} is not among diagram.axes {cfg['diagram']['axes']}; "
@@ -206,7 +211,21 @@ def schedule_of(cfg: dict, weight_decay=None, steps=None) -> dmft.Schedule:
 
 
 def build(cfg: dict) -> Testbed:
-    """The testbed's data, model and schedule; raises ValueError on bad sizes."""
+    """The testbed's data, model and schedule; raises ValueError on bad sizes, and ConfigError
+    for network ensembles that would not fit in simulate.max_memory_gb (before any compute)."""
+    tb = _build(cfg)
+    sim = cfg["simulate"]
+    limit = sim.get("max_memory_gb", 6.0)
+    for w in sim["widths"]:
+        need = memory_estimate(tb.data, w, sim["seeds"], tb.schedule.save_steps.size, False)
+        if need > limit * 2 ** 30:
+            raise ConfigError(f"simulate.widths: width {w} x {sim['seeds']} seeds needs about "
+                              f"{need / 2 ** 30:.1f} GiB (> simulate.max_memory_gb = {limit:g}); use smaller "
+                              "widths or fewer seeds, or raise simulate.max_memory_gb")
+    return tb
+
+
+def _build(cfg: dict) -> Testbed:
     name = cfg["testbed"]["name"]
     data = _problem.build_data(task_of(cfg))
     schedule = schedule_of(cfg)

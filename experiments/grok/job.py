@@ -118,7 +118,8 @@ def _networks(cfg, tb: Testbed, g, log, progress):
     data = tb.data
     runs = networks.train(tb.model.replace(gamma0=g), data, width=list(sim["widths"]),
                           seeds=sim["seeds"], schedule=tb.schedule, key=jax.random.key(sim["seed"]),
-                          neuron_measures=tb.measure, antithetic=tb.antithetic, progress=progress)
+                          neuron_measures=tb.measure, antithetic=tb.antithetic, progress=progress,
+                          max_memory_gb=sim.get("max_memory_gb", 6.0))
     out = {}
     for w, r in runs.items():
         name = tb.measure.__name__

@@ -217,19 +217,23 @@ SETTINGS = (("theory", "max_memory_gb"), ("simulate", "max_memory_gb"))
 
 
 def store_identity(cfg: dict) -> dict:
-    """What must match for a store to be resumed: configuration (less `SETTINGS`), code and
-    number type."""
+    """What must match for a store to be resumed: configuration (less `SETTINGS`), code, number
+    type, and the SHA-256 of a data file the scan reads (task.path)."""
     import jax
     import jaxlib
 
-    from dmft.io import jsonable
+    from dmft.io import jsonable, sha256
 
     cfg = jsonable(cfg)
     for sec, key in SETTINGS:
         if sec in cfg:
             cfg[sec].pop(key, None)
-    return {"config": cfg, "x64": bool(jax.config.jax_enable_x64),
-            "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
+    ident = {"config": cfg, "x64": bool(jax.config.jax_enable_x64),
+             "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
+    task = cfg.get("task", {})
+    if task.get("name") == "npz" and task.get("path"):    # a changed data file is another scan
+        ident["data"] = {"task.path sha256": sha256(task["path"]) if os.path.isfile(task["path"]) else None}
+    return ident
 
 
 def _settings(cfg: dict) -> dict:
