@@ -354,6 +354,17 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(StoreConflict, match="not empty"):
         scan.run(config, str(tmp_path / "notes"))
+    import fcntl                                        # another running scan holds the store's lock
+    busy = str(tmp_path / "busy")
+    shutil.copytree(reference.path, busy)
+    os.remove(os.path.join(busy, "chunks", "g0001-c000000.npz"))     # (a chunk left to compute)
+    with open(os.path.join(busy, ".lock"), "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StoreConflict, match="in use by another running scan"):
+            scan.run(config, busy)                      # (was a StoreWriteError saying [Errno None])
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(StoreConflict, match="not a directory"):
+        scan.run(config, str(tmp_path / "a_file"))
 
 
 def test_disk_full_keeps_finished_points_and_resumes(config, reference, tmp_path, monkeypatch, capsys):
