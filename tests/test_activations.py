@@ -38,17 +38,20 @@ def test_relu_arccos_kernels_match_quadrature():
 
 
 def test_relu_kernels_match_monte_carlo(key):
-    """Independent check of the arc-cosine formulas by sampling 2e6 pairs."""
+    """Independent check of the arc-cosine formulas by sampling 2e6 pairs: each sample mean
+    within 5 of its standard errors (sample sd / sqrt(n), 1.8e-4 .. 4.7e-4) of the closed
+    form (measured |z| 1.3, 1.3, 1.8)."""
     k11, k12, k22 = 1.3, -0.4, 0.8
     L = jnp.linalg.cholesky(jnp.array([[k11, k12], [k12, k22]]))
     u = jax.random.normal(key, (2_000_000, 2)) @ L.T
-    phi = float(jnp.mean(jnp.maximum(u[:, 0], 0) * jnp.maximum(u[:, 1], 0)))
-    g = float(jnp.mean((u[:, 0] > 0) * (u[:, 1] > 0)))
     exact = A.relu().lazy_kernels(k11, k12, k22)
-    assert abs(float(exact[0]) - phi) < 3e-3
-    assert abs(float(exact[1]) - g) < 3e-3
-    mean = float(jnp.mean(jnp.maximum(u[:, 0], 0)))
-    assert abs(float(A.relu().mean(k11)) - mean) < 3e-3
+    for name, samples, value in [
+            ("Phi0", jnp.maximum(u[:, 0], 0) * jnp.maximum(u[:, 1], 0), exact[0]),
+            ("G0", (u[:, 0] > 0) * (u[:, 1] > 0), exact[1]),
+            ("mean", jnp.maximum(u[:, 0], 0), A.relu().mean(k11))]:
+        se = float(jnp.std(samples)) / np.sqrt(samples.shape[0])
+        z = (float(jnp.mean(samples)) - float(value)) / se
+        assert abs(z) < 5, (name, z)
 
 
 @pytest.mark.parametrize("act", [A.quadratic(0.3), A.linear(), A.erf()],
@@ -109,12 +112,14 @@ def test_activation_params_are_traced_not_static():
 @given(k11=st.floats(0.05, 20.0), k22=st.floats(0.05, 20.0), rho=st.floats(-1.0, 1.0))
 def test_trapezoid_kernels_exact_for_erf_at_any_variance(k11, k22, rho):
     """The solvers' quadrature (trapezoid rule, nodes raised with the variance) against the
-    arcsine closed form, from small to large field variance and any correlation."""
+    arcsine closed form, from small to large field variance and any correlation: exact to
+    rounding (measured <= 6.7e-16 over 4000 points of this box, edges and |rho| -> 1
+    included; kernels are O(1)), asserted at 1e-13, ~150x."""
     k12 = rho * np.sqrt(k11 * k22)
     exact = A.erf().lazy_kernels(k11, k12, k22)
     quad = A.trapezoid_kernels(A.erf(), k11, k12, k22, nodes=64)
-    np.testing.assert_allclose(quad[0], exact[0], rtol=0, atol=1e-10)
-    np.testing.assert_allclose(quad[1], exact[1], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(quad[0], exact[0], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(quad[1], exact[1], rtol=0, atol=1e-13)
 
 
 def test_trapezoid_beats_gauss_hermite_for_saturating_activations():

@@ -81,19 +81,19 @@ def test_divergent_point_is_flagged_and_others_carry_on(erf_model):
 
 
 @pytest.mark.parametrize("grid, kw, match", [
-    ({"gamma0": [1.0, -1.0]}, {}, "gamma0 must be > 0"),
-    ({"gamma0": [1.0, np.nan]}, {}, "gamma0"),
+    ({"gamma0": [1.0, -1.0]}, {}, r"gamma0 must be > 0; bad value\(s\) \[-1.0\] at position\(s\) \[1\]"),
+    ({"gamma0": [1.0, np.nan]}, {}, r"gamma0 must be > 0; bad value\(s\) \[nan\]"),
     ({"width": [1.0]}, {}, "unknown batch field 'width'"),
-    ({"gamma0": []}, {}, "no values"),
-    ({"gamma0": [1.0], "eta0": [0.1, 0.2]}, {}, "same number of values"),
-    ({"eps": [0.1]}, {"erf": True}, "quadratic activation only"),
-    ({"gamma0": [1.0]}, {"method": "iterate"}, "method"),
-    ({"weight_decay": [0.1]}, {"method": "lazy"}, "weight_decay"),
-    ({"gamma0": [1.0, 0.01]}, {"precision": "mixed"}, "gamma0 >= 0.05"),
+    ({"gamma0": []}, {}, "gamma0: no values"),
+    ({"gamma0": [1.0], "eta0": [0.1, 0.2]}, {}, "grid: every field needs the same number of values"),
+    ({"eps": [0.1]}, {"erf": True}, "'eps' is a parameter of the quadratic activation only"),
+    ({"gamma0": [1.0]}, {"method": "iterate"}, "method must be one of .* got 'iterate'"),
+    ({"weight_decay": [0.1]}, {"method": "lazy"}, "weight_decay moves the kernel"),
+    ({"gamma0": [1.0, 0.01]}, {"precision": "mixed"}, "precision='mixed' needs gamma0 >= 0.05"),
 ])
 def test_bad_batch_input(kumar, erf_model, grid, kw, match):
     model, data = erf_model if kw.pop("erf", False) else kumar
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(dmft.InputError, match=match):
         dmft.solve_batch(model, data, grid, eta0=0.5, steps=10, save_every=5, **kw)
 
 
@@ -110,7 +110,7 @@ def test_a_fixed_final_time_across_step_sizes():
         s = dmft.solve(model, data, eta0=e, steps=int(round(4 / e)), save_every=int(round(1 / e)),
                        samples=256, key=jax.random.fold_in(jax.random.key(0), i))
         np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12, atol=1e-14)
-    with pytest.raises(ValueError, match="eta0"):
+    with pytest.raises(dmft.InputError, match=r"eta0: \[2.0\] too large for 5 saves up to final_time"):
         dmft.solve_batch(model, data, {"eta0": [2.0]}, dmft.Schedule(0.1, 40, 10), final_time=4.0)
 
 
@@ -122,4 +122,5 @@ def test_batch_mixed_precision_tracks_full(kumar, erf_model, method):
     full = dmft.solve_batch(model, data, {"gamma0": [0.1, 1.0]}, **kw)
     mixed = dmft.solve_batch(model, data, {"gamma0": [0.1, 1.0]}, precision="mixed", **kw)
     assert not np.array_equal(full["test_loss"], mixed["test_loss"])
-    np.testing.assert_allclose(mixed["test_loss"], full["test_loss"], rtol=1e-5)
+    # float32 rounding: measured <= 1.25e-7 relative (about float32's eps); 2e-6 leaves 16x
+    np.testing.assert_allclose(mixed["test_loss"], full["test_loss"], rtol=2e-6)

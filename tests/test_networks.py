@@ -33,23 +33,31 @@ def test_time_base_matches_dmft(data):
     assert run.weight_change["first_layer"].shape == (2, 6) and run.alignment.shape == (2, 6)
 
 
-@pytest.mark.parametrize("gamma0", [0.1, 1.0, 10.0])
-def test_coordinate_check_first_step_is_width_and_gamma0_independent(data, gamma0):
+def test_coordinate_check_first_step_is_width_and_gamma0_independent(data):
     """muP coordinate check: at t = 0, df/dt = K0 Delta / P for every gamma0 and width, with
-    deviations that shrink as N^-1/2 (fitted), never growing or vanishing with N or gamma0."""
-    model = dmft.TwoLayer("tanh", gamma0=gamma0)
+    deviations that shrink as N^-1/2 (fitted), never growing or vanishing with N or gamma0.
+
+    The same seeds draw the same initial weights at every gamma0, so the relative deviation
+    is the same function of N whatever gamma0 is (measured sqrt(N) dev = 1.643 at N = 32 for
+    gamma0 = 0.1, 1, 10, alike to <= 4e-7 relative at every width: the O(eta0) part of the
+    first step is what moves with gamma0); asserted at rtol 1e-5."""
     eta = 1e-5
-    lazy = dmft.solve(model, data, eta0=eta, steps=1, save_every=1, method="lazy")
-    target = lazy.f_test[1] / eta                     # K0_{*, train} y / P
     widths = np.array([32, 128, 512, 2048])
-    dev = []
-    for n in widths:
-        run = networks.train(model, data, width=int(n), seeds=32, eta0=eta, steps=1, save_every=1)
-        rate = run.f_test[:, 1] / eta
-        dev.append(np.sqrt(np.mean((rate - target) ** 2)) / np.sqrt(np.mean(target ** 2)))
-    fit = loglog_fit(widths, dev)
-    assert abs(fit.slope + 0.5) < 0.1, fit.describe()
-    assert 0.05 < dev[0] * np.sqrt(widths[0]) < 20        # O(1) prefactor, whatever gamma0 is
+    devs = {}
+    for gamma0 in (0.1, 1.0, 10.0):
+        model = dmft.TwoLayer("tanh", gamma0=gamma0)
+        lazy = dmft.solve(model, data, eta0=eta, steps=1, save_every=1, method="lazy")
+        target = lazy.f_test[1] / eta                     # K0_{*, train} y / P
+        dev = []
+        for n in widths:
+            run = networks.train(model, data, width=int(n), seeds=32, eta0=eta, steps=1, save_every=1)
+            rate = run.f_test[:, 1] / eta
+            dev.append(np.sqrt(np.mean((rate - target) ** 2)) / np.sqrt(np.mean(target ** 2)))
+        fit = loglog_fit(widths, dev)
+        assert abs(fit.slope + 0.5) < 0.1, (gamma0, fit.describe())
+        devs[gamma0] = np.array(dev)
+    for gamma0 in (0.1, 10.0):
+        np.testing.assert_allclose(devs[gamma0], devs[1.0], rtol=1e-5, err_msg=f"gamma0={gamma0}")
 
 
 def test_small_gamma0_wide_networks_follow_the_lazy_theory(data):
@@ -60,7 +68,12 @@ def test_small_gamma0_wide_networks_follow_the_lazy_theory(data):
     se = run.f_test.std(0, ddof=1) / np.sqrt(8)
     z = (run.f_test.mean(0) - lazy.f_test)[1:] / se[1:]
     assert np.max(np.abs(z)) < 5 and np.sqrt(np.mean(z ** 2)) < 2   # no bias beyond seed noise
-    np.testing.assert_allclose(run.test_loss.mean(0), lazy.test_loss, rtol=1e-2)
+    # the loss too, in units of the seeds' standard error (3.6e-4 .. 6.9e-4 relative; measured
+    # |z| <= 1.34, a relative gap <= 4.8e-4); at t = 0 both are the centered E[y^2] exactly
+    np.testing.assert_allclose(run.test_loss[:, 0], lazy.test_loss[0], rtol=1e-12)
+    se = run.test_loss.std(0, ddof=1)[1:] / np.sqrt(8)
+    z = (run.test_loss.mean(0) - lazy.test_loss)[1:] / se
+    assert np.max(np.abs(z)) < 5, z
 
 
 def test_width_convergence_slopes_against_the_exact_closure(kumar):
@@ -183,30 +196,32 @@ def test_list_of_widths_and_save_load(data, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(width=0), "width"), (dict(width=[8, 0]), "width"), (dict(width=7, antithetic=True), "even"),
-    (dict(seeds=0), "seeds"), (dict(steps=10, save_every=3), "multiple"), (dict(eta0=-1.0), "eta0"),
-    (dict(optimizer="adam"), "optax"), (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(width=0), "width must be >= 1"), (dict(width=[8, 0]), "width must be >= 1"),
+    (dict(width=7, antithetic=True), "width must be even"), (dict(seeds=0), "seeds must be >= 1"),
+    (dict(steps=10, save_every=3), r"steps \(10\) must be a multiple of save_every"),
+    (dict(eta0=-1.0), "eta0 must be > 0"), (dict(optimizer="adam"), "optimizer must be an optax"),
+    (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
     (dict(width=4096, seeds=64, steps=1000, save_every=1, kernels=True, max_memory_gb=0.5),
-     "GiB.*kernels"),
+     r"GiB \(> max_memory_gb=0.5\); kernels=True"),
 ])
 def test_bad_input_is_rejected_before_compute(data, kwargs, match):
     args = dict(width=8, seeds=2, eta0=0.1, steps=4, save_every=2)
     args.update(kwargs)
     before = dict(TRACE_COUNTS)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(dmft.InputError, match=match):
         networks.train(dmft.TwoLayer("relu"), data, **args)
     assert TRACE_COUNTS == before
 
 
 def test_antithetic_needs_trained_readouts(data):
-    with pytest.raises(ValueError, match="trained"):
+    with pytest.raises(dmft.InputError, match="antithetic=True .* needs readout='trained'"):
         networks.train(dmft.TwoLayer("relu", readout="fixed"), data, width=8, antithetic=True,
                        steps=2, save_every=1)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(weight_decay=None), "weight_decay"),
-                                           (dict(weight_decay="x"), "weight_decay"),
-                                           (dict(max_memory_gb="lots"), "max_memory_gb")])
+@pytest.mark.parametrize("kwargs, match", [(dict(weight_decay=None), "weight_decay must be a real number"),
+                                           (dict(weight_decay="x"), "weight_decay must be a real number"),
+                                           (dict(max_memory_gb="lots"), "max_memory_gb must be a real number")])
 def test_numeric_arguments_are_checked(data, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(dmft.InputError, match=match):
         networks.train(dmft.TwoLayer("relu"), data, width=8, steps=2, save_every=1, **kwargs)

@@ -48,8 +48,10 @@ def test_lazy_gd_equals_the_explicit_kernel_recursion(data, act):
         f, ft = f + eta / data.P * k_tr @ d, ft + eta / data.P * k_te @ d
         if (k + 1) % 20 == 0:
             saved.append((f.copy(), ft.copy()))
-    np.testing.assert_allclose(sol.f_train, [s[0] for s in saved], atol=1e-10)
-    np.testing.assert_allclose(sol.f_test, [s[1] for s in saved], atol=1e-10)
+    # the same recursion in another order: rounding only (measured <= 2.7e-15 on outputs of
+    # size ~0.5 after 60 steps), so 5e-13 leaves a margin of ~200x for another machine
+    np.testing.assert_allclose(sol.f_train, [s[0] for s in saved], rtol=0, atol=5e-13)
+    np.testing.assert_allclose(sol.f_test, [s[1] for s in saved], rtol=0, atol=5e-13)
     np.testing.assert_allclose(sol.ntk[-1], k_tr, atol=1e-12)
 
 
@@ -58,11 +60,14 @@ def test_lazy_flow_equals_the_matrix_exponential(data):
     model = dmft.TwoLayer("erf", gamma0=0.5)
     sol = dmft.solve(model, data, eta0=2.5, steps=4, save_every=1, method="lazy", dynamics="flow")
     k_tr, k_te = _k0(model, data.x_train, data.x_train), _k0(model, data.x_test, data.x_train)
+    # rounding only: train points measured <= 1.7e-15 (atol 3e-13, ~200x); the test points go
+    # through K0^{-1} (cond(K0) ~ 4e2 here, so rounding up to cond * eps ~ 1e-13 is possible on
+    # another machine; measured 9.5e-16): atol 1e-12, 10x that bound
     for t, f, ft in zip(sol.t, sol.f_train, sol.f_test):
         e = np.asarray(jax.scipy.linalg.expm(-jnp.asarray(k_tr) * t / data.P))
-        np.testing.assert_allclose(f, data.y_train - e @ data.y_train, atol=1e-9)
+        np.testing.assert_allclose(f, data.y_train - e @ data.y_train, rtol=0, atol=3e-13)
         np.testing.assert_allclose(ft, k_te @ np.linalg.solve(k_tr, data.y_train - e @ data.y_train),
-                                   atol=1e-7)
+                                   rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------ forward
@@ -95,33 +100,45 @@ def test_kernel_change_is_order_gamma0_squared(data):
 
 @pytest.mark.parametrize("act, readout, gamma0", [("tanh", "trained", 1.0), ("relu", "fixed", 0.5),
                                                    ("softplus", "trained", 2.0)])
-def test_iterate_agrees_with_forward_to_1e8(data, act, readout, gamma0):
+def test_iterate_agrees_with_forward_to_its_tolerance(data, act, readout, gamma0):
+    """The iteration stops at a relative change of Delta below tol; the answer then agrees with
+    the forward solve (same nodes) to a small multiple of tol: measured 3e-13 .. 8.4e-13
+    relative (about one final residual), asserted at 10 * tol."""
+    tol = 1e-12
     model = dmft.TwoLayer(act, gamma0=gamma0, readout=readout)
     kw = dict(eta0=0.5, steps=60, save_every=20, samples=256, replicas=2)
     fw = dmft.solve(model, data, method="forward", **kw)
-    it = dmft.solve(model, data, method="iterate", **kw)
+    it = dmft.solve(model, data, method="iterate", tol=tol, **kw)
+    assert it.info["final_residual"] <= tol
     scale = np.max(np.abs(fw.f_test))
-    assert np.max(np.abs(it.f_test - fw.f_test)) < 1e-8 * scale
-    assert np.max(np.abs(it.f_train - fw.f_train)) < 1e-8 * scale
-    np.testing.assert_allclose(it.ntk, fw.ntk, rtol=1e-8, atol=1e-10)
+    assert np.max(np.abs(it.f_test - fw.f_test)) < 10 * tol * scale
+    assert np.max(np.abs(it.f_train - fw.f_train)) < 10 * tol * scale
+    np.testing.assert_allclose(it.ntk, fw.ntk, rtol=0, atol=10 * tol * np.max(np.abs(fw.ntk)))
     assert it.info["converged"] and all(n >= 2 for n in it.info["iterations"])
 
 
 def test_sampled_error_estimate_covers_the_exact_answer(data):
     """Forward against the exact closure (linear, trained readouts): the deviation in
-    units of the reported standard error is of order one, never many sigma."""
+    units of the reported standard error is of order one, never many sigma.
+
+    With 8 replicas an honest z is Student t with 7 dof. A key's z is nearly the same at
+    every save (correlation 0.92-0.98 over time), so 16 keys give about 16 independent z:
+    for 16 iid t(7) values (simulated), P(max |z| > 8) = 1.5e-3, P(rms < 0.5) = 5e-4,
+    P(rms > 2.5) = 9e-4. Measured: max |z| 2.6, rms 1.21. Error bars 2x too small or too
+    large would put the rms outside (0.5, 2.5) in most key sets; with 4 keys no window
+    narrower than the old (0.1, 3) would be honest."""
     model = dmft.TwoLayer("linear", gamma0=1.0)
     kw = dict(eta0=0.5, steps=40, save_every=4)
     exact = dmft.solve(model, data, method="closure", **kw)
     z = []
-    for seed in range(4):
+    for seed in range(16):
         fw = dmft.solve(model, data, method="forward", samples=2048, replicas=8,
                         key=jax.random.key(seed), **kw)
         se = fw.error["test_loss"][1:]
         z.append((fw.test_loss[1:] - exact.test_loss[1:]) / se)
     z = np.concatenate(z)
-    assert np.max(np.abs(z)) < 5.0
-    assert 0.1 < np.sqrt(np.mean(z ** 2)) < 3.0
+    assert np.max(np.abs(z)) < 8.0, np.max(np.abs(z))
+    assert 0.5 < np.sqrt(np.mean(z ** 2)) < 2.5, np.sqrt(np.mean(z ** 2))
 
 
 def test_variance_reduction_beats_a_network_of_the_same_width(data):
@@ -270,10 +287,16 @@ def test_closure_matches_forward_on_affine_cases(data, case):
     assert cl.info["method"] == "closure" and cl.error is None
     z = (fw.test_loss[1:] - cl.test_loss[1:]) / fw.error["test_loss"][1:]
     assert np.max(np.abs(z)) < 5.0, z
-    np.testing.assert_allclose(fw.f_test, cl.f_test, atol=2e-2 * np.max(np.abs(cl.f_test)))
-    np.testing.assert_allclose(fw.ntk, cl.ntk, atol=3e-2 * np.max(np.abs(cl.ntk)))
+    # pointwise in units of the reported standard error (t with 7 dof: P(|t| > 6) = 5e-4 for
+    # each of the 128 points; measured max |z| 2.96); f(0) is exact in both (rounding only)
+    np.testing.assert_allclose(fw.f_test[0], cl.f_test[0], rtol=0, atol=1e-13)
+    z = (fw.f_test[1:] - cl.f_test[1:]) / fw.error["f_test"][1:]
+    assert np.max(np.abs(z)) < 6.0, np.max(np.abs(z))
+    # no error estimate for these: measured <= 5.7e-4 (ntk, of its largest entry) and
+    # <= 4.2e-4 (weight change, relative) over the three cases at these fixed keys; ~10x
+    np.testing.assert_allclose(fw.ntk, cl.ntk, rtol=0, atol=5e-3 * np.max(np.abs(cl.ntk)))
     np.testing.assert_allclose(fw.weight_change["first_layer"], cl.weight_change["first_layer"],
-                               rtol=3e-2, atol=1e-12)
+                               rtol=4e-3, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", ["linear-trained", "quadratic-fixed", "quadratic-fixed-sgd"])
@@ -290,8 +313,10 @@ def test_closure_mixed_precision_tracks_full(data, case):
     mixed = dmft.solve(model, data, precision="mixed", **kw)
     assert mixed.info["precision"] == "mixed" and mixed.info["config"]["solve"]["precision"] == "mixed"
     assert not np.array_equal(full.f_test, mixed.f_test)          # the float32 path ran
-    np.testing.assert_allclose(mixed.test_loss, full.test_loss, rtol=1e-5)
-    np.testing.assert_allclose(mixed.f_test, full.f_test, atol=1e-5 * np.max(np.abs(full.f_test)))
+    # measured <= 2.3e-8 (loss, relative) and <= 5.1e-8 (outputs, of the largest) after 400
+    # steps, below float32's eps 1.2e-7: 1e-6 leaves ~20-40x
+    np.testing.assert_allclose(mixed.test_loss, full.test_loss, rtol=1e-6)
+    np.testing.assert_allclose(mixed.f_test, full.f_test, rtol=0, atol=1e-6 * np.max(np.abs(full.f_test)))
 
 
 @pytest.mark.parametrize("gamma0, batch", [(0.05, None), (1.0, None), (1.0, 8)])
@@ -409,8 +434,15 @@ def test_inputs_wider_than_the_data_use_the_kernel_eigenbasis(method):
     sol = dmft.solve(model, data, method=method, samples=4096, **kw)
     assert sol.info["basis"] == "kernel-eigenbasis" and sol.info["rank"] == 12
     net = networks.train(model, data, width=2048, seeds=16, **kw)
-    np.testing.assert_allclose(sol.weight_change["first_layer"], net.weight_change["first_layer"].mean(0),
-                               rtol=5e-3)
+    # in units of the seeds' standard error (2.3e-5 of a weight change ~1); the forward solver's
+    # own sampling error is not reported: its spread over 16 keys at 4096 nodes was 4.4e-4
+    # (relative). Measured: closure 0.57 se (1.3e-5), forward 0.7 of that spread (3.1e-4)
+    wc, wn = sol.weight_change["first_layer"], net.weight_change["first_layer"]
+    assert wc[0] == 0 and np.all(wn[:, 0] == 0)
+    se = wn.std(0, ddof=1)[1:] / 4
+    if method == "forward":
+        se = np.sqrt(se ** 2 + (4.4e-4 * wc[1:]) ** 2)
+    assert np.max(np.abs(wc[1:] - wn.mean(0)[1:]) / se) < 5, (wc - wn.mean(0))[1:] / se
     # under decay, centering leaves -(1 - (1 - eta0 kappa)^k) f(x; theta_0) per seed: zero-mean
     # noise of order 1 / (gamma0 sqrt(N)), so compare in units of the seeds' standard error
     se = net.f_test.std(0, ddof=1)[1:] / 4
@@ -431,7 +463,8 @@ def test_multi_output_forward_is_exact_in_the_lazy_limit_and_matches_networks():
     fw = dmft.solve(small, data, samples=1024, **kw)
     lz = dmft.solve(small, data, method="lazy", **kw)
     assert fw.f_test.shape == (5, 10, 2)
-    assert np.max(np.abs(fw.f_test - lz.f_test)) < 1e-5
+    # O(gamma0^2) = 1e-6 in units of f (largest |f| 1.15); measured 2.2e-7
+    assert np.max(np.abs(fw.f_test - lz.f_test)) < 2e-6, np.max(np.abs(fw.f_test - lz.f_test))
     # outputs decouple in the lazy limit: each output is its own scalar lazy solve
     for c in range(2):
         one = dmft.Dataset(x, data.y_train[:, c], xt, data.y_test[:, c])
@@ -646,10 +679,14 @@ def test_replicas_a_few_at_a_time_report_the_first_bad_step(method):
     for g in (2, 1):
         with pytest.raises(dmft.DivergenceError) as part:
             dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
-        assert part.value.step == full.value.step
-        if full.value.partial is not None:     # the same records, replicas in the same order
+        assert part.value.step == full.value.step and part.value.cause == full.value.cause
+        if method == "forward":     # the same records, replicas in the same order
+            assert full.value.partial is not None
             np.testing.assert_allclose(part.value.partial["f_train"], full.value.partial["f_train"],
                                        rtol=0, atol=1e-12)
+        else:                       # Delta blows up in the iteration: no forward run, no records
+            assert full.value.cause == "non-finite Delta in the iteration"
+            assert full.value.partial is None and part.value.partial is None
 
 
 def test_batch_refuses_at_construction_what_only_a_grouped_solve_fits(data):

@@ -49,15 +49,17 @@ def test_terrain_is_real_data_on_distinct_points():
     d = np.linalg.norm(a.x_train[:, None] - a.x_test[None], axis=-1)
     near = np.argmin(d, axis=1)
     assert np.corrcoef(a.y_train, a.y_test[near])[0, 1] > 0.8
-    with pytest.raises(ValueError, match="P \\+ P_test"):
+    with pytest.raises(dmft.InputError, match="P \\+ P_test must be <="):
         dmft.tasks.terrain(P=10 ** 6)
-    with pytest.raises(ValueError):
+    with pytest.raises(dmft.InputError, match="P must be >= 1"):
         dmft.tasks.terrain(P=0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(D=0), dict(P=2.5), dict(degree=0), dict(noise=-1.0)])
-def test_task_arguments_are_checked(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, match", [(dict(D=0), "D must be >= 1"), (dict(P=2.5), "P must be an integer"),
+                                           (dict(degree=0), "degree must be >= 1"),
+                                           (dict(noise=-1.0), "noise must be >= 0")])
+def test_task_arguments_are_checked(kwargs, match):
+    with pytest.raises(dmft.InputError, match=match):
         dmft.tasks.single_index(**kwargs)
 
 
@@ -67,12 +69,12 @@ def test_npz_round_trip_and_errors(tmp_path):
     back = dmft.tasks.load_npz(tmp_path / "data.npz")
     assert np.array_equal(back.x_test, d.x_test) and np.array_equal(back.y_train, d.y_train)
     np.savez(tmp_path / "bad.npz", x_train=d.x_train)
-    with pytest.raises(ValueError, match="y_train"):
+    with pytest.raises(dmft.InputError, match=r"missing array\(s\) \['y_train'\]"):
         dmft.tasks.load_npz(tmp_path / "bad.npz")
     np.savez(tmp_path / "extra.npz", x_train=d.x_train, y_train=d.y_train, w=d.y_train)
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(dmft.InputError, match=r"unknown array\(s\) \['w'\]"):
         dmft.tasks.load_npz(tmp_path / "extra.npz")
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(dmft.InputError, match="data file not found"):
         dmft.tasks.load_npz(tmp_path / "missing.npz")
 
 

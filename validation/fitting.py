@@ -24,7 +24,8 @@ class LogLogFit(NamedTuple):
     """log y = intercept + slope log x, least squares."""
     slope: float
     intercept: float
-    stderr: float                 # standard error of the slope (nan for two points)
+    stderr: float                 # one standard error of the slope (nan for two points); a 95%
+    #                               interval is slope +- t(n - 2 dof, 0.975) stderr (coverage tested)
     x_range: tuple[float, float]
     n: int
 
@@ -32,7 +33,7 @@ class LogLogFit(NamedTuple):
         return np.exp(self.intercept) * np.asarray(x, float) ** self.slope
 
     def describe(self) -> str:
-        err = f"+- {self.stderr:.3f}" if np.isfinite(self.stderr) else "(no error estimate)"
+        err = f"+- {self.stderr:.3f} (1 s.e.)" if np.isfinite(self.stderr) else "(no error estimate)"
         return (f"slope {self.slope:+.3f} {err} over x in "
                 f"[{self.x_range[0]:g}, {self.x_range[1]:g}] ({self.n} points)")
 
@@ -41,7 +42,7 @@ def loglog_fit(x, y) -> LogLogFit:
     """Least-squares slope of log y against log x.
 
     Raises:
-        ValueError: fewer than two points, or non-positive / non-finite values.
+        InputError (a ValueError): fewer than two points, or non-positive / non-finite values.
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()

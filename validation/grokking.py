@@ -461,7 +461,8 @@ def fit_power_law_decay(kappa, t_grok):
 
 
 def fit_inverse_decay(kappa, t_grok):
-    """Fit t_grok = A / kappa + B (least squares in 1 / kappa): returns (A, B, se_A, se_B).
+    """Fit t_grok = A / kappa + B (least squares in 1 / kappa): returns (A, B, se_A, se_B), each
+    se one standard error (a 95% interval takes the t quantile with n - 2 dof; coverage tested).
 
     The prediction of Lyu et al. (2024) is A = ln(alpha) / L with alpha = 1/gamma0 and L the
     degree of the output in the weights; B is the kappa-independent length of the rich phase."""

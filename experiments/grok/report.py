@@ -99,7 +99,7 @@ def markdown(rep: dict, cfg: dict) -> str:
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
             if "exponent" in f:
-                err = (f"+- {_fmt(f['stderr'])}" if f.get("stderr") is not None
+                err = (f"+- {_fmt(f['stderr'])} (1 s.e.)" if f.get("stderr") is not None
                        else f"({f.get('stderr_note', 'no error estimate')})")
                 lines.append(f"\nFit {name} ~ kappa^b: b = {f['exponent']:.3f} {err} over "
                              f"kappa in [{f['range'][0]:g}, {f['range'][1]:g}] ({f['points']} points).")
@@ -108,7 +108,7 @@ def markdown(rep: dict, cfg: dict) -> str:
         fi = dc.get("fit_inverse")
         if fi and "A" in fi:
             lines.append(f"\nFit t_test = A / kappa + B: A = {fi['A']:.3f} +- {fi['se_A']:.3f}, B = "
-                         f"{fi['B']:.3g} +- {fi['se_B']:.2g}; predicted A = ln(1/gamma0) / L = "
+                         f"{fi['B']:.3g} +- {fi['se_B']:.2g} (1 s.e. each); predicted A = ln(1/gamma0) / L = "
                          f"{fi['predicted_A']:.3f} (L = {fi['degree']}). B is the kappa-independent "
                          "length of the rich phase, which makes the log-log slope shallower than -1.")
         elif fi:
