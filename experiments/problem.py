@@ -37,7 +37,7 @@ TASKS = ("single_index", "kumar_quadratic", "teacher_network", "npz")
 # the task fields each generator reads (an axis of a scan over any other changes nothing)
 TASK_FIELDS = {"single_index": {"D", "P", "P_test", "degree", "noise", "seed"},
                "kumar_quadratic": {"D", "P", "P_test", "seed"},
-               "teacher_network": {"D", "P", "P_test", "teacher_width", "seed"},
+               "teacher_network": {"D", "P", "P_test", "teacher_width", "teacher_activation", "seed"},
                "modular_addition": {"p", "train_fraction", "seed"},
                "sparse_parity": {"n", "k", "P", "P_test", "seed"},
                "npz": set()}
@@ -186,6 +186,14 @@ def check_sections(cfg: dict) -> None:
         raise ConfigError("task.path: needed when task.name = 'npz'")
     if model["activation"] == "quadratic" and model["eps"] == 0.0:
         raise ConfigError("model.eps: set eps for the quadratic activation (h + eps/2 h^2)")
+    if model["activation"] != "quadratic" and model["eps"] != SECTIONS["model"]["eps"].default:
+        raise ConfigError(f"model.eps: used only by activation = 'quadratic', not {model['activation']!r}")
+    used = TASK_FIELDS.get(task["name"], set()) | {"name"} | ({"path"} if task["name"] == "npz" else set())
+    for key, value in task.items():         # a setting the task ignores would be silently lost
+        field = SECTIONS["task"].get(key)
+        if key not in used and field is not None and value != field.default:
+            raise ConfigError(f"task.{key}: not used by task.name = {task['name']!r} (it reads "
+                              f"{', '.join(sorted(used - {'name'})) or 'only its path'})")
     if task["name"] not in ("npz", "modular_addition", "sparse_parity"):
         need = 8.0 * (task["P"] + task["P_test"]) * task["D"]
         if need > 8 * 2 ** 30:

@@ -237,14 +237,18 @@ def test_a_numerical_failure_is_recorded_in_run_json(tmp_path, capsys):
     ("solve", "task.seed=4294967296", "task.seed"),
     ("grok", "simulate.seed=4294967296", "simulate.seed"),
     ("dln", "theory.seed=4294967296", "theory.seed"),
+    ("solve", "model.eps=0.1", "model.eps"),                            # read only by 'quadratic'
+    ("validate", ("task.degree=3", "task.name='kumar_quadratic'"), "task.degree"),   # ignored by the task
     ("grok", "simulate.widths=[2, 100000000]", "simulate.widths"),      # memory, before the DMFT runs
     ("dln", "theory.paths=300000000", "theory.paths"),                  # before the networks train
 ])
 def test_values_that_would_overwrite_each_other_or_wrap_are_refused(job, setting, name, tmp_path, capsys):
     """Two values that label their results alike (files named by their value) would overwrite
-    each other; a seed past 2^32 - 1 would wrap onto another under --x32."""
+    each other; a seed past 2^32 - 1 would wrap onto another under --x32; a setting nothing
+    reads would be silently lost; sizes over the memory limit would fail after compute began."""
     out = tmp_path / "o"
-    code, err = _run([job, "--out", str(out), "--no-progress", "--set", setting], capsys)
+    sets = [x for v in ((setting,) if isinstance(setting, str) else setting) for x in ("--set", v)]
+    code, err = _run([job, "--out", str(out), "--no-progress"] + sets, capsys)
     assert code == cli.EXIT_CONFIG and name in err, err
     assert not out.exists()
 
