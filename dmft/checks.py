@@ -1,12 +1,17 @@
 """Argument checks shared by every entry point: one clear `InputError` naming the argument.
 
-Booleans are not numbers here: `integer` and `real` refuse True and False (a flag passed
-where a count or a value belongs is a mistake, not 1 or 0); `flag` accepts only them.
+Booleans and strings are not numbers here: `integer` and `real` refuse True and False (a flag
+passed where a count or a value belongs is a mistake, not 1 or 0) and "0.5" (text where a
+number belongs: a quoted value in a file, say); `flag` accepts only booleans.
 
 Example:
     >>> from dmft import checks
-    >>> checks.integer("steps", 10.0, minimum=1), checks.real("eta0", "0.5", positive=True)
+    >>> checks.integer("steps", 10.0, minimum=1), checks.real("eta0", 0.5, positive=True)
     (10, 0.5)
+    >>> checks.real("eta0", "0.5")
+    Traceback (most recent call last):
+    ...
+    dmft.errors.InputError: eta0 must be a real number, got '0.5' (text)
     >>> checks.flag("kernels", "no")
     Traceback (most recent call last):
     ...
@@ -48,6 +53,8 @@ def real(name: str, value, *, positive: bool = False, nonnegative: bool = False,
     """A finite real number, optionally > 0, >= 0, <= at_most or < below."""
     if isinstance(value, (bool, np.bool_)):
         raise InputError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        raise InputError(f"{name} must be a real number, got {value!r} (text)")
     try:
         v = float(value)
     except (TypeError, ValueError):

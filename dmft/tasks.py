@@ -105,6 +105,19 @@ def _direction(key, D):
     return beta / np.linalg.norm(beta)
 
 
+_NOISE_MAX = math.sqrt(np.finfo(np.float64).max) * 1e-4     # its square, times 1e8, stays finite
+
+
+def _noise_level(name: str, value) -> float:
+    """A label-noise standard deviation: >= 0 and small enough that its square (losses, noise
+    variances, the targets' squares) is finite with room; else an InputError naming it."""
+    value = checks.real(name, value, nonnegative=True)
+    if value > _NOISE_MAX:
+        raise InputError(f"{name}: {value:g} is too large: its square overflows float64 arithmetic "
+                         f"(losses, noise variances); use a value below {_NOISE_MAX:.3g}")
+    return value
+
+
 def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, *, key=None,
                  noise: float = 0.0) -> Dataset:
     """y = He_k(beta . x) / sqrt(k!) with a random unit beta (unit-variance target).
@@ -115,7 +128,7 @@ def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, 
     """
     D, P, P_test = _size("D", D), _size("P", P), _size("P_test", P_test, 0)
     degree = checks.integer("degree", _size("degree", degree), maximum=MAX_DEGREE)
-    noise = checks.real("noise", noise, nonnegative=True)
+    noise = _noise_level("noise", noise)
     key = as_key(key)
     x, xt = _gaussian_inputs(key, D, P, P_test)
     beta = _direction(key, D)
@@ -329,7 +342,7 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
     r = s.size
     if r > min(d_in, d_out):
         raise InputError(f"singular_values: rank {r} exceeds min(d_in, d_out) = {min(d_in, d_out)}")
-    sigma = checks.real("label_noise", label_noise, nonnegative=True)
+    sigma = _noise_level("label_noise", label_noise)
     whiten = checks.flag("whiten", whiten)
     _check_size(r, d_in + d_out, 0, 0, "d_in + d_out")       # U and V
     key = as_key(key)
