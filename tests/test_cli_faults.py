@@ -186,7 +186,8 @@ def test_a_changed_data_file_or_precision_is_another_run(tmp_path, capsys):
 
     save()
     out = tmp_path / "s"
-    argv = _solve_argv(out, "--gamma0", "1", "--set", "task.name=npz", "--set", f"task.path={path}")
+    argv = ["solve", "--out", str(out), "--no-progress", "--samples", "64", "--steps", "4", "--set",
+            "train.save_every=2", "--gamma0", "1", "--set", "task.name=npz", "--set", f"task.path={path}"]
     assert _run(argv, capsys)[0] == 0
     first = json.loads((out / "run.json").read_text())
     assert len(first["inputs"]["task.path sha256"]) == 64 and first["inputs"]["x64"] is True
