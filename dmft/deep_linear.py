@@ -605,15 +605,18 @@ def noise_variance(modes: EffectiveModes, pi, batch_size: int):
     population factor on a fixed set), at mode strengths pi (..., r): exact at any pi (Isserlis
     online, the measured moments on a fixed set; docs/derivations.md, section 6)."""
     pi = _pis(pi, np.size(modes.s))
+    return _finite_where_pi_is("c", _noise_variance(modes, pi, batch_size), pi)
+
+
+def _noise_variance(modes: EffectiveModes, pi, batch_size: int):
+    """c_i(pi) without the checks (non-finite pi in, non-finite c out: a diverged path's records)."""
     d = modes.s - pi
     with np.errstate(over="ignore", invalid="ignore"):
         if modes.P is None:
-            c = 2.0 * d * d + modes.sigma ** 2
-        else:
-            P, B = modes.P, batch_size
-            fpc = (P - B) / (P - 1) if P > 1 else 0.0
-            c = np.maximum((modes.kappa - 1.0) * d * d + 2.0 * modes.tau * d + modes.lam, 0.0) * fpc
-    return _finite_where_pi_is("c", c, pi)
+            return 2.0 * d * d + modes.sigma ** 2
+        P, B = modes.P, batch_size
+        fpc = (P - B) / (P - 1) if P > 1 else 0.0
+        return np.maximum((modes.kappa - 1.0) * d * d + 2.0 * modes.tau * d + modes.lam, 0.0) * fpc
 
 
 def _pis(pi, r: int) -> np.ndarray:
@@ -629,8 +632,10 @@ def _pis(pi, r: int) -> np.ndarray:
         raise InputError(f"pi: expected real numbers, got {pi!r:.60} ({err})") from None
     if np.any(np.isinf(arr)):
         raise InputError("pi: mode strengths must be finite (or NaN for a diverged record)")
-    if arr.ndim and arr.shape[-1] not in (1, r):
-        raise InputError(f"pi: the last axis holds the {r} modes, got shape {arr.shape}")
+    try:
+        np.broadcast_shapes(arr.shape, (r,))
+    except ValueError:
+        raise InputError(f"pi: the last axis holds the {r} modes, got shape {arr.shape}") from None
     return arr
 
 
@@ -872,7 +877,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     a, bad, why = (np.asarray(v) for v in run(keys))
     with np.errstate(over="ignore", invalid="ignore"):
         pi = a ** L
-        D = eta / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
+        D = eta / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * _noise_variance(modes, pi, B)
     # a path is NaN from the first save after its first bad step (as the networks' seeds are)
     dead = (bad[:, None] >= 0) & (sch.save_steps[None, :] > bad[:, None])
     pi = np.where(dead[..., None], np.nan, pi)

@@ -9,7 +9,9 @@ when its command, configuration and inputs are: the arithmetic (--x64/--x32), th
 ran on, and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". Recomputing over a previous run
 (--force, or one that did not complete) first removes what that run wrote, so no stale file
-outlives it or enters the new digests. A location that cannot be used at all (a file in the way, no
+outlives it or enters the new digests: all of a directory dmft made (marked .dmft-owned), and
+in a user's directory written into with --force only the files the run recorded; the files
+that were there before (listed in .dmft-foreign) are never digested or removed. A location that cannot be used at all (a file in the way, no
 permission, a missing parent that cannot be created) raises `OutputError` naming it,
 before any compute.
 """
@@ -30,6 +32,24 @@ __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable"
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors"]
 
 MANIFEST = "run.json"
+OWNED = ".dmft-owned"      # marker: dmft made this directory (a forced rerun may empty it)
+FOREIGN = ".dmft-foreign"  # the files that were there before dmft wrote into a directory it did not make
+
+
+def _foreign(out: str) -> set:
+    """Relative paths that were in `out` before dmft first wrote there (never digested or removed)."""
+    try:
+        with open(os.path.join(out, FOREIGN)) as fh:
+            return set(json.load(fh))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def _files(out: str) -> list:
+    found = []
+    for root, _, files in os.walk(out):
+        found += [os.path.relpath(os.path.join(root, n), out).replace(os.sep, "/") for n in files]
+    return found
 
 
 class PlotError(DmftError, RuntimeError):
@@ -100,14 +120,34 @@ def run_inputs(cfg: dict) -> dict:
     return inputs
 
 
-def _clear(out: str) -> None:
-    """Remove what a previous dmft run wrote in `out` (its own directory: run.json says so)."""
-    for name in os.listdir(out):
-        path = os.path.join(out, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
+def _clear(out: str, old: dict) -> None:
+    """Remove what a previous dmft run wrote in `out`: everything, when dmft made the directory
+    (its OWNED marker says so); else only the files that run recorded (its digests, and its
+    config.toml), so that nothing dmft did not write is ever deleted."""
+    if os.path.isfile(os.path.join(out, OWNED)):
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        return
+    recorded = old.get("digests") if isinstance(old.get("digests"), dict) else {}
+    keep = _foreign(out) | {MANIFEST, FOREIGN}
+    for rel in [r for r in list(recorded) + ["config.toml"] if r not in keep]:
+        path = os.path.join(out, *str(rel).split("/"))
+        if os.path.isfile(path) and os.path.realpath(path).startswith(os.path.realpath(out) + os.sep):
             os.remove(path)
+
+
+def _legacy_inputs(old: dict, inputs: dict) -> dict:
+    """The inputs of a run written before run.json recorded them, from its environment record
+    (x64, backend); a data file's digest was not kept, so an npz run counts as another run."""
+    env = old.get("environment") if isinstance(old.get("environment"), dict) else {}
+    legacy = {"x64": env.get("x64", inputs["x64"]), "platform": env.get("backend", inputs["platform"])}
+    if "task.path sha256" in inputs:
+        legacy["task.path sha256"] = "(not recorded)"
+    return legacy
 
 
 def read_manifest(out: str) -> dict:
@@ -130,12 +170,14 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
     path = os.path.join(out, MANIFEST)
     previous = False
     old = read_manifest(out) if os.path.exists(path) else {}
+    if old and not (isinstance(old.get("command"), str) and isinstance(old.get("config"), dict)):
+        old = {}                                # a run.json that dmft did not write: treated as unreadable
     if os.path.exists(path) and not old and not force:
         raise OutputConflict(f"{out}: {MANIFEST} is unreadable (damaged, or not written by dmft); choose "
                              "another --out, or pass --force to write over it (its other files are kept)")
     if old:
         inputs = run_inputs(cfg)
-        old_inputs = old.get("inputs", inputs)          # (runs written before inputs were recorded)
+        old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
         same_inputs = jsonable(old_inputs) == jsonable(inputs)
         same = old.get("command") == job and old.get("config") == jsonable(cfg) and same_inputs
         if same and old.get("status") == "complete" and not force:
@@ -159,9 +201,15 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")
     try:
+        owned = (previous and os.path.isfile(os.path.join(out, OWNED))) or not (os.path.isdir(out) and os.listdir(out))
         if previous:
-            _clear(out)
+            _clear(out, old)
+        elif not owned and not os.path.isfile(os.path.join(out, FOREIGN)):
+            with open(os.path.join(out, FOREIGN), "w") as fh:      # --force into a user's directory
+                json.dump(sorted(_files(out)), fh)
         os.makedirs(out, exist_ok=True)
+        if owned:
+            open(os.path.join(out, OWNED), "w").close()
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg))
@@ -172,13 +220,9 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
 
 def digests(out: str) -> dict:
     """SHA-256 of every file under the results directory but run.json (relative path -> hex)."""
-    found = {}
-    for root, _, files in os.walk(out):
-        for name in files:
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, out)
-            if rel != MANIFEST and not rel.startswith(MANIFEST + "."):
-                found[rel.replace(os.sep, "/")] = sha256(path)
+    skip = _foreign(out) | {MANIFEST, OWNED, FOREIGN}
+    found = {rel: sha256(os.path.join(out, *rel.split("/"))) for rel in _files(out)
+             if rel not in skip and not rel.startswith(MANIFEST + ".")}
     return dict(sorted(found.items()))
 
 

@@ -265,3 +265,47 @@ def test_a_float64_deep_linear_scan_under_x32_is_refused_before_its_store_exists
         jax.config.update("jax_enable_x64", True)           # (the entry point set float32)
     assert code == cli.EXIT_CONFIG and "train.dtype" in err, err
     assert not out.exists()
+
+
+def test_a_forced_run_in_a_users_directory_never_deletes_the_users_files(tmp_path, capsys):
+    """--force into a directory dmft did not make writes there; a later forced (or unfinished)
+    rerun removes only what the dmft run recorded, never the user's own files; a run.json that
+    dmft did not write is not taken for a run."""
+    import json
+
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    (out / "thesis.tex").write_text("mine")
+    (out / "data" / "x.txt").write_text("mine")
+    assert _run(_solve_argv(out, "--gamma0", "0.5"), capsys)[0] == cli.EXIT_OUTPUT      # not empty
+    assert _run(_solve_argv(out, "--gamma0", "0.5", "--force"), capsys)[0] == 0
+    assert _run(_solve_argv(out, "--gamma0", "2", "--force"), capsys)[0] == 0
+    assert (out / "thesis.tex").read_text() == "mine" and (out / "data" / "x.txt").read_text() == "mine"
+    assert not (out / "theory" / "dmft_gamma0_0.5.npz").exists() and (out / "theory" / "dmft_gamma0_2.npz").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "run.json").write_text(json.dumps({"tool": "not dmft"}))
+    (foreign / "model.ckpt").write_text("mine")
+    code, err = _run(_solve_argv(foreign, "--gamma0", "1"), capsys)
+    assert code == cli.EXIT_OUTPUT and "run.json" in err, err
+    assert _run(_solve_argv(foreign, "--gamma0", "1", "--force"), capsys)[0] == 0
+    assert (foreign / "model.ckpt").read_text() == "mine"
+
+
+def test_a_run_written_before_inputs_were_recorded_is_judged_by_its_environment(tmp_path, capsys):
+    """run.json files of earlier versions have no "inputs": their environment's x64 and backend
+    stand in (a float32 run of then is not "already complete" for a float64 rerun now)."""
+    import json
+
+    out = tmp_path / "s"
+    argv = _solve_argv(out, "--gamma0", "1")
+    assert _run(argv, capsys)[0] == 0
+    man = json.loads((out / "run.json").read_text())
+    del man["inputs"]
+    (out / "run.json").write_text(json.dumps(man))
+    code, err = _run(argv, capsys)
+    assert code == 0 and "already complete" in err, err          # same environment: the same run
+    man["environment"]["x64"] = False
+    (out / "run.json").write_text(json.dumps(man))
+    code, err = _run(argv, capsys)
+    assert code == cli.EXIT_OUTPUT and "x64" in err, err

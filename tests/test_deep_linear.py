@@ -963,3 +963,24 @@ def test_compare_modes_fails_a_difference_between_ensembles_without_spread():
         vdl.compare_modes(run, same, times=[2.0])
     with pytest.raises(dmft.InputError, match="level"):
         vdl.learning_times_of(run, dmft.tasks.linear_teacher(2, 2, [1.0, 2.0], key=0), level=-1.0)
+
+
+def test_mode_sde_paths_that_blow_up_are_flagged_never_refused():
+    """A path whose mode overflows to inf at a save (not only NaN) is a diverged path like any
+    other: the call returns with it flagged, or raises DivergenceError when none survives (its
+    records at the overflow used to be refused as an infinite pi, an InputError, in 26 of 30 such
+    settings)."""
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0, label_noise=1.0)
+    outcomes = set()
+    for L in (2, 3, 4):
+        for eta in (0.05, 0.2, 0.5):
+            try:
+                sde = dl.mode_sde(dmft.DeepLinear(L, 6, 0.5, "aligned"), data, eta0=eta, batch_size=1, steps=60,
+                                  save_every=1, paths=64)
+            except dmft.DivergenceError:
+                outcomes.add("all")
+                continue
+            alive = np.array([p not in sde.info["diverged"] for p in range(64)])
+            assert np.all(np.isfinite(sde.modes[alive])) and np.all(np.isfinite(sde.diffusion[alive]))
+            outcomes.add("some" if sde.info["diverged"] else "none")
+    assert outcomes >= {"some", "all"}, outcomes

@@ -66,6 +66,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "theory": {
         "paths": Field("int", 4096, "per-mode SDE paths", 1),
+        "max_memory_gb": Field("float", 8.0, "refuse SDE paths and saves needing more memory (checked before "
+                               "any compute; the --full preset needs about 5.4 GiB)", 0.0, True),
         "seed": Field("int", 2, "seed of the SDE paths", 0, maximum=SEED_MAX),
         "stationary_after": Field("float", 0.5, "stationary histograms after this fraction of the run",
                                   0.0, True, maximum=1.0),
@@ -147,9 +149,6 @@ class Study:
     sde_key: object
 
 
-SDE_MEMORY_GB = 4.0          # mode_sde's own limit (it refuses more; checked here before the networks train)
-
-
 def build(cfg: dict) -> list[Study]:
     """One study per label-noise value (InputError for values the generators refuse)."""
     t, m, tr, th = cfg["teacher"], cfg["model"], cfg["train"], cfg["theory"]
@@ -168,10 +167,11 @@ def build(cfg: dict) -> list[Study]:
     if model.init == "aligned":                    # the SDE's paths, refused before any network trains
         r = len(s)
         need = dl.sde_memory_estimate(th["paths"], schedule.save_steps.size, r)
-        if need > SDE_MEMORY_GB * 2 ** 30:
+        limit = th.get("max_memory_gb", 8.0)
+        if need > limit * 2 ** 30:
             raise ConfigError(f"theory.paths: {th['paths']} paths x {schedule.save_steps.size} saves x {r} modes "
-                              f"need about {need / 2 ** 30:.3g} GiB (> {SDE_MEMORY_GB:g}); use fewer paths or "
-                              "fewer saves")
+                              f"need about {need / 2 ** 30:.3g} GiB (> theory.max_memory_gb = {limit:g}); use "
+                              "fewer paths or fewer saves, or raise theory.max_memory_gb")
     out = []
     for i, sigma in enumerate(t["label_noise"]):
         # the same teacher, inputs and noise draws for every sigma: only the noise level changes

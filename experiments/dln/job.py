@@ -52,7 +52,8 @@ def _study(cfg, st, out, log, progress):
     chk = cfg["check"]
     if st.model.init == "aligned":
         t0 = time.perf_counter()
-        sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key)
+        sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
+                          max_memory_gb=cfg["theory"].get("max_memory_gb", 8.0))
         res["sde_s"] = time.perf_counter() - t0
         res["modes"] = vdl.compare_modes(run, sde, z_max=chk["z_max"], effect=chk["effect"],
                                          target_rel=chk["target_rel"],

@@ -94,7 +94,8 @@ class DeepLinearGroup:
         if sc["theory"]:
             aligned = st.model.init == "aligned"
             sde = (dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
-                               key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), i))
+                               key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), i),
+                               max_memory_gb=cfg["theory"].get("max_memory_gb", 8.0))
                    if aligned else None)
             if "final" in sc["outputs"]:
                 out["theory.final.modes_mean"] = sde.modes[:, -1].mean(0) if aligned else nan_r
