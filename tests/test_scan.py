@@ -327,6 +327,8 @@ def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):
     assert _chunks_written(out)[4:] == ["g0001-c000000"]
     again = scan.run(config, out)                       # complete: nothing computed
     assert again.manifest["sessions"][-1]["computed_points"] == 0 and len(_chunks_written(out)) == 5
+    env = again.manifest["sessions"][-1]["environment"]  # each session records its versions
+    assert {"python", "numpy", "jax", "jaxlib", "x64"} <= set(env), env
 
 
 def test_store_refuses_another_configuration_or_version(config, reference, tmp_path, capsys):

@@ -15,6 +15,7 @@ import numpy as np
 
 import dmft
 from dmft.errors import ConfigError, StoreConflict, StoreWriteError
+from dmft.io import environment
 from dmft.schedule import final_time_counts
 
 from .. import problem as _problem
@@ -327,7 +328,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": comm.count,
                "devices": [str(d) for d in (devices or jax.local_devices())], "settings": settings,
                "skipped_points": skipped, "computed_points": 0, "seconds": 0.0,
-               "groups": [dict(stats[g.number], group=g.number) for g in pl.groups], "status": "running"}
+               "groups": [dict(stats[g.number], group=g.number) for g in pl.groups], "status": "running",
+               "environment": environment()}        # python, numpy, optax, ... (the identity pins dmft and jax)
     say(f"scan {out}: {pl.grid.size} points in {len(pl.groups)} group(s), {len(pl.chunks)} chunk(s); "
         f"{skipped} already on disk, {pl.grid.size - skipped} to compute on {comm.count} "
         f"process(es) x {n_dev} device(s)")
