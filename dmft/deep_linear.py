@@ -464,18 +464,19 @@ def _flow_closed(s, L, log_pi0, t, kappa=0.0):
     return _p(s, w0 + 2 * s * t, side)
 
 
-def _reals(name: str, value) -> np.ndarray:
-    """A flat float64 array of finite real numbers, or an InputError naming `name`."""
+def _reals(name: str, value, *, nan_ok: bool = False, flat: bool = True) -> np.ndarray:
+    """A float64 array of finite real numbers (flattened unless flat=False; NaN let through with
+    nan_ok, never infinities), or an InputError naming `name`."""
     try:
         arr = np.asarray(value)
         if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "fiu":
             raise TypeError(f"dtype {arr.dtype}")
-        arr = arr.astype(np.float64).reshape(-1)
+        arr = arr.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise InputError(f"{name}: expected real numbers, got {value!r:.60} ({err})") from None
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name}: values must be finite")
-    return arr
+    if np.any(np.isinf(arr) if nan_ok else ~np.isfinite(arr)):
+        raise InputError(f"{name}: values must be finite" + (" (or NaN for a diverged record)" if nan_ok else ""))
+    return arr.reshape(-1) if flat else arr
 
 
 def _decay_flow(model: DeepLinear, s: float, kappa: float) -> _DecayFlow:
@@ -623,15 +624,7 @@ def _pis(pi, r: int) -> np.ndarray:
     """Mode strengths (..., r) or one value for every mode: real numbers, else an InputError
     naming pi. NaN is let through (a diverged network's records are NaN: NaN in, NaN out at
     that entry); an infinite pi is refused."""
-    try:
-        arr = np.asarray(pi)
-        if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "fiu":
-            raise TypeError(f"dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"pi: expected real numbers, got {pi!r:.60} ({err})") from None
-    if np.any(np.isinf(arr)):
-        raise InputError("pi: mode strengths must be finite (or NaN for a diverged record)")
+    arr = _reals("pi", pi, nan_ok=True, flat=False)
     try:
         np.broadcast_shapes(arr.shape, (r,))
     except ValueError:
@@ -653,10 +646,13 @@ def diffusion(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     modes = effective_modes(data)
     pi = _pis(pi, modes.s.size)
-    L = model.depth
+    return _finite_where_pi_is("D", _diffusion(modes, pi, eta0, B, model.depth), pi)
+
+
+def _diffusion(modes: EffectiveModes, pi, eta0: float, B: int, L: int):
+    """D_i(pi) without the checks (non-finite in, non-finite out)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        D = eta0 / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * noise_variance(modes, pi, B)
-    return _finite_where_pi_is("D", D, pi)
+        return eta0 / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * _noise_variance(modes, pi, B)
 
 
 def _finite_where_pi_is(name: str, out, pi):
@@ -729,7 +725,7 @@ def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size
     with np.errstate(over="ignore", invalid="ignore"):
         mu = _gf_rate(pi, modes.s, L) - L * kappa * pi
     if ito:
-        D = diffusion(model, data, pi, eta0=eta0, batch_size=B)
+        D = _diffusion(modes, pi, eta0, B, L)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mu = mu + np.where(pi != 0, (L - 1) * D / (2 * L * pi), 0.0)
     return _finite_where_pi_is("the drift", mu, pi)
@@ -824,10 +820,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     lp = _log_mode_init(model)
     pi0 = _mode_init(model)
     # the start itself must be representable in the working precision, with its diffusion
-    try:
-        c0 = float(np.max(noise_variance(modes, np.full(modes.s.shape, pi0), B)))
-    except InputError:
-        c0 = math.inf                                   # overflows: refused just below, naming init_scale
+    c0 = float(np.max(_noise_variance(modes, np.full(modes.s.shape, pi0), B)))   # inf: refused below
     log_d0 = (math.log(eta / B) + 2 * math.log(L) + (4 - 4 / L) * lp + math.log(c0)) if c0 > 0 else -math.inf
     if lp >= log_max or log_d0 >= log_max:
         raise InputError(f"init_scale: the initial mode strength init_scale^depth = 10^{lp / math.log(10):.0f} "
@@ -877,7 +870,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     a, bad, why = (np.asarray(v) for v in run(keys))
     with np.errstate(over="ignore", invalid="ignore"):
         pi = a ** L
-        D = eta / B * L ** 2 * np.abs(pi) ** (4 - 4 / L) * _noise_variance(modes, pi, B)
+    D = _diffusion(modes, pi, eta, B, L)
     # a path is NaN from the first save after its first bad step (as the networks' seeds are)
     dead = (bad[:, None] >= 0) & (sch.save_steps[None, :] > bad[:, None])
     pi = np.where(dead[..., None], np.nan, pi)

@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 
-from dmft.errors import (ConfigError, DivergenceError, DmftError, InputError, NotConverged, OutputError)
+from dmft.errors import (ConfigError, DivergenceError, InputError, NotConverged, OutputError)
 
 from .output import PlotError
 
@@ -184,6 +184,12 @@ def _select_device(device, x64):
     return devices
 
 
+def _check_network_dtype(cfg, x64):
+    """Deep linear networks in float64 need x64: refused before anything is written."""
+    if cfg.get("train", {}).get("dtype") == "float64" and not x64:
+        raise ConfigError("train.dtype = 'float64' with --x32; pass --x64 or set train.dtype = 'float32'")
+
+
 def _say(text):
     print(text, file=sys.stderr)
 
@@ -197,7 +203,7 @@ def _progress(args) -> bool:
 def _grok(args) -> int:
     from . import grok
     from .config import flag_overrides
-    from .output import prepare_output, raise_plot_errors, write_manifest
+    from .output import failures_recorded, prepare_output, raise_plot_errors, write_manifest
 
     over = flag_overrides({"testbed.name": args.testbed, "model.gamma0": args.gamma0,
                            "simulate.widths": args.widths, "simulate.seeds": args.seeds,
@@ -212,12 +218,8 @@ def _grok(args) -> int:
         print(f"dmft grok: {out} already holds this run (complete); --force recomputes it")
         return EXIT_OK
     _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
-    try:
+    with failures_recorded(out, "grok", cfg):
         res = grok.run(cfg, out, log=_say, progress=_progress(args))
-    except DmftError as err:
-        if not isinstance(err, PlotError):
-            write_manifest(out, "grok", cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
-        raise
     raise_plot_errors(out, "grok", cfg, res.get("plot_errors"))
     write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
     print(f"report: {res['files']['report'][0]}")
@@ -229,25 +231,20 @@ def _grok(args) -> int:
 def _dln(args) -> int:
     from . import dln
     from .config import flag_overrides
-    from .output import prepare_output, raise_plot_errors, write_manifest
+    from .output import failures_recorded, prepare_output, raise_plot_errors, write_manifest
 
     over = flag_overrides({"train.seeds": args.seeds, "train.steps": args.steps}, args.overrides)
     cfg = dln.load_config(args.config, over, full=args.full)
     devices = _select_device(args.device, args.x64)
-    if cfg["train"]["dtype"] == "float64" and not args.x64:
-        raise ConfigError("train.dtype = 'float64' with --x32; pass --x64 or set train.dtype = 'float32'")
+    _check_network_dtype(cfg, args.x64)
     dln.build(cfg)                                   # values the generators refuse, before compute
     out = args.out or os.path.join("results", "dln")
     if not prepare_output(out, "dln", cfg, args.force):
         print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
         return EXIT_OK
     _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
-    try:
+    with failures_recorded(out, "dln", cfg):
         res = dln.run(cfg, out, log=_say, progress=_progress(args))
-    except DmftError as err:
-        if not isinstance(err, PlotError):
-            write_manifest(out, "dln", cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
-        raise
     raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
     write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
     for c in res["report"]["checks"]:
@@ -278,8 +275,7 @@ def _scan(args) -> int:
         devices = _select_device(None, args.x64)
     else:
         devices = _select_device(args.device, args.x64)
-    if cfg.get("train", {}).get("dtype") == "float64" and not args.x64:   # (deep-linear scans' networks)
-        raise ConfigError("train.dtype = 'float64' with --x32; pass --x64 or set train.dtype = 'float32'")
+    _check_network_dtype(cfg, args.x64)                  # (deep-linear scans' networks)
     out = args.out or os.path.join("results", "scan")
     _say(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
     try:

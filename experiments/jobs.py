@@ -19,7 +19,7 @@ import jax
 
 import dmft
 import networks
-from dmft.errors import ConfigError, DmftError, InputError
+from dmft.errors import ConfigError, InputError
 from validation import lazy_to_rich
 from validation.verdicts import TOLERANCES
 from validation.verdicts import checks as verdicts
@@ -28,7 +28,7 @@ from . import config as _config
 from . import problem as _problem
 from . import report as _report
 from .config import Field
-from .output import PlotError, prepare_output, raise_plot_errors, read_manifest, write_manifest
+from .output import failures_recorded, prepare_output, raise_plot_errors, read_manifest, write_manifest
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -127,12 +127,8 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
             "pass --force to recompute")
         old = read_manifest(out)
         return {"status": "already complete", "checks": old.get("checks", []), "files": old.get("files", {})}
-    try:
+    with failures_recorded(out, job, cfg):
         return _run(job, cfg, out, prob, progress)
-    except DmftError as err:
-        if not isinstance(err, PlotError):      # (a figure's failure has its own status)
-            write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
-        raise
 
 
 def _run(job, cfg, out, prob, progress) -> dict:

@@ -18,6 +18,7 @@ before any compute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from dmft.io import environment, jsonable, sha256
 from dmft.plotting import tidy_log_ticks
 
 from .config import differences, to_toml
+from .problem import data_digest
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors"]
@@ -90,6 +92,18 @@ def raise_plot_errors(out: str, job: str, cfg: dict, plot_errors: dict, **state)
                     "(run.json records it): " + "; ".join(f"{k}: {v}" for k, v in plot_errors.items()))
 
 
+@contextlib.contextmanager
+def failures_recorded(out: str, job: str, cfg: dict):
+    """Within: a library error (not a figure's, which has its own status) marks run.json
+    "failed" with the error before it propagates."""
+    try:
+        yield
+    except DmftError as err:
+        if not isinstance(err, PlotError):
+            write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
+        raise
+
+
 def check_writable(out: str) -> None:
     """Refuse an output location that cannot hold a results directory (OutputError)."""
     out = os.fspath(out)
@@ -111,13 +125,8 @@ def run_inputs(cfg: dict) -> dict:
     import jax
 
     device = jax.config.jax_default_device
-    inputs = {"x64": bool(jax.config.jax_enable_x64),
-              "platform": getattr(device, "platform", None) or jax.default_backend()}
-    task = cfg.get("task", {}) if isinstance(cfg, dict) else {}
-    if task.get("name") == "npz" and task.get("path"):
-        path = task["path"]
-        inputs["task.path sha256"] = sha256(path) if os.path.isfile(path) else None
-    return inputs
+    return {"x64": bool(jax.config.jax_enable_x64),
+            "platform": getattr(device, "platform", None) or jax.default_backend(), **data_digest(cfg)}
 
 
 def _clear(out: str, old: dict) -> None:

@@ -20,11 +20,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 
 import jax
 
 import dmft
 from dmft.errors import ConfigError
+from dmft.io import sha256
 
 from .config import SEED_MAX, Field
 
@@ -106,6 +109,25 @@ class Problem:
     theory_key: object
     train_options: dict             # keyword options of networks.train (no schedule, width, seeds)
     network_key: object
+
+
+def data_digest(cfg: dict) -> dict:
+    """{"task.path sha256": ...} for a configuration that reads a data file (task.name = npz),
+    else {}: part of what makes a run or a scan store the same one. Hashed once per file
+    version (path, size, mtime), however often a job asks."""
+    task = cfg.get("task", {}) if isinstance(cfg, dict) else {}
+    if task.get("name") != "npz" or not task.get("path"):
+        return {}
+    path = task["path"]
+    if not os.path.isfile(path):
+        return {"task.path sha256": None}
+    st = os.stat(path)
+    return {"task.path sha256": _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256(path)
 
 
 def build_data(task: dict) -> dmft.Dataset:

@@ -223,7 +223,7 @@ def store_identity(cfg: dict) -> dict:
     import jax
     import jaxlib
 
-    from dmft.io import jsonable, sha256
+    from dmft.io import jsonable
 
     cfg = jsonable(cfg)
     for sec, key in SETTINGS:
@@ -231,9 +231,9 @@ def store_identity(cfg: dict) -> dict:
             cfg[sec].pop(key, None)
     ident = {"config": cfg, "x64": bool(jax.config.jax_enable_x64),
              "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
-    task = cfg.get("task", {})
-    if task.get("name") == "npz" and task.get("path"):    # a changed data file is another scan
-        ident["data"] = {"task.path sha256": sha256(task["path"]) if os.path.isfile(task["path"]) else None}
+    data = _problem.data_digest(cfg)                     # a changed data file is another scan
+    if data:
+        ident["data"] = data
     return ident
 
 
