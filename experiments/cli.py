@@ -208,8 +208,6 @@ def _grok(args) -> int:
     over = flag_overrides({"testbed.name": args.testbed, "model.gamma0": args.gamma0,
                            "simulate.widths": args.widths, "simulate.seeds": args.seeds,
                            "train.steps": args.steps}, args.overrides)
-    if args.testbed not in (None, "kumar") and not any(o.startswith("diagram.axes") for o in over):
-        over.append("diagram.axes=[]")            # phase diagrams are for the Kumar model
     cfg = grok.load_config(args.config, over, full=args.full)
     devices = _select_device(args.device, args.x64)
     out = args.out or os.path.join("results", "grok")

@@ -164,6 +164,23 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
     assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()
 
 
+def test_diagram_axes_default_follows_the_testbed(tmp_path):
+    """Phase diagrams are Kumar's: another testbed, chosen by flag, --set or file, gets no axes
+    by default; axes asked for explicitly there are refused, not dropped."""
+    from experiments import grok
+    from dmft.errors import ConfigError
+    assert grok.load_config()["diagram"]["axes"] == ["eps", "P", "weight_decay"]
+    for name in ("lyu", "sparse_parity", "modular_addition"):
+        assert grok.load_config(None, [f"testbed.name='{name}'"])["diagram"]["axes"] == []
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f'[testbed]\nname = "{name}"\n')
+        assert grok.load_config(toml)["diagram"]["axes"] == []
+        with pytest.raises(ConfigError, match="diagram.axes"):
+            grok.load_config(toml, ["diagram.axes=['eps']"])
+    assert grok.load_config(None, ["testbed.name='lyu'", "testbed.name='kumar'"])["diagram"]["axes"] \
+        == ["eps", "P", "weight_decay"]
+
+
 # ------------------------------------------------------------------ early warning, settled
 
 def test_drop_and_change_times_do_not_move_with_the_save_grid():

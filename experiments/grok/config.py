@@ -96,7 +96,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "accuracy": Field("float", 0.9, "accuracy threshold (classification testbeds)", 0.0, True),
     },
     "diagram": {
-        "axes": Field("strs", ["eps", "P", "weight_decay"], "phase diagrams: gamma0 against these"),
+        "axes": Field("strs", ["eps", "P", "weight_decay"],
+                      "phase diagrams: gamma0 against these (kumar; default [] for the other testbeds)"),
         "gamma0": Field("floats", [0.25, 0.5, 1.0, 2.0, 4.0], "gamma0 values of the diagrams", 0.0, True),
         "eps": Field("floats", [0.01, 0.03, 0.1, 0.3], "eps values", 0.0, True),
         "P": Field("ints", [45, 90, 165, 330], "training-set sizes", 1),
@@ -166,8 +167,16 @@ def _check(cfg: dict) -> None:
 
 
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
-    """The grok configuration: defaults, --full preset, TOML file, overrides (validated)."""
-    return _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
+    """The grok configuration: defaults, --full preset, TOML file, overrides (validated).
+
+    diagram.axes defaults to [] for a testbed other than kumar (its diagrams are Kumar's);
+    one set in the file or an override is kept, and refused there."""
+    preset = FULL if full else None
+    initial = None
+    if _config.load(SCHEMA, path, overrides, preset=preset)["testbed"]["name"] != "kumar":
+        initial = _config.defaults(SCHEMA)
+        initial["diagram"]["axes"] = []
+    return _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
 
 
 
