@@ -190,7 +190,7 @@ def read_toml(path) -> dict:
 
 def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
          check: Callable[[dict], None] | None = None, tables: dict | None = None,
-         initial: dict | None = None) -> dict:
+         initial: dict | None = None, edit: Callable[[dict], None] | None = None) -> dict:
     """Defaults, then `preset`, then `source` (a TOML path or a dict), then overrides; checked.
 
     Path fields are stored absolute: relative to the TOML file's directory when the file names
@@ -201,15 +201,20 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
         check: cross-field checks on the merged configuration (raise ConfigError).
         tables: table-valued keys (see `merge`).
         initial: the starting configuration (default: the schema's defaults).
+        edit: applied in place to the source's table (a copy of a dict) before it is merged.
     """
     cfg = copy.deepcopy(initial) if initial is not None else defaults(schema)
     if preset:
         merge(cfg, copy.deepcopy(preset), "--full preset", schema, tables)
-    if isinstance(source, dict):
-        merge(cfg, copy.deepcopy(source), "configuration", schema, tables)
-    elif source is not None:
-        merge(cfg, read_toml(source), os.fspath(source), schema, tables,
-              base=os.path.dirname(os.path.abspath(os.fspath(source))))
+    if source is not None:
+        table = copy.deepcopy(source) if isinstance(source, dict) else read_toml(source)
+        if edit is not None:
+            edit(table)
+        if isinstance(source, dict):
+            merge(cfg, table, "configuration", schema, tables)
+        else:
+            merge(cfg, table, os.fspath(source), schema, tables,
+                  base=os.path.dirname(os.path.abspath(os.fspath(source))))
     for text in overrides:
         merge(cfg, parse_override(text), f"override {text!r}", schema, tables)
     if check is not None:

@@ -182,6 +182,24 @@ def test_bad_configuration_names_the_key(table, match):
         scan.load_config(table)
 
 
+@pytest.mark.parametrize("kind", ["two_layer", "deep_linear"])
+def test_a_scan_file_is_read_like_any_config_file(tmp_path, kind, monkeypatch):
+    """A scan TOML's relative task.path is relative to the file, not the current directory,
+    and an error in the file names the file (the two-layer scan read it as a bare table)."""
+    (tmp_path / "cfg").mkdir()
+    good, bad = tmp_path / "cfg" / "s.toml", tmp_path / "cfg" / "bad.toml"
+    head = f'[scan]\nkind = "{kind}"\n'
+    if kind == "two_layer":
+        good.write_text(head + '[scan.grid]\n"model.gamma0" = [0.5, 1.0]\n'
+                        '[task]\nname = "npz"\npath = "data.npz"\n')
+    bad.write_text(head + "[model]\nnot_a_key = 1\n")
+    monkeypatch.chdir(tmp_path)
+    if kind == "two_layer":
+        assert scan.load_config("cfg/s.toml")["task"]["path"] == str(tmp_path / "cfg" / "data.npz")
+    with pytest.raises(scan.ConfigError, match=r"^cfg/bad.toml: unknown key model.not_a_key"):
+        scan.load_config("cfg/bad.toml")
+
+
 def test_cli_bad_configuration_exits_2_and_writes_nothing(tmp_path, config, capsys):
     out = tmp_path / "s"
     assert cli.main(["scan", "--config", config, "--out", str(out), "--no-progress",

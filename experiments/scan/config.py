@@ -89,18 +89,15 @@ def load_config(source=None, overrides=()) -> dict:
     if isinstance(source, dict) and "sweep" in source:
         raise ConfigError("configuration: unknown section [sweep] (a scan sets gamma0 in [model] or "
                           f"its grid); known: {', '.join(kind.schema)}")
+    edit = None
     if kind.name == "two_layer":
         # the two-layer schema has no kind key (stores written before kinds existed stay resumable)
-        if isinstance(source, dict) and isinstance(source.get("scan"), dict):
-            source = {**source, "scan": {k: v for k, v in source["scan"].items() if k != "kind"}}
-        overrides = [o for o in overrides if not o.replace(" ", "").startswith("scan.kind=")]
-        if source is not None and not isinstance(source, dict):
-            table = _config.read_toml(source)
+        def edit(table):
             if isinstance(table.get("scan"), dict):
                 table["scan"].pop("kind", None)
-            source = table
+        overrides = [o for o in overrides if not o.replace(" ", "").startswith("scan.kind=")]
     tables = {"scan.grid": _grid_table("grid", kind), "scan.points": _grid_table("points", kind)}
-    cfg = _config.load(kind.schema, source, overrides, tables=tables, initial=_defaults(kind))
+    cfg = _config.load(kind.schema, source, overrides, tables=tables, initial=_defaults(kind), edit=edit)
     grid = check(cfg)
     # the grid as validated (numbers coerced), so equal scans have equal configurations
     table = "grid" if grid.kind == "product" else "points"
