@@ -366,6 +366,8 @@ def _point(st: _Static, geo, y_test, act0, v, key):
             out["error.train_loss"] = se(_mse(su["y"][None, None], rec["f_train"]))
             if st.has_y_test:
                 out["error.test_loss"] = se(_mse(y_test[None, None], rec["f_test"]))
+            out["error.alignment"] = se(rec["alignment"])
+            se_sq = {g: se(rec[f"sq_weight_change.{g}"]) for g in ("first_layer", "readout")}
         rec = {k: (jnp.mean(a, axis=1) if a.ndim >= 2 else a) for k, a in rec.items()}
     out["train_loss"] = _mse(su["y"][None], rec["f_train"])
     if st.has_y_test:
@@ -379,6 +381,11 @@ def _point(st: _Static, geo, y_test, act0, v, key):
         sq_first = sq_first + (1 - shrink) ** 2 * (st.D - st.r)
     out["weight_change.first_layer"] = jnp.sqrt(jnp.maximum(sq_first, 0) / st.D)
     out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_weight_change.readout"], 0) / st.C)
+    if st.method == "forward" and R > 1:     # delta method, as Solution.error
+        for g, dim in (("first_layer", st.D), ("readout", st.C)):
+            wc = out[f"weight_change.{g}"]
+            safe = jnp.where(wc > 0, wc, 1.0)
+            out[f"error.weight_change.{g}"] = jnp.where(wc > 0, se_sq[g] / (2 * dim * safe), 0.0)
     if st.curves:
         squeeze = (lambda a: a[..., 0]) if st.C == 1 else (lambda a: a)   # noqa: E731
         out["f_train"] = squeeze(rec["f_train"])
@@ -418,7 +425,8 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         dict of numpy arrays with leading axis n: "t" (n, T), "train_loss",
         "test_loss" (with test targets), "alignment", "weight_change.first_layer",
         "weight_change.readout" (n, T), "diverged_step" (n,) (-1 if none), for the
-        forward method "error.train_loss"/"error.test_loss", with curves=True
+        forward method "error.train_loss", "error.test_loss", "error.alignment" and
+        "error.weight_change.*" (standard errors as in `Solution.error`), with curves=True
         "f_train"/"f_test", with state=True "state.*".
     """
     if not isinstance(grid, Mapping) or not grid:

@@ -59,8 +59,10 @@ class Solution(Trajectory):
         alignment: (T,) kernel-target alignment of the NTK.
         weight_change: {"first_layer", "readout"} (T,) relative changes
             ||theta - theta0|| / ||theta0|| at infinite width.
-        error: standard errors from the replica spread (sampled methods), else None; with
-            `info["error_dof"]` = replicas - 1 degrees of freedom (`Solution.interval`).
+        error: standard errors from the replica spread (sampled methods), else None, of every
+            record named in INTERVAL_RECORDS that the solution has (the weight changes' by the
+            delta method); with `info["error_dof"]` = replicas - 1 degrees of freedom
+            (`Solution.interval`).
         info: method, sizes, iterations and residuals, error estimate, timings,
             the configuration.
         state: closure state at the saved times, else None: "mean" and "second_moment"
@@ -78,7 +80,11 @@ class Solution(Trajectory):
                                    "not in files)")
 
     def interval(self, name: str = "test_loss", level: float = 0.95):
-        """Two-sided confidence interval of a record (loss or predictions) at every saved time.
+        """Two-sided confidence interval of a record at every saved time.
+
+        `name` is one of INTERVAL_RECORDS: losses, predictions, kernels (solved with
+        kernels=True), the NTK-target alignment, the weight changes ("weight_change.first_layer",
+        "weight_change.readout") and the measures.
 
         The standard error `error[name]` comes from R independent replicas, so it is itself
         uncertain (with R = 4 it is off by a factor 2 or more in one solve out of ten); the
@@ -93,10 +99,14 @@ class Solution(Trajectory):
         level = checks.real("level", level, positive=True)
         if not level < 1:
             raise InputError(f"level must be in (0, 1), got {level}")
-        value = getattr(self, name, None) if name in ("train_loss", "test_loss", "f_train", "f_test") else None
+        value = None
+        if name in INTERVAL_RECORDS:
+            group, _, key = name.partition(".")
+            value = getattr(self, group, None)
+            value = (value or {}).get(key) if key else value
         if value is None:
-            raise InputError(f"interval: no record {name!r} here; choose from train_loss, test_loss, "
-                             "f_train, f_test (those this solution has)")
+            raise InputError(f"interval: no record {name!r} here; choose from "
+                             f"{', '.join(INTERVAL_RECORDS)} (those this solution has)")
         value = np.asarray(value)
         if not self.error:
             if self.info.get("method") in ("closure", "lazy"):
@@ -106,6 +116,10 @@ class Solution(Trajectory):
         q = t_quantile(0.5 + level / 2, int(self.info.get("error_dof", 0)))
         half = q * np.asarray(self.error[name])
         return value - half, value + half
+
+
+INTERVAL_RECORDS = ("train_loss", "test_loss", "f_train", "f_test", "alignment", "ntk", "feature_kernel",
+                    "gradient_kernel", "weight_change.first_layer", "weight_change.readout", "measures")
 
 
 def t_quantile(p: float, dof: int) -> float:
@@ -343,6 +357,12 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
                 error["test_loss"] = se(per_test)
             if "f_test" in rec:
                 error["f_test"] = se(rec["f_test"])
+            for k in ("alignment", "ntk", "feature_kernel", "gradient_kernel", "measures"):
+                if rec.get(k) is not None:
+                    error[k] = se(rec[k])
+            # weight changes: sqrt(mean over replicas of the squared change / dim), so by the
+            # delta method se = se(squared change) / (2 dim change), 0 where the change is 0
+            se_sq = {g: se(rec[f"sq_weight_change.{g}"]) for g in ("first_layer", "readout")}
             if data.scalar:
                 error = {k: (v[..., 0] if k.startswith("f_") else v) for k, v in error.items()}
         rec = {k: (v.mean(axis=1) if v.ndim >= 2 else v) for k, v in rec.items()}
@@ -360,6 +380,10 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
         sq_first = sq_first + (1 - shrink) ** 2 * (data.D - su["r"])
     wc = {"first_layer": np.sqrt(np.maximum(sq_first, 0) / data.D),
           "readout": np.sqrt(np.maximum(rec["sq_weight_change.readout"], 0) / data.C)}
+    if error:
+        for g, dim in (("first_layer", data.D), ("readout", data.C)):
+            error[f"weight_change.{g}"] = np.divide(se_sq[g], 2 * dim * wc[g], out=np.zeros_like(wc[g]),
+                                                    where=wc[g] > 0)
     f_tr = _squeeze(data, f_tr)
     f_te = None if f_te is None else _squeeze(data, f_te)
     state = None
@@ -624,10 +648,11 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
         return np.std(vals, axis=0, ddof=1) / np.sqrt(n)
 
     first = sols[0]
-    error = {"train_loss": se([s.train_loss for s in sols]), "f_train": se([s.f_train for s in sols])}
-    if first.test_loss is not None:
-        error["test_loss"] = se([s.test_loss for s in sols])
-        error["f_test"] = se([s.f_test for s in sols])
+    error = {"train_loss": se([s.train_loss for s in sols]), "f_train": se([s.f_train for s in sols]),
+             **{f"weight_change.{k}": se([s.weight_change[k] for s in sols]) for k in first.weight_change}}
+    for name in ("test_loss", "f_test", "alignment", "ntk", "feature_kernel", "gradient_kernel", "measures"):
+        if getattr(first, name) is not None:
+            error[name] = se([getattr(s, name) for s in sols])
     info = {**first.info, "sequences": n, "error_dof": n - 1,
             "per_sequence_test_loss": [s.test_loss.tolist() for s in sols if s.test_loss is not None]}
     info.pop("batch_key", None)
