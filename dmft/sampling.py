@@ -296,14 +296,35 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
     return _draw_replicas(key, sampler, samples // replicas, n, r, c, trained, dtype, first)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6, 7))
+# The draw runs once per solve, in milliseconds, while XLA:CPU's backend optimizer spends seconds
+# on its QR, sort and Newton loops: on a CPU it is compiled unoptimized (README's first solve 8.8 ->
+# ~5 s; the nodes equal to rounding, 3e-14; the run 2-3x slower, 0.05 s at 16384 nodes, r = 32).
+_QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _compiled_once(static_argnums):
+    """jax.jit for a program that runs once per solve: compiled quickly on a CPU (inside another
+    jit, which compiles it with itself, an ordinary jit)."""
+    def wrap(fun):
+        fast = jax.jit(fun, static_argnums=static_argnums)
+        quick = jax.jit(fun, static_argnums=static_argnums, compiler_options=_QUICK_COMPILE)
+
+        @functools.wraps(fun)
+        def call(*args):
+            traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args))
+            return (quick if jax.default_backend() == "cpu" and not traced else fast)(*args)
+        return call
+    return wrap
+
+
+@_compiled_once(static_argnums=(1, 2, 3, 4, 5, 6, 7))
 def _draw_replicas(key, sampler, m, replicas, r, c, trained, dtype, first) -> Sites:
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(replicas))
     z, a = jax.vmap(lambda k: _one_replica(k, sampler, m, r, c, trained, dtype))(keys)
     return Sites(z, a, jnp.full((replicas, m), 1.0 / m, dtype))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+@_compiled_once(static_argnums=(1, 2, 3, 4, 5, 6))
 def _draw_sobol(key, m, replicas, r, c, trained, dtype, rotation, first) -> Sites:
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(replicas))
     z, a = jax.vmap(lambda k: _sobol_replica(k, m, r, c, trained, dtype, rotation))(keys)

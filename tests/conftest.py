@@ -1,8 +1,8 @@
 """Test configuration: float64 everywhere, and implicit rank promotion is an error.
 
 The tests run many small programs, so XLA's compile time dominates them: they ask
-for the cheapest backend optimization (results are the same numbers; the speed of
-large runs is measured by the benchmarks, never by tests)."""
+for the cheapest backend optimization (results are the same numbers up to rounding, e.g.
+3e-14 in the sampler's nodes; the speed of large runs is measured by the benchmarks, never by tests)."""
 
 import os
 

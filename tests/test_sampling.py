@@ -55,3 +55,15 @@ def test_samplers_draw_standard_normal_rows():
         if name != "stratified":          # (independent coordinates: the radius law follows)
             rad2 = np.sum(z * z, axis=1)
             assert _ks(rad2, lambda v: jax.scipy.special.gammainc(r / 2, v / 2)) < crit, name
+
+
+def test_a_draw_is_the_same_alone_and_inside_another_jit():
+    """The draw is compiled on its own without XLA's backend optimization (on a CPU) and with
+    its caller inside another jit (solve_batch): the same nodes, to rounding."""
+    key = jax.random.key(5)
+    for sampler in ("stratified", "sobol"):
+        alone = sampling.draw_sites(key, sampler, 512, 4, 6, 2, True)
+        inside = jax.jit(lambda k, s=sampler: sampling.draw_sites(k, s, 512, 4, 6, 2, True))(key)
+        for x, y in zip(alone, inside):
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-12)
+        assert alone.z.shape == (4, 128, 6) and np.all(np.isfinite(alone.z))
