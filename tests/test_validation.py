@@ -84,6 +84,34 @@ def test_compare_measures_known_errors():
         validation.compare(sol, _fake_run(f_net, t * 2, y, 8))
 
 
+@settings(max_examples=30, deadline=None)
+@given(diverged_at=st.lists(st.integers(1, 6), min_size=2, max_size=8), data_seed=st.integers(0, 2 ** 16))
+def test_compare_judges_each_time_by_the_seeds_still_finite(diverged_at, data_seed):
+    """A seed that diverged (NaN from then on, as networks.train leaves it) counts nowhere after:
+    mean, spread, standard error and z at each time are those of the finite seeds alone (the
+    standard error once divided by every seed, inflating z); under two finite seeds z is NaN."""
+    rng = np.random.default_rng(data_seed)
+    t = np.linspace(0, 5, 6)
+    y = rng.normal(size=12)
+    f_th = np.outer(1 - np.exp(-t), y)
+    f_net = f_th[None] + 0.2 * rng.normal(size=(len(diverged_at),) + f_th.shape)
+    for s, k in enumerate(diverged_at):                 # k = 6: never diverged
+        f_net[s, k:] = np.nan
+    c = validation.compare(_fake_solution(f_th, t, y), _fake_run(f_net, t, y, 64))
+    loss = np.mean((y - f_net) ** 2, axis=2)
+    for j in range(len(t)):
+        alive = loss[np.isfinite(loss[:, j]), j]
+        got = {k: c.test_loss[k][j] for k in ("mean", "std", "se", "z")}
+        assert c.test_loss["finite_seeds"][j] == len(alive)
+        if len(alive) >= 2:
+            se = alive.std(ddof=1) / np.sqrt(len(alive))
+            np.testing.assert_allclose([got["mean"], got["std"], got["se"], got["z"]],
+                                       [alive.mean(), alive.std(ddof=1), se,
+                                        (alive.mean() - c.test_loss["theory"][j]) / se], rtol=1e-12)
+        else:
+            assert np.isnan(got["z"]) and np.isnan(got["se"])
+
+
 def _fake_sweep(widths, offset, seeds=4):
     """A sweep of planted ensembles: per-seed fluctuations 0.3 / sqrt(N) around the theory, the
     ensembles' final test loss shifted by `offset` (so z and the relative error are known)."""

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -60,14 +61,20 @@ class Comparison:
 
 
 def _loss_stats(theory, per_seed, theory_se):
-    mean = np.nanmean(per_seed, axis=0)
-    s = per_seed.shape[0]
-    std = np.nanstd(per_seed, axis=0, ddof=1) if s > 1 else np.zeros_like(mean)
-    se = np.sqrt(std ** 2 / s + (theory_se if theory_se is not None else 0.0) ** 2)
+    """Seed mean, spread and z against the theory at each time, over the seeds still finite
+    there (a diverged seed is NaN from its divergence on); with fewer than two finite seeds the
+    spread, se and z are NaN (nothing to judge the seeds' scatter by), never 0."""
+    n = np.sum(np.isfinite(per_seed), axis=0)
+    finite = np.where(np.isfinite(per_seed), per_seed, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(n > 0, finite.sum(axis=0) / n, np.nan)
+        dev = np.where(np.isfinite(per_seed), per_seed - mean, 0.0)
+        std = np.where(n > 1, np.sqrt((dev ** 2).sum(axis=0) / (n - 1)), np.nan)
+        se = np.sqrt(std ** 2 / n + (theory_se if theory_se is not None else 0.0) ** 2)
         rel = np.abs(mean - theory) / np.abs(theory)
-        z = np.where(se > 0, (mean - theory) / se, 0.0)
-    return {"theory": theory, "mean": mean, "std": std, "se": se, "rel_error": rel, "z": z}
+        z = np.where(se > 0, (mean - theory) / se, np.where(mean == theory, 0.0, np.nan))
+    return {"theory": theory, "mean": mean, "std": std, "se": se, "rel_error": rel, "z": z,
+            "finite_seeds": n}
 
 
 def compare(solution, run) -> Comparison:
@@ -92,7 +99,8 @@ def compare(solution, run) -> Comparison:
     point_axes = tuple(range(2, f_net.ndim))
     # scale: RMS of the targets the predictions are compared on
     scale = _target_rms(solution, use_test)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # a time at which every seed diverged
         per_seed = np.sqrt(np.nanmean((f_net - f_th[None]) ** 2, axis=(0,) + point_axes)) / scale
         mean_err = np.sqrt(np.mean((np.nanmean(f_net, axis=0) - f_th) ** 2,
                                    axis=tuple(range(1, f_th.ndim)))) / scale
@@ -100,8 +108,8 @@ def compare(solution, run) -> Comparison:
     summary = {
         "final_theory_loss": float(main["theory"][-1]), "final_network_loss": float(main["mean"][-1]),
         "final_network_std": float(main["std"][-1]), "final_rel_error": float(main["rel_error"][-1]),
-        "final_z": float(main["z"][-1]), "final_se": float(main["se"][-1]), "max_abs_z": float(np.nanmax(np.abs(main["z"]))),
-        "max_rel_error": float(np.nanmax(main["rel_error"][1:])) if main["rel_error"].size > 1 else 0.0,
+        "final_z": float(main["z"][-1]), "final_se": float(main["se"][-1]), "max_abs_z": _nanmax(np.abs(main["z"])),
+        "max_rel_error": _nanmax(main["rel_error"][1:]) if main["rel_error"].size > 1 else 0.0,
         "final_per_seed_error": float(per_seed[-1]), "final_mean_error": float(mean_err[-1]),
         "time_mean_per_seed_error": float(np.mean(per_seed[1:])) if per_seed.size > 1 else 0.0,
         "time_mean_mean_error": float(np.mean(mean_err[1:])) if mean_err.size > 1 else 0.0,
@@ -111,6 +119,11 @@ def compare(solution, run) -> Comparison:
     return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
                       train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
                       summary=summary)
+
+
+def _nanmax(a) -> float:
+    a = np.asarray(a)
+    return float(np.max(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
 
 
 def _target_rms(solution, use_test):

@@ -64,8 +64,9 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
             zname = f"agreement z gamma0={g:g} N={wmax}"
             if not (se > 0 and np.isfinite(s["final_z"])):
                 out.append(dict(name=zname, value=None, tolerance=f"|z| <= {chk['agreement_sigma']:g}",
-                                verdict="SKIP", detail=f"{loss}; no uncertainty to measure z against "
-                                                       "(one seed and an exact theory)"))
+                                verdict="SKIP", detail=f"{loss}; no uncertainty to measure z against (fewer "
+                                                       "than two seeds finite at the end, or no spread and "
+                                                       "an exact theory)"))
             else:
                 z = s["final_z"]
                 ok = abs(z) <= chk["agreement_sigma"]
