@@ -3,6 +3,8 @@
 Every claim is checked against networks trained in the same units, fitted where it is a
 rate, at a stated statistical tolerance where it is a distribution."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,6 +149,27 @@ def test_random_small_init_learns_the_modes_in_order_on_a_staircase():
         mid = np.sqrt(tl[k - 1] * tl[k])
         level = np.interp(mid, run.t, loss)
         assert abs(level - pl["levels"][k]) < 0.1 * pl["levels"][k], (k, level, pl["levels"][k])
+
+
+@pytest.mark.parametrize("stragglers, verdict", [(0, "PASS"), (3, "PASS"), (60, "FAIL")])
+def test_staircase_verdict_tolerates_a_few_seeds_that_never_learn_or_diverge(stragglers, verdict):
+    """Planted learning curves (sigmoids at t = 1 and 10 for s = 3, 1): seeds that never learn the
+    weak mode within the run or diverge half way do not undo the verdict while most seeds learned
+    (the median learning time was NaN as soon as one seed had not); when most have not, FAIL."""
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 1.0], P=None, key=0)
+    s = np.asarray(data.s)
+    t = np.geomspace(1e-2, 100, 400)
+    rng = np.random.default_rng(0)
+    t1, t2 = (c * (1 + 0.05 * rng.standard_normal(100)) for c in (1.0, 10.0))
+    modes = np.stack([s[0] / (1 + np.exp(-(t[None] - t1[:, None]) * 8)),
+                      s[1] / (1 + np.exp(-(t[None] - t2[:, None]) * 2))], axis=-1)
+    modes[:stragglers, :, 1] = 0.01                       # never learn the weak mode
+    modes[stragglers:stragglers + 1, 200:] = np.nan       # one more diverges half way
+    run = types.SimpleNamespace(t=t, modes=modes, test_loss=0.5 * np.sum((s - modes) ** 2, axis=-1))
+    res = vdl.staircase(run, data)
+    assert res["verdict"] == verdict, res
+    if verdict == "PASS":
+        assert len(res["plateaus"]) == 1 and np.allclose(res["learning_times"], [1.0, 10.0], rtol=0.02)
 
 
 # ------------------------------------------------------------------ SGD noise

@@ -212,7 +212,9 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     learned = bool(np.mean(finite) >= 0.5)            # most seeds learn every mode within the run
     order_ok = learned and bool(np.all(np.argsort(np.median(tl, axis=0)) == pl["order"]))
     per_seed = float(np.mean([np.all(np.argsort(row) == pl["order"]) for row in tl[finite]])) if finite.any() else 0.0
-    med_t = np.median(np.where(np.isfinite(tl), tl, np.nan), axis=0)[pl["order"]]
+    # a mode a seed has not learned within the run (inf) counts as learned after it: the median
+    # is finite while most seeds learned it (was NaN as soon as one seed had not, dropping every row)
+    med_t = np.median(tl, axis=0)[pl["order"]]
     loss = np.nanmedian(run.test_loss, axis=0)
     rows = []
     for k in range(1, len(med_t)):
