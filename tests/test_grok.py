@@ -104,6 +104,13 @@ def test_neuron_measures_agree_between_theory_and_wide_networks():
     assert float(ipr(mode, mode)[0]) == pytest.approx(1.0)
     assert gk.accuracy(np.eye(p)[None], np.eye(p))[0] == 1.0
     assert gk.accuracy(np.array([[0.5, -1.0, 2.0]]), np.array([1.0, -1.0, -1.0]))[0] == pytest.approx(2 / 3)
+    # one output given as a column (a C = 1 Dataset's shape) is a sign, not an argmax of one column
+    f, y = np.array([[0.5, -1.0, 2.0]]), np.array([1.0, -1.0, -1.0])
+    for ff, yy in ((f, y[:, None]), (f[..., None], y[:, None]), (f[..., None], y)):
+        assert gk.accuracy(ff, yy)[0] == pytest.approx(2 / 3)
+    assert gk.accuracy(-np.ones((1, 3, 1)), np.ones((3, 1)))[0] == 0.0
+    with pytest.raises(InputError, match="shape"):
+        gk.accuracy(np.zeros((2, 4)), y)
 
 
 def test_testbed_generators_and_bad_input():

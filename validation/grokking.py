@@ -165,8 +165,17 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
 def accuracy(f, y) -> np.ndarray:
     """Fraction of points whose largest output is the target class (one-hot y).
 
-    f: (..., P, C) outputs; y: (P, C). Scalar outputs (C = 1) use the sign."""
+    f: (..., P, C) outputs; y: (P, C). Scalar outputs (y of shape (P,) or (P, 1), f of shape
+    (..., P) or (..., P, 1)) use the sign."""
     f, y = np.asarray(f), np.asarray(y)
+    if y.ndim not in (1, 2):
+        raise InputError(f"accuracy: y must be (P,) or (P, C), got shape {y.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:            # one output: argmax of one column is always 0
+        y = y[:, 0]
+    if y.ndim == 1 and f.ndim >= 2 and f.shape[-2:] == (y.shape[0], 1):
+        f = f[..., 0]
+    if f.shape[f.ndim - y.ndim:] != y.shape:
+        raise InputError(f"accuracy: f of shape {f.shape} does not end in y's shape {y.shape}")
     if y.ndim == 1:
         return np.mean(np.sign(f) == np.sign(y), axis=-1)
     return np.mean(np.argmax(f, axis=-1) == np.argmax(y, axis=-1), axis=-1)
