@@ -572,10 +572,14 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
               **{k: v for k, v in rec.items() if k not in ("alignment",)}}
     for sd in range(seeds):
         j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items() if v is not None})
-        if j >= 0 and (bad[sd] < 0 or bad[sd] > counts[j]):
-            bad[sd] = counts[j]
-        if bad[sd] >= 0:
-            cut = counts >= bad[sd] if np.any(counts >= bad[sd]) else np.zeros_like(counts, bool)
+        # bad = k: the update from k to k + 1 steps went non-finite, so the saves after more than
+        # k steps are lost (the save at k is the state before it: kept unless a record overflowed)
+        cut = counts > bad[sd] if bad[sd] >= 0 else np.zeros_like(counts, bool)
+        if j >= 0:
+            cut[j:] = True
+            if bad[sd] < 0 or bad[sd] > counts[j]:
+                bad[sd] = counts[j]
+        if cut.any():
             for arr in (train_loss, test_loss, f_tr, f_te, *rec.values()):
                 if arr is not None and np.issubdtype(np.asarray(arr).dtype, np.floating):
                     arr[sd, cut] = np.nan

@@ -161,6 +161,19 @@ def test_each_seed_diverges_alone(data):
             assert np.all(np.isfinite(run.test_loss[s]))
 
 
+def test_the_save_before_a_bad_update_is_kept(data):
+    """An update that overflows (here an optimizer scaling it past the float range at the
+    first step) loses the saves after it, not the state before it: the t = 0 record stays."""
+    model = dmft.TwoLayer("relu", gamma0=1.0)
+    kw = dict(width=16, seeds=2, save_every=1, steps=2, eta0=0.1, key=jax.random.key(0))
+    boom = optax.chain(optax.sgd(0.1), optax.scale(1e308), optax.scale(1e308))
+    run = networks.train(model, data, optimizer=boom, **kw)
+    plain = networks.train(model, data, **kw)
+    assert run.info["diverged"] == {0: 0, 1: 0}
+    np.testing.assert_array_equal(run.train_loss[:, 0], plain.train_loss[:, 0])
+    assert np.all(np.isnan(run.train_loss[:, 1:])) and np.all(np.isnan(run.f_test[:, 1:]))
+
+
 def test_optimizers_and_weight_decay(data):
     model = dmft.TwoLayer("tanh")
     kw = dict(width=32, seeds=2, eta0=0.2, steps=20, save_every=10)
