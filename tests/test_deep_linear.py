@@ -172,6 +172,26 @@ def test_staircase_verdict_tolerates_a_few_seeds_that_never_learn_or_diverge(str
         assert len(res["plateaus"]) == 1 and np.allclose(res["learning_times"], [1.0, 10.0], rtol=0.02)
 
 
+def test_stationary_fit_on_draws_from_the_density_counts_only_seeds_alive():
+    """Draws from the stationary density itself (inverse CDF) pass the KS check; the critical
+    value 1.63 / sqrt(seeds) counts the seeds that did not diverge (half of them NaN here)."""
+    data = dmft.tasks.linear_teacher(3, 3, [2.0, 1.0], P=None, label_noise=0.5, key=0)
+    model = dmft.DeepLinear(2, 8, 1.0, "aligned")
+    kw = dict(eta0=0.05, batch_size=4)
+    grid = np.linspace(1e-3, 6.0, 20001)
+    p = dl.stationary_density(model, data, grid, **kw)
+    cdf = np.cumsum(p, axis=0)
+    cdf /= cdf[-1]
+    u = np.random.default_rng(0).uniform(size=(400, 3))
+    modes = np.stack([np.interp(u, cdf[:, i], grid) for i in range(2)], axis=-1)   # (S, T, r)
+    modes[200:, 1:] = np.nan                            # half the seeds diverge after t = 0
+    run = types.SimpleNamespace(t=np.array([0.0, 1.0, 2.0]), modes=modes)
+    rows = vdl.stationary_fit(run, model, data, after=0.5, **kw)
+    assert [r["verdict"] for r in rows] == ["PASS", "PASS"]
+    assert all(r["critical"] == pytest.approx(1.63 / np.sqrt(200)) for r in rows)
+    assert all(r["ks"] < 1.63 / np.sqrt(400) for r in rows)        # measured: well inside
+
+
 # ------------------------------------------------------------------ SGD noise
 
 @pytest.mark.parametrize("which", ["online", "fixed"])

@@ -174,7 +174,8 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
         p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
                                   weight_decay=weight_decay)[:, i]
         ks = ks_distance(x, grid, p)
-        crit = alpha_coef / np.sqrt(late.shape[0])
+        seeds = int(np.sum(np.any(np.isfinite(late[..., i]), axis=1)))     # those not diverged
+        crit = alpha_coef / np.sqrt(seeds)
         rows.append({"mode": i, "ks": ks, "critical": float(crit), "mean": float(x.mean()),
                      "density_mean": float(np.trapezoid(grid * p, grid)), "var": float(x.var()),
                      "boltzmann_T": float(T[i]), "verdict": _verdict(ks <= max(crit, ks_max))})
