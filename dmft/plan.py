@@ -30,8 +30,8 @@ from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, quadrature_size
 from .schedule import Schedule
 
-__all__ = ["SolvePlan", "plan_solve", "exact_closure", "METHODS", "PRECISIONS", "DEFAULTS", "memory_estimate",
-           "RUNTIME_BYTES"]
+__all__ = ["SolvePlan", "plan_solve", "exact_closure", "no_lazy_limit", "METHODS", "PRECISIONS", "DEFAULTS",
+           "memory_estimate", "RUNTIME_BYTES"]
 
 # what compiling and running any program takes beyond its arrays (measured: 100-400 MiB for the
 # solvers' compilations, `scripts/bench_memory.py`)
@@ -61,6 +61,29 @@ CPU_GROUP_ELEMENTS = 2 ** 22
 def exact_closure(model: TwoLayer) -> str | None:
     """Name of the exact Gaussian closure for this model, or None."""
     return _closure.kind_for(model.activation, model.trained_readout)
+
+
+def no_lazy_limit(model: TwoLayer, data: Dataset) -> str | None:
+    """Why `model` has no lazy (gamma0 -> 0) limit on `data`, or None when it has one.
+
+    With fixed readouts and an uncentered output, f(theta_0) = E[phi(h)] / gamma0 (THEORY
+    section 1): where the activation's mean does not vanish the initial error grows like
+    1 / gamma0, the features move by O(1) and no kernel regime is approached; the lazy
+    method's linearization there is the limit of nothing (5% off the exact answer at every
+    gamma0, measured on the quadratic model)."""
+    if model.centered or model.trained_readout:
+        return None
+    x = np.asarray(data.x_train, np.float64)
+    if data.x_test is not None:
+        x = np.concatenate([x, np.asarray(data.x_test, np.float64)])
+    diag = np.sum(x * x, axis=1) / data.D
+    mean = np.asarray(model.activation.mean(diag), np.float64)
+    worst = float(np.max(np.abs(mean)))
+    if worst <= 1e-12 * max(1.0, float(np.sqrt(np.max(diag)))):
+        return None
+    return (f"with fixed readouts and centered=False the initial output E[phi(h)] / gamma0 "
+            f"(|E[phi]| up to {worst:.3g} here) grows as gamma0 -> 0, so the {model.activation.name!r} "
+            "model has no lazy limit; use centered=True or trained readouts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +216,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     if sgd and method in ("lazy", "iterate"):
         raise InputError(f"batch_size: minibatch SGD is solved by method='forward' or 'closure' (the DMFT "
                          f"conditioned on the batch sequence), not {method!r}")
+    if method == "lazy" and (why := no_lazy_limit(model, data)):
+        raise InputError(f"method='lazy': {why}")
     if method == "lazy" and schedule.weight_decay > 0:
         raise InputError("weight_decay > 0 moves the kernel, so there is no lazy closed form; "
                          "use method='forward'")

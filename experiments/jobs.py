@@ -20,6 +20,7 @@ import jax
 import dmft
 import networks
 from dmft.errors import ConfigError, InputError
+from dmft.plan import no_lazy_limit
 from validation import lazy_to_rich
 from validation.verdicts import TOLERANCES
 from validation.verdicts import checks as verdicts
@@ -90,6 +91,8 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     if job in ("validate", "simulate"):
         _check_test_set(cfg, prob.data, job)
     sim = cfg["simulate"]
+    if job in ("solve", "validate") and (why := no_lazy_limit(prob.model, prob.data)):
+        raise ConfigError(f"model.centered: the {job} job compares with the lazy limit, but {why}")
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
         if job in ("solve", "validate"):

@@ -79,6 +79,35 @@ def test_solve_rejects_before_compute(data, model_kw, solve_kw, match):
     assert TRACE_COUNTS == before, "a rejected solve must not compile or run anything"
 
 
+@pytest.mark.parametrize("activation, has_limit", [("relu", False), ("softplus", False), ("square", False),
+                                                   ("tanh", True), ("erf", True)])
+def test_lazy_needs_a_lazy_limit(data, activation, has_limit, tmp_path, capsys):
+    """Fixed readouts with an uncentered output start at f = E[phi] / gamma0: where that mean is
+    not zero there is no gamma0 -> 0 kernel regime, and the lazy method (and every sweep that
+    compares with it) refuses before compute; odd activations (zero mean) keep their limit."""
+    import validation
+    from experiments import cli
+    model = dmft.TwoLayer(activation, gamma0=0.1, readout="fixed", centered=False)
+    kw = dict(eta0=0.1, steps=10, save_every=5)
+    assert (dmft.plan.no_lazy_limit(model, data) is None) == has_limit
+    assert dmft.plan.no_lazy_limit(model.replace(centered=True), data) is None
+    if has_limit:
+        assert np.all(np.isfinite(dmft.solve(model, data, method="lazy", **kw).test_loss))
+        return
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="no lazy limit"):
+        dmft.solve(model, data, method="lazy", **kw)
+    with pytest.raises(dmft.InputError, match="no lazy limit"):
+        dmft.solve_batch(model, data, {"gamma0": [0.1, 0.2]}, method="lazy", **kw)
+    with pytest.raises(dmft.InputError, match="no lazy limit"):
+        validation.lazy_to_rich(model, data, [0.5], [8], 2, solve_kw=kw)
+    assert TRACE_COUNTS == before
+    out = tmp_path / "v"
+    assert cli.main(["validate", "--out", str(out), "--no-progress", "--set", f"model.activation='{activation}'",
+                     "--set", "model.readout='fixed'", "--set", "model.centered=false"]) == cli.EXIT_CONFIG
+    assert "no lazy limit" in capsys.readouterr().err and not out.exists()
+
+
 def test_fixed_readout_needs_one_output():
     x = _x()
     data = dmft.Dataset(x, np.ones((6, 3)))

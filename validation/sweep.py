@@ -24,6 +24,7 @@ import jax
 import dmft
 import networks
 from dmft.errors import InputError
+from dmft.plan import no_lazy_limit
 from dmft.runner import progress_bar
 
 from .compare import width_scaling
@@ -95,6 +96,9 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     """
     solve_kw = dict(solve_kw or {})
     train_kw = dict(train_kw or {})
+    if isinstance(model, dmft.TwoLayer) and isinstance(data, dmft.Dataset) and \
+            (why := no_lazy_limit(model, data)):       # before any compute: the sweep's baseline
+        raise InputError(f"lazy_to_rich compares with the lazy limit: {why}")
     sch = _schedule(schedule, solve_kw, train_kw)
     gamma0s = [float(g) for g in gamma0s]
     widths = [int(w) for w in widths] if simulate else []
