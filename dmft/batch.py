@@ -286,17 +286,21 @@ class BatchProgram:
 
 
 def _finish(out: dict, counts: np.ndarray, eta0) -> dict:
-    """Times, and NaN from the first bad step on: the state's flag, or the first save where any
-    output is not finite (a loss can overflow while the state has not). counts: (n, T)."""
+    """Times, and NaN where a point went bad: after the state's flag (bad = k: the update from
+    k to k + 1 steps was not finite, so saves after more than k steps; the save at k is kept, as
+    `dmft.solve` keeps it), and from the first save where any output is not finite (a loss can
+    overflow while the state has not). counts: (n, T)."""
     bad = out.pop("bad").astype(np.int64)
     T = counts.shape[1]
+    mask = (bad[:, None] >= 0) & (counts > bad[:, None])                # (n, T)
     for i in range(bad.size):
         j, _ = first_nonfinite({k: np.asarray(v)[i] for k, v in out.items()
                                 if np.ndim(v) >= 2 and np.shape(v)[1] == T})
-        if j >= 0 and (bad[i] < 0 or bad[i] > counts[i, j]):
-            bad[i] = counts[i, j]
+        if j >= 0:
+            mask[i, j:] = True
+            if bad[i] < 0 or bad[i] > counts[i, j]:
+                bad[i] = counts[i, j]
     res = {"t": counts * np.asarray(eta0)[:, None]}
-    mask = (bad[:, None] >= 0) & (counts >= bad[:, None])               # (n, T)
     for k, v in out.items():
         v = np.array(v, dtype=v.dtype, copy=True)
         m = mask.reshape(mask.shape + (1,) * (v.ndim - 2))

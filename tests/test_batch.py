@@ -80,6 +80,22 @@ def test_divergent_point_is_flagged_and_others_carry_on(erf_model):
     assert np.all(np.isnan(res["train_loss"][1][bad])) and np.all(np.isfinite(res["train_loss"][1][~bad]))
 
 
+def test_a_points_save_before_its_bad_update_is_kept():
+    """The state flag bad = k means the update from k to k + 1 steps went non-finite: the save
+    at k stays (as dmft.solve keeps it), the later ones are NaN; a save whose own output is not
+    finite goes from there on."""
+    from dmft.batch import _finish
+    counts = np.array([[0, 2, 4, 6]] * 3)
+    f = np.ones((3, 4, 2))
+    f[2, 2] = np.inf                                  # point 2: an output overflowed at save 2
+    out = {"f_test": f, "bad": np.array([4, -1, -1])}
+    res = _finish(out, counts, np.array([0.5, 0.5, 0.5]))
+    assert np.isnan(res["f_test"][0]).all(axis=1).tolist() == [False, False, False, True]
+    assert np.isfinite(res["f_test"][1]).all()
+    assert np.isnan(res["f_test"][2]).all(axis=1).tolist() == [False, False, True, True]
+    assert res["diverged_step"].tolist() == [4, -1, 4]
+
+
 @pytest.mark.parametrize("grid, kw, match", [
     ({"gamma0": [1.0, -1.0]}, {}, r"gamma0 must be > 0; bad value\(s\) \[-1.0\] at position\(s\) \[1\]"),
     ({"gamma0": [1.0, np.nan]}, {}, r"gamma0 must be > 0; bad value\(s\) \[nan\]"),
