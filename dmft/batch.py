@@ -57,9 +57,12 @@ def check_values(field: str, values) -> np.ndarray:
     if field not in BATCH_FIELDS:
         raise InputError(f"unknown batch field {field!r}; known: {', '.join(BATCH_FIELDS)}")
     try:
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        raw = np.asarray(values)
+        if raw.dtype.kind not in "iuf" or raw.ndim > 1:      # booleans and text are not numbers
+            raise TypeError
+        v = raw.astype(np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise InputError(f"{field}: values must be real numbers, got {values!r}") from None
+        raise InputError(f"{field}: values must be a sequence of real numbers, got {values!r}") from None
     if v.size == 0:
         raise InputError(f"{field}: no values")
     bad = ~np.isfinite(v)
@@ -257,7 +260,10 @@ class BatchProgram:
     def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
         cols, eta = self.check_points(values)
         n = {len(v) for v in cols.values()}
-        index = np.asarray(index).reshape(-1)
+        index = np.asarray(index)
+        if index.ndim > 1:
+            raise InputError(f"index: one grid position per point (a vector), got shape {index.shape}")
+        index = index.reshape(-1)
         self.check_memory(index.size, self.max_memory_gb)
         if len(n) != 1 or index.size not in n or not np.issubdtype(index.dtype, np.integer):
             raise InputError(f"values and index must all have one length n; got lengths "

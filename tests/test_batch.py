@@ -106,11 +106,23 @@ def test_a_points_save_before_its_bad_update_is_kept():
     ({"gamma0": [1.0]}, {"method": "iterate"}, "method must be one of .* got 'iterate'"),
     ({"weight_decay": [0.1]}, {"method": "lazy"}, "weight_decay moves the kernel"),
     ({"gamma0": [1.0, 0.01]}, {"precision": "mixed"}, "precision='mixed' needs gamma0 >= 0.05"),
+    ({"gamma0": [True, True]}, {}, "gamma0: values must be a sequence of real numbers"),
+    ({"gamma0": ["0.5", "2"]}, {}, "gamma0: values must be a sequence of real numbers"),
+    ({"gamma0": [[1.0, 2.0], [3.0, 4.0]], "eta0": [0.1] * 4}, {}, "gamma0: values must be a sequence"),
 ])
 def test_bad_batch_input(kumar, erf_model, grid, kw, match):
     model, data = erf_model if kw.pop("erf", False) else kumar
     with pytest.raises(dmft.InputError, match=match):
         dmft.solve_batch(model, data, grid, eta0=0.5, steps=10, save_every=5, **kw)
+
+
+def test_a_program_takes_one_grid_position_per_point(kumar):
+    model, data = kumar
+    prog = dmft.BatchProgram(model, data, 0.5, 10, 5, method="closure")
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="index: one grid position per point"):
+        prog({"gamma0": np.array([0.5, 1.0])}, np.arange(2).reshape(1, 2))
+    assert TRACE_COUNTS == before
 
 
 def test_a_fixed_final_time_across_step_sizes():
