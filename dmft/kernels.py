@@ -74,11 +74,12 @@ def alignment(K, y):
     """Kernel-target alignment A(K, y) = y^T K y / (||K||_F ||y||^2).
 
     K: (..., P, P); y: (P,) or (P, C) (summed over outputs). Batched over K's
-    leading axes. A zero target or a zero kernel aligns with nothing: 0 (not 0/0).
+    leading axes. A zero target or a zero kernel aligns with nothing: 0 (not 0/0); a kernel
+    holding NaN gives NaN.
     """
     K = jnp.asarray(K)
     y = jnp.asarray(y)
     y = y[:, None] if y.ndim == 1 else y
     num = jnp.einsum("pc,...pq,qc->...", y, K, y)
     den = jnp.sqrt(jnp.sum(K * K, axis=(-2, -1))) * jnp.sum(y * y)
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+    return jnp.where(den == 0, 0.0, num / jnp.where(den == 0, 1.0, den))

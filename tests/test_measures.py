@@ -4,6 +4,8 @@ planted inputs."""
 
 import jax
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 from validation import grokking as gk
@@ -55,3 +57,21 @@ def test_fit_power_law_decay_recovers_a_planted_power_and_skips_the_missing():
     t[2] = np.nan                                           # a point that never grokked
     fit = gk.fit_power_law_decay(kappa, t)
     np.testing.assert_allclose(fit.slope, -1.3, rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(P=st.integers(1, 6), seed=st.integers(0, 2 ** 16))
+def test_kernel_alignment_closed_forms(P, seed):
+    """A(K, y) = y^T K y / (|K|_F |y|^2): 1 for K = y y^T, invariant to K's scale, 0 for a zero
+    kernel or target, NaN (never a silent 0) for a kernel holding NaN."""
+    from dmft.kernels import alignment
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=P)
+    A = rng.normal(size=(P, P))
+    K = A @ A.T
+    np.testing.assert_allclose(alignment(np.outer(y, y), y), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(alignment(3.0 * K, y), alignment(K, y), rtol=1e-12)
+    np.testing.assert_allclose(alignment(K, y), y @ K @ y / (np.linalg.norm(K) * y @ y), rtol=1e-12)
+    assert float(alignment(np.zeros((P, P)), y)) == 0.0 and float(alignment(K, 0 * y)) == 0.0
+    K[0, 0] = np.nan
+    assert np.isnan(alignment(K, y))
