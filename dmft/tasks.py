@@ -1,7 +1,8 @@
 """Data generators returning `dmft.Dataset`s, and loading user arrays.
 
-All generators draw Gaussian inputs x ~ N(0, I_D) from a `jax.random.key`
-with `fold_in` per array, so the same key gives the same data. Data generators
+The Gaussian generators draw inputs x ~ N(0, I_D) from a `jax.random.key` with `fold_in`
+per array (modular_addition and terrain draw their one permutation or choice of points from
+the key itself), so the same key gives the same data. Data generators
 (and only they) also take an int seed in [0, 2^32 - 1] (key=0 is jax.random.key(0),
 with or without float64); solvers and trainers (`dmft.solve`, `dmft.solve_batch`,
 `networks.train`, `dmft.deep_linear.mode_sde`) take a `jax.random.key` only, so that a
