@@ -147,8 +147,12 @@ class Schedule:
             if raw.ndim != 1 or raw.size == 0:
                 raise InputError(f"save_at: expected a non-empty list of step counts, got shape {raw.shape}")
             _check_saves("save_at", raw.size, " (step counts given)")
+            # each element as given (an array would turn True into 1 before the check saw it)
+            given = list(save) if isinstance(save, (list, tuple)) else raw.tolist()
+            if raw.dtype.kind == "b":
+                given = [bool(v) for v in given]
             vals = [checks.integer(f"save_at[{i}]", v, minimum=0, maximum=self.steps)
-                    for i, v in enumerate(raw.tolist())]
+                    for i, v in enumerate(given)]
             if any(b <= a for a, b in zip(vals, vals[1:])):
                 raise InputError(f"save_at: step counts must be strictly increasing, got {vals}")
             counts = np.unique(np.concatenate([[0], np.asarray(vals, np.int64), [self.steps]]))

@@ -229,7 +229,9 @@ def test_sgd_mean_checks_its_arguments(data):
 
 
 @pytest.mark.parametrize("make", [lambda: dmft.TwoLayer(gamma0=True), lambda: dmft.TwoLayer(gamma0=np.bool_(1)),
-                                  lambda: dmft.Schedule(eta0=True), lambda: dmft.Schedule(steps=True)])
+                                  lambda: dmft.Schedule(eta0=True), lambda: dmft.Schedule(steps=True),
+                                  lambda: dmft.Schedule(steps=10, save_at=[True, 3]),
+                                  lambda: dmft.Schedule(steps=10, save_at=np.array([False, True]))])
 def test_booleans_are_not_numbers(make):
-    with pytest.raises(dmft.InputError, match="gamma0|eta0|steps"):
+    with pytest.raises(dmft.InputError, match="gamma0|eta0|steps|save_at"):
         make()
