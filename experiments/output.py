@@ -10,10 +10,12 @@ ran on, and the SHA-256 of a data file it read (task.path), so a changed data fi
 precision is a different run, never "already complete". Recomputing over a previous run
 (--force, or one that did not complete) first removes what that run wrote, so no stale file
 outlives it or enters the new digests: all of a directory dmft made (marked .dmft-owned), and
-in a user's directory written into with --force only the files the run recorded; the files
-that were there before (listed in .dmft-foreign) are never digested or removed. A location that cannot be used at all (a file in the way, no
-permission, a missing parent that cannot be created) raises `OutputError` naming it,
-before any compute.
+in a user's directory written into with --force only the files the run recorded (its digests
+when it completed; the files it had written when it failed or was interrupted). There, every
+run lists the files present when it starts (.dmft-foreign): they are the user's (or of a run
+killed before it could record its files) and are never digested or removed, unless this run
+writes over them. A location that cannot be used at all (a file in the way, no permission, a
+missing parent that cannot be created) raises `OutputError` naming it, before any compute.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable"
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory (a forced rerun may empty it)
-FOREIGN = ".dmft-foreign"  # the files that were there before dmft wrote into a directory it did not make
+FOREIGN = ".dmft-foreign"  # in a directory dmft did not make: the files there when this run started
+_MARKERS = {MANIFEST, OWNED, FOREIGN}
 
 
 def _foreign(out: str) -> set:
-    """Relative paths that were in `out` before dmft first wrote there (never digested or removed)."""
+    """Relative paths that were in `out` when the current run started (a user's directory)."""
     try:
         with open(os.path.join(out, FOREIGN)) as fh:
             return set(json.load(fh))
@@ -51,7 +54,20 @@ def _files(out: str) -> list:
     found = []
     for root, _, files in os.walk(out):
         found += [os.path.relpath(os.path.join(root, n), out).replace(os.sep, "/") for n in files]
-    return found
+    return [f for f in found if f not in _MARKERS and not f.startswith(MANIFEST + ".")]
+
+
+def _written(out: str) -> list:
+    """The files this run wrote: all of a directory dmft made; in a user's directory the files
+    not there when the run started, or written over since (modified after its start)."""
+    if os.path.isfile(os.path.join(out, OWNED)):
+        return sorted(_files(out))
+    listing = os.path.join(out, FOREIGN)
+    if not os.path.isfile(listing):
+        return sorted(_files(out))
+    before, started = _foreign(out), os.stat(listing).st_mtime_ns
+    return sorted(rel for rel in _files(out) if rel not in before
+                  or os.stat(os.path.join(out, *rel.split("/"))).st_mtime_ns >= started)
 
 
 class PlotError(DmftError, RuntimeError):
@@ -102,6 +118,9 @@ def failures_recorded(out: str, job: str, cfg: dict):
         if not isinstance(err, PlotError):
             write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         raise
+    except KeyboardInterrupt:
+        write_manifest(out, job, cfg, "interrupted")            # with the files written so far
+        raise
 
 
 def check_writable(out: str) -> None:
@@ -131,8 +150,9 @@ def run_inputs(cfg: dict) -> dict:
 
 def _clear(out: str, old: dict) -> None:
     """Remove what a previous dmft run wrote in `out`: everything, when dmft made the directory
-    (its OWNED marker says so); else only the files that run recorded (its digests, and its
-    config.toml), so that nothing dmft did not write is ever deleted."""
+    (its OWNED marker says so); else only the files that run recorded (its digests, or the files
+    it had written when it failed or was interrupted, and its config.toml), so that nothing dmft
+    did not write is ever deleted (a run killed before it recorded its files leaves them)."""
     if os.path.isfile(os.path.join(out, OWNED)):
         for name in os.listdir(out):
             path = os.path.join(out, name)
@@ -142,9 +162,9 @@ def _clear(out: str, old: dict) -> None:
                 os.remove(path)
         return
     recorded = old.get("digests") if isinstance(old.get("digests"), dict) else {}
-    keep = _foreign(out) | {MANIFEST, FOREIGN}
-    for rel in [r for r in list(recorded) + ["config.toml"] if r not in keep]:
-        path = os.path.join(out, *str(rel).split("/"))
+    written = old.get("written") if isinstance(old.get("written"), list) else []
+    for rel in {str(r) for r in [*recorded, *written, "config.toml"]} - _MARKERS:
+        path = os.path.join(out, *rel.split("/"))
         if os.path.isfile(path) and os.path.realpath(path).startswith(os.path.realpath(out) + os.sep):
             os.remove(path)
 
@@ -183,7 +203,8 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         old = {}                                # a run.json that dmft did not write: treated as unreadable
     if os.path.exists(path) and not old and not force:
         raise OutputConflict(f"{out}: {MANIFEST} is unreadable (damaged, or not written by dmft); choose "
-                             "another --out, or pass --force to write over it (its other files are kept)")
+                             "another --out, or pass --force to write over it (in a directory dmft made "
+                             "its files are replaced, elsewhere the other files are kept)")
     if old:
         inputs = run_inputs(cfg)
         old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
@@ -210,15 +231,18 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")
     try:
-        owned = (previous and os.path.isfile(os.path.join(out, OWNED))) or not (os.path.isdir(out) and os.listdir(out))
-        if previous:
+        # dmft's own directory whatever its run.json says (a damaged one too); else a user's
+        owned = os.path.isfile(os.path.join(out, OWNED)) or not (os.path.isdir(out) and os.listdir(out))
+        if previous or (owned and os.path.isdir(out)):
             _clear(out, old)
-        elif not owned and not os.path.isfile(os.path.join(out, FOREIGN)):
-            with open(os.path.join(out, FOREIGN), "w") as fh:      # --force into a user's directory
-                json.dump(sorted(_files(out)), fh)
         os.makedirs(out, exist_ok=True)
         if owned:
             open(os.path.join(out, OWNED), "w").close()
+        else:       # what is here now is not this run's: listed, never digested or removed
+            tmp = os.path.join(out, FOREIGN + ".tmp")
+            with open(tmp, "w") as fh:
+                json.dump(sorted(_files(out)), fh)
+            os.replace(tmp, os.path.join(out, FOREIGN))
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg))
@@ -228,11 +252,8 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
 
 
 def digests(out: str) -> dict:
-    """SHA-256 of every file under the results directory but run.json (relative path -> hex)."""
-    skip = _foreign(out) | {MANIFEST, OWNED, FOREIGN}
-    found = {rel: sha256(os.path.join(out, *rel.split("/"))) for rel in _files(out)
-             if rel not in skip and not rel.startswith(MANIFEST + ".")}
-    return dict(sorted(found.items()))
+    """SHA-256 of every file this run wrote (relative path -> hex; run.json and markers aside)."""
+    return {rel: sha256(os.path.join(out, *rel.split("/"))) for rel in _written(out)}
 
 
 def check_digests(out: str, recorded) -> list:
@@ -260,6 +281,8 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
         man.update(jsonable(extra))
     if status == "complete":
         man["digests"] = digests(out)
+    elif status != "running":          # failed, interrupted, plot_failed: what a rerun removes
+        man["written"] = _written(out)
     tmp = os.path.join(out, MANIFEST + ".tmp")
     try:
         with open(tmp, "w") as fh:

@@ -292,6 +292,56 @@ def test_a_forced_run_in_a_users_directory_never_deletes_the_users_files(tmp_pat
     assert (foreign / "model.ckpt").read_text() == "mine"
 
 
+def test_a_forced_run_digests_and_removes_only_its_own_files(tmp_path, capsys, monkeypatch):
+    """In a user's directory every run lists what was there when it started: a file the user
+    adds between runs is never digested nor removed; the files of a run that failed after
+    writing (a figure) or was interrupted are removed by the next forced run, not claimed by
+    it; in a directory dmft made, --force over a damaged run.json digests the new files."""
+    import json
+
+    from experiments import report
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert _run(_solve_argv(out, "--gamma0", "0.5", "--force"), capsys)[0] == 0
+    (out / "analysis.ipynb").write_text("added after the first run")
+    figures = dict(report.FIGURES)
+    monkeypatch.setitem(report.FIGURES, "losses", lambda sweep: 1 / 0)        # fails after the numbers
+    assert _run(_solve_argv(out, "--gamma0", "2", "--force"), capsys)[0] == cli.EXIT_PLOT
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "plot_failed" and "theory/dmft_gamma0_2.npz" in man["written"]
+    assert "notes.txt" not in man["written"] and "analysis.ipynb" not in man["written"]
+    monkeypatch.setattr(report, "FIGURES", figures)
+
+    def interrupt(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report, "write_report", interrupt)                    # Ctrl-C after the numbers
+    assert _run(_solve_argv(out, "--gamma0", "3", "--force"), capsys)[0] == 130
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "interrupted" and "theory/dmft_gamma0_3.npz" in man["written"]
+    assert not (out / "theory" / "dmft_gamma0_2.npz").exists()                # the failed run's files went
+    monkeypatch.undo()
+    assert _run(_solve_argv(out, "--gamma0", "4", "--force"), capsys)[0] == 0
+    digests = json.loads((out / "run.json").read_text())["digests"]
+    assert sorted(os.listdir(out / "theory")) == sorted(k.split("/")[1] for k in digests if k.startswith("theory/"))
+    assert all("gamma0_4" in k for k in digests if k.startswith("theory/")), digests
+    assert "analysis.ipynb" not in digests and "notes.txt" not in digests
+    assert (out / "notes.txt").read_text() == "mine" and (out / "analysis.ipynb").exists()
+    owned = tmp_path / "owned"
+    assert _run(_solve_argv(owned, "--gamma0", "0.5"), capsys)[0] == 0
+    (owned / "run.json").write_text('{"command": "solve", "sta')                 # damaged
+    assert _run(_solve_argv(owned, "--gamma0", "0.5"), capsys)[0] == cli.EXIT_OUTPUT
+    assert _run(_solve_argv(owned, "--gamma0", "0.5", "--force"), capsys)[0] == 0
+    assert "theory/dmft_gamma0_0.5.npz" in json.loads((owned / "run.json").read_text())["digests"]
+    assert not (owned / ".dmft-foreign").exists()
+    with open(owned / "theory" / "dmft_gamma0_0.5.npz", "r+b") as fh:          # damaged after
+        fh.seek(100)
+        fh.write(b"\0" * 64)
+    code, err = _run(_solve_argv(owned, "--gamma0", "0.5"), capsys)
+    assert code == cli.EXIT_OUTPUT and "dmft_gamma0_0.5.npz was changed" in err, err
+
+
 def test_a_run_written_before_inputs_were_recorded_is_judged_by_its_environment(tmp_path, capsys):
     """run.json files of earlier versions have no "inputs": their environment's x64 and backend
     stand in (a float32 run of then is not "already complete" for a float64 rerun now)."""
