@@ -4,6 +4,7 @@ processes, SIGKILL, full disks and wrong configurations without losing or redoin
 import errno
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -198,6 +199,45 @@ def test_a_scan_file_is_read_like_any_config_file(tmp_path, kind, monkeypatch):
         assert scan.load_config("cfg/s.toml")["task"]["path"] == str(tmp_path / "cfg" / "data.npz")
     with pytest.raises(scan.ConfigError, match=r"^cfg/bad.toml: unknown key model.not_a_key"):
         scan.load_config("cfg/bad.toml")
+
+
+_TINY_KUMAR = """[task]
+name = "kumar_quadratic"
+D = 4
+P = 8
+P_test = 8
+[model]
+activation = "quadratic"
+eps = 0.2
+readout = "fixed"
+[simulate]
+width = 8
+seeds = 2
+[scan]
+outputs = ["final"]
+chunk = 1
+"""
+
+
+@pytest.mark.parametrize("extra, match", [
+    ('[train]\neta0 = 1.0\nsteps = 20\nsave_every = 10\n[scan.grid]\n"train.weight_decay" = [0.0, 0.1, 2.0]\n',
+     r"grid point 2 \(train.weight_decay = 2\): weight_decay: eta0 \* weight_decay = 2 >= 1 flips"),
+    ('[train]\neta0 = 1.0\nsteps = 20\nsave_every = 2\nfinal_time = 10.0\n[scan.grid]\n'
+     '"train.eta0" = [0.1, 0.5, 2.0]\n', r"grid point 2 \(train.eta0 = 2\): eta0: \[2.0\] too large"),
+])
+@pytest.mark.parametrize("theory", [True, False])
+def test_every_grid_point_is_checked_before_the_first_chunk(tmp_path, capsys, extra, match, theory):
+    """A point that solve_batch would refuse (decay against eta0, a final-time grid its eta0
+    cannot hold) is refused, named by its grid index and values, before any chunk is computed,
+    for the theory and for networks alone (chunks were written before)."""
+    toml = tmp_path / "s.toml"
+    toml.write_text(_TINY_KUMAR.replace('[scan]\n', f'[scan]\ntheory = {str(theory).lower()}\n'
+                                        f'networks = {str(not theory).lower()}\n') + extra)
+    out = tmp_path / "s"
+    assert cli.main(["scan", "--config", str(toml), "--out", str(out), "--no-progress"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert not out.exists()
 
 
 def test_cli_bad_configuration_exits_2_and_writes_nothing(tmp_path, config, capsys):

@@ -16,7 +16,7 @@ import numpy as np
 import dmft
 from dmft.errors import ConfigError, StoreConflict, StoreWriteError
 from dmft.io import environment
-from dmft.schedule import final_time_counts
+from dmft.schedule import check_decay, final_time_counts
 
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
@@ -102,9 +102,12 @@ class _GroupRun:
             self.prog = dmft.BatchProgram(
                 self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
                 curves="predictions" in sc["outputs"], final_time=final_time, **_problem.solve_options(th))
-            if final_time:              # refuse an eta0 too large for the save grid, before compute
-                self.prog.save_counts(self.columns["train.eta0"][group.indices]
-                                      if "train.eta0" in self.columns else [self.schedule.eta0])
+            # every point of the group gets solve_batch's checks (decay, final-time grid, mixed
+            # gamma0) before any chunk is computed
+            idx = group.indices
+            self._first_bad(lambda pos: self.prog.check_points(
+                {b: (columns[f][idx[pos]] if f is not None else np.full(len(pos), self.model.gamma0))
+                 for b, f in self.batched.items()}))
             self.prog.check_memory(self.n_program, self.prog.max_memory_gb)   # a whole chunk, before compute
             self.theory_key = jax.random.key(th["seed"])
         if sc["networks"]:
@@ -112,7 +115,37 @@ class _GroupRun:
 
             networks.plan_train(self.model, self.data, self.schedule, sim["width"], sim["seeds"],
                                 **_problem.train_options(sim))
+            self._first_bad(self._check_network_points)
             self.network_key = jax.random.key(sim["seed"])
+
+    def _first_bad(self, check) -> None:
+        """Run `check(positions)` on every point of the group; on an error name the first grid
+        point that fails alone, by its index and values."""
+        every = np.arange(len(self.group.indices))
+        try:
+            check(every)
+        except dmft.InputError:
+            for pos in every:
+                try:
+                    check(every[pos:pos + 1])
+                except dmft.InputError as err:
+                    i = int(self.group.indices[pos])
+                    where = ", ".join(f"{f} = {self.columns[f][i]:g}" for f in self.columns)
+                    why = str(err).replace(" at point(s) [0]", "")
+                    raise dmft.InputError(f"grid point {i} ({where}): {why}") from None
+            raise
+
+    def _check_network_points(self, pos) -> None:
+        """The networks' schedules at these points: decay against eta0, the final-time grid."""
+        idx = self.group.indices[pos]
+        def column(field, default):
+            return self.columns[field][idx] if field in self.columns else np.full(len(idx), default)
+        eta = column("train.eta0", self.schedule.eta0)
+        kappa = column("train.weight_decay", self.schedule.weight_decay)
+        check_decay(eta, kappa, self.schedule.dynamics)
+        final_time = self.cfg["train"].get("final_time", 0.0)
+        if final_time:
+            final_time_counts(final_time, self.schedule.save_steps.size, eta)
 
     @property
     def nbytes(self) -> int:
