@@ -32,7 +32,7 @@ from dmft.io import sha256
 from .config import SEED_MAX, Field
 
 __all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
-           "solve_options", "train_options", "check_sections", "TASK_FIELDS"]
+           "solve_options", "train_options", "check_sections", "check_unread", "TASK_FIELDS"]
 
 # the tasks a [task] section names (the grok testbeds add modular_addition and sparse_parity)
 TASKS = ("single_index", "kumar_quadratic", "teacher_network", "npz")
@@ -194,6 +194,20 @@ def build(cfg: dict) -> Problem:
                    network_key=jax.random.key(cfg["simulate"]["seed"]))
 
 
+def check_unread(cfg: dict) -> None:
+    """Refuse a setting nothing reads (it would be silently lost): model.eps off the quadratic
+    activation, a task field the task does not read (set away from its default)."""
+    task, model = cfg["task"], cfg["model"]
+    if model["activation"] != "quadratic" and model["eps"] != SECTIONS["model"]["eps"].default:
+        raise ConfigError(f"model.eps: used only by activation = 'quadratic', not {model['activation']!r}")
+    used = TASK_FIELDS.get(task["name"], set()) | {"name"} | ({"path"} if task["name"] == "npz" else set())
+    for key, value in task.items():
+        field = SECTIONS["task"].get(key)
+        if key not in used and field is not None and value != field.default:
+            raise ConfigError(f"task.{key}: not used by task.name = {task['name']!r} (it reads "
+                              f"{', '.join(sorted(used - {'name'})) or 'only its path'})")
+
+
 def check_sections(cfg: dict) -> None:
     """Cross-field checks of the shared sections (ConfigError naming the keys)."""
     tr, task, model = cfg["train"], cfg["task"], cfg["model"]
@@ -208,14 +222,7 @@ def check_sections(cfg: dict) -> None:
         raise ConfigError("task.path: needed when task.name = 'npz'")
     if model["activation"] == "quadratic" and model["eps"] == 0.0:
         raise ConfigError("model.eps: set eps for the quadratic activation (h + eps/2 h^2)")
-    if model["activation"] != "quadratic" and model["eps"] != SECTIONS["model"]["eps"].default:
-        raise ConfigError(f"model.eps: used only by activation = 'quadratic', not {model['activation']!r}")
-    used = TASK_FIELDS.get(task["name"], set()) | {"name"} | ({"path"} if task["name"] == "npz" else set())
-    for key, value in task.items():         # a setting the task ignores would be silently lost
-        field = SECTIONS["task"].get(key)
-        if key not in used and field is not None and value != field.default:
-            raise ConfigError(f"task.{key}: not used by task.name = {task['name']!r} (it reads "
-                              f"{', '.join(sorted(used - {'name'})) or 'only its path'})")
+    check_unread(cfg)
     if task["name"] not in ("npz", "modular_addition", "sparse_parity"):
         need = 8.0 * (task["P"] + task["P_test"]) * task["D"]
         if need > 8 * 2 ** 30:

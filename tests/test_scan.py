@@ -177,6 +177,9 @@ def test_a_whole_grid_override_replaces_the_grid_and_an_axis_override_one_axis(c
     ({"scan": {"grid": {"P": [8, 16]}, "outputs": ["predictions"]}}, "predictions"),
     ({"sweep": {"gamma0": [1.0]}}, r"unknown section \[sweep\]"),
     ({"scan": {"grid": {"gamma0": [1.0]}, "chunk": 0}}, "scan.chunk"),
+    ({"model": {"activation": "relu", "eps": 0.3}, "scan": {"grid": {"gamma0": [1.0]}}}, "model.eps: used only"),
+    ({"task": {"name": "kumar_quadratic", "degree": 5}, "scan": {"grid": {"gamma0": [1.0]}}},
+     "task.degree: not used by task.name = 'kumar_quadratic'"),
 ])
 def test_bad_configuration_names_the_key(table, match):
     with pytest.raises(scan.ConfigError, match=match):

@@ -142,6 +142,7 @@ def check(cfg: dict):
             raise ConfigError("model.eps: set eps != 0 for the quadratic activation h + eps/2 h^2")
     if task["name"] == "npz" and not task["path"]:
         raise ConfigError("task.path: needed when task.name = 'npz'")
+    _problem.check_unread(cfg)             # a fixed setting nothing reads would label results wrongly
     for f in grid.fields:                  # an axis that changes nothing only costs time
         sec, key = f.split(".", 1)
         if sec == "task" and key not in _problem.TASK_FIELDS.get(task["name"], {key}):
