@@ -243,6 +243,23 @@ def test_every_grid_point_is_checked_before_the_first_chunk(tmp_path, capsys, ex
     assert not out.exists()
 
 
+@pytest.mark.parametrize("table, match", [
+    ({"scan": {"grid": {"model.gamma": [0.5, 1.0]}}}, "model.gamma: read only with model.init_scale = 0"),
+    ({"scan": {"grid": {"teacher.top": [1.0, 5.0]}}}, "teacher.top: read only with a generated"),
+    ({"teacher": {"spectrum": "linear"}, "scan": {"grid": {"teacher.exponent": [0.5, 2.0]}}},
+     "teacher.exponent: read only with teacher.spectrum = 'power'"),
+    ({"model": {"gamma": 2.0}, "scan": {"grid": {"model.depth": [2, 3]}}}, "model.gamma"),
+])
+def test_a_deep_linear_setting_nothing_reads_is_refused(table, match):
+    """model.gamma is read only when init_scale = 0, the spectrum fields only by the spectrum
+    that uses them: scanned or set, they would make every point the same problem."""
+    table = {**table, "scan": {"kind": "deep_linear", **table["scan"]}}
+    with pytest.raises(scan.ConfigError, match=match):
+        scan.load_config(table)
+    assert scan.load_config({"model": {"init_scale": 0.0},
+                             "scan": {"kind": "deep_linear", "grid": {"model.gamma": [0.5, 1.0]}}})
+
+
 def test_cli_bad_configuration_exits_2_and_writes_nothing(tmp_path, config, capsys):
     out = tmp_path / "s"
     assert cli.main(["scan", "--config", config, "--out", str(out), "--no-progress",

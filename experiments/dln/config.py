@@ -27,7 +27,7 @@ from dmft.errors import ConfigError
 from .. import config as _config
 from ..config import SEED_MAX, Field, distinct_labels
 
-__all__ = ["SCHEMA", "FULL", "load_config", "Study", "build"]
+__all__ = ["SCHEMA", "FULL", "load_config", "Study", "build", "check_unread"]
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "teacher": {
@@ -98,7 +98,36 @@ FULL = {"train": {"steps": 100000, "save_every": 100, "seeds": 1024},
         "theory": {"paths": 16384}, "staircase": {"seeds": 256, "steps": 100000}}
 
 
+_UNREAD = {   # field -> (what reads it, is it read at these settings)
+    "model.gamma": ("model.init_scale = 0", lambda t, m: m["init_scale"] == 0),
+    "teacher.singular_values": ("teacher.spectrum = 'list'", lambda t, m: t["spectrum"] == "list"),
+    "teacher.rank": ("a generated teacher.spectrum", lambda t, m: t["spectrum"] != "list"),
+    "teacher.top": ("a generated teacher.spectrum", lambda t, m: t["spectrum"] != "list"),
+    "teacher.exponent": ("teacher.spectrum = 'power'", lambda t, m: t["spectrum"] == "power"),
+}
+
+
+def check_unread(cfg: dict, scanned: dict | None = None) -> None:
+    """Refuse a setting nothing reads (set away from its default, or scanned): model.gamma with
+    init_scale > 0, the spectrum fields the chosen spectrum ignores. `scanned`: field -> values of
+    a scan's grid (a scanned init_scale or spectrum counts when any point reads the field)."""
+    scanned = scanned or {}
+    t, m = cfg["teacher"], cfg["model"]
+    points = [(t, m)]
+    for field in ("model.init_scale", "teacher.spectrum"):
+        if field in scanned:
+            sec, key = field.split(".")
+            points = [({**t, key: v} if sec == "teacher" else t, {**m, key: v} if sec == "model" else m)
+                      for v in np.asarray(scanned[field]).tolist()]
+    for field, (reader, reads) in _UNREAD.items():
+        sec, key = field.split(".")
+        given = field in scanned or cfg[sec][key] != SCHEMA[sec][key].default
+        if given and not any(reads(tp, mp) for tp, mp in points):
+            raise ConfigError(f"{field}: read only with {reader}; it would be silently ignored here")
+
+
 def _check(cfg: dict) -> None:
+    check_unread(cfg)
     t, m, tr = cfg["teacher"], cfg["model"], cfg["train"]
     r = len(t["singular_values"]) if t["spectrum"] == "list" else t["rank"]
     if r > min(t["d_in"], t["d_out"]):

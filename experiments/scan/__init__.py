@@ -33,7 +33,7 @@ reached_test (`validation.grokking_times` at scan.grok_threshold);
 f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds.
 
 Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one
-label-noise value per point) scan init scale (model.init_scale or model.gamma), depth,
+label-noise value per point) scan init scale (model.init_scale, or model.gamma with init_scale = 0), depth,
 learning rate, batch size, label noise or any other numeric field; every point is one
 network ensemble and one per-mode SDE (outputs final, learning, curves:
 `experiments.scan.deep_linear`).

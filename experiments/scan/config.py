@@ -159,6 +159,8 @@ def _check_deep_linear(cfg: dict):
     _check_common(cfg, DLN_OUTPUTS)
     grid = grid_of(cfg)
     cols = grid.columns()
+    from ..dln.config import check_unread
+    check_unread(cfg, {f: list(v) for f, v in zip(grid.fields, grid.values)})
     t, m, tr = cfg["teacher"], cfg["model"], cfg["train"]
     r = len(t["singular_values"]) if t["spectrum"] == "list" else t["rank"]
     d_in = cols.get("teacher.d_in", np.array([t["d_in"]]))
