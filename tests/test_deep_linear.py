@@ -547,6 +547,8 @@ def test_deep_linear_scan_through_the_store(tmp_path):
     run = networks.train(st.model, st.data, seeds=16, schedule=st.schedule,
                          key=jax.random.fold_in(jax.random.key(1), 3))
     np.testing.assert_array_equal(res["networks.final.modes_mean"][1, 1], run.modes[:, -1].mean(0))
+    med = np.median(vdl.learning_times_of(run, st.data), axis=0)         # the dln job's median
+    np.testing.assert_array_equal(res["networks.learn.t_half"][1, 1], np.where(np.isfinite(med), med, np.nan))
     again = scan.run(cfg, str(tmp_path / "s"))                    # complete: nothing recomputed
     np.testing.assert_array_equal(again["networks.final.modes_mean"], res["networks.final.modes_mean"])
     # weight decay is a scan axis: flow, learning times and networks all take it

@@ -4,8 +4,10 @@ Outputs per point (arrays over the r modes, in the teacher's order):
 
     final     networks.final.modes_mean, .modes_std, .test_loss (median over seeds);
               theory.final.modes_mean, .modes_std (SDE paths); flow.final.modes (gradient flow)
-    learning  networks.learn.t_half (median time to half the target; with train.weight_decay, half
-              the fixed point), .fraction (seeds that got there); flow.learn.t_half;
+    learning  networks.learn.t_half (median over all seeds of the time to half the target, a seed
+              that did not get there counting as later; NaN when the median is past the run; with
+              train.weight_decay, half the fixed point), .fraction (seeds that got there);
+              flow.learn.t_half;
               theory.learn.t_peak (when the diffusion peaks)
     curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
               theory.modes_mean, .modes_std (T, r)
@@ -84,8 +86,10 @@ class DeepLinearGroup:
                                        targets=dl.fixed_points(st.model, st.data, kappa) if kappa else None)
                 ok = np.isfinite(tl)
                 out["networks.learn.fraction"] = ok.mean(axis=0)
-                out["networks.learn.t_half"] = np.array([np.median(tl[ok[:, j], j]) if ok[:, j].mean() >= 0.5
-                                                         else np.nan for j in range(r)])
+                # the median over every seed (a mode not learned within the run counts as after
+                # it), as the dln job reports it; NaN when that median is past the run
+                med = np.median(tl, axis=0)
+                out["networks.learn.t_half"] = np.where(np.isfinite(med), med, np.nan)
             if "curves" in sc["outputs"]:
                 out["t"] = st.schedule.times
                 out["networks.modes_mean"] = np.nanmean(modes, axis=0)
