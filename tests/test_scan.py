@@ -856,6 +856,18 @@ def test_memory_limits_are_not_part_of_the_identity(reference):
                 assert store_identity(other) != base, (sec, key)
 
 
+def test_settings_outside_the_identity_are_only_the_memory_limits(reference, tmp_path):
+    """The manifest's settings are not covered by its digest: a field there other than the
+    memory limits (an edit that would relabel the results' configuration) is refused on load."""
+    out = _copy(reference, tmp_path)
+    man = _manifest(out)
+    assert set(man["settings"]) <= {f"{s}.{k}" for s, k in SETTINGS}
+    man["settings"] = {**man["settings"], "task.P": 999}
+    _save_manifest(out, man)
+    with pytest.raises(StoreConflict, match="task.P"):
+        scan.load(out)
+
+
 def test_resume_under_another_memory_limit(config, reference, tmp_path, capsys):
     """The audit's case: rerunning a scan with a larger theory.max_memory_gb resumes it (exit 0,
     the missing chunk computed, equal to the uninterrupted run); the limit each session ran

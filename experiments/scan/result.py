@@ -91,7 +91,15 @@ def load(out) -> ScanResult:
     store = Store.read(out)
     man = store.manifest
     cfg = copy.deepcopy(man["identity"]["config"])
-    for name, value in (man.get("settings") or {}).items():    # limits kept out of the identity
+    from .execute import SETTINGS
+
+    settings = man.get("settings") or {}
+    allowed = {f"{sec}.{key}" for sec, key in SETTINGS}
+    if not isinstance(settings, dict) or set(settings) - allowed:
+        raise StoreConflict(f"{out}: the manifest's settings hold fields that are not settings "
+                            f"({sorted(set(settings) - allowed) if isinstance(settings, dict) else settings!r}; "
+                            f"only {sorted(allowed)} are kept outside the identity): edited or damaged")
+    for name, value in settings.items():    # limits kept out of the identity
         sec, _, key = name.partition(".")
         if isinstance(cfg.get(sec), dict):
             cfg[sec][key] = value
