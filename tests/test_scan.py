@@ -497,6 +497,21 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     assert coords["task.P"][0, 0, 1] == 16 and coords["model.gamma0"].shape == (5, 2, 2)
 
 
+def test_an_axis_through_zero_is_drawn_linear_and_log_is_refused_there(tmp_path):
+    """Axes are logarithmic only when all their values are > 0: a weight-decay axis holding 0
+    gets a linear axis (log(0) broke the heatmap's cells and dropped the line's points)."""
+    toml = tmp_path / "s.toml"
+    toml.write_text(_TINY_KUMAR + '[train]\neta0 = 1.0\nsteps = 20\nsave_every = 10\n[scan.grid]\n'
+                    '"train.weight_decay" = [0.0, 0.01, 0.1]\n"model.gamma0" = [0.5, 1.0]\n')
+    res = scan.run(scan.load_config(str(toml)), str(tmp_path / "s"))
+    fig = res.heatmap("theory.final.test_loss", x="weight_decay", y="gamma0")
+    assert fig.axes[0].get_xscale() == "linear" and fig.axes[0].get_yscale() == "log"
+    line = res.lines("theory.final.test_loss", x="weight_decay", hue="gamma0").axes[0]
+    assert line.get_xscale() == "linear" and all(len(l.get_xdata()) == 3 for l in line.get_lines())
+    with pytest.raises(dmft.InputError, match="logx=True: train.weight_decay has values <= 0"):
+        res.heatmap("theory.final.test_loss", x="weight_decay", y="gamma0", logx=True)
+
+
 def test_heatmap_tells_missing_points_from_values(reference):
     """Cells sit on the grid values (the ticks), points not computed and points without a
     value are hatched and named in a legend instead of drawn as values, and the title says

@@ -229,10 +229,25 @@ def _axis_values(res, f):
     return np.asarray(res.grid.values[res.grid.fields.index(f)], dtype=np.float64)
 
 
+def _log_axis(log, values, axis: str, field: str) -> bool:
+    """Whether an axis is drawn in log scale: `log` (None: when every value is > 0); a log axis
+    asked for over values <= 0 is refused, naming it (they would be dropped or break the cells)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    positive = bool(values.size) and bool(np.all(values > 0))
+    if log is None:
+        return positive
+    if log and not positive:
+        raise InputError(f"log{axis}=True: {field} has values <= 0 ({values[values <= 0][:3].tolist()}); "
+                         f"pass log{axis}=False")
+    return bool(log)
+
+
 def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = None,
-            logx: bool = True, logy: bool = True, logc: bool = False, ax=None):
+            logx: bool | None = None, logy: bool | None = None, logc: bool = False, ax=None):
     """A heatmap of one number per point over two grid axes (others fixed by `at`).
 
+    Axes are logarithmic when every grid value on them is > 0 (logx, logy: None), or as given.
     Cells are centred on the grid values, which label the ticks. A point not computed yet is
     hatched grey ("not computed"); a computed point without a number (a threshold not reached,
     a diverged point) is hatched on white ("no value"), so neither reads as a value. The title
@@ -248,6 +263,9 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     oy, ox = np.argsort(ys), np.argsort(xs)
     z, done = z[oy][:, ox], done[oy][:, ox]
     xs, ys = np.sort(xs), np.sort(ys)
+    logx, logy = _log_axis(logx, xs, "x", x), _log_axis(logy, ys, "y", y)
+    if logc:
+        _log_axis(True, z[done], "c", name)
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
@@ -324,14 +342,18 @@ def _edges(v, log):
 
 
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
-          logx: bool = True, logy: bool = False, ax=None):
-    """One number per point against one grid axis, one line per value of `hue`."""
+          logx: bool | None = None, logy: bool = False, ax=None):
+    """One number per point against one grid axis, one line per value of `hue` (x logarithmic
+    when every value is > 0, or as `logx` says)."""
     kind = kind_of(res.config)
     x = resolve_field(x, "x", kind)
     keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
     z = _select(res, name, keep, at)
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
     order = np.argsort(xs)
+    logx = _log_axis(logx, xs, "x", x)
+    if logy:
+        _log_axis(True, z, "y", name)
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
