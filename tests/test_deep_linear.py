@@ -888,7 +888,15 @@ def test_dln_report_shows_every_rule_every_teacher_and_unlearned_modes():
                 "staircase": {"init_scale": 0.01, "order_ok": False, "fraction_of_seeds_in_order": 0.0,
                               "learning_times": [12.0, float("nan")], "plateaus": []}}
                for sg in (0.0, 1.0)]
-    text = markdown({"config": cfg, "studies": studies, "checks": [], "wall_s": 1.0})
+    from experiments.dln.job import checks
+    spread_off = {**row, "mode": 2, "t": 2.0, "mean_rule": "z", "z": 1.7, "std_ratio": 0.346, "verdict": "FAIL"}
+    mean_off = {**row, "mode": 1, "mean_rule": "", "z": 7.7, "verdict": "FAIL"}
+    verdicts = checks({"studies": [{"sigma": 0.0, "modes": [row, spread_off, mean_off], "diffusion": []}]})
+    detail = verdicts[0]["detail"]             # names what each failing row failed on, not a |z|
+    assert "mode 3 at t = 2: spread ratio 0.346" in detail and "mode 2 at t = 1: mean off (z = 7.7" in detail
+    text = markdown({"config": cfg, "studies": studies, "checks": verdicts[:1], "wall_s": 1.0})
+    (line,) = [x for x in text.splitlines() if x.startswith("| modes vs SDE")]
+    assert len(line.replace("\\|", "").split("|")) == 5          # three cells, any | escaped
     assert "label noise sigma = 0, 1" in text
     assert "[check] target_rel" in text and "0.02" in text and "passed by" in text
     assert "| target | PASS |" in text and "not compared" in text

@@ -165,6 +165,16 @@ def _summary(rows) -> str:
     return "FAIL" if "FAIL" in verdicts else "SKIP" if verdicts <= {"SKIP"} else "PASS"
 
 
+def _why_not(row: dict) -> str:
+    """What a failing (mode, time) row of compare_modes failed on: its mean or its spread."""
+    where = f"mode {row['mode'] + 1} at t = {row['t']:.3g}"
+    if row.get("networks_n", 2) < 2 or row.get("sde_n", 2) < 2:
+        return f"{where}: fewer than two finite values"
+    if not row["mean_rule"]:
+        return f"{where}: mean off (z = {row['z']:.2g}, effect {row['effect']:.2g})"
+    return f"{where}: spread ratio {row['std_ratio']:.3g} outside the band"
+
+
 def checks(report: dict) -> list[dict]:
     """One verdict per comparison (the rows of the report's tables, summarized)."""
     out = []
@@ -174,7 +184,9 @@ def checks(report: dict) -> list[dict]:
             bad = [row for row in r["modes"] if row["verdict"] == "FAIL"]
             out.append({"name": f"modes vs SDE {tag}", "verdict": "FAIL" if bad else "PASS",
                         "detail": f"{len(r['modes']) - len(bad)} of {len(r['modes'])} (mode, time) pairs within "
-                                  "tolerance" + (f"; worst |z| = {max(abs(b['z']) for b in bad):.1f}" if bad else "")})
+                                  "tolerance" + ("; failing: " + "; ".join(_why_not(b) for b in bad[:3])
+                                                 + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+                                                 if bad else "")})
         out.append({"name": f"diffusion vs D(pi) {tag}", "verdict": _summary(r["diffusion"]),
                     "detail": ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
                                         f"mode {x['mode'] + 1}: {x['median_ratio']:.3g}" for x in r["diffusion"])})

@@ -8,6 +8,11 @@ import numpy as np
 
 from ..output import precision_line
 
+
+def _cell(text) -> str:
+    """Text for a markdown table cell (a | would split it)."""
+    return str(text).replace("|", "\\|")
+
 __all__ = ["markdown"]
 
 
@@ -58,7 +63,7 @@ def markdown(rep: dict) -> str:
              f"in [{chk['spread_low']:g}, {chk['spread_high']:g}] wherever the SDE's spread exceeds "
              f"{chk['target_rel']:g} x the target (\"not compared\" below it).", "",
              "## Verdicts", "", "| check | verdict | detail |", "|---|---|---|"]
-    lines += [f"| {c['name']} | **{c['verdict']}** | {c['detail']} |" for c in rep["checks"]]
+    lines += [f"| {_cell(c['name'])} | **{c['verdict']}** | {_cell(c['detail'])} |" for c in rep["checks"]]
     for r in rep["studies"]:
         lines += ["", f"## Label noise sigma = {r['sigma']:g}", "",
                   f"Target strengths (effective): {[round(x, 4) for x in r['effective_s']]}"
