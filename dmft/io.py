@@ -56,11 +56,15 @@ def environment() -> dict:
     import jax
     import jaxlib
 
+    # the platform computations run on: the default device's when one is set (the command's
+    # --device), else JAX's default backend
+    device = jax.config.jax_default_device
+    backend = device if isinstance(device, str) else getattr(device, "platform", None) or jax.default_backend()
     env = {"python": sys.version.split()[0], "platform": platform.platform(),
            "numpy": np.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
            "x64": bool(jax.config.jax_enable_x64),
-           "devices": [str(d) for d in jax.devices()],
-           "backend": jax.default_backend()}
+           "devices": [str(d) for d in jax.devices(backend)],
+           "backend": backend}
     try:
         from importlib.metadata import version
         env["dmft-two-layer"] = version("dmft-two-layer")
