@@ -58,7 +58,9 @@ def check_values(field: str, values) -> np.ndarray:
         raise InputError(f"unknown batch field {field!r}; known: {', '.join(BATCH_FIELDS)}")
     try:
         raw = np.asarray(values)
-        if raw.dtype.kind not in "iuf" or raw.ndim > 1:      # booleans and text are not numbers
+        items = np.asarray(values, dtype=object).reshape(-1)   # each as given ([True, 0.5] is float64)
+        if (raw.dtype.kind not in "iuf" or raw.ndim > 1       # booleans and text are not numbers
+                or any(isinstance(x, (bool, np.bool_, str, bytes)) for x in items)):
             raise TypeError
         v = raw.astype(np.float64).reshape(-1)
     except (TypeError, ValueError):

@@ -312,7 +312,10 @@ def _compiled_once(static_argnums):
         @functools.wraps(fun)
         def call(*args):
             traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args))
-            return (quick if jax.default_backend() == "cpu" and not traced else fast)(*args)
+            device = jax.config.jax_default_device       # (a chosen device decides, else the backend)
+            platform = device if isinstance(device, str) else getattr(device, "platform", None)
+            on_cpu = (platform or jax.default_backend()) == "cpu"
+            return (quick if on_cpu and not traced else fast)(*args)
         return call
     return wrap
 

@@ -11,11 +11,13 @@ precision is a different run, never "already complete". Recomputing over a previ
 (--force, or one that did not complete) first removes what that run wrote, so no stale file
 outlives it or enters the new digests: all of a directory dmft made (marked .dmft-owned), and
 in a user's directory written into with --force only the files the run recorded (its digests
-when it completed; the files it had written when it failed or was interrupted). There, every
-run lists the files present when it starts (.dmft-foreign): they are the user's (or of a run
-killed before it could record its files) and are never digested or removed, unless this run
-writes over them. A location that cannot be used at all (a file in the way, no permission, a
-missing parent that cannot be created) raises `OutputError` naming it, before any compute.
+when it completed; the files it had written when it failed or was interrupted). A run knows
+its files exactly: the process records every file it opens for writing (or renames into
+place) in the directory it claimed, so nothing else there (a user's file, a log the user
+appends to during the run) is ever digested or removed; a run killed outright (SIGKILL)
+records nothing, and its files stay (never digested) until overwritten. A location that
+cannot be used at all (a file in the way, no permission, a missing parent that cannot be
+created) raises `OutputError` naming it, before any compute.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 
 from dmft.errors import DmftError, OutputConflict, OutputError
 from dmft.io import environment, jsonable, sha256
@@ -37,17 +40,59 @@ __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable"
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory (a forced rerun may empty it)
-FOREIGN = ".dmft-foreign"  # in a directory dmft did not make: the files there when this run started
+FOREIGN = ".dmft-foreign"  # written by earlier versions in a user's directory; ignored now
 _MARKERS = {MANIFEST, OWNED, FOREIGN}
 
+# The files this process writes in each results directory that a job has claimed: an audit
+# hook sees every open() for writing and every rename (np.savez, savefig and the reports all
+# open their files), so a run's files are known exactly, never guessed from what is on disk (a
+# user's log appended to during a run, or a file with a future mtime, is not the run's).
+_RECORDING: dict[str, set] = {}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
-def _foreign(out: str) -> set:
-    """Relative paths that were in `out` when the current run started (a user's directory)."""
+
+def _note(path, add: bool) -> None:
+    real = os.path.realpath(os.fsdecode(path))
+    for root, files in _RECORDING.items():
+        if real.startswith(root + os.sep):
+            rel = os.path.relpath(real, root).replace(os.sep, "/")
+            (files.add if add else files.discard)(rel)
+
+
+def _audit(event: str, args) -> None:
+    if not _RECORDING or event not in ("open", "os.rename"):
+        return
     try:
-        with open(os.path.join(out, FOREIGN)) as fh:
-            return set(json.load(fh))
-    except (OSError, ValueError, TypeError):
-        return set()
+        if event == "open":
+            path, mode, flags = args[:3]
+            if isinstance(path, int):
+                return
+            if (any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)):
+                _note(path, True)
+        else:                      # os.rename and os.replace: the file now has its new name
+            _note(args[0], False)
+            _note(args[1], True)
+    except Exception:  # noqa: BLE001 - an audit hook must never break the call it watches
+        pass
+
+
+sys.addaudithook(_audit)
+
+
+def _start_recording(out: str) -> None:
+    _RECORDING[os.path.realpath(out)] = set()
+
+
+def _written(out: str, stop: bool = False) -> list:
+    """The files this process wrote in `out` since it claimed it, that are there now (run.json
+    and the markers aside); with stop, recording ends. Without a record (a manifest written by
+    a process that did not claim `out`): every file of a directory dmft made, else none."""
+    root = os.path.realpath(out)
+    files = _RECORDING.pop(root, None) if stop else _RECORDING.get(root)
+    if files is None:
+        return sorted(_files(out)) if os.path.isfile(os.path.join(out, OWNED)) else []
+    return sorted(f for f in files if f not in _MARKERS and not f.startswith(MANIFEST + ".")
+                  and os.path.isfile(os.path.join(out, *f.split("/"))))
 
 
 def _files(out: str) -> list:
@@ -55,19 +100,6 @@ def _files(out: str) -> list:
     for root, _, files in os.walk(out):
         found += [os.path.relpath(os.path.join(root, n), out).replace(os.sep, "/") for n in files]
     return [f for f in found if f not in _MARKERS and not f.startswith(MANIFEST + ".")]
-
-
-def _written(out: str) -> list:
-    """The files this run wrote: all of a directory dmft made; in a user's directory the files
-    not there when the run started, or written over since (modified after its start)."""
-    if os.path.isfile(os.path.join(out, OWNED)):
-        return sorted(_files(out))
-    listing = os.path.join(out, FOREIGN)
-    if not os.path.isfile(listing):
-        return sorted(_files(out))
-    before, started = _foreign(out), os.stat(listing).st_mtime_ns
-    return sorted(rel for rel in _files(out) if rel not in before
-                  or os.stat(os.path.join(out, *rel.split("/"))).st_mtime_ns >= started)
 
 
 class PlotError(DmftError, RuntimeError):
@@ -110,16 +142,18 @@ def raise_plot_errors(out: str, job: str, cfg: dict, plot_errors: dict, **state)
 
 @contextlib.contextmanager
 def failures_recorded(out: str, job: str, cfg: dict):
-    """Within: a library error (not a figure's, which has its own status) marks run.json
-    "failed" with the error before it propagates."""
+    """Within: any error (but a figure's, which has its own status) marks run.json "failed"
+    with the error, Ctrl-C "interrupted", each with the files written so far, before it
+    propagates."""
     try:
         yield
-    except DmftError as err:
-        if not isinstance(err, PlotError):
-            write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
+    except PlotError:
         raise
     except KeyboardInterrupt:
         write_manifest(out, job, cfg, "interrupted")            # with the files written so far
+        raise
+    except BaseException as err:       # any failure: the files written so far are recorded
+        write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         raise
 
 
@@ -152,7 +186,7 @@ def _clear(out: str, old: dict) -> None:
     """Remove what a previous dmft run wrote in `out`: everything, when dmft made the directory
     (its OWNED marker says so); else only the files that run recorded (its digests, or the files
     it had written when it failed or was interrupted, and its config.toml), so that nothing dmft
-    did not write is ever deleted (a run killed before it recorded its files leaves them)."""
+    did not write is ever deleted (a run killed outright recorded nothing: its files stay)."""
     if os.path.isfile(os.path.join(out, OWNED)):
         for name in os.listdir(out):
             path = os.path.join(out, name)
@@ -238,11 +272,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         os.makedirs(out, exist_ok=True)
         if owned:
             open(os.path.join(out, OWNED), "w").close()
-        else:       # what is here now is not this run's: listed, never digested or removed
-            tmp = os.path.join(out, FOREIGN + ".tmp")
-            with open(tmp, "w") as fh:
-                json.dump(sorted(_files(out)), fh)
-            os.replace(tmp, os.path.join(out, FOREIGN))
+        _start_recording(out)          # from here on, what this process writes in `out` is the run's
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg))
@@ -251,9 +281,9 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
     return True
 
 
-def digests(out: str) -> dict:
+def digests(out: str, stop: bool = False) -> dict:
     """SHA-256 of every file this run wrote (relative path -> hex; run.json and markers aside)."""
-    return {rel: sha256(os.path.join(out, *rel.split("/"))) for rel in _written(out)}
+    return {rel: sha256(os.path.join(out, *rel.split("/"))) for rel in _written(out, stop)}
 
 
 def check_digests(out: str, recorded) -> list:
@@ -280,9 +310,9 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
     if extra:
         man.update(jsonable(extra))
     if status == "complete":
-        man["digests"] = digests(out)
+        man["digests"] = digests(out, stop=True)
     elif status != "running":          # failed, interrupted, plot_failed: what a rerun removes
-        man["written"] = _written(out)
+        man["written"] = _written(out, stop=True)
     tmp = os.path.join(out, MANIFEST + ".tmp")
     try:
         with open(tmp, "w") as fh:

@@ -107,6 +107,7 @@ def test_a_points_save_before_its_bad_update_is_kept():
     ({"weight_decay": [0.1]}, {"method": "lazy"}, "weight_decay moves the kernel"),
     ({"gamma0": [1.0, 0.01]}, {"precision": "mixed"}, "precision='mixed' needs gamma0 >= 0.05"),
     ({"gamma0": [True, True]}, {}, "gamma0: values must be a sequence of real numbers"),
+    ({"gamma0": [0.5, True]}, {}, "gamma0: values must be a sequence of real numbers"),
     ({"gamma0": ["0.5", "2"]}, {}, "gamma0: values must be a sequence of real numbers"),
     ({"gamma0": [[1.0, 2.0], [3.0, 4.0]], "eta0": [0.1] * 4}, {}, "gamma0: values must be a sequence"),
 ])

@@ -293,18 +293,38 @@ def test_a_forced_run_in_a_users_directory_never_deletes_the_users_files(tmp_pat
 
 
 def test_a_forced_run_digests_and_removes_only_its_own_files(tmp_path, capsys, monkeypatch):
-    """In a user's directory every run lists what was there when it started: a file the user
-    adds between runs is never digested nor removed; the files of a run that failed after
-    writing (a figure) or was interrupted are removed by the next forced run, not claimed by
-    it; in a directory dmft made, --force over a damaged run.json digests the new files."""
+    """A run's files are the files its process wrote: in a user's directory a file the user adds
+    between runs, appends to from another process during a run, or copied with a future mtime is
+    never digested nor removed; the files of a run that failed after writing (a figure) or was
+    interrupted are recorded and removed by the next forced run, not claimed by it; in a
+    directory dmft made, --force over a damaged run.json digests the new files."""
     import json
 
     from experiments import report
 
+    import subprocess
+    import sys
+    import time
+
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / "data.csv").write_text("mine, copied with a clock ahead")
+    ahead = time.time() + 86400
+    os.utime(out / "data.csv", (ahead, ahead))
+    (out / "log.txt").write_text("my log\n")
+    write_report = report.write_report
+
+    def tee(*args, **kw):      # another process appends to the user's log while the run goes
+        subprocess.run([sys.executable, "-c", f"open({str(out / 'log.txt')!r}, 'a').write('more\\n')"],
+                       check=True)
+        return write_report(*args, **kw)
+    monkeypatch.setattr(report, "write_report", tee)
     assert _run(_solve_argv(out, "--gamma0", "0.5", "--force"), capsys)[0] == 0
+    monkeypatch.setattr(report, "write_report", write_report)
+    digests = json.loads((out / "run.json").read_text())["digests"]
+    assert not {"log.txt", "data.csv", "notes.txt"} & set(digests) and "theory/dmft_gamma0_0.5.npz" in digests
+    assert (out / "log.txt").read_text() == "my log\nmore\n"
     (out / "analysis.ipynb").write_text("added after the first run")
     figures = dict(report.FIGURES)
     monkeypatch.setitem(report.FIGURES, "losses", lambda sweep: 1 / 0)        # fails after the numbers
@@ -328,6 +348,7 @@ def test_a_forced_run_digests_and_removes_only_its_own_files(tmp_path, capsys, m
     assert all("gamma0_4" in k for k in digests if k.startswith("theory/")), digests
     assert "analysis.ipynb" not in digests and "notes.txt" not in digests
     assert (out / "notes.txt").read_text() == "mine" and (out / "analysis.ipynb").exists()
+    assert (out / "data.csv").exists() and (out / "log.txt").exists()
     owned = tmp_path / "owned"
     assert _run(_solve_argv(owned, "--gamma0", "0.5"), capsys)[0] == 0
     (owned / "run.json").write_text('{"command": "solve", "sta')                 # damaged

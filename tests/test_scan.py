@@ -502,9 +502,14 @@ def test_an_axis_through_zero_is_drawn_linear_and_log_is_refused_there(tmp_path)
     """Axes are logarithmic only when all their values are > 0: a weight-decay axis holding 0
     gets a linear axis (log(0) broke the heatmap's cells and dropped the line's points)."""
     toml = tmp_path / "s.toml"
-    toml.write_text(_TINY_KUMAR + '[train]\neta0 = 1.0\nsteps = 20\nsave_every = 10\n[scan.grid]\n'
+    toml.write_text(_TINY_KUMAR.replace('outputs = ["final"]', 'outputs = ["final", "grokking"]\n'
+                                        'grok_threshold = 1e-12')
+                    + '[train]\neta0 = 1.0\nsteps = 20\nsave_every = 10\n[scan.grid]\n'
                     '"train.weight_decay" = [0.0, 0.01, 0.1]\n"model.gamma0" = [0.5, 1.0]\n')
     res = scan.run(scan.load_config(str(toml)), str(tmp_path / "s"))
+    assert np.all(np.isnan(res["theory.grok.t_test"]))                # never reached: no value anywhere
+    res.heatmap("theory.grok.t_test", x="weight_decay", y="gamma0", logc=True)   # hatched, not refused
+    res.lines("theory.grok.t_test", x="weight_decay", logy=True, at={"gamma0": 0.5})
     fig = res.heatmap("theory.final.test_loss", x="weight_decay", y="gamma0")
     assert fig.axes[0].get_xscale() == "linear" and fig.axes[0].get_yscale() == "log"
     line = res.lines("theory.final.test_loss", x="weight_decay", hue="gamma0").axes[0]

@@ -234,9 +234,9 @@ def _log_axis(log, values, axis: str, field: str) -> bool:
     asked for over values <= 0 is refused, naming it (they would be dropped or break the cells)."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
-    positive = bool(values.size) and bool(np.all(values > 0))
+    positive = bool(np.all(values > 0))          # (no finite value: nothing to refuse)
     if log is None:
-        return positive
+        return positive and bool(values.size)
     if log and not positive:
         raise InputError(f"log{axis}=True: {field} has values <= 0 ({values[values <= 0][:3].tolist()}); "
                          f"pass log{axis}=False")
@@ -269,7 +269,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
-    norm = LogNorm() if logc else None
+    shown = z[done & np.isfinite(z)]
+    norm = (LogNorm() if shown.size else LogNorm(vmin=1.0, vmax=10.0)) if logc else None   # (no value: hatching only)
     ex, ey = _edges(xs, logx), _edges(ys, logy)
     mesh = ax.pcolormesh(ex, ey, np.ma.masked_invalid(np.where(done, z, np.nan)), norm=norm,
                          shading="flat")
