@@ -49,16 +49,21 @@ MAX_STEPS = 2 ** 31 - 1
 MAX_SAVES = 10 ** 7
 
 
+# RK4's stability interval on the negative real axis: [-RK4_LIMIT, 0] (|1 + z + z^2/2 + z^3/6 +
+# z^4/24| <= 1); a decay (or kernel) rate times eta0 beyond it grows instead of decaying
+RK4_LIMIT = 2.785293563
+
+
 def check_decay(eta0, weight_decay, dynamics: str = "gd") -> None:
     """Refuse eta0 * weight_decay >= 1 for gradient descent (the decay factor 1 - eta0 kappa would
-    flip the sign of every weight each step). eta0 and weight_decay may be arrays of points (a
+    flip the sign of every weight each step) and >= RK4_LIMIT for gradient flow (its RK4 step
+    would make the decay grow). eta0 and weight_decay may be arrays of points (a
     `dmft.solve_batch` grid): the error then names the first bad positions."""
-    if dynamics != "gd":
-        return
+    limit = 1.0 if dynamics == "gd" else RK4_LIMIT
     eta0, kappa = np.broadcast_arrays(np.asarray(eta0, np.float64), np.asarray(weight_decay, np.float64))
     with np.errstate(over="ignore", invalid="ignore"):
         prod = eta0 * kappa
-    bad = ~(prod < 1)
+    bad = ~(prod < limit)
     if not bad.any():
         return
     where = ""
@@ -68,6 +73,10 @@ def check_decay(eta0, weight_decay, dynamics: str = "gd") -> None:
         shown = prod.tolist() if prod.size > 1 else f"{float(prod[0]):g}"
     else:
         shown = f"{float(prod):g}"
+    if dynamics != "gd":
+        raise InputError(f"weight_decay: eta0 * weight_decay = {shown} >= {RK4_LIMIT:.4g}{where} is past the "
+                         "stability of the RK4 step that integrates gradient flow (the decay would grow); "
+                         "use a smaller eta0")
     raise InputError(f"weight_decay: eta0 * weight_decay = {shown} >= 1{where} flips the sign of the "
                      "weights every step; use a smaller eta0 or decay")
 

@@ -37,7 +37,7 @@ from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure
 from .sampling import stratified_normal
 from .problem import Dataset, TwoLayer
 from .runner import exact_products, first_nonfinite, run_saved
-from .schedule import DYNAMICS, Schedule, schedule_from
+from .schedule import DYNAMICS, RK4_LIMIT, Schedule, schedule_from
 from .trajectory import Trajectory
 
 __all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure", "sgd_mean", "default_batch_key",
@@ -581,6 +581,22 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     return {**su, "f0": f0}, reused
 
 
+def _check_rk4(plan: SolvePlan, su) -> None:
+    """Gradient flow is integrated by RK4 at step eta0 (not the lazy method: exact there): refuse a
+    step past RK4's stability on the fastest initial rate, lambda_max(K0) / P + weight_decay,
+    before the dynamics run (it would return finite numbers that are no flow at all)."""
+    sch = plan.schedule
+    if sch.dynamics != "flow" or plan.method == "lazy":
+        return
+    P = su["P"]
+    rate = float(jnp.max(jnp.linalg.eigvalsh(su["k0"][:P]))) / P + sch.weight_decay
+    if sch.eta0 * rate >= RK4_LIMIT:
+        raise InputError(f"eta0: gradient flow is integrated by RK4 at step eta0, stable while eta0 x rate "
+                         f"< {RK4_LIMIT:.4g}; the fastest initial rate lambda_max(K0) / P + weight_decay "
+                         f"is {rate:.4g}, so eta0 = {sch.eta0:g} gives {sch.eta0 * rate:.3g}: use "
+                         f"eta0 < {RK4_LIMIT / rate:.3g}")
+
+
 @exact_products
 def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=None) -> Solution:
     """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
@@ -590,6 +606,7 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     t_start = time.perf_counter()
     su, reused = _setup(plan)
     setup_s = time.perf_counter() - t_start
+    _check_rk4(plan, su)
     if plan.method == "lazy":
         rec, extra, predictor = _solve_lazy(plan, su)
     elif plan.method == "closure":

@@ -66,6 +66,7 @@ def test_quadratic_eps_must_be_finite():
     ({}, dict(method="iterate", dynamics="flow"), "iterate"),
     ({}, dict(method="iterate", steps=10, save_every=5, window=3), "window"),
     ({}, dict(method="lazy", weight_decay=0.1), "weight_decay"),
+    ({}, dict(dynamics="flow", eta0=0.5, weight_decay=6.0), "RK4"),
     ({}, dict(sampler="quadrature", quadrature_nodes=64), "quadrature"),
     ({}, dict(steps=100000, save_every=1, max_memory_gb=0.001), "GiB"),
 ])
@@ -106,6 +107,23 @@ def test_lazy_needs_a_lazy_limit(data, activation, has_limit, tmp_path, capsys):
     assert cli.main(["validate", "--out", str(out), "--no-progress", "--set", f"model.activation='{activation}'",
                      "--set", "model.readout='fixed'", "--set", "model.centered=false"]) == cli.EXIT_CONFIG
     assert "no lazy limit" in capsys.readouterr().err and not out.exists()
+
+
+def test_gradient_flow_refuses_a_step_past_rk4_stability(data):
+    """dynamics='flow' is RK4 at step eta0: past its stability on the fastest initial kernel rate
+    it returned finite numbers that are no flow (test loss 3e7 where the flow gives 0.26)."""
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    rate = np.linalg.eigvalsh(dmft.solve(model, data, eta0=0.1, steps=1, save_every=1, method="lazy",
+                                         kernels=True).ntk[0])[-1] / data.P
+    for method in ("forward",):
+        with pytest.raises(dmft.InputError, match="RK4"):
+            dmft.solve(model, data, eta0=2.9 / rate, steps=4, save_every=2, dynamics="flow", samples=64,
+                       method=method)
+        ok = dmft.solve(model, data, eta0=2.6 / rate, steps=4, save_every=2, dynamics="flow", samples=64,
+                        method=method)
+        assert np.all(np.isfinite(ok.test_loss))
+    lazy = dmft.solve(model, data, eta0=2.9 / rate, steps=4, save_every=2, dynamics="flow", method="lazy")
+    assert np.all(np.isfinite(lazy.test_loss))                      # exact exponentials: no step limit
 
 
 def test_fixed_readout_needs_one_output():
