@@ -162,8 +162,11 @@ def shared_radius_gaussian(key, n: int, r: int, dtype=None):
     """n draws of N(0, I_r) in blocks of r orthogonal directions sharing one radius.
 
     Each block's second moment is exactly rho_b^2 I; the radii rho_b ~ chi_r are
-    stratified across blocks, so the total second moment is near-exactly I. Each
-    row is still exactly standard normal (uniform direction, chi_r radius).
+    stratified across blocks, so the total second moment is near-exactly I. A block's
+    stratum of the chi_r law has the mass of its rows (the last block keeps n mod r rows
+    when r does not divide n): the strata tile the law with the rows' weights, so the
+    average over rows stays unbiased and the stratification holds (equal strata, with the
+    last block cut, fluctuated more than plain Monte Carlo). Directions are uniform.
     """
     dtype = dtype or jnp.result_type(float)
     blocks = -(-n // r)
@@ -171,7 +174,15 @@ def shared_radius_gaussian(key, n: int, r: int, dtype=None):
     g = jax.random.normal(kq, (blocks, r, r), dtype)
     q, rr = jnp.linalg.qr(g)
     q = q * jnp.sign(jnp.diagonal(rr, axis1=-2, axis2=-1))[:, None, :]   # Haar measure
-    u = (jax.random.permutation(kp, blocks) + jax.random.uniform(ku, (blocks,), dtype)) / blocks
+    pos = jax.random.permutation(kp, blocks)                 # each block's place among the strata
+    rows = np.full(blocks, r, np.float64)
+    rows[-1] = n - (blocks - 1) * r
+    if rows[-1] == r:      # equal strata: (pos + U) / blocks
+        u = (pos + jax.random.uniform(ku, (blocks,), dtype)) / blocks
+    else:
+        mass = jnp.asarray(rows / n, dtype)
+        start = (jnp.cumsum(mass[jnp.argsort(pos)]) - mass[jnp.argsort(pos)])[pos]   # mass placed before
+        u = start + jax.random.uniform(ku, (blocks,), dtype) * mass
     radii = jnp.sqrt(chi2_quantile(u, r)).astype(dtype)
     rows = jnp.swapaxes(q, -1, -2) * radii[:, None, None]
     return rows.reshape(blocks * r, r)[:n]

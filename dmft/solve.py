@@ -489,11 +489,15 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
             `Solution.measures` (sampled methods, D <= P + P* so that nodes are weights).
         precision: "full" (default) or "mixed" (methods "closure" and "forward"): each step's
             products in float32 while the state (closure moments, or nodes) accumulates in
-            float64; records are computed in float64. About 1.7x faster for the Kumar et al.
-            closure (test loss within 1e-7 relative of "full"); for the forward solver the
-            difference stays far below the sampling error (`scripts/bench_dmft.py`). Needs
-            gamma0 >= 0.05 (the rounding of the node sums is divided by gamma0) and float64
-            enabled (otherwise everything is float32 already).
+            float64. The forward solver's records sum the outputs in float64 but the (P, P)
+            kernels in float32 (most of a record's cost): kernels and alignment carry ~1e-7
+            relative rounding, which near gamma0 = 0.05 with a near-exact sampler can exceed
+            their own (tiny) standard error on some entries; use "full" to study kernels
+            there. About 1.7x faster for the Kumar et al. closure (test loss within 1e-7
+            relative of "full"); for the forward solver's losses and predictions the
+            difference stays within a few percent of the sampling error (`scripts/bench_dmft.py`).
+            Needs gamma0 >= 0.05 (the rounding of the node sums is divided by gamma0) and
+            float64 enabled (otherwise everything is float32 already).
 
     Returns:
         A `Solution`; `.predict(x_new)` gives final-time predictions on new inputs.
