@@ -395,9 +395,7 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_weight_change.readout"], 0) / st.C)
     if st.method == "forward" and R > 1:     # delta method, as Solution.error
         for g, dim in (("first_layer", st.D), ("readout", st.C)):
-            wc = out[f"weight_change.{g}"]
-            safe = jnp.where(wc > 0, wc, 1.0)
-            out[f"error.weight_change.{g}"] = jnp.where(wc > 0, se_sq[g] / (2 * dim * safe), 0.0)
+            out[f"error.weight_change.{g}"] = _ss.weight_change_se(se_sq[g], out[f"weight_change.{g}"], dim)
     if st.curves:
         squeeze = (lambda a: a[..., 0]) if st.C == 1 else (lambda a: a)   # noqa: E731
         out["f_train"] = squeeze(rec["f_train"])

@@ -51,15 +51,21 @@ def jsonable(obj):
     return repr(obj)
 
 
+def compute_platform() -> str:
+    """The platform computations run on: the default device's when one is set (the command's
+    --device), else JAX's default backend."""
+    import jax
+
+    device = jax.config.jax_default_device
+    return device if isinstance(device, str) else getattr(device, "platform", None) or jax.default_backend()
+
+
 def environment() -> dict:
     """Versions and device, for result metadata."""
     import jax
     import jaxlib
 
-    # the platform computations run on: the default device's when one is set (the command's
-    # --device), else JAX's default backend
-    device = jax.config.jax_default_device
-    backend = device if isinstance(device, str) else getattr(device, "platform", None) or jax.default_backend()
+    backend = compute_platform()
     env = {"python": sys.version.split()[0], "platform": platform.platform(),
            "numpy": np.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
            "x64": bool(jax.config.jax_enable_x64),

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activations import gauss_hermite
+from .io import compute_platform
 
 __all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian", "sobol_points", "active_rotation"]
 
@@ -181,7 +182,8 @@ def shared_radius_gaussian(key, n: int, r: int, dtype=None):
         u = (pos + jax.random.uniform(ku, (blocks,), dtype)) / blocks
     else:
         mass = jnp.asarray(rows / n, dtype)
-        start = (jnp.cumsum(mass[jnp.argsort(pos)]) - mass[jnp.argsort(pos)])[pos]   # mass placed before
+        ordered = mass[jnp.argsort(pos)]                         # the blocks' masses in stratum order
+        start = (jnp.cumsum(ordered) - ordered)[pos]             # mass placed before each block
         u = start + jax.random.uniform(ku, (blocks,), dtype) * mass
     radii = jnp.sqrt(chi2_quantile(u, r)).astype(dtype)
     rows = jnp.swapaxes(q, -1, -2) * radii[:, None, None]
@@ -323,10 +325,7 @@ def _compiled_once(static_argnums):
         @functools.wraps(fun)
         def call(*args):
             traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args))
-            device = jax.config.jax_default_device       # (a chosen device decides, else the backend)
-            platform = device if isinstance(device, str) else getattr(device, "platform", None)
-            on_cpu = (platform or jax.default_backend()) == "cpu"
-            return (quick if on_cpu and not traced else fast)(*args)
+            return (quick if compute_platform() == "cpu" and not traced else fast)(*args)
         return call
     return wrap
 

@@ -291,6 +291,15 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     return out
 
 
+def weight_change_se(se_sq, change, dim: int, xp=jnp):
+    """Standard error of a weight change sqrt(mean over replicas of the squared change / dim)
+    from the standard error of the squared change, by the delta method: se_sq / (2 dim change),
+    0 where the change is 0 (every replica then has none). xp: jnp in a traced program, np on
+    host arrays."""
+    safe = xp.where(change > 0, change, 1.0)
+    return xp.where(change > 0, se_sq / (2 * dim * safe), 0.0)
+
+
 # ------------------------------------------------- batched over replicas (runner API)
 
 def step(static: Static, ctx, st: State, drive):

@@ -18,6 +18,7 @@ import collections
 import dataclasses
 import hashlib
 import time
+import warnings
 from typing import ClassVar
 
 import jax
@@ -27,7 +28,9 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
-from .activations import grid_nodes
+from .activations import MAX_GRID_NODES, grid_nodes
+from .activations import get as get_activation
+from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup, new_point_basis
@@ -271,9 +274,10 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         root = jax.random.fold_in(key, 2 ** 20)
         M = reps[0].w.shape[1]
         paired = plan.sampler not in ("mc", "quadrature")
+        outside = bool(np.any(np.diag(perp) > 0))                   # (none in the weight basis)
 
         def field(r):
-            if not np.any(np.asarray(sd) > 0):                      # the weight basis: no such field
+            if not outside:
                 return jnp.zeros((M, sd.shape[0]), dt)
             k = jax.random.fold_in(root, r)
             if not paired:
@@ -397,8 +401,7 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
           "readout": np.sqrt(np.maximum(rec["sq_weight_change.readout"], 0) / data.C)}
     if error:
         for g, dim in (("first_layer", data.D), ("readout", data.C)):
-            error[f"weight_change.{g}"] = np.divide(se_sq[g], 2 * dim * wc[g], out=np.zeros_like(wc[g]),
-                                                    where=wc[g] > 0)
+            error[f"weight_change.{g}"] = _ss.weight_change_se(se_sq[g], wc[g], dim, xp=np)
     f_tr = _squeeze(data, f_tr)
     f_te = None if f_te is None else _squeeze(data, f_te)
     state = None
@@ -565,18 +568,15 @@ KERNEL_QUADRATURE_TOL = 1e-6
 def _smooth_builtin(act) -> bool:
     """tanh and softplus as the library defines them: analytic, the trapezoid rule is exact to
     ~1e-13 there (tested), no estimate needed."""
-    from .activations import get, names
-
-    return act.name in names() and act.fn is get(act.name).fn and act.params == get(act.name).params
+    if act.name not in activation_names():
+        return False
+    builtin = get_activation(act.name)
+    return act.fn is builtin.fn and act.params == builtin.params
 
 
 def _quadrature_error(act, su, nodes: int) -> float:
     """Relative change of (Phi0, G0) on up to 64 training-block entries when the trapezoid
     nodes are doubled (halved at the largest grid); warns above KERNEL_QUADRATURE_TOL."""
-    import warnings
-
-    from .activations import MAX_GRID_NODES
-
     P = su["P"]
     n = grid_nodes(float(jnp.max(su["diag"])), nodes)
     other = min(2 * n, MAX_GRID_NODES) if n < MAX_GRID_NODES else n // 2

@@ -29,7 +29,7 @@ import shutil
 import sys
 
 from dmft.errors import DmftError, OutputConflict, OutputError
-from dmft.io import environment, jsonable, sha256
+from dmft.io import compute_platform, environment, jsonable, sha256
 from dmft.plotting import tidy_log_ticks
 
 from .config import differences, to_toml
@@ -79,6 +79,11 @@ def _audit(event: str, args) -> None:
 sys.addaudithook(_audit)
 
 
+def _is_ours(rel: str) -> bool:
+    """Not run.json, its temporary or a marker: a file of the results themselves."""
+    return rel not in _MARKERS and not rel.startswith(MANIFEST + ".")
+
+
 def _start_recording(out: str) -> None:
     _RECORDING[os.path.realpath(out)] = set()
 
@@ -91,15 +96,14 @@ def _written(out: str, stop: bool = False) -> list:
     files = _RECORDING.pop(root, None) if stop else _RECORDING.get(root)
     if files is None:
         return sorted(_files(out)) if os.path.isfile(os.path.join(out, OWNED)) else []
-    return sorted(f for f in files if f not in _MARKERS and not f.startswith(MANIFEST + ".")
-                  and os.path.isfile(os.path.join(out, *f.split("/"))))
+    return sorted(f for f in files if _is_ours(f) and os.path.isfile(os.path.join(out, *f.split("/"))))
 
 
 def _files(out: str) -> list:
     found = []
     for root, _, files in os.walk(out):
         found += [os.path.relpath(os.path.join(root, n), out).replace(os.sep, "/") for n in files]
-    return [f for f in found if f not in _MARKERS and not f.startswith(MANIFEST + ".")]
+    return [f for f in found if _is_ours(f)]
 
 
 class PlotError(DmftError, RuntimeError):
@@ -177,9 +181,7 @@ def run_inputs(cfg: dict) -> dict:
     job computes on, and the SHA-256 of the data file it reads (task.path, for task.name = npz)."""
     import jax
 
-    device = jax.config.jax_default_device
-    return {"x64": bool(jax.config.jax_enable_x64),
-            "platform": getattr(device, "platform", None) or jax.default_backend(), **data_digest(cfg)}
+    return {"x64": bool(jax.config.jax_enable_x64), "platform": compute_platform(), **data_digest(cfg)}
 
 
 def _clear(out: str, old: dict) -> None:

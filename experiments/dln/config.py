@@ -29,6 +29,14 @@ from ..config import SEED_MAX, Field, distinct_labels
 
 __all__ = ["SCHEMA", "FULL", "load_config", "Study", "build", "check_unread"]
 
+SDE_MEMORY_GB = 8.0    # default theory.max_memory_gb (the --full preset needs about 5.4 GiB)
+
+
+def sde_memory_limit(cfg: dict) -> float:
+    """theory.max_memory_gb (configurations stored before the field existed: the default)."""
+    return cfg["theory"].get("max_memory_gb", SDE_MEMORY_GB)
+
+
 SCHEMA: dict[str, dict[str, Field]] = {
     "teacher": {
         "d_in": Field("int", 4, "input dimension", 1),
@@ -66,7 +74,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "theory": {
         "paths": Field("int", 4096, "per-mode SDE paths", 1),
-        "max_memory_gb": Field("float", 8.0, "refuse SDE paths and saves needing more memory (checked before "
+        "max_memory_gb": Field("float", SDE_MEMORY_GB, "refuse SDE paths and saves needing more memory (checked before "
                                "any compute; the --full preset needs about 5.4 GiB)", 0.0, True),
         "seed": Field("int", 2, "seed of the SDE paths", 0, maximum=SEED_MAX),
         "stationary_after": Field("float", 0.5, "stationary histograms after this fraction of the run",
@@ -196,7 +204,7 @@ def build(cfg: dict) -> list[Study]:
     if model.init == "aligned":                    # the SDE's paths, refused before any network trains
         r = len(s)
         need = dl.sde_memory_estimate(th["paths"], schedule.save_steps.size, r)
-        limit = th.get("max_memory_gb", 8.0)
+        limit = sde_memory_limit(cfg)
         if need > limit * 2 ** 30:
             raise ConfigError(f"theory.paths: {th['paths']} paths x {schedule.save_steps.size} saves x {r} modes "
                               f"need about {need / 2 ** 30:.3g} GiB (> theory.max_memory_gb = {limit:g}); use "

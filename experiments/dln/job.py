@@ -29,7 +29,7 @@ from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
 
 from ..output import draw_figures
-from .config import build
+from .config import build, sde_memory_limit
 from .report import markdown
 
 __all__ = ["run"]
@@ -53,7 +53,7 @@ def _study(cfg, st, out, log, progress):
     if st.model.init == "aligned":
         t0 = time.perf_counter()
         sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
-                          max_memory_gb=cfg["theory"].get("max_memory_gb", 8.0))
+                          max_memory_gb=sde_memory_limit(cfg))
         res["sde_s"] = time.perf_counter() - t0
         res["modes"] = vdl.compare_modes(run, sde, z_max=chk["z_max"], effect=chk["effect"],
                                          target_rel=chk["target_rel"],

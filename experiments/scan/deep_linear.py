@@ -27,6 +27,7 @@ import numpy as np
 from dmft import deep_linear as dl
 
 from ..dln.config import build as build_studies
+from ..dln.config import sde_memory_limit
 
 __all__ = ["DeepLinearGroup"]
 
@@ -99,7 +100,7 @@ class DeepLinearGroup:
             aligned = st.model.init == "aligned"
             sde = (dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
                                key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), i),
-                               max_memory_gb=cfg["theory"].get("max_memory_gb", 8.0))
+                               max_memory_gb=sde_memory_limit(cfg))
                    if aligned else None)
             if "final" in sc["outputs"]:
                 out["theory.final.modes_mean"] = sde.modes[:, -1].mean(0) if aligned else nan_r
