@@ -129,7 +129,7 @@ class BatchProgram:
         given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
                                        dynamics=dynamics, weight_decay=weight_decay).items()
                  if v is not None}
-        sch = schedule_from(schedule, **given, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+        sch = schedule_from(schedule, **given, defaults=dict(eta0=0.1, steps=1000))
         if sch.batch_size is not None and sch.batch_size < data.P:
             raise InputError("batch_size: a BatchProgram runs full-batch gradient descent; solve "
                              "minibatch SGD with dmft.solve(batch_size=...)")

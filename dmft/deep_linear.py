@@ -796,7 +796,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     _check_aligned(model, data, "mode_sde")
     given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every, batch_size=batch_size,
                                    weight_decay=weight_decay).items() if v is not None}
-    sch = schedule_from(schedule, **given, defaults=dict(eta0=0.01, steps=1000, save_every=10))
+    sch = schedule_from(schedule, **given, defaults=dict(eta0=0.01, steps=1000))
     if sch.batch_size is None:
         raise InputError("batch_size: the SDE describes minibatch SGD; give batch_size")
     if sch.dynamics != "gd":

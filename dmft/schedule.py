@@ -37,7 +37,7 @@ from . import checks
 from .errors import InputError
 
 __all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "final_time_counts", "check_decay",
-           "MAX_STEPS", "MAX_SAVES"]
+           "MAX_STEPS", "MAX_SAVES", "DEFAULT_SAVE_EVERY", "DEFAULT_N_SAVES"]
 
 DYNAMICS = ("gd", "flow")
 # the step counter of every solver and trainer is an int32 (`runner.scan_records`, the state's
@@ -47,6 +47,9 @@ MAX_STEPS = 2 ** 31 - 1
 # so it is counted before it is built (a million saves of even a scalar loss per replica is
 # already more than any figure or fit reads)
 MAX_SAVES = 10 ** 7
+# when save_every / n_saves are not given (uniform saves / save_at="log")
+DEFAULT_SAVE_EVERY = 10
+DEFAULT_N_SAVES = 50
 
 
 # RK4's stability interval on the negative real axis: [-RK4_LIMIT, 0] (|1 + z + z^2/2 + z^3/6 +
@@ -89,26 +92,26 @@ class Schedule:
         eta0: step size in DMFT time units (> 0); the integrator step for dynamics="flow".
         steps: number of steps, 1 <= steps <= MAX_STEPS = 2^31 - 1 (the solvers' step counter
             is int32); the run ends at t = steps * eta0.
-        save_every: record every this many steps (steps must be a multiple) when
-            save_at is None.
+        save_every: record every this many steps (steps must be a multiple; default
+            DEFAULT_SAVE_EVERY = 10) when save_at is None; refused beside save_at.
         weight_decay: kappa >= 0 per unit time: theta <- (1 - eta0 kappa) theta - ...
         dynamics: "gd" (gradient descent at step eta0, exactly) or "flow" (gradient
             flow, fourth-order Runge-Kutta with step eta0).
         save_at: None (every save_every), "log" (n_saves log-spaced step counts), or a
             sequence of step counts in [0, steps].
-        n_saves: number of log-spaced saves after step 0 (save_at="log"); fewer when
-            the log grid has repeated integers at early steps.
+        n_saves: number of log-spaced saves after step 0 (save_at="log" only; default
+            DEFAULT_N_SAVES = 50); fewer when the log grid has repeated integers at early steps.
         batch_size: None for full-batch (gradient descent on all P points), else
             the minibatch size B of stochastic gradient descent (1 <= B <= P).
     """
 
     eta0: float = 0.1
     steps: int = 1000
-    save_every: int | None = 10
+    save_every: int | None = None
     weight_decay: float = 0.0
     dynamics: str = "gd"
     save_at: Any = None
-    n_saves: int = 50
+    n_saves: int | None = None
     batch_size: int | None = None
 
     def __post_init__(self):
@@ -129,10 +132,17 @@ class Schedule:
                                  "dynamics='gd'")
         check_decay(self.eta0, self.weight_decay, self.dynamics)
         save = self.save_at
+        # one way to say when to save: a save_every or n_saves that the grid would not use is
+        # refused, not dropped (the defaults are None so that a given value can be told apart)
+        if save is not None and self.save_every is not None:
+            raise InputError(f"save_every ({self.save_every!r}) and save_at ({save!r}) both given: saves "
+                             "are either every save_every steps or at save_at; give one")
+        if self.n_saves is not None and not (isinstance(save, str) and save == "log"):
+            raise InputError(f"n_saves ({self.n_saves!r}) counts log-spaced saves; it needs save_at='log' "
+                             f"(got save_at={save!r})")
         if save is None:
-            if self.save_every is None:
-                raise InputError("save_every: give an interval, or save_at ('log' or step counts)")
-            set_("save_every", checks.integer("save_every", self.save_every, minimum=1))
+            every = DEFAULT_SAVE_EVERY if self.save_every is None else self.save_every
+            set_("save_every", checks.integer("save_every", every, minimum=1))
             if self.steps % self.save_every:
                 raise InputError(f"steps ({self.steps}) must be a multiple of save_every "
                                  f"({self.save_every})")
@@ -142,12 +152,12 @@ class Schedule:
         elif isinstance(save, str):
             if save != "log":
                 raise InputError(f"save_at must be None, 'log' or a sequence of step counts, got {save!r}")
-            n = checks.integer("n_saves", self.n_saves, minimum=1)
+            n = checks.integer("n_saves", DEFAULT_N_SAVES if self.n_saves is None else self.n_saves,
+                               minimum=1)
             _check_saves("n_saves", n, "")
             set_("n_saves", n)
             grid = np.rint(np.geomspace(1, self.steps, n)).astype(np.int64)
             counts = np.unique(np.concatenate([[0], grid, [self.steps]]))
-            set_("save_every", None)
         else:
             try:
                 raw = np.asarray(save)
@@ -166,7 +176,6 @@ class Schedule:
                 raise InputError(f"save_at: step counts must be strictly increasing, got {vals}")
             counts = np.unique(np.concatenate([[0], np.asarray(vals, np.int64), [self.steps]]))
             set_("save_at", tuple(vals))
-            set_("save_every", None)
         counts.setflags(write=False)
         object.__setattr__(self, "_counts", counts)
 
@@ -197,11 +206,19 @@ class Schedule:
         return self.steps * self.eta0
 
     def replace(self, **changes) -> "Schedule":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        A new save_every means uniform saves and a new save_at means that grid: the fields
+        of the old grid that the new one does not use are dropped (given both, they are
+        checked as in the constructor).
+        """
         if "save_every" in changes and "save_at" not in changes:
             changes["save_at"] = None
-        if ("save_at" in changes and changes["save_at"] is not None and "save_every" not in changes):
-            changes["save_every"] = None
+        if "save_at" in changes:
+            if changes["save_at"] is not None:
+                changes.setdefault("save_every", None)
+            if not (isinstance(changes["save_at"], str) and changes["save_at"] == "log"):
+                changes.setdefault("n_saves", None)
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict:
@@ -261,8 +278,6 @@ def schedule_from(schedule=None, *, eta0=_UNSET, steps=_UNSET, save_every=_UNSET
         return schedule
     kw = dict(defaults or {})
     kw.update(given)
-    if kw.get("save_at") is not None and "save_every" not in given:
-        kw["save_every"] = None
     return Schedule(**kw)
 
 

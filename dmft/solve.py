@@ -517,7 +517,7 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
     sch = schedule_from(schedule, **{k: v for k, v in dict(
         eta0=eta0, steps=steps, save_every=save_every, dynamics=dynamics, weight_decay=weight_decay,
         save_at=save_at, batch_size=batch_size).items() if v is not _UNSET},
-        defaults=dict(eta0=0.1, steps=1000, save_every=10))
+        defaults=dict(eta0=0.1, steps=1000))
     plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
                       sampler=sampler, control_variate=control_variate, kernels=kernels, tol=tol,
                       max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,

@@ -482,7 +482,7 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
     sch = schedule_from(schedule, **{k: v for k, v in dict(
         eta0=eta0, steps=steps, save_every=save_every, weight_decay=weight_decay, dynamics=dynamics,
         save_at=save_at, batch_size=batch_size).items() if v is not _UNSET},
-        defaults=dict(eta0=0.1, steps=1000, save_every=10))
+        defaults=dict(eta0=0.1, steps=1000))
     if isinstance(model, dmft.DeepLinear):
         given = [name for name, v, default in (("width", width, None), ("optimizer", optimizer, None),
                                                ("antithetic", antithetic, False), ("kernels", kernels, False),

@@ -241,6 +241,54 @@ def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_ever
     assert sch.save_steps.size <= dmft.schedule.MAX_SAVES + 2 and sch.save_steps[-1] == steps
 
 
+@given(save_every=st.one_of(st.none(), st.sampled_from([1, 2, 4, 5, 8])),
+       save_at=st.sampled_from([None, "log", [2, 5]]), n_saves=st.one_of(st.none(), st.integers(1, 8)),
+       change=st.sampled_from([{}, {"save_every": 4}, {"save_at": "log"}, {"save_at": [3]},
+                               {"save_at": None}, {"n_saves": 3}, {"steps": 80}]))
+def test_schedule_uses_every_save_field_given_or_refuses_it(save_every, save_at, n_saves, change):
+    """A save_every or n_saves that the save grid would not use is refused naming it (both
+    were dropped without a word before), and a given one is the grid; `replace` moves between
+    grids without carrying the old grid's field into the new one. (Every interval here divides
+    the steps, 40 and 80.)"""
+    kw = {k: v for k, v in dict(save_every=save_every, save_at=save_at, n_saves=n_saves).items()
+          if v is not None}
+    unused = [k for k, v in (("save_every", save_every), ("n_saves", n_saves)) if v is not None
+              and (save_at is not None if k == "save_every" else save_at != "log")]
+    try:
+        sch = dmft.Schedule(eta0=0.1, steps=40, **kw)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and unused and _names(err, *unused), repr(err)
+        return
+    assert not unused
+    if save_at is None:
+        every = dmft.schedule.DEFAULT_SAVE_EVERY if save_every is None else save_every
+        assert sch.uniform and sch.save_every == every and sch.n_saves is None
+        assert sch.save_steps.tolist() == list(range(0, 41, every))
+    elif save_at == "log":
+        n = dmft.schedule.DEFAULT_N_SAVES if n_saves is None else n_saves
+        assert sch.n_saves == n and sch.save_every is None and not sch.uniform
+        expect = np.unique(np.r_[0, np.rint(np.geomspace(1, 40, n)), 40]).astype(int)
+        assert sch.save_steps.tolist() == expect.tolist()
+    else:
+        assert sch.save_steps.tolist() == [0, 2, 5, 40] and sch.save_every is None and sch.n_saves is None
+    if "n_saves" in change and sch.save_at != "log":
+        try:
+            sch.replace(**change)
+        except ValueError as err:
+            assert isinstance(err, dmft.InputError) and _names(err, "n_saves"), repr(err)
+            return
+        raise AssertionError(f"n_saves accepted on {sch!r}")
+    new = sch.replace(**change)
+    if "save_every" in change or change.get("save_at", 0) is None:
+        assert new.uniform and new.n_saves is None and new.save_every == change.get(
+            "save_every", sch.save_every or dmft.schedule.DEFAULT_SAVE_EVERY)
+    elif "save_at" in change:
+        assert not new.uniform and (new.n_saves is not None) == (change["save_at"] == "log")
+    else:
+        assert (new.save_at, new.n_saves, new.save_every) == (sch.save_at, change.get("n_saves", sch.n_saves),
+                                                              sch.save_every)
+
+
 KEYS_AND_SEEDS = st.one_of(NUMBERS, st.integers(-2 ** 70, 2 ** 70), st.just(jax.random.key(3)))
 
 

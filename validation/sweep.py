@@ -74,7 +74,7 @@ def _schedule(schedule, solve_kw, train_kw):
     if schedule is not None and proto:
         raise InputError(f"{', '.join(sorted(proto))}: given with schedule=; pass one or the other")
     return schedule if schedule is not None else dmft.schedule.schedule_from(
-        None, **proto, defaults=dict(eta0=0.1, steps=1000, save_every=10))
+        None, **proto, defaults=dict(eta0=0.1, steps=1000))
 
 
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
