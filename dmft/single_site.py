@@ -434,13 +434,13 @@ def for_prediction(rep: Replica) -> Replica:
 @functools.partial(jax.jit, static_argnums=(0,))
 def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, perp_nodes, k0_new,
             f0_new, shrink):
-    """Predictions on new inputs from the final node population, averaged over replicas.
+    """Predictions on new inputs from the final node population, one per replica.
 
     The same estimator as on the test points: f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0
     + (K0 - K0_nodes) S / P on the new rows. `perp_nodes` (R, M, n) is each node's field outside
     the data span at t = 0 (zero in the weight basis); it only decays, by `shrink`.
 
-    Returns (n, C).
+    Returns (R, n, C): the caller averages them and takes their spread as the standard error.
     """
     p = sh.l_tr.shape[0]
 
@@ -464,4 +464,4 @@ def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, perp_nod
             k_nodes_s = k_s @ st1.s
         return out + (k0_new @ st1.s - k_nodes_s) / p
 
-    return jnp.mean(jax.vmap(one)(rep, st, perp_nodes), axis=0)
+    return jax.vmap(one)(rep, st, perp_nodes)

@@ -83,6 +83,36 @@ class Solution(Trajectory):
     PREDICT_HINT: ClassVar[str] = ("solve again in this session (the final state is kept in memory, "
                                    "not in files)")
 
+    @exact_products
+    def predict(self, x_new, *, error: bool = False):
+        """Predictions at the final saved time on new inputs x_new (n, D).
+
+        The same estimator as `f_test` (on the test inputs it returns f_test[-1]). With
+        error=True, also its standard error over the replicas, as `error["f_test"]` is for the
+        test points (on them the same numbers); zeros for the exact methods (closure, lazy).
+        Outside the span of the data a sampled prediction is 1.5-2.5x noisier than inside it
+        (each node's field there is a one-dimensional draw), and its error says so.
+
+        Returns:
+            (n,) or (n, C); with error=True the pair (prediction, standard error).
+        """
+        f, se = super().predict(x_new)
+        if not error:
+            return f
+        if se is None:
+            raise InputError("predict: this solution has no error estimate (one replica); solve with "
+                             "replicas >= 2")
+        return f, se
+
+    def predict_interval(self, x_new, level: float = 0.95):
+        """Two-sided confidence interval of the predictions on new inputs x_new (n, D): the
+        standard error of `predict(x_new, error=True)` times the Student t quantile with
+        `info["error_dof"]` degrees of freedom, as in `interval`. Returns (low, high)."""
+        level = _level(level)
+        f, se = self.predict(x_new, error=True)
+        half = _t_half(se, level, self.info)
+        return f - half, f + half
+
     def interval(self, name: str = "test_loss", level: float = 0.95):
         """Two-sided confidence interval of a record at every saved time.
 
@@ -100,9 +130,7 @@ class Solution(Trajectory):
         Returns:
             (low, high) arrays shaped like the record.
         """
-        level = checks.real("level", level, positive=True)
-        if not level < 1:
-            raise InputError(f"level must be in (0, 1), got {level}")
+        level = _level(level)
         value = None
         if name in INTERVAL_RECORDS:
             group, _, key = name.partition(".")
@@ -117,9 +145,23 @@ class Solution(Trajectory):
                 return value.copy(), value.copy()
             raise InputError(f"interval: this solution has no error estimate (method "
                              f"{self.info.get('method')!r}, one replica); solve with replicas >= 2")
-        q = t_quantile(0.5 + level / 2, int(self.info.get("error_dof", 0)))
-        half = q * np.asarray(self.error[name])
+        half = _t_half(self.error[name], level, self.info)
         return value - half, value + half
+
+
+def _level(level) -> float:
+    level = checks.real("level", level, positive=True)
+    if not level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    return level
+
+
+def _t_half(se, level: float, info: dict) -> np.ndarray:
+    """Half-width of a two-sided t interval at `level` from a standard error over replicas."""
+    dof = int(info.get("error_dof", 0))
+    if dof < 1:                         # exact methods: zero-width (their standard error is 0)
+        return np.zeros_like(np.asarray(se, float))
+    return t_quantile(0.5 + level / 2, dof) * np.asarray(se)
 
 
 INTERVAL_RECORDS = ("train_loss", "test_loss", "f_train", "f_test", "alignment", "ntk", "feature_kernel",
@@ -162,7 +204,8 @@ def _solve_lazy(plan: SolvePlan, su):
         k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
         f0 = initial_output(model.activation, jnp.asarray(dnew), model.gamma0, data.C,
                             centered=model.centered, trained=model.trained_readout)
-        return _squeeze(data, np.asarray(f0 + k0_new @ s_final / P))
+        f = _squeeze(data, np.asarray(f0 + k0_new @ s_final / P))
+        return f, np.zeros_like(f)                                   # exact: no sampling error
 
     return {k: np.asarray(v) for k, v in rec.items()}, extra, predictor
 
@@ -192,7 +235,8 @@ def _solve_closure(plan: SolvePlan, su, progress, batch_key):
                             trained=model.trained_readout)
         out = _closure.predict(kind, ctx, st.U, st.m, jnp.asarray(l_new, _dtype()),
                                jnp.asarray(np.diag(perp), _dtype()), dnew, f0, _shrink(sch))
-        return _squeeze(data, np.asarray(out))
+        f = _squeeze(data, np.asarray(out))
+        return f, np.zeros_like(f)                                   # exact: no sampling error
 
     return rec, {"closure": kind, "run_s": wall}, predictor
 
@@ -291,7 +335,9 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             perp_nodes = jnp.stack([field(i * g + j) for j in range(g)])
             outs.append(_ss.predict(static, sh, rep, st, jnp.asarray(l_new, dt), perp_nodes,
                                     jnp.asarray(k0_new, dt), f0, _shrink(sch)))
-        return _squeeze(data, np.mean(np.stack([np.asarray(o) for o in outs]), axis=0))
+        per = np.concatenate([np.asarray(o) for o in outs])          # (R, n, C), replicas in order
+        se = per.std(axis=0, ddof=1) / np.sqrt(R) if R > 1 else None
+        return _squeeze(data, per.mean(axis=0)), (None if se is None else _squeeze(data, se))
 
     return rec, extra, predictor
 
