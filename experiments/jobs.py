@@ -50,7 +50,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "agreement_rel": Field("float", TOLERANCES["agreement_rel"],
                                "max relative test-loss error at the largest width", 0.0, True),
         "lazy_rel": Field("float", TOLERANCES["lazy_rel"],
-                          "max relative test-loss gap to the lazy limit at the smallest gamma0", 0.0, True),
+                          "max relative final test-loss gap to the lazy limit at the smallest gamma0 "
+                          "(train loss without test targets; relative to 1% of the initial loss when "
+                          "the final one is below it)", 0.0, True),
     },
 }
 

@@ -147,6 +147,27 @@ def test_agreement_sigma_decides_the_z_check(offset, sigma):
     assert out["agreement gamma0=1 N=256"]["verdict"] == "PASS"        # agreement_rel = 10
 
 
+@settings(max_examples=40, deadline=None)
+@given(final=st.floats(1e-12, 1.0), gap=st.floats(-0.5, 0.5), test=st.booleans())
+def test_lazy_check_measures_the_gap_on_the_loss_scale(final, gap, test):
+    """The lazy verdict's relative gap is taken to the lazy final loss, or to LAZY_FLOOR of the
+    initial loss when the final one is below that: a train loss fitted to 1e-10 with a DMFT at
+    2e-10 is no 100% gap (it FAILed before)."""
+    from validation.verdicts import LAZY_FLOOR
+    t = np.linspace(0, 10, 6)
+    lazy_curve = 0.5 * (final / 0.5) ** (t / t[-1])                 # 0.5 -> final
+    dmft_curve = lazy_curve.copy()
+    dmft_curve[-1] = lazy_curve[-1] + gap * max(final, LAZY_FLOOR * 0.5)
+    loss = lambda c: dict(test_loss=c, train_loss=c) if test else dict(test_loss=None, train_loss=c)  # noqa: E731
+    sweep = types.SimpleNamespace(widths=[], gamma0s=[0.01], solutions={0.01: types.SimpleNamespace(**loss(dmft_curve))},
+                                  lazy={0.01: types.SimpleNamespace(**loss(lazy_curve))})
+    out = [c for c in verdicts(sweep, {"lazy_rel": 0.1}) if c["name"].startswith("lazy")]
+    assert len(out) == 1
+    assert out[0]["value"] == pytest.approx(abs(gap), abs=1e-4)
+    assert out[0]["verdict"] == ("PASS" if abs(gap) <= 0.1 else "FAIL") or abs(abs(gap) - 0.1) < 1e-9
+    assert ("initial loss" in out[0]["detail"]) == (final < LAZY_FLOOR * 0.5)
+
+
 def test_agreement_z_without_any_uncertainty_is_skipped():
     sweep = _fake_sweep((16, 64, 256), 0.01, seeds=1)                  # one seed, exact theory: se = 0
     zc = [c for c in verdicts(sweep) if c["name"].startswith("agreement z")][0]

@@ -9,15 +9,17 @@ Checks (tolerances from a dict, the [check] section of the validate job):
 - agreement z: at the largest width, |z| <= agreement_sigma, z = (ensemble mean - DMFT) / se with
                se combining the seeds' standard error and the DMFT's own (SKIP when se = 0: one
                seed against an exact theory has no uncertainty to measure z against);
-- lazy:        at the smallest gamma0, the DMFT final test loss is within lazy_rel of the
-               lazy closed form.
+- lazy:        at the smallest gamma0, the DMFT final test loss (train loss without test targets)
+               is within lazy_rel of the lazy closed form's, relative to that loss, or to
+               LAZY_FLOOR of the initial loss when the final one is smaller (a train loss fitted
+               to ~0: a relative error of two tiny numbers says nothing about the limit).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS"]
+__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR"]
 
 # default tolerances (the validate job's [check] section)
 TOLERANCES = {"spread_slope": -0.5, "spread_slope_tol": 0.15, "agreement_sigma": 5.0,
@@ -25,6 +27,9 @@ TOLERANCES = {"spread_slope": -0.5, "spread_slope_tol": 0.15, "agreement_sigma":
 
 # the fewest widths the spread check fits a slope over (two points give a slope without an error)
 MIN_SPREAD_WIDTHS = 3
+
+# the lazy check's scale never falls below this fraction of the lazy limit's initial loss
+LAZY_FLOOR = 0.01
 
 
 def checks(sweep, chk: dict | None = None) -> list[dict]:
@@ -79,8 +84,13 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
     which = "test" if th.test_loss is not None and lz.test_loss is not None else "train"
     a = th.test_loss if which == "test" else th.train_loss
     b = lz.test_loss if which == "test" else lz.train_loss
-    rel = float(abs(a[-1] - b[-1]) / abs(b[-1]))
+    scale = max(abs(float(b[-1])), LAZY_FLOOR * abs(float(b[0])))
+    floored = scale > abs(float(b[-1]))
+    diff = abs(float(a[-1]) - float(b[-1]))
+    rel = diff / scale if scale > 0 else (0.0 if diff == 0 else np.inf)      # no loss at all: equal or not
     out.append(dict(name=f"lazy limit gamma0={g0:g}", value=round(rel, 4), tolerance=f"<= {chk['lazy_rel']:g}",
                     verdict="PASS" if rel <= chk["lazy_rel"] else "FAIL",
-                    detail=f"final {which} loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}"))
+                    detail=f"final {which} loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}"
+                           + (f"; relative to {LAZY_FLOOR:g} x the initial loss {b[0]:.4g} (the final one "
+                              "is below it)" if floored else "")))
     return out
