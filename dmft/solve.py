@@ -28,7 +28,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
-from .activations import MAX_GRID_NODES, grid_nodes
+from .activations import MAX_GRID_NODES, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged
@@ -528,8 +528,8 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
             order); default: the longest divisor of steps up to 10. Long windows
             converge only while the kernel moves little within them.
         kernel_nodes: least quadrature nodes per dimension for lazy kernels without a
-            closed form (trapezoid rule; raised for large input variance,
-            `dmft.activations.grid_nodes`).
+            closed form (trapezoid rule, or piecewise Gauss-Legendre between declared kinks;
+            raised for large input variance, `dmft.activations.grid_nodes`).
         quadrature_nodes: nodes per dimension for sampler="quadrature".
         progress: show a progress bar.
         max_memory_gb: refuse solves whose arrays would exceed this.
@@ -606,8 +606,9 @@ def _fingerprint(data: Dataset) -> str:
 
 # a quadrature estimate of the lazy kernels that moves more than this (relative) under a
 # doubling of the nodes is reported: the trapezoid rule is exponentially accurate for smooth
-# activations (~1e-13) but converges slowly across a kink, and the control variate and
-# the lazy method carry that error into every answer
+# activations (~1e-13) but converges slowly across a kink that is not declared (declared
+# kinks are integrated piecewise, ~1e-14), and the control variate and the lazy method carry
+# that error into every answer
 KERNEL_QUADRATURE_TOL = 1e-6
 
 
@@ -621,7 +622,7 @@ def _smooth_builtin(act) -> bool:
 
 
 def _quadrature_error(act, su, nodes: int) -> float:
-    """Relative change of (Phi0, G0) on up to 64 training-block entries when the trapezoid
+    """Relative change of (Phi0, G0) on up to 64 training-block entries when the quadrature
     nodes are doubled (halved at the largest grid); warns above KERNEL_QUADRATURE_TOL."""
     P = su["P"]
     n = grid_nodes(float(jnp.max(su["diag"])), nodes)
@@ -634,12 +635,23 @@ def _quadrature_error(act, su, nodes: int) -> float:
     b = act.lazy_kernels(k11, k12, k22, nodes=other)
     err = max(float(jnp.max(jnp.abs(x - y)) / max(float(jnp.max(jnp.abs(y))), 1e-300)) for x, y in zip(a, b))
     if err > KERNEL_QUADRATURE_TOL:
-        warnings.warn(f"lazy kernels of activation {act.name!r} (no closed form): the trapezoid estimate "
-                      f"moves by {err:.2g} (relative) between {n} and {other} nodes per dimension; phi' is "
-                      "probably not smooth (a kink). The control variate and method='lazy' carry this "
-                      "error into every answer: raise kernel_nodes, or solve with control_variate=False",
-                      stacklevel=4)
+        where = (f"phi' is probably not smooth somewhere besides the declared kinks {list(act.kinks)}"
+                 if act.kinks else "phi' is probably not smooth (a kink): declare it, "
+                 "dmft.activations.custom(fn, kinks=[...]), and the rule is exact across it")
+        warnings.warn(f"lazy kernels of activation {act.name!r} (no closed form): the {act.quadrature} "
+                      f"estimate moves by {err:.2g} (relative) between {n} and {other} nodes per dimension; "
+                      f"{where}. The control variate and method='lazy' carry this error into every answer: "
+                      "raise kernel_nodes, or solve with control_variate=False", stacklevel=4)
     return err
+
+
+def _quadrature_label(act, max_variance: float, nodes: int) -> str:
+    """info["lazy_kernels"]: how the lazy kernels were computed."""
+    n = grid_nodes(max_variance, nodes)
+    if act.quadrature == "piecewise":
+        return (f"piecewise Gauss-Legendre, {piece_nodes(n)} nodes per piece, kinks at "
+                f"{', '.join(f'{k:g}' for k in act.kinks)}")
+    return act.quadrature if act.quadrature == "closed form" else f"trapezoid {n}x{n}"
 
 
 def _setup(plan: SolvePlan) -> tuple[dict, bool]:
@@ -652,7 +664,7 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     depend on gamma0) is recomputed every time.
     """
     model, data, act = plan.model, plan.data, plan.model.activation
-    key = (_fingerprint(data), act.name, act.fn, act.dfn, act.lazy_fn, act.mean_fn, act.degree,
+    key = (_fingerprint(data), act.name, act.fn, act.dfn, act.lazy_fn, act.mean_fn, act.degree, act.kinks,
            tuple(float(p) for p in act.params), plan.kernel_nodes, model.centered,
            model.trained_readout, str(_dtype()))
     su = _SETUP_CACHE.get(key)
@@ -709,9 +721,7 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     if _batch(plan):
         extra["batch_key"] = np.asarray(jax.random.key_data(batch_key)).tolist()
     extra.update(basis=su["basis"], rank=int(su["r"]),
-                 lazy_kernels=("closed form" if model.activation.has_closed_form
-                               else "trapezoid {0}x{0}".format(
-                                   grid_nodes(float(jnp.max(su["diag"])), plan.kernel_nodes))),
+                 lazy_kernels=_quadrature_label(model.activation, float(jnp.max(su["diag"])), plan.kernel_nodes),
                  **({"lazy_kernels_error": su["lazy_kernels_error"]} if "lazy_kernels_error" in su else {}),
                  dtype=str(_dtype()), backend=jax.default_backend(),
                  # float32 everywhere (x64 off) leaves nothing for "mixed" to change
