@@ -7,6 +7,8 @@ import os
 import jax
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import dmft
 import networks
@@ -51,6 +53,51 @@ def test_thresholds_never_reached_are_reported_not_crashed():
         gk.grokking_times(t[::-1], t, t, 0.1)
     with pytest.raises(InputError, match=r"train_loss: last axis \(50\) must match t \(51\)"):
         gk.grokking_times(t, t[:-1], t, 0.1)
+
+
+@given(curve=st.lists(st.one_of(st.floats(0.0, 2.0), st.sampled_from([np.nan, np.inf])), min_size=2, max_size=8),
+       threshold=st.floats(0.05, 1.5))
+def test_crossing_times_are_finite_where_reached(curve, threshold):
+    """A crossing after a NaN or inf save is reported at that save's time, not NaN beside
+    reached = True (the rule: a time is never a silent NaN); where both saves are finite the
+    time is interpolated between them."""
+    t = np.arange(len(curve), dtype=float)
+    y = np.asarray(curve)
+    time, reached = gk.crossing_time(t, y, threshold)
+    hit = np.where(np.isnan(y), False, y <= threshold)
+    assert bool(reached) == bool(hit.any())
+    if not reached:
+        assert np.isnan(time)
+        return
+    k = int(np.argmax(hit))
+    assert np.isfinite(time) and (t[k - 1] if k else t[0]) <= time <= t[k]
+    if k > 0 and not np.isfinite(y[k - 1]):
+        assert time == t[k]
+    g = gk.grokking_times(t, y, y, threshold)
+    assert g.status() == "ok" and g.as_dict()["t_test"] == pytest.approx(float(time))
+
+
+@given(bad=st.lists(st.integers(0, 4), min_size=0, max_size=5, unique=True),
+       value=st.sampled_from([np.nan, np.inf, -np.inf]), C=st.sampled_from([1, 3]))
+def test_accuracy_of_a_diverged_output_is_nan(bad, value, C):
+    """A point whose outputs are not all finite has no class: the accuracy is NaN (it was the
+    share of class 0 for a NaN argmax, 0 for a NaN sign), so a seed mean that drops NaN drops
+    the diverged seed, as the losses' does."""
+    rng = np.random.default_rng(len(bad))
+    y = np.eye(3)[rng.integers(0, 3, 5)] if C == 3 else np.sign(rng.normal(size=5))
+    f = rng.normal(size=(5, 3)) if C == 3 else rng.normal(size=5)
+    clean = gk.accuracy(f[None], y)[0]
+    f = f.copy()
+    for i in bad:
+        if C == 3:
+            f[i, i % 3] = value
+        else:
+            f[i] = value
+    got = gk.accuracy(np.stack([f, np.nan_to_num(f)]), y)
+    if bad:
+        assert np.isnan(got[0]) and np.isfinite(got[1])
+    else:
+        assert got[0] == got[1] == clean
 
 
 def test_early_warning_finds_a_measure_that_moves_first():

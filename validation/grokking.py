@@ -120,8 +120,9 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     """First time y crosses `threshold` (falling below it, or rising above with
     below=False), linearly interpolated between saved times.
 
-    Works along the last axis; NaN values (a diverged run) count as not crossed.
-    Returns (time, reached) arrays over the leading axes.
+    Works along the last axis; NaN values (a diverged run) count as not crossed, and a
+    crossing right after a non-finite save is not interpolated (its save time is reported).
+    Returns (time, reached) arrays over the leading axes; time is finite wherever reached.
     """
     t, c = _check_curves(t, {"y": y})
     y = c["y"]
@@ -137,9 +138,12 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     t_prev = np.take_along_axis(tb, km[..., None], -1)[..., 0]
     s_k = np.take_along_axis(s, k[..., None], -1)[..., 0]
     s_prev = np.take_along_axis(s, km[..., None], -1)[..., 0]
+    # interpolate from the save before only where both values are finite: after a NaN or inf
+    # save the crossing is known to lie at or before t_k, and t_k is what is reported
+    interp = (k > 0) & np.isfinite(s_prev) & np.isfinite(s_k) & (s_k != s_prev)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where((k > 0) & (s_k != s_prev), -s_prev / (s_k - s_prev), 1.0)
-    time = np.where(k > 0, t_prev + np.clip(frac, 0, 1) * (t_k - t_prev), t_k)
+        frac = np.where(interp, -s_prev / (s_k - s_prev), 1.0)
+    time = np.where(interp, t_prev + np.clip(frac, 0, 1) * (t_k - t_prev), t_k)
     return np.where(reached, time, np.nan), reached
 
 
@@ -166,7 +170,7 @@ def accuracy(f, y) -> np.ndarray:
     """Fraction of points whose largest output is the target class (one-hot y).
 
     f: (..., P, C) outputs; y: (P, C). Scalar outputs (y of shape (P,) or (P, 1), f of shape
-    (..., P) or (..., P, 1)) use the sign."""
+    (..., P) or (..., P, 1)) use the sign. NaN where any output is not finite (a diverged run)."""
     f, y = np.asarray(f), np.asarray(y)
     if y.ndim not in (1, 2):
         raise InputError(f"accuracy: y must be (P,) or (P, C), got shape {y.shape}")
@@ -177,8 +181,12 @@ def accuracy(f, y) -> np.ndarray:
     if f.shape[f.ndim - y.ndim:] != y.shape:
         raise InputError(f"accuracy: f of shape {f.shape} does not end in y's shape {y.shape}")
     if y.ndim == 1:
-        return np.mean(np.sign(f) == np.sign(y), axis=-1)
-    return np.mean(np.argmax(f, axis=-1) == np.argmax(y, axis=-1), axis=-1)
+        hit, finite = (np.sign(f) == np.sign(y)), np.isfinite(f)
+    else:
+        hit, finite = (np.argmax(f, axis=-1) == np.argmax(y, axis=-1)), np.isfinite(f).all(axis=-1)
+    # a point with a non-finite output (a diverged run) has no class: NaN, as its loss is
+    # (argmax would pick the first NaN's class, the sign 0: a score that is no accuracy)
+    return np.mean(np.where(finite, hit, np.nan), axis=-1)
 
 
 def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
