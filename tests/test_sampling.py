@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +56,17 @@ def test_samplers_draw_standard_normal_rows():
         if name != "stratified":          # (independent coordinates: the radius law follows)
             rad2 = np.sum(z * z, axis=1)
             assert _ks(rad2, lambda v: jax.scipy.special.gammainc(r / 2, v / 2)) < crit, name
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_stratified_draws_are_finite_in_any_float(dtype):
+    """The Latin hypercube's uniforms stay inside (0, 1) in the working dtype: in float32
+    (n - 1 + U) / n rounded to 1 and ndtri gave inf in 0.2% of draws (readouts of a modular
+    addition solve: a 'divergence' at step 0 for some keys). Over 8 keys, n = 2048, c = 23."""
+    for k in range(8):
+        z = np.asarray(sampling.stratified_normal(jax.random.key(k), 2048, 23, dtype))
+        assert z.dtype == dtype and np.all(np.isfinite(z)), (k, np.sum(~np.isfinite(z)))
+        assert np.abs(z).max() < 7
 
 
 def test_a_draw_is_the_same_alone_and_inside_another_jit():
