@@ -43,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from .activations import gauss_hermite
+from .errors import InputError
 from .io import compute_platform
 
 __all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian", "sobol_points", "active_rotation"]
@@ -300,7 +302,29 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
         nodes: Gauss-Hermite nodes per dimension for "quadrature".
         rotation: for "sobol", an (r, r) orthogonal matrix whose first columns get the
             Sobol sequence's first coordinates (`active_rotation`); None: the identity.
+
+    The sizes are checked as `dmft.plan_solve` checks them (InputError naming the argument):
+    a public function must not hand back nodes that disagree with their weights.
     """
+    sampler = checks.choice("sampler", sampler, SAMPLERS)
+    r = checks.integer("r", r, minimum=1)
+    c = checks.integer("c", c, minimum=1)
+    trained = checks.flag("trained", trained)
+    if sampler == "quadrature":
+        nodes = checks.integer("nodes", nodes, minimum=1)
+        size = quadrature_size(nodes, r, c, trained)
+        if size > MAX_QUADRATURE_NODES:
+            raise InputError(f"nodes: sampler='quadrature' needs {nodes}^dims = {size} nodes "
+                             f"(> {MAX_QUADRATURE_NODES})")
+    else:
+        samples = checks.integer("samples", samples, minimum=1)
+        replicas = checks.integer("replicas", replicas, minimum=1)
+        per = replicas if sampler == "mc" else 2 * replicas
+        if samples % per:
+            raise InputError(f"samples ({samples}) must be a multiple of {per} (replicas"
+                             f"{'' if sampler == 'mc' else ' x antithetic pairs'})")
+        if count is not None:
+            count = checks.integer("count", count, minimum=1, maximum=replicas)
     dtype = dtype or jnp.result_type(float)
     if sampler == "quadrature":
         dims = r + (c if trained else 0)

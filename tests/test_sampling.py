@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dmft
 from dmft import sampling
 
 
@@ -67,6 +68,27 @@ def test_stratified_draws_are_finite_in_any_float(dtype):
         z = np.asarray(sampling.stratified_normal(jax.random.key(k), 2048, 23, dtype))
         assert z.dtype == dtype and np.all(np.isfinite(z)), (k, np.sum(~np.isfinite(z)))
         assert np.abs(z).max() < 7
+
+
+@settings(deadline=None, max_examples=30)
+@given(sampler=st.one_of(st.sampled_from(sampling.SAMPLERS), st.sampled_from(["typo", "Sobol", "", None])),
+       samples=st.one_of(st.integers(-4, 80), st.sampled_from([2.5, True, "64"])),
+       replicas=st.one_of(st.integers(0, 5), st.sampled_from([1.5, False])))
+def test_draw_sites_checks_its_sizes_before_drawing(sampler, samples, replicas):
+    """draw_sites is public: a sampler it does not know, or sizes its nodes and weights would
+    disagree on (7 nodes drawn as 6 with 7 weights, 10 over 4 replicas silently 8), are refused
+    by name, as plan_solve refuses them; what it accepts has consistent shapes."""
+    try:
+        s = sampling.draw_sites(jax.random.key(0), sampler, samples, replicas, 3, 2, True, nodes=3)
+    except dmft.InputError as err:
+        assert any(name in str(err) for name in ("sampler", "samples", "replicas")), err
+        return
+    n = s.z.shape[0] * s.z.shape[1]
+    if sampler != "quadrature":
+        assert s.z.shape[:2] == (replicas, samples // replicas) and n == samples
+        assert samples % (replicas if sampler == "mc" else 2 * replicas) == 0
+    assert s.weight.shape == s.z.shape[:2] and s.a.shape[:2] == s.z.shape[:2]
+    np.testing.assert_allclose(np.sum(s.weight, axis=1), 1.0, rtol=1e-12)
 
 
 def test_a_draw_is_the_same_alone_and_inside_another_jit():
