@@ -196,6 +196,9 @@ def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> D
                          f"{need / 2 ** 30:.0f} GiB to build (> {MAX_DATA_GB:g} GiB); use a smaller p")
     key = as_key(key)
     n_train = max(1, int(round(frac * p * p)))
+    if frac < 1 and n_train >= p * p:
+        raise InputError(f"train_fraction: {frac:g} of the p^2 = {p * p} pairs rounds to all of them, which "
+                         "leaves no test pair; use a smaller fraction or a larger p (1.0 asks for no test set)")
     pairs = np.array([(a, b) for a in range(p) for b in range(p)], dtype=np.int64)
     order = np.asarray(jax.random.permutation(key, p * p))
     pairs = pairs[order]
@@ -211,7 +214,15 @@ def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> D
 
 def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *, key=None) -> Dataset:
     """(n, k) sparse parity (Barak et al. 2022): x uniform on {-1, 1}^n, y = prod of k
-    hidden coordinates (meta["support"], drawn at random)."""
+    hidden coordinates (meta["support"], drawn at random).
+
+    Training points are uniform on the cube; test points uniform on the points that are not
+    training points (a test point seen in training measures memory, not generalization: with
+    n = 10 and P = P_test = 1000, independent draws shared 63% of the test set). A test point
+    that falls on a training point is drawn again (fold_in(key, 2 + round)); where that does
+    not settle it, from the enumerated rest of the cube (n <= 24). Without such collisions the
+    points are the independent draws. Refused when the training set covers the cube.
+    """
     n, k, P, P_test = _size("n", n), _size("k", k), _size("P", P), _size("P_test", P_test, 0)
     if k > n:
         raise InputError(f"k must be <= n, got k={k} > n={n}")
@@ -223,10 +234,41 @@ def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *,
         bits = jax.random.bernoulli(jax.random.fold_in(key, i), 0.5, (m, n))
         return np.where(np.asarray(bits), 1.0, -1.0)
 
-    x, xt = draw(0, P), draw(1, P_test)
+    x = draw(0, P)
+    xt = _outside(draw(1, P_test), x, key, draw) if P_test else draw(1, 0)
     y, yt = np.prod(x[:, support], axis=1), np.prod(xt[:, support], axis=1)
     return Dataset(x, y, xt if P_test else None, yt if P_test else None,
                    meta={"task": "sparse_parity", "key": _key_data(key), "n": n, "k": k, "support": support.tolist()})
+
+
+_REDRAW_ROUNDS = 16
+
+
+def _outside(xt, x, key, draw):
+    """Test points of the +-1 cube that are not training points: the rows of xt that are get
+    drawn again, up to _REDRAW_ROUNDS rounds, then (n <= 24) uniformly from the enumerated
+    rest of the cube; InputError when no point is left."""
+    n = x.shape[1]
+    seen = set(map(bytes, np.packbits(x > 0, axis=1)))
+    if n <= 60 and len(seen) >= 2 ** n:
+        raise InputError(f"P_test: the {x.shape[0]} training points cover all 2^{n} = {2 ** n} points of the "
+                         "cube; no test point is left (use fewer training points or more bits n)")
+    xt = xt.copy()
+    for i in range(_REDRAW_ROUNDS):
+        bad = np.flatnonzero([bytes(row) in seen for row in np.packbits(xt > 0, axis=1)])
+        if not bad.size:
+            return xt
+        xt[bad] = draw(2 + i, xt.shape[0])[:bad.size]       # (one shape: compiled once)
+    if n > 24:       # acceptance >= 1 - P / 2^25 per draw: 16 rounds leave none in practice
+        raise InputError(f"P_test: test points kept falling on training points after {_REDRAW_ROUNDS} "
+                         f"redraws (P = {x.shape[0]} of 2^{n})")
+    codes = np.arange(2 ** n, dtype=np.int64)
+    train = set(((x > 0) @ (1 << np.arange(n, dtype=np.int64))).tolist())
+    rest = codes[~np.isin(codes, np.fromiter(train, np.int64))]
+    pick = rest[np.asarray(jax.random.randint(jax.random.fold_in(key, 2 + _REDRAW_ROUNDS), (xt.shape[0],), 0,
+                                              rest.size))[:bad.size]]
+    xt[bad] = np.where((pick[:, None] >> np.arange(n)) & 1, 1.0, -1.0)
+    return xt
 
 
 def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:

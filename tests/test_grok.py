@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -160,6 +160,39 @@ def test_neuron_measures_agree_between_theory_and_wide_networks():
         gk.accuracy(np.zeros((2, 4)), y)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 11), P=st.sampled_from([1, 3, 40, 300]), P_test=st.sampled_from([0, 2, 50]),
+       seed=st.integers(0, 3))
+def test_sparse_parity_test_points_are_never_training_points(n, P, P_test, seed):
+    """Test points are uniform on the cube outside the training set (independent draws shared
+    63% of them at n = 10, P = P_test = 1000: a test accuracy of memory); refused when the
+    training set covers the cube; the same key gives the same points."""
+    try:
+        d = dmft.tasks.sparse_parity(n, min(2, n), P, P_test, key=seed)
+    except InputError as err:
+        x = np.asarray(jax.random.bernoulli(jax.random.fold_in(jax.random.key(seed), 0), 0.5, (P, n)))
+        assert "cover" in str(err) and len({r.tobytes() for r in x}) == 2 ** n and P_test > 0
+        return
+    assert d.x_train.shape == (P, n) and (d.P_test == P_test)
+    if P_test:
+        train = {r.tobytes() for r in d.x_train}
+        assert not any(r.tobytes() in train for r in d.x_test)
+        assert np.all(d.y_test == np.prod(d.x_test[:, d.meta["support"]], axis=1))
+        again = dmft.tasks.sparse_parity(n, min(2, n), P, P_test, key=seed)
+        np.testing.assert_array_equal(again.x_test, d.x_test)
+
+
+def test_modular_addition_refuses_a_fraction_that_leaves_no_test_pair():
+    for p, frac in ((2, 0.9), (3, 0.95)):
+        with pytest.raises(InputError, match="no test pair"):
+            dmft.tasks.modular_addition(p, frac)
+    assert dmft.tasks.modular_addition(3, 1.0).P_test == 0 and dmft.tasks.modular_addition(3, 0.9).P_test == 1
+    # the default grok setting keeps its data: no test point was a training point to redraw
+    d = dmft.tasks.sparse_parity(20, 3, 500, 1000, key=0)
+    bits = np.asarray(jax.random.bernoulli(jax.random.fold_in(jax.random.key(0), 1), 0.5, (1000, 20)))
+    np.testing.assert_array_equal(d.x_test, np.where(bits, 1.0, -1.0))
+
+
 def test_testbed_generators_and_bad_input():
     sp = dmft.tasks.sparse_parity(8, 3, 30, 10, key=1)
     x, s = sp.x_train, sp.meta["support"]
@@ -233,6 +266,31 @@ def test_diagram_axes_default_follows_the_testbed(tmp_path):
             grok.load_config(toml, ["diagram.axes=['eps']"])
     assert grok.load_config(None, ["testbed.name='lyu'", "testbed.name='kumar'"])["diagram"]["axes"] \
         == ["eps", "P", "weight_decay"]
+
+
+@given(activation=st.sampled_from(["square", "relu", "linear", "tanh", "softplus", "erf"]),
+       gamma0=st.sampled_from([0.05, 0.5, 1.0, 2.0, None]), scan=st.booleans(),
+       loss_fraction=st.sampled_from([0.1, 0.99, 1.0, 3.0]))
+def test_lyu_settings_its_law_cannot_read_are_refused(activation, gamma0, scan, loss_fraction):
+    """The lyu prediction kappa t_grok ~ ln(1/gamma0) / L needs a homogeneous activation (L from
+    its degree: square 3, relu and linear 2; tanh was read as L = 2) and gamma0 < 1 (the default
+    1.0 predicted A = 0); decay.gamma0 defaults to 0.05 there. A loss threshold at or above the
+    initial loss (every run 'crossed' at t = 0) is refused for every testbed."""
+    from experiments import grok
+    from experiments.grok.config import LYU_DEGREE
+    from dmft.errors import ConfigError
+    sets = ["testbed.name='lyu'", f"lyu.activation='{activation}'", f"threshold.loss_fraction={loss_fraction}"]
+    sets += [] if gamma0 is None else [f"decay.gamma0={gamma0}"]
+    sets += [] if scan else ["decay.weight_decay=[0.0]"]
+    g = 0.05 if gamma0 is None else gamma0
+    bad = {"lyu.activation": activation not in LYU_DEGREE, "decay.gamma0": scan and g >= 1,
+           "threshold.loss_fraction": loss_fraction >= 1}
+    try:
+        cfg = grok.load_config(None, sets)
+    except ConfigError as err:
+        assert any(bad.values()) and any(k in str(err) for k, v in bad.items() if v), err
+        return
+    assert not any(bad.values()) and cfg["decay"]["gamma0"] == g
 
 
 # ------------------------------------------------------------------ early warning, settled

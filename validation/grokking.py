@@ -440,7 +440,9 @@ def fourier_ipr(p: int):
     """Neuron measure for modular addition: the inverse participation ratio of the
     first-layer weights over the real Fourier modes of Z_p, sum_k P_k^2 / (sum_k P_k)^2,
     with P_k the power at frequency k and p - k together (k = 1 .. p // 2; both input
-    halves added). 1 for a single mode, 1 / (p // 2) for a flat spectrum (Gromov 2023)."""
+    halves added). 1 for a single mode, 1 / (p // 2) for a flat spectrum with p odd (Gromov
+    2023); with p even the self-conjugate mode p/2 carries half the others' power, and a flat
+    spectrum gives (4 (p/2 - 1) + 1) / (p - 1)^2 (13/49 at p = 8, not 1/4)."""
     p = int(p)
     k = np.arange(1, p // 2 + 1)
     ang = 2 * np.pi * np.outer(k, np.arange(p)) / p

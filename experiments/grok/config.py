@@ -33,7 +33,7 @@ from .. import config as _config
 from .. import problem as _problem
 from ..config import SEED_MAX, Field, distinct_labels
 
-__all__ = ["SCHEMA", "FULL", "AXES", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
+__all__ = ["SCHEMA", "FULL", "AXES", "LYU_DEGREE", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
 
 TESTBEDS = ("kumar", "modular_addition", "sparse_parity", "lyu")
 
@@ -107,7 +107,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field("int", 32, "grid points per compiled call", 1),
     },
     "decay": {
-        "gamma0": Field("float", 1.0, "gamma0 of the weight-decay scan", 0.0, True),
+        "gamma0": Field("float", 1.0, "gamma0 of the weight-decay scan (lyu: default 0.05, must be < 1)",
+                        0.0, True),
         "weight_decay": Field("floats", [2.5e-5, 5e-5, 1e-4, 2e-4], "kappa values ([0.0]: no scan)", 0.0),
         "steps": Field("int", 0, "steps of the scan (0: train.steps)", 0),
     },
@@ -131,6 +132,13 @@ FULL = {   # Kumar et al. (2024) sizes: Fig. 1 (D=100, P=550, eps=0.02, alpha=1)
 
 AXES = ("eps", "P", "weight_decay")
 
+# the lyu testbed's homogeneous activations and the degree L of the output in the weights
+# (phi of degree k: f = sum a phi(w . x) has degree k + 1), which its prediction
+# kappa t_grok ~ ln(1 / gamma0) / L needs
+LYU_DEGREE = {"square": 3, "relu": 2, "linear": 2}
+# decay.gamma0 when not given, for the lyu testbed (its law is for alpha = 1 / gamma0 >> 1)
+LYU_DECAY_GAMMA0 = 0.05
+
 
 def _check(cfg: dict) -> None:
     tr = cfg["train"]
@@ -149,6 +157,20 @@ def _check(cfg: dict) -> None:
                           f"{cfg['modular_addition']['train_fraction']}")
     if cfg["threshold"]["accuracy"] > 1:
         raise ConfigError(f"threshold.accuracy: must be in (0, 1], got {cfg['threshold']['accuracy']}")
+    if cfg["threshold"]["loss_fraction"] >= 1:
+        raise ConfigError(f"threshold.loss_fraction: must be in (0, 1) (a fraction of the initial test "
+                          f"loss; at or above it every run 'crosses' at t = 0), got "
+                          f"{cfg['threshold']['loss_fraction']}")
+    if cfg["testbed"]["name"] == "lyu":
+        act = cfg["lyu"]["activation"]
+        if act not in LYU_DEGREE:
+            raise ConfigError(f"lyu.activation: the lyu testbed's law needs a homogeneous activation, one of "
+                              f"{sorted(LYU_DEGREE)}; got {act!r}")
+        g = cfg["decay"]["gamma0"]
+        if g >= 1 and cfg["decay"]["weight_decay"] != [0.0]:
+            raise ConfigError(f"decay.gamma0: the lyu law kappa t_grok ~ ln(1 / gamma0) / L is for a large "
+                              f"initialization, alpha = 1 / gamma0 > 1; got gamma0 = {g:g} (ln(1 / gamma0) "
+                              f"<= 0); e.g. {LYU_DECAY_GAMMA0:g}, or decay.weight_decay = [0.0] for no scan")
     for a in cfg["diagram"]["axes"]:
         if a not in AXES:
             raise ConfigError(f"diagram.axes: unknown axis {a!r}; known: {list(AXES)}")
@@ -170,12 +192,16 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
     """The grok configuration: defaults, --full preset, TOML file, overrides (validated).
 
     diagram.axes defaults to [] for a testbed other than kumar (its diagrams are Kumar's);
-    one set in the file or an override is kept, and refused there."""
+    one set in the file or an override is kept, and refused there. decay.gamma0 defaults to
+    LYU_DECAY_GAMMA0 for the lyu testbed (its law is for gamma0 < 1)."""
     preset = FULL if full else None
     initial = None
-    if _config.load(SCHEMA, path, overrides, preset=preset)["testbed"]["name"] != "kumar":
+    name = _config.load(SCHEMA, path, overrides, preset=preset)["testbed"]["name"]
+    if name != "kumar":
         initial = _config.defaults(SCHEMA)
         initial["diagram"]["axes"] = []
+        if name == "lyu":
+            initial["decay"]["gamma0"] = LYU_DECAY_GAMMA0
     return _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
 
 

@@ -35,7 +35,7 @@ from validation import grokking as gk
 from validation import plots_grokking as plots
 
 from ..output import draw_figures
-from .config import Testbed, build, schedule_of
+from .config import LYU_DEGREE, Testbed, build, schedule_of
 from .report import markdown
 
 __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
@@ -311,7 +311,7 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
         except ValueError as err:
             out[f"fit_{name}"] = {"error": f"not fitted: {err}"}
     if tb.name == "lyu":
-        degree = 3 if model.activation.name in ("square",) else 2
+        degree = LYU_DEGREE[model.activation.name]          # (the config admits only these)
         try:
             A, B, se_A, se_B = gk.fit_inverse_decay(kappas, times.t_test)
             out["fit_inverse"] = {"A": A, "B": B, "se_A": se_A, "se_B": se_B,
