@@ -432,23 +432,35 @@ def for_prediction(rep: Replica) -> Replica:
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, perp_nodes, k0_new,
+def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, xi_nodes, sd_new, k0_new,
             f0_new, shrink):
     """Predictions on new inputs from the final node population, one per replica.
 
     The same estimator as on the test points: f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0
-    + (K0 - K0_nodes) S / P on the new rows. `perp_nodes` (R, M, n) is each node's field outside
-    the data span at t = 0 (zero in the weight basis); it only decays, by `shrink`.
+    + (K0 - K0_nodes) S / P on the new rows. A new point's field is h = z . l_new + sd xi at
+    t = 0, xi ~ N(0, 1) outside the data span (sd = 0 inside it; the weight basis has none),
+    independent of the dynamics, which only decay it (by `shrink`). Every node term at a new point
+    is linear in phi(h_t), phi(h_0) or phi'(h_0), so those are averaged over each node's draws
+    `xi_nodes` (R, M, K) before the node sums. `sd_new`: (n,).
 
     Returns (R, n, C): the caller averages them and takes their spread as the standard error.
     """
     p = sh.l_tr.shape[0]
 
-    def one(rep1, st1, perp):
-        h0 = rep1.z0 @ l_new.T + perp
-        h = st1.z @ l_new.T + shrink * perp
-        phi0, dphi0 = sh.act(h0), sh.act.derivative(h0)
-        F = _node_sum(sh.act(h), rep1.w[:, None] * st1.a)
+    def one(rep1, st1, xi):
+        c0 = rep1.z0 @ l_new.T                                        # (M, n) in-span fields
+        c = st1.z @ l_new.T
+
+        def add(acc, x):                                              # x: (M,) one draw per node
+            off = x[:, None] * sd_new[None, :]
+            h0, h = c0 + off, c + shrink * off
+            return (acc[0] + sh.act(h), acc[1] + sh.act(h0), acc[2] + sh.act.derivative(h0)), None
+
+        zero = jnp.zeros_like(c0)
+        (phi_t, phi0, dphi0), _ = jax.lax.scan(add, (zero, zero, zero), xi.T)
+        k = xi.shape[1]
+        phi_t, phi0, dphi0 = phi_t / k, phi0 / k, dphi0 / k
+        F = _node_sum(phi_t, rep1.w[:, None] * st1.a)
         F0 = _node_sum(phi0, rep1.w[:, None] * rep1.a0)
         out = f0_new + (F - F0) / sh.gamma0
         if static.cv == "off":
@@ -464,4 +476,4 @@ def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, perp_nod
             k_nodes_s = k_s @ st1.s
         return out + (k0_new @ st1.s - k_nodes_s) / p
 
-    return jax.vmap(one)(rep, st, perp_nodes)
+    return jax.vmap(one)(rep, st, xi_nodes)

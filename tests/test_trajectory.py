@@ -151,13 +151,15 @@ def test_predict_outside_the_data_span_is_exact_for_the_closure(key):
 @pytest.mark.parametrize("model, decay", [(dmft.TwoLayer("tanh", gamma0=1.0), 0.0),
                                           (dmft.TwoLayer("erf", gamma0=1.0, readout="fixed"), 0.1)])
 def test_prediction_error_bars_outside_the_span_cover_over_keys(model, decay):
-    """Outside the data span each node's field is drawn (stratified, with the sampler's antithetic
-    pairs), so predictions are unbiased: the t intervals of `predict_interval` cover a reference
-    (64x the nodes, the points held as test points) at close to 95% (measured 0.93 and 0.95 over
-    48 keys x 4 points; with decay the old estimator was ~1000 standard errors off), and the
-    standard error of `predict(x, error=True)` (replica spread) matches the predictions' spread
-    over 32 keys (measured 0.93-1.10 of it over 48). One point's prediction does not depend on
-    the points predicted with it."""
+    """Outside the data span each node's terms are averaged over 16 stratified draws of its
+    field there (with the sampler's antithetic pairs), so predictions are unbiased: the t
+    intervals of `predict_interval` cover a reference (64x the nodes, the points held as test
+    points) at close to 95% (measured 0.97 and 0.98 over 32 keys x 4 points; with decay the
+    first estimator was ~1000 standard errors off), the standard error of `predict(x,
+    error=True)` (replica spread) matches the predictions' spread over 32 keys (measured
+    0.74-1.01 of it), and that spread is at most the one of solves holding the points (0.4-1.1x;
+    1.5-2.5x with one draw per node). One point's prediction does not depend on the points
+    predicted with it."""
     full = dmft.tasks.single_index(D=24, P=10, P_test=6, degree=2, key=jax.random.key(0))
     part = dmft.Dataset(full.x_train, full.y_train, full.x_test[:2], full.y_test[:2])
     kw = dict(eta0=0.5, steps=20, save_every=10, weight_decay=decay)
@@ -176,8 +178,12 @@ def test_prediction_error_bars_outside_the_span_cover_over_keys(model, decay):
     alone = np.array([sol.predict(full.x_test[i:i + 1])[0] for i in (2, 3)])
     np.testing.assert_allclose(alone, f[:2], rtol=1e-12, atol=1e-14)
     ratio = np.std(preds, axis=0, ddof=1) / np.sqrt(np.mean(np.square(ses), axis=0))
-    assert np.all((0.7 < ratio) & (ratio < 1.4)), ratio
+    assert np.all((0.6 < ratio) & (ratio < 1.4)), ratio
     assert 0.87 <= np.mean(hits) <= 0.995, np.mean(hits)
+    held = [dmft.solve(model, full, key=jax.random.key(k), samples=512, replicas=4, **kw).f_test[-1][2:]
+            for k in range(16)]
+    against_held = np.std(preds[:16], axis=0, ddof=1) / np.std(held, axis=0, ddof=1)
+    assert np.mean(against_held) < 1.2, against_held          # measured 0.5-0.8; one draw: ~2
 
 
 def test_predict_needs_a_final_state(data, tmp_path):
