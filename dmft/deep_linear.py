@@ -49,6 +49,7 @@ from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
            "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "ModeSDE", "stationary_density",
+           "ShallowWellError", "PointMassError",
            "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure"]
 
 
@@ -604,9 +605,19 @@ def plateaus(data: LinearTeacher) -> dict:
 def noise_variance(modes: EffectiveModes, pi, batch_size: int):
     """c_i(pi): the variance of one sample's gradient along each mode (times the finite-
     population factor on a fixed set), at mode strengths pi (..., r): exact at any pi (Isserlis
-    online, the measured moments on a fixed set; docs/derivations.md, section 6)."""
+    online, the measured moments on a fixed set; docs/derivations.md, section 6).
+
+    modes: an `EffectiveModes` (`effective_modes(data)`); batch_size: an integer >= 1, at most P on
+    a fixed set of P points (the factor (P - B) / (P - 1) goes negative past it). Either is
+    refused (InputError naming it) before anything is computed."""
+    if not isinstance(modes, EffectiveModes):
+        raise InputError(f"modes must be a dmft.deep_linear.EffectiveModes (effective_modes(data)), got "
+                         f"{type(modes).__name__}")
+    B = checks.integer("batch_size", batch_size, minimum=1)
+    if modes.P is not None and B > modes.P:
+        raise InputError(f"batch_size must be <= P = {modes.P} (the fixed set's size), got {B}")
     pi = _pis(pi, np.size(modes.s))
-    return _finite_where_pi_is("c", _noise_variance(modes, pi, batch_size), pi)
+    return _finite_where_pi_is("c", _noise_variance(modes, pi, B), pi)
 
 
 def _noise_variance(modes: EffectiveModes, pi, batch_size: int):
@@ -778,9 +789,10 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
 
     Paths are an ensemble, like the seeds of `networks.train`: a path whose layer scalar, mode
     strength or diffusion goes non-finite is flagged in `info["diverged"]` ({path: first bad
-    step}) and its records are NaN from the first save after that step; when every path
-    diverges, DivergenceError (its .step the earliest bad step, .cause the quantity, .partial
-    the records of the saves before it).
+    step}, the step count whose state is the first non-finite one, as the networks count theirs)
+    and its records are NaN from that step's save on; when every path diverges, DivergenceError
+    (its .step the earliest bad step, .cause the quantity, .partial the records of the saves
+    before it).
 
     Args:
         eta0, batch_size, steps, save_every, weight_decay: the SGD protocol (or schedule=, with
@@ -851,7 +863,9 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
         code = jnp.where(~jnp.all(jnp.isfinite(a)), 1,
                          jnp.where(~jnp.all(jnp.isfinite(pi)), 2, jnp.where(~jnp.all(jnp.isfinite(D)), 3, 0)))
         first = (bad < 0) & (code > 0)
-        return (a, pi, c, k + 1, jnp.where(first, k, bad), jnp.where(first, code, why))
+        # the state after this step is that of step k + 1: the step a network's seed would be
+        # flagged at (its loss at the weights of step k + 1 is the first non-finite one)
+        return (a, pi, c, k + 1, jnp.where(first, k + 1, bad), jnp.where(first, code, why))
 
     gaps = jnp.asarray(sch.gaps, jnp.int32)
 
@@ -871,15 +885,15 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     with np.errstate(over="ignore", invalid="ignore"):
         pi = a ** L
     D = _diffusion(modes, pi, eta, B, L)
-    # a path is NaN from the first save after its first bad step (as the networks' seeds are)
-    dead = (bad[:, None] >= 0) & (sch.save_steps[None, :] > bad[:, None])
+    # a path is NaN from its first bad step's save on (the save there holds the non-finite state)
+    dead = (bad[:, None] >= 0) & (sch.save_steps[None, :] >= bad[:, None])
     pi = np.where(dead[..., None], np.nan, pi)
     D = np.where(dead[..., None], np.nan, D)
     diverged = {int(p): int(b) for p, b in enumerate(bad) if b >= 0}
     if len(diverged) == paths:
         first = int(bad.min())
         cause = _SDE_CAUSES[int(why[np.argmin(bad)])]
-        n_good = int(np.sum(sch.save_steps <= first))
+        n_good = int(np.sum(sch.save_steps < first))
         raise DivergenceError(
             f"mode_sde: every path diverged; the first at step {first} (t = {first * eta:g}), where "
             f"{cause} went non-finite. Lower eta0 or init_scale. Records of the {n_good} saves before "
@@ -896,6 +910,16 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
 _MIN_WELL = 5.0      # least log-ratio of the density at pi* to that at the barrier for a metastable law
 
 
+class ShallowWellError(InputError):
+    """`stationary_density`: the well around a mode's fixed point is too shallow for a metastable
+    law (SGD escapes to pi = 0 about as fast as it relaxes): there is no density to compare with."""
+
+
+class PointMassError(InputError):
+    """`stationary_density`: the noise vanishes at a mode's fixed point (no label noise and no
+    decay to move it off the target, or full-batch steps): the stationary law is a point mass."""
+
+
 def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float,
                        batch_size: int, weight_decay: float = 0.0) -> np.ndarray:
     """The stationary density of each mode's SDE on the grid pi (G,) (> 0, increasing):
@@ -904,17 +928,17 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     normalized on the grid, pi* = `fixed_points` (s_i without weight decay). Returns (G, r).
 
     Without label noise and weight decay D vanishes at the target and the law is a point mass
-    at s_i (the gradient-flow fixed point): InputError says so. With weight decay kappa > 0 the
-    fixed point moves below the target, where the noise does not vanish: the law is a proper
-    density around pi* even without label noise. For L > 2 decay also makes pi = 0 attracting
+    at s_i (the gradient-flow fixed point): PointMassError (an InputError) says so. With weight
+    decay kappa > 0 the fixed point moves below the target, where the noise does not vanish: the
+    law is a proper density around pi* even without label noise. For L > 2 decay also makes pi = 0 attracting
     (for L = 2 when the noise is strong), and the exact stationary law is then the point mass
     there, reached by a noise-driven escape over
     a barrier whose height grows like B / eta; what is returned is the metastable law of the well
     around pi* (the density above the barrier's top, zero below it; the cut is made wherever
     the density rises again toward 0 below pi*), the one SGD shows on times short of the
     escape. A well whose density at pi* is less than e^5 times that at the barrier's top
-    escapes about as fast as it relaxes: InputError. A mode with no fixed point (the decay
-    wins) is an InputError.
+    escapes about as fast as it relaxes: ShallowWellError (an InputError). A mode with no fixed
+    point (the decay wins) is an InputError.
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
@@ -927,9 +951,9 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     c_at_star = noise_variance(modes, star, B)
     scale = noise_variance(modes, 0.0 * modes.s, B)           # c at pi = 0, the noise's own scale
     if np.any(c_at_star <= 1e-12 * np.maximum(scale, 1e-300)):
-        raise InputError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
-                         f"weight_decay = {kappa:g} too small to move it off the target, or full-batch steps): "
-                         "the stationary law is a point mass there")
+        raise PointMassError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
+                             f"weight_decay = {kappa:g} too small to move it off the target, or full-batch "
+                             "steps): the stationary law is a point mass there")
     pi = _reals("pi", pi)
     if pi.size < 2 or np.any(pi <= 0) or np.any(np.diff(pi) <= 0):
         raise InputError("pi: a grid of increasing positive values")
@@ -962,7 +986,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
             if j > 0:
                 depth = logp[k0] - logp[j]
                 if depth < _MIN_WELL:
-                    raise InputError(
+                    raise ShallowWellError(
                         f"weight_decay: the well around pi* = {ps:.4g} of mode {i} is shallow (the density at "
                         f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {fine[j]:.3g}): SGD escapes "
                         f"to pi = 0 about as fast as it relaxes, so there is no metastable law; lower "
@@ -999,18 +1023,56 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
     return D / (2.0 * np.abs(slope))
 
 
+_PEAK_DROP = 1e-9    # a fall below the running maximum of D by less than this (relative) is rounding
+
+_NO_PEAK_RISES = "no peak: {D} rises to its plateau (no interior maximum along the flow)"
+_NO_PEAK_FALLS = "no peak: {D} is largest at the start and falls from it"
+_NO_PEAK_OFF = "no peak: weight decay switches the mode off (it decays to 0)"
+_NO_PEAK_UNLEARNED = ("no peak: no mode has a learning time (each starts above it or decays), so there is "
+                      "no default time grid; pass t")
+
+
+def _interior_peak(D: np.ndarray, name: str = "D"):
+    """(index of the interior maximum of D (T,) on the grid, "") or (None, the reason there is none).
+
+    Along the flow D_i is a function of pi_i, which moves monotonically, and it has at most one
+    interior local maximum (its derivative in pi is pi^k times a quadratic in s - pi). The peak
+    is the largest value before D first falls below its running maximum by _PEAK_DROP
+    (relative); D that never falls keeps rising to its plateau (no peak), and D largest at the
+    grid's first point falls from the start (no peak). A local maximum below the plateau D
+    rises to later (L = 2 online with s / 2 > sigma > ~0.41 s) is still the peak."""
+    running = np.maximum.accumulate(D)
+    falls = np.flatnonzero(D < running * (1.0 - _PEAK_DROP))
+    if falls.size == 0:
+        return None, _NO_PEAK_RISES.format(D=name)
+    j = int(np.argmax(D[:falls[0]]))
+    if j == 0:
+        return None, _NO_PEAK_FALLS.format(D=name)
+    return j, ""
+
+
 def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
                     t=None, weight_decay: float = 0.0) -> dict:
     """When the diffusion along each mode peaks on the gradient-flow path (with weight decay
     kappa: the decayed flow, learning times to fractions of the fixed point), against when the
-    mode is learned. A mode the decay switches off has NaN peaks, one never learned NaN leads;
-    with no mode learned and no
-    grid `t` given, every time is NaN.
+    mode is learned.
 
-    Returns {"t_peak": (r,) time of maximal D_i (function space), "t_peak_layer": (r,) time of
-    maximal diffusion of each layer's scalar a_i (D_a = D_i / (L pi^(1-1/L))^2), "t_half",
-    "t_90": (r,) times at 50% and 90% of the target, "lead_half", "lead_90": t_half - t_peak
-    and t_90 - t_peak (> 0: the diffusion peaks first)}.
+    The peak is D's interior maximum along the flow on the grid `t` (default: 4001 points up to
+    twice the slowest t_90), refined on a fine grid around it. D need not have one: with label
+    noise strong enough D keeps rising to its plateau (online at L = 2, D ~ pi^2 (2 (s - pi)^2 +
+    sigma^2) peaks at pi = (3 s - sqrt(s^2 - 4 sigma^2)) / 4 only when sigma < s / 2; the layer
+    scalar's D_a ~ pi (2 (s - pi)^2 + sigma^2) at pi = (4 s - sqrt(4 s^2 - 6 sigma^2)) / 6 only
+    when sigma < s sqrt(2/3)), and from a start above the target it may fall from the start.
+    Such a mode's peak time and leads are NaN, the reason in "no_peak" ("no_peak_layer" for the
+    layer scalar); so are those of a mode the decay switches off, and with no mode learned and
+    no grid `t` given every time is NaN.
+
+    Returns {"t_peak": (r,) time of the maximum of D_i (function space), "t_peak_layer": (r,)
+    time of the maximum of the diffusion of each layer's scalar a_i (D_a = D_i / (L pi^(1-1/L))^2),
+    "t_half", "t_90": (r,) times at 50% and 90% of the target, "lead_half", "lead_90": t_half -
+    t_peak and t_90 - t_peak (> 0: the diffusion peaks first), "lead_half_layer": t_half -
+    t_peak_layer, "no_peak", "no_peak_layer": (r,) why a peak time is NaN ("" where there is
+    a peak), "s": the targets}.
     """
     _check_aligned(model, data, "diffusion_peaks")
     eta0, B = _sgd_args(model, data, eta0, batch_size)
@@ -1028,27 +1090,32 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
     if t is None:
         if not np.any(np.isfinite(t_90)):
             nan = np.full(s.size, np.nan)
+            why = [_NO_PEAK_UNLEARNED] * s.size
             return {"t_peak": nan, "t_peak_layer": nan, "t_half": t_half, "t_90": t_90, "lead_half": nan,
-                    "lead_90": nan, "lead_half_layer": nan, "s": s}
+                    "lead_90": nan, "lead_half_layer": nan, "no_peak": why, "no_peak_layer": list(why), "s": s}
         t = np.linspace(0, 2.0 * np.nanmax(t_90), 4001)
     t = _reals("t", t)
-    peaks = []
-    for which in (0, 1):              # the maximum on the grid, then on a fine grid around it
+    dead = switched_off(model, data, kappa)                          # decays: no peak to speak of
+    peaks, reasons = [], []
+    for which in (0, 1):              # the interior maximum on the grid, then on a fine grid around it
         coarse = curves(t)[which]
-        best = []
+        best, why = [], []
         for i in range(s.size):
-            j = int(np.argmax(coarse[:, i]))
-            lo, hi = t[max(j - 1, 0)], t[min(j + 1, t.size - 1)]
-            fine_t = np.linspace(lo, hi, 2001)
+            j, reason = (None, _NO_PEAK_OFF) if dead[i] else _interior_peak(coarse[:, i], ("D", "D_a")[which])
+            if j is None:
+                best.append(np.nan)
+                why.append(reason)
+                continue
+            fine_t = np.linspace(t[j - 1], t[j + 1], 2001)
             fine = curves(fine_t)[which][:, i]
             best.append(fine_t[int(np.argmax(fine))])
-        peaks.append(np.asarray(best))
+            why.append("")
+        peaks.append(np.asarray(best, dtype=np.float64))
+        reasons.append(why)
     t_peak, t_peak_a = peaks
-    dead = switched_off(model, data, kappa)                          # decays: no peak to speak of
-    t_peak, t_peak_a = np.where(dead, np.nan, t_peak), np.where(dead, np.nan, t_peak_a)
     return {"t_peak": t_peak, "t_peak_layer": t_peak_a, "t_half": t_half, "t_90": t_90,
             "lead_half": t_half - t_peak, "lead_90": t_90 - t_peak,
-            "lead_half_layer": t_half - t_peak_a, "s": s}
+            "lead_half_layer": t_half - t_peak_a, "no_peak": reasons[0], "no_peak_layer": reasons[1], "s": s}
 
 
 def staircase_figure(model, data, run=None, sde=None, t=None, title=None):

@@ -3,6 +3,7 @@
 Every claim is checked against networks trained in the same units, fitted where it is a
 rate, at a stated statistical tolerance where it is a distribution."""
 
+import functools
 import types
 
 import jax
@@ -253,7 +254,7 @@ def test_stationary_histogram_matches_the_density(fixed):
         assert ks < 1.63 / np.sqrt(n_eff), (i, ks)
         T = dl.boltzmann_temperature(model, fixed, eta0=eta, batch_size=B)[i]
         assert 0.7 < x.var() / T < 1.4                  # close to the Boltzmann law of the mode loss
-    with pytest.raises(dmft.InputError, match="point mass"):
+    with pytest.raises(dl.PointMassError, match="point mass"):        # (the dln job's SKIP)
         clean = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=20, key=1)
         dl.stationary_density(model, clean, grid, eta0=eta, batch_size=B)
 
@@ -303,7 +304,7 @@ def test_weight_decay_gives_a_stationary_law_without_label_noise_that_sde_and_ne
     means = [np.trapezoid(G * dl.stationary_density(deep, noisy, G, eta0=0.05, batch_size=1, weight_decay=0.1)[:, 0], G)
              for G in (g, np.r_[1e-300, g])]
     assert abs(means[0] - means[1]) < 1e-6 and abs(means[0] - dl.fixed_points(deep, noisy, 0.1)[0]) < 0.05
-    with pytest.raises(dmft.InputError, match="shallow"):
+    with pytest.raises(dl.ShallowWellError, match="shallow"):         # (the dln job's SKIP)
         dl.stationary_density(dmft.DeepLinear(6, 3, 0.5, "aligned"), online, np.linspace(1e-3, 1, 4001),
                               eta0=0.05, batch_size=1, weight_decay=0.3)
     with pytest.raises(dmft.InputError, match="weight_decay"):
@@ -480,10 +481,15 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
     assert any(n.startswith("modes vs SDE") for n in names) and any(n.startswith("stationary") for n in names)
     assert {c["verdict"] for c in rep["checks"]} <= {"PASS", "FAIL"}
     # at this size (eta0 = 0.01, three times the reduction's range; 1000 steps, short of
-    # stationarity) only the per-step diffusion, exact at any eta, must pass; the physics of the
+    # stationarity) only the per-step diffusion is asserted: without label noise it passes; with
+    # it the noise leaking in from the other modes through misalignment, O(eta / B), puts the
+    # pooled ratio at 1.2-1.45, outside the band (the median of single records' ratios hid it at
+    # 1.09-1.16; at the config's eta0 = 0.003 the pooled ratios are 0.99-1.09); the physics of the
     # other checks is tested on the library above
-    diff = [c for c in rep["checks"] if c["name"].startswith("diffusion vs D(pi)")]
-    assert len(diff) == 2 and all(c["verdict"] == "PASS" for c in diff), diff
+    diff = {c["name"]: c for c in rep["checks"] if c["name"].startswith("diffusion vs D(pi)")}
+    assert len(diff) == 2 and diff["diffusion vs D(pi) sigma=0"]["verdict"] == "PASS", diff
+    (noisy,) = [r for r in rep["studies"] if r["sigma"] == 1.0]
+    assert all(1.0 < row["ratio"] < 1.6 for row in noisy["diffusion"]), noisy["diffusion"]
     for f in ("report.md", "figures/modes_sigma_1.png", "figures/stationary_sigma_1.png",
               "figures/noise_sigma_0.png", "figures/staircase_sigma_0.png", "runs/sigma_1/networks.npz",
               "runs/sigma_1/sde.npz", "run.json"):
@@ -573,15 +579,15 @@ def test_deep_linear_scan_through_the_store(tmp_path):
 
 def test_mode_sde_flags_diverged_paths_and_raises_when_every_path_diverges():
     """Paths are an ensemble like the networks' seeds: a diverged path is flagged with its first bad
-    step and is NaN from the next save on; when none survives, DivergenceError with the step, the
-    quantity and the records before it."""
+    step (the step count of its first non-finite state) and is NaN from that step's save on; when
+    none survives, DivergenceError with the step, the quantity and the records before it."""
     data = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0)
     model = dmft.DeepLinear(3, 6, 0.5, "aligned")
     with pytest.raises(dmft.DivergenceError, match="every path diverged") as err:
         dl.mode_sde(model, data, eta0=5, batch_size=2, steps=40, save_every=10, paths=8)
     e = err.value
     assert e.step >= 0 and ("D(pi)" in e.cause or "pi" in e.cause), (e.step, e.cause)
-    n_good = int(np.sum(np.arange(0, 41, 10) <= e.step))
+    n_good = int(np.sum(np.arange(0, 41, 10) < e.step))
     assert e.partial["modes"].shape == (8, n_good, 2) and np.all(np.isfinite(e.partial["modes"]))
     noisy = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0, label_noise=1.0)
     sde = dl.mode_sde(model, noisy, eta0=0.1, batch_size=1, steps=400, save_every=100, paths=64)
@@ -589,7 +595,7 @@ def test_mode_sde_flags_diverged_paths_and_raises_when_every_path_diverges():
     assert 0 < len(div) < 64
     steps = np.arange(0, 401, 100)
     for p in range(64):
-        bad = (p in div) & (steps > div.get(p, 10 ** 9))
+        bad = (p in div) & (steps >= div.get(p, 10 ** 9))
         assert np.all(np.isnan(sde.modes[p][bad])) and np.all(np.isfinite(sde.modes[p][~bad]))
         assert np.all(np.isfinite(sde.diffusion[p][~bad]))
     with pytest.raises(dmft.InputError, match="init_scale"):     # the start's diffusion overflows
@@ -1037,3 +1043,249 @@ def test_mode_sde_paths_that_blow_up_are_flagged_never_refused():
             assert np.all(np.isfinite(sde.modes[alive])) and np.all(np.isfinite(sde.diffusion[alive]))
             outcomes.add("some" if sde.info["diverged"] else "none")
     assert outcomes >= {"some", "all"}, outcomes
+
+
+# ------------------------------------------------------------------ review: peaks, pooled ratios, verdicts, refusals
+
+def test_diffusion_peaks_are_interior_maxima_or_nan_with_the_reason():
+    """Online at L = 2, D ~ pi^2 (2 (s - pi)^2 + sigma^2) has an interior maximum along the flow, at
+    pi = (3 s - sqrt(s^2 - 4 sigma^2)) / 4, only when sigma < s / 2 (at sigma / s = 0.49 it lies
+    below the plateau D rises to afterwards); from sigma = s / 2 on D rises to its plateau and the
+    argmax landed on the grid's end (t_peak = 2 t_90 of the slowest mode): NaN, with the reason. The
+    layer scalar's D_a ~ pi (2 (s - pi)^2 + sigma^2) peaks at pi = (4 s - sqrt(4 s^2 - 6 sigma^2)) / 6
+    only when sigma < s sqrt(2/3). A start above the target, D falling from it: NaN too."""
+    s = np.array([4.0, 2.5, 2.04, 2.0, 1.6, 1.0])                   # sigma / s = 0.25 ... 1
+    data = dmft.tasks.linear_teacher(6, 6, s.tolist(), key=0, label_noise=1.0)
+    model = dmft.DeepLinear(2, 8, 0.2, "aligned")
+    pk = dl.diffusion_peaks(model, data, eta0=0.01, batch_size=1)
+    interior = s > 2.0                                              # sigma < s / 2
+    assert [bool(np.isfinite(x)) for x in pk["t_peak"]] == interior.tolist()
+    assert [r == "" for r in pk["no_peak"]] == interior.tolist()
+    assert all("rises to its plateau" in r for r in np.asarray(pk["no_peak"])[~interior])
+    assert np.all(np.isnan(np.asarray(pk["lead_90"])[~interior]) & np.isnan(np.asarray(pk["lead_half"])[~interior]))
+    pi = np.diag(dl.mode_flow(model, data, np.where(interior, pk["t_peak"], 0.0)))[interior]
+    np.testing.assert_allclose(pi, (3 * s[interior] - np.sqrt(s[interior] ** 2 - 4)) / 4, rtol=2e-3)
+    layer = s > np.sqrt(1.5)                                        # sigma < s sqrt(2/3)
+    assert [bool(np.isfinite(x)) for x in pk["t_peak_layer"]] == layer.tolist()
+    pi_a = np.diag(dl.mode_flow(model, data, np.where(layer, pk["t_peak_layer"], 0.0)))[layer]
+    np.testing.assert_allclose(pi_a, (4 * s[layer] - np.sqrt(4 * s[layer] ** 2 - 6)) / 6, rtol=2e-3)
+    # from above the target without label noise D ~ pi^2 (pi - s)^2 only falls
+    above = dl.diffusion_peaks(dmft.DeepLinear(2, 8, 1.5, "aligned"), dmft.tasks.linear_teacher(2, 2, [2.0], key=0),
+                               eta0=0.01, batch_size=1, t=np.linspace(0.0, 5.0, 401))
+    assert np.isnan(above["t_peak"][0]) and "falls" in above["no_peak"][0]
+
+
+@pytest.mark.parametrize("probe", [2, 4, 32])
+def test_compare_diffusion_pools_the_ratio_without_the_median_bias_of_few_probes(probe):
+    """An exact case: what networks record online at an aligned start, the sample variance over
+    `probe` fresh samples of the per-sample gradient along mode i, (d z + sigma xi) z (z, xi
+    standard normals, d = s - pi: variance 2 d^2 + sigma^2), times (eta / B) L^2 pi^(4 - 4/L). It is
+    unbiased but skewed: the median of per-record ratios was 0.41 at probe = 4 (0.86 at 32); the
+    pooled ratio is within three of its standard errors of 1 at any probe."""
+    data = dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], key=0, label_noise=1.0)
+    model, eta, L = dmft.DeepLinear(2, 4, 0.5, "aligned"), 0.01, 2
+    rng = np.random.default_rng(probe)
+    S, T = 1000, 3
+    pi = rng.uniform(0.2, 1.8, (S, T, 2)) * data.s
+    z, xi = rng.standard_normal((2, S, T, 2, probe))
+    g = ((data.s - pi)[..., None] * z + data.label_noise * xi) * z
+    measured = eta * L ** 2 * pi ** (4 - 4 / L) * np.var(g, axis=-1, ddof=1)
+    run = _fake([1.0, 2.0, 3.0], pi, diffusion=measured)
+    rows = vdl.compare_diffusion(run, model, data, eta0=eta, batch_size=1)
+    for row in rows:
+        assert row["seeds"] == S and row["n"] == S * T and 0 < row["stderr"] < 0.1, row
+        assert abs(row["ratio"] - 1) <= 3 * row["stderr"], row
+        assert row["verdict"] == "PASS" and row["p10"] < row["ratio"] < row["p90"]
+    if probe == 4:                                      # what the median of ratios reported
+        D = dl.diffusion(model, data, pi, eta0=eta, batch_size=1)
+        assert np.median(measured / D) < 0.6
+
+
+def test_staircase_skips_a_rank_one_teacher_and_gives_learning_times_in_mode_order():
+    """A rank-1 teacher has no plateau between two learned modes: the verdict was always FAIL,
+    now SKIP with the reason (in the dln job's check too). With modes not in decreasing order
+    (s = 1, 3) the median learning times come in mode order, as the flow's and every per-mode
+    list (they came in learning order); `order` is the predicted learning order."""
+    from experiments.dln.job import checks
+
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 20, 200)])
+    for s, verdict in (([2.0], "SKIP"), ([1.0, 3.0], "PASS")):
+        data = dmft.tasks.linear_teacher(2, 2, s, key=0)
+        pi = dl.mode_flow(model, data, t)
+        loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+        res = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)
+        assert res["verdict"] == verdict and res["order_ok"], res
+        np.testing.assert_allclose(res["learning_times"], dl.learning_times(model, data), rtol=1e-3)
+    assert res["order"] == [1, 0] and [p["after_mode"] for p in res["plateaus"]] == [1]
+    one = vdl.staircase(_fake(t, np.ones((2, t.size, 1)), test_loss=np.ones((2, t.size))),
+                        dmft.tasks.linear_teacher(2, 2, [2.0], key=0))
+    assert one["verdict"] == "SKIP" and "rank 1" in one["reason"]
+    (row,) = checks({"studies": [{"sigma": 0.0, "diffusion": [], "staircase": one}]})[1:]
+    assert row["verdict"] == "SKIP" and "rank 1" in row["detail"]
+
+
+@pytest.mark.parametrize("saves", [["train.save_every=50"], ["train.log_saves=20"]])
+def test_dln_config_refuses_a_stationary_window_without_a_save(saves):
+    """theory.stationary_after = 1.0 was accepted and the stationary check then SKIPped in silence
+    (no save after the end of the run): refused by name while a stationary law is compared (label
+    noise or weight decay), read nowhere else."""
+    from experiments import dln
+
+    base = ["train.steps=400", "teacher.label_noise=[1.0]"] + saves
+    with pytest.raises(dmft.ConfigError, match="theory.stationary_after"):
+        dln.load_config(None, base + ["theory.stationary_after=1.0"])
+    for frac in (0.9999, 0.5):                                      # the last save, or more
+        assert dln.load_config(None, base + [f"theory.stationary_after={frac}"])["theory"]["stationary_after"] == frac
+    with pytest.raises(dmft.ConfigError, match="theory.stationary_after"):
+        dln.load_config(None, base[:1] + saves + ["teacher.label_noise=[0.0]", "train.weight_decay=0.1",
+                                                  "theory.stationary_after=1.0"])
+    dln.load_config(None, base[:1] + saves + ["teacher.label_noise=[0.0]", "theory.stationary_after=1.0"])
+
+
+@functools.cache
+def _review_modes(fixed: bool):
+    return dl.effective_modes(dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=8 if fixed else None, key=0,
+                                                        label_noise=0.5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(B=st.one_of(st.integers(-5, 40), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                   st.text(max_size=2), st.none()),
+       fixed=st.booleans())
+def test_noise_variance_refuses_a_batch_size_that_is_not_a_count_within_the_set(B, fixed):
+    """batch_size: an integer >= 1, at most P on a fixed set of P points. B = 9 > P = 8 gave a
+    negative variance; 0, -3, 2.5 and True were accepted; NaN was blamed on pi. Each is one
+    InputError naming batch_size, and a valid B gives c >= 0."""
+    modes = _review_modes(fixed)
+    try:
+        c = dl.noise_variance(modes, [0.1, 0.1], B)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError) and str(err).startswith("batch_size"), repr(err)
+        return
+    assert not isinstance(B, (bool, str)) and B is not None and float(B).is_integer() and 1 <= B
+    assert (not fixed or B <= 8) and np.all(np.isfinite(c)) and np.all(c >= 0)
+
+
+@pytest.mark.parametrize("modes", [None, "s", {"s": [1.0]}, np.ones(2)])
+def test_noise_variance_refuses_modes_that_are_not_effective_modes(modes):
+    with pytest.raises(dmft.InputError, match="^modes"):
+        dl.noise_variance(modes, [0.1, 0.1], 1)
+
+
+@functools.cache
+def _two_modes():
+    return dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], key=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(level=st.one_of(st.floats(-1.0, 2.0), st.sampled_from([0.0, 1.0, float("nan"), float("inf")])),
+       targets=st.one_of(st.none(), st.lists(st.one_of(st.floats(-2.0, 3.0), st.just(float("nan")),
+                                                       st.just(float("inf"))), min_size=1, max_size=3)))
+def test_learning_times_of_refuses_targets_and_levels_by_name(level, targets):
+    """level in (0, 1) as for the flow's learning_times (1.5 gave inf everywhere); targets (r,),
+    each > 0 or NaN (one target for two modes gave inf for the other, a negative one t = 0, three
+    an IndexError). Accepted ones give the first crossing of level x target, NaN target: inf."""
+    data = _two_modes()
+    t = np.linspace(0.0, 1.0, 11)
+    run = _fake(t, np.broadcast_to(t[None, :, None] * [3.0, 3.0], (2, 11, 2)))     # pi = 3 t on both modes
+    try:
+        out = vdl.learning_times_of(run, data, level, targets=targets)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError), repr(err)
+        name = str(err).split(" ")[0].split(":")[0]
+        assert name in ("level", "targets"), repr(err)
+        bad_level = not (0 < level < 1)
+        bad_targets = targets is not None and (len(targets) != 2 or not all(np.isnan(x) or 0 < x < np.inf
+                                                                             for x in targets))
+        assert (name == "level" and bad_level) or (name == "targets" and bad_targets and not bad_level), repr(err)
+        return
+    assert 0 < level < 1
+    tg = np.asarray(data.s if targets is None else targets, float)
+    expect = np.where(np.isnan(tg), np.inf, np.where(level * tg <= 3.0, level * tg / 3.0, np.inf))
+    np.testing.assert_allclose(out, np.broadcast_to(expect, (2, 2)), rtol=1e-12)
+
+
+_floats_or_bad = st.one_of(st.floats(-2.0, 3.0), st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples=st.one_of(st.lists(_floats_or_bad, max_size=4), st.text(max_size=2)),
+       grid=st.lists(_floats_or_bad, min_size=0, max_size=5), density=st.lists(_floats_or_bad, min_size=0, max_size=5))
+def test_ks_distance_refuses_samples_grids_and_densities_by_name(samples, grid, density):
+    """Non-finite or no samples, a grid that is not strictly increasing, a negative, non-finite or
+    mismatched density (or one without mass) are refused by name; else a distance in [0, 1]."""
+    try:
+        d = vdl.ks_distance(samples, grid, density)
+    except ValueError as err:
+        assert isinstance(err, dmft.InputError), repr(err)
+        name = str(err).split(":")[0]
+        x, g, p = (np.asarray(v, float) if not isinstance(v, str) else None for v in (samples, grid, density))
+        bad = {"samples": x is None or x.size == 0 or not np.all(np.isfinite(x)),
+               "grid": g.size < 2 or not np.all(np.isfinite(g)) or np.any(np.diff(g) <= 0),
+               "density": p.shape != g.shape or not np.all(np.isfinite(p)) or np.any(p < 0)
+               or not np.trapezoid(p, g) > 0}
+        assert bad[name], (name, samples, grid, density)
+        return
+    assert 0.0 <= d <= 1.0 and np.all(np.diff(grid) > 0) and np.all(np.asarray(density) >= 0)
+
+
+def test_compare_modes_leaves_out_the_start_and_rounding_differences():
+    """With three saves the default times took t = 0 in (int(0.5) = 0), where networks and SDE
+    both sit at init_scale^L up to rounding: z = -7.9 on a 2.8e-17 difference. The default now
+    starts after t = 0, and a difference within a few ulp of the values is none; one above stays."""
+    t = np.array([0.0, 0.1, 0.2])
+    rng = np.random.default_rng(1)
+    start = 0.25 + np.where(rng.random((64, 1)) < 0.5, 0.0, np.spacing(0.25))   # net: 0.25 or 1 ulp above
+    net = np.concatenate([start[:, :, None] * np.ones((1, 1, 2)), 1.0 + 0.1 * rng.standard_normal((64, 2, 2))], 1)
+    sde_modes = np.concatenate([np.full((64, 1, 2), 0.25), 1.0 + 0.1 * rng.standard_normal((64, 2, 2))], 1)
+    run, sde = _fake(t, net), _fake(t, sde_modes, info={"s_effective": [2.0, 1.0]})
+    rows = vdl.compare_modes(run, sde)
+    assert sorted({r["t"] for r in rows}) == [0.1, 0.2]
+    (start_row,) = [r for r in vdl.compare_modes(run, sde, times=[0.0]) if r["mode"] == 0]
+    assert start_row["z"] == 0.0 and start_row["verdict"] == "PASS"
+    off = _fake(t, np.where(np.arange(3)[None, :, None] == 0, net + 1e-12, net))
+    (moved,) = [r for r in vdl.compare_modes(off, sde, times=[0.0], target_rel=1e-15) if r["mode"] == 0]
+    assert abs(moved["z"]) > 5 and moved["verdict"] == "FAIL"
+
+
+def test_mode_sde_counts_a_divergence_at_the_step_networks_do():
+    """Full-batch GD from an aligned start, step too large: the SDE's paths are the networks'
+    modes exactly (no noise), pi = a^L with a <- a + eta a^(L-1) (s - a^L). The networks flag a seed
+    at the step count whose loss, ~ (s - pi)^2, is first non-finite (6 here, `networks.train`); the
+    SDE flagged step 5 (the index of the step that produced it), now 6 too."""
+    data = dmft.tasks.linear_teacher(4, 4, [2.0, 1.0], P=8, key=0)
+    model, eta = dmft.DeepLinear(depth=2, width=6, init_scale=1.0, init="aligned"), 1.5
+    a, s, k = np.ones(2), np.asarray(dl.effective_modes(data).s), 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        while np.all(np.isfinite((s - a ** 2) ** 2)):                # the networks' loss at step k
+            a, k = a + eta * a * (s - a ** 2), k + 1
+    assert k == 6
+    with pytest.raises(dmft.DivergenceError) as err:
+        dl.mode_sde(model, data, eta0=eta, batch_size=8, steps=12, save_every=1, paths=2)
+    assert err.value.step == k and err.value.partial["modes"].shape[1] == k     # saves 0 .. k - 1
+
+
+def test_dln_report_prints_the_reason_for_a_missing_peak_never_a_number():
+    """The dln report's peak table: a mode whose D rises to its plateau shows why it has no
+    peak, its leads "-" (it showed t_peak = 2 t_90 of the slowest mode and a lead from it); a
+    rank-1 staircase shows its SKIP and reason and no empty plateau table."""
+    from experiments.dln import load_config
+    from experiments.dln.job import checks
+    from experiments.dln.report import markdown
+
+    data = dmft.tasks.linear_teacher(2, 2, [4.0, 1.0], key=0, label_noise=1.0)
+    pk = dl.diffusion_peaks(dmft.DeepLinear(2, 4, 0.2, "aligned"), data, eta0=0.01, batch_size=1)
+    assert np.isfinite(pk["t_peak"][0]) and np.isnan(pk["t_peak"][1])
+    one = vdl.staircase(_fake([0.0, 1.0], np.ones((2, 2, 1)), test_loss=np.ones((2, 2))),
+                        dmft.tasks.linear_teacher(2, 2, [2.0], key=0))
+    study = {"sigma": 1.0, "data": data.describe(), "effective_s": [4.0, 1.0], "networks_s": 1.0, "diffusion": [],
+             "figures": {}, "diffusion_peaks": {k: np.asarray(v).tolist() for k, v in pk.items()},
+             "staircase": {**one, "init_scale": 0.01}}
+    rep = {"config": load_config(None, []), "studies": [study], "wall_s": 1.0}
+    rep["checks"] = checks(rep)
+    text = markdown(rep)
+    (row,) = [x for x in text.splitlines() if x.startswith("| 2 | no peak")]
+    assert "D rises to its plateau" in row and row.count("| - |") >= 1 and "nan" not in row
+    assert f"| 1 | {pk['t_peak'][0]:.4g} |" in text
+    assert "SKIP: a teacher of rank 1" in text and "| after mode |" not in text

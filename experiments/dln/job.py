@@ -23,7 +23,6 @@ import numpy as np
 import dmft
 import networks
 from dmft import deep_linear as dl
-from dmft.errors import InputError
 from dmft.io import environment, jsonable
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
@@ -72,7 +71,7 @@ def _study(cfg, st, out, log, progress):
         try:
             res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
                                                    ks_max=chk["ks_max"], weight_decay=kappa)
-        except InputError as err:           # no metastable law to compare with (a shallow well)
+        except (dl.ShallowWellError, dl.PointMassError) as err:   # no density to compare with
             res["stationary"], res["stationary_error"] = None, str(err)
             log(f"  {tag}: no stationary law: {err}")
     else:
@@ -189,16 +188,22 @@ def checks(report: dict) -> list[dict]:
                                                  if bad else "")})
         out.append({"name": f"diffusion vs D(pi) {tag}", "verdict": _summary(r["diffusion"]),
                     "detail": ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
-                                        f"mode {x['mode'] + 1}: {x['median_ratio']:.3g}" for x in r["diffusion"])})
+                                        f"mode {x['mode'] + 1}: {x['ratio']:.3g} +- {x['stderr']:.2g}"
+                                        for x in r["diffusion"])})
         if r.get("stationary"):
             out.append({"name": f"stationary law {tag}", "verdict": _summary(r["stationary"]),
                         "detail": ", ".join(f"mode {x['mode'] + 1}: decays (starts below the decay's barrier)"
                                             if x.get("decays") else
+                                            f"mode {x['mode'] + 1}: every network diverged before the stationary "
+                                            "window" if x.get("diverged") else
                                             f"mode {x['mode'] + 1}: KS {x['ks']:.3f} (crit {x['critical']:.3f})"
                                             for x in r["stationary"])})
         elif r.get("stationary_error"):
             out.append({"name": f"stationary law {tag}", "verdict": "SKIP", "detail": r["stationary_error"]})
-        if r.get("staircase"):
+        if r.get("staircase") and r["staircase"].get("reason"):          # nothing to compare (rank 1)
+            out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
+                        "detail": r["staircase"]["reason"]})
+        elif r.get("staircase"):
             out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
                         "detail": (f"order {'as predicted' if r['staircase']['order_ok'] else 'NOT as predicted'} "
                                    f"({100 * r['staircase']['fraction_of_seeds_in_order']:.0f}% of seeds); "

@@ -83,10 +83,12 @@ def markdown(rep: dict) -> str:
                       f"{_f(x.get('target_rel'), 2)} | "
                       f"{_f(x['std_ratio'], 3) if x.get('spread_compared', True) else 'not compared'} | "
                       f"{x.get('mean_rule') or '-'} | {x['verdict']} |" for x in r["modes"]]
-        lines += ["", "Diffusion along each mode, measured / predicted D(pi) (median over seeds and times):", "",
-                  "| mode | median | 10% | 90% | verdict |", "|---|---|---|---|---|"]
-        lines += [f"| {x['mode'] + 1} | {_f(x['median_ratio'], 3)} | {_f(x['p10'], 3)} | {_f(x['p90'], 3)} | "
-                  f"{x['verdict']} |" for x in r["diffusion"]]
+        lines += ["", "Diffusion along each mode, measured / predicted D(pi): the pooled ratio (sum over seeds and "
+                  "times of the measured over that of the predicted), its standard error (seeds as the independent "
+                  "units), and the 10% and 90% points of single records' ratios:", "",
+                  "| mode | pooled ratio | std. error | 10% | 90% | verdict |", "|---|---|---|---|---|---|"]
+        lines += [f"| {x['mode'] + 1} | {_f(x['ratio'], 3)} | {_f(x.get('stderr'), 2)} | {_f(x['p10'], 3)} | "
+                  f"{_f(x['p90'], 3)} | {x['verdict']} |" for x in r["diffusion"]]
         if any(x.get("decays") for x in r["diffusion"]):
             lines += ["", "SKIP: a mode that weight decay switches off stays near 0, where its own D vanishes "
                       "and what is measured is the noise leaking from the other modes (which the per-mode "
@@ -96,9 +98,18 @@ def markdown(rep: dict) -> str:
             lines += ["", "When the diffusion peaks on the gradient-flow path (lead > 0: before):", "",
                       "| mode | t_peak | t_half | t_90 | lead over t_half | lead over t_90 | layer scalar's lead over t_half |",
                       "|---|---|---|---|---|---|---|"]
-            for i in range(len(p["t_peak"])):
-                lines.append(f"| {i + 1} | {_f(p['t_peak'][i])} | {_f(p['t_half'][i])} | {_f(p['t_90'][i])} | "
-                             f"{_f(p['lead_half'][i], 3)} | {_f(p['lead_90'][i], 3)} | {_f(p['lead_half_layer'][i], 3)} |")
+            n = len(p["t_peak"])
+            why, why_layer = p.get("no_peak") or [""] * n, p.get("no_peak_layer") or [""] * n
+            for i in range(n):
+                # a mode without an interior maximum of D has no peak time: its reason, never a number
+                peak = _cell(why[i]) if why[i] else _f(p["t_peak"][i])
+                leads = ("-", "-") if why[i] else (_f(p["lead_half"][i], 3), _f(p["lead_90"][i], 3))
+                layer = "-" if why_layer[i] else _f(p["lead_half_layer"][i], 3)
+                lines.append(f"| {i + 1} | {peak} | {_f(p['t_half'][i])} | {_f(p['t_90'][i])} | "
+                             f"{leads[0]} | {leads[1]} | {layer} |")
+            if any(why_layer):
+                lines += ["", "The layer scalar's diffusion (its lead is \"-\" above): " + "; ".join(
+                    f"mode {i + 1}: {w}" for i, w in enumerate(why_layer) if w) + "."]
             lines += ["", "In function space the diffusion along a mode is (without label noise exactly) "
                       "proportional to its squared speed, so it peaks with the transition, not before it; "
                       "the diffusion of each layer's scalar leads the half-learning time."]
@@ -123,10 +134,13 @@ def markdown(rep: dict) -> str:
             s = r["staircase"]
             lines += ["", f"Saddle-to-saddle (random init, scale {_f(s['init_scale'], 3)}): modes learned in the "
                       f"predicted order: {s['order_ok']} ({100 * s['fraction_of_seeds_in_order']:.0f}% of seeds); "
-                      f"median learning times {_times(s['learning_times'])}.", "",
-                      "| after mode | t | loss | predicted plateau | rel. error | verdict |", "|---|---|---|---|---|---|"]
-            lines += [f"| {p['after_mode'] + 1} | {_f(p['t'])} | {_f(p['loss'])} | {_f(p['plateau'])} | "
-                      f"{_f(p['rel_error'], 3)} | {p['verdict']} |" for p in s["plateaus"]]
+                      f"median learning times (mode 1 first, as every per-mode list): {_times(s['learning_times'])}."
+                      + (f" {s['verdict']}: {s['reason']}." if s.get("reason") else "")]
+            if s["plateaus"]:
+                lines += ["", "| after mode | t | loss | predicted plateau | rel. error | verdict |",
+                          "|---|---|---|---|---|---|"]
+                lines += [f"| {p['after_mode'] + 1} | {_f(p['t'])} | {_f(p['loss'])} | {_f(p['plateau'])} | "
+                          f"{_f(p['rel_error'], 3)} | {p['verdict']} |" for p in s["plateaus"]]
         lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(v)}`" for v in r["figures"].values())]
     lines += ["", f"Wall time {rep['wall_s']:.1f} s.", ""]
     return "\n".join(lines)
