@@ -165,10 +165,13 @@ def stratified_normal(key, n: int, c: int, dtype=None):
     dtype = dtype or jnp.result_type(float)
     kp, ku = jax.random.split(key)
     perm = jnp.stack([jax.random.permutation(k, n) for k in jax.random.split(kp, c)], axis=1)
-    fi = jnp.finfo(dtype)
-    u = (perm.astype(dtype) + jax.random.uniform(ku, (n, c), dtype)) / n
-    u = jnp.clip(u, math.sqrt(fi.tiny), 1 - fi.eps / 2)
-    return jax.scipy.special.ndtri(u).astype(dtype)
+    return normal_quantile((perm.astype(dtype) + jax.random.uniform(ku, (n, c), dtype)) / n)
+
+
+def normal_quantile(u):
+    """The N(0, 1) quantile of u, with u kept inside (0, 1) in its own dtype (an inf at 1)."""
+    fi = jnp.finfo(u.dtype)
+    return jax.scipy.special.ndtri(jnp.clip(u, math.sqrt(fi.tiny), 1 - fi.eps / 2))
 
 
 def shared_radius_gaussian(key, n: int, r: int, dtype=None):
@@ -323,8 +326,10 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
         if samples % per:
             raise InputError(f"samples ({samples}) must be a multiple of {per} (replicas"
                              f"{'' if sampler == 'mc' else ' x antithetic pairs'})")
-        if count is not None:
-            count = checks.integer("count", count, minimum=1, maximum=replicas)
+        if not isinstance(first, jax.core.Tracer):          # (traced inside solve_batch's jit)
+            first = checks.integer("first", first, minimum=0, maximum=replicas - 1)
+            if count is not None:
+                count = checks.integer("count", count, minimum=1, maximum=replicas - first)
     dtype = dtype or jnp.result_type(float)
     if sampler == "quadrature":
         dims = r + (c if trained else 0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import math
 import time
 import warnings
 from typing import ClassVar
@@ -40,6 +39,7 @@ from .lazy import lazy_path, lazy_records
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import exact_products, first_nonfinite, run_saved
+from .sampling import normal_quantile
 from .schedule import DYNAMICS, RK4_LIMIT, Schedule, schedule_from
 from .trajectory import Trajectory
 
@@ -330,9 +330,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             k = jax.random.fold_in(root, r)
             K = OFFSPAN_DRAWS
             rows = M if not paired else M // 2
-            u = (jnp.arange(K, dtype=dt)[None, :] + jax.random.uniform(k, (rows, K), dt)) / K
-            fi = jnp.finfo(dt)
-            xi = jax.scipy.special.ndtri(jnp.clip(u, math.sqrt(fi.tiny), 1 - fi.eps / 2))
+            xi = normal_quantile((jnp.arange(K, dtype=dt)[None, :] + jax.random.uniform(k, (rows, K), dt)) / K)
             if not paired:
                 return xi
             return jnp.concatenate([xi, xi if model.trained_readout else -xi])

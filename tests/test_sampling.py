@@ -91,6 +91,19 @@ def test_draw_sites_checks_its_sizes_before_drawing(sampler, samples, replicas):
     np.testing.assert_allclose(np.sum(s.weight, axis=1), 1.0, rtol=1e-12)
 
 
+@given(first=st.one_of(st.integers(-2, 6), st.sampled_from([1.5, True])), count=st.integers(1, 5))
+def test_draw_sites_refuses_replicas_a_draw_of_all_would_not_have(first, count):
+    """Replicas first .. first + count - 1 of a draw of 4: outside 0..3, or a fraction, refused."""
+    try:
+        s = sampling.draw_sites(jax.random.key(0), "stratified", 64, 4, 3, 1, True, first=first, count=count)
+    except dmft.InputError as err:
+        assert "first" in str(err) or "count" in str(err)
+        assert isinstance(first, (bool, float)) or first < 0 or first + count > 4
+        return
+    assert not isinstance(first, (bool, float)) and 0 <= first and first + count <= 4
+    np.testing.assert_array_equal(s.z, sampling.draw_sites(jax.random.key(0), "stratified", 64, 4, 3, 1, True).z[first:first + count])
+
+
 def test_a_draw_is_the_same_alone_and_inside_another_jit():
     """The draw is compiled on its own without XLA's backend optimization (on a CPU) and with
     its caller inside another jit (solve_batch): the same nodes, to rounding."""
