@@ -295,7 +295,8 @@ KEYS_AND_SEEDS = st.one_of(NUMBERS, st.integers(-2 ** 70, 2 ** 70), st.just(jax.
 TASK_VALID = {"key": st.one_of(st.none(), st.integers(0, 2 ** 32 - 1), st.just(jax.random.key(3))),
               "noise": st.one_of(st.floats(0, 2), st.integers(0, 3)),
               "degree": st.integers(1, dmft.tasks.MAX_DEGREE),
-              "fraction": st.floats(0.05, 1.0)}
+              # (modular_addition(3, f) refuses 17/18 < f < 1: every one of the 9 pairs would train)
+              "fraction": st.one_of(st.floats(0.05, 0.9), st.just(1.0))}
 TASK_BAD = {"key": _bad([-1, 2 ** 32, True, 3.0, "0"], KEYS_AND_SEEDS),
             "noise": _bad([-0.5, math.nan, math.inf, True]),
             "degree": _bad([0, -2, dmft.tasks.MAX_DEGREE + 1, 400, 2.0, True]),
