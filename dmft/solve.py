@@ -335,12 +335,24 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                 return xi
             return jnp.concatenate([xi, xi if model.trained_readout else -xi])
 
+        # points in blocks of at most PREDICT_BLOCK_VALUES / (nodes at once) (each (nodes, block)
+        # array: memory bounded whatever n), the last block padded to the same shape (one compile)
+        n = l_new.shape[0]
+        block = max(1, min(n, PREDICT_BLOCK_VALUES // (g * M)))
+        rows = [jnp.asarray(a, dt) for a in (l_new, sd, k0_new, f0)]
         outs = []
         for i, (rep, st) in enumerate(zip(reps, finals)):
             xi_nodes = jnp.stack([draws(i * g + j) for j in range(g)])
-            outs.append(_ss.predict(static, sh, rep, st, jnp.asarray(l_new, dt), xi_nodes, sd,
-                                    jnp.asarray(k0_new, dt), f0, _shrink(sch)))
-        per = np.concatenate([np.asarray(o) for o in outs])          # (R, n, C), replicas in order
+            parts = []
+            for start in range(0, n, block):
+                cut = [a[start:start + block] for a in rows]
+                pad = block - cut[0].shape[0]
+                if pad:
+                    cut = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in cut]
+                out = _ss.predict(static, sh, rep, st, cut[0], xi_nodes, cut[1], cut[2], cut[3], _shrink(sch))
+                parts.append(np.asarray(out)[:, :block - pad])
+            outs.append(np.concatenate(parts, axis=1))
+        per = np.concatenate(outs)                                    # (R, n, C), replicas in order
         se = per.std(axis=0, ddof=1) / np.sqrt(R) if R > 1 else None
         return _squeeze(data, per.mean(axis=0)), (None if se is None else _squeeze(data, se))
 
@@ -410,6 +422,9 @@ def _squeeze(data: Dataset, f):
 # much over keys as a solve holding the point as a test point (tanh, erf with decay, relu;
 # 32 keys): 1.5-2.5x with one draw per node. predict costs 16x the elementwise work.
 OFFSPAN_DRAWS = 16
+# predict holds a few (nodes at once, points) arrays: points go in blocks of at most this many
+# node-point values (2^24 float64: 128 MiB an array), so a predict of many points stays small
+PREDICT_BLOCK_VALUES = 2 ** 24
 
 
 # ----------------------------------------------------------------- assembly

@@ -150,7 +150,7 @@ def test_predict_outside_the_data_span_is_exact_for_the_closure(key):
 
 @pytest.mark.parametrize("model, decay", [(dmft.TwoLayer("tanh", gamma0=1.0), 0.0),
                                           (dmft.TwoLayer("erf", gamma0=1.0, readout="fixed"), 0.1)])
-def test_prediction_error_bars_outside_the_span_cover_over_keys(model, decay):
+def test_prediction_error_bars_outside_the_span_cover_over_keys(model, decay, monkeypatch):
     """Outside the data span each node's terms are averaged over 16 stratified draws of its
     field there (with the sampler's antithetic pairs), so predictions are unbiased: the t
     intervals of `predict_interval` cover a reference (64x the nodes, the points held as test
@@ -177,6 +177,12 @@ def test_prediction_error_bars_outside_the_span_cover_over_keys(model, decay):
         hits.append((low <= ref) & (ref <= high))
     alone = np.array([sol.predict(full.x_test[i:i + 1])[0] for i in (2, 3)])
     np.testing.assert_allclose(alone, f[:2], rtol=1e-12, atol=1e-14)
+    # points go in blocks that bound memory (here 3 points a block, the last one padded): the same
+    import sys
+    monkeypatch.setattr(sys.modules["dmft.solve"], "PREDICT_BLOCK_VALUES", 3 * 512)
+    blocked = sol.predict(full.x_test[2:], error=True)
+    np.testing.assert_allclose(np.stack(blocked), np.stack([f, se]), rtol=1e-12, atol=1e-15)
+    monkeypatch.undo()
     ratio = np.std(preds, axis=0, ddof=1) / np.sqrt(np.mean(np.square(ses), axis=0))
     assert np.all((0.6 < ratio) & (ratio < 1.4)), ratio
     assert 0.87 <= np.mean(hits) <= 0.995, np.mean(hits)
