@@ -194,11 +194,18 @@ def trapezoid_kernels(act: Activation, k11, k12, k22, nodes: int = 64):
     (tanh, softplus, sin); `nodes` is a minimum: with concrete inputs it is raised by
     `grid_nodes` to suit the largest variance.
     """
+    k11, k12, k22, nodes = _grid_inputs(k11, k12, k22, nodes)
+    xi, w = trapezoid_grid(nodes)
+    return _grid_kernels(act, k11, k12, k22, jnp.asarray(xi), jnp.asarray(w))
+
+
+def _grid_inputs(k11, k12, k22, nodes: int):
+    """The covariance entries broadcast together, and the node count raised by `grid_nodes` for
+    the largest variance when the entries are concrete (traced ones keep `nodes`)."""
     k11, k12, k22 = jnp.broadcast_arrays(*(jnp.asarray(k) for k in (k11, k12, k22)))
     if not any(isinstance(k, jax.core.Tracer) for k in (k11, k22)) and k11.size:
         nodes = grid_nodes(max(float(jnp.max(k11)), float(jnp.max(k22))), nodes)
-    xi, w = trapezoid_grid(nodes)
-    return _grid_kernels(act, k11, k12, k22, jnp.asarray(xi), jnp.asarray(w))
+    return k11, k12, k22, nodes
 
 
 @jax.jit
@@ -275,9 +282,7 @@ def piecewise_kernels(act: Activation, k11, k12, k22, nodes: int = 64):
     """
     if not act.kinks:
         raise InputError(f"piecewise_kernels: activation {act.name!r} declares no kinks")
-    k11, k12, k22 = jnp.broadcast_arrays(*(jnp.asarray(k) for k in (k11, k12, k22)))
-    if not any(isinstance(k, jax.core.Tracer) for k in (k11, k22)) and k11.size:
-        nodes = grid_nodes(max(float(jnp.max(k11)), float(jnp.max(k22))), nodes)
+    k11, k12, k22, nodes = _grid_inputs(k11, k12, k22, nodes)
     t, w = np.polynomial.legendre.leggauss(piece_nodes(nodes))
     return _piecewise_grid(act, k11, k12, k22, jnp.asarray(t), jnp.asarray(w))
 

@@ -27,7 +27,7 @@ from . import closure as _closure
 from .activations import MAX_GRID_NODES
 from .errors import InputError
 from .problem import Dataset, TwoLayer
-from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, quadrature_size
+from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_size
 from .schedule import Schedule
 
 __all__ = ["SolvePlan", "plan_solve", "exact_closure", "no_lazy_limit", "METHODS", "PRECISIONS", "DEFAULTS",
@@ -231,10 +231,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                                  "dimension; use sampler='orthogonal'")
             replicas = 1
         else:
-            per = 2 * replicas if sampler != "mc" else replicas
-            if samples % per:
-                raise InputError(f"samples ({samples}) must be a multiple of "
-                                 f"{per} (replicas x antithetic pairs)")
+            check_counts(sampler, samples, replicas)
     meas = o["neuron_measures"]
     if meas is not None:
         if not callable(meas):

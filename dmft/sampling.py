@@ -289,6 +289,15 @@ def _one_replica(key, sampler, m, r, c, trained, dtype):
     return jnp.concatenate([zb, -zb]), jnp.ones((m, c), dtype)
 
 
+def check_counts(sampler: str, samples: int, replicas: int) -> None:
+    """Every replica gets the same number of nodes, in antithetic pairs unless sampler="mc"
+    (InputError otherwise; plan_solve and draw_sites both ask)."""
+    per = replicas if sampler == "mc" else 2 * replicas
+    if samples % per:
+        raise InputError(f"samples ({samples}) must be a multiple of {per} (replicas"
+                         f"{'' if sampler == 'mc' else ' x antithetic pairs'})")
+
+
 def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
                trained: bool, nodes: int = 8, dtype=None, rotation=None, first: int = 0,
                count: int | None = None) -> Sites:
@@ -322,10 +331,7 @@ def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,
     else:
         samples = checks.integer("samples", samples, minimum=1)
         replicas = checks.integer("replicas", replicas, minimum=1)
-        per = replicas if sampler == "mc" else 2 * replicas
-        if samples % per:
-            raise InputError(f"samples ({samples}) must be a multiple of {per} (replicas"
-                             f"{'' if sampler == 'mc' else ' x antithetic pairs'})")
+        check_counts(sampler, samples, replicas)
         if not isinstance(first, jax.core.Tracer):          # (traced inside solve_batch's jit)
             first = checks.integer("first", first, minimum=0, maximum=replicas - 1)
             if count is not None:
