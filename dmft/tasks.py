@@ -263,8 +263,7 @@ def _outside(xt, x, key, draw):
         raise InputError(f"P_test: test points kept falling on training points after {_REDRAW_ROUNDS} "
                          f"redraws (P = {x.shape[0]} of 2^{n})")
     codes = np.arange(2 ** n, dtype=np.int64)
-    train = set(((x > 0) @ (1 << np.arange(n, dtype=np.int64))).tolist())
-    rest = codes[~np.isin(codes, np.fromiter(train, np.int64))]
+    rest = codes[~np.isin(codes, (x > 0) @ (1 << np.arange(n, dtype=np.int64)))]
     pick = rest[np.asarray(jax.random.randint(jax.random.fold_in(key, 2 + _REDRAW_ROUNDS), (xt.shape[0],), 0,
                                               rest.size))[:bad.size]]
     xt[bad] = np.where((pick[:, None] >> np.arange(n)) & 1, 1.0, -1.0)
