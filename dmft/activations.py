@@ -294,8 +294,9 @@ def _piecewise_grid(act: Activation, k11, k12, k22, t, w):
     m, n = kinks.shape[0], t.shape[0]
     s1 = jnp.sqrt(jnp.maximum(k11, 0.0)).reshape(-1)
     s2 = jnp.sqrt(jnp.maximum(k22, 0.0)).reshape(-1)
-    pos = (s1 > 0) & (s2 > 0)
-    rho = jnp.clip(jnp.where(pos, k12.reshape(-1) / jnp.where(pos, s1 * s2, 1.0), 0.0), -1.0, 1.0)
+    # rho as the closed forms take it, k12 / sqrt(k11 k22): G0 has an infinite slope in rho at
+    # +-1, where k12 / (sqrt(k11) sqrt(k22)) one ulp below 1 moved it by 3e-9
+    rho = _safe_corr(k11, k12, k22)[1].reshape(-1)
     E = s1.shape[0]
     chunk = max(1, min(E, 2 ** 22 // ((4 * m + 1) * (m + 1) * n * n)))
     pad = (-E) % chunk
