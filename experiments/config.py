@@ -30,7 +30,7 @@ from typing import Any, Callable
 from dmft.errors import ConfigError
 
 __all__ = ["ConfigError", "Field", "defaults", "resolve_path", "coerce", "parse_override", "merge", "load",
-           "read_toml", "to_toml", "differences", "flag_overrides"]
+           "read_toml", "to_toml", "differences", "flag_overrides", "given_keys", "check_saves"]
 
 
 SEED_MAX = 2 ** 32 - 1              # seeds are uint32: jax.random.key's range under --x32 too
@@ -220,6 +220,23 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
     if check is not None:
         check(cfg)
     return cfg
+
+
+def given_keys(source=None, overrides=()) -> set[str]:
+    """The dotted keys a TOML file `source` and the overrides set: what the user wrote, not the
+    defaults or a preset. A dict source (it may be a whole stored configuration) gives none."""
+    tables = [read_toml(source)] if source is not None and not isinstance(source, dict) else []
+    tables += [parse_override(text) for text in overrides]
+    return {f"{sec}.{key}" for table in tables for sec, keys in table.items()
+            if isinstance(keys, dict) for key in keys}
+
+
+def check_saves(cfg: dict, source=None, overrides=()) -> None:
+    """Refuse train.save_every written beside train.log_saves > 0: the log-spaced saves replace
+    the save grid, so one of the two would be dropped without a word."""
+    if cfg["train"].get("log_saves") and "train.save_every" in given_keys(source, overrides):
+        raise ConfigError(f"train.save_every: not used with train.log_saves = {cfg['train']['log_saves']} "
+                          "(log-spaced saves replace the save grid); give one of the two")
 
 
 def flag_overrides(flags: dict, overrides) -> list[str]:

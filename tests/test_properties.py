@@ -11,6 +11,7 @@ import re
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -601,6 +602,45 @@ def test_config_files_of_any_bytes_are_read_or_refused(tmp_path_factory, case):
         elif spoilt:
             k = spoilt[0]
             assert _names_word(err, k) or f"[{k.split('.')[0]}]" in str(err), (repr(err), text)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(job=st.sampled_from(["grok", "dln", "scan"]), log_saves=st.sampled_from([0, 10, 40]),
+       where=st.sampled_from(["none", "file", "override"]), every=st.sampled_from([20, 50]),
+       full=st.booleans())
+@example(job="grok", log_saves=10, where="file", every=20, full=True)
+def test_save_every_beside_log_saves_is_refused_where_the_user_wrote_both(tmp_path, job, log_saves, where,
+                                                                          every, full):
+    """log_saves > 0 replaces the save grid: a save_every written in the file or an override
+    beside it is refused by name (it was dropped without a word); the defaults', a preset's or a
+    stored configuration's save_every is not the user's and passes."""
+    from experiments import dln, grok, scan
+
+    path = tmp_path / f"{job}_{log_saves}_{where}_{every}_{full}.toml"
+    lines = ["[train]", "steps = 1000"] + ([f"log_saves = {log_saves}"] if log_saves else [])
+    lines += [f"save_every = {every}"] if where == "file" else []
+    if job == "scan":
+        lines = ["[scan]", "kind = 'deep_linear'", "[scan.grid]", "'train.eta0' = [0.01, 0.02]"] + lines
+    path.write_text("\n".join(lines) + "\n")
+    over = [f"train.save_every={every}"] if where == "override" else []
+    if job == "grok":
+        load = lambda src, o: grok.load_config(src, o, full=full)           # noqa: E731
+    elif job == "dln":
+        load = lambda src, o: dln.load_config(src, o, full=full)            # noqa: E731
+    else:
+        load = scan.load_config
+    if log_saves and where != "none":
+        with pytest.raises(dmft.ConfigError, match="train.save_every.*log_saves"):
+            load(str(path), over)
+        return
+    cfg = load(str(path), over)
+    assert cfg["train"].get("log_saves", 0) == log_saves
+    if where != "none":
+        assert cfg["train"]["save_every"] == every
+    if job != "scan":
+        assert load(cfg, []) == cfg          # a stored configuration reloads as it is
+    else:
+        assert scan.load_config(cfg) == cfg
 
 
 TEACHER_FIELDS = ("d_in", "d_out", "s", "P", "sigma")

@@ -64,7 +64,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eta0": Field("float", 0.01, "learning rate eta (t = steps x eta)", 0.0, True),
         "steps": Field("int", 6000, "SGD steps", 1),
         "save_every": Field("int", 50, "record every this many steps", 1),
-        "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead", 0),
+        "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead of save_every (which "
+                           "is then not to be given)", 0),
         "batch_size": Field("int", 1, "minibatch size B", 1),
         "weight_decay": Field("float", 0.0, "weight decay kappa per unit time, every layer (theory and "
                               "networks; the staircase ensemble trains without)", 0.0),
@@ -201,7 +202,9 @@ def train_schedule(tr: dict) -> dmft.Schedule:
 
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
     """Defaults, then the --full preset, then the TOML file, then overrides; validated."""
-    return _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
+    cfg = _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
+    _config.check_saves(cfg, path, overrides)
+    return cfg
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,8 +73,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eta0": Field("float", 2.0, "gradient-descent step in DMFT time units", 0.0, True),
         "steps": Field("int", 30000, "number of steps", 1),
         "save_every": Field("int", 250, "record every this many steps", 1),
-        "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead (times that span "
-                           "decades are not quantized by the save grid)", 0),
+        "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead of save_every (which "
+                           "is then not to be given; times that span decades are not quantized by "
+                           "the save grid)", 0),
     },
     "theory": {
         "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
@@ -202,7 +203,9 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
         initial["diagram"]["axes"] = []
         if name == "lyu":
             initial["decay"]["gamma0"] = LYU_DECAY_GAMMA0
-    return _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
+    cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
+    _config.check_saves(cfg, path, overrides)
+    return cfg
 
 
 
