@@ -15,8 +15,11 @@ two quantiles apart.
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
+from dmft.errors import InputError
 from validation import loglog_fit
 from validation.grokking import fit_inverse_decay
 
@@ -66,3 +69,34 @@ def test_inverse_decay_standard_errors_cover_the_planted_law():
         assert cover_n < 0.90, (name, cover_n)
         ratio = np.var(est, ddof=1) / np.mean(np.square(se))
         assert 0.8 < ratio < 1.2, (name, ratio)
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.lists(st.sampled_from([1e-4, 2e-4, 64.0, 128.0]), min_size=0, max_size=6),
+       noise=st.lists(st.floats(-1.0, 1.0), min_size=6, max_size=6), nan_at=st.integers(-1, 5))
+@example(x=[64.0, 64.0], noise=[0.0, 0.5] + [0.0] * 4, nan_at=-1)     # all x equal: had a slope 0.079
+@example(x=[1e-4, 1e-4, 1e-4], noise=[0.0, 0.1, 0.2] + [0.0] * 3, nan_at=-1)    # singular X^T X
+def test_fits_of_repeated_abscissae_are_the_least_squares_line_or_refused(x, noise, nan_at):
+    """Any points, repeats included: each fit returns the least-squares line (numpy's polyfit,
+    finite) when its points pin one down (two distinct x; three points for the inverse law),
+    else one InputError; a NaN grokking time is a point dropped, never a NaN fit."""
+    from validation.grokking import fit_power_law_decay
+
+    x = np.asarray(x, float)
+    y = 3.0 / x * np.exp(np.asarray(noise[:x.size]))
+    t = y.copy()
+    if 0 <= nan_at < x.size:
+        t[nan_at] = np.nan
+    ok = np.isfinite(t)
+    for fit, xs, n_min, ref in (
+            (lambda: loglog_fit(x, y), x, 2, lambda: np.polyfit(np.log(x), np.log(y), 1)[0]),
+            (lambda: fit_power_law_decay(x, t), x[ok], 2,
+             lambda: np.polyfit(np.log(x[ok]), np.log(t[ok]), 1)[0]),
+            (lambda: fit_inverse_decay(x, t)[0], x[ok], 3, lambda: np.polyfit(1 / x[ok], t[ok], 1)[0])):
+        if xs.size < n_min or np.unique(xs).size < 2:
+            with pytest.raises(InputError):
+                fit()
+            continue
+        got = fit()
+        slope = got.slope if hasattr(got, "slope") else got
+        assert np.isfinite(slope) and slope == pytest.approx(ref(), rel=1e-6, abs=1e-9)

@@ -42,7 +42,8 @@ def loglog_fit(x, y) -> LogLogFit:
     """Least-squares slope of log y against log x.
 
     Raises:
-        InputError (a ValueError): fewer than two points, or non-positive / non-finite values.
+        InputError (a ValueError): fewer than two points, all x equal (no slope: least squares
+        returned an arbitrary one), or non-positive / non-finite values.
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -52,6 +53,9 @@ def loglog_fit(x, y) -> LogLogFit:
         raise InputError("a log-log fit needs at least two points")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
         raise InputError(f"log-log fit needs positive finite values, got x={x}, y={y}")
+    if np.unique(x).size < 2:
+        raise InputError(f"a log-log fit needs at least two distinct x, got x = {x[0]:g} at all "
+                         f"{x.size} points")
     lx, ly = np.log(x), np.log(y)
     A = np.stack([np.ones_like(lx), lx], axis=1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)

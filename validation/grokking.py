@@ -472,11 +472,27 @@ def fit_power_law_decay(kappa, t_grok):
     """Fit t_grok = c kappa^b on the finite points: returns a `LogLogFit` (slope b)."""
     from .fitting import loglog_fit
 
-    kappa, t_grok = np.asarray(kappa, float), np.asarray(t_grok, float)
+    kappa, t_grok = _decay_points(kappa, t_grok)
     ok = np.isfinite(t_grok) & (t_grok > 0) & (kappa > 0)
-    if ok.sum() < 2:
-        raise InputError(f"need at least two kappa with a finite grokking time, got {int(ok.sum())}")
+    if np.unique(kappa[ok]).size < 2:
+        raise InputError(f"need at least two distinct kappa with a finite grokking time, got "
+                         f"{np.unique(kappa[ok]).size}")
     return loglog_fit(kappa[ok], t_grok[ok])
+
+
+def _decay_points(kappa, t_grok):
+    """(kappa, t_grok) as float arrays of one shape, kappa finite (a NaN t_grok is a point that
+    never grokked, dropped by the fits); else an InputError naming them."""
+    try:
+        kappa, t_grok = np.asarray(kappa, float).ravel(), np.asarray(t_grok, float).ravel()
+    except (TypeError, ValueError) as err:
+        raise InputError(f"kappa and t_grok must be real numbers ({err})") from None
+    if kappa.shape != t_grok.shape:
+        raise InputError(f"kappa and t_grok must have one value each per point, got {kappa.size} "
+                         f"and {t_grok.size}")
+    if not np.all(np.isfinite(kappa)):
+        raise InputError(f"kappa must be finite, got {kappa}")
+    return kappa, t_grok
 
 
 def fit_inverse_decay(kappa, t_grok):
@@ -485,10 +501,11 @@ def fit_inverse_decay(kappa, t_grok):
 
     The prediction of Lyu et al. (2024) is A = ln(alpha) / L with alpha = 1/gamma0 and L the
     degree of the output in the weights; B is the kappa-independent length of the rich phase."""
-    kappa, t_grok = np.asarray(kappa, float), np.asarray(t_grok, float)
+    kappa, t_grok = _decay_points(kappa, t_grok)
     ok = np.isfinite(t_grok) & (kappa > 0)
-    if ok.sum() < 3:
-        raise InputError(f"need at least three kappa with a finite grokking time, got {int(ok.sum())}")
+    if ok.sum() < 3 or np.unique(kappa[ok]).size < 2:
+        raise InputError(f"need at least three kappa with a finite grokking time, two of them distinct, "
+                         f"got {int(ok.sum())} ({np.unique(kappa[ok]).size} distinct)")
     X = np.stack([1 / kappa[ok], np.ones(ok.sum())], axis=1)
     coef, *_ = np.linalg.lstsq(X, t_grok[ok], rcond=None)
     resid = t_grok[ok] - X @ coef
