@@ -364,6 +364,8 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
     if not widths:
         raise InputError("width: give at least one width")
     widths = [checks.integer("width", w, minimum=1) for w in widths]
+    if len(set(widths)) < len(widths):          # a dict width -> Run keeps one run per width
+        raise InputError(f"width: the widths of a list must be distinct, got {widths}")
     antithetic = checks.flag("antithetic", antithetic)
     kernels = checks.flag("kernels", kernels)
     keep_params = checks.flag("keep_params", keep_params)

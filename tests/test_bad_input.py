@@ -253,3 +253,21 @@ def test_sgd_mean_checks_its_arguments(data):
 def test_booleans_are_not_numbers(make):
     with pytest.raises(dmft.InputError, match="gamma0|eta0|steps|save_at"):
         make()
+
+
+@pytest.mark.parametrize("call", ["train", "sweep_widths", "sweep_gamma0s"])
+def test_repeated_widths_or_gamma0s_are_refused_before_compute(data, call):
+    """Results keyed by width or gamma0 kept one of two equal values without a word (a list of
+    widths [16, 16] trained twice and returned one run; a sweep over gamma0 [1, 1] one solution)."""
+    import networks
+    import validation
+
+    model, sch = dmft.TwoLayer("relu"), dmft.Schedule(eta0=0.5, steps=4, save_every=2)
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="distinct"):
+        if call == "train":
+            networks.train(model, data, width=[16, 8, 16], seeds=2, schedule=sch)
+        else:
+            gamma0s, widths = ([1.0, 1.0], [8]) if call == "sweep_gamma0s" else ([1.0], [8, 8])
+            validation.lazy_to_rich(model, data, gamma0s, widths, 2, schedule=sch, solve_kw=dict(samples=64))
+    assert TRACE_COUNTS == before

@@ -102,6 +102,9 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     sch = _schedule(schedule, solve_kw, train_kw)
     gamma0s = [float(g) for g in gamma0s]
     widths = [int(w) for w in widths] if simulate else []
+    for name, values in (("gamma0s", gamma0s), ("widths", widths)):
+        if len(set(values)) < len(values):       # results are dicts keyed by value: one would be lost
+            raise InputError(f"{name}: values must be distinct, got {values}")
     key = jax.random.key(1) if key is None else key
     lazy_kw = {k: v for k, v in solve_kw.items() if k in ("kernels", "kernel_nodes")}
     bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
