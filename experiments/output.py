@@ -23,6 +23,8 @@ created) raises `OutputError` naming it, before any compute.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -174,6 +176,29 @@ def check_writable(out: str) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: no permission to write in {os.path.abspath(parent)}; "
                           "choose another --out")
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 over the Python sources of dmft, networks, validation and experiments (relative
+    paths and contents, in order): the code that computes a result. dmft.__version__ is a
+    constant, so an edited solver was not told apart from the one that wrote a store."""
+    import dmft
+    import experiments
+    import networks
+    import validation
+
+    h = hashlib.sha256()
+    for pkg in (dmft, networks, validation, experiments):
+        root = os.path.dirname(os.path.abspath(pkg.__file__))
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(".py"))
+        for path in files:
+            rel = os.path.relpath(path, os.path.dirname(root)).replace(os.sep, "/")
+            with open(path, "rb") as fh:
+                body = fh.read()
+            h.update(f"{rel}\0{len(body)}\0".encode())
+            h.update(body)
+    return h.hexdigest()
 
 
 def run_inputs(cfg: dict) -> dict:

@@ -25,6 +25,7 @@ from dmft.runner import TRACE_COUNTS
 from experiments import cli, scan
 from validation.grokking import grokking_times
 from experiments.scan.execute import SETTINGS, store_identity
+from experiments.scan.grid import point_ids
 from experiments.store import MUTABLE, Store, StoreConflict, manifest_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -329,9 +330,11 @@ def test_networks_per_point_equal_networks_train(tmp_path):
                       "points": {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.25]}}}
     res = scan.run(table, str(tmp_path / "n"))
     data = dmft.tasks.single_index(D=4, P=8, P_test=6, degree=1, key=0)
+    ids = point_ids({"model.gamma0": np.array([0.5, 2.0]), "train.eta0": np.array([0.5, 0.25])}, [0, 1],
+                    "networks")
     for i, (g, e) in enumerate([(0.5, 0.5), (2.0, 0.25)]):
         run = networks.train(dmft.TwoLayer("linear", gamma0=g), data, width=8, seeds=2, eta0=e,
-                             steps=20, save_every=10, key=jax.random.fold_in(jax.random.key(3), i))
+                             steps=20, save_every=10, key=jax.random.fold_in(jax.random.key(3), int(ids[i])))
         np.testing.assert_array_equal(res["networks.test_loss"][i], run.test_loss.mean(0))
         np.testing.assert_array_equal(res["networks.error.test_loss"][i],
                                       run.test_loss.std(0, ddof=1) / np.sqrt(2))
@@ -908,3 +911,48 @@ def test_resume_under_another_memory_limit(config, reference, tmp_path, capsys):
     assert cli.main(["scan", "--config", config, "--out", out, "--no-progress",
                      "--set", "theory.max_memory_gb=8", "--set", "theory.seed=5"]) == cli.EXIT_OUTPUT
     assert "differs in: config.theory.seed" in capsys.readouterr().err
+
+
+def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path):
+    """Keys came from the point's place in the grid: gamma0 = 1 read 0.308 alone and 0.210 after
+    a 0.5 was put before it, and a width scan solved its one theory with other nodes at each
+    width (0.308, 0.210, 0.244). Now from a digest of the coordinates each part reads."""
+    base = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 2}, "model": {"activation": "tanh"},
+            "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
+            "simulate": {"width": 8, "seeds": 2, "seed": 0}}
+    final = {}
+    for name, gammas in (("one", [1.0]), ("after", [0.5, 1.0]), ("before", [1.0, 0.5])):
+        table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": gammas}}}
+        res = scan.run(table, str(tmp_path / name))
+        j = gammas.index(1.0)
+        final[name] = (res["theory.final.test_loss"][j], res["networks.final.test_loss"][j])
+    assert final["one"] == final["after"] == final["before"], final
+    table = {**base, "scan": {"networks": True, "grid": {"simulate.width": [8, 16]}}}
+    res = scan.run(table, str(tmp_path / "widths"))
+    assert res["theory.final.test_loss"][0] == res["theory.final.test_loss"][1]
+    assert res["networks.final.test_loss"][0] != res["networks.final.test_loss"][1]
+    cols = {"model.gamma0": np.array([1.0]), "simulate.width": np.array([8.0])}
+    assert point_ids(cols, [0], "theory")[0] != point_ids(cols, [0], "networks")[0]
+
+
+def test_a_store_written_by_other_code_or_on_another_platform_is_not_resumed(tmp_path, monkeypatch):
+    """The identity held dmft.__version__ (a constant) and no platform: a resume after an edit
+    of the solver mixed chunks of both codes (test loss ratio [1, 1, 1.1] in the review)."""
+    from experiments import output
+
+    table = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 1}, "model": {"activation": "linear"},
+             "train": {"eta0": 0.5, "steps": 4, "save_every": 2}, "theory": {"samples": 16, "replicas": 2},
+             "scan": {"chunk": 1, "grid": {"model.gamma0": [0.5, 1.0]}}}
+    out = str(tmp_path / "s")
+    scan.run(table, out)
+    ident = store_identity(scan.load_config(table))
+    assert ident["code"] == output.code_digest() and len(ident["code"]) == 64 and ident["platform"] == "cpu"
+    for name, value in (("code_digest", lambda: "0" * 64), ("compute_platform", lambda: "gpu")):
+        with monkeypatch.context() as m:
+            if name == "code_digest":
+                m.setattr(output, name, value)
+            else:
+                m.setattr("dmft.io.compute_platform", value)
+            with pytest.raises(StoreConflict, match="code" if name == "code_digest" else "platform"):
+                scan.run(table, out)
+    assert scan.run(table, out)["theory.final.test_loss"].shape == (2,)          # same code: resumed

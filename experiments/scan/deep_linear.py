@@ -12,9 +12,10 @@ Outputs per point (arrays over the r modes, in the teacher's order):
     curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
               theory.modes_mean, .modes_std (T, r)
 
-Always: networks.diverged_seeds. Theory outputs need an aligned start (NaN otherwise). Point
-i draws its networks from fold_in(key(train.seed), i) and its SDE paths from
-fold_in(key(theory.seed), i).
+Always: networks.diverged_seeds. Theory outputs need an aligned start (NaN otherwise). A
+point draws its networks from fold_in(key(train.seed), id) and its SDE paths from
+fold_in(key(theory.seed), id'), the ids digests of the coordinates each reads
+(`grid.point_ids`): the same numbers in any grid that holds the point.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from dmft import deep_linear as dl
 
 from ..dln.config import build as build_studies
+from .grid import point_ids
 from ..dln.config import sde_memory_limit
 
 __all__ = ["DeepLinearGroup"]
@@ -60,6 +62,9 @@ class DeepLinearGroup:
             out[k] = np.stack([r[k] for r in recs])
         return out
 
+    def _id(self, i: int, part: str) -> int:
+        return int(point_ids(self.columns, [i], part)[0])
+
     def _point(self, i: int) -> dict:
         import networks
         from validation.deep_linear import learning_times_of
@@ -74,7 +79,7 @@ class DeepLinearGroup:
         kappa = float(st.schedule.weight_decay)
         if sc["networks"]:
             run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule,
-                                 key=jax.random.fold_in(jax.random.key(tr["seed"]), i),
+                                 key=jax.random.fold_in(jax.random.key(tr["seed"]), self._id(i, "networks")),
                                  probe=tr["probe"], dtype=tr["dtype"])
             modes = run.modes.astype(np.float64)
             out["networks.diverged_seeds"] = np.int64(len(run.info["diverged"]))
@@ -99,7 +104,7 @@ class DeepLinearGroup:
         if sc["theory"]:
             aligned = st.model.init == "aligned"
             sde = (dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
-                               key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), i),
+                               key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), self._id(i, "theory")),
                                max_memory_gb=sde_memory_limit(cfg))
                    if aligned else None)
             if "final" in sc["outputs"]:

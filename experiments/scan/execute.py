@@ -23,7 +23,7 @@ from ..store import Store, npz_arrays, npz_bytes
 from .config import load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, kind_of
-from .grid import Chunk, Group, Plan, plan
+from .grid import Chunk, Group, Plan, plan, point_ids
 from .outputs import derive, network_records
 from .result import load
 
@@ -162,7 +162,8 @@ class _GroupRun:
             pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
             values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
                           else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
-            rec = self.prog(values, pad, key=self.theory_key, sharding=self.sharding)
+            rec = self.prog(values, point_ids(self.columns, pad, "theory"), key=self.theory_key,
+                            sharding=self.sharding)
             rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
             out.update(derive("theory", rec, sc["outputs"], sc["grok_threshold"]))
         if sc["networks"]:
@@ -188,8 +189,9 @@ class _GroupRun:
             counts = final_time_counts(final_time, self.schedule.save_steps.size, eta)[0]
             sch = dmft.Schedule(eta0=eta, steps=int(counts[-1]), save_at=counts[1:].tolist(),
                                 weight_decay=sch.weight_decay)
-        run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch,
-                             key=jax.random.fold_in(self.network_key, i), **_problem.train_options(sim))
+        key = jax.random.fold_in(self.network_key, int(point_ids(self.columns, [i], "networks")[0]))
+        run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch, key=key,
+                             **_problem.train_options(sim))
         return network_records(run)
 
 
@@ -251,19 +253,23 @@ SETTINGS = (("theory", "max_memory_gb"), ("simulate", "max_memory_gb"))
 
 
 def store_identity(cfg: dict) -> dict:
-    """What must match for a store to be resumed: configuration (less `SETTINGS`), code, number
-    type, and the SHA-256 of a data file the scan reads (task.path)."""
+    """What must match for a store to be resumed: configuration (less `SETTINGS`), code (the
+    versions and a digest of the sources, `output.code_digest`), number type, the platform
+    computed on, and the SHA-256 of a data file the scan reads (task.path)."""
     import jax
     import jaxlib
 
-    from dmft.io import jsonable
+    from dmft.io import compute_platform, jsonable
+
+    from ..output import code_digest
 
     cfg = jsonable(cfg)
     for sec, key in SETTINGS:
         if sec in cfg:
             cfg[sec].pop(key, None)
-    ident = {"config": cfg, "x64": bool(jax.config.jax_enable_x64),
-             "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}}
+    ident = {"config": cfg, "x64": bool(jax.config.jax_enable_x64), "platform": compute_platform(),
+             "versions": {"dmft": dmft.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__},
+             "code": code_digest()}
     data = _problem.data_digest(cfg)                     # a changed data file is another scan
     if data:
         ident["data"] = data

@@ -1,14 +1,15 @@
 """The grid of a scan and its plan: groups of one shape, chunks of fixed size.
 
-Chunk boundaries depend on the grid and `scan.chunk` only, and point i draws its
-randomness from fold_in(key, i), so results do not depend on devices, processes or
-interruptions.
+Chunk boundaries depend on the grid and `scan.chunk` only, and a point draws its
+randomness from fold_in(key, id), its id a digest of its own coordinates (`point_ids`), so
+results do not depend on devices, processes, interruptions, or the other points of the grid.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from dmft.errors import ConfigError
 
 from .schema import coerce_value, kind_of, resolve_field
 
-__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan"]
+__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "NOT_READ"]
 
 
 # ----------------------------------------------------------------- the grid
@@ -95,6 +96,32 @@ def grid_of(cfg: dict) -> Grid:
         raise ConfigError("scan.points: every field needs the same number of values, got "
                           + ", ".join(f"{f}: {len(v)}" for f, v in zip(fields, values)))
     return Grid(kind, tuple(fields), tuple(values))
+
+
+# ----------------------------------------------------------------- the points' keys
+
+# the scanned fields each part of a point does not read (prefixes, or whole names): its key
+# ignores them, so a width scan has one theory and the networks of a samples scan are one
+# ensemble ("train.seed..." are the deep-linear networks' fields)
+NOT_READ = {"theory": ("simulate.", "train.seeds", "train.seed", "train.probe", "train.dtype"),
+            "networks": ("theory.",)}
+
+
+def point_ids(columns: dict, indices, part: str) -> np.ndarray:
+    """(n,) uint32 in [0, 2^31 - 1]: each point's id for `part` ("theory" or "networks"), folded
+    into that part's key. A digest of the part's name and the coordinates it reads, so a point
+    draws the same numbers in any grid that holds it (extended, reordered, or another axis
+    scanned beside it), and the theory and the networks of one point never share a key (with
+    sampler "mc" and equal seeds, replica j's nodes were network seed j's weights)."""
+    if part not in NOT_READ:
+        raise ValueError(f"part: one of {list(NOT_READ)}, got {part!r}")
+    read = sorted(f for f in columns
+                  if not any(f == n or (n.endswith(".") and f.startswith(n)) for n in NOT_READ[part]))
+    out = np.empty(len(indices), np.uint32)
+    for j, i in enumerate(np.asarray(indices).reshape(-1)):
+        text = ";".join([part] + [f"{f}={float(columns[f][i])!r}" for f in read])
+        out[j] = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+    return out
 
 
 # ----------------------------------------------------------------- the plan
