@@ -271,13 +271,15 @@ def _scan(args) -> int:
         except RuntimeError as err:
             raise ConfigError(f"jax.distributed: {err}") from None
         devices = _select_device(None, args.x64)
+        mine = None                      # each process shards over its own local devices
     else:
         devices = _select_device(args.device, args.x64)
+        mine = devices                   # all of --device's kind (its first is only the default)
     _check_network_dtype(cfg, args.x64)                  # (deep-linear scans' networks)
     out = args.out or os.path.join("results", "scan")
     _say(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
     try:
-        res = scan.run(cfg, out, progress=_progress(args), log=_say)
+        res = scan.run(cfg, out, devices=mine, progress=_progress(args), log=_say)
     except (DivergenceError, NotConverged) as err:
         raise type(err)(f"{err}; finished chunks are kept in {out}") from err
     if res is not None:

@@ -175,12 +175,13 @@ class Store:
         try:
             if os.path.exists(path) and not os.path.isdir(path):
                 raise NotADirectoryError(f"{path} exists and is not a directory")
-            existing = os.path.exists(man_path)
-            if not existing and os.path.isdir(path) and os.listdir(path):
+            if not os.path.exists(man_path) and not cls._unborn(path):
                 raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
                                     "choose another output directory")
             os.makedirs(os.path.join(path, CHUNKS), exist_ok=True)
             lock = cls._acquire(path)
+            # under the lock: another process may have made the store since the look above
+            existing = os.path.exists(man_path)
         except StoreConflict:
             raise                               # (in use by another scan, or holds no scan)
         except NotADirectoryError as err:
@@ -219,7 +220,7 @@ class Store:
         """
         path = os.fspath(path)
         if not os.path.exists(os.path.join(path, MANIFEST)):
-            if os.path.isdir(path) and os.listdir(path):
+            if not cls._unborn(path):
                 raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
                                     "choose another output directory")
             return set()
@@ -229,6 +230,19 @@ class Store:
             store.check_layout(layout)
         good, _ = store.verified(expected)
         return good
+
+    @staticmethod
+    def _unborn(path) -> bool:
+        """Whether `path` is free for a new store: missing, empty, or holding only what a store
+        makes before its first manifest (the lock file and an empty chunks/: a first manifest
+        write that failed, disk full, or a process killed then, or another one creating it now)."""
+        if not os.path.isdir(path):
+            return True
+        names = set(os.listdir(path))
+        if not names <= {".lock", CHUNKS}:
+            return False
+        chunks = os.path.join(path, CHUNKS)
+        return CHUNKS not in names or (os.path.isdir(chunks) and not os.listdir(chunks))
 
     @staticmethod
     def _check_identity(path, manifest, identity):

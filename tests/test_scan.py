@@ -956,3 +956,51 @@ def test_a_store_written_by_other_code_or_on_another_platform_is_not_resumed(tmp
             with pytest.raises(StoreConflict, match="code" if name == "code_digest" else "platform"):
                 scan.run(table, out)
     assert scan.run(table, out)["theory.final.test_loss"].shape == (2,)          # same code: resumed
+
+
+_TINY = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 1}, "model": {"activation": "linear"},
+         "train": {"eta0": 0.5, "steps": 4, "save_every": 2}, "theory": {"samples": 16, "replicas": 2},
+         "scan": {"chunk": 1, "grid": {"model.gamma0": [0.5, 1.0]}}}
+
+
+def test_a_failed_manifest_write_leaves_the_directory_usable_and_the_lock_free(tmp_path, monkeypatch):
+    """A disk full at the first manifest left .lock and an empty chunks/, and every later run was
+    told the directory 'holds no scan'; one at a resume's manifest kept the lock held for as long
+    as the traceback lived (a notebook), so the next resume was 'in use by another running scan'."""
+    from dmft.errors import StoreWriteError
+    from experiments import store as store_mod
+
+    write = store_mod.atomic_write
+
+    def full(path, data):
+        if path.endswith("manifest.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    out = str(tmp_path / "s")
+    for attempt in ("create", "resume"):
+        with monkeypatch.context() as m:
+            m.setattr(store_mod, "atomic_write", full)
+            with pytest.raises(StoreWriteError) as caught:
+                scan.run(_TINY, out)
+        if attempt == "create":
+            assert sorted(os.listdir(out)) == [".lock", "chunks"] and not os.listdir(os.path.join(out, "chunks"))
+        held = caught                              # the traceback lives on, as in a notebook
+        res = scan.run(_TINY, out)                 # space freed: created, or resumed, at once
+        assert res.complete and held is caught
+
+
+def test_a_scan_shards_over_the_default_device_when_one_is_set(tmp_path):
+    """scan.run(devices=None) sharded over every local device of the default backend and
+    recorded them, whatever jax_default_device (what --device sets) said."""
+    code = ("import jax, json, sys; jax.config.update('jax_enable_x64', True); "
+            "jax.config.update('jax_default_device', jax.devices()[1]); "
+            "from experiments import scan; "
+            f"res = scan.run(json.loads(sys.argv[1]), {str(tmp_path / 'd')!r}); "
+            "print(res.manifest['sessions'][-1]['devices'])")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip())
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(_TINY)], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['cpu:1']"

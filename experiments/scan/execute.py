@@ -309,7 +309,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         config: a TOML path, a dict laid out like one, or a `load_config` result.
         out: the store directory (created; a directory holding another scan is refused).
         overrides: "section.key=value" strings applied on top of `config`.
-        devices: local devices to shard each chunk over (default: all local devices).
+        devices: local devices to shard each chunk over (default: JAX's default device when
+            one is set, `jax_default_device`, else all local devices).
         progress: a progress bar over points (process 0 only).
         log: a callable receiving one-line messages (default: none).
 
@@ -335,6 +336,9 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     # group still to compute must build (data, programs: validated)
     expected, layout = pl.expected(), pl.layout()
     finished = set(comm.agree(lambda: sorted(Store.peek(out, identity, expected, layout)), first_only=True))
+    if devices is None and jax.config.jax_default_device is not None:
+        dd = jax.config.jax_default_device       # a device, or a platform's name
+        devices = jax.local_devices(backend=dd) if isinstance(dd, str) else [dd]
     sharding, n_dev = _point_sharding(devices)
     groups = _Groups(cfg, pl, sharding, n_dev)
     comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
@@ -342,19 +346,24 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     holder = {}
 
     def open_store():
-        store = holder["store"] = Store.create_or_open(out, identity, layout, settings)
-        if store.stale_lock:
-            say(f"scan {out}: cleared the lock left by process {store.stale_lock}, which no longer runs")
-            store.log(event="stale_lock", process=store.stale_lock)
-        good, bad = store.verified(expected)
-        for name, reason in sorted(bad.items()):
-            moved = store.set_aside(name)
-            moved = os.path.basename(moved) if moved else None
-            say(f"scan {out}: chunk file {os.path.basename(store.chunk_path(name))} is damaged ({reason}); "
-                + (f"moved to {moved}, its" if moved else "its record is dropped, its")
-                + " points will be computed again")
-            store.log(event="damaged", chunk=name, reason=reason, moved_to=moved)
-        store.save_manifest()
+        store = Store.create_or_open(out, identity, layout, settings)
+        try:
+            if store.stale_lock:
+                say(f"scan {out}: cleared the lock left by process {store.stale_lock}, which no longer runs")
+                store.log(event="stale_lock", process=store.stale_lock)
+            good, bad = store.verified(expected)
+            for name, reason in sorted(bad.items()):
+                moved = store.set_aside(name)
+                moved = os.path.basename(moved) if moved else None
+                say(f"scan {out}: chunk file {os.path.basename(store.chunk_path(name))} is damaged ({reason}); "
+                    + (f"moved to {moved}, its" if moved else "its record is dropped, its")
+                    + " points will be computed again")
+                store.log(event="damaged", chunk=name, reason=reason, moved_to=moved)
+            store.save_manifest()
+        except BaseException:           # (a failed write, disk full): the lock is not kept held
+            store.close()
+            raise
+        holder["store"] = store
         return sorted(good)
 
     finished = set(comm.agree(open_store, first_only=True))
