@@ -51,6 +51,7 @@ import io
 import json
 import os
 import re
+import time
 
 import numpy as np
 
@@ -266,6 +267,11 @@ class Store:
                 f"{self.path}/{MANIFEST} does not agree with the plan of its own configuration "
                 f"(differs in: {shown}); the store cannot be trusted: use another output directory "
                 "(the chunk files are left as they are)")
+
+    # a reader (no lock) reads the manifest again this many times, READ_WAIT seconds apart, before
+    # it calls a chunk file that the manifest does not record damaged
+    READ_RETRIES = 3
+    READ_WAIT = 0.1
 
     @classmethod
     def read(cls, path) -> "Store":
@@ -522,15 +528,24 @@ class Store:
         gone are bad ("missing")."""
         good, bad = {}, {}
         names = self.finished() | set(self.manifest["chunks"])
-        for name in sorted(names):
-            if expected is not None and name not in expected:
-                bad[name] = "not a chunk of this scan's plan"
-                continue
-            ok, reason, arrays = self._check_chunk(name, None if expected is None else expected[name])
-            if ok:
-                good[name] = arrays
-            else:
-                bad[name] = reason
+        for attempt in range(1 + (self.READ_RETRIES if self._lock is None else 0)):
+            for name in sorted(names):
+                if expected is not None and name not in expected:
+                    bad[name] = "not a chunk of this scan's plan"
+                    continue
+                ok, reason, arrays = self._check_chunk(name, None if expected is None else expected[name])
+                if ok:
+                    good[name] = arrays
+                    bad.pop(name, None)
+                else:
+                    bad[name] = reason
+            names = {n for n in bad if self.manifest["chunks"].get(n) is None}
+            if not names or attempt == self.READ_RETRIES:
+                break
+            # read-only, beside a running scan: a chunk file is renamed into place before its
+            # record is saved; read the manifest again before calling it damaged
+            time.sleep(self.READ_WAIT)
+            self.manifest = self._read_manifest(self.path)
         return good, bad
 
     def verified(self, expected: dict | None = None) -> tuple[set, dict]:

@@ -1004,3 +1004,37 @@ def test_a_scan_shards_over_the_default_device_when_one_is_set(tmp_path):
                           capture_output=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['cpu:1']"
+
+
+def test_a_reader_beside_a_running_scan_does_not_call_a_chunk_in_flight_damaged(tmp_path):
+    """A chunk file is renamed into place before the manifest records it; scan.load between the
+    two called it damaged ('not recorded', 12 of 222 loads beside a live scan). A reader now reads
+    the manifest again before it says so; a file still unrecorded then is reported as before."""
+    import threading
+
+    out = str(tmp_path / "s")
+    scan.run(_TINY, out)
+    path = os.path.join(out, "manifest.json")
+    with open(path) as fh:
+        full = fh.read()
+    man = json.loads(full)
+    name = sorted(man["chunks"])[-1]
+    del man["chunks"][name]
+    with open(path, "w") as fh:
+        json.dump(man, fh)
+
+    def record():                     # the writer's manifest save, a moment later
+        with open(path + ".new", "w") as fh:
+            fh.write(full)
+        os.replace(path + ".new", path)
+
+    timer = threading.Timer(0.05, record)
+    timer.start()
+    try:
+        res = scan.load(out)
+    finally:
+        timer.join()
+    assert res.complete and not res.damaged
+    with open(path, "w") as fh:                      # never recorded: damaged, as before
+        json.dump(man, fh)
+    assert "not recorded" in scan.load(out).damaged[name + ".npz"]
