@@ -546,12 +546,14 @@ def test_deep_linear_scan_through_the_store(tmp_path):
     res = scan.run(cfg, str(tmp_path / "s"))
     assert res.complete and res["networks.final.modes_mean"].shape == (2, 2, 4)
     assert np.all(np.isfinite(res["flow.learn.t_half"]))
-    # point (eta0 = 0.01, sigma = 1) is grid index 3: its own networks from fold_in(key(seed), 3)
+    # point (eta0 = 0.01, sigma = 1) is grid index 3: its networks from fold_in(key(seed), its id)
     from experiments import dln
+    from experiments.scan.grid import point_ids
     st = dln.build(dln.load_config(None, ["model.depth=2", "train.steps=400", "train.save_every=100",
                                           "train.seeds=16", "train.eta0=0.01", "teacher.label_noise=[1.0]"]))[0]
+    point = int(point_ids(scan.grid_of(scan.load_config(cfg)).columns(), [3], "networks")[0])
     run = networks.train(st.model, st.data, seeds=16, schedule=st.schedule,
-                         key=jax.random.fold_in(jax.random.key(1), 3))
+                         key=jax.random.fold_in(jax.random.key(1), point))
     np.testing.assert_array_equal(res["networks.final.modes_mean"][1, 1], run.modes[:, -1].mean(0))
     med = np.median(vdl.learning_times_of(run, st.data), axis=0)         # the dln job's median
     np.testing.assert_array_equal(res["networks.learn.t_half"][1, 1], np.where(np.isfinite(med), med, np.nan))
@@ -573,6 +575,17 @@ def test_deep_linear_scan_through_the_store(tmp_path):
         scan.load_config({"scan": {"kind": "deep_linear", "grid": {"rank": [2, 3]}}})
     with pytest.raises(dmft.ConfigError, match="batch_size"):
         scan.load_config({"scan": {"kind": "deep_linear", "grid": {"batch_size": [1, 40]}}})
+    with pytest.raises(dmft.ConfigError, match="unknown key theory.stationary_after"):    # read by no scan output
+        scan.load_config({"scan": {"kind": "deep_linear"}, "theory": {"stationary_after": 0.9}})
+    # float64 networks without float64: refused before the store is written (it was refused at
+    # the first chunk, after a manifest with x64 = false had claimed the directory)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(dmft.ConfigError, match="train.dtype"):
+            scan.run(cfg, str(tmp_path / "x32"))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert not (tmp_path / "x32").exists()
 
 
 # ------------------------------------------------------------------ audit: divergence, memory, decay, long horizons

@@ -519,6 +519,13 @@ def test_an_axis_through_zero_is_drawn_linear_and_log_is_refused_there(tmp_path)
     assert line.get_xscale() == "linear" and all(len(l.get_xdata()) == 3 for l in line.get_lines())
     with pytest.raises(dmft.InputError, match="logx=True: train.weight_decay has values <= 0"):
         res.heatmap("theory.final.test_loss", x="weight_decay", y="gamma0", logx=True)
+    # at= matches relatively: 1e-10 (and 1e-8) was taken for the grid's 0 (absolute 1e-8)
+    for off in (1e-10, 1e-8, 0.0100001):
+        with pytest.raises(dmft.InputError, match="not on the grid"):
+            res.lines("theory.final.test_loss", x="gamma0", at={"weight_decay": off})
+    for j, kappa in enumerate([0.0, 0.01, 0.1]):
+        (drawn,) = res.lines("theory.final.test_loss", x="gamma0", at={"weight_decay": kappa}).axes[0].get_lines()
+        np.testing.assert_array_equal(drawn.get_ydata(), res["theory.final.test_loss"][j])
 
 
 def test_heatmap_tells_missing_points_from_values(reference):

@@ -220,9 +220,20 @@ class Study:
     sde_key: object
 
 
-def build(cfg: dict) -> list[Study]:
-    """One study per label-noise value (InputError for values the generators refuse)."""
+def check_dtype(cfg: dict) -> None:
+    """The networks' train.dtype = 'float64' needs JAX's float64 (the command's --x64): refused
+    here, before any file is written (the trainer refused it at the first network)."""
+    if cfg["train"]["dtype"] == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("train.dtype = 'float64' needs float64 arithmetic (jax_enable_x64; the "
+                          "command's --x64); enable it or set train.dtype = 'float32'")
+
+
+def build(cfg: dict, networks: bool = True) -> list[Study]:
+    """One study per label-noise value (InputError for values the generators refuse; with
+    `networks`, ConfigError for a float64 train.dtype without float64, `check_dtype`)."""
     t, m, tr, th = cfg["teacher"], cfg["model"], cfg["train"], cfg["theory"]
+    if networks:
+        check_dtype(cfg)
     if t["spectrum"] == "list":
         s = t["singular_values"]
     else:

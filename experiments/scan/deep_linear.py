@@ -49,7 +49,7 @@ class DeepLinearGroup:
     def __init__(self, cfg: dict, group, columns: dict):
         self.cfg, self.group, self.columns = cfg, group, columns
         for i in group.indices:                 # every point builds (and so is validated) now
-            build_studies(_point_config(cfg, columns, int(i)))
+            build_studies(_point_config(cfg, columns, int(i)), networks=cfg["scan"]["networks"])
 
     @property
     def nbytes(self) -> int:
@@ -71,7 +71,7 @@ class DeepLinearGroup:
 
         cfg = _point_config(self.cfg, self.columns, i)
         sc, tr = cfg["scan"], cfg["train"]
-        st = build_studies(cfg)[0]
+        st = build_studies(cfg, networks=sc["networks"])[0]
         r = st.data.rank
         nan_r = np.full(r, np.nan)
         out = {}

@@ -212,8 +212,9 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None
         if f in keep:
             index.append(slice(None))
         elif f in at:
-            hits = [i for i, x in enumerate(vals) if np.isclose(x, at[f])]
-            if not hits:
+            # relative only: an absolute 1e-8 took weight_decay 1e-8 (and 5e-9) for the grid's 0
+            hits = [i for i, x in enumerate(vals) if np.isclose(x, at[f], rtol=1e-9, atol=0.0)]
+            if len(hits) != 1:
                 raise InputError(f"at: {f}={at[f]} is not on the grid ({list(vals)})")
             index.append(hits[0])
         elif len(vals) == 1:
