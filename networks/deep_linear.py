@@ -246,7 +246,11 @@ def step(static: Static, ctx, st: State, drive):
         if l > 0:
             delta = jnp.einsum("ibs,ijs->jbs", delta, st.Ws[l])
         new[l] = (1 - sh.eta * sh.decay) * st.Ws[l] - sh.eta * g
+    # the loss before the update, and the weights after it (an update that overflows on the
+    # last step has no later loss to show it): any NaN or inf makes a layer's sum non-finite
     ok = jnp.isfinite(loss)
+    for W in new:
+        ok = ok & jnp.isfinite(jnp.sum(W, axis=(0, 1)))
     bad = jnp.where((st.bad < 0) & ~ok, st.k, st.bad)
     return State(tuple(new), st.k + 1, bad)
 
@@ -346,20 +350,45 @@ def record(static, ctx, st):
 
 def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, probe: int, *,
                     batch_size: int = 1, block: int | None = None) -> float:
-    """Bytes of the largest arrays (float64): weights and their gradients, per-sample gradients
-    at a record, and the records of every seed; and the per-step batch of each seed of a block
-    (`block` seeds run at once, None: all): its inputs and labels (drawn, or gathered from the P
-    points after a permutation of them), their transposes, the activations and back-propagated
-    errors of every layer, twice over for the compiler's temporaries."""
-    L, w = model.depth, model.width
+    """Bytes of the largest arrays (float64): for every seed, its weights (with the block's
+    copies and gradients) and its records; for each seed of a block (`block` seeds run at once,
+    None: all), the per-step batch (its inputs and labels, drawn or gathered from the P points
+    after a permutation of them, their transposes, the activations and back-propagated errors of
+    every layer) and a record's arrays (the outputs, labels and errors of the n = P points or
+    probe samples, the probe's inputs, and their projected gradients c (n, r) with the two
+    factors of their closed form, `_projected`; the layers' prefix and suffix products), twice
+    over for the compiler's temporaries (measured peaks: 0.35-0.6 of the estimate). (It charged every seed n x the parameter count for per-sample gradients the
+    closed form never builds: 16 GiB where 0.4 GiB was used.)"""
+    L, w, r = model.depth, model.width, data.rank
     n_par = data.d_in * w + (L - 2) * w * w + w * data.d_out if L > 1 else data.d_in * data.d_out
     n = probe if data.online else data.P
-    per_seed = 6 * n_par + n * n_par + n_par * data.rank
-    records = 3 * T * (3 * data.rank + 2 * max(L - 1, 0) + 2)
+    records = 3 * T * (3 * r + 2 * max(L - 1, 0) + 2)
     dims = data.d_in + (L - 1) * w + data.d_out
     per_step = 2 * batch_size * (3 * (data.d_in + data.d_out) + 2 * dims) + (0 if data.online else data.P)
+    widest = max(w, data.d_in, data.d_out)
+    per_record = 2 * (n * (3 * r + 3 * data.d_out + (2 * data.d_in if data.online else 0))
+                      + 2 * L * widest * widest + n_par * r)
     at_once = seeds if block is None else min(block, seeds)
-    return 8.0 * (seeds * (per_seed + records) + at_once * per_step) + RUNTIME_BYTES
+    return 8.0 * (seeds * (2 * n_par + records) + at_once * (4 * n_par + per_step + per_record)) + RUNTIME_BYTES
+
+
+def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
+    """In place: a seed whose records stop being finite before its step flag says so (a loss or
+    mode product that overflows from finite weights) is flagged at that save's step k (bad = k,
+    as the step flags a seed whose loss at step k is not finite), and its records from there on
+    are NaN."""
+    for s in range(bad.size):
+        first = -1
+        for v in rec.values():
+            col = v[s].reshape(v.shape[1], -1)
+            where = np.flatnonzero(~np.isfinite(col).all(axis=1))
+            if where.size and (first < 0 or where[0] < first):
+                first = int(where[0])
+        if first >= 0 and (bad[s] < 0 or int(save_steps[first]) < bad[s]):
+            bad[s] = int(save_steps[first])
+        if first >= 0:
+            for v in rec.values():
+                v[s, first:] = np.nan
 
 
 @exact_products
@@ -446,7 +475,8 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
         wall += w
     rec = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     st = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=-1), *states)
-    bad = np.asarray(st.bad)
+    bad = np.array(st.bad)
+    _flag_records(rec, bad, schedule.save_steps)
     info = {"seeds": seeds, "batch_size": int(B), "online": data.online, "dtype": str(dt),
             "diverged": {int(s): int(b) for s, b in enumerate(bad) if b >= 0}, "run_s": wall,
             "shared_batches": batch_key is not None,

@@ -832,6 +832,14 @@ def test_network_memory_counts_the_batch():
     from networks.deep_linear import memory_estimate
     m = dmft.DeepLinear(2, 6, 0.5)
     assert memory_estimate(m, online, 4, 3, 16, batch_size=10 ** 6) > memory_estimate(m, online, 4, 3, 16) + 1e9
+    # it charged every seed P x the parameter count (per-sample gradients the closed form never
+    # builds): 512 seeds, P = 2000, d = 16, width 32 estimated 16 GiB and were refused at the
+    # default 4 GiB; measured peak 0.38 GiB. Now between that and 3x it, and a smaller block
+    # lowers it (the record's per-sample arrays are per block member)
+    big = dmft.tasks.linear_teacher(16, 16, [3.0, 2.0, 1.0, 0.5], P=2000, key=0)
+    need = memory_estimate(dmft.DeepLinear(3, 32, 0.3), big, 512, 11, 512, batch_size=8, block=256)
+    assert 0.38 * 2 ** 30 < need < 3 * 0.38 * 2 ** 30
+    assert memory_estimate(dmft.DeepLinear(3, 32, 0.3), big, 512, 11, 512, batch_size=8, block=16) < need - 2 ** 29
 
 
 def test_train_deep_linear_honours_a_shared_batch_key():
@@ -1303,3 +1311,25 @@ def test_dln_report_prints_the_reason_for_a_missing_peak_never_a_number():
     assert "D rises to its plateau" in row and row.count("| - |") >= 1 and "nan" not in row
     assert f"| 1 | {pk['t_peak'][0]:.4g} |" in text
     assert "SKIP: a teacher of rank 1" in text and "| after mode |" not in text
+
+
+@settings(max_examples=8, deadline=None)
+@given(steps=st.integers(1, 8), eta=st.sampled_from([0.9, 1.1]))
+@example(steps=3, eta=0.9)              # the review's case: the last update overflowed, unflagged
+def test_deep_linear_divergence_is_flagged_at_any_horizon_and_records_are_finite_or_nan(steps, eta):
+    """A seed whose weights overflow on the last step came back with infinite losses and modes of
+    1e165 and no flag (only the loss before each update was checked). Now: the flags of a run cut
+    at any step are those of the long run (up to the cut), and every record of a seed is finite
+    before its flag's save and NaN from it."""
+    data = dmft.tasks.linear_teacher(3, 3, [2.0, 1.0], P=8, key=0)
+    model = dmft.DeepLinear(depth=3, width=6, init_scale=1.0, init="random")
+    long = networks.train(model, data, seeds=3, eta0=eta, steps=40, save_every=1)
+    assert long.info["diverged"]                                      # the setting does diverge
+    run = networks.train(model, data, seeds=3, eta0=eta, steps=steps, save_every=1)
+    assert run.info["diverged"] == {s: k for s, k in long.info["diverged"].items() if k <= steps}
+    for name in ("modes", "train_loss", "test_loss", "drift", "diffusion", "balancedness"):
+        v = getattr(run, name)
+        for s in range(3):
+            k = run.info["diverged"].get(s, steps + 1)           # saves are at every step
+            assert np.all(np.isfinite(v[s, :k])), (name, s, k)
+            assert np.all(np.isnan(v[s, k:])), (name, s, k)
