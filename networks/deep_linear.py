@@ -18,7 +18,9 @@ Recorded at the saved steps, for every seed:
     balancedness  (S, T, L-1)  |W_{l+1}^T W_{l+1} - W_l W_l^T|_F
     balance_change (S, T, L-1) its change since t = 0 (conserved by gradient flow)
     drift         (S, T, r)    d pi_i / dt under the full-batch (fixed set) or population
-                               (online) gradient: -sum_l <d pi_i / d W_l, grad_l>
+                               (online) gradient, with weight decay kappa:
+                               -sum_l <d pi_i / d W_l, grad_l + kappa W_l>, the decay's part
+                               -L kappa pi_i (each layer's <d pi / d W_l, W_l> is pi)
     diffusion     (S, T, r)    Var[delta pi_i] / eta of one SGD step at first order in eta:
                                eta Var(mean of c over a batch), c the per-sample projected
                                gradient (vmapped per-sample gradients; exact over the P points
@@ -335,6 +337,7 @@ def _record(static: Static, sh: Shared, seeds: Seed, st: State):
         drift = -jnp.mean(c, axis=0).T
         P, B = static.P, static.batch
         var = jnp.var(c, axis=0) / B * ((P - B) / (P - 1) if P > 1 else 0.0)
+    drift = drift - len(Ws) * sh.decay * pi          # the decay's pull on every layer: -L kappa pi
     out = {"modes": pi, "train_loss": train, "test_loss": test, "balancedness": bal,
            "balance_change": change, "drift": drift, "diffusion": sh.eta * var.T}
     dead = st.bad >= 0                                                       # (S,)

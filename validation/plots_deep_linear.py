@@ -113,8 +113,9 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
     fig, axes = new_figure(1, 2, size=(12, 4.2))
     t = run.t
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
-    # what the networks record is the loss gradient's drift: the decay's -L kappa pi is not in it
-    mu = dl.drift(model, data, run.modes, eta0=eta0, batch_size=batch_size, ito=False)
+    # the networks record d pi / dt of the full-batch step, the decay's -L kappa pi included
+    mu = dl.drift(model, data, run.modes, eta0=eta0, batch_size=batch_size, ito=False,
+                  weight_decay=weight_decay)
     targets = dl.fixed_points(model, data, weight_decay) if weight_decay else None
     tl = np.median(learning_times_of(run, data, targets=targets), axis=0)
     peaks = (dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
