@@ -251,11 +251,14 @@ def _record1(static: Static, sh: Shared, seed: Seed, st: State):
     out["alignment"] = alignment(ntk, sh.y)
     if static.kernels:
         out.update(ntk=ntk, feature_kernel=feat, gradient_kernel=grad)
+    # relative to the initial norm's expectation, sqrt(N D) and sqrt(N C), as the DMFT's
+    # sqrt(<|w - w0|^2> / D): the realized |w0| made the seed mean a ratio estimator, heavy-
+    # tailed at small widths (readouts at N = 1: E[1 / |a0|] is infinite; 5x the DMFT's value)
     w0 = seed.params0["w"]
-    out["weight_change.first_layer"] = jnp.linalg.norm(w - w0) / jnp.linalg.norm(w0)
+    out["weight_change.first_layer"] = jnp.linalg.norm(w - w0) / jnp.sqrt(w0.size * 1.0)
     if static.trained:
         a0 = seed.params0["a"]
-        out["weight_change.readout"] = jnp.linalg.norm(a - a0) / jnp.linalg.norm(a0)
+        out["weight_change.readout"] = jnp.linalg.norm(a - a0) / jnp.sqrt(a0.size * 1.0)
     else:
         out["weight_change.readout"] = jnp.zeros((), w.dtype)
     if static.measures is not None:
@@ -328,6 +331,15 @@ def memory_estimate(data, width, seeds, T, kernels) -> float:
     return 8.0 * (params + step_tmp + save_tmp + records + data_b) + RUNTIME_BYTES
 
 
+def kept_bytes(data, width, seeds, T, kernels, keep_params) -> float:
+    """Bytes a finished `Run` holds (float64): its records, (seeds, T, P, P) kernels with
+    kernels=True, and the initial and final parameters with keep_params=True."""
+    N = data.P + data.P_test
+    records = seeds * T * (N * data.C + 4 + (3 * data.P * data.P if kernels else 0))
+    params = 2 * seeds * width * (data.D + data.C) if keep_params else 0
+    return 8.0 * (records + params)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainPlan:
     """A validated `networks.train` call: problem, schedule, widths and options."""
@@ -390,13 +402,17 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
         raise InputError("readout='fixed' with several outputs makes every output identical")
     neuron_measures = checks.neuron_measure("neuron_measures", neuron_measures, data.D)
     T = schedule.save_steps.size
+    kept = 0.0              # the finished widths' runs stay in memory while the next one trains
     for w in widths:
-        need = memory_estimate(data, w, seeds, T, kernels)
+        need = memory_estimate(data, w, seeds, T, kernels) + kept
         if need > max_memory_gb * 2 ** 30:
             raise InputError(f"width {w} x {seeds} seeds needs about {need / 2 ** 30:.1f} GiB "
-                             f"(> max_memory_gb={max_memory_gb})"
+                             f"(> max_memory_gb={max_memory_gb}"
+                             + (f", {kept / 2 ** 30:.1f} GiB of it the runs of the widths before it"
+                                if kept else "") + ")"
                              + ("; kernels=True stores (seeds, T, P, P) arrays: save less often "
                                 "or pass kernels=False" if kernels else "; use fewer seeds"))
+        kept += kept_bytes(data, w, seeds, T, kernels, keep_params)
     return TrainPlan(model, data, schedule, tuple(widths), seeds, optimizer, antithetic, kernels,
                      max_memory_gb, neuron_measures, keep_params)
 

@@ -271,3 +271,20 @@ def test_repeated_widths_or_gamma0s_are_refused_before_compute(data, call):
             gamma0s, widths = ([1.0, 1.0], [8]) if call == "sweep_gamma0s" else ([1.0], [8, 8])
             validation.lazy_to_rich(model, data, gamma0s, widths, 2, schedule=sch, solve_kw=dict(samples=64))
     assert TRACE_COUNTS == before
+
+
+def test_a_list_of_widths_counts_the_runs_it_keeps_against_the_memory_limit():
+    """Each width was checked alone while the finished widths' runs stayed in memory: six widths
+    with kernels passed a 2 GiB limit one by one and peaked at 2.8 GiB (review). The runs kept
+    before a width now count against it."""
+    import networks
+    from networks.train import kept_bytes, memory_estimate
+
+    data = dmft.tasks.single_index(D=8, P=100, P_test=20, degree=2, key=0)
+    sch = dmft.Schedule(0.1, 200, 1)
+    networks.plan_train(dmft.TwoLayer("tanh"), data, sch, [8], 8, kernels=True, max_memory_gb=2.0)
+    with pytest.raises(dmft.InputError, match="of it the runs of the widths before it"):
+        networks.plan_train(dmft.TwoLayer("tanh"), data, sch, [8, 16, 24, 32, 40, 48], 8, kernels=True,
+                            max_memory_gb=2.0)
+    one = kept_bytes(data, 8, 8, sch.save_steps.size, True, False)
+    assert one > 8 * 8 * 201 * 3 * 100 * 100 and one < memory_estimate(data, 8, 8, sch.save_steps.size, True)

@@ -238,3 +238,15 @@ def test_antithetic_needs_trained_readouts(data):
 def test_numeric_arguments_are_checked(data, kwargs, match):
     with pytest.raises(dmft.InputError, match=match):
         networks.train(dmft.TwoLayer("relu"), data, width=8, steps=2, save_every=1, **kwargs)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_weight_change_is_relative_to_the_expected_initial_norm(width):
+    """|W - W0| / sqrt(N D) and |a - a0| / sqrt(N C), the DMFT's normalization: divided by the
+    drawn |a0| the seed mean at N = 1 was 5x the DMFT's value (E[1 / |a0|] is infinite)."""
+    data = dmft.tasks.single_index(D=4, P=8, P_test=4, degree=2, key=0)
+    run = networks.train(dmft.TwoLayer("tanh", gamma0=1.0), data, width=width, seeds=3, eta0=0.5, steps=4,
+                         save_every=4, keep_params=True)
+    for part, name, dim in (("first_layer", "w", data.D), ("readout", "a", data.C)):
+        change = np.linalg.norm((run.params[name] - run.params0[name]).reshape(3, -1), axis=1)
+        np.testing.assert_allclose(run.weight_change[part][:, -1], change / np.sqrt(width * dim), rtol=1e-12)
