@@ -394,9 +394,12 @@ def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
                 v[s, first:] = np.nan
 
 
+PROBE = 512        # fresh samples per record for the online diffusion, when not given
+
+
 @exact_products
 def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,
-                      key=None, batch_key=None, probe: int = 512, progress: bool = False,
+                      key=None, batch_key=None, probe: int | None = None, progress: bool = False,
                       keep_weights: bool = False,
                       max_memory_gb: float = 4.0, dtype=None, block: int | None = 256) -> DeepLinearRun:
     """Train `seeds` deep linear networks (vmapped) on a linear teacher; see the module docstring.
@@ -411,7 +414,9 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             B)`, the sequence `dmft.solve(batch_key=)` uses; online: the same fresh points and
             label noise, drawn from fold_in(batch_key, k)), so the seeds differ by their
             initialization only. The online diffusion probe stays per seed.
-        probe: fresh samples per record for the online diffusion estimate.
+        probe: fresh samples per record for the online diffusion estimate (None: PROBE); on a
+            fixed set the diffusion is exact over its P points, and a probe is refused (it was
+            accepted and ignored).
         keep_weights: keep the final weights in `run.weights` ({"W1": (S, ...), ...}).
         dtype: "float32" or "float64" (default: JAX's current float).
         block: seeds per compiled call (None: all at once); results do not depend on it.
@@ -419,11 +424,17 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     if not isinstance(model, DeepLinear):
         raise InputError(f"model must be a dmft.DeepLinear, got {type(model).__name__}")
     model.check_data(data)
+    if not isinstance(schedule, Schedule):
+        raise InputError(f"schedule must be a dmft.Schedule, got {type(schedule).__name__} (networks.train "
+                         "also takes eta0=, steps=, save_every=)")
     if schedule.dynamics != "gd":
         raise InputError("dynamics: deep linear networks are trained by (S)GD here; use dmft.deep_linear."
                          "mode_flow for gradient flow")
     seeds = checks.integer("seeds", seeds, minimum=1)
-    probe = checks.integer("probe", probe, minimum=2)
+    if probe is not None and not data.online:
+        raise InputError(f"probe: the diffusion on a fixed set of P = {data.P} points is exact over them; "
+                         "probe (fresh samples per record) is for online data")
+    probe = PROBE if probe is None else checks.integer("probe", probe, minimum=2)
     keep_weights = checks.flag("keep_weights", keep_weights)
     progress = checks.flag("progress", progress)
     max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
@@ -487,7 +498,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             "steps_per_s": seeds * schedule.steps / max(wall, 1e-12),
             "config": {"model": model.describe(), "data": data.describe(),
                        "train": {**schedule.describe(), "batch_size": int(B), "seeds": seeds,
-                                 "probe": probe}}}
+                                 "probe": probe if data.online else None}}}
     weights = ({f"W{i + 1}": np.moveaxis(np.asarray(W), -1, 0) for i, W in enumerate(st.Ws)}
                if keep_weights else None)
     info["block"] = block

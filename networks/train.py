@@ -606,7 +606,7 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
             "optimizer": ("gradient flow (RK4)" if flow else "gradient descent (optax sgd)")
             if not user_opt else repr(opt),
             "weight_decay": sch.weight_decay, "dynamics": sch.dynamics, "batch_size": batch or None,
-            "shared_batches": batch_key is not None, "diverged": diverged,
+            "shared_batches": batch_key is not None and batch > 0, "diverged": diverged,
             "run_s": wall, "wall_s": time.perf_counter() - t0, "dtype": str(dtype),
             "backend": jax.default_backend(),
             "config": {**plan.describe(width), "key": np.asarray(jax.random.key_data(key)).tolist(),

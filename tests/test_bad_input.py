@@ -228,12 +228,23 @@ def test_neuron_measures_of_the_wrong_form_are_refused_before_tracing(data, fn):
 
 
 @pytest.mark.parametrize("kw, match", [(dict(dtype=3), "dtype"), (dict(dtype="int8"), "dtype"),
-                                       (dict(colour="red"), "colour"), (dict(block="all"), "block")])
+                                       (dict(colour="red"), "colour"), (dict(block="all"), "block"),
+                                       (dict(probe=64), "probe: the diffusion on a fixed set")])
 def test_deep_linear_training_options_are_checked(kw, match):
+    """probe on a fixed set was accepted and ignored (the diffusion is exact over the P points)."""
     import networks
     teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0)
     with pytest.raises(dmft.InputError, match=match):
         networks.train(dmft.DeepLinear(3, 6, 0.5), teacher, eta0=0.01, steps=4, save_every=2, seeds=2, **kw)
+
+
+@pytest.mark.parametrize("schedule", [None, {"eta0": 0.01, "steps": 4}, 0.01])
+def test_train_deep_linear_refuses_a_schedule_that_is_not_one(schedule):
+    """A None or dict schedule failed inside with an AttributeError."""
+    from networks.deep_linear import train_deep_linear
+    teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0)
+    with pytest.raises(dmft.InputError, match="schedule must be a dmft.Schedule"):
+        train_deep_linear(dmft.DeepLinear(3, 6, 0.5), teacher, schedule, seeds=2)
 
 
 def test_sgd_mean_checks_its_arguments(data):

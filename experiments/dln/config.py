@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
@@ -114,21 +115,26 @@ _UNREAD = {   # field -> (what reads it, is it read at these settings)
     "teacher.rank": ("a generated teacher.spectrum", lambda t, m: t["spectrum"] != "list"),
     "teacher.top": ("a generated teacher.spectrum", lambda t, m: t["spectrum"] != "list"),
     "teacher.exponent": ("teacher.spectrum = 'power'", lambda t, m: t["spectrum"] == "power"),
+    "train.probe": ("online data, teacher.P = 0 (on a fixed set the diffusion is exact over its points)",
+                    lambda t, m: not t["P"]),
 }
 
 
 def check_unread(cfg: dict, scanned: dict | None = None) -> None:
     """Refuse a setting nothing reads (set away from its default, or scanned): model.gamma with
-    init_scale > 0, the spectrum fields the chosen spectrum ignores. `scanned`: field -> values of
-    a scan's grid (a scanned init_scale or spectrum counts when any point reads the field)."""
+    init_scale > 0, the spectrum fields the chosen spectrum ignores, train.probe on a fixed set.
+    `scanned`: field -> values of a scan's grid (a scanned init_scale, spectrum or teacher.P
+    counts when any point reads the field)."""
     scanned = scanned or {}
     t, m = cfg["teacher"], cfg["model"]
-    points = [(t, m)]
-    for field in ("model.init_scale", "teacher.spectrum"):
-        if field in scanned:
-            sec, key = field.split(".")
-            points = [({**t, key: v} if sec == "teacher" else t, {**m, key: v} if sec == "model" else m)
-                      for v in np.asarray(scanned[field]).tolist()]
+    deciding = [f for f in ("model.init_scale", "teacher.spectrum", "teacher.P") if f in scanned]
+    points = []
+    for combo in itertools.product(*[np.asarray(scanned[f]).tolist() for f in deciding]):
+        tp, mp = dict(t), dict(m)
+        for f, v in zip(deciding, combo):
+            sec, key = f.split(".")
+            (tp if sec == "teacher" else mp)[key] = v
+        points.append((tp, mp))
     for field, (reader, reads) in _UNREAD.items():
         sec, key = field.split(".")
         given = field in scanned or cfg[sec][key] != SCHEMA[sec][key].default
