@@ -13,7 +13,10 @@ d theta / dt = -(gamma0^2 N grad L + kappa theta) with fourth-order Runge-Kutta 
 step eta0, as `dmft.solve` does.
 
 Seeds are vmapped (one compiled program for all seeds); a list of widths is a
-loop of compiled programs, one per width.
+loop of compiled programs, one per width. Seed s of width N draws from
+fold_in(fold_in(key, N), s): ensembles of different widths are independent (with one key
+for all widths, width 2N's first N units were width N's, so the errors of a width scan
+were correlated and a fit's error bar did not hold).
 
 Example:
     >>> import jax; jax.config.update("jax_enable_x64", True)
@@ -477,8 +480,9 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
             learning rate eta0 to stay in DMFT units (e.g. optax.sgd(eta0,
             momentum=0.9); for weight decay chain optax.add_decayed_weights(kappa)
             first). Scale-free optimizers such as Adam have no such units.
-        key: `jax.random.key` (default key(0)); seed s uses fold_in(key, s). An int is refused
-            here, as by `dmft.solve` (int seeds are for the data generators, `dmft.tasks`).
+        key: `jax.random.key` (default key(0)); seed s of width N uses
+            fold_in(fold_in(key, N), s). An int is refused here, as by `dmft.solve` (int seeds
+            are for the data generators, `dmft.tasks`).
         antithetic: pair units (w, a), (w, -a), so f(x; theta_0) = 0 exactly.
         kernels: keep the (S, T, P, P) empirical kernels (the alignment is always kept).
         progress: show a progress bar.
@@ -488,7 +492,7 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
         keep_params: keep the initial and final parameters in `Run.params0` / `Run.params`
             (and so `Run.predict` works after saving and loading).
         batch_size: minibatch SGD with B points per step (also `Schedule(batch_size=B)`).
-        batch_key: None: seed s draws its own batches from fold_in(fold_in(key, s), 2^31 - 1);
+        batch_key: None: seed s draws its own batches from fold_in(its key, 2^31 - 1);
             a key: every seed trains on this one batch sequence, the one `dmft.solve(batch_key=)`
             conditions the DMFT on.
 
@@ -552,7 +556,8 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
     sh = Shared(model.activation, x_tr, x_te, y, input_kernel(x_tr), jnp.asarray(model.gamma0, dtype),
                 jnp.asarray(sch.eta0, dtype), jnp.asarray(sch.weight_decay, dtype))
 
-    keys = jnp.stack([jax.random.fold_in(key, s) for s in range(seeds)])
+    wkey = jax.random.fold_in(key, width)              # widths independent of one another
+    keys = jnp.stack([jax.random.fold_in(wkey, s) for s in range(seeds)])
     if batch_key is None:
         batch_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2 ** 31 - 1))(keys)
     else:

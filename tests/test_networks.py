@@ -130,8 +130,8 @@ def test_kernels_use_the_two_layer_structure(data):
     model = dmft.TwoLayer("tanh", gamma0=g)
     run = networks.train(model, data, width=n, seeds=1, eta0=0.2, steps=2, save_every=2,
                          kernels=True)
-    params = init_params(jax.random.fold_in(jax.random.key(0), 0), n, data.D, 1, True, False,
-                         np.float64)
+    params = init_params(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), n), 0), n, data.D, 1, True,
+                         False, np.float64)                      # seed 0 of width n
 
     def f(p):
         h = data.x_train @ p["w"].T / np.sqrt(data.D)
@@ -250,3 +250,17 @@ def test_weight_change_is_relative_to_the_expected_initial_norm(width):
     for part, name, dim in (("first_layer", "w", data.D), ("readout", "a", data.C)):
         change = np.linalg.norm((run.params[name] - run.params0[name]).reshape(3, -1), axis=1)
         np.testing.assert_allclose(run.weight_change[part][:, -1], change / np.sqrt(width * dim), rtol=1e-12)
+
+
+def test_ensembles_of_different_widths_are_independent():
+    """With one key for every width, width 2N's first N units were width N's (nested networks:
+    the errors of a width scan were correlated). Seed s of width N draws from
+    fold_in(fold_in(key, N), s); a width alone or in a list gives the same run."""
+    data = dmft.tasks.single_index(D=4, P=8, P_test=4, degree=2, key=0)
+    kw = dict(seeds=2, eta0=0.5, steps=2, save_every=2, keep_params=True, key=jax.random.key(5))
+    runs = networks.train(dmft.TwoLayer("tanh"), data, width=[4, 8], **kw)
+    w4, w8 = runs[4].params0["w"], runs[8].params0["w"]
+    assert not np.any(np.isclose(w4, w8[:, :4]))
+    alone = networks.train(dmft.TwoLayer("tanh"), data, width=8, **kw)
+    np.testing.assert_array_equal(alone.params0["w"], w8)
+    np.testing.assert_array_equal(alone.test_loss, runs[8].test_loss)
