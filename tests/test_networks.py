@@ -143,13 +143,15 @@ def test_kernels_use_the_two_layer_structure(data):
 
 
 def test_each_seed_diverges_alone(data):
-    """With eta0 at the stability edge of the median seed's NTK, the seeds above it blow
-    up: each is flagged with its step and reported as NaN from then on; the rest carry on."""
+    """With eta0 at the stability edge of the second-flattest seed's NTK, seeds well above it
+    blow up: each is flagged with its step and reported as NaN from then on; the rest carry on.
+    (At gamma0 = 0.05 a seed up to ~4x past the edge can still settle, its kernel shrinking:
+    the median's edge left no seed diverging for some draws.)"""
     model = dmft.TwoLayer("relu", gamma0=0.05)
     kw = dict(width=6, seeds=16)
     k0 = networks.train(model, data, eta0=1e-3, steps=1, save_every=1, kernels=True, **kw).ntk[:, 0]
     lam = np.linalg.eigvalsh(k0)[:, -1]
-    eta = 2 * data.P / np.median(lam)
+    eta = 2 * data.P / np.sort(lam)[1]
     run = networks.train(model, data, eta0=eta, steps=400, save_every=10, **kw)
     bad = run.info["diverged"]
     assert 0 < len(bad) < 16, bad
