@@ -7,8 +7,10 @@ nothing unless forced, after checking every file against the SHA-256 that run.js
 when the run completed (a missing or changed file is refused, naming it). A run is the same
 when its command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it
 ran on, and the SHA-256 of a data file it read (task.path), so a changed data file or another
-precision is a different run, never "already complete". Recomputing over a previous run
-(--force, or one that did not complete) first removes what that run wrote, so no stale file
+precision is a different run, never "already complete". The same run written by other code
+(`code_digest`, recorded in run.json) is computed again, as one that did not complete is: a
+complete run is never reported from a solver since edited. Recomputing over a previous run
+(--force, one that did not complete, or one of other code) first removes what that run wrote, so no stale file
 outlives it or enters the new digests: all of a directory dmft made (marked .dmft-owned), and
 in a user's directory written into with --force only the files the run recorded (its digests
 when it completed; the files it had written when it failed or was interrupted). A run knows
@@ -271,7 +273,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
         same_inputs = jsonable(old_inputs) == jsonable(inputs)
         same = old.get("command") == job and old.get("config") == jsonable(cfg) and same_inputs
-        if same and old.get("status") == "complete" and not force:
+        if same and old.get("status") == "complete" and not force and old.get("code") == code_digest():
             damaged = check_digests(out, old.get("digests"))
             if damaged:
                 raise OutputConflict(
@@ -279,7 +281,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
                     + "; ".join(damaged[:8]) + (f" (and {len(damaged) - 8} more)" if len(damaged) > 8 else "")
                     + ". Pass --force to compute it again, or choose another --out.")
             return False
-        if not same and not force:
+        if not same and not force:          # (the same run of other code is computed again)
             diff = differences(old.get("config", {}), jsonable(cfg))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))
                      if jsonable(old_inputs.get(k)) != jsonable(inputs.get(k))]
@@ -333,7 +335,7 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
     A complete run also records the SHA-256 of every file it wrote, so that a rerun which
     finds it complete verifies them (`prepare_output`)."""
     man = {"command": job, "status": status, "config": jsonable(cfg), "inputs": jsonable(run_inputs(cfg)),
-           "environment": environment()}
+           "code": code_digest(), "environment": environment()}
     if extra:
         man.update(jsonable(extra))
     if status == "complete":

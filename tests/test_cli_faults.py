@@ -380,3 +380,25 @@ def test_a_run_written_before_inputs_were_recorded_is_judged_by_its_environment(
     (out / "run.json").write_text(json.dumps(man))
     code, err = _run(argv, capsys)
     assert code == cli.EXIT_OUTPUT and "x64" in err, err
+
+
+def test_a_complete_run_of_other_code_is_computed_again(tmp_path, capsys):
+    """A rerun said "already complete" after the solver was edited (run.json held no trace of
+    the code): the same run of other code is now computed again, without --force, as an
+    unfinished one is; of this code it stays complete."""
+    import json
+
+    from experiments.output import code_digest
+
+    out = tmp_path / "s"
+    argv = _solve_argv(out, "--gamma0", "1")
+    assert _run(argv, capsys)[0] == 0
+    man = json.loads((out / "run.json").read_text())
+    assert man["code"] == code_digest()
+    man["code"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(man))
+    code, err = _run(argv, capsys)
+    assert code == 0 and "already complete" not in err, err
+    assert json.loads((out / "run.json").read_text())["code"] == code_digest()
+    code, err = _run(argv, capsys)
+    assert code == 0 and "already complete" in err, err
