@@ -273,14 +273,15 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
         same_inputs = jsonable(old_inputs) == jsonable(inputs)
         same = old.get("command") == job and old.get("config") == jsonable(cfg) and same_inputs
-        if same and old.get("status") == "complete" and not force and old.get("code") == code_digest():
+        if same and old.get("status") == "complete" and not force:
             damaged = check_digests(out, old.get("digests"))
-            if damaged:
+            if damaged:            # (edited files are not replaced without --force, of any code)
                 raise OutputConflict(
                     f"{out}: run.json says this run is complete, but its files are not as written: "
                     + "; ".join(damaged[:8]) + (f" (and {len(damaged) - 8} more)" if len(damaged) > 8 else "")
                     + ". Pass --force to compute it again, or choose another --out.")
-            return False
+            if old.get("code") == code_digest():
+                return False
         if not same and not force:          # (the same run of other code is computed again)
             diff = differences(old.get("config", {}), jsonable(cfg))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))

@@ -239,7 +239,7 @@ class Store:
         write that failed, disk full, or a process killed then, or another one creating it now)."""
         if not os.path.isdir(path):
             return True
-        names = set(os.listdir(path))
+        names = {n for n in os.listdir(path) if not _TMP.search(n)}      # (a manifest write cut short)
         if not names <= {".lock", CHUNKS}:
             return False
         chunks = os.path.join(path, CHUNKS)

@@ -379,7 +379,8 @@ def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
     """In place: a seed whose records stop being finite before its step flag says so (a loss or
     mode product that overflows from finite weights) is flagged at that save's step k (bad = k,
     as the step flags a seed whose loss at step k is not finite), and its records from there on
-    are NaN."""
+    are NaN. The convention of every flag: bad = k, the saves after step k are NaN, and the save
+    at k is kept when it is finite (an update from k that overflows leaves it whole)."""
     for s in range(bad.size):
         first = -1
         for v in rec.values():

@@ -402,3 +402,11 @@ def test_a_complete_run_of_other_code_is_computed_again(tmp_path, capsys):
     assert json.loads((out / "run.json").read_text())["code"] == code_digest()
     code, err = _run(argv, capsys)
     assert code == 0 and "already complete" in err, err
+    # other code, and a file of the run edited since: refused without --force, as with this code
+    man = json.loads((out / "run.json").read_text())
+    man["code"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(man))
+    with open(out / "report.json", "a") as fh:
+        fh.write(" ")
+    code, err = _run(argv, capsys)
+    assert code == cli.EXIT_OUTPUT and "report.json was changed" in err, err

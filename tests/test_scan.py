@@ -330,8 +330,8 @@ def test_networks_per_point_equal_networks_train(tmp_path):
                       "points": {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.25]}}}
     res = scan.run(table, str(tmp_path / "n"))
     data = dmft.tasks.single_index(D=4, P=8, P_test=6, degree=1, key=0)
-    ids = point_ids({"model.gamma0": np.array([0.5, 2.0]), "train.eta0": np.array([0.5, 0.25])}, [0, 1],
-                    "networks")
+    ids = point_ids(res.config, {"model.gamma0": np.array([0.5, 2.0]), "train.eta0": np.array([0.5, 0.25])},
+                    [0, 1], "networks")
     for i, (g, e) in enumerate([(0.5, 0.5), (2.0, 0.25)]):
         run = networks.train(dmft.TwoLayer("linear", gamma0=g), data, width=8, seeds=2, eta0=e,
                              steps=20, save_every=10, key=jax.random.fold_in(jax.random.key(3), int(ids[i])))
@@ -933,13 +933,19 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path):
         res = scan.run(table, str(tmp_path / name))
         j = gammas.index(1.0)
         final[name] = (res["theory.final.test_loss"][j], res["networks.final.test_loss"][j])
-    assert final["one"] == final["after"] == final["before"], final
+    # another axis beside it, at the configuration's value there (eta0 = 0.5): the same point
+    table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0], "train.eta0": [0.5, 0.25]}}}
+    res = scan.run(table, str(tmp_path / "beside"))
+    final["beside"] = (res["theory.final.test_loss"][0, 0], res["networks.final.test_loss"][0, 0])
+    assert final["one"] == final["after"] == final["before"] == final["beside"], final
     table = {**base, "scan": {"networks": True, "grid": {"simulate.width": [8, 16]}}}
     res = scan.run(table, str(tmp_path / "widths"))
     assert res["theory.final.test_loss"][0] == res["theory.final.test_loss"][1]
     assert res["networks.final.test_loss"][0] != res["networks.final.test_loss"][1]
     cols = {"model.gamma0": np.array([1.0]), "simulate.width": np.array([8.0])}
-    assert point_ids(cols, [0], "theory")[0] != point_ids(cols, [0], "networks")[0]
+    assert point_ids(res.config, cols, [0], "theory")[0] != point_ids(res.config, cols, [0], "networks")[0]
+    with pytest.raises(dmft.ConfigError, match="point 2 repeats point 0"):   # (they would be identical)
+        scan.load_config({**base, "scan": {"points": {"gamma0": [1.0, 0.5, 1.0], "eta0": [0.5, 0.5, 0.5]}}})
 
 
 def test_a_store_written_by_other_code_or_on_another_platform_is_not_resumed(tmp_path, monkeypatch):
@@ -992,6 +998,8 @@ def test_a_failed_manifest_write_leaves_the_directory_usable_and_the_lock_free(t
                 scan.run(_TINY, out)
         if attempt == "create":
             assert sorted(os.listdir(out)) == [".lock", "chunks"] and not os.listdir(os.path.join(out, "chunks"))
+            with open(os.path.join(out, "manifest.json.tmp-12345"), "w") as fh:     # killed mid-write
+                fh.write("{")
         held = caught                              # the traceback lives on, as in a notebook
         res = scan.run(_TINY, out)                 # space freed: created, or resumed, at once
         assert res.complete and held is caught

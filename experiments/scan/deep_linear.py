@@ -63,7 +63,7 @@ class DeepLinearGroup:
         return out
 
     def _id(self, i: int, part: str) -> int:
-        return int(point_ids(self.columns, [i], part)[0])
+        return int(point_ids(self.cfg, self.columns, [i], part)[0])
 
     def _point(self, i: int) -> dict:
         import networks

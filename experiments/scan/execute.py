@@ -162,7 +162,7 @@ class _GroupRun:
             pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
             values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
                           else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
-            rec = self.prog(values, point_ids(self.columns, pad, "theory"), key=self.theory_key,
+            rec = self.prog(values, point_ids(self.cfg, self.columns, pad, "theory"), key=self.theory_key,
                             sharding=self.sharding)
             rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
             out.update(derive("theory", rec, sc["outputs"], sc["grok_threshold"]))
@@ -189,7 +189,7 @@ class _GroupRun:
             counts = final_time_counts(final_time, self.schedule.save_steps.size, eta)[0]
             sch = dmft.Schedule(eta0=eta, steps=int(counts[-1]), save_at=counts[1:].tolist(),
                                 weight_decay=sch.weight_decay)
-        key = jax.random.fold_in(self.network_key, int(point_ids(self.columns, [i], "networks")[0]))
+        key = jax.random.fold_in(self.network_key, int(point_ids(self.cfg, self.columns, [i], "networks")[0]))
         run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch, key=key,
                              **_problem.train_options(sim))
         return network_records(run)

@@ -95,31 +95,52 @@ def grid_of(cfg: dict) -> Grid:
     if kind == "points" and len({len(v) for v in values}) != 1:
         raise ConfigError("scan.points: every field needs the same number of values, got "
                           + ", ".join(f"{f}: {len(v)}" for f, v in zip(fields, values)))
+    if kind == "points":
+        rows = list(zip(*values))
+        repeated = sorted({i for i, r in enumerate(rows) if rows.index(r) != i})
+        if repeated:
+            raise ConfigError(f"scan.points: point {repeated[0]} repeats point {rows.index(rows[repeated[0]])} "
+                              f"({dict(zip(fields, rows[repeated[0]]))}); each point would be computed twice, "
+                              "with the same numbers")
     return Grid(kind, tuple(fields), tuple(values))
 
 
 # ----------------------------------------------------------------- the points' keys
 
-# the scanned fields each part of a point does not read (prefixes, or whole names): its key
-# ignores them, so a width scan has one theory and the networks of a samples scan are one
-# ensemble ("train.seed..." are the deep-linear networks' fields)
+# the fields each part of a point does not read (prefixes, or whole names): its key ignores
+# them, so a width scan has one theory and the networks of a samples scan are one ensemble
+# ("train.seed..." are the deep-linear networks' fields)
 NOT_READ = {"theory": ("simulate.", "train.seeds", "train.seed", "train.probe", "train.dtype"),
             "networks": ("theory.",)}
 
 
-def point_ids(columns: dict, indices, part: str) -> np.ndarray:
+def _reads(field: str, part: str, kind_name: str, values: dict) -> bool:
+    if any(field == n or (n.endswith(".") and field.startswith(n)) for n in NOT_READ[part]):
+        return False
+    # a deep-linear SDE does not see the width, unless init_scale = 0 sets the scale from it
+    return not (kind_name == "deep_linear" and part == "theory" and field == "model.width"
+                and values.get("model.init_scale", 0.0) > 0)
+
+
+def point_ids(cfg: dict, columns: dict, indices, part: str) -> np.ndarray:
     """(n,) uint32 in [0, 2^31 - 1]: each point's id for `part` ("theory" or "networks"), folded
-    into that part's key. A digest of the part's name and the coordinates it reads, so a point
-    draws the same numbers in any grid that holds it (extended, reordered, or another axis
-    scanned beside it), and the theory and the networks of one point never share a key (with
-    sampler "mc" and equal seeds, replica j's nodes were network seed j's weights)."""
+    into that part's key. A digest of the part's name and the value at the point of every
+    scannable field that part reads (the grid's coordinate, or the configuration's value), so a
+    point draws the same numbers in any grid that holds it (extended, reordered, or another axis
+    scanned beside it at the configuration's value), and the theory and the networks of one point
+    never share a key (with sampler "mc" and equal seeds, replica j's nodes were network seed j's
+    weights). Two distinct points share an id with probability ~ n^2 / 2^32 (their draws then
+    coincide; their parameters do not)."""
     if part not in NOT_READ:
         raise ValueError(f"part: one of {list(NOT_READ)}, got {part!r}")
-    read = sorted(f for f in columns
-                  if not any(f == n or (n.endswith(".") and f.startswith(n)) for n in NOT_READ[part]))
+    kind = kind_of(cfg)
+    base = {f: cfg[f.split(".", 1)[0]][f.split(".", 1)[1]] for f in kind.scannable if f not in columns}
     out = np.empty(len(indices), np.uint32)
     for j, i in enumerate(np.asarray(indices).reshape(-1)):
-        text = ";".join([part] + [f"{f}={float(columns[f][i])!r}" for f in read])
+        values = {**base, **{f: col[i] for f, col in columns.items()}}
+        values = {f: float(v) + 0.0 for f, v in values.items()}          # (-0.0 reads 0.0)
+        text = ";".join([part] + [f"{f}={values[f]!r}" for f in sorted(values)
+                                  if _reads(f, part, kind.name, values)])
         out[j] = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
     return out
 
