@@ -1,25 +1,25 @@
 """Results directories of the jobs: claim, manifest (run.json), refuse what belongs to another run.
 
-A results directory holds run.json (the command, configuration, environment and status)
-and config.toml next to the job's own files. A directory that holds a different run is
-refused (`OutputConflict`); rerunning the same configuration finds it complete and does
-nothing unless forced, after checking every file against the SHA-256 that run.json recorded
-when the run completed (a missing or changed file is refused, naming it). A run is the same
-when its command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it
-ran on, and the SHA-256 of a data file it read (task.path), so a changed data file or another
+A results directory holds run.json (the command, configuration, environment and status) and
+config.toml next to the job's own files. A directory that holds a different run is refused
+(`OutputConflict`); rerunning the same configuration finds it complete and does nothing unless
+forced, after checking every file against the SHA-256 that run.json recorded when the run
+completed (a missing or changed file is refused, naming it). A run is the same when its
+command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it ran on,
+and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
 (`code_digest`, recorded in run.json) is computed again, as one that did not complete is: a
 complete run is never reported from a solver since edited. Recomputing over a previous run
-(--force, one that did not complete, or one of other code) first removes what that run wrote, so no stale file
-outlives it or enters the new digests: all of a directory dmft made (marked .dmft-owned), and
-in a user's directory written into with --force only the files the run recorded (its digests
-when it completed; the files it had written when it failed or was interrupted). A run knows
-its files exactly: the process records every file it opens for writing (or renames into
-place) in the directory it claimed, so nothing else there (a user's file, a log the user
-appends to during the run) is ever digested or removed; a run killed outright (SIGKILL)
-records nothing, and its files stay (never digested) until overwritten. A location that
-cannot be used at all (a file in the way, no permission, a missing parent that cannot be
-created) raises `OutputError` naming it, before any compute.
+(--force, one that did not complete, or one of other code) first removes what that run wrote,
+so no stale file outlives it or enters the new digests: all of a directory dmft made (marked
+.dmft-owned), and in a user's directory written into with --force only the files the run
+recorded (its digests when it completed; the files it had written when it failed or was
+interrupted). A run knows its files exactly: the process records every file it opens for
+writing (or renames into place) in the directory it claimed, so nothing else there (a user's
+file, a log the user appends to during the run) is ever digested or removed; a run killed
+outright (SIGKILL) records nothing, and its files stay (never digested) until overwritten. A
+location that cannot be used at all (a file in the way, no permission, a missing parent that
+cannot be created) raises `OutputError` naming it, before any compute.
 """
 
 from __future__ import annotations
@@ -193,7 +193,8 @@ def code_digest() -> str:
     h = hashlib.sha256()
     for pkg in (dmft, networks, validation, experiments):
         root = os.path.dirname(os.path.abspath(pkg.__file__))
-        files = sorted(os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(".py"))
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(root)
+                       for f in names if f.endswith(".py"))
         for path in files:
             rel = os.path.relpath(path, os.path.dirname(root)).replace(os.sep, "/")
             with open(path, "rb") as fh:

@@ -360,8 +360,9 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     every layer) and a record's arrays (the outputs, labels and errors of the n = P points or
     probe samples, the probe's inputs, and their projected gradients c (n, r) with the two
     factors of their closed form, `_projected`; the layers' prefix and suffix products), twice
-    over for the compiler's temporaries (measured peaks: 0.35-0.6 of the estimate). (It charged every seed n x the parameter count for per-sample gradients the
-    closed form never builds: 16 GiB where 0.4 GiB was used.)"""
+    over for the compiler's temporaries (measured peaks: 0.35-0.6 of the estimate). (It charged
+    every seed n x the parameter count for per-sample gradients the closed form never builds:
+    16 GiB where 0.4 GiB was used.)"""
     L, w, r = model.depth, model.width, data.rank
     n_par = data.d_in * w + (L - 2) * w * w + w * data.d_out if L > 1 else data.d_in * data.d_out
     n = probe if data.online else data.P
@@ -372,7 +373,8 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     per_record = 2 * (n * (3 * r + 3 * data.d_out + (2 * data.d_in if data.online else 0))
                       + 2 * L * widest * widest + n_par * r)
     at_once = seeds if block is None else min(block, seeds)
-    return 8.0 * (seeds * (2 * n_par + records) + at_once * (4 * n_par + per_step + per_record)) + RUNTIME_BYTES
+    per_seed = 2 * n_par + records
+    return 8.0 * (seeds * per_seed + at_once * (4 * n_par + per_step + per_record)) + RUNTIME_BYTES
 
 
 def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
@@ -381,18 +383,15 @@ def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
     as the step flags a seed whose loss at step k is not finite), and its records from there on
     are NaN. The convention of every flag: bad = k, the saves after step k are NaN, and the save
     at k is kept when it is finite (an update from k that overflows leaves it whole)."""
-    for s in range(bad.size):
-        first = -1
-        for v in rec.values():
-            col = v[s].reshape(v.shape[1], -1)
-            where = np.flatnonzero(~np.isfinite(col).all(axis=1))
-            if where.size and (first < 0 or where[0] < first):
-                first = int(where[0])
-        if first >= 0 and (bad[s] < 0 or int(save_steps[first]) < bad[s]):
+    nonfinite = np.zeros(bad.shape + (len(save_steps),), bool)          # (S, T)
+    for v in rec.values():
+        nonfinite |= ~np.isfinite(v.reshape(v.shape[0], v.shape[1], -1)).all(axis=2)
+    for s in np.flatnonzero(nonfinite.any(axis=1)):
+        first = int(np.argmax(nonfinite[s]))
+        if bad[s] < 0 or int(save_steps[first]) < bad[s]:
             bad[s] = int(save_steps[first])
-        if first >= 0:
-            for v in rec.values():
-                v[s, first:] = np.nan
+        for v in rec.values():
+            v[s, first:] = np.nan
 
 
 PROBE = 512        # fresh samples per record for the online diffusion, when not given

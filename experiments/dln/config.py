@@ -209,8 +209,7 @@ def train_schedule(tr: dict) -> dmft.Schedule:
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
     """Defaults, then the --full preset, then the TOML file, then overrides; validated."""
     cfg = _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
-    _config.check_saves(cfg, path, overrides, baseline=_config.load(
-        SCHEMA, None, (), preset=FULL if full else None)["train"]["save_every"])
+    _config.check_saves(cfg, SCHEMA, path, overrides, FULL if full else None)
     return cfg
 
 

@@ -204,8 +204,7 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
         if name == "lyu":
             initial["decay"]["gamma0"] = LYU_DECAY_GAMMA0
     cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
-    _config.check_saves(cfg, path, overrides,
-                        baseline=_config.load(SCHEMA, None, (), preset=preset)["train"]["save_every"])
+    _config.check_saves(cfg, SCHEMA, path, overrides, preset)
     return cfg
 
 

@@ -99,7 +99,7 @@ def load_config(source=None, overrides=()) -> dict:
     tables = {"scan.grid": _grid_table("grid", kind), "scan.points": _grid_table("points", kind)}
     cfg = _config.load(kind.schema, source, overrides, tables=tables, initial=_defaults(kind), edit=edit)
     grid = check(cfg)
-    _config.check_saves(cfg, source, overrides, baseline=_defaults(kind)["train"]["save_every"])
+    _config.check_saves(cfg, kind.schema, source, overrides)
     # the grid as validated (numbers coerced), so equal scans have equal configurations
     table = "grid" if grid.kind == "product" else "points"
     cfg["scan"][table] = {f: list(v) for f, v in zip(grid.fields, grid.values)}

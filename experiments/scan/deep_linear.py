@@ -28,8 +28,8 @@ import numpy as np
 from dmft import deep_linear as dl
 
 from ..dln.config import build as build_studies
-from .grid import point_ids
 from ..dln.config import sde_memory_limit
+from .grid import point_ids
 
 __all__ = ["DeepLinearGroup"]
 
