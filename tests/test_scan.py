@@ -24,8 +24,9 @@ import dmft
 from dmft.runner import TRACE_COUNTS
 from experiments import cli, scan
 from validation.grokking import grokking_times
+from experiments.scan import execute
 from experiments.scan.execute import SETTINGS, store_identity
-from experiments.scan.grid import point_ids
+from experiments.scan.grid import PartCache, point_ids
 from experiments.store import MUTABLE, Store, StoreConflict, manifest_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -920,7 +921,7 @@ def test_resume_under_another_memory_limit(config, reference, tmp_path, capsys):
     assert "differs in: config.theory.seed" in capsys.readouterr().err
 
 
-def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path):
+def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path, monkeypatch):
     """Keys came from the point's place in the grid: gamma0 = 1 read 0.308 alone and 0.210 after
     a 0.5 was put before it, and a width scan solved its one theory with other nodes at each
     width (0.308, 0.210, 0.244). Now from a digest of the coordinates each part reads."""
@@ -938,14 +939,54 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path):
     res = scan.run(table, str(tmp_path / "beside"))
     final["beside"] = (res["theory.final.test_loss"][0, 0], res["networks.final.test_loss"][0, 0])
     assert final["one"] == final["after"] == final["beside"], final
+    # a width scan solves its one theory once (it did at each width); a samples scan trains its
+    # one ensemble once
+    computed = {"theory": [], "networks": []}
+    for part in computed:
+        def counted(self, idx, part=part, run=getattr(execute._GroupRun, f"_{part}")):
+            computed[part].append(len(idx))
+            return run(self, idx)
+        monkeypatch.setattr(execute._GroupRun, f"_{part}", counted)
     table = {**base, "scan": {"networks": True, "grid": {"simulate.width": [8, 16]}}}
     res = scan.run(table, str(tmp_path / "widths"))
     assert res["theory.final.test_loss"][0] == res["theory.final.test_loss"][1]
     assert res["networks.final.test_loss"][0] != res["networks.final.test_loss"][1]
+    assert computed == {"theory": [1], "networks": [1, 1]}, computed
+    table = {**base, "scan": {"networks": True, "grid": {"theory.samples": [64, 128]}}}
+    res = scan.run(table, str(tmp_path / "samples"))
+    assert res["networks.final.test_loss"][0] == res["networks.final.test_loss"][1] == final["one"][1]
+    assert res["theory.final.test_loss"][0] == final["one"][0] != res["theory.final.test_loss"][1]
+    assert computed == {"theory": [1, 1, 1], "networks": [1, 1, 1]}, computed
     cols = {"model.gamma0": np.array([1.0]), "simulate.width": np.array([8.0])}
     assert point_ids(res.config, cols, [0], "theory")[0] != point_ids(res.config, cols, [0], "networks")[0]
     with pytest.raises(dmft.ConfigError, match="point 2 repeats point 0"):   # (they would be identical)
         scan.load_config({**base, "scan": {"points": {"gamma0": [1.0, 0.5, 1.0], "eta0": [0.5, 0.5, 0.5]}}})
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=6), min_size=1, max_size=5),
+       st.sampled_from([0, 40, 2 ** 20]))
+def test_a_part_cache_returns_what_computing_gives_and_computes_each_point_once(calls, max_bytes):
+    """PartCache.rows_of: the rows of every asked point, in order (repeats too), computing only
+    points it does not hold, once per call; an evicted point is only computed again."""
+    cache, seen = PartCache(max_bytes), set()
+    for points in calls:
+        digests = [bytes([p]) for p in points]
+        asked = []
+
+        def compute(pos, digests=digests, asked=asked):
+            asked.extend(digests[j] for j in pos)
+            return {"v": np.array([[digests[j][0], -1.0] for j in pos]), "s": np.array([digests[j][0] for j in pos])}
+
+        got = cache.rows_of(digests, compute)
+        np.testing.assert_array_equal(got["v"], [[p, -1.0] for p in points])
+        np.testing.assert_array_equal(got["s"], points)
+        assert len(asked) == len(set(asked))
+        if max_bytes == 2 ** 20:
+            assert set(asked) == set(digests) - seen
+        seen |= set(digests)
+        assert cache.nbytes <= max_bytes or not cache.rows
+    assert cache.nbytes == sum(v.nbytes for row in cache.rows.values() for v in row.values())
 
 
 def test_a_store_written_by_other_code_or_on_another_platform_is_not_resumed(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from dmft import deep_linear as dl
 
 from ..dln.config import build as build_studies
 from ..dln.config import sde_memory_limit
-from .grid import point_ids
+from .grid import point_digests, point_ids
 
 __all__ = ["DeepLinearGroup"]
 
@@ -43,11 +43,15 @@ def _point_config(cfg: dict, columns: dict, i: int) -> dict:
     return out
 
 
+def _stack(rows: list) -> dict:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
 class DeepLinearGroup:
     """All points of a deep-linear scan (each point runs alone)."""
 
-    def __init__(self, cfg: dict, group, columns: dict):
-        self.cfg, self.group, self.columns = cfg, group, columns
+    def __init__(self, cfg: dict, group, columns: dict, caches: dict):
+        self.cfg, self.group, self.columns, self.caches = cfg, group, columns, caches
         for i in group.indices:                 # every point builds (and so is validated) now
             build_studies(_point_config(cfg, columns, int(i)), networks=cfg["scan"]["networks"])
 
@@ -56,16 +60,20 @@ class DeepLinearGroup:
         return 0
 
     def compute(self, chunk) -> dict:
-        recs = [self._point(int(i)) for i in chunk.indices]
-        out = {"index": chunk.indices.astype(np.int64)}
-        for k in recs[0]:
-            out[k] = np.stack([r[k] for r in recs])
+        idx = chunk.indices
+        out = {"index": idx.astype(np.int64)}
+        for part in ("networks", "theory"):       # (each part's outputs; a point read before is kept)
+            if self.cfg["scan"][part]:
+                out.update(self.caches[part].rows_of(
+                    point_digests(self.cfg, self.columns, idx, part),
+                    lambda pos, part=part: _stack([self._point(int(i), part) for i in idx[pos]])))
         return out
 
     def _id(self, i: int, part: str) -> int:
         return int(point_ids(self.cfg, self.columns, [i], part)[0])
 
-    def _point(self, i: int) -> dict:
+    def _point(self, i: int, part: str) -> dict:
+        """Point i's outputs of one part ("networks": the ensemble; "theory": SDE and flow)."""
         import networks
         from validation.deep_linear import learning_times_of
 
@@ -77,7 +85,7 @@ class DeepLinearGroup:
         out = {}
         T = st.schedule.save_steps.size
         kappa = float(st.schedule.weight_decay)
-        if sc["networks"]:
+        if part == "networks":
             run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule,
                                  key=jax.random.fold_in(jax.random.key(tr["seed"]), self._id(i, "networks")),
                                  probe=tr["probe"] if st.data.online else None, dtype=tr["dtype"])
@@ -101,7 +109,7 @@ class DeepLinearGroup:
                 out["networks.modes_mean"] = np.nanmean(modes, axis=0)
                 out["networks.modes_std"] = np.nanstd(modes, axis=0)
                 out["networks.test_loss"] = np.nanmedian(run.test_loss, axis=0)
-        if sc["theory"]:
+        if part == "theory":
             aligned = st.model.init == "aligned"
             sde = (dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
                                key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), self._id(i, "theory")),

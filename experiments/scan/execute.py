@@ -23,7 +23,7 @@ from ..store import Store, npz_arrays, npz_bytes
 from .config import load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, kind_of
-from .grid import Chunk, Group, Plan, plan, point_ids
+from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids
 from .outputs import derive, network_records
 from .result import load
 
@@ -85,10 +85,11 @@ class _Comm:
 class _GroupRun:
     """Data, model and program of one group (built, hence validated, on construction)."""
 
-    def __init__(self, cfg: dict, group: Group, columns: dict, sharding, n_devices: int):
+    def __init__(self, cfg: dict, group: Group, columns: dict, sharding, n_devices: int, caches: dict):
         import jax
 
         self.cfg, self.group, self.columns, self.sharding = cfg, group, columns, sharding
+        self.caches = caches
         sc, th, sim = cfg["scan"], cfg["theory"], cfg["simulate"]
         self.data = _problem.build_data(cfg["task"])
         self.model = _problem.build_model(cfg["model"])
@@ -158,19 +159,30 @@ class _GroupRun:
         n = len(idx)
         out = {"index": idx.astype(np.int64)}
         if self.prog is not None:
-            # pad to the program's size by repeating the last point; drop the copies
-            pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
-            values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
-                          else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
-            rec = self.prog(values, point_ids(self.cfg, self.columns, pad, "theory"), key=self.theory_key,
-                            sharding=self.sharding)
-            rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
-            out.update(derive("theory", rec, sc["outputs"], sc["grok_threshold"]))
+            out.update(self.caches["theory"].rows_of(point_digests(self.cfg, self.columns, idx, "theory"),
+                                                     lambda pos: self._theory(idx[pos])))
         if sc["networks"]:
-            recs = [self._network_point(int(i)) for i in idx]
-            rec = {k: np.stack([r[k] for r in recs]) for k in recs[0]}
-            out.update(derive("networks", rec, sc["outputs"], sc["grok_threshold"]))
+            out.update(self.caches["networks"].rows_of(point_digests(self.cfg, self.columns, idx, "networks"),
+                                                       lambda pos: self._networks(idx[pos])))
         return out
+
+    def _theory(self, idx: np.ndarray) -> dict:
+        sc = self.cfg["scan"]
+        n = len(idx)
+        # pad to the program's size by repeating the last point; drop the copies
+        pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
+        values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
+                      else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
+        rec = self.prog(values, point_ids(self.cfg, self.columns, pad, "theory"), key=self.theory_key,
+                        sharding=self.sharding)
+        rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
+        return derive("theory", rec, sc["outputs"], sc["grok_threshold"])
+
+    def _networks(self, idx: np.ndarray) -> dict:
+        sc = self.cfg["scan"]
+        recs = [self._network_point(int(i)) for i in idx]
+        rec = {k: np.stack([r[k] for r in recs]) for k in recs[0]}
+        return derive("networks", rec, sc["outputs"], sc["grok_threshold"])
 
     def _network_point(self, i: int) -> dict:
         import jax
@@ -204,16 +216,20 @@ class _Groups:
         self.cfg, self.plan, self.sharding, self.n_devices = cfg, pl, sharding, n_devices
         self.columns = pl.grid.columns()
         self.kept: dict[int, _GroupRun] = {}
+        # a part's outputs at a point another group computed (grid.PartCache): a width scan
+        # solves its theory once, a scan of theory.* trains its networks once
+        self.caches = {"theory": PartCache(), "networks": PartCache()}
 
     def get(self, g: int) -> _GroupRun:
         if g not in self.kept:
             group = self.plan.groups[g]
             try:
                 if kind_of(self.cfg).name == "deep_linear":
-                    self.kept[g] = DeepLinearGroup(self.plan.group_config(self.cfg, g), group, self.columns)
+                    self.kept[g] = DeepLinearGroup(self.plan.group_config(self.cfg, g), group, self.columns,
+                                                    self.caches)
                 else:
                     self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), group, self.columns,
-                                             self.sharding, self.n_devices)
+                                             self.sharding, self.n_devices, self.caches)
             except ValueError as err:
                 if not group.fields:
                     raise

@@ -18,7 +18,7 @@ from dmft.errors import ConfigError
 
 from .schema import coerce_value, kind_of, resolve_field
 
-__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "NOT_READ"]
+__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "point_digests", "PartCache", "NOT_READ"]
 
 
 # ----------------------------------------------------------------- the grid
@@ -122,27 +122,72 @@ def _reads(field: str, part: str, kind_name: str, values: dict) -> bool:
                 and values.get("model.init_scale", 0.0) > 0)
 
 
-def point_ids(cfg: dict, columns: dict, indices, part: str) -> np.ndarray:
-    """(n,) uint32 in [0, 2^31 - 1]: each point's id for `part` ("theory" or "networks"), folded
-    into that part's key. A digest of the part's name and the value at the point of every
-    scannable field that part reads (the grid's coordinate, or the configuration's value), so a
-    point draws the same numbers in any grid that holds it (extended, reordered, or another axis
-    scanned beside it at the configuration's value), and the theory and the networks of one point
-    never share a key (with sampler "mc" and equal seeds, replica j's nodes were network seed j's
-    weights). Two distinct points share an id with probability ~ n^2 / 2^32 (their draws then
-    coincide; their parameters do not)."""
+def point_digests(cfg: dict, columns: dict, indices, part: str) -> list[bytes]:
+    """Each point's SHA-256 for `part` ("theory" or "networks"): a digest of the part's name and
+    the value at the point of every scannable field that part reads (the grid's coordinate, or
+    the configuration's value). Equal digests mean the part computes the same thing (the rest of
+    the configuration is the scan's), which `PartCache` uses; `point_ids` folds four of its bytes
+    into the part's key."""
     if part not in NOT_READ:
         raise ValueError(f"part: one of {list(NOT_READ)}, got {part!r}")
     kind = kind_of(cfg)
     base = {f: cfg[f.split(".", 1)[0]][f.split(".", 1)[1]] for f in kind.scannable if f not in columns}
-    out = np.empty(len(indices), np.uint32)
-    for j, i in enumerate(np.asarray(indices).reshape(-1)):
+    out = []
+    for i in np.asarray(indices).reshape(-1):
         values = {**base, **{f: col[i] for f, col in columns.items()}}
         values = {f: float(v) + 0.0 for f, v in values.items()}          # (-0.0 reads 0.0)
         text = ";".join([part] + [f"{f}={values[f]!r}" for f in sorted(values)
                                   if _reads(f, part, kind.name, values)])
-        out[j] = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+        out.append(hashlib.sha256(text.encode()).digest())
     return out
+
+
+def point_ids(cfg: dict, columns: dict, indices, part: str) -> np.ndarray:
+    """(n,) uint32 in [0, 2^31 - 1]: each point's id for `part` ("theory" or "networks"), folded
+    into that part's key: four bytes of its `point_digests`, so a point draws the same numbers in
+    any grid that holds it (extended, reordered, or another axis scanned beside it at the
+    configuration's value), and the theory and the networks of one point never share a key (with
+    sampler "mc" and equal seeds, replica j's nodes were network seed j's weights). Two distinct
+    points share an id with probability ~ n^2 / 2^32 (their draws then coincide; their
+    parameters do not)."""
+    digests = point_digests(cfg, columns, indices, part)
+    return np.array([int.from_bytes(d[:4], "little") & 0x7FFFFFFF for d in digests], np.uint32)
+
+
+class PartCache:
+    """One part's per-point outputs within a run, by the point's full digest (`point_digests`):
+    a point whose part reads the same values as a point computed before is not computed again (a
+    width scan's theory, a scan of theory.samples' networks). The oldest entries go past
+    `max_bytes`; a missing entry is only computed again."""
+
+    def __init__(self, max_bytes: int = 2 ** 28):
+        self.max_bytes, self.nbytes, self.rows, self.hits = max_bytes, 0, {}, 0
+
+    def rows_of(self, digests: list, compute) -> dict:
+        """The stacked outputs of the points `digests`; `compute(positions)` gives a dict of
+        arrays with a leading axis over those positions (of `digests`) for the points not kept."""
+        fresh = {}
+        for j, d in enumerate(digests):
+            if d in self.rows:
+                fresh[d] = self.rows[d]
+            elif d not in fresh:
+                fresh[d] = j
+        todo = [j for j in fresh.values() if isinstance(j, int)]
+        self.hits += len(digests) - len(todo)
+        if todo:
+            got = compute(np.asarray(todo))
+            for n, j in enumerate(todo):
+                fresh[digests[j]] = row = {k: np.asarray(v[n]) for k, v in got.items()}
+                self._keep(digests[j], row)
+        return {k: np.stack([fresh[d][k] for d in digests]) for k in fresh[digests[0]]}
+
+    def _keep(self, digest: bytes, row: dict) -> None:
+        size = sum(v.nbytes for v in row.values())
+        self.rows[digest] = row
+        self.nbytes += size
+        while self.nbytes > self.max_bytes and self.rows:
+            old = next(iter(self.rows))
+            self.nbytes -= sum(v.nbytes for v in self.rows.pop(old).values())
 
 
 # ----------------------------------------------------------------- the plan
