@@ -223,9 +223,9 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
 
 
 def given_keys(source=None, overrides=()) -> set[str]:
-    """The dotted keys a TOML file `source` and the overrides set: what the user wrote, not the
-    defaults or a preset. A dict source (it may be a whole stored configuration) gives none."""
-    tables = [read_toml(source)] if source is not None and not isinstance(source, dict) else []
+    """The dotted keys a TOML file or dict `source` and the overrides set: what the user wrote,
+    not the defaults or a preset (a whole stored configuration names every key)."""
+    tables = [] if source is None else [source if isinstance(source, dict) else read_toml(source)]
     tables += [parse_override(text) for text in overrides]
     return {f"{sec}.{key}" for table in tables for sec, keys in table.items()
             if isinstance(keys, dict) for key in keys}

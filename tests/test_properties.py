@@ -8,6 +8,7 @@ more cases per test."""
 import math
 import os
 import re
+import tomllib
 
 import jax
 import numpy as np
@@ -634,6 +635,8 @@ def test_save_every_beside_log_saves_is_refused_where_the_user_wrote_both(tmp_pa
     if log_saves and where != "none":
         with pytest.raises(dmft.ConfigError, match="train.save_every.*log_saves"):
             load(str(path), over)
+        with pytest.raises(dmft.ConfigError, match="train.save_every.*log_saves"):
+            load(tomllib.loads(path.read_text()), over)          # a dict, as a notebook writes it
         return
     cfg = load(str(path), over)
     assert cfg["train"].get("log_saves", 0) == log_saves
