@@ -40,7 +40,7 @@ from . import single_site as _ss
 from .activations import grid_nodes
 from .errors import InputError
 from .geometry import geometry, lazy_setup
-from .lazy import lazy_records
+from .lazy import lazy_records, loss_rose
 from .plan import MIXED_MIN_GAMMA0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, exact_products, first_nonfinite, progress_bar, scan_records
@@ -350,6 +350,10 @@ def _point(st: _Static, geo, y_test, act0, v, key):
                                      trained=st.trained, has_test=st.has_test)
         ok = jnp.all(jnp.isfinite(delta), axis=(1, 2))
         bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
+        # a rise of the train loss is the linear model's divergence (`lazy.loss_rose`): NaN from
+        # that save on, as a non-finite output is (`_finish`)
+        gone = loss_rose(jnp.mean(delta ** 2, axis=(1, 2)), jnp.mean(su["y"] ** 2))
+        rec = {k: jnp.where(gone.reshape(gone.shape + (1,) * (a.ndim - 1)), jnp.nan, a) for k, a in rec.items()}
     else:
         mixed = st.precision == "mixed"
         if st.method == "closure":

@@ -47,7 +47,8 @@ class DivergenceError(DmftError, FloatingPointError):
         step: the first step whose output was not finite.
         cause: which quantity went non-finite (e.g. "prediction error Delta").
         partial: the saves recorded before it, all finite (a dict of arrays with a leading
-            save axis), or None.
+            save axis), or None; from `dmft.solve`, named and shaped as the `Solution`'s arrays
+            ("train_loss", "f_train", "weight_change.first_layer", "error.test_loss", ...).
         saved_steps: the step counts of those saves (None when unknown).
     """
 

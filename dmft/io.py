@@ -23,11 +23,10 @@ import math
 import os
 import platform
 import sys
-import zipfile
 
 import numpy as np
 
-from .errors import ResultFileError
+from .errors import InputError, ResultFileError
 
 __all__ = ["save", "load", "sha256", "environment", "jsonable"]
 
@@ -99,6 +98,13 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def _stem(stem) -> str:
+    """A result's path without the .npz / .json ending it may be given with (save and load
+    both take "run", "run.npz" and "run.json" for the pair run.npz + run.json)."""
+    stem = os.fspath(stem)
+    return stem.rsplit(".", 1)[0] if stem.endswith((".npz", ".json")) else stem
+
+
 def save(stem, arrays: dict, config: dict, extra: dict | None = None, kind: str | None = None
          ) -> tuple[str, str]:
     """Write STEM.npz and STEM.json; returns the two paths.
@@ -112,10 +118,15 @@ def save(stem, arrays: dict, config: dict, extra: dict | None = None, kind: str 
     The JSON also records each array's shape and dtype and the SHA-256 of the .npz, so that
     `load` can tell a damaged file, or another run's .npz beside this JSON, from this result.
     """
-    stem = os.fspath(stem)
+    stem = _stem(stem)
+    clean = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    for k, v in clean.items():       # (np.savez takes "file" and "allow_pickle" as its own)
+        if k in ("file", "allow_pickle") or v.dtype.hasobject:
+            raise InputError(f"arrays: {k!r} cannot be saved in a result file "
+                             + ("(a name np.savez reserves)" if not v.dtype.hasobject else
+                                "(an object array: load refuses pickles)"))
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     npz, meta_path = stem + ".npz", stem + ".json"
-    clean = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
 
     def write_npz(tmp):
         with open(tmp, "wb") as fh:
@@ -149,9 +160,7 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     Raises:
         ResultFileError: naming the file and what is wrong with it.
     """
-    stem = os.fspath(stem)
-    if stem.endswith(".npz") or stem.endswith(".json"):
-        stem = stem.rsplit(".", 1)[0]
+    stem = _stem(stem)
     npz, meta_path = stem + ".npz", stem + ".json"
     for path in (meta_path, npz):
         if not os.path.isfile(path):
@@ -175,7 +184,7 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except Exception as err:       # noqa: BLE001 - a damaged zip member raises many kinds (tokenize's too)
         raise ResultFileError(f"{os.path.abspath(npz)}: not a readable .npz ({type(err).__name__}: {err})") from err
     listed = meta.get("arrays")
     if not isinstance(listed, list) or sorted(arrays) != sorted(listed):
@@ -183,7 +192,13 @@ def load(stem, kind=None) -> tuple[dict, dict]:
         extra = sorted(set(arrays) - set(listed or ()))
         raise ResultFileError(f"{os.path.abspath(npz)}: its arrays differ from those {os.path.basename(meta_path)} "
                               f"lists (missing {missing}, unlisted {extra})")
-    for name, spec in (meta.get("shapes") or {}).items():
+    shapes = meta.get("shapes") or {}
+    if not isinstance(shapes, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], list) and isinstance(v[1], str)
+            for v in shapes.values()):
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: its 'shapes' is not a map of "
+                              "[shape, dtype] pairs (an edited file?)")
+    for name, spec in shapes.items():
         a = arrays.get(name)
         if a is None or [list(a.shape), a.dtype.str] != list(spec):
             raise ResultFileError(f"{os.path.abspath(npz)}: array {name!r} has shape/dtype "

@@ -8,6 +8,13 @@ The NTK stays at K0 and the train error obeys
 with test predictions f_* = f_*(0) + K0_{*,train} S / P, S = int_0^t Delta ds.
 Both are evaluated in the eigenbasis of K0 with expm1/log1p, so singular
 kernels and tiny eigenvalues need no inverse.
+
+The train loss of this linear model never rises at a stable step (each eigenmode of the
+error shrinks by |1 - eta0 lambda / P| <= 1, or decays under flow); past the step's
+stability, eta0 lambda_max / P > 2, a mode grows geometrically and stays finite for hundreds
+of steps (1e140 after 100). `loss_rose` marks the saves from the first rise on: there the
+lazy method diverges, as the other methods do (`DivergenceError` in `solve`, NaN and
+`diverged_step` in `solve_batch`).
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .kernels import alignment
 from .runner import count_trace
 
-__all__ = ["lazy_path", "lazy_records"]
+__all__ = ["lazy_path", "lazy_records", "loss_rose"]
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics",))
@@ -80,3 +88,16 @@ def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_t
     rec["sq_weight_change.readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
                                        if trained else jnp.zeros(saves.shape, s.dtype))
     return rec, delta, s
+
+
+# a rise of the train loss beyond rounding: relative to its start, and to the targets' scale
+RISE_RTOL, RISE_ATOL = 1e-9, 1e-24
+
+
+def loss_rose(loss, y_ms):
+    """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds its value at
+    t = 0 beyond rounding (`RISE_RTOL` of it, `RISE_ATOL` of the targets' mean square `y_ms`):
+    the lazy model's divergence (see the module docstring). numpy or jax arrays."""
+    xp = jnp if isinstance(loss, jax.Array) else np
+    up = loss > loss[0] * (1 + RISE_RTOL) + RISE_ATOL * y_ms
+    return xp.cumsum(up) > 0

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DivergenceError, NotConverged
 
-__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "TRACE_COUNTS",
+__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
@@ -162,7 +162,7 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
             raise DivergenceError(
                 f"{label}: non-finite output at step {bad} (t = step * eta0): {cause} overflowed. "
                 "Lower eta0 or gamma0, or check the data scale. "
-                + _kept(counts, good),
+                + kept_note(counts, good),
                 step=bad, cause=cause, partial=_cut(records, good), saved_steps=counts[:good])
         if stop_on_nonfinite:
             try:
@@ -184,10 +184,11 @@ def _check_records(rec, first_saved, counts, label, records):
         return
     j = first_saved + i
     lo, hi = int(counts[max(j - 1, 0)]), int(counts[j])
+    when = ("in the initial record (step 0)" if hi == 0 else
+            f"at the save after step {hi} (it overflowed between steps {lo} and {hi})")
     raise DivergenceError(
-        f"{label}: the recorded {name!r} is not finite at the save after step {hi} (the state first "
-        f"went bad between steps {lo} and {hi}). Lower eta0 or gamma0, or check the data scale. "
-        + _kept(counts, j),
+        f"{label}: the recorded {name!r} is not finite {when}, while the state is still finite. "
+        "Lower eta0 or gamma0, or check the data scale. " + kept_note(counts, j),
         step=hi, cause=f"non-finite {name}", partial=_cut(records, j), saved_steps=counts[:j])
 
 
@@ -198,7 +199,7 @@ def _cut(records, good):
     return {k: v[:good] for k, v in _stack(records).items()}
 
 
-def _kept(counts, good) -> str:
+def kept_note(counts, good) -> str:
     if good == 0:
         return "Nothing was recorded before it (.partial is None)."
     return (f"The saves up to step {int(counts[good - 1])} ({good}) are in .partial "

@@ -35,10 +35,10 @@ from .errors import DivergenceError, InputError, NotConverged
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
-from .lazy import lazy_path, lazy_records
+from .lazy import lazy_path, lazy_records, loss_rose
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import exact_products, first_nonfinite, run_saved
+from .runner import exact_products, first_nonfinite, kept_note, run_saved
 from .sampling import normal_quantile
 from .schedule import DYNAMICS, RK4_LIMIT, Schedule, schedule_from
 from .trajectory import Trajectory
@@ -80,6 +80,7 @@ class Solution(Trajectory):
     state: dict | None = None
 
     GROUPS: ClassVar[tuple] = ("weight_change", "error", "state")
+    TIME_SERIES_GROUPS: ClassVar[tuple] = GROUPS        # every error and state has a time axis
     PREDICT_HINT: ClassVar[str] = ("solve again in this session (the final state is kept in memory, "
                                    "not in files)")
 
@@ -184,8 +185,9 @@ def _solve_lazy(plan: SolvePlan, su):
     model, data, sch = plan.model, plan.data, plan.schedule
     P = su["P"]
     saves = jnp.asarray(sch.save_steps)
-    rec, _, s = lazy_records(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
-                             trained=model.trained_readout, has_test=data.P_test > 0)
+    rec, delta, s = lazy_records(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
+                                 trained=model.trained_readout, has_test=data.P_test > 0)
+    rose = loss_rose(np.mean(np.asarray(delta) ** 2, axis=(1, 2)), float(np.mean(np.asarray(su["y"]) ** 2)))
     k0 = su["k0"][:P]
     T = saves.shape[0]
     if plan.kernels:
@@ -194,7 +196,8 @@ def _solve_lazy(plan: SolvePlan, su):
                    gradient_kernel=jnp.broadcast_to(su["g0"][:P], (T, P, P)))
     lam_max = float(jnp.max(jnp.linalg.eigvalsh(k0)))
     extra = {"lazy_eta0_stability": sch.eta0 * lam_max / P,
-             "stable": bool(sch.eta0 * lam_max / P < 2) if sch.dynamics == "gd" else True}
+             "stable": bool(sch.eta0 * lam_max / P < 2) if sch.dynamics == "gd" else True,
+             "loss_rose_at": int(np.argmax(rose)) if rose.any() else -1}
     s_final = s[-1]
 
     def predictor(x_new):
@@ -433,8 +436,12 @@ def _mse(y, f):
     return np.mean((y - f) ** 2, axis=tuple(range(-2, 0)))
 
 
-def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
+def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
+    """The `Solution` of a run's records (its first saves when they are a divergence's
+    partial records); with arrays_only, its arrays by name (a `DivergenceError.partial`)."""
     model, data, sch = plan.model, plan.data, plan.schedule
+    n = np.shape(rec["f_train"])[0]                 # saves recorded (all, or those before a divergence)
+    save_steps, times = sch.save_steps[:n], sch.times[:n]
     y = np.asarray(data.targets("train"))
     yt = data.targets("test")
     error = None
@@ -466,7 +473,7 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
     sq_first = rec["sq_weight_change.first_layer"]
     if su["basis"] == "kernel-eigenbasis" and sch.weight_decay > 0:
         # the D - r weight coordinates outside the data span only decay: add their change
-        k = sch.save_steps
+        k = save_steps
         shrink = (1 - sch.eta0 * sch.weight_decay) ** k if sch.dynamics == "gd" else \
             np.exp(-sch.weight_decay * sch.eta0 * k)
         sq_first = sq_first + (1 - shrink) ** 2 * (data.D - su["r"])
@@ -494,19 +501,26 @@ def _assemble(plan: SolvePlan, rec, extra, su) -> Solution:
               "gradient_kernel": rec.get("gradient_kernel"), "alignment": rec["alignment"],
               "weight_change.first_layer": wc["first_layer"], "weight_change.readout": wc["readout"],
               "measures": rec.get("measures"), **{f"error.{k}": v for k, v in (error or {}).items()}}
+    if arrays_only:
+        return {k: v for k, v in arrays.items() if v is not None}
     j, name = first_nonfinite(arrays)
+    what, cause = "is not finite", f"non-finite {name}"
+    rose = info.pop("loss_rose_at", -1)
+    if rose >= 0 and (j < 0 or rose <= j):       # (lazy.loss_rose: the linear model diverges)
+        j, name, what, cause = rose, "train_loss", "rose above its value at t = 0", "train loss rose"
     if j >= 0:
-        k = int(sch.save_steps[j])
-        lo = int(sch.save_steps[j - 1]) if j > 0 else 0
+        k = int(save_steps[j])
+        lo = int(save_steps[j - 1]) if j > 0 else 0
         raise DivergenceError(
-            f"{plan.method}: {name} is not finite at t = {sch.times[j]:g} (saved step {k}; it went bad "
+            f"{plan.method}: {name} {what} at t = {times[j]:g} (saved step {k}; it went bad "
             f"between steps {lo} and {k}). Lower eta0 or gamma0, or check the data scale"
             + (f" (the lazy step is unstable: eta0 lambda_max / P = {extra['lazy_eta0_stability']:.3g} > 2)"
-               if plan.method == "lazy" and not extra.get("stable", True) else "") + ".",
-            step=k, cause=f"non-finite {name}",
-            partial={key: (None if v is None else np.asarray(v)[:j]) for key, v in arrays.items()},
-            saved_steps=sch.save_steps[:j])
-    return Solution(t=sch.times, f_train=f_tr, f_test=f_te, train_loss=train_loss,
+               if plan.method == "lazy" and not extra.get("stable", True) else "") + ". "
+            + kept_note(save_steps, j),
+            step=k, cause=cause,
+            partial={key: np.asarray(v)[:j] for key, v in arrays.items() if v is not None} if j else None,
+            saved_steps=save_steps[:j])
+    return Solution(t=times, f_train=f_tr, f_test=f_te, train_loss=train_loss,
                     test_loss=test_loss, ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
                     gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
                     weight_change=wc, error=error, info=info, state=state,
@@ -739,12 +753,24 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     su, reused = _setup(plan)
     setup_s = time.perf_counter() - t_start
     _check_rk4(plan, su)
-    if plan.method == "lazy":
-        rec, extra, predictor = _solve_lazy(plan, su)
-    elif plan.method == "closure":
-        rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
-    else:
-        rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
+    try:
+        if plan.method == "lazy":
+            rec, extra, predictor = _solve_lazy(plan, su)
+        elif plan.method == "closure":
+            rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
+        else:
+            rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
+    except DivergenceError as err:
+        if err.partial is None:
+            raise
+        # the records before it, named and shaped as a Solution's; an output of them that
+        # overflowed (a loss squares f) is the first bad step, raised as `_assemble` does
+        with np.errstate(all="ignore"):
+            partial = _assemble(plan, err.partial, {}, su, arrays_only=True)
+            if first_nonfinite(partial)[0] >= 0:
+                _assemble(plan, err.partial, {}, su)
+        err.partial = partial
+        raise
     if _batch(plan):
         extra["batch_key"] = np.asarray(jax.random.key_data(batch_key)).tolist()
     extra.update(basis=su["basis"], rank=int(su["r"]),

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -68,6 +68,46 @@ def test_lazy_flow_equals_the_matrix_exponential(data):
         np.testing.assert_allclose(f, data.y_train - e @ data.y_train, rtol=0, atol=3e-13)
         np.testing.assert_allclose(ft, k_te @ np.linalg.solve(k_tr, data.y_train - e @ data.y_train),
                                    rtol=0, atol=1e-12)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.floats(0.2, 6.0), min_size=1, max_size=4))
+def test_lazy_gd_past_its_stability_diverges_where_the_train_loss_first_rises(data, ratios):
+    """eta0 lambda_max(K0) / P > 2: a mode of the lazy recursion grows geometrically and stays
+    finite (1e140 after 100 steps came back with no error; the closure raised). The train loss
+    of this linear model never rises at a stable step, so its first rise is the divergence:
+    `solve` raises there with the saves before it, `solve_batch` flags it and NaNs from it on."""
+    model = dmft.TwoLayer("erf", gamma0=0.5)
+    k = _k0(model, data.x_train, data.x_train)
+    k = (k + k.T) / 2
+    lam = np.linalg.eigvalsh(k).max()
+    steps, y = 24, data.y_train
+    etas = np.asarray(ratios) * data.P / lam
+    rises = []
+    for eta in etas:                                     # the recursion by hand: f0 = 0
+        f, loss = np.zeros(data.P), [np.mean(y ** 2)]
+        for _ in range(steps):
+            f = f + eta / data.P * k @ (y - f)
+            loss.append(np.mean((y - f) ** 2))
+        rel = np.asarray(loss) / loss[0] - 1
+        assume(np.all(np.abs(rel[1:] - 1e-9) > 1e-6))    # (not at the threshold's rounding)
+        up = np.flatnonzero(rel > 1e-9)
+        rises.append(int(up[0]) if up.size else -1)
+        if up.size:
+            with pytest.raises(dmft.DivergenceError, match="train_loss rose above its value at t = 0") as err:
+                dmft.solve(model, data, eta0=eta, steps=steps, save_every=1, method="lazy", kernel_nodes=96)
+            assert err.value.step == up[0] and err.value.cause == "train loss rose"
+            np.testing.assert_allclose(err.value.partial["train_loss"], loss[:up[0]], rtol=1e-9)
+        else:
+            sol = dmft.solve(model, data, eta0=eta, steps=steps, save_every=1, method="lazy", kernel_nodes=96)
+            np.testing.assert_allclose(sol.train_loss, loss, rtol=1e-9)
+            assert sol.info["stable"] == (eta * lam / data.P < 2)
+    res = dmft.solve_batch(model, data, {"eta0": np.resize(etas, 4)}, steps=steps, save_every=1,
+                           method="lazy", kernel_nodes=96)
+    for i, r in enumerate(np.resize(rises, 4)):
+        assert res["diverged_step"][i] == r
+        gone = np.arange(steps + 1) >= (r if r >= 0 else steps + 1)
+        assert np.all(np.isnan(res["train_loss"][i][gone])) and np.all(np.isfinite(res["train_loss"][i][~gone]))
 
 
 # ------------------------------------------------------------------ forward
@@ -747,7 +787,8 @@ def test_grouped_divergence_partial_records_in_every_mixed_case():
        every=st.sampled_from([1, 2, 3, 4, 5, 6, 10]))
 def test_divergence_keeps_only_the_saves_before_the_bad_step(method, eta0, every):
     """The partial records of a divergence are the finite saves taken up to the first bad step,
-    with their step counts, whatever the step size and save interval."""
+    with their step counts, whatever the step size and save interval: a save whose loss overflowed
+    (f finite, f^2 not) is the first bad one."""
     data = dmft.tasks.single_index(D=6, P=24, P_test=8, degree=2, key=1)
     act = "linear" if method == "closure" else "relu"
     sch = dmft.Schedule(eta0, 60, every, dynamics="flow" if method == "flow" else "gd")
@@ -765,6 +806,10 @@ def test_divergence_keeps_only_the_saves_before_the_bad_step(method, eta0, every
     assert e.saved_steps[-1] <= e.step and (n == len(sch.save_steps) or sch.save_steps[n] >= e.step)
     assert all(np.all(np.isfinite(v)) for v in e.partial.values())
     assert f"up to step {e.saved_steps[-1]} ({n})" in str(e)
+    # named and shaped as a Solution's arrays, whichever method (the runner's raw records had
+    # other names, a replica axis and no losses)
+    assert {"train_loss", "test_loss", "f_train", "alignment", "weight_change.first_layer"} <= set(e.partial)
+    assert e.partial["f_train"].shape == (n, data.P) and e.partial["train_loss"].shape == (n,)
 
 
 @pytest.mark.parametrize("zero", ["target", "inputs"])
