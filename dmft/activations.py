@@ -434,7 +434,7 @@ def relu() -> Activation:
 
 
 def tanh() -> Activation:
-    """phi(h) = tanh(h); lazy kernels by Gauss-Hermite quadrature."""
+    """phi(h) = tanh(h); lazy kernels by the trapezoid rule (`trapezoid_kernels`)."""
     return Activation("tanh", jnp.tanh, (), _tanh_d, None, _zero_mean)
 
 
@@ -444,7 +444,7 @@ def erf() -> Activation:
 
 
 def softplus() -> Activation:
-    """phi(h) = log(1 + e^h); lazy kernels by Gauss-Hermite quadrature."""
+    """phi(h) = log(1 + e^h); lazy kernels by the trapezoid rule (`trapezoid_kernels`)."""
     return Activation("softplus", jax.nn.softplus, (), jax.nn.sigmoid, None, None)
 
 

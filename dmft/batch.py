@@ -41,10 +41,10 @@ from .activations import grid_nodes
 from .errors import InputError
 from .geometry import geometry, lazy_setup
 from .lazy import lazy_records, loss_rose
-from .plan import MIXED_MIN_GAMMA0, memory_estimate, plan_solve
+from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, exact_products, first_nonfinite, progress_bar, scan_records
-from .schedule import Schedule, check_decay, final_time_counts, schedule_from
+from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -248,6 +248,8 @@ class BatchProgram:
         if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
             raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
                              f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
+        if "gamma0" in cols:
+            check_sampled_gamma0(self._static.method, cols["gamma0"])
         eta = cols["eta0"] if "eta0" in cols else np.full(n, self._defaults["eta0"])
         kappa = cols["weight_decay"] if "weight_decay" in cols else np.full(n, self._defaults["weight_decay"])
         check_decay(eta, kappa, self.schedule.dynamics)
@@ -392,8 +394,7 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     sq_first = rec["sq_weight_change.first_layer"]
     if st.basis == "kernel-eigenbasis":
         # the D - r weight coordinates outside the data span only decay
-        shrink = ((1 - v["eta0"] * v["weight_decay"]) ** saves if st.dynamics == "gd"
-                  else jnp.exp(-v["weight_decay"] * v["eta0"] * saves))
+        shrink = decay_factor(v["eta0"], v["weight_decay"], saves, st.dynamics, xp=jnp)
         sq_first = sq_first + (1 - shrink) ** 2 * (st.D - st.r)
     out["weight_change.first_layer"] = jnp.sqrt(jnp.maximum(sq_first, 0) / st.D)
     out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_weight_change.readout"], 0) / st.C)

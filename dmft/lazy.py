@@ -82,7 +82,7 @@ def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_t
         rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
     rec["alignment"] = jnp.full(saves.shape, alignment(su["k0"][:P], su["y"]))
     # linearized weights: delta_a = gamma0/P sum_mu phi(u_mu) S_mu, similarly for z
-    scale = (gamma0 / P) ** 2
+    scale = (jnp.asarray(gamma0, s.dtype) / P) ** 2     # (an array: a huge gamma0 gives inf, not OverflowError)
     gk = su["g0"][:P] * su["kx_all_tr"][:P]
     rec["sq_weight_change.first_layer"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
     rec["sq_weight_change.readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)

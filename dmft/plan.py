@@ -49,6 +49,30 @@ PRECISIONS = ("full", "mixed")
 # below this gamma0 the float32 rounding of the node sums (~1e-7 relative), divided by gamma0
 # in f = f(0) + (F - F0) / gamma0, is no longer far below the (shrinking) sampling error
 MIXED_MIN_GAMMA0 = 0.05
+# the same for the sampled methods in the working float type: their node sums round at its
+# epsilon and f divides them by gamma0. The test loss against the lazy method (tanh and linear,
+# 256 nodes): float64 6e-9 relative at 1e-9, 6e-7 at 1e-10, 4e-5 at 1e-12, 1e-2 at 1e-14;
+# float32 (x64 off) 1e-4 at 1e-2, 2e-2 at 1e-5, 0.3 at 1e-6. The closure is exact there.
+SAMPLED_MIN_GAMMA0 = {"float64": 1e-9, "float32": 1e-2}
+
+
+def sampled_min_gamma0() -> tuple[float, str]:
+    """The smallest gamma0 the forward and iterate methods resolve, and the working float type."""
+    name = "float64" if jax.config.jax_enable_x64 else "float32"
+    return SAMPLED_MIN_GAMMA0[name], name
+
+
+def check_sampled_gamma0(method: str, gamma0) -> None:
+    """Refuse a sampled method below `sampled_min_gamma0` (its rounding would be the answer)."""
+    floor, dtype = sampled_min_gamma0()
+    g = float(np.min(gamma0))
+    if method in ("forward", "iterate") and g < floor:
+        raise InputError(f"gamma0 = {g:g} is below what method={method!r} resolves in {dtype} "
+                         f"({floor:g}): its node sums' rounding is divided by gamma0. Use "
+                         "method='lazy' (there the DMFT differs from it by O(gamma0^2)), or "
+                         "'closure' where it is exact")
+
+
 # geometry and lazy kernels that `dmft.solve` keeps for reuse between solves, at most
 SETUP_CACHE_BYTES = 256 * 2 ** 20
 # on a CPU, a forward solve integrates at once at most this many field values (nodes x train
@@ -209,6 +233,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0} (got "
                          f"{float(model.gamma0):g}): its float32 rounding is divided by gamma0; "
                          "use precision='full'")
+    check_sampled_gamma0(method, model.gamma0)
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")
@@ -229,7 +254,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                 raise InputError(f"sampler='quadrature' needs {quadrature_nodes}^dims = {n} "
                                  f"nodes (> {MAX_QUADRATURE_NODES}); it is for tiny input "
                                  "dimension; use sampler='orthogonal'")
-            replicas = 1
+            # one deterministic rule: samples and replicas do not apply (recorded as run)
+            samples, replicas = n, 1
         else:
             check_counts(sampler, samples, replicas)
     meas = o["neuron_measures"]
@@ -292,6 +318,14 @@ def _cache_group(plan: SolvePlan) -> int:
                default=1)
 
 
+def _measure_size(fn, dim: int) -> int:
+    """K of a checked neuron measure (w, w0) -> (K,) (traced, nothing computed)."""
+    import jax.numpy as jnp
+
+    spec = jax.ShapeDtypeStruct((int(dim),), jnp.result_type(float))
+    return int(np.prod(jax.eval_shape(fn, spec, spec).shape))
+
+
 def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None) -> float:
     """Peak bytes a solve allocates (float64), from the sizes it will hold, calibrated against
     measured peaks (`scripts/bench_memory.py`; never below them there).
@@ -312,11 +346,18 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     kern = 3 * P * P if plan.kernels else 0
     per_save = N * C + kern + 8
     records = 3.0 * R * T * per_save
-    setup = N * r + 6.0 * N * P + P * C
+    # + the inputs' float64 copies (geometry's concatenation and squares, the input kernel's
+    # device copies): they bind when D >> P + P* (D = 4e5, P = P* = 100 measured 3.2x the
+    # estimate without them)
+    setup = N * r + 6.0 * N * P + P * C + 4.0 * N * D
     work = 0.0
     if plan.sampled:
         m = _nodes_per_replica(plan)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
+        if plan.neuron_measures is not None:    # K values per node of the group, records of all
+            K = _measure_size(plan.neuron_measures, D)
+            state += g * m * K
+            records += 3.0 * R * T * K
         # the control-variate matrices of the group being integrated (`for_prediction` drops them
         # after), the t = 0 node features of every replica ("operator": the predictor reads them)
         cv = g * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)

@@ -36,7 +36,8 @@ READOUTS = ("trained", "fixed")
 def as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
     """A read-only copy of `value` as a real numeric array of one of the given ranks.
 
-    Raises InputError naming `name` for a non-numeric, complex or wrongly shaped array,
+    Booleans read as 0 and 1 (binary features or labels). Raises InputError naming `name`
+    for a non-numeric, complex or wrongly shaped array,
     one holding NaN or inf, or one so large that its squares summed along the last axis
     overflow (for inputs x (n, D): the input kernel's diagonal |x|^2 / D would be inf, and
     every kernel, node count and loss built on it with it).
@@ -279,6 +280,15 @@ class DeepLinear:
         object.__setattr__(self, "width", checks.integer("width", self.width, minimum=1))
         object.__setattr__(self, "init_scale", checks.real("init_scale", self.init_scale, positive=True))
         checks.choice("init", self.init, INITS)
+        # the end-to-end map's initial scale: init_scale^L (aligned), times width^((L-1)/2) for
+        # i.i.d. layers; outside float64's range every record would overflow or vanish
+        log_scale = self.depth * math.log(self.init_scale)
+        if self.init == "random":
+            log_scale += (self.depth - 1) / 2 * math.log(self.width)
+        if not -700.0 < log_scale < 700.0:
+            raise InputError(f"init_scale: the initial end-to-end scale init_scale^depth"
+                             + (" x width^((depth - 1) / 2)" if self.init == "random" else "")
+                             + f" = 10^{log_scale / math.log(10):.0f} is outside float64's range")
 
     @classmethod
     def from_gamma(cls, depth: int, width: int, gamma: float, init: str = "random") -> "DeepLinear":

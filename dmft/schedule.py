@@ -37,6 +37,7 @@ from . import checks
 from .errors import InputError
 
 __all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "final_time_counts", "check_decay",
+           "decay_factor",
            "MAX_STEPS", "MAX_SAVES", "DEFAULT_SAVE_EVERY", "DEFAULT_N_SAVES"]
 
 DYNAMICS = ("gd", "flow")
@@ -55,6 +56,16 @@ DEFAULT_N_SAVES = 50
 # RK4's stability interval on the negative real axis: [-RK4_LIMIT, 0] (|1 + z + z^2/2 + z^3/6 +
 # z^4/24| <= 1); a decay (or kernel) rate times eta0 beyond it grows instead of decaying
 RK4_LIMIT = 2.785293563
+
+
+def decay_factor(eta0, weight_decay, steps, dynamics: str, xp=np):
+    """What weight decay alone leaves of a parameter after `steps` steps (a weight the gradient
+    never reaches, as those outside the data's span): (1 - eta0 kappa)^k for gradient descent,
+    and for gradient flow RK4's own factor R(-eta0 kappa)^k, R(z) = 1 + z + z^2/2 + z^3/6 + z^4/24
+    (the solvers and networks integrate the flow by RK4; exp(-kappa t) differed by 3e-8)."""
+    x = eta0 * weight_decay
+    step = 1 - x if dynamics == "gd" else 1 - x + x ** 2 / 2 - x ** 3 / 6 + x ** 4 / 24
+    return step ** xp.asarray(steps)
 
 
 def check_decay(eta0, weight_decay, dynamics: str = "gd") -> None:

@@ -40,7 +40,7 @@ from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure
 from .problem import Dataset, TwoLayer
 from .runner import exact_products, first_nonfinite, kept_note, run_saved
 from .sampling import normal_quantile
-from .schedule import DYNAMICS, RK4_LIMIT, Schedule, schedule_from
+from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, schedule_from
 from .trajectory import Trajectory
 
 __all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure", "sgd_mean", "default_batch_key",
@@ -247,9 +247,7 @@ def _solve_closure(plan: SolvePlan, su, progress, batch_key):
 
 def _shrink(sch: Schedule) -> float:
     """The factor weight decay has applied to every parameter by the last step."""
-    if sch.dynamics == "gd":
-        return float((1 - sch.eta0 * sch.weight_decay) ** sch.steps)
-    return float(np.exp(-sch.weight_decay * sch.final_time))
+    return float(decay_factor(sch.eta0, sch.weight_decay, sch.steps, sch.dynamics))
 
 
 def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
@@ -473,9 +471,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     sq_first = rec["sq_weight_change.first_layer"]
     if su["basis"] == "kernel-eigenbasis" and sch.weight_decay > 0:
         # the D - r weight coordinates outside the data span only decay: add their change
-        k = save_steps
-        shrink = (1 - sch.eta0 * sch.weight_decay) ** k if sch.dynamics == "gd" else \
-            np.exp(-sch.weight_decay * sch.eta0 * k)
+        shrink = decay_factor(sch.eta0, sch.weight_decay, save_steps, sch.dynamics)
         sq_first = sq_first + (1 - shrink) ** 2 * (data.D - su["r"])
     wc = {"first_layer": np.sqrt(np.maximum(sq_first, 0) / data.D),
           "readout": np.sqrt(np.maximum(rec["sq_weight_change.readout"], 0) / data.C)}
@@ -571,7 +567,9 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
         kernel_nodes: least quadrature nodes per dimension for lazy kernels without a
             closed form (trapezoid rule, or piecewise Gauss-Legendre between declared kinks;
             raised for large input variance, `dmft.activations.grid_nodes`).
-        quadrature_nodes: nodes per dimension for sampler="quadrature".
+        quadrature_nodes: nodes per dimension for sampler="quadrature" (one deterministic
+            tensor-product rule: samples and replicas do not apply, there is no error bar, and
+            the config records the rule's node count as samples and 1 replica).
         progress: show a progress bar.
         max_memory_gb: refuse solves whose arrays would exceed this.
         neuron_measures: None, or a function (w, w0) -> (K,) of one neuron's first-layer
@@ -715,6 +713,11 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     else:
         su = lazy_setup(geometry(data), act, 1.0, centered=model.centered,
                         trained=model.trained_readout, nodes=plan.kernel_nodes)
+        bad = [k for k in ("phi0", "g0", "k0") if not np.all(np.isfinite(np.asarray(su[k])))]
+        if bad:               # (a callable finite on [-3, 3] that is not on the fields' whole line)
+            raise InputError(f"activation {act.name!r}: its lazy kernels {bad} are not finite on this data: "
+                             "E[phi(u) phi(u')] or E[phi'(u) phi'(u')] does not exist for the Gaussian "
+                             "fields u (phi or phi' undefined or too fast-growing somewhere on the real line)")
         if not act.has_closed_form and not _smooth_builtin(act):
             su = {**su, "lazy_kernels_error": _quadrature_error(act, su, plan.kernel_nodes)}
         if _nbytes(su) <= SETUP_CACHE_BYTES:

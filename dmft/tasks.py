@@ -168,7 +168,8 @@ def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int 
         return np.asarray(act(jnp.asarray(inp @ w.T / np.sqrt(D)))) @ a / np.sqrt(width)
 
     return Dataset(x, teacher(x), xt if P_test else None, teacher(xt) if P_test else None,
-                   meta={"task": "teacher_network", "key": _key_data(key), "width": width, "activation": act.name})
+                   meta={"task": "teacher_network", "key": _key_data(key), "width": width, "activation": act.name,
+                         "activation_params": [float(p) for p in act.params]})
 
 
 def _fraction(name, value):
@@ -244,6 +245,11 @@ def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *,
 _REDRAW_ROUNDS = 16
 
 
+def _redraw_key(i: int) -> int:
+    """The fold_in index of redraw round i: 2, 3, ..., skipping 6 (the support's draw)."""
+    return 2 + i + (2 + i >= 6)
+
+
 def _outside(xt, x, key, draw):
     """Test points of the +-1 cube that are not training points: the rows of xt that are get
     drawn again, up to _REDRAW_ROUNDS rounds, then (n <= 24) uniformly from the enumerated
@@ -258,13 +264,13 @@ def _outside(xt, x, key, draw):
         bad = np.flatnonzero([bytes(row) in seen for row in np.packbits(xt > 0, axis=1)])
         if not bad.size:
             return xt
-        xt[bad] = draw(2 + i, xt.shape[0])[:bad.size]       # (one shape: compiled once)
+        xt[bad] = draw(_redraw_key(i), xt.shape[0])[:bad.size]       # (one shape: compiled once)
     if n > 24:       # acceptance >= 1 - P / 2^25 per draw: 16 rounds leave none in practice
         raise InputError(f"P_test: test points kept falling on training points after {_REDRAW_ROUNDS} "
                          f"redraws (P = {x.shape[0]} of 2^{n})")
     codes = np.arange(2 ** n, dtype=np.int64)
     rest = codes[~np.isin(codes, (x > 0) @ (1 << np.arange(n, dtype=np.int64)))]
-    pick = rest[np.asarray(jax.random.randint(jax.random.fold_in(key, 2 + _REDRAW_ROUNDS), (xt.shape[0],), 0,
+    pick = rest[np.asarray(jax.random.randint(jax.random.fold_in(key, _redraw_key(_REDRAW_ROUNDS)), (xt.shape[0],), 0,
                                               rest.size))[:bad.size]]
     xt[bad] = np.where((pick[:, None] >> np.arange(n)) & 1, 1.0, -1.0)
     return xt
@@ -340,6 +346,8 @@ def spectrum(r: int, kind: str = "power", *, top: float = 1.0, exponent: float =
     r = checks.integer("r", r, minimum=1)
     top = checks.real("top", top, positive=True)
     if kind == "power":
+        if bottom is not None:
+            raise InputError("bottom: only kind='linear' reads it (kind='power' decays as i^-exponent)")
         return top * np.arange(1, r + 1, dtype=np.float64) ** -checks.real("exponent", exponent,
                                                                              positive=True)
     if kind == "linear":

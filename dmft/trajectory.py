@@ -9,7 +9,8 @@ S networks):
     train_loss, test_loss       mean squared errors
     ntk, feature_kernel, gradient_kernel    (..., P, P) kernels (when kept)
     alignment                   kernel-target alignment of the NTK
-    weight_change               {"first_layer", "readout"}: ||theta - theta0|| / ||theta0||
+    weight_change               {"first_layer", "readout"}: ||theta - theta0|| / sqrt(N D), / sqrt(N C)
+                                (the initial norm's root mean square; docs/conventions.md)
     measures                    (..., K) neuron measures (when asked for)
     info                        method, sizes, timings and the configuration
 

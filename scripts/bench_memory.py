@@ -55,7 +55,8 @@ else:
     if kind == "solve":
         opts = dict(method=spec["method"], samples=spec.get("samples", 4096), kernels=spec["kernels"],
                     replicas=spec.get("replicas", 4), max_memory_gb=spec.get("max_memory_gb", 1000.0),
-                    sampler=spec.get("sampler", "stratified"))
+                    sampler=spec.get("sampler", "stratified"),
+                    neuron_measures=(lambda w, w0: jax.numpy.outer(w, w0).reshape(-1)) if spec.get("measure") else None)
         plan = dmft.plan_solve(model, data, sch, **opts)
         est, extra = plan.memory_bytes, {"replicas_at_once": plan.replicas_at_once}
         jax.block_until_ready(jax.numpy.ones(1))
@@ -101,6 +102,10 @@ PROGRAMS = [
     ("solve sobol streamed", dict(kind="solve", method="forward", kernels=False, D=400, P=100, P_test=100,
                                   steps=40, save_every=10, samples=2 ** 18, replicas=16, sampler="sobol",
                                   max_memory_gb=1.8), False),
+    ("solve lazy huge D", dict(kind="solve", method="lazy", kernels=True, D=200000, P=100, P_test=100,
+                               steps=10, save_every=10), False),
+    ("solve measures K = D^2", dict(kind="solve", method="forward", kernels=False, D=96, P=64, P_test=64,
+                                    steps=10, save_every=10, samples=16384, measure=True), False),
     ("solve iterate", dict(kind="solve", method="iterate", kernels=True, D=16, P=200, P_test=100,
                            steps=200, save_every=10, samples=2048), True),
     ("solve lazy large P", dict(kind="solve", method="lazy", kernels=True, D=32, P=2000, P_test=1000,

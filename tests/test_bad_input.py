@@ -3,6 +3,8 @@
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 from dmft.runner import TRACE_COUNTS
@@ -299,3 +301,66 @@ def test_a_list_of_widths_counts_the_runs_it_keeps_against_the_memory_limit():
                             max_memory_gb=2.0)
     one = kept_bytes(data, 8, 8, sch.save_steps.size, True, False)
     assert one > 8 * 8 * 201 * 3 * 100 * 100 and one < memory_estimate(data, 8, 8, sch.save_steps.size, True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(log_gamma0=st.floats(-16, 0), x64=st.booleans(), method=st.sampled_from(["forward", "iterate", "closure"]))
+def test_a_sampled_method_refuses_a_gamma0_its_rounding_would_decide(data, log_gamma0, x64, method):
+    """The forward and iterate methods divide their node sums' rounding by gamma0: at 1e-14 in
+    float64 (1e-6 in float32) the test loss was off by 1e-2 (0.3) with no error. Below
+    SAMPLED_MIN_GAMMA0 of the working float type they are refused, in solve and in a batch,
+    before anything runs; the closure (exact there) is not."""
+    from dmft.plan import SAMPLED_MIN_GAMMA0, plan_solve
+
+    gamma0 = 10.0 ** log_gamma0
+    floor = SAMPLED_MIN_GAMMA0["float64" if x64 else "float32"]
+    model = dmft.TwoLayer("linear", gamma0=gamma0)
+    sch = dmft.Schedule(0.1, 4, 2)
+    jax.config.update("jax_enable_x64", x64)
+    try:
+        refused = method != "closure" and gamma0 < floor
+        if refused:
+            with pytest.raises(dmft.InputError, match="gamma0 = .* is below what method"):
+                plan_solve(model, data, sch, method=method, samples=64)
+        else:
+            plan_solve(model, data, sch, method=method, samples=64)
+        prog = dmft.BatchProgram(dmft.TwoLayer("linear"), data, schedule=sch, fields=("gamma0",),
+                                 method=method if method != "iterate" else "forward", samples=64)
+        if method != "iterate":
+            if refused:
+                with pytest.raises(dmft.InputError, match="is below what method"):
+                    prog.check_points({"gamma0": [1.0, gamma0]})
+            else:
+                prog.check_points({"gamma0": [1.0, gamma0]})
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("phi", [lambda h: jax.numpy.log(4.0 + h), lambda h: jax.numpy.sqrt(16.0 - h ** 2)])
+@pytest.mark.parametrize("method", ["lazy", "forward"])
+def test_an_activation_without_gaussian_kernels_is_refused_naming_it(data, phi, method):
+    """A callable finite on the construction check's [-3, 3] but undefined further out has no
+    lazy kernels: refused naming the activation (it was a DivergenceError at t = 0 advising a
+    smaller eta0)."""
+    with pytest.raises(dmft.InputError, match="lazy kernels .* are not finite"):
+        dmft.solve(dmft.TwoLayer(phi, gamma0=0.5), data, eta0=0.1, steps=4, save_every=2, method=method,
+                   samples=64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(depth=st.integers(1, 400), log_scale=st.floats(-300, 300), init=st.sampled_from(["aligned", "random"]),
+       width=st.integers(1, 10 ** 6))
+def test_a_deep_linear_start_outside_float64_is_refused_by_name(depth, log_scale, init, width):
+    """init_scale^depth (x width^((depth - 1) / 2) for i.i.d. layers) past float64's range gave
+    an OverflowError from mode_init and networks whose every record was NaN: refused on
+    construction; inside the range mode_init is finite and positive."""
+    import math
+
+    scale = 10.0 ** log_scale
+    total = depth * math.log(scale) + ((depth - 1) / 2 * math.log(width) if init == "random" else 0.0)
+    if -700 < total < 700:
+        m = dmft.DeepLinear(depth, width, scale, init)
+        assert 0 < m.mode_init < math.inf or init == "random"
+    else:
+        with pytest.raises(dmft.InputError, match="init_scale: the initial end-to-end scale"):
+            dmft.DeepLinear(depth, width, scale, init)

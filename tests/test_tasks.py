@@ -142,3 +142,14 @@ def test_npz_files_that_are_not_datasets_are_refused_by_name(tmp_path):
             dmft.tasks.load_npz(tmp_path / name)
     with pytest.raises(dmft.InputError, match="path"):
         dmft.tasks.load_npz(3)
+
+
+def test_a_teachers_metadata_names_its_activation_and_spectrum_reads_what_it_uses():
+    """Two quadratic teachers of other eps gave the same meta while their targets differed by
+    up to 4.9; spectrum(kind='power', bottom=...) ignored bottom without a word."""
+    a, b = (dmft.tasks.teacher_network(4, 8, 4, width=6, activation=dmft.activations.quadratic(eps), key=0)
+            for eps in (0.5, 4.0))
+    assert a.meta["activation_params"] != b.meta["activation_params"]
+    with pytest.raises(dmft.InputError, match="bottom: only kind='linear'"):
+        dmft.tasks.spectrum(3, "power", bottom=5.0)
+    np.testing.assert_allclose(dmft.tasks.spectrum(3, "linear", top=3.0, bottom=0.5), [3.0, 1.75, 0.5])
