@@ -13,6 +13,7 @@ import numpy as np
 
 from dmft import io as _io
 from validation import plots
+from validation.compare import theory_se
 
 from .config import to_toml
 from .output import draw_figures, precision_line
@@ -29,15 +30,17 @@ def _fmt(x, nd=4):
 
 
 def _final_table(sweep):
-    """Last-time values per gamma0: the DMFT with its standard error (across replicas), the lazy
-    limit, and per width the networks' mean with the std over seeds (ddof = 1, as in the checks).
-    Network losses are test losses; without test targets they are None, never train losses."""
+    """Last-time values per gamma0: the DMFT with its standard error (across replicas; None when
+    exact or from one replica), the lazy limit, and per width the networks' mean with the std over
+    seeds (ddof = 1, as in the checks; None from fewer than two finite seeds). Network losses are
+    test losses; without test targets they are None, never train losses."""
     rows = []
     for g in sweep.gamma0s:
         sol, lz = sweep.solutions[g], sweep.lazy[g]
-        se = (sol.error or {}).get("test_loss")
+        se = theory_se(sol, "test_loss")
         row = {"gamma0": g, "dmft_test_loss": float(sol.test_loss[-1]) if sol.test_loss is not None else None,
-               "dmft_se": float(se[-1]) if se is not None else None,
+               "dmft_se": float(se[-1]) if se is not None and np.ndim(se) else None,
+               "dmft_se_unknown": se is not None and not np.ndim(se),
                "lazy_test_loss": float(lz.test_loss[-1]) if lz.test_loss is not None else None,
                "dmft_alignment": float(sol.alignment[-1]),
                "dmft_weight_change": float(sol.weight_change["first_layer"][-1]),
@@ -54,13 +57,20 @@ def _final_table(sweep):
 
 
 def _seed_stats(loss):
-    """(mean, std over seeds with ddof = 1) of a (seeds, T) loss at the last time; None without it."""
+    """(mean, std over seeds with ddof = 1) of a (seeds, T) loss at the last time, over the seeds
+    finite there; None without the loss, and a std of None under two finite seeds (never 0: one
+    seed has no spread to estimate, as in validation.compare)."""
     if loss is None:
         return None, None
     last = np.asarray(loss)[:, -1]
-    n = int(np.sum(np.isfinite(last)))
-    std = float(np.nanstd(last, ddof=1)) if n > 1 else 0.0
-    return float(np.nanmean(last)), std
+    last = last[np.isfinite(last)]
+    mean = float(np.mean(last)) if last.size else None
+    return mean, (float(np.std(last, ddof=1)) if last.size > 1 else None)
+
+
+def _finite(x):
+    """x as a float, or None where it is not finite (no estimate: JSON null, shown as -)."""
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def _row(cells) -> str:
@@ -80,10 +90,11 @@ def _scaling_table(sweep):
         sc = sweep.scaling[g]
         row = {"gamma0": g, "widths": [int(w) for w in sc["widths"]],
                "per_seed_error": sc["per_seed_error"].tolist(), "mean_error": sc["mean_error"].tolist(),
-               "test_loss_bias": sc["test_loss_bias"].tolist(), "theory_floor": sc["theory_floor"]}
+               "test_loss_bias": sc["test_loss_bias"].tolist(),
+               "theory_floor": _finite(sc["theory_floor"])}      # NaN: one sampled replica, unknown
         for k in ("per_seed_fit", "mean_fit", "bias_fit"):
             f = sc[k]
-            row[k] = None if f is None else {"slope": f.slope, "stderr": f.stderr,
+            row[k] = None if f is None else {"slope": f.slope, "stderr": _finite(f.stderr),
                                              "range": list(f.x_range), "points": f.n}
         rows.append(row)
     return rows
@@ -200,18 +211,20 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     if verdicts:
         lines += ["## Checks", ""]
         lines += _table(["check", "value", "tolerance", "verdict", "detail"],
-                        [[v["name"], _fmt(v["value"]), v["tolerance"] or "-", f"**{v['verdict']}**", v["detail"]]
+                        [[v["name"], _shown(v), v["tolerance"] or "-", f"**{v['verdict']}**", v["detail"]]
                          for v in verdicts])
         lines += [""]
+    decay = float(getattr(getattr(sweep, "schedule", None), "weight_decay", 0.0) or 0.0)
     lines += ["## Final values (last saved time)", "",
-              "DMFT: value +- its standard error across replicas (none for exact methods); networks: "
-              "mean +- std over seeds." if nets else
-              "DMFT: value +- its standard error across replicas (none for exact methods).", ""]
-    head = (["gamma0", "DMFT test loss +- SE", "lazy test loss"]
+              "DMFT: value +- its standard error across replicas (none for exact methods, - for one "
+              "replica)" + ("; networks: mean +- std over seeds (- under two finite seeds)" if nets else "")
+              + (f". The lazy limit has no weight decay (decay moves the kernel): its column is the lazy "
+                 f"closed form without the decay of {decay:g} that the DMFT has" if decay > 0 else "") + ".", ""]
+    head = (["gamma0", "DMFT test loss +- SE", "lazy test loss" + (" (no decay)" if decay > 0 else "")]
             + [f"N={w} test loss (mean +- std)" for w in sweep.widths] + ["DMFT alignment", "DMFT weight change"])
     body = []
     for r in final:
-        se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] is not None else ""
+        se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] is not None or r["dmft_se_unknown"] else ""
         netc = [f"{_fmt(r['networks'][w]['test_loss_mean'])} +- {_fmt(r['networks'][w]['test_loss_std'], 2)}"
                 for w in sweep.widths]
         body.append([f"{r['gamma0']:g}", f"{_fmt(r['dmft_test_loss'])}{se}", _fmt(r["lazy_test_loss"])]
@@ -226,7 +239,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         def s(f):
             if f is None:
                 return "-"
-            if not np.isfinite(f["stderr"]):
+            if f["stderr"] is None:
                 return f"{f['slope']:+.2f} (no error: {f['points']} points)"
             return f"{f['slope']:+.2f} +- {f['stderr']:.2f}"
         lines += _table(["gamma0", "per-seed slope", "ensemble-mean slope", "test-loss bias slope", "widths",
@@ -245,10 +258,16 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     return md_path, json_path
 
 
+def _shown(check) -> str:
+    """A check's value as its verdict reads it (validation.verdicts: as many digits as the verdict
+    needs); checks recorded without one show theirs to 4 digits."""
+    return check["shown"] if check.get("shown") is not None else _fmt(check["value"])
+
+
 def verdict_table(verdicts: list[dict]) -> str:
     """A short console table, one line per check."""
     width = max(len(v["name"]) for v in verdicts)
     rows = [f"{'check':<{width}}  {'value':>9}  {'tolerance':>14}  verdict"]
     for v in verdicts:
-        rows.append(f"{v['name']:<{width}}  {_fmt(v['value']):>9}  {str(v['tolerance'] or '-'):>14}  {v['verdict']}")
+        rows.append(f"{v['name']:<{width}}  {_shown(v):>9}  {str(v['tolerance'] or '-'):>14}  {v['verdict']}")
     return "\n".join(rows)

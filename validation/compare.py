@@ -30,7 +30,7 @@ from .fitting import LogLogFit, loglog_fit
 
 from dmft.errors import InputError
 
-__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit"]
+__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se"]
 
 
 @dataclasses.dataclass
@@ -77,6 +77,19 @@ def _loss_stats(theory, per_seed, theory_se):
             "finite_seeds": n}
 
 
+def theory_se(solution, name):
+    """The theory's standard error of record `name`: its replicas' (solution.error), None for a
+    solve without sampling error (closure, lazy, a quadrature rule), NaN for a sampled solve of one
+    replica: it has a sampling error that nothing estimates (taken as 0 it inflated z)."""
+    err = solution.error or {}
+    if name in err:
+        return np.asarray(err[name])
+    info = solution.info or {}
+    if info.get("error_dof") == 0 and info.get("sampler") != "quadrature":
+        return np.nan
+    return None
+
+
 def compare(solution, run) -> Comparison:
     """Errors of a network ensemble (`networks.Run`) against a `dmft.Solution`.
 
@@ -91,11 +104,10 @@ def compare(solution, run) -> Comparison:
     f_net = run.f_test if use_test else run.f_train
     if f_net.shape[1:] != f_th.shape:
         raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
-    err = solution.error or {}
-    train = _loss_stats(solution.train_loss, run.train_loss, err.get("train_loss"))
+    train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"))
     test = None
     if solution.test_loss is not None and run.test_loss is not None:
-        test = _loss_stats(solution.test_loss, run.test_loss, err.get("test_loss"))
+        test = _loss_stats(solution.test_loss, run.test_loss, theory_se(solution, "test_loss"))
     point_axes = tuple(range(2, f_net.ndim))
     # scale: RMS of the targets the predictions are compared on
     scale = _target_rms(solution, use_test)
@@ -109,6 +121,8 @@ def compare(solution, run) -> Comparison:
         "final_theory_loss": float(main["theory"][-1]), "final_network_loss": float(main["mean"][-1]),
         "final_network_std": float(main["std"][-1]), "final_rel_error": float(main["rel_error"][-1]),
         "final_z": float(main["z"][-1]), "final_se": float(main["se"][-1]), "max_abs_z": _nanmax(np.abs(main["z"])),
+        "final_finite_seeds": int(main["finite_seeds"][-1]),
+        "final_theory_se": _final(theory_se(solution, "test_loss" if test is not None else "train_loss")),
         "max_rel_error": _nanmax(main["rel_error"][1:]) if main["rel_error"].size > 1 else 0.0,
         "final_per_seed_error": float(per_seed[-1]), "final_mean_error": float(mean_err[-1]),
         "time_mean_per_seed_error": float(np.mean(per_seed[1:])) if per_seed.size > 1 else 0.0,
@@ -119,6 +133,11 @@ def compare(solution, run) -> Comparison:
     return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
                       train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
                       summary=summary)
+
+
+def _final(se) -> float:
+    """The last time's value of a `theory_se` (0.0 for None: no sampling error)."""
+    return 0.0 if se is None else float(np.asarray(se).ravel()[-1])
 
 
 def _nanmax(a) -> float:
@@ -152,7 +171,8 @@ def width_scaling(solution, runs: dict) -> dict:
         t > 0), "test_loss_bias" (max over time of |ensemble mean - theory|), their
         fits ("per_seed_fit", expected slope -1/2: fluctuations; "mean_fit",
         between -1 (bias) and -1/2 (seed noise)), and "theory_floor", the
-        theory's own standard error on the same scale.
+        theory's own standard error on the same scale (0 for an exact method, NaN for one
+        sampled replica: unknown).
     """
     widths = np.array(sorted(runs))
     comps = [compare(solution, runs[w]) for w in widths]
@@ -165,10 +185,11 @@ def width_scaling(solution, runs: dict) -> dict:
            "comparisons": {int(w): c for w, c in zip(widths, comps)}}
     err = solution.error or {}
     key = "f_test" if solution.f_test is not None and "f_test" in err else "f_train"
-    floor = 0.0
     if key in err:
         use_test = key == "f_test"
         floor = float(np.sqrt(np.mean(np.asarray(err[key])[1:] ** 2))) / _target_rms(solution, use_test)
+    else:       # exact (0), or a sampled solve of one replica (NaN: its error is unknown, not 0)
+        floor = 0.0 if theory_se(solution, key) is None else float("nan")
     out["theory_floor"] = floor
     ok = lambda e: np.all(np.isfinite(e)) and np.all(e > 0) and len(e) >= 2   # noqa: E731
     out["per_seed_fit"] = scaling_fit(widths, per_seed) if ok(per_seed) else None
