@@ -13,20 +13,24 @@ and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]: 
 path there is relative to the TOML file; with --set, to the current directory).
 
 Exit codes: 0 done (or already complete), 1 a check failed with --strict,
-2 bad configuration or arguments, 3 the output location is unusable or holds something
-else, 4 a numerical failure (divergence, no convergence), 5 the numbers were saved
-but a figure could not be drawn.
+2 bad configuration or arguments, 3 the output location is unusable, holds something
+else or is in use by another live run, 4 a numerical failure (divergence, no convergence),
+5 the numbers were saved but a figure could not be drawn, 128 + the signal's number when
+stopped by Ctrl-C (130), SIGTERM (143) or SIGHUP (129): each is an interruption, recorded
+in run.json as "interrupted", with what the job finished kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from dmft.errors import (ConfigError, DivergenceError, InputError, NotConverged, OutputError)
 
-from .output import PlotError
+from .output import PlotError, release
 
 __all__ = ["main", "EXIT_OK", "EXIT_CHECK", "EXIT_CONFIG", "EXIT_OUTPUT", "EXIT_NUMERIC", "EXIT_PLOT",
            "exit_code"]
@@ -212,7 +216,7 @@ def _grok(args) -> int:
     devices = _select_device(args.device, args.x64)
     out = args.out or os.path.join("results", "grok")
     grok.build(cfg)                          # sizes and values the generators refuse
-    if not prepare_output(out, "grok", cfg, args.force):
+    if not prepare_output(out, "grok", cfg, args.force, log=_say):
         print(f"dmft grok: {out} already holds this run (complete); --force recomputes it")
         return EXIT_OK
     _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
@@ -237,7 +241,7 @@ def _dln(args) -> int:
     _check_network_dtype(cfg, args.x64)
     dln.build(cfg)                                   # values the generators refuse, before compute
     out = args.out or os.path.join("results", "dln")
-    if not prepare_output(out, "dln", cfg, args.force):
+    if not prepare_output(out, "dln", cfg, args.force, log=_say):
         print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
         return EXIT_OK
     _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
@@ -298,8 +302,9 @@ def _sweep_job(args) -> int:
     cfg = load_config(args.config, flag_overrides(flags, args.overrides), full=args.full)
     devices = _select_device(args.device, args.x64)
     out = args.out or os.path.join("results", args.job)
-    _say(f"dmft {args.job}: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
-    result = run_job(args.job, cfg, out, force=args.force, progress=_progress(args), log=_say)
+    result = run_job(args.job, cfg, out, force=args.force, progress=_progress(args), log=_say,
+                     started=lambda: _say(f"dmft {args.job}: {'float64' if args.x64 else 'float32'} "
+                                          f"on {devices[0]}, writing {out}"))
     if result["checks"]:
         print(verdict_table(result["checks"]))
     files = result["files"]
@@ -317,16 +322,38 @@ _JOBS = {"solve": _sweep_job, "simulate": _sweep_job, "validate": _sweep_job, "g
          "scan": _scan, "dln": _dln}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (kill, timeout, a batch scheduler, a closed terminal), raised where
+    Ctrl-C's KeyboardInterrupt would be, so that the job records "interrupted" as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.signal = signum, signal.Signals(signum).name
+
+
+def _terminate(signum, frame):
+    raise _Terminated(signum)
+
+
+_STOPS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def main(argv=None) -> int:
-    """Run one job; returns its exit code (errors are reported on one line, never a traceback)."""
+    """Run one job; returns its exit code (errors are reported on one line, never a traceback).
+    While it runs (from the main thread), SIGTERM and SIGHUP interrupt it as Ctrl-C does (unless
+    ignored, as under nohup); the previous handlers are restored after."""
     args = _parser().parse_args(argv)
     if hasattr(args, "compile_cache"):
         _use_compile_cache(args.compile_cache)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():    # (not one ignored: nohup's SIGHUP)
+        handlers = {s: signal.signal(s, _terminate) for s in _STOPS if signal.getsignal(s) != signal.SIG_IGN}
     try:
         return _JOBS[args.job](args)
-    except KeyboardInterrupt:
-        _say(f"dmft {args.job}: interrupted")
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        _say(f"dmft {args.job}: interrupted" + (f" ({err.signal})" if isinstance(err, _Terminated) else ""))
+        return 128 + int(signum)
     except Exception as err:  # noqa: BLE001 - mapped to exit codes below, or re-raised
         found = exit_code(err)
         if found is None:
@@ -334,17 +361,22 @@ def main(argv=None) -> int:
         code, prefix = found
         _say(f"dmft {args.job}: {prefix}{err}")
         return code
+    finally:
+        release()                     # a results directory the job claimed is free again
+        for s, handler in handlers.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def console() -> None:
-    """The `dmft` command. After Ctrl-C (exit 130; the job has already kept what it finished)
-    the process ends at once: a normal interpreter exit tears XLA's runtime down under
-    computations still in flight on its threads, and crashed (SIGSEGV) about one time in six."""
+    """The `dmft` command. After an interruption (Ctrl-C, SIGTERM, SIGHUP: exit 128 + the
+    signal's number; the job has already kept what it finished) the process ends at once: a
+    normal interpreter exit tears XLA's runtime down under computations still in flight on its
+    threads, and crashed (SIGSEGV) about one time in six."""
     code = main()
-    if code == 130:
+    if code > 128:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code)
 
 

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 
 import jax
 
@@ -118,22 +119,35 @@ def _check_test_set(cfg: dict, data, job: str) -> None:
 
 
 def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: bool = False,
-            log=print) -> dict:
-    """Run `job` ("solve", "simulate" or "validate") into `out`.
+            log=print, started=None) -> dict:
+    """Run `job` ("solve", "simulate" or "validate") into `out`; `started()`, when given, is
+    called once the run has claimed `out`, before it computes (not when already complete).
 
     Returns:
-        {"status": "complete" | "already complete", "checks": [...], "files": {...}}
+        {"status": "complete" | "already complete", "checks": [...], "files": {...}} (files: paths
+        under `out`)
     """
     if job not in JOBS:
         raise InputError(f"job must be one of {JOBS}, got {job!r}")
     prob = preflight(cfg, job)
-    if not prepare_output(out, job, cfg, force):
+    if not prepare_output(out, job, cfg, force, log=log):
         log(f"{out}: this run is already complete (same command and configuration); "
             "pass --force to recompute")
         old = read_manifest(out)
-        return {"status": "already complete", "checks": old.get("checks", []), "files": old.get("files", {})}
+        return {"status": "already complete", "checks": old.get("checks", []),
+                "files": _files_map(old.get("files", {}), lambda rel: os.path.join(out, *rel.split("/")))}
+    if started is not None:
+        started()
     with failures_recorded(out, job, cfg):
         return _run(job, cfg, out, prob, progress)
+
+
+def _files_map(files, fn) -> dict:
+    """`fn` applied to each path of a files record ({"report": [...], "figures": {...}, ...})."""
+    if not isinstance(files, dict):
+        return {}
+    return {k: ({n: fn(p) for n, p in v.items()} if isinstance(v, dict) else [fn(p) for p in v])
+            for k, v in files.items() if isinstance(v, (dict, list))}
 
 
 def _run(job, cfg, out, prob, progress) -> dict:
@@ -159,8 +173,10 @@ def _run(job, cfg, out, prob, progress) -> dict:
         checks = verdicts(sweep, cfg["check"])
         md, js = _report.write_report(sweep, cfg, out, checks, figures)
     files = {"report": [md, js], "figures": figures, "results": [s + ".npz" for s in stems]}
-    raise_plot_errors(out, job, cfg, plot_errors, checks=checks, files=files)
-    write_manifest(out, job, cfg, "complete", {"checks": checks, "files": files})
+    # run.json records them relative to the results directory: valid from any working directory
+    recorded = _files_map(files, lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
+    raise_plot_errors(out, job, cfg, plot_errors, checks=checks, files=recorded)
+    write_manifest(out, job, cfg, "complete", {"checks": checks, "files": recorded})
     return {"status": "complete", "checks": checks, "files": files, "sweep": sweep}
 
 

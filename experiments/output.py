@@ -1,23 +1,27 @@
-"""Results directories of the jobs: claim, manifest (run.json), refuse what belongs to another run.
+"""Results directories of the jobs: claim, lock, manifest (run.json), refuse what belongs to another run.
 
-A results directory holds run.json (the command, configuration, environment and status) and
-config.toml next to the job's own files. A directory that holds a different run is refused
-(`OutputConflict`); rerunning the same configuration finds it complete and does nothing unless
-forced, after checking every file against the SHA-256 that run.json recorded when the run
-completed (a missing or changed file is refused, naming it). A run is the same when its
+A results directory holds run.json (the command, configuration, environment, status and the
+pid and host of the process that wrote it) and config.toml next to the job's own files. A run
+holds an advisory lock on the directory (flock on .dmft-lock) from its claim to its end, so a
+second run, forced or not, is refused while the first lives (the OS frees the lock when a process
+dies, however it dies: a run.json still "running" under a free lock is a run that was killed).
+A directory that holds a different run is refused (`OutputConflict`); rerunning the same
+configuration finds it complete and does nothing unless forced, after checking every file
+against the SHA-256 that run.json recorded when the run completed (a missing or changed file is
+refused, naming it); that needs no write access. A run is the same when its
 command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it ran on,
 and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
 (`code_digest`, recorded in run.json) is computed again, as one that did not complete is: a
 complete run is never reported from a solver since edited. Recomputing over a previous run
 (--force, one that did not complete, or one of other code) first removes what that run wrote,
-so no stale file outlives it or enters the new digests: all of a directory dmft made (marked
-.dmft-owned), and in a user's directory written into with --force only the files the run
-recorded (its digests when it completed; the files it had written when it failed or was
-interrupted). A run knows its files exactly: the process records every file it opens for
-writing (or renames into place) in the directory it claimed, so nothing else there (a user's
-file, a log the user appends to during the run) is ever digested or removed; a run killed
-outright (SIGKILL) records nothing, and its files stay (never digested) until overwritten. A
+so no stale file outlives it or enters the new digests: the files it recorded (its digests when
+it completed; the files it had written when it failed or was interrupted; the journal,
+.dmft-written, that it appends each file to as it opens it, for a run killed outright) and the
+directories that leaves empty, in a directory dmft made (marked .dmft-owned) as in a user's;
+anything else there is kept, and said. A run knows its files exactly: the process records every
+file it opens for writing (or renames into place) in the directory it claimed, so nothing else
+there (a user's file, a log the user appends to during the run) is ever digested or removed. A
 location that cannot be used at all (a file in the way, no permission, a missing parent that
 cannot be created) raises `OutputError` naming it, before any compute.
 """
@@ -25,11 +29,13 @@ cannot be created) raises `OutputError` naming it, before any compute.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
 import hashlib
 import json
 import os
-import shutil
+import socket
 import sys
 
 from dmft.errors import DmftError, OutputConflict, OutputError
@@ -39,19 +45,23 @@ from dmft.plotting import tidy_log_ticks
 from .config import differences, to_toml
 from .problem import data_digest
 
-__all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "OutputConflict",
+__all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors"]
 
 MANIFEST = "run.json"
-OWNED = ".dmft-owned"      # marker: dmft made this directory (a forced rerun may empty it)
+OWNED = ".dmft-owned"      # marker: dmft made this directory
 FOREIGN = ".dmft-foreign"  # written by earlier versions in a user's directory; ignored now
-_MARKERS = {MANIFEST, OWNED, FOREIGN}
+LOCK = ".dmft-lock"        # flock-ed by the live run writing the directory; holds its pid and host
+JOURNAL = ".dmft-written"  # the run's files, appended as it opens them: known even if it is killed
+_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL}
 
 # The files this process writes in each results directory that a job has claimed: an audit
 # hook sees every open() for writing and every rename (np.savez, savefig and the reports all
 # open their files), so a run's files are known exactly, never guessed from what is on disk (a
 # user's log appended to during a run, or a file with a future mtime, is not the run's).
 _RECORDING: dict[str, set] = {}
+_JOURNALS: dict[str, int] = {}     # directory -> descriptor of its journal, while recording
+_LOCKS: dict[str, int] = {}        # directory -> descriptor holding its lock
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -60,7 +70,12 @@ def _note(path, add: bool) -> None:
     for root, files in _RECORDING.items():
         if real.startswith(root + os.sep):
             rel = os.path.relpath(real, root).replace(os.sep, "/")
-            (files.add if add else files.discard)(rel)
+            if not add:
+                files.discard(rel)
+            elif rel not in files:
+                files.add(rel)
+                if root in _JOURNALS and _is_ours(rel):
+                    os.write(_JOURNALS[root], (rel + "\n").encode())
 
 
 def _audit(event: str, args) -> None:
@@ -89,7 +104,26 @@ def _is_ours(rel: str) -> bool:
 
 
 def _start_recording(out: str) -> None:
-    _RECORDING[os.path.realpath(out)] = set()
+    root = os.path.realpath(out)
+    _stop_recording(root)
+    _JOURNALS[root] = os.open(os.path.join(out, JOURNAL), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+    _RECORDING[root] = set()
+
+
+def _stop_recording(root: str):
+    fd = _JOURNALS.pop(root, None)
+    if fd is not None:
+        os.close(fd)
+    return _RECORDING.pop(root, None)
+
+
+def _journal(out: str) -> list:
+    """The files the journal says a run wrote ([] without one: a run of an earlier version)."""
+    try:
+        with open(os.path.join(out, JOURNAL), encoding="utf-8", errors="replace") as fh:
+            return [line.rstrip("\n") for line in fh if line.strip()]
+    except OSError:
+        return []
 
 
 def _written(out: str, stop: bool = False) -> list:
@@ -97,7 +131,7 @@ def _written(out: str, stop: bool = False) -> list:
     and the markers aside); with stop, recording ends. Without a record (a manifest written by
     a process that did not claim `out`): every file of a directory dmft made, else none."""
     root = os.path.realpath(out)
-    files = _RECORDING.pop(root, None) if stop else _RECORDING.get(root)
+    files = _stop_recording(root) if stop else _RECORDING.get(root)
     if files is None:
         return sorted(_files(out)) if os.path.isfile(os.path.join(out, OWNED)) else []
     return sorted(f for f in files if _is_ours(f) and os.path.isfile(os.path.join(out, *f.split("/"))))
@@ -151,23 +185,24 @@ def raise_plot_errors(out: str, job: str, cfg: dict, plot_errors: dict, **state)
 @contextlib.contextmanager
 def failures_recorded(out: str, job: str, cfg: dict):
     """Within: any error (but a figure's, which has its own status) marks run.json "failed"
-    with the error, Ctrl-C "interrupted", each with the files written so far, before it
+    with the error, Ctrl-C (or SIGTERM, SIGHUP: the command raises them as KeyboardInterrupt
+    with their name in `signal`) "interrupted", each with the files written so far, before it
     propagates."""
     try:
         yield
     except PlotError:
         raise
-    except KeyboardInterrupt:
-        write_manifest(out, job, cfg, "interrupted")            # with the files written so far
+    except KeyboardInterrupt as err:                              # with the files written so far
+        write_manifest(out, job, cfg, "interrupted", {"signal": getattr(err, "signal", "SIGINT")})
         raise
     except BaseException as err:       # any failure: the files written so far are recorded
         write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         raise
 
 
-def check_writable(out: str) -> None:
-    """Refuse an output location that cannot hold a results directory (OutputError)."""
-    out = os.fspath(out)
+def _existing_parent(out: str) -> str:
+    """Refuse a location where no directory can be (a file in the way); the nearest existing
+    directory at or above it."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"{out} exists and is not a directory; choose another --out")
     parent = out
@@ -175,6 +210,13 @@ def check_writable(out: str) -> None:
         parent = os.path.dirname(parent.rstrip(os.sep)) or "."
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise OutputError(f"{out}: {parent} is a file, not a directory; choose another --out")
+    return parent
+
+
+def check_writable(out: str) -> None:
+    """Refuse an output location that cannot hold a results directory (OutputError)."""
+    out = os.fspath(out)
+    parent = _existing_parent(out)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: no permission to write in {os.path.abspath(parent)}; "
                           "choose another --out")
@@ -212,25 +254,28 @@ def run_inputs(cfg: dict) -> dict:
     return {"x64": bool(jax.config.jax_enable_x64), "platform": compute_platform(), **data_digest(cfg)}
 
 
-def _clear(out: str, old: dict) -> None:
-    """Remove what a previous dmft run wrote in `out`: everything, when dmft made the directory
-    (its OWNED marker says so); else only the files that run recorded (its digests, or the files
-    it had written when it failed or was interrupted, and its config.toml), so that nothing dmft
-    did not write is ever deleted (a run killed outright recorded nothing: its files stay)."""
-    if os.path.isfile(os.path.join(out, OWNED)):
-        for name in os.listdir(out):
-            path = os.path.join(out, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-        return
+def _clear(out: str, old: dict) -> tuple[int, list]:
+    """Remove what a previous dmft run wrote in `out`, in a directory dmft made as in a user's:
+    the files it recorded (its digests, or the files it had written when it failed or was
+    interrupted, the journal's for one killed outright, and the config.toml of a run.json), then
+    the directories that leaves empty; nothing dmft did not write is ever deleted. Returns (the
+    number of files removed, the files kept)."""
     recorded = old.get("digests") if isinstance(old.get("digests"), dict) else {}
     written = old.get("written") if isinstance(old.get("written"), list) else []
-    for rel in {str(r) for r in [*recorded, *written, "config.toml"]} - _MARKERS:
+    root = os.path.realpath(out)
+    removed = 0
+    listed = [*recorded, *written, *_journal(out), *(["config.toml"] if old else [])]
+    for rel in {str(r) for r in listed} - _MARKERS:
         path = os.path.join(out, *rel.split("/"))
-        if os.path.isfile(path) and os.path.realpath(path).startswith(os.path.realpath(out) + os.sep):
+        if os.path.isfile(path) and os.path.realpath(path).startswith(root + os.sep):
             os.remove(path)
+            removed += 1
+            folder = os.path.dirname(path)
+            with contextlib.suppress(OSError):
+                while os.path.realpath(folder).startswith(root + os.sep) and not os.listdir(folder):
+                    os.rmdir(folder)
+                    folder = os.path.dirname(folder)
+    return removed, _files(out)
 
 
 def _legacy_inputs(old: dict, inputs: dict) -> dict:
@@ -252,14 +297,109 @@ def read_manifest(out: str) -> dict:
         return {}
 
 
-def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
-    """Claim the directory for this run. Returns False when the same run is already complete.
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _holder(out: str, fd: int) -> str:
+    """Who holds `out`'s lock: "pid N on HOST" from the lock file (or a running run.json), or ""."""
+    try:
+        said = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        said = ""
+    man = read_manifest(out)
+    if not said and man.get("status") == "running" and man.get("pid"):
+        said = f"pid {man['pid']} on {man.get('host', '?')}"
+    return said
+
+
+def _lock(out: str, create: bool) -> bool:
+    """Hold `out`'s lock (flock on LOCK) until `release`: True once held (at once when this
+    process holds it already), False when there is no lock file and `create` is off (or the
+    file system has no locks). One that a live process holds is refused (OutputConflict, naming
+    it and the holder's pid); the OS frees a lock when its process ends, however it ends. A
+    read-only lock file (a finished run in a read-only place) is locked through a read-only
+    descriptor."""
+    root = os.path.realpath(out)
+    if root in _LOCKS:
+        return True
+    path = os.path.join(out, LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0))
+    except FileNotFoundError:
+        if create:
+            raise
+        return False
+    except OSError as err:
+        if create or err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(out, fd)
+        os.close(fd)
+        raise OutputConflict(f"{out} is in use by another dmft run{f' ({holder})' if holder else ''}; "
+                             "wait for it to end (or stop it), or choose another --out") from None
+    except OSError as err:              # a file system without locks: the run goes on unguarded
+        os.close(fd)
+        if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        return False
+    _LOCKS[root] = fd
+    return True
+
+
+def _sign_lock(out: str) -> None:
+    """Write this process's pid and host in the held lock file, for a run refused meanwhile."""
+    fd = _LOCKS.get(os.path.realpath(out))
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+
+def release(out: str | None = None) -> None:
+    """End this process's run in `out` (in every directory when None): recording stops and the
+    lock is emptied and freed. The final write_manifest calls it; the command, on its way out."""
+    roots = list({**_LOCKS, **_RECORDING}) if out is None else [os.path.realpath(out)]
+    for root in roots:
+        _stop_recording(root)
+        fd = _LOCKS.pop(root, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+
+
+def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None) -> bool:
+    """Claim the directory for this run and hold its lock until the run ends (the final
+    write_manifest releases it). Returns False when the same run is already complete: nothing
+    is written then, so a finished run in a read-only place is found too. `log` (default:
+    stderr) hears of a previous run that was killed and of files kept that are not dmft's.
 
     Raises:
-        OutputConflict: it holds another run (or files not written by dmft) and force is off.
+        OutputConflict: a live run holds it, before anything is touched (also with force); it
+            holds another run (or files not written by dmft) and force is off.
         OutputError: it cannot be created or written.
     """
-    check_writable(out)
+    out = os.fspath(out)
+    _existing_parent(out)
+    if os.path.isdir(out):
+        _lock(out, create=False)
+    try:
+        claimed = _claim(out, job, cfg, force, log or _say)
+    except BaseException:
+        release(out)
+        raise
+    if not claimed:
+        release(out)
+    return claimed
+
+
+def _claim(out: str, job: str, cfg: dict, force: bool, say) -> bool:
+    """prepare_output's checks and claim: refusals first, write access only for a run to compute."""
     path = os.path.join(out, MANIFEST)
     previous = False
     old = read_manifest(out) if os.path.exists(path) else {}
@@ -267,8 +407,8 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
         old = {}                                # a run.json that dmft did not write: treated as unreadable
     if os.path.exists(path) and not old and not force:
         raise OutputConflict(f"{out}: {MANIFEST} is unreadable (damaged, or not written by dmft); choose "
-                             "another --out, or pass --force to write over it (in a directory dmft made "
-                             "its files are replaced, elsewhere the other files are kept)")
+                             "another --out, or pass --force to write over it (the files its run recorded "
+                             "are replaced, others are kept)")
     if old:
         inputs = run_inputs(cfg)
         old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
@@ -292,22 +432,32 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool) -> bool:
                 f"{'; differing: ' + ', '.join(diff[:8]) if diff else ''}). "
                 "Choose another --out, or pass --force to overwrite it.")
         previous = True
-    elif os.path.isdir(out) and os.listdir(out) and not force:
+    elif os.path.isdir(out) and set(os.listdir(out)) - _MARKERS and not force:
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")
+    check_writable(out)                 # only now: a complete run needs no write access
     try:
-        # dmft's own directory whatever its run.json says (a damaged one too); else a user's
-        owned = os.path.isfile(os.path.join(out, OWNED)) or not (os.path.isdir(out) and os.listdir(out))
-        if previous or (owned and os.path.isdir(out)):
-            _clear(out, old)
+        made = not os.path.isdir(out)   # dmft's own directory only when dmft makes it
         os.makedirs(out, exist_ok=True)
-        if owned:
+        _lock(out, create=True)
+        _sign_lock(out)
+        if old.get("status") == "running":      # and no live process holds the lock
+            who = f"pid {old['pid']} on {old.get('host', '?')}, " if old.get("pid") else ""
+            say(f"{out}: the previous run ({who}still \"running\" in run.json) was killed before it "
+                "finished; computing it again")
+        removed, kept = _clear(out, old) if not made else (0, [])
+        if kept and (previous or removed):
+            say(f"{out}: kept {len(kept)} file(s) the previous run did not write: " + ", ".join(kept[:5])
+                + (f" (and {len(kept) - 5} more)" if len(kept) > 5 else ""))
+        if made:
             open(os.path.join(out, OWNED), "w").close()
         _start_recording(out)          # from here on, what this process writes in `out` is the run's
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg))
     except OSError as err:
+        if isinstance(err, OutputError):
+            raise
         raise OutputError(f"{out}: cannot write the results directory ({err.strerror or err})") from err
     return True
 
@@ -333,11 +483,13 @@ def check_digests(out: str, recorded) -> list:
 
 
 def write_manifest(out, job, cfg, status, extra=None) -> None:
-    """run.json: command, status, configuration, environment (and extra fields), atomically.
-    A complete run also records the SHA-256 of every file it wrote, so that a rerun which
-    finds it complete verifies them (`prepare_output`)."""
+    """run.json: command, status, configuration, environment, pid and host (and extra fields),
+    atomically. A complete run also records the SHA-256 of every file it wrote, so that a rerun
+    which finds it complete verifies them (`prepare_output`); any status but "running" ends the
+    run (`release`)."""
     man = {"command": job, "status": status, "config": jsonable(cfg), "inputs": jsonable(run_inputs(cfg)),
-           "code": code_digest(), "environment": environment()}
+           "code": code_digest(), "environment": environment(), "pid": os.getpid(),
+           "host": socket.gethostname()}
     if extra:
         man.update(jsonable(extra))
     if status == "complete":
@@ -351,3 +503,6 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
         os.replace(tmp, os.path.join(out, MANIFEST))
     except OSError as err:
         raise OutputError(f"{out}: cannot write {MANIFEST} ({err.strerror or err})") from err
+    finally:
+        if status != "running":        # the run has ended: its lock goes
+            release(out)

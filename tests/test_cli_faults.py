@@ -410,3 +410,176 @@ def test_a_complete_run_of_other_code_is_computed_again(tmp_path, capsys):
         fh.write(" ")
     code, err = _run(argv, capsys)
     assert code == cli.EXIT_OUTPUT and "report.json was changed" in err, err
+
+
+# ------------------------------------------------------------------ one run per results directory
+
+def _tree(out):
+    """Every file under `out` (relative path -> bytes)."""
+    return {os.path.relpath(os.path.join(d, f), out): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(out) for f in files}
+
+
+def test_a_directory_a_live_run_holds_is_refused_and_left_as_it_is(tmp_path, capsys):
+    """A second run into a directory whose lock a live run holds is refused (exit 3, naming the
+    directory and the holder's pid), forced or not, with any configuration, and deletes nothing
+    (it took the live run's "running" run.json for an unfinished run of its own and emptied
+    the directory); once the holder is gone, a rerun says the previous run was killed."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "s"
+    argv = _solve_argv(out, "--gamma0", "1")
+    assert _run(argv, capsys)[0] == 0
+    man = json.loads((out / "run.json").read_text())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(out / '.dmft-lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.write(fd, f'pid {os.getpid()} on here'.encode())\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        man.update(status="running", pid=holder.pid)           # as the live run's run.json says
+        (out / "run.json").write_text(json.dumps(man))
+        before = _tree(out)
+        for extra in ([], ["--force"], ["--force", "--gamma0", "2"]):
+            code, err = _run(argv + extra, capsys)
+            assert code == cli.EXIT_OUTPUT and "in use" in err and str(out) in err, err
+            assert f"pid {holder.pid}" in err and len(err.strip().splitlines()) == 1, err
+            assert _tree(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    code, err = _run(argv, capsys)
+    assert code == 0 and "killed before it finished" in err and "already complete" not in err, err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "complete" and man["pid"] == os.getpid() and man["host"]
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_are_recorded_as_interruptions(name, tmp_path, capsys, monkeypatch):
+    """kill, timeout, a batch scheduler (SIGTERM) or a closed terminal (SIGHUP) stop a job as
+    Ctrl-C does: run.json says "interrupted" with the signal (it said "running" forever), the
+    exit code is 128 + the signal's number, and the handlers before the job are restored."""
+    import json
+    import signal
+    import time
+
+    from experiments import report
+
+    signum = getattr(signal, name)
+    write_report = report.write_report
+
+    def killed(*args, **kw):
+        os.kill(os.getpid(), signum)
+        time.sleep(2)                                   # (the handler raises at once)
+        return write_report(*args, **kw)
+
+    def unhandled(*_):
+        raise RuntimeError(f"{name} reached the handler the job found")
+
+    monkeypatch.setattr(report, "write_report", killed)
+    previous = signal.signal(signum, unhandled)
+    try:
+        out = tmp_path / "s"
+        code, err = _run(_solve_argv(out, "--gamma0", "1"), capsys)
+        assert signal.getsignal(signum) is unhandled
+    finally:
+        signal.signal(signum, previous)
+    assert code == 128 + signum and f"interrupted ({name})" in err, err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "interrupted" and man["signal"] == name
+    assert "theory/dmft_gamma0_1.npz" in man["written"]
+
+
+def test_force_in_a_directory_dmft_made_keeps_the_users_files(tmp_path, capsys):
+    """--force in a directory dmft made removes only what the previous run wrote (it removed
+    everything there, the user's notes and folders too), then the folders that leaves empty, and
+    says what it kept; an empty directory of the user's is not taken for one dmft made."""
+    out = tmp_path / "s"
+    assert _run(_solve_argv(out, "--gamma0", "0.5"), capsys)[0] == 0
+    assert (out / ".dmft-owned").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "mine").mkdir()
+    (out / "mine" / "data.csv").write_text("mine")
+    (out / "theory" / "fit.py").write_text("mine")
+    code, err = _run(_solve_argv(out, "--gamma0", "2", "--eta0", "50", "--force"), capsys)   # diverges
+    assert code == cli.EXIT_NUMERIC, err
+    assert "kept 3 file(s)" in err and "notes.txt" in err and "theory/fit.py" in err, err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "mine" / "data.csv").read_text() == "mine"
+    assert sorted(os.listdir(out / "theory")) == ["fit.py"] and not (out / "figures").exists()
+    assert not (out / "report.md").exists()
+    assert _run(_solve_argv(out, "--gamma0", "1", "--force"), capsys)[0] == 0
+    assert (out / "notes.txt").exists() and (out / "theory" / "fit.py").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(_solve_argv(empty, "--gamma0", "1"), capsys)[0] == 0
+    assert not (empty / ".dmft-owned").exists()
+
+
+def test_an_already_complete_run_names_its_files_from_any_working_directory(tmp_path, capsys, monkeypatch):
+    """run.json records the run's files relative to the results directory, so a rerun from
+    another working directory prints paths that exist (they were relative to the first one's)."""
+    import json
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert cli.main(_solve_argv("res", "--gamma0", "1")) == 0
+    capsys.readouterr()
+    files = json.loads((tmp_path / "a" / "res" / "run.json").read_text())["files"]
+    assert files["report"] == ["report.md", "report.json"], files
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(_solve_argv(os.path.join("a", "res"), "--gamma0", "1")) == 0
+    printed, err = capsys.readouterr()
+    assert "already complete" in err, err
+    paths = [line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith(("report:", "figure:"))]
+    assert paths and paths[0] == os.path.join("a", "res", "report.md") and all(os.path.isfile(p) for p in paths)
+
+
+def test_a_complete_run_in_a_read_only_place_is_already_complete(tmp_path, capsys, monkeypatch):
+    """A finished run on a read-only file system is found complete (it was refused with "no
+    permission to write", exit 3): write access is needed only for something to compute."""
+    import errno
+
+    out = tmp_path / "s"
+    argv = _solve_argv(out, "--gamma0", "1")
+    assert _run(argv, capsys)[0] == 0
+    real_access, real_open, real_makedirs = os.access, os.open, os.makedirs
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def access(path, mode, *a, **k):
+        return False if str(path).startswith(str(tmp_path)) and mode & os.W_OK else real_access(path, mode, *a, **k)
+
+    def open_(path, flags, *a, **k):
+        if str(path).startswith(str(tmp_path)) and flags & writes:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a, **k)
+
+    def makedirs(path, *a, **k):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_makedirs(path, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    code, err = _run(argv, capsys)
+    assert code == 0 and "already complete" in err, err
+    code, err = _run(_solve_argv(out, "--gamma0", "1", "--force"), capsys)
+    assert code == cli.EXIT_OUTPUT and "permission" in err, err
+
+
+def test_writing_is_said_only_when_a_run_writes(tmp_path, capsys):
+    """"writing OUT" comes once the run has claimed OUT: not before a configuration the job
+    refuses, nor for a run already complete."""
+    out = tmp_path / "s"
+    code, err = _run(_solve_argv(out, "--gamma0", "1", "--set", "model.readout='fixed'",
+                                 "--set", "model.centered=false"), capsys)
+    assert code == cli.EXIT_CONFIG and f", writing {out}" not in err and not out.exists(), err
+    code, err = _run(_solve_argv(out, "--gamma0", "1"), capsys)
+    assert code == 0 and f", writing {out}" in err, err
+    code, err = _run(_solve_argv(out, "--gamma0", "1"), capsys)
+    assert code == 0 and "already complete" in err and f", writing {out}" not in err, err
