@@ -278,6 +278,18 @@ def _clear(out: str, old: dict) -> tuple[int, list]:
     return removed, _files(out)
 
 
+# settings that change no result, only whether a run is refused (memory limits): a rerun under
+# another limit is the same run, as a scan resumes under one (`scan.execute.SETTINGS`)
+SETTINGS = ("max_memory_gb",)
+
+
+def _identity(cfg) -> dict:
+    """A configuration less its `SETTINGS`: what makes two runs the same run."""
+    cfg = jsonable(cfg) if isinstance(cfg, dict) else {}
+    return {sec: ({k: v for k, v in table.items() if k not in SETTINGS} if isinstance(table, dict) else table)
+            for sec, table in cfg.items()}
+
+
 def _legacy_inputs(old: dict, inputs: dict) -> dict:
     """The inputs of a run written before run.json recorded them, from its environment record
     (x64, backend); a data file's digest was not kept, so an npz run counts as another run."""
@@ -413,7 +425,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say) -> bool:
         inputs = run_inputs(cfg)
         old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
         same_inputs = jsonable(old_inputs) == jsonable(inputs)
-        same = old.get("command") == job and old.get("config") == jsonable(cfg) and same_inputs
+        same = old.get("command") == job and _identity(old.get("config")) == _identity(cfg) and same_inputs
         if same and old.get("status") == "complete" and not force:
             damaged = check_digests(out, old.get("digests"))
             if damaged:            # (edited files are not replaced without --force, of any code)
@@ -424,7 +436,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say) -> bool:
             if old.get("code") == code_digest():
                 return False
         if not same and not force:          # (the same run of other code is computed again)
-            diff = differences(old.get("config", {}), jsonable(cfg))
+            diff = differences(_identity(old.get("config", {})), _identity(cfg))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))
                      if jsonable(old_inputs.get(k)) != jsonable(inputs.get(k))]
             raise OutputConflict(

@@ -167,9 +167,9 @@ def _solve_argv(out, *extra):
 
 
 def test_a_changed_data_file_or_precision_is_another_run(tmp_path, capsys):
-    """A rerun is "already complete" only with the same command, configuration and inputs: a
-    data file whose bytes changed (same path) or another precision is refused as a different
-    run, naming it, and --force recomputes it."""
+    """A rerun is "already complete" only with the same command, configuration (less the memory
+    limits) and inputs: a data file whose bytes changed (same path) or another precision is
+    refused as a different run, naming it, and --force recomputes it."""
     import json
 
     import jax
@@ -193,6 +193,9 @@ def test_a_changed_data_file_or_precision_is_another_run(tmp_path, capsys):
     assert len(first["inputs"]["task.path sha256"]) == 64 and first["inputs"]["x64"] is True
     code, err = _run(argv, capsys)
     assert code == 0 and "already complete" in err
+    # a memory limit changes no result: the same run (it was refused as a different one)
+    code, err = _run(argv + ["--set", "theory.max_memory_gb=8", "--set", "simulate.max_memory_gb=2"], capsys)
+    assert code == 0 and "already complete" in err, err
     save()                                                  # new arrays, same path
     code, err = _run(argv, capsys)
     assert code == cli.EXIT_OUTPUT and "task.path sha256" in err, err
