@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Mapping
 
 import jax
@@ -40,7 +39,7 @@ from . import single_site as _ss
 from .activations import grid_nodes
 from .errors import InputError
 from .geometry import geometry, lazy_setup
-from .lazy import lazy_records, loss_rose
+from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import count_trace, exact_products, first_nonfinite, progress_bar, scan_records
@@ -348,13 +347,12 @@ def _point(st: _Static, geo, y_test, act0, v, key):
         steps = int(saves_np[-1])
     out = {}
     if st.method == "lazy":
-        rec, delta, _ = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
-                                     trained=st.trained, has_test=st.has_test)
+        rec, delta, _, gone = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
+                                           trained=st.trained, has_test=st.has_test)
         ok = jnp.all(jnp.isfinite(delta), axis=(1, 2))
         bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
-        # a rise of the train loss is the linear model's divergence (`lazy.loss_rose`): NaN from
-        # that save on, as a non-finite output is (`_finish`)
-        gone = loss_rose(jnp.mean(delta ** 2, axis=(1, 2)), jnp.mean(su["y"] ** 2))
+        # gradient descent past its stability, from the save its loss first rises (`lazy.loss_rose`):
+        # NaN from there on, as a non-finite output is (`_finish`)
         rec = {k: jnp.where(gone.reshape(gone.shape + (1,) * (a.ndim - 1)), jnp.nan, a) for k, a in rec.items()}
     else:
         mixed = st.precision == "mixed"
@@ -380,7 +378,7 @@ def _point(st: _Static, geo, y_test, act0, v, key):
     if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
         R = rec["f_train"].shape[1]
         if R > 1:
-            se = lambda a: jnp.std(a, axis=1, ddof=1) / math.sqrt(R)    # noqa: E731
+            se = _ss.replica_se
             out["error.train_loss"] = se(_mse(su["y"][None, None], rec["f_train"]))
             if st.has_y_test:
                 out["error.test_loss"] = se(_mse(y_test[None, None], rec["f_test"]))

@@ -43,7 +43,8 @@ def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
         dynamics: "gd" or "flow".
 
     Returns:
-        (delta, s), each (T, P, C).
+        (delta, s, rate): delta and s each (T, P, C); rate the largest of K0's rates, lambda_max / P
+        (gradient descent is stable while eta0 rate <= 2).
     """
     count_trace("lazy.lazy_path")
     p = k0_tr.shape[0]
@@ -66,17 +67,21 @@ def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
     ratio = jnp.where(x > 0, one_minus / jnp.where(x > 0, x, 1.0), t)   # (1 - p) / x -> t
     delta = jnp.einsum("pq,tq,qc->tpc", vec, power, coef)
     s = jnp.einsum("pq,tq,qc->tpc", vec, ratio, coef)
-    return delta, s
+    return delta, s, jnp.max(x)
 
 
 def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
     """Records of the lazy closed form at the saved step counts (traceable: gamma0 and
     eta0 may be traced, as in `dmft.solve_batch`). `su` is `dmft.geometry.lazy_setup`'s.
 
-    Returns (records, delta, s) with delta and s = int Delta dt, each (T, P, C).
+    Returns (records, delta, s, diverged): delta and s = int Delta dt, each (T, P, C), and
+    diverged (T,) True from the save where gradient descent past its stability first shows
+    (`loss_rose`).
     """
     P = su["P"]
-    delta, s = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
+    delta, s, rate = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
+    diverged = (loss_rose(jnp.mean(delta ** 2, axis=(1, 2)), jnp.mean(su["y"] ** 2))
+                & (eta0 * rate > 2) if dynamics == "gd" else jnp.zeros(saves.shape, bool))
     rec = {"f_train": su["y"][None] - delta}
     if has_test:
         rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
@@ -87,17 +92,20 @@ def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_t
     rec["sq_weight_change.first_layer"] = scale * jnp.einsum("tpc,pq,tqc->t", s, gk, s)
     rec["sq_weight_change.readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
                                        if trained else jnp.zeros(saves.shape, s.dtype))
-    return rec, delta, s
+    return rec, delta, s, diverged
 
 
-# a rise of the train loss beyond rounding: relative to its start, and to the targets' scale
-RISE_RTOL, RISE_ATOL = 1e-9, 1e-24
+# a rise of the train loss beyond rounding: relative to its start (RISE_RTOL, or RISE_EPS of the
+# float type's epsilon if larger: 1e-9 in float64, 1.2e-4 in float32), and to the targets' scale
+RISE_RTOL, RISE_EPS, RISE_ATOL = 1e-9, 1e3, 1e-24
 
 
 def loss_rose(loss, y_ms):
     """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds its value at
-    t = 0 beyond rounding (`RISE_RTOL` of it, `RISE_ATOL` of the targets' mean square `y_ms`):
-    the lazy model's divergence (see the module docstring). numpy or jax arrays."""
+    t = 0 beyond rounding (see RISE_RTOL; `RISE_ATOL` of the targets' mean square `y_ms`): the
+    lazy model's divergence (see the module docstring; `lazy_records` asks it only of gradient
+    descent past its stability, where rounding cannot read as a rise). numpy or jax arrays."""
     xp = jnp if isinstance(loss, jax.Array) else np
-    up = loss > loss[0] * (1 + RISE_RTOL) + RISE_ATOL * y_ms
+    rtol = max(RISE_RTOL, RISE_EPS * float(np.finfo(loss.dtype).eps))
+    up = loss > loss[0] * (1 + rtol) + RISE_ATOL * y_ms
     return xp.cumsum(up) > 0

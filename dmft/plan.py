@@ -346,10 +346,11 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     kern = 3 * P * P if plan.kernels else 0
     per_save = N * C + kern + 8
     records = 3.0 * R * T * per_save
-    # + the inputs' float64 copies (geometry's concatenation and squares, the input kernel's
-    # device copies): they bind when D >> P + P* (D = 4e5, P = P* = 100 measured 3.2x the
-    # estimate without them)
-    setup = N * r + 6.0 * N * P + P * C + 4.0 * N * D
+    setup = N * r + 6.0 * N * P + P * C
+    # the inputs' float64 copies (geometry's concatenation and squares, the input kernel's device
+    # copies), once for a batch too (its geometry is shared): they bind when D >> P + P*
+    # (D = 4e5, P = P* = 100 measured 3.2x the estimate without them)
+    inputs = 4.0 * N * D
     work = 0.0
     if plan.sampled:
         m = _nodes_per_replica(plan)
@@ -374,4 +375,4 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     if points > 1:          # a vmapped batch keeps more of every point's temporaries alive at once
         work *= 1.5
     # + compilation and the runtime, and the setups `dmft.solve` keeps for reuse
-    return 8.0 * points * (setup + work + records) + RUNTIME_BYTES + SETUP_CACHE_BYTES
+    return 8.0 * (points * (setup + work + records) + inputs) + RUNTIME_BYTES + SETUP_CACHE_BYTES

@@ -280,15 +280,6 @@ class DeepLinear:
         object.__setattr__(self, "width", checks.integer("width", self.width, minimum=1))
         object.__setattr__(self, "init_scale", checks.real("init_scale", self.init_scale, positive=True))
         checks.choice("init", self.init, INITS)
-        # the end-to-end map's initial scale: init_scale^L (aligned), times width^((L-1)/2) for
-        # i.i.d. layers; outside float64's range every record would overflow or vanish
-        log_scale = self.depth * math.log(self.init_scale)
-        if self.init == "random":
-            log_scale += (self.depth - 1) / 2 * math.log(self.width)
-        if not -700.0 < log_scale < 700.0:
-            raise InputError(f"init_scale: the initial end-to-end scale init_scale^depth"
-                             + (" x width^((depth - 1) / 2)" if self.init == "random" else "")
-                             + f" = 10^{log_scale / math.log(10):.0f} is outside float64's range")
 
     @classmethod
     def from_gamma(cls, depth: int, width: int, gamma: float, init: str = "random") -> "DeepLinear":
@@ -303,8 +294,14 @@ class DeepLinear:
 
     @property
     def mode_init(self) -> float:
-        """The initial mode strength init_scale^L of an aligned start."""
-        return self.init_scale ** self.depth
+        """The initial mode strength init_scale^L of an aligned start (0.0 where it underflows:
+        the theory works in logs there); InputError naming init_scale where it overflows float64
+        (it raised OverflowError)."""
+        log_scale = self.depth * math.log(self.init_scale)
+        if log_scale >= math.log(np.finfo(np.float64).max):
+            raise InputError(f"init_scale: init_scale^depth = {self.init_scale:g}^{self.depth} = "
+                             f"10^{log_scale / math.log(10):.0f} overflows float64; use a smaller init_scale")
+        return math.exp(log_scale)
 
     def replace(self, **changes) -> "DeepLinear":
         return dataclasses.replace(self, **changes)

@@ -35,6 +35,7 @@ Two solvers share the step:
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -289,6 +290,15 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     if static.measures is not None:      # z are the first-layer weights (basis "weights")
         out["measures"] = rep.w @ jax.vmap(static.measures)(st.z, rep.z0)
     return out
+
+
+def replica_se(a, xp=jnp):
+    """Standard error of the mean over replicas (axis 1; R >= 2), its spread taken of the values
+    scaled by their largest magnitude: it overflows only where the values do (a plain std squares
+    them: inf from |a| ~ 1e154, long before the state overflows). xp: jnp or np."""
+    m = xp.max(xp.abs(a), axis=1, keepdims=True)
+    m = xp.where((m > 0) & xp.isfinite(m), m, 1.0)
+    return m[:, 0] * xp.std(a / m, axis=1, ddof=1) / math.sqrt(a.shape[1])
 
 
 def weight_change_se(se_sq, change, dim: int, xp=jnp):

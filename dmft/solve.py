@@ -35,7 +35,7 @@ from .errors import DivergenceError, InputError, NotConverged
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
-from .lazy import lazy_path, lazy_records, loss_rose
+from .lazy import lazy_path, lazy_records
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import exact_products, first_nonfinite, kept_note, run_saved
@@ -185,9 +185,9 @@ def _solve_lazy(plan: SolvePlan, su):
     model, data, sch = plan.model, plan.data, plan.schedule
     P = su["P"]
     saves = jnp.asarray(sch.save_steps)
-    rec, delta, s = lazy_records(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
-                                 trained=model.trained_readout, has_test=data.P_test > 0)
-    rose = loss_rose(np.mean(np.asarray(delta) ** 2, axis=(1, 2)), float(np.mean(np.asarray(su["y"]) ** 2)))
+    rec, _, s, rose = lazy_records(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
+                                   trained=model.trained_readout, has_test=data.P_test > 0)
+    rose = np.asarray(rose)
     k0 = su["k0"][:P]
     T = saves.shape[0]
     if plan.kernels:
@@ -388,7 +388,7 @@ def _iterate(plan: SolvePlan, static, sh, rep, su, label):
     the forward run, {"n", "hist", "res" per window, "s": seconds})."""
     sch = plan.schedule
     P, W = su["P"], plan.window
-    delta_lazy, _ = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], jnp.arange(W), sch.eta0, dynamics="gd")
+    delta_lazy, _, _ = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], jnp.arange(W), sch.eta0, dynamics="gd")
     delta0 = jnp.broadcast_to(delta_lazy, (rep.w.shape[0],) + delta_lazy.shape)
     t0 = time.perf_counter()
     delta, n, hist, res = _ss.iterate(static, plan.max_iter, W, sch.steps // W, sh, rep, delta0,
@@ -448,7 +448,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
         per_train = _mse(y, rec["f_train"])                        # (T, R)
         per_test = _mse(yt, rec["f_test"]) if (yt is not None and "f_test" in rec) else None
         if R > 1:
-            se = lambda a: a.std(axis=1, ddof=1) / np.sqrt(R)      # noqa: E731
+            se = lambda a: _ss.replica_se(np.asarray(a), xp=np)   # noqa: E731
             error = {"train_loss": se(per_train), "f_train": se(rec["f_train"])}
             if per_test is not None:
                 error["test_loss"] = se(per_test)
@@ -496,7 +496,8 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
               "ntk": rec.get("ntk"), "feature_kernel": rec.get("feature_kernel"),
               "gradient_kernel": rec.get("gradient_kernel"), "alignment": rec["alignment"],
               "weight_change.first_layer": wc["first_layer"], "weight_change.readout": wc["readout"],
-              "measures": rec.get("measures"), **{f"error.{k}": v for k, v in (error or {}).items()}}
+              "measures": rec.get("measures"), **{f"error.{k}": v for k, v in (error or {}).items()},
+              **{f"state.{k}": v for k, v in (state or {}).items()}}
     if arrays_only:
         return {k: v for k, v in arrays.items() if v is not None}
     j, name = first_nonfinite(arrays)

@@ -70,6 +70,25 @@ def test_lazy_flow_equals_the_matrix_exponential(data):
                                    rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dynamics", ["gd", "flow"])
+def test_a_stable_lazy_run_in_float32_is_never_taken_for_a_divergence(dynamics):
+    """Only gradient descent past its stability is asked whether its loss rose, at a tolerance
+    above the float type's rounding: in float32 (--x32) tiny steps read rounding as a rise (flow
+    at eta0 = 1e-6 came back NaN from save 1, solve raised)."""
+    jax.config.update("jax_enable_x64", False)
+    try:
+        data = dmft.tasks.single_index(D=16, P=64, P_test=0, degree=2, key=0)
+        model = dmft.TwoLayer("tanh")
+        res = dmft.solve_batch(model, data, {"eta0": [1e-7, 1e-6, 1e-5, 1e-4]}, steps=60, save_every=1,
+                               dynamics=dynamics, method="lazy")
+        assert np.all(res["diverged_step"] == -1) and np.all(np.isfinite(res["train_loss"]))
+        for eta in (1e-7, 1e-5):
+            assert np.all(np.isfinite(dmft.solve(model, data, eta0=eta, steps=60, save_every=1, method="lazy",
+                                                 dynamics=dynamics).train_loss))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
 @settings(max_examples=8, deadline=None)
 @given(st.lists(st.floats(0.2, 6.0), min_size=1, max_size=4))
 def test_lazy_gd_past_its_stability_diverges_where_the_train_loss_first_rises(data, ratios):
@@ -806,10 +825,29 @@ def test_divergence_keeps_only_the_saves_before_the_bad_step(method, eta0, every
     assert e.saved_steps[-1] <= e.step and (n == len(sch.save_steps) or sch.save_steps[n] >= e.step)
     assert all(np.all(np.isfinite(v)) for v in e.partial.values())
     assert f"up to step {e.saved_steps[-1]} ({n})" in str(e)
+    # the error bars overflow only where the values do: the step is the state's or an output's,
+    # never a standard error's (a plain std squares |f| ~ 1e154: it moved the step to half)
+    assert not e.cause.startswith("non-finite error."), e.cause
     # named and shaped as a Solution's arrays, whichever method (the runner's raw records had
     # other names, a replica axis and no losses)
     assert {"train_loss", "test_loss", "f_train", "alignment", "weight_change.first_layer"} <= set(e.partial)
     assert e.partial["f_train"].shape == (n, data.P) and e.partial["train_loss"].shape == (n,)
+
+
+def test_error_bars_do_not_move_a_divergence_to_half_its_step():
+    """Replicas' standard errors squared values that reach 1e154 long before the state overflows:
+    the partial records' error bars then read inf, and the divergence was reported at step 100
+    ("non-finite error.weight_change.readout", 10 saves) where the state overflowed at step 196
+    with 20 finite saves."""
+    data = dmft.tasks.single_index(D=8, P=32, P_test=16, degree=2, key=0)
+    with pytest.raises(dmft.DivergenceError) as err:
+        dmft.solve(dmft.TwoLayer("tanh", gamma0=1.0), data, eta0=20.0, steps=300, save_every=10,
+                   method="forward", samples=256, replicas=4, key=jax.random.key(0))
+    e = err.value
+    # every save after at most e.step steps is kept (the update from e.step went bad)
+    assert "Delta" in e.cause and len(e.saved_steps) == np.searchsorted(np.arange(0, 301, 10), e.step, "right")
+    assert all(np.all(np.isfinite(v)) for v in e.partial.values())
+    assert np.max(np.abs(e.partial["f_train"])) > 1e100          # (values far past where a std squares)
 
 
 @pytest.mark.parametrize("zero", ["target", "inputs"])
