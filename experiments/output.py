@@ -106,7 +106,8 @@ def _is_ours(rel: str) -> bool:
 def _start_recording(out: str) -> None:
     root = os.path.realpath(out)
     _stop_recording(root)
-    _JOURNALS[root] = os.open(os.path.join(out, JOURNAL), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+    _JOURNALS[root] = os.open(os.path.join(out, JOURNAL), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+                              0o666)                # (as open() makes a file: the umask decides, no x bit)
     _RECORDING[root] = set()
 
 
@@ -337,7 +338,7 @@ def _lock(out: str, create: bool) -> bool:
         return True
     path = os.path.join(out, LOCK)
     try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0))
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
     except FileNotFoundError:
         if create:
             raise
