@@ -4,6 +4,7 @@ Every claim is checked against networks trained in the same units, fitted where 
 rate, at a stated statistical tolerance where it is a distribution."""
 
 import functools
+import re
 import types
 
 import jax
@@ -1349,3 +1350,20 @@ def test_deep_linear_divergence_is_flagged_at_any_horizon_and_records_are_finite
             assert np.all(np.isfinite(v[s, :k])), (name, s, k)
             assert np.all(np.isnan(v[s, k + 1:])), (name, s, k)
             assert k > steps or np.all(np.isfinite(v[s, k])) or np.all(np.isnan(v[s, k])), (name, s, k)
+
+
+@settings(max_examples=30, deadline=None)
+@given(ks=st.floats(0.0, 0.3), crit=st.floats(0.01, 0.2), ks_max=st.floats(0.0, 0.2))
+def test_a_stationary_verdict_names_the_bound_it_passed_below(ks, crit, ks_max):
+    """The dln report's stationary detail showed only the 1% critical value (KS 0.056, crit
+    0.051, PASS: it passed by the effect size ks_max = 0.1): it now names the bound the verdict
+    reads, and the verdict follows from the numbers shown."""
+    from experiments.dln.job import checks
+
+    row = {"mode": 0, "ks": ks, "critical": crit, "ks_max": ks_max,
+           "verdict": "PASS" if ks <= max(crit, ks_max) else "FAIL"}
+    out = checks({"studies": [{"sigma": 1.0, "diffusion": [], "stationary": [row]}]})
+    detail = next(c for c in out if c["name"].startswith("stationary"))["detail"]
+    bound = float(re.search(r"<= (\S+):", detail).group(1))
+    assert np.isclose(bound, max(crit, ks_max), rtol=1e-5)
+    assert f"{crit:.3f}" in detail and f"{ks_max:g}" in detail

@@ -238,9 +238,10 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
         ks = ks_distance(x, grid, p)
         seeds = int(np.sum(np.any(np.isfinite(late[..., i]), axis=1)))     # those not diverged
         crit = alpha_coef / np.sqrt(seeds)
-        rows.append({"mode": i, "ks": ks, "critical": float(crit), "mean": float(x.mean()),
-                     "density_mean": float(np.trapezoid(grid * p, grid)), "var": float(x.var()),
-                     "boltzmann_T": float(T[i]), "verdict": _verdict(ks <= max(crit, ks_max))})
+        rows.append({"mode": i, "ks": ks, "critical": float(crit), "ks_max": float(ks_max),
+                     "mean": float(x.mean()), "density_mean": float(np.trapezoid(grid * p, grid)),
+                     "var": float(x.var()), "boltzmann_T": float(T[i]),
+                     "verdict": _verdict(ks <= max(crit, ks_max))})
     return rows
 
 
