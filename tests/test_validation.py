@@ -595,3 +595,22 @@ def test_compile_cache_keeps_programs_and_the_same_numbers(tmp_path, capsys):
     cli._use_compile_cache(str(tmp_path / "file" / "xla"))
     assert "compile cache off" in capsys.readouterr().err
     assert not jax.config.jax_compilation_cache_dir
+
+
+def test_a_sweep_checks_every_solve_and_ensemble_before_any_runs(monkeypatch):
+    """lazy_to_rich with minibatch SGD: its lazy baseline is refused (the lazy method has no
+    batches), and was only after the first DMFT solve had run; every solve and ensemble is now
+    planned first."""
+    import dmft
+    from validation import lazy_to_rich
+
+    ran = []
+    monkeypatch.setattr(dmft, "solve", lambda *a, **k: ran.append(k) or pytest.fail("a solve ran"))
+    data = dmft.tasks.single_index(D=8, P=32, P_test=16, degree=2, key=0)
+    with pytest.raises(dmft.InputError, match="batch_size"):
+        lazy_to_rich(dmft.TwoLayer("tanh"), data, [0.5, 1.0], [16, 32], 2,
+                     schedule=dmft.Schedule(0.1, 50, 10, batch_size=8), solve_kw=dict(samples=256))
+    with pytest.raises(dmft.InputError, match="max_memory_gb|GiB"):
+        lazy_to_rich(dmft.TwoLayer("tanh"), data, [0.5, 1.0], [16, 2 ** 22], 2,
+                     schedule=dmft.Schedule(0.1, 50, 10), solve_kw=dict(samples=256))
+    assert not ran

@@ -77,6 +77,10 @@ def _schedule(schedule, solve_kw, train_kw):
         None, **proto, defaults=dict(eta0=0.1, steps=1000))
 
 
+# the options of networks.train that networks.plan_train checks
+_PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measures", "keep_params")
+
+
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
                  train_kw=None, key=None, progress: bool = False,
                  simulate: bool = True) -> LazyToRich:
@@ -107,6 +111,16 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             raise InputError(f"{name}: values must be distinct, got {values}")
     key = jax.random.key(1) if key is None else key
     lazy_kw = {k: v for k, v in solve_kw.items() if k in ("kernels", "kernel_nodes")}
+    # every solve and ensemble of the sweep is checked before any runs (one refused late, the
+    # lazy baseline of minibatch SGD say, wasted every solve before it)
+    lazy_sch = sch if sch.weight_decay == 0 else sch.replace(weight_decay=0.0)
+    planned = {k: v for k, v in solve_kw.items() if k not in ("key", "batch_key", "progress")}
+    for g in gamma0s:
+        m = model.replace(gamma0=g)
+        dmft.plan_solve(m, data, sch, **planned)
+        dmft.plan_solve(m, data, lazy_sch, method="lazy", **lazy_kw)
+        if widths:
+            networks.plan_train(m, data, sch, widths, seeds, **{k: v for k, v in train_kw.items() if k in _PLANNED})
     bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
     sols, lazy, runs, scaling = {}, {}, {}, {}
     timings = {"theory_s": 0.0, "networks_s": 0.0}
@@ -114,12 +128,9 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         m = model.replace(gamma0=g)
         t0 = time.perf_counter()
         sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
-        if sch.weight_decay == 0:
-            lazy[g] = dmft.solve(m, data, schedule=sch, method="lazy", **lazy_kw)
-        else:       # the kernel limit has no decay: the baseline is the lazy run without it, and
-            # the lazy-limit check SKIPs (validation.verdicts): the gap would be the decay's
-            lazy[g] = dmft.solve(m, data, schedule=sch.replace(weight_decay=0.0), method="lazy",
-                                 **lazy_kw)
+        # (under weight decay the kernel limit has none: the baseline is the lazy run without it,
+        # and the lazy-limit check SKIPs, validation.verdicts: the gap would be the decay's)
+        lazy[g] = dmft.solve(m, data, schedule=lazy_sch, method="lazy", **lazy_kw)
         timings["theory_s"] += time.perf_counter() - t0
         _advance(bar, f"gamma0={g:g} theory")
         if simulate:
