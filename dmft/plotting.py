@@ -10,7 +10,10 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["trajectory_figure", "new_figure", "tidy_log_ticks"]
+__all__ = ["trajectory_figure", "new_figure", "tidy_log_ticks", "seed_stats", "seed_mean_line",
+           "log_ylim_from_lines", "BAND_NOTE"]
+
+BAND_NOTE = "band: +-1 std over seeds"
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, size=None, **subplot_kw):
@@ -74,13 +77,85 @@ def tidy_log_ticks(fig):
     return fig
 
 
+def seed_stats(values):
+    """(mean, std, n) over the leading seed axis: std with ddof=1 (the reports' spread) and NaN
+    where fewer than two seeds are finite (no spread to show); n the finite seeds per time.
+    Computed without nan-functions so that an all-NaN time warns of nothing."""
+    v = np.asarray(values, dtype=np.float64)
+    fin = np.isfinite(v)
+    n = fin.sum(axis=0)
+    z = np.where(fin, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, z.sum(axis=0) / n, np.nan)
+        dev = np.where(fin, v - mean, 0.0)
+        std = np.where(n >= 2, np.sqrt((dev ** 2).sum(axis=0) / np.maximum(n - 1, 1)), np.nan)
+    return mean, std, n
+
+
+def _seed_label(label, values):
+    """`label`, with how many seeds are finite at the last time when fewer than all."""
+    v = np.asarray(values, dtype=np.float64)
+    seeds = v.shape[0]
+    last = np.isfinite(v[:, -1]) if v.ndim >= 2 else np.isfinite(v)
+    n_end = int(last.reshape(seeds, -1).all(axis=1).sum())
+    if label is None or n_end == seeds:
+        return label
+    return f"{label} ({n_end}/{seeds} seeds finite)"
+
+
+def seed_mean_line(ax, t, mask, values, *, label=None, band=False, band_alpha=0.12, label_always=True,
+                   **style):
+    """Draw the seed mean of `values` (seeds, time) against t[mask], with a +-1 std band
+    (ddof=1, only where two or more seeds are finite) when `band`.
+
+    A label says how many seeds are finite at the end when fewer than all (a diverged seed
+    would otherwise drop silently out of the mean); an all-NaN ensemble draws no line, only an
+    empty legend entry saying "diverged"; with label_always=False the label is kept only then
+    (a figure whose legend does not list its ensembles). Returns the Line2D."""
+    v = np.asarray(values, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    if not np.isfinite(v).any():
+        style = {k: x for k, x in style.items() if k not in ("marker", "ms")}
+        return ax.plot([], [], label=None if label is None else f"{label}: diverged", **style)[0]
+    mean, std, _ = seed_stats(v)
+    shown = _seed_label(label, v)
+    if not label_always and shown == label:
+        shown = None
+    line = ax.plot(t[mask], mean[mask], label=shown, **style)[0]
+    if band:
+        lo, hi = mean - std, mean + std
+        if ax.get_yscale() == "log":            # below the axis: `log_ylim_from_lines` sets the limits
+            lo = np.maximum(lo, 1e-300)
+        ok = np.isfinite(std)
+        if ok[mask].any():
+            ax.fill_between(t[mask], lo[mask], hi[mask], where=ok[mask],
+                            color=line.get_color(), alpha=band_alpha, lw=0)
+    return line
+
+
+def log_ylim_from_lines(ax, margin: float = 2.0):
+    """On a log y axis, the y-limits of the finite positive data of the lines (the centre
+    curves and horizontal reference lines) widened by `margin`, not of the bands: a band's
+    lower edge mean - std is <= 0 where the seeds spread widely, and its clipped floor would
+    stretch the axis over hundreds of decades. Returns ax."""
+    if ax.get_yscale() != "log":
+        return ax
+    skip = ax.get_xaxis_transform(which="grid")          # axvline: y in axes units
+    ys = [np.asarray(ln.get_ydata(), dtype=np.float64).ravel() for ln in ax.get_lines()
+          if ln.get_transform() is not skip and len(ln.get_ydata())]
+    y = np.concatenate(ys) if ys else np.zeros(0)
+    y = y[np.isfinite(y) & (y > 0)]
+    if y.size:
+        ax.set_ylim(y.min() / margin, y.max() * margin)
+    return ax
+
+
 def _series(values, ensemble: bool):
-    """(center, low, high) of a record: the seed mean and +-1 std band for an ensemble."""
+    """(center, low, high) of a record: the seed mean and +-1 std band (ddof=1) for an ensemble."""
     v = np.asarray(values, dtype=np.float64)
     if not ensemble:
         return v, None, None
-    with np.errstate(invalid="ignore"):
-        m, s = np.nanmean(v, axis=0), np.nanstd(v, axis=0)
+    m, s, _ = seed_stats(v)
     return m, m - s, m + s
 
 
@@ -90,13 +165,19 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
     A theory is a solid line; an ensemble of networks a dotted seed mean with a +-1 std band.
     """
     trajectories = list(trajectories)
+    if not trajectories or not all(hasattr(tr, "ENSEMBLE_AXES") and hasattr(tr, "t") for tr in trajectories):
+        raise InputError("trajectories: need one or more dmft.Trajectory objects (a Solution, a Run, ...), "
+                         f"got {[type(tr).__name__ for tr in trajectories]}")
     labels = list(labels) if labels is not None else [tr.label() for tr in trajectories]
     if len(labels) != len(trajectories):
         raise InputError(f"labels: {len(labels)} labels for {len(trajectories)} trajectories")
     fig, axes = new_figure(1, 3, size=(13, 3.8))
+    axes[0].set_yscale("log")
+    any_ens = False
     for i, (tr, lab) in enumerate(zip(trajectories, labels)):
         color = f"C{i % 10}"
         ens = bool(tr.ENSEMBLE_AXES)
+        any_ens = any_ens or ens
         t = np.asarray(tr.t, dtype=np.float64)
         m = t > 0
         style = dict(color=color, ls=":" if ens else "-", lw=1.8)
@@ -104,19 +185,20 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
             v = getattr(tr, name)
             if v is None:
                 continue
-            c, lo, hi = _series(v, ens)
-            ax.plot(t[m], c[m], label=f"{lab}: {name.split('_')[0]}", **{**style, **ls_extra},
-                    marker="o" if name == "test_loss" else None, ms=2.5)
-            if lo is not None:
-                ax.fill_between(t[m], np.maximum(lo, 1e-300)[m], hi[m], color=color, alpha=0.12)
+            label = f"{lab}: {name.split('_')[0]}"
+            marker = dict(marker="o" if name == "test_loss" else None, ms=2.5)
+            if ens:
+                seed_mean_line(ax, t, m, v, label=label, band=True, **style, **ls_extra, **marker)
+            else:
+                ax.plot(t[m], np.asarray(v, dtype=np.float64)[m], label=label, **{**style, **ls_extra}, **marker)
         for ax, v in ((axes[1], tr.alignment), (axes[2], (tr.weight_change or {}).get("first_layer"))):
             if v is None:
                 continue
-            c, lo, hi = _series(v, ens)
-            ax.plot(t[m], c[m], label=lab, **style)
-            if lo is not None:
-                ax.fill_between(t[m], lo[m], hi[m], color=color, alpha=0.12)
-    axes[0].set_yscale("log")
+            if ens:
+                seed_mean_line(ax, t, m, v, label=lab, band=True, **style)
+            else:
+                ax.plot(t[m], np.asarray(v, dtype=np.float64)[m], label=lab, **style)
+    log_ylim_from_lines(axes[0])
     axes[0].set_ylabel("loss (mean squared error; test: markers)")
     axes[1].set_ylabel("NTK-target alignment")
     axes[2].set_ylabel("relative first-layer change")
@@ -127,6 +209,8 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
     axes[0].legend(fontsize=7)
     if len(trajectories) > 1:
         axes[1].legend(fontsize=7)
+    if any_ens:
+        axes[0].set_title(f"dotted: seed mean ({BAND_NOTE})", fontsize=9)
     if title:
         fig.suptitle(title)
     return tidy_log_ticks(fig)

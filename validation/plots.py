@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dmft.plotting import new_figure, trajectory_figure
+from dmft.errors import InputError
+from dmft.plotting import BAND_NOTE, log_ylim_from_lines, new_figure, seed_mean_line, seed_stats, trajectory_figure
 
 __all__ = ["theory_vs_networks", "lazy_to_rich_summary", "width_scaling_plot",
            "relative_error_in_time", "ensemble_losses"]
@@ -25,14 +26,32 @@ def _colors(n):
     return [f"C{i % 10}" for i in range(n)]
 
 
+def _lazy_label(sweep) -> str:
+    """"lazy limit", saying so when the sweep's runs decay weights: the lazy curve is then the
+    no-decay closed form, not the lazy limit of the decayed runs."""
+    wd = getattr(getattr(sweep, "schedule", None), "weight_decay", 0.0) or 0.0
+    return "lazy limit (no weight decay)" if wd > 0 else "lazy limit"
+
+
+def _check_sweep(sweep, name="sweep"):
+    """An InputError naming `name` unless it is a `validation.LazyToRich` sweep."""
+    if not all(hasattr(sweep, a) for a in ("gamma0s", "widths", "solutions", "runs")):
+        raise InputError(f"{name}: need a validation.LazyToRich sweep, got {type(sweep).__name__}")
+
+
 def theory_vs_networks(sweep, *others, labels=None):
     """Train and test loss against time: DMFT (solid), mean of the widest networks
     (dotted, band = seed spread), lazy closed form (black dashed), one colour per gamma0.
 
     Also accepts trajectories instead of a sweep: `theory_vs_networks(solution, run, ...)`
     draws them on the same axes (`dmft.Trajectory.plot`)."""
+    if sweep is None:
+        raise InputError("sweep: need a validation.LazyToRich sweep or one or more trajectories, got None")
     if not hasattr(sweep, "gamma0s"):
         return trajectory_figure((sweep,) + others, labels=labels)
+    if others or labels is not None:
+        raise InputError(f"others and labels are for trajectories, not a sweep: got {len(others)} other "
+                         f"argument(s) and labels={labels!r} with a LazyToRich sweep (they would be ignored)")
     fig, axes = new_figure(1, 2, size=(11, 4.2), sharex=True)
     wmax = max(sweep.widths) if sweep.widths else None
     for c, g in zip(_colors(len(sweep.gamma0s)), sweep.gamma0s):
@@ -46,11 +65,12 @@ def theory_vs_networks(sweep, *others, labels=None):
             if wmax is not None:
                 run = sweep.runs[g][wmax]
                 vals = getattr(run, name)
-                mean, std = np.nanmean(vals, 0), np.nanstd(vals, 0)
-                ax.plot(t[m], mean[m], color=c, ls=":", lw=1.8)
-                ax.fill_between(t[m], np.maximum(mean - std, 1e-12)[m], (mean + std)[m], color=c, alpha=0.15)
+                if vals is not None:
+                    ax.set_yscale("log")
+                    seed_mean_line(ax, t, m, vals, label=f"gamma0 = {g:g}, N = {wmax} (seed mean)",
+                                   band=True, band_alpha=0.15, color=c, ls=":", lw=1.8)
     lz = sweep.lazy[sweep.gamma0s[0]]
-    axes[0].plot(lz.t[lz.t > 0], lz.train_loss[lz.t > 0], "k--", lw=1.2, label="lazy limit")
+    axes[0].plot(lz.t[lz.t > 0], lz.train_loss[lz.t > 0], "k--", lw=1.2, label=_lazy_label(sweep))
     if lz.test_loss is not None:
         axes[1].plot(lz.t[lz.t > 0], lz.test_loss[lz.t > 0], "k--", lw=1.2)
     for ax, name in zip(axes, ("train", "test")):
@@ -59,8 +79,9 @@ def theory_vs_networks(sweep, *others, labels=None):
         ax.set_xlabel("t (DMFT time = steps x eta0)")
         ax.set_ylabel(f"{name} loss (mean squared error)")
         ax.grid(True, which="both", alpha=0.3)
+        log_ylim_from_lines(ax)
     if wmax is not None:
-        axes[1].set_title(f"dotted: mean of {sweep.seeds} networks of width {wmax} (band: +-1 std)",
+        axes[1].set_title(f"dotted: mean of {sweep.seeds} networks of width {wmax} ({BAND_NOTE})",
                           fontsize=9)
     axes[0].legend(fontsize=8)
     return fig
@@ -68,7 +89,8 @@ def theory_vs_networks(sweep, *others, labels=None):
 
 def lazy_to_rich_summary(sweep):
     """Final test loss, NTK-target alignment and first-layer weight change against gamma0:
-    DMFT line, lazy limit, network mean +- std per width."""
+    DMFT line, lazy limit, network mean +- std per width (ddof=1; no bar under two finite seeds)."""
+    _check_sweep(sweep)
     fig, axes = new_figure(1, 3, size=(14, 4.2))
     g = np.array(sweep.gamma0s)
     th = {"test": [sweep.solutions[x].test_loss[-1] if sweep.solutions[x].test_loss is not None
@@ -80,32 +102,50 @@ def lazy_to_rich_summary(sweep):
     for ax, key, label in zip(axes, ("test", "align", "wc"), labels):
         ax.plot(g, th[key], "k-o", lw=2, label="DMFT", zorder=5)
         if key == "test":
-            ax.plot(g, lz, "k--", lw=1, label="lazy limit")
+            ax.plot(g, lz, "k--", lw=1, label=_lazy_label(sweep))
         for i, (c, w) in enumerate(zip(_colors(len(sweep.widths)), sweep.widths)):
-            vals = []
+            vals, finite = [], []
             for x in g:
                 run = sweep.runs[x][w]
                 v = {"test": run.test_loss, "align": run.alignment,
                      "wc": run.weight_change["first_layer"]}[key]
-                vals.append((np.nanmean(v[:, -1]), np.nanstd(v[:, -1])) if v is not None else (np.nan, 0))
-            vals = np.array(vals)
+                if v is None:
+                    vals.append((np.nan, np.nan))
+                    continue
+                mean, std, n = seed_stats(np.asarray(v, float)[:, -1])
+                vals.append((mean, std))
+                finite.append((int(n), np.asarray(v).shape[0]))
+            vals = np.array(vals, dtype=float)
             shift = g * (1 + 0.03 * (i - len(sweep.widths) / 2))
-            ax.errorbar(shift, vals[:, 0], yerr=vals[:, 1], fmt="o", ms=3, color=c, capsize=2,
-                        label=f"N = {w}")
+            lost = [(n, s) for n, s in finite if n < s]
+            note = f" (fewest finite: {min(lost)[0]}/{lost[0][1]} seeds)" if lost else ""
+            bar = np.isfinite(vals[:, 1])             # no bar where fewer than two seeds are finite
+            label = f"N = {w}{note}"
+            if bar.any():
+                ax.errorbar(shift[bar], vals[bar, 0], yerr=vals[bar, 1], fmt="o", ms=3, color=c, capsize=2,
+                            label=label)
+                label = None
+            if (~bar).any():
+                ax.plot(shift[~bar], vals[~bar, 0], "o", ms=3, color=c, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("gamma0 (richness; lazy on the left)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_yscale("log")
+    log_ylim_from_lines(axes[0])
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"lazy to rich at t = {sweep.solutions[g[0]].t[-1]:g} (networks: {sweep.seeds} seeds per width)")
+    fig.suptitle(f"lazy to rich at t = {sweep.solutions[g[0]].t[-1]:g} (networks: {sweep.seeds} seeds per "
+                 "width; bars: +-1 std over seeds)")
     return fig
 
 
 def width_scaling_plot(sweep):
     """Prediction error against width (log-log) with fitted lines, per gamma0:
-    per-seed error (circles, expected slope -1/2) and ensemble-mean error (squares)."""
+    per-seed error (circles, expected slope -1/2) and ensemble-mean error (squares); the DMFT's
+    own standard error dotted where known (NaN with one replica: said on the panels)."""
+    _check_sweep(sweep)
     fig, axes = new_figure(1, 2, size=(11, 4.2))
+    unknown, drawn = [], False
     for c, g in zip(_colors(len(sweep.gamma0s)), sweep.gamma0s):
         sc = sweep.scaling[g]
         w = sc["widths"]
@@ -116,8 +156,12 @@ def width_scaling_plot(sweep):
             ax.plot(w, sc[key], marker, color=c, label=label)
             if fit:
                 ax.plot(w, fit.predict(w), "-", color=c, lw=1)
-            if sc["theory_floor"] > 0:
-                ax.axhline(sc["theory_floor"], color=c, ls=":", lw=0.8)
+            floor = sc["theory_floor"]
+            if floor > 0:
+                ax.axhline(floor, color=c, ls=":", lw=0.8)
+                drawn = True
+        if not np.isfinite(sc["theory_floor"]):
+            unknown.append(f"{g:g}")
     for ax, title in zip(axes, ("per-seed error (fluctuations ~ N^-1/2)",
                                 "error of the ensemble mean (bias ~ N^-1, noise ~ N^-1/2)")):
         ax.set_xscale("log", base=2)
@@ -127,7 +171,11 @@ def width_scaling_plot(sweep):
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("finite-width departure from the DMFT (dotted: the DMFT's own standard error)")
+        if unknown:
+            ax.text(0.02, 0.02, f"DMFT standard error unknown (one replica; gamma0 = {', '.join(unknown)})",
+                    transform=ax.transAxes, fontsize=7, ha="left", va="bottom", color="0.3")
+    fig.suptitle("finite-width departure from the DMFT" +
+                 (" (dotted: the DMFT's own standard error)" if drawn else ""))
     return fig
 
 
@@ -148,6 +196,7 @@ def _theory_relative_se(sol):
 def relative_error_in_time(sweep):
     """Relative test-loss error of the ensemble mean against time, one panel per gamma0, with the
     DMFT's own relative standard error (dashed): differences below it are within the theory's noise."""
+    _check_sweep(sweep)
     n = len(sweep.gamma0s)
     fig, axes = new_figure(1, n, size=(3.6 * n, 3.4), squeeze=False)
     for ax, g in zip(axes[0], sweep.gamma0s):
@@ -163,7 +212,7 @@ def relative_error_in_time(sweep):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"gamma0 = {g:g}", fontsize=9)
-        ax.set_xlabel("t")
+        ax.set_xlabel("t (= steps x eta0)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("|mean network loss - DMFT| / DMFT")
     axes[0][-1].legend(fontsize=7)
@@ -171,22 +220,31 @@ def relative_error_in_time(sweep):
 
 
 def ensemble_losses(runs: dict):
-    """Test loss against time for network ensembles: one panel per gamma0, mean +- std per width."""
+    """Test loss (train loss where a run has none) against time for network ensembles: one panel
+    per gamma0, seed mean and +-1 std band (ddof=1) per width."""
+    if not isinstance(runs, dict) or not runs or not all(isinstance(r, dict) and r for r in runs.values()):
+        raise InputError("runs: need {gamma0: {width: networks.Run}} with at least one gamma0 and one "
+                         f"width each, got {runs!r:.80}")
     gs = list(runs)
     fig, axes = new_figure(1, len(gs), size=(3.8 * len(gs), 3.4), squeeze=False)
+    kinds = set()
     for ax, g in zip(axes[0], gs):
-        for c, (w, run) in zip(_colors(len(runs[g])), sorted(runs[g].items())):
-            loss = run.test_loss if run.test_loss is not None else run.train_loss
-            t = run.t
-            m = t > 0
-            mean, std = np.nanmean(loss, 0), np.nanstd(loss, 0)
-            ax.plot(t[m], mean[m], color=c, label=f"N = {w}")
-            ax.fill_between(t[m], np.maximum(mean - std, 1e-12)[m], (mean + std)[m], color=c, alpha=0.15)
-        ax.set_xscale("log")
         ax.set_yscale("log")
+        for c, (w, run) in zip(_colors(len(runs[g])), sorted(runs[g].items())):
+            test = run.test_loss is not None
+            kinds.add("test" if test else "train")
+            loss = run.test_loss if test else run.train_loss
+            t = np.asarray(run.t, float)
+            label = f"N = {w}" + ("" if test else " (train loss)")
+            seed_mean_line(ax, t, t > 0, loss, label=label, band=True, band_alpha=0.15, color=c)
+        ax.set_xscale("log")
         ax.set_title(f"gamma0 = {g:g}", fontsize=9)
         ax.set_xlabel("t (DMFT time)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("test loss (mean +- std over seeds)")
-    axes[0][-1].legend(fontsize=7)
+        log_ylim_from_lines(ax)
+    name = f"{kinds.pop()} loss" if len(kinds) == 1 else "test loss (train where marked)"
+    axes[0][0].set_ylabel(f"{name} (seed mean; {BAND_NOTE})", fontsize=8)
+    for ax in axes[0]:         # the last panel's legend; any other that counts lost seeds its own
+        if ax is axes[0][-1] or any("seeds finite" in x or "diverged" in x for x in ax.get_legend_handles_labels()[1]):
+            ax.legend(fontsize=7)
     return fig

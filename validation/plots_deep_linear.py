@@ -150,6 +150,10 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
     that decays to 0 from its start gets no curve, only a note)."""
     from .deep_linear import decaying_modes
 
+    t = np.asarray(run.t, float)
+    if isinstance(after, bool) or not isinstance(after, (int, float, np.number)) or not after < t[-1]:
+        raise InputError(f"after: need a time before the run's last save t = {t[-1]:g} (the histograms are of "
+                         f"the saves after it), got {after!r}")
     late = run.modes[:, run.t > after]
     r = late.shape[-1]
     fig, axes = new_figure(1, r, size=(3.6 * r, 3.4), squeeze=False)

@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Rectangle
 
-from dmft.plotting import new_figure
+from dmft.errors import InputError
+from dmft.plotting import new_figure, seed_mean_line
 
 from .grokking import early_warning
 
@@ -44,8 +45,19 @@ def _widest(nets, g):
     return max(nets[g]) if nets.get(g) else None
 
 
+def _check_gammas(name, curves, gammas):
+    """An InputError naming `name` when it lacks a curve dict for some gamma0 in `gammas`."""
+    if not isinstance(curves, dict):
+        raise InputError(f"{name}: need {{gamma0: curves}}, got {type(curves).__name__}")
+    missing = [g for g in gammas if g not in curves]
+    if missing:
+        raise InputError(f"{name}: no curves for gamma0 = {', '.join(f'{g:g}' for g in missing)} "
+                         f"(has {', '.join(f'{g:g}' for g in curves) or 'none'})")
+
+
 def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, acc_threshold=0.9):
     """Train loss, test loss, NTK-target alignment (and train/test accuracy for classification)."""
+    _check_gammas("theory", theory, gammas)
     ncol = 3 + int(accuracy)
     fig, axes = new_figure(1, ncol, size=(4.4 * ncol, 4.0))
     m = _pos(t)
@@ -56,8 +68,8 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
         for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
             ax.plot(t[m], th[key][m], color=c, lw=2.2, alpha=0.8, label=f"gamma0 = {g:g} (DMFT)")
             if wmax is not None:
-                ax.plot(t[m], np.nanmean(nets[g][wmax][key], 0)[m], color=c, lw=0.9, marker="o", ms=2.5,
-                        label=f"gamma0 = {g:g}, N = {wmax} (seed mean)")
+                seed_mean_line(ax, t, m, nets[g][wmax][key], color=c, lw=0.9, marker="o", ms=2.5,
+                               label=f"gamma0 = {g:g}, N = {wmax} (seed mean)")
         if lz is not None and not lazy_drawn:      # the lazy limit does not depend on gamma0 here
             for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
                 ax.plot(t[m], lz[key][m], color="k", ls="--", lw=1.2, label="lazy (NTK regression)")
@@ -66,13 +78,12 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
             lazy_drawn = True
         axes[2].plot(t[m], th["alignment"][m], color=c, lw=2.2, alpha=0.8)
         if wmax is not None:
-            axes[2].plot(t[m], np.nanmean(nets[g][wmax]["alignment"], 0)[m], color=c, lw=0.9, marker="o", ms=2.5)
+            seed_mean_line(axes[2], t, m, nets[g][wmax]["alignment"], color=c, lw=0.9, marker="o", ms=2.5)
         if accuracy:
             axes[3].plot(t[m], th["test_acc"][m], color=c, lw=2.2, alpha=0.8)
             axes[3].plot(t[m], th["train_acc"][m], color=c, lw=1.0, ls=":")
             if wmax is not None:
-                axes[3].plot(t[m], np.nanmean(nets[g][wmax]["test_acc"], 0)[m], color=c, lw=0.9,
-                             marker="o", ms=2.5)
+                seed_mean_line(axes[3], t, m, nets[g][wmax]["test_acc"], color=c, lw=0.9, marker="o", ms=2.5)
     for ax, lab in zip(axes, ("train loss (mean squared error)", "test loss (mean squared error)",
                               "NTK-target alignment", "accuracy (solid: test, dotted: train)")):
         ax.set_xscale("log")
@@ -97,6 +108,9 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
     test-loss drop (dashed vertical) and each measure's change time (a dot on the curve),
     as `validation.grokking.early_warning` defines them. With a grid verdict, a last panel
     shows the fraction of runs in which each measure leads the drop, with 95% intervals."""
+    if not gammas or not isinstance(theory, dict) or gammas[0] not in theory:
+        raise InputError(f"gammas: need at least one gamma0 with theory curves, got gammas = {list(gammas)!r}")
+    _check_gammas("theory", theory, gammas)
     skip = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
     names = [k for k in theory[gammas[0]] if k not in skip and not k.startswith("decomposition.")]
     ncol = len(names) + int(ew_grid is not None)
@@ -111,7 +125,9 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
         for ax, name in zip(axes, names):
             ax.plot(t[m], th[name][m], color=c, lw=2.0, alpha=0.85, label=f"gamma0 = {g:g}")
             if wmax is not None and name in nets[g][wmax]:
-                ax.plot(t[m], np.nanmean(nets[g][wmax][name], 0)[m], color=c, lw=0.9, marker="o", ms=2.2)
+                seed_mean_line(ax, t, m, nets[g][wmax][name], color=c, lw=0.9, marker="o", ms=2.2,
+                               label=f"gamma0 = {g:g}, N = {wmax}" if ax is axes[0] else None,
+                               label_always=False)
             if ew["observed"]:
                 ax.axvline(float(ew["t_drop"]), color=c, lw=0.8, ls="--")
             tc = float(ew[name]["t_change"])
@@ -172,19 +188,24 @@ def _log_panel(ax, g):
 
 def width_departure(t, theory, nets, gammas, threshold=None):
     """Kumar et al. Fig. 4: test loss of networks of each width against the DMFT curve."""
+    _check_gammas("theory", theory, gammas)
+    _check_gammas("nets", nets, gammas)
     fig, axes = new_figure(1, len(gammas), size=(4.3 * len(gammas), 3.7), squeeze=False, sharey=True)
     m = _pos(t)
     for ax, g in zip(axes[0], gammas):
         ax.plot(t[m], theory[g]["test_loss"][m], color="k", lw=2.2, label="infinite width (DMFT)")
         for c, w in zip(_colors(len(nets[g])), sorted(nets[g])):
             y = nets[g][w]["test_loss"]
-            ax.plot(t[m], np.nanmean(y, 0)[m], color=c, lw=1.2, label=f"N = {w} (seed mean)")
-            ax.plot(t[m], y[0][m], color=c, lw=0.5, alpha=0.5)
+            seed_mean_line(ax, t, m, y, color=c, lw=1.2, label=f"N = {w} (seed mean)")
+            if np.isfinite(y[0]).any():
+                ax.plot(t[m], y[0][m], color=c, lw=0.5, alpha=0.5)
         if threshold is not None:
             ax.axhline(threshold, color="grey", lw=0.8, ls="-.", label=f"threshold {threshold:.3g}")
         _log_panel(ax, g)
     axes[0][0].set_ylabel("test loss (thin: one seed)")
-    axes[0][0].legend(fontsize=7)
+    for ax in axes[0]:         # the first panel's legend; any other that counts lost seeds its own
+        if ax is axes[0][0] or any("seeds finite" in x or "diverged" in x for x in ax.get_legend_handles_labels()[1]):
+            ax.legend(fontsize=7)
     return fig
 
 
@@ -196,7 +217,10 @@ def phase_diagram_plot(diag, overlay=()):
     G, V = np.asarray(diag["gamma0"]), np.asarray(diag["values"])
     fig, ax = new_figure(size=(6.2, 4.8))
     pos = gap[np.isfinite(gap) & (gap > 0)]
-    norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if pos.size and pos.max() > pos.min() else None
+    norm = None
+    if pos.size:          # a log scale; one distinct value: a decade around it (LogNorm needs a span)
+        lo, hi = (pos.min(), pos.max()) if pos.max() > pos.min() else (pos.min() / 3.0, pos.min() * 3.0)
+        norm = LogNorm(vmin=lo, vmax=hi)
     shown = np.where(np.isfinite(gap) & (gap > 0), gap, np.nan)
     im = ax.imshow(shown.T, origin="lower", aspect="auto", cmap="viridis", norm=norm)
     for i, j in zip(*np.nonzero(~np.isfinite(gap))):
@@ -208,7 +232,8 @@ def phase_diagram_plot(diag, overlay=()):
     ax.set_yticks(range(len(V)), [f"{v:.3g}" for v in V], fontsize=8)
     ax.set_xlabel("gamma0 (= 1/alpha; lazy on the left)")
     ax.set_ylabel(diag["axis"])
-    fig.colorbar(im, ax=ax, label="gap = t_test - t_train (DMFT time, log scale)")
+    if pos.size:          # no positive gap anywhere: nothing coloured, no colour bar
+        fig.colorbar(im, ax=ax, label="gap = t_test - t_train (DMFT time, log scale)")
     for o in overlay:
         ax.plot(o["i"], o["j"], "o", mfc="none", mec="red", ms=16, mew=1.5)
         gn = o["gap_network"]
@@ -216,8 +241,12 @@ def phase_diagram_plot(diag, overlay=()):
         ax.annotate(f"N = {o['width']}: {val}", (o["i"], o["j"]), color="red", fontsize=7,
                     xytext=(0, 12), textcoords="offset points", ha="center",
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
-    ax.set_title(f"amount of grokking over gamma0 x {diag['axis']}\n(hatched: threshold not reached; "
-                 "red: finite width)", fontsize=9)
+    if not pos.size:
+        what = ("the threshold was not reached anywhere" if not np.isfinite(gap).any()
+                else "no positive gap anywhere (0: no delay)")
+    else:
+        what = "hatched: threshold not reached"
+    ax.set_title(f"amount of grokking over gamma0 x {diag['axis']}\n({what}; red: finite width)", fontsize=9)
     return fig
 
 
@@ -228,7 +257,7 @@ def _run_end(decay) -> float:
         return float(np.max(np.asarray(curves["t"], float)))
     t = decay.get("t_end")
     if t is None:
-        raise ValueError("decay_plot: the scan's times (curves['t'] or t_end) are needed to place "
+        raise InputError("decay: the scan's times (curves['t'] or t_end) are needed to place "
                          "the kappa that did not reach the threshold")
     return float(t)
 
@@ -238,29 +267,46 @@ def decay_plot(decay):
     that reached the threshold only, and (lyu) the fit A / kappa + B against the prediction."""
     fig, ax = new_figure(size=(5.8, 4.4))
     k = np.asarray(decay["weight_decay"], float)
-    y = np.asarray(decay["times"].t_test, float)
-    ok = np.isfinite(y) & (y > 0)
+    times = decay["times"]
+    y = np.asarray(times.t_test, float)
+    flags = getattr(times, "reached_test", None)
+    # reached: from the reached flags where given, else a finite time (0: reached at t = 0)
+    reached = np.asarray(flags, bool) & np.isfinite(y) if flags is not None else np.isfinite(y) & (y >= 0)
+    ok = reached & (y > 0)
+    at_zero = reached & (y <= 0)        # no place on a log axis: marked at its bottom
     ax.set_xscale("log")
     ax.set_yscale("log")
     if ok.any():
         ax.loglog(k[ok], y[ok], "o", color="C0", label="t_test (threshold reached)")
-    if (~ok).any():
+    if at_zero.any():
+        ax.plot(k[at_zero], np.full(at_zero.sum(), 0.03), "v", color="C0", ms=8, clip_on=False,
+                transform=ax.get_xaxis_transform(), label="reached at t = 0 (at the axis bottom)")
+    if (~reached).any():
         # not reached: a lower bound, t_test > the end of the run; open up-triangles on the
         # dashed end-of-run line, never a reached time
+        nr = ~reached
         t_end = _run_end(decay)
         ax.axhline(t_end, color="grey", ls="--", lw=0.8)
-        ax.loglog(k[~ok], np.full((~ok).sum(), t_end), "^", mfc="none", mec="grey", ms=8,
+        ax.loglog(k[nr], np.full(nr.sum(), t_end), "^", mfc="none", mec="grey", ms=8,
                   label=f"not reached by the end of the run (t = {t_end:.3g}): t_test > t_end")
         lo = min(t_end, y[ok].min()) if ok.any() else t_end
         ax.set_ylim(lo / 3, t_end * 3)
     f = decay.get("fit_t_test", {})
-    if "exponent" in f and ok.sum() >= 2:
-        kk = np.geomspace(k[ok].min(), k[ok].max(), 50)
-        ref = y[ok][0] * (kk / k[ok][0]) ** f["exponent"]
+    pts = ok & (k > 0)                  # the points `fit_power_law_decay` fits
+    if "exponent" in f and np.unique(k[pts]).size >= 2:
+        kk = np.geomspace(k[pts].min(), k[pts].max(), 50)
         se = f.get("stderr")
         err = f" +- {se:.2f}" if se is not None and np.isfinite(se) else ", no error"
-        ax.loglog(kk, ref, "-", color="C0", lw=0.9,
-                  label=f"fit: kappa^({f['exponent']:.2f}{err}; reached points only)")
+        # the fit keeps no intercept: refit the same points (least squares in log-log); where
+        # that does not give the recorded slope, only a guide of that slope can be drawn
+        slope, icpt = np.polyfit(np.log(k[pts]), np.log(y[pts]), 1)
+        if np.isclose(slope, f["exponent"], rtol=1e-6, atol=1e-9):
+            ref = np.exp(icpt) * kk ** slope
+            label = f"fit: kappa^({f['exponent']:.2f}{err}; reached points only)"
+        else:
+            ref = y[pts][0] * (kk / k[pts][0]) ** f["exponent"]
+            label = f"slope guide (fitted slope {f['exponent']:.2f}{err}) through the first point"
+        ax.loglog(kk, ref, "-", color="C0", lw=0.9, label=label)
     fi = decay.get("fit_inverse", {})
     if "A" in fi and ok.sum() >= 2:
         kk = np.geomspace(k[ok].min(), k[ok].max(), 50)
