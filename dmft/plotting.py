@@ -133,7 +133,7 @@ def seed_mean_line(ax, t, mask, values, *, label=None, band=False, band_alpha=0.
     return line
 
 
-def log_ylim_from_lines(ax, margin: float = 2.0):
+def log_ylim_from_lines(ax, margin: float = 1.15):
     """On a log y axis, the y-limits of the finite positive data of the lines (the centre
     curves and horizontal reference lines) widened by `margin`, not of the bands: a band's
     lower edge mean - std is <= 0 where the seeds spread widely, and its clipped floor would
