@@ -193,7 +193,7 @@ def balance_figure(run, title=None):
         _band(axes[0], run.t, run.balancedness[..., j], f"C{j % 10}", f"layers {j + 1}-{j + 2}")
         _band(axes[1], run.t, run.balance_change[..., j], f"C{j % 10}", f"layers {j + 1}-{j + 2}")
     axes[0].set_ylabel("|W_{l+1}^T W_{l+1} - W_l W_l^T|_F")
-    axes[1].set_ylabel("its change since t = 0 (0 under gradient flow)")
+    axes[1].set_ylabel("its change since t = 0 (0 under gradient flow without decay)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("t = steps x eta")
