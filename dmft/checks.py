@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["integer", "real", "choice", "flag", "prng_key", "neuron_measure"]
+__all__ = ["integer", "real", "choice", "flag", "prng_key", "neuron_measure", "measure_size"]
 
 
 def integer(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -117,11 +117,23 @@ def neuron_measure(name: str, fn, dim: int):
     weights of shape (dim,) (`jax.eval_shape`: nothing is computed or compiled), so that a
     function of the wrong arity or one that fails on a neuron's weights is refused here,
     naming the argument, not deep inside a solver's trace. None is left to the caller."""
+    if fn is None:
+        return None
+    _measure_out(name, fn, dim)
+    return fn
+
+
+def measure_size(fn, dim: int) -> int:
+    """K, the values per neuron of a measure `neuron_measure` accepted (traced, not computed)."""
+    return int(math.prod(_measure_out("neuron_measures", fn, dim).shape))
+
+
+def _measure_out(name: str, fn, dim: int):
+    """The abstract output of a neuron measure on weights of shape (dim,); InputError naming
+    `name` when it is not a function of them returning one real (K,) array or scalar."""
     import jax
     import jax.numpy as jnp
 
-    if fn is None:
-        return None
     if not callable(fn):
         raise InputError(f"{name} must be a function (w, w0) -> (K,), got {fn!r}")
     spec = jax.ShapeDtypeStruct((int(dim),), jnp.result_type(float))
@@ -135,4 +147,4 @@ def neuron_measure(name: str, fn, dim: int):
             or not (jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.integer))):
         raise InputError(f"{name} must return one real array of shape (K,) (or a scalar) per neuron, "
                          f"got {out!r}")
-    return fn
+    return out

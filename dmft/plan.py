@@ -318,14 +318,6 @@ def _cache_group(plan: SolvePlan) -> int:
                default=1)
 
 
-def _measure_size(fn, dim: int) -> int:
-    """K of a checked neuron measure (w, w0) -> (K,) (traced, nothing computed)."""
-    import jax.numpy as jnp
-
-    spec = jax.ShapeDtypeStruct((int(dim),), jnp.result_type(float))
-    return int(np.prod(jax.eval_shape(fn, spec, spec).shape))
-
-
 def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None) -> float:
     """Peak bytes a solve allocates (float64), from the sizes it will hold, calibrated against
     measured peaks (`scripts/bench_memory.py`; never below them there).
@@ -356,7 +348,7 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
         m = _nodes_per_replica(plan)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
         if plan.neuron_measures is not None:    # K values per node of the group, records of all
-            K = _measure_size(plan.neuron_measures, D)
+            K = checks.measure_size(plan.neuron_measures, D)
             state += g * m * K
             records += 3.0 * R * T * K
         # the control-variate matrices of the group being integrated (`for_prediction` drops them

@@ -150,15 +150,6 @@ def log_ylim_from_lines(ax, margin: float = 1.15):
     return ax
 
 
-def _series(values, ensemble: bool):
-    """(center, low, high) of a record: the seed mean and +-1 std band (ddof=1) for an ensemble."""
-    v = np.asarray(values, dtype=np.float64)
-    if not ensemble:
-        return v, None, None
-    m, s, _ = seed_stats(v)
-    return m, m - s, m + s
-
-
 def trajectory_figure(trajectories, *, labels=None, title=None):
     """Train and test loss, alignment and first-layer weight change against t (log time).
 
