@@ -43,7 +43,7 @@ from .errors import InputError
 __all__ = [
     "Activation", "get", "names", "linear", "relu", "tanh", "erf", "softplus",
     "quadratic", "square", "custom", "gauss_hermite", "gauss_hermite_kernels", "trapezoid_grid",
-    "trapezoid_kernels", "piecewise_kernels", "grid_nodes", "MAX_KINKS",
+    "trapezoid_kernels", "piecewise_kernels", "grid_nodes", "tail_share", "MAX_KINKS", "TAIL_SHARE_TOL",
 ]
 
 
@@ -55,6 +55,32 @@ GRID_HALF_WIDTH = 9.0   # the trapezoid grid spans +-9 standard deviations (weig
 MAX_KINKS = 8           # declared kinks of a custom activation (each adds quadrature pieces)
 PIECE_NODES = 48        # least Gauss-Legendre nodes per piece (a relu piece: 1e-14 at 48, 3e-10 at 32)
 GRID_STEP = 0.3         # largest step, in units of 1 / (largest field standard deviation)
+TAIL_SHARE_TOL = 1e-6   # most of E[phi^2] or E[phi'^2] the grid's last nodes may carry (tail_share)
+
+
+def tail_share(act, max_variance) -> float:
+    """The largest share of E[phi(u)^2] and E[phi'(u)^2], u ~ N(0, max_variance), that the
+    quadrature grid's two end nodes (+-GRID_HALF_WIDTH standard deviations) carry.
+
+    Every quadrature of the lazy kernels stops there. An activation growing slower than
+    exp(c u^2) leaves ~1e-17 of the integral at the ends (relu 1e-17, exp(u) at unit variance
+    4e-12); where the share is not small the integral has mass past the grid: either the
+    Gaussian moment does not exist (exp(u^2) at variance >= 1/4) or the fields are too wide
+    for it (exp(u) at variance 9: 2e-2), and the kernels would be the grid's truncation.
+    inf when phi or phi' is not finite somewhere on the grid (log(4 + u), or an overflow).
+    """
+    xi, w = trapezoid_grid(2 * 64 + 1)
+    u = jnp.asarray(np.sqrt(max(float(max_variance), 0.0)) * xi)
+    share = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for f in (act(u), act.derivative(u)):
+            t = w * np.asarray(f, dtype=np.float64) ** 2
+            total = t.sum()
+            if not np.all(np.isfinite(t)):
+                return float("inf")
+            if total > 0:
+                share = max(share, float((t[0] + t[-1]) / total))
+    return share
 
 
 def grid_nodes(max_variance, nodes: int) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import checks
 from . import closure as _closure
-from .activations import MAX_GRID_NODES
+from .activations import GRID_HALF_WIDTH, MAX_GRID_NODES, TAIL_SHARE_TOL, tail_share
 from .errors import InputError
 from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_size
@@ -97,10 +97,7 @@ def no_lazy_limit(model: TwoLayer, data: Dataset) -> str | None:
     gamma0, measured on the quadratic model)."""
     if model.centered or model.trained_readout:
         return None
-    x = np.asarray(data.x_train, np.float64)
-    if data.x_test is not None:
-        x = np.concatenate([x, np.asarray(data.x_test, np.float64)])
-    diag = np.sum(x * x, axis=1) / data.D
+    diag = _field_variances(data)
     mean = np.asarray(model.activation.mean(diag), np.float64)
     worst = float(np.max(np.abs(mean)))
     if worst <= 1e-12 * max(1.0, float(np.sqrt(np.max(diag)))):
@@ -181,6 +178,38 @@ def _window(window, steps):
     return w
 
 
+def _field_variances(data: Dataset) -> np.ndarray:
+    """|x|^2 / D of every training and test input: the first-layer fields' variances at t = 0."""
+    x = np.asarray(data.x_train, np.float64)
+    if data.x_test is not None:
+        x = np.concatenate([x, np.asarray(data.x_test, np.float64)])
+    return np.sum(x * x, axis=1) / data.D
+
+
+def _check_kernels_exist(model: TwoLayer, data: Dataset) -> None:
+    """Refuse an activation (without closed-form kernels) whose Gaussian moments the lazy
+    kernels' quadrature cannot hold on this data's widest field: `tail_share` above
+    TAIL_SHARE_TOL (exp(h^2) at field variance >= 1/4 has no E[phi^2] at all; its quadrature
+    was finite and every solve diverged at t = 0)."""
+    act = model.activation
+    if act.has_closed_form:
+        return
+    v = float(np.max(_field_variances(data)))
+    share = tail_share(act, v)
+    if not np.isfinite(share):
+        raise InputError(
+            f"activation {act.name!r}: its lazy kernels (E[phi(u) phi(u')], E[phi'(u) phi'(u')]) are not finite "
+            f"on this data: phi or phi' is not finite within +-{GRID_HALF_WIDTH:g} standard deviations of the "
+            f"widest field (variance |x|^2 / D = {v:.3g}): undefined or too fast-growing there")
+    if share > TAIL_SHARE_TOL:
+        raise InputError(
+            f"activation {act.name!r}: the Gaussian integrals of phi^2 and phi'^2 behind the lazy kernels have "
+            f"{share:.2g} of their mass at +-{GRID_HALF_WIDTH:g} standard deviations of the widest field "
+            f"(variance |x|^2 / D = {v:.3g}), where every quadrature stops: E[phi(u)^2] or E[phi'(u)^2] does "
+            "not exist (phi grows like exp(c u^2)) or needs narrower fields; rescale the inputs or use an "
+            "activation that grows more slowly")
+
+
 def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) -> SolvePlan:
     """Validate a solve and resolve its method; raises `InputError` naming the argument.
 
@@ -241,6 +270,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     if sgd and method in ("lazy", "iterate"):
         raise InputError(f"batch_size: minibatch SGD is solved by method='forward' or 'closure' (the DMFT "
                          f"conditioned on the batch sequence), not {method!r}")
+    _check_kernels_exist(model, data)
     if method == "lazy" and (why := no_lazy_limit(model, data)):
         raise InputError(f"method='lazy': {why}")
     if method == "lazy" and schedule.weight_decay > 0:

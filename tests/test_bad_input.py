@@ -347,6 +347,27 @@ def test_an_activation_without_gaussian_kernels_is_refused_naming_it(data, phi, 
                    samples=64)
 
 
+@settings(max_examples=25, deadline=None)
+@given(c=st.floats(0.01, 3.0), scale=st.floats(0.2, 3.0))
+def test_an_activation_whose_gaussian_moment_does_not_exist_is_refused(c, scale):
+    """phi = exp(c h^2): E[phi(u)^2] exists iff 4 c var(u) < 1. Where it does not, its quadrature
+    on the +-9 std grid was finite and every solve diverged at t = 0 (DivergenceError advising a
+    smaller eta0): refused before any compute, naming the activation. Where it exists with room
+    (4 c var <= 1/2) it is accepted."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4))
+    x *= scale / np.sqrt(np.max(np.sum(x * x, axis=1) / 4))        # largest field variance = scale^2
+    data = dmft.Dataset(x, np.tanh(x[:, 0]))
+    model = dmft.TwoLayer(lambda h: jax.numpy.exp(c * h * h), gamma0=0.5)
+    sch = dmft.Schedule(eta0=0.1, steps=4, save_every=2)
+    moment = 4 * c * scale ** 2
+    if moment >= 1:
+        with pytest.raises(dmft.InputError, match="activation '<lambda>'.*(does not exist|not finite)"):
+            dmft.plan_solve(model, data, sch, samples=64)
+    elif moment <= 0.5:
+        dmft.plan_solve(model, data, sch, samples=64)
+
+
 @settings(max_examples=40, deadline=None)
 @given(depth=st.integers(1, 400), log_scale=st.floats(-300, 300))
 def test_a_deep_linear_mode_init_past_float64_is_refused_by_name(depth, log_scale):
