@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmft import checks
 from dmft import deep_linear as dl
 from dmft.errors import InputError
 from dmft.plotting import new_figure
+
+from .deep_linear import decaying_modes, learning_times_of
 
 __all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure", "stationary_figure",
            "balance_figure"]
@@ -23,29 +26,85 @@ def _band(ax, t, v, color, label=None, ls="-"):
     ax.fill_between(t[m], lo[m], hi[m], color=color, alpha=0.15)
 
 
+def _settled(model, data, weight_decay) -> tuple[np.ndarray, np.ndarray, float]:
+    """(targets, decays, kappa): (r,) the value each mode settles at (its effective s without weight
+    decay; with decay kappa its fixed point, `dl.fixed_points`, NaN for a mode that decays), (r,) bool
+    the modes decay switches off (`decaying_modes` from the aligned start: below the barrier, or
+    no fixed point, whatever the start), and kappa checked. With decay the model is needed (the
+    fixed points depend on its depth): InputError naming it."""
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
+    s = dl.effective_modes(data).s
+    if not kappa:
+        return s, np.zeros(s.size, bool), kappa
+    if model is None:
+        raise InputError(f"model: with weight_decay = {kappa:g} the modes settle at the fixed points of the "
+                         "model's depth; pass the dmft.DeepLinear the run was trained as")
+    star = dl.fixed_points(model, data, kappa)
+    decays = decaying_modes(model, data, kappa) | ~np.isfinite(star)
+    return np.where(decays, np.nan, star), decays, kappa
+
+
+def _decays_note(kappa: float) -> str:
+    return f"decays to 0 under weight decay {kappa:g}"
+
+
+def _median_time(times) -> tuple[float | None, int, int]:
+    """(median, learned, seeds) of one mode's learning times over the seeds: a seed that never
+    learned it (inf, or NaN) counts as later than every other, so the median is that of all the
+    seeds and finite exactly when more than half learned the mode; None when half or fewer did."""
+    t = np.asarray(times, dtype=np.float64).ravel()
+    t = np.where(np.isfinite(t), t, np.inf)
+    learned, seeds = int(np.isfinite(t).sum()), int(t.size)
+    return (float(np.median(t)) if 2 * learned > seeds else None), learned, seeds
+
+
+def _learning_line(axes, times, i: int):
+    """Mode i's median half-learning time over the seeds (`_median_time`) as a vertical line on
+    each of `axes`, the first's labelled with how many seeds learned the mode ("k/n seeds"); when
+    half or fewer did, no line, only an empty legend entry on the first saying so."""
+    c = f"C{i % 10}"
+    med, k, n = _median_time(times)
+    if med is None:
+        axes[0].plot([], [], color=c, lw=0.8, label=f"mode {i + 1}: half learned by {k}/{n} seeds only, no median")
+        return
+    for j, ax in enumerate(axes):
+        ax.axvline(med, color=c, lw=0.8,
+                   label=f"mode {i + 1} half learned (median; {k}/{n} seeds learned it)" if j == 0 else None)
+
+
 def modes_figure(run, model, data, sde=None, title=None, weight_decay: float = 0.0):
     """Mode strengths against time: networks (median, 10-90% band), SDE paths (10-90%, dashed),
     gradient flow from the same start (black), target strengths (dotted; with weight decay also
-    the fixed points, dash-dotted)."""
+    the fixed points, dash-dotted). A mode that weight decay switches off (`decaying_modes`, or
+    no fixed point) gets no target line: its label says it decays to 0."""
     fig, ax = new_figure(size=(6.5, 4.4))
     t = run.t
-    flow = dl.mode_flow(model, data, t, weight_decay=weight_decay) if model.init == "aligned" else None
+    star, decays, kappa = _settled(model, data, weight_decay)
+    flow = dl.mode_flow(model, data, t, weight_decay=kappa) if model.init == "aligned" else None
     s = dl.effective_modes(data).s
-    star = dl.fixed_points(model, data, weight_decay) if weight_decay else None
+    labelled = set()                                    # one legend entry per kind of line
+
+    def once(kind):
+        if kind in labelled:
+            return None
+        labelled.add(kind)
+        return kind
+
     for i in range(run.modes.shape[-1]):
         c = f"C{i % 10}"
-        _band(ax, t, run.modes[..., i], c, f"mode {i + 1}, s = {s[i]:.3g} (networks)")
-        first = i == 0                                  # one legend entry per kind of line
+        note = f"; {_decays_note(kappa)}" if decays[i] else ""
+        _band(ax, t, run.modes[..., i], c, f"mode {i + 1}, s = {s[i]:.3g} (networks{note})")
         if sde is not None:
             lo, hi = np.nanpercentile(sde.modes[..., i], [10, 90], axis=0)
-            ax.plot(t[t > 0], lo[t > 0], color=c, ls="--", lw=0.9,
-                    label="per-mode SDE, 10% and 90%" if first else None)
+            ax.plot(t[t > 0], lo[t > 0], color=c, ls="--", lw=0.9, label=once("per-mode SDE, 10% and 90%"))
             ax.plot(t[t > 0], hi[t > 0], color=c, ls="--", lw=0.9)
         if flow is not None:
-            ax.plot(t[t > 0], flow[t > 0, i], color="k", lw=0.9, label="gradient flow" if first else None)
-        ax.axhline(s[i], color=c, ls=":", lw=0.7, label="target s_i" if first else None)
-        if star is not None and np.isfinite(star[i]):
-            ax.axhline(star[i], color=c, ls="-.", lw=0.7, label="fixed point with decay" if first else None)
+            ax.plot(t[t > 0], flow[t > 0, i], color="k", lw=0.9, label=once("gradient flow"))
+        if decays[i]:                                   # its target is 0: nothing to settle at
+            continue
+        ax.axhline(s[i], color=c, ls=":", lw=0.7, label=once("target s_i without decay" if kappa else "target s_i"))
+        if kappa:
+            ax.axhline(star[i], color=c, ls="-.", lw=0.7, label=once("fixed point with decay"))
     ax.set_xscale("log")
     ax.set_xlabel("t = steps x eta")
     ax.set_ylabel("mode strength pi_i = u_i^T W v_i")
@@ -55,17 +114,24 @@ def modes_figure(run, model, data, sde=None, title=None, weight_decay: float = 0
     return fig
 
 
-def staircase_figure(run, data, title=None):
+def staircase_figure(run, data, title=None, *, model=None, weight_decay: float = 0.0):
     """Population loss against time (median, band) with the predicted plateaus (dotted) and the
-    median learning times of the modes (vertical lines)."""
-    from .deep_linear import learning_times_of
+    median half-learning times of the modes (vertical lines; a seed that never learned a mode
+    counts as later than all, the label says how many seeds learned it, and a mode half or fewer
+    of the seeds learned gets no line, only a legend entry saying so).
 
+    With weight decay (`weight_decay` > 0, and then `model`, the dmft.DeepLinear the run was
+    trained as) each mode settles at its fixed point (`dl.fixed_points`), not at s_i: the
+    plateaus keep a learned mode's shrinkage s_i - pi_i* (`_plateau_levels`), the learning times
+    are to half the fixed point, and a mode the decay switches off (`decaying_modes`) has target
+    0: no learning time, its s_i^2 / 2 stays in every plateau, and the legend says it decays."""
     fig, ax = new_figure(size=(6.5, 4.4))
+    targets, decays, kappa = _settled(model, data, weight_decay)
     _band(ax, run.t, run.test_loss, "k", "population loss (networks)")
-    pl = dl.plateaus(data)
-    lo, hi = staircase_ylim(run, data)
+    levels = _plateau_levels(data, model=model, weight_decay=kappa)
+    lo, hi = staircase_ylim(run, data, model=model, weight_decay=kappa)
     ax.set_ylim(lo, hi)
-    shown = [(k, lev) for k, lev in enumerate(pl["levels"]) if lo < lev < hi]
+    shown = [(k, lev) for k, lev in enumerate(levels) if lo < lev < hi]
     for k, lev in shown:
         ax.axhline(lev, color="grey", ls=":", lw=0.8)
     # labels at the left, in log space at least `gap` apart (close plateaus pushed up in turn)
@@ -76,27 +142,49 @@ def staircase_figure(run, data, title=None):
         y_prev = y
         ax.text(0.01, 10 ** y, f"plateau {k}: {lev:.3g}", transform=ax.get_yaxis_transform(), fontsize=7,
                 color="grey", va="bottom", ha="left")
-    tl = learning_times_of(run, data)
+    tl = learning_times_of(run, data, targets=targets if kappa else None)
     for i in range(tl.shape[1]):
-        t_i = np.median(tl[:, i])
-        if np.isfinite(t_i):
-            ax.axvline(t_i, color=f"C{i % 10}", lw=0.8, label=f"mode {i + 1} learned (median)")
+        if decays[i]:
+            ax.plot([], [], color=f"C{i % 10}", lw=0.8, label=f"mode {i + 1}: {_decays_note(kappa)}, never learned")
+        else:
+            _learning_line([ax], tl[:, i], i)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("t = steps x eta")
     ax.set_ylabel("population loss |W - M|^2/2 + d_out sigma^2/2")
-    ax.set_title(title or "saddle-to-saddle staircase (dotted: predicted plateaus)", fontsize=9)
+    decay = f", weight decay {kappa:g}: modes settle at their fixed points" if kappa else ""
+    ax.set_title(title or f"saddle-to-saddle staircase (dotted: predicted plateaus{decay})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return fig
 
 
-def staircase_ylim(run, data) -> tuple[float, float]:
+def _plateau_levels(data, *, model=None, weight_decay: float = 0.0) -> np.ndarray:
+    """(levels,) the staircase's loss plateaus, in learning order (decreasing s): `dl.plateaus(data)["levels"]`
+    without weight decay. With decay kappa (`model` needed) a learned mode settles at its fixed
+    point pi_i*, so it leaves (s~_i - pi_i*)^2 / 2 behind (the decay's shrinkage on the target it
+    fits, s~_i on a fixed set), and a mode the decay switches off is never learned: its s_i^2 / 2
+    stays in every plateau, which are one fewer per such mode. Plateau k: d_out sigma^2 / 2 +
+    the sum of s_j^2 / 2 over the modes not yet learned + the shrinkage of the k learned."""
+    targets, decays, kappa = _settled(model, data, weight_decay)
+    pl = dl.plateaus(data)
+    if not kappa:
+        return np.asarray(pl["levels"], dtype=np.float64)
+    s = np.asarray(data.s, dtype=np.float64)
+    left = np.where(decays, 0.0, dl.effective_modes(data).s - targets) ** 2 / 2   # learned: the shrinkage
+    order = [int(j) for j in pl["order"] if not decays[j]]
+    levels = [pl["noise_floor"] + sum(s[j] ** 2 / 2 for j in range(s.size) if j not in order[:k])
+              + sum(left[j] for j in order[:k]) for k in range(len(order) + 1)]
+    return np.asarray(levels, dtype=np.float64)
+
+
+def staircase_ylim(run, data, *, model=None, weight_decay: float = 0.0) -> tuple[float, float]:
     """The loss axis of the staircase: from a fifth of the lowest positive plateau (the noise
-    floor, or without label noise the weakest mode's plateau) to twice the highest plateau or
-    loss shown; a loss that keeps falling once every mode is learned leaves the axis there
-    instead of squeezing the steps into a few of many decades."""
-    levels = np.asarray(dl.plateaus(data)["levels"], dtype=np.float64)
+    floor, or without label noise the weakest mode's plateau; with weight decay the plateaus of
+    `_plateau_levels`) to twice the highest plateau or loss shown; a loss that keeps falling once
+    every mode is learned leaves the axis there instead of squeezing the steps into a few of many
+    decades."""
+    levels = _plateau_levels(data, model=model, weight_decay=weight_decay)
     pos = levels[levels > 0]
     band = np.nanpercentile(run.test_loss, 90, axis=0)[np.asarray(run.t) > 0]
     top = max(float(pos.max()), float(np.nanmax(band)) if np.isfinite(band).any() else 0.0)
@@ -105,32 +193,34 @@ def staircase_ylim(run, data) -> tuple[float, float]:
 
 def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay: float = 0.0):
     """Drift and diffusion along each mode against time (networks median and band; the
-    formulas at the measured modes, dashed), with each mode's half-learning time (solid
-    vertical; with weight decay, half its fixed point) and the theory's diffusion peak (dotted
-    vertical)."""
-    from .deep_linear import learning_times_of
-
+    formulas at the measured modes, dashed), with each mode's median half-learning time over the
+    seeds (solid vertical; with weight decay, half its fixed point; a seed that never learned the
+    mode counts as later than all, the legend says how many learned it, and a mode half or fewer
+    learned gets no line, only a legend entry) and the theory's diffusion peak (dotted vertical).
+    A mode that weight decay switches off (`decaying_modes`) gets neither: its label says it
+    decays to 0."""
     fig, axes = new_figure(1, 2, size=(12, 4.2))
     t = run.t
+    targets, decays, kappa = _settled(model, data, weight_decay)
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
     # the networks record d pi / dt of the full-batch step, the decay's -L kappa pi included
     mu = dl.drift(model, data, run.modes, eta0=eta0, batch_size=batch_size, ito=False,
-                  weight_decay=weight_decay)
-    targets = dl.fixed_points(model, data, weight_decay) if weight_decay else None
-    tl = np.median(learning_times_of(run, data, targets=targets), axis=0)
-    peaks = (dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
+                  weight_decay=kappa)
+    tl = learning_times_of(run, data, targets=targets if kappa else None)
+    peaks = (dl.diffusion_peaks(model, data, eta0=eta0, batch_size=batch_size, weight_decay=kappa)
              if model.init == "aligned" else None)
     for i in range(run.modes.shape[-1]):
         c = f"C{i % 10}"
-        _band(axes[0], t, run.drift[..., i], c, f"mode {i + 1}")
-        _band(axes[1], t, run.diffusion[..., i], c, f"mode {i + 1}")
+        label = f"mode {i + 1}" + (f": {_decays_note(kappa)}" if decays[i] else "")
+        _band(axes[0], t, run.drift[..., i], c, label)
+        _band(axes[1], t, run.diffusion[..., i], c, label)
         axes[0].plot(t[t > 0], np.nanmedian(mu[..., i], 0)[t > 0], color=c, ls="--", lw=0.8)
         axes[1].plot(t[t > 0], np.nanmedian(D[..., i], 0)[t > 0], color=c, ls="--", lw=0.8)
-        for ax in axes:
-            if np.isfinite(tl[i]):
-                ax.axvline(tl[i], color=c, lw=0.8)
-            if peaks is not None and ax is axes[1]:
-                ax.axvline(peaks["t_peak"][i], color=c, lw=0.8, ls=":")
+        if decays[i]:                                   # target 0: no learning time, no peak
+            continue
+        _learning_line(axes, tl[:, i], i)
+        if peaks is not None and np.isfinite(peaks["t_peak"][i]):
+            axes[1].axvline(peaks["t_peak"][i], color=c, lw=0.8, ls=":")
     axes[0].set_ylabel("drift d pi / dt (full-batch gradient)")
     axes[1].set_ylabel("diffusion Var[delta pi] / eta per step")
     axes[1].set_yscale("log")
@@ -148,8 +238,6 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
     """Histograms of each mode after t = after against the predicted stationary density
     (solid) and its Boltzmann approximation (dashed; around the fixed point with decay; a mode
     that decays to 0 from its start gets no curve, only a note)."""
-    from .deep_linear import decaying_modes
-
     t = np.asarray(run.t, float)
     if isinstance(after, bool) or not isinstance(after, (int, float, np.number)) or not after < t[-1]:
         raise InputError(f"after: need a time before the run's last save t = {t[-1]:g} (the histograms are of "
