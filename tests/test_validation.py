@@ -9,7 +9,7 @@ import types
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -215,16 +215,18 @@ def _near(bound, how, k, eps):
 
 
 def _reads(shown, tolerance):
-    """The verdict a reader works out from a check's shown value and tolerance (exact decimals)."""
-    from decimal import Decimal
+    """The verdict a reader works out from a check's shown value and tolerance (exact decimals:
+    the default 28 digits rounded 0.5 + 4.941e-324 to 0.5)."""
+    from decimal import Decimal, localcontext
 
-    v = Decimal(shown)
-    if tolerance.startswith("|z| <= "):
-        return abs(v) <= Decimal(tolerance[len("|z| <= "):])
-    if tolerance.startswith("<= "):
-        return v <= Decimal(tolerance[3:])
-    center, half = tolerance.split(" +- ")
-    return abs(v - Decimal(center)) <= Decimal(half)
+    with localcontext(prec=2000):
+        v = Decimal(shown)
+        if tolerance.startswith("|z| <= "):
+            return abs(v) <= Decimal(tolerance[len("|z| <= "):])
+        if tolerance.startswith("<= "):
+            return v <= Decimal(tolerance[3:])
+        center, half = tolerance.split(" +- ")
+        return abs(v - Decimal(center)) <= Decimal(half)
 
 
 _short = st.builds(lambda m, e: float(f"{m}e{e}"), st.integers(1, 9999), st.integers(-5, 0))
@@ -234,6 +236,7 @@ _short = st.builds(lambda m, e: float(f"{m}e{e}"), st.integers(1, 9999), st.inte
 @given(tols=st.tuples(_short, _short, _short, _short), center=st.sampled_from([-0.5, -1.0, -0.25, 0.5]),
        how=st.sampled_from(["ulps", "rel"]), k=st.integers(-3, 3), eps=st.floats(-1e-3, 1e-3),
        upper=st.booleans())
+@example(tols=(1.0, 1.0, 0.5, 1.0), center=-0.5, how="ulps", k=1, eps=0.0, upper=True)   # slope 5e-324
 def test_verdicts_follow_from_the_values_shown(tols, center, how, k, eps, upper):
     """Near its tolerance a check's value is shown with the digits its verdict needs, against the
     tolerance as it is compared: the console, report.md and report.json showed 0.0081 <= 0.0081
