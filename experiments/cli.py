@@ -12,7 +12,12 @@ Your own data: save the arrays with `dmft.Dataset(x, y, x_test, y_test).save("mi
 and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]: a relative
 path there is relative to the TOML file; with --set, to the current directory).
 
-Exit codes: 0 done (or already complete), 1 a check failed with --strict,
+A rerun into a results directory that holds a complete run of the same job is "already
+complete" (nothing done); one that changes only [check] (the verdicts' tolerances; validate,
+solve, simulate and dln) judges the saved results again without recomputing them and rewrites
+the reports ("re-checked"); any other change is refused unless --force (which recomputes).
+
+Exit codes: 0 done (or already complete, or re-checked), 1 a check failed with --strict,
 2 bad configuration or arguments, 3 the output location is unusable, holds something
 else or is in use by another live run, 4 a numerical failure (divergence, no convergence),
 5 the numbers were saved but a figure could not be drawn, 128 + the signal's number when
@@ -233,7 +238,8 @@ def _grok(args) -> int:
 def _dln(args) -> int:
     from . import dln
     from .config import flag_overrides
-    from .output import failures_recorded, prepare_output, raise_plot_errors, write_manifest
+    from .dln.job import recheck
+    from .output import RECHECK, failures_recorded, prepare_output, raise_plot_errors, write_manifest
 
     over = flag_overrides({"train.seeds": args.seeds, "train.steps": args.steps}, args.overrides)
     cfg = dln.load_config(args.config, over, full=args.full)
@@ -241,14 +247,18 @@ def _dln(args) -> int:
     _check_network_dtype(cfg, args.x64)
     dln.build(cfg)                                   # values the generators refuse, before compute
     out = args.out or os.path.join("results", "dln")
-    if not prepare_output(out, "dln", cfg, args.force, log=_say):
+    claimed = prepare_output(out, "dln", cfg, args.force, log=_say, recheck=True)
+    if not claimed:
         print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
         return EXIT_OK
-    _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
-    with failures_recorded(out, "dln", cfg):
-        res = dln.run(cfg, out, log=_say, progress=_progress(args))
-    raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
-    write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
+    if claimed == RECHECK:                 # only [check] changed: the saved runs are judged again
+        res = recheck(cfg, out, log=_say)
+    else:
+        _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
+        with failures_recorded(out, "dln", cfg):
+            res = dln.run(cfg, out, log=_say, progress=_progress(args))
+        raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
+        write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
     for c in res["report"]["checks"]:
         print(f"{c['name']:<36} {c['verdict']}  {c['detail']}")
     print(f"report: {res['files']['report'][0]}")

@@ -4,6 +4,12 @@ A results directory holds run.json (the command, configuration, environment and
 status), config.toml, theory/ and networks/ (.npz + .json each), figures/ and
 report.md + report.json (`experiments.output`, `experiments.report`).
 
+A rerun that changes only the [check] section (the verdicts' tolerances) of a complete run
+computes nothing: the job reads the saved results back (each file verified against the
+SHA-256 that run.json recorded), judges them under the new tolerances and rewrites
+report.md, report.json and run.json ("rechecked"); the results and figures stay as they are
+(no figure shows a tolerance).
+
 Example:
     >>> from experiments.jobs import load_config
     >>> cfg = load_config(None, overrides=["sweep.gamma0=[0.5, 1.0]", "train.steps=100"])
@@ -30,7 +36,8 @@ from . import config as _config
 from . import problem as _problem
 from . import report as _report
 from .config import Field
-from .output import failures_recorded, prepare_output, raise_plot_errors, read_manifest, write_manifest
+from .output import (RECHECK, failures_recorded, prepare_output, raise_plot_errors, read_manifest, recheck_note,
+                     release, start_recheck, verify_files, write_manifest)
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -121,21 +128,31 @@ def _check_test_set(cfg: dict, data, job: str) -> None:
 def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: bool = False,
             log=print, started=None) -> dict:
     """Run `job` ("solve", "simulate" or "validate") into `out`; `started()`, when given, is
-    called once the run has claimed `out`, before it computes (not when already complete).
+    called once the run has claimed `out`, before it computes (not when already complete or
+    re-checked).
+
+    A complete run in `out` that differs only in its [check] section is re-checked, not
+    computed: its saved results are read back (each file verified against run.json's digests;
+    a missing or changed one is refused as for a damaged complete run, OutputConflict), judged
+    under `cfg["check"]`, and report.md, report.json and run.json are rewritten; the results
+    and figures stay as they are.
 
     Returns:
-        {"status": "complete" | "already complete", "checks": [...], "files": {...}} (files: paths
-        under `out`)
+        {"status": "complete" | "already complete" | "rechecked", "checks": [...], "files": {...}}
+        (files: paths under `out`)
     """
     if job not in JOBS:
         raise InputError(f"job must be one of {JOBS}, got {job!r}")
     prob = preflight(cfg, job)
-    if not prepare_output(out, job, cfg, force, log=log):
+    claimed = prepare_output(out, job, cfg, force, log=log, recheck=True)
+    if not claimed:
         log(f"{out}: this run is already complete (same command and configuration); "
             "pass --force to recompute")
         old = read_manifest(out)
         return {"status": "already complete", "checks": old.get("checks", []),
                 "files": _files_map(old.get("files", {}), lambda rel: os.path.join(out, *rel.split("/")))}
+    if claimed == RECHECK:
+        return _recheck(job, cfg, out, prob, log)
     if started is not None:
         started()
     with failures_recorded(out, job, cfg):
@@ -178,6 +195,47 @@ def _run(job, cfg, out, prob, progress) -> dict:
     raise_plot_errors(out, job, cfg, plot_errors, checks=checks, files=recorded)
     write_manifest(out, job, cfg, "complete", {"checks": checks, "files": recorded})
     return {"status": "complete", "checks": checks, "files": files, "sweep": sweep}
+
+
+def _recheck(job, cfg, out, prob, log) -> dict:
+    """Judge the complete run in `out` (which differs from `cfg` only in its [check] section)
+    under `cfg["check"]` from its saved results, and rewrite its reports and run.json; nothing
+    is computed again. The results are read back verified (`output.verify_files`) before
+    anything is written; the figures show no tolerance, so they stay."""
+    old = read_manifest(out)
+    sim = cfg["simulate"]
+    gamma0s = [float(g) for g in cfg["sweep"]["gamma0"]]
+    widths = [int(w) for w in sim["widths"]] if job != "solve" else []
+    read = _report.saved_files(gamma0s, widths, theory=job != "simulate") + ["report.json"]
+    try:                                    # (nothing is written before the results are read)
+        verify_files(out, read, old.get("digests"))
+        if job == "simulate":
+            runs = _report.read_runs(out, gamma0s, widths)
+        else:
+            sweep = _report.read_results(out, prob.model, prob.data, prob.schedule, gamma0s, widths,
+                                         sim["seeds"], _report.read_report(out).get("timings"))
+    except BaseException:
+        release(out)
+        raise
+    recorded = old.get("files") if isinstance(old.get("files"), dict) else {}
+    figures = {name: os.path.join(out, *rel.split("/")) for name, rel in (recorded.get("figures") or {}).items()}
+    note = recheck_note(old, cfg)
+    start_recheck(out, job, cfg)
+    with failures_recorded(out, job, cfg):
+        if job == "simulate":
+            checks, sweep = [], None
+            md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures, rechecked=note)
+        else:
+            checks = verdicts(sweep, cfg["check"])
+            md, js = _report.write_report(sweep, cfg, out, checks, figures, rechecked=note)
+        files = {"report": [md, js], "figures": figures,
+                 "results": [os.path.join(out, *rel.split("/")) for rel in read if rel.endswith(".npz")]}
+        recorded = _files_map(files, lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
+    write_manifest(out, job, cfg, "complete", {"checks": checks, "files": recorded, "rechecked": note})
+    log(f"{out}: re-checked the saved results under the new [check] section "
+        f"({', '.join(note['differing']) or 'no key changed'}) without recomputing: report.md, report.json "
+        "and run.json rewritten; results and figures kept as they were")
+    return {"status": "rechecked", "checks": checks, "files": files, "sweep": sweep}
 
 
 def simulate(model, data, gamma0s, widths, seeds, schedule, train_kw, key, progress=False) -> dict:

@@ -8,7 +8,14 @@ dies, however it dies: a run.json still "running" under a free lock is a run tha
 A directory that holds a different run is refused (`OutputConflict`); rerunning the same
 configuration finds it complete and does nothing unless forced, after checking every file
 against the SHA-256 that run.json recorded when the run completed (a missing or changed file is
-refused, naming it); that needs no write access. A run is the same when its
+refused, naming it); that needs no write access. A run that differs from the complete run in
+the directory only in its [check] section (the verdicts' tolerances: same command, code, inputs
+and everything else) is not computed again when its job can judge the saved results
+(`prepare_output(..., recheck=True)` returns `RECHECK`): every file of the run is verified
+first (a missing or changed one is refused as for "already complete"), the job reads the
+results back, verifying each file it reads (`verify_files`), and claims the directory with
+`start_recheck`, which keeps the results and figures (their recorded digests carry over) while
+the reports, config.toml and run.json are written anew. A run is the same when its
 command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it ran on,
 and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
@@ -46,7 +53,8 @@ from .config import differences, to_toml
 from .problem import data_digest
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "release", "OutputConflict",
-           "OutputError", "PlotError", "draw_figures", "raise_plot_errors"]
+           "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
+           "start_recheck", "verify_files", "recheck_note"]
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory
@@ -62,6 +70,10 @@ _MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL}
 _RECORDING: dict[str, set] = {}
 _JOURNALS: dict[str, int] = {}     # directory -> descriptor of its journal, while recording
 _LOCKS: dict[str, int] = {}        # directory -> descriptor holding its lock
+# directory -> {file: SHA-256} of a re-checked run's files, kept as the run that computed them
+# wrote them (verified when the recheck claimed the directory): its new run.json carries their
+# digests over, and a failure lists them among the files a rerun removes
+_KEPT: dict[str, dict] = {}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -112,6 +124,7 @@ def _start_recording(out: str) -> None:
 
 
 def _stop_recording(root: str):
+    _KEPT.pop(root, None)
     fd = _JOURNALS.pop(root, None)
     if fd is not None:
         os.close(fd)
@@ -283,12 +296,20 @@ def _clear(out: str, old: dict) -> tuple[int, list]:
 # another limit is the same run, as a scan resumes under one (`scan.execute.SETTINGS`)
 SETTINGS = ("max_memory_gb",)
 
+# the section of a job's configuration that holds only the verdicts' tolerances: the saved results
+# decide the verdicts under another one (`RECHECK`)
+CHECK_SECTION = "check"
 
-def _identity(cfg) -> dict:
-    """A configuration less its `SETTINGS`: what makes two runs the same run."""
+# what `prepare_output` returns for a run whose results are judged again, not computed
+RECHECK = "recheck"
+
+
+def _identity(cfg, checks: bool = True) -> dict:
+    """A configuration less its `SETTINGS`: what makes two runs the same run (without
+    `checks`, also less its `CHECK_SECTION`: what makes the results the same)."""
     cfg = jsonable(cfg) if isinstance(cfg, dict) else {}
     return {sec: ({k: v for k, v in table.items() if k not in SETTINGS} if isinstance(table, dict) else table)
-            for sec, table in cfg.items()}
+            for sec, table in cfg.items() if checks or sec != CHECK_SECTION}
 
 
 def _legacy_inputs(old: dict, inputs: dict) -> dict:
@@ -386,15 +407,21 @@ def release(out: str | None = None) -> None:
             os.close(fd)
 
 
-def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None) -> bool:
+def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck: bool = False) -> bool | str:
     """Claim the directory for this run and hold its lock until the run ends (the final
-    write_manifest releases it). Returns False when the same run is already complete: nothing
-    is written then, so a finished run in a read-only place is found too. `log` (default:
-    stderr) hears of a previous run that was killed and of files kept that are not dmft's.
+    write_manifest releases it). Returns True when the job is to compute, False when the same
+    run is already complete: nothing is written then, so a finished run in a read-only place is
+    found too. With `recheck` (a job that can judge saved results again), `RECHECK` when the
+    directory holds a complete run of this command, code and inputs that differs only in its
+    [check] section (`CHECK_SECTION`), every file of it as run.json recorded: nothing is written
+    yet and the lock is held; the job reads the results (`verify_files`), then `start_recheck`.
+    `log` (default: stderr) hears of a previous run that was killed and of files kept that are
+    not dmft's.
 
     Raises:
         OutputConflict: a live run holds it, before anything is touched (also with force); it
-            holds another run (or files not written by dmft) and force is off.
+            holds another run (or files not written by dmft) and force is off; the run to
+            re-check has a missing or changed file.
         OutputError: it cannot be created or written.
     """
     out = os.fspath(out)
@@ -402,7 +429,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None) -> bool
     if os.path.isdir(out):
         _lock(out, create=False)
     try:
-        claimed = _claim(out, job, cfg, force, log or _say)
+        claimed = _claim(out, job, cfg, force, log or _say, recheck)
     except BaseException:
         release(out)
         raise
@@ -411,7 +438,24 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None) -> bool
     return claimed
 
 
-def _claim(out: str, job: str, cfg: dict, force: bool, say) -> bool:
+def _damaged(out: str, damaged: list) -> OutputConflict:
+    """The refusal of a complete run whose files are not as run.json recorded them."""
+    return OutputConflict(
+        f"{out}: run.json says this run is complete, but its files are not as written: "
+        + "; ".join(damaged[:8]) + (f" (and {len(damaged) - 8} more)" if len(damaged) > 8 else "")
+        + ". Pass --force to compute it again, or choose another --out.")
+
+
+def _only_checks_differ(old: dict, job: str, cfg: dict, same_inputs: bool) -> bool:
+    """`old` is a complete run of this command, code and inputs, with digests, whose configuration
+    differs from `cfg` in its [check] section alone: its results decide the new verdicts."""
+    return (old.get("status") == "complete" and old.get("command") == job and same_inputs
+            and old.get("code") == code_digest() and isinstance(old.get("digests"), dict)
+            and bool(old["digests"])
+            and _identity(old.get("config"), checks=False) == _identity(cfg, checks=False))
+
+
+def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = False) -> bool | str:
     """prepare_output's checks and claim: refusals first, write access only for a run to compute."""
     path = os.path.join(out, MANIFEST)
     previous = False
@@ -430,12 +474,15 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say) -> bool:
         if same and old.get("status") == "complete" and not force:
             damaged = check_digests(out, old.get("digests"))
             if damaged:            # (edited files are not replaced without --force, of any code)
-                raise OutputConflict(
-                    f"{out}: run.json says this run is complete, but its files are not as written: "
-                    + "; ".join(damaged[:8]) + (f" (and {len(damaged) - 8} more)" if len(damaged) > 8 else "")
-                    + ". Pass --force to compute it again, or choose another --out.")
+                raise _damaged(out, damaged)
             if old.get("code") == code_digest():
                 return False
+        if recheck and not same and not force and _only_checks_differ(old, job, cfg, same_inputs):
+            damaged = check_digests(out, old["digests"])     # every file: none is laundered into new digests
+            if damaged:
+                raise _damaged(out, damaged)
+            check_writable(out)
+            return RECHECK
         if not same and not force:          # (the same run of other code is computed again)
             diff = differences(_identity(old.get("config", {})), _identity(cfg))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))
@@ -495,6 +542,55 @@ def check_digests(out: str, recorded) -> list:
     return problems
 
 
+def verify_files(out: str, files, recorded) -> None:
+    """Before a job reads the files `files` (paths relative to `out`) of a previous run: each is
+    one the run recorded (`recorded`, run.json's digests) and is as it was written; else the
+    refusal of a damaged complete run (OutputConflict, naming each), before anything is written."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    files = list(dict.fromkeys(files))
+    damaged = [f"{rel} is missing" if not os.path.isfile(os.path.join(out, *rel.split("/"))) else
+               f"{rel} was not recorded by the run" for rel in files if rel not in recorded]
+    damaged += check_digests(out, {rel: recorded[rel] for rel in files if rel in recorded})
+    if damaged:
+        raise _damaged(out, damaged)
+
+
+def start_recheck(out: str, job: str, cfg: dict) -> dict:
+    """Claim `out` to re-check its complete run (after `prepare_output` returned `RECHECK` and the
+    job has read the results): the lock is held, the run's files are kept (the journal lists them
+    and the final run.json carries their recorded digests over, unless the recheck writes one
+    anew), run.json says "running" under `cfg` and config.toml is `cfg`. Returns the previous
+    run.json. A recheck that fails or is interrupted from here on is an unfinished run: its
+    next rerun computes it again, as for any run."""
+    old = read_manifest(out)
+    kept = old.get("digests") if isinstance(old.get("digests"), dict) else {}
+    try:
+        check_writable(out)
+        _lock(out, create=True)
+        _sign_lock(out)
+        _start_recording(out)
+        root = os.path.realpath(out)
+        _KEPT[root] = {str(rel): digest for rel, digest in kept.items() if _is_ours(str(rel))}
+        os.write(_JOURNALS[root], "".join(f"{rel}\n" for rel in _KEPT[root]).encode())
+        write_manifest(out, job, cfg, "running")
+        with open(os.path.join(out, "config.toml"), "w") as fh:
+            fh.write(to_toml(cfg))
+    except BaseException as err:
+        release(out)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError(f"{out}: cannot write the results directory ({err.strerror or err})") from err
+        raise
+    return old
+
+
+def recheck_note(old: dict, cfg: dict) -> dict:
+    """What run.json records of a recheck: the [check] section the results were judged under
+    before and the keys that changed."""
+    before = (old.get("config") or {}).get(CHECK_SECTION, {})
+    return {"previous_check": before,
+            "differing": differences({CHECK_SECTION: before}, {CHECK_SECTION: jsonable(cfg.get(CHECK_SECTION, {}))})}
+
+
 def write_manifest(out, job, cfg, status, extra=None) -> None:
     """run.json: command, status, configuration, environment, pid and host (and extra fields),
     atomically. A complete run also records the SHA-256 of every file it wrote, so that a rerun
@@ -505,10 +601,12 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
            "host": socket.gethostname()}
     if extra:
         man.update(jsonable(extra))
+    kept = {rel: d for rel, d in _KEPT.get(os.path.realpath(out), {}).items()     # (a recheck's)
+            if os.path.isfile(os.path.join(out, *rel.split("/")))}
     if status == "complete":
-        man["digests"] = digests(out, stop=True)
+        man["digests"] = dict(sorted({**kept, **digests(out, stop=True)}.items()))
     elif status != "running":          # failed, interrupted, plot_failed: what a rerun removes
-        man["written"] = _written(out, stop=True)
+        man["written"] = sorted({*kept, *_written(out, stop=True)})
     tmp = os.path.join(out, MANIFEST + ".tmp")
     try:
         with open(tmp, "w") as fh:

@@ -1,7 +1,9 @@
 """The report of the validate, solve and simulate jobs: Markdown + JSON + figures + raw results.
 
 The verdicts come from `validation.verdicts` (each check against a stated tolerance of
-the [check] section); this module writes them, the tables and the figures to disk.
+the [check] section); this module writes them, the tables and the figures to disk, and reads
+the raw results back (`read_results`, `read_runs`: a rerun under another [check] section
+judges them again instead of computing them; the caller verifies the files first).
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import os
 
 import numpy as np
 
+import dmft
+import networks
 from dmft import io as _io
-from validation import plots
-from validation.compare import theory_se
+from validation import LazyToRich, plots
+from validation.compare import theory_se, width_scaling
 
 from .config import to_toml
 from .output import draw_figures, precision_line
 
 __all__ = ["write_report", "write_results", "write_runs", "write_figures", "write_ensemble_figure",
-           "write_simulation_report", "verdict_table", "FIGURES"]
+           "write_simulation_report", "verdict_table", "FIGURES", "saved_files", "read_results", "read_runs",
+           "read_report", "recheck_line"]
 
 FIGURES = {"losses": plots.theory_vs_networks, "lazy_to_rich": plots.lazy_to_rich_summary,
            "width_scaling": plots.width_scaling_plot, "relative_error": plots.relative_error_in_time}
@@ -100,16 +105,29 @@ def _scaling_table(sweep):
     return rows
 
 
+def _theory_stem(name: str, g) -> str:
+    """theory/NAME_gamma0_G (name: "dmft" or "lazy"), relative to the results directory."""
+    return f"theory/{name}_gamma0_{g:g}"
+
+
+def _network_stem(g, w) -> str:
+    return f"networks/gamma0_{g:g}_N{w}"
+
+
+def _path(out: str, rel: str) -> str:
+    return os.path.join(out, *rel.split("/"))
+
+
 def write_results(sweep, out: str) -> list[str]:
     """Raw results: theory/*.npz+json and networks/*.npz+json. Returns the stems."""
     stems = []
     for g in sweep.gamma0s:
         for name, sol in (("dmft", sweep.solutions[g]), ("lazy", sweep.lazy[g])):
-            stem = os.path.join(out, "theory", f"{name}_gamma0_{g:g}")
+            stem = _path(out, _theory_stem(name, g))
             sol.save(stem)
             stems.append(stem)
         for w in sweep.widths:
-            stem = os.path.join(out, "networks", f"gamma0_{g:g}_N{w}")
+            stem = _path(out, _network_stem(g, w))
             sweep.runs[g][w].save(stem)
             stems.append(stem)
     return stems
@@ -120,10 +138,50 @@ def write_runs(runs: dict, out: str) -> list[str]:
     stems = []
     for g, by_width in runs.items():
         for w, run in by_width.items():
-            stem = os.path.join(out, "networks", f"gamma0_{g:g}_N{w}")
+            stem = _path(out, _network_stem(g, w))
             run.save(stem)
             stems.append(stem)
     return stems
+
+
+def saved_files(gamma0s, widths, theory: bool = True) -> list[str]:
+    """The raw results' files (relative to the results directory, in the order `write_results`,
+    or without `theory` `write_runs`, writes them): .npz then .json of each result."""
+    stems = []
+    for g in gamma0s:
+        stems += [_theory_stem(name, g) for name in ("dmft", "lazy")] if theory else []
+        stems += [_network_stem(g, w) for w in widths]
+    return [stem + ext for stem in stems for ext in (".npz", ".json")]
+
+
+def read_runs(out: str, gamma0s, widths) -> dict:
+    """The ensembles `write_runs` saved, read back (each verified by `networks.Run.load`):
+    gamma0 -> {width -> networks.Run}."""
+    return {float(g): {int(w): networks.Run.load(_path(out, _network_stem(g, w))) for w in widths}
+            for g in gamma0s}
+
+
+def read_results(out: str, model, data, schedule, gamma0s, widths, seeds, timings=None) -> LazyToRich:
+    """The sweep whose raw results `write_results` saved in `out`, read back (`dmft.Solution.load`,
+    `networks.Run.load`, each verifying its files) with its width scaling computed again from
+    them (`validation.compare.width_scaling`, as `validation.lazy_to_rich` does): the verdicts
+    and reports of a sweep need nothing else. `model`, `data` and `schedule` are the problem the
+    results were computed for (its configuration's); `timings` are the computation's (the
+    previous report's), not measured here."""
+    gamma0s, widths = [float(g) for g in gamma0s], [int(w) for w in widths]
+    sols = {g: dmft.Solution.load(_path(out, _theory_stem("dmft", g))) for g in gamma0s}
+    lazy = {g: dmft.Solution.load(_path(out, _theory_stem("lazy", g))) for g in gamma0s}
+    runs = read_runs(out, gamma0s, widths) if widths else {}
+    scaling = {g: width_scaling(sols[g], runs[g]) for g in runs}
+    timings = {"theory_s": 0.0, "networks_s": 0.0, **(timings if isinstance(timings, dict) else {})}
+    return LazyToRich(model, data, gamma0s, widths, int(seeds), sols, lazy, runs, scaling, timings, schedule)
+
+
+def read_report(out: str) -> dict:
+    """report.json of `out` ({} when it is not a JSON object)."""
+    with open(os.path.join(out, "report.json")) as fh:
+        rep = json.load(fh)
+    return rep if isinstance(rep, dict) else {}
 
 
 def write_ensemble_figure(runs: dict, out: str) -> tuple[dict, dict]:
@@ -131,8 +189,8 @@ def write_ensemble_figure(runs: dict, out: str) -> tuple[dict, dict]:
     return draw_figures({"networks": lambda: plots.ensemble_losses(runs)}, os.path.join(out, "figures"))
 
 
-def write_simulation_report(runs, model, data, cfg, out, figures):
-    """report.md + report.json for network ensembles alone."""
+def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dict | None = None):
+    """report.md + report.json for network ensembles alone (`rechecked`: as for `write_report`)."""
     env = _io.environment()
     rows = []
     for g, by_width in runs.items():
@@ -145,7 +203,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
                          "diverged": run.info["diverged"], "wall_s": run.info["wall_s"]})
     rep = {"task": data.describe(), "model": model.describe(), "ensembles": rows,
            "figures": {k: os.path.relpath(v, out) for k, v in figures.items()},
-           "config": cfg, "environment": env}
+           "config": cfg, "environment": env, **({"rechecked": rechecked} if rechecked else {})}
     js = os.path.join(out, "report.json")
     with open(js, "w") as fh:
         json.dump(_io.jsonable(rep), fh, indent=2)
@@ -154,7 +212,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures):
              f"C = {data.C}; two-layer `{model.activation.name}` network, {model.readout} readouts, "
              f"{'centered' if model.centered else 'not centered'}; trained in DMFT units "
              "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares). "
-             f"{precision_line(env)}", ""]
+             f"{precision_line(env)}", ""] + ([recheck_line(rechecked), ""] if rechecked else [])
     lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
                      "weight change", "diverged", "s"],
                     [[f"{r['gamma0']:g}", r["width"], r["seeds"],
@@ -177,9 +235,16 @@ def write_figures(sweep, out: str, names=None) -> tuple[dict, dict]:
     return draw_figures(makers, os.path.join(out, "figures"))
 
 
+def recheck_line(note: dict) -> str:
+    """The reports' sentence on a recheck (`experiments.output.recheck_note`)."""
+    changed = ", ".join(note.get("differing") or []) or "no key"
+    return (f"Re-checked: these verdicts judge the saved results of an earlier run under a changed [check] "
+            f"section ({changed}); nothing was computed again (timings are that run's).")
+
+
 def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict,
-                 environment: dict | None = None) -> tuple[str, str]:
-    """report.md and report.json in `out`."""
+                 environment: dict | None = None, rechecked: dict | None = None) -> tuple[str, str]:
+    """report.md and report.json in `out` (`rechecked`: the recheck's record, said in both)."""
     environment = environment or _io.environment()
     final = _final_table(sweep)
     scaling = _scaling_table(sweep) if sweep.widths else []
@@ -191,6 +256,8 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
               "config": cfg, "environment": environment,
               "theory_info": {f"{g:g}": {k: v for k, v in sweep.solutions[g].info.items()
                                           if k not in ("config", "residuals")} for g in sweep.gamma0s}}
+    if rechecked:
+        report["rechecked"] = rechecked
     json_path = os.path.join(out, "report.json")
     with open(json_path, "w") as fh:
         json.dump(_io.jsonable(report), fh, indent=2)
@@ -208,6 +275,8 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         f"C = {data.C}; two-layer `{m.activation.name}` network, {m.readout} readouts, "
         f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; {what}. "
         f"{timing}. {precision_line(environment)}", ""]
+    if rechecked:
+        lines += [recheck_line(rechecked), ""]
     if verdicts:
         lines += ["## Checks", ""]
         lines += _table(["check", "value", "tolerance", "verdict", "detail"],

@@ -6,6 +6,11 @@ the per-mode SDE paths and gradient flow (`dmft.deep_linear`), the comparisons o
 the saddle-to-saddle picture a random small-init ensemble. Writes figures/, runs/
 (.npz + .json), report.md and report.json.
 
+Every verdict follows from the saved ensembles and SDE paths (`_judge`, `vdl.staircase`), so a
+rerun that changes only [check] judges them again (`recheck`: the runs read back verified
+against run.json's digests) and rewrites the reports and run.json, computing nothing; no figure
+shows a tolerance, so the figures stay.
+
     from experiments import dln
     cfg = dln.load_config(None, ["train.steps=2000", "train.seeds=256"])
     dln.run(cfg, "results/dln")
@@ -24,14 +29,16 @@ import dmft
 import networks
 from dmft import deep_linear as dl
 from dmft.io import environment, jsonable
+from networks.deep_linear import DeepLinearRun
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
 
-from ..output import draw_figures
+from ..output import (draw_figures, failures_recorded, read_manifest, recheck_note, release, start_recheck,
+                      verify_files, write_manifest)
 from .config import build, sde_memory_limit
 from .report import markdown
 
-__all__ = ["run"]
+__all__ = ["run", "recheck", "checks"]
 
 
 def _study(cfg, st, out, log, progress):
@@ -43,53 +50,41 @@ def _study(cfg, st, out, log, progress):
     log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
         f"({run.info['steps_per_s']:.3g} runs x steps / s)")
     eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
-    targets = dl.fixed_points(st.model, st.data, kappa) if kappa else None       # where decay settles
+    star = dl.fixed_points(st.model, st.data, kappa) if kappa else None
+    # where decay settles: the fixed point, or NaN for a mode it switches off (also one with a
+    # fixed point that starts below its barrier): no learning time then
+    targets = None if star is None else np.where(vdl.decaying_modes(st.model, st.data, kappa), np.nan, star)
     res = {"sigma": st.sigma, "weight_decay": kappa,
-           "fixed_points": None if targets is None else targets.tolist(), "data": st.data.describe(), "model": st.model.describe(),
+           "fixed_points": None if star is None else star.tolist(), "data": st.data.describe(), "model": st.model.describe(),
            "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"],
            "networks_diverged": len(run.info["diverged"])}
     sde = None
-    chk = cfg["check"]
     if st.model.init == "aligned":
         t0 = time.perf_counter()
         sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
                           max_memory_gb=sde_memory_limit(cfg))
         res["sde_s"] = time.perf_counter() - t0
-        res["modes"] = vdl.compare_modes(run, sde, z_max=chk["z_max"], effect=chk["effect"],
-                                         target_rel=chk["target_rel"],
-                                         spread=(chk["spread_low"], chk["spread_high"]))
         res["sde_diverged"] = len(sde.info["diverged"])
         peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B, weight_decay=kappa)
         res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
         res["learning_times_flow"] = dl.learning_times(st.model, st.data, weight_decay=kappa).tolist()
     res["learning_times_networks"] = np.median(vdl.learning_times_of(run, st.data, targets=targets),
                                                axis=0).tolist()
-    res["diffusion"] = vdl.compare_diffusion(run, st.model, st.data, eta0=eta, batch_size=B,
-                                             band=(chk["diffusion_low"], chk["diffusion_high"]),
-                                             weight_decay=kappa)
+    res.update(_judge(cfg, st, run, sde, log))
     after = cfg["theory"]["stationary_after"] * st.schedule.final_time
-    if st.sigma > 0 or kappa > 0:          # with decay the law is a density even without label noise
-        try:
-            res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
-                                                   ks_max=chk["ks_max"], weight_decay=kappa)
-        except (dl.ShallowWellError, dl.PointMassError) as err:   # no density to compare with
-            res["stationary"], res["stationary_error"] = None, str(err)
-            log(f"  {tag}: no stationary law: {err}")
-    else:
+    if not (st.sigma > 0 or kappa > 0):
         final = run.modes[:, -1]
-        res["stationary"] = None
         res["point_mass"] = {"max_abs_distance_to_target": float(np.nanmax(np.abs(
             final - np.asarray(res["effective_s"])))), "t": float(run.t[-1])}
-    sub = os.path.join(out, "runs", f"sigma_{st.sigma:g}")
-    run.save(os.path.join(sub, "networks"))
+    run.save(_saved(out, st, "networks"))
     if sde is not None:
-        sde.save(os.path.join(sub, "sde"))
+        sde.save(_saved(out, st, "sde"))
     tag = f"sigma_{st.sigma:g}"
     decay = f", weight decay {kappa:g}" if kappa else ""
     makers = {f"modes_{tag}": lambda: figs.modes_figure(run, st.model, st.data, sde, weight_decay=kappa,
                                                         title=f"modes, label noise {st.sigma:g}{decay}"),
-              f"loss_{tag}": lambda: figs.staircase_figure(run, st.data,
-                                                           title=f"population loss, label noise {st.sigma:g}"),
+              f"loss_{tag}": lambda: figs.staircase_figure(run, st.data, model=st.model, weight_decay=kappa,
+                                                           title=f"population loss, label noise {st.sigma:g}{decay}"),
               f"noise_{tag}": lambda: figs.noise_figure(run, st.model, st.data, eta0=eta, batch_size=B,
                                                         weight_decay=kappa,
                                                         title=f"drift and diffusion, label noise {st.sigma:g}{decay}"),
@@ -100,6 +95,33 @@ def _study(cfg, st, out, log, progress):
     paths, errors = draw_figures(makers, os.path.join(out, "figures"), dpi=110)
     res["plot_errors"] = errors
     res["figures"] = paths
+    return res
+
+
+def _judge(cfg, st, run, sde, log) -> dict:
+    """The records of a study that its [check] section decides, from its networks (`run`) and
+    SDE paths (`sde`, None for a random init): "modes" (networks against the SDE), "diffusion"
+    and "stationary" (None without label noise or decay, or with "stationary_error" where there
+    is no density to compare with). The same for a run and its recheck."""
+    chk = cfg["check"]
+    eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
+    res = {}
+    if sde is not None:
+        res["modes"] = vdl.compare_modes(run, sde, z_max=chk["z_max"], effect=chk["effect"],
+                                         target_rel=chk["target_rel"],
+                                         spread=(chk["spread_low"], chk["spread_high"]))
+    res["diffusion"] = vdl.compare_diffusion(run, st.model, st.data, eta0=eta, batch_size=B,
+                                             band=(chk["diffusion_low"], chk["diffusion_high"]),
+                                             weight_decay=kappa)
+    res["stationary"] = None
+    if st.sigma > 0 or kappa > 0:          # with decay the law is a density even without label noise
+        after = cfg["theory"]["stationary_after"] * st.schedule.final_time
+        try:
+            res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
+                                                   ks_max=chk["ks_max"], weight_decay=kappa)
+        except (dl.ShallowWellError, dl.PointMassError) as err:   # no density to compare with
+            res["stationary_error"] = str(err)
+            log(f"  sigma={st.sigma:g}: no stationary law: {err}")
     return res
 
 
@@ -114,7 +136,7 @@ def _staircase(cfg, st, out, log, progress):
     log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
     res = vdl.staircase(run, st.data, rel=cfg["check"]["plateau_rel"])
     res["init_scale"] = model.init_scale
-    run.save(os.path.join(out, "runs", f"sigma_{st.sigma:g}", "staircase"))
+    run.save(_saved(out, st, "staircase"))
     name = f"staircase_sigma_{st.sigma:g}"
     paths, errors = draw_figures({name: lambda: figs.staircase_figure(
         run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), label noise {st.sigma:g}")},
@@ -139,9 +161,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     results = []
     for st in studies:
         res = _study(cfg, st, out, log, progress)
-        if cfg["staircase"]["seeds"] > 0 and st.sigma == min(s.sigma for s in studies):
-            # the deterministic staircase, at the smallest label noise (with noise at this step size
-            # the weak modes drown in the SGD fluctuations of the strong ones)
+        if _has_staircase(cfg, st, studies):
             res["staircase"] = _staircase(cfg, st, out, log, progress)
         results.append(res)
     report = {"studies": results, "config": cfg, "environment": environment(),
@@ -157,6 +177,95 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     return {"report": report, "files": {"report": [os.path.join(out, "report.md"),
                                                    os.path.join(out, "report.json")],
                                         "figures": figures}, "plot_errors": _plot_errors(results)}
+
+
+def _stem(st, name: str) -> str:
+    """Where a study's result `name` ("networks", "sde", "staircase") is saved, relative to the
+    results directory."""
+    return f"runs/sigma_{st.sigma:g}/{name}"
+
+
+def _saved(out: str, st, name: str) -> str:
+    return os.path.join(out, *_stem(st, name).split("/"))
+
+
+def _stems(cfg, st, studies) -> dict:
+    """A study's saved results, as `_study` and `_staircase` save them: {"networks", "sde" (an
+    aligned start), "staircase" (the study `run` gives one)} -> stem (relative)."""
+    names = ["networks"] + (["sde"] if st.model.init == "aligned" else []) \
+        + (["staircase"] if _has_staircase(cfg, st, studies) else [])
+    return {name: _stem(st, name) for name in names}
+
+
+def _has_staircase(cfg, st, studies) -> bool:
+    """The deterministic staircase runs at the smallest label noise (with noise at this step size
+    the weak modes drown in the SGD fluctuations of the strong ones)."""
+    return cfg["staircase"]["seeds"] > 0 and st.sigma == min(s.sigma for s in studies)
+
+
+def _figure(out: str, path) -> str:
+    """A file the previous run recorded (at whatever --out it was given), in `out`."""
+    return os.path.join(out, "figures", os.path.basename(str(path)))
+
+
+def recheck(cfg: dict, out: str, *, log=print) -> dict:
+    """Judge the complete run in `out`, which differs from `cfg` only in its [check] section,
+    under `cfg["check"]`, from its saved networks, SDE paths and staircase ensemble (read back
+    and verified against run.json's digests before anything is written: a missing or changed
+    file is refused as for a damaged complete run), then rewrite report.md, report.json and
+    run.json ("complete", with the new checks and a "rechecked" record). Nothing is computed
+    again and the runs and figures stay (no figure shows a tolerance). `prepare_output(...,
+    recheck=True)` must have returned `RECHECK` for `out`.
+
+    Returns {"status": "rechecked", "report", "files"} as `run` does."""
+    old = read_manifest(out)
+    try:                                    # (nothing is written before the results are read)
+        verify_files(out, ["report.json"], old.get("digests"))
+        with open(os.path.join(out, "report.json")) as fh:
+            previous = json.load(fh)
+        studies = build(cfg)                 # (the same studies, in the same order, as the run's)
+        saved = []
+        for r, st in zip(previous["studies"], studies, strict=True):
+            stems = _stems(cfg, st, studies)
+            verify_files(out, [stem + ext for stem in stems.values() for ext in (".npz", ".json")],
+                         old.get("digests"))
+            saved.append((r, st, DeepLinearRun.load(_saved(out, st, "networks")),
+                          dl.ModeSDE.load(_saved(out, st, "sde")) if "sde" in stems else None,
+                          DeepLinearRun.load(_saved(out, st, "staircase")) if "staircase" in stems else None))
+    except BaseException:
+        release(out)
+        raise
+    note = recheck_note(old, cfg)
+    start_recheck(out, "dln", cfg)
+    with failures_recorded(out, "dln", cfg):
+        results = []
+        for r, st, run_, sde, stair in saved:
+            res = {k: v for k, v in r.items() if k not in ("modes", "diffusion", "stationary", "stationary_error")}
+            res.update(_judge(cfg, st, run_, sde, log))
+            res["figures"] = {k: _figure(out, v) for k, v in (r.get("figures") or {}).items()}
+            if stair is not None:
+                kept = r["staircase"]
+                res["staircase"] = {**vdl.staircase(stair, st.data, rel=cfg["check"]["plateau_rel"]),
+                                    "init_scale": kept["init_scale"],
+                                    "figure": _figure(out, kept["figure"]) if kept.get("figure") else None,
+                                    "plot_errors": kept.get("plot_errors") or {}}
+            results.append(res)
+        report = {"studies": results, "config": cfg, "environment": environment(),
+                  "wall_s": previous.get("wall_s", 0.0), "rechecked": note}
+        report["checks"] = checks(report)
+        with open(os.path.join(out, "report.json"), "w") as fh:
+            json.dump(jsonable(report), fh, indent=1)
+        with open(os.path.join(out, "report.md"), "w") as fh:
+            fh.write(markdown(report))
+    write_manifest(out, "dln", cfg, "complete", {"checks": report["checks"], "rechecked": note})
+    log(f"{out}: re-checked the saved runs under the new [check] section ({', '.join(note['differing'])}) "
+        "without recomputing: report.md, report.json and run.json rewritten; runs and figures kept as they were")
+    figures = {k: v for r in results for k, v in r["figures"].items()}
+    figures.update({f"staircase_sigma_{r['sigma']:g}": r["staircase"]["figure"] for r in results
+                    if r.get("staircase") and r["staircase"].get("figure")})
+    return {"status": "rechecked", "report": report,
+            "files": {"report": [os.path.join(out, "report.md"), os.path.join(out, "report.json")],
+                      "figures": figures}}
 
 
 def _summary(rows) -> str:

@@ -50,19 +50,23 @@ def markdown(rep: dict) -> str:
              + (f", weight decay kappa = {tr['weight_decay']:g} (theory and networks; the modes settle at "
                 f"the fixed points, not the targets; the staircase ensemble trains without decay)"
                 if tr.get("weight_decay") else "") + "; "
-             f"teacher: {_teacher(rep['studies'])}. {precision_line(rep.get('environment', {}))}", "",
-             "Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
-             "docs/derivations.md (section 6), its stationary law. Time t = steps x eta. A comparison passes "
-             "within its statistical tolerance or within its effect-size tolerance ([check] effect, ks_max): "
-             "with a thousand networks the statistics resolve the reduction's known O(eta/B) cross-mode shift "
-             "(docs/derivations.md), which the effect size says is small.", "",
-             f"A mode's mean passes by one of three rules, named in the table's \"passed by\" column: "
-             f"|z| <= {chk['z_max']:g} ([check] z_max), |difference| / SDE spread <= {chk['effect']:g} "
-             f"([check] effect), or |difference| / target <= {chk['target_rel']:g} ([check] target_rel: an "
-             f"ensemble collapsed on its target has no spread to compare with); and its spread ratio must lie "
-             f"in [{chk['spread_low']:g}, {chk['spread_high']:g}] wherever the SDE's spread exceeds "
-             f"{chk['target_rel']:g} x the target (\"not compared\" below it).", "",
-             "## Verdicts", "", "| check | verdict | detail |", "|---|---|---|"]
+             f"teacher: {_teacher(rep['studies'])}. {precision_line(rep.get('environment', {}))}", ""]
+    if rep.get("rechecked"):
+        changed = ", ".join(rep["rechecked"].get("differing") or []) or "no key"
+        lines += [f"Re-checked: these verdicts judge the saved runs of an earlier run under a changed [check] "
+                  f"section ({changed}); nothing was computed again (times are that run's).", ""]
+    lines += ["Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
+              "docs/derivations.md (section 6), its stationary law. Time t = steps x eta. A comparison passes "
+              "within its statistical tolerance or within its effect-size tolerance ([check] effect, ks_max): "
+              "with a thousand networks the statistics resolve the reduction's known O(eta/B) cross-mode shift "
+              "(docs/derivations.md), which the effect size says is small.", "",
+              f"A mode's mean passes by one of three rules, named in the table's \"passed by\" column: "
+              f"|z| <= {chk['z_max']:g} ([check] z_max), |difference| / SDE spread <= {chk['effect']:g} "
+              f"([check] effect), or |difference| / target <= {chk['target_rel']:g} ([check] target_rel: an "
+              f"ensemble collapsed on its target has no spread to compare with); and its spread ratio must lie "
+              f"in [{chk['spread_low']:g}, {chk['spread_high']:g}] wherever the SDE's spread exceeds "
+              f"{chk['target_rel']:g} x the target (\"not compared\" below it).", "",
+              "## Verdicts", "", "| check | verdict | detail |", "|---|---|---|"]
     lines += [f"| {_cell(c['name'])} | **{c['verdict']}** | {_cell(c['detail'])} |" for c in rep["checks"]]
     for r in rep["studies"]:
         lines += ["", f"## Label noise sigma = {r['sigma']:g}", "",

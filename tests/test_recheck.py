@@ -1,0 +1,247 @@
+"""A rerun that changes only the [check] section (the verdicts' tolerances) of a complete run
+judges the saved results again instead of computing them: the verdicts follow the new
+tolerances and equal a full recomputation's, the results and figures are left as they are,
+a damaged file is refused as for any damaged complete run, and any other change is still a
+different run."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from experiments import cli
+
+VALIDATE = ["--no-progress", "--gamma0", "1", "--samples", "64", "--steps", "4", "--set", "train.save_every=2",
+            "--widths", "4", "--seeds", "2", "--set", "task.D=3", "--set", "task.P=6", "--set", "task.P_test=4"]
+DLN = ["--no-progress", "--steps", "4", "--set", "train.save_every=2", "--seeds", "4", "--set", "theory.paths=8",
+       "--set", "teacher.label_noise=[1.0]", "--set", "staircase.seeds=2", "--set", "staircase.steps=20"]
+REPORTS = {"report.md", "report.json", "run.json", "config.toml", ".dmft-written", ".dmft-lock", ".dmft-owned"}
+
+
+def _tree(out):
+    """Every file under `out`: relative path -> (bytes, mtime in ns)."""
+    found = {}
+    for d, _, files in os.walk(out):
+        for f in files:
+            path = os.path.join(d, f)
+            with open(path, "rb") as fh:
+                found[os.path.relpath(path, out).replace(os.sep, "/")] = (fh.read(), os.stat(path).st_mtime_ns)
+    return found
+
+
+def _bytes(out):
+    """Every file under `out`: relative path -> bytes (the lock file's mtime changes under any run
+    that takes it, refused or not)."""
+    return {k: v[0] for k, v in _tree(out).items()}
+
+
+def _kept(out):
+    """The results and figures (everything a recheck must leave untouched)."""
+    return {k: v for k, v in _tree(out).items() if k not in REPORTS}
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err
+    return code, captured.out, captured.err
+
+
+def _man(out):
+    return json.loads((out / "run.json").read_text())
+
+
+def _no_compute(monkeypatch):
+    """Any solve, training or SDE from here on fails the test."""
+    import dmft
+    import networks
+    from dmft import deep_linear
+    from experiments import jobs
+
+    def boom(*a, **k):
+        raise AssertionError("a recheck computed")
+
+    for owner, name in ((dmft, "solve"), (networks, "train"), (jobs, "lazy_to_rich"), (deep_linear, "mode_sde")):
+        monkeypatch.setattr(owner, name, boom)
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory):
+    """A complete tiny validate run (computed once; each test works on a copy)."""
+    out = tmp_path_factory.mktemp("recheck") / "v"
+    assert cli.main(["validate", "--out", str(out)] + VALIDATE) == 0
+    return out
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _verdicts(checks):
+    return {c["name"]: c["verdict"] for c in checks}
+
+
+def test_only_a_tolerance_changed_rechecks_without_recomputing(validated, tmp_path, capsys, monkeypatch):
+    out = _copy(validated, tmp_path / "v")
+    before, kept = _man(out), _kept(out)
+    agreement = "agreement gamma0=1 N=4"
+    assert _verdicts(before["checks"])[agreement] == "FAIL"           # 0.087 > 0.05 at width 4
+    _no_compute(monkeypatch)
+    loose = ["--set", "check.agreement_rel=0.5"]
+    code, stdout, err = _run(["validate", "--out", str(out), "--strict"] + VALIDATE + loose, capsys)
+    assert code == 0, err                         # every verdict passes now: --strict exits 0
+    assert "re-checked the saved results under the new [check] section (check.agreement_rel) without " \
+           "recomputing" in err, err
+    assert agreement in stdout and "FAIL" not in stdout and "report:" in stdout
+    assert _kept(out) == kept                     # results and figures: the same bytes, not even touched
+    man = _man(out)
+    assert man["status"] == "complete" and man["config"]["check"]["agreement_rel"] == 0.5
+    assert man["rechecked"] == {"previous_check": before["config"]["check"], "differing": ["check.agreement_rel"]}
+    assert _verdicts(man["checks"]) == {**_verdicts(before["checks"]), agreement: "PASS"}
+    assert set(man["digests"]) == set(before["digests"]) and man["files"] == before["files"]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["checks"] == man["checks"] and rep["config"]["check"]["agreement_rel"] == 0.5
+    assert rep["timings"] == json.loads((validated / "report.json").read_text())["timings"]
+    md = (out / "report.md").read_text()
+    assert "Re-checked:" in md and "agreement_rel = 0.5" in md
+    # the rechecked run is complete as recorded: the same command again finds it so
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + loose, capsys)
+    assert code == 0 and "already complete" in err, err
+    # a verdict that fails on a recheck: --strict's exit code, as after a computed run
+    tight = loose + ["--set", "check.agreement_sigma=0.5"]
+    code, stdout, err = _run(["validate", "--out", str(out), "--strict"] + VALIDATE + tight, capsys)
+    assert code == cli.EXIT_CHECK and "(check.agreement_sigma)" in err, err
+    man = _man(out)
+    assert _verdicts(man["checks"])["agreement z gamma0=1 N=4"] == "FAIL" and _kept(out) == kept
+    md = (out / "report.md").read_text()
+    # a full recomputation under the new tolerances (--force still recomputes) gives the same verdicts
+    monkeypatch.undo()
+    code, _, err = _run(["validate", "--out", str(out), "--force"] + VALIDATE + tight, capsys)
+    assert code == 0 and f"writing {out}" in err and "re-checked" not in err, err
+    forced = _man(out)
+    assert forced["checks"] == man["checks"] and "rechecked" not in forced
+    assert all(_kept(out)[k][1] != kept[k][1] for k in kept)          # every result written again
+    redone = (out / "report.md").read_text()
+    strip = lambda text: [ln for ln in text.splitlines()                                 # noqa: E731
+                          if not ln.startswith(("Re-checked:", "Task `")) and ln]
+    assert strip(redone) == strip(md)
+
+
+def test_simulate_and_solve_recheck_through_run_job(tmp_path, monkeypatch):
+    from experiments import jobs
+
+    sets = ["task.D=3", "task.P=6", "task.P_test=4", "train.steps=4", "train.save_every=2", "sweep.gamma0=[1.0]",
+            "simulate.widths=[4]", "simulate.seeds=2", "theory.samples=64"]
+    quiet = lambda *a: None                                   # noqa: E731
+    results = {}
+    for job in ("simulate", "solve"):
+        out = str(tmp_path / job)
+        assert jobs.run_job(job, jobs.load_config(None, sets), out, log=quiet)["status"] == "complete"
+        results[job] = (out, _kept(out))
+    _no_compute(monkeypatch)
+    said = []
+    for job, (out, kept) in results.items():
+        res = jobs.run_job(job, jobs.load_config(None, sets + ["check.lazy_rel=1e-12"]), out, log=said.append)
+        assert res["status"] == "rechecked" and _kept(out) == kept
+        assert "without recomputing" in said[-1]
+        man = json.loads(open(os.path.join(out, "run.json")).read())
+        assert man["status"] == "complete" and man["config"]["check"]["lazy_rel"] == 1e-12
+        if job == "solve":
+            assert _verdicts(res["checks"]) == {"lazy limit gamma0=1": "FAIL"} and man["checks"] == res["checks"]
+        else:
+            assert res["checks"] == [] and "networks" in res["files"]["figures"]
+
+
+def test_a_damaged_results_file_is_refused_not_rechecked(validated, tmp_path, capsys, monkeypatch):
+    from dmft.errors import OutputConflict
+    from experiments import output
+
+    out = _copy(validated, tmp_path / "v")
+    with open(out / "theory" / "dmft_gamma0_1.npz", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\0" * 64)
+    tree = _bytes(out)
+    _no_compute(monkeypatch)
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + ["--set", "check.agreement_rel=0.5"], capsys)
+    assert code == cli.EXIT_OUTPUT, err
+    assert "run.json says this run is complete, but its files are not as written: theory/dmft_gamma0_1.npz " \
+           "was changed or damaged" in err and "--force" in err, err
+    assert _bytes(out) == tree                                        # nothing written, nothing removed
+    # a file the job reads is verified again as it reads it (damaged after the claim's check)
+    with pytest.raises(OutputConflict, match="dmft_gamma0_1.npz was changed or damaged"):
+        output.verify_files(str(out), ["theory/dmft_gamma0_1.npz"], _man(out)["digests"])
+    with pytest.raises(OutputConflict, match="theory/extra.npz is missing"):
+        output.verify_files(str(out), ["theory/extra.npz"], _man(out)["digests"])
+    # a missing figure too: a recheck would record the run's files as complete
+    out = _copy(validated, tmp_path / "w")
+    os.remove(out / "figures" / "losses.png")
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + ["--set", "check.agreement_rel=0.5"], capsys)
+    assert code == cli.EXIT_OUTPUT and "figures/losses.png is missing" in err, err
+
+
+def test_a_change_outside_check_is_still_a_different_run(validated, tmp_path, capsys):
+    out = _copy(validated, tmp_path / "v")
+    tree = _bytes(out)
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE
+                        + ["--set", "check.agreement_rel=0.5", "--set", "train.eta0=0.25"], capsys)
+    assert code == cli.EXIT_OUTPUT and "already holds a different run" in err, err
+    assert "check.agreement_rel" in err and "train.eta0" in err, err
+    # of other code (an edited verdict may read the results otherwise): a different run too
+    man = _man(out)
+    man["code"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(man))
+    tree["run.json"] = _bytes(out)["run.json"]
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + ["--set", "check.agreement_rel=0.5"], capsys)
+    assert code == cli.EXIT_OUTPUT and "already holds a different run" in err, err
+    assert _bytes(out) == tree
+
+
+def test_an_interrupted_recheck_is_an_unfinished_run(validated, tmp_path, capsys, monkeypatch):
+    """Once a recheck has claimed the directory, an interruption leaves run.json "interrupted"
+    listing every file of the run (the kept results too), so the next run computes it again
+    without stale files."""
+    from experiments import report
+
+    out = _copy(validated, tmp_path / "v")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_report", interrupted)
+    tight = ["--set", "check.agreement_rel=0.5"]
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + tight, capsys)
+    assert code == 130, err
+    man = _man(out)
+    assert man["status"] == "interrupted" and set(man["written"]) >= set(_kept(validated)), man["written"]
+    monkeypatch.undo()
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + tight, capsys)
+    assert code == 0 and f"writing {out}" in err and "kept" not in err, err
+    assert _man(out)["status"] == "complete"
+
+
+def test_dln_rechecks_from_its_saved_runs(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "dln"
+    code, _, err = _run(["dln", "--out", str(out)] + DLN, capsys)
+    assert code == 0, err
+    before, kept = _man(out), _kept(out)
+    assert _verdicts(before["checks"])["stationary law sigma=1"] == "FAIL"     # KS ~ 1 after 4 steps
+    _no_compute(monkeypatch)
+    loose = ["--set", "check.ks_max=1.0"]
+    code, stdout, err = _run(["dln", "--out", str(out)] + DLN + loose, capsys)
+    assert code == 0 and "re-checked the saved runs under the new [check] section (check.ks_max)" in err, err
+    assert "report:" in stdout and _kept(out) == kept
+    man = _man(out)
+    assert man["status"] == "complete" and man["rechecked"]["differing"] == ["check.ks_max"]
+    assert _verdicts(man["checks"]) == {**_verdicts(before["checks"]), "stationary law sigma=1": "PASS"}
+    rechecked = json.loads((out / "report.json").read_text())
+    assert rechecked["checks"] == man["checks"] and "Re-checked:" in (out / "report.md").read_text()
+    monkeypatch.undo()
+    code, _, err = _run(["dln", "--out", str(out), "--force"] + DLN + loose, capsys)
+    assert code == 0 and "writing" in err, err
+    forced = json.loads((out / "report.json").read_text())
+    assert forced["checks"] == rechecked["checks"]
+    timing = ("networks_s", "sde_s")
+    assert [{k: v for k, v in s.items() if k not in timing} for s in forced["studies"]] == \
+        [{k: v for k, v in s.items() if k not in timing} for s in rechecked["studies"]]
