@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/dmft validate --config scripts/configs/default.toml --out results/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_dmft.py
