@@ -39,6 +39,13 @@ COMMON_FIELDS = ("t", "f_train", "f_test", "train_loss", "test_loss", "ntk", "fe
                  "gradient_kernel", "alignment", "weight_change", "measures", "info")
 
 
+def _c_order(a):
+    """A numpy array as a C-contiguous one (the same object when it is); anything else as is."""
+    if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+        return np.ascontiguousarray(a).reshape(a.shape)
+    return a
+
+
 class Records:
     """Arrays recorded at saved times plus an `info` dict: the file format and loading shared
     by every result type (a subclass is a dataclass with at least the fields `t` and `info`;
@@ -49,6 +56,18 @@ class Records:
     # records with a time axis after the ensemble axes (checked against t on load)
     TIME_SERIES: ClassVar[tuple] = ()
     TIME_SERIES_GROUPS: ClassVar[tuple] = ()
+
+    def __post_init__(self):
+        # every array in C order, as `load` gives it back: numpy's reductions add in memory
+        # order, so a record kept as a strided view (networks' (S, T, ...) from (T, S, ...)) and
+        # its saved copy summed to values a last digit apart (a re-check's verdict at its edge
+        # differed from the computing run's)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in self.GROUPS and isinstance(v, dict):
+                setattr(self, f.name, {k: _c_order(a) for k, a in v.items()})
+            else:
+                setattr(self, f.name, _c_order(v))
 
     def arrays(self) -> dict:
         """All arrays, flattened with dotted names (for saving)."""
@@ -161,6 +180,7 @@ class Trajectory(Records):
     PREDICT_HINT: ClassVar[str] = "compute it again in this session"
 
     def __post_init__(self):
+        super().__post_init__()
         self._predictor = None
 
     # ------------------------------------------------------------ use

@@ -239,7 +239,7 @@ def _dln(args) -> int:
     from . import dln
     from .config import flag_overrides
     from .dln.job import recheck
-    from .output import RECHECK, failures_recorded, prepare_output, raise_plot_errors, write_manifest
+    from .output import RECHECK, failures_recorded, prepare_output, raise_plot_errors, read_manifest, write_manifest
 
     over = flag_overrides({"train.seeds": args.seeds, "train.steps": args.steps}, args.overrides)
     cfg = dln.load_config(args.config, over, full=args.full)
@@ -250,7 +250,8 @@ def _dln(args) -> int:
     claimed = prepare_output(out, "dln", cfg, args.force, log=_say, recheck=True)
     if not claimed:
         print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
-        return EXIT_OK
+        failed = [c for c in read_manifest(out).get("checks", []) if isinstance(c, dict) and c.get("verdict") == "FAIL"]
+        return EXIT_CHECK if (failed and args.strict) else EXIT_OK      # as the other jobs: its recorded verdicts
     if claimed == RECHECK:                 # only [check] changed: the saved runs are judged again
         res = recheck(cfg, out, log=_say)
     else:

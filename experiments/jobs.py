@@ -37,7 +37,7 @@ from . import problem as _problem
 from . import report as _report
 from .config import Field
 from .output import (RECHECK, failures_recorded, prepare_output, raise_plot_errors, read_manifest, recheck_note,
-                     release, start_recheck, verify_files, write_manifest)
+                     recheck_recorded, release, verify_files, write_manifest)
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -220,8 +220,7 @@ def _recheck(job, cfg, out, prob, log) -> dict:
     recorded = old.get("files") if isinstance(old.get("files"), dict) else {}
     figures = {name: os.path.join(out, *rel.split("/")) for name, rel in (recorded.get("figures") or {}).items()}
     note = recheck_note(old, cfg)
-    start_recheck(out, job, cfg)
-    with failures_recorded(out, job, cfg):
+    with recheck_recorded(out, job, cfg, say=log):
         if job == "simulate":
             checks, sweep = [], None
             md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures, rechecked=note)
@@ -231,7 +230,7 @@ def _recheck(job, cfg, out, prob, log) -> dict:
         files = {"report": [md, js], "figures": figures,
                  "results": [os.path.join(out, *rel.split("/")) for rel in read if rel.endswith(".npz")]}
         recorded = _files_map(files, lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
-    write_manifest(out, job, cfg, "complete", {"checks": checks, "files": recorded, "rechecked": note})
+        write_manifest(out, job, cfg, "complete", {"checks": checks, "files": recorded, "rechecked": note})
     log(f"{out}: re-checked the saved results under the new [check] section "
         f"({', '.join(note['differing']) or 'no key changed'}) without recomputing: report.md, report.json "
         "and run.json rewritten; results and figures kept as they were")

@@ -54,7 +54,7 @@ from .problem import data_digest
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
-           "start_recheck", "verify_files", "recheck_note"]
+           "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES"]
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory
@@ -560,8 +560,9 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
     job has read the results): the lock is held, the run's files are kept (the journal lists them
     and the final run.json carries their recorded digests over, unless the recheck writes one
     anew), run.json says "running" under `cfg` and config.toml is `cfg`. Returns the previous
-    run.json. A recheck that fails or is interrupted from here on is an unfinished run: its
-    next rerun computes it again, as for any run."""
+    run.json. Jobs call it through `recheck_recorded`, which puts the complete run back when
+    the recheck fails or is interrupted; only a recheck killed outright (SIGKILL) leaves an
+    unfinished run, which the next rerun computes again, as for any run."""
     old = read_manifest(out)
     kept = old.get("digests") if isinstance(old.get("digests"), dict) else {}
     try:
@@ -581,6 +582,56 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
             raise OutputError(f"{out}: cannot write the results directory ({err.strerror or err})") from err
         raise
     return old
+
+
+# the files a recheck rewrites: all else in the directory is the complete run's, untouched
+RECHECK_REWRITES = (MANIFEST, "config.toml", "report.md", "report.json")
+
+
+@contextlib.contextmanager
+def recheck_recorded(out: str, job: str, cfg: dict, say=None):
+    """Claim `out` for a recheck (`start_recheck`; yields the previous run.json) and, on any error
+    or interruption within (the final write_manifest included), put the files a recheck
+    rewrites (`RECHECK_REWRITES`) back as they were, release the directory and propagate: the
+    results were never touched, so the complete run stays complete and verified, under its own
+    configuration (a failed recheck threw it away: its next run recomputed everything). `say`
+    (default: stderr) hears that it was kept."""
+    before = {}
+    for name in RECHECK_REWRITES:
+        try:
+            with open(os.path.join(out, name), "rb") as fh:
+                before[name] = fh.read()
+        except FileNotFoundError:
+            before[name] = None
+    try:
+        yield start_recheck(out, job, cfg)
+    except BaseException as err:
+        lost = _put_back(out, before)
+        release(out)
+        (say or _say)(f"{out}: the re-check stopped ({type(err).__name__}); "
+                      + (f"could not put back {', '.join(lost)}: the run may be recomputed next time" if lost
+                         else "the complete run is kept as it was, under its previous [check] section"))
+        raise
+
+
+def _put_back(out: str, before: dict) -> list:
+    """Write each file of `before` ({name: bytes, or None for none}) back into `out` atomically;
+    the names that could not be."""
+    lost = []
+    for name, data in before.items():
+        path = os.path.join(out, name)
+        try:
+            if data is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                continue
+            tmp = path + ".restore"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            lost.append(name)
+    return lost
 
 
 def recheck_note(old: dict, cfg: dict) -> dict:

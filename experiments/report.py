@@ -212,7 +212,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
              f"C = {data.C}; two-layer `{model.activation.name}` network, {model.readout} readouts, "
              f"{'centered' if model.centered else 'not centered'}; trained in DMFT units "
              "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares). "
-             f"{precision_line(env)}", ""] + ([recheck_line(rechecked), ""] if rechecked else [])
+             f"{precision_line(env)}", ""] + ([recheck_line(rechecked, verdicts=False), ""] if rechecked else [])
     lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
                      "weight change", "diverged", "s"],
                     [[f"{r['gamma0']:g}", r["width"], r["seeds"],
@@ -235,9 +235,13 @@ def write_figures(sweep, out: str, names=None) -> tuple[dict, dict]:
     return draw_figures(makers, os.path.join(out, "figures"))
 
 
-def recheck_line(note: dict) -> str:
-    """The reports' sentence on a recheck (`experiments.output.recheck_note`)."""
+def recheck_line(note: dict, verdicts: bool = True) -> str:
+    """The reports' sentence on a recheck (`experiments.output.recheck_note`); without
+    `verdicts` (the simulate job has none) it says only that the report was written again."""
     changed = ", ".join(note.get("differing") or []) or "no key"
+    if not verdicts:
+        return (f"Re-checked: this report was written again for a changed [check] section ({changed}), which "
+                "this job has no verdicts for; nothing was computed again (timings are that run's).")
     return (f"Re-checked: these verdicts judge the saved results of an earlier run under a changed [check] "
             f"section ({changed}); nothing was computed again (timings are that run's).")
 

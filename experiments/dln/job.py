@@ -33,8 +33,8 @@ from networks.deep_linear import DeepLinearRun
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
 
-from ..output import (draw_figures, failures_recorded, read_manifest, recheck_note, release, start_recheck,
-                      verify_files, write_manifest)
+from ..output import (draw_figures, read_manifest, recheck_note, recheck_recorded, release, verify_files,
+                      write_manifest)
 from .config import build, sde_memory_limit
 from .report import markdown
 
@@ -236,8 +236,7 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
         release(out)
         raise
     note = recheck_note(old, cfg)
-    start_recheck(out, "dln", cfg)
-    with failures_recorded(out, "dln", cfg):
+    with recheck_recorded(out, "dln", cfg, say=log):
         results = []
         for r, st, run_, sde, stair in saved:
             res = {k: v for k, v in r.items() if k not in ("modes", "diffusion", "stationary", "stationary_error")}
@@ -257,7 +256,7 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
             json.dump(jsonable(report), fh, indent=1)
         with open(os.path.join(out, "report.md"), "w") as fh:
             fh.write(markdown(report))
-    write_manifest(out, "dln", cfg, "complete", {"checks": report["checks"], "rechecked": note})
+        write_manifest(out, "dln", cfg, "complete", {"checks": report["checks"], "rechecked": note})
     log(f"{out}: re-checked the saved runs under the new [check] section ({', '.join(note['differing'])}) "
         "without recomputing: report.md, report.json and run.json rewritten; runs and figures kept as they were")
     figures = {k: v for r in results for k, v in r["figures"].items()}
