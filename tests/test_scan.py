@@ -938,7 +938,12 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path, monk
     table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0], "train.eta0": [0.5, 0.25]}}}
     res = scan.run(table, str(tmp_path / "beside"))
     final["beside"] = (res["theory.final.test_loss"][0, 0], res["networks.final.test_loss"][0, 0])
-    assert final["one"] == final["after"] == final["beside"], final
+    # a weight-decay axis beside it: its point at decay 0 lost the control variate (a program
+    # batching the decay has none) and read other numbers; it has a program of its own now
+    table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0], "train.weight_decay": [0.0, 0.1]}}}
+    res = scan.run(table, str(tmp_path / "decay"))
+    final["decay"] = (res["theory.final.test_loss"][0, 0], res["networks.final.test_loss"][0, 0])
+    assert final["one"] == final["after"] == final["beside"] == final["decay"], final
     # a width scan solves its one theory once (it did at each width); a samples scan trains its
     # one ensemble once
     computed = {"theory": [], "networks": []}
@@ -1060,6 +1065,19 @@ def test_a_scan_shards_over_the_default_device_when_one_is_set(tmp_path):
                           capture_output=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "['cpu:1']"
+    # devices=[one device] from Python: the session recorded it while everything ran on JAX's
+    # default device (no sharding places a one-device program)
+    code = ("import jax, json, sys; jax.config.update('jax_enable_x64', True)\n"
+            "import dmft.batch as B\nfrom experiments import scan\norig, seen = B._run, set()\n"
+            "def spy(*a, **k):\n    out = orig(*a, **k)\n"
+            "    seen.update(str(d) for leaf in jax.tree_util.tree_leaves(out) for d in leaf.devices())\n"
+            "    return out\nB._run = spy\n"
+            f"res = scan.run(json.loads(sys.argv[1]), {str(tmp_path / 'one')!r}, devices=[jax.devices()[1]])\n"
+            "print(sorted(seen), res.manifest['sessions'][-1]['devices'])")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(_TINY)], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['cpu:1'] ['cpu:1']", done.stdout
 
 
 def test_a_reader_beside_a_running_scan_does_not_call_a_chunk_in_flight_damaged(tmp_path):
@@ -1094,3 +1112,39 @@ def test_a_reader_beside_a_running_scan_does_not_call_a_chunk_in_flight_damaged(
     with open(path, "w") as fh:                      # never recorded: damaged, as before
         json.dump(man, fh)
     assert "not recorded" in scan.load(out).damaged[name + ".npz"]
+
+
+def test_a_deep_linear_point_whose_sde_paths_diverge_is_recorded_not_raised(tmp_path):
+    """A point whose SDE paths all diverged raised out of the scan (its later points were never
+    computed, on every resume), and one where some diverged read NaN theory outputs with nothing
+    saying why. Now theory.diverged_paths counts them and the means are over the others."""
+    table = {"scan": {"kind": "deep_linear", "outputs": ["final"], "chunk": 2, "networks": False,
+                      "grid": {"train.eta0": [0.01, 0.13, 0.5]}},
+             "teacher": {"singular_values": [3.0, 1.0], "d_in": 2, "d_out": 2, "P": 4, "label_noise": 1.0},
+             "model": {"depth": 2, "width": 4, "init": "aligned", "init_scale": 0.3},
+             "train": {"steps": 200, "save_every": 50, "seeds": 4, "batch_size": 1}, "theory": {"paths": 64}}
+    res = scan.run(table, str(tmp_path / "s"))
+    assert res.done.all()
+    paths = res["theory.diverged_paths"]
+    assert paths[0] == 0 and 0 < paths[1] < 64 and paths[2] == 64, paths
+    mean = res["theory.final.modes_mean"]
+    assert np.isfinite(mean[:2]).all() and np.isnan(mean[2]).all(), mean
+
+
+def test_a_failed_last_manifest_write_is_raised(tmp_path, monkeypatch):
+    """The final manifest write's StoreWriteError was swallowed even when no other error was on
+    its way: run() returned complete while the store kept the session "running"."""
+    import errno
+
+    from experiments import store as S
+
+    orig = S.Store.save_manifest
+
+    def full(self):
+        if self.manifest.get("sessions") and self.manifest["sessions"][-1].get("status") == "complete":
+            raise S.StoreWriteError(errno.ENOSPC, "No space left on device")
+        return orig(self)
+
+    monkeypatch.setattr(S.Store, "save_manifest", full)
+    with pytest.raises(dmft.errors.StoreWriteError, match="No space"):
+        scan.run(_TINY, str(tmp_path / "s"))

@@ -12,7 +12,9 @@ Outputs per point (arrays over the r modes, in the teacher's order):
     curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
               theory.modes_mean, .modes_std (T, r)
 
-Always: networks.diverged_seeds. Theory outputs need an aligned start (NaN otherwise). A
+Always: networks.diverged_seeds and theory.diverged_paths (SDE paths that went non-finite;
+the theory's means and spreads are over the others, NaN when none is left). Theory outputs
+need an aligned start (NaN otherwise; no paths, 0 diverged). A
 point draws its networks from fold_in(key(train.seed), id) and its SDE paths from
 fold_in(key(theory.seed), id'), the ids digests of the coordinates each reads
 (`grid.point_ids`): the same numbers in any grid that holds the point.
@@ -21,11 +23,13 @@ fold_in(key(theory.seed), id'), the ids digests of the coordinates each reads
 from __future__ import annotations
 
 import copy
+import warnings
 
 import jax
 import numpy as np
 
 from dmft import deep_linear as dl
+from dmft.errors import DivergenceError
 
 from ..dln.config import build as build_studies
 from ..dln.config import sde_memory_limit
@@ -75,7 +79,7 @@ class DeepLinearGroup:
     def _point(self, i: int, part: str) -> dict:
         """Point i's outputs of one part ("networks": the ensemble; "theory": SDE and flow)."""
         import networks
-        from validation.deep_linear import learning_times_of
+        from validation.deep_linear import decaying_modes, learning_times_of
 
         cfg = _point_config(self.cfg, self.columns, i)
         sc, tr = cfg["scan"], cfg["train"]
@@ -96,8 +100,10 @@ class DeepLinearGroup:
                 out["networks.final.modes_std"] = np.nanstd(modes[:, -1], axis=0)
                 out["networks.final.test_loss"] = np.float64(np.nanmedian(run.test_loss[:, -1]))
             if "learning" in sc["outputs"]:
-                tl = learning_times_of(run, st.data,       # to half the fixed point with decay
-                                       targets=dl.fixed_points(st.model, st.data, kappa) if kappa else None)
+                # to half the fixed point with decay; none for a mode decay switches off
+                targets = (np.where(decaying_modes(st.model, st.data, kappa), np.nan,
+                                    dl.fixed_points(st.model, st.data, kappa)) if kappa else None)
+                tl = learning_times_of(run, st.data, targets=targets)
                 ok = np.isfinite(tl)
                 out["networks.learn.fraction"] = ok.mean(axis=0)
                 # the median over every seed (a mode not learned within the run counts as after
@@ -111,13 +117,25 @@ class DeepLinearGroup:
                 out["networks.test_loss"] = np.nanmedian(run.test_loss, axis=0)
         if part == "theory":
             aligned = st.model.init == "aligned"
-            sde = (dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
-                               key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]), self._id(i, "theory")),
-                               max_memory_gb=sde_memory_limit(cfg))
-                   if aligned else None)
+            paths = cfg["theory"]["paths"]
+            sde_modes = np.full((paths, T, r), np.nan)          # (a random start has no SDE: NaN)
+            out["theory.diverged_paths"] = np.int64(0)
+            if aligned:
+                try:
+                    sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=paths,
+                                      key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]),
+                                                             self._id(i, "theory")),
+                                      max_memory_gb=sde_memory_limit(cfg))
+                    sde_modes = sde.modes
+                    out["theory.diverged_paths"] = np.int64(len(sde.info["diverged"]))
+                except DivergenceError:         # every path diverged: recorded, as networks are
+                    out["theory.diverged_paths"] = np.int64(paths)
+            with warnings.catch_warnings():     # (a diverged path reads NaN from its bad save on)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sde_mean, sde_std = np.nanmean(sde_modes, axis=0), np.nanstd(sde_modes, axis=0)
             if "final" in sc["outputs"]:
-                out["theory.final.modes_mean"] = sde.modes[:, -1].mean(0) if aligned else nan_r
-                out["theory.final.modes_std"] = sde.modes[:, -1].std(0) if aligned else nan_r
+                out["theory.final.modes_mean"] = sde_mean[-1]
+                out["theory.final.modes_std"] = sde_std[-1]
                 out["flow.final.modes"] = (dl.mode_flow(st.model, st.data, [st.schedule.final_time],
                                                         weight_decay=kappa)[0]
                                            if aligned else nan_r)
@@ -130,7 +148,7 @@ class DeepLinearGroup:
                                               if aligned else nan_r)
             if "curves" in sc["outputs"]:
                 out["t"] = st.schedule.times
-                out["theory.modes_mean"] = sde.modes.mean(0) if aligned else np.full((T, r), np.nan)
-                out["theory.modes_std"] = sde.modes.std(0) if aligned else np.full((T, r), np.nan)
+                out["theory.modes_mean"] = sde_mean
+                out["theory.modes_std"] = sde_std
         return out
 

@@ -7,6 +7,7 @@ them all (the chunks travel through JAX's collectives; on CPU, gloo).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -96,7 +97,13 @@ class _GroupRun:
         self.schedule = _problem.build_schedule(cfg["train"])
         self.n_program = -(-min(sc["chunk"], len(group.indices)) // n_devices) * n_devices
         # the batched fields the grid sets (a program batches at least one: gamma0 then)
-        self.batched = {BATCHED[f]: f for f in columns if f in BATCHED} or {"gamma0": None}
+        self.batched = {BATCHED[f]: f for f in columns if f in BATCHED}
+        if "weight_decay" in self.batched and not np.any(columns["train.weight_decay"][group.indices]):
+            # a group without decay (`grid.plan` puts those apart) is solved as dmft.solve solves
+            # it, with the control variate a batched decay turns off for every point
+            del self.batched["weight_decay"]
+            self.schedule = self.schedule.replace(weight_decay=0.0)
+        self.batched = self.batched or {"gamma0": None}
         self.prog = None
         if sc["theory"]:
             final_time = cfg["train"].get("final_time", 0.0) or None
@@ -356,8 +363,16 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         dd = jax.config.jax_default_device       # a device, or a platform's name
         devices = jax.local_devices(backend=dd) if isinstance(dd, str) else [dd]
     sharding, n_dev = _point_sharding(devices)
+    # one device asked for: the programs and ensembles run there (no sharding places them; they
+    # ran on JAX's default device while the session recorded this one)
+    one = list(devices)[0] if devices is not None and len(list(devices)) == 1 else None
+
+    def placed():
+        return jax.default_device(one) if one is not None else contextlib.nullcontext()
+
     groups = _Groups(cfg, pl, sharding, n_dev)
-    comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
+    with placed():
+        comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
     settings = _settings(cfg)
     holder = {}
 
@@ -407,6 +422,7 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
                        computed_points=sum(s["points"] for s in stats.values()),
                        groups=[dict(stats[g.number], group=g.number) for g in pl.groups])
 
+    ended = False               # the loop's end reached: no error on its way
     try:
         if store is not None:
             store.manifest["sessions"].append(session)
@@ -415,7 +431,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
             mine = todo[r + comm.index] if r + comm.index < len(todo) else None
             if mine is not None:
                 groups.release_before(mine.group)      # chunks come group by group
-            blob = b"" if mine is None else _compute(groups, mine, comm)
+            with placed():
+                blob = b"" if mine is None else _compute(groups, mine, comm)
             blobs = comm.allgather(blob)
             errors = comm.agree(lambda: _write(store, blobs, stats, bar, columns, written, account),
                                 first_only=True)
@@ -423,6 +440,7 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
                 e = errors[0]
                 raise _error_class(e["error"])(f"chunk {e['chunk']} (process {e['process']}): "
                                                f"{e['message']}; finished chunks are kept")
+        ended = True
     finally:
         if bar is not None:
             bar.close()
@@ -433,7 +451,9 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
             try:
                 store.save_manifest()
             except StoreWriteError:
-                pass      # the chunks are what matters, and an error is already on its way
+                if ended:     # (else the chunks are what matters, and an error is already on its way)
+                    store.close()
+                    raise
             store.close()
     if comm.count > 1:
         from jax.experimental import multihost_utils
