@@ -436,10 +436,12 @@ class _DecayFlow(_Panels):
             return self.p_and_d(self.w_at(t))[0]
 
     def w_of(self, p: float) -> float:
-        """The variable at p (in this flow's interval)."""
+        """The variable at p (in this flow's interval: rising or falling)."""
         a, b = self.a, self.star
         if self.kind == "rising":
             return math.log((p - a) / (b - p))
+        if self.kind == "falling":
+            return -math.log1p(-b / p)
         raise ValueError(self.kind)
 
 
@@ -480,23 +482,38 @@ def _reals(name: str, value, *, nan_ok: bool = False, flat: bool = True) -> np.n
     return arr.reshape(-1) if flat else arr
 
 
-def _decay_flow(model: DeepLinear, s: float, kappa: float) -> _DecayFlow:
-    """The decay flow of one mode (L > 2, kappa > 0). A start below float range decays to 0 when
-    it is below the barrier; above it (kappa < ~1e-100) it is refused: the flow is in float64."""
-    flow = _DecayFlow(s, model.depth, kappa, _mode_init(model))
-    if flow.pi0 == 0.0 and _log_mode_init(model) > flow.log_a:
-        raise InputError(f"init_scale: with weight_decay = {kappa:g} at depth {model.depth} the start "
-                         f"init_scale^depth = 10^{_log_mode_init(model) / math.log(10):.0f} is below float64's "
+def _decay_flow_from(s: float, L: int, kappa: float, log_pi0: float) -> _DecayFlow:
+    """The decay flow of one mode (L > 2, kappa > 0) from exp(log_pi0). A start below float range
+    decays to 0 when it is below the barrier; above it (kappa < ~1e-100) it is refused (InputError
+    naming init_scale, the only way such a start arises): the flow is in float64."""
+    flow = _DecayFlow(s, L, kappa, math.exp(log_pi0) if log_pi0 < _LOG_MAX else math.inf)
+    if flow.pi0 == 0.0 and log_pi0 > flow.log_a:
+        raise InputError(f"init_scale: with weight_decay = {kappa:g} at depth {L} the start "
+                         f"init_scale^depth = 10^{log_pi0 / math.log(10):.0f} is below float64's "
                          "range but above the decay's barrier; use a larger init_scale or weight_decay = 0")
     return flow
 
 
+def _decay_flow(model: DeepLinear, s: float, kappa: float) -> _DecayFlow:
+    """The decay flow of one mode from the model's aligned start (`_decay_flow_from`)."""
+    _mode_init(model)                                   # refuses an overflowing start
+    return _decay_flow_from(s, model.depth, kappa, _log_mode_init(model))
+
+
 def switched_off(model: DeepLinear, data: LinearTeacher, weight_decay: float = 0.0) -> np.ndarray:
     """(r,) bool: the modes whose gradient flow from the aligned start decays to 0 under weight
-    decay (a start below the barrier, or no fixed point; at L = 2 with s = kappa the decay is
-    algebraic, pi(1e300) = 5e-301, so the missing fixed point decides). All False without decay."""
-    end = mode_flow(model, data, [1e300], weight_decay=weight_decay)[0]
-    return (end == 0) | ~np.isfinite(fixed_points(model, data, weight_decay))
+    decay: no fixed point (`fixed_points` NaN; at L = 2 with s = kappa the decay is algebraic), or
+    for L > 2 a start below the decay's barrier. Decided from the flow's fixed points, not from
+    pi at some late time (a mode learned after t = 1e300 from a tiny start is not switched off).
+    All False without decay."""
+    _check_aligned(model, data, "switched_off")
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
+    s = effective_modes(data).s
+    off = ~np.isfinite(_fixed_points(s, model.depth, kappa))
+    if model.depth > 2 and kappa > 0:
+        for i in np.flatnonzero(~off):
+            off[i] = _decay_flow(model, float(s[i]), kappa).kind == "decaying"
+    return off
 
 
 def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0.0) -> np.ndarray:
@@ -540,6 +557,43 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0
     return out
 
 
+def _flow_time(s: float, L: int, kappa: float, log_from: float, frac: float) -> float:
+    """Gradient-flow time of a mode of target s (weight decay kappa) from the strength
+    exp(log_from) to frac x the value it settles at (pi* = `_fixed_point`; frac < 1 from below,
+    > 1 from above): the closed forms for L <= 2, the quadrature of `_Flow` / `_DecayFlow` else.
+    NaN when the flow from there never reaches that level (it starts at or past it, settles on the
+    other side, or decays to 0); inf when the time exceeds float64's range. The flow is
+    autonomous, so the time between two levels is this function started at the first: no
+    difference of two large times."""
+    if L > 2 and kappa > 0:
+        flow = _decay_flow_from(s, L, kappa, log_from)
+        level = frac * flow.star
+        if not ((flow.kind == "rising" and flow.pi0 < level < flow.star)
+                or (flow.kind == "falling" and flow.star < level < flow.pi0)):
+            return math.nan
+        t = float(flow.time_to(flow.w_of(level)))
+    else:
+        target = _fixed_point(s, L, kappa)             # (L <= 2, or no decay: the closed forms)
+        if not target > 0:
+            return math.nan
+        side, w0 = _branch(target, log_from)
+        if side > 0 and frac < 1:
+            w = math.log(frac / (1 - frac))
+        elif side < 0 and frac > 1:
+            w = -math.log1p(-1.0 / frac)               # log(frac / (frac - 1))
+        else:
+            return math.nan
+        if w0 >= w:
+            return math.nan
+        if L == 1:
+            t = math.log((math.exp(log_from) - target) / (target * (frac - 1))) / (1.0 + kappa)
+        elif L == 2:
+            t = (w - w0) / (2 * target)
+        else:
+            t = float(_Flow(s, L, log_from).time_to(w))
+    return t if math.isfinite(t) else math.inf          # reached, but past float64's range
+
+
 def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5,
                    weight_decay: float = 0.0) -> np.ndarray:
     """(r,) gradient-flow times at which each mode reaches `level` x the value it settles at (its
@@ -556,27 +610,9 @@ def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5,
     L, lp = model.depth, _log_mode_init(model)
     _mode_init(model)
     out = np.full(s.size, np.nan)
-    w_level = math.log(level / (1 - level))
     for i, si in enumerate(s):
-        if L > 2 and kappa > 0:
-            flow = _decay_flow(model, si, kappa)
-            if flow.kind != "rising" or level * flow.star <= flow.pi0:
-                continue
-            out[i] = float(flow.time_to(flow.w_of(level * flow.star)))
-        else:
-            target = _fixed_point(si, L, kappa)            # (L <= 2, or no decay: the closed forms)
-            if not target > 0:
-                continue
-            side, w0 = _branch(target, lp)
-            if side <= 0 or w0 >= w_level:
-                continue
-            if L == 1:
-                out[i] = math.log((target - math.exp(lp)) / (target * (1 - level))) / (1.0 + kappa)
-            elif L == 2:
-                out[i] = (w_level - w0) / (2 * target)
-            else:
-                out[i] = float(_Flow(si, L, lp).time_to(w_level))
-        if not np.isfinite(out[i]):
+        out[i] = _flow_time(float(si), L, kappa, lp, level)
+        if out[i] == math.inf:
             raise InputError(f"init_scale: mode {i + 1}'s learning time from init_scale^depth = "
                              f"10^{lp / math.log(10):.0f} exceeds float64's range")
     return out
@@ -730,6 +766,7 @@ def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size
     with ito=True); kappa the weight decay (docs/derivations.md, section 6)."""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
+    ito = checks.flag("ito", ito)
     modes = effective_modes(data)
     pi = _pis(pi, modes.s.size)
     L = model.depth
@@ -946,7 +983,8 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     L = model.depth
     star = _fixed_points(modes.s, L, kappa)
     if np.any(~np.isfinite(star)):
-        raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {np.flatnonzero(~np.isfinite(star)).tolist()} "
+        off = (np.flatnonzero(~np.isfinite(star)) + 1).tolist()            # counted from 1
+        raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {off} "
                          "(no fixed point above 0: the mode decays to 0, a point mass)")
     c_at_star = noise_variance(modes, star, B)
     scale = noise_variance(modes, 0.0 * modes.s, B)           # c at pi = 0, the noise's own scale
@@ -959,52 +997,112 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
         raise InputError("pi: a grid of increasing positive values")
     out = np.empty((pi.size, modes.s.size))
     for i, (si, ps) in enumerate(zip(modes.s, star)):
+        one = EffectiveModes(modes.U[:, i:i + 1], modes.V[:, i:i + 1], modes.s[i:i + 1], modes.sigma,
+                             modes.P, *(None if v is None else v[i:i + 1]
+                                        for v in (modes.kappa, modes.tau, modes.lam)))
+        barrier = None
+        if kappa > 0 and L >= 2:
+            # the metastable law: cut at the barrier's top, found on the whole of (0, pi*) on a grid
+            # of its own, so that whether there is a law does not depend on the caller's grid
+            barrier, depth = _barrier_top(one, float(ps), kappa, L, B, eta0)
+            if barrier is not None and depth < _MIN_WELL:
+                raise ShallowWellError(
+                    f"weight_decay: the well around pi* = {ps:.4g} of mode {i + 1} is shallow (the density at "
+                    f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {barrier:.3g}): SGD escapes "
+                    f"to pi = 0 about as fast as it relaxes, so there is no metastable law; lower "
+                    f"weight_decay or eta0, or raise batch_size")
         # integrate on a fine grid from the fixed point, then read off at pi
         lo, hi = min(pi[0], ps), max(pi[-1], ps)
         fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [ps],
                                          [si] if lo < si < hi else []]))     # s: a wall without label noise
-        one = EffectiveModes(modes.U[:, i:i + 1], modes.V[:, i:i + 1], modes.s[i:i + 1], modes.sigma,
-                             modes.P, *(None if v is None else v[i:i + 1]
-                                        for v in (modes.kappa, modes.tau, modes.lam)))
-        c = noise_variance(one, fine[:, None], B)[:, 0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            g = (2 * B / (eta0 * L)) * (si - fine - kappa * fine ** (2.0 / L - 1.0)) / (fine ** (2 - 2 / L) * c)
-            g = np.where(c > 0, g, -np.inf)        # no noise (the target, without label noise): a wall
+        g, rest = _log_density_terms(one, kappa, L, B, eta0, fine)
+        with np.errstate(invalid="ignore"):
             k0 = int(np.searchsorted(fine, ps))
             F = np.zeros_like(fine)                                   # F(pi*) = 0, -inf past a wall
             for sl in (slice(k0, None), slice(k0, None, -1) if k0 else slice(0, 1)):
                 x, y = fine[sl], g[sl]                                # outward from pi*
                 F[sl] = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
-            # log D in logs: D ~ pi^(4 - 4/L) underflows for tiny pi
-            log_d = math.log(eta0 / B * L ** 2) + (4 - 4 / L) * np.log(fine) + np.log(c)
-            logp = F + (L - 1) / L * np.log(fine) - log_d
+            logp = F + rest
         logp = np.where(np.isfinite(logp), logp, -np.inf)
-        if kappa > 0 and L >= 2 and k0 > 0:
-            # the metastable law: cut at the barrier's top (the density's minimum below pi*)
-            below = np.where(np.isfinite(logp[:k0 + 1]), logp[:k0 + 1], np.inf)
-            j = int(np.argmin(below))
-            if j > 0:
-                depth = logp[k0] - logp[j]
-                if depth < _MIN_WELL:
-                    raise ShallowWellError(
-                        f"weight_decay: the well around pi* = {ps:.4g} of mode {i} is shallow (the density at "
-                        f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {fine[j]:.3g}): SGD escapes "
-                        f"to pi = 0 about as fast as it relaxes, so there is no metastable law; lower "
-                        f"weight_decay or eta0, or raise batch_size")
-                logp[:j] = -np.inf
+        if barrier is not None:
+            logp[fine < barrier] = -np.inf
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))
         if not np.any(vals > -1e299):
-            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] holds none of mode {i}'s law (it lies past "
-                             f"a point where the noise vanishes, or below the barrier; the law sits around "
+            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] holds none of mode {i + 1}'s law (it lies "
+                             f"past a point where the noise vanishes, or below the barrier; the law sits around "
                              f"{ps:g})")
         p = np.exp(vals - vals.max())
         norm = np.trapezoid(p, pi)
         if not (np.isfinite(norm) and norm > 0 and np.all(np.isfinite(p / norm))):
-            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] is too narrow to normalize mode {i}'s "
+            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] is too narrow to normalize mode {i + 1}'s "
                              "law in float64")
         out[:, i] = p / norm
     return out
+
+
+def _log_density_terms(one: EffectiveModes, kappa: float, L: int, B: int, eta0: float, x: np.ndarray):
+    """(g, rest) on the mode strengths x (> 0) of the one-mode `one`: the stationary log density is
+    int_{pi*}^{x} g + rest, g = 2 mu / D without the Ito term = (2B / (eta L)) (s - q - kappa
+    q^(2/L - 1)) / (q^(2-2/L) c(q)) (-inf where the noise vanishes: a wall) and
+    rest = ((L - 1) / L) log x - log D (in logs: D ~ x^(4 - 4/L) underflows for tiny x)."""
+    si = float(one.s[0])
+    c = noise_variance(one, x[:, None], B)[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        g = (2 * B / (eta0 * L)) * (si - x - kappa * x ** (2.0 / L - 1.0)) / (x ** (2 - 2 / L) * c)
+        g = np.where(c > 0, g, -np.inf)
+        log_d = math.log(eta0 / B * L ** 2) + (4 - 4 / L) * np.log(x) + np.log(c)
+        return g, (L - 1) / L * np.log(x) - log_d
+
+
+_BARRIER_PER_DECADE = 400       # points a decade of the barrier search (the depth to ~1e-5 relative)
+_BARRIER_DECADES = 30           # decades below pi* searched at a time
+
+
+def _barrier_top(one: EffectiveModes, ps: float, kappa: float, L: int, B: int, eta0: float):
+    """(pi_b, depth): the top of the barrier between the well around the fixed point ps and
+    pi = 0, i.e. the stationary log density's minimum over (0, ps], and the log-ratio of the
+    density at ps to that at pi_b; (None, None) when the density falls toward 0 below ps (no
+    barrier: nothing to cut). Where the noise vanishes below ps (a wall: the law ends there) the
+    minimum is taken above the wall, (None, None) if the density falls toward it.
+
+    The search uses its own grid, geometric from ps down (`_BARRIER_PER_DECADE` points a decade,
+    the log density integrated by the trapezoid rule in log pi), extended by `_BARRIER_DECADES`
+    decades until the density rises toward 0 at its bottom (it does for L > 2, where the decay's
+    pull -kappa pi^(2/L - 1) dominates g; at L = 2 when the noise is strong) or float64's range
+    ends: the answer does not depend on any caller's grid."""
+    log_ps, du = math.log(ps), math.log(10.0) / _BARRIER_PER_DECADE
+    log_floor = math.log(1e-300)
+    decades = _BARRIER_DECADES
+    while True:
+        n = int(decades * _BARRIER_PER_DECADE)
+        u = log_ps - du * np.arange(n, -1, -1)                   # increasing, u[-1] = log ps
+        u = u[u >= log_floor]
+        x = np.exp(u)
+        x[-1] = ps
+        g, rest = _log_density_terms(one, kappa, L, B, eta0, x)
+        with np.errstate(invalid="ignore", over="ignore"):
+            gx = g * x                                          # dF/du
+            inc = 0.5 * (gx[1:] + gx[:-1]) * np.diff(u)
+            F = -np.concatenate([np.cumsum(inc[::-1])[::-1], [0.0]])     # int_{ps}^{x} g, F(ps) = 0
+            logp = F + rest
+        bad = np.flatnonzero(np.isneginf(g) | np.isnan(logp))   # walls: no noise there
+        if bad.size:                                            # the law ends at the wall nearest ps
+            if bad[-1] == x.size - 1:
+                return None, None
+            logp, x = logp[bad[-1] + 1:], x[bad[-1] + 1:]
+            if logp.size < 2:
+                return None, None
+            j = int(np.argmin(logp))
+            return (None, None) if j == 0 else (float(x[j]), float(logp[-1] - logp[j]))
+        rises = logp[0] > logp[1]                               # (+inf > anything)
+        if rises or u[0] <= log_floor + du:
+            break
+        decades += _BARRIER_DECADES
+    if not rises:                                               # falls toward 0: no barrier
+        return None, None
+    j = int(np.argmin(logp))
+    return float(x[j]), float(logp[-1] - logp[j])
 
 
 def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
@@ -1023,32 +1121,81 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
     return D / (2.0 * np.abs(slope))
 
 
-_PEAK_DROP = 1e-9    # a fall below the running maximum of D by less than this (relative) is rounding
-
 _NO_PEAK_RISES = "no peak: {D} rises to its plateau (no interior maximum along the flow)"
-_NO_PEAK_FALLS = "no peak: {D} is largest at the start and falls from it"
+_NO_PEAK_FALLS = "no peak: {D} falls from the start (no interior maximum along the flow)"
+_NO_PEAK_DIPS = ("no peak: {D} falls from the start to a minimum, then rises to its plateau (no interior "
+                 "maximum along the flow)")
+_NO_PEAK_STILL = "no peak: the mode starts where it settles ({D} is constant along the flow)"
+_NO_PEAK_ZERO = "no peak: {D} is zero along the flow (no gradient noise: full-batch steps)"
 _NO_PEAK_OFF = "no peak: weight decay switches the mode off (it decays to 0)"
-_NO_PEAK_UNLEARNED = ("no peak: no mode has a learning time (each starts above it or decays), so there is "
-                      "no default time grid; pass t")
+_NO_PEAK_OUTSIDE = "no peak in t's range [{lo:g}, {hi:g}]: {D} peaks at t = {at:.6g}"
 
 
-def _interior_peak(D: np.ndarray, name: str = "D"):
-    """(index of the interior maximum of D (T,) on the grid, "") or (None, the reason there is none).
+def _noise_quadratic(modes: EffectiveModes, batch_size: int):
+    """(A, T, Lam, fpc), each (r,) but fpc: c_i(pi) = max(A d^2 + 2 T d + Lam, 0) fpc with
+    d = s_i - pi, the quadratic `_noise_variance` evaluates (online A = 2, T = 0, Lam = sigma^2,
+    fpc = 1; on a fixed set kappa_i - 1, tau_i, lambda_i and (P - B) / (P - 1))."""
+    s = np.asarray(modes.s, dtype=np.float64)
+    if modes.P is None:
+        return np.full_like(s, 2.0), np.zeros_like(s), np.full_like(s, modes.sigma ** 2), 1.0
+    P, B = modes.P, batch_size
+    return (np.asarray(modes.kappa) - 1.0, np.asarray(modes.tau), np.asarray(modes.lam),
+            (P - B) / (P - 1) if P > 1 else 0.0)
 
-    Along the flow D_i is a function of pi_i, which moves monotonically, and it has at most one
-    interior local maximum (its derivative in pi is pi^k times a quadratic in s - pi). The peak
-    is the largest value before D first falls below its running maximum by _PEAK_DROP
-    (relative); D that never falls keeps rising to its plateau (no peak), and D largest at the
-    grid's first point falls from the start (no peak). A local maximum below the plateau D
-    rises to later (L = 2 online with s / 2 > sigma > ~0.41 s) is still the peak."""
-    running = np.maximum.accumulate(D)
-    falls = np.flatnonzero(D < running * (1.0 - _PEAK_DROP))
-    if falls.size == 0:
-        return None, _NO_PEAK_RISES.format(D=name)
-    j = int(np.argmax(D[:falls[0]]))
-    if j == 0:
-        return None, _NO_PEAK_FALLS.format(D=name)
-    return j, ""
+
+def _diffusion_extrema(k: float, A: float, T: float, lam: float, s: float):
+    """(r1, r2): the local maximum and minimum in pi > 0 of pi^k c(pi), c = A d^2 + 2 T d + lam,
+    d = s - pi (NaN, NaN where there is none; r2 = inf where it falls for good). Its derivative is
+    pi^(k-1) Q(pi) with the quadratic Q = (k + 2) A pi^2 - 2 (k + 1)(A s + T) pi + k c(0),
+    Q(0) = k c(0) >= 0: pi^k c rises, falls between the two positive roots r1 < r2 of Q when it
+    has them, and rises again."""
+    a2, b1, cc = (k + 2.0) * A, (k + 1.0) * (A * s + T), k * (A * s * s + 2.0 * T * s + lam)
+    if a2 > 0:
+        disc = b1 * b1 - a2 * cc
+        if b1 > 0 and disc > 0:
+            root = b1 + math.sqrt(disc)
+            return cc / root, root / a2                   # (the small root without cancellation)
+        return math.nan, math.nan
+    if b1 > 0:                                            # (A = 0: c linear) Q falls through 0 once
+        return cc / (2.0 * b1), math.inf
+    return math.nan, math.nan
+
+
+def _peak_level(k: float, A: float, T: float, lam: float, s: float, start: float, end: float):
+    """(the mode strength at which pi^k c(pi) has its interior maximum along the flow from
+    `start` to `end` (pi moves monotonically between them), "") or (NaN, the reason there is
+    none, with "{D}" for the quantity's name). pi^k c rises in pi on (0, r1) and past r2 and falls
+    between (`_diffusion_extrema`; rises everywhere without them), so there is at most one interior
+    maximum, r1; without it the quantity rises all the way, falls all the way, or falls to the
+    minimum r2 and rises again, as the start's place relative to r1 and r2 says."""
+    if start == end:
+        return math.nan, _NO_PEAK_STILL
+    r1, r2 = _diffusion_extrema(k, A, T, lam, s)
+    lo, hi = min(start, end), max(start, end)
+    if lo < r1 < hi:
+        return r1, ""
+    if math.isnan(r1):
+        rises_first, dip = end > start, False
+    elif end > start:                       # pi rising: D rises with it outside [r1, r2)
+        rises_first = not r1 <= start < r2
+        dip = not rises_first and r2 < end
+    else:                                   # pi falling: D rises in time inside (r1, r2]
+        rises_first = r1 < start <= r2
+        dip = start > r2 > end
+    if rises_first:
+        return math.nan, _NO_PEAK_RISES
+    return math.nan, _NO_PEAK_DIPS if dip else _NO_PEAK_FALLS
+
+
+def _peak_window(t):
+    """`diffusion_peaks`' t: None, or (t[0], t[-1]) of increasing, finite times >= 0."""
+    if t is None:
+        return None
+    t = _reals("t", t, flat=False)
+    if t.ndim != 1 or t.size < 2 or np.any(t < 0) or np.any(np.diff(t) <= 0):
+        raise InputError(f"t: the window to look for the peak in: (T,) increasing times >= 0, T >= 2, got "
+                         f"{np.array2string(t, threshold=6, precision=4)}")
+    return float(t[0]), float(t[-1])
 
 
 def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
@@ -1057,15 +1204,27 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
     kappa: the decayed flow, learning times to fractions of the fixed point), against when the
     mode is learned.
 
-    The peak is D's interior maximum along the flow on the grid `t` (default: 4001 points up to
-    twice the slowest t_90), refined on a fine grid around it. D need not have one: with label
-    noise strong enough D keeps rising to its plateau (online at L = 2, D ~ pi^2 (2 (s - pi)^2 +
-    sigma^2) peaks at pi = (3 s - sqrt(s^2 - 4 sigma^2)) / 4 only when sigma < s / 2; the layer
-    scalar's D_a ~ pi (2 (s - pi)^2 + sigma^2) at pi = (4 s - sqrt(4 s^2 - 6 sigma^2)) / 6 only
-    when sigma < s sqrt(2/3)), and from a start above the target it may fall from the start.
-    Such a mode's peak time and leads are NaN, the reason in "no_peak" ("no_peak_layer" for the
-    layer scalar); so are those of a mode the decay switches off, and with no mode learned and
-    no grid `t` given every time is NaN.
+    Along the flow pi_i moves monotonically from its start to the value it settles at, so D_i
+    peaks in time where D_i(pi) peaks in pi over that range. D_i = (eta / B) L^2 pi^(4-4/L) c_i(pi)
+    with c_i quadratic in pi, so its extrema in pi are the roots of a quadratic
+    (`_diffusion_extrema`): at most one interior maximum, found exactly, and its time is the
+    flow's exact time to that level (the quadrature of `learning_times`); the leads are flow
+    times between two levels, computed from the earlier one (never a difference of two large
+    times: exact also from starts below float range). No time grid is involved.
+
+    D need not have an interior maximum: with label noise strong enough D keeps rising to its
+    plateau (online at L = 2, D ~ pi^2 (2 (s - pi)^2 + sigma^2) peaks at
+    pi = (3 s - sqrt(s^2 - 4 sigma^2)) / 4 only when sigma < s / 2; the layer scalar's
+    D_a ~ pi (2 (s - pi)^2 + sigma^2) at pi = (4 s - sqrt(4 s^2 - 6 sigma^2)) / 6 only when
+    sigma < s sqrt(2/3)); from a start above the target it may fall from the start. A local
+    maximum below the plateau D rises to later is still the peak. Such a mode's peak time and
+    leads are NaN, the reason in "no_peak" ("no_peak_layer" for the layer scalar); so are those
+    of a mode the decay switches off.
+
+    Args:
+        t: optional window: at least two increasing times >= 0 (InputError naming t else); a
+            peak outside [t[0], t[-1]] is reported as NaN with its time in the reason. Default:
+            anywhere along the flow. (Only its ends matter: it is not a grid.)
 
     Returns {"t_peak": (r,) time of the maximum of D_i (function space), "t_peak_layer": (r,)
     time of the maximum of the diffusion of each layer's scalar a_i (D_a = D_i / (L pi^(1-1/L))^2),
@@ -1077,55 +1236,91 @@ def diffusion_peaks(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
     _check_aligned(model, data, "diffusion_peaks")
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
-    s = effective_modes(data).s
+    window = _peak_window(t)
+    modes = effective_modes(data)
+    s = modes.s
     t_half = learning_times(model, data, 0.5, weight_decay=kappa)
     t_90 = learning_times(model, data, 0.9, weight_decay=kappa)
-    L = model.depth
-
-    def curves(t):
-        pi = mode_flow(model, data, t, weight_decay=kappa)
-        D = diffusion(model, data, pi, eta0=eta0, batch_size=B)
-        return D, D / np.maximum(L * np.abs(pi) ** (1 - 1 / L), 1e-300) ** 2
-
-    if t is None:
-        if not np.any(np.isfinite(t_90)):
-            nan = np.full(s.size, np.nan)
-            why = [_NO_PEAK_UNLEARNED] * s.size
-            return {"t_peak": nan, "t_peak_layer": nan, "t_half": t_half, "t_90": t_90, "lead_half": nan,
-                    "lead_90": nan, "lead_half_layer": nan, "no_peak": why, "no_peak_layer": list(why), "s": s}
-        t = np.linspace(0, 2.0 * np.nanmax(t_90), 4001)
-    t = _reals("t", t)
-    dead = switched_off(model, data, kappa)                          # decays: no peak to speak of
-    peaks, reasons = [], []
-    for which in (0, 1):              # the interior maximum on the grid, then on a fine grid around it
-        coarse = curves(t)[which]
-        best, why = [], []
-        for i in range(s.size):
-            j, reason = (None, _NO_PEAK_OFF) if dead[i] else _interior_peak(coarse[:, i], ("D", "D_a")[which])
-            if j is None:
-                best.append(np.nan)
-                why.append(reason)
+    L, lp = model.depth, _log_mode_init(model)
+    pi0 = _mode_init(model)                               # 0.0 for a start below float range
+    dead = switched_off(model, data, kappa)
+    A, T, lam, fpc = _noise_quadratic(modes, B)
+    r = s.size
+    out = {key: np.full(r, np.nan) for key in ("t_peak", "t_peak_layer", "lead_half", "lead_90",
+                                               "lead_half_layer")}
+    why = {"no_peak": [""] * r, "no_peak_layer": [""] * r}
+    # D ~ pi^(4 - 4/L) c(pi) and D_a = D / (L pi^(1 - 1/L))^2 ~ pi^(2 - 2/L) c(pi)
+    kinds = (("t_peak", "no_peak", "D", 4.0 - 4.0 / L, (("lead_half", t_half, 0.5), ("lead_90", t_90, 0.9))),
+             ("t_peak_layer", "no_peak_layer", "D_a", 2.0 - 2.0 / L, (("lead_half_layer", t_half, 0.5),)))
+    for i in range(r):
+        si = float(s[i])
+        if dead[i]:
+            why["no_peak"][i] = why["no_peak_layer"][i] = _NO_PEAK_OFF
+            continue
+        star = _fixed_point(si, L, kappa)
+        end = star
+        if L > 2 and kappa > 0 and _decay_flow(model, si, kappa).kind == "fixed":
+            end = pi0                                     # (a start on the barrier stays there)
+        zero = fpc == 0 or (A[i] == 0 and T[i] == 0 and lam[i] == 0)
+        for t_key, why_key, name, k, leads in kinds:
+            level, reason = ((math.nan, _NO_PEAK_ZERO) if zero
+                             else _peak_level(k, A[i], T[i], lam[i], si, pi0, end))
+            if reason:
+                why[why_key][i] = reason.format(D=name)
                 continue
-            fine_t = np.linspace(t[j - 1], t[j + 1], 2001)
-            fine = curves(fine_t)[which][:, i]
-            best.append(fine_t[int(np.argmax(fine))])
-            why.append("")
-        peaks.append(np.asarray(best, dtype=np.float64))
-        reasons.append(why)
-    t_peak, t_peak_a = peaks
-    return {"t_peak": t_peak, "t_peak_layer": t_peak_a, "t_half": t_half, "t_90": t_90,
-            "lead_half": t_half - t_peak, "lead_90": t_90 - t_peak,
-            "lead_half_layer": t_half - t_peak_a, "no_peak": reasons[0], "no_peak_layer": reasons[1], "s": s}
+            t_peak = _flow_time(si, L, kappa, lp, level / star)
+            if window is not None and not window[0] <= t_peak <= window[1]:
+                why[why_key][i] = _NO_PEAK_OUTSIDE.format(lo=window[0], hi=window[1], D=name, at=t_peak)
+                continue
+            out[t_key][i] = t_peak
+            for lead_key, t_learn, frac in leads:
+                if not np.isfinite(t_learn[i]):
+                    continue
+                # the flow time between the peak's level and the learning level, from the earlier
+                if level == frac * star:
+                    out[lead_key][i] = 0.0
+                elif level < frac * star:
+                    out[lead_key][i] = _flow_time(si, L, kappa, math.log(level), frac)
+                else:
+                    out[lead_key][i] = -_flow_time(si, L, kappa, math.log(frac * star), level / star)
+    return {"t_peak": out["t_peak"], "t_peak_layer": out["t_peak_layer"], "t_half": t_half, "t_90": t_90,
+            "lead_half": out["lead_half"], "lead_90": out["lead_90"],
+            "lead_half_layer": out["lead_half_layer"], "no_peak": why["no_peak"],
+            "no_peak_layer": why["no_peak_layer"], "s": s}
+
+
+def _has(name: str, value, fields, what: str):
+    """value, or an InputError naming `name` when it lacks one of the attributes `fields`."""
+    missing = [f for f in fields if not hasattr(value, f)]
+    if missing:
+        raise InputError(f"{name}: expected {what} (with {', '.join(fields)}), got {type(value).__name__} "
+                         f"{value!r:.40} (no {', '.join(missing)})")
+    return value
 
 
 def staircase_figure(model, data, run=None, sde=None, t=None, title=None):
     """Mode strengths and population loss against time: gradient flow (black), SDE band,
-    networks (median and band), plateau levels (dotted)."""
+    networks (median and band), plateau levels (dotted).
+
+    run: networks' records (.t, .modes, .test_loss) or None; sde: a `ModeSDE` or None; t: the
+    flow's times (default: run.t, else up to twice the slowest mode's t_90, which needs a mode
+    that starts below 90% of its target: InputError naming init_scale otherwise)."""
     _check_aligned(model, data, "staircase_figure")
-    fig, axes = new_figure(1, 2, size=(11, 4))
-    if t is None:
-        t = run.t if run is not None else np.geomspace(1e-2, 2 * np.nanmax(learning_times(model, data, 0.9)), 400)
+    if run is not None:
+        _has("run", run, ("t", "modes", "test_loss"), "the networks' records (networks.train)")
+    if sde is not None:
+        _has("sde", sde, ("t", "modes"), "a ModeSDE (mode_sde)")
+    if t is None and run is None:
+        t_90 = learning_times(model, data, 0.9)
+        if not np.any(np.isfinite(t_90)):
+            raise InputError(f"init_scale: the default time axis runs to twice the slowest mode's t_90, but "
+                             f"from init_scale^depth = {model.init_scale:g}^{model.depth} every mode starts at or "
+                             "above 90% of its target (it is never learned); pass t")
+        t = np.geomspace(1e-2, 2 * np.nanmax(t_90), 400)
+    elif t is None:
+        t = run.t
     pi = mode_flow(model, data, t)
+    fig, axes = new_figure(1, 2, size=(11, 4))
     for i in range(pi.shape[1]):
         c = f"C{i % 10}"
         axes[0].plot(t, pi[:, i], color="k", lw=1, label="gradient flow" if i == 0 else None)
