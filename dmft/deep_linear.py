@@ -958,7 +958,7 @@ class PointMassError(InputError):
 
 
 def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float,
-                       batch_size: int, weight_decay: float = 0.0) -> np.ndarray:
+                       batch_size: int, weight_decay: float = 0.0, mode: int | None = None) -> np.ndarray:
     """The stationary density of each mode's SDE on the grid pi (G,) (> 0, increasing):
     p_i(pi) ~ D_i^-1 exp(int 2 mu_i / D_i) with the Ito drift, i.e.
     pi^((L-1)/L) / D_i exp((2B / (eta L)) int_{pi*}^{pi} (s_i - q - kappa q^(2/L - 1)) / (q^(2-2/L) c_i(q)) dq),
@@ -976,27 +976,40 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     escape. A well whose density at pi* is less than e^5 times that at the barrier's top
     escapes about as fast as it relaxes: ShallowWellError (an InputError). A mode with no fixed
     point (the decay wins) is an InputError.
+
+    mode: None for every mode, or one mode's index (counted from 0): only its law is computed
+    and checked (each mode's law is its own; the other columns are NaN), so that each mode's
+    histogram can have a grid of its own and one mode's point mass or shallow well does not
+    refuse another's law.
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
     L = model.depth
-    star = _fixed_points(modes.s, L, kappa)
+    r = modes.s.size
+    if mode is not None:
+        mode = checks.integer("mode", mode, minimum=0)
+        if mode >= r:
+            raise InputError(f"mode: the data has {r} modes (0 to {r - 1}), got {mode}")
+    wanted = np.arange(r) == mode if mode is not None else np.ones(r, bool)
+    star = np.where(wanted, _fixed_points(modes.s, L, kappa), 1.0)
     if np.any(~np.isfinite(star)):
         off = (np.flatnonzero(~np.isfinite(star)) + 1).tolist()            # counted from 1
         raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {off} "
                          "(no fixed point above 0: the mode decays to 0, a point mass)")
     c_at_star = noise_variance(modes, star, B)
     scale = noise_variance(modes, 0.0 * modes.s, B)           # c at pi = 0, the noise's own scale
-    if np.any(c_at_star <= 1e-12 * np.maximum(scale, 1e-300)):
+    if np.any(wanted & (c_at_star <= 1e-12 * np.maximum(scale, 1e-300))):
         raise PointMassError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
                              f"weight_decay = {kappa:g} too small to move it off the target, or full-batch "
                              "steps): the stationary law is a point mass there")
     pi = _reals("pi", pi)
     if pi.size < 2 or np.any(pi <= 0) or np.any(np.diff(pi) <= 0):
         raise InputError("pi: a grid of increasing positive values")
-    out = np.empty((pi.size, modes.s.size))
+    out = np.full((pi.size, r), np.nan)
     for i, (si, ps) in enumerate(zip(modes.s, star)):
+        if not wanted[i]:
+            continue
         one = EffectiveModes(modes.U[:, i:i + 1], modes.V[:, i:i + 1], modes.s[i:i + 1], modes.sigma,
                              modes.P, *(None if v is None else v[i:i + 1]
                                         for v in (modes.kappa, modes.tau, modes.lam)))

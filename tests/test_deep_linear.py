@@ -1367,3 +1367,31 @@ def test_a_stationary_verdict_names_the_bound_it_passed_below(ks, crit, ks_max):
     bound = float(re.search(r"<= (\S+):", detail).group(1))
     assert np.isclose(bound, max(crit, ks_max), rtol=1e-5)
     assert f"{crit:.3f}" in detail and f"{ks_max:g}" in detail
+
+
+@pytest.mark.parametrize("sigma, kappa, s", [(0.0, 0.1, [2.0, 0.8]), (0.0, 1.0, [2.0, 0.8])])
+def test_stationary_fit_fits_each_mode_on_its_own(sigma, kappa, s):
+    """stationary_fit computed every mode's law on one grid (fitted to the mode it compared):
+    online without label noise at L = 2, kappa = 0.1 it raised 'holds none of mode 1's law' for
+    two proper laws, and with kappa = 1 (mode 2 has no fixed point) 'switches off mode(s)'
+    instead of a SKIP row for mode 2 and a fit of mode 1; the dln job would crash after training.
+    Each mode's law is computed alone now (stationary_density(mode=i)), on a grid of its own."""
+    data = dmft.tasks.linear_teacher(d_in=2, d_out=2, singular_values=s, P=None, label_noise=sigma, key=0)
+    model = dmft.DeepLinear(2, 2, 0.5, "aligned")
+    kw = dict(eta0=0.05, batch_size=1, weight_decay=kappa)
+    rng = np.random.default_rng(0)
+    star = dl.fixed_points(model, data, kappa)
+    modes = np.stack([np.full((64, 5), v) if np.isfinite(v) else np.full((64, 5), 1e-6) for v in star], -1)
+    modes = modes * (1 + 0.05 * rng.standard_normal(modes.shape))
+    run = types.SimpleNamespace(t=np.linspace(0, 1, 5), modes=np.abs(modes))
+    rows = vdl.stationary_fit(run, model, data, after=0.5, **kw)
+    assert [r["mode"] for r in rows] == [0, 1]
+    assert np.isfinite(rows[0]["ks"]) and rows[0]["verdict"] in ("PASS", "FAIL")
+    if np.isfinite(star[1]):
+        assert np.isfinite(rows[1]["ks"])
+    else:
+        assert rows[1]["verdict"] == "SKIP" and rows[1].get("decays")
+    p = dl.stationary_density(model, data, np.linspace(0.5, 3, 200), mode=0, **kw)
+    assert np.isfinite(p[:, 0]).all() and np.isnan(p[:, 1]).all()
+    with pytest.raises(dmft.InputError, match="mode: the data has 2 modes"):
+        dl.stationary_density(model, data, np.linspace(0.5, 3, 200), mode=2, **kw)

@@ -209,15 +209,20 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     noise or weight decay (else the law is a point mass at s). With decay, a mode whose gradient
     flow from the aligned start decays to 0 (below the barrier, or no fixed point) gets a SKIP row
     ("decays"): the law of the well around the fixed point does not describe it. A mode without a
-    finite value after `after` (every seed diverged) gets a FAIL row ("diverged"). InputError
-    when no save comes after `after`; ShallowWellError or PointMassError (`stationary_density`)
-    when there is no density to compare with."""
+    finite value after `after` (every seed diverged) gets a FAIL row ("diverged"). Each mode's
+    law is computed alone (`stationary_density(mode=i)`) on a grid over its samples and its
+    fixed point: a mode whose law is a point mass or a shallow well gets a SKIP row
+    ("no_density", the reason), and the others are fitted (one such mode, or one off another's
+    grid, refused them all). InputError when no save comes after `after`; ShallowWellError or
+    PointMassError (`stationary_density`) when no mode has a density to compare with."""
     late = run.modes[:, run.t > after]
     if late.shape[1] == 0:
         raise InputError(f"after={after}: no saved time after it")
     T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
     decays = decaying_modes(model, data, weight_decay)
-    rows = []
+    star = dl.fixed_points(model, data, weight_decay) if weight_decay else dl.effective_modes(data).s
+    decays = decays | ~np.isfinite(star)          # (no fixed point: decays from any start, random too)
+    rows, refused = [], []
     for i in range(late.shape[-1]):
         x = late[..., i].ravel()
         x = x[np.isfinite(x)]
@@ -231,10 +236,19 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
                          "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float("nan"),
                          "decays": True, "verdict": "SKIP"})
             continue
-        lo, hi = max(x.min() - 4 * x.std(), 1e-6 * x.max()), x.max() + 4 * x.std()
+        # each mode's law on a grid of its own, over its samples and its fixed point
+        a, b = min(x.min(), star[i]), max(x.max(), star[i])
+        lo, hi = max(a - 4 * x.std(), 1e-6 * b), b + 4 * x.std()
         grid = np.linspace(lo, hi, 4001)
-        p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
-                                  weight_decay=weight_decay)[:, i]
+        try:
+            p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
+                                      weight_decay=weight_decay, mode=i)[:, i]
+        except (dl.ShallowWellError, dl.PointMassError) as err:      # this mode has no density
+            refused.append(err)
+            rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),
+                         "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float(T[i]),
+                         "no_density": str(err), "verdict": "SKIP"})
+            continue
         ks = ks_distance(x, grid, p)
         seeds = int(np.sum(np.any(np.isfinite(late[..., i]), axis=1)))     # those not diverged
         crit = alpha_coef / np.sqrt(seeds)
@@ -242,6 +256,8 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
                      "mean": float(x.mean()), "density_mean": float(np.trapezoid(grid * p, grid)),
                      "var": float(x.var()), "boltzmann_T": float(T[i]),
                      "verdict": _verdict(ks <= max(crit, ks_max))})
+    if refused and all(row["verdict"] == "SKIP" for row in rows):
+        raise refused[0]                # no mode has a density to compare with
     return rows
 
 

@@ -313,6 +313,8 @@ def checks(report: dict) -> list[dict]:
                                             if x.get("decays") else
                                             f"mode {x['mode'] + 1}: every network diverged before the stationary "
                                             "window" if x.get("diverged") else
+                                            f"mode {x['mode'] + 1}: no density ({x['no_density']})"
+                                            if x.get("no_density") else
                                             f"mode {x['mode'] + 1}: KS {x['ks']:.4g} ({_ks_bound(x)})"
                                             for x in r["stationary"])})
         elif r.get("stationary_error"):
