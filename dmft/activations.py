@@ -70,16 +70,20 @@ def tail_share(act, max_variance) -> float:
     inf when phi or phi' is not finite somewhere on the grid (log(4 + u), or an overflow).
     """
     xi, w = trapezoid_grid(2 * 64 + 1)
-    u = jnp.asarray(np.sqrt(max(float(max_variance), 0.0)) * xi)
+    v = max(float(max_variance), 0.0)
+    u = jnp.asarray(np.sqrt(v) * xi)
     share = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        for f in (act(u), act.derivative(u)):
+        # (a moment far below its natural scale, v for phi^2 and 1 for phi'^2 (a relu thresholded
+        # past 7 standard deviations: 1e-16), is measured against 1e-10 of that scale: its ends
+        # carry an absolute 1e-20, no sign of a missing moment)
+        for f, scale in ((act(u), v), (act.derivative(u), 1.0)):
             t = w * np.asarray(f, dtype=np.float64) ** 2
             total = t.sum()
             if not np.all(np.isfinite(t)):
                 return float("inf")
             if total > 0:
-                share = max(share, float((t[0] + t[-1]) / total))
+                share = max(share, float((t[0] + t[-1]) / max(total, 1e-10 * scale)))
     return share
 
 

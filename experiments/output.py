@@ -606,10 +606,17 @@ def recheck_recorded(out: str, job: str, cfg: dict, say=None):
     try:
         yield start_recheck(out, job, cfg)
     except BaseException as err:
-        lost = _put_back(out, before)
+        # run.json last, and only when every other file is back: else a "complete" run.json
+        # would vouch for a report it does not match (refused as damaged by every command)
+        lost = _put_back(out, {k: v for k, v in before.items() if k != MANIFEST})
+        if not lost:
+            lost = _put_back(out, {MANIFEST: before[MANIFEST]})
+        else:
+            with contextlib.suppress(Exception):    # an unfinished run: the next one recomputes it
+                write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         release(out)
         (say or _say)(f"{out}: the re-check stopped ({type(err).__name__}); "
-                      + (f"could not put back {', '.join(lost)}: the run may be recomputed next time" if lost
+                      + (f"could not put back {', '.join(lost)}: the next run of this command computes it again" if lost
                          else "the complete run is kept as it was, under its previous [check] section"))
         raise
 

@@ -189,3 +189,29 @@ def test_bad_input_names_the_argument():
     for name, call in cases:
         with pytest.raises(dmft.InputError, match=name):
             call()
+
+
+def test_the_stationary_figure_draws_each_modes_law_on_its_own():
+    """stationary_figure computed every mode's law on the grid of the panel's mode: two proper
+    laws (online, no label noise, L = 2, kappa = 0.1) read 'no stationary density: the grid
+    holds none of mode 1's law', and a mode without a fixed point (kappa = 1) refused the
+    other's panel, while stationary_fit fitted them."""
+    import matplotlib.pyplot as plt
+
+    for kappa in (0.1, 1.0):
+        data = dmft.tasks.linear_teacher(d_in=2, d_out=2, singular_values=[2.0, 0.8], P=None, key=0)
+        model = dmft.DeepLinear(2, 2, 0.5, "aligned")
+        star = dl.fixed_points(model, data, kappa)
+        rng = np.random.default_rng(0)
+        modes = np.stack([np.full((64, 5), v if np.isfinite(v) else 1e-6) for v in star], -1)
+        run = SimpleNamespace(t=np.linspace(0, 1, 5),
+                                    modes=np.abs(modes * (1 + 0.05 * rng.standard_normal(modes.shape))))
+        fig = figs.stationary_figure(run, model, data, eta0=0.05, batch_size=1, after=0.5, weight_decay=kappa)
+        for ax, s in zip(fig.axes, star):
+            texts = " ".join(t.get_text() for t in ax.texts)
+            assert "no stationary density" not in texts, texts
+            if np.isfinite(s):
+                assert any(line.get_label() == "stationary density" for line in ax.lines)
+            else:
+                assert "decays to 0" in texts
+        plt.close(fig)

@@ -293,3 +293,25 @@ def test_a_loaded_result_sums_bit_for_bit_as_the_computed_one(tmp_path):
         assert all(v.flags.c_contiguous for v in r.arrays().values())
     one, two = (vdl.compare_diffusion(r, dln, teacher, eta0=0.01, batch_size=1) for r in (run, back))
     assert [(x["ratio"], x["stderr"]) for x in one] == [(x["ratio"], x["stderr"]) for x in two]
+
+
+def test_a_recheck_whose_reports_cannot_be_put_back_is_an_unfinished_run(validated, tmp_path, capsys, monkeypatch):
+    """run.json was put back first: when a report could not be (disk full), the directory said
+    "complete" with digests its report no longer matched, refused as damaged by every command.
+    It is put back last and only with every other file; else the run is marked failed and the
+    next run of the command computes it again."""
+    from experiments import output, report
+
+    out = _copy(validated, tmp_path / "v")
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    real = output._put_back
+    monkeypatch.setattr(output, "_put_back", lambda out_, before: ["report.md"] if "report.md" in before
+                        else real(out_, before))
+    tight = ["--set", "check.agreement_rel=0.5"]
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + tight, capsys)
+    assert code == cli.EXIT_OUTPUT and "could not put back report.md" in err, err
+    assert _man(out)["status"] == "failed"
+    monkeypatch.undo()
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + tight, capsys)
+    assert code == 0 and f"writing {out}" in err, err
+    assert _man(out)["status"] == "complete"

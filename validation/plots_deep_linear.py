@@ -247,21 +247,28 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
     fig, axes = new_figure(1, r, size=(3.6 * r, 3.4), squeeze=False)
     T = dl.boltzmann_temperature(model, data, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
     s = dl.fixed_points(model, data, weight_decay)
-    decays = decaying_modes(model, data, weight_decay)
+    decays = decaying_modes(model, data, weight_decay) | ~np.isfinite(s)     # (as stationary_fit)
     for i, ax in enumerate(axes[0]):
         x = late[..., i].ravel()
         x = x[np.isfinite(x)]
-        ax.hist(x, bins=60, density=True, color=f"C{i % 10}", alpha=0.5, label="networks")
         ax.set_xlabel(f"pi_{i + 1}")
         ax.set_title(f"mode {i + 1}", fontsize=9)
+        if x.size == 0:
+            ax.text(0.5, 0.9, f"every network diverged\nbefore t = {after:g}", transform=ax.transAxes,
+                    fontsize=7, ha="center", va="top")
+            continue
+        ax.hist(x, bins=60, density=True, color=f"C{i % 10}", alpha=0.5, label="networks")
         if decays[i]:
             ax.text(0.5, 0.9, "decays to 0 from its start\n(below the decay's barrier)", transform=ax.transAxes,
                     fontsize=7, ha="center", va="top")
             continue
-        grid = np.linspace(max(x.min() - 3 * x.std(), 1e-6 * x.max()), x.max() + 3 * x.std(), 1001)
+        # the mode's law alone, on a grid over its samples and its fixed point (as stationary_fit:
+        # the other modes' laws, or their absence, do not refuse it)
+        a, b = min(x.min(), s[i]), max(x.max(), s[i])
+        grid = np.linspace(max(a - 3 * x.std(), 1e-6 * b), b + 3 * x.std(), 1001)
         try:
             p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
-                                      weight_decay=weight_decay)[:, i]
+                                      weight_decay=weight_decay, mode=i)[:, i]
             ax.plot(grid, p, "k", lw=1.2, label="stationary density")
         except InputError as err:                   # no metastable law (a shallow well): say so
             ax.text(0.5, 0.9, f"no stationary density:\n{str(err)[:60]}", transform=ax.transAxes,

@@ -423,6 +423,7 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
                        groups=[dict(stats[g.number], group=g.number) for g in pl.groups])
 
     ended = False               # the loop's end reached: no error on its way
+    late = None                 # a failed last manifest write, raised once every process is done
     try:
         if store is not None:
             store.manifest["sessions"].append(session)
@@ -450,15 +451,16 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
             session.update(status="complete" if done == len(pl.chunks) else "stopped")
             try:
                 store.save_manifest()
-            except StoreWriteError:
+            except StoreWriteError as err:
                 if ended:     # (else the chunks are what matters, and an error is already on its way)
-                    store.close()
-                    raise
+                    late = err      # raised after the other processes were let go (they wait below)
             store.close()
     if comm.count > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("dmft scan: store written")
+    if late is not None:
+        raise late
     return load(out) if comm.index == 0 else None
 
 
