@@ -748,7 +748,11 @@ def test_flow_with_weight_decay_matches_an_ode_solver(L, log10_kappa, log10_scal
     star = dl.fixed_points(model, data, kappa)[0]
     late = dl.mode_flow(model, data, [1e300], weight_decay=kappa)[0, 0]
     lt = dl.learning_times(model, data, 0.5, weight_decay=kappa)[0]
-    if np.isfinite(star) and ref[-1] > 0.5 * star:
+    # (learned, however late: a start above the barrier; ref at t = 1e3 said "not learned" for a
+    # slow L = 5 mode from 5.6e-7 that is learned later)
+    learned = np.isfinite(star) and (L <= 2 or dl._DecayFlow(float(data.s[0]), L, kappa,          # noqa: SLF001
+                                                             model.mode_init).kind != "decaying")
+    if learned:
         np.testing.assert_allclose(late, star, rtol=1e-12)
     else:
         assert late == 0.0 and np.isnan(lt)
