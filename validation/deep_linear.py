@@ -30,7 +30,7 @@ from dmft import deep_linear as dl
 from dmft.errors import InputError
 
 __all__ = ["compare_modes", "compare_diffusion", "stationary_fit", "staircase", "ks_distance",
-           "learning_times_of", "decaying_modes"]
+           "learning_times_of", "decaying_modes", "settled_targets"]
 
 
 _ULPS = 8        # a difference of ensemble means within this many ulp of the values is rounding
@@ -197,6 +197,16 @@ def decaying_modes(model, data, weight_decay: float = 0.0) -> np.ndarray:
     if not weight_decay or model.init != "aligned":
         return np.zeros(r, bool)
     return dl.switched_off(model, data, weight_decay)
+
+
+def settled_targets(model, data, weight_decay: float = 0.0):
+    """(r,) where each mode settles under weight decay, the level its learning time is measured
+    against (`learning_times_of`'s targets): its fixed point, NaN for a mode the decay switches off
+    (`decaying_modes`, or no fixed point); None without decay (the effective s, the default)."""
+    if not weight_decay:
+        return None
+    star = dl.fixed_points(model, data, weight_decay)            # (checks the arguments first)
+    return np.where(decaying_modes(model, data, weight_decay), np.nan, star)
 
 
 def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: float,

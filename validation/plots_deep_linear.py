@@ -13,7 +13,7 @@ from dmft import deep_linear as dl
 from dmft.errors import InputError
 from dmft.plotting import new_figure
 
-from .deep_linear import decaying_modes, learning_times_of
+from .deep_linear import decaying_modes, learning_times_of, settled_targets
 
 __all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure", "stationary_figure",
            "balance_figure"]
@@ -39,9 +39,8 @@ def _settled(model, data, weight_decay) -> tuple[np.ndarray, np.ndarray, float]:
     if model is None:
         raise InputError(f"model: with weight_decay = {kappa:g} the modes settle at the fixed points of the "
                          "model's depth; pass the dmft.DeepLinear the run was trained as")
-    star = dl.fixed_points(model, data, kappa)
-    decays = decaying_modes(model, data, kappa) | ~np.isfinite(star)
-    return np.where(decays, np.nan, star), decays, kappa
+    targets = settled_targets(model, data, kappa)
+    return targets, ~np.isfinite(targets), kappa
 
 
 def _decays_note(kappa: float) -> str:

@@ -51,9 +51,7 @@ def _study(cfg, st, out, log, progress):
         f"({run.info['steps_per_s']:.3g} runs x steps / s)")
     eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
     star = dl.fixed_points(st.model, st.data, kappa) if kappa else None
-    # where decay settles: the fixed point, or NaN for a mode it switches off (also one with a
-    # fixed point that starts below its barrier): no learning time then
-    targets = None if star is None else np.where(vdl.decaying_modes(st.model, st.data, kappa), np.nan, star)
+    targets = vdl.settled_targets(st.model, st.data, kappa)    # (NaN for a mode decay switches off)
     res = {"sigma": st.sigma, "weight_decay": kappa,
            "fixed_points": None if star is None else star.tolist(), "data": st.data.describe(), "model": st.model.describe(),
            "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"],

@@ -79,7 +79,7 @@ class DeepLinearGroup:
     def _point(self, i: int, part: str) -> dict:
         """Point i's outputs of one part ("networks": the ensemble; "theory": SDE and flow)."""
         import networks
-        from validation.deep_linear import decaying_modes, learning_times_of
+        from validation.deep_linear import learning_times_of, settled_targets
 
         cfg = _point_config(self.cfg, self.columns, i)
         sc, tr = cfg["scan"], cfg["train"]
@@ -101,9 +101,7 @@ class DeepLinearGroup:
                 out["networks.final.test_loss"] = np.float64(np.nanmedian(run.test_loss[:, -1]))
             if "learning" in sc["outputs"]:
                 # to half the fixed point with decay; none for a mode decay switches off
-                targets = (np.where(decaying_modes(st.model, st.data, kappa), np.nan,
-                                    dl.fixed_points(st.model, st.data, kappa)) if kappa else None)
-                tl = learning_times_of(run, st.data, targets=targets)
+                tl = learning_times_of(run, st.data, targets=settled_targets(st.model, st.data, kappa))
                 ok = np.isfinite(tl)
                 out["networks.learn.fraction"] = ok.mean(axis=0)
                 # the median over every seed (a mode not learned within the run counts as after
