@@ -27,9 +27,9 @@ Everything read is verified, and nothing found wrong is deleted:
 Opening a directory written with another identity (another configuration, format or code
 version) raises `StoreConflict` naming what differs. Settings that do not change results
 (memory limits) are kept outside the identity (`settings`, also recorded per session). While
-a scan writes, it holds an exclusive lock on DIR/.lock (with its process id in it), so two
-scans cannot write the same store at once; a lock left by a killed scan is found stale and
-cleared.
+a scan writes, it holds an exclusive lock on DIR/.lock (with its process id and host in it),
+so two scans cannot write the same store at once; a lock left by a killed scan is found stale
+and cleared, and a reader tells a running scan from a killed one (`Store.lock_holder`).
 
 Example:
     >>> import tempfile, numpy as np
@@ -51,6 +51,7 @@ import io
 import json
 import os
 import re
+import socket
 import time
 
 import numpy as np
@@ -335,10 +336,33 @@ class Store:
         previous = fh.read().strip()
         fh.seek(0)
         fh.truncate()
-        fh.write(str(os.getpid()))
+        fh.write(_holder_id())
         fh.flush()
-        fh.stale = previous if previous and previous != str(os.getpid()) else None
+        fh.stale = previous if previous and previous != _holder_id() else None
         return fh
+
+    @staticmethod
+    def lock_holder(path) -> dict | None:
+        """Who holds the store's lock, read without taking it: None when no scan holds it (an
+        empty or missing lock file: a scan empties it when it ends, even by an error), else
+        {"process": pid, "host": name, "alive": True / False / None}. "alive" is whether that
+        process still runs; None when it ran on another host (it cannot be asked from here).
+        A lock file that still names a process which no longer runs was left by a scan that was
+        killed outright (SIGKILL, a lost machine)."""
+        try:
+            with open(os.path.join(os.fspath(path), ".lock")) as fh:
+                text = fh.read(256).strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            raise StoreConflict(f"{path}/.lock cannot be read ({getattr(err, 'strerror', None) or err})") from None
+        if not text:
+            return None
+        pid, _, host = text.partition("@")
+        if not pid.isdigit():
+            raise StoreConflict(f"{path}/.lock holds {text[:40]!r}, not a scan's process id (edited or damaged)")
+        alive = _process_runs(int(pid)) if not host or host == socket.gethostname() else None
+        return {"process": int(pid), "host": host or socket.gethostname(), "alive": alive}
 
     @property
     def stale_lock(self) -> str | None:
@@ -580,3 +604,21 @@ class Store:
         except FileNotFoundError:
             pass
         return out
+
+
+def _holder_id() -> str:
+    """What a scan writes into the lock it holds: its process id and host."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process `pid` runs on this host (signal 0 asks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # another user's process: it runs
+        return True
+    except OverflowError:
+        return False
+    return True

@@ -22,7 +22,7 @@ from ..store import Store
 from .grid import Grid, grid_of
 from .schema import kind_of, resolve_field
 
-__all__ = ["ScanResult", "load", "summary", "heatmap", "lines", "final_time_label"]
+__all__ = ["ScanResult", "load", "summary", "last_session", "heatmap", "lines", "final_time_label"]
 
 
 # ----------------------------------------------------------------- loading
@@ -66,6 +66,10 @@ class ScanResult:
     def summary(self) -> str:
         """A table: groups (points, time, compilations) and the range of every scalar output."""
         return summary(self)
+
+    def last_session(self) -> str:
+        """What became of the last session (`last_session`): complete, stopped, running, killed."""
+        return last_session(self)
 
     def heatmap(self, name: str, x: str, y: str, **kw):
         return heatmap(self, name, x, y, **kw)
@@ -135,6 +139,26 @@ def _fmt(v) -> str:
     return "nan" if not np.isfinite(v) else f"{v:.4g}"
 
 
+def last_session(res: ScanResult) -> str:
+    """What became of the store's last session: "complete", "stopped" (it ended early, by an
+    error or Ctrl-C, and said so), "running" (its process still holds the store), "killed ..."
+    (its manifest still says running, but no process holds the store any more: killed outright,
+    e.g. SIGKILL or a lost machine; rerun to resume), or "none" (no session yet)."""
+    sessions = res.manifest.get("sessions") or []
+    if not sessions:
+        return "none"
+    status = str(sessions[-1].get("status", "unknown"))
+    if status != "running":
+        return status
+    holder = Store.lock_holder(res.path)
+    if holder is None or holder["alive"] is False:
+        who = "" if holder is None else f" (process {holder['process']} no longer runs)"
+        return f"was killed before it could say so{who}; rerun the scan to resume"
+    if holder["alive"] is None:
+        return f"is running on {holder['host']} (process {holder['process']}), or was killed there"
+    return f"is running (process {holder['process']})"
+
+
 def summary(res: ScanResult) -> str:
     """Points done, the work of every session (points, chunks, compilations, seconds), damaged
     chunk files, and the range of every scalar output."""
@@ -156,8 +180,9 @@ def summary(res: ScanResult) -> str:
         last = sessions[-1]
         head += (f" ({last.get('computed_points', 0)} computed now; {total['points']} computed over"
                  f" {len(sessions)} session(s) in {total['seconds']:.2f} s, {_fmt(rate)} points/s)")
-        if last.get("status") and last["status"] != "complete":
-            head += f"; the last session {last['status']}"
+        state = last_session(res)
+        if state != "complete":
+            head += f"; the last session {state}"
     lines_.append(head)
     if res.damaged:
         lines_.append(f"damaged chunk files (not read; rerun the scan to recompute): "

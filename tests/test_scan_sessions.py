@@ -1,0 +1,77 @@
+"""A scan store says what became of its last session: complete, stopped, still running, or
+killed outright (its manifest still says running, and the lock names a process that is gone)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from experiments import scan
+from experiments.store import Store
+from dmft.errors import StoreConflict
+
+BASE = {"task": {"name": "single_index", "D": 4, "P": 12, "P_test": 8, "degree": 1},
+        "model": {"activation": "linear"}, "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+        "scan": {"outputs": ["final"], "grid": {"train.eta0": [0.1, 0.2]}}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("s") / "store")
+    scan.run(BASE, out)
+    return out
+
+
+def _mark_running(out):
+    path = os.path.join(out, "manifest.json")
+    with open(path) as fh:
+        man = json.load(fh)
+    man["sessions"][-1]["status"] = "running"          # (sessions are outside the manifest's digest)
+    with open(path, "w") as fh:
+        json.dump(man, fh)
+
+
+def _gone_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_the_last_session_is_told_apart_running_or_killed(store):
+    assert scan.load(store).last_session() == "complete"
+    assert Store.lock_holder(store) is None                 # a scan that ended emptied its lock
+    _mark_running(store)
+    lock = os.path.join(store, ".lock")
+    here = socket.gethostname()
+    cases = {b"": "was killed before it could say so; rerun",                   # no holder at all
+             f"{_gone_pid()}@{here}".encode(): "no longer runs); rerun the scan to resume",
+             f"{os.getpid()}@{here}".encode(): f"is running (process {os.getpid()})",
+             str(os.getpid()).encode(): f"is running (process {os.getpid()})",  # (older lock files: no host)
+             b"12@elsewhere.example": "is running on elsewhere.example (process 12), or was killed there"}
+    for text, said in cases.items():
+        with open(lock, "wb") as fh:
+            fh.write(text)
+        res = scan.load(store)
+        assert said in res.last_session(), (text, res.last_session())
+        assert said in res.summary().split("\n")[0]
+    with open(lock, "wb") as fh:
+        fh.write(b"not a pid")
+    with pytest.raises(StoreConflict, match="not a scan's process id"):
+        scan.load(store).last_session()
+
+
+def test_a_scan_writes_its_process_and_host_into_the_lock_it_holds(store, monkeypatch):
+    seen = {}
+    real = Store.write_chunk
+
+    def spy(self, *a, **k):
+        seen["holder"] = Store.lock_holder(self.path)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Store, "write_chunk", spy)
+    scan.run(BASE, store + "-2")
+    assert seen["holder"] == {"process": os.getpid(), "host": socket.gethostname(), "alive": True}
+    assert Store.lock_holder(store + "-2") is None
