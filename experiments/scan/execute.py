@@ -246,11 +246,21 @@ class _Groups:
 
     def preflight(self, groups) -> None:
         """Build (and so validate) every group, before any compute or write."""
-        total = 0
+        total, methods = 0, set()
         for g in sorted(groups):
-            total += self.get(g).nbytes
+            run = self.get(g)
+            total += run.nbytes
+            prog = getattr(run, "prog", None)
+            methods.add(None if prog is None or prog.plan.sampled else prog.plan.method)
             if total > self.KEEP_BYTES:    # rebuilt when its turn comes
                 del self.kept[g]
+        # an axis of the node draw under a method that draws no nodes recomputes one point again
+        # and again (the scan.theory / scan.networks switches are checked with the configuration)
+        noop = [f for f in DRAW_FIELDS if f in self.columns]
+        if noop and groups and None not in methods:
+            raise ConfigError(f"scan.grid: {', '.join(noop)} scanned, but the DMFT is solved here by the "
+                              f"{' and '.join(sorted(methods))} method, which draws no nodes: every value "
+                              "gives the same point (drop the axis, or set theory.method = 'forward')")
 
     def release_before(self, g: int) -> None:
         """Drop the groups numbered below g (done with them)."""
@@ -403,7 +413,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     skipped = sum(len(c.indices) for c in pl.chunks if c.name in finished)
     # the session's counts are saved with each chunk's record (`_write`), so a scan killed
     # midway still counts what it computed
-    stats = {g.number: {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0} for g in pl.groups}
+    stats = {g.number: {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0, **dict.fromkeys(REUSED, 0)}
+             for g in pl.groups}
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": comm.count,
                "devices": [str(d) for d in (devices or jax.local_devices())], "settings": settings,
                "skipped_points": skipped, "computed_points": 0, "seconds": 0.0,
@@ -471,10 +482,15 @@ def _same_everywhere(comm: _Comm, identity: dict) -> None:
                           "versions; start every process with the same command")
 
 
+DRAW_FIELDS = ("theory.samples", "theory.replicas", "theory.seed")   # read only by sampled methods
+REUSED = ("theory_reused", "networks_reused")      # per group: points whose part was another point's
+
+
 def _compute(groups: _Groups, chunk: Chunk, comm: _Comm) -> bytes:
     """One chunk's arrays and bookkeeping, packed; a failure is packed too when other
     processes wait for this one (they all raise it after the round)."""
     before, t1 = _traces(), time.perf_counter()
+    hits = {part: cache.hits for part, cache in groups.caches.items()}
     try:
         arrays = groups.get(chunk.group).compute(chunk)
     except (ArithmeticError, ValueError, RuntimeError) as err:
@@ -482,8 +498,11 @@ def _compute(groups: _Groups, chunk: Chunk, comm: _Comm) -> bytes:
             raise
         return _pack({}, {"chunk": chunk.name, "process": comm.index, "error": type(err).__name__,
                           "message": str(err)})
+    # points whose theory or networks were another point's (grid.PartCache): a width scan solves
+    # its theory once; the summary says so rather than count them as solved again
+    reused = {f"{part}_reused": cache.hits - hits[part] for part, cache in groups.caches.items()}
     return _pack(arrays, {"chunk": chunk.name, "group": chunk.group, "process": comm.index,
-                          "seconds": time.perf_counter() - t1, "compiles": _traces() - before})
+                          "seconds": time.perf_counter() - t1, "compiles": _traces() - before, **reused})
 
 
 def _write(store: Store, blobs, stats, bar, columns, written, account) -> list:
@@ -505,6 +524,8 @@ def _write(store: Store, blobs, stats, bar, columns, written, account) -> list:
             st["points"] += n
             st["compiles"] += meta["compiles"]
             st["seconds"] += meta["seconds"]
+            for part in REUSED:
+                st[part] += meta.get(part, 0)
             written.add(meta["chunk"])
             account()
 

@@ -165,12 +165,14 @@ def summary(res: ScanResult) -> str:
     lines_ = []
     n, k = res.grid.size, int(res.done.sum())
     sessions = res.manifest.get("sessions") or []
-    total = {"points": 0, "seconds": 0.0}
+    total = {"points": 0, "seconds": 0.0, "theory_reused": 0, "networks_reused": 0}
     per: dict[int, dict] = {}
     for sess in sessions:
         total["points"] += sess.get("computed_points", 0)
         total["seconds"] += sess.get("seconds", 0.0)
         for g in sess.get("groups", []):
+            for part in ("theory_reused", "networks_reused"):
+                total[part] += g.get(part, 0)
             acc = per.setdefault(g["group"], {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0})
             for key in acc:
                 acc[key] += g.get(key, 0)
@@ -180,6 +182,10 @@ def summary(res: ScanResult) -> str:
         last = sessions[-1]
         head += (f" ({last.get('computed_points', 0)} computed now; {total['points']} computed over"
                  f" {len(sessions)} session(s) in {total['seconds']:.2f} s, {_fmt(rate)} points/s)")
+        reused = [f"{total[p + '_reused']} took the {p} another point computed" for p in ("theory", "networks")
+                  if total[p + "_reused"]]
+        if reused:          # (a width scan solves its theory once; a scan of theory settings trains once)
+            head += f"; of the points computed, {' and '.join(reused)}"
         state = last_session(res)
         if state != "complete":
             head += f"; the last session {state}"
