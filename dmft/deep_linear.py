@@ -49,7 +49,7 @@ from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
            "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "ModeSDE", "stationary_density",
-           "ShallowWellError", "PointMassError",
+           "ShallowWellError", "PointMassError", "UnresolvedLawError",
            "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure"]
 
 
@@ -977,6 +977,13 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     escapes about as fast as it relaxes: ShallowWellError (an InputError). A mode with no fixed
     point (the decay wins) is an InputError.
 
+    The law is integrated on a fine grid, refined around its core (where the density is above
+    1e-3 of its peak; about 7.4 standard deviations of a Gaussian law, which is sqrt(eta0) wide at
+    small eta0), and read off at pi. A grid pi that crosses the core with a step wider than a sixth
+    of it would normalize the law wrongly: UnresolvedLawError (an InputError) names the core, so a
+    finer grid can be given there (`validation.deep_linear.mode_law` adds one). A grid that holds
+    only part of the law gives the law conditioned on the grid's range.
+
     mode: None for every mode, or one mode's index (counted from 0): only its law is computed
     and checked (each mode's law is its own; the other columns are NaN), so that each mode's
     histogram can have a grid of its own and one mode's point mass or shallow well does not
@@ -1024,21 +1031,21 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                     f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {barrier:.3g}): SGD escapes "
                     f"to pi = 0 about as fast as it relaxes, so there is no metastable law; lower "
                     f"weight_decay or eta0, or raise batch_size")
-        # integrate on a fine grid from the fixed point, then read off at pi
+        # integrate on a fine grid from the fixed point, then read off at pi; the fine grid is
+        # refined around the law's core until it holds it with many points (a law sqrt(eta) wide,
+        # 1e-6 at eta = 1e-12, fell between two of 20001 points over the caller's range)
         lo, hi = min(pi[0], ps), max(pi[-1], ps)
         fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [ps],
                                          [si] if lo < si < hi else []]))     # s: a wall without label noise
-        g, rest = _log_density_terms(one, kappa, L, B, eta0, fine)
-        with np.errstate(invalid="ignore"):
-            k0 = int(np.searchsorted(fine, ps))
-            F = np.zeros_like(fine)                                   # F(pi*) = 0, -inf past a wall
-            for sl in (slice(k0, None), slice(k0, None, -1) if k0 else slice(0, 1)):
-                x, y = fine[sl], g[sl]                                # outward from pi*
-                F[sl] = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
-            logp = F + rest
-        logp = np.where(np.isfinite(logp), logp, -np.inf)
-        if barrier is not None:
-            logp[fine < barrier] = -np.inf
+        for _ in range(_REFINE_ROUNDS):
+            logp = _log_density_on(one, kappa, L, B, eta0, fine, ps, barrier)
+            core = np.flatnonzero(logp >= logp.max() - _CORE_LOG)
+            if core.size >= _CORE_POINTS:
+                break
+            a, b = fine[max(core[0] - 1, 0)], fine[min(core[-1] + 1, fine.size - 1)]
+            fine = np.unique(np.concatenate([fine, np.linspace(a, b, 4 * _CORE_POINTS + 1)]))
+        a, b = fine[core[0]], fine[core[-1]]            # the law's core: density >= e^-_CORE_LOG x peak
+        _check_resolved(pi, a, b, i)
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))
         if not np.any(vals > -1e299):
@@ -1052,6 +1059,57 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                              "law in float64")
         out[:, i] = p / norm
     return out
+
+
+_REFINE_ROUNDS = 12      # refinements of the fine grid around the law's core (each ~1e3x finer)
+_CORE_LOG = math.log(1e3)   # the core: where the density is at least 1e-3 of its peak
+_CORE_POINTS = 256       # fine points the core must hold
+_CORE_STEPS = 6          # a caller's grid steps at most 1/6 of the core across it (about 1.2 standard
+                         # deviations of a Gaussian law, where the trapezoid rule still normalizes it to ~1e-8)
+
+
+class UnresolvedLawError(InputError):
+    """`stationary_density`: the caller's grid steps over a mode's law (a few grid points across
+    it, or none), so the density it returns would be normalized wrongly. `mode` (from 0) and `core`
+    = (a, b), where the law's density is at least 1e-3 of its peak, say where a finer grid is needed."""
+
+    def __init__(self, message, mode: int, core: tuple):
+        super().__init__(message)
+        self.mode, self.core = mode, core
+
+
+def _check_resolved(pi: np.ndarray, a: float, b: float, i: int) -> None:
+    """UnresolvedLawError when the grid pi crosses the core [a, b] of mode i's law with a step
+    wider than (b - a) / _CORE_STEPS (a grid that stays out of the core, in a tail, is left alone)."""
+    top, bottom = max(a, pi[0]), min(b, pi[-1])
+    if top >= bottom and not (pi[0] <= a <= pi[-1] or pi[0] <= b <= pi[-1]):
+        return                                           # the grid holds only a tail of the law
+    j0 = max(int(np.searchsorted(pi, a, side="right")) - 1, 0)
+    j1 = min(int(np.searchsorted(pi, b, side="left")), pi.size - 1)
+    step = float(np.max(np.diff(pi[j0:j1 + 1]))) if j1 > j0 else float(pi[-1] - pi[0])
+    if step > (b - a) / _CORE_STEPS:
+        raise UnresolvedLawError(
+            f"pi: the grid steps by up to {step:.3g} across mode {i + 1}'s law, which is about {b - a:.3g} wide "
+            f"(its density is above 1e-3 of its peak on [{a:.8g}, {b:.8g}]): the density would be normalized "
+            f"wrongly; give steps of at most {(b - a) / _CORE_STEPS:.3g} there", mode=i, core=(float(a), float(b)))
+
+
+def _log_density_on(one: EffectiveModes, kappa: float, L: int, B: int, eta0: float, fine: np.ndarray,
+                    ps: float, barrier) -> np.ndarray:
+    """The stationary log density (unnormalized, 0 at the fixed point ps, which `fine` holds) on
+    the increasing grid `fine`, -inf past a wall and below the barrier's top."""
+    g, rest = _log_density_terms(one, kappa, L, B, eta0, fine)
+    with np.errstate(invalid="ignore"):
+        k0 = int(np.searchsorted(fine, ps))
+        F = np.zeros_like(fine)                                   # F(pi*) = 0, -inf past a wall
+        for sl in (slice(k0, None), slice(k0, None, -1) if k0 else slice(0, 1)):
+            x, y = fine[sl], g[sl]                                # outward from pi*
+            F[sl] = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
+        logp = F + rest
+    logp = np.where(np.isfinite(logp), logp, -np.inf)
+    if barrier is not None:
+        logp[fine < barrier] = -np.inf
+    return logp
 
 
 def _log_density_terms(one: EffectiveModes, kappa: float, L: int, B: int, eta0: float, x: np.ndarray):

@@ -352,6 +352,10 @@ def test_stationary_density_is_a_density_on_any_grid(lo, span, kappa, L, sigma):
                                   weight_decay=kappa)
     except ValueError as err:
         assert isinstance(err, dmft.InputError), repr(err)
+        if isinstance(err, dl.UnresolvedLawError):    # the grid steps over the law's core
+            a, b = err.core
+            assert grid[1] - grid[0] > (b - a) / 6 and grid[0] <= b and a <= grid[-1], str(err)
+            return
         if str(err).startswith("pi:"):                # past the wall at s, or below the barrier
             star = dl.fixed_points(dmft.DeepLinear(L, 3, 0.5, "aligned"), data, kappa)
             assert np.any((star < lo) | (star > lo + span)), str(err)

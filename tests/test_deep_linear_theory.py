@@ -13,6 +13,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import dmft
+import validation.deep_linear
 from dmft import deep_linear as dl
 
 ETA, B = 0.01, 1
@@ -295,3 +296,41 @@ def test_messages_name_the_argument_and_count_modes_from_one():
     with pytest.raises(dmft.InputError, match="holds none of mode 2's law"):   # past its wall at s = 0.8
         dl.stationary_density(model, _teacher([2.0, 0.8], 0.0), np.linspace(1.0, 1.95, 50), eta0=0.01,
                               batch_size=1, weight_decay=0.1)
+
+
+# ------------------------------------------------------------------ a law the grid steps over
+
+@settings(max_examples=20, deadline=None)
+@given(log_eta=st.floats(-13, -2), n=st.integers(50, 400), kappa=st.sampled_from([0.0, 0.05]))
+def test_a_grid_that_steps_over_the_law_is_refused_and_a_fine_one_normalizes_it(log_eta, n, kappa):
+    """At a tiny eta0 the law is ~sqrt(eta0) wide (1e-6 at 1e-12): a grid stepping over it gave
+    a 'density' one grid point wide (standard deviation 0 or 2e-3 against 1.4e-6). Now such a
+    grid is refused naming the law's core, and a grid through the core recovers the law: it
+    integrates to one with the small-noise variance eta0 c(s) / (2 B L s^(2 - 2/L) (1 + ...)),
+    here checked against the independent local (Gaussian) variance of the drift and diffusion."""
+    eta = 10.0 ** log_eta
+    data = _teacher([2.0, 1.0], 1.0)
+    model = dmft.DeepLinear(2, 3, 0.5, "aligned")
+    kw = dict(eta0=eta, batch_size=1, weight_decay=kappa)
+    star = float(dl.fixed_points(model, data, kappa)[0])
+    grid = np.linspace(0.5 * star, 1.5 * star, n)
+    # the local variance of the SDE at its fixed point: D / (2 |mu'|), mu' by a central difference
+    h = 1e-6 * star
+    mu = [float(dl.drift(model, data, [star + d, 1.0], eta0=eta, batch_size=1, weight_decay=kappa)[0])
+          for d in (h, -h)]
+    D = float(dl.diffusion(model, data, [star, 1.0], eta0=eta, batch_size=1)[0])
+    var = D / (2 * abs((mu[0] - mu[1]) / (2 * h)))
+    try:
+        p = dl.stationary_density(model, data, grid, mode=0, **kw)[:, 0]
+    except dl.UnresolvedLawError as err:
+        a, b = err.core
+        assert a < star < b and (grid[1] - grid[0]) > (b - a) / 6, str(err)
+        assert 5 < (b - a) / np.sqrt(var) < 10, (b - a, var)          # ~ +-3.7 standard deviations
+        assert str(err).startswith("pi: the grid steps by up to") and "mode 1's law" in str(err)
+        grid, p = validation.deep_linear.mode_law(model, data, grid, 0, **kw)
+        assert np.all(np.diff(grid) > 0)
+    np.testing.assert_allclose(np.trapezoid(p, grid), 1.0, rtol=1e-6)
+    mean = np.trapezoid(grid * p, grid)
+    got = np.trapezoid((grid - mean) ** 2 * p, grid)
+    if eta < 1e-4:                                    # small noise: the law is the local Gaussian
+        np.testing.assert_allclose(got, var, rtol=0.02)

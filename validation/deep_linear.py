@@ -30,7 +30,7 @@ from dmft import deep_linear as dl
 from dmft.errors import InputError
 
 __all__ = ["compare_modes", "compare_diffusion", "stationary_fit", "staircase", "ks_distance",
-           "learning_times_of", "decaying_modes", "settled_targets"]
+           "learning_times_of", "decaying_modes", "settled_targets", "mode_law"]
 
 
 _ULPS = 8        # a difference of ensemble means within this many ulp of the values is rounding
@@ -249,10 +249,9 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
         # each mode's law on a grid of its own, over its samples and its fixed point
         a, b = min(x.min(), star[i]), max(x.max(), star[i])
         lo, hi = max(a - 4 * x.std(), 1e-6 * b), b + 4 * x.std()
-        grid = np.linspace(lo, hi, 4001)
         try:
-            p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
-                                      weight_decay=weight_decay, mode=i)[:, i]
+            grid, p = mode_law(model, data, np.linspace(lo, hi, 4001), i, eta0=eta0, batch_size=batch_size,
+                               weight_decay=weight_decay)
         except (dl.ShallowWellError, dl.PointMassError) as err:      # this mode has no density
             refused.append(err)
             rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),
@@ -269,6 +268,20 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     if refused and all(row["verdict"] == "SKIP" for row in rows):
         raise refused[0]                # no mode has a density to compare with
     return rows
+
+
+def mode_law(model, data, grid, mode: int, **kw):
+    """(grid, p): mode `mode`'s stationary density (`dl.stationary_density(..., mode=mode)`) on
+    `grid`, with points added across the law's core where the grid steps over it (a law much
+    narrower than the samples' spread, e.g. at a tiny eta0: `dl.UnresolvedLawError`)."""
+    try:
+        return grid, dl.stationary_density(model, data, grid, mode=mode, **kw)[:, mode]
+    except dl.UnresolvedLawError as err:
+        a, b = err.core
+        width = b - a
+        core = np.linspace(max(a - width, grid[0]), min(b + width, grid[-1]), 401)
+        grid = np.unique(np.concatenate([grid, core]))
+        return grid, dl.stationary_density(model, data, grid, mode=mode, **kw)[:, mode]
 
 
 def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:

@@ -13,7 +13,7 @@ from dmft import deep_linear as dl
 from dmft.errors import InputError
 from dmft.plotting import new_figure
 
-from .deep_linear import decaying_modes, learning_times_of, settled_targets
+from .deep_linear import decaying_modes, learning_times_of, mode_law, settled_targets
 
 __all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure", "stationary_figure",
            "balance_figure"]
@@ -266,8 +266,7 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
         a, b = min(x.min(), s[i]), max(x.max(), s[i])
         grid = np.linspace(max(a - 3 * x.std(), 1e-6 * b), b + 3 * x.std(), 1001)
         try:
-            p = dl.stationary_density(model, data, grid, eta0=eta0, batch_size=batch_size,
-                                      weight_decay=weight_decay, mode=i)[:, i]
+            grid, p = mode_law(model, data, grid, i, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
             ax.plot(grid, p, "k", lw=1.2, label="stationary density")
         except InputError as err:                   # no metastable law (a shallow well): say so
             ax.text(0.5, 0.9, f"no stationary density:\n{str(err)[:60]}", transform=ax.transAxes,
