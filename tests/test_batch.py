@@ -20,11 +20,29 @@ def erf_model():
     return dmft.TwoLayer("erf", gamma0=1.0), data
 
 
-def test_closure_batch_equals_single_solves(kumar):
+# the batches that tests compare with single solves, run once: the mixed-precision test runs
+# the same programs in float32 products against them
+@pytest.fixture(scope="module")
+def closure_batch(kumar):
     model, data = kumar
-    g, e, k, et = [0.5, 1.0, 2.0], [0.1, 0.5, 1.0], [0.0, 0.1, 0.3], [0.3, 0.5, 0.4]
-    res = dmft.solve_batch(model, data, {"gamma0": g, "eps": e, "weight_decay": k, "eta0": et},
-                           steps=40, save_every=10, batch_size=2, state=True)
+    grid = {"gamma0": [0.1, 1.0, 2.0], "eps": [0.1, 0.5, 1.0], "weight_decay": [0.0, 0.1, 0.3],
+            "eta0": [0.3, 0.5, 0.4]}
+    kw = dict(steps=40, save_every=10, batch_size=2, state=True)
+    return grid, kw, dmft.solve_batch(model, data, grid, **kw)
+
+
+@pytest.fixture(scope="module")
+def forward_batch(erf_model):
+    model, data = erf_model
+    grid = {"gamma0": [0.1, 1.0, 2.0]}
+    kw = dict(eta0=0.5, steps=20, save_every=5, samples=256, replicas=2, key=jax.random.key(3), curves=True)
+    return grid, kw, dmft.solve_batch(model, data, grid, **kw)
+
+
+def test_closure_batch_equals_single_solves(kumar, closure_batch):
+    model, data = kumar
+    grid, _, res = closure_batch
+    g, e, k, et = grid["gamma0"], grid["eps"], grid["weight_decay"], grid["eta0"]
     assert res["test_loss"].shape == (3, 5)
     for i in range(3):
         m = model.replace(gamma0=g[i], activation=dmft.activations.quadratic(e[i]))
@@ -37,11 +55,10 @@ def test_closure_batch_equals_single_solves(kumar):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_forward_and_lazy_batch_equal_single_solves(erf_model):
+def test_forward_and_lazy_batch_equal_single_solves(erf_model, forward_batch):
     model, data = erf_model
-    g, key = [0.3, 1.0, 2.0], jax.random.key(3)
-    res = dmft.solve_batch(model, data, {"gamma0": g}, eta0=0.5, steps=20, save_every=5,
-                           samples=256, replicas=2, key=key, curves=True)
+    grid, kw, res = forward_batch
+    g, key = grid["gamma0"], kw["key"]
     lazy = dmft.solve_batch(model, data, {"gamma0": g, "eta0": [0.2, 0.5, 1.0]}, steps=20,
                             save_every=5, method="lazy", curves=True)
     for i in range(3):
@@ -126,30 +143,29 @@ def test_a_program_takes_one_grid_position_per_point(kumar):
     assert TRACE_COUNTS == before
 
 
-def test_a_fixed_final_time_across_step_sizes():
+def test_a_fixed_final_time_across_step_sizes(erf_model):
     """final_time: every point trains to the same time and saves at the same times, whatever its
-    eta0; each point equals a single solve with its own step count."""
-    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=1, key=jax.random.key(0))
-    model = dmft.TwoLayer("tanh")
+    eta0; each point equals a single solve with its own step count. (The single solves have the
+    shapes of test_forward_and_lazy_batch_equal_single_solves's: one compiled program.)"""
+    model, data = erf_model
     etas = [0.1, 0.2, 0.25]
     res = dmft.solve_batch(model, data, {"eta0": etas}, dmft.Schedule(0.1, 40, 10), samples=256,
-                           final_time=4.0)
+                           replicas=2, final_time=4.0)
     np.testing.assert_allclose(res["t"], np.tile([0, 1, 2, 3, 4.0], (3, 1)))
     for i, e in enumerate(etas):
         s = dmft.solve(model, data, eta0=e, steps=int(round(4 / e)), save_every=int(round(1 / e)),
-                       samples=256, key=jax.random.fold_in(jax.random.key(0), i))
+                       samples=256, replicas=2, key=jax.random.fold_in(jax.random.key(0), i))
         np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12, atol=1e-14)
     with pytest.raises(dmft.InputError, match=r"eta0: \[2.0\] too large for 5 saves up to final_time"):
         dmft.solve_batch(model, data, {"eta0": [2.0]}, dmft.Schedule(0.1, 40, 10), final_time=4.0)
 
 
 @pytest.mark.parametrize("method", ["closure", "forward"])
-def test_batch_mixed_precision_tracks_full(kumar, erf_model, method):
+def test_batch_mixed_precision_tracks_full(request, method):
     """precision="mixed" reaches batched programs: float32 products, float64 state."""
-    model, data = kumar if method == "closure" else erf_model
-    kw = dict(eta0=0.5, steps=40, save_every=20, method=method, samples=1024)
-    full = dmft.solve_batch(model, data, {"gamma0": [0.1, 1.0]}, **kw)
-    mixed = dmft.solve_batch(model, data, {"gamma0": [0.1, 1.0]}, precision="mixed", **kw)
+    model, data = request.getfixturevalue("kumar" if method == "closure" else "erf_model")
+    grid, kw, full = request.getfixturevalue(f"{method}_batch")
+    mixed = dmft.solve_batch(model, data, grid, precision="mixed", **kw)
     assert not np.array_equal(full["test_loss"], mixed["test_loss"])
     # float32 rounding: measured <= 1.25e-7 relative (about float32's eps); 2e-6 leaves 16x
     np.testing.assert_allclose(mixed["test_loss"], full["test_loss"], rtol=2e-6)

@@ -748,7 +748,10 @@ def test_an_altered_chunk_is_named_and_not_done(reference, chunk, edit, output, 
     record match everything the store keeps, so that one combination is left out.)"""
     if edit == "forge values" and record == "rewritten to match":
         return
-    with tempfile.TemporaryDirectory() as where:
+    # no scan runs beside this reader: the waits for one that a reader makes before calling an
+    # unrecorded chunk damaged (test_a_reader_beside_a_running_scan_...) are only slept here
+    with tempfile.TemporaryDirectory() as where, pytest.MonkeyPatch.context() as m:
+        m.setattr(Store, "READ_WAIT", 0.0)
         out = _copy(reference, where)
         names = sorted(n[:-4] for n in os.listdir(os.path.join(out, "chunks")))
         name = names[chunk]
@@ -930,8 +933,10 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path, monk
     base = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 2}, "model": {"activation": "tanh"},
             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
             "simulate": {"width": 8, "seeds": 2, "seed": 0}}
+    # every group here holds two points (one compiled program per kind of point: gamma0 = 1 first
+    # or after another value, of the same shape)
     final = {}
-    for name, gammas in (("one", [1.0]), ("after", [0.5, 1.0])):
+    for name, gammas in (("first", [1.0, 2.0]), ("after", [0.5, 1.0])):
         table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": gammas}}}
         res = scan.run(table, str(tmp_path / name))
         j = gammas.index(1.0)
@@ -942,10 +947,11 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path, monk
     final["beside"] = (res["theory.final.test_loss"][0, 0], res["networks.final.test_loss"][0, 0])
     # a weight-decay axis beside it: its point at decay 0 lost the control variate (a program
     # batching the decay has none) and read other numbers; it has a program of its own now
-    table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0], "train.weight_decay": [0.0, 0.1]}}}
+    table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0, 2.0],
+                                                         "train.weight_decay": [0.0, 0.1]}}}
     res = scan.run(table, str(tmp_path / "decay"))
     final["decay"] = (res["theory.final.test_loss"][0, 0], res["networks.final.test_loss"][0, 0])
-    assert final["one"] == final["after"] == final["beside"] == final["decay"], final
+    assert final["first"] == final["after"] == final["beside"] == final["decay"], final
     # a width scan solves its one theory once (it did at each width); a samples scan trains its
     # one ensemble once
     computed = {"theory": [], "networks": []}
@@ -954,16 +960,19 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path, monk
             computed[part].append(len(idx))
             return run(self, idx)
         monkeypatch.setattr(execute._GroupRun, f"_{part}", counted)
-    table = {**base, "scan": {"networks": True, "grid": {"simulate.width": [8, 16]}}}
+    # (each width, each number of samples, a group of two gamma0 values)
+    table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0, 2.0], "simulate.width": [8, 16]}}}
     res = scan.run(table, str(tmp_path / "widths"))
-    assert res["theory.final.test_loss"][0] == res["theory.final.test_loss"][1]
-    assert res["networks.final.test_loss"][0] != res["networks.final.test_loss"][1]
-    assert computed == {"theory": [1], "networks": [1, 1]}, computed
-    table = {**base, "scan": {"networks": True, "grid": {"theory.samples": [64, 128]}}}
+    loss = {part: res[f"{part}.final.test_loss"] for part in computed}
+    assert np.array_equal(loss["theory"][:, 0], loss["theory"][:, 1]) and loss["theory"][0, 0] == final["first"][0]
+    assert np.all(loss["networks"][:, 0] != loss["networks"][:, 1])
+    assert computed == {"theory": [2], "networks": [2, 2]}, computed
+    table = {**base, "scan": {"networks": True, "grid": {"model.gamma0": [1.0, 2.0], "theory.samples": [64, 128]}}}
     res = scan.run(table, str(tmp_path / "samples"))
-    assert res["networks.final.test_loss"][0] == res["networks.final.test_loss"][1] == final["one"][1]
-    assert res["theory.final.test_loss"][0] == final["one"][0] != res["theory.final.test_loss"][1]
-    assert computed == {"theory": [1, 1, 1], "networks": [1, 1, 1]}, computed
+    loss = {part: res[f"{part}.final.test_loss"] for part in computed}
+    assert np.array_equal(loss["networks"][:, 0], loss["networks"][:, 1]) and loss["networks"][0, 0] == final["first"][1]
+    assert loss["theory"][0, 0] == final["first"][0] and np.all(loss["theory"][:, 0] != loss["theory"][:, 1])
+    assert computed == {"theory": [2, 2, 2], "networks": [2, 2, 2]}, computed
     cols = {"model.gamma0": np.array([1.0]), "simulate.width": np.array([8.0])}
     assert point_ids(res.config, cols, [0], "theory")[0] != point_ids(res.config, cols, [0], "networks")[0]
     with pytest.raises(dmft.ConfigError, match="point 2 repeats point 0"):   # (they would be identical)
@@ -1056,29 +1065,28 @@ def test_a_failed_manifest_write_leaves_the_directory_usable_and_the_lock_free(t
 def test_a_scan_shards_over_the_default_device_when_one_is_set(tmp_path):
     """scan.run(devices=None) sharded over every local device of the default backend and
     recorded them, whatever jax_default_device (what --device sets) said."""
-    code = ("import jax, json, sys; jax.config.update('jax_enable_x64', True); "
-            "jax.config.update('jax_default_device', jax.devices()[1]); "
-            "from experiments import scan; "
-            f"res = scan.run(json.loads(sys.argv[1]), {str(tmp_path / 'd')!r}); "
-            "print(res.manifest['sessions'][-1]['devices'])")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip())
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(_TINY)], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "['cpu:1']"
-    # devices=[one device] from Python: the session recorded it while everything ran on JAX's
-    # default device (no sharding places a one-device program)
+    # (one fresh process for both cases: the default device is set for the first and unset,
+    # JAX's own again, for the second)
     code = ("import jax, json, sys; jax.config.update('jax_enable_x64', True)\n"
-            "import dmft.batch as B\nfrom experiments import scan\norig, seen = B._run, set()\n"
+            "jax.config.update('jax_default_device', jax.devices()[1])\n"
+            "import dmft.batch as B\nfrom experiments import scan\n"
+            f"res = scan.run(json.loads(sys.argv[1]), {str(tmp_path / 'd')!r})\n"
+            "print(res.manifest['sessions'][-1]['devices'])\n"
+            "jax.config.update('jax_default_device', None)\n"
+            "orig, seen = B._run, set()\n"
             "def spy(*a, **k):\n    out = orig(*a, **k)\n"
             "    seen.update(str(d) for leaf in jax.tree_util.tree_leaves(out) for d in leaf.devices())\n"
             "    return out\nB._run = spy\n"
             f"res = scan.run(json.loads(sys.argv[1]), {str(tmp_path / 'one')!r}, devices=[jax.devices()[1]])\n"
             "print(sorted(seen), res.manifest['sessions'][-1]['devices'])")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip())
     done = subprocess.run([sys.executable, "-c", code, json.dumps(_TINY)], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-2] == "['cpu:1']", done.stdout
+    # devices=[one device] from Python: the session recorded it while everything ran on JAX's
+    # default device (no sharding places a one-device program)
     assert done.stdout.strip().splitlines()[-1] == "['cpu:1'] ['cpu:1']", done.stdout
 
 

@@ -138,7 +138,9 @@ def test_forward_tends_to_lazy_as_gamma0_squared(data):
     for g in gammas:
         model = dmft.TwoLayer("erf", gamma0=g)
         kw = dict(eta0=0.5, steps=40, save_every=10, kernels=False)
-        fw = dmft.solve(model, data, method="forward", samples=512, **kw)
+        # 8192 nodes: the program of test_lazy_weight_change_matches_forward_at_small_gamma0 (slope
+        # measured 2.000 here, 1.999 at 512 nodes)
+        fw = dmft.solve(model, data, method="forward", samples=8192, **kw)
         lz = dmft.solve(model, data, method="lazy", **kw)
         errs.append(np.max(np.abs(fw.f_test - lz.f_test)))
     fit = loglog_fit(gammas, errs)
@@ -149,9 +151,9 @@ def test_kernel_change_is_order_gamma0_squared(data):
     """||K(t) - K(0)||_F / ||K(0)||_F ~ gamma0^2 at small gamma0 (no linear term)."""
     gammas = np.array([0.01, 0.02, 0.04, 0.08])
     change = []
-    for g in gammas:
+    for g in gammas:      # 8192 nodes: the node draw of the test above (slope 1.999; 1.996 at 512)
         sol = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, eta0=0.5, steps=40,
-                         save_every=40, samples=512, method="forward")
+                         save_every=40, samples=8192, method="forward")
         change.append(np.linalg.norm(sol.ntk[-1] - sol.ntk[0]) / np.linalg.norm(sol.ntk[0]))
     fit = loglog_fit(gammas, change)
     assert abs(fit.slope - 2.0) < 0.1, fit.describe()
@@ -187,7 +189,7 @@ def test_sampled_error_estimate_covers_the_exact_answer(data):
     large would put the rms outside (0.5, 2.5) in most key sets; with 4 keys no window
     narrower than the old (0.1, 3) would be honest."""
     model = dmft.TwoLayer("linear", gamma0=1.0)
-    kw = dict(eta0=0.5, steps=40, save_every=4)
+    kw = dict(eta0=0.5, steps=40, save_every=4, kernels=False)      # (the kernels are not looked at)
     exact = dmft.solve(model, data, method="closure", **kw)
     z = []
     for seed in range(16):
@@ -204,11 +206,14 @@ def test_variance_reduction_beats_a_network_of_the_same_width(data):
     """The DMFT estimator (orthogonal antithetic nodes + lazy-kernel control variate) is
     much more accurate than plain Monte Carlo with the same nodes (= a width-M network)."""
     model = dmft.TwoLayer("linear", gamma0=1.0)
-    kw = dict(eta0=0.5, steps=40, save_every=4, samples=2048)
-    exact = dmft.solve(model, data, method="closure", eta0=0.5, steps=40, save_every=4)
+    kw = dict(eta0=0.5, steps=40, save_every=4, kernels=False)      # (the kernels are not looked at)
+    exact = dmft.solve(model, data, method="closure", **kw)
+    kw["samples"] = 2048
     err = {}
-    for name, opts in {"dmft": {}, "network": dict(sampler="mc", control_variate=False,
-                                                      replicas=1)}.items():
+    # 8 replicas: the solves (and compiled program) of test_sampled_error_estimate_covers_the_exact_answer;
+    # measured 6.1e-5 (dmft) vs 2.6e-3 (network) over 6 keys, 42x (4 replicas: 3.4e-5, 76x)
+    for name, opts in {"dmft": dict(replicas=8), "network": dict(sampler="mc", control_variate=False,
+                                                                    replicas=1)}.items():
         e = []
         for seed in range(3):
             s = dmft.solve(model, data, method="forward", key=jax.random.key(seed), **kw, **opts)
@@ -429,7 +434,7 @@ def test_quadrature_nodes_in_low_dimension():
     data = dmft.tasks.teacher_network(D=1, P=6, P_test=5, width=2, activation="tanh",
                                       key=jax.random.key(2))
     model = dmft.TwoLayer("erf", gamma0=0.5)
-    kw = dict(eta0=0.5, steps=20, save_every=20, method="forward")
+    kw = dict(eta0=0.5, steps=20, save_every=20, method="forward", kernels=False)   # (not looked at)
     q96 = dmft.solve(model, data, sampler="quadrature", quadrature_nodes=96, **kw)
     q192 = dmft.solve(model, data, sampler="quadrature", quadrature_nodes=192, **kw)
     assert q96.info["nodes_per_replica"] == 96 ** 2
@@ -471,7 +476,9 @@ def test_weight_decay_theory_against_closure_and_networks():
     model = dmft.TwoLayer("linear", gamma0=1.0)
     kw = dict(eta0=0.5, steps=200, save_every=50, weight_decay=0.1)
     cl = dmft.solve(model, data, method="closure", **kw)
-    fw = dmft.solve(model, data, method="forward", samples=4096, **kw)
+    # 8192 nodes: the node draw of the solves on `data` above (rank 6 too); z measured 1.5 here,
+    # within 1.5 over 4 keys (at 4096 nodes up to 3.1)
+    fw = dmft.solve(model, data, method="forward", samples=8192, **kw)
     assert fw.info["control_variate"] is False
     z = (fw.test_loss[1:] - cl.test_loss[1:]) / fw.error["test_loss"][1:]
     assert np.max(np.abs(z)) < 5
@@ -520,10 +527,12 @@ def test_multi_output_forward_is_exact_in_the_lazy_limit_and_matches_networks():
     data = dmft.Dataset(x, np.tanh(x[:, :2]), xt, np.tanh(xt[:, :2]))
     kw = dict(eta0=0.5, steps=40, save_every=10)
     small = dmft.TwoLayer("erf", gamma0=1e-3)
-    fw = dmft.solve(small, data, samples=1024, **kw)
+    # the rich solve's 8192 nodes (one compiled program for both: gamma0 is not static)
+    fw = dmft.solve(small, data, samples=8192, **kw)
     lz = dmft.solve(small, data, method="lazy", **kw)
     assert fw.f_test.shape == (5, 10, 2)
-    # O(gamma0^2) = 1e-6 in units of f (largest |f| 1.15); measured 2.2e-7
+    # O(gamma0^2) = 1e-6 in units of f (largest |f| 1.15); measured 2.7e-7 (2.0-2.7e-7 over 3 keys;
+    # 2.1-3.5e-7 at 1024 nodes)
     assert np.max(np.abs(fw.f_test - lz.f_test)) < 2e-6, np.max(np.abs(fw.f_test - lz.f_test))
     # outputs decouple in the lazy limit: each output is its own scalar lazy solve
     for c in range(2):
@@ -537,21 +546,32 @@ def test_multi_output_forward_is_exact_in_the_lazy_limit_and_matches_networks():
     assert np.max(np.abs((net.test_loss.mean(0) - th.test_loss)[1:] / se)) < 5
 
 
-def test_error_bars_cover_the_reference_at_their_nominal_level():
-    """Coverage of `Solution.interval` over 160 independent keys (tanh, rich, gamma0 = 1):
-    the reference is a 2^16-node solve (its own error is 16x below one key's spread). The
-    Student t interval with replicas - 1 degrees of freedom covers 95% +- 4%; the normal
-    quantile on the same four-replica error bars would cover visibly less."""
-    data = dmft.tasks.single_index(D=4, P=16, P_test=24, degree=2, key=jax.random.key(3))
+@pytest.fixture(scope="module")
+def rich_2d():
+    """A rich (tanh, gamma0 = 1) problem at D = 2 and its 2^16-node stratified reference solve
+    (kernels=False), shared by the coverage tests of both samplers below."""
+    data = dmft.tasks.single_index(D=2, P=16, P_test=24, degree=2, key=jax.random.key(3))
     model = dmft.TwoLayer("tanh", gamma0=1.0)
     sch = dmft.Schedule(eta0=0.5, steps=40, save_every=20)
     ref = dmft.solve(model, data, sch, samples=2 ** 16, replicas=4, key=jax.random.key(99), kernels=False)
+    return data, model, sch, ref
+
+
+def test_error_bars_cover_the_reference_at_their_nominal_level(rich_2d):
+    """Coverage of `Solution.interval` over 160 independent keys (tanh, rich, gamma0 = 1):
+    the reference is a 2^16-node solve (its own error is 16x below one key's spread). The
+    Student t interval with replicas - 1 degrees of freedom covers 95% +- 4%; the normal
+    quantile on the same four-replica error bars would cover visibly less. (At D = 2, the
+    problem and reference of the Sobol test below; it was D = 4, measured there: coverage
+    0.93-0.98, normal 0.79-0.91, reference error up to 0.67 of its bound over 3 batch keys.)"""
+    data, model, sch, ref = rich_2d
     K = 160
     res = dmft.solve_batch(model, data, {"gamma0": [1.0] * K}, schedule=sch, samples=256, replicas=4,
                            key=jax.random.key(7), batch_size=K)
     q = stats.t.ppf(0.975, 3)
-    # measured: coverage 0.959 (test loss), 0.969 (alignment), 0.956 and 0.969 (weight changes,
-    # by the delta method); normal quantile 0.84-0.90
+    # measured: coverage 0.950 (test loss), 0.944 (alignment), 0.944 and 0.956 (weight changes,
+    # by the delta method); normal quantile 0.86-0.88; the reference's error 0.31-0.82 of its bound
+    # (batch key 8: coverage 0.95-0.96, normal 0.83-0.85, reference 0.27-0.76)
     for name in ("test_loss", "alignment", "weight_change.first_layer", "weight_change.readout"):
         group, _, part = name.partition(".")
         truth = (ref.weight_change[part] if part else getattr(ref, name))[1:]
@@ -582,13 +602,14 @@ def test_error_bars_cover_the_reference_at_their_nominal_level():
     with pytest.raises(ValueError, match="no record"):
         one.interval("weights")
     with pytest.raises(ValueError, match="no record"):
-        dmft.solve(model, data, sch, samples=256, replicas=4, kernels=False).interval("ntk")
+        ref.interval("ntk")                                          # (solved with kernels=False)
 
 
 def test_setup_reused_only_for_the_same_data_and_activation(data, monkeypatch):
     """Geometry and lazy kernels are reused across solves that share data, activation and
     readout (not across a changed data set), and reuse changes nothing in the answer."""
-    kw = dict(eta0=0.5, steps=20, save_every=10, method="forward", samples=256, kernels=False)
+    # 64 nodes: the node draws (trained and fixed readouts) of test_centering_and_initial_outputs
+    kw = dict(eta0=0.5, steps=20, save_every=10, method="forward", samples=64, kernels=False)
     x = np.array(data.x_train, copy=True)
     fresh = dmft.Dataset(x, data.y_train, data.x_test, data.y_test)
     a = dmft.solve(dmft.TwoLayer("tanh", gamma0=0.5), fresh, **kw)
@@ -616,15 +637,12 @@ def test_setup_reused_only_for_the_same_data_and_activation(data, monkeypatch):
     np.testing.assert_array_equal(g1.f_test, g2.f_test)
 
 
-def test_sobol_nodes_unbiased_honest_and_tighter_in_low_dimension():
+def test_sobol_nodes_unbiased_honest_and_tighter_in_low_dimension(rich_2d):
     """Randomized QMC nodes (sampler="sobol") over 160 keys on a D = 2 problem: the estimate
     agrees with a 2^16-node stratified solve (an independent sampler), the t intervals cover
     at their nominal level, and the error bar is below the stratified sampler's at the same
     node count (measured 1.47x here; 2.7x on the terrain data, 1.1-1.3x at D = 8)."""
-    data = dmft.tasks.single_index(D=2, P=16, P_test=24, degree=2, key=jax.random.key(3))
-    model = dmft.TwoLayer("tanh", gamma0=1.0)
-    sch = dmft.Schedule(eta0=0.5, steps=40, save_every=20)
-    ref = dmft.solve(model, data, sch, samples=2 ** 16, replicas=4, key=jax.random.key(99), kernels=False)
+    data, model, sch, ref = rich_2d
     K = 160
     out = {}
     for sampler in ("sobol", "stratified"):
@@ -661,7 +679,11 @@ def test_products_run_in_full_float32_precision_on_every_device(data, monkeypatc
     precision="mixed" by 4e-5): every solver, batch program, predictor and trainer traces its
     programs with the "highest" matmul precision, only for the call, and a precision the caller
     chose stands (spied while tracing, after clearing the compile caches so that everything is
-    traced afresh whatever ran before in this process)."""
+    traced afresh whatever ran before in this process; the precision is part of every jit's
+    cache key, so the caller's "bfloat16" below is traced afresh without a second clear).
+    Cheap programs where the spied path is the same: the forward solve on plain Monte Carlo
+    nodes without kernels (the stratified draw's QR alone took as long to compile), and the
+    batch program and the caller's precision on the closure (all go through the same wrappers)."""
     jax.clear_caches()
     seen, phase = [], ["solve"]
 
@@ -678,15 +700,16 @@ def test_products_run_in_full_float32_precision_on_every_device(data, monkeypatc
     spy(sys.modules["networks.train"], "_output")
     before = jax.config.jax_default_matmul_precision
     forward = dmft.TwoLayer("tanh", gamma0=1.0)
+    square = dmft.TwoLayer("square", gamma0=1.0, readout="fixed")
     kw = dict(eta0=0.1, steps=3, save_every=3)
-    sol = dmft.solve(forward, data, method="forward", samples=64, precision="mixed", **kw)
+    sol = dmft.solve(forward, data, method="forward", samples=64, sampler="mc", kernels=False,
+                     precision="mixed", **kw)
     phase[0] = "closure"
-    dmft.solve(dmft.TwoLayer("square", gamma0=1.0, readout="fixed"), data, method="closure",
-               precision="mixed", **kw)
+    dmft.solve(square, data, method="closure", precision="mixed", **kw)
     phase[0] = "predict"
     sol.predict(data.x_test[:5])
     phase[0] = "batch program"
-    prog = dmft.BatchProgram(forward, data, samples=64, **kw)
+    prog = dmft.BatchProgram(square, data, method="closure", **kw)
     prog({"gamma0": np.array([0.5, 1.0])}, np.arange(2))
     phase[0] = "networks"
     networks.train(forward, data, width=8, seeds=2, **kw)
@@ -696,9 +719,8 @@ def test_products_run_in_full_float32_precision_on_every_device(data, monkeypatc
     # a precision the caller chose is kept (here: the fastest, for a quick look on a GPU)
     seen.clear()
     phase[0] = "caller"
-    jax.clear_caches()
     with jax.default_matmul_precision("bfloat16"):
-        dmft.solve(forward, data, method="forward", samples=64, **kw)
+        dmft.solve(square, data, method="closure", **kw)
     assert seen and all(p == "bfloat16" for _, p in seen), seen
 
 
@@ -713,7 +735,11 @@ def _budget(plan, g):
 def test_replicas_a_few_at_a_time_give_the_same_solve(method, sampler, tol, monkeypatch):
     """A budget too small for all replicas at once: the plan integrates groups one after another
     (memory follows the group), with the same nodes and the same answer, predictions (with the
-    field outside the data span, D > P + P*) and error bars included; iterate to its tol."""
+    field outside the data span, D > P + P*) and error bars included; iterate to its tol.
+    In two groups of 2 (several replicas per group, several groups, the second drawn from an
+    offset); groups of 1 are run by test_replicas_a_few_at_a_time_report_the_first_bad_step (its
+    records equal to 1e-12 up to the divergence): every group size compiles its own draw and
+    integrator."""
     import importlib
     solve_mod = importlib.import_module("dmft.solve")
     data = dmft.tasks.single_index(D=40, P=12, P_test=6, degree=2, key=3)
@@ -726,26 +752,28 @@ def test_replicas_a_few_at_a_time_give_the_same_solve(method, sampler, tol, monk
     assert full.info["replicas_at_once"] == 4 and plan.replicas_at_once == 4
     run_saved, sizes = solve_mod.run_saved, []
     monkeypatch.setattr(solve_mod, "run_saved", lambda *a, **k: sizes.append(a[4].z.shape[0]) or run_saved(*a, **k))
-    for g in (2, 1):
-        sizes.clear()
-        part = dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
-        assert sizes == [g] * (4 // g)                 # what ran, not only what the plan says
-        assert part.info["replicas_at_once"] == g and part.info["replicas"] == 4
-        for name in ("f_train", "f_test", "train_loss", "ntk"):
-            np.testing.assert_allclose(getattr(part, name), getattr(full, name), rtol=0, atol=tol)
-        for name in full.error:
-            np.testing.assert_allclose(part.error[name], full.error[name], rtol=0, atol=tol)
-        x_new = np.asarray(jax.random.normal(jax.random.key(9), (5, data.D)))
-        np.testing.assert_allclose(part.predict(x_new), full.predict(x_new), rtol=0, atol=tol)
-        if method == "iterate":
-            assert part.info["converged"] and len(part.info["iterations_by_group"]) == 4 // g
-            assert part.info["iterations"] == full.info["iterations"]
+    g = 2
+    part = dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
+    assert sizes == [g] * (4 // g)                 # what ran, not only what the plan says
+    assert part.info["replicas_at_once"] == g and part.info["replicas"] == 4
+    for name in ("f_train", "f_test", "train_loss", "ntk"):
+        np.testing.assert_allclose(getattr(part, name), getattr(full, name), rtol=0, atol=tol)
+    for name in full.error:
+        np.testing.assert_allclose(part.error[name], full.error[name], rtol=0, atol=tol)
+    x_new = np.asarray(jax.random.normal(jax.random.key(9), (5, data.D)))
+    np.testing.assert_allclose(part.predict(x_new), full.predict(x_new), rtol=0, atol=tol)
+    if method == "iterate":
+        assert part.info["converged"] and len(part.info["iterations_by_group"]) == 4 // g
+        assert part.info["iterations"] == full.info["iterations"]
 
 
 @pytest.mark.parametrize("method", ["forward", "iterate"])
 def test_replicas_a_few_at_a_time_report_the_first_bad_step(method):
     """A diverging solve in groups raises the earliest bad step over all groups, as one vmapped
-    run does, with every replica's partial records."""
+    run does, with every replica's partial records. One replica at a time (groups of 2 are run by
+    test_replicas_a_few_at_a_time_give_the_same_solve): the groups go bad at different steps
+    (forward 165, 176, 160, 172: neither the first group's nor the last's is the earliest; iterate
+    160, 170, 160, 170); in groups of 2 they were 165, 160 and 160, 160."""
     data = dmft.tasks.single_index(D=6, P=24, P_test=8, degree=2, key=1)
     model = dmft.TwoLayer("tanh", gamma0=3.0)
     kw = dict(eta0=20.0, steps=400, save_every=10, samples=256, replicas=4, method=method,
@@ -753,17 +781,17 @@ def test_replicas_a_few_at_a_time_report_the_first_bad_step(method):
     with pytest.raises(dmft.DivergenceError) as full:
         dmft.solve(model, data, **kw)
     plan = dmft.plan_solve(model, data, dmft.Schedule(20.0, 400, 10), method=method, samples=256, replicas=4)
-    for g in (2, 1):
-        with pytest.raises(dmft.DivergenceError) as part:
-            dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
-        assert part.value.step == full.value.step and part.value.cause == full.value.cause
-        if method == "forward":     # the same records, replicas in the same order
-            assert full.value.partial is not None
-            np.testing.assert_allclose(part.value.partial["f_train"], full.value.partial["f_train"],
-                                       rtol=0, atol=1e-12)
-        else:                       # Delta blows up in the iteration: no forward run, no records
-            assert full.value.cause == "non-finite Delta in the iteration"
-            assert full.value.partial is None and part.value.partial is None
+    g = 1
+    with pytest.raises(dmft.DivergenceError) as part:
+        dmft.solve(model, data, max_memory_gb=_budget(plan, g), **kw)
+    assert part.value.step == full.value.step and part.value.cause == full.value.cause
+    if method == "forward":     # the same records, replicas in the same order
+        assert full.value.partial is not None
+        np.testing.assert_allclose(part.value.partial["f_train"], full.value.partial["f_train"],
+                                   rtol=0, atol=1e-12)
+    else:                       # Delta blows up in the iteration: no forward run, no records
+        assert full.value.cause == "non-finite Delta in the iteration"
+        assert full.value.partial is None and part.value.partial is None
 
 
 def test_batch_refuses_at_construction_what_only_a_grouped_solve_fits(data):
@@ -801,7 +829,7 @@ def test_grouped_divergence_partial_records_in_every_mixed_case():
     assert out.step == 5 and out.partial is None
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=10, deadline=None)      # (each new method and save interval compiles anew)
 @given(method=st.sampled_from(["forward", "closure", "flow"]), eta0=st.floats(30.0, 400.0),
        every=st.sampled_from([1, 2, 3, 4, 5, 6, 10]))
 def test_divergence_keeps_only_the_saves_before_the_bad_step(method, eta0, every):

@@ -418,8 +418,10 @@ def test_missing_config_file():
 
 # ------------------------------------------------------------------ the command line
 
-TINY = ["--gamma0", "0.05", "1", "--widths", "16", "64", "--seeds", "3", "--steps", "40",
-        "--samples", "512", "--set", "task.D=6", "--set", "task.P=32", "--set", "task.P_test=40",
+# the jobs below share these sizes (D, P, P_test, steps and saves, samples, the width 8 and two
+# seeds): in one process the DMFT, lazy and network programs compile once for all of them
+TINY = ["--gamma0", "0.05", "1", "--widths", "8", "16", "--seeds", "2", "--steps", "20",
+        "--samples", "256", "--set", "task.D=4", "--set", "task.P=16", "--set", "task.P_test=20",
         "--set", "train.save_every=10", "--no-progress"]
 
 
@@ -431,7 +433,7 @@ def test_validate_end_to_end_writes_every_file(tmp_path, capsys):
     for rel in ("run.json", "config.toml", "report.md", "report.json",
                 "figures/losses.png", "figures/lazy_to_rich.png", "figures/width_scaling.png",
                 "figures/relative_error.png", "theory/dmft_gamma0_1.npz", "theory/dmft_gamma0_1.json",
-                "theory/lazy_gamma0_0.05.npz", "networks/gamma0_1_N64.npz", "networks/gamma0_0.05_N16.json"):
+                "theory/lazy_gamma0_0.05.npz", "networks/gamma0_1_N16.npz", "networks/gamma0_0.05_N8.json"):
         assert os.path.exists(os.path.join(out, rel)), rel
     rep = json.loads(pathlib.Path(out, "report.json").read_text())
     assert {c["verdict"] for c in rep["checks"]} <= {"PASS", "FAIL", "SKIP"}
@@ -439,7 +441,7 @@ def test_validate_end_to_end_writes_every_file(tmp_path, capsys):
     assert assert_tables_are_well_formed(md) >= 3
     assert "networks: mean +- std over seeds" in md and "DMFT test loss +- SE" in md
     assert "Arithmetic: float64" in md                       # the precision the job ran in
-    assert rep["config"]["train"]["steps"] == 40 and "jax" in rep["environment"]
+    assert rep["config"]["train"]["steps"] == 20 and "jax" in rep["environment"]
     man = json.loads(pathlib.Path(out, "run.json").read_text())
     assert man["status"] == "complete"
     sol = dmft.Solution.load(os.path.join(out, "theory", "dmft_gamma0_1"))
@@ -499,21 +501,21 @@ def test_foreign_output_directory_is_refused(tmp_path):
 
 
 def test_numerical_failure_exit_code(tmp_path):
-    argv = ["solve", "--out", str(tmp_path / "d"), "--gamma0", "1", "--eta0", "500", "--steps", "200",
+    argv = ["solve", "--out", str(tmp_path / "d"), "--gamma0", "1", "--eta0", "500", "--steps", "20",
             "--set", "train.save_every=10", "--set", "task.D=4", "--set", "task.P=16",
-            "--set", "task.P_test=8", "--samples", "64", "--no-progress"]
+            "--set", "task.P_test=20", "--samples", "256", "--no-progress"]        # (TINY's sizes)
     assert cli.main(argv) == 4
 
 
 # ------------------------------------------------------------------ your own data (npz)
 
 def _npz(path, test="both"):
-    rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.normal(size=(6, 3)), "y_train": rng.normal(size=6)}
+    rng = np.random.default_rng(0)        # (TINY's sizes: a solve of it reuses the programs of the jobs above)
+    arrays = {"x_train": rng.normal(size=(16, 4)), "y_train": rng.normal(size=16)}
     if test in ("both", "x"):
-        arrays["x_test"] = rng.normal(size=(4, 3))
+        arrays["x_test"] = rng.normal(size=(20, 4))
     if test == "both":
-        arrays["y_test"] = rng.normal(size=4)
+        arrays["y_test"] = rng.normal(size=20)
     np.savez(path, **arrays)
 
 
@@ -551,7 +553,7 @@ def test_npz_path_is_relative_to_the_toml_file(tmp_path, monkeypatch, capsys):
     # a run from elsewhere reads the file beside the TOML and records its absolute path
     out = tmp_path / "run"
     assert cli.main(["solve", "--config", str(cfgdir / "my.toml"), "--out", str(out), "--no-progress",
-                     "--gamma0", "1", "--steps", "4", "--set", "train.save_every=2", "--samples", "64"]) == 0
+                     "--gamma0", "1", "--steps", "20", "--set", "train.save_every=10", "--samples", "256"]) == 0
     assert str(cfgdir / "mine.npz") in (out / "config.toml").read_text()
 
 
