@@ -40,20 +40,21 @@ def test_relu_arccos_kernels_match_quadrature():
     assert errs[-1, 0] < 5e-4 and errs[-1, 1] < 1e-2
 
 
-def test_relu_kernels_match_monte_carlo(key):
+def test_relu_kernels_match_monte_carlo():
     """Independent check of the arc-cosine formulas by sampling 2e6 pairs: each sample mean
     within 5 of its standard errors (sample sd / sqrt(n), 1.8e-4 .. 4.7e-4) of the closed
-    form (measured |z| 1.3, 1.3, 1.8)."""
+    form (measured |z| 1.03, 0.39, 0.41; <= 1.71 over seeds 0-5). Drawn and averaged in numpy
+    (jax.random's 4e6 normals took a second in the tests' unoptimized XLA; numpy 0.1 s)."""
     k11, k12, k22 = 1.3, -0.4, 0.8
-    L = jnp.linalg.cholesky(jnp.array([[k11, k12], [k12, k22]]))
-    u = jax.random.normal(key, (2_000_000, 2)) @ L.T
+    L = np.linalg.cholesky(np.array([[k11, k12], [k12, k22]]))
+    u = np.random.default_rng(0).standard_normal((2_000_000, 2)) @ L.T
     exact = A.relu().lazy_kernels(k11, k12, k22)
     for name, samples, value in [
-            ("Phi0", jnp.maximum(u[:, 0], 0) * jnp.maximum(u[:, 1], 0), exact[0]),
+            ("Phi0", np.maximum(u[:, 0], 0) * np.maximum(u[:, 1], 0), exact[0]),
             ("G0", (u[:, 0] > 0) * (u[:, 1] > 0), exact[1]),
-            ("mean", jnp.maximum(u[:, 0], 0), A.relu().mean(k11))]:
-        se = float(jnp.std(samples)) / np.sqrt(samples.shape[0])
-        z = (float(jnp.mean(samples)) - float(value)) / se
+            ("mean", np.maximum(u[:, 0], 0), A.relu().mean(k11))]:
+        se = float(np.std(samples)) / np.sqrt(samples.shape[0])
+        z = (float(np.mean(samples)) - float(value)) / se
         assert abs(z) < 5, (name, z)
 
 

@@ -301,10 +301,11 @@ def test_points_equal_single_solves(reference):
 
 
 def test_grid_of_data_seeds_alone(reference, tmp_path):
-    # no batched field on the grid: every point at the base gamma0 = 1, eta0 = 0.5
+    # no batched field on the grid: every point at the base gamma0 = 1, eta0 = 0.5 (seed 10's inputs
+    # take the kernel grid of seed 0's: both groups run one compiled program)
     res = scan.run({**scan.load_config(reference.config), "scan": {
-        **reference.config["scan"], "grid": None, "points": {"task.seed": [0, 7]}}}, str(tmp_path / "s"))
-    assert res.grid.shape == (2,) and res.manifest["groups"][1]["fields"] == {"task.seed": 7}
+        **reference.config["scan"], "grid": None, "points": {"task.seed": [0, 10]}}}, str(tmp_path / "s"))
+    assert res.grid.shape == (2,) and res.manifest["groups"][1]["fields"] == {"task.seed": 10}
     for k in ("theory.final.test_loss", "theory.train_loss"):
         np.testing.assert_allclose(res[k][0], reference[k][2, 1, 0], rtol=1e-12, atol=1e-15)
     assert res["theory.final.test_loss"][1] != res["theory.final.test_loss"][0]
@@ -326,17 +327,18 @@ def test_networks_per_point_equal_networks_train(tmp_path):
 
     import networks
 
-    table = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 1}, "model": {"activation": "linear"},
+    # (the networks of test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it: one program)
+    table = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 2}, "model": {"activation": "tanh"},
              "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
              "simulate": {"width": 8, "seeds": 2, "seed": 3},
              "scan": {"theory": False, "networks": True, "outputs": ["final", "curves"],
                       "points": {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.25]}}}
     res = scan.run(table, str(tmp_path / "n"))
-    data = dmft.tasks.single_index(D=4, P=8, P_test=6, degree=1, key=0)
+    data = dmft.tasks.single_index(D=4, P=8, P_test=6, degree=2, key=0)
     ids = point_ids(res.config, {"model.gamma0": np.array([0.5, 2.0]), "train.eta0": np.array([0.5, 0.25])},
                     [0, 1], "networks")
     for i, (g, e) in enumerate([(0.5, 0.5), (2.0, 0.25)]):
-        run = networks.train(dmft.TwoLayer("linear", gamma0=g), data, width=8, seeds=2, eta0=e,
+        run = networks.train(dmft.TwoLayer("tanh", gamma0=g), data, width=8, seeds=2, eta0=e,
                              steps=20, save_every=10, key=jax.random.fold_in(jax.random.key(3), int(ids[i])))
         np.testing.assert_array_equal(res["networks.test_loss"][i], run.test_loss.mean(0))
         np.testing.assert_array_equal(res["networks.error.test_loss"][i],

@@ -22,6 +22,12 @@ def data():
     return dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=jax.random.key(3))
 
 
+# the solves and trainings on `data` save 8 times (7 intervals) as the save-grid test's grids do,
+# theory with 256 samples, networks of width 16 x 2 seeds: a compiled program serves them all
+SAVES = dict(eta0=0.5, steps=14, save_every=2)
+NETS = dict(width=16, seeds=2)
+
+
 # ------------------------------------------------------------------ the schedule
 
 def test_schedule_save_grids():
@@ -53,13 +59,13 @@ def test_schedule_rejects(kwargs, match):
 
 
 def test_schedule_or_keywords_not_both(data):
-    sch = dmft.Schedule(eta0=0.5, steps=4, save_every=2)
+    sch = dmft.Schedule(**SAVES)
     with pytest.raises(dmft.InputError, match="eta0: given both in the Schedule and as keywords"):
         dmft.solve(dmft.TwoLayer("linear"), data, schedule=sch, eta0=0.5)
     with pytest.raises(dmft.InputError, match="steps: given both in the Schedule and as keywords"):
         networks.train(dmft.TwoLayer("linear"), data, width=4, seeds=1, schedule=sch, steps=4)
     a = dmft.solve(dmft.TwoLayer("linear"), data, sch)
-    b = dmft.solve(dmft.TwoLayer("linear"), data, eta0=0.5, steps=4, save_every=2)
+    b = dmft.solve(dmft.TwoLayer("linear"), data, **SAVES)
     np.testing.assert_array_equal(a.f_test, b.f_test)
 
 
@@ -77,9 +83,9 @@ def test_any_save_grid_gives_the_same_values_at_common_times(data, method):
     a, b = (dmft.solve(model, data, s, **kw) for s in (log, other))
     np.testing.assert_allclose(a.t[i], 0.2 * common, rtol=1e-15)
     np.testing.assert_allclose(a.f_test[i], b.f_test[j], rtol=1e-12, atol=1e-14)
-    if method == "lazy":                  # (its networks, tanh ones, are the forward case's)
+    if method != "forward":       # (networks.train's saves are the same whatever the theory's method)
         return
-    run, ref = (networks.train(model, data, width=16, seeds=2, schedule=s) for s in (log, other))
+    run, ref = (networks.train(model, data, **NETS, schedule=s) for s in (log, other))
     np.testing.assert_allclose(run.f_test[:, i], ref.f_test[:, j], rtol=1e-12, atol=1e-14)
 
 
@@ -121,7 +127,7 @@ def test_predict_reproduces_the_test_predictions_exactly(data):
                           (dmft.TwoLayer("tanh"), "forward"), (dmft.TwoLayer("tanh"), "iterate"),
                           (dmft.TwoLayer(dmft.activations.quadratic(0.5), readout="fixed",
                                          centered=False), "closure")):
-        sol = dmft.solve(model, data, eta0=0.5, steps=20, save_every=10, method=method, samples=256)
+        sol = dmft.solve(model, data, **SAVES, method=method, samples=256)
         np.testing.assert_allclose(sol.predict(x), sol.f_test[-1], rtol=1e-10, atol=1e-12,
                                    err_msg=method)
         # its standard error is the test predictions' (zero for the exact methods)
@@ -131,12 +137,11 @@ def test_predict_reproduces_the_test_predictions_exactly(data):
         low, high = sol.predict_interval(x, level=0.9)
         want = sol.interval("f_test", level=0.9)
         np.testing.assert_allclose(np.stack([low, high]), np.stack(want)[:, -1], rtol=1e-8, atol=1e-12)
-    one = dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=20, save_every=10, samples=64, replicas=1)
+    one = dmft.solve(dmft.TwoLayer("tanh"), data, **SAVES, samples=64, replicas=1)
     one.predict(x)
     with pytest.raises(dmft.InputError, match="no error estimate.*replicas >= 2"):
         one.predict(x, error=True)
-    run = networks.train(dmft.TwoLayer("relu"), data, width=8, seeds=3, eta0=0.5, steps=20,
-                         save_every=10, keep_params=True)
+    run = networks.train(dmft.TwoLayer("tanh"), data, **NETS, **SAVES, keep_params=True)
     np.testing.assert_allclose(run.predict(x), run.f_test[:, -1], rtol=1e-12, atol=1e-14)
 
 
@@ -219,18 +224,16 @@ def test_prediction_error_bars_outside_the_span_cover_over_keys(model, decay, mo
 
 
 def test_predict_needs_a_final_state(data, tmp_path):
-    sol = dmft.solve(dmft.TwoLayer("linear"), data, eta0=0.5, steps=4, save_every=2)
+    sol = dmft.solve(dmft.TwoLayer("linear"), data, **SAVES)
     sol.save(tmp_path / "s")
     with pytest.raises(dmft.InputError, match="predict: this Solution has no final state.*solve again"):
         dmft.Solution.load(tmp_path / "s").predict(data.x_test)
     with pytest.raises(dmft.InputError, match=f"x_new: has {data.D + 1} features but the data have D = {data.D}"):
         sol.predict(np.ones((2, data.D + 1)))
-    run = networks.train(dmft.TwoLayer("relu"), data, width=8, seeds=3, eta0=0.5, steps=4,
-                         save_every=2)
+    run = networks.train(dmft.TwoLayer("tanh"), data, **NETS, **SAVES)
     with pytest.raises(dmft.InputError, match="predict: this Run has no final state.*keep_params=True"):
         run.predict(data.x_test)
-    kept = networks.train(dmft.TwoLayer("relu"), data, width=8, seeds=3, eta0=0.5, steps=4,
-                          save_every=2, keep_params=True)
+    kept = networks.train(dmft.TwoLayer("tanh"), data, **NETS, **SAVES, keep_params=True)
     kept.save(tmp_path / "r")
     back = networks.Run.load(tmp_path / "r")
     np.testing.assert_allclose(back.predict(data.x_test), kept.f_test[:, -1], rtol=1e-12, atol=1e-14)
@@ -238,13 +241,9 @@ def test_predict_needs_a_final_state(data, tmp_path):
 
 # ------------------------------------------------------------------ figures and files
 
-# the tests below solve and train at the sizes of test_predict_reproduces_the_test_predictions_exactly
-# (tanh forward, 256 samples; relu networks, width 8, 3 seeds; 2 saves): one compiled program each
-
 def test_plot_one_result_or_several_or_loaded_ones(data, tmp_path):
-    sol = dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=20, save_every=10, samples=256)
-    run = networks.train(dmft.TwoLayer("relu"), data, width=8, seeds=3, eta0=0.5, steps=20,
-                         save_every=10)
+    sol = dmft.solve(dmft.TwoLayer("tanh"), data, **SAVES, samples=256)
+    run = networks.train(dmft.TwoLayer("tanh"), data, **NETS, **SAVES)
     for fig in (sol.plot(), run.plot(), sol.plot(run), validation.plots.theory_vs_networks(sol, run)):
         fig.savefig(tmp_path / "f.png")
         assert os.path.getsize(tmp_path / "f.png") > 1000
@@ -257,11 +256,11 @@ def test_plot_one_result_or_several_or_loaded_ones(data, tmp_path):
 @pytest.fixture(scope="module")
 def saved(data, tmp_path_factory):
     """A solution and a network run saved once (bytes kept), for the corruption tests (of
-    other lengths: 3 and 5 saves)."""
+    other lengths: 8 and 3 saves)."""
     d = tmp_path_factory.mktemp("saved")
-    sol = dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=4, save_every=2, samples=256)
+    sol = dmft.solve(dmft.TwoLayer("tanh"), data, **SAVES, samples=256)
     sol.save(d / "sol")
-    run = networks.train(dmft.TwoLayer("relu"), data, width=8, seeds=3, eta0=0.5, steps=8, save_every=2)
+    run = networks.train(dmft.TwoLayer("tanh"), data, **NETS, eta0=0.5, steps=4, save_every=2)
     run.save(d / "run")
     return _Bytes({n: {ext: (d / f"{n}.{ext}").read_bytes() for ext in ("npz", "json")}
                    for n in ("sol", "run")})
@@ -371,7 +370,7 @@ def test_a_damaged_or_mismatched_result_is_refused_naming_the_file(saved, tmp_pa
 def test_a_saved_result_loads_back_unchanged(saved, tmp_path):
     for name, cls in (("sol", dmft.Solution), ("run", networks.Run)):
         back = cls.load(_write(tmp_path, name, saved[name]))
-        assert back.t.shape == ((3,) if name == "sol" else (5,))
+        assert back.t.shape == ((8,) if name == "sol" else (3,))
         again = dmft.Trajectory.load(tmp_path / name)               # a subclass's file, as itself
         assert type(again) is cls and again.t.shape == back.t.shape
         # a stem given with its ending names the same pair (save wrote run.npz.npz, which
@@ -417,9 +416,9 @@ def test_a_complete_run_whose_files_changed_is_not_taken_as_complete(tmp_path, c
     or changed file is refused (exit 3) naming it, instead of "already complete"; --force redoes it."""
     from experiments import cli
 
-    # (the sizes of the solves above: their compiled program)
-    args = ["solve", "--out", str(tmp_path / "o"), "--gamma0", "0.5", "--steps", "20", "--samples", "256",
-            "--set", "train.save_every=10", "--set", "task.D=4", "--set", "task.P=12",
+    # (the sizes of the solves on `data`, SAVES: their compiled program)
+    args = ["solve", "--out", str(tmp_path / "o"), "--gamma0", "0.5", "--steps", "14", "--samples", "256",
+            "--set", "train.save_every=2", "--set", "task.D=4", "--set", "task.P=12",
             "--set", "task.P_test=8", "--set", "model.activation='tanh'", "--no-progress"]
     assert cli.main(args) == 0
     assert cli.main(args) == 0 and "already complete" in capsys.readouterr().err
@@ -440,10 +439,9 @@ def test_a_saved_result_records_the_keys_that_reproduce_it(tmp_path):
     """The data's key, the solve's key and the networks' key are in the saved configuration, and
     running again with them gives the same arrays: a saved figure can be regenerated."""
     data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=jax.random.key(11))
-    model, net = dmft.TwoLayer("tanh", gamma0=1.0), dmft.TwoLayer("relu", gamma0=1.0)
-    kw = dict(eta0=0.5, steps=4, save_every=2)
+    model, kw = dmft.TwoLayer("tanh", gamma0=1.0), SAVES           # (the sizes of the solves on `data`)
     sol = dmft.solve(model, data, samples=256, key=jax.random.key(5), **kw)
-    run = networks.train(net, data, width=8, seeds=3, key=jax.random.key(6), **kw)
+    run = networks.train(model, data, **NETS, key=jax.random.key(6), **kw)
     sol.save(tmp_path / "s")
     run.save(tmp_path / "r")
     cfg_s = dmft.Solution.load(tmp_path / "s").info["config"]
@@ -456,7 +454,7 @@ def test_a_saved_result_records_the_keys_that_reproduce_it(tmp_path):
     np.testing.assert_array_equal(again.x_train, data.x_train)
     np.testing.assert_array_equal(dmft.solve(model, again, samples=256, key=key(cfg_s["solve"]["key"]), **kw).f_test,
                                   sol.f_test)
-    np.testing.assert_array_equal(networks.train(net, again, width=8, seeds=3, key=key(cfg_r["key"]),
+    np.testing.assert_array_equal(networks.train(model, again, **NETS, key=key(cfg_r["key"]),
                                                  **kw).f_test, run.f_test)
 
 
