@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar
 
@@ -43,6 +44,7 @@ from . import checks
 from .errors import DivergenceError, InputError
 from .plan import RUNTIME_BYTES
 from .plotting import new_figure
+from .runner import count_trace
 from .problem import DeepLinear, LinearTeacher
 from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
@@ -812,6 +814,50 @@ def sde_memory_estimate(paths: int, saves: int, modes: int) -> float:
 _SDE_CAUSES = {1: "the layer scalar a", 2: "the mode strength pi = a^L", 3: "the diffusion D(pi)"}
 
 
+@functools.partial(jax.jit, static_argnames=("depth", "online"))
+def _sde_paths(keys, gaps, coef, scalars, *, depth: int, online: bool):
+    """The Euler-Maruyama paths of `mode_sde`, one per key: (saves + 1, r) layer scalars, the
+    first bad step (-1: none) and its cause. One compiled program per depth, mode count, save
+    count and path count: the step size, batch size, decay, noise and start are arguments."""
+    count_trace("deep_linear.sde_paths")
+    L = depth
+    s, kappa, tau, lam = coef
+    eta, B, shrink, sigma2, fpc, init = scalars
+    dt = s.dtype
+
+    def c_of(pi):
+        d = s - pi
+        if online:
+            return 2 * d * d + sigma2
+        return jnp.maximum((kappa - 1) * d * d + 2 * tau * d + lam, 0.0) * fpc
+
+    def step(state, pkey):
+        a, pi, c, k, bad, why = state
+        zeta = jax.random.normal(jax.random.fold_in(pkey, k), a.shape, dt) * jnp.sqrt(c / B)
+        a = shrink * a + eta * a ** (L - 1) * (s - pi + zeta)
+        pi = a ** L
+        c = c_of(pi)
+        D = eta / B * L ** 2 * jnp.abs(pi) ** (4 - 4 / L) * c
+        code = jnp.where(~jnp.all(jnp.isfinite(a)), 1,
+                         jnp.where(~jnp.all(jnp.isfinite(pi)), 2, jnp.where(~jnp.all(jnp.isfinite(D)), 3, 0)))
+        first = (bad < 0) & (code > 0)
+        # the state after this step is that of step k + 1: the step a network's seed would be
+        # flagged at (its loss at the weights of step k + 1 is the first non-finite one)
+        return (a, pi, c, k + 1, jnp.where(first, k + 1, bad), jnp.where(first, code, why))
+
+    def one_path(pkey):
+        def interval(state, gap):
+            state = jax.lax.fori_loop(0, gap, lambda _, st: step(st, pkey), state)
+            return state, state[0]
+        a0 = jnp.full(s.shape, init, dt)
+        pi0 = a0 ** L
+        st0 = (a0, pi0, c_of(pi0), jnp.int32(0), jnp.int32(-1), jnp.int32(0))
+        st, rec = jax.lax.scan(interval, st0, gaps)
+        return jnp.concatenate([a0[None], rec]), st[4], st[5]
+
+    return jax.vmap(one_path)(keys)
+
+
 def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None, steps=None,
              save_every=None, paths: int = 1024, key=None, *, weight_decay=None,
              schedule: Schedule | None = None, max_memory_gb: float = 4.0) -> ModeSDE:
@@ -875,50 +921,14 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
         raise InputError(f"init_scale: the initial mode strength init_scale^depth = 10^{lp / math.log(10):.0f} "
                          f"or its diffusion (10^{log_d0 / math.log(10):.0f}) overflows {jnp.dtype(dt).name}; "
                          "use a smaller init_scale")
-    s = jnp.asarray(modes.s, dt)
     online = modes.P is None
     fpc = 1.0 if online else ((modes.P - B) / (modes.P - 1) if modes.P > 1 else 0.0)
-    kappa = jnp.asarray(modes.kappa if not online else np.zeros_like(modes.s), dt)
-    tau = jnp.asarray(modes.tau if not online else np.zeros_like(modes.s), dt)
-    lam = jnp.asarray(modes.lam if not online else np.zeros_like(modes.s), dt)
-    sigma2 = modes.sigma ** 2
-    shrink = 1.0 - eta * kappa_wd
-
-    def c_of(pi):
-        d = s - pi
-        if online:
-            return 2 * d * d + sigma2
-        return jnp.maximum((kappa - 1) * d * d + 2 * tau * d + lam, 0.0) * fpc
-
-    def step(state, pkey):
-        a, pi, c, k, bad, why = state
-        zeta = jax.random.normal(jax.random.fold_in(pkey, k), a.shape, dt) * jnp.sqrt(c / B)
-        a = shrink * a + eta * a ** (L - 1) * (s - pi + zeta)
-        pi = a ** L
-        c = c_of(pi)
-        D = eta / B * L ** 2 * jnp.abs(pi) ** (4 - 4 / L) * c
-        code = jnp.where(~jnp.all(jnp.isfinite(a)), 1,
-                         jnp.where(~jnp.all(jnp.isfinite(pi)), 2, jnp.where(~jnp.all(jnp.isfinite(D)), 3, 0)))
-        first = (bad < 0) & (code > 0)
-        # the state after this step is that of step k + 1: the step a network's seed would be
-        # flagged at (its loss at the weights of step k + 1 is the first non-finite one)
-        return (a, pi, c, k + 1, jnp.where(first, k + 1, bad), jnp.where(first, code, why))
-
-    gaps = jnp.asarray(sch.gaps, jnp.int32)
-
-    def one_path(pkey):
-        def interval(state, gap):
-            state = jax.lax.fori_loop(0, gap, lambda _, st: step(st, pkey), state)
-            return state, state[0]
-        a0 = jnp.full(s.shape, model.init_scale, dt)
-        pi0_ = a0 ** L
-        st0 = (a0, pi0_, c_of(pi0_), jnp.int32(0), jnp.int32(-1), jnp.int32(0))
-        st, rec = jax.lax.scan(interval, st0, gaps)
-        return jnp.concatenate([a0[None], rec]), st[4], st[5]
-
-    run = jax.jit(jax.vmap(one_path))
+    zero = np.zeros_like(modes.s)
+    coef = jnp.asarray(np.stack([modes.s] + ([zero] * 3 if online else [modes.kappa, modes.tau, modes.lam])), dt)
+    scalars = jnp.asarray([eta, B, 1.0 - eta * kappa_wd, modes.sigma ** 2, fpc, model.init_scale], dt)
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
-    a, bad, why = (np.asarray(v) for v in run(keys))
+    a, bad, why = (np.asarray(v) for v in _sde_paths(keys, jnp.asarray(sch.gaps, jnp.int32), coef, scalars,
+                                                     depth=L, online=online))
     with np.errstate(over="ignore", invalid="ignore"):
         pi = a ** L
     D = _diffusion(modes, pi, eta, B, L)

@@ -423,6 +423,25 @@ def test_same_seed_same_bits(online):
     np.testing.assert_array_equal(s1.modes, s2.modes)
 
 
+def test_mode_sde_compiles_once_per_shape(online, fixed):
+    """The step size, batch size, decay, start and save steps are arguments of one compiled program
+    (it compiled anew on every call before, 0.4-0.7 s each: a user's scan over eta0 paid it per
+    point); depth, data kind (online or a finite set) and the numbers of modes, saves and paths
+    are its shape. Each call still gives its own numbers."""
+    from dmft.runner import TRACE_COUNTS
+    kw = dict(steps=40, save_every=20, paths=8)
+    for d in (online, fixed):
+        first = dl.mode_sde(dmft.DeepLinear(3, 6, 0.2, "aligned"), d, eta0=0.01, batch_size=2, **kw).modes
+        before = TRACE_COUNTS["deep_linear.sde_paths"]
+        seen = [dl.mode_sde(dmft.DeepLinear(3, 6, init, "aligned"), d, eta0=eta0, batch_size=B, weight_decay=wd,
+                            steps=steps, save_every=every, paths=8).modes
+                for init, eta0, B, wd, steps, every in ((0.2, 0.01, 2, 0.0, 40, 20), (0.3, 0.02, 1, 0.0, 40, 20),
+                                                        (0.2, 0.01, 2, 0.5, 40, 20), (0.2, 0.01, 2, 0.0, 60, 30))]
+        assert TRACE_COUNTS["deep_linear.sde_paths"] == before, d.describe()
+        np.testing.assert_array_equal(seen[0], first)
+        assert all(not np.array_equal(seen[0], other) for other in seen[1:])
+
+
 def test_float32_and_float64_agree_and_results_save(fixed, online, tmp_path):
     """The same minibatch sequence (integer draws) in both precisions: the modes agree to
     float32 rounding. (Online Gaussian draws differ between precisions by design.)"""
