@@ -10,13 +10,17 @@ activation parameters and gamma0, so `dmft.solve_batch` vmaps over them.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .activations import grid_nodes
 from .kernels import field_basis, input_kernel, lazy_kernels, lazy_ntk
 from .problem import Dataset
 
-__all__ = ["geometry", "lazy_setup", "dtype", "new_point_basis"]
+__all__ = ["geometry", "lazy_setup", "lazy_setup_compiled", "dtype", "new_point_basis"]
 
 
 def dtype():
@@ -58,6 +62,24 @@ def lazy_setup(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: 
     c = geo["y"].shape[1]
     f0 = initial_output(act, diag, gamma0, c, centered=centered, trained=trained)
     return {**geo, "phi0": phi0, "g0": g0, "k0": k0, "f0": f0}
+
+
+@functools.partial(jax.jit, static_argnames=("P", "trained", "nodes"))
+def _kernels_program(kx_all_tr, diag, act, *, P: int, trained: bool, nodes: int) -> dict:
+    su = lazy_setup({"kx_all_tr": kx_all_tr, "diag": diag, "y": jnp.zeros((P, 1), diag.dtype), "P": P},
+                    act, 1.0, centered=True, trained=trained, nodes=nodes)
+    return {k: su[k] for k in ("phi0", "g0", "k0")}
+
+
+def lazy_setup_compiled(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: int) -> dict:
+    """`lazy_setup` with its kernels as one compiled program per shape, activation and node count
+    (the activation's parameters are arguments; op by op they compiled some 15 small programs).
+    The node count is raised by `grid_nodes` for the largest variance first, as `lazy_setup`
+    does with concrete inputs (traced ones keep `nodes`); f(0) is computed as there."""
+    nodes = grid_nodes(float(jnp.max(geo["diag"])), nodes) if geo["diag"].size else nodes
+    kern = _kernels_program(geo["kx_all_tr"], geo["diag"], act, P=geo["P"], trained=trained, nodes=nodes)
+    f0 = initial_output(act, geo["diag"], gamma0, geo["y"].shape[1], centered=centered, trained=trained)
+    return {**geo, **kern, "f0": f0}
 
 
 def initial_output(act, diag, gamma0, c: int, *, centered: bool, trained: bool):

@@ -28,7 +28,7 @@ import numpy as np
 from .kernels import alignment
 from .runner import count_trace
 
-__all__ = ["lazy_path", "lazy_records", "loss_rose"]
+__all__ = ["lazy_path", "lazy_records", "lazy_records_compiled", "loss_rose"]
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics",))
@@ -93,6 +93,24 @@ def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_t
     rec["sq_weight_change.readout"] = (scale * jnp.einsum("tpc,pq,tqc->t", s, su["phi0"][:P], s)
                                        if trained else jnp.zeros(saves.shape, s.dtype))
     return rec, delta, s, diverged
+
+
+_SETUP_ARRAYS = ("k0", "y", "f0", "g0", "kx_all_tr", "phi0")
+
+
+@functools.partial(jax.jit, static_argnames=("P", "dynamics", "trained", "has_test"))
+def _records_program(arrays, gamma0, eta0, saves, *, P: int, dynamics: str, trained: bool, has_test: bool):
+    return lazy_records({**arrays, "P": P}, gamma0, eta0, saves, dynamics=dynamics, trained=trained,
+                        has_test=has_test)
+
+
+def lazy_records_compiled(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
+    """`lazy_records` as one compiled program (per shape, dynamics and readout; gamma0, eta0 and
+    the save steps are its arguments): run op by op, a first lazy solve compiled some 30 small
+    programs (about 1.5 s at a small size)."""
+    arrays = {k: su[k] for k in _SETUP_ARRAYS}
+    return _records_program(arrays, jnp.asarray(gamma0, su["k0"].dtype), jnp.asarray(eta0, su["k0"].dtype),
+                            jnp.asarray(saves), P=su["P"], dynamics=dynamics, trained=trained, has_test=has_test)
 
 
 # a rise of the train loss beyond rounding: relative to its start (RISE_RTOL, or RISE_EPS of the

@@ -33,9 +33,9 @@ from .activations import get as get_activation
 from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged
 from .geometry import dtype as _dtype
-from .geometry import geometry, initial_output, lazy_setup, new_point_basis
+from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
-from .lazy import lazy_path, lazy_records
+from .lazy import lazy_path, lazy_records_compiled
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
 from .runner import exact_products, first_nonfinite, kept_note, run_saved
@@ -185,7 +185,7 @@ def _solve_lazy(plan: SolvePlan, su):
     model, data, sch = plan.model, plan.data, plan.schedule
     P = su["P"]
     saves = jnp.asarray(sch.save_steps)
-    rec, _, s, rose = lazy_records(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
+    rec, _, s, rose = lazy_records_compiled(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
                                    trained=model.trained_readout, has_test=data.P_test > 0)
     rose = np.asarray(rose)
     k0 = su["k0"][:P]
@@ -712,7 +712,7 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     if reused:
         _SETUP_CACHE.move_to_end(key)
     else:
-        su = lazy_setup(geometry(data), act, 1.0, centered=model.centered,
+        su = lazy_setup_compiled(geometry(data), act, 1.0, centered=model.centered,
                         trained=model.trained_readout, nodes=plan.kernel_nodes)
         bad = [k for k in ("phi0", "g0", "k0") if not np.all(np.isfinite(np.asarray(su[k])))]
         if bad:               # (a callable finite on [-3, 3] that is not on the fields' whole line)
