@@ -91,8 +91,7 @@ def effective_modes(data: LinearTeacher) -> EffectiveModes:
         return EffectiveModes(np.asarray(data.U), np.asarray(data.V), np.asarray(data.s),
                               data.label_noise, None)
     X, Y, P = np.asarray(data.x_train), np.asarray(data.y_train), data.P
-    gram = X.T @ X / P
-    if not np.allclose(gram, np.eye(data.d_in), atol=1e-8):
+    if not _white(data):
         raise InputError("data: the per-mode theory of a fixed set needs white inputs (X^T X / P = I); "
                          "make the teacher with whiten=True")
     Mt = Y.T @ X / P
@@ -620,22 +619,66 @@ def learning_times(model: DeepLinear, data: LinearTeacher, level: float = 0.5,
     return out
 
 
-def plateaus(data: LinearTeacher) -> dict:
-    """The saddle-to-saddle staircase of the population loss.
+def _white(data: LinearTeacher) -> bool:
+    """Whether a fixed set's inputs are white (X^T X / P = I), what the per-mode theory needs."""
+    X = np.asarray(data.x_train)
+    return bool(np.allclose(X.T @ X / data.P, np.eye(data.d_in), atol=1e-8))
 
-    Modes are learned in order of decreasing strength; before the k-th is learned the loss
-    sits at (1/2) sum of s_j^2 over the modes not yet learned, plus d_out sigma^2 / 2.
 
-    Returns {"order": mode indices in learning order, "levels": (r + 1,) loss plateaus,
-             "noise_floor": d_out sigma^2 / 2}.
+def plateaus(data: LinearTeacher, settled=None) -> dict:
+    """The saddle-to-saddle staircase of the population loss |W - M|_F^2 / 2 + d_out sigma^2 / 2.
+
+    Modes are learned in order of decreasing strength of the target the network fits
+    (`effective_modes`: s online, s~ on a fixed set); once the first k are learned, W holds
+    them at full strength along their own directions, W_k = sum_j s_j u_j v_j^T over those k,
+    and the loss rests at |M - W_k|_F^2 / 2 + d_out sigma^2 / 2. Online (and for a fixed set
+    with s~ = s) that is (1/2) sum of s_j^2 over the modes not yet learned plus the floor; on
+    a fixed set with label noise the learned modes' directions and strengths miss the
+    teacher's, and every plateau lies above that sum (P = 20, sigma = 1, s = 3, 2, 1, 0.5: the
+    last plateau 2.43 against 2.0, the networks' 2.4336 to four digits). A fixed set whose
+    inputs are not white has no per-mode theory: its staircase uses the teacher's modes
+    ("modes": "teacher", an approximation), else "effective".
+
+    Args:
+        settled: (r,) where each learned mode settles instead of its full strength (under weight
+            decay, its fixed point: `validation.deep_linear.settled_targets`); NaN for a mode
+            that is never learned (its strength then stays in every plateau, which are one
+            fewer per such mode). None: every mode, at its full strength.
+
+    Returns {"order": mode indices in learning order, "levels": (k + 1,) loss plateaus for the
+             k modes learned, "noise_floor": d_out sigma^2 / 2, "modes": "effective" or "teacher"}.
     """
     if not isinstance(data, LinearTeacher):
         raise InputError(f"data must be a dmft.LinearTeacher, got {type(data).__name__}")
-    s = np.asarray(data.s)
-    order = np.argsort(-s, kind="stable")
+    own = data.online or _white(data)
+    if own:
+        m = effective_modes(data)
+        U, V, s = m.U, m.V, m.s
+    else:
+        U, V, s = np.asarray(data.U), np.asarray(data.V), np.asarray(data.s)
+    if settled is None:
+        strength = s
+    else:
+        strength = _reals("settled", settled, nan_ok=True, flat=False)
+        if strength.shape != s.shape:
+            raise InputError(f"settled: one value per mode, shape {s.shape}, got {strength.shape}")
+    order = np.array([j for j in np.argsort(-s, kind="stable") if np.isfinite(strength[j])], dtype=int)
+    M = np.asarray(data.U) @ np.diag(np.asarray(data.s)) @ np.asarray(data.V).T
     floor = 0.5 * data.d_out * data.label_noise ** 2
-    levels = [0.5 * float(np.sum(s[order[k:]] ** 2)) + floor for k in range(s.size + 1)]
-    return {"order": order, "levels": np.asarray(levels), "noise_floor": floor}
+    # a residual at rounding's size is none (M = W_r exactly online, or on a noiseless white set)
+    cut = (16 * np.finfo(np.float64).eps) ** 2 * M.size * float(np.sum(M * M))
+    W, levels = np.zeros_like(M), []
+    with np.errstate(over="ignore", invalid="ignore"):        # (an overflow is refused below)
+        for k in range(order.size + 1):
+            rest = float(np.sum((M - W) ** 2))
+            levels.append(0.5 * (rest if rest > cut else 0.0) + floor)
+            if k < order.size:
+                j = order[k]
+                W = W + strength[j] * np.outer(U[:, j], V[:, j])
+    if not np.all(np.isfinite(levels)):
+        raise InputError(f"settled: strengths up to {np.nanmax(np.abs(strength)):.3g} overflow the loss")
+    return {"order": order, "levels": np.asarray(levels), "noise_floor": floor,
+            "modes": "effective" if own else "teacher"}
 
 
 # ----------------------------------------------------------------- SGD: the per-mode SDE

@@ -324,9 +324,9 @@ def _targets(targets, r: int) -> np.ndarray:
 
 
 def staircase(run, data, *, rel: float = 0.15) -> dict:
-    """The saddle-to-saddle staircase: modes learned in the predicted order (decreasing s),
-    and the median population loss between consecutive learning times against the predicted
-    plateau (within rel).
+    """The saddle-to-saddle staircase: modes learned in the predicted order (decreasing s, s~
+    on a fixed set), and the median population loss between consecutive learning times against
+    the predicted plateau (`dl.plateaus`, within rel).
 
     Returns {"order_ok", "all_learned", "fraction_all_learned", "fraction_of_seeds_in_order",
     "order": the predicted learning order (mode indices), "learning_times": (r,) the seeds' median

@@ -159,22 +159,14 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
 
 
 def _plateau_levels(data, *, model=None, weight_decay: float = 0.0) -> np.ndarray:
-    """(levels,) the staircase's loss plateaus, in learning order (decreasing s): `dl.plateaus(data)["levels"]`
-    without weight decay. With decay kappa (`model` needed) a learned mode settles at its fixed
-    point pi_i*, so it leaves (s~_i - pi_i*)^2 / 2 behind (the decay's shrinkage on the target it
-    fits, s~_i on a fixed set), and a mode the decay switches off is never learned: its s_i^2 / 2
-    stays in every plateau, which are one fewer per such mode. Plateau k: d_out sigma^2 / 2 +
-    the sum of s_j^2 / 2 over the modes not yet learned + the shrinkage of the k learned."""
+    """(levels,) the staircase's loss plateaus, in learning order (decreasing s~):
+    `dl.plateaus(data)["levels"]` without weight decay. With decay kappa (`model` needed) a
+    learned mode settles at its fixed point pi_i* (`dl.plateaus(settled=...)`), and a mode the
+    decay switches off is never learned: its strength stays in every plateau, which are one
+    fewer per such mode."""
     targets, decays, kappa = _settled(model, data, weight_decay)
-    pl = dl.plateaus(data)
-    if not kappa:
-        return np.asarray(pl["levels"], dtype=np.float64)
-    s = np.asarray(data.s, dtype=np.float64)
-    left = np.where(decays, 0.0, dl.effective_modes(data).s - targets) ** 2 / 2   # learned: the shrinkage
-    order = [int(j) for j in pl["order"] if not decays[j]]
-    levels = [pl["noise_floor"] + sum(s[j] ** 2 / 2 for j in range(s.size) if j not in order[:k])
-              + sum(left[j] for j in order[:k]) for k in range(len(order) + 1)]
-    return np.asarray(levels, dtype=np.float64)
+    settled = np.where(decays, np.nan, targets) if kappa else None
+    return np.asarray(dl.plateaus(data, settled)["levels"], dtype=np.float64)
 
 
 def staircase_ylim(run, data, *, model=None, weight_decay: float = 0.0) -> tuple[float, float]:
