@@ -1012,7 +1012,8 @@ class PointMassError(InputError):
 
 def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float,
                        batch_size: int, weight_decay: float = 0.0, mode: int | None = None) -> np.ndarray:
-    """The stationary density of each mode's SDE on the grid pi (G,) (> 0, increasing):
+    """The stationary density of each mode's SDE on the grid pi (G,) (increasing; > 0 for depth
+    L > 1, any sign at L = 1, where pi = a is one scalar weight and its law can reach below 0):
     p_i(pi) ~ D_i^-1 exp(int 2 mu_i / D_i) with the Ito drift, i.e.
     pi^((L-1)/L) / D_i exp((2B / (eta L)) int_{pi*}^{pi} (s_i - q - kappa q^(2/L - 1)) / (q^(2-2/L) c_i(q)) dq),
     normalized on the grid, pi* = `fixed_points` (s_i without weight decay). Returns (G, r).
@@ -1047,6 +1048,10 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     modes = effective_modes(data)
     L = model.depth
     r = modes.s.size
+    pi = _reals("pi", pi)
+    if pi.size < 2 or np.any(np.diff(pi) <= 0) or (L > 1 and np.any(pi <= 0)):
+        raise InputError("pi: a grid of increasing values, positive for depth > 1 (a deeper mode's "
+                         "strength pi = a^L stays on the side it starts on; at depth 1 pi = a crosses 0)")
     if mode is not None:
         mode = checks.integer("mode", mode, minimum=0)
         if mode >= r:
@@ -1063,9 +1068,6 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
         raise PointMassError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
                              f"weight_decay = {kappa:g} too small to move it off the target, or full-batch "
                              "steps): the stationary law is a point mass there")
-    pi = _reals("pi", pi)
-    if pi.size < 2 or np.any(pi <= 0) or np.any(np.diff(pi) <= 0):
-        raise InputError("pi: a grid of increasing positive values")
     out = np.full((pi.size, r), np.nan)
     for i, (si, ps) in enumerate(zip(modes.s, star)):
         if not wanted[i]:
@@ -1169,10 +1171,14 @@ def _log_density_terms(one: EffectiveModes, kappa: float, L: int, B: int, eta0: 
     """(g, rest) on the mode strengths x (> 0) of the one-mode `one`: the stationary log density is
     int_{pi*}^{x} g + rest, g = 2 mu / D without the Ito term = (2B / (eta L)) (s - q - kappa
     q^(2/L - 1)) / (q^(2-2/L) c(q)) (-inf where the noise vanishes: a wall) and
-    rest = ((L - 1) / L) log x - log D (in logs: D ~ x^(4 - 4/L) underflows for tiny x)."""
+    rest = ((L - 1) / L) log x - log D (in logs: D ~ x^(4 - 4/L) underflows for tiny x). At L = 1
+    x may be negative (no powers of x: g = (2B / eta) (s - x - kappa x) / c, rest = -log D)."""
     si = float(one.s[0])
     c = noise_variance(one, x[:, None], B)[:, 0]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if L == 1:          # pi = a, any sign: mu = s - pi - kappa pi, D = eta c / B (no powers of pi)
+            g = (2 * B / eta0) * (si - x - kappa * x) / c
+            return np.where(c > 0, g, -np.inf), -(math.log(eta0 / B) + np.log(c))
         g = (2 * B / (eta0 * L)) * (si - x - kappa * x ** (2.0 / L - 1.0)) / (x ** (2 - 2 / L) * c)
         g = np.where(c > 0, g, -np.inf)
         log_d = math.log(eta0 / B * L ** 2) + (4 - 4 / L) * np.log(x) + np.log(c)

@@ -248,7 +248,7 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
             continue
         # each mode's law on a grid of its own, over its samples and its fixed point
         a, b = min(x.min(), star[i]), max(x.max(), star[i])
-        lo, hi = max(a - 4 * x.std(), 1e-6 * b), b + 4 * x.std()
+        lo, hi = (a - 4 * x.std() if model.depth == 1 else max(a - 4 * x.std(), 1e-6 * b)), b + 4 * x.std()
         try:
             grid, p = mode_law(model, data, np.linspace(lo, hi, 4001), i, eta0=eta0, batch_size=batch_size,
                                weight_decay=weight_decay)

@@ -256,7 +256,8 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
         # the mode's law alone, on a grid over its samples and its fixed point (as stationary_fit:
         # the other modes' laws, or their absence, do not refuse it)
         a, b = min(x.min(), s[i]), max(x.max(), s[i])
-        grid = np.linspace(max(a - 3 * x.std(), 1e-6 * b), b + 3 * x.std(), 1001)
+        # (depth 1: pi = a has either sign, and so has its grid; deeper, pi stays positive)
+        grid = np.linspace(a - 3 * x.std() if model.depth == 1 else max(a - 3 * x.std(), 1e-6 * b), b + 3 * x.std(), 1001)
         try:
             grid, p = mode_law(model, data, grid, i, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
             ax.plot(grid, p, "k", lw=1.2, label="stationary density")
