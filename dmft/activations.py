@@ -163,6 +163,28 @@ class Activation:
         name, fn, dfn, lazy_fn, mean_fn, degree, kinks = aux
         return cls(name, fn, tuple(children[0]), dfn, lazy_fn, mean_fn, degree, kinks)
 
+    def _identity(self):
+        """What makes two activations the same function: the callables (by identity: two
+        lambdas with the same body are different functions to Python), the declared moments and
+        kinks, and the parameters' values; None while the parameters are traced."""
+        try:
+            params = tuple(float(p) for p in self.params)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            return None
+        return (self.name, self.fn, self.dfn, self.lazy_fn, self.mean_fn, self.degree, self.kinks, params)
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, Activation):
+            return NotImplemented
+        mine = self._identity()
+        return mine is not None and mine == other._identity()
+
+    def __hash__(self):
+        mine = self._identity()
+        return id(self) if mine is None else hash(mine)
+
     def __call__(self, h):
         return self.fn(h, *self.params)
 

@@ -1,5 +1,6 @@
 """Closed-form Gaussian kernels against independent methods (quadrature, sampling)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -239,3 +240,32 @@ def test_a_kinked_custom_activation_says_its_kernels_are_inexact():
     assert declared.info["lazy_kernels_error"] < 1e-12 and "piecewise" in declared.info["lazy_kernels"]
     np.testing.assert_allclose(declared.test_loss, builtin.test_loss, rtol=1e-10)
     assert abs(kinked.test_loss[-1] - builtin.test_loss[-1]) > 1e3 * abs(declared.test_loss[-1] - builtin.test_loss[-1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(a=st.sampled_from(["relu", "tanh", "erf", "linear", "q0.5", "q0.25", "leaky"]),
+       b=st.sampled_from(["relu", "tanh", "erf", "linear", "q0.5", "q0.25", "leaky"]),
+       g=st.sampled_from([0.5, 1.0]), h=st.sampled_from([0.5, 1.0]))
+def test_models_and_activations_compare_by_what_they_compute(a, b, g, h):
+    """TwoLayer("relu") == TwoLayer("relu") (it was False: activations compared by identity):
+    activations are equal when their callables, moments, kinks and parameter values are, and
+    equal ones hash alike (usable as keys); one custom activation object equals itself."""
+    leaky = A.custom(lambda x: jnp.where(x > 0, x, 0.1 * x), "leaky", kinks=[0.0])
+
+    def make(name):
+        return leaky if name == "leaky" else A.quadratic(float(name[1:])) if name[0] == "q" else name
+
+    m1, m2 = dmft.TwoLayer(make(a), gamma0=g), dmft.TwoLayer(make(b), gamma0=h)
+    assert (m1 == m2) == (a == b and g == h)
+    assert (m1.activation == m2.activation) == (a == b)
+    if m1 == m2:
+        assert hash(m1) == hash(m2) and len({m1, m2}) == 1
+    # a traced parameter (a batch over it) compares by identity only
+    q, seen = A.quadratic(0.5), []
+
+    @jax.jit
+    def traced(e):
+        seen.append(dataclasses.replace(q, params=(e, q.params[1])) == q)
+        return e
+    traced(q.params[0])
+    assert seen == [False]
