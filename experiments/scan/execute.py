@@ -23,7 +23,7 @@ from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
 from .config import load_config
 from .deep_linear import DeepLinearGroup
-from .schema import BATCHED, kind_of
+from .schema import BATCHED, SETTINGS, kind_of
 from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids
 from .outputs import derive, network_records
 from .result import load
@@ -277,12 +277,6 @@ def _point_sharding(devices):
     if len(devices) == 1:
         return None, 1
     return NamedSharding(Mesh(np.array(devices), ("points",)), PartitionSpec("points")), len(devices)
-
-
-# settings that never change a result (a memory limit only decides whether a chunk runs or is
-# refused): kept out of a store's identity, so a scan resumes under another limit, and recorded
-# as the store's (and each session's) "settings"
-SETTINGS = (("theory", "max_memory_gb"), ("simulate", "max_memory_gb"))
 
 
 def store_identity(cfg: dict) -> dict:

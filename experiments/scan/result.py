@@ -20,7 +20,7 @@ from dmft.plotting import new_figure
 
 from ..store import Store
 from .grid import Grid, grid_of
-from .schema import kind_of, resolve_field
+from .schema import SETTINGS, kind_of, resolve_field
 
 __all__ = ["ScanResult", "load", "summary", "last_session", "heatmap", "lines", "final_time_label"]
 
@@ -95,8 +95,6 @@ def load(out) -> ScanResult:
     store = Store.read(out)
     man = store.manifest
     cfg = copy.deepcopy(man["identity"]["config"])
-    from .execute import SETTINGS
-
     settings = man.get("settings") or {}
     allowed = {f"{sec}.{key}" for sec, key in SETTINGS}
     if not isinstance(settings, dict) or set(settings) - allowed:

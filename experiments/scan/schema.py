@@ -18,8 +18,13 @@ from .. import problem as _problem
 from ..config import Field, coerce
 from ..dln.config import SCHEMA as _DLN_BASE
 
-__all__ = ["SCHEMA", "OUTPUTS", "BATCHED", "SCANNABLE", "KINDS", "Kind", "kind_of", "resolve_field",
+__all__ = ["SCHEMA", "OUTPUTS", "BATCHED", "SCANNABLE", "KINDS", "SETTINGS", "Kind", "kind_of", "resolve_field",
            "coerce_value"]
+
+# settings that never change a result (a memory limit only decides whether a chunk runs or is
+# refused): kept out of a store's identity, so a scan resumes under another limit, and recorded
+# as the store's (and each session's) "settings"
+SETTINGS = (("theory", "max_memory_gb"), ("simulate", "max_memory_gb"))
 
 OUTPUTS = ("final", "grokking", "curves", "predictions")
 
