@@ -94,16 +94,7 @@ def effective_modes(data: LinearTeacher) -> EffectiveModes:
     if not _white(data):
         raise InputError("data: the per-mode theory of a fixed set needs white inputs (X^T X / P = I); "
                          "make the teacher with whiten=True")
-    Mt = Y.T @ X / P
-    u, sv, vt = np.linalg.svd(Mt, full_matrices=False)
-    # match each teacher mode to the empirical singular pair it overlaps most (greedy, in order)
-    overlap = np.abs(np.asarray(data.U).T @ u) * np.abs(np.asarray(data.V).T @ vt.T)
-    taken, idx = set(), []
-    for i in range(data.rank):
-        order = np.argsort(-overlap[i])
-        j = next(int(j) for j in order if int(j) not in taken)
-        taken.add(j)
-        idx.append(j)
+    Mt, u, sv, vt, idx = _least_squares_pairs(data)
     U, V, s = u[:, idx], vt[idx].T, sv[idx]
     sign = np.sign(np.sum(U * np.asarray(data.U), axis=0))
     sign = np.where(sign == 0, 1.0, sign)
@@ -112,6 +103,23 @@ def effective_modes(data: LinearTeacher) -> EffectiveModes:
     rho = (Y - X @ Mt.T) @ U                            # in-sample label residuals along the modes
     return EffectiveModes(U, V, s, data.label_noise, P, kappa=np.mean(z ** 4, axis=0),
                           tau=np.mean(rho * z ** 3, axis=0), lam=np.mean(rho ** 2 * z ** 2, axis=0))
+
+
+def _least_squares_pairs(data: LinearTeacher):
+    """(M~, u, sv, vt, idx): the least-squares target M~ = Y^T X / P of a fixed set, its singular
+    pairs, and for each teacher mode the pair it overlaps most (greedy, in order); the pairs
+    not in idx are the label noise's own."""
+    X, Y, P = np.asarray(data.x_train), np.asarray(data.y_train), data.P
+    Mt = Y.T @ X / P
+    u, sv, vt = np.linalg.svd(Mt, full_matrices=False)
+    overlap = np.abs(np.asarray(data.U).T @ u) * np.abs(np.asarray(data.V).T @ vt.T)
+    taken, idx = set(), []
+    for i in range(data.rank):
+        order = np.argsort(-overlap[i])
+        j = next(int(j) for j in order if int(j) not in taken)
+        taken.add(j)
+        idx.append(j)
+    return Mt, u, sv, vt, idx
 
 
 def _check(model, data):
@@ -628,32 +636,44 @@ def _white(data: LinearTeacher) -> bool:
 def plateaus(data: LinearTeacher, settled=None) -> dict:
     """The saddle-to-saddle staircase of the population loss |W - M|_F^2 / 2 + d_out sigma^2 / 2.
 
-    Modes are learned in order of decreasing strength of the target the network fits
-    (`effective_modes`: s online, s~ on a fixed set); once the first k are learned, W holds
-    them at full strength along their own directions, W_k = sum_j s_j u_j v_j^T over those k,
-    and the loss rests at |M - W_k|_F^2 / 2 + d_out sigma^2 / 2. Online (and for a fixed set
-    with s~ = s) that is (1/2) sum of s_j^2 over the modes not yet learned plus the floor; on
-    a fixed set with label noise the learned modes' directions and strengths miss the
-    teacher's, and every plateau lies above that sum (P = 20, sigma = 1, s = 3, 2, 1, 0.5: the
-    last plateau 2.43 against 2.0, the networks' 2.4336 to four digits). A fixed set whose
-    inputs are not white has no per-mode theory: its staircase uses the teacher's modes
-    ("modes": "teacher", an approximation), else "effective".
+    From a small start the network learns the singular pairs of the target it fits one at a
+    time, in order of decreasing strength, each along its own directions: online the teacher's
+    modes (s); on a whitened fixed set those of the least-squares target M~ = Y^T X / P, i.e.
+    the teacher's modes as the data show them (`effective_modes`: s~, directions off the
+    teacher's) and, with label noise and a teacher of rank below min(d_in, d_out), pairs of the
+    noise's own. Level k is the loss once the k strongest teacher modes are learned, with every
+    noise pair stronger than the k-th (learned before it): |M - W_k|_F^2 / 2 + floor. Online
+    that is the sum of s_j^2 / 2 over the modes not yet learned plus the floor; on a noisy
+    fixed set the plateaus lie above it (P = 20, sigma = 1, s = 3, 2, 1, 0.5: 4.74, 2.95, 2.54
+    against 4.63, 2.63, 2.13). A noise pair whose strength lies between two teacher modes' is
+    learned between them, so the loss moves within that step. "end" is the loss once M~ is
+    learned whole (a network at least min(d_in, d_out) wide): |M - M~|_F^2 / 2 + floor. A fixed
+    set whose inputs are not white has no per-mode theory: its staircase uses the teacher's
+    modes and no noise pairs ("modes": "teacher", an approximation), else "effective".
 
     Args:
-        settled: (r,) where each learned mode settles instead of its full strength (under weight
-            decay, its fixed point: `validation.deep_linear.settled_targets`); NaN for a mode
-            that is never learned (its strength then stays in every plateau, which are one
-            fewer per such mode). None: every mode, at its full strength.
+        settled: (r,) where each learned teacher mode settles instead of its full strength (under
+            weight decay, its fixed point: `validation.deep_linear.settled_targets`); NaN for a
+            mode that is never learned (its strength then stays in every plateau, which are one
+            fewer per such mode). The noise pairs are then left out (where they settle depends on
+            the model), and "end" is the last level. None: every pair at its full strength.
 
-    Returns {"order": mode indices in learning order, "levels": (k + 1,) loss plateaus for the
-             k modes learned, "noise_floor": d_out sigma^2 / 2, "modes": "effective" or "teacher"}.
+    Returns {"order": teacher-mode indices in learning order, "levels": (k + 1,) loss plateaus for
+             the k teacher modes learned, "noise_floor": d_out sigma^2 / 2, "end",
+             "noise_pairs": strengths of the noise's own pairs (decreasing; empty online),
+             "modes": "effective" or "teacher"}.
     """
     if not isinstance(data, LinearTeacher):
         raise InputError(f"data must be a dmft.LinearTeacher, got {type(data).__name__}")
     own = data.online or _white(data)
+    noise_u, noise_s, noise_v = np.zeros((data.d_out, 0)), np.zeros(0), np.zeros((data.d_in, 0))
     if own:
         m = effective_modes(data)
         U, V, s = m.U, m.V, m.s
+        if not data.online:
+            _, u, sv, vt, idx = _least_squares_pairs(data)
+            rest = np.array([j for j in range(sv.size) if j not in idx], dtype=int)
+            noise_u, noise_s, noise_v = u[:, rest], sv[rest], vt[rest].T
     else:
         U, V, s = np.asarray(data.U), np.asarray(data.V), np.asarray(data.s)
     if settled is None:
@@ -662,23 +682,29 @@ def plateaus(data: LinearTeacher, settled=None) -> dict:
         strength = _reals("settled", settled, nan_ok=True, flat=False)
         if strength.shape != s.shape:
             raise InputError(f"settled: one value per mode, shape {s.shape}, got {strength.shape}")
+        noise_u, noise_s, noise_v = noise_u[:, :0], noise_s[:0], noise_v[:, :0]
     order = np.array([j for j in np.argsort(-s, kind="stable") if np.isfinite(strength[j])], dtype=int)
     M = np.asarray(data.U) @ np.diag(np.asarray(data.s)) @ np.asarray(data.V).T
     floor = 0.5 * data.d_out * data.label_noise ** 2
     # a residual at rounding's size is none (M = W_r exactly online, or on a noiseless white set)
     cut = (16 * np.finfo(np.float64).eps) ** 2 * M.size * float(np.sum(M * M))
-    W, levels = np.zeros_like(M), []
+
+    def level(W):
+        rest = float(np.sum((M - W) ** 2))
+        return 0.5 * (rest if rest > cut else 0.0) + floor
+
+    teacher = [strength[j] * np.outer(U[:, j], V[:, j]) for j in order]
+    noise = [(sn, sn * np.outer(noise_u[:, i], noise_v[:, i])) for i, sn in enumerate(noise_s)]
     with np.errstate(over="ignore", invalid="ignore"):        # (an overflow is refused below)
-        for k in range(order.size + 1):
-            rest = float(np.sum((M - W) ** 2))
-            levels.append(0.5 * (rest if rest > cut else 0.0) + floor)
-            if k < order.size:
-                j = order[k]
-                W = W + strength[j] * np.outer(U[:, j], V[:, j])
-    if not np.all(np.isfinite(levels)):
+        levels = [level(np.zeros_like(M))]
+        for k in range(1, order.size + 1):
+            weakest = s[order[k - 1]]
+            levels.append(level(sum(teacher[:k]) + sum((w for sn, w in noise if sn > weakest), np.zeros_like(M))))
+        end = level(sum(teacher, np.zeros_like(M)) + sum((w for _, w in noise), np.zeros_like(M)))
+    if not np.all(np.isfinite(levels + [end])):
         raise InputError(f"settled: strengths up to {np.nanmax(np.abs(strength)):.3g} overflow the loss")
-    return {"order": order, "levels": np.asarray(levels), "noise_floor": floor,
-            "modes": "effective" if own else "teacher"}
+    return {"order": order, "levels": np.asarray(levels), "noise_floor": floor, "end": end,
+            "noise_pairs": noise_s, "modes": "effective" if own else "teacher"}
 
 
 # ----------------------------------------------------------------- SGD: the per-mode SDE

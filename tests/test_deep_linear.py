@@ -157,6 +157,25 @@ def test_random_small_init_learns_the_modes_in_order_on_a_staircase():
         assert abs(level - pl["levels"][k]) < 0.1 * pl["levels"][k], (k, level, pl["levels"][k])
 
 
+def test_plateaus_count_the_noise_pairs_learned_before_a_teacher_mode():
+    """A teacher of rank 2 in 6 dimensions with label noise on 20 points: M~ has four pairs of
+    the noise's own (0.63, 0.38, 0.32, 0.01), one stronger than the teacher's second mode as the
+    data show it (0.40), and the networks learn it first. The second plateau counts it; "end" is
+    M~ learned whole (without the noise pairs the networks ended 0.27 above the last level)."""
+    data = dmft.tasks.linear_teacher(6, 6, [3.0, 0.5], P=20, label_noise=1.0, key=1)
+    pl = dl.plateaus(data)
+    assert pl["noise_pairs"].size == 4 and pl["noise_pairs"][0] > dl.effective_modes(data).s[1]
+    run = networks.train(dmft.DeepLinear(2, 8, 1e-6, "random"), data, seeds=2,
+                         schedule=dmft.Schedule(0.05, 6000, save_at="log", n_saves=60))
+    loss = np.median(run.test_loss, axis=0)
+    tl = np.median(vdl.learning_times_of(run, data), axis=0)
+    # the first plateau, between the learning times (4.5 and 32: the noise pair at 0.63 rises after)
+    np.testing.assert_allclose(np.interp(np.sqrt(tl[0] * tl[1]), run.t, loss), pl["levels"][1], rtol=1e-3)
+    # the end: every pair learned but the weakest (0.012, learned on a time of ~1/0.024 x log(1e12))
+    np.testing.assert_allclose(loss[-1], pl["end"], rtol=1e-4)
+    assert pl["levels"][-1] < pl["end"] - 0.05
+
+
 @settings(max_examples=20, deadline=None)
 @example(settled=[1e200, 1.0, float("nan"), 0.5])
 @given(settled=st.one_of(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=6),

@@ -121,9 +121,9 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
 
     With weight decay (`weight_decay` > 0, and then `model`, the dmft.DeepLinear the run was
     trained as) each mode settles at its fixed point (`dl.fixed_points`), not at s_i: the
-    plateaus keep a learned mode's shrinkage s_i - pi_i* (`_plateau_levels`), the learning times
+    plateaus hold the learned modes at their fixed points (`_plateau_levels`), the learning times
     are to half the fixed point, and a mode the decay switches off (`decaying_modes`) has target
-    0: no learning time, its s_i^2 / 2 stays in every plateau, and the legend says it decays."""
+    0: no learning time, its strength stays in every plateau, and the legend says it decays."""
     fig, ax = new_figure(size=(6.5, 4.4))
     targets, decays, kappa = _settled(model, data, weight_decay)
     _band(ax, run.t, run.test_loss, "k", "population loss (networks)")
