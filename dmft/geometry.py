@@ -74,9 +74,12 @@ def _kernels_program(kx_all_tr, diag, act, *, P: int, trained: bool, nodes: int)
 def lazy_setup_compiled(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: int) -> dict:
     """`lazy_setup` with its kernels as one compiled program per shape, activation and node count
     (the activation's parameters are arguments; op by op they compiled some 15 small programs).
-    The node count is raised by `grid_nodes` for the largest variance first, as `lazy_setup`
-    does with concrete inputs (traced ones keep `nodes`); f(0) is computed as there."""
-    nodes = grid_nodes(float(jnp.max(geo["diag"])), nodes) if geo["diag"].size else nodes
+    The node count of a quadrature rule is raised by `grid_nodes` for the largest variance
+    first, as `lazy_setup` does with concrete inputs (traced ones keep `nodes`); a closed form
+    keeps it (no warning about nodes it does not use, and one program for every data scale);
+    f(0) is computed as there."""
+    if act.quadrature != "closed form" and geo["diag"].size:       # (a closed form uses no nodes)
+        nodes = grid_nodes(float(jnp.max(geo["diag"])), nodes)
     kern = _kernels_program(geo["kx_all_tr"], geo["diag"], act, P=geo["P"], trained=trained, nodes=nodes)
     f0 = initial_output(act, geo["diag"], gamma0, geo["y"].shape[1], centered=centered, trained=trained)
     return {**geo, **kern, "f0": f0}

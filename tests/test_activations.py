@@ -260,6 +260,9 @@ def test_models_and_activations_compare_by_what_they_compute(a, b, g, h):
     assert (m1.activation == m2.activation) == (a == b)
     if m1 == m2:
         assert hash(m1) == hash(m2) and len({m1, m2}) == 1
+    # two custom activations with the same name and kinks but other functions are not the same
+    other = A.custom(lambda x: jnp.where(x > 0, x, 0.2 * x), "leaky", kinks=[0.0])
+    assert other != leaky and other == other
     # a traced parameter (a batch over it) compares by identity only
     q, seen = A.quadratic(0.5), []
 

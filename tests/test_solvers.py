@@ -636,6 +636,23 @@ def test_compiled_setup_equals_the_setup_op_by_op(act, scale, readout, centered)
         np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15 * np.max(np.abs(a)), err_msg=k)
 
 
+def test_a_closed_form_setup_warns_of_no_nodes_at_any_scale(recwarn):
+    """relu's kernels are a closed form: data of variance 3.7e3 (which would need more trapezoid
+    nodes than the limit) give no quadrature warning (the compiled setup warned at first, though
+    it used no nodes), and their setup is the program of unit-scale data."""
+    from dmft.geometry import _kernels_program, geometry, lazy_setup_compiled
+    x = np.random.default_rng(1).normal(size=(8, 3))
+    kw = dict(centered=True, trained=True, nodes=64)
+    sizes = []
+    for scale in (1.0, 60.0):
+        data = dmft.Dataset(scale * x[:5], np.tanh(x[:5, 0]), scale * x[5:], np.tanh(x[5:, 0]))
+        with jax.default_matmul_precision("highest"):
+            lazy_setup_compiled(geometry(data), dmft.TwoLayer("relu").activation, 1.0, **kw)
+        sizes.append(_kernels_program._cache_size())
+    assert not [w for w in recwarn if "quadrature nodes" in str(w.message)]
+    assert sizes[1] == sizes[0]
+
+
 def test_setup_reused_only_for_the_same_data_and_activation(data, monkeypatch):
     """Geometry and lazy kernels are reused across solves that share data, activation and
     readout (not across a changed data set), and reuse changes nothing in the answer."""
