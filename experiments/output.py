@@ -15,7 +15,9 @@ and everything else) is not computed again when its job can judge the saved resu
 first (a missing or changed one is refused as for "already complete"), the job reads the
 results back, verifying each file it reads (`verify_files`), and claims the directory with
 `start_recheck`, which keeps the results and figures (their recorded digests carry over) while
-the reports, config.toml and run.json are written anew. A run is the same when its
+the reports, config.toml and run.json are written anew (their previous bytes are kept in
+.dmft-recheck until it ends: a recheck killed outright is put back by the next run). A run is
+the same when its
 command, configuration and inputs are: the arithmetic (--x64/--x32), the platform it ran on,
 and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
@@ -61,7 +63,8 @@ OWNED = ".dmft-owned"      # marker: dmft made this directory
 FOREIGN = ".dmft-foreign"  # written by earlier versions in a user's directory; ignored now
 LOCK = ".dmft-lock"        # flock-ed by the live run writing the directory; holds its pid and host
 JOURNAL = ".dmft-written"  # the run's files, appended as it opens them: known even if it is killed
-_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL}
+BACKUP = ".dmft-recheck"   # a recheck's copy of the files it rewrites, until it has ended
+_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL, BACKUP}
 
 # The files this process writes in each results directory that a job has claimed: an audit
 # hook sees every open() for writing and every rename (np.savez, savefig and the reports all
@@ -429,6 +432,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
     if os.path.isdir(out):
         _lock(out, create=False)
     try:
+        _restore_killed_recheck(out, log or _say)
         claimed = _claim(out, job, cfg, force, log or _say, recheck)
     except BaseException:
         release(out)
@@ -561,8 +565,8 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
     and the final run.json carries their recorded digests over, unless the recheck writes one
     anew), run.json says "running" under `cfg` and config.toml is `cfg`. Returns the previous
     run.json. Jobs call it through `recheck_recorded`, which puts the complete run back when
-    the recheck fails or is interrupted; only a recheck killed outright (SIGKILL) leaves an
-    unfinished run, which the next rerun computes again, as for any run."""
+    the recheck fails or is interrupted, and keeps a copy on disk (BACKUP) from which the next
+    run puts it back when the recheck was killed outright (SIGKILL)."""
     old = read_manifest(out)
     kept = old.get("digests") if isinstance(old.get("digests"), dict) else {}
     try:
@@ -604,7 +608,10 @@ def recheck_recorded(out: str, job: str, cfg: dict, say=None):
         except FileNotFoundError:
             before[name] = None
     try:
+        # on disk first: a recheck killed outright (SIGKILL) is put back by the next run
+        _write_backup(out, before)
         yield start_recheck(out, job, cfg)
+        _drop_backup(out)
     except BaseException as err:
         # run.json last, and only when every other file is back: else a "complete" run.json
         # would vouch for a report it does not match (refused as damaged by every command)
@@ -614,11 +621,61 @@ def recheck_recorded(out: str, job: str, cfg: dict, say=None):
         else:
             with contextlib.suppress(Exception):    # an unfinished run: the next one recomputes it
                 write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
+        _drop_backup(out)
         release(out)
         (say or _say)(f"{out}: the re-check stopped ({type(err).__name__}); "
                       + (f"could not put back {', '.join(lost)}: the next run of this command computes it again" if lost
                          else "the complete run is kept as it was, under its previous [check] section"))
         raise
+
+
+def _write_backup(out: str, before: dict) -> None:
+    """`before` ({name: bytes or None}) in `out`'s BACKUP file, written atomically."""
+    text = json.dumps({name: None if data is None else data.hex() for name, data in before.items()})
+    tmp = os.path.join(out, BACKUP + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, os.path.join(out, BACKUP))
+
+
+def _drop_backup(out: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, BACKUP))
+
+
+def _restore_killed_recheck(out: str, say) -> None:
+    """A recheck killed outright (no process holds the lock now: the caller took it) left its
+    BACKUP and a run.json still "running": put the complete run's files back, run.json last, so
+    that this run finds the complete run (it was computed again before). A BACKUP beside any
+    other run.json is one the recheck did not get to remove: dropped. An unreadable BACKUP is
+    said and dropped (the run then goes on as for any killed run: computed again)."""
+    path = os.path.join(out, BACKUP)
+    if not os.path.isfile(path) or os.path.realpath(out) not in _LOCKS:
+        return
+    if read_manifest(out).get("status") != "running":
+        _drop_backup(out)
+        return
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+        before = {str(name): None if data is None else bytes.fromhex(data) for name, data in saved.items()}
+        if set(before) != set(RECHECK_REWRITES):
+            raise ValueError(f"names {sorted(before)}")
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        say(f"{out}: {BACKUP}, the copy a killed re-check left, is unreadable ({err}): not put back")
+        _drop_backup(out)            # (the run is an unfinished one now: computed again)
+        return
+    lost = _put_back(out, {k: v for k, v in before.items() if k != MANIFEST})
+    if not lost:
+        lost = _put_back(out, {MANIFEST: before[MANIFEST]})
+    if lost:
+        say(f"{out}: a re-check was killed before it finished, and {', '.join(lost)} could not be put back")
+        return
+    _drop_backup(out)
+    say(f"{out}: a re-check was killed before it finished; the complete run it was judging is put "
+        "back as it was")
 
 
 def _put_back(out: str, before: dict) -> list:

@@ -227,6 +227,62 @@ def test_a_recheck_that_stops_keeps_the_complete_run(validated, tmp_path, capsys
     assert _man(out)["status"] == "complete"
 
 
+def test_a_recheck_killed_outright_is_put_back_by_the_next_run(validated, tmp_path, capsys, monkeypatch):
+    """A recheck killed by SIGKILL (nothing of it runs after) left run.json "running" over a
+    complete run, which the next run then computed again. The recheck keeps a copy of the files it
+    rewrites on disk first; the next run (of either command) puts them back and finds the
+    complete run: the original command says "already complete" with nothing computed, and the
+    tighter one rechecks. Killed in a child process while it writes the new report."""
+    import signal
+    import subprocess
+    import sys
+
+    out = _copy(validated, tmp_path / "v")
+    before = {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")}
+    tight = ["--set", "check.agreement_rel=0.5"]
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import os, signal, sys\n"
+         "import jax\n"
+         "jax.config.update('jax_enable_x64', True)\n"
+         "from experiments import cli, report\n"
+         "def killed(*a, **k):\n"
+         "    open(os.path.join(sys.argv[1], 'report.md'), 'w').write('half a report')\n"
+         "    os.kill(os.getpid(), signal.SIGKILL)\n"
+         "report.write_report = killed\n"
+         "cli.main(['validate', '--out', sys.argv[1]] + sys.argv[2:])\n",
+         str(out)] + VALIDATE + tight, capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert _man(out)["status"] == "running" and (out / ".dmft-recheck").is_file()
+    assert (out / "report.md").read_text() == "half a report"
+    _no_compute(monkeypatch)
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE, capsys)
+    assert code == 0 and "re-check was killed before it finished" in err and "already complete" in err, err
+    assert {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")} == before
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + tight, capsys)
+    assert code == 0 and "re-checked the saved results" in err, err
+    assert _man(out)["status"] == "complete" and not (out / ".dmft-recheck").exists()
+
+
+@pytest.mark.parametrize("backup, status", [("{not json", "running"), ('{"run.json": "zz"}', "running"),
+                                            ("{}", "complete")])
+def test_a_recheck_copy_that_cannot_be_used_is_said_or_dropped(validated, tmp_path, capsys, backup, status):
+    """A damaged copy beside a run.json still "running" is not put back (said, naming it): the
+    run is then an unfinished one, computed again. A copy beside a complete run.json (a recheck
+    killed after its last write) is dropped without a word."""
+    out = _copy(validated, tmp_path / "v")
+    man = _man(out)
+    (out / "run.json").write_text(json.dumps({**man, "status": status}))
+    (out / ".dmft-recheck").write_text(backup)
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE, capsys)
+    assert code == 0 and not (out / ".dmft-recheck").exists(), err
+    if status == "running":
+        assert ".dmft-recheck, the copy a killed re-check left, is unreadable" in err, err
+        assert "killed before it finished; computing it again" in err, err
+    else:
+        assert "already complete" in err and "re-check" not in err, err
+
+
 def test_dln_rechecks_from_its_saved_runs(tmp_path, capsys, monkeypatch):
     out = tmp_path / "dln"
     code, _, err = _run(["dln", "--out", str(out)] + DLN, capsys)
