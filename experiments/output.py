@@ -64,7 +64,7 @@ FOREIGN = ".dmft-foreign"  # written by earlier versions in a user's directory; 
 LOCK = ".dmft-lock"        # flock-ed by the live run writing the directory; holds its pid and host
 JOURNAL = ".dmft-written"  # the run's files, appended as it opens them: known even if it is killed
 BACKUP = ".dmft-recheck"   # a recheck's copy of the files it rewrites, until it has ended
-_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL, BACKUP}
+_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL, BACKUP, BACKUP + ".tmp"}
 
 # The files this process writes in each results directory that a job has claimed: an audit
 # hook sees every open() for writing and every rename (np.savez, savefig and the reports all
@@ -505,6 +505,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         os.makedirs(out, exist_ok=True)
         _lock(out, create=True)
         _sign_lock(out)
+        _drop_backup(out)               # (a killed recheck's copy that was not put back: this run replaces it)
         if old.get("status") == "running":      # and no live process holds the lock
             who = f"pid {old['pid']} on {old.get('host', '?')}, " if old.get("pid") else ""
             say(f"{out}: the previous run ({who}still \"running\" in run.json) was killed before it "
@@ -610,8 +611,14 @@ def recheck_recorded(out: str, job: str, cfg: dict, say=None):
     try:
         # on disk first: a recheck killed outright (SIGKILL) is put back by the next run
         _write_backup(out, before)
-        yield start_recheck(out, job, cfg)
+    except BaseException as err:
         _drop_backup(out)
+        release(out)
+        if isinstance(err, OSError):
+            raise OutputError(f"{out}: cannot write the results directory ({err.strerror or err})") from err
+        raise
+    try:
+        yield start_recheck(out, job, cfg)
     except BaseException as err:
         # run.json last, and only when every other file is back: else a "complete" run.json
         # would vouch for a report it does not match (refused as damaged by every command)
@@ -641,8 +648,11 @@ def _write_backup(out: str, before: dict) -> None:
 
 
 def _drop_backup(out: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(out, BACKUP))
+    """Remove a recheck's copy (and a half-written one); where it cannot be removed (a read-only
+    directory) it stays, harmless: only a run.json still "running" makes it put back."""
+    for name in (BACKUP, BACKUP + ".tmp"):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(out, name))
 
 
 def _restore_killed_recheck(out: str, say) -> None:
@@ -730,5 +740,6 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
     except OSError as err:
         raise OutputError(f"{out}: cannot write {MANIFEST} ({err.strerror or err})") from err
     finally:
-        if status != "running":        # the run has ended: its lock goes
+        if status != "running":        # the run has ended: its lock goes (a recheck's copy first)
+            _drop_backup(out)
             release(out)

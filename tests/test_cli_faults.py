@@ -550,7 +550,10 @@ def test_a_complete_run_in_a_read_only_place_is_already_complete(tmp_path, capsy
     out = tmp_path / "s"
     argv = _solve_argv(out, "--gamma0", "1")
     assert _run(argv, capsys)[0] == 0
-    real_access, real_open, real_makedirs = os.access, os.open, os.makedirs
+    # a recheck killed after its last write left its copy: beside a complete run.json it is
+    # dropped where it can be, and here, where it cannot, it is left (it was refused, exit 3)
+    (out / ".dmft-recheck").write_text("{}")
+    real_access, real_open, real_makedirs, real_remove = os.access, os.open, os.makedirs, os.remove
     writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
     def access(path, mode, *a, **k):
@@ -566,11 +569,18 @@ def test_a_complete_run_in_a_read_only_place_is_already_complete(tmp_path, capsy
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real_makedirs(path, *a, **k)
 
+    def remove(path, *a, **k):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_remove(path, *a, **k)
+
     monkeypatch.setattr(os, "access", access)
     monkeypatch.setattr(os, "open", open_)
     monkeypatch.setattr(os, "makedirs", makedirs)
+    monkeypatch.setattr(os, "remove", remove)
     code, err = _run(argv, capsys)
     assert code == 0 and "already complete" in err, err
+    assert (out / ".dmft-recheck").exists()
     code, err = _run(_solve_argv(out, "--gamma0", "1", "--force"), capsys)
     assert code == cli.EXIT_OUTPUT and "permission" in err, err
 
