@@ -429,8 +429,8 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
     """
     out = os.fspath(out)
     _existing_parent(out)
-    if os.path.isdir(out):
-        _lock(out, create=False)
+    if os.path.isdir(out) and _lock(out, create=False):
+        _sign_lock(out)                 # (a run refused meanwhile, say while a recheck reads, names us)
     try:
         _restore_killed_recheck(out, log or _say)
         claimed = _claim(out, job, cfg, force, log or _say, recheck)

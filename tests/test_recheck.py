@@ -286,6 +286,29 @@ def test_a_recheck_copy_that_cannot_be_used_is_said_or_dropped(validated, tmp_pa
         assert "already complete" in err and "re-check" not in err, err
 
 
+def test_a_run_refused_while_a_recheck_reads_names_the_rechecking_process(validated, tmp_path):
+    """While a recheck reads the saved results it holds the directory's lock (prepare_output
+    returned RECHECK): another run is refused "in use", and now names the process (it said
+    "in use" alone: the lock was signed only once the recheck began to write)."""
+    import subprocess
+    import sys
+
+    from experiments import output
+
+    out = _copy(validated, tmp_path / "v")
+    tight = ["--set", "check.agreement_rel=0.5"]
+    cfg = _man(out)["config"]
+    cfg["check"]["agreement_rel"] = 0.5
+    try:
+        assert output.prepare_output(str(out), "validate", cfg, False, recheck=True) == output.RECHECK
+        child = subprocess.run([sys.executable, "-m", "experiments.cli", "validate", "--out", str(out)] + VALIDATE + tight,
+                               capture_output=True, text=True, timeout=300)
+    finally:
+        output.release(str(out))
+    assert child.returncode == cli.EXIT_OUTPUT and "in use" in child.stderr, child.stderr
+    assert f"pid {os.getpid()}" in child.stderr, child.stderr
+
+
 def test_dln_rechecks_from_its_saved_runs(tmp_path, capsys, monkeypatch):
     out = tmp_path / "dln"
     code, _, err = _run(["dln", "--out", str(out)] + DLN, capsys)
