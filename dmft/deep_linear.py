@@ -665,24 +665,23 @@ def plateaus(data: LinearTeacher, settled=None) -> dict:
     """
     if not isinstance(data, LinearTeacher):
         raise InputError(f"data must be a dmft.LinearTeacher, got {type(data).__name__}")
-    own = data.online or _white(data)
-    noise_u, noise_s, noise_v = np.zeros((data.d_out, 0)), np.zeros(0), np.zeros((data.d_in, 0))
-    if own:
-        m = effective_modes(data)
-        U, V, s = m.U, m.V, m.s
-        if not data.online:
-            _, u, sv, vt, idx = _least_squares_pairs(data)
-            rest = np.array([j for j in range(sv.size) if j not in idx], dtype=int)
-            noise_u, noise_s, noise_v = u[:, rest], sv[rest], vt[rest].T
-    else:
-        U, V, s = np.asarray(data.U), np.asarray(data.V), np.asarray(data.s)
+    # online (and on a set whose inputs are not white) the teacher's modes and no noise pairs;
+    # on a white fixed set the pairs of M~ (signs do not matter: only u v^T enters)
+    fitted = not data.online and _white(data)
+    U, V, s = np.asarray(data.U), np.asarray(data.V), np.asarray(data.s)
+    noise_s = np.zeros(0)
+    if fitted:
+        _, u, sv, vt, idx = _least_squares_pairs(data)
+        rest = np.array([j for j in range(sv.size) if j not in idx], dtype=int)
+        U, V, s = u[:, idx], vt[idx].T, sv[idx]
+        noise_u, noise_s, noise_v = u[:, rest], sv[rest], vt[rest].T
     if settled is None:
         strength = s
     else:
         strength = _reals("settled", settled, nan_ok=True, flat=False)
         if strength.shape != s.shape:
             raise InputError(f"settled: one value per mode, shape {s.shape}, got {strength.shape}")
-        noise_u, noise_s, noise_v = noise_u[:, :0], noise_s[:0], noise_v[:, :0]
+        noise_s = np.zeros(0)                   # (where the noise pairs settle depends on the model)
     order = np.array([j for j in np.argsort(-s, kind="stable") if np.isfinite(strength[j])], dtype=int)
     M = np.asarray(data.U) @ np.diag(np.asarray(data.s)) @ np.asarray(data.V).T
     floor = 0.5 * data.d_out * data.label_noise ** 2
@@ -704,7 +703,7 @@ def plateaus(data: LinearTeacher, settled=None) -> dict:
     if not np.all(np.isfinite(levels + [end])):
         raise InputError(f"settled: strengths up to {np.nanmax(np.abs(strength)):.3g} overflow the loss")
     return {"order": order, "levels": np.asarray(levels), "noise_floor": floor, "end": end,
-            "noise_pairs": noise_s, "modes": "effective" if own else "teacher"}
+            "noise_pairs": noise_s, "modes": "effective" if data.online or fitted else "teacher"}
 
 
 # ----------------------------------------------------------------- SGD: the per-mode SDE

@@ -620,12 +620,8 @@ def recheck_recorded(out: str, job: str, cfg: dict, say=None):
     try:
         yield start_recheck(out, job, cfg)
     except BaseException as err:
-        # run.json last, and only when every other file is back: else a "complete" run.json
-        # would vouch for a report it does not match (refused as damaged by every command)
-        lost = _put_back(out, {k: v for k, v in before.items() if k != MANIFEST})
-        if not lost:
-            lost = _put_back(out, {MANIFEST: before[MANIFEST]})
-        else:
+        lost = _put_back_run(out, before)
+        if lost:
             with contextlib.suppress(Exception):    # an unfinished run: the next one recomputes it
                 write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
         _drop_backup(out)
@@ -677,15 +673,21 @@ def _restore_killed_recheck(out: str, say) -> None:
         say(f"{out}: {BACKUP}, the copy a killed re-check left, is unreadable ({err}): not put back")
         _drop_backup(out)            # (the run is an unfinished one now: computed again)
         return
-    lost = _put_back(out, {k: v for k, v in before.items() if k != MANIFEST})
-    if not lost:
-        lost = _put_back(out, {MANIFEST: before[MANIFEST]})
+    lost = _put_back_run(out, before)
     if lost:
         say(f"{out}: a re-check was killed before it finished, and {', '.join(lost)} could not be put back")
         return
     _drop_backup(out)
     say(f"{out}: a re-check was killed before it finished; the complete run it was judging is put "
         "back as it was")
+
+
+def _put_back_run(out: str, before: dict) -> list:
+    """Put a recheck's files back (`_put_back`), run.json last and only when every other file
+    is back: else a "complete" run.json would vouch for a report it does not match (refused as
+    damaged by every command). The names that could not be."""
+    lost = _put_back(out, {k: v for k, v in before.items() if k != MANIFEST})
+    return lost or _put_back(out, {MANIFEST: before[MANIFEST]})
 
 
 def _put_back(out: str, before: dict) -> list:
