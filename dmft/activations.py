@@ -56,6 +56,9 @@ MAX_KINKS = 8           # declared kinks of a custom activation (each adds quadr
 PIECE_NODES = 48        # least Gauss-Legendre nodes per piece (a relu piece: 1e-14 at 48, 3e-10 at 32)
 GRID_STEP = 0.3         # largest step, in units of 1 / (largest field standard deviation)
 TAIL_SHARE_TOL = 1e-6   # most of E[phi^2] or E[phi'^2] the grid's last nodes may carry (tail_share)
+# a correlation within this many ulps of +-1 is +-1 in the lazy kernels (`Activation.lazy_kernels`):
+# beyond it a pair of distinct inputs, within it what rounding alone can make of one point
+SNAP_ULPS = 64
 
 
 def tail_share(act, max_variance) -> float:
@@ -199,7 +202,16 @@ class Activation:
         return self.lazy_fn is not None
 
     def lazy_kernels(self, k11, k12, k22, nodes: int = 48):
-        """(Phi0, G0) elementwise over broadcast covariance entries."""
+        """(Phi0, G0) elementwise over broadcast covariance entries.
+
+        A correlation k12 / sqrt(k11 k22) within rounding of +-1 (SNAP_ULPS) is taken as +-1:
+        a point with itself whose kernel entry and diagonal were summed in other orders reads
+        1 - 1 ulp, and the kernels' slope in the angle there (arccos(1 - d) ~ sqrt(2 d)) turned
+        that into a 2e-9 error on relu's NTK diagonal and up to 2e-8 for a piecewise rule."""
+        k11, k12, k22 = (jnp.asarray(k, jnp.result_type(k, float)) for k in (k11, k12, k22))
+        s = jnp.sqrt(jnp.maximum(k11 * k22, 0.0))
+        near = jnp.abs(k12) >= (1 - SNAP_ULPS * jnp.finfo(k12.dtype).eps) * s
+        k12 = jnp.where(near & (s > 0), jnp.sign(k12) * s, k12)
         if self.lazy_fn is not None:
             return self.lazy_fn(k11, k12, k22, *self.params)
         if self.kinks:

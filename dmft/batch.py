@@ -8,7 +8,8 @@ maps those scalars to trajectories. Calls with the same batch size reuse it.
 
 Each point draws its single-site nodes from `fold_in(key, index)`, with `index`
 the point's place in the whole grid, so a point's result does not depend on how
-the grid was cut into batches or spread over devices. A point that diverges does
+the grid was cut into batches or spread over devices. A point that diverges (a
+non-finite value, or a train loss on its way to overflow, `runner.ran_away`) does
 not stop the others: its `diverged_step` says where, and its values from that
 saved step on are NaN.
 
@@ -42,7 +43,7 @@ from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import count_trace, exact_products, first_nonfinite, progress_bar, scan_records
+from .runner import count_trace, exact_products, first_nonfinite, progress_bar, ran_away, scan_records
 from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
@@ -291,20 +292,27 @@ class BatchProgram:
             full["counts"] = jax.device_put(full["counts"], sharding)
         out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
         out = jax.tree_util.tree_map(np.asarray, out)
-        return _finish(out, counts, eta)
+        gamma0 = cols["gamma0"] if "gamma0" in cols else np.full(index.size, self._defaults["gamma0"])
+        return _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
 
 
-def _finish(out: dict, counts: np.ndarray, eta0) -> dict:
+def _finish(out: dict, counts: np.ndarray, eta0, gamma0=None, y_ms=None) -> dict:
     """Times, and NaN where a point went bad: after the state's flag (bad = k: the update from
     k to k + 1 steps was not finite, so saves after more than k steps; the save at k is kept, as
     `dmft.solve` keeps it), and from the first save where any output is not finite (a loss can
-    overflow while the state has not). counts: (n, T)."""
+    overflow while the state has not) or, given the points' gamma0 and the targets' mean square
+    y_ms, where the train loss runs away (`runner.ran_away`, as `dmft.solve` raises).
+    counts: (n, T)."""
     bad = out.pop("bad").astype(np.int64)
     T = counts.shape[1]
     mask = (bad[:, None] >= 0) & (counts > bad[:, None])                # (n, T)
     for i in range(bad.size):
         j, _ = first_nonfinite({k: np.asarray(v)[i] for k, v in out.items()
                                 if np.ndim(v) >= 2 and np.shape(v)[1] == T})
+        if gamma0 is not None and "train_loss" in out:
+            away = np.flatnonzero(ran_away(np.asarray(out["train_loss"][i], np.float64), y_ms, float(gamma0[i])))
+            if away.size and (j < 0 or away[0] < j):
+                j = int(away[0])
         if j >= 0:
             mask[i, j:] = True
             if bad[i] < 0 or bad[i] > counts[i, j]:

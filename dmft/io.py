@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from .errors import InputError, ResultFileError
+from .errors import InputError, OutputError, ResultFileError
 
 __all__ = ["save", "load", "sha256", "environment", "jsonable"]
 
@@ -101,7 +101,11 @@ def sha256(path) -> str:
 def _stem(stem) -> str:
     """A result's path without the .npz / .json ending it may be given with (save and load
     both take "run", "run.npz" and "run.json" for the pair run.npz + run.json)."""
+    if not isinstance(stem, (str, os.PathLike)):
+        raise InputError(f"stem: give a path (a str or os.PathLike), got {type(stem).__name__}")
     stem = os.fspath(stem)
+    if not isinstance(stem, str) or not stem or stem.endswith(os.sep):
+        raise InputError(f"stem: give a file path without its ending (NAME for NAME.npz + NAME.json), got {stem!r}")
     return stem.rsplit(".", 1)[0] if stem.endswith((".npz", ".json")) else stem
 
 
@@ -125,7 +129,18 @@ def save(stem, arrays: dict, config: dict, extra: dict | None = None, kind: str 
             raise InputError(f"arrays: {k!r} cannot be saved in a result file "
                              + ("(a name np.savez reserves)" if not v.dtype.hasobject else
                                 "(an object array: load refuses pickles)"))
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    npz, meta_path = stem + ".npz", stem + ".json"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{os.path.abspath(stem)}: cannot make its folder ({err.strerror or err})") from err
+    try:
+        return _write_pair(stem, clean, config, extra, kind)
+    except OSError as err:
+        raise OutputError(f"{os.path.abspath(npz)}: cannot be written ({err.strerror or err})") from err
+
+
+def _write_pair(stem, clean, config, extra, kind):
     npz, meta_path = stem + ".npz", stem + ".json"
 
     def write_npz(tmp):

@@ -27,7 +27,8 @@ import numpy as np
 from .errors import DivergenceError, NotConverged
 
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "kept_note", "TRACE_COUNTS",
-           "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products"]
+           "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
+           "RUNAWAY", "ran_away"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -220,6 +221,34 @@ def finite_flag(k, bad, *values):
     any of `values` (its input error and its output state) is not finite."""
     ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(values)]))
     return jnp.where((bad < 0) & ~ok, k, bad)
+
+
+# A train loss past RUNAWAY x max(1, gamma0^-2) x its scale (the larger of its value at t = 0
+# and the targets' mean square) is a divergence though still finite: gradient descent past its
+# stability grows it geometrically until it overflows (tanh, D = 16, P = 64, gamma0 = 1,
+# eta0 = 30: 1e20 after 20 steps, 1e241 after 200). A catapult rises and comes back: its peak,
+# measured over eta0 up to the edge of stability at gamma0 = 0.05-3 (relu, tanh, D = 16,
+# P = 64), was at most 107 times the start (relu, gamma0 = 0.05, eta0 = 19.9: 0.27 / gamma0^2;
+# 1.1-2.4 at gamma0 >= 0.2), and grows like gamma0^-2 toward the lazy limit, hence the factor:
+# the bound stays ~1e10 times above any catapult seen.
+RUNAWAY = 1e10
+
+
+def ran_away(loss, y_ms, gamma0):
+    """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds RUNAWAY x
+    max(1, gamma0^-2) x max(loss at t = 0, `y_ms`): a finite loss the dynamics will overflow
+    (see RUNAWAY). NaN never counts (non-finite values are flagged on their own). numpy or
+    jax arrays (traced gamma0 too)."""
+    xp = jnp if isinstance(loss, jax.Array) or isinstance(gamma0, jax.Array) else np
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a bound past the range: none
+        bound = RUNAWAY * xp.maximum(1.0, 1.0 / xp.asarray(gamma0) ** 2) * xp.maximum(loss[0], y_ms)
+        return xp.cumsum((bound > 0) & (loss > bound)) > 0
+
+
+def runaway_bound(loss, y_ms, gamma0) -> float:
+    """The bound `ran_away` compares with (for messages)."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return float(RUNAWAY * np.maximum(1.0, 1.0 / np.float64(gamma0) ** 2) * max(float(loss[0]), float(y_ms)))
 
 
 def first_nonfinite(records: dict, skip=()) -> tuple[int, str | None]:

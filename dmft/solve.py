@@ -38,7 +38,7 @@ from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records_compiled
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import exact_products, first_nonfinite, kept_note, run_saved
+from .runner import RUNAWAY, exact_products, first_nonfinite, kept_note, ran_away, run_saved, runaway_bound
 from .sampling import normal_quantile
 from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, schedule_from
 from .trajectory import Trajectory
@@ -80,6 +80,7 @@ class Solution(Trajectory):
     state: dict | None = None
 
     GROUPS: ClassVar[tuple] = ("weight_change", "error", "state")
+    ALL_FINITE: ClassVar[bool] = True                  # (a solve raises rather than return NaN)
     TIME_SERIES_GROUPS: ClassVar[tuple] = GROUPS        # every error and state has a time axis
     PREDICT_HINT: ClassVar[str] = ("solve again in this session (the final state is kept in memory, "
                                    "not in files)")
@@ -98,6 +99,7 @@ class Solution(Trajectory):
         Returns:
             (n,) or (n, C); with error=True the pair (prediction, standard error).
         """
+        error = checks.flag("error", error)
         f, se = super().predict(x_new)
         if not error:
             return f
@@ -153,8 +155,8 @@ class Solution(Trajectory):
 
 def _level(level) -> float:
     level = checks.real("level", level, positive=True)
-    if not level < 1:
-        raise InputError(f"level must be in (0, 1), got {level}")
+    if not 0.5 + level / 2 < 1:          # (a level within rounding of 1 has an infinite quantile)
+        raise InputError(f"level must be in (0, 1), below 1 by more than rounding, got {level!r}")
     return level
 
 
@@ -301,8 +303,11 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
 
     def predictor(x_new):
         x_new = _new_inputs(data, x_new)
-        l_new, perp = new_point_basis(data, su["basis"], x_new)
         dt = _dtype()
+        if x_new.shape[0] == 0:           # no points: a prediction's shapes, as the exact methods give
+            empty = _squeeze(data, np.zeros((0, data.C), dt))
+            return empty, (empty if R > 1 else None)
+        l_new, perp = new_point_basis(data, su["basis"], x_new)
         dnew = jnp.asarray(np.sum(x_new * x_new, axis=1) / data.D, dt)
         kx = np.asarray(input_kernel(x_new, data.x_train))
         phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:su["P"]],
@@ -490,7 +495,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     if yt is not None:
         rms["test"] = float(np.sqrt(np.mean(yt ** 2)))
     info = {"method": plan.method, "dynamics": sch.dynamics, "target_rms": rms, **extra,
-            "error_estimate": est or ({"exact": 0.0} if plan.method == "closure" else est)}
+            "error_estimate": est or ({"exact": 0.0} if plan.method in ("closure", "lazy") else est)}
     # every returned array is finite, or the solve raises with the first bad saved step
     arrays = {"f_train": f_tr, "f_test": f_te, "train_loss": train_loss, "test_loss": test_loss,
               "ntk": rec.get("ntk"), "feature_kernel": rec.get("feature_kernel"),
@@ -505,6 +510,12 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     rose = info.pop("loss_rose_at", -1)
     if rose >= 0 and (j < 0 or rose <= j):       # (lazy.loss_rose: the linear model diverges)
         j, name, what, cause = rose, "train_loss", "rose above its value at t = 0", "train loss rose"
+    away = np.flatnonzero(ran_away(train_loss, np.mean(y ** 2), model.gamma0))
+    if away.size and (j < 0 or away[0] < j):     # finite, but on its way to overflow (runner.RUNAWAY)
+        bound = runaway_bound(train_loss, np.mean(y ** 2), model.gamma0)
+        j, name, cause = int(away[0]), "train_loss", "train loss ran away"
+        what = (f"ran away ({train_loss[j]:.3g} > {bound:.3g} = {RUNAWAY:g} x max(1, gamma0^-2) x "
+                "max(its value at t = 0, the targets' mean square); still finite, it grows until it overflows)")
     if j >= 0:
         k = int(save_steps[j])
         lo = int(save_steps[j - 1]) if j > 0 else 0

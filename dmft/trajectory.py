@@ -53,6 +53,9 @@ class Records:
 
     GROUPS: ClassVar[tuple] = ()
     ENSEMBLE_AXES: ClassVar[tuple] = ()
+    # every array finite (a result that raises rather than hold NaN or inf); else NaN may mark
+    # a diverged member of an ensemble
+    ALL_FINITE: ClassVar[bool] = False
     # records with a time axis after the ensemble axes (checked against t on load)
     TIME_SERIES: ClassVar[tuple] = ()
     TIME_SERIES_GROUPS: ClassVar[tuple] = ()
@@ -124,8 +127,12 @@ class Records:
         for g in cls.GROUPS:
             if not kw[g] and g != "weight_change":
                 kw[g] = None
-        kw["info"] = {**meta.get("extra", {}), "config": meta.get("config", {})}
-        _check_loaded(cls, kw, os.fspath(stem))
+        extra, config = meta.get("extra", {}), meta.get("config", {})
+        if not isinstance(extra, dict) or not isinstance(config, dict):
+            raise ResultFileError(f"{_io._stem(stem)}.json: its 'extra' and 'config' must be maps, got "
+                                  f"{type(extra).__name__} and {type(config).__name__} (an edited file?)")
+        kw["info"] = {**extra, "config": config}
+        _check_loaded(cls, kw, _io._stem(stem), arrays)
         return cls(**kw)
 
     @property
@@ -133,9 +140,21 @@ class Records:
         return float(np.asarray(self.t)[-1])
 
 
-def _check_loaded(cls, kw, stem) -> None:
+def _check_loaded(cls, kw, stem, arrays) -> None:
     """A loaded record set has what its type cannot do without (fields whose type does not
-    admit None), and its time series share the length of t."""
+    admit None), real numbers (finite where its type never holds anything else, ALL_FINITE),
+    increasing finite times, and its time series share the length of t. (A file written
+    with its checksum passed `dmft.io.load`'s; these catch an edited or older file.)"""
+    for name, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise ResultFileError(f"{stem}.npz: {name!r} holds {a.dtype} values, not real numbers")
+        if cls.ALL_FINITE and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise ResultFileError(f"{stem}.npz: {name!r} holds non-finite values, which a "
+                                  f"{cls.__name__} never does (an edited file?)")
+    t = kw.get("t")
+    if t is not None and (np.ndim(t) != 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0)):
+        raise ResultFileError(f"{stem}.npz: 't' must be increasing finite times (T,), got shape "
+                              f"{np.shape(t)}")
     needed = [f.name for f in dataclasses.fields(cls)
               if f.name != "info" and "None" not in str(f.type) and kw.get(f.name) is None
               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -47,9 +47,9 @@ import dmft
 from dmft import checks
 from dmft.closure import batch_weight
 from dmft.errors import InputError
-from dmft.plan import RUNTIME_BYTES
+from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0
 from dmft.kernels import alignment, input_kernel
-from dmft.runner import exact_products, finite_flag, first_nonfinite, run_saved
+from dmft.runner import exact_products, finite_flag, first_nonfinite, ran_away, run_saved
 from dmft.schedule import Schedule, schedule_from
 
 from .deep_linear import train_deep_linear
@@ -392,6 +392,15 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
         if odd:
             raise InputError(f"width must be even with antithetic=True, got {odd}")
     seeds = checks.integer("seeds", seeds, minimum=1)
+    floor, precision = sampled_min_gamma0()
+    if model.gamma0 < floor:
+        # a step moves the weights by O(gamma0) against O(1) weights, and the output is that change
+        # times 1 / gamma0: the rounding of either is divided by gamma0 (at 1e-20 a centered
+        # network's first loss read 1e6 for 0.445), as in the DMFT's sampled methods
+        raise InputError(f"gamma0 = {model.gamma0:g} is below what a network resolves in {precision} "
+                         f"({floor:g}): its weights move by O(gamma0) and its output divides their "
+                         "rounding by gamma0. Compare with the lazy limit instead (dmft.solve(..., "
+                         "method='lazy'))")
     max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
     optimizer = _check_optimizer(optimizer)
     if optimizer is not None and schedule.weight_decay:
@@ -593,8 +602,15 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
     counts = sch.save_steps
     series = {"train_loss": train_loss, "test_loss": test_loss, "alignment": rec["alignment"],
               **{k: v for k, v in rec.items() if k not in ("alignment",)}}
+    y_ms = float(np.mean(np.asarray(y) ** 2))
     for sd in range(seeds):
         j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items() if v is not None})
+        # a finite train loss on its way to overflow is a divergence too (`dmft.runner.ran_away`,
+        # the bound the DMFT uses)
+        with np.errstate(over="ignore", invalid="ignore"):
+            away = np.flatnonzero(ran_away(train_loss[sd], y_ms, float(model.gamma0)))
+        if away.size and (j < 0 or away[0] < j):
+            j = int(away[0])
         # bad = k: the update from k to k + 1 steps went non-finite, so the saves after more than
         # k steps are lost (the save at k is the state before it: kept unless a record overflowed)
         cut = counts > bad[sd] if bad[sd] >= 0 else np.zeros_like(counts, bool)

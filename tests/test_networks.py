@@ -4,6 +4,8 @@ import jax
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 import networks
@@ -283,3 +285,25 @@ def test_ensembles_of_different_widths_are_independent():
     alone = networks.train(dmft.TwoLayer("tanh"), data, width=8, **kw)
     np.testing.assert_array_equal(alone.params0["w"], w8)
     np.testing.assert_array_equal(alone.test_loss, runs[8].test_loss)
+
+
+@settings(max_examples=20, deadline=None)
+@given(gamma0=st.floats(1e-300, 1e-9, exclude_max=True))
+def test_a_gamma0_below_what_rounding_resolves_is_refused_before_training(data, gamma0):
+    """A step moves the weights by O(gamma0) and the output divides their rounding by gamma0: at
+    gamma0 = 1e-20 a centered network's loss at t = 0 (where f = 0: the targets' mean square)
+    read 1e6 for 0.445, with no flag. Below the floor the DMFT's sampled methods use (1e-9 in
+    float64) the call is refused naming gamma0, with nothing compiled; at the floor the loss at
+    t = 0 is the targets' mean square to 1e-6."""
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match="gamma0 = .* below what a network resolves"):
+        networks.train(dmft.TwoLayer("tanh", gamma0=gamma0), data, width=8, seeds=2, eta0=0.1, steps=2,
+                       save_every=1)
+    assert TRACE_COUNTS == before
+
+
+def test_a_network_at_the_gamma0_floor_starts_at_the_targets_mean_square(data):
+    run = networks.train(dmft.TwoLayer("tanh", gamma0=1e-9), data, width=8, seeds=2, eta0=0.1, steps=2,
+                         save_every=1)
+    np.testing.assert_allclose(run.train_loss[:, 0], np.mean(np.asarray(data.y_train) ** 2), rtol=1e-6)
+    assert not run.info["diverged"]

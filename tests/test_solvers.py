@@ -913,11 +913,84 @@ def test_divergence_keeps_only_the_saves_before_the_bad_step(data, method, eta0,
     assert e.partial["f_train"].shape == (n, data.P) and e.partial["train_loss"].shape == (n,)
 
 
-def test_error_bars_do_not_move_a_divergence_to_half_its_step():
+def test_a_runaway_loss_is_a_divergence_where_it_passes_the_bound_and_a_catapult_is_not(monkeypatch):
+    """Past its stability gradient descent grows the loss geometrically and stays finite for
+    hundreds of steps (tanh, gamma0 = 1, eta0 = 30: 1e20 at step 20, 1e241 at step 200, returned
+    with no flag before): a train loss past runner.RUNAWAY x max(1, gamma0^-2) x its scale is a
+    divergence. `solve` raises at the first save past the bound, `solve_batch` flags the point
+    there and `networks.train` each seed at its own such save, each read off its own loss curve
+    with the bound lifted. A catapult (relu, gamma0 = 0.05, eta0 = 19.9: the loss rises ~100-fold
+    and comes back down) is not flagged."""
+    import dmft.runner as runner
+    data = dmft.tasks.single_index(16, 64, P_test=16, key=jax.random.key(0))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(eta0=30.0, steps=16, save_every=1)
+    skw = dict(samples=1024, key=jax.random.key(1))
+
+    def curves():
+        sol = dmft.solve(model, data, **kw, **skw).train_loss
+        res = dmft.solve_batch(model, data, {"eta0": [30.0, 1.0]}, **kw, **skw)
+        run = networks.train(model, data, **kw, width=128, seeds=2, key=jax.random.key(2))
+        return sol, res, run
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "RUNAWAY", 1e300)          # the raw curves
+        sol, res, run = curves()
+    y_ms = float(np.mean(np.asarray(data.y_train) ** 2))
+    bound = runner.RUNAWAY * y_ms                     # (gamma0 = 1; the loss starts below y_ms here)
+    assert sol[0] <= y_ms and np.all(np.isfinite(sol)) and sol[-1] > 1e3 * bound
+
+    def first_past(loss):
+        return int(np.argmax(loss > bound))
+
+    with pytest.raises(dmft.DivergenceError, match="train_loss ran away") as err:
+        dmft.solve(model, data, **kw, **skw)
+    e = err.value
+    assert e.cause == "train loss ran away" and e.step == first_past(sol) > 1
+    np.testing.assert_allclose(e.partial["train_loss"], sol[:e.step], rtol=1e-12)
+    assert f"{bound:.3g}" in str(e)
+    flagged = dmft.solve_batch(model, data, {"eta0": [30.0, 1.0]}, **kw, **skw)
+    assert flagged["diverged_step"].tolist() == [first_past(res["train_loss"][0]), -1]
+    j = flagged["diverged_step"][0]
+    assert np.all(np.isnan(flagged["train_loss"][0, j:])) and np.all(np.isfinite(flagged["train_loss"][0, :j]))
+    np.testing.assert_array_equal(flagged["train_loss"][1], res["train_loss"][1])
+    nets = networks.train(model, data, **kw, width=128, seeds=2, key=jax.random.key(2))
+    assert nets.info["diverged"] == {s: first_past(run.train_loss[s]) for s in range(2)}
+    for s, j in nets.info["diverged"].items():
+        assert np.all(np.isnan(nets.train_loss[s, j:])) and np.all(np.isfinite(nets.train_loss[s, :j]))
+    # a catapult: up ~100-fold, then down past its start; never flagged
+    cat = dmft.solve(dmft.TwoLayer("relu", gamma0=0.05), data, eta0=19.9, steps=40, save_every=1, **skw)
+    assert np.max(cat.train_loss) > 30 * cat.train_loss[0] and cat.train_loss[-1] < cat.train_loss[0]
+
+
+@settings(deadline=None)
+@given(loss=st.lists(st.one_of(st.floats(0, 1e300), st.just(float("nan"))), min_size=1, max_size=12),
+       y_ms=st.floats(0, 1e6), gamma0=st.floats(1e-9, 1e3))
+def test_ran_away_flags_from_the_first_save_past_its_bound(loss, y_ms, gamma0):
+    """`runner.ran_away` against a loop over the saves: True from the first loss above RUNAWAY x
+    max(1, gamma0^-2) x max(loss at t = 0, y_ms) on; NaN never passes; a zero bound flags
+    nothing; numpy and a traced jax call agree."""
+    from dmft.runner import RUNAWAY, ran_away
+    loss = np.asarray(loss, float)
+    scale = max(loss[0], y_ms) if np.isfinite(loss[0]) else np.nan
+    with np.errstate(over="ignore"):
+        bound = RUNAWAY * max(1.0, gamma0 ** -2) * scale
+    expect, past = [], False
+    for v in loss:
+        past = past or bool(bound > 0 and v > bound)
+        expect.append(past)
+    assert ran_away(loss, y_ms, gamma0).tolist() == expect
+    traced = jax.jit(ran_away)(jnp.asarray(loss), jnp.asarray(y_ms), jnp.asarray(gamma0))
+    assert np.asarray(traced).tolist() == expect
+
+
+def test_error_bars_do_not_move_a_divergence_to_half_its_step(monkeypatch):
     """Replicas' standard errors squared values that reach 1e154 long before the state overflows:
     the partial records' error bars then read inf, and the divergence was reported at step 100
     ("non-finite error.weight_change.readout", 10 saves) where the state overflowed at step 196
-    with 20 finite saves."""
+    with 20 finite saves. (The run-away bound, which flags this run long before, is lifted.)"""
+    import dmft.runner
+    monkeypatch.setattr(dmft.runner, "RUNAWAY", 1e300)
     data = dmft.tasks.single_index(D=8, P=32, P_test=16, degree=2, key=0)
     with pytest.raises(dmft.DivergenceError) as err:
         dmft.solve(dmft.TwoLayer("tanh", gamma0=1.0), data, eta0=20.0, steps=300, save_every=10,
@@ -949,3 +1022,64 @@ def test_a_zero_target_or_zero_inputs_train_without_alarm(data, zero):
     run = networks.train(model, data, eta0=0.5, steps=4, save_every=2, width=16, seeds=2)
     np.testing.assert_array_equal(run.alignment, 0.0)
     assert np.all(np.isfinite(run.train_loss)) and run.info["diverged"] == {}
+
+
+def test_predictions_at_no_points_and_the_exact_methods_error_summary(data):
+    """predict on no points gives a prediction's empty shapes whatever the method (a sampled
+    solve raised numpy's 'need at least one array to concatenate'); the lazy limit, exact as the
+    closure is, summarizes its error as {"exact": 0.0} (it gave {}, which also means 'no
+    estimate': one replica)."""
+    kw = dict(eta0=0.3, steps=4, save_every=2)
+    for method, act in (("forward", "tanh"), ("lazy", "tanh"), ("closure", "linear")):
+        sol = dmft.solve(dmft.TwoLayer(act), data, method=method, samples=64, replicas=2, **kw)
+        f, se = sol.predict(np.ones((0, data.D)), error=True)
+        assert f.shape == se.shape == (0,), method
+        assert (sol.info["error_estimate"] == {"exact": 0.0}) == (method != "forward"), sol.info["error_estimate"]
+    one = dmft.solve(dmft.TwoLayer("tanh"), data, method="forward", samples=64, replicas=1, **kw)
+    assert one.info["error_estimate"] == {} and one.predict(np.ones((0, data.D))).shape == (0,)
+    with pytest.raises(dmft.InputError, match="error must be True or False"):
+        sol.predict(np.ones((1, data.D)), error="yes")
+
+
+@settings(max_examples=30, deadline=None)
+@given(level=st.one_of(st.floats(1 - 1e-15, 1.0), st.floats(1.0, 1e300), st.floats(1e-6, 0.999999)))
+def test_an_interval_level_is_refused_where_its_quantile_is_not_finite(data, level):
+    """A level within rounding of 1 has an infinite t quantile: it returned (nan, -inf, ...)
+    intervals. Refused, naming the level; any other level in (0, 1) gives finite intervals."""
+    sol = _sampled_solution(data)
+    if not 0.5 + level / 2 < 1:
+        with pytest.raises(dmft.InputError, match="level must be in"):
+            sol.interval("test_loss", level=level)
+        with pytest.raises(dmft.InputError, match="level must be in"):
+            sol.predict_interval(np.asarray(data.x_test)[:2], level=level)
+        return
+    lo, hi = sol.interval("test_loss", level=level)
+    assert np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)
+
+
+_SAMPLED = {}
+
+
+def _sampled_solution(data):
+    if "sol" not in _SAMPLED:
+        _SAMPLED["sol"] = dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.3, steps=4, save_every=2,
+                                     method="forward", samples=64, replicas=2)
+    return _SAMPLED["sol"]
+
+
+@pytest.mark.filterwarnings("ignore:lazy kernels: input variance")     # (its node cap; exact here)
+@settings(max_examples=12, deadline=None)
+@given(D=st.integers(1, 300), P=st.integers(2, 9), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2 ** 16))
+def test_lazy_kernels_of_a_point_with_itself_are_exact(D, P, scale, seed):
+    """A point's correlation with itself, from a kernel entry and a diagonal summed in other
+    orders, read 1 - 1 ulp, and arccos's slope there made relu's NTK diagonal 1.5e-8 off the
+    closed form k (and 1e-9..2e-8 for a leaky relu through declared kinks, against
+    (1 + alpha^2) k). A correlation within rounding of 1 is 1: both exact to 1e-13 at any D,
+    P and input scale."""
+    x = scale * np.random.default_rng(seed).normal(size=(P, D))
+    data = dmft.Dataset(x, np.ones(P))
+    k = np.sum(x * x, axis=1) / D
+    leaky = dmft.activations.custom(lambda h: jnp.where(h > 0, h, 0.1 * h), name="leaky", kinks=[0.0])
+    for act, factor in (("relu", 1.0), (leaky, 1.01)):
+        sol = dmft.solve(dmft.TwoLayer(act), data, eta0=0.1 / scale ** 2, steps=1, save_every=1, method="lazy")
+        np.testing.assert_allclose(np.diag(sol.ntk[0]), factor * k, rtol=1e-13, atol=0)

@@ -281,7 +281,13 @@ def _write(d, name, files):
 CORRUPTIONS = ["truncate_npz", "flip_npz", "empty_npz", "no_npz", "no_json", "json_garbage",
                "json_list", "json_format", "other_npz", "wrong_kind", "drop_array_legacy",
                "other_npz_legacy", "json_truncated", "json_shapes_int", "json_shapes_list",
-               "flip_npz_legacy", "short_group_legacy"]
+               "flip_npz_legacy", "short_group_legacy", "nan_legacy", "text_t_legacy", "complex_legacy",
+               "unsorted_t_legacy", "extra_list_legacy", "config_text_legacy"]
+# an edited file written without checksums (an earlier version's): the content itself is checked
+EDITS = {"nan_legacy": lambda a: {**a, "train_loss": np.full_like(a["train_loss"], np.nan)},
+         "text_t_legacy": lambda a: {**a, "t": np.array(["a"] * len(a["t"]))},
+         "complex_legacy": lambda a: {**a, "alignment": a["alignment"] + 0j},
+         "unsorted_t_legacy": lambda a: {**a, "t": a["t"][::-1].copy()}}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -325,6 +331,20 @@ def test_a_damaged_or_mismatched_result_is_refused_naming_the_file(saved, tmp_pa
     elif how in ("json_shapes_int", "json_shapes_list"):  # an edited JSON (raised TypeError, AttributeError)
         shapes = {k: 5 for k in m["shapes"]} if how == "json_shapes_int" else [1, 2]
         files["json"] = json.dumps({**m, "shapes": shapes}).encode()
+    elif how in ("extra_list_legacy", "config_text_legacy"):    # (raised TypeError from the loader)
+        legacy = {k: v for k, v in m.items() if k not in ("npz_sha256", "shapes")}
+        legacy["extra" if how == "extra_list_legacy" else "config"] = [1, 2] if how == "extra_list_legacy" else "x"
+        files["json"] = json.dumps(legacy).encode()
+    elif how in EDITS:                                    # loaded as they were, t of text included
+        legacy = {k: v for k, v in m.items() if k not in ("npz_sha256", "shapes")}
+        files["json"] = json.dumps(legacy).encode()
+        with np.load(__import__("io").BytesIO(npz)) as z:
+            arrays = EDITS[how]({k: z[k] for k in z.files})
+        if how == "nan_legacy" and name == "run":         # (NaN marks a diverged seed in a Run)
+            return
+        buf = __import__("io").BytesIO()
+        np.savez(buf, **arrays)
+        files["npz"] = buf.getvalue()
     elif how == "flip_npz_legacy":                        # no checksum to catch it (raised tokenize's error)
         legacy = {k: v for k, v in m.items() if k not in ("npz_sha256", "shapes")}
         files["json"] = json.dumps(legacy).encode()
@@ -378,6 +398,15 @@ def test_a_saved_result_loads_back_unchanged(saved, tmp_path):
         paths = back.save(tmp_path / "ended" / f"{name}.npz")
         assert [os.path.basename(p) for p in paths] == [f"{name}.npz", f"{name}.json"]
         np.testing.assert_array_equal(cls.load(tmp_path / "ended" / f"{name}.json").t, back.t)
+    # a stem that is no path is refused by name; a place that cannot be written is an OutputError
+    for stem in (None, 3, "", "folder" + os.sep):
+        with pytest.raises(dmft.InputError, match="stem"):
+            back.save(stem)
+        with pytest.raises(dmft.InputError, match="stem"):
+            cls.load(stem)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(dmft.errors.OutputError, match="a_file"):
+        back.save(tmp_path / "a_file" / "x")
     for bad in ({"file": np.zeros(2)}, {"allow_pickle": np.zeros(2)}, {"x": np.array([{}], dtype=object)}):
         with pytest.raises(dmft.InputError, match="cannot be saved"):
             dmft.io.save(tmp_path / "bad", {"t": np.zeros(2), **bad}, {})
