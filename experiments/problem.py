@@ -130,8 +130,37 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256(path)
 
 
+# the library's argument names as the configuration spells them: a generator's InputError
+# ("activation: unknown name ...") then names the key the user set ("task.teacher_activation")
+_TASK_KEYS = {"activation": "task.teacher_activation", "width": "task.teacher_width", "noise": "task.noise",
+              "degree": "task.degree", "D": "task.D", "P_test": "task.P_test", "P": "task.P", "p": "task.p",
+              "train_fraction": "task.train_fraction", "n": "task.n", "k": "task.k", "data file": "task.path",
+              "path": "task.path", "seed": "task.seed", "key": "task.seed"}
+_MODEL_KEYS = {"activation": "model.activation", "eps": "model.eps", "gamma0": "model.gamma0",
+               "readout": "model.readout", "centered": "model.centered"}
+
+
+def _config_error(err: Exception, keys: dict, section: str) -> ConfigError:
+    """A library InputError as a ConfigError naming the configuration key it came from."""
+    text = str(err)
+    for arg in sorted(keys, key=len, reverse=True):       # (P_test before P)
+        if text.startswith(arg) and text[len(arg):len(arg) + 1] in (":", " ", "="):
+            return ConfigError(keys[arg] + text[len(arg):])
+    return ConfigError(f"[{section}]: {text}")
+
+
 def build_data(task: dict) -> dmft.Dataset:
-    """The dataset a [task] section describes (ValueError from the generators for bad sizes)."""
+    """The dataset a [task] section describes; a generator's refusal as a ConfigError naming
+    the task.* key."""
+    try:
+        return _build_data(task)
+    except ConfigError:
+        raise
+    except dmft.InputError as err:
+        raise _config_error(err, _TASK_KEYS, "task") from err
+
+
+def _build_data(task: dict) -> dmft.Dataset:
     name = task["name"]
     key = jax.random.key(task.get("seed", 0))
     if name == "single_index":
@@ -154,7 +183,17 @@ def build_data(task: dict) -> dmft.Dataset:
 
 def build_model(model: dict, gamma0: float = 1.0) -> dmft.TwoLayer:
     """The two-layer model a [model] section describes; gamma0 from the section when it holds
-    one number (a scan's base value), else `gamma0` (sweeps replace it per point)."""
+    one number (a scan's base value), else `gamma0` (sweeps replace it per point). A refusal
+    is a ConfigError naming the model.* key."""
+    try:
+        return _build_model(model, gamma0)
+    except ConfigError:
+        raise
+    except dmft.InputError as err:
+        raise _config_error(err, _MODEL_KEYS, "model") from err
+
+
+def _build_model(model: dict, gamma0: float) -> dmft.TwoLayer:
     act = dmft.activations.quadratic(model["eps"]) if model["activation"] == "quadratic" \
         else model["activation"]
     g = model.get("gamma0")

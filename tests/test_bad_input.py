@@ -399,3 +399,24 @@ def test_the_inputs_copies_are_counted_once_per_program():
     copies = 8.0 * 4 * 100 * 40000
     one, two = memory_estimate(plan), memory_estimate(plan, points=2)
     assert one > copies and two - one < copies / 4, (one, two, copies)
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=st.sampled_from([
+    ("task.teacher_activation", {"task.name": "'teacher_network'", "task.teacher_activation": "'bogus'"}),
+    ("task.noise", {"task.noise": "1e300"}), ("task.degree", {"task.degree": "171"}),
+    ("task.path", {"task.name": "'npz'", "task.path": "'no-such-file.npz'"}),
+    ("model.activation", {"model.activation": "'bogus'"}),
+    ("task.teacher_width", {"task.name": "'teacher_network'", "task.teacher_width": "0"})]),
+    job=st.sampled_from(["solve", "simulate", "validate"]))
+def test_the_command_names_the_configuration_key_a_generator_refuses(case, job):
+    """A task generator's or model's refusal names the key the user set (it named the library's
+    argument: 'activation: unknown name' for task.teacher_activation, where model.activation
+    also exists), before anything is computed."""
+    from experiments.jobs import load_config, preflight
+    key, sets = case
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.errors.ConfigError) as err:
+        preflight(load_config(None, [f"{k}={v}" for k, v in sets.items()]), job)
+    assert str(err.value).startswith(key), str(err.value)
+    assert TRACE_COUNTS == before
