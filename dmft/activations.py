@@ -565,6 +565,8 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
             raise InputError(f"{what}: the callable must return real floating values, got dtype {out.dtype}")
         if not bool(jnp.all(jnp.isfinite(out))):
             raise InputError(f"{what}: the callable must be finite on [-3, 3]")
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise InputError(f"name: expected a non-empty str (or None: the callable's own name), got {name!r}")
     label = name or getattr(fn, "__name__", "custom")
     act = Activation(label, fn, (), derivative, None, None, None, kinks)
     try:
@@ -592,6 +594,8 @@ def _check_kinks(kinks) -> tuple:
 
 
 def _check_param(name, value):
+    if isinstance(value, (str, bytes, bool, np.bool_)):        # (float() reads "0.1" and True)
+        raise InputError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError) as err:

@@ -49,9 +49,18 @@ def test_model_rejects(kwargs, match):
         dmft.TwoLayer(**kwargs)
 
 
-def test_quadratic_eps_must_be_finite():
-    with pytest.raises(ValueError, match="eps"):
-        dmft.activations.quadratic(float("inf"))
+@given(eps=st.one_of(st.just(float("inf")), st.just(float("nan")), st.text(max_size=4), st.booleans(),
+                   st.binary(max_size=3), st.none(), st.just([0.1])))
+def test_quadratic_eps_must_be_a_finite_real_number(eps):
+    """Not finite, text ("0.1", which float() read), booleans, None or a list: refused naming eps."""
+    with pytest.raises(dmft.InputError, match="eps"):
+        dmft.activations.quadratic(eps)
+
+
+@given(name=st.one_of(st.integers(), st.just(""), st.just("  "), st.binary(max_size=3), st.just(["a"])))
+def test_a_custom_activation_name_is_a_non_empty_str(name):
+    with pytest.raises(dmft.InputError, match="name"):
+        dmft.activations.custom(np.tanh, name=name)
 
 
 @pytest.mark.parametrize("model_kw, solve_kw, match", [
