@@ -868,12 +868,17 @@ class ModeSDE(Records):
     ENSEMBLE_AXES: ClassVar[tuple] = ("path",)
 
 
+_MAX_COUNT = 2 ** 63 - 1      # a count an int64 holds (a larger int would not convert to a float)
+
+
 def sde_memory_estimate(paths: int, saves: int, modes: int) -> float:
     """Bytes `mode_sde` needs: per path, its saved layer scalars on the device and their host
     copies, the mode strengths and diffusions derived from them (with the temporaries of
     `noise_variance`), about ten float64 arrays of (saves, modes), plus the step's state, noise
     and key; and the runtime's fixed cost (measured: `scripts/bench_memory.py` style, 0.6-0.9 of
-    this)."""
+    this). Each argument an integer >= 1 (InputError naming it else)."""
+    paths, saves, modes = (checks.integer(name, v, minimum=1, maximum=_MAX_COUNT)
+                           for name, v in (("paths", paths), ("saves", saves), ("modes", modes)))
     per_path = 8.0 * (10 * saves * modes + 16 * modes + 8)
     return paths * per_path + RUNTIME_BYTES
 

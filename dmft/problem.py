@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -320,6 +320,13 @@ class DeepLinear:
                 "init_scale": self.init_scale, "init": self.init}
 
 
+# The per-mode theory of a linear teacher squares its singular values and label noise (the gradient
+# noise variance 2 (s - pi)^2 + sigma^2, losses) and at depth L runs on time scales up to 1/s^2
+# (dt/dpi ~ pi^(2/L - 2) / s near the target): both stay finite, with room (a factor 1e8), for
+# values in [1 / _TEACHER_MAX, _TEACHER_MAX] (the bound `tasks.linear_teacher` puts on label_noise).
+_TEACHER_MAX = math.sqrt(np.finfo(np.float64).max) * 1e-4          # ~1.34e150
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearTeacher:
     """A linear teacher y = M x + sigma xi with M = U diag(s) V^T (docs/conventions.md).
@@ -331,8 +338,15 @@ class LinearTeacher:
         label_noise: sigma >= 0.
         x_train, y_train: (P, d_in), (P, d_out) fixed points (None for online data, where
             fresh Gaussian inputs and noise are drawn at every step).
-        meta: how the data was made.
+        meta: how the data was made (a dict).
+
+    Singular values lie in [S_MIN, S_MAX] (~7.5e-151 to ~1.3e150: no subnormals) and label_noise
+    in [0, S_MAX] (`check_singular_values`): beyond, the theory's squares or time scales overflow
+    float64.
     """
+
+    S_MIN: ClassVar[float] = 1.0 / _TEACHER_MAX
+    S_MAX: ClassVar[float] = _TEACHER_MAX
 
     U: np.ndarray
     V: np.ndarray
@@ -352,10 +366,16 @@ class LinearTeacher:
             raise InputError("singular_values: give at least one")
         if np.any(s <= 0):
             raise InputError(f"singular_values must be > 0, got {s.tolist()}")
+        self.check_singular_values(s)
         for name, q in (("U", U), ("V", V)):
             if not np.allclose(q.T @ q, np.eye(s.size), atol=1e-8):
                 raise InputError(f"{name}: columns must be orthonormal")
         sigma = checks.real("label_noise", self.label_noise, nonnegative=True)
+        if sigma > self.S_MAX:
+            raise InputError(f"label_noise: {sigma:g} is too large: its square overflows float64 arithmetic "
+                             f"(losses, noise variances); use a value below {self.S_MAX:.3g}")
+        if not isinstance(self.meta, dict):
+            raise InputError(f"meta: expected a dict, got {type(self.meta).__name__}")
         x, y = self.x_train, self.y_train
         if (x is None) != (y is None):
             raise InputError("x_train and y_train go together (both None means online data)")
@@ -365,6 +385,9 @@ class LinearTeacher:
             if x.shape[1] != V.shape[0] or y.shape[1] != U.shape[0] or x.shape[0] != y.shape[0]:
                 raise InputError(f"x_train {x.shape} / y_train {y.shape} do not match d_in = "
                                  f"{V.shape[0]}, d_out = {U.shape[0]}")
+            if x.shape[0] < 1:
+                raise InputError(f"x_train: a fixed set needs at least one point, got shape {x.shape} "
+                                 "(x_train = y_train = None means online data)")
         for k, v in (("U", U), ("V", V), ("s", s)):
             v.setflags(write=False)
             object.__setattr__(self, k, v)
@@ -372,6 +395,22 @@ class LinearTeacher:
         object.__setattr__(self, "x_train", x)
         object.__setattr__(self, "y_train", y)
         object.__setattr__(self, "meta", dict(self.meta))
+
+    @classmethod
+    def check_singular_values(cls, s, name: str = "singular_values") -> None:
+        """Refuse (InputError naming `name`) finite positive singular values outside [S_MIN, S_MAX]:
+        a subnormal or tiny one overflows the theory's time scales (up to 1/s^2), a huge one its
+        squares (the gradient noise variance 2 (s - pi)^2)."""
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        low, high = s < cls.S_MIN, s > cls.S_MAX
+        if np.any(low):
+            v = float(s[low][0])
+            sub = " (a subnormal float)" if v < np.finfo(np.float64).tiny else ""
+            raise InputError(f"{name}: {v:g}{sub} is below {cls.S_MIN:.3g}: the per-mode theory's time scales "
+                             "(up to 1/s^2) overflow float64; rescale the teacher")
+        if np.any(high):
+            raise InputError(f"{name}: {float(s[high][0]):g} is above {cls.S_MAX:.3g}: its square overflows "
+                             "float64 arithmetic (noise variances 2 (s - pi)^2, losses); rescale the teacher")
 
     @property
     def M(self) -> np.ndarray:

@@ -366,7 +366,8 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
     Args:
         d_in, d_out: input and output dimensions.
         singular_values: the r mode strengths s_i > 0 (a list, or `spectrum(...)`); modes
-            keep this order everywhere (`run.modes[..., i]` is the mode of s_i).
+            keep this order everywhere (`run.modes[..., i]` is the mode of s_i). Each within
+            [LinearTeacher.S_MIN, LinearTeacher.S_MAX] (~7.5e-151 to ~1.3e150).
         P: None for online data (fresh x ~ N(0, I) and noise at every step); otherwise P
             fixed points with labels y = M x + sigma xi drawn once.
         label_noise: sigma >= 0.
@@ -389,6 +390,7 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
         raise InputError(f"singular_values: must be finite, got {s.tolist()}")
     if np.any(s <= 0):
         raise InputError(f"singular_values: must be > 0, got {s.tolist()}")
+    LinearTeacher.check_singular_values(s)              # no subnormals; squares and 1/s^2 finite
     r = s.size
     if r > min(d_in, d_out):
         raise InputError(f"singular_values: rank {r} exceeds min(d_in, d_out) = {min(d_in, d_out)}")

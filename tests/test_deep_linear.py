@@ -1537,3 +1537,184 @@ def test_stationary_fit_fits_each_mode_on_its_own(sigma, kappa, s):
     assert np.isfinite(p[:, 0]).all() and np.isnan(p[:, 1]).all()
     with pytest.raises(dmft.InputError, match="mode: the data has 2 modes"):
         dl.stationary_density(model, data, np.linspace(0.5, 3, 200), mode=2, **kw)
+
+
+# ------------------------------------------------------------------ input checks: refused by name, before compute
+
+S_MIN, S_MAX = dmft.LinearTeacher.S_MIN, dmft.LinearTeacher.S_MAX
+_BAD_S = st.one_of(st.floats(min_value=0, max_value=2.2e-308, exclude_min=True),          # subnormals
+                   st.floats(min_value=2.2e-308, max_value=S_MIN, exclude_max=True),     # 1/s^2 overflows
+                   st.floats(min_value=S_MAX, exclude_min=True, allow_infinity=False))   # s^2 overflows
+
+
+def _columns(d, r=1):
+    return np.eye(d)[:, :r]
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=_BAD_S, good=st.floats(S_MIN, S_MAX), first=st.booleans())
+@example(bad=1e-320, good=1.0, first=True)
+@example(bad=5e-324, good=S_MIN, first=False)
+def test_singular_values_the_theory_cannot_follow_are_refused_by_name(bad, good, first):
+    """linear_teacher(3, 3, [1e-320]) was accepted (a subnormal s) and mode_flow then raised a raw
+    OverflowError (learning_times gave NaN): linear_teacher and LinearTeacher refuse a singular
+    value outside [S_MIN, S_MAX] naming singular_values (linear_teacher before drawing anything),
+    and accept every value inside."""
+    s = [bad, good] if first else [good, bad]
+    with pytest.raises(dmft.InputError, match=r"^singular_values: .*(below|above|too large)"):
+        dmft.tasks.linear_teacher(3, 3, s, key=0)
+    with pytest.raises(dmft.InputError, match=r"^singular_values: .*(below|above|too large)"):
+        dmft.LinearTeacher(_columns(3, 2), _columns(3, 2), s)
+    assert dmft.LinearTeacher(_columns(3, 2), _columns(3, 2), [good, good]).rank == 2
+
+
+@pytest.mark.parametrize("s", [S_MIN, S_MAX])
+def test_the_flow_follows_the_ends_of_the_singular_value_range(s):
+    """At both ends of the accepted range the flow and its learning times come out (no raw
+    OverflowError), at any depth, online and on a fixed set."""
+    for P in (None, 8):
+        data = dmft.tasks.linear_teacher(3, 3, [s], P=P, key=0)
+        for depth in (1, 2, 3, 20, 100):
+            model = dmft.DeepLinear(depth, 4, 0.3, "aligned")
+            with np.errstate(over="ignore"):
+                pi = dl.mode_flow(model, data, [0.0, 1.0, 1e300])
+            assert np.all(np.isfinite(pi)) and np.all(pi >= 0), (P, depth, pi)
+            assert np.isclose(pi[-1, 0], dl.effective_modes(data).s[0], rtol=1e-6)
+            lt = dl.learning_times(model, data)
+            assert np.isnan(lt[0]) or lt[0] > 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(sigma=st.floats(min_value=S_MAX, exclude_min=True, allow_infinity=False))
+@example(sigma=1e300)
+def test_a_linear_teacher_refuses_label_noise_whose_square_overflows(sigma):
+    """LinearTeacher(U, U, [1.0], label_noise=1e300) was accepted (linear_teacher refuses it) and
+    mode_sde raised a raw OverflowError: both refuse it now, at the same limit."""
+    with pytest.raises(dmft.InputError, match=r"^label_noise: .* too large"):
+        dmft.LinearTeacher(_columns(3), _columns(3), [1.0], label_noise=sigma)
+    with pytest.raises(dmft.InputError, match=r"^label_noise: .* too large"):
+        dmft.tasks.linear_teacher(3, 3, [1.0], label_noise=sigma, key=0)
+    at_limit = dmft.LinearTeacher(_columns(3), _columns(3), [1.0], label_noise=S_MAX)
+    assert dmft.tasks.linear_teacher(3, 3, [1.0], label_noise=S_MAX, key=0).label_noise == at_limit.label_noise
+    model = dmft.DeepLinear(2, 4, 0.3, "aligned")
+    assert np.all(np.isfinite(dl.diffusion(model, at_limit, [0.0, 1.0, 2.0], eta0=0.01, batch_size=1)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(meta=st.one_of(st.text(max_size=5), st.integers(), st.floats(), st.none(), st.booleans(),
+                      st.lists(st.tuples(st.text(max_size=2), st.integers()), max_size=3),
+                      st.tuples(st.integers())))
+@example(meta="abc")
+def test_a_linear_teacher_refuses_meta_that_is_not_a_dict(meta):
+    """meta="abc" raised a raw ValueError from dict("abc"); Dataset's check now holds here too
+    (a list of pairs, which dict() took, is refused alike)."""
+    with pytest.raises(dmft.InputError, match="^meta: expected a dict"):
+        dmft.LinearTeacher(_columns(3), _columns(3), [1.0], meta=meta)
+    assert dmft.LinearTeacher(_columns(3), _columns(3), [1.0], meta={"a": 1}).meta == {"a": 1}
+
+
+@settings(max_examples=10, deadline=None)
+@given(d_in=st.integers(1, 4), d_out=st.integers(1, 4))
+def test_a_fixed_set_without_points_is_refused_up_front(d_in, d_out):
+    """A fixed set with 0 rows was accepted and failed later with "make the teacher with
+    whiten=True" and a divide-by-zero RuntimeWarning: refused on construction, naming x_train."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(dmft.InputError, match="^x_train: a fixed set needs at least one point"):
+            dmft.LinearTeacher(_columns(d_out), _columns(d_in), [1.0],
+                               x_train=np.zeros((0, d_in)), y_train=np.zeros((0, d_out)))
+
+
+_BAD_COUNTS = st.one_of(st.integers(max_value=0), st.integers(min_value=2 ** 63), st.booleans(), st.none(),
+                        st.text(max_size=3),
+                        st.floats().filter(lambda v: not (np.isfinite(v) and float(v).is_integer() and v >= 1)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(which=st.sampled_from(["paths", "saves", "modes"]), bad=_BAD_COUNTS,
+       good=st.tuples(st.integers(1, 10 ** 6), st.integers(1, 10 ** 5), st.integers(1, 100)))
+@example(which="paths", bad=-5, good=(1, 2, 2))
+@example(which="paths", bad="a", good=(1, 2, 2))
+def test_sde_memory_estimate_checks_its_arguments(which, bad, good):
+    """sde_memory_estimate(-5, 2, 2) returned a number and ("a", 2, 2) raised TypeError: each count
+    must be an integer >= 1 (InputError naming it); valid counts give what they gave."""
+    from dmft.plan import RUNTIME_BYTES
+
+    args = dict(zip(("paths", "saves", "modes"), good))
+    paths, saves, modes = good
+    assert dl.sde_memory_estimate(**args) == paths * 8.0 * (10 * saves * modes + 16 * modes + 8) + RUNTIME_BYTES
+    args[which] = bad
+    with pytest.raises(dmft.InputError, match=f"^{which} must be"):
+        dl.sde_memory_estimate(**args)
+
+
+def _nothing_computes(monkeypatch):
+    """Make any training or SDE run fail the test: a refusal must come before them."""
+    def boom(*a, **k):
+        raise AssertionError("computed before the refusal")
+    monkeypatch.setattr(networks, "train", boom)
+    monkeypatch.setattr(dl, "mode_sde", boom)
+
+
+@settings(max_examples=25, deadline=None)
+@given(depth=st.integers(1, 12), exponent=st.floats(-300, 300), kappa=st.sampled_from([0.0, 1e-200]))
+@example(depth=4, exponent=300, kappa=0.0)            # dmft dln --set model.init_scale=1e300: ~10 s, then failed
+@example(depth=2, exponent=-300, kappa=0.0)           # underflows to 0: the theory follows it in logs
+@example(depth=4, exponent=-80, kappa=0.0)
+@example(depth=10, exponent=-40, kappa=0.0)           # a learning time past float64: refused
+@example(depth=3, exponent=-150, kappa=1e-200)        # below float range, above the decay's barrier
+def test_dln_config_refuses_an_init_scale_the_run_cannot_use_before_compute(depth, exponent, kappa):
+    """An explicit model.init_scale whose init_scale^depth overflows is refused at load (as
+    model.gamma's was), naming model.init_scale; one that underflows is refused by build only
+    where the theory cannot follow it, and the studies build accepts have learning times."""
+    import math
+
+    from experiments import dln
+
+    scale = 10.0 ** exponent
+    over = [f"model.init_scale={scale!r}", f"model.depth={depth}", f"train.weight_decay={kappa!r}"]
+    with pytest.MonkeyPatch.context() as mp:
+        _nothing_computes(mp)
+        if depth * math.log(scale) >= math.log(np.finfo(np.float64).max):
+            with pytest.raises(dmft.ConfigError, match=r"^model.init_scale: .*overflows float64"):
+                dln.load_config(None, over)
+            return
+        cfg = dln.load_config(None, over)
+        try:
+            studies = dln.build(cfg)
+        except dmft.ConfigError as err:
+            assert str(err).startswith("model.init_scale: ") and depth > 2, err
+            return
+    for study in studies:
+        assert dl.learning_times(study.model, study.data, 0.9, weight_decay=kappa).shape == (4,)
+
+
+@settings(max_examples=25, deadline=None)
+@given(bad=_BAD_S, spot=st.integers(0, 3))
+@example(bad=1e-320, spot=0)
+def test_dln_config_refuses_bad_singular_values_by_key(bad, spot):
+    """dmft dln --set teacher.singular_values=[1e-320] ran 11 s and exited 5 with its figures
+    failing: refused at load, naming teacher.singular_values."""
+    from experiments import dln
+
+    s = [3.0, 2.0, 1.0, 0.5]
+    s[spot] = bad
+    with pytest.raises(dmft.ConfigError, match=r"^teacher.singular_values: "):
+        dln.load_config(None, [f"teacher.singular_values=[{', '.join(repr(v) for v in s)}]"])
+
+
+@pytest.mark.parametrize("setting, key", [("model.init_scale=1e300", "model.init_scale"),
+                                          ("teacher.singular_values=[1e-320]", "teacher.singular_values"),
+                                          ("model.init_scale=1e-40", "model.init_scale")])
+def test_dmft_dln_refuses_them_before_anything_is_written(setting, key, tmp_path, capsys, monkeypatch):
+    from experiments import cli
+
+    _nothing_computes(monkeypatch)
+    out = tmp_path / "o"
+    argv = ["dln", "--out", str(out), "--no-progress", "--set", setting, "--set", "model.depth=10"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG and key in err and "Traceback" not in err, err
+    assert not out.exists()

@@ -154,6 +154,7 @@ def _check(cfg: dict) -> None:
         raise ConfigError(f"teacher.P: {t['P']} points cannot be whitened in d_in = {t['d_in']}")
     if t["P"] and tr["batch_size"] > t["P"]:
         raise ConfigError(f"train.batch_size: must be <= teacher.P = {t['P']}")
+    _check_singular_values(t)
     distinct_labels("teacher.label_noise", t["label_noise"])
     if cfg["check"]["spread_low"] > cfg["check"]["spread_high"]:
         raise ConfigError(f"check.spread_low: {cfg['check']['spread_low']} is above check.spread_high = "
@@ -168,6 +169,7 @@ def _check(cfg: dict) -> None:
         if not -log_max < depth * log_scale < log_max:
             raise ConfigError(f"{where}: init_scale^depth = width^(-gamma depth / 2) = 10^"
                               f"{depth * log_scale / math.log(10):.0f} is outside float64's range")
+    _check_init_scale(m)
     if tr["eta0"] * tr["weight_decay"] >= 1:
         raise ConfigError(f"train.weight_decay: eta0 x weight_decay = {tr['eta0'] * tr['weight_decay']:g} "
                           "must be < 1 (each step multiplies the weights by 1 - eta0 x weight_decay)")
@@ -176,6 +178,36 @@ def _check(cfg: dict) -> None:
                           f"({tr['save_every']})")
     if any(x > 0 for x in t["label_noise"]) or tr["weight_decay"] > 0:      # a stationary law is compared
         _check_stationary_after(cfg)
+
+
+def _check_init_scale(m: dict) -> None:
+    """An explicit model.init_scale whose init_scale^depth overflows float64 (the networks' product
+    of layers and the theory's start are inf): refused as model.gamma's is. One that underflows is
+    not: the theory works from log(init_scale^depth) (`build` refuses the starts it cannot follow)."""
+    if m["init_scale"] > 0:
+        log_start = m["depth"] * math.log(m["init_scale"])
+        if log_start >= math.log(float(np.finfo(np.float64).max)):
+            raise ConfigError(f"model.init_scale: init_scale^depth = {m['init_scale']:g}^{m['depth']} = 10^"
+                              f"{log_start / math.log(10):.0f} overflows float64; use a smaller init_scale")
+
+
+def _check_singular_values(t: dict) -> None:
+    """The teacher's singular values (given, or generated from teacher.top and teacher.exponent)
+    within what `dmft.LinearTeacher` accepts, named by their key."""
+    if t["spectrum"] == "list":
+        s, key = t["singular_values"], "teacher.singular_values"
+    else:
+        try:
+            s = dmft.tasks.spectrum(t["rank"], t["spectrum"], top=t["top"], exponent=t["exponent"])
+        except dmft.InputError:           # build() says why
+            return
+        top_ok = dmft.LinearTeacher.S_MIN <= t["top"] <= dmft.LinearTeacher.S_MAX
+        key = "teacher.exponent" if top_ok and t["spectrum"] == "power" else "teacher.top"
+    try:
+        dmft.LinearTeacher.check_singular_values(s, key if t["spectrum"] == "list"
+                                                 else f"{key} (a generated singular value)")
+    except dmft.InputError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_stationary_after(cfg: dict) -> None:
@@ -226,6 +258,25 @@ class Study:
     sde_key: object
 
 
+def _reads_learning_times(cfg: dict) -> bool:
+    """Whether the studies' theory takes the flow's learning times: the dln job's always (its
+    report and diffusion peaks), a deep-linear scan's point with its theory's "learning" outputs."""
+    sc = cfg.get("scan")
+    return sc is None or bool(sc["theory"] and "learning" in sc["outputs"])
+
+
+def _check_start(model: dmft.DeepLinear, data: dmft.LinearTeacher, kappa: float, key: str) -> None:
+    """The flow's learning times from the aligned start (a quadrature: nothing trains), so that a
+    start the theory cannot follow is refused by its key before any network trains (the job failed
+    after them): one so small (init_scale^depth below float range) that a learning time passes
+    float64's range, or with weight decay one below float range but above the decay's barrier."""
+    try:
+        dl.learning_times(model, data, 0.9, weight_decay=kappa)       # (after the 0.5 level's)
+    except dmft.InputError as err:
+        msg = str(err)
+        raise ConfigError(f"{key}: {msg[len('init_scale: '):] if msg.startswith('init_scale: ') else msg}") from None
+
+
 def check_dtype(cfg: dict) -> None:
     """The networks' train.dtype = 'float64' needs JAX's float64 (the command's --x64): refused
     here, before any file is written (the trainer refused it at the first network)."""
@@ -240,6 +291,8 @@ def build(cfg: dict, networks: bool = True) -> list[Study]:
     t, m, tr, th = cfg["teacher"], cfg["model"], cfg["train"], cfg["theory"]
     if networks:
         check_dtype(cfg)
+    _check_init_scale(m)                           # (a scan's point: its own init_scale and spectrum)
+    _check_singular_values(t)
     if t["spectrum"] == "list":
         s = t["singular_values"]
     else:
@@ -261,6 +314,8 @@ def build(cfg: dict, networks: bool = True) -> list[Study]:
         data = dmft.tasks.linear_teacher(t["d_in"], t["d_out"], s, P=t["P"] or None, label_noise=sigma,
                                          key=jax.random.key(t["seed"]))
         model.check_data(data)
+        if model.init == "aligned" and _reads_learning_times(cfg):
+            _check_start(model, data, tr["weight_decay"], "model.init_scale" if m["init_scale"] > 0 else "model.gamma")
         out.append(Study(sigma, data, model, schedule, tr["seeds"],
                          jax.random.fold_in(jax.random.key(tr["seed"]), i),
                          jax.random.fold_in(jax.random.key(th["seed"]), i)))
