@@ -563,6 +563,11 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0
             out[:, i] = _Flow(si, L, lp).p_at(t)
         else:
             out[:, i] = _decay_flow(model, si, kappa).p_at(t)
+        if not np.all(np.isfinite(out[:, i])):           # (never silently: NaN came back at s ~ 1e132, L = 3)
+            j = int(np.argmax(~np.isfinite(out[:, i])))
+            raise InputError(f"singular_values: mode {i + 1}'s flow (s = {si:g}, depth {L}, weight_decay "
+                             f"{kappa:g}) is not finite at t = {t[j]:g}: its quadrature cannot resolve it in "
+                             "float64; rescale the teacher (singular values nearer 1)")
     return out
 
 

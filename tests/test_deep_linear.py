@@ -1718,3 +1718,20 @@ def test_dmft_dln_refuses_them_before_anything_is_written(setting, key, tmp_path
     err = capsys.readouterr().err
     assert code == cli.EXIT_CONFIG and key in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@settings(max_examples=15, deadline=None)
+@given(log_s=st.floats(100, 150), depth=st.integers(3, 20), kappa=st.floats(1e-3, 1.0))
+def test_a_decayed_flow_the_quadrature_cannot_resolve_is_refused_not_nan(log_s, depth, kappa):
+    """Under weight decay at depth > 2 a huge singular value made mode_flow return NaN without a
+    word (s ~ 1e132 at depth 3, kappa = 0.1): finite strengths, or an InputError naming the
+    singular values and the mode."""
+    s = min(10.0 ** log_s, dmft.LinearTeacher.S_MAX)
+    data = dmft.tasks.linear_teacher(2, 2, [s], key=0)
+    try:
+        out = dl.mode_flow(dmft.DeepLinear(depth, 4, 0.3, "aligned"), data, [0.0, 1e-3, 1.0], weight_decay=kappa)
+    except dmft.InputError as err:
+        assert str(err).startswith("singular_values: mode 1's flow"), str(err)
+        return
+    assert np.all(np.isfinite(out))
