@@ -22,13 +22,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 
 import numpy as np
 
-from .fitting import LogLogFit, loglog_fit
-
+import dmft
+import networks
+from dmft import checks
 from dmft.errors import InputError
+
+from .fitting import LogLogFit, loglog_fit
+from .inputs import mapping
 
 __all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se"]
 
@@ -94,8 +99,12 @@ def compare(solution, run) -> Comparison:
     """Errors of a network ensemble (`networks.Run`) against a `dmft.Solution`.
 
     Raises:
-        ValueError: the two are not on the same time base or data shapes.
+        InputError (a ValueError): solution is not a `dmft.Solution` or run not a `networks.Run`,
+        they are not on the same time base or data shapes, or they can be shown to come from
+        different data (their recorded data differ, or both predict 0 at t = 0 and their losses
+        there, the targets' mean squares, differ).
     """
+    _check_types(solution, run)
     if solution.t.shape != run.t.shape or not np.allclose(solution.t, run.t):
         raise InputError("compare: solution and run have different time bases "
                          f"({solution.t[:3]}... vs {run.t[:3]}...); use the same eta0, steps, save_every")
@@ -104,6 +113,7 @@ def compare(solution, run) -> Comparison:
     f_net = run.f_test if use_test else run.f_train
     if f_net.shape[1:] != f_th.shape:
         raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
+    _check_same_data(solution, run)
     train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"))
     test = None
     if solution.test_loss is not None and run.test_loss is not None:
@@ -133,6 +143,74 @@ def compare(solution, run) -> Comparison:
     return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
                       train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
                       summary=summary)
+
+
+def _check_types(solution, run, where: str = "compare") -> None:
+    """InputError unless solution is a dmft.Solution and run a networks.Run (saying when the two
+    are swapped)."""
+    swapped = isinstance(solution, networks.Run) and isinstance(run, dmft.Solution)
+    hint = " (solution and run are swapped: call compare(solution, run))" if swapped else ""
+    if not isinstance(solution, dmft.Solution):
+        raise InputError(f"{where}: solution must be a dmft.Solution (from dmft.solve), got "
+                         f"{type(solution).__name__}{hint}")
+    if not isinstance(run, networks.Run):
+        raise InputError(f"{where}: run must be a networks.Run (from networks.train), got {type(run).__name__}")
+
+
+# what a result records of its data (Dataset.describe(), in info["config"]["data"]) that two
+# results on the same data share
+_DATA_FIELDS = ("P", "P_test", "D", "C", "has_test_targets")
+
+
+def _recorded_data(result):
+    """The data description a result records (JSON-normalized), or None."""
+    info = result.info if isinstance(result.info, dict) else {}
+    config = info.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return json.loads(json.dumps(data, sort_keys=True, default=str))
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_same_data(solution, run) -> None:
+    """InputError when the two can be shown to come from different data: their recorded data
+    differ (sizes, or the task and key of two generated data sets), their training predictions
+    differ in shape, or both predict exactly 0 at t = 0 (centered) and their losses there, the
+    mean squares of the targets, differ. Nothing is refused on a guess: without such evidence
+    (uncentered networks, no recorded data) the comparison goes ahead."""
+    a, b = _recorded_data(solution), _recorded_data(run)
+    if a is not None and b is not None:
+        diff = [f"{k} {a[k]!r} vs {b[k]!r}" for k in _DATA_FIELDS if k in a and k in b and a[k] != b[k]]
+        ma, mb = a.get("meta"), b.get("meta")
+        if all(isinstance(m, dict) and "task" in m and "key" in m for m in (ma, mb)) and ma != mb:
+            keys = [k for k in sorted(set(ma) | set(mb)) if ma.get(k) != mb.get(k)]
+            diff.append("meta " + ", ".join(k if len(repr((ma.get(k), mb.get(k)))) > 40
+                                            else f"{k} {ma.get(k)!r} vs {mb.get(k)!r}" for k in keys))
+        if diff:
+            raise InputError("compare: solution and run were computed on different data (their recorded "
+                             f"data differ: {'; '.join(diff)})")
+    if solution.f_train is not None and run.f_train is not None \
+            and np.shape(run.f_train)[2:] != np.shape(solution.f_train)[1:]:
+        raise InputError(f"compare: solution and run were trained on different training data: training "
+                         f"predictions of shape {np.shape(solution.f_train)[1:]} (theory) and "
+                         f"{np.shape(run.f_train)[2:]} (run)")
+    for split, f_th, f_net, l_th, l_net in (
+            ("training", solution.f_train, run.f_train, solution.train_loss, run.train_loss),
+            ("test", solution.f_test, run.f_test, solution.test_loss, run.test_loss)):
+        if any(v is None for v in (f_th, f_net, l_th, l_net)):
+            continue
+        f_th, f_net = np.asarray(f_th), np.asarray(f_net)
+        if f_th.ndim < 1 or f_net.ndim < 2 or not (np.all(f_th[0] == 0) and np.all(f_net[:, 0] == 0)):
+            continue
+        l0, n0 = float(np.asarray(l_th)[0]), np.asarray(l_net, dtype=float)[:, 0]
+        n0 = n0[np.isfinite(n0)]
+        if np.isfinite(l0) and n0.size and not np.allclose(n0, l0, rtol=1e-5, atol=1e-300):
+            raise InputError(f"compare: solution and run were computed on different {split} data: both predict 0 "
+                             f"at t = 0, where their {split} losses (the targets' mean square) differ: "
+                             f"{l0:.6g} (theory) vs {float(n0[0]):.6g} (run)")
 
 
 def _final(se) -> float:
@@ -174,6 +252,13 @@ def width_scaling(solution, runs: dict) -> dict:
         theory's own standard error on the same scale (0 for an exact method, NaN for one
         sampled replica: unknown).
     """
+    mapping("runs", runs, "networks.Run by width (width -> run)")
+    if not isinstance(solution, dmft.Solution):
+        _check_types(solution, next(iter(runs.values()), None), "width_scaling")
+    for w, r in runs.items():
+        checks.integer("runs: width", w, minimum=1)
+        if not isinstance(r, networks.Run):
+            raise InputError(f"runs[{w!r}] must be a networks.Run (from networks.train), got {type(r).__name__}")
     widths = np.array(sorted(runs))
     comps = [compare(solution, runs[w]) for w in widths]
     per_seed = np.array([c.summary["time_mean_per_seed_error"] for c in comps])

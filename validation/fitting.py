@@ -17,6 +17,8 @@ import numpy as np
 
 from dmft.errors import InputError
 
+from .inputs import real_array
+
 __all__ = ["LogLogFit", "loglog_fit"]
 
 
@@ -42,11 +44,12 @@ def loglog_fit(x, y) -> LogLogFit:
     """Least-squares slope of log y against log x.
 
     Raises:
-        InputError (a ValueError): fewer than two points, all x equal (no slope: least squares
-        returned an arbitrary one), or non-positive / non-finite values.
+        InputError (a ValueError): x or y not arrays of real numbers (text, None, complex), fewer
+        than two points, all x equal (no slope: least squares returned an arbitrary one), or
+        non-positive / non-finite values.
     """
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
+    x = real_array("x", x).ravel()
+    y = real_array("y", y).ravel()
     if x.shape != y.shape:
         raise InputError(f"x and y must have the same length, got {x.shape} and {y.shape}")
     if x.size < 2:

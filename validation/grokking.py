@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
 
+from dmft import checks
 from dmft.errors import InputError
+
+from .inputs import boolean_array, mapping, names, real_array, real_or_inf
 
 __all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning", "drop_time",
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
@@ -102,17 +106,34 @@ def _none_for_nan(v):
 
 
 def _check_curves(t, curves: dict):
-    t = np.asarray(t, dtype=np.float64)
+    """t and the curves (name -> array, the name as the caller's argument) as float arrays; an
+    InputError naming the argument that is not real, has no time axis or does not fit t."""
+    t = real_array("t", t)
     if t.ndim < 1 or t.shape[-1] < 2:
         raise InputError(f"t must have at least two times, got shape {t.shape}")
     if not np.all(np.isfinite(t)) or np.any(np.diff(t, axis=-1) <= 0):
         raise InputError("t must be finite and strictly increasing")
     out = {}
     for name, c in curves.items():
-        c = np.asarray(c, dtype=np.float64)
+        c = real_array(name, c)
+        if c.ndim < 1:
+            raise InputError(f"{name} must be a curve over the saved times (last axis {t.shape[-1]}, as t), "
+                             f"got a scalar {float(c)!r}")
         if c.shape[-1] != t.shape[-1]:
             raise InputError(f"{name}: last axis ({c.shape[-1]}) must match t ({t.shape[-1]})")
+        try:
+            fits = np.broadcast_shapes(t.shape, c.shape) == c.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise InputError(f"{name}: shape {c.shape} does not take t's shape {t.shape} (t must broadcast "
+                             "to each curve)")
         out[name] = c
+    try:
+        np.broadcast_shapes(*(c.shape for c in out.values()))
+    except ValueError:
+        raise InputError("the curves' shapes do not broadcast together: "
+                         + ", ".join(f"{k} {v.shape}" for k, v in out.items())) from None
     return t, out
 
 
@@ -124,10 +145,10 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     crossing right after a non-finite save is not interpolated (its save time is reported).
     Returns (time, reached) arrays over the leading axes; time is finite wherever reached.
     """
+    threshold = checks.real("threshold", threshold)
+    below = checks.flag("below", below)
     t, c = _check_curves(t, {"y": y})
     y = c["y"]
-    if not math.isfinite(threshold):
-        raise InputError(f"threshold must be finite, got {threshold}")
     s = (threshold - y) if below else (y - threshold)          # >= 0 once crossed
     hit = np.where(np.isnan(s), False, s >= 0)
     reached = hit.any(axis=-1)
@@ -156,6 +177,8 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
             accuracies and the crossing is upward.
         threshold: the loss (or accuracy) level.
     """
+    threshold = checks.real("threshold", threshold)
+    accuracy = checks.flag("accuracy", accuracy)
     t, c = _check_curves(t, {"train_loss": train_loss, "test_loss": test_loss})
     tr, rtr = crossing_time(t, c["train_loss"], threshold, below=not accuracy)
     te, rte = crossing_time(t, c["test_loss"], threshold, below=not accuracy)
@@ -171,7 +194,7 @@ def accuracy(f, y) -> np.ndarray:
 
     f: (..., P, C) outputs; y: (P, C). Scalar outputs (y of shape (P,) or (P, 1), f of shape
     (..., P) or (..., P, 1)) use the sign. NaN where any output is not finite (a diverged run)."""
-    f, y = np.asarray(f), np.asarray(y)
+    f, y = real_array("f", f), real_array("y", y)
     if y.ndim not in (1, 2):
         raise InputError(f"accuracy: y must be (P,) or (P, C), got shape {y.shape}")
     if y.ndim == 2 and y.shape[1] == 1:            # one output: argmax of one column is always 0
@@ -195,6 +218,8 @@ def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
     Kept for comparison: a derivative of sampled curves moves with the save grid, which is why
     `early_warning` uses level crossings instead (docs/conventions.md, "Early warning").
     Times <= 0 are skipped in log time. Returns NaN if the curve does not change."""
+    log_time = checks.flag("log_time", log_time)
+    smooth = checks.integer("smooth", smooth, minimum=0)
     t, c = _check_curves(t, {"y": y})
     y = c["y"]
     keep = t > 0 if log_time else np.ones_like(t, bool)
@@ -243,8 +268,8 @@ def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
     "observed" when the plateau is at least min_ratio times the floor.
 
     Returns (t_drop, observed) arrays over the leading axes (t_drop NaN when not observed)."""
-    if not max_decades > 0:
-        raise InputError(f"max_decades must be > 0, got {max_decades!r}")
+    max_decades = real_or_inf("max_decades", max_decades, positive=True)
+    min_ratio = checks.real("min_ratio", min_ratio, positive=True)
     t, c = _check_curves(t, {"loss": loss})
     y = c["loss"]
     flat = y.reshape(-1, y.shape[-1])
@@ -275,6 +300,8 @@ def change_time(t, measure, *, rate: bool = False, min_change: float = 1e-12):
     by which half of its time integral has accumulated (the median time of the burst).
     Crossings are interpolated in log t, so a coarser or log-spaced save grid moves them by
     little (tested). NaN when the measure does not change."""
+    rate = checks.flag("rate", rate)
+    min_change = checks.real("min_change", min_change, nonnegative=True)
     t, c = _check_curves(t, {"measure": measure})
     y = c["measure"]
     flat = y.reshape(-1, y.shape[-1])
@@ -304,7 +331,14 @@ def early_warning(t, test_loss, measures: dict, *, rates=()) -> dict:
 
     Returns {"t_drop", "observed", name: {"t_change", "lead", "leads"}} (arrays over leading
     axes)."""
-    t, c = _check_curves(t, {"test_loss": test_loss, **measures})
+    mapping("measures", measures, "progress measures (name -> curve)")
+    bad = [k for k in measures if not isinstance(k, str) or k in ("test_loss", "t_drop", "observed")]
+    if bad:
+        raise InputError(f"measures: names must be strings other than 'test_loss', 't_drop' and 'observed' "
+                         f"(the test loss and the result's keys), got {bad!r}")
+    rates = names("rates", rates)
+    t, c = _check_curves(t, {"test_loss": test_loss, **{f"measures[{k!r}]": v for k, v in measures.items()}})
+    c.update({k: c.pop(f"measures[{k!r}]") for k in measures})
     t_drop, observed = drop_time(t, c["test_loss"])
     out = {"t_drop": t_drop, "observed": observed}
     for name in measures:
@@ -317,6 +351,9 @@ def early_warning(t, test_loss, measures: dict, *, rates=()) -> dict:
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a binomial fraction (95% for z = 1.96); (nan, nan) for n = 0."""
+    n = checks.integer("n", n, minimum=0)
+    successes = checks.integer("successes", successes, minimum=0, maximum=n)
+    z = checks.real("z", z, positive=True)
     if n == 0:
         return float("nan"), float("nan")
     p = successes / n
@@ -329,6 +366,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def lead_verdict(leads: dict) -> dict:
     """For each measure, the fraction of runs (with an observed drop) in which it leads the
     test-loss drop, with its Wilson 95% interval. leads: name -> boolean array over runs."""
+    mapping("leads", leads, "boolean arrays over runs (measure name -> leads)")
+    leads = {name: boolean_array(f"leads[{name!r}]", v) for name, v in leads.items()}
     out = {}
     for name, v in leads.items():
         v = np.asarray(v, bool).ravel()
@@ -378,9 +417,14 @@ def kumar_decomposition(state: dict, beta, gamma0: float, eps: float) -> dict:
     Returns:
         {"variance", "misalignment", "linear_power", "total"}, each (T,).
     """
-    m = np.asarray(state["mean"])
-    S = np.asarray(state["second_moment"])
-    beta = np.asarray(beta, dtype=np.float64)
+    S, beta = _state_moment(state, beta)
+    m = real_array("state['mean']", _state_entry(state, "mean"), min_ndim=1)
+    if m.shape[:-1] != S.shape[:-2]:
+        raise InputError(f"state: 'mean' of shape {m.shape} and 'second_moment' of shape {S.shape} "
+                         "differ in their time axes")
+    m, S = np.asarray(state["mean"]), np.asarray(state["second_moment"])     # as given (dtype kept)
+    gamma0 = checks.real("gamma0", gamma0, positive=True)
+    eps = checks.real("eps", eps)
     D = beta.shape[0]
     if S.shape[-1] != D or m.shape[-1] != D:
         raise InputError(f"state is in {S.shape[-1]} coordinates, beta in {D}: the decomposition "
@@ -394,14 +438,45 @@ def kumar_decomposition(state: dict, beta, gamma0: float, eps: float) -> dict:
 
 def planted_overlap(state: dict, beta) -> np.ndarray:
     """beta^T S beta: the second moment of the weights along the planted direction (1 at t = 0)."""
-    beta = np.asarray(beta, dtype=np.float64)
+    S, beta = _state_moment(state, beta)
+    if beta.shape[0] != S.shape[-1]:
+        raise InputError(f"beta has {beta.shape[0]} coordinates, state['second_moment'] {S.shape[-1]}")
     return np.einsum("i,...ij,j->...", beta, np.asarray(state["second_moment"]), beta)
+
+
+def _state_entry(state, key):
+    """state[key] of a closure state (a dict), or an InputError saying what state should be."""
+    if not isinstance(state, Mapping) or key not in state:
+        raise InputError(f"state must be the dict Solution.state of the closure, with 'mean' (T, D) and "
+                         f"'second_moment' (T, D, D), got {type(state).__name__}"
+                         + (f" with keys {sorted(map(str, state))}" if isinstance(state, Mapping) else ""))
+    return state[key]
+
+
+def _state_moment(state, beta):
+    """The state's second moment (..., D, D) and beta (D',) as float arrays, checked."""
+    S = real_array("state['second_moment']", _state_entry(state, "second_moment"), min_ndim=2)
+    if S.shape[-1] != S.shape[-2]:
+        raise InputError(f"state['second_moment'] must be square matrices (..., D, D), got shape {S.shape}")
+    beta = real_array("beta", beta)
+    if beta.ndim != 1 or beta.size == 0 or not np.all(np.isfinite(beta)):
+        raise InputError(f"beta must be one finite direction of shape (D,), got shape {beta.shape}")
+    return S, beta
 
 
 # ------------------------------------------------------------ neuron measures
 
+def _direction(u):
+    """An InputError unless u is one finite, nonzero direction (D,)."""
+    v = real_array("u", u)
+    if v.ndim != 1 or not np.all(np.isfinite(v)) or not np.any(v != 0):
+        raise InputError(f"u must be one finite nonzero direction of shape (D,), got shape {v.shape}"
+                         + (f": {v.tolist()}" if v.size <= 8 else ""))
+
+
 def direction_overlap(u):
     """Neuron measure (w . u)^2 / |u|^2 (its average is u^T S u / |u|^2)."""
+    _direction(u)
     u = jnp.asarray(u) / jnp.linalg.norm(jnp.asarray(u))
 
     def measure(w, w0):
@@ -414,6 +489,7 @@ def direction_alignment(u):
     """Neuron measures [(w . u)^2 / |u|^2, |w|^2 / D]: averaged over units, their ratio is the
     planted alignment, the weights' second moment along u relative to an average direction
     (1 for isotropic weights, D when all of it lies along u; `alignment_ratio`)."""
+    _direction(u)
     u = jnp.asarray(u) / jnp.linalg.norm(jnp.asarray(u))
 
     def measure(w, w0):
@@ -424,13 +500,16 @@ def direction_alignment(u):
 
 def alignment_ratio(measures) -> np.ndarray:
     """The planted alignment from `direction_alignment`'s two averaged components (..., 2)."""
-    m = np.asarray(measures, dtype=np.float64)
+    m = real_array("measures", measures, min_ndim=1)
+    if m.shape[-1] != 2:
+        raise InputError(f"measures must end in the two components of direction_alignment, got shape {m.shape}")
     return m[..., 0] / m[..., 1]
 
 
 def planted_alignment(state: dict, beta) -> np.ndarray:
     """beta^T S beta / (Tr S / D): the closure's second moment along the planted direction
     relative to an average direction (1 at t = 0 for N(0, I) weights; D when aligned)."""
+    _state_moment(state, beta)
     S = np.asarray(state["second_moment"])
     D = S.shape[-1]
     return planted_overlap(state, beta) / (np.trace(S, axis1=-2, axis2=-1) / D)
@@ -443,7 +522,7 @@ def fourier_ipr(p: int):
     halves added). 1 for a single mode, 1 / (p // 2) for a flat spectrum with p odd (Gromov
     2023); with p even the self-conjugate mode p/2 carries half the others' power, and a flat
     spectrum gives (4 (p/2 - 1) + 1) / (p - 1)^2 (13/49 at p = 8, not 1/4)."""
-    p = int(p)
+    p = checks.integer("p", p, minimum=2)
     k = np.arange(1, p // 2 + 1)
     ang = 2 * np.pi * np.outer(k, np.arange(p)) / p
     # the real mode k carries the powers of the complex frequencies k and p - k (equal for
@@ -483,10 +562,7 @@ def fit_power_law_decay(kappa, t_grok):
 def _decay_points(kappa, t_grok):
     """(kappa, t_grok) as float arrays of one shape, kappa finite (a NaN t_grok is a point that
     never grokked, dropped by the fits); else an InputError naming them."""
-    try:
-        kappa, t_grok = np.asarray(kappa, float).ravel(), np.asarray(t_grok, float).ravel()
-    except (TypeError, ValueError) as err:
-        raise InputError(f"kappa and t_grok must be real numbers ({err})") from None
+    kappa, t_grok = real_array("kappa", kappa).ravel(), real_array("t_grok", t_grok).ravel()
     if kappa.shape != t_grok.shape:
         raise InputError(f"kappa and t_grok must have one value each per point, got {kappa.size} "
                          f"and {t_grok.size}")

@@ -23,11 +23,13 @@ import jax
 
 import dmft
 import networks
+from dmft import checks
 from dmft.errors import InputError
 from dmft.plan import no_lazy_limit
 from dmft.runner import progress_bar
 
 from .compare import width_scaling
+from .inputs import shown
 
 __all__ = ["LazyToRich", "lazy_to_rich"]
 
@@ -83,7 +85,7 @@ _PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measu
 
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
                  train_kw=None, key=None, progress: bool = False,
-                 simulate: bool = True) -> LazyToRich:
+                 simulate: bool = True, **unknown) -> LazyToRich:
     """Solve the DMFT and train network ensembles at each gamma0, on one schedule.
 
     Args:
@@ -97,7 +99,17 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         key: `jax.random.key` of the networks; point i uses fold_in(key, i).
         progress: one progress bar over all solves and ensembles.
         simulate: False for theory only (no networks).
+
+    Raises:
+        InputError (a ValueError), before any compute: a bad argument, named (and every check of
+        each solve and ensemble: `dmft.plan_solve`, `networks.plan_train`).
     """
+    if unknown:
+        raise InputError(f"lazy_to_rich: unknown keyword argument(s) {', '.join(sorted(unknown))}; expected "
+                         "schedule, solve_kw, train_kw, key, progress, simulate (options of dmft.solve go "
+                         "in solve_kw, of networks.train in train_kw)")
+    _check_arguments(model, data, gamma0s, widths, seeds, schedule, solve_kw, train_kw, key, progress,
+                     simulate)
     solve_kw = dict(solve_kw or {})
     train_kw = dict(train_kw or {})
     if isinstance(model, dmft.TwoLayer) and isinstance(data, dmft.Dataset) and \
@@ -145,6 +157,46 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     if bar is not None:
         bar.close()
     return LazyToRich(model, data, gamma0s, widths, seeds, sols, lazy, runs, scaling, timings, sch)
+
+
+def _values(name, values, empty: bool = False) -> list:
+    """A sequence (list, tuple, 1-d array; non-empty unless `empty`) as a list; else an
+    InputError naming it."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or hasattr(values, "keys") \
+            or getattr(values, "ndim", 1) != 1:
+        raise InputError(f"{name} must be a list of values, got {type(values).__name__} {shown(values)}")
+    values = list(values)
+    if not values and not empty:
+        raise InputError(f"{name} must hold at least one value, got none")
+    return values
+
+
+def _check_arguments(model, data, gamma0s, widths, seeds, schedule, solve_kw, train_kw, key, progress,
+                     simulate) -> None:
+    """Every argument of `lazy_to_rich` of the right kind (InputError naming it); the values are
+    then checked by dmft.plan_solve and networks.plan_train."""
+    if not isinstance(model, dmft.TwoLayer):
+        raise InputError(f"model must be a dmft.TwoLayer, got {type(model).__name__}")
+    if not isinstance(data, dmft.Dataset):
+        raise InputError(f"data must be a dmft.Dataset, got {type(data).__name__}")
+    for i, g in enumerate(_values("gamma0s", gamma0s)):
+        checks.real(f"gamma0s[{i}]", g, positive=True)
+    if checks.flag("simulate", simulate):
+        widths = _values("widths", widths, empty=True)      # none: theory only, as simulate=False
+        for i, w in enumerate(widths):
+            checks.integer(f"widths[{i}]", w, minimum=1)
+        if widths:
+            checks.integer("seeds", seeds, minimum=1)
+    if schedule is not None and not isinstance(schedule, dmft.Schedule):
+        raise InputError(f"schedule must be a dmft.Schedule (or None), got {type(schedule).__name__}")
+    for name, kw in (("solve_kw", solve_kw), ("train_kw", train_kw)):
+        try:
+            dict(kw or {})
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be a dict of keyword options, got {type(kw).__name__} "
+                             f"{shown(kw)}") from None
+    checks.prng_key("key", key)
+    checks.flag("progress", progress)
 
 
 def _advance(bar, text):

@@ -28,6 +28,11 @@ from decimal import Decimal
 
 import numpy as np
 
+from dmft import checks as arg
+from dmft.errors import InputError
+
+from .inputs import mapping
+
 __all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR"]
 
 # default tolerances (the validate job's [check] section)
@@ -94,11 +99,36 @@ def _no_z(s) -> str:
     return "no spread over seeds and an exact theory"
 
 
+def _check_sweep(sweep) -> None:
+    """InputError unless `sweep` has what the checks read (a LazyToRich, or an object with its
+    gamma0s, widths, solutions, lazy, and scaling when it has widths)."""
+    missing = [a for a in ("gamma0s", "widths", "solutions", "lazy") if not hasattr(sweep, a)]
+    if not missing and sweep.widths and not hasattr(sweep, "scaling"):
+        missing = ["scaling"]
+    if missing:
+        raise InputError(f"sweep must be a validation.LazyToRich (from lazy_to_rich), got "
+                         f"{type(sweep).__name__} (no {', '.join(missing)})")
+    if not sweep.gamma0s:
+        raise InputError("sweep: has no gamma0s: nothing to check")
+
+
+def _check_tolerances(chk) -> dict:
+    """chk as a dict of known tolerances, each a finite real number (>= 0 but spread_slope)."""
+    if chk is None:
+        return {}
+    mapping("chk", chk, f"tolerances (names {', '.join(TOLERANCES)})")
+    unknown = [k for k in chk if k not in TOLERANCES]
+    if unknown:
+        raise InputError(f"chk: unknown tolerance(s) {unknown!r}; expected some of {list(TOLERANCES)}")
+    return {k: arg.real(f"chk[{k!r}]", v, nonnegative=k != "spread_slope") for k, v in chk.items()}
+
+
 def checks(sweep, chk: dict | None = None) -> list[dict]:
     """One verdict per check of a `validation.LazyToRich` sweep: dicts with name, value (full
     precision), shown (the value as reports show it), tolerance, verdict ("PASS"/"FAIL"/"SKIP")
     and detail. `chk` overrides `TOLERANCES`."""
-    chk = {**TOLERANCES, **(chk or {})}
+    _check_sweep(sweep)
+    chk = {**TOLERANCES, **_check_tolerances(chk)}
     out = []
     if sweep.widths:
         wmax = max(sweep.widths)
