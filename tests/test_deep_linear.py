@@ -1357,7 +1357,8 @@ def _two_modes():
 def test_learning_times_of_refuses_targets_and_levels_by_name(level, targets):
     """level in (0, 1) as for the flow's learning_times (1.5 gave inf everywhere); targets (r,),
     each > 0 or NaN (one target for two modes gave inf for the other, a negative one t = 0, three
-    an IndexError). Accepted ones give the first crossing of level x target, NaN target: inf."""
+    an IndexError). Accepted ones give the first crossing of level x target, NaN target: NaN (no
+    learning time, as the flow's learning_times says; it said inf, "not yet")."""
     data = _two_modes()
     t = np.linspace(0.0, 1.0, 11)
     run = _fake(t, np.broadcast_to(t[None, :, None] * [3.0, 3.0], (2, 11, 2)))     # pi = 3 t on both modes
@@ -1374,7 +1375,7 @@ def test_learning_times_of_refuses_targets_and_levels_by_name(level, targets):
         return
     assert 0 < level < 1
     tg = np.asarray(data.s if targets is None else targets, float)
-    expect = np.where(np.isnan(tg), np.inf, np.where(level * tg <= 3.0, level * tg / 3.0, np.inf))
+    expect = np.where(np.isnan(tg), np.nan, np.where(level * tg <= 3.0, level * tg / 3.0, np.inf))
     np.testing.assert_allclose(out, np.broadcast_to(expect, (2, 2)), rtol=1e-12)
 
 
@@ -1735,3 +1736,21 @@ def test_a_decayed_flow_the_quadrature_cannot_resolve_is_refused_not_nan(log_s, 
         assert str(err).startswith("singular_values: mode 1's flow"), str(err)
         return
     assert np.all(np.isfinite(out))
+
+
+def test_networks_learning_times_follow_the_flows_rule_for_modes_without_one():
+    """The flow's learning_times gives NaN for a mode that starts at or above the level (depth 2,
+    init_scale 0.8: pi0 = 0.64 above half of s = 1 and 0.3) and for one the decay switches off;
+    learning_times_of gave 0 and inf for the same modes. Both NaN now; inf stays for a mode not
+    yet learned within the run."""
+    data = dmft.tasks.linear_teacher(3, 3, [2.0, 1.0, 0.3], key=2)
+    model = dmft.DeepLinear(2, 5, 0.8, "aligned")
+    flow = dl.learning_times(model, data)
+    assert np.isfinite(flow[0]) and np.all(np.isnan(flow[1:]))
+    t = np.linspace(0.0, 2.0, 201)
+    run = _fake(t, dl.mode_flow(model, data, t)[None])
+    got = vdl.learning_times_of(run, data)[0]
+    assert np.all(np.isnan(got[1:])) and abs(got[0] - flow[0]) < 0.01
+    # a NaN target (a mode the decay switches off) has none; a run too short to reach one: inf
+    out = vdl.learning_times_of(run, data, targets=[2.0, np.nan, 50.0])[0]
+    assert np.isnan(out[1]) and out[2] == np.inf

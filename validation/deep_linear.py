@@ -286,8 +286,10 @@ def mode_law(model, data, grid, mode: int, **kw):
 
 def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:
     """(S, r) first saved-time crossing of level x target by each seed's modes (linear
-    interpolation; inf when not reached). The targets are the effective s by default; with weight
-    decay pass `dl.fixed_points(...)` (a NaN target, a mode decay switches off: inf).
+    interpolation). The targets are the effective s by default; with weight decay pass
+    `dl.fixed_points(...)`. The flow's rule (`dl.learning_times`): NaN for a mode that has no
+    learning time, one the decay switches off (a NaN target) or one that starts at or above the
+    level; inf for one not learned within the run (it may be later).
 
     level: in (0, 1), as for the flow's `dl.learning_times`; targets: (r,) real numbers, each > 0
     or NaN. Anything else is an InputError naming it."""
@@ -302,10 +304,12 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
         for i in range(s.size):
             y = run.modes[k, :, i]
             hit = np.flatnonzero(y >= level * s[i])
-            if hit.size:
+            if np.isnan(s[i]):
+                out[k, i] = np.nan                     # switched off by the decay: none, as the flow's
+            elif hit.size:
                 j = hit[0]
                 if j == 0:
-                    out[k, i] = run.t[0]
+                    out[k, i] = np.nan                 # at or above the level from the start: none
                 else:
                     f = (level * s[i] - y[j - 1]) / (y[j] - y[j - 1])
                     out[k, i] = run.t[j - 1] + f * (run.t[j] - run.t[j - 1])
