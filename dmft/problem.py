@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Any, ClassVar
 
@@ -160,10 +161,30 @@ class Dataset:
         y = np.asarray(y, dtype=float)
         return y[:, None] if y.ndim == 1 else y
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the arrays' shapes and values (as float64: a float32 copy of the same values
+        shares it), computed once: two results recording the same digest ran on the same data
+        (`validation.compare` refuses two that record different ones)."""
+        known = self.__dict__.get("_digest")
+        if known is None:
+            h = hashlib.sha256()
+            for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+                if a is None:
+                    h.update(b"-")
+                    continue
+                v = np.ascontiguousarray(a, dtype=np.float64)
+                h.update(repr(v.shape).encode())
+                h.update(v.tobytes())
+            known = h.hexdigest()
+            object.__setattr__(self, "_digest", known)
+        return known
+
     def describe(self) -> dict[str, Any]:
-        """Shapes and meta data, for result metadata."""
+        """Shapes, meta data and the arrays' digest, for result metadata."""
         return {"P": self.P, "P_test": self.P_test, "D": self.D, "C": self.C,
-                "has_test_targets": self.y_test is not None, "meta": _jsonable(self.meta)}
+                "has_test_targets": self.y_test is not None, "sha256": self.digest,
+                "meta": _jsonable(self.meta)}
 
     def save(self, path) -> None:
         """Write the arrays to an .npz file that `dmft.tasks.load_npz` reads."""

@@ -434,3 +434,32 @@ def test_valid_comparisons_are_unchanged():
     assert sc["mean_fit"].slope == pytest.approx(-1.0, abs=1e-9) and list(sc["widths"]) == [16, 32, 64]
     verdicts = validation.checks(_lazy_sweep(), {"lazy_rel": 1})
     assert [v["verdict"] for v in verdicts] == ["PASS"] and verdicts[0]["tolerance"] == "<= 1"
+
+
+@FAST
+@given(row=st.integers(0, 5), shift=st.floats(1e-12, 1.0), x64=st.booleans())
+def test_compare_refuses_a_run_on_other_inputs_by_the_recorded_digest(row, shift, x64):
+    """The same targets on other inputs (one training point moved by any amount) could not be
+    told apart: every result records `Dataset.digest` (SHA-256 of the values as float64) and
+    compare refuses two that differ; a float32 copy of the same values shares the digest."""
+    import jax
+    import dmft
+    import networks
+
+    rng = np.random.default_rng(0)
+    x, y, xt = (rng.normal(size=n).astype(np.float32).astype(np.float64) for n in ((6, 3), 6, (4, 3)))
+    data = dmft.Dataset(x, y, xt, np.zeros(4))                 # (values a float32 holds exactly)
+    moved = x.copy()
+    moved[row, 0] += shift
+    kw = dict(eta0=0.1, steps=2, save_every=1)
+    sol = dmft.solve(dmft.TwoLayer("linear"), data, method="lazy", **kw)
+    other = dmft.Dataset(moved, y, xt, np.zeros(4))
+    assert other.digest != data.digest
+    run = networks.train(dmft.TwoLayer("linear"), other, width=8, seeds=2, key=jax.random.key(0), **kw)
+    with pytest.raises(InputError, match="different data.*digest"):
+        validation.compare(sol, run)
+    same = data if x64 else dmft.Dataset(x.astype(np.float32), y.astype(np.float32), xt.astype(np.float32),
+                                         np.zeros(4, np.float32))
+    assert same.digest == data.digest
+    run = networks.train(dmft.TwoLayer("linear"), same, width=8, seeds=2, key=jax.random.key(0), **kw)
+    validation.compare(sol, run)

@@ -159,7 +159,7 @@ def _check_types(solution, run, where: str = "compare") -> None:
 
 # what a result records of its data (Dataset.describe(), in info["config"]["data"]) that two
 # results on the same data share
-_DATA_FIELDS = ("P", "P_test", "D", "C", "has_test_targets")
+_DATA_FIELDS = ("P", "P_test", "D", "C", "has_test_targets", "sha256")
 
 
 def _recorded_data(result):
@@ -183,7 +183,9 @@ def _check_same_data(solution, run) -> None:
     (uncentered networks, no recorded data) the comparison goes ahead."""
     a, b = _recorded_data(solution), _recorded_data(run)
     if a is not None and b is not None:
-        diff = [f"{k} {a[k]!r} vs {b[k]!r}" for k in _DATA_FIELDS if k in a and k in b and a[k] != b[k]]
+        diff = [("the arrays' values (Dataset.digest " + f"{str(a[k])[:12]}... vs {str(b[k])[:12]}...)"
+                 if k == "sha256" else f"{k} {a[k]!r} vs {b[k]!r}")
+                for k in _DATA_FIELDS if k in a and k in b and a[k] != b[k]]
         ma, mb = a.get("meta"), b.get("meta")
         if all(isinstance(m, dict) and "task" in m and "key" in m for m in (ma, mb)) and ma != mb:
             keys = [k for k in sorted(set(ma) | set(mb)) if ma.get(k) != mb.get(k)]
