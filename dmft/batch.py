@@ -438,7 +438,9 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         eta0, steps, save_every: the protocol (defaults 0.1, 1000, 10), or schedule=
             a `dmft.Schedule` (also as the fourth positional argument).
         batch_size: points per compiled call; the last batch is padded so that
-            every call has the same shape (one compilation).
+            every call has the same shape (one compilation). Not the SGD minibatch of
+            `dmft.solve(..., batch_size=B)`: points run full-batch dynamics (a Schedule with a
+            batch_size is refused); solve minibatch SGD point by point with `dmft.solve`.
         key: `jax.random.key` (default key(0)); point i uses fold_in(key, i).
         kwargs: `BatchProgram` options (method, samples, weight_decay, curves, ...).
 
