@@ -223,32 +223,35 @@ def finite_flag(k, bad, *values):
     return jnp.where((bad < 0) & ~ok, k, bad)
 
 
-# A train loss past RUNAWAY x max(1, gamma0^-2) x its scale (the larger of its value at t = 0
-# and the targets' mean square) is a divergence though still finite: gradient descent past its
-# stability grows it geometrically until it overflows (tanh, D = 16, P = 64, gamma0 = 1,
+# A train loss past RUNAWAY x max(1, gamma0^-2) x its scale (the largest of its value at t = 0,
+# the targets' mean square and 1) is a divergence though still finite: gradient descent past
+# its stability grows it geometrically until it overflows (tanh, D = 16, P = 64, gamma0 = 1,
 # eta0 = 30: 1e20 after 20 steps, 1e241 after 200). A catapult rises and comes back: its peak,
 # measured over eta0 up to the edge of stability at gamma0 = 0.05-3 (relu, tanh, D = 16,
 # P = 64), was at most 107 times the start (relu, gamma0 = 0.05, eta0 = 19.9: 0.27 / gamma0^2;
-# 1.1-2.4 at gamma0 >= 0.2), and grows like gamma0^-2 toward the lazy limit, hence the factor:
-# the bound stays ~1e10 times above any catapult seen.
+# 1.1-2.4 at gamma0 >= 0.2), and grows like gamma0^-2 toward the lazy limit, hence the factor.
+# The peak is set by the outputs the kernel needs to move (O(1 / gamma0) in these units), not by
+# the targets: on targets scaled by 1e-8 (a start of 1e-16) the same catapult peaked near 1e-2,
+# hence the 1 in the scale. The bound stays ~1e10 times above any catapult seen.
 RUNAWAY = 1e10
 
 
 def ran_away(loss, y_ms, gamma0):
     """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds RUNAWAY x
-    max(1, gamma0^-2) x max(loss at t = 0, `y_ms`): a finite loss the dynamics will overflow
+    max(1, gamma0^-2) x max(loss at t = 0, `y_ms`, 1): a finite loss the dynamics will overflow
     (see RUNAWAY). NaN never counts (non-finite values are flagged on their own). numpy or
     jax arrays (traced gamma0 too)."""
     xp = jnp if isinstance(loss, jax.Array) or isinstance(gamma0, jax.Array) else np
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a bound past the range: none
-        bound = RUNAWAY * xp.maximum(1.0, 1.0 / xp.asarray(gamma0) ** 2) * xp.maximum(loss[0], y_ms)
+        scale = xp.maximum(xp.maximum(loss[0], y_ms), 1.0)
+        bound = RUNAWAY * xp.maximum(1.0, 1.0 / xp.asarray(gamma0) ** 2) * scale
         return xp.cumsum((bound > 0) & (loss > bound)) > 0
 
 
 def runaway_bound(loss, y_ms, gamma0) -> float:
     """The bound `ran_away` compares with (for messages)."""
     with np.errstate(over="ignore", divide="ignore"):
-        return float(RUNAWAY * np.maximum(1.0, 1.0 / np.float64(gamma0) ** 2) * max(float(loss[0]), float(y_ms)))
+        return float(RUNAWAY * np.maximum(1.0, 1.0 / np.float64(gamma0) ** 2) * max(float(loss[0]), float(y_ms), 1.0))
 
 
 def first_nonfinite(records: dict, skip=()) -> tuple[int, str | None]:

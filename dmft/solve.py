@@ -515,7 +515,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
         bound = runaway_bound(train_loss, np.mean(y ** 2), model.gamma0)
         j, name, cause = int(away[0]), "train_loss", "train loss ran away"
         what = (f"ran away ({train_loss[j]:.3g} > {bound:.3g} = {RUNAWAY:g} x max(1, gamma0^-2) x "
-                "max(its value at t = 0, the targets' mean square); still finite, it grows until it overflows)")
+                "max(its value at t = 0, the targets' mean square, 1); still finite, it grows until it overflows)")
     if j >= 0:
         k = int(save_steps[j])
         lo = int(save_steps[j - 1]) if j > 0 else 0
