@@ -287,9 +287,11 @@ def mode_law(model, data, grid, mode: int, **kw):
 def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:
     """(S, r) first saved-time crossing of level x target by each seed's modes (linear
     interpolation). The targets are the effective s by default; with weight decay pass
-    `dl.fixed_points(...)`. The flow's rule (`dl.learning_times`): NaN for a mode that has no
-    learning time, one the decay switches off (a NaN target) or one that starts at or above the
-    level; inf for one not learned within the run (it may be later).
+    `dl.fixed_points(...)`. A seed's mode that starts at or above the level counts from the first
+    save after it has been below it (a random start can begin above and dip first), or reads
+    t[0] if it never was (learned from the start; the flow's `dl.learning_times` says NaN there:
+    it has no crossing); NaN for a mode the decay switches off (a NaN target), as the flow's;
+    inf for one not learned within the run (it may be later).
 
     level: in (0, 1), as for the flow's `dl.learning_times`; targets: (r,) real numbers, each > 0
     or NaN. Anything else is an InputError naming it."""
@@ -303,13 +305,16 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     for k in range(run.modes.shape[0]):
         for i in range(s.size):
             y = run.modes[k, :, i]
-            hit = np.flatnonzero(y >= level * s[i])
+            above = y >= level * s[i]
+            below = np.flatnonzero(~above & np.isfinite(y))         # (NaN: a diverged seed's saves)
+            # from the start above: the first crossing after a dip below, else learned at t[0]
+            hit = np.flatnonzero(above[below[0]:]) + below[0] if (above[0] and below.size) else np.flatnonzero(above)
             if np.isnan(s[i]):
                 out[k, i] = np.nan                     # switched off by the decay: none, as the flow's
             elif hit.size:
                 j = hit[0]
                 if j == 0:
-                    out[k, i] = np.nan                 # at or above the level from the start: none
+                    out[k, i] = run.t[0]
                 else:
                     f = (level * s[i] - y[j - 1]) / (y[j] - y[j - 1])
                     out[k, i] = run.t[j - 1] + f * (run.t[j] - run.t[j - 1])
