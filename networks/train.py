@@ -67,6 +67,14 @@ def _gd(learning_rate, weight_decay):
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
 
 
+# The smallest gamma0 a network resolves in each float type. A step moves the weights by
+# O(gamma0) against O(1) weights and the output is that change times 1 / gamma0, so rounding
+# enters the output as ~0.03 eps / gamma0 relative (measured: 0.6% at gamma0 = 1e-15 in float64;
+# at 1e-20 a centered network's first loss read 1e6 for 0.445). At these floors that is 7e-9
+# (float64, the DMFT's sampled floor) and 4e-4 (float32, below a 4096-wide ensemble's seed spread
+# of ~1e-2: at gamma0 = 1e-4 in float32 the networks sat 3.5e-3 from the lazy limit, as at 1e-2)
+NETWORK_MIN_GAMMA0 = {"float64": 1e-9, "float32": 1e-5}
+
 # one transformation object for all calls: eta0 and kappa live in its state, so
 # changing them does not recompile
 _DEFAULT = optax.inject_hyperparams(_gd)(learning_rate=1.0, weight_decay=0.0)
@@ -392,11 +400,9 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
         if odd:
             raise InputError(f"width must be even with antithetic=True, got {odd}")
     seeds = checks.integer("seeds", seeds, minimum=1)
-    floor, precision = sampled_min_gamma0()
+    precision = sampled_min_gamma0()[1]
+    floor = NETWORK_MIN_GAMMA0[precision]
     if model.gamma0 < floor:
-        # a step moves the weights by O(gamma0) against O(1) weights, and the output is that change
-        # times 1 / gamma0: the rounding of either is divided by gamma0 (at 1e-20 a centered
-        # network's first loss read 1e6 for 0.445), as in the DMFT's sampled methods
         raise InputError(f"gamma0 = {model.gamma0:g} is below what a network resolves in {precision} "
                          f"({floor:g}): its weights move by O(gamma0) and its output divides their "
                          "rounding by gamma0. Compare with the lazy limit instead (dmft.solve(..., "
