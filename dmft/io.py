@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import InputError, OutputError, ResultFileError
 
-__all__ = ["save", "load", "sha256", "environment", "jsonable"]
+__all__ = ["save", "load", "sha256", "environment", "jsonable", "result_stem"]
 
 FORMAT = "dmft-results/1"
 
@@ -98,7 +98,7 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def _stem(stem) -> str:
+def result_stem(stem) -> str:
     """A result's path without the .npz / .json ending it may be given with (save and load
     both take "run", "run.npz" and "run.json" for the pair run.npz + run.json)."""
     if not isinstance(stem, (str, os.PathLike)):
@@ -122,7 +122,7 @@ def save(stem, arrays: dict, config: dict, extra: dict | None = None, kind: str 
     The JSON also records each array's shape and dtype and the SHA-256 of the .npz, so that
     `load` can tell a damaged file, or another run's .npz beside this JSON, from this result.
     """
-    stem = _stem(stem)
+    stem = result_stem(stem)
     clean = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     for k, v in clean.items():       # (np.savez takes "file" and "allow_pickle" as its own)
         if k in ("file", "allow_pickle") or v.dtype.hasobject:
@@ -175,7 +175,7 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     Raises:
         ResultFileError: naming the file and what is wrong with it.
     """
-    stem = _stem(stem)
+    stem = result_stem(stem)
     npz, meta_path = stem + ".npz", stem + ".json"
     for path in (meta_path, npz):
         if not os.path.isfile(path):

@@ -129,10 +129,10 @@ class Records:
                 kw[g] = None
         extra, config = meta.get("extra", {}), meta.get("config", {})
         if not isinstance(extra, dict) or not isinstance(config, dict):
-            raise ResultFileError(f"{os.fspath(stem)}.json: its 'extra' and 'config' must be maps, got "
+            raise ResultFileError(f"{_io.result_stem(stem)}.json: its 'extra' and 'config' must be maps, got "
                                   f"{type(extra).__name__} and {type(config).__name__} (an edited file?)")
         kw["info"] = {**extra, "config": config}
-        _check_loaded(cls, kw, os.fspath(stem), arrays)
+        _check_loaded(cls, kw, _io.result_stem(stem), arrays)
         return cls(**kw)
 
     @property

@@ -508,3 +508,17 @@ def test_log_axis_tick_labels_never_overlap(lo, decades, width):
     assert boxes, "the axis has no labels at all"
     for a, b in zip(boxes, boxes[1:]):
         assert a.x1 <= b.x0 + 0.5, f"tick labels overlap on [{lo:g}, {lo * 10 ** decades:g}]"
+
+
+@pytest.mark.parametrize("ending", ["", ".npz", ".json"])
+def test_a_refused_load_names_the_files_whatever_ending_the_stem_has(saved, tmp_path, ending):
+    """The content checks named NAME.npz.json / NAME.json.npz when the stem came with its ending
+    (found in review): they name NAME.json and NAME.npz."""
+    import json
+    meta = json.loads(saved["sol"]["json"])
+    meta.pop("npz_sha256")
+    meta["extra"] = [1, 2]
+    stem = _write(tmp_path, "sol", {"npz": saved["sol"]["npz"], "json": json.dumps(meta).encode()})
+    with pytest.raises(dmft.ResultFileError) as err:
+        dmft.Solution.load(f"{stem}{ending}")
+    assert str(err.value).startswith(f"{stem}.json: its 'extra'"), str(err.value)
