@@ -31,7 +31,7 @@ import numpy as np
 from dmft import checks as arg
 from dmft.errors import InputError
 
-from .inputs import mapping
+from .inputs import mapping, real_or_inf
 
 __all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR"]
 
@@ -113,14 +113,16 @@ def _check_sweep(sweep) -> None:
 
 
 def _check_tolerances(chk) -> dict:
-    """chk as a dict of known tolerances, each a finite real number (>= 0 but spread_slope)."""
+    """chk as a dict of known tolerances, each a real number >= 0 or +inf (spread_slope: any finite)."""
     if chk is None:
         return {}
     mapping("chk", chk, f"tolerances (names {', '.join(TOLERANCES)})")
     unknown = [k for k in chk if k not in TOLERANCES]
     if unknown:
         raise InputError(f"chk: unknown tolerance(s) {unknown!r}; expected some of {list(TOLERANCES)}")
-    return {k: arg.real(f"chk[{k!r}]", v, nonnegative=k != "spread_slope") for k, v in chk.items()}
+    # (+inf: no bound, as before these checks; the spread's slope is a centre, never inf)
+    return {k: (arg.real(f"chk[{k!r}]", v) if k == "spread_slope" else real_or_inf(f"chk[{k!r}]", v, nonnegative=True))
+            for k, v in chk.items()}
 
 
 def checks(sweep, chk: dict | None = None) -> list[dict]:

@@ -30,7 +30,7 @@ def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
     lines = [f"# Grokking report: {rep['testbed']}", "",
-             "Data: " + ", ".join(f"{k} = {v}" for k, v in rep["data"].items() if k != "meta")
+             "Data: " + ", ".join(f"{k} = {v}" for k, v in rep["data"].items() if k not in ("meta", "sha256"))
              + f" (task {rep['data'].get('meta', {}).get('task', '?')})", "",
              f"Threshold: {kind} {'>' if kind == 'accuracy' else '<'} {_fmt(thr)}; gap = max(0, t_test - "
              "t_train) in DMFT time (Kumar et al. 2024). 'not reached' means the curve never crossed "
