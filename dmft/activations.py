@@ -71,9 +71,17 @@ def tail_share(act, max_variance) -> float:
     Gaussian moment does not exist (exp(u^2) at variance >= 1/4) or the fields are too wide
     for it (exp(u) at variance 9: 2e-2), and the kernels would be the grid's truncation.
     inf when phi or phi' is not finite somewhere on the grid (log(4 + u), or an overflow).
+
+    act must be an `Activation` (`get(name)` makes one of a name) and max_variance a finite
+    real >= 0 (InputError naming the argument otherwise).
     """
+    from . import checks
+
+    if not isinstance(act, Activation):
+        raise InputError(f"act must be a dmft.activations.Activation (activations.get(name) makes one), "
+                         f"got {type(act).__name__} {act!r}")
+    v = checks.real("max_variance", max_variance, nonnegative=True)
     xi, w = trapezoid_grid(2 * 64 + 1)
-    v = max(float(max_variance), 0.0)
     u = jnp.asarray(np.sqrt(v) * xi)
     share = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
@@ -93,11 +101,24 @@ def tail_share(act, max_variance) -> float:
 def grid_nodes(max_variance, nodes: int) -> int:
     """Trapezoid nodes per dimension for fields of variance up to `max_variance`: at least
     `nodes`, and enough that the step is <= GRID_STEP / sigma_max (tanh: error ~1e-13; the
-    error of the rule falls as exp(-2 pi d / step) with d = pi / (2 sigma) for tanh)."""
-    v = float(max_variance)
+    error of the rule falls as exp(-2 pi d / step) with d = pi / (2 sigma) for tanh).
+
+    max_variance must be a real >= 0 and nodes an integer >= 1 (InputError naming the argument;
+    both are concrete here: the callers skip this with traced variances)."""
+    from . import checks
+
+    try:
+        v = float(max_variance)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or isinstance(max_variance, (bool, np.bool_, str, bytes)) or np.iscomplexobj(max_variance):
+        raise InputError(f"max_variance must be a real number, got {max_variance!r}")
     if not math.isfinite(v):       # Dataset and x_new refuse such inputs first; never a raw OverflowError
-        raise InputError(f"x: the input kernel's diagonal |x|^2 / D (the largest field variance) is {v}, "
-                         "not finite; rescale the inputs")
+        raise InputError(f"x: the input kernel's diagonal |x|^2 / D (the largest field variance, "
+                         f"max_variance) is {v}, not finite; rescale the inputs")
+    if v < 0:
+        raise InputError(f"max_variance must be >= 0 (a variance), got {v}")
+    nodes = checks.integer("nodes", nodes, minimum=1)
     sigma = math.sqrt(max(v, 0.0))
     need = math.ceil(2 * GRID_HALF_WIDTH * sigma / GRID_STEP) + 1
     if need > MAX_GRID_NODES:

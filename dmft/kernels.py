@@ -11,19 +11,69 @@ Example:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import InputError
 from .runner import exact_products
 
 __all__ = ["input_kernel", "field_basis", "lazy_kernels", "lazy_ntk", "alignment"]
 
 
+def _real_array(name: str, value, like=jnp):
+    """`value` as an array of real numbers (`like.asarray`: jnp or np), an InputError naming
+    `name` for None, text, booleans, complex numbers or anything else that is not one. A traced
+    value is returned as it is (its dtype and shape are static: the caller checks those)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if value is None or isinstance(value, (str, bytes)):
+        raise InputError(f"{name} must be an array of real numbers, got {value!r}")
+    try:
+        # (through numpy first: jnp.asarray reads a list of text such as ["f8"] as a dtype)
+        arr = value if isinstance(value, jax.Array) else np.asarray(value)
+        if arr.dtype == object:
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be an array of real numbers, got {type(value).__name__} "
+                         f"{value!r}") from None
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise InputError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    return like.asarray(arr)
+
+
+def _finite(name: str, arr, like=jnp) -> None:
+    """InputError naming `name` when a concrete array holds NaN or inf (a traced one is skipped:
+    its values are not known until it runs)."""
+    if not isinstance(arr, jax.core.Tracer) and not bool(like.all(like.isfinite(arr))):
+        raise InputError(f"{name} must be finite, got NaN or inf")
+
+
+def _points(name: str, x, like=jnp):
+    """Points as a (P, D) real array with D >= 1, concrete ones finite (InputError naming `name`)."""
+    x = _real_array(name, x, like)
+    if x.ndim != 2:
+        raise InputError(f"{name} must be a 2-D array (points, dimensions), got shape {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise InputError(f"{name} must have at least one dimension (column), got shape {tuple(x.shape)}")
+    _finite(name, x, like)
+    return x
+
+
 @exact_products
 def input_kernel(xa, xb=None):
-    """K^x = xa xb^T / D (docs/conventions.md)."""
-    xa = jnp.asarray(xa)
-    xb = xa if xb is None else jnp.asarray(xb)
+    """K^x = xa xb^T / D (docs/conventions.md).
+
+    xa: (A, D), xb: (B, D) or None (xa again), real; concrete inputs must be finite (InputError
+    naming the argument)."""
+    xa = _points("xa", xa)
+    if xb is None:
+        xb = xa
+    else:
+        xb = _points("xb", xb)
+        if xb.shape[1] != xa.shape[1]:
+            raise InputError(f"xb must have the dimension of xa ({xa.shape[1]} columns), got shape "
+                             f"{tuple(xb.shape)}")
     return xa @ xb.T / xa.shape[1]
 
 
@@ -38,8 +88,10 @@ def field_basis(x_all) -> tuple[np.ndarray, str]:
 
     Returns:
         (L, kind) with kind "weights" or "kernel-eigenbasis".
+
+    x_all must be a finite real (points, D) array, D >= 1 (InputError naming it).
     """
-    x_all = np.asarray(x_all, dtype=np.float64)
+    x_all = np.asarray(_points("x_all", x_all, np), dtype=np.float64)
     n, d = x_all.shape
     if d <= n:
         return x_all / np.sqrt(d), "weights"
@@ -77,8 +129,14 @@ def alignment(K, y):
     leading axes. A zero target or a zero kernel aligns with nothing: 0 (not 0/0); a kernel
     holding NaN gives NaN.
     """
-    K = jnp.asarray(K)
-    y = jnp.asarray(y)
+    K = _real_array("K", K)
+    y = _real_array("y", y)
+    # (shapes only: this runs on traced kernels inside the solvers' records)
+    if K.ndim < 2 or K.shape[-1] != K.shape[-2]:
+        raise InputError(f"K must be a (..., P, P) array of square kernels, got shape {tuple(K.shape)}")
+    if y.ndim not in (1, 2) or y.shape[0] != K.shape[-1]:
+        raise InputError(f"y must be a ({K.shape[-1]},) or ({K.shape[-1]}, C) array (P = {K.shape[-1]} "
+                         f"points, as K), got shape {tuple(y.shape)}")
     y = y[:, None] if y.ndim == 1 else y
     num = jnp.einsum("pc,...pq,qc->...", y, K, y)
     den = jnp.sqrt(jnp.sum(K * K, axis=(-2, -1))) * jnp.sum(y * y)

@@ -83,7 +83,10 @@ CPU_GROUP_ELEMENTS = 2 ** 22
 
 
 def exact_closure(model: TwoLayer) -> str | None:
-    """Name of the exact Gaussian closure for this model, or None."""
+    """Name of the exact Gaussian closure for this model, or None (InputError naming `model`
+    when it is not a `dmft.TwoLayer`)."""
+    if not isinstance(model, TwoLayer):
+        raise InputError(f"model must be a dmft.TwoLayer, got {type(model).__name__} {model!r}")
     return _closure.kind_for(model.activation, model.trained_readout)
 
 

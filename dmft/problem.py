@@ -251,9 +251,27 @@ class TwoLayer:
         """The model a `describe()` dict (as saved in result metadata) stands for.
 
         Works for the built-in activations and quadratic(eps); a custom callable cannot be
-        rebuilt from its name (InputError).
+        rebuilt from its name (InputError). `d` must be a dict with the keys gamma0, readout and
+        centered (activation_params, when present, a list of real numbers); InputError naming
+        what is wrong otherwise, and the model's own checks for the values.
         """
-        name, params = d.get("activation"), list(d.get("activation_params", []))
+        from collections.abc import Mapping
+
+        if not isinstance(d, Mapping):
+            raise InputError(f"d must be a model description (the dict TwoLayer.describe() returns), "
+                             f"got {type(d).__name__} {d!r}")
+        missing = [k for k in ("activation", "gamma0", "readout", "centered") if k not in d]
+        if missing:
+            raise InputError(f"d: the model description lacks {', '.join(map(repr, missing))} "
+                             "(TwoLayer.describe() writes activation, activation_params, gamma0, "
+                             "readout and centered)")
+        raw = d.get("activation_params", [])
+        if not isinstance(raw, (list, tuple, np.ndarray)) or np.ndim(raw) != 1:
+            raise InputError(f"activation_params (in d) must be a list of real numbers, got {raw!r}")
+        params = [checks.real(f"activation_params[{i}] (in d)", p) for i, p in enumerate(raw)]
+        name = d["activation"]
+        if not isinstance(name, str):
+            raise InputError(f"activation (in d) must be the name of a built-in activation, got {name!r}")
         if name == "quadratic" and len(params) == 2:
             act = _act.quadratic(2.0 * params[1])
         elif name in _act.names():

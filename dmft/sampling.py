@@ -52,6 +52,7 @@ __all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian", "sobol_poin
 
 SAMPLERS = ("stratified", "orthogonal", "antithetic", "mc", "quadrature", "sobol")
 SOBOL_BITS = 30
+SOBOL_MAX_DIM = 21201      # scipy.stats.qmc.Sobol's direction numbers (Joe and Kuo) stop there
 MAX_QUADRATURE_NODES = 2 ** 21
 
 
@@ -67,12 +68,55 @@ class Sites(NamedTuple):
     weight: jax.Array
 
 
+def _concrete(value) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _check_key(key) -> None:
+    """A concrete key must be a jax.random.key (or a legacy uint32 (2,) key); InputError naming
+    `key` otherwise. Traced keys (inside the solvers' jit and vmap) are not looked at."""
+    if _concrete(key):
+        if key is None:
+            raise InputError("key must be a jax.random.key, got None")
+        checks.prng_key("key", key)
+
+
+def _count(name: str, value, minimum: int, maximum: int | None = None):
+    """A static count (a Python integer, checked at trace time: no cost in a compiled program)."""
+    if not _concrete(value):
+        raise InputError(f"{name} must be a static integer (it sets an array's shape), got a traced value")
+    return checks.integer(name, value, minimum=minimum, maximum=maximum)
+
+
+def _check_dtype(dtype) -> None:
+    """None (the default float) or a floating dtype; InputError naming `dtype` otherwise."""
+    if dtype is None:
+        return
+    try:
+        ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"dtype must be a floating dtype (jnp.float32, jnp.float64) or None, got {dtype!r}")
+
+
+def _check_draws(key, n, r_name: str, r, dtype):
+    """The checks shared by the samplers: key, n >= 0 draws, r_name >= 1 coordinates, dtype."""
+    _check_key(key)
+    n = _count("n", n, 0)
+    r = _count(r_name, r, 1)
+    _check_dtype(dtype)
+    return n, r
+
+
 def orthogonal_gaussian(key, n: int, r: int, dtype=None):
     """n draws of N(0, I_r) in blocks of r orthogonal directions.
 
     Each block is Q diag(rho) with Q Haar-orthogonal and rho_j ~ chi_r
-    independent, so each row is exactly standard normal.
+    independent, so each row is exactly standard normal. n >= 0 and r >= 1 are static integers
+    (InputError naming the argument otherwise).
     """
+    n, r = _check_draws(key, n, "r", r, dtype)
     dtype = dtype or jnp.result_type(float)
     blocks = -(-n // r)
     kq, kr = jax.random.split(key)
@@ -121,7 +165,23 @@ def chi2_quantile(u, k: int):
     [sqrt(tiny), 1 - eps / 2] of its dtype): Newton on the log of the tail u lies in (the lower tail's series for
     u <= 1/2, the upper tail's finite sum above), so both ends keep their relative accuracy
     (about 1e-13 in the tail probability from u = 1e-12 to 1 - 1e-12, k = 1..500; tested against
-    gammainc), iterated until the steps stop moving x (5-10 iterations from Wilson-Hilferty)."""
+    gammainc), iterated until the steps stop moving x (5-10 iterations from Wilson-Hilferty).
+
+    k >= 1 is a static integer; u a floating array, when concrete within [0, 1] (InputError naming
+    the argument otherwise; a traced u is not looked at)."""
+    k = _count("k", k, 1)
+    if _concrete(u):
+        if u is None or isinstance(u, (str, bytes)):
+            raise InputError(f"u must be an array of probabilities in [0, 1], got {u!r}")
+        try:      # (through numpy: jnp.asarray reads a list of text such as ["f8"] as a dtype)
+            u = jnp.asarray(u if isinstance(u, jax.Array) else np.asarray(u))
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"u must be an array of probabilities in [0, 1], got {type(u).__name__} "
+                             f"{u!r}") from None
+    if not jnp.issubdtype(u.dtype, jnp.floating):
+        raise InputError(f"u must be a floating array (probabilities in [0, 1]), got dtype {u.dtype}")
+    if _concrete(u) and u.size and not bool(jnp.all((u >= 0) & (u <= 1))):
+        raise InputError("u must hold probabilities in [0, 1], got values outside it (or NaN)")
     u = jnp.asarray(u)
     fi = jnp.finfo(u.dtype)
     u = jnp.clip(u, math.sqrt(fi.tiny), 1 - fi.eps / 2)     # (far tails that the dtype still resolves)
@@ -161,7 +221,10 @@ def stratified_normal(key, n: int, c: int, dtype=None):
 
     The uniforms are kept inside (0, 1) in the working dtype: in float32, (n - 1 + U) / n
     rounds to 1 for U near 1 and ndtri(1) = inf (0.2% of 2048 x 23 draws gave an infinite
-    readout, which a solve then reported as a divergence at step 0)."""
+    readout, which a solve then reported as a divergence at step 0).
+
+    n >= 0 and c >= 1 are static integers (InputError naming the argument otherwise)."""
+    n, c = _check_draws(key, n, "c", c, dtype)
     dtype = dtype or jnp.result_type(float)
     kp, ku = jax.random.split(key)
     perm = jnp.stack([jax.random.permutation(k, n) for k in jax.random.split(kp, c)], axis=1)
@@ -218,7 +281,14 @@ def _sobol_integers(n: int, d: int) -> np.ndarray:
 
 
 def sobol_points(key, n: int, d: int, dtype=None):
-    """n scrambled Sobol points in [0, 1)^d (see `_sobol_points`); jitted."""
+    """n scrambled Sobol points in [0, 1)^d (see `_sobol_points`); jitted.
+
+    0 <= n <= 2^SOBOL_BITS and 1 <= d <= SOBOL_MAX_DIM (the dimensions scipy has direction
+    numbers for) are static integers (InputError naming the argument otherwise)."""
+    _check_key(key)
+    n = _count("n", n, 0, 2 ** SOBOL_BITS)
+    d = _count("d", d, 1, SOBOL_MAX_DIM)
+    _check_dtype(dtype)
     return _sobol_points(key, int(n), int(d), dtype or jnp.result_type(float))
 
 

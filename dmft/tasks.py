@@ -70,14 +70,34 @@ MAX_DEGREE = 170           # sqrt(k!) is a float64 up to k = 170
 
 
 def hermite(k: int, x):
-    """Normalized probabilists' Hermite polynomial He_k(x) / sqrt(k!), 0 <= k <= MAX_DEGREE."""
+    """Normalized probabilists' Hermite polynomial He_k(x) / sqrt(k!), 0 <= k <= MAX_DEGREE.
+
+    x: finite real numbers (a scalar or an array). InputError naming the argument for anything
+    else, and naming x where a finite x makes He_k(x) overflow float64 (|x| beyond ~1e300^(1/k))."""
     k = checks.integer("k", k, minimum=0, maximum=MAX_DEGREE)
+    if x is None or isinstance(x, (str, bytes)):
+        raise InputError(f"x must be real numbers, got {x!r}")
+    try:
+        x = np.asarray(x)
+        if x.dtype == object:
+            x = x.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"x must be real numbers, got {type(x).__name__} {x!r}") from None
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"x must be real numbers, got dtype {x.dtype}")
     x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise InputError("x must be finite, got NaN or inf")
     prev, cur = np.ones_like(x), x
     if k == 0:
         return prev
-    for n in range(1, k):
-        prev, cur = cur, x * cur - n * prev
+    with np.errstate(over="ignore", invalid="ignore"):
+        for n in range(1, k):
+            prev, cur = cur, x * cur - n * prev
+    if not np.all(np.isfinite(cur)):
+        big = float(np.max(np.abs(x)))
+        raise InputError(f"x: He_{k}(x) overflows float64 at |x| up to {big:.3g} (the recurrence "
+                         f"grows like |x|^{k}); use smaller inputs or a lower degree")
     return cur / math.sqrt(math.factorial(k))
 
 

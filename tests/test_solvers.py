@@ -1078,7 +1078,7 @@ def _sampled_solution(data):
     return _SAMPLED["sol"]
 
 
-@pytest.mark.filterwarnings("ignore:lazy kernels: input variance")     # (its node cap; exact here)
+@pytest.mark.filterwarnings("ignore:lazy kernels")     # (its node cap; exact here)
 @settings(max_examples=12, deadline=None)
 @given(D=st.integers(1, 300), P=st.integers(2, 9), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2 ** 16))
 def test_lazy_kernels_of_a_point_with_itself_are_exact(D, P, scale, seed):
