@@ -619,3 +619,17 @@ def test_a_sweep_checks_every_solve_and_ensemble_before_any_runs(monkeypatch):
         lazy_to_rich(dmft.TwoLayer("tanh"), data, [0.5, 1.0], [16, 2 ** 22], 2,
                      schedule=dmft.Schedule(0.1, 50, 10), solve_kw=dict(samples=256))
     assert not ran
+
+
+@pytest.mark.parametrize("method", ["lazy", "forward", None])
+def test_lazy_check_is_skipped_when_the_theory_is_the_lazy_limit(method):
+    """`dmft solve --set theory.method="lazy"` PASSed a lazy-limit check comparing the lazy limit
+    with itself (value 0): SKIP with the reason; other methods are checked as before."""
+    t = np.linspace(0, 10, 6)
+    curve = 0.5 * np.exp(-t / 5)
+    info = {} if method is None else {"method": method}
+    sweep = types.SimpleNamespace(widths=[], gamma0s=[0.05],
+                                  solutions={0.05: types.SimpleNamespace(test_loss=curve, info=info)},
+                                  lazy={0.05: types.SimpleNamespace(test_loss=curve)})
+    (lazy,) = [c for c in verdicts(sweep) if c["name"].startswith("lazy")]
+    assert (lazy["verdict"] == "SKIP" and "compare it with itself" in lazy["detail"]) == (method == "lazy"), lazy
