@@ -3,6 +3,7 @@ in theory and networks, the testbed generators and the `dmft grok` job."""
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -467,3 +468,14 @@ def test_grok_classification_report_shows_final_accuracies_and_precision(tmp_pat
     for row in rep["summary"]:
         assert 0.0 <= row["final_test_acc"] <= 1.0 and 0.0 <= row["final_train_acc"] <= 1.0
         assert f"{row['final_train_acc']:.4g} / {row['final_test_acc']:.4g}" in md
+
+
+@pytest.mark.parametrize("setting", ["diagram.eps=[0.1, 0.1]", "diagram.P=[45, 45]", "diagram.weight_decay=[0.0, 0.0]",
+                                     "decay.weight_decay=[1e-4, 1e-4]", 'diagram.axes=["eps", "eps"]'])
+def test_grok_refuses_a_repeated_grid_value_before_anything_runs(setting):
+    """A repeat in a diagram or decay list was computed twice and labelled alike (two equal
+    columns; 'need at least two distinct kappa' only after computing): refused by its key."""
+    from experiments.grok.config import load_config
+    key = setting.split("=")[0]
+    with pytest.raises(dmft.errors.ConfigError, match=re.escape(key)):
+        load_config(None, [setting])

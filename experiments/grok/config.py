@@ -178,7 +178,14 @@ def _check(cfg: dict) -> None:
     if len(set(cfg["simulate"]["widths"])) != len(cfg["simulate"]["widths"]):
         raise ConfigError("simulate.widths: widths must be distinct")
     distinct_labels("model.gamma0", cfg["model"]["gamma0"])
-    distinct_labels("diagram.gamma0", cfg["diagram"]["gamma0"])
+    # every grid and axis list: a repeat computed twice and labelled alike (diagram.eps = [0.1, 0.1]
+    # drew two equal columns; a repeated kappa left 'need at least two distinct kappa' after computing)
+    for key in ("gamma0", "eps", "P", "weight_decay"):
+        distinct_labels(f"diagram.{key}", cfg["diagram"][key])
+    distinct_labels("decay.weight_decay", cfg["decay"]["weight_decay"])
+    axes = cfg["diagram"]["axes"]
+    if len(set(axes)) != len(axes):
+        raise ConfigError(f"diagram.axes: each axis once, got {axes}")
     ew = cfg["early_warning"]["grid"]
     if cfg["testbed"]["name"] == "kumar" and ew != "none" and ew not in cfg["diagram"]["axes"]:
         raise ConfigError(f"early_warning.grid: {ew!r} is not among diagram.axes {cfg['diagram']['axes']}; "
