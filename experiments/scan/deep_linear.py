@@ -38,6 +38,15 @@ from .grid import point_digests, point_ids
 __all__ = ["DeepLinearGroup"]
 
 
+def _quiet(reduce, *args, **kwargs):
+    """A NaN-skipping reduction over seeds or paths that may all have diverged: NaN there without
+    numpy's 'Mean of empty slice' / 'All-NaN slice' warnings (the divergences are counted in
+    their own outputs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return reduce(*args, **kwargs)
+
+
 def _point_config(cfg: dict, columns: dict, i: int) -> dict:
     out = copy.deepcopy(cfg)
     for f, col in columns.items():
@@ -96,9 +105,9 @@ class DeepLinearGroup:
             modes = run.modes.astype(np.float64)
             out["networks.diverged_seeds"] = np.int64(len(run.info["diverged"]))
             if "final" in sc["outputs"]:
-                out["networks.final.modes_mean"] = np.nanmean(modes[:, -1], axis=0)
-                out["networks.final.modes_std"] = np.nanstd(modes[:, -1], axis=0)
-                out["networks.final.test_loss"] = np.float64(np.nanmedian(run.test_loss[:, -1]))
+                out["networks.final.modes_mean"] = _quiet(np.nanmean, modes[:, -1], axis=0)
+                out["networks.final.modes_std"] = _quiet(np.nanstd, modes[:, -1], axis=0)
+                out["networks.final.test_loss"] = np.float64(_quiet(np.nanmedian, run.test_loss[:, -1]))
             if "learning" in sc["outputs"]:
                 # to half the fixed point with decay; none for a mode decay switches off
                 tl = learning_times_of(run, st.data, targets=settled_targets(st.model, st.data, kappa))
@@ -110,9 +119,9 @@ class DeepLinearGroup:
                 out["networks.learn.t_half"] = np.where(np.isfinite(med), med, np.nan)
             if "curves" in sc["outputs"]:
                 out["t"] = st.schedule.times
-                out["networks.modes_mean"] = np.nanmean(modes, axis=0)
-                out["networks.modes_std"] = np.nanstd(modes, axis=0)
-                out["networks.test_loss"] = np.nanmedian(run.test_loss, axis=0)
+                out["networks.modes_mean"] = _quiet(np.nanmean, modes, axis=0)
+                out["networks.modes_std"] = _quiet(np.nanstd, modes, axis=0)
+                out["networks.test_loss"] = _quiet(np.nanmedian, run.test_loss, axis=0)
         if part == "theory":
             aligned = st.model.init == "aligned"
             paths = cfg["theory"]["paths"]
@@ -130,7 +139,7 @@ class DeepLinearGroup:
                     out["theory.diverged_paths"] = np.int64(paths)
             with warnings.catch_warnings():     # (a diverged path reads NaN from its bad save on)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                sde_mean, sde_std = np.nanmean(sde_modes, axis=0), np.nanstd(sde_modes, axis=0)
+                sde_mean, sde_std = _quiet(np.nanmean, sde_modes, axis=0), _quiet(np.nanstd, sde_modes, axis=0)
             if "final" in sc["outputs"]:
                 out["theory.final.modes_mean"] = sde_mean[-1]
                 out["theory.final.modes_std"] = sde_std[-1]
