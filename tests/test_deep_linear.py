@@ -1708,8 +1708,12 @@ def test_dln_config_refuses_bad_singular_values_by_key(bad, spot):
 
 @pytest.mark.parametrize("setting, key", [("model.init_scale=1e300", "model.init_scale"),
                                           ("teacher.singular_values=[1e-320]", "teacher.singular_values"),
-                                          ("model.init_scale=1e-40", "model.init_scale")])
+                                          ("model.init_scale=1e-40", "model.init_scale"),
+                                          ("train.seeds=100000000", "train.seeds")])
 def test_dmft_dln_refuses_them_before_anything_is_written(setting, key, tmp_path, capsys, monkeypatch):
+    """(train.seeds: the networks' memory was refused by the trainer only once the job had
+    claimed its directory, or a scan had made its store, which then blocked the corrected
+    scan; found by the CLI audit.)"""
     from experiments import cli
 
     _nothing_computes(monkeypatch)

@@ -277,6 +277,25 @@ def _check_start(model: dmft.DeepLinear, data: dmft.LinearTeacher, kappa: float,
         raise ConfigError(f"{key}: {msg[len('init_scale: '):] if msg.startswith('init_scale: ') else msg}") from None
 
 
+# what the job's and a scan's networks may use: `networks.train`'s default limit (neither passes one)
+NETWORKS_MEMORY_GB = 4.0
+
+
+def _check_network_memory(model, data, schedule, tr: dict) -> None:
+    """The networks' memory (`networks.deep_linear.memory_estimate` at the trainer's default
+    block), refused by its keys before anything is written: the trainer refused it only once the
+    job had claimed its directory, or a scan had made its store."""
+    from networks.deep_linear import memory_estimate
+
+    B = data.P if (schedule.batch_size is None and not data.online) else int(schedule.batch_size)
+    need = memory_estimate(model, data, tr["seeds"], schedule.save_steps.size, tr["probe"] if data.online else 0,
+                           batch_size=B, block=min(tr["seeds"], 256))
+    if need > NETWORKS_MEMORY_GB * 2 ** 30:
+        raise ConfigError(f"train.seeds: {tr['seeds']} networks with batches of {B} need about "
+                          f"{need / 2 ** 30:.3g} GiB (> {NETWORKS_MEMORY_GB:g} GiB, the networks' limit); use fewer "
+                          "train.seeds, a smaller train.batch_size or train.probe, or save less often")
+
+
 def check_dtype(cfg: dict) -> None:
     """The networks' train.dtype = 'float64' needs JAX's float64 (the command's --x64): refused
     here, before any file is written (the trainer refused it at the first network)."""
@@ -314,6 +333,8 @@ def build(cfg: dict, networks: bool = True) -> list[Study]:
         data = dmft.tasks.linear_teacher(t["d_in"], t["d_out"], s, P=t["P"] or None, label_noise=sigma,
                                          key=jax.random.key(t["seed"]))
         model.check_data(data)
+        if networks:
+            _check_network_memory(model, data, schedule, tr)
         if model.init == "aligned" and _reads_learning_times(cfg):
             _check_start(model, data, tr["weight_decay"], "model.init_scale" if m["init_scale"] > 0 else "model.gamma")
         out.append(Study(sigma, data, model, schedule, tr["seeds"],
