@@ -105,11 +105,16 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
         raise ConfigError(f"model.centered: the {job} job compares with the lazy limit, but {why}")
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
-        if job in ("solve", "validate"):
-            dmft.plan_solve(m, prob.data, prob.schedule, **prob.solve_options)
-        if job in ("simulate", "validate"):
-            networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"],
-                                **prob.train_options)
+        try:
+            if job in ("solve", "validate"):
+                dmft.plan_solve(m, prob.data, prob.schedule, **prob.solve_options)
+            if job in ("simulate", "validate"):
+                networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"],
+                                    **prob.train_options)
+        except ConfigError:
+            raise
+        except dmft.InputError as err:           # named by the configuration's keys
+            raise _problem.config_error(err, _problem.PLAN_KEYS, f"sweep at gamma0 = {g:g}") from err
     return prob
 
 

@@ -138,9 +138,15 @@ _TASK_KEYS = {"activation": "task.teacher_activation", "width": "task.teacher_wi
               "path": "task.path", "seed": "task.seed", "key": "task.seed"}
 _MODEL_KEYS = {"activation": "model.activation", "eps": "model.eps", "gamma0": "model.gamma0",
                "readout": "model.readout", "centered": "model.centered"}
+# the solve and ensemble checks of a sweep (`jobs.preflight`): their arguments' keys
+PLAN_KEYS = {"gamma0": "sweep.gamma0", "eta0": "train.eta0", "steps": "train.steps", "save_every": "train.save_every",
+             "weight_decay": "train.weight_decay", "samples": "theory.samples", "replicas": "theory.replicas",
+             "method": "theory.method", "sampler": "theory.sampler", "precision": "theory.precision",
+             "width": "simulate.widths", "seeds": "simulate.seeds", "antithetic": "simulate.antithetic",
+             "batch_size": "train.batch_size"}
 
 
-def _config_error(err: Exception, keys: dict, section: str) -> ConfigError:
+def config_error(err: Exception, keys: dict, section: str) -> ConfigError:
     """A library InputError as a ConfigError naming the configuration key it came from."""
     text = str(err)
     for arg in sorted(keys, key=len, reverse=True):       # (P_test before P)
@@ -157,7 +163,7 @@ def build_data(task: dict) -> dmft.Dataset:
     except ConfigError:
         raise
     except dmft.InputError as err:
-        raise _config_error(err, _TASK_KEYS, "task") from err
+        raise config_error(err, _TASK_KEYS, "task") from err
 
 
 def _build_data(task: dict) -> dmft.Dataset:
@@ -190,7 +196,7 @@ def build_model(model: dict, gamma0: float = 1.0) -> dmft.TwoLayer:
     except ConfigError:
         raise
     except dmft.InputError as err:
-        raise _config_error(err, _MODEL_KEYS, "model") from err
+        raise config_error(err, _MODEL_KEYS, "model") from err
 
 
 def _build_model(model: dict, gamma0: float) -> dmft.TwoLayer:

@@ -429,3 +429,19 @@ def test_the_command_names_the_configuration_key_a_generator_refuses(case, job):
         preflight(load_config(None, [f"{k}={v}" for k, v in sets.items()]), job)
     assert str(err.value).startswith(key), str(err.value)
     assert TRACE_COUNTS == before
+
+
+@pytest.mark.parametrize("job, sets, key", [
+    ("simulate", {"simulate.widths": "[100000000]"}, "simulate.widths"),
+    ("solve", {"theory.precision": "'mixed'", "sweep.gamma0": "[0.02]"}, "theory.precision"),
+    ("validate", {"simulate.widths": "[100000000]"}, "simulate.widths")])
+def test_the_command_names_the_key_a_solve_or_ensemble_check_refuses(job, sets, key):
+    """The solve and ensemble checks of a sweep named the library's arguments ('width 1e8 x 8
+    seeds needs ...', "precision='mixed' needs gamma0 >= 0.05"; found by the CLI audit): they
+    name the configuration's keys, before anything is computed."""
+    from experiments.jobs import load_config, preflight
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.errors.ConfigError) as err:
+        preflight(load_config(None, [f"{k}={v}" for k, v in sets.items()]), job)
+    assert str(err.value).startswith(key), str(err.value)
+    assert TRACE_COUNTS == before
