@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from .errors import InputError
 
 __all__ = [
@@ -75,8 +76,6 @@ def tail_share(act, max_variance) -> float:
     act must be an `Activation` (`get(name)` makes one of a name) and max_variance a finite
     real >= 0 (InputError naming the argument otherwise).
     """
-    from . import checks
-
     if not isinstance(act, Activation):
         raise InputError(f"act must be a dmft.activations.Activation (activations.get(name) makes one), "
                          f"got {type(act).__name__} {act!r}")
@@ -105,8 +104,6 @@ def grid_nodes(max_variance, nodes: int) -> int:
 
     max_variance must be a real >= 0 and nodes an integer >= 1 (InputError naming the argument;
     both are concrete here: the callers skip this with traced variances)."""
-    from . import checks
-
     try:
         v = float(max_variance)
     except (TypeError, ValueError):

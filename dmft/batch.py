@@ -43,7 +43,7 @@ from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import count_trace, exact_products, first_nonfinite, progress_bar, ran_away, scan_records
+from .runner import count_trace, exact_products, first_nonfinite, first_runaway, progress_bar, scan_records
 from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
@@ -310,9 +310,7 @@ def _finish(out: dict, counts: np.ndarray, eta0, gamma0=None, y_ms=None) -> dict
         j, _ = first_nonfinite({k: np.asarray(v)[i] for k, v in out.items()
                                 if np.ndim(v) >= 2 and np.shape(v)[1] == T})
         if gamma0 is not None and "train_loss" in out:
-            away = np.flatnonzero(ran_away(np.asarray(out["train_loss"][i], np.float64), y_ms, float(gamma0[i])))
-            if away.size and (j < 0 or away[0] < j):
-                j = int(away[0])
+            j = first_runaway(out["train_loss"][i], y_ms, gamma0[i], before=j)
         if j >= 0:
             mask[i, j:] = True
             if bad[i] < 0 or bad[i] > counts[i, j]:

@@ -28,7 +28,7 @@ from .errors import DivergenceError, NotConverged
 
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
-           "RUNAWAY", "ran_away"]
+           "RUNAWAY", "ran_away", "runaway_bound", "first_runaway"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -236,22 +236,30 @@ def finite_flag(k, bad, *values):
 RUNAWAY = 1e10
 
 
-def ran_away(loss, y_ms, gamma0):
-    """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds RUNAWAY x
-    max(1, gamma0^-2) x max(loss at t = 0, `y_ms`, 1): a finite loss the dynamics will overflow
-    (see RUNAWAY). NaN never counts (non-finite values are flagged on their own). numpy or
-    jax arrays (traced gamma0 too)."""
+def runaway_bound(loss, y_ms, gamma0):
+    """RUNAWAY x max(1, gamma0^-2) x max(loss at t = 0, `y_ms`, 1), the bound `ran_away` compares
+    the train loss `loss` (T,) with; numpy or jax (traced gamma0 too), inf past the range."""
     xp = jnp if isinstance(loss, jax.Array) or isinstance(gamma0, jax.Array) else np
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a bound past the range: none
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         scale = xp.maximum(xp.maximum(loss[0], y_ms), 1.0)
-        bound = RUNAWAY * xp.maximum(1.0, 1.0 / xp.asarray(gamma0) ** 2) * scale
+        return RUNAWAY * xp.maximum(1.0, 1.0 / xp.asarray(gamma0) ** 2) * scale
+
+
+def ran_away(loss, y_ms, gamma0):
+    """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds `runaway_bound`:
+    a finite loss the dynamics will overflow (see RUNAWAY). NaN never counts (non-finite values
+    are flagged on their own). numpy or jax arrays (traced gamma0 too)."""
+    xp = jnp if isinstance(loss, jax.Array) or isinstance(gamma0, jax.Array) else np
+    bound = runaway_bound(loss, y_ms, gamma0)
+    with np.errstate(invalid="ignore"):
         return xp.cumsum((bound > 0) & (loss > bound)) > 0
 
 
-def runaway_bound(loss, y_ms, gamma0) -> float:
-    """The bound `ran_away` compares with (for messages)."""
-    with np.errstate(over="ignore", divide="ignore"):
-        return float(RUNAWAY * np.maximum(1.0, 1.0 / np.float64(gamma0) ** 2) * max(float(loss[0]), float(y_ms), 1.0))
+def first_runaway(loss, y_ms, gamma0, before: int = -1) -> int:
+    """The first save where the train loss (T,) ran away (`ran_away`), if that comes before
+    `before` (a first non-finite save; -1: none), else `before`."""
+    away = np.flatnonzero(ran_away(np.asarray(loss, np.float64), y_ms, float(gamma0)))
+    return int(away[0]) if away.size and (before < 0 or away[0] < before) else before
 
 
 def first_nonfinite(records: dict, skip=()) -> tuple[int, str | None]:

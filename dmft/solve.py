@@ -38,7 +38,7 @@ from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records_compiled
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import RUNAWAY, exact_products, first_nonfinite, kept_note, ran_away, run_saved, runaway_bound
+from .runner import RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, run_saved, runaway_bound
 from .sampling import normal_quantile
 from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, schedule_from
 from .trajectory import Trajectory
@@ -510,10 +510,10 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     rose = info.pop("loss_rose_at", -1)
     if rose >= 0 and (j < 0 or rose <= j):       # (lazy.loss_rose: the linear model diverges)
         j, name, what, cause = rose, "train_loss", "rose above its value at t = 0", "train loss rose"
-    away = np.flatnonzero(ran_away(train_loss, np.mean(y ** 2), model.gamma0))
-    if away.size and (j < 0 or away[0] < j):     # finite, but on its way to overflow (runner.RUNAWAY)
-        bound = runaway_bound(train_loss, np.mean(y ** 2), model.gamma0)
-        j, name, cause = int(away[0]), "train_loss", "train loss ran away"
+    away = first_runaway(train_loss, np.mean(y ** 2), model.gamma0, before=j)
+    if away != j:                                # finite, but on its way to overflow (runner.RUNAWAY)
+        bound = float(runaway_bound(train_loss, np.mean(y ** 2), model.gamma0))
+        j, name, cause = away, "train_loss", "train loss ran away"
         what = (f"ran away ({train_loss[j]:.3g} > {bound:.3g} = {RUNAWAY:g} x max(1, gamma0^-2) x "
                 "max(its value at t = 0, the targets' mean square, 1); still finite, it grows until it overflows)")
     if j >= 0:

@@ -49,7 +49,7 @@ from dmft.closure import batch_weight
 from dmft.errors import InputError
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0
 from dmft.kernels import alignment, input_kernel
-from dmft.runner import exact_products, finite_flag, first_nonfinite, ran_away, run_saved
+from dmft.runner import exact_products, finite_flag, first_nonfinite, first_runaway, run_saved
 from dmft.schedule import Schedule, schedule_from
 
 from .deep_linear import train_deep_linear
@@ -613,10 +613,7 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
         j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items() if v is not None})
         # a finite train loss on its way to overflow is a divergence too (`dmft.runner.ran_away`,
         # the bound the DMFT uses)
-        with np.errstate(over="ignore", invalid="ignore"):
-            away = np.flatnonzero(ran_away(train_loss[sd], y_ms, float(model.gamma0)))
-        if away.size and (j < 0 or away[0] < j):
-            j = int(away[0])
+        j = first_runaway(train_loss[sd], y_ms, model.gamma0, before=j)
         # bad = k: the update from k to k + 1 steps went non-finite, so the saves after more than
         # k steps are lost (the save at k is the state before it: kept unless a record overflowed)
         cut = counts > bad[sd] if bad[sd] >= 0 else np.zeros_like(counts, bool)
