@@ -109,6 +109,29 @@ def _first_bad(state) -> int:
     return int(bad.min()) if bad.size else -1
 
 
+# With a progress bar (an interactive run) a compiled call is cut to about CALL_SECONDS of steps
+# once the step rate is known, and to FIRST_CALL_STEPS before, so that Ctrl-C and SIGTERM (which
+# act only when the running XLA call returns) stop a long run within seconds: a run of 5e7 steps
+# with log-spaced saves otherwise ignored them for 90 s inside one save interval. The cut changes
+# where the state passes through the host, not the step program: the numbers are bit-identical.
+CALL_SECONDS = 5.0
+FIRST_CALL_STEPS = 2000
+
+
+def _next_call(gaps, done, n, pending, cap):
+    """(intervals, silent steps) of the next call under a cap of `cap` steps: the `n` intervals
+    of the chunk when they fit, else the largest power-of-two number of whole intervals that fits
+    (few compiled shapes), else `cap` steps into interval `done` without a record."""
+    first = int(gaps[done]) - pending
+    if first > cap:
+        return 0, cap                                    # leaves >= 1 step for the recorded call
+    lengths = np.concatenate([[first], gaps[done + 1:done + n]])
+    if lengths.sum() <= cap:
+        return n, 0
+    fit = int(np.searchsorted(np.cumsum(lengths), cap, side="right"))     # >= 1
+    return 1 << (fit.bit_length() - 1), 0
+
+
 def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: bool = False,
               label: str = "solve", stop_on_nonfinite: bool = True,
               cause: str = "the prediction error Delta = y - f"):
@@ -119,7 +142,9 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
         drive: None, or arrays with a leading axis over all steps, fed to `step`
             one slice per step (used by the iterate solver).
         progress: show a progress bar (tqdm) over steps; the run is then cut
-            into about 20 calls (at most two compiled chunk lengths).
+            into about 20 calls (at most two compiled chunk lengths), and any call longer than
+            about `CALL_SECONDS` into shorter ones (a few more compiled lengths), so that an
+            interruption acts within seconds. The numbers do not depend on the cut.
         stop_on_nonfinite: raise at the first bad step (solvers); with False the
             run carries on and `state.bad` tells which members went bad (ensembles).
         cause: the quantity whose finiteness `state.bad` tracks, for the error message.
@@ -138,42 +163,54 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
     chunk = -(-n_intervals // 20) if progress else max(n_intervals, 1)
     bar = progress_bar(int(gaps.sum()), label) if progress else None
     done, offset = 0, 0
+    pending = 0                         # steps of interval `done` already taken without a record
+    rate, shapes = 0.0, set()           # steps per second from calls of an already compiled shape
     counts = np.concatenate([[0], np.cumsum(gaps)])
     if stop_on_nonfinite:
         _check_records(records[0], 0, counts, label, records)
-    while done < n_intervals:
-        n = min(chunk, n_intervals - done)
-        state, rec = _advance(step, record, static, ctx, state, gaps[done:done + n], drive, offset)
-        records.append(jax.tree_util.tree_map(np.asarray, rec))
-        steps_now = int(gaps[done:done + n].sum())
-        first_saved = done + 1
-        done += n
-        offset += steps_now
-        if bar is not None:
-            bar.update(steps_now)
-        bad = _first_bad(state) if stop_on_nonfinite else -1
-        if bad >= 0:
+    try:
+        while done < n_intervals:
+            n, silent = min(chunk, n_intervals - done), 0
+            if progress:
+                cap = max(int(rate * CALL_SECONDS), 1) if rate else FIRST_CALL_STEPS
+                n, silent = _next_call(gaps, done, n, pending, cap)
+            call = np.array([silent]) if silent else np.concatenate(
+                [[gaps[done] - pending], gaps[done + 1:done + n]])
+            tic = time.perf_counter()
+            state, rec = _advance(step, record, static, ctx, state, call, drive, offset)
+            steps_now = int(call.sum())
+            offset += steps_now
+            if silent:
+                pending += silent
+                first_saved = done + 1                   # nothing recorded by this call
+                jax.block_until_ready(state)
+            else:
+                records.append(jax.tree_util.tree_map(np.asarray, rec))
+                first_saved = done + 1
+                done += n
+                pending = 0
+            if len(call) in shapes:
+                rate = max(rate, steps_now / max(time.perf_counter() - tic, 1e-9))
+            shapes.add(len(call))
             if bar is not None:
-                bar.close()
-            # the update from step `bad` to bad + 1 went bad: the saves after at most `bad` steps are good
-            good = int(np.searchsorted(counts, bad, side="right"))
-            if good > first_saved:      # a record (a kernel, say) may have overflowed before the state
-                _check_records({k: v[:good - first_saved] for k, v in records[-1].items()},
-                               first_saved, counts, label, records)
-            raise DivergenceError(
-                f"{label}: non-finite output at step {bad} (t = step * eta0): {cause} overflowed. "
-                "Lower eta0 or gamma0, or check the data scale. "
-                + kept_note(counts, good),
-                step=bad, cause=cause, partial=_cut(records, good), saved_steps=counts[:good])
-        if stop_on_nonfinite:
-            try:
+                bar.update(steps_now)
+            bad = _first_bad(state) if stop_on_nonfinite else -1
+            if bad >= 0:
+                # the update from step `bad` to bad + 1 went bad: the saves after at most `bad` steps are good
+                good = int(np.searchsorted(counts, bad, side="right"))
+                if not silent and good > first_saved:   # a record (a kernel, say) may have overflowed first
+                    _check_records({k: v[:good - first_saved] for k, v in records[-1].items()},
+                                   first_saved, counts, label, records)
+                raise DivergenceError(
+                    f"{label}: non-finite output at step {bad} (t = step * eta0): {cause} overflowed. "
+                    "Lower eta0 or gamma0, or check the data scale. "
+                    + kept_note(counts, good),
+                    step=bad, cause=cause, partial=_cut(records, good), saved_steps=counts[:good])
+            if stop_on_nonfinite and not silent:
                 _check_records(records[-1], first_saved, counts, label, records)
-            except DivergenceError:
-                if bar is not None:
-                    bar.close()
-                raise
-    if bar is not None:
-        bar.close()
+    finally:
+        if bar is not None:
+            bar.close()
     return _stack(records), state, time.perf_counter() - t0
 
 

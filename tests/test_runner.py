@@ -1,0 +1,91 @@
+"""The compiled loop cut into calls (`dmft.runner.run_saved`): with a progress bar a long save
+interval is split so that an interruption acts within seconds, and the numbers do not change."""
+
+import jax
+import numpy as np
+import pytest
+
+import dmft
+import networks
+from dmft import runner
+
+LOG_SAVES = np.unique(np.geomspace(1, 240, 9).astype(int))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Record the steps of every compiled call, and cut calls at 25 steps, then at 1 step."""
+    seen = []
+    advance = runner._advance
+
+    def spy(step, record, static, ctx, state, gaps, drive, offset):
+        seen.append(int(np.sum(gaps)))
+        return advance(step, record, static, ctx, state, gaps, drive, offset)
+
+    monkeypatch.setattr(runner, "_advance", spy)
+    monkeypatch.setattr(runner, "FIRST_CALL_STEPS", 25)
+    return seen
+
+
+def _runs(progress):
+    data = dmft.tasks.single_index(D=6, P=24, P_test=8, key=jax.random.key(0))
+    model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
+    teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], P=20, label_noise=0.5, key=1)
+    dln = dmft.DeepLinear(3, 8, 0.3)
+    common = dict(eta0=0.2, steps=240, progress=progress)
+    out = {
+        "closure": dmft.solve(dmft.TwoLayer(activation="linear", gamma0=1.0), data, save_every=30,
+                              method="closure", **common).f_test,
+        "forward": dmft.solve(model, data, save_at=LOG_SAVES, method="forward", samples=64,
+                              replicas=2, key=jax.random.key(1), **common).f_test,
+        "iterate": dmft.solve(model, data, save_every=40, method="iterate", samples=64,
+                              replicas=2, key=jax.random.key(1), **common).f_test,
+        "networks": networks.train(model, data, width=16, seeds=2, save_at=LOG_SAVES, batch_size=8,
+                                   key=jax.random.key(2), **common).f_test,
+        "deep linear": networks.train(dln, teacher, seeds=2, save_every=24, batch_size=5,
+                                      key=jax.random.key(3), **common).modes,
+    }
+    return out
+
+
+def test_cut_calls_change_no_number(calls, monkeypatch):
+    whole = _runs(progress=False)
+    assert max(calls) == 240                     # without a bar each run is one call
+    calls.clear()
+    monkeypatch.setattr(runner, "CALL_SECONDS", 0.0)     # once a rate is known: one step a call
+    cut = _runs(progress=True)
+    assert max(calls) == 25 and calls.count(1) > 200
+    for name in whole:
+        np.testing.assert_array_equal(cut[name], whole[name], err_msg=name)
+
+
+@pytest.mark.parametrize("gaps, done, n, pending, cap, expected", [
+    ([10, 10, 10], 0, 3, 0, 30, (3, 0)),         # the chunk fits
+    ([10, 10, 10], 0, 3, 0, 25, (2, 0)),         # whole intervals, a power of two
+    ([10, 10, 10, 10], 0, 4, 0, 39, (2, 0)),
+    ([10, 10, 10], 1, 2, 0, 5, (0, 5)),          # into interval 1 without a record
+    ([10, 10, 10], 1, 2, 5, 5, (1, 0)),          # its last 5 steps, recorded
+    ([10, 10, 10], 1, 2, 4, 5, (0, 5)),          # 6 left: 5 silently, leaving one to record
+    ([1], 0, 1, 0, 1, (1, 0)),
+])
+def test_next_call(gaps, done, n, pending, cap, expected):
+    assert runner._next_call(np.asarray(gaps), done, n, pending, cap) == expected
+
+
+def test_divergence_inside_a_cut_interval(calls, monkeypatch):
+    """A run that overflows inside a long interval cut into silent calls reports the same step
+    and keeps the same saves as the run in one call."""
+    data = dmft.tasks.single_index(D=6, P=24, P_test=8, key=jax.random.key(0))
+    model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
+    monkeypatch.setattr(runner, "CALL_SECONDS", 0.0)
+    errors = []
+    for progress in (False, True):
+        with pytest.raises(dmft.DivergenceError) as err:
+            dmft.solve(model, data, eta0=40.0, steps=400, save_at=[1, 2, 400], method="forward",
+                       samples=64, replicas=2, key=jax.random.key(1), progress=progress)
+        errors.append(err.value)
+    assert calls[0] == 400 and max(calls[1:]) == 1      # the last interval was cut
+    assert errors[0].step == errors[1].step and 2 < errors[0].step < 400
+    np.testing.assert_array_equal(errors[0].saved_steps, errors[1].saved_steps)
+    for k in errors[0].partial:
+        np.testing.assert_array_equal(errors[0].partial[k], errors[1].partial[k])
