@@ -17,16 +17,20 @@ import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import dmft
+import jax
 from dmft.runner import TRACE_COUNTS
 from experiments import cli, scan
 from validation.grokking import grokking_times
+from experiments.config import to_toml
+from experiments.scan import config as scan_config
 from experiments.scan import execute
 from experiments.scan.execute import SETTINGS, store_identity
 from experiments.scan.grid import PartCache, point_ids
+from experiments.scan.schema import KINDS
 from experiments.store import MUTABLE, Store, StoreConflict, manifest_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,7 +234,7 @@ chunk = 1
 @pytest.mark.parametrize("extra, match", [
     ('[train]\neta0 = 1.0\nsteps = 20\nsave_every = 10\n[scan.grid]\n"train.weight_decay" = [0.0, 0.1, 2.0]\n',
      r"grid point 2 \(train.weight_decay = 2\): weight_decay: eta0 \* weight_decay = 2 >= 1 flips"),
-    ('[train]\neta0 = 1.0\nsteps = 20\nsave_every = 2\nfinal_time = 10.0\n[scan.grid]\n'
+    ('[train]\nsteps = 20\nsave_every = 2\nfinal_time = 10.0\n[scan.grid]\n'
      '"train.eta0" = [0.1, 0.5, 2.0]\n', r"grid point 2 \(train.eta0 = 2\): eta0: \[2.0\] too large"),
 ])
 @pytest.mark.parametrize("theory", [True, False])
@@ -270,10 +274,142 @@ def test_cli_bad_configuration_exits_2_and_writes_nothing(tmp_path, config, caps
     assert cli.main(["scan", "--config", config, "--out", str(out), "--no-progress",
                      "--set", "scan.grid.gamma0=[1.0, -1.0]"]) == cli.EXIT_CONFIG
     assert "configuration error" in capsys.readouterr().err and not out.exists()
-    # refused by the solver's own checks (samples not a multiple of 2 x replicas), before compute
+    # samples not a multiple of 2 x replicas: refused at load, named by the configuration's keys
     assert cli.main(["scan", "--config", config, "--out", str(out), "--no-progress",
                      "--set", "theory.method='forward'", "--set", "theory.samples=10"]) == cli.EXIT_CONFIG
-    assert "samples" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "theory.samples (10) must be a multiple of 2 x theory.replicas (8" in err and not out.exists()
+    bare = err.replace("theory.samples", "").replace("theory.replicas", "")
+    assert not re.search(r"\b(samples|replicas)\b", bare), err     # (the keys, as the user writes them)
+
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"theory": {"method": "forward", "samples": 30, "replicas": 4}, "scan": {"grid": {"eta0": [0.25, 0.5]}}},
+     r"^theory.samples \(30\) must be a multiple of 2 x theory.replicas \(8"),
+    ({"theory": {"method": "forward", "replicas": 4}, "scan": {"grid": {"theory.samples": [32, 30]}}},
+     r"^scan.grid: at the point theory.samples = 30: theory.samples \(30\) must be a multiple of 2 x "
+     r"theory.replicas \(8"),
+    ({"theory": {"method": "forward", "samples": 32, "sampler": "mc"},
+      "scan": {"points": {"theory.replicas": [4, 3], "eta0": [0.5, 0.25]}}},
+     r"^scan.points: at the point theory.replicas = 3: theory.samples \(32\) must be a multiple of "
+     r"theory.replicas \(3; theory.sampler = 'mc'\)"),
+])
+def test_samples_and_replicas_are_refused_by_the_keys_the_user_writes(tmp_path, table, match):
+    """The refusal said 'samples (30) must be a multiple of 8 (replicas x antithetic pairs)', the
+    library's argument names, and only once the groups were built; now at load, by the keys (and
+    the grid's point where an axis sets them). The closure draws no nodes: there any count loads."""
+    cfg = {**_SMALL, **table}
+    with pytest.raises(scan.ConfigError, match=match) as err:
+        scan.load_config(cfg)
+    bare = str(err.value).replace("theory.samples", "").replace("theory.replicas", "")
+    assert not re.search(r"\b(samples|replicas)\b", bare), err.value
+    with pytest.raises(scan.ConfigError, match=match):
+        scan.run(cfg, str(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()
+    assert scan.load_config({**cfg, "theory": {**table["theory"], "method": "closure"}})
+
+
+# ------------------------------------------------------------------ values a scan dropped or could not compute
+
+_SMALL = {"task": {"name": "single_index", "D": 4, "P": 12, "P_test": 8, "degree": 1},
+          "model": {"activation": "linear"}, "train": {"eta0": 0.5, "steps": 20, "save_every": 10}}
+_DLN = {"scan": {"kind": "deep_linear"}}
+
+
+@pytest.mark.parametrize("base, field, value, table, axes", [
+    (_SMALL, "model.gamma0", 0.5, "grid", {"model.gamma0": [0.25, 1.0]}),
+    (_SMALL, "train.eta0", 0.3, "grid", {"eta0": [0.25, 1.0]}),                 # (a bare axis name)
+    (_SMALL, "task.P", 20, "points", {"task.P": [12, 16], "gamma0": [1.0, 2.0]}),
+    ({**_SMALL, "theory": {"method": "forward", "samples": 64}}, "theory.seed", 3, "grid", {"theory.seed": [0, 1]}),
+    (_DLN, "train.eta0", 0.0123, "grid", {"train.eta0": [0.002, 0.005]}),
+])
+def test_a_value_set_in_a_section_and_scanned_is_refused(tmp_path, capsys, base, field, value, table, axes):
+    """theory.gamma0 = 0.5 in the file beside an axis over it was replaced by the axis at every
+    point without a word. Refused naming the key and the axis, from a file or --set, before
+    anything is written; a value nobody wrote (the default: a loaded configuration names every
+    key, and reloads) and one of the axis's own values (that point is computed) load."""
+    sec, key = field.split(".")
+    unset = {**base, "scan": {**base.get("scan", {}), table: axes}}
+    cfg = {**unset, sec: {**unset.get(sec, {}), key: value}}
+    match = rf"^{field} = {value!r} is set in \[{sec}\], but scan.{table} also scans {field} \("
+    with pytest.raises(scan.ConfigError, match=match):
+        scan.load_config(cfg)
+    with pytest.raises(scan.ConfigError, match=match):                    # set by --set
+        scan.load_config(unset, [f"{field}={value!r}"])
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    path.write_text(to_toml(cfg))
+    assert cli.main(["scan", "--config", str(path), "--out", str(out), "--no-progress"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert re.search(match[1:], err) and not out.exists(), err
+    kind = KINDS["deep_linear" if base is _DLN else "two_layer"]
+    on_axis = next(v for name, v in axes.items() if name in (field, key))[0]
+    for ok in (None, kind.schema[sec][key].default, on_axis):
+        loaded = scan.load_config(unset if ok is None else {**cfg, sec: {**cfg[sec], key: ok}})
+        assert scan.load_config(loaded) == loaded                           # (every key, reloaded)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=5e-324, max_value=1.7e308), st.sampled_from(["grid", "points"]))
+@example(2.0 ** -511, "grid")
+@example(2.0 ** 511, "grid")
+@example(1e-300, "grid")
+@example(1e300, "points")
+@example(float(np.nextafter(2.0 ** -511, 0)), "grid")
+@example(float(np.nextafter(2.0 ** 511, np.inf)), "points")
+def test_a_gamma0_whose_square_the_float_type_cannot_hold_is_refused_at_load(g, table):
+    """gamma0 = 1e-300 or 1e300 loaded, and every such point then computed with gamma0^2 or
+    1/gamma0^2 at 0 or inf (float32 reads the values themselves as 0 and inf): flagged diverged.
+    A value loads exactly when its square and inverse square are normal float64 numbers (this
+    closure scan has no floor of a sampled method or a network); refused naming the table."""
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        sq = np.float64(g) * np.float64(g)
+        holds = all(np.isfinite(x) and x >= np.finfo(np.float64).tiny for x in (sq, 1.0 / sq))
+    cfg = {**_SMALL, "scan": {table: {"model.gamma0": [g]}}}
+    if holds:
+        assert scan.load_config(cfg)["scan"][table]["model.gamma0"] == [g]
+    else:
+        with pytest.raises(scan.ConfigError, match=rf"^scan.{table}: model.gamma0 = {re.escape(f'{g:g}')} "
+                                                   r"is outside \[1.49e-154, 6.7e\+153\]"):
+            scan.load_config(cfg)
+    assert scan_config.gamma0_range("float64") == (2.0 ** -511, 2.0 ** 511)
+    assert scan_config.gamma0_range("float32") == (2.0 ** -63, 2.0 ** 63)
+
+
+@pytest.mark.parametrize("extra, low, why", [
+    ({"scan": {"networks": True}}, 1e-12, r"what a network resolves in float64 \(1e-09; networks.train refuses"),
+    ({"theory": {"method": "forward"}}, 1e-12, r"what theory.method = 'forward' resolves in float64 \(1e-09"),
+    ({"model": {"activation": "tanh"}}, 1e-12, r"what theory.method = 'auto' \(the forward method here\) resolves"),
+    ({"theory": {"precision": "mixed"}}, 0.01, r"what theory.precision = 'mixed' resolves \(0.05"),
+])
+def test_a_gamma0_a_point_would_refuse_is_refused_at_load(tmp_path, extra, low, why):
+    """What dmft.solve and networks.train refuse at a point (a sampled method's, mixed precision's
+    and a network's floor) is refused when the scan loads, naming scan.grid and the value. The
+    networks' floor was checked only at the point, once the store was written."""
+    cfg = {**_SMALL, **extra, "scan": {**extra.get("scan", {}), "grid": {"model.gamma0": [1.0, low]}}}
+    with pytest.raises(scan.ConfigError, match=rf"^scan.grid: model.gamma0 = {low:g} is below {why}"):
+        scan.run(cfg, str(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(scan.ConfigError, match=rf"^model.gamma0 = {low:g} is below {why}"):   # (not scanned)
+        scan.load_config({**cfg, "model": {**cfg.get("model", {}), "gamma0": low},
+                          "scan": {**cfg["scan"], "grid": {"train.eta0": [0.25, 0.5]}}})
+
+
+def test_a_gamma0_the_working_float_type_cannot_hold_is_refused_before_the_store(config, tmp_path, capsys):
+    """The configuration loads under float64's range (the command loads it before --x32 takes
+    effect); the run checks the type it computes in: 1e-25, whose square float32 cannot hold,
+    is refused under --x32 before anything is written."""
+    out = tmp_path / "s"
+    argv = ["scan", "--config", config, "--out", str(out), "--no-progress", "--set",
+            "scan.grid.model.gamma0=[1.0, 1e-25]", "--set", "scan.grid.task.P=[12]"]
+    assert scan.load_config(config, argv[-3::2])
+    try:
+        code = cli.main(argv + ["--x32"])
+    finally:
+        jax.config.update("jax_enable_x64", True)           # (the entry point set float32)
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG and "scan.grid: model.gamma0 = 1e-25 is outside" in err, err
+    assert "float32" in err and not out.exists()
 
 
 # ------------------------------------------------------------------ numbers
@@ -402,7 +538,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(config_seeds, reference
     # the killed session's counts were saved with each of its chunks: the summary counts them
     assert killed["computed_points"] == 10 and sum(g["chunks"] for g in killed["groups"]) == 2
     assert killed["seconds"] > 0
-    assert "20 of 20 points done (10 computed now; 20 computed over 2 session(s)" in res.summary()
+    assert "20 of 20 points done (10 computed by the last session; 20 computed over 2 session(s)" in res.summary()
 
 
 def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):
@@ -412,18 +548,57 @@ def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):
     res = scan.run(config, out)
     _assert_same(res, reference)
     assert _chunks_written(out)[4:] == ["g0001-c000000"]
-    again = scan.run(config, out)                       # complete: nothing computed
-    assert again.manifest["sessions"][-1]["computed_points"] == 0 and len(_chunks_written(out)) == 5
-    env = again.manifest["sessions"][-1]["environment"]  # each session records its versions
+    sessions = res.manifest["sessions"]
+    assert len(sessions) == 2 and sessions[-1]["computed_points"] == 6 and sessions[-1]["skipped_points"] == 14
+    env = sessions[-1]["environment"]                   # each session records its versions
     assert {"python", "numpy", "jax", "jaxlib", "x64"} <= set(env), env
+    again = scan.run(config, out)                       # complete: nothing computed, no session
+    assert again.manifest == res.manifest and len(_chunks_written(out)) == 5
+    _assert_same(again, reference)
+
+
+def _files(out) -> dict:
+    """Every file under a store: relative path -> (bytes, modification time)."""
+    found = {}
+    for d, _, names in os.walk(out):
+        for n in names:
+            p = os.path.join(d, n)
+            found[os.path.relpath(p, out)] = (_read(p), os.stat(p).st_mtime_ns)
+    return found
+
+
+def test_a_complete_scan_reruns_as_already_complete_and_writes_nothing(config, reference, tmp_path, capsys):
+    """A rerun of a complete scan printed '0 to compute' and appended a session to the manifest.
+    As the other jobs' reruns: it says the scan is already complete, exits 0 and leaves every file
+    of the store as it was. A store whose last session was killed after its last chunk is opened
+    as a resume opens it: its stale lock cleared, a session recorded that says complete."""
+    out = _copy(reference, str(tmp_path))
+    before = _files(out)
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress"]) == cli.EXIT_OK
+    said = capsys.readouterr()
+    assert "this scan is already complete" in said.err and "0 to compute" not in said.err, said.err
+    assert "20 of 20 points done (20 computed by the last session; 20 computed over 1 session(s)" in said.out
+    assert _files(out) == before
+    _assert_same(scan.run(config, out), reference)
+    assert _files(out) == before
+    man = _manifest(out)                                # killed after its last chunk: "running"
+    man["sessions"][-1]["status"] = "running"
+    _save_manifest(out, man)
+    _write(os.path.join(out, ".lock"), b"999999999")
+    res = scan.run(config, out, log=print)
+    said = capsys.readouterr().out
+    assert "already complete" not in said and "cleared the lock left by process 999999999" in said
+    assert [x["status"] for x in res.manifest["sessions"]] == ["running", "complete"]
+    assert res.manifest["sessions"][-1]["computed_points"] == 0 and _read(os.path.join(out, ".lock")) == b""
+    _assert_same(res, reference)
 
 
 def test_store_refuses_another_configuration_or_version(config, reference, tmp_path, capsys):
     out = str(tmp_path / "other")
     shutil.copytree(reference.path, out)
-    code = cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--set", "train.eta0=0.3"])
+    code = cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--set", "task.noise=0.1"])
     assert code == cli.EXIT_OUTPUT
-    assert "differs in: config.train.eta0" in capsys.readouterr().err
+    assert "differs in: config.task.noise" in capsys.readouterr().err
     man_path = os.path.join(out, "manifest.json")
     with open(man_path) as fh:
         man = json.load(fh)
@@ -494,7 +669,7 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     shutil.copytree(reference.path, out)
     assert cli.main(["scan", "--config", config, "--out", out, "--no-progress"]) == cli.EXIT_OK
     text = capsys.readouterr().out
-    assert "20 of 20 points done (0 computed now" in text and "task.P=16" in text
+    assert "20 of 20 points done (20 computed by the last session" in text and "task.P=16" in text
     assert "theory.final.test_loss" in text
     fig = reference.heatmap("theory.final.test_loss", x="gamma0", y="eta0", at={"task.P": 16})
     assert fig.axes[0].get_xlabel() == "model.gamma0"
@@ -1051,6 +1226,8 @@ def test_a_failed_manifest_write_leaves_the_directory_usable_and_the_lock_free(t
 
     out = str(tmp_path / "s")
     for attempt in ("create", "resume"):
+        if attempt == "resume":                    # (a complete scan writes nothing: one chunk to redo)
+            os.remove(os.path.join(out, "chunks", sorted(os.listdir(os.path.join(out, "chunks")))[0]))
         with monkeypatch.context() as m:
             m.setattr(store_mod, "atomic_write", full)
             with pytest.raises(StoreWriteError) as caught:

@@ -39,8 +39,9 @@ network ensemble and one per-mode SDE (outputs final, learning, curves:
 `experiments.scan.deep_linear`).
 
 Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
-written atomically; rerunning the same scan resumes (finished, verified chunks are skipped);
-another configuration in the same directory is refused, except for the memory limits
+written atomically; rerunning the same scan resumes (finished, verified chunks are skipped;
+a complete scan says "already complete" and writes nothing, no session either); another
+configuration in the same directory is refused, except for the memory limits
 (theory.max_memory_gb, simulate.max_memory_gb), which change no result: a scan resumes
 under another limit, and each session records its own. Everything read is verified (the
 manifest's digest and its agreement with its own plan; each chunk's checksum record, points,

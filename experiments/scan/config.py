@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
+import dmft
 from dmft.errors import ConfigError
+from dmft.plan import MIXED_MIN_GAMMA0, SAMPLED_MIN_GAMMA0
 
 from .. import config as _config
 from .. import problem as _problem
 from .grid import grid_of
 from .schema import DLN_OUTPUTS, KINDS, OUTPUTS, Kind, kind_of, resolve_field
 
-__all__ = ["load_config", "check"]
+__all__ = ["load_config", "check", "check_gamma0", "gamma0_range"]
 
 
 def _defaults(kind: Kind) -> dict:
@@ -98,12 +100,37 @@ def load_config(source=None, overrides=()) -> dict:
         overrides = [o for o in overrides if not o.replace(" ", "").startswith("scan.kind=")]
     tables = {"scan.grid": _grid_table("grid", kind), "scan.points": _grid_table("points", kind)}
     cfg = _config.load(kind.schema, source, overrides, tables=tables, initial=_defaults(kind), edit=edit)
+    _check_set_and_scanned(cfg, kind, source, overrides)
     grid = check(cfg)
     _config.check_saves(cfg, kind.schema, source, overrides)
     # the grid as validated (numbers coerced), so equal scans have equal configurations
     table = "grid" if grid.kind == "product" else "points"
     cfg["scan"][table] = {f: list(v) for f, v in zip(grid.fields, grid.values)}
     return cfg
+
+
+def _check_set_and_scanned(cfg: dict, kind: Kind, source, overrides) -> None:
+    """Refuse a section value the user wrote for a field an axis also sets: the axis replaces it
+    at every point, so it would be dropped without a word. A value equal to the field's default
+    passes (a configuration as `load_config` returns it names every key, and reloads), and so
+    does one of the axis's own values (nothing is lost: that point is computed; the shipped
+    scan.toml sets task.P = 110 beside the axis [40, 110, 300])."""
+    given = _config.given_keys(source, overrides)
+    for table in ("grid", "points"):
+        for f, values in (cfg["scan"][table] or {}).items():
+            sec, key = f.split(".", 1)
+            value = cfg[sec][key]
+            if f in given and value != kind.schema[sec][key].default and not _among(value, values):
+                raise ConfigError(f"{f} = {value!r} is set in [{sec}], but scan.{table} also scans {f} "
+                                  f"({values!r}), whose values replace it at every point; set {f} in one of "
+                                  "the two places")
+
+
+def _among(value, values) -> bool:
+    try:
+        return any(v == value for v in values)
+    except TypeError:                  # (not a list: grid_of names that)
+        return False
 
 
 def _check_common(cfg: dict, outputs) -> None:
@@ -144,6 +171,11 @@ def check(cfg: dict):
     if task["name"] == "npz" and not task["path"]:
         raise ConfigError("task.path: needed when task.name = 'npz'")
     _problem.check_unread(cfg)             # a fixed setting nothing reads would label results wrongly
+    draws = sc["theory"] and _draws_nodes(cfg)
+    if draws:
+        _check_counts(cfg, grid, cols)
+    # the widest range any working float type accepts; `run` checks again in the one it runs in
+    check_gamma0(cfg, grid, "float64", draws)
     for f in grid.fields:                  # an axis that changes nothing only costs time
         sec, key = f.split(".", 1)
         if sec == "task" and key not in _problem.TASK_FIELDS.get(task["name"], {key}):
@@ -152,6 +184,101 @@ def check(cfg: dict):
             switch = "scan.theory" if sec == "theory" else "scan.networks"
             raise ConfigError(f"scan.grid: {f} is scanned but {switch} is false")
     return grid
+
+
+def _draws_nodes(cfg: dict) -> bool:
+    """Whether the DMFT's method draws single-site nodes (forward, iterate; auto where no exact
+    closure applies): theory.samples, theory.replicas and the sampled-gamma0 floor apply."""
+    method = cfg["theory"]["method"]
+    if method != "auto":
+        return method in ("forward", "iterate")
+    model = dict(cfg["model"])
+    if model["activation"] == "quadratic":
+        model["eps"] = 1.0                 # (which closure applies does not depend on eps; the grid may set it)
+    return dmft.exact_closure(_problem.build_model(model)) is None
+
+
+def _check_counts(cfg: dict, grid, cols: dict) -> None:
+    """theory.samples against theory.replicas at every point (as `dmft.solve` checks them: every
+    replica gets the same number of nodes, in antithetic pairs unless theory.sampler = 'mc'),
+    named by the configuration's keys and, where an axis sets them, by the grid's point."""
+    th = cfg["theory"]
+    if th["sampler"] == "quadrature":      # (one deterministic rule: samples and replicas do not apply)
+        return
+    n = grid.size
+    samples = cols.get("theory.samples", np.full(n, th["samples"]))
+    replicas = cols.get("theory.replicas", np.full(n, th["replicas"]))
+    pairs = 1 if th["sampler"] == "mc" else 2
+    bad = np.flatnonzero(samples % (pairs * replicas))
+    if not bad.size:
+        return
+    i = int(bad[0])
+    s, r = int(samples[i]), int(replicas[i])
+    scanned = [f for f in ("theory.samples", "theory.replicas") if f in cols]
+    where = (f"{_table(grid)}: at the point {', '.join(f'{f} = {int(cols[f][i])}' for f in scanned)}: "
+             if scanned else "")
+    need = (f"theory.replicas ({r}; theory.sampler = 'mc')" if pairs == 1 else
+            f"2 x theory.replicas ({pairs * r}: every replica gets the same number of nodes, in "
+            "antithetic pairs)")
+    raise ConfigError(f"{where}theory.samples ({s}) must be a multiple of {need}")
+
+
+def _table(grid) -> str:
+    return "scan.grid" if grid.kind == "product" else "scan.points"
+
+
+def gamma0_range(dtype: str) -> tuple[float, float]:
+    """The gamma0 whose square and inverse square the float type `dtype` holds as normal numbers,
+    [2^-511, 2^511] in float64 and [2^-63, 2^63] in float32: a point computes with gamma0^2 (its
+    networks' step gamma0^2 N grad L) and 1/gamma0^2 (the run-away bound, `dmft.runner`), and
+    outside this range with 0 or inf in their place, whatever train.eta0 (float32 reads 1e-300 as
+    0 and 1e300 as inf: a scan flagged such points diverged)."""
+    low = float(np.sqrt(np.finfo(dtype).tiny))
+    return low, 1.0 / low
+
+
+def check_gamma0(cfg: dict, grid, dtype: str, draws: bool | None = None) -> None:
+    """Refuse, naming the key (scan.grid and the value, for an axis), a gamma0 outside what a point
+    computes in the float type `dtype` ("float32" or "float64"): `gamma0_range`; with a DMFT method
+    that draws nodes, `dmft.plan.SAMPLED_MIN_GAMMA0` (`dmft.solve` refuses below it); with
+    theory.precision = 'mixed', `dmft.plan.MIXED_MIN_GAMMA0`; with scan.networks,
+    `networks.train.NETWORK_MIN_GAMMA0` (`networks.train` refuses below it: a scan did so only
+    at the point, once its store was written)."""
+    from networks.train import NETWORK_MIN_GAMMA0
+
+    if kind_of(cfg).name != "two_layer":
+        return
+    sc, th = cfg["scan"], cfg["theory"]
+    if draws is None:
+        draws = sc["theory"] and _draws_nodes(cfg)
+    floors = []
+    if draws:
+        method = f"theory.method = {th['method']!r}" + (" (the forward method here)" if th["method"] == "auto" else "")
+        floors.append((SAMPLED_MIN_GAMMA0[dtype], f"what {method} resolves in "
+                       f"{dtype} ({SAMPLED_MIN_GAMMA0[dtype]:g}; dmft.solve refuses it: its node sums' "
+                       "rounding is divided by gamma0); use theory.method = 'lazy', or 'closure' where exact"))
+    if sc["theory"] and th["precision"] == "mixed":
+        floors.append((MIXED_MIN_GAMMA0, f"what theory.precision = 'mixed' resolves ({MIXED_MIN_GAMMA0:g}; "
+                       "dmft.solve refuses it: its float32 rounding is divided by gamma0); use "
+                       "theory.precision = 'full'"))
+    if sc["networks"]:
+        floors.append((NETWORK_MIN_GAMMA0[dtype], f"what a network resolves in {dtype} "
+                       f"({NETWORK_MIN_GAMMA0[dtype]:g}; networks.train refuses it: its output divides "
+                       "the weights' rounding by gamma0)"))
+    scanned = "model.gamma0" in grid.fields
+    values = grid.values[grid.fields.index("model.gamma0")] if scanned else (cfg["model"]["gamma0"],)
+    name = f"{_table(grid)}: model.gamma0 = " if scanned else "model.gamma0 = "
+    low, high = gamma0_range(dtype)
+    for g in values:
+        if not low <= g <= high:
+            raise ConfigError(
+                f"{name}{g:g} is outside [{low:.3g}, {high:.3g}], the gamma0 whose square and inverse "
+                f"square {dtype} holds: a point computes with gamma0^2 (its networks' step) and 1/gamma0^2 "
+                "(the DMFT's run-away bound), which would vanish or overflow there"
+                + ("; the lazy limit is theory.method = 'lazy'" if g < low else ""))
+        for floor, why in floors:
+            if g < floor:
+                raise ConfigError(f"{name}{g:g} is below {why}")
 
 
 def _check_deep_linear(cfg: dict):

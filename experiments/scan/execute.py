@@ -17,11 +17,12 @@ import numpy as np
 import dmft
 from dmft.errors import ConfigError, StoreConflict, StoreWriteError
 from dmft.io import environment
+from dmft.plan import sampled_min_gamma0
 from dmft.schedule import check_decay, final_time_counts
 
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
-from .config import load_config
+from .config import check_gamma0, load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
 from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids
@@ -356,6 +357,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     say = log or (lambda s: None)
     cfg = load_config(config, overrides)
     pl = plan(cfg)
+    # the loaded configuration is checked for float64, the widest type; here the one this run uses
+    check_gamma0(cfg, pl.grid, sampled_min_gamma0()[1])
     comm = _Comm()
     identity = store_identity(cfg)
     comm.agree(lambda: _same_everywhere(comm, identity))
@@ -363,6 +366,11 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     # group still to compute must build (data, programs: validated)
     expected, layout = pl.expected(), pl.layout()
     finished = set(comm.agree(lambda: sorted(Store.peek(out, identity, expected, layout)), first_only=True))
+    if comm.agree(lambda: _complete(out, pl, finished), first_only=True):
+        # as the other jobs' reruns: nothing to compute, so nothing is written (no session)
+        say(f"scan {out}: this scan is already complete (same configuration; its {pl.grid.size} points "
+            "verified on disk); nothing computed or written. To compute it again, give another --out")
+        return load(out) if comm.index == 0 else None
     if devices is None and jax.config.jax_default_device is not None:
         dd = jax.config.jax_default_device       # a device, or a platform's name
         devices = jax.local_devices(backend=dd) if isinstance(dd, str) else [dd]
@@ -467,6 +475,17 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     if late is not None:
         raise late
     return load(out) if comm.index == 0 else None
+
+
+def _complete(out, pl: Plan, finished: set) -> bool:
+    """Whether the store at `out` holds every chunk of the plan, verified (`finished`), and its last
+    session ended (complete). A last session that still says "running" was killed after its last
+    chunk (or runs): the rerun then opens the store as a resume does, clearing a stale lock and
+    recording a session that says complete."""
+    if not pl.chunks or any(c.name not in finished for c in pl.chunks):
+        return False
+    sessions = Store.read(out).manifest.get("sessions") or []
+    return bool(sessions) and sessions[-1].get("status") != "running"
 
 
 def _same_everywhere(comm: _Comm, identity: dict) -> None:

@@ -178,8 +178,8 @@ def summary(res: ScanResult) -> str:
     if sessions:
         rate = total["points"] / total["seconds"] if total["seconds"] > 0 else float("nan")
         last = sessions[-1]
-        head += (f" ({last.get('computed_points', 0)} computed now; {total['points']} computed over"
-                 f" {len(sessions)} session(s) in {total['seconds']:.2f} s, {_fmt(rate)} points/s)")
+        head += (f" ({last.get('computed_points', 0)} computed by the last session; {total['points']} computed"
+                 f" over {len(sessions)} session(s) in {total['seconds']:.2f} s, {_fmt(rate)} points/s)")
         reused = [f"{total[p + '_reused']} took the {p} another point computed" for p in ("theory", "networks")
                   if total[p + "_reused"]]
         if reused:          # (a width scan solves its theory once; a scan of theory settings trains once)
