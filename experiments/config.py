@@ -158,12 +158,27 @@ def parse_override(text: str) -> dict:
     if not isinstance(text, str) or "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     name, raw = text.split("=", 1)
-    sec, key = (s.strip() for s in name.split(".", 1))
+    sec, key = _dotted(name)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()          # a bare string such as relu
     return {sec: {key: value}}
+
+
+def _dotted(name: str) -> tuple[str, str]:
+    """'section.key' as TOML reads a dotted key, so that quoted parts work as in a file
+    (scan.grid."model.gamma0"); the key's parts are joined by dots, as the schema names them."""
+    try:
+        parts, node = [], tomllib.loads(f"{name.strip()} = 0")
+        while isinstance(node, dict) and len(node) == 1:
+            (part, node), = node.items()
+            parts.append(part)
+    except tomllib.TOMLDecodeError:
+        parts = [s.strip() for s in name.split(".")]
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {name.strip()!r}: expected section.key=value")
+    return parts[0], ".".join(parts[1:])
 
 
 def read_toml(path) -> dict:

@@ -389,6 +389,25 @@ def test_config_precedence_and_types(tmp_path):
     assert parse_override("theory.samples=2048") == {"theory": {"samples": 2048}}
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("theory.samples=2048", {"theory": {"samples": 2048}}),
+    (" theory . samples = 2048", {"theory": {"samples": 2048}}),
+    ('scan.grid."model.gamma0"=[0.5, 1]', {"scan": {"grid.model.gamma0": [0.5, 1]}}),
+    ("scan.grid.model.gamma0=[0.5, 1]", {"scan": {"grid.model.gamma0": [0.5, 1]}}),
+    ("'model'.activation=relu", {"model": {"activation": "relu"}}),
+    ("model.activation=a=b", {"model": {"activation": "a=b"}}),
+])
+def test_override_keys_read_as_toml_keys(text, expected):
+    """A --set key is a TOML dotted key: quoted parts work as they do in a file."""
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize("text", ["theory=3", "theory.=3", ".samples=3", 'scan."".x=1', "no_equals"])
+def test_override_without_a_section_and_key_is_refused(text):
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        parse_override(text)
+
+
 @pytest.mark.parametrize("text, match", [
     ("[train]\nstepz = 3\n", "train.stepz"),
     ("[trian]\nsteps = 3\n", "trian"),
