@@ -262,7 +262,7 @@ def flag_overrides(flags: dict, overrides) -> list[str]:
     """Overrides for command-line flags (key -> value, None when not given), after the
     --set overrides; a key set both ways is refused rather than silently decided."""
     out = list(overrides)
-    set_keys = {o.split("=", 1)[0].strip() for o in overrides if "=" in o}
+    set_keys = {f"{sec}.{key}" for o in overrides for sec, keys in parse_override(o).items() for key in keys}
     for key, v in flags.items():
         if v is None:
             continue

@@ -402,6 +402,15 @@ def test_override_keys_read_as_toml_keys(text, expected):
     assert parse_override(text) == expected
 
 
+@pytest.mark.parametrize("given", ["model.gamma0=[2.0]", "'model'.gamma0=[2.0]", " model . gamma0 = [2.0]"])
+def test_a_key_given_as_flag_and_with_set_is_refused(given):
+    from experiments.config import flag_overrides
+    with pytest.raises(ConfigError, match="model.gamma0: given both as a flag and with --set"):
+        flag_overrides({"model.gamma0": [1.0], "train.steps": None}, [given])
+    assert flag_overrides({"model.gamma0": [1.0], "train.steps": None}, ["train.eta0=0.5"]) == [
+        "train.eta0=0.5", "model.gamma0=[1.0]"]
+
+
 @pytest.mark.parametrize("text", ["theory=3", "theory.=3", ".samples=3", 'scan."".x=1', "no_equals"])
 def test_override_without_a_section_and_key_is_refused(text):
     with pytest.raises(ConfigError, match="expected section.key=value"):
