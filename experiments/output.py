@@ -53,6 +53,7 @@ from dmft.plotting import tidy_log_ticks
 
 from .config import differences, to_toml
 from .problem import data_digest
+from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
@@ -459,8 +460,31 @@ def _only_checks_differ(old: dict, job: str, cfg: dict, same_inputs: bool) -> bo
             and _identity(old.get("config"), checks=False) == _identity(cfg, checks=False))
 
 
+def refuse_store(out) -> None:
+    """Refuse `out` when it holds a `dmft scan` store (its manifest.json in the store format, or a
+    manifest.json beside a chunks/ folder): OutputConflict naming it, --force or not. A run there
+    would put its files beside the store's, in a directory whose contents the scan alone accounts
+    for (a forced run keeps the files it did not write)."""
+    out = os.fspath(out)
+    path = os.path.join(out, STORE_MANIFEST)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as fh:
+            fmt = json.load(fh).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    ours = isinstance(fmt, str) and fmt.split("/")[0] == FORMAT.split("/")[0]
+    if not ours and not os.path.isdir(os.path.join(out, CHUNKS)):
+        return
+    raise OutputConflict(f"{out} holds a dmft scan's store ({STORE_MANIFEST}"
+                         + (f", format {fmt!r}" if isinstance(fmt, str) else "") + f", {CHUNKS}/): a run "
+                         "there would write its files beside the store's, with --force too; choose another --out")
+
+
 def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = False) -> bool | str:
     """prepare_output's checks and claim: refusals first, write access only for a run to compute."""
+    refuse_store(out)
     path = os.path.join(out, MANIFEST)
     previous = False
     old = read_manifest(out) if os.path.exists(path) else {}

@@ -596,3 +596,18 @@ def test_writing_is_said_only_when_a_run_writes(tmp_path, capsys):
     assert code == 0 and f", writing {out}" in err, err
     code, err = _run(_solve_argv(out, "--gamma0", "1"), capsys)
     assert code == 0 and "already complete" in err and f", writing {out}" not in err, err
+
+
+@pytest.mark.parametrize("job", sorted(set(JOBS) - {"scan"}))
+def test_no_job_writes_into_a_scan_store_even_forced(job, tmp_path, capsys):
+    """A scan's store is no run's directory: every job refuses it with --force too (exit 3,
+    naming it), before computing, and leaves it as it was; a store's manifest alone (format
+    written) or beside chunks/ is recognised."""
+    from experiments.store import Store
+
+    store = tmp_path / "store"
+    Store.create_or_open(store, {"config": {"a": 1}}, {"grid": {}, "chunk_names": ["c0"]}).close()
+    before = sorted(os.listdir(store))
+    code, err = _run(_argv(job, tmp_path, store) + ["--force"], capsys)
+    assert code == cli.EXIT_OUTPUT and str(store) in err and "scan's store" in err, err
+    assert sorted(os.listdir(store)) == before

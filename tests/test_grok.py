@@ -110,6 +110,35 @@ def test_early_warning_finds_a_measure_that_moves_first():
     assert ew["t_drop"] == pytest.approx(1000 * 9 ** 0.25, rel=1e-3) and 60 < ew["m"]["t_change"] < 160 and ew["m"]["leads"]
 
 
+@settings(max_examples=60, deadline=None)
+@given(a=st.floats(0.5, 200.0), b=st.floats(0.5, 200.0),
+       times=st.lists(st.floats(0.05, 1000.0), min_size=1, max_size=12, unique=True))
+def test_a_lead_is_a_number_only_where_the_saves_order_it(a, b, times):
+    """A measure that changes at ~a and a loss that drops at ~b, saved at arbitrary times: the
+    lead is a number exactly when the two crossings fall in different save intervals (a save
+    between them orders them), and then its sign is the sign of the lead of the continuous
+    curves at the same levels; within one interval it is NaN, not a number the interpolation
+    made (from 3 saves, every crossing shared the last interval and 'led')."""
+    t = np.unique(np.concatenate([[0.0], times, [2000.0]]))
+    m = 1 / (1 + (t / a) ** 2)
+    loss = 1 / (1 + (t / b) ** 4)
+    ew = gk.early_warning(t, loss, {"m": m})
+    tc = a * np.sqrt(2 / (m[0] + m[-1]) - 1)                      # the half-way level, exactly
+    td = b * (1 / np.sqrt(max(loss[-1], 1e-2)) - 1) ** 0.25       # sqrt(plateau x floor), exactly
+    v = ew["m"]
+    apart = np.searchsorted(t, tc) != np.searchsorted(t, td)
+    assert ew["observed"] and bool(v["resolved"]) == apart
+    if apart:
+        assert np.sign(float(v["lead"])) == np.sign(td - tc) and bool(v["leads"]) == (td > tc)
+        assert int(v["saves_between"]) >= 1
+    else:
+        assert np.isnan(v["lead"]) and not v["leads"] and int(v["saves_between"]) == 0
+    # three saves, 0, 1 and the end: the lead is unresolved however far apart the curves move
+    t3 = np.array([0.0, 1.0, 2000.0])
+    ew3 = gk.early_warning(t3, 1 / (1 + (t3 / 1000) ** 4), {"m": 1 / (1 + (t3 / 10) ** 2)})
+    assert np.isnan(ew3["m"]["lead"]) and not ew3["m"]["resolved"] and np.isfinite(ew3["m"]["t_change"])
+
+
 def test_kumar_decomposition_sums_to_the_test_loss():
     """The three terms are the exact population loss: equal to the loss on a large Gaussian
     test set within its sampling error at every time, and exactly E[y^2] = 3/4 at t = 0."""
@@ -239,6 +268,27 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
     assert "## Phase diagram: gamma0 x eps" in (out / "report.md").read_text()
     arrays, meta = dmft.io.load(out / "curves")
     assert arrays["diagram/eps/gap"].shape == (2, 2)
+    # saves every 50 time units: a lead is a number only where a save lies between t_change and
+    # t_drop; within one save interval it is null with its reason, and the table says so
+    t = arrays["t"]
+    kinds = set()
+    for row in rep["summary"]:
+        ew = row["early_warning"]
+        for name, v in ew.items():
+            if not isinstance(v, dict) or not ew["drop_observed"] or v["t_change"] is None:
+                continue
+            inside = int(np.sum((t >= min(v["t_change"], ew["t_drop"])) & (t <= max(v["t_change"], ew["t_drop"]))))
+            assert v["saves_between"] == inside and v["resolved"] == (inside >= 1)
+            if v["resolved"]:
+                assert v["lead"] == pytest.approx(ew["t_drop"] - v["t_change"]) and v["leads"] == (v["lead"] > 0)
+            else:
+                assert v["lead"] is None and v["leads"] is None and v["lead_note"].startswith("unresolved")
+            kinds.add(v["resolved"])
+    assert kinds == {True, False}
+    assert "unresolved (within one save interval)" in (out / "report.md").read_text()
+    grid = rep["early_warning_grid"]
+    for v in grid["verdict"].values():          # an unresolved run is left out, and counted
+        assert v["runs"] + v["unresolved"] == len(grid["runs"]) and v["unresolved"] > 0
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert main(_grok_args(tmp_path)) == 0                      # complete: nothing recomputed
     assert main(_grok_args(tmp_path, "--set", "kumar.eps=0.2")) == 3    # another run there
@@ -285,7 +335,8 @@ def test_lyu_settings_its_law_cannot_read_are_refused(activation, gamma0, scan, 
     sets += [] if gamma0 is None else [f"decay.gamma0={gamma0}"]
     sets += [] if scan else ["decay.weight_decay=[0.0]"]
     g = 0.05 if gamma0 is None else gamma0
-    bad = {"lyu.activation": activation not in LYU_DEGREE, "decay.gamma0": scan and g >= 1,
+    # (decay.gamma0 set without a scan changes nothing: refused as well)
+    bad = {"lyu.activation": activation not in LYU_DEGREE, "decay.gamma0": (scan and g >= 1) or (not scan and g != 0.05),
            "threshold.loss_fraction": loss_fraction >= 1}
     try:
         cfg = grok.load_config(None, sets)
@@ -479,3 +530,92 @@ def test_grok_refuses_a_repeated_grid_value_before_anything_runs(setting):
     key = setting.split("=")[0]
     with pytest.raises(dmft.errors.ConfigError, match=re.escape(key)):
         load_config(None, [setting])
+
+
+def test_grok_refuses_a_scan_store_as_its_output_even_forced(tmp_path, capsys):
+    """`dmft grok --force` into a scan's store wrote its report, curves and figures beside the
+    store's files: refused (exit 3, OutputConflict naming the directory), the store untouched
+    by any result of the job; another directory is not refused."""
+    from dmft.errors import OutputConflict
+    from experiments.output import refuse_store
+    from experiments.store import Store
+
+    store = tmp_path / "store"
+    Store.create_or_open(store, {"config": {"a": 1}}, {"grid": {}, "chunk_names": ["c0"]}).close()
+    manifest = (store / "manifest.json").read_bytes()
+    with pytest.raises(OutputConflict, match=re.escape(str(store)) + ".*scan's store"):
+        refuse_store(store)
+    refuse_store(tmp_path / "elsewhere")                 # (missing: a new results directory)
+    code = main(["grok", "--out", str(store), "--force", "--no-progress", "--steps", "4",
+                 "--set", "train.save_every=2", "--widths", "4", "--seeds", "2", "--gamma0", "1"])
+    err = capsys.readouterr().err
+    assert code == 3 and str(store) in err and "store" in err, err
+    assert not {"report.md", "report.json", "curves.npz", "figures"} & set(os.listdir(store))
+    assert (store / "manifest.json").read_bytes() == manifest
+
+
+@pytest.mark.parametrize("testbed, setting, names", [
+    ("kumar", "kumar.P=100000000", "kumar.P, kumar.P_test, kumar.D"),
+    ("lyu", "lyu.P_test=100000000", "lyu.P, lyu.P_test, lyu.D"),
+    ("sparse_parity", "sparse_parity.P=100000000", "sparse_parity.P, sparse_parity.P_test, sparse_parity.n"),
+    ("kumar", "kumar.D=2000", "kumar.D"),                   # > P + P_test: no weights for the measures
+    ("lyu", "lyu.D=2000", "lyu.D"),
+    ("kumar", ("diagram.P=[45, 100000000]",), "diagram.P, kumar.P_test, kumar.D"),
+])
+def test_grok_data_refusals_name_the_testbeds_keys(testbed, setting, names):
+    """A testbed's data too large for memory (or inputs wider than its points, which leave the
+    DMFT without the first-layer weights its progress measures read) is refused before any
+    compute naming the keys the user writes for that testbed, not the [task] it stands for
+    ('task.P + P_test: ...')."""
+    from experiments import grok
+    sets = [f"testbed.name='{testbed}'", *((setting,) if isinstance(setting, str) else setting)]
+    with pytest.raises(dmft.errors.ConfigError) as err:
+        grok.build(grok.load_config(None, sets))
+    assert str(err.value).startswith(names + ":") and "task." not in str(err.value), err.value
+
+
+# (testbed, setting that changes nothing there); each is read by some other configuration
+UNUSED = [("modular_addition", "kumar.D=40"), ("kumar", "lyu.activation='relu'"), ("lyu", "kumar.eps=0.1"),
+          ("sparse_parity", "modular_addition.p=11"), ("kumar", "theory.samples=256"),
+          ("kumar", "theory.max_memory_gb=8.0"), ("modular_addition", "diagram.eps=[0.1]"),
+          ("lyu", "diagram.overlay_width=0"), ("kumar", ("diagram.axes=[]", "early_warning.grid='none'",
+                                                          "diagram.gamma0=[1.0]")),
+          ("kumar", ("diagram.axes=['eps']", "diagram.P=[10, 20]")),
+          ("kumar", ("diagram.overlay_width=0", "diagram.overlay_seeds=3")),
+          ("kumar", ("decay.weight_decay=[0.0]", "decay.steps=100")), ("sparse_parity", "decay.weight_decay=[1e-4]"),
+          ("modular_addition", "early_warning.batch_size=4"), ("lyu", "early_warning.grid='P'"),
+          ("kumar", "threshold.accuracy=0.8"), ("sparse_parity", "threshold.loss_fraction=0.2")]
+
+
+@pytest.mark.parametrize("testbed, setting", UNUSED)
+def test_grok_refuses_a_setting_that_changes_nothing(testbed, setting):
+    """As `dmft scan`: a key the testbed and its switches do not read (another testbed's section,
+    [theory] under kumar's exact closure, diagram values without their axis, a decay scan's
+    settings without one, the other kind of threshold) is refused naming it, before anything
+    runs; the same configuration without it loads."""
+    from experiments import grok
+    sets = [f"testbed.name='{testbed}'", *((setting,) if isinstance(setting, str) else setting)]
+    with pytest.raises(dmft.errors.ConfigError, match="is not used by testbed.name") as err:
+        grok.load_config(None, sets)
+    assert str(err.value).startswith(sets[-1].split("=")[0] + ":"), err.value
+    grok.load_config(None, sets[:-1])
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("testbed", ["kumar", "modular_addition", "sparse_parity", "lyu"])
+def test_grok_configurations_it_writes_and_ships_reload(tmp_path, testbed, full):
+    """What is not refused: the defaults, the --full preset, a run's own config.toml (it lists
+    every key, the unused ones at their defaults), switches set to off on any testbed (no decay
+    scan, no diagram, no early-warning verdict), and the shipped configurations."""
+    from experiments import grok
+    from experiments.config import to_toml
+    cfg = grok.load_config(None, [f"testbed.name='{testbed}'", "decay.weight_decay=[0.0]", "diagram.axes=[]",
+                                  "early_warning.grid='none'"], full=full)
+    stored = tmp_path / "config.toml"
+    stored.write_text(to_toml(cfg))
+    assert grok.load_config(stored, (), full=full) == cfg == grok.load_config(stored, (), full=not full)
+    assert grok.load_config(cfg) == cfg
+    configs = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs")
+    shipped = {"kumar": "grok_kumar.toml", "modular_addition": "grok_modular.toml",
+               "sparse_parity": "grok_parity.toml", "lyu": "grok_lyu.toml"}[testbed]
+    assert grok.load_config(os.path.join(configs, shipped), (), full=full)["testbed"]["name"] == testbed

@@ -10,8 +10,9 @@
   change (`change_time`) against the time the test loss has fallen half way (in log
   scale) from its plateau to its floor (`drop_time`); lead > 0 means the measure moved
   first. Level crossings, interpolated in log time, so the verdict does not move
-  with the save grid; `lead_verdict` counts the runs in which each measure leads,
-  with a Wilson interval.
+  with the save grid; a lead is reported only where the saves order the two crossings
+  (at least `MIN_SAVES_BETWEEN` saved time between them, else NaN: unresolved);
+  `lead_verdict` counts the runs in which each measure leads, with a Wilson interval.
 - Kumar toy model: `kumar_decomposition` (variance, misalignment, linear power
   of the test loss, exact from the closure state) and `planted_overlap`.
 - Neuron measures for `dmft.solve(neuron_measures=...)` and
@@ -41,6 +42,7 @@ from dmft.errors import InputError
 from .inputs import boolean_array, mapping, names, real_array, real_or_inf
 
 __all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning", "drop_time",
+           "MIN_SAVES_BETWEEN", "saves_between",
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
            "direction_overlap", "direction_alignment", "alignment_ratio", "planted_alignment",
@@ -323,29 +325,56 @@ def change_time(t, measure, *, rate: bool = False, min_change: float = 1e-12):
     return out.reshape(y.shape[:-1])
 
 
-def early_warning(t, test_loss, measures: dict, *, rates=()) -> dict:
+# A lead is a difference of two level crossings, each interpolated inside the save interval
+# that holds it. It is resolved when at least this many saved times lie between the two
+# crossings (ends included): at such a save one curve has passed its mark and the other has not,
+# so the saves themselves order them. Within one save interval the order is the interpolation's
+# alone (3 saves, one per decade: every crossing shares the last interval), so the lead is NaN.
+MIN_SAVES_BETWEEN = 1
+
+
+def saves_between(t, a, b):
+    """How many saved times lie in [min(a, b), max(a, b)] (to rounding: a crossing interpolated
+    onto a save counts it), over the leading axes of a and b; 0 where a == b or either is NaN.
+    t: (T,) or broadcastable to a's shape + (T,)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    lo, hi = np.fmin(a, b)[..., None], np.fmax(a, b)[..., None]
+    tb = np.asarray(t, float)
+    tol = 1e-9 * np.maximum(np.abs(hi), 1e-300)
+    with np.errstate(invalid="ignore"):
+        inside = (tb >= lo - tol) & (tb <= hi + tol) & (hi > lo)
+    return np.sum(inside, axis=-1)
+
+
+def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MIN_SAVES_BETWEEN) -> dict:
     """Lead time of each progress measure over the test-loss drop (docs/conventions.md).
 
     t_drop: `drop_time` of the test loss; each measure's t_change: `change_time` (the names in
-    `rates` are rates, e.g. a diffusion); lead = t_drop - t_change, leads = lead > 0.
+    `rates` are rates, e.g. a diffusion); lead = t_drop - t_change where the saves resolve it,
+    i.e. at least `min_saves` saved times lie between the two (`saves_between`), else NaN
+    (`resolved` False: the order of the two crossings is the interpolation's alone); leads =
+    lead > 0 (False where unresolved).
 
-    Returns {"t_drop", "observed", name: {"t_change", "lead", "leads"}} (arrays over leading
-    axes)."""
+    Returns {"t_drop", "observed", name: {"t_change", "lead", "leads", "resolved",
+    "saves_between"}} (arrays over leading axes)."""
     mapping("measures", measures, "progress measures (name -> curve)")
     bad = [k for k in measures if not isinstance(k, str) or k in ("test_loss", "t_drop", "observed")]
     if bad:
         raise InputError(f"measures: names must be strings other than 'test_loss', 't_drop' and 'observed' "
                          f"(the test loss and the result's keys), got {bad!r}")
     rates = names("rates", rates)
+    min_saves = checks.integer("min_saves", min_saves, minimum=1)
     t, c = _check_curves(t, {"test_loss": test_loss, **{f"measures[{k!r}]": v for k, v in measures.items()}})
     c.update({k: c.pop(f"measures[{k!r}]") for k in measures})
     t_drop, observed = drop_time(t, c["test_loss"])
     out = {"t_drop": t_drop, "observed": observed}
     for name in measures:
         tc = change_time(t, c[name], rate=name in rates)
-        lead = t_drop - tc
-        out[name] = {"t_change": tc, "lead": lead,
-                     "leads": np.where(np.isfinite(lead), lead > 0, False)}
+        n = saves_between(t, t_drop, tc)
+        resolved = np.isfinite(t_drop) & np.isfinite(tc) & (n >= min_saves)
+        lead = np.where(resolved, t_drop - tc, np.nan)
+        out[name] = {"t_change": tc, "lead": lead, "leads": np.where(resolved, lead > 0, False),
+                     "resolved": resolved, "saves_between": n}
     return out
 
 

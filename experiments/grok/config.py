@@ -133,6 +133,20 @@ FULL = {   # Kumar et al. (2024) sizes: Fig. 1 (D=100, P=550, eps=0.02, alpha=1)
 
 AXES = ("eps", "P", "weight_decay")
 
+# testbeds whose data has P and P_test in its own section: their input dimension's key
+_BASIS = {"kumar": "D", "lyu": "D", "sparse_parity": "n"}
+# the data generators' arguments as the keys a user writes for each testbed (a refusal of
+# `dmft.tasks` names these, not the [task] section the testbed stands for)
+_DATA_KEYS = {
+    **{tb: {"P + P_test": f"{tb}.P, {tb}.P_test, {tb}.D", "D": f"{tb}.D", "P_test": f"{tb}.P_test",
+            "P": f"{tb}.P", "seed": "testbed.seed", "key": "testbed.seed"} for tb in ("kumar", "lyu")},
+    "modular_addition": {"p": "modular_addition.p", "train_fraction": "modular_addition.train_fraction",
+                         "seed": "testbed.seed", "key": "testbed.seed"},
+    "sparse_parity": {"P + P_test": "sparse_parity.P, sparse_parity.P_test, sparse_parity.n",
+                      "n": "sparse_parity.n", "k": "sparse_parity.k", "P_test": "sparse_parity.P_test",
+                      "P": "sparse_parity.P", "seed": "testbed.seed", "key": "testbed.seed"},
+}
+
 # the lyu testbed's homogeneous activations and the degree L of the output in the weights
 # (phi of degree k: f = sum a phi(w . x) has degree k + 1), which its prediction
 # kappa t_grok ~ ln(1 / gamma0) / L needs
@@ -147,12 +161,22 @@ def _check(cfg: dict) -> None:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
     th = cfg["theory"]
-    if th["samples"] % (2 * th["replicas"]):
+    if cfg["testbed"]["name"] != "kumar" and th["samples"] % (2 * th["replicas"]):
         raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
                           f"2 x theory.replicas ({2 * th['replicas']})")
     sp = cfg["sparse_parity"]
     if sp["k"] > sp["n"]:
         raise ConfigError(f"sparse_parity.k: must be <= sparse_parity.n ({sp['n']}), got {sp['k']}")
+    name = cfg["testbed"]["name"]
+    if name in _BASIS:
+        # the progress measures read the first-layer weights themselves: the DMFT carries them
+        # only when the inputs span no more dimensions than the points (else its field basis is
+        # the data's kernel eigenbasis; refused after the claim, naming library arguments)
+        d, sec = _BASIS[name], cfg[name]
+        if sec[d] > sec["P"] + sec["P_test"]:
+            raise ConfigError(f"{name}.{d}: the progress measures need {name}.{d} <= {name}.P + {name}.P_test "
+                              f"({sec['P'] + sec['P_test']}: the DMFT then carries the first-layer weights "
+                              f"themselves), got {sec[d]}")
     if cfg["modular_addition"]["train_fraction"] > 1:
         raise ConfigError("modular_addition.train_fraction: must be in (0, 1], got "
                           f"{cfg['modular_addition']['train_fraction']}")
@@ -190,10 +214,67 @@ def _check(cfg: dict) -> None:
     if cfg["testbed"]["name"] == "kumar" and ew != "none" and ew not in cfg["diagram"]["axes"]:
         raise ConfigError(f"early_warning.grid: {ew!r} is not among diagram.axes {cfg['diagram']['axes']}; "
                           "add it there or set early_warning.grid = 'none'")
+    _check_diagram_data(cfg)
     if cfg["testbed"]["name"] != "kumar" and cfg["diagram"]["axes"]:
         # diagrams are for the Kumar model; quietly irrelevant elsewhere would hide a typo
         raise ConfigError("diagram.axes: phase diagrams are drawn for the kumar testbed; set "
                           "diagram.axes = [] for other testbeds")
+
+
+def _unused(cfg: dict) -> dict[str, str]:
+    """The keys this configuration does not read: key -> why (they would change nothing)."""
+    name = cfg["testbed"]["name"]
+    out = {}
+    for tb in TESTBEDS:
+        if tb != name:
+            out.update({f"{tb}.{k}": f"[{tb}] is the {tb} testbed's section" for k in SCHEMA[tb]})
+    if name == "kumar":
+        out.update({f"theory.{k}": "its theory is the exact closure, which draws no single-site nodes"
+                    for k in SCHEMA["theory"]})
+    else:
+        out.update({f"early_warning.{k}": "the planted diffusion and the early-warning verdict over a diagram "
+                    "are the kumar testbed's" for k in SCHEMA["early_warning"]})
+    axes = cfg["diagram"]["axes"] if name == "kumar" else []
+    if not axes:
+        why = ("no phase diagram is drawn: diagram.axes = []" if name == "kumar"
+               else "phase diagrams are drawn for the kumar testbed only")
+        out.update({f"diagram.{k}": why for k in SCHEMA["diagram"] if k != "axes"})
+    else:
+        out.update({f"diagram.{a}": f"{a!r} is not among diagram.axes {axes}" for a in AXES if a not in axes})
+        if cfg["diagram"]["overlay_width"] == 0:
+            out["diagram.overlay_seeds"] = "diagram.overlay_width = 0 draws no finite-width points"
+    if name not in ("kumar", "lyu"):
+        out.update({f"decay.{k}": "the weight-decay scan is the kumar and lyu testbeds'" for k in SCHEMA["decay"]})
+    elif not any(k > 0 for k in cfg["decay"]["weight_decay"]):
+        out.update({f"decay.{k}": "decay.weight_decay has no kappa > 0: there is no scan"
+                    for k in ("gamma0", "steps")})
+    if name in ("modular_addition", "sparse_parity"):
+        out["threshold.loss_fraction"] = "its grokking times are on accuracy, threshold.accuracy"
+    else:
+        out["threshold.accuracy"] = "its grokking times are on the loss, threshold.loss_fraction"
+    return out
+
+
+# switches whose "off" value is accepted where they are not read: it asks for nothing
+_OFF = {"decay.weight_decay": lambda v: not any(x > 0 for x in v), "early_warning.grid": lambda v: v == "none"}
+
+
+def _check_unused(cfg: dict, baselines: list[dict]) -> None:
+    """Refuse a setting that changes nothing (as `dmft scan` does): a key this testbed and these
+    switches do not read, set to a value other than the one it has when nobody writes it (the
+    defaults', or the --full preset's: a run's own config.toml, which lists every key, reloads).
+    A switch set to off is accepted everywhere: decay.weight_decay without a kappa > 0 (no scan),
+    early_warning.grid = 'none'."""
+    name = cfg["testbed"]["name"]
+    for key, why in _unused(cfg).items():
+        sec, k = key.split(".", 1)
+        value = cfg[sec][k]
+        if any(value == b[sec][k] for b in baselines):
+            continue
+        if key in _OFF and _OFF[key](value):
+            continue
+        raise ConfigError(f"{key}: is not used by testbed.name = {name!r} here ({why}); it would change "
+                          "nothing: remove it")
 
 
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
@@ -201,7 +282,9 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
 
     diagram.axes defaults to [] for a testbed other than kumar (its diagrams are Kumar's);
     one set in the file or an override is kept, and refused there. decay.gamma0 defaults to
-    LYU_DECAY_GAMMA0 for the lyu testbed (its law is for gamma0 < 1)."""
+    LYU_DECAY_GAMMA0 for the lyu testbed (its law is for gamma0 < 1). A setting that would
+    change nothing (another testbed's section, [theory] under kumar's exact closure, diagram
+    values without their axis, ...) is refused naming its key (`_unused`)."""
     preset = FULL if full else None
     initial = None
     name = _config.load(SCHEMA, path, overrides, preset=preset)["testbed"]["name"]
@@ -212,6 +295,8 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
             initial["decay"]["gamma0"] = LYU_DECAY_GAMMA0
     cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
     _config.check_saves(cfg, SCHEMA, path, overrides, preset)
+    baselines = [_config.load(SCHEMA, None, (), preset=p, initial=initial) for p in (None, FULL)]
+    _check_unused(cfg, baselines)
     return cfg
 
 
@@ -270,9 +355,40 @@ def build(cfg: dict) -> Testbed:
     return tb
 
 
+def _data(cfg: dict) -> dmft.Dataset:
+    """The testbed's data; a generator's refusal as a ConfigError naming the keys of the
+    testbed's own section (kumar.P, kumar.P_test, kumar.D), not of the [task] it stands for."""
+    name = cfg["testbed"]["name"]
+    try:
+        return _problem.build_data(task_of(cfg))
+    except ConfigError as err:
+        cause = err.__cause__
+        if isinstance(cause, dmft.InputError):
+            raise _problem.config_error(cause, _DATA_KEYS[name], name) from cause
+        raise
+
+
+def _check_diagram_data(cfg: dict) -> None:
+    """The gamma0 x P diagram draws the kumar data at every diagram.P: its largest is refused
+    here, before any compute, as the generator would refuse it mid-run (and, when its runs give
+    the early-warning verdict, the smallest that leaves the DMFT without the weights' basis)."""
+    k = cfg["kumar"]
+    if cfg["testbed"]["name"] != "kumar" or "P" not in cfg["diagram"]["axes"] or not cfg["diagram"]["P"]:
+        return
+    P = max(cfg["diagram"]["P"])
+    need = 8.0 * (P + k["P_test"]) * k["D"]
+    if need > dmft.tasks.MAX_DATA_GB * 2 ** 30:
+        raise ConfigError(f"diagram.P, kumar.P_test, kumar.D: the diagram's data at P = {P} needs "
+                          f"{need / 2 ** 30:.0f} GiB (> {dmft.tasks.MAX_DATA_GB:g} GiB); use fewer points or "
+                          "dimensions")
+    if cfg["early_warning"]["grid"] == "P" and k["D"] > min(cfg["diagram"]["P"]) + k["P_test"]:
+        raise ConfigError(f"diagram.P: the progress measures need kumar.D <= P + kumar.P_test at every "
+                          f"diagram.P; kumar.D = {k['D']} > {min(cfg['diagram']['P'])} + {k['P_test']}")
+
+
 def _build(cfg: dict) -> Testbed:
     name = cfg["testbed"]["name"]
-    data = _problem.build_data(task_of(cfg))
+    data = _data(cfg)
     schedule = schedule_of(cfg)
     if name == "kumar":
         model = dmft.TwoLayer(dmft.activations.quadratic(cfg["kumar"]["eps"]), gamma0=1.0,

@@ -30,11 +30,12 @@ import numpy as np
 
 import dmft
 import networks
+from dmft.errors import OutputConflict
 from dmft.io import environment, jsonable, save
 from validation import grokking as gk
 from validation import plots_grokking as plots
 
-from ..output import draw_figures
+from ..output import draw_figures, refuse_store
 from .config import LYU_DEGREE, Testbed, build, schedule_of
 from .report import markdown
 
@@ -71,10 +72,10 @@ def _kumar_measures(cfg, tb: Testbed, state, f_train, g, eps, eta0):
 
 # ----------------------------------------------------------------- curves
 
-def _theory(cfg, tb: Testbed, g, log):
+def _theory(cfg, tb: Testbed, g, log, progress=False):
     th = cfg["theory"]
     data = tb.data
-    kw = dict(schedule=tb.schedule, kernels=False)
+    kw = dict(schedule=tb.schedule, kernels=False, progress=progress)
     m = tb.model.replace(gamma0=g)
     t0 = time.perf_counter()
     dec = None
@@ -152,14 +153,36 @@ def _num(x):
     return x if np.isfinite(x) else None
 
 
+def _lead_note(v, t_drop) -> str | None:
+    """Why a measure's lead is not a number (None when it is one): no drop, no change, or
+    unresolved by the saves (`validation.grokking.MIN_SAVES_BETWEEN`)."""
+    if bool(v["resolved"]):
+        return None
+    if not np.isfinite(t_drop):
+        return "no drop"
+    if not np.isfinite(v["t_change"]):
+        return "no change"
+    n = int(v["saves_between"])
+    return (f"unresolved: {n} save{'s' if n != 1 else ''} between t_change and t_drop (needs "
+            f"{gk.MIN_SAVES_BETWEEN}); their order is the interpolation's, not the saves'")
+
+
 def _early(t, cur) -> dict:
     """The early-warning record of one curve set: `drop_observed` (the test loss has a plateau at
-    least twice its floor), its `t_drop`, and per measure t_change and lead (None: not defined)."""
+    least twice its floor), its `t_drop`, and per measure t_change, the saves between it and
+    t_drop, lead and leads (None, with the reason in `lead_note`: no drop, or unresolved by the
+    saves; a measure that does not change has no lead and does not lead)."""
     ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in _measure_names(cur)}, rates=RATES)
     out = {"drop_observed": bool(ew["observed"]), "t_drop": _num(ew["t_drop"])}
     for k, v in ew.items():
         if k not in ("observed", "t_drop"):
-            out[k] = {"t_change": _num(v["t_change"]), "lead": _num(v["lead"]), "leads": bool(v["leads"])}
+            note = _lead_note(v, ew["t_drop"])
+            # leads: None where not known (unresolved, no drop); False for a measure that never moved
+            leads = bool(v["leads"]) if not note else (False if note == "no change" else None)
+            out[k] = {"t_change": _num(v["t_change"]), "lead": _num(v["lead"]), "leads": leads,
+                      "saves_between": int(v["saves_between"]), "resolved": bool(v["resolved"])}
+            if note:
+                out[k]["lead_note"] = note
     return out
 
 
@@ -215,11 +238,15 @@ def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, mea
 
 def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
     """Each measure's lead over the test-loss drop in every run of a phase diagram, and the
-    fraction of runs (with an observed drop) in which it leads, with a Wilson 95% interval."""
+    fraction of runs (with an observed drop) in which it leads, with a Wilson 95% interval.
+    A run whose lead the saves do not resolve (both times within one save interval) is left
+    out of that measure's fraction and counted as `unresolved`; one whose measure does not
+    change counts as not leading."""
     c, axis = diag["curves"], diag["axis"]
     G, V = diag["gamma0"], diag["values"]
     t = c["t"][0, 0]
     leads = {k: [] for k in ("alignment", "weight_change", "planted_alignment", "planted_diffusion")}
+    unresolved = dict.fromkeys(leads, 0)
     rows = []
     for i, g in enumerate(G):
         for j, v in enumerate(V):
@@ -240,9 +267,15 @@ def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
             rows.append({"gamma0": float(g), axis: float(v), "t_drop": _num(ew["t_drop"]),
                          **{k: _num(ew[k]["lead"]) for k in leads}})
             for k in leads:
-                leads[k].append(bool(ew[k]["leads"]))
-    return {"axis": axis, "runs": rows, "verdict": gk.lead_verdict(leads),
-            "grid_points": int(len(G) * len(V))}
+                if np.isfinite(ew[k]["t_change"]) and not bool(ew[k]["resolved"]):
+                    unresolved[k] += 1
+                else:
+                    leads[k].append(bool(ew[k]["leads"]))
+    verdict = gk.lead_verdict(leads)
+    for k in verdict:
+        verdict[k]["unresolved"] = unresolved[k]
+    return {"axis": axis, "runs": rows, "verdict": verdict, "grid_points": int(len(G) * len(V)),
+            "min_saves_between": gk.MIN_SAVES_BETWEEN}
 
 
 def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
@@ -334,14 +367,16 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
 # ----------------------------------------------------------------- the job
 
 def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
-    """Run the grokking job into `out` (figures, report.md/json, curves.npz)."""
+    """Run the grokking job into `out` (figures, report.md/json, curves.npz); a directory that
+    holds a scan's store is refused first (`experiments.output.refuse_store`)."""
+    refuse_store(out)
     tb = build(cfg)
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
     theory, lazy, nets, summary = {}, {}, {}, []
     for g in gammas:
-        theory[g] = _theory(cfg, tb, g, log)
+        theory[g] = _theory(cfg, tb, g, log, progress)
         # NTK regression in DMFT time: its losses do not depend on gamma0 (docs/derivations.md, sec. 2)
         lazy[g] = _lazy(cfg, tb, g) if g == gammas[0] else lazy[gammas[0]]
         nets[g] = _networks(cfg, tb, g, log, progress)

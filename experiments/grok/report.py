@@ -26,6 +26,14 @@ def _time(x):
     return _fmt(x, "not reached")
 
 
+def _lead_text(v: dict) -> str:
+    """A lead that is no number: why (no change, or unresolved by the saves)."""
+    if v.get("t_change") is None:
+        return "no change"
+    note = v.get("lead_note", "")
+    return "unresolved (within one save interval)" if note.startswith("unresolved") else (note or "n/a")
+
+
 def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
@@ -50,10 +58,16 @@ def markdown(rep: dict, cfg: dict) -> str:
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
               "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
               "change (for a rate such as the SGD diffusion, when half of its time integral has "
-              "accumulated). Both are level crossings interpolated in log time, so they do not move "
-              "with the save grid (docs/conventions.md). lead = t_drop - t_change > 0: the measure moved "
-              "first.", "",
-              "| gamma0 | source | t_drop | measure | t_change | lead |", "|---|---|---|---|---|---|"]
+              "accumulated). Both are level crossings interpolated in log time, so on saves that resolve "
+              "the curves they do not move with the save grid (docs/conventions.md). lead = t_drop - "
+              "t_change > 0: the measure moved "
+              "first. A lead is given only where the saves resolve it: at least one saved time between "
+              "t_change and t_drop, so that at that save one curve had passed its mark and the other had "
+              "not. With both times inside one save interval their order is the interpolation's alone, "
+              "and the lead is 'unresolved' (null in report.json, with `lead_note`): save more often "
+              "(e.g. train.log_saves) to resolve it.", "",
+              "| gamma0 | source | t_drop | measure | t_change | saves between | lead |",
+              "|---|---|---|---|---|---|---|"]
     for r in rep["summary"]:
         ew = r["early_warning"]
         if not ew["drop_observed"]:
@@ -61,19 +75,22 @@ def markdown(rep: dict, cfg: dict) -> str:
         for name, v in ew.items():
             if name in ("t_drop", "drop_observed"):
                 continue
+            lead = _fmt(v["lead"]) if v.get("lead") is not None else _lead_text(v)
             lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(ew['t_drop'])} | {name} | "
-                         f"{_fmt(v['t_change'], 'no change')} | {_fmt(v['lead'])} |")
+                         f"{_fmt(v['t_change'], 'no change')} | {v.get('saves_between', '-')} | {lead} |")
     if not any(r["early_warning"]["drop_observed"] for r in rep["summary"]):
-        lines.append("| - | no curve has a drop to warn of (plateau at least twice its floor) | - | - | - | - |")
+        lines.append("| - | no curve has a drop to warn of (plateau at least twice its floor) | - | - | - | - | - |")
     grid = rep.get("early_warning_grid")
     if grid:
         lines += ["", f"Verdict over the runs of the gamma0 x {grid['axis']} diagram with an observed drop "
                   f"({len(grid['runs'])} of {grid['grid_points']} runs): the fraction in which each measure "
-                  "leads the drop, with its Wilson 95% interval.", "",
-                  "| measure | leads in | fraction | 95% interval |", "|---|---|---|---|"]
+                  "leads the drop, with its Wilson 95% interval; runs whose lead the saves do not resolve "
+                  "are left out of that measure's fraction and counted apart.", "",
+                  "| measure | leads in | fraction | 95% interval | unresolved (left out) |",
+                  "|---|---|---|---|---|"]
         for name, v in grid["verdict"].items():
             lines.append(f"| {name} | {v['leading']} of {v['runs']} | {_fmt(v['fraction'])} | "
-                         f"[{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}] |")
+                         f"[{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}] | {v.get('unresolved', 0)} |")
     for d in rep["diagrams"]:
         tm = d["times"]
         gap = np.asarray(tm["gap"], dtype=object)
