@@ -203,6 +203,18 @@ def test_phase_diagram_colour_bar():
     assert norm.vmin < 5.0 < norm.vmax
 
 
+def test_lead_verdict_panel_counts_each_measures_runs():
+    """Each measure's bar says how many runs it rests on and how many its saves left unresolved
+    (the panel's title gave the first measure's count for all)."""
+    th = {1.0: {"train_loss": np.ones(T.size), "test_loss": np.geomspace(1, 1e-3, T.size),
+                "alignment": np.linspace(0, 1, T.size)}}
+    verdict = {"alignment": {"fraction": 0.5, "ci95": [0.2, 0.8], "runs": 8, "unresolved": 0},
+               "weight_change": {"fraction": 1.0, "ci95": [0.5, 1.0], "runs": 5, "unresolved": 3}}
+    fig = pg.progress_measures(T, th, {}, [1.0], {"verdict": verdict, "axis": "eps"})
+    ticks = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+    assert ticks == ["alignment\nn = 8", "weight\nchange\nn = 5 (+3 unresolved)"]
+
+
 # 10. bad input: one InputError naming the argument
 def test_bad_input_names_the_argument():
     th = {1.0: {"train_loss": np.ones(T.size), "test_loss": np.ones(T.size), "alignment": np.ones(T.size)}}

@@ -153,11 +153,13 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
         lo = [v[k]["fraction"] - v[k]["ci95"][0] for k in keys]
         hi = [v[k]["ci95"][1] - v[k]["fraction"] for k in keys]
         ax.bar(range(len(keys)), frac, yerr=[lo, hi], color="C7", capsize=4)
-        ax.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=7)
+        # each measure's own count of runs: a run whose lead the saves do not resolve is left out
+        ticks = [k.replace("_", "\n") + f"\nn = {v[k]['runs']}"
+                 + (f" (+{v[k]['unresolved']} unresolved)" if v[k].get("unresolved") else "") for k in keys]
+        ax.set_xticks(range(len(keys)), ticks, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("fraction of runs where it leads the drop (95% CI)", fontsize=8)
-        n = next(iter(v.values()))["runs"] if v else 0
-        ax.set_title(f"{n} runs of the gamma0 x {ew_grid['axis']} diagram", fontsize=8)
+        ax.set_title(f"runs of the gamma0 x {ew_grid['axis']} diagram", fontsize=8)
     return fig
 
 
