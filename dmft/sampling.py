@@ -200,7 +200,7 @@ def chi2_quantile(u, k: int):
         log_pdf = (half - 1) * jnp.log(x) - x / 2 - log_norm
         slope = jnp.exp(log_pdf - jnp.log(tail)) * jnp.where(lower, 1.0, -1.0)  # d log(tail) / dx
         new = jnp.clip(x - (jnp.log(tail) - log_target) / slope, x / 10, x * 10)
-        return jnp.maximum(new, fi.tiny)
+        return jnp.maximum(new, fi.tiny).astype(x.dtype)     # (Python constants promote float32)
 
     def moving(c):
         i, x, dx = c
@@ -209,7 +209,7 @@ def chi2_quantile(u, k: int):
     def body(c):
         i, x, _ = c
         new = newton(x)
-        return i + 1, new, jnp.max(jnp.abs(new - x) / x, initial=0.0)
+        return i + 1, new, jnp.max(jnp.abs(new - x) / x, initial=0.0).astype(x.dtype)
 
     return jax.lax.while_loop(moving, body, (0, x, jnp.asarray(jnp.inf, x.dtype)))[1]
 

@@ -28,6 +28,18 @@ def test_chi2_quantile_keeps_relative_accuracy_in_both_tails(k, log10_tail, uppe
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-11)
 
 
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_chi2_quantile_in_float32_under_float64(k):
+    """float32 probabilities with float64 on (a draw's dtype under x64): the quantile comes back in
+    float32, within float32 rounding of the float64 quantile of the same probabilities (it
+    failed: Python constants promoted the Newton iterate to float64 inside its while_loop)."""
+    u = jnp.asarray([1e-6, 0.1, 0.5, 0.9, 1 - 2 ** -20], jnp.float32)
+    x = sampling.chi2_quantile(u, k)
+    assert x.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(x), np.asarray(sampling.chi2_quantile(u.astype(jnp.float64), k)),
+                               rtol=2e-5)
+
+
 def _ks(sample, cdf):
     x = np.sort(np.asarray(sample))
     n = x.size
