@@ -50,7 +50,8 @@ from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
-           "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "ModeSDE", "stationary_density",
+           "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
+           "stationary_density",
            "ShallowWellError", "PointMassError", "UnresolvedLawError",
            "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure"]
 
@@ -190,9 +191,9 @@ def _log_p(s, w, side):
 
 def _p(s, w, side):
     with np.errstate(over="ignore", under="ignore"):
-        if side > 0:            # s / (1 + e^-w), without overflow for w << 0
-            e = np.exp(-np.abs(w))
-            return np.where(w >= 0, s / (1.0 + e), s * e / (1.0 + e))
+        if side > 0:            # s / (1 + e^-w), without overflow for w << 0 (nor an underflow of
+            e = np.exp(-np.abs(w))          # e^w alone: s = 1e150 at w = -845 is 1e-217, not 0)
+            return np.where(w >= 0, s / (1.0 + e), np.exp(_log_p(s, np.minimum(w, 0.0), side)))
         return s / (-np.expm1(-w))
 
 
@@ -226,10 +227,36 @@ class _Panels:
     """t(w) = int_w0^w g and its inverse for a flow written as dt/dw = g(w) > 0 (w increasing with
     t), g given by log_g: Gauss-Legendre on the panels of `_edges`, a cumulative table of the
     panels' times, Newton's method inside a panel. Past the last edge g is taken constant (the
-    subclasses end where it is, to rounding)."""
+    subclasses end where it is, to rounding).
+
+    A start falling from so far above the level r it settles at (pi0 / r > 2^1022) that its
+    w0 = log(pi0 / (pi0 - r)) ~ r / pi0 underflows (`_far_start`) begins the panels at w = 2^-1022
+    (pi ~ 2^1022 r) after t_far, the time of the stretch above, where d pi/dt = -L pi^(3 - 2/L) to
+    rounding: pi^-(2 - 2/L) grows by (2 - 2/L) L t, in closed form (`far_log_p`)."""
+
+    t_far = 0.0
+    far = None                  # (log pi0, L) of a start above the panels
 
     def log_g(self, w):
         raise NotImplementedError
+
+    def _far_start(self, w0: float, log_r: float, log_pi0: float, L: int) -> float:
+        """w0, or 2^-1022 with t_far and `far` set when w0 is below it (see the class)."""
+        if w0 >= _TINY:
+            return w0
+        e = 2.0 - 2.0 / L
+        log_p1 = log_r - math.log(math.expm1(_TINY))        # pi at w = 2^-1022
+        self.far = (log_pi0, L)
+        # (pi1^-e - pi0^-e) / (e L), pi1^-e = r^-e 2^(-1022 e) underflows to nothing measurable
+        self.t_far = float(-np.expm1(e * (log_p1 - log_pi0)) * np.exp(-e * log_p1) / (e * L))
+        return _TINY
+
+    def far_log_p(self, t):
+        """log pi(t) on the stretch above the panels (t <= t_far)."""
+        log_pi0, L = self.far
+        e = 2.0 - 2.0 / L
+        with np.errstate(divide="ignore"):
+            return -np.logaddexp(-e * log_pi0, np.log(e * L * np.asarray(t, dtype=np.float64))) / e
 
     def _build(self, edges):
         self.edges = edges
@@ -238,7 +265,7 @@ class _Panels:
             panels = np.exp(self.log_ge[:-1]) * _scaled_integral(self.log_g, edges[:-1], np.diff(edges),
                                                                  self.log_ge[:-1])
             self.cum = np.concatenate([[0.0], np.cumsum(panels)])          # t at the edges (may be inf)
-        self.g_end = math.exp(self.log_ge[-1])
+            self.g_end = float(np.exp(self.log_ge[-1]))
 
     def time_to(self, w) -> np.ndarray:
         """t at which the flow reaches w (>= w0, <= the last edge)."""
@@ -246,19 +273,22 @@ class _Panels:
         j = np.clip(np.searchsorted(self.edges, w, side="right") - 1, 0, self.edges.size - 2)
         a = self.edges[j]
         with np.errstate(over="ignore"):
-            return self.cum[j] + np.exp(self.log_ge[j]) * _scaled_integral(self.log_g, a, w - a, self.log_ge[j])
+            return self.t_far + self.cum[j] + np.exp(self.log_ge[j]) * _scaled_integral(self.log_g, a, w - a,
+                                                                                        self.log_ge[j])
 
     def w_at(self, t) -> np.ndarray:
         """w(t) for t >= 0: the panel by the cumulative table, then Newton's method on the scaled
-        integral inside it (g / g(edge) lies in [e^-1, e] on a panel)."""
-        t = np.asarray(t, dtype=np.float64)
+        integral inside it (g / g(edge) lies in [e^-1, e] on a panel). t is counted from the first
+        edge (w0, or after t_far for a start far above the panels)."""
+        t = np.maximum(np.asarray(t, dtype=np.float64) - self.t_far, 0.0)
         last = self.edges.size - 1
         # the first panel whose end is reached at or after t (increments that underflow leave
         # runs of equal times at the start: t = 0 is the start)
         j = np.clip(np.searchsorted(self.cum, t, side="left") - 1, 0, last)
         out = np.empty_like(t)
         beyond = j == last
-        out[beyond] = self.edges[-1] + (t[beyond] - self.cum[-1]) / self.g_end
+        with np.errstate(over="ignore"):            # (w = inf: the end, where p settles)
+            out[beyond] = self.edges[-1] + (t[beyond] - self.cum[-1]) / self.g_end
         j, tt = j[~beyond], t[~beyond]
         a, width, lg = self.edges[j], self.edges[j + 1] - self.edges[j], self.log_ge[j]
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
@@ -269,7 +299,8 @@ class _Panels:
             f = _scaled_integral(self.log_g, a, d, lg) - r
             step = f / np.exp(self.log_g(a + d) - lg)
             new = np.clip(d - step, 0.0, width)
-            done = np.all(np.abs(new - d) <= 1e-15 * np.maximum(1.0, np.abs(a + new)))
+            # (relative to w on the geometric panels near w = 0, where pi ~ 1 / w)
+            done = np.all(np.abs(new - d) <= 1e-15 * np.maximum(np.minimum(width, 1.0), np.abs(a + new)))
             d = new
             if done:
                 break
@@ -282,8 +313,11 @@ class _Flow(_Panels):
 
     def __init__(self, s: float, L: int, log_pi0: float):
         self.s, self.L = float(s), int(L)
-        self.side, self.w0 = _branch(self.s, log_pi0)
+        self.side, w0 = _branch(self.s, log_pi0)
         self.log_pi0 = log_pi0
+        if self.side < 0:
+            w0 = self._far_start(w0, math.log(self.s), log_pi0, self.L)
+        self.w0 = w0
         if self.side != 0:      # above the target g ~ w^(1 - 2/L) near w = 0 (p -> infinity)
             self._build(_edges(self.w0, _W_END, near_zero=self.side < 0))
 
@@ -294,7 +328,17 @@ class _Flow(_Panels):
         t = np.asarray(t, dtype=np.float64)
         if self.side == 0:
             return np.full(t.shape, self.s)
-        return _p(self.s, self.w_at(t), self.side)
+        return _from_start(self, t, _p(self.s, self.w_at(t), self.side))
+
+
+def _from_start(flow: _Panels, t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """p(t) of a flow, with its start itself at t = 0 and the stretch above its panels (t < t_far)
+    in closed form."""
+    p = np.where(t == 0, math.exp(flow.log_pi0), p)
+    if flow.far is not None:
+        with np.errstate(over="ignore"):
+            p = np.where((t > 0) & (t < flow.t_far), np.exp(flow.far_log_p(np.minimum(t, flow.t_far))), p)
+    return p
 
 
 # With weight decay kappa the flow is d pi/dt = L pi h(pi), h(p) = p^c (s - p) - kappa, c = 1 - 2/L.
@@ -303,48 +347,43 @@ class _Flow(_Panels):
 # variable, so that every root at an end is at w = +-infinity and dt/dw stays bounded there:
 #   rising (pi_u, pi*): w = log((p - pi_u) / (pi* - p));   falling (pi*, inf): w = log(p / (p - pi*));
 #   decaying (0, pi_u): w = log((pi_u - p) / p);           no roots (0, inf): w = -log p.
-# Near a root h is computed as (p - r) times its divided difference at r, from p - r given
-# directly by w, so dt/dw loses no digits where h cancels.
+# Everything is in logs: w gives log p and log |p - r| of the roots r exactly, and h, measured
+# from a root r, is kappa (e^z - 1) with z = c log(p / r) + log((s - p) / (s - r)) (r^c (s - r) =
+# kappa), so it keeps its digits where it cancels near a root, and no product over- or
+# underflows: the barrier may lie below float range (1e-400 at s = 1e100, kappa = 1e-300,
+# L = 100) or be subnormal, s - pi* = kappa / pi*^c too, with the start and the times (up to
+# ~1e300 / kappa) in range.
 
-def _h(s, c, kappa, p):
-    return p ** c * (s - p) - kappa
-
-
-def _log_neg_h(s, c, kappa, p):
-    """log(-h(p)) where h(p) < 0, without overflow for huge p."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        big = c * np.log(p) + np.log(np.abs(p - s))
-        return np.where(p > s, np.logaddexp(big, math.log(kappa)), np.log(-_h(s, c, kappa, np.minimum(p, s))))
+_TINY = float(np.finfo(np.float64).tiny)
 
 
-def _divided(s, c, kappa, p, r, d):
-    """(h(p) - h(r)) / (p - r) for a root r of h, with d = p - r given to full precision: directly
-    when p is far from r, else from (p^c - r^c) / (p - r) = r^(c-1) ((1 + e)^c - 1) / e, e = d / r."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        e = d / r if r > 0 else np.full_like(d, np.inf)
-        near = np.abs(e) < 1.0
-        e_n = np.where(near, e, 0.5)
-        # log(1 + e) = log(p / r): from p itself where 1 + e would lose digits (p << r)
-        log1pe = np.where(e_n < -0.5, np.log(np.maximum(p, 1e-320)) - math.log(r) if r > 0 else 0.0,
-                          np.log1p(e_n))
-        ratio = np.where(np.abs(e_n) < 1e-8, c * (1.0 + 0.5 * (c - 1.0) * e_n), np.expm1(c * log1pe) / e_n)
-        rr = r if r > 0 else 1.0            # (unused when r = 0: p is then far from r)
-        close = (s - p) * rr ** (c - 1.0) * ratio - rr ** c
-        far = _h(s, c, kappa, p) / np.where(near, 1.0, d)
-        return np.where(near, close, far)
+def _log_expm1(z):
+    """log(e^z - 1) for z > 0 (elementwise; -inf at 0), without overflow."""
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return np.where(z > 30.0, z + np.log1p(-np.exp(-z)), np.log(np.expm1(z)))
+
+
+def _log1mexp(z):
+    """log(1 - e^z) for z < 0 (elementwise; -inf at 0), without cancellation."""
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(z > -0.6931471805599453, np.log(-np.expm1(z)), np.log1p(-np.exp(z)))
 
 
 def _log_barrier(s: float, L: int, kappa: float, star: float) -> float:
-    """log of the lower root pi_u of h (bisection in log p below the maximum of h)."""
+    """log of the lower root pi_u of h (bisection in log p below the maximum of h; pi_u may lie
+    below float range)."""
     c = 1.0 - 2.0 / L
-    top = min((math.log(kappa) + math.log(c)) * L / (2.0 * L - 2.0), math.log(star))
-    lo = (math.log(kappa) - math.log(s)) / c - 1.0        # h < 0 there: p^c s < kappa
+    log_s, log_k = math.log(s), math.log(kappa)
+    top = min((log_k + math.log(c)) * L / (2.0 * L - 2.0), math.log(star))
+    lo = (log_k - log_s) / c - 1.0        # h < 0 there: p^c s < kappa
     hi = top
     for _ in range(400):
         mid = 0.5 * (lo + hi)
         if mid in (lo, hi):
             break
-        if c * mid + math.log(s - math.exp(mid)) > math.log(kappa):
+        if c * mid + log_s + float(_log1mexp(min(mid - log_s, 0.0))) > log_k:
             hi = mid
         else:
             lo = mid
@@ -352,33 +391,47 @@ def _log_barrier(s: float, L: int, kappa: float, star: float) -> float:
 
 
 class _DecayFlow(_Panels):
-    """Gradient flow of one mode with weight decay kappa > 0 at depth L > 2 (see the comment above)."""
+    """Gradient flow of one mode with weight decay kappa > 0 at depth L > 2 (see the comment
+    above), from pi0, or from exp(log_pi0) (a start below float range: pi(t) underflows to 0
+    where it does, and is followed in logs)."""
 
-    def __init__(self, s: float, L: int, kappa: float, pi0: float):
+    def __init__(self, s: float, L: int, kappa: float, pi0: float | None = None, *,
+                 log_pi0: float | None = None):
         self.s, self.L, self.kappa, self.c = float(s), int(L), float(kappa), 1.0 - 2.0 / L
+        if log_pi0 is None:
+            log_pi0 = math.log(pi0) if pi0 > 0 else -math.inf
+        self.log_pi0 = lp = float(log_pi0)
+        self.pi0 = math.exp(lp) if lp < _LOG_MAX else math.inf
+        self.log_s, self.log_k = math.log(self.s), math.log(self.kappa)
         self.star = _fixed_point(self.s, self.L, self.kappa)
-        self.pi0 = float(pi0)
         c = self.c
         if not np.isfinite(self.star):
             self.kind, self.a, self.log_a = "none", 0.0, -math.inf
-            w0 = -math.log(self.pi0) if self.pi0 > 0 else math.inf
-            # g is constant to rounding once p^c s < 1e-17 kappa
-            w_end = max((math.log(self.s) - math.log(self.kappa)) / c, 0.0) + 40.0 / c + 1.0
+            w0 = -lp
+            # g is constant to rounding once p^c |s - p| < e^-40 kappa: p^c s and p^(1 + c) below it
+            # (the second is the later one for s << kappa^(1 / (1 + c)): it was left out, and a start
+            # from above kept the rate L p^(1 + c) ~ 5e-47 of p ~ 1e-30 below it, 0 by t = 1e50)
+            w_end = max((self.log_s - self.log_k + 40.0) / c, (40.0 - self.log_k) / (1.0 + c), 0.0) + 1.0
         else:
-            self.log_a = _log_barrier(self.s, L, self.kappa, self.star)
-            self.a = math.exp(self.log_a)                      # 0.0 below float range
-            a, b = self.a, self.star
-            if self.pi0 == b or (self.pi0 == a and a > 0):
+            la = self.log_a = _log_barrier(self.s, L, self.kappa, self.star)
+            self.a = math.exp(la)                               # 0.0 below float range
+            lb = self.log_b = math.log(self.star)
+            self.log_ba = lb + float(_log1mexp(la - lb))        # log(pi* - pi_u)
+            self.log_sa = self.log_s + float(_log1mexp(la - self.log_s))    # log(s - pi_u)
+            self.log_sb = self.log_k - c * lb                   # log(s - pi*): kappa / pi*^c
+            if self.pi0 == self.star or lp in (lb, la):
                 self.kind = "fixed"
                 return
-            if self.pi0 > b:
-                self.kind, w0, w_end = "falling", -math.log1p(-b / self.pi0), _W_END
-            elif self.pi0 > a:
-                self.kind, w0, w_end = "rising", math.log((self.pi0 - a) / (b - self.pi0)), _W_END
-            else:
+            if lp > lb:
+                self.kind, w0, w_end = "falling", -float(_log1mexp(lb - lp)), _W_END
+                w0 = self._far_start(w0, lb, lp, self.L)
+            elif lp > la:               # log(pi0 - pi_u) - log(pi* - pi0)
+                self.kind, w_end = "rising", _W_END
+                w0 = lp + float(_log1mexp(la - lp)) - lb - float(_log1mexp(lp - lb))
+            else:                       # log(pi_u - pi0) - log(pi0)
                 self.kind = "decaying"
-                w0 = math.log((a - self.pi0) / self.pi0) if self.pi0 > 0 else math.inf
-                w_end = (40.0 + math.log(self.s / (self.s - a))) / c + 1.0      # p^c s < 1e-17 kappa
+                w0 = la + float(_log1mexp(lp - la)) - lp if lp > -math.inf else math.inf
+                w_end = (40.0 + self.log_s - self.log_sa) / c + 1.0     # p^c s < 1e-17 kappa
         self.w0 = w0
         if np.isfinite(w0):
             edges = _edges(w0, max(w_end, w0 + 1.0), near_zero=self.kind == "falling")
@@ -391,49 +444,72 @@ class _DecayFlow(_Panels):
         p_m = c s / (1 + c) of h, where dt/dw ~ 1 / (|h_max| + |h''| (p - p_m)^2 / 2) is a narrow
         peak: edges at p_m e^(-+ width 2^k) resolve it (width: the peak's half-width in w)."""
         s, c = self.s, self.c
-        pm = c * s / (1.0 + c)
-        h_max = -float(_h(s, c, self.kappa, pm))
-        h2 = abs(c * (c - 1.0) * pm ** (c - 2.0) * (s - pm) - 2.0 * c * pm ** (c - 1.0))
-        width = math.sqrt(2.0 * max(h_max, 1e-300) / h2) / pm
-        if width >= 1.0:
+        lm = math.log(c * s / (1.0 + c))
+        # log(-h(p_m)) and log |h''(p_m)| = log(c p_m^(c-2) ((1 - c)(s - p_m) + 2 p_m)) = log(c s p_m^(c-2))
+        log_hmax = max(float(self._log_neg_h(np.asarray(-lm))), -745.0 + self.log_k)
+        log_h2 = math.log(c) + math.log(s) + (c - 2.0) * lm
+        log_width = 0.5 * (math.log(2.0) + log_hmax - log_h2) - lm
+        if log_width >= 0.0:
             return edges
-        wm = -math.log(pm)
-        steps = width * 2.0 ** np.arange(-2, int(math.ceil(-math.log2(width))) + 1)
+        width = math.exp(log_width)
+        wm = -lm
+        steps = width * 2.0 ** np.arange(-2, int(math.ceil(-log_width / math.log(2.0))) + 1)
         extra = np.concatenate([[wm], wm - steps, wm + steps])
         extra = extra[(extra > edges[0]) & (extra < edges[-1])]
         return np.unique(np.concatenate([edges, extra]))
 
-    def p_and_d(self, w):
-        """(p, d = p - r) at w, r the root the variable is measured from near this w."""
-        a, b = self.a, self.star
+    def _log_neg_h(self, w):
+        """log(-h) at w of the rootless flow (p = e^-w)."""
+        lp, log_s, log_k, c = -w, self.log_s, self.log_k, self.c
+        with np.errstate(invalid="ignore", divide="ignore"):
+            below = log_k + _log1mexp(np.minimum(c * lp + log_s + _log1mexp(np.minimum(lp - log_s, 0.0)) - log_k,
+                                                 0.0))
+            above = np.logaddexp(log_k, c * lp + lp + _log1mexp(np.minimum(log_s - lp, 0.0)))
+        return np.where(lp < log_s, below, above)
+
+    def log_p(self, w):
+        """log p at w."""
+        w = np.asarray(w, dtype=np.float64)
         if self.kind == "rising":
-            da, db = (b - a) / (1.0 + np.exp(-w)), (b - a) / (1.0 + np.exp(w))
-            return np.where(w < 0, a + da, b - db), da, -db
-        if self.kind == "falling":
-            d = b / np.expm1(w)
-            return b + d, None, d
-        if self.kind == "decaying":
-            return a / (1.0 + np.exp(w)), -a / (1.0 + np.exp(-w)), None
-        return np.exp(-w), None, None
+            lda = self.log_ba - np.logaddexp(0.0, -w)           # log(p - pi_u)
+            ldb = self.log_ba - np.logaddexp(0.0, w)            # log(pi* - p)
+            return np.where(w < 0, np.logaddexp(self.log_a, lda),
+                            self.log_b + _log1mexp(np.minimum(ldb - self.log_b, 0.0)))
+        if self.kind == "falling":                              # p = pi* / (1 - e^-w)
+            return self.log_b - _log1mexp(-w)
+        if self.kind == "decaying":                             # p = pi_u / (1 + e^w)
+            return self.log_a - np.logaddexp(0.0, w)
+        return -w
 
     def log_g(self, w):
         w = np.asarray(w, dtype=np.float64)
-        s, c, kappa, L, a, b = self.s, self.c, self.kappa, self.L, self.a, self.star
+        c, log_k, logL = self.c, self.log_k, math.log(self.L)
+        lp = self.log_p(w)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            p, da, db = self.p_and_d(w)
-            if self.kind == "rising":       # g = (p - a)(b - p) / ((b - a) L p h)
-                near_a = np.log(-db) - np.log((b - a) * L * p * _divided(s, c, kappa, p, a, da))
-                near_b = np.log(da) - np.log(-(b - a) * L * p * _divided(s, c, kappa, p, b, db))
-                return np.where(w < 0, near_a, near_b)
-            if self.kind == "falling":      # g = -(p - b) / (b L h)
-                far = db > b                # p > 2b: -h from logs (p may be huge)
-                log_close = -np.log(-b * L * _divided(s, c, kappa, p, b, np.where(far, b, db)))
-                log_far = np.log(db) - math.log(b * L) - _log_neg_h(s, c, kappa, p)
-                return np.where(far, log_far, log_close)
-            if self.kind == "decaying":     # g = -(a - p) / (a L h) = 1 / (a L D(p, a))
-                return -np.log(a * L * _divided(s, c, kappa, p, a, da))
+            if self.kind == "rising":       # g = (p - a)(b - p) / ((b - a) L p h), h > 0
+                lda = self.log_ba - np.logaddexp(0.0, -w)
+                ldb = self.log_ba - np.logaddexp(0.0, w)
+                # z from the barrier (w < 0) or from the fixed point (w >= 0); z > 0 between them
+                z_a = c * np.logaddexp(0.0, lda - self.log_a) + _log1mexp(np.minimum(lda - self.log_sa, 0.0))
+                z_b = (c * _log1mexp(np.minimum(ldb - self.log_b, 0.0))          # log(p / b), p = b - (b - p)
+                       + np.logaddexp(0.0, ldb - self.log_sb))
+                log_h = log_k + _log_expm1(np.maximum(np.where(w < 0, z_a, z_b), 1e-300))
+                return lda + ldb - self.log_ba - logL - lp - log_h
+            if self.kind == "falling":      # g = (p - b) / (b L (-h)), -h = kappa - p^c (s - p) > 0
+                ld = self.log_b - _log_expm1(w)                 # log(p - b)
+                q = ld - self.log_sb                            # log((p - b) / (s - b))
+                # p < s: -h = kappa (1 - e^z), z = c log(p / b) + log(1 - (p - b) / (s - b)) < 0
+                z = -c * _log1mexp(-w) + _log1mexp(np.minimum(q, 0.0))        # (log(p / b) = -log(1 - e^-w))
+                below = log_k + _log1mexp(np.minimum(z, -1e-300))
+                # p >= s: -h = kappa + p^c (p - s), p - s = (p - b) (1 - (s - b) / (p - b))
+                above = np.logaddexp(log_k, c * lp + ld + _log1mexp(np.minimum(-q, 0.0)))
+                return ld - logL - self.log_b - np.where(q < 0, below, above)
+            if self.kind == "decaying":     # g = (a - p) / (a L (-h)), -h = kappa (1 - e^z)
+                lda = self.log_a - np.logaddexp(0.0, -w)        # log(a - p)
+                z = -c * np.logaddexp(0.0, w) + np.logaddexp(0.0, lda - self.log_sa)
+                return lda - logL - self.log_a - (log_k + _log1mexp(np.minimum(z, -1e-300)))
             # g = -1 / (L h); at the threshold itself h(p_m) may round to >= 0: a stall, not a NaN
-            return -math.log(L) - np.maximum(_log_neg_h(s, c, kappa, p), -690.0)
+            return -logL - np.maximum(self._log_neg_h(w), log_k - 690.0)
 
     def p_at(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -441,16 +517,16 @@ class _DecayFlow(_Panels):
             return np.full(t.shape, self.pi0)
         if not np.isfinite(self.w0):
             return np.zeros(t.shape)
-        with np.errstate(over="ignore"):
-            return self.p_and_d(self.w_at(t))[0]
+        with np.errstate(over="ignore", under="ignore"):
+            return _from_start(self, t, np.exp(self.log_p(self.w_at(t))))
 
     def w_of(self, p: float) -> float:
         """The variable at p (in this flow's interval: rising or falling)."""
-        a, b = self.a, self.star
+        lp = math.log(p)
         if self.kind == "rising":
-            return math.log((p - a) / (b - p))
+            return lp + float(_log1mexp(self.log_a - lp)) - self.log_b - float(_log1mexp(lp - self.log_b))
         if self.kind == "falling":
-            return -math.log1p(-b / p)
+            return -float(_log1mexp(self.log_b - lp))
         raise ValueError(self.kind)
 
 
@@ -467,9 +543,12 @@ def _flow_closed(s, L, log_pi0, t, kappa=0.0):
         with np.errstate(over="ignore"):
             if s == 0:
                 return pi0 / (1.0 + 2.0 * pi0 * t)
-            d = -s
-            with np.errstate(divide="ignore"):
-                return 1.0 / (np.expm1(2.0 * d * t) / d + np.exp(2.0 * d * t) / pi0)
+            # (e^(2 d t) - 1) / d as 2 t (e^x - 1) / x, x = 2 d t: x underflows at d = 1e-100, t = 1e-240
+            # while 2 t does not (the mode stayed at its start)
+            x = 2.0 * -s * t
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(x > 0, np.expm1(x) / np.where(x > 0, x, 1.0), 1.0)
+                return 1.0 / (2.0 * t * ratio + np.exp(x) / pi0)
     side, w0 = _branch(s, log_pi0)
     if side == 0:
         return np.full(t.shape, s)
@@ -492,15 +571,9 @@ def _reals(name: str, value, *, nan_ok: bool = False, flat: bool = True) -> np.n
 
 
 def _decay_flow_from(s: float, L: int, kappa: float, log_pi0: float) -> _DecayFlow:
-    """The decay flow of one mode (L > 2, kappa > 0) from exp(log_pi0). A start below float range
-    decays to 0 when it is below the barrier; above it (kappa < ~1e-100) it is refused (InputError
-    naming init_scale, the only way such a start arises): the flow is in float64."""
-    flow = _DecayFlow(s, L, kappa, math.exp(log_pi0) if log_pi0 < _LOG_MAX else math.inf)
-    if flow.pi0 == 0.0 and log_pi0 > flow.log_a:
-        raise InputError(f"init_scale: with weight_decay = {kappa:g} at depth {L} the start "
-                         f"init_scale^depth = 10^{log_pi0 / math.log(10):.0f} is below float64's "
-                         "range but above the decay's barrier; use a larger init_scale or weight_decay = 0")
-    return flow
+    """The decay flow of one mode (L > 2, kappa > 0) from exp(log_pi0), followed in logs (a start
+    below float range, above the barrier, rises into it; below, it decays)."""
+    return _DecayFlow(s, L, kappa, log_pi0=log_pi0)
 
 
 def _decay_flow(model: DeepLinear, s: float, kappa: float) -> _DecayFlow:
@@ -563,6 +636,7 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0
             out[:, i] = _Flow(si, L, lp).p_at(t)
         else:
             out[:, i] = _decay_flow(model, si, kappa).p_at(t)
+        out[t == 0, i] = math.exp(lp)                    # the start itself (not through the closed forms' w)
         if not np.all(np.isfinite(out[:, i])):           # (never silently: NaN came back at s ~ 1e132, L = 3)
             j = int(np.argmax(~np.isfinite(out[:, i])))
             raise InputError(f"singular_values: mode {i + 1}'s flow (s = {si:g}, depth {L}, weight_decay "
@@ -888,6 +962,49 @@ def sde_memory_estimate(paths: int, saves: int, modes: int) -> float:
     return paths * per_path + RUNTIME_BYTES
 
 
+def _log_noise_variance(modes: EffectiveModes, pi, B: int) -> np.ndarray:
+    """(r,) log c_i(pi) at one strength pi (or one per mode), without overflow (-inf where c
+    vanishes): the quadratic in d = s - pi scaled by max(|d|, 1)^2."""
+    d = np.asarray(modes.s, dtype=np.float64) - pi
+    m = np.maximum(np.abs(d), 1.0)
+    A, T, lam, fpc = _noise_quadratic(modes, B)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):     # (lam / m^2 -> 0 for a huge m)
+        return 2.0 * np.log(m) + np.log(np.maximum(A * (d / m) ** 2 + 2.0 * T * (d / m) / m + lam / m ** 2, 0.0) * fpc)
+
+
+def check_sde_start(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int) -> float:
+    """The aligned start pi0 = init_scale^depth of `mode_sde`, or an InputError where the start,
+    its gradient noise variance c(pi0) or its diffusion D(pi0) = (eta0 / B) L^2 pi0^(4 - 4/L) c(pi0)
+    overflows the SDE's working precision (float64 with JAX's x64, else float32), all computed in
+    logs. The error names init_scale when the start is the cause (it overflows, or lies above every
+    target), else singular_values or label_noise, whichever dominates c(pi0) (a lower eta0 helps
+    only the diffusion). `mode_sde` calls it before any path; the `dmft dln` job's configuration
+    before any network trains."""
+    _check_aligned(model, data, "check_sde_start")
+    eta0, B = _sgd_args(model, data, eta0, batch_size)
+    modes = effective_modes(data)
+    dt = jnp.result_type(float)
+    log_max = math.log(float(jnp.finfo(dt).max))
+    L, lp = model.depth, _log_mode_init(model)
+    pi0 = math.exp(lp) if lp < _LOG_MAX else math.inf
+    log_c0 = float(np.max(_log_noise_variance(modes, pi0, B))) if lp < log_max else math.inf
+    log_d0 = math.log(eta0 / B) + 2 * math.log(L) + (4 - 4 / L) * lp + log_c0
+    if lp < log_max and log_c0 < log_max and log_d0 < log_max:
+        return pi0
+    if lp >= log_max or pi0 > float(np.max(modes.s)):
+        name = "init_scale"
+    else:
+        name = "singular_values" if 2 * float(np.max(modes.s)) ** 2 >= modes.sigma ** 2 else "label_noise"
+    dec = math.log(10.0)
+    sizes = [f"the mode strength init_scale^depth = 10^{lp / dec:.0f}"]
+    if lp < log_max:                                    # (c and D of a start past the range: not computed)
+        sizes += [f"its noise variance c = 10^{log_c0 / dec:.0f}", f"its diffusion D = 10^{log_d0 / dec:.0f}"]
+    raise InputError(f"{name}: the SDE's start overflows {jnp.dtype(dt).name} (max 10^{log_max / dec:.0f}): "
+                     + ", ".join(sizes) + "; use a smaller "
+                     + ("init_scale" if name == "init_scale" else f"{name} (rescale the teacher)")
+                     + ("" if lp >= log_max or log_c0 >= log_max else " or eta0"))
+
+
 # which quantity went non-finite first on a path (the code recorded beside its step)
 _SDE_CAUSES = {1: "the layer scalar a", 2: "the mode strength pi = a^L", 3: "the diffusion D(pi)"}
 
@@ -989,16 +1106,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
                          f"{need / 2 ** 30:.3g} GiB (> max_memory_gb={max_memory_gb:g}); use fewer paths "
                          "or fewer saves (save_every, n_saves)")
     dt = jnp.result_type(float)
-    log_max = math.log(float(jnp.finfo(dt).max))
-    lp = _log_mode_init(model)
-    pi0 = _mode_init(model)
-    # the start itself must be representable in the working precision, with its diffusion
-    c0 = float(np.max(_noise_variance(modes, np.full(modes.s.shape, pi0), B)))   # inf: refused below
-    log_d0 = (math.log(eta / B) + 2 * math.log(L) + (4 - 4 / L) * lp + math.log(c0)) if c0 > 0 else -math.inf
-    if lp >= log_max or log_d0 >= log_max:
-        raise InputError(f"init_scale: the initial mode strength init_scale^depth = 10^{lp / math.log(10):.0f} "
-                         f"or its diffusion (10^{log_d0 / math.log(10):.0f}) overflows {jnp.dtype(dt).name}; "
-                         "use a smaller init_scale")
+    pi0 = check_sde_start(model, data, eta0=eta, batch_size=B)
     online = modes.P is None
     fpc = 1.0 if online else ((modes.P - B) / (modes.P - 1) if modes.P > 1 else 0.0)
     zero = np.zeros_like(modes.s)
@@ -1275,15 +1383,28 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
     """(r,) T_i = D_i(pi*) / (2 |mu_i'(pi*)|): near the fixed point pi* the stationary law is close
     to exp(-(pi - pi*)^2 / (2 T_i)). Without weight decay pi* = s_i and
     T_i = eta L s_i^(2-2/L) c_i(s_i) / (2B), a Boltzmann law of the mode loss (s - pi)^2 / 2; with
-    decay kappa, mu' = L ((1 - 2/L) kappa - pi*^(2-2/L)) (NaN for a mode the decay switches off)."""
+    decay kappa, mu' = L ((1 - 2/L) kappa - pi*^(2-2/L)) (NaN for a mode the decay switches off).
+    In logs: D(pi*) overflows where T does not (s = 1e100, sigma = 1e10 at L = 4: D ~ 1e319,
+    T ~ 1e168; it was refused naming pi, which the caller did not give); a T beyond
+    float64 is an InputError naming singular_values, or label_noise where it dominates c(pi*).
+    (At the threshold of decay, where pi* is a double root, mu' = 0 and T is inf.)"""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
     modes = effective_modes(data)
     L = model.depth
     star = _fixed_points(modes.s, L, kappa)
-    D = diffusion(model, data, star, eta0=eta0, batch_size=B)
     slope = L * ((1.0 - 2.0 / L) * kappa - np.abs(star) ** (2 - 2 / L))
-    return D / (2.0 * np.abs(slope))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_t = (math.log(eta0 / B) + 2 * math.log(L) + (4 - 4 / L) * np.log(star)
+                 + _log_noise_variance(modes, star, B) - math.log(2.0) - np.log(np.abs(slope)))
+        T = np.exp(log_t)
+    if np.any(np.isinf(T) & (slope != 0)):
+        i = int(np.argmax(np.isinf(T) & (slope != 0)))
+        name = "label_noise" if modes.sigma ** 2 > 2.0 * (modes.s[i] - star[i]) ** 2 else "singular_values"
+        raise InputError(f"{name}: mode {i + 1}'s Boltzmann temperature (s = {modes.s[i]:g}, label noise "
+                         f"{modes.sigma:g}, depth {L}) is 10^{log_t[i] / math.log(10):.0f}, beyond float64; "
+                         "rescale the teacher")
+    return T
 
 
 _NO_PEAK_RISES = "no peak: {D} rises to its plateau (no interior maximum along the flow)"

@@ -935,10 +935,15 @@ def test_flow_with_weight_decay_cases():
     huge = dl.mode_flow(dmft.DeepLinear(2, 8, 1e15, "aligned"), data, [0.0, 1e-20, 1.0, 1e300], weight_decay=3.5)
     np.testing.assert_allclose(huge[0], 1e30, rtol=1e-12)
     assert np.all(np.isfinite(huge)) and np.all(np.diff(huge, axis=0) <= 0) and np.all(huge[-1] == 0)
-    # a start below float range: below the barrier it decays (0), above it (kappa ~ 1e-200) refused
+    # a start below float range: below the barrier it decays (0); above it (kappa = 1e-200, barrier
+    # ~1e-600) it is followed in logs (it was refused), learned as without decay (the barrier is
+    # e^115 below the start: the decay's share of the learning time is ~e^-115)
     assert np.all(dl.mode_flow(dmft.DeepLinear(3, 8, 1e-150, "aligned"), data, [1.0], weight_decay=1e-3) == 0)
-    with pytest.raises(dmft.InputError, match="init_scale"):
-        dl.mode_flow(dmft.DeepLinear(3, 8, 1e-150, "aligned"), data, [1.0], weight_decay=1e-200)
+    deep = dmft.DeepLinear(3, 8, 1e-150, "aligned")
+    lt = dl.learning_times(deep, data, weight_decay=1e-200)
+    np.testing.assert_allclose(lt, dl.learning_times(deep, data), rtol=1e-12)
+    np.testing.assert_allclose(dl.mode_flow(deep, data, [0.0, 1.0, 1e300], weight_decay=1e-200),
+                               dl.mode_flow(deep, data, [0.0, 1.0, 1e300]), rtol=1e-12, atol=0)
     # review cases: kappa 0.1% above the threshold (no fixed point; the flow lingers near the top
     # of h, p_m = s/4 at L = 3), against the closed-form-free quadrature of dt/dlog p (scipy-free:
     # the time to reach each returned value, by 20000-point Simpson on log p)
@@ -1669,7 +1674,8 @@ def _nothing_computes(monkeypatch):
 def test_dln_config_refuses_an_init_scale_the_run_cannot_use_before_compute(depth, exponent, kappa):
     """An explicit model.init_scale whose init_scale^depth overflows is refused at load (as
     model.gamma's was), naming model.init_scale; one that underflows is refused by build only
-    where the theory cannot follow it, and the studies build accepts have learning times."""
+    where the theory cannot follow it, one whose SDE start overflows (its diffusion) by build too,
+    and the studies build accepts have learning times and an SDE start."""
     import math
 
     from experiments import dln
@@ -1686,10 +1692,12 @@ def test_dln_config_refuses_an_init_scale_the_run_cannot_use_before_compute(dept
         try:
             studies = dln.build(cfg)
         except dmft.ConfigError as err:
-            assert str(err).startswith("model.init_scale: ") and depth > 2, err
+            # a learning time past float64 (depth > 2), or a start whose diffusion overflows the SDE
+            assert str(err).startswith("model.init_scale: ") and (depth > 2 or "the SDE's start" in str(err)), err
             return
     for study in studies:
         assert dl.learning_times(study.model, study.data, 0.9, weight_decay=kappa).shape == (4,)
+        assert dl.check_sde_start(study.model, study.data, eta0=0.01, batch_size=1) >= 0
 
 
 @settings(max_examples=25, deadline=None)
@@ -1709,6 +1717,7 @@ def test_dln_config_refuses_bad_singular_values_by_key(bad, spot):
 @pytest.mark.parametrize("setting, key", [("model.init_scale=1e300", "model.init_scale"),
                                           ("teacher.singular_values=[1e-320]", "teacher.singular_values"),
                                           ("model.init_scale=1e-40", "model.init_scale"),
+                                          ("model.init_scale=1e25", "model.init_scale"),     # D(pi0) = 10^~1000
                                           ("train.seeds=100000000", "train.seeds")])
 def test_dmft_dln_refuses_them_before_anything_is_written(setting, key, tmp_path, capsys, monkeypatch):
     """(train.seeds: the networks' memory was refused by the trainer only once the job had
@@ -1723,6 +1732,31 @@ def test_dmft_dln_refuses_them_before_anything_is_written(setting, key, tmp_path
     err = capsys.readouterr().err
     assert code == cli.EXIT_CONFIG and key in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("over, key", [
+    (["model.init_scale=1e25", "model.depth=4"], "model.init_scale"),                 # D(pi0) = 10^500
+    (["model.init_scale=1e60", "model.depth=3"], "model.init_scale"),                 # c(pi0) = 10^361 too
+    (["model.init_scale=0", "model.gamma=-46", "model.width=10", "model.depth=4"], "model.gamma"),
+    (["teacher.singular_values=[1e100]", "teacher.d_in=1", "teacher.d_out=1", "model.init_scale=1e33",
+      "model.depth=3"], "teacher.singular_values"),                                   # the teacher's scale
+    (["teacher.spectrum='power'", "teacher.rank=2", "teacher.top=1e100", "model.init_scale=1e33",
+      "model.depth=3"], "teacher.top")])
+def test_dln_config_refuses_a_start_whose_diffusion_overflows_before_compute(over, key, monkeypatch):
+    """The SDE refused a start whose diffusion D(pi0) (or noise variance) overflows float64 only
+    once the networks had trained (`dmft dln` failed after them): `build` refuses it by its key
+    (the init's, or the teacher's when its scale is the cause), naming the overflowing
+    quantities, before anything computes; the same start with decay, or on a fixed set, too."""
+    from experiments import dln
+
+    _nothing_computes(monkeypatch)
+    for extra in ([], ["teacher.P=0", "train.weight_decay=0.01"]):
+        cfg = dln.load_config(None, over + extra + ["teacher.label_noise=[1.0]"])
+        with pytest.raises(dmft.ConfigError, match=f"^{key}: the SDE's start overflows float64 .* diffusion D = 10"):
+            dln.build(cfg)
+    # what mode_sde itself refuses, by the same function
+    st = dln.build(dln.load_config(None, ["model.init_scale=0.5"]))[0]
+    assert dl.check_sde_start(st.model, st.data, eta0=0.01, batch_size=1) == 0.5 ** 4
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -338,3 +338,203 @@ def test_a_grid_that_steps_over_the_law_is_refused_and_a_fine_one_normalizes_it(
     got = np.trapezoid((grid - mean) ** 2 * p, grid)
     if eta < 1e-4:                                    # small noise: the law is the local Gaussian
         np.testing.assert_allclose(got, var, rtol=0.02)
+
+
+# ------------------------------------------------------------------ the flow at extreme inputs
+
+_GX, _GW = np.polynomial.legendre.leggauss(20)
+
+
+def _log_h(u, s, L, kappa):
+    """log |h| at log p = u of the flow d log p / dt = L h(p), h = p^c (s - p) - kappa, c = 1 - 2/L,
+    written independently of dmft.deep_linear: from the terms' logs, with log1p/expm1 where they
+    cancel (vectorized; the reference of the tests below)."""
+    u = np.asarray(u, dtype=np.float64)
+    c, ls = 1.0 - 2.0 / L, math.log(s)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = u - ls                                              # log(p / s)
+        l1m = np.where(x > -0.69, np.log(-np.expm1(np.minimum(x, 0.0))), np.log1p(-np.exp(np.minimum(x, 0.0))))
+        lpm = u + np.where(-x > -0.69, np.log(-np.expm1(np.minimum(-x, 0.0))), np.log1p(-np.exp(np.minimum(-x, 0.0))))
+        big = np.where(x < 0, c * u + ls + l1m, c * u + lpm)   # log(p^c |s - p|)
+        if kappa == 0:
+            return big
+        z = big - math.log(kappa)
+        below = math.log(kappa) + np.where(z > 30, z + np.log1p(-np.exp(-np.abs(z))),
+                                           np.log(np.abs(np.expm1(z))))
+        return np.where(x < 0, below, np.logaddexp(math.log(kappa), big))
+
+
+def _ref_time(u0, u1, s, L, kappa):
+    """The flow's time from log p = u0 to u1 (no root of h between them): int du / (L |h|) by
+    20-point Gauss-Legendre on panels geometric toward both ends (a root may lie just beyond
+    one) and at most 1/4 wide between, each scaled by |h| at its middle (times up to 1e300)."""
+    lo, hi = min(u0, u1), max(u0, u1)
+    span = hi - lo
+    if span == 0:
+        return 0.0
+    geo = span * 2.0 ** -np.arange(1, 60)
+    edges = np.unique(np.concatenate([[lo, hi], lo + geo, hi - geo, np.arange(math.ceil(4 * lo) / 4, hi, 0.25)]))
+    edges = edges[(edges >= lo) & (edges <= hi)]
+    a, w = edges[:-1], np.diff(edges)
+    mid = _log_h(a + w / 2, s, L, kappa)
+    x = a[:, None] + w[:, None] * (_GX + 1) / 2
+    with np.errstate(over="ignore"):
+        part = (w / 2) * np.sum(_GW * np.exp(mid[:, None] - _log_h(x, s, L, kappa)), axis=1)
+        return float(np.sum(part * np.exp(-mid - math.log(L))))
+
+
+def _ref_roots(s, L, kappa):
+    """(log barrier, log fixed point) of h (None for none): for L > 2 by bisection in log p on either
+    side of h's top at p = c s / (1 + c); for L <= 2 (h decreasing) the closed forms."""
+    if kappa == 0:
+        return None, math.log(s)
+    if L <= 2:
+        return None, (math.log(s / (1 + kappa)) if L == 1 else (math.log(s - kappa) if kappa < s else None))
+    c = 1.0 - 2.0 / L
+    top = math.log(c * s / (1 + c))
+
+    def sign(u):                    # sign of h: p^c (s - p) against kappa, in logs
+        x = u - math.log(s)
+        return x < 0 and c * u + math.log(s) + math.log(-math.expm1(x)) > math.log(kappa)
+
+    if not sign(top):
+        return None, None
+    out = []
+    for lo, hi, up in (((math.log(kappa) - math.log(s)) / c - 5, top, True), (top, math.log(s), False)):
+        for _ in range(3000):
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            lo, hi = (lo, mid) if sign(mid) == up else (mid, hi)
+        out.append(0.5 * (lo + hi))
+    return tuple(out)
+
+
+def _flow_agrees(model, data, kappa, t, rtol_p=1e-9, rtol_t=1e-10):
+    """mode_flow of one mode at times t is the flow's value, to rtol_p in p, at a time within rtol_t
+    of t (t itself is only known to rounding: a fast passage, 1e-300 to 5e9 within 1e-280 of
+    t = 1e295, is the flow at t's neighbours), by `_ref_time` from the start: no assertion holds
+    the library's own variables."""
+    L, s = model.depth, float(dl.effective_modes(data).s[0])
+    lp = L * math.log(model.init_scale)
+    la, lb = _ref_roots(s, L, kappa)
+    end = lb if (lb is not None and (la is None or lp > la)) else -math.inf
+    p = dl.mode_flow(model, data, t, weight_decay=kappa)[:, 0]
+    assert np.all(np.isfinite(p)) and np.all(p >= 0)
+    sign = 1.0 if end > lp else -1.0
+
+    def time_to(v):             # the reference time from the start to log p = v on the path (0 before it)
+        if (v - lp) * sign <= 0:
+            return 0.0
+        return math.inf if (v - end) * sign >= 0 else _ref_time(lp, v, s, L, kappa)
+
+    for tk, pk in zip(t, p):
+        if tk == 0:
+            np.testing.assert_allclose(pk, math.exp(lp), rtol=1e-15)
+            continue
+        if pk < 1e-300:                 # (near) underflow: past the time to 1e-300 falling, before it rising
+            low = math.log(1e-300)
+            assert end < low or lp < low, (tk, pk)
+            if lp > low:
+                assert time_to(low) <= tk * (1 + rtol_t), (tk, pk)
+            elif end > low:
+                assert tk <= time_to(low) * (1 + rtol_t), (tk, pk)
+            continue
+        u = math.log(pk)
+        t_lo, t_hi = sorted(time_to(u + d) for d in (-rtol_p, rtol_p))
+        assert t_lo * (1 - rtol_t) <= tk <= t_hi * (1 + rtol_t), (tk, pk, t_lo, t_hi)
+    return p
+
+
+def test_the_reference_quadrature_is_exact_where_the_flow_has_closed_forms():
+    """_ref_time against closed forms: without decay at L = 2 (logistic), and at L = 4 from far
+    below (t ~ pi0^(-1/2) / (s L / 2), to 1e-9 where the plateau dominates)."""
+    s, p0, p1 = 3.0, 1e-200, 1.5
+    exact = (math.log(p1 / (s - p1)) - math.log(p0 / (s - p0))) / (2 * s)
+    np.testing.assert_allclose(_ref_time(math.log(p0), math.log(p1), s, 2, 0.0), exact, rtol=1e-12)
+    # L = 4 on the plateau, a decay 1e-200 of the drift: int dp / (4 s p^(3/2)) = (p0^-1/2 - p1^-1/2) / (2 s)
+    np.testing.assert_allclose(_ref_time(math.log(1e-200), math.log(1e-190), 2.0, 4, 1e-300),
+                               (1e100 - 1e95) / (2 * 2.0), rtol=1e-9)
+
+
+@settings(max_examples=8, deadline=None)
+@given(log_f=st.floats(1e-3, 50.0), L=st.sampled_from([3, 10, 100]), log_s=st.floats(-5.0, 150.0))
+@example(log_f=math.log10(1e3), L=100, log_s=10.0)     # the audit's subnormal barrier: t_half 3.5e299 for 1.2e295
+@example(log_f=math.log10(1e10), L=100, log_s=10.0)    # (1.9e299 for 1.6e288), flow stuck at the barrier
+@example(log_f=math.log10(1.001), L=100, log_s=10.0)   # ValueError: math domain error
+@example(log_f=20.0, L=100, log_s=100.0)               # barrier 1e-400: ValueError: math domain error
+@example(log_f=1.0, L=100, log_s=120.0)                # "not finite at t = 0.001", "exceeds float64's range"
+def test_decayed_flow_near_a_barrier_below_float_range(log_f, L, log_s):
+    """Weight decay 1e-300 puts the barrier p^(1 - 2/L) s = kappa far below the start (subnormal,
+    1e-316, at s = 1e10, L = 100; below float range, 1e-400, at s = 1e100): a start f times above
+    it raised ValueError (log of an underflowed ratio), or rose ~1e4 times too slowly, or stayed
+    at the barrier. Learning times against an independent quadrature to 1e-9, and the flow on
+    times 1e-300..1e300 as `_flow_agrees` checks it."""
+    kappa, s = 1e-300, 10.0 ** log_s
+    la, lb = _ref_roots(s, L, kappa)
+    lp = la + log_f * math.log(10)
+    assume(lp < math.log(0.4 * s) and math.exp(lp / L) > 0)
+    data = dmft.tasks.linear_teacher(1, 1, [s], key=0)
+    model = dmft.DeepLinear(L, 2, math.exp(lp / L), "aligned")
+    lp = L * math.log(model.init_scale)
+    got = dl.learning_times(model, data, 0.5, weight_decay=kappa)[0]
+    np.testing.assert_allclose(got, _ref_time(lp, lb + math.log(0.5), s, L, kappa), rtol=1e-9)
+    assert not dl.switched_off(model, data, kappa)[0]
+    _flow_agrees(model, data, kappa, np.concatenate([[0.0], np.geomspace(1e-300, 1e300, 13), [got]]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(L=st.one_of(st.integers(1, 6), st.integers(7, 100)), log_pi0=st.floats(-400.0, 300.0),
+       log_s=st.floats(-150.0, 150.0), kappa=st.one_of(st.just(0.0), st.floats(-300.0, 2.0).map(lambda x: 10.0 ** x)))
+@example(L=3, log_pi0=303.0, log_s=-30.0, kappa=0.0)          # pi0 / s > 2^1074: ValueError: math domain error
+@example(L=3, log_pi0=303.0, log_s=-30.0, kappa=1e-300)       # (with decay too)
+@example(L=3, log_pi0=276.0, log_s=-10.0, kappa=0.0)          # Newton stopped at 1e-15 absolute in w ~ 1e-286: 4e-4 off
+@example(L=5, log_pi0=72.0, log_s=-143.86, kappa=1e-100)      # no fixed point: decayed at rate L kappa too early
+@example(L=100, log_pi0=-216.9, log_s=150.0, kappa=0.0)       # s e^w with e^w < 1e-308: 0 at t = 1e-300
+@example(L=2, log_pi0=237.1, log_s=-135.4, kappa=1e-100)      # 2 kappa t underflowed: stuck at the start
+@example(L=100, log_pi0=-400.0, log_s=100.0, kappa=1e-300)    # below float range, above the barrier (1e-408): refused
+def test_flow_at_extreme_inputs_agrees_with_an_independent_quadrature(L, log_pi0, log_s, kappa):
+    """mode_flow at times 1e-300..1e300 and learning_times (levels 0.5, 0.9) against `_ref_time`,
+    over depth 1..100, starts 1e-400..1e300, targets 1e-150..1e150 and decay 0 or 1e-300..1e2; a
+    refusal only where a time exceeds float64 or the flow is not representable. The examples are
+    the wrong numbers and raw errors found this way."""
+    s, lp = 10.0 ** log_s, log_pi0 * math.log(10)
+    assume(math.exp(lp / L) > 0 and lp / L < 700)
+    data = dmft.tasks.linear_teacher(1, 1, [s], key=0)
+    model = dmft.DeepLinear(L, 2, math.exp(lp / L), "aligned")
+    lp = L * math.log(model.init_scale)
+    la, lb = _ref_roots(s, L, kappa)
+    assume(la is None or abs(lp - la) > 1e-6)                  # (on the barrier: p(t) is pi0's last bits)
+    assume(lb is None or abs(lp - lb) > 1e-6)
+    assume(not (L == 2 and kappa and abs(s / kappa - 1) < 1e-6))   # (s' = s - kappa: rounding's own)
+    try:
+        _flow_agrees(model, data, kappa, np.concatenate([[0.0], np.geomspace(1e-300, 1e300, 19)]))
+    except dmft.InputError as err:                             # only a start whose own scale overflows
+        assert str(err).startswith("init_scale:") and lp >= 700, str(err)
+        return
+    for level in (0.5, 0.9):
+        try:
+            got = dl.learning_times(model, data, level, weight_decay=kappa)[0]
+        except dmft.InputError as err:
+            assert "exceeds float64's range" in str(err)
+            assert _ref_time(lp, lb + math.log(level), s, L, kappa) > 1e307
+            continue
+        if lb is None or (la is not None and lp < la) or lp >= lb + math.log(level):
+            assert np.isnan(got)                                # never reaches it
+        else:
+            np.testing.assert_allclose(got, _ref_time(lp, lb + math.log(level), s, L, kappa), rtol=1e-9)
+
+
+def test_boltzmann_temperature_where_the_diffusion_overflows_but_the_temperature_does_not():
+    """T = D(pi*) / (2 |mu'(pi*)|) = eta L s^(2 - 2/L) sigma^2 / (2 B) online without decay: at
+    s = 1e100, sigma = 1e10, L = 4 that is 2e168 while D(s) = 1.6e319 overflows (it was refused
+    naming pi, an argument boltzmann_temperature does not take); a T beyond float64 is refused
+    naming the teacher's scale that makes it."""
+    model = dmft.DeepLinear(4, 3, 0.5, "aligned")
+    for s, sigma in ((1e100, 1e10), (1e100, 1.0), (2.0, 0.3)):
+        data = dmft.tasks.linear_teacher(2, 2, [s], label_noise=sigma, key=1)
+        T = dl.boltzmann_temperature(model, data, eta0=0.01, batch_size=1)
+        np.testing.assert_allclose(T, 0.01 * 4 * s ** 1.5 * sigma ** 2 / 2, rtol=1e-12)
+    data = dmft.tasks.linear_teacher(2, 2, [1e150], label_noise=1e60, key=1)     # (c(pi*) = sigma^2: the noise's)
+    with pytest.raises(dmft.InputError, match="^label_noise: mode 1's Boltzmann temperature .* is 10\\^417, beyond"):
+        dl.boltzmann_temperature(dmft.DeepLinear(100, 3, 0.5, "aligned"), data, eta0=0.01, batch_size=1)

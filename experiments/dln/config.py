@@ -269,12 +269,33 @@ def _check_start(model: dmft.DeepLinear, data: dmft.LinearTeacher, kappa: float,
     """The flow's learning times from the aligned start (a quadrature: nothing trains), so that a
     start the theory cannot follow is refused by its key before any network trains (the job failed
     after them): one so small (init_scale^depth below float range) that a learning time passes
-    float64's range, or with weight decay one below float range but above the decay's barrier."""
+    float64's range."""
     try:
         dl.learning_times(model, data, 0.9, weight_decay=kappa)       # (after the 0.5 level's)
     except dmft.InputError as err:
         msg = str(err)
         raise ConfigError(f"{key}: {msg[len('init_scale: '):] if msg.startswith('init_scale: ') else msg}") from None
+
+
+def _runs_sde(cfg: dict) -> bool:
+    """Whether the studies' per-mode SDE runs: the dln job's always (an aligned start), a
+    deep-linear scan's point with its theory part."""
+    sc = cfg.get("scan")
+    return sc is None or bool(sc["theory"])
+
+
+def _check_sde_start(model: dmft.DeepLinear, data: dmft.LinearTeacher, schedule: dmft.Schedule,
+                     t: dict, init_key: str) -> None:
+    """The SDE's start (`dl.check_sde_start`: the start, its noise variance and its diffusion in the
+    SDE's precision), refused by its key before any network trains (the job failed after them,
+    when `mode_sde` refused it): the init key, or the teacher's when its scale is the cause."""
+    try:
+        dl.check_sde_start(model, data, eta0=schedule.eta0, batch_size=schedule.batch_size)
+    except dmft.InputError as err:
+        name, _, rest = str(err).partition(": ")
+        teacher = "teacher.singular_values" if t["spectrum"] == "list" else "teacher.top"
+        key = {"init_scale": init_key, "label_noise": "teacher.label_noise"}.get(name, teacher)
+        raise ConfigError(f"{key}: {rest}") from None
 
 
 # what the job's and a scan's networks may use: `networks.train`'s default limit (neither passes one)
@@ -335,8 +356,11 @@ def build(cfg: dict, networks: bool = True) -> list[Study]:
         model.check_data(data)
         if networks:
             _check_network_memory(model, data, schedule, tr)
+        init_key = "model.init_scale" if m["init_scale"] > 0 else "model.gamma"
         if model.init == "aligned" and _reads_learning_times(cfg):
-            _check_start(model, data, tr["weight_decay"], "model.init_scale" if m["init_scale"] > 0 else "model.gamma")
+            _check_start(model, data, tr["weight_decay"], init_key)
+        if model.init == "aligned" and _runs_sde(cfg):
+            _check_sde_start(model, data, schedule, t, init_key)
         out.append(Study(sigma, data, model, schedule, tr["seeds"],
                          jax.random.fold_in(jax.random.key(tr["seed"]), i),
                          jax.random.fold_in(jax.random.key(th["seed"]), i)))
