@@ -180,13 +180,12 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
             state, rec = _advance(step, record, static, ctx, state, call, drive, offset)
             steps_now = int(call.sum())
             offset += steps_now
+            first_saved = done + 1                       # (a silent call records nothing)
             if silent:
                 pending += silent
-                first_saved = done + 1                   # nothing recorded by this call
                 jax.block_until_ready(state)
             else:
                 records.append(jax.tree_util.tree_map(np.asarray, rec))
-                first_saved = done + 1
                 done += n
                 pending = 0
             if len(call) in shapes:
