@@ -2,16 +2,22 @@
 
 When every neuron's update is affine in its own parameters, the Gaussian
 initial law stays Gaussian: write the site as z = U xi + m with xi ~ N(0, I)
-and evolve U and m. Two cases are exact:
+and evolve U and m. The state holds V = U - I, not U: what f divides by gamma0 is
+the change of the fields' moments, and computed from V it keeps its relative
+precision however small gamma0 is (from U it carried U's rounding, ~1e-16 of O(1),
+divided by gamma0: relative error ~1e-16 / gamma0). Two cases are exact:
 
 - "poly2-fixed": phi(h) = alpha h + beta h^2 (linear, quadratic(eps), square)
   with fixed readouts a = 1. With L the field basis (h = L z),
       z <- (1 - eta0 kappa) z + eta0 gamma0 / P sum_mu Delta_mu (alpha + 2 beta h_mu) L_mu,
-  affine in z; E[h] = L m and E[h^2] = |U^T L_mu|^2 + (L_mu . m)^2 give f.
+  affine in z; E[h] = L m and E[h^2] = |U^T L_mu|^2 + (L_mu . m)^2 give f, its change
+  E[h^2] - K^x_mumu = 2 L_mu . (L_mu V) + |L_mu V|^2 + (L_mu . m)^2 (the rows of L hold
+  the data's fields in full: |L_mu|^2 = K^x_mumu).
 - "linear-trained": phi(h) = h with trained readouts; the joint site
   (z, a) = U xi evolves linearly,
       z <- z + eta0 gamma0 G a,  a <- a + eta0 gamma0 G^T z,  G = L^T Delta / P,
-  and f = L E[z a^T] / gamma0 = L U_z U_a^T / gamma0.
+  and f = L E[z a^T] / gamma0 = L U_z U_a^T / gamma0, where
+  U_z U_a^T = V_za + V_az^T + V_z V_a^T (U = I + V split in its z and a rows).
 
 There is no sampling error at all; the cost per step is O(P r^2) for
 poly2-fixed (two GEMMs) and O(P r C + r^2 C) for linear-trained.
@@ -54,8 +60,6 @@ class Ctx(NamedTuple):
     l_te: jax.Array        # (P*, r)
     y: jax.Array           # (P, C)
     kx_tr: jax.Array       # (P, P)
-    kxx_tr: jax.Array      # (P,) input-kernel diagonal
-    kxx_te: jax.Array      # (P*,)
     f0_tr: jax.Array       # (P, C)
     f0_te: jax.Array       # (P*, C)
     alpha: jax.Array
@@ -69,7 +73,7 @@ class Ctx(NamedTuple):
 
 
 class State(NamedTuple):
-    U: jax.Array           # (r, r) or (r + C, r + C)
+    V: jax.Array           # U - I: (r, r) or (r + C, r + C)
     m: jax.Array           # (r,) mean (zero for linear-trained)
     k: jax.Array
     bad: jax.Array
@@ -93,19 +97,23 @@ def kind_for(act, trained: bool) -> str | None:
 
 def initial_state(kind: str, r: int, c: int, dtype) -> State:
     n = r + c if kind == "linear-trained" else r
-    return State(jnp.eye(n, dtype=dtype), jnp.zeros((r,), dtype),
+    return State(jnp.zeros((n, n), dtype), jnp.zeros((r,), dtype),
                  jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
 
 # --------------------------------------------------------------- poly2-fixed
 
-def _poly2_f(ctx: Ctx, l, f0, kxx, U, m, c=lambda a: a):
-    """(f, L U, L m) on the rows of l; c casts the other operands to l's dtype."""
-    y_u, hm = l @ c(U), l @ c(m)                                # fields: E[h] = L m
-    h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2                   # E[h^2]
-    # f = f(0) + (E phi(h) - E phi(u)) / gamma0, E phi(u) = beta K^x_mumu
-    f = c(f0[:, 0]) + (c(ctx.alpha) * hm + c(ctx.beta) * (h2 - c(kxx))) / c(ctx.gamma0)
-    return f, y_u, hm
+def _poly2_f(ctx: Ctx, l, f0, V, m, c=lambda a: a, perp=None):
+    """(f, L U, L m) on the rows of l (U = I + V); c casts the other operands to l's dtype;
+    perp: the change of the fields' variance outside the data span (new inputs only)."""
+    l_v, hm = l @ c(V), l @ c(m)                                # fields: E[h] = L m
+    # f = f(0) + (E phi(h) - E phi(u)) / gamma0 with E phi(u) = beta K^x_mumu = beta |L_mu|^2:
+    # E[h^2] - |L_mu|^2 = 2 L_mu . (L_mu V) + |L_mu V|^2 + (L_mu . m)^2, relative to the change
+    dh2 = jnp.sum(l_v * (2 * l + l_v), axis=1) + hm ** 2
+    if perp is not None:
+        dh2 = dh2 + perp
+    f = c(f0[:, 0]) + (c(ctx.alpha) * hm + c(ctx.beta) * dh2) / c(ctx.gamma0)
+    return f, l + l_v, hm
 
 
 def _operands(ctx: Ctx):
@@ -117,23 +125,23 @@ def _operands(ctx: Ctx):
     return ctx.l_lo, ctx.lt_lo, lambda a: jnp.asarray(a).astype(lo)
 
 
-def _poly2_velocity(ctx: Ctx, U, m, weight=None):
+def _poly2_velocity(ctx: Ctx, V, m, weight=None):
     p = ctx.l_tr.shape[0]
     l, lt, c = _operands(ctx)
-    f, y_u, hm = _poly2_f(ctx, l, ctx.f0_tr, ctx.kxx_tr, U, m, c)
+    f, y_u, hm = _poly2_f(ctx, l, ctx.f0_tr, V, m, c)
     delta = c(ctx.y[:, 0]) - f
     if weight is not None:          # SGD: the error on the batch only, times P / B
         delta = delta * c(weight)
     # sum_mu Delta_mu phi'(h_mu) L_mu / P, split into its parts linear in xi and constant
-    g_u = (lt @ (delta[:, None] * y_u)).astype(U.dtype) / p
-    g_m = (lt @ (delta * (c(ctx.alpha) + 2 * c(ctx.beta) * hm))).astype(U.dtype) / p
-    dU = 2 * ctx.beta * ctx.gamma0 * g_u - ctx.decay * U
+    g_u = (lt @ (delta[:, None] * y_u)).astype(V.dtype) / p
+    g_m = (lt @ (delta * (c(ctx.alpha) + 2 * c(ctx.beta) * hm))).astype(V.dtype) / p
+    dV = 2 * ctx.beta * ctx.gamma0 * g_u - ctx.decay * (jnp.eye(V.shape[0], dtype=V.dtype) + V)
     dm = ctx.gamma0 * g_m - ctx.decay * m
-    return dU, dm, delta.astype(U.dtype)
+    return dV, dm, delta.astype(V.dtype)
 
 
-def _poly2_kernels(ctx: Ctx, U, m):
-    yu = ctx.l_tr @ U
+def _poly2_kernels(ctx: Ctx, V, m):
+    yu = ctx.l_tr + ctx.l_tr @ V
     c = yu @ yu.T                                               # field covariance
     mu = ctx.l_tr @ m
     d = jnp.diagonal(c)
@@ -151,25 +159,31 @@ def _poly2_kernels(ctx: Ctx, U, m):
 
 # ------------------------------------------------------------ linear-trained
 
-def _linear_velocity(ctx: Ctx, U, m, weight=None):
+def _cross(V, r):
+    """E[z a^T] = U_z U_a^T of U = I + V, from V: V_za + V_az^T + V_z V_a^T."""
+    vw, va = V[:r], V[r:]
+    return vw[:, r:] + va[:, :r].T + vw @ va.T
+
+
+def _linear_velocity(ctx: Ctx, V, m, weight=None):
     r, p = ctx.l_tr.shape[1], ctx.l_tr.shape[0]
     l, lt, c = _operands(ctx)
-    uw, ua = U[:r], U[r:]
-    f = c(ctx.f0_tr) + l @ c(uw @ ua.T) / c(ctx.gamma0)        # f = L E[z a^T] / gamma0
+    f = c(ctx.f0_tr) + l @ c(_cross(V, r)) / c(ctx.gamma0)    # f = L E[z a^T] / gamma0
     delta = c(ctx.y) - f
     if weight is not None:          # SGD: the error on the batch only, times P / B
         delta = delta * c(weight)[:, None]
-    g = (lt @ delta).astype(U.dtype) / p                        # (r, C)
-    dU = ctx.gamma0 * jnp.concatenate([g @ ua, g.T @ uw], axis=0) - ctx.decay * U
-    return dU, jnp.zeros_like(m), delta.astype(U.dtype)
+    g = (lt @ delta).astype(V.dtype) / p                        # (r, C)
+    U = jnp.eye(V.shape[0], dtype=V.dtype) + V
+    dV = ctx.gamma0 * jnp.concatenate([g @ U[r:], g.T @ U[:r]], axis=0) - ctx.decay * U
+    return dV, jnp.zeros_like(m), delta.astype(V.dtype)
 
 
 # -------------------------------------------------------------- runner API
 
-def _velocity(static: Static, ctx: Ctx, U, m, weight=None):
+def _velocity(static: Static, ctx: Ctx, V, m, weight=None):
     if static.kind == "poly2-fixed":
-        return _poly2_velocity(ctx, U, m, weight)
-    return _linear_velocity(ctx, U, m, weight)
+        return _poly2_velocity(ctx, V, m, weight)
+    return _linear_velocity(ctx, V, m, weight)
 
 
 def batch_weight(key, k, P: int, B: int, dtype):
@@ -184,49 +198,48 @@ def step(static: Static, ctx: Ctx, st: State, drive):
     if static.dynamics == "gd":
         weight = (batch_weight(ctx.batch_key, st.k, ctx.l_tr.shape[0], static.batch, ctx.y.dtype)
                   if static.batch else None)
-        dU, dm, delta = _velocity(static, ctx, st.U, st.m, weight)
-        U, m = st.U + eta * dU, st.m + eta * dm
+        dV, dm, delta = _velocity(static, ctx, st.V, st.m, weight)
+        V, m = st.V + eta * dV, st.m + eta * dm
     else:
         # classical fourth-order Runge-Kutta for gradient flow
-        k1 = _velocity(static, ctx, st.U, st.m)
-        k2 = _velocity(static, ctx, st.U + eta / 2 * k1[0], st.m + eta / 2 * k1[1])
-        k3 = _velocity(static, ctx, st.U + eta / 2 * k2[0], st.m + eta / 2 * k2[1])
-        k4 = _velocity(static, ctx, st.U + eta * k3[0], st.m + eta * k3[1])
-        U = st.U + eta / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+        k1 = _velocity(static, ctx, st.V, st.m)
+        k2 = _velocity(static, ctx, st.V + eta / 2 * k1[0], st.m + eta / 2 * k1[1])
+        k3 = _velocity(static, ctx, st.V + eta / 2 * k2[0], st.m + eta / 2 * k2[1])
+        k4 = _velocity(static, ctx, st.V + eta * k3[0], st.m + eta * k3[1])
+        V = st.V + eta / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
         m = st.m + eta / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
         delta = k1[2]
-    return State(U, m, st.k + 1, finite_flag(st.k, st.bad, delta, U, m))
+    return State(V, m, st.k + 1, finite_flag(st.k, st.bad, delta, V, m))
 
 
 def record(static: Static, ctx: Ctx, st: State):
-    U, m = st.U, st.m
+    V, m = st.V, st.m
     r = ctx.l_tr.shape[1]
+    U = jnp.eye(V.shape[0], dtype=V.dtype) + V
     out = {}
     if static.kind == "poly2-fixed":
-        out["f_train"] = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, ctx.kxx_tr, U, m)[0][:, None]
+        out["f_train"] = _poly2_f(ctx, ctx.l_tr, ctx.f0_tr, V, m)[0][:, None]
         if static.has_test:
-            out["f_test"] = _poly2_f(ctx, ctx.l_te, ctx.f0_te, ctx.kxx_te, U, m)[0][:, None]
-        feat, grad = _poly2_kernels(ctx, U, m)
+            out["f_test"] = _poly2_f(ctx, ctx.l_te, ctx.f0_te, V, m)[0][:, None]
+        feat, grad = _poly2_kernels(ctx, V, m)
         ntk = grad * ctx.kx_tr
-        eye = jnp.eye(r, dtype=U.dtype)
-        out["sq_weight_change.first_layer"] = jnp.sum((U - eye) ** 2) + jnp.sum(m ** 2)
-        out["sq_weight_change.readout"] = jnp.zeros((), U.dtype)
+        out["sq_weight_change.first_layer"] = jnp.sum(V ** 2) + jnp.sum(m ** 2)
+        out["sq_weight_change.readout"] = jnp.zeros((), V.dtype)
         out["mean"] = m
         out["second_moment"] = U @ U.T + jnp.outer(m, m)
     else:
-        uw, ua = U[:r], U[r:]
-        v = uw @ ua.T
+        v = _cross(V, r)
         out["f_train"] = ctx.f0_tr + ctx.l_tr @ v / ctx.gamma0
         if static.has_test:
             out["f_test"] = ctx.f0_te + ctx.l_te @ v / ctx.gamma0
+        uw, ua = U[:r], U[r:]
         yw = ctx.l_tr @ uw
         feat = yw @ yw.T                                        # Phi = E[h h^T]
         c = ua.shape[0]
         grad = jnp.full_like(feat, jnp.sum(ua ** 2) / c)         # G = E[a^2] (phi' = 1)
         ntk = feat + grad * ctx.kx_tr
-        eye = jnp.eye(U.shape[0], dtype=U.dtype)
-        out["sq_weight_change.first_layer"] = jnp.sum((uw - eye[:r]) ** 2)
-        out["sq_weight_change.readout"] = jnp.sum((ua - eye[r:]) ** 2)
+        out["sq_weight_change.first_layer"] = jnp.sum(V[:r] ** 2)
+        out["sq_weight_change.readout"] = jnp.sum(V[r:] ** 2)
         out["covariance"] = U @ U.T
     out["alignment"] = alignment(ntk, ctx.y)
     if static.kernels:
@@ -248,26 +261,24 @@ def make_context(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool
     return Ctx(
         l_tr=su["l_all"][:P], lt_tr=su["l_all"][:P].T.copy(), l_te=su["l_all"][P:], y=su["y"],
         kx_tr=su["kx_all_tr"][:P],
-        kxx_tr=su["diag"][:P], kxx_te=su["diag"][P:], f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
+        f0_tr=su["f0"][:P], f0_te=su["f0"][P:],
         alpha=jnp.asarray(a, dt), beta=jnp.asarray(b, dt), gamma0=jnp.asarray(gamma0, dt),
         eta0=jnp.asarray(eta0, dt), decay=jnp.asarray(decay, dt), batch_key=batch_key,
         l_lo=lo[0], lt_lo=lo[1])
 
 
-def predict(kind: str, ctx: Ctx, U, m, l_new, perp_var, kxx_new, f0_new, shrink):
-    """Exact predictions on new inputs from the final state (U, m).
+def predict(kind: str, ctx: Ctx, V, m, l_new, perp_var, f0_new, shrink):
+    """Exact predictions on new inputs from the final state (V = U - I, m).
 
     Args:
         l_new: (n, r) field-basis rows of the new inputs; perp_var: (n,) variance of their
-            field outside the data span at t = 0, which only decays by `shrink`.
-        kxx_new: (n,) |x|^2 / D; f0_new: (n, C) output at t = 0.
+            field outside the data span at t = 0, which only decays by `shrink`
+            (|x|^2 / D = |l_new|^2 + perp_var).
+        f0_new: (n, C) output at t = 0.
     Returns (n, C).
     """
     if kind == "poly2-fixed":
-        y_u, hm = l_new @ U, l_new @ m
-        h2 = jnp.sum(y_u * y_u, axis=1) + hm ** 2 + shrink ** 2 * perp_var
-        f = f0_new[:, 0] + (ctx.alpha * hm + ctx.beta * (h2 - kxx_new)) / ctx.gamma0
+        f = _poly2_f(ctx, l_new, f0_new, V, m, perp=(shrink ** 2 - 1) * perp_var)[0]
         return f[:, None]
-    r = l_new.shape[1]
     # the field outside the span is independent of the readouts: it adds nothing to E[h a]
-    return f0_new + l_new @ (U[:r] @ U[r:].T) / ctx.gamma0
+    return f0_new + l_new @ _cross(V, l_new.shape[1]) / ctx.gamma0

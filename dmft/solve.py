@@ -239,8 +239,8 @@ def _solve_closure(plan: SolvePlan, su, progress, batch_key):
         dnew = jnp.asarray(np.sum(x_new * x_new, axis=1) / data.D, _dtype())
         f0 = initial_output(model.activation, dnew, model.gamma0, data.C, centered=model.centered,
                             trained=model.trained_readout)
-        out = _closure.predict(kind, ctx, st.U, st.m, jnp.asarray(l_new, _dtype()),
-                               jnp.asarray(np.diag(perp), _dtype()), dnew, f0, _shrink(sch))
+        out = _closure.predict(kind, ctx, st.V, st.m, jnp.asarray(l_new, _dtype()),
+                               jnp.asarray(np.diag(perp), _dtype()), f0, _shrink(sch))
         f = _squeeze(data, np.asarray(out))
         return f, np.zeros_like(f)                                   # exact: no sampling error
 
