@@ -56,6 +56,38 @@ MIXED_MIN_GAMMA0 = 0.05
 SAMPLED_MIN_GAMMA0 = {"float64": 1e-9, "float32": 1e-2}
 
 
+def gamma0_range(dtype: str) -> tuple[float, float]:
+    """The gamma0 whose square and inverse square the float type `dtype` holds as normal numbers,
+    [2^-511, 2^511] in float64 and [2^-63, 2^63] in float32: a solve and a network compute with
+    gamma0^2 (the networks' step gamma0^2 N grad L) and 1/gamma0^2 (the run-away bound,
+    `dmft.runner`), and outside this range with 0 or inf in their place (float32 reads 1e-300 as 0
+    and 1e300 as inf; the closure at gamma0 = 1e-300 said its train loss was not finite at t = 0
+    and advised a lower gamma0)."""
+    low = float(np.sqrt(np.finfo(dtype).tiny))
+    return low, 1.0 / low
+
+
+def check_scales(model: TwoLayer, schedule: Schedule) -> None:
+    """Refuse a gamma0 outside `gamma0_range` of the working float type, and an eta0 that it
+    turns into 0 or inf (float32 ran train.eta0 = 1e-300 as 0: no step moved)."""
+    dtype = sampled_min_gamma0()[1]
+    low, high = gamma0_range(dtype)
+    g = float(model.gamma0)
+    if not low <= g <= high:
+        raise InputError(f"gamma0 = {g:g} is outside [{low:.3g}, {high:.3g}], the gamma0 whose square "
+                         f"and inverse square {dtype} holds: the solvers compute with gamma0^2 and "
+                         "1/gamma0^2, which would vanish or overflow there"
+                         + ("; the lazy limit itself does not depend on gamma0 (method='lazy' at "
+                            f"gamma0 = {low:.3g} or above)" if g < low else ""))
+    info = np.finfo(dtype)
+    for name, v in (("eta0", schedule.eta0),):
+        v = float(v)
+        if v > 0 and not float(info.tiny) <= v <= float(info.max):
+            raise InputError(f"{name} = {v:g} is outside what {dtype} holds as a normal number "
+                             f"([{float(info.tiny):.3g}, {float(info.max):.3g}]): it would run as "
+                             + ("0 or a subnormal number" if v < float(info.tiny) else "inf"))
+
+
 def sampled_min_gamma0() -> tuple[float, str]:
     """The smallest gamma0 the forward and iterate methods resolve, and the working float type."""
     name = "float64" if jax.config.jax_enable_x64 else "float32"
@@ -266,6 +298,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                          f"{float(model.gamma0):g}): its float32 rounding is divided by gamma0; "
                          "use precision='full'")
     check_sampled_gamma0(method, model.gamma0)
+    check_scales(model, schedule)
     if method == "iterate" and schedule.dynamics != "gd":
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -341,6 +341,37 @@ def test_a_sampled_method_refuses_a_gamma0_its_rounding_would_decide(data, log_g
                     prog.check_points({"gamma0": [1.0, gamma0]})
             else:
                 prog.check_points({"gamma0": [1.0, gamma0]})
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(log_gamma0=st.floats(-320, 300), log_eta0=st.floats(-330, 30), x64=st.booleans(),
+       method=st.sampled_from(["lazy", "closure"]))
+def test_solve_refuses_a_gamma0_or_eta0_its_float_type_cannot_hold(data, log_gamma0, log_eta0, x64, method):
+    """gamma0^2 and 1/gamma0^2 vanish or overflow outside `dmft.plan.gamma0_range` of the working
+    float type: the closure at gamma0 = 1e-300 said its train loss was not finite at t = 0 and
+    advised a lower gamma0, and in float32 an eta0 of 1e-300 ran as 0 (no step moved). Both are
+    refused, naming the argument and its range, whatever the method."""
+    from dmft.plan import gamma0_range, plan_solve
+
+    gamma0, eta0 = 10.0 ** log_gamma0, 10.0 ** log_eta0
+    assume(gamma0 > 0 and eta0 > 0)
+    dtype = "float64" if x64 else "float32"
+    low, high = gamma0_range(dtype)
+    info = np.finfo(dtype)
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=gamma0, readout="fixed")
+    sch = dmft.Schedule(eta0, 4, 2)
+    jax.config.update("jax_enable_x64", x64)
+    try:
+        if not low <= gamma0 <= high:
+            with pytest.raises(dmft.InputError, match=f"gamma0 = .* is outside .* {dtype} holds"):
+                plan_solve(model, data, sch, method=method)
+        elif eta0 < info.tiny:
+            with pytest.raises(dmft.InputError, match=f"eta0 = .* {dtype} .* would run as 0"):
+                plan_solve(model, data, sch, method=method)
+        else:
+            plan_solve(model, data, sch, method=method)
     finally:
         jax.config.update("jax_enable_x64", True)
 

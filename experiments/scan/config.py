@@ -14,7 +14,7 @@ import numpy as np
 
 import dmft
 from dmft.errors import ConfigError
-from dmft.plan import MIXED_MIN_GAMMA0, SAMPLED_MIN_GAMMA0
+from dmft.plan import MIXED_MIN_GAMMA0, SAMPLED_MIN_GAMMA0, gamma0_range
 
 from .. import config as _config
 from .. import problem as _problem
@@ -225,16 +225,6 @@ def _check_counts(cfg: dict, grid, cols: dict) -> None:
 
 def _table(grid) -> str:
     return "scan.grid" if grid.kind == "product" else "scan.points"
-
-
-def gamma0_range(dtype: str) -> tuple[float, float]:
-    """The gamma0 whose square and inverse square the float type `dtype` holds as normal numbers,
-    [2^-511, 2^511] in float64 and [2^-63, 2^63] in float32: a point computes with gamma0^2 (its
-    networks' step gamma0^2 N grad L) and 1/gamma0^2 (the run-away bound, `dmft.runner`), and
-    outside this range with 0 or inf in their place, whatever train.eta0 (float32 reads 1e-300 as
-    0 and 1e300 as inf: a scan flagged such points diverged)."""
-    low = float(np.sqrt(np.finfo(dtype).tiny))
-    return low, 1.0 / low
 
 
 def check_gamma0(cfg: dict, grid, dtype: str, draws: bool | None = None) -> None:
