@@ -32,7 +32,8 @@ from dmft.io import sha256
 from .config import SEED_MAX, Field
 
 __all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
-           "solve_options", "train_options", "check_sections", "check_unread", "TASK_FIELDS"]
+           "solve_options", "train_options", "check_counts", "check_sections", "check_unread",
+           "TASK_FIELDS"]
 
 # the tasks a [task] section names (the grok testbeds add modular_addition and sparse_parity)
 TASKS = ("single_index", "kumar_quadratic", "teacher_network", "npz")
@@ -253,6 +254,17 @@ def check_unread(cfg: dict) -> None:
                               f"{', '.join(sorted(used - {'name'})) or 'only its path'})")
 
 
+def check_counts(th: dict) -> None:
+    """theory.samples against theory.replicas, as `dmft.sampling.check_counts` asks: a multiple of
+    2 x replicas (antithetic pairs), of replicas for sampler = 'mc'."""
+    sampler = th.get("sampler", "stratified")
+    per = th["replicas"] if sampler == "mc" else 2 * th["replicas"]
+    if th["samples"] % per:
+        raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
+                          + (f"theory.replicas ({per}) for theory.sampler = 'mc'" if sampler == "mc"
+                             else f"2 x theory.replicas ({per}): antithetic pairs"))
+
+
 def check_sections(cfg: dict) -> None:
     """Cross-field checks of the shared sections (ConfigError naming the keys)."""
     tr, task, model = cfg["train"], cfg["task"], cfg["model"]
@@ -260,9 +272,8 @@ def check_sections(cfg: dict) -> None:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
     th = cfg.get("theory")
-    if th is not None and th["samples"] % (2 * th["replicas"]):
-        raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
-                          f"2 x theory.replicas ({2 * th['replicas']})")
+    if th is not None:
+        check_counts(th)
     if task["name"] == "npz" and not task["path"]:
         raise ConfigError("task.path: needed when task.name = 'npz'")
     if model["activation"] == "quadratic" and model["eps"] == 0.0:

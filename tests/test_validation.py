@@ -661,3 +661,17 @@ def test_lazy_check_is_skipped_when_the_theory_is_the_lazy_limit(method):
                                   lazy={0.05: types.SimpleNamespace(test_loss=curve)})
     (lazy,) = [c for c in verdicts(sweep) if c["name"].startswith("lazy")]
     assert (lazy["verdict"] == "SKIP" and "compare it with itself" in lazy["detail"]) == (method == "lazy"), lazy
+
+
+@pytest.mark.parametrize("sampler, samples, replicas, refused", [
+    ("mc", 12, 4, None), ("mc", 10, 4, "multiple of theory.replicas \\(4\\) for theory.sampler = 'mc'"),
+    ("stratified", 12, 4, "multiple of 2 x theory.replicas \\(8\\)")])
+def test_theory_samples_follow_the_samplers_own_rule(sampler, samples, replicas, refused):
+    """The configuration asked every sampler for a multiple of 2 x replicas: 'mc' pairs nothing
+    (dmft.solve takes 12 nodes over 4 replicas)."""
+    over = [f"theory.sampler={sampler!r}", f"theory.samples={samples}", f"theory.replicas={replicas}"]
+    if refused is None:
+        assert load(None, over)["theory"]["samples"] == samples
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            load(None, over)

@@ -161,9 +161,8 @@ def _check(cfg: dict) -> None:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
     th = cfg["theory"]
-    if cfg["testbed"]["name"] != "kumar" and th["samples"] % (2 * th["replicas"]):
-        raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
-                          f"2 x theory.replicas ({2 * th['replicas']})")
+    if cfg["testbed"]["name"] != "kumar":
+        _problem.check_counts(th)
     sp = cfg["sparse_parity"]
     if sp["k"] > sp["n"]:
         raise ConfigError(f"sparse_parity.k: must be <= sparse_parity.n ({sp['n']}), got {sp['k']}")
