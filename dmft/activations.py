@@ -11,7 +11,7 @@ Gaussian: the trapezoid rule on a uniform grid with the Gaussian weight
 (`trapezoid_kernels`), exponentially accurate for activations analytic in a strip
 (tanh, softplus): against Gauss-Hermite at the same node count its error is
 1e3-1e6 times smaller for saturating activations (at unit variance, 64 nodes:
-3e-10 against 5e-7 for tanh). `grid_nodes` raises the node count with the largest
+3e-11 against 1e-7 for tanh's G0). `grid_nodes` raises the node count with the largest
 field variance, since the strip narrows as the field scale grows. Across a kink (phi or
 phi' not smooth, as in a leaky relu or a hard tanh) that rule converges only
 algebraically (a relu callable: 1e-2 off at 64 nodes); an activation that declares its

@@ -4,8 +4,8 @@ Layers (each imports only those before it): `dmft` (problem spec, theory, solver
 `networks` (finite networks) <- `validation` (comparisons, fits, metrics, their figures)
 <- `experiments` (this package) <- `scripts`. See docs/architecture.md.
 
-    from experiments import scan, grok, jobs
+    from experiments import scan, grok, dln, jobs
     res = scan.run("scripts/configs/scan.toml", "results/scan")
 """
 
-__all__ = ["cli", "config", "problem", "jobs", "report", "output", "store", "scan", "grok"]
+__all__ = ["cli", "config", "problem", "jobs", "report", "output", "store", "scan", "grok", "dln"]

@@ -1,4 +1,4 @@
-"""The `dmft` command: solve, simulate, validate, grok and scan from a TOML configuration.
+"""The `dmft` command: solve, simulate, validate, grok, dln and scan from a TOML configuration.
 
     dmft validate                                  # the default lazy-to-rich report (a few minutes)
     dmft validate --full --out results/full        # paper-grade sizes

@@ -97,7 +97,8 @@ class Run(dmft.Trajectory):
         train_loss, test_loss: (S, T) mean squared errors (test_loss None without y_test).
         ntk, feature_kernel, gradient_kernel: (S, T, P, P) with kernels=True, else None.
         alignment: (S, T) kernel-target alignment of the empirical NTK.
-        weight_change: {"first_layer", "readout"} -> (S, T), ||theta - theta0|| / ||theta0||.
+        weight_change: {"first_layer", "readout"} -> (S, T), ||w - w0|| / sqrt(N D) and
+            ||a - a0|| / sqrt(N C) (the initial weights' root mean square, docs/conventions.md).
         info: width, seeds, optimizer, wall time, divergence flags.
         measures: (S, T, K) neuron measures averaged over units (with neuron_measures), else None.
         params, params0: final and initial parameters {"w": (S, N, D), "a": (S, N, C)} with
