@@ -552,6 +552,16 @@ def _flow_closed(s, L, log_pi0, t, kappa=0.0):
     side, w0 = _branch(s, log_pi0)
     if side == 0:
         return np.full(t.shape, s)
+    if side < 0:
+        # above the target p = s / (1 - e^-w), w = w0 + 2 s t, where w may be below float range
+        # (w0 ~ s / pi0: s = 1e-24, pi0 = 1e300, t = 1e-300 gave s / 0 = inf, not 3.3e299): for
+        # w < 1, in v = w / s = w0 / s + 2 t, p = 1 / (v (1 - e^-w) / w), whose ratio tends to 1
+        r = math.exp(math.log(s) - log_pi0)                        # s / pi0 < 1 (0 if it underflows)
+        v = (-math.log1p(-r) / r if r > 0 else 1.0) * math.exp(-log_pi0) + 2.0 * t
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            w = s * v
+            ratio = np.where(w > 0, -np.expm1(-w) / np.where(w > 0, w, 1.0), 1.0)
+            return np.where(w < 1.0, 1.0 / (v * ratio), _p(s, w0 + 2 * s * t, side))
     return _p(s, w0 + 2 * s * t, side)
 
 
@@ -723,8 +733,8 @@ def plateaus(data: LinearTeacher, settled=None) -> dict:
     noise's own. Level k is the loss once the k strongest teacher modes are learned, with every
     noise pair stronger than the k-th (learned before it): |M - W_k|_F^2 / 2 + floor. Online
     that is the sum of s_j^2 / 2 over the modes not yet learned plus the floor; on a noisy
-    fixed set the plateaus lie above it (P = 20, sigma = 1, s = 3, 2, 1, 0.5: 4.74, 2.95, 2.54
-    against 4.63, 2.63, 2.13). A noise pair whose strength lies between two teacher modes' is
+    fixed set the plateaus lie above it (P = 20, sigma = 1, s = 3, 2, 1, 0.5, teacher key 1:
+    4.74, 2.95, 2.54 against 4.63, 2.63, 2.13). A noise pair whose strength lies between two teacher modes' is
     learned between them, so the loss moves within that step. "end" is the loss once M~ is
     learned whole (a network at least min(d_in, d_out) wide): |M - M~|_F^2 / 2 + floor. A fixed
     set whose inputs are not white has no per-mode theory: its staircase uses the teacher's
@@ -979,13 +989,29 @@ def check_sde_start(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
     logs. The error names init_scale when the start is the cause (it overflows, or lies above every
     target), else singular_values or label_noise, whichever dominates c(pi0) (a lower eta0 helps
     only the diffusion). `mode_sde` calls it before any path; the `dmft dln` job's configuration
-    before any network trains."""
+    before any network trains.
+
+    At depth L >= 2 a layer scalar a0 = init_scale below the working precision's smallest normal
+    number is refused too, naming init_scale: it rounds to 0 or to a subnormal, which XLA's
+    arithmetic flushes to 0, and a zero start never moves (every step adds a0^(L-1) x ...), where
+    the float64 start learns (L = 2, init_scale = 1e-50 in float32: the paths stayed at 0 for
+    8000 steps; in float64 they reach s = 3 by t = 50). A start whose pi0 = a0^L alone underflows
+    is not refused: the paths carry a0, which the step grows at the right rate (L = 2,
+    init_scale = 1e-20 in float32, pi0 = 1e-40: the modes are learned as in float64); at L >= 3
+    such a start moves by less than the rounding of a0 per step, in float64 too. At depth 1 the
+    step does not multiply by a0, and a zero start moves."""
     _check_aligned(model, data, "check_sde_start")
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     modes = effective_modes(data)
     dt = jnp.result_type(float)
     log_max = math.log(float(jnp.finfo(dt).max))
     L, lp = model.depth, _log_mode_init(model)
+    tiny = float(jnp.finfo(dt).tiny)
+    if L >= 2 and model.init_scale < tiny:
+        raise InputError(f"init_scale: the SDE's start, the layer scalar init_scale = {model.init_scale:g}, is below "
+                         f"{jnp.dtype(dt).name}'s smallest normal number {tiny:.3g}: it starts at 0 there (XLA "
+                         f"flushes subnormals), and at depth {L} a zero start never moves; use a larger init_scale"
+                         + (" or float64 (jax_enable_x64; the command's --x64)" if dt != jnp.float64 else ""))
     pi0 = math.exp(lp) if lp < _LOG_MAX else math.inf
     log_c0 = float(np.max(_log_noise_variance(modes, pi0, B))) if lp < log_max else math.inf
     log_d0 = math.log(eta0 / B) + 2 * math.log(L) + (4 - 4 / L) * lp + log_c0
@@ -1055,7 +1081,8 @@ def _sde_paths(keys, gaps, coef, scalars, *, depth: int, online: bool):
 
 def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None, steps=None,
              save_every=None, paths: int = 1024, key=None, *, weight_decay=None,
-             schedule: Schedule | None = None, max_memory_gb: float = 4.0) -> ModeSDE:
+             schedule: Schedule | None = None, max_memory_gb: float = 4.0,
+             keep_diverged: bool = False) -> ModeSDE:
     """Integrate the per-mode SDE with vmapped Euler-Maruyama paths, one step per SGD step.
 
     The scheme is Euler-Maruyama for each layer's scalar a = pi^(1/L):
@@ -1070,7 +1097,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     step}, the step count whose state is the first non-finite one, as the networks count theirs)
     and its records are NaN from that step's save on; when every path diverges, DivergenceError
     (its .step the earliest bad step, .cause the quantity, .partial the records of the saves
-    before it).
+    before it), unless keep_diverged.
 
     Args:
         eta0, batch_size, steps, save_every, weight_decay: the SGD protocol (or schedule=, with
@@ -1079,6 +1106,10 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
         key: `jax.random.key` (default key(0)); path p uses fold_in(key, p).
         max_memory_gb: refuse (InputError, before any compute) a run whose paths and saves need
             more (`sde_memory_estimate`).
+        keep_diverged: when every path diverges, return the ModeSDE (every path flagged, each
+            NaN from its own bad step's save on) with info["all_diverged"] = {"step", "t",
+            "cause", "message"} (the DivergenceError's) instead of raising: a caller that
+            records divergences as the networks' (the `dmft dln` job) keeps every record.
 
     Returns:
         ModeSDE with .t (T,) and .modes (paths, T, r).
@@ -1097,6 +1128,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
+    keep_diverged = checks.flag("keep_diverged", keep_diverged)
     modes = effective_modes(data)
     L = model.depth
     T = int(sch.save_steps.size)
@@ -1123,20 +1155,25 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     pi = np.where(dead[..., None], np.nan, pi)
     D = np.where(dead[..., None], np.nan, D)
     diverged = {int(p): int(b) for p, b in enumerate(bad) if b >= 0}
+    all_diverged = None
     if len(diverged) == paths:
         first = int(bad.min())
         cause = _SDE_CAUSES[int(why[np.argmin(bad)])]
         n_good = int(np.sum(sch.save_steps < first))
-        raise DivergenceError(
-            f"mode_sde: every path diverged; the first at step {first} (t = {first * eta:g}), where "
-            f"{cause} went non-finite. Lower eta0 or init_scale. Records of the {n_good} saves before "
-            "are in .partial.", step=first, cause=cause,
-            partial={"t": sch.times[:n_good], "modes": pi[:, :n_good], "diffusion": D[:, :n_good]})
+        message = (f"mode_sde: every path diverged; the first at step {first} (t = {first * eta:g}), where "
+                   f"{cause} went non-finite. Lower eta0 or init_scale.")
+        if not keep_diverged:
+            raise DivergenceError(
+                f"{message} Records of the {n_good} saves before are in .partial.", step=first, cause=cause,
+                partial={"t": sch.times[:n_good], "modes": pi[:, :n_good], "diffusion": D[:, :n_good]})
+        all_diverged = {"step": first, "t": first * eta, "cause": cause, "message": message}
     info = {"paths": paths, "eta0": eta, "batch_size": B, "weight_decay": kappa_wd, "depth": L,
             "dtype": jnp.dtype(dt).name, "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
             "memory_estimate_gb": need / 2 ** 30,
             "config": {"model": model.describe(), "data": data.describe(),
                        "sde": {**sch.describe(), "paths": paths}}}
+    if all_diverged is not None:
+        info["all_diverged"] = all_diverged
     return ModeSDE(t=sch.times, modes=pi, diffusion=D, info=info)
 
 
@@ -1174,6 +1211,13 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     escapes about as fast as it relaxes: ShallowWellError (an InputError). A mode with no fixed
     point (the decay wins) is an InputError.
 
+    The noise vanishes at pi* when c(pi*) is 0, or on a fixed set no more than the rounding of its
+    measured moments (`_point_mass_level`: 1e-20 of the largest c(0), where rounding leaves at most
+    ~1e-25); a law narrower than float64 resolves at pi* (fewer than 256 float64 values across its
+    core: tiny eta0, say) is a point mass there too. Both: PointMassError. (The rule was c(pi*) <=
+    1e-12 c(0): label noise 1e-7 on s = 3, or 1 on s = 1e7, was a "point mass" although its law is
+    3.2e-8 and 0.32 wide, 1e8 ulps, as the SDE's paths show.)
+
     The law is integrated on a fine grid, refined around its core (where the density is above
     1e-3 of its peak; about 7.4 standard deviations of a Gaussian law, which is sqrt(eta0) wide at
     small eta0), and read off at pi. A grid pi that crosses the core with a step wider than a sixth
@@ -1206,8 +1250,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
         raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {off} "
                          "(no fixed point above 0: the mode decays to 0, a point mass)")
     c_at_star = noise_variance(modes, star, B)
-    scale = noise_variance(modes, 0.0 * modes.s, B)           # c at pi = 0, the noise's own scale
-    if np.any(wanted & (c_at_star <= 1e-12 * np.maximum(scale, 1e-300))):
+    if np.any(wanted & (c_at_star <= _point_mass_level(modes, B))):
         raise PointMassError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
                              f"weight_decay = {kappa:g} too small to move it off the target, or full-batch "
                              "steps): the stationary law is a point mass there")
@@ -1235,14 +1278,24 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
         lo, hi = min(pi[0], ps), max(pi[-1], ps)
         fine = np.unique(np.concatenate([np.linspace(lo, hi, 20001), pi, [ps],
                                          [si] if lo < si < hi else []]))     # s: a wall without label noise
+        at_resolution = False
         for _ in range(_REFINE_ROUNDS):
             logp = _log_density_on(one, kappa, L, B, eta0, fine, ps, barrier)
             core = np.flatnonzero(logp >= logp.max() - _CORE_LOG)
             if core.size >= _CORE_POINTS:
                 break
             a, b = fine[max(core[0] - 1, 0)], fine[min(core[-1] + 1, fine.size - 1)]
+            # (a bracket of a few hundred ulps: float64 has no more points to put in it)
+            at_resolution = b - a <= 4 * _CORE_POINTS * np.spacing(max(abs(a), abs(b)))
+            if at_resolution:
+                break
             fine = np.unique(np.concatenate([fine, np.linspace(a, b, 4 * _CORE_POINTS + 1)]))
         a, b = fine[core[0]], fine[core[-1]]            # the law's core: density >= e^-_CORE_LOG x peak
+        if core.size < _CORE_POINTS and at_resolution:       # refined to float64's resolution: too few points
+            raise PointMassError(
+                f"stationary_density: mode {i + 1}'s law around pi* = {ps:.8g} is narrower than float64 resolves "
+                f"there (its core, [{a:.17g}, {b:.17g}], holds {core.size} float64 values): a point mass at "
+                f"this precision (eta0 = {eta0:g} is small against the mode's scale)")
         _check_resolved(pi, a, b, i)
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))
@@ -1259,7 +1312,23 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     return out
 
 
-_REFINE_ROUNDS = 12      # refinements of the fine grid around the law's core (each ~1e3x finer)
+_REFINE_ROUNDS = 64      # refinements of the fine grid around the law's core (each ~1e3x finer): down to
+                         # float64's resolution from any range (a grid over 1e89 for a law 1e-8 wide
+                         # at 3 needs ~33; 12 stopped short and the law was "unresolved")
+_ROUNDING_NOISE = 1e-20  # c(pi*) at or below this x the largest c(0) on a fixed set: rounding, no noise
+
+
+def _point_mass_level(modes: EffectiveModes, B: int) -> float:
+    """The noise variance at or below which the noise vanishes: 0 online (c = 2 (s - pi)^2 +
+    sigma^2 is exact); on a fixed set _ROUNDING_NOISE x the largest c_j(0), since the measured
+    moments keep the rounding of the fit (without label noise c_i(s_i) / max_j c_j(0) reached
+    6e-26 over 144 teachers, P = 4 to 5000, d = 4 to 16, s spread over 1 to 1e50; relative to
+    the mode's own c_i(0), which the old rule used, 1.2 for s = 1e50 beside 1e100)."""
+    if modes.P is None:
+        return 0.0
+    return _ROUNDING_NOISE * float(np.max(_noise_variance(modes, 0.0 * modes.s, B)))
+
+
 _CORE_LOG = math.log(1e3)   # the core: where the density is at least 1e-3 of its peak
 _CORE_POINTS = 256       # fine points the core must hold
 _CORE_STEPS = 6          # a caller's grid steps at most 1/6 of the core across it (about 1.2 standard
@@ -1395,12 +1464,16 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
     star = _fixed_points(modes.s, L, kappa)
     slope = L * ((1.0 - 2.0 / L) * kappa - np.abs(star) ** (2 - 2 / L))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_c = _log_noise_variance(modes, star, B)
         log_t = (math.log(eta0 / B) + 2 * math.log(L) + (4 - 4 / L) * np.log(star)
-                 + _log_noise_variance(modes, star, B) - math.log(2.0) - np.log(np.abs(slope)))
+                 + log_c - math.log(2.0) - np.log(np.abs(slope)))
         T = np.exp(log_t)
     if np.any(np.isinf(T) & (slope != 0)):
         i = int(np.argmax(np.isinf(T) & (slope != 0)))
-        name = "label_noise" if modes.sigma ** 2 > 2.0 * (modes.s[i] - star[i]) ** 2 else "singular_values"
+        # label_noise where it makes at least half of c(pi*) (on a fixed set c(pi*) also holds the
+        # rounding of the fit, ~1e-30 s^2: s = 1e100 with sigma = 1 named label_noise for it)
+        name = ("label_noise" if modes.sigma > 0 and 2 * math.log(modes.sigma) >= log_c[i] - math.log(2.0)
+                else "singular_values")
         raise InputError(f"{name}: mode {i + 1}'s Boltzmann temperature (s = {modes.s[i]:g}, label noise "
                          f"{modes.sigma:g}, depth {L}) is 10^{log_t[i] / math.log(10):.0f}, beyond float64; "
                          "rescale the teacher")

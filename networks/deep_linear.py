@@ -59,7 +59,7 @@ from dmft.schedule import Schedule, batch_indices
 from dmft.trajectory import Records
 
 __all__ = ["DeepLinearRun", "train_deep_linear", "init_weights", "end_to_end", "mode_strengths",
-           "memory_estimate"]
+           "memory_estimate", "check_init_scale"]
 
 
 # ----------------------------------------------------------------- the result
@@ -377,6 +377,22 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     return 8.0 * (seeds * per_seed + at_once * (4 * n_par + per_step + per_record)) + RUNTIME_BYTES
 
 
+def check_init_scale(model: DeepLinear, dtype) -> None:
+    """InputError naming init_scale where the networks' weights would start at 0 in `dtype`
+    ("float32" or "float64") although init_scale > 0: at depth >= 2 an init_scale below the dtype's
+    smallest normal number (it rounds to 0, or to a subnormal that XLA's arithmetic flushes to 0),
+    where every gradient vanishes and the networks never move (depth 2, init_scale = 1e-40 in
+    float32: the modes stayed at 0 for 8000 steps; in float64 they learn s = 3). At depth 1 the
+    gradient does not depend on the weights' scale and a zero start learns."""
+    dt = jnp.dtype(dtype)
+    tiny = float(jnp.finfo(dt).tiny)
+    if model.depth >= 2 and model.init_scale < tiny:
+        raise InputError(f"init_scale: {model.init_scale:g} is below {dt.name}'s smallest normal number {tiny:.3g}: "
+                         f"the weights start at 0 there (XLA flushes subnormals), where a network of depth "
+                         f"{model.depth} never moves; use a larger init_scale"
+                         + (" or float64" if dt != jnp.float64 else ""))
+
+
 def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
     """In place: a seed whose records stop being finite before its step flag says so (a loss or
     mode product that overflows from finite weights) is flagged at that save's step k (bad = k,
@@ -454,6 +470,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
         dt = jnp.dtype(dt)
         if dt == jnp.float64 and not jax.config.jax_enable_x64:
             raise InputError("dtype='float64' needs jax.config.update('jax_enable_x64', True) first")
+    check_init_scale(model, dt)
     block = seeds if block is None else min(seeds, checks.integer("block", block, minimum=1))
     T = schedule.save_steps.size
     need = memory_estimate(model, data, seeds, T, probe, batch_size=int(B), block=block)

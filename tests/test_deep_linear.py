@@ -1798,3 +1798,102 @@ def test_networks_learning_times_for_modes_without_a_crossing():
     dip = _fake(t, np.stack([path, path, path], axis=-1)[None])
     got = vdl.learning_times_of(dip, data, targets=[1.0, 1.0, 1.0])[0]
     np.testing.assert_allclose(got, 0.55 - 0.01 / 2, atol=1e-12)     # (interpolated between 0.54 and 0.55)
+
+
+# ------------------------------------------------------------------ audit: divergence and float range of the dln job
+
+def test_dln_job_records_an_sde_whose_every_path_diverges_and_writes_everything(tmp_path):
+    """s = 1e100 at depth 4: the first step overflows pi = a^4 on every SDE path (and every network).
+    The job failed there, after the networks had trained (exit 4, nothing but the networks on disk):
+    it now records the divergence (step, quantity) as a FAIL of "modes vs SDE", saves the runs and
+    the reports, and leaves out the networks' figures that have nothing finite to draw (they
+    failed, exit 5). Whether every path will diverge is not predictable at load: D along
+    [pi0, s] overflows here, and also at eta0 = 1e-151, where the paths stay finite for the run."""
+    import json
+
+    from experiments import dln
+    from experiments.dln.report import markdown
+
+    cfg = dln.load_config(None, ["teacher.singular_values=[1e100]", "teacher.d_in=1", "teacher.d_out=1",
+                                 "model.width=2", "train.steps=20", "train.save_every=10", "train.seeds=4",
+                                 "theory.paths=8", "staircase.seeds=0", "teacher.label_noise=[0.0]"])
+    res = dln.run(cfg, str(tmp_path), log=lambda *a: None)
+    study = json.loads((tmp_path / "report.json").read_text())["studies"][0]
+    assert study["sde_all_diverged"]["step"] == 1 and "pi = a^L" in study["sde_all_diverged"]["cause"]
+    assert study["sde_diverged"] == 8 and study["networks_diverged"] == 4
+    (row,) = [c for c in res["report"]["checks"] if c["name"] == "modes vs SDE sigma=0"]
+    assert row["verdict"] == "FAIL" and row["detail"].startswith("every SDE path diverged, the first at step 1")
+    assert "4 of 4 networks diverged too" in row["detail"]
+    assert res["plot_errors"] == {} and set(study["figures_not_drawn"]) == {"loss_sigma_0", "noise_sigma_0",
+                                                                              "balance_sigma_0"}
+    for f in ("runs/sigma_0/sde.npz", "runs/sigma_0/networks.npz", "figures/modes_sigma_0.png", "report.md"):
+        assert (tmp_path / f).exists(), f
+    text = markdown(res["report"])
+    assert "Every SDE path diverged: the first at step 1" in text and "Not drawn: `loss_sigma_0`" in text
+    back = dl.ModeSDE.load(tmp_path / "runs" / "sigma_0" / "sde")
+    assert back.info["all_diverged"]["step"] == 1 and np.all(np.isnan(back.modes[:, 1:]))
+
+
+def test_full_batch_steps_have_no_noise_to_compare_and_no_stationary_density():
+    """batch_size = P (full-batch steps from an aligned start): every network is the same and sits
+    within rounding of its target. The stationary fit built a grid of repeated values and raised
+    "pi: a grid of increasing values" after training (the dln job failed with label noise and
+    B = P); it now finds the point mass (PointMassError, the job's SKIP), and the diffusion rows,
+    where D = 0, are SKIP ("no_noise") instead of FAIL with a NaN ratio."""
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], P=8, label_noise=1.0, key=0)
+    model = dmft.DeepLinear(4, 3, 0.7, "aligned")
+    run = networks.train(model, data, seeds=3, eta0=0.05, steps=400, save_every=100, batch_size=8)
+    with pytest.raises(dl.PointMassError):
+        vdl.stationary_fit(run, model, data, eta0=0.05, batch_size=8, after=10.0)
+    rows = vdl.compare_diffusion(run, model, data, eta0=0.05, batch_size=8)
+    assert [(r["verdict"], r.get("no_noise")) for r in rows] == [("SKIP", True)] * 2
+
+
+def test_dln_config_refuses_a_start_that_float32_flushes_to_zero(monkeypatch):
+    """In float32 (--x32, or train.dtype = 'float32') an init_scale below float32's smallest
+    normal number starts the SDE's layer scalar and the networks' weights at 0 (XLA flushes
+    subnormals), where a network of depth >= 2 never moves: at depth 2, init_scale = 1e-40, both
+    stayed at 0 for 8000 steps while in float64 they learn s = 3 by t = 50. Refused by its key
+    before anything trains (model.init_scale, model.gamma, staircase.gamma); depth 1, whose zero
+    start learns, and a start whose pi0 = a0^L alone underflows (a0 normal) are accepted."""
+    from experiments import dln
+
+    _nothing_computes(monkeypatch)
+    base = ["train.dtype='float32'", "staircase.seeds=0", "model.depth=2"]
+    for over, key in ((["model.init_scale=1e-40"], "model.init_scale"),
+                      (["model.init_scale=0", "model.gamma=80"], "model.gamma"),
+                      (["staircase.seeds=2", "staircase.gamma=80"], "staircase.gamma")):
+        with pytest.raises(dmft.ConfigError, match=f"^{key}: .*float32's smallest normal number"):
+            dln.build(dln.load_config(None, base + over))
+    dln.build(dln.load_config(None, base + ["model.init_scale=1e-30"]))         # pi0 = 1e-60: a0 is normal
+    dln.build(dln.load_config(None, base + ["model.depth=1", "model.init_scale=1e-40"]))
+    jax.config.update("jax_enable_x64", False)              # the SDE's working precision: float32
+    try:
+        data = dmft.tasks.linear_teacher(2, 2, [3.0], P=8, key=0)
+        with pytest.raises(dmft.InputError, match="^init_scale: the SDE's start.*float32's smallest normal"):
+            dl.check_sde_start(dmft.DeepLinear(2, 3, 1e-40, "aligned"), data, eta0=0.01, batch_size=1)
+        assert dl.check_sde_start(dmft.DeepLinear(1, 3, 1e-40, "aligned"), data, eta0=0.01, batch_size=1) > 0
+        assert dl.check_sde_start(dmft.DeepLinear(2, 3, 1e-30, "aligned"), data, eta0=0.01, batch_size=1) > 0
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    data = dmft.tasks.linear_teacher(2, 2, [3.0], P=8, key=0)        # float64: its own subnormals
+    with pytest.raises(dmft.InputError, match="^init_scale: the SDE's start.*float64's smallest normal"):
+        dl.check_sde_start(dmft.DeepLinear(2, 3, 1e-310, "aligned"), data, eta0=0.01, batch_size=1)
+    from networks.deep_linear import train_deep_linear          # (networks.train is stubbed above)
+    with pytest.raises(dmft.InputError, match="^init_scale: .*float32's smallest normal"):
+        train_deep_linear(dmft.DeepLinear(2, 3, 1e-40, "random"), data, dmft.Schedule(0.01, 10, 10, batch_size=1),
+                          seeds=2, dtype="float32")
+
+
+def test_dln_config_refuses_a_boltzmann_temperature_beyond_float64_before_compute(monkeypatch):
+    """s = 1e100 with label noise on a fixed set: the stationary check's Boltzmann temperature is
+    10^317 (c(pi*) is the fit's rounding, ~1e-30 s^2, not the noise): the job raised it after the
+    networks had trained, naming label_noise; refused at build, naming the singular values."""
+    from experiments import dln
+
+    _nothing_computes(monkeypatch)
+    over = ["teacher.singular_values=[1e100]", "teacher.d_in=1", "teacher.d_out=1", "model.width=2",
+            "staircase.seeds=0"]
+    with pytest.raises(dmft.ConfigError, match=r"^teacher.singular_values: mode 1's Boltzmann temperature .*10\^317"):
+        dln.build(dln.load_config(None, over + ["teacher.label_noise=[1.0]"]))
+    dln.build(dln.load_config(None, over + ["teacher.label_noise=[0.0]"]))       # no stationary law compared

@@ -493,6 +493,8 @@ def test_decayed_flow_near_a_barrier_below_float_range(log_f, L, log_s):
 @example(L=100, log_pi0=-216.9, log_s=150.0, kappa=0.0)       # s e^w with e^w < 1e-308: 0 at t = 1e-300
 @example(L=2, log_pi0=237.1, log_s=-135.4, kappa=1e-100)      # 2 kappa t underflowed: stuck at the start
 @example(L=100, log_pi0=-400.0, log_s=100.0, kappa=1e-300)    # below float range, above the barrier (1e-408): refused
+@example(L=2, log_pi0=300.0, log_s=-24.0, kappa=0.0)          # w = s / pi0 + 2 s t below float range: s / 0 = inf
+@example(L=2, log_pi0=298.0, log_s=-17.0, kappa=0.0)          # (at t = 1e-300: 1e-300, not 3.3e297)
 def test_flow_at_extreme_inputs_agrees_with_an_independent_quadrature(L, log_pi0, log_s, kappa):
     """mode_flow at times 1e-300..1e300 and learning_times (levels 0.5, 0.9) against `_ref_time`,
     over depth 1..100, starts 1e-400..1e300, targets 1e-150..1e150 and decay 0 or 1e-300..1e2; a
@@ -538,3 +540,52 @@ def test_boltzmann_temperature_where_the_diffusion_overflows_but_the_temperature
     data = dmft.tasks.linear_teacher(2, 2, [1e150], label_noise=1e60, key=1)     # (c(pi*) = sigma^2: the noise's)
     with pytest.raises(dmft.InputError, match="^label_noise: mode 1's Boltzmann temperature .* is 10\\^417, beyond"):
         dl.boltzmann_temperature(dmft.DeepLinear(100, 3, 0.5, "aligned"), data, eta0=0.01, batch_size=1)
+
+
+@pytest.mark.parametrize("s, sigma, L, eta", [(3.0, 1e-7, 4, 0.01), (1e7, 1.0, 2, 1e-8), (3.0, 1e-9, 3, 1e-3)])
+def test_weak_label_noise_has_a_stationary_density_not_a_point_mass(s, sigma, L, eta):
+    """The point-mass rule was c(pi*) <= 1e-12 c(0): label noise 1e-7 on s = 3 (or 1 on s = 1e7)
+    was refused as a point mass, although the law is 3.2e-8 (0.32) wide, about 1e8 float64 ulps:
+    its SDE's paths spread by 3.9e-8 (0.38) at eta L s^(2-2/L) = 0.2. The density is now computed;
+    its standard deviation is the Boltzmann one, sqrt(T), to the Ito and anharmonic corrections."""
+    data = dmft.tasks.linear_teacher(1, 1, [s], key=0, label_noise=sigma)
+    model = dmft.DeepLinear(L, 2, 0.5, "aligned")
+    T = dl.boltzmann_temperature(model, data, eta0=eta, batch_size=1)[0]
+    grid = np.linspace(s - 8 * math.sqrt(T), s + 8 * math.sqrt(T), 2001)
+    p = dl.stationary_density(model, data, grid, eta0=eta, batch_size=1)[:, 0]
+    mean = np.trapezoid(grid * p, grid)
+    sd = math.sqrt(np.trapezoid((grid - mean) ** 2 * p, grid))
+    assert abs(sd / math.sqrt(T) - 1) < 0.15 and math.sqrt(T) > 1e4 * np.spacing(s), (sd, T)
+
+
+def test_a_point_mass_is_no_noise_or_a_law_narrower_than_float64():
+    """What stays a point mass: no noise at pi* (online c = 0 exactly; on a fixed set c(pi*) at the
+    rounding of its moments, ~1e-30 of the largest c(0)), and a law narrower than float64 resolves
+    at pi* (eta0 = 1e-300, or a decay of 1e-14 moving pi* by 1e-14): that one raised
+    UnresolvedLawError asking for grid steps of 0 (the dln job failed after training)."""
+    model = dmft.DeepLinear(2, 2, 0.5, "aligned")
+    online = dmft.tasks.linear_teacher(1, 1, [3.0], key=0)
+    fixed = dmft.tasks.linear_teacher(3, 3, [1e100, 1e50], P=20, key=0)    # rounding: c(s_2) / c_2(0) = 1.2
+    narrow = np.linspace(2.9, 3.1, 101)
+    for data, kw in ((online, {}), (fixed, {}), (online, {"eta0": 1e-300, "weight_decay": 0.1}),
+                     (online, {"weight_decay": 1e-14})):
+        kw = {"eta0": 0.01, **kw}
+        star = dl.fixed_points(model, data, kw.get("weight_decay", 0.0))
+        grid = narrow if data is online else np.linspace(0.5, 1.5, 101) * star[1]
+        with pytest.raises(dl.PointMassError, match="point mass"):
+            dl.stationary_density(model, data, grid, batch_size=1, mode=0 if data is online else 1, **kw)
+
+
+def test_a_law_is_found_on_a_grid_far_wider_than_it():
+    """Depth 1, eta0 = 1.5: the networks blow up to 1e88 while the law sits at s; the stationary
+    fit's grid spans 1e89 and the law (0.6 wide) needs ~13 refinements of ~1e3 to be seen: 12 stopped
+    short (UnresolvedLawError with a core of one point, then the dln job failed after training).
+    The law on that grid, made fine across its core by `mode_law`, is the law on a grid of its own."""
+    data = dmft.tasks.linear_teacher(1, 1, [3.0], key=0, label_noise=1.0)
+    model = dmft.DeepLinear(1, 2, 0.5, "aligned")
+    kw = dict(eta0=0.01, batch_size=1)
+    grid, p = validation.deep_linear.mode_law(model, data, np.linspace(-6e88, 2e88, 4001), 0, **kw)
+    own = np.linspace(2.0, 4.0, 4001)
+    q = dl.stationary_density(model, data, own, **kw)[:, 0]
+    mean, mean_own = np.trapezoid(grid * p, grid), np.trapezoid(own * q, own)
+    assert abs(np.trapezoid(p, grid) - 1) < 1e-6 and abs(mean - mean_own) < 1e-6, (mean, mean_own)

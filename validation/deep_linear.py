@@ -34,6 +34,7 @@ __all__ = ["compare_modes", "compare_diffusion", "stationary_fit", "staircase", 
 
 
 _ULPS = 8        # a difference of ensemble means within this many ulp of the values is rounding
+_GRID_ULPS = 1e4  # a stationary grid spans at least this many ulp each side (4001 distinct points)
 
 
 def _verdict(ok: bool) -> str:
@@ -122,7 +123,9 @@ def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: 
     as the independent units (the ratio estimator's delta method on per-seed sums: the records
     of one seed are correlated through its weights); "p10", "p90" are the percentiles of the
     single records' ratios, the spread of one measurement. A mode that weight decay switches off
-    (`decaying_modes`) stays where D_i vanishes: a SKIP row."""
+    (`decaying_modes`) stays where D_i vanishes: a SKIP row; so does a mode without gradient noise
+    (D_i = 0 wherever a network is finite: full-batch steps, B = P; "no_noise"), which has nothing
+    to compare (it was a FAIL with a NaN ratio)."""
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
     keep = (run.t > after)[None, :, None] & (D > floor * np.nanmax(D, axis=(0, 1), keepdims=True))
     keep = keep & np.isfinite(run.diffusion) & np.isfinite(D)
@@ -133,6 +136,11 @@ def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: 
         if decays[i]:
             rows.append({"mode": i, "ratio": nan, "stderr": nan, "p10": nan, "p90": nan, "n": 0, "seeds": 0,
                          "decays": True, "verdict": "SKIP"})
+            continue
+        Di = D[..., i][np.isfinite(D[..., i])]
+        if Di.size and not np.any(Di != 0):           # no gradient noise: nothing to compare
+            rows.append({"mode": i, "ratio": nan, "stderr": nan, "p10": nan, "p90": nan, "n": 0, "seeds": 0,
+                         "no_noise": True, "verdict": "SKIP"})
             continue
         k = keep[..., i]
         measured = np.where(k, run.diffusion[..., i], 0.0).sum(axis=1)            # per seed
@@ -246,9 +254,12 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
                          "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float("nan"),
                          "decays": True, "verdict": "SKIP"})
             continue
-        # each mode's law on a grid of its own, over its samples and its fixed point
+        # each mode's law on a grid of its own, over its samples and its fixed point, its 4001 points
+        # apart in float64 (full-batch steps: samples within rounding of the target, whose law is a
+        # point mass, made a grid of repeated values, refused after training)
         a, b = min(x.min(), star[i]), max(x.max(), star[i])
-        lo, hi = (a - 4 * x.std() if model.depth == 1 else max(a - 4 * x.std(), 1e-6 * b)), b + 4 * x.std()
+        pad = max(4 * x.std(), _GRID_ULPS * np.finfo(np.float64).eps * max(abs(a), abs(b)))
+        lo, hi = (a - pad if model.depth == 1 else max(a - pad, 1e-6 * b)), b + pad
         try:
             grid, p = mode_law(model, data, np.linspace(lo, hi, 4001), i, eta0=eta0, batch_size=batch_size,
                                weight_decay=weight_decay)
@@ -280,7 +291,16 @@ def mode_law(model, data, grid, mode: int, **kw):
         a, b = err.core
         width = b - a
         core = np.linspace(max(a - width, grid[0]), min(b + width, grid[-1]), 401)
-        grid = np.unique(np.concatenate([grid, core]))
+        # and out to the grid's own points in steps doubling from the core's width, so that the
+        # trapezoid rule follows the law's tails down instead of stretching the core's edge over
+        # a gap as wide as the grid's step (1e85 for samples that blew up to 1e88: the law came
+        # back as 0 everywhere, its mass on the gap)
+        span = grid[-1] - grid[0]
+        n = int(np.ceil(np.log2(span / width))) if np.isfinite(span) and 0 < width < span else 0
+        out = width * 2.0 ** np.arange(1, n + 1)
+        tails = np.concatenate([a - width - out, b + width + out])
+        tails = tails[(tails > grid[0]) & (tails < grid[-1])]
+        grid = np.unique(np.concatenate([grid, core, tails]))
         return grid, dl.stationary_density(model, data, grid, mode=mode, **kw)[:, mode]
 
 

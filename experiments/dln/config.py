@@ -298,6 +298,21 @@ def _check_sde_start(model: dmft.DeepLinear, data: dmft.LinearTeacher, schedule:
         raise ConfigError(f"{key}: {rest}") from None
 
 
+def _check_temperature(model: dmft.DeepLinear, data: dmft.LinearTeacher, schedule: dmft.Schedule,
+                       t: dict) -> None:
+    """The stationary laws' Boltzmann temperatures (`dl.boltzmann_temperature`, which the job's
+    stationary check and figure read), refused by the teacher's key before any network trains
+    where one is beyond float64 (the job failed after them: s = 1e100 with label noise 1)."""
+    try:
+        dl.boltzmann_temperature(model, data, eta0=schedule.eta0, batch_size=schedule.batch_size,
+                                 weight_decay=schedule.weight_decay)
+    except dmft.InputError as err:
+        name, _, rest = str(err).partition(": ")
+        key = ("teacher.label_noise" if name == "label_noise" else
+               "teacher.singular_values" if t["spectrum"] == "list" else "teacher.top")
+        raise ConfigError(f"{key}: {rest}") from None
+
+
 # what the job's and a scan's networks may use: `networks.train`'s default limit (neither passes one)
 NETWORKS_MEMORY_GB = 4.0
 
@@ -315,6 +330,17 @@ def _check_network_memory(model, data, schedule, tr: dict) -> None:
         raise ConfigError(f"train.seeds: {tr['seeds']} networks with batches of {B} need about "
                           f"{need / 2 ** 30:.3g} GiB (> {NETWORKS_MEMORY_GB:g} GiB, the networks' limit); use fewer "
                           "train.seeds, a smaller train.batch_size or train.probe, or save less often")
+
+
+def _check_network_start(model: dmft.DeepLinear, dtype: str, key: str) -> None:
+    """The networks' start in train.dtype (`networks.deep_linear.check_init_scale`: weights that
+    start at 0, where a deep network never moves), refused by its key before any network trains."""
+    from networks.deep_linear import check_init_scale
+
+    try:
+        check_init_scale(model, dtype)
+    except dmft.InputError as err:
+        raise ConfigError(f"{key}: {str(err).partition(': ')[2]} (train.dtype = '{dtype}')") from None
 
 
 def check_dtype(cfg: dict) -> None:
@@ -354,13 +380,19 @@ def build(cfg: dict, networks: bool = True) -> list[Study]:
         data = dmft.tasks.linear_teacher(t["d_in"], t["d_out"], s, P=t["P"] or None, label_noise=sigma,
                                          key=jax.random.key(t["seed"]))
         model.check_data(data)
+        init_key = "model.init_scale" if m["init_scale"] > 0 else "model.gamma"
         if networks:
             _check_network_memory(model, data, schedule, tr)
-        init_key = "model.init_scale" if m["init_scale"] > 0 else "model.gamma"
+            _check_network_start(model, tr["dtype"], init_key)
+            if cfg.get("scan") is None and cfg["staircase"]["seeds"]:       # (the job's random ensemble)
+                _check_network_start(dmft.DeepLinear.from_gamma(m["depth"], m["width"], cfg["staircase"]["gamma"]),
+                                     tr["dtype"], "staircase.gamma")
         if model.init == "aligned" and _reads_learning_times(cfg):
             _check_start(model, data, tr["weight_decay"], init_key)
         if model.init == "aligned" and _runs_sde(cfg):
             _check_sde_start(model, data, schedule, t, init_key)
+        if cfg.get("scan") is None and (sigma > 0 or tr["weight_decay"] > 0):   # the job compares a stationary law
+            _check_temperature(model, data, schedule, t)
         out.append(Study(sigma, data, model, schedule, tr["seeds"],
                          jax.random.fold_in(jax.random.key(tr["seed"]), i),
                          jax.random.fold_in(jax.random.key(th["seed"]), i)))

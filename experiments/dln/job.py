@@ -59,10 +59,15 @@ def _study(cfg, st, out, log, progress):
     sde = None
     if st.model.init == "aligned":
         t0 = time.perf_counter()
+        # every path diverging is recorded as the networks' diverged seeds are (it failed the job after
+        # every network had trained: s = 1e100 at depth 4 overflows the first step, networks' too)
         sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
-                          max_memory_gb=sde_memory_limit(cfg))
+                          max_memory_gb=sde_memory_limit(cfg), keep_diverged=True)
         res["sde_s"] = time.perf_counter() - t0
         res["sde_diverged"] = len(sde.info["diverged"])
+        if sde.info.get("all_diverged"):
+            res["sde_all_diverged"] = sde.info["all_diverged"]
+            log(f"  {tag}: {sde.info['all_diverged']['message']}")
         peaks = dl.diffusion_peaks(st.model, st.data, eta0=eta, batch_size=B, weight_decay=kappa)
         res["diffusion_peaks"] = {k: np.asarray(v).tolist() for k, v in peaks.items()}
         res["learning_times_flow"] = dl.learning_times(st.model, st.data, weight_decay=kappa).tolist()
@@ -71,9 +76,9 @@ def _study(cfg, st, out, log, progress):
     res.update(_judge(cfg, st, run, sde, log))
     after = cfg["theory"]["stationary_after"] * st.schedule.final_time
     if not (st.sigma > 0 or kappa > 0):
-        final = run.modes[:, -1]
-        res["point_mass"] = {"max_abs_distance_to_target": float(np.nanmax(np.abs(
-            final - np.asarray(res["effective_s"])))), "t": float(run.t[-1])}
+        dist = np.abs(run.modes[:, -1] - np.asarray(res["effective_s"]))
+        res["point_mass"] = {"max_abs_distance_to_target": float(np.nanmax(dist)) if np.isfinite(dist).any()
+                             else float("nan"), "t": float(run.t[-1])}      # (NaN: every network diverged)
     run.save(_saved(out, st, "networks"))
     if sde is not None:
         sde.save(_saved(out, st, "sde"))
@@ -90,10 +95,23 @@ def _study(cfg, st, out, log, progress):
     if res.get("stationary"):
         makers[f"stationary_{tag}"] = lambda: figs.stationary_figure(run, st.model, st.data, eta0=eta,
                                                                      batch_size=B, after=after, weight_decay=kappa)
+    if _all_diverged(run):         # the networks' figures have nothing to draw (they failed: exit 5)
+        res["figures_not_drawn"] = {name: _ALL_DIVERGED for name in makers if not name.startswith("modes_")}
+        makers = {name: f for name, f in makers.items() if name.startswith("modes_")}
     paths, errors = draw_figures(makers, os.path.join(out, "figures"), dpi=110)
     res["plot_errors"] = errors
     res["figures"] = paths
     return res
+
+
+_ALL_DIVERGED = "not drawn: every network diverged before the first save after t = 0"
+
+
+def _all_diverged(run) -> bool:
+    """Whether no network has a finite record after t = 0 (every seed diverged by its first save):
+    the loss, drift, diffusion and balancedness figures, on log axes from t > 0, have nothing to
+    draw (the modes figure still shows the theory)."""
+    return not np.isfinite(run.test_loss[:, run.t > 0]).any()
 
 
 def _judge(cfg, st, run, sde, log) -> dict:
@@ -136,9 +154,11 @@ def _staircase(cfg, st, out, log, progress):
     res["init_scale"] = model.init_scale
     run.save(_saved(out, st, "staircase"))
     name = f"staircase_sigma_{st.sigma:g}"
-    paths, errors = draw_figures({name: lambda: figs.staircase_figure(
-        run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), label noise {st.sigma:g}")},
-        os.path.join(out, "figures"), dpi=110)
+    makers = {name: lambda: figs.staircase_figure(
+        run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), label noise {st.sigma:g}")}
+    if _all_diverged(run):
+        res["figure_not_drawn"], makers = _ALL_DIVERGED, {}
+    paths, errors = draw_figures(makers, os.path.join(out, "figures"), dpi=110)
     res["figure"], res["plot_errors"] = paths.get(name), errors
     return res
 
@@ -245,6 +265,8 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
                 res["staircase"] = {**vdl.staircase(stair, st.data, rel=cfg["check"]["plateau_rel"]),
                                     "init_scale": kept["init_scale"],
                                     "figure": _figure(out, kept["figure"]) if kept.get("figure") else None,
+                                    **({"figure_not_drawn": kept["figure_not_drawn"]}
+                                       if kept.get("figure_not_drawn") else {}),
                                     "plot_errors": kept.get("plot_errors") or {}}
             results.append(res)
         report = {"studies": results, "config": cfg, "environment": environment(),
@@ -294,7 +316,16 @@ def checks(report: dict) -> list[dict]:
     out = []
     for r in report["studies"]:
         tag = f"sigma={r['sigma']:g}"
-        if r.get("modes"):
+        if r.get("sde_all_diverged"):                    # nothing of the theory's to compare with
+            d = r["sde_all_diverged"]
+            nets = r.get("networks_diverged", 0)
+            seeds = report.get("config", {}).get("train", {}).get("seeds")
+            out.append({"name": f"modes vs SDE {tag}", "verdict": "FAIL",
+                        "detail": f"every SDE path diverged, the first at step {d['step']} (t = {d['t']:.4g}), "
+                                  f"where {d['cause']} went non-finite; "
+                                  + (f"{nets} of {seeds} networks diverged too" if nets else
+                                     "no network diverged")})
+        elif r.get("modes"):
             bad = [row for row in r["modes"] if row["verdict"] == "FAIL"]
             out.append({"name": f"modes vs SDE {tag}", "verdict": "FAIL" if bad else "PASS",
                         "detail": f"{len(r['modes']) - len(bad)} of {len(r['modes'])} (mode, time) pairs within "
@@ -303,6 +334,10 @@ def checks(report: dict) -> list[dict]:
                                                  if bad else "")})
         out.append({"name": f"diffusion vs D(pi) {tag}", "verdict": _summary(r["diffusion"]),
                     "detail": ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
+                                        f"mode {x['mode'] + 1}: no gradient noise (D = 0: full-batch steps)"
+                                        if x.get("no_noise") else
+                                        f"mode {x['mode'] + 1}: no record to compare (no network has a finite "
+                                        "one where D is above its floor)" if not x.get("seeds", 1) else
                                         f"mode {x['mode'] + 1}: {x['ratio']:.3g} +- {x['stderr']:.2g}"
                                         for x in r["diffusion"])})
         if r.get("stationary"):

@@ -77,6 +77,10 @@ def markdown(rep: dict) -> str:
                if r.get(k)]
         if div:
             lines += ["", f"Diverged (left out of the comparisons): {', '.join(div)}."]
+        if r.get("sde_all_diverged"):
+            d = r["sde_all_diverged"]
+            lines += ["", f"Every SDE path diverged: the first at step {d['step']} (t = {_f(d['t'])}), where "
+                      f"{d['cause']} went non-finite; there is no theory ensemble to compare the networks with."]
         if r.get("modes"):
             lines += ["", "Modes, networks vs SDE (mean +- std):", "",
                       "| mode | t | networks | SDE | z | difference / spread | difference / target | std ratio "
@@ -97,6 +101,9 @@ def markdown(rep: dict) -> str:
             lines += ["", "SKIP: a mode that weight decay switches off stays near 0, where its own D vanishes "
                       "and what is measured is the noise leaking from the other modes (which the per-mode "
                       "reduction drops)."]
+        if any(x.get("no_noise") for x in r["diffusion"]):
+            lines += ["", "SKIP: full-batch steps (batch size = P) have no gradient noise: D = 0, measured and "
+                      "predicted alike."]
         if r.get("diffusion_peaks"):
             p = r["diffusion_peaks"]
             lines += ["", "When the diffusion peaks on the gradient-flow path (lead > 0: before):", "",
@@ -146,5 +153,11 @@ def markdown(rep: dict) -> str:
                 lines += [f"| {p['after_mode'] + 1} | {_f(p['t'])} | {_f(p['loss'])} | {_f(p['plateau'])} | "
                           f"{_f(p['rel_error'], 3)} | {p['verdict']} |" for p in s["plateaus"]]
         lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(v)}`" for v in r["figures"].values())]
+        skipped = dict(r.get("figures_not_drawn") or {})
+        if (r.get("staircase") or {}).get("figure_not_drawn"):
+            skipped[f"staircase_sigma_{r['sigma']:g}"] = r["staircase"]["figure_not_drawn"]
+        if skipped:
+            lines += ["", "Not drawn: " + ", ".join(f"`{k}` ({v.removeprefix('not drawn: ')})"
+                                                    for k, v in skipped.items()) + "."]
     lines += ["", f"Wall time {rep['wall_s']:.1f} s.", ""]
     return "\n".join(lines)
