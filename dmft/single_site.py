@@ -329,7 +329,7 @@ def record(static: Static, ctx, st: State):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shared,
-            rep: Replica, delta0, tol, damping):
+            rep: Replica, delta0, tol, damping, carry=None, start=0):
     """Self-consistent iteration on Delta(t) (Bordelon & Pehlevan, Algorithm 1).
 
     Time is cut into windows of `window` steps, solved in order (waveform
@@ -349,11 +349,14 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
     Args:
         delta0: (R, window, P, C) guess for the first window (e.g. lazy); later
             windows start from the last converged Delta held constant.
+        carry, start: solve windows start .. start + n_windows - 1 from the `carry` a call
+            for the windows before them returned (None: from t = 0, start = 0), so that a run
+            can be cut into calls with the same numbers.
 
     Returns:
-        (delta (R, steps, P, C) that drove the converged sweeps,
+        (delta (R, n_windows * window, P, C) that drove the converged sweeps,
          iterations (n_windows,), residual history (n_windows, max_iter),
-         last residual per window (n_windows,))
+         last residual per window (n_windows,), carry for the next windows)
     """
     count_trace("single_site.iterate")
     p = sh.l_tr.shape[0]
@@ -398,12 +401,14 @@ def iterate(static: Static, max_iter: int, window: int, n_windows: int, sh: Shar
         return (st_end, used[:, -1]), (used, n, hist, res)
 
     r = rep.z0.shape[0]
-    st0 = State(rep.z0, rep.a0, jnp.zeros((r, p, rep.a0.shape[-1]), rep.z0.dtype),
-                jnp.zeros((r,), jnp.int32), jnp.full((r,), -1, jnp.int32))
-    _, (used, n, hist, res) = jax.lax.scan(one_window, (st0, delta0[:, 0]),
-                                           jnp.arange(n_windows))
+    if carry is None:
+        st0 = State(rep.z0, rep.a0, jnp.zeros((r, p, rep.a0.shape[-1]), rep.z0.dtype),
+                    jnp.zeros((r,), jnp.int32), jnp.full((r,), -1, jnp.int32))
+        carry = (st0, delta0[:, 0])
+    carry, (used, n, hist, res) = jax.lax.scan(one_window, carry,
+                                               start + jnp.arange(n_windows))
     delta = jnp.moveaxis(used, 0, 1).reshape((r, n_windows * window) + used.shape[3:])
-    return delta, n, hist, res
+    return delta, n, hist, res, carry
 
 
 # ------------------------------------------------------------- setup and prediction

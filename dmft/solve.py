@@ -38,7 +38,9 @@ from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records_compiled
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, run_saved, runaway_bound
+from . import runner as _runner
+from .runner import (RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, progress_bar,
+                     run_saved, runaway_bound)
 from .sampling import normal_quantile
 from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, schedule_from
 from .trajectory import Trajectory
@@ -273,7 +275,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         label = plan.method if g == R else f"{plan.method} (replicas {first + 1}-{first + g} of {R})"
         try:
             if plan.method == "iterate":
-                drive, it = _iterate(plan, static, sh, rep, su, label)
+                drive, it = _iterate(plan, static, sh, rep, su, label, progress)
                 its.append(it)
             rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"]),
                                       gaps=sch.gaps, drive=drive, progress=progress, label=label)
@@ -388,23 +390,49 @@ def _earliest(errors, ran) -> DivergenceError:
     return err
 
 
-def _iterate(plan: SolvePlan, static, sh, rep, su, label):
+def _iterate(plan: SolvePlan, static, sh, rep, su, label, progress: bool = False):
     """The self-consistent iteration for one group of replicas: (the converged Delta that drives
-    the forward run, {"n", "hist", "res" per window, "s": seconds})."""
+    the forward run, {"n", "hist", "res" per window, "s": seconds}). With a progress bar the
+    windows run in calls of about `runner.CALL_SECONDS` (power-of-two groups, one window in the
+    first), so that an interruption acts within seconds; the numbers do not depend on the cut."""
     sch = plan.schedule
     P, W = su["P"], plan.window
+    total = sch.steps // W
     delta_lazy, _, _ = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], jnp.arange(W), sch.eta0, dynamics="gd")
     delta0 = jnp.broadcast_to(delta_lazy, (rep.w.shape[0],) + delta_lazy.shape)
     t0 = time.perf_counter()
-    delta, n, hist, res = _ss.iterate(static, plan.max_iter, W, sch.steps // W, sh, rep, delta0,
-                                      plan.tol, plan.damping)
-    n, hist, res = np.asarray(n), np.asarray(hist), np.asarray(res)
-    if not np.all(np.isfinite(res)):
-        w = int(np.argmin(np.isfinite(res)))
-        raise DivergenceError(
-            f"{label}: the residual became non-finite in window {w} (steps {w * W} to "
-            f"{(w + 1) * W}); residuals there: {hist[w][:n[w]].tolist()}",
-            step=w * W, cause="non-finite Delta in the iteration")
+    parts, carry, done, rate, shapes = [], None, 0, 0.0, set()
+    bar = progress_bar(total, f"{label}: iteration", unit="window") if progress else None
+    try:
+        while done < total:
+            count = total - done
+            if progress:                   # powers of two only: few compiled programs
+                cap = min(max(int(rate * _runner.CALL_SECONDS), 1), count)
+                count = 1 << (cap.bit_length() - 1)
+            tic = time.perf_counter()
+            *part, carry = _ss.iterate(static, plan.max_iter, W, count, sh, rep, delta0, plan.tol,
+                                       plan.damping, carry, jnp.asarray(done, jnp.int32))
+            part[1:] = [np.asarray(a) for a in part[1:]]
+            if count in shapes:
+                rate = max(rate, count / max(time.perf_counter() - tic, 1e-9))
+            shapes.add(count)
+            parts.append(part)
+            n, hist, res = part[1:]
+            if not np.all(np.isfinite(res)):
+                w = int(np.argmin(np.isfinite(res)))
+                g = done + w
+                raise DivergenceError(
+                    f"{label}: the residual became non-finite in window {g} (steps {g * W} to "
+                    f"{(g + 1) * W}); residuals there: {hist[w][:n[w]].tolist()}",
+                    step=g * W, cause="non-finite Delta in the iteration")
+            done += count
+            if bar is not None:
+                bar.update(count)
+    finally:
+        if bar is not None:
+            bar.close()
+    delta = parts[0][0] if len(parts) == 1 else jnp.concatenate([p[0] for p in parts], axis=1)
+    n, hist, res = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
     return jnp.moveaxis(delta, 0, 1), {"n": n, "hist": hist, "res": res, "s": time.perf_counter() - t0}
 
 

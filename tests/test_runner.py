@@ -49,12 +49,21 @@ def _runs(progress):
 
 
 def test_cut_calls_change_no_number(calls, monkeypatch):
+    windows = []                                 # method="iterate": windows per compiled call
+    iterate = dmft.single_site.iterate
+
+    def spy(static, max_iter, window, n_windows, *args):
+        windows.append(n_windows)
+        return iterate(static, max_iter, window, n_windows, *args)
+
+    monkeypatch.setattr(dmft.single_site, "iterate", spy)
     whole = _runs(progress=False)
-    assert max(calls) == 240                     # without a bar each run is one call
+    assert max(calls) == 240 and windows == [24]     # without a bar each run is one call
     calls.clear()
+    windows.clear()
     monkeypatch.setattr(runner, "CALL_SECONDS", 0.0)     # once a rate is known: one step a call
     cut = _runs(progress=True)
-    assert max(calls) == 25 and calls.count(1) > 200
+    assert max(calls) == 25 and calls.count(1) > 200 and windows == [1] * 24
     for name in whole:
         np.testing.assert_array_equal(cut[name], whole[name], err_msg=name)
 
