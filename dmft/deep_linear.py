@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ from . import checks
 from .errors import DivergenceError, InputError
 from .plan import RUNTIME_BYTES
 from .plotting import new_figure
-from .runner import count_trace
+from .runner import count_trace, run_saved
 from .problem import DeepLinear, LinearTeacher
 from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
@@ -1035,54 +1035,73 @@ def check_sde_start(model: DeepLinear, data: LinearTeacher, *, eta0: float, batc
 _SDE_CAUSES = {1: "the layer scalar a", 2: "the mode strength pi = a^L", 3: "the diffusion D(pi)"}
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "online"))
-def _sde_paths(keys, gaps, coef, scalars, *, depth: int, online: bool):
-    """The Euler-Maruyama paths of `mode_sde`, one per key: (saves + 1, r) layer scalars, the
-    first bad step (-1: none) and its cause. One compiled program per depth, mode count, save
-    count and path count: the step size, batch size, decay, noise and start are arguments."""
-    count_trace("deep_linear.sde_paths")
-    L = depth
+class _SDEStatic(NamedTuple):
+    depth: int
+    online: bool
+
+
+class _SDEState(NamedTuple):
+    a: jax.Array          # (paths, r) layer scalars
+    pi: jax.Array         # (paths, r) mode strengths a^L
+    c: jax.Array          # (paths, r) noise variances c(pi)
+    k: jax.Array          # (paths,) steps taken
+    bad: jax.Array        # (paths,) first bad step (-1: none)
+    why: jax.Array        # (paths,) its cause (`_SDE_CAUSES`)
+
+
+def _sde_c(online: bool, coef, scalars, pi):
     s, kappa, tau, lam = coef
-    eta, B, shrink, sigma2, fpc, init = scalars
+    sigma2, fpc = scalars[3], scalars[4]
+    d = s - pi
+    if online:
+        return 2 * d * d + sigma2
+    return jnp.maximum((kappa - 1) * d * d + 2 * tau * d + lam, 0.0) * fpc
+
+
+def _sde_step(static: _SDEStatic, ctx, st: _SDEState, drive):
+    """One Euler-Maruyama step of every path of `mode_sde` (`runner.run_saved`'s step): path p's
+    noise at step k is drawn from fold_in(key_p, k). One compiled program per depth, mode count,
+    save count and path count: the step size, batch size, decay, noise and start are arguments."""
+    count_trace("deep_linear.sde_paths")
+    keys, coef, scalars = ctx
+    L = static.depth
+    s = coef[0]
+    eta, B, shrink = scalars[0], scalars[1], scalars[2]
     dt = s.dtype
 
-    def c_of(pi):
-        d = s - pi
-        if online:
-            return 2 * d * d + sigma2
-        return jnp.maximum((kappa - 1) * d * d + 2 * tau * d + lam, 0.0) * fpc
-
-    def step(state, pkey):
-        a, pi, c, k, bad, why = state
+    def one(pkey, a, pi, c, k, bad, why):
         zeta = jax.random.normal(jax.random.fold_in(pkey, k), a.shape, dt) * jnp.sqrt(c / B)
         a = shrink * a + eta * a ** (L - 1) * (s - pi + zeta)
         pi = a ** L
-        c = c_of(pi)
+        c = _sde_c(static.online, coef, scalars, pi)
         D = eta / B * L ** 2 * jnp.abs(pi) ** (4 - 4 / L) * c
         code = jnp.where(~jnp.all(jnp.isfinite(a)), 1,
                          jnp.where(~jnp.all(jnp.isfinite(pi)), 2, jnp.where(~jnp.all(jnp.isfinite(D)), 3, 0)))
         first = (bad < 0) & (code > 0)
         # the state after this step is that of step k + 1: the step a network's seed would be
         # flagged at (its loss at the weights of step k + 1 is the first non-finite one)
-        return (a, pi, c, k + 1, jnp.where(first, k + 1, bad), jnp.where(first, code, why))
+        return _SDEState(a, pi, c, k + 1, jnp.where(first, k + 1, bad), jnp.where(first, code, why))
 
-    def one_path(pkey):
-        def interval(state, gap):
-            state = jax.lax.fori_loop(0, gap, lambda _, st: step(st, pkey), state)
-            return state, state[0]
-        a0 = jnp.full(s.shape, init, dt)
-        pi0 = a0 ** L
-        st0 = (a0, pi0, c_of(pi0), jnp.int32(0), jnp.int32(-1), jnp.int32(0))
-        st, rec = jax.lax.scan(interval, st0, gaps)
-        return jnp.concatenate([a0[None], rec]), st[4], st[5]
+    return jax.vmap(one)(keys, st.a, st.pi, st.c, st.k, st.bad, st.why)
 
-    return jax.vmap(one_path)(keys)
+
+def _sde_record(static: _SDEStatic, ctx, st: _SDEState):
+    return {"a": st.a}
+
+
+def _sde_start(static: _SDEStatic, coef, scalars, paths: int) -> _SDEState:
+    a0 = jnp.full((coef.shape[1],), scalars[5], coef.dtype)            # one path's start
+    pi0 = a0 ** static.depth
+    c0 = _sde_c(static.online, coef, scalars, pi0)
+    return _SDEState(*(jnp.broadcast_to(v, (paths,) + v.shape) for v in (a0, pi0, c0)),
+                     jnp.zeros((paths,), jnp.int32), jnp.full((paths,), -1, jnp.int32),
+                     jnp.zeros((paths,), jnp.int32))
 
 
 def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None, steps=None,
              save_every=None, paths: int = 1024, key=None, *, weight_decay=None,
              schedule: Schedule | None = None, max_memory_gb: float = 4.0,
-             keep_diverged: bool = False) -> ModeSDE:
+             keep_diverged: bool = False, progress: bool = False) -> ModeSDE:
     """Integrate the per-mode SDE with vmapped Euler-Maruyama paths, one step per SGD step.
 
     The scheme is Euler-Maruyama for each layer's scalar a = pi^(1/L):
@@ -1110,6 +1129,9 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
             NaN from its own bad step's save on) with info["all_diverged"] = {"step", "t",
             "cause", "message"} (the DivergenceError's) instead of raising: a caller that
             records divergences as the networks' (the `dmft dln` job) keeps every record.
+        progress: show a progress bar over steps; the run is then cut into calls of about
+            `runner.CALL_SECONDS` (`runner.run_saved`), so that an interruption acts within
+            seconds. The numbers do not depend on the cut.
 
     Returns:
         ModeSDE with .t (T,) and .modes (paths, T, r).
@@ -1129,6 +1151,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
     keep_diverged = checks.flag("keep_diverged", keep_diverged)
+    progress = checks.flag("progress", progress)
     modes = effective_modes(data)
     L = model.depth
     T = int(sch.save_steps.size)
@@ -1145,8 +1168,12 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     coef = jnp.asarray(np.stack([modes.s] + ([zero] * 3 if online else [modes.kappa, modes.tau, modes.lam])), dt)
     scalars = jnp.asarray([eta, B, 1.0 - eta * kappa_wd, modes.sigma ** 2, fpc, model.init_scale], dt)
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
-    a, bad, why = (np.asarray(v) for v in _sde_paths(keys, jnp.asarray(sch.gaps, jnp.int32), coef, scalars,
-                                                     depth=L, online=online))
+    static = _SDEStatic(L, online)
+    rec, st, _ = run_saved(_sde_step, _sde_record, static, (keys, coef, scalars),
+                           _sde_start(static, coef, scalars, paths), gaps=sch.gaps, progress=progress,
+                           label="mode_sde", stop_on_nonfinite=False)
+    a = np.moveaxis(rec["a"], 0, 1)                                      # (paths, saves, r)
+    bad, why = np.asarray(st.bad), np.asarray(st.why)
     with np.errstate(over="ignore", invalid="ignore"):
         pi = a ** L
     D = _diffusion(modes, pi, eta, B, L)

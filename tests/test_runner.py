@@ -1,5 +1,6 @@
-"""The compiled loop cut into calls (`dmft.runner.run_saved`): with a progress bar a long save
-interval is split so that an interruption acts within seconds, and the numbers do not change."""
+"""The compiled loop cut into calls (`dmft.runner.run_saved`, and the iterate method's windows): with
+a progress bar a long save interval is split so that an interruption acts within seconds, and the
+numbers do not change."""
 
 import jax
 import numpy as np
@@ -44,6 +45,9 @@ def _runs(progress):
                                    key=jax.random.key(2), **common).f_test,
         "deep linear": networks.train(dln, teacher, seeds=2, save_every=24, batch_size=5,
                                       key=jax.random.key(3), **common).modes,
+        "mode SDE": dmft.deep_linear.mode_sde(dmft.DeepLinear(3, 8, 0.3, "aligned"), teacher, paths=16,
+                                              schedule=dmft.Schedule(0.02, 240, save_at=LOG_SAVES, batch_size=5),
+                                              key=jax.random.key(4), progress=progress).modes,
     }
     return out
 

@@ -62,7 +62,7 @@ def _study(cfg, st, out, log, progress):
         # every path diverging is recorded as the networks' diverged seeds are (it failed the job after
         # every network had trained: s = 1e100 at depth 4 overflows the first step, networks' too)
         sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
-                          max_memory_gb=sde_memory_limit(cfg), keep_diverged=True)
+                          max_memory_gb=sde_memory_limit(cfg), keep_diverged=True, progress=progress)
         res["sde_s"] = time.perf_counter() - t0
         res["sde_diverged"] = len(sde.info["diverged"])
         if sde.info.get("all_diverged"):
