@@ -486,7 +486,13 @@ def _identity(h):
 
 
 def _ones(h):
-    return jnp.ones_like(jnp.asarray(h, dtype=float))
+    # not jnp.ones_like: XLA:CPU (jax 0.10) simplifies a product with a constant ones array into a
+    # reduction that comes out NaN, or finite and wrong, in some shapes (vmapped over seeds, the
+    # networks' gradient kernel (phi' * m) phi'^T / N for 2+ outputs at seeds x width >= 4096:
+    # every seed flagged diverged; alignment -0.0 against 0.27). h * 0 + 1 is not a constant to
+    # XLA (it is NaN where h is not finite, where the run has gone bad anyway).
+    h = jnp.asarray(h, dtype=float)
+    return h * 0 + 1
 
 
 def _poly2_mean(k, alpha, beta):

@@ -322,3 +322,23 @@ def test_a_network_at_the_gamma0_floor_starts_at_the_targets_mean_square(data, x
     np.testing.assert_allclose(run.train_loss[:, 0], np.mean(np.asarray(data.y_train) ** 2),
                                rtol=1e-6 if x64 else 1e-3)
     assert not run.info["diverged"]
+
+
+@pytest.mark.parametrize("width, seeds", [(1024, 4), (256, 16), (4096, 1)])
+def test_linear_networks_with_several_outputs_record_their_kernels(width, seeds):
+    """A linear network's phi' is all ones; XLA:CPU simplified the gradient kernel (phi' * m) phi'^T / N
+    built on a constant ones array into a reduction that came out NaN at seeds x width >= 4096 with
+    2+ outputs (every seed flagged diverged) or finite and wrong (an audit against the DMFT). For
+    phi = h, G = mean over units and outputs of a^2, exactly: at t = 0 and at the end."""
+    x = np.asarray(jax.random.normal(jax.random.key(0), (32, 8)))
+    y = np.stack([np.tanh(x[:, 0]), x[:, 1] * x[:, 2]], 1)
+    data = dmft.Dataset(x, y)
+    model = dmft.TwoLayer("linear", gamma0=1.0, readout="trained")
+    run = networks.train(model, data, eta0=0.5, steps=4, save_every=4, width=width, seeds=seeds,
+                         kernels=True, keep_params=True, key=jax.random.key(1))
+    assert not run.info["diverged"]
+    for j, params in ((0, run.params0), (-1, run.params)):
+        g = np.mean(np.asarray(params["a"]) ** 2, axis=(1, 2))
+        np.testing.assert_allclose(run.gradient_kernel[:, j], np.broadcast_to(g[:, None, None], (seeds, 32, 32)),
+                                   rtol=1e-12)
+    assert np.all(np.isfinite(run.alignment)) and np.all(run.alignment > 0.05)
