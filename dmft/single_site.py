@@ -186,6 +186,20 @@ def _output_sum(u, weight, a):
                       preferred_element_type=weight.dtype)
 
 
+def node_share(u, weight, a):
+    """The effective share of the nodes that carry the outputs, (sum_m w |a phi|)^2 /
+    (sum_m w (a phi)^2 sum_m w), the least over points and outputs (u: (P, M) features phi):
+    0.03-0.7 where the site law of a phi is light-tailed (tanh, relu, erf, softplus, square); it
+    falls towards 1 / M where a few nodes run away (quadratic activation with trained readouts:
+    a node's growth rate grows with its own size, and the output's average over the site law is
+    carried by ever rarer nodes). Then the mean over M nodes moves with M and the replica spread
+    does not see it (`NODE_SHARE_MIN`)."""
+    num = jnp.abs(u) @ (weight[:, None] * jnp.abs(a)).astype(u.dtype)
+    den = (u * u) @ (weight[:, None] * a * a).astype(u.dtype)
+    share = num * num / jnp.where(den > 0, den, 1.0) / jnp.sum(weight)
+    return jnp.min(jnp.where(den > 0, share, 1.0))
+
+
 def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows):
     """K0_nodes S on some rows, from the t = 0 node features, all outputs coupled:
     sum_m w_m [phi_m(mu) (phi_m . S_c) + a_mc phi'_m(mu) L_mu . sum_nu L_nu phi'_m(nu) (a_m . S_nu)]."""
@@ -273,7 +287,8 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     # kernel sums and the test fields are most of a record's cost); sums come back in float64
     mixed = sh.l_lo is not None
     phi, dphi = _fields(sh, st.z, mixed, nodes_last=True)                # (P, M)
-    out = {"f_train": _f_train(static, sh, rep, _output_sum(phi, rep.w, st.a), st.s)}
+    out = {"f_train": _f_train(static, sh, rep, _output_sum(phi, rep.w, st.a), st.s),
+           "node_share": node_share(phi, rep.w, st.a)}
     if static.has_test:
         phi_te, _ = _fields(sh, st.z, mixed, rows=sh.l_te, nodes_last=True)
         out["f_test"] = (sh.f0_te + (_output_sum(phi_te, rep.w, st.a) - rep.F0_te) / sh.gamma0

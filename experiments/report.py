@@ -46,6 +46,7 @@ def _final_table(sweep):
         row = {"gamma0": g, "dmft_test_loss": float(sol.test_loss[-1]) if sol.test_loss is not None else None,
                "dmft_se": float(se[-1]) if se is not None and np.ndim(se) else None,
                "dmft_se_unknown": se is not None and not np.ndim(se),
+               "dmft_heavy_tailed": bool(sol.info.get("heavy_tailed", False)),
                "lazy_test_loss": float(lz.test_loss[-1]) if lz.test_loss is not None else None,
                "dmft_alignment": float(sol.alignment[-1]),
                "dmft_weight_change": float(sol.weight_change["first_layer"][-1]),
@@ -300,9 +301,16 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] is not None or r["dmft_se_unknown"] else ""
         netc = [f"{_fmt(r['networks'][w]['test_loss_mean'])} +- {_fmt(r['networks'][w]['test_loss_std'], 2)}"
                 for w in sweep.widths]
+        se += " (heavy-tailed: see below)" if r.get("dmft_heavy_tailed") else ""
         body.append([f"{r['gamma0']:g}", f"{_fmt(r['dmft_test_loss'])}{se}", _fmt(r["lazy_test_loss"])]
                     + netc + [_fmt(r["dmft_alignment"], 3), _fmt(r["dmft_weight_change"], 3)])
     lines += _table(head, body)
+    heavy = [f"{r['gamma0']:g}" for r in final if r.get("dmft_heavy_tailed")]
+    if heavy:
+        lines += ["", f"Heavy-tailed at gamma0 = {', '.join(heavy)}: the DMFT's outputs are carried by few "
+                  "nodes (`info['effective_node_share']` below `dmft.solve.NODE_SHARE_MIN`), so its value moves "
+                  "with the node count and its standard error understates the error; solve at several "
+                  "theory.samples before trusting it."]
     if data.y_test is None:
         lines += ["", "(-: the data has no test targets, so there is no test loss; the lazy-limit check "
                   "compares train losses.)"]
