@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Mapping
 
 import jax
@@ -36,6 +37,7 @@ import numpy as np
 
 from . import checks
 from . import closure as _closure
+from . import runner as _runner
 from . import single_site as _ss
 from .activations import grid_nodes
 from .errors import InputError
@@ -43,7 +45,8 @@ from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
-from .runner import count_trace, exact_products, first_nonfinite, first_runaway, progress_bar, scan_records
+from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
+                     scan_records)
 from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
@@ -107,6 +110,19 @@ class BatchProgram:
             "lazy" (the self-consistent "iterate" is not batched).
         curves: also return f_train and f_test at every saved time.
         state: also return the closure state (poly2-fixed: mean and second moment).
+        interruptible: run a call's points in compiled calls of about `runner.CALL_SECONDS`
+            each (after a first one of about `runner.FIRST_CALL_STEPS` / n steps that measures
+            the rate), handing the points' states back in between, so that Ctrl-C and SIGTERM
+            (which act only when the running XLA call returns) stop it within seconds; by
+            default a call is one compiled program over the whole schedule, and an interruption
+            waits for all of it (minutes with many steps). The calls are cut as
+            `runner.run_saved` cuts a solve's (silent calls inside long save intervals, whole
+            intervals in power-of-two groups: a few compiled lengths), each as long as its
+            slowest point (with final_time the points with the smaller eta0 take more steps);
+            the forward method's replicas are drawn once and carried, the rest of the points'
+            contexts built again in every call, as the one program builds them (a few ms); the
+            numbers are the one program's, bit for bit, and the peak memory within
+            `memory_estimate`. The lazy method (a closed form) always runs in one call.
         Other arguments as for `dmft.solve`.
 
     Calling it: `prog(values, index, key=None, sharding=None)` with values a dict
@@ -123,7 +139,7 @@ class BatchProgram:
                  control_variate: bool | None = None, kernel_nodes: int = 64,
                  quadrature_nodes: int = 8, curves: bool = False, state: bool = False,
                  max_memory_gb: float = 4.0, final_time: float | None = None,
-                 precision: str = "full"):
+                 precision: str = "full", interruptible: bool = False):
         if isinstance(eta0, Schedule):
             schedule, eta0 = eta0, None
         given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
@@ -171,6 +187,7 @@ class BatchProgram:
         self.final_time = None if final_time is None else checks.real("final_time", final_time, positive=True)
         self.plan = plan
         self.curves, self.state = checks.flag("curves", curves), checks.flag("state", state)
+        self.interruptible = checks.flag("interruptible", interruptible)
         self.method = plan.method
         self._geo = geometry(data)
         self._static = _Static(
@@ -290,7 +307,11 @@ class BatchProgram:
         full["counts"] = jnp.asarray(counts, jnp.int32)
         if sharding is not None:
             full["counts"] = jax.device_put(full["counts"], sharding)
-        out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
+        if self.interruptible and self.method != "lazy" and counts.shape[1] > 1:
+            out = _run_cut(self._static, geo, self._y_test, self.model.activation, full, idx, key, counts,
+                           sharding)
+        else:
+            out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
         out = jax.tree_util.tree_map(np.asarray, out)
         gamma0 = cols["gamma0"] if "gamma0" in cols else np.full(index.size, self._defaults["gamma0"])
         return _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
@@ -335,23 +356,61 @@ def _mse(y, f):
     return jnp.mean((y - f) ** 2, axis=(-2, -1))
 
 
-def _point(st: _Static, geo, y_test, act0, v, key):
-    """Everything for one point (traced; vmapped over points)."""
-    P = st.P
+def _method(st: _Static):
+    """(static, step, record) of the point's stepped solver, closure or forward."""
+    if st.method == "closure":
+        return _closure.Static(st.closure_kind, st.dynamics, False, st.has_test), _closure.step, _closure.record
+    return _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode), _ss.step, _ss.record
+
+
+def _setup(st: _Static, geo, act0, v):
+    """(the point's activation, its `lazy_setup`) (traced)."""
     act = _activation(act0, v["eps"])
-    geo = {**geo, "P": P, "r": st.r}
-    su = lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
-                    nodes=st.kernel_nodes)
+    geo = {**geo, "P": st.P, "r": st.r}
+    return act, lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
+                           nodes=st.kernel_nodes)
+
+
+def _saves(st: _Static, v):
+    """(save steps, gaps between them, last step) of one point (traced)."""
     if st.per_point:                     # this point's own save steps (a fixed final time)
         saves = v["counts"]
-        gaps = jnp.diff(saves)
-        steps = saves[-1]
-    else:
-        saves_np = np.asarray(st.save_steps)
-        saves = jnp.asarray(saves_np)
-        gaps = np.diff(saves_np)
-        steps = int(saves_np[-1])
-    out = {}
+        return saves, jnp.diff(saves), saves[-1]
+    saves_np = np.asarray(st.save_steps)
+    return jnp.asarray(saves_np), np.diff(saves_np), int(saves_np[-1])
+
+
+def _context(st: _Static, act, su, v, key, rep=None):
+    """(context, initial state) of the point's stepped solver (traced): for the forward method
+    the replicas `rep`, or when None their nodes drawn from `key`."""
+    mixed = st.precision == "mixed"
+    if st.method == "closure":
+        ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
+        return ctx, _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
+    sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
+    if rep is None:
+        rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
+                                replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
+                                trained=st.trained, cv=st.cv_mode)
+    return (sh, rep), _ss.initial_state(rep, st.P)
+
+
+def _joined(first, recs):
+    """The record at step 0 ahead of those of the intervals."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
+
+
+def _first_bad(bad, steps):
+    """The earliest bad step over the point's replicas, or -1."""
+    bad = jnp.min(jnp.where(bad >= 0, bad, steps + 1))
+    return jnp.where(bad > steps, -1, bad)
+
+
+def _point(st: _Static, geo, y_test, act0, v, key, state=None, last=None):
+    """Everything for one point (traced; vmapped over points). state, last: the last call of a cut
+    run of one interval (`_last`): its steps start from `state` and take `last` steps."""
+    act, su = _setup(st, geo, act0, v)
+    saves, gaps, steps = _saves(st, v)
     if st.method == "lazy":
         rec, delta, _, gone = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
                                            trained=st.trained, has_test=st.has_test)
@@ -361,37 +420,30 @@ def _point(st: _Static, geo, y_test, act0, v, key):
         # NaN from there on, as a non-finite output is (`_finish`)
         rec = {k: jnp.where(gone.reshape(gone.shape + (1,) * (a.ndim - 1)), jnp.nan, a) for k, a in rec.items()}
     else:
-        mixed = st.precision == "mixed"
-        if st.method == "closure":
-            static = _closure.Static(st.closure_kind, st.dynamics, False, st.has_test)
-            ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
-            s0 = _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
-            step, record = _closure.step, _closure.record
-        else:
-            static = _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode)
-            sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
-            rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
-                                    replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
-                                    trained=st.trained, cv=st.cv_mode)
-            ctx = (sh, rep)
-            s0 = _ss.initial_state(rep, P)
-            step, record = _ss.step, _ss.record
+        static, step, record = _method(st)
+        ctx, s0 = _context(st, act, su, v, key)
         first = record(static, ctx, s0)
-        final, recs = scan_records(step, record, static, ctx, s0, gaps)
-        rec = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
-        bad = jnp.min(jnp.where(final.bad >= 0, final.bad, steps + 1))
-        bad = jnp.where(bad > steps, -1, bad)
+        final, recs = scan_records(step, record, static, ctx, s0 if state is None else state,
+                                   gaps if last is None else last)
+        rec = _joined(first, recs)
+        bad = _first_bad(final.bad, steps)
+    return _outputs(st, su["y"], y_test, v, saves, rec, bad)
+
+
+def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
+    """A point's outputs from its records at every save (traced)."""
+    out = {}
     if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
         R = rec["f_train"].shape[1]
         if R > 1:
             se = _ss.replica_se
-            out["error.train_loss"] = se(_mse(su["y"][None, None], rec["f_train"]))
+            out["error.train_loss"] = se(_mse(y[None, None], rec["f_train"]))
             if st.has_y_test:
                 out["error.test_loss"] = se(_mse(y_test[None, None], rec["f_test"]))
             out["error.alignment"] = se(rec["alignment"])
             se_sq = {g: se(rec[f"sq_weight_change.{g}"]) for g in ("first_layer", "readout")}
         rec = {k: (jnp.mean(a, axis=1) if a.ndim >= 2 else a) for k, a in rec.items()}
-    out["train_loss"] = _mse(su["y"][None], rec["f_train"])
+    out["train_loss"] = _mse(y[None], rec["f_train"])
     if st.has_y_test:
         out["test_loss"] = _mse(y_test[None], rec["f_test"])
     out["alignment"] = rec["alignment"]
@@ -425,9 +477,125 @@ def _run(st: _Static, geo, y_test, act0, values, index, key):
     return jax.vmap(lambda v, k: _point(st, geo, y_test, act0, v, k))(values, keys)
 
 
+# A cut run (`BatchProgram(interruptible=True)`) computes `_run`'s numbers, bit for bit, in these
+# programs: `_start` (the forward method's replicas, the initial states, the records at step 0),
+# `_steps` (a few intervals of every point, called again and again with the states; one compilation
+# per number of intervals, at least two: a scan of one interval is compiled without its loop, and
+# its records rounded otherwise) and `_end`; or, for a schedule of one interval, `_last`. The
+# replicas (the node draw and its (P + P*, P) sums, the costly part) are carried from call to call;
+# the rest of a context is built again in every call, as `_run` builds it: a step loop compiled
+# with the whole context as a parameter (rather than computed in the same program) rounded
+# differently from the first step (closure and forward, on a CPU; inside a program the arrays'
+# layouts are XLA's choice). Building it again took 0.1-2.5 ms a call on a CPU (P = 20-200: the
+# time of under 20 steps of the closure, under one of the forward method), in calls of about
+# CALL_SECONDS.
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _start(st: _Static, geo, act0, values, index, key):
+    count_trace("batch.point")         # (one point program per shape, as `_run`: a scan counts them)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+
+    def one(v, k):
+        act, su = _setup(st, geo, act0, v)
+        static, _, record = _method(st)
+        ctx, s0 = _context(st, act, su, v, k)
+        return (ctx[1] if st.method == "forward" else None), s0, record(static, ctx, s0)
+
+    return jax.vmap(one)(values, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(5,))
+def _steps(st: _Static, geo, act0, values, reps, state, gaps):
+    """gaps (m,), or (n, m) with st.per_point: m more intervals of every point, each ending in a
+    record. reps: the forward method's replicas (`_start`), else None."""
+    count_trace("batch.steps")
+
+    def one(v, rep, s, g):
+        act, su = _setup(st, geo, act0, v)
+        static, step, record = _method(st)
+        ctx, _ = _context(st, act, su, v, None, rep)
+        return scan_records(step, record, static, ctx, s, g)
+
+    return jax.vmap(one, in_axes=(0, 0, 0, 0 if st.per_point else None))(values, reps, state, gaps)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _end(st: _Static, geo, y_test, values, first, recs, bad):
+    count_trace("batch.end")
+
+    def one(v, first, recs, bad):
+        saves, _, steps = _saves(st, v)
+        return _outputs(st, geo["y"], y_test, v, saves, _joined(first, recs), _first_bad(bad, steps))
+
+    return jax.vmap(one)(values, first, recs, bad)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _last(st: _Static, geo, y_test, act0, values, index, key, state, gaps):
+    """The last call of a cut run of one interval (two saves): `_run` but for the state its steps
+    start from. A scan of one interval is compiled without its loop, its record fused with the
+    outputs and the whole context: apart from them it rounded otherwise."""
+    count_trace("batch.steps")
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    return jax.vmap(lambda v, k, s, g: _point(st, geo, y_test, act0, v, k, s, g),
+                    in_axes=(0, 0, 0, 0 if st.per_point else None))(values, keys, state, gaps)
+
+
+_CALL_STEPS = None      # (tests) a fixed number of steps per call of a cut run, the rate aside
+
+
+def _run_cut(st: _Static, geo, y_test, act0, values, index, key, counts, sharding=None):
+    """`_run` in calls of about `runner.CALL_SECONDS` (the first of about `runner.FIRST_CALL_STEPS`
+    / points steps, to measure the rate), cut as `runner.run_saved` cuts its calls (`next_call`):
+    the same numbers, bit for bit. counts: (n, T) the points' save steps. A call's length is that of
+    its slowest point: with st.per_point every point runs its own steps of the call's intervals."""
+    reps, state, first = _start(st, geo, act0, values, index, key)
+    gaps = np.diff(np.asarray(counts, np.int64), axis=1)          # (n, T - 1)
+    n, intervals = gaps.shape
+    longest = gaps.max(axis=0)
+    pending = np.zeros(n, np.int64)     # steps of interval `done` taken without a record, per point
+    done, recs, rate, shapes = 0, [], 0.0, set()
+    while done < intervals:
+        cap = _CALL_STEPS or (max(int(rate * _runner.CALL_SECONDS), 1) if rate
+                              else max(_runner.FIRST_CALL_STEPS // n, 1))
+        left = gaps[:, done] - pending
+        lengths = longest.copy()
+        lengths[done] = left.max()
+        m, silent = next_call(lengths, done, intervals - done, 0, cap)
+        if silent:
+            call = np.minimum(left, silent)[:, None]
+        else:
+            call = np.concatenate([left[:, None], gaps[:, done + 1:done + m]], axis=1)
+        real = call.shape[1]
+        if real == 1 and intervals > 1:          # a scan of one interval is compiled without its loop
+            call = np.concatenate([call, np.zeros_like(call)], axis=1)
+        arg = jnp.asarray(call if st.per_point else call[0], jnp.int32)
+        if st.per_point and sharding is not None:
+            arg = jax.device_put(arg, sharding)
+        if intervals == 1 and not silent:
+            return _last(st, geo, y_test, act0, values, index, key, state, arg)
+        tic = time.perf_counter()
+        state, rec = _steps(st, geo, act0, values, reps, state, arg)
+        if silent:
+            pending += call[:, 0]
+            jax.block_until_ready(state)
+        else:
+            recs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:, :real], rec))
+            done += m
+            pending[:] = 0
+        if call.shape[1] in shapes:
+            rate = max(rate, int(call.max(axis=0).sum()) / max(time.perf_counter() - tic, 1e-9))
+        shapes.add(call.shape[1])
+    recs = {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
+    if sharding is not None:
+        recs = jax.device_put(recs, sharding)
+    return _end(st, geo, y_test, values, first, recs, state.bad)
+
+
 def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=None,
                 save_every=None, *, batch_size: int = 64, key=None, progress: bool = False,
-                **kwargs) -> dict:
+                interruptible: bool | None = None, **kwargs) -> dict:
     """Solve at every point of an explicit list of points, in compiled batches.
 
     Args:
@@ -440,6 +608,11 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
             `dmft.solve(..., batch_size=B)`: points run full-batch dynamics (a Schedule with a
             batch_size is refused); solve minibatch SGD point by point with `dmft.solve`.
         key: `jax.random.key` (default key(0)); point i uses fold_in(key, i).
+        progress: a progress bar over points.
+        interruptible: run each batch in compiled calls of about `runner.CALL_SECONDS`, so
+            that Ctrl-C and SIGTERM stop it within seconds rather than when the whole batch is
+            done (`BatchProgram`'s option; the same numbers, bit for bit). Default: `progress`
+            (an interactive run).
         kwargs: `BatchProgram` options (method, samples, weight_decay, curves, ...).
 
     Returns:
@@ -459,7 +632,9 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     bs = checks.integer("batch_size", batch_size, minimum=1)
     key = checks.prng_key("key", key)
     progress = checks.flag("progress", progress)
-    prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols), **kwargs)
+    interruptible = progress if interruptible is None else checks.flag("interruptible", interruptible)
+    prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols),
+                        interruptible=interruptible, **kwargs)
     prog.check_points(cols)            # every point, before the first batch runs
     n = next(iter(lengths.values()))
     bs = min(bs, n)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DivergenceError, NotConverged
 
-__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "kept_note", "TRACE_COUNTS",
+__all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "next_call", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
            "RUNAWAY", "ran_away", "runaway_bound", "first_runaway"]
 
@@ -130,6 +130,9 @@ def _next_call(gaps, done, n, pending, cap):
         return n, 0
     fit = int(np.searchsorted(np.cumsum(lengths), cap, side="right"))     # >= 1
     return 1 << (fit.bit_length() - 1), 0
+
+
+next_call = _next_call      # the same rule cuts the calls of a `dmft.BatchProgram`
 
 
 def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: bool = False,

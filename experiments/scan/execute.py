@@ -87,7 +87,8 @@ class _Comm:
 class _GroupRun:
     """Data, model and program of one group (built, hence validated, on construction)."""
 
-    def __init__(self, cfg: dict, group: Group, columns: dict, sharding, n_devices: int, caches: dict):
+    def __init__(self, cfg: dict, group: Group, columns: dict, sharding, n_devices: int, caches: dict,
+                 interruptible: bool = False):
         import jax
 
         self.cfg, self.group, self.columns, self.sharding = cfg, group, columns, sharding
@@ -110,7 +111,8 @@ class _GroupRun:
             final_time = cfg["train"].get("final_time", 0.0) or None
             self.prog = dmft.BatchProgram(
                 self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
-                curves="predictions" in sc["outputs"], final_time=final_time, **_problem.solve_options(th))
+                curves="predictions" in sc["outputs"], final_time=final_time, interruptible=interruptible,
+                **_problem.solve_options(th))
             # every point of the group gets solve_batch's checks (decay, final-time grid, mixed
             # gamma0) before any chunk is computed
             idx = group.indices
@@ -220,8 +222,9 @@ class _Groups:
 
     KEEP_BYTES = 2 ** 30
 
-    def __init__(self, cfg, pl: Plan, sharding, n_devices):
+    def __init__(self, cfg, pl: Plan, sharding, n_devices, interruptible: bool = False):
         self.cfg, self.plan, self.sharding, self.n_devices = cfg, pl, sharding, n_devices
+        self.interruptible = interruptible      # chunks in calls of seconds (`dmft.BatchProgram`)
         self.columns = pl.grid.columns()
         self.kept: dict[int, _GroupRun] = {}
         # a part's outputs at a point another group computed (grid.PartCache): a width scan
@@ -237,7 +240,7 @@ class _Groups:
                                                     self.caches)
                 else:
                     self.kept[g] = _GroupRun(self.plan.group_config(self.cfg, g), group, self.columns,
-                                             self.sharding, self.n_devices, self.caches)
+                                             self.sharding, self.n_devices, self.caches, self.interruptible)
             except ValueError as err:
                 if not group.fields:
                     raise
@@ -339,7 +342,9 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         overrides: "section.key=value" strings applied on top of `config`.
         devices: local devices to shard each chunk over (default: JAX's default device when
             one is set, `jax_default_device`, else all local devices).
-        progress: a progress bar over points (process 0 only).
+        progress: a progress bar over points (process 0 only); every process then computes a chunk
+            in calls of a few seconds, so that an interruption acts within seconds
+            (`dmft.BatchProgram`'s interruptible; the same numbers).
         log: a callable receiving one-line messages (default: none).
 
     Returns:
@@ -382,7 +387,7 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     def placed():
         return jax.default_device(one) if one is not None else contextlib.nullcontext()
 
-    groups = _Groups(cfg, pl, sharding, n_dev)
+    groups = _Groups(cfg, pl, sharding, n_dev, interruptible=progress)
     with placed():
         comm.agree(lambda: groups.preflight({c.group for c in pl.chunks if c.name not in finished}))
     settings = _settings(cfg)
