@@ -619,3 +619,25 @@ def test_grok_configurations_it_writes_and_ships_reload(tmp_path, testbed, full)
     shipped = {"kumar": "grok_kumar.toml", "modular_addition": "grok_modular.toml",
                "sparse_parity": "grok_parity.toml", "lyu": "grok_lyu.toml"}[testbed]
     assert grok.load_config(os.path.join(configs, shipped), (), full=full)["testbed"]["name"] == testbed
+
+
+def test_the_decay_scan_shows_progress_and_stops_within_seconds(monkeypatch):
+    """With progress, the weight-decay scan's batch runs in calls of seconds (`solve_batch`'s
+    interruptible follows progress), as the job's other solves do; without, in one call."""
+    from experiments.grok import config as gconf, job as gjob
+
+    seen = []
+    real = gjob.dmft.solve_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("progress", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gjob.dmft, "solve_batch", spy)
+    cfg = gconf.load_config(overrides=["kumar.D=4", "kumar.P=12", "kumar.P_test=20", "decay.steps=40",
+                                       "train.save_every=10", "decay.weight_decay=[0.001, 0.002]"])
+    tb = gconf.build(cfg)
+    quiet = gjob.decay_scan(cfg, tb, log=lambda *_: None)
+    shown = gjob.decay_scan(cfg, tb, log=lambda *_: None, progress=True)
+    assert seen == [False, True]
+    np.testing.assert_array_equal(quiet["curves"]["test_loss"], shown["curves"]["test_loss"])

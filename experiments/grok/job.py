@@ -309,10 +309,11 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     return pts
 
 
-def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
+def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict | None:
     """Grokking time against weight decay at one gamma0, fitted by a power law and by
     A / kappa + B. Kumar (centered, fixed readouts): the exact closure; lyu (uncentered,
-    trained readouts): the forward solver, against the prediction A = ln(1/gamma0) / L."""
+    trained readouts): the forward solver, against the prediction A = ln(1/gamma0) / L.
+    progress: a progress bar, and the batch in calls of seconds (Ctrl-C acts within seconds)."""
     dc = cfg["decay"]
     data, model = tb.data, tb.model
     kappas = np.asarray([x for x in dc["weight_decay"] if x > 0], float)
@@ -326,10 +327,12 @@ def decay_scan(cfg, tb: Testbed, *, log=print) -> dict | None:
         th = cfg["theory"]
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="forward",
                              samples=th["samples"], replicas=th["replicas"], batch_size=len(kappas),
-                             key=jax.random.key(th["seed"]), max_memory_gb=th["max_memory_gb"])
+                             key=jax.random.key(th["seed"]), max_memory_gb=th["max_memory_gb"],
+                             progress=progress)
         thr = _lyu_threshold(cfg, data)
     else:
-        r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure")
+        r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure",
+                             progress=progress)
         thr = _threshold(cfg, r["test_loss"][0, 0])
     times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr)
     out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
@@ -406,7 +409,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
             overlays[axis] = _overlay(cfg, tb, d, log)
             if axis == grid_axis:
                 ew_grid = early_warning_grid(cfg, tb, d)
-    decay = decay_scan(cfg, tb, log=log) if tb.name in ("kumar", "lyu") else None
+    decay = decay_scan(cfg, tb, log=log, progress=progress) if tb.name in ("kumar", "lyu") else None
 
     arrays = {"t": t}
     for g in gammas:
