@@ -22,10 +22,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 __all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
-           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError"]
+           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError", "failing_at"]
 
 
 class DmftError(Exception):
@@ -93,3 +95,25 @@ class StoreWriteError(OutputError):
 class ResultFileError(DmftError, OSError):
     """A saved result (NAME.npz + NAME.json) that cannot be read back as it was written: a file
     missing, damaged, from another run, or of another kind; the message names the file."""
+
+
+@contextlib.contextmanager
+def failing_at(where: str):
+    """Prefix `where` (say "theory at gamma0 = 0.5") to the message of a DivergenceError or
+    NotConverged raised inside, keeping the exception and its attributes: a loop over points
+    says which point failed.
+
+    Example:
+        >>> try:
+        ...     with failing_at("theory at gamma0 = 2"):
+        ...         raise DivergenceError("non-finite output at step 7", step=7)
+        ... except DivergenceError as err:
+        ...     print(err, err.step)
+        theory at gamma0 = 2: non-finite output at step 7 7
+    """
+    try:
+        yield
+    except (DivergenceError, NotConverged) as err:
+        if err.args and isinstance(err.args[0], str):
+            err.args = (f"{where}: {err.args[0]}",) + err.args[1:]
+        raise

@@ -246,12 +246,14 @@ def given_keys(source=None, overrides=()) -> set[str]:
             if isinstance(keys, dict) for key in keys}
 
 
-def check_saves(cfg: dict, schema: dict, source=None, overrides=(), preset: dict | None = None) -> None:
+def check_saves(cfg: dict, schema: dict, source=None, overrides=(), preset: dict | None = None,
+                initial: dict | None = None) -> None:
     """Refuse train.save_every written beside train.log_saves > 0: the log-spaced saves replace
     the save grid, so one of the two would be dropped without a word. A save_every equal to the
-    value it has when nobody writes it (`schema`'s default, or the preset's) passes, so a run's
-    own config.toml, which lists every field, reloads."""
-    baseline = (preset or {}).get("train", {}).get("save_every", schema["train"]["save_every"].default)
+    value it has when nobody writes it (`schema`'s default, `initial`'s, or the preset's) passes,
+    so a run's own config.toml, which lists every field, reloads."""
+    start = initial["train"]["save_every"] if initial is not None else schema["train"]["save_every"].default
+    baseline = (preset or {}).get("train", {}).get("save_every", start)
     if (cfg["train"].get("log_saves") and "train.save_every" in given_keys(source, overrides)
             and cfg["train"]["save_every"] != baseline):
         raise ConfigError(f"train.save_every: not used with train.log_saves = {cfg['train']['log_saves']} "

@@ -510,7 +510,7 @@ def test_grok_classification_report_shows_final_accuracies_and_precision(tmp_pat
     assert main(["grok", "--testbed", "sparse_parity", "--out", str(out), "--no-progress",
                  "--set", "sparse_parity.n=6", "--set", "sparse_parity.k=2", "--set", "sparse_parity.P=24",
                  "--set", "sparse_parity.P_test=32", "--set", "train.steps=40", "--set", "train.save_every=20",
-                 "--set", "theory.samples=64", "--set", "theory.replicas=2", "--gamma0", "1",
+                 "--set", "train.eta0=2.0", "--set", "theory.samples=64", "--set", "theory.replicas=2", "--gamma0", "1",
                  "--widths", "4", "--seeds", "2"]) == 0
     md = (out / "report.md").read_text()
     assert "final train / test accuracy" in md and "Arithmetic: float64" in md
@@ -609,11 +609,17 @@ def test_grok_configurations_it_writes_and_ships_reload(tmp_path, testbed, full)
     scan, no diagram, no early-warning verdict), and the shipped configurations."""
     from experiments import grok
     from experiments.config import to_toml
+    if full and testbed != "kumar":                  # the preset is Kumar et al.'s sizes
+        with pytest.raises(dmft.errors.ConfigError, match="^--full: .* testbed's; testbed"):
+            grok.load_config(None, [f"testbed.name='{testbed}'"], full=True)
+        return
     cfg = grok.load_config(None, [f"testbed.name='{testbed}'", "decay.weight_decay=[0.0]", "diagram.axes=[]",
                                   "early_warning.grid='none'"], full=full)
     stored = tmp_path / "config.toml"
     stored.write_text(to_toml(cfg))
-    assert grok.load_config(stored, (), full=full) == cfg == grok.load_config(stored, (), full=not full)
+    assert grok.load_config(stored, (), full=full) == cfg
+    if testbed == "kumar":
+        assert grok.load_config(stored, (), full=not full) == cfg
     assert grok.load_config(cfg) == cfg
     configs = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs")
     shipped = {"kumar": "grok_kumar.toml", "modular_addition": "grok_modular.toml",
@@ -641,3 +647,19 @@ def test_the_decay_scan_shows_progress_and_stops_within_seconds(monkeypatch):
     shown = gjob.decay_scan(cfg, tb, log=lambda *_: None, progress=True)
     assert seen == [False, True]
     np.testing.assert_array_equal(quiet["curves"]["test_loss"], shown["curves"]["test_loss"])
+
+
+@pytest.mark.parametrize("testbed, shipped", [("modular_addition", "grok_modular.toml"),
+                                              ("sparse_parity", "grok_parity.toml"), ("lyu", "grok_lyu.toml")])
+def test_a_testbed_chosen_alone_runs_its_shipped_settings(testbed, shipped):
+    """`dmft grok --testbed NAME` starts from the testbed's own defaults, its shipped configuration
+    (with the kumar testbed's eta0 = 2 and gamma0 0.5 / 1 / 3 the lyu DMFT overflowed at step 5-201
+    and modular_addition's at step 186); a save grid the user writes replaces its log saves."""
+    from experiments import grok
+    configs = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs")
+    assert grok.load_config(None, [f"testbed.name='{testbed}'"]) == grok.load_config(os.path.join(configs, shipped))
+    cfg = grok.load_config(None, [f"testbed.name='{testbed}'", "train.steps=40", "train.save_every=20"])
+    assert cfg["train"]["log_saves"] == 0 and cfg["train"]["save_every"] == 20
+    with pytest.raises(dmft.errors.ConfigError, match="^train.save_every: not used with train.log_saves = 7"):
+        grok.load_config(None, [f"testbed.name='{testbed}'", "train.save_every=20", "train.log_saves=7"])
+

@@ -24,7 +24,7 @@ import jax
 import dmft
 import networks
 from dmft import checks
-from dmft.errors import InputError
+from dmft.errors import InputError, failing_at
 from dmft.plan import no_lazy_limit
 from dmft.runner import progress_bar
 
@@ -139,10 +139,12 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     for i, g in enumerate(gamma0s):
         m = model.replace(gamma0=g)
         t0 = time.perf_counter()
-        sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
+        with failing_at(f"theory at gamma0 = {g:g}"):
+            sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
         # (under weight decay the kernel limit has none: the baseline is the lazy run without it,
         # and the lazy-limit check SKIPs, validation.verdicts: the gap would be the decay's)
-        lazy[g] = dmft.solve(m, data, schedule=lazy_sch, method="lazy", **lazy_kw)
+        with failing_at(f"lazy limit at gamma0 = {g:g}"):
+            lazy[g] = dmft.solve(m, data, schedule=lazy_sch, method="lazy", **lazy_kw)
         timings["theory_s"] += time.perf_counter() - t0
         _advance(bar, f"gamma0={g:g} theory")
         if simulate:

@@ -33,7 +33,7 @@ from .. import config as _config
 from .. import problem as _problem
 from ..config import SEED_MAX, Field, distinct_labels
 
-__all__ = ["SCHEMA", "FULL", "AXES", "LYU_DEGREE", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
+__all__ = ["SCHEMA", "FULL", "TESTBED_DEFAULTS", "AXES", "LYU_DEGREE", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
 
 TESTBEDS = ("kumar", "modular_addition", "sparse_parity", "lyu")
 
@@ -153,6 +153,36 @@ _DATA_KEYS = {
 LYU_DEGREE = {"square": 3, "relu": 2, "linear": 2}
 # decay.gamma0 when not given, for the lyu testbed (its law is for alpha = 1 / gamma0 >> 1)
 LYU_DECAY_GAMMA0 = 0.05
+
+# Each testbed's own defaults (the schema's are the kumar testbed's), the settings of its shipped
+# configuration in scripts/configs, so that `dmft grok --testbed NAME` runs it: with the kumar
+# step and gamma0 values (eta0 = 2, gamma0 0.5 / 1 / 3) the lyu DMFT overflowed at step 5-201
+# and the modular_addition one at step 186. (sparse_parity's ran, for 30000 steps; its shipped
+# settings take 1000.) The kumar testbed alone has a --full preset (Kumar et al.'s sizes).
+TESTBED_DEFAULTS = {
+    "modular_addition": {
+        "model": {"gamma0": [3.0, 4.0, 6.0]},
+        "train": {"eta0": 0.05, "steps": 2000, "log_saves": 120},
+        "theory": {"samples": 1024, "replicas": 2},
+        "simulate": {"widths": [256, 1024], "seeds": 2},
+        "threshold": {"accuracy": 0.95},
+        "decay": {"weight_decay": [0.0]},
+    },
+    "sparse_parity": {
+        "model": {"gamma0": [0.02, 0.1, 1.0]},
+        "train": {"eta0": 10.0, "steps": 1000, "log_saves": 60},
+        "theory": {"samples": 4096, "replicas": 2},
+        "simulate": {"widths": [128, 1024], "seeds": 4},
+        "decay": {"weight_decay": [0.0]},
+    },
+    "lyu": {
+        "model": {"gamma0": [0.05], "weight_decay": 4e-4},
+        "train": {"eta0": 1.0, "steps": 8000, "log_saves": 150},
+        "theory": {"samples": 2048, "replicas": 2},
+        "simulate": {"widths": [256, 1024], "seeds": 2},
+        "decay": {"gamma0": LYU_DECAY_GAMMA0, "weight_decay": [2e-4, 4e-4, 8e-4, 1.6e-3], "steps": 12000},
+    },
+}
 
 
 def _check(cfg: dict) -> None:
@@ -279,22 +309,31 @@ def _check_unused(cfg: dict, baselines: list[dict]) -> None:
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
     """The grok configuration: defaults, --full preset, TOML file, overrides (validated).
 
-    diagram.axes defaults to [] for a testbed other than kumar (its diagrams are Kumar's);
-    one set in the file or an override is kept, and refused there. decay.gamma0 defaults to
-    LYU_DECAY_GAMMA0 for the lyu testbed (its law is for gamma0 < 1). A setting that would
+    A testbed other than kumar starts from its own defaults, `TESTBED_DEFAULTS` (its shipped
+    configuration's settings: the lyu testbed's decay.gamma0 is LYU_DECAY_GAMMA0, its law being
+    for gamma0 < 1; a train.save_every written without train.log_saves replaces its log-spaced
+    saves), diagram.axes = [] (the diagrams are Kumar's; axes set in the file or an override are
+    refused there); the --full preset is the kumar testbed's only. A setting that would
     change nothing (another testbed's section, [theory] under kumar's exact closure, diagram
     values without their axis, ...) is refused naming its key (`_unused`)."""
-    preset = FULL if full else None
     initial = None
-    name = _config.load(SCHEMA, path, overrides, preset=preset)["testbed"]["name"]
+    name = _config.load(SCHEMA, path, overrides)["testbed"]["name"]
+    if full and name != "kumar":
+        raise ConfigError(f"--full: the preset is Kumar et al.'s sizes, the kumar testbed's; testbed {name!r} "
+                          "has none (set its sizes in a file or with --set)")
+    preset = FULL if full else None
     if name != "kumar":
         initial = _config.defaults(SCHEMA)
         initial["diagram"]["axes"] = []
-        if name == "lyu":
-            initial["decay"]["gamma0"] = LYU_DECAY_GAMMA0
+        for sec, values in TESTBED_DEFAULTS[name].items():
+            initial[sec].update(values)
+        given = _config.given_keys(path, overrides)
+        if "train.save_every" in given and "train.log_saves" not in given:
+            initial["train"]["log_saves"] = 0      # the user's save grid replaces the testbed's log saves
     cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
-    _config.check_saves(cfg, SCHEMA, path, overrides, preset)
-    baselines = [_config.load(SCHEMA, None, (), preset=p, initial=initial) for p in (None, FULL)]
+    _config.check_saves(cfg, SCHEMA, path, overrides, preset, initial=initial)
+    baselines = [_config.load(SCHEMA, None, (), preset=p, initial=initial)
+                 for p in ((None, FULL) if name == "kumar" else (None,))]
     _check_unused(cfg, baselines)
     return cfg
 

@@ -30,7 +30,8 @@ import numpy as np
 
 import dmft
 import networks
-from dmft.errors import OutputConflict
+from dmft.errors import OutputConflict, failing_at
+from dmft.solve import NODE_SHARE_MIN
 from dmft.io import environment, jsonable, save
 from validation import grokking as gk
 from validation import plots_grokking as plots
@@ -72,7 +73,9 @@ def _kumar_measures(cfg, tb: Testbed, state, f_train, g, eps, eta0):
 
 # ----------------------------------------------------------------- curves
 
-def _theory(cfg, tb: Testbed, g, log, progress=False):
+def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
+    """The DMFT's curves and measures at gamma0 = g; a heavy-tailed solve (`dmft.solve.NODE_SHARE_MIN`)
+    is logged and its least effective node share put in `heavy[g]`."""
     th = cfg["theory"]
     data = tb.data
     kw = dict(schedule=tb.schedule, kernels=False, progress=progress)
@@ -80,18 +83,26 @@ def _theory(cfg, tb: Testbed, g, log, progress=False):
     t0 = time.perf_counter()
     dec = None
     if tb.name == "kumar":
-        sol = dmft.solve(m, data, method="closure", **kw)
+        with failing_at(f"DMFT at gamma0 = {g:g}"):
+            sol = dmft.solve(m, data, method="closure", **kw)
         measures = _kumar_measures(cfg, tb, sol.state, sol.f_train, g, cfg["kumar"]["eps"], tb.schedule.eta0)
         dec = gk.kumar_decomposition(sol.state, tb.beta, g, cfg["kumar"]["eps"])
     else:
-        sol = dmft.solve(m, data, method="forward", samples=th["samples"], replicas=th["replicas"],
-                         key=jax.random.key(th["seed"]), neuron_measures=tb.measure,
-                         max_memory_gb=th["max_memory_gb"], **kw)
+        with failing_at(f"DMFT at gamma0 = {g:g}"):
+            sol = dmft.solve(m, data, method="forward", samples=th["samples"], replicas=th["replicas"],
+                             key=jax.random.key(th["seed"]), neuron_measures=tb.measure,
+                             max_memory_gb=th["max_memory_gb"], **kw)
         if tb.measure.__name__ == "planted_alignment":
             measures = {"planted_alignment": gk.alignment_ratio(sol.measures)}
         else:
             measures = {tb.measure.__name__: sol.measures[:, 0]}
     log(f"  DMFT gamma0={g:g}: {sol.info['method']} in {time.perf_counter() - t0:.1f} s")
+    if sol.info.get("heavy_tailed"):
+        share = float(np.nanmin(sol.info["effective_node_share"]))
+        if heavy is not None:
+            heavy[g] = share
+        log(f"  DMFT gamma0={g:g}: heavy-tailed (effective node share {share:.2g} < "
+            f"{NODE_SHARE_MIN:g}): its late values move with theory.samples")
     out = {"t": sol.t, "train_loss": sol.train_loss, "test_loss": sol.test_loss,
            "alignment": sol.alignment, "weight_change": sol.weight_change["first_layer"], **measures}
     if tb.accuracy:
@@ -377,9 +388,9 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
-    theory, lazy, nets, summary = {}, {}, {}, []
+    theory, lazy, nets, summary, heavy = {}, {}, {}, [], {}
     for g in gammas:
-        theory[g] = _theory(cfg, tb, g, log, progress)
+        theory[g] = _theory(cfg, tb, g, log, progress, heavy)
         # NTK regression in DMFT time: its losses do not depend on gamma0 (docs/derivations.md, sec. 2)
         lazy[g] = _lazy(cfg, tb, g) if g == gammas[0] else lazy[gammas[0]]
         nets[g] = _networks(cfg, tb, g, log, progress)
@@ -435,7 +446,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
                             "threshold": d["threshold"], "seconds": d["seconds"],
                             "times": d["times"].as_dict(), "overlay": overlays.get(d["axis"], [])}
                            for d in diagrams],
-              "early_warning_grid": ew_grid,
+              "early_warning_grid": ew_grid, "heavy_tailed": {f"{g:g}": v for g, v in heavy.items()},
               "decay": None if decay is None else {k: (v.as_dict() if k == "times" else v)
                                                    for k, v in decay.items() if k != "curves"},
               "figures": {}, "wall_s": time.perf_counter() - t_start,

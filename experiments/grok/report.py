@@ -54,6 +54,12 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'])} | {_time(r['t_test'])} | "
                      f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
+    if rep.get("heavy_tailed"):
+        lines += ["", "Heavy-tailed DMFT at gamma0 = " + ", ".join(rep["heavy_tailed"]) + ": its outputs are carried "
+                  "by few nodes (least effective node share " + ", ".join(f"{v:.2g}" for v in rep["heavy_tailed"].values())
+                  + ", below dmft.solve.NODE_SHARE_MIN), so its late-time values move with theory.samples and "
+                  "its standard error understates the error (docs/derivations.md, section 2); compare several "
+                  "theory.samples, and the widths, before trusting them."]
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
               "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
