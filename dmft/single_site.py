@@ -187,17 +187,22 @@ def _output_sum(u, weight, a):
 
 
 def node_share(u, weight, a):
-    """The effective share of the nodes that carry the outputs, (sum_m w |a phi|)^2 /
-    (sum_m w (a phi)^2 sum_m w), the least over points and outputs (u: (P, M) features phi):
-    0.03-0.7 where the site law of a phi is light-tailed (tanh, relu, erf, softplus, square); it
-    falls towards 1 / M where a few nodes run away (quadratic activation with trained readouts:
-    a node's growth rate grows with its own size, and the output's average over the site law is
-    carried by ever rarer nodes). Then the mean over M nodes moves with M and the replica spread
-    does not see it (`NODE_SHARE_MIN`)."""
-    num = jnp.abs(u) @ (weight[:, None] * jnp.abs(a)).astype(u.dtype)
-    den = (u * u) @ (weight[:, None] * a * a).astype(u.dtype)
-    share = num * num / jnp.where(den > 0, den, 1.0) / jnp.sum(weight)
-    return jnp.min(jnp.where(den > 0, share, 1.0))
+    """The effective share of the nodes that carry the outputs, (sum_m w s_m)^2 / (sum_m w s_m^2
+    sum_m w), where s_m = ||phi_m|| ||a_m|| is node m's size over all points and outputs (u: (P, M)
+    features phi; scaled by their largest entries first, so it neither overflows nor depends on
+    scale): 0.17-1.0 where the site law of a phi is light-tailed; it falls towards 1 / M where a few
+    nodes run away (quadratic activation with trained readouts: a node's growth rate grows with its
+    own size; a homogeneous one under weight decay: the best-aligned few grow while decay shrinks
+    the rest), and the output's average over the site law is carried by ever rarer nodes. Then the
+    mean over M nodes moves with M and the replica spread does not see it (`NODE_SHARE_MIN`)."""
+    def unit(x):
+        big = jnp.max(jnp.abs(x))
+        return x / jnp.where(big > 0, big, 1).astype(x.dtype)
+    un, an = unit(u), unit(a.astype(u.dtype))
+    size = jnp.sqrt(jnp.sum(un * un, axis=0) * jnp.sum(an * an, axis=-1))        # (M,)
+    w = weight.astype(u.dtype)
+    den = jnp.sum(w * size * size) * jnp.sum(w)
+    return jnp.where(den > 0, jnp.sum(w * size) ** 2 / jnp.where(den > 0, den, 1), 1.0)
 
 
 def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows):
