@@ -914,6 +914,12 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     info = {**first.info, "sequences": n, "error_dof": n - 1,
             "per_sequence_test_loss": [s.test_loss.tolist() for s in sols if s.test_loss is not None]}
     info.pop("batch_key", None)
+    shares = [s.info["effective_node_share"] for s in sols if "effective_node_share" in s.info]
+    if shares:                                   # the least sequence's, and flagged if any one was
+        info["effective_node_share"] = np.min(shares, axis=0).tolist()
+        info.pop("heavy_tailed", None)
+        if any(s.info.get("heavy_tailed") for s in sols):
+            info["heavy_tailed"] = True
     return Solution(t=first.t, f_train=mean("f_train"), f_test=mean("f_test"),
                     train_loss=mean("train_loss"), test_loss=mean("test_loss"), ntk=mean("ntk"),
                     feature_kernel=mean("feature_kernel"), gradient_kernel=mean("gradient_kernel"),

@@ -1170,3 +1170,31 @@ def test_a_heavy_tailed_site_law_is_flagged_not_hidden_behind_its_error_bar():
                                ref, rtol=1e-12)
     c[7] = 1e4                                              # one node carries everything
     assert float(node_share(np.ones((3, 4096)), w, c)) < 2 / 4096
+
+
+def test_sgd_mean_keeps_the_heavy_tail_flag_of_any_sequence(monkeypatch):
+    """sgd_mean's info was the first sequence's: a heavy-tailed later sequence's flag and least
+    share were lost. Now its share is the least over sequences, per save, and any flag stands."""
+    import sys
+    from dmft.solve import NODE_SHARE_MIN
+
+    mod = sys.modules["dmft.solve"]
+    real, seen = mod.solve, []
+
+    def spy(*args, **kwargs):
+        sol = real(*args, **kwargs)
+        if len(seen) == 0:               # the first sequence made to look light-tailed
+            sol.info["effective_node_share"] = [1.0] * len(sol.t)
+            sol.info.pop("heavy_tailed", None)
+        seen.append(sol.info["effective_node_share"])
+        return sol
+
+    monkeypatch.setattr(mod, "solve", spy)
+    data = dmft.tasks.single_index(D=8, P=32, P_test=16, degree=2, key=1)
+    sch = dmft.Schedule(eta0=0.5, steps=100, save_every=50, batch_size=16)
+    with pytest.warns(UserWarning, match="carried by few nodes"):
+        mean = dmft.sgd_mean(dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0), data, sch, sequences=2,
+                             method="forward", samples=4096, kernels=False)
+    assert len(seen) == 2 and min(seen[1]) < NODE_SHARE_MIN
+    np.testing.assert_array_equal(mean.info["effective_node_share"], np.min(seen, axis=0))
+    assert mean.info["heavy_tailed"]
