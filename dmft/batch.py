@@ -45,6 +45,7 @@ from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
+from .single_site import EFFECTIVE_NODES_MIN, NODE_SHARE_MIN
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
 from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
@@ -314,7 +315,12 @@ class BatchProgram:
             out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
         out = jax.tree_util.tree_map(np.asarray, out)
         gamma0 = cols["gamma0"] if "gamma0" in cols else np.full(index.size, self._defaults["gamma0"])
-        return _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
+        res = _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
+        if "effective_node_share" in res:           # as `dmft.solve` flags a heavy-tailed site law
+            share, M = res["effective_node_share"], self.plan.samples // self.plan.replicas
+            with np.errstate(invalid="ignore"):
+                res["heavy_tailed"] = np.any((share < NODE_SHARE_MIN) & (share * M < EFFECTIVE_NODES_MIN), axis=1)
+        return res
 
 
 def _finish(out: dict, counts: np.ndarray, eta0, gamma0=None, y_ms=None) -> dict:
@@ -435,6 +441,7 @@ def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
     out = {}
     if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
         R = rec["f_train"].shape[1]
+        out["effective_node_share"] = jnp.min(rec.pop("node_share"), axis=1)   # the least replica's
         if R > 1:
             se = _ss.replica_se
             out["error.train_loss"] = se(_mse(y[None, None], rec["f_train"]))
@@ -620,7 +627,8 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         "test_loss" (with test targets), "alignment", "weight_change.first_layer",
         "weight_change.readout" (n, T), "diverged_step" (n,) (-1 if none), for the
         forward method "error.train_loss", "error.test_loss", "error.alignment" and
-        "error.weight_change.*" (standard errors as in `Solution.error`), with curves=True
+        "error.weight_change.*" (standard errors as in `Solution.error`),
+        "effective_node_share" (n, T) and "heavy_tailed" (n,) (as `Solution.info`), with curves=True
         "f_train"/"f_test", with state=True "state.*".
     """
     if not isinstance(grid, Mapping) or not grid:

@@ -186,6 +186,21 @@ def _output_sum(u, weight, a):
                       preferred_element_type=weight.dtype)
 
 
+# a sampled solve warns that its outputs are carried by few nodes (`single_site.node_share`) where
+# their share falls below NODE_SHARE_MIN and their number per replica below EFFECTIVE_NODES_MIN.
+# Measured (D = 8, P = 32, 4096 nodes, up to t = 1000): 0.17-1.0 for tanh, relu, erf, softplus
+# and square, trained or fixed readouts, gamma0 0.1-3, at every node count; quadratic(0.5) with
+# trained readouts, whose answer moves with the node count (0.473 +- 0.003 at 1024 nodes a
+# replica, 0.546 +- 0.028 at 16384; 0.62 at 32768: a node's growth rate grows with its size),
+# 0.08, 0.018-0.029 and 0.012-0.020 at 256, 1024 and 4096 a replica (about 20-50 nodes); the
+# lyu grokking testbed (square under weight decay) 1e-3 at 1024 a replica (one node). A sparse
+# activation, relu(h - 2), has a share of 0.014-0.020 at every node count (few nodes active): 7
+# nodes at 512 a replica, where its answer is off by 2-4 standard errors, 30-40 at 2048 (within
+# one), 130-160 at 8192, where it has converged (not flagged)
+NODE_SHARE_MIN = 0.05
+EFFECTIVE_NODES_MIN = 64
+
+
 def node_share(u, weight, a):
     """The effective share of the nodes that carry the outputs, (sum_m w s_m)^2 / (sum_m w s_m^2
     sum_m w), where s_m = ||phi_m|| ||a_m|| is node m's size over all points and outputs (u: (P, M)

@@ -28,6 +28,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
+from .single_site import EFFECTIVE_NODES_MIN, NODE_SHARE_MIN  # (their home: node_share's)
 from .activations import MAX_GRID_NODES, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
@@ -464,19 +465,6 @@ def _squeeze(data: Dataset, f):
     return f[..., 0] if data.scalar else f
 
 
-# a sampled solve warns that its outputs are carried by few nodes (`single_site.node_share`) where
-# their share falls below NODE_SHARE_MIN and their number per replica below EFFECTIVE_NODES_MIN.
-# Measured (D = 8, P = 32, 4096 nodes, up to t = 1000): 0.17-1.0 for tanh, relu, erf, softplus
-# and square, trained or fixed readouts, gamma0 0.1-3, at every node count; quadratic(0.5) with
-# trained readouts, whose answer moves with the node count (0.473 +- 0.003 at 1024 nodes a
-# replica, 0.546 +- 0.028 at 16384; 0.62 at 32768: a node's growth rate grows with its size),
-# 0.08, 0.018-0.029 and 0.012-0.020 at 256, 1024 and 4096 a replica (about 20-50 nodes); the
-# lyu grokking testbed (square under weight decay) 1e-3 at 1024 a replica (one node). A sparse
-# activation, relu(h - 2), has a share of 0.014-0.020 at every node count (few nodes active): 7
-# nodes at 512 a replica, where its answer is off by 2-4 standard errors, 30-40 at 2048 (within
-# one), 130-160 at 8192, where it has converged (not flagged)
-NODE_SHARE_MIN = 0.05
-EFFECTIVE_NODES_MIN = 64
 # standard normals per node averaged over at a new point's field outside the data span
 # (stratified: one per equal-probability stratum). Off-span predictions then spread 0.4-1.1x as
 # much over keys as a solve holding the point as a test point (tanh, erf with decay, relu;

@@ -1337,3 +1337,20 @@ def test_a_failed_last_manifest_write_is_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(S.Store, "save_manifest", full)
     with pytest.raises(dmft.errors.StoreWriteError, match="No space"):
         scan.run(_TINY, str(tmp_path / "s"))
+
+
+def test_a_scan_flags_heavy_tailed_points_as_a_solve_does(tmp_path):
+    """The forward method's points carry `dmft.solve`'s heavy-tail flag and least effective node
+    share (a batch computed and dropped them: a scan of such points looked as trustworthy as
+    any): quadratic(0.5) with trained readouts is flagged, tanh is not."""
+    base = {"task": {"name": "single_index", "D": 8, "P": 32, "P_test": 16, "degree": 2},
+            "model": {"activation": "quadratic", "eps": 0.5},
+            "train": {"eta0": 0.5, "steps": 100, "save_every": 50},
+            "theory": {"method": "forward", "samples": 4096},
+            "scan": {"outputs": ["final"], "networks": False, "grid": {"model.gamma0": [0.5, 1.0]}}}
+    res = scan.run(base, str(tmp_path / "q"))
+    share = res["theory.least_node_share"]
+    assert res["theory.heavy_tailed"].any(), share                 # (measured 0.048 and 0.108)
+    np.testing.assert_array_equal(res["theory.heavy_tailed"], (share < 0.05) & (share * 1024 < 64))
+    light = scan.run({**base, "model": {"activation": "tanh"}}, str(tmp_path / "t"))
+    assert not light["theory.heavy_tailed"].any() and (light["theory.least_node_share"] > 0.3).all()

@@ -38,9 +38,11 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
         out.update({f"{src}.{q}": rec[q] for q in curves})
     if "predictions" in outputs:
         out.update({f"{src}.{q}": rec[q] for q in ("f_train", "f_test") if q in rec})
-    for q in ("diverged_step", "diverged_seeds"):
+    for q in ("diverged_step", "diverged_seeds", "heavy_tailed"):
         if q in rec:
             out[f"{src}.{q}"] = rec[q]
+    if "effective_node_share" in rec:         # the least over saves (NaN after a divergence left out)
+        out[f"{src}.least_node_share"] = np.fmin.reduce(rec["effective_node_share"], axis=1)
     return out
 
 
