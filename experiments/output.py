@@ -47,6 +47,8 @@ import os
 import socket
 import sys
 
+import numpy as np
+
 from dmft.errors import DmftError, OutputConflict, OutputError
 from dmft.io import compute_platform, environment, jsonable, sha256
 from dmft.plotting import tidy_log_ticks
@@ -214,8 +216,50 @@ def failures_recorded(out: str, job: str, cfg: dict):
         write_manifest(out, job, cfg, "interrupted", {"signal": getattr(err, "signal", "SIGINT")})
         raise
     except BaseException as err:       # any failure: the files written so far are recorded
-        write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
+        kept = keep_partial(out, cfg, err)
+        write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}",
+                                                 **({"partial": kept} if kept else {})})
         raise
+
+
+PARTIAL = "partial"
+
+
+def keep_partial(out: str, cfg: dict, err: BaseException) -> str | None:
+    """A DivergenceError's saves before the failure (all finite: `err.partial`, `err.saved_steps`)
+    written to OUT/partial.npz with its .json (the configuration, the error, the failing step), so
+    that nothing computed is lost; the error's message then names that file rather than the
+    exception's attributes. Returns the file's name in `out`, or None (nothing kept, or it could
+    not be written: the failure itself is what propagates)."""
+    from dmft.errors import DivergenceError
+    from dmft.io import save
+
+    part = getattr(err, "partial", None) if isinstance(err, DivergenceError) else None
+    if not isinstance(part, dict):
+        return None
+    arrays = {k: np.asarray(v) for k, v in part.items()
+              if isinstance(v, (np.ndarray, np.generic, float, int)) and np.asarray(v).dtype.kind in "biuf"}
+    if err.saved_steps is not None:
+        arrays["saved_steps"] = err.saved_steps
+    if not arrays:
+        return None
+    try:
+        save(os.path.join(out, PARTIAL), arrays, cfg,
+             extra={"error": str(err), "step": None if err.step is None else int(err.step), "cause": err.cause})
+    except Exception:                    # (a full disk, say: the divergence is the error to report)
+        return None
+    name = PARTIAL + ".npz"
+    where = os.path.join(out, name)
+    msg = str(err.args[0]) if err.args else ""
+    for old, new in ((" are in .partial (their step counts in .saved_steps)", f" are in {where} (their step "
+                      "counts in saved_steps)"), (" are in .partial.", f" are in {where}.")):
+        if old in msg:
+            msg = msg.replace(old, new)
+            break
+    else:
+        msg += f" The saves before it are in {where}."
+    err.args = (msg,) + tuple(err.args[1:])
+    return name
 
 
 def _existing_parent(out: str) -> str:

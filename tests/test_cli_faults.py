@@ -629,3 +629,12 @@ def test_a_numerical_failure_names_the_point_that_failed(tmp_path, capsys):
     assert "numerical failure: theory at gamma0 = 1: forward: " in err, err
     man = json.loads((out / "run.json").read_text())
     assert "theory at gamma0 = 1: " in json.dumps(man), man
+    # nothing lost: the saves before the failure are in the results directory, named by the message
+    import numpy as np
+
+    from dmft.io import load
+    assert man["partial"] == "partial.npz" and "partial.npz" in man["written"], man
+    assert f"are in {out / 'partial.npz'} (their step counts in saved_steps)" in err, err
+    arrays, meta = load(str(out / "partial"))
+    assert arrays["saved_steps"][0] == 0 and arrays["train_loss"].shape == arrays["saved_steps"].shape
+    assert np.all(np.isfinite(arrays["train_loss"])) and meta["extra"]["step"] > arrays["saved_steps"][-1]
