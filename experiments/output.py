@@ -226,9 +226,10 @@ PARTIAL = "partial"
 
 
 def keep_partial(out: str, cfg: dict, err: BaseException) -> str | None:
-    """A DivergenceError's saves before the failure (all finite: `err.partial`, `err.saved_steps`)
-    written to OUT/partial.npz with its .json (the configuration, the error, the failing step), so
-    that nothing computed is lost; the error's message then names that file rather than the
+    """A DivergenceError's saves before the failure (`err.partial`, `err.saved_steps`; finite but
+    where a group of replicas had stopped sooner, NaN there) written to OUT/partial.npz with its
+    .json (the configuration, the error, the failing step), so that the failing solve's saves are
+    not lost (points of the job that finished before it are not written); the error's message then names that file rather than the
     exception's attributes. Returns the file's name in `out`, or None (nothing kept, or it could
     not be written: the failure itself is what propagates)."""
     from dmft.errors import DivergenceError
@@ -241,7 +242,7 @@ def keep_partial(out: str, cfg: dict, err: BaseException) -> str | None:
               if isinstance(v, (np.ndarray, np.generic, float, int)) and np.asarray(v).dtype.kind in "biuf"}
     if err.saved_steps is not None:
         arrays["saved_steps"] = err.saved_steps
-    if not arrays:
+    if not arrays or all(a.size == 0 for a in arrays.values()):
         return None
     try:
         save(os.path.join(out, PARTIAL), arrays, cfg,

@@ -335,8 +335,11 @@ def test_lyu_settings_its_law_cannot_read_are_refused(activation, gamma0, scan, 
     sets += [] if gamma0 is None else [f"decay.gamma0={gamma0}"]
     sets += [] if scan else ["decay.weight_decay=[0.0]"]
     g = 0.05 if gamma0 is None else gamma0
-    # (decay.gamma0 set without a scan changes nothing: refused as well)
-    bad = {"lyu.activation": activation not in LYU_DEGREE, "decay.gamma0": (scan and g >= 1) or (not scan and g != 0.05),
+    # (decay.gamma0 set without a scan changes nothing: refused as well, unless it is a default: the
+    # testbed's 0.05 or the schema's 1.0, which a run's config.toml written before the testbeds had
+    # their own defaults holds)
+    bad = {"lyu.activation": activation not in LYU_DEGREE,
+           "decay.gamma0": (scan and g >= 1) or (not scan and g not in (0.05, 1.0)),
            "threshold.loss_fraction": loss_fraction >= 1}
     try:
         cfg = grok.load_config(None, sets)
@@ -663,3 +666,38 @@ def test_a_testbed_chosen_alone_runs_its_shipped_settings(testbed, shipped):
     with pytest.raises(dmft.errors.ConfigError, match="^train.save_every: not used with train.log_saves = 7"):
         grok.load_config(None, [f"testbed.name='{testbed}'", "train.save_every=20", "train.log_saves=7"])
 
+
+
+def test_the_lyu_decay_scan_says_when_its_dmft_is_heavy_tailed():
+    """The weight-decay scan (the lyu testbed's main result) ran the forward method's batch and
+    dropped its heavy-tail flag: at 256 nodes a replica the least effective share is 1/256 (one
+    node); the scan's result, its log and report.md now say so."""
+    from experiments.grok import config as gconf, job as gjob
+    from experiments.grok.report import markdown
+
+    cfg = gconf.load_config(None, ["testbed.name='lyu'", "theory.samples=512", "decay.steps=4000",
+                                   "decay.weight_decay=[1.6e-3, 3.2e-3]"])
+    logs = []
+    out = gjob.decay_scan(cfg, gconf.build(cfg), log=logs.append)
+    assert set(out["heavy_tailed"]) == {"0.0016", "0.0032"} and min(out["heavy_tailed"].values()) < 0.05
+    assert any("heavy-tailed at kappa = 0.0016, 0.0032" in line for line in logs), logs
+    rep = {"testbed": "lyu", "data": {}, "threshold": 0.1, "threshold_kind": "loss", "summary": [],
+           "diagrams": [], "early_warning_grid": None, "figures": {}, "wall_s": 1.0, "decay": {k: (v.as_dict() if k == "times" else v)
+                                                                  for k, v in out.items() if k != "curves"}}
+    assert "Heavy-tailed DMFT at kappa = 0.0016, 0.0032" in markdown(rep, cfg)
+
+
+def test_lyu_settings_that_leave_the_decay_scan_off_grid_are_refused_at_load():
+    """A save grid the decay scan's steps are not on failed after the theory and networks had
+    run ('steps (12000) must be a multiple of save_every (320)'); a user's train.steps now also
+    sets the decay scan's (so --steps 640 runs a 640-step scan, not the testbed's 12000)."""
+    from experiments import grok
+    from experiments.grok.config import schedule_of
+    with pytest.raises(dmft.errors.ConfigError, match=r"^decay.steps \(12000\) must be a multiple of train.save_every"):
+        grok.load_config(None, ["testbed.name='lyu'", "train.save_every=320"])
+    cfg = grok.load_config(None, ["testbed.name='lyu'", "train.save_every=320", "train.steps=640"])
+    assert cfg["decay"]["steps"] == 0 and schedule_of(cfg, steps=cfg["decay"]["steps"] or None).steps == 640
+    # a run's config.toml written before the testbeds had defaults of their own reloads
+    old = grok.load_config(None, ["testbed.name='modular_addition'"])
+    old["decay"] = {k: f.default for k, f in grok.SCHEMA["decay"].items()}   # (the kumar scan's, unused)
+    assert grok.load_config(old) == old

@@ -190,6 +190,11 @@ def _check(cfg: dict) -> None:
     if not tr["log_saves"] and tr["steps"] % tr["save_every"]:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
+    dc = cfg["decay"]           # the weight-decay scan (kumar, lyu) saves on the same grid
+    if (cfg["testbed"]["name"] in ("kumar", "lyu") and any(k > 0 for k in dc["weight_decay"]) and dc["steps"]
+            and not tr["log_saves"] and dc["steps"] % tr["save_every"]):
+        raise ConfigError(f"decay.steps ({dc['steps']}) must be a multiple of train.save_every "
+                          f"({tr['save_every']}): the weight-decay scan saves on the same grid")
     th = cfg["theory"]
     if cfg["testbed"]["name"] != "kumar":
         _problem.check_counts(th)
@@ -291,7 +296,8 @@ _OFF = {"decay.weight_decay": lambda v: not any(x > 0 for x in v), "early_warnin
 def _check_unused(cfg: dict, baselines: list[dict]) -> None:
     """Refuse a setting that changes nothing (as `dmft scan` does): a key this testbed and these
     switches do not read, set to a value other than the one it has when nobody writes it (the
-    defaults', or the --full preset's: a run's own config.toml, which lists every key, reloads).
+    testbed's defaults, the schema's, or the --full preset's: a run's own config.toml, which lists
+    every key, reloads, also one written before the testbeds had defaults of their own).
     A switch set to off is accepted everywhere: decay.weight_decay without a kappa > 0 (no scan),
     early_warning.grid = 'none'."""
     name = cfg["testbed"]["name"]
@@ -312,7 +318,7 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
     A testbed other than kumar starts from its own defaults, `TESTBED_DEFAULTS` (its shipped
     configuration's settings: the lyu testbed's decay.gamma0 is LYU_DECAY_GAMMA0, its law being
     for gamma0 < 1; a train.save_every written without train.log_saves replaces its log-spaced
-    saves), diagram.axes = [] (the diagrams are Kumar's; axes set in the file or an override are
+    saves, a train.steps without decay.steps its decay scan's steps), diagram.axes = [] (the diagrams are Kumar's; axes set in the file or an override are
     refused there); the --full preset is the kumar testbed's only. A setting that would
     change nothing (another testbed's section, [theory] under kumar's exact closure, diagram
     values without their axis, ...) is refused naming its key (`_unused`)."""
@@ -330,10 +336,14 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
         given = _config.given_keys(path, overrides)
         if "train.save_every" in given and "train.log_saves" not in given:
             initial["train"]["log_saves"] = 0      # the user's save grid replaces the testbed's log saves
+        if "train.steps" in given and "decay.steps" not in given:
+            initial["decay"]["steps"] = 0          # and the user's steps the decay scan's (0: train.steps)
     cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
     _config.check_saves(cfg, SCHEMA, path, overrides, preset, initial=initial)
     baselines = [_config.load(SCHEMA, None, (), preset=p, initial=initial)
                  for p in ((None, FULL) if name == "kumar" else (None,))]
+    if initial is not None:       # the schema's own defaults: a run's config.toml written before
+        baselines.append(_config.defaults(SCHEMA))      # the testbeds had their own reloads
     _check_unused(cfg, baselines)
     return cfg
 

@@ -348,6 +348,11 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
     times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr)
     out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
            "seconds": time.perf_counter() - t0, "curves": r}
+    if np.any(r.get("heavy_tailed", False)):          # (the forward method's, as a solve flags it)
+        least = np.fmin.reduce(r["effective_node_share"], axis=1)
+        out["heavy_tailed"] = {f"{k:g}": float(v) for k, v, h in zip(kappas, least, r["heavy_tailed"]) if h}
+        log(f"  weight-decay scan: heavy-tailed at kappa = {', '.join(out['heavy_tailed'])} (least effective "
+            f"node share {min(out['heavy_tailed'].values()):.2g}): its late values move with theory.samples")
     for name, y in (("t_test", times.t_test), ("gap", times.gap)):
         try:
             fit = gk.fit_power_law_decay(kappas, y)

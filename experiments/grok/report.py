@@ -113,8 +113,13 @@ def markdown(rep: dict, cfg: dict) -> str:
     dc = rep["decay"]
     if dc:
         lines += ["", f"## Weight decay ({dc.get('testbed', '')}, gamma0 = {dc['gamma0']:g})", "",
-                  f"Prediction: {dc.get('prediction', '')}.", "",
-                  "| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
+                  f"Prediction: {dc.get('prediction', '')}.", ""]
+        if dc.get("heavy_tailed"):
+            lines += [f"Heavy-tailed DMFT at kappa = {', '.join(dc['heavy_tailed'])} (least effective node share "
+                      + ", ".join(f"{v:.2g}" for v in dc["heavy_tailed"].values()) + "): its late-time values "
+                      "move with theory.samples and its standard error understates the error "
+                      "(docs/derivations.md, section 2).", ""]
+        lines += ["| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
         for i, k in enumerate(dc["weight_decay"]):
             tt = dc["times"]["t_test"][i]
             lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i])} | {_time(tt)} | "
