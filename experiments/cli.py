@@ -126,7 +126,8 @@ def _add_grok_parser(sub):
     s.add_argument("--widths", type=int, nargs="+", help="simulate.widths")
     s.add_argument("--seeds", type=int, help="simulate.seeds")
     s.add_argument("--steps", type=int, help="train.steps")
-    s.add_argument("--full", action="store_true", help="paper-size preset (Kumar et al. Fig. 1 and 3e)")
+    s.add_argument("--eta0", type=float, help="train.eta0")
+    s.add_argument("--full", action="store_true", help="paper-size preset (Kumar et al. Fig. 1 and 3e; the kumar testbed's)")
     s.add_argument("--out", help="results directory (default results/grok)")
     s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
 
@@ -216,7 +217,7 @@ def _grok(args) -> int:
 
     over = flag_overrides({"testbed.name": args.testbed, "model.gamma0": args.gamma0,
                            "simulate.widths": args.widths, "simulate.seeds": args.seeds,
-                           "train.steps": args.steps}, args.overrides)
+                           "train.steps": args.steps, "train.eta0": args.eta0}, args.overrides)
     cfg = grok.load_config(args.config, over, full=args.full)
     devices = _select_device(args.device, args.x64)
     out = args.out or os.path.join("results", "grok")

@@ -701,3 +701,15 @@ def test_lyu_settings_that_leave_the_decay_scan_off_grid_are_refused_at_load():
     old = grok.load_config(None, ["testbed.name='modular_addition'"])
     old["decay"] = {k: f.default for k, f in grok.SCHEMA["decay"].items()}   # (the kumar scan's, unused)
     assert grok.load_config(old) == old
+
+
+def test_grok_takes_eta0_as_the_other_jobs_do(tmp_path, capsys):
+    """`dmft grok --eta0` sets train.eta0 (solve, simulate and validate had the flag; grok needed
+    --set): a bad value is refused naming the key, and the flag beside --set is refused, before
+    anything runs."""
+    out = str(tmp_path / "g")
+    assert main(["grok", "--testbed", "lyu", "--out", out, "--no-progress", "--eta0", "-1"]) == 2
+    assert "train.eta0" in capsys.readouterr().err
+    assert main(["grok", "--out", out, "--no-progress", "--eta0", "0.5", "--set", "train.eta0=1.0"]) == 2
+    assert "train.eta0: given both as a flag and with --set" in capsys.readouterr().err
+    assert not os.path.exists(out)
