@@ -185,12 +185,13 @@ def _run(job, cfg, out, prob, progress) -> dict:
         md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures)
         sweep = None
     else:
+        stems = []           # each result saved as it is done: a later point's failure loses none
         sweep = lazy_to_rich(prob.model, prob.data, cfg["sweep"]["gamma0"],
                              sim["widths"] if job == "validate" else [], sim["seeds"],
                              schedule=prob.schedule, solve_kw=solve_kw,
                              train_kw=dict(prob.train_options), key=key, progress=progress,
-                             simulate=job == "validate")
-        stems = _report.write_results(sweep, out)
+                             simulate=job == "validate",
+                             on_result=lambda *r: stems.append(_report.write_result(out, *r)))
         figures, plot_errors = _report.write_figures(sweep, out)
         checks = verdicts(sweep, cfg["check"])
         md, js = _report.write_report(sweep, cfg, out, checks, figures)

@@ -124,14 +124,19 @@ def write_results(sweep, out: str) -> list[str]:
     stems = []
     for g in sweep.gamma0s:
         for name, sol in (("dmft", sweep.solutions[g]), ("lazy", sweep.lazy[g])):
-            stem = _path(out, _theory_stem(name, g))
-            sol.save(stem)
-            stems.append(stem)
+            stems.append(write_result(out, name, g, None, sol))
         for w in sweep.widths:
-            stem = _path(out, _network_stem(g, w))
-            sweep.runs[g][w].save(stem)
-            stems.append(stem)
+            stems.append(write_result(out, "networks", g, w, sweep.runs[g][w]))
     return stems
+
+
+def write_result(out: str, kind: str, g, w, result) -> str:
+    """One raw result (kind "dmft" or "lazy": a `dmft.Solution`; "networks": a `networks.Run` of
+    width w) where `write_results` puts it; returns its stem. `validation.lazy_to_rich`'s on_result
+    when a job keeps each result as it is done."""
+    stem = _path(out, _network_stem(g, w) if kind == "networks" else _theory_stem(kind, g))
+    result.save(stem)
+    return stem
 
 
 def write_runs(runs: dict, out: str) -> list[str]:

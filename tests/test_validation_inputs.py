@@ -365,7 +365,7 @@ def test_lazy_to_rich_unknown_keywords(problem, name, value):
 
 
 @FAST
-@given(arg=st.sampled_from(["solve_kw", "train_kw", "key", "schedule", "progress", "simulate"]),
+@given(arg=st.sampled_from(["solve_kw", "train_kw", "key", "schedule", "progress", "simulate", "on_result"]),
        bad=st.one_of(text.filter(lambda s: s != ""), st.integers(2, 9), st.just(np.ones(2))))
 def test_lazy_to_rich_options(problem, arg, bad):
     model, data = problem

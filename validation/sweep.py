@@ -85,7 +85,7 @@ _PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measu
 
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
                  train_kw=None, key=None, progress: bool = False,
-                 simulate: bool = True, **unknown) -> LazyToRich:
+                 simulate: bool = True, on_result=None, **unknown) -> LazyToRich:
     """Solve the DMFT and train network ensembles at each gamma0, on one schedule.
 
     Args:
@@ -99,6 +99,9 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         key: `jax.random.key` of the networks; point i uses fold_in(key, i).
         progress: one progress bar over all solves and ensembles.
         simulate: False for theory only (no networks).
+        on_result: called as each result is done, on_result(kind, gamma0, width, result) with
+            kind "dmft" or "lazy" (width None; a `dmft.Solution`) or "networks" (a
+            `networks.Run`), so a caller can keep them before a later point fails.
 
     Raises:
         InputError (a ValueError), before any compute: a bad argument, named (and every check of
@@ -106,10 +109,13 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     """
     if unknown:
         raise InputError(f"lazy_to_rich: unknown keyword argument(s) {', '.join(sorted(unknown))}; expected "
-                         "schedule, solve_kw, train_kw, key, progress, simulate (options of dmft.solve go "
+                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result (options of dmft.solve go "
                          "in solve_kw, of networks.train in train_kw)")
     _check_arguments(model, data, gamma0s, widths, seeds, schedule, solve_kw, train_kw, key, progress,
                      simulate)
+    if on_result is not None and not callable(on_result):
+        raise InputError(f"on_result must be a callable or None, got {type(on_result).__name__}")
+    done = on_result if on_result is not None else (lambda *_: None)
     solve_kw = dict(solve_kw or {})
     train_kw = dict(train_kw or {})
     if isinstance(model, dmft.TwoLayer) and isinstance(data, dmft.Dataset) and \
@@ -146,6 +152,8 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         with failing_at(f"lazy limit at gamma0 = {g:g}"):
             lazy[g] = dmft.solve(m, data, schedule=lazy_sch, method="lazy", **lazy_kw)
         timings["theory_s"] += time.perf_counter() - t0
+        done("dmft", g, None, sols[g])
+        done("lazy", g, None, lazy[g])
         _advance(bar, f"gamma0={g:g} theory")
         if simulate:
             runs[g] = {}
@@ -154,6 +162,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
                 runs[g][w] = networks.train(m, data, width=w, seeds=seeds, schedule=sch,
                                             key=jax.random.fold_in(key, i), **train_kw)
                 timings["networks_s"] += time.perf_counter() - t0
+                done("networks", g, w, runs[g][w])
                 _advance(bar, f"gamma0={g:g} N={w}")
             scaling[g] = width_scaling(sols[g], runs[g])
     if bar is not None:
