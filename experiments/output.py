@@ -229,7 +229,8 @@ def keep_partial(out: str, cfg: dict, err: BaseException) -> str | None:
     """A DivergenceError's saves before the failure (`err.partial`, `err.saved_steps`; finite but
     where a group of replicas had stopped sooner, NaN there) written to OUT/partial.npz with its
     .json (the configuration, the error, the failing step), so that the failing solve's saves are
-    not lost (points of the job that finished before it are not written); the error's message then names that file rather than the
+    not lost (the results of points that finished before it are the job's to keep: solve and
+    validate save each as it is done); the error's message then names that file rather than the
     exception's attributes. Returns the file's name in `out`, or None (nothing kept, or it could
     not be written: the failure itself is what propagates)."""
     from dmft.errors import DivergenceError

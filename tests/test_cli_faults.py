@@ -640,9 +640,11 @@ def test_a_numerical_failure_names_the_point_that_failed(tmp_path, capsys):
     assert np.all(np.isfinite(arrays["train_loss"])) and meta["extra"]["step"] > arrays["saved_steps"][-1]
 
 
-def test_a_failing_point_loses_none_of_the_points_before_it(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("failing", ["dmft", "lazy"])
+def test_a_failing_point_loses_none_of_the_points_before_it(tmp_path, capsys, monkeypatch, failing):
     """A sweep whose second gamma0 diverges keeps the first one's theory and lazy results on disk
-    (they were written only after the whole sweep), recorded in run.json and read back verified."""
+    (they were written only after the whole sweep), recorded in run.json and read back verified;
+    a point whose lazy solve fails keeps its DMFT result."""
     import json
 
     import numpy as np
@@ -653,18 +655,20 @@ def test_a_failing_point_loses_none_of_the_points_before_it(tmp_path, capsys, mo
     real = dmft.solve
 
     def spy(model, *args, **kwargs):
-        if float(model.gamma0) == 2.0 and kwargs.get("method") != "lazy":
+        if float(model.gamma0) == 2.0 and (kwargs.get("method") == "lazy") == (failing == "lazy"):
             raise DivergenceError("forward: non-finite output at step 3 (made up by the test)", step=3)
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(dmft, "solve", spy)
     out = tmp_path / "s"
     code, err = _run(_solve_argv(out, "--gamma0", "1", "2"), capsys)
-    assert code == cli.EXIT_NUMERIC and "theory at gamma0 = 2: forward: non-finite" in err, err
+    where = "theory" if failing == "dmft" else "lazy limit"
+    assert code == cli.EXIT_NUMERIC and f"{where} at gamma0 = 2: forward: non-finite" in err, err
     man = json.loads((out / "run.json").read_text())
     assert man["status"] == "failed"
     for name in ("dmft", "lazy"):
         assert f"theory/{name}_gamma0_1.npz" in man["written"], man["written"]
         sol = dmft.Solution.load(str(out / "theory" / f"{name}_gamma0_1"))
         assert sol.train_loss.shape == (3,) and np.all(np.isfinite(sol.train_loss))
-    assert not (out / "theory" / "dmft_gamma0_2.npz").exists()
+    assert (out / "theory" / "dmft_gamma0_2.npz").exists() == (failing == "lazy")
+    assert not (out / "theory" / "lazy_gamma0_2.npz").exists()

@@ -697,6 +697,11 @@ def test_lyu_settings_that_leave_the_decay_scan_off_grid_are_refused_at_load():
         grok.load_config(None, ["testbed.name='lyu'", "train.save_every=320"])
     cfg = grok.load_config(None, ["testbed.name='lyu'", "train.save_every=320", "train.steps=640"])
     assert cfg["decay"]["steps"] == 0 and schedule_of(cfg, steps=cfg["decay"]["steps"] or None).steps == 640
+    # values the solvers refuse are refused at load naming the key (the decay scan's ran last)
+    for sets, key in ((["train.steps=3000000000"], "train.steps"), (["decay.steps=3000000000"], "decay.steps"),
+                      (["train.eta0=1e-320"], "train.eta0")):
+        with pytest.raises(dmft.errors.ConfigError, match=f"^{key}: "):
+            grok.load_config(None, ["testbed.name='lyu'", *sets])
     # a run's config.toml written before the testbeds had defaults of their own reloads
     old = grok.load_config(None, ["testbed.name='modular_addition'"])
     old["decay"] = {k: f.default for k, f in grok.SCHEMA["decay"].items()}   # (the kumar scan's, unused)

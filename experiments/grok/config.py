@@ -190,7 +190,13 @@ def _check(cfg: dict) -> None:
     if not tr["log_saves"] and tr["steps"] % tr["save_every"]:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")
+    if tr["eta0"] < np.finfo(np.float64).tiny:
+        raise ConfigError(f"train.eta0: {tr['eta0']:g} is below the smallest normal float64 "
+                          f"({np.finfo(np.float64).tiny:g}): the solvers refuse it")
     dc = cfg["decay"]           # the weight-decay scan (kumar, lyu) saves on the same grid
+    for key, steps in (("train.steps", tr["steps"]), ("decay.steps", dc["steps"])):
+        if steps > dmft.schedule.MAX_STEPS:
+            raise ConfigError(f"{key}: at most {dmft.schedule.MAX_STEPS} (the solvers' step counter), got {steps}")
     if (cfg["testbed"]["name"] in ("kumar", "lyu") and any(k > 0 for k in dc["weight_decay"]) and dc["steps"]
             and not tr["log_saves"] and dc["steps"] % tr["save_every"]):
         raise ConfigError(f"decay.steps ({dc['steps']}) must be a multiple of train.save_every "
