@@ -177,9 +177,10 @@ def _run(job, cfg, out, prob, progress) -> dict:
     key = prob.network_key
     solve_kw = dict(prob.solve_options, key=prob.theory_key)
     if job == "simulate":
+        stems = []           # each gamma0's ensembles saved as they are done: a later failure loses none
         runs = simulate(prob.model, prob.data, cfg["sweep"]["gamma0"], sim["widths"], sim["seeds"],
-                        prob.schedule, prob.train_options, key, progress)
-        stems = _report.write_runs(runs, out)
+                        prob.schedule, prob.train_options, key, progress,
+                        on_result=lambda g, w, run: stems.append(_report.write_result(out, "networks", g, w, run)))
         figures, plot_errors = _report.write_ensemble_figure(runs, out)
         checks = []
         md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures)
@@ -243,11 +244,16 @@ def _recheck(job, cfg, out, prob, log) -> dict:
     return {"status": "rechecked", "checks": checks, "files": files, "sweep": sweep}
 
 
-def simulate(model, data, gamma0s, widths, seeds, schedule, train_kw, key, progress=False) -> dict:
-    """Network ensembles only: gamma0 -> {width -> networks.Run}; point i uses fold_in(key, i)."""
+def simulate(model, data, gamma0s, widths, seeds, schedule, train_kw, key, progress=False,
+             on_result=None) -> dict:
+    """Network ensembles only: gamma0 -> {width -> networks.Run}; point i uses fold_in(key, i).
+    on_result(gamma0, width, run) is called for each ensemble of a gamma0 once they are done."""
     runs = {}
     for i, g in enumerate(gamma0s):
         runs[float(g)] = networks.train(model.replace(gamma0=g), data, width=list(widths), seeds=seeds,
                                         schedule=schedule, key=jax.random.fold_in(key, i),
                                         progress=progress, **train_kw)
+        for w, run in runs[float(g)].items():
+            if on_result is not None:
+                on_result(float(g), w, run)
     return runs

@@ -141,13 +141,7 @@ def write_result(out: str, kind: str, g, w, result) -> str:
 
 def write_runs(runs: dict, out: str) -> list[str]:
     """gamma0 -> {width -> Run} saved as networks/gamma0_G_NW.npz + .json."""
-    stems = []
-    for g, by_width in runs.items():
-        for w, run in by_width.items():
-            stem = _path(out, _network_stem(g, w))
-            run.save(stem)
-            stems.append(stem)
-    return stems
+    return [write_result(out, "networks", g, w, run) for g, by_width in runs.items() for w, run in by_width.items()]
 
 
 def saved_files(gamma0s, widths, theory: bool = True) -> list[str]:

@@ -672,3 +672,28 @@ def test_a_failing_point_loses_none_of_the_points_before_it(tmp_path, capsys, mo
         assert sol.train_loss.shape == (3,) and np.all(np.isfinite(sol.train_loss))
     assert (out / "theory" / "dmft_gamma0_2.npz").exists() == (failing == "lazy")
     assert not (out / "theory" / "lazy_gamma0_2.npz").exists()
+
+
+def test_an_interrupted_simulation_keeps_the_ensembles_it_finished(tmp_path, capsys, monkeypatch):
+    """dmft simulate saves each gamma0's ensembles as they are done: Ctrl-C during the second
+    gamma0 keeps the first one's (they were written only after every gamma0), recorded in run.json."""
+    import json
+
+    import networks
+
+    real = networks.train
+
+    def spy(model, *args, **kwargs):
+        if float(model.gamma0) == 2.0:
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(networks, "train", spy)
+    out = tmp_path / "m"
+    code, err = _run(["simulate", "--out", str(out), "--no-progress", "--gamma0", "1", "2"] + JOBS["simulate"],
+                     capsys)
+    assert code == 130, err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "interrupted" and "networks/gamma0_1_N4.npz" in man["written"], man
+    assert networks.Run.load(str(out / "networks" / "gamma0_1_N4")).train_loss.shape[0] == 2
+
