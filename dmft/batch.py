@@ -45,7 +45,7 @@ from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
-from .single_site import EFFECTIVE_NODES_MIN, NODE_SHARE_MIN
+from .single_site import few_nodes
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
 from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
@@ -317,9 +317,8 @@ class BatchProgram:
         gamma0 = cols["gamma0"] if "gamma0" in cols else np.full(index.size, self._defaults["gamma0"])
         res = _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
         if "effective_node_share" in res:           # as `dmft.solve` flags a heavy-tailed site law
-            share, M = res["effective_node_share"], self.plan.samples // self.plan.replicas
-            with np.errstate(invalid="ignore"):
-                res["heavy_tailed"] = np.any((share < NODE_SHARE_MIN) & (share * M < EFFECTIVE_NODES_MIN), axis=1)
+            res["heavy_tailed"] = np.any(few_nodes(res["effective_node_share"],
+                                                   self.plan.samples // self.plan.replicas), axis=1)
         return res
 
 

@@ -118,7 +118,7 @@ CALL_SECONDS = 5.0
 FIRST_CALL_STEPS = 2000
 
 
-def _next_call(gaps, done, n, pending, cap):
+def next_call(gaps, done, n, pending, cap):
     """(intervals, silent steps) of the next call under a cap of `cap` steps: the `n` intervals
     of the chunk when they fit, else the largest power-of-two number of whole intervals that fits
     (few compiled shapes), else `cap` steps into interval `done` without a record."""
@@ -130,9 +130,6 @@ def _next_call(gaps, done, n, pending, cap):
         return n, 0
     fit = int(np.searchsorted(np.cumsum(lengths), cap, side="right"))     # >= 1
     return 1 << (fit.bit_length() - 1), 0
-
-
-next_call = _next_call      # the same rule cuts the calls of a `dmft.BatchProgram`
 
 
 def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: bool = False,
@@ -176,7 +173,7 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
             n, silent = min(chunk, n_intervals - done), 0
             if progress:
                 cap = max(int(rate * CALL_SECONDS), 1) if rate else FIRST_CALL_STEPS
-                n, silent = _next_call(gaps, done, n, pending, cap)
+                n, silent = next_call(gaps, done, n, pending, cap)
             call = np.array([silent]) if silent else np.concatenate(
                 [[gaps[done] - pending], gaps[done + 1:done + n]])
             tic = time.perf_counter()

@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .closure import batch_weight
 from .kernels import alignment
@@ -199,6 +200,14 @@ def _output_sum(u, weight, a):
 # one), 130-160 at 8192, where it has converged (not flagged)
 NODE_SHARE_MIN = 0.05
 EFFECTIVE_NODES_MIN = 64
+
+
+def few_nodes(share, nodes_per_replica: int):
+    """Where (per save) the outputs are carried by few nodes: an effective node share below
+    NODE_SHARE_MIN and under EFFECTIVE_NODES_MIN effective nodes a replica (NaN: not flagged)."""
+    share = np.asarray(share)
+    with np.errstate(invalid="ignore"):
+        return (share < NODE_SHARE_MIN) & (share * nodes_per_replica < EFFECTIVE_NODES_MIN)
 
 
 def node_share(u, weight, a):

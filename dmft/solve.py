@@ -28,7 +28,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
-from .single_site import EFFECTIVE_NODES_MIN, NODE_SHARE_MIN  # (their home: node_share's)
+from .single_site import EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, few_nodes  # (their home: node_share's)
 from .activations import MAX_GRID_NODES, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
@@ -295,7 +295,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
              "run_s": float(np.sum(runs)), "effective_node_share": share.tolist()}
     M = extra["nodes_per_replica"]
-    few = (share < NODE_SHARE_MIN) & (share * M < EFFECTIVE_NODES_MIN)
+    few = few_nodes(share, M)
     if np.any(few):
         j = int(np.argmax(few))
         extra["heavy_tailed"] = True

@@ -22,7 +22,7 @@ from validation.compare import theory_se, width_scaling
 from .config import to_toml
 from .output import draw_figures, precision_line
 
-__all__ = ["write_report", "write_results", "write_runs", "write_figures", "write_ensemble_figure",
+__all__ = ["write_report", "write_result", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES", "saved_files", "read_results", "read_runs",
            "read_report", "recheck_line"]
 
@@ -119,34 +119,18 @@ def _path(out: str, rel: str) -> str:
     return os.path.join(out, *rel.split("/"))
 
 
-def write_results(sweep, out: str) -> list[str]:
-    """Raw results: theory/*.npz+json and networks/*.npz+json. Returns the stems."""
-    stems = []
-    for g in sweep.gamma0s:
-        for name, sol in (("dmft", sweep.solutions[g]), ("lazy", sweep.lazy[g])):
-            stems.append(write_result(out, name, g, None, sol))
-        for w in sweep.widths:
-            stems.append(write_result(out, "networks", g, w, sweep.runs[g][w]))
-    return stems
-
-
 def write_result(out: str, kind: str, g, w, result) -> str:
-    """One raw result (kind "dmft" or "lazy": a `dmft.Solution`; "networks": a `networks.Run` of
-    width w) where `write_results` puts it; returns its stem. `validation.lazy_to_rich`'s on_result
-    when a job keeps each result as it is done."""
+    """One raw result, theory/KIND_gamma0_G or networks/gamma0_G_NW (.npz + .json; kind "dmft" or
+    "lazy": a `dmft.Solution`; "networks": a `networks.Run` of width w); returns its stem. The
+    jobs call it as each result is done (`validation.lazy_to_rich`'s on_result)."""
     stem = _path(out, _network_stem(g, w) if kind == "networks" else _theory_stem(kind, g))
     result.save(stem)
     return stem
 
 
-def write_runs(runs: dict, out: str) -> list[str]:
-    """gamma0 -> {width -> Run} saved as networks/gamma0_G_NW.npz + .json."""
-    return [write_result(out, "networks", g, w, run) for g, by_width in runs.items() for w, run in by_width.items()]
-
-
 def saved_files(gamma0s, widths, theory: bool = True) -> list[str]:
-    """The raw results' files (relative to the results directory, in the order `write_results`,
-    or without `theory` `write_runs`, writes them): .npz then .json of each result."""
+    """The raw results' files (relative to the results directory, in the order the jobs write them
+    with `write_result`; without `theory` the ensembles only): .npz then .json of each result."""
     stems = []
     for g in gamma0s:
         stems += [_theory_stem(name, g) for name in ("dmft", "lazy")] if theory else []
@@ -155,14 +139,14 @@ def saved_files(gamma0s, widths, theory: bool = True) -> list[str]:
 
 
 def read_runs(out: str, gamma0s, widths) -> dict:
-    """The ensembles `write_runs` saved, read back (each verified by `networks.Run.load`):
+    """The ensembles `dmft simulate` saved (`write_result`), read back (each verified by `networks.Run.load`):
     gamma0 -> {width -> networks.Run}."""
     return {float(g): {int(w): networks.Run.load(_path(out, _network_stem(g, w))) for w in widths}
             for g in gamma0s}
 
 
 def read_results(out: str, model, data, schedule, gamma0s, widths, seeds, timings=None) -> LazyToRich:
-    """The sweep whose raw results `write_results` saved in `out`, read back (`dmft.Solution.load`,
+    """The sweep whose raw results a job saved in `out` (`write_result`), read back (`dmft.Solution.load`,
     `networks.Run.load`, each verifying its files) with its width scaling computed again from
     them (`validation.compare.width_scaling`, as `validation.lazy_to_rich` does): the verdicts
     and reports of a sweep need nothing else. `model`, `data` and `schedule` are the problem the

@@ -82,7 +82,7 @@ def test_cut_calls_change_no_number(calls, monkeypatch):
     ([1], 0, 1, 0, 1, (1, 0)),
 ])
 def test_next_call(gaps, done, n, pending, cap, expected):
-    assert runner._next_call(np.asarray(gaps), done, n, pending, cap) == expected
+    assert runner.next_call(np.asarray(gaps), done, n, pending, cap) == expected
 
 
 def test_divergence_inside_a_cut_interval(calls, monkeypatch):

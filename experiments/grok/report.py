@@ -34,6 +34,15 @@ def _lead_text(v: dict) -> str:
     return "unresolved (within one save interval)" if note.startswith("unresolved") else (note or "n/a")
 
 
+def _heavy(name: str, shares: dict) -> str:
+    """The sentence for DMFT solves flagged heavy-tailed, {value label: least effective node share}."""
+    return (f"Heavy-tailed DMFT at {name} = {', '.join(shares)}: its outputs are carried by few nodes (least "
+            f"effective node share {', '.join(f'{v:.2g}' for v in shares.values())}, below "
+            "dmft.solve.NODE_SHARE_MIN), so its late-time values move with theory.samples and its standard "
+            "error understates the error (docs/derivations.md, section 2); compare several theory.samples, "
+            "and the widths, before trusting them.")
+
+
 def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
@@ -55,11 +64,7 @@ def markdown(rep: dict, cfg: dict) -> str:
                      f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
     if rep.get("heavy_tailed"):
-        lines += ["", "Heavy-tailed DMFT at gamma0 = " + ", ".join(rep["heavy_tailed"]) + ": its outputs are carried "
-                  "by few nodes (least effective node share " + ", ".join(f"{v:.2g}" for v in rep["heavy_tailed"].values())
-                  + ", below dmft.solve.NODE_SHARE_MIN), so its late-time values move with theory.samples and "
-                  "its standard error understates the error (docs/derivations.md, section 2); compare several "
-                  "theory.samples, and the widths, before trusting them."]
+        lines += ["", _heavy("gamma0", rep["heavy_tailed"])]
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
               "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
@@ -115,10 +120,7 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines += ["", f"## Weight decay ({dc.get('testbed', '')}, gamma0 = {dc['gamma0']:g})", "",
                   f"Prediction: {dc.get('prediction', '')}.", ""]
         if dc.get("heavy_tailed"):
-            lines += [f"Heavy-tailed DMFT at kappa = {', '.join(dc['heavy_tailed'])} (least effective node share "
-                      + ", ".join(f"{v:.2g}" for v in dc["heavy_tailed"].values()) + "): its late-time values "
-                      "move with theory.samples and its standard error understates the error "
-                      "(docs/derivations.md, section 2).", ""]
+            lines += [_heavy("kappa", dc["heavy_tailed"]), ""]
         lines += ["| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
         for i, k in enumerate(dc["weight_decay"]):
             tt = dc["times"]["t_test"][i]
