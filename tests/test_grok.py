@@ -289,7 +289,11 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
     grid = rep["early_warning_grid"]
     for v in grid["verdict"].values():          # an unresolved run is left out, and counted
         assert v["runs"] + v["unresolved"] == len(grid["runs"]) and v["unresolved"] > 0
-    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "complete"
+    # the parts kept while it ran (curves/) are gone: curves.npz holds them
+    assert not (out / "curves").exists() and not any(f.startswith("curves/") for f in man["digests"])
+    assert {"curves.npz", "curves.json", "report.json", "report.md"} <= set(man["digests"])
     assert main(_grok_args(tmp_path)) == 0                      # complete: nothing recomputed
     assert main(_grok_args(tmp_path, "--set", "kumar.eps=0.2")) == 3    # another run there
     capsys.readouterr()
@@ -718,3 +722,105 @@ def test_grok_takes_eta0_as_the_other_jobs_do(tmp_path, capsys):
     assert main(["grok", "--out", out, "--no-progress", "--eta0", "0.5", "--set", "train.eta0=1.0"]) == 2
     assert "train.eta0: given both as a flag and with --set" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+def _small_grok(out, *extra):
+    return ["grok", "--out", str(out), "--no-progress", "--set", "kumar.D=4", "--set", "kumar.P=12",
+            "--set", "kumar.P_test=20", "--steps", "40", "--set", "train.save_every=10", "--gamma0", "1", "2",
+            "--widths", "4", "--seeds", "2", "--set", "diagram.axes=[]", "--set", "early_warning.grid='none'",
+            "--set", "decay.weight_decay=[0.0]", *extra]
+
+
+@pytest.mark.parametrize("stop", ["diverges", "interrupted", "decay fails"])
+def test_a_grok_run_that_stops_keeps_the_curves_it_finished(tmp_path, capsys, monkeypatch, stop):
+    """Each gamma0's theory, lazy and network curves (and each phase diagram, the decay scan) are
+    on disk as soon as they are done, in curves/ (arrays named as in curves.npz), listed in run.json
+    and read back verified: a failure or Ctrl-C at the second gamma0, or in the decay scan after a
+    diagram, kept nothing (curves.npz was written only after every part)."""
+    from dmft.errors import DivergenceError
+    from experiments.grok import job as gjob
+
+    real = gjob.dmft.solve
+
+    def solve(model, *args, **kwargs):
+        if stop != "decay fails" and float(model.gamma0) == 2.0 and kwargs.get("method") != "lazy":
+            if stop == "interrupted":
+                raise KeyboardInterrupt
+            raise DivergenceError("closure: non-finite output at step 3 (made up by the test)", step=3)
+        return real(model, *args, **kwargs)
+
+    def decay_scan(*args, **kwargs):
+        raise DivergenceError("closure: non-finite output at step 5 (made up by the test)", step=5)
+
+    monkeypatch.setattr(gjob.dmft, "solve", solve)
+    monkeypatch.setattr(gjob, "decay_scan", decay_scan)
+    out = tmp_path / "g"
+    more = (["--set", "diagram.axes=['eps']", "--set", "diagram.gamma0=[1.0, 2.0]", "--set", "diagram.eps=[0.1]",
+             "--set", "diagram.overlay_width=0", "--set", "decay.weight_decay=[0.001, 0.002]"]
+            if stop == "decay fails" else [])
+    code = main(_small_grok(out, *more))
+    err = capsys.readouterr().err
+    assert code == (130 if stop == "interrupted" else 4), err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == ("interrupted" if stop == "interrupted" else "failed"), man
+    done = ["gamma0_1", "gamma0_2", "diagram_eps"] if stop == "decay fails" else ["gamma0_1"]
+    assert [f for f in man["written"] if f.startswith("curves")] == sorted(
+        f"curves/{p}{ext}" for p in done for ext in (".npz", ".json")), man["written"]
+    arrays, meta = dmft.io.load(out / "curves" / "gamma0_1")
+    assert meta["extra"]["part_of"] == "curves.npz" and meta["config"]["model"]["gamma0"] == [1.0, 2.0]
+    assert arrays["t"].shape == (5,) and arrays["networks/gamma0=1/N=4/test_loss"].shape == (2, 5)
+    for src in ("theory", "lazy"):
+        assert np.all(np.isfinite(arrays[f"{src}/gamma0=1/test_loss"])), src
+    assert not any("gamma0=2" in k for k in arrays)
+    if stop == "decay fails":
+        diagram, _ = dmft.io.load(out / "curves" / "diagram_eps")
+        assert set(diagram) == {f"diagram/eps/{k}" for k in ("gap", "t_train", "t_test", "test_loss")}
+        assert diagram["diagram/eps/test_loss"].shape == (2, 1, 5)
+        assert "theory/gamma0=2/test_loss" in dmft.io.load(out / "curves" / "gamma0_2")[0]
+    assert not (out / "curves.npz").exists()
+
+
+LYU_FILE = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "grok_lyu.toml")
+
+
+def test_the_lyu_file_and_testbed_run_the_same_decay_steps(tmp_path):
+    """`dmft grok --config grok_lyu.toml --steps 640` ran a 12000-step weight-decay scan (the file
+    writes decay.steps = 12000) while `dmft grok --testbed lyu --steps 640` ran 640: the file only
+    restates the testbed's steps, which stay the testbed's, so both run 640; without --steps both
+    run the testbed's 12000. A decay.steps the user writes is kept, and a run's config.toml (which
+    changes train.steps beside decay.steps = 12000) reloads as it was."""
+    from experiments import grok
+    from experiments.config import flag_overrides, to_toml
+    from experiments.grok.config import schedule_of
+
+    def scan_steps(cfg):
+        return schedule_of(cfg, steps=cfg["decay"]["steps"] or None).steps
+
+    for flags, steps in (({"train.steps": 640}, 640), ({}, 12000)):
+        from_file = grok.load_config(LYU_FILE, flag_overrides(flags, []))
+        from_testbed = grok.load_config(None, flag_overrides({"testbed.name": "lyu", **flags}, []))
+        assert from_file == from_testbed and scan_steps(from_file) == steps, (flags, from_file["decay"])
+    for sets, steps in ((["decay.steps=1280"], 1280), (["decay.steps=12000"], 12000)):
+        cfg = grok.load_config(LYU_FILE, flag_overrides({"train.steps": 640}, sets))
+        assert scan_steps(cfg) == steps
+        stored = tmp_path / "config.toml"
+        stored.write_text(to_toml(cfg))
+        assert grok.load_config(stored) == cfg
+
+
+@settings(max_examples=40, deadline=None)
+@given(sets=st.dictionaries(st.sampled_from(["train.steps", "decay.steps", "train.save_every", "train.log_saves"]),
+                            st.sampled_from([0, 40, 150, 250, 320, 640, 8000, 12000]), max_size=3))
+def test_the_shipped_lyu_file_is_the_testbed_under_any_flags(sets):
+    """Whatever steps and saves the command line sets, `--config grok_lyu.toml` and `--testbed lyu`
+    resolve to the same configuration, or are refused with the same message (the file's
+    log_saves = 150 refused a --set train.save_every that --testbed lyu took)."""
+    from experiments import grok
+    over = [f"{k}={v}" for k, v in sets.items()]
+    got = []
+    for path, extra in ((LYU_FILE, []), (None, ["testbed.name='lyu'"])):
+        try:
+            got.append(grok.load_config(path, extra + over))
+        except dmft.errors.ConfigError as err:
+            got.append(str(err))
+    assert got[0] == got[1], (sets, got)

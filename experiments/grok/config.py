@@ -318,13 +318,43 @@ def _check_unused(cfg: dict, baselines: list[dict]) -> None:
                           "nothing: remove it")
 
 
+# (key, the key that follows it), for the testbeds other than kumar: a key the user writes without
+# the one that follows sets that one to 0: a save grid replaces the testbed's log-spaced saves
+# (train.log_saves = 0), a number of steps the decay scan's (decay.steps = 0: train.steps)
+_FOLLOWS = (("train.save_every", "train.log_saves"), ("train.steps", "decay.steps"))
+
+
+def _written(path, overrides, initial: dict) -> set:
+    """The keys the user wrote: every override's, and every key of the file (or dict) but those of
+    a `_FOLLOWS` pair that the file writes only at the testbed's values (`initial`), as the
+    testbed's shipped file does: those stay the testbed's, so a command-line --steps moves the
+    decay scan from the shipped file as from `--testbed NAME` (the lyu file's decay.steps = 12000
+    kept its scan at 12000 steps under --steps 640). A file that changes one of a pair (a run's
+    config.toml, a user's file) is read as written."""
+    table = {} if path is None else (path if isinstance(path, dict) else _config.read_toml(path))
+    in_file = _config.given_keys(table)
+
+    def restates(key):
+        sec, k = key.split(".")
+        return table[sec][k] == initial[sec][k]
+
+    for pair in _FOLLOWS:
+        keys = [k for k in pair if k in in_file]
+        if keys and all(restates(k) for k in keys):
+            in_file -= set(keys)
+    return in_file | _config.given_keys(None, overrides)
+
+
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
     """The grok configuration: defaults, --full preset, TOML file, overrides (validated).
 
     A testbed other than kumar starts from its own defaults, `TESTBED_DEFAULTS` (its shipped
     configuration's settings: the lyu testbed's decay.gamma0 is LYU_DECAY_GAMMA0, its law being
     for gamma0 < 1; a train.save_every written without train.log_saves replaces its log-spaced
-    saves, a train.steps without decay.steps its decay scan's steps), diagram.axes = [] (the diagrams are Kumar's; axes set in the file or an override are
+    saves, a train.steps without decay.steps its decay scan's steps, `_FOLLOWS`; a file that only
+    restates the testbed's values of such a pair, as its shipped file does, leaves them the
+    testbed's, so `--config grok_lyu.toml --steps 640` is `--testbed lyu --steps 640`, `_written`),
+    diagram.axes = [] (the diagrams are Kumar's; axes set in the file or an override are
     refused there); the --full preset is the kumar testbed's only. A setting that would
     change nothing (another testbed's section, [theory] under kumar's exact closure, diagram
     values without their axis, ...) is refused naming its key (`_unused`)."""
@@ -334,17 +364,25 @@ def load_config(path=None, overrides=(), full: bool = False) -> dict:
         raise ConfigError(f"--full: the preset is Kumar et al.'s sizes, the kumar testbed's; testbed {name!r} "
                           "has none (set its sizes in a file or with --set)")
     preset = FULL if full else None
+    drop = []
     if name != "kumar":
         initial = _config.defaults(SCHEMA)
         initial["diagram"]["axes"] = []
         for sec, values in TESTBED_DEFAULTS[name].items():
             initial[sec].update(values)
-        given = _config.given_keys(path, overrides)
-        if "train.save_every" in given and "train.log_saves" not in given:
-            initial["train"]["log_saves"] = 0      # the user's save grid replaces the testbed's log saves
-        if "train.steps" in given and "decay.steps" not in given:
-            initial["decay"]["steps"] = 0          # and the user's steps the decay scan's (0: train.steps)
-    cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial)
+        given = _written(path, overrides, initial)
+        for lead, follower in _FOLLOWS:
+            if lead in given and follower not in given:
+                sec, key = follower.split(".")
+                initial[sec][key] = 0
+                drop.append((sec, key))           # (where the file restates it: the testbed's value)
+
+    def edit(table):
+        for sec, key in drop:
+            if isinstance(table.get(sec), dict):
+                table[sec].pop(key, None)
+
+    cfg = _config.load(SCHEMA, path, overrides, preset=preset, check=_check, initial=initial, edit=edit)
     _config.check_saves(cfg, SCHEMA, path, overrides, preset, initial=initial)
     baselines = [_config.load(SCHEMA, None, (), preset=p, initial=initial)
                  for p in ((None, FULL) if name == "kumar" else (None,))]

@@ -21,6 +21,7 @@ prediction A = ln(1/gamma0) / L.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -42,6 +43,8 @@ from .report import markdown
 
 __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
 
+# the folder of curves.npz's parts while the run goes (`_Parts`)
+PARTS = "curves"
 # progress measures that are rates (their change time is the median time of their burst)
 RATES = ("planted_diffusion",)
 _SKIP = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
@@ -385,20 +388,73 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
 
 # ----------------------------------------------------------------- the job
 
+def _gamma0_part(g, theory, lazy, nets) -> dict:
+    """One gamma0's arrays as curves.npz names them (and the time axis, "t")."""
+    arrays = {"t": theory["t"]}
+    arrays.update({f"theory/gamma0={g:g}/{k}": v for k, v in theory.items() if k != "t"})
+    arrays.update({f"lazy/gamma0={g:g}/{k}": v for k, v in (lazy or {}).items()})
+    for w, d in nets.items():
+        arrays.update({f"networks/gamma0={g:g}/N={w}/{k}": v for k, v in d.items()})
+    return arrays
+
+
+def _diagram_part(d) -> dict:
+    arrays = {f"diagram/{d['axis']}/{k}": getattr(d["times"], k) for k in ("gap", "t_train", "t_test")}
+    arrays[f"diagram/{d['axis']}/test_loss"] = d["curves"]["test_loss"]
+    return arrays
+
+
+def _decay_part(decay) -> dict:
+    return {"decay/test_loss": decay["curves"]["test_loss"], "decay/t": decay["curves"]["t"]}
+
+
+class _Parts:
+    """curves.npz kept as it is computed: each finished part (a gamma0's theory, lazy and network
+    curves; a phase diagram; the weight-decay scan) is saved at once as OUT/curves/NAME.npz + .json
+    (`dmft.io.save`: atomic, verified by `dmft.io.load`; the arrays named as in curves.npz), so
+    that a later failure or an interruption loses none of them (run.json lists them). `finish`
+    writes curves.npz, the parts' arrays in order, and removes the parts."""
+
+    def __init__(self, out: str, cfg: dict):
+        self.out, self.cfg, self.arrays, self.stems = out, cfg, {}, []
+
+    def add(self, name: str, arrays: dict, **extra) -> None:
+        stem = os.path.join(self.out, PARTS, name)
+        save(stem, arrays, self.cfg, extra={"part_of": "curves.npz", **extra})
+        self.stems.append(stem)
+        self.arrays.update(arrays)
+
+    def finish(self, t) -> None:
+        save(os.path.join(self.out, "curves"), {"t": t, **{k: v for k, v in self.arrays.items() if k != "t"}},
+             self.cfg)
+        for stem in self.stems:        # (a complete run's files are as they were: curves.npz holds these)
+            for ext in (".npz", ".json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stem + ext)
+        with contextlib.suppress(OSError):        # (not a folder that holds anything else)
+            os.rmdir(os.path.join(self.out, PARTS))
+
+
 def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     """Run the grokking job into `out` (figures, report.md/json, curves.npz); a directory that
-    holds a scan's store is refused first (`experiments.output.refuse_store`)."""
+    holds a scan's store is refused first (`experiments.output.refuse_store`). Each gamma0's
+    curves, each phase diagram and the weight-decay scan are on disk as soon as they are done
+    (`_Parts`: OUT/curves/gamma0_G, diagram_AXIS, decay .npz + .json, until curves.npz holds
+    them all), so that a later failure or Ctrl-C keeps them."""
     refuse_store(out)
     tb = build(cfg)
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
     theory, lazy, nets, summary, heavy = {}, {}, {}, [], {}
+    parts = _Parts(out, cfg)
     for g in gammas:
         theory[g] = _theory(cfg, tb, g, log, progress, heavy)
         # NTK regression in DMFT time: its losses do not depend on gamma0 (docs/derivations.md, sec. 2)
         lazy[g] = _lazy(cfg, tb, g) if g == gammas[0] else lazy[gammas[0]]
         nets[g] = _networks(cfg, tb, g, log, progress)
+        parts.add(f"gamma0_{g:g}", _gamma0_part(g, theory[g], lazy[g], nets[g]), gamma0=g,
+                  **({"heavy_tailed": heavy[g]} if g in heavy else {}))
     t = theory[gammas[0]]["t"]
     thr = (_threshold(cfg, theory[gammas[0]]["test_loss"][0]) if tb.name != "lyu"
            else _lyu_threshold(cfg, data))
@@ -422,29 +478,15 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         for axis in cfg["diagram"]["axes"]:
             d = phase_diagram(cfg, tb, axis, log=log, progress=progress, measures=axis == grid_axis)
             diagrams.append(d)
+            parts.add(f"diagram_{axis}", _diagram_part(d))
             overlays[axis] = _overlay(cfg, tb, d, log)
             if axis == grid_axis:
                 ew_grid = early_warning_grid(cfg, tb, d)
     decay = decay_scan(cfg, tb, log=log, progress=progress) if tb.name in ("kumar", "lyu") else None
-
-    arrays = {"t": t}
-    for g in gammas:
-        for k, v in theory[g].items():
-            if k != "t":
-                arrays[f"theory/gamma0={g:g}/{k}"] = v
-        for k, v in (lazy[g] or {}).items():
-            arrays[f"lazy/gamma0={g:g}/{k}"] = v
-        for w, d in nets[g].items():
-            for k, v in d.items():
-                arrays[f"networks/gamma0={g:g}/N={w}/{k}"] = v
-    for d in diagrams:
-        for k in ("gap", "t_train", "t_test"):
-            arrays[f"diagram/{d['axis']}/{k}"] = getattr(d["times"], k)
-        arrays[f"diagram/{d['axis']}/test_loss"] = d["curves"]["test_loss"]
     if decay:
-        arrays["decay/test_loss"] = decay["curves"]["test_loss"]
-        arrays["decay/t"] = decay["curves"]["t"]
-    save(os.path.join(out, "curves"), arrays, cfg)
+        parts.add("decay", _decay_part(decay), **({"heavy_tailed": decay["heavy_tailed"]}
+                                                   if "heavy_tailed" in decay else {}))
+    parts.finish(t)
     report = {"testbed": tb.name, "data": data.describe(), "threshold": thr,
               "threshold_kind": "accuracy" if acc else "loss", "summary": summary,
               "diagrams": [{"axis": d["axis"], "gamma0": d["gamma0"], "values": d["values"],
