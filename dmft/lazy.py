@@ -9,6 +9,16 @@ with test predictions f_* = f_*(0) + K0_{*,train} S / P, S = int_0^t Delta ds.
 Both are evaluated in the eigenbasis of K0 with expm1/log1p, so singular
 kernels and tiny eigenvalues need no inverse.
 
+Minibatch SGD (batch size B, conditioned on the batch sequence as the other methods are,
+docs/conventions.md) is kernel SGD with K0: with W_k = P / B on step k's batch and 0 elsewhere,
+
+    Delta_{k+1} = Delta_k - eta0 K0 W_k Delta_k / P,    S_{k+1} = S_k + eta0 W_k Delta_k,
+
+stepped exactly (`lazy_sgd_path`: the batch's columns of K0, O(P B C) a step), with the same
+test predictions and linearized weights from S. Its train loss may rise at a stable step (a
+batch's step can raise the loss on the other points), so only non-finite values and the
+runaway rule (`dmft.runner.ran_away`) mark its divergence.
+
 The train loss of this linear model never rises at a stable step (each eigenmode of the
 error shrinks by |1 - eta0 lambda / P| <= 1, or decays under flow); past the step's
 stability, eta0 lambda_max / P > 2, a mode grows geometrically and stays finite for hundreds
@@ -26,9 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .kernels import alignment
+from .schedule import batch_indices
 from .runner import count_trace
 
-__all__ = ["lazy_path", "lazy_records", "lazy_records_compiled", "loss_rose"]
+__all__ = ["lazy_path", "lazy_sgd_path", "lazy_records", "lazy_records_compiled", "loss_rose"]
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics",))
@@ -70,18 +81,49 @@ def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
     return delta, s, jnp.max(x)
 
 
-def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
+def lazy_sgd_path(k0_tr, delta0, saves, eta0, batch_key, batch: int):
+    """Delta and S = sum_k eta0 W_k Delta_k at the saved step counts `saves` (T,) (starting at
+    0) under minibatch SGD with K fixed at K0: each step uses the batch's columns of K0
+    (`dmft.schedule.batch_indices(batch_key, k, P, batch)`, the sequence the other methods and
+    the networks draw). Traceable; returns (delta, s), each (T, P, C)."""
+    P = k0_tr.shape[0]
+
+    def step(k, carry):
+        delta, s = carry
+        idx = batch_indices(batch_key, k, P, batch)
+        d_b = delta[idx]                                               # (B, C)
+        delta = delta - (eta0 / batch) * (k0_tr[:, idx] @ d_b)         # eta0 K0 W Delta / P
+        return delta, s.at[idx].add((eta0 * P / batch) * d_b)
+
+    def gap(carry, k_next):
+        k, delta, s = carry
+        delta, s = jax.lax.fori_loop(k, k_next, step, (delta, s))
+        return (k_next, delta, s), (delta, s)
+
+    saves = jnp.asarray(saves)
+    start = (saves[0], delta0, jnp.zeros_like(delta0))
+    _, (delta, s) = jax.lax.scan(gap, start, saves)
+    return delta, s
+
+
+def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool,
+                 batch_key=None, batch: int = 0):
     """Records of the lazy closed form at the saved step counts (traceable: gamma0 and
     eta0 may be traced, as in `dmft.solve_batch`). `su` is `dmft.geometry.lazy_setup`'s.
+    batch > 0: minibatch SGD of that size on the sequence `batch_key` (`lazy_sgd_path`).
 
     Returns (records, delta, s, diverged): delta and s = int Delta dt, each (T, P, C), and
     diverged (T,) True from the save where gradient descent past its stability first shows
-    (`loss_rose`).
+    (`loss_rose`; never under SGD, whose loss may rise: the caller's runaway rule judges it).
     """
     P = su["P"]
-    delta, s, rate = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
-    diverged = (loss_rose(jnp.mean(delta ** 2, axis=(1, 2)), jnp.mean(su["y"] ** 2))
-                & (eta0 * rate > 2) if dynamics == "gd" else jnp.zeros(saves.shape, bool))
+    if batch:
+        delta, s = lazy_sgd_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, batch_key, batch)
+        diverged = jnp.zeros(saves.shape, bool)
+    else:
+        delta, s, rate = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
+        diverged = (loss_rose(jnp.mean(delta ** 2, axis=(1, 2)), jnp.mean(su["y"] ** 2))
+                    & (eta0 * rate > 2) if dynamics == "gd" else jnp.zeros(saves.shape, bool))
     rec = {"f_train": su["y"][None] - delta}
     if has_test:
         rec["f_test"] = su["f0"][P:][None] + jnp.einsum("ap,tpc->tac", su["k0"][P:], s) / P
@@ -98,19 +140,24 @@ def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_t
 _SETUP_ARRAYS = ("k0", "y", "f0", "g0", "kx_all_tr", "phi0")
 
 
-@functools.partial(jax.jit, static_argnames=("P", "dynamics", "trained", "has_test"))
-def _records_program(arrays, gamma0, eta0, saves, *, P: int, dynamics: str, trained: bool, has_test: bool):
+@functools.partial(jax.jit, static_argnames=("P", "dynamics", "trained", "has_test", "batch"))
+def _records_program(arrays, gamma0, eta0, saves, batch_key, *, P: int, dynamics: str, trained: bool,
+                     has_test: bool, batch: int):
     return lazy_records({**arrays, "P": P}, gamma0, eta0, saves, dynamics=dynamics, trained=trained,
-                        has_test=has_test)
+                        has_test=has_test, batch_key=batch_key, batch=batch)
 
 
-def lazy_records_compiled(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool):
-    """`lazy_records` as one compiled program (per shape, dynamics and readout; gamma0, eta0 and
-    the save steps are its arguments): run op by op, a first lazy solve compiled some 30 small
-    programs (about 1.5 s at a small size)."""
+def lazy_records_compiled(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool,
+                          batch_key=None, batch: int = 0):
+    """`lazy_records` as one compiled program (per shape, dynamics, readout and batch size;
+    gamma0, eta0, the save steps and the batch key are its arguments): run op by op, a first
+    lazy solve compiled some 30 small programs (about 1.5 s at a small size)."""
     arrays = {k: su[k] for k in _SETUP_ARRAYS}
+    if batch_key is None:
+        batch_key = jax.random.key(0)                  # (unused by full-batch descent)
     return _records_program(arrays, jnp.asarray(gamma0, su["k0"].dtype), jnp.asarray(eta0, su["k0"].dtype),
-                            jnp.asarray(saves), P=su["P"], dynamics=dynamics, trained=trained, has_test=has_test)
+                            jnp.asarray(saves), batch_key, P=su["P"], dynamics=dynamics, trained=trained,
+                            has_test=has_test, batch=int(batch))
 
 
 # a rise of the train loss beyond rounding: relative to its start (RISE_RTOL, or RISE_EPS of the

@@ -303,9 +303,9 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         raise InputError("method='iterate' solves gradient descent (dynamics='gd'); "
                          "use method='forward' for gradient flow")
     sgd = schedule.batch_size is not None and schedule.batch_size < data.P
-    if sgd and method in ("lazy", "iterate"):
-        raise InputError(f"batch_size: minibatch SGD is solved by method='forward' or 'closure' (the DMFT "
-                         f"conditioned on the batch sequence), not {method!r}")
+    if sgd and method == "iterate":
+        raise InputError("batch_size: minibatch SGD is solved by method='forward', 'closure' or 'lazy' (the "
+                         "DMFT conditioned on the batch sequence), not 'iterate'")
     _check_kernels_exist(model, data)
     if method == "lazy" and (why := no_lazy_limit(model, data)):
         raise InputError(f"method='lazy': {why}")

@@ -186,12 +186,14 @@ def t_quantile(p: float, dof: int) -> float:
 
 # ----------------------------------------------------------------- methods
 
-def _solve_lazy(plan: SolvePlan, su):
+def _solve_lazy(plan: SolvePlan, su, batch_key):
     model, data, sch = plan.model, plan.data, plan.schedule
     P = su["P"]
     saves = jnp.asarray(sch.save_steps)
+    batch = _batch(plan)                   # minibatch SGD: kernel SGD on the same batch sequence
     rec, _, s, rose = lazy_records_compiled(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
-                                   trained=model.trained_readout, has_test=data.P_test > 0)
+                                            trained=model.trained_readout, has_test=data.P_test > 0,
+                                            batch_key=batch_key, batch=batch)
     rose = np.asarray(rose)
     k0 = su["k0"][:P]
     T = saves.shape[0]
@@ -200,8 +202,8 @@ def _solve_lazy(plan: SolvePlan, su):
                    feature_kernel=jnp.broadcast_to(su["phi0"][:P], (T, P, P)),
                    gradient_kernel=jnp.broadcast_to(su["g0"][:P], (T, P, P)))
     lam_max = float(jnp.max(jnp.linalg.eigvalsh(k0)))
-    extra = {"lazy_eta0_stability": sch.eta0 * lam_max / P,
-             "stable": bool(sch.eta0 * lam_max / P < 2) if sch.dynamics == "gd" else True,
+    extra = {"lazy_eta0_stability": sch.eta0 * lam_max / P,    # (of full-batch descent)
+             "stable": bool(sch.eta0 * lam_max / P < 2) if sch.dynamics == "gd" and not batch else True,
              "loss_rose_at": int(np.argmax(rose)) if rose.any() else -1}
     s_final = s[-1]
 
@@ -812,7 +814,7 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     _check_rk4(plan, su)
     try:
         if plan.method == "lazy":
-            rec, extra, predictor = _solve_lazy(plan, su)
+            rec, extra, predictor = _solve_lazy(plan, su, batch_key)
         elif plan.method == "closure":
             rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
         else:

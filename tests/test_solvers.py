@@ -55,6 +55,53 @@ def test_lazy_gd_equals_the_explicit_kernel_recursion(data, act):
     np.testing.assert_allclose(sol.ntk[-1], k_tr, atol=1e-12)
 
 
+@pytest.mark.parametrize("act, batch", [("relu", 1), ("tanh", 5)])
+def test_lazy_sgd_equals_the_explicit_kernel_sgd_recursion(data, act, batch):
+    """Minibatch SGD in the lazy limit, conditioned on the batch sequence: f_{k+1} = f_k +
+    eta0 / B K0[:, b_k] (y - f_k)[b_k], with b_k = dmft.schedule.batch_indices(batch_key, k),
+    stepped by hand on train and test points; the linearized weights from S = sum eta0 W Delta."""
+    model = dmft.TwoLayer(act, gamma0=0.7)
+    eta, steps, bkey = 0.3, 60, jax.random.key(7)
+    sol = dmft.solve(model, data, eta0=eta, steps=steps, save_every=20, batch_size=batch, method="lazy",
+                     kernel_nodes=96, batch_key=bkey)
+    k_tr, k_te = _k0(model, data.x_train, data.x_train), _k0(model, data.x_test, data.x_train)
+    k_tr = (k_tr + k_tr.T) / 2
+    f, ft, y, S = np.zeros(data.P), np.zeros(data.P_test), data.y_train, np.zeros(data.P)
+    saved = [(f.copy(), ft.copy(), S.copy())]
+    for k in range(steps):
+        b = np.asarray(dmft.schedule.batch_indices(bkey, k, data.P, batch))
+        d = (y - f)[b]
+        f, ft = f + eta / batch * k_tr[:, b] @ d, ft + eta / batch * k_te[:, b] @ d
+        S[b] += eta * data.P / batch * d
+        if (k + 1) % 20 == 0:
+            saved.append((f.copy(), ft.copy(), S.copy()))
+    np.testing.assert_allclose(sol.f_train, [s[0] for s in saved], rtol=0, atol=5e-13)
+    np.testing.assert_allclose(sol.f_test, [s[1] for s in saved], rtol=0, atol=5e-13)
+    # a full batch is another run: the sequence matters
+    full = dmft.solve(model, data, eta0=eta, steps=steps, save_every=20, method="lazy", kernel_nodes=96)
+    assert np.max(np.abs(full.f_test[-1] - sol.f_test[-1])) > 1e-3
+    # readout weight change |a - a0|^2 / N = (gamma0 / P)^2 S^T Phi0 S, from the kernel by hand
+    phi = lazy_kernels(model.activation, input_kernel(data.x_train, data.x_train),
+                       *(2 * [np.sum(data.x_train ** 2, 1) / data.D]), nodes=96)[0]
+    want = [np.sqrt((0.7 / data.P) ** 2 * s[2] @ np.asarray(phi) @ s[2]) for s in saved]
+    np.testing.assert_allclose(sol.weight_change["readout"], want, rtol=1e-10, atol=1e-15)
+
+
+def test_forward_sgd_tends_to_lazy_sgd_as_gamma0_squared(data):
+    """The sampled DMFT of SGD on one batch sequence minus the lazy limit on the same sequence
+    (max over time of |f_test|) ~ gamma0^2: fitted slope 2, as for full-batch descent."""
+    gammas = np.array([0.005, 0.01, 0.02, 0.04])
+    errs = []
+    for g in gammas:
+        model = dmft.TwoLayer("erf", gamma0=g)
+        kw = dict(eta0=0.5, steps=40, save_every=10, kernels=False, batch_size=6, batch_key=jax.random.key(3))
+        fw = dmft.solve(model, data, method="forward", samples=512, **kw)
+        lz = dmft.solve(model, data, method="lazy", **kw)
+        errs.append(np.max(np.abs(fw.f_test - lz.f_test)))
+    fit = loglog_fit(gammas, errs)
+    assert abs(fit.slope - 2.0) < 0.1, fit.describe()
+
+
 def test_lazy_flow_equals_the_matrix_exponential(data):
     """docs/derivations.md (lazy limit): f_* = K0_{*,tr} K0^{-1} (I - exp(-K0 t / P)) y, via expm."""
     model = dmft.TwoLayer("erf", gamma0=0.5)
