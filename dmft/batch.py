@@ -48,7 +48,7 @@ from .problem import Dataset, TwoLayer
 from .single_site import few_nodes
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
-from .schedule import Schedule, check_decay, decay_factor, final_time_counts, schedule_from
+from .schedule import Schedule, check_decay, decay_factor, default_batch_key, final_time_counts, schedule_from
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -126,9 +126,12 @@ class BatchProgram:
             `memory_estimate`. The lazy method (a closed form) always runs in one call.
         Other arguments as for `dmft.solve`.
 
-    Calling it: `prog(values, index, key=None, sharding=None)` with values a dict
+    Calling it: `prog(values, index, key=None, sharding=None, batch_key=None)` with values a dict
     of (n,) arrays (one per field), index the (n,) grid positions (they pick the
-    random nodes), and optionally a `jax.sharding.Sharding` for the point axis.
+    random nodes), and optionally a `jax.sharding.Sharding` for the point axis. Under a
+    schedule with a batch_size (minibatch SGD) every point trains on the one batch sequence
+    `batch_key` (default `dmft.schedule.default_batch_key(key)`), the DMFT conditioned on it as
+    `dmft.solve(batch_key=)` is.
     Returns a dict of numpy arrays with leading axis n (see `solve_batch`).
     """
 
@@ -147,9 +150,6 @@ class BatchProgram:
                                        dynamics=dynamics, weight_decay=weight_decay).items()
                  if v is not None}
         sch = schedule_from(schedule, **given, defaults=dict(eta0=0.1, steps=1000))
-        if sch.batch_size is not None and sch.batch_size < data.P:
-            raise InputError("batch_size: a BatchProgram runs full-batch gradient descent; solve "
-                             "minibatch SGD with dmft.solve(batch_size=...)")
         if isinstance(fields, str):
             fields = (fields,)
         fields = tuple(fields)
@@ -200,7 +200,8 @@ class BatchProgram:
             save_steps=tuple(int(k) for k in sch.save_steps), per_point=self.final_time is not None,
             trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,
             has_y_test=data.y_test is not None, P=data.P, D=data.D, C=data.C,
-            r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state)
+            r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state,
+            batch=(int(sch.batch_size) if sch.batch_size is not None and sch.batch_size < data.P else 0))
         self._defaults = {"gamma0": float(model.gamma0), "eta0": sch.eta0,
                           "weight_decay": sch.weight_decay,
                           "eps": (2.0 * float(model.activation.params[1])
@@ -279,7 +280,7 @@ class BatchProgram:
         return cols, eta
 
     @exact_products
-    def __call__(self, values: Mapping, index, key=None, sharding=None) -> dict:
+    def __call__(self, values: Mapping, index, key=None, sharding=None, batch_key=None) -> dict:
         cols, eta = self.check_points(values)
         n = {len(v) for v in cols.values()}
         index = np.asarray(index)
@@ -296,6 +297,7 @@ class BatchProgram:
                              f"the key), got {index.min()} to {index.max()}")
         key = checks.prng_key("key", key)
         key = jax.random.key(0) if key is None else key
+        batch_key = checks.prng_key("batch_key", batch_key)
         dt = self._geo["y"].dtype
         full = {f: jnp.asarray(cols[f] if f in cols else np.full(index.size, self._defaults[f]), dt)
                 for f in BATCH_FIELDS}
@@ -304,6 +306,8 @@ class BatchProgram:
             full = jax.device_put(full, sharding)
             idx = jax.device_put(idx, sharding)
         geo = {k: v for k, v in self._geo.items() if k not in ("basis", "P", "r")}
+        if self._static.batch:          # every point on one minibatch sequence, as dmft.solve's
+            geo["batch_key"] = default_batch_key(key) if batch_key is None else batch_key
         counts = self.save_counts(eta)
         full["counts"] = jnp.asarray(counts, jnp.int32)
         if sharding is not None:
@@ -364,16 +368,17 @@ def _mse(y, f):
 def _method(st: _Static):
     """(static, step, record) of the point's stepped solver, closure or forward."""
     if st.method == "closure":
-        return _closure.Static(st.closure_kind, st.dynamics, False, st.has_test), _closure.step, _closure.record
-    return _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode), _ss.step, _ss.record
+        return (_closure.Static(st.closure_kind, st.dynamics, False, st.has_test, batch=st.batch),
+                _closure.step, _closure.record)
+    return _ss.Static(st.trained, st.dynamics, False, st.has_test, st.cv_mode, batch=st.batch), _ss.step, _ss.record
 
 
 def _setup(st: _Static, geo, act0, v):
     """(the point's activation, its `lazy_setup`) (traced)."""
     act = _activation(act0, v["eps"])
     geo = {**geo, "P": st.P, "r": st.r}
-    return act, lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained,
-                           nodes=st.kernel_nodes)
+    su = lazy_setup(geo, act, v["gamma0"], centered=st.centered, trained=st.trained, nodes=st.kernel_nodes)
+    return act, {**su, "batch_key": geo.get("batch_key")}       # (None: full batch)
 
 
 def _saves(st: _Static, v):
@@ -390,9 +395,10 @@ def _context(st: _Static, act, su, v, key, rep=None):
     the replicas `rep`, or when None their nodes drawn from `key`."""
     mixed = st.precision == "mixed"
     if st.method == "closure":
-        ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
+        ctx = _closure.make_context(act, su, v["gamma0"], v["eta0"], v["weight_decay"], su["batch_key"],
+                                    mixed=mixed)
         return ctx, _closure.initial_state(st.closure_kind, st.r, st.C, su["y"].dtype)
-    sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"], mixed=mixed)
+    sh = _ss.make_shared(act, su, v["gamma0"], v["eta0"], v["weight_decay"], su["batch_key"], mixed=mixed)
     if rep is None:
         rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
                                 replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
@@ -418,7 +424,8 @@ def _point(st: _Static, geo, y_test, act0, v, key, state=None, last=None):
     saves, gaps, steps = _saves(st, v)
     if st.method == "lazy":
         rec, delta, _, gone = lazy_records(su, v["gamma0"], v["eta0"], saves, dynamics=st.dynamics,
-                                           trained=st.trained, has_test=st.has_test)
+                                           trained=st.trained, has_test=st.has_test,
+                                           batch_key=su["batch_key"], batch=st.batch)
         ok = jnp.all(jnp.isfinite(delta), axis=(1, 2))
         bad = jnp.where(jnp.all(ok), -1, saves[jnp.argmin(ok)])
         # gradient descent past its stability, from the save its loss first rises (`lazy.loss_rose`):
@@ -601,7 +608,7 @@ def _run_cut(st: _Static, geo, y_test, act0, values, index, key, counts, shardin
 
 def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=None,
                 save_every=None, *, batch_size: int = 64, key=None, progress: bool = False,
-                interruptible: bool | None = None, **kwargs) -> dict:
+                interruptible: bool | None = None, batch_key=None, **kwargs) -> dict:
     """Solve at every point of an explicit list of points, in compiled batches.
 
     Args:
@@ -610,10 +617,14 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         eta0, steps, save_every: the protocol (defaults 0.1, 1000, 10), or schedule=
             a `dmft.Schedule` (also as the fourth positional argument).
         batch_size: points per compiled call; the last batch is padded so that
-            every call has the same shape (one compilation). Not the SGD minibatch of
-            `dmft.solve(..., batch_size=B)`: points run full-batch dynamics (a Schedule with a
-            batch_size is refused); solve minibatch SGD point by point with `dmft.solve`.
+            every call has the same shape (one compilation). Not the SGD minibatch: for
+            minibatch SGD give schedule=dmft.Schedule(..., batch_size=B); every point then trains
+            on one batch sequence, `batch_key`.
         key: `jax.random.key` (default key(0)); point i uses fold_in(key, i).
+        batch_key: the minibatch sequence of SGD, shared by every point (default
+            `dmft.schedule.default_batch_key(key)`); point i equals `dmft.solve(...,
+            key=fold_in(key, i), batch_key=batch_key)`, and networks trained with
+            `networks.train(batch_key=batch_key)` see the same batches.
         progress: a progress bar over points.
         interruptible: run each batch in compiled calls of about `runner.CALL_SECONDS`, so
             that Ctrl-C and SIGTERM stop it within seconds rather than when the whole batch is
@@ -638,6 +649,7 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         raise InputError(f"grid: every field needs the same number of values, got {lengths}")
     bs = checks.integer("batch_size", batch_size, minimum=1)
     key = checks.prng_key("key", key)
+    batch_key = checks.prng_key("batch_key", batch_key)
     progress = checks.flag("progress", progress)
     interruptible = progress if interruptible is None else checks.flag("interruptible", interruptible)
     prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols),
@@ -652,7 +664,7 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     for start in range(0, n, bs):
         idx = np.arange(start, start + bs)
         take = np.minimum(idx, n - 1)                      # pad with the last point
-        res = prog({f: v[take] for f, v in cols.items()}, idx.clip(max=n - 1), key=key)
+        res = prog({f: v[take] for f, v in cols.items()}, idx.clip(max=n - 1), key=key, batch_key=batch_key)
         keep = idx < n
         parts.append({k: v[keep] for k, v in res.items()})
         if bar is not None:

@@ -36,7 +36,7 @@ import numpy as np
 from . import checks
 from .errors import InputError
 
-__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "final_time_counts", "check_decay",
+__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "default_batch_key", "final_time_counts", "check_decay",
            "decay_factor",
            "MAX_STEPS", "MAX_SAVES", "DEFAULT_SAVE_EVERY", "DEFAULT_N_SAVES"]
 
@@ -312,6 +312,14 @@ def final_time_counts(final_time: float, n_saves: int, eta0) -> np.ndarray:
                          f"final_time = {final_time:g} (two saves would fall on one step); save "
                          "less often or use a smaller eta0")
     return counts
+
+
+def default_batch_key(key):
+    """The minibatch sequence a solve uses when no batch_key is given: fold_in(key, 2^31 - 1)
+    (the nodes use fold_in(key, replica), so the two never share random bits)."""
+    import jax
+
+    return jax.random.fold_in(key, 2 ** 31 - 1)
 
 
 def batch_indices(key, step, P: int, B: int):

@@ -43,7 +43,7 @@ from . import runner as _runner
 from .runner import (RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, progress_bar,
                      run_saved, runaway_bound)
 from .sampling import normal_quantile
-from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, schedule_from
+from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, default_batch_key, schedule_from
 from .trajectory import Trajectory
 
 __all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure", "sgd_mean", "default_batch_key",
@@ -670,12 +670,6 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
         key = jax.random.key(0)
     batch_key = checks.prng_key("batch_key", batch_key)
     return run_plan(plan, key=key, progress=progress, batch_key=batch_key)
-
-
-def default_batch_key(key):
-    """The minibatch sequence a solve uses when no batch_key is given: fold_in(key, 2^31 - 1)
-    (the nodes use fold_in(key, replica), so the two never share random bits)."""
-    return jax.random.fold_in(key, 2 ** 31 - 1)
 
 
 SETUP_CACHE_SIZE = 4

@@ -58,6 +58,33 @@ def test_closure_batch_equals_single_solves(kumar, closure_batch):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("method", ["forward", "closure", "lazy"])
+@pytest.mark.parametrize("cut", [False, True])
+def test_sgd_batch_equals_single_solves_on_one_batch_sequence(kumar, method, cut, monkeypatch):
+    """Minibatch SGD in a batch: every point trains on the one sequence batch_key, and point i is
+    dmft.solve(key=fold_in(key, i), batch_key=batch_key), cut into calls or not; another
+    sequence gives other numbers."""
+    import dmft.batch as batch
+
+    model, data = kumar
+    if cut:
+        monkeypatch.setattr(batch, "_CALL_STEPS", 3)
+    sch = dmft.Schedule(eta0=0.5, steps=24, save_every=8, batch_size=5)
+    grid = {"gamma0": [0.5, 1.0, 2.0], "eta0": [0.3, 0.5, 0.4]}
+    key, bkey = jax.random.key(4), jax.random.key(9)
+    kw = dict(method=method, samples=256, replicas=2) if method == "forward" else dict(method=method)
+    res = dmft.solve_batch(model, data, grid, schedule=sch, key=key, batch_key=bkey, curves=True,
+                           interruptible=cut, **kw)
+    for i in range(3):
+        s = dmft.solve(model.replace(gamma0=grid["gamma0"][i]), data, schedule=sch.replace(eta0=grid["eta0"][i]),
+                       key=jax.random.fold_in(key, i), batch_key=bkey, **kw)
+        np.testing.assert_allclose(res["f_test"][i], s.f_test, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(res["train_loss"][i], s.train_loss, rtol=1e-11, atol=1e-14)
+    other = dmft.solve_batch(model, data, grid, schedule=sch, key=key, batch_key=jax.random.key(10),
+                             curves=True, **kw)
+    assert np.max(np.abs(other["f_test"] - res["f_test"])) > 1e-3
+
+
 def test_forward_and_lazy_batch_equal_single_solves(erf_model, forward_batch):
     model, data = erf_model
     grid, kw, res = forward_batch

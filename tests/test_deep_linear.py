@@ -600,8 +600,6 @@ def test_sgd_refuses_what_it_cannot_do():
     with pytest.raises(dmft.InputError, match="batch_size"):
         dmft.solve(model, data, eta0=0.1, steps=4, save_every=2, batch_size=31)
     with pytest.raises(dmft.InputError, match="batch_size"):
-        dmft.solve_batch(model, data, {"gamma0": [1.0]}, dmft.Schedule(0.1, 4, 2, batch_size=5))
-    with pytest.raises(dmft.InputError, match="batch_size"):
         dmft.Schedule(0.1, 4, 2, batch_size=5, dynamics="flow")
 
 
