@@ -24,6 +24,6 @@ def test_course_lessons_run(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    for lesson in ("least norm", "lazy limit: test loss", "PASS spread", "learning times, flow",
+    for lesson in ("least norm", "lazy limit: |dW| / gamma0", "PASS spread", "learning times, flow",
                    "Boltzmann T", "gap t_test - t_train", "diffusion peaks at"):
         assert lesson in r.stdout, lesson
