@@ -4,6 +4,11 @@ A results directory holds run.json (the command, configuration, environment and
 status), config.toml, theory/ and networks/ (.npz + .json each), figures/ and
 report.md + report.json (`experiments.output`, `experiments.report`).
 
+Minibatch SGD: train.batch_size = B (1 <= B < P; 0, the default, or P: full-batch gradient
+descent) trains on B distinct points per step; train.batch_seed names the one batch sequence
+that every DMFT solve and every network ensemble of the run is given (`problem.batch_key`),
+so the DMFT is the one conditioned on the batches the networks saw.
+
 A rerun that changes only the [check] section (the verdicts' tolerances) of a complete run
 computes nothing: the job reads the saved results back (each file verified against the
 SHA-256 that run.json recorded), judges them under the new tolerances and rewrites
@@ -45,6 +50,7 @@ JOBS = ("solve", "simulate", "validate")
 
 SCHEMA: dict[str, dict[str, Field]] = {
     **copy.deepcopy(_problem.SECTIONS),
+    "train": {**copy.deepcopy(_problem.SECTIONS["train"]), **copy.deepcopy(_problem.SGD_FIELDS)},
     "sweep": {
         "gamma0": Field("floats", [0.05, 0.5, 1.0, 2.0], "richness values", 0.0, True),
     },
@@ -75,6 +81,7 @@ FULL = {
 
 def _check(cfg: dict) -> None:
     _problem.check_sections(cfg)
+    _problem.check_batches(cfg)                 # (a task.path's P: in preflight, once the file is read)
     sim = cfg["simulate"]
     if sim["antithetic"]:
         if cfg["model"]["readout"] != "trained":
@@ -98,19 +105,25 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     Raises InputError (a ValueError, from dmft / networks) naming the argument.
     """
     prob = _problem.build(cfg)
+    _problem.check_batches(cfg, prob.data.P)
     if job in ("validate", "simulate"):
         _check_test_set(cfg, prob.data, job)
     sim = cfg["simulate"]
     if job in ("solve", "validate") and (why := no_lazy_limit(prob.model, prob.data)):
         raise ConfigError(f"model.centered: the {job} job compares with the lazy limit, but {why}")
+    # the plans check everything but the batch key (a key, not a setting; given to each run)
+    solve_plan = {k: v for k, v in prob.solve_options.items() if k != "batch_key"}
+    train_plan = {k: v for k, v in prob.train_options.items() if k != "batch_key"}
+    lazy_schedule = prob.schedule.replace(weight_decay=0.0)
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
         try:
             if job in ("solve", "validate"):
-                dmft.plan_solve(m, prob.data, prob.schedule, **prob.solve_options)
+                dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
+                # and the lazy baseline (without weight decay, as `validation.lazy_to_rich` solves it)
+                dmft.plan_solve(m, prob.data, lazy_schedule, method="lazy")
             if job in ("simulate", "validate"):
-                networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"],
-                                    **prob.train_options)
+                networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"], **train_plan)
         except ConfigError:
             raise
         except dmft.InputError as err:           # named by the configuration's keys

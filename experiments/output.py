@@ -354,6 +354,21 @@ CHECK_SECTION = "check"
 RECHECK = "recheck"
 
 
+# keys added to a job's configuration after runs were written without them, with the value that
+# those runs used: a run.json without one is read as having it (a full-batch run written before
+# train.batch_size existed is the same run as one that says batch_size = 0)
+ADDED_KEYS = {("train", "batch_size"): 0, ("train", "batch_seed"): 0}
+
+
+def _with_added(cfg: dict, like: dict) -> dict:
+    """`cfg` with the `ADDED_KEYS` that `like` has and it lacks, at their old value."""
+    out = {sec: (dict(t) if isinstance(t, dict) else t) for sec, t in cfg.items()}
+    for (sec, key), value in ADDED_KEYS.items():
+        if isinstance(out.get(sec), dict) and key not in out[sec] and key in (like.get(sec) or {}):
+            out[sec][key] = value
+    return out
+
+
 def _identity(cfg, checks: bool = True) -> dict:
     """A configuration less its `SETTINGS`: what makes two runs the same run (without
     `checks`, also less its `CHECK_SECTION`: what makes the results the same)."""
@@ -536,6 +551,8 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
     old = read_manifest(out) if os.path.exists(path) else {}
     if old and not (isinstance(old.get("command"), str) and isinstance(old.get("config"), dict)):
         old = {}                                # a run.json that dmft did not write: treated as unreadable
+    if old:
+        old = {**old, "config": _with_added(old["config"], jsonable(cfg))}
     if os.path.exists(path) and not old and not force:
         raise OutputConflict(f"{out}: {MANIFEST} is unreadable (damaged, or not written by dmft); choose "
                              "another --out, or pass --force to write over it (the files its run recorded "

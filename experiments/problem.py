@@ -6,6 +6,12 @@ objects here, once, at the edge: a `dmft.Dataset`, a `dmft.TwoLayer`, a
 `dmft.Schedule`, the options of `dmft.solve` and of `networks.train`. Nothing below
 this module sees a configuration dict.
 
+Minibatch SGD (`SGD_FIELDS`, train.batch_size and train.batch_seed, read by the solve,
+simulate and validate jobs) gives the schedule its batch size and passes ONE batch key,
+`dmft.schedule.default_batch_key(jax.random.key(train.batch_seed))`, to every `dmft.solve` and
+every `networks.train` of the run (batch_key in solve_options and train_options), so that
+the DMFT and the networks see the same batches.
+
 Example:
     >>> import jax; jax.config.update("jax_enable_x64", True)
     >>> from experiments import problem
@@ -28,12 +34,13 @@ import jax
 import dmft
 from dmft.errors import ConfigError
 from dmft.io import sha256
+from dmft.schedule import default_batch_key
 
 from .config import SEED_MAX, Field
 
 __all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
            "solve_options", "train_options", "check_counts", "check_sections", "check_unread",
-           "TASK_FIELDS"]
+           "TASK_FIELDS", "SGD_FIELDS", "sgd_batch", "batch_key", "check_batches"]
 
 # the tasks a [task] section names (the grok testbeds add modular_addition and sparse_parity)
 TASKS = ("single_index", "kumar_quadratic", "teacher_network", "npz")
@@ -99,6 +106,16 @@ SECTIONS: dict[str, dict[str, Field]] = {
 }
 
 
+# minibatch SGD, in the [train] of the solve, simulate and validate jobs (`experiments.jobs.SCHEMA`);
+# not in SECTIONS, whose [train] the scan (one compiled program over full-batch points) and grok copy
+SGD_FIELDS: dict[str, Field] = {
+    "batch_size": Field("int", 0, "minibatch size B: stochastic gradient descent on B distinct training points "
+                        "per step (1 <= B <= P); 0, or B = P, is full-batch gradient descent", 0),
+    "batch_seed": Field("int", 0, "seed of the minibatch sequence: one sequence for the DMFT and every "
+                        "network (minibatch SGD only)", 0, maximum=SEED_MAX),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """The typed problem of a configuration."""
@@ -106,9 +123,10 @@ class Problem:
     data: dmft.Dataset
     model: dmft.TwoLayer            # gamma0 = the [model] gamma0 when the schema has one, else 1
     schedule: dmft.Schedule
-    solve_options: dict             # keyword options of dmft.solve (no schedule)
+    solve_options: dict             # keyword options of dmft.solve (no schedule; batch_key under SGD)
     theory_key: object
-    train_options: dict             # keyword options of networks.train (no schedule, width, seeds)
+    train_options: dict             # keyword options of networks.train (no schedule, width, seeds;
+                                    # batch_key under SGD: the same key as the solves')
     network_key: object
 
 
@@ -210,11 +228,28 @@ def _build_model(model: dict, gamma0: float) -> dmft.TwoLayer:
                          centered=model.get("centered", True))
 
 
-def build_schedule(train: dict) -> dmft.Schedule:
-    """The training protocol a [train] section describes."""
+def sgd_batch(train: dict, P: int | None = None) -> int:
+    """The minibatch size B of a [train] section's SGD, or 0 for full-batch gradient descent
+    (train.batch_size 0, absent, or B >= P: every point at every step, as the library counts it)."""
+    B = train.get("batch_size", 0)
+    return 0 if not B or (P is not None and B >= P) else int(B)
+
+
+def batch_key(train: dict, P: int | None = None):
+    """The one key of the minibatch sequence under SGD (None under full batch): the sequence
+    `dmft.solve` draws by default from jax.random.key(train.batch_seed), fold_in(key, 2^31 - 1),
+    which shares no random bits with nodes drawn from a key equal to it (fold_in(key, replica))."""
+    if not sgd_batch(train, P):
+        return None
+    return default_batch_key(jax.random.key(train.get("batch_seed", 0)))
+
+
+def build_schedule(train: dict, P: int | None = None) -> dmft.Schedule:
+    """The training protocol a [train] section describes (with P, the number of training points:
+    a batch size of P or more is full-batch gradient descent, batch_size None)."""
     return dmft.Schedule(eta0=train["eta0"], steps=train["steps"], save_every=train["save_every"],
                          weight_decay=train.get("weight_decay", 0.0),
-                         dynamics=train.get("dynamics", "gd"))
+                         dynamics=train.get("dynamics", "gd"), batch_size=sgd_batch(train, P) or None)
 
 
 def solve_options(theory: dict) -> dict:
@@ -233,10 +268,12 @@ def train_options(simulate: dict) -> dict:
 def build(cfg: dict) -> Problem:
     """The problem of a configuration with the shared sections."""
     data = build_data(cfg["task"])
-    return Problem(data=data, model=build_model(cfg["model"]), schedule=build_schedule(cfg["train"]),
-                   solve_options=solve_options(cfg["theory"]),
+    key = batch_key(cfg["train"], data.P)
+    batches = {} if key is None else {"batch_key": key}      # one key: theory and networks see the same batches
+    return Problem(data=data, model=build_model(cfg["model"]), schedule=build_schedule(cfg["train"], data.P),
+                   solve_options={**solve_options(cfg["theory"]), **batches},
                    theory_key=jax.random.key(cfg["theory"]["seed"]),
-                   train_options=train_options(cfg["simulate"]),
+                   train_options={**train_options(cfg["simulate"]), **batches},
                    network_key=jax.random.key(cfg["simulate"]["seed"]))
 
 
@@ -285,3 +322,32 @@ def check_sections(cfg: dict) -> None:
             raise ConfigError(f"task.P, task.P_test, task.D: the inputs alone need {need / 2 ** 30:.0f} GiB")
     if th is not None and th["method"] == "lazy" and tr["weight_decay"] > 0:
         raise ConfigError("theory.method = 'lazy' has no closed form with train.weight_decay > 0")
+
+
+def check_batches(cfg: dict, P: int | None = None) -> None:
+    """train.batch_size and train.batch_seed (`SGD_FIELDS`) against the P training points:
+    task.P at load (a task.path's P is known once the file is read: `jobs.preflight` calls this
+    again with the data's P). A batch larger than P is refused; a batch_seed set away from its
+    default under full-batch descent (batch_size 0 or P), which reads no batches, is refused as
+    any setting nothing reads; theory.method = 'iterate' solves full-batch descent only."""
+    tr, task = cfg["train"], cfg["task"]
+    if "batch_size" not in tr:
+        return
+    npz = task["name"] == "npz"
+    if P is None:
+        if npz:
+            return
+        P = task["P"]
+    B = tr["batch_size"]
+    points = f"P = {P}, the training points of task.path" if npz else f"task.P = {P}"
+    if B > P:
+        raise ConfigError(f"train.batch_size: must be <= {points} (0: full-batch gradient descent), got {B}")
+    sgd = sgd_batch(tr, P)
+    if not sgd and tr.get("batch_seed", 0) != SGD_FIELDS["batch_seed"].default:
+        raise ConfigError(f"train.batch_seed: read only by minibatch SGD (0 < train.batch_size < P = {P}); with "
+                          f"train.batch_size = {B} (full-batch gradient descent) it would be silently ignored")
+    th = cfg.get("theory")
+    if sgd and th is not None and th["method"] == "iterate":
+        raise ConfigError(f"train.batch_size: minibatch SGD (train.batch_size = {B} < {P}) is solved by "
+                          "theory.method = 'auto', 'forward', 'closure' or 'lazy' (the DMFT conditioned on the "
+                          "batch sequence), not 'iterate'")

@@ -24,7 +24,7 @@ from .output import draw_figures, precision_line
 
 __all__ = ["write_report", "write_result", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES", "saved_files", "read_results", "read_runs",
-           "read_report", "recheck_line"]
+           "read_report", "recheck_line", "training_line"]
 
 FIGURES = {"losses": plots.theory_vs_networks, "lazy_to_rich": plots.lazy_to_rich_summary,
            "width_scaling": plots.width_scaling_plot, "relative_error": plots.relative_error_in_time}
@@ -168,6 +168,16 @@ def read_report(out: str) -> dict:
     return rep if isinstance(rep, dict) else {}
 
 
+def training_line(cfg: dict, P: int, what: str) -> str:
+    """The reports' sentence on minibatch SGD (train.batch_size, train.batch_seed), "" under
+    full-batch gradient descent (batch_size 0, or P); `what`: who trained on the batches."""
+    B = cfg.get("train", {}).get("batch_size", 0)
+    if not B or B >= P:
+        return ""
+    return (f"Trained by minibatch SGD: B = {B} of the P = {P} training points per step, one batch sequence "
+            f"(train.batch_seed = {cfg['train'].get('batch_seed', 0)}) for {what}. ")
+
+
 def write_ensemble_figure(runs: dict, out: str) -> tuple[dict, dict]:
     """figures/networks.png; returns (paths, errors)."""
     return draw_figures({"networks": lambda: plots.ensemble_losses(runs)}, os.path.join(out, "figures"))
@@ -191,12 +201,13 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
     js = os.path.join(out, "report.json")
     with open(js, "w") as fh:
         json.dump(_io.jsonable(rep), fh, indent=2)
+    sgd = training_line(cfg, data.P, "every network")
     lines = ["# Finite-width network ensembles", "",
              f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
              f"C = {data.C}; two-layer `{model.activation.name}` network, {model.readout} readouts, "
              f"{'centered' if model.centered else 'not centered'}; trained in DMFT units "
              "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares). "
-             f"{precision_line(env)}", ""] + ([recheck_line(rechecked, verdicts=False), ""] if rechecked else [])
+             f"{sgd}{precision_line(env)}", ""] + ([recheck_line(rechecked, verdicts=False), ""] if rechecked else [])
     lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
                      "weight change", "diverged", "s"],
                     [[f"{r['gamma0']:g}", r["width"], r["seeds"],
@@ -262,6 +273,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
         f"C = {data.C}; two-layer `{m.activation.name}` network, {m.readout} readouts, "
         f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; {what}. "
+        f"{training_line(cfg, data.P, 'the DMFT and every network' if nets else 'the DMFT')}"
         f"{timing}. {precision_line(environment)}", ""]
     if rechecked:
         lines += [recheck_line(rechecked), ""]

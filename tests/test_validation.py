@@ -631,18 +631,20 @@ def test_compile_cache_keeps_programs_and_the_same_numbers(tmp_path, capsys):
 
 
 def test_a_sweep_checks_every_solve_and_ensemble_before_any_runs(monkeypatch):
-    """lazy_to_rich with minibatch SGD: its lazy baseline is refused (the lazy method has no
-    batches), and was only after the first DMFT solve had run; every solve and ensemble is now
-    planned first."""
+    """A solve refused only at a later point (mixed precision below its gamma0 floor; once, the
+    lazy baseline of minibatch SGD, which the lazy method now solves) or an ensemble too large
+    was refused only after the first DMFT solve had run; every solve and ensemble is planned
+    first."""
     import dmft
     from validation import lazy_to_rich
 
     ran = []
     monkeypatch.setattr(dmft, "solve", lambda *a, **k: ran.append(k) or pytest.fail("a solve ran"))
     data = dmft.tasks.single_index(D=8, P=32, P_test=16, degree=2, key=0)
-    with pytest.raises(dmft.InputError, match="batch_size"):
-        lazy_to_rich(dmft.TwoLayer("tanh"), data, [0.5, 1.0], [16, 32], 2,
-                     schedule=dmft.Schedule(0.1, 50, 10, batch_size=8), solve_kw=dict(samples=256))
+    with pytest.raises(dmft.InputError, match="mixed"):
+        lazy_to_rich(dmft.TwoLayer("tanh"), data, [0.5, 0.01], [16, 32], 2,
+                     schedule=dmft.Schedule(0.1, 50, 10, batch_size=8),
+                     solve_kw=dict(samples=256, precision="mixed"))
     with pytest.raises(dmft.InputError, match="max_memory_gb|GiB"):
         lazy_to_rich(dmft.TwoLayer("tanh"), data, [0.5, 1.0], [16, 2 ** 22], 2,
                      schedule=dmft.Schedule(0.1, 50, 10), solve_kw=dict(samples=256))

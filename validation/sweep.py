@@ -128,7 +128,8 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         if len(set(values)) < len(values):       # results are dicts keyed by value: one would be lost
             raise InputError(f"{name}: values must be distinct, got {values}")
     key = jax.random.key(1) if key is None else key
-    lazy_kw = {k: v for k, v in solve_kw.items() if k in ("kernels", "kernel_nodes")}
+    # (under SGD the lazy limit runs on the theory's batch sequence: dmft.solve's default otherwise)
+    lazy_kw = {k: v for k, v in solve_kw.items() if k in ("kernels", "kernel_nodes", "batch_key")}
     # every solve and ensemble of the sweep is checked before any runs (one refused late, the
     # lazy baseline of minibatch SGD say, wasted every solve before it)
     lazy_sch = sch if sch.weight_decay == 0 else sch.replace(weight_decay=0.0)
@@ -136,7 +137,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     for g in gamma0s:
         m = model.replace(gamma0=g)
         dmft.plan_solve(m, data, sch, **planned)
-        dmft.plan_solve(m, data, lazy_sch, method="lazy", **lazy_kw)
+        dmft.plan_solve(m, data, lazy_sch, method="lazy", **{k: v for k, v in lazy_kw.items() if k != "batch_key"})
         if widths:
             networks.plan_train(m, data, sch, widths, seeds, **{k: v for k, v in train_kw.items() if k in _PLANNED})
     bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
