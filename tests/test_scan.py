@@ -483,6 +483,53 @@ def test_networks_per_point_equal_networks_train(tmp_path):
     assert np.all(res["networks.diverged_seeds"] == 0)
 
 
+def test_a_scan_over_the_sgd_batch_size_equals_single_solves_and_networks_on_one_sequence(tmp_path):
+    """train.batch_size on the grid: one group per batch size, every point (theory and networks)
+    on the batch sequence of train.batch_seed, equal to dmft.solve / networks.train given that
+    batch key; the full-batch point (B = 0) is gradient descent."""
+    import jax
+
+    import networks
+    from dmft.schedule import default_batch_key
+
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10, "batch_seed": 4},
+             "theory": {"samples": 256, "replicas": 2, "seed": 1},
+             "simulate": {"width": 8, "seeds": 2, "seed": 3},
+             "scan": {"networks": True, "outputs": ["final", "curves"],
+                      "grid": {"gamma0": [0.5, 2.0], "train.batch_size": [0, 3]}}}
+    res = scan.run(table, str(tmp_path / "b"))
+    assert res.complete and len(res.manifest["groups"]) == 2
+    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
+    bkey = default_batch_key(jax.random.key(4))
+    for i, g in enumerate([0.5, 2.0]):
+        for j, B in enumerate([0, 3]):
+            cols = {"model.gamma0": np.array([g]), "train.batch_size": np.array([B])}
+            tid, nid = (int(point_ids(res.config, cols, [0], part)[0]) for part in ("theory", "networks"))
+            sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10, batch_size=B or None)
+            model = dmft.TwoLayer("tanh", gamma0=g)
+            sol = dmft.solve(model, data, schedule=sch, samples=256, replicas=2,
+                             key=jax.random.fold_in(jax.random.key(1), tid), batch_key=bkey)
+            np.testing.assert_allclose(res["theory.test_loss"][i, j], sol.test_loss, rtol=1e-10)
+            run = networks.train(model, data, width=8, seeds=2, schedule=sch,
+                                 key=jax.random.fold_in(jax.random.key(3), nid), batch_key=bkey if B else None)
+            np.testing.assert_allclose(res["networks.test_loss"][i, j], run.test_loss.mean(0), rtol=1e-12)
+    assert np.all(res["theory.test_loss"][:, 0, -1] != res["theory.test_loss"][:, 1, -1])
+
+
+@pytest.mark.parametrize("grid, train, match", [
+    ({"train.batch_size": [4, 13]}, {}, "train.batch_size \\(13\\) must be <= task.P \\(12"),
+    ({"gamma0": [0.5, 1.0]}, {"batch_seed": 3}, "train.batch_seed: read only by minibatch SGD"),
+    ({"train.batch_seed": [1, 2]}, {}, "train.batch_seed: read only by minibatch SGD"),
+    ({"train.batch_size": [0, 12]}, {"batch_seed": 3}, "train.batch_seed"),
+])
+def test_a_scan_refuses_sgd_settings_it_cannot_honour_at_load(grid, train, match):
+    table = {"task": {"D": 4, "P": 12, "P_test": 8}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10, **train}, "scan": {"grid": grid}}
+    with pytest.raises(dmft.ConfigError, match=match):
+        scan.load_config(table)
+
+
 # ------------------------------------------------------------------ devices and processes
 
 def test_sharded_over_4_devices_equals_unsharded(config_seeds, reference_seeds, tmp_path):

@@ -171,6 +171,7 @@ def check(cfg: dict):
     if task["name"] == "npz" and not task["path"]:
         raise ConfigError("task.path: needed when task.name = 'npz'")
     _problem.check_unread(cfg)             # a fixed setting nothing reads would label results wrongly
+    _check_batches(cfg, grid, cols)
     draws = sc["theory"] and _draws_nodes(cfg)
     if draws:
         _check_counts(cfg, grid, cols)
@@ -184,6 +185,36 @@ def check(cfg: dict):
             switch = "scan.theory" if sec == "theory" else "scan.networks"
             raise ConfigError(f"scan.grid: {f} is scanned but {switch} is false")
     return grid
+
+
+def _check_batches(cfg: dict, grid, cols: dict) -> None:
+    """Minibatch SGD at every point (`experiments.problem.check_batches`, point by point): a batch
+    above the point's task.P, a batch_seed (set or scanned) where every point is full-batch
+    descent (it changes nothing), and theory.method = 'iterate' under SGD are refused, naming the
+    key and, for an axis, the grid's point."""
+    tr, task, th = cfg["train"], cfg["task"], cfg["theory"]
+    n = grid.size
+    B = cols.get("train.batch_size", np.full(n, tr["batch_size"]))
+    npz = task["name"] == "npz"              # (a data file's P is checked when its group is built)
+    P = None if npz else cols.get("task.P", np.full(n, task["P"]))
+    scanned = [f for f in ("train.batch_size", "task.P") if f in cols]
+
+    def where(i):
+        return (f"{_table(grid)}: at the point {', '.join(f'{f} = {int(cols[f][i])}' for f in scanned)}: "
+                if scanned else "")
+
+    if P is not None and np.any(B > P):
+        i = int(np.flatnonzero(B > P)[0])
+        raise ConfigError(f"{where(i)}train.batch_size ({int(B[i])}) must be <= task.P ({int(P[i])}; 0: "
+                          "full-batch gradient descent)")
+    sgd = (B > 0) & (B < P) if P is not None else B > 0
+    seeds = "train.batch_seed" in cols or tr["batch_seed"] != _problem.SGD_FIELDS["batch_seed"].default
+    if seeds and not np.any(sgd):
+        raise ConfigError("train.batch_seed: read only by minibatch SGD (0 < train.batch_size < task.P), and "
+                          "every point of this scan is full-batch gradient descent: it would change nothing")
+    if np.any(sgd) and cfg["scan"]["theory"] and th["method"] == "iterate":
+        raise ConfigError("train.batch_size: minibatch SGD is solved by theory.method = 'auto', 'forward', "
+                          "'closure' or 'lazy' (the DMFT conditioned on the batch sequence), not 'iterate'")
 
 
 def _draws_nodes(cfg: dict) -> bool:

@@ -96,7 +96,12 @@ class _GroupRun:
         sc, th, sim = cfg["scan"], cfg["theory"], cfg["simulate"]
         self.data = _problem.build_data(cfg["task"])
         self.model = _problem.build_model(cfg["model"])
-        self.schedule = _problem.build_schedule(cfg["train"])
+        self.schedule = _problem.build_schedule(cfg["train"], self.data.P)
+        # minibatch SGD: one batch sequence for every point's theory and networks (None: full batch)
+        self.batch_key = _problem.batch_key(cfg["train"], self.data.P)
+        if self.data.P < cfg["train"]["batch_size"]:       # (a data file's P: known only now)
+            raise dmft.InputError(f"train.batch_size ({cfg['train']['batch_size']}) must be <= P = "
+                                  f"{self.data.P}, the training points of task.path")
         self.n_program = -(-min(sc["chunk"], len(group.indices)) // n_devices) * n_devices
         # the batched fields the grid sets (a program batches at least one: gamma0 then)
         self.batched = {BATCHED[f]: f for f in columns if f in BATCHED}
@@ -184,7 +189,7 @@ class _GroupRun:
         values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
                       else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
         rec = self.prog(values, point_ids(self.cfg, self.columns, pad, "theory"), key=self.theory_key,
-                        sharding=self.sharding)
+                        sharding=self.sharding, batch_key=self.batch_key)
         rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
         return derive("theory", rec, sc["outputs"], sc["grok_threshold"])
 
@@ -210,10 +215,10 @@ class _GroupRun:
         if final_time:                  # the same saved times as the theory's, at this eta0
             counts = final_time_counts(final_time, self.schedule.save_steps.size, eta)[0]
             sch = dmft.Schedule(eta0=eta, steps=int(counts[-1]), save_at=counts[1:].tolist(),
-                                weight_decay=sch.weight_decay)
+                                weight_decay=sch.weight_decay, batch_size=sch.batch_size)
         key = jax.random.fold_in(self.network_key, int(point_ids(self.cfg, self.columns, [i], "networks")[0]))
         run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch, key=key,
-                             **_problem.train_options(sim))
+                             batch_key=self.batch_key, **_problem.train_options(sim))
         return network_records(run)
 
 

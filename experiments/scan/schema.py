@@ -1,9 +1,10 @@
 """The schema of a scan: which sections it has, which fields can be scanned, and which of
 them are batched into one program, for each kind of model.
 
-- two_layer (default): the problem sections of `experiments.problem`, a base gamma0, one
-  network width, and [scan]. Points that differ only in the batched fields (gamma0, eta0,
-  weight_decay, eps) run as one `dmft.BatchProgram`.
+- two_layer (default): the problem sections of `experiments.problem` (with minibatch SGD,
+  train.batch_size and train.batch_seed), a base gamma0, one network width, and [scan]. Points
+  that differ only in the batched fields (gamma0, eta0, weight_decay, eps) run as one
+  `dmft.BatchProgram`; a batch size is a group's (every point of it on one batch sequence).
 - deep_linear (`[scan] kind = "deep_linear"`): the sections of the `dmft dln` job with one
   label-noise value per point; every point is one network ensemble and one per-mode SDE.
 """
@@ -32,7 +33,7 @@ OUTPUTS = ("final", "grokking", "curves", "predictions")
 _BASE = _problem.SECTIONS
 SCHEMA: dict[str, dict[str, Field]] = {sec: dict(_BASE[sec]) for sec in ("task", "model", "train", "theory")}
 SCHEMA["model"]["gamma0"] = Field("float", 1.0, "richness where the grid does not set it", 0.0, True)
-SCHEMA["train"] = {**SCHEMA["train"], "final_time": Field(
+SCHEMA["train"] = {**SCHEMA["train"], **_problem.SGD_FIELDS, "final_time": Field(
     "float", 0.0, "if > 0: every point trains to this time and saves at the same times "
     "(train.steps / train.save_every of them), whatever its eta0", 0.0)}
 SCHEMA["simulate"] = {
