@@ -123,7 +123,8 @@ class BatchProgram:
             the forward method's replicas are drawn once and carried, the rest of the points'
             contexts built again in every call, as the one program builds them (a few ms); the
             numbers are the one program's, bit for bit, and the peak memory within
-            `memory_estimate`. The lazy method (a closed form) always runs in one call.
+            `memory_estimate`. The lazy method always runs in one call (a closed form; under
+            minibatch SGD a loop over the steps, which an interruption waits for).
         Other arguments as for `dmft.solve`.
 
     Calling it: `prog(values, index, key=None, sharding=None, batch_key=None)` with values a dict

@@ -75,7 +75,8 @@ FULL = {
     "train": {"steps": 2000, "save_every": 40},
     "theory": {"samples": 65536, "replicas": 8},
     "sweep": {"gamma0": [0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]},
-    "simulate": {"widths": [64, 128, 256, 512, 1024, 2048, 4096, 8192], "seeds": 16},
+    # (16 networks of width 8192 need about 7 GiB at once: the preset's own limit admits them)
+    "simulate": {"widths": [64, 128, 256, 512, 1024, 2048, 4096, 8192], "seeds": 16, "max_memory_gb": 8.0},
 }
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from experiments import cli
+from experiments import cli, jobs
 
 SCAN_TOML = """
 [task]
@@ -162,6 +162,20 @@ def test_every_shipped_config_loads(name):
             load(path, True)
     else:
         assert load(path, True)
+
+
+@pytest.mark.parametrize("name", [None] + [c for c in CONFIGS
+                                           if not c.startswith(("dln", "grok_")) and not c.endswith("scan.toml")])
+@pytest.mark.parametrize("full", [False, True])
+def test_every_shipped_job_config_passes_its_preflight(name, full):
+    """Beyond the schema: the defaults and every solve / validate configuration we ship, with and
+    without the --full preset, pass the checks run before any compute (memory included):
+    `dmft validate --full` was refused on its own preset (16 networks of width 8192 need 7 GiB,
+    its limit was 6)."""
+    path = None if name is None else os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", name)
+    cfg = jobs.load_config(path, (), full=full)
+    for job in ("solve", "simulate", "validate"):
+        assert jobs.preflight(cfg, job) is not None
 
 
 # ------------------------------------------------------------------ what makes a run the same run

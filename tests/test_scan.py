@@ -517,6 +517,38 @@ def test_a_scan_over_the_sgd_batch_size_equals_single_solves_and_networks_on_one
     assert np.all(res["theory.test_loss"][:, 0, -1] != res["theory.test_loss"][:, 1, -1])
 
 
+def test_a_data_files_batch_settings_are_checked_against_its_points_before_the_store(tmp_path, capsys):
+    """task.name = npz: a file's P is known once it is read; a batch_seed where every batch is
+    the file's whole set (full batch) is refused then, as dmft solve refuses it, before any
+    store is written (it was accepted and ignored)."""
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    dmft.Dataset(x[:10], np.tanh(x[:10, 0]), x[10:], np.tanh(x[10:, 0])).save(str(tmp_path / "d.npz"))
+    out = tmp_path / "s"
+    code = cli.main(["scan", "--out", str(out), "--no-progress", "--set", "task.name='npz'", "--set",
+                     f"task.path='{tmp_path / 'd.npz'}'", "--set", "train.batch_size=10", "--set",
+                     "train.batch_seed=3", "--set", "scan.grid.gamma0=[0.5, 1.0]", "--set", "train.steps=20",
+                     "--set", "train.save_every=10"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG and "train.batch_seed: read only by minibatch SGD" in err, err
+    assert not out.exists()
+
+
+def test_a_full_batch_points_key_does_not_read_the_sgd_settings():
+    """A full-batch point (batch_size 0, or at least task.P) reads neither train.batch_size nor
+    train.batch_seed: its draws are those of the same point without them (its part is computed
+    once, and as before these keys existed); an SGD point reads both."""
+    table = {"task": {"D": 4, "P": 12, "P_test": 8}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+             "scan": {"grid": {"train.batch_size": [0, 12, 4], "train.batch_seed": [1, 2]}}}
+    cfg = scan.load_config(table)
+    cols = scan.grid_of(cfg).columns()
+    ids = point_ids(cfg, cols, range(6), "theory").reshape(3, 2)
+    plain = scan.load_config({**table, "train": table["train"], "scan": {"grid": {"gamma0": [1.0]}}})
+    base = point_ids(plain, {"model.gamma0": np.array([1.0])}, [0], "theory")[0]
+    assert np.all(ids[:2] == base)                     # B = 0 and B = P = 12, either seed
+    assert ids[2, 0] != ids[2, 1] and base not in ids[2]
+
+
 @pytest.mark.parametrize("grid, train, match", [
     ({"train.batch_size": [4, 13]}, {}, "train.batch_size \\(13\\) must be <= task.P \\(12"),
     ({"gamma0": [0.5, 1.0]}, {"batch_seed": 3}, "train.batch_seed: read only by minibatch SGD"),

@@ -20,6 +20,7 @@ import dataclasses
 import time
 
 import jax
+import numpy as np
 
 import dmft
 import networks
@@ -79,6 +80,29 @@ def _schedule(schedule, solve_kw, train_kw):
         None, **proto, defaults=dict(eta0=0.1, steps=1000))
 
 
+def _one_batch_sequence(solve_kw: dict, train_kw: dict) -> None:
+    """Minibatch SGD: the DMFT is conditioned on one batch sequence, which the networks it is
+    compared with must see, as must its lazy limit. One key for all three (in place): the one
+    given (in either, or the same in both), else the solve's default (`default_batch_key` of its
+    key); two different keys are refused (networks on their own batches approach
+    `dmft.sgd_mean`, not one solve)."""
+    given = [(name, kw["batch_key"]) for name, kw in (("solve_kw", solve_kw), ("train_kw", train_kw))
+             if kw.get("batch_key") is not None]
+    keys = [(name, checks.prng_key(f"{name}['batch_key']", k)) for name, k in given]
+    data_of = [jax.random.key_data(k).tolist() if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key)
+               else np.asarray(k).tolist() for _, k in keys]
+    if len(keys) == 2 and data_of[0] != data_of[1]:
+        raise InputError("solve_kw['batch_key'] and train_kw['batch_key'] differ: the DMFT of minibatch SGD "
+                         "is conditioned on one batch sequence, the one the networks compared with it must see "
+                         "(give one key; networks on their own batches approach dmft.sgd_mean)")
+    if keys:
+        bkey = keys[0][1]
+    else:
+        root = checks.prng_key("solve_kw['key']", solve_kw.get("key"))
+        bkey = dmft.schedule.default_batch_key(jax.random.key(0) if root is None else root)
+    solve_kw["batch_key"] = train_kw["batch_key"] = bkey
+
+
 # the options of networks.train that networks.plan_train checks
 _PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measures", "keep_params")
 
@@ -95,7 +119,9 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         schedule: the `dmft.Schedule` of theory and networks (or eta0, steps, save_every
             inside solve_kw / train_kw, as before).
         solve_kw: other keyword options of `dmft.solve` (method, samples, key, ...).
-        train_kw: other keyword options of `networks.train` (antithetic, ...).
+        train_kw: other keyword options of `networks.train` (antithetic, ...). Under minibatch
+            SGD the solves, their lazy limits and the networks train on one batch sequence: the
+            batch_key given in either (two different ones are refused), else the solve's default.
         key: `jax.random.key` of the networks; point i uses fold_in(key, i).
         progress: one progress bar over all solves and ensembles.
         simulate: False for theory only (no networks).
@@ -122,6 +148,8 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             (why := no_lazy_limit(model, data)):       # before any compute: the sweep's baseline
         raise InputError(f"lazy_to_rich compares with the lazy limit: {why}")
     sch = _schedule(schedule, solve_kw, train_kw)
+    if sch.batch_size is not None and sch.batch_size < data.P:
+        _one_batch_sequence(solve_kw, train_kw)
     gamma0s = [float(g) for g in gamma0s]
     widths = [int(w) for w in widths] if simulate else []
     for name, values in (("gamma0s", gamma0s), ("widths", widths)):

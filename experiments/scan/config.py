@@ -212,7 +212,7 @@ def _check_batches(cfg: dict, grid, cols: dict) -> None:
     if seeds and not np.any(sgd):
         raise ConfigError("train.batch_seed: read only by minibatch SGD (0 < train.batch_size < task.P), and "
                           "every point of this scan is full-batch gradient descent: it would change nothing")
-    if np.any(sgd) and cfg["scan"]["theory"] and th["method"] == "iterate":
+    if not npz and np.any(sgd) and cfg["scan"]["theory"] and th["method"] == "iterate":   # (npz: its group)
         raise ConfigError("train.batch_size: minibatch SGD is solved by theory.method = 'auto', 'forward', "
                           "'closure' or 'lazy' (the DMFT conditioned on the batch sequence), not 'iterate'")
 

@@ -99,9 +99,8 @@ class _GroupRun:
         self.schedule = _problem.build_schedule(cfg["train"], self.data.P)
         # minibatch SGD: one batch sequence for every point's theory and networks (None: full batch)
         self.batch_key = _problem.batch_key(cfg["train"], self.data.P)
-        if self.data.P < cfg["train"]["batch_size"]:       # (a data file's P: known only now)
-            raise dmft.InputError(f"train.batch_size ({cfg['train']['batch_size']}) must be <= P = "
-                                  f"{self.data.P}, the training points of task.path")
+        if cfg["task"]["name"] == "npz":          # a data file's P is known only now: the jobs' checks
+            _problem.check_batches(cfg, self.data.P)
         self.n_program = -(-min(sc["chunk"], len(group.indices)) // n_devices) * n_devices
         # the batched fields the grid sets (a program batches at least one: gamma0 then)
         self.batched = {BATCHED[f]: f for f in columns if f in BATCHED}

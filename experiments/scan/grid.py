@@ -122,22 +122,36 @@ def _reads(field: str, part: str, kind_name: str, values: dict) -> bool:
                 and values.get("model.init_scale", 0.0) > 0)
 
 
+# a two-layer point's minibatch settings: read only where it runs SGD (0 < batch_size < P)
+_SGD = ("train.batch_size", "train.batch_seed")
+
+
+def _full_batch(values: dict, npz: bool) -> bool:
+    """Whether a two-layer point runs full-batch descent (batch_size 0, or at least task.P; a data
+    file's P is not a coordinate: there only 0 counts)."""
+    B = values.get("train.batch_size", 0.0)
+    return B == 0 or (not npz and B >= values.get("task.P", np.inf))
+
+
 def point_digests(cfg: dict, columns: dict, indices, part: str) -> list[bytes]:
     """Each point's SHA-256 for `part` ("theory" or "networks"): a digest of the part's name and
     the value at the point of every scannable field that part reads (the grid's coordinate, or
     the configuration's value). Equal digests mean the part computes the same thing (the rest of
     the configuration is the scan's), which `PartCache` uses; `point_ids` folds four of its bytes
-    into the part's key."""
+    into the part's key. A full-batch two-layer point reads neither train.batch_size nor
+    train.batch_seed (they set only SGD), so its digest is the one it had before they existed."""
     if part not in NOT_READ:
         raise ValueError(f"part: one of {list(NOT_READ)}, got {part!r}")
     kind = kind_of(cfg)
+    npz = cfg.get("task", {}).get("name") == "npz"
     base = {f: cfg[f.split(".", 1)[0]][f.split(".", 1)[1]] for f in kind.scannable if f not in columns}
     out = []
     for i in np.asarray(indices).reshape(-1):
         values = {**base, **{f: col[i] for f, col in columns.items()}}
         values = {f: float(v) + 0.0 for f, v in values.items()}          # (-0.0 reads 0.0)
+        unread = _SGD if kind.name == "two_layer" and _full_batch(values, npz) else ()
         text = ";".join([part] + [f"{f}={values[f]!r}" for f in sorted(values)
-                                  if _reads(f, part, kind.name, values)])
+                                  if f not in unread and _reads(f, part, kind.name, values)])
         out.append(hashlib.sha256(text.encode()).digest())
     return out
 
