@@ -24,3 +24,26 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture(scope="session")
 def key():
     return jax.random.key(20261122)
+
+
+# XLA:CPU maps each compiled program's code into memory, and JAX keeps every program a process
+# compiled: a test worker that runs half the suite reached the kernel's limit on a process's
+# memory maps (vm.max_map_count, 65530 by default; test_solvers.py alone leaves ~41000) and
+# segfaulted in XLA's compiler. Past MAX_MAPS the compiled programs are dropped between tests
+# (a later test compiles its own again).
+MAX_MAPS = 30000
+
+
+def _memory_maps() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:                    # (no /proc: not Linux, no such limit to keep under)
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _keep_memory_maps_in_bounds():
+    yield
+    if _memory_maps() > MAX_MAPS:
+        jax.clear_caches()
