@@ -28,7 +28,7 @@ from .errors import DivergenceError, NotConverged
 
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "next_call", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
-           "RUNAWAY", "ran_away", "runaway_bound", "first_runaway"]
+           "RUNAWAY", "ran_away", "runaway_bound", "first_runaway", "memory_maps", "drop_compiled_if_crowded"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -316,3 +316,34 @@ def first_nonfinite(records: dict, skip=()) -> tuple[int, str | None]:
             if first < 0 or i < first:
                 first, name = i, k
     return first, name
+
+
+# ----------------------------------------------------------------- compiled programs and memory maps
+
+def memory_maps() -> tuple[int, int]:
+    """(memory maps this process holds, the kernel's limit on them), or (0, 0) where /proc does
+    not tell (not Linux). XLA:CPU maps each compiled program's code into memory and JAX keeps every
+    program a process has compiled: a process that compiles many shapes (a scan over task.P or the
+    sizes of deep linear networks: ~700 maps a group) reaches vm.max_map_count (65530 by default)
+    and the next compile segfaults inside XLA."""
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            held = sum(1 for _ in fh)
+        with open("/proc/sys/vm/max_map_count") as fh:
+            limit = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return held, limit
+
+
+def drop_compiled_if_crowded(share: float = 0.45) -> bool:
+    """Drop JAX's compiled programs (`jax.clear_caches`: later calls compile again) when this
+    process holds more than `share` of its memory-map limit (`memory_maps`); True if it did. For
+    long runs that compile many shapes: a scan calls it between groups. Changes no number and no
+    configuration."""
+    held, limit = memory_maps()
+    if limit and held > share * limit:
+        jax.clear_caches()
+        return True
+    return False
+

@@ -29,21 +29,11 @@ def key():
 # XLA:CPU maps each compiled program's code into memory, and JAX keeps every program a process
 # compiled: a test worker that runs half the suite reached the kernel's limit on a process's
 # memory maps (vm.max_map_count, 65530 by default; test_solvers.py alone leaves ~41000) and
-# segfaulted in XLA's compiler. Past MAX_MAPS the compiled programs are dropped between tests
-# (a later test compiles its own again).
-MAX_MAPS = 30000
-
-
-def _memory_maps() -> int:
-    try:
-        with open("/proc/self/maps", "rb") as fh:
-            return sum(1 for _ in fh)
-    except OSError:                    # (no /proc: not Linux, no such limit to keep under)
-        return 0
-
-
+# segfaulted in XLA's compiler. Past 45% of the limit the compiled programs are dropped between
+# tests (`dmft.runner.drop_compiled_if_crowded`; a later test compiles its own again).
 @pytest.fixture(autouse=True)
 def _keep_memory_maps_in_bounds():
     yield
-    if _memory_maps() > MAX_MAPS:
-        jax.clear_caches()
+    from dmft.runner import drop_compiled_if_crowded
+
+    drop_compiled_if_crowded()

@@ -102,3 +102,21 @@ def test_divergence_inside_a_cut_interval(calls, monkeypatch):
     np.testing.assert_array_equal(errors[0].saved_steps, errors[1].saved_steps)
     for k in errors[0].partial:
         np.testing.assert_array_equal(errors[0].partial[k], errors[1].partial[k])
+
+
+def test_compiled_programs_are_dropped_only_when_they_crowd_the_memory_maps(monkeypatch):
+    """XLA:CPU maps each compiled program's code; past `share` of the kernel's limit on memory maps
+    JAX's compiled programs are dropped (a process that passed the limit segfaulted in XLA's
+    compiler), and not before."""
+    import dmft.runner as runner
+
+    held, limit = runner.memory_maps()
+    if limit:                                  # Linux: this process holds some, under its limit
+        assert 0 < held < limit
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1))
+    for maps, want in (((100, 65530), False), ((29000, 65530), False), ((29500, 65530), True),
+                       ((10, 20), True), ((5, 0), False)):
+        monkeypatch.setattr(runner, "memory_maps", lambda maps=maps: maps)
+        assert runner.drop_compiled_if_crowded() is want
+    assert len(cleared) == 2

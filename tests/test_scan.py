@@ -533,6 +533,28 @@ def test_a_data_files_batch_settings_are_checked_against_its_points_before_the_s
     assert not out.exists()
 
 
+def test_a_scan_drops_compiled_programs_between_groups_when_they_crowd_memory_maps(tmp_path, monkeypatch):
+    """A scan over many shapes compiles a few programs a group (~700 memory maps each group, at
+    full optimization); past the kernel's limit XLA's compiler segfaulted. Between groups the
+    scan drops JAX's compiled programs once they crowd the maps: the same numbers, compiled again."""
+    import jax
+
+    import dmft.runner as runner
+
+    table = {"task": {"D": 4, "P": 12, "P_test": 8}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
+             "scan": {"grid": {"gamma0": [0.5, 1.0], "task.P": [10, 12, 14]}}}
+    plain = scan.run(table, str(tmp_path / "plain"))
+    cleared = []
+    real = jax.clear_caches
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1) or real())
+    monkeypatch.setattr(runner, "memory_maps", lambda: (10 ** 6, 65530))      # always crowded
+    crowded = scan.run(table, str(tmp_path / "crowded"))
+    assert len(cleared) == 2                                                  # between the 3 groups
+    for k in ("theory.final.test_loss", "theory.final.train_loss", "theory.final.alignment"):
+        np.testing.assert_array_equal(crowded[k], plain[k])
+
+
 def test_a_full_batch_points_key_does_not_read_the_sgd_settings():
     """A full-batch point (batch_size 0, or at least task.P) reads neither train.batch_size nor
     train.batch_seed: its draws are those of the same point without them (its part is computed

@@ -18,6 +18,7 @@ import dmft
 from dmft.errors import ConfigError, StoreConflict, StoreWriteError
 from dmft.io import environment
 from dmft.plan import sampled_min_gamma0
+from dmft.runner import drop_compiled_if_crowded
 from dmft.schedule import check_decay, final_time_counts
 
 from .. import problem as _problem
@@ -271,9 +272,14 @@ class _Groups:
                               "gives the same point (drop the axis, or set theory.method = 'forward')")
 
     def release_before(self, g: int) -> None:
-        """Drop the groups numbered below g (done with them)."""
-        for k in [k for k in self.kept if k < g]:
+        """Drop the groups numbered below g (done with them), and JAX's compiled programs when
+        they crowd the process's memory maps (`dmft.runner.drop_compiled_if_crowded`: a scan over
+        ~90 shapes reached the kernel's limit and segfaulted in XLA's compiler)."""
+        done = [k for k in self.kept if k < g]
+        for k in done:
             del self.kept[k]
+        if done:
+            drop_compiled_if_crowded()
 
 
 def _point_sharding(devices):
