@@ -106,8 +106,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
 }
 
 
-# minibatch SGD, in the [train] of the solve, simulate and validate jobs (`experiments.jobs.SCHEMA`);
-# not in SECTIONS, whose [train] the scan (one compiled program over full-batch points) and grok copy
+# minibatch SGD, in the [train] of the solve, simulate and validate jobs (`experiments.jobs.SCHEMA`) and
+# of the two-layer scan (`experiments.scan.schema`); not in SECTIONS, whose [train] grok copies too
 SGD_FIELDS: dict[str, Field] = {
     "batch_size": Field("int", 0, "minibatch size B: stochastic gradient descent on B distinct training points "
                         "per step (1 <= B <= P); 0, or B = P, is full-batch gradient descent", 0),

@@ -20,6 +20,7 @@ from validation import LazyToRich, plots
 from validation.compare import theory_se, width_scaling
 
 from .config import to_toml
+from . import problem as _problem
 from .output import draw_figures, precision_line
 
 __all__ = ["write_report", "write_result", "write_figures", "write_ensemble_figure",
@@ -171,8 +172,8 @@ def read_report(out: str) -> dict:
 def training_line(cfg: dict, P: int, what: str) -> str:
     """The reports' sentence on minibatch SGD (train.batch_size, train.batch_seed), "" under
     full-batch gradient descent (batch_size 0, or P); `what`: who trained on the batches."""
-    B = cfg.get("train", {}).get("batch_size", 0)
-    if not B or B >= P:
+    B = _problem.sgd_batch(cfg.get("train", {}), P)
+    if not B:
         return ""
     return (f"Trained by minibatch SGD: B = {B} of the P = {P} training points per step, one batch sequence "
             f"(train.batch_seed = {cfg['train'].get('batch_seed', 0)}) for {what}. ")

@@ -16,6 +16,7 @@ import numpy as np
 
 from dmft.errors import ConfigError
 
+from .. import problem as _problem
 from .schema import coerce_value, kind_of, resolve_field
 
 __all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "point_digests", "PartCache", "NOT_READ"]
@@ -127,10 +128,10 @@ _SGD = ("train.batch_size", "train.batch_seed")
 
 
 def _full_batch(values: dict, npz: bool) -> bool:
-    """Whether a two-layer point runs full-batch descent (batch_size 0, or at least task.P; a data
-    file's P is not a coordinate: there only 0 counts)."""
-    B = values.get("train.batch_size", 0.0)
-    return B == 0 or (not npz and B >= values.get("task.P", np.inf))
+    """Whether a two-layer point runs full-batch descent (`problem.sgd_batch`: batch_size 0, or at
+    least task.P; a data file's P is not a coordinate: there only 0 counts)."""
+    return not _problem.sgd_batch({"batch_size": values.get("train.batch_size", 0.0)},
+                                  None if npz else values.get("task.P"))
 
 
 def point_digests(cfg: dict, columns: dict, indices, part: str) -> list[bytes]:
