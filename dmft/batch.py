@@ -658,6 +658,7 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     prog.check_points(cols)            # every point, before the first batch runs
     n = next(iter(lengths.values()))
     bs = min(bs, n)
+    _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     bar = None
     if progress:
         bar = progress_bar(n, "batch", unit="pt")

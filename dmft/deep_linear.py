@@ -44,7 +44,7 @@ from . import checks
 from .errors import DivergenceError, InputError
 from .plan import RUNTIME_BYTES
 from .plotting import new_figure
-from .runner import count_trace, run_saved
+from .runner import CALL_SHARE, count_trace, drop_compiled_if_crowded, run_saved
 from .problem import DeepLinear, LinearTeacher
 from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
@@ -1169,6 +1169,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     scalars = jnp.asarray([eta, B, 1.0 - eta * kappa_wd, modes.sigma ** 2, fpc, model.init_scale], dt)
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
     static = _SDEStatic(L, online)
+    drop_compiled_if_crowded(CALL_SHARE)
     rec, st, _ = run_saved(_sde_step, _sde_record, static, (keys, coef, scalars),
                            _sde_start(static, coef, scalars, paths), gaps=sch.gaps, progress=progress,
                            label="mode_sde", stop_on_nonfinite=False)

@@ -28,7 +28,8 @@ from .errors import DivergenceError, NotConverged
 
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "next_call", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
-           "RUNAWAY", "ran_away", "runaway_bound", "first_runaway", "memory_maps", "drop_compiled_if_crowded"]
+           "RUNAWAY", "ran_away", "runaway_bound", "first_runaway", "memory_maps", "drop_compiled_if_crowded",
+           "CALL_SHARE"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -336,11 +337,19 @@ def memory_maps() -> tuple[int, int]:
     return held, limit
 
 
+# The share of the memory-map limit past which each solve, batch, training and SDE call drops
+# JAX's compiled programs before it runs (a notebook's or a user's loop over many shapes through the
+# library reaches the limit as a scan does). Above the 0.45 at which scans (between groups) and the
+# tests (between tests) drop them, so that within one test or one scan group nothing is recompiled.
+CALL_SHARE = 0.7
+
+
 def drop_compiled_if_crowded(share: float = 0.45) -> bool:
     """Drop JAX's compiled programs (`jax.clear_caches`: later calls compile again) when this
     process holds more than `share` of its memory-map limit (`memory_maps`); True if it did. For
-    long runs that compile many shapes: a scan calls it between groups. Changes no number and no
-    configuration."""
+    long runs that compile many shapes: a scan calls it between groups, and `dmft.solve`,
+    `dmft.solve_batch`, `dmft.mode_sde` and `networks.train` (each width) call it with
+    `CALL_SHARE` before they run. Changes no number and no configuration."""
     held, limit = memory_maps()
     if limit and held > share * limit:
         jax.clear_caches()

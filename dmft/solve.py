@@ -799,6 +799,7 @@ def _check_rk4(plan: SolvePlan, su) -> None:
 @exact_products
 def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=None) -> Solution:
     """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
+    _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     key = jax.random.key(0) if key is None else key
     batch_key = default_batch_key(key) if batch_key is None else batch_key
     model, data = plan.model, plan.data

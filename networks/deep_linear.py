@@ -54,7 +54,7 @@ from dmft.errors import InputError
 from dmft.plan import RUNTIME_BYTES
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
-from dmft.runner import exact_products, run_saved
+from dmft.runner import CALL_SHARE, drop_compiled_if_crowded, exact_products, run_saved
 from dmft.schedule import Schedule, batch_indices
 from dmft.trajectory import Records
 
@@ -481,6 +481,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
     batch_key = checks.prng_key("batch_key", batch_key)
+    drop_compiled_if_crowded(CALL_SHARE)
     t0 = time.perf_counter()
     static = Static(data.online, int(B), 0 if data.online else data.P, probe)
     x = np.zeros((0, data.d_in)) if data.online else data.x_train

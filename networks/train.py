@@ -49,6 +49,7 @@ from dmft.closure import batch_weight
 from dmft.errors import InputError
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0
 from dmft.kernels import alignment, input_kernel
+from dmft import runner as _runner
 from dmft.runner import exact_products, finite_flag, first_nonfinite, first_runaway, run_saved
 from dmft.schedule import Schedule, schedule_from
 
@@ -555,6 +556,7 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
 
 def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch_key=None) -> Run:
     """The ensemble of one width of a validated `TrainPlan` (batch_key: see `train`)."""
+    _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     t0 = time.perf_counter()
     model, data, sch = plan.model, plan.data, plan.schedule
     seeds = plan.seeds

@@ -120,3 +120,41 @@ def test_compiled_programs_are_dropped_only_when_they_crowd_the_memory_maps(monk
         monkeypatch.setattr(runner, "memory_maps", lambda maps=maps: maps)
         assert runner.drop_compiled_if_crowded() is want
     assert len(cleared) == 2
+
+
+def test_each_library_call_drops_compiled_programs_when_they_crowd_the_memory_maps(monkeypatch):
+    """A user's loop over many shapes through the library (a notebook) reached the memory-map limit
+    as a scan did. `dmft.solve`, `dmft.solve_batch`, `dmft.mode_sde` and `networks.train` (each width,
+    two-layer or deep linear) drop JAX's compiled programs before they run once the maps pass
+    `runner.CALL_SHARE` of the limit, and not below it (between the tests' and scans' 0.45 and
+    CALL_SHARE nothing is dropped): the same numbers, compiled again."""
+    data = dmft.tasks.single_index(D=4, P=12, P_test=6, key=jax.random.key(0))
+    model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
+    teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], P=20, label_noise=0.5, key=1)
+    dln, aligned = dmft.DeepLinear(2, 8, 0.3), dmft.DeepLinear(2, 8, 0.3, "aligned")
+    common = dict(eta0=0.2, steps=12, save_every=6)
+    calls = {
+        "solve": (1, lambda: dmft.solve(model, data, method="forward", samples=32, replicas=2,
+                                        key=jax.random.key(1), **common).f_test),
+        "solve_batch": (1, lambda: dmft.solve_batch(model, data, {"gamma0": [0.5, 1.0]}, method="forward",
+                                                    samples=32, replicas=2, key=jax.random.key(1),
+                                                    **common)["test_loss"]),
+        "train": (2, lambda: np.stack([r.f_test for r in networks.train(model, data, width=[8, 16], seeds=2,
+                                                                         key=jax.random.key(2), **common).values()])),
+        "train_deep_linear": (1, lambda: networks.train(dln, teacher, seeds=2, batch_size=4,
+                                                        key=jax.random.key(3), **common).modes),
+        "mode_sde": (1, lambda: dmft.deep_linear.mode_sde(aligned, teacher, batch_size=4, paths=8,
+                                                          key=jax.random.key(4), **common).modes),
+    }
+    real = jax.clear_caches
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1) or real())
+    for name, (times, call) in calls.items():
+        plain = np.asarray(call())
+        for held, want in ((int(0.69 * 65530), 0), (int(0.71 * 65530), times)):
+            cleared.clear()
+            monkeypatch.setattr(runner, "memory_maps", lambda held=held: (held, 65530))
+            again = np.asarray(call())
+            assert len(cleared) == want, (name, held, len(cleared))
+            np.testing.assert_array_equal(again, plain, err_msg=name)
+        monkeypatch.setattr(runner, "memory_maps", lambda: (0, 0))
