@@ -14,7 +14,9 @@ docs/conventions.md) is kernel SGD with K0: with W_k = P / B on step k's batch a
 
     Delta_{k+1} = Delta_k - eta0 K0 W_k Delta_k / P,    S_{k+1} = S_k + eta0 W_k Delta_k,
 
-stepped exactly (`lazy_sgd_path`: the batch's columns of K0, O(P B C) a step), with the same
+stepped exactly (`lazy_sgd_path`: the batch's columns of K0, O(P B C) a step; `lazy_sgd_run`
+steps the same recursion through `dmft.runner.run_saved`, so that `dmft.solve` shows progress,
+acts on an interruption within seconds and names the first non-finite step), with the same
 test predictions and linearized weights from S. Its train loss may rise at a stable step (a
 batch's step can raise the loss on the other points), so only non-finite values and the
 runaway rule (`dmft.runner.ran_away`) mark its divergence.
@@ -30,6 +32,7 @@ lazy method diverges, as the other methods do (`DivergenceError` in `solve`, NaN
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +40,9 @@ import numpy as np
 
 from .kernels import alignment
 from .schedule import batch_indices
-from .runner import count_trace
+from .runner import count_trace, finite_flag, run_saved
 
-__all__ = ["lazy_path", "lazy_sgd_path", "lazy_records", "lazy_records_compiled", "loss_rose"]
+__all__ = ["lazy_path", "lazy_sgd_path", "lazy_sgd_run", "lazy_records", "lazy_records_compiled", "loss_rose"]
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics",))
@@ -106,11 +109,57 @@ def lazy_sgd_path(k0_tr, delta0, saves, eta0, batch_key, batch: int):
     return delta, s
 
 
+class _SGDStatic(NamedTuple):
+    P: int
+    batch: int
+
+
+class _SGDState(NamedTuple):
+    k: jax.Array          # steps taken
+    bad: jax.Array        # first step whose update was not finite (-1: none)
+    delta: jax.Array      # (P, C) train error
+    s: jax.Array          # (P, C) sum_k eta0 W_k Delta_k
+
+
+def _sgd_step(static: _SGDStatic, ctx, st: _SGDState, drive):
+    """One step of `lazy_sgd_path`'s recursion (`runner.run_saved`'s step)."""
+    count_trace("lazy.sgd_step")
+    k0_tr, eta0, batch_key = ctx
+    B = static.batch
+    idx = batch_indices(batch_key, st.k, static.P, B)
+    d_b = st.delta[idx]
+    delta = st.delta - (eta0 / B) * (k0_tr[:, idx] @ d_b)
+    s = st.s.at[idx].add((eta0 * static.P / B) * d_b)
+    return _SGDState(st.k + 1, finite_flag(st.k, st.bad, st.delta, delta, s), delta, s)
+
+
+def _sgd_record(static: _SGDStatic, ctx, st: _SGDState):
+    return {"delta": st.delta, "s": st.s}
+
+
+def lazy_sgd_run(k0_tr, delta0, gaps, eta0, batch_key, batch: int, *, progress: bool = False):
+    """`lazy_sgd_path` at step 0 and after each interval of `gaps`, through `runner.run_saved`
+    (the same steps: under a progress bar cut into calls of about `runner.CALL_SECONDS`, so that
+    Ctrl-C acts within seconds). Returns (delta, s), each (T, P, C), as numpy arrays.
+
+    Raises:
+        DivergenceError: at the first step whose error or sum is not finite; `.partial` holds
+            "delta" and "s" at the saves before it.
+    """
+    P = k0_tr.shape[0]
+    eta0 = jnp.asarray(eta0, k0_tr.dtype)
+    start = _SGDState(jnp.asarray(0, jnp.int32), jnp.asarray(-1, jnp.int32), delta0, jnp.zeros_like(delta0))
+    rec, _, _ = run_saved(_sgd_step, _sgd_record, _SGDStatic(int(P), int(batch)), (k0_tr, eta0, batch_key),
+                          start, gaps=gaps, progress=progress, label="lazy SGD")
+    return rec["delta"], rec["s"]
+
+
 def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool,
-                 batch_key=None, batch: int = 0):
+                 batch_key=None, batch: int = 0, path=None):
     """Records of the lazy closed form at the saved step counts (traceable: gamma0 and
     eta0 may be traced, as in `dmft.solve_batch`). `su` is `dmft.geometry.lazy_setup`'s.
-    batch > 0: minibatch SGD of that size on the sequence `batch_key` (`lazy_sgd_path`).
+    batch > 0: minibatch SGD of that size on the sequence `batch_key` (`lazy_sgd_path`), or its
+    (delta, s) given as `path` (`lazy_sgd_run`'s).
 
     Returns (records, delta, s, diverged): delta and s = int Delta dt, each (T, P, C), and
     diverged (T,) True from the save where gradient descent past its stability first shows
@@ -118,7 +167,8 @@ def lazy_records(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_t
     """
     P = su["P"]
     if batch:
-        delta, s = lazy_sgd_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, batch_key, batch)
+        delta, s = path if path is not None else lazy_sgd_path(su["k0"][:P], su["y"] - su["f0"][:P], saves,
+                                                               eta0, batch_key, batch)
         diverged = jnp.zeros(saves.shape, bool)
     else:
         delta, s, rate = lazy_path(su["k0"][:P], su["y"] - su["f0"][:P], saves, eta0, dynamics=dynamics)
@@ -141,22 +191,23 @@ _SETUP_ARRAYS = ("k0", "y", "f0", "g0", "kx_all_tr", "phi0")
 
 
 @functools.partial(jax.jit, static_argnames=("P", "dynamics", "trained", "has_test", "batch"))
-def _records_program(arrays, gamma0, eta0, saves, batch_key, *, P: int, dynamics: str, trained: bool,
+def _records_program(arrays, gamma0, eta0, saves, batch_key, path, *, P: int, dynamics: str, trained: bool,
                      has_test: bool, batch: int):
     return lazy_records({**arrays, "P": P}, gamma0, eta0, saves, dynamics=dynamics, trained=trained,
-                        has_test=has_test, batch_key=batch_key, batch=batch)
+                        has_test=has_test, batch_key=batch_key, batch=batch, path=path)
 
 
 def lazy_records_compiled(su, gamma0, eta0, saves, *, dynamics: str, trained: bool, has_test: bool,
-                          batch_key=None, batch: int = 0):
+                          batch_key=None, batch: int = 0, path=None):
     """`lazy_records` as one compiled program (per shape, dynamics, readout and batch size;
     gamma0, eta0, the save steps and the batch key are its arguments): run op by op, a first
-    lazy solve compiled some 30 small programs (about 1.5 s at a small size)."""
+    lazy solve compiled some 30 small programs (about 1.5 s at a small size). Under SGD `path`
+    may give (delta, s) from `lazy_sgd_run`."""
     arrays = {k: su[k] for k in _SETUP_ARRAYS}
     if batch_key is None:
         batch_key = jax.random.key(0)                  # (unused by full-batch descent)
     return _records_program(arrays, jnp.asarray(gamma0, su["k0"].dtype), jnp.asarray(eta0, su["k0"].dtype),
-                            jnp.asarray(saves), batch_key, P=su["P"], dynamics=dynamics, trained=trained,
+                            jnp.asarray(saves), batch_key, path, P=su["P"], dynamics=dynamics, trained=trained,
                             has_test=has_test, batch=int(batch))
 
 

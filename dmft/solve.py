@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import time
 import warnings
@@ -36,7 +37,7 @@ from .errors import DivergenceError, InputError, NotConverged
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
-from .lazy import lazy_path, lazy_records_compiled
+from .lazy import lazy_path, lazy_records_compiled, lazy_sgd_run
 from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
 from . import runner as _runner
@@ -186,14 +187,27 @@ def t_quantile(p: float, dof: int) -> float:
 
 # ----------------------------------------------------------------- methods
 
-def _solve_lazy(plan: SolvePlan, su, batch_key):
+def _solve_lazy(plan: SolvePlan, su, batch_key, progress):
     model, data, sch = plan.model, plan.data, plan.schedule
     P = su["P"]
     saves = jnp.asarray(sch.save_steps)
     batch = _batch(plan)                   # minibatch SGD: kernel SGD on the same batch sequence
-    rec, _, s, rose = lazy_records_compiled(su, model.gamma0, sch.eta0, saves, dynamics=sch.dynamics,
-                                            trained=model.trained_readout, has_test=data.P_test > 0,
-                                            batch_key=batch_key, batch=batch)
+    records = functools.partial(lazy_records_compiled, su, model.gamma0, sch.eta0, dynamics=sch.dynamics,
+                                trained=model.trained_readout, has_test=data.P_test > 0,
+                                batch_key=batch_key, batch=batch)
+    path = None
+    if batch:                              # stepped through the runner: progress, Ctrl-C, first bad step
+        try:
+            path = lazy_sgd_run(su["k0"][:P], su["y"] - su["f0"][:P], sch.gaps, sch.eta0, batch_key, batch,
+                                progress=progress)
+        except DivergenceError as err:
+            if err.partial is not None:    # the saves before it, as records
+                n = len(err.partial["delta"])
+                with np.errstate(all="ignore"):
+                    err.partial = {k: np.asarray(v) for k, v in records(
+                        saves[:n], path=(err.partial["delta"], err.partial["s"]))[0].items()}
+            raise
+    rec, _, s, rose = records(saves, path=path)
     rose = np.asarray(rose)
     k0 = su["k0"][:P]
     T = saves.shape[0]
@@ -809,7 +823,7 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     _check_rk4(plan, su)
     try:
         if plan.method == "lazy":
-            rec, extra, predictor = _solve_lazy(plan, su, batch_key)
+            rec, extra, predictor = _solve_lazy(plan, su, batch_key, progress)
         elif plan.method == "closure":
             rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
         else:

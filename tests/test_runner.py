@@ -39,6 +39,8 @@ def _runs(progress):
                               method="closure", **common).f_test,
         "forward": dmft.solve(model, data, save_at=LOG_SAVES, method="forward", samples=64,
                               replicas=2, key=jax.random.key(1), **common).f_test,
+        "lazy SGD": dmft.solve(model, data, save_at=LOG_SAVES, method="lazy", batch_size=5,
+                               batch_key=jax.random.key(5), **common).f_test,
         "iterate": dmft.solve(model, data, save_every=40, method="iterate", samples=64,
                               replicas=2, key=jax.random.key(1), **common).f_test,
         "networks": networks.train(model, data, width=16, seeds=2, save_at=LOG_SAVES, batch_size=8,
@@ -85,18 +87,21 @@ def test_next_call(gaps, done, n, pending, cap, expected):
     assert runner.next_call(np.asarray(gaps), done, n, pending, cap) == expected
 
 
-def test_divergence_inside_a_cut_interval(calls, monkeypatch):
+@pytest.mark.parametrize("method", [dict(method="forward", samples=64, replicas=2, key=jax.random.key(1)),
+                                    dict(method="lazy", batch_size=4, batch_key=jax.random.key(5))],
+                         ids=["forward", "lazy SGD"])
+def test_divergence_inside_a_cut_interval(calls, monkeypatch, method):
     """A run that overflows inside a long interval cut into silent calls reports the same step
-    and keeps the same saves as the run in one call."""
+    and keeps the same saves (as a Solution's records) as the run in one call."""
     data = dmft.tasks.single_index(D=6, P=24, P_test=8, key=jax.random.key(0))
     model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
     monkeypatch.setattr(runner, "CALL_SECONDS", 0.0)
     errors = []
     for progress in (False, True):
         with pytest.raises(dmft.DivergenceError) as err:
-            dmft.solve(model, data, eta0=40.0, steps=400, save_at=[1, 2, 400], method="forward",
-                       samples=64, replicas=2, key=jax.random.key(1), progress=progress)
+            dmft.solve(model, data, eta0=40.0, steps=400, save_at=[1, 2, 400], progress=progress, **method)
         errors.append(err.value)
+    assert {"f_train", "f_test", "train_loss"} <= set(errors[0].partial)
     assert calls[0] == 400 and max(calls[1:]) == 1      # the last interval was cut
     assert errors[0].step == errors[1].step and 2 < errors[0].step < 400
     np.testing.assert_array_equal(errors[0].saved_steps, errors[1].saved_steps)
