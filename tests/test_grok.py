@@ -733,10 +733,12 @@ def _small_grok(out, *extra):
 
 @pytest.mark.parametrize("stop", ["diverges", "interrupted", "decay fails"])
 def test_a_grok_run_that_stops_keeps_the_curves_it_finished(tmp_path, capsys, monkeypatch, stop):
-    """Each gamma0's theory, lazy and network curves (and each phase diagram, the decay scan) are
-    on disk as soon as they are done, in curves/ (arrays named as in curves.npz), listed in run.json
-    and read back verified: a failure or Ctrl-C at the second gamma0, or in the decay scan after a
-    diagram, kept nothing (curves.npz was written only after every part)."""
+    """Each gamma0's theory, lazy and network curves (and each phase diagram, its finite-width
+    overlay, the early-warning verdict over its runs, the decay scan) are on disk as soon as they
+    are done, in curves/ (arrays named as in curves.npz; the overlay's and the verdict's
+    report.json entries in the part's JSON), listed in run.json and read back verified: a failure or
+    Ctrl-C at the second gamma0, or in the decay scan after a diagram, kept nothing (curves.npz
+    was written only after every part; the overlay and the verdict only in report.json)."""
     from dmft.errors import DivergenceError
     from experiments.grok import job as gjob
 
@@ -756,14 +758,16 @@ def test_a_grok_run_that_stops_keeps_the_curves_it_finished(tmp_path, capsys, mo
     monkeypatch.setattr(gjob, "decay_scan", decay_scan)
     out = tmp_path / "g"
     more = (["--set", "diagram.axes=['eps']", "--set", "diagram.gamma0=[1.0, 2.0]", "--set", "diagram.eps=[0.1]",
-             "--set", "diagram.overlay_width=0", "--set", "decay.weight_decay=[0.001, 0.002]"]
+             "--set", "diagram.overlay_width=4", "--set", "early_warning.grid='eps'",
+             "--set", "decay.weight_decay=[0.001, 0.002]"]
             if stop == "decay fails" else [])
     code = main(_small_grok(out, *more))
     err = capsys.readouterr().err
     assert code == (130 if stop == "interrupted" else 4), err
     man = json.loads((out / "run.json").read_text())
     assert man["status"] == ("interrupted" if stop == "interrupted" else "failed"), man
-    done = ["gamma0_1", "gamma0_2", "diagram_eps"] if stop == "decay fails" else ["gamma0_1"]
+    done = (["gamma0_1", "gamma0_2", "diagram_eps", "overlay_eps", "early_warning_grid"] if stop == "decay fails"
+            else ["gamma0_1"])
     assert [f for f in man["written"] if f.startswith("curves")] == sorted(
         f"curves/{p}{ext}" for p in done for ext in (".npz", ".json")), man["written"]
     arrays, meta = dmft.io.load(out / "curves" / "gamma0_1")
@@ -777,6 +781,14 @@ def test_a_grok_run_that_stops_keeps_the_curves_it_finished(tmp_path, capsys, mo
         assert set(diagram) == {f"diagram/eps/{k}" for k in ("gap", "t_train", "t_test", "test_loss")}
         assert diagram["diagram/eps/test_loss"].shape == (2, 1, 5)
         assert "theory/gamma0=2/test_loss" in dmft.io.load(out / "curves" / "gamma0_2")[0]
+        overlay, meta = dmft.io.load(out / "curves" / "overlay_eps")
+        pts = meta["extra"]["overlay"]
+        assert meta["extra"]["part_of"] == "diagrams[eps].overlay" and [p["gamma0"] for p in pts] == [1.0, 2.0]
+        assert {"gap_network", "gap_theory", "status_network", "status_theory", "width"} <= set(pts[0])
+        np.testing.assert_array_equal(overlay["gamma0"], [1.0, 2.0])
+        _, meta = dmft.io.load(out / "curves" / "early_warning_grid")
+        grid = meta["extra"]["early_warning_grid"]
+        assert grid["axis"] == "eps" and grid["grid_points"] == 2 and "alignment" in grid["verdict"]
     assert not (out / "curves.npz").exists()
 
 

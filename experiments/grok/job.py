@@ -404,29 +404,41 @@ def _diagram_part(d) -> dict:
     return arrays
 
 
+def _overlay_part(pts) -> dict:
+    """An overlay's points as arrays (its report.json entry, with the statuses, is the part's extra)."""
+    return {k: np.array([p[k] if p[k] is not None else np.nan for p in pts], float)
+            for k in ("gamma0", "gap_network", "gap_theory")}
+
+
 def _decay_part(decay) -> dict:
     return {"decay/test_loss": decay["curves"]["test_loss"], "decay/t": decay["curves"]["t"]}
 
 
 class _Parts:
-    """curves.npz kept as it is computed: each finished part (a gamma0's theory, lazy and network
-    curves; a phase diagram; the weight-decay scan) is saved at once as OUT/curves/NAME.npz + .json
-    (`dmft.io.save`: atomic, verified by `dmft.io.load`; the arrays named as in curves.npz), so
-    that a later failure or an interruption loses none of them (run.json lists them). `finish`
-    writes curves.npz, the parts' arrays in order, and removes the parts."""
+    """curves.npz and report.json kept as they are computed: each finished part (a gamma0's theory,
+    lazy and network curves; a phase diagram; its finite-width overlay; the early-warning verdict
+    over a diagram's runs; the weight-decay scan) is saved at once as OUT/curves/NAME.npz + .json
+    (`dmft.io.save`: atomic, verified by `dmft.io.load`; curves' arrays named as in curves.npz, the
+    overlay's and the verdict's report.json entries in the JSON's "extra"), so that a later failure
+    or an interruption loses none of them (run.json lists them). `finish` writes curves.npz, the
+    curves' arrays in order; `remove`, once report.json holds the rest, removes the parts."""
 
     def __init__(self, out: str, cfg: dict):
         self.out, self.cfg, self.arrays, self.stems = out, cfg, {}, []
 
-    def add(self, name: str, arrays: dict, **extra) -> None:
+    def add(self, name: str, arrays: dict, *, report: str | None = None, **extra) -> None:
+        """report: the report.json entry the part holds (its arrays are not curves')."""
         stem = os.path.join(self.out, PARTS, name)
-        save(stem, arrays, self.cfg, extra={"part_of": "curves.npz", **extra})
+        save(stem, arrays, self.cfg, extra={"part_of": report or "curves.npz", **extra})
         self.stems.append(stem)
-        self.arrays.update(arrays)
+        if report is None:
+            self.arrays.update(arrays)
 
     def finish(self, t) -> None:
         save(os.path.join(self.out, "curves"), {"t": t, **{k: v for k, v in self.arrays.items() if k != "t"}},
              self.cfg)
+
+    def remove(self) -> None:
         for stem in self.stems:        # (a complete run's files are as they were: curves.npz holds these)
             for ext in (".npz", ".json"):
                 with contextlib.suppress(FileNotFoundError):
@@ -439,8 +451,9 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     """Run the grokking job into `out` (figures, report.md/json, curves.npz); a directory that
     holds a scan's store is refused first (`experiments.output.refuse_store`). Each gamma0's
     curves, each phase diagram and the weight-decay scan are on disk as soon as they are done
-    (`_Parts`: OUT/curves/gamma0_G, diagram_AXIS, decay .npz + .json, until curves.npz holds
-    them all), so that a later failure or Ctrl-C keeps them."""
+    (`_Parts`: OUT/curves/gamma0_G, diagram_AXIS, overlay_AXIS, early_warning_grid, decay .npz +
+    .json, until curves.npz and report.json hold them all), so that a later failure or Ctrl-C
+    keeps them."""
     refuse_store(out)
     tb = build(cfg)
     data = tb.data
@@ -480,8 +493,12 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
             diagrams.append(d)
             parts.add(f"diagram_{axis}", _diagram_part(d))
             overlays[axis] = _overlay(cfg, tb, d, log)
+            if overlays[axis]:
+                parts.add(f"overlay_{axis}", _overlay_part(overlays[axis]), report=f"diagrams[{axis}].overlay",
+                          overlay=overlays[axis])
             if axis == grid_axis:
                 ew_grid = early_warning_grid(cfg, tb, d)
+                parts.add("early_warning_grid", {}, report="early_warning_grid", early_warning_grid=ew_grid)
     decay = decay_scan(cfg, tb, log=log, progress=progress) if tb.name in ("kumar", "lyu") else None
     if decay:
         parts.add("decay", _decay_part(decay), **({"heavy_tailed": decay["heavy_tailed"]}
@@ -500,6 +517,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(report), fh, indent=1)
+    parts.remove()
     # the numbers are on disk (curves.npz, report.json) before any figure is drawn
     acc_thr = cfg["threshold"]["accuracy"]
     makers = {"curves": lambda: plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc, acc_thr),
