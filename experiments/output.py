@@ -357,7 +357,10 @@ RECHECK = "recheck"
 # keys added to a job's configuration after runs were written without them, with the value that
 # those runs used: a run.json without one is read as having it (a full-batch run written before
 # train.batch_size existed is the same run as one that says batch_size = 0)
-ADDED_KEYS = {("train", "batch_size"): 0, ("train", "batch_seed"): 0}
+ADDED_KEYS = {("train", "batch_size"): 0, ("train", "batch_seed"): 0,
+              # grok's gamma0 x minibatch diagram: its sizes (the schema's default) are read only
+              # with the axis, which no run had then
+              ("diagram", "minibatch"): [4, 16, 64, 165]}
 
 
 def _with_added(cfg: dict, like: dict) -> dict:

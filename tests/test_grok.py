@@ -778,7 +778,8 @@ def test_a_grok_run_that_stops_keeps_the_curves_it_finished(tmp_path, capsys, mo
     assert not any("gamma0=2" in k for k in arrays)
     if stop == "decay fails":
         diagram, _ = dmft.io.load(out / "curves" / "diagram_eps")
-        assert set(diagram) == {f"diagram/eps/{k}" for k in ("gap", "t_train", "t_test", "test_loss")}
+        assert set(diagram) == {f"diagram/eps/{k}" for k in ("gap", "t_train", "t_test", "test_loss",
+                                                             "diverged_step")}
         assert diagram["diagram/eps/test_loss"].shape == (2, 1, 5)
         assert "theory/gamma0=2/test_loss" in dmft.io.load(out / "curves" / "gamma0_2")[0]
         overlay, meta = dmft.io.load(out / "curves" / "overlay_eps")
@@ -836,3 +837,107 @@ def test_the_shipped_lyu_file_is_the_testbed_under_any_flags(sets):
         except dmft.errors.ConfigError as err:
             got.append(str(err))
     assert got[0] == got[1], (sets, got)
+
+
+def test_grok_under_minibatch_sgd_runs_everything_on_one_batch_sequence(tmp_path):
+    """train.batch_size / train.batch_seed: the DMFT, its lazy limit and the networks of every
+    gamma0 train by minibatch SGD on the one sequence of train.batch_seed (as the solve, simulate
+    and validate jobs do), and a gamma0 x minibatch diagram solves each column's batch size on
+    that sequence (B = P: full-batch descent); each equals the library call given that sequence."""
+    from dmft.schedule import default_batch_key
+
+    out = tmp_path / "g"
+    code = main(_small_grok(out, "--set", "train.batch_size=4", "--set", "train.batch_seed=5",
+                            "--set", "diagram.axes=['minibatch']", "--set", "diagram.gamma0=[1.0, 2.0]",
+                            "--set", "diagram.minibatch=[3, 12]", "--set", "diagram.overlay_width=0",
+                            "--set", "early_warning.grid='minibatch'"))
+    assert code == 0
+    arrays, _ = dmft.io.load(out / "curves")
+    data = dmft.tasks.kumar_quadratic(D=4, P=12, P_test=20, key=jax.random.key(0))
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.02), gamma0=1.0, readout="fixed")
+    sch = dmft.Schedule(eta0=2.0, steps=40, save_every=10, batch_size=4)
+    bkey = default_batch_key(jax.random.key(5))
+    theory = dmft.solve(model, data, method="closure", schedule=sch, batch_key=bkey, kernels=False)
+    np.testing.assert_allclose(arrays["theory/gamma0=1/test_loss"], theory.test_loss, rtol=1e-12)
+    full = dmft.solve(model, data, method="closure", schedule=sch.replace(batch_size=None), kernels=False)
+    assert np.max(np.abs(full.test_loss - theory.test_loss)) > 1e-4          # the batches matter
+    lazy = dmft.solve(model, data, method="lazy", schedule=sch, batch_key=bkey, kernels=False)
+    np.testing.assert_allclose(arrays["lazy/gamma0=1/test_loss"], lazy.test_loss, rtol=1e-12)
+    nets = networks.train(model, data, width=4, seeds=2, schedule=sch, key=jax.random.key(1), batch_key=bkey)
+    np.testing.assert_allclose(arrays["networks/gamma0=1/N=4/test_loss"], nets.test_loss, rtol=1e-10)
+    # the diagram: gamma0 = 2 at B = 3 on the same sequence, and at B = P = 12 full-batch descent
+    column = arrays["diagram/minibatch/test_loss"]
+    two = model.replace(gamma0=2.0)
+    b3 = dmft.solve(two, data, method="closure", schedule=sch.replace(batch_size=3), batch_key=bkey, kernels=False)
+    np.testing.assert_allclose(column[1, 0], b3.test_loss, rtol=1e-11)
+    b12 = dmft.solve(two, data, method="closure", schedule=sch.replace(batch_size=None), kernels=False)
+    np.testing.assert_allclose(column[1, 1], b12.test_loss, rtol=1e-11)
+    report = (out / "report.md").read_text()
+    assert "Trained by minibatch SGD: B = 4 of the P = 12 training points" in report
+    assert "B = P is full-batch gradient descent" in report
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["early_warning_grid"]["axis"] == "minibatch"
+    assert rep["diagrams"][0]["diverged_step"] == [[-1, -1], [-1, -1]]
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["train.batch_size=13"], r"^train.batch_size: must be <= P = 12 \(kumar.P"),
+    (["diagram.axes=['minibatch']", "diagram.minibatch=[4, 13]"], r"^diagram.minibatch: each size must be <= "),
+    (["train.batch_seed=2"], r"^train.batch_seed: read only by minibatch SGD"),
+    (["train.batch_size=12", "train.batch_seed=2"], r"^train.batch_seed: read only by minibatch SGD"),
+    (["diagram.axes=['minibatch']", "diagram.minibatch=[12]", "train.batch_seed=2"],
+     r"^train.batch_seed: read only by minibatch SGD"),
+    (["testbed.name='sparse_parity'", "sparse_parity.P=50", "train.batch_size=51"],
+     r"^train.batch_size: must be <= P = 50 \(sparse_parity.P"),
+])
+def test_grok_refuses_minibatch_settings_it_cannot_honour_at_load(sets, match):
+    """A batch above the testbed's P, a diagram's, and a batch_seed that no run reads (every run
+    full-batch: batch_size 0 or P, no minibatch column below P) are refused naming the key."""
+    from experiments import grok
+
+    base = ["kumar.P=12"] if not any(s.startswith("testbed.name") for s in sets) else []
+    with pytest.raises(dmft.errors.ConfigError, match=match):
+        grok.load_config(None, base + sets)
+
+
+def test_grok_checks_modular_addition_batches_against_its_pairs_before_any_compute(tmp_path, capsys):
+    """modular_addition's P (train_fraction p^2) is known once its pairs are drawn: a batch above
+    it is refused by build, before anything runs; a batch_seed with a minibatch diagram's SGD column
+    alone is read (accepted)."""
+    from experiments import grok
+
+    cfg = grok.load_config(None, ["testbed.name='modular_addition'", "modular_addition.p=5",
+                                  "train.batch_size=100"])
+    with pytest.raises(dmft.errors.ConfigError, match=r"^train.batch_size: must be <= P = \d+ \(the modular"):
+        grok.build(cfg)
+    cfg = grok.load_config(None, ["kumar.P=12", "diagram.axes=['minibatch']", "diagram.minibatch=[4, 12]",
+                                  "train.batch_seed=2", "early_warning.grid='minibatch'"])
+    tb = grok.build(cfg)
+    assert tb.batch_key is None and tb.schedule.batch_size is None       # the runs: full batch
+    out = tmp_path / "m"
+    assert main(["grok", "--testbed", "modular_addition", "--set", "modular_addition.p=5", "--set",
+                 "train.batch_size=100", "--out", str(out), "--no-progress"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_grok_run_written_before_minibatch_sgd_is_the_same_run(tmp_path, capsys):
+    """A grok run.json whose configuration lacks train.batch_size, train.batch_seed and
+    diagram.minibatch (written before they existed) is read with their values then (full batch,
+    the diagram's default sizes, which only the minibatch axis reads): the same command is
+    "already complete" there; an SGD run there differs."""
+    from experiments import grok
+    from experiments.output import ADDED_KEYS
+
+    assert ADDED_KEYS[("diagram", "minibatch")] == grok.SCHEMA["diagram"]["minibatch"].default
+    out = tmp_path / "g"
+    assert main(_small_grok(out)) == 0
+    path = out / "run.json"
+    manifest = json.loads(path.read_text())
+    for sec, key in (("train", "batch_size"), ("train", "batch_seed"), ("diagram", "minibatch")):
+        del manifest["config"][sec][key]
+    path.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(_small_grok(out)) == 0
+    assert "already holds this run (complete)" in capsys.readouterr().out
+    assert main(_small_grok(out, "--set", "train.batch_size=4")) == 3
+    assert "train.batch_size" in capsys.readouterr().err

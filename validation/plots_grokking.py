@@ -213,7 +213,8 @@ def width_departure(t, theory, nets, gammas, threshold=None):
 
 def phase_diagram_plot(diag, overlay=()):
     """Amount of grokking (gap) over gamma0 x axis on a log colour scale; hatched cells: the
-    threshold was not reached (no gap); finite-width networks as circled, labelled cells."""
+    threshold was not reached (no gap), marked "diverged" where the run overflowed (the diagram's
+    optional "diverged_step", -1 where none); finite-width networks as circled, labelled cells."""
     tm = diag["times"]
     gap = np.asarray(tm.gap, float)
     G, V = np.asarray(diag["gamma0"]), np.asarray(diag["values"])
@@ -229,6 +230,9 @@ def phase_diagram_plot(diag, overlay=()):
         ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="xx", color="grey", lw=0))
     for i, j in zip(*np.nonzero(np.isfinite(gap) & (gap <= 0))):
         ax.text(i, j, "0", ha="center", va="center", fontsize=7, color="grey")
+    bad = np.asarray(diag.get("diverged_step", np.full(gap.shape, -1)))
+    for i, j in zip(*np.nonzero(bad >= 0)):
+        ax.text(i, j, "diverged", ha="center", va="center", fontsize=7, color="black")
     step = max(1, len(G) // 8)
     ax.set_xticks(range(0, len(G), step), [f"{g:.3g}" for g in G[::step]], rotation=45, fontsize=8)
     ax.set_yticks(range(len(V)), [f"{v:.3g}" for v in V], fontsize=8)

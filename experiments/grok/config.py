@@ -33,7 +33,8 @@ from .. import config as _config
 from .. import problem as _problem
 from ..config import SEED_MAX, Field, distinct_labels
 
-__all__ = ["SCHEMA", "FULL", "TESTBED_DEFAULTS", "AXES", "LYU_DEGREE", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of"]
+__all__ = ["SCHEMA", "FULL", "TESTBED_DEFAULTS", "AXES", "LYU_DEGREE", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of",
+           "minibatch_of"]
 
 TESTBEDS = ("kumar", "modular_addition", "sparse_parity", "lyu")
 
@@ -76,6 +77,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead of save_every (which "
                            "is then not to be given; times that span decades are not quantized by "
                            "the save grid)", 0),
+        **_problem.SGD_FIELDS,
     },
     "theory": {
         "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
@@ -103,6 +105,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eps": Field("floats", [0.01, 0.03, 0.1, 0.3], "eps values", 0.0, True),
         "P": Field("ints", [45, 90, 165, 330], "training-set sizes", 1),
         "weight_decay": Field("floats", [0.0, 2.5e-5, 1e-4, 4e-4], "weight decays", 0.0),
+        "minibatch": Field("ints", [4, 16, 64, 165], "SGD minibatch sizes B of the gamma0 x minibatch diagram "
+                           "(kumar.P: full-batch gradient descent; each on train.batch_seed's sequence)", 1),
         "overlay_width": Field("int", 128, "network width of the finite-width points (0: none)", 0),
         "overlay_seeds": Field("int", 2, "networks per finite-width point", 1),
         "batch_size": Field("int", 32, "grid points per compiled call", 1),
@@ -117,7 +121,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field("int", 1, "the minibatch size B of the SGD whose diffusion along the "
                             "planted direction is a measure (kumar)", 1),
         "grid": Field("str", "eps", "the phase diagram over whose runs each measure's lead is counted "
-                      "(kumar; 'none': no verdict)", choices=("eps", "P", "weight_decay", "none")),
+                      "(kumar; 'none': no verdict)", choices=("eps", "P", "weight_decay", "minibatch", "none")),
     },
 }
 
@@ -131,7 +135,7 @@ FULL = {   # Kumar et al. (2024) sizes: Fig. 1 (D=100, P=550, eps=0.02, alpha=1)
                 "P": [110, 220, 330, 550, 1100, 2200], "overlay_width": 1024, "overlay_seeds": 4},
 }
 
-AXES = ("eps", "P", "weight_decay")
+AXES = ("eps", "P", "weight_decay", "minibatch")
 
 # testbeds whose data has P and P_test in its own section: their input dimension's key
 _BASIS = {"kumar": "D", "lyu": "D", "sparse_parity": "n"}
@@ -204,6 +208,9 @@ def _check(cfg: dict) -> None:
     th = cfg["theory"]
     if cfg["testbed"]["name"] != "kumar":
         _problem.check_counts(th)
+    P = training_points(cfg)
+    if P is not None:
+        check_batches(cfg, P)
     sp = cfg["sparse_parity"]
     if sp["k"] > sp["n"]:
         raise ConfigError(f"sparse_parity.k: must be <= sparse_parity.n ({sp['n']}), got {sp['k']}")
@@ -259,6 +266,43 @@ def _check(cfg: dict) -> None:
         # diagrams are for the Kumar model; quietly irrelevant elsewhere would hide a typo
         raise ConfigError("diagram.axes: phase diagrams are drawn for the kumar testbed; set "
                           "diagram.axes = [] for other testbeds")
+
+
+def training_points(cfg: dict) -> int | None:
+    """The testbed's number of training points where its section gives it (None for
+    modular_addition, whose P = train_fraction p^2 is known once its data are drawn)."""
+    name = cfg["testbed"]["name"]
+    return None if name == "modular_addition" else int(cfg[name]["P"])
+
+
+def sgd_used(cfg: dict, P: int | None = None) -> bool:
+    """Whether any run of this configuration is minibatch SGD (train.batch_size, or a gamma0 x
+    minibatch diagram with a size below P): what reads train.batch_seed."""
+    P = training_points(cfg) if P is None else P
+    axes = cfg["diagram"]["axes"] if cfg["testbed"]["name"] == "kumar" else []
+    return bool(_problem.sgd_batch(cfg["train"], P)) or ("minibatch" in axes and any(
+        _problem.sgd_batch({"batch_size": b}, P) for b in cfg["diagram"]["minibatch"]))
+
+
+def check_batches(cfg: dict, P: int) -> None:
+    """train.batch_size and diagram.minibatch against the testbed's P training points (a batch
+    above P is refused; B = P is full-batch descent), and a train.batch_seed that nothing reads
+    (no run is SGD) refused as any setting that changes nothing."""
+    name = cfg["testbed"]["name"]
+    where = "the modular_addition pairs for training" if name == "modular_addition" else f"{name}.P"
+    B = cfg["train"]["batch_size"]
+    if B > P:
+        raise ConfigError(f"train.batch_size: must be <= P = {P} ({where}; 0: full-batch gradient descent), "
+                          f"got {B}")
+    if name == "kumar" and "minibatch" in cfg["diagram"]["axes"]:
+        big = [b for b in cfg["diagram"]["minibatch"] if b > P]
+        if big:
+            raise ConfigError(f"diagram.minibatch: each size must be <= kumar.P = {P} (P itself: full-batch "
+                              f"gradient descent), got {big}")
+    if not sgd_used(cfg, P) and cfg["train"]["batch_seed"] != _problem.SGD_FIELDS["batch_seed"].default:
+        raise ConfigError(f"train.batch_seed: read only by minibatch SGD (0 < train.batch_size < P = {P}, or a "
+                          "gamma0 x minibatch diagram); here every run is full-batch gradient descent, so it "
+                          "would be silently ignored")
 
 
 def _unused(cfg: dict) -> dict[str, str]:
@@ -405,6 +449,7 @@ class Testbed:
     accuracy: bool                # classification: thresholds on accuracy
     beta: np.ndarray | None = None
     antithetic: bool = False      # networks start with f(theta_0) = 0 by antithetic pairs (uncentered models)
+    batch_key: object = None      # minibatch SGD: the one batch sequence of every solve and network (else None)
 
 
 def task_of(cfg: dict) -> dict:
@@ -421,15 +466,25 @@ def task_of(cfg: dict) -> dict:
             "seed": seed}
 
 
-def schedule_of(cfg: dict, weight_decay=None, steps=None) -> dmft.Schedule:
-    """The training protocol of the job (log-spaced saves with train.log_saves > 0)."""
+def schedule_of(cfg: dict, weight_decay=None, steps=None, P: int | None = None) -> dmft.Schedule:
+    """The training protocol of the job (log-spaced saves with train.log_saves > 0; with the
+    testbed's P, minibatch SGD of train.batch_size when 0 < batch_size < P)."""
     tr = cfg["train"]
     kappa = cfg["model"]["weight_decay"] if weight_decay is None else weight_decay
     steps = tr["steps"] if not steps else steps
+    batch = _problem.sgd_batch(tr, P) or None
     if tr["log_saves"]:
         return dmft.Schedule(eta0=tr["eta0"], steps=steps, save_at="log", n_saves=tr["log_saves"],
-                             weight_decay=kappa)
-    return dmft.Schedule(eta0=tr["eta0"], steps=steps, save_every=tr["save_every"], weight_decay=kappa)
+                             weight_decay=kappa, batch_size=batch)
+    return dmft.Schedule(eta0=tr["eta0"], steps=steps, save_every=tr["save_every"], weight_decay=kappa,
+                         batch_size=batch)
+
+
+def minibatch_of(cfg: dict, B: int, P: int):
+    """(schedule's batch_size, batch key) of the minibatch size B on P points: (None, None) for
+    full-batch descent (B >= P), else B and the one sequence of train.batch_seed."""
+    train = {"batch_size": int(B), "batch_seed": cfg["train"]["batch_seed"]}
+    return (_problem.sgd_batch(train, P) or None), _problem.batch_key(train, P)
 
 
 def build(cfg: dict) -> Testbed:
@@ -479,6 +534,13 @@ def _check_diagram_data(cfg: dict) -> None:
 
 
 def _build(cfg: dict) -> Testbed:
+    tb = _build_testbed(cfg)
+    check_batches(cfg, tb.data.P)         # (modular_addition's P is known now)
+    return dataclasses.replace(tb, schedule=schedule_of(cfg, P=tb.data.P),
+                               batch_key=_problem.batch_key(cfg["train"], tb.data.P))
+
+
+def _build_testbed(cfg: dict) -> Testbed:
     name = cfg["testbed"]["name"]
     data = _data(cfg)
     schedule = schedule_of(cfg)

@@ -38,7 +38,7 @@ from validation import grokking as gk
 from validation import plots_grokking as plots
 
 from ..output import draw_figures, refuse_store
-from .config import LYU_DEGREE, Testbed, build, schedule_of
+from .config import LYU_DEGREE, Testbed, build, minibatch_of, schedule_of
 from .report import markdown
 
 __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
@@ -81,7 +81,7 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
     is logged and its least effective node share put in `heavy[g]`."""
     th = cfg["theory"]
     data = tb.data
-    kw = dict(schedule=tb.schedule, kernels=False, progress=progress)
+    kw = dict(schedule=tb.schedule, kernels=False, progress=progress, batch_key=tb.batch_key)
     m = tb.model.replace(gamma0=g)
     t0 = time.perf_counter()
     dec = None
@@ -121,7 +121,7 @@ def _lazy(cfg, tb: Testbed, g):
     if tb.schedule.weight_decay > 0:
         return None
     sol = dmft.solve(tb.model.replace(gamma0=g), tb.data, method="lazy", schedule=tb.schedule,
-                     kernels=False)
+                     kernels=False, batch_key=tb.batch_key)
     out = {"test_loss": sol.test_loss, "train_loss": sol.train_loss}
     if tb.accuracy:
         out["train_acc"], out["test_acc"] = _accuracy_curves(sol.f_train, sol.f_test, tb.data)
@@ -133,7 +133,7 @@ def _networks(cfg, tb: Testbed, g, log, progress):
     data = tb.data
     runs = networks.train(tb.model.replace(gamma0=g), data, width=list(sim["widths"]),
                           seeds=sim["seeds"], schedule=tb.schedule, key=jax.random.key(sim["seed"]),
-                          neuron_measures=tb.measure, antithetic=tb.antithetic, progress=progress,
+                          batch_key=tb.batch_key, neuron_measures=tb.measure, antithetic=tb.antithetic, progress=progress,
                           max_memory_gb=sim.get("max_memory_gb", 6.0))
     out = {}
     for w, r in runs.items():
@@ -216,28 +216,35 @@ def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, mea
     """Amount of grokking over gamma0 x axis (Kumar model, exact closure).
 
     Points of one shape run as one `dmft.solve_batch` (one compilation); the P axis
-    changes the data shape, so it is a loop of such programs, one per P. With measures=True
-    the closure's state and predictions are kept too, for the early-warning measures.
-    Returns gamma0, values, gap / t_train / t_test / reached arrays (G, V).
+    changes the data shape and the minibatch axis the step's (each size B on the one sequence
+    of train.batch_seed; B = P is full-batch descent), so each is a loop of such programs, one
+    per value. With measures=True the closure's state and predictions are kept too, for the
+    early-warning measures. Returns gamma0, values, gap / t_train / t_test / reached arrays (G, V).
     """
     dg = cfg["diagram"]
     data, model = tb.data, tb.model
     G = np.asarray(dg["gamma0"], float)
     V = np.asarray(dg[axis], float)
     kw = dict(schedule=tb.schedule, method="closure", batch_size=dg["batch_size"], progress=progress,
-              state=measures, curves=measures)
-    keys = ("t", "train_loss", "test_loss", "alignment", "weight_change.first_layer")
+              state=measures, curves=measures, batch_key=tb.batch_key)
+    keys = ("t", "train_loss", "test_loss", "alignment", "weight_change.first_layer", "diverged_step")
     keys += ("state.mean", "state.second_moment", "f_train") if measures else ()
     t0 = time.perf_counter()
     gg, vv = np.meshgrid(G, V, indexing="ij")
     datas = None
-    if axis == "P":
+    if axis in ("P", "minibatch"):
         parts, datas = [], []
-        for p in V.astype(int):
-            d = _diagram_data(cfg, p)
-            datas.append(d)
-            parts.append(dmft.solve_batch(model, d, {"gamma0": G}, **kw))
-        res = {key: (np.stack([p[key] for p in parts], axis=1) if key != "f_train" else [p[key] for p in parts])
+        for v in V.astype(int):
+            d, one = data, kw
+            if axis == "P":
+                d = _diagram_data(cfg, v)
+                datas.append(d)
+            else:
+                B, bkey = minibatch_of(cfg, v, data.P)
+                one = {**kw, "schedule": tb.schedule.replace(batch_size=B), "batch_key": bkey}
+            parts.append(dmft.solve_batch(model, d, {"gamma0": G}, **one))
+        res = {key: (np.stack([p[key] for p in parts], axis=1) if key != "f_train" or axis != "P"
+                     else [p[key] for p in parts])
                for key in keys}
     else:
         grid = {"gamma0": gg.ravel(), axis: vv.ravel()}
@@ -247,7 +254,8 @@ def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, mea
     times = gk.grokking_times(res["t"][0, 0], res["train_loss"], res["test_loss"], thr)
     log(f"  diagram gamma0 x {axis}: {gg.size} points in {time.perf_counter() - t0:.1f} s")
     return {"axis": axis, "gamma0": G, "values": V, "threshold": thr, "times": times,
-            "seconds": time.perf_counter() - t0, "curves": res, "datas": datas}
+            "diverged_step": res["diverged_step"], "seconds": time.perf_counter() - t0, "curves": res,
+            "datas": datas}
 
 
 def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
@@ -303,16 +311,18 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     pts = []
     for i in sorted({0, len(diag["gamma0"]) - 1}):
         g, v = float(diag["gamma0"][i]), float(V[j])
-        m, d, kappa = model.replace(gamma0=g), data, tb.schedule.weight_decay
+        m, d, sch, bkey = model.replace(gamma0=g), data, tb.schedule, tb.batch_key
         if axis == "eps":
             m = m.replace(activation=dmft.activations.quadratic(v))
         elif axis == "P":
             d = _diagram_data(cfg, v)
+        elif axis == "minibatch":
+            B, bkey = minibatch_of(cfg, v, data.P)
+            sch = sch.replace(batch_size=B)
         else:
-            kappa = v
-        r = networks.train(m, d, width=dg["overlay_width"], seeds=dg["overlay_seeds"],
-                           schedule=tb.schedule.replace(weight_decay=kappa),
-                           key=jax.random.key(cfg["simulate"]["seed"]))
+            sch = sch.replace(weight_decay=v)
+        r = networks.train(m, d, width=dg["overlay_width"], seeds=dg["overlay_seeds"], schedule=sch,
+                           key=jax.random.key(cfg["simulate"]["seed"]), batch_key=bkey)
         gt = gk.grokking_times(r.t, r.train_loss.mean(0), r.test_loss.mean(0), diag["threshold"])
         th = diag["times"]
         pts.append({"gamma0": g, axis: v, "i": i, "j": j, "width": dg["overlay_width"],
@@ -336,17 +346,17 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
     t0 = time.perf_counter()
     g = dc["gamma0"]
     m = model.replace(gamma0=g)
-    sch = schedule_of(cfg, weight_decay=0.0, steps=dc["steps"] or None)
+    sch = schedule_of(cfg, weight_decay=0.0, steps=dc["steps"] or None, P=data.P)
     if tb.name == "lyu":
         th = cfg["theory"]
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="forward",
                              samples=th["samples"], replicas=th["replicas"], batch_size=len(kappas),
                              key=jax.random.key(th["seed"]), max_memory_gb=th["max_memory_gb"],
-                             progress=progress)
+                             progress=progress, batch_key=tb.batch_key)
         thr = _lyu_threshold(cfg, data)
     else:
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure",
-                             progress=progress)
+                             progress=progress, batch_key=tb.batch_key)
         thr = _threshold(cfg, r["test_loss"][0, 0])
     times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr)
     out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
@@ -400,6 +410,7 @@ def _gamma0_part(g, theory, lazy, nets) -> dict:
 
 def _diagram_part(d) -> dict:
     arrays = {f"diagram/{d['axis']}/{k}": getattr(d["times"], k) for k in ("gap", "t_train", "t_test")}
+    arrays[f"diagram/{d['axis']}/diverged_step"] = d["diverged_step"]
     arrays[f"diagram/{d['axis']}/test_loss"] = d["curves"]["test_loss"]
     return arrays
 
@@ -508,7 +519,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "threshold_kind": "accuracy" if acc else "loss", "summary": summary,
               "diagrams": [{"axis": d["axis"], "gamma0": d["gamma0"], "values": d["values"],
                             "threshold": d["threshold"], "seconds": d["seconds"],
-                            "times": d["times"].as_dict(), "overlay": overlays.get(d["axis"], [])}
+                            "times": d["times"].as_dict(), "overlay": overlays.get(d["axis"], []),
+                            "diverged_step": d["diverged_step"]}
                            for d in diagrams],
               "early_warning_grid": ew_grid, "heavy_tailed": {f"{g:g}": v for g, v in heavy.items()},
               "decay": None if decay is None else {k: (v.as_dict() if k == "times" else v)

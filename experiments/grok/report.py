@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ..output import precision_line
+from ..report import training_line
 
 __all__ = ["markdown"]
 
@@ -55,6 +56,11 @@ def markdown(rep: dict, cfg: dict) -> str:
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
+    P = rep.get("data", {}).get("P")
+    sgd = training_line(cfg, P, "the DMFT, its lazy limit and every network, "
+                        "in the phase diagrams (but the minibatch axis's columns) and the weight-decay scan too")
+    if sgd and P is not None:
+        lines += [sgd.strip(), ""]
     acc = kind == "accuracy"
     lines += ["| gamma0 | source | t_train | t_test | gap | status | final test loss |"
               + (" final train / test accuracy |" if acc else ""),
@@ -105,12 +111,19 @@ def markdown(rep: dict, cfg: dict) -> str:
     for d in rep["diagrams"]:
         tm = d["times"]
         gap = np.asarray(tm["gap"], dtype=object)
+        bad = np.asarray(d.get("diverged_step", np.full(gap.shape, -1)))
         lines += ["", f"## Phase diagram: gamma0 x {d['axis']} ({gap.size} points, {d['seconds']:.1f} s)", "",
-                  "Gap (not reached: a threshold was not crossed within the run):", "",
-                  "| gamma0 \\ " + d["axis"] + " | " + " | ".join(_fmt(v) for v in d["values"]) + " |",
+                  "Gap (not reached: a threshold was not crossed within the run; diverged: the DMFT's output "
+                  "overflowed at that step):", ""]
+        if d["axis"] == "minibatch":
+            lines += [f"Each column is minibatch SGD with B of the P = {P} training points a step, "
+                      f"on the one sequence of train.batch_seed = {cfg['train']['batch_seed']}; B = P is "
+                      "full-batch gradient descent.", ""]
+        lines += ["| gamma0 \\ " + d["axis"] + " | " + " | ".join(_fmt(v) for v in d["values"]) + " |",
                   "|---" * (len(d["values"]) + 1) + "|"]
         for i, g in enumerate(d["gamma0"]):
-            lines.append(f"| {g:g} | " + " | ".join(_time(x) for x in gap[i]) + " |")
+            lines.append(f"| {g:g} | " + " | ".join(f"diverged (step {int(b)})" if b >= 0 else _time(x)
+                                                    for x, b in zip(gap[i], bad[i])) + " |")
         for o in d["overlay"]:
             lines.append(f"\nFinite width N={o['width']} at gamma0={o['gamma0']:g}, {d['axis']}="
                          f"{_fmt(o[d['axis']])}: network gap {_time(o['gap_network'])} "
