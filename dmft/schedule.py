@@ -322,10 +322,21 @@ def default_batch_key(key):
     return jax.random.fold_in(key, 2 ** 31 - 1)
 
 
+# batch_indices draws B of P by Floyd's algorithm while B^2 <= FLOYD_RATIO P (B steps, each
+# comparing with the B drawn: O(B^2)), else by a random permutation (jax.random.choice, a sort of
+# P keys). Measured on 2 CPU cores: P = 4096, B = 64: 4.5 us against 1.7 ms; P = 165, B = 16
+# (a closure step is ~23 us): 1.3 against 26 us; B = 512 of 4096: 0.11 against 1.7 ms.
+FLOYD_RATIO = 64
+
+
 def batch_indices(key, step, P: int, B: int):
-    """The minibatch of step `step`: B distinct indices among P, drawn from fold_in(key, step)
-    (traceable; the same key gives the same sequence in the theory and in every network).
-    B == P is the full batch, in order."""
+    """The minibatch of step `step`: B distinct indices among P, a uniformly random B-subset drawn
+    from fold_in(key, step) (traceable; the same key gives the same sequence in the theory and in
+    every network; the order within a batch is not random, and nothing reads it: a batch's
+    terms are summed). B == P is the full batch, in order.
+
+    Floyd's algorithm while B^2 <= FLOYD_RATIO P: for j = P - B, ..., P - 1 draw t uniform in
+    {0, ..., j}; take t, or j if t was taken (each B-subset has probability 1 / C(P, B))."""
     import jax
     import jax.numpy as jnp
 
@@ -334,4 +345,13 @@ def batch_indices(key, step, P: int, B: int):
     k = jax.random.fold_in(key, step)
     if B == 1:
         return jax.random.randint(k, (1,), 0, P)
-    return jax.random.choice(k, P, (B,), replace=False)
+    if B * B > FLOYD_RATIO * P:
+        return jax.random.choice(k, P, (B,), replace=False)
+    top = jnp.arange(P - B, P)
+    draw = jax.random.randint(k, (B,), 0, top + 1)
+
+    def take(i, chosen):
+        t = draw[i]
+        return chosen.at[i].set(jnp.where(jnp.any(chosen == t), top[i], t))
+
+    return jax.lax.fori_loop(0, B, take, jnp.full((B,), -1, draw.dtype))

@@ -45,7 +45,7 @@ import optax
 
 import dmft
 from dmft import checks
-from dmft.closure import batch_weight
+from dmft.schedule import batch_indices
 from dmft.errors import InputError
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0
 from dmft.kernels import alignment, input_kernel
@@ -205,18 +205,20 @@ def _output(static, sh: Shared, params, x):
     return sh.act(h) @ a / (sh.gamma0 * w.shape[0])
 
 
-def _loss(static, sh, seed, params, weight=None):
+def _loss(static, sh, seed, params, batch=None):
     # Delta = y - f_c with f_c = f - f(theta_0) when centered (f0_tr is zero otherwise);
-    # SGD: (1/2P) sum_mu w_mu Delta_mu^2 with w = P/B on the batch (= the batch loss)
-    r = sh.y - (_output(static, sh, params, sh.x_tr) - seed.f0_tr)
-    if weight is not None:
-        r = r * jnp.sqrt(weight)[:, None]
-    return jnp.sum(r * r) / (2 * sh.y.shape[0])
+    # SGD: (1/2P) sum_mu w_mu Delta_mu^2 with w = P/B on the batch = (1/2B) sum over the batch,
+    # computed on the batch's B points alone (`batch`: their indices)
+    if batch is None:
+        r = sh.y - (_output(static, sh, params, sh.x_tr) - seed.f0_tr)
+        return jnp.sum(r * r) / (2 * sh.y.shape[0])
+    r = sh.y[batch] - (_output(static, sh, params, sh.x_tr[batch]) - seed.f0_tr[batch])
+    return jnp.sum(r * r) / (2 * batch.shape[0])
 
 
-def _scaled_grad(static, sh, seed, params, weight=None):
+def _scaled_grad(static, sh, seed, params, batch=None):
     n = params["w"].shape[0]
-    loss, grads = jax.value_and_grad(lambda p: _loss(static, sh, seed, p, weight))(params)
+    loss, grads = jax.value_and_grad(lambda p: _loss(static, sh, seed, p, batch))(params)
     return loss, jax.tree_util.tree_map(lambda g: sh.gamma0 ** 2 * n * g, grads)   # gamma0^2 N grad L
 
 
@@ -239,9 +241,8 @@ def _step1(static: Static, sh: Shared, seed: Seed, st: State):
         params = jax.tree_util.tree_map(lambda p, a, b, c, d: p + eta / 6 * (a + 2 * b + 2 * c + d),
                                         st.params, k1, k2, k3, k4)
         return State(params, st.opt_state, st.k + 1, finite_flag(st.k, st.bad, loss, params))
-    weight = (batch_weight(seed.batch_key, st.k, sh.y.shape[0], static.batch, sh.y.dtype)
-              if static.batch else None)
-    loss, scaled = _scaled_grad(static, sh, seed, st.params, weight)
+    batch = batch_indices(seed.batch_key, st.k, sh.y.shape[0], static.batch) if static.batch else None
+    loss, scaled = _scaled_grad(static, sh, seed, st.params, batch)
     updates, opt_state = static.optimizer.update(scaled, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
     return State(params, opt_state, st.k + 1, finite_flag(st.k, st.bad, loss, params))

@@ -1,6 +1,7 @@
 """Finite-width networks in DMFT units: parameterization, convergence to the theory, API."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -342,3 +343,32 @@ def test_linear_networks_with_several_outputs_record_their_kernels(width, seeds)
         np.testing.assert_allclose(run.gradient_kernel[:, j], np.broadcast_to(g[:, None, None], (seeds, 32, 32)),
                                    rtol=1e-12)
     assert np.all(np.isfinite(run.alignment)) and np.all(run.alignment > 0.05)
+
+
+@pytest.mark.parametrize("readout, centered", [("trained", True), ("fixed", False)])
+def test_minibatch_sgd_steps_the_batch_loss_of_the_sequence(readout, centered):
+    """networks.train under SGD (computed on the batch's points alone) steps theta <- theta - eta0
+    gamma0^2 N grad L_k with L_k = (1/2P) sum_mu w_mu Delta_mu^2, w = P/B on step k's batch
+    (`dmft.schedule.batch_indices(batch_key, k, P, B)`) and 0 elsewhere: stepped by hand with
+    jax.grad over all P points, to rounding."""
+    data = dmft.tasks.single_index(D=5, P=40, P_test=4, key=jax.random.key(0))
+    model = dmft.TwoLayer("tanh", gamma0=0.8, readout=readout, centered=centered)
+    eta, B, steps, bkey = 0.4, 6, 12, jax.random.key(9)
+    run = networks.train(model, data, width=7, seeds=1, eta0=eta, steps=steps, save_every=steps, batch_size=B,
+                         batch_key=bkey, key=jax.random.key(2), keep_params=True)
+    p0 = {k: v[0] for k, v in run.params0.items()}
+    x, y = data.x_train, data.y_train.reshape(data.P, -1)
+
+    def f(p):
+        a = p["a"] if readout == "trained" else jnp.ones((7, 1))
+        return jnp.tanh(x @ p["w"].T / np.sqrt(5)) @ a / (0.8 * 7)
+
+    f0 = f(p0) if centered else 0.0
+    p = dict(p0)
+    for k in range(steps):
+        w = np.zeros(data.P)
+        w[np.asarray(dmft.schedule.batch_indices(bkey, k, data.P, B))] = data.P / B
+        g = jax.grad(lambda q: jnp.sum(w[:, None] * (y - (f(q) - f0)) ** 2) / (2 * data.P))(p)
+        p = {n: p[n] - eta * 0.8 ** 2 * 7 * g[n] for n in p}
+    for n in p:
+        np.testing.assert_allclose(run.params[n][0], p[n], rtol=1e-11, atol=1e-13)

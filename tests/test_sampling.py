@@ -127,3 +127,47 @@ def test_a_draw_is_the_same_alone_and_inside_another_jit():
         for x, y in zip(alone, inside):
             np.testing.assert_allclose(x, y, rtol=0, atol=1e-12)
         assert alone.z.shape == (4, 128, 6) and np.all(np.isfinite(alone.z))
+
+
+# ----------------------------------------------------------------- minibatches
+
+@settings(max_examples=40, deadline=None)
+@given(P=st.integers(2, 400), frac=st.floats(0.0, 1.0), step=st.integers(0, 2 ** 31 - 2),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_a_minibatch_is_b_distinct_points_among_p(P, frac, step, seed):
+    """`batch_indices` under jit, either algorithm (Floyd's for B^2 <= FLOYD_RATIO P, else a
+    permutation): B distinct indices in [0, P), the full batch in order at B = P."""
+    from dmft.schedule import batch_indices
+
+    B = max(1, round(frac * P))
+    idx = np.asarray(jax.jit(batch_indices, static_argnums=(2, 3))(jax.random.key(seed), step, P, B))
+    assert idx.shape == (B,) and len(set(idx.tolist())) == B and idx.min() >= 0 and idx.max() < P
+    if B == P:
+        np.testing.assert_array_equal(idx, np.arange(P))
+
+
+@pytest.mark.parametrize("P, B", [(6, 3), (7, 2), (70, 69)])
+def test_every_minibatch_is_equally_likely(P, B):
+    """Each of the C(P, B) subsets has probability 1 / C(P, B): a chi-square test over 20000
+    steps of one key (Floyd's algorithm at (6, 3) and (7, 2); the permutation at (70, 69)), at
+    the 1e-4 level; and each point is in the batch with probability B / P (within 5 standard
+    errors)."""
+    from dmft.schedule import FLOYD_RATIO, batch_indices
+
+    assert (B * B <= FLOYD_RATIO * P) == (P < 70)
+    n = 20000
+    draws = np.sort(np.asarray(jax.jit(jax.vmap(lambda k: batch_indices(jax.random.key(11), k, P, B)))(
+        np.arange(n))), axis=1)
+    subsets = {}
+    for row in map(tuple, draws):
+        subsets[row] = subsets.get(row, 0) + 1
+    cells = math.comb(P, B)
+    assert len(subsets) == cells
+    counts = np.array(list(subsets.values()), float)
+    stat = np.sum((counts - n / cells) ** 2 / (n / cells))
+    # the chi-square law's upper tail at cells - 1 degrees of freedom (regularized gamma)
+    p_value = float(jax.scipy.special.gammaincc((cells - 1) / 2, stat / 2))
+    assert p_value > 1e-4, (stat, cells, p_value)
+    share = np.bincount(draws.ravel(), minlength=P) / n
+    se = np.sqrt(B / P * (1 - B / P) / n)
+    assert np.all(np.abs(share - B / P) < 5 * se), share
