@@ -889,6 +889,8 @@ def test_grok_under_minibatch_sgd_runs_everything_on_one_batch_sequence(tmp_path
      r"^train.batch_seed: read only by minibatch SGD"),
     (["testbed.name='sparse_parity'", "sparse_parity.P=50", "train.batch_size=51"],
      r"^train.batch_size: must be <= P = 50 \(sparse_parity.P"),
+    (["diagram.axes=['P']", "diagram.P=[4, 12]", "train.batch_size=6"], r"^train.batch_size: must be <= every diagram.P"),
+    (["diagram.axes=['minibatch']", "diagram.minibatch=[4, 4]"], r"^diagram.minibatch"),
 ])
 def test_grok_refuses_minibatch_settings_it_cannot_honour_at_load(sets, match):
     """A batch above the testbed's P, a diagram's, and a batch_seed that no run reads (every run
@@ -941,3 +943,41 @@ def test_a_grok_run_written_before_minibatch_sgd_is_the_same_run(tmp_path, capsy
     assert "already holds this run (complete)" in capsys.readouterr().out
     assert main(_small_grok(out, "--set", "train.batch_size=4")) == 3
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_grok_p_diagram_under_sgd_trains_each_column_on_its_points_and_marks_diverged_cells(tmp_path):
+    """Under train.batch_size = B the gamma0 x P diagram's column of P points is SGD on that
+    sequence (full batch where B = P), as dmft.solve on that column's data; its overlay trains on
+    the column's batches. A minibatch diagram's cells that ran away read "diverged by step k" in
+    report.md, in report.json's statuses and in the overlay, not "not reached"."""
+    from dmft.schedule import default_batch_key
+
+    out = tmp_path / "p"
+    assert main(_small_grok(out, "--set", "train.batch_size=6", "--set", "diagram.axes=['P']",
+                            "--set", "diagram.P=[6, 12]", "--set", "diagram.gamma0=[1.0]",
+                            "--set", "diagram.overlay_width=4")) == 0
+    arrays, _ = dmft.io.load(out / "curves")
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.02), gamma0=1.0, readout="fixed")
+    sch = dmft.Schedule(eta0=2.0, steps=40, save_every=10)
+    for j, (P, B) in enumerate(((6, None), (12, 6))):
+        data = dmft.tasks.kumar_quadratic(D=4, P=P, P_test=20, key=jax.random.key(0))
+        want = dmft.solve(model, data, method="closure", schedule=sch.replace(batch_size=B), kernels=False,
+                          batch_key=default_batch_key(jax.random.key(0)) if B else None)
+        np.testing.assert_allclose(arrays["diagram/P/test_loss"][0, j], want.test_loss, rtol=1e-11)
+    # eta0 = 4: B = 1 runs away (measured by step 20 and 28), B = P = 12 does not; the overlay
+    # takes the middle column, B = 1
+    out = tmp_path / "m"
+    assert main(_small_grok(out, "--eta0", "4", "--set", "diagram.axes=['minibatch']",
+                            "--set", "diagram.minibatch=[2, 1, 12]", "--set", "diagram.gamma0=[0.5, 1.0]",
+                            "--set", "diagram.overlay_width=4", "--set", "train.batch_seed=1")) == 0
+    rep = json.loads((out / "report.json").read_text())
+    d = rep["diagrams"][0]
+    bad = np.asarray(d["diverged_step"])
+    assert np.all(bad[:, 1] >= 0) and np.all(bad[:, 2] == -1), bad
+    status = np.asarray(d["times"]["status"])
+    for i, j in np.ndindex(bad.shape):
+        assert (status[i, j] == f"diverged by step {bad[i, j]}") == (bad[i, j] >= 0), (status, bad)
+    for o in d["overlay"]:
+        i = d["gamma0"].index(o["gamma0"])
+        assert o["minibatch"] == 1 and o["status_theory"] == f"diverged by step {bad[i, 1]}"
+    assert f"| diverged by step {bad[0, 1]} | " in (out / "report.md").read_text()

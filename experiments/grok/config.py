@@ -119,7 +119,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "early_warning": {
         "batch_size": Field("int", 1, "the minibatch size B of the SGD whose diffusion along the "
-                            "planted direction is a measure (kumar)", 1),
+                            "planted direction is a measure (kumar; whatever the run's own train.batch_size)", 1),
         "grid": Field("str", "eps", "the phase diagram over whose runs each measure's lead is counted "
                       "(kumar; 'none': no verdict)", choices=("eps", "P", "weight_decay", "minibatch", "none")),
     },
@@ -251,7 +251,7 @@ def _check(cfg: dict) -> None:
     distinct_labels("model.gamma0", cfg["model"]["gamma0"])
     # every grid and axis list: a repeat computed twice and labelled alike (diagram.eps = [0.1, 0.1]
     # drew two equal columns; a repeated kappa left 'need at least two distinct kappa' after computing)
-    for key in ("gamma0", "eps", "P", "weight_decay"):
+    for key in ("gamma0", "eps", "P", "weight_decay", "minibatch"):
         distinct_labels(f"diagram.{key}", cfg["diagram"][key])
     distinct_labels("decay.weight_decay", cfg["decay"]["weight_decay"])
     axes = cfg["diagram"]["axes"]
@@ -294,6 +294,9 @@ def check_batches(cfg: dict, P: int) -> None:
     if B > P:
         raise ConfigError(f"train.batch_size: must be <= P = {P} ({where}; 0: full-batch gradient descent), "
                           f"got {B}")
+    if name == "kumar" and "P" in cfg["diagram"]["axes"] and cfg["diagram"]["P"] and B > min(cfg["diagram"]["P"]):
+        raise ConfigError(f"train.batch_size: must be <= every diagram.P (a column trains on that many points; "
+                          f"B = P is full batch there), got {B} > {min(cfg['diagram']['P'])}")
     if name == "kumar" and "minibatch" in cfg["diagram"]["axes"]:
         big = [b for b in cfg["diagram"]["minibatch"] if b > P]
         if big:

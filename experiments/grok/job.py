@@ -235,13 +235,14 @@ def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, mea
     if axis in ("P", "minibatch"):
         parts, datas = [], []
         for v in V.astype(int):
-            d, one = data, kw
-            if axis == "P":
+            d = data
+            if axis == "P":                  # (train.batch_size on these P points: B = P is full batch)
                 d = _diagram_data(cfg, v)
                 datas.append(d)
+                B, bkey = minibatch_of(cfg, cfg["train"]["batch_size"], v)
             else:
                 B, bkey = minibatch_of(cfg, v, data.P)
-                one = {**kw, "schedule": tb.schedule.replace(batch_size=B), "batch_key": bkey}
+            one = {**kw, "schedule": tb.schedule.replace(batch_size=B), "batch_key": bkey}
             parts.append(dmft.solve_batch(model, d, {"gamma0": G}, **one))
         res = {key: (np.stack([p[key] for p in parts], axis=1) if key != "f_train" or axis != "P"
                      else [p[key] for p in parts])
@@ -300,6 +301,16 @@ def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
             "min_saves_between": gk.MIN_SAVES_BETWEEN}
 
 
+def _cell_status(diag) -> np.ndarray:
+    """(G, V) status of a phase diagram's cells: `GrokkingTimes.status`, or "diverged by step k"
+    where the DMFT ran away or overflowed (`dmft.solve_batch`'s diverged_step: the first save whose
+    train loss passed the run-away bound, or the step whose state was not finite)."""
+    bad = np.asarray(diag["diverged_step"])
+    status = np.asarray(diag["times"].status(), dtype=object)
+    return np.where(bad >= 0, np.array([f"diverged by step {int(b)}" for b in bad.ravel()],
+                                       dtype=object).reshape(bad.shape), status)
+
+
 def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     """Finite-width networks at two grid points (the corners of the gamma0 axis, middle value)."""
     dg = cfg["diagram"]
@@ -316,6 +327,8 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
             m = m.replace(activation=dmft.activations.quadratic(v))
         elif axis == "P":
             d = _diagram_data(cfg, v)
+            B, bkey = minibatch_of(cfg, cfg["train"]["batch_size"], v)
+            sch = sch.replace(batch_size=B)
         elif axis == "minibatch":
             B, bkey = minibatch_of(cfg, v, data.P)
             sch = sch.replace(batch_size=B)
@@ -327,9 +340,9 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
         th = diag["times"]
         pts.append({"gamma0": g, axis: v, "i": i, "j": j, "width": dg["overlay_width"],
                     "gap_network": _num(gt.gap), "gap_theory": _num(th.gap[i, j]),
-                    "status_network": gt.status(), "status_theory": str(th.status()[i, j])})
+                    "status_network": gt.status(), "status_theory": _cell_status(diag)[i, j]})
         log(f"  overlay gamma0={g:g}, {axis}={v:g}: network gap {_gap_text(gt.gap)}, "
-            f"theory {_gap_text(th.gap[i, j])}")
+            f"theory {_gap_text(th.gap[i, j]) if diag['diverged_step'][i, j] < 0 else _cell_status(diag)[i, j]}")
     return pts
 
 
@@ -519,8 +532,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "threshold_kind": "accuracy" if acc else "loss", "summary": summary,
               "diagrams": [{"axis": d["axis"], "gamma0": d["gamma0"], "values": d["values"],
                             "threshold": d["threshold"], "seconds": d["seconds"],
-                            "times": d["times"].as_dict(), "overlay": overlays.get(d["axis"], []),
-                            "diverged_step": d["diverged_step"]}
+                            "times": {**d["times"].as_dict(), "status": _cell_status(d).tolist()},
+                            "overlay": overlays.get(d["axis"], []), "diverged_step": d["diverged_step"]}
                            for d in diagrams],
               "early_warning_grid": ew_grid, "heavy_tailed": {f"{g:g}": v for g, v in heavy.items()},
               "decay": None if decay is None else {k: (v.as_dict() if k == "times" else v)

@@ -57,8 +57,11 @@ def markdown(rep: dict, cfg: dict) -> str:
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
     P = rep.get("data", {}).get("P")
-    sgd = training_line(cfg, P, "the DMFT, its lazy limit and every network, "
-                        "in the phase diagrams (but the minibatch axis's columns) and the weight-decay scan too")
+    others = [w for w, ran in (("the phase diagrams' points (a minibatch axis's columns have their own sizes; a P "
+                                "axis's columns of at most B points are full batch)", rep.get("diagrams")),
+                               ("the weight-decay scan", rep.get("decay"))) if ran]
+    sgd = training_line(cfg, P, "the DMFT, its lazy limit and every network"
+                        + (", and " + " and ".join(others) if others else ""))
     if sgd and P is not None:
         lines += [sgd.strip(), ""]
     acc = kind == "accuracy"
@@ -113,16 +116,18 @@ def markdown(rep: dict, cfg: dict) -> str:
         gap = np.asarray(tm["gap"], dtype=object)
         bad = np.asarray(d.get("diverged_step", np.full(gap.shape, -1)))
         lines += ["", f"## Phase diagram: gamma0 x {d['axis']} ({gap.size} points, {d['seconds']:.1f} s)", "",
-                  "Gap (not reached: a threshold was not crossed within the run; diverged: the DMFT's output "
-                  "overflowed at that step):", ""]
+                  "Gap (not reached: a threshold was not crossed within the run; diverged by step k: the DMFT "
+                  "ran away, its train loss past the run-away bound, or overflowed, by that step):", ""]
         if d["axis"] == "minibatch":
             lines += [f"Each column is minibatch SGD with B of the P = {P} training points a step, "
-                      f"on the one sequence of train.batch_seed = {cfg['train']['batch_seed']}; B = P is "
-                      "full-batch gradient descent.", ""]
+                      f"on the one sequence of train.batch_seed = {cfg['train']['batch_seed']}"
+                      + ("; B = P is full-batch gradient descent." if P in d["values"] else ".")
+                      + " The planted diffusion, a measure, is that of SGD with early_warning.batch_size "
+                      "in every column.", ""]
         lines += ["| gamma0 \\ " + d["axis"] + " | " + " | ".join(_fmt(v) for v in d["values"]) + " |",
                   "|---" * (len(d["values"]) + 1) + "|"]
         for i, g in enumerate(d["gamma0"]):
-            lines.append(f"| {g:g} | " + " | ".join(f"diverged (step {int(b)})" if b >= 0 else _time(x)
+            lines.append(f"| {g:g} | " + " | ".join(f"diverged by step {int(b)}" if b >= 0 else _time(x)
                                                     for x, b in zip(gap[i], bad[i])) + " |")
         for o in d["overlay"]:
             lines.append(f"\nFinite width N={o['width']} at gamma0={o['gamma0']:g}, {d['axis']}="
