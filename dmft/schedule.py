@@ -325,8 +325,9 @@ def default_batch_key(key):
 # batch_indices draws B of P by Floyd's algorithm while B^2 <= FLOYD_RATIO P (B steps, each
 # comparing with the B drawn: O(B^2)), else by a random permutation (jax.random.choice, a sort of
 # P keys). Measured on 2 CPU cores: P = 4096, B = 64: 4.5 us against 1.7 ms; P = 165, B = 16
-# (a closure step is ~23 us): 1.3 against 26 us; B = 512 of 4096: 0.11 against 1.7 ms.
-FLOYD_RATIO = 64
+# (a closure step is ~23 us): 1.3 against 26 us; at the bound, B^2 = 512 P: 0.65 against 1.4 ms
+# (P = 4096), 2.1 against 6.5 ms (P = 16384), equal at P = 165; Floyd's is slower beyond ~900 P.
+FLOYD_RATIO = 512
 
 
 def batch_indices(key, step, P: int, B: int):

@@ -11,6 +11,9 @@ Sizes whose arrays would not fit in memory are skipped and said so. The time per
 excludes the records (runs of two lengths, differenced); a record's time is printed beside
 (the same steps saved at every step and saved once, differenced).
 
+A second table: minibatch SGD against full-batch descent at a larger P (a step's cost and the
+batch draw's).
+
 Run: python scripts/bench_networks.py [--quick]
 """
 
@@ -101,6 +104,43 @@ def main():
             print(f"{n:7d} {s:6d} {per_step * 1e3:9.2f} {flops / per_step / 1e9:9.1f} "
                   f"{flops / per_step / 1e9 / ref:10.0%} {xla_flops_ratio(P, D, n):10.2f} "
                   f"{record * 1e3:10.1f}")
+
+    sgd_table(args)
+
+
+def _per_step(model, data, steps, **kw):
+    """ms per step without the two records: (run of 3 steps - run of steps) / 2 steps."""
+    runs = []
+    for k in (steps, 3 * steps):
+        networks.train(model, data, steps=k, save_every=k, **kw)                    # compile
+        runs.append(min(networks.train(model, data, steps=k, save_every=k, **kw).info["run_s"] for _ in range(2)))
+    return (runs[1] - runs[0]) / (2 * steps)
+
+
+def sgd_table(args):
+    """Minibatch SGD against full-batch descent: a step computes on its B points alone, so its
+    cost falls with B until drawing the batch (`dmft.schedule.batch_indices`) and the update
+    of the weights bind; the draw's time alone is printed beside."""
+    from dmft.schedule import FLOYD_RATIO, batch_indices
+
+    P, D = (2048, 32) if args.quick else (8192, 32)
+    n, s, steps = (512, 4, 10) if args.quick else (1024, 8, 20)
+    data = dmft.tasks.single_index(D=D, P=P, P_test=0, degree=2, key=jax.random.key(0))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(width=n, seeds=s, eta0=0.1, max_memory_gb=args.memory_gb)
+    print(f"\nminibatch SGD: P={P}, D={D}, width {n} x {s} seeds (each seed its own batches); ms/step as "
+          f"above,\n{steps} and {10 * steps} steps for full batch and SGD; 'draw' is one batch's indices alone (Floyd's algorithm while B^2 <= "
+          f"{FLOYD_RATIO} P, else a permutation of P)\n")
+    print(f"{'batch':>7} {'ms/step':>9} {'vs full':>8} {'draw us':>8}")
+    full = _per_step(model, data, steps, **kw)
+    print(f"{'full':>7} {full * 1e3:9.2f} {1:8.2f} {'-':>8}")
+    for B in (P // 4, 256, 64, 8):
+        per = _per_step(model, data, 10 * steps, batch_size=B, **kw)      # (cheaper steps: more of them)
+        draw = jax.jit(lambda k, B=B: jax.lax.fori_loop(0, 200, lambda i, a: a + batch_indices(k, i, P, B)[0], 0))
+        draw(jax.random.key(0)).block_until_ready()
+        t = time.perf_counter()
+        draw(jax.random.key(1)).block_until_ready()
+        print(f"{B:7d} {per * 1e3:9.2f} {per / full:8.2f} {(time.perf_counter() - t) / 200 * 1e6:8.1f}")
 
 
 if __name__ == "__main__":
