@@ -171,3 +171,16 @@ def test_every_minibatch_is_equally_likely(P, B):
     share = np.bincount(draws.ravel(), minlength=P) / n
     se = np.sqrt(B / P * (1 - B / P) / n)
     assert np.all(np.abs(share - B / P) < 5 * se), share
+
+
+def test_off_cpu_a_minibatch_is_a_permutations_first_b(monkeypatch):
+    """Floyd's loop of B dependent steps is for CPU; on an accelerator (where that loop would run
+    inside every training step) a batch is a random permutation's first B, for any B."""
+    from dmft.schedule import batch_indices
+
+    key = jax.random.key(3)
+    cpu = np.asarray(batch_indices(key, 5, 100, 10))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    gpu = np.asarray(batch_indices(key, 5, 100, 10))
+    np.testing.assert_array_equal(gpu, jax.random.choice(jax.random.fold_in(key, 5), 100, (10,), replace=False))
+    assert not np.array_equal(np.sort(cpu), np.sort(gpu))         # (another algorithm, another subset)
