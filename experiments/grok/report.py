@@ -57,8 +57,10 @@ def markdown(rep: dict, cfg: dict) -> str:
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
     P = rep.get("data", {}).get("P")
-    others = [w for w, ran in (("the phase diagrams' points (a minibatch axis's columns have their own sizes; a P "
-                                "axis's columns of at most B points are full batch)", rep.get("diagrams")),
+    axes = [d["axis"] for d in rep.get("diagrams") or []]
+    notes = [n for n, a in (("the minibatch axis's columns have their own sizes", "minibatch"),
+                            ("the P axis's columns of at most B points are full batch", "P")) if a in axes]
+    others = [w for w, ran in (("the phase diagrams' points" + (f" ({'; '.join(notes)})" if notes else ""), axes),
                                ("the weight-decay scan", rep.get("decay"))) if ran]
     sgd = training_line(cfg, P, "the DMFT, its lazy limit and every network"
                         + (", and " + " and ".join(others) if others else ""))
