@@ -981,3 +981,28 @@ def test_grok_p_diagram_under_sgd_trains_each_column_on_its_points_and_marks_div
         i = d["gamma0"].index(o["gamma0"])
         assert o["minibatch"] == 1 and o["status_theory"] == f"diverged by step {bad[i, 1]}"
     assert f"| diverged by step {bad[0, 1]} | " in (out / "report.md").read_text()
+
+
+def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(tmp_path):
+    """sparse_parity (the forward solver, trained readouts) under train.batch_size: the job's DMFT
+    and networks equal `dmft.solve` / `networks.train` given the sequence of train.batch_seed."""
+    from dmft.schedule import default_batch_key
+    from experiments import grok
+
+    sets = ["testbed.name='sparse_parity'", "sparse_parity.n=6", "sparse_parity.k=2", "sparse_parity.P=40",
+            "sparse_parity.P_test=20", "train.steps=40", "train.save_every=10", "model.gamma0=[1.0]",
+            "simulate.widths=[8]", "simulate.seeds=2", "theory.samples=64", "theory.replicas=2",
+            "train.batch_size=8", "train.batch_seed=4", "train.eta0=1.0"]
+    out = tmp_path / "sp"
+    assert main(["grok", "--out", str(out), "--no-progress"] + [a for s in sets for a in ("--set", s)]) == 0
+    arrays, _ = dmft.io.load(out / "curves")
+    tb = grok.build(grok.load_config(None, sets))
+    bkey = default_batch_key(jax.random.key(4))
+    assert tb.schedule.batch_size == 8
+    model = tb.model.replace(gamma0=1.0)
+    sol = dmft.solve(model, tb.data, method="forward", samples=64, replicas=2, key=jax.random.key(0),
+                     schedule=tb.schedule, batch_key=bkey, kernels=False)
+    np.testing.assert_allclose(arrays["theory/gamma0=1/test_loss"], sol.test_loss, rtol=1e-12)
+    run = networks.train(model, tb.data, width=8, seeds=2, schedule=tb.schedule, key=jax.random.key(1),
+                         batch_key=bkey)
+    np.testing.assert_allclose(arrays["networks/gamma0=1/N=8/test_loss"], run.test_loss, rtol=1e-10)
