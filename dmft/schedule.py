@@ -326,11 +326,20 @@ def default_batch_key(key):
 # comparing with the B drawn: O(B^2)), else by a random permutation (jax.random.choice, a sort of
 # P keys). Measured on 2 CPU cores: P = 4096, B = 64: 4.5 us against 1.7 ms; P = 165, B = 16
 # (a closure step is ~23 us): 1.3 against 26 us; at the bound, B^2 = 512 P: 0.65 against 1.4 ms
-# (P = 4096), 2.1 against 6.5 ms (P = 16384), equal at P = 165; Floyd's is slower beyond ~900 P.
-# On CPU only: on an accelerator a loop of B dependent steps inside every training step would cost
-# a loop iteration's overhead B times, and its sort is fast; there the permutation always (so a
-# batch sequence depends on the platform, as a run's identity does).
+# (P = 4096), 2.1 against 6.5 ms (P = 16384); Floyd's is slower beyond ~900 P and, by up to 1.6x,
+# for B above P / 2 (165 of 164: 43 against 30 us), so it also needs 2 B <= P.
+# On CPU only (`dmft.io.compute_platform`, which follows the command's --device): on an
+# accelerator a loop of B dependent steps inside every training step would cost a loop
+# iteration's overhead B times, and its sort is fast; there the permutation always (so a batch
+# sequence depends on the platform, as a run's identity does).
 FLOYD_RATIO = 512
+
+
+def floyd_draws(P: int, B: int) -> bool:
+    """Whether `batch_indices` draws B of P by Floyd's algorithm here (see FLOYD_RATIO)."""
+    from .io import compute_platform
+
+    return B * B <= FLOYD_RATIO * P and 2 * B <= P and compute_platform() == "cpu"
 
 
 def batch_indices(key, step, P: int, B: int):
@@ -339,8 +348,8 @@ def batch_indices(key, step, P: int, B: int):
     every network; the order within a batch is not random, and nothing reads it: a batch's
     terms are summed). B == P is the full batch, in order.
 
-    On CPU, Floyd's algorithm while B^2 <= FLOYD_RATIO P: for j = P - B, ..., P - 1 draw t uniform
-    in {0, ..., j}; take t, or j if t was taken (each B-subset has probability 1 / C(P, B)); else,
+    On CPU, Floyd's algorithm while B^2 <= FLOYD_RATIO P and 2 B <= P (`floyd_draws`): for
+    j = P - B, ..., P - 1 draw t uniform in {0, ..., j}; take t, or j if t was taken (each B-subset has probability 1 / C(P, B)); else,
     and on other platforms, a random permutation's first B (`jax.random.choice`)."""
     import jax
     import jax.numpy as jnp
@@ -350,7 +359,7 @@ def batch_indices(key, step, P: int, B: int):
     k = jax.random.fold_in(key, step)
     if B == 1:
         return jax.random.randint(k, (1,), 0, P)
-    if B * B > FLOYD_RATIO * P or jax.default_backend() != "cpu":
+    if not floyd_draws(P, B):
         return jax.random.choice(k, P, (B,), replace=False)
     top = jnp.arange(P - B, P)
     draw = jax.random.randint(k, (B,), 0, top + 1)

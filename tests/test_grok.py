@@ -990,7 +990,7 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
     from experiments import grok
 
     sets = ["testbed.name='sparse_parity'", "sparse_parity.n=6", "sparse_parity.k=2", "sparse_parity.P=40",
-            "sparse_parity.P_test=20", "train.steps=40", "train.save_every=10", "model.gamma0=[1.0]",
+            "sparse_parity.P_test=20", "train.steps=20", "train.save_every=10", "model.gamma0=[1.0]",
             "simulate.widths=[8]", "simulate.seeds=2", "theory.samples=64", "theory.replicas=2",
             "train.batch_size=8", "train.batch_seed=4", "train.eta0=1.0"]
     out = tmp_path / "sp"

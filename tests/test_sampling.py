@@ -152,9 +152,9 @@ def test_every_minibatch_is_equally_likely(P, B):
     steps of one key (Floyd's algorithm at (6, 3) and (7, 2); the permutation at (600, 599)), at
     the 1e-4 level; and each point is in the batch with probability B / P (within 5 standard
     errors)."""
-    from dmft.schedule import FLOYD_RATIO, batch_indices
+    from dmft.schedule import batch_indices, floyd_draws
 
-    assert (B * B <= FLOYD_RATIO * P) == (P < 600)
+    assert floyd_draws(P, B) == (P < 600)
     n = 20000
     draws = np.sort(np.asarray(jax.jit(jax.vmap(lambda k: batch_indices(jax.random.key(11), k, P, B)))(
         np.arange(n))), axis=1)
@@ -175,12 +175,18 @@ def test_every_minibatch_is_equally_likely(P, B):
 
 def test_off_cpu_a_minibatch_is_a_permutations_first_b(monkeypatch):
     """Floyd's loop of B dependent steps is for CPU; on an accelerator (where that loop would run
-    inside every training step) a batch is a random permutation's first B, for any B."""
+    inside every training step; the platform as `dmft.io.compute_platform` says, which follows the
+    command's --device) a batch is a random permutation's first B, for any B."""
     from dmft.schedule import batch_indices
 
+    from dmft.schedule import floyd_draws
+
+    # on CPU: Floyd's while B^2 <= 512 P and 2 B <= P (where it is the cheaper, measured)
+    assert [floyd_draws(*pb) for pb in ((600, 300), (600, 301), (4096, 1448), (4096, 1449))] == [
+        True, False, True, False]
     key = jax.random.key(3)
     cpu = np.asarray(batch_indices(key, 5, 100, 10))
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(dmft.io, "compute_platform", lambda: "gpu")
     gpu = np.asarray(batch_indices(key, 5, 100, 10))
     np.testing.assert_array_equal(gpu, jax.random.choice(jax.random.fold_in(key, 5), 100, (10,), replace=False))
     assert not np.array_equal(np.sort(cpu), np.sort(gpu))         # (another algorithm, another subset)
