@@ -40,7 +40,7 @@ import numpy as np
 
 from .kernels import alignment
 from .schedule import batch_indices
-from .runner import count_trace, finite_flag, run_saved
+from .runner import count_trace, finite_flag, run_saved, scan_records
 
 __all__ = ["lazy_path", "lazy_sgd_path", "lazy_sgd_run", "lazy_records", "lazy_records_compiled", "loss_rose"]
 
@@ -84,31 +84,6 @@ def lazy_path(k0_tr, delta0, steps, eta0, *, dynamics: str):
     return delta, s, jnp.max(x)
 
 
-def lazy_sgd_path(k0_tr, delta0, saves, eta0, batch_key, batch: int):
-    """Delta and S = sum_k eta0 W_k Delta_k at the saved step counts `saves` (T,) (starting at
-    0) under minibatch SGD with K fixed at K0: each step uses the batch's columns of K0
-    (`dmft.schedule.batch_indices(batch_key, k, P, batch)`, the sequence the other methods and
-    the networks draw). Traceable; returns (delta, s), each (T, P, C)."""
-    P = k0_tr.shape[0]
-
-    def step(k, carry):
-        delta, s = carry
-        idx = batch_indices(batch_key, k, P, batch)
-        d_b = delta[idx]                                               # (B, C)
-        delta = delta - (eta0 / batch) * (k0_tr[:, idx] @ d_b)         # eta0 K0 W Delta / P
-        return delta, s.at[idx].add((eta0 * P / batch) * d_b)
-
-    def gap(carry, k_next):
-        k, delta, s = carry
-        delta, s = jax.lax.fori_loop(k, k_next, step, (delta, s))
-        return (k_next, delta, s), (delta, s)
-
-    saves = jnp.asarray(saves)
-    start = (saves[0], delta0, jnp.zeros_like(delta0))
-    _, (delta, s) = jax.lax.scan(gap, start, saves)
-    return delta, s
-
-
 class _SGDStatic(NamedTuple):
     P: int
     batch: int
@@ -135,6 +110,19 @@ def _sgd_step(static: _SGDStatic, ctx, st: _SGDState, drive):
 
 def _sgd_record(static: _SGDStatic, ctx, st: _SGDState):
     return {"delta": st.delta, "s": st.s}
+
+
+def lazy_sgd_path(k0_tr, delta0, saves, eta0, batch_key, batch: int):
+    """Delta and S = sum_k eta0 W_k Delta_k at the saved step counts `saves` (T,) (starting at
+    0) under minibatch SGD with K fixed at K0: each step uses the batch's columns of K0
+    (`dmft.schedule.batch_indices(batch_key, k, P, batch)`, the sequence the other methods and
+    the networks draw). Traceable (`runner.scan_records` of `lazy_sgd_run`'s step); returns
+    (delta, s), each (T, P, C)."""
+    saves = jnp.asarray(saves)
+    start = _SGDState(saves[0].astype(jnp.int32), jnp.asarray(-1, jnp.int32), delta0, jnp.zeros_like(delta0))
+    _, rec = scan_records(_sgd_step, _sgd_record, _SGDStatic(int(k0_tr.shape[0]), int(batch)),
+                          (k0_tr, eta0, batch_key), start, jnp.diff(saves))
+    return (jnp.concatenate([start.delta[None], rec["delta"]]), jnp.concatenate([start.s[None], rec["s"]]))
 
 
 def lazy_sgd_run(k0_tr, delta0, gaps, eta0, batch_key, batch: int, *, progress: bool = False):

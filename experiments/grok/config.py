@@ -537,30 +537,26 @@ def _check_diagram_data(cfg: dict) -> None:
 
 
 def _build(cfg: dict) -> Testbed:
-    tb = _build_testbed(cfg)
-    check_batches(cfg, tb.data.P)         # (modular_addition's P is known now)
-    return dataclasses.replace(tb, schedule=schedule_of(cfg, P=tb.data.P),
-                               batch_key=_problem.batch_key(cfg["train"], tb.data.P))
-
-
-def _build_testbed(cfg: dict) -> Testbed:
     name = cfg["testbed"]["name"]
     data = _data(cfg)
-    schedule = schedule_of(cfg)
+    beta, antithetic = None, False
     if name == "kumar":
         model = dmft.TwoLayer(dmft.activations.quadratic(cfg["kumar"]["eps"]), gamma0=1.0,
                               readout="fixed")
         beta = np.asarray(data.meta["beta"])
-        return Testbed(name, data, model, schedule, gk.direction_alignment(beta), False, beta)
-    if name == "lyu":
+        measure, accuracy = gk.direction_alignment(beta), False
+    elif name == "lyu":
         model = dmft.TwoLayer(cfg["lyu"]["activation"], gamma0=1.0, readout="trained", centered=False)
         beta = np.asarray(data.meta["beta"])
-        return Testbed(name, data, model, schedule, gk.direction_alignment(beta), False, beta,
-                       antithetic=True)
-    if name == "modular_addition":
+        measure, accuracy, antithetic = gk.direction_alignment(beta), False, True
+    elif name == "modular_addition":
         if data.P_test == 0:
             raise ConfigError("modular_addition.train_fraction = 1 leaves no test pairs")
         model = dmft.TwoLayer(dmft.activations.square(), gamma0=1.0)
-        return Testbed(name, data, model, schedule, gk.fourier_ipr(cfg["modular_addition"]["p"]), True)
-    model = dmft.TwoLayer(cfg["sparse_parity"]["activation"], gamma0=1.0)
-    return Testbed(name, data, model, schedule, gk.max_change(), True)
+        measure, accuracy = gk.fourier_ipr(cfg["modular_addition"]["p"]), True
+    else:
+        model = dmft.TwoLayer(cfg["sparse_parity"]["activation"], gamma0=1.0)
+        measure, accuracy = gk.max_change(), True
+    check_batches(cfg, data.P)         # (modular_addition's P is known now)
+    return Testbed(name, data, model, schedule_of(cfg, P=data.P), measure, accuracy, beta, antithetic,
+                   _problem.batch_key(cfg["train"], data.P))

@@ -133,7 +133,8 @@ def _networks(cfg, tb: Testbed, g, log, progress):
     data = tb.data
     runs = networks.train(tb.model.replace(gamma0=g), data, width=list(sim["widths"]),
                           seeds=sim["seeds"], schedule=tb.schedule, key=jax.random.key(sim["seed"]),
-                          batch_key=tb.batch_key, neuron_measures=tb.measure, antithetic=tb.antithetic, progress=progress,
+                          batch_key=tb.batch_key, neuron_measures=tb.measure, antithetic=tb.antithetic,
+                          progress=progress,
                           max_memory_gb=sim.get("max_memory_gb", 6.0))
     out = {}
     for w, r in runs.items():
@@ -206,6 +207,17 @@ def _gap_text(x) -> str:
 
 # ----------------------------------------------------------------- diagrams
 
+def _column_batches(cfg, tb: Testbed, axis: str, value):
+    """(schedule, batch key) of a diagram column: on a P axis train.batch_size on that column's
+    P points, on the minibatch axis that size on the testbed's (B = P: full batch), else the
+    testbed's own."""
+    if axis not in ("P", "minibatch"):
+        return tb.schedule, tb.batch_key
+    B, P = (cfg["train"]["batch_size"], value) if axis == "P" else (value, tb.data.P)
+    size, bkey = minibatch_of(cfg, B, int(P))
+    return tb.schedule.replace(batch_size=size), bkey
+
+
 def _diagram_data(cfg, value):
     k = cfg["kumar"]
     return dmft.tasks.kumar_quadratic(D=k["D"], P=int(value), P_test=k["P_test"],
@@ -236,14 +248,11 @@ def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, mea
         parts, datas = [], []
         for v in V.astype(int):
             d = data
-            if axis == "P":                  # (train.batch_size on these P points: B = P is full batch)
+            if axis == "P":
                 d = _diagram_data(cfg, v)
                 datas.append(d)
-                B, bkey = minibatch_of(cfg, cfg["train"]["batch_size"], v)
-            else:
-                B, bkey = minibatch_of(cfg, v, data.P)
-            one = {**kw, "schedule": tb.schedule.replace(batch_size=B), "batch_key": bkey}
-            parts.append(dmft.solve_batch(model, d, {"gamma0": G}, **one))
+            sch, bkey = _column_batches(cfg, tb, axis, v)
+            parts.append(dmft.solve_batch(model, d, {"gamma0": G}, **{**kw, "schedule": sch, "batch_key": bkey}))
         res = {key: (np.stack([p[key] for p in parts], axis=1) if key != "f_train" or axis != "P"
                      else [p[key] for p in parts])
                for key in keys}
@@ -320,19 +329,16 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     axis, V = diag["axis"], diag["values"]
     j = len(V) // 2
     pts = []
+    status = _cell_status(diag)
     for i in sorted({0, len(diag["gamma0"]) - 1}):
         g, v = float(diag["gamma0"][i]), float(V[j])
-        m, d, sch, bkey = model.replace(gamma0=g), data, tb.schedule, tb.batch_key
+        m, d = model.replace(gamma0=g), data
+        sch, bkey = _column_batches(cfg, tb, axis, v)
         if axis == "eps":
             m = m.replace(activation=dmft.activations.quadratic(v))
         elif axis == "P":
             d = _diagram_data(cfg, v)
-            B, bkey = minibatch_of(cfg, cfg["train"]["batch_size"], v)
-            sch = sch.replace(batch_size=B)
-        elif axis == "minibatch":
-            B, bkey = minibatch_of(cfg, v, data.P)
-            sch = sch.replace(batch_size=B)
-        else:
+        elif axis == "weight_decay":
             sch = sch.replace(weight_decay=v)
         r = networks.train(m, d, width=dg["overlay_width"], seeds=dg["overlay_seeds"], schedule=sch,
                            key=jax.random.key(cfg["simulate"]["seed"]), batch_key=bkey)
@@ -340,9 +346,9 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
         th = diag["times"]
         pts.append({"gamma0": g, axis: v, "i": i, "j": j, "width": dg["overlay_width"],
                     "gap_network": _num(gt.gap), "gap_theory": _num(th.gap[i, j]),
-                    "status_network": gt.status(), "status_theory": _cell_status(diag)[i, j]})
+                    "status_network": gt.status(), "status_theory": status[i, j]})
         log(f"  overlay gamma0={g:g}, {axis}={v:g}: network gap {_gap_text(gt.gap)}, "
-            f"theory {_gap_text(th.gap[i, j]) if diag['diverged_step'][i, j] < 0 else _cell_status(diag)[i, j]}")
+            f"theory {_gap_text(th.gap[i, j]) if diag['diverged_step'][i, j] < 0 else status[i, j]}")
     return pts
 
 
