@@ -42,10 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .closure import batch_weight
 from .kernels import alignment
 from .runner import count_trace, finite_flag
 from .sampling import active_rotation, draw_sites
+from .schedule import batch_indices
 
 __all__ = ["Static", "Shared", "Replica", "State", "init_replicas", "initial_state", "step",
            "record", "iterate", "make_shared", "make_replicas", "for_prediction", "predict"]
@@ -264,12 +264,14 @@ def _node_output(rep: Replica, phi, a):
     return _node_sum(phi, (rep.w[:, None] * a).astype(phi.dtype)).astype(a.dtype)
 
 
-def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta):
-    """Velocities of (z, a) under gradient flow for a given Delta (section 1 updates)."""
+def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta, basis=None):
+    """Velocities of (z, a) under gradient flow for a given Delta (section 1 updates); phi, dphi
+    and delta on the points whose field basis is `basis` (None: all training points)."""
     p = sh.l_tr.shape[0]
     lo = phi.dtype                      # float32 under precision="mixed", else the nodes' dtype
     g = a.astype(lo) @ delta.T.astype(lo)                                   # (M, P): a . Delta_mu
-    basis = sh.l_tr if sh.l_lo is None else sh.l_lo
+    if basis is None:
+        basis = sh.l_tr if sh.l_lo is None else sh.l_lo
     dz = sh.gamma0 / p * ((g * dphi) @ basis).astype(z.dtype) - sh.decay * z
     if static.trained:
         da = sh.gamma0 / p * (phi @ delta.astype(lo)).astype(a.dtype) - sh.decay * a
@@ -287,13 +289,12 @@ def _velocity(static, sh, rep, z, a, s):
 
 def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     eta = sh.eta0
+    if static.dynamics == "gd" and static.batch and static.batch < sh.y.shape[0]:
+        return _sgd_step1(static, sh, rep, st, drive)
     if static.dynamics == "gd":
         phi, dphi = _fields(sh, st.z, sh.l_lo is not None)
         delta = (sh.y - _f_train(static, sh, rep, _node_output(rep, phi, st.a), st.s)
                  if drive is None else drive)
-        if static.batch:      # SGD: the error on the batch only, times P / B (every node sees it)
-            delta = delta * batch_weight(sh.batch_key, st.k, sh.y.shape[0], static.batch,
-                                         sh.y.dtype)[:, None]
         dz, da = _gradient(static, sh, st.z, st.a, phi, dphi, delta)
         # S decays with the weights (the kernel error it multiplies shrinks with them)
         z, a, s = st.z + eta * dz, st.a + eta * da, (1 - eta * sh.decay) * st.s + eta * delta
@@ -309,6 +310,40 @@ def _step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
                    for x, q1, q2, q3, q4 in zip((st.z, st.a, st.s), k1, k2, k3, k4))
         delta = k1[2] + sh.decay * st.s
     return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s))
+
+
+def _sgd_step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
+    """A step of minibatch SGD computed on its B points alone (cost ~ B / P of a full-batch
+    step): the batch loss (1/2P) sum_mu weight_mu Delta_mu^2 has weight P / B on the batch of
+    `dmft.schedule.batch_indices` and 0 elsewhere, so only the batch's fields, errors and
+    control-variate rows enter the update, and S moves on the batch's points only."""
+    p = sh.y.shape[0]
+    idx = batch_indices(sh.batch_key, st.k, p, static.batch)
+    mixed = sh.l_lo is not None
+    basis = (sh.l_lo if mixed else sh.l_tr)[idx]                            # (B, r)
+    phi, dphi = _fields(sh, st.z, mixed, rows=basis)                        # (M, B)
+    if drive is None:
+        f = (sh.f0_tr[idx] + (_node_output(rep, phi, st.a) - rep.F0_tr[idx]) / sh.gamma0
+             + _cv_rows(static, sh, rep, st.s, idx))
+        delta = sh.y[idx] - f
+    else:
+        delta = drive[idx]
+    delta = delta * (p / static.batch)
+    dz, da = _gradient(static, sh, st.z, st.a, phi, dphi, delta, basis)
+    z, a = st.z + sh.eta0 * dz, st.a + sh.eta0 * da
+    s = ((1 - sh.eta0 * sh.decay) * st.s).at[idx].add(sh.eta0 * delta)
+    return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s))
+
+
+def _cv_rows(static: Static, sh: Shared, rep: Replica, s, idx):
+    """`_cv_term` on the training rows idx alone."""
+    p = sh.l_tr.shape[0]
+    if static.cv == "off":
+        return 0.0
+    if static.cv == "matrix":
+        return rep.cv_tr[idx] @ s / p
+    rows = (rep.phi0_tr[:, idx], rep.dphi0_tr[:, idx], sh.l_tr[idx])
+    return (sh.k0_tr[idx] @ s - _k0_nodes_apply(static, sh, rep, s, *rows)) / p
 
 
 def _record1(static: Static, sh: Shared, rep: Replica, st: State):

@@ -6,7 +6,9 @@ Prints three tables, all measured in this run on this machine:
    node GEMMs alone at its shapes (on an accelerator, two larger sizes too);
 2. the Kumar et al. Fig. 1 setting (D=100, P=550, 1000 test points, eps=0.02,
    gamma0=1, 1e5 steps at eta0=2) through the exact closure, in float64 and with
-   precision="mixed" (float32 products, float64 state), and how far apart they end;
+   precision="mixed" (float32 products, float64 state), and how far apart they end; then how
+   the forward step's time grows with each size, replica groups at many nodes, and minibatch
+   SGD's step against full batch;
 3. error against cost: the DMFT forward estimator against the ensemble mean of
    8 networks (`networks.train`) with the same total number of units, for the
    linear model (exact answer from the closure) and tanh near-lazy and rich
@@ -217,6 +219,27 @@ def group_table(quick):
     return rows
 
 
+def sgd_table(quick):
+    """Minibatch SGD through the forward solver against full-batch descent (relu, gamma0 = 1,
+    4 replicas, kernels off): a step computes on its B points alone (fields, errors, the control
+    variate's rows), so its cost falls with B; the records (every point) are excluded as above."""
+    P, D, m = (256, 32, 8192) if quick else (512, 32, 16384)
+    data = dmft.tasks.single_index(D=D, P=P, P_test=0, degree=2, key=jax.random.key(1))
+    model = dmft.TwoLayer("relu", gamma0=1.0)
+    rows = []
+    for B in dict.fromkeys((P, P // 4, 64, 16, 4)):         # B = P: full batch
+        runs = []
+        for steps in (100, 300):
+            kw = dict(eta0=0.2, steps=steps, save_every=steps, samples=m, replicas=4, method="forward",
+                      kernels=False, **({} if B == P else dict(batch_size=B, batch_key=jax.random.key(2))))
+            dmft.solve(model, data, **kw)
+            runs.append(min(dmft.solve(model, data, **kw).info["run_s"] for _ in range(2)))
+        rows.append(dict(P=P, D=D, nodes=m, batch=B, ms_per_step=1e3 * (runs[1] - runs[0]) / 200))
+    for r in rows:
+        r["vs_full"] = r["ms_per_step"] / rows[0]["ms_per_step"]
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, 2e4 Kumar steps")
@@ -273,6 +296,12 @@ def main():
                   f"mixed: at once {r['at_once_ms']:.1f} ms/step; {r['grouped_group']} at a time "
                   f"{r['grouped_ms']:.1f} ms/step ({r['at_once_ms'] / r['grouped_ms']:.2f}x)")
 
+    sg = sgd_table(args.quick)
+    print(f"\n2d. minibatch SGD through the forward solver (relu, P={sg[0]['P']}, D={sg[0]['D']}, "
+          f"{sg[0]['nodes']} nodes in 4 replicas; ms/step as in 1.)")
+    for r in sg:
+        print(f"   batch {r['batch']:5d}: {r['ms_per_step']:7.3f} ms/step, {r['vs_full']:.2f} of full batch")
+
     print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
     print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
           f"{'time ratio':>11} {'dmft s':>8} {'net s':>8} {'efficiency':>11}")
@@ -287,7 +316,7 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"matmul_gflops": ref, "matmul_gflops_float32": ref32, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
-                       "scaling": sc, "groups": gt, "error_per_cost": ec}, fh, indent=2)
+                       "scaling": sc, "groups": gt, "sgd": sg, "error_per_cost": ec}, fh, indent=2)
 
 
 if __name__ == "__main__":

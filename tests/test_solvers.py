@@ -102,6 +102,71 @@ def test_forward_sgd_tends_to_lazy_sgd_as_gamma0_squared(data):
     assert abs(fit.slope - 2.0) < 0.1, fit.describe()
 
 
+def _masked_sgd_step(static, sh, rep, st, drive, B):
+    """One SGD step of the sampled DMFT as the batch loss's gradient over all P points: the error
+    on every point times the batch weight (P / B on the batch, 0 elsewhere), the fields and
+    velocities of every point computed (the recursion the solver stepped before it computed on
+    the batch alone)."""
+    from dmft import single_site as ss
+    P = sh.y.shape[0]
+    mixed = sh.l_lo is not None
+    phi, dphi = ss._fields(sh, st.z, mixed)
+    delta = (sh.y - ss._f_train(static, sh, rep, ss._node_output(rep, phi, st.a), st.s)
+             if drive is None else drive)
+    weight = jnp.zeros((P,)).at[dmft.schedule.batch_indices(sh.batch_key, st.k, P, B)].set(P / B)
+    delta = delta * weight[:, None]
+    dz, da = ss._gradient(static, sh, st.z, st.a, phi, dphi, delta)
+    eta = sh.eta0
+    return st.z + eta * dz, st.a + eta * da, (1 - eta * sh.decay) * st.s + eta * delta
+
+
+@pytest.mark.parametrize("cv, trained, mixed, driven", [
+    ("matrix", True, False, False), ("off", False, False, True), ("operator", True, False, False),
+    ("matrix", True, True, False)])
+def test_forward_sgd_step_on_the_batch_equals_the_masked_all_point_step(cv, trained, mixed, driven):
+    """The forward solver's SGD step computes on the batch's B points alone (fields, errors,
+    control-variate rows, S on the batch): equal to the gradient of the batch loss over all P
+    points, every control variate, trained or fixed readouts, a drive (the iteration's) or the
+    solver's own error, weight decay, from a moved state (z, a, S random), over 5 steps and 3
+    batch sizes. Rounding only: products over B points instead of P with zeros (rtol 1e-11;
+    precision="mixed" computes its products in float32: rtol 1e-5 on the velocities' share)."""
+    from dmft import geometry as geo_mod
+    from dmft import single_site as ss
+    P, C = 20, 2
+    kx, ky = jax.random.split(jax.random.key(11))
+    x = np.asarray(jax.random.normal(kx, (P, 5)))
+    data = dmft.Dataset(x, np.asarray(jax.random.normal(ky, (P, C))), x[:6], np.zeros((6, C)))
+    act = dmft.TwoLayer("tanh").activation
+    geo = geo_mod.geometry(data)
+    su = geo_mod.lazy_setup(geo, act, 0.8, centered=True, trained=trained, nodes=64)
+    sh = ss.make_shared(act, su, 0.8, 0.7, 0.01, jax.random.key(5), mixed=mixed)
+    rep = ss.make_replicas(act, su, jax.random.key(6), sampler="mc", samples=64, replicas=2,
+                           quadrature_nodes=0, trained=trained, cv=cv)
+    st0 = ss.initial_state(rep, P)
+    ks = jax.random.split(jax.random.key(7), 3)
+    st0 = st0._replace(z=st0.z + 0.3 * jax.random.normal(ks[0], st0.z.shape),
+                       a=st0.a + 0.3 * jax.random.normal(ks[1], st0.a.shape),
+                       s=jax.random.normal(ks[2], st0.s.shape))
+    drive = jax.random.normal(jax.random.key(8), (2, P, C)) if driven else None
+    tol = 1e-5 if mixed else 1e-11
+    step = jax.jit(ss.step, static_argnums=0)
+    masked = jax.jit(jax.vmap(_masked_sgd_step, in_axes=(None, None, 0, 0, None if drive is None else 0, None)),
+                     static_argnums=(0, 5))
+    for B in (1, 7, 12):
+        static = ss.Static(trained, "gd", False, True, cv, None, B)
+        st = st0
+        for k in range(5):
+            got = step(static, (sh, rep), st, drive)
+            want = masked(static, sh, rep, st, drive, B)
+            for g, w, name in zip((got.z, got.a, got.s), want, "zaS"):
+                # compared through the step's change (the state itself is O(1))
+                old = {"z": st.z, "a": st.a, "S": st.s}[name]
+                np.testing.assert_allclose(np.asarray(g - old), np.asarray(w - old), rtol=tol,
+                                           atol=tol * float(jnp.max(jnp.abs(w - old))), err_msg=f"{name} B={B} k={k}")
+            assert np.all(np.asarray(got.k) == k + 1) and np.all(np.asarray(got.bad) == -1)
+            st = got
+
+
 def test_lazy_flow_equals_the_matrix_exponential(data):
     """docs/derivations.md (lazy limit): f_* = K0_{*,tr} K0^{-1} (I - exp(-K0 t / P)) y, via expm."""
     model = dmft.TwoLayer("erf", gamma0=0.5)
