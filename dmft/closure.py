@@ -41,7 +41,7 @@ from .runner import finite_flag
 from .schedule import batch_indices
 
 __all__ = ["KINDS", "Static", "Ctx", "State", "kind_for", "poly2_coefficients",
-           "initial_state", "step", "record", "make_context", "predict", "batch_weight"]
+           "initial_state", "step", "record", "make_context", "predict"]
 
 KINDS = ("poly2-fixed", "linear-trained")
 
@@ -116,22 +116,27 @@ def _poly2_f(ctx: Ctx, l, f0, V, m, c=lambda a: a, perp=None):
     return f, l + l_v, hm
 
 
-def _operands(ctx: Ctx):
+def _operands(ctx: Ctx, idx=None):
     """The field basis (and its transpose) the step multiplies with, and the cast of everything
-    else to their dtype: float32 copies for precision="mixed", else the arrays themselves."""
+    else to their dtype: float32 copies for precision="mixed", else the arrays themselves; idx:
+    a minibatch's rows only (SGD), with the targets, the outputs at t = 0 and the batch loss's
+    weight P / B on them (1 for all points)."""
     if ctx.l_lo is None:
-        return ctx.l_tr, ctx.lt_tr, lambda a: a
-    lo = ctx.l_lo.dtype
-    return ctx.l_lo, ctx.lt_lo, lambda a: jnp.asarray(a).astype(lo)
+        l, lt, c = ctx.l_tr, ctx.lt_tr, lambda a: a
+    else:
+        lo = ctx.l_lo.dtype
+        l, lt, c = ctx.l_lo, ctx.lt_lo, lambda a: jnp.asarray(a).astype(lo)
+    if idx is None:
+        return l, lt, c, ctx.y, ctx.f0_tr, 1.0
+    l = l[idx]
+    return l, l.T, c, ctx.y[idx], ctx.f0_tr[idx], ctx.l_tr.shape[0] / idx.shape[0]
 
 
-def _poly2_velocity(ctx: Ctx, V, m, weight=None):
+def _poly2_velocity(ctx: Ctx, V, m, idx=None):
     p = ctx.l_tr.shape[0]
-    l, lt, c = _operands(ctx)
-    f, y_u, hm = _poly2_f(ctx, l, ctx.f0_tr, V, m, c)
-    delta = c(ctx.y[:, 0]) - f
-    if weight is not None:          # SGD: the error on the batch only, times P / B
-        delta = delta * c(weight)
+    l, lt, c, y, f0, scale = _operands(ctx, idx)       # SGD: the batch's rows, its error x P / B
+    f, y_u, hm = _poly2_f(ctx, l, f0, V, m, c)
+    delta = (c(y[:, 0]) - f) * scale
     # sum_mu Delta_mu phi'(h_mu) L_mu / P, split into its parts linear in xi and constant
     g_u = (lt @ (delta[:, None] * y_u)).astype(V.dtype) / p
     g_m = (lt @ (delta * (c(ctx.alpha) + 2 * c(ctx.beta) * hm))).astype(V.dtype) / p
@@ -165,13 +170,11 @@ def _cross(V, r):
     return vw[:, r:] + va[:, :r].T + vw @ va.T
 
 
-def _linear_velocity(ctx: Ctx, V, m, weight=None):
+def _linear_velocity(ctx: Ctx, V, m, idx=None):
     r, p = ctx.l_tr.shape[1], ctx.l_tr.shape[0]
-    l, lt, c = _operands(ctx)
-    f = c(ctx.f0_tr) + l @ c(_cross(V, r)) / c(ctx.gamma0)    # f = L E[z a^T] / gamma0
-    delta = c(ctx.y) - f
-    if weight is not None:          # SGD: the error on the batch only, times P / B
-        delta = delta * c(weight)[:, None]
+    l, lt, c, y, f0, scale = _operands(ctx, idx)       # SGD: the batch's rows, its error x P / B
+    f = c(f0) + l @ c(_cross(V, r)) / c(ctx.gamma0)          # f = L E[z a^T] / gamma0
+    delta = (c(y) - f) * scale
     g = (lt @ delta).astype(V.dtype) / p                        # (r, C)
     U = jnp.eye(V.shape[0], dtype=V.dtype) + V
     dV = ctx.gamma0 * jnp.concatenate([g @ U[r:], g.T @ U[:r]], axis=0) - ctx.decay * U
@@ -180,25 +183,22 @@ def _linear_velocity(ctx: Ctx, V, m, weight=None):
 
 # -------------------------------------------------------------- runner API
 
-def _velocity(static: Static, ctx: Ctx, V, m, weight=None):
+def _velocity(static: Static, ctx: Ctx, V, m, idx=None):
+    """Velocities of (V, m) and the error Delta; idx: SGD's batch (`dmft.schedule.batch_indices`),
+    whose loss (1/2P) sum_mu w_mu Delta_mu^2 has w = P / B on it and 0 elsewhere, so only its
+    rows enter (the error returned is on them, times P / B)."""
     if static.kind == "poly2-fixed":
-        return _poly2_velocity(ctx, V, m, weight)
-    return _linear_velocity(ctx, V, m, weight)
-
-
-def batch_weight(key, k, P: int, B: int, dtype):
-    """(P,) weights of minibatch SGD at step k: P / B on the B points of the batch, 0 elsewhere,
-    so that the batch loss is (1/2P) sum_mu weight_mu Delta_mu^2 (`dmft.schedule.batch_indices`)."""
-    idx = batch_indices(key, k, P, B)
-    return jnp.zeros((P,), dtype).at[idx].set(P / B)
+        return _poly2_velocity(ctx, V, m, idx)
+    return _linear_velocity(ctx, V, m, idx)
 
 
 def step(static: Static, ctx: Ctx, st: State, drive):
     eta = ctx.eta0
     if static.dynamics == "gd":
-        weight = (batch_weight(ctx.batch_key, st.k, ctx.l_tr.shape[0], static.batch, ctx.y.dtype)
-                  if static.batch else None)
-        dV, dm, delta = _velocity(static, ctx, st.V, st.m, weight)
+        p = ctx.l_tr.shape[0]
+        idx = (batch_indices(ctx.batch_key, st.k, p, static.batch)
+               if static.batch and static.batch < p else None)
+        dV, dm, delta = _velocity(static, ctx, st.V, st.m, idx)
         V, m = st.V + eta * dV, st.m + eta * dm
     else:
         # classical fourth-order Runge-Kutta for gradient flow

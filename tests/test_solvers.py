@@ -167,6 +167,44 @@ def test_forward_sgd_step_on_the_batch_equals_the_masked_all_point_step(cv, trai
             st = got
 
 
+@pytest.mark.parametrize("kind", ["poly2-fixed", "linear-trained"])
+def test_closure_sgd_step_is_full_batch_descent_on_the_batch_points(kind):
+    """Minibatch SGD's loss (1/2B) sum over the batch is full-batch descent's on the batch's points:
+    the closure's SGD step (on the batch's rows, its error times P / B) equals its full-batch step
+    on a context holding only those rows (the same state, the same basis), under weight decay,
+    from a moved state, over 5 steps and the three draws (B = 1, 7, 12 of 20). Rounding only:
+    rtol 1e-12. (That the closure's SGD is what networks on the sequence converge to is
+    tests/test_deep_linear.py's two-layer SGD test.)"""
+    from dmft import closure
+    from dmft import geometry as geo_mod
+    P, C = 20, (2 if kind == "linear-trained" else 1)
+    kx, ky = jax.random.split(jax.random.key(12))
+    x = np.asarray(jax.random.normal(kx, (P, 5)))
+    data = dmft.Dataset(x, np.asarray(jax.random.normal(ky, (P, C))))
+    act = dmft.activations.quadratic(0.5) if kind == "poly2-fixed" else dmft.TwoLayer("linear").activation
+    trained = kind == "linear-trained"
+    su = geo_mod.lazy_setup(geo_mod.geometry(data), act, 0.8, centered=True, trained=trained, nodes=64)
+    ctx = closure.make_context(act, su, 0.8, 0.3, 0.01, jax.random.key(5))
+    st = closure.initial_state(kind, su["r"], C, jnp.float64)
+    ks = jax.random.split(jax.random.key(7), 2)
+    st = st._replace(V=0.2 * jax.random.normal(ks[0], st.V.shape), m=0.2 * jax.random.normal(ks[1], st.m.shape))
+    step = jax.jit(closure.step, static_argnums=0)
+    for B in (1, 7, 12):
+        static = closure.Static(kind, "gd", False, False, B)
+        full = closure.Static(kind, "gd", False, False, 0)
+        cur = st
+        for k in range(5):
+            idx = dmft.schedule.batch_indices(ctx.batch_key, cur.k, P, B)
+            rows = ctx._replace(l_tr=ctx.l_tr[idx], lt_tr=ctx.l_tr[idx].T, y=ctx.y[idx], f0_tr=ctx.f0_tr[idx],
+                                kx_tr=ctx.kx_tr[idx][:, idx])
+            got, want = step(static, ctx, cur, None), step(full, rows, cur, None)
+            for g, w, old in ((got.V, want.V, cur.V), (got.m, want.m, cur.m)):
+                np.testing.assert_allclose(np.asarray(g - old), np.asarray(w - old), rtol=1e-12,
+                                           atol=1e-12 * float(jnp.max(jnp.abs(w - old))) + 1e-300,
+                                           err_msg=f"B={B} k={k}")
+            cur = got
+
+
 def test_lazy_flow_equals_the_matrix_exponential(data):
     """docs/derivations.md (lazy limit): f_* = K0_{*,tr} K0^{-1} (I - exp(-K0 t / P)) y, via expm."""
     model = dmft.TwoLayer("erf", gamma0=0.5)
