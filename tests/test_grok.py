@@ -634,6 +634,16 @@ def test_grok_configurations_it_writes_and_ships_reload(tmp_path, testbed, full)
     assert grok.load_config(os.path.join(configs, shipped), (), full=full)["testbed"]["name"] == testbed
 
 
+def test_the_full_preset_minibatch_diagram_ends_at_full_batch():
+    """The gamma0 x minibatch diagram's default sizes end at the testbed's P, full-batch descent,
+    under --full (P = 550) as without (165): --full had kept 165, so no column was full batch."""
+    from experiments import grok
+    sets = ["diagram.axes=['minibatch']", "early_warning.grid='minibatch'"]
+    for full in (False, True):
+        cfg = grok.load_config(None, sets, full=full)
+        assert cfg["diagram"]["minibatch"][-1] == cfg["kumar"]["P"], (full, cfg["diagram"]["minibatch"])
+
+
 def test_the_decay_scan_shows_progress_and_stops_within_seconds(monkeypatch):
     """With progress, the weight-decay scan's batch runs in calls of seconds (`solve_batch`'s
     interruptible follows progress), as the job's other solves do; without, in one call."""

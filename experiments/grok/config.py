@@ -106,7 +106,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "P": Field("ints", [45, 90, 165, 330], "training-set sizes", 1),
         "weight_decay": Field("floats", [0.0, 2.5e-5, 1e-4, 4e-4], "weight decays", 0.0),
         "minibatch": Field("ints", [4, 16, 64, 165], "SGD minibatch sizes B of the gamma0 x minibatch diagram "
-                           "(kumar.P: full-batch gradient descent; each on train.batch_seed's sequence)", 1),
+                           "(kumar.P: full-batch gradient descent; each on train.batch_seed's sequence; --full: "
+                           "[4, 16, 64, 550])", 1),
         "overlay_width": Field("int", 128, "network width of the finite-width points (0: none)", 0),
         "overlay_seeds": Field("int", 2, "networks per finite-width point", 1),
         "batch_size": Field("int", 32, "grid points per compiled call", 1),
@@ -132,7 +133,8 @@ FULL = {   # Kumar et al. (2024) sizes: Fig. 1 (D=100, P=550, eps=0.02, alpha=1)
     "simulate": {"widths": [2, 8, 32, 128, 512, 2048, 4096], "seeds": 8},
     "diagram": {"gamma0": [0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0],
                 "eps": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
-                "P": [110, 220, 330, 550, 1100, 2200], "overlay_width": 1024, "overlay_seeds": 4},
+                "P": [110, 220, 330, 550, 1100, 2200], "minibatch": [4, 16, 64, 550],
+                "overlay_width": 1024, "overlay_seeds": 4},
 }
 
 AXES = ("eps", "P", "weight_decay", "minibatch")
