@@ -993,26 +993,43 @@ def test_grok_p_diagram_under_sgd_trains_each_column_on_its_points_and_marks_div
     assert f"| diverged by step {bad[0, 1]} | " in (out / "report.md").read_text()
 
 
-def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(tmp_path):
-    """sparse_parity (the forward solver, trained readouts) under train.batch_size: the job's DMFT
-    and networks equal `dmft.solve` / `networks.train` given the sequence of train.batch_seed."""
+_FORWARD_TESTBEDS = {
+    "sparse_parity": ["sparse_parity.n=6", "sparse_parity.k=2", "sparse_parity.P=40", "sparse_parity.P_test=20",
+                      "model.gamma0=[1.0]", "train.eta0=1.0"],
+    # C = p outputs (the operator control variate), P = 22 of the 25 pairs
+    "modular_addition": ["modular_addition.p=5", "model.gamma0=[1.0]", "train.eta0=0.05"],
+    # square activation, fixed readouts, under weight decay
+    "lyu": ["lyu.D=6", "lyu.P=30", "lyu.P_test=20", "model.gamma0=[0.05]", "decay.weight_decay=[0.0]",
+            "train.eta0=0.2"],
+}
+
+
+@pytest.mark.parametrize("testbed", list(_FORWARD_TESTBEDS))
+def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(tmp_path, testbed):
+    """The forward-solver testbeds (sparse_parity: trained readouts; modular_addition: C outputs;
+    lyu: fixed readouts under weight decay) under train.batch_size: the job's DMFT and networks
+    equal `dmft.solve` / `networks.train` given the sequence of train.batch_seed."""
     from dmft.schedule import default_batch_key
     from experiments import grok
 
-    sets = ["testbed.name='sparse_parity'", "sparse_parity.n=6", "sparse_parity.k=2", "sparse_parity.P=40",
-            "sparse_parity.P_test=20", "train.steps=20", "train.save_every=10", "model.gamma0=[1.0]",
-            "simulate.widths=[8]", "simulate.seeds=2", "theory.samples=64", "theory.replicas=2",
-            "train.batch_size=8", "train.batch_seed=4", "train.eta0=1.0"]
+    sets = [f"testbed.name='{testbed}'", *_FORWARD_TESTBEDS[testbed], "train.steps=20", "train.save_every=10",
+            "train.log_saves=0", "simulate.widths=[8]", "simulate.seeds=2", "theory.samples=64",
+            "theory.replicas=2", "train.batch_size=8", "train.batch_seed=4"]
     out = tmp_path / "sp"
     assert main(["grok", "--out", str(out), "--no-progress"] + [a for s in sets for a in ("--set", s)]) == 0
     arrays, _ = dmft.io.load(out / "curves")
     tb = grok.build(grok.load_config(None, sets))
     bkey = default_batch_key(jax.random.key(4))
     assert tb.schedule.batch_size == 8
-    model = tb.model.replace(gamma0=1.0)
+    g = float(next(x for x in sets if x.startswith("model.gamma0")).split("[")[1][:-1])
+    model = tb.model.replace(gamma0=g)
     sol = dmft.solve(model, tb.data, method="forward", samples=64, replicas=2, key=jax.random.key(0),
                      schedule=tb.schedule, batch_key=bkey, kernels=False)
-    np.testing.assert_allclose(arrays["theory/gamma0=1/test_loss"], sol.test_loss, rtol=1e-12)
+    np.testing.assert_allclose(arrays[f"theory/gamma0={g:g}/test_loss"], sol.test_loss, rtol=1e-12)
     run = networks.train(model, tb.data, width=8, seeds=2, schedule=tb.schedule, key=jax.random.key(1),
-                         batch_key=bkey)
-    np.testing.assert_allclose(arrays["networks/gamma0=1/N=8/test_loss"], run.test_loss, rtol=1e-10)
+                         batch_key=bkey, antithetic=tb.antithetic)
+    np.testing.assert_allclose(arrays[f"networks/gamma0={g:g}/N=8/test_loss"], run.test_loss, rtol=1e-10)
+    # the sequence is what trains them: full batch is another run
+    assert np.abs(dmft.solve(model, tb.data, method="forward", samples=64, replicas=2, key=jax.random.key(0),
+                             schedule=tb.schedule.replace(batch_size=None), kernels=False).test_loss
+                  - sol.test_loss).max() > 1e-6
