@@ -871,9 +871,11 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     each draw their own batches (`networks.train` without batch_key).
 
     Sequence i is the DMFT conditioned on batches drawn from fold_in(batch_root, i), with
-    batch_root = `default_batch_key(key)`; the records are averaged over sequences and
-    `Solution.error` holds their standard error across sequences (which dominates the node
-    error of the sampled method). `info["per_sequence_test_loss"]` keeps each sequence's curve.
+    batch_root = `default_batch_key(key)`, and (sampled methods) its own nodes from
+    fold_in(key, i); the records are averaged over sequences and `Solution.error` holds their
+    standard error across sequences (t with sequences - 1 dof, `info["error_dof"]`), which then
+    holds the nodes' sampling error too. `info["per_sequence_test_loss"]` keeps each sequence's
+    curve.
 
     Args:
         schedule: a `dmft.Schedule` with batch_size < P.
@@ -893,8 +895,11 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
     root = default_batch_key(key)
-    sols = [solve(model, data, schedule=schedule, key=key, batch_key=jax.random.fold_in(root, i), **options)
-            for i in range(sequences)]
+    # each sequence its own nodes (fold_in(key, i)): the spread across sequences then holds the
+    # nodes' sampling error too (with one node draw for all, that error was common to every
+    # sequence and the standard error did not see it)
+    sols = [solve(model, data, schedule=schedule, key=jax.random.fold_in(key, i),
+                  batch_key=jax.random.fold_in(root, i), **options) for i in range(sequences)]
     n = len(sols)
 
     def mean(name):
