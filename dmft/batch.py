@@ -404,7 +404,7 @@ def _context(st: _Static, act, su, v, key, rep=None):
         rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
                                 replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
                                 trained=st.trained, cv=st.cv_mode)
-    return (sh, rep), _ss.initial_state(rep, st.P)
+    return (sh, rep), _ss.initial_state(rep, st.P, _method(st)[0])
 
 
 def _joined(first, recs):

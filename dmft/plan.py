@@ -413,6 +413,8 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     if plan.sampled:
         m = _nodes_per_replica(plan)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
+        if plan.cv_mode == "operator" and 0 < (plan.schedule.batch_size or 0) < P:
+            state += R * m * (r + C)                # SGD: the control variate's carried contractions
         if plan.neuron_measures is not None:    # K values per node of the group, records of all
             K = checks.measure_size(plan.neuron_measures, D)
             state += g * m * K

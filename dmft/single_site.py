@@ -100,6 +100,11 @@ class State(NamedTuple):
     s: jax.Array           # (P, C) time integral of Delta
     k: jax.Array           # step count
     bad: jax.Array         # first step with a non-finite Delta, or -1
+    # minibatch SGD under the "operator" control variate: the two node contractions of S that
+    # K0_nodes S needs, carried (linear in S, which moves on the batch's points alone) so that a
+    # step costs its batch; None otherwise
+    cv_u: jax.Array = None   # (M, r) sum_nu L_nu phi0'_m(nu) (a0_m . S_nu)
+    cv_q: jax.Array = None   # (M, C) sum_nu phi0_m(nu) S_nu
 
 
 def _mean_sq(a):
@@ -147,11 +152,20 @@ def init_replicas(act, l_all, kx_all_tr, phi0_all, g0_all, z0, a0, w, *,
     return jax.vmap(one)(z0, a0, w)
 
 
-def initial_state(rep: Replica, n_train: int) -> State:
+def carries_cv(static: Static, n_train: int) -> bool:
+    """Whether the state carries the operator control variate's contractions of S (SGD)."""
+    return static.cv == "operator" and static.dynamics == "gd" and 0 < static.batch < n_train
+
+
+def initial_state(rep: Replica, n_train: int, static: Static | None = None) -> State:
+    """The state at t = 0 (S = 0); with `static`, the contractions of S its step carries."""
     r = rep.z0.shape[0]
     c = rep.a0.shape[-1]
+    carry = {}
+    if static is not None and carries_cv(static, n_train):
+        carry = dict(cv_u=jnp.zeros_like(rep.z0), cv_q=jnp.zeros_like(rep.a0))
     return State(rep.z0, rep.a0, jnp.zeros((r, n_train, c), rep.z0.dtype),
-                 jnp.zeros((r,), jnp.int32), jnp.full((r,), -1, jnp.int32))
+                 jnp.zeros((r,), jnp.int32), jnp.full((r,), -1, jnp.int32), **carry)
 
 
 # ----------------------------------------------------------------- one replica
@@ -229,13 +243,21 @@ def node_share(u, weight, a):
     return jnp.where(den > 0, jnp.sum(w * size) ** 2 / jnp.where(den > 0, den, 1), 1.0)
 
 
-def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows):
+def _cv_contractions(rep: Replica, s, cols=None, l_cols=None):
+    """(u, q) of `State.cv_u`, `cv_q` for S (on the training points `cols` alone, whose field
+    basis is l_cols, when given: S zero elsewhere)."""
+    dphi0, phi0 = (rep.dphi0_tr, rep.phi0_tr) if cols is None else (rep.dphi0_tr[:, cols], rep.phi0_tr[:, cols])
+    return ((rep.a0 @ s.T) * dphi0) @ l_cols, phi0 @ s
+
+
+def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_rows, l_rows, uq=None):
     """K0_nodes S on some rows, from the t = 0 node features, all outputs coupled:
-    sum_m w_m [phi_m(mu) (phi_m . S_c) + a_mc phi'_m(mu) L_mu . sum_nu L_nu phi'_m(nu) (a_m . S_nu)]."""
-    u = ((rep.a0 @ s.T) * rep.dphi0_tr) @ sh.l_tr                            # (M, r)
+    sum_m w_m [phi_m(mu) (phi_m . S_c) + a_mc phi'_m(mu) L_mu . sum_nu L_nu phi'_m(nu) (a_m . S_nu)];
+    uq: S's contractions (u, q) if carried (`State.cv_u`, `cv_q`), else computed from s."""
+    u, q = _cv_contractions(rep, s, l_cols=sh.l_tr) if uq is None else uq    # (M, r), (M, C)
     out = _node_sum(dphi_rows * (u @ l_rows.T), rep.w[:, None] * rep.a0)
     if static.trained:
-        out = out + _node_sum(phi_rows, rep.w[:, None] * (rep.phi0_tr @ s))
+        out = out + _node_sum(phi_rows, rep.w[:, None] * q)
     return out
 
 
@@ -322,28 +344,38 @@ def _sgd_step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     mixed = sh.l_lo is not None
     basis = (sh.l_lo if mixed else sh.l_tr)[idx]                            # (B, r)
     phi, dphi = _fields(sh, st.z, mixed, rows=basis)                        # (M, B)
+    carried = st.cv_u is not None
+    if static.cv == "operator" and not carried:
+        raise ValueError("the operator control variate under SGD needs initial_state(..., static)")
     if drive is None:
         f = (sh.f0_tr[idx] + (_node_output(rep, phi, st.a) - rep.F0_tr[idx]) / sh.gamma0
-             + _cv_rows(static, sh, rep, st.s, idx))
+             + _cv_rows(static, sh, rep, st, idx))
         delta = sh.y[idx] - f
     else:
         delta = drive[idx]
     delta = delta * (p / static.batch)
     dz, da = _gradient(static, sh, st.z, st.a, phi, dphi, delta, basis)
-    z, a = st.z + sh.eta0 * dz, st.a + sh.eta0 * da
-    s = ((1 - sh.eta0 * sh.decay) * st.s).at[idx].add(sh.eta0 * delta)
-    return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s))
+    eta, shrink = sh.eta0, 1 - sh.eta0 * sh.decay
+    z, a = st.z + eta * dz, st.a + eta * da
+    s = (shrink * st.s).at[idx].add(eta * delta)
+    if not carried:
+        return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s))
+    # S' = shrink S + eta Delta on the batch, and (u, q) are linear in S
+    du, dq = _cv_contractions(rep, eta * delta, idx, sh.l_tr[idx])
+    u, q = shrink * st.cv_u + du, shrink * st.cv_q + dq
+    return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s, u, q), u, q)
 
 
-def _cv_rows(static: Static, sh: Shared, rep: Replica, s, idx):
-    """`_cv_term` on the training rows idx alone."""
+def _cv_rows(static: Static, sh: Shared, rep: Replica, st: State, idx):
+    """`_cv_term` on the training rows idx alone (the operator's contractions of S carried)."""
     p = sh.l_tr.shape[0]
     if static.cv == "off":
         return 0.0
     if static.cv == "matrix":
-        return rep.cv_tr[idx] @ s / p
+        return rep.cv_tr[idx] @ st.s / p
     rows = (rep.phi0_tr[:, idx], rep.dphi0_tr[:, idx], sh.l_tr[idx])
-    return (sh.k0_tr[idx] @ s - _k0_nodes_apply(static, sh, rep, s, *rows)) / p
+    return (sh.k0_tr[idx] @ st.s
+            - _k0_nodes_apply(static, sh, rep, st.s, *rows, uq=(st.cv_u, st.cv_q))) / p
 
 
 def _record1(static: Static, sh: Shared, rep: Replica, st: State):

@@ -294,7 +294,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             if plan.method == "iterate":
                 drive, it = _iterate(plan, static, sh, rep, su, label, progress)
                 its.append(it)
-            rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"]),
+            rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"], static),
                                       gaps=sch.gaps, drive=drive, progress=progress, label=label)
         except DivergenceError as err:      # the other groups still run: the earliest bad step is raised
             failed.append(err)

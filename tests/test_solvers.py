@@ -128,7 +128,7 @@ def test_forward_sgd_step_on_the_batch_equals_the_masked_all_point_step(cv, trai
     control-variate rows, S on the batch): equal to the gradient of the batch loss over all P
     points, every control variate, trained or fixed readouts, a drive (the iteration's) or the
     solver's own error, weight decay, from a moved state (z, a, S random), over 5 steps and 3
-    batch sizes. Rounding only: products over B points instead of P with zeros (rtol 1e-11;
+    batch sizes (the operator's contractions of S carried from step to step). Rounding only: products over B points instead of P with zeros (rtol 1e-11;
     precision="mixed" computes its products in float32: rtol 1e-5 on the velocities' share)."""
     from dmft import geometry as geo_mod
     from dmft import single_site as ss
@@ -155,6 +155,9 @@ def test_forward_sgd_step_on_the_batch_equals_the_masked_all_point_step(cv, trai
     for B in (1, 7, 12):
         static = ss.Static(trained, "gd", False, True, cv, None, B)
         st = st0
+        if ss.carries_cv(static, P):      # the operator's contractions of S, carried: of the moved S
+            u, q = jax.vmap(lambda r, s_: ss._cv_contractions(r, s_, l_cols=sh.l_tr))(rep, st.s)
+            st = st._replace(cv_u=u, cv_q=q)
         for k in range(5):
             got = step(static, (sh, rep), st, drive)
             want = masked(static, sh, rep, st, drive, B)
