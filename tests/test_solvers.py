@@ -122,7 +122,7 @@ def _masked_sgd_step(static, sh, rep, st, drive, B):
 
 @pytest.mark.parametrize("cv, trained, mixed, driven", [
     ("matrix", True, False, False), ("off", False, False, True), ("operator", True, False, False),
-    ("matrix", True, True, False)])
+    ("matrix", True, True, False), ("operator", True, True, True)])
 def test_forward_sgd_step_on_the_batch_equals_the_masked_all_point_step(cv, trained, mixed, driven):
     """The forward solver's SGD step computes on the batch's B points alone (fields, errors,
     control-variate rows, S on the batch): equal to the gradient of the batch loss over all P
