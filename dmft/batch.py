@@ -565,8 +565,9 @@ _CALL_STEPS = None      # (tests) a fixed number of steps per call of a cut run,
 def _run_cut(st: _Static, geo, y_test, act0, values, index, key, counts, sharding=None):
     """`_run` in calls of about `runner.CALL_SECONDS` (the first of about `runner.FIRST_CALL_STEPS`
     / points steps, to measure the rate), cut as `runner.run_saved` cuts its calls (`next_call`):
-    the same numbers, bit for bit (under minibatch SGD to a few 1e-16). counts: (n, T) the points' save steps. A call's length is that of
-    its slowest point: with st.per_point every point runs its own steps of the call's intervals."""
+    the same numbers, bit for bit (under minibatch SGD to a few 1e-16). counts: (n, T) the
+    points' save steps. A call's length is that of its slowest point: with st.per_point every
+    point runs its own steps of the call's intervals."""
     reps, state, first = _start(st, geo, act0, values, index, key)
     gaps = np.diff(np.asarray(counts, np.int64), axis=1)          # (n, T - 1)
     n, intervals = gaps.shape

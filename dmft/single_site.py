@@ -243,9 +243,9 @@ def node_share(u, weight, a):
     return jnp.where(den > 0, jnp.sum(w * size) ** 2 / jnp.where(den > 0, den, 1), 1.0)
 
 
-def _cv_contractions(rep: Replica, s, cols=None, l_cols=None):
-    """(u, q) of `State.cv_u`, `cv_q` for S (on the training points `cols` alone, whose field
-    basis is l_cols, when given: S zero elsewhere)."""
+def _cv_contractions(rep: Replica, s, l_cols, cols=None):
+    """(u, q) of `State.cv_u`, `cv_q` for S on the training points `cols` (None: all of them; S
+    zero elsewhere), whose field basis is l_cols."""
     dphi0, phi0 = (rep.dphi0_tr, rep.phi0_tr) if cols is None else (rep.dphi0_tr[:, cols], rep.phi0_tr[:, cols])
     return ((rep.a0 @ s.T) * dphi0) @ l_cols, phi0 @ s
 
@@ -254,7 +254,7 @@ def _k0_nodes_apply(static: Static, sh: Shared, rep: Replica, s, phi_rows, dphi_
     """K0_nodes S on some rows, from the t = 0 node features, all outputs coupled:
     sum_m w_m [phi_m(mu) (phi_m . S_c) + a_mc phi'_m(mu) L_mu . sum_nu L_nu phi'_m(nu) (a_m . S_nu)];
     uq: S's contractions (u, q) if carried (`State.cv_u`, `cv_q`), else computed from s."""
-    u, q = _cv_contractions(rep, s, l_cols=sh.l_tr) if uq is None else uq    # (M, r), (M, C)
+    u, q = _cv_contractions(rep, s, sh.l_tr) if uq is None else uq          # (M, r), (M, C)
     out = _node_sum(dphi_rows * (u @ l_rows.T), rep.w[:, None] * rep.a0)
     if static.trained:
         out = out + _node_sum(phi_rows, rep.w[:, None] * q)
@@ -291,7 +291,7 @@ def _gradient(static: Static, sh: Shared, z, a, phi, dphi, delta, basis=None):
     and delta on the points whose field basis is `basis` (None: all training points)."""
     p = sh.l_tr.shape[0]
     lo = phi.dtype                      # float32 under precision="mixed", else the nodes' dtype
-    g = a.astype(lo) @ delta.T.astype(lo)                                   # (M, P): a . Delta_mu
+    g = a.astype(lo) @ delta.T.astype(lo)                         # (M, P or B): a . Delta_mu
     if basis is None:
         basis = sh.l_tr if sh.l_lo is None else sh.l_lo
     dz = sh.gamma0 / p * ((g * dphi) @ basis).astype(z.dtype) - sh.decay * z
@@ -361,7 +361,7 @@ def _sgd_step1(static: Static, sh: Shared, rep: Replica, st: State, drive):
     if not carried:
         return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s))
     # S' = shrink S + eta Delta on the batch, and (u, q) are linear in S
-    du, dq = _cv_contractions(rep, eta * delta, idx, sh.l_tr[idx])
+    du, dq = _cv_contractions(rep, eta * delta, sh.l_tr[idx], idx)
     u, q = shrink * st.cv_u + du, shrink * st.cv_q + dq
     return State(z, a, s, st.k + 1, finite_flag(st.k, st.bad, delta, z, a, s, u, q), u, q)
 

@@ -156,7 +156,7 @@ def test_forward_sgd_step_on_the_batch_equals_the_masked_all_point_step(cv, trai
         static = ss.Static(trained, "gd", False, True, cv, None, B)
         st = st0
         if ss.carries_cv(static, P):      # the operator's contractions of S, carried: of the moved S
-            u, q = jax.vmap(lambda r, s_: ss._cv_contractions(r, s_, l_cols=sh.l_tr))(rep, st.s)
+            u, q = jax.vmap(lambda r, s_: ss._cv_contractions(r, s_, sh.l_tr))(rep, st.s)
             st = st._replace(cv_u=u, cv_q=q)
         for k in range(5):
             got = step(static, (sh, rep), st, drive)
