@@ -784,7 +784,10 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
 
 def test_an_axis_through_zero_is_drawn_linear_and_log_is_refused_there(tmp_path):
     """Axes are logarithmic only when all their values are > 0: a weight-decay axis holding 0
-    gets a linear axis (log(0) broke the heatmap's cells and dropped the line's points)."""
+    gets a linear axis in lines (log(0) broke the heatmap's cells and dropped the line's points);
+    a heatmap draws 0 and positive values a decade apart on a log axis, the 0 cell one geometric
+    step below the smallest positive one and labelled 0 (on a linear axis the cells of 0.01 and
+    0.1 were slivers beside each other, as batch sizes [0, 2, 8, 32] were)."""
     toml = tmp_path / "s.toml"
     toml.write_text(_TINY_KUMAR.replace('outputs = ["final"]', 'outputs = ["final", "grokking"]\n'
                                         'grok_threshold = 1e-12')
@@ -795,7 +798,16 @@ def test_an_axis_through_zero_is_drawn_linear_and_log_is_refused_there(tmp_path)
     res.heatmap("theory.grok.t_test", x="weight_decay", y="gamma0", logc=True)   # hatched, not refused
     res.lines("theory.grok.t_test", x="weight_decay", logy=True, at={"gamma0": 0.5})
     fig = res.heatmap("theory.final.test_loss", x="weight_decay", y="gamma0")
-    assert fig.axes[0].get_xscale() == "linear" and fig.axes[0].get_yscale() == "log"
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    fig.canvas.draw()
+    ticks = ax.get_xticks()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.01", "0.1"]
+    np.testing.assert_allclose(ticks, [1e-3, 1e-2, 1e-1])                  # one step of x10 below
+    mesh = ax.collections[0]
+    edges = np.unique(mesh.get_coordinates()[..., 0])
+    np.testing.assert_allclose(np.diff(np.log(edges)), np.log(10))          # equal cells in log x
+    np.testing.assert_array_equal(mesh.get_array().reshape(2, 3), res["theory.final.test_loss"].T)
     line = res.lines("theory.final.test_loss", x="weight_decay", hue="gamma0").axes[0]
     assert line.get_xscale() == "linear" and all(len(l.get_xdata()) == 3 for l in line.get_lines())
     with pytest.raises(dmft.InputError, match="logx=True: train.weight_decay has values <= 0"):

@@ -273,12 +273,29 @@ def _log_axis(log, values, axis: str, field: str) -> bool:
     return bool(log)
 
 
+def _cell_positions(log, values, axis: str, field: str):
+    """(where a heatmap draws the sorted grid values, log scale?): `_log_axis`'s choice, and with
+    log None also a log axis when one value is 0 and the others, all > 0, span a decade or more
+    (batch sizes [0 (full batch), 2, 8, 32], weight decays [0, 1e-4, 1e-3]): the 0 cell is drawn
+    one geometric step below the smallest positive value, as wide as its neighbour, and its
+    tick still reads 0 (on a linear axis the positive cells were crushed against it)."""
+    values = np.asarray(values, dtype=np.float64)
+    pos = values[values > 0]
+    if (log is None and values.size >= 3 and np.count_nonzero(values == 0) == 1
+            and pos.size == values.size - 1 and pos.max() >= 10 * pos.min()):
+        p = np.sort(pos)
+        return np.where(values == 0, p[0] * p[0] / p[1], values), True
+    return values, _log_axis(log, values, axis, field)
+
+
 def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = None,
             logx: bool | None = None, logy: bool | None = None, logc: bool = False, ax=None):
     """A heatmap of one number per point over two grid axes (others fixed by `at`).
 
-    Axes are logarithmic when every grid value on them is > 0 (logx, logy: None), or as given.
-    Cells are centred on the grid values, which label the ticks. A point not computed yet is
+    Axes are logarithmic when every grid value on them is > 0 (logx, logy: None), or as given;
+    also when one value is 0 and the others span a decade or more (its cell then sits one
+    geometric step below the smallest, labelled 0). Cells are centred on the grid values, which
+    label the ticks. A point not computed yet is
     hatched grey ("not computed"); a computed point without a number (a threshold not reached,
     a diverged point) is hatched on white ("no value"), so neither reads as a value. The title
     says where the other axes are fixed and when final values were taken."""
@@ -293,7 +310,7 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     oy, ox = np.argsort(ys), np.argsort(xs)
     z, done = z[oy][:, ox], done[oy][:, ox]
     xs, ys = np.sort(xs), np.sort(ys)
-    logx, logy = _log_axis(logx, xs, "x", x), _log_axis(logy, ys, "y", y)
+    (px, logx), (py, logy) = _cell_positions(logx, xs, "x", x), _cell_positions(logy, ys, "y", y)
     if logc:
         _log_axis(True, z[done], "c", name)
     fig = None
@@ -301,7 +318,7 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
         fig, ax = new_figure(size=(5.5, 4.2))
     shown = z[done & np.isfinite(z)]
     norm = (LogNorm() if shown.size else LogNorm(vmin=1.0, vmax=10.0)) if logc else None   # (no value: hatching only)
-    ex, ey = _edges(xs, logx), _edges(ys, logy)
+    ex, ey = _edges(px, logx), _edges(py, logy)
     mesh = ax.pcolormesh(ex, ey, np.ma.masked_invalid(np.where(done, z, np.nan)), norm=norm,
                          shading="flat")
     legend = []
@@ -313,8 +330,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
             legend.append(Patch(facecolor=face, hatch=hatch, edgecolor="0.4", label=label))
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
-    _grid_ticks(ax.xaxis, xs)
-    _grid_ticks(ax.yaxis, ys)
+    _grid_ticks(ax.xaxis, px, xs)
+    _grid_ticks(ax.yaxis, py, ys)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.figure.colorbar(mesh, ax=ax, label=name)
@@ -335,13 +352,16 @@ def _flat(color):
     return ListedColormap([color])
 
 
-def _grid_ticks(axis, values, most: int = 8):
-    """Major ticks at the grid values (at most `most` of them, evenly thinned), no minor ticks."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+def _grid_ticks(axis, values, labels=None, most: int = 8):
+    """Major ticks at the grid values (at most `most` of them, evenly thinned), labelled with
+    `labels` (the values drawn elsewhere, `_cell_positions`; None: the values), no minor ticks."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-    keep = values if len(values) <= most else values[np.unique(np.linspace(0, len(values) - 1, most).round().astype(int))]
-    axis.set_major_locator(FixedLocator(keep))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    values = np.asarray(values, dtype=np.float64)
+    labels = values if labels is None else np.asarray(labels, dtype=np.float64)
+    keep = np.arange(len(values)) if len(values) <= most else np.unique(np.linspace(0, len(values) - 1, most).round().astype(int))
+    axis.set_major_locator(FixedLocator(values[keep]))
+    axis.set_major_formatter(FixedFormatter([f"{v:g}" for v in labels[keep]]))
     axis.set_minor_locator(NullLocator())
 
 
