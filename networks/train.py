@@ -209,11 +209,9 @@ def _loss(static, sh, seed, params, batch=None):
     # Delta = y - f_c with f_c = f - f(theta_0) when centered (f0_tr is zero otherwise);
     # SGD: (1/2P) sum_mu w_mu Delta_mu^2 with w = P/B on the batch = (1/2B) sum over the batch,
     # computed on the batch's B points alone (`batch`: their indices)
-    if batch is None:
-        r = sh.y - (_output(static, sh, params, sh.x_tr) - seed.f0_tr)
-        return jnp.sum(r * r) / (2 * sh.y.shape[0])
-    r = sh.y[batch] - (_output(static, sh, params, sh.x_tr[batch]) - seed.f0_tr[batch])
-    return jnp.sum(r * r) / (2 * batch.shape[0])
+    rows = slice(None) if batch is None else batch
+    r = sh.y[rows] - (_output(static, sh, params, sh.x_tr[rows]) - seed.f0_tr[rows])
+    return jnp.sum(r * r) / (2 * r.shape[0])
 
 
 def _scaled_grad(static, sh, seed, params, batch=None):
