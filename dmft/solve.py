@@ -832,10 +832,13 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
         if err.partial is None:
             raise
         # the records before it, named and shaped as a Solution's; an output of them that
-        # overflowed (a loss squares f) is the first bad step, raised as `_assemble` does
+        # overflowed (a loss squares f), or a train loss that ran away while still finite (the
+        # rule the networks and batches apply), is the first bad step, raised as `_assemble` does
         with np.errstate(all="ignore"):
             partial = _assemble(plan, err.partial, {}, su, arrays_only=True)
-            if first_nonfinite(partial)[0] >= 0:
+            y_ms = np.mean(np.asarray(data.targets("train")) ** 2)
+            if (first_nonfinite(partial)[0] >= 0
+                    or first_runaway(partial["train_loss"], y_ms, model.gamma0) >= 0):
                 _assemble(plan, err.partial, {}, su)
         err.partial = partial
         raise

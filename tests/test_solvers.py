@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -1089,6 +1089,41 @@ def test_divergence_keeps_only_the_saves_before_the_bad_step(data, method, eta0,
     # other names, a replica axis and no losses)
     assert {"train_loss", "test_loss", "f_train", "alignment", "weight_change.first_layer"} <= set(e.partial)
     assert e.partial["f_train"].shape == (n, data.P) and e.partial["train_loss"].shape == (n,)
+
+
+@settings(max_examples=4, deadline=None)
+@given(eta0=st.floats(40.0, 80.0), seed=st.integers(0, 2 ** 16))
+@example(eta0=50.0, seed=0)
+def test_a_run_that_overflows_raises_at_its_first_runaway_save_not_at_the_overflow(eta0, seed):
+    """When the state overflows inside the run (the runner stops there), the saves before it may
+    already have run away while finite: the solve raises at the first save past the bound, as
+    `networks.train` flags it, not at the overflow (it said "non-finite output at step 124" with
+    saves of 1e18 .. 1e298 in its partial records; the networks on that schedule flagged step 10)."""
+    import dmft.runner as runner
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(40, 5))
+    data = dmft.Dataset(x, np.tanh(x[:, 0]) + 0.5 * x[:, 1] ** 2)
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(eta0=eta0, steps=200, save_every=10, samples=256, key=jax.random.key(seed))
+    bound_lifted = pytest.MonkeyPatch()
+    with bound_lifted.context() as m:
+        m.setattr(runner, "RUNAWAY", 1e300)
+        with pytest.raises(dmft.DivergenceError) as raw:
+            dmft.solve(model, data, **kw)
+    raw_loss = raw.value.partial["train_loss"]
+    y_ms = float(np.mean(np.asarray(data.y_train) ** 2))
+    first = runner.first_runaway(raw_loss, y_ms, 1.0)
+    assert first > 0                                   # the raw saves ran away before the overflow
+    with pytest.raises(dmft.DivergenceError, match="train_loss ran away") as err:
+        dmft.solve(model, data, **kw)
+    e = err.value
+    assert e.step == 10 * first and e.cause == "train loss ran away"
+    assert runner.first_runaway(e.partial["train_loss"], y_ms, 1.0) == -1
+    np.testing.assert_array_equal(e.partial["train_loss"], raw_loss[:first])
+    if (eta0, seed) == (50.0, 0):                      # the review's case: networks flag step 10
+        nets = networks.train(model, data, eta0=eta0, steps=200, save_every=10, width=16, seeds=2,
+                              key=jax.random.key(seed))
+        assert nets.info["diverged"] == {0: 10, 1: 10} and e.step == 10
 
 
 def test_a_runaway_loss_is_a_divergence_where_it_passes_the_bound_and_a_catapult_is_not(monkeypatch):
