@@ -554,7 +554,8 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
     """An activation from an elementwise callable; kernels by quadrature.
 
     The callable (and the derivative, when given) is checked once on a few values: it must map
-    a float array to a finite, real, floating array of the same shape.
+    a float array to a finite, real, floating array of the same shape, and trace inside a
+    compiled JAX program (jax.numpy, not numpy), where the solvers call it.
 
     kinks: the points where phi or phi' is not smooth (0 for a leaky relu, -1 and 1 for a hard
     tanh; at most MAX_KINKS). The quadrature is then exact to ~1e-13 across them (kinks within
@@ -574,12 +575,15 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
         raise InputError(f"activation: expected a name, an Activation or a callable, got {fn!r}")
     if derivative is not None and not callable(derivative):
         raise InputError(f"activation derivative: expected a callable, got {derivative!r}")
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise InputError(f"name: expected a non-empty str (or None: the callable's own name), got {name!r}")
     probe = jnp.linspace(-3.0, 3.0, 7)
     for what, f in (("activation", fn), ("activation derivative", derivative)):
         if f is None:
             continue
         try:
-            out = jnp.asarray(f(probe))
+            raw = f(probe)
+            out = jnp.asarray(raw)
         except Exception as err:  # noqa: BLE001 - report any failure of user code clearly
             raise InputError(f"{what}: the callable failed on a float array: {err}") from err
         if out.shape != probe.shape:
@@ -589,8 +593,19 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
             raise InputError(f"{what}: the callable must return real floating values, got dtype {out.dtype}")
         if not bool(jnp.all(jnp.isfinite(out))):
             raise InputError(f"{what}: the callable must be finite on [-3, 3]")
-    if name is not None and not (isinstance(name, str) and name.strip()):
-        raise InputError(f"name: expected a non-empty str (or None: the callable's own name), got {name!r}")
+        # the solvers call it inside compiled programs: a numpy function returns a numpy array
+        # here and cannot be traced (refused as it is: tracing a bare numpy ufunc twice crashed
+        # the process); any other is traced once
+        untraceable = None if isinstance(raw, jax.Array) else f"it returned a {type(raw).__name__}"
+        if untraceable is None:
+            try:
+                jax.eval_shape(lambda h: f(h), probe)     # noqa: B023 - called at once
+            except Exception as err:  # noqa: BLE001
+                untraceable = type(err).__name__
+        if untraceable is not None:
+            raise InputError(f"{what}: the callable runs on arrays but not inside a compiled JAX "
+                             "program, where the solvers call it: write it with jax.numpy (not numpy, "
+                             f"and no Python branch on values) ({untraceable})")
     label = name or getattr(fn, "__name__", "custom")
     act = Activation(label, fn, (), derivative, None, None, None, kinks)
     try:

@@ -1,6 +1,7 @@
 """Bad input: one clear ValueError naming the argument, before any compute."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -61,6 +62,25 @@ def test_quadratic_eps_must_be_a_finite_real_number(eps):
 def test_a_custom_activation_name_is_a_non_empty_str(name):
     with pytest.raises(dmft.InputError, match="name"):
         dmft.activations.custom(np.tanh, name=name)
+
+
+@pytest.mark.parametrize("fn, derivative", [
+    (np.tanh, None), (lambda h: np.tanh(h), None),
+    (lambda h: np.tanh(h), lambda h: 1 - np.tanh(h) ** 2),      # what the former error advised
+    (lambda h: jnp.asarray(np.tanh(h)), None),                   # numpy inside, a JAX array out
+    (lambda h: jnp.tanh(h) if float(h[0]) < 0 else h, None),     # a Python branch on values
+    (jnp.tanh, lambda h: 1 - np.tanh(h) ** 2)])                  # a numpy derivative
+def test_a_custom_activation_the_solvers_cannot_compile_is_refused_up_front(fn, derivative):
+    """Each of these runs on an array, so it was accepted, and the solve failed inside its
+    compiled step with a raw JAX traceback (a review's user followed the advice to pass
+    derivative= and met it); refused now, naming jax.numpy. A jax.numpy one is accepted."""
+    with pytest.raises(dmft.InputError, match="jax.numpy"):
+        dmft.activations.custom(fn, derivative=derivative)
+    if derivative is None:                                       # as a model's activation too
+        with pytest.raises(dmft.InputError, match="jax.numpy"):
+            dmft.TwoLayer(fn)
+    act = dmft.activations.custom(lambda h: jnp.tanh(h) + 0.1 * h)
+    np.testing.assert_allclose(act.derivative(jnp.zeros(1)), [1.1])
 
 
 @pytest.mark.parametrize("model_kw, solve_kw, match", [
