@@ -83,6 +83,35 @@ def test_compare_measures_known_errors():
     assert c.summary["final_network_std"] > 0 and c.summary["loss"] == "test"
     with pytest.raises(ValueError, match="time bases"):
         validation.compare(sol, _fake_run(f_net, t * 2, y, 8))
+    # a longer run on the same step: the message says how the bases differ (it showed the two
+    # equal first times only)
+    t4 = np.array([0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"theory: 3 saves at t = 0\., 1\., 2\.; run: 4 saves .*, 3\)"):
+        validation.compare(sol, _fake_run(np.concatenate([f_net, f_net[:, -1:]], axis=1), t4, y, 8))
+
+
+_MODEL_CHANGES = [("activation", dict(activation="relu"), {}), ("gamma0", dict(gamma0=2.0), {}),
+                  ("readout", dict(readout="fixed"), {}), ("centered", dict(centered=False), {}),
+                  ("weight_decay", {}, dict(weight_decay=0.1))]
+
+
+@pytest.mark.parametrize("field, model_change, train_change", _MODEL_CHANGES)
+def test_compare_refuses_networks_of_another_model_naming_the_field(field, model_change, train_change):
+    """A theory against networks of another model or weight decay said nothing about them and was
+    reported as a disagreement (gamma0 = 5 relu networks read z = -51 against a gamma0 = 1 tanh
+    solution): refused, naming the field. Another step size or batch size is a comparison of
+    interest and passes, as the same model does."""
+    data = dmft.tasks.single_index(4, 16, P_test=8, key=jax.random.key(0))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    sch = dict(eta0=0.5, steps=4, save_every=2)
+    sol = dmft.solve(model, data, **sch, samples=256)
+    other = dmft.TwoLayer(**{**dict(activation="tanh", gamma0=1.0), **model_change})
+    run = networks.train(other, data, **sch, **train_change, width=16, seeds=2)
+    with pytest.raises(dmft.InputError, match=f"different models.*{field} "):
+        validation.compare(sol, run)
+    validation.compare(sol, networks.train(model, data, **sch, width=16, seeds=2))
+    validation.compare(sol, networks.train(model, data, eta0=0.25, steps=8, save_every=4, width=16, seeds=2))
+    validation.compare(sol, networks.train(model, data, **sch, batch_size=4, width=16, seeds=2))
 
 
 @settings(max_examples=30, deadline=None)

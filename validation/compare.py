@@ -100,20 +100,26 @@ def compare(solution, run) -> Comparison:
 
     Raises:
         InputError (a ValueError): solution is not a `dmft.Solution` or run not a `networks.Run`,
-        they are not on the same time base or data shapes, or they can be shown to come from
+        they are not on the same time base or data shapes, they can be shown to come from
         different data (their recorded data differ, or both predict 0 at t = 0 and their losses
-        there, the targets' mean squares, differ).
+        there, the targets' mean squares, differ), or they record different models (activation,
+        its parameters, gamma0, readout, centering) or weight decays.
     """
     _check_types(solution, run)
     if solution.t.shape != run.t.shape or not np.allclose(solution.t, run.t):
-        raise InputError("compare: solution and run have different time bases "
-                         f"({solution.t[:3]}... vs {run.t[:3]}...); use the same eta0, steps, save_every")
+        def base(t):
+            t = np.asarray(t)
+            return f"{t.size} saves at t = {np.array2string(t[:3], separator=', ')[1:-1]}" + (
+                f", ..., {t[-1]:g}" if t.size > 3 else "")
+        raise InputError(f"compare: solution and run have different time bases (theory: {base(solution.t)}; "
+                         f"run: {base(run.t)}); use the same eta0, steps, save_every")
     use_test = solution.f_test is not None and run.f_test is not None
     f_th = solution.f_test if use_test else solution.f_train
     f_net = run.f_test if use_test else run.f_train
     if f_net.shape[1:] != f_th.shape:
         raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
     _check_same_data(solution, run)
+    _check_same_model(solution, run)
     train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"))
     test = None
     if solution.test_loss is not None and run.test_loss is not None:
@@ -162,17 +168,37 @@ def _check_types(solution, run, where: str = "compare") -> None:
 _DATA_FIELDS = ("P", "P_test", "D", "C", "has_test_targets", "sha256")
 
 
-def _recorded_data(result):
-    """The data description a result records (JSON-normalized), or None."""
+def _recorded_data(result, part: str = "data"):
+    """The description of its data (or another `part` of info["config"]: "model", "solve",
+    "train") a result records (JSON-normalized), or None."""
     info = result.info if isinstance(result.info, dict) else {}
     config = info.get("config")
-    data = config.get("data") if isinstance(config, dict) else None
+    data = config.get(part) if isinstance(config, dict) else None
     if not isinstance(data, dict):
         return None
     try:
         return json.loads(json.dumps(data, sort_keys=True, default=str))
     except (TypeError, ValueError):
         return None
+
+
+def _check_same_model(solution, run) -> None:
+    """InputError when the two record different models (activation, its parameters, gamma0,
+    readout, centering) or weight decays: the theory then says nothing about those networks
+    (gamma0 = 5 relu networks read z = -51 against a gamma0 = 1 tanh solution). The step size,
+    dynamics and batch size may differ (gradient flow against small steps, full batch against
+    SGD: comparisons of interest); without recorded configurations nothing is refused."""
+    a, b = _recorded_data(solution, "model"), _recorded_data(run, "model")
+    diff = [] if a is None or b is None else [
+        f"{k} {a[k]!r} (theory) vs {b[k]!r} (run)" for k in sorted(a) if k in b and a[k] != b[k]]
+    sa, tb = _recorded_data(solution, "solve"), _recorded_data(run, "train")
+    if sa is not None and tb is not None and "weight_decay" in sa and "weight_decay" in tb \
+            and sa["weight_decay"] != tb["weight_decay"]:
+        diff.append(f"weight_decay {sa['weight_decay']!r} (theory) vs {tb['weight_decay']!r} (run)")
+    if diff:
+        raise InputError("compare: solution and run are of different models or objectives ("
+                         + "; ".join(diff) + "); train the networks with the solution's model and "
+                         "weight decay (the model is in solution.info['config']['model'])")
 
 
 def _check_same_data(solution, run) -> None:
