@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -647,4 +648,10 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
               info=info, measures=rec.get("measures"),
               params=jax.tree_util.tree_map(np.asarray, st.params) if keep else None,
               params0=jax.tree_util.tree_map(np.asarray, params0) if keep else None)
+    if diverged:           # flagged in info; said here too, so a mean curve of NaN is not the first sign
+        first = min(diverged.values())
+        warnings.warn(f"networks.train: {'every one' if len(diverged) == seeds else len(diverged)} of "
+                      f"{seeds} seeds diverged at width {width} (the first by step {first}): their records "
+                      "are NaN from the save where each went bad (info['diverged'] holds each seed's "
+                      "step); lower eta0 or gamma0", UserWarning, stacklevel=2)
     return run

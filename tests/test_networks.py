@@ -1,5 +1,7 @@
 """Finite-width networks in DMFT units: parameterization, convergence to the theory, API."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,9 +173,11 @@ def test_each_seed_diverges_alone(data):
     k0 = networks.train(model, data, eta0=1e-3, steps=1, save_every=1, kernels=True, **kw).ntk[:, 0]
     lam = np.linalg.eigvalsh(k0)[:, -1]
     eta = 2 * data.P / np.sort(lam)[1]
-    run = networks.train(model, data, eta0=eta, steps=400, save_every=10, **kw)
+    with pytest.warns(UserWarning, match=r"seeds diverged at width 6 \(the first by step") as said:
+        run = networks.train(model, data, eta0=eta, steps=400, save_every=10, **kw)
     bad = run.info["diverged"]
     assert 0 < len(bad) < 16, bad
+    assert f"{len(bad)} of 16 seeds" in str(said[0].message) and f"by step {min(bad.values())})" in str(said[0].message)
     assert set(bad) <= set(np.flatnonzero(eta * lam / data.P > 1.9))
     for s in range(16):
         if s in bad:
@@ -188,8 +192,11 @@ def test_the_save_before_a_bad_update_is_kept(data):
     model = dmft.TwoLayer("relu", gamma0=1.0)
     kw = dict(width=16, seeds=2, save_every=1, steps=2, eta0=0.1, key=jax.random.key(0))
     boom = optax.chain(optax.sgd(0.1), optax.scale(1e308), optax.scale(1e308))
-    run = networks.train(model, data, optimizer=boom, **kw)
-    plain = networks.train(model, data, **kw)
+    with pytest.warns(UserWarning, match="every one of 2 seeds diverged"):
+        run = networks.train(model, data, optimizer=boom, **kw)
+    with warnings.catch_warnings():                   # nothing diverged: nothing said
+        warnings.simplefilter("error")
+        plain = networks.train(model, data, **kw)
     assert run.info["diverged"] == {0: 0, 1: 0}
     np.testing.assert_array_equal(run.train_loss[:, 0], plain.train_loss[:, 0])
     assert np.all(np.isnan(run.train_loss[:, 1:])) and np.all(np.isnan(run.f_test[:, 1:]))
