@@ -494,7 +494,10 @@ PREDICT_BLOCK_VALUES = 2 ** 24
 # ----------------------------------------------------------------- assembly
 
 def _mse(y, f):
-    return np.mean((y - f) ** 2, axis=tuple(range(-2, 0)))
+    # a loss that overflows is inf, which `_assemble` raises as the first bad step (numpy's
+    # own overflow warning would only print beside it)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.mean((y - f) ** 2, axis=tuple(range(-2, 0)))
 
 
 def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):

@@ -1,6 +1,7 @@
 """Each DMFT solver against an independent answer (float64, small sizes)."""
 
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -1124,6 +1125,19 @@ def test_a_run_that_overflows_raises_at_its_first_runaway_save_not_at_the_overfl
         nets = networks.train(model, data, eta0=eta0, steps=200, save_every=10, width=16, seeds=2,
                               key=jax.random.key(seed))
         assert nets.info["diverged"] == {0: 10, 1: 10} and e.step == 10
+
+
+def test_a_divergence_is_raised_without_numpy_overflow_warnings_beside_it():
+    """A loss that overflows is raised as the first bad step; numpy's 'overflow encountered in
+    square' printed twice beside the error (the lazy limit at eta0 = 50, found by a review)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5))
+    data = dmft.Dataset(x, np.tanh(x[:, 0]), rng.normal(size=(30, 5)), np.zeros(30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(dmft.DivergenceError, match="train_loss"):
+            dmft.solve(dmft.TwoLayer("tanh", gamma0=1.0), data, eta0=50.0, steps=200, save_every=10,
+                       method="lazy")
 
 
 def test_a_runaway_loss_is_a_divergence_where_it_passes_the_bound_and_a_catapult_is_not(monkeypatch):
