@@ -299,12 +299,23 @@ def differences(a, b, prefix="") -> list[str]:
     return out
 
 
-def to_toml(cfg: dict) -> str:
-    """The configuration as TOML text (for the report)."""
+def to_toml(cfg: dict, unread: dict | None = None) -> str:
+    """The configuration as TOML text (for the report and config.toml). unread: "section.key" ->
+    why nothing reads it; those are left out, named in a comment (they hold their defaults,
+    which a reload fills in again), so the file does not state, say, sizes of data it did not
+    make."""
     lines = []
+    unread = unread or {}
     for sec, table in cfg.items():
         lines.append(f"[{sec}]")
+        reasons: dict[str, list] = {}
+        for k in table:
+            if f"{sec}.{k}" in unread:
+                reasons.setdefault(unread[f"{sec}.{k}"], []).append(k)
+        lines += [f"# {', '.join(keys)}: {why}" for why, keys in reasons.items()]
         for k, v in table.items():
+            if f"{sec}.{k}" in unread:
+                continue
             if isinstance(v, bool):
                 s = "true" if v else "false"
             elif isinstance(v, str):

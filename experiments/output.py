@@ -54,7 +54,7 @@ from dmft.io import compute_platform, environment, jsonable, sha256
 from dmft.plotting import tidy_log_ticks
 
 from .config import differences, to_toml
-from .problem import data_digest
+from .problem import data_digest, unread_task_keys
 from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "release", "OutputConflict",
@@ -609,7 +609,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         _start_recording(out)          # from here on, what this process writes in `out` is the run's
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
-            fh.write(to_toml(cfg))
+            fh.write(to_toml(cfg, unread_task_keys(cfg)))
     except OSError as err:
         if isinstance(err, OutputError):
             raise
@@ -670,7 +670,7 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
         os.write(_JOURNALS[root], "".join(f"{rel}\n" for rel in _KEPT[root]).encode())
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
-            fh.write(to_toml(cfg))
+            fh.write(to_toml(cfg, unread_task_keys(cfg)))
     except BaseException as err:
         release(out)
         if isinstance(err, OSError) and not isinstance(err, OutputError):

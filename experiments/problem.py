@@ -40,7 +40,7 @@ from .config import SEED_MAX, Field
 
 __all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
            "solve_options", "train_options", "check_counts", "check_sections", "check_unread",
-           "TASK_FIELDS", "SGD_FIELDS", "sgd_batch", "batch_key", "check_batches"]
+           "TASK_FIELDS", "SGD_FIELDS", "sgd_batch", "batch_key", "check_batches", "unread_task_keys"]
 
 # the tasks a [task] section names (the grok testbeds add modular_addition and sparse_parity)
 TASKS = ("single_index", "kumar_quadratic", "teacher_network", "npz")
@@ -289,6 +289,22 @@ def check_unread(cfg: dict) -> None:
         if key not in used and field is not None and value != field.default:
             raise ConfigError(f"task.{key}: not used by task.name = {task['name']!r} (it reads "
                               f"{', '.join(sorted(used - {'name'})) or 'only its path'})")
+
+
+def unread_task_keys(cfg: dict) -> dict:
+    """"task.KEY" -> why, for the [task] fields the named task does not read, left at their
+    defaults (`check_unread` keeps them there, but for a scan over task.name): config.toml names
+    them in a comment, so an npz run's file does not list the built-in generator's D = 32,
+    P = 256 beside the user's own data."""
+    task = cfg.get("task")
+    if not isinstance(task, dict) or task.get("name") not in TASK_FIELDS:
+        return {}
+    used = TASK_FIELDS[task["name"]] | {"name"} | ({"path"} if task["name"] == "npz" else set())
+    why = (f"not read by task.name = {task['name']!r}, left at their defaults"
+           + (" (the data's own sizes are in report.md)" if task["name"] == "npz" else ""))
+    # (only at their defaults: a scan over task.name may set a field its base task does not read)
+    return {f"task.{k}": why for k, v in task.items()
+            if k not in used and k in SECTIONS["task"] and v == SECTIONS["task"][k].default}
 
 
 def check_counts(th: dict) -> None:

@@ -216,7 +216,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
                       _fmt(r["alignment"], 3), _fmt(r["weight_change"], 3), len(r["diverged"]),
                       f"{r['wall_s']:.1f}"] for r in rows])
     lines += ["", "## Figures", ""] + [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
-    lines += ["", "## Configuration", "", "```toml", to_toml(cfg).rstrip(), "```", ""]
+    lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", ""]
     md = os.path.join(out, "report.md")
     with open(md, "w") as fh:
         fh.write("\n".join(lines))
@@ -327,7 +327,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
                   "ensemble mean mixes the N^-1 bias with seed noise of order (seeds N)^-1/2."]
     lines += ["", "## Figures", ""]
     lines += [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
-    lines += ["", "## Configuration", "", "```toml", to_toml(cfg).rstrip(), "```", "",
+    lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", "",
               "## Environment", "", "```", json.dumps(environment, indent=1), "```", ""]
     md_path = os.path.join(out, "report.md")
     with open(md_path, "w") as fh:

@@ -590,6 +590,28 @@ def test_npz_without_test_targets_is_refused_before_compute(tmp_path, capsys, jo
     assert not out.exists()
 
 
+@pytest.mark.parametrize("task", ["npz", "single_index", "kumar_quadratic", "teacher_network"])
+def test_config_toml_leaves_out_the_task_fields_its_task_does_not_read(tmp_path, task):
+    """An npz run's config.toml listed D = 32, P = 256, P_test = 1000 (the built-in generator's
+    defaults) beside the user's own data of other sizes; the fields a task does not read are
+    now named in a comment instead, and the file still reloads as the same configuration."""
+    from experiments.config import to_toml
+    from experiments.problem import TASK_FIELDS, unread_task_keys
+    _npz(tmp_path / "mine.npz")
+    sets = [f"task.name={task}"] + ([f"task.path={tmp_path / 'mine.npz'}"] if task == "npz" else [])
+    cfg = load(None, sets)
+    text = to_toml(cfg, unread_task_keys(cfg))
+    (tmp_path / "config.toml").write_text(text)
+    assert load(tmp_path / "config.toml") == cfg
+    section = text.split("[task]")[1].split("\n[")[0]
+    unread = sorted(set(cfg["task"]) - TASK_FIELDS[task] - {"name", "path"} - ({"path"} if task == "npz" else set()))
+    if task != "npz":
+        unread.append("path")
+    for key in cfg["task"]:
+        assert (f"\n{key} = " in section) == (key not in unread), (key, section)
+    assert f"# {', '.join(k for k in cfg['task'] if k in unread)}: not read by task.name = '{task}'" in section
+
+
 def test_npz_path_is_relative_to_the_toml_file(tmp_path, monkeypatch, capsys):
     cfgdir, elsewhere = tmp_path / "cfg", tmp_path / "elsewhere"
     cfgdir.mkdir()
