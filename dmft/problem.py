@@ -63,8 +63,9 @@ def as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
                   else np.square(arr, dtype=np.float64))
         if not np.all(np.isfinite(sq)):
             raise InputError(f"{name}: values up to {float(np.max(np.abs(arr))):.3g} are too large: their "
-                             "squares summed along the last axis overflow float64 (for inputs, the input "
-                             "kernel |x|^2 / D is not finite); rescale them")
+                             "squares summed along the last axis overflow float64"
+                             + (" (the input kernel |x|^2 / D is not finite)" if name.startswith("x") else "")
+                             + "; rescale them")
     arr.setflags(write=False)
     return arr
 

@@ -333,6 +333,16 @@ def load_npz(path) -> Dataset:
     if not os.path.isfile(path):
         raise InputError(f"{path}: not a file (an .npz of x_train, y_train[, x_test, y_test])")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror})") from None
+    if not (head.startswith(b"PK") or head.startswith(b"\x93NUMPY")):
+        # (numpy reads any other file as a pickle and its error speaks of allow_pickle)
+        raise InputError(f"{path}: not an .npz file (a text or other file); write one with "
+                         "dmft.Dataset(x_train, y_train, x_test, y_test).save(path) or "
+                         "numpy.savez(path, x_train=..., y_train=...)")
+    try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise InputError(f"{path}: holds one array, not an .npz of x_train, y_train[, x_test, y_test]")

@@ -194,6 +194,10 @@ def _build_data(task: dict) -> dmft.Dataset:
     if name == "kumar_quadratic":
         return dmft.tasks.kumar_quadratic(D=task["D"], P=task["P"], P_test=task["P_test"], key=key)
     if name == "teacher_network":
+        act = task["teacher_activation"]
+        if isinstance(act, str) and act.lower() not in dmft.activations.names():
+            raise ConfigError(f"task.teacher_activation: unknown name {act!r}; known: "
+                              f"{', '.join(dmft.activations.names())}")
         return dmft.tasks.teacher_network(D=task["D"], P=task["P"], P_test=task["P_test"],
                                           width=task["teacher_width"],
                                           activation=task["teacher_activation"], key=key)
@@ -219,6 +223,12 @@ def build_model(model: dict, gamma0: float = 1.0) -> dmft.TwoLayer:
 
 
 def _build_model(model: dict, gamma0: float) -> dmft.TwoLayer:
+    name = model["activation"]
+    if isinstance(name, str) and name != "quadratic" and name.lower() not in dmft.activations.names():
+        # (the library's refusal also offers a callable and quadratic(eps), which a file cannot hold)
+        raise ConfigError(f"model.activation: unknown name {name!r}; known: "
+                          f"{', '.join(sorted((*dmft.activations.names(), 'quadratic')))} "
+                          "(quadratic: h + eps h^2 / 2 with model.eps)")
     act = dmft.activations.quadratic(model["eps"]) if model["activation"] == "quadratic" \
         else model["activation"]
     g = model.get("gamma0")

@@ -479,6 +479,9 @@ def test_the_command_names_the_configuration_key_a_generator_refuses(case, job):
     with pytest.raises(dmft.errors.ConfigError) as err:
         preflight(load_config(None, [f"{k}={v}" for k, v in sets.items()]), job)
     assert str(err.value).startswith(key), str(err.value)
+    if key.endswith("activation"):       # no library-only advice a file cannot follow
+        assert "callable" not in str(err.value) and "known: erf, linear" in str(err.value)
+        assert ("model.eps" in str(err.value)) == (key == "model.activation")
     assert TRACE_COUNTS == before
 
 
@@ -495,4 +498,19 @@ def test_the_command_names_the_key_a_solve_or_ensemble_check_refuses(job, sets, 
     with pytest.raises(dmft.errors.ConfigError) as err:
         preflight(load_config(None, [f"{k}={v}" for k, v in sets.items()]), job)
     assert str(err.value).startswith(key), str(err.value)
+    if key.endswith("activation"):       # no library-only advice a file cannot follow
+        assert "callable" not in str(err.value) and "known: erf, linear" in str(err.value)
+        assert ("model.eps" in str(err.value)) == (key == "model.activation")
     assert TRACE_COUNTS == before
+
+
+@given(name=st.sampled_from(["x_train", "y_train", "x_test", "y_test"]), scale=st.floats(1e160, 1e300))
+def test_values_too_large_to_square_are_refused_naming_the_array_and_only_inputs_their_kernel(name, scale):
+    """The message spoke of the input kernel for targets too (a review's y = 1e200)."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.normal(size=(6, 3)), "y_train": rng.normal(size=6),
+              "x_test": rng.normal(size=(4, 3)), "y_test": rng.normal(size=4)}
+    arrays[name] = arrays[name] * scale
+    with pytest.raises(dmft.InputError, match=f"^{name}: values up to .* too large") as err:
+        dmft.Dataset(**arrays)
+    assert ("input kernel" in str(err.value)) == name.startswith("x")

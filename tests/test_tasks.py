@@ -142,6 +142,11 @@ def test_npz_files_that_are_not_datasets_are_refused_by_name(tmp_path):
             dmft.tasks.load_npz(tmp_path / name)
     with pytest.raises(dmft.InputError, match="path"):
         dmft.tasks.load_npz(3)
+    # a text file (a user's csv): said to be no .npz, not numpy's pickle advice
+    (tmp_path / "mine.csv").write_text("x,y\n1.0,2.0\n")
+    with pytest.raises(dmft.InputError, match=r"mine.csv: not an .npz file") as err:
+        dmft.tasks.load_npz(tmp_path / "mine.csv")
+    assert "pickle" not in str(err.value)
 
 
 def test_a_teachers_metadata_names_its_activation_and_spectrum_reads_what_it_uses():
