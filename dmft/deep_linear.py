@@ -625,13 +625,15 @@ def mode_flow(model: DeepLinear, data: LinearTeacher, t, weight_decay: float = 0
     (docs/derivations.md, section 6).
 
     Args:
-        t: (T,) times >= 0 (any order).
+        t: (T,) times >= 0 (any order); another shape is an InputError.
         weight_decay: kappa >= 0.
     Returns:
         (T, r) mode strengths, modes in the order of the teacher's singular values.
     """
     _check_aligned(model, data, "mode_flow")
-    t = _reals("t", t)
+    t = _reals("t", t, flat=False)
+    if t.ndim != 1:                     # (a (2, 2) t was flattened in silence: rows of 4 times came back)
+        raise InputError(f"t: a 1-d array of times, shape (T,), got shape {t.shape}")
     if np.any(t < 0):
         raise InputError("t: times must be finite and >= 0")
     kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
@@ -1140,10 +1142,10 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every, batch_size=batch_size,
                                    weight_decay=weight_decay).items() if v is not None}
     sch = schedule_from(schedule, **given, defaults=dict(eta0=0.01, steps=1000))
+    if sch.dynamics != "gd":         # (first: a flow schedule has no batch size, and was refused naming it)
+        raise InputError("dynamics: the per-mode SDE describes (S)GD steps; use mode_flow for gradient flow")
     if sch.batch_size is None:
         raise InputError("batch_size: the SDE describes minibatch SGD; give batch_size")
-    if sch.dynamics != "gd":
-        raise InputError("dynamics: the per-mode SDE describes (S)GD steps; use mode_flow for gradient flow")
     eta, B = _sgd_args(model, data, sch.eta0, sch.batch_size)
     kappa_wd = float(sch.weight_decay)
     paths = checks.integer("paths", paths, minimum=1)

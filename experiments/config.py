@@ -230,11 +230,31 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
         else:
             merge(cfg, table, os.fspath(source), schema, tables,
                   base=os.path.dirname(os.path.abspath(os.fspath(source))))
+            if preset:
+                _note_preset_overridden(preset, table, cfg, os.fspath(source))
     for text in overrides:
         merge(cfg, parse_override(text), f"override {text!r}", schema, tables)
     if check is not None:
         check(cfg)
     return cfg
+
+
+def _note_preset_overridden(preset: dict, table: dict, cfg: dict, path: str) -> None:
+    """Name on stderr the --full preset's keys that the file `path` (its TOML `table`) sets to
+    other values: the file wins over the preset (defaults, preset, file, overrides), so a
+    shipped file that writes them all made --full change nothing, without a word."""
+    import sys
+
+    written = {f"{sec}.{key}" for sec, keys in table.items() if isinstance(keys, dict) for key in keys}
+    taken = [(sec, key) for sec, vals in preset.items() for key, v in vals.items()
+             if f"{sec}.{key}" in written and cfg[sec][key] != v]
+    if not taken:
+        return
+    unwritten = [f"{sec}.{key}" for sec, vals in preset.items() for key in vals if f"{sec}.{key}" not in written]
+    what = ", ".join(f"{sec}.{key} = {cfg[sec][key]!r} (preset {preset[sec][key]!r})" for sec, key in taken)
+    rest = "--full changes nothing here" if not unwritten else f"--full sets only {', '.join(unwritten)}"
+    print(f"--full: {path} sets {what}; the file wins over the preset, so {rest} (drop --config, or "
+          "edit the file, for the preset's values)", file=sys.stderr)
 
 
 def given_keys(source=None, overrides=()) -> set[str]:

@@ -435,7 +435,10 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             accepted and ignored).
         keep_weights: keep the final weights in `run.weights` ({"W1": (S, ...), ...}).
         dtype: "float32" or "float64" (default: JAX's current float).
-        block: seeds per compiled call (None: all at once); results do not depend on it.
+        block: seeds per compiled call (None: all at once). Each seed's draws are the same at
+            any block, but each block size is its own compiled program, so the records agree to rounding
+            only: block=2 against block=256 (float64, depth 4, 2000 steps) differed by up to
+            9e-16 relative in the modes and 3e-15 in the drift; the same block, bit for bit.
     """
     if not isinstance(model, DeepLinear):
         raise InputError(f"model must be a dmft.DeepLinear, got {type(model).__name__}")

@@ -751,3 +751,18 @@ def test_lazy_to_rich_under_sgd_trains_theory_lazy_limit_and_networks_on_one_seq
         lazy_to_rich(dmft.TwoLayer("tanh"), data, [1.0], [8], 2, schedule=sch,
                      solve_kw=dict(samples=64, batch_key=jax.random.key(1)),
                      train_kw=dict(batch_key=jax.random.key(2)))
+
+
+def test_full_with_a_file_names_the_preset_keys_the_file_overrides(capsys):
+    """defaults, then the --full preset, then the file: `--config default.toml --full` took the
+    file's 600 steps and 16384 samples without a word (the shipped grok_kumar.toml and dln.toml
+    said --full ran the paper's sizes); the keys the file takes over are named on stderr."""
+    from experiments.jobs import FULL
+    cfg = load("scripts/configs/default.toml", [], full=True)
+    err = capsys.readouterr().err
+    assert cfg["train"]["steps"] == 600 and f"train.steps = 600 (preset {FULL['train']['steps']})" in err
+    assert "the file wins over the preset" in err
+    assert cfg["simulate"]["max_memory_gb"] == FULL["simulate"]["max_memory_gb"]     # not in the file
+    load("scripts/configs/default.toml", [])                  # no --full, or --full alone: nothing said
+    load(None, [], full=True)
+    assert capsys.readouterr().err == ""

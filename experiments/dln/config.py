@@ -96,7 +96,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                             "collapsed on its target has no spread); spreads are compared only above it "
                             "x the target", 0.0, True),
         "ks_max": Field("float", 0.1, "or: max KS distance of a stationary law", 0.0, True),
-        "spread_low": Field("float", 0.75, "min ratio of spreads, networks / SDE", 0.0, True),
+        "spread_low": Field("float", 0.75, "min ratio of spreads, networks / SDE (widened by 3 sampling "
+                            "errors of the ratio, for the seeds' and paths' numbers)", 0.0, True),
         "spread_high": Field("float", 1.33, "max ratio of spreads", 0.0, True),
         "diffusion_low": Field("float", 0.7, "min pooled ratio of measured / predicted diffusion", 0.0, True),
         "diffusion_high": Field("float", 1.4, "max pooled ratio", 0.0, True),
@@ -147,7 +148,10 @@ def _check(cfg: dict) -> None:
     t, m, tr = cfg["teacher"], cfg["model"], cfg["train"]
     r = len(t["singular_values"]) if t["spectrum"] == "list" else t["rank"]
     if r > min(t["d_in"], t["d_out"]):
-        raise ConfigError(f"teacher: rank {r} exceeds min(d_in, d_out) = {min(t['d_in'], t['d_out'])}")
+        dim = "d_in" if t["d_in"] <= t["d_out"] else "d_out"
+        modes = (f"{r} teacher.singular_values" if t["spectrum"] == "list" else f"teacher.rank = {r}")
+        raise ConfigError(f"teacher.{dim}: {t[dim]} is below the teacher's rank ({modes}): a rank-{r} teacher needs "
+                          f"d_in and d_out >= {r}")
     if m["depth"] > 1 and r > m["width"]:
         raise ConfigError(f"model.width: {m['width']} is below the teacher's rank {r}")
     if t["P"] and t["P"] < t["d_in"]:
@@ -239,7 +243,9 @@ def train_schedule(tr: dict) -> dmft.Schedule:
 
 
 def load_config(path=None, overrides=(), full: bool = False) -> dict:
-    """Defaults, then the --full preset, then the TOML file, then overrides; validated."""
+    """Defaults, then the --full preset, then the TOML file, then overrides; validated. With
+    `full`, the preset's keys the file sets to other values are named on stderr (the file wins:
+    the shipped dln.toml writes them all, so `--config dln.toml --full` is `--config dln.toml`)."""
     cfg = _config.load(SCHEMA, path, overrides, preset=FULL if full else None, check=_check)
     _config.check_saves(cfg, SCHEMA, path, overrides, FULL if full else None)
     return cfg

@@ -36,7 +36,7 @@ from validation import plots_deep_linear as figs
 from ..output import (draw_figures, read_manifest, recheck_note, recheck_recorded, release, verify_files,
                       write_manifest)
 from .config import build, sde_memory_limit
-from .report import markdown
+from .report import markdown, unbalanced_note
 
 __all__ = ["run", "recheck", "checks"]
 
@@ -129,6 +129,8 @@ def _judge(cfg, st, run, sde, log) -> dict:
     res["diffusion"] = vdl.compare_diffusion(run, st.model, st.data, eta0=eta, batch_size=B,
                                              band=(chk["diffusion_low"], chk["diffusion_high"]),
                                              weight_decay=kappa)
+    if st.model.init != "aligned":
+        res["unbalanced"] = _imbalance(run, st)
     res["stationary"] = None
     if st.sigma > 0 or kappa > 0:          # with decay the law is a density even without label noise
         after = cfg["theory"]["stationary_after"] * st.schedule.final_time
@@ -139,6 +141,27 @@ def _judge(cfg, st, run, sde, log) -> dict:
             res["stationary_error"] = str(err)
             log(f"  sigma={st.sigma:g}: no stationary law: {err}")
     return res
+
+
+UNBALANCED = 0.05     # a start whose imbalance exceeds this share of the target's layer scale
+
+
+def _imbalance(run, st) -> dict:
+    """How far a random start is from the balanced layers D(pi) and the per-mode SDE assume: the
+    seeds' median at t = 0 of the largest |W_{l+1}^T W_{l+1} - W_l W_l^T|_F over the layer
+    boundaries (conserved by gradient flow without decay), against s_max^(2/L), the scale of a
+    layer at the strongest target. "far": above UNBALANCED of it (a depth-1 network has no
+    boundary: balanced)."""
+    L = st.model.depth
+    if L < 2 or run.balancedness.shape[-1] == 0:
+        return {"initial": 0.0, "relative": 0.0, "far": False}
+    start = run.balancedness[:, 0, :]
+    worst = np.max(start, axis=-1)
+    worst = worst[np.isfinite(worst)]
+    initial = float(np.median(worst)) if worst.size else float("nan")
+    scale = float(np.max(dl.effective_modes(st.data).s)) ** (2.0 / L)
+    rel = initial / scale if scale > 0 else float("inf")
+    return {"initial": initial, "relative": rel, "far": bool(not rel <= UNBALANCED)}
 
 
 def _staircase(cfg, st, out, log, progress):
@@ -257,7 +280,8 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
     with recheck_recorded(out, "dln", cfg, say=log):
         results = []
         for r, st, run_, sde, stair in saved:
-            res = {k: v for k, v in r.items() if k not in ("modes", "diffusion", "stationary", "stationary_error")}
+            res = {k: v for k, v in r.items() if k not in ("modes", "diffusion", "stationary", "stationary_error",
+                                                             "unbalanced")}
             res.update(_judge(cfg, st, run_, sde, log))
             res["figures"] = {k: _figure(out, v) for k, v in (r.get("figures") or {}).items()}
             if stair is not None:
@@ -300,15 +324,22 @@ def _why_not(row: dict) -> str:
         return f"{where}: fewer than two finite values"
     if not row["mean_rule"]:
         return f"{where}: mean off (z = {row['z']:.2g}, effect {row['effect']:.2g})"
-    return f"{where}: spread ratio {row['std_ratio']:.3g} outside the band"
+    band = row.get("spread_band")
+    within = (f"outside the band [{band[0]:.3g}, {band[1]:.3g}] (check.spread_low/high widened by its sampling "
+              "error)" if band else "outside the band")
+    return f"{where}: spread ratio {row['std_ratio']:.3g} {within}"
 
 
 def _ks_bound(row: dict) -> str:
-    """What a stationary row's KS distance passes below: its 1% critical value, or the effect
-    size ks_max when larger (the detail showed only the critical value: KS 0.056 > 0.051 PASS)."""
+    """A stationary row's KS distance against the bound it must stay below: its 1% critical value,
+    or the effect size ks_max when larger (the detail showed only the critical value: KS 0.056 >
+    0.051 PASS), with the comparison the verdict reads ("KS 0.3051 > 0.1441 allowed" for a failing
+    one: it read "(<= 0.144073: ...)" beside FAIL, a condition that seemed to hold)."""
     crit, ks_max = row["critical"], row.get("ks_max", 0.0)
-    return (f"<= {max(crit, ks_max):g}: the larger of the 1% critical value {crit:.3f} "
-            f"and the effect size ks_max {ks_max:g}")
+    bound = max(crit, ks_max)
+    sign = "<=" if row["ks"] <= bound else ">"
+    return (f"KS {row['ks']:.4g} {sign} {bound:.4g} allowed (the larger of the 1% critical value {crit:.3f} "
+            f"and the effect size ks_max {ks_max:g})")
 
 
 def checks(report: dict) -> list[dict]:
@@ -331,9 +362,12 @@ def checks(report: dict) -> list[dict]:
                         "detail": f"{len(r['modes']) - len(bad)} of {len(r['modes'])} (mode, time) pairs within "
                                   "tolerance" + ("; failing: " + "; ".join(_why_not(b) for b in bad[:3])
                                                  + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
-                                                 if bad else "")})
+                                                 if bad else "")
+                                  + next(("; spreads not judged: " + row["spread_note"] for row in r["modes"]
+                                          if row.get("spread_note")), "")})
+        note = unbalanced_note(r, report.get("config", {}).get("model", {}).get("init_scale"))
         out.append({"name": f"diffusion vs D(pi) {tag}", "verdict": _summary(r["diffusion"]),
-                    "detail": ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
+                    "detail": (note + ": " if note else "") + ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
                                         f"mode {x['mode'] + 1}: no gradient noise (D = 0: full-batch steps)"
                                         if x.get("no_noise") else
                                         f"mode {x['mode'] + 1}: no record to compare (no network has a finite "
@@ -348,7 +382,7 @@ def checks(report: dict) -> list[dict]:
                                             "window" if x.get("diverged") else
                                             f"mode {x['mode'] + 1}: no density ({x['no_density']})"
                                             if x.get("no_density") else
-                                            f"mode {x['mode'] + 1}: KS {x['ks']:.4g} ({_ks_bound(x)})"
+                                            f"mode {x['mode'] + 1}: {_ks_bound(x)}"
                                             for x in r["stationary"])})
         elif r.get("stationary_error"):
             out.append({"name": f"stationary law {tag}", "verdict": "SKIP", "detail": r["stationary_error"]})

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from validation.deep_linear import SPREAD_Z
+
 from ..output import precision_line
 
 
@@ -13,7 +15,7 @@ def _cell(text) -> str:
     """Text for a markdown table cell (a | would split it)."""
     return str(text).replace("|", "\\|")
 
-__all__ = ["markdown"]
+__all__ = ["markdown", "unbalanced_note"]
 
 
 def _f(x, nd=4):
@@ -22,6 +24,53 @@ def _f(x, nd=4):
     except (TypeError, ValueError):
         return str(x)
     return "n/a" if not np.isfinite(x) else f"{x:.{nd}g}"
+
+
+def _ratio(row) -> str:
+    """A compared spread ratio, with the band it was judged against (the configured band widened
+    by the ratio's sampling error) where the row records one."""
+    band = row.get("spread_band")
+    return _f(row["std_ratio"], 3) + (f" [{_f(band[0], 3)}, {_f(band[1], 3)}]" if band else "")
+
+
+def _modes(idx) -> str:
+    return ("mode " if len(idx) == 1 else "modes ") + ", ".join(str(i + 1) for i in idx)
+
+
+def _layer_leads(p: dict, sigma: float) -> str:
+    """What the table says of the layer scalar's diffusion peak against the half-learning time,
+    mode by mode (docs/derivations.md derives a lead without label noise; with it, or with
+    decay, a mode may lag or have no interior peak)."""
+    n = len(p["t_peak"])
+    why = p.get("no_peak_layer") or [""] * n
+    lead = [float("nan") if x is None else float(x) for x in p["lead_half_layer"]]
+    leads = [i for i in range(n) if not why[i] and np.isfinite(lead[i]) and lead[i] > 0]
+    lags = [i for i in range(n) if not why[i] and np.isfinite(lead[i]) and lead[i] <= 0]
+    none = [i for i in range(n) if i not in leads and i not in lags]
+    if len(leads) == n:
+        return "the diffusion of each layer's scalar leads the half-learning time, for every mode."
+    parts = []
+    if leads:
+        parts.append(f"leads the half-learning time for {_modes(leads)}")
+    if lags:
+        parts.append(f"does not lead it for {_modes(lags)} (lead " + ", ".join(_f(lead[i], 3) for i in lags) + ")")
+    if none:
+        parts.append(f"has no peak time for {_modes(none)}")
+    noise = (f" (docs/derivations.md derives the lead without label noise; here sigma = {sigma:g})"
+             if sigma > 0 else "")
+    return "the diffusion of each layer's scalar " + "; ".join(parts) + noise + "."
+
+
+def unbalanced_note(r: dict, init_scale=None) -> str:
+    """Why D(pi) need not describe a random start far from balanced ("" where it is near)."""
+    u = r.get("unbalanced")
+    if not u or not u.get("far"):
+        return ""
+    at = f" at init_scale {init_scale:g}" if init_scale else ""
+    return (f"D(pi) assumes aligned, balanced layers; this random start{at} is not balanced (median "
+            f"|W_(l+1)^T W_(l+1) - W_l W_l^T|_F = {u['initial']:.3g} at t = 0, {u['relative']:.2g} x the "
+            "layer scale s_max^(2/L), and gradient flow conserves it), so the measured diffusion need not "
+            "follow D(pi)")
 
 
 def _times(values) -> str:
@@ -55,17 +104,24 @@ def markdown(rep: dict) -> str:
         changed = ", ".join(rep["rechecked"].get("differing") or []) or "no key"
         lines += [f"Re-checked: these verdicts judge the saved runs of an earlier run under a changed [check] "
                   f"section ({changed}); nothing was computed again (times are that run's).", ""]
-    lines += ["Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
-              "docs/derivations.md (section 6), its stationary law. Time t = steps x eta. A comparison passes "
+    sde = m["init"] == "aligned"
+    lines += [("Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
+               "docs/derivations.md (section 6), its stationary law." if sde else
+               "Theory: the diffusion D(pi) of the per-mode reduction (docs/derivations.md, section 6) and its "
+               "stationary law; no per-mode SDE ran (it follows an aligned, balanced start, and this start is "
+               "random).") + " Time t = steps x eta. A comparison passes "
               "within its statistical tolerance or within its effect-size tolerance ([check] effect, ks_max): "
               "with a thousand networks the statistics resolve the reduction's known O(eta/B) cross-mode shift "
               "(docs/derivations.md), which the effect size says is small.", "",
+              *([] if not sde else [
               f"A mode's mean passes by one of three rules, named in the table's \"passed by\" column: "
               f"|z| <= {chk['z_max']:g} ([check] z_max), |difference| / SDE spread <= {chk['effect']:g} "
               f"([check] effect), or |difference| / target <= {chk['target_rel']:g} ([check] target_rel: an "
               f"ensemble collapsed on its target has no spread to compare with); and its spread ratio must lie "
-              f"in [{chk['spread_low']:g}, {chk['spread_high']:g}] wherever the SDE's spread exceeds "
-              f"{chk['target_rel']:g} x the target (\"not compared\" below it).", "",
+              f"in [{chk['spread_low']:g}, {chk['spread_high']:g}], widened by {SPREAD_Z:g} sampling errors of "
+              "the ratio for the numbers of seeds and paths (the band applied is in brackets in the table), "
+              f"wherever the SDE's spread exceeds {chk['target_rel']:g} x the target (\"not compared\" below it).",
+              ""]),
               "## Verdicts", "", "| check | verdict | detail |", "|---|---|---|"]
     lines += [f"| {_cell(c['name'])} | **{c['verdict']}** | {_cell(c['detail'])} |" for c in rep["checks"]]
     for r in rep["studies"]:
@@ -89,7 +145,7 @@ def markdown(rep: dict) -> str:
             lines += [f"| {x['mode'] + 1} | {_f(x['t'])} | {_f(x['networks_mean'])} +- {_f(x['networks_std'], 3)} | "
                       f"{_f(x['sde_mean'])} +- {_f(x['sde_std'], 3)} | {_f(x['z'], 3)} | {_f(x['effect'], 2)} | "
                       f"{_f(x.get('target_rel'), 2)} | "
-                      f"{_f(x['std_ratio'], 3) if x.get('spread_compared', True) else 'not compared'} | "
+                      f"{_ratio(x) if x.get('spread_compared', True) else 'too few seeds' if x.get('spread_note') else 'not compared'} | "
                       f"{x.get('mean_rule') or '-'} | {x['verdict']} |" for x in r["modes"]]
         lines += ["", "Diffusion along each mode, measured / predicted D(pi): the pooled ratio (sum over seeds and "
                   "times of the measured over that of the predicted), its standard error (seeds as the independent "
@@ -101,6 +157,10 @@ def markdown(rep: dict) -> str:
             lines += ["", "SKIP: a mode that weight decay switches off stays near 0, where its own D vanishes "
                       "and what is measured is the noise leaking from the other modes (which the per-mode "
                       "reduction drops)."]
+        note = unbalanced_note(r, m.get("init_scale"))
+        if note:
+            lines += ["", f"Not balanced: {note} (the ratios above measure that departure, not the reduction's "
+                      "accuracy)."]
         if any(x.get("no_noise") for x in r["diffusion"]):
             lines += ["", "SKIP: full-batch steps (batch size = P) have no gradient noise: D = 0, measured and "
                       "predicted alike."]
@@ -123,7 +183,7 @@ def markdown(rep: dict) -> str:
                     f"mode {i + 1}: {w}" for i, w in enumerate(why_layer) if w) + "."]
             lines += ["", "In function space the diffusion along a mode is (without label noise exactly) "
                       "proportional to its squared speed, so it peaks with the transition, not before it; "
-                      "the diffusion of each layer's scalar leads the half-learning time."]
+                      + _layer_leads(p, r["sigma"])]
         if r.get("stationary"):
             lines += ["", "Stationary laws (late times):", "",
                       "| mode | KS | critical (1%) | mean | density mean | variance | Boltzmann T | verdict |",
