@@ -39,8 +39,9 @@ def _minor_log_formatter(axis):
         def set_locs(self, locs):
             self.shown = set()
             lo, hi = sorted(axis.get_view_interval())
-            if not (lo > 0 and np.isfinite(hi) and hi > lo) or np.log10(hi / lo) > 1.0:
-                return
+            with np.errstate(over="ignore"):          # (a span past the float range: not a decade)
+                if not (lo > 0 and np.isfinite(hi) and hi > lo) or not np.log10(hi / lo) <= 1.0:
+                    return
             horizontal = axis.axis_name == "x"
             box = axis.axes.bbox
             length = box.width if horizontal else box.height

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import dmft
+import dmft.plotting
 from dmft import deep_linear as dl
 from validation import plots_deep_linear as figs
 from validation.deep_linear import decaying_modes
@@ -215,3 +216,31 @@ def test_the_stationary_figure_draws_each_modes_law_on_its_own():
             else:
                 assert "decays to 0" in texts
         plt.close(fig)
+
+
+
+def test_figures_of_diverged_runs_and_a_depth_one_network_print_no_warnings():
+    """A review found stray warnings on stderr: numpy's 'All-NaN slice' where every run diverged
+    (the modes figure), matplotlib's empty legend for a depth-1 network (no layer boundary) and an
+    overflow in the log axis' tick labels at a span past the float range. None now."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    data = dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], P=None, key=0)
+    model = dmft.DeepLinear(2, 4, 0.3, "aligned")
+    run = _flow_run(model, data, 0.0)
+    run.modes = run.modes.copy()
+    run.modes[:, T > 1.0] = np.nan                           # every seed diverged at t = 1
+    depth1 = SimpleNamespace(t=T, balancedness=np.zeros((3, T.size, 0)), balance_change=np.zeros((3, T.size, 0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = [figs.modes_figure(run, model, data), figs.balance_figure(depth1)]
+        wide = plt.figure()
+        ax = wide.add_subplot()
+        ax.set_xscale("log")
+        labels = dmft.plotting._minor_log_formatter(ax.xaxis)
+        ax.xaxis.get_view_interval = lambda: np.array([5e-324, 1e10])   # hi / lo overflows
+        labels.set_locs([1e-300, 1e-200])
+    for f in drawn + [wide]:
+        plt.close(f)

@@ -6,6 +6,8 @@ the theory of `dmft.deep_linear` beside it, in time units t = steps x eta.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from dmft import checks
@@ -20,7 +22,9 @@ __all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure",
 
 
 def _band(ax, t, v, color, label=None, ls="-"):
-    lo, med, hi = np.nanpercentile(v, [10, 50, 90], axis=0)
+    with warnings.catch_warnings():        # a time where every run diverged: NaN, drawn as a gap
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, med, hi = np.nanpercentile(v, [10, 50, 90], axis=0)
     m = t > 0
     ax.plot(t[m], med[m], color=color, ls=ls, label=label)
     ax.fill_between(t[m], lo[m], hi[m], color=color, alpha=0.15)
@@ -284,7 +288,8 @@ def balance_figure(run, title=None):
         ax.set_xscale("log")
         ax.set_xlabel("t = steps x eta")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:       # (depth 1 has no layer boundary to label)
+        axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
