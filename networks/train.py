@@ -653,5 +653,5 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
         warnings.warn(f"networks.train: {'every one' if len(diverged) == seeds else len(diverged)} of "
                       f"{seeds} seeds diverged at width {width} (the first by step {first}): their records "
                       "are NaN from the save where each went bad (info['diverged'] holds each seed's "
-                      "step); lower eta0 or gamma0", UserWarning, stacklevel=2)
+                      "step); lower eta0 or gamma0", UserWarning, stacklevel=3)
     return run

@@ -1802,6 +1802,7 @@ def test_networks_learning_times_for_modes_without_a_crossing():
 
 # ------------------------------------------------------------------ audit: divergence and float range of the dln job
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")   # (figures of all-NaN curves printed 'All-NaN slice')
 def test_dln_job_records_an_sde_whose_every_path_diverges_and_writes_everything(tmp_path):
     """s = 1e100 at depth 4: the first step overflows pi = a^4 on every SDE path (and every network).
     The job failed there, after the networks had trained (exit 4, nothing but the networks on disk):

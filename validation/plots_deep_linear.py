@@ -21,10 +21,16 @@ __all__ = ["modes_figure", "staircase_figure", "staircase_ylim", "noise_figure",
            "balance_figure"]
 
 
-def _band(ax, t, v, color, label=None, ls="-"):
-    with warnings.catch_warnings():        # a time where every run diverged: NaN, drawn as a gap
+def _nan(fn, *args, **kw):
+    """A numpy nan-reduction without its 'All-NaN slice' warning: a time where every run (or path)
+    diverged is NaN, drawn as a gap."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo, med, hi = np.nanpercentile(v, [10, 50, 90], axis=0)
+        return fn(*args, **kw)
+
+
+def _band(ax, t, v, color, label=None, ls="-"):
+    lo, med, hi = _nan(np.nanpercentile, v, [10, 50, 90], axis=0)
     m = t > 0
     ax.plot(t[m], med[m], color=color, ls=ls, label=label)
     ax.fill_between(t[m], lo[m], hi[m], color=color, alpha=0.15)
@@ -98,7 +104,7 @@ def modes_figure(run, model, data, sde=None, title=None, weight_decay: float = 0
         note = f"; {_decays_note(kappa)}" if decays[i] else ""
         _band(ax, t, run.modes[..., i], c, f"mode {i + 1}, s = {s[i]:.3g} (networks{note})")
         if sde is not None:
-            lo, hi = np.nanpercentile(sde.modes[..., i], [10, 90], axis=0)
+            lo, hi = _nan(np.nanpercentile, sde.modes[..., i], [10, 90], axis=0)
             ax.plot(t[t > 0], lo[t > 0], color=c, ls="--", lw=0.9, label=once("per-mode SDE, 10% and 90%"))
             ax.plot(t[t > 0], hi[t > 0], color=c, ls="--", lw=0.9)
         if flow is not None:
@@ -181,7 +187,7 @@ def staircase_ylim(run, data, *, model=None, weight_decay: float = 0.0) -> tuple
     decades."""
     levels = _plateau_levels(data, model=model, weight_decay=weight_decay)
     pos = levels[levels > 0]
-    band = np.nanpercentile(run.test_loss, 90, axis=0)[np.asarray(run.t) > 0]
+    band = _nan(np.nanpercentile, run.test_loss, 90, axis=0)[np.asarray(run.t) > 0]
     top = max(float(pos.max()), float(np.nanmax(band)) if np.isfinite(band).any() else 0.0)
     return 0.2 * float(pos.min()), 2.0 * top
 
@@ -209,8 +215,8 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
         label = f"mode {i + 1}" + (f": {_decays_note(kappa)}" if decays[i] else "")
         _band(axes[0], t, run.drift[..., i], c, label)
         _band(axes[1], t, run.diffusion[..., i], c, label)
-        axes[0].plot(t[t > 0], np.nanmedian(mu[..., i], 0)[t > 0], color=c, ls="--", lw=0.8)
-        axes[1].plot(t[t > 0], np.nanmedian(D[..., i], 0)[t > 0], color=c, ls="--", lw=0.8)
+        axes[0].plot(t[t > 0], _nan(np.nanmedian, mu[..., i], 0)[t > 0], color=c, ls="--", lw=0.8)
+        axes[1].plot(t[t > 0], _nan(np.nanmedian, D[..., i], 0)[t > 0], color=c, ls="--", lw=0.8)
         if decays[i]:                                   # target 0: no learning time, no peak
             continue
         _learning_line(axes, tl[:, i], i)
