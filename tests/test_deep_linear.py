@@ -447,6 +447,7 @@ def test_fixed_points_are_the_stable_roots_or_nan_when_decay_wins(s, kappa, L):
 @settings(max_examples=40, deadline=None)
 @given(lo=st.floats(-2.0, 3.0), span=st.floats(1e-3, 3.0), kappa=st.floats(0.0, 0.5), L=st.integers(1, 4),
        sigma=st.sampled_from([0.0, 0.5]))
+@example(lo=0.0, span=1.0, kappa=1e-15, L=1, sigma=0.0)     # a point mass at float64 (found by a run)
 def test_stationary_density_is_a_density_on_any_grid(lo, span, kappa, L, sigma):
     """Finite, non-negative, integrating to one on the grid, whether the grid holds the fixed
     point, lies below it or above it; or one InputError naming why there is no density. A grid
@@ -473,6 +474,9 @@ def test_stationary_density_is_a_density_on_any_grid(lo, span, kappa, L, sigma):
             return
         if "shallow" in str(err):                     # no metastable law: the escape is fast
             assert kappa > 0 and L >= 2, str(err)
+            return
+        if isinstance(err, dl.PointMassError):        # narrower than float64 at pi*: no label noise, and
+            assert sigma == 0 and kappa < 1e-5, str(err)   # decay's noise too small (kappa = 1e-15)
             return
         assert "weight_decay" in str(err), str(err)
         if "switches off" not in str(err):            # no noise at the fixed point: a point mass
