@@ -1092,7 +1092,7 @@ def test_divergence_keeps_only_the_saves_before_the_bad_step(data, method, eta0,
     assert e.partial["f_train"].shape == (n, data.P) and e.partial["train_loss"].shape == (n,)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=2, deadline=None)          # (each example: four solves and two compiles)
 @given(eta0=st.floats(40.0, 80.0), seed=st.integers(0, 2 ** 16))
 @example(eta0=50.0, seed=0)
 def test_a_run_that_overflows_raises_at_its_first_runaway_save_not_at_the_overflow(eta0, seed):
@@ -1122,8 +1122,9 @@ def test_a_run_that_overflows_raises_at_its_first_runaway_save_not_at_the_overfl
     assert runner.first_runaway(e.partial["train_loss"], y_ms, 1.0) == -1
     np.testing.assert_array_equal(e.partial["train_loss"], raw_loss[:first])
     if (eta0, seed) == (50.0, 0):                      # the review's case: networks flag step 10
-        nets = networks.train(model, data, eta0=eta0, steps=200, save_every=10, width=16, seeds=2,
-                              key=jax.random.key(seed))
+        with pytest.warns(UserWarning, match="every one of 2 seeds diverged at width 16 .the first by step 10"):
+            nets = networks.train(model, data, eta0=eta0, steps=200, save_every=10, width=16, seeds=2,
+                                  key=jax.random.key(seed))
         assert nets.info["diverged"] == {0: 10, 1: 10} and e.step == 10
 
 
