@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import math
 import os
+import sys
 import tomllib
 from typing import Any, Callable
 
@@ -243,8 +244,6 @@ def _note_preset_overridden(preset: dict, table: dict, cfg: dict, path: str) -> 
     """Name on stderr the --full preset's keys that the file `path` (its TOML `table`) sets to
     other values: the file wins over the preset (defaults, preset, file, overrides), so a
     shipped file that writes them all made --full change nothing, without a word."""
-    import sys
-
     written = {f"{sec}.{key}" for sec, keys in table.items() if isinstance(keys, dict) for key in keys}
     taken = [(sec, key) for sec, vals in preset.items() for key, v in vals.items()
              if f"{sec}.{key}" in written and cfg[sec][key] != v]

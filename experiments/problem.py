@@ -287,13 +287,18 @@ def build(cfg: dict) -> Problem:
                    network_key=jax.random.key(cfg["simulate"]["seed"]))
 
 
+def _task_reads(name: str) -> set:
+    """The [task] fields task `name` reads: its generator's, its name, and an npz task's path."""
+    return TASK_FIELDS.get(name, set()) | {"name"} | ({"path"} if name == "npz" else set())
+
+
 def check_unread(cfg: dict) -> None:
     """Refuse a setting nothing reads (it would be silently lost): model.eps off the quadratic
     activation, a task field the task does not read (set away from its default)."""
     task, model = cfg["task"], cfg["model"]
     if model["activation"] != "quadratic" and model["eps"] != SECTIONS["model"]["eps"].default:
         raise ConfigError(f"model.eps: used only by activation = 'quadratic', not {model['activation']!r}")
-    used = TASK_FIELDS.get(task["name"], set()) | {"name"} | ({"path"} if task["name"] == "npz" else set())
+    used = _task_reads(task["name"])
     for key, value in task.items():
         field = SECTIONS["task"].get(key)
         if key not in used and field is not None and value != field.default:
@@ -309,7 +314,7 @@ def unread_task_keys(cfg: dict) -> dict:
     task = cfg.get("task")
     if not isinstance(task, dict) or task.get("name") not in TASK_FIELDS:
         return {}
-    used = TASK_FIELDS[task["name"]] | {"name"} | ({"path"} if task["name"] == "npz" else set())
+    used = _task_reads(task["name"])
     why = (f"not read by task.name = {task['name']!r}, left at their defaults"
            + (" (the data's own sizes are in report.md)" if task["name"] == "npz" else ""))
     # (only at their defaults: a scan over task.name may set a field its base task does not read)

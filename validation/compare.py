@@ -168,7 +168,7 @@ def _check_types(solution, run, where: str = "compare") -> None:
 _DATA_FIELDS = ("P", "P_test", "D", "C", "has_test_targets", "sha256")
 
 
-def _recorded_data(result, part: str = "data"):
+def _recorded(result, part: str = "data"):
     """The description of its data (or another `part` of info["config"]: "model", "solve",
     "train") a result records (JSON-normalized), or None."""
     info = result.info if isinstance(result.info, dict) else {}
@@ -188,10 +188,10 @@ def _check_same_model(solution, run) -> None:
     (gamma0 = 5 relu networks read z = -51 against a gamma0 = 1 tanh solution). The step size,
     dynamics and batch size may differ (gradient flow against small steps, full batch against
     SGD: comparisons of interest); without recorded configurations nothing is refused."""
-    a, b = _recorded_data(solution, "model"), _recorded_data(run, "model")
+    a, b = _recorded(solution, "model"), _recorded(run, "model")
     diff = [] if a is None or b is None else [
         f"{k} {a[k]!r} (theory) vs {b[k]!r} (run)" for k in sorted(a) if k in b and a[k] != b[k]]
-    sa, tb = _recorded_data(solution, "solve"), _recorded_data(run, "train")
+    sa, tb = _recorded(solution, "solve"), _recorded(run, "train")
     if sa is not None and tb is not None and "weight_decay" in sa and "weight_decay" in tb \
             and sa["weight_decay"] != tb["weight_decay"]:
         diff.append(f"weight_decay {sa['weight_decay']!r} (theory) vs {tb['weight_decay']!r} (run)")
@@ -207,7 +207,7 @@ def _check_same_data(solution, run) -> None:
     differ in shape, or both predict exactly 0 at t = 0 (centered) and their losses there, the
     mean squares of the targets, differ. Nothing is refused on a guess: without such evidence
     (uncentered networks, no recorded data) the comparison goes ahead."""
-    a, b = _recorded_data(solution), _recorded_data(run)
+    a, b = _recorded(solution), _recorded(run)
     if a is not None and b is not None:
         diff = [("the arrays' values (Dataset.digest " + f"{str(a[k])[:12]}... vs {str(b[k])[:12]}...)"
                  if k == "sha256" else f"{k} {a[k]!r} vs {b[k]!r}")
