@@ -24,8 +24,9 @@ Recorded at the saved steps, for every seed:
     diffusion     (S, T, r)    Var[delta pi_i] / eta of one SGD step at first order in eta:
                                eta Var(mean of c over a batch), c the per-sample projected
                                gradient (vmapped per-sample gradients; exact over the P points
-                               with the finite-population factor (P - B) / (P - 1), online from
-                               `probe` fresh samples)
+                               with the finite-population factor (P - B) / (P - 1); online the
+                               population variance in closed form, or, given `probe`, a sample
+                               variance over that many fresh samples)
 
 Example:
     >>> import jax; jax.config.update("jax_enable_x64", True)
@@ -298,6 +299,23 @@ def _projected(sh: Shared, pre, suf, x, e):
     return c
 
 
+def _population_variance(sh: Shared, pre, suf, delta):
+    """Var[c_i] (r, S) of the projected per-sample gradient over online data, in closed form.
+    With g_l = A_l A_l^T u_i, h_l = B_l^T B_l v_i and K_i = sum_l g_l h_l^T (d_out, d_in),
+    c_i = -e^T K_i x, e = delta x + sigma xi (delta = M - W, x ~ N(0, I), xi ~ N(0, I)
+    independent). So c_i = -(x^T Q_i x + sigma xi^T K_i x), Q_i = delta^T K_i, whose two parts
+    are uncorrelated (odd in xi), and a Gaussian quadratic form has Var[x^T Q x] = 2 |Q_s|_F^2
+    (Q_s = (Q + Q^T) / 2): Var[c_i] = 2 |Q_s,i|_F^2 + sigma^2 |K_i|_F^2."""
+    K = 0.0
+    for A, B in zip(suf, pre):
+        G = jnp.einsum("oi,ops,qps->iqs", sh.U, A, A)            # g_l^T   (r, d_out, S)
+        Hv = jnp.einsum("kjs,kms,mi->jis", B, B, sh.V)           # h_l     (d_in, r, S)
+        K = K + jnp.einsum("iqs,jis->iqjs", G, Hv)               # (r, d_out, d_in, S)
+    Q = jnp.einsum("qas,iqbs->iabs", delta, K)                   # (r, d_in, d_in, S)
+    Qs = 0.5 * (Q + jnp.swapaxes(Q, 1, 2))
+    return 2.0 * jnp.sum(Qs * Qs, axis=(1, 2)) + sh.sigma ** 2 * jnp.sum(K * K, axis=(1, 2))
+
+
 def _record(static: Static, sh: Shared, seeds: Seed, st: State):
     """Every record of every seed, computed seeds last in closed form."""
     Ws = st.Ws
@@ -314,10 +332,6 @@ def _record(static: Static, sh: Shared, seeds: Seed, st: State):
     else:
         bal = change = jnp.zeros((S, 0), W.dtype)
     if static.online:
-        x, y = jax.vmap(lambda key: _batch(static, sh, jax.random.fold_in(key, 2 ** 30), st.k[0],
-                                           static.probe))(seeds.key)
-        x, y = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))     # (d, n, S)
-        e = y - jnp.einsum("ojs,jns->ons", W, x)
         train = test
         # the population gradient: E[e x^T] = M - W for x ~ N(0, I)
         drift = 0.0
@@ -325,15 +339,19 @@ def _record(static: Static, sh: Shared, seeds: Seed, st: State):
             G = jnp.einsum("oi,ops,qps->iqs", sh.U, A, A)                   # u^T A_l A_l^T
             H = jnp.einsum("kjs,kms->jms", B, B)                             # B_l^T B_l
             drift = drift + jnp.einsum("iqs,qjs,jms,mi->si", G, -dW, H, sh.V)
+        if static.probe:        # the estimate from fresh samples, kept to check the closed form
+            x, y = jax.vmap(lambda key: _batch(static, sh, jax.random.fold_in(key, 2 ** 30), st.k[0],
+                                               static.probe))(seeds.key)
+            x, y = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))     # (d, n, S)
+            e = y - jnp.einsum("ojs,jns->ons", W, x)
+            var = jnp.var(_projected(sh, pre, suf, x, e), axis=0, ddof=1) / static.batch
+        else:
+            var = _population_variance(sh, pre, suf, -dW) / static.batch
     else:
         x = sh.x                                                             # (n, d_in), shared
         e = jnp.transpose(sh.y)[:, :, None] - jnp.einsum("ojs,nj->ons", W, sh.x)
         train = 0.5 * jnp.mean(jnp.sum(e * e, axis=0), axis=0)
-        drift = None
-    c = _projected(sh, pre, suf, x, e)                                       # (n, r, S)
-    if static.online:
-        var = jnp.var(c, axis=0, ddof=1) / static.batch
-    else:
+        c = _projected(sh, pre, suf, x, e)                                   # (n, r, S)
         drift = -jnp.mean(c, axis=0).T
         P, B = static.P, static.batch
         var = jnp.var(c, axis=0) / B * ((P - B) / (P - 1) if P > 1 else 0.0)
@@ -358,8 +376,9 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     None: all), the per-step batch (its inputs and labels, drawn or gathered from the P points
     after a permutation of them, their transposes, the activations and back-propagated errors of
     every layer) and a record's arrays (the outputs, labels and errors of the n = P points or
-    probe samples, the probe's inputs, and their projected gradients c (n, r) with the two
-    factors of their closed form, `_projected`; the layers' prefix and suffix products), twice
+    probe samples (none online without a probe), the probe's inputs, and their projected
+    gradients c (n, r) with the two factors of their closed form, `_projected`; the online
+    closed form's K_i and Q_i, `_population_variance`; the layers' prefix and suffix products), twice
     over for the compiler's temporaries (measured peaks: 0.35-0.6 of the estimate). (It charged
     every seed n x the parameter count for per-sample gradients the closed form never builds:
     16 GiB where 0.4 GiB was used.)"""
@@ -371,7 +390,7 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     per_step = 2 * batch_size * (3 * (data.d_in + data.d_out) + 2 * dims) + (0 if data.online else data.P)
     widest = max(w, data.d_in, data.d_out)
     per_record = 2 * (n * (3 * r + 3 * data.d_out + (2 * data.d_in if data.online else 0))
-                      + 2 * L * widest * widest + n_par * r)
+                      + 2 * L * widest * widest + n_par * r + 3 * r * data.d_in * (data.d_out + data.d_in))
     at_once = seeds if block is None else min(block, seeds)
     per_seed = 2 * n_par + records
     return 8.0 * (seeds * per_seed + at_once * (4 * n_par + per_step + per_record)) + RUNTIME_BYTES
@@ -410,9 +429,6 @@ def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
             v[s, first:] = np.nan
 
 
-PROBE = 512        # fresh samples per record for the online diffusion, when not given
-
-
 @exact_products
 def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule, seeds: int = 16, *,
                       key=None, batch_key=None, probe: int | None = None, progress: bool = False,
@@ -429,10 +445,13 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             batch sequence of this key (fixed set: `dmft.schedule.batch_indices(batch_key, k, P,
             B)`, the sequence `dmft.solve(batch_key=)` uses; online: the same fresh points and
             label noise, drawn from fold_in(batch_key, k)), so the seeds differ by their
-            initialization only. The online diffusion probe stays per seed.
-        probe: fresh samples per record for the online diffusion estimate (None: PROBE); on a
-            fixed set the diffusion is exact over its P points, and a probe is refused (it was
-            accepted and ignored).
+            initialization only. An online diffusion probe stays per seed.
+        probe: None (online: the diffusion in closed form, the population variance of the
+            per-sample gradient, exact for the teacher's Gaussian inputs and label noise), or a
+            number of fresh samples per record from which a seed estimates it instead (a check of
+            the closed form; before, 512 samples were the default: 6% noise in each record and
+            90% of a run's time). On a fixed set the diffusion is exact over its P points, and a
+            probe is refused (it was accepted and ignored).
         keep_weights: keep the final weights in `run.weights` ({"W1": (S, ...), ...}).
         dtype: "float32" or "float64" (default: JAX's current float).
         block: seeds per compiled call (None: all at once). Each seed's draws are the same at
@@ -453,7 +472,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     if probe is not None and not data.online:
         raise InputError(f"probe: the diffusion on a fixed set of P = {data.P} points is exact over them; "
                          "probe (fresh samples per record) is for online data")
-    probe = PROBE if probe is None else checks.integer("probe", probe, minimum=2)
+    probe = 0 if probe is None else checks.integer("probe", probe, minimum=2)
     keep_weights = checks.flag("keep_weights", keep_weights)
     progress = checks.flag("progress", progress)
     max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
@@ -519,7 +538,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             "steps_per_s": seeds * schedule.steps / max(wall, 1e-12),
             "config": {"model": model.describe(), "data": data.describe(),
                        "train": {**schedule.describe(), "batch_size": int(B), "seeds": seeds,
-                                 "probe": probe if data.online else None}}}
+                                 "probe": probe or None}}}
     weights = ({f"W{i + 1}": np.moveaxis(np.asarray(W), -1, 0) for i, W in enumerate(st.Ws)}
                if keep_weights else None)
     info["block"] = block

@@ -146,9 +146,10 @@ def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: 
     target, the measured diffusion is the noise leaking from the other modes through
     misalignment, which the reduction drops). The verdict: the ratio within `band`.
 
-    Each measurement is a sample variance over the run's probe samples (online): unbiased, but
-    skewed, so that a median of per-record ratios is biased low for few probes (0.41 at probe = 4
-    where the mean is 1); the pooled ratio is not. Its standard error ("stderr") counts the seeds
+    Each measurement is exact (a fixed set's P points; online data's closed form) or, for a run
+    given a `probe`, a sample variance over its fresh samples: unbiased, but skewed, so that a
+    median of per-record ratios is biased low for few probes (0.41 at probe = 4 where the mean
+    is 1); the pooled ratio is not. Its standard error ("stderr") counts the seeds
     as the independent units (the ratio estimator's delta method on per-seed sums: the records
     of one seed are correlated through its weights); "p10", "p90" are the percentiles of the
     single records' ratios, the spread of one measurement. A mode that weight decay switches off

@@ -72,7 +72,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                               "networks; the staircase ensemble trains without)", 0.0),
         "seeds": Field("int", 1024, "independent networks", 1),
         "seed": Field("int", 1, "seed of the networks (initialization and batches)", 0, maximum=SEED_MAX),
-        "probe": Field("int", 512, "fresh samples per record for the online diffusion", 2),
+        "probe": Field("int", 0, "online diffusion: 0 = the population variance in closed form (exact); "
+                       "n >= 2: a sample variance over n fresh samples per record instead", 0),
         "dtype": Field("str", "float64", "precision of the networks", choices=("float32", "float64")),
     },
     "theory": {
@@ -158,6 +159,8 @@ def _check(cfg: dict) -> None:
         raise ConfigError(f"teacher.P: {t['P']} points cannot be whitened in d_in = {t['d_in']}")
     if t["P"] and tr["batch_size"] > t["P"]:
         raise ConfigError(f"train.batch_size: must be <= teacher.P = {t['P']}")
+    if tr["probe"] == 1:
+        raise ConfigError("train.probe: 1 sample has no sample variance; 0 (the closed form) or >= 2")
     _check_singular_values(t)
     distinct_labels("teacher.label_noise", t["label_noise"])
     if cfg["check"]["spread_low"] > cfg["check"]["spread_high"]:

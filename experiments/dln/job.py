@@ -45,7 +45,7 @@ def _study(cfg, st, out, log, progress):
     tag = f"sigma={st.sigma:g}"
     t0 = time.perf_counter()
     run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule, key=st.key,
-                         probe=cfg["train"]["probe"] if st.data.online else None,
+                         probe=(cfg["train"]["probe"] or None) if st.data.online else None,
                          dtype=cfg["train"]["dtype"], progress=progress)
     log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
         f"({run.info['steps_per_s']:.3g} runs x steps / s)")

@@ -101,7 +101,7 @@ class DeepLinearGroup:
         if part == "networks":
             run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule,
                                  key=jax.random.fold_in(jax.random.key(tr["seed"]), self._id(i, "networks")),
-                                 probe=tr["probe"] if st.data.online else None, dtype=tr["dtype"])
+                                 probe=(tr["probe"] or None) if st.data.online else None, dtype=tr["dtype"])
             modes = run.modes.astype(np.float64)
             out["networks.diverged_seeds"] = np.int64(len(run.info["diverged"]))
             if "final" in sc["outputs"]:
