@@ -14,11 +14,27 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # in fresh processes
 os.environ["DMFT_COMPILE_CACHE"] = "off"
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The test workers compile many of the same programs (and one compiles a program again after the
+# memory maps below dropped it): they share one persistent compilation cache for the run, a
+# temporary folder that the process which made it (pytest's main process, which loads this file
+# before it starts the workers) removes at its end. A cached program is the program XLA would
+# compile: the same numbers. Measured: 8% less CPU time over five test files, from a cold cache.
+if "DMFT_TEST_XLA_CACHE" not in os.environ:
+    os.environ["DMFT_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="dmft-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["DMFT_TEST_XLA_CACHE"], True)
+if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.environ["DMFT_TEST_XLA_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
 
 
 @pytest.fixture(scope="session")

@@ -676,9 +676,14 @@ def test_compile_cache_keeps_programs_and_the_same_numbers(tmp_path, capsys):
     assert cli.compile_cache_dir(str(tmp_path / "c")) == str(tmp_path / "c")
     # a folder that cannot be made: said once, the cache stays off, the job goes on
     (tmp_path / "file").write_text("")
-    cli._use_compile_cache(str(tmp_path / "file" / "xla"))
-    assert "compile cache off" in capsys.readouterr().err
-    assert not jax.config.jax_compilation_cache_dir
+    shared = jax.config.jax_compilation_cache_dir         # (the tests' own cache, tests/conftest.py)
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        cli._use_compile_cache(str(tmp_path / "file" / "xla"))
+        assert "compile cache off" in capsys.readouterr().err
+        assert not jax.config.jax_compilation_cache_dir
+    finally:
+        jax.config.update("jax_compilation_cache_dir", shared)
 
 
 def test_a_sweep_checks_every_solve_and_ensemble_before_any_runs(monkeypatch):
