@@ -1161,6 +1161,17 @@ def test_dln_config_refuses_an_init_scale_outside_float_range():
         load_config(None, ["model.init_scale=0", "model.gamma=-2000", "model.width=6"])
 
 
+def test_dln_config_probe_is_the_closed_form_or_at_least_two_samples():
+    from experiments.dln import load_config
+
+    assert load_config(None, [])["train"]["probe"] == 0                  # the closed form
+    assert load_config(None, ["teacher.P=0", "train.probe=2"])["train"]["probe"] == 2
+    with pytest.raises(dmft.ConfigError, match="train.probe: 1 sample has no sample variance"):
+        load_config(None, ["teacher.P=0", "train.probe=1"])
+    with pytest.raises(dmft.ConfigError, match="train.probe"):
+        load_config(None, ["teacher.P=0", "train.probe=-1"])
+
+
 @settings(max_examples=60, deadline=None)
 @given(gamma=st.floats(-1e4, 1e4, allow_nan=False), width=st.integers(1, 10 ** 6))
 def test_from_gamma_gives_a_finite_positive_scale_or_refuses_gamma(gamma, width):
