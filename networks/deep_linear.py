@@ -299,21 +299,27 @@ def _projected(sh: Shared, pre, suf, x, e):
     return c
 
 
-def _population_variance(sh: Shared, pre, suf, delta):
-    """Var[c_i] (r, S) of the projected per-sample gradient over online data, in closed form.
-    With g_l = A_l A_l^T u_i, h_l = B_l^T B_l v_i and K_i = sum_l g_l h_l^T (d_out, d_in),
-    c_i = -e^T K_i x, e = delta x + sigma xi (delta = M - W, x ~ N(0, I), xi ~ N(0, I)
-    independent). So c_i = -(x^T Q_i x + sigma xi^T K_i x), Q_i = delta^T K_i, whose two parts
-    are uncorrelated (odd in xi), and a Gaussian quadratic form has Var[x^T Q x] = 2 |Q_s|_F^2
-    (Q_s = (Q + Q^T) / 2): Var[c_i] = 2 |Q_s,i|_F^2 + sigma^2 |K_i|_F^2."""
+def _mode_kernels(sh: Shared, pre, suf):
+    """K_i = sum_l g_l h_l^T (r, d_out, d_in, S), g_l = A_l A_l^T u_i, h_l = B_l^T B_l v_i: a
+    sample's gradient projected on d pi_i / dW is c_i = -e^T K_i x (e = y - f)."""
     K = 0.0
     for A, B in zip(suf, pre):
         G = jnp.einsum("oi,ops,qps->iqs", sh.U, A, A)            # g_l^T   (r, d_out, S)
         Hv = jnp.einsum("kjs,kms,mi->jis", B, B, sh.V)           # h_l     (d_in, r, S)
-        K = K + jnp.einsum("iqs,jis->iqjs", G, Hv)               # (r, d_out, d_in, S)
+        K = K + jnp.einsum("iqs,jis->iqjs", G, Hv)
+    return K
+
+
+def _population_moments(sh: Shared, K, delta):
+    """E[-c_i] (S, r) and Var[c_i] (r, S) over online data, in closed form. With e = delta x +
+    sigma xi (delta = M - W, x ~ N(0, I), xi ~ N(0, I) independent), c_i = -(x^T Q_i x +
+    sigma xi^T K_i x), Q_i = delta^T K_i: E[-c_i] = tr Q_i (the population gradient's rate), the
+    two parts are uncorrelated (odd in xi), and a Gaussian quadratic form has Var[x^T Q x] =
+    2 |Q_s|_F^2 (Q_s = (Q + Q^T) / 2): Var[c_i] = 2 |Q_s,i|_F^2 + sigma^2 |K_i|_F^2."""
     Q = jnp.einsum("qas,iqbs->iabs", delta, K)                   # (r, d_in, d_in, S)
     Qs = 0.5 * (Q + jnp.swapaxes(Q, 1, 2))
-    return 2.0 * jnp.sum(Qs * Qs, axis=(1, 2)) + sh.sigma ** 2 * jnp.sum(K * K, axis=(1, 2))
+    var = 2.0 * jnp.sum(Qs * Qs, axis=(1, 2)) + sh.sigma ** 2 * jnp.sum(K * K, axis=(1, 2))
+    return jnp.trace(Q, axis1=1, axis2=2).T, var
 
 
 def _record(static: Static, sh: Shared, seeds: Seed, st: State):
@@ -333,20 +339,15 @@ def _record(static: Static, sh: Shared, seeds: Seed, st: State):
         bal = change = jnp.zeros((S, 0), W.dtype)
     if static.online:
         train = test
-        # the population gradient: E[e x^T] = M - W for x ~ N(0, I)
-        drift = 0.0
-        for A, B in zip(suf, pre):
-            G = jnp.einsum("oi,ops,qps->iqs", sh.U, A, A)                   # u^T A_l A_l^T
-            H = jnp.einsum("kjs,kms->jms", B, B)                             # B_l^T B_l
-            drift = drift + jnp.einsum("iqs,qjs,jms,mi->si", G, -dW, H, sh.V)
-        if static.probe:        # the estimate from fresh samples, kept to check the closed form
+        # the population gradient's rate and the per-sample gradient's variance, for x ~ N(0, I)
+        drift, var = _population_moments(sh, _mode_kernels(sh, pre, suf), -dW)
+        if static.probe:        # the variance estimated from fresh samples, kept to check the closed form
             x, y = jax.vmap(lambda key: _batch(static, sh, jax.random.fold_in(key, 2 ** 30), st.k[0],
                                                static.probe))(seeds.key)
             x, y = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))     # (d, n, S)
             e = y - jnp.einsum("ojs,jns->ons", W, x)
-            var = jnp.var(_projected(sh, pre, suf, x, e), axis=0, ddof=1) / static.batch
-        else:
-            var = _population_variance(sh, pre, suf, -dW) / static.batch
+            var = jnp.var(_projected(sh, pre, suf, x, e), axis=0, ddof=1)
+        var = var / static.batch
     else:
         x = sh.x                                                             # (n, d_in), shared
         e = jnp.transpose(sh.y)[:, :, None] - jnp.einsum("ojs,nj->ons", W, sh.x)
@@ -378,7 +379,7 @@ def memory_estimate(model: DeepLinear, data: LinearTeacher, seeds: int, T: int, 
     every layer) and a record's arrays (the outputs, labels and errors of the n = P points or
     probe samples (none online without a probe), the probe's inputs, and their projected
     gradients c (n, r) with the two factors of their closed form, `_projected`; the online
-    closed form's K_i and Q_i, `_population_variance`; the layers' prefix and suffix products), twice
+    closed form's K_i and Q_i, `_population_moments`; the layers' prefix and suffix products), twice
     over for the compiler's temporaries (measured peaks: 0.35-0.6 of the estimate). (It charged
     every seed n x the parameter count for per-sample gradients the closed form never builds:
     16 GiB where 0.4 GiB was used.)"""
