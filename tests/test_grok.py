@@ -689,7 +689,7 @@ def test_the_lyu_decay_scan_says_when_its_dmft_is_heavy_tailed():
     from experiments.grok import config as gconf, job as gjob
     from experiments.grok.report import markdown
 
-    cfg = gconf.load_config(None, ["testbed.name='lyu'", "theory.samples=512", "decay.steps=4000",
+    cfg = gconf.load_config(None, ["testbed.name='lyu'", "theory.samples=512", "decay.steps=1000",
                                    "decay.weight_decay=[1.6e-3, 3.2e-3]"])
     logs = []
     out = gjob.decay_scan(cfg, gconf.build(cfg), log=logs.append)
