@@ -67,6 +67,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                           "max relative final test-loss gap to the lazy limit at the smallest gamma0 "
                           "(train loss without test targets; relative to 1% of the initial loss when "
                           "the final one is below it)", 0.0, True),
+        "lazy_move": Field("float", TOLERANCES["lazy_move"],
+                           "the lazy check is judged where the lazy limit's first-layer weights move by at "
+                           "most this (relative, at the smallest gamma0); beyond it SKIP: that gamma0 is "
+                           "not near the lazy limit (a large value: always judged)", 0.0, True),
     },
 }
 

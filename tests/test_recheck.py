@@ -143,7 +143,8 @@ def test_simulate_and_solve_recheck_through_run_job(tmp_path, monkeypatch):
     _no_compute(monkeypatch)
     said = []
     for job, (out, kept) in results.items():
-        res = jobs.run_job(job, jobs.load_config(None, sets + ["check.lazy_rel=1e-12"]), out, log=said.append)
+        res = jobs.run_job(job, jobs.load_config(None, sets + ["check.lazy_rel=1e-12", "check.lazy_move=1e9"]),
+                           out, log=said.append)
         assert res["status"] == "rechecked" and _kept(out) == kept
         assert "without recomputing" in said[-1]
         man = json.loads(open(os.path.join(out, "run.json")).read())
