@@ -434,6 +434,19 @@ def test_wilson_interval_and_lead_fractions():
     assert 0.93 < np.mean(hits) < 0.97
 
 
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 5000), data=st.data(), z=st.sampled_from([1.0, 1.96, 2.576, 3.3]))
+def test_wilson_interval_contains_its_fraction_and_ends_at_the_bounds(n, data, z):
+    """6 of 6 gave an upper bound of 1 - 1e-16 (0 of 11 a lower one above 0), so the measures
+    figure's error bar hi - p was negative and the figure failed ('yerr' must not contain negative
+    values): the interval holds p, and reaches 1 (0) exactly when every run (none) leads."""
+    k = data.draw(st.sampled_from([0, n, data.draw(st.integers(0, n))]))
+    lo, hi = gk.wilson_interval(k, n, z)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert (hi == 1.0) if k == n else True
+    assert (lo == 0.0) if k == 0 else True
+
+
 def test_inverse_decay_fit_recovers_a_planted_law():
     k = np.array([1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3])
     t = 0.93 / k + 360.0

@@ -100,6 +100,9 @@ def test_no_band_or_bar_under_two_finite_seeds():
     assert not _band_tops(fig.axes[0]) and "+-1 std over seeds" in fig.axes[0].get_title()
     fig = plots.lazy_to_rich_summary(_sweep(one))
     assert not any(isinstance(c, LineCollection) for c in fig.axes[0].collections)   # no error bar
+    # each panel says what it shows (the legend's label had taken the name's place: no y labels)
+    assert [ax.get_ylabel() for ax in fig.axes[:3]] == ["final test loss", "final NTK-target alignment",
+                                                        "final relative first-layer change"]
     assert "+-1 std over seeds" in fig.texts[0].get_text() or "+-1 std over seeds" in fig._suptitle.get_text()
 
 

@@ -389,7 +389,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+    # it contains p (exactly 1 at successes = n, 0 at none: rounding put 6 of 6 at 1 - 1e-16, and
+    # the measures figure's error bar, p - lo / hi - p, below zero)
+    return min(p, max(0.0, mid - half)), max(p, min(1.0, mid + half))
 
 
 def lead_verdict(leads: dict) -> dict:

@@ -99,7 +99,7 @@ def lazy_to_rich_summary(sweep):
           "wc": [sweep.solutions[x].weight_change["first_layer"][-1] for x in g]}
     lz = [sweep.lazy[x].test_loss[-1] if sweep.lazy[x].test_loss is not None else np.nan for x in g]
     labels = ("final test loss", "final NTK-target alignment", "final relative first-layer change")
-    for ax, key, label in zip(axes, ("test", "align", "wc"), labels):
+    for ax, key, ylabel in zip(axes, ("test", "align", "wc"), labels):
         ax.plot(g, th[key], "k-o", lw=2, label="DMFT", zorder=5)
         if key == "test":
             ax.plot(g, lz, "k--", lw=1, label=_lazy_label(sweep))
@@ -129,7 +129,7 @@ def lazy_to_rich_summary(sweep):
                 ax.plot(shift[~bar], vals[~bar, 0], "o", ms=3, color=c, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("gamma0 (richness; lazy on the left)")
-        ax.set_ylabel(label)
+        ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_yscale("log")
     log_ylim_from_lines(axes[0])
