@@ -914,15 +914,33 @@ def test_grok_under_minibatch_sgd_runs_everything_on_one_batch_sequence(tmp_path
      r"^train.batch_size: must be <= P = 50 \(sparse_parity.P"),
     (["diagram.axes=['P']", "diagram.P=[4, 12]", "train.batch_size=6"], r"^train.batch_size: must be <= every diagram.P"),
     (["diagram.axes=['minibatch']", "diagram.minibatch=[4, 4]"], r"^diagram.minibatch"),
+    (["early_warning.batch_size=13"], r"^early_warning.batch_size: .* must be <= 12 \(kumar.P;"),
+    (["diagram.axes=['P']", "diagram.P=[4, 12]", "early_warning.grid='P'", "early_warning.batch_size=6"],
+     r"^early_warning.batch_size: .* must be <= 4 \(kumar.P, and every diagram.P"),
 ])
 def test_grok_refuses_minibatch_settings_it_cannot_honour_at_load(sets, match):
     """A batch above the testbed's P, a diagram's, and a batch_seed that no run reads (every run
-    full-batch: batch_size 0 or P, no minibatch column below P) are refused naming the key."""
+    full-batch: batch_size 0 or P, no minibatch column below P) are refused naming the key; so is
+    the planted diffusion's batch above the points it draws from (it read all zeros, and the
+    figure's log axis warned of no positive values)."""
     from experiments import grok
 
     base = ["kumar.P=12"] if not any(s.startswith("testbed.name") for s in sets) else []
     with pytest.raises(dmft.errors.ConfigError, match=match):
         grok.load_config(None, base + sets)
+
+
+def test_overlap_diffusion_refuses_a_batch_larger_than_the_training_set():
+    """It took min(B, P) silently: a batch of 50 from 20 points read as full batch (no diffusion)."""
+    rng = np.random.default_rng(0)
+    x, beta = rng.normal(size=(20, 4)), np.eye(4)[0]
+    kw = dict(gamma0=1.0, eps=0.1, eta0=0.5)
+    args = (np.zeros((1, 20)), rng.normal(size=20), x, beta, np.zeros((1, 4)), np.eye(4)[None])
+    assert gk.overlap_diffusion(*args, batch_size=20, **kw)[0] == 0.0             # full batch: none
+    assert gk.overlap_diffusion(*args, batch_size=5, **kw)[0] > 0.0
+    for bad in (0, 21, 50):
+        with pytest.raises(InputError, match="^batch_size"):
+            gk.overlap_diffusion(*args, batch_size=bad, **kw)
 
 
 def test_grok_checks_modular_addition_batches_against_its_pairs_before_any_compute(tmp_path, capsys):

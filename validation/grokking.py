@@ -417,7 +417,7 @@ def overlap_diffusion(f_train, y_train, x_train, beta, mean, second_moment, *, g
     (x~ = x / sqrt(D), S the weights' second moment, m their mean); a minibatch of B distinct
     points of P moves O by eta0 times the batch mean of c, so the diffusion is
     D = eta0 Var_mu(c) (P - B) / (B (P - 1)). Arrays: f_train (T, P), mean (T, D),
-    second_moment (T, D, D). Returns (T,)."""
+    second_moment (T, D, D); 1 <= batch_size <= P (InputError otherwise). Returns (T,)."""
     x = np.asarray(x_train, dtype=np.float64) / np.sqrt(np.shape(x_train)[1])
     b = np.asarray(beta, dtype=np.float64)
     delta = np.asarray(y_train)[None] - np.asarray(f_train)                    # (T, P)
@@ -426,7 +426,7 @@ def overlap_diffusion(f_train, y_train, x_train, beta, mean, second_moment, *, g
     quad = np.einsum("i,tij,pj->tp", b, np.asarray(second_moment), x)
     c = 2 * gamma0 * delta * (lin[:, None] + eps * quad) * bx[None]
     P = c.shape[-1]
-    B = min(int(batch_size), P)
+    B = checks.integer("batch_size", batch_size, minimum=1, maximum=P)     # (B distinct points of P)
     fpc = (P - B) / (P - 1) if P > 1 else 0.0
     return eta0 * np.var(c, axis=-1) / B * fpc
 

@@ -304,6 +304,14 @@ def check_batches(cfg: dict, P: int) -> None:
         if big:
             raise ConfigError(f"diagram.minibatch: each size must be <= kumar.P = {P} (P itself: full-batch "
                               f"gradient descent), got {big}")
+    if name == "kumar":                 # the planted diffusion's SGD draws its batches from the run's points
+        Bew = cfg["early_warning"]["batch_size"]
+        least = min([P] + (list(cfg["diagram"]["P"]) if cfg["early_warning"]["grid"] == "P" else []))
+        if Bew > least:
+            raise ConfigError(f"early_warning.batch_size: the planted diffusion is that of SGD drawing B distinct "
+                              f"points of the training set, so B must be <= {least} (kumar.P"
+                              f"{', and every diagram.P of the early-warning grid' if least < P or cfg['early_warning']['grid'] == 'P' else ''}"
+                              f"; B = P: full batch, no diffusion), got {Bew}")
     if not sgd_used(cfg, P) and cfg["train"]["batch_seed"] != _problem.SGD_FIELDS["batch_seed"].default:
         raise ConfigError(f"train.batch_seed: read only by minibatch SGD (0 < train.batch_size < P = {P}, or a "
                           "gamma0 x minibatch diagram); here every run is full-batch gradient descent, so it "
