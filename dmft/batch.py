@@ -325,7 +325,9 @@ class BatchProgram:
         res = _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
         if "effective_node_share" in res:           # as `dmft.solve` flags a heavy-tailed site law
             res["heavy_tailed"] = np.any(few_nodes(res["effective_node_share"],
-                                                   self.plan.samples // self.plan.replicas), axis=1)
+                                                   self.plan.samples // self.plan.replicas,
+                                                   None if self.plan.sampler == "quadrature"
+                                                   else res.get("node_share_drift")), axis=1)
         return res
 
 
@@ -451,6 +453,7 @@ def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
     if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
         R = rec["f_train"].shape[1]
         out["effective_node_share"] = jnp.min(rec.pop("node_share"), axis=1)   # the least replica's
+        out["node_share_drift"] = jnp.median(rec.pop("node_share_drift"), axis=1)   # the replicas' median
         if R > 1:
             se = _ss.replica_se
             out["error.train_loss"] = se(_mse(y[None, None], rec["f_train"]))
@@ -644,7 +647,8 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         "weight_change.readout" (n, T), "diverged_step" (n,) (-1 if none), for the
         forward method "error.train_loss", "error.test_loss", "error.alignment" and
         "error.weight_change.*" (standard errors as in `Solution.error`),
-        "effective_node_share" (n, T) and "heavy_tailed" (n,) (as `Solution.info`), with curves=True
+        "effective_node_share", "node_share_drift" (n, T) and "heavy_tailed" (n,) (as
+        `Solution.info`), with curves=True
         "f_train"/"f_test", with state=True "state.*".
     """
     if not isinstance(grid, Mapping) or not grid:

@@ -214,14 +214,38 @@ def _output_sum(u, weight, a):
 # one), 130-160 at 8192, where it has converged (not flagged)
 NODE_SHARE_MIN = 0.05
 EFFECTIVE_NODES_MIN = 64
+# ... or where the share still moves with the node count (`node_share_drift`, the median over
+# replicas, below SHARE_DRIFT_MIN at any save). Measured (4 replicas, 200 steps, eta0 = 0.5, least
+# over 21 saves): light-tailed laws 0.86-1.0 from 1024 nodes a replica and 0.76-1.0 at 256 (tanh,
+# erf, square, linear, relu fixed or trained on D = 8-32 tasks, softplus the 0.76 and 0.86; relu
+# and softplus also to t = 1000), 0.45-0.48 for softplus at 64-128 a replica (off by up to 2 standard
+# errors there) and 0.61-0.70 for relu; quadratic(0.2) with trained readouts (two outputs, D = 8)
+# 0.53, 0.54, 0.32, 0.11 at 128, 256, 1024, 4096 a replica, whose test loss moved 0.037 -> 0.034
+# -> 0.032 -> 0.027 with errors of 0.0002-0.0025 (the share alone flagged it from 1024 a replica on)
+SHARE_DRIFT_MIN = 0.6
+SHARE_BLOCKS = 8
+SHARE_BLOCK_MIN = 16        # nodes a subset: below 16 x 8 = 128 nodes a replica the drift is not judged
 
 
-def few_nodes(share, nodes_per_replica: int):
+def few_nodes(share, nodes_per_replica: int, drift=None):
     """Where (per save) the outputs are carried by few nodes: an effective node share below
-    NODE_SHARE_MIN and under EFFECTIVE_NODES_MIN effective nodes a replica (NaN: not flagged)."""
+    NODE_SHARE_MIN and under EFFECTIVE_NODES_MIN effective nodes a replica, or (drift given: the
+    replicas' median `node_share_drift`) a share that still moves with the node count, drift below
+    SHARE_DRIFT_MIN (NaN: not flagged)."""
     share = np.asarray(share)
     with np.errstate(invalid="ignore"):
-        return (share < NODE_SHARE_MIN) & (share * nodes_per_replica < EFFECTIVE_NODES_MIN)
+        few = (share < NODE_SHARE_MIN) & (share * nodes_per_replica < EFFECTIVE_NODES_MIN)
+        return few if drift is None else few | (np.asarray(drift) < SHARE_DRIFT_MIN)
+
+
+def _node_sizes(u, a):
+    """Each node's size s_m = ||phi_m|| ||a_m|| over all points and outputs (u: (P, M) features,
+    a: (M, C)), both scaled by their largest entries first: no overflow, no dependence on scale."""
+    def unit(x):
+        big = jnp.max(jnp.abs(x))
+        return x / jnp.where(big > 0, big, 1).astype(x.dtype)
+    un, an = unit(u), unit(a.astype(u.dtype))
+    return jnp.sqrt(jnp.sum(un * un, axis=0) * jnp.sum(an * an, axis=-1))        # (M,)
 
 
 def node_share(u, weight, a):
@@ -233,14 +257,37 @@ def node_share(u, weight, a):
     own size; a homogeneous one under weight decay: the best-aligned few grow while decay shrinks
     the rest), and the output's average over the site law is carried by ever rarer nodes. Then the
     mean over M nodes moves with M and the replica spread does not see it (`NODE_SHARE_MIN`)."""
-    def unit(x):
-        big = jnp.max(jnp.abs(x))
-        return x / jnp.where(big > 0, big, 1).astype(x.dtype)
-    un, an = unit(u), unit(a.astype(u.dtype))
-    size = jnp.sqrt(jnp.sum(un * un, axis=0) * jnp.sum(an * an, axis=-1))        # (M,)
+    size = _node_sizes(u, a)
     w = weight.astype(u.dtype)
     den = jnp.sum(w * size * size) * jnp.sum(w)
     return jnp.where(den > 0, jnp.sum(w * size) ** 2 / jnp.where(den > 0, den, 1), 1.0)
+
+
+def _share_corrected(size, w):
+    """(E s)^2 / E s^2 with the numerator's small-sample bias removed ((sum w s)^2 - sum w^2 s^2 over
+    1 - sum w^2, weights normalized): per row of (..., n) arrays; 1 where it is undefined."""
+    w = w / jnp.sum(w, axis=-1, keepdims=True)
+    s1, s2, w2 = jnp.sum(w * size, -1), jnp.sum(w * size * size, -1), jnp.sum(w * w, -1)
+    den = (1 - w2) * s2
+    return jnp.where(den > 0, (s1 * s1 - jnp.sum(w * w * size * size, -1)) / jnp.where(den > 0, den, 1), 1.0)
+
+
+def node_share_drift(u, weight, a, blocks: int = SHARE_BLOCKS):
+    """How far the effective node share still moves with the node count: the share over all M nodes
+    over the mean share within `blocks` strided subsets of M / blocks nodes (m = j mod blocks; each
+    share with its small-sample bias removed, `_share_corrected`). Near 1 where the site law is
+    light-tailed and M / blocks nodes already sample it; well below 1 where larger samples keep
+    finding larger nodes, so the share, and the average, still move with M (`SHARE_DRIFT_MIN`).
+    1 where M < SHARE_BLOCK_MIN blocks (subsets too small to say: at 4 nodes a subset a light law
+    read 0.5)."""
+    size = _node_sizes(u, a)
+    w = weight.astype(u.dtype)
+    n = (size.shape[0] // blocks) * blocks
+    if n < SHARE_BLOCK_MIN * blocks:
+        return jnp.ones((), u.dtype)
+    sub = _share_corrected(size[:n].reshape(n // blocks, blocks).T, w[:n].reshape(n // blocks, blocks).T)
+    mean = jnp.mean(sub)
+    return jnp.where(mean > 0, _share_corrected(size, w) / jnp.where(mean > 0, mean, 1), 1.0)
 
 
 def _cv_contractions(rep: Replica, s, l_cols, cols=None):
@@ -384,7 +431,7 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     mixed = sh.l_lo is not None
     phi, dphi = _fields(sh, st.z, mixed, nodes_last=True)                # (P, M)
     out = {"f_train": _f_train(static, sh, rep, _output_sum(phi, rep.w, st.a), st.s),
-           "node_share": node_share(phi, rep.w, st.a)}
+           "node_share": node_share(phi, rep.w, st.a), "node_share_drift": node_share_drift(phi, rep.w, st.a)}
     if static.has_test:
         phi_te, _ = _fields(sh, st.z, mixed, rows=sh.l_te, nodes_last=True)
         out["f_test"] = (sh.f0_te + (_output_sum(phi_te, rep.w, st.a) - rep.F0_te) / sh.gamma0

@@ -29,7 +29,8 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from . import single_site as _ss
-from .single_site import EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, few_nodes  # (their home: node_share's)
+from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHARE_DRIFT_MIN,  # (their home:
+                          few_nodes)                                                   # node_share's)
 from .activations import MAX_GRID_NODES, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
@@ -308,20 +309,30 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         raise _earliest(failed, recs)
     rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
     share = np.min(rec.pop("node_share"), axis=1)                        # (T,), the least replica's
+    drift = np.median(rec.pop("node_share_drift"), axis=1)               # (T,), the replicas' median
     extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
-             "run_s": float(np.sum(runs)), "effective_node_share": share.tolist()}
+             "run_s": float(np.sum(runs)), "effective_node_share": share.tolist(),
+             "node_share_drift": drift.tolist()}
     M = extra["nodes_per_replica"]
-    few = few_nodes(share, M)
+    few = few_nodes(share, M, None if plan.sampler == "quadrature" else drift)   # (a grid has no tail)
     if np.any(few):
         j = int(np.argmax(few))
         extra["heavy_tailed"] = True
+        if few_nodes(share[j:j + 1], M)[0]:
+            why = (f"the outputs are carried by few nodes (effective share {share[j]:.2g} of {M} per replica, "
+                   f"about {share[j] * M:.0f} nodes, at t = {float(sch.times[j]):g}; light-tailed site laws "
+                   f"keep it above {NODE_SHARE_MIN:g}): a few nodes run away (or few are active)")
+        else:
+            why = (f"the share of nodes that carry the outputs still moves with the node count (over all {M} "
+                   f"nodes of a replica it is {drift[j]:.2g} of its value over {M // SHARE_BLOCKS}, at t = "
+                   f"{float(sch.times[j]):g}; where {M // SHARE_BLOCKS} nodes sample the site law it is above "
+                   f"{SHARE_DRIFT_MIN:g}): larger samples keep finding larger nodes, or {M} a replica are too "
+                   "few for this site law")
         warnings.warn(
-            f"{plan.method}: the outputs are carried by few nodes (effective share {share[j]:.2g} of "
-            f"{M} per replica, about {share[j] * M:.0f} nodes, at t = {float(sch.times[j]):g}; light-tailed "
-            f"site laws keep it above {NODE_SHARE_MIN:g}): a few nodes run away (or few are active), so the "
-            "average moves with the node count and the error bar, the replicas' spread, understates the "
-            "error. Compare solves at several samples (or networks at several widths) before trusting it; "
-            "info['effective_node_share'] holds it per save", stacklevel=5)
+            f"{plan.method}: {why}, so the average moves with the node count and the error bar, the "
+            "replicas' spread, understates the error. Compare solves at several samples (or networks at "
+            "several widths) before trusting it; info['effective_node_share'] and info['node_share_drift'] "
+            "hold it per save", stacklevel=5)
     if its:
         n = np.max([it["n"] for it in its], axis=0)                  # per window, the slowest group
         hist = np.fmax.reduce([it["hist"] for it in its])            # the worst replica's residuals
@@ -931,6 +942,9 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     shares = [s.info["effective_node_share"] for s in sols if "effective_node_share" in s.info]
     if shares:                                   # the least sequence's, and flagged if any one was
         info["effective_node_share"] = np.min(shares, axis=0).tolist()
+        drifts = [s.info["node_share_drift"] for s in sols if "node_share_drift" in s.info]
+        if drifts:
+            info["node_share_drift"] = np.min(drifts, axis=0).tolist()
         info.pop("heavy_tailed", None)
         if any(s.info.get("heavy_tailed") for s in sols):
             info["heavy_tailed"] = True

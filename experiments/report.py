@@ -304,7 +304,9 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     heavy = [f"{r['gamma0']:g}" for r in final if r.get("dmft_heavy_tailed")]
     if heavy:
         lines += ["", f"Heavy-tailed at gamma0 = {', '.join(heavy)}: the DMFT's outputs are carried by few "
-                  "nodes (`info['effective_node_share']` below `dmft.solve.NODE_SHARE_MIN`), so its value moves "
+                  "nodes, or by a share of them that still moves with the node count (`info['effective_node_share']` "
+                  "below `dmft.solve.NODE_SHARE_MIN`, or `info['node_share_drift']` below "
+                  "`dmft.solve.SHARE_DRIFT_MIN`), so its value moves "
                   "with the node count and its standard error understates the error; solve at several "
                   "theory.samples before trusting it."]
     if data.y_test is None:

@@ -32,7 +32,6 @@ import numpy as np
 import dmft
 import networks
 from dmft.errors import OutputConflict, failing_at
-from dmft.solve import NODE_SHARE_MIN
 from dmft.io import environment, jsonable, save
 from validation import grokking as gk
 from validation import plots_grokking as plots
@@ -77,7 +76,7 @@ def _kumar_measures(cfg, tb: Testbed, state, f_train, g, eps, eta0):
 # ----------------------------------------------------------------- curves
 
 def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
-    """The DMFT's curves and measures at gamma0 = g; a heavy-tailed solve (`dmft.solve.NODE_SHARE_MIN`)
+    """The DMFT's curves and measures at gamma0 = g; a solve flagged heavy-tailed (`dmft.single_site.few_nodes`)
     is logged and its least effective node share put in `heavy[g]`."""
     th = cfg["theory"]
     data = tb.data
@@ -104,8 +103,8 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
         share = float(np.nanmin(sol.info["effective_node_share"]))
         if heavy is not None:
             heavy[g] = share
-        log(f"  DMFT gamma0={g:g}: heavy-tailed (effective node share {share:.2g} < "
-            f"{NODE_SHARE_MIN:g}): its late values move with theory.samples")
+        log(f"  DMFT gamma0={g:g}: heavy-tailed (least effective node share {share:.2g}; the solve's "
+            "warning says why): its late values move with theory.samples")
     out = {"t": sol.t, "train_loss": sol.train_loss, "test_loss": sol.test_loss,
            "alignment": sol.alignment, "weight_change": sol.weight_change["first_layer"], **measures}
     if tb.accuracy:

@@ -37,9 +37,10 @@ def _lead_text(v: dict) -> str:
 
 def _heavy(name: str, shares: dict) -> str:
     """The sentence for DMFT solves flagged heavy-tailed, {value label: least effective node share}."""
-    return (f"Heavy-tailed DMFT at {name} = {', '.join(shares)}: its outputs are carried by few nodes (least "
-            f"effective node share {', '.join(f'{v:.2g}' for v in shares.values())}, below "
-            "dmft.solve.NODE_SHARE_MIN), so its late-time values move with theory.samples and its standard "
+    return (f"Heavy-tailed DMFT at {name} = {', '.join(shares)}: its outputs are carried by few nodes, or by a "
+            "share of them that still moves with the node count (least effective node share "
+            f"{', '.join(f'{v:.2g}' for v in shares.values())}; dmft.solve.NODE_SHARE_MIN and SHARE_DRIFT_MIN), "
+            "so its late-time values move with theory.samples and its standard "
             "error understates the error (docs/derivations.md, section 2); compare several theory.samples, "
             "and the widths, before trusting them.")
 

@@ -31,8 +31,9 @@ error.test_loss; "grokking" gives SOURCE.grok.t_train, t_test, gap, reached_trai
 reached_test (`validation.grokking_times` at scan.grok_threshold);
 "curves" gives t and SOURCE.Q against time; "predictions" SOURCE.f_train and
 f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds; with the
-forward method theory.heavy_tailed and theory.least_node_share (as `dmft.solve`'s info: a
-point whose outputs few nodes carry, whose value moves with theory.samples).
+forward method theory.heavy_tailed, theory.least_node_share and theory.least_node_share_drift
+(as `dmft.solve`'s info: a point whose outputs few nodes carry, or whose share of them still
+moves with the node count, so that its value moves with theory.samples).
 
 Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one
 label-noise value per point) scan init scale (model.init_scale, or model.gamma with init_scale = 0), depth,

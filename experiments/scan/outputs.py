@@ -43,6 +43,8 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
             out[f"{src}.{q}"] = rec[q]
     if "effective_node_share" in rec:         # the least over saves (NaN after a divergence left out)
         out[f"{src}.least_node_share"] = np.fmin.reduce(rec["effective_node_share"], axis=1)
+    if "node_share_drift" in rec:
+        out[f"{src}.least_node_share_drift"] = np.fmin.reduce(rec["node_share_drift"], axis=1)
     return out
 
 
