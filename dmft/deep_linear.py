@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -1204,6 +1205,11 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
                        "sde": {**sch.describe(), "paths": paths}}}
     if all_diverged is not None:
         info["all_diverged"] = all_diverged
+    elif diverged:         # some paths: said, so that a nanmean over the rest is not read unknowing
+        warnings.warn(f"mode_sde: {len(diverged)} of {paths} paths diverged (the first at step "
+                      f"{min(diverged.values())}): their records are NaN from the save where each went bad "
+                      "(info['diverged']), so statistics over the others describe survivors; lower eta0 or "
+                      "init_scale", UserWarning, stacklevel=2)
     return ModeSDE(t=sch.times, modes=pi, diffusion=D, info=info)
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -543,5 +544,11 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     weights = ({f"W{i + 1}": np.moveaxis(np.asarray(W), -1, 0) for i, W in enumerate(st.Ws)}
                if keep_weights else None)
     info["block"] = block
+    if info["diverged"]:   # said, as the two-layer networks say it: a nanmean was the first sign
+        n, first = len(info["diverged"]), min(info["diverged"].values())
+        warnings.warn(f"networks.train: {'every one' if n == seeds else n} of {seeds} deep linear seeds "
+                      f"diverged (the first by step {first}): their records are NaN from the save where "
+                      "each went bad (info['diverged'] holds each seed's step); lower eta0 or init_scale",
+                      UserWarning, stacklevel=3)
     return DeepLinearRun(t=schedule.times, info=info, weights=weights, **rec)
 

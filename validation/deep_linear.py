@@ -44,6 +44,7 @@ def _verdict(ok: bool) -> str:
 
 SPREAD_Z = 3.0    # the spread band is widened by this many sampling errors of the ratio of spreads
 SPREAD_MIN_N = 10  # fewer finite members on either side: a spread is not judged (its error is not normal)
+SETTLED = 0.9     # a stationary window must open after each mode's flow reaches this share of its fixed point
 
 
 def spread_ratio_error(a, b) -> float:
@@ -256,7 +257,10 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     mean shift); the variance is reported against the Boltzmann temperature. Needs label
     noise or weight decay (else the law is a point mass at s). With decay, a mode whose gradient
     flow from the aligned start decays to 0 (below the barrier, or no fixed point) gets a SKIP row
-    ("decays"): the law of the well around the fixed point does not describe it. A mode without a
+    ("decays"): the law of the well around the fixed point does not describe it; so does a mode
+    whose gradient flow from an aligned start reaches SETTLED of its fixed point only after the
+    window's first save ("settling": that time; "after": that save), still being learned in the
+    window. A mode without a
     finite value after `after` (every seed diverged) gets a FAIL row ("diverged"). Each mode's
     law is computed alone (`stationary_density(mode=i)`) on a grid over its samples and its
     fixed point: a mode whose law is a point mass or a shallow well gets a SKIP row
@@ -270,6 +274,12 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     decays = decaying_modes(model, data, weight_decay)
     star = dl.fixed_points(model, data, weight_decay) if weight_decay else dl.effective_modes(data).s
     decays = decays | ~np.isfinite(star)          # (no fixed point: decays from any start, random too)
+    # from an aligned start, when each mode's gradient flow reaches SETTLED of its fixed point: a mode
+    # that gets there only after the window opens is still being learned in it (its FAIL read as the
+    # law's; a random start has no such time: judged as it is)
+    first = float(run.t[run.t > after][0])        # the window's first save
+    settle = (dl.learning_times(model, data, level=SETTLED, weight_decay=weight_decay)
+              if model.init == "aligned" else np.full(late.shape[-1], np.nan))
     rows, refused = [], []
     for i in range(late.shape[-1]):
         x = late[..., i].ravel()
@@ -283,6 +293,11 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
             rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),
                          "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float("nan"),
                          "decays": True, "verdict": "SKIP"})
+            continue
+        if settle[i] > first:
+            rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),
+                         "density_mean": float("nan"), "var": float(x.var()), "boltzmann_T": float(T[i]),
+                         "settling": float(settle[i]), "after": first, "verdict": "SKIP"})
             continue
         # each mode's law on a grid of its own, over its samples and its fixed point, its 4001 points
         # apart in float64 (full-batch steps: samples within rounding of the target, whose law is a

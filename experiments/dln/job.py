@@ -378,6 +378,10 @@ def checks(report: dict) -> list[dict]:
             out.append({"name": f"stationary law {tag}", "verdict": _summary(r["stationary"]),
                         "detail": ", ".join(f"mode {x['mode'] + 1}: decays (starts below the decay's barrier)"
                                             if x.get("decays") else
+                                            f"mode {x['mode'] + 1}: still being learned in the window (its flow "
+                                            f"reaches {vdl.SETTLED:g} of its fixed point at t = {x['settling']:.4g}, after "
+                                            f"the window's first save at t = {x['after']:.4g}: run longer or raise "
+                                            "theory.stationary_after)" if x.get("settling") is not None else
                                             f"mode {x['mode'] + 1}: every network diverged before the stationary "
                                             "window" if x.get("diverged") else
                                             f"mode {x['mode'] + 1}: no density ({x['no_density']})"

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from validation.deep_linear import SPREAD_Z
+from validation.deep_linear import SETTLED, SPREAD_Z
 
 from ..output import precision_line
 
@@ -195,6 +195,13 @@ def markdown(rep: dict) -> str:
                 lines += ["", "SKIP: the gradient flow of this mode decays to 0 from the start (below the decay's "
                           "barrier, docs/derivations.md section 6): the law of the well around its fixed point "
                           "does not describe it (with label noise SGD may still carry it over the barrier)."]
+            settling = [x for x in r["stationary"] if x.get("settling") is not None]
+            if settling:
+                lines += ["", "SKIP: still being learned in the window: " + ", ".join(
+                    f"mode {x['mode'] + 1}'s gradient flow reaches {100 * SETTLED:g}% of its fixed point at "
+                    f"t = {_f(x['settling'])}" for x in settling)
+                          + f", after the window's first save (t = {_f(settling[0]['after'])}): run longer or raise "
+                          "theory.stationary_after."]
         elif r.get("stationary_error"):
             lines += ["", f"No stationary law to compare with: {r['stationary_error']}"]
         elif r.get("point_mass"):
