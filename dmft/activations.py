@@ -607,6 +607,12 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
                              "program, where the solvers call it: write it with jax.numpy (not numpy, "
                              f"and no Python branch on values) ({untraceable})")
     label = name or getattr(fn, "__name__", "custom")
+    if isinstance(label, str) and label.lower() in (*_BUILTIN, "quadratic"):
+        # results record the activation by its name: a custom one named relu reads back as the
+        # built-in relu (validation.compare paired them, Run.predict rebuilt the built-in)
+        raise InputError(f"activation: a custom activation named {label!r} would be recorded as the built-in "
+                         f"{label.lower()!r}: pass the name {label.lower()!r} for the built-in, or name yours otherwise: "
+                         f"dmft.activations.custom(fn, name='my_{label}')")
     act = Activation(label, fn, (), derivative, None, None, None, kinks)
     try:
         d = jnp.asarray(act.derivative(probe))

@@ -121,7 +121,14 @@ class Run(dmft.Trajectory):
             cfg = self.info.get("config", {})
             try:
                 model = dmft.TwoLayer.from_description(cfg["model"])
-            except (KeyError, InputError):
+            except (KeyError, InputError) as err:
+                why = str(err) if isinstance(err, InputError) else "the run records no model"
+
+                def refuse(x_new):
+                    raise InputError(f"predict: the parameters are here, but the model cannot be rebuilt "
+                                     f"from the run's description ({why}); predict with the run that "
+                                     "networks.train returned, in the session that trained it")
+                self.attach_predictor(refuse)
                 return
             self.attach_predictor(_param_predictor(model, self.params, self.params0,
                                                    bool(self.f_train.ndim == 3)))
@@ -648,6 +655,9 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
               info=info, measures=rec.get("measures"),
               params=jax.tree_util.tree_map(np.asarray, st.params) if keep else None,
               params0=jax.tree_util.tree_map(np.asarray, params0) if keep else None)
+    if keep:               # the model trained with, not one rebuilt from its description (a custom
+        run.attach_predictor(_param_predictor(model, run.params, run.params0,   # activation is not rebuilt)
+                                              bool(run.f_train.ndim == 3)))
     if diverged:           # flagged in info; said here too, so a mean curve of NaN is not the first sign
         first = min(diverged.values())
         warnings.warn(f"networks.train: {'every one' if len(diverged) == seeds else len(diverged)} of "

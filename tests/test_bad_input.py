@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dmft
+import networks
 from dmft.runner import TRACE_COUNTS
 
 
@@ -62,6 +63,36 @@ def test_quadratic_eps_must_be_a_finite_real_number(eps):
 def test_a_custom_activation_name_is_a_non_empty_str(name):
     with pytest.raises(dmft.InputError, match="name"):
         dmft.activations.custom(np.tanh, name=name)
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(["relu", "tanh", "erf", "softplus", "square", "linear", "quadratic"]),
+       case=st.sampled_from([str.lower, str.upper, str.title]), implicit=st.booleans())
+def test_a_custom_activation_named_as_a_built_in_is_refused(name, case, implicit):
+    """Results record an activation by its name: a user's `def relu(h): return relu(h) ** 1.5` was
+    recorded as the built-in relu, so Run.predict rebuilt the built-in (0.32 off the run's own
+    f_test) and validation.compare paired it with a built-in relu solve. Refused, naming the fix."""
+    def fn(h):
+        return jnp.maximum(h, 0.0) ** 1.5
+    fn.__name__ = case(name)
+    with pytest.raises(dmft.InputError, match=f"named '{case(name)}' would be recorded as the built-in"):
+        dmft.TwoLayer(fn) if implicit else dmft.activations.custom(lambda h: jnp.sin(h), name=case(name))
+
+
+def test_networks_predict_with_the_activation_they_trained_with(tmp_path):
+    """Run.predict rebuilt the model from the run's description even in memory: a custom activation
+    was refused there ('train with keep_params=True', which was given) or, named as a built-in,
+    replaced by it. In memory it predicts with the model trained (equal to its own f_test); loaded
+    from disk a custom one says why it cannot (the parameters are there)."""
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(10, 3)), rng.normal(size=(6, 3))
+    data = dmft.Dataset(x, np.tanh(x[:, 0]), xt, np.tanh(xt[:, 0]))
+    model = dmft.TwoLayer(dmft.activations.custom(lambda h: jnp.maximum(h, 0.0) ** 1.5, name="relu15"))
+    run = networks.train(model, data, width=16, seeds=2, eta0=0.5, steps=20, save_every=10, keep_params=True)
+    np.testing.assert_allclose(run.predict(xt), run.f_test[:, -1], rtol=1e-12, atol=1e-14)
+    run.save(str(tmp_path / "run"))
+    with pytest.raises(dmft.InputError, match="the parameters are here, but the model cannot be rebuilt"):
+        networks.Run.load(str(tmp_path / "run")).predict(xt)
 
 
 @pytest.mark.parametrize("fn, derivative", [
