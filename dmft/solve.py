@@ -939,6 +939,12 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     info = {**first.info, "sequences": n, "error_dof": n - 1,
             "per_sequence_test_loss": [s.test_loss.tolist() for s in sols if s.test_loss is not None]}
     info.pop("batch_key", None)
+    # what the mean's own error and call are, not the first sequence's (its error_estimate was one
+    # solve's replica spread, 3.6x below the spread across sequences; its key fold_in(key, 0))
+    info["error_estimate"] = {k: float(np.max(v)) for k, v in error.items() if k.endswith("loss")}
+    info["config"] = {**first.info.get("config", {})}
+    info["config"]["solve"] = {**info["config"].get("solve", {}),
+                               "key": np.asarray(jax.random.key_data(key)).tolist(), "sgd_mean_sequences": n}
     shares = [s.info["effective_node_share"] for s in sols if "effective_node_share" in s.info]
     if shares:                                   # the least sequence's, and flagged if any one was
         info["effective_node_share"] = np.min(shares, axis=0).tolist()

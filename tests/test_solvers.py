@@ -1419,6 +1419,25 @@ def test_a_share_that_still_moves_with_the_node_count_is_flagged_before_it_is_sm
     assert "heavy_tailed" not in light.info and min(light.info["node_share_drift"]) > 0.75
 
 
+@pytest.mark.parametrize("method", ["forward", "lazy"])
+def test_sgd_mean_info_describes_the_mean_not_its_first_sequence(method):
+    """info was the first sequence's: error_estimate its replica spread (0.0018 where the error
+    across sequences, `error`, was 0.0066; {'exact': 0} for the lazy limit, whose mean over
+    sequences has an error) and config's key fold_in(key, 0), which does not reproduce the call."""
+    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
+    sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10, batch_size=4)
+    key = jax.random.key(5)
+    kw = dict(method=method, **({"samples": 64} if method == "forward" else {}))
+    mean = dmft.sgd_mean(dmft.TwoLayer("relu", gamma0=1.0), data, sch, sequences=3, key=key, **kw)
+    assert mean.info["error_estimate"] == {k: float(np.max(mean.error[k])) for k in ("train_loss", "test_loss")}
+    assert mean.info["error_estimate"]["test_loss"] > 0
+    cfg = mean.info["config"]["solve"]
+    assert cfg["key"] == np.asarray(jax.random.key_data(key)).tolist() and cfg["sgd_mean_sequences"] == 3
+    again = dmft.sgd_mean(dmft.TwoLayer("relu", gamma0=1.0), data, sch, sequences=3,
+                          key=jax.random.wrap_key_data(np.asarray(cfg["key"], np.uint32)), **kw)
+    np.testing.assert_array_equal(again.test_loss, mean.test_loss)
+
+
 def test_sgd_mean_keeps_the_heavy_tail_flag_of_any_sequence(monkeypatch):
     """sgd_mean's info was the first sequence's: a heavy-tailed later sequence's flag and least
     share were lost. Now its share is the least over sequences, per save, and any flag stands."""
