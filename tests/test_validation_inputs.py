@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -342,6 +342,24 @@ def problem():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 3))
     return dmft.TwoLayer("relu"), dmft.Dataset(x, np.sin(x[:, 0]), x[:3] + 0.5, np.sin(x[:3, 0] + 0.5))
+
+
+@FAST
+@given(bad=st.one_of(st.sampled_from(["antithetc", "sampels", "replicas", "method", "deep"]),
+                     st.text(alphabet="abcdefgh_", min_size=1, max_size=8)),
+       own=st.sampled_from(["width", "seeds", "key", "model", "data"]))
+def test_lazy_to_rich_refuses_train_kw_it_cannot_pass_before_any_compute(problem, bad, own):
+    """A misspelt train_kw was refused by networks.train only after every solve (11.7 s of theory in
+    an audit's sweep), and width, seeds or key raised Python's 'multiple values' TypeError there."""
+    import inspect
+
+    assume(bad not in inspect.signature(networks.train).parameters)
+    model, data = problem
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dmft, "solve", lambda *a, **k: pytest.fail("computed before refusing"))
+        refused("train_kw", validation.lazy_to_rich, model, data, [1.0], [16], 2, train_kw={bad: True})
+        with pytest.raises(InputError, match=f"train_kw: {own} set by lazy_to_rich itself"):
+            validation.lazy_to_rich(model, data, [1.0], [16], 2, train_kw={own: 1})
 
 
 @FAST

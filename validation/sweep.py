@@ -80,6 +80,28 @@ def _schedule(schedule, solve_kw, train_kw):
         None, **proto, defaults=dict(eta0=0.1, steps=1000))
 
 
+# what the sweep passes to networks.train itself, and the options train_kw may hold
+_SWEEP_SETS = ("model", "data", "width", "seeds", "schedule", "key")
+
+
+def _check_train_kw(train_kw: dict) -> None:
+    """train_kw's keys against networks.train's keyword options, before any compute: a misspelt
+    one was refused by networks.train after every solve (11.7 s of theory in the audit's sweep),
+    and width, seeds or key raised Python's 'multiple values' TypeError there."""
+    import inspect
+
+    params = inspect.signature(networks.train).parameters
+    options = {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD} - set(_SWEEP_SETS)
+    mine = sorted(k for k in train_kw if k in _SWEEP_SETS)
+    if mine:
+        raise InputError(f"train_kw: {', '.join(mine)} set by lazy_to_rich itself (widths=, seeds=, key=, "
+                         "schedule= are its own arguments)")
+    unknown = sorted(k for k in train_kw if k not in options)
+    if unknown:
+        raise InputError(f"train_kw: unknown option(s) {', '.join(unknown)} of networks.train; expected some of "
+                         f"{', '.join(sorted(options))}")
+
+
 def _one_batch_sequence(solve_kw: dict, train_kw: dict) -> None:
     """Minibatch SGD: the DMFT is conditioned on one batch sequence, which the networks it is
     compared with must see, as must its lazy limit. One key for all three (in place): the one
@@ -148,6 +170,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             (why := no_lazy_limit(model, data)):       # before any compute: the sweep's baseline
         raise InputError(f"lazy_to_rich compares with the lazy limit: {why}")
     sch = _schedule(schedule, solve_kw, train_kw)
+    _check_train_kw(train_kw)
     if sch.batch_size is not None and sch.batch_size < data.P:
         _one_batch_sequence(solve_kw, train_kw)
     gamma0s = [float(g) for g in gamma0s]
