@@ -402,8 +402,8 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     on a fixed set), and the median population loss between consecutive learning times against
     the predicted plateau (`dl.plateaus`, within rel).
 
-    Returns {"order_ok", "all_learned", "fraction_all_learned", "fraction_of_seeds_in_order",
-    "order": the predicted learning order (mode indices), "learning_times": (r,) the seeds' median
+    Returns {"order_ok", "all_learned", "fraction_all_learned", "fraction_of_seeds_in_order" (of
+    the seeds that learn every mode within the run), "order": the predicted learning order (mode indices), "learning_times": (r,) the seeds' median
     learning times in mode order (like every per-mode list; inf for a mode most seeds have not
     learned), "plateaus": one row per plateau between two learned modes, "verdict", "reason"}.
     A teacher of rank 1 has no plateau between two learned modes and no order to check: SKIP,

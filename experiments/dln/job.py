@@ -396,7 +396,8 @@ def checks(report: dict) -> list[dict]:
         elif r.get("staircase"):
             out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
                         "detail": (f"order {'as predicted' if r['staircase']['order_ok'] else 'NOT as predicted'} "
-                                   f"({100 * r['staircase']['fraction_of_seeds_in_order']:.0f}% of seeds); "
+                                   f"({100 * r['staircase']['fraction_of_seeds_in_order']:.0f}% of the seeds that "
+                                   f"learn every mode, {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds); "
                                    if r["staircase"]["all_learned"] else
                                    f"only {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds learn every "
                                    "mode within the run; ")

@@ -211,7 +211,8 @@ def markdown(rep: dict) -> str:
         if r.get("staircase"):
             s = r["staircase"]
             lines += ["", f"Saddle-to-saddle (random init, scale {_f(s['init_scale'], 3)}): modes learned in the "
-                      f"predicted order: {s['order_ok']} ({100 * s['fraction_of_seeds_in_order']:.0f}% of seeds); "
+                      f"predicted order: {s['order_ok']} ({100 * s['fraction_of_seeds_in_order']:.0f}% of the seeds that learn "
+                      f"every mode within the run, {100 * s['fraction_all_learned']:.0f}% of seeds); "
                       f"median learning times (mode 1 first, as every per-mode list): {_times(s['learning_times'])}."
                       + (f" {s['verdict']}: {s['reason']}." if s.get("reason") else "")]
             if s["plateaus"]:
