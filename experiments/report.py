@@ -291,7 +291,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
               + (f". The lazy limit has no weight decay (decay moves the kernel): its column is the lazy "
                  f"closed form without the decay of {decay:g} that the DMFT has" if decay > 0 else "") + ".", ""]
     head = (["gamma0", "DMFT test loss +- SE", "lazy test loss" + (" (no decay)" if decay > 0 else "")]
-            + [f"N={w} test loss (mean +- std)" for w in sweep.widths] + ["DMFT alignment", "DMFT weight change"])
+            + [f"N={w} test loss (mean +- std)" for w in sweep.widths] + ["DMFT alignment", "DMFT first-layer change"])
     body = []
     for r in final:
         se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] is not None or r["dmft_se_unknown"] else ""

@@ -168,7 +168,7 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                                   f"{_num(chk['spread_slope'], sign=True)} +- {_num(chk['spread_slope_tol'])}",
                                   lo <= fit.slope <= hi,
                                   f"slope {_shown(fit.slope, (lo, hi))} {err} over widths "
-                                  f"[{fit.x_range[0]:g}, {fit.x_range[1]:g}] ({fit.n} points){note}"))
+                                  f"{fit.x_range[0]:g} to {fit.x_range[1]:g} ({fit.n} widths){note}"))
             s = sc["comparisons"][wmax].summary
             loss = f"final {s['loss']} loss: DMFT {s['final_theory_loss']:.4g}, {_networks(s)}"
             rel, tol = s["final_rel_error"], chk["agreement_rel"]
