@@ -43,7 +43,7 @@ from .activations import grid_nodes
 from .errors import InputError
 from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
-from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, memory_estimate, plan_solve
+from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .single_site import few_nodes
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
@@ -270,6 +270,9 @@ class BatchProgram:
         if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
             raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
                              f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
+        for f in ("gamma0", "eta0"):                 # the float range dmft.solve's check_scales holds
+            if f in cols:
+                check_scale_values(f, cols[f])
         if "gamma0" in cols:
             check_sampled_gamma0(self._static.method, cols["gamma0"])
         eta = cols["eta0"] if "eta0" in cols else np.full(n, self._defaults["eta0"])

@@ -70,22 +70,34 @@ def gamma0_range(dtype: str) -> tuple[float, float]:
 def check_scales(model: TwoLayer, schedule: Schedule) -> None:
     """Refuse a gamma0 outside `gamma0_range` of the working float type, and an eta0 that it
     turns into 0 or inf (float32 ran train.eta0 = 1e-300 as 0: no step moved)."""
+    check_scale_values("gamma0", [float(model.gamma0)])
+    check_scale_values("eta0", [float(schedule.eta0)])
+
+
+def check_scale_values(name: str, values) -> None:
+    """`check_scales` for many values of gamma0 or eta0 (a batch's points: solve_batch ran eta0 =
+    1e-320 for 16 s with no step moving, and read gamma0 = 1e200 as a divergence): InputError
+    naming the first value outside the range."""
     dtype = sampled_min_gamma0()[1]
-    low, high = gamma0_range(dtype)
-    g = float(model.gamma0)
-    if not low <= g <= high:
-        raise InputError(f"gamma0 = {g:g} is outside [{low:.3g}, {high:.3g}], the gamma0 whose square "
-                         f"and inverse square {dtype} holds: the solvers compute with gamma0^2 and "
-                         "1/gamma0^2, which would vanish or overflow there"
-                         + ("; the lazy limit itself does not depend on gamma0 (method='lazy' at "
-                            f"gamma0 = {low:.3g} or above)" if g < low else ""))
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if name == "gamma0":
+        low, high = gamma0_range(dtype)
+        bad = ~((v >= low) & (v <= high))
+        if bad.any():
+            g = float(v[bad][0])
+            raise InputError(f"gamma0 = {g:g} is outside [{low:.3g}, {high:.3g}], the gamma0 whose square "
+                             f"and inverse square {dtype} holds: the solvers compute with gamma0^2 and "
+                             "1/gamma0^2, which would vanish or overflow there"
+                             + ("; the lazy limit itself does not depend on gamma0 (method='lazy' at "
+                                f"gamma0 = {low:.3g} or above)" if g < low else ""))
+        return
     info = np.finfo(dtype)
-    for name, v in (("eta0", schedule.eta0),):
-        v = float(v)
-        if v > 0 and not float(info.tiny) <= v <= float(info.max):
-            raise InputError(f"{name} = {v:g} is outside what {dtype} holds as a normal number "
-                             f"([{float(info.tiny):.3g}, {float(info.max):.3g}]): it would run as "
-                             + ("0 or a subnormal number" if v < float(info.tiny) else "inf"))
+    bad = (v > 0) & ~((v >= float(info.tiny)) & (v <= float(info.max)))
+    if bad.any():
+        x = float(v[bad][0])
+        raise InputError(f"{name} = {x:g} is outside what {dtype} holds as a normal number "
+                         f"([{float(info.tiny):.3g}, {float(info.max):.3g}]): it would run as "
+                         + ("0 or a subnormal number" if x < float(info.tiny) else "inf"))
 
 
 def sampled_min_gamma0() -> tuple[float, str]:

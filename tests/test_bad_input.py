@@ -275,6 +275,27 @@ def test_solve_batch_refuses_points_a_schedule_refuses(data, grid, kw):
     assert TRACE_COUNTS == before
 
 
+@settings(max_examples=20, deadline=None)
+@given(field=st.sampled_from(["gamma0", "eta0"]), at=st.integers(0, 2),
+       bad=st.one_of(st.floats(1e-323, 1e-309), st.sampled_from([1e-200, 1e-160, 1e155, 1e200, 1e300])))
+def test_solve_batch_refuses_the_scales_solve_refuses(data, field, at, bad):
+    """dmft.solve refuses a gamma0 whose square or inverse square float64 cannot hold and an eta0
+    that is not a normal float; solve_batch ran eta0 = 1e-320 (16 s, no step moved) and read
+    gamma0 = 1e200 as a divergence. Refused now, naming the value, before any trace."""
+    from dmft.plan import gamma0_range
+    low, high = gamma0_range("float64")
+    assume(not (low <= bad <= high) if field == "gamma0" else bad < np.finfo(np.float64).tiny)
+    values = [0.5, 1.0, 0.25]
+    values[at] = bad
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match=f"^{field} = .* is outside"):
+        dmft.solve_batch(dmft.TwoLayer("relu"), data, {field: values}, eta0=0.5, steps=4, save_every=2)
+    with pytest.raises(dmft.InputError, match=f"^{field} = "):         # (or below what forward resolves)
+        dmft.solve(dmft.TwoLayer("relu", **({"gamma0": bad} if field == "gamma0" else {})), data,
+                   eta0=bad if field == "eta0" else 0.5, steps=4, save_every=2)
+    assert TRACE_COUNTS == before
+
+
 @pytest.mark.parametrize("fn", [lambda w: w, lambda: 0.0, lambda w, w0, extra: w,
                                 lambda w, w0: np.outer(w, w0), lambda w, w0: "text"])
 def test_neuron_measures_of_the_wrong_form_are_refused_before_tracing(data, fn):
