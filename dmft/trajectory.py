@@ -131,6 +131,10 @@ class Records:
         if not isinstance(extra, dict) or not isinstance(config, dict):
             raise ResultFileError(f"{_io.result_stem(stem)}.json: its 'extra' and 'config' must be maps, got "
                                   f"{type(extra).__name__} and {type(config).__name__} (an edited file?)")
+        div = extra.get("diverged")
+        if isinstance(div, dict) and all(isinstance(k, str) and k.isdigit() for k in div):
+            # JSON keys are text: the seed (or path) numbers come back as the ints they were saved as
+            extra = {**extra, "diverged": {int(k): v for k, v in div.items()}}
         kw["info"] = {**extra, "config": config}
         _check_loaded(cls, kw, _io.result_stem(stem), arrays)
         return cls(**kw)

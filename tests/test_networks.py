@@ -186,7 +186,7 @@ def test_each_seed_diverges_alone(data):
             assert np.all(np.isfinite(run.test_loss[s]))
 
 
-def test_the_save_before_a_bad_update_is_kept(data):
+def test_the_save_before_a_bad_update_is_kept(data, tmp_path):
     """An update that overflows (here an optimizer scaling it past the float range at the
     first step) loses the saves after it, not the state before it: the t = 0 record stays."""
     model = dmft.TwoLayer("relu", gamma0=1.0)
@@ -198,6 +198,9 @@ def test_the_save_before_a_bad_update_is_kept(data):
         warnings.simplefilter("error")
         plain = networks.train(model, data, **kw)
     assert run.info["diverged"] == {0: 0, 1: 0}
+    # read back as saved: seed numbers, not the text JSON keeps them as ({'0': 0, '1': 0} before)
+    run.save(tmp_path / "run")
+    assert networks.Run.load(tmp_path / "run").info["diverged"] == {0: 0, 1: 0}
     np.testing.assert_array_equal(run.train_loss[:, 0], plain.train_loss[:, 0])
     assert np.all(np.isnan(run.train_loss[:, 1:])) and np.all(np.isnan(run.f_test[:, 1:]))
 
