@@ -323,11 +323,14 @@ def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
 
 
 def load_npz(path) -> Dataset:
-    """A Dataset from an .npz with x_train, y_train and optionally x_test, y_test."""
+    """A Dataset from an .npz with x_train, y_train and optionally x_test, y_test (path, or the stem
+    `Dataset.save` was given: stem.npz)."""
     try:
         path = os.fspath(path)
     except TypeError:
         raise InputError(f"path must be a file name, got {path!r}") from None
+    if not os.path.exists(path) and not path.endswith(".npz") and os.path.isfile(path + ".npz"):
+        path += ".npz"                 # as Dataset.save(stem) wrote it (numpy adds the suffix)
     if not os.path.exists(path):
         raise InputError(f"data file not found: {path}")
     if not os.path.isfile(path):

@@ -68,6 +68,8 @@ def test_npz_round_trip_and_errors(tmp_path):
     d.save(tmp_path / "data.npz")
     back = dmft.tasks.load_npz(tmp_path / "data.npz")
     assert np.array_equal(back.x_test, d.x_test) and np.array_equal(back.y_train, d.y_train)
+    d.save(tmp_path / "stem")                 # written as stem.npz; read back by the name it was given
+    assert np.array_equal(dmft.tasks.load_npz(tmp_path / "stem").y_test, d.y_test)
     np.savez(tmp_path / "bad.npz", x_train=d.x_train)
     with pytest.raises(dmft.InputError, match=r"missing array\(s\) \['y_train'\]"):
         dmft.tasks.load_npz(tmp_path / "bad.npz")
