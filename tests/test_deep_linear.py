@@ -306,8 +306,8 @@ def test_network_drift_and_diffusion_equal_the_per_mode_formulas_when_aligned(wh
 
 @settings(max_examples=2, deadline=None)      # (each depth and shape compiles its own run, ~10 s)
 @given(depth=st.integers(1, 4), d_in=st.integers(2, 5), d_out=st.integers(2, 5), noise=st.sampled_from([0.0, 0.3, 2.0]),
-       scale=st.floats(0.2, 1.2), batch=st.integers(1, 8), seed=st.integers(0, 2 ** 16))
-@example(depth=3, d_in=4, d_out=3, noise=0.5, scale=0.9, batch=2, seed=0)
+       scale=st.floats(0.2, 0.4), batch=st.integers(1, 8), seed=st.integers(0, 2 ** 16))
+@example(depth=3, d_in=4, d_out=3, noise=0.5, scale=0.4, batch=2, seed=0)
 def test_online_diffusion_is_the_population_variance_of_the_autodiff_per_sample_gradient(depth, d_in, d_out, noise,
                                                                                         scale, batch, seed):
     """Online, the recorded diffusion is eta Var[c_i] / B in closed form (it was a sample variance
@@ -322,6 +322,11 @@ def test_online_diffusion_is_the_population_variance_of_the_autodiff_per_sample_
     run = networks.deep_linear.train_deep_linear(
         model, data, dmft.Schedule(eta0=eta, steps=20, save_every=20, batch_size=batch), seeds=2,
         key=jax.random.key(seed), keep_weights=True)
+    # a diverged seed's records are NaN, and NaN == NaN to assert_allclose: the comparison below
+    # would pass without checking anything (scales up to 1.2 diverged at depth 3-4, the former
+    # explicit example at 0.9 among them; none did up to 0.4 over the depths, shapes, noises and
+    # batches' extremes)
+    assert not run.info["diverged"] and np.isfinite(run.diffusion[:, -1]).all()
     modes = dl.effective_modes(data)
 
     def end(Ws):
