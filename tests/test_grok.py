@@ -943,6 +943,22 @@ def test_overlap_diffusion_refuses_a_batch_larger_than_the_training_set():
             gk.overlap_diffusion(*args, batch_size=bad, **kw)
 
 
+def test_a_phase_diagram_too_large_for_memory_is_refused_before_any_compute():
+    """A gamma0 x P diagram whose largest column would not fit was refused when the diagram ran,
+    after the curves and networks, advising solve_batch's batch_size or a scan's chunk. The job
+    checks it first now, naming diagram.batch_size; one point at a time fits."""
+    from experiments import grok
+    from experiments.grok import job
+
+    sets = ["kumar.D=10", "kumar.P=55", "kumar.P_test=200", "diagram.axes=['P']", "diagram.P=[10, 5000]",
+            "early_warning.grid='none'"]
+    cfg = grok.load_config(None, sets)
+    with pytest.raises(dmft.errors.ConfigError, match=r"^diagram.batch_size: at diagram.P = 5000, \d+ points"):
+        job._check_diagram_memory(cfg, grok.build(cfg))
+    cfg = grok.load_config(None, sets + ["diagram.batch_size=1"])
+    job._check_diagram_memory(cfg, grok.build(cfg))
+
+
 def test_grok_checks_modular_addition_batches_against_its_pairs_before_any_compute(tmp_path, capsys):
     """modular_addition's P (train_fraction p^2) is known once its pairs are drawn: a batch above
     it is refused by build, before anything runs; a batch_seed with a minibatch diagram's SGD column

@@ -31,7 +31,7 @@ import numpy as np
 
 import dmft
 import networks
-from dmft.errors import OutputConflict, failing_at
+from dmft.errors import ConfigError, OutputConflict, failing_at
 from dmft.io import environment, jsonable, save
 from validation import grokking as gk
 from validation import plots_grokking as plots
@@ -221,6 +221,25 @@ def _diagram_data(cfg, value):
     k = cfg["kumar"]
     return dmft.tasks.kumar_quadratic(D=k["D"], P=int(value), P_test=k["P_test"],
                                       key=jax.random.key(cfg["testbed"]["seed"]))
+
+
+def _check_diagram_memory(cfg, tb: Testbed) -> None:
+    """A gamma0 x P diagram's largest column, refused before any compute when diagram.batch_size of
+    its points would not fit (`dmft.BatchProgram.check_memory`, as its call would refuse it): it was
+    refused only when the diagram ran, after the curves and networks, and advised solve_batch's
+    batch_size or a scan's chunk."""
+    dg = cfg["diagram"]
+    if cfg["testbed"]["name"] != "kumar" or "P" not in dg["axes"] or not dg["P"] or not dg["gamma0"]:
+        return
+    P = int(max(dg["P"]))
+    sch, _ = _column_batches(cfg, tb, "P", P)
+    prog = dmft.BatchProgram(tb.model, _diagram_data(cfg, P), schedule=sch, fields=("gamma0",), method="closure")
+    points = min(dg["batch_size"], len(dg["gamma0"]))
+    need = prog.memory_estimate(points)
+    if need > prog.max_memory_gb * 2 ** 30:
+        raise ConfigError(f"diagram.batch_size: at diagram.P = {P}, {points} points at once need about "
+                          f"{need / 2 ** 30:.1f} GiB (> {prog.max_memory_gb:g} GiB); use a smaller "
+                          "diagram.batch_size or diagram.P")
 
 
 def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, measures: bool = False) -> dict:
@@ -485,6 +504,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     keeps them."""
     refuse_store(out)
     tb = build(cfg)
+    _check_diagram_memory(cfg, tb)
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
