@@ -372,12 +372,20 @@ def _with_added(cfg: dict, like: dict) -> dict:
     return out
 
 
-def _identity(cfg, checks: bool = True) -> dict:
-    """A configuration less its `SETTINGS`: what makes two runs the same run (without
-    `checks`, also less its `CHECK_SECTION`: what makes the results the same)."""
+# sections a job never reads: they do not make it another run (`dmft solve --set simulate.seeds=3`
+# on a finished solve was "a different run" to compute again; a [check] change on `dmft simulate`,
+# which judges nothing, was "re-checked")
+UNREAD_SECTIONS = {"solve": ("simulate",), "simulate": ("theory", CHECK_SECTION)}
+
+
+def _identity(cfg, checks: bool = True, job: str | None = None) -> dict:
+    """A configuration less its `SETTINGS` and the sections `job` never reads
+    (`UNREAD_SECTIONS`): what makes two runs the same run (without `checks`, also less its
+    `CHECK_SECTION`: what makes the results the same)."""
     cfg = jsonable(cfg) if isinstance(cfg, dict) else {}
+    unread = UNREAD_SECTIONS.get(job, ())
     return {sec: ({k: v for k, v in table.items() if k not in SETTINGS} if isinstance(table, dict) else table)
-            for sec, table in cfg.items() if checks or sec != CHECK_SECTION}
+            for sec, table in cfg.items() if (checks or sec != CHECK_SECTION) and sec not in unread}
 
 
 def _legacy_inputs(old: dict, inputs: dict) -> dict:
@@ -521,7 +529,8 @@ def _only_checks_differ(old: dict, job: str, cfg: dict, same_inputs: bool) -> bo
     return (old.get("status") == "complete" and old.get("command") == job and same_inputs
             and old.get("code") == code_digest() and isinstance(old.get("digests"), dict)
             and bool(old["digests"])
-            and _identity(old.get("config"), checks=False) == _identity(cfg, checks=False))
+            and _identity(old.get("config"), checks=False, job=job) == _identity(cfg, checks=False, job=job)
+            and CHECK_SECTION not in UNREAD_SECTIONS.get(job, ()))
 
 
 def refuse_store(out) -> None:
@@ -564,7 +573,8 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         inputs = run_inputs(cfg)
         old_inputs = old.get("inputs") or _legacy_inputs(old, inputs)
         same_inputs = jsonable(old_inputs) == jsonable(inputs)
-        same = old.get("command") == job and _identity(old.get("config")) == _identity(cfg) and same_inputs
+        same = (old.get("command") == job and _identity(old.get("config"), job=job) == _identity(cfg, job=job)
+                and same_inputs)
         if same and old.get("status") == "complete" and not force:
             damaged = check_digests(out, old.get("digests"))
             if damaged:            # (edited files are not replaced without --force, of any code)
@@ -578,7 +588,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
             check_writable(out)
             return RECHECK
         if not same and not force:          # (the same run of other code is computed again)
-            diff = differences(_identity(old.get("config", {})), _identity(cfg))
+            diff = differences(_identity(old.get("config", {}), job=job), _identity(cfg, job=job))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))
                      if jsonable(old_inputs.get(k)) != jsonable(inputs.get(k))]
             raise OutputConflict(

@@ -145,14 +145,23 @@ def test_simulate_and_solve_recheck_through_run_job(tmp_path, monkeypatch):
     for job, (out, kept) in results.items():
         res = jobs.run_job(job, jobs.load_config(None, sets + ["check.lazy_rel=1e-12", "check.lazy_move=1e9"]),
                            out, log=said.append)
-        assert res["status"] == "rechecked" and _kept(out) == kept
-        assert "without recomputing" in said[-1]
         man = json.loads(open(os.path.join(out, "run.json")).read())
-        assert man["status"] == "complete" and man["config"]["check"]["lazy_rel"] == 1e-12
+        assert man["status"] == "complete" and _kept(out) == kept
         if job == "solve":
+            assert res["status"] == "rechecked" and "without recomputing" in said[-1]
+            assert man["config"]["check"]["lazy_rel"] == 1e-12
             assert _verdicts(res["checks"]) == {"lazy limit gamma0=1": "FAIL"} and man["checks"] == res["checks"]
-        else:
-            assert res["checks"] == [] and "networks" in res["files"]["figures"]
+        else:       # simulate judges nothing: a [check] change is the same run (it said "re-checked")
+            assert res["status"] == "already complete" and res["checks"] == [] and "networks" in res["files"]["figures"]
+    # a section the job never reads does not make another run (solve: [simulate]; simulate: [theory])
+    checked = sets + ["check.lazy_rel=1e-12", "check.lazy_move=1e9"]          # (as the solve was re-checked)
+    for job, unread in (("solve", "simulate.seeds=3"), ("simulate", "theory.samples=128")):
+        out, kept = results[job]
+        assert jobs.run_job(job, jobs.load_config(None, checked + [unread]), out, log=quiet)["status"] == "already complete"
+        assert _kept(out) == kept
+    from dmft.errors import OutputConflict
+    with pytest.raises(OutputConflict, match="different run.*theory.samples"):
+        jobs.run_job("solve", jobs.load_config(None, checked + ["theory.samples=128"]), results["solve"][0], log=quiet)
 
 
 def test_a_damaged_results_file_is_refused_not_rechecked(validated, tmp_path, capsys, monkeypatch):
