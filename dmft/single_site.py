@@ -257,8 +257,11 @@ def node_share(u, weight, a):
     own size; a homogeneous one under weight decay: the best-aligned few grow while decay shrinks
     the rest), and the output's average over the site law is carried by ever rarer nodes. Then the
     mean over M nodes moves with M and the replica spread does not see it (`NODE_SHARE_MIN`)."""
-    size = _node_sizes(u, a)
-    w = weight.astype(u.dtype)
+    return _share(_node_sizes(u, a), weight.astype(u.dtype))
+
+
+def _share(size, w):
+    """`node_share` from the nodes' sizes and weights."""
     den = jnp.sum(w * size * size) * jnp.sum(w)
     return jnp.where(den > 0, jnp.sum(w * size) ** 2 / jnp.where(den > 0, den, 1), 1.0)
 
@@ -280,11 +283,14 @@ def node_share_drift(u, weight, a, blocks: int = SHARE_BLOCKS):
     finding larger nodes, so the share, and the average, still move with M (`SHARE_DRIFT_MIN`).
     1 where M < SHARE_BLOCK_MIN blocks (subsets too small to say: at 4 nodes a subset a light law
     read 0.5)."""
-    size = _node_sizes(u, a)
-    w = weight.astype(u.dtype)
+    return _drift(_node_sizes(u, a), weight.astype(u.dtype), blocks)
+
+
+def _drift(size, w, blocks: int = SHARE_BLOCKS):
+    """`node_share_drift` from the nodes' sizes and weights."""
     n = (size.shape[0] // blocks) * blocks
     if n < SHARE_BLOCK_MIN * blocks:
-        return jnp.ones((), u.dtype)
+        return jnp.ones((), size.dtype)
     sub = _share_corrected(size[:n].reshape(n // blocks, blocks).T, w[:n].reshape(n // blocks, blocks).T)
     mean = jnp.mean(sub)
     return jnp.where(mean > 0, _share_corrected(size, w) / jnp.where(mean > 0, mean, 1), 1.0)
@@ -430,8 +436,9 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     # kernel sums and the test fields are most of a record's cost); sums come back in float64
     mixed = sh.l_lo is not None
     phi, dphi = _fields(sh, st.z, mixed, nodes_last=True)                # (P, M)
+    size, w = _node_sizes(phi, st.a), rep.w.astype(phi.dtype)          # (once for both measures)
     out = {"f_train": _f_train(static, sh, rep, _output_sum(phi, rep.w, st.a), st.s),
-           "node_share": node_share(phi, rep.w, st.a), "node_share_drift": node_share_drift(phi, rep.w, st.a)}
+           "node_share": _share(size, w), "node_share_drift": _drift(size, w)}
     if static.has_test:
         phi_te, _ = _fields(sh, st.z, mixed, rows=sh.l_te, nodes_last=True)
         out["f_test"] = (sh.f0_te + (_output_sum(phi_te, rep.w, st.a) - rep.F0_te) / sh.gamma0
