@@ -109,8 +109,7 @@ class Solution(Trajectory):
         if not error:
             return f
         if se is None:
-            raise InputError("predict: this solution has no error estimate (one replica); solve with "
-                             "replicas >= 2")
+            raise InputError(f"predict: this solution has no error estimate ({_no_error_why(self.info)})")
         return f, se
 
     def predict_interval(self, x_new, level: float = 0.95):
@@ -153,7 +152,7 @@ class Solution(Trajectory):
             if self.info.get("method") in ("closure", "lazy"):
                 return value.copy(), value.copy()
             raise InputError(f"interval: this solution has no error estimate (method "
-                             f"{self.info.get('method')!r}, one replica); solve with replicas >= 2")
+                             f"{self.info.get('method')!r}, {_no_error_why(self.info)})")
         half = _t_half(self.error[name], level, self.info)
         return value - half, value + half
 
@@ -163,6 +162,14 @@ def _level(level) -> float:
     if not 0.5 + level / 2 < 1:          # (a level within rounding of 1 has an infinite quantile)
         raise InputError(f"level must be in (0, 1), below 1 by more than rounding, got {level!r}")
     return level
+
+
+def _no_error_why(info: dict) -> str:
+    """Why a sampled solution carries no error estimate, and what would give it one."""
+    if info.get("sampler") == "quadrature":
+        return ("sampler 'quadrature' is one deterministic rule, whose error no replica spread estimates; "
+                "solve with another sampler and replicas >= 2 for an error bar")
+    return "one replica; solve with replicas >= 2"
 
 
 def _t_half(se, level: float, info: dict) -> np.ndarray:

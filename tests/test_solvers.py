@@ -608,7 +608,7 @@ def test_closure_keeps_its_precision_at_tiny_gamma0(D):
 def test_quadrature_nodes_in_low_dimension():
     """D = 1: tensor Gauss-Hermite over (z, a) converges (96 vs 192 nodes per dimension)
     and agrees with sampling. Saturating activations need many nodes: Gauss-Hermite
-    convergence is slow for near-step functions."""
+    convergence is slow for near-step functions. Its error bars are refused naming the rule."""
     data = dmft.tasks.teacher_network(D=1, P=6, P_test=5, width=2, activation="tanh",
                                       key=jax.random.key(2))
     model = dmft.TwoLayer("erf", gamma0=0.5)
@@ -617,6 +617,10 @@ def test_quadrature_nodes_in_low_dimension():
     q192 = dmft.solve(model, data, sampler="quadrature", quadrature_nodes=192, **kw)
     assert q96.info["nodes_per_replica"] == 96 ** 2
     assert np.max(np.abs(q96.f_test - q192.f_test)) < 2e-5
+    for why in (lambda: q96.interval("test_loss"), lambda: q96.predict(np.zeros((1, 1)), error=True)):
+        with pytest.raises(dmft.InputError, match="'quadrature' is one deterministic rule") as e:
+            why()                  # (it said 'one replica; solve with replicas >= 2', which it ignores)
+        assert "replicas >= 2" in str(e.value) and "another sampler" in str(e.value)
     mc = dmft.solve(model, data, samples=4096, replicas=8, **kw)
     z = (mc.test_loss[-1] - q192.test_loss[-1]) / mc.error["test_loss"][-1]
     assert abs(z) < 5
