@@ -186,6 +186,21 @@ def draw_figures(makers: dict, directory: str, *, dpi: int = 120) -> tuple[dict,
     return paths, errors
 
 
+def figures_relative(report, out: str):
+    """`report` with every figure path ("figures": name -> path, "figure": path, at any depth)
+    relative to the results directory `out`, as report.json records them: the directory can be
+    moved or copied and its report still names its own figures (they were absolute)."""
+    def rel(path):
+        return os.path.relpath(path, out).replace(os.sep, "/") if isinstance(path, str) and os.path.isabs(path) \
+            else path
+    if isinstance(report, dict):
+        return {k: ({n: rel(v) for n, v in w.items()} if k == "figures" and isinstance(w, dict)
+                    else rel(w) if k == "figure" else figures_relative(w, out)) for k, w in report.items()}
+    if isinstance(report, (list, tuple)):
+        return [figures_relative(w, out) for w in report]
+    return report
+
+
 def precision_line(env: dict) -> str:
     """One line for a report: the arithmetic (float64 unless the job ran with --x32) and where."""
     bits = "float64" if env.get("x64") else "float32 (--x32)"

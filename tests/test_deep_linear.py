@@ -687,6 +687,9 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
               "figures/noise_sigma_0.png", "figures/staircase_sigma_0.png", "runs/sigma_1/networks.npz",
               "runs/sigma_1/sde.npz", "run.json"):
         assert (out / f).exists(), f
+    # report.json names its figures relative to the directory (they were absolute paths)
+    named = [p for r in rep["studies"] for p in r["figures"].values()] + [rep["studies"][0]["staircase"]["figure"]]
+    assert len(named) >= 4 and all(not os.path.isabs(p) and (out / p).is_file() for p in named), named
     assert "Arithmetic: float64" in (out / "report.md").read_text()
     assert cli.main(argv) == 0                                     # complete: nothing recomputed
     assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P

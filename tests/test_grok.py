@@ -263,6 +263,8 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
             "phase_weight_decay", "decay"}
     assert {f[:-4] for f in os.listdir(out / "figures")} == figs
     rep = json.loads((out / "report.json").read_text())
+    assert set(rep["figures"]) == figs and all(   # relative to the directory (they were absolute)
+        not os.path.isabs(p) and (out / p).is_file() for p in rep["figures"].values()), rep["figures"]
     assert {d["axis"] for d in rep["diagrams"]} == {"eps", "P", "weight_decay"}
     assert len(rep["summary"]) == 2 * (1 + 1 + 2)             # gamma0 x (DMFT, lazy, two widths)
     assert "## Phase diagram: gamma0 x eps" in (out / "report.md").read_text()

@@ -33,8 +33,8 @@ from networks.deep_linear import DeepLinearRun
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
 
-from ..output import (draw_figures, read_manifest, recheck_note, recheck_recorded, release, verify_files,
-                      write_manifest)
+from ..output import (draw_figures, figures_relative, read_manifest, recheck_note, recheck_recorded, release,
+                      verify_files, write_manifest)
 from .config import build, sde_memory_limit
 from .report import markdown, unbalanced_note
 
@@ -209,7 +209,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "wall_s": time.perf_counter() - t_start}
     report["checks"] = checks(report)
     with open(os.path.join(out, "report.json"), "w") as fh:
-        json.dump(jsonable(report), fh, indent=1)
+        json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(markdown(report))
     figures = {k: v for r in results for k, v in r["figures"].items()}
@@ -297,7 +297,7 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
                   "wall_s": previous.get("wall_s", 0.0), "rechecked": note}
         report["checks"] = checks(report)
         with open(os.path.join(out, "report.json"), "w") as fh:
-            json.dump(jsonable(report), fh, indent=1)
+            json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
         with open(os.path.join(out, "report.md"), "w") as fh:
             fh.write(markdown(report))
         write_manifest(out, "dln", cfg, "complete", {"checks": report["checks"], "rechecked": note})

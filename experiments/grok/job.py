@@ -36,7 +36,7 @@ from dmft.io import environment, jsonable, save
 from validation import grokking as gk
 from validation import plots_grokking as plots
 
-from ..output import draw_figures, refuse_store
+from ..output import draw_figures, figures_relative, refuse_store
 from .config import LYU_DEGREE, Testbed, build, minibatch_of, schedule_of
 from .report import markdown
 
@@ -566,7 +566,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "figures": {}, "wall_s": time.perf_counter() - t_start,
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
-        json.dump(jsonable(report), fh, indent=1)
+        json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
     parts.remove()
     # the numbers are on disk (curves.npz, report.json) before any figure is drawn
     acc_thr = cfg["threshold"]["accuracy"]
@@ -584,7 +584,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     if plot_errors:
         report["plot_errors"] = plot_errors
     with open(os.path.join(out, "report.json"), "w") as fh:
-        json.dump(jsonable(report), fh, indent=1)
+        json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
     md = markdown(report, cfg)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(md)
