@@ -246,4 +246,8 @@ def test_axis_labels_say_what_is_drawn():
     ax = plots.ensemble_losses({1.0: {16: _run(_ens())}}).axes[0]
     assert ax.get_ylabel().startswith("test loss")
     ax = plots.relative_error_in_time(_sweep(_ens())).axes[0]
-    assert ax.get_xlabel() == "t (= steps x eta0)"
+    assert ax.get_xlabel() == "t (= steps x eta0)" and "test loss" in ax.get_ylabel()
+    sw = _sweep(_ens())                                   # data without test targets: train losses
+    comp = sw.scaling[1.0]["comparisons"][16]
+    comp.train_loss, comp.test_loss = comp.test_loss, None
+    assert "train loss" in plots.relative_error_in_time(sw).axes[0].get_ylabel()

@@ -194,15 +194,18 @@ def _theory_relative_se(sol):
 
 
 def relative_error_in_time(sweep):
-    """Relative test-loss error of the ensemble mean against time, one panel per gamma0, with the
-    DMFT's own relative standard error (dashed): differences below it are within the theory's noise."""
+    """Relative test-loss error (train loss without test targets; the y label says which) of the
+    ensemble mean against time, one panel per gamma0, with the DMFT's own relative standard error
+    (dashed): differences below it are within the theory's noise."""
     _check_sweep(sweep)
     n = len(sweep.gamma0s)
     fig, axes = new_figure(1, n, size=(3.6 * n, 3.4), squeeze=False)
+    kinds = set()
     for ax, g in zip(axes[0], sweep.gamma0s):
         for c, w in zip(_colors(len(sweep.widths)), sweep.widths):
             comp = sweep.scaling[g]["comparisons"][w]
             loss = comp.test_loss or comp.train_loss
+            kinds.add("test" if comp.test_loss else "train")
             t = comp.t
             ax.plot(t[t > 0], loss["rel_error"][t > 0], color=c, label=f"N = {w}")
         floor = _theory_relative_se(sweep.solutions[g])
@@ -214,7 +217,8 @@ def relative_error_in_time(sweep):
         ax.set_title(f"gamma0 = {g:g}", fontsize=9)
         ax.set_xlabel("t (= steps x eta0)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("|mean network loss - DMFT| / DMFT")
+    name = f"{kinds.pop()} loss" if len(kinds) == 1 else "loss"
+    axes[0][0].set_ylabel(f"|mean network {name} - DMFT| / DMFT")
     axes[0][-1].legend(fontsize=7)
     return fig
 
