@@ -210,7 +210,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
              "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares). "
              f"{sgd}{precision_line(env)}", ""] + ([recheck_line(rechecked, verdicts=False), ""] if rechecked else [])
     lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
-                     "weight change", "diverged", "s"],
+                     "weight change", "diverged", "wall s (incl. compile)"],
                     [[f"{r['gamma0']:g}", r["width"], r["seeds"],
                       f"{_fmt(r['final_test_loss_mean'])} +- {_fmt(r['final_test_loss_std'], 2)}",
                       _fmt(r["alignment"], 3), _fmt(r["weight_change"], 3), len(r["diverged"]),

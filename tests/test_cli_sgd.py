@@ -106,7 +106,8 @@ def test_simulate_trains_every_network_on_the_same_batches(simulated, theory):
     mean = np.mean(runs[256].f_test, axis=0)
     rms = {name: float(np.sqrt(np.mean((mean - theory[name].f_test) ** 2))) for name in ("same", "other", "full")}
     assert rms["same"] < 0.5 * min(rms["other"], rms["full"]), rms
-    assert "minibatch SGD: B = 8" in (simulated / "report.md").read_text()
+    md = (simulated / "report.md").read_text()
+    assert "minibatch SGD: B = 8" in md and "| wall s (incl. compile) |" in md    # (its column said 's')
 
 
 def test_another_batch_seed_or_size_is_another_run(solved):
