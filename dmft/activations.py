@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 from typing import Callable
 
 import jax
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checks
-from .errors import InputError
+from .errors import InputError, warn
 
 __all__ = [
     "Activation", "get", "names", "linear", "relu", "tanh", "erf", "softplus",
@@ -119,9 +118,9 @@ def grid_nodes(max_variance, nodes: int) -> int:
     sigma = math.sqrt(max(v, 0.0))
     need = math.ceil(2 * GRID_HALF_WIDTH * sigma / GRID_STEP) + 1
     if need > MAX_GRID_NODES:
-        warnings.warn(f"lazy kernels: input variance {float(max_variance):.3g} would need {need:.3g} "
+        warn(f"lazy kernels: input variance {float(max_variance):.3g} would need {need:.3g} "
                       f"quadrature nodes per dimension; using {MAX_GRID_NODES} (less accurate for "
-                      "saturating activations: rescale the inputs to |x|^2 / D ~ 1)", stacklevel=3)
+                      "saturating activations: rescale the inputs to |x|^2 / D ~ 1)")
     return int(min(max(int(nodes), 8 * math.ceil(need / 8)), MAX_GRID_NODES))
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -42,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checks
-from .errors import DivergenceError, InputError
+from .errors import DivergenceError, InputError, warn
 from .plan import RUNTIME_BYTES
 from .plotting import new_figure
 from .runner import CALL_SHARE, count_trace, drop_compiled_if_crowded, run_saved
@@ -1206,10 +1205,10 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     if all_diverged is not None:
         info["all_diverged"] = all_diverged
     elif diverged:         # some paths: said, so that a nanmean over the rest is not read unknowing
-        warnings.warn(f"mode_sde: {len(diverged)} of {paths} paths diverged (the first at step "
+        warn(f"mode_sde: {len(diverged)} of {paths} paths diverged (the first at step "
                       f"{min(diverged.values())}): their records are NaN from the save where each went bad "
                       "(info['diverged']), so statistics over the others describe survivors; lower eta0 or "
-                      "init_scale", UserWarning, stacklevel=2)
+                      "init_scale")
     return ModeSDE(t=sch.times, modes=pi, diffusion=D, info=info)
 
 

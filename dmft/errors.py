@@ -23,11 +23,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import sys
+import warnings
 
 import numpy as np
 
 __all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
-           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError", "failing_at"]
+           "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError", "failing_at",
+           "warn"]
 
 
 class DmftError(Exception):
@@ -117,3 +120,17 @@ def failing_at(where: str):
         if err.args and isinstance(err.args[0], str):
             err.args = (f"{where}: {err.args[0]}",) + err.args[1:]
         raise
+
+
+# the project's packages; a warning names the first line outside them
+_PACKAGES = frozenset({"dmft", "networks", "validation", "experiments"})
+
+
+def warn(message: str, category=UserWarning) -> None:
+    """`warnings.warn` attributed to the user's line: the first caller outside the project's
+    packages (a fixed stacklevel named a library file whenever the call came through another
+    entry point, as networks.train's deep linear warning named networks/train.py)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _PACKAGES:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import hashlib
 import time
-import warnings
 from typing import ClassVar
 
 import jax
@@ -34,7 +33,7 @@ from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHA
 from .activations import MAX_GRID_NODES, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
-from .errors import DivergenceError, InputError, NotConverged
+from .errors import DivergenceError, InputError, NotConverged, warn
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
@@ -335,11 +334,11 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                    f"{float(sch.times[j]):g}; where {M // SHARE_BLOCKS} nodes sample the site law it is above "
                    f"{SHARE_DRIFT_MIN:g}): larger samples keep finding larger nodes, or {M} a replica are too "
                    "few for this site law")
-        warnings.warn(
+        warn(
             f"{plan.method}: {why}, so the average moves with the node count and the error bar, the "
             "replicas' spread, understates the error. Compare solves at several samples (or networks at "
             "several widths) before trusting it; info['effective_node_share'] and info['node_share_drift'] "
-            "hold it per save", stacklevel=5)
+            "hold it per save")
     if its:
         n = np.max([it["n"] for it in its], axis=0)                  # per window, the slowest group
         hist = np.fmax.reduce([it["hist"] for it in its])            # the worst replica's residuals
@@ -762,10 +761,10 @@ def _quadrature_error(act, su, nodes: int) -> float:
         where = (f"phi' is probably not smooth somewhere besides the declared kinks {list(act.kinks)}"
                  if act.kinks else "phi' is probably not smooth (a kink): declare it, "
                  "dmft.activations.custom(fn, kinks=[...]), and the rule is exact across it")
-        warnings.warn(f"lazy kernels of activation {act.name!r} (no closed form): the {act.quadrature} "
+        warn(f"lazy kernels of activation {act.name!r} (no closed form): the {act.quadrature} "
                       f"estimate moves by {err:.2g} (relative) between {n} and {other} nodes per dimension; "
                       f"{where}. The control variate and method='lazy' carry this error into every answer: "
-                      "raise kernel_nodes, or solve with control_variate=False", stacklevel=4)
+                      "raise kernel_nodes, or solve with control_variate=False")
     return err
 
 

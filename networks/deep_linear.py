@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import warnings
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -52,7 +51,7 @@ import numpy as np
 
 from dmft import checks
 from dmft.deep_linear import effective_modes
-from dmft.errors import InputError
+from dmft.errors import InputError, warn
 from dmft.plan import RUNTIME_BYTES
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
@@ -546,9 +545,8 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     info["block"] = block
     if info["diverged"]:   # said, as the two-layer networks say it: a nanmean was the first sign
         n, first = len(info["diverged"]), min(info["diverged"].values())
-        warnings.warn(f"networks.train: {'every one' if n == seeds else n} of {seeds} deep linear seeds "
+        warn(f"networks.train: {'every one' if n == seeds else n} of {seeds} deep linear seeds "
                       f"diverged (the first by step {first}): their records are NaN from the save where "
-                      "each went bad (info['diverged'] holds each seed's step); lower eta0 or init_scale",
-                      UserWarning, stacklevel=3)
+                      "each went bad (info['diverged'] holds each seed's step); lower eta0 or init_scale")
     return DeepLinearRun(t=schedule.times, info=info, weights=weights, **rec)
 

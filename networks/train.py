@@ -36,7 +36,6 @@ import dataclasses
 import functools
 import math
 import time
-import warnings
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -47,7 +46,7 @@ import optax
 import dmft
 from dmft import checks
 from dmft.schedule import batch_indices
-from dmft.errors import InputError
+from dmft.errors import InputError, warn
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0
 from dmft.kernels import alignment, input_kernel
 from dmft import runner as _runner
@@ -660,8 +659,8 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
                                               bool(run.f_train.ndim == 3)))
     if diverged:           # flagged in info; said here too, so a mean curve of NaN is not the first sign
         first = min(diverged.values())
-        warnings.warn(f"networks.train: {'every one' if len(diverged) == seeds else len(diverged)} of "
+        warn(f"networks.train: {'every one' if len(diverged) == seeds else len(diverged)} of "
                       f"{seeds} seeds diverged at width {width} (the first by step {first}): their records "
                       "are NaN from the save where each went bad (info['diverged'] holds each seed's "
-                      "step); lower eta0 or gamma0", UserWarning, stacklevel=3)
+                      "step); lower eta0 or gamma0")
     return run

@@ -220,9 +220,10 @@ def test_a_kinked_custom_activation_says_its_kernels_are_inexact():
     # the estimate and its warning come from the solve's setup, the same for every method: where
     # only they are checked, the lazy method (whose programs do not depend on the activation)
     lazy = dict(eta0=0.5, steps=10, save_every=5, method="lazy")
-    with pytest.warns(UserWarning, match="not smooth"):
+    with pytest.warns(UserWarning, match="not smooth") as said:
         kinked = dmft.solve(dmft.TwoLayer(lambda h: jnp.maximum(h, 0.0), gamma0=1.0), data, **kw)
     assert kinked.info["lazy_kernels_error"] > 1e-3                 # measured 1.3e-2
+    assert {w.filename for w in said} == {__file__}                 # the caller's line (dmft.errors.warn)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         smooth = dmft.solve(dmft.TwoLayer(lambda h: jnp.tanh(h), gamma0=1.0), data, **lazy)

@@ -2181,16 +2181,18 @@ def test_small_input_checks_name_what_is_wrong():
 def test_deep_linear_divergence_is_said_not_only_recorded():
     """Every seed of a deep linear ensemble (and most SDE paths) diverging was only in
     info['diverged']: a nanmean over the survivors was the first sign. Both warn now, as the
-    two-layer networks do; a run where nothing diverges does not."""
+    two-layer networks do, naming the caller's line; a run where nothing diverges does not."""
     teacher = dmft.tasks.linear_teacher(d_in=4, d_out=4, singular_values=[3, 1.5, 0.75], label_noise=0.5, key=1)
     model = dmft.DeepLinear(3, 8, 0.3, "aligned")
     kw = dict(eta0=0.15, steps=200, save_every=50, batch_size=1)
-    with pytest.warns(UserWarning, match=r"of 16 deep linear seeds diverged \(the first by step \d+\)"):
+    with pytest.warns(UserWarning, match=r"of 16 deep linear seeds diverged \(the first by step \d+\)") as said:
         run = networks.train(model, teacher, seeds=16, **kw)
     assert run.info["diverged"]
-    with pytest.warns(UserWarning, match=r"mode_sde: \d+ of 64 paths diverged"):
+    with pytest.warns(UserWarning, match=r"mode_sde: \d+ of 64 paths diverged") as said_sde:
         sde = dl.mode_sde(model, teacher, paths=64, key=jax.random.key(0), **kw)
     assert 0 < len(sde.info["diverged"]) < 64
+    # each names the caller's line, here this file (networks.train's named networks/train.py)
+    assert [w.filename for w in list(said) + list(said_sde)] == [__file__] * 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         networks.train(model, teacher, seeds=4, **{**kw, "eta0": 0.01})

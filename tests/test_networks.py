@@ -178,6 +178,7 @@ def test_each_seed_diverges_alone(data):
     bad = run.info["diverged"]
     assert 0 < len(bad) < 16, bad
     assert f"{len(bad)} of 16 seeds" in str(said[0].message) and f"by step {min(bad.values())})" in str(said[0].message)
+    assert said[0].filename == __file__                                # the caller's line, not the library's
     assert set(bad) <= set(np.flatnonzero(eta * lam / data.P > 1.9))
     for s in range(16):
         if s in bad:

@@ -1361,8 +1361,9 @@ def test_a_heavy_tailed_site_law_is_flagged_not_hidden_behind_its_error_bar():
 
     data = dmft.tasks.single_index(D=8, P=32, P_test=16, degree=2, key=1)
     kw = dict(eta0=0.5, steps=100, save_every=50, method="forward", samples=4096, kernels=False)
-    with pytest.warns(UserWarning, match="carried by few nodes"):
+    with pytest.warns(UserWarning, match="carried by few nodes") as said:
         heavy = dmft.solve(dmft.TwoLayer(dmft.activations.quadratic(0.5), gamma0=1.0), data, **kw)
+    assert {w.filename for w in said} == {__file__}      # the caller's line, not the library's
     assert heavy.info["heavy_tailed"] and min(heavy.info["effective_node_share"]) < NODE_SHARE_MIN
     light = dmft.solve(dmft.TwoLayer("tanh", gamma0=1.0), data, **kw)
     assert "heavy_tailed" not in light.info and min(light.info["effective_node_share"]) > 0.3
