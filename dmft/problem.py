@@ -81,6 +81,10 @@ class Dataset:
         y_test: optional (P*,) or (P*, C) targets; needs x_test.
         meta: optional dictionary describing how the data was made (task
             name, planted direction, ...); recorded in result metadata.
+
+    Arrays are real (float, integer or bool) and finite. The test arrays have the training
+    arrays' dtypes: x_test x_train's, y_test y_train's (integer class labels beside float test
+    targets are refused: give both as floats). The solvers compute in the working float type.
     """
 
     x_train: np.ndarray
@@ -106,7 +110,8 @@ class Dataset:
             if xt.shape[1] != x.shape[1]:
                 raise InputError(f"x_test: has {xt.shape[1]} features but x_train has {x.shape[1]}")
             if xt.dtype != x.dtype:
-                raise InputError(f"x_test: dtype {xt.dtype} differs from x_train's {x.dtype}")
+                raise InputError(f"x_test: dtype {xt.dtype} differs from x_train's {x.dtype}: give "
+                                 "both the same dtype (as floats: np.asarray(..., float))")
         if yt is not None:
             yt = as_array("y_test", yt, (1, 2))
             if yt.shape[0] != xt.shape[0]:
@@ -114,7 +119,8 @@ class Dataset:
             if yt.shape[1:] != y.shape[1:]:
                 raise InputError(f"y_test: shape {yt.shape} does not match y_train's outputs {y.shape}")
             if yt.dtype != y.dtype:
-                raise InputError(f"y_test: dtype {yt.dtype} differs from y_train's {y.dtype}")
+                raise InputError(f"y_test: dtype {yt.dtype} differs from y_train's {y.dtype}: give "
+                                 "both the same dtype (as floats: np.asarray(..., float))")
         if xt is not None and xt.shape[0] == 0:     # an empty test set is no test set
             xt = yt = None
         if not isinstance(self.meta, dict):

@@ -40,6 +40,24 @@ def test_dataset_rejects(kwargs, match):
         dmft.Dataset(**kwargs)
 
 
+_DTYPES = st.sampled_from([np.float64, np.float32, np.int64, np.int32, np.bool_])
+
+
+@settings(max_examples=40, deadline=None)
+@given(dx=_DTYPES, dxt=_DTYPES, dy=_DTYPES, dyt=_DTYPES)
+def test_test_arrays_need_the_training_arrays_dtypes(dx, dxt, dy, dyt):
+    """x_test has x_train's dtype and y_test y_train's (the docstring says so): any other pair is
+    refused naming the array and the fix; equal dtypes, of any real kind, are accepted."""
+    x, y = (np.arange(12).reshape(6, 2) % 2).astype(dx), (np.arange(6) % 2).astype(dy)
+    xt, yt = (np.arange(8).reshape(4, 2) % 2).astype(dxt), (np.arange(4) % 2).astype(dyt)
+    bad = "x_test" if dx != dxt else "y_test" if dy != dyt else None
+    if bad is None:
+        assert dmft.Dataset(x, y, xt, yt).P_test == 4
+        return
+    with pytest.raises(dmft.InputError, match=f"^{bad}: dtype .* differs from .*give both the same dtype"):
+        dmft.Dataset(x, y, xt, yt)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(gamma0=0.0), "gamma0"), (dict(gamma0=-1.0), "gamma0"), (dict(gamma0=np.nan), "gamma0"),
     (dict(gamma0="big"), "gamma0"), (dict(activation="sigmoidal"), "activation.*unknown"),
