@@ -7,7 +7,8 @@
     sol      = dmft.solve(model, data, schedule)
 
 Importing this package never changes global JAX configuration; call
-`jax.config.update("jax_enable_x64", True)` in your entry point for float64.
+`jax.config.update("jax_enable_x64", True)` in your entry point for float64 (without it the
+solvers and networks compute in float32 and say so: `dmft.errors.Float32Warning`).
 """
 
 from . import activations, checks, deep_linear, errors, io, kernels, sampling, tasks

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import checks
 from .errors import DivergenceError, InputError, warn
-from .plan import RUNTIME_BYTES
+from .plan import RUNTIME_BYTES, warn_float32
 from .plotting import new_figure
 from .runner import CALL_SHARE, count_trace, drop_compiled_if_crowded, run_saved
 from .problem import DeepLinear, LinearTeacher
@@ -1164,6 +1164,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
                          "or fewer saves (save_every, n_saves)")
     dt = jnp.result_type(float)
     pi0 = check_sde_start(model, data, eta0=eta, batch_size=B)
+    warn_float32("mode_sde")
     online = modes.P is None
     fpc = 1.0 if online else ((modes.P - B) / (modes.P - 1) if modes.P > 1 else 0.0)
     zero = np.zeros_like(modes.s)

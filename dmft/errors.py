@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
            "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError", "failing_at",
-           "warn"]
+           "warn", "Float32Warning"]
 
 
 class DmftError(Exception):
@@ -120,6 +120,11 @@ def failing_at(where: str):
         if err.args and isinstance(err.args[0], str):
             err.args = (f"{where}: {err.args[0]}",) + err.args[1:]
         raise
+
+
+class Float32Warning(UserWarning):
+    """A computation runs in float32 because JAX's x64 is off (`dmft.plan.warn_float32`); an
+    entry point that chose float32 filters it (the command's --x32)."""
 
 
 # the project's packages; a warning names the first line outside them

@@ -25,7 +25,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from .activations import GRID_HALF_WIDTH, MAX_GRID_NODES, TAIL_SHARE_TOL, tail_share
-from .errors import InputError
+from .errors import Float32Warning, InputError, warn
 from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_size
 from .schedule import Schedule
@@ -98,6 +98,17 @@ def check_scale_values(name: str, values) -> None:
         raise InputError(f"{name} = {x:g} is outside what {dtype} holds as a normal number "
                          f"([{float(info.tiny):.3g}, {float(info.max):.3g}]): it would run as "
                          + ("0 or a subnormal number" if x < float(info.tiny) else "inf"))
+
+
+def warn_float32(who: str) -> None:
+    """Say (Float32Warning) that `who` computes in float32 because the entry point left JAX's
+    x64 off: a library never turns it on, and the answers, tolerances and refusals are then
+    float32's, said before only in info["dtype"] (precision="mixed" ran as "full (float32)")."""
+    if not jax.config.jax_enable_x64:
+        warn(f"{who}: jax_enable_x64 is off, so this computes in float32 (its rounding, ranges and "
+             "refusals are float32's; the solvers are validated in float64). Call "
+             "jax.config.update('jax_enable_x64', True) before any computation for float64, or "
+             "filter dmft.errors.Float32Warning if float32 is meant", Float32Warning)
 
 
 def sampled_min_gamma0() -> tuple[float, str]:
@@ -361,6 +372,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
                      max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
                      memory_bytes=0.0, replicas_at_once=replicas)
+    warn_float32("dmft.solve" + (f" (precision={precision!r})" if precision != "full" else ""))
     budget = max_memory_gb * 2 ** 30
     cap = _cache_group(plan)
     groups = [g for g in range(cap, 0, -1) if replicas % g == 0] if plan.sampled else [replicas]

@@ -32,8 +32,9 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
-from dmft.errors import (ConfigError, DivergenceError, InputError, NotConverged, OutputError)
+from dmft.errors import ConfigError, DivergenceError, Float32Warning, InputError, NotConverged, OutputError
 
 from .output import PlotError, release
 
@@ -191,6 +192,8 @@ def _select_device(device, x64):
                               f"{', '.join(have)}; {str(err).splitlines()[0]})") from None
         jax.config.update("jax_default_device", devices[0])
     jax.config.update("jax_enable_x64", bool(x64))
+    if not x64:                 # --x32 chose float32: the library's warning would only repeat it
+        warnings.filterwarnings("ignore", category=Float32Warning)
     return devices
 
 

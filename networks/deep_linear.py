@@ -52,7 +52,7 @@ import numpy as np
 from dmft import checks
 from dmft.deep_linear import effective_modes
 from dmft.errors import InputError, warn
-from dmft.plan import RUNTIME_BYTES
+from dmft.plan import RUNTIME_BYTES, warn_float32
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
 from dmft.runner import CALL_SHARE, drop_compiled_if_crowded, exact_products, run_saved
@@ -494,6 +494,8 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
         if dt == jnp.float64 and not jax.config.jax_enable_x64:
             raise InputError("dtype='float64' needs jax.config.update('jax_enable_x64', True) first")
     check_init_scale(model, dt)
+    if dtype is None:                          # (a dtype given is a choice)
+        warn_float32("networks.train (deep linear)")
     block = seeds if block is None else min(seeds, checks.integer("block", block, minimum=1))
     T = schedule.save_steps.size
     need = memory_estimate(model, data, seeds, T, probe, batch_size=int(B), block=block)

@@ -47,7 +47,7 @@ import dmft
 from dmft import checks
 from dmft.schedule import batch_indices
 from dmft.errors import InputError, warn
-from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0
+from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0, warn_float32
 from dmft.kernels import alignment, input_kernel
 from dmft import runner as _runner
 from dmft.runner import exact_products, finite_flag, first_nonfinite, first_runaway, run_saved
@@ -439,6 +439,7 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
                              + ("; kernels=True stores (seeds, T, P, P) arrays: save less often "
                                 "or pass kernels=False" if kernels else "; use fewer seeds"))
         kept += kept_bytes(data, w, seeds, T, kernels, keep_params)
+    warn_float32("networks.train")
     return TrainPlan(model, data, schedule, tuple(widths), seeds, optimizer, antithetic, kernels,
                      max_memory_gb, neuron_measures, keep_params)
 

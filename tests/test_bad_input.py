@@ -402,6 +402,7 @@ def test_a_list_of_widths_counts_the_runs_it_keeps_against_the_memory_limit():
     assert one > 8 * 8 * 201 * 3 * 100 * 100 and one < memory_estimate(data, 8, 8, sch.save_steps.size, True)
 
 
+@pytest.mark.filterwarnings("ignore::dmft.errors.Float32Warning")   # (float32 on purpose)
 @settings(max_examples=30, deadline=None)
 @given(log_gamma0=st.floats(-16, 0), x64=st.booleans(), method=st.sampled_from(["forward", "iterate", "closure"]))
 def test_a_sampled_method_refuses_a_gamma0_its_rounding_would_decide(data, log_gamma0, x64, method):
@@ -435,6 +436,7 @@ def test_a_sampled_method_refuses_a_gamma0_its_rounding_would_decide(data, log_g
         jax.config.update("jax_enable_x64", True)
 
 
+@pytest.mark.filterwarnings("ignore::dmft.errors.Float32Warning")   # (float32 on purpose)
 @settings(max_examples=60, deadline=None)
 @given(log_gamma0=st.floats(-320, 300), log_eta0=st.floats(-330, 30), x64=st.booleans(),
        method=st.sampled_from(["lazy", "closure"]))
@@ -584,3 +586,40 @@ def test_values_too_large_to_square_are_refused_naming_the_array_and_only_inputs
     with pytest.raises(dmft.InputError, match=f"^{name}: values up to .* too large") as err:
         dmft.Dataset(**arrays)
     assert ("input kernel" in str(err.value)) == name.startswith("x")
+
+
+def test_float32_is_said_when_the_entry_point_left_x64_off():
+    """With JAX's x64 off everything ran in float32 and said so only in info['dtype']
+    (precision='mixed' became 'full (float32)'). The solver, both kinds of networks and the mode
+    SDE now warn (Float32Warning, naming the caller's line); with x64 on, or a deep linear dtype
+    chosen, or the command's --x32, nothing is said."""
+    import warnings
+
+    from experiments import cli
+
+    data = dmft.tasks.single_index(D=3, P=6, P_test=4, degree=1, key=0)
+    teacher = dmft.tasks.linear_teacher(d_in=2, d_out=2, singular_values=[2.0], P=8, key=0)
+    aligned = dmft.DeepLinear(2, 3, 0.5, "aligned")
+    kw = dict(eta0=0.1, steps=2, save_every=2)
+    calls = {"dmft.solve (precision='mixed')":
+             lambda: dmft.solve(dmft.TwoLayer("linear"), data, method="closure", precision="mixed", **kw),
+             "networks.train": lambda: networks.train(dmft.TwoLayer("tanh"), data, width=4, seeds=1, **kw),
+             "networks.train (deep linear)": lambda: networks.train(aligned, teacher, seeds=1, batch_size=2, **kw),
+             "mode_sde": lambda: dmft.deep_linear.mode_sde(aligned, teacher, paths=2, key=jax.random.key(0),
+                                                                  batch_size=2, **kw)}
+    jax.config.update("jax_enable_x64", False)
+    try:
+        for who, call in calls.items():
+            with pytest.warns(dmft.errors.Float32Warning, match="jax_enable_x64 is off") as said:
+                call()
+            assert str(said[0].message).startswith(who + ":") and said[0].filename == __file__, said[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            networks.train(aligned, teacher, seeds=1, batch_size=2, dtype="float32", **kw)   # a choice
+            cli._select_device(None, False)                                                   # --x32
+            calls["dmft.solve (precision='mixed')"]()
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dmft.plan.warn_float32("dmft.solve")               # x64 on (each entry calls it as above)
