@@ -18,6 +18,7 @@ import networks
 from dmft import io as _io
 from validation import LazyToRich, plots
 from validation.compare import theory_se, width_scaling
+from validation.inputs import theory_name
 
 from .config import to_toml
 from . import problem as _problem
@@ -264,18 +265,23 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
 
     m = sweep.model
     nets = bool(sweep.widths)
+    name = theory_name(sweep)
     what = (f"networks of width {sweep.widths} with {sweep.seeds} seeds each, trained in DMFT units "
             "(t = steps x eta0)") if nets else "no networks (this job solves the theory only)"
     timing = f"Theory {sweep.timings['theory_s']:.0f} s" + \
         (f", networks {sweep.timings['networks_s']:.0f} s" if nets else "")
     lines = [
-        "# Lazy-to-rich validation: DMFT against finite networks" if nets else
-        "# DMFT and its lazy limit at each gamma0", "",
+        f"# Lazy-to-rich validation: {name} against finite networks" if nets else
+        f"# {name} and its lazy limit at each gamma0" if name == "DMFT" else "# The lazy limit at each gamma0", "",
         f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
         f"C = {data.C}; two-layer `{m.activation.name}` network, {m.readout} readouts, "
         f"{'centered' if m.centered else 'not centered'}. gamma0 in {sweep.gamma0s}; {what}. "
-        f"{training_line(cfg, data.P, 'the DMFT and every network' if nets else 'the DMFT')}"
+        f"{training_line(cfg, data.P, f'the {name} and every network' if nets else f'the {name}')}"
         f"{timing}. {precision_line(environment)}", ""]
+    if name != "DMFT":
+        lines += ["The theory was solved with theory.method = 'lazy': every theory column, check and figure "
+                  "below holds the lazy limit (gamma0 -> 0, the NTK's closed form, the same at every gamma0), "
+                  "not the DMFT at each gamma0; networks at larger gamma0 are expected to depart from it.", ""]
     if rechecked:
         lines += [recheck_line(rechecked), ""]
     if verdicts:
@@ -286,12 +292,13 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         lines += [""]
     decay = float(getattr(getattr(sweep, "schedule", None), "weight_decay", 0.0) or 0.0)
     lines += ["## Final values (last saved time)", "",
-              "DMFT: value +- its standard error across replicas (none for exact methods, - for one "
+              f"{name}: value +- its standard error across replicas (none for exact methods, - for one "
               "replica)" + ("; networks: mean +- std over seeds (- under two finite seeds)" if nets else "")
               + (f". The lazy limit has no weight decay (decay moves the kernel): its column is the lazy "
                  f"closed form without the decay of {decay:g} that the DMFT has" if decay > 0 else "") + ".", ""]
-    head = (["gamma0", "DMFT test loss +- SE", "lazy test loss" + (" (no decay)" if decay > 0 else "")]
-            + [f"N={w} test loss (mean +- std)" for w in sweep.widths] + ["DMFT alignment", "DMFT first-layer change"])
+    head = (["gamma0", f"{name} test loss +- SE", "lazy test loss" + (" (no decay)" if decay > 0 else "")]
+            + [f"N={w} test loss (mean +- std)" for w in sweep.widths]
+            + [f"{name} alignment", f"{name} first-layer change"])
     body = []
     for r in final:
         se = f" +- {_fmt(r['dmft_se'], 2)}" if r["dmft_se"] is not None or r["dmft_se_unknown"] else ""
@@ -322,7 +329,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
                 return f"{f['slope']:+.2f} (no error: {f['points']} points)"
             return f"{f['slope']:+.2f} +- {f['stderr']:.2f}"
         lines += _table(["gamma0", "per-seed slope", "ensemble-mean slope", "test-loss bias slope", "widths",
-                         "DMFT error floor"],
+                         f"{name} error floor"],
                         [[f"{r['gamma0']:g}", s(r["per_seed_fit"]), s(r["mean_fit"]), s(r["bias_fit"]),
                           f"{r['widths'][0]}..{r['widths'][-1]}", _fmt(r["theory_floor"], 2)] for r in scaling])
         lines += ["", "Per-seed errors follow the N^-1/2 fluctuations of Bordelon & Pehlevan (2023); the "

@@ -767,6 +767,36 @@ def test_lazy_check_is_skipped_when_the_theory_is_the_lazy_limit(method):
     assert (lazy["verdict"] == "SKIP" and "compare it with itself" in lazy["detail"]) == (method == "lazy"), lazy
 
 
+def test_a_lazy_theory_is_named_the_lazy_limit_not_the_dmft(tmp_path):
+    """`dmft validate --set theory.method=lazy` labelled the lazy limit "DMFT" in its checks,
+    report and figures (and FAILed it against rich networks under that name): every place now
+    names the theory it ran, and the report says what that means; a forward solve keeps "DMFT"."""
+    from experiments.report import write_report
+    from validation import lazy_to_rich, plots
+
+    data = dmft.tasks.single_index(D=3, P=8, P_test=6, degree=2, key=0)
+    sch = dmft.Schedule(0.5, 20, 10)
+    cfg = load(None, ["theory.method='lazy'"])
+    for method, name in (("lazy", "lazy limit"), ("forward", "DMFT")):
+        sweep = lazy_to_rich(dmft.TwoLayer("tanh"), data, [1.0], [8], 2, schedule=sch,
+                             solve_kw=dict(method=method, samples=64))
+        agree = [c for c in verdicts(sweep) if c["name"].startswith("agreement")]
+        assert len(agree) == 2 and all(f"loss: {name} " in c["detail"] for c in agree), agree
+        assert all(("not the DMFT at this gamma0" in c["detail"]) == (method == "lazy") for c in agree)
+        legend = plots.theory_vs_networks(sweep).axes[0].get_legend_handles_labels()[1]
+        assert f"gamma0 = 1 ({name})" in legend, legend
+        assert name in plots.lazy_to_rich_summary(sweep).axes[0].get_legend_handles_labels()[1]
+        assert plots.width_scaling_plot(sweep)._suptitle.get_text().startswith(f"finite-width departure from the {name}")
+        assert plots.relative_error_in_time(sweep).axes[0].get_ylabel().endswith(f"- {name}| / {name}")
+        md, _ = write_report(sweep, cfg, str(tmp_path), verdicts(sweep), {})
+        text = pathlib.Path(md).read_text()
+        assert f"# Lazy-to-rich validation: {name} against finite networks" in text
+        assert (f"| {name} test loss +- SE |" in text) and (f"| {name} alignment |" in text)
+        assert ("every theory column, check and figure below holds the lazy limit" in text) == (method == "lazy")
+        assert ("DMFT" not in text.split("## Configuration")[0].replace("DMFT units", "")
+                .replace("not the DMFT at", "")) == (method == "lazy")
+
+
 @pytest.mark.parametrize("sampler, samples, replicas, refused", [
     ("mc", 12, 4, None), ("mc", 10, 4, "multiple of theory.replicas \\(4\\) for theory.sampler = 'mc'"),
     ("stratified", 12, 4, "multiple of 2 x theory.replicas \\(8\\)")])

@@ -26,7 +26,7 @@ import numpy as np
 from dmft import checks
 from dmft.errors import InputError
 
-__all__ = ["shown", "real_array", "boolean_array", "mapping", "names", "real_or_inf"]
+__all__ = ["shown", "real_array", "boolean_array", "mapping", "names", "real_or_inf", "theory_name"]
 
 
 def shown(value, limit: int = 60) -> str:
@@ -96,3 +96,11 @@ def real_or_inf(name: str, value, **bounds) -> float:
                                                      and value.dtype.kind == "f")) and float(value) == math.inf:
         return math.inf
     return checks.real(name, value, **bounds)
+
+
+def theory_name(sweep) -> str:
+    """How verdicts, reports and figures name a sweep's theory: "DMFT", or "lazy limit" where every
+    gamma0 was solved with method='lazy' (`dmft validate --set theory.method=lazy` showed the lazy
+    limit as "DMFT", and FAILed it against rich networks under that name)."""
+    methods = {(getattr(s, "info", None) or {}).get("method") for s in sweep.solutions.values()}
+    return "lazy limit" if methods == {"lazy"} else "DMFT"

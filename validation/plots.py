@@ -18,6 +18,8 @@ import numpy as np
 from dmft.errors import InputError
 from dmft.plotting import BAND_NOTE, log_ylim_from_lines, new_figure, seed_mean_line, seed_stats, trajectory_figure
 
+from .inputs import theory_name
+
 __all__ = ["theory_vs_networks", "lazy_to_rich_summary", "width_scaling_plot",
            "relative_error_in_time", "ensemble_losses"]
 
@@ -54,6 +56,7 @@ def theory_vs_networks(sweep, *others, labels=None):
                          f"argument(s) and labels={labels!r} with a LazyToRich sweep (they would be ignored)")
     fig, axes = new_figure(1, 2, size=(11, 4.2), sharex=True)
     wmax = max(sweep.widths) if sweep.widths else None
+    theory = theory_name(sweep)
     for c, g in zip(_colors(len(sweep.gamma0s)), sweep.gamma0s):
         sol = sweep.solutions[g]
         t = sol.t
@@ -61,7 +64,7 @@ def theory_vs_networks(sweep, *others, labels=None):
         for ax, th, name in ((axes[0], sol.train_loss, "train_loss"), (axes[1], sol.test_loss, "test_loss")):
             if th is None:
                 continue
-            ax.plot(t[m], th[m], color=c, lw=1.8, label=f"gamma0 = {g:g} (DMFT)")
+            ax.plot(t[m], th[m], color=c, lw=1.8, label=f"gamma0 = {g:g} ({theory})")
             if wmax is not None:
                 run = sweep.runs[g][wmax]
                 vals = getattr(run, name)
@@ -100,7 +103,7 @@ def lazy_to_rich_summary(sweep):
     lz = [sweep.lazy[x].test_loss[-1] if sweep.lazy[x].test_loss is not None else np.nan for x in g]
     labels = ("final test loss", "final NTK-target alignment", "final relative first-layer change")
     for ax, key, ylabel in zip(axes, ("test", "align", "wc"), labels):
-        ax.plot(g, th[key], "k-o", lw=2, label="DMFT", zorder=5)
+        ax.plot(g, th[key], "k-o", lw=2, label=theory_name(sweep), zorder=5)
         if key == "test":
             ax.plot(g, lz, "k--", lw=1, label=_lazy_label(sweep))
         for i, (c, w) in enumerate(zip(_colors(len(sweep.widths)), sweep.widths)):
@@ -174,7 +177,7 @@ def width_scaling_plot(sweep):
         if unknown:
             ax.text(0.02, 0.02, f"DMFT standard error unknown (one replica; gamma0 = {', '.join(unknown)})",
                     transform=ax.transAxes, fontsize=7, ha="left", va="bottom", color="0.3")
-    fig.suptitle("finite-width departure from the DMFT" +
+    fig.suptitle(f"finite-width departure from the {theory_name(sweep)}" +
                  (" (dotted: the DMFT's own standard error)" if drawn else ""))
     return fig
 
@@ -218,7 +221,8 @@ def relative_error_in_time(sweep):
         ax.set_xlabel("t (= steps x eta0)")
         ax.grid(True, which="both", alpha=0.3)
     name = f"{kinds.pop()} loss" if len(kinds) == 1 else "loss"
-    axes[0][0].set_ylabel(f"|mean network {name} - DMFT| / DMFT")
+    theory = theory_name(sweep)
+    axes[0][0].set_ylabel(f"|mean network {name} - {theory}| / {theory}")
     axes[0][-1].legend(fontsize=7)
     return fig
 

@@ -35,7 +35,7 @@ import numpy as np
 from dmft import checks as arg
 from dmft.errors import InputError
 
-from .inputs import mapping, real_or_inf
+from .inputs import mapping, real_or_inf, theory_name
 
 __all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR"]
 
@@ -147,6 +147,9 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
     _check_sweep(sweep)
     chk = {**TOLERANCES, **_check_tolerances(chk)}
     out = []
+    theory = theory_name(sweep)
+    lazy = ("; the theory is the lazy limit (method = 'lazy'), not the DMFT at this gamma0"
+            if theory == "lazy limit" else "")
     if sweep.widths:
         wmax = max(sweep.widths)
         for g in sweep.gamma0s:
@@ -170,19 +173,19 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                                   f"slope {_shown(fit.slope, (lo, hi))} {err} over widths "
                                   f"{fit.x_range[0]:g} to {fit.x_range[1]:g} ({fit.n} widths){note}"))
             s = sc["comparisons"][wmax].summary
-            loss = f"final {s['loss']} loss: DMFT {s['final_theory_loss']:.4g}, {_networks(s)}"
+            loss = f"final {s['loss']} loss: {theory} {s['final_theory_loss']:.4g}, {_networks(s)}"
             rel, tol = s["final_rel_error"], chk["agreement_rel"]
             out.append(_check(f"agreement gamma0={g:g} N={wmax}", rel, (tol,), f"<= {_num(tol)}", rel <= tol,
-                              f"{loss}; relative error abs(networks - DMFT) / DMFT"))
+                              f"{loss}; relative error abs(networks - {theory}) / {theory}{lazy}"))
             se, z, sigma = s.get("final_se", float("nan")), s["final_z"], chk["agreement_sigma"]
             zname = f"agreement z gamma0={g:g} N={wmax}"
             if not (se > 0 and np.isfinite(z)):
                 out.append(_skip(zname, f"|z| <= {_num(sigma)}",
-                                 f"{loss}; no uncertainty to measure z against ({_no_z(s)})"))
+                                 f"{loss}; no uncertainty to measure z against ({_no_z(s)}){lazy}"))
             else:
                 out.append(_check(zname, z, (-sigma, sigma), f"|z| <= {_num(sigma)}", abs(z) <= sigma,
-                                  f"{loss}; z = (networks - DMFT) / se, se = {se:.2g} (the seeds' "
-                                  "standard error and the DMFT's own combined)"))
+                                  f"{loss}; z = (networks - {theory}) / se, se = {se:.2g} (the seeds' "
+                                  f"standard error and the {theory}'s own combined){lazy}"))
     g0 = min(sweep.gamma0s)
     th, lz = sweep.solutions[g0], sweep.lazy[g0]
     which = "test" if th.test_loss is not None and lz.test_loss is not None else "train"
