@@ -306,6 +306,21 @@ def _scan(args) -> int:
     return EXIT_OK
 
 
+def _say_unread(job: str, overrides) -> None:
+    """A note for each --set in a section `job` never reads (`output.UNREAD_SECTIONS`): it is
+    accepted (a file may serve several jobs) and changes nothing here, which went unsaid."""
+    from .config import parse_override
+    from .output import UNREAD_SECTIONS
+
+    readers = {"simulate": "dmft simulate and dmft validate", "theory": "dmft solve and dmft validate",
+               "check": "dmft solve and dmft validate"}
+    for text in overrides or ():
+        ((sec, table),) = parse_override(text).items()
+        if sec in UNREAD_SECTIONS.get(job, ()):
+            _say(f"dmft {job}: note: {sec}.{next(iter(table))} changes nothing here: dmft {job} does not "
+                 f"read [{sec}] ({readers.get(sec, 'other jobs')} do)")
+
+
 def _sweep_job(args) -> int:
     from .config import flag_overrides
     from .jobs import load_config, run_job
@@ -315,6 +330,7 @@ def _sweep_job(args) -> int:
              "simulate.widths": getattr(args, "widths", None), "simulate.seeds": getattr(args, "seeds", None),
              "theory.samples": getattr(args, "samples", None)}
     cfg = load_config(args.config, flag_overrides(flags, args.overrides), full=args.full)
+    _say_unread(args.job, args.overrides)
     devices = _select_device(args.device, args.x64)
     out = args.out or os.path.join("results", args.job)
     result = run_job(args.job, cfg, out, force=args.force, progress=_progress(args), log=_say,

@@ -4,6 +4,8 @@ naming the problem and its documented exit code, never a traceback, before any c
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from experiments import cli, jobs
 
@@ -711,3 +713,22 @@ def test_an_interrupted_simulation_keeps_the_ensembles_it_finished(tmp_path, cap
     assert man["status"] == "interrupted" and "networks/gamma0_1_N4.npz" in man["written"], man
     assert networks.Run.load(str(out / "networks" / "gamma0_1_N4")).train_loss.shape[0] == 2
 
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(job=st.sampled_from(["solve", "simulate", "validate"]), data=st.data())   # (capsys read before each)
+def test_a_set_in_a_section_the_job_never_reads_is_said(job, data, capsys):
+    """`dmft solve --set simulate.seeds=3` (or `dmft simulate --set theory.samples=128`) was
+    accepted without a word and changed nothing: a note names the key and the jobs that read it;
+    a key the job reads gets none."""
+    from experiments.output import UNREAD_SECTIONS
+
+    sec = data.draw(st.sampled_from(sorted(jobs.SCHEMA)))
+    key = data.draw(st.sampled_from(sorted(jobs.SCHEMA[sec])))
+    capsys.readouterr()
+    cli._say_unread(job, [f"{sec}.{key}=1"])
+    err = capsys.readouterr().err
+    if sec in UNREAD_SECTIONS.get(job, ()):
+        assert f"dmft {job}: note: {sec}.{key} changes nothing here: dmft {job} does not read [{sec}]" in err, err
+    else:
+        assert err == "", err
