@@ -185,6 +185,13 @@ def write_ensemble_figure(runs: dict, out: str) -> tuple[dict, dict]:
     return draw_figures({"networks": lambda: plots.ensemble_losses(runs)}, os.path.join(out, "figures"))
 
 
+def _swept_model(model) -> dict:
+    """The model as a report records it: its gamma0 is the sweep's ("gamma0" beside it), so the
+    model's own (the schema's default, never run) is left out (report.json showed 1.0 beside
+    gamma0 = [0.05, 0.5])."""
+    return {k: v for k, v in model.describe().items() if k != "gamma0"}
+
+
 def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dict | None = None):
     """report.md + report.json for network ensembles alone (`rechecked`: as for `write_report`)."""
     env = _io.environment()
@@ -197,7 +204,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
                          "alignment": float(np.nanmean(run.alignment[:, -1])),
                          "weight_change": float(np.nanmean(run.weight_change["first_layer"][:, -1])),
                          "diverged": run.info["diverged"], "wall_s": run.info["wall_s"]})
-    rep = {"task": data.describe(), "model": model.describe(), "ensembles": rows,
+    rep = {"task": data.describe(), "model": _swept_model(model), "gamma0": list(runs), "ensembles": rows,
            "figures": {k: os.path.relpath(v, out) for k, v in figures.items()},
            "config": cfg, "environment": env, **({"rechecked": rechecked} if rechecked else {})}
     js = os.path.join(out, "report.json")
@@ -250,7 +257,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     final = _final_table(sweep)
     scaling = _scaling_table(sweep) if sweep.widths else []
     data = sweep.data
-    report = {"task": data.describe(), "model": sweep.model.describe(), "gamma0": sweep.gamma0s,
+    report = {"task": data.describe(), "model": _swept_model(sweep.model), "gamma0": sweep.gamma0s,
               "widths": sweep.widths, "seeds": sweep.seeds, "checks": verdicts, "final": final,
               "width_scaling": scaling, "timings": sweep.timings,
               "figures": {k: os.path.relpath(v, out) for k, v in figures.items()},

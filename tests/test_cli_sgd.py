@@ -106,6 +106,8 @@ def test_simulate_trains_every_network_on_the_same_batches(simulated, theory):
     mean = np.mean(runs[256].f_test, axis=0)
     rms = {name: float(np.sqrt(np.mean((mean - theory[name].f_test) ** 2))) for name in ("same", "other", "full")}
     assert rms["same"] < 0.5 * min(rms["other"], rms["full"]), rms
+    rep = json.loads((simulated / "report.json").read_text())
+    assert "gamma0" not in rep["model"] and rep["gamma0"] == [1.0]      # (the model's default was recorded)
     md = (simulated / "report.md").read_text()
     assert "minibatch SGD: B = 8" in md and "| wall s (incl. compile) |" in md    # (its column said 's')
 

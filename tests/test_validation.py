@@ -788,7 +788,9 @@ def test_a_lazy_theory_is_named_the_lazy_limit_not_the_dmft(tmp_path):
         assert name in plots.lazy_to_rich_summary(sweep).axes[0].get_legend_handles_labels()[1]
         assert plots.width_scaling_plot(sweep)._suptitle.get_text().startswith(f"finite-width departure from the {name}")
         assert plots.relative_error_in_time(sweep).axes[0].get_ylabel().endswith(f"- {name}| / {name}")
-        md, _ = write_report(sweep, cfg, str(tmp_path), verdicts(sweep), {})
+        md, js = write_report(sweep, cfg, str(tmp_path), verdicts(sweep), {})
+        rep = json.loads(pathlib.Path(js).read_text())          # the sweep's gamma0, not the model's default
+        assert rep["gamma0"] == [1.0] and "gamma0" not in rep["model"] and rep["model"]["activation"] == "tanh"
         text = pathlib.Path(md).read_text()
         assert f"# Lazy-to-rich validation: {name} against finite networks" in text
         assert (f"| {name} test loss +- SE |" in text) and (f"| {name} alignment |" in text)
