@@ -36,7 +36,7 @@ import numpy as np
 from . import checks
 from .errors import InputError
 
-__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "default_batch_key", "final_time_counts", "check_decay",
+__all__ = ["Schedule", "DYNAMICS", "schedule_from", "batch_indices", "default_batch_key", "check_batch_key", "final_time_counts", "check_decay",
            "decay_factor",
            "MAX_STEPS", "MAX_SAVES", "DEFAULT_SAVE_EVERY", "DEFAULT_N_SAVES"]
 
@@ -319,6 +319,18 @@ def final_time_counts(final_time: float, n_saves: int, eta0) -> np.ndarray:
                          f"final_time = {final_time:g} (two saves would fall on one step); save "
                          "less often or use a smaller eta0")
     return counts
+
+
+def check_batch_key(batch_key, batch_size, P: int):
+    """`batch_key` checked (`checks.prng_key`), and refused where the schedule draws no batches:
+    full-batch descent (batch_size None or P) ignored it without a word, so a user who meant
+    minibatch SGD got gradient descent."""
+    batch_key = checks.prng_key("batch_key", batch_key)
+    if batch_key is not None and (batch_size is None or batch_size >= P):      # (> P is refused as such)
+        raise InputError(f"batch_key: given, but the schedule is full-batch gradient descent (batch_size = "
+                         f"{batch_size}, P = {P}), which draws no batches; drop batch_key, or set a batch_size "
+                         "below P for minibatch SGD")
+    return batch_key
 
 
 def default_batch_key(key):

@@ -44,7 +44,8 @@ from . import runner as _runner
 from .runner import (RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, progress_bar,
                      run_saved, runaway_bound)
 from .sampling import normal_quantile
-from .schedule import DYNAMICS, RK4_LIMIT, Schedule, decay_factor, default_batch_key, schedule_from
+from .schedule import (DYNAMICS, RK4_LIMIT, Schedule, check_batch_key, decay_factor, default_batch_key,
+                       schedule_from)
 from .trajectory import Trajectory
 
 __all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure", "sgd_mean", "default_batch_key",
@@ -702,7 +703,7 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
     key = checks.prng_key("key", key)
     if key is None:
         key = jax.random.key(0)
-    batch_key = checks.prng_key("batch_key", batch_key)
+    batch_key = check_batch_key(batch_key, sch.batch_size, data.P)
     return run_plan(plan, key=key, progress=progress, batch_key=batch_key)
 
 

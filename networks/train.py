@@ -45,7 +45,7 @@ import optax
 
 import dmft
 from dmft import checks
-from dmft.schedule import batch_indices
+from dmft.schedule import batch_indices, check_batch_key
 from dmft.errors import InputError, warn
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0, warn_float32
 from dmft.kernels import alignment, input_kernel
@@ -548,7 +548,7 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
                                  **deep_linear_options)
     if deep_linear_options:
         raise InputError(f"unknown option(s) {sorted(deep_linear_options)} for a two-layer network")
-    batch_key = checks.prng_key("batch_key", batch_key)
+    batch_key = check_batch_key(batch_key, sch.batch_size, data.P)
     width = 1024 if width is None else width
     plan = plan_train(model, data, sch, width, seeds, optimizer=optimizer, antithetic=antithetic,
                       kernels=kernels, max_memory_gb=max_memory_gb, neuron_measures=neuron_measures,

@@ -358,6 +358,34 @@ def test_sgd_mean_checks_its_arguments(data):
         dmft.sgd_mean(dmft.TwoLayer("tanh"), data, sch, batch_key=jax.random.key(1))
 
 
+@settings(max_examples=12, deadline=None)
+@given(B=st.one_of(st.none(), st.integers(1, 6)))          # (P = 6; above P is refused as such)
+def test_a_batch_key_under_full_batch_descent_is_refused_not_ignored(data, B):
+    """solve and networks.train ignored a batch_key under full-batch descent (batch_size None or
+    >= P): a user who meant SGD got gradient descent without a word. Refused there, naming it,
+    before any compute; under SGD it is taken."""
+    import sys
+
+    class Ran(Exception):
+        pass
+
+    def ran(*a, **k):
+        raise Ran
+    patch = pytest.MonkeyPatch()               # (a function-scoped fixture would outlive the examples)
+    patch.setattr(sys.modules["dmft.solve"], "run_plan", ran)          # (no compute either way)
+    patch.setattr(sys.modules["networks.train"], "run_width", ran)
+    sch = dmft.Schedule(0.5, 4, 2, batch_size=B)
+    bk, full = jax.random.key(1), B is None or B >= data.P
+    try:
+        for call in (lambda: dmft.solve(dmft.TwoLayer("tanh"), data, sch, samples=64, batch_key=bk),
+                     lambda: networks.train(dmft.TwoLayer("tanh"), data, schedule=sch, width=4, seeds=1, batch_key=bk)):
+            with pytest.raises(dmft.InputError if full else Ran,
+                               match="^batch_key: given, but the schedule is full-batch" if full else None):
+                call()
+    finally:
+        patch.undo()
+
+
 @pytest.mark.parametrize("make", [lambda: dmft.TwoLayer(gamma0=True), lambda: dmft.TwoLayer(gamma0=np.bool_(1)),
                                   lambda: dmft.Schedule(eta0=True), lambda: dmft.Schedule(steps=True),
                                   lambda: dmft.Schedule(steps=10, save_at=[True, 3]),
