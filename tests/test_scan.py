@@ -509,7 +509,7 @@ def test_a_scan_over_the_sgd_batch_size_equals_single_solves_and_networks_on_one
             sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10, batch_size=B or None)
             model = dmft.TwoLayer("tanh", gamma0=g)
             sol = dmft.solve(model, data, schedule=sch, samples=256, replicas=2,
-                             key=jax.random.fold_in(jax.random.key(1), tid), batch_key=bkey)
+                             key=jax.random.fold_in(jax.random.key(1), tid), batch_key=bkey if B else None)
             np.testing.assert_allclose(res["theory.test_loss"][i, j], sol.test_loss, rtol=1e-10)
             run = networks.train(model, data, width=8, seeds=2, schedule=sch,
                                  key=jax.random.fold_in(jax.random.key(3), nid), batch_key=bkey if B else None)
@@ -640,6 +640,21 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(config_seeds, reference
     assert killed["computed_points"] == 10 and sum(g["chunks"] for g in killed["groups"]) == 2
     assert killed["seconds"] > 0
     assert "20 of 20 points done (10 computed by the last session; 20 computed over 2 session(s)" in res.summary()
+
+
+def test_a_scan_writes_a_report_of_what_it_holds(reference):
+    """A scan wrote no report: only its printed summary said what the store held. Each session
+    ends by writing report.md there: the grid, the summary, every output's shape, how to read it
+    and the configuration, from the store as loaded (verified)."""
+    text = open(os.path.join(reference.path, "report.md")).read()
+    assert text.startswith("# Scan (two_layer): model.gamma0 x train.eta0 x task.P")
+    assert "20 of 20 points done (product grid, shape (5, 2, 2)); last session: complete." in text
+    assert "| model.gamma0 | 0.25, 0.5, 1, 2, 4 |" in text and "| task.P | 12, 16 |" in text
+    assert reference.summary() in text
+    for q, a in reference.arrays.items():
+        assert f"| {q} | {tuple(a.shape)} | {a.dtype} |" in text
+    assert f"res = scan.load({reference.path!r})" in text and "x='model.gamma0'" in text
+    assert "\"task.P\" = [12, 16]" in text and "grok_threshold = 0.05" in text         # the configuration
 
 
 def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):

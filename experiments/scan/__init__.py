@@ -42,7 +42,8 @@ network ensemble and one per-mode SDE (outputs final, learning, curves:
 `experiments.scan.deep_linear`).
 
 Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
-written atomically; rerunning the same scan resumes (finished, verified chunks are skipped;
+written atomically, and a report.md that each session rewrites at its end (`write_report`:
+the grid, the summary, the outputs' shapes, the configuration; never read back); rerunning the same scan resumes (finished, verified chunks are skipped;
 a complete scan says "already complete" and writes nothing, no session either); another
 configuration in the same directory is refused, except for the memory limits
 (theory.max_memory_gb, simulate.max_memory_gb), which change no result: a scan resumes
@@ -74,9 +75,9 @@ from .config import load_config
 from .schema import BATCHED, OUTPUTS, SCANNABLE, SCHEMA, resolve_field
 from .execute import init_distributed, run
 from .grid import Chunk, Grid, Group, Plan, grid_of, plan
-from .result import ScanResult, heatmap, lines, load, summary
+from .result import ScanResult, heatmap, lines, load, summary, write_report
 
 __all__ = ["SCHEMA", "BATCHED", "OUTPUTS", "SCANNABLE", "Grid", "Group", "Chunk", "Plan",
            "ScanResult", "load_config", "resolve_field", "grid_of", "plan", "run", "load",
-           "summary", "init_distributed", "heatmap", "lines", "ConfigError", "StoreConflict",
+           "summary", "write_report", "init_distributed", "heatmap", "lines", "ConfigError", "StoreConflict",
            "StoreWriteError"]

@@ -28,7 +28,7 @@ from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
 from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids
 from .outputs import derive, network_records
-from .result import load
+from .result import REPORT, load, write_report
 
 __all__ = ["run", "init_distributed", "store_identity", "SETTINGS"]
 
@@ -489,7 +489,15 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         multihost_utils.sync_global_devices("dmft scan: store written")
     if late is not None:
         raise late
-    return load(out) if comm.index == 0 else None
+    if comm.index != 0:
+        return None
+    res = load(out)
+    try:
+        say(f"scan {out}: report {write_report(res)}")
+    except OSError as err:      # the results are on disk, verified: only the summary file is lost
+        say(f"scan {out}: could not write its {REPORT} ({err}); the results are in the store, and "
+            "experiments.scan.load(...).summary() says what it holds")
+    return res
 
 
 def _complete(out, pl: Plan, finished: set) -> bool:

@@ -22,7 +22,11 @@ from ..store import Store
 from .grid import Grid, grid_of
 from .schema import SETTINGS, kind_of, resolve_field
 
-__all__ = ["ScanResult", "load", "summary", "last_session", "heatmap", "lines", "final_time_label"]
+__all__ = ["ScanResult", "load", "summary", "last_session", "heatmap", "lines", "final_time_label", "write_report",
+           "REPORT"]
+
+# the store's human-readable report, rewritten at the end of every session (nothing reads it back)
+REPORT = "report.md"
 
 
 # ----------------------------------------------------------------- loading
@@ -221,6 +225,43 @@ def summary(res: ScanResult) -> str:
             lines_.append(f"{q:<40} {_fmt(stat[0]):>10} {_fmt(stat[1]):>10} {_fmt(stat[2]):>10} "
                           f"{v.size - fin.size:>10}")
     return "\n".join(lines_)
+
+
+def write_report(res: ScanResult) -> str:
+    """Write REPORT in the store: what was scanned, the summary (`summary`), every output's
+    shape, how to read and draw them, and the configuration (a scan wrote no report: only its
+    printed summary said what it held). The manifest and chunks stay the results; this file is
+    rewritten at the end of every session and never read back. Returns its path."""
+    from ..config import to_toml
+
+    g = res.grid
+    kind = res.config.get("scan", {}).get("kind", "two_layer")
+    axes = [[f, ", ".join(f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v) for v in vals)]
+            for f, vals in zip(g.fields, g.values)]
+    lines_ = [f"# Scan ({kind}): {' x '.join(g.fields) or 'one point'}", "",
+              f"{int(res.done.sum())} of {g.size} points done ({g.kind} grid, shape {g.shape}); "
+              f"last session: {last_session(res)}.", "",
+              "## Grid", "", "| field | values |", "|---|---|"]
+    lines_ += [f"| {f} | {v} |" for f, v in axes]
+    lines_ += ["", "## Summary", "", "```", summary(res), "```", "",
+               "## Outputs (arrays shaped like the grid, then per point)", "",
+               "| output | shape | dtype |", "|---|---|---|"]
+    lines_ += [f"| {q} | {tuple(a.shape)} | {a.dtype} |" for q, a in sorted(res.arrays.items())]
+    x = g.fields[0] if g.fields else None
+    lines_ += ["", "## Reading it", "", "```python", "from experiments import scan",
+               f"res = scan.load({res.path!r})   # verified on reading; points not done are NaN (see res.done)"]
+    if x is not None:
+        first = next((q for q in sorted(res.arrays) if res.arrays[q].ndim == len(g.shape)
+                      and res.arrays[q].dtype != np.bool_), None)
+        if first is not None:
+            lines_.append(f"res.lines({first!r}, x={x!r}).savefig('lines.png')"
+                          + (f"   # or res.heatmap(..., x={x!r}, y={g.fields[1]!r})"
+                             if g.kind == "product" and len(g.fields) > 1 else ""))
+    lines_ += ["```", "", "## Configuration", "", "```toml", to_toml(res.config).rstrip(), "```", ""]
+    path = os.path.join(res.path, REPORT)
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines_))
+    return path
 
 
 def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None) -> np.ndarray:

@@ -46,7 +46,8 @@ SCHEMA["scan"] = {
     "outputs": Field("strs", ["final"], f"kept per point, among {', '.join(OUTPUTS)}"),
     "chunk": Field("int", 64, "points per compiled call and per chunk file", 1),
     "grok_threshold": Field("float", 0.1, "loss level theta of the grokking times "
-                            "(validation.grokking_times)", 0.0, True),
+                            "(validation.grokking_times), an absolute loss (dmft grok's "
+                            "threshold.loss_fraction is a fraction of the initial loss)", 0.0, True),
 }
 
 # fields that only set scalars of the dynamics: config key -> dmft.BatchProgram field
