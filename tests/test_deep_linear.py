@@ -2197,3 +2197,26 @@ def test_deep_linear_divergence_is_said_not_only_recorded():
         warnings.simplefilter("error")
         networks.train(model, teacher, seeds=4, **{**kw, "eta0": 0.01})
         dl.mode_sde(model, teacher, paths=16, key=jax.random.key(0), **{**kw, "eta0": 0.01})
+
+
+def test_a_mode_still_at_its_saddle_is_skipped_by_the_diffusion_check():
+    """A 400-step `dmft dln` FAILed "diffusion vs D(pi)" for its weakest mode with a ratio of 92
+    (261 with label noise): that mode never left its saddle, so every record's D_i was a sliver of
+    what it reaches, kept because the floor was relative to the run's own largest D_i, and the
+    measured diffusion was the other modes' noise leaking in. The floor is now relative to the
+    largest D_i along the mode's path (`path_diffusion_scale`); a mode below it throughout is a
+    SKIP that says so, and the learned modes are judged as before."""
+    from experiments import dln
+
+    (st,) = [s for s in dln.build(dln.load_config(None, ["train.steps=400", "staircase.seeds=0"])) if s.sigma == 0]
+    run = networks.train(st.model, st.data, schedule=st.schedule, seeds=16)
+    kw = dict(eta0=st.schedule.eta0, batch_size=st.schedule.batch_size)
+    rows = vdl.compare_diffusion(run, st.model, st.data, **kw)
+    assert [r["verdict"] for r in rows[:2]] == ["PASS", "PASS"] and rows[-1]["verdict"] == "SKIP", rows
+    assert 0 < rows[-1]["at_saddle"] < 0.01 and rows[-1]["n"] == 0
+    # what the run-relative floor kept for that mode: leakage, 10-100x the prediction
+    D = dl.diffusion(st.model, st.data, run.modes, **kw)[..., -1]
+    keep = (D > 0.01 * np.nanmax(D)) & np.isfinite(run.diffusion[..., -1])
+    assert keep.sum() > 100 and np.sum(run.diffusion[..., -1][keep]) / np.sum(D[keep]) > 10
+    scale = vdl.path_diffusion_scale(st.model, st.data, **kw)
+    assert np.all(scale >= np.nanmax(dl.diffusion(st.model, st.data, run.modes, **kw), axis=(0, 1)) * 0.5)
