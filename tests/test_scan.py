@@ -189,10 +189,23 @@ def test_a_whole_grid_override_replaces_the_grid_and_an_axis_override_one_axis(c
     ({"model": {"activation": "relu", "eps": 0.3}, "scan": {"grid": {"gamma0": [1.0]}}}, "model.eps: used only"),
     ({"task": {"name": "kumar_quadratic", "degree": 5}, "scan": {"grid": {"gamma0": [1.0]}}},
      "task.degree: not used by task.name = 'kumar_quadratic'"),
+    # fixed settings of a part the scan does not run (they were accepted and read by nothing)
+    ({"simulate": {"width": 64}, "scan": {"grid": {"gamma0": [1.0]}}},
+     r"^simulate.width: set, but scan.networks is false, so nothing reads \[simulate\]"),
+    ({"theory": {"samples": 128}, "scan": {"grid": {"gamma0": [1.0]}, "theory": False, "networks": True}},
+     r"^theory.samples: set, but scan.theory is false"),
 ])
 def test_bad_configuration_names_the_key(table, match):
     with pytest.raises(scan.ConfigError, match=match):
         scan.load_config(table)
+
+
+def test_the_settings_of_a_part_the_scan_runs_are_read():
+    """(the refusals above, of [simulate] without networks and [theory] without theory, leave
+    the settings of what does run alone)"""
+    cfg = scan.load_config({"simulate": {"width": 64}, "theory": {"samples": 128},
+                            "scan": {"grid": {"gamma0": [1.0]}, "networks": True}})
+    assert cfg["simulate"]["width"] == 64 and cfg["theory"]["samples"] == 128
 
 
 @pytest.mark.parametrize("kind", ["two_layer", "deep_linear"])
@@ -222,13 +235,11 @@ P_test = 8
 activation = "quadratic"
 eps = 0.2
 readout = "fixed"
-[simulate]
-width = 8
-seeds = 2
 [scan]
 outputs = ["final"]
 chunk = 1
 """
+_TINY_NETWORKS = "[simulate]\nwidth = 8\nseeds = 2\n"
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -244,7 +255,8 @@ def test_every_grid_point_is_checked_before_the_first_chunk(tmp_path, capsys, ex
     for the theory and for networks alone (chunks were written before)."""
     toml = tmp_path / "s.toml"
     toml.write_text(_TINY_KUMAR.replace('[scan]\n', f'[scan]\ntheory = {str(theory).lower()}\n'
-                                        f'networks = {str(not theory).lower()}\n') + extra)
+                                        f'networks = {str(not theory).lower()}\n')
+                    + ("" if theory else _TINY_NETWORKS) + extra)
     out = tmp_path / "s"
     assert cli.main(["scan", "--config", str(toml), "--out", str(out), "--no-progress"]) == cli.EXIT_CONFIG
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ from dmft.plan import MIXED_MIN_GAMMA0, SAMPLED_MIN_GAMMA0, gamma0_range
 from .. import config as _config
 from .. import problem as _problem
 from .grid import grid_of
-from .schema import DLN_OUTPUTS, KINDS, OUTPUTS, Kind, kind_of, resolve_field
+from .schema import DLN_OUTPUTS, KINDS, OUTPUTS, SCHEMA, SETTINGS, Kind, kind_of, resolve_field
 
 __all__ = ["load_config", "check", "check_gamma0", "gamma0_range"]
 
@@ -177,6 +177,14 @@ def check(cfg: dict):
         _check_counts(cfg, grid, cols)
     # the widest range any working float type accepts; `run` checks again in the one it runs in
     check_gamma0(cfg, grid, "float64", draws)
+    for sec, switch in (("theory", "theory"), ("simulate", "networks")):   # (two-layer: [scan] has both)
+        if switch in sc and not sc[switch] and isinstance(cfg.get(sec), dict):
+            fields = SCHEMA.get(sec, {})
+            off = [k for k, v in cfg[sec].items()    # (the memory limits change no result: SETTINGS)
+                   if k in fields and v != fields[k].default and (sec, k) not in SETTINGS]
+            if off:                        # a fixed setting nothing reads: its results would be labelled by it
+                raise ConfigError(f"{sec}.{off[0]}: set, but scan.{switch} is false, so nothing reads "
+                                  f"[{sec}]; drop it or set scan.{switch} = true")
     for f in grid.fields:                  # an axis that changes nothing only costs time
         sec, key = f.split(".", 1)
         if sec == "task" and key not in _problem.TASK_FIELDS.get(task["name"], {key}):
