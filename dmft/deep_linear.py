@@ -1202,7 +1202,8 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
             "dtype": jnp.dtype(dt).name, "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
             "memory_estimate_gb": need / 2 ** 30,
             "config": {"model": model.describe(), "data": data.describe(),
-                       "sde": {**sch.describe(), "paths": paths}}}
+                       "sde": {**sch.describe(), "paths": paths},
+                       "key": np.asarray(jax.random.key_data(key)).tolist()}}   # same key, same paths
     if all_diverged is not None:
         info["all_diverged"] = all_diverged
     elif diverged:         # some paths: said, so that a nanmean over the rest is not read unknowing

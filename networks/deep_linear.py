@@ -541,7 +541,11 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
             "steps_per_s": seeds * schedule.steps / max(wall, 1e-12),
             "config": {"model": model.describe(), "data": data.describe(),
                        "train": {**schedule.describe(), "batch_size": int(B), "seeds": seeds,
-                                 "probe": probe or None}}}
+                                 "probe": probe or None},
+                       # same keys, same result (as the two-layer networks record theirs)
+                       "key": np.asarray(jax.random.key_data(key)).tolist(),
+                       **({"batch_key": np.asarray(jax.random.key_data(batch_key)).tolist()}
+                          if batch_key is not None else {})}}
     weights = ({f"W{i + 1}": np.moveaxis(np.asarray(W), -1, 0) for i, W in enumerate(st.Ws)}
                if keep_weights else None)
     info["block"] = block

@@ -2220,3 +2220,25 @@ def test_a_mode_still_at_its_saddle_is_skipped_by_the_diffusion_check():
     assert keep.sum() > 100 and np.sum(run.diffusion[..., -1][keep]) / np.sum(D[keep]) > 10
     scale = vdl.path_diffusion_scale(st.model, st.data, **kw)
     assert np.all(scale >= np.nanmax(dl.diffusion(st.model, st.data, run.modes, **kw), axis=(0, 1)) * 0.5)
+
+
+def test_a_deep_linear_run_and_an_sde_record_the_keys_that_reproduce_them():
+    """Deep linear runs recorded neither key nor batch_key, and mode_sde not its key: runs of
+    different keys had equal configurations, and a saved result could not be reproduced. The
+    recorded keys give the same numbers bit for bit."""
+    T = dmft.tasks.linear_teacher(3, 2, [2.0, 1.0], P=8, label_noise=0.3, key=0)
+    m = dmft.DeepLinear(3, 4, 0.3)
+    kw = dict(seeds=2, eta0=0.05, steps=20, save_every=10, batch_size=2)
+    a = networks.train(m, T, key=jax.random.key(5), batch_key=jax.random.key(9), **kw)
+    b = networks.train(m, T, key=jax.random.key(6), **kw)
+    assert a.info["config"]["key"] != b.info["config"]["key"] and "batch_key" not in b.info["config"]
+    again = networks.train(m, T, key=jax.random.wrap_key_data(np.asarray(a.info["config"]["key"], np.uint32)),
+                           batch_key=jax.random.wrap_key_data(np.asarray(a.info["config"]["batch_key"], np.uint32)),
+                           **kw)
+    np.testing.assert_array_equal(again.modes, a.modes)
+    ma = m.replace(init="aligned")
+    sk = dict(eta0=0.05, batch_size=2, steps=20, save_every=10, paths=4)
+    s1 = dl.mode_sde(ma, T, key=jax.random.key(1), **sk)
+    assert s1.info["config"]["key"] != dl.mode_sde(ma, T, key=jax.random.key(2), **sk).info["config"]["key"]
+    s1b = dl.mode_sde(ma, T, key=jax.random.wrap_key_data(np.asarray(s1.info["config"]["key"], np.uint32)), **sk)
+    np.testing.assert_array_equal(s1b.modes, s1.modes)
