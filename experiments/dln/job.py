@@ -370,10 +370,10 @@ def checks(report: dict) -> list[dict]:
                     "detail": (note + ": " if note else "") + ", ".join(f"mode {x['mode'] + 1}: decays" if x.get("decays") else
                                         f"mode {x['mode'] + 1}: no gradient noise (D = 0: full-batch steps)"
                                         if x.get("no_noise") else
-                                        f"mode {x['mode'] + 1}: still at its saddle (D at most "
-                                        f"{x['at_saddle']:.2g} of its largest along its path: the measured "
-                                        "diffusion there is the other modes' noise leaking in; run longer)"
-                                        if x.get("at_saddle") is not None else
+                                        f"mode {x['mode'] + 1}: swamped by the other modes' noise (its D is "
+                                        f"at most {x['swamped']:.2g} of the largest mode's wherever it has one: "
+                                        "still at its saddle while they are learned; run longer)"
+                                        if x.get("swamped") is not None else
                                         f"mode {x['mode'] + 1}: no record to compare (no network has a finite "
                                         "one where D is above its floor)" if not x.get("seeds", 1) else
                                         f"mode {x['mode'] + 1}: {x['ratio']:.3g} +- {x['stderr']:.2g}"
