@@ -1496,3 +1496,19 @@ def test_a_scan_flags_heavy_tailed_points_as_a_solve_does(tmp_path):
     light = scan.run({**base, "model": {"activation": "tanh"}}, str(tmp_path / "t"))
     assert not light["theory.heavy_tailed"].any() and (light["theory.least_node_share"] > 0.3).all()
     assert (light["theory.least_node_share_drift"] > 0.9).all()
+
+
+@pytest.mark.parametrize("kind", ["two_layer", "deep_linear"])
+def test_a_memory_limit_is_not_a_parameter_of_any_kind_of_scan(kind):
+    """A deep-linear scan took theory.max_memory_gb into its points' keys (its SDE draws, and so
+    its results, moved with a limit a scan may be resumed under: 0.0372 at 8 GiB, 0.0400 at 6) and
+    accepted it as an axis. Neither kind does now."""
+    from experiments.scan.grid import point_ids
+
+    base = ["scan.kind='deep_linear'"] if kind == "deep_linear" else []
+    cols = {"train.eta0": np.array([0.005])}
+    ids = {mem: point_ids(scan.load_config(None, base + [f"theory.max_memory_gb={mem}", "scan.grid.train.eta0=[0.005]"]),
+                          cols, [0], "theory") for mem in (8.0, 6.0)}
+    assert ids[8.0] == ids[6.0]
+    with pytest.raises(scan.ConfigError, match="theory.max_memory_gb cannot be scanned"):
+        scan.load_config(None, base + ["scan.grid.theory.max_memory_gb=[4.0, 8.0]"])

@@ -90,6 +90,9 @@ _DLN_NOT_SCANNABLE = {
     "train.save_every": "every point must share the time axis",
     "train.log_saves": "every point must share the time axis",
     "teacher.rank": "every point must share the modes",
+    # (scannable, it was part of the points' keys: the SDE's draws, and so its results, moved with a
+    # memory limit that a scan may be resumed under)
+    "theory.max_memory_gb": "it is a limit, not a parameter of the problem",
 }
 
 
