@@ -665,7 +665,10 @@ def test_a_scan_writes_a_report_of_what_it_holds(reference):
     assert reference.summary() in text
     for q, a in reference.arrays.items():
         assert f"| {q} | {tuple(a.shape)} | {a.dtype} |" in text
-    assert f"res = scan.load({reference.path!r})" in text and "x='model.gamma0'" in text
+    assert f"res = scan.load({reference.path!r})" in text
+    call = scan.result.example_figure(reference)            # the figure it shows runs on this scan
+    assert call.startswith("res.heatmap('theory.final.test_loss', x='model.gamma0', y='train.eta0', at=")
+    assert f"{call}.savefig" in text and eval(call, {"res": reference}) is not None   # (the first report's failed)
     assert "\"task.P\" = [12, 16]" in text and "grok_threshold = 0.05" in text         # the configuration
 
 
@@ -1512,3 +1515,24 @@ def test_a_memory_limit_is_not_a_parameter_of_any_kind_of_scan(kind):
     assert ids[8.0] == ids[6.0]
     with pytest.raises(scan.ConfigError, match="theory.max_memory_gb cannot be scanned"):
         scan.load_config(None, base + ["scan.grid.theory.max_memory_gb=[4.0, 8.0]"])
+
+
+def test_the_reports_figure_call_fits_the_grid():
+    """report.md's example figure: lines for one axis (or a points grid of one field), a heatmap
+    with the other axes fixed for more, nothing for a points grid of several fields (figures need
+    a product grid there), and never a flag such as diverged_step."""
+    import types
+
+    from experiments.scan.grid import Grid
+
+    def fake(kind, fields, values, shape):
+        arrays = {"theory.diverged_step": np.zeros(shape, int), "theory.final.test_loss": np.zeros(shape)}
+        return types.SimpleNamespace(grid=Grid(kind, tuple(fields), tuple(values)), arrays=arrays)
+
+    ex = scan.result.example_figure
+    assert ex(fake("product", ["model.gamma0"], [(1.0, 2.0)], (2,))) == \
+        "res.lines('theory.final.test_loss', x='model.gamma0')"
+    assert ex(fake("points", ["model.gamma0"], [(1.0, 2.0)], (2,))).startswith("res.lines(")
+    assert ex(fake("points", ["model.gamma0", "task.P"], [(1.0, 2.0), (8, 16)], (2,))) is None
+    assert ex(fake("product", ["model.gamma0", "task.P"], [(1.0, 2.0), (8, 16)], (2, 2))) == \
+        "res.heatmap('theory.final.test_loss', x='model.gamma0', y='task.P')"

@@ -42,8 +42,9 @@ network ensemble and one per-mode SDE (outputs final, learning, curves:
 `experiments.scan.deep_linear`).
 
 Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
-written atomically, and a report.md that each session rewrites at its end (`write_report`:
-the grid, the summary, the outputs' shapes, the configuration; never read back); rerunning the same scan resumes (finished, verified chunks are skipped;
+written atomically, and a report.md that a session rewrites when it runs to its end
+(`write_report`: the grid, the summary, the outputs' shapes, the configuration; never read
+back; an interrupted session leaves the previous one); rerunning the same scan resumes (finished, verified chunks are skipped;
 a complete scan says "already complete" and writes nothing, no session either); another
 configuration in the same directory is refused, except for the memory limits
 (theory.max_memory_gb, simulate.max_memory_gb), which change no result: a scan resumes

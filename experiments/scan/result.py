@@ -227,11 +227,32 @@ def summary(res: ScanResult) -> str:
     return "\n".join(lines_)
 
 
+def example_figure(res: ScanResult) -> str | None:
+    """A figure call that runs on this scan, as report.md shows it ("res.heatmap(...)" or
+    "res.lines(...)"), on a final loss or the first float output; None where no figure fits (a
+    points grid over several fields, or no scalar float output)."""
+    g = res.grid
+    floats = [q for q in sorted(res.arrays) if res.arrays[q].ndim == len(g.shape)
+              and np.issubdtype(res.arrays[q].dtype, np.floating)]
+    name = next((q for q in ("theory.final.test_loss", "networks.final.test_loss", "theory.final.train_loss")
+                 if q in floats), floats[0] if floats else None)
+    if name is None or (g.kind != "product" and len(g.fields) != 1):
+        return None
+    fields = list(g.fields)
+    rest = {f: vals[0] for f, vals in zip(g.fields, g.values)}
+    if len(fields) == 1 or g.kind != "product":
+        return f"res.lines({name!r}, x={fields[0]!r})"
+    at = {f: (float(v) if isinstance(v, (int, float, np.number)) else v) for f, v in rest.items()
+          if f not in fields[:2]}
+    return (f"res.heatmap({name!r}, x={fields[0]!r}, y={fields[1]!r}" + (f", at={at!r}" if at else "") + ")")
+
+
 def write_report(res: ScanResult) -> str:
     """Write REPORT in the store: what was scanned, the summary (`summary`), every output's
     shape, how to read and draw them, and the configuration (a scan wrote no report: only its
     printed summary said what it held). The manifest and chunks stay the results; this file is
-    rewritten at the end of every session and never read back. Returns its path."""
+    rewritten by every session that runs to its end (`run`; an interrupted one leaves the
+    previous report) and never read back. Returns its path."""
     from ..config import to_toml
 
     g = res.grid
@@ -247,16 +268,11 @@ def write_report(res: ScanResult) -> str:
                "## Outputs (arrays shaped like the grid, then per point)", "",
                "| output | shape | dtype |", "|---|---|---|"]
     lines_ += [f"| {q} | {tuple(a.shape)} | {a.dtype} |" for q, a in sorted(res.arrays.items())]
-    x = g.fields[0] if g.fields else None
     lines_ += ["", "## Reading it", "", "```python", "from experiments import scan",
                f"res = scan.load({res.path!r})   # verified on reading; points not done are NaN (see res.done)"]
-    if x is not None:
-        first = next((q for q in sorted(res.arrays) if res.arrays[q].ndim == len(g.shape)
-                      and res.arrays[q].dtype != np.bool_), None)
-        if first is not None:
-            lines_.append(f"res.lines({first!r}, x={x!r}).savefig('lines.png')"
-                          + (f"   # or res.heatmap(..., x={x!r}, y={g.fields[1]!r})"
-                             if g.kind == "product" and len(g.fields) > 1 else ""))
+    call = example_figure(res)
+    if call:
+        lines_.append(f"{call}.savefig('figure.png')")
     lines_ += ["```", "", "## Configuration", "", "```toml", to_toml(res.config).rstrip(), "```", ""]
     path = os.path.join(res.path, REPORT)
     with open(path, "w") as fh:
