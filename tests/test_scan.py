@@ -1,6 +1,7 @@
 """Parameter scans: results equal single solves, compile once per shape, and survive devices,
 processes, SIGKILL, full disks and wrong configurations without losing or redoing a point."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -808,6 +809,21 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     assert len(fig.axes[0].lines) == 2
     with pytest.raises(ValueError, match="fix train.eta0"):
         reference.heatmap("theory.final.test_loss", x="gamma0", y="P")
+    # the slice is named, and an at= that fixes nothing is refused (both were drawn and titled)
+    assert fig.axes[0].get_title().startswith("eta0 = 0.5")
+    with pytest.raises(ValueError, match="at: task.P is an axis of the figure"):
+        reference.heatmap("theory.final.test_loss", x="gamma0", y="P", at={"P": 16, "eta0": 0.5})
+    with pytest.raises(ValueError, match="at: model.eps is not scanned here"):
+        reference.lines("theory.final.test_loss", x="gamma0", at={"eps": 7.0, "eta0": 0.5, "P": 16})
+    # points not computed are gaps in lines, also for int and bool outputs (-1 and False read as data)
+    part = dataclasses.replace(reference, done=reference.done.copy())
+    part.done[0, 0, 0] = False
+    for name in ("theory.grok.reached_test", "theory.diverged_step", "theory.final.test_loss"):
+        y = part.lines(name, x="gamma0", at={"eta0": 0.25, "P": 12}).axes[0].lines[0].get_ydata()
+        assert np.isnan(y[0]) and np.all(np.isfinite(y[1:])), (name, y)
+    empty = dataclasses.replace(reference, arrays={}, done=np.zeros_like(reference.done))
+    with pytest.raises(KeyError, match="no point of this scan is done yet"):
+        empty["theory.final.test_loss"]
     coords = reference.coords()
     assert coords["task.P"][0, 0, 1] == 16 and coords["model.gamma0"].shape == (5, 2, 2)
 

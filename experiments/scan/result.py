@@ -55,6 +55,9 @@ class ScanResult:
     damaged: dict = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.arrays and not self.arrays:
+            raise KeyError(f"{name!r}: no point of this scan is done yet (res.done is all False), so it has "
+                           "no outputs; rerun the scan to compute them")
         if name not in self.arrays:
             raise KeyError(f"{name!r}: not among this scan's outputs ({', '.join(sorted(self.arrays))})")
         return self.arrays[name]
@@ -290,6 +293,13 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None
         raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
     kind = kind_of(res.config)
     at = {resolve_field(k, "at", kind): v for k, v in (at or {}).items()}
+    for f in at:         # (a plotted axis, or a field the grid does not scan, was ignored and titled)
+        if f in keep:
+            raise InputError(f"at: {f} is an axis of the figure; fix only the other axes "
+                             f"({', '.join(g for g in res.grid.fields if g not in keep) or 'none'})")
+        if f not in res.grid.fields:
+            raise InputError(f"at: {f} is not scanned here (the grid's fields: {', '.join(res.grid.fields)}); "
+                             "its value is the configuration's for every point")
     if v.ndim != len(res.grid.shape):
         raise InputError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
                          "or a grokking time")
@@ -452,11 +462,15 @@ def _edges(v, log):
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
           logx: bool | None = None, logy: bool = False, ax=None):
     """One number per point against one grid axis, one line per value of `hue` (x logarithmic
-    when every value is > 0, or as `logx` says)."""
+    when every value is > 0, or as `logx` says); points not computed yet are gaps, and the title
+    names where `at` fixes the other axes."""
     kind = kind_of(res.config)
     x = resolve_field(x, "x", kind)
     keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
-    z = _select(res, name, keep, at)
+    v = res[name]
+    if v.ndim == len(res.grid.shape):   # points not computed are gaps (an int or bool output read -1 or False)
+        v = np.where(res.done, v.astype(np.float64), np.nan)
+    z = _select(res, name, keep, at, values=v)
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
     order = np.argsort(xs)
     logx = _log_axis(logx, xs, "x", x)
@@ -476,8 +490,9 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     ax.set_xlabel(x)
     ax.set_ylabel(name)
     ax.grid(True, alpha=0.3)
-    when = final_time_label(res, name)
-    if when:
-        ax.set_title(when, fontsize=9)
+    fixed = ", ".join(f"{resolve_field(k, 'at', kind).rpartition('.')[2]} = {v:g}" for k, v in (at or {}).items())
+    title = "; ".join(t for t in (fixed, final_time_label(res, name)) if t)
+    if title:            # (it named the final time only, not the slice)
+        ax.set_title(title, fontsize=9)
     return fig or ax.figure
 
