@@ -271,6 +271,12 @@ def test_every_grid_point_is_checked_before_the_first_chunk(tmp_path, capsys, ex
     ({"teacher": {"spectrum": "linear"}, "scan": {"grid": {"teacher.exponent": [0.5, 2.0]}}},
      "teacher.exponent: read only with teacher.spectrum = 'power'"),
     ({"model": {"gamma": 2.0}, "scan": {"grid": {"model.depth": [2, 3]}}}, "model.gamma"),
+    # axes that changed nothing and ran (rc 0): a random start has no SDE; the networks' seeds
+    # without networks
+    ({"model": {"init": "random"}, "scan": {"grid": {"theory.seed": [1, 2]}}},
+     "theory.seed is scanned but model.init = 'random' has no per-mode SDE"),
+    ({"scan": {"networks": False, "grid": {"train.seed": [1, 2]}}},
+     "train.seed is read only by the networks, and scan.networks is false"),
 ])
 def test_a_deep_linear_setting_nothing_reads_is_refused(table, match):
     """model.gamma is read only when init_scale = 0, the spectrum fields only by the spectrum

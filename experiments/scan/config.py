@@ -335,7 +335,16 @@ def _check_deep_linear(cfg: dict):
     if np.any((P > 0) & (B > P)):
         raise ConfigError("train.batch_size: above teacher.P at some point of the grid")
     sc = cfg["scan"]
-    for f in grid.fields:
+    for f in grid.fields:           # axes that change nothing only cost time (they ran, rc = 0)
         if f.startswith("theory.") and not sc["theory"]:
             raise ConfigError(f"scan.grid: {f} is scanned but scan.theory is false")
+        if f.startswith("theory.") and m["init"] != "aligned":
+            raise ConfigError(f"scan.grid: {f} is scanned but model.init = {m['init']!r} has no per-mode SDE "
+                              "(it describes an aligned start): every theory output is NaN at every point")
+        if f in _DLN_NETWORKS_ONLY and not sc["networks"]:
+            raise ConfigError(f"scan.grid: {f} is read only by the networks, and scan.networks is false")
     return grid
+
+
+# the deep-linear fields only the networks read (`grid.NOT_READ["theory"]`)
+_DLN_NETWORKS_ONLY = ("train.seeds", "train.seed", "train.probe")
