@@ -1262,7 +1262,8 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     finer grid can be given there (`validation.deep_linear.mode_law` adds one). A grid that holds
     only part of the law gives the law conditioned on the grid's range.
 
-    mode: None for every mode, or one mode's index (counted from 0): only its law is computed
+    mode: None for every mode, or one mode's index (counted from 0; messages, like the dln
+    job's reports, count modes from 1, so mode=1 is "mode 2"): only its law is computed
     and checked (each mode's law is its own; the other columns are NaN), so that each mode's
     histogram can have a grid of its own and one mode's point mass or shallow well does not
     refuse another's law.

@@ -414,6 +414,13 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
     """
     d_in, d_out = _size("d_in", d_in), _size("d_out", d_out)
     try:
+        raw = np.asarray(singular_values, dtype=object if isinstance(singular_values, str) else None)
+    except (TypeError, ValueError):
+        raise InputError(f"singular_values: expected numbers, got {singular_values!r:.60}") from None
+    if raw.dtype.kind not in "fiu":      # (text read as numbers and booleans as 1: "3" gave s = [3.])
+        raise InputError(f"singular_values: expected real numbers, got {singular_values!r:.60} "
+                         f"({'text' if raw.dtype.kind in 'OUS' else f'dtype {raw.dtype}'})")
+    try:
         s = np.asarray(singular_values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise InputError(f"singular_values: expected numbers, got {singular_values!r}") from None

@@ -50,6 +50,11 @@ def test_deep_linear_rejects(kwargs, match):
     (dict(singular_values=[]), "singular_values"),
     (dict(d_in=2, singular_values=[3.0, 2.0, 1.0]), "rank"),
     (dict(P=2, d_in=4), "P"), (dict(label_noise=-1.0), "label_noise"), (dict(d_out=0), "d_out"),
+    # text and booleans were read as numbers ("3" gave s = [3.0], [True] s = [1.0])
+    (dict(singular_values="3"), r"^singular_values: expected real numbers, got '3' \(text\)"),
+    (dict(singular_values=["3.0"]), r"^singular_values: expected real numbers.*\(text\)"),
+    (dict(singular_values=[True]), r"^singular_values: expected real numbers.*dtype bool"),
+    (dict(singular_values=[[1.0], [2.0, 3.0]]), r"^singular_values: expected numbers"),
 ])
 def test_linear_teacher_rejects(kwargs, match):
     args = dict(d_in=4, d_out=4, singular_values=[2.0, 1.0])
