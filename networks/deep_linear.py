@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Any, ClassVar, NamedTuple
 
@@ -403,9 +404,16 @@ def check_init_scale(model: DeepLinear, dtype) -> None:
     smallest normal number (it rounds to 0, or to a subnormal that XLA's arithmetic flushes to 0),
     where every gradient vanishes and the networks never move (depth 2, init_scale = 1e-40 in
     float32: the modes stayed at 0 for 8000 steps; in float64 they learn s = 3). At depth 1 the
-    gradient does not depend on the weights' scale and a zero start learns."""
+    gradient does not depend on the weights' scale and a zero start learns. Also where
+    init_scale^depth overflows `dtype` (every record NaN from t = 0, as mode_sde refuses it)."""
     dt = jnp.dtype(dtype)
     tiny = float(jnp.finfo(dt).tiny)
+    top = math.log(float(jnp.finfo(dt).max))
+    if model.init_scale > 0 and model.depth * math.log(model.init_scale) >= top:   # (it ran, NaN from t = 0,
+        raise InputError(                                                       # and advised a lower eta0)
+            f"init_scale: init_scale^depth = {model.init_scale:g}^{model.depth} = 10^"
+            f"{model.depth * math.log10(model.init_scale):.0f} overflows {dt.name}: the networks' product of "
+            "layers, and so every mode, would start at inf; use a smaller init_scale")
     if model.depth >= 2 and model.init_scale < tiny:
         raise InputError(f"init_scale: {model.init_scale:g} is below {dt.name}'s smallest normal number {tiny:.3g}: "
                          f"the weights start at 0 there (XLA flushes subnormals), where a network of depth "

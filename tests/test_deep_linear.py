@@ -2270,3 +2270,18 @@ def test_a_comparison_of_results_of_two_protocols_is_refused_naming_the_field(ch
     with pytest.raises(dmft.InputError, match=f"^compare_diffusion: the run and the arguments differ in {field} "):
         vdl.compare_diffusion(run, m.replace(**{k: v for k, v in change.items() if k == "depth"}), T, **dkw)
     assert len(vdl.compare_modes(run, dl.mode_sde(m, T, paths=4, **kw))) > 0        # one protocol: compared
+
+
+@pytest.mark.parametrize("dtype, scale, refused", [("float64", 1e120, True), ("float64", 1e100, False),
+                                                   ("float32", 1e13, True), ("float32", 1e12, False)])
+def test_a_start_whose_product_overflows_is_refused_before_any_compute(dtype, scale, refused):
+    """networks.train ran init_scale = 1e120 at depth 3 (init_scale^3 = 10^360): every record NaN
+    from t = 0, with the advice to lower eta0. Refused now, naming init_scale, as mode_sde does."""
+    from networks.deep_linear import check_init_scale
+
+    model = dmft.DeepLinear(3, 4, scale, "aligned")
+    if refused:
+        with pytest.raises(dmft.InputError, match=rf"^init_scale: init_scale\^depth = .* overflows {dtype}"):
+            check_init_scale(model, dtype)
+    else:
+        check_init_scale(model, dtype)
