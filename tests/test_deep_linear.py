@@ -2285,3 +2285,21 @@ def test_a_start_whose_product_overflows_is_refused_before_any_compute(dtype, sc
             check_init_scale(model, dtype)
     else:
         check_init_scale(model, dtype)
+
+
+def test_a_seed_whose_crossing_is_its_divergence_has_not_learned():
+    """A diverged seed's modes went 0.125 -> 8592 -> NaN, and the interpolated crossing read a
+    learning time of 5e-4, shorter than one step (t = 0.5): the last finite save of a diverged
+    seed is already running away, so it is left out (not learned: inf); seeds that did not
+    diverge are read as before."""
+    T = dmft.tasks.linear_teacher(3, 3, [2.0, 1.0], P=None, label_noise=0.5, key=4)
+    run = networks.train(dmft.DeepLinear(3, 4, 0.5, "aligned"), T, seeds=4, eta0=0.5, steps=40, save_every=10,
+                         batch_size=2)
+    bad = sorted(run.info["diverged"])
+    tl = vdl.learning_times_of(run, T)
+    plain = types.SimpleNamespace(modes=run.modes, t=run.t, info={})      # (the rule off: as before)
+    before = vdl.learning_times_of(plain, T)
+    assert bad and np.any(before[bad] < run.t[1])                         # the defect, reproduced
+    assert np.all(np.isinf(tl[bad]) | (tl[bad] >= run.t[1])), tl
+    good = sorted(set(range(4)) - set(bad))
+    np.testing.assert_array_equal(tl[good], before[good])

@@ -408,7 +408,9 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     save after it has been below it (a random start can begin above and dip first), or reads
     t[0] if it never was (learned from the start; the flow's `dl.learning_times` says NaN there:
     it has no crossing); NaN for a mode the decay switches off (a NaN target), as the flow's;
-    inf for one not learned within the run (it may be later).
+    inf for one not learned within the run (it may be later), and for a diverged seed
+    (`run.info["diverged"]`) that crosses only into its last finite save, which is already
+    running away (a seed going 0.125 -> 8592 -> NaN read a learning time shorter than one step).
 
     level: in (0, 1), as for the flow's `dl.learning_times`; targets: (r,) real numbers, each > 0
     or NaN. Anything else is an InputError naming it."""
@@ -419,9 +421,13 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     if np.shape(run.modes)[-1] != s.size:
         raise InputError(f"run: its modes (last axis {np.shape(run.modes)[-1]}) are not the data's {s.size}")
     out = np.full(run.modes.shape[::2], np.inf)
+    diverged = set((getattr(run, "info", None) or {}).get("diverged") or {})
     for k in range(run.modes.shape[0]):
         for i in range(s.size):
             y = run.modes[k, :, i]
+            if k in diverged:    # its last finite save is already running away (0.125 -> 8592 -> NaN)
+                y = y.copy()
+                y[np.flatnonzero(np.isfinite(y))[-1:]] = np.nan
             above = y >= level * s[i]
             below = np.flatnonzero(~above & np.isfinite(y))         # (NaN: a diverged seed's saves)
             # from the start above: the first crossing after a dip below, else learned at t[0]
