@@ -105,7 +105,9 @@ class Solution(Trajectory):
             (n,) or (n, C); with error=True the pair (prediction, standard error).
         """
         error = checks.flag("error", error)
-        f, se = super().predict(x_new)
+        if error and not self.error and self.info.get("method") not in ("closure", "lazy"):
+            raise InputError(f"predict: this solution has no error estimate ({_no_error_why(self.info)})")
+        f, se = super().predict(x_new)            # (refused above before any compute)
         if not error:
             return f
         if se is None:

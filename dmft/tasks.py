@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import jax
@@ -417,9 +418,13 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
         raw = np.asarray(singular_values, dtype=object if isinstance(singular_values, str) else None)
     except (TypeError, ValueError):
         raise InputError(f"singular_values: expected numbers, got {singular_values!r:.60}") from None
-    if raw.dtype.kind not in "fiu":      # (text read as numbers and booleans as 1: "3" gave s = [3.])
+    text = raw.dtype.kind in "US" or (raw.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in raw.flat))
+    real = raw.dtype.kind in "fiu" or (raw.dtype.kind == "O" and all(
+        isinstance(v, numbers.Number) and not isinstance(v, (bool, np.bool_, complex, np.complexfloating))
+        for v in raw.flat))
+    if not real:                          # (text read as numbers and booleans as 1: "3" gave s = [3.])
         raise InputError(f"singular_values: expected real numbers, got {singular_values!r:.60} "
-                         f"({'text' if raw.dtype.kind in 'OUS' else f'dtype {raw.dtype}'})")
+                         f"({'text' if text else f'dtype {raw.dtype}'})")
     try:
         s = np.asarray(singular_values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):

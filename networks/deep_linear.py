@@ -57,7 +57,7 @@ from dmft.plan import RUNTIME_BYTES, warn_float32
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
 from dmft.runner import CALL_SHARE, drop_compiled_if_crowded, exact_products, run_saved
-from dmft.schedule import Schedule, batch_indices
+from dmft.schedule import Schedule, batch_indices, check_batch_key
 from dmft.trajectory import Records
 
 __all__ = ["DeepLinearRun", "train_deep_linear", "init_weights", "end_to_end", "mode_strengths",
@@ -513,7 +513,9 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
                          "smaller batch_size or block, save less often, or a smaller probe")
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
-    batch_key = checks.prng_key("batch_key", batch_key)
+    # (a fixed set's full batch, B = P, draws no batches: a key there was recorded, and ignored)
+    batch_key = (checks.prng_key("batch_key", batch_key) if data.online
+                 else check_batch_key(batch_key, int(B), data.P))
     drop_compiled_if_crowded(CALL_SHARE)
     t0 = time.perf_counter()
     static = Static(data.online, int(B), 0 if data.online else data.P, probe)

@@ -673,6 +673,12 @@ def test_a_scan_writes_a_report_of_what_it_holds(reference):
     for q, a in reference.arrays.items():
         assert f"| {q} | {tuple(a.shape)} | {a.dtype} |" in text
     assert f"res = scan.load({reference.path!r})" in text
+    copy = shutil.copytree(reference.path, reference.path + "-nore")     # a report whose write failed:
+    os.remove(os.path.join(copy, "report.md"))                          # a complete rerun writes it
+    said = []
+    scan.run(reference.config, copy, log=said.append)
+    assert "already complete" in said[0] and "wrote its missing report" in said[1], said
+    assert open(os.path.join(copy, "report.md")).read() == text.replace(reference.path, copy)
     call = scan.result.example_figure(reference)            # the figure it shows runs on this scan
     assert call.startswith("res.heatmap('theory.final.test_loss', x='model.gamma0', y='train.eta0', at=")
     assert f"{call}.savefig" in text and eval(call, {"res": reference}) is not None   # (the first report's failed)
@@ -827,6 +833,13 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     for name in ("theory.grok.reached_test", "theory.diverged_step", "theory.final.test_loss"):
         y = part.lines(name, x="gamma0", at={"eta0": 0.25, "P": 12}).axes[0].lines[0].get_ydata()
         assert np.isnan(y[0]) and np.all(np.isfinite(y[1:])), (name, y)
+    from experiments.scan.grid import Grid                # a points grid too (it skipped the checks)
+    pts = dataclasses.replace(reference, grid=Grid("points", ("model.gamma0",), ((0.5, 1.0),)),
+                              arrays={"theory.final.test_loss": np.array([1.0, 2.0])}, done=np.ones(2, bool))
+    for at, what in (({"eta0": 7.0}, "train.eta0 is not scanned"), ({"gamma0": 5.0}, "model.gamma0 is an axis")):
+        with pytest.raises(ValueError, match=f"at: {what}"):
+            pts.lines("theory.final.test_loss", x="gamma0", at=at)
+    assert len(pts.lines("theory.final.test_loss", x="gamma0").axes[0].lines) == 1
     empty = dataclasses.replace(reference, arrays={}, done=np.zeros_like(reference.done))
     with pytest.raises(KeyError, match="no point of this scan is done yet"):
         empty["theory.final.test_loss"]

@@ -371,8 +371,9 @@ def checks(report: dict) -> list[dict]:
                                         f"mode {x['mode'] + 1}: no gradient noise (D = 0: full-batch steps)"
                                         if x.get("no_noise") else
                                         f"mode {x['mode'] + 1}: swamped by the other modes' noise (its D is "
-                                        f"at most {x['swamped']:.2g} of the largest mode's wherever it has one: "
-                                        "still at its saddle while they are learned; run longer)"
+                                        f"at most {x['swamped']:.2g} of the largest mode's wherever it has one "
+                                        "of its own: their leak is what is measured; a mode still at its saddle "
+                                        "is judged by a longer run)"
                                         if x.get("swamped") is not None else
                                         f"mode {x['mode'] + 1}: no record to compare (no network has a finite "
                                         "one where D is above its floor)" if not x.get("seeds", 1) else

@@ -162,11 +162,12 @@ def markdown(rep: dict) -> str:
             lines += ["", f"Not balanced: {note} (the ratios above measure that departure, not the reduction's "
                       "accuracy)."]
         if any(x.get("swamped") is not None for x in r["diffusion"]):
-            lines += ["", "SKIP: a mode whose D is below 1% of the largest mode's wherever it has one of its own (still "
-                      "at its saddle while the others are learned) has nothing of its own to measure: what is "
-                      "measured is the noise leaking from the other modes, which the per-mode reduction drops. "
-                      "Run longer to judge it. (Records are compared only where a mode's D is at least 1% of "
-                      "the largest mode's at that time.)"]
+            lines += ["", "SKIP: a mode whose D is below 1% of the largest mode's wherever it has one of its own (a "
+                      "mode still at its saddle while the others are learned, or one far weaker than the strongest) "
+                      "has nothing of its own to measure: what is measured is the noise leaking from the other "
+                      "modes, which the per-mode reduction drops; a mode still at its saddle is judged by a longer "
+                      "run. (Records are compared only where a mode's D is at least 1% of its own largest and 1% "
+                      "of the largest mode's at that time.)"]
         if any(x.get("no_noise") for x in r["diffusion"]):
             lines += ["", "SKIP: full-batch steps (batch size = P) have no gradient noise: D = 0, measured and "
                       "predicted alike."]

@@ -385,7 +385,15 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         # as the other jobs' reruns: nothing to compute, so nothing is written (no session)
         say(f"scan {out}: this scan is already complete (same configuration; its {pl.grid.size} points "
             "verified on disk); nothing computed or written. To compute it again, give another --out")
-        return load(out) if comm.index == 0 else None
+        if comm.index != 0:
+            return None
+        res = load(out)
+        if not os.path.exists(os.path.join(out, REPORT)):    # (its session's write failed: said then)
+            try:
+                say(f"scan {out}: wrote its missing report {write_report(res)}")
+            except OSError as err:
+                say(f"scan {out}: could not write its {REPORT} ({err})")
+        return res
     if devices is None and jax.config.jax_default_device is not None:
         dd = jax.config.jax_default_device       # a device, or a platform's name
         devices = jax.local_devices(backend=dd) if isinstance(dd, str) else [dd]

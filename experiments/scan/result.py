@@ -287,12 +287,8 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None
     """res[name] (or `values`, one per point) with every axis but `keep` fixed by `at` (or of
     length one); axes in `keep` order."""
     v = res[name] if values is None else values
-    if res.grid.kind != "product":
-        if len(res.grid.fields) == 1 and keep == [res.grid.fields[0]]:
-            return v
-        raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
     kind = kind_of(res.config)
-    at = {resolve_field(k, "at", kind): v for k, v in (at or {}).items()}
+    at = {resolve_field(k, "at", kind): x for k, x in (at or {}).items()}
     for f in at:         # (a plotted axis, or a field the grid does not scan, was ignored and titled)
         if f in keep:
             raise InputError(f"at: {f} is an axis of the figure; fix only the other axes "
@@ -300,6 +296,10 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None
         if f not in res.grid.fields:
             raise InputError(f"at: {f} is not scanned here (the grid's fields: {', '.join(res.grid.fields)}); "
                              "its value is the configuration's for every point")
+    if res.grid.kind != "product":
+        if len(res.grid.fields) == 1 and keep == [res.grid.fields[0]]:
+            return v
+        raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
     if v.ndim != len(res.grid.shape):
         raise InputError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
                          "or a grokking time")
