@@ -190,9 +190,9 @@ def figures_relative(report, out: str):
     """`report` with every figure path ("figures": name -> path, "figure": path, at any depth)
     relative to the results directory `out`, as report.json records them: the directory can be
     moved or copied and its report still names its own figures (they were absolute)."""
-    def rel(path):
-        return os.path.relpath(path, out).replace(os.sep, "/") if isinstance(path, str) and os.path.isabs(path) \
-            else path
+    def rel(path):        # (the jobs build them as out/figures/NAME: relative to the working directory
+        return (os.path.relpath(os.path.abspath(path), os.path.abspath(out)).replace(os.sep, "/")   # when out is)
+                if isinstance(path, str) else path)
     if isinstance(report, dict):
         return {k: ({n: rel(v) for n, v in w.items()} if k == "figures" and isinstance(w, dict)
                     else rel(w) if k == "figure" else figures_relative(w, out)) for k, w in report.items()}

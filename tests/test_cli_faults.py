@@ -732,3 +732,17 @@ def test_a_set_in_a_section_the_job_never_reads_is_said(job, data, capsys):
         assert f"dmft {job}: note: {sec}.{key} changes nothing here: dmft {job} does not read [{sec}]" in err, err
     else:
         assert err == "", err
+
+
+def test_report_figures_are_named_relative_to_the_results_directory(tmp_path, monkeypatch):
+    """report.json's figure paths are relative to the results directory, whether the job got an
+    absolute --out or a relative one (the jobs build out/figures/NAME, relative to the working
+    directory when out is: those were kept as they were, naming the file from the wrong place)."""
+    from experiments.output import figures_relative
+
+    monkeypatch.chdir(tmp_path)
+    for out in ("results/dln", str(tmp_path / "results" / "dln")):
+        rep = {"figures": {"a": os.path.join(out, "figures", "a.png")}, "n": 3,
+               "studies": [{"figure": os.path.join(out, "figures", "b.png"), "figures": {}}]}
+        assert figures_relative(rep, out) == {"figures": {"a": "figures/a.png"}, "n": 3,
+                                              "studies": [{"figure": "figures/b.png", "figures": {}}]}
