@@ -203,9 +203,10 @@ def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: 
                         ("the run", "the arguments"))
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
     loudest = np.max(np.where(np.isfinite(D), D, -np.inf), axis=-1, keepdims=True)     # per seed and save
-    own = D > floor * np.nanmax(D, axis=(0, 1), keepdims=True)
-    keep = (run.t > after)[None, :, None] & own & (D > floor * loudest)
-    keep = keep & np.isfinite(run.diffusion) & np.isfinite(D)
+    # records of a mode's own (late enough, above its own floor, finite), and those not swamped
+    own = ((run.t > after)[None, :, None] & (D > floor * np.nanmax(D, axis=(0, 1), keepdims=True))
+           & np.isfinite(run.diffusion) & np.isfinite(D))
+    keep = own & (D > floor * loudest)
     decays = decaying_modes(model, data, weight_decay)
     nan = float("nan")
     rows = []
@@ -219,11 +220,10 @@ def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: 
             rows.append({"mode": i, "ratio": nan, "stderr": nan, "p10": nan, "p90": nan, "n": 0, "seeds": 0,
                          "no_noise": True, "verdict": "SKIP"})
             continue
-        k = keep[..., i]
-        late = (run.t > after)[None, :] & own[..., i] & np.isfinite(run.diffusion[..., i]) & np.isfinite(D[..., i])
-        if late.any() and not k.any():        # swamped wherever it has a D of its own: nothing of its own
+        k, mine = keep[..., i], own[..., i]
+        if mine.any() and not k.any():        # swamped wherever it has a D of its own: nothing of its own
             with np.errstate(invalid="ignore", divide="ignore"):
-                share = float(np.max(D[..., i][late] / loudest[..., 0][late]))
+                share = float(np.max(D[..., i][mine] / loudest[..., 0][mine]))
             rows.append({"mode": i, "ratio": nan, "stderr": nan, "p10": nan, "p90": nan, "n": 0, "seeds": 0,
                          "swamped": share, "verdict": "SKIP"})
             continue

@@ -389,10 +389,7 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
             return None
         res = load(out)
         if not os.path.exists(os.path.join(out, REPORT)):    # (its session's write failed: said then)
-            try:
-                say(f"scan {out}: wrote its missing report {write_report(res)}")
-            except OSError as err:
-                say(f"scan {out}: could not write its {REPORT} ({err})")
+            _report(res, say, "wrote its missing report")
         return res
     if devices is None and jax.config.jax_default_device is not None:
         dd = jax.config.jax_default_device       # a device, or a platform's name
@@ -500,12 +497,18 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     if comm.index != 0:
         return None
     res = load(out)
-    try:
-        say(f"scan {out}: report {write_report(res)}")
-    except OSError as err:      # the results are on disk, verified: only the summary file is lost
-        say(f"scan {out}: could not write its {REPORT} ({err}); the results are in the store, and "
-            "experiments.scan.load(...).summary() says what it holds")
+    _report(res, say, "report")
     return res
+
+
+def _report(res, say, what: str) -> None:
+    """Write the store's report.md (`write_report`) and say so; a failed write is said and
+    loses nothing (the results are on disk, verified)."""
+    try:
+        say(f"scan {res.path}: {what} {write_report(res)}")
+    except OSError as err:
+        say(f"scan {res.path}: could not write its {REPORT} ({err}); the results are in the store, and "
+            "experiments.scan.load(...).summary() says what it holds")
 
 
 def _complete(out, pl: Plan, finished: set) -> bool:

@@ -405,12 +405,17 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     if legend:
         ax.legend(handles=legend, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
                   frameon=False)
-    fixed = ", ".join(f"{resolve_field(k, 'at', kind).rpartition('.')[2]} = {v:g}"
-                      for k, v in (at or {}).items())
+    _slice_title(ax, res, name, at)
+    return fig or ax.figure
+
+
+def _slice_title(ax, res: ScanResult, name: str, at: dict | None) -> None:
+    """A figure's title: where `at` fixes the other axes, and when final values were taken."""
+    kind = kind_of(res.config)
+    fixed = ", ".join(f"{resolve_field(k, 'at', kind).rpartition('.')[2]} = {v:g}" for k, v in (at or {}).items())
     title = "; ".join(t for t in (fixed, final_time_label(res, name)) if t)
     if title:
         ax.set_title(title, fontsize=9)
-    return fig or ax.figure
 
 
 def _flat(color):
@@ -490,9 +495,6 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     ax.set_xlabel(x)
     ax.set_ylabel(name)
     ax.grid(True, alpha=0.3)
-    fixed = ", ".join(f"{resolve_field(k, 'at', kind).rpartition('.')[2]} = {v:g}" for k, v in (at or {}).items())
-    title = "; ".join(t for t in (fixed, final_time_label(res, name)) if t)
-    if title:            # (it named the final time only, not the slice)
-        ax.set_title(title, fontsize=9)
+    _slice_title(ax, res, name, at)      # (it named the final time only, not the slice)
     return fig or ax.figure
 
