@@ -324,7 +324,12 @@ def active_rotation(l_tr, y, g0_tr):
     of the first layer's gradient then, i.e. the directions the weights start to move along."""
     a = sum(l_tr.T @ (y[:, c:c + 1] * g0_tr * y[:, c][None, :]) @ l_tr for c in range(y.shape[1]))
     _, vec = jnp.linalg.eigh((a + a.T) / 2)
-    return vec[:, ::-1]
+    vec = vec[:, ::-1]
+    # an eigenvector's sign is arbitrary, and eigh's choice differs by platform (an H200's gave
+    # another Sobol node set than a CPU's, so another answer, for the same key): each column's
+    # entry of largest magnitude is made positive
+    lead = jnp.take_along_axis(vec, jnp.argmax(jnp.abs(vec), axis=0)[None, :], axis=0)
+    return vec * jnp.where(lead < 0, -1.0, 1.0).astype(vec.dtype)
 
 
 def _sobol_replica(key, m, r, c, trained, dtype, rotation):

@@ -1997,7 +1997,7 @@ def test_dln_config_refuses_a_boltzmann_temperature_beyond_float64_before_comput
     _nothing_computes(monkeypatch)
     over = ["teacher.singular_values=[1e100]", "teacher.d_in=1", "teacher.d_out=1", "model.width=2",
             "staircase.seeds=0"]
-    with pytest.raises(dmft.ConfigError, match=r"^teacher.singular_values: mode 1's Boltzmann temperature .*10\^317"):
+    with pytest.raises(dmft.ConfigError, match=r"^teacher.singular_values: mode 1's Boltzmann temperature .*10\^31[0-9]"):
         dln.build(dln.load_config(None, over + ["teacher.label_noise=[1.0]"]))
     dln.build(dln.load_config(None, over + ["teacher.label_noise=[0.0]"]))       # no stationary law compared
 

@@ -16,6 +16,7 @@ import networks
 from dmft.errors import InputError
 from validation import grokking as gk
 from experiments.cli import main
+from platform_checks import assert_same_run
 
 
 def test_grokking_times_recover_a_planted_gap():
@@ -678,7 +679,7 @@ def test_the_decay_scan_shows_progress_and_stops_within_seconds(monkeypatch):
     quiet = gjob.decay_scan(cfg, tb, log=lambda *_: None)
     shown = gjob.decay_scan(cfg, tb, log=lambda *_: None, progress=True)
     assert seen == [False, True]
-    np.testing.assert_array_equal(quiet["curves"]["test_loss"], shown["curves"]["test_loss"])
+    assert_same_run(shown["curves"]["test_loss"], quiet["curves"]["test_loss"])     # (bit for bit on a CPU)
 
 
 @pytest.mark.parametrize("testbed, shipped", [("modular_addition", "grok_modular.toml"),
