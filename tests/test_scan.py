@@ -502,6 +502,24 @@ def test_networks_per_point_equal_networks_train(tmp_path):
     assert np.all(res["networks.diverged_seeds"] == 0)
 
 
+def test_a_divergence_warning_inside_a_scan_names_its_grid_point(tmp_path):
+    """networks.train's divergence warning, raised while a scan computed one of its points, said
+    "every one of 2 seeds diverged at width 8" and not which point: it now names the grid point
+    and its scanned values (the point that did not diverge raises nothing)."""
+    table = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 2}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+             "simulate": {"width": 8, "seeds": 2, "seed": 3},
+             "scan": {"theory": False, "networks": True, "outputs": ["final"],
+                      "grid": {"train.eta0": [0.5, 1e6]}}}
+    with pytest.warns(UserWarning) as caught:
+        res = scan.run(table, str(tmp_path / "d"))
+    said = [w for w in caught if "diverged" in str(w.message)]
+    assert len(said) == 1 and str(said[0].message).startswith("grid point 1 (train.eta0 = 1e+06): networks.train:"), \
+        [str(w.message) for w in said]
+    assert said[0].filename == __file__                      # (the user's line: this call)
+    assert list(res["networks.diverged_seeds"]) == [0, 2]
+
+
 def test_a_scan_over_the_sgd_batch_size_equals_single_solves_and_networks_on_one_sequence(tmp_path):
     """train.batch_size on the grid: one group per batch size, every point (theory and networks)
     on the batch sequence of train.batch_seed, equal to dmft.solve / networks.train given that
@@ -742,7 +760,8 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
     shutil.copytree(reference.path, out)
     code = cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--set", "task.noise=0.1"])
     assert code == cli.EXIT_OUTPUT
-    assert "differs in: config.task.noise" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "differs in: config.task.noise" in err and "rerun the original configuration" in err, err
     man_path = os.path.join(out, "manifest.json")
     with open(man_path) as fh:
         man = json.load(fh)
@@ -750,7 +769,7 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
     man["digest"] = manifest_digest(man)                # as another version would have written it
     with open(man_path, "w") as fh:
         json.dump(man, fh)
-    with pytest.raises(StoreConflict, match="versions.dmft"):
+    with pytest.raises(StoreConflict, match="versions.dmft.*no configuration resumes it here"):
         scan.run(config, out)
     man["format"] = "dmft-scan-store/0"
     with open(man_path, "w") as fh:
@@ -1380,8 +1399,9 @@ def test_a_store_written_by_other_code_or_on_another_platform_is_not_resumed(tmp
                 m.setattr(output, name, value)
             else:
                 m.setattr("dmft.io.compute_platform", value)
-            with pytest.raises(StoreConflict, match="code" if name == "code_digest" else "platform"):
+            with pytest.raises(StoreConflict, match="code" if name == "code_digest" else "platform") as err:
                 scan.run(table, out)
+            assert "no configuration resumes it here" in str(err.value), err.value   # (not "rerun the original")
     assert scan.run(table, out)["theory.final.test_loss"].shape == (2,)          # same code: resumed
 
 

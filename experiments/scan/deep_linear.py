@@ -33,7 +33,7 @@ from dmft.errors import DivergenceError
 
 from ..dln.config import build as build_studies
 from ..dln.config import sde_memory_limit
-from .grid import point_digests, point_ids
+from .grid import point_digests, point_ids, point_warnings
 
 __all__ = ["DeepLinearGroup"]
 
@@ -79,8 +79,12 @@ class DeepLinearGroup:
             if self.cfg["scan"][part]:
                 out.update(self.caches[part].rows_of(
                     point_digests(self.cfg, self.columns, idx, part),
-                    lambda pos, part=part: _stack([self._point(int(i), part) for i in idx[pos]])))
+                    lambda pos, part=part: _stack([self._named(int(i), part) for i in idx[pos]])))
         return out
+
+    def _named(self, i: int, part: str) -> dict:
+        with point_warnings(self.columns, i):        # (a divergence warning names the grid point)
+            return self._point(i, part)
 
     def _id(self, i: int, part: str) -> int:
         return int(point_ids(self.cfg, self.columns, [i], part)[0])

@@ -26,7 +26,7 @@ from ..store import Store, npz_arrays, npz_bytes
 from .config import check_gamma0, load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
-from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids
+from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids, point_warnings
 from .outputs import derive, network_records
 from .result import REPORT, load, write_report
 
@@ -217,8 +217,9 @@ class _GroupRun:
             sch = dmft.Schedule(eta0=eta, steps=int(counts[-1]), save_at=counts[1:].tolist(),
                                 weight_decay=sch.weight_decay, batch_size=sch.batch_size)
         key = jax.random.fold_in(self.network_key, int(point_ids(self.cfg, self.columns, [i], "networks")[0]))
-        run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch, key=key,
-                             batch_key=self.batch_key, **_problem.train_options(sim))
+        with point_warnings(self.columns, i):
+            run = networks.train(model, self.data, width=sim["width"], seeds=sim["seeds"], schedule=sch, key=key,
+                                 batch_key=self.batch_key, **_problem.train_options(sim))
         return network_records(run)
 
 

@@ -11,15 +11,17 @@ import copy
 import dataclasses
 import hashlib
 import math
+import warnings
 
 import numpy as np
 
-from dmft.errors import ConfigError
+from dmft.errors import ConfigError, warn
 
 from .. import problem as _problem
 from .schema import coerce_value, kind_of, resolve_field
 
-__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "point_digests", "PartCache", "NOT_READ"]
+__all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "point_digests", "PartCache", "NOT_READ",
+           "point_warnings"]
 
 
 # ----------------------------------------------------------------- the grid
@@ -285,3 +287,31 @@ def plan(cfg: dict) -> Plan:
     return Plan(grid, groups, chunks)
 
 
+
+
+class point_warnings:
+    """Warnings raised while grid point i computes, raised again naming the point and its scanned
+    values (a divergence warning from `networks.train` inside a scan said "at width 4", not which
+    of the grid's points; the user's filters apply to the warning as raised again, and it names
+    the user's line). A context manager; a class, so that no frame outside the packages stands
+    between it and the user's call (`dmft.errors.warn`)."""
+
+    def __init__(self, columns: dict, i: int):
+        self.columns, self.i = columns, i
+        self._catch = warnings.catch_warnings(record=True)
+
+    def __enter__(self):
+        self._caught = self._catch.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        where = ", ".join(f"{f} = {_shown(self.columns[f][self.i])}" for f in self.columns)
+        for w in self._caught:
+            warn(f"grid point {self.i} ({where}): {w.message}", w.category)
+        return False
+
+
+def _shown(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return f"{value:g}" if isinstance(value, float) else str(value)
