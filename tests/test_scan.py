@@ -739,6 +739,7 @@ def test_a_complete_scan_reruns_as_already_complete_and_writes_nothing(config, r
     assert cli.main(["scan", "--config", config, "--out", out, "--no-progress"]) == cli.EXIT_OK
     said = capsys.readouterr()
     assert "this scan is already complete" in said.err and "0 to compute" not in said.err, said.err
+    assert "writing" not in said.err and f"store {out}" in said.err, said.err      # (it wrote nothing)
     assert "20 of 20 points done (20 computed by the last session; 20 computed over 1 session(s)" in said.out
     assert _files(out) == before
     _assert_same(scan.run(config, out), reference)
