@@ -368,6 +368,17 @@ def test_a_value_set_in_a_section_and_scanned_is_refused(tmp_path, capsys, base,
         assert scan.load_config(loaded) == loaded                           # (every key, reloaded)
 
 
+def test_the_set_and_scanned_refusal_shows_a_long_axis_elided():
+    """A 1000-value axis beside a value set in its section: the refusal printed every value."""
+    axis = [round(0.1 + 0.001 * i, 6) for i in range(1000)]
+    cfg = {**_SMALL, "model": {**_SMALL["model"], "gamma0": 7.0}, "scan": {"grid": {"model.gamma0": axis}}}
+    with pytest.raises(scan.ConfigError) as err:
+        scan.load_config(cfg)
+    said = str(err.value)
+    assert "also scans model.gamma0 ([0.1, 0.101, 0.102, ... 994 more ..., 1.097, 1.098, 1.099])" in said, said
+    assert len(said) < 400, said
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.floats(min_value=5e-324, max_value=1.7e308), st.sampled_from(["grid", "points"]))
 @example(2.0 ** -511, "grid")

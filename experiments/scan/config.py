@@ -122,8 +122,19 @@ def _check_set_and_scanned(cfg: dict, kind: Kind, source, overrides) -> None:
             value = cfg[sec][key]
             if f in given and value != kind.schema[sec][key].default and not _among(value, values):
                 raise ConfigError(f"{f} = {value!r} is set in [{sec}], but scan.{table} also scans {f} "
-                                  f"({values!r}), whose values replace it at every point; set {f} in one of "
-                                  "the two places")
+                                  f"({_axis_shown(values)}), whose values replace it at every point; set {f} "
+                                  "in one of the two places")
+
+
+def _axis_shown(values, most: int = 6) -> str:
+    """An axis's values as written, the middle of a long one elided (a 1000-value axis printed
+    every value in the refusal)."""
+    values = list(values)
+    if len(values) <= most:
+        return repr(values)
+    head, tail = values[:most // 2], values[-(most // 2):]
+    return (f"[{', '.join(map(repr, head))}, ... {len(values) - len(head) - len(tail)} more ..., "
+            f"{', '.join(map(repr, tail))}]")
 
 
 def _among(value, values) -> bool:
