@@ -368,6 +368,17 @@ def test_a_value_set_in_a_section_and_scanned_is_refused(tmp_path, capsys, base,
         assert scan.load_config(loaded) == loaded                           # (every key, reloaded)
 
 
+def test_an_empty_grid_override_turns_a_files_grid_into_points():
+    """--set scan.grid={} read as an empty grid ("empty grid (no fields)"), so a file's grid could
+    not become points from the command line; it now removes the grid. Alone it leaves neither."""
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "scan.toml")
+    cfg = scan.load_config(path, ["scan.grid={}", 'scan.points={"model.gamma0"=[0.5, 1.0], "task.P"=[40, 110]}'])
+    assert cfg["scan"]["grid"] is None and cfg["scan"]["points"] == {"model.gamma0": [0.5, 1.0], "task.P": [40, 110]}
+    assert scan.load_config(cfg) == cfg
+    with pytest.raises(scan.ConfigError, match="give exactly one of"):
+        scan.load_config(path, ["scan.grid={}"])
+
+
 def test_the_set_and_scanned_refusal_shows_a_long_axis_elided():
     """A 1000-value axis beside a value set in its section: the refusal printed every value."""
     axis = [round(0.1 + 0.001 * i, 6) for i in range(1000)]

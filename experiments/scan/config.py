@@ -34,7 +34,9 @@ def _grid_table(table_name, kind: Kind):
     """The merge handler of scan.grid / scan.points (a table of field = [values]).
 
     A whole table (`[scan.grid]` in a file, `--set scan.grid={...}`) replaces the table of
-    an earlier source, so an axis can be dropped; `scan.grid.FIELD=[...]` replaces one axis."""
+    an earlier source, so an axis can be dropped, and an empty one removes it (`--set
+    scan.grid={}` with `--set scan.points={...}` turns a file's grid into points);
+    `scan.grid.FIELD=[...]` replaces one axis."""
     def handler(cfg, field, v, source):
         whole = not field
         if field:                                    # an override scan.grid.FIELD=[...]
@@ -43,6 +45,9 @@ def _grid_table(table_name, kind: Kind):
             return
         if not isinstance(v, dict):
             raise ConfigError(f"{source}: scan.{table_name} must be a table of field = [values]")
+        if whole and not v:                          # scan.grid={}: no grid (a file's grid -> points)
+            cfg["scan"][table_name] = None
+            return
         table, seen = ({} if whole else dict(cfg["scan"][table_name] or {})), set()
         for name, vals in _flatten(v):
             f = resolve_field(name, f"scan.{table_name}", kind)
