@@ -107,3 +107,27 @@ def test_an_axis_of_the_node_draw_under_a_method_that_draws_none_is_refused(tmp_
         a, b = res["theory.final.test_loss"]
         assert a != b
         assert "1 took the networks another point computed" in res.summary().split("\n")[0]
+
+
+def test_an_interrupted_session_says_what_it_left_on_disk(tmp_path, monkeypatch):
+    """Ctrl-C after the first of two chunks: the session is recorded as stopped, as before, and
+    now also says how many chunks and points are on disk and that the same command resumes (it
+    said nothing: the command printed only 'interrupted')."""
+    calls, real = [], Store.write_chunk
+
+    def interrupt_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Store, "write_chunk", interrupt_second)
+    cfg = {**BASE, "scan": {**BASE["scan"], "chunk": 1}}
+    said, out = [], str(tmp_path / "s")
+    with pytest.raises(KeyboardInterrupt):
+        scan.run(cfg, out, log=said.append)
+    assert said[-1] == (f"scan {out}: stopped with 1 of 2 chunk(s) on disk (1 of 2 points, 1 computed by this "
+                        "session); the same command resumes it"), said
+    assert scan.load(out).last_session() == "stopped"
+    monkeypatch.setattr(Store, "write_chunk", real)
+    assert scan.run(cfg, out).complete

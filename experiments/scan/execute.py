@@ -489,6 +489,11 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
                 if ended:     # (else the chunks are what matters, and an error is already on its way)
                     late = err      # raised after the other processes were let go (they wait below)
             store.close()
+            if not ended and comm.index == 0:    # interrupted or failed: what is on disk, and how on
+                kept = sum(len(c.indices) for c in pl.chunks if c.name in finished | written)
+                say(f"scan {out}: stopped with {done} of {len(pl.chunks)} chunk(s) on disk ({kept} of "
+                    f"{pl.grid.size} points, {session['computed_points']} computed by this session); the "
+                    "same command resumes it")
     if comm.count > 1:
         from jax.experimental import multihost_utils
 
