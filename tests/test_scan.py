@@ -168,7 +168,7 @@ def test_a_whole_grid_override_replaces_the_grid_and_an_axis_override_one_axis(c
 @pytest.mark.parametrize("table, match", [
     ({"scan": {"grid": {"gamma": [1.0]}}}, "unknown field 'gamma'"),
     ({"scan": {"grid": {"gamma0": []}}}, "empty grid"),
-    ({"scan": {"grid": {}}}, "empty grid"),
+    ({"scan": {"grid": {}}}, "give exactly one of"),      # (an empty table is no grid)
     ({"scan": {}}, "exactly one of"),
     ({"scan": {"grid": {"gamma0": [1.0]}, "points": {"gamma0": [1.0]}}}, "exactly one of"),
     ({"scan": {"grid": {"gamma0": [1.0, -2.0]}}}, r"model.gamma0\[1\]: must be > 0"),
