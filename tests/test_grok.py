@@ -288,7 +288,11 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
                 assert v["lead"] is None and v["leads"] is None and v["lead_note"].startswith("unresolved")
             kinds.add(v["resolved"])
     assert kinds == {True, False}
-    assert "unresolved (within one save interval)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "unresolved (within one save interval)" in md
+    # each planted measure in the table is said what it is (planted_diffusion: SGD at B whatever the run's batch)
+    assert "planted_diffusion is the diffusion per unit time of that overlap under SGD with early_warning." \
+           f"batch_size = {rep['config']['early_warning']['batch_size']} points" in md.replace("\n", " ")
     grid = rep["early_warning_grid"]
     for v in grid["verdict"].values():          # an unresolved run is left out, and counted
         assert v["runs"] + v["unresolved"] == len(grid["runs"]) and v["unresolved"] > 0
@@ -1083,3 +1087,19 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
     assert np.abs(dmft.solve(model, tb.data, method="forward", samples=64, replicas=2, key=jax.random.key(0),
                              schedule=tb.schedule.replace(batch_size=None), kernels=False).test_loss
                   - sol.test_loss).max() > 1e-6
+
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.floats(-5, 5), se=st.one_of(st.none(), st.floats(0, 2)), n=st.integers(2, 40))
+def test_the_consoles_decay_fit_carries_its_error_or_why_it_has_none(b, se, n):
+    """The console said "t_test ~ kappa^0.083" where the report said "no error: a line through 2
+    points": it now carries the error bar, or the report's reason for none, and the point count."""
+    from experiments.grok.job import _fit_text
+
+    fit = {"exponent": b, "stderr": se, "points": n, "range": (0.001, 0.01)}
+    if se is None and n == 2:
+        fit["stderr_note"] = "no error: a line through 2 points"
+    text = _fit_text(fit)
+    assert text.startswith(f"t_test ~ kappa^{b:.3f}") and text.endswith(f"over {n} points"), text
+    assert (f"+- {se:.3f}" in text) if se is not None else ("(no error" in text), text
+    assert _fit_text({"error": "not fitted: 1 point"}) == "t_test ~ kappa^b not fitted: 1 point"

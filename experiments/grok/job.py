@@ -370,6 +370,16 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     return pts
 
 
+def _fit_text(ft: dict) -> str:
+    """The console's line for the t_test ~ kappa^b fit: with its error bar, or the report's reason
+    for none (it dropped "no error: a line through 2 points", so two points read as a result)."""
+    if "exponent" not in ft:
+        return f"t_test ~ kappa^b {ft['error']}"
+    err = (f" +- {ft['stderr']:.3f}" if ft.get("stderr") is not None
+           else f" ({ft.get('stderr_note', 'no error estimate')})")
+    return f"t_test ~ kappa^{ft['exponent']:.3f}{err} over {ft['points']} points"
+
+
 def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict | None:
     """Grokking time against weight decay at one gamma0, fitted by a power law and by
     A / kappa + B. Kumar (centered, fixed readouts): the exact closure; lyu (uncentered,
@@ -425,8 +435,7 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
     else:
         out["prediction"] = ("with a centered output the decay shrinks the weights away from the "
                              "solution: it delays generalization (the contrast to the lyu testbed)")
-    ft = out["fit_t_test"]
-    fit_text = (f"t_test ~ kappa^{ft['exponent']:.3f}" if "exponent" in ft else f"t_test ~ kappa^b {ft['error']}")
+    fit_text = _fit_text(out["fit_t_test"])
     reached = int(np.sum(times.reached_test))
     log(f"  weight-decay scan: {kappas.size} kappa in {out['seconds']:.1f} s, test threshold reached for "
         f"{reached}; {fit_text}")

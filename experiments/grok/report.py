@@ -12,6 +12,16 @@ from ..report import training_line
 __all__ = ["markdown"]
 
 
+
+# what the early-warning table's less obvious measures are (the others are the validate job's)
+_MEASURES = {
+    "planted_alignment": "planted_alignment is beta^T S beta / (Tr S / D), the first-layer second moment along "
+                         "the planted direction against an average one (1 at the start, D when aligned)",
+    "planted_diffusion": "planted_diffusion is the diffusion per unit time of that overlap under SGD with "
+                         "early_warning.batch_size = {B} points a step, computed from the run's state "
+                         "whatever the run's own batch (full batch too): a measure, not the run's noise"}
+
+
 def _fmt(x, missing="n/a"):
     """A number; `missing` for None or NaN (times and gaps: "not reached", never a number)."""
     if x is None:
@@ -103,6 +113,10 @@ def markdown(rep: dict, cfg: dict) -> str:
                          f"{_fmt(v['t_change'], 'no change')} | {v.get('saves_between', '-')} | {lead} |")
     if not any(r["early_warning"]["drop_observed"] for r in rep["summary"]):
         lines.append("| - | no curve has a drop to warn of (plateau at least twice its floor) | - | - | - | - | - |")
+    named = {m for r in rep["summary"] if r["early_warning"]["drop_observed"] for m in r["early_warning"]}
+    said = [text for m, text in _MEASURES.items() if m in named]
+    if said:        # (planted_diffusion stood in a full-batch run's table with no word of what it is)
+        lines += ["", "Measures: " + "; ".join(said).format(B=cfg["early_warning"]["batch_size"]) + "."]
     grid = rep.get("early_warning_grid")
     if grid:
         lines += ["", f"Verdict over the runs of the gamma0 x {grid['axis']} diagram with an observed drop "
