@@ -752,7 +752,9 @@ def plateaus(data: LinearTeacher, settled=None) -> dict:
     Returns {"order": teacher-mode indices in learning order, "levels": (k + 1,) loss plateaus for
              the k teacher modes learned, "noise_floor": d_out sigma^2 / 2, "end",
              "noise_pairs": strengths of the noise's own pairs (decreasing; empty online),
-             "modes": "effective" or "teacher"}.
+             "modes": "effective" or "teacher", "strengths": the strengths that set the order, in
+             learning order (modes of equal strength are learned together: no plateau between
+             them, and their order among themselves is not predicted)}.
     """
     if not isinstance(data, LinearTeacher):
         raise InputError(f"data must be a dmft.LinearTeacher, got {type(data).__name__}")
@@ -794,7 +796,8 @@ def plateaus(data: LinearTeacher, settled=None) -> dict:
     if not np.all(np.isfinite(levels + [end])):
         raise InputError(f"settled: strengths up to {np.nanmax(np.abs(strength)):.3g} overflow the loss")
     return {"order": order, "levels": np.asarray(levels), "noise_floor": floor, "end": end,
-            "noise_pairs": noise_s, "modes": "effective" if data.online or fitted else "teacher"}
+            "noise_pairs": noise_s, "modes": "effective" if data.online or fitted else "teacher",
+            "strengths": s[order]}
 
 
 # ----------------------------------------------------------------- SGD: the per-mode SDE

@@ -2307,3 +2307,23 @@ def test_a_seed_whose_crossing_is_its_divergence_has_not_learned():
     assert np.all(np.isinf(tl[bad]) | (tl[bad] >= run.t[1])), tl
     good = sorted(set(range(4)) - set(bad))
     np.testing.assert_array_equal(tl[good], before[good])
+
+
+def test_the_staircase_takes_modes_of_equal_strength_as_one_step():
+    """s = 3, 3, 1: the two strong modes are learned together, in either order. The staircase
+    required the index order between them (a coin flip: FAIL when mode 2 came first) and judged a
+    plateau between them that does not exist; now they are one step, judged against the next."""
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(3, 3, [3.0, 3.0, 1.0], key=0)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 30, 400)])
+    pi = dl.mode_flow(model, data, t)
+    pi[:, 1] = np.interp(1.02 * t, t, pi[:, 1])                  # mode 2 learned a little first
+    loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+    res = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)
+    assert res["order_ok"] and res["fraction_of_seeds_in_order"] == 1.0, res
+    assert [p["after_mode"] for p in res["plateaus"]] == [1] and res["verdict"] == "PASS", res
+    assert res["plateaus"][0]["plateau"] == pytest.approx(0.5)                # (only s = 1 left)
+    same = dmft.tasks.linear_teacher(2, 2, [2.0, 2.0], key=0)
+    flow = dl.mode_flow(model, same, t)
+    one = vdl.staircase(_fake(t, np.stack([flow, flow]), test_loss=np.ones((2, t.size))), same)
+    assert one["verdict"] == "SKIP" and "equal strength" in one["reason"], one

@@ -45,6 +45,7 @@ def _verdict(ok: bool) -> str:
 SPREAD_Z = 3.0    # the spread band is widened by this many sampling errors of the ratio of spreads
 SPREAD_MIN_N = 10  # fewer finite members on either side: a spread is not judged (its error is not normal)
 SETTLED = 0.9     # a stationary window must open after each mode's flow reaches this share of its fixed point
+TIE_REL = 1e-9    # strengths this close (relative) are one step of the staircase, learned together
 
 
 def spread_ratio_error(a, b) -> float:
@@ -465,8 +466,10 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     the seeds that learn every mode within the run), "order": the predicted learning order (mode indices), "learning_times": (r,) the seeds' median
     learning times in mode order (like every per-mode list; inf for a mode most seeds have not
     learned), "plateaus": one row per plateau between two learned modes, "verdict", "reason"}.
-    A teacher of rank 1 has no plateau between two learned modes and no order to check: SKIP,
-    with the reason."""
+    Modes of equal strength (within TIE_REL) are one step, learned together: their order among
+    themselves is not checked and no plateau is judged between them. A teacher of rank 1, or of
+    modes all of one strength, has no plateau between two learned modes and no order to check:
+    SKIP, with the reason."""
     pl = dl.plateaus(data)
     tl = learning_times_of(run, data)
     finite = np.all(np.isfinite(tl), axis=1)
@@ -474,22 +477,39 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     # a mode a seed has not learned within the run (inf) counts as learned after it: the median
     # is finite while most seeds learned it (was NaN as soon as one seed had not, dropping every row)
     med = np.median(tl, axis=0)                                        # mode order
-    order_ok = learned and bool(np.all(np.argsort(med) == pl["order"]))
-    per_seed = float(np.mean([np.all(np.argsort(row) == pl["order"]) for row in tl[finite]])) if finite.any() else 0.0
-    med_t = med[pl["order"]]                                           # learning order
+    order = pl["order"]
+    # modes of equal strength are learned together: one step of the staircase, in no predicted
+    # order among themselves (s = 3, 3, 1 FAILed on a coin flip and on a plateau between the two)
+    strength = np.asarray(pl["strengths"], dtype=np.float64)
+    tied = np.concatenate([[False], strength[1:] >= strength[:-1] * (1 - TIE_REL)])
+    step = np.cumsum(~tied) - 1                                        # each mode's step, learning order
+    step_of = np.empty(order.size, int)
+    step_of[order] = step
+
+    def in_order(times):
+        return bool(np.all(np.diff(step_of[np.argsort(times, kind="stable")]) >= 0))
+
+    order_ok = learned and in_order(med)
+    per_seed = float(np.mean([in_order(row) for row in tl[finite]])) if finite.any() else 0.0
     loss = np.nanmedian(run.test_loss, axis=0)
     rows = []
-    for k in range(1, len(med_t)):
-        if not (np.isfinite(med_t[k - 1]) and np.isfinite(med_t[k])):
+    for k in range(1, order.size):
+        if tied[k]:
+            continue                                                    # no plateau inside a step
+        last = np.max(med[order[step == step[k] - 1]])                # the previous step's last
+        first = np.min(med[order[step == step[k]]])                    # and this step's first
+        if not (np.isfinite(last) and np.isfinite(first)):
             continue
-        mid = np.sqrt(med_t[k - 1] * med_t[k])
+        mid = np.sqrt(last * first)
         level = float(np.interp(mid, run.t, loss))
         pred = float(pl["levels"][k])
-        rows.append({"after_mode": int(pl["order"][k - 1]), "t": float(mid), "loss": level, "plateau": pred,
+        rows.append({"after_mode": int(order[k - 1]), "t": float(mid), "loss": level, "plateau": pred,
                      "rel_error": abs(level - pred) / pred, "verdict": _verdict(abs(level - pred) <= rel * pred)})
-    if med.size < 2:
+    if step[-1] == 0:
         verdict, reason = "SKIP", ("a teacher of rank 1 has no plateau between two learned modes and no order "
-                                   "to check")
+                                   "to check" if med.size < 2 else
+                                   f"its {med.size} modes are of equal strength, learned together: no plateau "
+                                   "between two learned modes and no order to check")
     else:
         verdict, reason = _verdict(order_ok and bool(rows) and all(r["verdict"] == "PASS" for r in rows)), ""
     return {"order_ok": order_ok, "all_learned": learned, "fraction_all_learned": float(np.mean(finite)),
