@@ -2327,3 +2327,22 @@ def test_the_staircase_takes_modes_of_equal_strength_as_one_step():
     flow = dl.mode_flow(model, same, t)
     one = vdl.staircase(_fake(t, np.stack([flow, flow]), test_loss=np.ones((2, t.size))), same)
     assert one["verdict"] == "SKIP" and "equal strength" in one["reason"], one
+
+
+def test_a_plateau_no_save_resolves_is_a_skip_not_a_fail():
+    """Saves coarser than the plateau between two steps: its loss was read by interpolating across
+    both transitions and FAILed (save_every 250 FAILed what save_every 10 PASSed). A plateau with
+    no save between the two learning times is a SKIP naming the fix; fine saves still PASS, and
+    reading only the saves inside gives the same value there."""
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], key=0)
+    fine = np.concatenate([[0.0], np.geomspace(1e-3, 30, 400)])
+    times = dl.learning_times(model, data)
+    coarse = np.array([0.0, 0.5 * times[0], 2.0 * times[1], 30.0])        # nothing between the two
+    for t, verdict in ((fine, "PASS"), (coarse, "SKIP")):
+        pi = dl.mode_flow(model, data, t)
+        loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+        res = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)
+        (row,) = res["plateaus"]
+        assert res["order_ok"] and row["verdict"] == res["verdict"] == verdict, res
+    assert row["loss"] is None and "save more often" in row["note"] and "save more often" in res["reason"]

@@ -406,6 +406,7 @@ def checks(report: dict) -> list[dict]:
                                    if r["staircase"]["all_learned"] else
                                    f"only {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds learn every "
                                    "mode within the run; ")
-                                  + ", ".join(f"plateau {p['plateau']:.3g} vs {p['loss']:.3g}"
+                                  + ", ".join(f"plateau {p['plateau']:.3g} vs {p['loss']:.3g}" if p["loss"] is not None
+                                              else f"plateau {p['plateau']:.3g} unresolved ({p['note']})"
                                               for p in r["staircase"]["plateaus"])})
     return out

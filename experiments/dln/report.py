@@ -225,8 +225,10 @@ def markdown(rep: dict) -> str:
             if s["plateaus"]:
                 lines += ["", "| after mode | t | loss | predicted plateau | rel. error | verdict |",
                           "|---|---|---|---|---|---|"]
-                lines += [f"| {p['after_mode'] + 1} | {_f(p['t'])} | {_f(p['loss'])} | {_f(p['plateau'])} | "
-                          f"{_f(p['rel_error'], 3)} | {p['verdict']} |" for p in s["plateaus"]]
+                lines += [f"| {p['after_mode'] + 1} | {_f(p['t'])} | "
+                          + (f"{_f(p['loss'])} | {_f(p['plateau'])} | {_f(p['rel_error'], 3)} | {p['verdict']} |"
+                             if p["loss"] is not None else
+                             f"unresolved | {_f(p['plateau'])} | - | SKIP: {p['note']} |") for p in s["plateaus"]]
         lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(v)}`" for v in r["figures"].values())]
         skipped = dict(r.get("figures_not_drawn") or {})
         if (r.get("staircase") or {}).get("figure_not_drawn"):
