@@ -385,7 +385,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     raise InputError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
                      f"(> max_memory_gb={max_memory_gb}"
                      + (f", even one replica of {samples // replicas} nodes at a time" if len(groups) > 1 else "")
-                     + "); save less often (save_every), pass kernels=False, use fewer samples" + more)
+                     + "); save less often (save_every), "
+                     + ("pass kernels=False, " if plan.kernels else "") + "use fewer samples" + more)
 
 
 def _nodes_per_replica(plan: SolvePlan) -> int:

@@ -1616,3 +1616,22 @@ def test_the_reports_figure_call_fits_the_grid():
     assert ex(fake("points", ["model.gamma0", "task.P"], [(1.0, 2.0), (8, 16)], (2,))) is None
     assert ex(fake("product", ["model.gamma0", "task.P"], [(1.0, 2.0), (8, 16)], (2, 2))) == \
         "res.heatmap('theory.final.test_loss', x='model.gamma0', y='task.P')"
+
+
+def test_a_scan_too_large_for_memory_is_refused_in_the_scans_keys(tmp_path):
+    """The refusal named dmft.solve's arguments ("pass kernels=False", "more replicas (they run a
+    few at a time)"): a scan passes no kernels and integrates every replica of a call at once. It
+    now names train.save_every, theory.samples, scan.chunk and theory.max_memory_gb, before any
+    write."""
+    cfg = {"task": {"D": 16, "P": 256, "P_test": 100, "degree": 1}, "model": {"activation": "tanh"},
+           "train": {"eta0": 0.5, "steps": 1000, "save_every": 1},
+           "theory": {"method": "forward", "samples": 1048576, "replicas": 4},
+           "scan": {"outputs": ["final"], "grid": {"model.gamma0": [0.5, 1.0]}}}
+    with pytest.raises(dmft.InputError) as err:
+        scan.run(cfg, str(tmp_path / "m"))
+    said = str(err.value)
+    assert said.startswith("theory: this solve needs about") and "kernels" not in said, said
+    for key in ("train.save_every", "theory.samples", "scan.chunk (2 points per compiled call here)",
+                "theory.max_memory_gb (4)", "more theory.replicas do not help"):
+        assert key in said, (key, said)
+    assert not (tmp_path / "m").exists()

@@ -114,17 +114,28 @@ class _GroupRun:
         self.prog = None
         if sc["theory"]:
             final_time = cfg["train"].get("final_time", 0.0) or None
-            self.prog = dmft.BatchProgram(
-                self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
-                curves="predictions" in sc["outputs"], final_time=final_time, interruptible=interruptible,
-                **_problem.solve_options(th))
+            try:
+                self.prog = dmft.BatchProgram(
+                    self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
+                    curves="predictions" in sc["outputs"], final_time=final_time, interruptible=interruptible,
+                    **_problem.solve_options(th))
+                self.prog.check_memory(self.n_program, self.prog.max_memory_gb)   # a whole chunk, before compute
+            except dmft.InputError as err:
+                if "max_memory_gb" not in str(err):
+                    raise
+                # the need as the library says it, the advice in the scan's keys (the library's named
+                # dmft.solve's arguments: kernels=, replicas run a few at a time, which a scan has not)
+                raise dmft.InputError(
+                    f"theory: {str(err).split(';')[0]}; use a larger train.save_every, fewer theory.samples, a smaller "
+                    f"scan.chunk ({self.n_program} points per compiled call here) or a larger "
+                    f"theory.max_memory_gb ({th['max_memory_gb']:g}); a scan's call integrates every replica "
+                    "of its points at once, so more theory.replicas do not help") from None
             # every point of the group gets solve_batch's checks (decay, final-time grid, mixed
             # gamma0) before any chunk is computed
             idx = group.indices
             self._first_bad(lambda pos: self.prog.check_points(
                 {b: (columns[f][idx[pos]] if f is not None else np.full(len(pos), self.model.gamma0))
                  for b, f in self.batched.items()}))
-            self.prog.check_memory(self.n_program, self.prog.max_memory_gb)   # a whole chunk, before compute
             self.theory_key = jax.random.key(th["seed"])
         if sc["networks"]:
             import networks
