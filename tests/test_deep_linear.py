@@ -2321,7 +2321,8 @@ def test_the_staircase_takes_modes_of_equal_strength_as_one_step():
     loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
     res = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)
     assert res["order_ok"] and res["fraction_of_seeds_in_order"] == 1.0, res
-    assert [p["after_mode"] for p in res["plateaus"]] == [1] and res["verdict"] == "PASS", res
+    # (the plateau comes after the step's last mode learned: mode 1, index 0, here)
+    assert [p["after_mode"] for p in res["plateaus"]] == [0] and res["verdict"] == "PASS", res
     assert res["plateaus"][0]["plateau"] == pytest.approx(0.5)                # (only s = 1 left)
     same = dmft.tasks.linear_teacher(2, 2, [2.0, 2.0], key=0)
     flow = dl.mode_flow(model, same, t)
@@ -2345,4 +2346,26 @@ def test_a_plateau_no_save_resolves_is_a_skip_not_a_fail():
         res = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)
         (row,) = res["plateaus"]
         assert res["order_ok"] and row["verdict"] == res["verdict"] == verdict, res
-    assert row["loss"] is None and "save more often" in row["note"] and "save more often" in res["reason"]
+    assert row["loss"] is None and "save more often" in row["note"] and "no plateau could be read" in res["reason"]
+
+
+def test_modes_the_seeds_do_not_tell_apart_are_one_step():
+    """s = 3, 2.99, 1 (not tied, 0.3% apart): seeds learn the two strong modes in either order and
+    no plateau lies between them. Their order is not checked where the seeds' median learning
+    times are within 2 standard errors, and that plateau is a SKIP saying why; the next one is
+    judged (a review found a FAIL on a plateau read mid-transition, and the order a coin flip)."""
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(3, 3, [3.0, 2.99, 1.0], key=0)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 30, 800)])
+    rng = np.random.default_rng(0)
+    pi = dl.mode_flow(model, data, t)
+    seeds = []
+    for _ in range(24):                        # each seed's modes a few percent earlier or later
+        shift = 1 + 0.05 * rng.standard_normal(3)
+        seeds.append(np.stack([np.interp(t * shift[i], t, pi[:, i]) for i in range(3)], axis=1))
+    modes = np.stack(seeds)
+    loss = 0.5 * np.sum((data.s - modes) ** 2, axis=2)
+    res = vdl.staircase(_fake(t, modes, test_loss=loss), data)
+    first, second = res["plateaus"]
+    assert first["verdict"] == "SKIP" and "within the seeds' spread" in first["note"], first
+    assert second["verdict"] == "PASS" and res["order_ok"] and res["verdict"] == "PASS", res
