@@ -327,8 +327,11 @@ def active_rotation(l_tr, y, g0_tr):
     vec = vec[:, ::-1]
     # an eigenvector's sign is arbitrary, and eigh's choice differs by platform (an H200's gave
     # another Sobol node set than a CPU's, so another answer, for the same key): each column's
-    # entry of largest magnitude is made positive
-    lead = jnp.take_along_axis(vec, jnp.argmax(jnp.abs(vec), axis=0)[None, :], axis=0)
+    # entry of largest magnitude is made positive, the first of those within 1e-6 of it (a
+    # rounding-level tie, as in symmetric problems, is broken by position, not by the last ulp).
+    # A degenerate eigenvalue's eigenvectors are any rotation within its space: not made unique.
+    big = jnp.abs(vec) >= (1 - 1e-6) * jnp.max(jnp.abs(vec), axis=0, keepdims=True)
+    lead = jnp.take_along_axis(vec, jnp.argmax(big, axis=0)[None, :], axis=0)
     return vec * jnp.where(lead < 0, -1.0, 1.0).astype(vec.dtype)
 
 

@@ -251,15 +251,19 @@ class Store:
         diff = differences(manifest.get("identity"), identity)
         if diff:
             shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
-            # what no configuration can restore here: the code, its versions, the platform, x64
-            fixed = sorted({d.split(".")[0] for d in diff} & {"code", "versions", "platform", "x64"})
-            advice = ("rerun the original configuration to resume it" if not fixed else
-                      f"no configuration resumes it here ({', '.join(fixed)}: it was computed by other "
-                      "code or on another platform or number type; only that can resume it)")
+            # what a rerun must restore, by what differs (no configuration restores other code)
+            heads = {d.split(".")[0] for d in diff}
+            parts = {"code": "only the code and versions that computed it can (no configuration can)",
+                     "x64": "use the number type it was computed in (--x64 / --x32)",
+                     "platform": "run on the platform it was computed on (--device)",
+                     "data": "restore the data file it was computed from",
+                     "config": "rerun the original configuration"}
+            heads = {"code" if h == "versions" else h for h in heads}
+            advice = "; ".join(text for h, text in parts.items() if h in heads) or "rerun the original configuration"
             raise StoreConflict(
                 f"{path} holds a scan with a different configuration or version "
                 f"(differs in: {shown}). Its finished points are kept and readable "
-                f"(experiments.scan.load); use another output directory for this scan, or {advice}.")
+                f"(experiments.scan.load); use another output directory for this scan. To resume it: {advice}.")
 
     def check_layout(self, layout: dict) -> None:
         """Refuse a manifest whose grid, chunk names, ... are not `layout` (what its own

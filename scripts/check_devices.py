@@ -8,7 +8,7 @@ Without an accelerator it runs on the CPU alone and says so.
 
 Differences are expected at rounding level (products and sums ordered otherwise on another
 platform, amplified by the dynamics); a minibatch's draw differs by design (Floyd's algorithm
-on a CPU, a permutation elsewhere: `dmft.sampling.batch_indices`), so the SGD rows are
+on a CPU, a permutation elsewhere: `dmft.schedule.batch_indices`), so the SGD rows are
 judged as statistical estimates against each other, not bit for bit. The exit status is 1
 when a row differs by more than its tolerance.
 

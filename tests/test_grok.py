@@ -291,7 +291,7 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "unresolved (within one save interval)" in md
     # each planted measure in the table is said what it is (planted_diffusion: SGD at B whatever the run's batch)
-    assert "planted_diffusion is the diffusion per unit time of that overlap under SGD with early_warning." \
+    assert "planted_diffusion is the diffusion per unit time of the planted overlap beta^T S beta under SGD with early_warning." \
            f"batch_size = {rep['config']['early_warning']['batch_size']} points" in md.replace("\n", " ")
     grid = rep["early_warning_grid"]
     for v in grid["verdict"].values():          # an unresolved run is left out, and counted

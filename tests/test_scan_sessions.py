@@ -131,3 +131,8 @@ def test_an_interrupted_session_says_what_it_left_on_disk(tmp_path, monkeypatch)
     assert scan.load(out).last_session() == "stopped"
     monkeypatch.setattr(Store, "write_chunk", real)
     assert scan.run(cfg, out).complete
+    calls.clear()                                  # a failure, not an interruption: it would recur
+    monkeypatch.setattr(Store, "write_chunk", lambda self, *a, **k: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(ValueError):
+        scan.run(cfg, str(tmp_path / "f"), log=said.append)
+    assert said[-1].endswith("a rerun resumes it, but will meet the same error unless its cause is fixed"), said

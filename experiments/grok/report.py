@@ -17,7 +17,7 @@ __all__ = ["markdown"]
 _MEASURES = {
     "planted_alignment": "planted_alignment is beta^T S beta / (Tr S / D), the first-layer second moment along "
                          "the planted direction against an average one (1 at the start, D when aligned)",
-    "planted_diffusion": "planted_diffusion is the diffusion per unit time of that overlap under SGD with "
+    "planted_diffusion": "planted_diffusion is the diffusion per unit time of the planted overlap beta^T S beta under SGD with "
                          "early_warning.batch_size = {B} points a step, computed from the run's state "
                          "whatever the run's own batch (full batch too): a measure, not the run's noise"}
 

@@ -134,7 +134,7 @@ def _check_set_and_scanned(cfg: dict, kind: Kind, source, overrides) -> None:
 def _axis_shown(values, most: int = 6) -> str:
     """An axis's values as written, the middle of a long one elided (a 1000-value axis printed
     every value in the refusal)."""
-    values = list(values)
+    values = [v.item() if hasattr(v, "item") else v for v in values]      # (numpy scalars as numbers)
     if len(values) <= most:
         return repr(values)
     head, tail = values[:most // 2], values[-(most // 2):]

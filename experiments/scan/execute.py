@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -123,10 +124,14 @@ class _GroupRun:
             except dmft.InputError as err:
                 if "max_memory_gb" not in str(err):
                     raise
-                # the need as the library says it, the advice in the scan's keys (the library's named
-                # dmft.solve's arguments: kernels=, replicas run a few at a time, which a scan has not)
+                # the need as the library says it (a chunk's own where the program was built; else a
+                # lower bound), the advice in the scan's keys (the library's named dmft.solve's
+                # arguments: kernels=, replicas run a few at a time, which a scan has not)
+                need = str(err).split(";")[0]
+                if self.prog is None:
+                    need += ", and a scan's call more (every replica of its points at once)"
                 raise dmft.InputError(
-                    f"theory: {str(err).split(';')[0]}; use a larger train.save_every, fewer theory.samples, a smaller "
+                    f"theory: {need}; use a larger train.save_every, fewer theory.samples, a smaller "
                     f"scan.chunk ({self.n_program} points per compiled call here) or a larger "
                     f"theory.max_memory_gb ({th['max_memory_gb']:g}); a scan's call integrates every replica "
                     "of its points at once, so more theory.replicas do not help") from None
@@ -500,11 +505,13 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
                 if ended:     # (else the chunks are what matters, and an error is already on its way)
                     late = err      # raised after the other processes were let go (they wait below)
             store.close()
-            if not ended and comm.index == 0:    # interrupted or failed: what is on disk, and how on
+            if not ended and comm.index == 0 and done < len(pl.chunks):   # stopped: what is on disk
                 kept = sum(len(c.indices) for c in pl.chunks if c.name in finished | written)
+                why = sys.exc_info()[1]
+                how = ("the same command resumes it" if isinstance(why, (KeyboardInterrupt, StoreWriteError))
+                       else "a rerun resumes it, but will meet the same error unless its cause is fixed")
                 say(f"scan {out}: stopped with {done} of {len(pl.chunks)} chunk(s) on disk ({kept} of "
-                    f"{pl.grid.size} points, {session['computed_points']} computed by this session); the "
-                    "same command resumes it")
+                    f"{pl.grid.size} points, {session['computed_points']} computed by this session); {how}")
     if comm.count > 1:
         from jax.experimental import multihost_utils
 

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from dmft.errors import ConfigError, warn
+from dmft.errors import ConfigError, Float32Warning, warn
 
 from .. import problem as _problem
 from .schema import coerce_value, kind_of, resolve_field
@@ -290,11 +290,14 @@ def plan(cfg: dict) -> Plan:
 
 
 class point_warnings:
-    """Warnings raised while grid point i computes, raised again naming the point and its scanned
-    values (a divergence warning from `networks.train` inside a scan said "at width 4", not which
-    of the grid's points; the user's filters apply to the warning as raised again, and it names
-    the user's line). A context manager; a class, so that no frame outside the packages stands
-    between it and the user's call (`dmft.errors.warn`)."""
+    """The warnings raised while grid point i computes, raised again with the point and its
+    scanned values after the message ("networks.train: every one of 2 seeds diverged ... (scan grid
+    point 1: train.eta0 = 1e+06)"): inside a scan such a warning said "at width 4", not which point.
+    Only UserWarnings are taken (every one, each point's own); a `dmft.errors.Float32Warning`, the
+    same at every point, is raised again as it was, and other categories pass as they would. The
+    point follows the message, so a filter on its start still applies; a filter turning it into an
+    error acts when the point is done. A context manager; a class, so that no frame outside the
+    packages stands between it and the user's call (`dmft.errors.warn` names the user's line)."""
 
     def __init__(self, columns: dict, i: int):
         self.columns, self.i = columns, i
@@ -302,13 +305,18 @@ class point_warnings:
 
     def __enter__(self):
         self._caught = self._catch.__enter__()
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", UserWarning)
 
     def __exit__(self, *exc):
         self._catch.__exit__(*exc)
         where = ", ".join(f"{f} = {_shown(self.columns[f][self.i])}" for f in self.columns)
         for w in self._caught:
-            warn(f"grid point {self.i} ({where}): {w.message}", w.category)
+            if not issubclass(w.category, UserWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif issubclass(w.category, Float32Warning):
+                warn(str(w.message), w.category)
+            else:
+                warn(f"{w.message} (scan grid point {self.i}: {where})", w.category)
         return False
 
 
