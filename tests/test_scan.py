@@ -1644,3 +1644,18 @@ def test_a_scan_too_large_for_memory_is_refused_in_the_scans_keys(tmp_path):
                 "theory.max_memory_gb (4)", "more theory.replicas do not help"):
         assert key in said, (key, said)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("change, said", [({"x64": False}, "(--x64 / --x32)"), ({"platform": "gpu"}, "(--device)"),
+                                          ({"data": "ab"}, "restore the data file"),
+                                          ({"config": {"a": 2}}, "rerun the original configuration"),
+                                          ({"code": "ff", "config": {"a": 2}}, "no configuration can")])
+def test_a_store_conflict_says_what_a_resume_needs(change, said):
+    """A store of other code said to rerun the original configuration (which cannot resume it);
+    the advice now follows what differs."""
+    from experiments.store import Store
+
+    base = {"config": {"a": 1}, "x64": True, "platform": "cpu", "code": "00", "data": "cd"}
+    with pytest.raises(StoreConflict, match="To resume it: ") as err:
+        Store._check_identity("S", {"identity": base}, {**base, **change})
+    assert said in str(err.value), err.value
