@@ -472,9 +472,8 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     checked only where the seeds' median learning times are more than 2 standard errors apart, and
     a plateau is read (from the saves on it alone) only where the previous step is 90% learned
     before this one is 10% learned and saves fall in between; otherwise its row is a SKIP that
-    says which. A teacher of rank 1, or of
-    modes all of one strength, has no plateau between two learned modes and no order to check:
-    SKIP, with the reason."""
+    says which. A teacher of rank 1, or of modes all of one strength, has no plateau between two
+    learned modes and no order to check: SKIP, with the reason."""
     pl = dl.plateaus(data)
     tl = learning_times_of(run, data)
     finite = np.all(np.isfinite(tl), axis=1)

@@ -287,8 +287,6 @@ def plan(cfg: dict) -> Plan:
     return Plan(grid, groups, chunks)
 
 
-
-
 class point_warnings:
     """The warnings raised while grid point i computes, raised again with the point and its
     scanned values after the message ("networks.train: every one of 2 seeds diverged ... (scan grid
