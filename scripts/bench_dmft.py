@@ -15,7 +15,7 @@ Prints three tables, all measured in this run on this machine:
    (reference: 2^18 nodes); wall times of both, and the efficiency ratio
    (net error^2 x net time) / (DMFT error^2 x DMFT time).
 
-Run: make bench   (or: python scripts/bench_dmft.py --quick)
+Run: make bench   (or: python scripts/bench_dmft.py --quick; --tables 2d,3 runs those alone)
 """
 
 import argparse
@@ -249,54 +249,68 @@ def sgd_table(quick):
     return rows
 
 
+TABLES = ("1", "2", "2b", "2c", "2d", "3")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, 2e4 Kumar steps")
     p.add_argument("--kumar-steps", type=int, default=None)
     p.add_argument("--json", help="also write the tables to this file")
+    p.add_argument("--tables", default=",".join(TABLES),
+                   help=f"the tables to run, comma-separated, of {', '.join(TABLES)} (default: all; a short "
+                        "lease of an accelerator can run the rest another time)")
     args = p.parse_args()
+    run = set(args.tables.split(","))
+    if not run <= set(TABLES):
+        p.error(f"--tables: unknown {sorted(run - set(TABLES))}; known: {', '.join(TABLES)}")
+    fw = kumar = sc = gt = sg = ec = []
+    rel = None
     ref = matmul_gflops()
     ref32 = matmul_gflops(dtype=jnp.float32)
     print(f"device: {jax.devices()[0]}   matmul {2048 if jax.default_backend() == 'cpu' else 8192}^3: float64 {ref:.1f} GFLOP/s, "
           f"float32 {ref32:.1f} GFLOP/s\n")
 
-    print("1. forward solver hot loop (gradient descent, 4 replicas, kernels off; mixed: float32 "
-          "products, ratio to the float32 matmul)")
-    print(f"{'act':>8} {'precision':>9} {'nodes':>7} {'P':>5} {'D':>4} {'ms/step':>9} {'GFLOP/s':>9} "
-          f"{'vs matmul':>10} {'GEMMs ms':>9} {'vs GEMMs':>9} {'record ms':>10}")
-    fw = forward_table({"full": ref, "mixed": ref32}, args.quick)
-    for r in fw:
-        print(f"{r['activation']:>8} {r['precision']:>9} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} "
-              f"{r['ms_per_step']:9.3f} {r['gflops']:9.1f} {r['ratio']:10.0%} {r['gemm_ms']:9.3f} "
-              f"{r['gemm_ratio']:9.0%} {r['record_ms']:10.1f}")
-    print("   ms/step: (run of 300 steps - run of 100) / 200, records excluded; GEMMs ms: the step's\n"
-          "   two node GEMMs alone at its shapes; vs GEMMs: that time over the step's (100% = the\n"
-          "   elementwise work costs nothing beside the products); record ms: one save (fields,\n"
-          "   the (P, P) kernels for the alignment): 20 steps saved at every step - saved once, / 19")
+    if "1" in run:
+        print("1. forward solver hot loop (gradient descent, 4 replicas, kernels off; mixed: float32 "
+              "products, ratio to the float32 matmul)")
+        print(f"{'act':>8} {'precision':>9} {'nodes':>7} {'P':>5} {'D':>4} {'ms/step':>9} {'GFLOP/s':>9} "
+              f"{'vs matmul':>10} {'GEMMs ms':>9} {'vs GEMMs':>9} {'record ms':>10}")
+        fw = forward_table({"full": ref, "mixed": ref32}, args.quick)
+        for r in fw:
+            print(f"{r['activation']:>8} {r['precision']:>9} {r['nodes']:7d} {r['P']:5d} {r['D']:4d} "
+                  f"{r['ms_per_step']:9.3f} {r['gflops']:9.1f} {r['ratio']:10.0%} {r['gemm_ms']:9.3f} "
+                  f"{r['gemm_ratio']:9.0%} {r['record_ms']:10.1f}")
+        print("   ms/step: (run of 300 steps - run of 100) / 200, records excluded; GEMMs ms: the step's\n"
+              "   two node GEMMs alone at its shapes; vs GEMMs: that time over the step's (100% = the\n"
+              "   elementwise work costs nothing beside the products); record ms: one save (fields,\n"
+              "   the (P, P) kernels for the alignment): 20 steps saved at every step - saved once, / 19")
 
-    steps = args.kumar_steps or (20000 if args.quick else 100000)
-    print(f"\n2. Kumar et al. Fig. 1 setting through the closure ({steps} steps, D=100, P=550)")
-    kumar = [kumar_closure(steps, prec) for prec in ("full", "mixed")]
-    for k in kumar:
-        print(f"   {k['precision']:>5}: {k['wall_s']:.1f} s wall ({k['run_s']:.1f} s in the scan), "
-              f"{k['gflops']:.1f} GFLOP/s = {k['gflops'] / ref:.0%} of the float64 matmul; final train "
-              f"{k['final_train']:.6e}, test {k['final_test']:.6e}; 1e5 steps: {k['run_s'] * 1e5 / steps:.0f} s")
-    rel = float(np.max(np.abs(kumar[1]["test_loss"] / kumar[0]["test_loss"] - 1)))
-    print(f"   mixed against full: largest relative difference of the test loss over time {rel:.1e}")
-    for k in kumar:
-        k.pop("test_loss")
+    if "2" in run:
+        steps = args.kumar_steps or (20000 if args.quick else 100000)
+        print(f"\n2. Kumar et al. Fig. 1 setting through the closure ({steps} steps, D=100, P=550)")
+        kumar = [kumar_closure(steps, prec) for prec in ("full", "mixed")]
+        for k in kumar:
+            print(f"   {k['precision']:>5}: {k['wall_s']:.1f} s wall ({k['run_s']:.1f} s in the scan), "
+                  f"{k['gflops']:.1f} GFLOP/s = {k['gflops'] / ref:.0%} of the float64 matmul; final train "
+                  f"{k['final_train']:.6e}, test {k['final_test']:.6e}; 1e5 steps: {k['run_s'] * 1e5 / steps:.0f} s")
+        rel = float(np.max(np.abs(kumar[1]["test_loss"] / kumar[0]["test_loss"] - 1)))
+        print(f"   mixed against full: largest relative difference of the test loss over time {rel:.1e}")
+        for k in kumar:
+            k.pop("test_loss")
 
-    print("\n2b. how the forward solver's time per step grows (tanh, base P=128, D=32, 4096 nodes, 100 steps;"
-          " one size varied; 1 = linear)")
-    sc = scaling_table(args.quick)
-    for r in sc:
-        print(f"   {r['size']:>8}: " + ", ".join(f"{v}: {m:.2f} ms" for v, m in zip(r['values'], r['ms_per_step']))
-              + f"   exponent {r['exponent']:.2f} +- {r['exponent_se']:.2f}")
-    print("   (against steps, ~0 = the run's time linear in steps.) The products cost nodes x P x D: flops\n"
-          "   alone would give exponent 1 in each; an exponent in D well below 1 means the (nodes, P)\n"
-          "   elementwise passes, which do not grow with D, bind: memory traffic, not flops")
+    if "2b" in run:
+        print("\n2b. how the forward solver's time per step grows (tanh, base P=128, D=32, 4096 nodes, 100 steps;"
+              " one size varied; 1 = linear)")
+        sc = scaling_table(args.quick)
+        for r in sc:
+            print(f"   {r['size']:>8}: " + ", ".join(f"{v}: {m:.2f} ms" for v, m in zip(r['values'], r['ms_per_step']))
+                  + f"   exponent {r['exponent']:.2f} +- {r['exponent_se']:.2f}")
+        print("   (against steps, ~0 = the run's time linear in steps.) The products cost nodes x P x D: flops\n"
+              "   alone would give exponent 1 in each; an exponent in D well below 1 means the (nodes, P)\n"
+              "   elementwise passes, which do not grow with D, bind: memory traffic, not flops")
 
-    gt = group_table(args.quick)
+    gt = group_table(args.quick) if "2c" in run else []
     if gt:
         print("\n2c. many nodes on a CPU: every replica at once against groups of replicas whose fields\n"
               "    (nodes x P) fit CPU_GROUP_ELEMENTS, run one after another (the default; same answer)")
@@ -305,23 +319,25 @@ def main():
                   f"mixed: at once {r['at_once_ms']:.1f} ms/step; {r['grouped_group']} at a time "
                   f"{r['grouped_ms']:.1f} ms/step ({r['at_once_ms'] / r['grouped_ms']:.2f}x)")
 
-    sg = sgd_table(args.quick)
-    print("\n2d. minibatch SGD through the forward solver against full batch (ms/step as in 1.)")
-    for r in sg:
-        print(f"   {r['problem']:>16} P={r['P']} D={r['D']} C={r['C']} {r['nodes']} nodes: batch {r['batch']:5d}: "
-              f"{r['ms_per_step']:7.3f} ms/step, {r['vs_full']:.2f} of full batch")
+    if "2d" in run:
+        sg = sgd_table(args.quick)
+        print("\n2d. minibatch SGD through the forward solver against full batch (ms/step as in 1.)")
+        for r in sg:
+            print(f"   {r['problem']:>16} P={r['P']} D={r['D']} C={r['C']} {r['nodes']} nodes: batch {r['batch']:5d}: "
+                  f"{r['ms_per_step']:7.3f} ms/step, {r['vs_full']:.2f} of full batch")
 
-    print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
-    print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
-          f"{'time ratio':>11} {'dmft s':>8} {'net s':>8} {'efficiency':>11}")
-    ec = error_per_cost(args.quick)
-    for r in ec:
-        label = f"{r['activation']} g={r['gamma0']:g} {r['precision']}"
-        print(f"{label:>20} {r['total_nodes']:7d} {r['dmft_err']:11.2e} {r['net_err']:11.2e} "
-              f"{r['err_ratio']:10.1f} {r['err_ratio'] ** 2:11.0f} {r['dmft_s']:8.2f} {r['net_s']:8.2f} "
-              f"{r['err_ratio'] ** 2 * r['net_s'] / r['dmft_s']:11.1f}")
-    print("   time ratio: compute networks need for the DMFT's error (errors fall as nodes^-1/2);\n"
-          "   efficiency: (net error^2 x net s) / (DMFT error^2 x DMFT s), wall clock per solve")
+    if "3" in run:
+        print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
+        print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
+              f"{'time ratio':>11} {'dmft s':>8} {'net s':>8} {'efficiency':>11}")
+        ec = error_per_cost(args.quick)
+        for r in ec:
+            label = f"{r['activation']} g={r['gamma0']:g} {r['precision']}"
+            print(f"{label:>20} {r['total_nodes']:7d} {r['dmft_err']:11.2e} {r['net_err']:11.2e} "
+                  f"{r['err_ratio']:10.1f} {r['err_ratio'] ** 2:11.0f} {r['dmft_s']:8.2f} {r['net_s']:8.2f} "
+                  f"{r['err_ratio'] ** 2 * r['net_s'] / r['dmft_s']:11.1f}")
+        print("   time ratio: compute networks need for the DMFT's error (errors fall as nodes^-1/2);\n"
+              "   efficiency: (net error^2 x net s) / (DMFT error^2 x DMFT s), wall clock per solve")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"matmul_gflops": ref, "matmul_gflops_float32": ref32, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
