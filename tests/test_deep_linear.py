@@ -2347,6 +2347,9 @@ def test_a_plateau_no_save_resolves_is_a_skip_not_a_fail():
         (row,) = res["plateaus"]
         assert res["order_ok"] and row["verdict"] == res["verdict"] == verdict, res
     assert row["loss"] is None and "save more often" in row["note"] and "no plateau could be read" in res["reason"]
+    from experiments.dln.job import checks                 # the job's check names the row's reason too
+    (check,) = checks({"studies": [{"sigma": 0.0, "diffusion": [], "staircase": res}]})[1:]
+    assert check["verdict"] == "SKIP" and row["note"] in check["detail"], check
 
 
 def test_modes_the_seeds_do_not_tell_apart_are_one_step():

@@ -395,9 +395,10 @@ def checks(report: dict) -> list[dict]:
                                             for x in r["stationary"])})
         elif r.get("stationary_error"):
             out.append({"name": f"stationary law {tag}", "verdict": "SKIP", "detail": r["stationary_error"]})
-        if r.get("staircase") and r["staircase"].get("reason"):          # nothing to compare (rank 1)
+        if r.get("staircase") and r["staircase"].get("reason"):   # rank 1, one strength, nothing read, order
             out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
-                        "detail": r["staircase"]["reason"]})
+                        "detail": r["staircase"]["reason"] + "".join(
+                            "; " + _plateau_text(p) for p in r["staircase"]["plateaus"])})
         elif r.get("staircase"):
             out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
                         "detail": (f"order {'as predicted' if r['staircase']['order_ok'] else 'NOT as predicted'} "
@@ -406,7 +407,11 @@ def checks(report: dict) -> list[dict]:
                                    if r["staircase"]["all_learned"] else
                                    f"only {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds learn every "
                                    "mode within the run; ")
-                                  + ", ".join(f"plateau {p['plateau']:.3g} vs {p['loss']:.3g}" if p["loss"] is not None
-                                              else f"plateau {p['plateau']:.3g} unresolved ({p['note']})"
-                                              for p in r["staircase"]["plateaus"])})
+                                  + ", ".join(_plateau_text(p) for p in r["staircase"]["plateaus"])})
     return out
+
+
+def _plateau_text(p: dict) -> str:
+    """A staircase row for the checks table: predicted against read, or why it was not read."""
+    return (f"plateau {p['plateau']:.3g} vs {p['loss']:.3g}" if p["loss"] is not None
+            else f"plateau {p['plateau']:.3g} unresolved ({p['note']})")
