@@ -40,7 +40,7 @@ from . import closure as _closure
 from . import runner as _runner
 from . import single_site as _ss
 from .activations import grid_nodes
-from .errors import InputError
+from .errors import InputError, MemoryLimitError
 from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
@@ -175,7 +175,7 @@ class BatchProgram:
                           max_memory_gb=max_memory_gb, precision=precision)
         one = memory_estimate(dataclasses.replace(plan, kernels=False), at_once=plan.replicas)
         if one > plan.max_memory_gb * 2 ** 30:      # a batch vmaps every replica of every point
-            raise InputError(f"one point of a batch needs about {one / 2 ** 30:.1f} GiB (> max_memory_gb="
+            raise MemoryLimitError(f"one point of a batch needs about {one / 2 ** 30:.1f} GiB (> max_memory_gb="
                              f"{plan.max_memory_gb}): a batch integrates all its replicas at once; use "
                              "fewer samples or save less often (dmft.solve runs replicas a few at a time)")
         if "eps" in fields and model.activation.name != "quadratic":
@@ -224,7 +224,7 @@ class BatchProgram:
         naming the knob: batch_size or chunk, samples)."""
         need = self.memory_estimate(points)
         if need > max_memory_gb * 2 ** 30:
-            raise InputError(f"{points} points at once need about {need / 2 ** 30:.1f} GiB (> max_memory_gb="
+            raise MemoryLimitError(f"{points} points at once need about {need / 2 ** 30:.1f} GiB (> max_memory_gb="
                              f"{max_memory_gb}); use a smaller batch_size (solve_batch) or chunk (scan), "
                              "fewer samples, or save less often")
 

@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["DmftError", "InputError", "ConfigError", "DivergenceError", "NotConverged",
+__all__ = ["DmftError", "InputError", "ConfigError", "MemoryLimitError", "DivergenceError", "NotConverged",
            "OutputError", "OutputConflict", "StoreConflict", "StoreWriteError", "ResultFileError", "failing_at",
            "warn", "Float32Warning"]
 
@@ -43,6 +43,11 @@ class InputError(DmftError, ValueError):
 
 class ConfigError(InputError):
     """A configuration problem, naming the key or the file."""
+
+
+class MemoryLimitError(InputError):
+    """A program whose estimated memory exceeds its max_memory_gb, refused before it runs (callers
+    that name their own knobs, as a scan does, catch this one)."""
 
 
 class DivergenceError(DmftError, FloatingPointError):

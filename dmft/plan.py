@@ -25,7 +25,7 @@ import numpy as np
 from . import checks
 from . import closure as _closure
 from .activations import GRID_HALF_WIDTH, MAX_GRID_NODES, TAIL_SHARE_TOL, tail_share
-from .errors import Float32Warning, InputError, warn
+from .errors import Float32Warning, InputError, MemoryLimitError, warn
 from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_size
 from .schedule import Schedule
@@ -382,7 +382,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
             return dataclasses.replace(plan, memory_bytes=need, replicas_at_once=g)
     more = (" or more replicas (they run a few at a time)"
             if plan.sampled and sampler != "quadrature" else "")
-    raise InputError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
+    raise MemoryLimitError(f"this solve needs about {need / 2 ** 30:.1f} GiB "
                      f"(> max_memory_gb={max_memory_gb}"
                      + (f", even one replica of {samples // replicas} nodes at a time" if len(groups) > 1 else "")
                      + "); save less often (save_every), "

@@ -252,13 +252,12 @@ class Store:
         if diff:
             shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
             # what a rerun must restore, by what differs (no configuration restores other code)
-            heads = {d.split(".")[0] for d in diff}
+            heads = {"code" if d.split(".")[0] == "versions" else d.split(".")[0] for d in diff}
             parts = {"code": "only the code and versions that computed it can (no configuration can)",
                      "x64": "use the number type it was computed in (--x64 / --x32)",
                      "platform": "run on the platform it was computed on (--device)",
                      "data": "restore the data file it was computed from",
                      "config": "rerun the original configuration"}
-            heads = {"code" if h == "versions" else h for h in heads}
             advice = "; ".join(text for h, text in parts.items() if h in heads) or "rerun the original configuration"
             raise StoreConflict(
                 f"{path} holds a scan with a different configuration or version "

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import dmft
-from dmft.errors import ConfigError, StoreConflict, StoreWriteError
+from dmft.errors import ConfigError, MemoryLimitError, StoreConflict, StoreWriteError
 from dmft.io import environment
 from dmft.plan import sampled_min_gamma0
 from dmft.runner import drop_compiled_if_crowded
@@ -27,7 +27,7 @@ from ..store import Store, npz_arrays, npz_bytes
 from .config import check_gamma0, load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
-from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids, point_warnings
+from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids, point_warnings, point_where
 from .outputs import derive, network_records
 from .result import REPORT, load, write_report
 
@@ -121,9 +121,7 @@ class _GroupRun:
                     curves="predictions" in sc["outputs"], final_time=final_time, interruptible=interruptible,
                     **_problem.solve_options(th))
                 self.prog.check_memory(self.n_program, self.prog.max_memory_gb)   # a whole chunk, before compute
-            except dmft.InputError as err:
-                if "max_memory_gb" not in str(err):
-                    raise
+            except MemoryLimitError as err:
                 # the need as the library says it (a chunk's own where the program was built; else a
                 # lower bound), the advice in the scan's keys (the library's named dmft.solve's
                 # arguments: kernels=, replicas run a few at a time, which a scan has not)
@@ -162,7 +160,7 @@ class _GroupRun:
                     check(every[pos:pos + 1])
                 except dmft.InputError as err:
                     i = int(self.group.indices[pos])
-                    where = ", ".join(f"{f} = {self.columns[f][i]:g}" for f in self.columns)
+                    where = point_where(self.columns, i)
                     why = str(err).replace(" at point(s) [0]", "")
                     raise dmft.InputError(f"grid point {i} ({where}): {why}") from None
             raise

@@ -21,7 +21,7 @@ from .. import problem as _problem
 from .schema import coerce_value, kind_of, resolve_field
 
 __all__ = ["Grid", "Group", "Chunk", "Plan", "grid_of", "plan", "point_ids", "point_digests", "PartCache", "NOT_READ",
-           "point_warnings"]
+           "point_warnings", "point_where"]
 
 
 # ----------------------------------------------------------------- the grid
@@ -307,7 +307,7 @@ class point_warnings:
 
     def __exit__(self, *exc):
         self._catch.__exit__(*exc)
-        where = ", ".join(f"{f} = {_shown(self.columns[f][self.i])}" for f in self.columns)
+        where = point_where(self.columns, self.i)
         for w in self._caught:
             if not issubclass(w.category, UserWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -318,6 +318,9 @@ class point_warnings:
         return False
 
 
-def _shown(value) -> str:
-    value = value.item() if hasattr(value, "item") else value
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def point_where(columns: dict, i: int) -> str:
+    """Grid point i's scanned values, "field = value, ..." (floats as %g), for messages."""
+    def shown(value):
+        value = value.item() if hasattr(value, "item") else value
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return ", ".join(f"{f} = {shown(columns[f][i])}" for f in columns)
