@@ -8,15 +8,28 @@ on the error at gamma0 = 0.01 (same keys, same nodes) bounds what any such contr
 could remove: a fraction q cuts the variance by at most 1 / (1 - q) (one coefficient per
 saved time; per point coefficients would gain little more, each fitted on 12 keys). The same fit on the
 error of a coupled exactly solvable model (the same nodes trained as a linear network,
-whose infinite-width answer the closure gives) bounds that second candidate; a last table does
+whose infinite-width answer the closure gives) bounds that second candidate; a further table does
 the same for relu with fixed readouts against a quadratic surrogate (the closure is exact for
 degree <= 2 there).
+
+The last table bounds every control variate, stratification or change of sampler at once that
+works through a given set of a node's initial coordinates. To first order in 1 / M the
+estimator's error is the node average of each node's influence G (the derivative of the result
+with respect to the node's weight, the feedback through the shared error included; computed by
+`jax.grad` through `dmft.single_site`'s own step, control variate included), so its variance is
+Var(G) / M. The table gives that prediction beside the spread over keys, and the fraction of
+Var(G) (of antithetic pairs) that features of the initial condition explain, fitted on half of
+the pairs and scored on the other half: the second moments z z^T (which the stratified
+sampler's orthogonal blocks already fix), the same with the readout's size |a| coupled in, and
+any function of (|a|, the planted direction's coordinate, the rest's squared radius) by
+nearest-neighbour regression. A family that explains a fraction q can cut the variance by
+1 / (1 - q) at most.
 
 Problem: the tanh single-index task of `bench_dmft.py`'s error table (D=16, P=64, 256 test
 points, 100 steps at eta0 = 0.5), 4096 nodes in one replica per key, errors of f_test at
 every save against a 2^18-node reference (its error is 8x smaller).
 
-Run: python scripts/bench_rich_error.py [--quick]
+Run: python scripts/bench_rich_error.py [--quick] [--only influence]
 """
 
 import argparse
@@ -26,9 +39,13 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dmft  # noqa: E402
+from dmft import single_site  # noqa: E402
+from dmft.geometry import geometry, lazy_setup_compiled  # noqa: E402
+from dmft.sampling import draw_sites  # noqa: E402
 
 
 def explained(x, y):
@@ -47,11 +64,19 @@ def errors(model, data, keys, samples, ref, kw):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="6 keys instead of 12")
+    ap.add_argument("--quick", action="store_true", help="6 keys instead of 12; the influence table on tanh only")
+    ap.add_argument("--only", choices=["influence"], help="run only this table")
     args = ap.parse_args()
     keys, samples = (6 if args.quick else 12), 4096
     data = dmft.tasks.single_index(D=16, P=64, P_test=256, degree=1, key=jax.random.key(3))
     kw = dict(eta0=0.5, steps=100, save_every=10)
+    if args.only != "influence":
+        control_variates(data, keys, samples, kw)
+        quadratic_coupled(data, keys, samples, kw)
+    influence_table(data, args.quick)
+
+
+def control_variates(data, keys, samples, kw):
     base = 0.01
     print(f"tanh, D=16, P=64, {samples} nodes, {keys} keys; errors of f_test at all saves\n")
     print(f"{'gamma0':>7} {'rms error':>10} {'leading order':>14} {'linear coupled':>15} "
@@ -75,7 +100,6 @@ def main():
     print("\nleading order / linear coupled: fraction of the error variance the best multiple of "
           f"that\nerror (gamma0 = {base} on the same nodes / the coupled linear network) explains; max gain:\n"
           "the variance reduction a control variate built on it could reach at most")
-    quadratic_coupled(data, keys, samples, kw)
 
 
 def quadratic_coupled(data, keys, samples, kw):
@@ -99,6 +123,98 @@ def quadratic_coupled(data, keys, samples, kw):
               f"{1 / (1 - q):9.2f} {time.perf_counter() - t:6.1f}")
     print("(the surrogate's own error is tiny: the lazy-kernel control variate already removes what\n"
           "a degree-2 model's nodes get wrong, so nothing is left for it to explain)")
+
+
+def influence(model, data, samples, eta0, steps, key):
+    """Each node's influence on the final test loss, G_m = d loss / d w_m (w: the node weights,
+    1 / samples each; one replica of antithetic pairs, the matrix control variate), and the nodes.
+    The step is checkpointed, so memory holds one state a step."""
+    act = model.activation
+    su = lazy_setup_compiled(geometry(data), act, model.gamma0, centered=model.centered,
+                             trained=True, nodes=64)
+    static = single_site.Static(True, "gd", False, True, "matrix")
+    sh = single_site.make_shared(act, su, model.gamma0, eta0, 0.0)
+    y_test = jnp.asarray(data.y_test)
+
+    def loss(w, z0, a0):
+        rep = single_site.init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"], z0[None],
+                                        a0[None], w[None], p=su["P"], trained=True, cv="matrix")
+        body = jax.checkpoint(lambda st, _: (single_site.step(static, (sh, rep), st, None), None))
+        st, _ = jax.lax.scan(body, single_site.initial_state(rep, su["P"], static), None, steps)
+        f = single_site.record(static, (sh, rep), st)["f_test"][0, :, 0]
+        return jnp.mean((y_test - f) ** 2)
+
+    sites = draw_sites(key, "antithetic", samples, 1, su["r"], 1, True, dtype=jnp.float64)
+    z0, a0 = sites.z[0], sites.a[0]
+    g = jax.jit(jax.grad(loss))(jnp.full(samples, 1.0 / samples), z0, a0)
+    assert su["basis"] == "weights"           # z are the weights: the planted direction applies
+    return np.asarray(g), np.asarray(z0), np.asarray(a0[:, 0])
+
+
+def explained_out_of_sample(g, features):
+    """Fraction of var(g) that a least-squares fit on `features` (columns), made on the first
+    half of the rows, explains on the second half."""
+    half = g.size // 2
+    f = np.column_stack([np.ones(g.size), features])
+    coef, *_ = np.linalg.lstsq(f[:half], g[:half], rcond=None)
+    return 1.0 - np.var(g[half:] - f[half:] @ coef) / np.var(g[half:])
+
+
+def explained_by_neighbours(g, coords, ks=(16, 64, 256)):
+    """The same for any function of a few coordinates: the mean of g over the k nearest first-half
+    rows (standardized coordinates), scored on the second half; the best k (if anything generous)."""
+    half = g.size // 2
+    u = (coords - coords.mean(0)) / coords.std(0)
+    d2 = np.sum((u[half:, None, :] - u[None, :half, :]) ** 2, axis=-1)
+    best = -np.inf
+    for k in ks:
+        near = np.argpartition(d2, k, axis=1)[:, :k]
+        best = max(best, 1.0 - np.mean((g[half:] - g[:half][near].mean(1)) ** 2) / np.var(g[half:]))
+    return best
+
+
+def influence_table(data, quick):
+    """What any sampler or control variate working through a node's initial coordinates could
+    remove, from each node's influence (module docstring)."""
+    demo = dmft.tasks.single_index(D=32, P=256, P_test=1000, degree=2, key=jax.random.key(0))
+    tanh_keys, relu_keys = (32 if quick else 128), 24
+    cases = [("tanh", data, g, 16384, 0.5, 100, tanh_keys) for g in (0.3, 1.0, 2.0)]
+    if not quick:      # the demo problem (relu, D = 32, P = 256, t = 300): 16384 nodes
+        cases += [("relu", demo, g, 16384, 0.5, 600, relu_keys) for g in (1.0, 2.0)]
+    print("\nwhere the error lies: each node's influence G on the final test loss (antithetic pairs)")
+    print(f"{'problem':>22} {'gamma0':>6} {'var pred':>9} {'var seen':>9} {'z z^T':>6} {'+ |a|':>6} "
+          f"{'invariants':>10} {'strat. gain':>11} {'s':>6}")
+    for act, d, g, m, eta0, steps, keys in cases:
+        t = time.perf_counter()
+        model = dmft.TwoLayer(act, gamma0=g)
+        grad, z, a = influence(model, d, m, eta0, steps, jax.random.key(11))
+        h = m // 2
+        pair = 0.5 * (grad[:h] + grad[h:])             # the pairs (z, a), (z, -a) enter together
+        z, size = z[:h], np.abs(a[:h])
+        i, j = np.triu_indices(z.shape[1])
+        zz = z[:, i] * z[:, j]
+        sz = size - size.mean()
+        q_zz = explained_out_of_sample(pair, zz)
+        q_a = explained_out_of_sample(pair, np.column_stack([zz, sz, sz ** 2, sz[:, None] * zz]))
+        beta = np.asarray(d.meta["beta"]) / np.linalg.norm(d.meta["beta"])
+        along = z @ beta
+        q_inv = explained_by_neighbours(pair, np.column_stack([size, along, np.sum(z ** 2, 1) - along ** 2]))
+        seen = {}
+        for sampler in ("antithetic", "stratified"):
+            loss = [dmft.solve(model, d, method="forward", samples=m, replicas=1, kernels=False, sampler=sampler,
+                               eta0=eta0, steps=steps, save_every=steps, key=jax.random.key(200 + k)).test_loss[-1]
+                    for k in range(keys)]
+            seen[sampler] = np.var(loss, ddof=1)
+        name = f"{act} D={d.D} P={d.P} M={m}"
+        print(f"{name:>22} {g:6g} {np.var(pair) / h:9.2e} {seen['antithetic']:9.2e} {q_zz:6.3f} {q_a:6.3f} "
+              f"{q_inv:10.3f} {seen['antithetic'] / seen['stratified']:11.2f} {time.perf_counter() - t:6.1f}")
+    print(f"var pred: var(G of a pair) / pairs, the first-order prediction of the antithetic sampler's\n"
+          f"variance; var seen: its spread over keys ({tanh_keys} for tanh, {relu_keys} for relu; G's tails are heavy,\n"
+          "kurtosis ~20, so a few keys' spread falls short of it more often than not); then the\n"
+          "fraction of var(G) explained out of sample by z z^T, by z z^T with |a| coupled in, and by any\n"
+          "function of (|a|, beta.z, |z_perp|^2); strat. gain: the antithetic over the stratified\n"
+          "sampler's spread over the same keys. A family explaining q cuts the variance by 1 / (1 - q)\n"
+          "at most")
 
 
 if __name__ == "__main__":
