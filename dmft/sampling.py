@@ -52,6 +52,7 @@ __all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian", "sobol_poin
 
 SAMPLERS = ("stratified", "orthogonal", "antithetic", "mc", "quadrature", "sobol")
 SOBOL_BITS = 30
+DEGENERATE_REL = 1e-9   # eigenvalues of the active rotation this close (relative to the largest) share a space
 SOBOL_MAX_DIM = 21201      # scipy.stats.qmc.Sobol's direction numbers (Joe and Kuo) stop there
 MAX_QUADRATURE_NODES = 2 ** 21
 
@@ -321,15 +322,33 @@ def _sobol_points(key, n: int, d: int, dtype):
 def active_rotation(l_tr, y, g0_tr):
     """An orthogonal (r, r) matrix whose columns are the eigenvectors, largest first, of
     sum_c L^T diag(y_c) G0 diag(y_c) L with y the error at t = 0 (y - f(0)): the covariance
-    of the first layer's gradient then, i.e. the directions the weights start to move along."""
+    of the first layer's gradient then, i.e. the directions the weights start to move along.
+
+    The eigenvectors are made unique, so that a key gives one node set on every platform (an
+    H200's eigh returned other signs than a CPU's, hence another answer for the same key):
+    - a degenerate eigenvalue's space (eigenvalues within DEGENERATE_REL of the largest; e.g.
+      the null space of dimension r - P when D > P, present whenever there are test points) gets
+      the basis that diagonalizes diag(1, ..., r) within it, in its order;
+    - each column's entry of largest magnitude is positive, the first of those within 1e-6 of it
+      (a rounding-level tie, as in symmetric problems, is broken by position).
+    A problem whose restricted diag(1, ..., r) is itself degenerate (a constructed symmetry) is
+    left with eigh's basis there."""
     a = sum(l_tr.T @ (y[:, c:c + 1] * g0_tr * y[:, c][None, :]) @ l_tr for c in range(y.shape[1]))
-    _, vec = jnp.linalg.eigh((a + a.T) / 2)
-    vec = vec[:, ::-1]
-    # an eigenvector's sign is arbitrary, and eigh's choice differs by platform (an H200's gave
-    # another Sobol node set than a CPU's, so another answer, for the same key): each column's
-    # entry of largest magnitude is made positive, the first of those within 1e-6 of it (a
-    # rounding-level tie, as in symmetric problems, is broken by position, not by the last ulp).
-    # A degenerate eigenvalue's eigenvectors are any rotation within its space: not made unique.
+    lam, vec = jnp.linalg.eigh((a + a.T) / 2)
+    lam, vec = lam[::-1], vec[:, ::-1]
+    r = lam.size
+    # clusters of eigenvalues apart by at most the tolerance (largest first: ids 0, 1, ...); in
+    # the eigenbasis, diag(1..r) / r restricted to each cluster, the clusters' ranges offset 2
+    # apart, so one eigh rotates within each cluster alone (a cluster of one is left as it is, up
+    # to sign). In float32 at r in the thousands the offsets' rounding can blur the order within
+    # a cluster: the rotation stays orthogonal (any rotation keeps the sampler unbiased).
+    tol = DEGENERATE_REL * jnp.maximum(jnp.max(jnp.abs(lam)), jnp.finfo(lam.dtype).tiny)
+    cluster = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(lam[:-1] - lam[1:] > tol).astype(jnp.int32)])
+    same = cluster[:, None] == cluster[None, :]
+    weight = jnp.arange(1, r + 1, dtype=vec.dtype) / r                  # diag(1, ..., r) / r
+    inner = jnp.where(same, (vec.T * weight[None, :]) @ vec, 0.0)       # its restriction: within (0, 1]
+    _, turn = jnp.linalg.eigh(inner + jnp.diag(2.0 * cluster.astype(vec.dtype)))
+    vec = vec @ turn
     big = jnp.abs(vec) >= (1 - 1e-6) * jnp.max(jnp.abs(vec), axis=0, keepdims=True)
     lead = jnp.take_along_axis(vec, jnp.argmax(big, axis=0)[None, :], axis=0)
     return vec * jnp.where(lead < 0, -1.0, 1.0).astype(vec.dtype)
