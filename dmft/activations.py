@@ -43,7 +43,7 @@ from .errors import InputError, warn
 __all__ = [
     "Activation", "get", "names", "linear", "relu", "tanh", "erf", "softplus",
     "quadratic", "square", "custom", "gauss_hermite", "gauss_hermite_kernels", "trapezoid_grid",
-    "trapezoid_kernels", "piecewise_kernels", "grid_nodes", "tail_share", "MAX_KINKS", "TAIL_SHARE_TOL",
+    "trapezoid_kernels", "piecewise_kernels", "grid_nodes", "grid_capped", "capped_grid_error", "tail_share", "MAX_KINKS", "TAIL_SHARE_TOL",
 ]
 
 
@@ -55,6 +55,9 @@ GRID_HALF_WIDTH = 9.0   # the trapezoid grid spans +-9 standard deviations (weig
 MAX_KINKS = 8           # declared kinks of a custom activation (each adds quadrature pieces)
 PIECE_NODES = 48        # least Gauss-Legendre nodes per piece (a relu piece: 1e-14 at 48, 3e-10 at 32)
 GRID_STEP = 0.3         # largest step, in units of 1 / (largest field standard deviation)
+REFERENCE_CORE = 60.0   # capped_grid_error's reference: step REFERENCE_STEP on |u| <= this (tanh'(60) ~ 1e-52)
+REFERENCE_STEP = 0.02
+REFERENCE_NODES = 65536  # and this many trapezoid nodes on each side beyond
 TAIL_SHARE_TOL = 1e-6   # most of E[phi^2] or E[phi'^2] the grid's last nodes may carry (tail_share)
 # a correlation within this many ulps of +-1 is +-1 in the lazy kernels (`Activation.lazy_kernels`):
 # beyond it a pair of distinct inputs, within it what rounding alone can make of one point
@@ -122,6 +125,51 @@ def grid_nodes(max_variance, nodes: int) -> int:
                       f"quadrature nodes per dimension; using {MAX_GRID_NODES} (less accurate for "
                       "saturating activations: rescale the inputs to |x|^2 / D ~ 1)")
     return int(min(max(int(nodes), 8 * math.ceil(need / 8)), MAX_GRID_NODES))
+
+
+def grid_capped(max_variance) -> bool:
+    """Whether fields of variance up to `max_variance` need more trapezoid nodes per dimension
+    than MAX_GRID_NODES (the rule then runs at MAX_GRID_NODES, coarser than GRID_STEP)."""
+    sigma = math.sqrt(max(float(max_variance), 0.0))
+    return math.ceil(2 * GRID_HALF_WIDTH * sigma / GRID_STEP) + 1 > MAX_GRID_NODES
+
+
+def capped_grid_error(act: "Activation", max_variance) -> float:
+    """Relative error of the trapezoid lazy kernels (Phi0, G0) at the largest variance, where the
+    grid is capped (`grid_capped`): the rule's diagonal E[phi(u)^2], E[phi'(u)^2], u ~ N(0, k),
+    against a 1-D composite rule that resolves the activation near the origin whatever k:
+    step REFERENCE_STEP on |u| <= REFERENCE_CORE (where a saturating or smoothed-kink activation
+    bends), REFERENCE_NODES trapezoid nodes on each side beyond, out to GRID_HALF_WIDTH standard
+    deviations. 0.0 where the grid is not capped or the kernels are not a trapezoid rule. The
+    kernels' error is largest on the diagonal: tanh at k = 1e3 / 3e3 / 1e4 is off by 5e-5 / 2% /
+    34% in G0 (the capped step no longer resolves phi' near 0), softplus by 5e-6 at 1e4. An
+    activation with structure far from the origin (sin at a large variance) is not resolved by
+    the reference either."""
+    if act.quadrature != "trapezoid" or not grid_capped(max_variance):
+        return 0.0
+    k = float(max_variance)
+    sigma = math.sqrt(k)
+    edge = GRID_HALF_WIDTH * sigma
+    core = min(REFERENCE_CORE, edge)
+    u_in = np.linspace(-core, core, 2 * math.ceil(core / REFERENCE_STEP) + 1)
+    u_out = np.linspace(core, edge, REFERENCE_NODES)
+    pieces = [(u_in, _trapezoid_weights(u_in))] + (
+        [(u_out, _trapezoid_weights(u_out)), (-u_out, _trapezoid_weights(u_out))] if edge > core else [])
+    ref = [0.0, 0.0]
+    for u, w in pieces:
+        dens = np.exp(-(u / sigma) ** 2 / 2) / (sigma * math.sqrt(2 * math.pi))
+        for i, f in enumerate((act, act.derivative)):
+            ref[i] += float(np.sum(w * dens * np.asarray(f(jnp.asarray(u))) ** 2))
+    kk = jnp.asarray([k])
+    rule = [float(v[0]) for v in act.lazy_kernels(kk, kk, kk)]
+    return max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(rule, ref))
+
+
+def _trapezoid_weights(u: np.ndarray) -> np.ndarray:
+    """Trapezoid weights on the equally spaced nodes u."""
+    w = np.full(u.shape, u[1] - u[0] if u.size > 1 else 0.0)
+    w[[0, -1]] /= 2
+    return w
 
 
 def trapezoid_grid(n: int) -> tuple[np.ndarray, np.ndarray]:

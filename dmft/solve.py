@@ -30,7 +30,7 @@ from . import closure as _closure
 from . import single_site as _ss
 from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHARE_DRIFT_MIN,  # (their home:
                           few_nodes)                                                   # node_share's)
-from .activations import MAX_GRID_NODES, grid_nodes, piece_nodes
+from .activations import MAX_GRID_NODES, capped_grid_error, grid_capped, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged, warn
@@ -740,7 +740,8 @@ KERNEL_QUADRATURE_TOL = 1e-6
 
 def _smooth_builtin(act) -> bool:
     """tanh and softplus as the library defines them: analytic, the trapezoid rule is exact to
-    ~1e-13 there (tested), no estimate needed."""
+    ~1e-13 there (tested) while its grid is not capped, no estimate needed (a capped grid's
+    error is measured, `capped_grid_error`)."""
     if act.name not in activation_names():
         return False
     builtin = get_activation(act.name)
@@ -805,7 +806,12 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
             raise InputError(f"activation {act.name!r}: its lazy kernels {bad} are not finite on this data: "
                              "E[phi(u) phi(u')] or E[phi'(u) phi'(u')] does not exist for the Gaussian "
                              "fields u (phi or phi' undefined or too fast-growing somewhere on the real line)")
-        if not act.has_closed_form and not _smooth_builtin(act):
+        widest = float(jnp.max(su["diag"])) if su["diag"].size else 0.0
+        if act.quadrature == "trapezoid" and grid_capped(widest):
+            # the grid is coarser than GRID_STEP: its error at the widest field, measured (plan_solve
+            # refused it above KERNEL_ERROR_MAX where the kernels are used; doubling nodes is not possible)
+            su = {**su, "lazy_kernels_error": capped_grid_error(act, widest)}
+        elif not act.has_closed_form and not _smooth_builtin(act):
             su = {**su, "lazy_kernels_error": _quadrature_error(act, su, plan.kernel_nodes)}
         if _nbytes(su) <= SETUP_CACHE_BYTES:
             _SETUP_CACHE[key] = su

@@ -537,6 +537,51 @@ def test_an_activation_whose_gaussian_moment_does_not_exist_is_refused(c, scale)
     dmft.plan_solve(thresholded, data, sch, samples=64)
 
 
+def _tanh_kernels_by_hand(k: float) -> tuple[float, float]:
+    """(E[tanh(u)^2], E[tanh'(u)^2]) for u ~ N(0, k), independently of the library: both as
+    integrals of sech^2 / sech^4 (1 - E[sech^2] for the first), which vanish beyond |u| ~ 40, on
+    a fine grid there."""
+    u = np.linspace(-40.0, 40.0, 400001)
+    dens = np.exp(-u * u / (2 * k)) / np.sqrt(2 * np.pi * k)
+    sech2 = 1.0 / np.cosh(u) ** 2
+    du = u[1] - u[0]
+    return 1.0 - np.sum(sech2 * dens) * du, np.sum(sech2 ** 2 * dens) * du   # (ends ~1e-35)
+
+
+@settings(max_examples=12, deadline=None)
+@given(log_variance=st.floats(2.0, 12.0), method=st.sampled_from(["lazy", "forward", "iterate"]),
+       cv=st.sampled_from([None, False]))
+def test_lazy_kernels_too_coarse_at_wide_inputs_are_refused_where_they_are_used(log_variance, method, cv):
+    """Beyond field variance ~290 the trapezoid grid of the lazy kernels is capped at 1024 nodes,
+    and its step no longer resolves tanh' near 0: G0 is 2% off at variance 3e3, 34% at 1e4. The
+    solve used them anyway, with a warning that said 'less accurate': the control variate turned
+    a loss of 0.004 into 1689 +- 6378, or a divergence that was not there. The error of the
+    capped rule is measured at the widest field (`capped_grid_error`, checked here against an
+    integral by hand), and a solve that uses the kernels (method='lazy', or the control variate)
+    is refused above KERNEL_ERROR_MAX, naming the activation; control_variate=False is accepted."""
+    k = 10.0 ** log_variance
+    want = _tanh_kernels_by_hand(k)
+    kk = jax.numpy.asarray([k])
+    rule = [float(v[0]) for v in dmft.activations.get("tanh").lazy_kernels(kk, kk, kk)]
+    err = max(abs(a - b) / b for a, b in zip(rule, want))
+    got = dmft.activations.capped_grid_error(dmft.activations.get("tanh"), k)
+    assert got == pytest.approx(err, rel=1e-3, abs=1e-7)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3))
+    x *= np.sqrt(k / np.max(np.sum(x * x, axis=1) / 3))            # largest field variance = k
+    data = dmft.Dataset(x, np.tanh(x[:, 0] / np.sqrt(k)))
+    sch = dmft.Schedule(eta0=1e-4, steps=4, save_every=2)
+    kw = {} if method == "lazy" else {"control_variate": cv, "samples": 64}
+    if method == "lazy" and cv is False:
+        return
+    uses = method == "lazy" or cv is None
+    if uses and err > dmft.plan.KERNEL_ERROR_MAX:
+        with pytest.raises(dmft.InputError, match="activation 'tanh': at the widest field .* off by"):
+            dmft.plan_solve(dmft.TwoLayer("tanh"), data, sch, method=method, **kw)
+    else:
+        dmft.plan_solve(dmft.TwoLayer("tanh"), data, sch, method=method, **kw)
+
+
 @settings(max_examples=40, deadline=None)
 @given(depth=st.integers(1, 400), log_scale=st.floats(-300, 300))
 def test_a_deep_linear_mode_init_past_float64_is_refused_by_name(depth, log_scale):
