@@ -177,6 +177,8 @@ class SolvePlan:
         precision: "full" (every product in the working dtype) or "mixed" (the step's
             products in float32, the state accumulated in the working dtype).
         memory_bytes: estimated peak bytes of the solve.
+        cv_auto: whether the control variate was the solver's choice (control_variate=None), which
+            `run_plan` turns off where it adds noise (`dmft.solve`'s docstring).
         replicas_at_once: how many replicas a sampled solve integrates at once (vmapped): all of
             them, or the largest divisor of `replicas` whose solve fits in max_memory_gb (and,
             for the forward solver on a CPU, whose fields fit `CPU_GROUP_ELEMENTS`, `_cache_group`);
@@ -206,6 +208,7 @@ class SolvePlan:
     precision: str
     memory_bytes: float
     replicas_at_once: int
+    cv_auto: bool = False   # control_variate was left to the solver (None): it may turn it off
 
     @property
     def sampled(self) -> bool:
@@ -399,7 +402,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      kernels=kernels, tol=tol, max_iter=max_iter, damping=damping, window=window,
                      kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
                      max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
-                     memory_bytes=0.0, replicas_at_once=replicas)
+                     memory_bytes=0.0, replicas_at_once=replicas, cv_auto=o["control_variate"] is None)
     warn_float32("dmft.solve" + (f" (precision={precision!r})" if precision != "full" else ""))
     budget = max_memory_gb * 2 ** 30
     cap = _cache_group(plan)

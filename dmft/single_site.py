@@ -437,12 +437,17 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     mixed = sh.l_lo is not None
     phi, dphi = _fields(sh, st.z, mixed, nodes_last=True)                # (P, M)
     size, w = _node_sizes(phi, st.a), rep.w.astype(phi.dtype)          # (once for both measures)
-    out = {"f_train": _f_train(static, sh, rep, _output_sum(phi, rep.w, st.a), st.s),
+    cv = _cv_term(static, sh, rep, st.s)
+    out = {"f_train": sh.f0_tr + (_output_sum(phi, rep.w, st.a) - rep.F0_tr) / sh.gamma0 + cv,
            "node_share": _share(size, w), "node_share_drift": _drift(size, w)}
+    if static.cv != "off":            # the correction itself: whether it removes noise or adds it
+        out["cv_train"] = cv
     if static.has_test:
         phi_te, _ = _fields(sh, st.z, mixed, rows=sh.l_te, nodes_last=True)
-        out["f_test"] = (sh.f0_te + (_output_sum(phi_te, rep.w, st.a) - rep.F0_te) / sh.gamma0
-                         + _cv_term(static, sh, rep, st.s, test=True))
+        cv_te = _cv_term(static, sh, rep, st.s, test=True)
+        out["f_test"] = sh.f0_te + (_output_sum(phi_te, rep.w, st.a) - rep.F0_te) / sh.gamma0 + cv_te
+        if static.cv != "off":
+            out["cv_test"] = cv_te
     # Phi = <phi phi>, G = <a^2 phi' phi'> (output-averaged), K = Phi + G * K^x (section 2)
     feat = _kernel_sum(phi, rep.w, phi) + rep.cv_phi
     grad = _kernel_sum(dphi, rep.w * _mean_sq(st.a), dphi) + rep.cv_g

@@ -315,13 +315,32 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         reps.append(_ss.for_prediction(rep))
         runs.append(wall)
     if failed:
-        raise _earliest(failed, recs)
+        err = _earliest(failed, recs)
+        if err.partial is not None and "cv_train" in err.partial:
+            noise = _cv_noise(data, err.partial)
+            if (j := _cv_noisy(noise)) >= 0:
+                note = _cv_noise_note(noise, j, float(sch.times[j]))
+                if plan.cv_auto:
+                    raise _NoisyControlVariate(note) from err
+                err.args = (err.args[0] + " " + note + " Solve with control_variate=False.",)
+        raise err
     rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
+    noise = _cv_noise(data, rec) if "cv_train" in rec else None
+    rec.pop("cv_train", None)
+    rec.pop("cv_test", None)
     share = np.min(rec.pop("node_share"), axis=1)                        # (T,), the least replica's
     drift = np.median(rec.pop("node_share_drift"), axis=1)               # (T,), the replicas' median
     extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
              "run_s": float(np.sum(runs)), "effective_node_share": share.tolist(),
              "node_share_drift": drift.tolist()}
+    if noise is not None and (j := _cv_noisy(noise)) >= 0:
+        note = _cv_noise_note(noise, j, float(sch.times[j]))
+        # nothing to keep where it diverges or ends unresolved (its spread over the targets' RMS):
+        # solved again without it (a catapult near the lazy regime, 1.56 at 1.7, ends resolved)
+        if plan.cv_auto and (_will_diverge(plan, rec) or noise[1][-1] > 1.0):
+            raise _NoisyControlVariate(note)
+        extra["control_variate_noisy"] = note
+        warn(f"{plan.method}: {note} Solve with control_variate=False.")
     M = extra["nodes_per_replica"]
     few = few_nodes(share, M, None if plan.sampler == "quadrature" else drift)   # (a grid has no tail)
     if np.any(few):
@@ -415,6 +434,65 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         return _squeeze(data, per.mean(axis=0)), (None if se is None else _squeeze(data, se))
 
     return rec, extra, predictor
+
+
+CV_NOISE_MAX = 2.0     # the predictions' spread over replicas with the control variate, over without it,
+CV_NOISE_SCALE = 0.1   # where that spread is also above this share of the targets' RMS: the correction's noise
+CV_NOISE_REPLICAS = 3  # the least replicas the comparison is made with
+
+
+class _NoisyControlVariate(Exception):
+    """Raised by `_solve_sampled` where the solver's own control variate added noise (`_cv_noise`)."""
+
+
+def _cv_noise(data: Dataset, rec) -> tuple[np.ndarray, np.ndarray]:
+    """Per save, (ratio, scale): the train predictions' spread over replicas (RMS over points)
+    with the lazy-kernel control variate over the same nodes' without it (their estimate less the
+    correction), and that spread over the targets' RMS. Measured: in the lazy regime the ratio
+    is far below 1, in rich runs (relu and tanh, gamma0 0.5-2) at most 1.34 and the scale at most
+    0.03; through a catapult near the lazy regime (relu, gamma0 = 0.05, at the edge of stability)
+    1.56 at a scale of 1.7, where the control variate is what keeps the solve stable. Where the kernel has moved so far that (K0 - K0_nodes) S / P is mostly noise, fed back
+    through the error (erf or tanh at input scale 10-30), the ratio reads 2-13 and the scale
+    0.17-1 from the first saves on, and the loss ends 3.8 +- 15 or diverges where the same
+    solve without it reads 0.005. Zeros at t = 0, with fewer than CV_NOISE_REPLICAS replicas (two
+    give the spreads one degree of freedom each: their ratio passed 2 at 32 nodes a replica in 2
+    of 400 SGD solves) or with all-zero targets (nothing to fit: rounding against rounding)."""
+    f = np.asarray(rec["f_train"], np.float64)
+    y = np.asarray(data.targets("train"), np.float64)
+    rms = float(np.sqrt(np.mean(y * y)))
+    if f.ndim < 3 or f.shape[1] < CV_NOISE_REPLICAS or rms == 0:
+        return np.zeros(f.shape[:1]), np.zeros(f.shape[:1])
+    sd = lambda a: np.sqrt(np.mean(np.var(a, axis=1), axis=tuple(range(1, a.ndim - 1))))   # noqa: E731
+    with np.errstate(all="ignore"):
+        spread, plain = sd(f), sd(f - np.asarray(rec["cv_train"], np.float64))
+        ratio = np.where(plain > 0, spread / np.where(plain > 0, plain, 1.0), np.where(spread > 0, np.inf, 0.0))
+        scale = spread / rms
+    big = np.finfo(np.float64).max
+    return np.nan_to_num(ratio, nan=0.0, posinf=big), np.nan_to_num(scale, nan=0.0, posinf=big)
+
+
+def _cv_noisy(noise) -> int:
+    """The first save where the control variate's noise dominates (`_cv_noise`), or -1."""
+    ratio, scale = noise
+    hit = (ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE)
+    return int(np.argmax(hit)) if hit.any() else -1
+
+
+def _will_diverge(plan: SolvePlan, rec) -> bool:
+    """Whether these records (replica axis 1) make a divergence `_assemble` will raise: a
+    prediction that is not finite, or a train loss that ran away."""
+    f = np.asarray(rec["f_train"], np.float64).mean(axis=1)
+    y = np.asarray(plan.data.targets("train"), np.float64)
+    with np.errstate(all="ignore"):
+        loss = _mse(y, f)
+    return (not np.all(np.isfinite(f))) or first_runaway(loss, float(np.mean(y * y)), plan.model.gamma0) >= 0
+
+
+def _cv_noise_note(noise, j: int, t: float) -> str:
+    return (f"The lazy-kernel control variate adds noise here: at t = {t:g} the predictions' spread over "
+            f"replicas is {noise[0][j]:.3g} times what the same nodes give without it, and {noise[1][j]:.2g} of "
+            "the targets' RMS (the kernel has moved far from its lazy value K0, and (K0 - K0_nodes) S / P is "
+            "then noise, fed back through the error: wide inputs with a saturating activation, for one).")
 
 
 def _earliest(errors, ran) -> DivergenceError:
@@ -605,6 +683,8 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
             f"between steps {lo} and {k}). Lower eta0 or gamma0, or check the data scale"
             + (f" (the lazy step is unstable: eta0 lambda_max / P = {extra['lazy_eta0_stability']:.3g} > 2)"
                if plan.method == "lazy" and not extra.get("stable", True) else "") + ". "
+            + (f"{extra['control_variate_noisy']} Solve with control_variate=False. "
+               if "control_variate_noisy" in extra else "")
             + kept_note(save_steps, j),
             step=k, cause=cause,
             partial={key: np.asarray(v)[:j] for key, v in arrays.items() if v is not None} if j else None,
@@ -774,6 +854,8 @@ def _quadrature_error(act, su, nodes: int) -> float:
 
 def _quadrature_label(act, max_variance: float, nodes: int) -> str:
     """info["lazy_kernels"]: how the lazy kernels were computed."""
+    if act.quadrature == "closed form":        # (no grid: nor its warning about wide inputs)
+        return act.quadrature
     n = grid_nodes(max_variance, nodes)
     if act.quadrature == "piecewise":
         return (f"piecewise Gauss-Legendre, {piece_nodes(n)} nodes per piece, kinks at "
@@ -856,7 +938,16 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
         elif plan.method == "closure":
             rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
         else:
-            rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
+            try:
+                rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
+            except _NoisyControlVariate as noisy:
+                # the solver's own choice, and its run diverged with the correction's noise dominating:
+                # solved again without it (the same nodes, so the same memory)
+                warn(f"{plan.method}: {noisy} Solved again with control_variate=False (info['control_variate_off'] "
+                     "says why).")
+                plan = dataclasses.replace(plan, control_variate=False, cv_mode="off", cv_auto=False)
+                rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
+                extra["control_variate_off"] = str(noisy)
     except DivergenceError as err:
         if err.partial is None:
             raise

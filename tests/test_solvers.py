@@ -1495,3 +1495,53 @@ def test_sgd_mean_error_bar_covers_over_keys(B):
     z = (vals - vals.mean()) / se
     cover = np.mean(np.abs(z) <= stats.t.ppf(0.975, n - 1))
     assert 0.88 <= cover <= 0.995, cover
+
+
+def _wide_inputs(scale, seed):
+    rng = np.random.default_rng(seed)
+    x, xt = rng.normal(size=(10, 3)) * scale, rng.normal(size=(5, 3)) * scale
+    return dmft.Dataset(x, np.tanh(x[:, 0] / scale), xt, np.tanh(xt[:, 0] / scale))
+
+
+@settings(max_examples=4, deadline=None)
+@given(scale=st.floats(25.0, 40.0), seed=st.integers(0, 2 ** 16))
+def test_a_control_variate_whose_noise_diverges_is_dropped_and_one_that_adds_noise_is_named(scale, seed):
+    """erf on inputs of scale 25-40 (field variance ~1e3; erf's lazy kernels are a closed form, so
+    exact): the kernel moves far from K0, (K0 - K0_nodes) S / P is mostly noise and, fed back
+    through the error, the default solve diverged (a train loss of 1e12) where the solve without
+    the control variate reads ~1e-3, as networks do (or it read 1e0 +- 1e1 without a word). Now,
+    where the predictions' spread with the control variate is over CV_NOISE_MAX times the same
+    nodes' without it (and over CV_NOISE_SCALE of the targets' RMS), a run that diverges or ends
+    unresolved (that spread above the targets' RMS) is solved again without it where it was the
+    solver's choice (equal to control_variate=False,
+    with a warning and info['control_variate_off']), and a finite one is named (a warning and
+    info['control_variate_noisy']). Asked for (control_variate=True) it stays, and the divergence
+    or the finite answer says so. A lazy-regime and a rich solve on unit-scale inputs say
+    nothing (the measured ratios there: below 1.4)."""
+    data = _wide_inputs(scale, seed)
+    model = dmft.TwoLayer("erf", gamma0=0.1)
+    kw = dict(eta0=0.05, steps=200, save_every=50, samples=4096, replicas=4, key=jax.random.key(seed))
+    off = dmft.solve(model, data, control_variate=False, **kw)
+    assert off.train_loss[-1] < 0.05
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sol = dmft.solve(model, data, **kw)           # (it raised DivergenceError, or read ~1e4)
+    said = " ".join(str(w.message) for w in caught)
+    assert "lazy kernels: input variance" not in said          # (a closed form: no grid to warn of)
+    if "control_variate_off" in sol.info:                      # diverged with it: solved without it
+        assert "Solved again with control_variate=False" in said and sol.info["control_variate"] is False
+        np.testing.assert_array_equal(sol.train_loss, off.train_loss)
+    else:                                                      # finite but noisy: named
+        assert "adds noise" in sol.info["control_variate_noisy"] and "Solve with control_variate=False" in said
+    with pytest.warns(UserWarning, match="control variate adds noise"):
+        try:
+            kept = dmft.solve(model, data, control_variate=True, **kw)
+            assert "adds noise" in kept.info["control_variate_noisy"]
+        except dmft.DivergenceError as err:
+            assert "adds noise" in str(err) and "control_variate=False" in str(err)
+    unit = _wide_inputs(1.0, seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*control variate adds noise")
+        for g in (0.1, 1.0):
+            quiet = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), unit, **kw)
+            assert "control_variate_noisy" not in quiet.info and "control_variate_off" not in quiet.info
