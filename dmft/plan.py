@@ -250,27 +250,34 @@ def _field_variances(data: Dataset) -> np.ndarray:
 KERNEL_ERROR_MAX = 1e-4   # largest relative error of the lazy kernels a solve that uses them accepts
 
 
-def _check_kernel_accuracy(model: TwoLayer, data: Dataset, method: str) -> None:
-    """Refuse a solve that uses the lazy kernels (method='lazy', or the control variate) where
-    their trapezoid rule, capped at MAX_GRID_NODES per dimension, is off by more than
-    KERNEL_ERROR_MAX at the widest field (`activations.capped_grid_error`): tanh's G0 is 2% off at
-    field variance 3e3 and 34% at 1e4, and the control variate carried that into every answer
-    (a loss of 1689 +- 6378 where networks read 0.004, or a divergence that was not there)."""
+def _check_kernel_accuracy(model: TwoLayer, data: Dataset, method: str, auto: bool = False) -> bool:
+    """Whether the lazy kernels may be used: refuse a solve that uses them (method='lazy', or a
+    control variate asked for) where their trapezoid rule, capped at MAX_GRID_NODES per
+    dimension, is off by more than KERNEL_ERROR_MAX at the widest field
+    (`activations.capped_grid_error`): tanh's G0 is 2% off at field variance 3e3 and 34% at 1e4,
+    and the control variate carried that into every answer (a loss of 1689 +- 6378 where networks
+    read 0.004, or a divergence that was not there). A control variate that was the solver's
+    choice (`auto`) is turned off there instead, with a warning: False."""
     act = model.activation
     if act.has_closed_form:
-        return
+        return True
     v = float(np.max(_field_variances(data)))
     err = capped_grid_error(act, v)
-    if err > KERNEL_ERROR_MAX:
-        use = "method='lazy' is built on them" if method == "lazy" else (
-            "the control variate carries that error into every answer")
-        fix = ("" if method == "lazy" else
-               ", or solve with control_variate=False (the sampled estimate then does not use them)")
-        raise InputError(
-            f"activation {act.name!r}: at the widest field (variance |x|^2 / D = {v:.3g}) its lazy kernels' "
-            f"quadrature, capped at {MAX_GRID_NODES} nodes per dimension, is off by {err:.2g} (relative; "
-            f"E[phi'(u)^2] or E[phi(u)^2]); {use}. Rescale the inputs toward |x|^2 / D ~ 1 (the model is not "
-            f"scale-invariant){fix}")
+    if err <= KERNEL_ERROR_MAX:
+        return True
+    where = (f"activation {act.name!r}: at the widest field (variance |x|^2 / D = {v:.3g}) its lazy kernels' "
+             f"quadrature, capped at {MAX_GRID_NODES} nodes per dimension, is off by {err:.2g} (relative; "
+             "E[phi'(u)^2] or E[phi(u)^2])")
+    if auto and method != "lazy":
+        warn(f"{where}: the control variate, built on them, is off (control_variate=False; rescaling the "
+             "inputs toward |x|^2 / D ~ 1 would keep it)")
+        return False
+    use = "method='lazy' is built on them" if method == "lazy" else (
+        "the control variate carries that error into every answer")
+    fix = ("" if method == "lazy" else
+           ", or solve with control_variate=False (the sampled estimate then does not use them)")
+    raise InputError(f"{where}; {use}. Rescale the inputs toward |x|^2 / D ~ 1 (the model is not "
+                     f"scale-invariant){fix}")
 
 
 def _check_kernels_exist(model: TwoLayer, data: Dataset) -> None:
@@ -394,7 +401,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         raise InputError(f"control_variate must be None, True or False, got {cv!r}")
     cv = bool(cv)
     if method == "lazy" or (method in ("forward", "iterate") and cv):
-        _check_kernel_accuracy(model, data, method)
+        cv = _check_kernel_accuracy(model, data, method, auto=o["control_variate"] is None) and cv
     plan = SolvePlan(model=model, data=data, schedule=schedule, method=method,
                      closure_kind=closure_kind if method == "closure" else None, sampler=sampler,
                      samples=samples, replicas=replicas, control_variate=cv,
@@ -458,7 +465,9 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     R = plan.replicas if plan.sampled else 1
     g = min(R, at_once or plan.replicas_at_once)
     kern = 3 * P * P if plan.kernels else 0
-    per_save = N * C + kern + 8
+    # predictions on every point, and for a sampled solve with the control variate its correction
+    # there too (cv_train / cv_test, judged after the run)
+    per_save = N * C * (2 if plan.sampled and plan.control_variate else 1) + kern + 8
     records = 3.0 * R * T * per_save
     setup = N * r + 6.0 * N * P + P * C
     # the inputs' float64 copies (geometry's concatenation and squares, the input kernel's device

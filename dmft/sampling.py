@@ -326,7 +326,8 @@ def active_rotation(l_tr, y, g0_tr):
 
     The eigenvectors are made unique, so that a key gives one node set on every platform (an
     H200's eigh returned other signs than a CPU's, hence another answer for the same key):
-    - a degenerate eigenvalue's space (eigenvalues within DEGENERATE_REL of the largest; e.g.
+    - a degenerate eigenvalue's space (eigenvalues within DEGENERATE_REL, or 100 r eps of the
+      dtype where that is larger, of the largest; e.g.
       the null space of dimension r - P when D > P, present whenever there are test points) gets
       the basis that diagonalizes diag(1, ..., r) within it, in its order;
     - each column's entry of largest magnitude is positive, the first of those within 1e-6 of it
@@ -342,7 +343,10 @@ def active_rotation(l_tr, y, g0_tr):
     # apart, so one eigh rotates within each cluster alone (a cluster of one is left as it is, up
     # to sign). In float32 at r in the thousands the offsets' rounding can blur the order within
     # a cluster: the rotation stays orthogonal (any rotation keeps the sampler unbiased).
-    tol = DEGENERATE_REL * jnp.maximum(jnp.max(jnp.abs(lam)), jnp.finfo(lam.dtype).tiny)
+    # (in float32 a null space's eigenvalues come out ~1e-8 of the largest: the tolerance grows
+    # with the dtype's rounding, 100 r eps)
+    rel = max(DEGENERATE_REL, 100 * r * float(jnp.finfo(lam.dtype).eps))
+    tol = rel * jnp.maximum(jnp.max(jnp.abs(lam)), jnp.finfo(lam.dtype).tiny)
     cluster = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(lam[:-1] - lam[1:] > tol).astype(jnp.int32)])
     same = cluster[:, None] == cluster[None, :]
     weight = jnp.arange(1, r + 1, dtype=vec.dtype) / r                  # diag(1, ..., r) / r

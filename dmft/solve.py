@@ -323,6 +323,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                 if plan.cv_auto:
                     raise _NoisyControlVariate(note) from err
                 err.args = (err.args[0] + " " + note + " Solve with control_variate=False.",)
+                err.cv_note = note
         raise err
     rec = recs[0] if len(recs) == 1 else {k: np.concatenate([r[k] for r in recs], axis=1) for k in recs[0]}
     noise = _cv_noise(data, rec) if "cv_train" in rec else None
@@ -923,43 +924,70 @@ def _check_rk4(plan: SolvePlan, su) -> None:
 
 @exact_products
 def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=None) -> Solution:
-    """Run a validated `SolvePlan` (what `dmft.solve` does after its checks)."""
+    """Run a validated `SolvePlan` (what `dmft.solve` does after its checks).
+
+    Where the control variate is the solver's choice (`plan.cv_auto`) and its run diverges, or
+    its correction's noise dominates a run that diverges or ends unresolved (`_cv_noise`), the
+    solve is run again without it (the same nodes): its answer is returned with a warning and
+    the reason in info["control_variate_off"]; if that run diverges too, the first error stands."""
     _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     key = jax.random.key(0) if key is None else key
     batch_key = default_batch_key(key) if batch_key is None else batch_key
-    model, data = plan.model, plan.data
     t_start = time.perf_counter()
     su, reused = _setup(plan)
     setup_s = time.perf_counter() - t_start
     _check_rk4(plan, su)
+    run = functools.partial(_run_once, su=su, reused=reused, setup_s=setup_s, t_start=t_start, key=key,
+                            progress=progress, batch_key=batch_key)
+    try:
+        return run(plan)
+    except _NoisyControlVariate as noisy:
+        why, first = str(noisy), None
+    except DivergenceError as err:
+        if not (plan.sampled and plan.cv_auto and plan.control_variate):
+            raise
+        why, first = None, err
+    off = dataclasses.replace(plan, control_variate=False, cv_mode="off", cv_auto=False)
+    try:
+        sol = run(off)
+    except DivergenceError:
+        if first is not None:            # it diverges without the control variate too: a divergence
+            raise first from None
+        raise
+    if why is None:
+        why = (f"The run with the lazy-kernel control variate diverged at t = {float(first.step * plan.schedule.eta0):g}"
+               " (step " + f"{first.step}), and the same nodes without it did not: the correction's noise, "
+               "(K0 - K0_nodes) S / P fed back through the error, diverged (the kernel moved far from its lazy "
+               "value K0: wide inputs with a saturating activation, for one).")
+    warn(f"{plan.method}: {why} Solved again with control_variate=False (info['control_variate_off'] says why).")
+    sol.info["control_variate_off"] = why
+    return sol
+
+
+def _run_once(plan: SolvePlan, *, su, reused, setup_s, t_start, key, progress, batch_key) -> Solution:
+    """`run_plan`'s solve with one plan, its setup done."""
+    model, data = plan.model, plan.data
     try:
         if plan.method == "lazy":
             rec, extra, predictor = _solve_lazy(plan, su, batch_key, progress)
         elif plan.method == "closure":
             rec, extra, predictor = _solve_closure(plan, su, progress, batch_key)
         else:
-            try:
-                rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
-            except _NoisyControlVariate as noisy:
-                # the solver's own choice, and its run diverged with the correction's noise dominating:
-                # solved again without it (the same nodes, so the same memory)
-                warn(f"{plan.method}: {noisy} Solved again with control_variate=False (info['control_variate_off'] "
-                     "says why).")
-                plan = dataclasses.replace(plan, control_variate=False, cv_mode="off", cv_auto=False)
-                rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
-                extra["control_variate_off"] = str(noisy)
+            rec, extra, predictor = _solve_sampled(plan, su, key, progress, batch_key)
     except DivergenceError as err:
         if err.partial is None:
             raise
         # the records before it, named and shaped as a Solution's; an output of them that
         # overflowed (a loss squares f), or a train loss that ran away while still finite (the
         # rule the networks and batches apply), is the first bad step, raised as `_assemble` does
+        # (with the control variate's note, `_solve_sampled`'s, where it has one)
+        note = {"control_variate_noisy": err.cv_note} if getattr(err, "cv_note", None) else {}
         with np.errstate(all="ignore"):
             partial = _assemble(plan, err.partial, {}, su, arrays_only=True)
             y_ms = np.mean(np.asarray(data.targets("train")) ** 2)
             if (first_nonfinite(partial)[0] >= 0
                     or first_runaway(partial["train_loss"], y_ms, model.gamma0) >= 0):
-                _assemble(plan, err.partial, {}, su)
+                _assemble(plan, err.partial, note, su)
         err.partial = partial
         raise
     if _batch(plan):

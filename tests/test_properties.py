@@ -208,8 +208,9 @@ def test_two_layer_validates_every_field(case):
 def test_inputs_of_any_finite_scale_are_used_or_refused_by_name(exponent, new_exponent, method):
     """Finite inputs whose squares overflow (|x| >~ 1e154) are refused naming x_train or x_new;
     inputs so wide that tanh's lazy kernels, on their capped grid, are off by more than
-    KERNEL_ERROR_MAX are refused naming the activation (they were used, 34% off at variance 1e4);
-    smaller ones solve and predict without a raw error."""
+    KERNEL_ERROR_MAX are refused naming the activation by the lazy method, and the forward solver
+    turns its control variate off there (they were used, 34% off at variance 1e4); smaller ones
+    solve and predict without a raw error."""
     scale, new_scale = 10.0 ** exponent, 10.0 ** new_exponent
     try:
         data = dmft.Dataset(DATA.x_train * scale, DATA.y_train, DATA.x_test * scale, DATA.y_test)
@@ -224,9 +225,9 @@ def test_inputs_of_any_finite_scale_are_used_or_refused_by_name(exponent, new_ex
     except dmft.DivergenceError:
         return
     except dmft.InputError as err:          # the lazy kernels' capped quadrature, too coarse there
-        assert inexact and "'tanh'" in str(err) and "Rescale the inputs" in str(err), repr(err)
+        assert inexact and method == "lazy" and "'tanh'" in str(err) and "Rescale the inputs" in str(err), repr(err)
         return
-    assert not inexact
+    assert not inexact or sol.info["control_variate"] is False     # (forward: the solver's choice, off)
     try:
         f = sol.predict(DATA.x_test * new_scale)
     except ValueError as err:

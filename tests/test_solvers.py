@@ -1545,3 +1545,28 @@ def test_a_control_variate_whose_noise_diverges_is_dropped_and_one_that_adds_noi
         for g in (0.1, 1.0):
             quiet = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), unit, **kw)
             assert "control_variate_noisy" not in quiet.info and "control_variate_off" not in quiet.info
+
+
+def test_a_default_control_variate_that_diverges_between_sparse_saves_is_dropped_and_an_asked_one_says_so():
+    """The noise comparison sees saved records only: with saves 2000 steps apart a run that
+    overflowed at step 1564 had nothing but t = 0 to judge, and the default solve raised a
+    DivergenceError advising a smaller eta0 (dense saves: dropped and solved). A default run that
+    diverges is now solved again without the control variate, the same answer as dense saves give;
+    one that diverges without it too keeps its first error. Asked for (control_variate=True), the
+    divergence's message names the correction's noise also where the runaway is judged on the
+    partial records (the note was dropped there)."""
+    data = _wide_inputs(40.0, 2)
+    model = dmft.TwoLayer("erf", gamma0=0.1)
+    kw = dict(eta0=0.05, samples=4096, replicas=4, key=jax.random.key(2))
+    with pytest.warns(UserWarning, match="diverged at t = .* and the same nodes without it did not"):
+        sparse = dmft.solve(model, data, steps=4000, save_every=2000, **kw)
+    assert "diverged" in sparse.info["control_variate_off"] and sparse.info["control_variate"] is False
+    off = dmft.solve(model, data, steps=4000, save_every=2000, control_variate=False, **kw)
+    np.testing.assert_array_equal(sparse.train_loss, off.train_loss)
+    with pytest.raises(dmft.DivergenceError, match="adds noise.*control_variate=False"):
+        with pytest.warns(UserWarning, match="adds noise"):
+            dmft.solve(model, data, steps=400, save_every=50, control_variate=True, **kw)
+    with pytest.raises(dmft.DivergenceError) as err:          # a real divergence: the first error stands
+        dmft.solve(dmft.TwoLayer("erf", gamma0=1.0), _wide_inputs(1.0, 2), eta0=400.0, steps=40, save_every=10,
+                   samples=256, replicas=4, key=jax.random.key(2))
+    assert "control_variate=False" not in str(err.value)
