@@ -38,7 +38,7 @@ from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records_compiled, lazy_sgd_run
-from .plan import DEFAULTS, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
+from .plan import DEFAULTS, KERNEL_ERROR_MAX, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
 from .problem import Dataset, TwoLayer
 from . import runner as _runner
 from .runner import (RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, progress_bar,
@@ -235,6 +235,7 @@ def _solve_lazy(plan: SolvePlan, su, batch_key, progress):
         x_new = _new_inputs(data, x_new)
         kx = np.asarray(input_kernel(x_new, data.x_train))
         dnew = np.sum(x_new * x_new, axis=1) / data.D
+        _check_new_kernels(plan, dnew)
         phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:P], nodes=plan.kernel_nodes)
         k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
         f0 = initial_output(model.activation, jnp.asarray(dnew), model.gamma0, data.C,
@@ -243,6 +244,25 @@ def _solve_lazy(plan: SolvePlan, su, batch_key, progress):
         return f, np.zeros_like(f)                                   # exact: no sampling error
 
     return {k: np.asarray(v) for k, v in rec.items()}, extra, predictor
+
+
+def _check_new_kernels(plan: SolvePlan, variances) -> None:
+    """`predict`'s check of `plan_solve`'s: where the prediction uses the lazy kernels at the new
+    points (the lazy method, or the control variate) and their capped grid is off by more than
+    KERNEL_ERROR_MAX at the widest new field, InputError naming x_new (they were used with a
+    warning that said 'less accurate': tanh's G0 is 34% off at variance 1e4)."""
+    act = plan.model.activation
+    if act.has_closed_form or not np.size(variances) or not (plan.method == "lazy" or plan.control_variate):
+        return
+    v = float(np.max(variances))
+    err = capped_grid_error(act, v)
+    if err > KERNEL_ERROR_MAX:
+        raise InputError(
+            f"x_new: at the widest new field (variance |x|^2 / D = {v:.3g}) the lazy kernels of activation "
+            f"{act.name!r}, on their capped grid, are off by {err:.2g} (relative), and this prediction uses "
+            "them (" + ("the lazy method" if plan.method == "lazy" else "the control variate") + "); rescale "
+            "x_new like the training inputs" + ("" if plan.method == "lazy" else
+                                                 ", or predict from a solve with control_variate=False"))
 
 
 def _batch(plan: SolvePlan) -> int:
@@ -380,6 +400,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             empty = _squeeze(data, np.zeros((0, data.C), dt))
             return empty, (empty if R > 1 else None)
         l_new, perp = new_point_basis(data, su["basis"], x_new)
+        _check_new_kernels(plan, np.sum(x_new * x_new, axis=1) / data.D)
         dnew = jnp.asarray(np.sum(x_new * x_new, axis=1) / data.D, dt)
         kx = np.asarray(input_kernel(x_new, data.x_train))
         phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:su["P"]],

@@ -707,3 +707,24 @@ def test_float32_is_said_when_the_entry_point_left_x64_off():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dmft.plan.warn_float32("dmft.solve")               # x64 on (each entry calls it as above)
+
+
+@settings(max_examples=6, deadline=None)
+@given(log_variance=st.floats(2.0, 8.0), method=st.sampled_from(["lazy", "forward"]), cv=st.booleans())
+def test_predictions_at_wide_new_inputs_on_too_coarse_kernels_are_refused_naming_x_new(log_variance, method, cv):
+    """predict at new inputs whose lazy kernels, on the capped grid, are off by more than
+    KERNEL_ERROR_MAX ran on them with a 'less accurate' warning (tanh's G0 34% off at variance
+    1e4): refused naming x_new where the prediction uses them (the lazy method, or the control
+    variate), before any compute; accepted otherwise."""
+    data = dmft.tasks.single_index(D=4, P=16, P_test=8, degree=1, key=jax.random.key(0))
+    kw = {} if method == "lazy" else {"samples": 256, "control_variate": cv}
+    sol = dmft.solve(dmft.TwoLayer("tanh", gamma0=1.0), data, eta0=0.5, steps=4, save_every=2, method=method, **kw)
+    x = np.asarray(data.x_test)
+    k = 10.0 ** log_variance
+    x = x * np.sqrt(k / np.max(np.sum(x * x, axis=1) / 4))            # widest new field variance = k
+    err = dmft.activations.capped_grid_error(dmft.activations.get("tanh"), k)
+    if err > dmft.plan.KERNEL_ERROR_MAX and (method == "lazy" or cv):
+        with pytest.raises(dmft.InputError, match="x_new: at the widest new field .* off by"):
+            sol.predict(x)
+    else:
+        assert np.all(np.isfinite(sol.predict(x)))
