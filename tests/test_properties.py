@@ -204,13 +204,15 @@ def test_two_layer_validates_every_field(case):
 @settings(max_examples=max(10, settings.default.max_examples // 2))
 @example(exponent=155.0, new_exponent=0.0, method="lazy")
 @example(exponent=0.0, new_exponent=155.0, method="forward")
+@example(exponent=0.0, new_exponent=2.0, method="lazy")          # (new inputs refused by the kernels)
 @given(exponent=st.floats(0, 308), new_exponent=st.floats(0, 308), method=st.sampled_from(["lazy", "forward"]))
 def test_inputs_of_any_finite_scale_are_used_or_refused_by_name(exponent, new_exponent, method):
     """Finite inputs whose squares overflow (|x| >~ 1e154) are refused naming x_train or x_new;
     inputs so wide that tanh's lazy kernels, on their capped grid, are off by more than
     KERNEL_ERROR_MAX are refused naming the activation by the lazy method, and the forward solver
-    turns its control variate off there (they were used, 34% off at variance 1e4); smaller ones
-    solve and predict without a raw error."""
+    turns its control variate off there (they were used, 34% off at variance 1e4), and predict
+    refuses such new inputs naming x_new where it uses the kernels; smaller ones solve and predict
+    without a raw error."""
     scale, new_scale = 10.0 ** exponent, 10.0 ** new_exponent
     try:
         data = dmft.Dataset(DATA.x_train * scale, DATA.y_train, DATA.x_test * scale, DATA.y_test)
@@ -228,11 +230,17 @@ def test_inputs_of_any_finite_scale_are_used_or_refused_by_name(exponent, new_ex
         assert inexact and method == "lazy" and "'tanh'" in str(err) and "Rescale the inputs" in str(err), repr(err)
         return
     assert not inexact or sol.info["control_variate"] is False     # (forward: the solver's choice, off)
+    x_new = DATA.x_test * new_scale
+    with np.errstate(over="ignore"):
+        widest_new = float(np.max(np.sum(x_new.astype(np.float64) ** 2, axis=1) / DATA.D))
+    new_inexact = (np.isfinite(widest_new) and (method == "lazy" or sol.info.get("control_variate"))
+                   and dmft.activations.capped_grid_error(dmft.activations.get("tanh"), widest_new)
+                   > dmft.plan.KERNEL_ERROR_MAX)
     try:
-        f = sol.predict(DATA.x_test * new_scale)
+        f = sol.predict(x_new)
     except ValueError as err:
         assert isinstance(err, dmft.InputError) and _names(err, "x_new"), repr(err)
-        assert new_scale > 1e150
+        assert new_scale > 1e150 or new_inexact, repr(err)
         return
     assert f.shape == (DATA.P_test,)
 

@@ -88,7 +88,8 @@ def test_next_call(gaps, done, n, pending, cap, expected):
     assert runner.next_call(np.asarray(gaps), done, n, pending, cap) == expected
 
 
-@pytest.mark.parametrize("method", [dict(method="forward", samples=64, replicas=2, key=jax.random.key(1)),
+@pytest.mark.parametrize("method", [dict(method="forward", samples=64, replicas=2, key=jax.random.key(1),
+                                         control_variate=True),      # (None: a diverging run is rerun)
                                     dict(method="lazy", batch_size=4, batch_key=jax.random.key(5))],
                          ids=["forward", "lazy SGD"])
 def test_divergence_inside_a_cut_interval(calls, monkeypatch, method):
