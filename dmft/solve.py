@@ -473,10 +473,11 @@ def _cv_noise(data: Dataset, rec) -> tuple[np.ndarray, np.ndarray]:
     correction), and that spread over the targets' RMS. Measured: in the lazy regime the ratio
     is far below 1, in rich runs (relu and tanh, gamma0 0.5-2) at most 1.34 and the scale at most
     0.03; through a catapult near the lazy regime (relu, gamma0 = 0.05, at the edge of stability)
-    1.56 at a scale of 1.7, where the control variate is what keeps the solve stable. Where the kernel has moved so far that (K0 - K0_nodes) S / P is mostly noise, fed back
-    through the error (erf or tanh at input scale 10-30), the ratio reads 2-13 and the scale
-    0.17-1 from the first saves on, and the loss ends 3.8 +- 15 or diverges where the same
-    solve without it reads 0.005. Zeros at t = 0, with fewer than CV_NOISE_REPLICAS replicas (two
+    1.56 at a scale of 1.7, where the control variate is what keeps the solve stable. Where the
+    kernel has moved so far that (K0 - K0_nodes) S / P is mostly noise, fed back through the
+    error (erf or tanh at input scale 10-30), the ratio reads 2-13 and the scale 0.17-1 from the
+    first saves on, and the loss ends 3.8 +- 15 or diverges where the same solve without it
+    reads 0.005. Zeros at t = 0, with fewer than CV_NOISE_REPLICAS replicas (two
     give the spreads one degree of freedom each: their ratio passed 2 at 32 nodes a replica in 2
     of 400 SGD solves) or with all-zero targets (nothing to fit: rounding against rounding)."""
     f = np.asarray(rec["f_train"], np.float64)
