@@ -399,9 +399,9 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         cv = schedule.weight_decay == 0
     elif not isinstance(cv, (bool, np.bool_)):
         raise InputError(f"control_variate must be None, True or False, got {cv!r}")
-    cv = bool(cv)
+    cv, auto = bool(cv), o["control_variate"] is None
     if method == "lazy" or (method in ("forward", "iterate") and cv):
-        cv = _check_kernel_accuracy(model, data, method, auto=o["control_variate"] is None) and cv
+        cv = _check_kernel_accuracy(model, data, method, auto=auto) and cv
     plan = SolvePlan(model=model, data=data, schedule=schedule, method=method,
                      closure_kind=closure_kind if method == "closure" else None, sampler=sampler,
                      samples=samples, replicas=replicas, control_variate=cv,
@@ -409,7 +409,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      kernels=kernels, tol=tol, max_iter=max_iter, damping=damping, window=window,
                      kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
                      max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
-                     memory_bytes=0.0, replicas_at_once=replicas, cv_auto=o["control_variate"] is None)
+                     memory_bytes=0.0, replicas_at_once=replicas, cv_auto=auto)
     warn_float32("dmft.solve" + (f" (precision={precision!r})" if precision != "full" else ""))
     budget = max_memory_gb * 2 ** 30
     cap = _cache_group(plan)

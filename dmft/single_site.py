@@ -329,9 +329,10 @@ def _cv_term(static: Static, sh: Shared, rep: Replica, s, test: bool = False):
     return ((sh.k0_te if test else sh.k0_tr) @ s - _k0_nodes_apply(static, sh, rep, s, *rows)) / p
 
 
-def _f_train(static: Static, sh: Shared, rep: Replica, F, s):
+def _f_train(static: Static, sh: Shared, rep: Replica, F, s, cv=None):
     # f = f(0) + (<a phi(h)>_t - <a phi(h)>_0) / gamma0 + (K0 - K0_nodes) S / P, F = <a phi(h)>_t
-    return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + _cv_term(static, sh, rep, s)
+    # (cv: that correction, where the caller already has it)
+    return sh.f0_tr + (F - rep.F0_tr) / sh.gamma0 + (_cv_term(static, sh, rep, s) if cv is None else cv)
 
 
 def _node_output(rep: Replica, phi, a):
@@ -438,7 +439,7 @@ def _record1(static: Static, sh: Shared, rep: Replica, st: State):
     phi, dphi = _fields(sh, st.z, mixed, nodes_last=True)                # (P, M)
     size, w = _node_sizes(phi, st.a), rep.w.astype(phi.dtype)          # (once for both measures)
     cv = _cv_term(static, sh, rep, st.s)
-    out = {"f_train": sh.f0_tr + (_output_sum(phi, rep.w, st.a) - rep.F0_tr) / sh.gamma0 + cv,
+    out = {"f_train": _f_train(static, sh, rep, _output_sum(phi, rep.w, st.a), st.s, cv),
            "node_share": _share(size, w), "node_share_drift": _drift(size, w)}
     if static.cv != "off":            # the correction itself: whether it removes noise or adds it
         out["cv_train"] = cv
