@@ -122,7 +122,10 @@ class BatchProgram:
             slowest point (with final_time the points with the smaller eta0 take more steps);
             the forward method's replicas are drawn once and carried, the rest of the points'
             contexts built again in every call, as the one program builds them (a few ms); the
-            numbers are the one program's, bit for bit on a CPU (under minibatch SGD to
+            numbers are the one program's, bit for bit on a CPU (but for the records at step 0,
+            which the cut run computes in a program of its own: their rounding can differ, as
+            in the train loss's error bar under the control variate, zero to rounding there,
+            6e-18 against 5e-18, and node_share_drift, 1 ulp; under minibatch SGD to
             rounding: a few 1e-16, XLA compiling the batch's row gathers in the two programs
             its own ways; on a GPU, which compiles each call's program apart, to rounding
             too), and the peak memory within
@@ -501,8 +504,10 @@ def _run(st: _Static, geo, y_test, act0, values, index, key):
 
 
 # A cut run (`BatchProgram(interruptible=True)`) computes `_run`'s numbers, bit for bit on a CPU
-# (under minibatch SGD, and on a GPU, to rounding, measured: the programs compile otherwise), in these
-# programs: `_start` (the forward method's replicas, the initial states, the records at step 0),
+# (but for the records at step 0, which `_start` computes in a program of its own: quantities that
+# are zero to rounding there, such as the train loss's error bar under the control variate, can
+# differ in their rounding, 5e-18 against 6e-18, and so node_share_drift by 1 ulp; under minibatch
+# SGD, and on a GPU, to rounding, measured: the programs compile otherwise), in these programs: `_start` (the forward method's replicas, the initial states, the records at step 0),
 # `_steps` (a few intervals of every point, called again and again with the states; one compilation
 # per number of intervals, at least two: a scan of one interval is compiled without its loop, and
 # its records rounded otherwise) and `_end`; or, for a schedule of one interval, `_last`. The
@@ -572,7 +577,8 @@ _CALL_STEPS = None      # (tests) a fixed number of steps per call of a cut run,
 def _run_cut(st: _Static, geo, y_test, act0, values, index, key, counts, sharding=None):
     """`_run` in calls of about `runner.CALL_SECONDS` (the first of about `runner.FIRST_CALL_STEPS`
     / points steps, to measure the rate), cut as `runner.run_saved` cuts its calls (`next_call`):
-    the same numbers, bit for bit on a CPU (under minibatch SGD, or on a GPU, to rounding). counts: (n, T) the
+    the same numbers, bit for bit on a CPU but for the step-0 records' rounding (under minibatch SGD,
+    or on a GPU, to rounding). counts: (n, T) the
     points' save steps. A call's length is that of its slowest point: with st.per_point every
     point runs its own steps of the call's intervals."""
     reps, state, first = _start(st, geo, act0, values, index, key)
@@ -640,8 +646,9 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         progress: a progress bar over points.
         interruptible: run each batch in compiled calls of about `runner.CALL_SECONDS`, so
             that Ctrl-C and SIGTERM stop it within seconds rather than when the whole batch is
-            done (`BatchProgram`'s option; the same numbers, bit for bit on a CPU, or under
-            minibatch SGD or on a GPU to rounding). Default: `progress`
+            done (`BatchProgram`'s option; the same numbers, bit for bit on a CPU but for
+            rounding in quantities that are zero at t = 0, or under minibatch SGD or on a GPU
+            to rounding). Default: `progress`
             (an interactive run).
         kwargs: `BatchProgram` options (method, samples, weight_decay, curves, ...).
 
