@@ -507,9 +507,10 @@ def _run(st: _Static, geo, y_test, act0, values, index, key):
 # (but for the records at step 0, which `_start` computes in a program of its own: quantities that
 # are zero to rounding there, such as the train loss's error bar under the control variate, can
 # differ in their rounding, 5e-18 against 6e-18, and so node_share_drift by 1 ulp; under minibatch
-# SGD, and on a GPU, to rounding, measured: the programs compile otherwise), in these programs: `_start` (the forward method's replicas, the initial states, the records at step 0),
-# `_steps` (a few intervals of every point, called again and again with the states; one compilation
-# per number of intervals, at least two: a scan of one interval is compiled without its loop, and
+# SGD, and on a GPU, to rounding, measured: the programs compile otherwise), in these programs:
+# `_start` (the forward method's replicas, the initial states, the records at step 0), `_steps` (a
+# few intervals of every point, called again and again with the states; one compilation per number
+# of intervals, at least two: a scan of one interval is compiled without its loop, and
 # its records rounded otherwise) and `_end`; or, for a schedule of one interval, `_last`. The
 # replicas (the node draw and its (P + P*, P) sums, the costly part) are carried from call to call;
 # the rest of a context is built again in every call, as `_run` builds it: a step loop compiled
