@@ -55,9 +55,10 @@ GRID_HALF_WIDTH = 9.0   # the trapezoid grid spans +-9 standard deviations (weig
 MAX_KINKS = 8           # declared kinks of a custom activation (each adds quadrature pieces)
 PIECE_NODES = 48        # least Gauss-Legendre nodes per piece (a relu piece: 1e-14 at 48, 3e-10 at 32)
 GRID_STEP = 0.3         # largest step, in units of 1 / (largest field standard deviation)
-REFERENCE_CORE = 60.0   # capped_grid_error's reference: step REFERENCE_STEP on |u| <= this (tanh'(60) ~ 1e-52)
+REFERENCE_CORE = 60.0   # capped_grid_error's reference: sub-intervals of REFERENCE_STEP on |u| <= this (tanh'(60) ~ 1e-52)
 REFERENCE_STEP = 0.02
-REFERENCE_NODES = 65536  # and this many trapezoid nodes on each side beyond
+REFERENCE_NODES = 65536  # and this many sub-intervals' ends on each side beyond
+REFERENCE_ORDER = 4      # Gauss-Legendre nodes per sub-interval of the reference
 TAIL_SHARE_TOL = 1e-6   # most of E[phi^2] or E[phi'^2] the grid's last nodes may carry (tail_share)
 # a correlation within this many ulps of +-1 is +-1 in the lazy kernels (`Activation.lazy_kernels`):
 # beyond it a pair of distinct inputs, within it what rounding alone can make of one point
@@ -135,31 +136,33 @@ def grid_capped(max_variance) -> bool:
 
 
 def capped_grid_error(act: "Activation", max_variance) -> float:
-    """Relative error of the trapezoid lazy kernels (Phi0, G0) at the largest variance, where the
-    grid is capped (`grid_capped`): the rule's diagonal E[phi(u)^2], E[phi'(u)^2], u ~ N(0, k),
-    against a 1-D composite rule that resolves the activation near the origin whatever k:
-    step REFERENCE_STEP on |u| <= REFERENCE_CORE (where a saturating or smoothed-kink activation
-    bends), REFERENCE_NODES trapezoid nodes on each side beyond, out to GRID_HALF_WIDTH standard
-    deviations. 0.0 where the grid is not capped or the kernels are not a trapezoid rule. The
+    """Relative error of the lazy kernels (Phi0, G0) at the largest variance, where the grid is
+    capped (`grid_capped`; a trapezoid rule, or Gauss-Legendre pieces between declared kinks):
+    the rule's diagonal E[phi(u)^2], E[phi'(u)^2], u ~ N(0, k), against a 1-D composite
+    Gauss-Legendre rule that resolves the activation near the origin whatever k: sub-intervals of
+    REFERENCE_STEP on |u| <= REFERENCE_CORE (where a saturating or smoothed-kink activation bends),
+    REFERENCE_NODES on each side beyond, out to GRID_HALF_WIDTH standard deviations, split at the
+    declared kinks too. 0.0 where the grid is not capped or the kernels are a closed form. The
     kernels' error is largest on the diagonal: tanh at k = 1e3 / 3e3 / 1e4 is off by 5e-5 / 2% /
-    34% in G0 (the capped step no longer resolves phi' near 0), softplus by 5e-6 at 1e4. An
-    activation with structure far from the origin (sin at a large variance) is not resolved by
-    the reference either."""
-    if act.quadrature != "trapezoid" or not grid_capped(max_variance):
+    34% in G0 (the capped step no longer resolves phi' near 0), softplus by 5e-6 at 1e4 (for a
+    piecewise rule, doubling the nodes could not tell: both are raised to the cap). An activation
+    with structure far from the origin (sin at a large variance) is not resolved by the
+    reference either."""
+    if act.quadrature not in ("trapezoid", "piecewise") or not grid_capped(max_variance):
         return 0.0
     k = float(max_variance)
     sigma = math.sqrt(k)
     edge = GRID_HALF_WIDTH * sigma
     core = min(REFERENCE_CORE, edge)
-    u_in = np.linspace(-core, core, 2 * math.ceil(core / REFERENCE_STEP) + 1)
-    u_out = np.linspace(core, edge, REFERENCE_NODES)
-    pieces = [(u_in, _trapezoid_weights(u_in))] + (
-        [(u_out, _trapezoid_weights(u_out)), (-u_out, _trapezoid_weights(u_out))] if edge > core else [])
-    ref = [0.0, 0.0]
-    for u, w in pieces:
-        dens = np.exp(-(u / sigma) ** 2 / 2) / (sigma * math.sqrt(2 * math.pi))
-        for i, f in enumerate((act, act.derivative)):
-            ref[i] += float(np.sum(w * dens * np.asarray(f(jnp.asarray(u))) ** 2))
+    kinks = [float(b) for b in act.kinks if abs(b) < edge]
+    breaks = np.unique(np.concatenate([np.linspace(-core, core, 2 * math.ceil(core / REFERENCE_STEP) + 1),
+                                       np.linspace(core, edge, REFERENCE_NODES),
+                                       -np.linspace(core, edge, REFERENCE_NODES), kinks]))
+    t, w = np.polynomial.legendre.leggauss(REFERENCE_ORDER)
+    mid, half = (breaks[1:] + breaks[:-1]) / 2, (breaks[1:] - breaks[:-1]) / 2
+    u = (mid[:, None] + half[:, None] * t).reshape(-1)
+    wu = (half[:, None] * w).reshape(-1) * np.exp(-(u / sigma) ** 2 / 2) / (sigma * math.sqrt(2 * math.pi))
+    ref = [float(np.sum(wu * np.asarray(f(jnp.asarray(u))) ** 2)) for f in (act, act.derivative)]
     kk = jnp.asarray([k])
     rule = [float(v[0]) for v in act.lazy_kernels(kk, kk, kk)]
     return max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(rule, ref))
@@ -475,7 +478,12 @@ def _piecewise_mean(act: Activation, k, n: int):
 # ---------------------------------------------------------------- closed forms
 
 def _safe_corr(k11, k12, k22):
-    s = jnp.sqrt(jnp.maximum(k11 * k22, 0.0))
+    # sqrt(k11 k22), as a product of roots where k11 k22 would overflow or underflow (fields of
+    # variance ~1e160 or ~1e-160: relu's kernels are finite there, and scale with it)
+    prod = k11 * k22
+    normal = (prod >= jnp.finfo(prod.dtype).tiny) & (prod <= jnp.finfo(prod.dtype).max)
+    s = jnp.where(normal, jnp.sqrt(jnp.where(normal, prod, 1.0)),
+                  jnp.sqrt(jnp.maximum(k11, 0.0)) * jnp.sqrt(jnp.maximum(k22, 0.0)))
     c = jnp.where(s > 0, k12 / jnp.where(s > 0, s, 1.0), 0.0)
     return s, jnp.clip(c, -1.0, 1.0)
 
@@ -494,10 +502,17 @@ def _relu_lazy(k11, k12, k22):
 
 
 def _erf_lazy(k11, k12, k22):
-    # arcsine kernel and its derivative kernel (docs/derivations.md)
-    a = (1 + 2 * k11) * (1 + 2 * k22)
-    phi = 2 / jnp.pi * jnp.arcsin(jnp.clip(2 * k12 / jnp.sqrt(a), -1.0, 1.0))
-    g = 4 / jnp.pi / jnp.sqrt(a - 4 * k12 ** 2)
+    # arcsine kernel and its derivative kernel (docs/derivations.md), in units of m = max(1, k11,
+    # k22), with (1 + 2 k11)(1 + 2 k22) - 4 k12^2 as 1 + 2 (k11 + k22) + 4 (k11 k22 - k12^2): the
+    # determinant is exactly 0 on the diagonal, where the difference of squares lost every digit
+    # at field variance ~1e10 and overflowed at ~1e154; and arcsin(x) as atan2(x, sqrt(1 - x^2))
+    # from that difference (arcsin near 1 lost half the digits: 2e-10 at variance 1e13)
+    m = jnp.maximum(jnp.maximum(k11, k22), 1.0)
+    a11, a12, a22, u = k11 / m, k12 / m, k22 / m, 1.0 / m
+    det = jnp.maximum(a11 * a22 - a12 ** 2, 0.0)
+    rest = jnp.sqrt(u * u + 2 * u * (a11 + a22) + 4 * det)
+    phi = 2 / jnp.pi * jnp.arctan2(2 * a12, rest)
+    g = 4 / jnp.pi / (m * rest)
     return phi, g
 
 

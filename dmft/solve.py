@@ -313,6 +313,9 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     # nodes come from fold_in(key, i) whatever the grouping: the same answer)
     R = plan.replicas
     g = plan.replicas_at_once
+    # a control variate left to the solver is dropped where its noise dominates, but not where
+    # the lazy step is unstable at t = 0: the runaway is the dynamics' own there (`run_plan`)
+    may_drop = plan.cv_auto and _lazy_step_ratio(plan, su) <= 2
     recs, finals, reps, runs, its, failed = [], [], [], [], [], []     # recs: records or partial ones
     for first in range(0, R, g):
         rep = drive = None                  # the last group's matrices go before the next is drawn
@@ -340,7 +343,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             noise = _cv_noise(data, err.partial)
             if (j := _cv_noisy(noise)) >= 0:
                 note = _cv_noise_note(noise, j, float(sch.times[j]))
-                if plan.cv_auto:
+                if may_drop:
                     raise _NoisyControlVariate(note) from err
                 err.args = (err.args[0] + " " + note + " Solve with control_variate=False.",)
                 err.cv_note = note
@@ -358,7 +361,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         note = _cv_noise_note(noise, j, float(sch.times[j]))
         # nothing to keep where it diverges or ends unresolved (its spread over the targets' RMS):
         # solved again without it (a catapult near the lazy regime, 1.56 at 1.7, ends resolved)
-        if plan.cv_auto and (_will_diverge(plan, rec) or noise[1][-1] > 1.0):
+        if may_drop and (_will_diverge(plan, rec) or noise[1][-1] > 1.0):
             raise _NoisyControlVariate(note)
         extra["control_variate_noisy"] = note
         warn(f"{plan.method}: {note} Solve with control_variate=False.")
@@ -908,13 +911,17 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
                         trained=model.trained_readout, nodes=plan.kernel_nodes)
         bad = [k for k in ("phi0", "g0", "k0") if not np.all(np.isfinite(np.asarray(su[k])))]
         if bad:               # (a callable finite on [-3, 3] that is not on the fields' whole line)
+            v = float(np.max(np.asarray(su["diag"]))) if np.asarray(su["diag"]).size else 0.0
             raise InputError(f"activation {act.name!r}: its lazy kernels {bad} are not finite on this data: "
                              "E[phi(u) phi(u')] or E[phi'(u) phi'(u')] does not exist for the Gaussian "
-                             "fields u (phi or phi' undefined or too fast-growing somewhere on the real line)")
+                             "fields u (phi or phi' undefined or too fast-growing somewhere on the real line), "
+                             f"or it overflows float64 (the widest field's variance |x|^2 / D is {v:.3g}: "
+                             "rescale the inputs)")
         widest = float(jnp.max(su["diag"])) if su["diag"].size else 0.0
-        if act.quadrature == "trapezoid" and grid_capped(widest):
+        if act.quadrature in ("trapezoid", "piecewise") and grid_capped(widest):
             # the grid is coarser than GRID_STEP: its error at the widest field, measured (plan_solve
-            # refused it above KERNEL_ERROR_MAX where the kernels are used; doubling nodes is not possible)
+            # refused it above KERNEL_ERROR_MAX where the kernels are used; doubling nodes is not
+            # possible: both counts are raised to the cap, and the rule was compared with itself)
             su = {**su, "lazy_kernels_error": capped_grid_error(act, widest)}
         elif not act.has_closed_form and not _smooth_builtin(act):
             su = {**su, "lazy_kernels_error": _quadrature_error(act, su, plan.kernel_nodes)}
@@ -926,6 +933,16 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     f0 = initial_output(act, su["diag"], model.gamma0, su["y"].shape[1], centered=model.centered,
                         trained=model.trained_readout)
     return {**su, "f0": f0}, reused
+
+
+def _lazy_step_ratio(plan: SolvePlan, su) -> float:
+    """eta0 (lambda_max(K0) / P + weight_decay) for full-batch descent (above 2 the lazy step is
+    unstable at t = 0), else 0."""
+    sch = plan.schedule
+    if sch.dynamics != "gd" or sch.batch_size is not None:
+        return 0.0
+    P = su["P"]
+    return sch.eta0 * (float(jnp.max(jnp.linalg.eigvalsh(su["k0"][:P]))) / P + sch.weight_decay)
 
 
 def _check_rk4(plan: SolvePlan, su) -> None:
@@ -951,7 +968,9 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     Where the control variate is the solver's choice (`plan.cv_auto`) and its run diverges, or
     its correction's noise dominates a run that diverges or ends unresolved (`_cv_noise`), the
     solve is run again without it (the same nodes): its answer is returned with a warning and
-    the reason in info["control_variate_off"]; if that run diverges too, the first error stands."""
+    the reason in info["control_variate_off"]; if that run diverges too, the first error stands.
+    A divergence where the lazy step is unstable at t = 0 (full-batch descent,
+    `_lazy_step_ratio` above 2) is the dynamics' own: it is raised, not run again."""
     _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     key = jax.random.key(0) if key is None else key
     batch_key = default_batch_key(key) if batch_key is None else batch_key
@@ -968,6 +987,14 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     except DivergenceError as err:
         if not (plan.sampled and plan.cv_auto and plan.control_variate):
             raise
+        unstable = _lazy_step_ratio(plan, su)
+        if unstable > 2:                  # the dynamics' own divergence, not the correction's noise
+            raise DivergenceError(
+                f"{err} The lazy step is unstable at t = 0 (eta0 (lambda_max(K0) / P + weight_decay) = "
+                f"{unstable:.3g} > 2), so this divergence is the dynamics' own, and the solve was not run again "
+                "without the control variate (its nodes alone may not resolve K0 and read a stable step: "
+                "control_variate=False asks for that run)", err.step, err.cause, err.partial,
+                err.saved_steps) from None
         why, first = None, err
     off = dataclasses.replace(plan, control_variate=False, cv_mode="off", cv_auto=False)
     try:

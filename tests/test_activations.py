@@ -273,3 +273,54 @@ def test_models_and_activations_compare_by_what_they_compute(a, b, g, h):
         return e
     traced(q.params[0])
     assert seen == [False]
+
+
+def _erf_kernels_exact(k11, k12, k22):
+    """erf's arcsine kernels' arguments in 700-digit decimals (an independent evaluation: no
+    cancellation, no overflow), k12 held to Cauchy-Schwarz as the closed form holds it."""
+    import decimal
+    with decimal.localcontext() as ctx:
+        ctx.prec = 700
+        a, b, c = (decimal.Decimal(float(v)) for v in (k11, k12, k22))
+        den = (1 + 2 * a) * (1 + 2 * c)
+        inner = 1 + 2 * a + 2 * c + 4 * max(a * c - b * b, 0)
+        # the condition numbers in k12 (of G0, of Phi0): one ulp of k12 moves the determinant by ~eps k12^2
+        root = (inner * den).sqrt()
+        phi = 2 / np.pi * np.arctan2(float(2 * b / den.sqrt()), float(inner.sqrt() / den.sqrt()))
+        return phi, 4 / np.pi / float(inner.sqrt()), float(8 * b * b / inner), float(8 * b * b / root)
+
+
+@pytest.mark.filterwarnings("ignore:lazy kernels. input variance")
+@settings(deadline=None, max_examples=40)
+@given(log_k=st.floats(-150.0, 300.0), ratio=st.floats(0.01, 100.0),
+       rho=st.one_of(st.floats(-1.0, 1.0), st.sampled_from([-1.0, 1.0, 1 - 1e-12])), leak=st.sampled_from([None, 0.1]))
+def test_kernels_of_homogeneous_and_saturating_activations_hold_at_any_input_scale(log_k, ratio, rho, leak):
+    """Field variances 1e-150 to 1e300: relu (and a custom leaky relu with its kink declared) are
+    homogeneous, Phi0(s^2 k) = s^2 Phi0(k) and G0(s^2 k) = G0(k), and erf's kernels match a 60-digit
+    evaluation. k11 k22 overflowed beyond variance ~1e154 (relu read Phi0 = inf and G0 = 1/4, the
+    leaky relu 0.139 for 0.0879) and erf's (1 + 2 k11)(1 + 2 k22) - 4 k12^2 lost every digit on the
+    diagonal from variance ~1e10 (G0 0.6% off at 1e6, inf at 1e20, NaN at 1e160)."""
+    k11 = 10.0 ** log_k
+    k22 = k11 * ratio
+    k12 = rho * np.sqrt(k11) * np.sqrt(k22)
+    kk = [jnp.asarray([v]) for v in (k11, k12, k22)]
+    phi, g = (float(v[0]) for v in A.erf().lazy_kernels(*kk))
+    phi_exact, g_exact, cond_g, cond_phi = _erf_kernels_exact(k11, k12, k22)
+    eps = np.finfo(float).eps
+    assert np.isfinite([phi, g]).all() and g > 0
+    if 4 * eps * cond_phi < 1e-3:     # (else k12's own rounding leaves the answer undetermined)
+        np.testing.assert_allclose(phi, phi_exact, rtol=1e-13 + 4 * eps * cond_phi, atol=1e-300)
+    if 4 * eps * cond_g < 1e-3:
+        np.testing.assert_allclose(g, g_exact, rtol=1e-13 + 4 * eps * cond_g)
+    diag = A.erf().lazy_kernels(*[jnp.asarray([k11])] * 3)     # the diagonal: k12 = k11 = k22 exactly
+    np.testing.assert_allclose(float(diag[0][0]), 2 / np.pi * np.arctan2(2 * k11, np.sqrt(1 + 4 * k11)),
+                               rtol=1e-14)
+    np.testing.assert_allclose(float(diag[1][0]), 4 / np.pi / np.sqrt(1 + 4 * k11), rtol=1e-14)
+    act = A.relu() if leak is None else A.custom(lambda h: jnp.where(h > 0, h, leak * h), "leaky", kinks=(0.0,))
+    unit = [jnp.asarray([v]) for v in (1.0, rho * np.sqrt(ratio), ratio)]
+    phi, g = (float(v[0]) for v in act.lazy_kernels(*kk))
+    phi1, g1 = (float(v[0]) for v in act.lazy_kernels(*unit))
+    tol = 1e-12 if leak is None else 1e-6       # (the quadrature's own rounding at variance 1e-150)
+    np.testing.assert_allclose(phi, phi1 * k11, rtol=tol, atol=1e-300)
+    # (G0 = 1 - arccos(c) / pi has an infinite slope at c = +-1: an ulp of c moves it by ~eps / sqrt(1 - c^2))
+    np.testing.assert_allclose(g, g1, rtol=tol + 8 * eps / np.sqrt(max(1 - rho ** 2, eps)), atol=1e-15)

@@ -588,6 +588,32 @@ def test_lazy_kernels_too_coarse_at_wide_inputs_are_refused_where_they_are_used(
         assert plan.control_variate == (cv is not False or method == "lazy") or method == "lazy"
 
 
+@settings(max_examples=10, deadline=None)
+@given(log_variance=st.floats(2.5, 8.0), kink=st.floats(2.0, 60.0))
+def test_a_kinked_activations_capped_piecewise_rule_is_measured_and_refused_where_off(log_variance, kink):
+    """Declared kinks are integrated by Gauss-Legendre pieces between them; at a capped grid the
+    check that doubles the nodes raised both counts back to the cap and compared the rule with
+    itself (0), so a kinked activation's kernels went unchecked at wide inputs. erf declared with
+    a (needless) kink off the origin has known kernels: the measured error (`capped_grid_error`)
+    is the rule's true error, and method='lazy' is refused above KERNEL_ERROR_MAX naming it."""
+    k = 10.0 ** log_variance
+    act = dmft.activations.custom(jax.scipy.special.erf, "erf_kinked", kinks=(kink,))
+    kk = jax.numpy.asarray([k])
+    rule = [float(v[0]) for v in act.lazy_kernels(kk, kk, kk)]
+    exact = [2 / np.pi * np.arctan2(2 * k, np.sqrt(1 + 4 * k)), 4 / np.pi / np.sqrt(1 + 4 * k)]
+    err = max(abs(a - b) / b for a, b in zip(rule, exact))
+    assert dmft.activations.capped_grid_error(act, k) == pytest.approx(err, rel=1e-3, abs=1e-12)
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    x *= np.sqrt(k / np.max(np.sum(x * x, axis=1) / 3))            # largest field variance = k
+    data = dmft.Dataset(x, np.tanh(x[:, 0] / np.sqrt(k)))
+    sch = dmft.Schedule(eta0=1e-4, steps=4, save_every=2)
+    if err > dmft.plan.KERNEL_ERROR_MAX:
+        with pytest.raises(dmft.InputError, match="activation 'erf_kinked': at the widest field .* off by"):
+            dmft.plan_solve(dmft.TwoLayer(act), data, sch, method="lazy")
+    else:
+        dmft.plan_solve(dmft.TwoLayer(act), data, sch, method="lazy")
+
+
 @settings(max_examples=40, deadline=None)
 @given(depth=st.integers(1, 400), log_scale=st.floats(-300, 300))
 def test_a_deep_linear_mode_init_past_float64_is_refused_by_name(depth, log_scale):
