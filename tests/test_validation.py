@@ -91,6 +91,41 @@ def test_compare_measures_known_errors():
         validation.compare(sol, _fake_run(np.concatenate([f_net, f_net[:, -1:]], axis=1), t4, y, 8))
 
 
+@settings(max_examples=4, deadline=None)
+@given(act=st.sampled_from(["relu", "tanh"]), centered=st.booleans(), scale=st.floats(0.3, 3.0),
+       seed=st.integers(0, 2 ** 16))
+def test_all_zero_targets_give_absolute_errors_and_no_relative_ones(act, centered, scale, seed):
+    """Targets all zero: the theory predicts zero to rounding, and the prediction errors were
+    divided by that rounding (an uncentered ensemble read a per-seed error of 3e16, a centered one
+    1.0, and the loss's relative error 1e33 or 1.0). The errors are now absolute and said to be
+    (summary['zero_targets'], summary['error_scale'] = 1); the losses' relative errors are NaN and
+    the agreement and lazy-limit checks SKIP saying why, while the z check still judges."""
+    rng = np.random.default_rng(seed)
+    x, xt = rng.normal(size=(12, 3)) * scale, rng.normal(size=(6, 3)) * scale
+    data = dmft.Dataset(x, np.zeros(12), xt, np.zeros(6))
+    model = dmft.TwoLayer(act, gamma0=1.0, centered=centered)
+    kw = dict(eta0=0.5, steps=10, save_every=5)
+    sol = dmft.solve(model, data, samples=64, replicas=4, key=jax.random.key(seed), **kw)
+    run = networks.train(model, data, width=32, seeds=3, key=jax.random.key(seed), **kw)
+    c = validation.compare(sol, run)
+    assert c.summary["zero_targets"] and c.summary["error_scale"] == 1.0
+    np.testing.assert_allclose(c.per_seed_error, np.sqrt(np.mean((run.f_test - sol.f_test[None]) ** 2, axis=(0, 2))),
+                               rtol=1e-12, atol=1e-300)
+    assert np.all(c.per_seed_error < 10) and np.isnan(c.summary["final_rel_error"])
+    sweep = types.SimpleNamespace(widths=[32], gamma0s=[1.0], solutions={1.0: sol}, lazy={1.0: sol},
+                                  scaling={1.0: {"per_seed_fit": None, "theory_floor": 0.0,
+                                                 "per_seed_error": c.per_seed_error, "comparisons": {32: c}}},
+                                  seeds=3)
+    out = {o["name"]: o for o in verdicts(sweep, {})}
+    for name in ("agreement gamma0=1 N=32", "lazy limit gamma0=1"):
+        assert out[name]["verdict"] == "SKIP" and "all zero" in out[name]["detail"], out[name]
+    other = dmft.Dataset(x, np.full(12, 2.0), xt, np.full(6, 2.0))   # targets that are not zero: as before
+    c1 = validation.compare(dmft.solve(model, other, samples=64, replicas=4, **kw),
+                            networks.train(model, other, width=32, seeds=3, **kw))
+    assert not c1.summary["zero_targets"] and c1.summary["error_scale"] == 2.0
+    assert np.isfinite(c1.summary["final_rel_error"])
+
+
 _MODEL_CHANGES = [("activation", dict(activation="relu"), {}), ("gamma0", dict(gamma0=2.0), {}),
                   ("readout", dict(readout="fixed"), {}), ("centered", dict(centered=False), {}),
                   ("weight_decay", {}, dict(weight_decay=0.1))]

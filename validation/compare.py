@@ -10,6 +10,9 @@ are defined at t = 0, where the centered predictions vanish):
     per_seed_error(t) = sqrt(mean_{seeds, points} (f_seed - f_theory)^2) / rms(y)
     mean_error(t)     = sqrt(mean_points (mean_seeds f - f_theory)^2) / rms(y)
 
+Where the targets are all zero the errors are absolute (rms(y) taken as 1) and the losses'
+relative errors are NaN (summary["zero_targets"]; summary["error_scale"] is the divisor used).
+
 Example:
     >>> import numpy as np
     >>> from validation.compare import scaling_fit
@@ -46,7 +49,8 @@ class Comparison:
         width, seeds: the ensemble.
         t: (T,) times.
         train_loss, test_loss: dicts with "theory", "mean", "std" (across seeds),
-            "rel_error" = |mean - theory| / theory, and "z" = (mean - theory) / se,
+            "rel_error" = |mean - theory| / theory (NaN where the targets are all zero), and
+            "z" = (mean - theory) / se,
             se combining the seeds' standard error and the theory's own.
         per_seed_error, mean_error: (T,) prediction errors on the test (or train) points.
         summary: final-time and worst-over-time numbers.
@@ -65,10 +69,11 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
-def _loss_stats(theory, per_seed, theory_se):
+def _loss_stats(theory, per_seed, theory_se, relative=True):
     """Seed mean, spread and z against the theory at each time, over the seeds still finite
     there (a diverged seed is NaN from its divergence on); with fewer than two finite seeds the
-    spread, se and z are NaN (nothing to judge the seeds' scatter by), never 0."""
+    spread, se and z are NaN (nothing to judge the seeds' scatter by), never 0. relative=False
+    (all-zero targets: the theory's loss is zero to rounding) makes rel_error NaN."""
     n = np.sum(np.isfinite(per_seed), axis=0)
     finite = np.where(np.isfinite(per_seed), per_seed, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -76,7 +81,7 @@ def _loss_stats(theory, per_seed, theory_se):
         dev = np.where(np.isfinite(per_seed), per_seed - mean, 0.0)
         std = np.where(n > 1, np.sqrt((dev ** 2).sum(axis=0) / (n - 1)), np.nan)
         se = np.sqrt(std ** 2 / n + (theory_se if theory_se is not None else 0.0) ** 2)
-        rel = np.abs(mean - theory) / np.abs(theory)
+        rel = np.abs(mean - theory) / np.abs(theory) if relative else np.full(np.shape(mean), np.nan)
         z = np.where(se > 0, (mean - theory) / se, np.where(mean == theory, 0.0, np.nan))
     return {"theory": theory, "mean": mean, "std": std, "se": se, "rel_error": rel, "z": z,
             "finite_seeds": n}
@@ -120,10 +125,11 @@ def compare(solution, run) -> Comparison:
         raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
     _check_same_data(solution, run)
     _check_same_model(solution, run)
-    train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"))
+    zero = zero_targets(solution)
+    train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"), not zero)
     test = None
     if solution.test_loss is not None and run.test_loss is not None:
-        test = _loss_stats(solution.test_loss, run.test_loss, theory_se(solution, "test_loss"))
+        test = _loss_stats(solution.test_loss, run.test_loss, theory_se(solution, "test_loss"), not zero)
     point_axes = tuple(range(2, f_net.ndim))
     # scale: RMS of the targets the predictions are compared on
     scale = _target_rms(solution, use_test)
@@ -145,6 +151,7 @@ def compare(solution, run) -> Comparison:
         "time_mean_mean_error": float(np.mean(mean_err[1:])) if mean_err.size > 1 else 0.0,
         "loss": "test" if test is not None else "train",
         "diverged_seeds": len(run.info.get("diverged", {})),
+        "error_scale": float(scale), "zero_targets": zero,
     }
     return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
                       train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
@@ -252,12 +259,20 @@ def _nanmax(a) -> float:
 
 
 def _target_rms(solution, use_test):
-    """RMS of the targets the predictions are compared on (recorded by dmft.solve)."""
+    """RMS of the targets the predictions are compared on (recorded by dmft.solve); 1 where they
+    are all zero (the errors are then absolute: the theory's predictions are zero to rounding
+    there, and dividing by their scale read 1e16)."""
     rms = solution.info.get("target_rms", {}).get("test" if use_test else "train")
-    if not rms:   # no test targets: fall back to the theory's largest prediction scale
+    if rms is None:   # no test targets: fall back to the theory's largest prediction scale
         f = solution.f_test if use_test else solution.f_train
         rms = float(np.sqrt(np.max(np.mean(f.reshape(f.shape[0], -1) ** 2, axis=1))))
     return rms or 1.0
+
+
+def zero_targets(solution) -> bool:
+    """Whether every target the solve recorded is zero (no scale for relative errors)."""
+    rms = (getattr(solution, "info", None) or {}).get("target_rms", {})
+    return bool(rms) and all(v == 0 for v in rms.values())
 
 
 def scaling_fit(widths, errors) -> LogLogFit:

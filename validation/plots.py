@@ -18,6 +18,7 @@ import numpy as np
 from dmft.errors import InputError
 from dmft.plotting import BAND_NOTE, log_ylim_from_lines, new_figure, seed_mean_line, seed_stats, trajectory_figure
 
+from .compare import zero_targets
 from .inputs import theory_name
 
 __all__ = ["theory_vs_networks", "lazy_to_rich_summary", "width_scaling_plot",
@@ -165,12 +166,14 @@ def width_scaling_plot(sweep):
                 drawn = True
         if not np.isfinite(sc["theory_floor"]):
             unknown.append(f"{g:g}")
+    zero = any(zero_targets(sweep.solutions[g]) for g in sweep.gamma0s)
     for ax, title in zip(axes, ("per-seed error (fluctuations ~ N^-1/2)",
                                 "error of the ensemble mean (bias ~ N^-1, noise ~ N^-1/2)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width N")
-        ax.set_ylabel("RMS prediction error / RMS target (time average)")
+        ax.set_ylabel("RMS prediction error, time average (absolute: targets all zero)" if zero else
+                      "RMS prediction error / RMS target (time average)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
@@ -212,11 +215,16 @@ def relative_error_in_time(sweep):
             t = comp.t
             ax.plot(t[t > 0], loss["rel_error"][t > 0], color=c, label=f"N = {w}")
         floor = _theory_relative_se(sweep.solutions[g])
-        if floor is not None:
+        zero = zero_targets(sweep.solutions[g])           # (rel_error is NaN: no loss scale)
+        if zero:
+            ax.text(0.5, 0.5, "targets all zero:\nno relative error", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9)
+        elif floor is not None:
             t = sweep.solutions[g].t
             ax.plot(t[t > 0], floor[t > 0], "k--", lw=0.9, label="DMFT's own SE / DMFT (noise level)")
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if not zero:
+            ax.set_yscale("log")
         ax.set_title(f"gamma0 = {g:g}", fontsize=9)
         ax.set_xlabel("t (= steps x eta0)")
         ax.grid(True, which="both", alpha=0.3)

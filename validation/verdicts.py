@@ -35,6 +35,7 @@ import numpy as np
 from dmft import checks as arg
 from dmft.errors import InputError
 
+from .compare import zero_targets
 from .inputs import mapping, real_or_inf, theory_name
 
 __all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR"]
@@ -175,8 +176,13 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
             s = sc["comparisons"][wmax].summary
             loss = f"final {s['loss']} loss: {theory} {s['final_theory_loss']:.4g}, {_networks(s)}"
             rel, tol = s["final_rel_error"], chk["agreement_rel"]
-            out.append(_check(f"agreement gamma0={g:g} N={wmax}", rel, (tol,), f"<= {_num(tol)}", rel <= tol,
-                              f"{loss}; relative error abs(networks - {theory}) / {theory}{lazy}"))
+            if s.get("zero_targets"):
+                out.append(_skip(f"agreement gamma0={g:g} N={wmax}", f"<= {_num(tol)}",
+                                 f"{loss}; the targets are all zero, so the {theory}'s loss is zero to rounding "
+                                 "and no relative error is defined (the z check judges the agreement)"))
+            else:
+                out.append(_check(f"agreement gamma0={g:g} N={wmax}", rel, (tol,), f"<= {_num(tol)}", rel <= tol,
+                                  f"{loss}; relative error abs(networks - {theory}) / {theory}{lazy}"))
             se, z, sigma = s.get("final_se", float("nan")), s["final_z"], chk["agreement_sigma"]
             zname = f"agreement z gamma0={g:g} N={wmax}"
             if not (se > 0 and np.isfinite(z)):
@@ -212,6 +218,11 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                          f"at gamma0 = {g0:g}, more than check.lazy_move = {_num(chk['lazy_move'])}, so the gap "
                          "measures the richness, not the solver (the movement is linear in gamma0: add a gamma0 "
                          f"<= {below:.2g} to the sweep to check the solver against the lazy limit)"))
+        return out
+    if zero_targets(th):
+        out.append(_skip(name, f"<= {_num(tol)}",
+                         f"final {which} loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}; the targets are all "
+                         "zero, so both are zero to rounding and no relative error is defined"))
         return out
     scale = max(abs(float(b[-1])), LAZY_FLOOR * abs(float(b[0])))
     floored = scale > abs(float(b[-1]))
