@@ -40,12 +40,13 @@ from . import closure as _closure
 from . import runner as _runner
 from . import single_site as _ss
 from .activations import grid_nodes
-from .errors import InputError, MemoryLimitError
-from .geometry import geometry, lazy_setup
+from .errors import InputError, MemoryLimitError, warn
+from .geometry import geometry, lazy_setup, lazy_setup_compiled
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .single_site import few_nodes
+from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
 from .schedule import Schedule, check_decay, decay_factor, default_batch_key, final_time_counts, schedule_from
@@ -96,6 +97,9 @@ class _Static:
     def __eq__(self, other):
         return isinstance(other, _Static) and self._key == other._key
 
+    def replace(self, **kw) -> "_Static":
+        return _Static(**{**{k: v for k, v in self.__dict__.items() if k != "_key"}, **kw})
+
 
 class BatchProgram:
     """One compiled program for many points that differ only in scalar fields.
@@ -139,7 +143,11 @@ class BatchProgram:
     schedule with a batch_size (minibatch SGD) every point trains on the one batch sequence
     `batch_key` (default `dmft.schedule.default_batch_key(key)`), the DMFT conditioned on it as
     `dmft.solve(batch_key=)` is.
-    Returns a dict of numpy arrays with leading axis n (see `solve_batch`).
+    Returns a dict of numpy arrays with leading axis n (see `solve_batch`). The forward method's
+    lazy-kernel control variate is checked point by point as `dmft.solve` checks it (its noise
+    against the same nodes' without it): named where it dominates, and where it was the solver's
+    choice and the point diverged or ended unresolved, that point is solved again without it
+    (`_judge_control_variate`).
     """
 
     @exact_products
@@ -202,7 +210,8 @@ class BatchProgram:
             method=plan.method, closure_kind=plan.closure_kind, dynamics=sch.dynamics,
             sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas,
             quadrature_nodes=plan.quadrature_nodes,
-            kernel_nodes=grid_nodes(float(np.max(self._geo["diag"])), plan.kernel_nodes),
+            kernel_nodes=(plan.kernel_nodes if model.activation.quadrature == "closed form"   # (no grid, nor
+                          else grid_nodes(float(np.max(self._geo["diag"])), plan.kernel_nodes)),  # its warning)
             cv_mode=plan.cv_mode, control_variate=plan.control_variate, precision=plan.precision,
             save_steps=tuple(int(k) for k in sch.save_steps), per_point=self.final_time is not None,
             trained=model.trained_readout, centered=model.centered, has_test=data.P_test > 0,
@@ -322,19 +331,88 @@ class BatchProgram:
         full["counts"] = jnp.asarray(counts, jnp.int32)
         if sharding is not None:
             full["counts"] = jax.device_put(full["counts"], sharding)
-        if self.interruptible and self.method != "lazy" and counts.shape[1] > 1:
-            out = _run_cut(self._static, geo, self._y_test, self.model.activation, full, idx, key, counts,
-                           sharding)
-        else:
-            out = _run(self._static, geo, self._y_test, self.model.activation, full, idx, key)
-        out = jax.tree_util.tree_map(np.asarray, out)
         gamma0 = cols["gamma0"] if "gamma0" in cols else np.full(index.size, self._defaults["gamma0"])
-        res = _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
+        res, noise = self._dispatch(self._static, geo, full, idx, key, counts, eta, gamma0, sharding)
+        if noise is not None:
+            res = self._judge_control_variate(res, noise, geo, full, idx, key, counts, eta, gamma0, sharding)
         if "effective_node_share" in res:           # as `dmft.solve` flags a heavy-tailed site law
             res["heavy_tailed"] = np.any(few_nodes(res["effective_node_share"],
                                                    self.plan.samples // self.plan.replicas,
                                                    None if self.plan.sampler == "quadrature"
                                                    else res.get("node_share_drift")), axis=1)
+        return res
+
+
+    def _dispatch(self, st, geo, full, idx, key, counts, eta, gamma0, sharding=None):
+        """(`_finish`ed results, (ratio, scale) of the control variate's noise per point and save or
+        None) of one call's points under the static configuration st."""
+        if self.interruptible and self.method != "lazy" and counts.shape[1] > 1:
+            out = _run_cut(st, geo, self._y_test, self.model.activation, full, idx, key, counts, sharding)
+        else:
+            out = _run(st, geo, self._y_test, self.model.activation, full, idx, key)
+        out = jax.tree_util.tree_map(np.asarray, out)
+        noise = (out.pop("cv_noise.ratio"), out.pop("cv_noise.scale")) if "cv_noise.ratio" in out else None
+        res = _finish(out, counts, eta, gamma0=gamma0, y_ms=float(np.mean(np.asarray(self._geo["y"]) ** 2)))
+        if noise is not None:                   # NaN from a point's divergence on, as its records
+            gone = np.isnan(res["train_loss"])
+            noise = tuple(np.where(gone, np.nan, a) for a in noise)
+        return res, noise
+
+    def _lazy_step_ratio(self, values: dict, rows) -> np.ndarray:
+        """eta0 (lambda_max(K0) / P + weight_decay) of the points `rows` under full-batch descent
+        (above 2 the lazy step is unstable at t = 0: `solve._lazy_step_ratio`), else 0."""
+        sch = self.schedule
+        if sch.dynamics != "gd" or self._static.batch:
+            return np.zeros(len(rows))
+        eps = np.asarray(values["eps"])[rows]
+        lam = {}
+        for e in np.unique(eps):          # K0 depends on the activation alone (eps: the quadratic's)
+            act = _activation(self.model.activation, jnp.asarray(e, self._geo["y"].dtype))
+            su = lazy_setup_compiled(self._geo, act, 1.0, centered=self.model.centered,
+                                     trained=self.model.trained_readout, nodes=self.plan.kernel_nodes)
+            lam[float(e)] = float(jnp.max(jnp.linalg.eigvalsh(su["k0"][:self.data.P]))) / self.data.P
+        rate = np.array([lam[float(e)] for e in eps]) + np.asarray(values["weight_decay"])[rows]
+        return np.asarray(values["eta0"])[rows] * rate
+
+    def _judge_control_variate(self, res, noise, geo, full, idx, key, counts, eta, gamma0, sharding=None):
+        """`dmft.solve`'s control-variate noise check, point by point: where the train predictions'
+        spread over replicas with the correction is above CV_NOISE_MAX times the same nodes' without
+        it, at a spread above CV_NOISE_SCALE of the targets' RMS, the point is named
+        (res["control_variate_noisy"]); where the control variate was the solver's choice and the
+        point diverged, or ended with a spread above the targets' RMS, it is solved again without
+        it on the same nodes (res["control_variate_off"]), unless its lazy step is unstable at
+        t = 0 (the divergence is then the dynamics' own) or that run diverges too (the first
+        result stands)."""
+        ratio, scale = noise
+        with np.errstate(invalid="ignore"):
+            noisy = np.any((ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE), axis=1)
+            unresolved = noisy & (scale[:, -1] > 1.0)
+        n = noisy.size
+        off = np.zeros(n, bool)
+        rows = np.flatnonzero((res["diverged_step"] >= 0) | unresolved) if self.plan.cv_auto else np.zeros(0, int)
+        if rows.size:
+            values = {k: np.asarray(v) for k, v in full.items()}
+            rows = rows[self._lazy_step_ratio(values, rows) <= 2]
+        if rows.size:       # (the whole call again, of one shape: each point as control_variate=False
+            #                  gives it, bit for bit; a subset's program rounded otherwise, and wide
+            #                  saturating inputs amplify rounding to 1e-3 over a few hundred steps)
+            st = self._static.replace(cv_mode="off", control_variate=False)
+            again, _ = self._dispatch(st, geo, full, idx, key, counts, eta, gamma0, sharding)
+            rows = rows[again["diverged_step"][rows] < 0]
+            for k in res:
+                if k in again:
+                    res[k][rows] = again[k][rows]
+            off[rows] = True
+        res["control_variate_noisy"] = noisy
+        res["control_variate_off"] = off
+        if noisy.any() or off.any():
+            warn(f"solve_batch: the lazy-kernel control variate adds noise at {int(noisy.sum())} of {n} points "
+                 f"(their predictions' spread over replicas above {CV_NOISE_MAX:g}x what the same nodes give "
+                 f"without it, and above {CV_NOISE_SCALE:g} of the targets' RMS; res['control_variate_noisy'])"
+                 + (f"; {int(off.sum())} of them, diverging or unresolved with it, were solved again without "
+                    "it (res['control_variate_off'])" if off.any() else "")
+                 + ". The kernel has moved far from its lazy value K0 (wide inputs with a saturating activation, "
+                 "for one): control_variate=False solves every point without it")
         return res
 
 
@@ -454,11 +532,28 @@ def _point(st: _Static, geo, y_test, act0, v, key, state=None, last=None):
     return _outputs(st, su["y"], y_test, v, saves, rec, bad)
 
 
+def _cv_noise(y, f, cv):
+    """Per save, (ratio, scale) of `dmft.solve`'s control-variate noise check (`solve._cv_noise`),
+    traced: the train predictions' spread over replicas (axis 1) with the correction over the
+    same nodes' without it, and that spread over the targets' RMS (zeros for all-zero targets)."""
+    rms = jnp.sqrt(jnp.mean(y * y))
+    sd = lambda a: jnp.sqrt(jnp.mean(jnp.var(a, axis=1), axis=(-2, -1)))      # noqa: E731
+    spread, plain = sd(f), sd(f - cv)
+    big = jnp.finfo(spread.dtype).max
+    ratio = jnp.where(plain > 0, spread / jnp.where(plain > 0, plain, 1.0), jnp.where(spread > 0, big, 0.0))
+    scale = spread / jnp.where(rms > 0, rms, 1.0)
+    return jnp.where(rms > 0, ratio, 0.0), jnp.where(rms > 0, scale, 0.0)
+
+
 def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
     """A point's outputs from its records at every save (traced)."""
     out = {}
     if st.method == "forward":     # replica axis 1: mean, and the spread as an error estimate
         R = rec["f_train"].shape[1]
+        cv = rec.pop("cv_train", None)
+        rec.pop("cv_test", None)
+        if cv is not None and R >= CV_NOISE_REPLICAS:
+            out["cv_noise.ratio"], out["cv_noise.scale"] = _cv_noise(y, rec["f_train"], cv)
         out["effective_node_share"] = jnp.min(rec.pop("node_share"), axis=1)   # the least replica's
         out["node_share_drift"] = jnp.median(rec.pop("node_share_drift"), axis=1)   # the replicas' median
         if R > 1:
@@ -660,7 +755,9 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         forward method "error.train_loss", "error.test_loss", "error.alignment" and
         "error.weight_change.*" (standard errors as in `Solution.error`),
         "effective_node_share", "node_share_drift" (n, T) and "heavy_tailed" (n,) (as
-        `Solution.info`), with curves=True
+        `Solution.info`), with the control variate and 3 replicas or more
+        "control_variate_noisy" and "control_variate_off" (n,) (`BatchProgram`'s check of its
+        noise, as `dmft.solve` makes it: named, or solved again without it), with curves=True
         "f_train"/"f_test", with state=True "state.*".
     """
     if not isinstance(grid, Mapping) or not grid:

@@ -7,6 +7,8 @@ import sys
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 from dmft.runner import TRACE_COUNTS
@@ -327,3 +329,40 @@ def test_batch_mixed_precision_tracks_full(request, method):
     # float32 rounding: measured <= 8.2e-8 relative on these grids (1.25e-7 with 1024 samples and 40
     # steps: about float32's eps); 2e-6 leaves 16x
     np.testing.assert_allclose(mixed["test_loss"], full["test_loss"], rtol=2e-6)
+
+
+def _wide_inputs(scale, seed):
+    rng = np.random.default_rng(seed)
+    x, xt = rng.normal(size=(10, 3)) * scale, rng.normal(size=(5, 3)) * scale
+    return dmft.Dataset(x, np.tanh(x[:, 0] / scale), xt, np.tanh(xt[:, 0] / scale))
+
+
+@settings(max_examples=3, deadline=None)
+@given(scale=st.floats(25.0, 40.0), seed=st.integers(0, 2 ** 16), cut=st.booleans())
+def test_a_batch_checks_its_control_variates_noise_point_by_point_as_solve_does(scale, seed, cut):
+    """erf on inputs of scale 25-40 (`test_solvers`' wide-input case): the lazy-kernel control
+    variate is mostly noise there, and dmft.solve drops it or names it; solve_batch (and so the
+    scans) had no such check and returned losses of 1e4 or diverged points. Now each point is
+    judged as dmft.solve judges it: named (control_variate_noisy), and where the control variate
+    was the solver's choice and the point diverged or ended unresolved, solved again without it,
+    equal to solve_batch(control_variate=False) at that point; a point whose lazy step is unstable
+    at t = 0 (eta0 = 40 here) keeps its divergence. Unit-scale inputs: nothing named."""
+    import warnings
+
+    data = _wide_inputs(scale, seed)
+    model = dmft.TwoLayer("erf", gamma0=1.0)
+    grid = {"gamma0": [0.5, 1.0, 2.0, 1.0], "eta0": [0.05, 0.05, 0.05, 40.0]}
+    kw = dict(steps=200, save_every=50, samples=256, replicas=4, key=jax.random.key(seed), interruptible=cut)
+    with pytest.warns(UserWarning, match="control variate adds noise"):
+        res = dmft.solve_batch(model, data, grid, **kw)
+    plain = dmft.solve_batch(model, data, grid, control_variate=False, **kw)
+    off = res["control_variate_off"]
+    assert res["diverged_step"][3] >= 0 and not off[3]                      # the dynamics' own divergence
+    assert off[:3].any() and (res["control_variate_noisy"][:3] | off[:3]).all()
+    np.testing.assert_array_equal(res["train_loss"][off], plain["train_loss"][off])
+    assert np.all(res["diverged_step"][:3] < 0) and np.all(res["train_loss"][:3, -1] < 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unit = dmft.solve_batch(dmft.TwoLayer("tanh"), _wide_inputs(1.0, seed), {"gamma0": [0.5, 2.0]},
+                                eta0=0.5, steps=40, save_every=10, samples=256, replicas=4)
+    assert not unit["control_variate_noisy"].any() and not unit["control_variate_off"].any()

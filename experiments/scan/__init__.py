@@ -33,7 +33,10 @@ reached_test (`validation.grokking_times` at scan.grok_threshold);
 f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds; with the
 forward method theory.heavy_tailed, theory.least_node_share and theory.least_node_share_drift
 (as `dmft.solve`'s info: a point whose outputs few nodes carry, or whose share of them still
-moves with the node count, so that its value moves with theory.samples).
+moves with the node count, so that its value moves with theory.samples); with its lazy-kernel
+control variate and 3 replicas or more, theory.control_variate_noisy and
+theory.control_variate_off (`dmft.solve_batch`: the correction's noise dominated; the point was
+solved again without it).
 
 Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one
 label-noise value per point) scan init scale (model.init_scale, or model.gamma with init_scale = 0), depth,

@@ -38,7 +38,7 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
         out.update({f"{src}.{q}": rec[q] for q in curves})
     if "predictions" in outputs:
         out.update({f"{src}.{q}": rec[q] for q in ("f_train", "f_test") if q in rec})
-    for q in ("diverged_step", "diverged_seeds", "heavy_tailed"):
+    for q in ("diverged_step", "diverged_seeds", "heavy_tailed", "control_variate_noisy", "control_variate_off"):
         if q in rec:
             out[f"{src}.{q}"] = rec[q]
     if "effective_node_share" in rec:         # the least over saves (NaN after a divergence left out)
