@@ -150,7 +150,11 @@ def capped_grid_error(act: "Activation", max_variance) -> float:
     reference either."""
     if act.quadrature not in ("trapezoid", "piecewise") or not grid_capped(max_variance):
         return 0.0
-    k = float(max_variance)
+    return _capped_grid_error(act, float(max_variance), jnp.asarray(0.0).dtype.name)
+
+
+@functools.lru_cache(maxsize=32)           # (plan_solve and the setup ask for the same one)
+def _capped_grid_error(act: "Activation", k: float, dtype: str) -> float:
     sigma = math.sqrt(k)
     edge = GRID_HALF_WIDTH * sigma
     core = min(REFERENCE_CORE, edge)
@@ -166,13 +170,6 @@ def capped_grid_error(act: "Activation", max_variance) -> float:
     kk = jnp.asarray([k])
     rule = [float(v[0]) for v in act.lazy_kernels(kk, kk, kk)]
     return max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(rule, ref))
-
-
-def _trapezoid_weights(u: np.ndarray) -> np.ndarray:
-    """Trapezoid weights on the equally spaced nodes u."""
-    w = np.full(u.shape, u[1] - u[0] if u.size > 1 else 0.0)
-    w[[0, -1]] /= 2
-    return w
 
 
 def trapezoid_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
