@@ -274,7 +274,7 @@ class Activation:
         1 - 1 ulp, and the kernels' slope in the angle there (arccos(1 - d) ~ sqrt(2 d)) turned
         that into a 2e-9 error on relu's NTK diagonal and up to 2e-8 for a piecewise rule."""
         k11, k12, k22 = (jnp.asarray(k, jnp.result_type(k, float)) for k in (k11, k12, k22))
-        s = jnp.sqrt(jnp.maximum(k11 * k22, 0.0))
+        s = _safe_corr(k11, k12, k22)[0]           # (no overflow of k11 k22 at any input scale)
         near = jnp.abs(k12) >= (1 - SNAP_ULPS * jnp.finfo(k12.dtype).eps) * s
         k12 = jnp.where(near & (s > 0), jnp.sign(k12) * s, k12)
         if self.lazy_fn is not None:
@@ -479,8 +479,9 @@ def _safe_corr(k11, k12, k22):
     # variance ~1e160 or ~1e-160: relu's kernels are finite there, and scale with it)
     prod = k11 * k22
     normal = (prod >= jnp.finfo(prod.dtype).tiny) & (prod <= jnp.finfo(prod.dtype).max)
-    s = jnp.where(normal, jnp.sqrt(jnp.where(normal, prod, 1.0)),
-                  jnp.sqrt(jnp.maximum(k11, 0.0)) * jnp.sqrt(jnp.maximum(k22, 0.0)))
+    roots = jnp.where(k11 == k22, jnp.maximum(k11, 0.0),        # (a diagonal stays exact, as sqrt(k^2) is)
+                      jnp.sqrt(jnp.maximum(k11, 0.0)) * jnp.sqrt(jnp.maximum(k22, 0.0)))
+    s = jnp.where(normal, jnp.sqrt(jnp.where(normal, prod, 1.0)), roots)
     c = jnp.where(s > 0, k12 / jnp.where(s > 0, s, 1.0), 0.0)
     return s, jnp.clip(c, -1.0, 1.0)
 
@@ -506,8 +507,11 @@ def _erf_lazy(k11, k12, k22):
     # from that difference (arcsin near 1 lost half the digits: 2e-10 at variance 1e13)
     m = jnp.maximum(jnp.maximum(k11, k22), 1.0)
     a11, a12, a22, u = k11 / m, k12 / m, k22 / m, 1.0 / m
-    det = jnp.maximum(a11 * a22 - a12 ** 2, 0.0)
-    rest = jnp.sqrt(u * u + 2 * u * (a11 + a22) + 4 * det)
+    diag = u * u + 2 * u * (a11 + a22)
+    inner = diag + 4 * (a11 * a22 - a12 ** 2)
+    # (a determinant below 0 by rounding is taken as 0 where it would leave nothing: a clip of the
+    # determinant itself halved the gradient where it is exactly 0, on the diagonal)
+    rest = jnp.sqrt(jnp.where(inner > 0, inner, diag))
     phi = 2 / jnp.pi * jnp.arctan2(2 * a12, rest)
     g = 4 / jnp.pi / (m * rest)
     return phi, g

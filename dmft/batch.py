@@ -41,7 +41,7 @@ from . import runner as _runner
 from . import single_site as _ss
 from .activations import grid_nodes
 from .errors import InputError, MemoryLimitError, warn
-from .geometry import geometry, lazy_setup, lazy_setup_compiled
+from .geometry import geometry, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
@@ -358,30 +358,13 @@ class BatchProgram:
             noise = tuple(np.where(gone, np.nan, a) for a in noise)
         return res, noise
 
-    def _lazy_step_ratio(self, values: dict, rows) -> np.ndarray:
-        """eta0 (lambda_max(K0) / P + weight_decay) of the points `rows` under full-batch descent
-        (above 2 the lazy step is unstable at t = 0: `solve._lazy_step_ratio`), else 0."""
-        sch = self.schedule
-        if sch.dynamics != "gd" or self._static.batch:
-            return np.zeros(len(rows))
-        eps = np.asarray(values["eps"])[rows]
-        lam = {}
-        for e in np.unique(eps):          # K0 depends on the activation alone (eps: the quadratic's)
-            act = _activation(self.model.activation, jnp.asarray(e, self._geo["y"].dtype))
-            su = lazy_setup_compiled(self._geo, act, 1.0, centered=self.model.centered,
-                                     trained=self.model.trained_readout, nodes=self.plan.kernel_nodes)
-            lam[float(e)] = float(jnp.max(jnp.linalg.eigvalsh(su["k0"][:self.data.P]))) / self.data.P
-        rate = np.array([lam[float(e)] for e in eps]) + np.asarray(values["weight_decay"])[rows]
-        return np.asarray(values["eta0"])[rows] * rate
-
     def _judge_control_variate(self, res, noise, geo, full, idx, key, counts, eta, gamma0, sharding=None):
         """`dmft.solve`'s control-variate noise check, point by point: where the train predictions'
         spread over replicas with the correction is above CV_NOISE_MAX times the same nodes' without
         it, at a spread above CV_NOISE_SCALE of the targets' RMS, the point is named
         (res["control_variate_noisy"]); where the control variate was the solver's choice and the
         point diverged, or ended with a spread above the targets' RMS, it is solved again without
-        it on the same nodes (res["control_variate_off"]), unless its lazy step is unstable at
-        t = 0 (the divergence is then the dynamics' own) or that run diverges too (the first
+        it on the same nodes (res["control_variate_off"]), unless that run diverges too (the first
         result stands)."""
         ratio, scale = noise
         with np.errstate(invalid="ignore"):
@@ -390,9 +373,6 @@ class BatchProgram:
         n = noisy.size
         off = np.zeros(n, bool)
         rows = np.flatnonzero((res["diverged_step"] >= 0) | unresolved) if self.plan.cv_auto else np.zeros(0, int)
-        if rows.size:
-            values = {k: np.asarray(v) for k, v in full.items()}
-            rows = rows[self._lazy_step_ratio(values, rows) <= 2]
         if rows.size:       # (the whole call again, of one shape: each point as control_variate=False
             #                  gives it, bit for bit; a subset's program rounded otherwise, and wide
             #                  saturating inputs amplify rounding to 1e-3 over a few hundred steps)

@@ -252,8 +252,8 @@ KERNEL_ERROR_MAX = 1e-4   # largest relative error of the lazy kernels a solve t
 
 def _check_kernel_accuracy(model: TwoLayer, data: Dataset, method: str, auto: bool = False) -> bool:
     """Whether the lazy kernels may be used: refuse a solve that uses them (method='lazy', or a
-    control variate asked for) where their trapezoid rule, capped at MAX_GRID_NODES per
-    dimension, is off by more than KERNEL_ERROR_MAX at the widest field
+    control variate asked for) where their rule (trapezoid, or piecewise), capped at
+    MAX_GRID_NODES per dimension, is off by more than KERNEL_ERROR_MAX at the widest field
     (`activations.capped_grid_error`): tanh's G0 is 2% off at field variance 3e3 and 34% at 1e4,
     and the control variate carried that into every answer (a loss of 1689 +- 6378 where networks
     read 0.004, or a divergence that was not there). A control variate that was the solver's
@@ -266,8 +266,8 @@ def _check_kernel_accuracy(model: TwoLayer, data: Dataset, method: str, auto: bo
     if err <= KERNEL_ERROR_MAX:
         return True
     where = (f"activation {act.name!r}: at the widest field (variance |x|^2 / D = {v:.3g}) its lazy kernels' "
-             f"quadrature, capped at {MAX_GRID_NODES} nodes per dimension, is off by {err:.2g} (relative; "
-             "E[phi'(u)^2] or E[phi(u)^2])")
+             f"{act.quadrature} quadrature, capped at {MAX_GRID_NODES} nodes per dimension, is off by {err:.2g} "
+             "(relative; E[phi'(u)^2] or E[phi(u)^2])")
     if auto and method != "lazy":
         warn(f"{where}: the control variate, built on them, is off (control_variate=False; rescaling the "
              "inputs toward |x|^2 / D ~ 1 would keep it)")

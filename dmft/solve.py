@@ -313,9 +313,6 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     # nodes come from fold_in(key, i) whatever the grouping: the same answer)
     R = plan.replicas
     g = plan.replicas_at_once
-    # a control variate left to the solver is dropped where its noise dominates, but not where
-    # the lazy step is unstable at t = 0: the runaway is the dynamics' own there (`run_plan`)
-    may_drop = plan.cv_auto and _lazy_step_ratio(plan, su) <= 2
     recs, finals, reps, runs, its, failed = [], [], [], [], [], []     # recs: records or partial ones
     for first in range(0, R, g):
         rep = drive = None                  # the last group's matrices go before the next is drawn
@@ -343,7 +340,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             noise = _cv_noise(data, err.partial)
             if (j := _cv_noisy(noise)) >= 0:
                 note = _cv_noise_note(noise, j, float(sch.times[j]))
-                if may_drop:
+                if plan.cv_auto:
                     raise _NoisyControlVariate(note) from err
                 err.args = (err.args[0] + " " + note + " Solve with control_variate=False.",)
                 err.cv_note = note
@@ -361,7 +358,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         note = _cv_noise_note(noise, j, float(sch.times[j]))
         # nothing to keep where it diverges or ends unresolved (its spread over the targets' RMS):
         # solved again without it (a catapult near the lazy regime, 1.56 at 1.7, ends resolved)
-        if may_drop and (_will_diverge(plan, rec) or noise[1][-1] > 1.0):
+        if plan.cv_auto and (_will_diverge(plan, rec) or noise[1][-1] > 1.0):
             raise _NoisyControlVariate(note)
         extra["control_variate_noisy"] = note
         warn(f"{plan.method}: {note} Solve with control_variate=False.")
@@ -935,16 +932,6 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     return {**su, "f0": f0}, reused
 
 
-def _lazy_step_ratio(plan: SolvePlan, su) -> float:
-    """eta0 (lambda_max(K0) / P + weight_decay) for full-batch descent (above 2 the lazy step is
-    unstable at t = 0), else 0."""
-    sch = plan.schedule
-    if sch.dynamics != "gd" or sch.batch_size is not None:
-        return 0.0
-    P = su["P"]
-    return sch.eta0 * (float(jnp.max(jnp.linalg.eigvalsh(su["k0"][:P]))) / P + sch.weight_decay)
-
-
 def _check_rk4(plan: SolvePlan, su) -> None:
     """Gradient flow is integrated by RK4 at step eta0 (not the lazy method: exact there): refuse a
     step past RK4's stability on the fastest initial rate, lambda_max(K0) / P + weight_decay,
@@ -969,8 +956,9 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     its correction's noise dominates a run that diverges or ends unresolved (`_cv_noise`), the
     solve is run again without it (the same nodes): its answer is returned with a warning and
     the reason in info["control_variate_off"]; if that run diverges too, the first error stands.
-    A divergence where the lazy step is unstable at t = 0 (full-batch descent,
-    `_lazy_step_ratio` above 2) is the dynamics' own: it is raised, not run again."""
+    The lazy step's stability at t = 0 is no guide here: where saturating nodes on wide inputs
+    carry K0, they saturate within the first step and the kernel drops (erf at input scale 1e3,
+    eta0 lambda_max(K0) / P ~ 10: networks of width 16384 descend to 0.2, as the rerun does)."""
     _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     key = jax.random.key(0) if key is None else key
     batch_key = default_batch_key(key) if batch_key is None else batch_key
@@ -987,14 +975,6 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     except DivergenceError as err:
         if not (plan.sampled and plan.cv_auto and plan.control_variate):
             raise
-        unstable = _lazy_step_ratio(plan, su)
-        if unstable > 2:                  # the dynamics' own divergence, not the correction's noise
-            raise DivergenceError(
-                f"{err} The lazy step is unstable at t = 0 (eta0 (lambda_max(K0) / P + weight_decay) = "
-                f"{unstable:.3g} > 2), so this divergence is the dynamics' own, and the solve was not run again "
-                "without the control variate (its nodes alone may not resolve K0 and read a stable step: "
-                "control_variate=False asks for that run)", err.step, err.cause, err.partial,
-                err.saved_steps) from None
         why, first = None, err
     off = dataclasses.replace(plan, control_variate=False, cv_mode="off", cv_auto=False)
     try:

@@ -299,7 +299,8 @@ def test_kernels_of_homogeneous_and_saturating_activations_hold_at_any_input_sca
     homogeneous, Phi0(s^2 k) = s^2 Phi0(k) and G0(s^2 k) = G0(k), and erf's kernels match a 60-digit
     evaluation. k11 k22 overflowed beyond variance ~1e154 (relu read Phi0 = inf and G0 = 1/4, the
     leaky relu 0.139 for 0.0879) and erf's (1 + 2 k11)(1 + 2 k22) - 4 k12^2 lost every digit on the
-    diagonal from variance ~1e10 (G0 0.6% off at 1e6, inf at 1e20, NaN at 1e160)."""
+    diagonal from variance ~1e10 (G0 0.6% off at 1e6, inf at 1e20, NaN at 1e160); an entry one ulp
+    off its diagonal was not snapped beyond 1e154 (relu's G0 off by 3e-9)."""
     k11 = 10.0 ** log_k
     k22 = k11 * ratio
     k12 = rho * np.sqrt(k11) * np.sqrt(k22)
@@ -312,6 +313,9 @@ def test_kernels_of_homogeneous_and_saturating_activations_hold_at_any_input_sca
         np.testing.assert_allclose(phi, phi_exact, rtol=1e-13 + 4 * eps * cond_phi, atol=1e-300)
     if 4 * eps * cond_g < 1e-3:
         np.testing.assert_allclose(g, g_exact, rtol=1e-13 + 4 * eps * cond_g)
+    # a point with itself, its entry one ulp off its diagonal: snapped to the diagonal at any scale
+    off = [jnp.asarray([v]) for v in (k11, np.nextafter(k11, 0.0), k11)]
+    np.testing.assert_allclose(float(A.relu().lazy_kernels(*off)[1][0]), 0.5, rtol=0, atol=1e-15)
     diag = A.erf().lazy_kernels(*[jnp.asarray([k11])] * 3)     # the diagonal: k12 = k11 = k22 exactly
     np.testing.assert_allclose(float(diag[0][0]), 2 / np.pi * np.arctan2(2 * k11, np.sqrt(1 + 4 * k11)),
                                rtol=1e-14)

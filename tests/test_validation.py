@@ -92,19 +92,20 @@ def test_compare_measures_known_errors():
 
 
 @settings(max_examples=4, deadline=None)
-@given(act=st.sampled_from(["relu", "tanh"]), centered=st.booleans(), scale=st.floats(0.3, 3.0),
+@given(act=st.sampled_from(["relu", "tanh"]), centered=st.booleans(), scale=st.floats(0.3, 1.5),
        seed=st.integers(0, 2 ** 16))
 def test_all_zero_targets_give_absolute_errors_and_no_relative_ones(act, centered, scale, seed):
     """Targets all zero: the theory predicts zero to rounding, and the prediction errors were
     divided by that rounding (an uncentered ensemble read a per-seed error of 3e16, a centered one
     1.0, and the loss's relative error 1e33 or 1.0). The errors are now absolute and said to be
-    (summary['zero_targets'], summary['error_scale'] = 1); the losses' relative errors are NaN and
-    the agreement and lazy-limit checks SKIP saying why, while the z check still judges."""
+    (summary['zero_targets'], summary['absolute_errors'], summary['error_scale'] = 1); the losses'
+    relative errors are NaN and the agreement and lazy-limit checks SKIP saying why, while the z
+    check still judges. Each split is judged by its own targets."""
     rng = np.random.default_rng(seed)
     x, xt = rng.normal(size=(12, 3)) * scale, rng.normal(size=(6, 3)) * scale
     data = dmft.Dataset(x, np.zeros(12), xt, np.zeros(6))
     model = dmft.TwoLayer(act, gamma0=1.0, centered=centered)
-    kw = dict(eta0=0.5, steps=10, save_every=5)
+    kw = dict(eta0=0.2, steps=10, save_every=5)
     sol = dmft.solve(model, data, samples=64, replicas=4, key=jax.random.key(seed), **kw)
     run = networks.train(model, data, width=32, seeds=3, key=jax.random.key(seed), **kw)
     c = validation.compare(sol, run)
@@ -124,6 +125,15 @@ def test_all_zero_targets_give_absolute_errors_and_no_relative_ones(act, centere
                             networks.train(model, other, width=32, seeds=3, **kw))
     assert not c1.summary["zero_targets"] and c1.summary["error_scale"] == 2.0
     assert np.isfinite(c1.summary["final_rel_error"])
+    # one split zero, the other not: each loss by its own targets, the predictions by the test split's
+    for y_tr, y_te in ((2.0, 0.0), (0.0, 2.0)):
+        mixed = dmft.Dataset(x, np.full(12, y_tr), xt, np.full(6, y_te))
+        c2 = validation.compare(dmft.solve(model, mixed, samples=64, replicas=4, **kw),
+                                networks.train(model, mixed, width=32, seeds=3, **kw))
+        assert c2.summary["zero_targets"] == c2.summary["absolute_errors"] == (y_te == 0)
+        assert c2.summary["error_scale"] == (1.0 if y_te == 0 else 2.0)
+        assert np.isnan(c2.train_loss["rel_error"][1:]).all() == (y_tr == 0)
+        assert np.isnan(c2.test_loss["rel_error"][1:]).all() == (y_te == 0)
 
 
 _MODEL_CHANGES = [("activation", dict(activation="relu"), {}), ("gamma0", dict(gamma0=2.0), {}),

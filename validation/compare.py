@@ -125,11 +125,12 @@ def compare(solution, run) -> Comparison:
         raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
     _check_same_data(solution, run)
     _check_same_model(solution, run)
-    zero = zero_targets(solution)
-    train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"), not zero)
+    train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"),
+                        not zero_targets(solution, "train"))
     test = None
     if solution.test_loss is not None and run.test_loss is not None:
-        test = _loss_stats(solution.test_loss, run.test_loss, theory_se(solution, "test_loss"), not zero)
+        test = _loss_stats(solution.test_loss, run.test_loss, theory_se(solution, "test_loss"),
+                           not zero_targets(solution, "test"))
     point_axes = tuple(range(2, f_net.ndim))
     # scale: RMS of the targets the predictions are compared on
     scale = _target_rms(solution, use_test)
@@ -151,7 +152,8 @@ def compare(solution, run) -> Comparison:
         "time_mean_mean_error": float(np.mean(mean_err[1:])) if mean_err.size > 1 else 0.0,
         "loss": "test" if test is not None else "train",
         "diverged_seeds": len(run.info.get("diverged", {})),
-        "error_scale": float(scale), "zero_targets": zero,
+        "error_scale": float(scale), "absolute_errors": _zero_scale(solution, use_test),
+        "zero_targets": zero_targets(solution, "test" if test is not None else "train"),
     }
     return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
                       train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
@@ -260,8 +262,10 @@ def _nanmax(a) -> float:
 
 def _target_rms(solution, use_test):
     """RMS of the targets the predictions are compared on (recorded by dmft.solve); 1 where they
-    are all zero (the errors are then absolute: the theory's predictions are zero to rounding
-    there, and dividing by their scale read 1e16)."""
+    are all zero (`_zero_scale`: the errors are then absolute; the theory's predictions are zero
+    to rounding there, and dividing by their scale read 1e16)."""
+    if _zero_scale(solution, use_test):
+        return 1.0
     rms = solution.info.get("target_rms", {}).get("test" if use_test else "train")
     if rms is None:   # no test targets: fall back to the theory's largest prediction scale
         f = solution.f_test if use_test else solution.f_train
@@ -269,10 +273,22 @@ def _target_rms(solution, use_test):
     return rms or 1.0
 
 
-def zero_targets(solution) -> bool:
-    """Whether every target the solve recorded is zero (no scale for relative errors)."""
-    rms = (getattr(solution, "info", None) or {}).get("target_rms", {})
-    return bool(rms) and all(v == 0 for v in rms.values())
+def _zero_scale(solution, use_test) -> bool:
+    """Whether the predictions compared (test or train) have no scale: their targets are all zero,
+    or, without test targets, the training targets are (the theory then predicts zero everywhere)."""
+    return zero_targets(solution, "test") if use_test and not _no_targets(solution, "test") else (
+        zero_targets(solution, "train"))
+
+
+def _no_targets(solution, split) -> bool:
+    return (getattr(solution, "info", None) or {}).get("target_rms", {}).get(split) is None
+
+
+def zero_targets(solution, split: str) -> bool:
+    """Whether the solve recorded the targets of `split` ("train" or "test") and they are all zero
+    (no scale for relative errors of that split's loss)."""
+    rms = (getattr(solution, "info", None) or {}).get("target_rms", {}).get(split)
+    return rms is not None and rms == 0
 
 
 def scaling_fit(widths, errors) -> LogLogFit:

@@ -18,7 +18,6 @@ import numpy as np
 from dmft.errors import InputError
 from dmft.plotting import BAND_NOTE, log_ylim_from_lines, new_figure, seed_mean_line, seed_stats, trajectory_figure
 
-from .compare import zero_targets
 from .inputs import theory_name
 
 __all__ = ["theory_vs_networks", "lazy_to_rich_summary", "width_scaling_plot",
@@ -166,7 +165,8 @@ def width_scaling_plot(sweep):
                 drawn = True
         if not np.isfinite(sc["theory_floor"]):
             unknown.append(f"{g:g}")
-    zero = any(zero_targets(sweep.solutions[g]) for g in sweep.gamma0s)
+    zero = any(getattr(c, "summary", {}).get("absolute_errors") for g in sweep.gamma0s
+               for c in sweep.scaling[g]["comparisons"].values())
     for ax, title in zip(axes, ("per-seed error (fluctuations ~ N^-1/2)",
                                 "error of the ensemble mean (bias ~ N^-1, noise ~ N^-1/2)")):
         ax.set_xscale("log", base=2)
@@ -215,7 +215,8 @@ def relative_error_in_time(sweep):
             t = comp.t
             ax.plot(t[t > 0], loss["rel_error"][t > 0], color=c, label=f"N = {w}")
         floor = _theory_relative_se(sweep.solutions[g])
-        zero = zero_targets(sweep.solutions[g])           # (rel_error is NaN: no loss scale)
+        zero = any(getattr(c, "summary", {}).get("zero_targets")   # (rel_error is NaN: no loss scale)
+                   for c in sweep.scaling[g]["comparisons"].values())
         if zero:
             ax.text(0.5, 0.5, "targets all zero:\nno relative error", transform=ax.transAxes, ha="center",
                     va="center", fontsize=9)

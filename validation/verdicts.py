@@ -219,7 +219,7 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                          "measures the richness, not the solver (the movement is linear in gamma0: add a gamma0 "
                          f"<= {below:.2g} to the sweep to check the solver against the lazy limit)"))
         return out
-    if zero_targets(th):
+    if zero_targets(th, which):
         out.append(_skip(name, f"<= {_num(tol)}",
                          f"final {which} loss: DMFT {a[-1]:.4g}, lazy closed form {b[-1]:.4g}; the targets are all "
                          "zero, so both are zero to rounding and no relative error is defined"))
