@@ -405,8 +405,8 @@ def mode_law(model, data, grid, mode: int, **kw):
 
 
 def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:
-    """(S, r) first saved-time crossing of level x target by each seed's modes (linear
-    interpolation). The targets are the effective s by default; with weight decay pass
+    """(S, r) first saved-time crossing of level x target by each seed's modes (interpolated along
+    the mode's gradient flow between the two saves around it, `_crossing_fraction`). The targets are the effective s by default; with weight decay pass
     `dl.fixed_points(...)`. A seed's mode that starts at or above the level counts from the first
     save after it has been below it (a random start can begin above and dip first), or reads
     t[0] if it never was (learned from the start; the flow's `dl.learning_times` says NaN there:
@@ -424,7 +424,14 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     if np.shape(run.modes)[-1] != s.size:
         raise InputError(f"run: its modes (last axis {np.shape(run.modes)[-1]}) are not the data's {s.size}")
     out = np.full(run.modes.shape[::2], np.inf)
-    diverged = set((getattr(run, "info", None) or {}).get("diverged") or {})
+    info = getattr(run, "info", None) or {}
+    diverged = set(info.get("diverged") or {})
+    # the run's depth for the interpolation between saves (`_crossing_fraction`), where its
+    # modes follow the flow without decay
+    config = info.get("config") or {}
+    depth = (config.get("model") or {}).get("depth")
+    if targets is not None or (config.get("train") or {}).get("weight_decay"):
+        depth = None
     for k in range(run.modes.shape[0]):
         for i in range(s.size):
             y = run.modes[k, :, i]
@@ -442,9 +449,48 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
                 if j == 0:
                     out[k, i] = run.t[0]
                 else:
-                    f = (level * s[i] - y[j - 1]) / (y[j] - y[j - 1])
+                    f = _crossing_fraction(y[j - 1], y[j], s[i], level, depth, run.t[j] - run.t[j - 1])
                     out[k, i] = run.t[j - 1] + f * (run.t[j] - run.t[j - 1])
     return out
+
+
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
+
+
+def _crossing_fraction(a: float, b: float, target: float, level: float, depth, gap: float) -> float:
+    """Where between two saves `gap` apart (strengths a < level x target <= b) a mode crosses its
+    level, as a fraction of the interval: along the mode's gradient flow, d pi / dt =
+    L pi^(2 - 2/L) (s - pi), the time from a to pi is the integral of 1 / (L pi^(2 - 2/L) (s - pi));
+    in w = logit(pi / s) that is int (s sigma(w))^(2/L - 1) dw / (L s), constant in w at L = 2 (so
+    linear in the logit), Gauss-Legendre at other depths, and a ratio of two such integrals (the
+    rate's scale drops out). Where b has reached the target (to 1e-6: its logit is infinite, or
+    target - b has lost its digits), the integral from a itself, at most the gap. Straight lines between the saves read the learning time
+    up to 25% early at saves one time unit apart (depth 3-4, t_half ~1-2: a sigmoid's chord).
+    depth None (a run that does not record it, or weight decay: another flow), or strengths outside
+    (0, target): the straight line. Measured on the flow, depths 1-6, saves 0.3-3 time units
+    apart: 2e-7 or better."""
+    lvl = level * target
+    if depth is None or not (0 < a < lvl <= b and lvl < target):
+        return (lvl - a) / (b - a)
+    L = depth
+    w0, w1 = (math.log(v / (target - v)) for v in (a, lvl))
+
+    def integral(lo, hi):              # (pieces of length <= 2 in w: the integrand is ~exp(-(1 - 2/L) w))
+        edges = np.linspace(lo, hi, max(1, math.ceil((hi - lo) / 2)) + 1)
+        mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2
+        x = mid[:, None] + half[:, None] * _GL_NODES
+        sig = 1.0 / (1.0 + np.exp(-x))
+        return float(np.sum(half[:, None] * _GL_WEIGHTS * (target * sig) ** (2.0 / L - 1.0)))
+
+    if b < target * (1 - 1e-6):        # (closer, target - b has lost digits: as reached)
+        w2 = math.log(b / (target - b))
+        if L == 2:
+            return (w1 - w0) / (w2 - w0)
+        whole = integral(w0, w2)
+        return integral(w0, w1) / whole if whole > 0 else (lvl - a) / (b - a)
+    if not gap > 0:
+        return (lvl - a) / (b - a)
+    return min(integral(w0, w1) / (L * target) / gap, 1.0)
 
 
 def _targets(targets, r: int) -> np.ndarray:
