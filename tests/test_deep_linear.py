@@ -1114,6 +1114,35 @@ def test_compare_modes_names_the_rule_each_row_passes_by():
     assert off["verdict"] == "FAIL" and off["mean_rule"] == ""
 
 
+@settings(max_examples=40, deadline=None)
+@given(s=st.floats(0.5, 3.0), gap=st.floats(0.0, 0.4), scatter=st.floats(0.05, 0.6), n=st.integers(2, 128),
+       seed=st.integers(0, 2 ** 16))
+def test_compare_modes_fails_networks_scattered_around_a_collapsed_sde(s, gap, scatter, n, seed):
+    """At label noise 0 the SDE collapses onto its target (spread ~1e-15); 61 surviving seeds of an
+    unstable step size at 2.29 +- 1.77 against 3 passed by their z (-3.1), the networks' scatter
+    inflating the standard error, and 4 seeds at -1e26 +- 1.5e26 against 2.5 passed with z = -1.
+    Now networks that have not collapsed where the SDE has FAIL (saying so in spread_note,
+    with few seeds too), and z passes no mean further than the target and three SDE spreads;
+    networks collapsed onto the target as well still pass by the target rule."""
+    from validation.deep_linear import compare_modes
+
+    rng = np.random.default_rng(seed)
+    t = [0.0, 1.0]
+    sde = _fake(t, s + 1e-15 * rng.standard_normal((256, 2, 1)), info={"s_effective": [s]})
+    spread_net = _fake(t, s - gap * s + scatter * s * rng.standard_normal((n, 2, 1)))
+    (row,) = compare_modes(spread_net, sde, times=[1.0])
+    if row["networks_std"] > 1.33 * 0.01 * s:
+        assert row["verdict"] == "FAIL" and "collapsed" in row["spread_note"], row
+    collapsed = _fake(t, s * (1 - 1e-3 + 1e-5 * rng.standard_normal((n, 2, 1))))
+    (row,) = compare_modes(collapsed, sde, times=[1.0])
+    assert row["verdict"] == "PASS" and row["mean_rule"] == "target", row
+    wide = _fake(t, _fake(t, sde.modes).modes * 0 + s + 0.3 * s * rng.standard_normal((256, 2, 1)),
+                 info={"s_effective": [s]})
+    far = _fake(t, -1e26 + 1.5e26 * rng.standard_normal((4, 2, 1)))
+    (row,) = compare_modes(far, wide, times=[1.0])
+    assert row["verdict"] == "FAIL" and row["mean_rule"] == "", row
+
+
 def test_dln_report_shows_every_rule_every_teacher_and_unlearned_modes():
     from experiments.dln import load_config
     from experiments.dln.report import markdown
@@ -1348,6 +1377,27 @@ def test_compare_diffusion_pools_the_ratio_without_the_median_bias_of_few_probes
         assert row["verdict"] == "PASS" and row["p10"] < row["ratio"] < row["p90"]
     if probe == 4:                                      # what the median of ratios reported
         assert np.median(measured / D) < 0.6
+
+
+@settings(max_examples=30, deadline=None)
+@given(bias=st.floats(0.5, 2.5), seeds=st.integers(2, 64), seed=st.integers(0, 2 ** 16))
+def test_compare_diffusion_judges_the_ratio_within_its_own_sampling_error(bias, seeds, seed):
+    """The diffusion verdict took the band [0.7, 1.4] whatever the pooled ratio's standard error, so
+    two estimates one error apart (1.38 +- 0.15 at 64 seeds, 1.70 +- 0.28 at 32) got opposite
+    verdicts. The band is now widened by SPREAD_Z errors on a log scale, as the modes' spread band
+    is, and recorded ("band"): generated measured diffusions, `bias` times the prediction with
+    noise, pass iff the ratio lies in the widened band, which holds the configured one."""
+    data = dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], key=0, label_noise=1.0)
+    model, eta = dmft.DeepLinear(2, 4, 0.5, "aligned"), 0.01
+    rng = np.random.default_rng(seed)
+    pi = rng.uniform(0.2, 1.8, (seeds, 3, 2)) * data.s
+    D = dl.diffusion(model, data, pi, eta0=eta, batch_size=1)
+    run = _fake([1.0, 2.0, 3.0], pi, diffusion=bias * D * rng.gamma(4.0, 0.25, D.shape))
+    for row in vdl.compare_diffusion(run, model, data, eta0=eta, batch_size=1):
+        lo, hi = row["band"]
+        widen = np.exp(vdl.SPREAD_Z * row["stderr"] / row["ratio"])
+        np.testing.assert_allclose([lo, hi], [0.7 / widen, 1.4 * widen], rtol=1e-12)
+        assert row["verdict"] == ("PASS" if lo <= row["ratio"] <= hi else "FAIL"), row
 
 
 def test_staircase_skips_a_rank_one_teacher_and_gives_learning_times_in_mode_order():

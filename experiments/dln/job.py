@@ -76,9 +76,15 @@ def _study(cfg, st, out, log, progress):
     res.update(_judge(cfg, st, run, sde, log))
     after = cfg["theory"]["stationary_after"] * st.schedule.final_time
     if not (st.sigma > 0 or kappa > 0):
-        dist = np.abs(run.modes[:, -1] - np.asarray(res["effective_s"]))
-        res["point_mass"] = {"max_abs_distance_to_target": float(np.nanmax(dist)) if np.isfinite(dist).any()
-                             else float("nan"), "t": float(run.t[-1])}      # (NaN: every network diverged)
+        target = np.asarray(res["effective_s"])
+        dist = np.abs(run.modes[:, -1] - target)
+        finite = np.isfinite(dist).any()
+        res["point_mass"] = {"max_abs_distance_to_target": float(np.nanmax(dist)) if finite else float("nan"),
+                             # (a mode still on its way there: the median's distance over its target)
+                             "max_rel_median_distance": float(np.nanmax(np.abs(np.nanmedian(run.modes[:, -1], axis=0)
+                                                                               - target) / target))
+                             if finite else float("nan"),
+                             "t": float(run.t[-1])}      # (NaN: every network diverged)
     run.save(_saved(out, st, "networks"))
     if sde is not None:
         sde.save(_saved(out, st, "sde"))
@@ -377,16 +383,23 @@ def checks(report: dict) -> list[dict]:
                                         if x.get("swamped") is not None else
                                         f"mode {x['mode'] + 1}: no record to compare (no network has a finite "
                                         "one where D is above its floor)" if not x.get("seeds", 1) else
-                                        f"mode {x['mode'] + 1}: {x['ratio']:.3g} +- {x['stderr']:.2g}"
+                                        f"mode {x['mode'] + 1}: {x['ratio']:.3g} "
+                                        + (f"+- {x['stderr']:.2g}" if np.isfinite(x["stderr"]) else
+                                           "(one seed: no error)")
+                                        + (f" in [{x['band'][0]:.3g}, {x['band'][1]:.3g}]" if x.get("band") else "")
                                         for x in r["diffusion"])})
         if r.get("stationary"):
             out.append({"name": f"stationary law {tag}", "verdict": _summary(r["stationary"]),
                         "detail": ", ".join(f"mode {x['mode'] + 1}: decays (starts below the decay's barrier)"
                                             if x.get("decays") else
-                                            f"mode {x['mode'] + 1}: still being learned in the window (its flow "
-                                            f"reaches {vdl.SETTLED:g} of its fixed point at t = {x['settling']:.4g}, after "
-                                            f"the window's first save at t = {x['after']:.4g}: run longer or raise "
-                                            "theory.stationary_after)" if x.get("settling") is not None else
+                                            f"mode {x['mode'] + 1}: still being learned in the window ("
+                                            + ("its flow reaches" if x.get("settling_by", "flow") == "flow" else
+                                               "most networks reach")
+                                            + f" {vdl.SETTLED:g} of its fixed point "
+                                            + (f"at t = {x['settling']:.4g}" if np.isfinite(x["settling"]) else
+                                               "only after the run")
+                                            + f", after the window's first save at t = {x['after']:.4g}: run longer or "
+                                            "raise theory.stationary_after)" if x.get("settling") is not None else
                                             f"mode {x['mode'] + 1}: every network diverged before the stationary "
                                             "window" if x.get("diverged") else
                                             f"mode {x['mode'] + 1}: no density ({x['no_density']})"

@@ -26,6 +26,15 @@ def _f(x, nd=4):
     return "n/a" if not np.isfinite(x) else f"{x:.{nd}g}"
 
 
+def _spread_cell(row) -> str:
+    """The modes table's spread column: the compared ratio, or why there is none."""
+    if row.get("scattered"):
+        return "SDE collapsed, networks not"
+    if row.get("spread_compared", True):
+        return _ratio(row)
+    return "too few seeds" if row.get("spread_note") else "not compared"
+
+
 def _ratio(row) -> str:
     """A compared spread ratio, with the band it was judged against (the configured band widened
     by the ratio's sampling error) where the row records one."""
@@ -120,7 +129,10 @@ def markdown(rep: dict) -> str:
               f"ensemble collapsed on its target has no spread to compare with); and its spread ratio must lie "
               f"in [{chk['spread_low']:g}, {chk['spread_high']:g}], widened by {SPREAD_Z:g} sampling errors of "
               "the ratio for the numbers of seeds and paths (the band applied is in brackets in the table), "
-              f"wherever the SDE's spread exceeds {chk['target_rel']:g} x the target (\"not compared\" below it).",
+              f"wherever the SDE's spread exceeds {chk['target_rel']:g} x the target (\"not compared\" below it; "
+              f"there the networks' spread must be below {chk['spread_high']:g} x {chk['target_rel']:g} x the target "
+              "too, or the row FAILs: \"SDE collapsed, networks not\"). A mean passes by z only within the target "
+              "and three SDE spreads of it.",
               ""]),
               "## Verdicts", "", "| check | verdict | detail |", "|---|---|---|"]
     lines += [f"| {_cell(c['name'])} | **{c['verdict']}** | {_cell(c['detail'])} |" for c in rep["checks"]]
@@ -145,14 +157,18 @@ def markdown(rep: dict) -> str:
             lines += [f"| {x['mode'] + 1} | {_f(x['t'])} | {_f(x['networks_mean'])} +- {_f(x['networks_std'], 3)} | "
                       f"{_f(x['sde_mean'])} +- {_f(x['sde_std'], 3)} | {_f(x['z'], 3)} | {_f(x['effect'], 2)} | "
                       f"{_f(x.get('target_rel'), 2)} | "
-                      f"{_ratio(x) if x.get('spread_compared', True) else 'too few seeds' if x.get('spread_note') else 'not compared'} | "
+                      f"{_spread_cell(x)} | "
                       f"{x.get('mean_rule') or '-'} | {x['verdict']} |" for x in r["modes"]]
         lines += ["", "Diffusion along each mode, measured / predicted D(pi): the pooled ratio (sum over seeds and "
                   "times of the measured over that of the predicted), its standard error (seeds as the independent "
-                  "units), and the 10% and 90% points of single records' ratios:", "",
-                  "| mode | pooled ratio | std. error | 10% | 90% | verdict |", "|---|---|---|---|---|---|"]
-        lines += [f"| {x['mode'] + 1} | {_f(x['ratio'], 3)} | {_f(x.get('stderr'), 2)} | {_f(x['p10'], 3)} | "
-                  f"{_f(x['p90'], 3)} | {x['verdict']} |" for x in r["diffusion"]]
+                  "units), the band it is judged against (the configured band widened by "
+                  f"{SPREAD_Z:g} standard errors on a log scale), and the 10% and 90% points of single records' "
+                  "ratios:", "",
+                  "| mode | pooled ratio | std. error | band applied | 10% | 90% | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {x['mode'] + 1} | {_f(x['ratio'], 3)} | {_f(x.get('stderr'), 2)} | "
+                  + (f"[{_f(x['band'][0], 3)}, {_f(x['band'][1], 3)}]" if x.get("band") else "-")
+                  + f" | {_f(x['p10'], 3)} | {_f(x['p90'], 3)} | {x['verdict']} |" for x in r["diffusion"]]
         if any(x.get("decays") for x in r["diffusion"]):
             lines += ["", "SKIP: a mode that weight decay switches off stays near 0, where its own D vanishes "
                       "and what is measured is the noise leaking from the other modes (which the per-mode "
@@ -212,9 +228,13 @@ def markdown(rep: dict) -> str:
         elif r.get("stationary_error"):
             lines += ["", f"No stationary law to compare with: {r['stationary_error']}"]
         elif r.get("point_mass"):
+            pm = r["point_mass"]
             lines += ["", f"Without label noise the stationary law is the point mass at the target: at "
-                      f"t = {_f(r['point_mass']['t'])} the largest distance of a mode to it is "
-                      f"{_f(r['point_mass']['max_abs_distance_to_target'], 3)}."]
+                      f"t = {_f(pm['t'])} the largest distance of a mode to it is "
+                      f"{_f(pm['max_abs_distance_to_target'], 3)}"
+                      + (f" (a mode's median is still {_f(pm['max_rel_median_distance'], 2)} of its target away: "
+                         "not there yet, still being learned)." if pm.get("max_rel_median_distance", 0) > 0.1 else
+                         ".")]
         if r.get("staircase"):
             s = r["staircase"]
             lines += ["", f"Saddle-to-saddle (random init, scale {_f(s['init_scale'], 3)}): modes learned in the "
