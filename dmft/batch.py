@@ -342,7 +342,6 @@ class BatchProgram:
                                                    else res.get("node_share_drift")), axis=1)
         return res
 
-
     def _dispatch(self, st, geo, full, idx, key, counts, eta, gamma0, sharding=None):
         """(`_finish`ed results, (ratio, scale) of the control variate's noise per point and save or
         None) of one call's points under the static configuration st."""
@@ -386,13 +385,17 @@ class BatchProgram:
         res["control_variate_noisy"] = noisy
         res["control_variate_off"] = off
         if noisy.any() or off.any():
-            warn(f"solve_batch: the lazy-kernel control variate adds noise at {int(noisy.sum())} of {n} points "
-                 f"(their predictions' spread over replicas above {CV_NOISE_MAX:g}x what the same nodes give "
-                 f"without it, and above {CV_NOISE_SCALE:g} of the targets' RMS; res['control_variate_noisy'])"
-                 + (f"; {int(off.sum())} of them, diverging or unresolved with it, were solved again without "
-                    "it (res['control_variate_off'])" if off.any() else "")
-                 + ". The kernel has moved far from its lazy value K0 (wide inputs with a saturating activation, "
-                 "for one): control_variate=False solves every point without it")
+            said = []
+            if noisy.any():
+                said.append(f"the lazy-kernel control variate adds noise at {int(noisy.sum())} of {n} points "
+                            f"(their predictions' spread over replicas above {CV_NOISE_MAX:g}x what the same nodes "
+                            f"give without it, and above {CV_NOISE_SCALE:g} of the targets' RMS; "
+                            "res['control_variate_noisy'])")
+            if off.any():
+                said.append(f"{int(off.sum())} point(s) that diverged or ended unresolved with it were solved "
+                            "again without it, and did not diverge (res['control_variate_off'])")
+            warn("solve_batch: " + "; ".join(said) + ". The kernel has moved far from its lazy value K0 (wide "
+                 "inputs with a saturating activation, for one): control_variate=False solves every point without it")
         return res
 
 

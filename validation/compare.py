@@ -10,8 +10,9 @@ are defined at t = 0, where the centered predictions vanish):
     per_seed_error(t) = sqrt(mean_{seeds, points} (f_seed - f_theory)^2) / rms(y)
     mean_error(t)     = sqrt(mean_points (mean_seeds f - f_theory)^2) / rms(y)
 
-Where the targets are all zero the errors are absolute (rms(y) taken as 1) and the losses'
-relative errors are NaN (summary["zero_targets"]; summary["error_scale"] is the divisor used).
+Where the compared targets are all zero the errors are absolute (rms(y) taken as 1;
+summary["absolute_errors"], summary["error_scale"] the divisor used), and a loss whose own
+targets are all zero has NaN relative errors (summary["zero_targets"] for the judged loss).
 
 Example:
     >>> import numpy as np

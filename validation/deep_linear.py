@@ -108,9 +108,9 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
     difference is many standard errors); "z" only where the difference is within the target or
     three SDE spreads (diverging seeds' scatter made a z of -1 of a mean 1e26 away). Spreads are
     compared where the SDE's spread exceeds target_rel x the target (below it `spread_compared`
-    is False, and the networks' spread must be below spread[1] times that, or the row
-    FAILs with a "spread_note": the SDE collapsed onto its target, the networks not): the ratio passes within
-    `spread` widened by `spread_z` of its own sampling errors (`spread_ratio_error`, on a log
+    is False, and the networks' spread must be below spread[1] times that, or the row FAILs
+    with a "spread_note": the SDE collapsed onto its target, the networks not): the ratio passes
+    within `spread` widened by `spread_z` of its own sampling errors (`spread_ratio_error`, on a log
     scale: "spread_band" is the band applied), so that a few seeds' sampling noise is not read
     as a mismatch (16 seeds of a law the SDE matches exactly gave ratios of 0.58); with fewer
     than SPREAD_MIN_N finite members on either side the spread is not judged ("spread_note").
@@ -435,9 +435,10 @@ def mode_law(model, data, grid, mode: int, **kw):
 
 def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:
     """(S, r) first saved-time crossing of level x target by each seed's modes (interpolated along
-    the mode's gradient flow between the two saves around it, `_crossing_fraction`). The targets are the effective s by default; with weight decay pass
-    `dl.fixed_points(...)`. A seed's mode that starts at or above the level counts from the first
-    save after it has been below it (a random start can begin above and dip first), or reads
+    the mode's gradient flow between the two saves around it, `_crossing_fraction`). The targets
+    are the effective s by default; with weight decay pass `dl.fixed_points(...)`. A seed's mode
+    that starts at or above the level counts from the first save after it has been below it (a
+    random start can begin above and dip first), or reads
     t[0] if it never was (learned from the start; the flow's `dl.learning_times` says NaN there:
     it has no crossing); NaN for a mode the decay switches off (a NaN target), as the flow's;
     inf for one not learned within the run (it may be later), and for a diverged seed
@@ -493,11 +494,11 @@ def _crossing_fraction(a: float, b: float, target: float, level: float, depth, g
     in w = logit(pi / s) that is int (s sigma(w))^(2/L - 1) dw / (L s), constant in w at L = 2 (so
     linear in the logit), Gauss-Legendre at other depths, and a ratio of two such integrals (the
     rate's scale drops out). Where b has reached the target (to 1e-6: its logit is infinite, or
-    target - b has lost its digits), the integral from a itself, at most the gap. Straight lines between the saves read the learning time
-    up to 25% early at saves one time unit apart (depth 3-4, t_half ~1-2: a sigmoid's chord).
-    depth None (a run that does not record it, or weight decay: another flow), or strengths outside
-    (0, target): the straight line. Measured on the flow, depths 1-6, saves 0.3-3 time units
-    apart: 2e-7 or better."""
+    target - b has lost its digits), the integral from a itself, at most the gap. Straight lines
+    between the saves read the learning time up to 25% early at saves one time unit apart (depth
+    3-4, t_half ~1-2: a sigmoid's chord). depth None (a run that does not record it, or weight
+    decay: another flow), or strengths outside (0, target): the straight line. Measured on the
+    flow, depths 1-6, saves 0.05-3 time units apart: 2e-7 or better."""
     lvl = level * target
     if depth is None or not (0 < a < lvl <= b and lvl < target):
         return (lvl - a) / (b - a)
