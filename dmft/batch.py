@@ -333,7 +333,7 @@ class BatchProgram:
             full["counts"] = jax.device_put(full["counts"], sharding)
         gamma0 = cols["gamma0"] if "gamma0" in cols else np.full(index.size, self._defaults["gamma0"])
         res, noise = self._dispatch(self._static, geo, full, idx, key, counts, eta, gamma0, sharding)
-        if noise is not None:
+        if self.method == "forward" and self._static.cv_mode != "off":
             res = self._judge_control_variate(res, noise, geo, full, idx, key, counts, eta, gamma0, sharding)
         if "effective_node_share" in res:           # as `dmft.solve` flags a heavy-tailed site law
             res["heavy_tailed"] = np.any(few_nodes(res["effective_node_share"],
@@ -364,12 +364,15 @@ class BatchProgram:
         (res["control_variate_noisy"]); where the control variate was the solver's choice and the
         point diverged, or ended with a spread above the targets' RMS, it is solved again without
         it on the same nodes (res["control_variate_off"]), unless that run diverges too (the first
-        result stands)."""
-        ratio, scale = noise
-        with np.errstate(invalid="ignore"):
-            noisy = np.any((ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE), axis=1)
-            unresolved = noisy & (scale[:, -1] > 1.0)
-        n = noisy.size
+        result stands). noise: None with fewer than CV_NOISE_REPLICAS replicas (nothing is named;
+        a diverged point is still solved again, as `dmft.solve` does at any replica count)."""
+        n = res["diverged_step"].size
+        noisy = unresolved = np.zeros(n, bool)
+        if noise is not None:
+            ratio, scale = noise
+            with np.errstate(invalid="ignore"):
+                noisy = np.any((ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE), axis=1)
+                unresolved = noisy & (scale[:, -1] > 1.0)
         off = np.zeros(n, bool)
         rows = np.flatnonzero((res["diverged_step"] >= 0) | unresolved) if self.plan.cv_auto else np.zeros(0, int)
         if rows.size:       # (the whole call again, of one shape: each point as control_variate=False
@@ -385,15 +388,17 @@ class BatchProgram:
         res["control_variate_noisy"] = noisy
         res["control_variate_off"] = off
         if noisy.any() or off.any():
-            said = []
+            pos = np.asarray(idx)            # (a padded call repeats its last point: count positions)
+            said, total = [], np.unique(pos).size
             if noisy.any():
-                said.append(f"the lazy-kernel control variate adds noise at {int(noisy.sum())} of {n} points "
+                said.append(f"the lazy-kernel control variate adds noise at {np.unique(pos[noisy]).size} of "
+                            f"{total} points "
                             f"(their predictions' spread over replicas above {CV_NOISE_MAX:g}x what the same nodes "
                             f"give without it, and above {CV_NOISE_SCALE:g} of the targets' RMS; "
                             "res['control_variate_noisy'])")
             if off.any():
-                said.append(f"{int(off.sum())} point(s) that diverged or ended unresolved with it were solved "
-                            "again without it, and did not diverge (res['control_variate_off'])")
+                said.append(f"{np.unique(pos[off]).size} point(s) that diverged or ended unresolved with it were "
+                            "solved again without it, and did not diverge (res['control_variate_off'])")
             warn("solve_batch: " + "; ".join(said) + ". The kernel has moved far from its lazy value K0 (wide "
                  "inputs with a saturating activation, for one): control_variate=False solves every point without it")
         return res
@@ -738,9 +743,9 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         forward method "error.train_loss", "error.test_loss", "error.alignment" and
         "error.weight_change.*" (standard errors as in `Solution.error`),
         "effective_node_share", "node_share_drift" (n, T) and "heavy_tailed" (n,) (as
-        `Solution.info`), with the control variate and 3 replicas or more
-        "control_variate_noisy" and "control_variate_off" (n,) (`BatchProgram`'s check of its
-        noise, as `dmft.solve` makes it: named, or solved again without it), with curves=True
+        `Solution.info`), with the control variate "control_variate_noisy" (named from 3
+        replicas) and "control_variate_off" (n,) (`BatchProgram`'s check of its noise, as
+        `dmft.solve` makes it: named, or solved again without it), with curves=True
         "f_train"/"f_test", with state=True "state.*".
     """
     if not isinstance(grid, Mapping) or not grid:

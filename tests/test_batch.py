@@ -368,3 +368,19 @@ def test_a_batch_checks_its_control_variates_noise_point_by_point_as_solve_does(
     real = dmft.solve_batch(dmft.TwoLayer("erf"), _wide_inputs(1.0, 2), {"eta0": [0.5, 400.0]}, steps=40,
                             save_every=10, samples=256, replicas=4, key=jax.random.key(2))
     assert real["diverged_step"][1] >= 0 and not real["control_variate_off"].any()
+
+
+def test_a_batch_of_two_replicas_solves_a_diverged_point_again_as_solve_does():
+    """With fewer than 3 replicas nothing is named (two spreads of one degree of freedom), but a
+    point whose control-variate run diverged is solved again without it, as dmft.solve does at any
+    replica count (the batch kept the divergence: diverged_step [-1, 50, -1] where solve read 0.0097)."""
+    data = _wide_inputs(30.0, 7)
+    grid = {"gamma0": [0.5, 1.0, 2.0], "eta0": [0.05, 0.05, 0.05]}
+    kw = dict(steps=200, save_every=50, samples=256, replicas=2, key=jax.random.key(3))
+    with pytest.warns(UserWarning, match="solved again without it"):
+        res = dmft.solve_batch(dmft.TwoLayer("erf"), data, grid, **kw)
+    plain = dmft.solve_batch(dmft.TwoLayer("erf"), data, grid, control_variate=False, **kw)
+    assert res["control_variate_off"].any() and not res["control_variate_noisy"].any()
+    assert np.all(res["diverged_step"] < 0)
+    np.testing.assert_array_equal(res["train_loss"][res["control_variate_off"]],
+                                  plain["train_loss"][res["control_variate_off"]])
