@@ -160,13 +160,11 @@ def _capped_grid_error(act: "Activation", k: float, dtype: str) -> float:
     core = min(REFERENCE_CORE, edge)
     kinks = [float(b) for b in act.kinks if abs(b) < edge]
     breaks = np.unique(np.concatenate([np.linspace(-core, core, 2 * math.ceil(core / REFERENCE_STEP) + 1),
-                                       np.linspace(core, edge, REFERENCE_NODES),
-                                       -np.linspace(core, edge, REFERENCE_NODES), kinks]))
-    t, w = np.polynomial.legendre.leggauss(REFERENCE_ORDER)
-    mid, half = (breaks[1:] + breaks[:-1]) / 2, (breaks[1:] - breaks[:-1]) / 2
-    u = (mid[:, None] + half[:, None] * t).reshape(-1)
-    wu = (half[:, None] * w).reshape(-1) * np.exp(-(u / sigma) ** 2 / 2) / (sigma * math.sqrt(2 * math.pi))
-    ref = [float(np.sum(wu * np.asarray(f(jnp.asarray(u))) ** 2)) for f in (act, act.derivative)]
+                                       np.linspace(core, edge, REFERENCE_NODES)[:-1],
+                                       -np.linspace(core, edge, REFERENCE_NODES)[:-1], kinks]))
+    # the pieces between them in standard units, as the piecewise rule integrates its own
+    x, wx = _pieces(jnp.asarray(breaks / sigma), *np.polynomial.legendre.leggauss(REFERENCE_ORDER))
+    ref = [float(jnp.sum(wx * f(sigma * x) ** 2)) for f in (act, act.derivative)]
     kk = jnp.asarray([k])
     rule = [float(v[0]) for v in act.lazy_kernels(kk, kk, kk)]
     return max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(rule, ref))

@@ -46,7 +46,7 @@ from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
 from .single_site import few_nodes
-from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE
+from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE, cv_noise_hits, cv_noise_measure
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
 from .schedule import Schedule, check_decay, decay_factor, default_batch_key, final_time_counts, schedule_from
@@ -370,8 +370,8 @@ class BatchProgram:
         noisy = unresolved = np.zeros(n, bool)
         if noise is not None:
             ratio, scale = noise
+            noisy = np.any(cv_noise_hits(ratio, scale), axis=1)
             with np.errstate(invalid="ignore"):
-                noisy = np.any((ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE), axis=1)
                 unresolved = noisy & (scale[:, -1] > 1.0)
         off = np.zeros(n, bool)
         rows = np.flatnonzero((res["diverged_step"] >= 0) | unresolved) if self.plan.cv_auto else np.zeros(0, int)
@@ -520,19 +520,6 @@ def _point(st: _Static, geo, y_test, act0, v, key, state=None, last=None):
     return _outputs(st, su["y"], y_test, v, saves, rec, bad)
 
 
-def _cv_noise(y, f, cv):
-    """Per save, (ratio, scale) of `dmft.solve`'s control-variate noise check (`solve._cv_noise`),
-    traced: the train predictions' spread over replicas (axis 1) with the correction over the
-    same nodes' without it, and that spread over the targets' RMS (zeros for all-zero targets)."""
-    rms = jnp.sqrt(jnp.mean(y * y))
-    sd = lambda a: jnp.sqrt(jnp.mean(jnp.var(a, axis=1), axis=(-2, -1)))      # noqa: E731
-    spread, plain = sd(f), sd(f - cv)
-    big = jnp.finfo(spread.dtype).max
-    ratio = jnp.where(plain > 0, spread / jnp.where(plain > 0, plain, 1.0), jnp.where(spread > 0, big, 0.0))
-    scale = spread / jnp.where(rms > 0, rms, 1.0)
-    return jnp.where(rms > 0, ratio, 0.0), jnp.where(rms > 0, scale, 0.0)
-
-
 def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
     """A point's outputs from its records at every save (traced)."""
     out = {}
@@ -540,8 +527,8 @@ def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
         R = rec["f_train"].shape[1]
         cv = rec.pop("cv_train", None)
         rec.pop("cv_test", None)
-        if cv is not None and R >= CV_NOISE_REPLICAS:
-            out["cv_noise.ratio"], out["cv_noise.scale"] = _cv_noise(y, rec["f_train"], cv)
+        if cv is not None and R >= CV_NOISE_REPLICAS:      # (`dmft.solve`'s measure, in the point's program)
+            out["cv_noise.ratio"], out["cv_noise.scale"] = cv_noise_measure(y, rec["f_train"], cv, xp=jnp)
         out["effective_node_share"] = jnp.min(rec.pop("node_share"), axis=1)   # the least replica's
         out["node_share_drift"] = jnp.median(rec.pop("node_share_drift"), axis=1)   # the replicas' median
         if R > 1:

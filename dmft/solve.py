@@ -482,22 +482,38 @@ def _cv_noise(data: Dataset, rec) -> tuple[np.ndarray, np.ndarray]:
     of 400 SGD solves) or with all-zero targets (nothing to fit: rounding against rounding)."""
     f = np.asarray(rec["f_train"], np.float64)
     y = np.asarray(data.targets("train"), np.float64)
-    rms = float(np.sqrt(np.mean(y * y)))
-    if f.ndim < 3 or f.shape[1] < CV_NOISE_REPLICAS or rms == 0:
+    if f.ndim < 3 or f.shape[1] < CV_NOISE_REPLICAS:
         return np.zeros(f.shape[:1]), np.zeros(f.shape[:1])
-    sd = lambda a: np.sqrt(np.mean(np.var(a, axis=1), axis=tuple(range(1, a.ndim - 1))))   # noqa: E731
     with np.errstate(all="ignore"):
-        spread, plain = sd(f), sd(f - np.asarray(rec["cv_train"], np.float64))
-        ratio = np.where(plain > 0, spread / np.where(plain > 0, plain, 1.0), np.where(spread > 0, np.inf, 0.0))
-        scale = spread / rms
+        ratio, scale = cv_noise_measure(y, f, np.asarray(rec["cv_train"], np.float64))
     big = np.finfo(np.float64).max
     return np.nan_to_num(ratio, nan=0.0, posinf=big), np.nan_to_num(scale, nan=0.0, posinf=big)
 
 
+def cv_noise_measure(y, f, cv, xp=np):
+    """Per save, (ratio, scale) of `_cv_noise` from the targets y, the records f (saves, replicas,
+    points...) and their corrections cv, in numpy or (xp=jnp) traced inside a batch's point
+    program: the spread over replicas (RMS over points) of f over that of f - cv (the largest
+    float where only the latter is 0), and of f over the targets' RMS; zeros for all-zero targets."""
+    rms = xp.sqrt(xp.mean(y * y))
+    sd = lambda a: xp.sqrt(xp.mean(xp.var(a, axis=1), axis=tuple(range(1, a.ndim - 1))))   # noqa: E731
+    spread, plain = sd(f), sd(f - cv)
+    big = xp.finfo(spread.dtype).max
+    ratio = xp.where(plain > 0, spread / xp.where(plain > 0, plain, 1.0), xp.where(spread > 0, big, 0.0))
+    scale = spread / xp.where(rms > 0, rms, 1.0)
+    return xp.where(rms > 0, ratio, 0.0), xp.where(rms > 0, scale, 0.0)
+
+
+def cv_noise_hits(ratio, scale):
+    """Where (per save, or per point and save) the control variate's noise dominates: a ratio
+    above CV_NOISE_MAX at a spread above CV_NOISE_SCALE of the targets' RMS (NaN: no)."""
+    with np.errstate(invalid="ignore"):
+        return (ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE)
+
+
 def _cv_noisy(noise) -> int:
     """The first save where the control variate's noise dominates (`_cv_noise`), or -1."""
-    ratio, scale = noise
-    hit = (ratio > CV_NOISE_MAX) & (scale > CV_NOISE_SCALE)
+    hit = cv_noise_hits(*noise)
     return int(np.argmax(hit)) if hit.any() else -1
 
 
@@ -907,14 +923,13 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
         su = lazy_setup_compiled(geometry(data), act, 1.0, centered=model.centered,
                         trained=model.trained_readout, nodes=plan.kernel_nodes)
         bad = [k for k in ("phi0", "g0", "k0") if not np.all(np.isfinite(np.asarray(su[k])))]
+        widest = float(jnp.max(su["diag"])) if su["diag"].size else 0.0
         if bad:               # (a callable finite on [-3, 3] that is not on the fields' whole line)
-            v = float(np.max(np.asarray(su["diag"]))) if np.asarray(su["diag"]).size else 0.0
             raise InputError(f"activation {act.name!r}: its lazy kernels {bad} are not finite on this data: "
                              "E[phi(u) phi(u')] or E[phi'(u) phi'(u')] does not exist for the Gaussian "
                              "fields u (phi or phi' undefined or too fast-growing somewhere on the real line), "
-                             f"or it overflows float64 (the widest field's variance |x|^2 / D is {v:.3g}: "
+                             f"or it overflows float64 (the widest field's variance |x|^2 / D is {widest:.3g}: "
                              "rescale the inputs)")
-        widest = float(jnp.max(su["diag"])) if su["diag"].size else 0.0
         if act.quadrature in ("trapezoid", "piecewise") and grid_capped(widest):
             # the grid is coarser than GRID_STEP: its error at the widest field, measured (plan_solve
             # refused it above KERNEL_ERROR_MAX where the kernels are used; doubling nodes is not

@@ -277,12 +277,8 @@ def _target_rms(solution, use_test):
 def _zero_scale(solution, use_test) -> bool:
     """Whether the predictions compared (test or train) have no scale: their targets are all zero,
     or, without test targets, the training targets are (the theory then predicts zero everywhere)."""
-    return zero_targets(solution, "test") if use_test and not _no_targets(solution, "test") else (
-        zero_targets(solution, "train"))
-
-
-def _no_targets(solution, split) -> bool:
-    return (getattr(solution, "info", None) or {}).get("target_rms", {}).get(split) is None
+    recorded = (getattr(solution, "info", None) or {}).get("target_rms", {})
+    return zero_targets(solution, "test" if use_test and recorded.get("test") is not None else "train")
 
 
 def zero_targets(solution, split: str) -> bool:
