@@ -551,6 +551,15 @@ def _crossing_fraction(a: float, b: float, target: float, level: float, depth, g
     return min(integral(w0, w1) / (L * target) / gap, 1.0)
 
 
+def _one_path(run, data) -> bool:
+    """Whether every seed of `run` follows one path: an aligned start trained full batch on a fixed
+    set (as its recorded configuration says; a run that records none counts as not)."""
+    config = (getattr(run, "info", None) or {}).get("config") or {}
+    model, train = config.get("model") or {}, config.get("train") or {}
+    return (model.get("init") == "aligned" and data.P is not None
+            and train.get("batch_size") in (None, data.P))
+
+
 def _targets(targets, r: int) -> np.ndarray:
     """(r,) targets, each > 0 or NaN (a mode weight decay switches off), else an InputError."""
     arr = _real_array("targets", targets)
@@ -577,7 +586,9 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     a plateau is read (from the saves on it alone) only where the previous step is 90% learned
     before this one is 10% learned and saves fall in between; otherwise its row is a SKIP that
     says which. A teacher of rank 1, or of modes all of one strength, has no plateau between two
-    learned modes and no order to check: SKIP, with the reason."""
+    learned modes and no order to check: SKIP, with the reason. So is one seed of a random start
+    or of SGD (no spread to resolve the order against; one seed of an aligned full-batch run is
+    every seed's path)."""
     pl = dl.plateaus(data)
     tl = learning_times_of(run, data)
     finite = np.all(np.isfinite(tl), axis=1)
@@ -601,6 +612,12 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
         se = 1.2533 * np.nanstd(logs, axis=0, ddof=1) / np.sqrt(n) if tl.shape[0] > 1 else np.zeros(med.size)
         gap = np.log(med[order[1:]]) - np.log(med[order[:-1]])
     se = np.nan_to_num(se)
+    # one seed has no spread: it resolves an order only where every seed would follow its path (an
+    # aligned start, full batch on a fixed set); one seed of a random start or of SGD resolves none
+    # (a coin flip between near strengths FAILed)
+    lone = tl.shape[0] == 1 and not _one_path(run, data)
+    if lone:
+        se = np.full(med.size, np.inf)
     resolved = np.concatenate([[True], ~tied[1:] & ~(np.abs(gap) <= 2 * np.hypot(se[order[1:]], se[order[:-1]]))])
     rank = np.cumsum(resolved) - 1
     rank_of = np.empty(order.size, int)
@@ -630,7 +647,10 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
                "loss": None, "rel_error": None, "verdict": "SKIP"}
         inside = (run.t >= last) & (run.t <= first)
         lo, hi = np.max(med[prev]), np.min(med[this])
-        if not resolved[k]:
+        if lone:
+            row["note"] = (f"one seed of a random start or of SGD: no spread over seeds to resolve its learning "
+                           f"times {lo:.3g} and {hi:.3g} (run more seeds)")
+        elif not resolved[k]:
             row["note"] = (f"no plateau: the steps' median learning times {lo:.3g} and {hi:.3g} are within "
                            "the seeds' spread (learned together)")
         elif not np.any((run.t > lo) & (run.t < hi)):
@@ -652,6 +672,9 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
                                    "to check" if med.size < 2 else
                                    f"its {med.size} modes are of equal strength, learned together: no plateau "
                                    "between two learned modes and no order to check")
+    elif lone:
+        verdict, reason = "SKIP", ("one seed of a random start or of SGD: no spread over seeds to resolve the "
+                                   "learning order or read a plateau against (run more seeds)")
     elif order_ok and rows and not judged:
         verdict, reason = "SKIP", ("the order is as predicted, but no plateau could be read (each row says why: "
                                    "overlapping transitions, or no save on the plateau)")
