@@ -103,6 +103,7 @@ def _scaling_table(sweep):
         for k in ("per_seed_fit", "mean_fit", "bias_fit"):
             f = sc[k]
             row[k] = None if f is None else {"slope": f.slope, "stderr": _finite(f.stderr),
+                                             "half_width_95": _finite(f.half_width()),
                                              "range": list(f.x_range), "points": f.n}
         rows.append(row)
     return rows
@@ -334,12 +335,13 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
                 return "-"
             if f["stderr"] is None:
                 return f"{f['slope']:+.2f} (no error: {f['points']} points)"
-            return f"{f['slope']:+.2f} +- {f['stderr']:.2f}"
+            return f"{f['slope']:+.3f} +- {f['half_width_95']:.2g} (95%, {f['points'] - 2} dof)"
         lines += _table(["gamma0", "per-seed slope", "ensemble-mean slope", "test-loss bias slope", "widths",
                          f"{name} error floor"],
                         [[f"{r['gamma0']:g}", s(r["per_seed_fit"]), s(r["mean_fit"]), s(r["bias_fit"]),
                           f"{r['widths'][0]}..{r['widths'][-1]}", _fmt(r["theory_floor"], 2)] for r in scaling])
-        lines += ["", "Per-seed errors follow the N^-1/2 fluctuations of Bordelon & Pehlevan (2023); the "
+        lines += ["", "The slopes' intervals are 95% (Student's t with points - 2 degrees of freedom). "
+                  "Per-seed errors follow the N^-1/2 fluctuations of Bordelon & Pehlevan (2023); the "
                   "ensemble mean mixes the N^-1 bias with seed noise of order (seeds N)^-1/2."]
     lines += ["", "## Figures", ""]
     lines += [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]

@@ -100,3 +100,37 @@ def test_fits_of_repeated_abscissae_are_the_least_squares_line_or_refused(x, noi
         got = fit()
         slope = got.slope if hasattr(got, "slope") else got
         assert np.isfinite(slope) and slope == pytest.approx(ref(), rel=1e-6, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.lists(st.floats(1.0, 1e6), min_size=2, max_size=6), rel=st.floats(0.0, 1e-10),
+       as_bool=st.sampled_from(["x", "y", None]))
+def test_fits_refuse_booleans_and_abscissae_within_rounding(x, rel, as_bool):
+    """Booleans were read as 1 and 0 (and refused as "not positive"); abscissae 1e-15 apart fitted a
+    slope of 5.5e14. Both are refused by name; abscissae spread beyond 1e-9 in log are fitted."""
+    base = np.full(len(x), x[0]) * (1 + rel * np.arange(len(x)))
+    y = np.arange(1.0, len(x) + 1)
+    if as_bool:
+        args = {"x": (base > 0, y), "y": (base, y > 0)}[as_bool]
+        with pytest.raises(InputError, match=f"^{as_bool}: booleans"):
+            loglog_fit(*args)
+        return
+    if np.ptp(np.log(base)) < 1e-9:
+        with pytest.raises(InputError, match="x spread beyond rounding|two distinct x"):
+            loglog_fit(base, y)
+    else:
+        assert np.isfinite(loglog_fit(base, y).slope)
+
+
+def test_the_slope_interval_shown_is_the_t_interval():
+    """The slope's 95% interval (`half_width`, shown in verdicts and reports) is t(n - 2) x stderr:
+    one standard error, shown before, covered 49% of slopes fitted through 3 points."""
+    rng = np.random.default_rng(3)
+    x = np.array([64.0, 256.0, 1024.0])
+    hits, ses = [], []
+    for _ in range(K):
+        fit = loglog_fit(x, x ** -0.5 * np.exp(0.05 * rng.normal(size=3)))
+        hits.append(abs(fit.slope + 0.5) <= fit.half_width())
+        ses.append(abs(fit.slope + 0.5) <= fit.stderr)
+    assert 0.93 <= np.mean(hits) <= 0.97 and np.mean(ses) < 0.6, (np.mean(hits), np.mean(ses))
+    assert "(95%, t with 1 dof)" in fit.describe()

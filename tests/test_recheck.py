@@ -110,7 +110,7 @@ def test_only_a_tolerance_changed_rechecks_without_recomputing(validated, tmp_pa
     code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + loose, capsys)
     assert code == 0 and "already complete" in err, err
     # a verdict that fails on a recheck: --strict's exit code, as after a computed run
-    tight = loose + ["--set", "check.agreement_sigma=0.5"]
+    tight = loose + ["--set", "check.agreement_sigma=0.01"]
     code, stdout, err = _run(["validate", "--out", str(out), "--strict"] + VALIDATE + tight, capsys)
     assert code == cli.EXIT_CHECK and "(check.agreement_sigma)" in err, err
     man = _man(out)

@@ -1,5 +1,6 @@
 """Comparison and fitting code on planted answers, configuration, and the `dmft` command."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -233,16 +234,124 @@ def _fake_sweep(widths, offset, seeds=4, **theory_info):
 
 
 @settings(max_examples=25, deadline=None)
-@given(offset=st.floats(-0.05, 0.05), sigma=st.floats(0.01, 20.0))
-def test_agreement_sigma_decides_the_z_check(offset, sigma):
-    sweep = _fake_sweep((16, 64, 256), offset)
+@given(offset=st.floats(-0.05, 0.05), sigma=st.floats(0.01, 20.0), seeds=st.integers(2, 12))
+def test_agreement_sigma_decides_the_z_check(offset, sigma, seeds):
+    """z is a t statistic (se from the seeds): it is judged at every saved time t > 0 against the
+    bound with the normal tail beyond sigma, shared among those times, at that time's degrees of
+    freedom; the value and tolerance shown are those of the time nearest its bound."""
+    from scipy import stats
+
+    from validation.verdicts import z_bound
+
+    sweep = _fake_sweep((16, 64, 256), offset, seeds=seeds)
     out = {c["name"]: c for c in verdicts(sweep, {"agreement_sigma": sigma, "agreement_rel": 10.0})}
-    z = sweep.scaling[1.0]["comparisons"][256].summary["final_z"]
+    comp = sweep.scaling[1.0]["comparisons"][256]
+    z, dof = comp.test_loss["z"][1:], comp.test_loss["dof"][1:]
+    assert np.all(np.isfinite(z)) and np.all(dof > 0)
+    bounds = np.array([z_bound(sigma, d, z.size) for d in dof])
+    for b, d in zip(bounds, dof):     # each bound's tail, taken to the family, is the normal one beyond sigma
+        fam = 1 - (1 - 2 * stats.t.sf(b, d)) ** z.size
+        assert fam == pytest.approx(2 * stats.norm.sf(sigma), rel=0.02 * b + 1e-3)
+    i = int(np.argmax(np.abs(z) / bounds))
     zc = out["agreement z gamma0=1 N=256"]
-    assert zc["verdict"] == ("PASS" if abs(z) <= sigma else "FAIL"), zc
-    # explainable from the report: the value is z, the tolerance shows sigma (digits that read back as it)
-    assert zc["value"] == z and float(zc["tolerance"].split()[-1]) == sigma
+    assert zc["verdict"] == ("PASS" if np.all(np.abs(z) <= bounds) else "FAIL"), zc
+    assert zc["value"] == z[i] and float(zc["tolerance"].split()[-1]) == bounds[i]     # as shown
     assert out["agreement gamma0=1 N=256"]["verdict"] == "PASS"        # agreement_rel = 10
+
+
+@pytest.mark.parametrize("floor_over_last", [0.45, 0.7])
+def test_the_spread_fit_takes_the_dmfts_own_error_out(floor_over_last):
+    """The DMFT's sampling error enters every width's per-seed error in quadrature, sqrt(c / N +
+    floor^2): over widths 1024-65536 at the demo's floor that fitted -0.33 (a FAIL of correct
+    networks). It is taken out at each time before the fit (slope -0.5); where a width's error is
+    within FLOOR_RATIO of the floor the check SKIPs, saying so."""
+    from validation.verdicts import FLOOR_RATIO
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10, 6)
+    y = rng.normal(size=200)
+    f_inf = np.outer(1 - np.exp(-t), y)
+    widths = [1024, 4096, 16384, 65536]
+    floor = floor_over_last * 0.3 / np.sqrt(widths[-1]) * np.sqrt(np.mean(y ** 2))     # absolute
+    se = np.full(f_inf.shape, floor) * (t > 0)[:, None]
+    f_th = f_inf + se * rng.normal(size=f_inf.shape)
+    sol = _fake_solution(f_th, t, y)
+    sol = dataclasses.replace(sol, error={"f_test": se, "f_train": se})
+    runs = {n: _fake_run(f_inf[None] + (t > 0)[None, :, None] * 0.3 * np.sqrt(np.mean(y ** 2))
+                         * rng.normal(size=(16,) + f_inf.shape) / np.sqrt(n), t, y, n) for n in widths}
+    sc = validation.width_scaling(sol, runs)
+    raw = validation.loglog_fit(sc["widths"], sc["per_seed_error"])
+    assert raw.slope > -0.49 and abs(sc["per_seed_fit"].slope + 0.5) < 0.01, (raw.slope, sc["per_seed_fit"])
+    sweep = types.SimpleNamespace(widths=widths, gamma0s=[1.0], scaling={1.0: sc}, solutions={1.0: sol},
+                                  lazy={1.0: sol})
+    spread = verdicts(sweep)[0]
+    if np.min(sc["per_seed_error"]) < FLOOR_RATIO * sc["theory_floor"]:
+        assert spread["verdict"] == "SKIP" and "DMFT's own standard error" in spread["detail"], spread
+    else:
+        assert spread["verdict"] == "PASS" and "taken out in quadrature" in spread["detail"], spread
+
+
+def _loss_run(sol, losses, width=256, diverged=None):
+    """A run whose per-seed test losses are `losses` (S, T) (its predictions the theory's)."""
+    S = losses.shape[0]
+    f = np.broadcast_to(sol.f_test, (S,) + sol.f_test.shape)
+    return networks.Run(t=sol.t, f_train=f, f_test=f, train_loss=losses, test_loss=losses, ntk=None,
+                        feature_kernel=None, gradient_kernel=None, alignment=np.zeros(losses.shape),
+                        weight_change={"first_layer": np.zeros(losses.shape)},
+                        info={"width": width, "seeds": S, "diverged": diverged or {}})
+
+
+def _loss_sweep(sol, losses, **kw):
+    runs = {n: _loss_run(sol, losses, n, **kw) for n in (16, 64, 256)}
+    return types.SimpleNamespace(widths=[16, 64, 256], gamma0s=[1.0], scaling={1.0: validation.width_scaling(sol, runs)},
+                                 solutions={1.0: sol}, lazy={1.0: sol})
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_the_z_check_fails_correct_ensembles_at_its_nominal_rate(seeds):
+    """Correct ensembles (seed losses scattered around the theory's, independently at each of 5
+    saved times) FAIL the z check at the rate its sigma states, for the family of times: at sigma
+    = 2, 4.6%. A normal bound on the final z FAILed 2-seed ensembles at 29.5% there (13% at
+    sigma = 5, where 6e-7 is claimed): z's se comes from the seeds, a t statistic."""
+    rng = np.random.default_rng(seeds)
+    t = np.linspace(0, 10, 6)
+    y = rng.normal(size=40)
+    sol = _fake_solution(np.outer(0.5 * (1 - np.exp(-t)), y), t, y)
+    fails, draws = 0, 600
+    for _ in range(draws):
+        losses = sol.test_loss[None] + 0.01 * rng.normal(size=(seeds, t.size)) * (t > 0)
+        zc = [c for c in verdicts(_loss_sweep(sol, losses), {"agreement_sigma": 2.0})
+              if c["name"].startswith("agreement z")][0]
+        fails += zc["verdict"] == "FAIL"
+    rate = fails / draws
+    assert 0.025 <= rate <= 0.075, rate          # nominal 0.0455 (binomial sd 0.0085)
+
+
+def test_agreement_judges_every_saved_time_and_diverged_seeds():
+    """The agreement was judged at the final save only: networks trained in time units 10% off
+    meet the theory at the end (final relative error 0.002) and PASSed, though 10% off on the way.
+    It is now the worst saved time t > 0. Seeds that diverge where the theory does not were
+    dropped from the mean and the checks PASSed on the survivors; now the mean over all seeds is
+    inf from the first divergence: agreement and z FAIL, naming the seeds."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10, 11)
+    y = rng.normal(size=40)
+    sol = _fake_solution(np.outer(1 - np.exp(-0.3 * t), y), t, y)
+    slow = np.mean((y[None] - np.outer(1 - np.exp(-0.3 * t / 1.1), y)) ** 2, axis=1)
+    slow[-1] = sol.test_loss[-1] * 1.002                            # they meet at the end
+    losses = slow[None] * (1 + 1e-3 * rng.normal(size=(8, t.size)) * (t > 0))
+    out = {c["name"]: c for c in verdicts(_loss_sweep(sol, losses))}
+    agree = out["agreement gamma0=1 N=256"]
+    assert agree["verdict"] == "FAIL" and agree["value"] > 0.05 and "worst of the saved times" in agree["detail"]
+    ok = sol.test_loss[None] * (1 + 1e-3 * rng.normal(size=(8, t.size)) * (t > 0))
+    ok[:3, 6:] = np.nan                                             # three seeds diverge at t = 6
+    out = {c["name"]: c for c in verdicts(_loss_sweep(sol, ok, diverged={0: 60, 1: 60, 2: 60}))}
+    for name in ("agreement gamma0=1 N=256", "agreement z gamma0=1 N=256"):
+        c = out[name]
+        assert c["verdict"] == "FAIL" and c["value"] == np.inf and c["shown"] == "inf", c
+        assert "3 of 8 seeds at N=256 diverged (the first by t = 6)" in c["detail"], c
+    fine = {c["name"]: c for c in verdicts(_loss_sweep(sol, ok[3:]))}
+    assert fine["agreement gamma0=1 N=256"]["verdict"] == fine["agreement z gamma0=1 N=256"]["verdict"] == "PASS"
 
 
 @settings(max_examples=40, deadline=None)
@@ -396,13 +505,15 @@ def test_verdicts_follow_from_the_values_shown(tols, center, how, k, eps, upper)
     lazy_final = 1.0 + _near(lazy_tol, how, k, eps)              # the lazy final loss is 1: rel = its excess
     summary = {"loss": "test", "final_theory_loss": 1.0, "final_network_loss": 1.0 + rel, "final_network_std": 0.1,
                "final_rel_error": rel, "final_z": z, "final_se": 0.01, "final_finite_seeds": 4,
-               "final_theory_se": 0.0}
-    t = np.linspace(0, 1, 3)
+               "final_theory_se": 0.0, "worst_rel_error": rel, "worst_rel_t": 1.0, "first_diverged_t": None}
+    stats = {"z": np.array([0.0, z]), "dof": np.array([np.inf, np.inf]), "se": np.array([0.0, 0.01]),
+             "finite_seeds": np.array([4, 4])}           # (one time t > 0, dof = inf: the bound is sigma)
+    comp = types.SimpleNamespace(summary=summary, t=np.array([0.0, 1.0]), seeds=4, test_loss=stats)
     sweep = types.SimpleNamespace(
         widths=[16, 64, 256], gamma0s=[1.0], schedule=None,
         scaling={1.0: {"per_seed_fit": LogLogFit(slope, 0.0, 0.05, (16.0, 256.0), 3), "theory_floor": 0.0,
                        "per_seed_error": np.array([0.1, 0.05, 0.02]),
-                       "comparisons": {256: types.SimpleNamespace(summary=summary)}}},
+                       "comparisons": {256: comp}}},
         solutions={1.0: types.SimpleNamespace(test_loss=np.array([2.0, 1.5, lazy_final]))},
         lazy={1.0: types.SimpleNamespace(test_loss=np.array([2.0, 1.5, 1.0]))})
     out = verdicts(sweep, {"agreement_rel": rel_tol, "agreement_sigma": sigma, "spread_slope": center,

@@ -300,13 +300,30 @@ def test_compare_refuses_recorded_data_that_differ_and_accepts_what_cannot_be_to
 
 @FAST
 @given(bad=st.one_of(not_a_dict, st.just({16: "run"}),
-                     st.just({"a": None}), st.just({0: None})))
+                     st.just({"a": None}), st.just({0: None}), st.just({})))
 def test_width_scaling_runs(bad):
     sol, run = _pair()
     if isinstance(bad, dict) and bad.get(16) == "run":
         refused("runs[16]", validation.width_scaling, sol, bad)
     else:
         refused("runs", validation.width_scaling, sol, bad)
+
+
+@FAST
+@given(widths=st.lists(st.integers(1, 4096), min_size=1, max_size=4, unique=True), data=st.data())
+def test_width_scaling_refuses_a_run_under_another_width(widths, data):
+    """Runs keyed by widths they do not record (shuffled keys) fitted a slope of +0.5 for -0.5
+    without a word; now the first such key is refused by name. Keys that match are fitted."""
+    sol, _ = _pair()
+    keys = data.draw(st.permutations(widths))
+    runs = {k: _pair()[1] for k in keys}
+    for k, w in zip(keys, widths):
+        runs[k].info["width"] = w
+    wrong = [k for k, w in zip(keys, widths) if k != w]
+    if wrong:
+        refused(f"runs[{wrong[0]}]", validation.width_scaling, sol, runs)
+    else:
+        assert list(validation.width_scaling(sol, runs)["widths"]) == sorted(widths)
 
 
 @FAST

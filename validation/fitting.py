@@ -34,8 +34,18 @@ class LogLogFit(NamedTuple):
     def predict(self, x):
         return np.exp(self.intercept) * np.asarray(x, float) ** self.slope
 
+    def half_width(self, level: float = 0.95) -> float:
+        """Half the slope's `level` interval: t(n - 2 dof) quantile x stderr (nan for two points).
+        One standard error covered 49% of the slopes fitted through 3 points."""
+        if not np.isfinite(self.stderr):
+            return float("nan")
+        from scipy import stats
+
+        return float(stats.t.ppf(0.5 + level / 2, self.n - 2) * self.stderr)
+
     def describe(self) -> str:
-        err = f"+- {self.stderr:.3f} (1 s.e.)" if np.isfinite(self.stderr) else "(no error estimate)"
+        err = (f"+- {self.half_width():.3g} (95%, t with {self.n - 2} dof)" if np.isfinite(self.stderr)
+               else "(no error estimate)")
         return (f"slope {self.slope:+.3f} {err} over x in "
                 f"[{self.x_range[0]:g}, {self.x_range[1]:g}] ({self.n} points)")
 
@@ -44,10 +54,18 @@ def loglog_fit(x, y) -> LogLogFit:
     """Least-squares slope of log y against log x.
 
     Raises:
-        InputError (a ValueError): x or y not arrays of real numbers (text, None, complex), fewer
-        than two points, all x equal (no slope: least squares returned an arbitrary one), or
+        InputError (a ValueError): x or y not arrays of real numbers (text, None, complex,
+        booleans), fewer than two points, all x equal (no slope: least squares returned an
+        arbitrary one) or spread by less than 1e-9 in log (a slope of rounding), or
         non-positive / non-finite values.
     """
+    for name, v in (("x", x), ("y", y)):
+        try:
+            is_bool = np.asarray(v).dtype == bool
+        except (ValueError, TypeError):   # (ragged, and the like: `real_array` names it)
+            is_bool = False
+        if is_bool:                       # (read as 1 and 0, and refused as "not positive")
+            raise InputError(f"{name}: booleans are not measurements; pass real numbers")
     x = real_array("x", x).ravel()
     y = real_array("y", y).ravel()
     if x.shape != y.shape:
@@ -60,6 +78,9 @@ def loglog_fit(x, y) -> LogLogFit:
         raise InputError(f"a log-log fit needs at least two distinct x, got x = {x[0]:g} at all "
                          f"{x.size} points")
     lx, ly = np.log(x), np.log(y)
+    if np.ptp(lx) < 1e-9:            # (x 1e-15 apart read a slope of 5.5e14)
+        raise InputError(f"a log-log fit needs x spread beyond rounding, got x from {x.min()!r} to {x.max()!r} "
+                         f"(log range {np.ptp(lx):.2g})")
     A = np.stack([np.ones_like(lx), lx], axis=1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
     resid = ly - A @ coef

@@ -144,8 +144,9 @@ def lazy_to_rich_summary(sweep):
 
 def width_scaling_plot(sweep):
     """Prediction error against width (log-log) with fitted lines, per gamma0:
-    per-seed error (circles, expected slope -1/2) and ensemble-mean error (squares); the DMFT's
-    own standard error dotted where known (NaN with one replica: said on the panels)."""
+    per-seed error (circles, expected slope -1/2; open: with the DMFT's own error taken out, as
+    fitted) and ensemble-mean error (squares); the DMFT's own standard error dotted where known
+    (NaN with one replica: said on the panels)."""
     _check_sweep(sweep)
     fig, axes = new_figure(1, 2, size=(11, 4.2))
     unknown, drawn = [], False
@@ -157,9 +158,11 @@ def width_scaling_plot(sweep):
             fit = sc[fit_key]
             label = f"gamma0 = {g:g}" + (f": slope {fit.slope:+.2f}" if fit else "")
             ax.plot(w, sc[key], marker, color=c, label=label)
+            floor = sc["theory_floor"]
+            if key == "per_seed_error" and floor > 0 and "per_seed_error_net" in sc:
+                ax.plot(w, sc["per_seed_error_net"], marker, color=c, mfc="none")      # what is fitted
             if fit:
                 ax.plot(w, fit.predict(w), "-", color=c, lw=1)
-            floor = sc["theory_floor"]
             if floor > 0:
                 ax.axhline(floor, color=c, ls=":", lw=0.8)
                 drawn = True
@@ -181,7 +184,7 @@ def width_scaling_plot(sweep):
             ax.text(0.02, 0.02, f"DMFT standard error unknown (one replica; gamma0 = {', '.join(unknown)})",
                     transform=ax.transAxes, fontsize=7, ha="left", va="bottom", color="0.3")
     fig.suptitle(f"finite-width departure from the {theory_name(sweep)}" +
-                 (" (dotted: the DMFT's own standard error)" if drawn else ""))
+                 (" (dotted: the DMFT's own standard error; open circles: taken out)" if drawn else ""))
     return fig
 
 
