@@ -180,7 +180,7 @@ def _worst(stats: dict, t, seeds: int) -> dict:
     end) and 0.10-0.12 on the way."""
     t = np.asarray(t, float)
     later = np.arange(t.size) >= 1
-    lost = later & (stats["finite_seeds"] < seeds)
+    lost = later & (stats["finite_seeds"] < seeds) & np.isfinite(stats["theory"])
     rel = np.where(lost, np.inf, stats["rel_error"])
     out = {"worst_rel_error": float("nan"), "worst_rel_t": float("nan"),
            "first_diverged_t": float(t[lost][0]) if lost.any() else None}
