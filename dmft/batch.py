@@ -49,7 +49,8 @@ from .single_site import few_nodes
 from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE, cv_noise_hits, cv_noise_measure
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
-from .schedule import Schedule, check_decay, decay_factor, default_batch_key, final_time_counts, schedule_from
+from .schedule import (Schedule, check_batch_key, check_decay, decay_factor, default_batch_key, final_time_counts,
+                       schedule_from)
 
 __all__ = ["BATCH_FIELDS", "BatchProgram", "solve_batch"]
 
@@ -142,7 +143,7 @@ class BatchProgram:
     random nodes), and optionally a `jax.sharding.Sharding` for the point axis. Under a
     schedule with a batch_size (minibatch SGD) every point trains on the one batch sequence
     `batch_key` (default `dmft.schedule.default_batch_key(key)`), the DMFT conditioned on it as
-    `dmft.solve(batch_key=)` is.
+    `dmft.solve(batch_key=)` is; under full batch a batch_key is refused, as there.
     Returns a dict of numpy arrays with leading axis n (see `solve_batch`). The forward method's
     lazy-kernel control variate is checked point by point as `dmft.solve` checks it (its noise
     against the same nodes' without it): named where it dominates, and where it was the solver's
@@ -300,6 +301,8 @@ class BatchProgram:
 
     @exact_products
     def __call__(self, values: Mapping, index, key=None, sharding=None, batch_key=None) -> dict:
+        # (refused under full batch, which draws none, as `dmft.solve` and `networks.train` refuse it)
+        batch_key = check_batch_key(batch_key, self.schedule.batch_size, self.data.P)
         cols, eta = self.check_points(values)
         n = {len(v) for v in cols.values()}
         index = np.asarray(index)
@@ -316,7 +319,6 @@ class BatchProgram:
                              f"the key), got {index.min()} to {index.max()}")
         key = checks.prng_key("key", key)
         key = jax.random.key(0) if key is None else key
-        batch_key = checks.prng_key("batch_key", batch_key)
         dt = self._geo["y"].dtype
         full = {f: jnp.asarray(cols[f] if f in cols else np.full(index.size, self._defaults[f]), dt)
                 for f in BATCH_FIELDS}
@@ -713,7 +715,8 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         batch_key: the minibatch sequence of SGD, shared by every point (default
             `dmft.schedule.default_batch_key(key)`); point i equals `dmft.solve(...,
             key=fold_in(key, i), batch_key=batch_key)`, and networks trained with
-            `networks.train(batch_key=batch_key)` see the same batches.
+            `networks.train(batch_key=batch_key)` see the same batches. Refused under full batch
+            (batch_size None or P), which draws none.
         progress: a progress bar over points.
         interruptible: run each batch in compiled calls of about `runner.CALL_SECONDS`, so
             that Ctrl-C and SIGTERM stop it within seconds rather than when the whole batch is
@@ -748,6 +751,7 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     interruptible = progress if interruptible is None else checks.flag("interruptible", interruptible)
     prog = BatchProgram(model, data, eta0, steps, save_every, fields=tuple(cols),
                         interruptible=interruptible, **kwargs)
+    batch_key = check_batch_key(batch_key, prog.schedule.batch_size, prog.data.P)
     prog.check_points(cols)            # every point, before the first batch runs
     n = next(iter(lengths.values()))
     bs = min(bs, n)

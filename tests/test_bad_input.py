@@ -361,10 +361,10 @@ def test_sgd_mean_checks_its_arguments(data):
 @settings(max_examples=12, deadline=None)
 @given(B=st.one_of(st.none(), st.integers(1, 6)))          # (P = 6; above P is refused as such)
 def test_a_batch_key_under_full_batch_descent_is_refused_not_ignored(data, B):
-    """solve and networks.train (two-layer and deep linear, on a fixed set) ignored a batch_key
-    under full-batch descent (batch_size None or P): a user who meant SGD got gradient descent
-    without a word (a deep linear run even recorded it as shared batches). Refused there, naming
-    it, before any compute; under SGD it is taken."""
+    """solve, solve_batch, a BatchProgram's call and networks.train (two-layer and deep linear, on
+    a fixed set) ignored a batch_key under full-batch descent (batch_size None or P): a user who
+    meant SGD got gradient descent without a word (a deep linear run even recorded it as shared
+    batches). Refused there, naming it, before any compute; under SGD it is taken."""
     import sys
 
     class Ran(Exception):
@@ -379,8 +379,14 @@ def test_a_batch_key_under_full_batch_descent_is_refused_not_ignored(data, B):
     bk, full = jax.random.key(1), B is None or B >= data.P
     teacher = dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], P=6, key=0)          # (P = 6 as data's)
     patch.setattr(sys.modules["networks.deep_linear"], "run_saved", ran)
+    batch = sys.modules["dmft.batch"]
+    prog = dmft.BatchProgram(dmft.TwoLayer("tanh"), data, schedule=sch, fields=("gamma0",), samples=64)
+    patch.setattr(batch.BatchProgram, "save_counts", ran)          # (a call's first step after its checks)
     try:
         for call in (lambda: dmft.solve(dmft.TwoLayer("tanh"), data, sch, samples=64, batch_key=bk),
+                     lambda: dmft.solve_batch(dmft.TwoLayer("tanh"), data, {"gamma0": [1.0]}, schedule=sch,
+                                              samples=64, batch_key=bk),
+                     lambda: prog({"gamma0": [1.0]}, [0], batch_key=bk),
                      lambda: networks.train(dmft.TwoLayer("tanh"), data, schedule=sch, width=4, seeds=1, batch_key=bk),
                      lambda: networks.train(dmft.DeepLinear(2, 3, 0.5, "aligned"), teacher, schedule=sch, seeds=1,
                                             batch_key=bk)):
