@@ -279,6 +279,31 @@ def test_compare_refuses_a_run_on_other_training_targets(scale):
         validation.compare(sol, run)
 
 
+@FAST
+@given(theory=st.one_of(st.none(), st.lists(st.integers(0, 3), min_size=2, max_size=2)),
+       nets=st.one_of(st.none(), st.just("own"), st.lists(st.integers(0, 3), min_size=2, max_size=2)),
+       full=st.booleans())
+def test_compare_refuses_networks_on_another_batch_sequence(theory, nets, full):
+    """A DMFT conditioned on one minibatch sequence was compared with networks trained on another
+    (z = -96) or each seed on its own (their mean approaches dmft.sgd_mean): refused, naming the
+    sequences. The same sequence, full-batch networks, a theory that records none (full batch,
+    sgd_mean) and runs that record none are compared."""
+    sol, run = _pair()
+    if theory is not None:
+        sol.info["batch_key"] = theory
+    if not full:
+        run.info["batch_size"] = 2
+        if nets is not None:                       # (None: a run that records neither)
+            run.info["shared_batches"] = nets != "own"
+        if isinstance(nets, list):
+            run.info["config"] = {"batch_key": nets}
+    bad = theory is not None and not full and (nets == "own" or (isinstance(nets, list) and nets != theory))
+    if bad:
+        refused("sgd_mean" if nets == "own" else "batch_key", validation.compare, sol, run)
+    else:
+        validation.compare(sol, run)
+
+
 def test_compare_refuses_recorded_data_that_differ_and_accepts_what_cannot_be_told_apart():
     gen = {"P": 4, "P_test": 4, "D": 2, "C": 1, "has_test_targets": True,
            "meta": {"task": "single_index", "key": [0, 0], "degree": 2}}

@@ -115,8 +115,10 @@ def compare(solution, run) -> Comparison:
         InputError (a ValueError): solution is not a `dmft.Solution` or run not a `networks.Run`,
         they are not on the same time base or data shapes, they can be shown to come from
         different data (their recorded data differ, or both predict 0 at t = 0 and their losses
-        there, the targets' mean squares, differ), or they record different models (activation,
-        its parameters, gamma0, readout, centering) or weight decays.
+        there, the targets' mean squares, differ), they record different models (activation,
+        its parameters, gamma0, readout, centering) or weight decays, or a DMFT conditioned on
+        one minibatch sequence against networks trained on another (or each seed on its own:
+        `dmft.sgd_mean` is their theory).
     """
     _check_types(solution, run)
     if solution.t.shape != run.t.shape or not np.allclose(solution.t, run.t):
@@ -133,6 +135,7 @@ def compare(solution, run) -> Comparison:
         raise InputError(f"compare: prediction shapes differ: theory {f_th.shape}, run {f_net.shape[1:]}")
     _check_same_data(solution, run)
     _check_same_model(solution, run)
+    _check_same_batches(solution, run)
     th_dof = (solution.info or {}).get("error_dof")
     train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"),
                         not zero_targets(solution, "train"), th_dof)
@@ -219,6 +222,29 @@ def _recorded(result, part: str = "data"):
         return json.loads(json.dumps(data, sort_keys=True, default=str))
     except (TypeError, ValueError):
         return None
+
+
+def _check_same_batches(solution, run) -> None:
+    """InputError where the theory is conditioned on one minibatch sequence (`dmft.solve(...,
+    batch_key=)`, recorded) and the networks trained under SGD on another, or each seed on its own:
+    their mean approaches the DMFT of their own sequence, or the average over sequences
+    (`dmft.sgd_mean`), and the difference is batch noise (z = -96 in a helper's audit). Networks
+    trained full batch, a theory that records no sequence (full batch, `sgd_mean`, or older
+    files), or a run that records none are compared."""
+    seq = (getattr(solution, "info", None) or {}).get("batch_key")
+    info = run.info if isinstance(run.info, dict) else {}
+    if seq is None or info.get("batch_size") is None:
+        return
+    if info.get("shared_batches") is False:
+        raise InputError("compare: the DMFT is conditioned on one minibatch sequence, and each network seed drew "
+                         "its own: their mean approaches the average over sequences; compare with "
+                         "dmft.sgd_mean(...), or train the networks with networks.train(..., batch_key=) on the "
+                         "solve's sequence")
+    own = (info.get("config") or {}).get("batch_key")
+    if own is not None and [int(v) for v in np.ravel(own)] != [int(v) for v in np.ravel(seq)]:
+        raise InputError(f"compare: the DMFT is conditioned on the minibatch sequence of batch_key {list(seq)}, the "
+                         f"networks trained on that of {list(own)}: pass the same batch_key to both (or compare "
+                         "with dmft.sgd_mean, the average over sequences)")
 
 
 def _check_same_model(solution, run) -> None:
