@@ -33,7 +33,7 @@ from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHA
 from .activations import MAX_GRID_NODES, capped_grid_error, grid_capped, grid_nodes, piece_nodes
 from .activations import get as get_activation
 from .activations import names as activation_names
-from .errors import DivergenceError, InputError, NotConverged, warn
+from .errors import DivergenceError, InputError, NotConverged, failing_at, warn
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
@@ -1060,7 +1060,10 @@ def _run_once(plan: SolvePlan, *, su, reused, setup_s, t_start, key, progress, b
     return sol
 
 
-def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int = 8, *, key=None,
+_SCHEDULE_KEYWORDS = ("eta0", "steps", "save_every", "weight_decay", "dynamics", "save_at", "batch_size")
+
+
+def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, sequences: int = 8, *, key=None,
              **options) -> Solution:
     """The DMFT of minibatch SGD averaged over batch sequences: the mean curve of networks that
     each draw their own batches (`networks.train` without batch_key).
@@ -1076,8 +1079,15 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     less (measured 0.81-0.83 with 4 or 8 sequences, 0.88 with 16; 0.90-0.94 at B = 4; 0.95-0.97
     at B = 20): there use many sequences, or read the spread of per_sequence_test_loss.
 
+    Where the sequences' solves differ in what they record of the control variate
+    (`info["control_variate"]`, `"control_variate_off"`, `"control_variate_noisy"`: one sequence
+    solved again without it, say), that entry is a list per sequence. A divergence names its
+    sequence. `predict` averages the sequences' predictions (its error: their spread across
+    sequences, as `error`).
+
     Args:
-        schedule: a `dmft.Schedule` with batch_size < P.
+        schedule: a `dmft.Schedule` with batch_size < P (or its keywords, eta0=, steps=,
+            batch_size=, ..., as `dmft.solve` takes them).
         sequences: number of batch sequences (>= 2).
         options: those of `dmft.solve` (method, samples, ...).
     """
@@ -1088,7 +1098,8 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     if "batch_key" in options:
         raise InputError("batch_key: sgd_mean draws its own batch sequences (from key); for one "
                          "given sequence use dmft.solve(batch_key=...)")
-    if not isinstance(schedule, Schedule) or schedule.batch_size is None or schedule.batch_size >= data.P:
+    schedule = schedule_from(schedule, **{k: options.pop(k) for k in _SCHEDULE_KEYWORDS if k in options})
+    if schedule.batch_size is None or schedule.batch_size >= data.P:
         raise InputError("schedule: sgd_mean needs a dmft.Schedule with batch_size < P")
     sequences = checks.integer("sequences", sequences, minimum=2)
     key = checks.prng_key("key", key)
@@ -1097,8 +1108,11 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
     # each sequence its own nodes (fold_in(key, i)): the spread across sequences then holds the
     # nodes' sampling error too (with one node draw for all, that error was common to every
     # sequence and the standard error did not see it)
-    sols = [solve(model, data, schedule=schedule, key=jax.random.fold_in(key, i),
-                  batch_key=jax.random.fold_in(root, i), **options) for i in range(sequences)]
+    sols = []
+    for i in range(sequences):
+        with failing_at(f"sgd_mean, sequence {i} of {sequences} (batch_key fold_in(default_batch_key(key), {i}))"):
+            sols.append(solve(model, data, schedule=schedule, key=jax.random.fold_in(key, i),
+                              batch_key=jax.random.fold_in(root, i), **options))
     n = len(sols)
 
     def mean(name):
@@ -1132,10 +1146,26 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule, sequences: int 
         info.pop("heavy_tailed", None)
         if any(s.info.get("heavy_tailed") for s in sols):
             info["heavy_tailed"] = True
+    # what each sequence's solve did with its control variate, where they differ (the first's alone
+    # said "on" where four of six had been solved again without it)
+    for name in ("control_variate", "control_variate_off", "control_variate_noisy"):
+        per = [s.info.get(name) for s in sols]
+        info.pop(name, None)
+        if any(v != per[0] for v in per):
+            info[name] = per
+        elif per[0] is not None:
+            info[name] = per[0]
+    predictors = [s._predictor for s in sols]
+
+    def predictor(x_new):                   # the sequences' mean, its error their spread across them
+        fs = np.stack([np.asarray(p(x_new)[0]) for p in predictors])
+        return fs.mean(axis=0), fs.std(axis=0, ddof=1) / np.sqrt(n)
+
     return Solution(t=first.t, f_train=mean("f_train"), f_test=mean("f_test"),
                     train_loss=mean("train_loss"), test_loss=mean("test_loss"), ntk=mean("ntk"),
                     feature_kernel=mean("feature_kernel"), gradient_kernel=mean("gradient_kernel"),
                     alignment=mean("alignment"),
                     weight_change={k: np.mean([s.weight_change[k] for s in sols], axis=0)
                                    for k in first.weight_change},
-                    error=error, info=info, measures=mean("measures"))
+                    error=error, info=info, measures=mean("measures")).attach_predictor(
+                        None if any(p is None for p in predictors) else predictor)

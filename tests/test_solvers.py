@@ -1471,6 +1471,44 @@ def test_sgd_mean_keeps_the_heavy_tail_flag_of_any_sequence(monkeypatch):
     assert mean.info["heavy_tailed"]
 
 
+def test_sgd_mean_records_each_sequences_control_variate_names_a_diverged_sequence_and_predicts(monkeypatch):
+    """sgd_mean's info was the first sequence's: where later sequences were solved again without
+    the control variate it said "on". Now an entry the sequences differ in is a list per sequence.
+    A divergence said nothing of its sequence; now it names it. predict said "loaded from disk";
+    now it is the sequences' mean (on the test inputs f_test's last save, its error `error`'s).
+    The keyword schedule form is taken, as by dmft.solve."""
+    import sys
+
+    mod = sys.modules["dmft.solve"]
+    real, seen = mod.solve, []
+
+    def spy(*args, **kwargs):
+        sol = real(*args, **kwargs)
+        if len(seen) % 2:                  # odd sequences made to look solved again without it
+            sol.info["control_variate"] = False
+            sol.info["control_variate_off"] = "why"
+        seen.append(1)
+        return sol
+
+    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
+    model = dmft.TwoLayer("relu", gamma0=1.0)
+    kw = dict(method="forward", samples=64, sequences=3, key=jax.random.key(2))
+    plain = dmft.sgd_mean(model, data, eta0=0.5, steps=20, save_every=10, batch_size=4, **kw)
+    assert plain.info["control_variate"] is True and "control_variate_off" not in plain.info
+    f, se = plain.predict(data.x_test, error=True)
+    np.testing.assert_allclose(f, plain.f_test[-1], atol=1e-12)
+    np.testing.assert_allclose(se, plain.error["f_test"][-1], atol=1e-12)
+    same = dmft.sgd_mean(model, data, dmft.Schedule(eta0=0.5, steps=20, save_every=10, batch_size=4), **kw)
+    np.testing.assert_array_equal(same.test_loss, plain.test_loss)
+    monkeypatch.setattr(mod, "solve", spy)
+    mixed = dmft.sgd_mean(model, data, eta0=0.5, steps=20, save_every=10, batch_size=4, **kw)
+    assert mixed.info["control_variate"] == [True, False, True]
+    assert mixed.info["control_variate_off"] == [None, "why", None]
+    monkeypatch.undo()
+    with pytest.raises(dmft.DivergenceError, match=r"^sgd_mean, sequence 0 of 3 "):
+        dmft.sgd_mean(model, data, eta0=400.0, steps=20, save_every=10, batch_size=4, **kw)
+
+
 @pytest.mark.parametrize("B", [20, 4])
 def test_sgd_mean_error_bar_covers_over_keys(B):
     """sgd_mean's standard error (the spread across its sequences) against its spread over 100
