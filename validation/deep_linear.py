@@ -440,9 +440,9 @@ def mode_law(model, data, grid, mode: int, **kw):
 def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray:
     """(S, r) first saved-time crossing of level x target by each seed's modes (interpolated along
     the mode's gradient flow between the two saves around it, `_crossing_fraction`, for a run
-    without weight decay that records its depth: from an aligned start always, from a random one
-    where the flow's own time between the two saves is their gap, `FLOW_GATE`; else a straight
-    line). The targets
+    that records its depth: from an aligned start always, from a random one where the flow's own
+    time between the two saves is their gap, `FLOW_GATE`; under weight decay the decay's flow,
+    with its fixed points as the targets; else a straight line). The targets
     are the effective s by default; with weight decay pass `dl.fixed_points(...)`. A seed's mode
     that starts at or above the level counts from the first save after it has been below it (a
     random start can begin above and dip first), or reads
@@ -455,7 +455,7 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     level: in (0, 1), as for the flow's `dl.learning_times`; targets: (r,) real numbers, each > 0
     or NaN. Anything else is an InputError naming it."""
     level = checks.real("level", level, positive=True, below=1.0)
-    s = dl.effective_modes(data).s
+    s = strength = dl.effective_modes(data).s
     if targets is not None:
         s = _targets(targets, s.size)
     if np.shape(run.modes)[-1] != s.size:
@@ -473,8 +473,10 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     # (a random start is neither aligned nor balanced: a large one learns at once, along no
     # one-mode flow, and read 0.037 where fine saves read 0.029; the straight line, 0.034, is
     # kept there. A small one aligns first and then follows the flow: its crossing takes the flow
-    # where the flow's own time between the two saves is the gap, `FLOW_GATE`)
-    if targets is not None or decay or model.get("init") not in ("aligned", "random"):
+    # where the flow's own time between the two saves is the gap, `FLOW_GATE`. Under weight
+    # decay the flow is the decay's, towards the targets given where they are its fixed points)
+    kappa = float(decay or 0.0)
+    if (targets is not None) != (kappa > 0) or model.get("init") not in ("aligned", "random"):
         depth = None
     gated = model.get("init") != "aligned"
     for k in range(run.modes.shape[0]):
@@ -495,7 +497,7 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
                     out[k, i] = run.t[0]
                 else:
                     f = _crossing_fraction(y[j - 1], y[j], s[i], level, depth, run.t[j] - run.t[j - 1],
-                                           gated=gated)
+                                           gated=gated, strength=strength[i], kappa=kappa)
                     out[k, i] = run.t[j - 1] + f * (run.t[j] - run.t[j - 1])
     return out
 
@@ -512,43 +514,69 @@ FLOW_GATE = 0.05
 
 
 def _crossing_fraction(a: float, b: float, target: float, level: float, depth, gap: float,
-                       gated: bool = False) -> float:
+                       gated: bool = False, strength: float | None = None, kappa: float = 0.0) -> float:
     """Where between two saves `gap` apart (strengths a < level x target <= b) a mode crosses its
-    level, as a fraction of the interval: along the mode's gradient flow, d pi / dt =
-    L pi^(2 - 2/L) (s - pi), the time from a to pi is the integral of 1 / (L pi^(2 - 2/L) (s - pi));
-    in w = logit(pi / s) that is int (s sigma(w))^(2/L - 1) dw / (L s), constant in w at L = 2 (so
-    linear in the logit), Gauss-Legendre at other depths, and a ratio of two such integrals (the
-    rate's scale drops out). Where b has reached the target (to 1e-6: its logit is infinite, or
-    target - b has lost its digits), the integral from a itself, at most the gap. Straight lines
-    between the saves read the learning time up to 25% early at saves one time unit apart (depth
-    3-4, t_half ~1-2: a sigmoid's chord). depth None (a run that does not record it, or weight
-    decay: another flow), or strengths outside (0, target): the straight line. Measured on the
-    flow, depths 1-6, saves 0.05-3 time units apart: 2e-7 or better. gated (a random start): the
-    flow only where its own time from a to b is the gap within `FLOW_GATE` (b below the target)."""
+    level, as a fraction of the interval: along the mode's gradient flow, d pi / dt = F(pi) =
+    L pi^(2 - 2/L) (s - pi) - L kappa pi (s = `strength`, the target itself by default; with
+    weight decay kappa the target is the flow's fixed point), the time from a to pi is the
+    integral of 1 / F. In w = logit(pi / target) that is int target sigma (1 - sigma) / F(target
+    sigma) dw, without decay (target s sigma(w))^(2/L - 1) / (L s): constant in w at L = 2 (so
+    linear in the logit), Gauss-Legendre in pieces otherwise; the fraction is a ratio of two such
+    integrals. Where b has reached the target (to 1e-6: its logit is infinite, or target - b has
+    lost its digits), the integral from a itself, at most the gap. Straight lines between the saves
+    read the learning time up to 25% early at saves one time unit apart (depth 3-4, t_half ~1-2: a
+    sigmoid's chord). depth None (a run that does not record it), strengths outside (0, target),
+    or a flow that does not rise between them (below a decay's barrier): the straight line.
+    Measured on the flow, depths 1-6, saves 0.05-3 time units apart: 2e-7 or better. gated (a
+    random start): the flow only where its own time from a to b is the gap within `FLOW_GATE`
+    (b below the target). Under decay a target that is not the fixed point of the flow (to 1e-6)
+    takes the straight line."""
     lvl = level * target
+    line = (lvl - a) / (b - a)
     if depth is None or not (0 < a < lvl <= b and lvl < target):
-        return (lvl - a) / (b - a)
-    L = depth
+        return line
+    L, s = depth, target if strength is None else strength
+    if kappa and not abs(target ** (1.0 - 2.0 / L) * (s - target) - kappa) <= 1e-6 * kappa:
+        return line                    # (a target that is not the decay flow's fixed point)
     w0, w1 = (math.log(v / (target - v)) for v in (a, lvl))
 
-    def integral(lo, hi):              # (pieces of length <= 2 in w: the integrand is ~exp(-(1 - 2/L) w))
-        edges = np.linspace(lo, hi, max(1, math.ceil((hi - lo) / 2)) + 1)
+    def rule(lo, hi, n):               # Gauss-Legendre on n equal pieces of [lo, hi]
+        edges = np.linspace(lo, hi, n + 1)
         mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2
         x = mid[:, None] + half[:, None] * _GL_NODES
-        sig = 1.0 / (1.0 + np.exp(-x))
-        return float(np.sum(half[:, None] * _GL_WEIGHTS * (target * sig) ** (2.0 / L - 1.0)))
+        sig, rest = 1.0 / (1.0 + np.exp(-x)), 1.0 / (1.0 + np.exp(x))
+        if not kappa:                  # (s - pi as s (1 - sigma): no cancellation near the target)
+            dens = (target * sig) ** (2.0 / L - 1.0) / (L * target)
+        else:
+            pi = target * sig
+            with np.errstate(all="ignore"):
+                dens = target * sig * rest / (L * pi * (pi ** (1.0 - 2.0 / L) * (s - pi) - kappa))
+        return float(np.sum(half[:, None] * _GL_WEIGHTS * dens)) if np.all(dens > 0) else math.nan
+
+    def integral(lo, hi):              # (pieces of length <= 2 in w, the integrand ~exp(-(1 - 2/L) w);
+        n = max(1, math.ceil((hi - lo) / 2))     # halved until two agree: a decay's barrier nearby is
+        prev = rule(lo, hi, n)                   # a pole of 1 / F just outside the interval)
+        while n < 4096 and math.isfinite(prev):
+            n *= 2
+            now = rule(lo, hi, n)
+            if abs(now - prev) <= 1e-11 * abs(now):
+                return now
+            prev = now
+        return math.nan                          # (not settled: the straight line)
 
     if b < target * (1 - 1e-6):        # (closer, target - b has lost digits: as reached)
         w2 = math.log(b / (target - b))
         whole = integral(w0, w2)
-        if gated and not abs(whole / (L * target) - gap) <= FLOW_GATE * gap:
-            return (lvl - a) / (b - a)
-        if L == 2:
+        if not whole > 0 or (gated and not abs(whole - gap) <= FLOW_GATE * gap):
+            return line
+        if L == 2 and not kappa:
             return (w1 - w0) / (w2 - w0)
-        return integral(w0, w1) / whole if whole > 0 else (lvl - a) / (b - a)
+        part = integral(w0, w1)
+        return part / whole if part >= 0 else line
     if gated or not gap > 0:
-        return (lvl - a) / (b - a)
-    return min(integral(w0, w1) / (L * target) / gap, 1.0)
+        return line
+    part = integral(w0, w1)
+    return min(part / gap, 1.0) if part >= 0 else line
 
 
 def _one_path(run, data) -> bool:
