@@ -60,9 +60,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "spread_slope_tol": Field("float", TOLERANCES["spread_slope_tol"],
                                   "allowed deviation from that slope", 0.0),
         "agreement_sigma": Field("float", TOLERANCES["agreement_sigma"],
-                                 "max |z| of the final test loss at the largest width", 0.0, True),
+                                 "the test loss's z at the largest width, every saved time t > 0: the normal "
+                                 "tail beyond this many sigma, shared among the times, at z's degrees of "
+                                 "freedom (validation.verdicts.z_bound)", 0.0, True),
         "agreement_rel": Field("float", TOLERANCES["agreement_rel"],
-                               "max relative test-loss error at the largest width", 0.0, True),
+                               "max relative test-loss error at the largest width, the worst saved time "
+                               "t > 0", 0.0, True),
         "lazy_rel": Field("float", TOLERANCES["lazy_rel"],
                           "max relative final test-loss gap to the lazy limit at the smallest gamma0 "
                           "(train loss without test targets; relative to 1% of the initial loss when "

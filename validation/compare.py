@@ -70,6 +70,10 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
+# above this estimated share of z's variance, the theory's own degrees of freedom cap z's
+THEORY_SHARE = 0.25
+
+
 def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
     """Seed mean, spread and z against the theory at each time, over the seeds still finite
     there (a diverged seed is NaN from its divergence on); with fewer than two finite seeds the
@@ -91,6 +95,14 @@ def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
         z = np.where(se > 0, (mean - theory) / se, np.where(mean == theory, 0.0, np.nan))
         th_part = th_var ** 2 / theory_dof if theory_dof else 0.0 * th_var
         dof = se ** 4 / ((std ** 2 / n) ** 2 / (n - 1) + th_part)
+        # where the theory's estimated share of the variance is above THEORY_SHARE, at most its
+        # own dof: the Welch-Satterthwaite dof is computed from the estimates, and rises towards
+        # n - 1 exactly where R = 4 replicas happen to underestimate the theory's error (correct
+        # ensembles then FAILed at 5 sigma 540x the nominal rate; 10x with this cap, and at most 4x
+        # below a share of 1/2; a sampled theory without recorded dof: 1 dof)
+        if theory_se is not None:
+            own = float(theory_dof) if theory_dof else 1.0
+            dof = np.where(th_var > THEORY_SHARE * se ** 2, np.minimum(dof, own), dof)
     return {"theory": theory, "mean": mean, "std": std, "se": se, "rel_error": rel, "z": z,
             "dof": np.where(np.isfinite(se) & (se > 0), dof, np.nan), "finite_seeds": n}
 
@@ -178,15 +190,20 @@ def _worst(stats: dict, t, seeds: int) -> dict:
     """The judged loss's worst saved time t > 0 (t = 0 is the data's own mean square for centered
     networks, equal to rounding, where z read 2.65 from 1e-17 differences): "worst_rel_error" and
     "worst_rel_t". A time at which a seed is not finite (diverged, while the theory is judged) reads
-    inf: the ensemble's mean over all its seeds is not finite there ("first_diverged_t"). A 10%
+    inf: the ensemble's mean over all its seeds is not finite there ("first_diverged_t"); one at
+    which the theory is not finite makes it NaN ("theory_not_finite_t"). A 10%
     error in the networks' time units read a final relative error of 0.002 (the losses meet at the
     end) and 0.10-0.12 on the way."""
     t = np.asarray(t, float)
     later = np.arange(t.size) >= 1
-    lost = later & (stats["finite_seeds"] < seeds) & np.isfinite(stats["theory"])
+    gone = later & ~np.isfinite(stats["theory"])
+    lost = later & (stats["finite_seeds"] < seeds) & ~gone
     rel = np.where(lost, np.inf, stats["rel_error"])
     out = {"worst_rel_error": float("nan"), "worst_rel_t": float("nan"),
-           "first_diverged_t": float(t[lost][0]) if lost.any() else None}
+           "first_diverged_t": float(t[lost][0]) if lost.any() else None,
+           "theory_not_finite_t": float(t[gone][0]) if gone.any() else None}
+    if gone.any():          # (a judged time without a theory: NaN, a FAIL, not the finite times' worst)
+        return {**out, "worst_rel_t": float(t[gone][0])}
     if later.any() and np.any(~np.isnan(rel[later])):
         i = int(np.nanargmax(np.where(later, rel, np.nan)))
         out.update(worst_rel_error=float(rel[i]), worst_rel_t=float(t[i]))
@@ -399,6 +416,7 @@ def width_scaling(solution, runs: dict) -> dict:
     if key in err:
         fl_t = np.sqrt(np.mean(np.asarray(err[key]).reshape(len(solution.t), -1) ** 2, axis=1)) / _target_rms(
             solution, key == "f_test")
+        fl_t = np.where(np.isfinite(fl_t), fl_t, 0.0)        # (a time without an error estimate: none taken out)
         net = np.array([np.mean(np.sqrt(np.maximum(c.per_seed_error[1:] ** 2 - fl_t[1:] ** 2, 0.0)))
                         if c.per_seed_error.size > 1 else 0.0 for c in comps])
     else:

@@ -33,6 +33,7 @@ from the numbers a reader sees (0.0081313 against <= 0.0081 is shown as 0.008131
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import numpy as np
@@ -115,9 +116,9 @@ def _no_z(s) -> str:
 
 def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
     """The bound on |z| for a t statistic of `dof` degrees of freedom, the worst of `tests` saved
-    times, with the two-sided tail of a normal |z| > sigma shared among them (Sidak), to 3
-    significant digits (the bound shown is the bound applied); sigma itself for dof = inf and one
-    test.
+    times, with the two-sided tail of a normal |z| > sigma shared among them (Sidak), rounded up
+    to 3 significant digits (the bound shown is the bound applied); sigma itself for dof = inf and
+    one test.
     z = (networks - theory) / se estimates se from the seeds: with 2 seeds a normal bound of 5
     FAILed 13% of correct ensembles (t law: 12.6%), with 8 seeds 0.2%, where 5 sigma claims 6e-7."""
     from scipy import stats
@@ -125,8 +126,12 @@ def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
     if np.isinf(sigma) or (np.isinf(dof) and tests == 1):
         return float(sigma)
     each = -np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests)      # one time's two-sided tail
-    bound = stats.norm.isf(each / 2) if np.isinf(dof) else stats.t.isf(each / 2, dof)
-    return float(f"{bound:.3g}")
+    bound = float(stats.norm.isf(each / 2) if np.isinf(dof) else stats.t.isf(each / 2, dof))
+    if not bound > 0:
+        return 0.0 if bound == 0 else bound
+    unit = 10.0 ** (math.floor(math.log10(bound)) - 2)                  # 3 digits, rounded up
+    shown = float(f"{math.ceil(bound / unit - 1e-9) * unit:.3g}")
+    return shown if shown >= bound else float(f"{shown + unit:.3g}")
 
 
 def _diverged(s, comp, width) -> str:
@@ -150,13 +155,16 @@ def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
     if lost:
         return _check(name, np.inf, (-np.inf, np.inf), f"|z| <= {_num(sigma)}", False,
                       f"{loss}; {lost}")
+    if s.get("theory_not_finite_t") is not None:
+        return _check(name, np.nan, (), f"|z| <= {_num(sigma)}", False,
+                      f"{loss}; the {theory} is not finite from t = {s['theory_not_finite_t']:g}")
     ok = np.isfinite(z) & (dof > 0)
     if not ok.any():
         return _skip(name, f"|z| <= {_num(sigma)}",
                      f"{loss}; no uncertainty to measure z against ({_no_z(s)}){lazy}")
     bounds = np.array([z_bound(sigma, d, int(ok.sum())) if k else np.nan for k, d in zip(ok, dof)])
     with np.errstate(divide="ignore", invalid="ignore"):
-        i = int(np.nanargmax(np.where(ok, np.abs(z) / bounds, np.nan)))
+        i = int(np.nanargmax(np.where(ok, np.abs(z) / bounds if np.isfinite(sigma) else np.abs(z), np.nan)))
     b = float(bounds[i])
     se = float(np.asarray(stats["se"], float)[1:][i])
     return _check(name, float(z[i]), (-b, b), f"|z| <= {_num(b)}", abs(z[i]) <= b,
@@ -178,6 +186,12 @@ def _check_sweep(sweep) -> None:
                          f"{type(sweep).__name__} (no {', '.join(missing)})")
     if not sweep.gamma0s:
         raise InputError("sweep: has no gamma0s: nothing to check")
+    for g in (sweep.gamma0s if sweep.widths else ()):
+        for comp in sweep.scaling[g]["comparisons"].values():
+            stats = getattr(comp, "test_loss", None) or getattr(comp, "train_loss", None) or {}
+            if "worst_rel_error" not in comp.summary or "dof" not in stats:
+                raise InputError("sweep: its comparisons were made by an older version (no worst_rel_error or "
+                                 "dof): build them again with validation.width_scaling")
 
 
 def _check_tolerances(chk) -> dict:
@@ -257,6 +271,8 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                                  "and no relative error is defined (the z check judges the agreement)"))
             else:
                 where = (f"{lost}: the mean over all seeds is not finite" if lost else
+                         f"the {theory} is not finite from t = {s['theory_not_finite_t']:g}"
+                         if s.get("theory_not_finite_t") is not None else
                          f"the worst of the saved times t > 0, at t = {s['worst_rel_t']:g} (final "
                          f"{s['final_rel_error']:.3g})")
                 out.append(_check(f"agreement gamma0={g:g} N={wmax}", rel, (tol,), f"<= {_num(tol)}", rel <= tol,
