@@ -1102,4 +1102,7 @@ def test_the_consoles_decay_fit_carries_its_error_or_why_it_has_none(b, se, n):
     text = _fit_text(fit)
     assert text.startswith(f"t_test ~ kappa^{b:.3f}") and text.endswith(f"over {n} points"), text
     assert (f"+- {se:.3f}" in text) if se is not None else ("(no error" in text), text
+    if se is not None and n > 2:        # the job records the 95% t interval too: that is shown
+        text = _fit_text({**fit, "half_width_95": 4.3 * se})
+        assert f"+- {4.3 * se:.3g} (95%, t with {n - 2} dof)" in text, text
     assert _fit_text({"error": "not fitted: 1 point"}) == "t_test ~ kappa^b not fitted: 1 point"

@@ -375,7 +375,8 @@ def _fit_text(ft: dict) -> str:
     for none (it dropped "no error: a line through 2 points", so two points read as a result)."""
     if "exponent" not in ft:
         return f"t_test ~ kappa^b {ft['error']}"
-    err = (f" +- {ft['stderr']:.3f}" if ft.get("stderr") is not None
+    err = (f" +- {ft['half_width_95']:.3g} (95%, t with {ft['points'] - 2} dof)" if ft.get("half_width_95") is not None
+           else f" +- {ft['stderr']:.3f} (1 s.e.)" if ft.get("stderr") is not None
            else f" ({ft.get('stderr_note', 'no error estimate')})")
     return f"t_test ~ kappa^{ft['exponent']:.3f}{err} over {ft['points']} points"
 
@@ -417,7 +418,7 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
         try:
             fit = gk.fit_power_law_decay(kappas, y)
             out[f"fit_{name}"] = {"exponent": fit.slope, "stderr": _num(fit.stderr), "range": fit.x_range,
-                                  "points": fit.n}
+                                  "points": fit.n, "half_width_95": _num(fit.half_width())}
             if not np.isfinite(fit.stderr):
                 out[f"fit_{name}"]["stderr_note"] = f"no error: a line through {fit.n} points"
         except ValueError as err:

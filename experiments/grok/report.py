@@ -164,7 +164,9 @@ def markdown(rep: dict, cfg: dict) -> str:
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
             if "exponent" in f:
-                err = (f"+- {_fmt(f['stderr'])} (1 s.e.)" if f.get("stderr") is not None
+                err = (f"+- {_fmt(f['half_width_95'])} (95%, t with {f['points'] - 2} dof)"
+                       if f.get("half_width_95") is not None else
+                       f"+- {_fmt(f['stderr'])} (1 s.e.)" if f.get("stderr") is not None
                        else f"({f.get('stderr_note', 'no error estimate')})")
                 lines.append(f"\nFit {name} ~ kappa^b: b = {f['exponent']:.3f} {err} over "
                              f"kappa in [{f['range'][0]:g}, {f['range'][1]:g}] ({f['points']} points).")
