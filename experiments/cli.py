@@ -14,8 +14,9 @@ path there is relative to the TOML file; with --set, to the current directory).
 
 A rerun into a results directory that holds a complete run of the same job is "already
 complete" (nothing done); one that changes only [check] (the verdicts' tolerances; validate,
-solve, simulate and dln) judges the saved results again without recomputing them and rewrites
-the reports ("re-checked"); any other change is refused unless --force (which recomputes).
+solve and dln: simulate has no verdicts and does not read it) judges the saved results again
+without recomputing them and rewrites the reports ("re-checked"); any other change is refused
+unless --force (which recomputes).
 
 Exit codes: 0 done (or already complete, or re-checked), 1 a check failed with --strict,
 2 bad configuration or arguments, 3 the output location is unusable, holds something
