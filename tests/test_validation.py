@@ -292,6 +292,32 @@ def test_the_spread_fit_takes_the_dmfts_own_error_out(floor_over_last):
         assert spread["verdict"] == "PASS" and "taken out in quadrature" in spread["detail"], spread
 
 
+@settings(max_examples=200, deadline=None)
+@given(sigma=st.floats(0.0, 200.0), dof=st.one_of(st.floats(1e-3, 1e6), st.just(float("inf"))),
+       tests=st.integers(1, 10 ** 6))
+def test_z_bound_is_the_exact_bound_rounded_up_or_inf_past_the_floats(sigma, dof, tests):
+    """z_bound rounded up to 3 digits is at or above the exact t bound and within one unit of it;
+    where the normal tail beyond sigma underflows (sigma above ~36) it is inf (it raised an
+    OverflowError from sigma ~38, after every network had trained, and read -inf at 36-38, a
+    FAIL of every ensemble); sigma = 0 gives 0."""
+    from scipy import stats
+
+    from validation.verdicts import z_bound
+
+    b = z_bound(sigma, dof, tests)
+    with np.errstate(divide="ignore"):
+        each = -np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests)
+    exact = float(stats.norm.isf(each / 2) if np.isinf(dof) else stats.t.isf(each / 2, dof)) if each < 1 else 0.0
+    if np.isinf(dof) and tests == 1:
+        assert b == sigma
+    elif each >= 1:                      # (sigma = 0, or so small that its tail rounds to 1)
+        assert b == 0.0
+    elif 0 < exact < np.inf:
+        assert exact <= b and float(f"{b:.3g}") == b and b <= exact * (1 + 0.0101), (b, exact)
+    else:
+        assert b == np.inf, (b, exact)
+
+
 def test_agreement_fails_where_the_theory_is_not_finite_and_refuses_old_comparisons():
     """A theory NaN from a saved time on (a hand-built or partial Solution) PASSed both agreement
     checks on the finite times; now both FAIL saying from when. Comparisons built by an older

@@ -125,10 +125,15 @@ def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
 
     if np.isinf(sigma) or (np.isinf(dof) and tests == 1):
         return float(sigma)
-    each = -np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests)      # one time's two-sided tail
+    with np.errstate(divide="ignore"):                                  # (sigma = 0: log1p(-1))
+        each = -np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests)  # one time's two-sided tail
     bound = float(stats.norm.isf(each / 2) if np.isinf(dof) else stats.t.isf(each / 2, dof))
-    if not bound > 0:
-        return 0.0 if bound == 0 else bound
+    if np.isnan(sigma) or np.isnan(dof):
+        return float("nan")
+    if each >= 1:                      # (sigma = 0: every z is beyond it)
+        return 0.0
+    if not 0 < bound < np.inf:         # a tail past the floats' (sigma above ~36): no finite bound
+        return float("inf")
     unit = 10.0 ** (math.floor(math.log10(bound)) - 2)                  # 3 digits, rounded up
     shown = float(f"{math.ceil(bound / unit - 1e-9) * unit:.3g}")
     return shown if shown >= bound else float(f"{shown + unit:.3g}")
@@ -164,7 +169,8 @@ def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
                      f"{loss}; no uncertainty to measure z against ({_no_z(s)}){lazy}")
     bounds = np.array([z_bound(sigma, d, int(ok.sum())) if k else np.nan for k, d in zip(ok, dof)])
     with np.errstate(divide="ignore", invalid="ignore"):
-        i = int(np.nanargmax(np.where(ok, np.abs(z) / bounds if np.isfinite(sigma) else np.abs(z), np.nan)))
+        ratio = np.where(bounds > 0, np.abs(z) / bounds, np.where(np.abs(z) > 0, np.inf, 0.0))
+        i = int(np.nanargmax(np.where(ok, ratio if np.isfinite(sigma) else np.abs(z), np.nan)))
     b = float(bounds[i])
     se = float(np.asarray(stats["se"], float)[1:][i])
     return _check(name, float(z[i]), (-b, b), f"|z| <= {_num(b)}", abs(z[i]) <= b,
