@@ -407,23 +407,20 @@ def width_scaling(solution, runs: dict) -> dict:
            "comparisons": {int(w): c for w, c in zip(widths, comps)}}
     err = solution.error or {}
     key = "f_test" if solution.f_test is not None and "f_test" in err else "f_train"
-    if key in err:
-        use_test = key == "f_test"
-        floor = float(np.sqrt(np.mean(np.asarray(err[key])[1:] ** 2))) / _target_rms(solution, use_test)
-    else:       # exact (0), or a sampled solve of one replica (NaN: its error is unknown, not 0)
-        floor = 0.0 if theory_se(solution, key) is None else float("nan")
-    out["theory_floor"] = floor
     # the theory's own error enters every width's per-seed error in quadrature (f_theory = f_inf +
     # its sampling error): at each time it is taken out, sqrt(e^2 - floor^2), before the fit (an
     # error sqrt(c / N + floor^2) fitted -0.33 over widths 1024-65536 at the demo's floor, 0.0045)
     if key in err:
         fl_t = np.sqrt(np.mean(np.asarray(err[key]).reshape(len(solution.t), -1) ** 2, axis=1)) / _target_rms(
-            solution, key == "f_test")
+            solution, key == "f_test")                       # (T,): its RMS over the points, per save
+        floor = float(np.sqrt(np.mean(fl_t[1:] ** 2)))
         fl_t = np.where(np.isfinite(fl_t), fl_t, 0.0)        # (a time without an error estimate: none taken out)
         net = np.array([np.mean(np.sqrt(np.maximum(c.per_seed_error[1:] ** 2 - fl_t[1:] ** 2, 0.0)))
                         if c.per_seed_error.size > 1 else 0.0 for c in comps])
-    else:
+    else:       # exact (0), or a sampled solve of one replica (NaN: its error is unknown, not 0)
+        floor = 0.0 if theory_se(solution, key) is None else float("nan")
         net = per_seed
+    out["theory_floor"] = floor
     out["per_seed_error_net"] = net
     ok = lambda e: np.all(np.isfinite(e)) and np.all(e > 0) and len(e) >= 2   # noqa: E731
     out["per_seed_fit"] = scaling_fit(widths, net) if ok(net) else None

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dmft.errors import InputError
+from dmft.solve import t_quantile
 
 from .inputs import real_array
 
@@ -39,9 +40,7 @@ class LogLogFit(NamedTuple):
         One standard error covered 49% of the slopes fitted through 3 points."""
         if not np.isfinite(self.stderr):
             return float("nan")
-        from scipy import stats
-
-        return float(stats.t.ppf(0.5 + level / 2, self.n - 2) * self.stderr)
+        return t_quantile(0.5 + level / 2, self.n - 2) * self.stderr
 
     def describe(self) -> str:
         err = (f"+- {self.half_width():.3g} (95%, t with {self.n - 2} dof)" if np.isfinite(self.stderr)

@@ -139,13 +139,17 @@ def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
     return shown if shown >= bound else float(f"{shown + unit:.3g}")
 
 
+def _lost(comp) -> int:
+    """How many of the ensemble's seeds are not finite at some save of the judged loss."""
+    stats = comp.test_loss if comp.summary["loss"] == "test" else comp.train_loss
+    return int(comp.seeds - np.min(stats["finite_seeds"]))
+
+
 def _diverged(s, comp, width) -> str:
     """How many seeds of the ensemble diverged and from when, or "" where none did (judged loss)."""
     if s.get("first_diverged_t") is None:
         return ""
-    stats = comp.test_loss if s["loss"] == "test" else comp.train_loss
-    lost = int(comp.seeds - np.min(stats["finite_seeds"]))
-    return (f"{lost} of {comp.seeds} seeds at N={width} diverged (the first by t = "
+    return (f"{_lost(comp)} of {comp.seeds} seeds at N={width} diverged (the first by t = "
             f"{s['first_diverged_t']:g}) where the theory did not")
 
 
@@ -244,8 +248,8 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                 out.append(_skip(name, None, f"needs at least {MIN_SPREAD_WIDTHS} widths for a fitted slope "
                                              f"with an error, got {len(sweep.widths)}"))
             elif fit is None:
-                lost = [f"{c.seeds - int(np.min((c.test_loss or c.train_loss)['finite_seeds']))} of {c.seeds} "
-                        f"at N={w}" for w, c in sc["comparisons"].items() if c.summary.get("first_diverged_t") is not None]
+                lost = [f"{_lost(c)} of {c.seeds} at N={w}" for w, c in sc["comparisons"].items()
+                        if c.summary.get("first_diverged_t") is not None]
                 why = (f" (seeds diverged: {', '.join(lost)})" if lost else "")
                 out.append(_skip(name, None, f"the per-seed errors are not all finite and positive: no fit{why}"))
             elif sc["theory_floor"] > 0 and np.min(sc["per_seed_error"]) < FLOOR_RATIO * sc["theory_floor"]:
