@@ -62,7 +62,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "agreement_sigma": Field("float", TOLERANCES["agreement_sigma"],
                                  "the test loss's z at the largest width, every saved time t > 0: the normal "
                                  "tail beyond this many sigma, shared among the times, at z's degrees of "
-                                 "freedom (validation.verdicts.z_bound)", 0.0, True),
+                                 "freedom (validation.verdicts.z_bound); the same tail bounds the prediction "
+                                 "check's q (validation.verdicts.q_bound)", 0.0, True),
         "agreement_rel": Field("float", TOLERANCES["agreement_rel"],
                                "max relative test-loss error at the largest width, the worst saved time "
                                "t > 0", 0.0, True),

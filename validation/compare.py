@@ -10,6 +10,18 @@ are defined at t = 0, where the centered predictions vanish):
     per_seed_error(t) = sqrt(mean_{seeds, points} (f_seed - f_theory)^2) / rms(y)
     mean_error(t)     = sqrt(mean_points (mean_seeds f - f_theory)^2) / rms(y)
 
+and the ensemble mean's prediction error is measured against its own noise (`prediction`):
+
+    q(t) = sum_points (mean_seeds f - f_theory)^2 / (tr C / S + sum_points se_theory^2)
+
+with C the seeds' covariance over the points: about 1 for networks that agree with the theory
+(0.98-1.00 over 96 seeds of teacher.toml at N = 1024, in ensembles of 4-32), where a
+prediction bias that leaves the loss unchanged (orthogonal to the residual) raises it. Its law
+is F(k, dof): k = (tr)^2 / (Frobenius norm)^2 the points' effective number (predictions are
+correlated across points: 3-6 there), taken with the DMFT's part as if of rank one, and dof the
+Welch-Satterthwaite degrees of freedom of the denominator (the seeds' (S - 1) k and the DMFT's
+replicas - 1), both as low as the estimates allow, so that the law's tail is not too light.
+
 Where the compared targets are all zero the errors are absolute (rms(y) taken as 1;
 summary["absolute_errors"], summary["error_scale"] the divisor used), and a loss whose own
 targets are all zero has NaN relative errors (summary["zero_targets"] for the judged loss).
@@ -39,7 +51,7 @@ from dmft.errors import InputError
 from .fitting import LogLogFit, loglog_fit
 from .inputs import mapping
 
-__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se"]
+__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se", "prediction_stats"]
 
 
 @dataclasses.dataclass
@@ -54,6 +66,10 @@ class Comparison:
             "z" = (mean - theory) / se,
             se combining the seeds' standard error and the theory's own.
         per_seed_error, mean_error: (T,) prediction errors on the test (or train) points.
+        prediction: the ensemble mean's prediction error against its noise, (T,) arrays: "q"
+            (about 1 where the two agree), "k" and "dof" (its F law), "noise" (the expected
+            RMS error of a mean that agrees, on mean_error's scale), "finite_seeds", and "points"
+            and "split" ("test" or "train"), the predictions compared.
         summary: final-time and worst-over-time numbers.
     """
 
@@ -65,6 +81,7 @@ class Comparison:
     per_seed_error: np.ndarray
     mean_error: np.ndarray
     summary: dict
+    prediction: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -167,6 +184,8 @@ def compare(solution, run) -> Comparison:
         mean_err = np.sqrt(np.mean((np.nanmean(f_net, axis=0) - f_th) ** 2,
                                    axis=tuple(range(1, f_th.ndim)))) / scale
     main = test if test is not None else train
+    pred = {**prediction_stats(f_net, f_th, theory_se(solution, "f_test" if use_test else "f_train"), th_dof, scale),
+            "split": "test" if use_test else "train"}
     summary = {
         "final_theory_loss": float(main["theory"][-1]), "final_network_loss": float(main["mean"][-1]),
         "final_network_std": float(main["std"][-1]), "final_rel_error": float(main["rel_error"][-1]),
@@ -186,7 +205,55 @@ def compare(solution, run) -> Comparison:
     }
     return Comparison(width=int(run.info["width"]), seeds=int(run.info["seeds"]), t=solution.t,
                       train_loss=train, test_loss=test, per_seed_error=per_seed, mean_error=mean_err,
-                      summary=summary)
+                      summary=summary, prediction=pred)
+
+
+def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0) -> dict:
+    """The ensemble mean's prediction error against its noise at each saved time (module
+    docstring): "q", "k", "dof", "noise" (sqrt of q's denominator over the points, / scale) and
+    "finite_seeds", each (T,), and "points" (how many predictions a time has).
+
+    Args:
+        f_net: (S, T, ...) the seeds' predictions; a seed not finite at a time is left out there.
+        f_theory: (T, ...) the theory's; theory_se its standard error per point (None: exact;
+            NaN: one replica, unknown), of `theory_dof` degrees of freedom (replicas - 1).
+
+    NaN where fewer than two seeds are finite, the theory's error is unknown, or nothing varies
+    (q = 0 there if the predictions are equal)."""
+    f_net, f_theory = np.asarray(f_net, float), np.asarray(f_theory, float)
+    S, T = f_net.shape[:2]
+    x = f_net.reshape(S, T, -1)
+    th = f_theory.reshape(T, -1)
+    th_var = None if theory_se is None else np.broadcast_to(       # (a scalar NaN: one replica)
+        np.asarray(theory_se, float), f_theory.shape).reshape(T, -1) ** 2
+    out = {k: np.full(T, np.nan) for k in ("q", "k", "dof", "noise")}
+    out["finite_seeds"] = np.zeros(T, int)
+    out["points"] = int(th.shape[1])
+    for t in range(T):
+        rows = x[:, t][np.all(np.isfinite(x[:, t]), axis=1)]
+        n = rows.shape[0]
+        out["finite_seeds"][t] = n
+        if n < 2 or not np.all(np.isfinite(th[t])):
+            continue
+        d = rows.mean(axis=0) - th[t]
+        dev = rows - rows.mean(axis=0)
+        gram = dev @ dev.T                              # (n, n): the seeds' covariance through its Gram
+        tr_a = float(np.trace(gram)) / ((n - 1) * n)    # tr C / n
+        fro_a = float(np.linalg.norm(gram)) / ((n - 1) * n)
+        tr_b = 0.0 if th_var is None else float(np.sum(th_var[t]))
+        total = tr_a + tr_b
+        if not np.isfinite(total):
+            continue
+        if total == 0:
+            out["q"][t] = 0.0 if np.all(d == 0) else np.nan
+            continue
+        out["q"][t] = float(d @ d) / total
+        out["k"][t] = total ** 2 / (fro_a + tr_b) ** 2         # ||B||_F <= tr B: the DMFT's part as rank one
+        own = float(theory_dof) if theory_dof else 1.0
+        # tr C's own dof is (n - 1) times the seeds' effective number, tr_a^2 / fro_a^2
+        out["dof"][t] = total ** 2 / (fro_a ** 2 / (n - 1) + (tr_b ** 2 / own if tr_b > 0 else 0.0))
+        out["noise"][t] = np.sqrt(total / d.size) / scale
+    return out
 
 
 def _worst(stats: dict, t, seeds: int) -> dict:

@@ -15,6 +15,13 @@ Checks (tolerances from a dict, the [check] section of the validate job):
                degrees of freedom (z is a t statistic: a normal bound FAILed 13% of correct
                2-seed ensembles). SKIP when se = 0 or unknown: under two finite seeds, or a DMFT
                of one replica, whose error nothing estimates;
+- prediction:  at the largest width, the ensemble mean's test predictions (train without test
+               points) against the DMFT's, every point at once: q = the mean-square difference over
+               its expected value from the seeds' covariance and the DMFT's own error
+               (`validation.compare.prediction_stats`; about 1 where they agree), at every saved
+               time t > 0 against `q_bound`, its F law's tail beyond agreement_sigma shared among
+               the times as for z. It sees what the loss cannot: a prediction bias orthogonal to
+               the residual leaves the loss unchanged. SKIP as the z check;
 - lazy:        at the smallest gamma0, the DMFT final test loss (train loss without test targets)
                is within lazy_rel of the lazy closed form's, relative to that loss, or to
                LAZY_FLOOR of the initial loss when the final one is smaller (a train loss fitted
@@ -44,7 +51,7 @@ from dmft.errors import InputError
 from .compare import zero_targets
 from .inputs import mapping, real_or_inf, theory_name
 
-__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR", "FLOOR_RATIO", "z_bound"]
+__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR", "FLOOR_RATIO", "z_bound", "q_bound"]
 
 # default tolerances (the validate job's [check] section)
 TOLERANCES = {"spread_slope": -0.5, "spread_slope_tol": 0.15, "agreement_sigma": 5.0,
@@ -125,18 +132,47 @@ def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
 
     if np.isinf(sigma) or (np.isinf(dof) and tests == 1):
         return float(sigma)
-    with np.errstate(divide="ignore"):                                  # (sigma = 0: log1p(-1))
-        each = -np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests)  # one time's two-sided tail
+    each = _each(sigma, tests)                                          # one time's two-sided tail
     bound = float(stats.norm.isf(each / 2) if np.isinf(dof) else stats.t.isf(each / 2, dof))
     if np.isnan(sigma) or np.isnan(dof):
         return float("nan")
-    if each >= 1:                      # (sigma = 0: every z is beyond it)
+    return _rounded_bound(bound, each)
+
+
+def _each(sigma: float, tests: int) -> float:
+    """One test's share of the two-sided normal tail beyond sigma among `tests` (Sidak)."""
+    from scipy import stats
+
+    with np.errstate(divide="ignore"):                                  # (sigma = 0: log1p(-1))
+        return float(-np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests))
+
+
+def _rounded_bound(bound: float, each: float) -> float:
+    """A bound at tail `each`, rounded up to 3 significant digits (the bound shown is the bound
+    applied): 0 where the tail is everything (sigma = 0), inf past the floats' tails."""
+    if each >= 1:                      # (sigma = 0: every value is beyond it)
         return 0.0
     if not 0 < bound < np.inf:         # a tail past the floats' (sigma above ~36): no finite bound
         return float("inf")
     unit = 10.0 ** (math.floor(math.log10(bound)) - 2)                  # 3 digits, rounded up
     shown = float(f"{math.ceil(bound / unit - 1e-9) * unit:.3g}")
     return shown if shown >= bound else float(f"{shown + unit:.3g}")
+
+
+def q_bound(sigma: float, k: float, dof: float, tests: int = 1) -> float:
+    """The bound on the prediction check's q (`validation.compare.prediction_stats`), F(k, dof)
+    distributed for networks that agree with the theory, the worst of `tests` saved times: its
+    upper tail beyond the bound is the two-sided normal tail beyond sigma shared among them
+    (Sidak, as `z_bound`), rounded up to 3 significant digits."""
+    from scipy import stats
+
+    if np.isnan(sigma) or np.isnan(k) or np.isnan(dof):
+        return float("nan")
+    if np.isinf(sigma):
+        return float("inf")
+    each = _each(sigma, tests)
+    bound = float(stats.chi2.isf(each, k) / k if np.isinf(dof) else stats.f.isf(each, k, dof))
+    return _rounded_bound(bound, each)
 
 
 def _lost(comp) -> int:
@@ -185,6 +221,39 @@ def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
                   f"times{lazy}")
 
 
+def _prediction_check(name, comp, sigma, theory, lazy, lost) -> dict:
+    """The prediction check: q (the ensemble mean's mean-square prediction error over its noise,
+    `validation.compare.prediction_stats`) at each saved time t > 0 against `q_bound` (the family
+    of all of them), judged at the time nearest its bound; inf where seeds diverged; SKIP where no
+    time has a noise to measure q against."""
+    s, p = comp.summary, comp.prediction
+    tol = f"q <= bound ({_num(sigma)} sigma)"
+    what = (f"{p['split']} predictions ({p['points']} values)")
+    if lost:
+        return _check(name, np.inf, (), tol, False, f"{what}; {lost}")
+    if s.get("theory_not_finite_t") is not None:
+        return _check(name, np.nan, (), tol, False,
+                      f"{what}; the {theory} is not finite from t = {s['theory_not_finite_t']:g}")
+    q, k, dof = (np.asarray(p[x], float)[1:] for x in ("q", "k", "dof"))
+    t = np.asarray(comp.t, float)[1:]
+    ok = np.isfinite(q) & np.isfinite(k) & (dof > 0)
+    if not ok.any():
+        return _skip(name, tol, f"{what}; no noise to measure the ensemble mean's error against ({_no_z(s)}){lazy}")
+    bounds = np.array([q_bound(sigma, kk, d, int(ok.sum())) if g else np.nan for g, kk, d in zip(ok, k, dof)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bounds > 0, q / bounds, np.where(q > 0, np.inf, 0.0))
+        i = int(np.nanargmax(np.where(ok, ratio if np.isfinite(sigma) else q, np.nan)))
+    b = float(bounds[i])
+    scale = "absolute (the targets are all zero)" if s.get("absolute_errors") else "of the targets' RMS"
+    return _check(name, float(q[i]), (b,), f"q <= {_num(b)}", q[i] <= b,
+                  f"{what}: the ensemble mean's RMS error {comp.mean_error[1:][i]:.3g} {scale} at t = {t[i]:g}, "
+                  f"the saved time t > 0 nearest its bound, against {float(np.asarray(p['noise'])[1:][i]):.3g} "
+                  f"expected from the seeds' standard error and the {theory}'s own; q, their squared ratio, is "
+                  f"about 1 where the two agree (final q {float(np.asarray(p['q'])[-1]):.3g}), and F({k[i]:.3g}, "
+                  f"{dof[i]:.3g}) distributed (effective points, degrees of freedom): the bound has the normal "
+                  f"tail beyond {_num(sigma)} sigma shared among {int(ok.sum())} saved times{lazy}")
+
+
 def _check_sweep(sweep) -> None:
     """InputError unless `sweep` has what the checks read (a LazyToRich, or an object with its
     gamma0s, widths, solutions, lazy, and scaling when it has widths)."""
@@ -199,9 +268,10 @@ def _check_sweep(sweep) -> None:
     for g in (sweep.gamma0s if sweep.widths else ()):
         for comp in sweep.scaling[g]["comparisons"].values():
             stats = getattr(comp, "test_loss", None) or getattr(comp, "train_loss", None) or {}
-            if "worst_rel_error" not in comp.summary or "dof" not in stats:
-                raise InputError("sweep: its comparisons were made by an older version (no worst_rel_error or "
-                                 "dof): build them again with validation.width_scaling")
+            if "worst_rel_error" not in comp.summary or "dof" not in stats \
+                    or getattr(comp, "prediction", None) is None:
+                raise InputError("sweep: its comparisons were made by an older version (no worst_rel_error, "
+                                 "dof or prediction): build them again with validation.width_scaling")
 
 
 def _check_tolerances(chk) -> dict:
@@ -289,6 +359,8 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
                                   f"{loss}; relative error abs(networks - {theory}) / {theory}, {where}{lazy}"))
             out.append(_z_check(f"agreement z gamma0={g:g} N={wmax}", comp, chk["agreement_sigma"], loss, theory,
                                 lazy, lost))
+            out.append(_prediction_check(f"prediction gamma0={g:g} N={wmax}", comp, chk["agreement_sigma"], theory,
+                                         lazy, lost))
     g0 = min(sweep.gamma0s)
     th, lz = sweep.solutions[g0], sweep.lazy[g0]
     which = "test" if th.test_loss is not None and lz.test_loss is not None else "train"
