@@ -7,9 +7,9 @@ temporary name and renamed, so a crash never leaves half a result.
 Example:
     >>> import tempfile, os, numpy as np
     >>> from dmft import io
-    >>> d = tempfile.mkdtemp()
-    >>> paths = io.save(os.path.join(d, "run"), {"t": np.arange(3.0)}, {"eta0": 0.1})
-    >>> arrays, meta = io.load(os.path.join(d, "run"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     paths = io.save(os.path.join(d, "run"), {"t": np.arange(3.0)}, {"eta0": 0.1})
+    ...     arrays, meta = io.load(os.path.join(d, "run"))
     >>> arrays["t"].tolist(), meta["config"]["eta0"]
     ([0.0, 1.0, 2.0], 0.1)
 """

@@ -34,12 +34,13 @@ and cleared, and a reader tells a running scan from a killed one (`Store.lock_ho
 Example:
     >>> import tempfile, numpy as np
     >>> from experiments.store import Store
-    >>> d = tempfile.mkdtemp()
-    >>> s = Store.create_or_open(d, {"config": {"a": 1}}, {"grid": {}, "chunk_names": ["c0"]})
+    >>> d = tempfile.TemporaryDirectory()
+    >>> s = Store.create_or_open(d.name, {"config": {"a": 1}}, {"grid": {}, "chunk_names": ["c0"]})
     >>> s.write_chunk("c0", {"index": np.arange(3), "x": np.ones(3)})
     >>> sorted(s.finished()), s.read_chunk("c0")["x"].tolist()
     (['c0'], [1.0, 1.0, 1.0])
     >>> s.close()
+    >>> d.cleanup()
 """
 
 from __future__ import annotations
