@@ -74,6 +74,31 @@ def test_input_kernel_and_field_basis_refuse_wrong_shapes(shape):
     refused("xb", kernels.input_kernel, np.ones((2, 3)), np.ones(shape))
 
 
+@FEW
+@given(a=st.integers(1, 5), b=st.integers(1, 5), d=st.integers(1, 4), scale=st.sampled_from([1e-150, 1.0, 1e150]),
+       ints=st.booleans(), bad=NON_FINITE)
+def test_input_kernel_on_the_host_and_in_jax_agree(a, b, d, scale, ints, bad):
+    """Inputs that are not JAX arrays are multiplied on the host (numpy, float64: no program to
+    compile per shape); JAX arrays, or one of them, in JAX. Both give x_a x_b^T / D to rounding, as
+    a JAX array, and both refuse a non-finite input by name."""
+    rng = np.random.default_rng(a * 100 + b * 10 + d)
+    xa, xb = rng.normal(size=(a, d)) * scale, rng.normal(size=(b, d)) * scale
+    if ints:
+        xa, xb = np.round(xa / scale * 3).astype(int), np.round(xb / scale * 3).astype(int)
+    want = (np.asarray(xa, float) @ np.asarray(xb, float).T) / d
+    for pair in ((xa, xb), (jnp.asarray(xa), jnp.asarray(xb)), (xa, jnp.asarray(xb)), (jnp.asarray(xa), xb)):
+        got = kernels.input_kernel(*pair)
+        assert isinstance(got, jax.Array) and got.shape == (a, b)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.asarray(kernels.input_kernel(xa)), (np.asarray(xa, float) @ np.asarray(xa, float).T) / d,
+                               rtol=1e-12, atol=1e-300)
+    broken = np.array(xa, float)
+    broken[0, 0] = bad
+    for x in (broken, jnp.asarray(broken)):
+        refused("xa", kernels.input_kernel, x, xb)
+        refused("xb", kernels.input_kernel, xa, x)
+
+
 def test_input_kernel_refuses_inputs_of_another_dimension():
     msg = refused("xb", kernels.input_kernel, np.ones((2, 3)), np.ones((2, 4)))
     assert "3 columns" in msg
