@@ -225,8 +225,8 @@ def compare(solution, run) -> Comparison:
 def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0) -> dict:
     """The ensemble mean's prediction error against its noise at each saved time (module
     docstring): "q", "k" and "dof" (the F law it is judged by), "noise" (sqrt of q's denominator
-    over the points, / scale) and
-    "finite_seeds", each (T,), and "points" (how many predictions a time has).
+    over the points, / scale) and "finite_seeds", each (T,), and "points" (how many predictions
+    a time has).
 
     Args:
         f_net: (S, T, ...) the seeds' predictions; a seed not finite at a time is left out there.

@@ -234,7 +234,7 @@ def _prediction_check(name, comp, sigma, theory, lazy, lost) -> dict:
     time has a noise to measure q against."""
     s, p = comp.summary, comp.prediction
     tol = f"q <= bound ({_num(sigma)} sigma)"
-    what = (f"{p['split']} predictions ({p['points']} values)")
+    what = f"{p['split']} predictions ({p['points']} values)"
     if lost:
         return _check(name, np.inf, (), tol, False, f"{what}; {lost}")
     if s.get("theory_not_finite_t") is not None:
@@ -255,10 +255,10 @@ def _prediction_check(name, comp, sigma, theory, lazy, lost) -> dict:
                   f"{what}: the ensemble mean's RMS error {comp.mean_error[1:][i]:.3g} {scale} at t = {t[i]:g}, "
                   f"the saved time t > 0 nearest its bound, against {float(np.asarray(p['noise'])[1:][i]):.3g} "
                   f"expected from the seeds' standard error and the {theory}'s own; q, their squared ratio, is "
-                  f"about 1 where the two agree (final q {float(np.asarray(p['q'])[-1]):.3g}), judged as F({k[i]:.3g}, "
-                  f"{dof[i]:.3g}) (effective points as the noise's largest direction allows, degrees of "
-                  "freedom): the bound has the normal "
-                  f"tail beyond {_num(sigma)} sigma shared among {int(ok.sum())} saved times{lazy}")
+                  f"about 1 where the two agree (final q {float(np.asarray(p['q'])[-1]):.3g}), judged as "
+                  f"F({k[i]:.3g}, {dof[i]:.3g}) (effective points as the noise's largest direction allows, "
+                  f"degrees of freedom): the bound has the normal tail beyond {_num(sigma)} sigma shared "
+                  f"among {int(ok.sum())} saved times{lazy}")
 
 
 def _check_sweep(sweep) -> None:
