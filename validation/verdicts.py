@@ -195,6 +195,14 @@ def _diverged(s, comp, width) -> str:
             f"{s['first_diverged_t']:g}) where the theory did not")
 
 
+def _nearest_bound(value, bounds, ok, sigma) -> int:
+    """The index of the judged time (`ok`) whose value >= 0 is nearest its bound, or past it the
+    furthest (the largest value where sigma = inf: every bound is inf)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bounds > 0, value / bounds, np.where(value > 0, np.inf, 0.0))
+        return int(np.nanargmax(np.where(ok, ratio if np.isfinite(sigma) else value, np.nan)))
+
+
 def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
     """The agreement z check: |z| at each saved time t > 0 against `z_bound` at that time's degrees
     of freedom (the family of all of them), judged at the time nearest its bound; inf where seeds
@@ -214,9 +222,7 @@ def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
         return _skip(name, f"|z| <= {_num(sigma)}",
                      f"{loss}; no uncertainty to measure z against ({_no_z(s)}){lazy}")
     bounds = np.array([z_bound(sigma, d, int(ok.sum())) if k else np.nan for k, d in zip(ok, dof)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(bounds > 0, np.abs(z) / bounds, np.where(np.abs(z) > 0, np.inf, 0.0))
-        i = int(np.nanargmax(np.where(ok, ratio if np.isfinite(sigma) else np.abs(z), np.nan)))
+    i = _nearest_bound(np.abs(z), bounds, ok, sigma)
     b = float(bounds[i])
     se = float(np.asarray(stats["se"], float)[1:][i])
     return _check(name, float(z[i]), (-b, b), f"|z| <= {_num(b)}", abs(z[i]) <= b,
@@ -246,9 +252,7 @@ def _prediction_check(name, comp, sigma, theory, lazy, lost) -> dict:
     if not ok.any():
         return _skip(name, tol, f"{what}; no noise to measure the ensemble mean's error against ({_no_z(s)}){lazy}")
     bounds = np.array([q_bound(sigma, kk, d, int(ok.sum())) if g else np.nan for g, kk, d in zip(ok, k, dof)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(bounds > 0, q / bounds, np.where(q > 0, np.inf, 0.0))
-        i = int(np.nanargmax(np.where(ok, ratio if np.isfinite(sigma) else q, np.nan)))
+    i = _nearest_bound(q, bounds, ok, sigma)
     b = float(bounds[i])
     scale = "absolute (the targets are all zero)" if s.get("absolute_errors") else "of the targets' RMS"
     return _check(name, float(q[i]), (b,), f"q <= {_num(b)}", q[i] <= b,

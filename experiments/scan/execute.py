@@ -272,7 +272,7 @@ class _Groups:
         """Build (and so validate) every group, before any compute or write; with `progress`, a
         bar over the groups where there are several (100 training-set sizes took 30 s here)."""
         total, methods = 0, set()
-        bar = _bar(len(groups), 0, "groups", "group") if progress and len(groups) > 1 else None
+        bar = _bar(len(groups), 0, "groups", "group", leave=False) if progress and len(groups) > 1 else None
         try:
             for g in sorted(groups):
                 run = self.get(g)
@@ -616,12 +616,12 @@ def _write(store: Store, blobs, stats, bar, columns, written, account) -> list:
     return errors
 
 
-def _bar(total, initial, desc="scan", unit="pt"):
+def _bar(total, initial, desc="scan", unit="pt", leave=True):
     try:
         from tqdm.auto import tqdm
     except ImportError:   # progress is a nicety
         return None
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, smoothing=0.1, leave=desc == "scan")
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, smoothing=0.1, leave=leave)
 
 
 def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
