@@ -25,16 +25,17 @@ judged as F(k, dof) distributed, with bounds that keep the tail from being too l
   Satterthwaite number tr^2 / ||.||_F^2, which matches two moments, made the tail too light:
   correct ensembles FAILed at 50-650x the nominal rate at 5 sigma where one direction dominates
   (a review; 2.2-3.7x at 3 sigma);
-- dof, of the denominator: Welch-Satterthwaite over the seeds' S - 1 (not times their effective
-  number: that too FAILed at 2.4-2.7x nominal at 5 sigma) and the DMFT's replicas - 1, at most
-  replicas - 1 where the DMFT's share of the denominator is above THEORY_SHARE (as for z).
+- dof, of the denominator: the fewer of the seeds' S - 1 and the DMFT's replicas - 1 (the
+  seeds' alone for an exact theory). The denominator mixes two estimates in a share that is
+  itself estimated from them; the fewer dof bound its law for every share (`min_dof`). Welch-
+  Satterthwaite's dof from the estimated share, as here before, made the law too light where
+  the DMFT's few replicas underestimate its error: correct ensembles FAILed at up to 2.3x
+  nominal at 3 sigma with 4 replicas (28x with 2) and at 1e3-6e4x at 5 sigma where the DMFT's
+  error is 3x the seeds' mean's.
 With an exact theory, against exact conditional tails (1-100 points, 2-128 seeds, 3-5 sigma, one
 to three strong directions over a bulk, geometric, power-law and diagonal spectra; a review): at
-most 0.84x nominal (0.95x for 2-5 points). A sampled theory's share is itself estimated from its
-few replicas, and where they underestimate its error the dof rise, as for z: correct ensembles
-FAILed at up to 2.3x nominal at 3 sigma with 4 replicas (28x with 2), and at 5 sigma at 1e3-6e4x
-where the DMFT's error is 3x the seeds' mean's (absolute rates up to 0.03). The DMFT must be
-more precise than the networks it judges (more samples or replicas).
+most 0.84x nominal (0.95x for 2-5 points). The price of the fewer dof is power where the DMFT has
+fewer replicas than the ensemble has seeds: the validate job's configurations give it as many.
 
 Where the compared targets are all zero the errors are absolute (rms(y) taken as 1;
 summary["absolute_errors"], summary["error_scale"] the divisor used), and a loss whose own
@@ -101,8 +102,21 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
-# above this estimated share of z's variance, the theory's own degrees of freedom cap z's
-THEORY_SHARE = 0.25
+def min_dof(n, theory_var, theory_dof=None):
+    """Degrees of freedom of a t (or F) statistic whose variance is estimated as the seeds' part
+    (n seeds: n - 1) plus the theory's (`theory_var`, of `theory_dof`: replicas - 1; None counts
+    as 1, the fewest): the fewer of the two where the theory's part is above 0, else n - 1.
+
+    It holds whatever the true share of the two parts, which is itself only estimated: the
+    estimated variance is a weighted average of (n - 1) + theory_dof chi-squares of one dof,
+    whose weights the fewer dof's equal ones majorize, so it is smaller in the convex order than
+    that one estimate, and a t statistic's tail beyond b, 2 Phi(-b sqrt(v)) given the variance
+    ratio v, is convex in v: the fewer dof's t tail is the heavier (the Behrens-Fisher bound of
+    Mickey and Brown, 1966). Exact tails in tests/test_validation.py (z and F(k, .) laws, 3 and 5
+    sigma). Where the theory has fewer replicas than the ensemble has seeds this costs power."""
+    n = np.asarray(n, float)
+    own = float(theory_dof) if theory_dof else 1.0
+    return np.where(np.asarray(theory_var, float) > 0, np.minimum(n - 1, own), n - 1)
 
 
 def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
@@ -111,8 +125,8 @@ def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
     spread, se and z are NaN (nothing to judge the seeds' scatter by), never 0. relative=False
     (all-zero targets: the theory's loss is zero to rounding) makes rel_error NaN.
 
-    "dof": z's degrees of freedom (Welch-Satterthwaite: the seeds' n - 1 and the theory's
-    `theory_dof`, replicas - 1; inf for an exact theory's part). z is a t statistic: with 2 finite
+    "dof": z's degrees of freedom (`min_dof`: the fewer of the seeds' n - 1 and the theory's
+    `theory_dof`, replicas - 1; n - 1 for an exact theory). z is a t statistic: with 2 finite
     seeds |z| > 5 came out in 13% of correct ensembles (`validation.verdicts.z_bound`)."""
     n = np.sum(np.isfinite(per_seed), axis=0)
     finite = np.where(np.isfinite(per_seed), per_seed, 0.0)
@@ -124,19 +138,7 @@ def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
         se = np.sqrt(std ** 2 / n + th_var)
         rel = np.abs(mean - theory) / np.abs(theory) if relative else np.full(np.shape(mean), np.nan)
         z = np.where(se > 0, (mean - theory) / se, np.where(mean == theory, 0.0, np.nan))
-        th_part = th_var ** 2 / theory_dof if theory_dof else 0.0 * th_var
-        dof = se ** 4 / ((std ** 2 / n) ** 2 / (n - 1) + th_part)
-        # where the theory's estimated share of the variance is above THEORY_SHARE, at most its
-        # own dof: the Welch-Satterthwaite dof is computed from the estimates, and rises towards
-        # n - 1 exactly where R = 4 replicas happen to underestimate the theory's error. Simulated
-        # at 5 sigma, 4 replicas, rate over nominal (Welch-Satterthwaite alone / with this cap):
-        # theory error 0.5-1x the seeds' mean's 0.5-2.6 / 0.2-2.5 (8 and 16 seeds), 2x 5.1 / 1.6
-        # (8 seeds) and 54 / 42 (16), 4x 78 / 22 and 543 / 299 (up to 2e-4: the DMFT then less
-        # precise than the networks; more replicas shrink it). A sampled theory that records no
-        # dof: 1.
-        if theory_se is not None:
-            own = float(theory_dof) if theory_dof else 1.0
-            dof = np.where(th_var > THEORY_SHARE * se ** 2, np.minimum(dof, own), dof)
+        dof = min_dof(n, th_var, theory_dof)
     return {"theory": theory, "mean": mean, "std": std, "se": se, "rel_error": rel, "z": z,
             "dof": np.where(np.isfinite(se) & (se > 0), dof, np.nan), "finite_seeds": n}
 
@@ -266,9 +268,7 @@ def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0
             continue
         out["q"][t] = float(d @ d) / total
         out["k"][t] = total / max(top_a + tr_b, total / d.size)   # lambda_max(B) <= tr B; k <= points
-        own = float(theory_dof) if theory_dof else 1.0
-        dof = total ** 2 / (tr_a ** 2 / (n - 1) + (tr_b ** 2 / own if tr_b > 0 else 0.0))
-        out["dof"][t] = min(dof, own) if tr_b > THEORY_SHARE * total else dof
+        out["dof"][t] = min_dof(n, tr_b, theory_dof)
         out["noise"][t] = np.sqrt(total / d.size) / scale
     return out
 

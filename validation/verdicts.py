@@ -13,8 +13,11 @@ Checks (tolerances from a dict, the [check] section of the validate job):
                se combining the seeds' standard error and the DMFT's own, against `z_bound`: the
                normal tail beyond agreement_sigma, shared among the saved times, at that time's
                degrees of freedom (z is a t statistic: a normal bound FAILed 13% of correct
-               2-seed ensembles). SKIP when se = 0 or unknown: under two finite seeds, or a DMFT
-               of one replica, whose error nothing estimates;
+               2-seed ensembles), the fewer of the seeds' and the DMFT's replicas'
+               (`validation.compare.min_dof`: it bounds the law whatever the two's true shares of
+               se; the estimated shares did not: 9-2400x nominal at 5 sigma). SKIP when se = 0 or
+               unknown: under two finite seeds, or a DMFT of one replica, whose error nothing
+               estimates;
 - prediction:  at the largest width, the ensemble mean's test predictions (train without test
                points) against the DMFT's, every point at once: q = the mean-square difference over
                its expected value from the seeds' covariance and the DMFT's own error
@@ -23,10 +26,8 @@ Checks (tolerances from a dict, the [check] section of the validate job):
                the times as for z. It sees what the loss cannot: a prediction bias orthogonal to
                the residual leaves the loss unchanged. Its law is bounded so that the far tail is
                not too light (validation.compare's docstring), so with few seeds it has little
-               power (bounds 150-360 with 8 seeds and 20 saves at 5 sigma: a bias 12-19x the
-               mean's noise). A sampled DMFT whose error is comparable to the seeds' mean's
-               FAILs correct ensembles above the nominal rate, as z does (its few replicas'
-               share sets the dof; measured in validation.compare's docstring). SKIP as the z
+               power (bounds 366-422 with 8 seeds, 8 replicas and 20 saves at 5 sigma on
+               teacher.toml: a bias 19-21x the mean's noise); its dof are z's. SKIP as the z
                check;
 - lazy:        at the smallest gamma0, the DMFT final test loss (train loss without test targets)
                is within lazy_rel of the lazy closed form's, relative to that loss, or to
@@ -228,9 +229,9 @@ def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
     return _check(name, float(z[i]), (-b, b), f"|z| <= {_num(b)}", abs(z[i]) <= b,
                   f"{loss}; z = (networks - {theory}) / se at t = {t[i]:g}, the saved time t > 0 nearest "
                   f"its bound (final z {s['final_z']:.3g}), se = {se:.2g} (the seeds' standard error and the "
-                  f"{theory}'s own combined), a t statistic of {dof[i]:.3g} degrees of freedom: the bound "
-                  f"has the normal tail beyond {_num(sigma)} sigma shared among {int(ok.sum())} saved "
-                  f"times{lazy}")
+                  f"{theory}'s own combined), a t statistic of {dof[i]:.3g} degrees of freedom"
+                  f"{_fewer(stats, i, dof[i], theory)}: the bound has the normal tail beyond {_num(sigma)} sigma "
+                  f"shared among {int(ok.sum())} saved times{lazy}")
 
 
 def _prediction_check(name, comp, sigma, theory, lazy, lost) -> dict:
@@ -261,8 +262,20 @@ def _prediction_check(name, comp, sigma, theory, lazy, lost) -> dict:
                   f"expected from the seeds' standard error and the {theory}'s own; q, their squared ratio, is "
                   f"about 1 where the two agree (final q {float(np.asarray(p['q'])[-1]):.3g}), judged as "
                   f"F({k[i]:.3g}, {dof[i]:.3g}) (effective points as the noise's largest direction allows, "
-                  f"degrees of freedom): the bound has the normal tail beyond {_num(sigma)} sigma shared "
-                  f"among {int(ok.sum())} saved times{lazy}")
+                  f"degrees of freedom){_fewer(p, i, dof[i], theory)}: the bound has the normal tail beyond "
+                  f"{_num(sigma)} sigma shared among {int(ok.sum())} saved times{lazy}")
+
+
+def _fewer(stats: dict, i: int, dof: float, theory: str) -> str:
+    """Where the theory's replicas, not the seeds, set the dof at saved time i + 1 (t > 0): say so,
+    and that more replicas would sharpen the bound (`validation.compare.min_dof`)."""
+    if "finite_seeds" not in stats:
+        return ""
+    seeds = int(np.asarray(stats["finite_seeds"])[1:][i]) - 1
+    if dof >= seeds:
+        return ""
+    return (f" (the {theory}'s replicas' {dof:.3g}, fewer than the seeds' {seeds}, bound the law whatever "
+            f"the two's shares: more replicas at as many nodes each sharpen it)")
 
 
 def _check_sweep(sweep) -> None:
