@@ -81,7 +81,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
 # The paper-grade preset behind --full.
 FULL = {
     "train": {"steps": 2000, "save_every": 40},
-    "theory": {"samples": 65536, "replicas": 8},
+    # as many replicas as seeds (validate's z and prediction checks take the fewer of the two's dof,
+    # validation.compare.min_dof), 8192 nodes each; the nodes kept for predictions need about 5 GiB
+    "theory": {"samples": 131072, "replicas": 16, "max_memory_gb": 8.0},
     "sweep": {"gamma0": [0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]},
     # (16 networks of width 8192 need about 7 GiB at once: the preset's own limit admits them)
     "simulate": {"widths": [64, 128, 256, 512, 1024, 2048, 4096, 8192], "seeds": 16, "max_memory_gb": 8.0},
