@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 
 import jax
 
@@ -34,7 +35,7 @@ import networks
 from dmft.errors import ConfigError, InputError
 from dmft.plan import no_lazy_limit
 from validation import lazy_to_rich
-from validation.verdicts import TOLERANCES
+from validation.verdicts import TOLERANCES, z_bound
 from validation.verdicts import checks as verdicts
 
 from . import config as _config
@@ -126,11 +127,13 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     solve_plan = {k: v for k, v in prob.solve_options.items() if k != "batch_key"}
     train_plan = {k: v for k, v in prob.train_options.items() if k != "batch_key"}
     lazy_schedule = prob.schedule.replace(weight_decay=0.0)
+    sampled = False
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
         try:
             if job in ("solve", "validate"):
-                dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
+                plan = dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
+                sampled |= plan.sampled and plan.sampler != "quadrature"
                 # and the lazy baseline (without weight decay, as `validation.lazy_to_rich` solves it)
                 dmft.plan_solve(m, prob.data, lazy_schedule, method="lazy")
             if job in ("simulate", "validate"):
@@ -139,7 +142,25 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             raise
         except dmft.InputError as err:           # named by the configuration's keys
             raise _problem.config_error(err, _problem.PLAN_KEYS, f"sweep at gamma0 = {g:g}") from err
+    if job == "validate" and sampled and (note := replicas_note(cfg)):
+        print(note, file=sys.stderr)
     return prob
+
+
+def replicas_note(cfg: dict) -> str | None:
+    """A sampled DMFT with fewer replicas than the ensembles have seeds (but more than one): the
+    agreement z and prediction checks then take its replicas' dof (`validation.compare.min_dof`),
+    and their bounds are loose; say so, with the bound and the setting that sharpens it."""
+    th, seeds = cfg["theory"], cfg["simulate"]["seeds"]
+    if not 1 < th["replicas"] < seeds:
+        return None
+    sigma, saves = cfg["check"]["agreement_sigma"], max(cfg["train"]["steps"] // cfg["train"]["save_every"], 1)
+    bound, sharp = (z_bound(sigma, d, saves) for d in (th["replicas"] - 1, seeds - 1))
+    return (f"note: theory.replicas = {th['replicas']} is below simulate.seeds = {seeds}: the agreement z and "
+            f"prediction checks take the fewer degrees of freedom, the replicas' {th['replicas'] - 1} (they bound "
+            f"the law whatever the seeds' and the DMFT's shares), so |z| is judged against about {bound:.3g} at "
+            f"{sigma:g} sigma instead of {sharp:.3g}; theory.replicas = {seeds} with theory.samples = "
+            f"{th['samples'] * seeds // th['replicas']} (as many nodes a replica) sharpens them")
 
 
 def _check_test_set(cfg: dict, data, job: str) -> None:

@@ -1291,3 +1291,38 @@ def test_full_with_a_file_names_the_preset_keys_the_file_overrides(capsys):
     load("scripts/configs/default.toml", [])                  # no --full, or --full alone: nothing said
     load(None, [], full=True)
     assert capsys.readouterr().err == ""
+
+
+@settings(max_examples=40, deadline=None)
+@given(replicas=st.integers(1, 12), seeds=st.integers(1, 12), sigma=st.sampled_from([2.0, 5.0]))
+def test_validate_notes_a_dmft_with_fewer_replicas_than_seeds(replicas, seeds, sigma):
+    """The z and prediction checks take the fewer of the seeds' and the replicas' dof: where the
+    replicas are fewer (but more than one), the validate job says so before it computes, with the
+    bound it will apply and the one as many replicas would give; otherwise it says nothing."""
+    from experiments.jobs import replicas_note
+    from validation.verdicts import z_bound
+
+    cfg = load(None, [f"theory.replicas={replicas}", f"theory.samples={512 * replicas}", f"simulate.seeds={seeds}",
+                      f"check.agreement_sigma={sigma}", "train.steps=100", "train.save_every=10"])
+    note = replicas_note(cfg)
+    if not 1 < replicas < seeds:
+        assert note is None
+        return
+    assert note.startswith(f"note: theory.replicas = {replicas} is below simulate.seeds = {seeds}")
+    assert f"about {z_bound(sigma, replicas - 1, 10):.3g} at {sigma:g} sigma instead of " \
+           f"{z_bound(sigma, seeds - 1, 10):.3g}" in note
+    assert f"theory.replicas = {seeds} with theory.samples = {512 * seeds}" in note
+
+
+def test_validate_preflight_notes_only_a_sampled_dmft(capsys):
+    """The note comes from the validate job's preflight, for a sampled DMFT only: an exact closure
+    (a linear activation) has no replicas to count."""
+    from experiments.jobs import preflight
+
+    small = ["task.D=4", "task.P=16", "task.P_test=8", "train.steps=10", "train.save_every=5",
+             "theory.samples=256", "simulate.widths=[16]", "simulate.seeds=4", "theory.replicas=2"]
+    preflight(load(None, small), "validate")
+    assert "note: theory.replicas = 2 is below simulate.seeds = 4" in capsys.readouterr().err
+    preflight(load(None, small), "solve")
+    preflight(load(None, small + ["model.activation='linear'"]), "validate")
+    assert capsys.readouterr().err == ""
