@@ -516,8 +516,8 @@ def test_the_z_and_prediction_laws_hold_whatever_the_dmfts_share(seeds, replicas
     (R - 1). With the dof the code gives, it stays at or below nominal for z (k = 1) and the
     prediction check's F(k, .) (k = 5) at 3 and 5 sigma for rho from 0.01 to 0.99. The dof from the
     estimated share (Welch-Satterthwaite, capped at R - 1 above a share of 1/4: the rule before)
-    reached 8.8x nominal at 5 sigma with 8 seeds and 4 replicas, 175x with 16 and 2.4e3x with 8
-    seeds and 2 replicas (this quadrature)."""
+    reached, at 5 sigma and shares 0.9 / 0.99, 8.8x / 72x nominal with 8 seeds and 4 replicas,
+    175x / 182x with 16 seeds, and 159x / 9.5e3x with 8 seeds and 2 replicas (this quadrature)."""
     from scipy import stats as ss
 
     from validation.compare import _loss_stats, prediction_stats
@@ -1326,3 +1326,22 @@ def test_validate_preflight_notes_only_a_sampled_dmft(capsys):
     preflight(load(None, small), "solve")
     preflight(load(None, small + ["model.activation='linear'"]), "validate")
     assert capsys.readouterr().err == ""
+
+
+def test_the_checks_say_when_the_dmfts_error_sets_their_dof():
+    """With fewer replicas than seeds the z and prediction checks take the replicas' dof, and
+    their details say so; with as many, they say nothing of it."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10, 6)
+    y = rng.normal(size=40)
+    exact = _fake_solution(np.outer(0.5 * (1 - np.exp(-t)), y), t, y)
+    losses = exact.test_loss[None] + 0.01 * rng.normal(size=(8, t.size)) * (t > 0)
+    for replicas, said in ((4, True), (8, False)):
+        se = np.full(t.size, 0.002) * (t > 0)
+        sol = dataclasses.replace(exact, error={"test_loss": se, "train_loss": se, "f_test": np.full(
+            exact.f_test.shape, 1e-3), "f_train": np.full(exact.f_train.shape, 1e-3)},
+                                  info={**exact.info, "error_dof": replicas - 1})
+        out = {c["name"].split(" gamma0")[0]: c for c in verdicts(_loss_sweep(sol, losses))}
+        for name in ("agreement z", "prediction"):
+            note = f"own error has {replicas - 1} degrees of freedom, fewer than the seeds' 7"
+            assert (note in out[name]["detail"]) == said, (name, out[name]["detail"])

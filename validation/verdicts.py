@@ -15,7 +15,7 @@ Checks (tolerances from a dict, the [check] section of the validate job):
                degrees of freedom (z is a t statistic: a normal bound FAILed 13% of correct
                2-seed ensembles), the fewer of the seeds' and the DMFT's replicas'
                (`validation.compare.min_dof`: it bounds the law whatever the two's true shares of
-               se; the estimated shares did not: 9-2400x nominal at 5 sigma). SKIP when se = 0 or
+               se; the estimated shares did not: 9-9500x nominal at 5 sigma). SKIP when se = 0 or
                unknown: under two finite seeds, or a DMFT of one replica, whose error nothing
                estimates;
 - prediction:  at the largest width, the ensemble mean's test predictions (train without test
@@ -274,8 +274,9 @@ def _fewer(stats: dict, i: int, dof: float, theory: str) -> str:
     seeds = int(np.asarray(stats["finite_seeds"])[1:][i]) - 1
     if dof >= seeds:
         return ""
-    return (f" (the {theory}'s replicas' {dof:.3g}, fewer than the seeds' {seeds}, bound the law whatever "
-            f"the two's shares: more replicas at as many nodes each sharpen it)")
+    return (f" (the {theory}'s own error has {dof:.3g} degrees of freedom, fewer than the seeds' {seeds}; the "
+            f"fewer bound the law whatever share of se each has: a {theory} error of more, from more replicas "
+            f"at as many nodes each, sharpens the bound)")
 
 
 def _check_sweep(sweep) -> None:
