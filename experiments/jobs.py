@@ -154,7 +154,8 @@ def replicas_note(cfg: dict) -> str | None:
     th, seeds = cfg["theory"], cfg["simulate"]["seeds"]
     if not 1 < th["replicas"] < seeds:
         return None
-    sigma, saves = cfg["check"]["agreement_sigma"], max(cfg["train"]["steps"] // cfg["train"]["save_every"], 1)
+    sigma = cfg["check"]["agreement_sigma"]
+    saves = max(_problem.build_schedule(cfg["train"]).save_steps.size - 1, 1)     # the saved times t > 0
     bound, sharp = (z_bound(sigma, d, saves) for d in (th["replicas"] - 1, seeds - 1))
     return (f"note: theory.replicas = {th['replicas']} is below simulate.seeds = {seeds}: the agreement z and "
             f"prediction checks take the fewer degrees of freedom, the replicas' {th['replicas'] - 1} (they bound "
