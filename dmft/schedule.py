@@ -347,18 +347,54 @@ def default_batch_key(key):
 # (a closure step is ~23 us): 1.3 against 26 us; at the bound, B^2 = 512 P: 0.65 against 1.4 ms
 # (P = 4096), 2.1 against 6.5 ms (P = 16384); Floyd's is slower beyond ~900 P and, by up to 1.6x,
 # for B above P / 2 (165 of 164: 43 against 30 us), so it also needs 2 B <= P.
-# On CPU only (`dmft.io.compute_platform`, which follows the command's --device): on an
-# accelerator a loop of B dependent steps inside every training step would cost a loop
-# iteration's overhead B times, and its sort is fast; there the permutation always (so a batch
-# sequence depends on the platform, as a run's identity does).
+# The batches are the same on every platform. On CPU Floyd's B dependent steps run as a loop;
+# on an accelerator, where a loop iteration's overhead would be paid B times inside every
+# training step, the same result is computed in parallel (`_floyd_parallel`: a fixed point
+# reached in 1-8 sweeps of a sort of the B draws; on CPU 1.2-2.8x the loop's time, measured).
 FLOYD_RATIO = 512
 
 
 def floyd_draws(P: int, B: int) -> bool:
-    """Whether `batch_indices` draws B of P by Floyd's algorithm here (see FLOYD_RATIO)."""
-    from .io import compute_platform
+    """Whether `batch_indices` draws B of P by Floyd's algorithm (see FLOYD_RATIO), on any platform."""
+    return 1 < B and B * B <= FLOYD_RATIO * P and 2 * B <= P
 
-    return B * B <= FLOYD_RATIO * P and 2 * B <= P and compute_platform() == "cpu"
+
+def _floyd_loop(draw, top):
+    """Floyd's algorithm from its draws: for i = 0, ..., B - 1 take draw[i], or top[i] if draw[i]
+    was taken (draw[i] uniform in {0, ..., top[i]}, top = P - B, ..., P - 1)."""
+    import jax
+    import jax.numpy as jnp
+
+    def take(i, chosen):
+        t = draw[i]
+        return chosen.at[i].set(jnp.where(jnp.any(chosen == t), top[i], t))
+
+    return jax.lax.fori_loop(0, draw.shape[0], take, jnp.full(draw.shape, -1, draw.dtype))
+
+
+def _floyd_parallel(draw, top):
+    """`_floyd_loop`'s result without its B dependent steps. The chosen c solve the triangular
+    system c_i = top_i if draw_i is among c_0, ..., c_{i-1}, else draw_i, which has one solution;
+    sweeps of it from c = draw reach that solution (after n sweeps c_0, ..., c_{n-1} are right)
+    and stop at the first sweep that changes nothing (a fixed point is the solution). A sweep
+    sorts the (value, position) pairs of c and looks each draw up in it: O(B log B)."""
+    import jax
+    import jax.numpy as jnp
+
+    b = draw.shape[0]
+    pos = jnp.arange(b)
+
+    def sweep(c):
+        value, where = jax.lax.sort((c, pos), num_keys=2)
+        first = jnp.minimum(jnp.searchsorted(value, draw, side="left"), b - 1)
+        return jnp.where((value[first] == draw) & (where[first] < pos), top, draw)
+
+    def body(state):
+        c, _ = state
+        new = sweep(c)
+        return new, jnp.any(new != c)
+
+    return jax.lax.while_loop(lambda state: state[1], body, (draw, jnp.array(True)))[0]
 
 
 def batch_indices(key, step, P: int, B: int):
@@ -367,11 +403,15 @@ def batch_indices(key, step, P: int, B: int):
     every network; the order within a batch is not random, and nothing reads it: a batch's
     terms are summed). B == P is the full batch, in order.
 
-    On CPU, Floyd's algorithm while B^2 <= FLOYD_RATIO P and 2 B <= P (`floyd_draws`): for
-    j = P - B, ..., P - 1 draw t uniform in {0, ..., j}; take t, or j if t was taken (each B-subset has probability 1 / C(P, B)); else,
-    and on other platforms, a random permutation's first B (`jax.random.choice`)."""
+    Floyd's algorithm while B^2 <= FLOYD_RATIO P and 2 B <= P (`floyd_draws`): for
+    j = P - B, ..., P - 1 draw t uniform in {0, ..., j}; take t, or j if t was taken (each B-subset
+    has probability 1 / C(P, B)); else a random permutation's first B (`jax.random.choice`). The
+    same key gives the same batches on every platform: on CPU Floyd's steps run as a loop, on an
+    accelerator the same result is computed in parallel (`_floyd_parallel`)."""
     import jax
     import jax.numpy as jnp
+
+    from .io import compute_platform
 
     if B >= P:
         return jnp.arange(P)
@@ -382,9 +422,4 @@ def batch_indices(key, step, P: int, B: int):
         return jax.random.choice(k, P, (B,), replace=False)
     top = jnp.arange(P - B, P)
     draw = jax.random.randint(k, (B,), 0, top + 1)
-
-    def take(i, chosen):
-        t = draw[i]
-        return chosen.at[i].set(jnp.where(jnp.any(chosen == t), top[i], t))
-
-    return jax.lax.fori_loop(0, B, take, jnp.full((B,), -1, draw.dtype))
+    return (_floyd_loop if compute_platform() == "cpu" else _floyd_parallel)(draw, top)

@@ -149,13 +149,12 @@ def test_a_minibatch_is_b_distinct_points_among_p(P, frac, step, seed):
 @pytest.mark.parametrize("P, B", [(6, 3), (7, 2), (600, 599)])
 def test_every_minibatch_is_equally_likely(P, B):
     """Each of the C(P, B) subsets has probability 1 / C(P, B): a chi-square test over 20000
-    steps of one key (on a CPU Floyd's algorithm at (6, 3) and (7, 2); the permutation at (600,
-    599), and at every size on other platforms), at
+    steps of one key (Floyd's algorithm at (6, 3) and (7, 2); the permutation at (600, 599)), at
     the 1e-4 level; and each point is in the batch with probability B / P (within 5 standard
     errors)."""
     from dmft.schedule import batch_indices, floyd_draws
 
-    assert floyd_draws(P, B) == (P < 600 and dmft.io.compute_platform() == "cpu")   # (elsewhere: the permutation)
+    assert floyd_draws(P, B) == (P < 600)
     n = 20000
     draws = np.sort(np.asarray(jax.jit(jax.vmap(lambda k: batch_indices(jax.random.key(11), k, P, B)))(
         np.arange(n))), axis=1)
@@ -174,25 +173,44 @@ def test_every_minibatch_is_equally_likely(P, B):
     assert np.all(np.abs(share - B / P) < 5 * se), share
 
 
-def test_off_cpu_a_minibatch_is_a_permutations_first_b(monkeypatch):
-    """Floyd's loop of B dependent steps is for CPU; on an accelerator (where that loop would run
-    inside every training step; the platform as `dmft.io.compute_platform` says, which follows the
-    command's --device) a batch is a random permutation's first B, for any B."""
-    from dmft.schedule import batch_indices
+@settings(max_examples=60, deadline=None)
+@given(B=st.integers(2, 40), extra=st.integers(0, 60), data=st.data())
+def test_floyds_parallel_form_takes_the_loops_batch(B, extra, data):
+    """`_floyd_parallel` (the accelerators' form) returns `_floyd_loop`'s batch (the CPU's) for
+    any draws, generated with many collisions: small values, draws equal to earlier tops, all
+    equal; against Floyd's algorithm written out in Python."""
+    from dmft.schedule import _floyd_loop, _floyd_parallel
 
-    from dmft.schedule import floyd_draws
+    P = 2 * B + extra
+    top = np.arange(P - B, P)
+    pick = st.one_of(st.integers(0, 3), st.sampled_from(top.tolist()), st.integers(0, P - 1))
+    draw = np.array([min(v, int(t)) for v, t in zip(data.draw(st.lists(pick, min_size=B, max_size=B)), top)])
+    chosen = []
+    for t, j in zip(draw.tolist(), top.tolist()):
+        chosen.append(j if t in chosen else t)
+    for f in (_floyd_loop, _floyd_parallel):
+        np.testing.assert_array_equal(np.asarray(jax.jit(f)(jnp.asarray(draw), jnp.asarray(top))), chosen)
 
-    # on CPU: Floyd's while B^2 <= 512 P and 2 B <= P (where it is the cheaper, measured); the
-    # platform is the one this test runs on, set to CPU here (on a GPU the first half ran its branch)
-    monkeypatch.setattr(dmft.io, "compute_platform", lambda: "cpu")
+
+@settings(max_examples=20, deadline=None)
+@given(P=st.integers(4, 3000), frac=st.floats(0.0, 1.0), seed=st.integers(0, 2 ** 31 - 1))
+def test_a_keys_batches_are_the_same_on_every_platform(P, frac, seed):
+    """`batch_indices` under jit and vmap over steps, with the platform (as
+    `dmft.io.compute_platform` says, which follows the command's --device) a CPU and an
+    accelerator: the same batches, for B of P in both of its algorithms' ranges."""
+    from dmft.schedule import batch_indices, floyd_draws
+
+    B = max(1, round(frac * P / 2)) if frac < 0.8 else max(1, round(frac * P))
+    got = {}
+    for platform in ("cpu", "gpu"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(dmft.io, "compute_platform", lambda platform=platform: platform)
+            steps = jax.jit(jax.vmap(lambda k: batch_indices(jax.random.key(seed), k, P, B)))  # (traced anew)
+            got[platform] = np.asarray(steps(np.arange(8)))
+    np.testing.assert_array_equal(got["gpu"], got["cpu"])
+    # Floyd's while B^2 <= 512 P and 2 B <= P (where it is the cheaper, measured), on any platform
     assert [floyd_draws(*pb) for pb in ((600, 300), (600, 301), (4096, 1448), (4096, 1449))] == [
         True, False, True, False]
-    key = jax.random.key(3)
-    cpu = np.asarray(batch_indices(key, 5, 100, 10))
-    monkeypatch.setattr(dmft.io, "compute_platform", lambda: "gpu")
-    gpu = np.asarray(batch_indices(key, 5, 100, 10))
-    np.testing.assert_array_equal(gpu, jax.random.choice(jax.random.fold_in(key, 5), 100, (10,), replace=False))
-    assert not np.array_equal(np.sort(cpu), np.sort(gpu))         # (another algorithm, another subset)
 
 
 @settings(max_examples=15, deadline=None)
