@@ -5,11 +5,15 @@ time, measured per test with JAX's compile events): they ask for the cheapest ba
 optimization and for XLA:CPU's former (LLVM) fusion emitters, which compile a program in about
 half the time of the newer MLIR ones (results are the same numbers up to rounding, e.g. 3e-14
 in the sampler's nodes; the speed of large runs is measured by the benchmarks, never by tests).
-Subprocesses the tests start inherit both through XLA_FLAGS."""
+Subprocesses the tests start inherit both through XLA_FLAGS. DMFT_TEST_XLA_FLAGS=off leaves
+XLA_FLAGS alone, for an XLA that does not know the second flag (JAX 0.11 on a lent GPU machine:
+`scripts/device_check.sh`)."""
 
 import os
 
 for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+    if os.environ.get("DMFT_TEST_XLA_FLAGS") == "off":
+        break
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
