@@ -135,3 +135,18 @@ def test_every_package_has_a_docstring_and_all(name):
     mod = __import__(name)
     assert mod.__doc__ and len(mod.__doc__) > 80
     assert isinstance(getattr(mod, "__all__", None), list)
+
+
+@pytest.mark.parametrize("budget, verdict", [("600", "exit 0 after"), ("10", "skipped")])
+def test_the_device_script_runs_every_part_within_its_budget(tmp_path, budget, verdict):
+    """`scripts/device_check.sh` with a stand-in Python that does nothing (`true`): every part
+    runs and is summarized; with a budget too short for any part, every part is skipped, and said
+    to be."""
+    env = {**os.environ, "PYTHON": "true"}
+    run = subprocess.run(["bash", os.path.join(ROOT, "scripts", "device_check.sh"), str(tmp_path / "out"), budget],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    parts = ["env", "check_devices", "tests", "bench_dmft", "bench_networks", "bench_scan", "bench_memory"]
+    assert [line.split(":")[0] for line in lines] == parts + ["total"]
+    assert all(verdict in line for line in lines[:-1]), lines
