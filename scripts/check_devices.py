@@ -30,6 +30,14 @@ import networks  # noqa: E402
 from dmft import deep_linear as dl  # noqa: E402
 
 
+def _batches(P, B, steps=200):
+    """A key's minibatch indices for `steps` steps (`dmft.schedule.batch_indices`, jitted)."""
+    from dmft.schedule import batch_indices
+
+    draw = jax.jit(jax.vmap(lambda k: batch_indices(jax.random.key(5), k, P, B)))
+    return np.asarray(draw(np.arange(steps)))
+
+
 def _two_layer_cases():
     key = jax.random.key(7)
     data = dmft.tasks.single_index(D=16, P=64, P_test=128, degree=2, key=jax.random.key(1))
@@ -44,6 +52,10 @@ def _two_layer_cases():
         return {"train_loss": s.train_loss, "f_test": s.f_test}
 
     return [
+        # the same batches on every platform, exactly: Floyd's algorithm at B = 64 and at its bound
+        # B^2 = 512 P (collisions many sweeps deep), and the permutation past it
+        ("minibatch indices (3 sizes)", 0.0, lambda: {
+            f"P={P},B={B}": _batches(P, B) for P, B in ((4096, 64), (4096, 1448), (600, 400))}),
         ("closure (quadratic, Kumar D=20)", 1e-8, lambda: solve(quad, kumar, eta0=2.0, steps=2000, save_every=100,
                                                             method="closure", kernels=False)),
         ("closure + kernels (linear)", 1e-8, lambda: solve(dmft.TwoLayer("linear", gamma0=1.0), data,
