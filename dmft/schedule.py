@@ -350,7 +350,8 @@ def default_batch_key(key):
 # The batches are the same on every platform. On CPU Floyd's B dependent steps run as a loop;
 # on an accelerator, where a loop iteration's overhead would be paid B times inside every
 # training step, the same result is computed in parallel (`_floyd_parallel`: a fixed point
-# reached in 1-8 sweeps of a sort of the B draws; on CPU 1.2-2.8x the loop's time, measured).
+# reached in 1-8 sweeps of a sort of the B draws for random draws, at most B; on CPU 1.2-2.8x
+# the loop's time, measured).
 FLOYD_RATIO = 512
 
 
@@ -375,9 +376,10 @@ def _floyd_loop(draw, top):
 def _floyd_parallel(draw, top):
     """`_floyd_loop`'s result without its B dependent steps. The chosen c solve the triangular
     system c_i = top_i if draw_i is among c_0, ..., c_{i-1}, else draw_i, which has one solution;
-    sweeps of it from c = draw reach that solution (after n sweeps c_0, ..., c_{n-1} are right)
-    and stop at the first sweep that changes nothing (a fixed point is the solution). A sweep
-    sorts the (value, position) pairs of c and looks each draw up in it: O(B log B)."""
+    sweeps of it from c = draw reach that solution (after n sweeps at least c_0, ..., c_{n-1} are
+    right, so at most B sweeps: 1-8 for random draws) and stop at the first sweep that changes
+    nothing (a fixed point is the solution; the cap of B sweeps never binds). A sweep sorts the
+    (value, position) pairs of c and looks each draw up in it: O(B log B)."""
     import jax
     import jax.numpy as jnp
 
@@ -390,11 +392,12 @@ def _floyd_parallel(draw, top):
         return jnp.where((value[first] == draw) & (where[first] < pos), top, draw)
 
     def body(state):
-        c, _ = state
+        c, _, n = state
         new = sweep(c)
-        return new, jnp.any(new != c)
+        return new, jnp.any(new != c), n + 1
 
-    return jax.lax.while_loop(lambda state: state[1], body, (draw, jnp.array(True)))[0]
+    return jax.lax.while_loop(lambda state: state[1] & (state[2] <= b), body,
+                              (draw, jnp.array(True), jnp.array(0)))[0]
 
 
 def batch_indices(key, step, P: int, B: int):
@@ -406,8 +409,9 @@ def batch_indices(key, step, P: int, B: int):
     Floyd's algorithm while B^2 <= FLOYD_RATIO P and 2 B <= P (`floyd_draws`): for
     j = P - B, ..., P - 1 draw t uniform in {0, ..., j}; take t, or j if t was taken (each B-subset
     has probability 1 / C(P, B)); else a random permutation's first B (`jax.random.choice`). The
-    same key gives the same batches on every platform: on CPU Floyd's steps run as a loop, on an
-    accelerator the same result is computed in parallel (`_floyd_parallel`)."""
+    same key gives the same batches on every platform (at the same x64 setting, which sets the
+    draws' integer type): on CPU Floyd's steps run as a loop, on an accelerator the same result
+    is computed in parallel (`_floyd_parallel`)."""
     import jax
     import jax.numpy as jnp
 

@@ -147,6 +147,7 @@ def test_the_device_script_runs_every_part_within_its_budget(tmp_path, budget, v
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     lines = (tmp_path / "out" / "summary.txt").read_text().splitlines()
-    parts = ["env", "check_devices", "tests", "bench_dmft", "bench_networks", "bench_scan", "bench_memory"]
+    parts = ["env", "check_devices", "tests_first", "tests_rest", "bench_dmft", "bench_networks", "bench_scan",
+             "bench_memory"]
     assert [line.split(":")[0] for line in lines] == parts + ["total"]
     assert all(verdict in line for line in lines[:-1]), lines
