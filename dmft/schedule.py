@@ -377,9 +377,10 @@ def _floyd_parallel(draw, top):
     """`_floyd_loop`'s result without its B dependent steps. The chosen c solve the triangular
     system c_i = top_i if draw_i is among c_0, ..., c_{i-1}, else draw_i, which has one solution;
     sweeps of it from c = draw reach that solution (after n sweeps at least c_0, ..., c_{n-1} are
-    right, so at most B sweeps: 1-8 for random draws) and stop at the first sweep that changes
-    nothing (a fixed point is the solution; the cap of B sweeps never binds). A sweep sorts the
-    (value, position) pairs of c and looks each draw up in it: O(B log B)."""
+    right, so at most B sweeps and one more that changes nothing: 1-8 in all for random draws)
+    and stop at the first sweep that changes nothing (a fixed point is the solution; the cap of
+    B + 1 sweeps never binds). A sweep sorts the (value, position) pairs of c and looks each draw
+    up in it: O(B log B)."""
     import jax
     import jax.numpy as jnp
 
