@@ -207,10 +207,9 @@ def _readout(static, params, like):
 def _forward(act, gamma0, w, a, x):
     """f(x) = phi(x w^T / sqrt(D)) a / (gamma0 N), shape (points, C), computed in the units'
     layout: the fields h = w x^T / sqrt(D) are (N, points) and the readout sums over their
-    leading axis, as the DMFT's node fields are laid out. Measured against the points' layout
-    (`scripts/bench_networks.py`, P = 256, D = 32, tanh, float64): the same step, its gradient
-    taken by autodiff, in 0.55-0.85 of the time (1.2x at width 1024 x 1 seed, 1.6-1.75x at 8 seeds);
-    the same numbers up to rounding."""
+    leading axis, as the DMFT's node fields are laid out: the gradient step autodiff makes of it
+    runs 1.2-2x faster than from the points' layout x w^T (docs/derivations.md, "Precision"), the
+    same numbers up to rounding."""
     h = w @ x.T / math.sqrt(x.shape[1])
     return (a.T @ act(h)).T / (gamma0 * w.shape[0])
 
@@ -268,7 +267,7 @@ def _record1(static: Static, sh: Shared, seed: Seed, st: State):
     a = _readout(static, p, w)
     # the outputs as the step and f(theta_0) compute them (`_forward`), so that a centered run
     # starts at exactly zero; the kernels from fields in the points' layout (P, N): their sums over
-    # units ran 1.1-1.3x slower from `_forward`'s layout (bench_networks.py's record column)
+    # units ran 1.1-1.3x slower from `_forward`'s layout (docs/derivations.md, "Precision")
     out = {"f_train": _output(static, sh, p, sh.x_tr) - seed.f0_tr}
     h = sh.x_tr @ w.T / math.sqrt(d)
     phi, dphi = sh.act(h), sh.act.derivative(h)
