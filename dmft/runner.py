@@ -29,7 +29,7 @@ from .errors import DivergenceError, NotConverged
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "next_call", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
            "RUNAWAY", "ran_away", "runaway_bound", "first_runaway", "memory_maps", "drop_compiled_if_crowded",
-           "CALL_SHARE"]
+           "CALL_SHARE", "RECORD_MAP_ELEMENTS", "over_members"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -92,6 +92,29 @@ def scan_records(step, record, static, ctx, state, gaps, drive=None, offset=0):
 def _advance(step, record, static, ctx, state, gaps, drive, offset):
     count_trace(f"{step.__module__}.{step.__name__}")
     return scan_records(step, record, static, ctx, state, gaps, drive, offset)
+
+
+# On a CPU a record runs over an ensemble's members (replicas, seeds) one at a time, a loop, where
+# one member's fields (units x points) reach this many values, and vmapped below it. Vmapped,
+# XLA:CPU merges the members' field products into one and then transposes the fields for the
+# (P, P) kernel sums; one at a time it does not. Measured, a record's time against vmapped: the
+# forward solver (4 replicas) 0.55-0.9 at 2^18-2^20 values (tanh, float64, 32768 nodes, P = 256,
+# 1000 test points: 314 -> 186 ms; relu, mixed: 140 -> 111 ms; P = 512: 0.9), 1.1 at 2^17 with
+# P = 64 (the loop's own cost; 0.7 with P = 128); networks (8 seeds, P = 256, tanh, float64,
+# `scripts/bench_networks.py --quick`) 0.74 at width 1024 and 0.66 at 4096 (169 -> 111 ms). The
+# steps stay vmapped: looped they gained nothing (the forward solver's replica groups already keep
+# its fields in cache)
+RECORD_MAP_ELEMENTS = 2 ** 18
+
+
+def over_members(fn, members, elements: int):
+    """fn over the leading axis of the pytree `members` (an ensemble's replicas or seeds):
+    `lax.map` on a CPU where `elements`, one member's units x points, reach RECORD_MAP_ELEMENTS
+    and there is more than one member, else `vmap`; the same values either way up to rounding."""
+    n = jax.tree_util.tree_leaves(members)[0].shape[0]
+    if jax.default_backend() == "cpu" and n > 1 and elements >= RECORD_MAP_ELEMENTS:
+        return jax.lax.map(lambda m: fn(*m), members)
+    return jax.vmap(fn)(*members)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

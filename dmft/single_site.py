@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .kernels import alignment
-from .runner import count_trace, finite_flag
+from .runner import count_trace, finite_flag, over_members
 from .sampling import active_rotation, draw_sites
 from .schedule import batch_indices
 
@@ -493,7 +493,7 @@ def step(static: Static, ctx, st: State, drive):
 
 def record(static: Static, ctx, st: State):
     sh, rep = ctx
-    return jax.vmap(lambda r, s: _record1(static, sh, r, s))(rep, st)
+    return over_members(lambda r, s: _record1(static, sh, r, s), (rep, st), rep.w.shape[1] * sh.l_tr.shape[0])
 
 
 # ------------------------------------------------------------- the iteration

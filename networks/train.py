@@ -50,7 +50,7 @@ from dmft.errors import InputError, warn
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0, warn_float32
 from dmft.kernels import alignment, input_kernel
 from dmft import runner as _runner
-from dmft.runner import exact_products, finite_flag, first_nonfinite, first_runaway, run_saved
+from dmft.runner import exact_products, finite_flag, first_nonfinite, first_runaway, over_members, run_saved
 from dmft.schedule import Schedule, schedule_from
 
 from .deep_linear import train_deep_linear
@@ -303,7 +303,8 @@ def step(static, ctx, st, drive):
 
 def record(static, ctx, st):
     sh, seeds = ctx
-    return jax.vmap(lambda s, x: _record1(static, sh, s, x))(seeds, st)
+    return over_members(lambda s, x: _record1(static, sh, s, x), (seeds, st),
+                        st.params["w"].shape[1] * sh.x_tr.shape[0])
 
 
 def init_params(key, width: int, d: int, c: int, trained: bool, antithetic: bool, dtype):

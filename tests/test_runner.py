@@ -164,3 +164,55 @@ def test_each_library_call_drops_compiled_programs_when_they_crowd_the_memory_ma
             assert len(cleared) == want, (name, held, len(cleared))
             np.testing.assert_array_equal(again, plain, err_msg=name)
         monkeypatch.setattr(runner, "memory_maps", lambda: (0, 0))
+
+
+def test_over_members_loops_on_a_cpu_past_its_size_and_vmaps_below(monkeypatch):
+    fn = lambda x, y: (x @ x.T).sum() + y     # noqa: E731
+    members = (np.ones((3, 4, 5)), np.arange(3.0))
+    prims = lambda n: {e.primitive.name for e in jax.make_jaxpr(      # noqa: E731
+        lambda m: runner.over_members(fn, m, n))(members).jaxpr.eqns}
+    on_cpu = jax.default_backend() == "cpu"
+    assert ("scan" in prims(runner.RECORD_MAP_ELEMENTS)) == on_cpu
+    assert "scan" not in prims(runner.RECORD_MAP_ELEMENTS - 1)
+    one = (members[0][:1], members[1][:1])                   # one member: never a loop
+    assert "scan" not in {e.primitive.name for e in jax.make_jaxpr(
+        lambda m: runner.over_members(fn, m, 2 ** 40))(one).jaxpr.eqns}
+    np.testing.assert_array_equal(jax.jit(lambda m: runner.over_members(fn, m, 2 ** 40))(members),
+                                  jax.vmap(fn)(*members))
+
+
+def _flat(tree, prefix=""):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        elif v is not None:
+            yield f"{prefix}{k}", v
+
+
+@pytest.mark.parametrize("who", ["forward", "networks"])
+def test_records_one_member_at_a_time_equal_the_vmapped_ones(monkeypatch, who):
+    """A record over replicas or seeds as a loop (past RECORD_MAP_ELEMENTS on a CPU) gives the
+    vmapped record's numbers up to rounding: every recorded quantity, kernels and the control
+    variate's included."""
+    data = dmft.tasks.single_index(D=6, P=24, P_test=8, key=jax.random.key(0))
+    model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
+    kw = dict(eta0=0.2, steps=30, save_every=10, kernels=True, key=jax.random.key(1))
+
+    def run(threshold):
+        monkeypatch.setattr(runner, "RECORD_MAP_ELEMENTS", threshold)
+        jax.clear_caches()                                  # the record's program is traced anew
+        run = (dmft.solve(model, data, method="forward", samples=96, replicas=3, **kw) if who == "forward"
+               else networks.train(model, data, width=16, seeds=3, **kw))
+        out = {name: getattr(run, name) for name in ("f_train", "f_test", "train_loss", "test_loss", "ntk",
+                                                      "feature_kernel", "gradient_kernel", "alignment")}
+        out.update(weight_change=run.weight_change, error=getattr(run, "error", None) or {})
+        return dict(_flat(out))
+
+    looped, vmapped = run(1), run(2 ** 40)
+    assert looped.keys() == vmapped.keys()
+    if who == "forward":
+        assert "error.test_loss" in looped
+    for name in looped:
+        x, y = np.asarray(looped[name], float), np.asarray(vmapped[name], float)
+        scale = np.max(np.abs(y[np.isfinite(y)]), initial=0.0)
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-12 * max(scale, 1e-300), err_msg=name)
