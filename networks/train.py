@@ -208,7 +208,7 @@ def _forward(act, gamma0, w, a, x):
     """f(x) = phi(x w^T / sqrt(D)) a / (gamma0 N), shape (points, C), computed in the units'
     layout: the fields h = w x^T / sqrt(D) are (N, points) and the readout sums over their
     leading axis, as the DMFT's node fields are laid out: the gradient step autodiff makes of it
-    runs 1.2-2x faster than from the points' layout x w^T (docs/derivations.md, "Precision"), the
+    runs 1.1-2x faster than from the points' layout x w^T (docs/derivations.md, "Precision"), the
     same numbers up to rounding."""
     h = w @ x.T / math.sqrt(x.shape[1])
     return (a.T @ act(h)).T / (gamma0 * w.shape[0])
