@@ -493,7 +493,10 @@ def step(static: Static, ctx, st: State, drive):
 
 def record(static: Static, ctx, st: State):
     sh, rep = ctx
-    return over_members(lambda r, s: _record1(static, sh, r, s), (rep, st), rep.w.shape[1] * sh.l_tr.shape[0])
+    # a member's fields: its nodes on the train (and test) points, in the dtype of a record's products
+    points = sh.l_tr.shape[0] + (sh.l_te.shape[0] if static.has_test else 0)
+    value = jnp.dtype(sh.l_lo.dtype if sh.l_lo is not None else st.z.dtype).itemsize
+    return over_members(lambda r, s: _record1(static, sh, r, s), (rep, st), rep.w.shape[1] * points * value)
 
 
 # ------------------------------------------------------------- the iteration

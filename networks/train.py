@@ -303,8 +303,9 @@ def step(static, ctx, st, drive):
 
 def record(static, ctx, st):
     sh, seeds = ctx
+    w = st.params["w"]                  # (seeds, width, D): a seed's fields on the train and test points
     return over_members(lambda s, x: _record1(static, sh, s, x), (seeds, st),
-                        st.params["w"].shape[1] * sh.x_tr.shape[0])
+                        w.shape[1] * (sh.x_tr.shape[0] + sh.x_te.shape[0]) * w.dtype.itemsize)
 
 
 def init_params(key, width: int, d: int, c: int, trained: bool, antithetic: bool, dtype):

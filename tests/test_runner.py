@@ -2,6 +2,8 @@
 a progress bar a long save interval is split so that an interruption acts within seconds, and the
 numbers do not change."""
 
+import importlib
+
 import jax
 import numpy as np
 import pytest
@@ -172,13 +174,41 @@ def test_over_members_loops_on_a_cpu_past_its_size_and_vmaps_below(monkeypatch):
     prims = lambda n: {e.primitive.name for e in jax.make_jaxpr(      # noqa: E731
         lambda m: runner.over_members(fn, m, n))(members).jaxpr.eqns}
     on_cpu = jax.default_backend() == "cpu"
-    assert ("scan" in prims(runner.RECORD_MAP_ELEMENTS)) == on_cpu
-    assert "scan" not in prims(runner.RECORD_MAP_ELEMENTS - 1)
+    assert ("scan" in prims(runner.RECORD_MAP_BYTES)) == on_cpu
+    assert "scan" not in prims(runner.RECORD_MAP_BYTES - 1)
     one = (members[0][:1], members[1][:1])                   # one member: never a loop
     assert "scan" not in {e.primitive.name for e in jax.make_jaxpr(
         lambda m: runner.over_members(fn, m, 2 ** 40))(one).jaxpr.eqns}
     np.testing.assert_array_equal(jax.jit(lambda m: runner.over_members(fn, m, 2 ** 40))(members),
                                   jax.vmap(fn)(*members))
+
+
+@pytest.mark.parametrize("who,precision,test_points", [("forward", "full", 8), ("forward", "mixed", 8),
+                                                        ("forward", "full", 0), ("networks", "full", 8),
+                                                        ("networks", "full", 0)])
+def test_a_records_loop_is_sized_by_its_fields_on_the_train_and_test_points(monkeypatch, who, precision,
+                                                                             test_points):
+    """The size a record's loop is chosen by is one member's fields in bytes: its units on the train
+    and test points, 8 bytes a value in float64 and 4 under precision="mixed" (the record's products
+    in float32)."""
+    where = importlib.import_module("dmft.single_site" if who == "forward" else "networks.train")
+    seen = []
+
+    def spy(fn, members, nbytes):
+        seen.append(nbytes)
+        return runner.over_members(fn, members, nbytes)
+
+    monkeypatch.setattr(where, "over_members", spy)
+    data = dmft.tasks.single_index(D=6, P=24, P_test=test_points, key=jax.random.key(0))
+    model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
+    kw = dict(eta0=0.2, steps=4, save_every=2, key=jax.random.key(1))
+    if who == "forward":
+        dmft.solve(model, data, method="forward", samples=96, replicas=3, precision=precision, **kw)
+        units = 32
+    else:
+        networks.train(model, data, width=16, seeds=3, **kw)
+        units = 16
+    assert seen and set(seen) == {units * (24 + test_points) * (4 if precision == "mixed" else 8)}
 
 
 def _flat(tree, prefix=""):
@@ -191,7 +221,7 @@ def _flat(tree, prefix=""):
 
 @pytest.mark.parametrize("who", ["forward", "networks"])
 def test_records_one_member_at_a_time_equal_the_vmapped_ones(monkeypatch, who):
-    """A record over replicas or seeds as a loop (past RECORD_MAP_ELEMENTS on a CPU) gives the
+    """A record over replicas or seeds as a loop (past RECORD_MAP_BYTES on a CPU) gives the
     vmapped record's numbers up to rounding: every recorded quantity, kernels and the control
     variate's included."""
     data = dmft.tasks.single_index(D=6, P=24, P_test=8, key=jax.random.key(0))
@@ -199,7 +229,7 @@ def test_records_one_member_at_a_time_equal_the_vmapped_ones(monkeypatch, who):
     kw = dict(eta0=0.2, steps=30, save_every=10, kernels=True, key=jax.random.key(1))
 
     def run(threshold):
-        monkeypatch.setattr(runner, "RECORD_MAP_ELEMENTS", threshold)
+        monkeypatch.setattr(runner, "RECORD_MAP_BYTES", threshold)
         jax.clear_caches()                                  # the record's program is traced anew
         run = (dmft.solve(model, data, method="forward", samples=96, replicas=3, **kw) if who == "forward"
                else networks.train(model, data, width=16, seeds=3, **kw))
