@@ -328,7 +328,8 @@ def _init_outputs(act, gamma0, params, x_tr, x_te, *, trained: bool):
     sh = Shared(act, x_tr, x_te, None, None, gamma0, None, None)
     st = Static(trained, False, True, None)
     one = lambda p: (_output(st, sh, p, x_tr), _output(st, sh, p, x_te))   # noqa: E731
-    return jax.vmap(one)(params)
+    w = params["w"]                     # one seed at a time on a CPU past the size, as the records
+    return over_members(one, (params,), w.shape[1] * (x_tr.shape[0] + x_te.shape[0]) * w.dtype.itemsize)
 
 
 # ----------------------------------------------------------------- validation
