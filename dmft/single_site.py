@@ -667,4 +667,5 @@ def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, xi_nodes
             k_nodes_s = k_s @ st1.s
         return out + (k0_new @ st1.s - k_nodes_s) / p
 
-    return jax.vmap(one)(rep, st, xi_nodes)
+    # one replica at a time on a CPU past the size (`over_members`: its (nodes, points) arrays)
+    return over_members(one, (rep, st, xi_nodes), rep.w.shape[1] * l_new.shape[0] * jnp.dtype(l_new.dtype).itemsize)

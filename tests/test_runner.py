@@ -223,7 +223,8 @@ def _flat(tree, prefix=""):
 def test_records_one_member_at_a_time_equal_the_vmapped_ones(monkeypatch, who):
     """A record over replicas or seeds as a loop (past RECORD_MAP_BYTES on a CPU) gives the
     vmapped record's numbers up to rounding: every recorded quantity, kernels and the control
-    variate's included."""
+    variate's included; so do the loops of the replicas' setup, the networks' initial outputs and
+    the forward solver's predictions."""
     data = dmft.tasks.single_index(D=6, P=24, P_test=8, key=jax.random.key(0))
     model = dmft.TwoLayer(activation="tanh", gamma0=1.0)
     kw = dict(eta0=0.2, steps=30, save_every=10, kernels=True, key=jax.random.key(1))
@@ -236,7 +237,11 @@ def test_records_one_member_at_a_time_equal_the_vmapped_ones(monkeypatch, who):
         out = {name: getattr(run, name) for name in ("f_train", "f_test", "train_loss", "test_loss", "ntk",
                                                       "feature_kernel", "gradient_kernel", "alignment")}
         out.update(weight_change=run.weight_change, error=getattr(run, "error", None) or {})
+        if who == "forward":                                # (the replicas' setup and predictions too)
+            out["predict"], out["predict_error"] = run.predict(x_new, error=True)
         return dict(_flat(out))
+
+    x_new = np.asarray(jax.random.normal(jax.random.key(2), (5, 6)))
 
     looped, vmapped = run(1), run(2 ** 40)
     assert looped.keys() == vmapped.keys()
