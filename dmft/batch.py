@@ -41,7 +41,7 @@ from . import runner as _runner
 from . import single_site as _ss
 from .activations import grid_nodes
 from .errors import InputError, MemoryLimitError, warn
-from .geometry import geometry, lazy_setup
+from .geometry import geometry, host_kernels, lazy_setup
 from .lazy import lazy_records
 from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
 from .problem import Dataset, TwoLayer
@@ -219,6 +219,9 @@ class BatchProgram:
             has_y_test=data.y_test is not None, P=data.P, D=data.D, C=data.C,
             r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state,
             batch=(int(sch.batch_size) if sch.batch_size is not None and sch.batch_size < data.P else 0))
+        raw = host_kernels(self._geo, model.activation, self._static.kernel_nodes)   # (once, before any trace)
+        if raw is not None:
+            self._geo["lazy_kernels"] = raw
         self._defaults = {"gamma0": float(model.gamma0), "eta0": sch.eta0,
                           "weight_decay": sch.weight_decay,
                           "eps": (2.0 * float(model.activation.params[1])

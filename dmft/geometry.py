@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .activations import grid_nodes
+from .activations import HERMITE_MIN_ENTRIES, grid_nodes
 from .kernels import field_basis, input_kernel, lazy_kernels, lazy_ntk
 from .problem import Dataset
 
-__all__ = ["geometry", "lazy_setup", "lazy_setup_compiled", "dtype", "new_point_basis"]
+__all__ = ["geometry", "lazy_setup", "lazy_setup_compiled", "host_kernels", "dtype", "new_point_basis"]
 
 
 def dtype():
@@ -53,7 +53,8 @@ def lazy_setup(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: 
     """
     P = geo["P"]
     diag = geo["diag"]
-    phi0, g0 = lazy_kernels(act, geo["kx_all_tr"], diag, diag[:P], nodes=nodes)
+    # (geo["lazy_kernels"]: (Phi0, G0) computed on the host before the trace, `host_kernels`)
+    phi0, g0 = geo.get("lazy_kernels") or lazy_kernels(act, geo["kx_all_tr"], diag, diag[:P], nodes=nodes)
     # quadrature is not exactly symmetric in (mu, nu): symmetrize the train block (built as a
     # new array: an in-place `.at[:P].set` that reads its own transpose is not symmetric under jit)
     phi0 = jnp.concatenate([(phi0[:P] + phi0[:P].T) / 2, phi0[P:]])
@@ -64,10 +65,21 @@ def lazy_setup(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: 
     return {**geo, "phi0": phi0, "g0": g0, "k0": k0, "f0": f0}
 
 
+def host_kernels(geo: dict, act, nodes: int):
+    """(Phi0, G0) on all points against the training points, computed before any trace where
+    that is faster: for an activation without a closed form or kinks, Mehler's series
+    (`dmft.kernels.lazy_kernels` with concrete inputs, at least HERMITE_MIN_ENTRIES of them); None
+    otherwise (the traced program computes them on its grid)."""
+    P = geo["P"]
+    if act.quadrature != "trapezoid" or geo["diag"].size * P < HERMITE_MIN_ENTRIES:
+        return None
+    return lazy_kernels(act, geo["kx_all_tr"], geo["diag"], geo["diag"][:P], nodes=nodes)
+
+
 @functools.partial(jax.jit, static_argnames=("P", "trained", "nodes"))
-def _kernels_program(kx_all_tr, diag, act, *, P: int, trained: bool, nodes: int) -> dict:
-    su = lazy_setup({"kx_all_tr": kx_all_tr, "diag": diag, "y": jnp.zeros((P, 1), diag.dtype), "P": P},
-                    act, 1.0, centered=True, trained=trained, nodes=nodes)
+def _kernels_program(kx_all_tr, diag, act, raw, *, P: int, trained: bool, nodes: int) -> dict:
+    su = lazy_setup({"kx_all_tr": kx_all_tr, "diag": diag, "y": jnp.zeros((P, 1), diag.dtype), "P": P,
+                     "lazy_kernels": raw}, act, 1.0, centered=True, trained=trained, nodes=nodes)
     return {k: su[k] for k in ("phi0", "g0", "k0")}
 
 
@@ -80,7 +92,8 @@ def lazy_setup_compiled(geo: dict, act, gamma0, *, centered: bool, trained: bool
     f(0) is computed as there."""
     if act.quadrature != "closed form" and geo["diag"].size:       # (a closed form uses no nodes)
         nodes = grid_nodes(float(jnp.max(geo["diag"])), nodes)
-    kern = _kernels_program(geo["kx_all_tr"], geo["diag"], act, P=geo["P"], trained=trained, nodes=nodes)
+    raw = host_kernels(geo, act, nodes)
+    kern = _kernels_program(geo["kx_all_tr"], geo["diag"], act, raw, P=geo["P"], trained=trained, nodes=nodes)
     f0 = initial_output(act, geo["diag"], gamma0, geo["y"].shape[1], centered=centered, trained=trained)
     return {**geo, **kern, "f0": f0}
 

@@ -30,7 +30,8 @@ from . import closure as _closure
 from . import single_site as _ss
 from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHARE_DRIFT_MIN,  # (their home:
                           few_nodes)                                                   # node_share's)
-from .activations import MAX_GRID_NODES, capped_grid_error, grid_capped, grid_nodes, piece_nodes
+from .activations import (HERMITE_MIN_ENTRIES, HERMITE_RHO_MAX, HERMITE_SD_MAX, MAX_GRID_NODES,
+                          capped_grid_error, grid_capped, grid_nodes, piece_nodes)
 from .activations import get as get_activation
 from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged, failing_at, warn
@@ -891,15 +892,19 @@ def _quadrature_error(act, su, nodes: int) -> float:
     return err
 
 
-def _quadrature_label(act, max_variance: float, nodes: int) -> str:
-    """info["lazy_kernels"]: how the lazy kernels were computed."""
+def _quadrature_label(act, max_variance: float, nodes: int, entries: int) -> str:
+    """info["lazy_kernels"]: how the lazy kernels were computed (`entries`: of the setup's block,
+    (P + P*) x P; the series from HERMITE_MIN_ENTRIES on, `dmft.geometry.host_kernels`)."""
     if act.quadrature == "closed form":        # (no grid: nor its warning about wide inputs)
         return act.quadrature
     n = grid_nodes(max_variance, nodes)
     if act.quadrature == "piecewise":
         return (f"piecewise Gauss-Legendre, {piece_nodes(n)} nodes per piece, kinks at "
                 f"{', '.join(f'{k:g}' for k in act.kinks)}")
-    return act.quadrature if act.quadrature == "closed form" else f"trapezoid {n}x{n}"
+    if entries < HERMITE_MIN_ENTRIES:
+        return f"trapezoid {n}x{n}"
+    return (f"Mehler series where |rho| <= {HERMITE_RHO_MAX:g}, a one-dimensional rule where rho = +-1 "
+            f"(standard deviations <= {HERMITE_SD_MAX:g}), trapezoid {n}x{n} elsewhere")
 
 
 def _setup(plan: SolvePlan) -> tuple[dict, bool]:
@@ -1037,7 +1042,8 @@ def _run_once(plan: SolvePlan, *, su, reused, setup_s, t_start, key, progress, b
     if _batch(plan):
         extra["batch_key"] = np.asarray(jax.random.key_data(batch_key)).tolist()
     extra.update(basis=su["basis"], rank=int(su["r"]),
-                 lazy_kernels=_quadrature_label(model.activation, float(jnp.max(su["diag"])), plan.kernel_nodes),
+                 lazy_kernels=_quadrature_label(model.activation, float(jnp.max(su["diag"])), plan.kernel_nodes,
+                                                int(su["diag"].size) * su["P"]),
                  **({"lazy_kernels_error": su["lazy_kernels_error"]} if "lazy_kernels_error" in su else {}),
                  dtype=str(_dtype()), backend=jax.default_backend(),
                  # float32 everywhere (x64 off) leaves nothing for "mixed" to change

@@ -7,8 +7,8 @@ Prints three tables, all measured in this run on this machine:
 2. the Kumar et al. Fig. 1 setting (D=100, P=550, 1000 test points, eps=0.02,
    gamma0=1, 1e5 steps at eta0=2) through the exact closure, in float64 and with
    precision="mixed" (float32 products, float64 state), and how far apart they end; then how
-   the forward step's time grows with each size, replica groups at many nodes, and minibatch
-   SGD's step against full batch;
+   the forward step's time grows with each size, replica groups at many nodes, minibatch
+   SGD's step against full batch, and the lazy kernels of tanh by the grid and by Mehler's series;
 3. error against cost: the DMFT forward estimator against the ensemble mean of
    8 networks (`networks.train`) with the same total number of units, for the
    linear model (exact answer from the closure) and tanh near-lazy and rich
@@ -249,7 +249,36 @@ def sgd_table(quick):
     return rows
 
 
-TABLES = ("1", "2", "2b", "2c", "2d", "3")
+def kernel_setup_table(quick):
+    """The lazy kernels of an activation without a closed form (tanh; P train and P* test points
+    against the P train ones, single-index inputs of unit variance): the grid alone as a compiled
+    program computes them (`dmft.kernels.lazy_kernels` traced: every entry on its trapezoid grid)
+    against the concrete path the solvers now take (Mehler's series, the one-dimensional rule at
+    rho = +-1, the grid for the rest); both warm, and how far apart they are."""
+    from dmft import kernels
+    from dmft.activations import grid_nodes, tanh
+    rows = []
+    for P, PT in ((64, 256), (256, 1000)) if not quick else ((64, 256), (128, 500)):
+        data = dmft.tasks.single_index(D=32, P=P, P_test=PT, key=jax.random.key(3))
+        x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_test)])
+        kx = x @ x[:P].T / data.D
+        d = np.sum(x * x, axis=1) / data.D
+        nodes = grid_nodes(float(d.max()), 48)
+        act = tanh()
+        grid_fn = jax.jit(lambda kx, d: kernels.lazy_kernels(act, kx, d, d[:P], nodes=nodes))
+        out = {}
+        for name, fn in (("grid", lambda: grid_fn(kx, d)),
+                         ("series", lambda: kernels.lazy_kernels(act, kx, d, d[:P], nodes=nodes))):
+            jax.block_until_ready(fn())
+            t = time.perf_counter()
+            vals = jax.block_until_ready(fn())
+            out[name] = (time.perf_counter() - t, [np.asarray(v) for v in vals])
+        rows.append(dict(P=P, P_test=PT, nodes=nodes, grid_s=out["grid"][0], series_s=out["series"][0],
+                         max_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(out["grid"][1], out["series"][1]))))
+    return rows
+
+
+TABLES = ("1", "2", "2b", "2c", "2d", "2e", "3")
 
 
 def main():
@@ -326,6 +355,15 @@ def main():
             print(f"   {r['problem']:>16} P={r['P']} D={r['D']} C={r['C']} {r['nodes']} nodes: batch {r['batch']:5d}: "
                   f"{r['ms_per_step']:7.3f} ms/step, {r['vs_full']:.2f} of full batch")
 
+    ks = kernel_setup_table(args.quick) if "2e" in run else []
+    if ks:
+        print("\n2e. lazy kernels without a closed form (tanh, (P + P*) x P, unit-variance inputs): the grid\n"
+              "    on every entry against Mehler's series (the solvers' setup on concrete inputs)")
+        for r in ks:
+            print(f"   P={r['P']} P*={r['P_test']}: grid ({r['nodes']}x{r['nodes']} nodes) {r['grid_s']:.2f} s, "
+                  f"series {r['series_s']:.3f} s ({r['grid_s'] / r['series_s']:.0f}x); largest difference "
+                  f"{r['max_diff']:.1e} (the grid's own error at its nodes)")
+
     if "3" in run:
         print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
         print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
@@ -341,7 +379,7 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"matmul_gflops": ref, "matmul_gflops_float32": ref32, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
-                       "scaling": sc, "groups": gt, "sgd": sg, "error_per_cost": ec}, fh, indent=2)
+                       "scaling": sc, "groups": gt, "sgd": sg, "kernel_setup": ks, "error_per_cost": ec}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,71 @@ def test_trapezoid_kernels_exact_for_erf_at_any_variance(k11, k22, rho):
     np.testing.assert_allclose(quad[1], exact[1], rtol=0, atol=1e-13)
 
 
+@settings(deadline=None, max_examples=12)
+@given(sd_a=st.lists(st.floats(0.0, 4.0), min_size=1, max_size=4),
+       sd_b=st.lists(st.floats(0.0, 4.0), min_size=1, max_size=4),
+       seed=st.integers(0, 2 ** 31 - 1), unit=st.booleans())
+def test_mehler_series_matches_the_closed_form_and_the_grid(sd_a, sd_b, seed, unit):
+    """Mehler's series (`mehler_kernels`: |rho| <= 0.9) and its one-dimensional rule (rho = +-1)
+    against erf's arcsine closed form, and against a 512-node grid for tanh and a custom smooth
+    activation, at standard deviations 0-4 and any correlation: every entry within 1e-13
+    (measured <= 5e-15; kernels are O(1)); |rho| in (0.9, 1) is left to the grid (NaN)."""
+    sa, sb = np.array(sd_a), np.array(sd_b)
+    rng = np.random.default_rng(seed)
+    rho = rng.uniform(-1.0, 1.0, (sa.size, sb.size))
+    if unit:                                        # correlations of exactly +-1 (a point with itself)
+        rho = np.sign(rho)
+    da, db = sa ** 2, sb ** 2
+    kab = rho * np.sqrt(da)[:, None] * np.sqrt(db)[None, :]
+    for act, ref in ((A.erf(), A.erf().lazy_kernels),
+                     (A.tanh(), functools.partial(A.trapezoid_kernels, A.tanh(), nodes=512)),
+                     (A.custom(lambda h: jnp.sin(h) + 0.5 * jnp.tanh(h)),
+                      functools.partial(A.trapezoid_kernels, A.custom(lambda h: jnp.sin(h) + 0.5 * jnp.tanh(h)),
+                                        nodes=512))):
+        phi, g, done = A.mehler_kernels(act, da, db, kab)
+        zero = (da[:, None] == 0) | (db[None, :] == 0)
+        assert np.array_equal(done, (np.abs(rho) <= 0.9) | (np.abs(rho) == 1) | zero)
+        want = [np.asarray(v) for v in ref(jnp.asarray(da[:, None]), jnp.asarray(kab), jnp.asarray(db[None, :]))]
+        for got, w in zip((phi, g), want):
+            np.testing.assert_allclose(got[done], w[done], rtol=0, atol=1e-13, err_msg=act.name)
+            assert np.all(np.isnan(got[~done]))
+
+
+def test_lazy_kernels_of_concrete_inputs_sum_the_series_and_fill_the_rest_from_the_grid(monkeypatch):
+    """dmft.kernels.lazy_kernels on concrete inputs (the solvers' setup, batches and predict) of an
+    activation without a closed form: the series where it converges fast (blocks of at least
+    HERMITE_MIN_ENTRIES entries; below, the grid as before), the grid where the
+    correlation is in (0.9, 1) or a standard deviation beyond 4 (a wide input), there as the grid
+    alone computes them in a trace; the rest within 1e-13 of a 1024-node grid (the solvers' grid at
+    its 184 nodes: 1.4e-11 off on a wide point's G0, the one-dimensional rule 1e-16); a relu given
+    as a callable (a kink not declared) is 1e-5 from its closed form by the series (1e-3 by the
+    one-dimensional rule, whose node sits on the kink), where the grid is 1e-2 off."""
+    from dmft import kernels
+    monkeypatch.setattr(kernels, "HERMITE_MIN_ENTRIES", 1)          # (a small block: the series too)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3))
+    x[1] = x[0] + 0.05 * rng.normal(size=3)             # a near duplicate: rho in (0.9, 1)
+    x[2] *= 5.0                                        # a wide input: its standard deviation > 4
+    d = np.sum(x * x, axis=1) / 3
+    kx = x @ x[:8].T / 3
+    act = A.tanh()
+    nodes = A.grid_nodes(np.max(d), 48)                 # (raised for the widest field, as the solvers do)
+    series = kernels.lazy_kernels(act, kx, d, d[:8], nodes=nodes)
+    traced = jax.jit(lambda kx, d: kernels.lazy_kernels(act, kx, d, d[:8], nodes=nodes))(kx, d)
+    fine = A.trapezoid_kernels(act, jnp.asarray(d[:, None]), jnp.asarray(kx), jnp.asarray(d[None, :8]), nodes=1024)
+    _, _, done = A.mehler_kernels(act, d, d[:8], kx)
+    assert not done[1, 0] and not done[2, 0] and not done[2, 2] and done.sum() > done.size // 2
+    for a, b, c in zip(series, traced, fine):
+        a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
+        np.testing.assert_allclose(a[~done], b[~done], rtol=0, atol=1e-14)      # the grid's own entries
+        np.testing.assert_allclose(a[done], c[done], rtol=0, atol=1e-13)        # (the 184-node grid: 1.4e-11)
+    relu = A.custom(lambda h: jnp.maximum(h, 0.0))
+    exact = A.relu().lazy_kernels(jnp.asarray(d[:, None]), jnp.asarray(kx), jnp.asarray(d[None, :8]))
+    phi, g, done = A.mehler_kernels(relu, d, d[:8], kx)
+    summed = done & (np.abs(kx) <= 0.9 * np.sqrt(d[:, None] * d[None, :8]))     # (the series' own entries)
+    assert np.max(np.abs(phi - exact[0])[summed]) < 1e-4 and np.max(np.abs(g - exact[1])[summed]) < 1e-4
+
+
 def test_trapezoid_beats_gauss_hermite_for_saturating_activations():
     """At the same 64 nodes and unit-scale variances, the trapezoid rule's error for tanh is
     far below Gauss-Hermite's (measured 3e-10 against 5e-7), against a 512-node reference;
