@@ -389,7 +389,7 @@ HERMITE_RHO_MAX = 0.9
 HERMITE_SD_MAX = 4.0
 HERMITE_TAIL = 1e-17
 HERMITE_NODES = 1025         # (513 gave the same kernels to 1e-15 at standard deviation 4; 257: 2e-8)
-HERMITE_HALF_WIDTH = 13.0    # the coefficients' weight beyond: < 1e-36 (times |He_k| / sqrt(k!) < e^42)
+HERMITE_HALF_WIDTH = 13.0    # the coefficients' weight beyond: < 1e-36 (times |He_k| / sqrt(k!), at most about e^42)
 HERMITE_TERMS_MAX = 372      # the terms at |rho| = HERMITE_RHO_MAX
 HERMITE_BLOCK = 2 ** 20      # entries of a row block, and of its rows' phi values (arrays of 8 MiB)
 # blocks of fewer entries keep the grid (`dmft.kernels.lazy_kernels`): there the setup is compile-bound,

@@ -118,7 +118,11 @@ def lazy_kernels(activation, kx_ab, diag_a, diag_b, nodes: int = 48):
         activation: a `dmft.activations.Activation`.
         kx_ab: (A, B) input-kernel block.
         diag_a, diag_b: (A,), (B,) input-kernel diagonals of the two point sets.
-        nodes: Gauss-Hermite nodes per dimension when there is no closed form.
+        nodes: the grid's nodes per dimension when there is no closed form (raised with the
+            variance for concrete inputs, `dmft.activations.grid_nodes`).
+
+    Without a closed form or declared kinks, concrete inputs of at least HERMITE_MIN_ENTRIES
+    entries take Mehler's series (`_series_and_grid`; docs/derivations.md), traced ones the grid.
     """
     k11 = jnp.asarray(diag_a)[:, None]
     k22 = jnp.asarray(diag_b)[None, :]
@@ -137,9 +141,10 @@ def _grid_entries(activation, k11, k12, k22, *, nodes: int):
 
 def _series_and_grid(activation, k11, k12, k22, nodes: int):
     """Concrete covariances of an activation without a closed form or kinks, at least
-    HERMITE_MIN_ENTRIES of them: Mehler's series where it converges fast (`dmft.activations.mehler_kernels`: |rho| <= 0.9, standard deviations <= 4;
-    1e-15 from a 512-node grid), the grid with the node count of the whole block elsewhere (a
-    point with itself), those entries padded to a power of two (few compiled shapes)."""
+    HERMITE_MIN_ENTRIES of them: Mehler's series where it converges fast, and its one-dimensional
+    rule at rho = +-1 (`dmft.activations.mehler_kernels`: |rho| <= 0.9, standard deviations <= 4;
+    1e-15 from a 512-node grid); the grid, at the node count of the whole block, for the rest (near
+    duplicates, wide inputs), those entries padded to a power of two (few compiled shapes)."""
     dt = jnp.result_type(k12, float)
     phi, g, summed = mehler_kernels(activation, k11[:, 0], k22[0, :], k12)
     rest = np.flatnonzero(~summed)
