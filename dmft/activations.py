@@ -404,9 +404,11 @@ def _values(act: "Activation", h):
     return act(h), act.derivative(h)
 
 
+@functools.lru_cache(maxsize=2)
 def _hermite_rule(terms: int):
     """The coefficients' grid xi, its N(0, 1) trapezoid weights w (summing to one) and the
-    orthonormal Hermite polynomials He_k(xi) / sqrt(k!), k < terms, by their recurrence."""
+    orthonormal Hermite polynomials He_k(xi) / sqrt(k!), k < terms, by their recurrence (built
+    once: every setup and predict reads the same, read-only)."""
     xi = np.linspace(-HERMITE_HALF_WIDTH, HERMITE_HALF_WIDTH, HERMITE_NODES)
     w = np.exp(-xi ** 2 / 2)
     he = np.empty((xi.size, terms))
@@ -415,7 +417,10 @@ def _hermite_rule(terms: int):
         he[:, 1] = xi
     for k in range(1, terms - 1):
         he[:, k + 1] = (xi * he[:, k] - math.sqrt(k) * he[:, k - 1]) / math.sqrt(k + 1)
-    return xi, w / w.sum(), he
+    w = w / w.sum()
+    for a in (xi, w, he):
+        a.flags.writeable = False
+    return xi, w, he
 
 
 def _values_padded(act: "Activation", sd, xi):
