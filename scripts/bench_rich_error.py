@@ -12,6 +12,12 @@ whose infinite-width answer the closure gives) bounds that second candidate; a f
 the same for relu with fixed readouts against a quadratic surrogate (the closure is exact for
 degree <= 2 there).
 
+A further table measures the estimator's bias, what extrapolation in the node count could remove:
+the same 4096 nodes split into R replicas of M (the replicas' mean carries the bias of M nodes, to
+first order proportional to 1 / M), the mean over keys against the reference, the keys' spread and
+the reference's own error subtracted from the squared bias. Removing all of it would cut the mean
+squared error by rms^2 / sd^2 at most.
+
 The last table bounds every control variate, stratification or change of sampler at once that
 works through a given set of a node's initial coordinates. To first order in 1 / M the
 estimator's error is the node average of each node's influence G (the derivative of the result
@@ -29,7 +35,7 @@ Problem: the tanh single-index task of `bench_dmft.py`'s error table (D=16, P=64
 points, 100 steps at eta0 = 0.5), 4096 nodes in one replica per key, errors of f_test at
 every save against a 2^18-node reference (its error is 8x smaller).
 
-Run: python scripts/bench_rich_error.py [--quick] [--only influence]
+Run: python scripts/bench_rich_error.py [--quick] [--only influence|bias]
 """
 
 import argparse
@@ -65,15 +71,18 @@ def errors(model, data, keys, samples, ref, kw):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="6 keys instead of 12; the influence table on tanh only")
-    ap.add_argument("--only", choices=["influence"], help="run only this table")
+    ap.add_argument("--only", choices=["influence", "bias"], help="run only this table")
     args = ap.parse_args()
     keys, samples = (6 if args.quick else 12), 4096
     data = dmft.tasks.single_index(D=16, P=64, P_test=256, degree=1, key=jax.random.key(3))
     kw = dict(eta0=0.5, steps=100, save_every=10)
-    if args.only != "influence":
+    if args.only is None:
         control_variates(data, keys, samples, kw)
         quadratic_coupled(data, keys, samples, kw)
-    influence_table(data, args.quick)
+    if args.only in (None, "bias"):
+        bias_table(data, 2 * keys, samples, kw)
+    if args.only in (None, "influence"):
+        influence_table(data, args.quick)
 
 
 def control_variates(data, keys, samples, kw):
@@ -123,6 +132,34 @@ def quadratic_coupled(data, keys, samples, kw):
               f"{1 / (1 - q):9.2f} {time.perf_counter() - t:6.1f}")
     print("(the surrogate's own error is tiny: the lazy-kernel control variate already removes what\n"
           "a degree-2 model's nodes get wrong, so nothing is left for it to explain)")
+
+
+def bias_table(data, keys, samples, kw):
+    """The finite-node bias beside the sampling error, at several splits of the same nodes."""
+    splits = [(16, samples // 16), (4, samples // 4), (1, samples)]
+    print(f"\nthe bias of M nodes a replica (tanh, {samples} nodes split into R replicas, {keys} keys; "
+          "f_test at all saves)")
+    print(f"{'gamma0':>7} {'R':>3} {'M':>5} {'rms error':>10} {'sd':>9} {'bias':>9} {'bias / sd':>9} "
+          f"{'max gain':>9} {'s':>6}")
+    for g in (0.3, 1.0, 2.0):
+        model = dmft.TwoLayer("tanh", gamma0=g)
+        refs = [dmft.solve(model, data, method="forward", samples=2 ** 18, replicas=1, kernels=False,
+                           key=jax.random.key(k), **kw).f_test for k in (7, 8)]
+        ref = 0.5 * (refs[0] + refs[1])
+        ref_var = np.mean((refs[0] - refs[1]) ** 2) / 4            # the mean of two references' variance
+        for r, m in splits:
+            t = time.perf_counter()
+            e = np.stack([dmft.solve(model, data, method="forward", samples=r * m, replicas=r, kernels=False,
+                                     key=jax.random.key(100 + k), **kw).f_test - ref for k in range(keys)])
+            var = np.mean(np.var(e, axis=0, ddof=1))
+            bias_sq = max(np.mean(np.mean(e, axis=0) ** 2) - var / keys - ref_var, 0.0)
+            mse = np.mean(e ** 2)
+            print(f"{g:7g} {r:3d} {m:5d} {np.sqrt(mse):10.2e} {np.sqrt(var):9.2e} {np.sqrt(bias_sq):9.2e} "
+                  f"{np.sqrt(bias_sq / var):9.3f} {mse / max(mse - bias_sq, 1e-300):9.3f} "
+                  f"{time.perf_counter() - t:6.1f}")
+    print("bias: the squared mean error over keys less the keys' spread / keys and the reference's own\n"
+          "variance (0 where that is negative); max gain: the mean squared error over what is left without\n"
+          "the bias, what an extrapolation in M that removed it exactly (at no cost in variance) could reach")
 
 
 def influence(model, data, samples, eta0, steps, key):
