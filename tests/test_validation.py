@@ -401,7 +401,8 @@ def test_the_z_check_fails_correct_ensembles_at_its_nominal_rate(seeds, replicas
 @given(seeds=st.integers(1, 6), times=st.integers(1, 4), points=st.integers(1, 5), outputs=st.integers(1, 2),
        theory=st.sampled_from(["exact", "sampled", "one replica"]), lost=st.integers(0, 3), data=st.data())
 def test_prediction_stats_against_the_seeds_covariance(seeds, times, points, outputs, theory, lost, data):
-    """q, k and dof from the seeds' Gram matrix equal those from their (points x points) covariance
+    """q, k and dof from the smaller Gram matrix (the seeds' or the points'; both occur here) equal those
+    from their (points x points) covariance
     (np.cov and its eigenvalues, an independent route), over the seeds finite at each time; NaN
     exactly where fewer than two are or the theory's error is unknown; k between 1 and the seeds'
     rank + 1."""

@@ -261,7 +261,9 @@ def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0
         d = rows.mean(axis=0) - th[t]
         dev = rows - rows.mean(axis=0)
         with np.errstate(over="ignore", invalid="ignore"):
-            gram = dev @ dev.T                          # (n, n): the seeds' covariance through its Gram
+            # the seeds' covariance through the smaller of its Gram (n, n) and the points' (d, d): the
+            # same trace and nonzero eigenvalues (2000 seeds of 40 points: eigvalsh 0.46 s -> 0.1 ms)
+            gram = dev @ dev.T if n <= dev.shape[1] else dev.T @ dev
         tr_a = float(np.trace(gram)) / ((n - 1) * n)    # tr C / n
         tr_b = 0.0 if th_var is None else float(np.sum(th_var[t]))
         total = tr_a + tr_b
