@@ -390,8 +390,10 @@ HERMITE_SD_MAX = 4.0
 HERMITE_TAIL = 1e-17
 HERMITE_NODES = 1025         # (513 gave the same kernels to 1e-15 at standard deviation 4; 257: 2e-8)
 HERMITE_HALF_WIDTH = 13.0    # the coefficients' weight beyond: < 1e-36 (times |He_k| / sqrt(k!), at most about e^42)
-HERMITE_TERMS_MAX = 372      # the terms at |rho| = HERMITE_RHO_MAX
-HERMITE_BLOCK = 2 ** 20      # entries of a row block, and of its rows' phi values (arrays of 8 MiB)
+HERMITE_TERMS_MAX = math.ceil(math.log(HERMITE_TAIL) / math.log(HERMITE_RHO_MAX))   # 372: the terms at
+#                                                                         |rho| = HERMITE_RHO_MAX
+HERMITE_BLOCK = 2 ** 20      # entries of a row block, and of the phi values of a block of rows or columns
+#                              (arrays of 8 MiB)
 # blocks of fewer entries keep the grid (`dmft.kernels.lazy_kernels`): there the setup is compile-bound,
 # and the series' programs compiled beside the grid's cost more than the grid's compute (a tanh
 # solve at P = 16 with 8 test points: setup 0.53 s by the grid, 0.94 s by the series; at 2^14
@@ -404,12 +406,13 @@ def _values(act: "Activation", h):
     return act(h), act.derivative(h)
 
 
-@functools.lru_cache(maxsize=2)
-def _hermite_rule(terms: int):
-    """The coefficients' grid xi, its N(0, 1) trapezoid weights w (summing to one) and the
-    orthonormal Hermite polynomials He_k(xi) / sqrt(k!), k < terms, by their recurrence (built
-    once: every setup and predict reads the same, read-only)."""
-    xi = np.linspace(-HERMITE_HALF_WIDTH, HERMITE_HALF_WIDTH, HERMITE_NODES)
+@functools.lru_cache(maxsize=4)
+def _hermite_rule(terms: int, nodes: int = HERMITE_NODES):
+    """The coefficients' grid xi (`nodes` points on +-HERMITE_HALF_WIDTH), its N(0, 1) trapezoid
+    weights w (summing to one) and the orthonormal Hermite polynomials He_k(xi) / sqrt(k!),
+    k < terms, by their recurrence (built once: every setup and predict reads the same,
+    read-only)."""
+    xi = np.linspace(-HERMITE_HALF_WIDTH, HERMITE_HALF_WIDTH, nodes)
     w = np.exp(-xi ** 2 / 2)
     he = np.empty((xi.size, terms))
     he[:, 0] = 1.0
@@ -431,14 +434,45 @@ def _values_padded(act: "Activation", sd, xi):
     return [np.asarray(v, np.float64)[:sd.size] for v in _values(act, jnp.asarray(pad[:, None] * xi[None, :]))]
 
 
-def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab):
+def _coefficients(act: "Activation", sd, xi, wh):
+    """The coefficients (a_k of phi, a_k of phi') of each standard deviation, (len(sd), terms)
+    each, filled in blocks of rows whose phi values stay within HERMITE_BLOCK; where many repeat
+    (points of one norm), of the distinct values only."""
+    uniq, inv = np.unique(sd, return_inverse=True)
+    if 2 * uniq.size > sd.size:                        # (few repeats: no copy through the inverse)
+        uniq, inv = sd, None
+    rows = max(1, HERMITE_BLOCK // xi.size)
+    out = [np.empty((uniq.size, wh.shape[1])), np.empty((uniq.size, wh.shape[1]))]
+    for lo in range(0, uniq.size, rows):
+        for o, v in zip(out, _values_padded(act, uniq[lo:lo + rows], xi)):
+            o[lo:lo + rows] = v @ wh
+    return out if inv is None else [o[inv] for o in out]
+
+
+def _unit_rule(act: "Activation", sa, sb, xi, w):
+    """E[phi(s_a xi) phi(s_b xi)] and the same of phi' for pairs of signed standard deviations
+    (s_b < 0: rho = -1), the one-dimensional rule, in blocks whose phi values stay within
+    HERMITE_BLOCK."""
+    out = [np.empty(sa.size), np.empty(sa.size)]
+    rows = max(1, HERMITE_BLOCK // (2 * xi.size))
+    for lo in range(0, sa.size, rows):
+        sl = slice(lo, lo + rows)
+        for o, fa, fb in zip(out, _values_padded(act, sa[sl], xi), _values_padded(act, sb[sl], xi)):
+            o[sl] = np.sum(fa * fb * w, axis=1)
+    return out
+
+
+def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMITE_NODES):
     """(Phi0, G0, done): the lazy kernels on an (A, B) block of concrete covariances (host,
     float64) by Mehler's series where |rho| <= HERMITE_RHO_MAX, by the one-dimensional rule
     E[phi(s_a xi) phi(+-s_b xi)] where rho is +-1 (within SNAP_ULPS, as `Activation.lazy_kernels`
     takes it: a point with itself), both where the standard deviations are <= HERMITE_SD_MAX;
     NaN elsewhere (`done` False: the caller takes those from the grid). A zero variance has
-    rho = 0 (its field is the constant 0). Rows go in blocks of at most HERMITE_BLOCK entries
-    (memory bounded whatever A), each summed to the terms its own largest |rho| needs."""
+    rho = 0 (its field is the constant 0). Rows go in blocks of at most HERMITE_BLOCK entries,
+    each summed to the terms its own largest |rho| needs; the columns' coefficients are computed
+    once (2 B K values, K <= HERMITE_TERMS_MAX), and phi values only ever for a block of rows or
+    columns, so memory is the blocks' and those coefficients' whatever A. nodes: the coefficients' trapezoid nodes (HERMITE_NODES; fewer only to
+    measure the rule's error, `dmft.solve`'s info["lazy_kernels_error"])."""
     da, db = (np.asarray(d, np.float64) for d in (diag_a, diag_b))
     kab = np.asarray(kx_ab, np.float64)
     sa, sb = np.sqrt(np.maximum(da, 0.0)), np.sqrt(np.maximum(db, 0.0))
@@ -446,37 +480,38 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab):
     done = np.zeros(kab.shape, bool)
     if not kab.size:
         return phi, g, done
-    xi, w, he = _hermite_rule(HERMITE_TERMS_MAX)
-    f_b = _values_padded(act, sb, xi)
-    rows = max(1, min(HERMITE_BLOCK // sb.size, HERMITE_BLOCK // HERMITE_NODES))
+    rows = max(1, min(HERMITE_BLOCK // sb.size, HERMITE_BLOCK // nodes))
+    blocks = []                                        # (rows, summed, unit, r, terms) per row block
     for lo in range(0, sa.size, rows):
         blk = slice(lo, lo + rows)
         root, rho = _safe_corr(da[blk, None], kab[blk], db[None, :], xp=np)
         narrow = (sa[blk, None] <= HERMITE_SD_MAX) & (sb[None, :] <= HERMITE_SD_MAX)
         unit = narrow & (root > 0) & (np.abs(kab[blk]) >= (1 - SNAP_ULPS * np.finfo(np.float64).eps) * root)
         summed = narrow & ~unit & (np.abs(rho) <= HERMITE_RHO_MAX)
-        if not (summed.any() or unit.any()):
-            continue
         top = float(np.max(np.abs(rho[summed]), initial=0.0))
         terms = 1 if top == 0 else max(2, math.ceil(math.log(HERMITE_TAIL) / math.log(top)))
-        wh = w[:, None] * he[:, :terms]
-        sd, inv = np.unique(sa[blk], return_inverse=True)
-        f_a = _values_padded(act, sd, xi)
-        r = np.where(summed, rho, 0.0)
-        i, j = np.nonzero(unit)
-        flip = kab[blk][i, j] < 0                          # rho = -1: phi(-s xi) is phi(s xi) reversed
-        for out, fa, fb in zip((phi, g), f_a, f_b):
-            ca, cb = (fa @ wh)[inv], fb @ wh               # (rows, terms), (B, terms)
-            acc = np.multiply.outer(ca[:, -1], cb[:, -1])
-            for k in range(terms - 2, -1, -1):             # Horner in rho
-                acc *= r
-                acc += np.multiply.outer(ca[:, k], cb[:, k])
-            part = out[blk]
-            part[summed] = acc[summed]
-            for at in range(0, i.size, 4096):              # (in blocks: duplicated points make many)
-                sl = slice(at, at + 4096)
-                other = np.where(flip[sl, None], fb[j[sl], ::-1], fb[j[sl]])
-                part[i[sl], j[sl]] = np.sum(fa[inv[i[sl]]] * other * w, axis=1)
+        blocks.append((blk, summed, unit, np.where(summed, rho, 0.0), terms))
+    most = max((b[4] for b in blocks if b[1].any()), default=0)
+    if most:
+        xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
+        col = _coefficients(act, sb, xi, w[:, None] * he[:, :most])          # (B, most) of phi, of phi'
+    for blk, summed, unit, r, terms in blocks:
+        if summed.any():
+            xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
+            for out, ca, cb in zip((phi, g), _coefficients(act, sa[blk], xi, w[:, None] * he[:, :terms]), col):
+                cb = cb[:, :terms]
+                acc = np.multiply.outer(ca[:, -1], cb[:, -1])
+                for k in range(terms - 2, -1, -1):             # Horner in rho
+                    acc *= r
+                    acc += np.multiply.outer(ca[:, k], cb[:, k])
+                part = out[blk]
+                part[summed] = acc[summed]
+        if unit.any():
+            xi, w, _ = _hermite_rule(HERMITE_TERMS_MAX, nodes)
+            i, j = np.nonzero(unit)
+            sign = np.where(kab[blk][i, j] < 0, -1.0, 1.0)     # rho = -1: phi(-s xi)
+            for out, v in zip((phi, g), _unit_rule(act, sa[blk][i], sign * sb[j], xi, w)):
+                out[blk][i, j] = v
         done[blk] = summed | unit
     return phi, g, done
 

@@ -30,8 +30,8 @@ from . import closure as _closure
 from . import single_site as _ss
 from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHARE_DRIFT_MIN,  # (their home:
                           few_nodes)                                                   # node_share's)
-from .activations import (HERMITE_MIN_ENTRIES, HERMITE_RHO_MAX, HERMITE_SD_MAX, MAX_GRID_NODES,
-                          capped_grid_error, grid_capped, grid_nodes, piece_nodes)
+from .activations import (HERMITE_MIN_ENTRIES, HERMITE_NODES, HERMITE_RHO_MAX, HERMITE_SD_MAX, MAX_GRID_NODES,
+                          capped_grid_error, grid_capped, grid_nodes, mehler_kernels, piece_nodes)
 from .activations import get as get_activation
 from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged, failing_at, warn
@@ -868,27 +868,54 @@ def _smooth_builtin(act) -> bool:
     return act.fn is builtin.fn and act.params == builtin.params
 
 
+# the series' own error is measured on a block of this many training points against themselves (their
+# pairs with themselves, rho = 1, included), the grid's on this many entries (nodes^2 evaluations each)
+SERIES_CHECK_POINTS = 16
+GRID_CHECK_ENTRIES = 64
+
+
 def _quadrature_error(act, su, nodes: int) -> float:
-    """Relative change of (Phi0, G0) on up to 64 training-block entries when the quadrature
-    nodes are doubled (halved at the largest grid); warns above KERNEL_QUADRATURE_TOL."""
+    """The lazy kernels' relative change (Phi0, G0; against the largest value) when the rule the
+    setup used is refined: the grid's nodes doubled (halved at the largest grid), on up to
+    GRID_CHECK_ENTRIES training-block entries; where the setup summed Mehler's series
+    (`geometry.host_kernels`: at least HERMITE_MIN_ENTRIES entries), its coefficients' nodes halved
+    instead, on up to SERIES_CHECK_POINTS training points against themselves (the grid's doubling
+    for the entries the series leaves to it). Warns above KERNEL_QUADRATURE_TOL."""
     P = su["P"]
     n = grid_nodes(float(jnp.max(su["diag"])), nodes)
     other = min(2 * n, MAX_GRID_NODES) if n < MAX_GRID_NODES else n // 2
-    idx = np.random.default_rng(0).integers(0, P, size=(2, min(64, P * P)))
-    k11 = su["diag"][idx[0]]
-    k22 = su["diag"][idx[1]]
-    k12 = su["kx_all_tr"][idx[0], idx[1]]
-    a = act.lazy_kernels(k11, k12, k22, nodes=n)
-    b = act.lazy_kernels(k11, k12, k22, nodes=other)
-    err = max(float(jnp.max(jnp.abs(x - y)) / max(float(jnp.max(jnp.abs(y))), 1e-300)) for x, y in zip(a, b))
+    diag, kx = np.asarray(su["diag"], np.float64), np.asarray(su["kx_all_tr"], np.float64)
+    rng = np.random.default_rng(0)
+    series = act.quadrature == "trapezoid" and su["diag"].size * P >= HERMITE_MIN_ENTRIES
+    if series:
+        pts = np.sort(rng.choice(P, size=min(SERIES_CHECK_POINTS, P), replace=False))
+        d = diag[pts]
+        k12 = kx[pts][:, pts]
+        fine, coarse = (mehler_kernels(act, d, d, k12, nodes=m) for m in (HERMITE_NODES, (HERMITE_NODES + 1) // 2))
+        a, b, done = list(fine[:2]), list(coarse[:2]), fine[2]
+        if not done.all():          # (near duplicates, wide points: the grid, refined its own way)
+            rest = np.nonzero(~done)
+            k11, k22 = d[rest[0]], d[rest[1]]
+            for res, m in ((a, n), (b, other)):
+                for x, v in zip(res, act.lazy_kernels(k11, k12[rest], k22, nodes=m)):
+                    x[rest] = np.asarray(v)
+        rule = f"Mehler's series moves by {{err:.2g}} (relative) between its coefficients on {HERMITE_NODES} and {(HERMITE_NODES + 1) // 2} nodes"
+    else:
+        idx = rng.integers(0, P, size=(2, min(GRID_CHECK_ENTRIES, P * P)))
+        k11, k22, k12 = su["diag"][idx[0]], su["diag"][idx[1]], su["kx_all_tr"][idx[0], idx[1]]
+        a = act.lazy_kernels(k11, k12, k22, nodes=n)
+        b = act.lazy_kernels(k11, k12, k22, nodes=other)
+        rule = (f"the {act.quadrature} estimate moves by {{err:.2g}} (relative) between {n} and {other} nodes per "
+                "dimension")
+    err = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / max(float(np.max(np.abs(np.asarray(y)))), 1e-300))
+              for x, y in zip(a, b))
     if err > KERNEL_QUADRATURE_TOL:
         where = (f"phi' is probably not smooth somewhere besides the declared kinks {list(act.kinks)}"
                  if act.kinks else "phi' is probably not smooth (a kink): declare it, "
                  "dmft.activations.custom(fn, kinks=[...]), and the rule is exact across it")
-        warn(f"lazy kernels of activation {act.name!r} (no closed form): the {act.quadrature} "
-                      f"estimate moves by {err:.2g} (relative) between {n} and {other} nodes per dimension; "
-                      f"{where}. The control variate and method='lazy' carry this error into every answer: "
-                      "raise kernel_nodes, or solve with control_variate=False")
+        warn(f"lazy kernels of activation {act.name!r} (no closed form): {rule.format(err=err)}; "
+             f"{where}. The control variate and method='lazy' carry this error into every answer: "
+             + ("" if series else "raise kernel_nodes, or ") + "solve with control_variate=False")
     return err
 
 
