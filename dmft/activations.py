@@ -376,8 +376,10 @@ def _grid_kernels(act: Activation, k11, k12, k22, xi, w):
 # (`mehler_kernels`): for fields u, v of standard deviations s_u, s_v and correlation rho,
 #     E[f(u) f(v)] = sum_k rho^k a_k(s_u) a_k(s_v),   a_k(s) = E[f(s xi) He_k(xi)] / sqrt(k!),
 # xi ~ N(0, 1), He_k the probabilists' Hermite polynomials. By Cauchy-Schwarz (sum_k a_k(s)^2 =
-# E[f(s xi)^2]) the terms from k = K on sum to at most |rho|^K sqrt(E f(u)^2 E f(v)^2), so K is
-# chosen for a tail below HERMITE_TAIL of that at the largest |rho| summed. The a_k are one
+# E[f(s xi)^2]) the terms from k = K on sum to at most |rho|^K ||a_{>=K}(s_u)|| ||a_{>=K}(s_v)||, at most
+# |rho|^K sqrt(E f(u)^2 E f(v)^2), so K is the fewest terms whose tail, bounded so from the points'
+# own coefficients, is below HERMITE_TAIL of that at the largest |rho| summed (`_terms`: tanh at unit
+# variance and |rho| <= 0.9 100-117 terms, where |rho|^K alone asks 372). The a_k are one
 # matrix product per distinct variance (a trapezoid rule on HERMITE_NODES points, exponentially
 # accurate for an analytic f: the Hermite factor's growth in the strip, e^(sqrt(k) d), is far
 # below the rule's e^(2 pi d / step) at these sizes), so a kernel block costs (A + B) x nodes
@@ -434,19 +436,40 @@ def _values_padded(act: "Activation", sd, xi):
     return [np.asarray(v, np.float64)[:sd.size] for v in _values(act, jnp.asarray(pad[:, None] * xi[None, :]))]
 
 
-def _coefficients(act: "Activation", sd, xi, wh):
-    """The coefficients (a_k of phi, a_k of phi') of each standard deviation, (len(sd), terms)
-    each, filled in blocks of rows whose phi values stay within HERMITE_BLOCK; where many repeat
-    (points of one norm), of the distinct values only."""
+def _coefficients(act: "Activation", sd, xi, w, he):
+    """The coefficients of each standard deviation, (len(sd), terms) for phi and for phi'
+    (`he`'s terms), and for each the largest over the points of the normalized tail
+    sqrt(sum_{k >= K} a_k^2 / E f^2), K = 0..terms: beyond the last term the rest of E f^2 (by the
+    one-dimensional rule on the same nodes) plus its rounding, 4 terms x eps x E f^2 (0 where f is 0
+    on the point's line). Filled in blocks of rows whose phi values stay within HERMITE_BLOCK;
+    where many repeat (points of one norm), of the distinct values only."""
     uniq, inv = np.unique(sd, return_inverse=True)
     if 2 * uniq.size > sd.size:                        # (few repeats: no copy through the inverse)
         uniq, inv = sd, None
     rows = max(1, HERMITE_BLOCK // xi.size)
-    out = [np.empty((uniq.size, wh.shape[1])), np.empty((uniq.size, wh.shape[1]))]
+    terms = he.shape[1]
+    wh = w[:, None] * he
+    out = [np.empty((uniq.size, terms)), np.empty((uniq.size, terms))]
+    tails = [np.zeros(terms + 1), np.zeros(terms + 1)]
     for lo in range(0, uniq.size, rows):
-        for o, v in zip(out, _values_padded(act, uniq[lo:lo + rows], xi)):
-            o[lo:lo + rows] = v @ wh
-    return out if inv is None else [o[inv] for o in out]
+        for o, tail, v in zip(out, tails, _values_padded(act, uniq[lo:lo + rows], xi)):
+            c = o[lo:lo + rows]
+            c[...] = v @ wh
+            m2 = (v * v) @ w                                                  # E f^2 of each point
+            sq = np.concatenate([np.cumsum((c * c)[:, ::-1], axis=1)[:, ::-1], np.zeros((c.shape[0], 1))], axis=1)
+            rest = np.maximum(m2 - sq[:, 0], 0.0) + 4 * terms * np.finfo(np.float64).eps * m2
+            norm = np.sqrt((sq + rest[:, None]) / np.where(m2 > 0, m2, 1.0)[:, None])
+            np.maximum(tail, np.max(np.where(m2[:, None] > 0, norm, 0.0), axis=0), out=tail)
+    return (out if inv is None else [o[inv] for o in out]), tails
+
+
+def _terms(top: float, tail_a, tail_b) -> int:
+    """The fewest terms K (>= 1) with top^K tail_a[K] tail_b[K] <= HERMITE_TAIL: what the terms from
+    K on add to an entry of correlation |rho| <= top, relative to sqrt(E f(u)^2 E f(v)^2), is at
+    most |rho|^K times the two points' normalized tails (Cauchy-Schwarz)."""
+    k = np.arange(tail_a.size)
+    ok = np.flatnonzero(top ** k * tail_a * tail_b <= HERMITE_TAIL)
+    return max(1, int(ok[0]) if ok.size else tail_a.size - 1)
 
 
 def _unit_rule(act: "Activation", sa, sb, xi, w):
@@ -469,10 +492,12 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
     takes it: a point with itself), both where the standard deviations are <= HERMITE_SD_MAX;
     NaN elsewhere (`done` False: the caller takes those from the grid). A zero variance has
     rho = 0 (its field is the constant 0). Rows go in blocks of at most HERMITE_BLOCK entries,
-    each summed to the terms its own largest |rho| needs; the columns' coefficients are computed
+    each summed to the terms its own largest |rho| and its points' coefficient tails need
+    (`_terms`); the columns' coefficients are computed
     once (2 B K values, K <= HERMITE_TERMS_MAX), and phi values only ever for a block of rows or
-    columns, so memory is the blocks' and those coefficients' whatever A. nodes: the coefficients' trapezoid nodes (HERMITE_NODES; fewer only to
-    measure the rule's error, `dmft.solve`'s info["lazy_kernels_error"])."""
+    columns, so memory is the blocks' and those coefficients' whatever A. nodes: the coefficients'
+    trapezoid nodes (HERMITE_NODES; fewer only to measure the rule's error, `dmft.solve`'s
+    info["lazy_kernels_error"])."""
     da, db = (np.asarray(d, np.float64) for d in (diag_a, diag_b))
     kab = np.asarray(kx_ab, np.float64)
     sa, sb = np.sqrt(np.maximum(da, 0.0)), np.sqrt(np.maximum(db, 0.0))
@@ -481,7 +506,7 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
     if not kab.size:
         return phi, g, done
     rows = max(1, min(HERMITE_BLOCK // sb.size, HERMITE_BLOCK // nodes))
-    blocks = []                                        # (rows, summed, unit, r, terms) per row block
+    blocks = []                                        # (rows, summed, unit, r, largest |rho|) per row block
     for lo in range(0, sa.size, rows):
         blk = slice(lo, lo + rows)
         root, rho = _safe_corr(da[blk, None], kab[blk], db[None, :], xp=np)
@@ -489,18 +514,17 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
         unit = narrow & (root > 0) & (np.abs(kab[blk]) >= (1 - SNAP_ULPS * np.finfo(np.float64).eps) * root)
         summed = narrow & ~unit & (np.abs(rho) <= HERMITE_RHO_MAX)
         top = float(np.max(np.abs(rho[summed]), initial=0.0))
-        terms = 1 if top == 0 else max(2, math.ceil(math.log(HERMITE_TAIL) / math.log(top)))
-        blocks.append((blk, summed, unit, np.where(summed, rho, 0.0), terms))
-    most = max((b[4] for b in blocks if b[1].any()), default=0)
-    if most:
+        blocks.append((blk, summed, unit, np.where(summed, rho, 0.0), top))
+    if any(b[1].any() for b in blocks):
         xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
-        col = _coefficients(act, sb, xi, w[:, None] * he[:, :most])          # (B, most) of phi, of phi'
-    for blk, summed, unit, r, terms in blocks:
+        col, col_tail = _coefficients(act, sb, xi, w, he)            # (B, K) of phi, of phi'; their tails
+    for blk, summed, unit, r, top in blocks:
         if summed.any():
             xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
-            for out, ca, cb in zip((phi, g), _coefficients(act, sa[blk], xi, w[:, None] * he[:, :terms]), col):
-                cb = cb[:, :terms]
-                acc = np.multiply.outer(ca[:, -1], cb[:, -1])
+            row, row_tail = _coefficients(act, sa[blk], xi, w, he)
+            for out, ca, cb, ta, tb in zip((phi, g), row, col, row_tail, col_tail):
+                terms = 1 if top == 0 else _terms(top, ta, tb)
+                acc = np.multiply.outer(ca[:, terms - 1], cb[:, terms - 1])
                 for k in range(terms - 2, -1, -1):             # Horner in rho
                     acc *= r
                     acc += np.multiply.outer(ca[:, k], cb[:, k])
