@@ -494,9 +494,9 @@ def _horner_program(ca_t, cb_t, r, terms):
 
 
 def _horner(ca, cb, r, terms: int, rows: int, compiled: bool):
-    """sum_{k < terms} r^k ca[:, k] cb[:, k], ca (A, K), cb (B, K), r (A, B): in numpy, or by
-    `_horner_program` with the rows padded to `rows` (rounded up to HORNER_TILE; one shape for
-    every block of a call)."""
+    """sum_{k < terms} r^k ca[:, k] cb[:, k], ca (A, >= terms), cb (B, >= terms), r (A, B): in
+    numpy, or by `_horner_program` with the rows padded to `rows` (rounded up to HORNER_TILE) and
+    the terms to HERMITE_TERMS_MAX (one shape for every block of a call)."""
     if not compiled:
         acc = np.multiply.outer(ca[:, terms - 1], cb[:, terms - 1])
         for k in range(terms - 2, -1, -1):
@@ -505,11 +505,11 @@ def _horner(ca, cb, r, terms: int, rows: int, compiled: bool):
         return acc
     n = ca.shape[0]
     size = -(-rows // HORNER_TILE) * HORNER_TILE
-    ca_t = np.zeros((ca.shape[1], size))
-    ca_t[:, :n] = ca.T
+    ca_t, cb_t = np.zeros((HERMITE_TERMS_MAX, size)), np.zeros((HERMITE_TERMS_MAX, cb.shape[0]))
+    ca_t[:terms, :n], cb_t[:terms] = ca[:, :terms].T, cb[:, :terms].T    # (all the terms: one shape)
     r_p = np.zeros((size, r.shape[1]))
     r_p[:n] = r
-    return np.asarray(_horner_program(ca_t, np.ascontiguousarray(cb.T), r_p, terms))[:n]
+    return np.asarray(_horner_program(ca_t, cb_t, r_p, terms))[:n]
 
 
 def _terms(top: float, tail_a, tail_b) -> int:
@@ -564,16 +564,19 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
         summed = narrow & ~unit & (np.abs(rho) <= HERMITE_RHO_MAX)
         top = float(np.max(np.abs(rho[summed]), initial=0.0))
         blocks.append((blk, summed, unit, np.where(summed, rho, 0.0), top))
-    if any(b[1].any() for b in blocks):
+    tops = [b[4] for b in blocks if b[1].any()]
+    if tops:
+        # no block needs more terms than |rho|^K alone asks at the largest |rho| (the tails are <= 1)
+        cap = _terms(max(tops), np.ones(HERMITE_TERMS_MAX + 1), np.ones(HERMITE_TERMS_MAX + 1))
         xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
-        col, col_tail = _coefficients(act, sb, xi, w, he)            # (B, K) of phi, of phi'; their tails
+        he = he[:, :cap]
+        col, col_tail = _coefficients(act, sb, xi, w, he)            # (B, cap) of phi, of phi'; their tails
         # the sums' work, entries x terms (the rows' tails taken as the columns'): compiled from
         # HORNER_COMPILED_WORK
         work = sum(2 * r.size * _terms(top, col_tail[1], col_tail[1]) for _, s_, _, r, top in blocks if s_.any())
         compiled = jax.config.jax_enable_x64 and work >= HORNER_COMPILED_WORK
     for blk, summed, unit, r, top in blocks:
         if summed.any():
-            xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
             row, row_tail = _coefficients(act, sa[blk], xi, w, he)
             for out, ca, cb, ta, tb in zip((phi, g), row, col, row_tail, col_tail):
                 terms = 1 if top == 0 else _terms(top, ta, tb)

@@ -258,7 +258,7 @@ def kernel_setup_table(quick):
     from dmft import kernels
     from dmft.activations import grid_nodes, tanh
     rows = []
-    for P, PT in ((64, 256), (256, 1000)) if not quick else ((64, 256), (128, 500)):
+    for P, PT in ((64, 256), (256, 1000), (1024, 1000)) if not quick else ((64, 256), (128, 500)):
         data = dmft.tasks.single_index(D=32, P=P, P_test=PT, key=jax.random.key(3))
         x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_test)])
         kx = x @ x[:P].T / data.D
