@@ -542,9 +542,9 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
     NaN elsewhere (`done` False: the caller takes those from the grid). A zero variance has
     rho = 0 (its field is the constant 0). Rows go in blocks of at most HERMITE_BLOCK entries,
     each summed to the terms its own largest |rho| and its points' coefficient tails need
-    (`_terms`); the columns' coefficients are computed
-    once (2 B K values, K <= HERMITE_TERMS_MAX), and phi values only ever for a block of rows or
-    columns, so memory is the blocks' and those coefficients' whatever A. nodes: the coefficients'
+    (`_terms`; compiled where long, `_horner`); the columns' coefficients are computed once (2 B K
+    values, K <= HERMITE_TERMS_MAX), and phi values only ever for a block of rows or columns, so
+    memory is the blocks' and those coefficients' whatever A. nodes: the coefficients'
     trapezoid nodes (HERMITE_NODES; fewer only to measure the rule's error, `dmft.solve`'s
     info["lazy_kernels_error"])."""
     da, db = (np.asarray(d, np.float64) for d in (diag_a, diag_b))
@@ -573,7 +573,7 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
         col, col_tail = _coefficients(act, sb, xi, w, he)            # (B, cap) of phi, of phi'; their tails
         # the sums' work, entries x terms (the rows' tails taken as the columns'): compiled from
         # HORNER_COMPILED_WORK
-        work = sum(2 * r.size * _terms(top, col_tail[1], col_tail[1]) for _, s_, _, r, top in blocks if s_.any())
+        work = sum(2 * b[3].size * _terms(b[4], col_tail[1], col_tail[1]) for b in blocks if b[1].any())
         compiled = jax.config.jax_enable_x64 and work >= HORNER_COMPILED_WORK
     for blk, summed, unit, r, top in blocks:
         if summed.any():
