@@ -29,7 +29,7 @@ from .errors import DivergenceError, NotConverged
 __all__ = ["DivergenceError", "NotConverged", "run_saved", "scan_records", "next_call", "kept_note", "TRACE_COUNTS",
            "count_trace", "finite_flag", "first_nonfinite", "progress_bar", "exact_products",
            "RUNAWAY", "ran_away", "runaway_bound", "first_runaway", "memory_maps", "drop_compiled_if_crowded",
-           "CALL_SHARE", "RECORD_MAP_BYTES", "over_members"]
+           "CALL_SHARE", "RECORD_MAP_VALUES", "over_members"]
 
 # Number of times each jitted solver core was traced (that is, compiled).
 TRACE_COUNTS: dict[str, int] = {}
@@ -95,26 +95,29 @@ def _advance(step, record, static, ctx, state, gaps, drive, offset):
 
 
 # On a CPU a record runs over an ensemble's members (replicas, seeds) one at a time, a loop, where
-# one member's fields reach RECORD_MAP_BYTES (units x (train + test points) x the bytes of the
-# value a record computes them in: 8 in float64, 4 under precision="mixed"), and vmapped below.
+# one member's fields reach RECORD_MAP_VALUES (units x (train + test points)), and vmapped below.
 # Vmapped, XLA:CPU merges the members' field products into one and then transposes the fields for
 # the (P, P) kernel sums and the test outputs; one at a time it does not. Measured on a 2-core CPU,
 # a record's time looped over vmapped (4 replicas or 8 seeds, tanh and relu, P = 32-256, 0-1000
-# test points): from 2 MiB a member, 0.2-0.99 in every case (the forward solver with 1024 nodes a
-# replica, P = 64 and 1000 test points 31 -> 8 ms; the demo's problem, 32768 nodes, P = 256, 1000
-# test points, tanh float64 314 -> 186 ms; networks 2048 x 8 seeds, P = 64, 256 test points 43 ->
-# 15 ms); between 1 and 2 MiB 0.6-1.3; below, 0.5-1.5 (records under 6 ms). The steps stay vmapped:
-# looped they gained nothing (the forward solver's replica groups already keep its fields in cache)
-RECORD_MAP_BYTES = 2 ** 21
+# test points): float64 fields from 2^18 values (2 MiB) a member, 0.2-0.99 in every case (the
+# forward solver with 1024 nodes a replica, P = 64 and 1000 test points 31 -> 8 ms; the demo's
+# problem, 32768 nodes, P = 256, 1000 test points, tanh float64 314 -> 186 ms; networks 2048 x 8
+# seeds, P = 64, 256 test points 43 -> 15 ms), at 2^17-2^18 values 0.85-1.15, below 0.5-1.5
+# (records under 6 ms). The float32 fields of precision="mixed" cross over at the same count, not
+# the same bytes: a whole solve with a record every step at 2^18-2^19 values (1-2 MiB), looped
+# over vmapped, 0.72-1.01 (sized by bytes from stop 51, they were vmapped there: 1.2-1.35x slower).
+# The steps stay vmapped: looped they gained nothing (the forward solver's replica groups already
+# keep its fields in cache)
+RECORD_MAP_VALUES = 2 ** 18
 
 
-def over_members(fn, members, nbytes: int):
+def over_members(fn, members, values: int):
     """fn over the leading axis of the pytree `members` (an ensemble's replicas or seeds):
-    `lax.map` on a CPU where `nbytes`, the size of one member's fields (units x points, train and
-    test, x bytes a value), reaches RECORD_MAP_BYTES and there is more than one member, else
-    `vmap`; the same values either way up to rounding."""
+    `lax.map` on a CPU where `values`, the size of one member's fields (units x points, train and
+    test), reaches RECORD_MAP_VALUES and there is more than one member, else `vmap`; the same
+    values either way up to rounding."""
     n = jax.tree_util.tree_leaves(members)[0].shape[0]
-    if jax.default_backend() == "cpu" and n > 1 and nbytes >= RECORD_MAP_BYTES:
+    if jax.default_backend() == "cpu" and n > 1 and values >= RECORD_MAP_VALUES:
         return jax.lax.map(lambda m: fn(*m), members)
     return jax.vmap(fn)(*members)
 

@@ -151,7 +151,7 @@ def init_replicas(act, l_all, kx_all_tr, phi0_all, g0_all, z0, a0, w, *,
 
     # one replica at a time on a CPU past the size (`over_members`: its fields on all points; 16 -> 8 ms
     # at 1024 nodes a replica, P = 64, 256 test points; 423 -> 279 ms at the demo's 4096, P = 256, 1000)
-    return over_members(one, (z0, a0, w), z0.shape[1] * l_all.shape[0] * jnp.dtype(l_all.dtype).itemsize)
+    return over_members(one, (z0, a0, w), z0.shape[1] * l_all.shape[0])
 
 
 def carries_cv(static: Static, n_train: int) -> bool:
@@ -495,10 +495,9 @@ def step(static: Static, ctx, st: State, drive):
 
 def record(static: Static, ctx, st: State):
     sh, rep = ctx
-    # a member's fields: its nodes on the train (and test) points, in the dtype of a record's products
+    # a member's fields: its nodes on the train (and test) points
     points = sh.l_tr.shape[0] + (sh.l_te.shape[0] if static.has_test else 0)
-    value = jnp.dtype(sh.l_lo.dtype if sh.l_lo is not None else st.z.dtype).itemsize
-    return over_members(lambda r, s: _record1(static, sh, r, s), (rep, st), rep.w.shape[1] * points * value)
+    return over_members(lambda r, s: _record1(static, sh, r, s), (rep, st), rep.w.shape[1] * points)
 
 
 # ------------------------------------------------------------- the iteration
@@ -668,4 +667,4 @@ def predict(static: Static, sh: Shared, rep: Replica, st: State, l_new, xi_nodes
         return out + (k0_new @ st1.s - k_nodes_s) / p
 
     # one replica at a time on a CPU past the size (`over_members`: its (nodes, points) arrays)
-    return over_members(one, (rep, st, xi_nodes), rep.w.shape[1] * l_new.shape[0] * jnp.dtype(l_new.dtype).itemsize)
+    return over_members(one, (rep, st, xi_nodes), rep.w.shape[1] * l_new.shape[0])

@@ -305,7 +305,7 @@ def record(static, ctx, st):
     sh, seeds = ctx
     w = st.params["w"]                  # (seeds, width, D): a seed's fields on the train and test points
     return over_members(lambda s, x: _record1(static, sh, s, x), (seeds, st),
-                        w.shape[1] * (sh.x_tr.shape[0] + sh.x_te.shape[0]) * w.dtype.itemsize)
+                        w.shape[1] * (sh.x_tr.shape[0] + sh.x_te.shape[0]))
 
 
 def init_params(key, width: int, d: int, c: int, trained: bool, antithetic: bool, dtype):
@@ -329,7 +329,7 @@ def _init_outputs(act, gamma0, params, x_tr, x_te, *, trained: bool):
     st = Static(trained, False, True, None)
     one = lambda p: (_output(st, sh, p, x_tr), _output(st, sh, p, x_te))   # noqa: E731
     w = params["w"]                     # one seed at a time on a CPU past the size, as the records
-    return over_members(one, (params,), w.shape[1] * (x_tr.shape[0] + x_te.shape[0]) * w.dtype.itemsize)
+    return over_members(one, (params,), w.shape[1] * (x_tr.shape[0] + x_te.shape[0]))
 
 
 # ----------------------------------------------------------------- validation
