@@ -564,11 +564,11 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
         summed = narrow & ~unit & (np.abs(rho) <= HERMITE_RHO_MAX)
         top = float(np.max(np.abs(rho[summed]), initial=0.0))
         blocks.append((blk, summed, unit, np.where(summed, rho, 0.0), top))
+    xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
     tops = [b[4] for b in blocks if b[1].any()]
     if tops:
         # no block needs more terms than |rho|^K alone asks at the largest |rho| (the tails are <= 1)
         cap = _terms(max(tops), np.ones(HERMITE_TERMS_MAX + 1), np.ones(HERMITE_TERMS_MAX + 1))
-        xi, w, he = _hermite_rule(HERMITE_TERMS_MAX, nodes)
         he = he[:, :cap]
         col, col_tail = _coefficients(act, sb, xi, w, he)            # (B, cap) of phi, of phi'; their tails
         # the sums' work, entries x terms (the rows' tails taken as the columns'): compiled from
@@ -584,7 +584,6 @@ def mehler_kernels(act: "Activation", diag_a, diag_b, kx_ab, nodes: int = HERMIT
                 part = out[blk]
                 part[summed] = acc[summed]
         if unit.any():
-            xi, w, _ = _hermite_rule(HERMITE_TERMS_MAX, nodes)
             i, j = np.nonzero(unit)
             sign = np.where(kab[blk][i, j] < 0, -1.0, 1.0)     # rho = -1: phi(-s xi)
             for out, v in zip((phi, g), _unit_rule(act, sa[blk][i], sign * sb[j], xi, w)):

@@ -20,7 +20,8 @@ from .activations import HERMITE_MIN_ENTRIES, grid_nodes
 from .kernels import field_basis, input_kernel, lazy_kernels, lazy_ntk
 from .problem import Dataset
 
-__all__ = ["geometry", "lazy_setup", "lazy_setup_compiled", "host_kernels", "dtype", "new_point_basis"]
+__all__ = ["geometry", "lazy_setup", "lazy_setup_compiled", "host_kernels", "series_setup", "dtype",
+           "new_point_basis"]
 
 
 def dtype():
@@ -65,14 +66,20 @@ def lazy_setup(geo: dict, act, gamma0, *, centered: bool, trained: bool, nodes: 
     return {**geo, "phi0": phi0, "g0": g0, "k0": k0, "f0": f0}
 
 
+def series_setup(geo: dict, act) -> bool:
+    """Whether a setup's lazy kernels (all points against the training points) come from Mehler's
+    series: an activation without a closed form or kinks, at least HERMITE_MIN_ENTRIES entries
+    (`dmft.kernels.lazy_kernels` with concrete inputs; geo: `geometry`'s or a setup's dict)."""
+    return act.quadrature == "trapezoid" and geo["diag"].size * geo["P"] >= HERMITE_MIN_ENTRIES
+
+
 def host_kernels(geo: dict, act, nodes: int):
     """(Phi0, G0) on all points against the training points, computed before any trace where
-    that is faster: for an activation without a closed form or kinks, Mehler's series
-    (`dmft.kernels.lazy_kernels` with concrete inputs, at least HERMITE_MIN_ENTRIES of them); None
-    otherwise (the traced program computes them on its grid)."""
-    P = geo["P"]
-    if act.quadrature != "trapezoid" or geo["diag"].size * P < HERMITE_MIN_ENTRIES:
+    that is faster (`series_setup`); None otherwise (the traced program computes them on its
+    grid)."""
+    if not series_setup(geo, act):
         return None
+    P = geo["P"]
     return lazy_kernels(act, geo["kx_all_tr"], geo["diag"], geo["diag"][:P], nodes=nodes)
 
 

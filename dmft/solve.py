@@ -30,13 +30,13 @@ from . import closure as _closure
 from . import single_site as _ss
 from .single_site import (EFFECTIVE_NODES_MIN, NODE_SHARE_MIN, SHARE_BLOCKS, SHARE_DRIFT_MIN,  # (their home:
                           few_nodes)                                                   # node_share's)
-from .activations import (HERMITE_MIN_ENTRIES, HERMITE_NODES, HERMITE_RHO_MAX, HERMITE_SD_MAX, MAX_GRID_NODES,
+from .activations import (HERMITE_NODES, HERMITE_RHO_MAX, HERMITE_SD_MAX, MAX_GRID_NODES,
                           capped_grid_error, grid_capped, grid_nodes, mehler_kernels, piece_nodes)
 from .activations import get as get_activation
 from .activations import names as activation_names
 from .errors import DivergenceError, InputError, NotConverged, failing_at, warn
 from .geometry import dtype as _dtype
-from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis
+from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis, series_setup
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records_compiled, lazy_sgd_run
 from .plan import DEFAULTS, KERNEL_ERROR_MAX, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
@@ -878,7 +878,7 @@ def _quadrature_error(act, su, nodes: int) -> float:
     """The lazy kernels' relative change (Phi0, G0; against the largest value) when the rule the
     setup used is refined: the grid's nodes doubled (halved at the largest grid), on up to
     GRID_CHECK_ENTRIES training-block entries; where the setup summed Mehler's series
-    (`geometry.host_kernels`: at least HERMITE_MIN_ENTRIES entries), its coefficients' nodes halved
+    (`geometry.series_setup`), its coefficients' nodes halved
     instead, on up to SERIES_CHECK_POINTS training points against themselves (the grid's doubling
     for the entries the series leaves to it). Warns above KERNEL_QUADRATURE_TOL."""
     P = su["P"]
@@ -886,7 +886,7 @@ def _quadrature_error(act, su, nodes: int) -> float:
     other = min(2 * n, MAX_GRID_NODES) if n < MAX_GRID_NODES else n // 2
     diag, kx = np.asarray(su["diag"], np.float64), np.asarray(su["kx_all_tr"], np.float64)
     rng = np.random.default_rng(0)
-    series = act.quadrature == "trapezoid" and su["diag"].size * P >= HERMITE_MIN_ENTRIES
+    series = series_setup(su, act)
     if series:
         pts = np.sort(rng.choice(P, size=min(SERIES_CHECK_POINTS, P), replace=False))
         d = diag[pts]
@@ -919,16 +919,16 @@ def _quadrature_error(act, su, nodes: int) -> float:
     return err
 
 
-def _quadrature_label(act, max_variance: float, nodes: int, entries: int) -> str:
-    """info["lazy_kernels"]: how the lazy kernels were computed (`entries`: of the setup's block,
-    (P + P*) x P; the series from HERMITE_MIN_ENTRIES on, `dmft.geometry.host_kernels`)."""
+def _quadrature_label(act, max_variance: float, nodes: int, series: bool) -> str:
+    """info["lazy_kernels"]: how the lazy kernels were computed (`series`: the setup's took Mehler's
+    series, `dmft.geometry.series_setup`)."""
     if act.quadrature == "closed form":        # (no grid: nor its warning about wide inputs)
         return act.quadrature
     n = grid_nodes(max_variance, nodes)
     if act.quadrature == "piecewise":
         return (f"piecewise Gauss-Legendre, {piece_nodes(n)} nodes per piece, kinks at "
                 f"{', '.join(f'{k:g}' for k in act.kinks)}")
-    if entries < HERMITE_MIN_ENTRIES:
+    if not series:
         return f"trapezoid {n}x{n}"
     return (f"Mehler series where |rho| <= {HERMITE_RHO_MAX:g}, a one-dimensional rule where rho = +-1 "
             f"(standard deviations <= {HERMITE_SD_MAX:g}), trapezoid {n}x{n} elsewhere")
@@ -1070,7 +1070,7 @@ def _run_once(plan: SolvePlan, *, su, reused, setup_s, t_start, key, progress, b
         extra["batch_key"] = np.asarray(jax.random.key_data(batch_key)).tolist()
     extra.update(basis=su["basis"], rank=int(su["r"]),
                  lazy_kernels=_quadrature_label(model.activation, float(jnp.max(su["diag"])), plan.kernel_nodes,
-                                                int(su["diag"].size) * su["P"]),
+                                                series_setup(su, model.activation)),
                  **({"lazy_kernels_error": su["lazy_kernels_error"]} if "lazy_kernels_error" in su else {}),
                  dtype=str(_dtype()), backend=jax.default_backend(),
                  # float32 everywhere (x64 off) leaves nothing for "mixed" to change
