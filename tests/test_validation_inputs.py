@@ -74,6 +74,16 @@ def test_grokking_times_curves(bad, which):
 
 
 @FAST
+@given(bad=st.one_of(bad_curve.filter(lambda v: v is not None), st.just(-LOSS)),
+       which=st.sampled_from(["train_se", "test_se"]))
+def test_grokking_times_errors(bad, which):
+    """The curves' standard errors are curves too (None: not given), and never negative:
+    refused by their own names."""
+    refused(which, gk.grokking_times, T, LOSS, LOSS, 0.1, **{which: bad})
+    refused("y_se", gk.crossing_time_se, T, LOSS, bad, 0.1)
+
+
+@FAST
 @given(bad=bad_t)
 def test_the_time_axis(bad):
     refused("t", gk.grokking_times, bad, LOSS, LOSS, 0.1)

@@ -41,7 +41,7 @@ from dmft.errors import InputError
 
 from .inputs import boolean_array, mapping, names, real_array, real_or_inf
 
-__all__ = ["GrokTimes", "grokking_times", "crossing_time", "accuracy", "early_warning", "drop_time",
+__all__ = ["GrokTimes", "grokking_times", "crossing_time", "crossing_time_se", "accuracy", "early_warning", "drop_time",
            "MIN_SAVES_BETWEEN", "saves_between",
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
@@ -57,6 +57,8 @@ class GrokTimes:
     gap: max(0, t_test - t_train) where both are reached, else NaN.
     reached_train, reached_test: booleans.
     final_train, final_test: the last values of the curves.
+    t_train_se, t_test_se: standard errors of the times where the curves' own were given
+    (`crossing_time_se`), else NaN.
     """
 
     t_train: np.ndarray
@@ -68,6 +70,8 @@ class GrokTimes:
     final_test: np.ndarray
     threshold: float
     kind: str                  # "loss" (fall below) or "accuracy" (rise above)
+    t_train_se: np.ndarray = np.nan
+    t_test_se: np.ndarray = np.nan
 
     def status(self) -> np.ndarray:
         """Per point: "ok", "train not reached", "test not reached" or "neither reached"."""
@@ -80,11 +84,12 @@ class GrokTimes:
         """One line for a scalar result."""
         cmp = "<" if self.kind == "loss" else ">"
 
-        def one(name, t, r, final):
-            return (f"t_{name} = {float(t):.4g}" if bool(r) else
+        def one(name, t, r, final, se):
+            pm = f" +- {float(se):.2g}" if np.isfinite(se) else ""
+            return (f"t_{name} = {float(t):.4g}{pm}" if bool(r) else
                     f"{name} {cmp} {self.threshold:g} not reached (final {float(final):.4g})")
-        parts = [one("train", self.t_train, self.reached_train, self.final_train),
-                 one("test", self.t_test, self.reached_test, self.final_test)]
+        parts = [one("train", self.t_train, self.reached_train, self.final_train, self.t_train_se),
+                 one("test", self.t_test, self.reached_test, self.final_test, self.t_test_se)]
         gap = f"gap = {float(self.gap):.4g}" if np.isfinite(self.gap) else "gap: not defined"
         return ", ".join(parts + [gap])
 
@@ -170,7 +175,50 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     return np.where(reached, time, np.nan), reached
 
 
-def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool = False) -> GrokTimes:
+def _nonnegative(name, se):
+    if np.any(se < 0):
+        raise InputError(f"{name}: standard errors must be >= 0 (NaN where unknown)")
+    return se
+
+
+def crossing_time_se(t, y, y_se, threshold: float, *, below: bool = True):
+    """Standard error of `crossing_time(t, y, threshold)` from the curve's own standard errors
+    y_se (say a DMFT solve's `error["test_loss"]`), by the delta method: a shift dy of the curve
+    at the crossing moves it by dy / |slope|, so se(t) = se(y at t) / |slope|, with the slope of
+    the segment the crossing interpolates in and y_se interpolated linearly there (the errors
+    at neighbouring saves move together: a solve's replicas carry whole curves).
+
+    NaN where the time is not interpolated: not reached, reached at the first save, or right
+    after a non-finite save (no segment to take a slope from). First order in y_se: it
+    describes a curve that crosses the threshold once and steeply compared with its error; where
+    the curve runs along the threshold (a plateau at its level) the first crossing can jump
+    between distant segments, which no local error bar describes. Returns an array over the
+    leading axes, as crossing_time's times.
+    """
+    threshold = checks.real("threshold", threshold)
+    below = checks.flag("below", below)
+    t, c = _check_curves(t, {"y": y, "y_se": y_se})
+    y, se = np.broadcast_arrays(c["y"], _nonnegative("y_se", c["y_se"]))
+    s = (threshold - y) if below else (y - threshold)
+    hit = np.where(np.isnan(s), False, s >= 0)
+    k = np.argmax(hit, axis=-1)
+    km = np.maximum(k - 1, 0)
+    tb = np.broadcast_to(t, y.shape)
+
+    def at(a, i):
+        return np.take_along_axis(a, i[..., None], -1)[..., 0]
+    s_k, s_prev = at(s, k), at(s, km)
+    interp = hit.any(axis=-1) & (k > 0) & np.isfinite(s_prev) & np.isfinite(s_k) & (s_k != s_prev)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.clip(np.where(interp, -s_prev / (s_k - s_prev), 0.0), 0, 1)
+        slope = (s_k - s_prev) / (at(tb, k) - at(tb, km))
+        se_at = (1 - frac) * at(se, km) + frac * at(se, k)
+        out = se_at / np.abs(slope)
+    return np.where(interp, out, np.nan)
+
+
+def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool = False,
+                   train_se=None, test_se=None) -> GrokTimes:
     """t_train, t_test and gap = max(0, t_test - t_train) (Kumar et al. 2024, Fig. 3e).
 
     Args:
@@ -178,17 +226,34 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
         train_loss, test_loss: (..., T) curves; with accuracy=True they are
             accuracies and the crossing is upward.
         threshold: the loss (or accuracy) level.
+        train_se, test_se: the curves' standard errors (a DMFT solve's `error["train_loss"]`,
+            `error["test_loss"]`), optional: the times' own then come by `crossing_time_se`
+            (for a solve, with its `info["error_dof"]` degrees of freedom).
     """
     threshold = checks.real("threshold", threshold)
     accuracy = checks.flag("accuracy", accuracy)
-    t, c = _check_curves(t, {"train_loss": train_loss, "test_loss": test_loss})
+    curves = {"train_loss": train_loss, "test_loss": test_loss}
+    curves.update({k: v for k, v in (("train_se", train_se), ("test_se", test_se)) if v is not None})
+    t, c = _check_curves(t, curves)
     tr, rtr = crossing_time(t, c["train_loss"], threshold, below=not accuracy)
     te, rte = crossing_time(t, c["test_loss"], threshold, below=not accuracy)
     both = rtr & rte
     with np.errstate(invalid="ignore"):
         gap = np.where(both, np.maximum(0.0, te - tr), np.nan)
+    se = {}
+    for name in ("train", "test"):
+        if f"{name}_se" in c:
+            shape = c[f"{name}_loss"].shape
+            _nonnegative(f"{name}_se", c[f"{name}_se"])
+            if np.broadcast_shapes(shape, c[f"{name}_se"].shape) != shape:
+                raise InputError(f"{name}_se: shape {c[f'{name}_se'].shape} does not fit {name}_loss's "
+                                 f"{shape}")
+            se[f"t_{name}_se"] = crossing_time_se(t, c[f"{name}_loss"], c[f"{name}_se"], threshold,
+                                                  below=not accuracy)
+        else:
+            se[f"t_{name}_se"] = np.full(np.shape(tr if name == "train" else te), np.nan)
     return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
-                     float(threshold), "accuracy" if accuracy else "loss")
+                     float(threshold), "accuracy" if accuracy else "loss", **se)
 
 
 def accuracy(f, y) -> np.ndarray:

@@ -111,7 +111,7 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
     if not gammas or not isinstance(theory, dict) or gammas[0] not in theory:
         raise InputError(f"gammas: need at least one gamma0 with theory curves, got gammas = {list(gammas)!r}")
     _check_gammas("theory", theory, gammas)
-    skip = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
+    skip = ("train_loss", "test_loss", "train_acc", "test_acc", "train_loss_se", "test_loss_se", "t")
     names = [k for k in theory[gammas[0]] if k not in skip and not k.startswith("decomposition.")]
     ncol = len(names) + int(ew_grid is not None)
     fig, axes = new_figure(1, ncol, size=(4.3 * ncol, 3.9), squeeze=False)

@@ -46,7 +46,7 @@ __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
 PARTS = "curves"
 # progress measures that are rates (their change time is the median time of their burst)
 RATES = ("planted_diffusion",)
-_SKIP = ("train_loss", "test_loss", "train_acc", "test_acc", "test_loss_se", "t")
+_SKIP = ("train_loss", "test_loss", "train_acc", "test_acc", "train_loss_se", "test_loss_se", "t")
 
 
 def _threshold(cfg, test_loss0):
@@ -110,7 +110,7 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
     if tb.accuracy:
         out["train_acc"], out["test_acc"] = _accuracy_curves(sol.f_train, sol.f_test, data)
     if sol.error:
-        out["test_loss_se"] = sol.error["test_loss"]
+        out["train_loss_se"], out["test_loss_se"] = sol.error["train_loss"], sol.error["test_loss"]
     if dec:
         out.update({f"decomposition.{k}": v for k, v in dec.items()})
     return out
@@ -154,7 +154,9 @@ def _times(cfg, t, cur, thr, accuracy):
     if accuracy and "test_acc" in cur:
         return gk.grokking_times(t, cur["train_acc"], cur["test_acc"], cfg["threshold"]["accuracy"],
                                  accuracy=True)
-    return gk.grokking_times(t, cur["train_loss"], cur["test_loss"], thr)
+    # a sampled DMFT's times carry standard errors from its losses' (crossing_time_se)
+    return gk.grokking_times(t, cur["train_loss"], cur["test_loss"], thr, train_se=cur.get("train_loss_se"),
+                             test_se=cur.get("test_loss_se"))
 
 
 def _measure_names(cur):
@@ -406,7 +408,8 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure",
                              progress=progress, batch_key=tb.batch_key)
         thr = _threshold(cfg, r["test_loss"][0, 0])
-    times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr)
+    times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr,
+                              train_se=r.get("error.train_loss"), test_se=r.get("error.test_loss"))
     out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
            "seconds": time.perf_counter() - t0, "curves": r}
     if np.any(r.get("heavy_tailed", False)):          # (the forward method's, as a solve flags it)

@@ -33,8 +33,12 @@ def _fmt(x, missing="n/a"):
     return missing if not np.isfinite(x) else f"{x:.4g}"
 
 
-def _time(x):
-    return _fmt(x, "not reached")
+def _time(x, se=None):
+    """A crossing time, with its standard error where it has one (a sampled DMFT's)."""
+    out = _fmt(x, "not reached")
+    if se is not None and x is not None and np.isfinite(float(x)) and np.isfinite(float(se)):
+        out += f" +- {float(se):.2g}"
+    return out
 
 
 def _lead_text(v: dict) -> str:
@@ -63,7 +67,9 @@ def markdown(rep: dict, cfg: dict) -> str:
              + f" (task {rep['data'].get('meta', {}).get('task', '?')})", "",
              f"Threshold: {kind} {'>' if kind == 'accuracy' else '<'} {_fmt(thr)}; gap = max(0, t_test - "
              "t_train) in DMFT time (Kumar et al. 2024). 'not reached' means the curve never crossed "
-             "the threshold within the run (final values shown); a gap needs both times. In report.json "
+             "the threshold within the run (final values shown); a gap needs both times. A sampled DMFT's "
+             "times carry +- one standard error (its losses' errors over the slope at the crossing, "
+             "`validation.grokking.crossing_time_se`; replicas - 1 degrees of freedom). In report.json "
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
@@ -82,7 +88,8 @@ def markdown(rep: dict, cfg: dict) -> str:
               + (" final train / test accuracy |" if acc else ""),
               "|---|---|---|---|---|---|---|" + ("---|" if acc else "")]
     for r in rep["summary"]:
-        lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'])} | {_time(r['t_test'])} | "
+        lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'], r.get('t_train_se'))} | "
+                     f"{_time(r['t_test'], r.get('t_test_se'))} | "
                      f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
     if rep.get("heavy_tailed"):
@@ -159,7 +166,8 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines += ["| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
         for i, k in enumerate(dc["weight_decay"]):
             tt = dc["times"]["t_test"][i]
-            lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i])} | {_time(tt)} | "
+            se = {n: (dc["times"].get(f"{n}_se") or [None] * (i + 1))[i] for n in ("t_train", "t_test")}
+            lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i], se['t_train'])} | {_time(tt, se['t_test'])} | "
                          f"{_time(dc['times']['gap'][i])} | {_time(k * tt if tt is not None else None)} |")
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
