@@ -364,6 +364,18 @@ def test_grok_cli_writes_every_file_and_refuses_bad_input(tmp_path, capsys):
         not os.path.isabs(p) and (out / p).is_file() for p in rep["figures"].values()), rep["figures"]
     assert {d["axis"] for d in rep["diagrams"]} == {"eps", "P", "weight_decay"}
     assert len(rep["summary"]) == 2 * (1 + 1 + 2)             # gamma0 x (DMFT, lazy, two widths)
+    # the seed means' times carry standard errors from the seeds' spread; the closure's and the
+    # lazy limit's are exact (null)
+    md = (out / "report.md").read_text()
+    with_se = 0
+    for row in rep["summary"]:
+        for q in ("t_train", "t_test"):
+            if not row["source"].startswith("N=") or row[q] is None:
+                assert row[f"{q}_se"] is None, row
+            elif row[f"{q}_se"] is not None:
+                with_se += 1
+                assert row[f"{q}_se"] > 0 and f"{row[q]:.4g} +- {row[f'{q}_se']:.2g}" in md
+    assert with_se > 0
     assert "## Phase diagram: gamma0 x eps" in (out / "report.md").read_text()
     arrays, meta = dmft.io.load(out / "curves")
     assert arrays["diagram/eps/gap"].shape == (2, 2)

@@ -508,8 +508,8 @@ def test_networks_per_point_equal_networks_train(tmp_path):
     table = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 2}, "model": {"activation": "tanh"},
              "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
              "simulate": {"width": 8, "seeds": 2, "seed": 3},
-             "scan": {"theory": False, "networks": True, "outputs": ["final", "curves"],
-                      "points": {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.25]}}}
+             "scan": {"theory": False, "networks": True, "outputs": ["final", "curves", "grokking"],
+                      "grok_threshold": 0.11, "points": {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.25]}}}
     res = scan.run(table, str(tmp_path / "n"))
     data = dmft.tasks.single_index(D=4, P=8, P_test=6, degree=2, key=0)
     ids = point_ids(res.config, {"model.gamma0": np.array([0.5, 2.0]), "train.eta0": np.array([0.5, 0.25])},
@@ -521,6 +521,13 @@ def test_networks_per_point_equal_networks_train(tmp_path):
         np.testing.assert_array_equal(res["networks.error.test_loss"][i],
                                       run.test_loss.std(0, ddof=1) / np.sqrt(2))
         np.testing.assert_array_equal(res["t"][i], run.t)
+        # the seed mean's grokking times, with errors from its losses' (the train loss crosses
+        # 0.11 between the last two saves; the test loss never does: NaN, as its time)
+        se = {f"{n}_se": getattr(run, f"{n}_loss").std(0, ddof=1) / np.sqrt(2) for n in ("train", "test")}
+        grok = grokking_times(run.t, run.train_loss.mean(0), run.test_loss.mean(0), 0.11, **se)
+        for q in ("t_train", "t_test", "t_train_se", "t_test_se"):
+            np.testing.assert_allclose(res[f"networks.grok.{q}"][i], getattr(grok, q), rtol=1e-12)
+        assert np.isfinite(res["networks.grok.t_train_se"][i]) and np.isnan(res["networks.grok.t_test_se"][i])
     assert np.all(res["networks.diverged_seeds"] == 0)
 
 

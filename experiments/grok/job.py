@@ -150,6 +150,19 @@ def _networks(cfg, tb: Testbed, g, log, progress):
     return out
 
 
+def _seed_mean(d: dict) -> dict:
+    """An ensemble's curves as their means over the finite seeds, with the losses' standard
+    errors of those means where at least two seeds are finite (NaN where fewer)."""
+    out = {k: np.nanmean(v, axis=0) for k, v in d.items()}
+    for k in ("train_loss", "test_loss"):
+        ok = np.isfinite(d[k])
+        n = ok.sum(axis=0)
+        dev = np.where(ok, d[k] - np.where(n > 0, out[k], 0.0), 0.0)
+        var = (dev ** 2).sum(axis=0) / np.maximum(n - 1, 1)
+        out[f"{k}_se"] = np.where(n > 1, np.sqrt(var / np.maximum(n, 1)), np.nan)
+    return out
+
+
 def _times(cfg, t, cur, thr, accuracy):
     if accuracy and "test_acc" in cur:
         return gk.grokking_times(t, cur["train_acc"], cur["test_acc"], cfg["threshold"]["accuracy"],
@@ -538,8 +551,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         rows = [("DMFT", theory[g])]
         if lazy[g] is not None:
             rows.append(("lazy (NTK regression)", lazy[g]))
-        rows += [(f"N={w} (seed mean)", {k: np.nanmean(v, axis=0) for k, v in d.items()})
-                 for w, d in nets[g].items()]
+        rows += [(f"N={w} (seed mean)", _seed_mean(d)) for w, d in nets[g].items()]
         for name, cur in rows:
             gt = _times(cfg, t, cur, thr, acc)
             summary.append({"gamma0": g, "source": name, **gt.as_dict(), "describe": gt.describe(),

@@ -27,9 +27,13 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
     if "grokking" in outputs:
         # docs/conventions.md: first times below theta (NaN, reached False: not within the run)
         if "test_loss" in rec:
-            g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta)
+            se = {f"{n}_se": rec[f"error.{n}_loss"] for n in ("train", "test") if f"error.{n}_loss" in rec}
+            g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta, **se)
             out.update({f"{src}.grok.{k}": getattr(g, k) for k in
                         ("t_train", "t_test", "gap", "reached_train", "reached_test")})
+            # standard errors of the times, from the losses' (a theory point's replicas, a network
+            # ensemble's seeds): validation.grokking.crossing_time_se
+            out.update({f"{src}.grok.t_{n}": getattr(g, f"t_{n}") for n in se})
         else:
             out[f"{src}.grok.t_train"], out[f"{src}.grok.reached_train"] = \
                 crossing_time(rec["t"], rec["train_loss"], theta)
