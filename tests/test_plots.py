@@ -127,6 +127,29 @@ def test_seed_count_and_diverged_ensembles_in_labels():
         assert any(want in tx.get_text() for tx in fig.axes[0].get_legend().get_texts())   # not the last panel
 
 
+def test_grokking_curves_band_a_sampled_dmft_by_its_standard_errors():
+    """The grok job's curves figure draws a sampled DMFT's losses with a +-1 se band (from the
+    solve's replicas), cut at a tenth of the curve on the log axis; an exact solve has none."""
+    loss = np.exp(-T / 50) + 1e-3
+    se = 0.05 * loss
+    se[0] = 0.0
+    for with_se in (False, True):
+        th = {"train_loss": loss, "test_loss": 2 * loss, "alignment": np.ones(T.size)}
+        if with_se:
+            th.update(train_loss_se=se, test_loss_se=np.where(T > 0, 4 * loss, 0.0))
+        fig = pg.grokking_curves(T, {1.0: th}, {}, {}, [1.0], 0.01)
+        for ax, key in zip(fig.axes[:2], ("train_loss", "test_loss")):
+            bands = [c for c in ax.collections if isinstance(c, PolyCollection) and "+-1 se" in c.get_label()]
+            assert len(bands) == int(with_se), (key, with_se)
+            if with_se:
+                y = bands[0].get_paths()[0].vertices[:, 1]
+                m = T > 0
+                assert y.max() == pytest.approx((th[key] + th[f"{key}_se"])[m].max())
+                # the train band stays above a tenth of its curve; the test band (se 2x its curve) is cut there
+                low = th[key] - th[f"{key}_se"] if key == "train_loss" else 0.1 * th[key]
+                assert y.min() == pytest.approx(low[m].min())
+
+
 # 4. under weight decay the lazy curve is the no-decay closed form
 def test_lazy_curve_says_no_weight_decay_under_decay():
     for wd, want in ((0.0, "lazy limit"), (1e-3, "lazy limit (no weight decay)")):

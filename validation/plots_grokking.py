@@ -67,6 +67,13 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
         wmax = _widest(nets, g)
         for ax, key in ((axes[0], "train_loss"), (axes[1], "test_loss")):
             ax.plot(t[m], th[key][m], color=c, lw=2.2, alpha=0.8, label=f"gamma0 = {g:g} (DMFT)")
+            se = th.get(f"{key}_se")
+            if se is not None and np.any(np.isfinite(se[m]) & (se[m] > 0)):   # a sampled DMFT: +-1 se
+                lo = np.asarray(th[key] - se, float)[m]
+                hi = np.asarray(th[key] + se, float)[m]
+                # (on the log axis a band reaching zero is cut at a tenth of the curve)
+                ax.fill_between(t[m], np.maximum(lo, 0.1 * np.asarray(th[key])[m]), hi, color=c, alpha=0.2,
+                                lw=0, label=f"gamma0 = {g:g} (DMFT) +-1 se")
             if wmax is not None:
                 seed_mean_line(ax, t, m, nets[g][wmax][key], color=c, lw=0.9, marker="o", ms=2.5,
                                label=f"gamma0 = {g:g}, N = {wmax} (seed mean)")
