@@ -205,11 +205,15 @@ RISE_RTOL, RISE_EPS, RISE_ATOL = 1e-9, 1e3, 1e-24
 
 
 def loss_rose(loss, y_ms):
-    """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds its value at
-    t = 0 beyond rounding (see RISE_RTOL; `RISE_ATOL` of the targets' mean square `y_ms`): the
-    lazy model's divergence (see the module docstring; `lazy_records` asks it only of gradient
-    descent past its stability, where rounding cannot read as a rise). numpy or jax arrays."""
+    """(T,) bool, True from the first save whose train loss `loss` (T,) exceeds the lowest value
+    saved before it beyond rounding (see RISE_RTOL; `RISE_ATOL` of the targets' mean square
+    `y_ms`): the lazy model's divergence (see the module docstring; `lazy_records` asks it only
+    of gradient descent past its stability, where rounding cannot read as a rise). Past its
+    stability the loss can fall for a while (the stable modes') before the growing mode shows:
+    its first rise is from its running minimum, well below its value at t = 0. numpy or jax
+    arrays."""
     xp = jnp if isinstance(loss, jax.Array) else np
     rtol = max(RISE_RTOL, RISE_EPS * float(np.finfo(loss.dtype).eps))
-    up = loss > loss[0] * (1 + rtol) + RISE_ATOL * y_ms
+    low = jax.lax.cummin(loss) if xp is jnp else np.minimum.accumulate(loss)
+    up = loss > low * (1 + rtol) + RISE_ATOL * y_ms
     return xp.cumsum(up) > 0

@@ -708,7 +708,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     what, cause = "is not finite", f"non-finite {name}"
     rose = info.pop("loss_rose_at", -1)
     if rose >= 0 and (j < 0 or rose <= j):       # (lazy.loss_rose: the linear model diverges)
-        j, name, what, cause = rose, "train_loss", "rose above its value at t = 0", "train loss rose"
+        j, name, what, cause = rose, "train_loss", "rose above its lowest earlier value", "train loss rose"
     away = first_runaway(train_loss, np.mean(y ** 2), model.gamma0, before=j)
     if away != j:                                # finite, but on its way to overflow (runner.RUNAWAY)
         bound = float(runaway_bound(train_loss, np.mean(y ** 2), model.gamma0))
