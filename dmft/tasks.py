@@ -2,7 +2,8 @@
 
 The Gaussian generators draw inputs x ~ N(0, I_D) from a `jax.random.key` with `fold_in`
 per array (modular_addition and terrain draw their one permutation or choice of points from
-the key itself), so the same key gives the same data. Data generators
+the key itself), so the same key gives the same data, with or without float64 (they draw in
+float64 in a scope of their own: `dmft ... --x32` solves the problem `--x64` does). Data generators
 (and only they) also take an int seed in [0, 2^32 - 1] (key=0 is jax.random.key(0),
 with or without float64); solvers and trainers (`dmft.solve`, `dmft.solve_batch`,
 `networks.train`, `dmft.deep_linear.mode_sde`) take a `jax.random.key` only, so that a
@@ -19,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -37,6 +39,18 @@ __all__ = ["single_index", "terrain", "kumar_quadratic", "teacher_network", "mod
 
 
 MAX_SEED = 2 ** 32 - 1    # jax.random.key(seed) without float64 keeps only the low 32 bits
+
+
+def _same_with_or_without_x64(generator):
+    """Run a data generator with float64 on (in a scope: the caller's setting is untouched), so
+    that a key gives the same data set with x64 off (--x32) as with it on: JAX draws in the
+    default float type, and under float32 the same key gave other inputs and targets (a user
+    comparing --x32 with --x64 compared two problems)."""
+    @functools.wraps(generator)
+    def generate(*args, **kwargs):
+        with jax.enable_x64(True):
+            return generator(*args, **kwargs)
+    return generate
 
 
 def as_key(key, name: str = "key"):
@@ -140,6 +154,7 @@ def _noise_level(name: str, value) -> float:
     return value
 
 
+@_same_with_or_without_x64
 def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, *, key=None,
                  noise: float = 0.0) -> Dataset:
     """y = He_k(beta . x) / sqrt(k!) with a random unit beta (unit-variance target).
@@ -162,6 +177,7 @@ def single_index(D: int = 32, P: int = 128, P_test: int = 512, degree: int = 2, 
                          "beta": beta.tolist()})
 
 
+@_same_with_or_without_x64
 def kumar_quadratic(D: int = 100, P: int = 550, P_test: int = 1000, *, key=None) -> Dataset:
     """The quadratic single-index target of Kumar et al. (2024): y = (beta . x)^2 / 2, |beta| = 1."""
     D, P, P_test = _size("D", D), _size("P", P), _size("P_test", P_test, 0)
@@ -173,6 +189,7 @@ def kumar_quadratic(D: int = 100, P: int = 550, P_test: int = 1000, *, key=None)
                    meta={"task": "kumar_quadratic", "key": _key_data(key), "beta": beta.tolist()})
 
 
+@_same_with_or_without_x64
 def teacher_network(D: int = 16, P: int = 128, P_test: int = 512, *, width: int = 4,
                     activation="relu", key=None) -> Dataset:
     """y = (1 / sqrt(width)) sum_j a_j phi(w_j . x / sqrt(D)), w_j ~ N(0, I), a_j ~ N(0, 1)."""
@@ -200,6 +217,7 @@ def _fraction(name, value):
     return v
 
 
+@_same_with_or_without_x64
 def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> Dataset:
     """(n, m) -> (n + m) mod p (Gromov 2023; Power et al. 2022), C = p outputs.
 
@@ -234,6 +252,7 @@ def modular_addition(p: int = 23, train_fraction: float = 0.5, *, key=None) -> D
                          "pairs": pairs.tolist()})
 
 
+@_same_with_or_without_x64
 def sparse_parity(n: int = 20, k: int = 3, P: int = 1000, P_test: int = 1000, *, key=None) -> Dataset:
     """(n, k) sparse parity (Barak et al. 2022): x uniform on {-1, 1}^n, y = prod of k
     hidden coordinates (meta["support"], drawn at random).
@@ -297,6 +316,7 @@ def _outside(xt, x, key, draw):
     return xt
 
 
+@_same_with_or_without_x64
 def terrain(P: int = 256, P_test: int = 512, *, key=None) -> Dataset:
     """A real data set: elevation of a real landscape (the digital elevation model of the
     Jacksboro fault, Tennessee, that matplotlib ships as sample data) against position.
@@ -392,6 +412,7 @@ def spectrum(r: int, kind: str = "power", *, top: float = 1.0, exponent: float =
     raise InputError(f"kind must be 'power' or 'linear', got {kind!r}")
 
 
+@_same_with_or_without_x64
 def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0, 0.5), P=None,
                    label_noise: float = 0.0, whiten: bool = True, *, key=None) -> LinearTeacher:
     """A linear teacher y = M x + sigma xi, M = U diag(s) V^T with random orthonormal U, V

@@ -134,6 +134,34 @@ def test_int_seeds_and_keys_give_the_same_data():
         dmft.tasks.as_key(2 ** 32)
 
 
+def test_a_key_gives_the_same_data_with_or_without_x64():
+    """Every generator that draws gave another data set with x64 off (JAX draws in the default
+    float type): `dmft solve --x32` and `--x64` of one configuration recorded different data
+    digests (a user's report). Now the same, and the caller's setting is left as it was."""
+    t = dmft.tasks
+    make = {"single_index": lambda: t.single_index(D=4, P=5, P_test=3, degree=2, noise=0.1, key=3),
+            "kumar_quadratic": lambda: t.kumar_quadratic(D=4, P=5, P_test=3, key=3),
+            "teacher_network": lambda: t.teacher_network(D=4, P=5, P_test=3, width=3, activation="tanh", key=3),
+            "modular_addition": lambda: t.modular_addition(p=5, key=3),
+            "sparse_parity": lambda: t.sparse_parity(n=6, k=2, P=8, P_test=4, key=3),
+            "terrain": lambda: t.terrain(P=10, P_test=5, key=3),
+            "linear_teacher": lambda: t.linear_teacher(4, 3, [2.0, 1.0], P=6, label_noise=0.1, key=3)}
+    on = {k: f() for k, f in make.items()}
+    jax.config.update("jax_enable_x64", False)
+    try:
+        off = {k: f() for k, f in make.items()}
+        assert not jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    for k in make:
+        if k == "linear_teacher":
+            for a, b in ((on[k].x_train, off[k].x_train), (on[k].y_train, off[k].y_train), (on[k].U, off[k].U)):
+                np.testing.assert_array_equal(a, b)
+        else:
+            assert on[k].digest == off[k].digest, k
+            np.testing.assert_array_equal(on[k].x_train, off[k].x_train)
+
+
 def test_npz_files_that_are_not_datasets_are_refused_by_name(tmp_path):
     (tmp_path / "garbage.npz").write_bytes(b"not a zip file at all" * 4)
     np.savez(tmp_path / "objects.npz", x_train=np.array([object(), 1], dtype=object), y_train=np.ones(2))
