@@ -6,24 +6,63 @@ state, so importing or calling this changes no backend and leaks no figures.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["trajectory_figure", "new_figure", "tidy_log_ticks", "seed_stats", "seed_mean_line",
+__all__ = ["trajectory_figure", "new_figure", "mark_lone_points", "tidy_log_ticks", "seed_stats", "seed_mean_line",
            "log_ylim_from_lines", "BAND_NOTE"]
 
 BAND_NOTE = "band: +-1 std over seeds"
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, size=None, **subplot_kw):
-    """(Figure, axes) without pyplot: constrained layout, `subplots` keywords passed on."""
-    from matplotlib.figure import Figure
-
+    """(Figure, axes) without pyplot: constrained layout, `subplots` keywords passed on. The
+    figure marks its lone points when drawn (`mark_lone_points`)."""
     size = size or (4.3 * ncols, 3.6 * nrows)
-    fig = Figure(figsize=size, layout="constrained")
+    fig = _figure_class()(figsize=size, layout="constrained")
     axes = fig.subplots(nrows, ncols, **subplot_kw)
     return fig, axes
+
+
+@functools.cache
+def _figure_class():
+    from matplotlib.figure import Figure
+
+    class DmftFigure(Figure):
+        """A Figure that gives a marker to each line with a single visible point as it is drawn."""
+
+        def draw(self, renderer):
+            mark_lone_points(self)
+            return super().draw(renderer)
+
+    return DmftFigure
+
+
+def mark_lone_points(fig):
+    """Give a marker to every line of `fig` that has exactly one point it can draw (finite, and
+    positive on a log axis) and no marker: a line through one point draws nothing, so a run
+    with a single save after t = 0 (the log time axis leaves t = 0 out) showed blank panels.
+    Returns fig."""
+    for ax in fig.axes:
+        logx, logy = ax.get_xscale() == "log", ax.get_yscale() == "log"
+        for line in ax.get_lines():
+            if line.get_marker() not in (None, "None", "", " ") or line.get_linestyle() in ("None", "", " "):
+                continue
+            try:
+                x = np.asarray(line.get_xdata(), dtype=np.float64)
+                y = np.asarray(line.get_ydata(), dtype=np.float64)
+            except (TypeError, ValueError):        # (dates, categories: not ours)
+                continue
+            if x.shape != y.shape:
+                continue
+            ok = np.isfinite(x) & np.isfinite(y) & (x > 0 if logx else True) & (y > 0 if logy else True)
+            if int(np.sum(ok)) == 1:
+                line.set_marker("o")
+                line.set_markersize(max(line.get_markersize(), 4.0))
+    return fig
 
 
 def _minor_log_formatter(axis):

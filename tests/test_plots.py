@@ -127,6 +127,39 @@ def test_seed_count_and_diverged_ensembles_in_labels():
         assert any(want in tx.get_text() for tx in fig.axes[0].get_legend().get_texts())   # not the last panel
 
 
+@settings(max_examples=40, deadline=None)
+@given(y=st.lists(st.one_of(st.floats(-2, 2), st.just(np.nan)), min_size=0, max_size=4),
+       logx=st.booleans(), logy=st.booleans())
+def test_a_line_with_one_visible_point_gets_a_marker_when_drawn(y, logx, logy):
+    """A line through one point draws nothing: a solve with one save after t = 0 (the log time
+    axis leaves t = 0 out) drew three blank panels, and the jobs' loss figures too (a user's
+    report). Every figure of the project marks such lines when drawn; lines with more visible
+    points, or markers of their own, are left as they are."""
+    import io as _io
+    from dmft.plotting import new_figure
+    y = np.asarray(y, float)
+    x = np.arange(y.size, dtype=float)              # x = 0 is not visible on a log axis
+    fig, ax = new_figure()
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    (line,) = ax.plot(x, y)
+    (own,) = ax.plot(x, y, marker="s")
+    fig.savefig(_io.BytesIO(), format="png", dpi=30)
+    visible = np.isfinite(y) & ((x > 0) if logx else True) & ((y > 0) if logy else True)
+    assert line.get_marker() == ("o" if visible.sum() == 1 else "None")
+    assert own.get_marker() == "s"
+
+
+def test_a_solution_with_one_save_after_the_start_draws_its_points():
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    s = dmft.solve(dmft.TwoLayer("tanh", gamma0=1.0), dmft.Dataset(x, np.sin(x[:, 0])),
+                   dmft.Schedule(eta0=0.5, steps=1, save_every=1), samples=64)
+    import io as _io
+    fig = s.plot()
+    fig.savefig(_io.BytesIO(), format="png", dpi=30)
+    assert all(line.get_marker() == "o" for ax in fig.axes for line in ax.get_lines())
+
+
 def test_grokking_curves_band_a_sampled_dmft_by_its_standard_errors():
     """The grok job's curves figure draws a sampled DMFT's losses with a +-1 se band (from the
     solve's replicas), cut at a tenth of the curve on the log axis; an exact solve has none."""
