@@ -118,7 +118,8 @@ class Schedule:
         save_at: None (every save_every), "log" (n_saves log-spaced step counts), or a
             sequence of step counts in [0, steps].
         n_saves: number of log-spaced saves after step 0 (save_at="log" only; default
-            DEFAULT_N_SAVES = 50); fewer when the log grid has repeated integers at early steps.
+            DEFAULT_N_SAVES = 50; 1 saves the last step alone); fewer when the log grid has
+            repeated integers at early steps.
         batch_size: None for full-batch (gradient descent on all P points), else
             the minibatch size B of stochastic gradient descent (1 <= B <= P).
     """
@@ -174,7 +175,8 @@ class Schedule:
                                minimum=1)
             _check_saves("n_saves", n, "")
             set_("n_saves", n)
-            grid = np.rint(np.geomspace(1, self.steps, n)).astype(np.int64)
+            # (one save: the last step; geomspace(1, steps, 1) is [1], which saved step 1 as well)
+            grid = np.rint(np.geomspace(1, self.steps, n)).astype(np.int64) if n > 1 else np.asarray([self.steps])
             counts = np.unique(np.concatenate([[0], grid, [self.steps]]))
         else:
             try:

@@ -249,10 +249,13 @@ SIZES = st.one_of(st.integers(1, 10 ** 6), st.integers(2 ** 40, 2 ** 80))
 
 
 @given(steps=SIZES, save_every=SIZES, n_saves=SIZES, log=st.booleans())
+@example(steps=1000, save_every=1, n_saves=1, log=True)
+@example(steps=1000, save_every=1, n_saves=2, log=True)
 def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_every, n_saves, log):
     """Save grids are counted before they are built: a schedule is made in well under a second
     with at most MAX_SAVES saves, or refused naming steps, save_every or n_saves (never a raw
-    MemoryError or OverflowError)."""
+    MemoryError or OverflowError). A log grid has at most n_saves saves after step 0 (n_saves
+    = 1 saved steps 1 and 1000 of 1000, as 2 does)."""
     import time
 
     kw = dict(save_at="log", n_saves=n_saves) if log else dict(save_every=save_every)
@@ -264,6 +267,8 @@ def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_ever
         assert time.perf_counter() - t0 < 0.5
         return
     assert sch.save_steps.size <= dmft.schedule.MAX_SAVES + 2 and sch.save_steps[-1] == steps
+    if log:
+        assert sch.save_steps.size - 1 <= n_saves, (sch.save_steps[:5], n_saves)
 
 
 @given(save_every=st.one_of(st.none(), st.sampled_from([1, 2, 4, 5, 8])),
