@@ -837,8 +837,9 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
     """An activation from an elementwise callable; kernels by quadrature.
 
     The callable (and the derivative, when given) is checked once on a few values: it must map
-    a float array to a finite, real, floating array of the same shape, and trace inside a
-    compiled JAX program (jax.numpy, not numpy), where the solvers call it.
+    a float array to a finite, real, floating array of the same shape, each value from its own
+    input alone (h - h.mean() is refused), and trace inside a compiled JAX program (jax.numpy,
+    not numpy), where the solvers call it.
 
     kinks: the points where phi or phi' is not smooth (0 for a leaky relu, -1 and 1 for a hard
     tanh; at most MAX_KINKS). The quadrature is then exact to ~1e-13 across them (kinks within
@@ -889,6 +890,14 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
             raise InputError(f"{what}: the callable runs on arrays but not inside a compiled JAX "
                              "program, where the solvers call it: write it with jax.numpy (not numpy, "
                              f"and no Python branch on values) ({untraceable})")
+        # each value its own: f(h)[i] must depend on h[i] alone (h - h.mean() kept the shape, and
+        # the DMFT and the networks then computed different things)
+        mixed = probe[jnp.asarray([3, 0, 6, 1, 5, 2, 4])]          # (out of order: a sort is not elementwise)
+        whole = jnp.asarray(f(mixed))
+        alone = jnp.concatenate([jnp.ravel(jnp.asarray(f(mixed[i:i + 1]))) for i in range(mixed.size)])
+        if alone.shape != whole.shape or not bool(jnp.allclose(alone, whole, rtol=1e-5, atol=1e-6)):
+            raise InputError(f"{what}: the callable must be elementwise: on [-3, 3] its value at each point "
+                             "changed with the other points of the array (f(h)[i] must depend on h[i] alone)")
     label = name or getattr(fn, "__name__", "custom")
     if isinstance(label, str) and label.lower() in (*_BUILTIN, "quadratic"):
         # results record the activation by its name: a custom one named relu reads back as the
