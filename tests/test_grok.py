@@ -835,6 +835,11 @@ def test_the_lyu_decay_scan_says_when_its_dmft_is_heavy_tailed():
         assert np.array_equal(np.isfinite(se), np.isfinite(t)) and np.all(se[np.isfinite(se)] > 0), name
         for k in np.flatnonzero(np.isfinite(t)):
             assert f"{t[k]:.4g} +- {se[k]:.2g}" in md
+    # two points leave the exponent no residual error; the times' own errors give it one
+    fit = out["fit_t_test"]
+    assert fit["stderr"] is None and fit["stderr_times"] == pytest.approx(
+        gk.power_law_exponent_se(out["weight_decay"], times.t_test, times.t_test_se))
+    assert f"+- {fit['stderr_times']:.4g} (1 s.e.) from the times' own errors" in md
 
 
 def test_lyu_settings_that_leave_the_decay_scan_off_grid_are_refused_at_load():

@@ -4,10 +4,12 @@ planted inputs."""
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmft
+from dmft.errors import InputError
 from validation import grokking as gk
 
 
@@ -57,6 +59,27 @@ def test_fit_power_law_decay_recovers_a_planted_power_and_skips_the_missing():
     t[2] = np.nan                                           # a point that never grokked
     fit = gk.fit_power_law_decay(kappa, t)
     np.testing.assert_allclose(fit.slope, -1.3, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_the_exponents_error_from_the_times_errors_is_their_spread(n):
+    """power_law_exponent_se against 4000 draws of times with known relative errors (2-8%, one
+    point never grokked): the fitted exponents' spread is the reported error (within 5%), and
+    two points, which leave the fit no residual error, get one."""
+    kappa = np.geomspace(1e-3, 1e-1, n + 1)
+    rel = np.linspace(0.02, 0.08, n + 1)
+    t = 3.0 * kappa ** -1.3
+    t[1] = np.nan
+    rng = np.random.default_rng(n)
+    draws = t * (1 + rel * rng.normal(size=(4000, n + 1)))
+    slopes = [gk.fit_power_law_decay(kappa, d).slope for d in draws]
+    se = gk.power_law_exponent_se(kappa, t, rel * t)
+    assert np.std(slopes) == pytest.approx(se, rel=0.05)
+    assert np.isnan(gk.power_law_exponent_se(kappa, t, np.where(np.arange(n + 1) == 0, np.nan, rel * t)))
+    with pytest.raises(InputError, match="t_se must have one value per point"):
+        gk.power_law_exponent_se(kappa, t, rel[:-1])
+    with pytest.raises(InputError, match="t_se: standard errors must be >= 0"):
+        gk.power_law_exponent_se(kappa, t, -rel * t)
 
 
 @settings(max_examples=25, deadline=None)

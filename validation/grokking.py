@@ -46,7 +46,7 @@ __all__ = ["GrokTimes", "grokking_times", "crossing_time", "crossing_time_se", "
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
            "direction_overlap", "direction_alignment", "alignment_ratio", "planted_alignment",
-           "max_change", "fit_power_law_decay", "fit_inverse_decay"]
+           "max_change", "fit_power_law_decay", "power_law_exponent_se", "fit_inverse_decay"]
 
 
 @dataclasses.dataclass
@@ -653,6 +653,29 @@ def fit_power_law_decay(kappa, t_grok):
         raise InputError(f"need at least two distinct kappa with a finite grokking time, got "
                          f"{np.unique(kappa[ok]).size}")
     return loglog_fit(kappa[ok], t_grok[ok])
+
+
+def power_law_exponent_se(kappa, t_grok, t_se) -> float:
+    """One standard error of `fit_power_law_decay`'s exponent from the times' own errors (say a
+    sampled DMFT's `GrokTimes.t_test_se`; the points independent, as solve_batch's are): the
+    least-squares slope is linear in log t, so its variance is sum_i w_i^2 (se_i / t_i)^2 with
+    w_i = (log kappa_i - mean) / sum_j (log kappa_j - mean)^2, over the points the fit uses. It
+    says how far the times' sampling moves the exponent, where the fit's own stderr (from its
+    residuals; none through two points) says how far the points stray from a power law. NaN
+    where a used point has no error."""
+    kappa, t_grok = _decay_points(kappa, t_grok)
+    t_se = real_array("t_se", t_se).ravel()
+    if t_se.shape != t_grok.shape:
+        raise InputError(f"t_se must have one value per point, as t_grok ({t_grok.size}), got {t_se.size}")
+    if np.any(t_se < 0):
+        raise InputError("t_se: standard errors must be >= 0 (NaN where unknown)")
+    ok = np.isfinite(t_grok) & (t_grok > 0) & (kappa > 0)
+    if np.unique(kappa[ok]).size < 2:
+        raise InputError(f"need at least two distinct kappa with a finite grokking time, got "
+                         f"{np.unique(kappa[ok]).size}")
+    lx = np.log(kappa[ok])
+    w = (lx - lx.mean()) / np.sum((lx - lx.mean()) ** 2)
+    return float(np.sqrt(np.sum((w * t_se[ok] / t_grok[ok]) ** 2)))
 
 
 def _decay_points(kappa, t_grok):

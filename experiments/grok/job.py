@@ -437,6 +437,9 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
                                   "points": fit.n, "half_width_95": _num(fit.half_width())}
             if not np.isfinite(fit.stderr):
                 out[f"fit_{name}"]["stderr_note"] = f"no error: a line through {fit.n} points"
+            if name == "t_test" and np.any(np.isfinite(times.t_test_se)):
+                # how far the times' own sampling moves the exponent (a sampled DMFT's)
+                out[f"fit_{name}"]["stderr_times"] = _num(gk.power_law_exponent_se(kappas, y, times.t_test_se))
         except ValueError as err:
             out[f"fit_{name}"] = {"error": f"not fitted: {err}"}
     if tb.name == "lyu":

@@ -177,6 +177,8 @@ def markdown(rep: dict, cfg: dict) -> str:
                        if f.get("half_width_95") is not None else
                        f"+- {_fmt(f['stderr'])} (1 s.e.)" if f.get("stderr") is not None
                        else f"({f.get('stderr_note', 'no error estimate')})")
+                if f.get("stderr_times") is not None:
+                    err += f"; +- {_fmt(f['stderr_times'])} (1 s.e.) from the times' own errors"
                 lines.append(f"\nFit {name} ~ kappa^b: b = {f['exponent']:.3f} {err} over "
                              f"kappa in [{f['range'][0]:g}, {f['range'][1]:g}] ({f['points']} points).")
             elif f:
