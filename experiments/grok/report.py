@@ -34,7 +34,7 @@ def _fmt(x, missing="n/a"):
 
 
 def _time(x, se=None):
-    """A crossing time, with its standard error where it has one (a sampled DMFT's)."""
+    """A crossing time, with its standard error where it has one (a sampled DMFT's, a seed mean's)."""
     out = _fmt(x, "not reached")
     if se is not None and x is not None and np.isfinite(float(x)) and np.isfinite(float(se)):
         out += f" +- {float(se):.2g}"
