@@ -172,7 +172,8 @@ def test_crossing_time_errors_cover_a_reference_solve():
             z = np.abs(est - truth) / se
             cover_t, cover_n = np.mean(z < q), np.mean(z < 1.96)
             assert 0.89 < cover_t <= 0.99 and cover_n < cover_t - 0.03, (name, frac, cover_t, cover_n)
-            assert 0.6 < np.mean(se ** 2) / np.var(est) < 1.7, (name, frac)
+            # (ddof 0 in the replicas' spread would read 0.83-0.86 here, R - 1 under the root 1.48-1.53)
+            assert 0.9 < np.mean(se ** 2) / np.var(est) < 1.4, (name, frac)
 
 
 @given(bad=st.lists(st.integers(0, 4), min_size=0, max_size=5, unique=True),

@@ -812,6 +812,23 @@ def test_error_bars_cover_the_reference_at_their_nominal_level(rich_2d):
         ref.interval("ntk")                                          # (solved with kernels=False)
 
 
+@settings(max_examples=30, deadline=None)
+@given(R=st.integers(2, 8), T=st.integers(1, 4), log_scale=st.sampled_from([-200.0, 0.0, 200.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_replica_error_is_the_sample_standard_error_over_replicas(R, T, log_scale, seed):
+    """Every sampled error bar is `single_site.replica_se`: the replicas' standard deviation
+    with R - 1 in its denominator over sqrt(R), at any scale (ddof 0, or R - 1 under the root,
+    made every error bar 13-15% off at R = 4 and no coverage test could tell: a mutation audit),
+    on numpy and on JAX arrays alike; 0 where the replicas agree."""
+    from dmft.single_site import replica_se
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(T, R, 3)) * 10.0 ** log_scale
+    want = np.std(a / 10.0 ** log_scale, axis=1, ddof=1) / np.sqrt(R) * 10.0 ** log_scale
+    np.testing.assert_allclose(replica_se(a, xp=np), want, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(replica_se(jnp.asarray(a))), want, rtol=1e-12)
+    assert np.all(replica_se(np.broadcast_to(a[:, :1], a.shape), xp=np) == 0)
+
+
 HARD_TANH = dmft.activations.custom(lambda h: jnp.clip(h, -1.0, 1.0), "hard_tanh", kinks=[-1.0, 1.0])
 
 
