@@ -183,6 +183,22 @@ def test_plateaus_count_the_noise_pairs_learned_before_a_teacher_mode():
     assert pl["levels"][-1] < pl["end"] - 0.05
 
 
+def test_plateaus_noise_floor_counts_outputs_and_the_networks_reach_it():
+    """d_in != d_out online (every test had them equal): the floor is d_out sigma^2 / 2, every
+    level is the unlearned strengths' s^2 / 2 above it, and networks trained long reach "end"
+    (a mutation audit: the floor by d_in, 0.75 for 0.375 here, failed no test)."""
+    data = dmft.tasks.linear_teacher(6, 3, [2.0, 1.0], label_noise=0.5, key=2)
+    pl = dl.plateaus(data)
+    assert pl["noise_floor"] == pytest.approx(0.5 * 3 * 0.25, rel=1e-15)
+    np.testing.assert_allclose(pl["levels"], [2.5 + 0.375, 0.5 + 0.375, 0.375], rtol=1e-12)
+    assert pl["end"] == pytest.approx(0.375, rel=1e-12)
+    run = networks.train(dmft.DeepLinear(2, 6, 0.3, "aligned"), data, seeds=8,
+                         schedule=dmft.Schedule(0.05, 4000, 4000, batch_size=32))
+    final = run.test_loss[:, -1]
+    # SGD's stationary spread keeps W near M: its excess over the floor is O(eta sigma^2)
+    assert abs(final.mean() - pl["end"]) < max(3 * final.std(ddof=1) / np.sqrt(8), 0.02), (final.mean(), pl["end"])
+
+
 @settings(max_examples=20, deadline=None)
 @example(settled=[1e200, 1.0, float("nan"), 0.5])
 @given(settled=st.one_of(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=6),
@@ -353,6 +369,11 @@ def test_online_diffusion_is_the_population_variance_of_the_autodiff_per_sample_
             var, mean = 0.5 * jnp.sum(H[i] * H[i]), 0.5 * jnp.trace(H[i])
             np.testing.assert_allclose(run.diffusion[s_, -1, i], eta * var / batch, rtol=1e-9, atol=1e-300)
             np.testing.assert_allclose(run.drift[s_, -1, i], -mean, rtol=1e-9, atol=1e-12)
+        # the population test loss from the same weights: |W - M|^2 / 2 + d_out sigma^2 / 2 (the
+        # floor counts outputs: d_in there read 0.755 for 0.380 at d_in = 6, d_out = 3)
+        W = np.asarray(end(Ws))
+        want = 0.5 * np.sum((W - data.M) ** 2) + 0.5 * d_out * noise ** 2
+        np.testing.assert_allclose(run.test_loss[s_, -1], want, rtol=1e-10)
 
 
 def test_sgd_ensembles_follow_the_mode_sde(online):
@@ -1079,6 +1100,8 @@ def test_train_deep_linear_honours_a_shared_batch_key():
         W1, W2 = W1 - 0.05 * g1, W2 - 0.05 * g2
     np.testing.assert_allclose(run.weights["W1"][0], W1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(run.weights["W2"][0], W2, rtol=1e-10, atol=1e-12)
+    # the fixed set's train loss from the final weights: |Y - X W^T|^2 / (2 P), a mean over points
+    np.testing.assert_allclose(run.train_loss[0, -1], np.sum((Y - X @ (W2 @ W1).T) ** 2) / (2 * 16), rtol=1e-10)
 
 
 def test_networks_train_passes_batch_key_to_deep_linear():
