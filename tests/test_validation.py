@@ -82,6 +82,18 @@ def test_compare_measures_known_errors():
     scale = np.sqrt(np.mean(y ** 2))
     np.testing.assert_allclose(c.per_seed_error, 0.1 / scale)
     np.testing.assert_allclose(c.mean_error, 0.0, atol=1e-15)
+    # skewed seeds (offsets 0, 0, 0.3): the seed mean's error is the mean's, 0.1, not the median's 0
+    skew = validation.compare(sol, _fake_run(f_th[None] + np.array([0.0, 0.0, 0.3])[:, None, None], t, y, 8))
+    np.testing.assert_allclose(skew.mean_error, 0.1 / scale, rtol=1e-12)
+    np.testing.assert_allclose(skew.per_seed_error, np.sqrt(0.09 / 3) / scale, rtol=1e-12)
+    # the theory's floor in width_scaling is the RMS over saved times (t > 0) of its per-time RMS
+    # over points (floors 0.01 and 0.03: RMS 0.0224, where a mean reads 0.02)
+    err = np.stack([np.zeros(4), np.full(4, 0.01), np.full(4, 0.03)])
+    floored = _fake_solution(f_th, t, y, error_dof=3)
+    floored = dataclasses.replace(floored, error={"f_test": err, "test_loss": np.zeros(3), "train_loss": np.zeros(3),
+                                                  "f_train": err})
+    sc = validation.width_scaling(floored, {8: _fake_run(f_net, t, y, 8), 16: _fake_run(f_net, t, y, 16)})
+    assert sc["theory_floor"] == pytest.approx(np.sqrt((0.01 ** 2 + 0.03 ** 2) / 2) / scale, rel=1e-12)
     assert c.summary["final_network_std"] > 0 and c.summary["loss"] == "test"
     with pytest.raises(ValueError, match="time bases"):
         validation.compare(sol, _fake_run(f_net, t * 2, y, 8))
