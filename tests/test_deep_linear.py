@@ -1380,6 +1380,30 @@ def test_diffusion_peaks_are_interior_maxima_or_nan_with_the_reason():
     assert np.isnan(above["t_peak"][0]) and "falls" in above["no_peak"][0]
 
 
+@pytest.mark.parametrize("L", [2, 3, 4])
+def test_the_ito_drift_is_what_a_step_in_the_layer_variable_adds_in_the_mode(L):
+    """The Ito term of `drift(ito=True)`, (L - 1) D / (2 L pi), against one Euler step of the
+    layer variable a = pi^(1/L), a' = a + eta a^(L-1) (s - pi + zeta) with zeta of variance
+    D / (eta L^2 pi^(4 - 4/L)) (what `diffusion` says a step's Var[delta pi] / eta is): the mean
+    of pi' = a'^L by Gauss-Hermite quadrature (exact for this polynomial), less the noiseless
+    step's, over eta, to O(eta). Every test had called drift with ito=False (a mutation audit:
+    the term doubled failed none)."""
+    data = dmft.tasks.linear_teacher(3, 3, [2.0, 1.0], label_noise=0.5, key=0)
+    model, eta, B = dmft.DeepLinear(L, 4, 0.5, "aligned"), 1e-4, 2
+    pi = np.array([[0.4, 0.8], [1.5, 0.3]])
+    D = dl.diffusion(model, data, pi, eta0=eta, batch_size=B)
+    ito = dl.drift(model, data, pi, eta0=eta, batch_size=B) - dl.drift(model, data, pi, eta0=eta, batch_size=B,
+                                                                        ito=False)
+    a, s = pi ** (1 / L), dl.effective_modes(data).s
+    var_zeta = D / (eta * L ** 2 * pi ** (4 - 4 / L))
+    z, w = np.polynomial.hermite_e.hermegauss(2 * L)
+    w = w / w.sum()
+    step = a[..., None] + eta * a[..., None] ** (L - 1) * ((s - pi)[..., None] + np.sqrt(var_zeta)[..., None] * z)
+    noisy = np.sum(w * step ** L, axis=-1)
+    quiet = (a + eta * a ** (L - 1) * (s - pi)) ** L
+    np.testing.assert_allclose((noisy - quiet) / eta, ito, rtol=1e-3)
+
+
 def test_an_online_probe_of_two_samples_is_an_unbiased_estimate_of_the_closed_form_diffusion():
     """The networks' online diffusion probe (the sample variance over `probe` fresh samples, with
     probe - 1 in its denominator) against the closed form on the same runs (the probe draws from
