@@ -330,6 +330,24 @@ def test_z_bound_is_the_exact_bound_rounded_up_or_inf_past_the_floats(sigma, dof
         assert b == np.inf, (b, exact)
 
 
+@settings(max_examples=100, deadline=None)
+@given(sigma=st.floats(0.5, 8.0), k=st.integers(1, 40), dof=st.one_of(st.integers(1, 10 ** 4), st.just(float("inf"))),
+       tests=st.integers(1, 1000))
+def test_q_bound_is_the_exact_f_bound_rounded_up(sigma, k, dof, tests):
+    """q_bound is F(k, dof)'s (chi2(k) / k's at infinite dof) upper quantile at the Sidak share
+    of the two-sided normal tail beyond sigma, rounded up to 3 digits (the tail halved, as for a
+    two-sided t, raised the bound 10-60% and passed biased theories; only z_bound had a test of
+    its value: a mutation audit)."""
+    from scipy import stats
+
+    from validation.verdicts import q_bound
+
+    each = -np.expm1(np.log1p(-2 * stats.norm.sf(sigma)) / tests)
+    exact = float(stats.chi2.isf(each, k) / k if np.isinf(dof) else stats.f.isf(each, k, dof))
+    b = q_bound(sigma, k, dof, tests)
+    assert exact <= b <= exact * (1 + 0.0101) and float(f"{b:.3g}") == b, (b, exact)
+
+
 def test_agreement_fails_where_the_theory_is_not_finite_and_refuses_old_comparisons():
     """A theory NaN from a saved time on (a hand-built or partial Solution) PASSed both agreement
     checks on the finite times; now both FAIL saying from when. Comparisons built by an older
