@@ -622,6 +622,30 @@ def test_stationary_density_solves_the_zero_flux_fokker_planck_equation(L, decay
     assert np.trapezoid(grid * got, grid) == pytest.approx(np.trapezoid(grid * p, grid), rel=1e-5)
 
 
+@pytest.mark.parametrize("shift", [-0.3, 0.0, 0.3])
+def test_ks_distance_is_scipys_two_sided_statistic(shift):
+    """ks_distance on a fine grid of a normal density against scipy's two-sided KS statistic, for
+    samples of that law shifted either way (a one-sided distance read near zero for one of the
+    shifts and passed the stationary fit: a mutation audit)."""
+    from scipy import stats
+    x = np.random.default_rng(1).normal(size=400) + shift
+    grid = np.linspace(-9, 9, 20001)
+    got = vdl.ks_distance(x, grid, stats.norm.pdf(grid))
+    assert got == pytest.approx(stats.kstest(x, stats.norm.cdf).statistic, abs=1e-6)
+
+
+@pytest.mark.parametrize("n_a, n_b", [(20, 20), (30, 60)])
+def test_spread_ratio_error_is_the_spread_of_the_log_ratio(n_a, n_b):
+    """spread_ratio_error against the spread of log(std(a) / std(b)) over 4000 draws of two
+    normal samples (a term of the smaller sample dropped made the band too narrow: a mutation
+    audit); within 10%."""
+    rng = np.random.default_rng(n_a)
+    a, b = rng.normal(size=(4000, n_a)), rng.normal(size=(4000, n_b))
+    spread = np.std(np.log(a.std(axis=1) / b.std(axis=1)))
+    reported = np.sqrt(np.mean([vdl.spread_ratio_error(x, y) ** 2 for x, y in zip(a[:400], b[:400])]))
+    assert reported == pytest.approx(spread, rel=0.1)
+
+
 def test_mode_sde_steps_spread_as_the_diffusion_says_on_online_and_fixed_sets(online, fixed):
     """One step of 20000 SDE paths from a start: Var[delta pi] / eta is D(pi_0) (`diffusion`'s
     numpy formula; the paths draw their noise from a variance compiled apart), to O(eta) and the
