@@ -7,6 +7,8 @@ import importlib
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 import networks
@@ -254,3 +256,32 @@ def test_records_one_member_at_a_time_equal_the_vmapped_ones(monkeypatch, who):
         x, y = np.asarray(looped[name], float), np.asarray(vmapped[name], float)
         scale = np.max(np.abs(y[np.isfinite(y)]), initial=0.0)
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-12 * max(scale, 1e-300), err_msg=name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bad=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 5), max_size=3))
+def test_the_first_non_finite_record_is_the_earliest_over_all_records(bad):
+    """first_nonfinite names the earliest bad save over every record, not the first record met
+    in the dict's order (a mutation audit: keeping the first record met failed no test)."""
+    from dmft.runner import first_nonfinite
+    recs = {k: np.ones((6, 2)) for k in ("a", "b", "c")}
+    for k, i in bad.items():
+        recs[k][i, 1] = np.nan
+    first, name = first_nonfinite(recs)
+    if not bad:
+        assert (first, name) == (-1, None)
+    else:
+        assert first == min(bad.values()) and bad[name] == first
+
+
+def test_save_grids_and_decay_factors_have_their_exact_values():
+    """final_time_counts rounds to the nearest step (a floor put saves one step off, 16 for 17, and
+    refused a valid grid of 0.7 / 0.1); the flow's decay factor is RK4's to its fourth-order term
+    (a mutation audit: neither had a value test)."""
+    from dmft.schedule import decay_factor, final_time_counts
+    np.testing.assert_array_equal(final_time_counts(10, 5, [0.3]), [[0, 8, 17, 25, 33]])
+    np.testing.assert_array_equal(final_time_counts(0.7, 8, [0.1]), [np.arange(8)])
+    for x in (0.1, 0.25, 1.3):
+        R = 1 - x + x ** 2 / 2 - x ** 3 / 6 + x ** 4 / 24
+        assert decay_factor(x, 1.0, 40, "flow") == pytest.approx(R ** 40, rel=1e-13)
+        assert decay_factor(x, 1.0, 40, "gd") == pytest.approx((1 - x) ** 40, rel=1e-13)
