@@ -746,3 +746,32 @@ def test_report_figures_are_named_relative_to_the_results_directory(tmp_path, mo
                "studies": [{"figure": os.path.join(out, "figures", "b.png"), "figures": {}}]}
         assert figures_relative(rep, out) == {"figures": {"a": "figures/a.png"}, "n": 3,
                                               "studies": [{"figure": "figures/b.png", "figures": {}}]}
+
+
+def test_the_code_digest_reads_every_byte_of_the_sources(tmp_path, monkeypatch):
+    """code_digest over a copy of the four packages equals the real one; one byte changed in one
+    source file (its length kept) changes it (a digest of the paths and lengths alone passed every
+    test: an edit of a solver that keeps the file's length would pass old results as current)."""
+    import shutil
+
+    import dmft
+    import experiments
+    import networks
+    import validation
+    from experiments.output import code_digest
+
+    digest = code_digest.__wrapped__                 # (the cached one keeps the process's first answer)
+    real = digest()
+    assert real == code_digest()
+    for pkg in (dmft, networks, validation, experiments):
+        src = os.path.dirname(os.path.abspath(pkg.__file__))
+        dst = tmp_path / os.path.basename(src)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        monkeypatch.setattr(pkg, "__file__", str(dst / "__init__.py"))
+    assert digest() == real
+    path = tmp_path / "dmft" / "solve.py"
+    body = bytearray(path.read_bytes())
+    i = body.index(b"#")
+    body[i + 1] = ord("x") if body[i + 1] != ord("x") else ord("y")
+    path.write_bytes(bytes(body))
+    assert digest() != real
