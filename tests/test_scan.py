@@ -1666,3 +1666,25 @@ def test_a_store_conflict_says_what_a_resume_needs(change, said):
     with pytest.raises(StoreConflict, match="To resume it: ") as err:
         Store._check_identity("S", {"identity": base}, {**base, **change})
     assert said in str(err.value), err.value
+
+
+def test_a_chunk_whose_outputs_differ_from_its_familys_is_refused(tmp_path):
+    """write_chunk checks a chunk's outputs (names, per-point shapes, dtypes) against those its
+    family's chunks hold: a second chunk of the family with another dtype or another output is
+    refused before anything is written, and the first is still read back (with the check off the
+    second was written, replaced the family's schema and made the first read as damaged: a
+    mutation audit); another family may hold other outputs."""
+    store = Store.create_or_open(tmp_path / "s", {"config": {"a": 1}}, {"grid": {}, "chunk_names": ["c0", "c1", "c2"]})
+    try:
+        store.write_chunk("c0", {"index": np.arange(3), "x": np.ones(3)}, family="g")
+        for bad in ({"index": np.arange(3, 6), "x": np.ones(3, np.float32)},
+                    {"index": np.arange(3, 6), "x": np.ones(3), "y": np.ones(3)},
+                    {"index": np.arange(3, 6), "x": np.ones((3, 2))}):
+            with pytest.raises(dmft.InputError, match="its outputs differ from those of the chunks of g"):
+                store.write_chunk("c1", bad, family="g")
+            assert "c1" not in store.manifest["chunks"] and not os.path.exists(store.chunk_path("c1"))
+        store.write_chunk("c2", {"index": np.arange(6, 9), "z": np.zeros(3, np.int32)}, family="h")
+    finally:
+        store.close()
+    read = Store.read(tmp_path / "s")
+    np.testing.assert_array_equal(read.read_chunk("c0")["x"], np.ones(3))
