@@ -775,3 +775,25 @@ def test_the_code_digest_reads_every_byte_of_the_sources(tmp_path, monkeypatch):
     body[i + 1] = ord("x") if body[i + 1] != ord("x") else ord("y")
     path.write_bytes(bytes(body))
     assert digest() != real
+
+
+@pytest.mark.parametrize("job, section, key, value", [
+    ("simulate", "task", "P", "20"), ("simulate", "model", "activation", "'tanh'"),
+    ("simulate", "train", "eta0", "0.3"), ("simulate", "simulate", "seed", "7"),
+    ("solve", "task", "P", "20"), ("solve", "theory", "seed", "7"), ("solve", "check", "agreement_sigma", "4.0")])
+def test_a_changed_setting_the_job_reads_is_another_run_not_already_complete(job, section, key, value,
+                                                                              tmp_path, capsys):
+    """A finished run's directory, asked again with one setting the job reads changed, is another
+    run there (exit 3; a [check] change of solve is re-checked instead, exit 0 with its results
+    kept), never "already complete" with the old results (with [task] among simulate's unread
+    sections, a changed task kept the stale networks: a mutation audit)."""
+    out = tmp_path / "r"
+    argv = [job, "--out", str(out), "--no-progress"] + JOBS[job]
+    assert _run(argv, capsys)[0] == 0
+    code, err = _run(argv, capsys)
+    assert code == 0 and "already complete" in err, err
+    code, err = _run(argv + ["--set", f"{section}.{key}={value}"], capsys)
+    if section == "check":
+        assert code == 0 and "already complete" not in err and "re-check" in err.lower(), err
+    else:
+        assert code == 3 and "already complete" not in err, (code, err)
