@@ -1179,6 +1179,24 @@ def _fake(t, modes, **kw):
     return SimpleNamespace(t=np.asarray(t, float), modes=np.asarray(modes, float), **kw)
 
 
+@pytest.mark.parametrize("n_a, n_b", [(16, 256), (64, 64), (200, 20)])
+def test_compare_modes_z_is_the_difference_over_both_ensembles_errors(n_a, n_b):
+    """compare_modes' z is (mean_a - mean_b) / sqrt(var_a / n_a + var_b / n_b), both ensembles'
+    sampling errors (the SDE's dropped inflated z and failed agreeing ensembles: a mutation
+    audit), and its effect and std ratio are what they say."""
+    from validation.deep_linear import compare_modes
+    rng = np.random.default_rng(n_a)
+    t = [0.0, 1.0]
+    a = 1.0 + 0.3 * rng.standard_normal((n_a, 2, 1))
+    b = 1.05 + 0.2 * rng.standard_normal((n_b, 2, 1))
+    (row,) = compare_modes(_fake(t, a), _fake(t, b, info={"s_effective": [1.0]}), times=[1.0])
+    x, y = a[:, 1, 0], b[:, 1, 0]
+    assert row["z"] == pytest.approx((x.mean() - y.mean()) / np.sqrt(x.var(ddof=1) / n_a + y.var(ddof=1) / n_b),
+                                     rel=1e-12)
+    assert row["effect"] == pytest.approx(abs(x.mean() - y.mean()) / y.std(), rel=1e-12)
+    assert row["std_ratio"] == pytest.approx(x.std() / y.std(), rel=1e-12)
+
+
 def test_compare_modes_names_the_rule_each_row_passes_by():
     """An ensemble collapsed on its target: z = -8.6-like differences, tiny spreads. The row passes
     by the named, configurable target rule (and says so), and fails when that rule is off."""
