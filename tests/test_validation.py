@@ -1376,3 +1376,18 @@ def test_the_checks_say_when_the_dmfts_error_sets_their_dof():
         for name in ("agreement z", "prediction"):
             note = f"own error has {replicas - 1} degrees of freedom, fewer than the seeds' 7"
             assert (note in out[name]["detail"]) == said, (name, out[name]["detail"])
+
+
+def test_a_check_is_judged_at_the_time_nearest_its_bound_not_at_its_largest_value():
+    """Times with different degrees of freedom have different bounds (at 3 sigma over 2 times:
+    11.7 at 3 dof, 3.3 at 100): |z| = 4 at the first passes where 3.5 at the second fails, and the
+    check is judged at the second (judging the largest |z| missed that FAIL: a mutation audit);
+    sigma = inf (every bound inf) judges the largest value; only the judged times count."""
+    from validation.verdicts import _nearest_bound, z_bound
+    bounds = np.array([z_bound(3.0, 3, 2), z_bound(3.0, 100, 2)])
+    assert bounds[0] > 4.0 and 3.5 > bounds[1]
+    ok = np.array([True, True])
+    assert _nearest_bound(np.array([4.0, 3.5]), bounds, ok, 3.0) == 1
+    assert _nearest_bound(np.array([11.0, 1.0]), bounds, ok, 3.0) == 0
+    assert _nearest_bound(np.array([4.0, 3.5]), np.array([np.inf, np.inf]), ok, np.inf) == 0
+    assert _nearest_bound(np.array([4.0, 3.5]), bounds, np.array([True, False]), 3.0) == 0
