@@ -617,7 +617,7 @@ def test_stationary_density_solves_the_zero_flux_fokker_planck_equation(L, decay
     p /= np.trapezoid(p, grid)
     got = dl.stationary_density(model, data, grid, **kw)[:, 0]
     core = p > 1e-3 * p.max()
-    assert core[0] == core[-1] == False        # (the grid holds the law)  # noqa: E712
+    assert not core[0] and not core[-1]          # (the grid holds the law)
     np.testing.assert_allclose(got[core], p[core], rtol=2e-3)
     assert np.trapezoid(grid * got, grid) == pytest.approx(np.trapezoid(grid * p, grid), rel=1e-5)
 
