@@ -155,24 +155,33 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     threshold = checks.real("threshold", threshold)
     below = checks.flag("below", below)
     t, c = _check_curves(t, {"y": y})
-    y = c["y"]
+    x = _crossing(t, c["y"], threshold, below)
+    return x["time"], x["reached"]
+
+
+def _crossing(t, y, threshold: float, below: bool) -> dict:
+    """The first crossing of checked curves: reached, its time (NaN where not reached), whether
+    it is interpolated, and the save interval's ends (k - 1, k), fraction and slope of the
+    threshold's margin s (>= 0 once crossed), for `crossing_time` and `crossing_time_se`."""
     s = (threshold - y) if below else (y - threshold)          # >= 0 once crossed
     hit = np.where(np.isnan(s), False, s >= 0)
     reached = hit.any(axis=-1)
     k = np.argmax(hit, axis=-1)                                 # first index past the threshold
-    tb = np.broadcast_to(t, y.shape)
-    t_k = np.take_along_axis(tb, k[..., None], -1)[..., 0]
     km = np.maximum(k - 1, 0)
-    t_prev = np.take_along_axis(tb, km[..., None], -1)[..., 0]
-    s_k = np.take_along_axis(s, k[..., None], -1)[..., 0]
-    s_prev = np.take_along_axis(s, km[..., None], -1)[..., 0]
+    tb = np.broadcast_to(t, y.shape)
+
+    def at(a, i):
+        return np.take_along_axis(a, i[..., None], -1)[..., 0]
+    t_k, t_prev, s_k, s_prev = at(tb, k), at(tb, km), at(s, k), at(s, km)
     # interpolate from the save before only where both values are finite: after a NaN or inf
     # save the crossing is known to lie at or before t_k, and t_k is what is reported
-    interp = (k > 0) & np.isfinite(s_prev) & np.isfinite(s_k) & (s_k != s_prev)
+    interp = reached & (k > 0) & np.isfinite(s_prev) & np.isfinite(s_k) & (s_k != s_prev)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(interp, -s_prev / (s_k - s_prev), 1.0)
-    time = np.where(interp, t_prev + np.clip(frac, 0, 1) * (t_k - t_prev), t_k)
-    return np.where(reached, time, np.nan), reached
+        frac = np.clip(np.where(interp, -s_prev / (s_k - s_prev), 1.0), 0, 1)
+        slope = (s_k - s_prev) / (t_k - t_prev)
+    time = np.where(interp, t_prev + frac * (t_k - t_prev), t_k)
+    return {"reached": reached, "time": np.where(reached, time, np.nan), "interp": interp, "k": k, "km": km,
+            "frac": frac, "slope": slope}
 
 
 def _nonnegative(name, se):
@@ -199,22 +208,16 @@ def crossing_time_se(t, y, y_se, threshold: float, *, below: bool = True):
     below = checks.flag("below", below)
     t, c = _check_curves(t, {"y": y, "y_se": y_se})
     y, se = np.broadcast_arrays(c["y"], _nonnegative("y_se", c["y_se"]))
-    s = (threshold - y) if below else (y - threshold)
-    hit = np.where(np.isnan(s), False, s >= 0)
-    k = np.argmax(hit, axis=-1)
-    km = np.maximum(k - 1, 0)
-    tb = np.broadcast_to(t, y.shape)
+    return _time_se(_crossing(t, y, threshold, below), se)
 
+
+def _time_se(x: dict, se):
+    """The crossing `x`'s (`_crossing`) standard error from the curve's errors `se`."""
     def at(a, i):
         return np.take_along_axis(a, i[..., None], -1)[..., 0]
-    s_k, s_prev = at(s, k), at(s, km)
-    interp = hit.any(axis=-1) & (k > 0) & np.isfinite(s_prev) & np.isfinite(s_k) & (s_k != s_prev)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.clip(np.where(interp, -s_prev / (s_k - s_prev), 0.0), 0, 1)
-        slope = (s_k - s_prev) / (at(tb, k) - at(tb, km))
-        se_at = (1 - frac) * at(se, km) + frac * at(se, k)
-        out = se_at / np.abs(slope)
-    return np.where(interp, out, np.nan)
+        out = ((1 - x["frac"]) * at(se, x["km"]) + x["frac"] * at(se, x["k"])) / np.abs(x["slope"])
+    return np.where(x["interp"], out, np.nan)
 
 
 def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool = False,
@@ -235,25 +238,22 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
     curves = {"train_loss": train_loss, "test_loss": test_loss}
     curves.update({k: v for k, v in (("train_se", train_se), ("test_se", test_se)) if v is not None})
     t, c = _check_curves(t, curves)
-    tr, rtr = crossing_time(t, c["train_loss"], threshold, below=not accuracy)
-    te, rte = crossing_time(t, c["test_loss"], threshold, below=not accuracy)
-    both = rtr & rte
-    with np.errstate(invalid="ignore"):
-        gap = np.where(both, np.maximum(0.0, te - tr), np.nan)
-    se = {}
+    x = {}
     for name in ("train", "test"):
+        y = c[f"{name}_loss"]
         if f"{name}_se" in c:
-            shape = c[f"{name}_loss"].shape
             _nonnegative(f"{name}_se", c[f"{name}_se"])
-            if np.broadcast_shapes(shape, c[f"{name}_se"].shape) != shape:
+            if np.broadcast_shapes(y.shape, c[f"{name}_se"].shape) != y.shape:
                 raise InputError(f"{name}_se: shape {c[f'{name}_se'].shape} does not fit {name}_loss's "
-                                 f"{shape}")
-            se[f"t_{name}_se"] = crossing_time_se(t, c[f"{name}_loss"], c[f"{name}_se"], threshold,
-                                                  below=not accuracy)
-        else:
-            se[f"t_{name}_se"] = np.full(np.shape(tr if name == "train" else te), np.nan)
+                                 f"{y.shape}")
+        x[name] = _crossing(t, y, threshold, not accuracy)
+        x[name]["se"] = (_time_se(x[name], np.broadcast_to(c[f"{name}_se"], y.shape)) if f"{name}_se" in c
+                         else np.full(x[name]["time"].shape, np.nan))
+    (tr, rtr), (te, rte) = ((x[n]["time"], x[n]["reached"]) for n in ("train", "test"))
+    with np.errstate(invalid="ignore"):
+        gap = np.where(rtr & rte, np.maximum(0.0, te - tr), np.nan)
     return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
-                     float(threshold), "accuracy" if accuracy else "loss", **se)
+                     float(threshold), "accuracy" if accuracy else "loss", x["train"]["se"], x["test"]["se"])
 
 
 def accuracy(f, y) -> np.ndarray:
@@ -647,12 +647,19 @@ def fit_power_law_decay(kappa, t_grok):
     """Fit t_grok = c kappa^b on the finite points: returns a `LogLogFit` (slope b)."""
     from .fitting import loglog_fit
 
+    kappa, t_grok, ok = _power_law_points(kappa, t_grok)
+    return loglog_fit(kappa[ok], t_grok[ok])
+
+
+def _power_law_points(kappa, t_grok):
+    """(kappa, t_grok, ok): the points a power law is fitted on (finite, positive), at least two
+    distinct kappa among them, else an InputError."""
     kappa, t_grok = _decay_points(kappa, t_grok)
     ok = np.isfinite(t_grok) & (t_grok > 0) & (kappa > 0)
     if np.unique(kappa[ok]).size < 2:
         raise InputError(f"need at least two distinct kappa with a finite grokking time, got "
                          f"{np.unique(kappa[ok]).size}")
-    return loglog_fit(kappa[ok], t_grok[ok])
+    return kappa, t_grok, ok
 
 
 def power_law_exponent_se(kappa, t_grok, t_se) -> float:
@@ -663,16 +670,10 @@ def power_law_exponent_se(kappa, t_grok, t_se) -> float:
     says how far the times' sampling moves the exponent, where the fit's own stderr (from its
     residuals; none through two points) says how far the points stray from a power law. NaN
     where a used point has no error."""
-    kappa, t_grok = _decay_points(kappa, t_grok)
-    t_se = real_array("t_se", t_se).ravel()
+    kappa, t_grok, ok = _power_law_points(kappa, t_grok)
+    t_se = _nonnegative("t_se", real_array("t_se", t_se).ravel())
     if t_se.shape != t_grok.shape:
         raise InputError(f"t_se must have one value per point, as t_grok ({t_grok.size}), got {t_se.size}")
-    if np.any(t_se < 0):
-        raise InputError("t_se: standard errors must be >= 0 (NaN where unknown)")
-    ok = np.isfinite(t_grok) & (t_grok > 0) & (kappa > 0)
-    if np.unique(kappa[ok]).size < 2:
-        raise InputError(f"need at least two distinct kappa with a finite grokking time, got "
-                         f"{np.unique(kappa[ok]).size}")
     lx = np.log(kappa[ok])
     w = (lx - lx.mean()) / np.sum((lx - lx.mean()) ** 2)
     return float(np.sqrt(np.sum((w * t_se[ok] / t_grok[ok]) ** 2)))

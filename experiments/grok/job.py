@@ -33,6 +33,7 @@ import dmft
 import networks
 from dmft.errors import ConfigError, OutputConflict, failing_at
 from dmft.io import environment, jsonable, save
+from dmft.plotting import seed_stats
 from validation import grokking as gk
 from validation import plots_grokking as plots
 
@@ -155,11 +156,8 @@ def _seed_mean(d: dict) -> dict:
     errors of those means where at least two seeds are finite (NaN where fewer)."""
     out = {k: np.nanmean(v, axis=0) for k, v in d.items()}
     for k in ("train_loss", "test_loss"):
-        ok = np.isfinite(d[k])
-        n = ok.sum(axis=0)
-        dev = np.where(ok, d[k] - np.where(n > 0, out[k], 0.0), 0.0)
-        var = (dev ** 2).sum(axis=0) / np.maximum(n - 1, 1)
-        out[f"{k}_se"] = np.where(n > 1, np.sqrt(var / np.maximum(n, 1)), np.nan)
+        _, std, n = seed_stats(d[k])                   # (std NaN where fewer than two are finite)
+        out[f"{k}_se"] = std / np.sqrt(np.maximum(n, 1))
     return out
 
 
