@@ -67,10 +67,10 @@ def markdown(rep: dict, cfg: dict) -> str:
              + f" (task {rep['data'].get('meta', {}).get('task', '?')})", "",
              f"Threshold: {kind} {'>' if kind == 'accuracy' else '<'} {_fmt(thr)}; gap = max(0, t_test - "
              "t_train) in DMFT time (Kumar et al. 2024). 'not reached' means the curve never crossed "
-             "the threshold within the run (final values shown); a gap needs both times. A sampled DMFT's "
-             "times and a seed mean's carry +- one standard error (the loss's error over its slope at "
-             "the crossing, `validation.grokking.crossing_time_se`; replicas - 1 or seeds - 1 degrees "
-             "of freedom). In report.json "
+             "the threshold within the run (final values shown); a gap needs both times. On a loss "
+             "threshold a sampled DMFT's times and a seed mean's carry +- one standard error (the loss's "
+             "error over its slope at the crossing, `validation.grokking.crossing_time_se`; replicas - 1 "
+             "or seeds - 1 degrees of freedom; accuracy thresholds have none). In report.json "
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
