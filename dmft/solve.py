@@ -80,12 +80,21 @@ class Solution(Trajectory):
             of the field basis: the weights themselves when info["basis"] == "weights"
             (D <= P + P*), else the data span ("kernel-eigenbasis").
         measures: (T, K) node averages of `neuron_measures` (sampled methods), else None.
+        replicas: where `error` comes from replicas, each replica's own estimate of the
+            scalar records "train_loss", "test_loss", "alignment", "weight_change.first_layer",
+            "weight_change.readout" ((T, R)) and "measures" ((T, R, K)); else None. Their mean
+            over R is the record for alignment and measures, and the record to first order for
+            the losses and weight changes (which are those of the pooled nodes); their spread
+            gives `error`. For errors of quantities derived from several records at once (a
+            lead between two crossings: `validation.grokking.jackknife_se`). `sgd_mean` gives
+            the sequences' values (R = sequences).
     """
 
     error: dict | None = None
     state: dict | None = None
+    replicas: dict | None = None
 
-    GROUPS: ClassVar[tuple] = ("weight_change", "error", "state")
+    GROUPS: ClassVar[tuple] = ("weight_change", "error", "state", "replicas")
     ALL_FINITE: ClassVar[bool] = True                  # (a solve raises rather than return NaN)
     TIME_SERIES_GROUPS: ClassVar[tuple] = GROUPS        # every error and state has a time axis
     PREDICT_HINT: ClassVar[str] = ("solve again in this session (the final state is kept in memory, "
@@ -646,12 +655,14 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     save_steps, times = sch.save_steps[:n], sch.times[:n]
     y = np.asarray(data.targets("train"))
     yt = data.targets("test")
-    error = None
+    error = replicas = None
     if plan.sampled:
         R = rec["f_train"].shape[1]
         per_train = _mse(y, rec["f_train"])                        # (T, R)
         per_test = _mse(yt, rec["f_test"]) if (yt is not None and "f_test" in rec) else None
         if R > 1:
+            replicas = {"train_loss": per_train, "test_loss": per_test, "alignment": rec["alignment"],
+                        "measures": rec.get("measures")}
             se = lambda a: _ss.replica_se(np.asarray(a), xp=np)   # noqa: E731
             error = {"train_loss": se(per_train), "f_train": se(rec["f_train"])}
             if per_test is not None:
@@ -666,6 +677,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
             se_sq = {g: se(rec[f"sq_weight_change.{g}"]) for g in ("first_layer", "readout")}
             if data.scalar:
                 error = {k: (v[..., 0] if k.startswith("f_") else v) for k, v in error.items()}
+            sq_rep, sq_rep_readout = rec["sq_weight_change.first_layer"], rec["sq_weight_change.readout"]
         rec = {k: (v.mean(axis=1) if v.ndim >= 2 else v) for k, v in rec.items()}
         extra = {**extra, "error_dof": R - 1}
     f_tr = rec["f_train"]
@@ -682,6 +694,11 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     if error:
         for g, dim in (("first_layer", data.D), ("readout", data.C)):
             error[f"weight_change.{g}"] = _ss.weight_change_se(se_sq[g], wc[g], dim, xp=np)
+        # each replica's own weight changes (its squared change, with the same off-span part)
+        replicas["weight_change.first_layer"] = np.sqrt(np.maximum(
+            sq_rep + (sq_first - rec["sq_weight_change.first_layer"])[:, None], 0) / data.D)
+        replicas["weight_change.readout"] = np.sqrt(np.maximum(sq_rep_readout, 0) / data.C)
+        replicas = {k: np.asarray(v) for k, v in replicas.items() if v is not None}
     f_tr = _squeeze(data, f_tr)
     f_te = None if f_te is None else _squeeze(data, f_te)
     state = None
@@ -701,6 +718,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
               "gradient_kernel": rec.get("gradient_kernel"), "alignment": rec["alignment"],
               "weight_change.first_layer": wc["first_layer"], "weight_change.readout": wc["readout"],
               "measures": rec.get("measures"), **{f"error.{k}": v for k, v in (error or {}).items()},
+              **{f"replicas.{k}": v for k, v in (replicas or {}).items()},
               **{f"state.{k}": v for k, v in (state or {}).items()}}
     if arrays_only:
         return {k: v for k, v in arrays.items() if v is not None}
@@ -733,7 +751,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
                     test_loss=test_loss, ntk=rec.get("ntk"), feature_kernel=rec.get("feature_kernel"),
                     gradient_kernel=rec.get("gradient_kernel"), alignment=rec["alignment"],
                     weight_change=wc, error=error, info=info, state=state,
-                    measures=rec.get("measures"))
+                    measures=rec.get("measures"), replicas=replicas)
 
 
 _UNSET = object()
@@ -1156,6 +1174,11 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, s
         return np.std(vals, axis=0, ddof=1) / np.sqrt(n)
 
     first = sols[0]
+    # each sequence's own records, as a solve's replicas (their spread is `error`)
+    reps = {"train_loss": [s.train_loss for s in sols], "test_loss": [s.test_loss for s in sols],
+            "alignment": [s.alignment for s in sols], "measures": [s.measures for s in sols],
+            **{f"weight_change.{k}": [s.weight_change[k] for s in sols] for k in first.weight_change}}
+    replicas = {k: np.stack(v, axis=1) for k, v in reps.items() if v[0] is not None}
     error = {"train_loss": se([s.train_loss for s in sols]), "f_train": se([s.f_train for s in sols]),
              **{f"weight_change.{k}": se([s.weight_change[k] for s in sols]) for k in first.weight_change}}
     for name in ("test_loss", "f_test", "alignment", "ntk", "feature_kernel", "gradient_kernel", "measures"):
@@ -1200,5 +1223,5 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, s
                     alignment=mean("alignment"),
                     weight_change={k: np.mean([s.weight_change[k] for s in sols], axis=0)
                                    for k in first.weight_change},
-                    error=error, info=info, measures=mean("measures")).attach_predictor(
+                    error=error, info=info, measures=mean("measures"), replicas=replicas).attach_predictor(
                         None if any(p is None for p in predictors) else predictor)

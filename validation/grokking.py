@@ -13,6 +13,8 @@
   with the save grid; a lead is reported only where the saves order the two crossings
   (at least `MIN_SAVES_BETWEEN` saved time between them, else NaN: unresolved);
   `lead_verdict` counts the runs in which each measure leads, with a Wilson interval.
+  Given the replicas (or seeds) behind the curves, each lead has a standard error by the
+  jackknife (`jackknife_se`), which counts the two crossings' shared errors.
 - Kumar toy model: `kumar_decomposition` (variance, misalignment, linear power
   of the test loss, exact from the closure state) and `planted_overlap`.
 - Neuron measures for `dmft.solve(neuron_measures=...)` and
@@ -42,7 +44,7 @@ from dmft.errors import InputError
 from .inputs import boolean_array, mapping, names, real_array, real_or_inf
 
 __all__ = ["GrokTimes", "grokking_times", "crossing_time", "crossing_time_se", "accuracy", "early_warning", "drop_time",
-           "MIN_SAVES_BETWEEN", "saves_between",
+           "MIN_SAVES_BETWEEN", "saves_between", "jackknife_se", "REPLICAS_PREFIX",
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
            "direction_overlap", "direction_alignment", "alignment_ratio", "planted_alignment",
@@ -411,7 +413,68 @@ def saves_between(t, a, b):
     return np.sum(inside, axis=-1)
 
 
-def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MIN_SAVES_BETWEEN) -> dict:
+# the grok job's and figures' curve sets name each curve's replicas (R, T) "replicas.NAME"
+REPLICAS_PREFIX = "replicas."
+
+
+def _check_replicas(curves: dict, replicas) -> int:
+    """replicas (name -> (..., R, T)) against the checked curves (name -> (..., T)): the same
+    names, real, R >= 2 the same for every name, leading axes and T those of the curve.
+    Returns R (the arrays checked in place of the given ones)."""
+    mapping("replicas", replicas, "each curve's replicas (name -> (..., R, T) array)")
+    if set(replicas) != set(curves):
+        raise InputError(f"replicas: needs exactly the curves' names {sorted(curves)}, got {sorted(replicas)}")
+    R = None
+    for k in list(replicas):
+        v = real_array(f"replicas[{k!r}]", replicas[k])
+        want = curves[k].shape[:-1] + (v.shape[-2] if v.ndim >= 2 else -1, curves[k].shape[-1])
+        if v.ndim < 2 or v.shape != want or (R is not None and v.shape[-2] != R):
+            raise InputError(f"replicas[{k!r}]: shape {v.shape} is not {k}'s {curves[k].shape} with a replica "
+                             f"axis before time{'' if R is None else f' ({R} replicas, as the others)'}")
+        R = v.shape[-2]
+        if R < 2:
+            raise InputError(f"replicas[{k!r}]: a jackknife needs at least 2 replicas, got {R}")
+        replicas[k] = v
+    return R
+
+
+def jackknife_se(fn, curves: dict, replicas: dict):
+    """Standard error of a quantity derived from several curves at once (a lead between two
+    crossings, a gap), by the jackknife over the replicas (or seeds) that estimate them.
+
+    curves: name -> (..., T) estimates. replicas: name -> (..., R, T), each replica's own
+    estimate of that curve (a solve's `Solution.replicas` with its replica axis moved before
+    time; an ensemble's seeds), for every curve. fn(curves) -> an array over the leading axes,
+    or a dict of them, NaN where undefined. The i-th leave-one-out curve is the estimate moved
+    by the other replicas' mean less all of theirs, c + (mean - v_i) / (R - 1), so a curve that
+    is not the replicas' plain mean (a loss of the pooled outputs) keeps its own level. Returns
+    sqrt((R - 1) / R sum_i (fn_i - mean_i fn_i)^2), shaped as fn's value (a dict for a dict),
+    NaN wherever fn is NaN for a left-out replica (a curve NaN in one replica gives NaN). For a
+    smooth fn it is the delta method's error with the curves' covariances included; use R - 1
+    degrees of freedom, as for a solve's `error`."""
+    if not callable(fn):
+        raise InputError(f"fn: must be a function of a dict of curves, got {type(fn).__name__}")
+    mapping("curves", curves, "curves (name -> (..., T) array)")
+    curves = {k: real_array(f"curves[{k!r}]", v) for k, v in curves.items()}
+    bad = [k for k, v in curves.items() if v.ndim < 1 or v.shape[-1] < 2]
+    if bad:
+        raise InputError(f"curves: {bad} must be curves over at least two saved times (last axis)")
+    replicas = dict(replicas) if isinstance(replicas, Mapping) else replicas
+    R = _check_replicas(curves, replicas)
+    means = {k: np.mean(v, axis=-2) for k, v in replicas.items()}
+    values = [fn({k: c + (means[k] - replicas[k][..., i, :]) / (R - 1) for k, c in curves.items()})
+              for i in range(R)]
+
+    def spread(vals):
+        a = np.stack([np.asarray(v, float) for v in vals])
+        return np.sqrt((R - 1) / R * np.sum((a - a.mean(axis=0)) ** 2, axis=0))
+    if isinstance(values[0], Mapping):
+        return {k: spread([v[k] for v in values]) for k in values[0]}
+    return spread(values)
+
+
+def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MIN_SAVES_BETWEEN,
+                  replicas: dict | None = None) -> dict:
     """Lead time of each progress measure over the test-loss drop (docs/conventions.md).
 
     t_drop: `drop_time` of the test loss; each measure's t_change: `change_time` (the names in
@@ -419,6 +482,12 @@ def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MI
     i.e. at least `min_saves` saved times lie between the two (`saves_between`), else NaN
     (`resolved` False: the order of the two crossings is the interpolation's alone); leads =
     lead > 0 (False where unresolved).
+
+    replicas: optional, "test_loss" and each measure's name -> (..., R, T), the replicas (or
+    seeds) behind the curves (`jackknife_se`): the result then also holds standard errors
+    "t_drop_se" and per measure "t_change_se" and "lead_se" (NaN where the time or lead is;
+    R - 1 degrees of freedom). A lead's two crossings share the replicas' errors: the
+    jackknife counts their covariance, which two separate errors would not.
 
     Returns {"t_drop", "observed", name: {"t_change", "lead", "leads", "resolved",
     "saves_between"}} (arrays over leading axes)."""
@@ -431,8 +500,20 @@ def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MI
     min_saves = checks.integer("min_saves", min_saves, minimum=1)
     t, c = _check_curves(t, {"test_loss": test_loss, **{f"measures[{k!r}]": v for k, v in measures.items()}})
     c.update({k: c.pop(f"measures[{k!r}]") for k in measures})
+    if replicas is not None:
+        replicas = dict(replicas) if isinstance(replicas, Mapping) else replicas
+        _check_replicas(c, replicas)
+
+    def times(cur):
+        td = drop_time(t, cur["test_loss"])[0]
+        tcs = {k: change_time(t, cur[k], rate=k in rates) for k in measures}
+        return {"t_drop": td, **{f"t_change.{k}": v for k, v in tcs.items()},
+                **{f"lead.{k}": td - v for k, v in tcs.items()}}
     t_drop, observed = drop_time(t, c["test_loss"])
     out = {"t_drop": t_drop, "observed": observed}
+    se = jackknife_se(times, c, replicas) if replicas is not None else None
+    if se is not None:
+        out["t_drop_se"] = np.where(np.isfinite(t_drop), se["t_drop"], np.nan)
     for name in measures:
         tc = change_time(t, c[name], rate=name in rates)
         n = saves_between(t, t_drop, tc)
@@ -440,6 +521,9 @@ def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MI
         lead = np.where(resolved, t_drop - tc, np.nan)
         out[name] = {"t_change": tc, "lead": lead, "leads": np.where(resolved, lead > 0, False),
                      "resolved": resolved, "saves_between": n}
+        if se is not None:
+            out[name]["t_change_se"] = np.where(np.isfinite(tc), se[f"t_change.{name}"], np.nan)
+            out[name]["lead_se"] = np.where(resolved, se[f"lead.{name}"], np.nan)
     return out
 
 

@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from dmft.errors import InputError
 from dmft.plotting import new_figure, seed_mean_line
 
-from .grokking import early_warning
+from .grokking import REPLICAS_PREFIX, early_warning
 
 __all__ = ["grokking_curves", "progress_measures", "kumar_decomposition_plot", "width_departure",
            "phase_diagram_plot", "decay_plot", "MEASURE_LABELS"]
@@ -119,7 +119,8 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
         raise InputError(f"gammas: need at least one gamma0 with theory curves, got gammas = {list(gammas)!r}")
     _check_gammas("theory", theory, gammas)
     skip = ("train_loss", "test_loss", "train_acc", "test_acc", "train_loss_se", "test_loss_se", "t")
-    names = [k for k in theory[gammas[0]] if k not in skip and not k.startswith("decomposition.")]
+    names = [k for k in theory[gammas[0]] if k not in skip
+             and not k.startswith(("decomposition.", REPLICAS_PREFIX))]
     ncol = len(names) + int(ew_grid is not None)
     fig, axes = new_figure(1, ncol, size=(4.3 * ncol, 3.9), squeeze=False)
     axes = axes[0]

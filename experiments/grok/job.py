@@ -47,6 +47,8 @@ __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
 PARTS = "curves"
 # progress measures that are rates (their change time is the median time of their burst)
 RATES = ("planted_diffusion",)
+# a curve set's per-replica (or per-seed) curves (R, T) are named with this prefix
+REPLICAS = gk.REPLICAS_PREFIX
 _SKIP = ("train_loss", "test_loss", "train_acc", "test_acc", "train_loss_se", "test_loss_se", "t")
 
 
@@ -99,6 +101,13 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
             measures = {"planted_alignment": gk.alignment_ratio(sol.measures)}
         else:
             measures = {tb.measure.__name__: sol.measures[:, 0]}
+        if sol.replicas:        # each replica's own curves (R, T): the early-warning leads' errors
+            rep = sol.replicas
+            m = rep["measures"]
+            reps = {"test_loss": rep["test_loss"], "alignment": rep["alignment"],
+                    "weight_change": rep["weight_change.first_layer"],
+                    **{k: (gk.alignment_ratio(m) if k == "planted_alignment" else m[..., 0]) for k in measures}}
+            measures.update({f"{REPLICAS}{k}": np.swapaxes(v, 0, 1) for k, v in reps.items()})
     log(f"  DMFT gamma0={g:g}: {sol.info['method']} in {time.perf_counter() - t0:.1f} s")
     if sol.info.get("heavy_tailed"):
         share = float(np.nanmin(sol.info["effective_node_share"]))
@@ -153,11 +162,14 @@ def _networks(cfg, tb: Testbed, g, log, progress):
 
 def _seed_mean(d: dict) -> dict:
     """An ensemble's curves as their means over the finite seeds, with the losses' standard
-    errors of those means where at least two seeds are finite (NaN where fewer)."""
+    errors of those means where at least two seeds are finite (NaN where fewer), and with two
+    seeds or more the seeds' own curves as its replicas (`REPLICAS`: the leads' errors)."""
     out = {k: np.nanmean(v, axis=0) for k, v in d.items()}
     for k in ("train_loss", "test_loss"):
         _, std, n = seed_stats(d[k])                   # (std NaN where fewer than two are finite)
         out[f"{k}_se"] = std / np.sqrt(np.maximum(n, 1))
+    if len(d["test_loss"]) >= 2:
+        out.update({f"{REPLICAS}{k}": np.asarray(v) for k, v in d.items() if k not in ("train_acc", "test_acc")})
     return out
 
 
@@ -171,7 +183,7 @@ def _times(cfg, t, cur, thr, accuracy):
 
 
 def _measure_names(cur):
-    return [k for k in cur if k not in _SKIP and not k.startswith("decomposition.")]
+    return [k for k in cur if k not in _SKIP and not k.startswith(("decomposition.", REPLICAS))]
 
 
 def _num(x):
@@ -199,15 +211,23 @@ def _early(t, cur) -> dict:
     least twice its floor), its `t_drop`, and per measure t_change, the saves between it and
     t_drop, lead and leads (None, with the reason in `lead_note`: no drop, or unresolved by the
     saves; a measure that does not change has no lead and does not lead)."""
-    ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in _measure_names(cur)}, rates=RATES)
+    names = _measure_names(cur)
+    # with the replicas (or seeds) behind the curves, the times and leads have errors (jackknife)
+    reps = ({k: cur[REPLICAS + k] for k in ["test_loss", *names]}
+            if all(REPLICAS + k in cur for k in ["test_loss", *names]) else None)
+    ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in names}, rates=RATES, replicas=reps)
     out = {"drop_observed": bool(ew["observed"]), "t_drop": _num(ew["t_drop"])}
+    if reps:
+        out["t_drop_se"] = _num(ew["t_drop_se"])
     for k, v in ew.items():
-        if k not in ("observed", "t_drop"):
+        if k not in ("observed", "t_drop", "t_drop_se"):
             note = _lead_note(v, ew["t_drop"])
             # leads: None where not known (unresolved, no drop); False for a measure that never moved
             leads = bool(v["leads"]) if not note else (False if note == "no change" else None)
             out[k] = {"t_change": _num(v["t_change"]), "lead": _num(v["lead"]), "leads": leads,
                       "saves_between": int(v["saves_between"]), "resolved": bool(v["resolved"])}
+            if reps:
+                out[k].update(t_change_se=_num(v["t_change_se"]), lead_se=_num(v["lead_se"]))
             if note:
                 out[k]["lead_note"] = note
     return out

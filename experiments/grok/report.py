@@ -106,7 +106,10 @@ def markdown(rep: dict, cfg: dict) -> str:
               "t_change and t_drop, so that at that save one curve had passed its mark and the other had "
               "not. With both times inside one save interval their order is the interpolation's alone, "
               "and the lead is 'unresolved' (null in report.json, with `lead_note`): save more often "
-              "(e.g. train.log_saves) to resolve it.", "",
+              "(e.g. train.log_saves) to resolve it. A sampled DMFT's times and leads, and a seed mean's, "
+              "carry +- one standard error, by the jackknife over its replicas or seeds (the two "
+              "crossings of a lead share their errors; `validation.grokking.jackknife_se`; replicas - 1 "
+              "or seeds - 1 degrees of freedom).", "",
               "| gamma0 | source | t_drop | measure | t_change | saves between | lead |",
               "|---|---|---|---|---|---|---|"]
     for r in rep["summary"]:
@@ -114,11 +117,12 @@ def markdown(rep: dict, cfg: dict) -> str:
         if not ew["drop_observed"]:
             continue          # no drop to warn of
         for name, v in ew.items():
-            if name in ("t_drop", "drop_observed"):
+            if name in ("t_drop", "t_drop_se", "drop_observed"):
                 continue
-            lead = _fmt(v["lead"]) if v.get("lead") is not None else _lead_text(v)
-            lines.append(f"| {r['gamma0']:g} | {r['source']} | {_fmt(ew['t_drop'])} | {name} | "
-                         f"{_fmt(v['t_change'], 'no change')} | {v.get('saves_between', '-')} | {lead} |")
+            lead = _time(v["lead"], v.get("lead_se")) if v.get("lead") is not None else _lead_text(v)
+            change = _time(v["t_change"], v.get("t_change_se")) if v.get("t_change") is not None else "no change"
+            lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(ew['t_drop'], ew.get('t_drop_se'))} | "
+                         f"{name} | {change} | {v.get('saves_between', '-')} | {lead} |")
     if not any(r["early_warning"]["drop_observed"] for r in rep["summary"]):
         lines.append("| - | no curve has a drop to warn of (plateau at least twice its floor) | - | - | - | - | - |")
     named = {m for r in rep["summary"] if r["early_warning"]["drop_observed"] for m in r["early_warning"]}
