@@ -673,6 +673,37 @@ def test_solution_save_and_load_round_trip(data, tmp_path):
     assert back.info["method"] == "closure"
 
 
+def test_a_sampled_solution_keeps_each_replicas_own_records(data, tmp_path):
+    """Solution.replicas: each replica's own scalar records (T, R), whose spread is the error:
+    their mean is the alignment and measures exactly, the losses and weight changes (those of
+    the pooled nodes) to well within their errors; kept through save and load; None for the
+    exact methods and a single replica."""
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=20, save_every=5, kernels=False)
+    sol = dmft.solve(model, data, method="forward", samples=512, replicas=4, key=jax.random.key(2),
+                     neuron_measures=lambda w, w0: jnp.stack([jnp.sum(w * w0), jnp.max(jnp.abs(w - w0))]), **kw)
+    rep = sol.replicas
+    T = len(sol.t)
+    assert set(rep) == {"train_loss", "test_loss", "alignment", "measures", "weight_change.first_layer",
+                        "weight_change.readout"}
+    assert all(v.shape[:2] == (T, 4) for v in rep.values()) and rep["measures"].shape == (T, 4, 2)
+    np.testing.assert_allclose(rep["alignment"].mean(axis=1), sol.alignment, rtol=1e-12)
+    np.testing.assert_allclose(rep["measures"].mean(axis=1), sol.measures, rtol=1e-12)
+    for name, value in (("train_loss", sol.train_loss), ("test_loss", sol.test_loss),
+                        ("weight_change.first_layer", sol.weight_change["first_layer"]),
+                        ("weight_change.readout", sol.weight_change["readout"])):
+        np.testing.assert_allclose(np.std(rep[name], axis=1, ddof=1) / 2, sol.error[name], rtol=0.5, atol=1e-15)
+        assert np.all(np.abs(rep[name].mean(axis=1) - value) <= 2 * sol.error[name] + 1e-12), name
+    for name in ("train_loss", "test_loss", "alignment", "measures"):
+        np.testing.assert_allclose(np.std(rep[name], axis=1, ddof=1) / 2, sol.error[name], rtol=1e-10)
+    sol.save(tmp_path / "s")
+    back = dmft.Solution.load(tmp_path / "s")
+    assert set(back.replicas) == set(rep)
+    for k, v in rep.items():
+        np.testing.assert_array_equal(back.replicas[k], v)
+    assert dmft.solve(model, data, method="lazy", **kw).replicas is None
+    assert dmft.solve(model, data, method="forward", samples=256, replicas=1, **kw).replicas is None
+
 # ------------------------------------------------------------------ decay, wide inputs, outputs
 
 def test_weight_decay_theory_against_closure_and_networks():
@@ -1508,6 +1539,11 @@ def test_sgd_mean_info_describes_the_mean_not_its_first_sequence(method):
     again = dmft.sgd_mean(dmft.TwoLayer("relu", gamma0=1.0), data, sch, sequences=3,
                           key=jax.random.wrap_key_data(np.asarray(cfg["key"], np.uint32)), **kw)
     np.testing.assert_array_equal(again.test_loss, mean.test_loss)
+    # its replicas are the sequences' own records: their mean is the mean, their spread its error
+    assert mean.replicas["test_loss"].shape == (len(mean.t), 3)
+    np.testing.assert_allclose(mean.replicas["test_loss"].mean(axis=1), mean.test_loss, rtol=1e-12)
+    np.testing.assert_allclose(np.std(mean.replicas["weight_change.first_layer"], axis=1, ddof=1) / np.sqrt(3),
+                               mean.error["weight_change.first_layer"], rtol=1e-10)
 
 
 def test_sgd_mean_keeps_the_heavy_tail_flag_of_any_sequence(monkeypatch):
