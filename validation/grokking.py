@@ -60,7 +60,9 @@ class GrokTimes:
     reached_train, reached_test: booleans.
     final_train, final_test: the last values of the curves.
     t_train_se, t_test_se: standard errors of the times where the curves' own were given
-    (`crossing_time_se`), else NaN.
+    (`crossing_time_se`), or their replicas (`jackknife_se`), else NaN.
+    gap_se: the gap's standard error where the curves' replicas were given (`jackknife_se`:
+    the two times share the replicas' errors), else NaN.
     """
 
     t_train: np.ndarray
@@ -74,6 +76,7 @@ class GrokTimes:
     kind: str                  # "loss" (fall below) or "accuracy" (rise above)
     t_train_se: np.ndarray = np.nan
     t_test_se: np.ndarray = np.nan
+    gap_se: np.ndarray = np.nan
 
     def status(self) -> np.ndarray:
         """Per point: "ok", "train not reached", "test not reached" or "neither reached"."""
@@ -92,7 +95,8 @@ class GrokTimes:
                     f"{name} {cmp} {self.threshold:g} not reached (final {float(final):.4g})")
         parts = [one("train", self.t_train, self.reached_train, self.final_train, self.t_train_se),
                  one("test", self.t_test, self.reached_test, self.final_test, self.t_test_se)]
-        gap = f"gap = {float(self.gap):.4g}" if np.isfinite(self.gap) else "gap: not defined"
+        pm = f" +- {float(self.gap_se):.2g}" if np.isfinite(self.gap_se) else ""
+        gap = f"gap = {float(self.gap):.4g}{pm}" if np.isfinite(self.gap) else "gap: not defined"
         return ", ".join(parts + [gap])
 
     def as_dict(self) -> dict:
@@ -223,7 +227,7 @@ def _time_se(x: dict, se):
 
 
 def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool = False,
-                   train_se=None, test_se=None) -> GrokTimes:
+                   train_se=None, test_se=None, replicas: dict | None = None) -> GrokTimes:
     """t_train, t_test and gap = max(0, t_test - t_train) (Kumar et al. 2024, Fig. 3e).
 
     Args:
@@ -234,6 +238,10 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
         train_se, test_se: the curves' standard errors (a DMFT solve's `error["train_loss"]`,
             `error["test_loss"]`), optional: the times' own then come by `crossing_time_se`
             (for a solve, with its `info["error_dof"]` degrees of freedom).
+        replicas: optional, "train_loss" and "test_loss" -> (..., R, T), the replicas (or
+            seeds) behind the two curves (accuracies with accuracy=True): the gap's error then
+            comes by the jackknife (`jackknife_se`), and so do the times' where train_se /
+            test_se are not given (R - 1 degrees of freedom).
     """
     threshold = checks.real("threshold", threshold)
     accuracy = checks.flag("accuracy", accuracy)
@@ -254,8 +262,23 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
     (tr, rtr), (te, rte) = ((x[n]["time"], x[n]["reached"]) for n in ("train", "test"))
     with np.errstate(invalid="ignore"):
         gap = np.where(rtr & rte, np.maximum(0.0, te - tr), np.nan)
+    gap_se = np.full(gap.shape, np.nan)
+    if replicas is not None:
+        cur = {"train_loss": c["train_loss"], "test_loss": c["test_loss"]}
+
+        def times(v):
+            a, b = (_crossing(t, v[f"{n}_loss"], threshold, not accuracy)["time"] for n in ("train", "test"))
+            with np.errstate(invalid="ignore"):
+                return {"train": a, "test": b, "gap": np.maximum(0.0, b - a)}
+        jk = jackknife_se(times, cur, replicas)
+        # (as crossing_time_se: none for a time not interpolated, a bound or the first save)
+        gap_se = np.where(np.isfinite(gap) & x["train"]["interp"] & x["test"]["interp"], jk["gap"], np.nan)
+        for n in ("train", "test"):
+            if f"{n}_se" not in c:
+                x[n]["se"] = np.where(x[n]["interp"], jk[n], np.nan)
     return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
-                     float(threshold), "accuracy" if accuracy else "loss", x["train"]["se"], x["test"]["se"])
+                     float(threshold), "accuracy" if accuracy else "loss", x["train"]["se"], x["test"]["se"],
+                     gap_se)
 
 
 def accuracy(f, y) -> np.ndarray:

@@ -104,7 +104,7 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
         if sol.replicas:        # each replica's own curves (R, T): the early-warning leads' errors
             rep = sol.replicas
             m = rep["measures"]
-            reps = {"test_loss": rep["test_loss"], "alignment": rep["alignment"],
+            reps = {"train_loss": rep["train_loss"], "test_loss": rep["test_loss"], "alignment": rep["alignment"],
                     "weight_change": rep["weight_change.first_layer"],
                     **{k: (gk.alignment_ratio(m) if k == "planted_alignment" else m[..., 0]) for k in measures}}
             measures.update({f"{REPLICAS}{k}": np.swapaxes(v, 0, 1) for k, v in reps.items()})
@@ -169,17 +169,28 @@ def _seed_mean(d: dict) -> dict:
         _, std, n = seed_stats(d[k])                   # (std NaN where fewer than two are finite)
         out[f"{k}_se"] = std / np.sqrt(np.maximum(n, 1))
     if len(d["test_loss"]) >= 2:
-        out.update({f"{REPLICAS}{k}": np.asarray(v) for k, v in d.items() if k not in ("train_acc", "test_acc")})
+        out.update({f"{REPLICAS}{k}": np.asarray(v) for k, v in d.items()})
     return out
 
 
+def _replicas_of(cur, train, test):
+    """The replicas (or seeds) behind a curve set's two curves, as grokking_times takes them;
+    None where it has none."""
+    if REPLICAS + train in cur and REPLICAS + test in cur:
+        return {"train_loss": cur[REPLICAS + train], "test_loss": cur[REPLICAS + test]}
+    return None
+
+
 def _times(cfg, t, cur, thr, accuracy):
+    # a seed mean's accuracy times, and a gap, carry errors by the jackknife over the seeds (or
+    # replicas); a DMFT's accuracies have no replicas (an accuracy of the pooled outputs)
     if accuracy and "test_acc" in cur:
         return gk.grokking_times(t, cur["train_acc"], cur["test_acc"], cfg["threshold"]["accuracy"],
-                                 accuracy=True)
+                                 accuracy=True, replicas=_replicas_of(cur, "train_acc", "test_acc"))
     # a sampled DMFT's times carry standard errors from its losses' (crossing_time_se)
     return gk.grokking_times(t, cur["train_loss"], cur["test_loss"], thr, train_se=cur.get("train_loss_se"),
-                             test_se=cur.get("test_loss_se"))
+                             test_se=cur.get("test_loss_se"),
+                             replicas=_replicas_of(cur, "train_loss", "test_loss"))
 
 
 def _measure_names(cur):

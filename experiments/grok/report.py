@@ -70,7 +70,10 @@ def markdown(rep: dict, cfg: dict) -> str:
              "the threshold within the run (final values shown); a gap needs both times. On a loss "
              "threshold a sampled DMFT's times and a seed mean's carry +- one standard error (the loss's "
              "error over its slope at the crossing, `validation.grokking.crossing_time_se`; replicas - 1 "
-             "or seeds - 1 degrees of freedom; accuracy thresholds have none). In report.json "
+             "or seeds - 1 degrees of freedom), and so do their gaps (by the jackknife over the replicas or "
+             "seeds: the two times share their errors, `validation.grokking.jackknife_se`); on an accuracy "
+             "threshold a seed mean's times and gap have them by the jackknife, a DMFT's none (no replica "
+             "has its own accuracy of the pooled outputs). In report.json "
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
@@ -91,7 +94,7 @@ def markdown(rep: dict, cfg: dict) -> str:
     for r in rep["summary"]:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'], r.get('t_train_se'))} | "
                      f"{_time(r['t_test'], r.get('t_test_se'))} | "
-                     f"{_time(r['gap'])} | {r['status']} | {_fmt(r['final_test_loss'])} |"
+                     f"{_time(r['gap'], r.get('gap_se'))} | {r['status']} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
     if rep.get("heavy_tailed"):
         lines += ["", _heavy("gamma0", rep["heavy_tailed"])]
