@@ -538,9 +538,12 @@ def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
         out["node_share_drift"] = jnp.median(rec.pop("node_share_drift"), axis=1)   # the replicas' median
         if R > 1:
             se = _ss.replica_se
-            out["error.train_loss"] = se(_mse(y[None, None], rec["f_train"]))
+            # each replica's own losses (T, R), as `Solution.replicas`: their spread is the error
+            out["replicas.train_loss"] = _mse(y[None, None], rec["f_train"])
+            out["error.train_loss"] = se(out["replicas.train_loss"])
             if st.has_y_test:
-                out["error.test_loss"] = se(_mse(y_test[None, None], rec["f_test"]))
+                out["replicas.test_loss"] = _mse(y_test[None, None], rec["f_test"])
+                out["error.test_loss"] = se(out["replicas.test_loss"])
             out["error.alignment"] = se(rec["alignment"])
             se_sq = {g: se(rec[f"sq_weight_change.{g}"]) for g in ("first_layer", "readout")}
         rec = {k: (jnp.mean(a, axis=1) if a.ndim >= 2 else a) for k, a in rec.items()}
@@ -734,7 +737,9 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         "test_loss" (with test targets), "alignment", "weight_change.first_layer",
         "weight_change.readout" (n, T), "diverged_step" (n,) (-1 if none), for the
         forward method "error.train_loss", "error.test_loss", "error.alignment" and
-        "error.weight_change.*" (standard errors as in `Solution.error`),
+        "error.weight_change.*" (standard errors as in `Solution.error`) and
+        "replicas.train_loss", "replicas.test_loss" (n, T, R: each replica's own losses, as
+        `Solution.replicas`; for the errors of quantities derived from both, a gap),
         "effective_node_share", "node_share_drift" (n, T) and "heavy_tailed" (n,) (as
         `Solution.info`), with the control variate "control_variate_noisy" (named from 3
         replicas) and "control_variate_off" (n,) (`BatchProgram`'s check of its noise, as

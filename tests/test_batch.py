@@ -106,6 +106,8 @@ def test_forward_and_lazy_batch_equal_single_solves(erf_model, forward_batch):
                        samples=256, replicas=2, key=jax.random.fold_in(key, i))
         np.testing.assert_allclose(res["f_test"][i], s.f_test, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(res["error.test_loss"][i], s.error["test_loss"], rtol=1e-9, atol=1e-14)
+        for q in ("train_loss", "test_loss"):          # each replica's own losses, (T, R)
+            np.testing.assert_allclose(res[f"replicas.{q}"][i], s.replicas[q], rtol=1e-9, atol=1e-14)
         np.testing.assert_allclose(res["weight_change.readout"][i], s.weight_change["readout"],
                                    rtol=1e-11, atol=1e-14)
         sl = dmft.solve(model.replace(gamma0=g[i]), data, eta0=[0.2, 0.5, 1.0][i], steps=20,

@@ -525,10 +525,35 @@ def test_networks_per_point_equal_networks_train(tmp_path):
         # 0.11 between the last two saves; the test loss never does: NaN, as its time)
         se = {f"{n}_se": getattr(run, f"{n}_loss").std(0, ddof=1) / np.sqrt(2) for n in ("train", "test")}
         grok = grokking_times(run.t, run.train_loss.mean(0), run.test_loss.mean(0), 0.11, **se)
-        for q in ("t_train", "t_test", "t_train_se", "t_test_se"):
+        grok = grokking_times(run.t, run.train_loss.mean(0), run.test_loss.mean(0), 0.11, **se,
+                              replicas={"train_loss": run.train_loss, "test_loss": run.test_loss})
+        for q in ("t_train", "t_test", "t_train_se", "t_test_se", "gap_se"):
             np.testing.assert_allclose(res[f"networks.grok.{q}"][i], getattr(grok, q), rtol=1e-12)
         assert np.isfinite(res["networks.grok.t_train_se"][i]) and np.isnan(res["networks.grok.t_test_se"][i])
     assert np.all(res["networks.diverged_seeds"] == 0)
+
+
+def test_a_theory_points_gap_has_its_replicas_error():
+    """A scan's theory point stores the gap's standard error, by the jackknife over the batch's
+    per-replica losses (`validation.grokking.jackknife_se`), the same as a single solve's."""
+    import jax
+
+    from experiments.scan.outputs import derive
+
+    data = dmft.tasks.single_index(D=4, P=32, P_test=24, degree=1, key=jax.random.key(3))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    sch = dmft.Schedule(eta0=0.5, steps=20, save_every=1)
+    key = jax.random.key(5)
+    res = dmft.solve_batch(model, data, {"gamma0": [1.0, 1.5]}, schedule=sch, samples=256, replicas=4, key=key)
+    sol = dmft.solve(model.replace(gamma0=1.5), data, sch, samples=256, replicas=4, key=jax.random.fold_in(key, 1),
+                     kernels=False)
+    theta = 0.5 * (sol.test_loss[0] + sol.test_loss.min())
+    out = derive("theory", res, ["grokking"], theta)
+    g = grokking_times(sol.t, sol.train_loss, sol.test_loss, theta, train_se=sol.error["train_loss"],
+                       test_se=sol.error["test_loss"], replicas={k: sol.replicas[k].T for k in ("train_loss", "test_loss")})
+    assert np.isfinite(g.gap_se) and g.gap_se > 0 and np.all(np.isfinite(out["theory.grok.gap_se"]))
+    np.testing.assert_allclose(out["theory.grok.gap_se"][1], g.gap_se, rtol=1e-8)
+    np.testing.assert_allclose(out["theory.grok.t_test_se"][1], g.t_test_se, rtol=1e-8)
 
 
 def test_a_divergence_warning_inside_a_scan_names_its_grid_point(tmp_path):

@@ -450,8 +450,10 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure",
                              progress=progress, batch_key=tb.batch_key)
         thr = _threshold(cfg, r["test_loss"][0, 0])
+    reps = ({n: np.swapaxes(r[f"replicas.{n}"], -1, -2) for n in ("train_loss", "test_loss")}
+            if "replicas.train_loss" in r else None)        # (the gaps' errors: the jackknife)
     times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr,
-                              train_se=r.get("error.train_loss"), test_se=r.get("error.test_loss"))
+                              train_se=r.get("error.train_loss"), test_se=r.get("error.test_loss"), replicas=reps)
     out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
            "seconds": time.perf_counter() - t0, "curves": r}
     if np.any(r.get("heavy_tailed", False)):          # (the forward method's, as a solve flags it)

@@ -174,9 +174,9 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines += ["| kappa | t_train | t_test | gap | kappa t_test |", "|---|---|---|---|---|"]
         for i, k in enumerate(dc["weight_decay"]):
             tt = dc["times"]["t_test"][i]
-            se = {n: (dc["times"].get(f"{n}_se") or [None] * (i + 1))[i] for n in ("t_train", "t_test")}
+            se = {n: (dc["times"].get(f"{n}_se") or [None] * (i + 1))[i] for n in ("t_train", "t_test", "gap")}
             lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i], se['t_train'])} | {_time(tt, se['t_test'])} | "
-                         f"{_time(dc['times']['gap'][i])} | {_time(k * tt if tt is not None else None)} |")
+                         f"{_time(dc['times']['gap'][i], se['gap'])} | {_time(k * tt if tt is not None else None)} |")
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
             if "exponent" in f:

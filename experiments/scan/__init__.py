@@ -30,7 +30,8 @@ weight_change.first_layer, weight_change.readout, error.train_loss,
 error.test_loss; "grokking" gives SOURCE.grok.t_train, t_test, gap, reached_train,
 reached_test (`validation.grokking_times` at scan.grok_threshold) and, where the losses have
 standard errors (theory with 2 replicas or more, networks with 2 seeds or more), t_train_se and
-t_test_se (`validation.grokking.crossing_time_se`);
+t_test_se (`validation.grokking.crossing_time_se`) and gap_se (the jackknife over the replicas or
+seeds: `validation.grokking.jackknife_se`);
 "curves" gives t and SOURCE.Q against time; "predictions" SOURCE.f_train and
 f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds; with the
 forward method theory.heavy_tailed, theory.least_node_share and theory.least_node_share_drift

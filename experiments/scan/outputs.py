@@ -28,12 +28,17 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
         # docs/conventions.md: first times below theta (NaN, reached False: not within the run)
         if "test_loss" in rec:
             se = {f"{n}_se": rec[f"error.{n}_loss"] for n in ("train", "test") if f"error.{n}_loss" in rec}
-            g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta, **se)
+            # the replicas (or seeds) behind both losses, (n, R, T): the gap's error (the jackknife)
+            reps = ({f"{n}_loss": np.swapaxes(rec[f"replicas.{n}_loss"], -1, -2) for n in ("train", "test")}
+                    if all(f"replicas.{n}_loss" in rec for n in ("train", "test")) else None)
+            g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta, **se, replicas=reps)
             out.update({f"{src}.grok.{k}": getattr(g, k) for k in
                         ("t_train", "t_test", "gap", "reached_train", "reached_test")})
             # standard errors of the times, from the losses' (a theory point's replicas, a network
-            # ensemble's seeds): validation.grokking.crossing_time_se
+            # ensemble's seeds): validation.grokking.crossing_time_se; the gap's by the jackknife
             out.update({f"{src}.grok.t_{n}": getattr(g, f"t_{n}") for n in se})
+            if reps is not None:
+                out[f"{src}.grok.gap_se"] = g.gap_se
         else:
             out[f"{src}.grok.t_train"], out[f"{src}.grok.reached_train"] = \
                 crossing_time(rec["t"], rec["train_loss"], theta)
@@ -65,6 +70,7 @@ def network_records(run) -> dict:
         rec[q] = v.mean(axis=0)
         if q.endswith("loss") and s > 1:
             rec[f"error.{q}"] = v.std(axis=0, ddof=1) / math.sqrt(s)
+            rec[f"replicas.{q}"] = np.swapaxes(v, 0, 1)          # (T, S): the seeds, as a theory's replicas
     rec["f_train"] = run.f_train.mean(axis=0)
     if run.f_test is not None:
         rec["f_test"] = run.f_test.mean(axis=0)
