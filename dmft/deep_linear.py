@@ -1263,7 +1263,8 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     small eta0), and read off at pi. A grid pi that crosses the core with a step wider than a sixth
     of it would normalize the law wrongly: UnresolvedLawError (an InputError) names the core, so a
     finer grid can be given there (`validation.deep_linear.mode_law` adds one). A grid that holds
-    only part of the law gives the law conditioned on the grid's range.
+    only part of the law gives the law conditioned on the grid's range; one that misses its core
+    altogether is an InputError that names the core (normalized there, a far tail read as the law).
 
     mode: None for every mode, or one mode's index (counted from 0; messages, like the dln
     job's reports, count modes from 1, so mode=1 is "mode 2"): only its law is computed
@@ -1337,6 +1338,17 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                 f"stationary_density: mode {i + 1}'s law around pi* = {ps:.8g} is narrower than float64 resolves "
                 f"there (its core, [{a:.17g}, {b:.17g}], holds {core.size} float64 values): a point mass at "
                 f"this precision (eta0 = {eta0:g} is small against the mode's scale)")
+        if pi[-1] < a or pi[0] > b:         # (normalized on such a grid, a tail read as the law)
+            # the core on both sides of pi* (the fine grid ends at pi* on the side the grid is not)
+            w = 3 * (b - a)
+            both = np.unique(np.concatenate([np.linspace(ps - w if L == 1 else max(ps - w, ps / 1e3), ps + w, 20001),
+                                             [ps]]))
+            lp = _log_density_on(one, kappa, L, B, eta0, both, ps, barrier)
+            wide = np.flatnonzero(lp >= lp.max() - _CORE_LOG)
+            a, b = both[wide[0]], both[wide[-1]]
+            raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] misses mode {i + 1}'s law, whose core (the "
+                             f"density above 1e-3 of its peak) is [{a:.4g}, {b:.4g}] around pi* = {ps:.4g}; give a "
+                             "grid that holds it")
         _check_resolved(pi, a, b, i)
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))

@@ -502,7 +502,31 @@ class LinearTeacher:
         return (f"LinearTeacher(d_in={self.d_in}, d_out={self.d_out}, s={np.round(self.s, 4).tolist()}, "
                 f"label_noise={self.label_noise:g}, {where})")
 
+    @property
+    def digest(self) -> str | None:
+        """SHA-256 of a fixed set's arrays (the teacher's U, V, s and the points, as float64),
+        computed once; None for online data, whose law the singular values and label noise fix.
+        Two fixed sets of one spectrum drawn with other keys have other effective strengths
+        (`dmft.deep_linear.effective_modes`): results recording different digests ran on
+        different data (`validation.deep_linear` refuses to compare them)."""
+        if self.online:
+            return None
+        known = self.__dict__.get("_digest")
+        if known is None:
+            h = hashlib.sha256()
+            for a in (self.U, self.V, self.s, self.x_train, self.y_train):
+                v = np.ascontiguousarray(a, dtype=np.float64)
+                h.update(repr(v.shape).encode())
+                h.update(v.tobytes())
+            known = h.hexdigest()
+            object.__setattr__(self, "_digest", known)
+        return known
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": "linear_teacher", "d_in": self.d_in, "d_out": self.d_out,
-                "singular_values": self.s.tolist(), "label_noise": self.label_noise,
-                "P": self.P, "meta": _jsonable(self.meta)}
+        """Sizes, spectrum, label noise, meta data, and a fixed set's digest, for result metadata."""
+        out = {"kind": "linear_teacher", "d_in": self.d_in, "d_out": self.d_out,
+               "singular_values": self.s.tolist(), "label_noise": self.label_noise,
+               "P": self.P, "meta": _jsonable(self.meta)}
+        if not self.online:
+            out["sha256"] = self.digest
+        return out

@@ -198,8 +198,21 @@ def _select_device(device, x64):
     return devices
 
 
+def _load_for_precision(load, path, overrides, x64):
+    """The configuration, its networks' train.dtype following --x32 where the user did not write
+    one (the default float64 refused every `dmft dln --x32` and deep-linear scan under it)."""
+    from .config import given_keys
+
+    cfg = load(path, overrides)
+    if (not x64 and cfg.get("train", {}).get("dtype") == "float64"
+            and "train.dtype" not in given_keys(path, overrides)):
+        cfg = load(path, [*overrides, "train.dtype='float32'"])
+    return cfg
+
+
 def _check_network_dtype(cfg, x64):
-    """Deep linear networks in float64 need x64: refused before anything is written."""
+    """Deep linear networks in float64 need x64: a float64 train.dtype the user wrote is refused
+    under --x32 before anything is written."""
     if cfg.get("train", {}).get("dtype") == "float64" and not x64:
         raise ConfigError("train.dtype = 'float64' with --x32; pass --x64 or set train.dtype = 'float32'")
 
@@ -247,7 +260,7 @@ def _dln(args) -> int:
     from .output import RECHECK, failures_recorded, prepare_output, raise_plot_errors, read_manifest, write_manifest
 
     over = flag_overrides({"train.seeds": args.seeds, "train.steps": args.steps}, args.overrides)
-    cfg = dln.load_config(args.config, over, full=args.full)
+    cfg = _load_for_precision(lambda p, o: dln.load_config(p, o, full=args.full), args.config, over, args.x64)
     devices = _select_device(args.device, args.x64)
     _check_network_dtype(cfg, args.x64)
     dln.build(cfg)                                   # values the generators refuse, before compute
@@ -277,7 +290,7 @@ def _dln(args) -> int:
 def _scan(args) -> int:
     from . import scan
 
-    cfg = scan.load_config(args.config, args.overrides)
+    cfg = _load_for_precision(scan.load_config, args.config, args.overrides, args.x64)
     explicit = [args.coordinator, args.num_processes, args.process_id]
     if any(v is not None for v in explicit) and any(v is None for v in explicit):
         raise ConfigError("--coordinator, --num-processes and --process-id go together")

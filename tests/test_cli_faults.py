@@ -797,3 +797,27 @@ def test_a_changed_setting_the_job_reads_is_another_run_not_already_complete(job
         assert code == 0 and "already complete" not in err and "re-check" in err.lower(), err
     else:
         assert code == 3 and "already complete" not in err, (code, err)
+
+
+@pytest.mark.parametrize("job", ["dln", "scan"])
+def test_x32_runs_deep_linear_networks_in_float32_unless_float64_is_written(job, capsys):
+    """--x32 refused `dmft dln` and deep-linear scans with their defaults ("train.dtype =
+    'float64' with --x32"): the networks' dtype now follows --x32 where nobody wrote one; a
+    float64 the user wrote is still refused under --x32, and --x64 keeps the default."""
+    from dmft.errors import ConfigError
+    from experiments import dln, scan
+
+    if job == "dln":
+        path, load = None, dln.load_config
+    else:
+        path, load = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "dln_scan.toml"), \
+            scan.load_config
+    assert cli._load_for_precision(load, path, [], False)["train"]["dtype"] == "float32"
+    assert cli._load_for_precision(load, path, [], True)["train"]["dtype"] == "float64"
+    written = cli._load_for_precision(load, path, ["train.dtype='float64'"], False)
+    assert written["train"]["dtype"] == "float64"
+    with pytest.raises(ConfigError, match="train.dtype = .float64. with --x32"):
+        cli._check_network_dtype(written, False)
+    two_layer = cli._load_for_precision(scan.load_config, os.path.join(os.path.dirname(__file__), "..", "scripts",
+                                                                       "configs", "scan.toml"), [], False)
+    assert "dtype" not in two_layer.get("train", {})

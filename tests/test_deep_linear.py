@@ -2523,7 +2523,37 @@ def test_a_comparison_of_results_of_two_protocols_is_refused_naming_the_field(ch
     dkw = dict(eta0=other["eta0"], batch_size=other["batch_size"], weight_decay=other.get("weight_decay", 0.0))
     with pytest.raises(dmft.InputError, match=f"^compare_diffusion: the run and the arguments differ in {field} "):
         vdl.compare_diffusion(run, m.replace(**{k: v for k, v in change.items() if k == "depth"}), T, **dkw)
+    # (stationary_fit took a wrong eta0 or depth and turned a FAIL into a PASS)
+    with pytest.raises(dmft.InputError, match=f"^stationary_fit: the run and the arguments differ in {field} "):
+        vdl.stationary_fit(run, m.replace(**{k: v for k, v in change.items() if k == "depth"}), T, after=0.0, **dkw)
     assert len(vdl.compare_modes(run, dl.mode_sde(m, T, paths=4, **kw))) > 0        # one protocol: compared
+
+
+def test_results_of_another_fixed_set_of_one_spectrum_are_refused():
+    """Two fixed sets of one spectrum drawn with other keys have other effective strengths
+    (s~ 2.32, 1.10, 0.18 against 2.04, 1.18, 0.007): the comparisons took a run of one and a
+    theory of the other, and blamed the theory (a FAIL), or read a learning time of 0. The
+    teacher's description carries a fixed set's digest, and every comparison refuses another;
+    online teachers of one spectrum (whose law it fixes) are one protocol whatever their key."""
+    m = dmft.DeepLinear(2, 4, 0.3, "aligned")
+    kw = dict(eta0=0.01, batch_size=2, steps=20, save_every=10)
+    t1, t2 = (dmft.tasks.linear_teacher(3, 3, [2.0, 1.0, 0.5], P=12, label_noise=0.5, key=k) for k in (1, 2))
+    assert t1.digest != t2.digest and t1.describe()["sha256"] == t1.digest
+    assert dmft.tasks.linear_teacher(3, 3, [2.0, 1.0, 0.5], P=12, label_noise=0.5, key=1).digest == t1.digest
+    run = networks.train(m, t1, seeds=4, **kw)
+    match = "differ in data.sha256"
+    with pytest.raises(dmft.InputError, match=f"^compare_modes: .*{match}"):
+        vdl.compare_modes(run, dl.mode_sde(m, t2, paths=4, **kw))
+    dkw = dict(eta0=0.01, batch_size=2)
+    for call in (lambda: vdl.compare_diffusion(run, m, t2, **dkw), lambda: vdl.stationary_fit(run, m, t2, after=0.0, **dkw),
+                 lambda: vdl.learning_times_of(run, t2), lambda: vdl.staircase(run, t2)):
+        with pytest.raises(dmft.InputError, match=match):
+            call()
+    assert vdl.learning_times_of(run, t1).shape == (4, 3)
+    o1, o2 = (dmft.tasks.linear_teacher(3, 3, [2.0, 1.0], P=None, label_noise=0.5, key=k) for k in (1, 2))
+    assert o1.digest is None and "sha256" not in o1.describe()
+    online = networks.train(m, o1, seeds=4, **kw)
+    assert len(vdl.compare_modes(online, dl.mode_sde(m, o2, paths=4, **kw))) > 0
 
 
 @pytest.mark.parametrize("dtype, scale, refused", [("float64", 1e120, True), ("float64", 1e100, False),
@@ -2684,3 +2714,34 @@ def test_learning_times_of_a_small_random_start_follow_the_flow_where_it_moves_a
         line = np.abs(vdl.learning_times_of(types.SimpleNamespace(t=coarse.t, modes=coarse.modes, info=line_info), data) - fine) / (every * 0.01)
         assert np.median(got) < 0.3 * np.median(line), (every, np.median(got), np.median(line))
         assert np.all(got <= line + 0.02), (every, got, line)
+
+
+def _ensemble(t, start, values, spread, n, seed):
+    """A stand-in result: n members starting at `start`, at `values` (one per later save) with
+    relative spread `spread`, one mode."""
+    from types import SimpleNamespace
+    rng = np.random.default_rng(seed)
+    modes = np.stack([np.full(n, start)] + [v * (1 + spread * rng.normal(size=n)) for v in values], axis=1)
+    return SimpleNamespace(t=t, modes=modes[..., None], info={"s_effective": [1.0]})
+
+
+@pytest.mark.parametrize("case, sde_values, net_values, start, verdict", [
+    # on its plateau, growing: networks at 1.1x the SDE's mean, z ~ 15, under 1% of the target
+    ("plateau", [0.02, 0.03], [0.022, 0.033], 0.01, "FAIL"),
+    # shrunk below its start by weight decay, collapsed: a difference of 2.5e-4 of the target passes
+    ("decayed", [0.004, 0.002], [0.00425, 0.00225], 0.0081, "PASS"),
+    # collapsed onto its target
+    ("settled", [1.0, 1.0], [1.002, 1.002], 0.01, "PASS")])
+def test_the_target_rule_passes_collapsed_modes_only(case, sde_values, net_values, start, verdict):
+    """compare_modes' "target" rule (a difference within 1% of the target) is for an ensemble
+    collapsed where it stays, whose vanishing spread makes any difference many errors: at its
+    target, or shrunk by weight decay. It passed modes on their plateau, small and growing,
+    whatever the mismatch (networks at twice the SDE's mean, z = 5.5, during an escape)."""
+    t = np.array([0.0, 1.0, 2.0])
+    sde = _ensemble(t, start, sde_values, 0.01 if case == "plateau" else 1e-7, 1000, 0)
+    run = _ensemble(t, start, net_values, 0.01 if case == "plateau" else 1e-7, 1000, 1)
+    rows = vdl.compare_modes(run, sde, times=[1.0, 2.0])
+    assert [r["verdict"] for r in rows] == [verdict] * 2, rows
+    assert all(r["target_rel"] <= 0.01 for r in rows)
+    if verdict == "PASS":
+        assert {r["mean_rule"] for r in rows} == {"target"}

@@ -589,3 +589,17 @@ def test_a_law_is_found_on_a_grid_far_wider_than_it():
     q = dl.stationary_density(model, data, own, **kw)[:, 0]
     mean, mean_own = np.trapezoid(grid * p, grid), np.trapezoid(own * q, own)
     assert abs(np.trapezoid(p, grid) - 1) < 1e-6 and abs(mean - mean_own) < 1e-6, (mean, mean_own)
+
+
+@pytest.mark.parametrize("lo, hi", [(3.0, 4.0), (10.0, 20.0), (0.01, 0.5)])
+def test_a_density_grid_that_misses_the_law_is_refused(lo, hi):
+    """stationary_density normalized its law on any grid: on [3, 4], where mode 2's law (at 1.0,
+    0.07 wide) has no mass to speak of, it returned a density of mean 3.21. A grid that misses the
+    law's core is refused, naming the core; one across it gives the law."""
+    t = dmft.tasks.linear_teacher(d_in=2, d_out=2, singular_values=[3.0, 1.0], label_noise=0.5, key=1)
+    m = dmft.DeepLinear(depth=2, width=4, init_scale=0.1, init="aligned")
+    with pytest.raises(dmft.InputError, match=r"misses mode 2's law, whose core .* is \[0\.[0-9]+, 1\.[0-9]+\]"):
+        dl.stationary_density(m, t, np.linspace(lo, hi, 2001), eta0=0.02, batch_size=1, mode=1)
+    g = np.linspace(0.5, 1.5, 2001)
+    p = dl.stationary_density(m, t, g, eta0=0.02, batch_size=1, mode=1)[:, 1]
+    assert abs(np.trapezoid(p * g, g) - 1.0) < 0.05

@@ -1716,3 +1716,17 @@ def test_a_chunk_whose_outputs_differ_from_its_familys_is_refused(tmp_path):
         store.close()
     read = Store.read(tmp_path / "s")
     np.testing.assert_array_equal(read.read_chunk("c0")["x"], np.ones(3))
+
+
+def test_a_deep_linear_spread_from_one_member_is_nan_not_zero(tmp_path):
+    """A deep-linear scan point with one SDE path stored a spread of 0 (a ddof-0 std of one
+    value); the spreads are the ddof-1 standard deviation, NaN from fewer than two members."""
+    table = {"scan": {"kind": "deep_linear", "outputs": ["final"], "networks": True,
+                      "grid": {"theory.paths": [1, 16]}},
+             "teacher": {"singular_values": [3.0, 1.0], "d_in": 2, "d_out": 2, "P": 4, "label_noise": 1.0},
+             "model": {"depth": 2, "width": 4, "init": "aligned", "init_scale": 0.3},
+             "train": {"steps": 40, "save_every": 20, "seeds": 3, "batch_size": 1, "seed": 2}}
+    res = scan.run(table, str(tmp_path / "s"))
+    std = res["theory.final.modes_std"]
+    assert np.isnan(std[0]).all() and np.isfinite(std[1]).all() and (std[1] > 0).all(), std
+    assert np.isfinite(res["networks.final.modes_std"]).all()

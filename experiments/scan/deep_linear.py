@@ -13,7 +13,8 @@ Outputs per point (arrays over the r modes, in the teacher's order):
               theory.modes_mean, .modes_std (T, r)
 
 Always: networks.diverged_seeds and theory.diverged_paths (SDE paths that went non-finite;
-the theory's means and spreads are over the others, NaN when none is left). Theory outputs
+the theory's means and spreads are over the others, NaN when none is left; a spread, the
+standard deviation with ddof 1, is NaN from fewer than two: one path has none). Theory outputs
 need an aligned start (NaN otherwise; no paths, 0 diverged). A
 point draws its networks from fold_in(key(train.seed), id) and its SDE paths from
 fold_in(key(theory.seed), id'), the ids digests of the coordinates each reads
@@ -110,7 +111,7 @@ class DeepLinearGroup:
             out["networks.diverged_seeds"] = np.int64(len(run.info["diverged"]))
             if "final" in sc["outputs"]:
                 out["networks.final.modes_mean"] = _quiet(np.nanmean, modes[:, -1], axis=0)
-                out["networks.final.modes_std"] = _quiet(np.nanstd, modes[:, -1], axis=0)
+                out["networks.final.modes_std"] = _quiet(np.nanstd, modes[:, -1], axis=0, ddof=1)
                 out["networks.final.test_loss"] = np.float64(_quiet(np.nanmedian, run.test_loss[:, -1]))
             if "learning" in sc["outputs"]:
                 # to half the fixed point with decay; none for a mode decay switches off
@@ -124,7 +125,7 @@ class DeepLinearGroup:
             if "curves" in sc["outputs"]:
                 out["t"] = st.schedule.times
                 out["networks.modes_mean"] = _quiet(np.nanmean, modes, axis=0)
-                out["networks.modes_std"] = _quiet(np.nanstd, modes, axis=0)
+                out["networks.modes_std"] = _quiet(np.nanstd, modes, axis=0, ddof=1)
                 out["networks.test_loss"] = _quiet(np.nanmedian, run.test_loss, axis=0)
         if part == "theory":
             aligned = st.model.init == "aligned"
@@ -143,7 +144,7 @@ class DeepLinearGroup:
                     out["theory.diverged_paths"] = np.int64(paths)
             with warnings.catch_warnings():     # (a diverged path reads NaN from its bad save on)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                sde_mean, sde_std = _quiet(np.nanmean, sde_modes, axis=0), _quiet(np.nanstd, sde_modes, axis=0)
+                sde_mean, sde_std = _quiet(np.nanmean, sde_modes, axis=0), _quiet(np.nanstd, sde_modes, axis=0, ddof=1)
             if "final" in sc["outputs"]:
                 out["theory.final.modes_mean"] = sde_mean[-1]
                 out["theory.final.modes_std"] = sde_std[-1]
