@@ -2745,3 +2745,33 @@ def test_the_target_rule_passes_collapsed_modes_only(case, sde_values, net_value
     assert all(r["target_rel"] <= 0.01 for r in rows)
     if verdict == "PASS":
         assert {r["mean_rule"] for r in rows} == {"target"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(which=st.sampled_from(["z_max", "effect", "target_rel", "spread_z", "spread", "after", "band", "floor",
+                              "alpha_coef", "ks_max"]),
+       value=st.sampled_from([-1.0, float("nan"), float("inf"), "x", (2.0, 1.0), (0.0, 1.0), 1.5]))
+def test_the_deep_linear_checks_refuse_bad_settings_before_any_compute(which, value):
+    """compare_modes(z_max=-1) and stationary_fit(after=-1) were accepted: every setting of the
+    three comparisons is checked (a real number in its range; a band a pair low <= high of
+    positive ratios) and refused naming it."""
+    pairs = ("spread", "band")
+    ok = (isinstance(value, tuple) and value[0] > 0) if which in pairs else (
+        isinstance(value, float) and np.isfinite(value) and (value > 0 or (value == 0 and which not in ("z_max", "alpha_coef")))
+        and not (which == "floor" and value >= 1))
+    if ok:
+        return
+    T = dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], P=None, label_noise=0.5, key=4)
+    m = dmft.DeepLinear(2, 4, 0.5, "aligned")
+    run = _ensemble(np.array([0.0, 1.0, 2.0]), 0.1, [0.5, 1.0], 0.1, 8, 0)
+    calls = {"compare_modes": ("z_max", "effect", "target_rel", "spread_z", "spread"),
+             "compare_diffusion": ("after", "band", "floor"), "stationary_fit": ("after", "alpha_coef", "ks_max")}
+    for name, keys in calls.items():
+        if which not in keys:
+            continue
+        fn = getattr(vdl, name)
+        with pytest.raises(dmft.InputError, match=rf"^{which}"):
+            if name == "compare_modes":
+                fn(run, run, **{which: value})
+            else:
+                fn(run, m, T, eta0=0.01, batch_size=2, **{"after": 0.0, which: value})

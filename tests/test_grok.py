@@ -240,21 +240,30 @@ def test_jackknife_refuses_bad_replicas_before_any_compute(case, R, T):
         reps["b"] = np.full((2, R, T), "x")
     elif case == "not callable":
         fn = 3
-    with pytest.raises(InputError, match="replicas|fn"):
+    with pytest.raises(InputError, match="^fn" if case == "not callable" else "^replicas"):
         gk.jackknife_se(fn, curves, reps)
     assert not calls
-    with pytest.raises(InputError, match="replicas"):
-        if case != "not callable":
-            gk.early_warning(np.arange(1.0, T + 1), curves["a"], {"b": curves["b"]},
-                             replicas={("test_loss" if k == "a" else k): v for k, v in reps.items()})
-        else:
-            raise InputError("replicas")
+    if case == "not callable":
+        return
+    named = {("test_loss" if k == "a" else "train_loss" if k == "b" else k): v for k, v in reps.items()}
+    with pytest.raises(InputError, match="^replicas"):
+        gk.early_warning(np.arange(1.0, T + 1), curves["a"], {"b": curves["b"]},
+                         replicas={("b" if k == "train_loss" else k): v for k, v in named.items()})
+    seen = []
+    real = gk._crossing
+    try:
+        gk._crossing = lambda *a, **k: seen.append(1) or real(*a, **k)
+        with pytest.raises(InputError, match="^replicas"):
+            gk.grokking_times(np.arange(1.0, T + 1), curves["b"], curves["a"], 0.5, replicas=named)
+    finally:
+        gk._crossing = real
+    assert not seen                       # refused before either crossing is computed
 
 
 def test_a_lead_error_is_nan_where_the_lead_is_and_zero_without_spread():
     """early_warning with replicas: the errors sit beside the times; a lead the saves do not
     resolve has no error (NaN, as the lead); replicas without spread give 0 (to rounding); a replica with a
-    NaN curve leaves every error it enters unknown (NaN)."""
+    non-finite value anywhere (a diverged seed, early or late) leaves every error unknown (NaN)."""
     t = np.geomspace(1, 1e4, 60)
     test = 1 / (1 + (t / 1000) ** 4)
     m = 1 / (1 + (t / 100) ** 2)
@@ -273,7 +282,13 @@ def test_a_lead_error_is_nan_where_the_lead_is_and_zero_without_spread():
     assert np.isfinite(ew["m"]["t_change_se"])
     noisy["m"][1, 5] = np.nan
     ew = gk.early_warning(t, test, {"m": m}, replicas=noisy)
-    assert np.isnan(ew["m"]["lead_se"]) and np.isnan(ew["m"]["t_change_se"]) and np.isfinite(ew["t_drop_se"])
+    assert np.isnan(ew["m"]["lead_se"]) and np.isnan(ew["m"]["t_change_se"]) and np.isnan(ew["t_drop_se"])
+    # a late-diverged member's NaN tail (after the drop) too: its leave-one-out curves lost that tail,
+    # and the drop read off the rest gave a finite error 4x too small
+    noisy["m"][1, 5] = m[5]
+    noisy["test_loss"][2, -10:] = np.nan
+    ew = gk.early_warning(t, test, {"m": m}, replicas=noisy)
+    assert np.isfinite(ew["t_drop"]) and np.isnan(ew["t_drop_se"]) and np.isnan(ew["m"]["lead_se"])
 
 
 def test_grokking_times_with_replicas_give_the_gap_an_error():
@@ -299,6 +314,9 @@ def test_grokking_times_with_replicas_give_the_gap_an_error():
     assert "gap = " in g.describe() and " +- " in g.describe().split("gap = ")[1]
     kept = gk.grokking_times(t, c_tr, c_te, 0.1, train_se=3 * se["train_loss"], replicas=reps)
     assert kept.t_train_se == pytest.approx(3 * d.t_train_se) and kept.t_test_se == g.t_test_se
+    # test first: the gap is 0, its error that of t_test - t_train (clipped, it read "gap = 0 +- 0")
+    first = gk.grokking_times(t, c_te, c_tr, 0.1, replicas={"train_loss": test, "test_loss": train})
+    assert first.gap == 0 and first.gap_se == pytest.approx(g.gap_se, rel=1e-6) and first.gap_se > 0
     assert np.isnan(gk.grokking_times(t, c_tr, c_te, 1e-9, replicas=reps).gap_se)            # not reached
     assert np.isnan(gk.grokking_times(t, c_tr, c_te, 2.0, replicas=reps).gap_se)             # at the first save
     assert np.isnan(gk.grokking_times(t, c_tr, c_te, 0.1).gap_se)
@@ -349,7 +367,7 @@ def test_lead_and_gap_errors_cover_a_reference_solve():
         assert 0.89 < cover_t <= 0.99 and cover_n < cover_t - 0.03, (j, cover_t, cover_n)
         ratios.append(np.mean(se ** 2) / np.var(est))
     # each within 0.6-1.6; together near 1 (leave-one-out curves moved by 1/R instead of
-    # 1/(R - 1) would read 0.57, the jackknife's (R - 1) / R left out 0.33)
+    # 1/(R - 1) would read 0.57, the jackknife's (R - 1) / R taken as 1 / R 0.33)
     assert all(0.6 < r < 1.6 for r in ratios) and 0.8 < np.mean(ratios) < 1.3, ratios
     apart = [np.mean(runs[:, j, 2] ** 2) / np.var(runs[:, j, 0]) for j in range(len(ref) - 3, len(ref))]
     assert max(apart) > 2, apart
@@ -1420,3 +1438,36 @@ def test_the_consoles_decay_fit_carries_its_error_or_why_it_has_none(b, se, n):
         text = _fit_text({**fit, "half_width_95": 4.3 * se})
         assert f"+- {4.3 * se:.3g} (95%, t with {n - 2} dof)" in text, text
     assert _fit_text({"error": "not fitted: 1 point"}) == "t_test ~ kappa^b not fitted: 1 point"
+
+
+def test_the_grok_jobs_errors_are_the_jackknifes_of_its_replicas():
+    """The job's early-warning record and grokking times of a curve set with replicas (a sampled
+    DMFT's, a seed mean's) carry the jackknife's errors of exactly those replicas; without
+    replicas none, and a curve set whose replicas miss a measure has none either."""
+    from experiments.grok import job
+
+    rng = np.random.default_rng(0)
+    t = np.geomspace(1, 1e4, 60)
+    R = 4
+    # each replica's curves at times of its own (a factor on a loss moves no drop: its level moves too)
+    z = 1 + 0.05 * rng.normal(size=(3, R, 1))
+    test = 1 / (1 + (t / (1000 * z[0])) ** 4)
+    train = 1 / (1 + (t / (100 * z[1])) ** 2)
+    align = 1 - 1 / (1 + (t / (300 * z[2])) ** 2)
+    reps = {"train_loss": train, "test_loss": test, "alignment": align}
+    cur = {**{k: v.mean(0) for k, v in reps.items()}, **{f"{job.REPLICAS}{k}": v for k, v in reps.items()}}
+    rec = job._early(t, cur)
+    ew = gk.early_warning(t, cur["test_loss"], {"alignment": cur["alignment"]},
+                          replicas={"test_loss": test, "alignment": align})
+    assert rec["t_drop_se"] == pytest.approx(float(ew["t_drop_se"])) and rec["t_drop_se"] > 0
+    assert rec["alignment"]["lead_se"] == pytest.approx(float(ew["alignment"]["lead_se"])) and rec["alignment"]["lead_se"] > 0
+    assert set(rec) == {"drop_observed", "t_drop", "t_drop_se", "alignment"}
+    cfg = {"threshold": {"accuracy": 0.9}}
+    g = job._times(cfg, t, cur, 0.05, False)
+    want = gk.grokking_times(t, cur["train_loss"], cur["test_loss"], 0.05,
+                             replicas={"train_loss": train, "test_loss": test})
+    assert g.gap_se == pytest.approx(float(want.gap_se)) and g.gap_se > 0
+    plain = {k: v for k, v in cur.items() if not k.startswith(job.REPLICAS)}
+    assert "t_drop_se" not in job._early(t, plain) and np.isnan(job._times(cfg, t, plain, 0.05, False).gap_se)
+    partial = {k: v for k, v in cur.items() if k != f"{job.REPLICAS}alignment"}
+    assert "t_drop_se" not in job._early(t, partial)

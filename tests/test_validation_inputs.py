@@ -144,7 +144,7 @@ def test_early_warning_rates(bad):
     refused("rates", gk.early_warning, T, LOSS, {"m": MEAS}, rates=bad)
 
 
-@pytest.mark.parametrize("name", ["test_loss", "t_drop", "observed"])
+@pytest.mark.parametrize("name", ["test_loss", "t_drop", "t_drop_se", "observed"])
 def test_early_warning_refuses_measure_names_that_clobber(name):
     refused("measures", gk.early_warning, T, LOSS, {name: MEAS})
 

@@ -61,8 +61,9 @@ class GrokTimes:
     final_train, final_test: the last values of the curves.
     t_train_se, t_test_se: standard errors of the times where the curves' own were given
     (`crossing_time_se`), or their replicas (`jackknife_se`), else NaN.
-    gap_se: the gap's standard error where the curves' replicas were given (`jackknife_se`:
-    the two times share the replicas' errors), else NaN.
+    gap_se: the standard error of t_test - t_train where the curves' replicas were given
+    (`jackknife_se`: the two times share the replicas' errors), else NaN; where the gap is 0
+    (the test curve crossed first) it says how far that difference is from 0.
     """
 
     t_train: np.ndarray
@@ -248,6 +249,9 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
     curves = {"train_loss": train_loss, "test_loss": test_loss}
     curves.update({k: v for k, v in (("train_se", train_se), ("test_se", test_se)) if v is not None})
     t, c = _check_curves(t, curves)
+    if replicas is not None:
+        replicas = dict(replicas) if isinstance(replicas, Mapping) else replicas
+        _check_replicas({"train_loss": c["train_loss"], "test_loss": c["test_loss"]}, replicas)
     x = {}
     for name in ("train", "test"):
         y = c[f"{name}_loss"]
@@ -266,10 +270,9 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
     if replicas is not None:
         cur = {"train_loss": c["train_loss"], "test_loss": c["test_loss"]}
 
-        def times(v):
+        def times(v):         # (the gap's error is that of t_test - t_train: clipped at 0 it read "0 +- 0")
             a, b = (_crossing(t, v[f"{n}_loss"], threshold, not accuracy)["time"] for n in ("train", "test"))
-            with np.errstate(invalid="ignore"):
-                return {"train": a, "test": b, "gap": np.maximum(0.0, b - a)}
+            return {"train": a, "test": b, "gap": b - a}
         jk = jackknife_se(times, cur, replicas)
         # (as crossing_time_se: none for a time not interpolated, a bound or the first save)
         gap_se = np.where(np.isfinite(gap) & x["train"]["interp"] & x["test"]["interp"], jk["gap"], np.nan)
@@ -447,13 +450,14 @@ def _check_replicas(curves: dict, replicas) -> int:
     mapping("replicas", replicas, "each curve's replicas (name -> (..., R, T) array)")
     if set(replicas) != set(curves):
         raise InputError(f"replicas: needs exactly the curves' names {sorted(curves)}, got {sorted(replicas)}")
+    hint = " (a Solution's replicas are (T, R): pass their transpose)"
     R = None
     for k in list(replicas):
         v = real_array(f"replicas[{k!r}]", replicas[k])
         want = curves[k].shape[:-1] + (v.shape[-2] if v.ndim >= 2 else -1, curves[k].shape[-1])
         if v.ndim < 2 or v.shape != want or (R is not None and v.shape[-2] != R):
             raise InputError(f"replicas[{k!r}]: shape {v.shape} is not {k}'s {curves[k].shape} with a replica "
-                             f"axis before time{'' if R is None else f' ({R} replicas, as the others)'}")
+                             f"axis before time{'' if R is None else f' ({R} replicas, as the others)'}{hint}")
         R = v.shape[-2]
         if R < 2:
             raise InputError(f"replicas[{k!r}]: a jackknife needs at least 2 replicas, got {R}")
@@ -471,8 +475,9 @@ def jackknife_se(fn, curves: dict, replicas: dict):
     or a dict of them, NaN where undefined. The i-th leave-one-out curve is the estimate moved
     by the other replicas' mean less all of theirs, c + (mean - v_i) / (R - 1), so a curve that
     is not the replicas' plain mean (a loss of the pooled outputs) keeps its own level. Returns
-    sqrt((R - 1) / R sum_i (fn_i - mean_i fn_i)^2), shaped as fn's value (a dict for a dict),
-    NaN wherever fn is NaN for a left-out replica (a curve NaN in one replica gives NaN). For a
+    sqrt((R - 1) / R sum_i (fn_i - mean_i fn_i)^2), shaped as fn's value (a dict for a dict; fn's
+    values are over the curves' leading axes), NaN wherever fn is NaN for a left-out replica, and
+    wherever a replica has a non-finite value at any save (a late-diverged seed). For a
     smooth fn it is the delta method's error with the curves' covariances included; use R - 1
     degrees of freedom, as for a solve's `error`."""
     if not callable(fn):
@@ -487,10 +492,16 @@ def jackknife_se(fn, curves: dict, replicas: dict):
     means = {k: np.mean(v, axis=-2) for k, v in replicas.items()}
     values = [fn({k: c + (means[k] - replicas[k][..., i, :]) / (R - 1) for k, c in curves.items()})
               for i in range(R)]
+    # a replica with a non-finite value anywhere (a seed diverged late) leaves the error unknown:
+    # the leave-one-out curves lose that tail, and a time read off the rest is another curve's
+    bad = np.zeros(np.broadcast_shapes(*(v.shape[:-2] for v in replicas.values())), bool)
+    for v in replicas.values():
+        bad = bad | ~np.all(np.isfinite(v), axis=(-2, -1))
 
     def spread(vals):
         a = np.stack([np.asarray(v, float) for v in vals])
-        return np.sqrt((R - 1) / R * np.sum((a - a.mean(axis=0)) ** 2, axis=0))
+        out = np.sqrt((R - 1) / R * np.sum((a - a.mean(axis=0)) ** 2, axis=0))
+        return np.where(bad, np.nan, out)
     if isinstance(values[0], Mapping):
         return {k: spread([v[k] for v in values]) for k in values[0]}
     return spread(values)
@@ -515,9 +526,9 @@ def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MI
     Returns {"t_drop", "observed", name: {"t_change", "lead", "leads", "resolved",
     "saves_between"}} (arrays over leading axes)."""
     mapping("measures", measures, "progress measures (name -> curve)")
-    bad = [k for k in measures if not isinstance(k, str) or k in ("test_loss", "t_drop", "observed")]
+    bad = [k for k in measures if not isinstance(k, str) or k in ("test_loss", "t_drop", "t_drop_se", "observed")]
     if bad:
-        raise InputError(f"measures: names must be strings other than 'test_loss', 't_drop' and 'observed' "
+        raise InputError(f"measures: names must be strings other than 'test_loss', 't_drop', 't_drop_se' and 'observed' "
                          f"(the test loss and the result's keys), got {bad!r}")
     rates = names("rates", rates)
     min_saves = checks.integer("min_saves", min_saves, minimum=1)

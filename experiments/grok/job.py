@@ -103,10 +103,10 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None):
             measures = {tb.measure.__name__: sol.measures[:, 0]}
         if sol.replicas:        # each replica's own curves (R, T): the early-warning leads' errors
             rep = sol.replicas
-            m = rep["measures"]
+            per = rep["measures"]
             reps = {"train_loss": rep["train_loss"], "test_loss": rep["test_loss"], "alignment": rep["alignment"],
                     "weight_change": rep["weight_change.first_layer"],
-                    **{k: (gk.alignment_ratio(m) if k == "planted_alignment" else m[..., 0]) for k in measures}}
+                    **{k: (gk.alignment_ratio(per) if k == "planted_alignment" else per[..., 0]) for k in measures}}
             measures.update({f"{REPLICAS}{k}": np.swapaxes(v, 0, 1) for k, v in reps.items()})
     log(f"  DMFT gamma0={g:g}: {sol.info['method']} in {time.perf_counter() - t0:.1f} s")
     if sol.info.get("heavy_tailed"):
