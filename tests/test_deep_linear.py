@@ -2775,3 +2775,16 @@ def test_the_deep_linear_checks_refuse_bad_settings_before_any_compute(which, va
                 fn(run, run, **{which: value})
             else:
                 fn(run, m, T, eta0=0.01, batch_size=2, **{"after": 0.0, which: value})
+
+
+def test_a_mode_check_of_one_network_skips_and_of_diverged_ones_fails():
+    """With one network (train.seeds = 1) the modes' check FAILed "fewer than two finite values";
+    two-layer checks SKIP there: nothing to judge a mean against. Fewer than two finite members
+    out of more (they diverged) still FAIL."""
+    t = np.array([0.0, 1.0, 2.0])
+    sde = _ensemble(t, 0.1, [0.5, 1.0], 0.05, 64, 0)
+    one = vdl.compare_modes(_ensemble(t, 0.1, [0.5, 1.0], 0.05, 1, 1), sde, times=[1.0, 2.0])
+    assert [r["verdict"] for r in one] == ["SKIP"] * 2 and all("one member" in r["note"] for r in one)
+    gone = _ensemble(t, 0.1, [0.5, 1.0], 0.05, 4, 1)
+    gone.modes[1:, 1:] = np.nan
+    assert [r["verdict"] for r in vdl.compare_modes(gone, sde, times=[1.0, 2.0])] == ["FAIL"] * 2
