@@ -2787,4 +2787,12 @@ def test_a_mode_check_of_one_network_skips_and_of_diverged_ones_fails():
     assert [r["verdict"] for r in one] == ["SKIP"] * 2 and all("one member" in r["note"] for r in one)
     gone = _ensemble(t, 0.1, [0.5, 1.0], 0.05, 4, 1)
     gone.modes[1:, 1:] = np.nan
-    assert [r["verdict"] for r in vdl.compare_modes(gone, sde, times=[1.0, 2.0])] == ["FAIL"] * 2
+    failed = vdl.compare_modes(gone, sde, times=[1.0, 2.0])
+    assert [r["verdict"] for r in failed] == ["FAIL"] * 2
+    # the dln job's check says so too (it read "PASS, 16 of 16 pairs within tolerance" of SKIP rows)
+    from experiments.dln.job import checks
+    (c,) = [c for c in checks({"studies": [{"sigma": 0.0, "modes": one, "diffusion": []}]}) if c["name"].startswith("modes")]
+    assert c["verdict"] == "SKIP" and "one member" in c["detail"]
+    (c,) = [c for c in checks({"studies": [{"sigma": 0.0, "modes": failed, "diffusion": []}]})
+            if c["name"].startswith("modes")]
+    assert c["verdict"] == "FAIL"

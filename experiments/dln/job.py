@@ -362,6 +362,9 @@ def checks(report: dict) -> list[dict]:
                                   f"where {d['cause']} went non-finite; "
                                   + (f"{nets} of {seeds} networks diverged too" if nets else
                                      "no network diverged")})
+        elif r.get("modes") and _summary(r["modes"]) == "SKIP":        # (one network: nothing to judge)
+            out.append({"name": f"modes vs SDE {tag}", "verdict": "SKIP",
+                        "detail": f"{r['modes'][0].get('note', 'nothing compared')} (train.seeds = 1)"})
         elif r.get("modes"):
             bad = [row for row in r["modes"] if row["verdict"] == "FAIL"]
             out.append({"name": f"modes vs SDE {tag}", "verdict": "FAIL" if bad else "PASS",
