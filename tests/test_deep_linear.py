@@ -2796,3 +2796,21 @@ def test_a_mode_check_of_one_network_skips_and_of_diverged_ones_fails():
     (c,) = [c for c in checks({"studies": [{"sigma": 0.0, "modes": failed, "diffusion": []}]})
             if c["name"].startswith("modes")]
     assert c["verdict"] == "FAIL"
+
+
+def test_dln_report_names_the_modes_each_stationary_skip_is_for():
+    """The stationary table's note said "the gradient flow of this mode decays to 0" under a table
+    whose SKIPs were mode 3 (still being learned) and mode 4 (decaying): each note names its modes."""
+    from experiments.dln import load_config
+    from experiments.dln.report import markdown
+
+    nan = float("nan")
+    row = {"ks": nan, "critical": nan, "mean": 0.5, "density_mean": nan, "var": 1e-3, "boltzmann_T": 1e-3,
+           "verdict": "SKIP"}
+    rows = [{**row, "mode": 0, "ks": 0.01, "critical": 0.05, "verdict": "PASS"}, {**row, "mode": 1, "ks": 0.02,
+            "critical": 0.05, "verdict": "PASS"}, {**row, "mode": 2, "settling": 5.3, "after": 1.5},
+            {**row, "mode": 3, "decays": True}]
+    text = markdown({"config": load_config(None, []), "studies": [_report_study(stationary=rows)], "checks": [],
+                     "wall_s": 1.0})
+    assert "SKIP (mode 4): the gradient flow decays to 0 from the start" in text
+    assert "still being learned in the window: mode 3's gradient flow" in text

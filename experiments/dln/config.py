@@ -94,8 +94,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "z_max": Field("float", 5.0, "max |z| of a mode's mean, networks vs SDE", 0.0, True),
         "effect": Field("float", 0.25, "or: max |mean difference| / SDE spread", 0.0, True),
         "target_rel": Field("float", 0.01, "or: max |mean difference| / the mode's target (an ensemble "
-                            "collapsed on its target has no spread); spreads are compared only above it "
-                            "x the target", 0.0, True),
+                            "collapsed at its target, or shrunk below its start by decay, has no spread; not "
+                            "on a plateau); spreads are compared only above it x the target", 0.0, True),
         "ks_max": Field("float", 0.1, "or: max KS distance of a stationary law", 0.0, True),
         "spread_low": Field("float", 0.75, "min ratio of spreads, networks / SDE (widened by 3 sampling "
                             "errors of the ratio, for the seeds' and paths' numbers)", 0.0, True),

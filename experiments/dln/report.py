@@ -126,7 +126,8 @@ def markdown(rep: dict) -> str:
               f"A mode's mean passes by one of three rules, named in the table's \"passed by\" column: "
               f"|z| <= {chk['z_max']:g} ([check] z_max), |difference| / SDE spread <= {chk['effect']:g} "
               f"([check] effect), or |difference| / target <= {chk['target_rel']:g} ([check] target_rel: an "
-              f"ensemble collapsed on its target has no spread to compare with); and its spread ratio must lie "
+              f"ensemble collapsed at its target, or shrunk below its start by weight decay, has no spread to "
+              f"compare with; not one on a plateau, small and growing); and its spread ratio must lie "
               f"in [{chk['spread_low']:g}, {chk['spread_high']:g}], widened by {SPREAD_Z:g} sampling errors of "
               "the ratio for the numbers of seeds and paths (the band applied is in brackets in the table), "
               f"wherever the SDE's spread exceeds {chk['target_rel']:g} x the target (\"not compared\" below it; "
@@ -214,8 +215,10 @@ def markdown(rep: dict) -> str:
             lines += [f"| {x['mode'] + 1} | {_f(x['ks'], 3)} | {_f(x['critical'], 3)} | {_f(x['mean'])} | "
                       f"{_f(x['density_mean'])} | {_f(x['var'], 3)} | {_f(x['boltzmann_T'], 3)} | {x['verdict']} |"
                       for x in r["stationary"]]
-            if any(x.get("decays") for x in r["stationary"]):
-                lines += ["", "SKIP: the gradient flow of this mode decays to 0 from the start (below the decay's "
+            decays = [str(x["mode"] + 1) for x in r["stationary"] if x.get("decays")]
+            if decays:       # (named: a mode SKIPped as still being learned read this reason too)
+                lines += ["", f"SKIP (mode{'s' if len(decays) > 1 else ''} {', '.join(decays)}): the gradient "
+                          "flow decays to 0 from the start (below the decay's "
                           "barrier, docs/derivations.md section 6): the law of the well around its fixed point "
                           "does not describe it (with label noise SGD may still carry it over the barrier)."]
             settling = [x for x in r["stationary"] if x.get("settling") is not None]
