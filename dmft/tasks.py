@@ -446,6 +446,8 @@ def linear_teacher(d_in: int = 4, d_out: int = 4, singular_values=(3.0, 2.0, 1.0
     if not real:                          # (text read as numbers and booleans as 1: "3" gave s = [3.])
         raise InputError(f"singular_values: expected real numbers, got {singular_values!r:.60} "
                          f"({'text' if text else f'dtype {raw.dtype}'})")
+    if raw.ndim > 1:                      # ([[1., 2.]] was flattened without a word)
+        raise InputError(f"singular_values: expected a flat list of numbers, got shape {raw.shape}")
     try:
         s = np.asarray(singular_values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):

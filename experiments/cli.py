@@ -413,11 +413,17 @@ def main(argv=None) -> int:
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"dmft: warning: {message}\n"
+
+
 def console() -> None:
     """The `dmft` command. After an interruption (Ctrl-C, SIGTERM, SIGHUP: exit 128 + the
     signal's number; the job has already kept what it finished) the process ends at once: a
     normal interpreter exit tears XLA's runtime down under computations still in flight on its
-    threads, and crashed (SIGSEGV) about one time in six."""
+    threads, and crashed (SIGSEGV) about one time in six. Warnings print as one line, "dmft:
+    warning: ..." (they printed the script's path, line and `sys.exit(console())` around it)."""
+    warnings.formatwarning = _one_line_warning
     code = main()
     if code > 128:
         sys.stdout.flush()

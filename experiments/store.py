@@ -325,9 +325,10 @@ class Store:
             raise StoreConflict(f"{where}: field(s) {', '.join(wrong or ['chunks'])} are not what a "
                                 "store writes (damaged or edited); use another output directory")
         if manifest["digest"] != manifest_digest(manifest):
+            fixed = sorted(k for k in manifest if k not in MUTABLE and k != "digest")
             raise StoreConflict(
-                f"{where} was changed after it was written: its configuration, grid or chunk list "
-                "no longer match its digest. Its results cannot be labelled: use another output "
+                f"{where} was changed after it was written: its fixed fields ({', '.join(fixed)}) no "
+                "longer match their digest. Its results cannot be labelled: use another output "
                 "directory (the chunk files are left as they are)")
         return manifest
 

@@ -821,3 +821,16 @@ def test_x32_runs_deep_linear_networks_in_float32_unless_float64_is_written(job,
     two_layer = cli._load_for_precision(scan.load_config, os.path.join(os.path.dirname(__file__), "..", "scripts",
                                                                        "configs", "scan.toml"), [], False)
     assert "dtype" not in two_layer.get("train", {})
+
+
+def test_the_command_prints_a_warning_on_one_line(monkeypatch):
+    """The command's warnings printed the script's path and line and `sys.exit(console())`
+    around the message: they print as "dmft: warning: MESSAGE"."""
+    import warnings
+
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)     # (restored after)
+    cli.console()
+    text = warnings.formatwarning("networks.train: 1 of 2 seeds diverged", UserWarning, "/x/bin/dmft", 8,
+                                  "sys.exit(console())")
+    assert text == "dmft: warning: networks.train: 1 of 2 seeds diverged\n"

@@ -55,6 +55,7 @@ def test_deep_linear_rejects(kwargs, match):
     (dict(singular_values="3"), r"^singular_values: expected real numbers, got '3' \(text\)"),
     (dict(singular_values=["3.0"]), r"^singular_values: expected real numbers.*\(text\)"),
     (dict(singular_values=[True]), r"^singular_values: expected real numbers.*dtype bool"),
+    (dict(singular_values=[[1.0, 2.0]]), r"^singular_values: expected a flat list of numbers, got shape \(1, 2\)"),
     (dict(singular_values=[[1.0], [2.0, 3.0]]), r"^singular_values: expected numbers"),
 ])
 def test_linear_teacher_rejects(kwargs, match):

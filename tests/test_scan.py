@@ -924,6 +924,17 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     empty = dataclasses.replace(reference, arrays={}, done=np.zeros_like(reference.done))
     with pytest.raises(KeyError, match="no point of this scan is done yet"):
         empty["theory.final.test_loss"]
+    # a name not among the outputs, or one axis as two: the project's InputError naming them (a bare
+    # KeyError, and "fix task.P with at=..." for x = y)
+    from dmft.errors import InputError
+    with pytest.raises(InputError, match="'theory.final.nope': not among this scan's outputs"):
+        reference.heatmap("theory.final.nope", x="gamma0", y="P", at={"eta0": 0.25})
+    with pytest.raises(KeyError):
+        reference["theory.final.nope"]
+    with pytest.raises(InputError, match="x and y: both are model.gamma0"):
+        reference.heatmap("theory.final.test_loss", x="gamma0", y="gamma0", at={"eta0": 0.25})
+    with pytest.raises(InputError, match="x and hue: both are model.gamma0"):
+        reference.lines("theory.final.test_loss", x="gamma0", hue="gamma0", at={"eta0": 0.25})
     coords = reference.coords()
     assert coords["task.P"][0, 0, 1] == 16 and coords["model.gamma0"].shape == (5, 2, 2)
 
@@ -1276,6 +1287,8 @@ def test_an_edited_manifest_is_refused_or_labels_nothing(reference, pick, how, r
             loaded = scan.load(out)
         except StoreConflict as err:
             assert "manifest.json" in str(err), (path, str(err))
+            if not redigest:     # (an edited "created" read "its configuration, grid or chunk list")
+                assert "its fixed fields (" in str(err) and path[0] in str(err).split("(")[1], (path, str(err))
             return
         assert redigest, path
         assert loaded.done.sum() == 0 and len(loaded.damaged) == 4, (path, loaded.damaged)

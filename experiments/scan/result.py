@@ -31,6 +31,14 @@ REPORT = "report.md"
 
 # ----------------------------------------------------------------- loading
 
+class UnknownOutput(InputError, KeyError):
+    """A name that is not among a scan's outputs: an InputError (the project's one error for bad
+    input, as every figure's argument) that is also the KeyError of a mapping's lookup."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclasses.dataclass
 class ScanResult:
     """A scan's results, each array shaped grid.shape + per-point shape.
@@ -56,10 +64,10 @@ class ScanResult:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.arrays and not self.arrays:
-            raise KeyError(f"{name!r}: no point of this scan is done yet (res.done is all False), so it has "
+            raise UnknownOutput(f"{name!r}: no point of this scan is done yet (res.done is all False), so it has "
                            "no outputs; rerun the scan to compute them")
         if name not in self.arrays:
-            raise KeyError(f"{name!r}: not among this scan's outputs ({', '.join(sorted(self.arrays))})")
+            raise UnknownOutput(f"{name!r}: not among this scan's outputs ({', '.join(sorted(self.arrays))})")
         return self.arrays[name]
 
     @property
@@ -371,6 +379,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
 
     kind = kind_of(res.config)
     x, y = resolve_field(x, "x", kind), resolve_field(y, "y", kind)
+    if x == y:          # (it asked to fix task.P with at=..., the other axis it could not find)
+        raise InputError(f"x and y: both are {x}; a heatmap needs two different grid axes")
     z = np.asarray(_select(res, name, [y, x], at), dtype=float)
     done = np.asarray(_select(res, name, [y, x], at, values=res.done), dtype=bool)
     xs, ys = _axis_values(res, x), _axis_values(res, y)
@@ -472,6 +482,8 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     kind = kind_of(res.config)
     x = resolve_field(x, "x", kind)
     keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
+    if keep[0] == x and hue is not None:
+        raise InputError(f"x and hue: both are {x}; give the lines' hue another grid axis")
     v = res[name]
     if v.ndim == len(res.grid.shape):   # points not computed are gaps (an int or bool output read -1 or False)
         v = np.where(res.done, v.astype(np.float64), np.nan)
