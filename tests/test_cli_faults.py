@@ -830,7 +830,8 @@ def test_the_command_prints_a_warning_on_one_line(monkeypatch):
 
     monkeypatch.setattr(cli, "main", lambda: 0)
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)     # (restored after)
-    cli.console()
+    with pytest.raises(SystemExit):
+        cli.console()
     text = warnings.formatwarning("networks.train: 1 of 2 seeds diverged", UserWarning, "/x/bin/dmft", 8,
                                   "sys.exit(console())")
     assert text == "dmft: warning: networks.train: 1 of 2 seeds diverged\n"
