@@ -1471,3 +1471,23 @@ def test_the_grok_jobs_errors_are_the_jackknifes_of_its_replicas():
     assert "t_drop_se" not in job._early(t, plain) and np.isnan(job._times(cfg, t, plain, 0.05, False).gap_se)
     partial = {k: v for k, v in cur.items() if k != f"{job.REPLICAS}alignment"}
     assert "t_drop_se" not in job._early(t, partial)
+
+
+def test_a_crossing_the_saves_do_not_resolve_is_flagged_coarse():
+    """A train loss falling 1000-fold within the first save interval [0, 5000] read t_train = 4590
+    (saves every 100: 93-400) with nothing said: such a crossing, in an interval over which the
+    loss fell more than COARSE_FALL-fold, is flagged (describe says so), and one on fine saves is
+    not; accuracies are never flagged."""
+    def loss(t):
+        return np.exp(-t / 300.0) + 1e-3
+    coarse_t, fine_t = np.arange(0, 100001, 2500.0), np.arange(0, 100001, 100.0)
+    g = gk.grokking_times(coarse_t, loss(coarse_t), loss(coarse_t) + 0.2, 0.1)
+    assert bool(g.coarse_train) and not bool(g.coarse_test) and "coarse" in g.describe().split("t_test")[0]
+    assert g.as_dict()["coarse_train"] is True
+    f = gk.grokking_times(fine_t, loss(fine_t), loss(fine_t), 0.1)
+    assert not bool(f.coarse_train) and "coarse" not in f.describe()
+    assert abs(float(f.t_train) - 300 * np.log(1 / (0.1 - 1e-3))) < 5 < abs(float(g.t_train) - float(f.t_train))
+    acc = gk.grokking_times(coarse_t, 1 - loss(coarse_t), 1 - loss(coarse_t), 0.9, accuracy=True)
+    assert not bool(acc.coarse_train)
+    grid = gk.grokking_times(coarse_t, np.stack([loss(coarse_t), loss(coarse_t / 100)]), np.ones((2, coarse_t.size)), 0.1)
+    np.testing.assert_array_equal(grid.coarse_train, [True, False])

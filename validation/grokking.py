@@ -44,7 +44,7 @@ from dmft.errors import InputError
 from .inputs import boolean_array, mapping, names, real_array, real_or_inf
 
 __all__ = ["GrokTimes", "grokking_times", "crossing_time", "crossing_time_se", "accuracy", "early_warning", "drop_time",
-           "MIN_SAVES_BETWEEN", "saves_between", "jackknife_se", "REPLICAS_PREFIX",
+           "MIN_SAVES_BETWEEN", "saves_between", "jackknife_se", "REPLICAS_PREFIX", "COARSE_FALL",
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
            "direction_overlap", "direction_alignment", "alignment_ratio", "planted_alignment",
@@ -64,6 +64,10 @@ class GrokTimes:
     gap_se: the standard error of t_test - t_train where the curves' replicas were given
     (`jackknife_se`: the two times share the replicas' errors), else NaN; where the gap is 0
     (the test curve crossed first) it says how far that difference is from 0.
+    coarse_train, coarse_test: a loss's crossing interpolated in a save interval over which the
+    loss fell more than COARSE_FALL-fold: the saves do not resolve the curve there, and the
+    time may lie anywhere in the interval (a train loss falling 1000-fold within [0, 5000]
+    read t = 4590 where saves every 100 read 93-400). False for accuracies.
     """
 
     t_train: np.ndarray
@@ -78,6 +82,8 @@ class GrokTimes:
     t_train_se: np.ndarray = np.nan
     t_test_se: np.ndarray = np.nan
     gap_se: np.ndarray = np.nan
+    coarse_train: np.ndarray = False
+    coarse_test: np.ndarray = False
 
     def status(self) -> np.ndarray:
         """Per point: "ok", "train not reached", "test not reached" or "neither reached"."""
@@ -90,12 +96,13 @@ class GrokTimes:
         """One line for a scalar result."""
         cmp = "<" if self.kind == "loss" else ">"
 
-        def one(name, t, r, final, se):
+        def one(name, t, r, final, se, coarse):
             pm = f" +- {float(se):.2g}" if np.isfinite(se) else ""
+            pm += f" (coarse: the loss fell over {COARSE_FALL:g}-fold within its save interval)" if bool(coarse) else ""
             return (f"t_{name} = {float(t):.4g}{pm}" if bool(r) else
                     f"{name} {cmp} {self.threshold:g} not reached (final {float(final):.4g})")
-        parts = [one("train", self.t_train, self.reached_train, self.final_train, self.t_train_se),
-                 one("test", self.t_test, self.reached_test, self.final_test, self.t_test_se)]
+        parts = [one("train", self.t_train, self.reached_train, self.final_train, self.t_train_se, self.coarse_train),
+                 one("test", self.t_test, self.reached_test, self.final_test, self.t_test_se, self.coarse_test)]
         pm = f" +- {float(self.gap_se):.2g}" if np.isfinite(self.gap_se) else ""
         gap = f"gap = {float(self.gap):.4g}{pm}" if np.isfinite(self.gap) else "gap: not defined"
         return ", ".join(parts + [gap])
@@ -107,6 +114,11 @@ class GrokTimes:
              if k not in ("threshold", "kind")}
         return {**d, "threshold": self.threshold, "kind": self.kind,
                 "status": np.asarray(self.status()).tolist()}
+
+
+# a loss that falls more than this many-fold between the two saves around its crossing is not
+# resolved there: the interpolated time may lie anywhere in the interval (GrokTimes.coarse_*)
+COARSE_FALL = 10.0
 
 
 def _none_for_nan(v):
@@ -279,9 +291,18 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
         for n in ("train", "test"):
             if f"{n}_se" not in c:
                 x[n]["se"] = np.where(x[n]["interp"], jk[n], np.nan)
+    coarse = {}
+    for n in ("train", "test"):       # a loss's crossing between saves COARSE_FALL-fold apart
+        y = c[f"{n}_loss"]
+
+        def at(a, i):
+            return np.take_along_axis(a, i[..., None], -1)[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fell = at(y, x[n]["km"]) > COARSE_FALL * np.maximum(at(y, x[n]["k"]), 0.0)
+        coarse[n] = x[n]["interp"] & fell & (not accuracy)
     return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
                      float(threshold), "accuracy" if accuracy else "loss", x["train"]["se"], x["test"]["se"],
-                     gap_se)
+                     gap_se, coarse["train"], coarse["test"])
 
 
 def accuracy(f, y) -> np.ndarray:

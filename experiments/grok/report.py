@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from validation.grokking import COARSE_FALL
+
 from ..output import precision_line
 from ..report import training_line
 
@@ -91,11 +93,18 @@ def markdown(rep: dict, cfg: dict) -> str:
     lines += ["| gamma0 | source | t_train | t_test | gap | status | final test loss |"
               + (" final train / test accuracy |" if acc else ""),
               "|---|---|---|---|---|---|---|" + ("---|" if acc else "")]
+    def mark(r, q):           # a crossing the saves do not resolve (validation.grokking.COARSE_FALL)
+        return " (coarse)" if r.get(f"coarse_{q}") and r.get(f"t_{q}") is not None else ""
     for r in rep["summary"]:
-        lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'], r.get('t_train_se'))} | "
-                     f"{_time(r['t_test'], r.get('t_test_se'))} | "
+        lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'], r.get('t_train_se'))}{mark(r, 'train')} | "
+                     f"{_time(r['t_test'], r.get('t_test_se'))}{mark(r, 'test')} | "
                      f"{_time(r['gap'], r.get('gap_se'))} | {r['status']} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
+    if any(mark(r, q) for r in rep["summary"] for q in ("train", "test")):
+        lines += ["", f"(coarse): the loss fell over {COARSE_FALL:g}-fold between the two saves around its "
+                  "crossing, so the saves do not resolve it there and the time may lie anywhere between them "
+                  "(its error bar, a local one, does not say so): save more often (train.save_every or "
+                  "train.log_saves)."]
     if rep.get("heavy_tailed"):
         lines += ["", _heavy("gamma0", rep["heavy_tailed"])]
     lines += ["", "## Early warning", "",

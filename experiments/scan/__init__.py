@@ -28,7 +28,9 @@ means of `networks.train`; "error.*" are standard errors of those means):
 "final" gives SOURCE.final.Q for Q in train_loss, test_loss, alignment,
 weight_change.first_layer, weight_change.readout, error.train_loss,
 error.test_loss; "grokking" gives SOURCE.grok.t_train, t_test, gap, reached_train,
-reached_test (`validation.grokking_times` at scan.grok_threshold) and, where the losses have
+reached_test, coarse_train, coarse_test (a crossing in a save interval over which the loss fell
+over COARSE_FALL-fold: the saves do not resolve it) (`validation.grokking_times` at
+scan.grok_threshold) and, where the losses have
 standard errors (theory with 2 replicas or more, networks with 2 seeds or more), t_train_se and
 t_test_se (`validation.grokking.crossing_time_se`) and gap_se (the jackknife over the replicas or
 seeds: `validation.grokking.jackknife_se`);

@@ -33,7 +33,7 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
                     if all(f"replicas.{n}_loss" in rec for n in ("train", "test")) else None)
             g = grokking_times(rec["t"], rec["train_loss"], rec["test_loss"], theta, **se, replicas=reps)
             out.update({f"{src}.grok.{k}": getattr(g, k) for k in
-                        ("t_train", "t_test", "gap", "reached_train", "reached_test")})
+                        ("t_train", "t_test", "gap", "reached_train", "reached_test", "coarse_train", "coarse_test")})
             # standard errors of the times, from the losses' (a theory point's replicas, a network
             # ensemble's seeds): validation.grokking.crossing_time_se; the gap's by the jackknife
             out.update({f"{src}.grok.t_{n}": getattr(g, f"t_{n}") for n in se})
