@@ -1348,7 +1348,8 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
             a, b = both[wide[0]], both[wide[-1]]
             raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] misses mode {i + 1}'s law, whose core (the "
                              f"density above 1e-3 of its peak) is [{a:.4g}, {b:.4g}] around pi* = {ps:.4g}; give a "
-                             "grid that holds it")
+                             "grid that holds it" + ("" if mode is not None else
+                                                     ", or mode= for one mode's law on a grid of its own"))
         _check_resolved(pi, a, b, i)
         with np.errstate(invalid="ignore"):
             vals = np.interp(pi, fine, np.where(np.isfinite(logp), logp, -1e300))

@@ -279,12 +279,14 @@ def test_values_that_would_overwrite_each_other_or_wrap_are_refused(job, setting
 
 
 def test_a_float64_deep_linear_scan_under_x32_is_refused_before_its_store_exists(tmp_path, capsys):
+    """A float64 train.dtype the user wrote (the default follows --x32)."""
     import jax
 
     out = tmp_path / "scan"
     config = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs", "dln_scan.toml")
     try:
-        code, err = _run(["scan", "--config", config, "--out", str(out), "--no-progress", "--x32"], capsys)
+        code, err = _run(["scan", "--config", config, "--out", str(out), "--no-progress", "--x32",
+                          "--set", "train.dtype='float64'"], capsys)
     finally:
         jax.config.update("jax_enable_x64", True)           # (the entry point set float32)
     assert code == cli.EXIT_CONFIG and "train.dtype" in err, err

@@ -297,7 +297,7 @@ def test_messages_name_the_argument_and_count_modes_from_one():
     with pytest.raises(dmft.InputError, match=r"switches off mode\(s\) \[2\]"):
         dl.stationary_density(dmft.DeepLinear(2, 3, 0.5, "aligned"), data, np.linspace(0.1, 3, 50), eta0=0.1,
                               batch_size=1, weight_decay=1.0)
-    with pytest.raises(dmft.InputError, match="holds none of mode 2's law"):   # past its wall at s = 0.8
+    with pytest.raises(dmft.InputError, match="misses mode 2's law"):   # past its wall at s = 0.8
         dl.stationary_density(model, _teacher([2.0, 0.8], 0.0), np.linspace(1.0, 1.95, 50), eta0=0.01,
                               batch_size=1, weight_decay=0.1)
 
