@@ -850,6 +850,9 @@ def test_grok_classification_report_shows_final_accuracies_and_precision(tmp_pat
                  "--widths", "4", "--seeds", "2"]) == 0
     md = (out / "report.md").read_text()
     assert "final train / test accuracy" in md and "Arithmetic: float64" in md
+    # how far an error reaches: 2 replicas, 2 seeds: 1 degree of freedom each, t factor 12.7
+    assert ("Standard errors here: the DMFT's over its 2 replicas: 1 degree of freedom, a 95% interval +- 12.7 "
+            "errors; the seed means' over 2 seeds: 1 degree of freedom, +- 12.7 errors.") in md
     rep = json.loads((out / "report.json").read_text())
     assert rep["threshold_kind"] == "accuracy"
     for row in rep["summary"]:

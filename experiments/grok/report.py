@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from dmft.solve import t_quantile
 from validation.grokking import COARSE_FALL
 
 from ..output import precision_line
@@ -61,6 +62,21 @@ def _heavy(name: str, shares: dict) -> str:
             "and the widths, before trusting them.")
 
 
+def _dof_line(rep: dict, cfg: dict) -> list[str]:
+    """How far a +- error reaches: the errors' degrees of freedom and their 95% t factor (with 2
+    replicas, 1 degree of freedom: an interval 12.7 errors wide, so a small error says little)."""
+    parts = []
+    R = cfg.get("theory", {}).get("replicas")
+    if rep.get("testbed") != "kumar" and R and R > 1:        # (the kumar testbed's DMFT is exact)
+        parts.append(f"the DMFT's over its {R} replicas: {R - 1} degree{'s' if R > 2 else ''} of freedom, a 95% "
+                     f"interval +- {t_quantile(0.975, R - 1):.3g} errors")
+    S = cfg.get("simulate", {}).get("seeds")
+    if S and S > 1:
+        parts.append(f"the seed means' over {S} seeds: {S - 1} degree{'s' if S > 2 else ''} of freedom, +- "
+                     f"{t_quantile(0.975, S - 1):.3g} errors")
+    return [f"Standard errors here: {'; '.join(parts)}.", ""] if parts else []
+
+
 def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
@@ -78,7 +94,8 @@ def markdown(rep: dict, cfg: dict) -> str:
              "has its own accuracy of the pooled outputs). In report.json "
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
-             "of (a plateau at least twice its floor).", "", precision_line(rep.get("environment", {})), ""]
+             "of (a plateau at least twice its floor).", "", *_dof_line(rep, cfg),
+             precision_line(rep.get("environment", {})), ""]
     P = rep.get("data", {}).get("P")
     axes = [d["axis"] for d in rep.get("diagrams") or []]
     notes = [n for n, a in (("the minibatch axis's columns have their own sizes", "minibatch"),
