@@ -242,6 +242,12 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
         axes[1].legend(fontsize=7)
     if any_ens:
         axes[0].set_title(f"dotted: seed mean ({BAND_NOTE})", fontsize=9)
+    # trajectories of different data drawn together (a legitimate figure, which `compare` refuses
+    # to judge): said on it, as their recorded data digests say
+    digests = [((tr.info or {}).get("config") or {}).get("data", {}).get("sha256") for tr in trajectories]
+    if len({d for d in digests if d}) > 1:
+        note = "different data: " + ", ".join(f"{lab} ({d[:8]})" for lab, d in zip(labels, digests) if d)
+        title = f"{title}\n{note}" if title else note
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=None if "different data" not in title else 9)
     return tidy_log_ticks(fig)

@@ -307,3 +307,23 @@ def test_axis_labels_say_what_is_drawn():
     comp = sw.scaling[1.0]["comparisons"][16]
     comp.train_loss, comp.test_loss = comp.test_loss, None
     assert "train loss" in plots.relative_error_in_time(sw).axes[0].get_ylabel()
+
+
+def test_trajectories_of_different_data_say_so_on_their_figure():
+    """`Solution.plot(run)` drew trajectories of different data sets together without a word
+    (a legitimate figure, which `validation.compare` refuses to judge): the figure says which
+    data each ran on when their recorded data digests differ, and nothing when they agree."""
+    import jax
+    import networks
+
+    a = dmft.tasks.single_index(D=3, P=8, P_test=4, degree=1, key=jax.random.key(0))
+    b = dmft.tasks.single_index(D=3, P=8, P_test=4, degree=1, key=jax.random.key(1))
+    model = dmft.TwoLayer("linear", gamma0=1.0)
+    kw = dict(eta0=0.5, steps=4, save_every=2)
+    sol = dmft.solve(model, a, **kw)
+    other = networks.train(model, b, width=8, seeds=2, **kw)
+    same = networks.train(model, a, width=8, seeds=2, **kw)
+    fig = sol.plot(other, title="mine")
+    text = fig._suptitle.get_text()
+    assert text.startswith("mine\ndifferent data: ") and a.digest[:8] in text and b.digest[:8] in text
+    assert sol.plot(same)._suptitle is None
