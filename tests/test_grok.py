@@ -318,7 +318,8 @@ def test_grokking_times_with_replicas_give_the_gap_an_error():
     first = gk.grokking_times(t, c_te, c_tr, 0.1, replicas={"train_loss": test, "test_loss": train})
     assert first.gap == 0 and first.gap_se == pytest.approx(g.gap_se, rel=1e-6) and first.gap_se > 0
     assert np.isnan(gk.grokking_times(t, c_tr, c_te, 1e-9, replicas=reps).gap_se)            # not reached
-    assert np.isnan(gk.grokking_times(t, c_tr, c_te, 2.0, replicas=reps).gap_se)             # at the first save
+    first_save = gk.grokking_times(t, c_tr, c_te, 2.0, replicas=reps)                       # at the first save
+    assert np.isnan(first_save.gap_se) and np.isnan(first_save.t_train_se) and np.isnan(first_save.t_test_se)
     assert np.isnan(gk.grokking_times(t, c_tr, c_te, 0.1).gap_se)
     with pytest.raises(InputError, match="replicas"):
         gk.grokking_times(t, c_tr, c_te, 0.1, replicas={"test_loss": test})
@@ -1494,3 +1495,49 @@ def test_a_crossing_the_saves_do_not_resolve_is_flagged_coarse():
     assert not bool(acc.coarse_train)
     grid = gk.grokking_times(coarse_t, np.stack([loss(coarse_t), loss(coarse_t / 100)]), np.ones((2, coarse_t.size)), 0.1)
     np.testing.assert_array_equal(grid.coarse_train, [True, False])
+
+
+def test_the_jackknife_is_the_textbook_one_on_the_replicas_mean():
+    """Where the curve is the replicas' mean, each leave-one-out curve is exactly the mean of the
+    other replicas, so a nonlinear quantity's error is the textbook jackknife's (a leave-one-out
+    shift of the other sign, or by c - v_i, agreed only to first order)."""
+    rng = np.random.default_rng(5)
+    R, T = 5, 4
+    reps = 1.0 + 0.3 * rng.normal(size=(R, T)) ** 2
+    def fn(c):
+        return np.exp(c["a"][..., 1]) / c["a"][..., 2] ** 3
+    loo = np.array([fn({"a": np.delete(reps, i, axis=0).mean(0)}) for i in range(R)])
+    want = np.sqrt((R - 1) / R * np.sum((loo - loo.mean()) ** 2))
+    assert gk.jackknife_se(fn, {"a": reps.mean(0)}, {"a": reps}) == pytest.approx(want, rel=1e-12)
+
+
+def test_a_lead_of_two_curves_shifted_together_has_no_error():
+    """Replicas whose test loss and measure are shifted in time together: each replica's drop and
+    change move by the same amount, so the lead does not move at all: its error is ~0 while each
+    time's is not (3% of it, from the second order; a sum, or separate errors, would give 1.4-2x). A rate's
+    change time (the median of its burst) is jackknifed as a rate."""
+    t = np.linspace(0.0, 3000.0, 3001)
+    shifts = np.array([-4.0, -1.0, 1.5, 3.5])[:, None]          # (small against the widths: first order)
+    test = 0.01 + 1 / (1 + np.exp((t - 1500 - shifts) / 40))
+    meas = 1 / (1 + np.exp(-(t - 900 - shifts) / 60))
+    burst = np.exp(-((t - 900 - shifts) / 80) ** 2)
+    cur = {"test_loss": test.mean(0), "m": meas.mean(0), "rate": burst.mean(0)}
+    ew = gk.early_warning(t, cur["test_loss"], {"m": cur["m"], "rate": cur["rate"]}, rates=("rate",),
+                          replicas={"test_loss": test, "m": meas, "rate": burst})
+    assert 0.5 < ew["t_drop_se"] < 5 and 0.5 < ew["m"]["t_change_se"] < 5
+    assert ew["m"]["lead_se"] < 0.1 * ew["t_drop_se"] and ew["rate"]["lead_se"] < 0.1 * ew["t_drop_se"]
+    want = gk.jackknife_se(lambda c: gk.change_time(t, c["rate"], rate=True), {"rate": cur["rate"]}, {"rate": burst})
+    assert ew["rate"]["t_change_se"] == pytest.approx(float(want), rel=1e-9)
+    level = gk.jackknife_se(lambda c: gk.change_time(t, c["rate"]), {"rate": cur["rate"]}, {"rate": burst})
+    assert abs(float(level) / float(want) - 1) > 0.05 or not np.isfinite(level)
+
+
+def test_coarse_is_a_tenfold_fall_within_the_crossings_interval():
+    """COARSE_FALL = 10: a loss that falls twelvefold across its crossing's save interval is flagged,
+    one that falls eightfold is not."""
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    for fall, coarse in ((12.0, True), (8.0, False)):
+        y = np.array([1.0, 1.0, 1.0 / fall, 1.0 / fall])
+        g = gk.grokking_times(t, y, y, 0.5)
+        assert bool(g.coarse_train) is coarse and bool(g.coarse_test) is coarse, fall
+    assert gk.COARSE_FALL == 10.0
