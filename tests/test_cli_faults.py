@@ -802,7 +802,7 @@ def test_a_changed_setting_the_job_reads_is_another_run_not_already_complete(job
 
 
 @pytest.mark.parametrize("job", ["dln", "scan"])
-def test_x32_runs_deep_linear_networks_in_float32_unless_float64_is_written(job, capsys):
+def test_x32_runs_deep_linear_networks_in_float32_unless_float64_is_written(job, capsys, monkeypatch, tmp_path):
     """--x32 refused `dmft dln` and deep-linear scans with their defaults ("train.dtype =
     'float64' with --x32"): the networks' dtype now follows --x32 where nobody wrote one; a
     float64 the user wrote is still refused under --x32, and --x64 keeps the default."""
@@ -822,6 +822,24 @@ def test_x32_runs_deep_linear_networks_in_float32_unless_float64_is_written(job,
         cli._check_network_dtype(written, False)
     two_layer = cli._load_for_precision(scan.load_config, os.path.join(os.path.dirname(__file__), "..", "scripts",
                                                                        "configs", "scan.toml"), [], False)
+    # and the command itself loads through it: what the job is handed under --x32
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def caught(cfg, *a, **k):
+        seen["dtype"] = cfg["train"]["dtype"]
+        raise Stop
+    monkeypatch.setattr(dln if job == "dln" else scan, "build" if job == "dln" else "run", caught)
+    argv = [job, "--x32", "--out", str(tmp_path / "o"), "--no-progress"] + ([] if job == "dln" else ["--config", path])
+    try:
+        with pytest.raises(Stop):
+            cli.main(argv)
+    finally:
+        import jax
+        jax.config.update("jax_enable_x64", True)           # (the entry point set float32)
+    assert seen == {"dtype": "float32"}
     assert "dtype" not in two_layer.get("train", {})
 
 

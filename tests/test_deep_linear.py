@@ -2540,6 +2540,9 @@ def test_results_of_another_fixed_set_of_one_spectrum_are_refused():
     kw = dict(eta0=0.01, batch_size=2, steps=20, save_every=10)
     t1, t2 = (dmft.tasks.linear_teacher(3, 3, [2.0, 1.0, 0.5], P=12, label_noise=0.5, key=k) for k in (1, 2))
     assert t1.digest != t2.digest and t1.describe()["sha256"] == t1.digest
+    # every array of the set counts: the same points with other labels are another set
+    other_y = dmft.LinearTeacher(t1.U, t1.V, t1.s, t1.label_noise, t1.x_train, t1.y_train + 1e-3)
+    assert other_y.digest != t1.digest
     assert dmft.tasks.linear_teacher(3, 3, [2.0, 1.0, 0.5], P=12, label_noise=0.5, key=1).digest == t1.digest
     run = networks.train(m, t1, seeds=4, **kw)
     match = "differ in data.sha256"
@@ -2765,6 +2768,7 @@ def test_the_deep_linear_checks_refuse_bad_settings_before_any_compute(which, va
     T = dmft.tasks.linear_teacher(2, 2, [2.0, 1.0], P=None, label_noise=0.5, key=4)
     m = dmft.DeepLinear(2, 4, 0.5, "aligned")
     run = _ensemble(np.array([0.0, 1.0, 2.0]), 0.1, [0.5, 1.0], 0.1, 8, 0)
+    assert len(vdl.compare_modes(run, run, spread=(1.0, 1.0))) > 0          # an equal band is a band
     calls = {"compare_modes": ("z_max", "effect", "target_rel", "spread_z", "spread"),
              "compare_diffusion": ("after", "band", "floor"), "stationary_fit": ("after", "alpha_coef", "ks_max")}
     for name, keys in calls.items():

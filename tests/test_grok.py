@@ -1040,6 +1040,13 @@ def test_the_lyu_decay_scan_says_when_its_dmft_is_heavy_tailed():
         assert np.array_equal(np.isfinite(se), np.isfinite(t)) and np.all(se[np.isfinite(se)] > 0), name
         for k in np.flatnonzero(np.isfinite(t)):
             assert f"{t[k]:.4g} +- {se[k]:.2g}" in md
+    # and the gaps, by the jackknife over the batch's per-replica losses
+    want = gk.grokking_times(out["curves"]["t"][0], out["curves"]["train_loss"], out["curves"]["test_loss"],
+                             out["threshold"], replicas={n: np.swapaxes(out["curves"][f"replicas.{n}"], -1, -2)
+                                                         for n in ("train_loss", "test_loss")})
+    np.testing.assert_allclose(times.gap_se, want.gap_se, rtol=1e-12)
+    for k in np.flatnonzero(np.isfinite(times.gap_se)):
+        assert f"| {times.gap[k]:.4g} +- {times.gap_se[k]:.2g} |" in md
     # two points leave the exponent no residual error; the times' own errors give it one
     fit = out["fit_t_test"]
     assert fit["stderr"] is None and fit["stderr_times"] == pytest.approx(
@@ -1411,8 +1418,9 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
     np.testing.assert_allclose(arrays[f"networks/gamma0={g:g}/N=8/test_loss"], run.test_loss, rtol=1e-10)
     # each replica's curves are kept (R, T), and the DMFT's and the seed mean's early warnings carry
     # jackknife errors from them (the lazy limit's none)
-    np.testing.assert_allclose(arrays[f"theory/gamma0={g:g}/replicas.test_loss"], sol.replicas["test_loss"].T,
-                               rtol=1e-12)
+    for name, q in (("test_loss", "test_loss"), ("train_loss", "train_loss"), ("alignment", "alignment"),
+                    ("weight_change", "weight_change.first_layer")):
+        np.testing.assert_allclose(arrays[f"theory/gamma0={g:g}/replicas.{name}"], sol.replicas[q].T, rtol=1e-12)
     rep = json.loads((out / "report.json").read_text())
     for row in rep["summary"]:
         ew = row["early_warning"]
@@ -1475,6 +1483,39 @@ def test_the_grok_jobs_errors_are_the_jackknifes_of_its_replicas():
     assert "t_drop_se" not in job._early(t, plain) and np.isnan(job._times(cfg, t, plain, 0.05, False).gap_se)
     partial = {k: v for k, v in cur.items() if k != f"{job.REPLICAS}alignment"}
     assert "t_drop_se" not in job._early(t, partial)
+    # accuracy times by the jackknife over the accuracies' own replicas (not the losses')
+    acc = {"train_acc": 1 - train, "test_acc": 1 - test}
+    with_acc = {**cur, **{k: v.mean(0) for k, v in acc.items()}, **{f"{job.REPLICAS}{k}": v for k, v in acc.items()}}
+    g = job._times(cfg, t, with_acc, 0.05, True)
+    want = gk.grokking_times(t, 1 - cur["train_loss"], 1 - cur["test_loss"], 0.9, accuracy=True,
+                             replicas={"train_loss": acc["train_acc"], "test_loss": acc["test_acc"]})
+    assert g.kind == "accuracy" and g.gap_se == pytest.approx(float(want.gap_se)) and g.gap_se > 0
+    # a seed mean of one seed has no replicas (the jackknife needs two); of two it has them
+    one = job._seed_mean({k: v[:1] for k, v in reps.items()})
+    assert not any(k.startswith(job.REPLICAS) for k in one)
+    assert set(job._seed_mean({k: v[:2] for k, v in reps.items()})) >= {f"{job.REPLICAS}{k}" for k in reps}
+
+
+def test_the_grok_report_marks_gap_errors_and_coarse_times():
+    """report.md's summary table gives a gap's +- se and marks a coarse time, with its note."""
+    from experiments.grok import config as gconf
+    from experiments.grok.report import markdown
+
+    cfg = gconf.load_config(None, [])
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    train = np.array([1.0, 0.04, 0.03, 0.02])                    # falls 25-fold across its crossing
+    test = np.array([1.0, 0.9, 0.5, 0.05])
+    g = gk.grokking_times(t, train, test, 0.1, replicas={"train_loss": train * np.array([[1.0], [1.1], [0.9]]),
+                                                        "test_loss": test * np.array([[1.0], [1.05], [0.97]])})
+    assert bool(g.coarse_train) and not bool(g.coarse_test) and g.gap_se > 0
+    row = {"gamma0": 1.0, "source": "DMFT", **g.as_dict(), "describe": g.describe(), "final_test_loss": 0.05,
+           "early_warning": {"drop_observed": False, "t_drop": None}}
+    rep = {"testbed": "kumar", "data": {}, "threshold": 0.1, "threshold_kind": "loss", "summary": [row],
+           "diagrams": [], "early_warning_grid": None, "figures": {}, "wall_s": 1.0, "decay": None}
+    md = markdown(rep, cfg)
+    assert (f"| {float(g.t_train):.4g} +- {float(g.t_train_se):.2g} (coarse) | {float(g.t_test):.4g} +- "
+            f"{float(g.t_test_se):.2g} | {float(g.gap):.4g} +- {float(g.gap_se):.2g} |") in md
+    assert "(coarse): the loss fell over 10-fold between the two saves around its crossing" in md
 
 
 def test_a_crossing_the_saves_do_not_resolve_is_flagged_coarse():

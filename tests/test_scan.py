@@ -527,10 +527,15 @@ def test_networks_per_point_equal_networks_train(tmp_path):
         grok = grokking_times(run.t, run.train_loss.mean(0), run.test_loss.mean(0), 0.11, **se)
         grok = grokking_times(run.t, run.train_loss.mean(0), run.test_loss.mean(0), 0.11, **se,
                               replicas={"train_loss": run.train_loss, "test_loss": run.test_loss})
-        for q in ("t_train", "t_test", "t_train_se", "t_test_se", "gap_se"):
+        for q in ("t_train", "t_test", "t_train_se", "t_test_se", "gap_se", "coarse_train", "coarse_test"):
             np.testing.assert_allclose(res[f"networks.grok.{q}"][i], getattr(grok, q), rtol=1e-12)
         assert np.isfinite(res["networks.grok.t_train_se"][i]) and np.isnan(res["networks.grok.t_test_se"][i])
     assert np.all(res["networks.diverged_seeds"] == 0)
+    # one seed: no spread, so no error and no replicas for a jackknife (it raised "needs at least 2")
+    from experiments.scan.outputs import network_records
+    one = network_records(networks.train(dmft.TwoLayer("tanh", gamma0=0.5), data, width=8, seeds=1, eta0=0.5,
+                                         steps=20, save_every=10))
+    assert not any(k.startswith(("replicas.", "error.")) for k in one)
 
 
 def test_a_theory_points_gap_has_its_replicas_error():
@@ -1743,3 +1748,8 @@ def test_a_deep_linear_spread_from_one_member_is_nan_not_zero(tmp_path):
     std = res["theory.final.modes_std"]
     assert np.isnan(std[0]).all() and np.isfinite(std[1]).all() and (std[1] > 0).all(), std
     assert np.isfinite(res["networks.final.modes_std"]).all()
+    # one network: its spreads too, final and over time
+    one = {**table, "scan": {**table["scan"], "outputs": ["final", "curves"], "grid": {"theory.paths": [4]}},
+           "train": {**table["train"], "seeds": 1}}
+    res = scan.run(one, str(tmp_path / "one"))
+    assert np.isnan(res["networks.final.modes_std"]).all() and np.isnan(res["networks.modes_std"]).all()

@@ -1551,7 +1551,9 @@ def test_sgd_mean_info_describes_the_mean_not_its_first_sequence(method):
     np.testing.assert_array_equal(again.test_loss, mean.test_loss)
     # its replicas are the sequences' own records: their mean is the mean, their spread its error
     assert mean.replicas["test_loss"].shape == (len(mean.t), 3)
-    np.testing.assert_allclose(mean.replicas["test_loss"].mean(axis=1), mean.test_loss, rtol=1e-12)
+    for name, value in (("test_loss", mean.test_loss), ("train_loss", mean.train_loss), ("alignment", mean.alignment),
+                        ("weight_change.readout", mean.weight_change["readout"])):
+        np.testing.assert_allclose(mean.replicas[name].mean(axis=1), value, rtol=1e-12)
     np.testing.assert_allclose(np.std(mean.replicas["weight_change.first_layer"], axis=1, ddof=1) / np.sqrt(3),
                                mean.error["weight_change.first_layer"], rtol=1e-10)
 
@@ -1721,3 +1723,16 @@ def test_a_default_control_variate_that_diverges_between_sparse_saves_is_dropped
         dmft.solve(dmft.TwoLayer("erf", gamma0=1.0), _wide_inputs(1.0, 2), eta0=400.0, steps=40, save_every=10,
                    samples=256, replicas=4, key=jax.random.key(2))
     assert "control_variate=False" not in str(err.value)
+
+
+def test_sgd_means_replicas_hold_each_sequences_measures():
+    """sgd_mean's replicas: each sequence's own measures (T, sequences, K), whose mean is the
+    mean's measures and whose spread is their error."""
+    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
+    sch = dmft.Schedule(eta0=0.5, steps=10, save_every=5, batch_size=4)
+    mean = dmft.sgd_mean(dmft.TwoLayer("relu", gamma0=1.0), data, sch, sequences=3, key=jax.random.key(1),
+                         samples=64, neuron_measures=lambda w, w0: jnp.stack([jnp.sum(w * w0), jnp.sum(w * w)]))
+    m = mean.replicas["measures"]
+    assert m.shape == (len(mean.t), 3, 2)
+    np.testing.assert_allclose(m.mean(axis=1), mean.measures, rtol=1e-12)
+    np.testing.assert_allclose(np.std(m, axis=1, ddof=1) / np.sqrt(3), mean.error["measures"], rtol=1e-10)
