@@ -190,6 +190,14 @@ def log_ylim_from_lines(ax, margin: float = 1.15):
     return ax
 
 
+def _data_digest(tr):
+    """The data digest a trajectory's info records (`Dataset.describe`), or None."""
+    cfg = (getattr(tr, "info", None) or {}).get("config") if isinstance(getattr(tr, "info", None), dict) else None
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    digest = data.get("sha256") if isinstance(data, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
 def trajectory_figure(trajectories, *, labels=None, title=None):
     """Train and test loss, alignment and first-layer weight change against t (log time).
 
@@ -244,7 +252,7 @@ def trajectory_figure(trajectories, *, labels=None, title=None):
         axes[0].set_title(f"dotted: seed mean ({BAND_NOTE})", fontsize=9)
     # trajectories of different data drawn together (a legitimate figure, which `compare` refuses
     # to judge): said on it, as their recorded data digests say
-    digests = [((tr.info or {}).get("config") or {}).get("data", {}).get("sha256") for tr in trajectories]
+    digests = [_data_digest(tr) for tr in trajectories]
     if len({d for d in digests if d}) > 1:
         note = "different data: " + ", ".join(f"{lab} ({d[:8]})" for lab, d in zip(labels, digests) if d)
         title = f"{title}\n{note}" if title else note
