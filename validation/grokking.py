@@ -178,6 +178,11 @@ def crossing_time(t, y, threshold: float, *, below: bool = True):
     return x["time"], x["reached"]
 
 
+def _at(a, i):
+    """a's values at the indices i along its last axis (one per leading position)."""
+    return np.take_along_axis(a, i[..., None], -1)[..., 0]
+
+
 def _crossing(t, y, threshold: float, below: bool) -> dict:
     """The first crossing of checked curves: reached, its time (NaN where not reached), whether
     it is interpolated, and the save interval's ends (k - 1, k), fraction and slope of the
@@ -188,10 +193,7 @@ def _crossing(t, y, threshold: float, below: bool) -> dict:
     k = np.argmax(hit, axis=-1)                                 # first index past the threshold
     km = np.maximum(k - 1, 0)
     tb = np.broadcast_to(t, y.shape)
-
-    def at(a, i):
-        return np.take_along_axis(a, i[..., None], -1)[..., 0]
-    t_k, t_prev, s_k, s_prev = at(tb, k), at(tb, km), at(s, k), at(s, km)
+    t_k, t_prev, s_k, s_prev = _at(tb, k), _at(tb, km), _at(s, k), _at(s, km)
     # interpolate from the save before only where both values are finite: after a NaN or inf
     # save the crossing is known to lie at or before t_k, and t_k is what is reported
     interp = reached & (k > 0) & np.isfinite(s_prev) & np.isfinite(s_k) & (s_k != s_prev)
@@ -232,10 +234,8 @@ def crossing_time_se(t, y, y_se, threshold: float, *, below: bool = True):
 
 def _time_se(x: dict, se):
     """The crossing `x`'s (`_crossing`) standard error from the curve's errors `se`."""
-    def at(a, i):
-        return np.take_along_axis(a, i[..., None], -1)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = ((1 - x["frac"]) * at(se, x["km"]) + x["frac"] * at(se, x["k"])) / np.abs(x["slope"])
+        out = ((1 - x["frac"]) * _at(se, x["km"]) + x["frac"] * _at(se, x["k"])) / np.abs(x["slope"])
     return np.where(x["interp"], out, np.nan)
 
 
@@ -294,11 +294,8 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
     coarse = {}
     for n in ("train", "test"):       # a loss's crossing between saves COARSE_FALL-fold apart
         y = c[f"{n}_loss"]
-
-        def at(a, i):
-            return np.take_along_axis(a, i[..., None], -1)[..., 0]
         with np.errstate(invalid="ignore", divide="ignore"):
-            fell = at(y, x[n]["km"]) > COARSE_FALL * np.maximum(at(y, x[n]["k"]), 0.0)
+            fell = _at(y, x[n]["km"]) > COARSE_FALL * np.maximum(_at(y, x[n]["k"]), 0.0)
         coarse[n] = x[n]["interp"] & fell & (not accuracy)
     return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
                      float(threshold), "accuracy" if accuracy else "loss", x["train"]["se"], x["test"]["se"],
