@@ -210,10 +210,10 @@ def test_jackknife_counts_the_covariance_of_two_curves():
     assert got == pytest.approx(delta, rel=1e-4) and abs(alone / delta - 1) > 0.15
 
 
-@settings(max_examples=40, deadline=None)
-@given(case=st.sampled_from(["missing", "extra", "one replica", "other R", "no replica axis", "other T",
-                             "other leading", "text", "not callable"]),
-       R=st.integers(2, 5), T=st.integers(2, 5))
+@pytest.mark.parametrize("case", ["missing", "extra", "one replica", "other R", "no replica axis", "other T",
+                                  "other leading", "text", "not callable"])
+@settings(max_examples=8, deadline=None)
+@given(R=st.integers(2, 5), T=st.integers(2, 5))
 def test_jackknife_refuses_bad_replicas_before_any_compute(case, R, T):
     calls = []
 
