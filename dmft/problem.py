@@ -175,15 +175,7 @@ class Dataset:
         (`validation.compare` refuses two that record different ones)."""
         known = self.__dict__.get("_digest")
         if known is None:
-            h = hashlib.sha256()
-            for a in (self.x_train, self.y_train, self.x_test, self.y_test):
-                if a is None:
-                    h.update(b"-")
-                    continue
-                v = np.ascontiguousarray(a, dtype=np.float64)
-                h.update(repr(v.shape).encode())
-                h.update(v.tobytes())
-            known = h.hexdigest()
+            known = _arrays_sha256((self.x_train, self.y_train, self.x_test, self.y_test))
             object.__setattr__(self, "_digest", known)
         return known
 
@@ -201,6 +193,20 @@ class Dataset:
         if self.y_test is not None:
             arrays["y_test"] = self.y_test
         np.savez(path, **arrays)
+
+
+def _arrays_sha256(arrays) -> str:
+    """SHA-256 of arrays' shapes and values as float64 (a float32 copy of the same values shares
+    it), "-" for a None; the data digests of `Dataset` and `LinearTeacher`."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"-")
+            continue
+        v = np.ascontiguousarray(a, dtype=np.float64)
+        h.update(repr(v.shape).encode())
+        h.update(v.tobytes())
+    return h.hexdigest()
 
 
 def _jsonable(obj):
@@ -513,12 +519,7 @@ class LinearTeacher:
             return None
         known = self.__dict__.get("_digest")
         if known is None:
-            h = hashlib.sha256()
-            for a in (self.U, self.V, self.s, self.x_train, self.y_train):
-                v = np.ascontiguousarray(a, dtype=np.float64)
-                h.update(repr(v.shape).encode())
-                h.update(v.tobytes())
-            known = h.hexdigest()
+            known = _arrays_sha256((self.U, self.V, self.s, self.x_train, self.y_train))
             object.__setattr__(self, "_digest", known)
         return known
 

@@ -106,6 +106,13 @@ def _band(name: str, band) -> tuple[float, float]:
     return lo, hi
 
 
+def _check_arguments(what: str, run, model, data, eta0, batch_size, weight_decay) -> None:
+    """InputError where the run records another protocol than the arguments describe."""
+    given = {**_protocol({"config": {"model": model.describe(), "data": data.describe()}}), "eta0": eta0,
+             "batch_size": batch_size, "weight_decay": weight_decay}
+    check_same_protocol(what, _protocol(getattr(run, "info", None)), given, ("the run", "the arguments"))
+
+
 def _check_data(what: str, run, data) -> None:
     """InputError where the run records another teacher than `data` (its spectrum, noise, sizes
     or fixed set): its modes measured against another teacher's strengths read as a theory's
@@ -167,6 +174,9 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
     eps = np.finfo(np.float32 if isinstance(info, dict) and info.get("dtype") == "float32" else np.float64).eps
     rows = []
     for i in range(run.modes.shape[-1]):
+        # the SDE's start (the target rule's "shrunk below its start"; inf where no path is finite)
+        start = sde.modes[:, 0, i]
+        start = abs(float(np.mean(start[np.isfinite(start)]))) if np.any(np.isfinite(start)) else math.inf
         for k in idx:
             a, b = run.modes[:, k, i], sde.modes[:, k, i]
             a, b = a[np.isfinite(a)], b[np.isfinite(b)]
@@ -198,8 +208,6 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
             # the target rule is for an ensemble collapsed where it stays: at its target, or shrunk
             # below its start by weight decay; on a plateau (small values, growing) it passed any
             # mismatch under 1% of the target (twice the SDE's mean, z = 5.5, during an escape)
-            start = sde.modes[:, 0, i]
-            start = abs(float(np.mean(start[np.isfinite(start)]))) if np.any(np.isfinite(start)) else math.inf
             settled = abs(b.mean() - target[i]) <= target_rel * scale or abs(b.mean()) < start
             rule = ("z" if abs(z) <= z_max and near else "effect" if eff <= effect else
                     "target" if rel <= target_rel and settled else "")
@@ -261,10 +269,7 @@ def compare_diffusion(run, model, data, *, eta0: float, batch_size: int, after: 
     after = checks.real("after", after, nonnegative=True)
     band = _band("band", band)
     floor = checks.real("floor", floor, nonnegative=True, below=1.0)
-    given = {**_protocol({"config": {"model": model.describe(), "data": data.describe()}}), "eta0": eta0,
-             "batch_size": batch_size, "weight_decay": weight_decay}
-    check_same_protocol("compare_diffusion", _protocol(getattr(run, "info", None)), given,
-                        ("the run", "the arguments"))
+    _check_arguments("compare_diffusion", run, model, data, eta0, batch_size, weight_decay)
     D = dl.diffusion(model, data, run.modes, eta0=eta0, batch_size=batch_size)
     loudest = np.max(np.where(np.isfinite(D), D, -np.inf), axis=-1, keepdims=True)     # per seed and save
     # records of a mode's own (late enough, above its own floor, finite), and those not swamped
@@ -392,10 +397,7 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     after = checks.real("after", after, nonnegative=True)
     alpha_coef = checks.real("alpha_coef", alpha_coef, positive=True)
     ks_max = checks.real("ks_max", ks_max, nonnegative=True)
-    given = {**_protocol({"config": {"model": model.describe(), "data": data.describe()}}), "eta0": eta0,
-             "batch_size": batch_size, "weight_decay": weight_decay}
-    check_same_protocol("stationary_fit", _protocol(getattr(run, "info", None)), given,
-                        ("the run", "the arguments"))
+    _check_arguments("stationary_fit", run, model, data, eta0, batch_size, weight_decay)
     late = run.modes[:, run.t > after]
     if late.shape[1] == 0:
         raise InputError(f"after={after}: no saved time after it")
