@@ -90,8 +90,9 @@ def markdown(rep: dict, cfg: dict) -> str:
              "error over its slope at the crossing, `validation.grokking.crossing_time_se`; replicas - 1 "
              "or seeds - 1 degrees of freedom), and so do their gaps (by the jackknife over the replicas or "
              "seeds: the two times share their errors, `validation.grokking.jackknife_se`); on an accuracy "
-             "threshold a seed mean's times and gap have them by the jackknife, a DMFT's none (no replica "
-             "has its own accuracy of the pooled outputs). In report.json "
+             "threshold a seed mean's times and gap have them by the jackknife, a DMFT's none (its accuracy is of "
+             "the pooled outputs, a step function of them: a jackknife over each replica's outputs, measured, "
+             "covered 57-95% of nominal 95% intervals). In report.json "
              "these are null, `reached_train` / `reached_test` say whether each threshold was crossed, and "
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", *_dof_line(rep, cfg),
