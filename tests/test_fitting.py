@@ -134,3 +134,49 @@ def test_the_slope_interval_shown_is_the_t_interval():
         ses.append(abs(fit.slope + 0.5) <= fit.stderr)
     assert 0.93 <= np.mean(hits) <= 0.97 and np.mean(ses) < 0.6, (np.mean(hits), np.mean(ses))
     assert "(95%, t with 1 dof)" in fit.describe()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.integers(4, 2 ** 16),
+       *[st.one_of(st.just(0.0), st.floats(1e-6, 10))] * 2)
+def test_halving_extrapolation_removes_a_one_over_nodes_bias(v_inf, c, M, se_full, se_half):
+    """Values v_inf + c / M at M and v_inf + 2 c / M at M / 2 nodes a replica: the shift is -c / M
+    and the extrapolation gives v_inf back; the errors are those of two independent estimates,
+    var(full - half) = se_full^2 + se_half^2 and var(2 full - half) = 4 se_full^2 + se_half^2."""
+    from validation.fitting import halving_extrapolation
+    full, half = np.array([v_inf + c / M]), np.array([v_inf + 2 * c / M])
+    x = halving_extrapolation(full, half, [se_full], [se_half])
+    tol = 1e-12 * (abs(v_inf) + abs(c) + 1)
+    np.testing.assert_allclose(x["shift"], -c / M, rtol=0, atol=tol)
+    np.testing.assert_allclose(x["extrapolated"], v_inf, rtol=0, atol=tol)
+    np.testing.assert_allclose(x["shift_se"], np.sqrt(se_full ** 2 + se_half ** 2), rtol=1e-12)
+    np.testing.assert_allclose(x["extrapolated_se"], np.sqrt(4 * se_full ** 2 + se_half ** 2), rtol=1e-12)
+
+
+def test_halving_extrapolation_errors_cover_over_independent_draws():
+    """Estimates drawn at M and M / 2 with their own (known) errors around a planted 1 / M law:
+    the extrapolation's 95% normal interval covers v_inf in 95% of K draws, the plain value at M
+    in far fewer (its bias here is 3 of its errors)."""
+    from validation.fitting import halving_extrapolation
+    rng = np.random.default_rng(5)
+    v_inf, c, M, s = 2.0, 3.0, 100, 0.01                         # bias at M: c / M = 0.03 = 3 s
+    full = v_inf + c / M + s * rng.standard_normal(K)
+    half = v_inf + 2 * c / M + s * np.sqrt(2) * rng.standard_normal(K)
+    x = halving_extrapolation(full, half, np.full(K, s), np.full(K, s * np.sqrt(2)))
+    covered = np.mean(np.abs(x["extrapolated"] - v_inf) < 1.96 * x["extrapolated_se"])
+    assert 0.93 < covered < 0.97
+    assert np.mean(np.abs(full - v_inf) < 1.96 * s) < 0.2
+    assert np.mean(np.abs(x["shift"] + c / M) < 1.96 * x["shift_se"]) > 0.93
+
+
+def test_halving_extrapolation_refuses_mismatched_or_negative_errors():
+    from validation.fitting import halving_extrapolation
+    with pytest.raises(InputError, match="same shape"):
+        halving_extrapolation([1.0, 2.0], [1.0])
+    with pytest.raises(InputError, match="full_se: standard errors are >= 0"):
+        halving_extrapolation([1.0], [2.0], [-0.1], [0.1])
+    with pytest.raises(InputError, match="half_se: shape"):
+        halving_extrapolation([1.0], [2.0], [0.1], [0.1, 0.2])
+    # a time not reached, or an unknown error, stays unknown (NaN), never a number
+    x = halving_extrapolation([np.nan, 1.0], [2.0, 2.0])
+    assert np.isnan(x["extrapolated"][0]) and x["extrapolated"][1] == 0.0 and np.all(np.isnan(x["shift_se"]))

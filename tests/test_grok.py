@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import dmft
 import networks
-from dmft.errors import InputError
+from dmft.errors import ConfigError, InputError
 from validation import grokking as gk
 from experiments.cli import main
 from platform_checks import assert_same_run
@@ -1424,7 +1424,8 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
     rep = json.loads((out / "report.json").read_text())
     for row in rep["summary"]:
         ew = row["early_warning"]
-        sampled = row["source"] == "DMFT" or row["source"].startswith("N=")
+        # (modular_addition's DMFT is also solved at half the nodes: theory.node_check)
+        sampled = row["source"] in ("DMFT", "DMFT, half the nodes") or row["source"].startswith("N=")
         assert ("t_drop_se" in ew) == sampled, row["source"]
         assert all(("lead_se" in v) == sampled for v in ew.values() if isinstance(v, dict)), row["source"]
     # the sequence is what trains them: full batch is another run
@@ -1582,3 +1583,67 @@ def test_coarse_is_a_tenfold_fall_within_the_crossings_interval():
         g = gk.grokking_times(t, y, y, 0.5)
         assert bool(g.coarse_train) is coarse and bool(g.coarse_test) is coarse, fall
     assert gk.COARSE_FALL == 10.0
+
+
+def test_grok_node_check_solves_half_the_nodes_and_extrapolates(tmp_path, monkeypatch):
+    """theory.node_check solves each DMFT again at half the nodes a replica from an independent
+    key; the report gives both times, their shift and the extrapolation 2 full - half (a bias
+    ~ 1 / M, `validation.fitting.halving_extrapolation`), and curves.npz keeps the half solve."""
+    from experiments.grok import job as gjob
+    real, calls = gjob.dmft.solve, []
+
+    def solve(model, data, **kw):
+        if kw.get("method") == "forward":
+            calls.append((kw["samples"], kw["replicas"], tuple(np.ravel(jax.random.key_data(kw["key"])))))
+        return real(model, data, **kw)
+    monkeypatch.setattr(gjob.dmft, "solve", solve)
+    out = tmp_path / "sp"
+    assert main(["grok", "--testbed", "sparse_parity", "--out", str(out), "--no-progress",
+                 "--set", "sparse_parity.n=6", "--set", "sparse_parity.k=2", "--set", "sparse_parity.P=24",
+                 "--set", "sparse_parity.P_test=32", "--set", "train.steps=40", "--set", "train.save_every=20",
+                 "--set", "train.eta0=2.0", "--set", "theory.samples=64", "--set", "theory.replicas=2",
+                 "--set", "theory.node_check=true", "--gamma0", "1", "--widths", "4", "--seeds", "2"]) == 0
+    assert [c[:2] for c in calls] == [(64, 2), (32, 2)] and calls[0][2] != calls[1][2]
+    rep = json.loads((out / "report.json").read_text())
+    rows = {r["source"]: r for r in rep["summary"]}
+    assert set(rows) >= {"DMFT", gjob.NODE_CHECK_ROW}
+    assert [r["quantity"] for r in rep["node_check"]] == ["t_train", "t_test", "gap", "final train loss",
+                                                          "final test loss"]
+    with np.load(out / "curves.npz") as z:
+        ends = {(src, q): (z[f"{src}/gamma0=1/{q}"][-1], z[f"{src}/gamma0=1/{q}_se"][-1])
+                for src in ("theory", "theory_half_nodes") for q in ("train_loss", "test_loss")}
+    for r in rep["node_check"]:
+        q = r["quantity"]
+        if q.startswith("final"):          # the losses' errors are the solves' own
+            name = q[6:].replace(" ", "_")
+            assert (r["full"], r["full_se"]) == tuple(float(v) for v in ends[("theory", name)])
+            assert (r["half"], r["half_se"]) == tuple(float(v) for v in ends[("theory_half_nodes", name)])
+            assert r["shift_se"] == pytest.approx(np.hypot(r["full_se"], r["half_se"]), rel=1e-12)
+            assert r["extrapolated_se"] == pytest.approx(np.hypot(2 * r["full_se"], r["half_se"]), rel=1e-12)
+            continue
+        assert (r["full"], r["half"]) == (rows["DMFT"][q], rows[gjob.NODE_CHECK_ROW][q])
+        if r["full"] is None or r["half"] is None:
+            assert r["shift"] is None and r["extrapolated"] is None
+        else:
+            assert r["shift"] == pytest.approx(r["full"] - r["half"], rel=1e-12, abs=1e-12)
+            assert r["extrapolated"] == pytest.approx(2 * r["full"] - r["half"], rel=1e-12, abs=1e-12)
+    md = (out / "report.md").read_text()
+    assert "## Node-count check" in md and "| 16 nodes a replica | 32 nodes a replica |" in md
+    with np.load(out / "curves.npz") as z:
+        half, full = z["theory_half_nodes/gamma0=1/train_loss"], z["theory/gamma0=1/train_loss"]
+    assert half.shape == full.shape and not np.array_equal(half, full)
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["testbed.name='sparse_parity'", "theory.samples=100", "theory.replicas=2", "theory.node_check=true"],
+     r"theory.node_check: theory.samples \(100\) must be a multiple of 8"),
+    (["testbed.name='kumar'", "theory.node_check=true"], "theory.node_check")])
+def test_grok_node_check_refuses_a_half_that_does_not_split_or_a_closure(sets, match):
+    """The half solve's nodes must split into the replicas' antithetic pairs as the full solve's
+    do; the kumar testbed's closure draws no nodes (the key is refused as changing nothing)."""
+    from experiments.grok.config import load_config
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, sets)
+    load_config(None, ["testbed.name='sparse_parity'", "theory.samples=96", "theory.replicas=2",
+                       "theory.node_check=true"])
+    load_config(None, ["testbed.name='kumar'", "theory.node_check=false"])

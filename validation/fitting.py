@@ -20,7 +20,7 @@ from dmft.solve import t_quantile
 
 from .inputs import real_array
 
-__all__ = ["LogLogFit", "loglog_fit"]
+__all__ = ["LogLogFit", "loglog_fit", "halving_extrapolation"]
 
 
 class LogLogFit(NamedTuple):
@@ -89,3 +89,31 @@ def loglog_fit(x, y) -> LogLogFit:
     else:
         stderr = float("nan")
     return LogLogFit(float(coef[1]), float(coef[0]), stderr, (float(x.min()), float(x.max())), int(x.size))
+
+
+def halving_extrapolation(full, half, full_se=None, half_se=None) -> dict:
+    """A sampled estimate's node-count bias from independent solves at M and M / 2 nodes a
+    replica, and its extrapolation to infinitely many nodes, for a bias ~ c / M (the finite-node
+    system's leading correction; the replicas' spread, all at M, cannot see it).
+
+    full, half: the estimates at M and M / 2 (arrays of one shape; NaN where undefined).
+    full_se, half_se: their standard errors (optional; None or NaN: unknown).
+
+    Returns {"shift": full - half (the bias at M is -shift: c / M - 2 c / M), "shift_se",
+    "extrapolated": full + shift (= 2 full - half, Richardson), "extrapolated_se"}: the errors
+    sqrt(full_se^2 + half_se^2) and sqrt(4 full_se^2 + half_se^2) of independent solves (NaN
+    where either is unknown)."""
+    full, half = real_array("full", full), real_array("half", half)
+    if full.shape != half.shape:
+        raise InputError(f"full and half must have the same shape, got {full.shape} and {half.shape}")
+    se = []
+    for name, v in (("full_se", full_se), ("half_se", half_se)):
+        v = np.full(full.shape, np.nan) if v is None else real_array(name, v)
+        if v.shape != full.shape:
+            raise InputError(f"{name}: shape {v.shape} differs from the estimates' {full.shape}")
+        if np.any(v < 0):
+            raise InputError(f"{name}: standard errors are >= 0, got {v[v < 0].ravel()[:3]}")
+        se.append(v)
+    shift = full - half
+    return {"shift": shift, "shift_se": np.hypot(se[0], se[1]),
+            "extrapolated": full + shift, "extrapolated_se": np.hypot(2 * se[0], se[1])}

@@ -77,6 +77,38 @@ def _dof_line(rep: dict, cfg: dict) -> list[str]:
     return [f"Standard errors here: {'; '.join(parts)}.", ""] if parts else []
 
 
+def _node_check_lines(rep: dict, cfg: dict) -> list[str]:
+    """theory.node_check's table: each DMFT time at M / 2 and M nodes a replica, the shift and the
+    extrapolation to infinitely many nodes."""
+    rows = rep.get("node_check")
+    if not rows:
+        return []
+    th = cfg["theory"]
+    M = th["samples"] // th["replicas"]
+    lines = ["", "## Node-count check", "",
+             f"theory.node_check: the DMFT solved again at half the nodes a replica ({M // 2} instead of {M}; "
+             "independent nodes). With M nodes a replica the DMFT is a finite system whose values carry a bias "
+             "~ 1 / M that its replicas' error bars do not see: the shift from M / 2 to M estimates it (the bias "
+             "at M is minus the shift), and the value at M plus the shift extrapolates to infinitely many nodes "
+             "(`validation.fitting.halving_extrapolation`; errors of independent solves, none where the values "
+             "have none: a DMFT's accuracy times, whose shift may be noise as much as bias; its final losses "
+             "have errors). A shift of many errors means the DMFT's times at theory.samples are not yet those of "
+             "infinite width: read the extrapolated ones, or raise theory.samples.", "",
+             f"| gamma0 | quantity | {M // 2} nodes a replica | {M} nodes a replica | shift | extrapolated (1 / M) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['gamma0']:g} | {r['quantity']} | {_time(r['half'], r.get('half_se'))} | {_time(r['full'], r.get('full_se'))} | "
+                     f"{_signed(r['shift'], r['shift_se'])} | {_time(r['extrapolated'], r['extrapolated_se'])} |")
+    return lines
+
+
+def _signed(x, se):
+    """A shift with its sign and error; n/a where either time is not reached."""
+    if x is None or not np.isfinite(float(x)):
+        return "n/a"
+    return f"{float(x):+.4g}" + (f" +- {float(se):.2g}" if se is not None and np.isfinite(float(se)) else "")
+
+
 def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
@@ -125,6 +157,7 @@ def markdown(rep: dict, cfg: dict) -> str:
                   "train.log_saves)."]
     if rep.get("heavy_tailed"):
         lines += ["", _heavy("gamma0", rep["heavy_tailed"])]
+    lines += _node_check_lines(rep, cfg)
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
               "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
