@@ -832,6 +832,45 @@ def square() -> Activation:
                       _poly2_mean, degree=2)
 
 
+# a declared derivative is compared with JAX's derivative of the callable on this grid (shifted
+# off the usual kink places 0 and +-1), at the points farther than DERIVATIVE_KINK_GAP from a
+# declared kink, to DERIVATIVE_RTOL of the larger of 1 and its largest value there
+DERIVATIVE_GRID = np.linspace(-3.0, 3.0, 25) + 0.0123
+DERIVATIVE_KINK_GAP = 1e-2
+DERIVATIVE_RTOL = 1e-4
+
+
+def _check_declared_derivative(fn, derivative, kinks) -> None:
+    """Refuse a `derivative` that is not the callable's own away from its kinks: the DMFT (and its
+    lazy limit) integrate with the declared one while `networks.train` trains by JAX's gradient of
+    the callable, so the two would solve different problems and agree by chance (sin with a
+    derivative of 0: the DMFT's first layer never moved, the networks' moved by 0.5; with
+    4 seeds the validate checks passed). At a kink the convention is the user's to choose."""
+    h = jnp.asarray(DERIVATIVE_GRID)
+    try:
+        auto = jnp.asarray(jax.jvp(fn, (h,), (jnp.ones_like(h),))[1])
+    except Exception:  # noqa: BLE001 - not differentiable by JAX: the networks will say so themselves
+        return
+    declared = jnp.asarray(derivative(h))
+    keep = np.ones(h.shape, bool)
+    for k in kinks:
+        keep &= np.abs(np.asarray(h) - k) > DERIVATIVE_KINK_GAP
+    keep &= np.asarray(jnp.isfinite(auto))
+    if not keep.any():
+        return
+    a, d, x = np.asarray(auto)[keep], np.asarray(declared)[keep], np.asarray(h)[keep]
+    scale = max(1.0, float(np.max(np.abs(a))))
+    bad = np.abs(d - a) > DERIVATIVE_RTOL * scale
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(
+            f"activation derivative: not the callable's derivative: at h = {x[i]:.4g} it gives {d[i]:.6g} where "
+            f"JAX's derivative of the callable is {a[i]:.6g} ({int(bad.sum())} of {bad.size} points on [-3, 3] away "
+            "from the declared kinks differ). The DMFT would integrate with the declared one and the networks "
+            "train with the callable's own gradient: fix derivative=, or leave it out (JAX's is then used); at "
+            "a kink, declare it in kinks= and the convention there is yours")
+
+
 def custom(fn: Callable, name: str | None = None, derivative: Callable | None = None,
            kinks=()) -> Activation:
     """An activation from an elementwise callable; kernels by quadrature.
@@ -846,7 +885,9 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
     the +-9 standard deviations it spans); undeclared, a kink costs the trapezoid rule 1e-2
     (relu), which the solvers measure and warn about. At a zero-variance field phi'(kink) is
     what JAX's derivative of fn gives there (jnp.maximum(h, 0): 1/2; jnp.where(h > 0, h, 0):
-    0, as the built-in relu), unless `derivative` is given.
+    0, as the built-in relu), unless `derivative` is given. A given `derivative` must be fn's own
+    away from the declared kinks (checked on [-3, 3]: the networks train by JAX's gradient of fn,
+    the DMFT with the declared one); at a kink its value is the convention the solvers use.
 
     Example:
         >>> import jax.numpy as jnp
@@ -905,6 +946,8 @@ def custom(fn: Callable, name: str | None = None, derivative: Callable | None = 
         raise InputError(f"activation: a custom activation named {label!r} would be recorded as the built-in "
                          f"{label.lower()!r}: pass the name {label.lower()!r} for the built-in, or name yours otherwise: "
                          f"dmft.activations.custom(fn, name='my_{label}')")
+    if derivative is not None:
+        _check_declared_derivative(fn, derivative, kinks)
     act = Activation(label, fn, (), derivative, None, None, None, kinks)
     try:
         d = jnp.asarray(act.derivative(probe))
