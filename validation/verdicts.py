@@ -342,17 +342,18 @@ def checks(sweep, chk: dict | None = None) -> list[dict]:
             if len(sweep.widths) < MIN_SPREAD_WIDTHS:
                 out.append(_skip(name, None, f"needs at least {MIN_SPREAD_WIDTHS} widths for a fitted slope "
                                              f"with an error, got {len(sweep.widths)}"))
-            elif fit is None:
-                lost = [f"{_lost(c)} of {c.seeds} at N={w}" for w, c in sc["comparisons"].items()
-                        if c.summary.get("first_diverged_t") is not None]
-                why = (f" (seeds diverged: {', '.join(lost)})" if lost else "")
-                out.append(_skip(name, None, f"the per-seed errors are not all finite and positive: no fit{why}"))
+            # (before "no fit": the DMFT's error, taken out in quadrature, can leave errors of 0 and no fit)
             elif sc["theory_floor"] > 0 and np.min(sc["per_seed_error"]) < FLOOR_RATIO * sc["theory_floor"]:
                 w_at = int(sc["widths"][int(np.argmin(sc["per_seed_error"]))])
                 out.append(_skip(name, None, f"the networks' per-seed error at N={w_at}, "
                                              f"{np.min(sc['per_seed_error']):.3g}, is within {FLOOR_RATIO:g}x the "
                                              f"DMFT's own standard error, {sc['theory_floor']:.3g}: the slope would "
                                              "measure the DMFT's sampling (raise theory.samples)"))
+            elif fit is None:
+                lost = [f"{_lost(c)} of {c.seeds} at N={w}" for w, c in sc["comparisons"].items()
+                        if c.summary.get("first_diverged_t") is not None]
+                why = (f" (seeds diverged: {', '.join(lost)})" if lost else "")
+                out.append(_skip(name, None, f"the per-seed errors are not all finite and positive: no fit{why}"))
             else:
                 lo, hi = _spread_bounds(chk["spread_slope"], chk["spread_slope_tol"])
                 floor = sc["theory_floor"]
