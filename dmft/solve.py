@@ -151,14 +151,11 @@ class Solution(Trajectory):
             (low, high) arrays shaped like the record.
         """
         level = _level(level)
-        value = None
-        if name in INTERVAL_RECORDS:
-            group, _, key = name.partition(".")
-            value = getattr(self, group, None)
-            value = (value or {}).get(key) if key else value
+        value = _record_of(self, name) if name in INTERVAL_RECORDS else None
         if value is None:
-            raise InputError(f"interval: no record {name!r} here; choose from "
-                             f"{', '.join(INTERVAL_RECORDS)} (those this solution has)")
+            have = [n for n in INTERVAL_RECORDS if _record_of(self, n) is not None]
+            raise InputError(f"interval: no record {name!r} here; this solution has {', '.join(have)} "
+                             f"(of {', '.join(INTERVAL_RECORDS)})")
         value = np.asarray(value)
         if not self.error:
             if self.info.get("method") in ("closure", "lazy"):
@@ -167,6 +164,13 @@ class Solution(Trajectory):
                              f"{self.info.get('method')!r}, {_no_error_why(self.info)})")
         half = _t_half(self.error[name], level, self.info)
         return value - half, value + half
+
+
+def _record_of(sol, name: str):
+    """The record `name` of INTERVAL_RECORDS ("group.key" within a dict group), or None."""
+    group, _, key = name.partition(".")
+    value = getattr(sol, group, None)
+    return (value or {}).get(key) if key else value
 
 
 def _level(level) -> float:

@@ -1736,3 +1736,15 @@ def test_sgd_means_replicas_hold_each_sequences_measures():
     assert m.shape == (len(mean.t), 3, 2)
     np.testing.assert_allclose(m.mean(axis=1), mean.measures, rtol=1e-12)
     np.testing.assert_allclose(np.std(m, axis=1, ddof=1) / np.sqrt(3), mean.error["measures"], rtol=1e-10)
+
+
+def test_an_interval_of_a_record_the_solution_lacks_names_those_it_has(data):
+    """interval("ntk") of a solve with kernels=False listed ntk and measures among "those this
+    solution has" (a walkthrough): the message lists the records it does have."""
+    sol = dmft.solve(dmft.TwoLayer("tanh"), data, method="forward", samples=64, replicas=2, kernels=False,
+                     eta0=0.1, steps=4, save_every=2)
+    with pytest.raises(dmft.InputError, match="no record 'ntk' here") as err:
+        sol.interval("ntk")
+    have = str(err.value).split("this solution has ")[1].split(" (of ")[0].split(", ")
+    assert "ntk" not in have and "measures" not in have and {"train_loss", "f_train", "alignment"} <= set(have)
+    assert all(np.all(np.isfinite(sol.interval(n)[0])) for n in have)
