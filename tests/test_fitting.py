@@ -137,46 +137,55 @@ def test_the_slope_interval_shown_is_the_t_interval():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.integers(4, 2 ** 16),
-       *[st.one_of(st.just(0.0), st.floats(1e-6, 10))] * 2)
-def test_halving_extrapolation_removes_a_one_over_nodes_bias(v_inf, c, M, se_full, se_half):
-    """Values v_inf + c / M at M and v_inf + 2 c / M at M / 2 nodes a replica: the shift is -c / M
-    and the extrapolation gives v_inf back; the errors are those of two independent estimates,
-    var(full - half) = se_full^2 + se_half^2 and var(2 full - half) = 4 se_full^2 + se_half^2."""
-    from validation.fitting import halving_extrapolation
-    full, half = np.array([v_inf + c / M]), np.array([v_inf + 2 * c / M])
-    x = halving_extrapolation(full, half, [se_full], [se_half])
-    tol = 1e-12 * (abs(v_inf) + abs(c) + 1)
-    np.testing.assert_allclose(x["shift"], -c / M, rtol=0, atol=tol)
-    np.testing.assert_allclose(x["extrapolated"], v_inf, rtol=0, atol=tol)
-    np.testing.assert_allclose(x["shift_se"], np.sqrt(se_full ** 2 + se_half ** 2), rtol=1e-12)
-    np.testing.assert_allclose(x["extrapolated_se"], np.sqrt(4 * se_full ** 2 + se_half ** 2), rtol=1e-12)
+@given(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.integers(8, 2 ** 16),
+       *[st.one_of(st.just(0.0), st.floats(1e-6, 10))] * 3)
+def test_node_extrapolation_of_a_planted_law(v_inf, a, b, M, se_f, se_h, se_q):
+    """x(M) = v_inf + a / M + b / M^2 at M, M / 2 and M / 4: the shift is -a / M - 3 b / M^2, the
+    curvature -6 b / M^2 (0 on a 1 / M law), the extrapolation 2 x(M) - x(M / 2) = v_inf - 2 b / M^2,
+    off by exactly curvature / 3; its error holds the independent solves' (4 se_f^2 + se_h^2) and
+    that bias in quadrature."""
+    from validation.fitting import node_extrapolation
+    x = lambda m: np.array([v_inf + a / m + b / m ** 2])                 # noqa: E731
+    out = node_extrapolation(x(M), x(M / 2), x(M / 4), [se_f], [se_h], [se_q])
+    tol = 1e-12 * (abs(v_inf) + abs(a) + abs(b) + 1)
+    np.testing.assert_allclose(out["shift"], -a / M - 3 * b / M ** 2, rtol=0, atol=tol)
+    np.testing.assert_allclose(out["curvature"], -6 * b / M ** 2, rtol=0, atol=tol)
+    np.testing.assert_allclose(out["extrapolated"] - out["curvature"] / 3, v_inf, rtol=0, atol=tol)
+    np.testing.assert_allclose(out["shift_se"], np.sqrt(se_f ** 2 + se_h ** 2), rtol=1e-12)
+    np.testing.assert_allclose(out["curvature_se"], np.sqrt(4 * se_f ** 2 + 9 * se_h ** 2 + se_q ** 2), rtol=1e-12)
+    np.testing.assert_allclose(out["extrapolated_se"] ** 2, 4 * se_f ** 2 + se_h ** 2 + (out["curvature"] / 3) ** 2,
+                               rtol=1e-9, atol=1e-300)
 
 
-def test_halving_extrapolation_errors_cover_over_independent_draws():
-    """Estimates drawn at M and M / 2 with their own (known) errors around a planted 1 / M law:
-    the extrapolation's 95% normal interval covers v_inf in 95% of K draws, the plain value at M
-    in far fewer (its bias here is 3 of its errors)."""
-    from validation.fitting import halving_extrapolation
+@pytest.mark.parametrize("b", [0.0, 30.0])
+def test_node_extrapolation_errors_cover_over_independent_draws(b):
+    """Estimates drawn at M, M / 2, M / 4 with their own (known) errors around a planted law a / M
+    (+ b / M^2): the extrapolation's 95% normal interval covers v_inf in at least 95% of K draws
+    (conservative: the curvature's noise is counted as bias), and the plain value at M, 3 of its
+    errors off, far less often."""
+    from validation.fitting import node_extrapolation
     rng = np.random.default_rng(5)
-    v_inf, c, M, s = 2.0, 3.0, 100, 0.01                         # bias at M: c / M = 0.03 = 3 s
-    full = v_inf + c / M + s * rng.standard_normal(K)
-    half = v_inf + 2 * c / M + s * np.sqrt(2) * rng.standard_normal(K)
-    x = halving_extrapolation(full, half, np.full(K, s), np.full(K, s * np.sqrt(2)))
+    v_inf, a, M, s = 2.0, 3.0, 100, 0.01                            # bias at M: a / M = 0.03 = 3 s
+    draw = lambda m, sd: v_inf + a / m + b / m ** 2 + sd * rng.standard_normal(K)    # noqa: E731
+    sds = [s, s * np.sqrt(2), 2 * s]                                # (the node noise grows as 1 / sqrt(M))
+    full, half, quarter = (draw(M / k, sd) for k, sd in zip((1, 2, 4), sds))
+    x = node_extrapolation(full, half, quarter, *[np.full(K, sd) for sd in sds])
     covered = np.mean(np.abs(x["extrapolated"] - v_inf) < 1.96 * x["extrapolated_se"])
-    assert 0.93 < covered < 0.97
+    assert 0.95 < covered < 0.999, covered
     assert np.mean(np.abs(full - v_inf) < 1.96 * s) < 0.2
-    assert np.mean(np.abs(x["shift"] + c / M) < 1.96 * x["shift_se"]) > 0.93
+    # the error bar grows with the curvature it holds, not past sqrt(4 + 2 + 26 / 9) of s on a 1 / M law
+    assert np.sqrt(np.mean(x["extrapolated_se"] ** 2)) < (3.2 * s if b == 0 else np.inf)
 
 
-def test_halving_extrapolation_refuses_mismatched_or_negative_errors():
-    from validation.fitting import halving_extrapolation
-    with pytest.raises(InputError, match="same shape"):
-        halving_extrapolation([1.0, 2.0], [1.0])
+def test_node_extrapolation_refuses_mismatched_or_negative_errors():
+    from validation.fitting import node_extrapolation
+    with pytest.raises(InputError, match="one shape"):
+        node_extrapolation([1.0, 2.0], [1.0], [1.0])
     with pytest.raises(InputError, match="full_se: standard errors are >= 0"):
-        halving_extrapolation([1.0], [2.0], [-0.1], [0.1])
+        node_extrapolation([1.0], [2.0], [3.0], [-0.1], [0.1], [0.1])
     with pytest.raises(InputError, match="half_se: shape"):
-        halving_extrapolation([1.0], [2.0], [0.1], [0.1, 0.2])
-    # a time not reached, or an unknown error, stays unknown (NaN), never a number
-    x = halving_extrapolation([np.nan, 1.0], [2.0, 2.0])
+        node_extrapolation([1.0], [2.0], [3.0], [0.1], [0.1, 0.2])
+    # a time not reached stays unknown (NaN), never a number; without errors, the curvature's alone
+    x = node_extrapolation([np.nan, 1.0], [2.0, 2.0], [3.0, 4.0])
     assert np.isnan(x["extrapolated"][0]) and x["extrapolated"][1] == 0.0 and np.all(np.isnan(x["shift_se"]))
+    assert x["curvature"][1] == 0.0 and x["extrapolated_se"][1] == 0.0

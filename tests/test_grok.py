@@ -1424,8 +1424,8 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
     rep = json.loads((out / "report.json").read_text())
     for row in rep["summary"]:
         ew = row["early_warning"]
-        # (modular_addition's DMFT is also solved at half the nodes: theory.node_check)
-        sampled = row["source"] in ("DMFT", "DMFT, half the nodes") or row["source"].startswith("N=")
+        # (modular_addition's DMFT is also solved at fewer nodes: theory.node_check)
+        sampled = row["source"].startswith(("DMFT", "N="))
         assert ("t_drop_se" in ew) == sampled, row["source"]
         assert all(("lead_se" in v) == sampled for v in ew.values() if isinstance(v, dict)), row["source"]
     # the sequence is what trains them: full batch is another run
@@ -1585,11 +1585,13 @@ def test_coarse_is_a_tenfold_fall_within_the_crossings_interval():
     assert gk.COARSE_FALL == 10.0
 
 
-def test_grok_node_check_solves_half_the_nodes_and_extrapolates(tmp_path, monkeypatch):
-    """theory.node_check solves each DMFT again at half the nodes a replica from an independent
-    key; the report gives both times, their shift and the extrapolation 2 full - half (a bias
-    ~ 1 / M, `validation.fitting.halving_extrapolation`), and curves.npz keeps the half solve."""
+def test_grok_node_check_solves_fewer_nodes_and_extrapolates(tmp_path, monkeypatch):
+    """theory.node_check solves each DMFT again at half and a quarter of the nodes a replica, from
+    independent keys; the report gives every time and final loss at the three, the shift, the
+    curvature and the extrapolation (`validation.fitting.node_extrapolation`), from the values the
+    summary and curves.npz hold."""
     from experiments.grok import job as gjob
+    from validation.fitting import node_extrapolation
     real, calls = gjob.dmft.solve, []
 
     def solve(model, data, **kw):
@@ -1603,40 +1605,37 @@ def test_grok_node_check_solves_half_the_nodes_and_extrapolates(tmp_path, monkey
                  "--set", "sparse_parity.P_test=32", "--set", "train.steps=40", "--set", "train.save_every=20",
                  "--set", "train.eta0=2.0", "--set", "theory.samples=64", "--set", "theory.replicas=2",
                  "--set", "theory.node_check=true", "--gamma0", "1", "--widths", "4", "--seeds", "2"]) == 0
-    assert [c[:2] for c in calls] == [(64, 2), (32, 2)] and calls[0][2] != calls[1][2]
+    assert [c[:2] for c in calls] == [(64, 2), (32, 2), (16, 2)] and len({c[2] for c in calls}) == 3
     rep = json.loads((out / "report.json").read_text())
     rows = {r["source"]: r for r in rep["summary"]}
-    assert set(rows) >= {"DMFT", gjob.NODE_CHECK_ROW}
+    srcs = ["DMFT", gjob.NODE_CHECK_ROWS[2], gjob.NODE_CHECK_ROWS[4]]
+    assert set(rows) >= set(srcs)
     assert [r["quantity"] for r in rep["node_check"]] == ["t_train", "t_test", "gap", "final train loss",
                                                           "final test loss"]
+    groups = ["theory", gjob.NODE_CHECK_GROUPS[2], gjob.NODE_CHECK_GROUPS[4]]
     with np.load(out / "curves.npz") as z:
-        ends = {(src, q): (z[f"{src}/gamma0=1/{q}"][-1], z[f"{src}/gamma0=1/{q}_se"][-1])
-                for src in ("theory", "theory_half_nodes") for q in ("train_loss", "test_loss")}
+        ends = {(grp, q): (float(z[f"{grp}/gamma0=1/{q}"][-1]), float(z[f"{grp}/gamma0=1/{q}_se"][-1]))
+                for grp in groups for q in ("train_loss", "test_loss")}
+        assert not np.array_equal(z["theory/gamma0=1/train_loss"], z[f"{groups[1]}/gamma0=1/train_loss"])
+    nan = lambda v: np.nan if v is None else v                          # noqa: E731
     for r in rep["node_check"]:
         q = r["quantity"]
-        if q.startswith("final"):          # the losses' errors are the solves' own
-            name = q[6:].replace(" ", "_")
-            assert (r["full"], r["full_se"]) == tuple(float(v) for v in ends[("theory", name)])
-            assert (r["half"], r["half_se"]) == tuple(float(v) for v in ends[("theory_half_nodes", name)])
-            assert r["shift_se"] == pytest.approx(np.hypot(r["full_se"], r["half_se"]), rel=1e-12)
-            assert r["extrapolated_se"] == pytest.approx(np.hypot(2 * r["full_se"], r["half_se"]), rel=1e-12)
-            continue
-        assert (r["full"], r["half"]) == (rows["DMFT"][q], rows[gjob.NODE_CHECK_ROW][q])
-        if r["full"] is None or r["half"] is None:
-            assert r["shift"] is None and r["extrapolated"] is None
+        if q.startswith("final"):           # the losses' errors are the solves' own
+            vals = [ends[(grp, q[6:].replace(" ", "_"))] for grp in groups]
         else:
-            assert r["shift"] == pytest.approx(r["full"] - r["half"], rel=1e-12, abs=1e-12)
-            assert r["extrapolated"] == pytest.approx(2 * r["full"] - r["half"], rel=1e-12, abs=1e-12)
+            vals = [(nan(rows[s][q]), nan(rows[s].get(f"{q}_se"))) for s in srcs]
+        got = [(nan(r[k]), nan(r[f"{k}_se"])) for k in ("full", "half", "quarter")]
+        np.testing.assert_array_equal(got, vals)
+        want = node_extrapolation(*[v for v, _ in vals], *[e for _, e in vals])
+        for k, v in want.items():
+            np.testing.assert_allclose(nan(r[k]), v, rtol=1e-12, atol=0)
     md = (out / "report.md").read_text()
-    assert "## Node-count check" in md and "| 16 nodes a replica | 32 nodes a replica |" in md
-    with np.load(out / "curves.npz") as z:
-        half, full = z["theory_half_nodes/gamma0=1/train_loss"], z["theory/gamma0=1/train_loss"]
-    assert half.shape == full.shape and not np.array_equal(half, full)
+    assert "## Node-count check" in md and "| 8 nodes a replica | 16 | 32 | shift | curvature |" in md
 
 
 @pytest.mark.parametrize("sets, match", [
     (["testbed.name='sparse_parity'", "theory.samples=100", "theory.replicas=2", "theory.node_check=true"],
-     r"theory.node_check: theory.samples \(100\) must be a multiple of 8"),
+     r"theory.node_check: theory.samples \(100\) must be a multiple of 16"),
     (["testbed.name='kumar'", "theory.node_check=true"], "theory.node_check")])
 def test_grok_node_check_refuses_a_half_that_does_not_split_or_a_closure(sets, match):
     """The half solve's nodes must split into the replicas' antithetic pairs as the full solve's

@@ -20,7 +20,7 @@ from dmft.solve import t_quantile
 
 from .inputs import real_array
 
-__all__ = ["LogLogFit", "loglog_fit", "halving_extrapolation"]
+__all__ = ["LogLogFit", "loglog_fit", "node_extrapolation"]
 
 
 class LogLogFit(NamedTuple):
@@ -91,29 +91,39 @@ def loglog_fit(x, y) -> LogLogFit:
     return LogLogFit(float(coef[1]), float(coef[0]), stderr, (float(x.min()), float(x.max())), int(x.size))
 
 
-def halving_extrapolation(full, half, full_se=None, half_se=None) -> dict:
-    """A sampled estimate's node-count bias from independent solves at M and M / 2 nodes a
-    replica, and its extrapolation to infinitely many nodes, for a bias ~ c / M (the finite-node
-    system's leading correction; the replicas' spread, all at M, cannot see it).
+def node_extrapolation(full, half, quarter, full_se=None, half_se=None, quarter_se=None) -> dict:
+    """A sampled estimate's node-count bias from independent solves at M, M / 2 and M / 4 nodes a
+    replica, and its extrapolation to infinitely many nodes with an error that counts how far the
+    three are from a 1 / M law (the replicas' spread, all at M, sees neither).
 
-    full, half: the estimates at M and M / 2 (arrays of one shape; NaN where undefined).
-    full_se, half_se: their standard errors (optional; None or NaN: unknown).
+    full, half, quarter: the estimates x(M), x(M / 2), x(M / 4) (arrays of one shape; NaN where
+    undefined). *_se: their standard errors (optional; None or NaN: unknown).
 
-    Returns {"shift": full - half (the bias at M is -shift: c / M - 2 c / M), "shift_se",
-    "extrapolated": full + shift (= 2 full - half, Richardson), "extrapolated_se"}: the errors
-    sqrt(full_se^2 + half_se^2) and sqrt(4 full_se^2 + half_se^2) of independent solves (NaN
-    where either is unknown)."""
-    full, half = real_array("full", full), real_array("half", half)
-    if full.shape != half.shape:
-        raise InputError(f"full and half must have the same shape, got {full.shape} and {half.shape}")
+    For x(M) = x_inf + a / M + b / M^2: shift = x(M) - x(M / 2) = -a / M - 3 b / M^2 (minus the
+    bias at M, to first order); curvature = (x(M / 2) - x(M / 4)) - 2 shift = -6 b / M^2 (0 on a
+    1 / M law: successive shifts double); extrapolated = 2 x(M) - x(M / 2) (Richardson) = x_inf -
+    2 b / M^2, whose remaining bias is curvature / 3. extrapolated_se = sqrt(4 full_se^2 + half_se^2
+    + (curvature / 3)^2): the independent solves' errors and that bias in quadrature (the
+    curvature's own noise included: conservative on a 1 / M law, honest off it; without errors,
+    the curvature term alone). shift_se and curvature_se are the independent solves' errors.
+
+    Returns {"shift", "shift_se", "curvature", "curvature_se", "extrapolated", "extrapolated_se"}."""
+    x = [real_array(name, v) for name, v in (("full", full), ("half", half), ("quarter", quarter))]
+    if not x[0].shape == x[1].shape == x[2].shape:
+        raise InputError(f"full, half and quarter must have one shape, got {[v.shape for v in x]}")
     se = []
-    for name, v in (("full_se", full_se), ("half_se", half_se)):
-        v = np.full(full.shape, np.nan) if v is None else real_array(name, v)
-        if v.shape != full.shape:
-            raise InputError(f"{name}: shape {v.shape} differs from the estimates' {full.shape}")
+    for name, v in (("full_se", full_se), ("half_se", half_se), ("quarter_se", quarter_se)):
+        v = np.full(x[0].shape, np.nan) if v is None else real_array(name, v)
+        if v.shape != x[0].shape:
+            raise InputError(f"{name}: shape {v.shape} differs from the estimates' {x[0].shape}")
         if np.any(v < 0):
             raise InputError(f"{name}: standard errors are >= 0, got {v[v < 0].ravel()[:3]}")
         se.append(v)
-    shift = full - half
+    f, h, q = x
+    shift = f - h
+    curvature = (h - q) - 2 * shift
+    known = np.isfinite(se[0]) & np.isfinite(se[1])
+    noise = np.where(known, np.hypot(2 * se[0], se[1]), 0.0)
     return {"shift": shift, "shift_se": np.hypot(se[0], se[1]),
-            "extrapolated": full + shift, "extrapolated_se": np.hypot(2 * se[0], se[1])}
+            "curvature": curvature, "curvature_se": np.sqrt(4 * se[0] ** 2 + 9 * se[1] ** 2 + se[2] ** 2),
+            "extrapolated": f + shift, "extrapolated_se": np.hypot(noise, curvature / 3)}

@@ -83,10 +83,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "samples": Field("int", 4096, "single-site nodes (forward solver testbeds)", 2),
         "replicas": Field("int", 4, "replicas for the error estimate", 1),
         "seed": Field("int", 0, "seed of the single-site nodes", 0, maximum=SEED_MAX),
-        "node_check": Field("bool", False, "also solve the DMFT at half the nodes a replica (independent nodes; "
-                            "1.5x the DMFT's cost): the report gives each grokking time at both, their shift and "
-                            "its extrapolation to infinitely many nodes (a bias ~ 1 / nodes, which the "
-                            "replicas' error bars do not see)"),
+        "node_check": Field("bool", False, "also solve the DMFT at half and a quarter of the nodes a replica "
+                            "(independent nodes; 1.75x the DMFT's cost): the report gives each grokking time and "
+                            "final loss at all three, their shift and its extrapolation to infinitely many nodes "
+                            "(a bias ~ 1 / nodes, which the replicas' error bars do not see)"),
         "max_memory_gb": Field("float", 4.0, "memory limit of the DMFT (GiB): a solve runs its replicas a few "
                                "at a time above it; a scan's batch, which cannot, is refused", 0.0, True),
     },
@@ -214,11 +214,11 @@ def _check(cfg: dict) -> None:
     th = cfg["theory"]
     if cfg["testbed"]["name"] != "kumar":
         _problem.check_counts(th)
-        per = 2 * th["replicas"] * (1 if th.get("sampler", "stratified") == "mc" else 2)
-        if th["node_check"] and th["samples"] % per:      # its half solve splits as the full one does
+        per = 4 * th["replicas"] * (1 if th.get("sampler", "stratified") == "mc" else 2)
+        if th["node_check"] and th["samples"] % per:      # its quarter solve splits as the full one does
             raise ConfigError(f"theory.node_check: theory.samples ({th['samples']}) must be a multiple of {per}, "
-                              f"so that its half, solved again, is a multiple of {per // 2} as well "
-                              "(theory.replicas" + ("" if per == 2 * th["replicas"] else " x antithetic pairs")
+                              f"so that a quarter of it, solved again, is a multiple of {per // 4} as well "
+                              "(theory.replicas" + ("" if per == 4 * th["replicas"] else " x antithetic pairs")
                               + ")")
     P = training_points(cfg)
     if P is not None:

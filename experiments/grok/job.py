@@ -35,7 +35,7 @@ from dmft.errors import ConfigError, OutputConflict, failing_at
 from dmft.io import environment, jsonable, save
 from dmft.plotting import seed_stats
 from validation import grokking as gk
-from validation.fitting import halving_extrapolation
+from validation.fitting import node_extrapolation
 from validation import plots_grokking as plots
 
 from ..output import draw_figures, figures_relative, refuse_store
@@ -79,21 +79,23 @@ def _kumar_measures(cfg, tb: Testbed, state, f_train, g, eps, eta0):
 
 # ----------------------------------------------------------------- curves
 
-# the summary row of theory.node_check's solve at half the nodes a replica, and its nodes' key:
-# fold_in(key(theory.seed), NODE_CHECK_FOLD), independent of the full solve's key(theory.seed)
-NODE_CHECK_ROW = "DMFT, half the nodes"
+# theory.node_check's solves at 1 / k of the nodes a replica: their summary rows and curves.npz
+# groups; the nodes' key fold_in(fold_in(key(theory.seed), NODE_CHECK_FOLD), k), independent of the
+# full solve's key(theory.seed) and of each other
+NODE_CHECK_ROWS = {2: "DMFT, half the nodes", 4: "DMFT, a quarter of the nodes"}
+NODE_CHECK_GROUPS = {2: "theory_half_nodes", 4: "theory_quarter_nodes"}
 NODE_CHECK_FOLD = 0x6E6F6465
 
 
-def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None, half=False):
+def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None, fraction=1):
     """The DMFT's curves and measures at gamma0 = g; a solve flagged heavy-tailed (`dmft.single_site.few_nodes`)
-    is logged and its least effective node share put in `heavy[g]`. half: theory.node_check's solve, at half
-    of theory.samples from an independent key."""
+    is logged and its least effective node share put in `heavy[g]`. fraction k > 1: theory.node_check's
+    solve at theory.samples / k nodes from an independent key."""
     th = cfg["theory"]
     key = jax.random.key(th["seed"])
-    if half:
-        th = {**th, "samples": th["samples"] // 2}
-        key = jax.random.fold_in(key, NODE_CHECK_FOLD)
+    if fraction > 1:
+        th = {**th, "samples": th["samples"] // fraction}
+        key = jax.random.fold_in(jax.random.fold_in(key, NODE_CHECK_FOLD), fraction)
     data = tb.data
     kw = dict(schedule=tb.schedule, kernels=False, progress=progress, batch_key=tb.batch_key)
     m = tb.model.replace(gamma0=g)
@@ -120,7 +122,7 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None, half=False):
                     "weight_change": rep["weight_change.first_layer"],
                     **{k: (gk.alignment_ratio(per) if k == "planted_alignment" else per[..., 0]) for k in measures}}
             measures.update({f"{REPLICAS}{k}": np.swapaxes(v, 0, 1) for k, v in reps.items()})
-    log(f"  DMFT gamma0={g:g}{' (half the nodes)' if half else ''}: {sol.info['method']} in "
+    log(f"  DMFT gamma0={g:g}{f' (1 / {fraction} of the nodes)' if fraction > 1 else ''}: {sol.info['method']} in "
         f"{time.perf_counter() - t0:.1f} s")
     if sol.info.get("heavy_tailed"):
         share = float(np.nanmin(sol.info["effective_node_share"]))
@@ -512,12 +514,13 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
 
 # ----------------------------------------------------------------- the job
 
-def _gamma0_part(g, theory, lazy, nets, half=None) -> dict:
-    """One gamma0's arrays as curves.npz names them (and the time axis, "t"); half: theory.node_check's
-    DMFT at half the nodes, as theory_half_nodes/..."""
+def _gamma0_part(g, theory, lazy, nets, fewer=None) -> dict:
+    """One gamma0's arrays as curves.npz names them (and the time axis, "t"); fewer: theory.node_check's
+    DMFT at 1 / k of the nodes, {k: curves}, as NODE_CHECK_GROUPS[k]/..."""
     arrays = {"t": theory["t"]}
     arrays.update({f"theory/gamma0={g:g}/{k}": v for k, v in theory.items() if k != "t"})
-    arrays.update({f"theory_half_nodes/gamma0={g:g}/{k}": v for k, v in (half or {}).items() if k != "t"})
+    for frac, cur in (fewer or {}).items():
+        arrays.update({f"{NODE_CHECK_GROUPS[frac]}/gamma0={g:g}/{k}": v for k, v in cur.items() if k != "t"})
     arrays.update({f"lazy/gamma0={g:g}/{k}": v for k, v in (lazy or {}).items()})
     for w, d in nets.items():
         arrays.update({f"networks/gamma0={g:g}/N={w}/{k}": v for k, v in d.items()})
@@ -574,27 +577,27 @@ class _Parts:
             os.rmdir(os.path.join(self.out, PARTS))
 
 
-def _node_check(summary, theory, half) -> list[dict]:
+def _node_check(summary, theory, fewer) -> list[dict]:
     """Per gamma0 and quantity (t_train, t_test, gap, and the final train and test losses, which
-    carry errors where accuracy times do not): the DMFT's value at M and at M / 2 nodes a replica,
-    their shift and its extrapolation to infinitely many nodes (`validation.fitting.
-    halving_extrapolation`: a bias ~ 1 / M); None for what is not known (a time not reached, an
-    error the times do not have)."""
+    carry errors where accuracy times do not): the DMFT's value at M, M / 2 and M / 4 nodes a
+    replica, the shift from M / 2 to M, the curvature (0 on a 1 / M law) and the extrapolation to
+    infinitely many nodes with its error (`validation.fitting.node_extrapolation`); None for what
+    is not known (a time not reached, an error the times do not have)."""
     rows = {(r["gamma0"], r["source"]): r for r in summary}
     out = []
-    for g in half:
-        full, hf = rows[(g, "DMFT")], rows[(g, NODE_CHECK_ROW)]
+    for g, cur in fewer.items():
+        srcs = [("DMFT", theory[g]), *((NODE_CHECK_ROWS[k], cur[k]) for k in (2, 4))]
         val = lambda r, k: np.nan if r.get(k) is None else float(r[k])   # noqa: E731
-        pairs = {q: ((val(full, q), val(full, f"{q}_se")), (val(hf, q), val(hf, f"{q}_se")))
+        pairs = {q: [(val(rows[(g, s)], q), val(rows[(g, s)], f"{q}_se")) for s, _ in srcs]
                  for q in ("t_train", "t_test", "gap")}
         for q in ("train_loss", "test_loss"):
-            pairs[f"final {q.replace('_', ' ')}"] = tuple(
-                (float(c[q][-1]), float(c[f"{q}_se"][-1]) if f"{q}_se" in c else np.nan)
-                for c in (theory[g], half[g]))
-        for q, ((f, f_se), (h, h_se)) in pairs.items():
-            x = halving_extrapolation(f, h, f_se, h_se)
+            pairs[f"final {q.replace('_', ' ')}"] = [
+                (float(c[q][-1]), float(c[f"{q}_se"][-1]) if f"{q}_se" in c else np.nan) for _, c in srcs]
+        for q, ((f, f_se), (h, h_se), (qu, q_se)) in pairs.items():
+            x = node_extrapolation(f, h, qu, f_se, h_se, q_se)
             out.append({"gamma0": g, "quantity": q, "full": _num(f), "full_se": _num(f_se), "half": _num(h),
-                        "half_se": _num(h_se), **{k: _num(v) for k, v in x.items()}})
+                        "half_se": _num(h_se), "quarter": _num(qu), "quarter_se": _num(q_se),
+                        **{k: _num(v) for k, v in x.items()}})
     return out
 
 
@@ -611,24 +614,24 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
-    theory, lazy, nets, summary, heavy, half = {}, {}, {}, [], {}, {}
+    theory, lazy, nets, summary, heavy, fewer = {}, {}, {}, [], {}, {}
     parts = _Parts(out, cfg)
     check = tb.name != "kumar" and cfg["theory"]["node_check"]
     for g in gammas:
         theory[g] = _theory(cfg, tb, g, log, progress, heavy)
         if check:
-            half[g] = _theory(cfg, tb, g, log, progress, half=True)
+            fewer[g] = {k: _theory(cfg, tb, g, log, progress, fraction=k) for k in NODE_CHECK_ROWS}
         # NTK regression in DMFT time: its losses do not depend on gamma0 (docs/derivations.md, sec. 2)
         lazy[g] = _lazy(cfg, tb, g) if g == gammas[0] else lazy[gammas[0]]
         nets[g] = _networks(cfg, tb, g, log, progress)
-        parts.add(f"gamma0_{g:g}", _gamma0_part(g, theory[g], lazy[g], nets[g], half.get(g)), gamma0=g,
+        parts.add(f"gamma0_{g:g}", _gamma0_part(g, theory[g], lazy[g], nets[g], fewer.get(g)), gamma0=g,
                   **({"heavy_tailed": heavy[g]} if g in heavy else {}))
     t = theory[gammas[0]]["t"]
     thr = (_threshold(cfg, theory[gammas[0]]["test_loss"][0]) if tb.name != "lyu"
            else _lyu_threshold(cfg, data))
     acc = tb.accuracy
     for g in gammas:
-        rows = [("DMFT", theory[g])] + ([(NODE_CHECK_ROW, half[g])] if g in half else [])
+        rows = [("DMFT", theory[g])] + [(NODE_CHECK_ROWS[k], c) for k, c in fewer.get(g, {}).items()]
         if lazy[g] is not None:
             rows.append(("lazy (NTK regression)", lazy[g]))
         rows += [(f"N={w} (seed mean)", _seed_mean(d)) for w, d in nets[g].items()]
@@ -639,7 +642,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
                             **({"final_train_acc": _num(cur["train_acc"][-1]),
                                 "final_test_acc": _num(cur["test_acc"][-1])} if "test_acc" in cur else {}),
                             "early_warning": _early(t, cur)})
-    node_check = _node_check(summary, theory, half) if half else None
+    node_check = _node_check(summary, theory, fewer) if fewer else None
     diagrams, overlays, ew_grid = [], {}, None
     if tb.name == "kumar":
         grid_axis = cfg["early_warning"]["grid"]

@@ -78,27 +78,33 @@ def _dof_line(rep: dict, cfg: dict) -> list[str]:
 
 
 def _node_check_lines(rep: dict, cfg: dict) -> list[str]:
-    """theory.node_check's table: each DMFT time at M / 2 and M nodes a replica, the shift and the
-    extrapolation to infinitely many nodes."""
+    """theory.node_check's table: each DMFT time and final loss at M / 4, M / 2 and M nodes a
+    replica, the shift, the curvature and the extrapolation to infinitely many nodes."""
     rows = rep.get("node_check")
     if not rows:
         return []
     th = cfg["theory"]
     M = th["samples"] // th["replicas"]
     lines = ["", "## Node-count check", "",
-             f"theory.node_check: the DMFT solved again at half the nodes a replica ({M // 2} instead of {M}; "
-             "independent nodes). With M nodes a replica the DMFT is a finite system whose values carry a bias "
-             "~ 1 / M that its replicas' error bars do not see: the shift from M / 2 to M estimates it (the bias "
-             "at M is minus the shift), and the value at M plus the shift extrapolates to infinitely many nodes "
-             "(`validation.fitting.halving_extrapolation`; errors of independent solves, none where the values "
-             "have none: a DMFT's accuracy times, whose shift may be noise as much as bias; its final losses "
-             "have errors). A shift of many errors means the DMFT's times at theory.samples are not yet those of "
-             "infinite width: read the extrapolated ones, or raise theory.samples.", "",
-             f"| gamma0 | quantity | {M // 2} nodes a replica | {M} nodes a replica | shift | extrapolated (1 / M) |",
-             "|---|---|---|---|---|---|"]
+             f"theory.node_check: the DMFT solved again at half and a quarter of the nodes a replica ({M // 2} "
+             f"and {M // 4} beside {M}; independent nodes). With M nodes a replica the DMFT is a finite system whose "
+             "values carry a bias that its replicas' error bars do not see, ~ a / M + b / M^2. The shift x(M) - "
+             "x(M / 2) is minus the bias at M to first order; the curvature, (x(M / 2) - x(M / 4)) - 2 shift, is 0 "
+             "on a 1 / M law (successive shifts double); the extrapolation 2 x(M) - x(M / 2) is off by the "
+             "curvature / 3, which its error includes beside the solves' own "
+             "(`validation.fitting.node_extrapolation`). A DMFT's accuracy times carry no error of their own: "
+             "their extrapolation's error is the curvature's part alone, and a shift there may be noise as much "
+             "as bias. A shift of many errors means the DMFT at theory.samples is not yet at infinite width; a "
+             "curvature as large as the shift, that M is not yet where the bias falls as 1 / M: raise "
+             "theory.samples.", "",
+             f"| gamma0 | quantity | {M // 4} nodes a replica | {M // 2} | {M} | shift | curvature | "
+             "extrapolated |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['gamma0']:g} | {r['quantity']} | {_time(r['half'], r.get('half_se'))} | {_time(r['full'], r.get('full_se'))} | "
-                     f"{_signed(r['shift'], r['shift_se'])} | {_time(r['extrapolated'], r['extrapolated_se'])} |")
+        lines.append(f"| {r['gamma0']:g} | {r['quantity']} | {_time(r['quarter'], r.get('quarter_se'))} | "
+                     f"{_time(r['half'], r.get('half_se'))} | {_time(r['full'], r.get('full_se'))} | "
+                     f"{_signed(r['shift'], r['shift_se'])} | {_signed(r['curvature'], r['curvature_se'])} | "
+                     f"{_time(r['extrapolated'], r['extrapolated_se'])} |")
     return lines
 
 
