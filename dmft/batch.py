@@ -720,7 +720,11 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
         key: `jax.random.key` (default key(0)); point i uses fold_in(key, i).
         batch_key: the minibatch sequence of SGD, shared by every point (default
             `dmft.schedule.default_batch_key(key)`); point i equals `dmft.solve(...,
-            key=fold_in(key, i), batch_key=batch_key)`, and networks trained with
+            key=fold_in(key, i), batch_key=batch_key)` (but with weight_decay among the fields
+            and control_variate left to the solver, the control variate is off at every point,
+            those of decay 0 too: they equal `dmft.solve(..., control_variate=False)`, unbiased
+            but noisier; `dmft scan` solves its decay-0 points as a group of their own, with it),
+            and networks trained with
             `networks.train(batch_key=batch_key)` see the same batches. Refused under full batch
             (batch_size None or P), which draws none.
         progress: a progress bar over points.
