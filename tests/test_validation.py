@@ -270,6 +270,14 @@ def test_agreement_sigma_decides_the_z_check(offset, sigma, seeds):
     assert zc["verdict"] == ("PASS" if np.all(np.abs(z) <= bounds) else "FAIL"), zc
     assert zc["value"] == z[i] and float(zc["tolerance"].split()[-1]) == bounds[i]     # as shown
     assert out["agreement gamma0=1 N=256"]["verdict"] == "PASS"        # agreement_rel = 10
+    # a bound so wide that only a gross disagreement fails it says so (4 seeds, 4 replicas: 338)
+    from validation.verdicts import WEAK_Q, WEAK_Z
+    assert ("a PASS here says little" in zc["detail"]) == (bounds[i] > WEAK_Z), zc
+    pc = out["prediction gamma0=1 N=256"]
+    if pc["verdict"] != "SKIP":
+        b = float(pc["tolerance"].split()[-1])
+        assert ("a PASS here says little" in pc["detail"]) == (b > WEAK_Q), pc
+        assert (f"up to {np.sqrt(b):.3g} times its noise" in pc["detail"]) == (b > WEAK_Q), pc
 
 
 @pytest.mark.parametrize("floor_over_last, noise_share", [(0.45, 1.0), (0.7, 1.0), (3.0, 0.2)])
