@@ -290,8 +290,9 @@ def _worst(stats: dict, t, seeds: int) -> dict:
     """The judged loss's worst saved time t > 0 (t = 0 is the data's own mean square for centered
     networks, equal to rounding, where z read 2.65 from 1e-17 differences): "worst_rel_error" and
     "worst_rel_t", the relative error |mean - theory| against the larger of |theory| and
-    AGREEMENT_FLOOR of the theory's initial loss. A time at which a seed is not finite (diverged, while the theory is judged) reads
-    inf: the ensemble's mean over all its seeds is not finite there ("first_diverged_t"); one at
+    AGREEMENT_FLOOR of the theory's initial loss. A time at which a seed is not finite (diverged,
+    while the theory is judged) reads inf: the ensemble's mean over all its seeds is not finite
+    there ("first_diverged_t"); one at
     which the theory is not finite makes it NaN ("theory_not_finite_t"). A 10%
     error in the networks' time units read a final relative error of 0.002 (the losses meet at the
     end) and 0.10-0.12 on the way."""

@@ -4,7 +4,9 @@ Testbeds (docs/conventions.md, "Grokking" and "Early warning"; `experiments.grok
 kumar, modular_addition, sparse_parity, lyu. For each gamma0 of [model] gamma0: the DMFT,
 the lazy (NTK regression) baseline, and network ensembles at [simulate] widths, all on
 one schedule; grokking times at a threshold (a fraction of the initial test loss, or an
-accuracy); progress measures and their lead over the test-loss drop. For the Kumar model
+accuracy); progress measures and their lead over the test-loss drop; with [theory] node_check the DMFT
+again at half and a quarter of its nodes, every time extrapolated to infinitely many nodes
+(`validation.fitting.node_extrapolation`). For the Kumar model
 also the phase diagrams of [diagram] (amount of grokking over gamma0 x eps, gamma0 x P,
 gamma0 x kappa: each grid of one shape is one compiled, vmapped program) with
 finite-width points overlaid, the early-warning verdict over the runs of one diagram (the
@@ -35,8 +37,8 @@ from dmft.errors import ConfigError, OutputConflict, failing_at
 from dmft.io import environment, jsonable, save
 from dmft.plotting import seed_stats
 from validation import grokking as gk
-from validation.fitting import node_extrapolation
 from validation import plots_grokking as plots
+from validation.fitting import node_extrapolation
 
 from ..output import draw_figures, figures_relative, refuse_store
 from .config import LYU_DEGREE, Testbed, build, minibatch_of, schedule_of
