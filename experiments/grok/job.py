@@ -586,10 +586,10 @@ def _node_check(summary, theory, fewer) -> list[dict]:
     infinitely many nodes with its error (`validation.fitting.node_extrapolation`); None for what
     is not known (a time not reached, an error the times do not have)."""
     rows = {(r["gamma0"], r["source"]): r for r in summary}
+    val = lambda r, k: np.nan if r.get(k) is None else float(r[k])      # noqa: E731 (report.json's None: NaN)
     out = []
     for g, cur in fewer.items():
         srcs = [("DMFT", theory[g]), *((NODE_CHECK_ROWS[k], cur[k]) for k in (2, 4))]
-        val = lambda r, k: np.nan if r.get(k) is None else float(r[k])   # noqa: E731
         pairs = {q: [(val(rows[(g, s)], q), val(rows[(g, s)], f"{q}_se")) for s, _ in srcs]
                  for q in ("t_train", "t_test", "gap")}
         for q in ("train_loss", "test_loss"):
