@@ -35,6 +35,7 @@ import networks
 from dmft.errors import ConfigError, InputError
 from dmft.plan import no_lazy_limit
 from validation import lazy_to_rich
+from validation.sweep import plan_node_check
 from validation.verdicts import TOLERANCES, z_bound
 from validation.verdicts import checks as verdicts
 
@@ -52,6 +53,10 @@ JOBS = ("solve", "simulate", "validate")
 SCHEMA: dict[str, dict[str, Field]] = {
     **copy.deepcopy(_problem.SECTIONS),
     "train": {**copy.deepcopy(_problem.SECTIONS["train"]), **copy.deepcopy(_problem.SGD_FIELDS)},
+    "theory": {**copy.deepcopy(_problem.SECTIONS["theory"]),
+               "node_check": Field("bool", False, "also solve the DMFT at half and a quarter of the nodes a replica "
+                                   "(independent keys, 1.75x its cost): a node bias check and the losses extrapolated "
+                                   "to infinitely many nodes (solve and validate; a sampled method)")},
     "sweep": {
         "gamma0": Field("floats", [0.05, 0.5, 1.0, 2.0], "richness values", 0.0, True),
     },
@@ -142,9 +147,25 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             raise
         except dmft.InputError as err:           # named by the configuration's keys
             raise _problem.config_error(err, _problem.PLAN_KEYS, f"sweep at gamma0 = {g:g}") from err
+    if job in ("solve", "validate") and cfg["theory"]["node_check"]:
+        _plan_node_check(cfg, prob, solve_plan)
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
     return prob
+
+
+def _plan_node_check(cfg: dict, prob, solve_plan: dict) -> None:
+    """theory.node_check's solves at half and a quarter of theory.samples, planned at every gamma0
+    (`validation.sweep.plan_node_check`): ConfigError naming the keys where they cannot run."""
+    for g in cfg["sweep"]["gamma0"]:
+        m = prob.model.replace(gamma0=g)
+        plan = dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
+        try:
+            plan_node_check(plan, m, prob.data, prob.schedule, solve_plan)
+        except dmft.InputError as err:
+            raise ConfigError(f"theory.node_check: {str(err).removeprefix('node_check: ')} (theory.method = "
+                              f"{cfg['theory']['method']!r}, theory.sampler = {cfg['theory']['sampler']!r}, "
+                              f"theory.samples = {cfg['theory']['samples']})") from err
 
 
 def replicas_note(cfg: dict) -> str | None:
@@ -237,7 +258,7 @@ def _run(job, cfg, out, prob, progress) -> dict:
                              sim["widths"] if job == "validate" else [], sim["seeds"],
                              schedule=prob.schedule, solve_kw=solve_kw,
                              train_kw=dict(prob.train_options), key=key, progress=progress,
-                             simulate=job == "validate",
+                             simulate=job == "validate", node_check=cfg["theory"]["node_check"],
                              on_result=lambda *r: stems.append(_report.write_result(out, *r)))
         figures, plot_errors = _report.write_figures(sweep, out)
         checks = verdicts(sweep, cfg["check"])
@@ -259,14 +280,15 @@ def _recheck(job, cfg, out, prob, log) -> dict:
     sim = cfg["simulate"]
     gamma0s = [float(g) for g in cfg["sweep"]["gamma0"]]
     widths = [int(w) for w in sim["widths"]] if job != "solve" else []
-    read = _report.saved_files(gamma0s, widths, theory=job != "simulate") + ["report.json"]
+    node_check = job != "simulate" and cfg["theory"]["node_check"]
+    read = _report.saved_files(gamma0s, widths, theory=job != "simulate", node_check=node_check) + ["report.json"]
     try:                                    # (nothing is written before the results are read)
         verify_files(out, read, old.get("digests"))
         if job == "simulate":
             runs = _report.read_runs(out, gamma0s, widths)
         else:
             sweep = _report.read_results(out, prob.model, prob.data, prob.schedule, gamma0s, widths,
-                                         sim["seeds"], _report.read_report(out).get("timings"))
+                                         sim["seeds"], _report.read_report(out).get("timings"), node_check)
     except BaseException:
         release(out)
         raise

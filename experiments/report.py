@@ -17,8 +17,9 @@ import dmft
 import networks
 from dmft import io as _io
 from validation import LazyToRich, plots
-from validation.compare import theory_se, width_scaling
+from validation.compare import node_bias, theory_se, width_scaling
 from validation.inputs import theory_name
+from validation.sweep import NODE_CHECK_KINDS
 
 from .config import to_toml
 from . import problem as _problem
@@ -92,6 +93,43 @@ def _table(head, rows) -> list[str]:
     return [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows]
 
 
+def _node_table(sweep) -> list[dict]:
+    """theory.node_check's rows (`validation.compare.node_bias` at the last saved time): per gamma0,
+    the loss at M, M / 2 and M / 4 nodes a replica with their errors, the shift from M / 2 to M, the
+    curvature (0 on a 1 / M law) and the extrapolation to infinitely many nodes, each with its
+    error (None where unknown)."""
+    rows = []
+    for g in sweep.gamma0s:
+        if g not in sweep.fewer:
+            continue
+        nb = node_bias(sweep.solutions[g], *(sweep.fewer[g][k] for k in sorted(NODE_CHECK_KINDS)))
+        rows.append({"gamma0": g, "loss": nb["loss"],
+                     "nodes_per_replica": int(sweep.solutions[g].info.get("nodes_per_replica", 0)),
+                     **{k: _finite(nb[k][-1]) for k in ("full", "full_se", "half", "half_se", "quarter", "quarter_se",
+                                                        "shift", "shift_se", "curvature", "curvature_se",
+                                                        "extrapolated", "extrapolated_se")}})
+    return rows
+
+
+def _node_lines(rows) -> list[str]:
+    """report.md's node-count section from `_node_table`'s rows ([] without theory.node_check)."""
+    if not rows:
+        return []
+    pm = lambda r, k: f"{_fmt(r[k])} +- {_fmt(r[k + '_se'], 2)}"       # noqa: E731
+    lines = ["## Node-count check (theory.node_check)", "",
+             "The DMFT solved again at half and a quarter of the nodes a replica (as many replicas, independent "
+             "keys): the replicas' spread, all at one node count, does not see a bias that falls as 1 / nodes. "
+             "Final loss at each count +- its standard error; shift = loss(M) - loss(M / 2), minus the bias at M "
+             "to first order (the node bias check judges it at every saved time); curvature = (loss(M / 2) - "
+             "loss(M / 4)) - 2 shift, 0 on a 1 / M law; extrapolated = 2 loss(M) - loss(M / 2), whose error holds "
+             "the solves' and curvature / 3 (`validation.fitting.node_extrapolation`).", ""]
+    lines += _table(["gamma0", "loss", "M", "loss at M / 4", "loss at M / 2", "loss at M", "shift", "curvature",
+                     "extrapolated (infinitely many nodes)"],
+                    [[f"{r['gamma0']:g}", r["loss"], str(r["nodes_per_replica"]), pm(r, "quarter"), pm(r, "half"),
+                      pm(r, "full"), pm(r, "shift"), pm(r, "curvature"), pm(r, "extrapolated")] for r in rows])
+    return lines + [""]
+
+
 def _scaling_table(sweep):
     rows = []
     for g in sweep.gamma0s:
@@ -123,20 +161,22 @@ def _path(out: str, rel: str) -> str:
 
 
 def write_result(out: str, kind: str, g, w, result) -> str:
-    """One raw result, theory/KIND_gamma0_G or networks/gamma0_G_NW (.npz + .json; kind "dmft" or
-    "lazy": a `dmft.Solution`; "networks": a `networks.Run` of width w); returns its stem. The
+    """One raw result, theory/KIND_gamma0_G or networks/gamma0_G_NW (.npz + .json; kind "dmft",
+    "lazy" or one of `validation.sweep.NODE_CHECK_KINDS` (theory.node_check): a `dmft.Solution`; "networks": a `networks.Run` of width w); returns its stem. The
     jobs call it as each result is done (`validation.lazy_to_rich`'s on_result)."""
     stem = _path(out, _network_stem(g, w) if kind == "networks" else _theory_stem(kind, g))
     result.save(stem)
     return stem
 
 
-def saved_files(gamma0s, widths, theory: bool = True) -> list[str]:
+def saved_files(gamma0s, widths, theory: bool = True, node_check: bool = False) -> list[str]:
     """The raw results' files (relative to the results directory, in the order the jobs write them
-    with `write_result`; without `theory` the ensembles only): .npz then .json of each result."""
+    with `write_result`; without `theory` the ensembles only; `node_check`: with theory.node_check's
+    solves): .npz then .json of each result."""
     stems = []
+    names = ["dmft", *(NODE_CHECK_KINDS.values() if node_check else ()), "lazy"]
     for g in gamma0s:
-        stems += [_theory_stem(name, g) for name in ("dmft", "lazy")] if theory else []
+        stems += [_theory_stem(name, g) for name in names] if theory else []
         stems += [_network_stem(g, w) for w in widths]
     return [stem + ext for stem in stems for ext in (".npz", ".json")]
 
@@ -148,20 +188,23 @@ def read_runs(out: str, gamma0s, widths) -> dict:
             for g in gamma0s}
 
 
-def read_results(out: str, model, data, schedule, gamma0s, widths, seeds, timings=None) -> LazyToRich:
+def read_results(out: str, model, data, schedule, gamma0s, widths, seeds, timings=None,
+                 node_check: bool = False) -> LazyToRich:
     """The sweep whose raw results a job saved in `out` (`write_result`), read back (`dmft.Solution.load`,
     `networks.Run.load`, each verifying its files) with its width scaling computed again from
     them (`validation.compare.width_scaling`, as `validation.lazy_to_rich` does): the verdicts
     and reports of a sweep need nothing else. `model`, `data` and `schedule` are the problem the
     results were computed for (its configuration's); `timings` are the computation's (the
-    previous report's), not measured here."""
+    previous report's), not measured here; `node_check`: theory.node_check's solves too."""
     gamma0s, widths = [float(g) for g in gamma0s], [int(w) for w in widths]
     sols = {g: dmft.Solution.load(_path(out, _theory_stem("dmft", g))) for g in gamma0s}
     lazy = {g: dmft.Solution.load(_path(out, _theory_stem("lazy", g))) for g in gamma0s}
+    fewer = ({g: {k: dmft.Solution.load(_path(out, _theory_stem(name, g))) for k, name in NODE_CHECK_KINDS.items()}
+              for g in gamma0s} if node_check else {})
     runs = read_runs(out, gamma0s, widths) if widths else {}
     scaling = {g: width_scaling(sols[g], runs[g]) for g in runs}
     timings = {"theory_s": 0.0, "networks_s": 0.0, **(timings if isinstance(timings, dict) else {})}
-    return LazyToRich(model, data, gamma0s, widths, int(seeds), sols, lazy, runs, scaling, timings, schedule)
+    return LazyToRich(model, data, gamma0s, widths, int(seeds), sols, lazy, runs, scaling, timings, schedule, fewer)
 
 
 def read_report(out: str) -> dict:
@@ -257,10 +300,11 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     environment = environment or _io.environment()
     final = _final_table(sweep)
     scaling = _scaling_table(sweep) if sweep.widths else []
+    nodes = _node_table(sweep)
     data = sweep.data
     report = {"task": data.describe(), "model": _swept_model(sweep.model), "gamma0": sweep.gamma0s,
               "widths": sweep.widths, "seeds": sweep.seeds, "checks": verdicts, "final": final,
-              "width_scaling": scaling, "timings": sweep.timings,
+              "width_scaling": scaling, "node_check": nodes or None, "timings": sweep.timings,
               "figures": {k: os.path.relpath(v, out) for k, v in figures.items()},
               "config": cfg, "environment": environment,
               "theory_info": {f"{g:g}": {k: v for k, v in sweep.solutions[g].info.items()
@@ -343,7 +387,8 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         lines += ["", "The slopes' intervals are 95% (Student's t with points - 2 degrees of freedom). "
                   "Per-seed errors follow the N^-1/2 fluctuations of Bordelon & Pehlevan (2023); the "
                   "ensemble mean mixes the N^-1 bias with seed noise of order (seeds N)^-1/2."]
-    lines += ["", "## Figures", ""]
+    lines += [""] + _node_lines(nodes)
+    lines += ["## Figures", ""]
     lines += [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", "",
               "## Environment", "", "```", json.dumps(environment, indent=1), "```", ""]

@@ -64,10 +64,11 @@ import networks
 from dmft import checks
 from dmft.errors import InputError
 
-from .fitting import LogLogFit, loglog_fit
+from .fitting import LogLogFit, loglog_fit, node_extrapolation
 from .inputs import mapping
 
-__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se", "prediction_stats"]
+__all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se", "prediction_stats",
+           "node_bias"]
 
 
 @dataclasses.dataclass
@@ -464,6 +465,47 @@ def zero_targets(solution, split: str) -> bool:
     (no scale for relative errors of that split's loss)."""
     rms = (getattr(solution, "info", None) or {}).get("target_rms", {}).get(split)
     return rms is not None and rms == 0
+
+
+def node_bias(solution, half, quarter) -> dict:
+    """The DMFT's node-count bias at every saved time, from independent solves of one problem at M,
+    M / 2 and M / 4 nodes a replica (`validation.lazy_to_rich(node_check=True)`): of the test loss,
+    or the train loss where a solve has no test targets.
+
+    The replicas' spread, all at M nodes, sees no bias that falls as 1 / M (the shipped
+    modular-addition testbed's times were 15-60 of their errors apart at 512-2048 nodes a
+    replica, docs/derivations.md section 2); the three solves measure it
+    (`validation.fitting.node_extrapolation`). z = shift / shift_se, with shift = x(M) - x(M / 2)
+    (minus the bias at M, to first order), is a t statistic of `dof` degrees of freedom where
+    there is none: the two solves' errors are estimated from replicas - 1 each, and the fewer
+    bound its law (as `min_dof` argues for z).
+
+    Returns {"loss": "test" | "train", "t", "full", "full_se", "half", "half_se", "quarter",
+    "quarter_se", node_extrapolation's six arrays, "z", "dof"}: arrays over the saved times (NaN
+    where unknown: z where a solve has no error, as for one replica)."""
+    sols = (solution, half, quarter)
+    for name, s in zip(("solution", "half", "quarter"), sols):
+        if not isinstance(s, dmft.Solution):
+            raise InputError(f"{name} must be a dmft.Solution, got {type(s).__name__}")
+    if not (np.array_equal(solution.t, half.t) and np.array_equal(solution.t, quarter.t)):
+        raise InputError("solution, half and quarter must share their saved times (one schedule), got "
+                         f"{[len(s.t) for s in sols]} times")
+    loss = "test" if all(s.test_loss is not None for s in sols) else "train"
+    vals, ses = [], []
+    for s in sols:
+        vals.append(np.asarray(s.test_loss if loss == "test" else s.train_loss, float))
+        se = theory_se(s, f"{loss}_loss")
+        ses.append(np.full(vals[-1].shape, np.nan) if se is None else np.broadcast_to(np.asarray(se, float),
+                                                                                      vals[-1].shape))
+    x = node_extrapolation(*vals, *ses)
+    dofs = [float((s.info or {}).get("error_dof") or 0) for s in sols[:2]]
+    dof = min(dofs) if min(dofs) > 0 else np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(x["shift_se"] > 0, x["shift"] / x["shift_se"], np.where(x["shift"] == 0, 0.0, np.nan))
+    return {"loss": loss, "t": np.asarray(solution.t, float),
+            **{f"{n}{e}": v for n, pair in zip(("full", "half", "quarter"), zip(vals, ses))
+               for e, v in zip(("", "_se"), pair)},
+            **x, "z": np.where(np.isfinite(x["shift_se"]), z, np.nan), "dof": np.full(z.shape, dof)}
 
 
 def scaling_fit(widths, errors) -> LogLogFit:

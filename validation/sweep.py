@@ -32,7 +32,22 @@ from dmft.runner import progress_bar
 from .compare import width_scaling
 from .inputs import shown
 
-__all__ = ["LazyToRich", "lazy_to_rich"]
+__all__ = ["LazyToRich", "lazy_to_rich", "NODE_FRACTIONS", "NODE_CHECK_KINDS", "node_check_key",
+           "plan_node_check"]
+
+# the node-count check's solves, at 1 / k of the nodes a replica (and as many replicas): three sizes,
+# since two cannot tell a 1 / M bias from a departure from that law (validation.fitting.node_extrapolation)
+NODE_FRACTIONS = (2, 4)
+NODE_CHECK_FOLD = 0x6E6F6465
+# their on_result kinds (and the validate and solve jobs' result names)
+NODE_CHECK_KINDS = {2: "dmft_half_nodes", 4: "dmft_quarter_nodes"}
+
+
+def node_check_key(key, k: int):
+    """The nodes' key of the solve at 1 / k of the nodes: fold_in(fold_in(key, NODE_CHECK_FOLD), k),
+    independent of the full solve's `key` and of each other (the grok job's theory.node_check too)."""
+    return jax.random.fold_in(jax.random.fold_in(key, NODE_CHECK_FOLD), k)
+
 
 _PROTOCOL = ("eta0", "steps", "save_every", "weight_decay", "dynamics", "save_at")
 
@@ -48,6 +63,9 @@ class LazyToRich:
         runs: gamma0 -> {width -> networks.Run}.
         scaling: gamma0 -> `width_scaling` result (errors, fits, comparisons).
         timings: seconds spent per part.
+        fewer: gamma0 -> {k -> dmft.Solution at 1 / k of the nodes a replica} for k in
+            NODE_FRACTIONS (node_check=True; else empty): the node-count check
+            (`validation.compare.node_bias`).
     """
 
     model: dmft.TwoLayer
@@ -61,6 +79,7 @@ class LazyToRich:
     scaling: dict
     timings: dict
     schedule: dmft.Schedule | None = None
+    fewer: dict = dataclasses.field(default_factory=dict)
 
 
 def _schedule(schedule, solve_kw, train_kw):
@@ -131,7 +150,7 @@ _PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measu
 
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
                  train_kw=None, key=None, progress: bool = False,
-                 simulate: bool = True, on_result=None, **unknown) -> LazyToRich:
+                 simulate: bool = True, on_result=None, node_check: bool = False, **unknown) -> LazyToRich:
     """Solve the DMFT and train network ensembles at each gamma0, on one schedule.
 
     Args:
@@ -149,7 +168,14 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         simulate: False for theory only (no networks).
         on_result: called as each result is done, on_result(kind, gamma0, width, result) with
             kind "dmft" or "lazy" (width None; a `dmft.Solution`) or "networks" (a
-            `networks.Run`), so a caller can keep them before a later point fails.
+            `networks.Run`), so a caller can keep them before a later point fails; with
+            node_check also the kinds of NODE_CHECK_KINDS (a `dmft.Solution`).
+        node_check: also solve the DMFT at each gamma0 at 1 / 2 and 1 / 4 of its samples (as many
+            replicas: half and a quarter of the nodes a replica), the nodes' keys
+            `node_check_key(solve_kw["key"], k)` (the batches the same), into `fewer`: its
+            node-count bias, which the replicas' spread does not see
+            (`validation.compare.node_bias`, the verdicts' node bias check). A sampled method
+            only (forward or iterate, not a quadrature rule); 1.75x the DMFT's cost.
 
     Raises:
         InputError (a ValueError), before any compute: a bad argument, named (and every check of
@@ -157,10 +183,12 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     """
     if unknown:
         raise InputError(f"lazy_to_rich: unknown keyword argument(s) {', '.join(sorted(unknown))}; expected "
-                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result (options of dmft.solve go "
+                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result, node_check (options of "
+                         "dmft.solve go "
                          "in solve_kw, of networks.train in train_kw)")
     _check_arguments(model, data, gamma0s, widths, seeds, schedule, solve_kw, train_kw, key, progress,
                      simulate)
+    checks.flag("node_check", node_check)
     if on_result is not None and not callable(on_result):
         raise InputError(f"on_result must be a callable or None, got {type(on_result).__name__}")
     done = on_result if on_result is not None else (lambda *_: None)
@@ -185,14 +213,20 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     # lazy baseline of minibatch SGD say, wasted every solve before it)
     lazy_sch = sch if sch.weight_decay == 0 else sch.replace(weight_decay=0.0)
     planned = {k: v for k, v in solve_kw.items() if k not in ("key", "batch_key", "progress")}
+    samples = {}
     for g in gamma0s:
         m = model.replace(gamma0=g)
-        dmft.plan_solve(m, data, sch, **planned)
+        plan = dmft.plan_solve(m, data, sch, **planned)
+        samples[g] = plan.samples
+        if node_check:
+            plan_node_check(plan, m, data, sch, planned)
         dmft.plan_solve(m, data, lazy_sch, method="lazy", **{k: v for k, v in lazy_kw.items() if k != "batch_key"})
         if widths:
             networks.plan_train(m, data, sch, widths, seeds, **{k: v for k, v in train_kw.items() if k in _PLANNED})
     bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
-    sols, lazy, runs, scaling = {}, {}, {}, {}
+    sols, lazy, runs, scaling, fewer = {}, {}, {}, {}, {}
+    root = checks.prng_key("solve_kw['key']", solve_kw.get("key"))
+    root = jax.random.key(0) if root is None else root          # (dmft.solve's default)
     timings = {"theory_s": 0.0, "networks_s": 0.0}
     for i, g in enumerate(gamma0s):
         m = model.replace(gamma0=g)
@@ -200,6 +234,13 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         with failing_at(f"theory at gamma0 = {g:g}"):
             sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
         done("dmft", g, None, sols[g])
+        if node_check:
+            fewer[g] = {}
+            for k in NODE_FRACTIONS:
+                kw = {**solve_kw, "samples": samples[g] // k, "key": node_check_key(root, k)}
+                with failing_at(f"theory at gamma0 = {g:g} with 1 / {k} of the nodes (node_check)"):
+                    fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
+                done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
         # (under weight decay the kernel limit has none: the baseline is the lazy run without it,
         # and the lazy-limit check SKIPs, validation.verdicts: the gap would be the decay's)
         with failing_at(f"lazy limit at gamma0 = {g:g}"):
@@ -219,7 +260,25 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             scaling[g] = width_scaling(sols[g], runs[g])
     if bar is not None:
         bar.close()
-    return LazyToRich(model, data, gamma0s, widths, seeds, sols, lazy, runs, scaling, timings, sch)
+    return LazyToRich(model, data, gamma0s, widths, seeds, sols, lazy, runs, scaling, timings, sch, fewer)
+
+
+def plan_node_check(plan, model, data, schedule, planned: dict) -> None:
+    """node_check's solves planned before any compute (`plan`: the full solve's `dmft.plan_solve`,
+    `planned` its options): a sampled method whose samples split into 1 / 4 as the full solve's
+    do; else InputError saying why."""
+    if not plan.sampled or plan.sampler == "quadrature":
+        what = f"method {plan.method!r}" + (" with a quadrature rule" if plan.sampled else "")
+        raise InputError(f"node_check: the DMFT solved by {what} has no sampled nodes whose count could bias it; "
+                         "node_check needs a sampled solve (method 'forward' or 'iterate', a sampler other "
+                         "than a quadrature rule)")
+    for k in NODE_FRACTIONS:
+        try:
+            dmft.plan_solve(model, data, schedule, **{**planned, "samples": plan.samples // k})
+        except InputError as err:
+            raise InputError(f"node_check: samples = {plan.samples} cannot be solved at 1 / {k} of its nodes "
+                             f"({plan.samples // k}): {err}; give samples a multiple of {k} x what it "
+                             "needs") from err
 
 
 def _values(name, values, empty: bool = False) -> list:

@@ -39,6 +39,7 @@ from dmft.plotting import seed_stats
 from validation import grokking as gk
 from validation import plots_grokking as plots
 from validation.fitting import node_extrapolation
+from validation.sweep import node_check_key
 
 from ..output import draw_figures, figures_relative, refuse_store
 from .config import LYU_DEGREE, Testbed, build, minibatch_of, schedule_of
@@ -82,11 +83,10 @@ def _kumar_measures(cfg, tb: Testbed, state, f_train, g, eps, eta0):
 # ----------------------------------------------------------------- curves
 
 # theory.node_check's solves at 1 / k of the nodes a replica: their summary rows and curves.npz
-# groups; the nodes' key fold_in(fold_in(key(theory.seed), NODE_CHECK_FOLD), k), independent of the
-# full solve's key(theory.seed) and of each other
+# groups; the nodes' key `validation.sweep.node_check_key(key(theory.seed), k)`, independent of the
+# full solve's key(theory.seed) and of each other (as the validate job's)
 NODE_CHECK_ROWS = {2: "DMFT, half the nodes", 4: "DMFT, a quarter of the nodes"}
 NODE_CHECK_GROUPS = {2: "theory_half_nodes", 4: "theory_quarter_nodes"}
-NODE_CHECK_FOLD = 0x6E6F6465
 
 
 def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None, fraction=1):
@@ -97,7 +97,7 @@ def _theory(cfg, tb: Testbed, g, log, progress=False, heavy=None, fraction=1):
     key = jax.random.key(th["seed"])
     if fraction > 1:
         th = {**th, "samples": th["samples"] // fraction}
-        key = jax.random.fold_in(jax.random.fold_in(key, NODE_CHECK_FOLD), fraction)
+        key = node_check_key(key, fraction)
     data = tb.data
     kw = dict(schedule=tb.schedule, kernels=False, progress=progress, batch_key=tb.batch_key)
     m = tb.model.replace(gamma0=g)

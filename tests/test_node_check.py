@@ -1,0 +1,238 @@
+"""The node-count check of the lazy-to-rich sweep and the solve and validate jobs: the DMFT solved
+again at half and a quarter of the nodes a replica (`validation.lazy_to_rich(node_check=True)`,
+theory.node_check), `validation.compare.node_bias` and the node bias verdict."""
+
+import json
+import pathlib
+import re
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import dmft
+import validation
+from experiments import cli
+from validation.compare import node_bias
+from validation.sweep import NODE_CHECK_KINDS, NODE_FRACTIONS, node_check_key
+from validation.verdicts import z_bound
+from validation.verdicts import checks as verdicts
+
+
+def _solution(loss, se, dof, nodes):
+    """A solve's record with its test loss (T,), that loss's standard error (T,) and error_dof."""
+    T = len(loss)
+    return dmft.Solution(t=np.arange(T, dtype=float), f_train=np.zeros((T, 1)), f_test=None,
+                         train_loss=np.asarray(loss, float), test_loss=np.asarray(loss, float), ntk=None,
+                         feature_kernel=None, gradient_kernel=None, alignment=np.zeros(T),
+                         weight_change={"first_layer": np.zeros(T)},
+                         error=None if se is None else {"test_loss": np.asarray(se, float)},
+                         info={"error_dof": dof, "nodes_per_replica": nodes, "sampler": "stratified"})
+
+
+def _sweep(sols, fewer):
+    """A LazyToRich of theory only (the node checks read its solutions and `fewer`)."""
+    g = 1.0
+    return validation.LazyToRich(dmft.TwoLayer("relu"), None, [g], [], 1, {g: sols}, {g: sols}, {}, {}, {},
+                                 None, {g: fewer})
+
+
+# ------------------------------------------------------------------ node_bias and the verdict
+
+
+@settings(max_examples=40, deadline=None)
+@given(x_inf=st.floats(0.1, 2.0), a=st.floats(-50.0, 50.0), b=st.floats(-2000.0, 2000.0),
+       M=st.sampled_from([256, 1024, 4096]), se=st.floats(1e-5, 1e-2), R=st.integers(2, 16))
+def test_node_bias_reads_a_planted_law(x_inf, a, b, M, se, R):
+    """Losses on x_inf + a / M + b / M^2 at every saved time (no noise): the shift is -a / M - 3b / M^2,
+    the extrapolation x_inf - 2 b / M^2, the curvature -6 b / M^2, z the shift over hypot(se, se_half),
+    at replicas - 1 degrees of freedom."""
+    T = 5
+    x = lambda m: np.full(T, x_inf + a / m + b / m ** 2)            # noqa: E731
+    ses = [np.full(T, se * np.sqrt(k)) for k in (1, 2, 4)]
+    sols = [_solution(x(M // k), s, R - 1, M // k) for k, s in zip((1, 2, 4), ses)]
+    nb = node_bias(*sols)
+    assert nb["loss"] == "test" and nb["t"].tolist() == list(range(T))
+    np.testing.assert_allclose(nb["shift"], -a / M - 3 * b / M ** 2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(nb["extrapolated"], x_inf - 2 * b / M ** 2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(nb["curvature"], -6 * b / M ** 2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(nb["z"], nb["shift"] / np.hypot(ses[0], ses[1]), rtol=1e-12)
+    assert (nb["dof"] == R - 1).all()
+    # the verdict: FAIL exactly where some time's |z| is past the bound of the family of T - 1 times
+    (check,) = [c for c in verdicts(_sweep(sols[0], dict(zip(NODE_FRACTIONS, sols[1:]))), {"agreement_sigma": 5.0})
+                if c["name"].startswith("node bias")]
+    bound = z_bound(5.0, R - 1, T - 1)
+    assert check["verdict"] == ("FAIL" if np.abs(nb["z"][1:]).max() > bound else "PASS")
+    assert float(check["tolerance"].removeprefix("|z| <= ")) == bound
+    assert f"at {M} nodes a replica, " in check["detail"] and f"at {M // 4}; extrapolated" in check["detail"]
+
+
+def test_node_bias_z_keeps_its_tail_over_independent_draws():
+    """Without a bias, |z| passes the bound at the normal tail's level or less: R replicas at M and R
+    at M / 2 (twice the variance), each solve's error from its own replicas, 20000 independent draws
+    (one per saved time). The bound's dof, replicas - 1, is the fewer of the two solves' (their summed
+    variance has between R - 1 and 2 (R - 1)), which bounds the law whatever the share of each
+    (`validation.compare.min_dof`): conservative, 0.12x nominal at 2 sigma with 2 replicas, 0.82x with
+    16. Welch's estimated dof came nearer (0.5-1.0x at 2 sigma) but past it at 5 sigma where the two
+    variances differ eightfold: 2.5-3.5x nominal (exact conditional tails, 8-16 replicas)."""
+    rng = np.random.default_rng(7)
+    T, sigma = 20001, 2.0
+    nominal = 2 * stats.norm.sf(sigma)
+    for R, least in ((2, 0.05), (4, 0.25), (8, 0.5), (16, 0.65)):
+        sols = []
+        for k in (1, 2, 4):
+            reps = 0.4 + np.sqrt(k) * rng.normal(size=(R, T))
+            sols.append(_solution(reps.mean(0), reps.std(0, ddof=1) / np.sqrt(R), R - 1, 4096 // k))
+        z = node_bias(*sols)["z"][1:]
+        rate = np.mean(np.abs(z) > z_bound(sigma, R - 1))
+        assert least * nominal < rate <= nominal * 1.1, (R, rate / nominal)
+
+
+def test_node_bias_takes_the_train_loss_without_test_targets_and_refuses_other_times():
+    sols = [_solution(np.linspace(1, 0.5, 4) + k * 1e-3, np.full(4, 1e-3), 3, 256 // k) for k in (1, 2, 4)]
+    for s in sols:
+        s.test_loss = None
+        s.error = {"train_loss": np.full(4, 1e-3)}
+    nb = node_bias(*sols)
+    assert nb["loss"] == "train" and np.isfinite(nb["z"]).all()
+    other = _solution(np.ones(5), np.full(5, 1e-3), 3, 64)
+    with pytest.raises(dmft.InputError, match="share their saved times"):
+        node_bias(sols[0], sols[1], other)
+    with pytest.raises(dmft.InputError, match="half must be a dmft.Solution"):
+        node_bias(sols[0], {"test_loss": 1.0}, sols[2])
+
+
+def test_node_bias_verdict_skips_one_replica_and_fails_a_loss_that_is_not_finite():
+    T = 4
+    one = [_solution(np.full(T, 0.5), None, 0, 64 // k) for k in (1, 2, 4)]
+    (check,) = [c for c in verdicts(_sweep(one[0], dict(zip(NODE_FRACTIONS, one[1:])))) if "node" in c["name"]]
+    assert check["verdict"] == "SKIP" and "one replica" in check["detail"]
+    bad = [_solution(np.array([0.5, 0.4, np.nan, np.nan]) if k == 2 else np.full(T, 0.5), np.full(T, 1e-3), 3,
+                     64 // k) for k in (1, 2, 4)]
+    (check,) = [c for c in verdicts(_sweep(bad[0], dict(zip(NODE_FRACTIONS, bad[1:])))) if "node" in c["name"]]
+    assert check["verdict"] == "FAIL" and "at M / 2 nodes a replica is not finite from t = 2" in check["detail"]
+
+
+# ------------------------------------------------------------------ the sweep's solves
+
+DATA = dict(D=4, P=12, P_test=20, degree=2, key=0)
+SCHEDULE = dmft.Schedule(eta0=0.5, steps=20, save_every=10)
+
+
+def test_sweep_solves_at_half_and_a_quarter_of_the_nodes_from_their_own_keys():
+    """node_check=True: each gamma0's DMFT again at samples / 2 and / 4 (as many replicas), from
+    node_check_key(the solve's key, k), handed to on_result as it is done; the same seed, the same
+    numbers."""
+    data = dmft.tasks.single_index(**DATA)
+    seen = []
+    kw = dict(gamma0s=[1.0], widths=[], seeds=1, schedule=SCHEDULE, simulate=False,
+              solve_kw=dict(samples=256, key=jax.random.key(3)), node_check=True)
+    sw = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, on_result=lambda *r: seen.append(r[0]), **kw)
+    assert seen == ["dmft", *NODE_CHECK_KINDS.values(), "lazy"]
+    full, fewer = sw.solutions[1.0], sw.fewer[1.0]
+    assert sorted(fewer) == list(NODE_FRACTIONS)
+    for k, sol in fewer.items():
+        assert sol.info["nodes_per_replica"] == full.info["nodes_per_replica"] // k
+        assert sol.info["replicas"] == full.info["replicas"]
+        direct = dmft.solve(dmft.TwoLayer("relu", gamma0=1.0), data, schedule=SCHEDULE, samples=256 // k,
+                            key=node_check_key(jax.random.key(3), k))
+        np.testing.assert_array_equal(sol.test_loss, direct.test_loss)
+        same_key = dmft.solve(dmft.TwoLayer("relu", gamma0=1.0), data, schedule=SCHEDULE, samples=256 // k,
+                              key=jax.random.key(3))
+        assert not np.array_equal(sol.test_loss, same_key.test_loss)       # independent of the full solve's
+    again = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, **kw)
+    for k in NODE_FRACTIONS:
+        np.testing.assert_array_equal(again.fewer[1.0][k].test_loss, fewer[k].test_loss)
+    names = [c["name"] for c in validation.checks(sw)]
+    assert names[-1] == "node bias gamma0=1"
+    plain = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, **{**kw, "node_check": False})
+    assert plain.fewer == {} and not any("node" in c["name"] for c in validation.checks(plain))
+
+
+@pytest.mark.parametrize("solve_kw, match", [
+    (dict(method="lazy"), "method 'lazy' has no sampled nodes"),
+    (dict(samples=264), r"samples = 264 cannot be solved at 1 / 2 of its nodes \(132\)"),
+    (dict(samples=248, replicas=2), r"cannot be solved at 1 / 4 of its nodes \(62\)"),
+    (dict(sampler="quadrature"), "with a quadrature rule")])
+def test_sweep_node_check_refused_before_any_compute(solve_kw, match, monkeypatch):
+    data = dmft.tasks.single_index(**DATA)
+    monkeypatch.setattr(dmft, "solve", lambda *a, **k: pytest.fail("solved before the refusal"))
+    with pytest.raises(dmft.InputError, match=match):
+        validation.lazy_to_rich(dmft.TwoLayer("relu"), data, [1.0], [], 1, schedule=SCHEDULE, simulate=False,
+                                solve_kw=solve_kw, node_check=True)
+    with pytest.raises(dmft.InputError, match="node_check must be"):
+        validation.lazy_to_rich(dmft.TwoLayer("relu"), data, [1.0], [], 1, schedule=SCHEDULE, simulate=False,
+                                node_check="yes")
+
+
+# ------------------------------------------------------------------ the jobs
+
+# (the sizes of tests/test_validation.py's TINY: its programs are compiled already in a shared worker)
+TINY = ["--gamma0", "0.05", "1", "--widths", "8", "16", "--seeds", "2", "--steps", "20",
+        "--samples", "256", "--set", "task.D=4", "--set", "task.P=16", "--set", "task.P_test=20",
+        "--set", "train.save_every=10", "--no-progress"]
+
+
+def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true"] + TINY) in (0, 1)
+    for g in ("0.05", "1"):
+        for name in NODE_CHECK_KINDS.values():
+            for ext in (".npz", ".json"):
+                assert (out / "theory" / f"{name}_gamma0_{g}{ext}").exists()
+    rep = json.loads((out / "report.json").read_text())
+    rows = rep["node_check"]
+    assert [r["gamma0"] for r in rows] == [0.05, 1.0]
+    for r in rows:
+        g = f"{r['gamma0']:g}"
+        sols = [dmft.Solution.load(str(out / "theory" / f"{n}_gamma0_{g}"))
+                for n in ("dmft", *NODE_CHECK_KINDS.values())]
+        nb = node_bias(*sols)
+        for k in ("full", "half", "quarter", "shift", "shift_se", "curvature", "extrapolated", "extrapolated_se"):
+            assert r[k] == pytest.approx(float(nb[k][-1]), rel=1e-12), k
+        assert r["nodes_per_replica"] == 64 and r["loss"] == "test"
+    node = [c for c in rep["checks"] if c["name"].startswith("node bias")]
+    assert [c["name"] for c in node] == ["node bias gamma0=0.05", "node bias gamma0=1"]
+    assert all(c["verdict"] in ("PASS", "FAIL") for c in node)
+    md = (out / "report.md").read_text()
+    assert "## Node-count check (theory.node_check)" in md and "| 1 | test | 64 |" in md
+    # a recheck under another sigma reads the node check's solves back (verified) and judges them again
+    capsys.readouterr()
+    assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true",
+                     "--set", "check.agreement_sigma=3"] + TINY) in (0, 1)
+    assert "re-checked" in capsys.readouterr().err
+    again = json.loads((out / "report.json").read_text())
+    assert again["node_check"] == rows
+    assert [c["value"] for c in again["checks"] if "node" in c["name"]] == [c["value"] for c in node]
+    assert [c["tolerance"] for c in again["checks"] if "node" in c["name"]] != [c["tolerance"] for c in node]
+    # a node check's result removed: the recheck refuses, naming it
+    (out / "theory" / "dmft_quarter_nodes_gamma0_1.npz").unlink()
+    assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true",
+                     "--set", "check.agreement_sigma=4"] + TINY) == 3
+    assert "dmft_quarter_nodes_gamma0_1.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["theory.method='lazy'"], "theory.node_check: the DMFT solved by method 'lazy'"),
+    (["theory.samples=264"], r"theory.node_check: samples = 264 cannot be solved at 1 / 2"),
+    (["theory.method='closure'", "model.activation='linear'"], "theory.node_check: the DMFT solved by method 'closure'")])
+def test_node_check_config_refused_before_the_run(tmp_path, capsys, sets, match):
+    out = tmp_path / "bad"
+    args = ["validate", "--out", str(out), "--set", "theory.node_check=true"]
+    for s in sets:
+        args += ["--set", s]
+    assert cli.main(args + [a for a in TINY if a not in ("--samples", "256")]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_solve_job_with_node_check_judges_the_node_bias(tmp_path):
+    out = tmp_path / "s"
+    assert cli.main(["solve", "--out", str(out), "--set", "theory.node_check=true", "--gamma0", "1", "--steps", "20",
+                     "--samples", "256", "--set", "task.D=4", "--set", "task.P=16", "--set", "task.P_test=20",
+                     "--set", "train.save_every=10", "--no-progress"]) in (0, 1)
+    rep = json.loads((pathlib.Path(out) / "report.json").read_text())
+    assert [c["name"] for c in rep["checks"]][-1] == "node bias gamma0=1" and len(rep["node_check"]) == 1
