@@ -98,11 +98,11 @@ def _node_table(sweep) -> list[dict]:
     the loss at M, M / 2 and M / 4 nodes a replica with their errors, the shift from M / 2 to M, the
     curvature (0 on a 1 / M law) and the extrapolation to infinitely many nodes, each with its
     error (None where unknown)."""
-    rows = []
+    rows, fewer = [], getattr(sweep, "fewer", None) or {}
     for g in sweep.gamma0s:
-        if g not in sweep.fewer:
+        if g not in fewer:
             continue
-        nb = node_bias(sweep.solutions[g], *(sweep.fewer[g][k] for k in sorted(NODE_CHECK_KINDS)))
+        nb = node_bias(sweep.solutions[g], *(fewer[g][k] for k in sorted(NODE_CHECK_KINDS)))
         rows.append({"gamma0": g, "loss": nb["loss"],
                      "nodes_per_replica": int(sweep.solutions[g].info.get("nodes_per_replica", 0)),
                      **{k: _finite(nb[k][-1]) for k in ("full", "full_se", "half", "half_se", "quarter", "quarter_se",
