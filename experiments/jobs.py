@@ -165,7 +165,8 @@ def _plan_node_check(cfg: dict, prob, solve_plan: dict) -> None:
         except dmft.InputError as err:
             raise ConfigError(f"theory.node_check: {str(err).removeprefix('node_check: ')} (theory.method = "
                               f"{cfg['theory']['method']!r}, theory.sampler = {cfg['theory']['sampler']!r}, "
-                              f"theory.samples = {cfg['theory']['samples']})") from err
+                              f"theory.samples = {cfg['theory']['samples']}, theory.replicas = "
+                              f"{cfg['theory']['replicas']})") from err
 
 
 def replicas_note(cfg: dict) -> str | None:

@@ -162,8 +162,9 @@ def _path(out: str, rel: str) -> str:
 
 def write_result(out: str, kind: str, g, w, result) -> str:
     """One raw result, theory/KIND_gamma0_G or networks/gamma0_G_NW (.npz + .json; kind "dmft",
-    "lazy" or one of `validation.sweep.NODE_CHECK_KINDS` (theory.node_check): a `dmft.Solution`; "networks": a `networks.Run` of width w); returns its stem. The
-    jobs call it as each result is done (`validation.lazy_to_rich`'s on_result)."""
+    "lazy" or one of `validation.sweep.NODE_CHECK_KINDS` (theory.node_check): a `dmft.Solution`;
+    "networks": a `networks.Run` of width w); returns its stem. The jobs call it as each result is
+    done (`validation.lazy_to_rich`'s on_result)."""
     stem = _path(out, _network_stem(g, w) if kind == "networks" else _theory_stem(kind, g))
     result.save(stem)
     return stem

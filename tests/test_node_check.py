@@ -2,6 +2,7 @@
 again at half and a quarter of the nodes a replica (`validation.lazy_to_rich(node_check=True)`,
 theory.node_check), `validation.compare.node_bias` and the node bias verdict."""
 
+import dataclasses
 import json
 import pathlib
 import re
@@ -105,11 +106,32 @@ def test_node_bias_takes_the_train_loss_without_test_targets_and_refuses_other_t
         node_bias(sols[0], {"test_loss": 1.0}, sols[2])
 
 
+def test_node_bias_refuses_solves_at_other_node_counts_and_a_malformed_sweep():
+    """Solves in another order, at other node counts or replicas are refused (they would read as a
+    bias of the wrong size or sign), and so is a sweep whose `fewer` is not {2: ..., 4: ...}."""
+    sols = [_solution(np.full(3, 0.5), np.full(3, 1e-3), 3, 256 // k) for k in (1, 2, 4)]
+    with pytest.raises(dmft.InputError, match=r"M, M / 2 and M / 4 nodes a replica, got \[128, 256, 64\]"):
+        node_bias(sols[1], sols[0], sols[2])
+    five = _solution(np.full(3, 0.5), np.full(3, 1e-3), 3, 51)
+    with pytest.raises(dmft.InputError, match="M / 4 nodes a replica"):
+        node_bias(sols[0], sols[1], five)
+    more = dataclasses.replace(sols[1], info={**sols[1].info, "replicas": 8})
+    with pytest.raises(dmft.InputError, match="as many replicas"):
+        node_bias(dataclasses.replace(sols[0], info={**sols[0].info, "replicas": 4}), more,
+                  dataclasses.replace(sols[2], info={**sols[2].info, "replicas": 4}))
+    for bad in ({2: sols[1]}, [sols[1], sols[2]], {2: sols[1], 4: "x"}):
+        sweep = _sweep(sols[0], {})
+        sweep.fewer = {1.0: bad}
+        with pytest.raises(dmft.InputError, match=r"sweep.fewer\[1.0\] must map 2 and 4"):
+            verdicts(sweep)
+
+
 def test_node_bias_verdict_skips_one_replica_and_fails_a_loss_that_is_not_finite():
     T = 4
     one = [_solution(np.full(T, 0.5), None, 0, 64 // k) for k in (1, 2, 4)]
     (check,) = [c for c in verdicts(_sweep(one[0], dict(zip(NODE_FRACTIONS, one[1:])))) if "node" in c["name"]]
     assert check["verdict"] == "SKIP" and "one replica" in check["detail"]
+    assert np.isnan(node_bias(*one)["extrapolated_se"]).all()         # (its curvature alone is no error bar)
     bad = [_solution(np.array([0.5, 0.4, np.nan, np.nan]) if k == 2 else np.full(T, 0.5), np.full(T, 1e-3), 3,
                      64 // k) for k in (1, 2, 4)]
     (check,) = [c for c in verdicts(_sweep(bad[0], dict(zip(NODE_FRACTIONS, bad[1:])))) if "node" in c["name"]]
@@ -156,6 +178,7 @@ def test_sweep_solves_at_half_and_a_quarter_of_the_nodes_from_their_own_keys():
     (dict(method="lazy"), "method 'lazy' has no sampled nodes"),
     (dict(samples=264), r"samples = 264 cannot be solved at 1 / 2 of its nodes \(132\)"),
     (dict(samples=248, replicas=2), r"cannot be solved at 1 / 4 of its nodes \(62\)"),
+    (dict(samples=10, replicas=1, sampler="mc"), r"cannot be solved at 1 / 4 of its nodes a replica \(2.5\)"),
     (dict(sampler="quadrature"), "with a quadrature rule")])
 def test_sweep_node_check_refused_before_any_compute(solve_kw, match, monkeypatch):
     data = dmft.tasks.single_index(**DATA)
@@ -208,7 +231,14 @@ def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(tmp_path
     assert again["node_check"] == rows
     assert [c["value"] for c in again["checks"] if "node" in c["name"]] == [c["value"] for c in node]
     assert [c["tolerance"] for c in again["checks"] if "node" in c["name"]] != [c["tolerance"] for c in node]
-    # a node check's result removed: the recheck refuses, naming it
+    # a node check's result edited, then removed: the recheck refuses, naming it (the digests cover them)
+    capsys.readouterr()
+    with open(out / "theory" / "dmft_half_nodes_gamma0_1.json", "a") as fh:
+        fh.write(" ")
+    assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true",
+                     "--set", "check.agreement_sigma=4"] + TINY) == 3
+    err = capsys.readouterr().err
+    assert "dmft_half_nodes_gamma0_1.json" in err and "changed or damaged" in err
     (out / "theory" / "dmft_quarter_nodes_gamma0_1.npz").unlink()
     assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true",
                      "--set", "check.agreement_sigma=4"] + TINY) == 3
@@ -227,6 +257,20 @@ def test_node_check_config_refused_before_the_run(tmp_path, capsys, sets, match)
     assert cli.main(args + [a for a in TINY if a not in ("--samples", "256")]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_a_node_check_solve_that_diverges_stops_the_run_saying_why(tmp_path, capsys):
+    """Fewer nodes are noisier: where the DMFT at half the nodes diverges and the full one did not,
+    the run stops (exit 4, as for the DMFT's own divergence) naming the node check and what to do;
+    what was done before it is kept."""
+    out = tmp_path / "d"
+    args = [a for a in TINY if a not in ("--steps", "20")]
+    args[args.index("train.save_every=10")] = "train.save_every=20"
+    assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true", "--set", "theory.seed=3",
+                     "--set", "train.eta0=3.25", "--steps", "40"] + args) == 4
+    err = capsys.readouterr().err
+    assert "with 1 / 2 of the nodes (node_check: where the full solve did not diverge" in err
+    assert (out / "theory" / "dmft_gamma0_0.05.npz").exists()
 
 
 def test_solve_job_with_node_check_judges_the_node_bias(tmp_path):

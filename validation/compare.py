@@ -490,6 +490,7 @@ def node_bias(solution, half, quarter) -> dict:
     if not (np.array_equal(solution.t, half.t) and np.array_equal(solution.t, quarter.t)):
         raise InputError("solution, half and quarter must share their saved times (one schedule), got "
                          f"{[len(s.t) for s in sols]} times")
+    _check_node_counts(*sols)
     loss = "test" if all(s.test_loss is not None for s in sols) else "train"
     vals, ses = [], []
     for s in sols:
@@ -498,6 +499,8 @@ def node_bias(solution, half, quarter) -> dict:
         ses.append(np.full(vals[-1].shape, np.nan) if se is None else np.broadcast_to(np.asarray(se, float),
                                                                                       vals[-1].shape))
     x = node_extrapolation(*vals, *ses)
+    # (node_extrapolation gives curvature / 3 alone without the solves' errors: not an error bar)
+    x["extrapolated_se"] = np.where(np.isfinite(ses[0]) & np.isfinite(ses[1]), x["extrapolated_se"], np.nan)
     dofs = [float((s.info or {}).get("error_dof") or 0) for s in sols[:2]]
     dof = min(dofs) if min(dofs) > 0 else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -506,6 +509,19 @@ def node_bias(solution, half, quarter) -> dict:
             **{f"{n}{e}": v for n, pair in zip(("full", "half", "quarter"), zip(vals, ses))
                for e, v in zip(("", "_se"), pair)},
             **x, "z": np.where(np.isfinite(x["shift_se"]), z, np.nan), "dof": np.full(z.shape, dof)}
+
+
+def _check_node_counts(solution, half, quarter) -> None:
+    """InputError unless the three record M, M / 2 and M / 4 nodes a replica in as many replicas
+    (where they record them): solves given in another order, or at other counts, would read as a
+    bias of the wrong size or sign."""
+    info = [s.info or {} for s in (solution, half, quarter)]
+    nodes = [i.get("nodes_per_replica") for i in info]
+    if None not in nodes and not (nodes[0] == 2 * nodes[1] == 4 * nodes[2] and nodes[2] > 0):
+        raise InputError(f"solution, half and quarter must have M, M / 2 and M / 4 nodes a replica, got {nodes}")
+    reps = [i.get("replicas") for i in info]
+    if None not in reps and len(set(reps)) > 1:
+        raise InputError(f"solution, half and quarter must have as many replicas, got {reps}")
 
 
 def scaling_fit(widths, errors) -> LogLogFit:

@@ -175,7 +175,8 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             `node_check_key(solve_kw["key"], k)` (the batches the same), into `fewer`: its
             node-count bias, which the replicas' spread does not see
             (`validation.compare.node_bias`, the verdicts' node bias check). A sampled method
-            only (forward or iterate, not a quadrature rule); 1.75x the DMFT's cost.
+            only (forward or iterate, not a quadrature rule); 1.75x the DMFT's cost (without
+            kernels). One of those solves that diverges raises, as the DMFT's own would.
 
     Raises:
         InputError (a ValueError), before any compute: a bad argument, named (and every check of
@@ -237,8 +238,11 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         if node_check:
             fewer[g] = {}
             for k in NODE_FRACTIONS:
-                kw = {**solve_kw, "samples": samples[g] // k, "key": node_check_key(root, k)}
-                with failing_at(f"theory at gamma0 = {g:g} with 1 / {k} of the nodes (node_check)"):
+                # (the losses are all node_bias reads: no kernels, 6 (T, P, P) arrays a solve)
+                kw = {**solve_kw, "samples": samples[g] // k, "key": node_check_key(root, k), "kernels": False}
+                with failing_at(f"theory at gamma0 = {g:g} with 1 / {k} of the nodes (node_check: where the "
+                                "full solve did not diverge, its node count matters here; raise the samples, "
+                                "or leave node_check off)"):
                     fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
                 done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
         # (under weight decay the kernel limit has none: the baseline is the lazy run without it,
@@ -273,6 +277,10 @@ def plan_node_check(plan, model, data, schedule, planned: dict) -> None:
                          "node_check needs a sampled solve (method 'forward' or 'iterate', a sampler other "
                          "than a quadrature rule)")
     for k in NODE_FRACTIONS:
+        if plan.samples % (k * plan.replicas):          # (M / k nodes a replica exactly, as node_bias takes them)
+            raise InputError(f"node_check: samples = {plan.samples} in {plan.replicas} replicas cannot be solved at "
+                             f"1 / {k} of its nodes a replica ({plan.samples / (k * plan.replicas):g}); give samples "
+                             f"a multiple of {k} x replicas x what it needs")
         try:
             dmft.plan_solve(model, data, schedule, **{**planned, "samples": plan.samples // k})
         except InputError as err:
