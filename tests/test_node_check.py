@@ -280,3 +280,58 @@ def test_solve_job_with_node_check_judges_the_node_bias(tmp_path):
                      "--set", "train.save_every=10", "--no-progress"]) in (0, 1)
     rep = json.loads((pathlib.Path(out) / "report.json").read_text())
     assert [c["name"] for c in rep["checks"]][-1] == "node bias gamma0=1" and len(rep["node_check"]) == 1
+
+
+# ------------------------------------------------------------------ scans
+
+def test_scan_node_check_solves_each_point_at_fewer_nodes(tmp_path):
+    """scan.node_check: each point's DMFT again at half and a quarter of the nodes a replica, from
+    node_check_key(key(theory.seed), k) folded with the point's id (as the full solve folds
+    key(theory.seed)); theory.node.* is node_extrapolation of the three final test losses."""
+    from experiments import scan
+    from experiments.scan.grid import point_ids
+    from validation.fitting import node_extrapolation
+    from validation.sweep import node_check_key
+
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 256, "replicas": 4, "seed": 1},
+             "scan": {"node_check": True, "grid": {"gamma0": [0.5, 2.0]}}}
+    res = scan.run(table, str(tmp_path / "s"))
+    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
+    sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10)
+    for i, g in enumerate([0.5, 2.0]):
+        tid = int(point_ids(res.config, {"model.gamma0": np.array([g])}, [0], "theory")[0])
+        sols = [dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, schedule=sch, samples=256 // k, replicas=4,
+                           kernels=False, key=jax.random.fold_in(
+                               jax.random.key(1) if k == 1 else node_check_key(jax.random.key(1), k), tid))
+                for k in (1, 2, 4)]
+        want = node_extrapolation(*[s.test_loss[-1] for s in sols], *[s.error["test_loss"][-1] for s in sols])
+        assert res["theory.node.half"][i] == pytest.approx(sols[1].test_loss[-1], rel=1e-10)
+        assert res["theory.node.quarter"][i] == pytest.approx(sols[2].test_loss[-1], rel=1e-10)
+        for k, v in want.items():
+            assert res[f"theory.node.{k}"][i] == pytest.approx(float(v), rel=1e-8), k
+        assert res["theory.node.z"][i] == pytest.approx(float(want["shift"] / want["shift_se"]), rel=1e-8)
+        assert res["theory.node.dof"][i] == 3
+    assert "theory.node.z" in res.summary()
+
+
+@pytest.mark.parametrize("sets, match", [
+    ({"model": {"activation": "linear"}}, r"scan.node_check: the DMFT solved by theory.method = 'auto' \(an exact"),
+    ({"theory": {"samples": 264, "replicas": 4}}, r"scan.node_check: theory.samples \(264\) must be a multiple of 32"),
+    ({"theory": {"samples": 18, "replicas": 3, "sampler": "mc"}}, r"theory.samples \(18\) must be a multiple of 12 \(4 x theory.replicas"),
+    ({"scan": {"theory": False, "networks": True}}, "scan.node_check: checks the DMFT's node count, but scan.theory")])
+def test_scan_node_check_refused_before_the_store(tmp_path, sets, match):
+    from experiments import scan
+    from experiments.config import ConfigError
+
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 256, "replicas": 4},
+             "scan": {"node_check": True, "grid": {"gamma0": [0.5, 2.0]}}}
+    for sec, kv in sets.items():
+        table[sec] = {**table[sec], **kv}
+    if sets.get("scan", {}).get("theory") is False:
+        table.pop("theory")
+        table["simulate"] = {"width": 8, "seeds": 2}
+    with pytest.raises(ConfigError, match=match):
+        scan.run(table, str(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()

@@ -41,7 +41,12 @@ forward method theory.heavy_tailed, theory.least_node_share and theory.least_nod
 moves with the node count, so that its value moves with theory.samples); with its lazy-kernel
 control variate and 3 replicas or more, theory.control_variate_noisy and
 theory.control_variate_off (`dmft.solve_batch`: the correction's noise dominated; the point was
-solved again without it).
+solved again without it). With `[scan] node_check = true` (a sampled DMFT), every point is solved
+again at half and a quarter of its nodes a replica from independent keys
+(`validation.sweep.node_check_key`), and theory.node.half, quarter, shift, shift_se, curvature,
+curvature_se, extrapolated, extrapolated_se, z and dof give the final test loss's (train loss's
+without test targets) node-count shift and its extrapolation to infinitely many nodes
+(`experiments.scan.outputs.node_outputs`; 1.75x the DMFT's cost).
 
 Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one
 label-noise value per point) scan init scale (model.init_scale, or model.gamma with init_scale = 0), depth,

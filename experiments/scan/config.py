@@ -191,6 +191,8 @@ def check(cfg: dict):
     draws = sc["theory"] and _draws_nodes(cfg)
     if draws:
         _check_counts(cfg, grid, cols)
+    if sc["node_check"]:
+        _check_node_check(cfg, grid, cols, draws)
     # the widest range any working float type accepts; `run` checks again in the one it runs in
     check_gamma0(cfg, grid, "float64", draws)
     for sec, switch in (("theory", "theory"), ("simulate", "networks")):   # (two-layer: [scan] has both)
@@ -276,6 +278,29 @@ def _check_counts(cfg: dict, grid, cols: dict) -> None:
             f"2 x theory.replicas ({pairs * r}: every replica gets the same number of nodes, in "
             "antithetic pairs)")
     raise ConfigError(f"{where}theory.samples ({s}) must be a multiple of {need}")
+
+
+def _check_node_check(cfg: dict, grid, cols: dict, draws: bool) -> None:
+    """scan.node_check: a DMFT that draws nodes (not a closure, the lazy limit or a quadrature
+    rule), whose samples split into a quarter of the nodes a replica at every point."""
+    th = cfg["theory"]
+    if not cfg["scan"]["theory"]:
+        raise ConfigError("scan.node_check: checks the DMFT's node count, but scan.theory is false")
+    if not draws or th["sampler"] == "quadrature":
+        what = "a quadrature rule" if draws else f"theory.method = {th['method']!r} (an exact method here)"
+        raise ConfigError(f"scan.node_check: the DMFT solved by {what} has no sampled nodes whose count could "
+                          "bias it; it needs theory.method 'forward' (or 'auto' without an exact closure) and "
+                          "a sampler other than 'quadrature'")
+    n = grid.size
+    samples = cols.get("theory.samples", np.full(n, th["samples"]))
+    replicas = cols.get("theory.replicas", np.full(n, th["replicas"]))
+    per = (1 if th["sampler"] == "mc" else 2) * replicas
+    bad = np.flatnonzero(samples % (4 * per))
+    if bad.size:
+        i = int(bad[0])
+        raise ConfigError(f"scan.node_check: theory.samples ({int(samples[i])}) must be a multiple of {4 * int(per[i])} "
+                          f"(4 x {'' if th['sampler'] == 'mc' else '2 x '}theory.replicas: a quarter of the nodes a "
+                          "replica, in antithetic pairs unless theory.sampler = 'mc')")
 
 
 def _table(grid) -> str:

@@ -21,6 +21,7 @@ from dmft.io import environment
 from dmft.plan import sampled_min_gamma0
 from dmft.runner import drop_compiled_if_crowded
 from dmft.schedule import check_decay, final_time_counts
+from validation.sweep import NODE_FRACTIONS, node_check_key
 
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
@@ -28,7 +29,7 @@ from .config import check_gamma0, load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
 from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids, point_warnings, point_where
-from .outputs import derive, network_records
+from .outputs import derive, network_records, node_outputs
 from .result import REPORT, load, write_report
 
 __all__ = ["run", "init_distributed", "store_identity", "SETTINGS"]
@@ -140,6 +141,18 @@ class _GroupRun:
                 {b: (columns[f][idx[pos]] if f is not None else np.full(len(pos), self.model.gamma0))
                  for b, f in self.batched.items()}))
             self.theory_key = jax.random.key(th["seed"])
+            # scan.node_check: the same points at half and a quarter of the nodes a replica (smaller
+            # than the full program, run after it: the chunk's memory is the full program's)
+            self.fewer = {}
+            if sc["node_check"]:
+                if not self.prog.plan.sampled or self.prog.plan.sampler == "quadrature":
+                    raise dmft.InputError(f"scan.node_check: the DMFT solved by method {self.prog.method!r} here has "
+                                          "no sampled nodes whose count could bias it")
+                for k in NODE_FRACTIONS:
+                    self.fewer[k] = dmft.BatchProgram(
+                        self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
+                        curves=False, final_time=final_time, interruptible=interruptible,
+                        **{**_problem.solve_options(th), "samples": th["samples"] // k})
         if sc["networks"]:
             import networks
 
@@ -202,10 +215,17 @@ class _GroupRun:
         pad = np.concatenate([idx, np.repeat(idx[-1:], self.n_program - n)])
         values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
                       else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
-        rec = self.prog(values, point_ids(self.cfg, self.columns, pad, "theory"), key=self.theory_key,
+        ids = point_ids(self.cfg, self.columns, pad, "theory")
+        rec = self.prog(values, ids, key=self.theory_key,
                         sharding=self.sharding, batch_key=self.batch_key)
         rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
-        return derive("theory", rec, sc["outputs"], sc["grok_threshold"])
+        out = derive("theory", rec, sc["outputs"], sc["grok_threshold"])
+        if self.fewer:                 # each from fold_in(fold_in(theory key, NODE_CHECK_FOLD), k): independent
+            fewer = [self.fewer[k](values, ids, key=node_check_key(self.theory_key, k), sharding=self.sharding,
+                                   batch_key=self.batch_key) for k in NODE_FRACTIONS]
+            fewer = [{k: np.asarray(v)[:n] for k, v in r.items()} for r in fewer]
+            out.update(node_outputs(rec, *fewer, self.prog.plan.replicas))
+        return out
 
     def _networks(self, idx: np.ndarray) -> dict:
         sc = self.cfg["scan"]
