@@ -68,7 +68,7 @@ from .fitting import LogLogFit, loglog_fit, node_extrapolation
 from .inputs import mapping
 
 __all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se", "prediction_stats",
-           "node_bias"]
+           "node_bias", "node_statistics"]
 
 
 @dataclasses.dataclass
@@ -498,17 +498,26 @@ def node_bias(solution, half, quarter) -> dict:
         se = theory_se(s, f"{loss}_loss")
         ses.append(np.full(vals[-1].shape, np.nan) if se is None else np.broadcast_to(np.asarray(se, float),
                                                                                       vals[-1].shape))
-    x = node_extrapolation(*vals, *ses)
-    # (node_extrapolation gives curvature / 3 alone without the solves' errors: not an error bar)
-    x["extrapolated_se"] = np.where(np.isfinite(ses[0]) & np.isfinite(ses[1]), x["extrapolated_se"], np.nan)
     dofs = [float((s.info or {}).get("error_dof") or 0) for s in sols[:2]]
-    dof = min(dofs) if min(dofs) > 0 else np.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(x["shift_se"] > 0, x["shift"] / x["shift_se"], np.where(x["shift"] == 0, 0.0, np.nan))
     return {"loss": loss, "t": np.asarray(solution.t, float),
             **{f"{n}{e}": v for n, pair in zip(("full", "half", "quarter"), zip(vals, ses))
                for e, v in zip(("", "_se"), pair)},
-            **x, "z": np.where(np.isfinite(x["shift_se"]), z, np.nan), "dof": np.full(z.shape, dof)}
+            **node_statistics(vals, ses, min(dofs))}
+
+
+def node_statistics(values, ses, dof) -> dict:
+    """`validation.fitting.node_extrapolation` of the estimates at M, M / 2 and M / 4 nodes a
+    replica (`values`, `ses`: three arrays each; NaN errors: unknown), with no extrapolated_se where
+    the solves have no errors (its curvature / 3 alone is no error bar), and z = shift / shift_se
+    with `dof` degrees of freedom (NaN where the shift has no error, or dof <= 0). What
+    `node_bias` and a scan's theory.node.* share."""
+    x = node_extrapolation(*values, *ses)
+    known = np.isfinite(ses[0]) & np.isfinite(ses[1])
+    x["extrapolated_se"] = np.where(known, x["extrapolated_se"], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(x["shift_se"] > 0, x["shift"] / x["shift_se"], np.where(x["shift"] == 0, 0.0, np.nan))
+    dof = float(dof) if dof and dof > 0 else np.nan
+    return {**x, "z": np.where(np.isfinite(x["shift_se"]), z, np.nan), "dof": np.full(np.shape(z), dof)}
 
 
 def _check_node_counts(solution, half, quarter) -> None:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from validation.fitting import node_extrapolation
+from validation.compare import node_statistics
 from validation.grokking import crossing_time, grokking_times
 
 __all__ = ["derive", "network_records", "node_outputs"]
@@ -60,25 +60,18 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
 
 def node_outputs(rec: dict, half: dict, quarter: dict, replicas: int) -> dict:
     """scan.node_check's outputs from a theory batch's records at M, M / 2 and M / 4 nodes a replica
-    (n points each): the final test loss's (train loss's without test targets) values at the
-    fewer nodes, `validation.fitting.node_extrapolation`'s shift, curvature and extrapolation to
-    infinitely many nodes with their errors, and z = shift / shift_se, a t statistic of replicas - 1
-    degrees of freedom where there is no bias (the fewer of the two solves'; `validation.compare.
-    node_bias`). NaN where a solve has no error (one replica) or diverged."""
+    (n points each), of the final test loss (train loss without test targets): its values at the
+    fewer nodes, and `validation.compare.node_statistics` of the three (the shift, curvature and
+    extrapolation to infinitely many nodes with their errors; z = shift / shift_se, a t statistic
+    of replicas - 1 degrees of freedom where there is no bias). NaN where a solve has no error
+    (one replica) or diverged."""
     q = "test_loss" if all("test_loss" in r for r in (rec, half, quarter)) else "train_loss"
     last = lambda r, k: (np.asarray(r[k], np.float64)[:, -1] if k in r          # noqa: E731
                          else np.full(np.shape(r[q])[0], np.nan))
     vals = [last(r, q) for r in (rec, half, quarter)]
-    ses = [last(r, f"error.{q}") for r in (rec, half, quarter)]
-    x = node_extrapolation(*vals, *ses)
-    x["extrapolated_se"] = np.where(np.isfinite(ses[0]) & np.isfinite(ses[1]), x["extrapolated_se"], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(x["shift_se"] > 0, x["shift"] / x["shift_se"], np.where(x["shift"] == 0, 0.0, np.nan))
-    out = {"theory.node.half": vals[1], "theory.node.quarter": vals[2],
-           **{f"theory.node.{k}": v for k, v in x.items()},
-           "theory.node.z": np.where(np.isfinite(x["shift_se"]), z, np.nan),
-           "theory.node.dof": np.full(vals[0].shape, float(replicas - 1) if replicas > 1 else np.nan)}
-    return out
+    x = node_statistics(vals, [last(r, f"error.{q}") for r in (rec, half, quarter)], replicas - 1)
+    return {"theory.node.half": vals[1], "theory.node.quarter": vals[2],
+            **{f"theory.node.{k}": v for k, v in x.items()}}
 
 
 def network_records(run) -> dict:
