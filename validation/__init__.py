@@ -11,12 +11,12 @@ Importing this package changes nothing global (no plotting backend, no JAX flags
 """
 
 from . import deep_linear, grokking, plots, plots_deep_linear, plots_grokking, verdicts
-from .compare import Comparison, compare, width_scaling
+from .compare import Comparison, compare, node_bias, width_scaling
 from .fitting import LogLogFit, node_extrapolation, loglog_fit
 from .grokking import GrokTimes, early_warning, grokking_times, jackknife_se
 from .sweep import LazyToRich, lazy_to_rich
 from .verdicts import checks
 
-__all__ = ["compare", "Comparison", "width_scaling", "lazy_to_rich", "LazyToRich", "loglog_fit",
+__all__ = ["compare", "Comparison", "width_scaling", "node_bias", "lazy_to_rich", "LazyToRich", "loglog_fit",
            "LogLogFit", "node_extrapolation", "checks", "grokking_times", "GrokTimes", "early_warning", "jackknife_se", "grokking",
            "plots", "plots_grokking", "plots_deep_linear", "deep_linear", "verdicts"]
