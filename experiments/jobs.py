@@ -139,6 +139,8 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             if job in ("solve", "validate"):
                 plan = dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
                 sampled |= plan.sampled and plan.sampler != "quadrature"
+                if cfg["theory"]["node_check"]:
+                    _plan_node_check(cfg, plan, m, prob, solve_plan)
                 # and the lazy baseline (without weight decay, as `validation.lazy_to_rich` solves it)
                 dmft.plan_solve(m, prob.data, lazy_schedule, method="lazy")
             if job in ("simulate", "validate"):
@@ -147,26 +149,22 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             raise
         except dmft.InputError as err:           # named by the configuration's keys
             raise _problem.config_error(err, _problem.PLAN_KEYS, f"sweep at gamma0 = {g:g}") from err
-    if job in ("solve", "validate") and cfg["theory"]["node_check"]:
-        _plan_node_check(cfg, prob, solve_plan)
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
     return prob
 
 
-def _plan_node_check(cfg: dict, prob, solve_plan: dict) -> None:
-    """theory.node_check's solves at half and a quarter of theory.samples, planned at every gamma0
-    (`validation.sweep.plan_node_check`): ConfigError naming the keys where they cannot run."""
-    for g in cfg["sweep"]["gamma0"]:
-        m = prob.model.replace(gamma0=g)
-        plan = dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
-        try:
-            plan_node_check(plan, m, prob.data, prob.schedule, solve_plan)
-        except dmft.InputError as err:
-            raise ConfigError(f"theory.node_check: {str(err).removeprefix('node_check: ')} (theory.method = "
-                              f"{cfg['theory']['method']!r}, theory.sampler = {cfg['theory']['sampler']!r}, "
-                              f"theory.samples = {cfg['theory']['samples']}, theory.replicas = "
-                              f"{cfg['theory']['replicas']})") from err
+def _plan_node_check(cfg: dict, plan, model, prob, solve_plan: dict) -> None:
+    """theory.node_check's solves at half and a quarter of theory.samples, beside the full solve's
+    `plan` at `model`'s gamma0 (`validation.sweep.plan_node_check`): ConfigError naming the keys
+    where they cannot run."""
+    try:
+        plan_node_check(plan, model, prob.data, prob.schedule, solve_plan)
+    except dmft.InputError as err:
+        raise ConfigError(f"theory.node_check: {str(err).removeprefix('node_check: ')} (theory.method = "
+                          f"{cfg['theory']['method']!r}, theory.sampler = {cfg['theory']['sampler']!r}, "
+                          f"theory.samples = {cfg['theory']['samples']}, theory.replicas = "
+                          f"{cfg['theory']['replicas']})") from err
 
 
 def replicas_note(cfg: dict) -> str | None:

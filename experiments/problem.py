@@ -322,11 +322,18 @@ def unread_task_keys(cfg: dict) -> dict:
             if k not in used and k in SECTIONS["task"] and v == SECTIONS["task"][k].default}
 
 
+def sample_unit(sampler: str, replicas):
+    """What theory.samples must be a multiple of, as `dmft.sampling.check_counts` asks: 2 x replicas
+    (every replica the same number of antithetic pairs), replicas for sampler = 'mc' (an array of
+    replicas gives an array); theory.node_check's solves at a quarter of the nodes need 4x it."""
+    return replicas * (1 if sampler == "mc" else 2)
+
+
 def check_counts(th: dict) -> None:
     """theory.samples against theory.replicas, as `dmft.sampling.check_counts` asks: a multiple of
     2 x replicas (antithetic pairs), of replicas for sampler = 'mc'."""
     sampler = th.get("sampler", "stratified")
-    per = th["replicas"] if sampler == "mc" else 2 * th["replicas"]
+    per = sample_unit(sampler, th["replicas"])
     if th["samples"] % per:
         raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
                           + (f"theory.replicas ({per}) for theory.sampler = 'mc'" if sampler == "mc"

@@ -214,7 +214,7 @@ def _check(cfg: dict) -> None:
     th = cfg["theory"]
     if cfg["testbed"]["name"] != "kumar":
         _problem.check_counts(th)
-        per = 4 * th["replicas"] * (1 if th.get("sampler", "stratified") == "mc" else 2)
+        per = 4 * _problem.sample_unit(th.get("sampler", "stratified"), th["replicas"])
         if th["node_check"] and th["samples"] % per:      # its quarter solve splits as the full one does
             raise ConfigError(f"theory.node_check: theory.samples ({th['samples']}) must be a multiple of {per}, "
                               f"so that a quarter of it, solved again, is a multiple of {per // 4} as well "

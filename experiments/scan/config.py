@@ -266,7 +266,7 @@ def _check_counts(cfg: dict, grid, cols: dict) -> None:
     samples = cols.get("theory.samples", np.full(n, th["samples"]))
     replicas = cols.get("theory.replicas", np.full(n, th["replicas"]))
     pairs = 1 if th["sampler"] == "mc" else 2
-    bad = np.flatnonzero(samples % (pairs * replicas))
+    bad = np.flatnonzero(samples % _problem.sample_unit(th["sampler"], replicas))
     if not bad.size:
         return
     i = int(bad[0])
@@ -294,7 +294,7 @@ def _check_node_check(cfg: dict, grid, cols: dict, draws: bool) -> None:
     n = grid.size
     samples = cols.get("theory.samples", np.full(n, th["samples"]))
     replicas = cols.get("theory.replicas", np.full(n, th["replicas"]))
-    per = (1 if th["sampler"] == "mc" else 2) * replicas
+    per = _problem.sample_unit(th["sampler"], replicas)
     bad = np.flatnonzero(samples % (4 * per))
     if bad.size:
         i = int(bad[0])
