@@ -174,8 +174,8 @@ def saved_files(gamma0s, widths, theory: bool = True, node_check: bool = False) 
     """The raw results' files (relative to the results directory, in the order the jobs write them
     with `write_result`; without `theory` the ensembles only; `node_check`: with theory.node_check's
     solves): .npz then .json of each result."""
-    stems = []
-    names = ["dmft", *(NODE_CHECK_KINDS.values() if node_check else ()), "lazy"]
+    stems = [_theory_stem("lazy", g) for g in gamma0s] if theory else []      # (the lazy limits first)
+    names = ["dmft", *(NODE_CHECK_KINDS.values() if node_check else ())]
     for g in gamma0s:
         stems += [_theory_stem(name, g) for name in names] if theory else []
         stems += [_network_stem(g, w) for w in widths]

@@ -182,11 +182,16 @@ def test_node_lines_put_each_value_under_its_column():
 
 def test_saved_files_list_the_node_check_solves_only_with_it():
     plain = report.saved_files([1.0], [8])
-    assert plain == ["theory/dmft_gamma0_1.npz", "theory/dmft_gamma0_1.json", "theory/lazy_gamma0_1.npz",
-                     "theory/lazy_gamma0_1.json", "networks/gamma0_1_N8.npz", "networks/gamma0_1_N8.json"]
+    assert plain == ["theory/lazy_gamma0_1.npz", "theory/lazy_gamma0_1.json", "theory/dmft_gamma0_1.npz",
+                     "theory/dmft_gamma0_1.json", "networks/gamma0_1_N8.npz", "networks/gamma0_1_N8.json"]
     checked = report.saved_files([1.0], [8], node_check=True)
-    assert checked == plain[:2] + [f"theory/{n}_gamma0_1{e}" for n in ("dmft_half_nodes", "dmft_quarter_nodes")
-                                   for e in (".npz", ".json")] + plain[2:]
+    assert checked == plain[:4] + [f"theory/{n}_gamma0_1{e}" for n in ("dmft_half_nodes", "dmft_quarter_nodes")
+                                   for e in (".npz", ".json")] + plain[4:]
+    # two gamma0s: the lazy limits first (validation.lazy_to_rich solves them first), then each
+    # gamma0's DMFT and ensembles
+    two = report.saved_files([1.0, 2.0], [8])[::2]
+    assert two == ["theory/lazy_gamma0_1.npz", "theory/lazy_gamma0_2.npz", "theory/dmft_gamma0_1.npz",
+                   "networks/gamma0_1_N8.npz", "theory/dmft_gamma0_2.npz", "networks/gamma0_2_N8.npz"]
     assert report.saved_files([1.0], [8], theory=False, node_check=True) == plain[4:]
 
 

@@ -1239,6 +1239,26 @@ def test_a_sweep_checks_every_solve_and_ensemble_before_any_runs(monkeypatch):
     assert not ran
 
 
+def test_an_unstable_lazy_step_fails_before_any_dmft_or_network_runs():
+    """The lazy limits are solved first (seconds each): a step past the lazy step's stability
+    (eta0 lambda_max / P > 2, here 6) fails there, naming it, where it was found only after each
+    gamma0's DMFT (a walkthrough's finding), with nothing else run."""
+    data = dmft.tasks.single_index(D=4, P=16, P_test=20, degree=2, key=0)
+    m = dmft.TwoLayer("relu", gamma0=1.0)
+    edge = 2.0 / dmft.solve(m, data, eta0=1.0, steps=1, save_every=1, method="lazy").info["lazy_eta0_stability"]
+    seen = []
+    with pytest.raises(dmft.DivergenceError, match=r"lazy limit at gamma0 = 1: .*lazy step is unstable.* = 6 > 2"):
+        validation.lazy_to_rich(m, data, [1.0, 2.0], [16], 2, schedule=dmft.Schedule(3 * edge, 40, 10),
+                                solve_kw=dict(samples=256), on_result=lambda *r: seen.append(r[:2]))
+    assert seen == []
+    # a stable step: each gamma0's lazy limit first, then its DMFT and networks
+    seen.clear()
+    validation.lazy_to_rich(m, data, [1.0, 2.0], [16], 2, schedule=dmft.Schedule(0.1 * edge, 20, 10),
+                            solve_kw=dict(samples=256), on_result=lambda *r: seen.append(r[:2]))
+    assert seen == [("lazy", 1.0), ("lazy", 2.0), ("dmft", 1.0), ("networks", 1.0), ("dmft", 2.0),
+                    ("networks", 2.0)]
+
+
 @pytest.mark.parametrize("method", ["lazy", "forward", None])
 def test_lazy_check_is_skipped_when_the_theory_is_the_lazy_limit(method):
     """`dmft solve --set theory.method="lazy"` PASSed a lazy-limit check comparing the lazy limit
