@@ -967,6 +967,19 @@ def test_grok_configurations_it_writes_and_ships_reload(tmp_path, testbed, full)
     assert grok.load_config(os.path.join(configs, shipped), (), full=full)["testbed"]["name"] == testbed
 
 
+def test_each_testbed_alone_runs_its_shipped_file():
+    """`dmft grok --testbed NAME` starts from its shipped file's settings (README): equal configs,
+    but for the one setting grok_kumar.toml adds (200 log-spaced saves), which the README names."""
+    from experiments import grok
+    configs = os.path.join(os.path.dirname(__file__), "..", "scripts", "configs")
+    for testbed, shipped in {"kumar": "grok_kumar.toml", "modular_addition": "grok_modular.toml",
+                             "sparse_parity": "grok_parity.toml", "lyu": "grok_lyu.toml"}.items():
+        extra = ["train.log_saves=200"] if testbed == "kumar" else []
+        assert grok.load_config(None, [f"testbed.name='{testbed}'", *extra]) == \
+            grok.load_config(os.path.join(configs, shipped), ()), testbed
+    assert grok.load_config(None, ())["train"]["log_saves"] == 0
+
+
 def test_the_full_preset_minibatch_diagram_ends_at_full_batch():
     """The gamma0 x minibatch diagram's default sizes end at the testbed's P, full-batch descent,
     under --full (P = 550) as without (165): --full had kept 165, so no column was full batch."""

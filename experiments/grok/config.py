@@ -165,7 +165,8 @@ LYU_DEGREE = {"square": 3, "relu": 2, "linear": 2}
 LYU_DECAY_GAMMA0 = 0.05
 
 # Each testbed's own defaults (the schema's are the kumar testbed's), the settings of its shipped
-# configuration in scripts/configs, so that `dmft grok --testbed NAME` runs it: with the kumar
+# configuration in scripts/configs, so that `dmft grok --testbed NAME` runs it (grok_kumar.toml
+# alone adds one setting to its testbed's, train.log_saves = 200: tests/test_grok.py): with the kumar
 # step and gamma0 values (eta0 = 2, gamma0 0.5 / 1 / 3) the lyu DMFT overflowed at step 5-201
 # and the modular_addition one at step 186. (sparse_parity's ran, for 30000 steps; its shipped
 # settings take 1000.) The kumar testbed alone has a --full preset (Kumar et al.'s sizes).
