@@ -43,7 +43,7 @@ METHODS = ("auto", "forward", "iterate", "closure", "lazy")
 DEFAULTS: dict[str, Any] = dict(
     method="auto", samples=16384, replicas=4, sampler="stratified", control_variate=None,
     kernels=True, tol=1e-12, max_iter=200, damping=1.0, window=None, kernel_nodes=64,
-    quadrature_nodes=8, max_memory_gb=4.0, neuron_measures=None, precision="full")
+    quadrature_nodes=8, max_memory_gb=4.0, neuron_measures=None, precision="full", node_split=1)
 
 PRECISIONS = ("full", "mixed")
 # below this gamma0 the float32 rounding of the node sums (~1e-7 relative), divided by gamma0
@@ -179,6 +179,8 @@ class SolvePlan:
         memory_bytes: estimated peak bytes of the solve.
         cv_auto: whether the control variate was the solver's choice (control_variate=None), which
             `run_plan` turns off where it adds noise (`dmft.solve`'s docstring).
+        node_split: 1, or k: each replica's nodes integrated as k populations of M / k
+            (`dmft.solve`'s node_split).
         replicas_at_once: how many replicas a sampled solve integrates at once (vmapped): all of
             them, or the largest divisor of `replicas` whose solve fits in max_memory_gb (and,
             for the forward solver on a CPU, whose fields fit `CPU_GROUP_ELEMENTS`, `_cache_group`);
@@ -209,6 +211,7 @@ class SolvePlan:
     memory_bytes: float
     replicas_at_once: int
     cv_auto: bool = False   # control_variate was left to the solver (None): it may turn it off
+    node_split: int = 1     # each replica's nodes integrated as this many populations (dmft.solve)
 
     @property
     def sampled(self) -> bool:
@@ -220,6 +223,8 @@ class SolvePlan:
                                              "control_variate", "cv_mode", "kernels", "tol",
                                              "max_iter", "damping", "window", "kernel_nodes",
                                              "quadrature_nodes", "precision")}
+        if self.node_split > 1:
+            out["node_split"] = self.node_split
         if self.neuron_measures is not None:
             out["neuron_measures"] = getattr(self.neuron_measures, "__name__", repr(self.neuron_measures))
         return out
@@ -336,6 +341,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     kernels = checks.flag("kernels", o["kernels"])
     max_memory_gb = checks.real("max_memory_gb", o["max_memory_gb"], positive=True)
     precision = checks.choice("precision", o["precision"], PRECISIONS)
+    node_split = checks.integer("node_split", o["node_split"], minimum=1)
     if schedule.batch_size is not None and schedule.batch_size > data.P:
         raise InputError(f"batch_size must be <= P = {data.P}, got {schedule.batch_size}")
     if not model.trained_readout and data.C > 1:
@@ -381,8 +387,14 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                                  "dimension; use sampler='orthogonal'")
             # one deterministic rule: samples and replicas do not apply (recorded as run)
             samples, replicas = n, 1
+            if node_split > 1:
+                raise InputError("node_split splits each replica's random nodes; sampler='quadrature' is one "
+                                 "deterministic rule (no replicas to split)")
         else:
-            check_counts(sampler, samples, replicas)
+            check_counts(sampler, samples, replicas, node_split)
+    elif node_split > 1:
+        raise InputError(f"node_split splits the nodes of a sampled method (forward or iterate); the {method} "
+                         "method has none")
     meas = o["neuron_measures"]
     if meas is not None:
         if not callable(meas):
@@ -409,7 +421,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      kernels=kernels, tol=tol, max_iter=max_iter, damping=damping, window=window,
                      kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
                      max_memory_gb=max_memory_gb, neuron_measures=meas, precision=precision,
-                     memory_bytes=0.0, replicas_at_once=replicas, cv_auto=auto)
+                     memory_bytes=0.0, replicas_at_once=replicas, cv_auto=auto, node_split=node_split)
     warn_float32("dmft.solve" + (f" (precision={precision!r})" if precision != "full" else ""))
     budget = max_memory_gb * 2 ** 30
     cap = _cache_group(plan)
@@ -468,7 +480,7 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     # predictions on every point, and for a sampled solve with the control variate its correction
     # there too (cv_train / cv_test, judged after the run)
     per_save = N * C * (2 if plan.sampled and plan.control_variate else 1) + kern + 8
-    records = 3.0 * R * T * per_save
+    records = 3.0 * R * plan.node_split * T * per_save           # (each population's records)
     setup = N * r + 6.0 * N * P + P * C
     # the inputs' float64 copies (geometry's concatenation and squares, the input kernel's device
     # copies), once for a batch too (its geometry is shared): they bind when D >> P + P*

@@ -48,7 +48,7 @@ from .activations import gauss_hermite
 from .errors import InputError
 from .io import compute_platform
 
-__all__ = ["Sites", "SAMPLERS", "draw_sites", "orthogonal_gaussian", "sobol_points", "active_rotation"]
+__all__ = ["Sites", "SAMPLERS", "draw_sites", "split_sites", "orthogonal_gaussian", "sobol_points", "active_rotation"]
 
 SAMPLERS = ("stratified", "orthogonal", "antithetic", "mc", "quadrature", "sobol")
 SOBOL_BITS = 30
@@ -390,13 +390,36 @@ def _one_replica(key, sampler, m, r, c, trained, dtype):
     return jnp.concatenate([zb, -zb]), jnp.ones((m, c), dtype)
 
 
-def check_counts(sampler: str, samples: int, replicas: int) -> None:
-    """Every replica gets the same number of nodes, in antithetic pairs unless sampler="mc"
-    (InputError otherwise; plan_solve and draw_sites both ask)."""
-    per = replicas if sampler == "mc" else 2 * replicas
+def check_counts(sampler: str, samples: int, replicas: int, node_split: int = 1) -> None:
+    """Every replica gets the same number of nodes, in antithetic pairs unless sampler="mc",
+    and with node_split = k its k parts as many whole pairs (InputError otherwise; plan_solve and
+    draw_sites both ask)."""
+    pairs = sampler != "mc" or node_split > 1          # (mc's parts are split as pairs' halves are)
+    per = (2 * replicas if pairs else replicas) * node_split
     if samples % per:
         raise InputError(f"samples ({samples}) must be a multiple of {per} (replicas"
-                         f"{'' if sampler == 'mc' else ' x antithetic pairs'})")
+                         f"{' x antithetic pairs' if sampler != 'mc' else (' x 2' if pairs else '')}"
+                         f"{f' x node_split {node_split}' if node_split > 1 else ''})")
+
+
+def split_sites(sites: Sites, k: int) -> Sites:
+    """Each replica's nodes as k populations of M / k (`dmft.solve(node_split=k)`): part p holds
+    rows [p h / k, (p + 1) h / k) of each half of the replica (h = M / 2), so a node and its
+    antithetic partner (rows i and h + i, `_one_replica`) stay together and every part keeps the
+    pairs' layout; parts are replica-major ((R, M) -> (R k, M / k): replica j's parts are
+    populations j k .. j k + k - 1), each node weighted k / M. Every node's law is unchanged, so a
+    part's averages stay unbiased; the parts of one replica are dependent (their nodes were drawn
+    together), which is what pairs the split solve with the whole one."""
+    R, M = sites.weight.shape
+    if k == 1:
+        return sites
+    h = M // 2
+    if M % (2 * k):
+        raise InputError(f"node_split: {M} nodes a replica do not split into {k} parts of whole antithetic pairs")
+    idx = np.arange(M).reshape(2, k, h // k).transpose(1, 0, 2).reshape(-1)       # part-major
+    z = sites.z[:, idx].reshape(R * k, M // k, -1)
+    a = sites.a[:, idx].reshape(R * k, M // k, -1)
+    return Sites(z, a, jnp.full((R * k, M // k), k / M, sites.weight.dtype))
 
 
 def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,

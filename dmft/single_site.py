@@ -44,7 +44,7 @@ import numpy as np
 
 from .kernels import alignment
 from .runner import count_trace, finite_flag, over_members
-from .sampling import active_rotation, draw_sites
+from .sampling import active_rotation, draw_sites, split_sites
 from .schedule import batch_indices
 
 __all__ = ["Static", "Shared", "Replica", "State", "init_replicas", "initial_state", "step",
@@ -602,15 +602,18 @@ def make_shared(act, su: dict, gamma0, eta0, decay, batch_key=None, mixed: bool 
 
 def make_replicas(act, su: dict, key, *, sampler: str, samples: int, replicas: int,
                   quadrature_nodes: int, trained: bool, cv: str, first: int = 0,
-                  count: int | None = None) -> Replica:
+                  count: int | None = None, node_split: int = 1) -> Replica:
     """Draw the nodes of every replica (`dmft.sampling`) and their control-variate corrections;
-    or of replicas first .. first + count - 1 only (the nodes they get in a draw of all)."""
+    or of replicas first .. first + count - 1 only (the nodes they get in a draw of all); with
+    node_split = k each replica's nodes as k populations (`sampling.split_sites`: k times as many
+    replicas of a k-th of the nodes, replica j's parts consecutive)."""
     P = su["P"]
     rotation = (active_rotation(su["l_all"][:P], su["y"] - su["f0"][:P], su["g0"][:P])
                 if sampler == "sobol" else None)
     sites = draw_sites(key, sampler, samples, replicas, su["r"], su["y"].shape[1], trained,
                        nodes=quadrature_nodes, dtype=su["y"].dtype, rotation=rotation,
                        first=first, count=count)
+    sites = split_sites(sites, node_split)
     return init_replicas(act, su["l_all"], su["kx_all_tr"], su["phi0"], su["g0"],
                          sites.z, sites.a, sites.weight, p=su["P"], trained=trained, cv=cv)
 

@@ -332,7 +332,8 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         rep = drive = None                  # the last group's matrices go before the next is drawn
         rep = _ss.make_replicas(model.activation, su, key, sampler=plan.sampler, samples=plan.samples,
                                 replicas=R, quadrature_nodes=plan.quadrature_nodes,
-                                trained=model.trained_readout, cv=plan.cv_mode, first=first, count=g)
+                                trained=model.trained_readout, cv=plan.cv_mode, first=first, count=g,
+                                node_split=plan.node_split)
         label = plan.method if g == R else f"{plan.method} (replicas {first + 1}-{first + g} of {R})"
         try:
             if plan.method == "iterate":
@@ -365,7 +366,12 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
     rec.pop("cv_test", None)
     share = np.min(rec.pop("node_share"), axis=1)                        # (T,), the least replica's
     drift = np.median(rec.pop("node_share_drift"), axis=1)               # (T,), the replicas' median
-    extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R, "replicas_at_once": g,
+    # (node_split = k: R k populations of M / k nodes, recorded as replicas; the R drawn ones are
+    # the independent replicas, error_dof = R - 1; the nodes' key pairs split solves with the whole)
+    split = {"node_split": plan.node_split} if plan.node_split > 1 else {}
+    extra = {"nodes_per_replica": int(reps[0].w.shape[1]), "replicas": R * plan.node_split, **split,
+             "nodes_key": np.asarray(jax.random.key_data(key)).tolist(),
+             "replicas_at_once": g,
              "run_s": float(np.sum(runs)), "effective_node_share": share.tolist(),
              "node_share_drift": drift.tolist()}
     if noise is not None and (j := _cv_noisy(noise)) >= 0:
@@ -661,10 +667,10 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
     yt = data.targets("test")
     error = replicas = None
     if plan.sampled:
-        R = rec["f_train"].shape[1]
+        R = rec["f_train"].shape[1]                               # (populations: replicas x node_split)
         per_train = _mse(y, rec["f_train"])                        # (T, R)
         per_test = _mse(yt, rec["f_test"]) if (yt is not None and "f_test" in rec) else None
-        if R > 1:
+        if R // plan.node_split > 1:
             replicas = {"train_loss": per_train, "test_loss": per_test, "alignment": rec["alignment"],
                         "measures": rec.get("measures")}
             se = lambda a: _ss.replica_se(np.asarray(a), xp=np)   # noqa: E731
@@ -683,7 +689,7 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
                 error = {k: (v[..., 0] if k.startswith("f_") else v) for k, v in error.items()}
             sq_rep, sq_rep_readout = rec["sq_weight_change.first_layer"], rec["sq_weight_change.readout"]
         rec = {k: (v.mean(axis=1) if v.ndim >= 2 else v) for k, v in rec.items()}
-        extra = {**extra, "error_dof": R - 1}
+        extra = {**extra, "error_dof": R // plan.node_split - 1}     # (the independent replicas')
     f_tr = rec["f_train"]
     f_te = rec.get("f_test")
     train_loss = _mse(y, f_tr)
@@ -767,7 +773,8 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
           sampler: str = "stratified", key=None, control_variate: bool | None = None,
           kernels: bool = True, tol: float = 1e-12, max_iter: int = 200, damping: float = 1.0,
           window=None, kernel_nodes: int = 64, quadrature_nodes: int = 8, progress: bool = False,
-          max_memory_gb: float = 4.0, neuron_measures=None, precision: str = "full") -> Solution:
+          max_memory_gb: float = 4.0, neuron_measures=None, precision: str = "full",
+          node_split: int = 1) -> Solution:
     """Solve the two-layer DMFT (docs/derivations.md) in DMFT time units.
 
     Args:
@@ -821,6 +828,16 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
             difference stays within a few percent of the sampling error (`scripts/bench_dmft.py`).
             Needs gamma0 >= 0.05 (the rounding of the node sums is divided by gamma0) and
             float64 enabled (otherwise everything is float32 already).
+        node_split: 1 (default), or k: the same nodes as node_split=1 (same key, samples and
+            replicas), each replica's integrated as k populations of samples / (replicas k) nodes
+            (whole antithetic pairs, `dmft.sampling.split_sites`): the DMFT at 1 / k of the nodes
+            a replica, paired node for node with the unsplit solve, so that the difference of the
+            two is the node-count bias with the sampling noise they share cancelled
+            (`validation.node_bias`; docs/derivations.md section 2). Sampled methods, not
+            sampler="quadrature"; samples a multiple of 2 x replicas x k. info records
+            "node_split" and the R k populations as "replicas" (every sampled solve records its
+            key's data, "nodes_key"); its errors are the populations' spread (conservative: a
+            replica's parts are not independent) at error_dof = replicas - 1.
 
     Returns:
         A `Solution`; `.predict(x_new)` gives final-time predictions on new inputs.
@@ -842,7 +859,7 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
                       sampler=sampler, control_variate=control_variate, kernels=kernels, tol=tol,
                       max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,
                       quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb,
-                      neuron_measures=neuron_measures, precision=precision)
+                      neuron_measures=neuron_measures, precision=precision, node_split=node_split)
     progress = checks.flag("progress", progress)
     key = checks.prng_key("key", key)
     if key is None:

@@ -54,9 +54,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
     **copy.deepcopy(_problem.SECTIONS),
     "train": {**copy.deepcopy(_problem.SECTIONS["train"]), **copy.deepcopy(_problem.SGD_FIELDS)},
     "theory": {**copy.deepcopy(_problem.SECTIONS["theory"]),
-               "node_check": Field("bool", False, "also solve the DMFT at half and a quarter of the nodes a replica "
-                                   "(independent keys, 1.75x its cost): a node bias check and the losses extrapolated "
-                                   "to infinitely many nodes (solve and validate; a sampled method)")},
+               "node_check": Field("bool", False, "also solve the DMFT with each replica's nodes split in 2 and in 4 "
+                                   "(half and a quarter of the nodes a replica, the same nodes: 3x its cost in all): "
+                                   "a node bias check and the losses extrapolated to infinitely many nodes (solve and "
+                                   "validate; a sampled method)")},
     "sweep": {
         "gamma0": Field("floats", [0.05, 0.5, 1.0, 2.0], "richness values", 0.0, True),
     },
@@ -155,7 +156,7 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
 
 
 def _plan_node_check(cfg: dict, plan, model, prob, solve_plan: dict) -> None:
-    """theory.node_check's solves at half and a quarter of theory.samples, beside the full solve's
+    """theory.node_check's solves (its nodes split in 2 and 4), beside the full solve's
     `plan` at `model`'s gamma0 (`validation.sweep.plan_node_check`): ConfigError naming the keys
     where they cannot run."""
     try:

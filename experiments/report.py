@@ -103,7 +103,8 @@ def _node_table(sweep) -> list[dict]:
         if g not in fewer:
             continue
         nb = node_bias(sweep.solutions[g], *(fewer[g][k] for k in sorted(NODE_CHECK_KINDS)))
-        rows.append({"gamma0": g, "loss": nb["loss"],
+        rows.append({"gamma0": g, "loss": nb["loss"], "paired": bool(nb["paired"]),
+                     "pooled_noise": _finite(nb["pooled_noise"][-1]),
                      "nodes_per_replica": int(sweep.solutions[g].info.get("nodes_per_replica", 0)),
                      **{k: _finite(nb[k][-1]) for k in ("full", "full_se", "half", "half_se", "quarter", "quarter_se",
                                                         "shift", "shift_se", "curvature", "curvature_se",
@@ -116,13 +117,23 @@ def _node_lines(rows) -> list[str]:
     if not rows:
         return []
     pm = lambda r, k: f"{_fmt(r[k])} +- {_fmt(r[k + '_se'], 2)}"       # noqa: E731
+    paired = all(r.get("paired") for r in rows)
+    how = ("each replica's nodes split in 2 and in 4 (the same nodes: the noise the three share cancels in their "
+           "differences, whose errors come from each replica's own losses)" if paired else
+           "as many replicas, independent keys")
+    extrap = ("2 loss(M) - loss(M / 2) - the pooled noise (the mean square of the predictions' standard errors: "
+              "the loss of the replicas' mean prediction exceeds that of its expectation by it, alike at the "
+              "three counts of one solve's nodes; final values "
+              + ", ".join(f"{_fmt(r['pooled_noise'], 2)}" for r in rows) + "), whose error holds the replicas' "
+              "and curvature / 3 (`validation.node_bias`)" if paired else
+              "2 loss(M) - loss(M / 2), whose error holds the solves' and curvature / 3 "
+              "(`validation.fitting.node_extrapolation`)")
     lines = ["## Node-count check (theory.node_check)", "",
-             "The DMFT solved again at half and a quarter of the nodes a replica (as many replicas, independent "
-             "keys): the replicas' spread, all at one node count, does not see a bias that falls as 1 / nodes. "
-             "Final loss at each count +- its standard error; shift = loss(M) - loss(M / 2), minus the bias at M "
-             "to first order (the node bias check judges it at every saved time); curvature = (loss(M / 2) - "
-             "loss(M / 4)) - 2 shift, 0 on a 1 / M law; extrapolated = 2 loss(M) - loss(M / 2), whose error holds "
-             "the solves' and curvature / 3 (`validation.fitting.node_extrapolation`).", ""]
+             f"The DMFT solved again at half and a quarter of the nodes a replica ({how}): the replicas' spread, all "
+             "at one node count, does not see a bias that falls as 1 / nodes. Final loss at each count +- its "
+             "standard error; shift = loss(M) - loss(M / 2), minus the bias at M to first order (the node bias "
+             "check judges it at every saved time); curvature = (loss(M / 2) - loss(M / 4)) - 2 shift, 0 on a "
+             f"1 / M law; extrapolated = {extrap}.", ""]
     lines += _table(["gamma0", "loss", "M", "loss at M / 4", "loss at M / 2", "loss at M", "shift", "curvature",
                      "extrapolated (infinitely many nodes)"],
                     [[f"{r['gamma0']:g}", r["loss"], str(r["nodes_per_replica"]), pm(r, "quarter"), pm(r, "half"),

@@ -212,8 +212,8 @@ def test_node_check_key_is_the_grok_jobs_and_independent():
 
 def test_sweep_node_check_solves_keep_the_solves_options_gamma0_and_batches():
     """At gamma0 = 0.5 under minibatch SGD with 2 replicas and no nodes' key (dmft.solve's default,
-    key(0)): each node-check solve is dmft.solve with the full solve's options, batches and gamma0,
-    samples / k, nodes from node_check_key(key(0), k), and no kernels."""
+    key(0)): each node-check solve is dmft.solve with the full solve's options, key, batches and
+    gamma0, its nodes split in k, and no kernels."""
     data = dmft.tasks.single_index(**DATA)
     sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10, batch_size=6)
     bkey = jax.random.key(9)
@@ -224,10 +224,9 @@ def test_sweep_node_check_solves_keep_the_solves_options_gamma0_and_batches():
     m = dmft.TwoLayer("relu", gamma0=0.5)
     for k in NODE_FRACTIONS:
         sol = sw.fewer[0.5][k]
-        assert sol.info["replicas"] == 2 and sol.info["nodes_per_replica"] == 64 // k
+        assert sol.info["replicas"] == 2 * k and sol.info["nodes_per_replica"] == 64 // k
         assert sol.ntk is None and sol.feature_kernel is None
-        direct = dmft.solve(m, data, schedule=sch, **{**kw, "samples": 128 // k},
-                            key=node_check_key(jax.random.key(0), k), kernels=False)
+        direct = dmft.solve(m, data, schedule=sch, **kw, key=jax.random.key(0), node_split=k, kernels=False)
         np.testing.assert_array_equal(sol.test_loss, direct.test_loss)
 
 
@@ -244,7 +243,7 @@ def test_solve_job_refuses_a_node_check_that_cannot_run_before_the_run(tmp_path,
     out = tmp_path / "bad"
     args = ["solve", "--out", str(out), "--set", "theory.node_check=true", "--set", "theory.samples=264"]
     assert cli.main(args + [a for a in SOLVE if a not in ("--samples", "256")]) == 2
-    assert "theory.node_check: samples = 264 cannot be solved at 1 / 2" in capsys.readouterr().err
+    assert "theory.node_check: samples = 264 in 4 replicas cannot be split into 2 parts" in capsys.readouterr().err
     assert not out.exists()
 
 

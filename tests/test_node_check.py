@@ -144,10 +144,10 @@ DATA = dict(D=4, P=12, P_test=20, degree=2, key=0)
 SCHEDULE = dmft.Schedule(eta0=0.5, steps=20, save_every=10)
 
 
-def test_sweep_solves_at_half_and_a_quarter_of_the_nodes_from_their_own_keys():
-    """node_check=True: each gamma0's DMFT again at samples / 2 and / 4 (as many replicas), from
-    node_check_key(the solve's key, k), handed to on_result as it is done; the same seed, the same
-    numbers."""
+def test_sweep_splits_each_solves_own_nodes_in_halves_and_quarters():
+    """node_check=True: each gamma0's DMFT again with each replica's nodes split in 2 and in 4
+    (dmft.solve(node_split=k): the same key and samples, 2 and 4 times the replicas of 1 / k of
+    the nodes), handed to on_result as it is done; the same seed, the same numbers."""
     data = dmft.tasks.single_index(**DATA)
     seen = []
     kw = dict(gamma0s=[1.0], widths=[], seeds=1, schedule=SCHEDULE, simulate=False,
@@ -158,16 +158,15 @@ def test_sweep_solves_at_half_and_a_quarter_of_the_nodes_from_their_own_keys():
     assert sorted(fewer) == list(NODE_FRACTIONS)
     for k, sol in fewer.items():
         assert sol.info["nodes_per_replica"] == full.info["nodes_per_replica"] // k
-        assert sol.info["replicas"] == full.info["replicas"]
-        direct = dmft.solve(dmft.TwoLayer("relu", gamma0=1.0), data, schedule=SCHEDULE, samples=256 // k,
-                            key=node_check_key(jax.random.key(3), k))
+        assert sol.info["replicas"] == k * full.info["replicas"] and sol.info["node_split"] == k
+        assert sol.info["nodes_key"] == full.info["nodes_key"] and sol.info["error_dof"] == full.info["error_dof"]
+        direct = dmft.solve(dmft.TwoLayer("relu", gamma0=1.0), data, schedule=SCHEDULE, samples=256,
+                            key=jax.random.key(3), node_split=k, kernels=False)
         np.testing.assert_array_equal(sol.test_loss, direct.test_loss)
-        same_key = dmft.solve(dmft.TwoLayer("relu", gamma0=1.0), data, schedule=SCHEDULE, samples=256 // k,
-                              key=jax.random.key(3))
-        assert not np.array_equal(sol.test_loss, same_key.test_loss)       # independent of the full solve's
     again = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, **kw)
     for k in NODE_FRACTIONS:
         np.testing.assert_array_equal(again.fewer[1.0][k].test_loss, fewer[k].test_loss)
+    assert validation.node_bias(full, fewer[2], fewer[4])["paired"]
     names = [c["name"] for c in validation.checks(sw)]
     assert names[-1] == "node bias gamma0=1"
     plain = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, **{**kw, "node_check": False})
@@ -176,9 +175,9 @@ def test_sweep_solves_at_half_and_a_quarter_of_the_nodes_from_their_own_keys():
 
 @pytest.mark.parametrize("solve_kw, match", [
     (dict(method="lazy"), "method 'lazy' has no sampled nodes"),
-    (dict(samples=264), r"samples = 264 cannot be solved at 1 / 2 of its nodes \(132\)"),
-    (dict(samples=248, replicas=2), r"cannot be solved at 1 / 4 of its nodes \(62\)"),
-    (dict(samples=10, replicas=1, sampler="mc"), r"cannot be solved at 1 / 4 of its nodes a replica \(2.5\)"),
+    (dict(samples=264), r"samples = 264 in 4 replicas cannot be split into 2 parts a replica"),
+    (dict(samples=248, replicas=2), r"samples = 248 in 2 replicas cannot be split into 4 parts a replica"),
+    (dict(samples=12, replicas=1, sampler="mc"), r"cannot be split into 4 parts a replica .*multiple of 8"),
     (dict(sampler="quadrature"), "with a quadrature rule")])
 def test_sweep_node_check_refused_before_any_compute(solve_kw, match, monkeypatch):
     data = dmft.tasks.single_index(**DATA)
@@ -247,7 +246,7 @@ def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(tmp_path
 
 @pytest.mark.parametrize("sets, match", [
     (["theory.method='lazy'"], "theory.node_check: the DMFT solved by method 'lazy'"),
-    (["theory.samples=264"], r"theory.node_check: samples = 264 cannot be solved at 1 / 2"),
+    (["theory.samples=264"], r"theory.node_check: samples = 264 in 4 replicas cannot be split into 2 parts"),
     (["theory.method='closure'", "model.activation='linear'"], "theory.node_check: the DMFT solved by method 'closure'")])
 def test_node_check_config_refused_before_the_run(tmp_path, capsys, sets, match):
     out = tmp_path / "bad"
@@ -260,7 +259,7 @@ def test_node_check_config_refused_before_the_run(tmp_path, capsys, sets, match)
 
 
 def test_a_node_check_solve_that_diverges_stops_the_run_saying_why(tmp_path, capsys):
-    """Fewer nodes are noisier: where the DMFT at half the nodes diverges and the full one did not,
+    """Fewer nodes are noisier: where the DMFT at half the nodes a replica diverges and the full one did not,
     the run stops (exit 4, as for the DMFT's own divergence) naming the node check and what to do;
     what was done before it is kept."""
     out = tmp_path / "d"
@@ -269,7 +268,7 @@ def test_a_node_check_solve_that_diverges_stops_the_run_saying_why(tmp_path, cap
     assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true", "--set", "theory.seed=3",
                      "--set", "train.eta0=3.25", "--steps", "40"] + args) == 4
     err = capsys.readouterr().err
-    assert "with 1 / 2 of the nodes (node_check: where the full solve did not diverge" in err
+    assert "with its nodes split in 2 (node_check: where the full solve did not diverge" in err
     assert (out / "theory" / "dmft_gamma0_0.05.npz").exists()
 
 

@@ -468,21 +468,34 @@ def zero_targets(solution, split: str) -> bool:
 
 
 def node_bias(solution, half, quarter) -> dict:
-    """The DMFT's node-count bias at every saved time, from independent solves of one problem at M,
-    M / 2 and M / 4 nodes a replica (`validation.lazy_to_rich(node_check=True)`): of the test loss,
-    or the train loss where a solve has no test targets.
+    """The DMFT's node-count bias at every saved time, from solves of one problem at M, M / 2 and
+    M / 4 nodes a replica (`validation.lazy_to_rich(node_check=True)`): of the test loss, or the
+    train loss where a solve has no test targets.
 
     The replicas' spread, all at M nodes, sees no bias that falls as 1 / M (the shipped
     modular-addition testbed's times were 15-60 of their errors apart at 512-2048 nodes a
-    replica, docs/derivations.md section 2); the three solves measure it
-    (`validation.fitting.node_extrapolation`). z = shift / shift_se, with shift = x(M) - x(M / 2)
-    (minus the bias at M, to first order), is a t statistic of `dof` degrees of freedom where
-    there is none: the two solves' errors are estimated from replicas - 1 each, and the fewer
-    bound its law (as `min_dof` argues for z).
+    replica, docs/derivations.md section 2); the three solves measure it. Two kinds of solves:
 
-    Returns {"loss": "test" | "train", "t", "full", "full_se", "half", "half_se", "quarter",
-    "quarter_se", node_extrapolation's six arrays, "z", "dof"}: arrays over the saved times (NaN
-    where unknown: z where a solve has no error, as for one replica)."""
+    - paired (what lazy_to_rich solves): half and quarter are the solution's own nodes split
+      (`dmft.solve(node_split=2 and 4)`: the same key, samples and replicas). The sampling noise the
+      three share cancels in their differences, whose errors come from each replica's own losses
+      (its parts' mean against it: the replicas are the independent units, replicas - 1 dof): the
+      shift's error measured 6-10x smaller than from independent solves, and the extrapolation's
+      as small as the solution's own. Their pooled losses hold the same S nodes, so they share the
+      term by which the loss of the replicas' mean prediction exceeds that of its expectation, the
+      mean variance of that prediction (about c / S); the extrapolation subtracts it, estimated by
+      the mean square of the solution's prediction errors ("pooled_noise").
+    - independent (`validation.sweep.node_check_key`, the grok job's and scans'):
+      `validation.fitting.node_extrapolation`, the solves' errors in quadrature (their S halves
+      with M, so the 1 / M extrapolation removes c / S too); dof the fewer of the solves'.
+
+    z = shift / shift_se, with shift = x(M) - x(M / 2) (minus the bias at M, to first order), is a
+    t statistic of `dof` degrees of freedom (as `min_dof` argues for z).
+
+    Returns {"loss": "test" | "train", "paired": bool, "t", "full", "full_se", "half", "half_se",
+    "quarter", "quarter_se", "shift", "shift_se", "curvature", "curvature_se", "extrapolated",
+    "extrapolated_se", "pooled_noise" (0 for independent solves), "z", "dof"}: arrays over the saved
+    times (NaN where unknown: the errors and z where the solves have one replica)."""
     sols = (solution, half, quarter)
     for name, s in zip(("solution", "half", "quarter"), sols):
         if not isinstance(s, dmft.Solution):
@@ -490,7 +503,7 @@ def node_bias(solution, half, quarter) -> dict:
     if not (np.array_equal(solution.t, half.t) and np.array_equal(solution.t, quarter.t)):
         raise InputError("solution, half and quarter must share their saved times (one schedule), got "
                          f"{[len(s.t) for s in sols]} times")
-    _check_node_counts(*sols)
+    paired = _check_node_counts(*sols)
     loss = "test" if all(s.test_loss is not None for s in sols) else "train"
     vals, ses = [], []
     for s in sols:
@@ -498,11 +511,54 @@ def node_bias(solution, half, quarter) -> dict:
         se = theory_se(s, f"{loss}_loss")
         ses.append(np.full(vals[-1].shape, np.nan) if se is None else np.broadcast_to(np.asarray(se, float),
                                                                                       vals[-1].shape))
-    dofs = [float((s.info or {}).get("error_dof") or 0) for s in sols[:2]]
-    return {"loss": loss, "t": np.asarray(solution.t, float),
-            **{f"{n}{e}": v for n, pair in zip(("full", "half", "quarter"), zip(vals, ses))
-               for e, v in zip(("", "_se"), pair)},
-            **node_statistics(vals, ses, min(dofs))}
+    out = {"loss": loss, "paired": paired, "t": np.asarray(solution.t, float),
+           **{f"{n}{e}": v for n, pair in zip(("full", "half", "quarter"), zip(vals, ses))
+              for e, v in zip(("", "_se"), pair)}}
+    if not paired:
+        dofs = [float((s.info or {}).get("error_dof") or 0) for s in sols[:2]]
+        return {**out, **node_statistics(vals, ses, min(dofs)), "pooled_noise": np.zeros_like(vals[0])}
+    per = [None if s.replicas is None or s.replicas.get(f"{loss}_loss") is None
+           else np.asarray(s.replicas[f"{loss}_loss"], float) for s in sols]
+    f_se = (solution.error or {}).get(f"f_{loss}")
+    noise = (np.full(vals[0].shape, np.nan) if f_se is None
+             else np.mean(np.reshape(np.asarray(f_se, float) ** 2, (len(vals[0]), -1)), axis=1))
+    return {**out, **paired_node_statistics(vals, per, noise)}
+
+
+def paired_node_statistics(values, per_replica, pooled_noise) -> dict:
+    """The node-count statistics of paired solves (`node_bias`): `values` the pooled estimates x(M),
+    x(M / 2), x(M / 4) (three (T,) arrays) of one solve's nodes whole, split in 2 and in 4;
+    `per_replica` their populations' own values ((T, R), (T, 2 R), (T, 4 R), replica j's parts
+    consecutive; None without replicas); `pooled_noise` the pooled estimate's excess from the
+    spread of the mean prediction (the mean square of its standard errors; NaN: unknown).
+
+    shift = x(M) - x(M / 2), curvature = (x(M / 2) - x(M / 4)) - 2 shift and extrapolated =
+    2 x(M) - x(M / 2) - pooled_noise (on x(M) = x_inf + a / M + b / M^2 + c / S its remaining bias
+    is curvature / 3, as for `validation.fitting.node_extrapolation`, and c / S, the same in all
+    three, is the pooled noise). Errors: the spread over replicas of each replica's own
+    differences (its loss less its parts' mean), / sqrt(R), with R - 1 dof; extrapolated_se holds
+    curvature / 3 beside it in quadrature."""
+    f, h, q = (np.asarray(v, float) for v in values)
+    shift = f - h
+    curvature = (h - q) - 2 * shift
+    extrapolated = f + shift - pooled_noise
+    nan = np.full(f.shape, np.nan)
+    if any(p is None for p in per_replica) or per_replica[0].shape[1] < 2:
+        return {"shift": shift, "shift_se": nan, "curvature": curvature, "curvature_se": nan,
+                "extrapolated": extrapolated, "extrapolated_se": nan, "z": nan, "dof": nan,
+                "pooled_noise": np.asarray(pooled_noise, float)}
+    R = per_replica[0].shape[1]
+    lf = per_replica[0]
+    lh, lq = (p.reshape(p.shape[0], R, k).mean(axis=2) for p, k in zip(per_replica[1:], (2, 4)))
+    se = lambda a: np.std(a, axis=1, ddof=1) / np.sqrt(R)          # noqa: E731
+    d = lf - lh
+    shift_se, curvature_se = se(d), se((lh - lq) - 2 * d)
+    extrapolated_se = np.hypot(se(2 * lf - lh), curvature / 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(shift_se > 0, shift / shift_se, np.where(shift == 0, 0.0, np.nan))
+    return {"shift": shift, "shift_se": shift_se, "curvature": curvature, "curvature_se": curvature_se,
+            "extrapolated": extrapolated, "extrapolated_se": extrapolated_se, "z": z,
+            "dof": np.full(f.shape, float(R - 1)), "pooled_noise": np.asarray(pooled_noise, float)}
 
 
 def node_statistics(values, ses, dof) -> dict:
@@ -510,7 +566,7 @@ def node_statistics(values, ses, dof) -> dict:
     replica (`values`, `ses`: three arrays each; NaN errors: unknown), with no extrapolated_se where
     the solves have no errors (its curvature / 3 alone is no error bar), and z = shift / shift_se
     with `dof` degrees of freedom (NaN where the shift has no error, or dof <= 0). What
-    `node_bias` and a scan's theory.node.* share."""
+    `node_bias` (of independent solves) and a scan's theory.node.* share."""
     x = node_extrapolation(*values, *ses)
     known = np.isfinite(ses[0]) & np.isfinite(ses[1])
     x["extrapolated_se"] = np.where(known, x["extrapolated_se"], np.nan)
@@ -520,17 +576,31 @@ def node_statistics(values, ses, dof) -> dict:
     return {**x, "z": np.where(np.isfinite(x["shift_se"]), z, np.nan), "dof": np.full(np.shape(z), dof)}
 
 
-def _check_node_counts(solution, half, quarter) -> None:
-    """InputError unless the three record M, M / 2 and M / 4 nodes a replica in as many replicas
-    (where they record them): solves given in another order, or at other counts, would read as a
-    bias of the wrong size or sign."""
+def _check_node_counts(solution, half, quarter) -> bool:
+    """Whether the three are paired (True: half and quarter the solution's nodes split in 2 and
+    4, `dmft.solve(node_split=)`: the same nodes' key, R, 2 R and 4 R populations) or independent
+    (False: as many replicas); InputError unless they record M, M / 2 and M / 4 nodes a replica
+    (where they record them) in one of the two ways: solves given in another order, at other
+    counts or from other nodes would read as a bias of the wrong size or sign."""
     info = [s.info or {} for s in (solution, half, quarter)]
     nodes = [i.get("nodes_per_replica") for i in info]
     if None not in nodes and not (nodes[0] == 2 * nodes[1] == 4 * nodes[2] and nodes[2] > 0):
         raise InputError(f"solution, half and quarter must have M, M / 2 and M / 4 nodes a replica, got {nodes}")
+    splits = [int(i.get("node_split", 1)) for i in info]
     reps = [i.get("replicas") for i in info]
-    if None not in reps and len(set(reps)) > 1:
-        raise InputError(f"solution, half and quarter must have as many replicas, got {reps}")
+    if splits == [1, 1, 1]:
+        if None not in reps and len(set(reps)) > 1:
+            raise InputError(f"solution, half and quarter must have as many replicas, got {reps}")
+        return False
+    if splits != [1, 2, 4]:
+        raise InputError(f"half and quarter must be independent solves (node_split 1) or the solution's nodes "
+                         f"split (node_split 2 and 4), got node_split {splits}")
+    if None not in reps and not (reps[1] == 2 * reps[0] and reps[2] == 4 * reps[0]):
+        raise InputError(f"split solves of the solution's nodes have 2 and 4 times its replicas, got {reps}")
+    keys = [i.get("nodes_key") for i in info]
+    if None not in keys and not keys[0] == keys[1] == keys[2]:
+        raise InputError(f"half and quarter must split the solution's own nodes (one key), got keys {keys}")
+    return True
 
 
 def scaling_fit(widths, errors) -> LogLogFit:

@@ -35,8 +35,9 @@ from .inputs import shown
 __all__ = ["LazyToRich", "lazy_to_rich", "NODE_FRACTIONS", "NODE_CHECK_KINDS", "node_check_key",
            "plan_node_check"]
 
-# the node-count check's solves, at 1 / k of the nodes a replica (and as many replicas): three sizes,
-# since two cannot tell a 1 / M bias from a departure from that law (validation.fitting.node_extrapolation)
+# the node-count check's solves, at 1 / k of the nodes a replica (the sweep's: each replica's nodes split
+# in k; the grok job's and scans': as many replicas from independent keys, `node_check_key`): three
+# sizes, since two cannot tell a 1 / M bias from a departure from that law (validation.fitting.node_extrapolation)
 NODE_FRACTIONS = (2, 4)
 NODE_CHECK_FOLD = 0x6E6F6465
 # their on_result kinds (and the validate and solve jobs' result names)
@@ -44,8 +45,9 @@ NODE_CHECK_KINDS = {2: "dmft_half_nodes", 4: "dmft_quarter_nodes"}
 
 
 def node_check_key(key, k: int):
-    """The nodes' key of the solve at 1 / k of the nodes: fold_in(fold_in(key, NODE_CHECK_FOLD), k),
-    independent of the full solve's `key` and of each other (the grok job's theory.node_check too)."""
+    """The nodes' key of an independent solve at 1 / k of the nodes: fold_in(fold_in(key,
+    NODE_CHECK_FOLD), k), independent of the full solve's `key` and of each other (the grok job's
+    theory.node_check and scans' scan.node_check; the sweep splits the solve's own nodes)."""
     return jax.random.fold_in(jax.random.fold_in(key, NODE_CHECK_FOLD), k)
 
 
@@ -170,13 +172,14 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             kind "dmft" or "lazy" (width None; a `dmft.Solution`) or "networks" (a
             `networks.Run`), so a caller can keep them before a later point fails; with
             node_check also the kinds of NODE_CHECK_KINDS (a `dmft.Solution`).
-        node_check: also solve the DMFT at each gamma0 at 1 / 2 and 1 / 4 of its samples (as many
-            replicas: half and a quarter of the nodes a replica), the nodes' keys
-            `node_check_key(solve_kw["key"], k)` (the batches the same), into `fewer`: its
-            node-count bias, which the replicas' spread does not see
-            (`validation.compare.node_bias`, the verdicts' node bias check). A sampled method
-            only (forward or iterate, not a quadrature rule); 1.75x the DMFT's cost (without
-            kernels). One of those solves that diverges raises, as the DMFT's own would.
+        node_check: also solve the DMFT at each gamma0 with each replica's nodes split in 2 and
+            in 4 (`dmft.solve(node_split=)`: half and a quarter of the nodes a replica, the same
+            nodes, key and batches), into `fewer`: its node-count bias, which the replicas' spread
+            does not see, paired with the solve so that their shared noise cancels
+            (`validation.node_bias`, the verdicts' node bias check). A sampled method only
+            (forward or iterate, not a quadrature rule); 3x the DMFT's cost in all (each split
+            solve integrates as many nodes; without kernels). One of those solves that diverges
+            raises, as the DMFT's own would.
 
     Raises:
         InputError (a ValueError), before any compute: a bad argument, named (and every check of
@@ -214,11 +217,9 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     # lazy baseline of minibatch SGD say, wasted every solve before it)
     lazy_sch = sch if sch.weight_decay == 0 else sch.replace(weight_decay=0.0)
     planned = {k: v for k, v in solve_kw.items() if k not in ("key", "batch_key", "progress")}
-    samples = {}
     for g in gamma0s:
         m = model.replace(gamma0=g)
         plan = dmft.plan_solve(m, data, sch, **planned)
-        samples[g] = plan.samples
         if node_check:
             plan_node_check(plan, m, data, sch, planned)
         dmft.plan_solve(m, data, lazy_sch, method="lazy", **{k: v for k, v in lazy_kw.items() if k != "batch_key"})
@@ -226,8 +227,6 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             networks.plan_train(m, data, sch, widths, seeds, **{k: v for k, v in train_kw.items() if k in _PLANNED})
     bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
     sols, lazy, runs, scaling, fewer = {}, {}, {}, {}, {}
-    root = checks.prng_key("solve_kw['key']", solve_kw.get("key"))
-    root = jax.random.key(0) if root is None else root          # (dmft.solve's default)
     timings = {"theory_s": 0.0, "networks_s": 0.0}
     # the lazy limits first: seconds each, and one whose step is past its stability (eta0
     # lambda_max / P > 2) fails here, before any DMFT or network is run for nothing
@@ -248,9 +247,12 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         if node_check:
             fewer[g] = {}
             for k in NODE_FRACTIONS:
-                # (the losses are all node_bias reads: no kernels, 6 (T, P, P) arrays a solve)
-                kw = {**solve_kw, "samples": samples[g] // k, "key": node_check_key(root, k), "kernels": False}
-                with failing_at(f"theory at gamma0 = {g:g} with 1 / {k} of the nodes (node_check: where the "
+                # the solve's own nodes split in k (its key, samples and batches: paired with it); the
+                # losses are all node_bias reads: no kernels, 6 (T, P, P) arrays a solve
+                kw = {**solve_kw, "node_split": k, "kernels": False}
+                if sols[g].info.get("control_variate_off"):     # (the same estimator as the whole)
+                    kw["control_variate"] = False
+                with failing_at(f"theory at gamma0 = {g:g} with its nodes split in {k} (node_check: where the "
                                 "full solve did not diverge, its node count matters here; raise the samples, "
                                 "or leave node_check off)"):
                     fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
@@ -274,24 +276,19 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
 
 def plan_node_check(plan, model, data, schedule, planned: dict) -> None:
     """node_check's solves planned before any compute (`plan`: the full solve's `dmft.plan_solve`,
-    `planned` its options): a sampled method whose samples split into 1 / 4 as the full solve's
-    do; else InputError saying why."""
+    `planned` its options): a sampled method whose replicas' nodes split into 4 parts of whole
+    antithetic pairs (`dmft.solve(node_split=)`); else InputError saying why."""
     if not plan.sampled or plan.sampler == "quadrature":
         what = f"method {plan.method!r}" + (" with a quadrature rule" if plan.sampled else "")
         raise InputError(f"node_check: the DMFT solved by {what} has no sampled nodes whose count could bias it; "
                          "node_check needs a sampled solve (method 'forward' or 'iterate', a sampler other "
                          "than a quadrature rule)")
     for k in NODE_FRACTIONS:
-        if plan.samples % (k * plan.replicas):          # (M / k nodes a replica exactly, as node_bias takes them)
-            raise InputError(f"node_check: samples = {plan.samples} in {plan.replicas} replicas cannot be solved at "
-                             f"1 / {k} of its nodes a replica ({plan.samples / (k * plan.replicas):g}); give samples "
-                             f"a multiple of {k} x replicas x what it needs")
         try:
-            dmft.plan_solve(model, data, schedule, **{**planned, "samples": plan.samples // k})
+            dmft.plan_solve(model, data, schedule, **{**planned, "node_split": k, "kernels": False})
         except InputError as err:
-            raise InputError(f"node_check: samples = {plan.samples} cannot be solved at 1 / {k} of its nodes "
-                             f"({plan.samples // k}): {err}; give samples a multiple of {k} x what it "
-                             "needs") from err
+            raise InputError(f"node_check: samples = {plan.samples} in {plan.replicas} replicas cannot be split into "
+                             f"{k} parts a replica ({err}); give samples a multiple of {2 * k} x replicas") from err
 
 
 def _values(name, values, empty: bool = False) -> list:

@@ -311,6 +311,10 @@ def _node_check(name, solution, fewer: dict, sigma) -> dict:
     # resolved here; what this check catches is one many errors wide, as the modular testbed's)
     passes = (f"; a bias up to {b * sse / se:.3g}x the DMFT's own standard error passes this bound"
               if se > 0 and np.isfinite(b) else "")
+    if nb["paired"]:
+        passes += ("; the solves at M / 2 and M / 4 split the solution's own nodes (their shared noise cancels "
+                   "in the shift; the extrapolation less the pooled prediction's noise, "
+                   f"{nb['pooled_noise'][-1]:.2g} at the end)")
     cv = [(s.info or {}).get("control_variate") for s in (solution, fewer[2], fewer[4])]
     if len(set(cv)) > 1:                # (the solver turned it off in one: two estimators, not one)
         passes += (f"; the control variate was {', '.join('on' if c else 'off' for c in cv)} at M, M / 2 and M / 4 "

@@ -1,0 +1,188 @@
+"""dmft.solve(node_split=k): each replica's nodes integrated as k populations (the paired node
+check of `validation.lazy_to_rich(node_check=True)`), and `validation.node_bias` of such solves.
+Expected values come from the draw itself (`dmft.sampling.draw_sites`) and from the formulas
+written out here, not from the code under test."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmft
+import validation
+from dmft import sampling, single_site
+
+DATA = dict(D=4, P=12, P_test=20, degree=2, key=0)
+SCHEDULE = dmft.Schedule(eta0=0.5, steps=20, save_every=10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(sampler=st.sampled_from(["stratified", "orthogonal", "antithetic", "mc", "sobol"]),
+       trained=st.booleans(), R=st.integers(1, 3), pairs=st.sampled_from([4, 8, 12]),
+       k=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2 ** 20))
+def test_split_sites_keeps_each_nodes_antithetic_partner_in_its_part(sampler, trained, R, pairs, k, seed):
+    """Part p of replica j is population j k + p, of rows [p h / k, (p + 1) h / k) of each half (h = M / 2):
+    the parts partition the replica's nodes, each node with its partner (the same z with -a, or -z),
+    weights k / M."""
+    M, r, c = 2 * pairs * k, 3, 2
+    s = sampling.draw_sites(jax.random.key(seed), sampler, R * M, R, r, c, trained)
+    sp = sampling.split_sites(s, k)
+    assert sp.z.shape == (R * k, M // k, r) and sp.a.shape == (R * k, M // k, c)
+    np.testing.assert_array_equal(sp.weight, np.full((R * k, M // k), k / M))
+    h, q = M // 2, M // (2 * k)
+    for j in range(R):
+        for p in range(k):
+            rows = np.r_[p * q:(p + 1) * q, h + p * q:h + (p + 1) * q]
+            np.testing.assert_array_equal(sp.z[j * k + p], s.z[j][rows])
+            np.testing.assert_array_equal(sp.a[j * k + p], s.a[j][rows])
+            zp, ap = np.asarray(sp.z[j * k + p]), np.asarray(sp.a[j * k + p])
+            if sampler != "mc":                    # (each node's partner in the part: its second half)
+                if trained:
+                    np.testing.assert_array_equal(zp[:q], zp[q:])
+                    np.testing.assert_array_equal(ap[:q], -ap[q:])
+                else:
+                    np.testing.assert_array_equal(zp[:q], -zp[q:])
+
+
+@pytest.mark.parametrize("opts, match", [
+    (dict(node_split=0), "node_split must be"),
+    (dict(node_split=True), "node_split must be"),
+    (dict(node_split=1.5), "node_split must be"),
+    (dict(node_split=2, sampler="quadrature"), "sampler='quadrature' is one deterministic rule"),
+    (dict(node_split=2, method="lazy"), "the lazy method has none"),
+    (dict(node_split=4, samples=264), r"samples \(264\) must be a multiple of 32"),
+    (dict(node_split=2, samples=12, replicas=1, sampler="mc"), None),
+    (dict(node_split=4, samples=12, replicas=1, sampler="mc"), r"multiple of 8 \(replicas x 2 x node_split 4\)")])
+def test_node_split_is_checked_before_any_compute(opts, match):
+    data = dmft.tasks.single_index(**DATA)
+    model = dmft.TwoLayer("relu", gamma0=1.0)
+    if match is None:
+        assert dmft.plan_solve(model, data, SCHEDULE, **opts).node_split == 2
+        return
+    with pytest.raises(dmft.InputError, match=match):
+        dmft.plan_solve(model, data, SCHEDULE, **opts)
+
+
+def test_a_split_solve_integrates_each_part_as_a_replica_of_its_own(monkeypatch):
+    """node_split=k is the solve whose replicas are the k parts of each replica's draw (a stand-in
+    draw hands them over as 2R replicas), in groups too; node_split=1 is the plain solve; info
+    records the split, R k populations, the key and R - 1 dof."""
+    data = dmft.tasks.single_index(**DATA)
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    kw = dict(schedule=SCHEDULE, samples=256, replicas=4, key=jax.random.key(4), kernels=False)
+    plain = dmft.solve(model, data, **kw)
+    np.testing.assert_array_equal(dmft.solve(model, data, **kw, node_split=1).test_loss, plain.test_loss)
+    split = dmft.solve(model, data, **kw, node_split=2)
+    assert split.info["node_split"] == 2 and split.info["replicas"] == 8 and split.info["error_dof"] == 3
+    assert split.info["nodes_per_replica"] == 32 and split.info["nodes_key"] == plain.info["nodes_key"]
+    assert "node_split" not in plain.info and split.replicas["test_loss"].shape == (3, 8)
+    real = single_site.draw_sites
+
+    def parts_as_replicas(key, sampler, samples, replicas, *a, first=0, count=None, **k):
+        s = real(key, sampler, samples, replicas // 2, *a, **k)
+        return sampling.split_sites(s, 2)
+
+    monkeypatch.setattr(single_site, "draw_sites", parts_as_replicas)
+    stand_in = dmft.solve(model, data, **{**kw, "replicas": 8})
+    monkeypatch.undo()
+    np.testing.assert_allclose(split.test_loss, stand_in.test_loss, rtol=1e-13)
+    np.testing.assert_allclose(split.error["test_loss"], stand_in.error["test_loss"], rtol=1e-12)
+    plan = dmft.plan_solve(model, data, SCHEDULE, samples=256, replicas=4, kernels=False, node_split=2)
+    need = dmft.plan.memory_estimate(plan, at_once=2)
+    grouped = dmft.solve(model, data, **kw, node_split=2, max_memory_gb=need / 2 ** 30)
+    assert grouped.info["replicas_at_once"] == 2
+    np.testing.assert_allclose(grouped.test_loss, split.test_loss, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ node_bias of paired solves
+
+def _solution(loss, per, f_se, nodes, split, key=(0, 1)):
+    """A sampled solve's record: pooled test loss (T,), its populations' own (T, R k), the pooled
+    prediction's errors f_se (T, P)."""
+    loss, per = np.asarray(loss, float), np.asarray(per, float)
+    T = len(loss)
+    info = {"error_dof": per.shape[1] // split - 1, "replicas": per.shape[1], "nodes_per_replica": nodes,
+            "sampler": "stratified", "nodes_key": list(key)}
+    if split > 1:
+        info["node_split"] = split
+    return dmft.Solution(t=np.arange(T, dtype=float), f_train=np.zeros((T, 3)), f_test=np.zeros((T, 3)),
+                         train_loss=loss + 1, test_loss=loss, ntk=None, feature_kernel=None, gradient_kernel=None,
+                         alignment=np.zeros(T), weight_change={"first_layer": np.zeros(T)},
+                         error={"test_loss": (per.std(axis=1, ddof=1) / np.sqrt(per.shape[1]) if per.shape[1] > 1
+                                              else np.full(T, np.nan)),
+                                "f_test": np.asarray(f_se, float)},
+                         info=info, replicas={"test_loss": per, "train_loss": per + 1})
+
+
+def _planted(R=5, T=3, seed=0):
+    rng = np.random.default_rng(seed)
+    lf = 1 + rng.normal(size=(T, R))
+    lh = lf.repeat(2, axis=1) + rng.normal(size=(T, 2 * R)) * 0.1 + 0.05
+    lq = lh.repeat(2, axis=1) + rng.normal(size=(T, 4 * R)) * 0.1 + 0.1
+    f_se = np.full((T, 3), 0.2)
+    sols = [_solution(l.mean(axis=1) - 0.01 * i, l, f_se, 64 // k, k) for i, (l, k) in enumerate(((lf, 1), (lh, 2), (lq, 4)))]
+    return sols, (lf, lh, lq)
+
+
+def test_paired_node_bias_takes_its_errors_from_each_replicas_own_differences():
+    sols, (lf, lh, lq) = _planted()
+    nb = validation.node_bias(*sols)
+    assert nb["paired"] and nb["loss"] == "test"
+    R = lf.shape[1]
+    x = [s.test_loss for s in sols]
+    h = lh.reshape(3, R, 2).mean(axis=2)
+    q = lq.reshape(3, R, 4).mean(axis=2)
+    d = lf - h
+    np.testing.assert_allclose(nb["shift"], x[0] - x[1], rtol=1e-14)
+    np.testing.assert_allclose(nb["shift_se"], d.std(axis=1, ddof=1) / np.sqrt(R), rtol=1e-12)
+    np.testing.assert_allclose(nb["curvature"], (x[1] - x[2]) - 2 * (x[0] - x[1]), rtol=1e-12)
+    np.testing.assert_allclose(nb["curvature_se"], ((h - q) - 2 * d).std(axis=1, ddof=1) / np.sqrt(R), rtol=1e-12)
+    np.testing.assert_allclose(nb["pooled_noise"], 0.04, rtol=1e-12)             # the mean of 0.2^2
+    np.testing.assert_allclose(nb["extrapolated"], 2 * x[0] - x[1] - 0.04, rtol=1e-12)
+    np.testing.assert_allclose(nb["extrapolated_se"], np.hypot((2 * lf - h).std(axis=1, ddof=1) / np.sqrt(R),
+                                                               nb["curvature"] / 3), rtol=1e-12)
+    np.testing.assert_allclose(nb["z"], nb["shift"] / nb["shift_se"], rtol=1e-12)
+    np.testing.assert_array_equal(nb["dof"], R - 1)
+
+
+def test_paired_node_bias_refuses_solves_that_are_not_the_solutions_nodes_split():
+    sols, _ = _planted()
+    full, half, quarter = sols
+    other = _solution(half.test_loss, half.replicas["test_loss"], half.error["f_test"], 32, 2, key=(0, 2))
+    with pytest.raises(dmft.InputError, match="split the solution's own nodes"):
+        validation.node_bias(full, other, quarter)
+    with pytest.raises(dmft.InputError, match="node_split 1\\) or the solution's nodes split"):
+        validation.node_bias(full, half, _solution(quarter.test_loss, quarter.replicas["test_loss"][:, :10],
+                                                   quarter.error["f_test"], 16, 2))
+    few = _solution(half.test_loss, half.replicas["test_loss"][:, :6], half.error["f_test"], 32, 2)
+    with pytest.raises(dmft.InputError, match="2 and 4 times its replicas"):
+        validation.node_bias(full, few, quarter)
+    one = [_solution(s.test_loss, s.replicas["test_loss"][:, :k], s.error["f_test"], 64 // k, k)
+           for s, k in zip(sols, (1, 2, 4))]
+    nb = validation.node_bias(*one)                          # one replica: values, no errors
+    assert np.all(np.isnan(nb["shift_se"])) and np.all(np.isnan(nb["z"])) and np.all(np.isfinite(nb["extrapolated"]))
+
+
+def test_paired_extrapolation_covers_a_large_solve_over_many_keys():
+    """The paired check's claims over 40 keys against a solve of 2^15 nodes (relu, gamma0 = 2):
+    the extrapolation's 95% t intervals cover it, and the shift's spread over keys is what its
+    reported error says (measured larger problems: docs/derivations.md section 2)."""
+    from scipy import stats
+    data = dmft.tasks.single_index(D=6, P=24, P_test=40, degree=3, key=1)
+    model = dmft.TwoLayer("relu", gamma0=2.0)
+    sch = dmft.Schedule(eta0=0.5, steps=60, save_every=30)
+    kw = dict(schedule=sch, kernels=False)
+    ref = dmft.solve(model, data, samples=2 ** 15, replicas=8, key=jax.random.key(99), **kw)
+    rows = []
+    for i in range(40):
+        sols = [dmft.solve(model, data, samples=512, replicas=4, key=jax.random.key(i), node_split=k, **kw)
+                for k in (1, 2, 4)]
+        nb = validation.node_bias(*sols)
+        rows.append((nb["extrapolated"][-1], nb["extrapolated_se"][-1], nb["shift"][-1], nb["shift_se"][-1]))
+    x, se, shift, shift_se = np.array(rows).T
+    err = np.hypot(se, ref.error["test_loss"][-1])
+    covered = np.mean(np.abs(x - ref.test_loss[-1]) <= stats.t.ppf(0.975, 3) * err)
+    assert covered >= 0.85, covered
+    ratio = np.std(shift, ddof=1) / np.sqrt(np.mean(shift_se ** 2))
+    assert 0.5 < ratio < 1.5, ratio
