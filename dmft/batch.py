@@ -136,6 +136,8 @@ class BatchProgram:
             too), and the peak memory within
             `memory_estimate`. The lazy method always runs in one call (a closed form; under
             minibatch SGD a loop over the steps, which an interruption waits for).
+        node_split: as for `dmft.solve`: each replica's nodes integrated as k populations (the
+            points' records then have R k replicas; scan.node_check's programs).
         Other arguments as for `dmft.solve`.
 
     Calling it: `prog(values, index, key=None, sharding=None, batch_key=None)` with values a dict
@@ -159,7 +161,7 @@ class BatchProgram:
                  control_variate: bool | None = None, kernel_nodes: int = 64,
                  quadrature_nodes: int = 8, curves: bool = False, state: bool = False,
                  max_memory_gb: float = 4.0, final_time: float | None = None,
-                 precision: str = "full", interruptible: bool = False):
+                 precision: str = "full", interruptible: bool = False, node_split: int = 1):
         if isinstance(eta0, Schedule):
             schedule, eta0 = eta0, None
         given = {k: v for k, v in dict(eta0=eta0, steps=steps, save_every=save_every,
@@ -184,7 +186,7 @@ class BatchProgram:
         plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
                           sampler=sampler, control_variate=control_variate, kernels=False,
                           kernel_nodes=kernel_nodes, quadrature_nodes=quadrature_nodes,
-                          max_memory_gb=max_memory_gb, precision=precision)
+                          max_memory_gb=max_memory_gb, precision=precision, node_split=node_split)
         one = memory_estimate(dataclasses.replace(plan, kernels=False), at_once=plan.replicas)
         if one > plan.max_memory_gb * 2 ** 30:      # a batch vmaps every replica of every point
             raise MemoryLimitError(f"one point of a batch needs about {one / 2 ** 30:.1f} GiB (> max_memory_gb="
@@ -209,7 +211,7 @@ class BatchProgram:
         self._geo = geometry(data)
         self._static = _Static(
             method=plan.method, closure_kind=plan.closure_kind, dynamics=sch.dynamics,
-            sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas,
+            sampler=plan.sampler, samples=plan.samples, replicas=plan.replicas, node_split=plan.node_split,
             quadrature_nodes=plan.quadrature_nodes,
             kernel_nodes=(plan.kernel_nodes if model.activation.quadrature == "closed form"   # (no grid, nor
                           else grid_nodes(float(np.max(self._geo["diag"])), plan.kernel_nodes)),  # its warning)
@@ -485,7 +487,7 @@ def _context(st: _Static, act, su, v, key, rep=None):
     if rep is None:
         rep = _ss.make_replicas(act, su, key, sampler=st.sampler, samples=st.samples,
                                 replicas=st.replicas, quadrature_nodes=st.quadrature_nodes,
-                                trained=st.trained, cv=st.cv_mode)
+                                trained=st.trained, cv=st.cv_mode, node_split=st.node_split)
     return (sh, rep), _ss.initial_state(rep, st.P, _method(st)[0])
 
 
@@ -536,14 +538,18 @@ def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
             out["cv_noise.ratio"], out["cv_noise.scale"] = cv_noise_measure(y, rec["f_train"], cv, xp=jnp)
         out["effective_node_share"] = jnp.min(rec.pop("node_share"), axis=1)   # the least replica's
         out["node_share_drift"] = jnp.median(rec.pop("node_share_drift"), axis=1)   # the replicas' median
-        if R > 1:
+        if R // st.node_split > 1:
             se = _ss.replica_se
             # each replica's own losses (T, R), as `Solution.replicas`: their spread is the error
             out["replicas.train_loss"] = _mse(y[None, None], rec["f_train"])
             out["error.train_loss"] = se(out["replicas.train_loss"])
+            # the pooled loss's excess from its mean prediction's spread, the mean square of that
+            # prediction's errors (`validation.node_bias`'s pooled_noise)
+            out["pooled_noise.train_loss"] = jnp.mean(se(rec["f_train"]) ** 2, axis=(1, 2))
             if st.has_y_test:
                 out["replicas.test_loss"] = _mse(y_test[None, None], rec["f_test"])
                 out["error.test_loss"] = se(out["replicas.test_loss"])
+                out["pooled_noise.test_loss"] = jnp.mean(se(rec["f_test"]) ** 2, axis=(1, 2))
             out["error.alignment"] = se(rec["alignment"])
             se_sq = {g: se(rec[f"sq_weight_change.{g}"]) for g in ("first_layer", "readout")}
         rec = {k: (jnp.mean(a, axis=1) if a.ndim >= 2 else a) for k, a in rec.items()}

@@ -489,21 +489,22 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     work = 0.0
     if plan.sampled:
         m = _nodes_per_replica(plan)
+        gk = g * plan.node_split          # the group's populations: each its own matrices (node_split)
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
         if plan.cv_mode == "operator" and 0 < (plan.schedule.batch_size or 0) < P:
             state += R * m * (r + C)                # SGD: the control variate's carried contractions
         if plan.neuron_measures is not None:    # K values per node of the group, records of all
             K = checks.measure_size(plan.neuron_measures, D)
             state += g * m * K
-            records += 3.0 * R * T * K
+            records += 3.0 * R * plan.node_split * T * K
         # the control-variate matrices of the group being integrated (`for_prediction` drops them
         # after), the t = 0 node features of every replica ("operator": the predictor reads them)
-        cv = g * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
+        cv = gk * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
         init_tmp = 4.0 * g * m * N                                         # fields on every point
         step_tmp = 6.0 * g * m * P + (2.0 * g * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
-        work = state + cv + max(init_tmp, step_tmp) + g * P * P * 3        # node kernels at a save
+        work = state + cv + max(init_tmp, step_tmp) + gk * P * P * 3       # node kernels at a save
         if plan.method == "iterate":
-            work += 4.0 * g * plan.schedule.steps * P * C
+            work += 4.0 * gk * plan.schedule.steps * P * C
     elif plan.method == "closure":
         n = r + C if plan.closure_kind == "linear-trained" else r
         work = 6.0 * n * n + 4.0 * P * P + 3.0 * N * n + T * n * n

@@ -413,13 +413,21 @@ def split_sites(sites: Sites, k: int) -> Sites:
     R, M = sites.weight.shape
     if k == 1:
         return sites
-    h = M // 2
+    z, a = (jnp.concatenate([split_rows(v, k) for v in x]) for x in (sites.z, sites.a))
+    return Sites(z, a, jnp.full((R * k, M // k), k / M, sites.weight.dtype))
+
+
+def split_rows(x, k: int):
+    """One replica's per-node rows x (M, ...) as its k parts (k, M / k, ...), as `split_sites`
+    splits its nodes (what a split solve's predictor splits its per-node draws by)."""
+    M = x.shape[0]
+    if k == 1:
+        return x[None]
     if M % (2 * k):
         raise InputError(f"node_split: {M} nodes a replica do not split into {k} parts of whole antithetic pairs")
+    h = M // 2
     idx = np.arange(M).reshape(2, k, h // k).transpose(1, 0, 2).reshape(-1)       # part-major
-    z = sites.z[:, idx].reshape(R * k, M // k, -1)
-    a = sites.a[:, idx].reshape(R * k, M // k, -1)
-    return Sites(z, a, jnp.full((R * k, M // k), k / M, sites.weight.dtype))
+    return x[idx].reshape((k, M // k) + x.shape[1:])
 
 
 def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,

@@ -44,7 +44,7 @@ from .problem import Dataset, TwoLayer
 from . import runner as _runner
 from .runner import (RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, progress_bar,
                      run_saved, runaway_bound)
-from .sampling import normal_quantile
+from .sampling import normal_quantile, split_rows
 from .schedule import (DYNAMICS, RK4_LIMIT, Schedule, check_batch_key, decay_factor, default_batch_key,
                        schedule_from)
 from .trajectory import Trajectory
@@ -439,7 +439,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         # fold_in(fold_in(key, 2^20), replica): the same for any grouping.
         sd = jnp.asarray(np.sqrt(np.clip(np.diag(perp), 0, None)), dt)
         root = jax.random.fold_in(key, 2 ** 20)
-        M = reps[0].w.shape[1]
+        M = reps[0].w.shape[1] * plan.node_split           # a replica's nodes (its parts', split)
         paired = plan.sampler not in ("mc", "quadrature")
         outside = bool(np.any(np.diag(perp) > 0))                   # (none in the weight basis)
 
@@ -457,11 +457,11 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         # points in blocks of at most PREDICT_BLOCK_VALUES / (nodes at once) (each (nodes, block)
         # array: memory bounded whatever n), the last block padded to the same shape (one compile)
         n = l_new.shape[0]
-        block = max(1, min(n, PREDICT_BLOCK_VALUES // (g * M)))
+        block = max(1, min(n, PREDICT_BLOCK_VALUES // (g * M)))      # (g M: the group's nodes, split or not)
         rows = [jnp.asarray(a, dt) for a in (l_new, sd, k0_new, f0)]
         outs = []
         for i, (rep, st) in enumerate(zip(reps, finals)):
-            xi_nodes = jnp.stack([draws(i * g + j) for j in range(g)])
+            xi_nodes = jnp.concatenate([split_rows(draws(i * g + j), plan.node_split) for j in range(g)])
             parts = []
             for start in range(0, n, block):
                 cut = [a[start:start + block] for a in rows]
@@ -471,8 +471,8 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
                 out = _ss.predict(static, sh, rep, st, cut[0], xi_nodes, cut[1], cut[2], cut[3], _shrink(sch))
                 parts.append(np.asarray(out)[:, :block - pad])
             outs.append(np.concatenate(parts, axis=1))
-        per = np.concatenate(outs)                                    # (R, n, C), replicas in order
-        se = per.std(axis=0, ddof=1) / np.sqrt(R) if R > 1 else None
+        per = np.concatenate(outs)                                    # (R k, n, C), replicas in order
+        se = per.std(axis=0, ddof=1) / np.sqrt(per.shape[0]) if R > 1 else None     # (as error["f_test"])
         return _squeeze(data, per.mean(axis=0)), (None if se is None else _squeeze(data, se))
 
     return rec, extra, predictor

@@ -183,8 +183,9 @@ def _assert_identical(a, b, exact=True):
     assert sorted(a) == sorted(b)
     for k in a:
         x, y = np.asarray(a[k]), np.asarray(b[k])
-        # the scale of an error bar is its quantity's
-        scale = np.nanmax(np.abs(np.asarray(b[k.removeprefix("error.")])), initial=0.0) if x.dtype.kind == "f" else None
+        # the scale of an error bar is its quantity's (and of a loss's pooled noise, the loss's)
+        of = k.removeprefix("error.").removeprefix("pooled_noise.")
+        scale = np.nanmax(np.abs(np.asarray(b[of])), initial=0.0) if x.dtype.kind == "f" else None
         if exact or x.dtype.kind != "f" or not ON_CPU:
             assert_same_run(x, y, err_msg=k, scale=scale)     # on a CPU bit for bit, NaN where NaN
         else:                                                 # to 4 ulps of the quantity's scale

@@ -175,7 +175,7 @@ def test_sweep_splits_each_solves_own_nodes_in_halves_and_quarters():
 
 @pytest.mark.parametrize("solve_kw, match", [
     (dict(method="lazy"), "method 'lazy' has no sampled nodes"),
-    (dict(samples=264), r"samples = 264 in 4 replicas cannot be split into 2 parts a replica"),
+    (dict(samples=264), r"samples = 264 in 4 replicas cannot be split into 4 parts a replica .*multiple of 8 x replicas"),
     (dict(samples=248, replicas=2), r"samples = 248 in 2 replicas cannot be split into 4 parts a replica"),
     (dict(samples=12, replicas=1, sampler="mc"), r"cannot be split into 4 parts a replica .*multiple of 8"),
     (dict(sampler="quadrature"), "with a quadrature rule")])
@@ -246,7 +246,7 @@ def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(tmp_path
 
 @pytest.mark.parametrize("sets, match", [
     (["theory.method='lazy'"], "theory.node_check: the DMFT solved by method 'lazy'"),
-    (["theory.samples=264"], r"theory.node_check: samples = 264 in 4 replicas cannot be split into 2 parts"),
+    (["theory.samples=264"], r"theory.node_check: samples = 264 in 4 replicas cannot be split into 4 parts"),
     (["theory.method='closure'", "model.activation='linear'"], "theory.node_check: the DMFT solved by method 'closure'")])
 def test_node_check_config_refused_before_the_run(tmp_path, capsys, sets, match):
     out = tmp_path / "bad"
@@ -283,14 +283,12 @@ def test_solve_job_with_node_check_judges_the_node_bias(tmp_path):
 
 # ------------------------------------------------------------------ scans
 
-def test_scan_node_check_solves_each_point_at_fewer_nodes(tmp_path):
-    """scan.node_check: each point's DMFT again at half and a quarter of the nodes a replica, from
-    node_check_key(key(theory.seed), k) folded with the point's id (as the full solve folds
-    key(theory.seed)); theory.node.* is node_extrapolation of the three final test losses."""
+def test_scan_node_check_splits_each_points_own_nodes(tmp_path):
+    """scan.node_check: each point's DMFT again with each replica's nodes split in 2 and in 4, from the
+    point's own key (key(theory.seed) folded with the point's id, as the full solve's);
+    theory.node.* is node_bias of the three paired solves' final test losses."""
     from experiments import scan
     from experiments.scan.grid import point_ids
-    from validation.fitting import node_extrapolation
-    from validation.sweep import node_check_key
 
     table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
              "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 256, "replicas": 4, "seed": 1},
@@ -300,24 +298,23 @@ def test_scan_node_check_solves_each_point_at_fewer_nodes(tmp_path):
     sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10)
     for i, g in enumerate([0.5, 2.0]):
         tid = int(point_ids(res.config, {"model.gamma0": np.array([g])}, [0], "theory")[0])
-        sols = [dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, schedule=sch, samples=256 // k, replicas=4,
-                           kernels=False, key=jax.random.fold_in(
-                               jax.random.key(1) if k == 1 else node_check_key(jax.random.key(1), k), tid))
+        sols = [dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, schedule=sch, samples=256, replicas=4,
+                           kernels=False, key=jax.random.fold_in(jax.random.key(1), tid), node_split=k)
                 for k in (1, 2, 4)]
-        want = node_extrapolation(*[s.test_loss[-1] for s in sols], *[s.error["test_loss"][-1] for s in sols])
+        want = {k: v[-1] for k, v in validation.node_bias(*sols).items() if isinstance(v, np.ndarray)}
         assert res["theory.node.half"][i] == pytest.approx(sols[1].test_loss[-1], rel=1e-10)
         assert res["theory.node.quarter"][i] == pytest.approx(sols[2].test_loss[-1], rel=1e-10)
-        for k, v in want.items():
-            assert res[f"theory.node.{k}"][i] == pytest.approx(float(v), rel=1e-8), k
-        assert res["theory.node.z"][i] == pytest.approx(float(want["shift"] / want["shift_se"]), rel=1e-8)
-        assert res["theory.node.dof"][i] == 3
+        for k in ("shift", "shift_se", "curvature", "curvature_se", "extrapolated", "extrapolated_se",
+                  "pooled_noise", "z", "dof"):
+            assert res[f"theory.node.{k}"][i] == pytest.approx(float(want[k]), rel=1e-8), k
+        assert res["theory.node.dof"][i] == 3 and res["theory.node.pooled_noise"][i] > 0
     assert "theory.node.z" in res.summary()
 
 
 @pytest.mark.parametrize("sets, match", [
     ({"model": {"activation": "linear"}}, r"scan.node_check: the DMFT solved by theory.method = 'auto' \(an exact"),
     ({"theory": {"samples": 264, "replicas": 4}}, r"scan.node_check: theory.samples \(264\) must be a multiple of 32"),
-    ({"theory": {"samples": 18, "replicas": 3, "sampler": "mc"}}, r"theory.samples \(18\) must be a multiple of 12 \(4 x theory.replicas"),
+    ({"theory": {"samples": 36, "replicas": 3, "sampler": "mc"}}, r"theory.samples \(36\) must be a multiple of 24 \(4 x 2 x theory.replicas"),
     ({"scan": {"theory": False, "networks": True}}, "scan.node_check: checks the DMFT's node count, but scan.theory")])
 def test_scan_node_check_refused_before_the_store(tmp_path, sets, match):
     from experiments import scan

@@ -93,6 +93,44 @@ def test_a_split_solve_integrates_each_part_as_a_replica_of_its_own(monkeypatch)
     grouped = dmft.solve(model, data, **kw, node_split=2, max_memory_gb=need / 2 ** 30)
     assert grouped.info["replicas_at_once"] == 2
     np.testing.assert_allclose(grouped.test_loss, split.test_loss, rtol=0, atol=1e-12)
+    # predictions on the test points are f_test's, with its error, split or not, grouped or not
+    for sol in (split, grouped, dmft.solve(model, data, **kw, node_split=4, sampler="mc")):
+        f, se = sol.predict(data.x_test, error=True)
+        np.testing.assert_allclose(f, sol.f_test[-1], rtol=0, atol=1e-13)
+        np.testing.assert_allclose(se, sol.error["f_test"][-1], rtol=0, atol=1e-14)
+
+
+def test_a_split_solves_memory_counts_each_populations_matrices():
+    """Each population carries its own control-variate matrices ((P + P*) x P and 2 P x P) and node
+    kernels at a save (3 P x P): k times the replicas' count of them, 8 bytes each, at least."""
+    data = dmft.tasks.single_index(D=4, P=64, P_test=64, degree=2, key=0)
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    plans = {k: dmft.plan_solve(model, data, SCHEDULE, samples=512, replicas=4, node_split=k) for k in (1, 4)}
+    g, P, N = 4, 64, 128
+    extra = 8 * 3 * g * (N * P + 2 * P * P + 3 * P * P)
+    assert all(p.replicas_at_once == g for p in plans.values())
+    assert dmft.plan.memory_estimate(plans[4]) - dmft.plan.memory_estimate(plans[1]) >= extra
+
+
+def test_a_one_replica_sweep_extrapolates_without_errors_and_refuses_unpaired_configs():
+    """One replica: the paired check has no errors and no pooled noise (NaN), and extrapolates
+    2 x(M) - x(M / 2) as it is; split solves of another problem or sampler are not the pair."""
+    data = dmft.tasks.single_index(**DATA)
+    sw = validation.lazy_to_rich(dmft.TwoLayer("relu"), data, [1.0], [], 1, schedule=SCHEDULE, simulate=False,
+                                 solve_kw=dict(samples=64, replicas=1), node_check=True)
+    nb = validation.node_bias(sw.solutions[1.0], sw.fewer[1.0][2], sw.fewer[1.0][4])
+    assert nb["paired"] and np.all(np.isnan(nb["pooled_noise"])) and np.all(np.isnan(nb["shift_se"]))
+    np.testing.assert_allclose(nb["extrapolated"], 2 * nb["full"] - nb["half"], rtol=1e-14)
+    (check,) = [c for c in validation.checks(sw) if c["name"].startswith("node bias")]
+    assert check["verdict"] == "SKIP" and "nan" not in check["detail"]
+    full, half, quarter = sw.solutions[1.0], sw.fewer[1.0][2], sw.fewer[1.0][4]
+    kw = dict(schedule=SCHEDULE, samples=64, replicas=1, kernels=False)
+    for other in (dict(sampler="mc"), dict(model=dmft.TwoLayer("relu", gamma0=2.0))):
+        m = other.pop("model", dmft.TwoLayer("relu", gamma0=1.0))
+        wrong = dmft.solve(m, data, **kw, **other, node_split=2)
+        with pytest.raises(dmft.InputError, match="problems or solves differ in"):
+            validation.node_bias(full, wrong, quarter)
+    validation.node_bias(full, half, quarter)
 
 
 # ------------------------------------------------------------------ node_bias of paired solves
@@ -160,8 +198,10 @@ def test_paired_node_bias_refuses_solves_that_are_not_the_solutions_nodes_split(
         validation.node_bias(full, few, quarter)
     one = [_solution(s.test_loss, s.replicas["test_loss"][:, :k], s.error["f_test"], 64 // k, k)
            for s, k in zip(sols, (1, 2, 4))]
+    one[0].error.pop("f_test")                              # (a one-replica solve has no errors)
     nb = validation.node_bias(*one)                          # one replica: values, no errors
-    assert np.all(np.isnan(nb["shift_se"])) and np.all(np.isnan(nb["z"])) and np.all(np.isfinite(nb["extrapolated"]))
+    assert np.all(np.isnan(nb["shift_se"])) and np.all(np.isnan(nb["z"])) and np.all(np.isnan(nb["pooled_noise"]))
+    np.testing.assert_allclose(nb["extrapolated"], 2 * one[0].test_loss - one[1].test_loss, rtol=1e-14)
 
 
 def test_paired_extrapolation_covers_a_large_solve_over_many_keys():

@@ -485,7 +485,7 @@ def node_bias(solution, half, quarter) -> dict:
       term by which the loss of the replicas' mean prediction exceeds that of its expectation, the
       mean variance of that prediction (about c / S); the extrapolation subtracts it, estimated by
       the mean square of the solution's prediction errors ("pooled_noise").
-    - independent (`validation.sweep.node_check_key`, the grok job's and scans'):
+    - independent (`validation.sweep.node_check_key`, the grok job's):
       `validation.fitting.node_extrapolation`, the solves' errors in quadrature (their S halves
       with M, so the 1 / M extrapolation removes c / S too); dof the fewer of the solves'.
 
@@ -535,13 +535,16 @@ def paired_node_statistics(values, per_replica, pooled_noise) -> dict:
     shift = x(M) - x(M / 2), curvature = (x(M / 2) - x(M / 4)) - 2 shift and extrapolated =
     2 x(M) - x(M / 2) - pooled_noise (on x(M) = x_inf + a / M + b / M^2 + c / S its remaining bias
     is curvature / 3, as for `validation.fitting.node_extrapolation`, and c / S, the same in all
-    three, is the pooled noise). Errors: the spread over replicas of each replica's own
+    three, is the pooled noise; where it is unknown, NaN as for one replica, the extrapolation
+    keeps it). Errors: the spread over replicas of each replica's own
     differences (its loss less its parts' mean), / sqrt(R), with R - 1 dof; extrapolated_se holds
     curvature / 3 beside it in quadrature."""
     f, h, q = (np.asarray(v, float) for v in values)
     shift = f - h
     curvature = (h - q) - 2 * shift
-    extrapolated = f + shift - pooled_noise
+    pooled_noise = np.asarray(pooled_noise, float)
+    # (unknown with one replica: no spread to estimate it from, nor an error; uncorrected there)
+    extrapolated = f + shift - np.where(np.isfinite(pooled_noise), pooled_noise, 0.0)
     nan = np.full(f.shape, np.nan)
     if any(p is None for p in per_replica) or per_replica[0].shape[1] < 2:
         return {"shift": shift, "shift_se": nan, "curvature": curvature, "curvature_se": nan,
@@ -600,6 +603,18 @@ def _check_node_counts(solution, half, quarter) -> bool:
     keys = [i.get("nodes_key") for i in info]
     if None not in keys and not keys[0] == keys[1] == keys[2]:
         raise InputError(f"half and quarter must split the solution's own nodes (one key), got keys {keys}")
+    configs = [i.get("config") for i in info]
+    if None not in configs:
+        # one problem and solve but for the split itself, the kernels kept and the control variate
+        # (which the solver may turn off in one of them: the verdict says so)
+        free = ("node_split", "kernels", "control_variate", "cv_mode")
+        flat = [{f"{sec}.{k}": v for sec, part in c.items() if isinstance(part, dict)
+                 for k, v in part.items() if not (sec == "solve" and k in free)} for c in configs]
+        differ = sorted(k for k in set(flat[0]) | set(flat[1]) | set(flat[2])
+                        if not flat[0].get(k) == flat[1].get(k) == flat[2].get(k))
+        if differ:
+            raise InputError(f"half and quarter must split the solution's own nodes, but their problems or solves "
+                             f"differ in {', '.join(differ)}")
     return True
 
 

@@ -36,7 +36,7 @@ __all__ = ["LazyToRich", "lazy_to_rich", "NODE_FRACTIONS", "NODE_CHECK_KINDS", "
            "plan_node_check"]
 
 # the node-count check's solves, at 1 / k of the nodes a replica (the sweep's: each replica's nodes split
-# in k; the grok job's and scans': as many replicas from independent keys, `node_check_key`): three
+# in k, as scans' are; the grok job's: as many replicas from independent keys, `node_check_key`): three
 # sizes, since two cannot tell a 1 / M bias from a departure from that law (validation.fitting.node_extrapolation)
 NODE_FRACTIONS = (2, 4)
 NODE_CHECK_FOLD = 0x6E6F6465
@@ -47,7 +47,7 @@ NODE_CHECK_KINDS = {2: "dmft_half_nodes", 4: "dmft_quarter_nodes"}
 def node_check_key(key, k: int):
     """The nodes' key of an independent solve at 1 / k of the nodes: fold_in(fold_in(key,
     NODE_CHECK_FOLD), k), independent of the full solve's `key` and of each other (the grok job's
-    theory.node_check and scans' scan.node_check; the sweep splits the solve's own nodes)."""
+    theory.node_check; the sweep and scans split the solve's own nodes)."""
     return jax.random.fold_in(jax.random.fold_in(key, NODE_CHECK_FOLD), k)
 
 
@@ -283,7 +283,7 @@ def plan_node_check(plan, model, data, schedule, planned: dict) -> None:
         raise InputError(f"node_check: the DMFT solved by {what} has no sampled nodes whose count could bias it; "
                          "node_check needs a sampled solve (method 'forward' or 'iterate', a sampler other "
                          "than a quadrature rule)")
-    for k in NODE_FRACTIONS:
+    for k in sorted(NODE_FRACTIONS, reverse=True):       # (the finest split first: its rule holds the other's)
         try:
             dmft.plan_solve(model, data, schedule, **{**planned, "node_split": k, "kernels": False})
         except InputError as err:

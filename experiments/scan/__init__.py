@@ -42,11 +42,12 @@ moves with the node count, so that its value moves with theory.samples); with it
 control variate and 3 replicas or more, theory.control_variate_noisy and
 theory.control_variate_off (`dmft.solve_batch`: the correction's noise dominated; the point was
 solved again without it). With `[scan] node_check = true` (a sampled DMFT), every point is solved
-again at half and a quarter of its nodes a replica from independent keys
-(`validation.sweep.node_check_key`), and theory.node.half, quarter, shift, shift_se, curvature,
-curvature_se, extrapolated, extrapolated_se, z and dof give the final test loss's (train loss's
-without test targets) node-count shift and its extrapolation to infinitely many nodes
-(`experiments.scan.outputs.node_outputs`; 1.75x the DMFT's cost).
+again with each replica's nodes split in 2 and in 4 (half and a quarter of its nodes a replica, the
+same nodes: `dmft.BatchProgram(node_split=)`), and theory.node.half, quarter, shift, shift_se,
+curvature, curvature_se, extrapolated, extrapolated_se, pooled_noise, z and dof give the final test
+loss's (train loss's without test targets) node-count shift and its extrapolation to infinitely
+many nodes (`experiments.scan.outputs.node_outputs`, `validation.compare.paired_node_statistics`;
+3x the DMFT's cost in all).
 
 Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one
 label-noise value per point) scan init scale (model.init_scale, or model.gamma with init_scale = 0), depth,

@@ -282,7 +282,7 @@ def _check_counts(cfg: dict, grid, cols: dict) -> None:
 
 def _check_node_check(cfg: dict, grid, cols: dict, draws: bool) -> None:
     """scan.node_check: a DMFT that draws nodes (not a closure, the lazy limit or a quadrature
-    rule), whose samples split into a quarter of the nodes a replica at every point."""
+    rule), whose replicas' nodes split in 4 parts of whole pairs at every point."""
     th = cfg["theory"]
     if not cfg["scan"]["theory"]:
         raise ConfigError("scan.node_check: checks the DMFT's node count, but scan.theory is false")
@@ -294,13 +294,13 @@ def _check_node_check(cfg: dict, grid, cols: dict, draws: bool) -> None:
     n = grid.size
     samples = cols.get("theory.samples", np.full(n, th["samples"]))
     replicas = cols.get("theory.replicas", np.full(n, th["replicas"]))
-    per = _problem.sample_unit(th["sampler"], replicas)
-    bad = np.flatnonzero(samples % (4 * per))
+    per = 8 * replicas           # (each replica's nodes split in 4 parts of whole pairs, dmft.sampling.split_sites)
+    bad = np.flatnonzero(samples % per)
     if bad.size:
         i = int(bad[0])
-        raise ConfigError(f"scan.node_check: theory.samples ({int(samples[i])}) must be a multiple of {4 * int(per[i])} "
-                          f"(4 x {'' if th['sampler'] == 'mc' else '2 x '}theory.replicas: a quarter of the nodes a "
-                          "replica, in antithetic pairs unless theory.sampler = 'mc')")
+        raise ConfigError(f"scan.node_check: theory.samples ({int(samples[i])}) must be a multiple of {int(per[i])} "
+                          "(4 x 2 x theory.replicas: each replica's nodes split in 4 parts of whole antithetic "
+                          "pairs, halves of pairs for theory.sampler = 'mc')")
 
 
 def _table(grid) -> str:

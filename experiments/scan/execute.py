@@ -21,7 +21,7 @@ from dmft.io import environment
 from dmft.plan import sampled_min_gamma0
 from dmft.runner import drop_compiled_if_crowded
 from dmft.schedule import check_decay, final_time_counts
-from validation.sweep import NODE_FRACTIONS, node_check_key
+from validation.sweep import NODE_FRACTIONS
 
 from .. import problem as _problem
 from ..store import Store, npz_arrays, npz_bytes
@@ -141,8 +141,8 @@ class _GroupRun:
                 {b: (columns[f][idx[pos]] if f is not None else np.full(len(pos), self.model.gamma0))
                  for b, f in self.batched.items()}))
             self.theory_key = jax.random.key(th["seed"])
-            # scan.node_check: the same points at half and a quarter of the nodes a replica (smaller
-            # than the full program, run after it: the chunk's memory is the full program's)
+            # scan.node_check: the same points with each replica's nodes split in 2 and 4 (half and a
+            # quarter of the nodes a replica, the same nodes; run after the full program: as many nodes)
             self.fewer = {}
             if sc["node_check"]:
                 if not self.prog.plan.sampled or self.prog.plan.sampler == "quadrature":
@@ -152,7 +152,7 @@ class _GroupRun:
                     self.fewer[k] = dmft.BatchProgram(
                         self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
                         curves=False, final_time=final_time, interruptible=interruptible,
-                        **{**_problem.solve_options(th), "samples": th["samples"] // k})
+                        **_problem.solve_options(th), node_split=k)
         if sc["networks"]:
             import networks
 
@@ -220,8 +220,8 @@ class _GroupRun:
                         sharding=self.sharding, batch_key=self.batch_key)
         rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
         out = derive("theory", rec, sc["outputs"], sc["grok_threshold"])
-        if self.fewer:                 # each from fold_in(fold_in(theory key, NODE_CHECK_FOLD), k): independent
-            fewer = [self.fewer[k](values, ids, key=node_check_key(self.theory_key, k), sharding=self.sharding,
+        if self.fewer:                 # the points' own nodes (the theory key), split: paired with them
+            fewer = [self.fewer[k](values, ids, key=self.theory_key, sharding=self.sharding,
                                    batch_key=self.batch_key) for k in NODE_FRACTIONS]
             fewer = [{k: np.asarray(v)[:n] for k, v in r.items()} for r in fewer]
             out.update(node_outputs(rec, *fewer, self.prog.plan.replicas))

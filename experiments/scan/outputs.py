@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from validation.compare import node_statistics
+from validation.compare import paired_node_statistics
 from validation.grokking import crossing_time, grokking_times
 
 __all__ = ["derive", "network_records", "node_outputs"]
@@ -59,17 +59,22 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
 
 
 def node_outputs(rec: dict, half: dict, quarter: dict, replicas: int) -> dict:
-    """scan.node_check's outputs from a theory batch's records at M, M / 2 and M / 4 nodes a replica
-    (n points each), of the final test loss (train loss without test targets): its values at the
-    fewer nodes, and `validation.compare.node_statistics` of the three (the shift, curvature and
-    extrapolation to infinitely many nodes with their errors; z = shift / shift_se, a t statistic
-    of replicas - 1 degrees of freedom where there is no bias). NaN where a solve has no error
-    (one replica) or diverged."""
+    """scan.node_check's outputs from a theory batch's records (n points each) with each replica's
+    nodes whole, split in 2 and in 4 (`dmft.BatchProgram(node_split=)`: M, M / 2 and M / 4 nodes
+    a replica, the same nodes), of the final test loss (train loss without test targets): its
+    values at the fewer nodes, and `validation.compare.paired_node_statistics` of the three (the
+    shift, curvature and extrapolation to infinitely many nodes with their errors from each
+    replica's own losses, the pooled noise subtracted; z = shift / shift_se, a t statistic of
+    replicas - 1 degrees of freedom where there is no bias). NaN where a solve has no error (one
+    replica) or diverged."""
     q = "test_loss" if all("test_loss" in r for r in (rec, half, quarter)) else "train_loss"
-    last = lambda r, k: (np.asarray(r[k], np.float64)[:, -1] if k in r          # noqa: E731
-                         else np.full(np.shape(r[q])[0], np.nan))
+    n = np.shape(rec[q])[0]
+    last = lambda r, k: (np.asarray(r[k], np.float64)[:, -1] if k in r else None)      # noqa: E731
     vals = [last(r, q) for r in (rec, half, quarter)]
-    x = node_statistics(vals, [last(r, f"error.{q}") for r in (rec, half, quarter)], replicas - 1)
+    per = [last(r, f"replicas.{q}") for r in (rec, half, quarter)]          # (n, R k): each point's populations
+    noise = last(rec, f"pooled_noise.{q}")
+    x = paired_node_statistics(vals, per if replicas > 1 else [None] * 3,
+                               np.full(n, np.nan) if noise is None else noise)
     return {"theory.node.half": vals[1], "theory.node.quarter": vals[2],
             **{f"theory.node.{k}": v for k, v in x.items()}}
 
