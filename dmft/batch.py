@@ -564,7 +564,7 @@ def _outputs(st: _Static, y, y_test, v, saves, rec, bad):
         sq_first = sq_first + (1 - shrink) ** 2 * (st.D - st.r)
     out["weight_change.first_layer"] = jnp.sqrt(jnp.maximum(sq_first, 0) / st.D)
     out["weight_change.readout"] = jnp.sqrt(jnp.maximum(rec["sq_weight_change.readout"], 0) / st.C)
-    if st.method == "forward" and R > 1:     # delta method, as Solution.error
+    if st.method == "forward" and R // st.node_split > 1:     # delta method, as Solution.error
         for g, dim in (("first_layer", st.D), ("readout", st.C)):
             out[f"error.weight_change.{g}"] = _ss.weight_change_se(se_sq[g], out[f"weight_change.{g}"], dim)
     if st.curves:

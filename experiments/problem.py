@@ -325,7 +325,9 @@ def unread_task_keys(cfg: dict) -> dict:
 def sample_unit(sampler: str, replicas):
     """What theory.samples must be a multiple of, as `dmft.sampling.check_counts` asks: 2 x replicas
     (every replica the same number of antithetic pairs), replicas for sampler = 'mc' (an array of
-    replicas gives an array); theory.node_check's solves at a quarter of the nodes need 4x it."""
+    replicas gives an array); the grok job's theory.node_check solves at a quarter of the nodes need
+    4x it (the validate, solve and scan checks split each replica's nodes in 4 parts of whole pairs:
+    8 x replicas, mc too)."""
     return replicas * (1 if sampler == "mc" else 2)
 
 

@@ -480,7 +480,7 @@ def node_bias(solution, half, quarter) -> dict:
       (`dmft.solve(node_split=2 and 4)`: the same key, samples and replicas). The sampling noise the
       three share cancels in their differences, whose errors come from each replica's own losses
       (its parts' mean against it: the replicas are the independent units, replicas - 1 dof): the
-      shift's error measured 6-10x smaller than from independent solves, and the extrapolation's
+      shift's error measured 5-10x smaller than from independent solves, and the extrapolation's
       as small as the solution's own. Their pooled losses hold the same S nodes, so they share the
       term by which the loss of the replicas' mean prediction exceeds that of its expectation, the
       mean variance of that prediction (about c / S); the extrapolation subtracts it, estimated by

@@ -116,21 +116,37 @@ class _GroupRun:
         self.prog = None
         if sc["theory"]:
             final_time = cfg["train"].get("final_time", 0.0) or None
+            self.fewer = {}
             try:
                 self.prog = dmft.BatchProgram(
                     self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
                     curves="predictions" in sc["outputs"], final_time=final_time, interruptible=interruptible,
                     **_problem.solve_options(th))
                 self.prog.check_memory(self.n_program, self.prog.max_memory_gb)   # a whole chunk, before compute
+                # scan.node_check: the same points with each replica's nodes split in 2 and 4 (half and a
+                # quarter of the nodes a replica, the same nodes; each population its own matrices: a
+                # chunk of them is checked too)
+                if sc["node_check"]:
+                    if not self.prog.plan.sampled or self.prog.plan.sampler == "quadrature":
+                        raise dmft.InputError(f"scan.node_check: the DMFT solved by method {self.prog.method!r} here "
+                                              "has no sampled nodes whose count could bias it")
+                    for k in NODE_FRACTIONS:
+                        self.fewer[k] = dmft.BatchProgram(
+                            self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
+                            curves=False, final_time=final_time, interruptible=interruptible,
+                            **_problem.solve_options(th), node_split=k)
+                        self.fewer[k].check_memory(self.n_program, self.fewer[k].max_memory_gb)
             except MemoryLimitError as err:
                 # the need as the library says it (a chunk's own where the program was built; else a
                 # lower bound), the advice in the scan's keys (the library's named dmft.solve's
                 # arguments: kernels=, replicas run a few at a time, which a scan has not)
                 need = str(err).split(";")[0]
-                if self.prog is None:
+                if self.prog is None or (sc["node_check"] and len(self.fewer) < len(NODE_FRACTIONS)):
                     need += ", and a scan's call more (every replica of its points at once)"
+                split = " (scan.node_check's programs split each replica's nodes: each part its own matrices)" \
+                    if self.prog is not None and sc["node_check"] else ""
                 raise dmft.InputError(
-                    f"theory: {need}; use a larger train.save_every, fewer theory.samples, a smaller "
+                    f"theory: {need}{split}; use a larger train.save_every, fewer theory.samples, a smaller "
                     f"scan.chunk ({self.n_program} points per compiled call here) or a larger "
                     f"theory.max_memory_gb ({th['max_memory_gb']:g}); a scan's call integrates every replica "
                     "of its points at once, so more theory.replicas do not help") from None
@@ -141,18 +157,6 @@ class _GroupRun:
                 {b: (columns[f][idx[pos]] if f is not None else np.full(len(pos), self.model.gamma0))
                  for b, f in self.batched.items()}))
             self.theory_key = jax.random.key(th["seed"])
-            # scan.node_check: the same points with each replica's nodes split in 2 and 4 (half and a
-            # quarter of the nodes a replica, the same nodes; run after the full program: as many nodes)
-            self.fewer = {}
-            if sc["node_check"]:
-                if not self.prog.plan.sampled or self.prog.plan.sampler == "quadrature":
-                    raise dmft.InputError(f"scan.node_check: the DMFT solved by method {self.prog.method!r} here has "
-                                          "no sampled nodes whose count could bias it")
-                for k in NODE_FRACTIONS:
-                    self.fewer[k] = dmft.BatchProgram(
-                        self.model, self.data, schedule=self.schedule, fields=tuple(self.batched),
-                        curves=False, final_time=final_time, interruptible=interruptible,
-                        **_problem.solve_options(th), node_split=k)
         if sc["networks"]:
             import networks
 
