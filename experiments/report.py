@@ -118,8 +118,8 @@ def _node_lines(rows) -> list[str]:
         return []
     pm = lambda r, k: f"{_fmt(r[k])} +- {_fmt(r[k + '_se'], 2)}"       # noqa: E731
     paired = all(r.get("paired") for r in rows)
-    how = ("each replica's nodes split in 2 and in 4 (the same nodes: the noise the three share cancels in their "
-           "differences, whose errors come from each replica's own losses)" if paired else
+    how = ("each replica's nodes split in 2 and in 4, the same nodes: the noise the three share cancels in their "
+           "differences, whose errors come from each replica's own losses" if paired else
            "as many replicas, independent keys")
     extrap = ("2 loss(M) - loss(M / 2) - the pooled noise (the mean square of the predictions' standard errors: "
               "the loss of the replicas' mean prediction exceeds that of its expectation by it, alike at the "
