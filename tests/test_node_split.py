@@ -259,3 +259,27 @@ def test_a_batch_of_one_split_replica_has_values_and_no_errors():
         s = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, eta0=0.5, steps=20, save_every=10, samples=64,
                        replicas=1, node_split=2, key=jax.random.fold_in(jax.random.key(2), i), kernels=False)
         np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12)
+
+
+def test_scan_node_outputs_pair_each_point_and_blank_those_through_two_control_variates():
+    """`experiments.scan.outputs.node_outputs` is paired_node_statistics of each point's final
+    records (n points), and NaN at a point whose control variate the solver turned off in some of
+    the three programs but not all."""
+    from experiments.scan.outputs import node_outputs
+    from validation.compare import paired_node_statistics
+    rng = np.random.default_rng(3)
+    n, T, R = 3, 2, 4
+    recs = []
+    for k in (1, 2, 4):
+        per = 1 + rng.normal(size=(n, T, R * k)) * 0.1
+        recs.append({"test_loss": per.mean(axis=2), "replicas.test_loss": per,
+                     "pooled_noise.test_loss": np.full((n, T), 0.01),
+                     "control_variate_off": np.array([False, k == 4, False])})
+    out = node_outputs(*recs, replicas=R)
+    want = paired_node_statistics([r["test_loss"][:, -1] for r in recs],
+                                  [r["replicas.test_loss"][:, -1] for r in recs], np.full(n, 0.01))
+    for k, v in want.items():
+        np.testing.assert_allclose(out[f"theory.node.{k}"][[0, 2]], v[[0, 2]], rtol=1e-14, err_msg=k)
+        if k != "dof":
+            assert np.isnan(out[f"theory.node.{k}"][1]), k
+    np.testing.assert_array_equal(out["theory.node.half"], recs[1]["test_loss"][:, -1])
