@@ -413,7 +413,8 @@ def split_sites(sites: Sites, k: int) -> Sites:
     R, M = sites.weight.shape
     if k == 1:
         return sites
-    z, a = (jnp.concatenate([split_rows(v, k) for v in x]) for x in (sites.z, sites.a))
+    idx = _split_index(M, k)
+    z, a = (x[:, idx].reshape((R * k, M // k) + x.shape[2:]) for x in (sites.z, sites.a))
     return Sites(z, a, jnp.full((R * k, M // k), k / M, sites.weight.dtype))
 
 
@@ -421,13 +422,16 @@ def split_rows(x, k: int):
     """One replica's per-node rows x (M, ...) as its k parts (k, M / k, ...), as `split_sites`
     splits its nodes (what a split solve's predictor splits its per-node draws by)."""
     M = x.shape[0]
-    if k == 1:
-        return x[None]
+    return x[None] if k == 1 else x[_split_index(M, k)].reshape((k, M // k) + x.shape[1:])
+
+
+def _split_index(M: int, k: int) -> np.ndarray:
+    """The order of a replica's M nodes that puts its k parts one after another (part-major):
+    part p holds rows [p h / k, (p + 1) h / k) of each half (h = M / 2)."""
     if M % (2 * k):
         raise InputError(f"node_split: {M} nodes a replica do not split into {k} parts of whole antithetic pairs")
     h = M // 2
-    idx = np.arange(M).reshape(2, k, h // k).transpose(1, 0, 2).reshape(-1)       # part-major
-    return x[idx].reshape((k, M // k) + x.shape[1:])
+    return np.arange(M).reshape(2, k, h // k).transpose(1, 0, 2).reshape(-1)
 
 
 def draw_sites(key, sampler: str, samples: int, replicas: int, r: int, c: int,

@@ -322,13 +322,13 @@ def unread_task_keys(cfg: dict) -> dict:
             if k not in used and k in SECTIONS["task"] and v == SECTIONS["task"][k].default}
 
 
-def sample_unit(sampler: str, replicas):
+def sample_unit(sampler: str, replicas, node_split: int = 1):
     """What theory.samples must be a multiple of, as `dmft.sampling.check_counts` asks: 2 x replicas
     (every replica the same number of antithetic pairs), replicas for sampler = 'mc' (an array of
-    replicas gives an array); the grok job's theory.node_check solves at a quarter of the nodes need
-    4x it (the validate, solve and scan checks split each replica's nodes in 4 parts of whole pairs:
-    8 x replicas, mc too)."""
-    return replicas * (1 if sampler == "mc" else 2)
+    replicas gives an array); with each replica's nodes split in node_split parts of whole pairs
+    (the validate, solve and scan node checks: 4), node_split times 2 x replicas, mc too. (The grok
+    job's independent node-check solves at a quarter of the nodes need 4x the unit.)"""
+    return replicas * (1 if sampler == "mc" and node_split == 1 else 2) * node_split
 
 
 def check_counts(th: dict) -> None:

@@ -275,7 +275,7 @@ def test_scan_node_outputs_pair_each_point_and_blank_those_through_two_control_v
         recs.append({"test_loss": per.mean(axis=2), "replicas.test_loss": per,
                      "pooled_noise.test_loss": np.full((n, T), 0.01),
                      "control_variate_off": np.array([False, k == 4, False])})
-    out = node_outputs(*recs, replicas=R)
+    out = node_outputs(*recs)
     want = paired_node_statistics([r["test_loss"][:, -1] for r in recs],
                                   [r["replicas.test_loss"][:, -1] for r in recs], np.full(n, 0.01))
     for k, v in want.items():

@@ -68,7 +68,7 @@ from .fitting import LogLogFit, loglog_fit, node_extrapolation
 from .inputs import mapping
 
 __all__ = ["Comparison", "compare", "width_scaling", "scaling_fit", "theory_se", "prediction_stats",
-           "node_bias", "node_statistics"]
+           "node_bias"]
 
 
 @dataclasses.dataclass
@@ -515,8 +515,13 @@ def node_bias(solution, half, quarter) -> dict:
            **{f"{n}{e}": v for n, pair in zip(("full", "half", "quarter"), zip(vals, ses))
               for e, v in zip(("", "_se"), pair)}}
     if not paired:
-        dofs = [float((s.info or {}).get("error_dof") or 0) for s in sols[:2]]
-        return {**out, **node_statistics(vals, ses, min(dofs)), "pooled_noise": np.zeros_like(vals[0])}
+        # node_extrapolation of the three, no extrapolated_se where the solves have no errors (its
+        # curvature / 3 alone is no error bar), dof the fewer of the two solves'
+        x = node_extrapolation(*vals, *ses)
+        x["extrapolated_se"] = np.where(np.isfinite(ses[0]) & np.isfinite(ses[1]), x["extrapolated_se"], np.nan)
+        dof = min(float((s.info or {}).get("error_dof") or 0) for s in sols[:2])
+        return {**out, **x, "z": _shift_z(x["shift"], x["shift_se"]),
+                "dof": np.full(vals[0].shape, dof if dof > 0 else np.nan), "pooled_noise": np.zeros_like(vals[0])}
     per = [None if s.replicas is None or s.replicas.get(f"{loss}_loss") is None
            else np.asarray(s.replicas[f"{loss}_loss"], float) for s in sols]
     f_se = (solution.error or {}).get(f"f_{loss}")
@@ -549,7 +554,7 @@ def paired_node_statistics(values, per_replica, pooled_noise) -> dict:
     if any(p is None for p in per_replica) or per_replica[0].shape[1] < 2:
         return {"shift": shift, "shift_se": nan, "curvature": curvature, "curvature_se": nan,
                 "extrapolated": extrapolated, "extrapolated_se": nan, "z": nan, "dof": nan,
-                "pooled_noise": np.asarray(pooled_noise, float)}
+                "pooled_noise": pooled_noise}
     R = per_replica[0].shape[1]
     lf = per_replica[0]
     lh, lq = (p.reshape(p.shape[0], R, k).mean(axis=2) for p, k in zip(per_replica[1:], (2, 4)))
@@ -557,26 +562,16 @@ def paired_node_statistics(values, per_replica, pooled_noise) -> dict:
     d = lf - lh
     shift_se, curvature_se = se(d), se((lh - lq) - 2 * d)
     extrapolated_se = np.hypot(se(2 * lf - lh), curvature / 3)
+    return {"shift": shift, "shift_se": shift_se, "curvature": curvature, "curvature_se": curvature_se,
+            "extrapolated": extrapolated, "extrapolated_se": extrapolated_se, "z": _shift_z(shift, shift_se),
+            "dof": np.full(f.shape, float(R - 1)), "pooled_noise": pooled_noise}
+
+
+def _shift_z(shift, shift_se):
+    """z = shift / shift_se: 0 where both are 0, NaN where the shift has no error."""
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(shift_se > 0, shift / shift_se, np.where(shift == 0, 0.0, np.nan))
-    return {"shift": shift, "shift_se": shift_se, "curvature": curvature, "curvature_se": curvature_se,
-            "extrapolated": extrapolated, "extrapolated_se": extrapolated_se, "z": z,
-            "dof": np.full(f.shape, float(R - 1)), "pooled_noise": np.asarray(pooled_noise, float)}
-
-
-def node_statistics(values, ses, dof) -> dict:
-    """`validation.fitting.node_extrapolation` of the estimates at M, M / 2 and M / 4 nodes a
-    replica (`values`, `ses`: three arrays each; NaN errors: unknown), with no extrapolated_se where
-    the solves have no errors (its curvature / 3 alone is no error bar), and z = shift / shift_se
-    with `dof` degrees of freedom (NaN where the shift has no error, or dof <= 0). What
-    `node_bias` (of independent solves) and a scan's theory.node.* share."""
-    x = node_extrapolation(*values, *ses)
-    known = np.isfinite(ses[0]) & np.isfinite(ses[1])
-    x["extrapolated_se"] = np.where(known, x["extrapolated_se"], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(x["shift_se"] > 0, x["shift"] / x["shift_se"], np.where(x["shift"] == 0, 0.0, np.nan))
-    dof = float(dof) if dof and dof > 0 else np.nan
-    return {**x, "z": np.where(np.isfinite(x["shift_se"]), z, np.nan), "dof": np.full(np.shape(z), dof)}
+    return np.where(np.isfinite(shift_se), z, np.nan)
 
 
 def _check_node_counts(solution, half, quarter) -> bool:

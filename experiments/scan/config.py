@@ -294,7 +294,7 @@ def _check_node_check(cfg: dict, grid, cols: dict, draws: bool) -> None:
     n = grid.size
     samples = cols.get("theory.samples", np.full(n, th["samples"]))
     replicas = cols.get("theory.replicas", np.full(n, th["replicas"]))
-    per = 8 * replicas           # (each replica's nodes split in 4 parts of whole pairs, dmft.sampling.split_sites)
+    per = _problem.sample_unit(th["sampler"], replicas, 4)     # (each replica's nodes split in 4 parts)
     bad = np.flatnonzero(samples % per)
     if bad.size:
         i = int(bad[0])

@@ -228,7 +228,7 @@ class _GroupRun:
             fewer = [self.fewer[k](values, ids, key=self.theory_key, sharding=self.sharding,
                                    batch_key=self.batch_key) for k in NODE_FRACTIONS]
             fewer = [{k: np.asarray(v)[:n] for k, v in r.items()} for r in fewer]
-            out.update(node_outputs(rec, *fewer, self.prog.plan.replicas))
+            out.update(node_outputs(rec, *fewer))
         return out
 
     def _networks(self, idx: np.ndarray) -> dict:

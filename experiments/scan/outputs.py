@@ -58,7 +58,7 @@ def derive(src: str, rec: dict, outputs, theta) -> dict:
     return out
 
 
-def node_outputs(rec: dict, half: dict, quarter: dict, replicas: int) -> dict:
+def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
     """scan.node_check's outputs from a theory batch's records (n points each) with each replica's
     nodes whole, split in 2 and in 4 (`dmft.BatchProgram(node_split=)`: M, M / 2 and M / 4 nodes
     a replica, the same nodes), of the final test loss (train loss without test targets): its
@@ -66,7 +66,7 @@ def node_outputs(rec: dict, half: dict, quarter: dict, replicas: int) -> dict:
     shift, curvature and extrapolation to infinitely many nodes with their errors from each
     replica's own losses, the pooled noise subtracted; z = shift / shift_se, a t statistic of
     replicas - 1 degrees of freedom where there is no bias). NaN where a solve has no error (one
-    replica) or diverged, and where the solver turned the control variate off in some of the three
+    replica: no replicas.* records) or diverged, and where the solver turned the control variate off in some of the three
     programs but not all (control_variate_off: two estimators of the same nodes)."""
     q = "test_loss" if all("test_loss" in r for r in (rec, half, quarter)) else "train_loss"
     n = np.shape(rec[q])[0]
@@ -74,8 +74,7 @@ def node_outputs(rec: dict, half: dict, quarter: dict, replicas: int) -> dict:
     vals = [last(r, q) for r in (rec, half, quarter)]
     per = [last(r, f"replicas.{q}") for r in (rec, half, quarter)]          # (n, R k): each point's populations
     noise = last(rec, f"pooled_noise.{q}")
-    x = paired_node_statistics(vals, per if replicas > 1 else [None] * 3,
-                               np.full(n, np.nan) if noise is None else noise)
+    x = paired_node_statistics(vals, per, np.full(n, np.nan) if noise is None else noise)
     # a point whose control variate the solver turned off in some of the three programs (for its
     # noise) has two estimators of the same nodes: their difference is no node-count bias (NaN)
     off = [np.asarray(r.get("control_variate_off", np.zeros(n, bool)), bool) for r in (rec, half, quarter)]
