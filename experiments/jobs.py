@@ -82,6 +82,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                            "the lazy check is judged where the lazy limit's first-layer weights move by at "
                            "most this (relative, at the smallest gamma0); beyond it SKIP: that gamma0 is "
                            "not near the lazy limit (a large value: always judged)", 0.0, True),
+        "node_bias_rel": Field("float", TOLERANCES["node_bias_rel"],
+                               "theory.node_check: a node-count bias up to this many of the DMFT's own "
+                               "standard errors is immaterial; the node bias check FAILs where the shift "
+                               "passes it by more than agreement_sigma's bound on its own error", 0.0),
     },
 }
 

@@ -17,7 +17,7 @@ import dmft
 import networks
 from dmft import io as _io
 from validation import LazyToRich, plots
-from validation.compare import node_bias, theory_se, width_scaling
+from validation.compare import node_bias, node_losses, theory_se, width_scaling
 from validation.inputs import theory_name
 from validation.sweep import NODE_CHECK_KINDS
 
@@ -94,21 +94,23 @@ def _table(head, rows) -> list[str]:
 
 
 def _node_table(sweep) -> list[dict]:
-    """theory.node_check's rows (`validation.compare.node_bias` at the last saved time): per gamma0,
-    the loss at M, M / 2 and M / 4 nodes a replica with their errors, the shift from M / 2 to M, the
-    curvature (0 on a 1 / M law) and the extrapolation to infinitely many nodes, each with its
-    error (None where unknown)."""
+    """theory.node_check's rows (`validation.compare.node_bias` at the last saved time): per gamma0
+    and loss (test, then train; `node_losses`), the loss at M, M / 2 and M / 4 nodes a replica with
+    their errors, the shift from M / 2 to M, the curvature (0 on a 1 / M law) and the extrapolation
+    to infinitely many nodes, each with its error (None where unknown)."""
     rows, fewer = [], getattr(sweep, "fewer", None) or {}
     for g in sweep.gamma0s:
         if g not in fewer:
             continue
-        nb = node_bias(sweep.solutions[g], *(fewer[g][k] for k in sorted(NODE_CHECK_KINDS)))
-        rows.append({"gamma0": g, "loss": nb["loss"], "paired": bool(nb["paired"]),
-                     "pooled_noise": _finite(nb["pooled_noise"][-1]),
-                     "nodes_per_replica": int(sweep.solutions[g].info.get("nodes_per_replica", 0)),
-                     **{k: _finite(nb[k][-1]) for k in ("full", "full_se", "half", "half_se", "quarter", "quarter_se",
-                                                        "shift", "shift_se", "curvature", "curvature_se",
-                                                        "extrapolated", "extrapolated_se")}})
+        sols = (sweep.solutions[g], *(fewer[g][k] for k in sorted(NODE_CHECK_KINDS)))
+        for loss in node_losses(*sols):
+            nb = node_bias(*sols, loss=loss)
+            rows.append({"gamma0": g, "loss": nb["loss"], "paired": bool(nb["paired"]),
+                         "pooled_noise": _finite(nb["pooled_noise"][-1]),
+                         "nodes_per_replica": int(sweep.solutions[g].info.get("nodes_per_replica", 0)),
+                         **{k: _finite(nb[k][-1]) for k in ("full", "full_se", "half", "half_se", "quarter",
+                                                            "quarter_se", "shift", "shift_se", "curvature",
+                                                            "curvature_se", "extrapolated", "extrapolated_se")}})
     return rows
 
 
@@ -123,21 +125,21 @@ def _node_lines(rows) -> list[str]:
            "as many replicas, independent keys")
     extrap = ("2 loss(M) - loss(M / 2) - the pooled noise (the mean square of the predictions' standard errors: "
               "the loss of the replicas' mean prediction exceeds that of its expectation by it, alike at the "
-              "three counts of one solve's nodes; final values "
-              + ", ".join(f"{_fmt(r['pooled_noise'], 2)}" for r in rows) + "), whose error holds the replicas' "
-              "and curvature / 3 (`validation.node_bias`)" if paired else
+              "three counts of one solve's nodes; its final value in the last column), whose error holds the "
+              "replicas' and curvature / 3 (`validation.node_bias`)" if paired else
               "2 loss(M) - loss(M / 2), whose error holds the solves' and curvature / 3 "
               "(`validation.fitting.node_extrapolation`)")
     lines = ["## Node-count check (theory.node_check)", "",
              f"The DMFT solved again at half and a quarter of the nodes a replica ({how}): the replicas' spread, all "
              "at one node count, does not see a bias that falls as 1 / nodes. Final loss at each count +- its "
              "standard error; shift = loss(M) - loss(M / 2), minus the bias at M to first order (the node bias "
-             "check judges it at every saved time); curvature = (loss(M / 2) - loss(M / 4)) - 2 shift, 0 on a "
-             f"1 / M law; extrapolated = {extrap}.", ""]
+             "check judges it at every saved time of the test and the train loss); curvature = (loss(M / 2) - "
+             f"loss(M / 4)) - 2 shift, 0 on a 1 / M law; extrapolated = {extrap}.", ""]
     lines += _table(["gamma0", "loss", "M", "loss at M / 4", "loss at M / 2", "loss at M", "shift", "curvature",
-                     "extrapolated (infinitely many nodes)"],
+                     "extrapolated (infinitely many nodes)"] + (["pooled noise"] if paired else []),
                     [[f"{r['gamma0']:g}", r["loss"], str(r["nodes_per_replica"]), pm(r, "quarter"), pm(r, "half"),
-                      pm(r, "full"), pm(r, "shift"), pm(r, "curvature"), pm(r, "extrapolated")] for r in rows])
+                      pm(r, "full"), pm(r, "shift"), pm(r, "curvature"), pm(r, "extrapolated")]
+                     + ([_fmt(r["pooled_noise"], 2)] if paired else []) for r in rows])
     return lines + [""]
 
 

@@ -9,6 +9,8 @@ import types
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmft
 import validation
@@ -44,8 +46,11 @@ def _sweep(full, half, quarter, g=1.0):
                                  None, {g: {2: half, 4: quarter}})
 
 
-def _node(sweep, sigma=5.0):
-    (check,) = [c for c in verdicts(sweep, {"agreement_sigma": sigma}) if c["name"].startswith("node bias")]
+def _node(sweep, sigma=5.0, rel=0.0):
+    """The node bias verdict, by default without the immaterial-bias margin (node_bias_rel = 0: the
+    bound is z_bound's alone)."""
+    (check,) = [c for c in verdicts(sweep, {"agreement_sigma": sigma, "node_bias_rel": rel})
+                if c["name"].startswith("node bias")]
     return check
 
 
@@ -100,14 +105,14 @@ def _planted():
 
 def test_node_verdict_judges_the_time_furthest_past_its_bound_with_its_sign():
     check = _node(_sweep(*_planted()))
-    b = z_bound(5.0, R - 1, 3)
+    b = z_bound(5.0, R - 1, 6)                    # 3 saved times t > 0 of the test and the train loss
     z2 = -2.0 / np.hypot(0.02, 0.02)
     assert abs(z2) > b > 0.2
     assert check["verdict"] == "FAIL"
     assert check["value"] == pytest.approx(z2, rel=1e-12)               # the signed z of t = 2
     assert check["tolerance"] == f"|z| <= {b:g}"
     d = check["detail"]
-    assert "z = shift / its se at t = 2," in d
+    assert "z = shift / its se of the test loss at t = 2," in d
     assert "shift = loss(M) - loss(M / 2) = -2 " in d
     assert f"{2.0 / 0.02:.3g}x the DMFT's own standard error there" in d                     # 100x
     assert f"a bias up to {b * np.hypot(0.02, 0.02) / 0.02:.3g}x the DMFT's own standard error" in d
@@ -160,10 +165,12 @@ def test_checks_take_a_sweep_like_object_without_fewer():
 def test_node_table_has_no_nan_for_one_replica():
     """report.json's rows hold None (JSON null) where an error is unknown, never NaN."""
     sols = [_solution([1.0, 0.5, 0.4 + 0.01 * k], None, 1, 64 // k) for k in (1, 2, 4)]
-    (row,) = report._node_table(_sweep(*sols))
-    for k in ("full_se", "half_se", "quarter_se", "shift_se", "extrapolated_se"):
-        assert row[k] is None, k
-    json.dumps(row, allow_nan=False)
+    rows = report._node_table(_sweep(*sols))
+    assert [r["loss"] for r in rows] == ["test", "train"]
+    for row in rows:
+        for k in ("full_se", "half_se", "quarter_se", "shift_se", "extrapolated_se"):
+            assert row[k] is None, k
+        json.dumps(row, allow_nan=False)
 
 
 def test_node_lines_put_each_value_under_its_column():
@@ -268,3 +275,96 @@ def test_validate_recheck_keeps_the_node_check_results_in_run_json(tmp_path):
     assert {f"theory/{n}_gamma0_{g}.npz" for n in NODE_CHECK_KINDS.values() for g in ("0.05", "1")} <= results
     assert cli.main(args + ["--set", "check.agreement_sigma=3"]) in (0, 1)
     assert set(json.loads((out / "run.json").read_text())["files"]["results"]) == results
+
+
+# ------------------------------------------------------------------ both losses judged
+
+
+def _pair(test, train, se, R=R, M=M):
+    """Independent full and split solves with planted test and train losses (lists of 3 (T,) lists)."""
+    return [_solution(te, se, R, M // k, train=tr) for te, tr, k in zip(test, train, (1, 2, 4))]
+
+
+def test_a_node_bias_of_the_train_loss_alone_fails_naming_it():
+    """The test loss agrees at every count; the train loss at M / 2 sits 50 shift errors off at t = 2
+    (a walkthrough measured a train-loss node bias the test loss did not show)."""
+    test = [T_FULL] * 3
+    train = [[1.0, 0.6, 0.5, 0.4], [1.0, 0.6, 0.5 + 50 * np.hypot(0.02, 0.02), 0.4], [1.0, 0.6, 0.5, 0.4]]
+    check = _node(_sweep(*_pair(test, train, SE)))
+    assert check["verdict"] == "FAIL" and check["value"] == pytest.approx(-50.0, rel=1e-12)
+    assert "z = shift / its se of the train loss at t = 2," in check["detail"]
+    assert "shared among 6 saved times of the test and train loss" in check["detail"]
+    assert "; final train loss 0.4 at 256 nodes a replica" in check["detail"]
+    # without test losses the train loss is the only one: 3 saved times
+    sols = _pair(test, train, SE)
+    for s in sols:
+        s.test_loss = None
+    check = _node(_sweep(*sols))
+    assert check["verdict"] == "FAIL" and check["tolerance"] == f"|z| <= {z_bound(5.0, R - 1, 3):g}"
+
+
+def test_a_train_loss_at_rounding_is_not_judged():
+    """A realizable train loss falls to rounding (below AGREEMENT_FLOOR of its start), where its
+    shift and error are rounding's: those times are left out of the family; all of them: SKIP."""
+    test = [T_FULL] * 3
+    tiny = [1.0, 1e-9, 1e-30, 2e-31]
+    train = [tiny, [1.0, 1e-9, 3e-30, 1e-31], tiny]
+    se = [0.0, 1e-11, 1e-33, 1e-33]
+    check = _node(_sweep(*_pair(test, train, se)))
+    assert check["verdict"] == "PASS" and check["tolerance"] == f"|z| <= {z_bound(5.0, R - 1, 3):g}"
+    assert "(3 where the loss is below 1e-06 of its start, at rounding, are not judged)" in check["detail"]
+    sols = _pair(test, train, se)
+    for s in sols:
+        s.test_loss = None
+    check = _node(_sweep(*sols))
+    assert check["verdict"] == "SKIP" and "below 1e-06 of its start" in check["detail"]
+
+
+def test_node_bias_refuses_an_unknown_loss_or_a_test_loss_it_does_not_have():
+    sols = _pair([T_FULL] * 3, [T_FULL] * 3, SE)
+    assert node_bias(*sols, loss="train")["loss"] == "train"
+    np.testing.assert_array_equal(node_bias(*sols, loss="train")["full"], sols[0].train_loss)
+    with pytest.raises(dmft.InputError, match="loss must be 'test', 'train' or None, got 'val'"):
+        node_bias(*sols, loss="val")
+    sols[1].test_loss = None
+    with pytest.raises(dmft.InputError, match="no test losses"):
+        node_bias(*sols, loss="test")
+    assert node_bias(*sols)["loss"] == "train"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-30.0, 30.0), min_size=6, max_size=6), st.integers(2, 32))
+def test_node_verdict_fails_exactly_where_some_loss_and_time_passes_the_shared_bound(zs, reps):
+    """Planted z's at 3 saved times of each loss: FAIL iff one |z| exceeds z_bound at reps - 1 dof
+    shared among the 6; the value is the z furthest past (or nearest) it, of either loss."""
+    se = [0.0, 0.01, 0.01, 0.01]
+    base = [1.0, 0.5, 0.4, 0.3]
+    shift = np.asarray(zs) * 0.01 * np.sqrt(2)
+    test = [base, [b - d for b, d in zip(base, [0.0, *shift[:3]])], base]
+    train = [base, [b - d for b, d in zip(base, [0.0, *shift[3:]])], base]
+    check = _node(_sweep(*_pair(test, train, se, R=reps)))
+    b = z_bound(5.0, reps - 1, 6)
+    assert check["value"] == pytest.approx(max(zs, key=abs), rel=1e-9, abs=1e-9)
+    assert check["verdict"] == ("FAIL" if max(map(abs, zs)) > b else "PASS")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.0, 60.0), st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0]), st.sampled_from([0.0, 0.01, 0.1]),
+       st.integers(2, 32))
+def test_a_bias_within_node_bias_rel_of_the_error_bar_passes_however_resolved(bias, rel, half_se, reps):
+    """The test loss at M / 2 sits bias x the DMFT's standard error (0.01) above it at every time (the
+    train loss's shift 0): FAIL iff |shift| passes rel x se by more than z_bound x its error
+    (hypot(0.01, half_se)), the bound shown (rounded up to 3 digits) the one applied."""
+    se, T = 0.01, [1.0, 0.5, 0.4, 0.3]
+    full = _solution(T, [0.0] + [se] * 3, reps, M)
+    half = _solution([1.0] + [v + bias * se for v in T[1:]], [0.0] + [half_se] * 3, reps, M // 2,
+                     train=np.asarray(T) + 1.0)
+    quarter = _solution(T, [0.0] + [se] * 3, reps, M // 4)
+    check = _node(_sweep(full, half, quarter), rel=rel)
+    sse = np.hypot(se, half_se)
+    b = z_bound(5.0, reps - 1, 6) + rel * se / sse
+    shown = float(check["tolerance"].removeprefix("|z| <= "))
+    assert b <= shown <= b * (1 + 1e-2)
+    assert check["value"] == pytest.approx(-bias * se / sse, rel=1e-9, abs=1e-12)
+    assert check["verdict"] == ("FAIL" if bias * se / sse > shown else "PASS")
+    assert f"({rel:g}x of it by design, check.node_bias_rel" in check["detail"]

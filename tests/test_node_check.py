@@ -63,7 +63,8 @@ def test_node_bias_reads_a_planted_law(x_inf, a, b, M, se, R):
     np.testing.assert_allclose(nb["z"], nb["shift"] / np.hypot(ses[0], ses[1]), rtol=1e-12)
     assert (nb["dof"] == R - 1).all()
     # the verdict: FAIL exactly where some time's |z| is past the bound of the family of T - 1 times
-    (check,) = [c for c in verdicts(_sweep(sols[0], dict(zip(NODE_FRACTIONS, sols[1:]))), {"agreement_sigma": 5.0})
+    (check,) = [c for c in verdicts(_sweep(sols[0], dict(zip(NODE_FRACTIONS, sols[1:]))),
+                                    {"agreement_sigma": 5.0, "node_bias_rel": 0.0})
                 if c["name"].startswith("node bias")]
     bound = z_bound(5.0, R - 1, T - 1)
     assert check["verdict"] == ("FAIL" if np.abs(nb["z"][1:]).max() > bound else "PASS")
@@ -207,20 +208,21 @@ def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(tmp_path
                 assert (out / "theory" / f"{name}_gamma0_{g}{ext}").exists()
     rep = json.loads((out / "report.json").read_text())
     rows = rep["node_check"]
-    assert [r["gamma0"] for r in rows] == [0.05, 1.0]
+    assert [(r["gamma0"], r["loss"]) for r in rows] == [(0.05, "test"), (0.05, "train"), (1.0, "test"), (1.0, "train")]
     for r in rows:
         g = f"{r['gamma0']:g}"
         sols = [dmft.Solution.load(str(out / "theory" / f"{n}_gamma0_{g}"))
                 for n in ("dmft", *NODE_CHECK_KINDS.values())]
-        nb = node_bias(*sols)
+        nb = node_bias(*sols, loss=r["loss"])
         for k in ("full", "half", "quarter", "shift", "shift_se", "curvature", "extrapolated", "extrapolated_se"):
             assert r[k] == pytest.approx(float(nb[k][-1]), rel=1e-12), k
-        assert r["nodes_per_replica"] == 64 and r["loss"] == "test"
+        assert r["nodes_per_replica"] == 64
+        assert r["full"] == pytest.approx(float(getattr(sols[0], f"{r['loss']}_loss")[-1]), rel=1e-12)
     node = [c for c in rep["checks"] if c["name"].startswith("node bias")]
     assert [c["name"] for c in node] == ["node bias gamma0=0.05", "node bias gamma0=1"]
     assert all(c["verdict"] in ("PASS", "FAIL") for c in node)
     md = (out / "report.md").read_text()
-    assert "## Node-count check (theory.node_check)" in md and "| 1 | test | 64 |" in md
+    assert "## Node-count check (theory.node_check)" in md and "| 1 | test | 64 |" in md and "| 1 | train | 64 |" in md
     # a recheck under another sigma reads the node check's solves back (verified) and judges them again
     capsys.readouterr()
     assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true",
@@ -278,7 +280,8 @@ def test_solve_job_with_node_check_judges_the_node_bias(tmp_path):
                      "--samples", "256", "--set", "task.D=4", "--set", "task.P=16", "--set", "task.P_test=20",
                      "--set", "train.save_every=10", "--no-progress"]) in (0, 1)
     rep = json.loads((pathlib.Path(out) / "report.json").read_text())
-    assert [c["name"] for c in rep["checks"]][-1] == "node bias gamma0=1" and len(rep["node_check"]) == 1
+    assert [c["name"] for c in rep["checks"]][-1] == "node bias gamma0=1"
+    assert [r["loss"] for r in rep["node_check"]] == ["test", "train"]
 
 
 # ------------------------------------------------------------------ scans
