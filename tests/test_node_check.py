@@ -311,7 +311,13 @@ def test_scan_node_check_splits_each_points_own_nodes(tmp_path):
                   "pooled_noise", "z", "dof"):
             assert res[f"theory.node.{k}"][i] == pytest.approx(float(want[k]), rel=1e-8), k
         assert res["theory.node.dof"][i] == 3 and res["theory.node.pooled_noise"][i] > 0
-    assert "theory.node.z" in res.summary()
+        # the train loss's, as theory.node.train.*
+        train = {k: v[-1] for k, v in validation.node_bias(*sols, loss="train").items() if isinstance(v, np.ndarray)}
+        assert res["theory.node.train.half"][i] == pytest.approx(sols[1].train_loss[-1], rel=1e-10)
+        for k in ("shift", "shift_se", "extrapolated", "extrapolated_se", "pooled_noise", "z"):
+            assert res[f"theory.node.train.{k}"][i] == pytest.approx(float(train[k]), rel=1e-8), k
+        assert res["theory.node.train.shift"][i] != res["theory.node.shift"][i]
+    assert "theory.node.z" in res.summary() and "theory.node.train.z" in res.summary()
 
 
 @pytest.mark.parametrize("sets, match", [

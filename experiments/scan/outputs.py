@@ -67,21 +67,27 @@ def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
     replica's own losses, the pooled noise subtracted; z = shift / shift_se, a t statistic of
     replicas - 1 degrees of freedom where there is no bias). NaN where a solve has no error (one
     replica: no replicas.* records) or diverged, and where the solver turned the control variate off in some of the three
-    programs but not all (control_variate_off: two estimators of the same nodes)."""
-    q = "test_loss" if all("test_loss" in r for r in (rec, half, quarter)) else "train_loss"
-    n = np.shape(rec[q])[0]
+    programs but not all (control_variate_off: two estimators of the same nodes). With test targets
+    the train loss's too, as theory.node.train.* (its node-count bias differs: the validate job's
+    node bias check judges both)."""
+    has = lambda q: all(q in r for r in (rec, half, quarter))           # noqa: E731
+    losses = ([("test_loss", "theory.node")] + ([("train_loss", "theory.node.train")] if has("train_loss") else [])
+              if has("test_loss") else [("train_loss", "theory.node")])
+    n = np.shape(rec[losses[0][0]])[0]
     last = lambda r, k: (np.asarray(r[k], np.float64)[:, -1] if k in r else None)      # noqa: E731
-    vals = [last(r, q) for r in (rec, half, quarter)]
-    per = [last(r, f"replicas.{q}") for r in (rec, half, quarter)]          # (n, R k): each point's populations
-    noise = last(rec, f"pooled_noise.{q}")
-    x = paired_node_statistics(vals, per, np.full(n, np.nan) if noise is None else noise)
     # a point whose control variate the solver turned off in some of the three programs (for its
     # noise) has two estimators of the same nodes: their difference is no node-count bias (NaN)
     off = [np.asarray(r.get("control_variate_off", np.zeros(n, bool)), bool) for r in (rec, half, quarter)]
     apart = (off[0] != off[1]) | (off[0] != off[2])
-    x = {k: np.where(apart, np.nan, v) if k != "dof" else v for k, v in x.items()}
-    return {"theory.node.half": vals[1], "theory.node.quarter": vals[2],
-            **{f"theory.node.{k}": v for k, v in x.items()}}
+    out = {}
+    for q, name in losses:
+        vals = [last(r, q) for r in (rec, half, quarter)]
+        per = [last(r, f"replicas.{q}") for r in (rec, half, quarter)]      # (n, R k): each point's populations
+        noise = last(rec, f"pooled_noise.{q}")
+        x = paired_node_statistics(vals, per, np.full(n, np.nan) if noise is None else noise)
+        x = {k: np.where(apart, np.nan, v) if k != "dof" else v for k, v in x.items()}
+        out.update({f"{name}.half": vals[1], f"{name}.quarter": vals[2], **{f"{name}.{k}": v for k, v in x.items()}})
+    return out
 
 
 def network_records(run) -> dict:

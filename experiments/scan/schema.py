@@ -47,8 +47,9 @@ SCHEMA["scan"] = {
     "chunk": Field("int", 64, "points per compiled call and per chunk file", 1),
     "node_check": Field("bool", False, "also solve each point's DMFT with each replica's nodes split in 2 and in 4 "
                         "(half and a quarter of its nodes a replica, the same nodes; 3x its cost in all): "
-                        "theory.node.* (the final loss's node-count shift, its z and its extrapolation to "
-                        "infinitely many nodes)"),
+                        "theory.node.* (the final test loss's node-count shift, its z and its extrapolation "
+                        "to infinitely many nodes; the train loss's without test targets) and "
+                        "theory.node.train.* (the train loss's beside it)"),
     "grok_threshold": Field("float", 0.1, "loss level theta of the grokking times "
                             "(validation.grokking_times), an absolute loss (dmft grok's "
                             "threshold.loss_fraction is a fraction of the initial loss)", 0.0, True),
