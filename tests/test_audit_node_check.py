@@ -368,3 +368,17 @@ def test_a_bias_within_node_bias_rel_of_the_error_bar_passes_however_resolved(bi
     assert check["value"] == pytest.approx(-bias * se / sse, rel=1e-9, abs=1e-12)
     assert check["verdict"] == ("FAIL" if bias * se / sse > shown else "PASS")
     assert f"({rel:g}x of it by design, check.node_bias_rel" in check["detail"]
+
+
+def test_a_wide_bound_from_the_allowance_alone_is_not_called_weak():
+    """The allowance (node_bias_rel x se / shift_se) can make the bound wide where the shift is far
+    more precise than the loss (the demo's train loss: 153 at gamma0 = 0.05): 'a PASS here says
+    little' is for few degrees of freedom, not for it. Here 100 x 0.01 / hypot(0.01, 0.01) = 70.7
+    beside z_bound = 9.5 at 15 dof."""
+    sols = [_solution(T_FULL, SE, R, M // k) for k in (1, 2, 4)]
+    check = _node(_sweep(*sols), rel=100.0)
+    assert float(check["tolerance"].removeprefix("|z| <= ")) > 50 > z_bound(5.0, R - 1, 6)
+    assert check["verdict"] == "PASS" and "says little" not in check["detail"]
+    # two replicas: weak by its degrees of freedom, said
+    sols = [_solution(T_FULL, SE, 2, M // k) for k in (1, 2, 4)]
+    assert "says little" in _node(_sweep(*sols), rel=100.0)["detail"]

@@ -363,7 +363,9 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
                   f"first order: {ratio} the DMFT's own standard error there), a t statistic of {dof[i]:.3g} degrees "
                   f"of freedom (replicas - 1): the bound has the normal tail beyond {_num(sigma)} sigma shared among "
                   f"{int(ok.sum())} saved times of the {both} loss{below}{passes}"
-                  + (_weak(b, b, "more replicas") if b > WEAK_Z else ""))
+                  # (weak by its degrees of freedom, not by the allowance the margin adds)
+                  + (_weak(zb, zb, "more replicas") if (zb := z_bound(sigma, dof[i], int(ok.sum()))) > WEAK_Z
+                     else ""))
 
 
 # a z bound this many standard errors wide, or a q bound this many times the expected squared error
