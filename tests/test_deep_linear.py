@@ -2817,3 +2817,54 @@ def test_dln_report_names_the_modes_each_stationary_skip_is_for():
                      "wall_s": 1.0})
     assert "SKIP (mode 4): the gradient flow decays to 0 from the start" in text
     assert "still being learned in the window: mode 3's gradient flow" in text
+
+
+def test_comparisons_with_the_sde_refuse_seeds_that_shared_one_batch_sequence(fixed, online):
+    """The SDE describes SGD's noise over independent batch sequences: seeds trained on one
+    (batch_key) are one path from an aligned start (a helper's 64 spread by 2e-15, read mode z's of
+    42 and a diffusion ratio of 1.08 +- 0.0), so compare_modes, compare_diffusion and stationary_fit
+    refuse them, naming batch_key."""
+    m = dmft.DeepLinear(2, 8, 0.1, "aligned")
+    kw = dict(eta0=0.05, steps=20, save_every=10)
+    for data, B in ((fixed, 2), (online, 1)):
+        run = networks.train(m, data, seeds=4, batch_size=B, batch_key=jax.random.key(9), **kw)
+        assert run.info["shared_batches"]
+        sde = dl.mode_sde(m, data, batch_size=B, paths=8, **kw)
+        with pytest.raises(dmft.InputError, match="compare_modes: the run's seeds all trained on one minibatch "
+                                                  "sequence.*batch_key"):
+            vdl.compare_modes(run, sde)
+        with pytest.raises(dmft.InputError, match="compare_diffusion: .*one minibatch sequence"):
+            vdl.compare_diffusion(run, m, data, eta0=0.05, batch_size=B)
+        with pytest.raises(dmft.InputError, match="stationary_fit: .*one minibatch sequence"):
+            vdl.stationary_fit(run, m, data, eta0=0.05, batch_size=B, after=0.5)
+        # each seed its own sequence: compared
+        own = networks.train(m, data, seeds=4, batch_size=B, **kw)
+        assert not own.info["shared_batches"] and len(vdl.compare_modes(own, sde)) > 0
+
+
+def test_a_mode_the_decay_leaves_no_fixed_point_is_not_said_to_start_below_a_barrier():
+    """At L = 4 a mode with max_p p^(1/2) (s - p) < kappa has no fixed point (and L = 2 no barrier at
+    all): stationary_fit marks it "no_fixed_point", and the dln job's check and report say that,
+    not 'starts below the decay's barrier' (a walkthrough: kappa = 5 on dln.toml read the barrier
+    for every mode)."""
+    from experiments.dln import load_config
+    from experiments.dln.job import checks
+    from experiments.dln.report import markdown
+
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 0.5], P=40, label_noise=0.5, key=1)
+    m = dmft.DeepLinear(4, 8, 0.8, "aligned")
+    kappa = 0.2                    # max p^(1/2) (3 - p) = 2 at p = 1; at s = 0.5: 0.136 < 0.2
+    star = dl.fixed_points(m, data, kappa)
+    assert np.isfinite(star[0]) and np.isnan(star[1])
+    run = networks.train(m, data, seeds=8, eta0=0.02, steps=200, save_every=50, batch_size=8, weight_decay=kappa)
+    rows = vdl.stationary_fit(run, m, data, eta0=0.02, batch_size=8, after=1.0, weight_decay=kappa)
+    assert rows[1]["decays"] and rows[1]["no_fixed_point"] and rows[1]["verdict"] == "SKIP"
+    assert not rows[0].get("no_fixed_point")
+    (check,) = [c for c in checks({"studies": [{"sigma": 0.5, "modes": [], "diffusion": [], "stationary": rows}]})
+                if c["name"].startswith("stationary")]
+    assert "mode 2: decays (the weight decay leaves it no fixed point)" in check["detail"]
+    assert "barrier" not in check["detail"].split("mode 2:")[1]
+    text = markdown({"config": load_config(None, []), "studies": [_report_study(stationary=rows)], "checks": [],
+                     "wall_s": 1.0})
+    assert "SKIP (mode 2): the weight decay leaves the mode no fixed point" in text
+    assert "SKIP (mode 2): the gradient flow decays to 0 from the start (below the decay's barrier" not in text

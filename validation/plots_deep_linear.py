@@ -260,7 +260,8 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
             continue
         ax.hist(x, bins=60, density=True, color=f"C{i % 10}", alpha=0.5, label="networks")
         if decays[i]:
-            ax.text(0.5, 0.9, "decays to 0 from its start\n(below the decay's barrier)", transform=ax.transAxes,
+            why = "no fixed point under the decay" if not np.isfinite(s[i]) else "below the decay's barrier"
+            ax.text(0.5, 0.9, f"decays to 0 from its start\n({why})", transform=ax.transAxes,
                     fontsize=7, ha="center", va="top")
             continue
         # the mode's law alone, on a grid over its samples and its fixed point (as stationary_fit:

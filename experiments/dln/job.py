@@ -393,7 +393,9 @@ def checks(report: dict) -> list[dict]:
                                         for x in r["diffusion"])})
         if r.get("stationary"):
             out.append({"name": f"stationary law {tag}", "verdict": _summary(r["stationary"]),
-                        "detail": ", ".join(f"mode {x['mode'] + 1}: decays (starts below the decay's barrier)"
+                        "detail": ", ".join(f"mode {x['mode'] + 1}: decays ("
+                                            + ("the weight decay leaves it no fixed point" if x.get("no_fixed_point")
+                                               else "starts below the decay's barrier") + ")"
                                             if x.get("decays") else
                                             f"mode {x['mode'] + 1}: still being learned in the window ("
                                             + ("its flow reaches" if x.get("settling_by", "flow") == "flow" else

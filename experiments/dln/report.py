@@ -215,12 +215,18 @@ def markdown(rep: dict) -> str:
             lines += [f"| {x['mode'] + 1} | {_f(x['ks'], 3)} | {_f(x['critical'], 3)} | {_f(x['mean'])} | "
                       f"{_f(x['density_mean'])} | {_f(x['var'], 3)} | {_f(x['boltzmann_T'], 3)} | {x['verdict']} |"
                       for x in r["stationary"]]
-            decays = [str(x["mode"] + 1) for x in r["stationary"] if x.get("decays")]
+            decays = [str(x["mode"] + 1) for x in r["stationary"] if x.get("decays") and not x.get("no_fixed_point")]
             if decays:       # (named: a mode SKIPped as still being learned read this reason too)
                 lines += ["", f"SKIP (mode{'s' if len(decays) > 1 else ''} {', '.join(decays)}): the gradient "
                           "flow decays to 0 from the start (below the decay's "
                           "barrier, docs/derivations.md section 6): the law of the well around its fixed point "
                           "does not describe it (with label noise SGD may still carry it over the barrier)."]
+            none = [str(x["mode"] + 1) for x in r["stationary"] if x.get("no_fixed_point")]
+            if none:         # (no barrier there: the decay leaves the mode no well at all)
+                lines += ["", f"SKIP (mode{'s' if len(none) > 1 else ''} {', '.join(none)}): the weight decay "
+                          "leaves the mode no fixed point (p^(1 - 2/L) (s - p) stays below kappa for every p, "
+                          "docs/derivations.md section 6): it decays to 0 from any start, and no stationary law "
+                          "around a fixed point describes it."]
             settling = [x for x in r["stationary"] if x.get("settling") is not None]
             if settling:
                 lines += ["", "SKIP: still being learned in the window: " + ", ".join(
