@@ -956,6 +956,10 @@ def test_an_axis_through_zero_is_drawn_linear_and_log_is_refused_there(tmp_path)
                     + '[train]\neta0 = 1.0\nsteps = 20\nsave_every = 10\n[scan.grid]\n'
                     '"train.weight_decay" = [0.0, 0.01, 0.1]\n"model.gamma0" = [0.5, 1.0]\n')
     res = scan.run(scan.load_config(str(toml)), str(tmp_path / "s"))
+    # the points without decay are a group apart (grid.plan): the summary names each group's decay
+    # (a walkthrough: two groups both read "(all points)")
+    rows = [line.split() for line in res.summary().splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert [r[1:3] for r in rows] == [["train.weight_decay=0", "2"], ["train.weight_decay>0", "4"]]
     assert np.all(np.isnan(res["theory.grok.t_test"]))                # never reached: no value anywhere
     res.heatmap("theory.grok.t_test", x="weight_decay", y="gamma0", logc=True)   # hatched, not refused
     res.lines("theory.grok.t_test", x="weight_decay", logy=True, at={"gamma0": 0.5})

@@ -19,7 +19,7 @@ from dmft.errors import InputError, StoreConflict
 from dmft.plotting import new_figure
 
 from ..store import Store
-from .grid import Grid, grid_of
+from .grid import Grid, grid_of, plan
 from .schema import SETTINGS, kind_of, resolve_field
 
 __all__ = ["ScanResult", "load", "summary", "last_session", "heatmap", "lines", "final_time_label", "write_report",
@@ -210,9 +210,10 @@ def summary(res: ScanResult) -> str:
     if groups:
         lines_.append(f"{'group':>5}  {'fields':<28} {'points':>7} {'chunks':>7} {'compiles':>8} "
                       f"{'seconds':>8} {'points/s':>9}")
+        decay = _decay_labels(res, len(groups))
         for i, g in enumerate(groups):
             st = per.get(i, {})
-            fields = " ".join(f"{f}={v:g}" for f, v in g["fields"].items()) or "(all points)"
+            fields = " ".join([f"{f}={v:g}" for f, v in g["fields"].items()] + decay[i:i + 1]) or "(all points)"
             rate = st.get("points", 0) / st["seconds"] if st.get("seconds") else float("nan")
             lines_.append(f"{i:>5}  {fields:<28} {g['points']:>7} {st.get('chunks', 0):>7} "
                           f"{st.get('compiles', 0):>8} {st.get('seconds', 0.0):>8.2f} {_fmt(rate):>9}")
@@ -236,6 +237,20 @@ def summary(res: ScanResult) -> str:
             lines_.append(f"{q:<40} {_fmt(stat[0]):>10} {_fmt(stat[1]):>10} {_fmt(stat[2]):>10} "
                           f"{v.size - fin.size:>10}")
     return "\n".join(lines_)
+
+
+def _decay_labels(res: ScanResult, n: int) -> list[str]:
+    """Where a two-layer scan batches train.weight_decay, its groups hold the points without decay
+    apart from those with (`grid.plan`: a program that batches the decay has no control variate):
+    each group's "train.weight_decay=0" or ">0" ([] otherwise; they all read "(all points)"
+    before, two groups of 2 points each)."""
+    if "train.weight_decay" not in res.grid.fields or kind_of(res.config).pointwise:
+        return []
+    cols = res.grid.columns()["train.weight_decay"]
+    groups = plan(res.config).groups
+    if len(groups) != n:
+        return []
+    return ["train.weight_decay" + ("=0" if not np.any(cols[g.indices] > 0) else ">0") for g in groups]
 
 
 def example_figure(res: ScanResult) -> str | None:
@@ -280,7 +295,8 @@ def write_report(res: ScanResult) -> str:
                "| output | shape | dtype |", "|---|---|---|"]
     lines_ += [f"| {q} | {tuple(a.shape)} | {a.dtype} |" for q, a in sorted(res.arrays.items())]
     lines_ += ["", "## Reading it", "", "```python", "from experiments import scan",
-               f"res = scan.load({res.path!r})   # verified on reading; points not done are NaN (see res.done)"]
+               f"res = scan.load({res.path!r})   # verified on reading; points not done are NaN,",
+               "# -1 (an int output) or False (a bool one): read res.done"]
     call = example_figure(res)
     if call:
         lines_.append(f"{call}.savefig('figure.png')")
