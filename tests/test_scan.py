@@ -1757,3 +1757,26 @@ def test_a_deep_linear_spread_from_one_member_is_nan_not_zero(tmp_path):
            "train": {**table["train"], "seeds": 1}}
     res = scan.run(one, str(tmp_path / "one"))
     assert np.isnan(res["networks.final.modes_std"]).all() and np.isnan(res["networks.modes_std"]).all()
+
+
+def test_lines_draw_each_point_with_its_stored_standard_error(tmp_path):
+    """A sampled scan keeps each point's standard error (theory.final.error.*, grokking times'
+    *_se): lines draws it as +- bars (a walkthrough: stored, never drawn); errors=False, or an
+    output without one (the final time), draws plain lines."""
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
+             "scan": {"outputs": ["final", "grokking"], "grok_threshold": 0.5,
+                      "grid": {"model.gamma0": [0.5, 1.0, 2.0]}}}
+    res = scan.run(table, str(tmp_path / "s"))
+    assert scan.result.error_name(res, "theory.final.test_loss") == "theory.final.error.test_loss"
+    assert scan.result.error_name(res, "theory.grok.t_train") == "theory.grok.t_train_se"
+    assert scan.result.error_name(res, "theory.final.t") is None
+    ax = res.lines("theory.final.test_loss", x="gamma0").axes[0]
+    (bars,) = ax.containers
+    segs = bars.lines[2][0].get_segments()
+    se = res["theory.final.error.test_loss"]
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segs], 2 * se, rtol=1e-12)
+    np.testing.assert_allclose([0.5 * (s[1, 1] + s[0, 1]) for s in segs], res["theory.final.test_loss"], rtol=1e-12)
+    assert "standard error" in ax.get_ylabel()
+    assert not res.lines("theory.final.test_loss", x="gamma0", errors=False).axes[0].containers
+    assert not res.lines("theory.final.t", x="gamma0").axes[0].containers

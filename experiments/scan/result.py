@@ -490,11 +490,23 @@ def _edges(v, log):
     return np.exp(e) if log else e
 
 
+def error_name(res: ScanResult, name: str) -> str | None:
+    """The stored standard error of output `name` (a theory point's over its replicas, a network
+    ensemble's over its seeds): "SRC.final.error.Q" for "SRC.final.Q", "NAME_se" (grokking times
+    and gaps, theory.node.*); None where none is stored."""
+    head, _, last = name.rpartition(".")
+    for cand in (f"{name}_se", f"{head}.error.{last}" if head.endswith(".final") else None):
+        if cand and cand in res.arrays:
+            return cand
+    return None
+
+
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
-          logx: bool | None = None, logy: bool = False, ax=None):
+          logx: bool | None = None, logy: bool = False, errors: bool = True, ax=None):
     """One number per point against one grid axis, one line per value of `hue` (x logarithmic
     when every value is > 0, or as `logx` says); points not computed yet are gaps, and the title
-    names where `at` fixes the other axes."""
+    names where `at` fixes the other axes. With `errors` each point carries +- its stored standard
+    error (`error_name`) where the scan keeps one."""
     kind = kind_of(res.config)
     x = resolve_field(x, "x", kind)
     keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
@@ -504,6 +516,9 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     if v.ndim == len(res.grid.shape):   # points not computed are gaps (an int or bool output read -1 or False)
         v = np.where(res.done, v.astype(np.float64), np.nan)
     z = _select(res, name, keep, at, values=v)
+    se_name = error_name(res, name) if errors and v.ndim == len(res.grid.shape) else None
+    se = None if se_name is None else _select(res, se_name, keep, at,
+                                              values=np.where(res.done, res[se_name].astype(np.float64), np.nan))
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
     order = np.argsort(xs)
     logx = _log_axis(logx, xs, "x", x)
@@ -512,16 +527,20 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
-    if hue is None:
-        ax.plot(xs[order], z[order], "o-")
-    else:
-        for hv, row in zip(_axis_values(res, keep[0]), z):
-            ax.plot(xs[order], row[order], "o-", label=f"{keep[0]} = {hv:g}")
+    rows = [(None, z, se)] if hue is None else [
+        (f"{keep[0]} = {hv:g}", row, None if se is None else se[i]) for i, (hv, row) in
+        enumerate(zip(_axis_values(res, keep[0]), z))]
+    for label, row, err in rows:
+        if err is None:
+            ax.plot(xs[order], row[order], "o-", label=label)
+        else:
+            ax.errorbar(xs[order], row[order], yerr=err[order], fmt="o-", capsize=2, label=label)
+    if hue is not None:
         ax.legend(fontsize=8)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
     ax.set_xlabel(x)
-    ax.set_ylabel(name)
+    ax.set_ylabel(name + (" (+- its standard error)" if se is not None else ""))
     ax.grid(True, alpha=0.3)
     _slice_title(ax, res, name, at)      # (it named the final time only, not the slice)
     return fig or ax.figure
