@@ -1780,3 +1780,26 @@ def test_lines_draw_each_point_with_its_stored_standard_error(tmp_path):
     assert "standard error" in ax.get_ylabel()
     assert not res.lines("theory.final.test_loss", x="gamma0", errors=False).axes[0].containers
     assert not res.lines("theory.final.t", x="gamma0").axes[0].containers
+
+
+def test_full_batch_is_drawn_as_the_largest_batch_and_labelled_full(tmp_path):
+    """train.batch_size = 0 is full batch (B = P), the largest batch: heatmaps and lines draw it
+    past the largest B, labelled "full" (a walkthrough: [0, 2, 4] drew it beside B = 2, at 0)."""
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
+             "scan": {"grid": {"model.gamma0": [0.5, 1.0], "train.batch_size": [0, 2, 4]}}}
+    res = scan.run(table, str(tmp_path / "s"))
+    z = res["theory.final.test_loss"]                                     # (gamma0, batch_size)
+    fig = res.heatmap("theory.final.test_loss", x="batch_size", y="gamma0")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "full"]
+    np.testing.assert_allclose(ax.get_xticks(), [2, 4, 8])                # one step of x2 past 4
+    assert ax.get_xscale() == "log"
+    np.testing.assert_array_equal(ax.collections[0].get_array().reshape(2, 3), z[:, [1, 2, 0]])
+    line = res.lines("theory.final.test_loss", x="batch_size", at={"gamma0": 0.5}, errors=False).axes[0]
+    (drawn,) = line.get_lines()
+    np.testing.assert_allclose(drawn.get_xdata(), [2, 4, 8])
+    np.testing.assert_array_equal(drawn.get_ydata(), z[0, [1, 2, 0]])
+    line.figure.canvas.draw()
+    assert [t.get_text() for t in line.get_xticklabels()] == ["2", "4", "full"]

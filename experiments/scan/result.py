@@ -364,10 +364,44 @@ def _log_axis(log, values, axis: str, field: str) -> bool:
     return bool(log)
 
 
+def _full_batch(res: ScanResult, field: str, values) -> bool:
+    """Whether `values` of grid axis `field` are two-layer batch sizes with 0 (full batch, B = P)
+    among positive ones: 0 is then the largest batch and is drawn last, labelled "full" (a
+    walkthrough: [0, 2, 8, 32] drew full batch beside B = 2)."""
+    values = np.asarray(values, dtype=np.float64)
+    return (field == "train.batch_size" and not kind_of(res.config).pointwise and values.size >= 2
+            and np.count_nonzero(values == 0) == 1 and bool(np.all(values[values != 0] > 0)))
+
+
+def _sort_key(res: ScanResult, field: str, values) -> np.ndarray:
+    """The order an axis is drawn in: its values, full batch (0, `_full_batch`) last."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(values == 0, np.inf, values) if _full_batch(res, field, values) else values
+
+
+def _tick_labels(res: ScanResult, field: str, values) -> list[str]:
+    full = _full_batch(res, field, values)
+    return ["full" if full and v == 0 else f"{v:g}" for v in np.asarray(values, dtype=np.float64)]
+
+
+def _full_batch_positions(log, values, axis: str, field: str):
+    """(positions, log scale?) of batch sizes with full batch (0): the positive ones where they
+    are, 0 one step past the largest (a geometric step on a log axis, an arithmetic one on a
+    linear axis, the last gap's)."""
+    values = np.asarray(values, dtype=np.float64)
+    p = np.sort(values[values > 0])
+    log = _log_axis(log, p, axis, field)
+    if p.size == 1:
+        past = 2 * p[0]
+    else:
+        past = p[-1] * p[-1] / p[-2] if log else 2 * p[-1] - p[-2]
+    return np.where(values == 0, past, values), log
+
+
 def _cell_positions(log, values, axis: str, field: str):
     """(where a heatmap draws the sorted grid values, log scale?): `_log_axis`'s choice, and with
     log None also a log axis when one value is 0 and the others, all > 0, span a decade or more
-    (batch sizes [0 (full batch), 2, 8, 32], weight decays [0, 1e-4, 1e-3]): the 0 cell is drawn
+    (weight decays [0, 1e-4, 1e-3]; batch sizes with full batch, 0, are `_full_batch_positions`'): the 0 cell is drawn
     one geometric step below the smallest positive value, as wide as its neighbour, and its
     tick still reads 0 (on a linear axis the positive cells were crushed against it)."""
     values = np.asarray(values, dtype=np.float64)
@@ -385,7 +419,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
 
     Axes are logarithmic when every grid value on them is > 0 (logx, logy: None), or as given;
     also when one value is 0 and the others span a decade or more (its cell then sits one
-    geometric step below the smallest, labelled 0). Cells are centred on the grid values, which
+    geometric step below the smallest, labelled 0; a batch-size axis's full batch, 0, is the
+    largest batch: one step past the largest B, labelled "full"). Cells are centred on the grid values, which
     label the ticks. A point not computed yet is
     hatched grey ("not computed"); a computed point without a number (a threshold not reached,
     a diverged point) is hatched on white ("no value"), so neither reads as a value. The title
@@ -400,10 +435,12 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     z = np.asarray(_select(res, name, [y, x], at), dtype=float)
     done = np.asarray(_select(res, name, [y, x], at, values=res.done), dtype=bool)
     xs, ys = _axis_values(res, x), _axis_values(res, y)
-    oy, ox = np.argsort(ys), np.argsort(xs)
+    oy, ox = np.argsort(_sort_key(res, y, ys), kind="stable"), np.argsort(_sort_key(res, x, xs), kind="stable")
     z, done = z[oy][:, ox], done[oy][:, ox]
-    xs, ys = np.sort(xs), np.sort(ys)
-    (px, logx), (py, logy) = _cell_positions(logx, xs, "x", x), _cell_positions(logy, ys, "y", y)
+    xs, ys = xs[ox], ys[oy]
+    (px, logx), (py, logy) = (
+        (_full_batch_positions if _full_batch(res, f, v) else _cell_positions)(lg, v, a, f)
+        for lg, v, a, f in ((logx, xs, "x", x), (logy, ys, "y", y)))
     if logc:
         _log_axis(True, z[done], "c", name)
     fig = None
@@ -423,8 +460,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
             legend.append(Patch(facecolor=face, hatch=hatch, edgecolor="0.4", label=label))
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
-    _grid_ticks(ax.xaxis, px, xs)
-    _grid_ticks(ax.yaxis, py, ys)
+    _grid_ticks(ax.xaxis, px, _tick_labels(res, x, xs))
+    _grid_ticks(ax.yaxis, py, _tick_labels(res, y, ys))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.figure.colorbar(mesh, ax=ax, label=name)
@@ -452,14 +489,15 @@ def _flat(color):
 
 def _grid_ticks(axis, values, labels=None, most: int = 8):
     """Major ticks at the grid values (at most `most` of them, evenly thinned), labelled with
-    `labels` (the values drawn elsewhere, `_cell_positions`; None: the values), no minor ticks."""
+    `labels` (strings, `_tick_labels`, for values drawn elsewhere, `_cell_positions`; None: the
+    values), no minor ticks."""
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
     values = np.asarray(values, dtype=np.float64)
-    labels = values if labels is None else np.asarray(labels, dtype=np.float64)
+    labels = [f"{v:g}" for v in values] if labels is None else list(labels)
     keep = np.arange(len(values)) if len(values) <= most else np.unique(np.linspace(0, len(values) - 1, most).round().astype(int))
     axis.set_major_locator(FixedLocator(values[keep]))
-    axis.set_major_formatter(FixedFormatter([f"{v:g}" for v in labels[keep]]))
+    axis.set_major_formatter(FixedFormatter([labels[i] for i in keep]))
     axis.set_minor_locator(NullLocator())
 
 
@@ -520,8 +558,10 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     se = None if se_name is None else _select(res, se_name, keep, at,
                                               values=np.where(res.done, res[se_name].astype(np.float64), np.nan))
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
-    order = np.argsort(xs)
-    logx = _log_axis(logx, xs, "x", x)
+    order = np.argsort(_sort_key(res, x, xs), kind="stable")
+    full = _full_batch(res, x, xs)
+    labels = _tick_labels(res, x, xs)
+    xs, logx = _full_batch_positions(logx, xs, "x", x) if full else (xs, _log_axis(logx, xs, "x", x))
     if logy:
         _log_axis(True, z, "y", name)
     fig = None
@@ -539,6 +579,8 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
         ax.legend(fontsize=8)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
+    if full:                      # (full batch drawn last, labelled "full")
+        _grid_ticks(ax.xaxis, xs[order], [labels[i] for i in order])
     ax.set_xlabel(x)
     ax.set_ylabel(name + (" (+- its standard error)" if se is not None else ""))
     ax.grid(True, alpha=0.3)
