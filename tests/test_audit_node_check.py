@@ -382,3 +382,11 @@ def test_a_wide_bound_from_the_allowance_alone_is_not_called_weak():
     # two replicas: weak by its degrees of freedom, said
     sols = [_solution(T_FULL, SE, 2, M // k) for k in (1, 2, 4)]
     assert "says little" in _node(_sweep(*sols), rel=100.0)["detail"]
+
+
+def test_an_infinite_allowance_reports_the_largest_z_not_the_first_times():
+    """node_bias_rel = inf (accepted by checks: no bound) makes every judged bound inf: the value
+    shown is the largest |z| (a review: 0.0, the first time's, against a real -70.7)."""
+    check = _node(_sweep(*_planted()), rel=float("inf"))
+    assert check["verdict"] == "PASS" and check["tolerance"] == "|z| <= inf"
+    assert check["value"] == pytest.approx(-2.0 / np.hypot(0.02, 0.02), rel=1e-12)

@@ -356,3 +356,25 @@ def test_scan_node_check_memory_is_checked_before_the_store(tmp_path):
     with pytest.raises(dmft.InputError, match=r"scan.node_check's programs split each replica's nodes.*scan.chunk"):
         scan.run(table, str(tmp_path / "s"))
     assert not any((tmp_path / "s").glob("**/*.npz"))
+
+
+def test_a_validate_run_written_before_node_bias_rel_is_the_same_run(tmp_path, capsys):
+    """A run.json without check.node_bias_rel (written before it existed, by older code) is read
+    with the default: the same command there is that run (computed again under new code), not
+    "a different run" refused over a key its user never set (a review); another value differs."""
+    from experiments.output import ADDED_KEYS
+    from validation.verdicts import TOLERANCES
+
+    assert ADDED_KEYS[("check", "node_bias_rel")] == TOLERANCES["node_bias_rel"]
+    out = tmp_path / "v"
+    argv = ["validate", "--out", str(out)] + TINY
+    assert cli.main(argv) in (0, 1)
+    path = out / "run.json"
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["check"]["node_bias_rel"]
+    path.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli.main(argv) in (0, 1)
+    assert "this run is already complete" in "".join(capsys.readouterr())
+    assert cli.main(argv + ["--set", "check.node_bias_rel=2.0"]) in (0, 1)       # a [check] change: re-checked
+    assert "re-checked" in capsys.readouterr().err

@@ -52,7 +52,9 @@ Checks (tolerances from a dict, the [check] section of the validate job):
                paired shift resolves far less (0.09 of it on the demo's train loss, z = -23). A
                loss below AGREEMENT_FLOOR of its start (at rounding) is not judged. The
                detail gives the losses at M / 4 too and their extrapolation to infinitely many nodes
-               with its error. SKIP for one replica (no error).
+               with its error. SKIP for one replica (no error), where every time's loss is below
+               the floor, and for paired solves whose control variates differ (the solver turned
+               it off in some: two estimators of the same nodes).
 
 Each check keeps its value at full precision and shows it ("shown") to 4 significant digits, or
 as many more as it takes to sit on the same side of the tolerance as the value: a verdict follows
@@ -293,7 +295,8 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
     `z_bound` at its dof (the family of all of them, both losses) plus rel times the DMFT's own
     standard error over shift_se (a bias up to rel of the error bar is immaterial: the test is
     |shift| <= rel se under the null), judged at the (loss, time) nearest its bound; FAIL where a
-    loss is not finite; SKIP where no time has an error (one replica)."""
+    loss is not finite; SKIP where no time has an error (one replica), where every time's loss is
+    below AGREEMENT_FLOOR of its start, and for paired solves through two control variates."""
     nbs = [node_bias(solution, fewer[2], fewer[4], loss=k) for k in node_losses(solution, fewer[2], fewer[4])]
     tol = f"|z| <= {_num(sigma)}"
     t = np.asarray(nbs[0]["t"], float)[1:]
@@ -330,7 +333,8 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
         margin = np.where((full_se > 0) & (shift_se > 0), rel * full_se / shift_se, 0.0)
     bounds = np.array([_rounded_up(z_bound(sigma, d, int(ok.sum())) + m) if k else np.nan
                        for k, d, m in zip(ok, dof, margin)])
-    i = _nearest_bound(np.abs(z), bounds, ok, sigma)
+    # (every judged bound inf, as node_bias_rel = inf makes them: the largest |z|, not the first time)
+    i = _nearest_bound(np.abs(z), bounds, ok, sigma if np.isfinite(bounds[ok]).any() else np.inf)
     nb, j = nbs[i // len(t)], i % len(t)
     b = float(bounds[i])
     se, sse = float(full_se[i]), float(shift_se[i])
@@ -364,8 +368,9 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
                   f"of freedom (replicas - 1): the bound has the normal tail beyond {_num(sigma)} sigma shared among "
                   f"{int(ok.sum())} saved times of the {both} loss{below}{passes}"
                   # (weak by its degrees of freedom, not by the allowance the margin adds)
-                  + (_weak(zb, zb, "more replicas") if (zb := z_bound(sigma, dof[i], int(ok.sum()))) > WEAK_Z
-                     else ""))
+                  + (f"; with these degrees of freedom alone a shift up to {zb:.3g} times its error passes "
+                     f"(z_bound {zb:.3g}, before the allowance), so a PASS here says little: more replicas "
+                     "narrow it fast" if (zb := z_bound(sigma, dof[i], int(ok.sum()))) > WEAK_Z else ""))
 
 
 # a z bound this many standard errors wide, or a q bound this many times the expected squared error

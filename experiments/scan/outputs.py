@@ -67,9 +67,9 @@ def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
     replica's own losses, the pooled noise subtracted; z = shift / shift_se, a t statistic of
     replicas - 1 degrees of freedom where there is no bias). The errors, z and dof NaN where a solve
     has no error (one replica: no replicas.* records; the shift, curvature and extrapolation are
-    still given, without the pooled noise); every statistic NaN where a solve diverged, and where
-    the solver turned the control variate off in some of the three programs but not all
-    (control_variate_off: two estimators of the same nodes). With test targets
+    still given, without the pooled noise); every statistic but dof NaN where a solve diverged
+    (its losses are), and where the solver turned the control variate off in some of the three
+    programs but not all (control_variate_off: two estimators of the same nodes). With test targets
     the train loss's too, as theory.node.train.* (its node-count bias differs: the validate job's
     node bias check judges both)."""
     has = lambda q: all(q in r for r in (rec, half, quarter))           # noqa: E731
