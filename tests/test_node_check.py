@@ -318,6 +318,18 @@ def test_scan_node_check_splits_each_points_own_nodes(tmp_path):
             assert res[f"theory.node.train.{k}"][i] == pytest.approx(float(train[k]), rel=1e-8), k
         assert res["theory.node.train.shift"][i] != res["theory.node.shift"][i]
     assert "theory.node.z" in res.summary() and "theory.node.train.z" in res.summary()
+    # the summary counts the points whose shift passes the node bias check's bound (z_bound shared
+    # among the points, + 0.5 of the loss's own error over the shift's)
+    from validation.verdicts import z_bound
+    for prefix, loss in (("theory.node", "test"), ("theory.node.train", "train")):
+        z, dof, sse = (res[f"{prefix}.{k}"] for k in ("z", "dof", "shift_se"))
+        want = np.abs(z) > np.array([z_bound(5.0, d, 2) for d in dof]) + 0.5 * res[f"theory.final.error.{loss}_loss"] / sse
+        np.testing.assert_array_equal(scan.result.node_bias_flags(res, prefix), want)
+        assert f"{prefix}.z: node-count bias past the node bias check's bound (5 sigma shared among the 2 points " \
+               f"with an error, + 0.5 of the loss's own error) at {int(want.sum())} of them" in res.summary()
+    planted = dataclasses.replace(res, arrays={**res.arrays, "theory.node.z": np.array([0.0, 1e6])})
+    assert scan.result.node_bias_flags(planted).tolist() == [False, True]
+    assert "at 1 of them: gamma0=2" in scan.result.summary(planted)
 
 
 @pytest.mark.parametrize("sets, match", [

@@ -236,7 +236,57 @@ def summary(res: ScanResult) -> str:
                 continue
             lines_.append(f"{q:<40} {_fmt(stat[0]):>10} {_fmt(stat[1]):>10} {_fmt(stat[2]):>10} "
                           f"{v.size - fin.size:>10}")
+    lines_ += node_bias_lines(res)
     return "\n".join(lines_)
+
+
+def node_bias_flags(res: ScanResult, prefix: str = "theory.node", sigma: float = 5.0,
+                    rel: float | None = None) -> np.ndarray | None:
+    """Grid-shaped bool: the points whose final loss's node-count shift (scan.node_check's
+    `prefix`.z, the test loss's, or `prefix` = "theory.node.train" the train loss's) passes the
+    validate job's node bias bound: `validation.verdicts.z_bound` at its dof, the normal tail
+    beyond `sigma` shared among the points judged, plus `rel` (default: check.node_bias_rel's
+    0.5) times the loss's own standard error over the shift's (theory.final.error.*, where the
+    scan keeps it). False where a point is not done or has no z (one replica, a control variate
+    set apart); None without scan.node_check."""
+    from validation.verdicts import TOLERANCES, z_bound
+
+    if f"{prefix}.z" not in res.arrays:
+        return None
+    rel = TOLERANCES["node_bias_rel"] if rel is None else rel
+    z, dof, sse = (np.asarray(res.arrays[f"{prefix}.{k}"], float) for k in ("z", "dof", "shift_se"))
+    loss = "train" if prefix.endswith(".train") or "theory.node.train.z" not in res.arrays and \
+        "theory.final.error.test_loss" not in res.arrays else "test"
+    se = res.arrays.get(f"theory.final.error.{loss}_loss")
+    se = np.zeros(z.shape) if se is None else np.asarray(se, float)
+    ok = res.done & np.isfinite(z) & (dof > 0)
+    n = int(ok.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin = np.where((se > 0) & (sse > 0), rel * se / sse, 0.0)
+    bound = np.array([z_bound(sigma, d, n) if k else np.nan for k, d in zip(ok.ravel(), dof.ravel())]).reshape(z.shape)
+    return ok & (np.abs(z) > bound + margin)
+
+
+def node_bias_lines(res: ScanResult) -> list[str]:
+    """The summary's node-bias lines (`node_bias_flags`, test and train loss): at how many points the
+    final loss's node-count shift passes the validate job's bound ([] without scan.node_check)."""
+    out = []
+    for prefix in ("theory.node", "theory.node.train"):
+        flags = node_bias_flags(res, prefix)
+        if flags is None:
+            continue
+        z = np.asarray(res.arrays[f"{prefix}.z"], float)
+        judged = int((res.done & np.isfinite(z) & (np.asarray(res.arrays[f"{prefix}.dof"], float) > 0)).sum())
+        out.append(f"{prefix}.z: node-count bias past the node bias check's bound (5 sigma shared among the "
+                   f"{judged} points with an error, + 0.5 of the loss's own error) at {int(flags.sum())} of them"
+                   + (f": {', '.join(_point_label(res, i) for i in np.flatnonzero(flags.ravel())[:5])}"
+                      if flags.any() else ""))
+    return out
+
+
+def _point_label(res: ScanResult, i: int) -> str:
+    """Grid point i's scanned values, as "gamma0=1 P=64"."""
+    return " ".join(f"{f.rpartition('.')[2]}={c[i]:g}" for f, c in res.grid.columns().items())
 
 
 def _decay_labels(res: ScanResult, n: int) -> list[str]:
