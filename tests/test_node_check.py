@@ -323,7 +323,8 @@ def test_scan_node_check_splits_each_points_own_nodes(tmp_path):
     from validation.verdicts import z_bound
     for prefix, loss in (("theory.node", "test"), ("theory.node.train", "train")):
         z, dof, sse = (res[f"{prefix}.{k}"] for k in ("z", "dof", "shift_se"))
-        want = np.abs(z) > np.array([z_bound(5.0, d, 2) for d in dof]) + 0.5 * res[f"theory.final.error.{loss}_loss"] / sse
+        se = res[f"theory.final.error.{loss}_loss"]
+        want = np.abs(z) > np.array([z_bound(5.0, d, 2) for d in dof]) + 0.5 * se / sse
         np.testing.assert_array_equal(scan.result.node_bias_flags(res, prefix), want)
         assert f"{prefix}.z: node-count bias past the node bias check's bound (5 sigma shared among the 2 points " \
                f"with an error, + 0.5 of the loss's own error) at {int(want.sum())} of them" in res.summary()

@@ -451,9 +451,10 @@ def _full_batch_positions(log, values, axis: str, field: str):
 def _cell_positions(log, values, axis: str, field: str):
     """(where a heatmap draws the sorted grid values, log scale?): `_log_axis`'s choice, and with
     log None also a log axis when one value is 0 and the others, all > 0, span a decade or more
-    (weight decays [0, 1e-4, 1e-3]; batch sizes with full batch, 0, are `_full_batch_positions`'): the 0 cell is drawn
-    one geometric step below the smallest positive value, as wide as its neighbour, and its
-    tick still reads 0 (on a linear axis the positive cells were crushed against it)."""
+    (weight decays [0, 1e-4, 1e-3]; batch sizes with full batch, 0, go to `_full_batch_positions`):
+    the 0 cell is drawn one geometric step below the smallest positive value, as wide as its
+    neighbour, and its tick still reads 0 (on a linear axis the positive cells were crushed
+    against it)."""
     values = np.asarray(values, dtype=np.float64)
     pos = values[values > 0]
     if (log is None and values.size >= 3 and np.count_nonzero(values == 0) == 1
@@ -470,8 +471,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     Axes are logarithmic when every grid value on them is > 0 (logx, logy: None), or as given;
     also when one value is 0 and the others span a decade or more (its cell then sits one
     geometric step below the smallest, labelled 0; a batch-size axis's full batch, 0, is the
-    largest batch: one step past the largest B, labelled "full"). Cells are centred on the grid values, which
-    label the ticks. A point not computed yet is
+    largest batch: one step past the largest B, labelled "full"). Cells are centred on the grid
+    values, which label the ticks. A point not computed yet is
     hatched grey ("not computed"); a computed point without a number (a threshold not reached,
     a diverged point) is hatched on white ("no value"), so neither reads as a value. The title
     says where the other axes are fixed and when final values were taken."""
