@@ -6,14 +6,17 @@ replica (4 replicas). Each key is checked two ways, as `validation.node_bias` re
   solve and scan jobs' node checks solve);
 - independent: solves at M / 2 and M / 4 nodes a replica from other keys
   (`validation.sweep.node_check_key`, what the grok job's check solves).
-Printed per (problem, M, kind): the spread over keys of the final test loss's shift x(M) - x(M / 2)
+Printed per (problem, M, kind): the spread over keys of the final loss's shift x(M) - x(M / 2)
 and the mean of its reported error (their ratio says whether the error is honest), the same for the
 extrapolation to infinitely many nodes, the extrapolation's mean offset from the reference (with
 its error over keys), and the share of keys whose 95% t interval (replicas - 1 dof, the
-reference's error in quadrature) covers the reference. The plain solve's spread is the scale:
+reference's error in quadrature) covers the reference; then the plain solve's own offset and
+coverage (what the extrapolation removes). The plain solve's spread is the scale:
 paired, the extrapolation costs no precision; independent, about 2.5x.
 
-Run: python scripts/bench_node_check.py [--quick] [--only NAME]
+`--loss train` does the same for the final train loss (the node bias check judges both).
+
+Run: python scripts/bench_node_check.py [--quick] [--only NAME] [--loss test|train] [--paired-only]
 """
 
 import argparse
@@ -47,22 +50,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="48 keys instead of 150")
     ap.add_argument("--only", help="run only the problems whose name starts with this")
+    ap.add_argument("--loss", choices=("test", "train"), default="test", help="the loss checked (default test)")
+    ap.add_argument("--paired-only", action="store_true", help="skip the independent solves")
     args = ap.parse_args()
+    loss = f"{args.loss}_loss"
     K, R = (48 if args.quick else 150), 4
     t_q = stats.t.ppf(0.975, R - 1)
     print(f"{'problem':<42} {'M':>5} {'kind':>11} {'shift sd':>9} {'its se':>9} {'extrap sd':>9} {'its se':>9} "
-          f"{'plain sd':>9} {'offset':>10} {'+-':>8} {'cover t':>7} {'s':>6}")
+          f"{'plain sd':>9} {'offset':>10} {'+-':>8} {'cover t':>7} {'s':>6} {'plain off':>10} {'+-':>8} {'cover':>6}")
     for name, (data, model, sch, Ms) in problems().items():
         if args.only and not name.startswith(args.only):
             continue
         kw = dict(schedule=sch, kernels=False)
         refs = [dmft.solve(model, data, samples=2 ** 17, replicas=16, key=jax.random.key(5000 + j), **kw)
                 for j in range(4)]
-        r0 = np.mean([r.test_loss[-1] for r in refs])
-        rse = np.sqrt(np.sum([r.error["test_loss"][-1] ** 2 for r in refs])) / len(refs)
-        print(f"{name:<42} reference {r0:.6f} +- {rse:.1e} (4 solves of 2^17 nodes)")
+        r0 = np.mean([getattr(r, loss)[-1] for r in refs])
+        rse = np.sqrt(np.sum([r.error[loss][-1] ** 2 for r in refs])) / len(refs)
+        print(f"{name:<42} reference {args.loss} loss {r0:.6g} +- {rse:.1e} (4 solves of 2^17 nodes)")
         for M in Ms:
-            rows = {"paired": [], "independent": []}
+            rows = {"paired": []} if args.paired_only else {"paired": [], "independent": []}
             secs = {"paired": 0.0, "independent": 0.0}
             for i in range(K):
                 key = jax.random.key(1000 + i)
@@ -76,17 +82,20 @@ def main():
                         fewer = [dmft.solve(model, data, samples=M * R // k, replicas=R, key=node_check_key(key, k),
                                             **kw) for k in (2, 4)]
                     secs[kind] += time.perf_counter() - t0
-                    nb = validation.node_bias(full, *fewer)
-                    rows[kind].append([nb[q][-1] for q in ("full", "shift", "shift_se", "extrapolated",
+                    nb = validation.node_bias(full, *fewer, loss=args.loss)
+                    rows[kind].append([nb[q][-1] for q in ("full", "full_se", "shift", "shift_se", "extrapolated",
                                                             "extrapolated_se")])
             for kind, r in rows.items():
-                x, shift, shift_se, ext, ext_se = np.array(r).T
-                off = ext - r0
+                x, x_se, shift, shift_se, ext, ext_se = np.array(r).T
+                off, plain = ext - r0, x - r0
                 cover = np.mean(np.abs(off) <= t_q * np.hypot(ext_se, rse))
+                # (the plain solve's own offset and coverage beside it: what the extrapolation removes)
+                plain_cover = np.mean(np.abs(plain) <= t_q * np.hypot(x_se, rse))
                 print(f"{'':<42} {M:>5} {kind:>11} {np.std(shift, ddof=1):9.2e} {np.mean(shift_se):9.2e} "
                       f"{np.std(ext, ddof=1):9.2e} {np.mean(ext_se):9.2e} {np.std(x, ddof=1):9.2e} "
                       f"{np.mean(off):+10.2e} {np.std(off, ddof=1) / np.sqrt(K):8.1e} {cover:7.2f} "
-                      f"{secs[kind]:6.1f}", flush=True)
+                      f"{secs[kind]:6.1f} {np.mean(plain):+10.2e} {np.std(plain, ddof=1) / np.sqrt(K):8.1e} "
+                      f"{plain_cover:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
