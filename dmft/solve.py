@@ -628,9 +628,13 @@ def _new_inputs(data: Dataset, x_new) -> np.ndarray:
     from .problem import as_array
 
     x = as_array("x_new", x_new, (1, 2))
-    x = x[None] if x.ndim == 1 else x
+    one = x.ndim == 1
+    x = x[None] if one else x
     if x.shape[1] != data.D:
-        raise InputError(f"x_new: has {x.shape[1]} features but the data have D = {data.D}")
+        # (a 1-d x_new is one point of D features; n points of one feature are (n, 1))
+        hint = (f"; a 1-d x_new is one point: for {x.shape[1]} points of D = 1 pass x_new.reshape(-1, 1)"
+                if one and data.D == 1 else "")
+        raise InputError(f"x_new: has {x.shape[1]} features but the data have D = {data.D}{hint}")
     return np.asarray(x, dtype=np.float64)
 
 

@@ -250,6 +250,13 @@ def test_predict_needs_a_final_state(data, tmp_path):
         dmft.Solution.load(tmp_path / "s").predict(data.x_test)
     with pytest.raises(dmft.InputError, match=f"x_new: has {data.D + 1} features but the data have D = {data.D}"):
         sol.predict(np.ones((2, data.D + 1)))
+    # D = 1: a 1-d x_new is one point; the message says how to pass n points of one feature
+    line = dmft.Dataset(np.linspace(-1, 1, 6)[:, None], np.linspace(-1, 1, 6) ** 2)
+    one = dmft.solve(dmft.TwoLayer("linear"), line, **SAVES)
+    with pytest.raises(dmft.InputError, match=r"has 5 features but the data have D = 1; a 1-d x_new is one "
+                                              r"point: for 5 points of D = 1 pass x_new.reshape\(-1, 1\)"):
+        one.predict(np.linspace(-1, 1, 5))
+    assert one.predict(np.linspace(-1, 1, 5).reshape(-1, 1)).shape[0] == 5
     run = networks.train(dmft.TwoLayer("tanh"), data, **NETS, **SAVES)
     with pytest.raises(dmft.InputError, match="predict: this Run has no final state.*keep_params=True"):
         run.predict(data.x_test)
