@@ -125,8 +125,9 @@ def _node_lines(rows) -> list[str]:
            "as many replicas, independent keys")
     extrap = ("2 loss(M) - loss(M / 2) - the pooled noise (the mean square of the predictions' standard errors: "
               "the loss of the replicas' mean prediction exceeds that of its expectation by it, alike at the "
-              "three counts of one solve's nodes; its final value in the last column), whose error holds the "
-              "replicas' and curvature / 3 (`validation.node_bias`)" if paired else
+              "three counts of one solve's nodes; its final value in the last column, - and nothing subtracted "
+              "where it is unknown: one replica), whose error holds the replicas' and curvature / 3 "
+              "(`validation.node_bias`)" if paired else
               "2 loss(M) - loss(M / 2), whose error holds the solves' and curvature / 3 "
               "(`validation.fitting.node_extrapolation`)")
     lines = ["## Node-count check (theory.node_check)", "",

@@ -293,7 +293,8 @@ def test_a_node_bias_of_the_train_loss_alone_fails_naming_it():
     check = _node(_sweep(*_pair(test, train, SE)))
     assert check["verdict"] == "FAIL" and check["value"] == pytest.approx(-50.0, rel=1e-12)
     assert "z = shift / its se of the train loss at t = 2," in check["detail"]
-    assert "shared among 6 saved times of the test and train loss" in check["detail"]
+    assert ("shared among 6 judged (loss, saved time) pairs (the test loss at 3 and the train loss at 3 saved "
+            "times t > 0)") in check["detail"]
     assert "; final train loss 0.4 at 256 nodes a replica" in check["detail"]
     # without test losses the train loss is the only one: 3 saved times
     sols = _pair(test, train, SE)
@@ -312,7 +313,8 @@ def test_a_train_loss_at_rounding_is_not_judged():
     se = [0.0, 1e-11, 1e-33, 1e-33]
     check = _node(_sweep(*_pair(test, train, se)))
     assert check["verdict"] == "PASS" and check["tolerance"] == f"|z| <= {z_bound(5.0, R - 1, 3):g}"
-    assert "(3 where the loss is below 1e-06 of its start, at rounding, are not judged)" in check["detail"]
+    assert ("shared among 3 judged (loss, saved time) pairs (the test loss at 3 saved times t > 0) (3 more, "
+            "where the loss is below 1e-06 of its start, at rounding, are not judged)") in check["detail"]
     sols = _pair(test, train, se)
     for s in sols:
         s.test_loss = None

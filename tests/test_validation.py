@@ -694,7 +694,8 @@ def test_lazy_check_is_skipped_where_the_lazy_limit_moves_the_weights(move, limi
     if move > limit:
         assert out["verdict"] == "SKIP" and out["value"] is None, out
         bound = float(re.search(r"add a gamma0 <= (\S+) to the sweep", out["detail"]).group(1))
-        assert bound == pytest.approx(g0 * limit / move, rel=0.05) and f"{move:.3g}" in out["detail"]
+        # rounded down (2 digits): the gamma0 it names is judged (0.94 for 0.9388 was skipped, an audit)
+        assert g0 * limit / move * 0.9 <= bound <= g0 * limit / move and f"{move:.3g}" in out["detail"]
     else:
         assert out["verdict"] == ("PASS" if out["value"] <= 0.1 else "FAIL")
         assert out["value"] == pytest.approx(gap, rel=1e-12, abs=1e-15)

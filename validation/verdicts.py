@@ -182,6 +182,16 @@ def _rounded_bound(bound: float, each: float) -> float:
     return shown if shown >= bound else float(f"{shown + unit:.3g}")
 
 
+def _rounded_down(x: float, digits: int = 2) -> float:
+    """x > 0 rounded down to `digits` significant digits: a limit a reader may take as given (the
+    lazy check's suggested gamma0 read 0.94 where 0.9388 was the limit, and 0.94 was skipped)."""
+    if not (x > 0 and np.isfinite(x)):
+        return float(x)
+    unit = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    down = float(f"{math.floor(x / unit * (1 + 1e-12)) * unit:.{digits}g}")
+    return down if down <= x else float(f"{down - unit:.{digits}g}")
+
+
 def _rounded_up(x: float) -> float:
     """x >= 0 rounded up to 3 significant digits as `_rounded_bound` does (0 and inf as they are)."""
     return float(x) if x == 0 or not np.isfinite(x) else _rounded_bound(float(x), 0.0)
@@ -318,13 +328,13 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
         f"{nb['quarter'][-1]:.4g} at {M // 4}; extrapolated to infinitely many nodes {nb['extrapolated'][-1]:.4g}"
         + (f" +- {nb['extrapolated_se'][-1]:.2g}" if ok.any() else "") for nb in nbs)
     if not (np.isfinite(z) & (dof > 0)).any():
-        return _skip(name, tol, f"{final} (without errors); no error to measure the shift against: the solves "
-                                "have one replica (use replicas >= 2)")
+        return _skip(name, tol, f"{final} (without errors); no error to measure the shift against: the solution "
+                                "has one replica, which its split solves' populations share (use replicas >= 2)")
     if not ok.any():
         return _skip(name, tol, f"{final}; every saved time t > 0 has its loss below {AGREEMENT_FLOOR:g} of its "
                                 "start (fitted to rounding), where no node bias is judged")
-    below = (f" ({int(floored.sum())} where the loss is below {AGREEMENT_FLOOR:g} of its start, at rounding, "
-             "are not judged)" if floored.any() else "")
+    below = (f" ({int(floored.sum())} more, where the loss is below {AGREEMENT_FLOOR:g} of its start, at "
+             "rounding, are not judged)" if floored.any() else "")
     full_se, shift_se = (np.concatenate([np.asarray(nb[k], float)[1:] for nb in nbs]) for k in ("full_se", "shift_se"))
     # (the margin: a bias up to rel of the DMFT's own standard error leaves its 95% intervals covering
     # >= 92%; the paired shift resolves far less, 0.09 of it on the demo's train loss, which no
@@ -360,13 +370,15 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
     if len(set(cv)) > 1:                # (the solver turned it off in one: two estimators, not one)
         passes += (f"; the control variate was {', '.join('on' if c else 'off' for c in cv)} at M, M / 2 and M / 4 "
                    "(turned off where it added noise), so the shift holds the estimators' difference too")
-    both = " and ".join(x["loss"] for x in nbs)
+    # (the family is (loss, saved time) pairs: each loss's count of judged times named)
+    counts = [int(ok[k * len(t):(k + 1) * len(t)].sum()) for k in range(len(nbs))]
+    both = " and ".join(f"the {x['loss']} loss at {c}" for x, c in zip(nbs, counts) if c)
     return _check(name, float(z[i]), (-b, b), f"|z| <= {_num(b)}", abs(z[i]) <= b,
                   f"{final}; z = shift / its se of the {nb['loss']} loss at t = {t[j]:g}, the (loss, saved time "
                   f"t > 0) nearest its bound, shift = loss(M) - loss(M / 2) = {shift:.3g} (minus the bias at M, to "
                   f"first order: {ratio} the DMFT's own standard error there), a t statistic of {dof[i]:.3g} degrees "
                   f"of freedom (replicas - 1): the bound has the normal tail beyond {_num(sigma)} sigma shared among "
-                  f"{int(ok.sum())} saved times of the {both} loss{below}{passes}"
+                  f"{int(ok.sum())} judged (loss, saved time) pairs ({both} saved times t > 0){below}{passes}"
                   # (weak by its degrees of freedom, not by the allowance the margin adds)
                   + (f"; with these degrees of freedom alone a shift up to {zb:.3g} times its error passes "
                      f"(z_bound {zb:.3g}, before the allowance), so a PASS here says little: more replicas "
@@ -553,7 +565,7 @@ def _checks(sweep, chk: dict) -> list[dict]:
                          f"lazy limit: the lazy limit's own first-layer weights move by {move:.3g} (relative) "
                          f"at gamma0 = {g0:g}, more than check.lazy_move = {_num(chk['lazy_move'])}, so the gap "
                          "measures the richness, not the solver (the movement is linear in gamma0: add a gamma0 "
-                         f"<= {below:.2g} to the sweep to check the solver against the lazy limit)"))
+                         f"<= {_rounded_down(below):g} to the sweep to check the solver against the lazy limit)"))
         return out
     if zero_targets(th, which):
         out.append(_skip(name, f"<= {_num(tol)}",
