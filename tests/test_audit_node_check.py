@@ -346,7 +346,9 @@ def test_node_verdict_fails_exactly_where_some_loss_and_time_passes_the_shared_b
     train = [base, [b - d for b, d in zip(base, [0.0, *shift[3:]])], base]
     check = _node(_sweep(*_pair(test, train, se, R=reps)))
     b = z_bound(5.0, reps - 1, 6)
-    assert check["value"] == pytest.approx(max(zs, key=abs), rel=1e-9, abs=1e-9)
+    # (|z|'s tied to rounding, as -30 and +30, may be judged at either: the value is one of the largest)
+    top = max(map(abs, zs))
+    assert any(check["value"] == pytest.approx(z, rel=1e-9, abs=1e-9) for z in zs if abs(z) >= top * (1 - 1e-9))
     assert check["verdict"] == ("FAIL" if max(map(abs, zs)) > b else "PASS")
 
 
