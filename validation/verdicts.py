@@ -74,7 +74,8 @@ from dmft.errors import InputError
 from .compare import AGREEMENT_FLOOR, node_bias, node_losses, zero_targets
 from .inputs import mapping, real_or_inf, shown, theory_name
 
-__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR", "FLOOR_RATIO", "z_bound", "q_bound"]
+__all__ = ["checks", "TOLERANCES", "MIN_SPREAD_WIDTHS", "LAZY_FLOOR", "FLOOR_RATIO", "z_bound", "q_bound",
+           "node_bias_bound"]
 
 # default tolerances (the validate job's [check] section)
 TOLERANCES = {"spread_slope": -0.5, "spread_slope_tol": 0.15, "agreement_sigma": 5.0,
@@ -180,6 +181,23 @@ def _rounded_bound(bound: float, each: float) -> float:
     unit = 10.0 ** (math.floor(math.log10(bound)) - 2)                  # 3 digits, rounded up
     shown = float(f"{math.ceil(bound / unit - 1e-9) * unit:.3g}")
     return shown if shown >= bound else float(f"{shown + unit:.3g}")
+
+
+def node_bias_bound(sigma: float, dof, ok, rel: float, full_se, shift_se) -> np.ndarray:
+    """The node bias check's bound on |z| at each judged entry (`ok`; NaN elsewhere): `z_bound` at
+    its dof, the tail beyond sigma shared among the judged entries, plus the allowance rel x
+    full_se / shift_se (0 where either error is 0 or unknown): a bias up to rel of the DMFT's own
+    standard error leaves its 95% intervals covering >= 92%, and the paired shift resolves far
+    less (0.09 of it on the demo's train loss), which no reader of the error bar needs flagged.
+    The verdict rounds it up to the digits it shows; a scan's summary applies it as it is
+    (`experiments.scan.result.node_bias_flags`)."""
+    dof, ok = np.asarray(dof, float), np.asarray(ok, bool)
+    full_se, shift_se = np.asarray(full_se, float), np.asarray(shift_se, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin = np.where((full_se > 0) & (shift_se > 0), rel * full_se / shift_se, 0.0)
+    n = int(ok.sum())
+    return np.array([z_bound(sigma, d, n) + m if k else np.nan
+                     for k, d, m in zip(ok.ravel(), dof.ravel(), margin.ravel())]).reshape(ok.shape)
 
 
 def _rounded_down(x: float, digits: int = 2) -> float:
@@ -336,13 +354,7 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
     below = (f" ({int(floored.sum())} more, where the loss is below {AGREEMENT_FLOOR:g} of its start, at "
              "rounding, are not judged)" if floored.any() else "")
     full_se, shift_se = (np.concatenate([np.asarray(nb[k], float)[1:] for nb in nbs]) for k in ("full_se", "shift_se"))
-    # (the margin: a bias up to rel of the DMFT's own standard error leaves its 95% intervals covering
-    # >= 92%; the paired shift resolves far less, 0.09 of it on the demo's train loss, which no
-    # reader of the error bar needs flagged)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        margin = np.where((full_se > 0) & (shift_se > 0), rel * full_se / shift_se, 0.0)
-    bounds = np.array([_rounded_up(z_bound(sigma, d, int(ok.sum())) + m) if k else np.nan
-                       for k, d, m in zip(ok, dof, margin)])
+    bounds = np.array([_rounded_up(b) for b in node_bias_bound(sigma, dof, ok, rel, full_se, shift_se)])
     # (every judged bound inf, as node_bias_rel = inf makes them: the largest |z|, not the first time)
     i = _nearest_bound(np.abs(z), bounds, ok, sigma if np.isfinite(bounds[ok]).any() else np.inf)
     nb, j = nbs[i // len(t)], i % len(t)

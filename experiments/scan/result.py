@@ -249,7 +249,7 @@ def node_bias_flags(res: ScanResult, prefix: str = "theory.node", sigma: float =
     0.5) times the loss's own standard error over the shift's (theory.final.error.*, where the
     scan keeps it). False where a point is not done or has no z (one replica, a control variate
     set apart); None without scan.node_check."""
-    from validation.verdicts import TOLERANCES, z_bound
+    from validation.verdicts import TOLERANCES, node_bias_bound
 
     if f"{prefix}.z" not in res.arrays:
         return None
@@ -259,12 +259,14 @@ def node_bias_flags(res: ScanResult, prefix: str = "theory.node", sigma: float =
         "theory.final.error.test_loss" not in res.arrays else "test"
     se = res.arrays.get(f"theory.final.error.{loss}_loss")
     se = np.zeros(z.shape) if se is None else np.asarray(se, float)
-    ok = res.done & np.isfinite(z) & (dof > 0)
-    n = int(ok.sum())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        margin = np.where((se > 0) & (sse > 0), rel * se / sse, 0.0)
-    bound = np.array([z_bound(sigma, d, n) if k else np.nan for k, d in zip(ok.ravel(), dof.ravel())]).reshape(z.shape)
-    return ok & (np.abs(z) > bound + margin)
+    ok = _node_judged(res, prefix)
+    return ok & (np.abs(z) > node_bias_bound(sigma, dof, ok, rel, se, sse))
+
+
+def _node_judged(res: ScanResult, prefix: str) -> np.ndarray:
+    """The done points whose `prefix`.z has an error to be judged against (finite z, dof > 0)."""
+    z, dof = (np.asarray(res.arrays[f"{prefix}.{k}"], float) for k in ("z", "dof"))
+    return res.done & np.isfinite(z) & (dof > 0)
 
 
 def node_bias_lines(res: ScanResult) -> list[str]:
@@ -275,8 +277,7 @@ def node_bias_lines(res: ScanResult) -> list[str]:
         flags = node_bias_flags(res, prefix)
         if flags is None:
             continue
-        z = np.asarray(res.arrays[f"{prefix}.z"], float)
-        judged = int((res.done & np.isfinite(z) & (np.asarray(res.arrays[f"{prefix}.dof"], float) > 0)).sum())
+        judged = int(_node_judged(res, prefix).sum())
         out.append(f"{prefix}.z: node-count bias past the node bias check's bound (5 sigma shared among the "
                    f"{judged} points with an error, + 0.5 of the loss's own error) at {int(flags.sum())} of them"
                    + (f": {', '.join(_point_label(res, i) for i in np.flatnonzero(flags.ravel())[:5])}"
