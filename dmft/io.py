@@ -170,7 +170,8 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     Checks that both files exist and parse, that the JSON is this format (and of `kind`, when
     both say; `kind` may be a tuple of accepted kinds), that the .npz holds exactly the arrays the JSON lists with their shapes and
     dtypes, and that its SHA-256 is the one recorded when it was written (files written before
-    checksums and shapes were recorded are checked for what they record).
+    checksums and shapes were recorded, with neither, are checked for what they record; a file
+    with shapes and no checksum is refused as edited).
 
     Raises:
         ResultFileError: naming the file and what is wrong with it.
@@ -192,6 +193,11 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     if kinds and meta.get("kind", kinds[0]) not in kinds:
         raise ResultFileError(f"{os.path.abspath(meta_path)}: holds a {meta['kind']}, not a {kinds[0]}")
     recorded = meta.get("npz_sha256")
+    if recorded is None and "shapes" in meta:    # written together since checksums were recorded
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: records the arrays' shapes but no SHA-256 of "
+                              f"{os.path.basename(npz)} (an edited file?): the arrays cannot be verified")
+    if recorded is not None and not (isinstance(recorded, str) and len(recorded) == 64):
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: its 'npz_sha256' is not a SHA-256 (an edited file?)")
     if recorded is not None and sha256(npz) != recorded:
         raise ResultFileError(
             f"{os.path.abspath(npz)}: its SHA-256 differs from the one {os.path.basename(meta_path)} "
@@ -202,7 +208,9 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     except Exception as err:       # noqa: BLE001 - a damaged zip member raises many kinds (tokenize's too)
         raise ResultFileError(f"{os.path.abspath(npz)}: not a readable .npz ({type(err).__name__}: {err})") from err
     listed = meta.get("arrays")
-    if not isinstance(listed, list) or sorted(arrays) != sorted(listed):
+    if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+        raise ResultFileError(f"{os.path.abspath(meta_path)}: its 'arrays' is not a list of names (an edited file?)")
+    if sorted(arrays) != sorted(listed):
         missing = sorted(set(listed or ()) - set(arrays))
         extra = sorted(set(arrays) - set(listed or ()))
         raise ResultFileError(f"{os.path.abspath(npz)}: its arrays differ from those {os.path.basename(meta_path)} "

@@ -28,7 +28,7 @@ from .activations import GRID_HALF_WIDTH, MAX_GRID_NODES, TAIL_SHARE_TOL, capped
 from .errors import Float32Warning, InputError, MemoryLimitError, warn
 from .problem import Dataset, TwoLayer
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_size
-from .schedule import Schedule
+from .schedule import MAX_STEPS, Schedule
 
 __all__ = ["SolvePlan", "plan_solve", "exact_closure", "no_lazy_limit", "METHODS", "PRECISIONS", "DEFAULTS",
            "memory_estimate", "RUNTIME_BYTES"]
@@ -49,6 +49,15 @@ PRECISIONS = ("full", "mixed")
 # below this gamma0 the float32 rounding of the node sums (~1e-7 relative), divided by gamma0
 # in f = f(0) + (F - F0) / gamma0, is no longer far below the (shrinking) sampling error
 MIXED_MIN_GAMMA0 = 0.05
+# and the data's scale, which moves that rounding as gamma0 does (measured against precision="full",
+# relu and tanh, D = 8, P = 32): the fields' float32 rounding is ~1e-7 of their size, so fields of
+# sd 1e4 (tanh) put the losses 0.5 of their standard error off; and the node sums' rounding, of the
+# size of phi, against the motion gamma0 x the targets: `_check_mixed_scale`
+MIXED_MAX_FIELD_VARIANCE = 1e6
+# sqrt(E[phi(h)^2]) at the widest field over gamma0 x the targets' rms: 13-35 on data of unit scale
+# at gamma0 = MIXED_MIN_GAMMA0; the losses moved by 3e-5-1e-3 of their standard error at 25-39, 0.003-0.14
+# at 126-194 and 6-240 at ~2000
+MIXED_MAX_SCALE_RATIO = 2 / MIXED_MIN_GAMMA0
 # the same for the sampled methods in the working float type: their node sums round at its
 # epsilon and f divides them by gamma0. The test loss against the lazy method (tanh and linear,
 # 256 nodes): float64 6e-9 relative at 1e-9, 6e-7 at 1e-10, 4e-5 at 1e-12, 1e-2 at 1e-14;
@@ -331,7 +340,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
     samples = checks.integer("samples", o["samples"], minimum=2)
     replicas = checks.integer("replicas", o["replicas"], minimum=1)
     tol = checks.real("tol", o["tol"], positive=True)
-    max_iter = checks.integer("max_iter", o["max_iter"], minimum=1)
+    # the iteration counter is int32; its residual history (windows x max_iter) is in the estimate
+    max_iter = checks.integer("max_iter", o["max_iter"], minimum=1, maximum=MAX_STEPS)
     damping = checks.real("damping", o["damping"], positive=True, at_most=1.0)
     window = _window(o["window"], schedule.steps)
     kernel_nodes = checks.integer("kernel_nodes", o["kernel_nodes"], minimum=4)
@@ -362,6 +372,8 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
         raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0} (got "
                          f"{float(model.gamma0):g}): its float32 rounding is divided by gamma0; "
                          "use precision='full'")
+    if precision == "mixed":
+        _check_mixed_scale(model, data)
     check_sampled_gamma0(method, model.gamma0)
     check_scales(model, schedule)
     if method == "iterate" and schedule.dynamics != "gd":
@@ -436,7 +448,31 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      f"(> max_memory_gb={max_memory_gb}"
                      + (f", even one replica of {samples // replicas} nodes at a time" if len(groups) > 1 else "")
                      + "); save less often (save_every), "
+                     + ("lower max_iter, " if plan.method == "iterate" else "")
                      + ("pass kernels=False, " if plan.kernels else "") + "use fewer samples" + more)
+
+
+def _check_mixed_scale(model: TwoLayer, data: Dataset) -> None:
+    """Refuse precision='mixed' where the data's scale makes its float32 rounding reach the sampling
+    error: fields wider than MIXED_MAX_FIELD_VARIANCE, or an output scale sqrt(E[phi(h)^2]) over
+    gamma0 x the targets' rms above MIXED_MAX_SCALE_RATIO (the rounding of the node sums, divided by
+    gamma0, against the targets it must fit: on data of unit scale the gamma0 rule's own limit)."""
+    v = float(np.max(_field_variances(data)))
+    if v > MIXED_MAX_FIELD_VARIANCE:
+        raise InputError(f"precision='mixed': the widest field's variance |x|^2 / D is {v:.3g} (> "
+                         f"{MIXED_MAX_FIELD_VARIANCE:g}), where the fields' float32 rounding moves the answer; "
+                         "rescale the inputs toward |x|^2 / D ~ 1 or use precision='full'")
+    y_rms = float(np.sqrt(np.mean(np.square(np.asarray(data.y_train, np.float64)))))
+    out = float(np.sqrt(np.asarray(model.activation.lazy_kernels(v, v, v)[0], np.float64)))
+    gamma0 = float(model.gamma0)
+    ratio = out / (gamma0 * y_rms) if y_rms > 0 else np.inf
+    if not ratio <= MIXED_MAX_SCALE_RATIO:
+        raise InputError(f"precision='mixed': the output scale sqrt(E[phi(h)^2]) = {out:.3g} at the widest field is "
+                         f"{ratio:.3g} x gamma0 ({gamma0:g}) x the targets' rms ({y_rms:.3g}), above "
+                         f"{MIXED_MAX_SCALE_RATIO:g}: the node sums' float32 rounding, divided by gamma0, would no "
+                         "longer be far below the sampling error (as below gamma0 = "
+                         f"{MIXED_MIN_GAMMA0} on data of unit scale); rescale the inputs or the targets, "
+                         "or use precision='full'")
 
 
 def _nodes_per_replica(plan: SolvePlan) -> int:
@@ -503,8 +539,8 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
         init_tmp = 4.0 * g * m * N                                         # fields on every point
         step_tmp = 6.0 * g * m * P + (2.0 * g * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
         work = state + cv + max(init_tmp, step_tmp) + gk * P * P * 3       # node kernels at a save
-        if plan.method == "iterate":
-            work += 4.0 * gk * plan.schedule.steps * P * C
+        if plan.method == "iterate":   # + the residual history: each window's max_iter, host copies
+            work += 4.0 * gk * plan.schedule.steps * P * C + 3.0 * (plan.schedule.steps // plan.window + 1) * plan.max_iter
     elif plan.method == "closure":
         n = r + C if plan.closure_kind == "linear-trained" else r
         work = 6.0 * n * n + 4.0 * P * P + 3.0 * N * n + T * n * n

@@ -253,9 +253,12 @@ def _check_records(rec, first_saved, counts, label, records):
     lo, hi = int(counts[max(j - 1, 0)]), int(counts[j])
     when = ("in the initial record (step 0)" if hi == 0 else
             f"at the save after step {hi} (it overflowed between steps {lo} and {hi})")
+    advice = ("Lower eta0 or gamma0, or check the data scale. " if name != "measures" else
+              "The measures are the neuron_measures function's values on finite weights: check that "
+              "function (a log, root or division at a value the weights reach). ")
     raise DivergenceError(
         f"{label}: the recorded {name!r} is not finite {when}, while the state is still finite. "
-        "Lower eta0 or gamma0, or check the data scale. " + kept_note(counts, j),
+        + advice + kept_note(counts, j),
         step=hi, cause=f"non-finite {name}", partial=_cut(records, j), saved_steps=counts[:j])
 
 

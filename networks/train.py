@@ -46,7 +46,7 @@ import optax
 import dmft
 from dmft import checks
 from dmft.schedule import batch_indices, check_batch_key
-from dmft.errors import InputError, warn
+from dmft.errors import DivergenceError, InputError, warn
 from dmft.plan import RUNTIME_BYTES, sampled_min_gamma0, warn_float32
 from dmft.kernels import alignment, input_kernel
 from dmft import runner as _runner
@@ -138,6 +138,27 @@ class Run(dmft.Trajectory):
 
     def label(self) -> str:
         return f"N = {self.info.get('width', '?')}"
+
+
+def _check_measures(measures, series, bad, counts, width):
+    """DivergenceError where a seed's neuron measures are not finite while its weights and every
+    other record still are: that is the user's neuron_measures function, not a divergence."""
+    if measures is None:
+        return
+    for sd in range(measures.shape[0]):
+        j, _ = first_nonfinite({"measures": np.asarray(measures[sd])})
+        if j < 0 or (0 <= bad[sd] < counts[j]):
+            continue
+        k, _ = first_nonfinite({n: np.asarray(v)[sd] for n, v in series.items()
+                                if v is not None and n != "measures"})
+        if 0 <= k <= j:
+            continue
+        when = ("in the initial record (step 0)" if counts[j] == 0 else f"at the save after step {int(counts[j])}")
+        raise DivergenceError(
+            f"networks N={width}: the recorded 'measures' of seed {sd} is not finite {when}, while its weights "
+            "and other records are still finite. The measures are the neuron_measures function's values on "
+            "finite weights: check that function (a log, root or division at a value the weights reach).",
+            step=int(counts[j]), cause="non-finite measures")
 
 
 def _param_predictor(model, params, params0, scalar):
@@ -632,6 +653,7 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
     series = {"train_loss": train_loss, "test_loss": test_loss, "alignment": rec["alignment"],
               **{k: v for k, v in rec.items() if k not in ("alignment",)}}
     y_ms = float(np.mean(np.asarray(y) ** 2))
+    _check_measures(rec.get("measures"), series, st.bad, counts, width)
     for sd in range(seeds):
         j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items() if v is not None})
         # a finite train loss on its way to overflow is a divergence too (`dmft.runner.ran_away`,

@@ -340,6 +340,21 @@ def test_neuron_measures_of_the_wrong_form_are_refused_before_tracing(data, fn):
     assert TRACE_COUNTS == before
 
 
+@pytest.mark.parametrize("fn", [lambda w, w0: jnp.log(w[:1]), lambda w, w0: jnp.full((2,), jnp.nan) + w[0]])
+def test_non_finite_neuron_measures_name_the_function_not_the_step_size(data, fn):
+    """A neuron_measures function that returns NaN on finite weights (a log of a negative weight) is
+    the user's function's fault: the error names it, and does not say to lower eta0 or gamma0 (it did)."""
+    import networks
+    with pytest.raises(dmft.DivergenceError, match="'measures' is not finite in the initial record") as err:
+        dmft.solve(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=4, save_every=2, samples=64, replicas=2,
+                   method="forward", neuron_measures=fn)
+    assert "check that function" in str(err.value) and "eta0" not in str(err.value)
+    with pytest.raises(dmft.DivergenceError, match="neuron_measures function") as err:
+        networks.train(dmft.TwoLayer("tanh"), data, eta0=0.5, steps=4, save_every=2, width=8, seeds=2,
+                       neuron_measures=fn)
+    assert "eta0" not in str(err.value)
+
+
 @pytest.mark.parametrize("kw, match", [(dict(dtype=3), "dtype"), (dict(dtype="int8"), "dtype"),
                                        (dict(colour="red"), "colour"), (dict(block="all"), "block"),
                                        (dict(probe=64), "probe: the diffusion on a fixed set")])
@@ -795,3 +810,78 @@ def test_a_declared_derivative_that_is_not_the_callables_is_refused(name, scale,
     for at_kink in (0.0, 1.0, scale):
         dmft.activations.custom(relu, name="mine", kinks=[0.0],
                                 derivative=lambda h: jnp.where(h == 0, at_kink, (h > 0) * 1.0))
+
+
+@settings(max_examples=12, deadline=None)
+@given(max_iter=st.integers(10 ** 5, 10 ** 9), window=st.sampled_from([1, 2, 5]))
+def test_the_iteration_counts_its_residual_history_against_the_memory_limit(data, max_iter, window):
+    """method="iterate" keeps each window's residuals (windows x max_iter): a max_iter whose history
+    does not fit max_memory_gb is refused by the plan, naming max_iter, before anything compiles
+    (a max_iter of 2e7 at 10 windows ran to 5 GB under a 1 GB limit); past the int32 counter it
+    is refused by name."""
+    model, kw = dmft.TwoLayer("relu", 1.0), dict(method="iterate", samples=8, replicas=2, kernels=False)
+    schedule = dmft.Schedule(0.5, 10, 5)
+    small = dmft.plan_solve(model, data, schedule, max_iter=1, window=window, **kw).memory_bytes
+    history = 8 * 3 * (10 // window) * max_iter
+    big = dmft.plan_solve(model, data, schedule, max_iter=max_iter, window=window, max_memory_gb=1e6, **kw)
+    assert big.memory_bytes >= small + history
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.errors.MemoryLimitError, match="max_iter"):
+        dmft.solve(model, data, schedule, max_iter=max_iter, window=window,
+                   max_memory_gb=(small + history / 2) / 2 ** 30, **kw)
+    assert dict(TRACE_COUNTS) == before
+    with pytest.raises(dmft.InputError, match="max_iter must be <= 2147483647"):
+        dmft.plan_solve(model, data, schedule, max_iter=2 ** 31, **kw)
+
+
+@settings(max_examples=25, deadline=None)
+@given(log_x=st.floats(-1.0, 25.0), log_y=st.floats(-4.0, 2.0), gamma0=st.sampled_from([0.05, 0.3, 1.0, 3.0]),
+       activation=st.sampled_from(["relu", "tanh", "linear"]))
+def test_mixed_precision_is_refused_where_the_data_scale_moves_its_rounding(log_x, log_y, gamma0, activation):
+    """precision='mixed' on inputs of any scale: fields wider than MIXED_MAX_FIELD_VARIANCE, or an
+    output scale over gamma0 x the targets' rms above MIXED_MAX_SCALE_RATIO, are refused by name
+    before anything compiles (inputs at 1e20 read as a divergence at step 0, and at 1e8 the loss
+    came out 10x that of precision='full' with no word); elsewhere the plan accepts them."""
+    from dmft.plan import MIXED_MAX_FIELD_VARIANCE, MIXED_MAX_SCALE_RATIO
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 2)) * 10.0 ** log_x
+    y = np.tanh(rng.normal(size=8)) * 10.0 ** log_y
+    data = dmft.Dataset(x, y, x[:3], y[:3])
+    model = dmft.TwoLayer(activation, gamma0, readout="trained")
+    v = float(np.max(np.sum(x * x, axis=1) / 2))
+    out = float(np.sqrt(model.activation.lazy_kernels(v, v, v)[0]))
+    ratio = out / (gamma0 * float(np.sqrt(np.mean(y ** 2))))
+    kw = dict(method="forward", precision="mixed", samples=8, replicas=2)
+    schedule = dmft.Schedule(0.5, 4, 2)
+    assume(abs(np.log(v / MIXED_MAX_FIELD_VARIANCE)) > 1e-6 and abs(np.log(ratio / MIXED_MAX_SCALE_RATIO)) > 1e-6)
+    if v > MIXED_MAX_FIELD_VARIANCE or ratio > MIXED_MAX_SCALE_RATIO:
+        before = dict(TRACE_COUNTS)
+        with pytest.raises(dmft.InputError, match="^precision='mixed': the (widest field's variance|output scale)"):
+            dmft.solve(model, data, schedule, **kw)
+        assert TRACE_COUNTS == before
+    else:
+        assert dmft.plan_solve(model, data, schedule, **kw).precision == "mixed"
+
+
+def test_mixed_precision_at_the_scale_limits_stays_far_below_the_sampling_error():
+    """Just inside both of the mixed-scale limits (the widest field's variance at 0.9 of
+    MIXED_MAX_FIELD_VARIANCE with relu, whose output scales with it, and the targets scaled so the
+    output scale ratio is 0.9 of MIXED_MAX_SCALE_RATIO) precision='mixed' moves the final losses by
+    less than 0.05 of their standard error (the same key, against precision='full'); a scale 100x
+    past the ratio's limit moved them by 6-240 errors (measured when the limit was set)."""
+    from dmft.plan import MIXED_MAX_FIELD_VARIANCE, MIXED_MAX_SCALE_RATIO
+    rng = np.random.default_rng(3)
+    x0 = rng.normal(size=(40, 8))
+    x0 /= np.sqrt(np.max(np.sum(x0 * x0, axis=1) / 8))           # widest field variance 1
+    y0 = np.tanh(x0[:, 0] * 2.0)
+    for activation, scale in (("relu", np.sqrt(0.9 * MIXED_MAX_FIELD_VARIANCE)), ("tanh", 1.0)):
+        model = dmft.TwoLayer(activation, 1.0)
+        v = scale ** 2
+        out = float(np.sqrt(model.activation.lazy_kernels(v, v, v)[0]))
+        y = y0 * out / (0.9 * MIXED_MAX_SCALE_RATIO * np.sqrt(np.mean(y0[:32] ** 2)))
+        data = dmft.Dataset(x0[:32] * scale, y[:32], x0[32:] * scale, y[32:])
+        sols = [dmft.solve(model, data, eta0=0.5 / v, steps=40, save_every=20, samples=256, replicas=2,
+                           kernels=False, precision=p, key=jax.random.key(1)) for p in ("full", "mixed")]
+        for name in ("test_loss", "train_loss"):
+            moved = abs(getattr(sols[1], name)[-1] - getattr(sols[0], name)[-1]) / sols[0].error[name][-1]
+            assert moved < 0.05, (activation, name, moved)

@@ -545,9 +545,33 @@ def test_a_refused_load_names_the_files_whatever_ending_the_stem_has(saved, tmp_
     (found in review): they name NAME.json and NAME.npz."""
     import json
     meta = json.loads(saved["sol"]["json"])
-    meta.pop("npz_sha256")
+    meta.pop("npz_sha256"), meta.pop("shapes")          # (written before checksums: checked for its content)
     meta["extra"] = [1, 2]
     stem = _write(tmp_path, "sol", {"npz": saved["sol"]["npz"], "json": json.dumps(meta).encode()})
     with pytest.raises(dmft.ResultFileError) as err:
         dmft.Solution.load(f"{stem}{ending}")
     assert str(err.value).startswith(f"{stem}.json: its 'extra'"), str(err.value)
+
+
+@pytest.mark.parametrize("edit", ["drop_sha", "sha_number", "arrays_mixed", "arrays_text"])
+@pytest.mark.parametrize("name", ["sol", "run"])
+def test_an_edited_json_cannot_switch_off_the_checksum(saved, tmp_path, name, edit):
+    """A JSON with its arrays' shapes but its SHA-256 removed loaded another run's arrays under this
+    run's configuration (found by an audit: the checksum was skipped as for a file written before
+    checksums, which records neither); and an 'arrays' list of other things than names raised
+    TypeError. Both are ResultFileError naming the JSON."""
+    import json
+    meta = json.loads(saved[name]["json"])
+    npz = saved[name]["npz"]
+    if edit == "drop_sha":
+        meta.pop("npz_sha256")
+    elif edit == "sha_number":
+        meta["npz_sha256"] = 5
+    elif edit == "arrays_mixed":
+        meta["arrays"] = [1, "a"]
+    else:
+        meta["arrays"] = "t"
+    stem = _write(tmp_path, name, {"npz": npz, "json": json.dumps(meta).encode()})
+    load = dmft.Solution.load if name == "sol" else networks.Run.load
+    with pytest.raises(dmft.ResultFileError, match=f"^{stem}.json: its |^{stem}.json: records the arrays' shapes"):
+        load(stem)
