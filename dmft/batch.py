@@ -43,7 +43,8 @@ from .activations import grid_nodes
 from .errors import InputError, MemoryLimitError, warn
 from .geometry import geometry, host_kernels, lazy_setup
 from .lazy import lazy_records
-from .plan import MIXED_MIN_GAMMA0, check_sampled_gamma0, check_scale_values, memory_estimate, plan_solve
+from .plan import (MIXED_MIN_GAMMA0, check_mixed_scale, check_sampled_gamma0, check_scale_values, memory_estimate,
+                   plan_solve)
 from .problem import Dataset, TwoLayer
 from .single_site import few_nodes
 from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE, cv_noise_hits, cv_noise_measure
@@ -289,6 +290,8 @@ class BatchProgram:
         if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
             raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
                              f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
+        if self._static.precision == "mixed" and "gamma0" in cols:
+            check_mixed_scale(self.model, self.data, gamma0=float(cols["gamma0"].min()))
         for f in ("gamma0", "eta0"):                 # the float range dmft.solve's check_scales holds
             if f in cols:
                 check_scale_values(f, cols[f])

@@ -52,7 +52,7 @@ MIXED_MIN_GAMMA0 = 0.05
 # and the data's scale, which moves that rounding as gamma0 does (measured against precision="full",
 # relu and tanh, D = 8, P = 32): the fields' float32 rounding is ~1e-7 of their size, so fields of
 # sd 1e4 (tanh) put the losses 0.5 of their standard error off; and the node sums' rounding, of the
-# size of phi, against the motion gamma0 x the targets: `_check_mixed_scale`
+# size of phi, against the motion gamma0 x the targets: `check_mixed_scale`
 MIXED_MAX_FIELD_VARIANCE = 1e6
 # sqrt(E[phi(h)^2]) at the widest field over gamma0 x the targets' rms: 13-35 on data of unit scale
 # at gamma0 = MIXED_MIN_GAMMA0; the losses moved by 3e-5-1e-3 of their standard error at 25-39, 0.003-0.14
@@ -373,7 +373,7 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                          f"{float(model.gamma0):g}): its float32 rounding is divided by gamma0; "
                          "use precision='full'")
     if precision == "mixed":
-        _check_mixed_scale(model, data)
+        check_mixed_scale(model, data)
     check_sampled_gamma0(method, model.gamma0)
     check_scales(model, schedule)
     if method == "iterate" and schedule.dynamics != "gd":
@@ -452,11 +452,12 @@ def plan_solve(model: TwoLayer, data: Dataset, schedule: Schedule, **options) ->
                      + ("pass kernels=False, " if plan.kernels else "") + "use fewer samples" + more)
 
 
-def _check_mixed_scale(model: TwoLayer, data: Dataset) -> None:
+def check_mixed_scale(model: TwoLayer, data: Dataset, gamma0: float | None = None) -> None:
     """Refuse precision='mixed' where the data's scale makes its float32 rounding reach the sampling
     error: fields wider than MIXED_MAX_FIELD_VARIANCE, or an output scale sqrt(E[phi(h)^2]) over
     gamma0 x the targets' rms above MIXED_MAX_SCALE_RATIO (the rounding of the node sums, divided by
-    gamma0, against the targets it must fit: on data of unit scale the gamma0 rule's own limit)."""
+    gamma0, against the targets it must fit: on data of unit scale the gamma0 rule's own limit).
+    gamma0: a batch's smallest (default the model's)."""
     v = float(np.max(_field_variances(data)))
     if v > MIXED_MAX_FIELD_VARIANCE:
         raise InputError(f"precision='mixed': the widest field's variance |x|^2 / D is {v:.3g} (> "
@@ -464,7 +465,7 @@ def _check_mixed_scale(model: TwoLayer, data: Dataset) -> None:
                          "rescale the inputs toward |x|^2 / D ~ 1 or use precision='full'")
     y_rms = float(np.sqrt(np.mean(np.square(np.asarray(data.y_train, np.float64)))))
     out = float(np.sqrt(np.asarray(model.activation.lazy_kernels(v, v, v)[0], np.float64)))
-    gamma0 = float(model.gamma0)
+    gamma0 = float(model.gamma0 if gamma0 is None else gamma0)
     ratio = out / (gamma0 * y_rms) if y_rms > 0 else np.inf
     if not ratio <= MIXED_MAX_SCALE_RATIO:
         raise InputError(f"precision='mixed': the output scale sqrt(E[phi(h)^2]) = {out:.3g} at the widest field is "

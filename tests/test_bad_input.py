@@ -885,3 +885,20 @@ def test_mixed_precision_at_the_scale_limits_stays_far_below_the_sampling_error(
         for name in ("test_loss", "train_loss"):
             moved = abs(getattr(sols[1], name)[-1] - getattr(sols[0], name)[-1]) / sols[0].error[name][-1]
             assert moved < 0.05, (activation, name, moved)
+
+
+def test_a_mixed_precision_batch_checks_the_data_scale_at_its_smallest_gamma0():
+    """A batch's points carry their own gamma0: the mixed-scale limit is judged at the smallest
+    (targets at 0.05 x a unit-scale problem's pass at gamma0 = 1 and not at 0.3), before any
+    point runs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 2))
+    y = np.tanh(x[:, 0]) * 0.05
+    data, model = dmft.Dataset(x, y, x[:3], y[:3]), dmft.TwoLayer("relu", 1.0)
+    kw = dict(method="forward", precision="mixed", samples=8, replicas=2, eta0=0.5, steps=4, save_every=2)
+    program = dmft.BatchProgram(model, data, fields=("gamma0",), **kw)
+    program.check_points({"gamma0": [1.0, 2.0]})
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match=r"^precision='mixed': the output scale .* x gamma0 \(0.3\)"):
+        dmft.solve_batch(model, data, {"gamma0": [1.0, 0.3]}, **kw)
+    assert TRACE_COUNTS == before
