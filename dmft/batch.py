@@ -190,7 +190,7 @@ class BatchProgram:
                           max_memory_gb=max_memory_gb, precision=precision, node_split=node_split)
         one = memory_estimate(dataclasses.replace(plan, kernels=False), at_once=plan.replicas)
         if one > plan.max_memory_gb * 2 ** 30:      # a batch vmaps every replica of every point
-            raise MemoryLimitError(f"one point of a batch needs about {one / 2 ** 30:.1f} GiB (> max_memory_gb="
+            raise MemoryLimitError(f"one point of a batch needs about {one / 2 ** 30:.3g} GiB (> max_memory_gb="
                              f"{plan.max_memory_gb}): a batch integrates all its replicas at once; use "
                              "fewer samples or save less often (dmft.solve runs replicas a few at a time)")
         if "eps" in fields and model.activation.name != "quadratic":
@@ -234,16 +234,16 @@ class BatchProgram:
 
     def memory_estimate(self, points: int) -> float:
         """Peak bytes of one call with `points` points (everything is per point under vmap, all
-        replicas at once)."""
+        replicas at once; the lazy and closure methods' kernels once where no eps is batched)."""
         plan = dataclasses.replace(self.plan, kernels=False)
-        return memory_estimate(plan, points=points, at_once=plan.replicas)
+        return memory_estimate(plan, points=points, at_once=plan.replicas, shared_setup="eps" not in self.fields)
 
     def check_memory(self, points: int, max_memory_gb: float) -> None:
         """Refuse a call of `points` points whose estimate exceeds max_memory_gb (InputError
         naming the knob: batch_size or chunk, samples)."""
         need = self.memory_estimate(points)
         if need > max_memory_gb * 2 ** 30:
-            raise MemoryLimitError(f"{points} points at once need about {need / 2 ** 30:.1f} GiB (> max_memory_gb="
+            raise MemoryLimitError(f"{points} points at once need about {need / 2 ** 30:.3g} GiB (> max_memory_gb="
                              f"{max_memory_gb}); use a smaller batch_size (solve_batch) or chunk (scan), "
                              "fewer samples, or save less often")
 

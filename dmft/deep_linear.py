@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checks
-from .errors import DivergenceError, InputError, warn
+from .errors import DivergenceError, InputError, MemoryLimitError, warn
 from .plan import RUNTIME_BYTES, warn_float32
 from .plotting import new_figure
 from .runner import CALL_SHARE, count_trace, drop_compiled_if_crowded, run_saved
@@ -1162,7 +1162,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     T = int(sch.save_steps.size)
     need = sde_memory_estimate(paths, T, modes.s.size)
     if need > max_memory_gb * 2 ** 30:
-        raise InputError(f"paths: {paths} paths x {T} saves x {modes.s.size} modes need about "
+        raise MemoryLimitError(f"paths: {paths} paths x {T} saves x {modes.s.size} modes need about "
                          f"{need / 2 ** 30:.3g} GiB (> max_memory_gb={max_memory_gb:g}); use fewer paths "
                          "or fewer saves (save_every, n_saves)")
     dt = jnp.result_type(float)

@@ -303,7 +303,7 @@ def _solve_closure(plan: SolvePlan, su, progress, batch_key):
         f0 = initial_output(model.activation, dnew, model.gamma0, data.C, centered=model.centered,
                             trained=model.trained_readout)
         out = _closure.predict(kind, ctx, st.V, st.m, jnp.asarray(l_new, _dtype()),
-                               jnp.asarray(np.diag(perp), _dtype()), f0, _shrink(sch))
+                               jnp.asarray(perp, _dtype()), f0, _shrink(sch))
         f = _squeeze(data, np.asarray(out))
         return f, np.zeros_like(f)                                   # exact: no sampling error
 
@@ -437,11 +437,11 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         # The sampler's antithetic pairs are kept (a pair sharing its weights shares xi, a pair of
         # negated weights gets -xi, so F0 still cancels within it). xi is drawn per replica from
         # fold_in(fold_in(key, 2^20), replica): the same for any grouping.
-        sd = jnp.asarray(np.sqrt(np.clip(np.diag(perp), 0, None)), dt)
+        sd = jnp.asarray(np.sqrt(np.clip(perp, 0, None)), dt)
         root = jax.random.fold_in(key, 2 ** 20)
         M = reps[0].w.shape[1] * plan.node_split           # a replica's nodes (its parts', split)
         paired = plan.sampler not in ("mc", "quadrature")
-        outside = bool(np.any(np.diag(perp) > 0))                   # (none in the weight basis)
+        outside = bool(np.any(perp > 0))                            # (none in the weight basis)
 
         def draws(r):
             if not outside:

@@ -52,7 +52,7 @@ import numpy as np
 
 from dmft import checks
 from dmft.deep_linear import effective_modes
-from dmft.errors import InputError, warn
+from dmft.errors import InputError, MemoryLimitError, warn
 from dmft.plan import RUNTIME_BYTES, warn_float32
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
@@ -508,7 +508,7 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     T = schedule.save_steps.size
     need = memory_estimate(model, data, seeds, T, probe, batch_size=int(B), block=block)
     if need > max_memory_gb * 2 ** 30:
-        raise InputError(f"seeds, batch_size: {seeds} seeds with batches of {B} need about "
+        raise MemoryLimitError(f"seeds, batch_size: {seeds} seeds with batches of {B} need about "
                          f"{need / 2 ** 30:.3g} GiB (> max_memory_gb={max_memory_gb:g}); use fewer seeds, a "
                          "smaller batch_size or block, save less often, or a smaller probe")
     key = checks.prng_key("key", key)

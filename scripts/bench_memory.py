@@ -50,7 +50,9 @@ if kind == "dln":
     networks.train(model, data, seeds=spec["seeds"], schedule=sch)
 else:
     data = dmft.tasks.single_index(D=spec["D"], P=spec["P"], P_test=spec["P_test"], degree=2, key=0)
-    model = dmft.TwoLayer(spec.get("activation", "tanh"), gamma0=1.0)
+    act = spec.get("activation", "tanh")
+    model = (dmft.TwoLayer(dmft.activations.quadratic(0.1), gamma0=1.0, readout="fixed") if act == "quadratic"
+             else dmft.TwoLayer(act, gamma0=1.0))
     sch = dmft.Schedule(0.5, spec["steps"], spec["save_every"])
     if kind == "solve":
         opts = dict(method=spec["method"], samples=spec.get("samples", 4096), kernels=spec["kernels"],
@@ -74,13 +76,15 @@ else:
         networks.train(model, data, schedule=sch, width=spec["width"], seeds=spec["seeds"], kernels=spec["kernels"],
                        max_memory_gb=1000.0)
     elif kind == "batch":
-        prog = dmft.BatchProgram(model, data, schedule=sch, fields=("gamma0",), method=spec["method"],
+        fields = tuple(spec.get("fields", ["gamma0"]))
+        prog = dmft.BatchProgram(model, data, schedule=sch, fields=fields, method=spec["method"],
                                  samples=spec.get("samples", 1024), max_memory_gb=1000.0)
         n = spec["points"]
         est = prog.memory_estimate(n)
         jax.block_until_ready(jax.numpy.ones(1))
         base = rss()
-        prog({"gamma0": np.linspace(0.5, 2, n)}, np.arange(n))
+        grid = {"gamma0": np.linspace(0.5, 2, n), "eps": np.linspace(0.05, 0.2, n)}
+        prog({f: grid[f] for f in fields}, np.arange(n))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"estimate": est, "measured": max(peak - base, 1), **extra}))
 '''
@@ -120,6 +124,13 @@ PROGRAMS = [
                            points=16, samples=2048), True),
     ("batch lazy", dict(kind="batch", method="lazy", D=32, P=1000, P_test=500, steps=100, save_every=10,
                         points=8), False),
+    ("batch lazy 32 points", dict(kind="batch", method="lazy", D=32, P=1000, P_test=500, steps=100,
+                                  save_every=10, points=32), False),
+    ("batch closure", dict(kind="batch", method="closure", activation="linear", D=32, P=1000, P_test=500,
+                           steps=100, save_every=10, points=16), False),
+    ("batch closure over eps", dict(kind="batch", method="closure", activation="quadratic", D=32, P=1000,
+                                    P_test=500, steps=100, save_every=10, points=16,
+                                    fields=["gamma0", "eps"]), False),
     ("deep linear", dict(kind="dln", P=20, steps=2000, save_every=10, seeds=2048), True),
 ]
 

@@ -902,3 +902,33 @@ def test_a_mixed_precision_batch_checks_the_data_scale_at_its_smallest_gamma0():
     with pytest.raises(dmft.InputError, match=r"^precision='mixed': the output scale .* x gamma0 \(0.3\)"):
         dmft.solve_batch(model, data, {"gamma0": [1.0, 0.3]}, **kw)
     assert TRACE_COUNTS == before
+
+
+def test_every_memory_refusal_is_a_memory_limit_error_with_its_need_to_three_digits():
+    """networks.train, the deep linear trainer and mode_sde refused a program over max_memory_gb
+    with a plain InputError (a scan catches MemoryLimitError to rephrase it in its keys), and
+    the need rounded to 0.1 GiB read as less than the limit ('0.5 GiB (> max_memory_gb=0.515)')."""
+    import re
+
+    import networks
+    from dmft import deep_linear as dl
+
+    data = dmft.tasks.single_index(D=8, P=64, P_test=16, degree=1, key=jax.random.key(0))
+    teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=16, key=0)
+    dln = dmft.DeepLinear(3, 6, 0.5, "aligned")
+    calls = [lambda gb: networks.train(dmft.TwoLayer("relu"), data, eta0=0.5, steps=4, save_every=2, width=4096,
+                                       seeds=64, max_memory_gb=gb),
+             lambda gb: networks.train(dln, teacher, eta0=0.01, steps=100, save_every=1, seeds=65536,
+                                       batch_size=2, max_memory_gb=gb),
+             lambda gb: dl.mode_sde(dln, teacher, eta0=0.01, batch_size=2, steps=100, save_every=1, paths=10 ** 6,
+                                    max_memory_gb=gb),
+             lambda gb: dmft.solve(dmft.TwoLayer("relu"), data, eta0=0.5, steps=4, save_every=2, max_memory_gb=gb),
+             lambda gb: dmft.solve_batch(dmft.TwoLayer("relu"), data, {"gamma0": [1.0, 2.0]}, eta0=0.5, steps=4,
+                                         save_every=2, max_memory_gb=gb)]
+    before = dict(TRACE_COUNTS)
+    for call in calls:
+        with pytest.raises(dmft.errors.MemoryLimitError) as err:
+            call(0.515)
+        need = float(re.search(r"([0-9.]+) GiB \(>", str(err.value)).group(1))
+        assert need > 0.515, str(err.value)
+    assert TRACE_COUNTS == before

@@ -383,3 +383,22 @@ def test_minibatch_sgd_steps_the_batch_loss_of_the_sequence(readout, centered):
         p = {n: p[n] - eta * 0.8 ** 2 * 7 * g[n] for n in p}
     for n in p:
         np.testing.assert_allclose(run.params[n][0], p[n], rtol=1e-11, atol=1e-13)
+
+
+def test_run_predict_in_blocks_of_points_equals_one_call(monkeypatch):
+    """Run.predict takes the points in blocks whose hidden layers hold at most PREDICT_BLOCK_VALUES
+    values (memory flat in the number of points: 40000 points at once took 5 GB): a block of 7
+    points and an uneven last block give the one-call answer to rounding."""
+    nt = __import__("sys").modules["networks.train"]
+    data = dmft.tasks.single_index(D=5, P=12, P_test=4, degree=2, key=jax.random.key(0))
+    for centered in (True, False):
+        run = networks.train(dmft.TwoLayer("tanh", 1.0, centered=centered), data, eta0=0.5, steps=4,
+                             save_every=2, width=16, seeds=3, keep_params=True)
+        x = np.random.default_rng(1).normal(size=(30, 5))
+        whole = run.predict(x)
+        monkeypatch.setattr(nt, "PREDICT_BLOCK_VALUES", 3 * 16 * 7)
+        blocked = run.predict(x)
+        monkeypatch.undo()
+        assert blocked.shape == whole.shape == (3, 30)
+        np.testing.assert_allclose(blocked, whole, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(run.predict(data.x_train), run.f_train[:, -1], rtol=1e-10, atol=1e-12)
