@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import time
 from typing import Mapping
 
@@ -761,6 +762,15 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     """
     if not isinstance(grid, Mapping) or not grid:
         raise InputError("grid: give a non-empty {field: values} mapping")
+    known = [k for k in inspect.signature(BatchProgram.__init__).parameters
+             if k not in ("self", "model", "data", "eta0", "steps", "save_every", "fields", "interruptible")]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        iterate = sorted(set(unknown) & {"tol", "max_iter", "damping", "window"})
+        raise InputError(f"unknown option(s) {unknown} of a batch"
+                         + (f" ({', '.join(iterate)}: options of method='iterate', which is not batched)" if iterate else "")
+                         + (" (the fields are the grid's keys)" if "fields" in unknown else "")
+                         + f"; known: {', '.join(known)}")
     cols = {f: check_values(f, v) for f, v in grid.items()}
     lengths = {f: len(v) for f, v in cols.items()}
     if len(set(lengths.values())) != 1:

@@ -932,3 +932,17 @@ def test_every_memory_refusal_is_a_memory_limit_error_with_its_need_to_three_dig
         need = float(re.search(r"([0-9.]+) GiB \(>", str(err.value)).group(1))
         assert need > 0.515, str(err.value)
     assert TRACE_COUNTS == before
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(["bogus", "tol", "max_iter", "damping", "window", "fields", "neuron_measures",
+                             "kernels", "Samples"]))
+def test_solve_batch_names_an_unknown_option(data, name):
+    """An option BatchProgram does not take reached it as Python's TypeError ('got an unexpected
+    keyword argument'); iterate's options said nothing of iterate not being batched. One InputError
+    naming the option and the known ones, before anything compiles."""
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.InputError, match=rf"^unknown option\(s\) \['{name}'\] of a batch.*; known: schedule, method"):
+        dmft.solve_batch(dmft.TwoLayer("relu"), data, {"gamma0": [1.0, 2.0]}, eta0=0.5, steps=4, save_every=2,
+                         **{name: 1})
+    assert TRACE_COUNTS == before

@@ -98,3 +98,23 @@ def test_kernel_alignment_closed_forms(P, seed):
     assert float(alignment(np.zeros((P, P)), y)) == 0.0 and float(alignment(K, 0 * y)) == 0.0
     K[0, 0] = np.nan
     assert np.isnan(alignment(K, y))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5), zeros=st.integers(0, 2), log_time=st.booleans(), smooth=st.integers(0, 4),
+       seed=st.integers(0, 2 ** 16))
+def test_steepest_change_time_of_short_curves_is_a_time_nan_or_one_clear_error(n, zeros, log_time, smooth, seed):
+    """Curves of one to five saves, some at t = 0: a time within the saves, NaN for a flat curve, or
+    an InputError naming t when fewer than two saves are left to difference (one save at t > 0
+    raised numpy's 'argmax of an empty sequence')."""
+    zeros = min(zeros, n)
+    t = np.concatenate([np.zeros(zeros), np.cumsum(np.random.default_rng(seed).uniform(0.5, 2, n - zeros))])
+    t = np.unique(t)
+    y = np.random.default_rng(seed + 1).normal(size=t.size)
+    usable = np.count_nonzero(t > 0) if log_time else t.size
+    if usable < 2:
+        with pytest.raises(dmft.InputError, match="^t: a change needs at least two saves|^t must have at least two times"):
+            gk.steepest_change_time(t, y, log_time=log_time, smooth=smooth)
+        return
+    got = gk.steepest_change_time(t, y, log_time=log_time, smooth=smooth)
+    assert np.isnan(got) or t[0] <= got <= t[-1]

@@ -391,3 +391,14 @@ def test_a_validate_run_written_before_node_bias_rel_is_the_same_run(tmp_path, c
     assert "this run is already complete" in "".join(capsys.readouterr())
     assert cli.main(argv + ["--set", "check.node_bias_rel=2.0"]) in (0, 1)       # a [check] change: re-checked
     assert "re-checked" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["lazy", "closure"])
+def test_node_bias_refuses_solutions_without_nodes(method):
+    """Three lazy (or closure) solutions were accepted and every standard error came back NaN, where
+    three equal sampled ones are refused: a method without nodes has no node-count bias."""
+    data = dmft.tasks.single_index(D=3, P=6, P_test=4, degree=1, key=0)
+    model = dmft.TwoLayer("linear" if method == "closure" else "relu", readout="trained")
+    sol = dmft.solve(model, data, eta0=0.5, steps=4, save_every=2, method=method)
+    with pytest.raises(dmft.InputError, match=f"^solution: a {method} solution has no sampled nodes"):
+        validation.node_bias(sol, sol, sol)

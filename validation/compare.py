@@ -501,6 +501,10 @@ def node_bias(solution, half, quarter, loss: str | None = None) -> dict:
     for name, s in zip(("solution", "half", "quarter"), sols):
         if not isinstance(s, dmft.Solution):
             raise InputError(f"{name} must be a dmft.Solution, got {type(s).__name__}")
+        method = (s.info or {}).get("method")
+        if method in ("lazy", "closure"):
+            raise InputError(f"{name}: a {method} solution has no sampled nodes whose count could bias it "
+                             "(node_bias compares forward or iterate solves)")
     if not (np.array_equal(solution.t, half.t) and np.array_equal(solution.t, quarter.t)):
         raise InputError("solution, half and quarter must share their saved times (one schedule), got "
                          f"{[len(s.t) for s in sols]} times")

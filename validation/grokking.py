@@ -330,12 +330,16 @@ def steepest_change_time(t, y, *, log_time: bool = True, smooth: int = 2):
 
     Kept for comparison: a derivative of sampled curves moves with the save grid, which is why
     `early_warning` uses level crossings instead (docs/conventions.md, "Early warning").
-    Times <= 0 are skipped in log time. Returns NaN if the curve does not change."""
+    Times <= 0 are skipped in log time (InputError when fewer than two saves are left). Returns NaN
+    if the curve does not change."""
     log_time = checks.flag("log_time", log_time)
     smooth = checks.integer("smooth", smooth, minimum=0)
     t, c = _check_curves(t, {"y": y})
     y = c["y"]
     keep = t > 0 if log_time else np.ones_like(t, bool)
+    if np.count_nonzero(keep) < 2:
+        raise InputError(f"t: a change needs at least two saves{' at t > 0 (log time)' if log_time else ''}, "
+                         f"got {np.count_nonzero(keep)}")
     x = np.log(t[keep]) if log_time else t[keep]
     y = y[..., keep]
     if smooth > 1 and y.shape[-1] > smooth:
