@@ -509,7 +509,8 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     everything per point, as vmap makes it; `shared_setup` (a batch whose points share their
     kernels: no batched eps) counts the lazy and closure methods' setup once, as vmap leaves what
     does not depend on the batched values (a lazy batch at P = 1000 measured 132 MiB at 8 points
-    and 135 MiB at 32, estimated 1.8 and 4.8 GiB when counted per point)."""
+    and 135 MiB at 32, estimated 1.8 and 4.8 GiB when counted per point), and the lazy
+    eigenbasis once too (the closure's P x P work stays per point: it grows with them)."""
     data = plan.data
     P, Pt, C, D = data.P, data.P_test, data.C, data.D
     N = P + Pt
@@ -554,9 +555,11 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     common = 0.0            # what a batch's points hold once
     if not plan.sampled:
         if points > 1 and shared_setup:     # points sharing their kernels: the setup once
-            common, setup = setup + shared, 0.0
-        else:
-            work += shared
+            common, setup = setup, 0.0
+        if points > 1 and shared_setup and plan.method == "lazy":   # and the lazy eigenbasis
+            common += shared
+        else:               # (a closure batch holds about 2 P^2 values a point: 461 -> 2368 MiB
+            work += shared  # from 2 to 16 points at P = 3000, where the lazy one stays at 720 MiB)
     if points > 1:          # a vmapped batch keeps more of every point's temporaries alive at once
         work *= 1.5
     # + compilation and the runtime, and the setups `dmft.solve` keeps for reuse

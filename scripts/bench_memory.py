@@ -128,6 +128,8 @@ PROGRAMS = [
                                   save_every=10, points=32), False),
     ("batch closure", dict(kind="batch", method="closure", activation="linear", D=32, P=1000, P_test=500,
                            steps=100, save_every=10, points=16), False),
+    ("batch closure large P", dict(kind="batch", method="closure", activation="linear", D=32, P=3000,
+                                   P_test=1500, steps=200, save_every=10, points=16), False),
     ("batch closure over eps", dict(kind="batch", method="closure", activation="quadratic", D=32, P=1000,
                                     P_test=500, steps=100, save_every=10, points=16,
                                     fields=["gamma0", "eps"]), False),
