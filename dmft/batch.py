@@ -291,8 +291,8 @@ class BatchProgram:
         if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
             raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
                              f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
-        if self._static.precision == "mixed" and "gamma0" in cols:
-            check_mixed_scale(self.model, self.data, gamma0=float(cols["gamma0"].min()))
+        if self._static.precision == "mixed" and "gamma0" in cols and jax.config.jax_enable_x64:
+            check_mixed_scale(self.model, self.data, gamma0=float(cols["gamma0"].min()), method=self.method)
         for f in ("gamma0", "eta0"):                 # the float range dmft.solve's check_scales holds
             if f in cols:
                 check_scale_values(f, cols[f])

@@ -338,6 +338,8 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         try:
             if plan.method == "iterate":
                 drive, it = _iterate(plan, static, sh, rep, su, label, progress)
+                if its:        # one residual history (windows x max_iter), the worst so far, not one a group
+                    it["hist"] = np.fmax(its[-1].pop("hist"), it["hist"])
                 its.append(it)
             rec, st, wall = run_saved(_ss.step, _ss.record, static, (sh, rep), _ss.initial_state(rep, su["P"], static),
                                       gaps=sch.gaps, drive=drive, progress=progress, label=label)
@@ -404,7 +406,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
             "hold it per save")
     if its:
         n = np.max([it["n"] for it in its], axis=0)                  # per window, the slowest group
-        hist = np.fmax.reduce([it["hist"] for it in its])            # the worst replica's residuals
+        hist = its[-1]["hist"]                                        # the worst replica's residuals
         extra.update(window=plan.window, iterations=n.tolist(),
                      residuals=[h[:k].tolist() for h, k in zip(hist, n)],
                      final_residual=float(max(np.max(it["res"]) for it in its)),

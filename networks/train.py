@@ -140,25 +140,22 @@ class Run(dmft.Trajectory):
         return f"N = {self.info.get('width', '?')}"
 
 
-def _check_measures(measures, series, bad, counts, width):
-    """DivergenceError where a seed's neuron measures are not finite while its weights and every
-    other record still are: that is the user's neuron_measures function, not a divergence."""
+def _check_measures(measures, sd, j, bad, counts, width) -> int:
+    """The first save seed `sd` loses, given `j`, its first diverged save by its other records
+    (-1: none), and `bad`, the step its weights went non-finite at (-1: never): DivergenceError
+    where its neuron measures went non-finite first while its weights and every other record were
+    still finite and not running away: that is the user's neuron_measures function, not a divergence."""
     if measures is None:
-        return
-    for sd in range(measures.shape[0]):
-        j, _ = first_nonfinite({"measures": np.asarray(measures[sd])})
-        if j < 0 or (0 <= bad[sd] < counts[j]):
-            continue
-        k, _ = first_nonfinite({n: np.asarray(v)[sd] for n, v in series.items()
-                                if v is not None and n != "measures"})
-        if 0 <= k <= j:
-            continue
-        when = ("in the initial record (step 0)" if counts[j] == 0 else f"at the save after step {int(counts[j])}")
-        raise DivergenceError(
-            f"networks N={width}: the recorded 'measures' of seed {sd} is not finite {when}, while its weights "
-            "and other records are still finite. The measures are the neuron_measures function's values on "
-            "finite weights: check that function (a log, root or division at a value the weights reach).",
-            step=int(counts[j]), cause="non-finite measures")
+        return j
+    jm, _ = first_nonfinite({"measures": np.asarray(measures[sd])})
+    if jm < 0 or 0 <= j <= jm or (0 <= bad < counts[jm]):
+        return j if jm < 0 or 0 <= j <= jm else jm
+    when = ("in the initial record (step 0)" if counts[jm] == 0 else f"at the save after step {int(counts[jm])}")
+    raise DivergenceError(
+        f"networks N={width}: the recorded 'measures' of seed {sd} is not finite {when}, while its weights "
+        "and other records are still finite. The measures are the neuron_measures function's values on "
+        "finite weights: check that function (a log, root or division at a value the weights reach).",
+        step=int(counts[jm]), cause="non-finite measures")
 
 
 PREDICT_BLOCK_VALUES = 2 ** 22
@@ -665,12 +662,13 @@ def run_width(plan: TrainPlan, width: int, key, *, progress: bool = False, batch
     series = {"train_loss": train_loss, "test_loss": test_loss, "alignment": rec["alignment"],
               **{k: v for k, v in rec.items() if k not in ("alignment",)}}
     y_ms = float(np.mean(np.asarray(y) ** 2))
-    _check_measures(rec.get("measures"), series, st.bad, counts, width)
     for sd in range(seeds):
-        j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items() if v is not None})
+        j, _ = first_nonfinite({k: np.asarray(v)[sd] for k, v in series.items()
+                                if v is not None and k != "measures"})
         # a finite train loss on its way to overflow is a divergence too (`dmft.runner.ran_away`,
         # the bound the DMFT uses)
         j = first_runaway(train_loss[sd], y_ms, model.gamma0, before=j)
+        j = _check_measures(rec.get("measures"), sd, j, bad[sd], counts, width)
         # bad = k: the update from k to k + 1 steps went non-finite, so the saves after more than
         # k steps are lost (the save at k is the state before it: kept unless a record overflowed)
         cut = counts > bad[sd] if bad[sd] >= 0 else np.zeros_like(counts, bool)

@@ -889,11 +889,11 @@ def test_mixed_precision_at_the_scale_limits_stays_far_below_the_sampling_error(
 
 def test_a_mixed_precision_batch_checks_the_data_scale_at_its_smallest_gamma0():
     """A batch's points carry their own gamma0: the mixed-scale limit is judged at the smallest
-    (targets at 0.05 x a unit-scale problem's pass at gamma0 = 1 and not at 0.3), before any
+    (targets at 0.02 x a unit-scale problem's pass at gamma0 = 1 and not at 0.3), before any
     point runs."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 2))
-    y = np.tanh(x[:, 0]) * 0.05
+    y = np.tanh(x[:, 0]) * 0.02
     data, model = dmft.Dataset(x, y, x[:3], y[:3]), dmft.TwoLayer("relu", 1.0)
     kw = dict(method="forward", precision="mixed", samples=8, replicas=2, eta0=0.5, steps=4, save_every=2)
     program = dmft.BatchProgram(model, data, fields=("gamma0",), **kw)
@@ -946,3 +946,40 @@ def test_solve_batch_names_an_unknown_option(data, name):
         dmft.solve_batch(dmft.TwoLayer("relu"), data, {"gamma0": [1.0, 2.0]}, eta0=0.5, steps=4, save_every=2,
                          **{name: 1})
     assert TRACE_COUNTS == before
+
+
+def test_the_mixed_scale_ratio_is_the_forward_methods_and_zero_targets_are_named():
+    """The output-scale ratio bounds the forward method's rounding against its sampling error: the
+    closure has none (mixed within 1e-8 of full at ratios up to 5800), so it takes any ratio; all-zero
+    targets are refused by that name under the forward method, not as an infinite ratio."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3))
+    y = (x[:, 0] - x[:, 1]) * 0.01                                      # ratio ~ 1 / (0.05 x 0.01 x 1.1)
+    data = dmft.Dataset(x, y, x[:4], y[:4])
+    model = dmft.TwoLayer("linear", 0.05, readout="trained")
+    schedule = dmft.Schedule(0.5, 4, 2)
+    assert dmft.plan_solve(model, data, schedule, method="closure", precision="mixed").precision == "mixed"
+    with pytest.raises(dmft.InputError, match="^precision='mixed': the output scale"):
+        dmft.plan_solve(model, data, schedule, method="forward", precision="mixed", samples=8, replicas=2)
+    zero = dmft.Dataset(x, np.zeros(12), x[:4], np.zeros(4))
+    with pytest.raises(dmft.InputError, match="^precision='mixed': the targets are all zero"):
+        dmft.plan_solve(dmft.TwoLayer("relu", 1.0), zero, schedule, method="forward", precision="mixed",
+                        samples=8, replicas=2)
+    sols = [dmft.solve(model, data, schedule, method="closure", precision=p) for p in ("full", "mixed")]
+    np.testing.assert_allclose(sols[1].test_loss, sols[0].test_loss, rtol=1e-6)
+
+
+def test_a_diverging_seed_with_measures_is_flagged_not_blamed_on_the_measures():
+    """A weight moment that overflows while the weights run away is the seed's divergence: flagged
+    in info['diverged'] with a warning (as without measures), not a DivergenceError naming the
+    neuron_measures function (a review found the check blamed the function where only the run-away
+    loss, not a non-finite one, marked the seed)."""
+    data = dmft.tasks.single_index(D=8, P=32, P_test=16, key=0)
+    with pytest.warns(UserWarning, match="seeds diverged"):
+        run = networks.train(dmft.TwoLayer("linear", 1.0), data, eta0=20, steps=200, save_every=5, width=64,
+                             seeds=2, neuron_measures=lambda w, w0: jnp.sum(w ** 8)[None])
+    assert set(run.info["diverged"]) == {0, 1}
+    with pytest.warns(UserWarning, match="seeds diverged"):
+        plain = networks.train(dmft.TwoLayer("linear", 1.0), data, eta0=20, steps=200, save_every=5, width=64,
+                               seeds=2)
+    assert run.info["diverged"] == plain.info["diverged"]
