@@ -360,6 +360,16 @@ def check_sections(cfg: dict) -> None:
         need = 8.0 * (task["P"] + task["P_test"]) * task["D"]
         if need > 8 * 2 ** 30:
             raise ConfigError(f"task.P, task.P_test, task.D: the inputs alone need {need / 2 ** 30:.0f} GiB")
+        if th is not None and "max_memory_gb" in th:
+            # what every solve's setup holds (`dmft.plan.memory_estimate`'s setup and inputs terms), from
+            # the sizes alone: refused before the data are generated (P_test = 1e8 made 16 GB of data
+            # for 55 s before the solve's plan refused it)
+            N, P, D = task["P"] + task["P_test"], task["P"], task["D"]
+            least = 8.0 * (6.0 * N * P + 4.0 * N * D)
+            if least > th["max_memory_gb"] * 2 ** 30:
+                raise ConfigError(f"task.P, task.P_test, task.D: a solve on {P} training and {task['P_test']} test "
+                                  f"points in D = {D} holds at least {least / 2 ** 30:.3g} GiB (its kernels and "
+                                  f"inputs), > theory.max_memory_gb = {th['max_memory_gb']:g}")
     if th is not None and th["method"] == "lazy" and tr["weight_decay"] > 0:
         raise ConfigError("theory.method = 'lazy' has no closed form with train.weight_decay > 0")
 

@@ -857,3 +857,28 @@ def test_the_command_prints_a_warning_on_one_line(monkeypatch):
     text = warnings.formatwarning("networks.train: 1 of 2 seeds diverged", UserWarning, "/x/bin/dmft", 8,
                                   "sys.exit(console())")
     assert text == "dmft: warning: networks.train: 1 of 2 seeds diverged\n"
+
+
+@settings(max_examples=12, deadline=None)
+@given(which=st.sampled_from(["P", "P_test"]), log_size=st.floats(6.5, 7.5), job=st.sampled_from(["solve", "validate"]))
+def test_a_data_size_no_solve_could_hold_is_refused_before_the_data_are_made(which, log_size, job):
+    """A task whose kernels alone would overflow theory.max_memory_gb is refused from its sizes (exit
+    2, naming the keys), before any data are generated: task.P_test = 1e8 made 16 GB of data for 55 s
+    before the solve's plan refused it (a CLI audit)."""
+    import contextlib
+    import io
+    import pathlib
+    import tempfile
+    from unittest import mock
+
+    import dmft
+
+    size = int(10 ** log_size)
+    out = pathlib.Path(tempfile.mkdtemp()) / "o"
+    err = io.StringIO()
+    made = mock.Mock(side_effect=AssertionError("the data were generated"))
+    with contextlib.redirect_stderr(err), mock.patch.object(dmft.tasks, "single_index", made):
+        code = cli.main([job, "--out", str(out), "--no-progress", "--set", "task.D=8", "--set", f"task.{which}={size}"])
+    assert code == cli.EXIT_CONFIG, err.getvalue()
+    assert "task.P, task.P_test, task.D: a solve on" in err.getvalue() and "theory.max_memory_gb" in err.getvalue()
+    assert not made.called and not out.exists()
