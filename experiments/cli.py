@@ -294,6 +294,10 @@ def _scan(args) -> int:
     explicit = [args.coordinator, args.num_processes, args.process_id]
     if any(v is not None for v in explicit) and any(v is None for v in explicit):
         raise ConfigError("--coordinator, --num-processes and --process-id go together")
+    if explicit[0] is not None:
+        host, _, port = str(explicit[0]).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--coordinator: expected HOST:PORT (a port in 1-65535), got {explicit[0]!r}")
     if args.distributed or explicit[0] is not None:
         import jax
 

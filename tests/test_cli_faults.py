@@ -882,3 +882,12 @@ def test_a_data_size_no_solve_could_hold_is_refused_before_the_data_are_made(whi
     assert code == cli.EXIT_CONFIG, err.getvalue()
     assert "task.P, task.P_test, task.D: a solve on" in err.getvalue() and "theory.max_memory_gb" in err.getvalue()
     assert not made.called and not out.exists()
+
+
+@pytest.mark.parametrize("address", ["nohostcolon", "localhost:abc", ":1234", "host:0", "host:70000", "host:"])
+def test_a_malformed_coordinator_is_exit_2_before_the_runtime_starts(address, tmp_path, capsys):
+    """--coordinator without HOST:PORT raised IndexError from inside jax.distributed (a traceback,
+    exit 1), and 'localhost:abc' printed the gRPC library's own log line first."""
+    code, err = _run(_argv("scan", tmp_path, tmp_path / "o") + ["--coordinator", address, "--num-processes", "1",
+                                                                  "--process-id", "0"], capsys)
+    assert code == cli.EXIT_CONFIG and "--coordinator: expected HOST:PORT" in err, err
