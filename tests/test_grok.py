@@ -1659,3 +1659,29 @@ def test_grok_node_check_refuses_a_half_that_does_not_split_or_a_closure(sets, m
     load_config(None, ["testbed.name='sparse_parity'", "theory.samples=96", "theory.replicas=2",
                        "theory.node_check=true"])
     load_config(None, ["testbed.name='kumar'", "theory.node_check=false"])
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["decay.weight_decay=[1e-4, 2e-4]", "decay.gamma0=1e200"], r"^decay: gamma0 = 1e\+200 is outside"),
+    (["diagram.gamma0=[1, 1e200]"], r"^diagram.gamma0 x diagram.P: gamma0 = 1e\+200"),
+    (["diagram.axes=['weight_decay']", "diagram.weight_decay=[0, 1e6]"],
+     r"^diagram.gamma0 x diagram.weight_decay: weight_decay: eta0 \* weight_decay"),
+    (["diagram.overlay_width=100000000"], r"^diagram.overlay_width, diagram.overlay_seeds \(P diagram\): width"),
+    (["decay.weight_decay=[1e-4, 2e-4]", "decay.steps=2000000000"], r"^decay: "),
+])
+def test_diagram_overlay_and_decay_settings_are_checked_before_any_curve(tmp_path, sets, match):
+    """A diagram point, an overlay's networks or the decay scan that its solve or training would
+    refuse was refused only when that part ran, after every gamma0's curves (and often a diagram)
+    were computed, and mostly without naming the key (a CLI audit): now before any compute."""
+    from unittest import mock
+
+    from experiments import grok
+    from experiments.grok import job
+
+    base = ["kumar.D=8", "kumar.P=20", "early_warning.grid='none'"]
+    if not any(x.startswith("diagram.axes") for x in sets):
+        base += ["diagram.axes=['P']", "diagram.P=[20, 40]"]
+    cfg = grok.load_config(None, base + sets)
+    with mock.patch.object(job, "_theory", side_effect=AssertionError("a curve was computed")), \
+            pytest.raises(dmft.errors.ConfigError, match=match):
+        job.run(cfg, str(tmp_path / "out"), log=lambda *a: None)

@@ -33,7 +33,7 @@ import numpy as np
 
 import dmft
 import networks
-from dmft.errors import ConfigError, OutputConflict, failing_at
+from dmft.errors import ConfigError, InputError, OutputConflict, failing_at
 from dmft.io import environment, jsonable, save
 from dmft.plotting import seed_stats
 from validation import grokking as gk
@@ -305,6 +305,61 @@ def _check_diagram_memory(cfg, tb: Testbed) -> None:
         raise ConfigError(f"diagram.batch_size: at diagram.P = {P}, {points} points at once need about "
                           f"{need / 2 ** 30:.1f} GiB (> {prog.max_memory_gb:g} GiB); use a smaller "
                           "diagram.batch_size or diagram.P")
+
+
+def _check_parts(cfg, tb: Testbed) -> None:
+    """Every point of the phase diagrams, their overlays and the weight-decay scan gets the checks
+    its solve or training would make (`dmft.BatchProgram.check_points`, `networks.plan_train`, the
+    decay's schedule), before any compute, as a ConfigError naming the section: they were made when
+    each part ran, after the curves (and often a diagram) had been computed, without naming the key."""
+    dg, dc = cfg["diagram"], cfg["decay"]
+    data, model = tb.data, tb.model
+    if tb.name == "kumar":
+        G = np.asarray(dg["gamma0"], float)
+        for axis in dg["axes"]:
+            V = np.asarray(dg[axis], float)
+            where = f"diagram.gamma0 x diagram.{axis}"
+            try:
+                if axis in ("P", "minibatch"):     # (the largest P column's data: _check_diagram_memory's)
+                    v = int(V.max())
+                    d = _diagram_data(cfg, v) if axis == "P" else data
+                    sch, _ = _column_batches(cfg, tb, axis, v)
+                    dmft.BatchProgram(model, d, schedule=sch, fields=("gamma0",), method="closure",
+                                      max_memory_gb=1e9).check_points({"gamma0": G})
+                else:
+                    gg, vv = np.meshgrid(G, V, indexing="ij")
+                    dmft.BatchProgram(model, data, schedule=tb.schedule, fields=("gamma0", axis), method="closure",
+                                      max_memory_gb=1e9).check_points({"gamma0": gg.ravel(), axis: vv.ravel()})
+            except InputError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            if dg["overlay_width"]:
+                v = float(V[len(V) // 2])
+                sch, _ = _column_batches(cfg, tb, axis, v)
+                m, d = model, data
+                if axis == "eps":
+                    m = m.replace(activation=dmft.activations.quadratic(v))
+                elif axis == "P":
+                    d = _diagram_data(cfg, int(v))
+                elif axis == "weight_decay":
+                    sch = sch.replace(weight_decay=v)
+                try:
+                    for g in sorted({float(G.min()), float(G.max())}):
+                        networks.plan_train(m.replace(gamma0=g), d, sch, dg["overlay_width"], dg["overlay_seeds"])
+                except InputError as err:
+                    raise ConfigError(f"diagram.overlay_width, diagram.overlay_seeds ({axis} diagram): {err}") from None
+    kappas = np.asarray([x for x in dc["weight_decay"] if x > 0], float)
+    if tb.name in ("kumar", "lyu") and kappas.size:
+        try:
+            m = model.replace(gamma0=dc["gamma0"])
+            sch = schedule_of(cfg, weight_decay=0.0, steps=dc["steps"] or None, P=data.P)
+            th = cfg["theory"]
+            opts = (dict(method="forward", samples=th["samples"], replicas=th["replicas"],
+                         max_memory_gb=th["max_memory_gb"]) if tb.name == "lyu" else dict(method="closure"))
+            prog = dmft.BatchProgram(m, data, schedule=sch, fields=("weight_decay",), **opts)
+            prog.check_points({"weight_decay": kappas})
+            prog.check_memory(kappas.size, prog.max_memory_gb)
+        except InputError as err:
+            raise ConfigError(f"decay: {err}") from None
 
 
 def phase_diagram(cfg, tb: Testbed, axis: str, *, log=print, progress=False, measures: bool = False) -> dict:
@@ -613,6 +668,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     refuse_store(out)
     tb = build(cfg)
     _check_diagram_memory(cfg, tb)
+    _check_parts(cfg, tb)
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
