@@ -62,9 +62,25 @@ def exit_code(err: BaseException) -> tuple[int, str] | None:
     return None
 
 
+class _Once(argparse.Action):
+    """A flag given at most once (a second --config replaced the first, unsaid)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string}: given twice ({getattr(namespace, self.dest)!r} and {values!r}); give it once")
+        setattr(namespace, self.dest, values)
+
+
+def _path(text: str) -> str:
+    """A path argument: not empty (--out '' wrote to the default directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 def _common(s, config_help, set_help="override one key (TOML literal), repeatable"):
     """Flags every job shares: --config, --set, precision, device, progress, --out."""
-    s.add_argument("--config", help=config_help)
+    s.add_argument("--config", action=_Once, type=_path, help=config_help)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help=set_help)
     prec = s.add_mutually_exclusive_group()
@@ -95,7 +111,7 @@ def _parser():
         if job != "simulate":
             s.add_argument("--samples", type=int, help="theory.samples")
         s.add_argument("--full", action="store_true", help="the larger, paper-grade preset")
-        s.add_argument("--out", help=f"results directory (default results/{job})")
+        s.add_argument("--out", action=_Once, type=_path, help=f"results directory (default results/{job})")
         s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
         if job == "validate":
             s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
@@ -112,7 +128,7 @@ def _add_dln_parser(sub):
     s.add_argument("--seeds", type=int, help="train.seeds")
     s.add_argument("--steps", type=int, help="train.steps")
     s.add_argument("--full", action="store_true", help="the seed paper's sizes (1e5 steps)")
-    s.add_argument("--out", help="results directory (default results/dln)")
+    s.add_argument("--out", action=_Once, type=_path, help="results directory (default results/dln)")
     s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
     s.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
 
@@ -130,7 +146,7 @@ def _add_grok_parser(sub):
     s.add_argument("--steps", type=int, help="train.steps")
     s.add_argument("--eta0", type=float, help="train.eta0")
     s.add_argument("--full", action="store_true", help="paper-size preset (Kumar et al. Fig. 1 and 3e; the kumar testbed's)")
-    s.add_argument("--out", help="results directory (default results/grok)")
+    s.add_argument("--out", action=_Once, type=_path, help="results directory (default results/grok)")
     s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
 
 
@@ -139,7 +155,7 @@ def _add_scan_parser(sub):
     s = sub.add_parser("scan", help=text, description=text + " (experiments/scan documents the TOML)")
     _common(s, "scan TOML ([scan.grid] or [scan.points] and the problem sections)",
             "override one key (TOML literal), e.g. scan.grid.model.gamma0=[0.1,1]; repeatable")
-    s.add_argument("--out", help="the results store (default results/scan); rerunning resumes it")
+    s.add_argument("--out", action=_Once, type=_path, help="the results store (default results/scan); rerunning resumes it")
     s.add_argument("--distributed", action="store_true",
                    help="join jax.distributed with the cluster's own settings (SLURM, ...)")
     s.add_argument("--coordinator", metavar="HOST:PORT",

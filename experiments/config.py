@@ -161,10 +161,12 @@ def parse_override(text: str) -> dict:
     name, raw = text.split("=", 1)
     sec, key = _dotted(name)
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        table = tomllib.loads(f"v = {raw.strip()}")
     except tomllib.TOMLDecodeError:
-        value = raw.strip()          # a bare string such as relu
-    return {sec: {key: value}}
+        table = {"v": raw.strip()}   # a bare string such as relu
+    if set(table) != {"v"}:          # ('20\n[foo]' read as 20, its table dropped)
+        raise ConfigError(f"override {text!r}: expected one value after '=', got more TOML ({sorted(set(table) - {'v'})})")
+    return {sec: {key: table["v"]}}
 
 
 def _dotted(name: str) -> tuple[str, str]:
@@ -233,8 +235,15 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
                   base=os.path.dirname(os.path.abspath(os.fspath(source))))
             if preset:
                 _note_preset_overridden(preset, table, cfg, os.fspath(source))
+    seen = {}
     for text in overrides:
-        merge(cfg, parse_override(text), f"override {text!r}", schema, tables)
+        table = parse_override(text)
+        (sec, keys), = table.items()
+        (key, _), = keys.items()
+        if f"{sec}.{key}" in seen:        # (the last one won, unsaid)
+            raise ConfigError(f"{sec}.{key}: set twice with --set ({seen[f'{sec}.{key}']!r} and {text!r}); give it once")
+        seen[f"{sec}.{key}"] = text
+        merge(cfg, table, f"override {text!r}", schema, tables)
     if check is not None:
         check(cfg)
     return cfg

@@ -891,3 +891,20 @@ def test_a_malformed_coordinator_is_exit_2_before_the_runtime_starts(address, tm
     code, err = _run(_argv("scan", tmp_path, tmp_path / "o") + ["--coordinator", address, "--num-processes", "1",
                                                                   "--process-id", "0"], capsys)
     assert code == cli.EXIT_CONFIG and "--coordinator: expected HOST:PORT" in err, err
+
+
+def test_a_command_line_that_says_a_thing_twice_or_says_nothing_is_refused(tmp_path, capsys):
+    """Found by a CLI audit, each decided without a word: a key repeated with --set (the last won), a
+    --set value carrying a second TOML table (dropped), two --config files (the first dropped) and
+    --out '' (the default directory written)."""
+    argv = ["solve", "--no-progress", "--out", str(tmp_path / "o")]
+    code, err = _run(argv + ["--set", "train.steps=20", "--set", 'train."steps"=10'], capsys)
+    assert code == cli.EXIT_CONFIG and "train.steps: set twice with --set" in err, err
+    code, err = _run(argv + ["--set", "train.steps=20\n[foo]"], capsys)
+    assert code == cli.EXIT_CONFIG and "expected one value after '=', got more TOML (['foo'])" in err, err
+    for extra, said in ((["--config", "a.toml", "--config", "b.toml"], "--config: given twice"),
+                        (["--out", ""], "argument --out: an empty path")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["solve", "--no-progress"] + extra)
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
