@@ -65,7 +65,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "spread_slope": Field("float", TOLERANCES["spread_slope"],
                               "expected slope of per-seed error against width"),
         "spread_slope_tol": Field("float", TOLERANCES["spread_slope_tol"],
-                                  "allowed deviation from that slope", 0.0),
+                                  "allowed deviation from that slope (> 0: a fitted slope is never exact)", 0.0,
+                                  True),
         "agreement_sigma": Field("float", TOLERANCES["agreement_sigma"],
                                  "the test loss's z at the largest width, every saved time t > 0: the normal "
                                  "tail beyond this many sigma, shared among the times, at z's degrees of "
@@ -114,6 +115,9 @@ def _check(cfg: dict) -> None:
     if len(set(sim["widths"])) != len(sim["widths"]):
         raise ConfigError("simulate.widths: widths must be distinct")
     _config.distinct_labels("sweep.gamma0", cfg["sweep"]["gamma0"])
+    if not cfg["theory"]["node_check"] and cfg["check"]["node_bias_rel"] != TOLERANCES["node_bias_rel"]:
+        raise ConfigError("check.node_bias_rel: read only by the node bias check, which theory.node_check = false "
+                          "leaves out; it would change nothing (set theory.node_check = true, or remove it)")
 
 
 def load_config(path=None, overrides=(), full: bool = False) -> dict:

@@ -34,7 +34,7 @@ import jax
 import dmft
 from dmft.errors import ConfigError
 from dmft.io import sha256
-from dmft.schedule import default_batch_key
+from dmft.schedule import check_decay, default_batch_key
 
 from .config import SEED_MAX, Field
 
@@ -78,7 +78,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
     },
     "train": {
         "eta0": Field("float", 0.5, "gradient-descent step in DMFT time units", 0.0, True),
-        "steps": Field("int", 600, "number of steps", 1),
+        "steps": Field("int", 600, "number of steps", 1, maximum=2 ** 31 - 1),
         "save_every": Field("int", 20, "record every this many steps", 1),
         "weight_decay": Field("float", 0.0, "weight decay kappa per unit time", 0.0),
     },
@@ -345,6 +345,10 @@ def check_counts(th: dict) -> None:
 def check_sections(cfg: dict) -> None:
     """Cross-field checks of the shared sections (ConfigError naming the keys)."""
     tr, task, model = cfg["train"], cfg["task"], cfg["model"]
+    try:                                # (the schedule's own check, named by its keys here)
+        check_decay(tr["eta0"], tr["weight_decay"], tr.get("dynamics", "gd"))
+    except dmft.InputError as err:
+        raise ConfigError(f"train.weight_decay, train.eta0: {err}") from None
     if tr["steps"] % tr["save_every"]:
         raise ConfigError(f"train.steps ({tr['steps']}) must be a multiple of train.save_every "
                           f"({tr['save_every']})")

@@ -480,7 +480,7 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
                              + (f", {kept / 2 ** 30:.3g} GiB of it the runs of the widths before it"
                                 if kept else "") + ")"
                              + ("; kernels=True stores (seeds, T, P, P) arrays: save less often "
-                                "or pass kernels=False" if kernels else "; use fewer seeds"))
+                                "or pass kernels=False" if kernels else "; use a smaller width or fewer seeds"))
         kept += kept_bytes(data, w, seeds, T, kernels, keep_params)
     warn_float32("networks.train")
     return TrainPlan(model, data, schedule, tuple(widths), seeds, optimizer, antithetic, kernels,

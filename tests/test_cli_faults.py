@@ -908,3 +908,30 @@ def test_a_command_line_that_says_a_thing_twice_or_says_nothing_is_refused(tmp_p
             cli.main(["solve", "--no-progress"] + extra)
         assert exit_.value.code == 2 and said in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_check_settings_that_nothing_reads_or_that_cannot_pass_are_refused():
+    """check.node_bias_rel with theory.node_check = false was stored and never read, and
+    check.spread_slope_tol = 0 (a fitted slope is never exact) was a check that cannot pass
+    (a CLI audit)."""
+    from dmft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^check.node_bias_rel: read only by the node bias check"):
+        jobs.load_config(None, ["check.node_bias_rel=0.7", "theory.node_check=false"])
+    jobs.load_config(None, ["check.node_bias_rel=0.7", "theory.node_check=true"])
+    with pytest.raises(ConfigError, match="spread_slope_tol"):
+        jobs.load_config(None, ["check.spread_slope_tol=0"])
+
+
+@pytest.mark.parametrize("sets, said", [
+    (["train.weight_decay=1e6"], "train.weight_decay, train.eta0: weight_decay: eta0 * weight_decay"),
+    (["train.steps=1e30"], "train.steps: must be <= 2147483647"),
+])
+def test_train_settings_are_named_by_their_keys(sets, said):
+    """train.weight_decay past the step's stability was named 'weight_decay:' (the library's
+    argument), and train.steps = 1e30 'not a multiple of train.save_every' (a CLI audit)."""
+    from dmft.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        jobs.load_config(None, sets)
+    assert str(err.value).startswith(said), str(err.value)

@@ -2868,3 +2868,15 @@ def test_a_mode_the_decay_leaves_no_fixed_point_is_not_said_to_start_below_a_bar
                      "wall_s": 1.0})
     assert "SKIP (mode 2): the weight decay leaves the mode no fixed point" in text
     assert "SKIP (mode 2): the gradient flow decays to 0 from the start (below the decay's barrier" not in text
+
+
+@pytest.mark.parametrize("key, value", [("gamma", 1.5), ("steps", 7), ("eta0", 5.0)])
+def test_dln_staircase_settings_without_its_ensemble_are_refused(key, value):
+    """With staircase.seeds = 0 there is no staircase ensemble, and its settings were accepted,
+    recorded and never read (a CLI audit), where model.gamma and train.probe are refused in the
+    same situation."""
+    from experiments import dln
+
+    with pytest.raises(dmft.errors.ConfigError, match=f"^staircase.{key}: read only with staircase.seeds > 0"):
+        dln.load_config(None, ["staircase.seeds=0", f"staircase.{key}={value}"])
+    dln.load_config(None, ["staircase.seeds=4", f"staircase.{key}={value}"])

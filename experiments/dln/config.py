@@ -146,6 +146,12 @@ def check_unread(cfg: dict, scanned: dict | None = None) -> None:
 
 def _check(cfg: dict) -> None:
     check_unread(cfg)
+    sc = cfg.get("staircase")
+    if sc is not None and not sc["seeds"]:
+        given = [k for k in ("gamma", "steps", "eta0") if sc[k] != SCHEMA["staircase"][k].default]
+        if given:
+            raise ConfigError(f"staircase.{given[0]}: read only with staircase.seeds > 0 (the staircase ensemble); "
+                              "it would be silently ignored here")
     t, m, tr = cfg["teacher"], cfg["model"], cfg["train"]
     r = len(t["singular_values"]) if t["spectrum"] == "list" else t["rank"]
     if r > min(t["d_in"], t["d_out"]):
@@ -336,9 +342,10 @@ def _check_network_memory(model, data, schedule, tr: dict) -> None:
     need = memory_estimate(model, data, tr["seeds"], schedule.save_steps.size, tr["probe"] if data.online else 0,
                            batch_size=B, block=min(tr["seeds"], 256))
     if need > NETWORKS_MEMORY_GB * 2 ** 30:
-        raise ConfigError(f"train.seeds: {tr['seeds']} networks with batches of {B} need about "
-                          f"{need / 2 ** 30:.3g} GiB (> {NETWORKS_MEMORY_GB:g} GiB, the networks' limit); use fewer "
-                          "train.seeds, a smaller train.batch_size or train.probe, or save less often")
+        raise ConfigError(f"train.seeds, model.width: {tr['seeds']} networks of width {model.width} with batches of "
+                          f"{B} need about {need / 2 ** 30:.3g} GiB (> {NETWORKS_MEMORY_GB:g} GiB, the networks' limit); "
+                          "use fewer train.seeds, a smaller model.width, train.batch_size or train.probe, or save "
+                          "less often")
 
 
 def _check_network_start(model: dmft.DeepLinear, dtype: str, key: str) -> None:
