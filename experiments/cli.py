@@ -78,7 +78,7 @@ def _path(text: str) -> str:
     return text
 
 
-def _common(s, config_help, set_help="override one key (TOML literal), repeatable"):
+def _common(s, config_help, set_help="override one key (TOML literal), repeatable (a later --set of a key wins)"):
     """Flags every job shares: --config, --set, precision, device, progress, --out."""
     s.add_argument("--config", action=_Once, type=_path, help=config_help)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -235,15 +235,8 @@ def load(schema: dict, source=None, overrides=(), *, preset: dict | None = None,
                   base=os.path.dirname(os.path.abspath(os.fspath(source))))
             if preset:
                 _note_preset_overridden(preset, table, cfg, os.fspath(source))
-    seen = {}
-    for text in overrides:
-        table = parse_override(text)
-        (sec, keys), = table.items()
-        (key, _), = keys.items()
-        if f"{sec}.{key}" in seen:        # (the last one won, unsaid)
-            raise ConfigError(f"{sec}.{key}: set twice with --set ({seen[f'{sec}.{key}']!r} and {text!r}); give it once")
-        seen[f"{sec}.{key}"] = text
-        merge(cfg, table, f"override {text!r}", schema, tables)
+    for text in overrides:             # (in order: a key set again by a later --set takes its value)
+        merge(cfg, parse_override(text), f"override {text!r}", schema, tables)
     if check is not None:
         check(cfg)
     return cfg

@@ -148,7 +148,8 @@ def _check(cfg: dict) -> None:
     check_unread(cfg)
     sc = cfg.get("staircase")
     if sc is not None and not sc["seeds"]:
-        given = [k for k in ("gamma", "steps", "eta0") if sc[k] != SCHEMA["staircase"][k].default]
+        given = [k for k in ("gamma", "steps", "eta0")      # (away from the default and the --full preset's)
+                 if sc[k] not in (SCHEMA["staircase"][k].default, FULL["staircase"].get(k))]
         if given:
             raise ConfigError(f"staircase.{given[0]}: read only with staircase.seeds > 0 (the staircase ensemble); "
                               "it would be silently ignored here")
