@@ -235,7 +235,8 @@ class BatchProgram:
 
     def memory_estimate(self, points: int) -> float:
         """Peak bytes of one call with `points` points (everything is per point under vmap, all
-        replicas at once; the lazy and closure methods' kernels once where no eps is batched)."""
+        replicas at once; where no eps is batched, a lazy or closure batch's setup once, and the
+        lazy eigenbasis too: `dmft.plan.memory_estimate(shared_setup=)`)."""
         plan = dataclasses.replace(self.plan, kernels=False)
         return memory_estimate(plan, points=points, at_once=plan.replicas, shared_setup="eps" not in self.fields)
 

@@ -31,7 +31,7 @@ from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_s
 from .schedule import MAX_STEPS, Schedule
 
 __all__ = ["SolvePlan", "plan_solve", "exact_closure", "no_lazy_limit", "METHODS", "PRECISIONS", "DEFAULTS",
-           "memory_estimate", "RUNTIME_BYTES"]
+           "memory_estimate", "check_mixed_scale", "RUNTIME_BYTES"]
 
 # what compiling and running any program takes beyond its arrays (measured: 100-400 MiB for the
 # solvers' compilations, `scripts/bench_memory.py`)
@@ -566,10 +566,12 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     if not plan.sampled:
         if points > 1 and shared_setup:     # points sharing their kernels: the setup once
             common, setup = setup, 0.0
-        if points > 1 and shared_setup and plan.method == "lazy":   # and the lazy eigenbasis
+        # the lazy eigenbasis once too; a closure batch holds about 2 P^2 values a point (461 -> 2368
+        # MiB from 2 to 16 points at P = 3000, where the lazy one stays at 720 MiB)
+        if points > 1 and shared_setup and plan.method == "lazy":
             common += shared
-        else:               # (a closure batch holds about 2 P^2 values a point: 461 -> 2368 MiB
-            work += shared  # from 2 to 16 points at P = 3000, where the lazy one stays at 720 MiB)
+        else:
+            work += shared
     if points > 1:          # a vmapped batch keeps more of every point's temporaries alive at once
         work *= 1.5
     # + compilation and the runtime, and the setups `dmft.solve` keeps for reuse

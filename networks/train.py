@@ -148,8 +148,10 @@ def _check_measures(measures, sd, j, bad, counts, width) -> int:
     if measures is None:
         return j
     jm, _ = first_nonfinite({"measures": np.asarray(measures[sd])})
-    if jm < 0 or 0 <= j <= jm or (0 <= bad < counts[jm]):
-        return j if jm < 0 or 0 <= j <= jm else jm
+    if jm < 0 or 0 <= j <= jm:          # the measures finite, or lost with the other records
+        return j
+    if 0 <= bad < counts[jm]:           # lost with the weights, non-finite before that save
+        return jm
     when = ("in the initial record (step 0)" if counts[jm] == 0 else f"at the save after step {int(counts[jm])}")
     raise DivergenceError(
         f"networks N={width}: the recorded 'measures' of seed {sd} is not finite {when}, while its weights "
