@@ -380,7 +380,7 @@ def test_a_validate_run_written_before_node_bias_rel_is_the_same_run(tmp_path, c
 
     assert ADDED_KEYS[("check", "node_bias_rel")] == TOLERANCES["node_bias_rel"]
     out = tmp_path / "v"
-    argv = ["validate", "--out", str(out)] + TINY
+    argv = ["validate", "--out", str(out), "--set", "theory.node_check=true"] + TINY   # (node_bias_rel's reader)
     assert cli.main(argv) in (0, 1)
     path = out / "run.json"
     manifest = json.loads(path.read_text())
