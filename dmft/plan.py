@@ -31,7 +31,7 @@ from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_s
 from .schedule import MAX_STEPS, Schedule
 
 __all__ = ["SolvePlan", "plan_solve", "exact_closure", "no_lazy_limit", "METHODS", "PRECISIONS", "DEFAULTS",
-           "memory_estimate", "check_mixed_scale", "RUNTIME_BYTES"]
+           "memory_estimate", "setup_bytes", "check_mixed_scale", "RUNTIME_BYTES"]
 
 # what compiling and running any program takes beyond its arrays (measured: 100-400 MiB for the
 # solvers' compilations, `scripts/bench_memory.py`)
@@ -503,6 +503,25 @@ def _cache_group(plan: SolvePlan) -> int:
                default=1)
 
 
+def _setup_values(N: int, P: int, r: int, C: int) -> float:
+    """The values a solve's setup holds: geometry and lazy kernels ((P + P*) x P arrays)."""
+    return N * r + 6.0 * N * P + P * C
+
+
+def _input_values(N: int, D: int) -> float:
+    """The inputs' float64 copies (geometry's concatenation and squares, the input kernel's device
+    copies), once for a batch too (its geometry is shared): they bind when D >> P + P* (D = 4e5,
+    P = P* = 100 measured 3.2x the estimate without them)."""
+    return 4.0 * N * D
+
+
+def setup_bytes(P: int, P_test: int, D: int, C: int = 1) -> float:
+    """Bytes every solve of data of these sizes holds, whatever its method: its setup and inputs
+    (`memory_estimate`'s floor), known before the data are made."""
+    N = P + P_test
+    return 8.0 * (_setup_values(N, P, min(D, N), C) + _input_values(N, D))
+
+
 def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None,
                     shared_setup: bool = False) -> float:
     """Peak bytes a solve allocates (float64), from the sizes it will hold, calibrated against
@@ -530,11 +549,7 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     # there too (cv_train / cv_test, judged after the run)
     per_save = N * C * (2 if plan.sampled and plan.control_variate else 1) + kern + 8
     records = 3.0 * R * plan.node_split * T * per_save           # (each population's records)
-    setup = N * r + 6.0 * N * P + P * C
-    # the inputs' float64 copies (geometry's concatenation and squares, the input kernel's device
-    # copies), once for a batch too (its geometry is shared): they bind when D >> P + P*
-    # (D = 4e5, P = P* = 100 measured 3.2x the estimate without them)
-    inputs = 4.0 * N * D
+    setup, inputs = _setup_values(N, P, r, C), _input_values(N, D)
     work = 0.0
     if plan.sampled:
         m = _nodes_per_replica(plan)

@@ -365,11 +365,10 @@ def check_sections(cfg: dict) -> None:
         if need > 8 * 2 ** 30:
             raise ConfigError(f"task.P, task.P_test, task.D: the inputs alone need {need / 2 ** 30:.0f} GiB")
         if th is not None and "max_memory_gb" in th:
-            # what every solve's setup holds (`dmft.plan.memory_estimate`'s setup and inputs terms), from
-            # the sizes alone: refused before the data are generated (P_test = 1e8 made 16 GB of data
-            # for 55 s before the solve's plan refused it)
-            N, P, D = task["P"] + task["P_test"], task["P"], task["D"]
-            least = 8.0 * (6.0 * N * P + 4.0 * N * D)
+            # what every solve's setup holds, from the sizes alone: refused before the data are
+            # generated (P_test = 1e8 made 16 GB of data for 55 s before the solve's plan refused it)
+            P, D = task["P"], task["D"]
+            least = dmft.plan.setup_bytes(P, task["P_test"], D)
             if least > th["max_memory_gb"] * 2 ** 30:
                 raise ConfigError(f"task.P, task.P_test, task.D: a solve on {P} training and {task['P_test']} test "
                                   f"points in D = {D} holds at least {least / 2 ** 30:.3g} GiB (its kernels and "

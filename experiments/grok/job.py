@@ -299,6 +299,10 @@ def _check_diagram_memory(cfg, tb: Testbed) -> None:
     P = int(max(dg["P"]))
     sch, _ = _column_batches(cfg, tb, "P", P)
     prog = dmft.BatchProgram(tb.model, _diagram_data(cfg, P), schedule=sch, fields=("gamma0",), method="closure")
+    try:                                # (the diagram's points, as `_check_parts` checks the other axes')
+        prog.check_points({"gamma0": np.asarray(dg["gamma0"], float)})
+    except InputError as err:
+        raise ConfigError(f"diagram.gamma0 x diagram.P: {err}") from None
     points = min(dg["batch_size"], len(dg["gamma0"]))
     need = prog.memory_estimate(points)
     if need > prog.max_memory_gb * 2 ** 30:
@@ -320,28 +324,18 @@ def _check_parts(cfg, tb: Testbed) -> None:
             V = np.asarray(dg[axis], float)
             where = f"diagram.gamma0 x diagram.{axis}"
             try:
-                if axis in ("P", "minibatch"):     # (the largest P column's data: _check_diagram_memory's)
-                    v = int(V.max())
-                    d = _diagram_data(cfg, v) if axis == "P" else data
-                    sch, _ = _column_batches(cfg, tb, axis, v)
-                    dmft.BatchProgram(model, d, schedule=sch, fields=("gamma0",), method="closure",
+                if axis == "minibatch":           # (the P axis's points: `_check_diagram_memory`)
+                    sch, _ = _column_batches(cfg, tb, axis, int(V.max()))
+                    dmft.BatchProgram(model, data, schedule=sch, fields=("gamma0",), method="closure",
                                       max_memory_gb=1e9).check_points({"gamma0": G})
-                else:
+                elif axis != "P":
                     gg, vv = np.meshgrid(G, V, indexing="ij")
                     dmft.BatchProgram(model, data, schedule=tb.schedule, fields=("gamma0", axis), method="closure",
                                       max_memory_gb=1e9).check_points({"gamma0": gg.ravel(), axis: vv.ravel()})
             except InputError as err:
                 raise ConfigError(f"{where}: {err}") from None
             if dg["overlay_width"]:
-                v = float(V[len(V) // 2])
-                sch, _ = _column_batches(cfg, tb, axis, v)
-                m, d = model, data
-                if axis == "eps":
-                    m = m.replace(activation=dmft.activations.quadratic(v))
-                elif axis == "P":
-                    d = _diagram_data(cfg, int(v))
-                elif axis == "weight_decay":
-                    sch = sch.replace(weight_decay=v)
+                m, d, sch, _ = _overlay_setup(cfg, tb, axis, float(V[len(V) // 2]))
                 try:
                     for g in sorted({float(G.min()), float(G.max())}):
                         networks.plan_train(m.replace(gamma0=g), d, sch, dg["overlay_width"], dg["overlay_seeds"])
@@ -458,6 +452,19 @@ def _cell_status(diag) -> np.ndarray:
                                        dtype=object).reshape(bad.shape), status)
 
 
+def _overlay_setup(cfg, tb: Testbed, axis: str, v: float):
+    """(model, data, schedule, batch key) of an overlay's networks at the diagram's value v of `axis`."""
+    m, d = tb.model, tb.data
+    sch, bkey = _column_batches(cfg, tb, axis, v)
+    if axis == "eps":
+        m = m.replace(activation=dmft.activations.quadratic(v))
+    elif axis == "P":
+        d = _diagram_data(cfg, v)
+    elif axis == "weight_decay":
+        sch = sch.replace(weight_decay=v)
+    return m, d, sch, bkey
+
+
 def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     """Finite-width networks at two grid points (the corners of the gamma0 axis, middle value)."""
     dg = cfg["diagram"]
@@ -468,17 +475,11 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
     j = len(V) // 2
     pts = []
     status = _cell_status(diag)
+    v = float(V[j])
+    m, d, sch, bkey = _overlay_setup(cfg, tb, axis, v)
     for i in sorted({0, len(diag["gamma0"]) - 1}):
-        g, v = float(diag["gamma0"][i]), float(V[j])
-        m, d = model.replace(gamma0=g), data
-        sch, bkey = _column_batches(cfg, tb, axis, v)
-        if axis == "eps":
-            m = m.replace(activation=dmft.activations.quadratic(v))
-        elif axis == "P":
-            d = _diagram_data(cfg, v)
-        elif axis == "weight_decay":
-            sch = sch.replace(weight_decay=v)
-        r = networks.train(m, d, width=dg["overlay_width"], seeds=dg["overlay_seeds"], schedule=sch,
+        g = float(diag["gamma0"][i])
+        r = networks.train(m.replace(gamma0=g), d, width=dg["overlay_width"], seeds=dg["overlay_seeds"], schedule=sch,
                            key=jax.random.key(cfg["simulate"]["seed"]), batch_key=bkey)
         gt = gk.grokking_times(r.t, r.train_loss.mean(0), r.test_loss.mean(0), diag["threshold"])
         th = diag["times"]
