@@ -670,6 +670,23 @@ def test_lyu_settings_its_law_cannot_read_are_refused(activation, gamma0, scan, 
     assert not any(bad.values()) and cfg["decay"]["gamma0"] == g
 
 
+@given(activation=st.sampled_from(["tanh", "Relu", "square"])
+       | st.text(alphabet="abfilnqrsteuxz", min_size=1, max_size=8))
+def test_an_unknown_sparse_parity_activation_is_named_with_its_section(activation):
+    """sparse_parity.activation is refused before compute by its key (the library's error named
+    only "activation"); the known names load."""
+    from experiments import grok
+    from dmft.errors import ConfigError
+    sets = ["testbed.name='sparse_parity'", f"sparse_parity.activation='{activation}'"]
+    known = activation.lower() in dmft.activations.names()
+    try:
+        cfg = grok.load_config(None, sets)
+    except ConfigError as err:
+        assert not known and "sparse_parity.activation" in str(err) and repr(activation) in str(err), err
+        return
+    assert known and cfg["sparse_parity"]["activation"] == activation
+
+
 # ------------------------------------------------------------------ early warning, settled
 
 def test_drop_and_change_times_do_not_move_with_the_save_grid():

@@ -227,6 +227,9 @@ def _check(cfg: dict) -> None:
     sp = cfg["sparse_parity"]
     if sp["k"] > sp["n"]:
         raise ConfigError(f"sparse_parity.k: must be <= sparse_parity.n ({sp['n']}), got {sp['k']}")
+    if cfg["testbed"]["name"] == "sparse_parity" and sp["activation"].lower() not in dmft.activations.names():
+        raise ConfigError(f"sparse_parity.activation: unknown name {sp['activation']!r}; known: "
+                          + ", ".join(dmft.activations.names()))
     name = cfg["testbed"]["name"]
     if name in _BASIS:
         # the progress measures read the first-layer weights themselves: the DMFT carries them
