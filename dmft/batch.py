@@ -40,7 +40,7 @@ from . import checks
 from . import closure as _closure
 from . import runner as _runner
 from . import single_site as _ss
-from .activations import grid_nodes
+from .activations import grid_nodes, quadratic
 from .errors import InputError, MemoryLimitError, warn
 from .geometry import geometry, host_kernels, lazy_setup
 from .lazy import lazy_records
@@ -270,6 +270,23 @@ class BatchProgram:
             return np.broadcast_to(self.schedule.save_steps, (eta0.size, self.schedule.save_steps.size))
         return final_time_counts(self.final_time, self.schedule.save_steps.size, eta0)
 
+    def _check_mixed_scale(self, cols: dict) -> None:
+        """precision='mixed''s data-scale rule (`check_mixed_scale`) at the grid's worst corner: its
+        smallest gamma0 and, for a batch over eps, its largest |eps| (the output scale
+        sqrt(E[phi(h)^2]) of h + (eps / 2) h^2 grows with eps^2)."""
+        model, where = self.model, []
+        if "eps" in cols:
+            eps = float(np.max(np.abs(cols["eps"])))
+            model = dataclasses.replace(model, activation=quadratic(eps))
+            where.append(f"largest |eps| ({eps:g})")
+        gamma0 = float(cols["gamma0"].min()) if "gamma0" in cols else None
+        if gamma0 is not None:
+            where.append(f"smallest gamma0 ({gamma0:g})")
+        try:
+            check_mixed_scale(model, self.data, gamma0=gamma0, method=self.method)
+        except InputError as err:
+            raise InputError(f"at the grid's {' and '.join(where)}: {err}") from None
+
     def check_points(self, values: Mapping) -> tuple[dict, np.ndarray]:
         """Every check a point gets before it is run, the same as `dmft.solve` makes on one
         (`dmft.Schedule`'s eta0 * weight_decay < 1 for gradient descent, through the same
@@ -292,8 +309,8 @@ class BatchProgram:
         if self._static.precision == "mixed" and "gamma0" in cols and cols["gamma0"].min() < MIXED_MIN_GAMMA0:
             raise InputError(f"precision='mixed' needs gamma0 >= {MIXED_MIN_GAMMA0}; got "
                              f"{cols['gamma0'].min():g} (its float32 rounding is divided by gamma0)")
-        if self._static.precision == "mixed" and "gamma0" in cols and jax.config.jax_enable_x64:
-            check_mixed_scale(self.model, self.data, gamma0=float(cols["gamma0"].min()), method=self.method)
+        if self._static.precision == "mixed" and ("gamma0" in cols or "eps" in cols) and jax.config.jax_enable_x64:
+            self._check_mixed_scale(cols)
         for f in ("gamma0", "eta0"):                 # the float range dmft.solve's check_scales holds
             if f in cols:
                 check_scale_values(f, cols[f])

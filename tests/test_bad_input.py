@@ -969,6 +969,38 @@ def test_the_mixed_scale_ratio_is_the_forward_methods_and_zero_targets_are_named
     np.testing.assert_allclose(sols[1].test_loss, sols[0].test_loss, rtol=1e-6)
 
 
+@settings(max_examples=20, deadline=None)
+@given(eps=st.lists(st.floats(-300.0, 300.0), min_size=1, max_size=3),
+       gamma0=st.one_of(st.none(), st.sampled_from([0.05, 0.2, 1.0])))
+def test_a_mixed_batch_over_eps_is_judged_at_its_worst_point(eps, gamma0):
+    """precision='mixed''s output-scale rule in a batch over eps (the quadratic activation's): the
+    grid is refused before any compute exactly when one of its points would be refused by
+    `dmft.plan_solve` (it read the model's eps: a point at eps = 1000 ran to NaN), naming the
+    grid's largest |eps|."""
+    data = dmft.tasks.kumar_quadratic(D=8, P=16, P_test=8, key=0)
+    model = dmft.TwoLayer(dmft.activations.quadratic(0.02), gamma0=0.1, readout="fixed")
+    grid = {"eps": eps} if gamma0 is None else {"eps": eps, "gamma0": [gamma0] * len(eps)}
+    schedule = dmft.Schedule(0.5, 4, 2)
+    kw = dict(method="forward", precision="mixed", samples=8, replicas=2)
+
+    def refused(e):
+        point = dmft.TwoLayer(dmft.activations.quadratic(e), gamma0=gamma0 or 0.1, readout="fixed")
+        try:
+            dmft.plan_solve(point, data, schedule, **kw)
+        except dmft.InputError:
+            return True
+        return False
+
+    before = dict(TRACE_COUNTS)
+    if any(refused(e) for e in eps):
+        with pytest.raises(dmft.InputError, match=r"^at the grid's largest \|eps\| .*precision='mixed': the output"):
+            dmft.solve_batch(model, data, grid, schedule=schedule, **kw)
+        assert TRACE_COUNTS == before
+    else:
+        cols, _ = dmft.BatchProgram(model, data, schedule=schedule, fields=tuple(grid), **kw).check_points(grid)
+        np.testing.assert_array_equal(cols["eps"], eps)
+
+
 def test_a_diverging_seed_with_measures_is_flagged_not_blamed_on_the_measures():
     """A weight moment that overflows while the weights run away is the seed's divergence: flagged
     in info['diverged'] with a warning (as without measures), not a DivergenceError naming the
