@@ -8,7 +8,9 @@ dies, however it dies: a run.json still "running" under a free lock is a run tha
 A directory that holds a different run is refused (`OutputConflict`); rerunning the same
 configuration finds it complete and does nothing unless forced, after checking every file
 against the SHA-256 that run.json recorded when the run completed (a missing or changed file is
-refused, naming it); that needs no write access. A run that differs from the complete run in
+refused, naming it); that needs no write access. run.json itself is sealed (`seal`, the SHA-256 of
+its content): one edited since dmft wrote it is refused, and with --force its file list is not
+trusted (nothing it names is removed). A run that differs from the complete run in
 the directory only in its [check] section (the verdicts' tolerances: same command, code, inputs
 and everything else) is not computed again when its job can judge the saved results
 (`prepare_output(..., recheck=True)` returns `RECHECK`): every file of the run is verified
@@ -57,7 +59,7 @@ from .config import differences, to_toml
 from .problem import data_digest, unread_task_keys
 from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 
-__all__ = ["prepare_output", "write_manifest", "read_manifest", "check_writable", "release", "OutputConflict",
+__all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
            "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES"]
 
@@ -417,6 +419,15 @@ def _legacy_inputs(old: dict, inputs: dict) -> dict:
     return legacy
 
 
+def seal(man: dict) -> str:
+    """run.json's seal: the SHA-256 of its content less the seal itself (canonical JSON, sorted
+    keys), recorded by `write_manifest`. A run.json whose content no longer matches its seal was
+    edited after dmft wrote it: its configuration, digests or verdicts cannot be trusted (one
+    edited to another configuration made the old results "already complete")."""
+    body = {k: v for k, v in man.items() if k != "seal"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_manifest(out: str) -> dict:
     try:
         with open(os.path.join(out, MANIFEST)) as fh:
@@ -515,8 +526,8 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
 
     Raises:
         OutputConflict: a live run holds it, before anything is touched (also with force); it
-            holds another run (or files not written by dmft) and force is off; the run to
-            re-check has a missing or changed file.
+            holds another run (or files not written by dmft), or a run.json edited since dmft
+            wrote it, and force is off; the run to re-check has a missing or changed file.
         OutputError: it cannot be created or written.
     """
     out = os.fspath(out)
@@ -582,6 +593,13 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
     old = read_manifest(out) if os.path.exists(path) else {}
     if old and not (isinstance(old.get("command"), str) and isinstance(old.get("config"), dict)):
         old = {}                                # a run.json that dmft did not write: treated as unreadable
+    if old and "seal" in old and old["seal"] != seal(old):      # (one without a seal: written before seals)
+        if not force:
+            raise OutputConflict(f"{out}: {MANIFEST} was edited after dmft wrote it (its content no longer "
+                                 "matches its seal), so the configuration, files and verdicts it records cannot "
+                                 "be trusted; choose another --out, or pass --force to compute the run again "
+                                 "(the files it lists are then kept, not removed)")
+        old = {}
     if old:
         old = {**old, "config": _with_added(old["config"], jsonable(cfg))}
     if os.path.exists(path) and not old and not force:
@@ -839,9 +857,9 @@ def recheck_note(old: dict, cfg: dict) -> dict:
 
 def write_manifest(out, job, cfg, status, extra=None) -> None:
     """run.json: command, status, configuration, environment, pid and host (and extra fields),
-    atomically. A complete run also records the SHA-256 of every file it wrote, so that a rerun
-    which finds it complete verifies them (`prepare_output`); any status but "running" ends the
-    run (`release`)."""
+    atomically, sealed (`seal`: a rerun refuses a run.json edited since). A complete run also
+    records the SHA-256 of every file it wrote, so that a rerun which finds it complete verifies
+    them (`prepare_output`); any status but "running" ends the run (`release`)."""
     man = {"command": job, "status": status, "config": jsonable(cfg), "inputs": jsonable(run_inputs(cfg)),
            "code": code_digest(), "environment": environment(), "pid": os.getpid(),
            "host": socket.gethostname()}
@@ -853,6 +871,8 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
         man["digests"] = dict(sorted({**kept, **digests(out, stop=True)}.items()))
     elif status != "running":          # failed, interrupted, plot_failed: what a rerun removes
         man["written"] = sorted({*kept, *_written(out, stop=True)})
+    man = json.loads(json.dumps(man))         # (sealed as it reads back)
+    man["seal"] = seal(man)
     tmp = os.path.join(out, MANIFEST + ".tmp")
     try:
         with open(tmp, "w") as fh:

@@ -398,7 +398,7 @@ def test_a_run_written_before_inputs_were_recorded_is_judged_by_its_environment(
     argv = _solve_argv(out, "--gamma0", "1")
     assert _run(argv, capsys)[0] == 0
     man = json.loads((out / "run.json").read_text())
-    del man["inputs"]
+    del man["inputs"], man["seal"]                              # (as written before either was recorded)
     (out / "run.json").write_text(json.dumps(man))
     code, err = _run(argv, capsys)
     assert code == 0 and "already complete" in err, err          # same environment: the same run
@@ -414,7 +414,7 @@ def test_a_complete_run_of_other_code_is_computed_again(tmp_path, capsys):
     unfinished one is; of this code it stays complete."""
     import json
 
-    from experiments.output import code_digest
+    from experiments.output import code_digest, seal
 
     out = tmp_path / "s"
     argv = _solve_argv(out, "--gamma0", "1")
@@ -422,6 +422,7 @@ def test_a_complete_run_of_other_code_is_computed_again(tmp_path, capsys):
     man = json.loads((out / "run.json").read_text())
     assert man["code"] == code_digest()
     man["code"] = "0" * 64
+    man["seal"] = seal(man)                                     # (as that code sealed it)
     (out / "run.json").write_text(json.dumps(man))
     code, err = _run(argv, capsys)
     assert code == 0 and "already complete" not in err, err
@@ -431,11 +432,74 @@ def test_a_complete_run_of_other_code_is_computed_again(tmp_path, capsys):
     # other code, and a file of the run edited since: refused without --force, as with this code
     man = json.loads((out / "run.json").read_text())
     man["code"] = "0" * 64
+    man["seal"] = seal(man)
     (out / "run.json").write_text(json.dumps(man))
     with open(out / "report.json", "a") as fh:
         fh.write(" ")
     code, err = _run(argv, capsys)
     assert code == cli.EXIT_OUTPUT and "report.json was changed" in err, err
+
+
+def _leaves(node, path=()):
+    """Every leaf of a JSON tree as (path, value)."""
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, path + (k,))]
+    if isinstance(node, list):
+        return [leaf for i, v in enumerate(node) for leaf in _leaves(v, path + (i,))]
+    return [(path, node)]
+
+
+def _changed(value):
+    """Another value of the same kind: what a hand edit of run.json makes of a leaf."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1 if value == value else 0.0
+    if isinstance(value, str):
+        return value + "x"
+    return "edited" if value is None else None
+
+
+_SEALED = {}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pick=st.integers(0, 10 ** 6))
+def test_a_run_json_edited_after_it_was_written_is_refused(tmp_path_factory, capsys, pick):
+    """run.json is sealed (the SHA-256 of its content): a complete run whose run.json was edited
+    since (any one leaf: its configuration edited to another run's made the old results "already
+    complete", a verdict edited FAIL to PASS was reported as the run's) is refused before
+    anything is touched, naming the edit; --force computes it again, sealed anew."""
+    import json
+    import shutil
+
+    from experiments.output import seal
+
+    if not _SEALED:
+        base = tmp_path_factory.mktemp("sealed") / "s"
+        assert _run(_solve_argv(base, "--gamma0", "1"), capsys)[0] == 0
+        _SEALED["base"] = base
+    out = tmp_path_factory.mktemp("edited") / "s"
+    shutil.copytree(_SEALED["base"], out)
+    man = json.loads((out / "run.json").read_text())
+    leaves = [leaf for leaf in _leaves(man) if leaf[0] != ("seal",)]
+    path, value = leaves[pick % len(leaves)]
+    node = man
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = _changed(value)
+    (out / "run.json").write_text(json.dumps(man, indent=2))
+    argv = _solve_argv(out, "--gamma0", "1")
+    before = _tree(out)
+    code, err = _run(argv, capsys)
+    assert code == cli.EXIT_OUTPUT and "run.json was edited after dmft wrote it" in err, (path, err)
+    assert _tree(out) == before
+    if pick % 5 == 0:                     # (a few: each computes the run again)
+        code, err = _run(argv + ["--force"], capsys)
+        assert code == 0, err
+        again = json.loads((out / "run.json").read_text())
+        assert again["status"] == "complete" and again["seal"] == seal(again)
+        assert _run(argv, capsys)[1].count("already complete") == 1
 
 
 # ------------------------------------------------------------------ one run per results directory
@@ -455,6 +519,8 @@ def test_a_directory_a_live_run_holds_is_refused_and_left_as_it_is(tmp_path, cap
     import subprocess
     import sys
 
+    from experiments.output import seal
+
     out = tmp_path / "s"
     argv = _solve_argv(out, "--gamma0", "1")
     assert _run(argv, capsys)[0] == 0
@@ -469,6 +535,7 @@ def test_a_directory_a_live_run_holds_is_refused_and_left_as_it_is(tmp_path, cap
     try:
         assert holder.stdout.readline().strip() == "locked"
         man.update(status="running", pid=holder.pid)           # as the live run's run.json says
+        man["seal"] = seal(man)
         (out / "run.json").write_text(json.dumps(man))
         before = _tree(out)
         for extra in ([], ["--force"], ["--force", "--gamma0", "2"]):

@@ -226,6 +226,7 @@ def test_a_full_batch_run_written_before_the_sgd_keys_is_the_same_run(tmp_path):
     manifest = json.loads(path.read_text())
     for key in ("batch_size", "batch_seed"):
         del manifest["config"]["train"][key]
+    del manifest["seal"]                                        # (written before run.json was sealed too)
     path.write_text(json.dumps(manifest))
     code, err = _main(["solve", "--out", str(out)] + SIZES + SOLVE)
     assert code == 0 and "already complete" in err, err

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from experiments import cli
+from experiments.output import seal
 
 VALIDATE = ["--no-progress", "--gamma0", "1", "--samples", "64", "--steps", "4", "--set", "train.save_every=2",
             "--widths", "4", "--seeds", "2", "--set", "task.D=3", "--set", "task.P=6", "--set", "task.P_test=4"]
@@ -201,6 +202,7 @@ def test_a_change_outside_check_is_still_a_different_run(validated, tmp_path, ca
     # of other code (an edited verdict may read the results otherwise): a different run too
     man = _man(out)
     man["code"] = "0" * 64
+    man["seal"] = seal(man)                                     # (as that code sealed it)
     (out / "run.json").write_text(json.dumps(man))
     tree["run.json"] = _bytes(out)["run.json"]
     code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + ["--set", "check.agreement_rel=0.5"], capsys)
@@ -283,7 +285,8 @@ def test_a_recheck_copy_that_cannot_be_used_is_said_or_dropped(validated, tmp_pa
     never taken for a user's file."""
     out = _copy(validated, tmp_path / "v")
     man = _man(out)
-    (out / "run.json").write_text(json.dumps({**man, "status": status}))
+    man = {**man, "status": status}
+    (out / "run.json").write_text(json.dumps({**man, "seal": seal(man)}))
     (out / ".dmft-recheck").write_text(backup)
     (out / ".dmft-recheck.tmp").write_text(backup[:3])            # one killed while it was written
     code, _, err = _run(["validate", "--out", str(out)] + VALIDATE, capsys)
