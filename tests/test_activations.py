@@ -130,6 +130,18 @@ def test_trapezoid_kernels_exact_for_erf_at_any_variance(k11, k22, rho):
 _SMOOTH = A.custom(lambda h: jnp.sin(h) + 0.5 * jnp.tanh(h))     # (one activation: compiled once)
 
 
+def _grid_512(act):
+    """The 512-node trapezoid rule as a reference, compiled once with XLA's backend optimizations
+    (tests/conftest.py turns them off: its 262144 nodes an entry then took 2.5x as long, most of the
+    Mehler test's time). Traced, its node count stays the 512 given, which concrete inputs of
+    standard deviation <= 4 would not raise (`grid_nodes`: 248)."""
+    return jax.jit(functools.partial(A.trapezoid_kernels, act, nodes=512),
+                   compiler_options={"xla_backend_optimization_level": 3})
+
+
+_GRID_512 = {"tanh": _grid_512(A.tanh()), "smooth": _grid_512(_SMOOTH)}
+
+
 @settings(deadline=None, max_examples=25)
 @given(sd_a=st.lists(st.floats(0.0, 4.0), min_size=4, max_size=4),      # (fixed shapes: one compile)
        sd_b=st.lists(st.floats(0.0, 4.0), min_size=3, max_size=3),
@@ -146,9 +158,7 @@ def test_mehler_series_matches_the_closed_form_and_the_grid(sd_a, sd_b, seed, un
         rho = np.sign(rho)
     da, db = sa ** 2, sb ** 2
     kab = rho * np.sqrt(da)[:, None] * np.sqrt(db)[None, :]
-    for act, ref in ((A.erf(), A.erf().lazy_kernels),
-                     (A.tanh(), functools.partial(A.trapezoid_kernels, A.tanh(), nodes=512)),
-                     (_SMOOTH, functools.partial(A.trapezoid_kernels, _SMOOTH, nodes=512))):
+    for act, ref in ((A.erf(), A.erf().lazy_kernels), (A.tanh(), _GRID_512["tanh"]), (_SMOOTH, _GRID_512["smooth"])):
         phi, g, done = A.mehler_kernels(act, da, db, kab)
         zero = (da[:, None] == 0) | (db[None, :] == 0)
         assert np.array_equal(done, (np.abs(rho) <= 0.9) | (np.abs(rho) == 1) | zero)
@@ -500,7 +510,7 @@ def test_kernels_of_homogeneous_and_saturating_activations_hold_at_any_input_sca
     np.testing.assert_allclose(float(diag[0][0]), 2 / np.pi * np.arctan2(2 * k11, np.sqrt(1 + 4 * k11)),
                                rtol=1e-14)
     np.testing.assert_allclose(float(diag[1][0]), 4 / np.pi / np.sqrt(1 + 4 * k11), rtol=1e-14)
-    act = A.relu() if leak is None else A.custom(lambda h: jnp.where(h > 0, h, leak * h), "leaky", kinks=(0.0,))
+    act = A.relu() if leak is None else LEAKY[leak]     # (built once: a new callable compiled again)
     unit = [jnp.asarray([v]) for v in (1.0, rho * np.sqrt(ratio), ratio)]
     phi, g = (float(v[0]) for v in act.lazy_kernels(*kk))
     phi1, g1 = (float(v[0]) for v in act.lazy_kernels(*unit))

@@ -1047,12 +1047,12 @@ def test_a_testbed_chosen_alone_runs_its_shipped_settings(testbed, shipped):
 
 def test_the_lyu_decay_scan_says_when_its_dmft_is_heavy_tailed():
     """The weight-decay scan (the lyu testbed's main result) ran the forward method's batch and
-    dropped its heavy-tail flag: at 256 nodes a replica the least effective share is 1/256 (one
+    dropped its heavy-tail flag: at 128 nodes a replica the least effective share is 1/128 (one
     node); the scan's result, its log and report.md now say so."""
     from experiments.grok import config as gconf, job as gjob
     from experiments.grok.report import markdown
 
-    cfg = gconf.load_config(None, ["testbed.name='lyu'", "theory.samples=512", "decay.steps=1000",
+    cfg = gconf.load_config(None, ["testbed.name='lyu'", "theory.samples=256", "decay.steps=1200",
                                    "decay.weight_decay=[1.6e-3, 3.2e-3]"])
     logs = []
     out = gjob.decay_scan(cfg, gconf.build(cfg), log=logs.append)
@@ -1414,8 +1414,11 @@ def test_grok_p_diagram_under_sgd_trains_each_column_on_its_points_and_marks_div
 _FORWARD_TESTBEDS = {
     "sparse_parity": ["sparse_parity.n=6", "sparse_parity.k=2", "sparse_parity.P=40", "sparse_parity.P_test=20",
                       "model.gamma0=[1.0]", "train.eta0=1.0"],
-    # C = p outputs (the operator control variate), P = 22 of the 25 pairs
-    "modular_addition": ["modular_addition.p=5", "model.gamma0=[1.0]", "train.eta0=0.05"],
+    # C = p outputs (the operator control variate), P = 22 of the 25 pairs; without the testbed's
+    # theory.node_check (two more DMFT solves, at 32 and 16 nodes: each draws and compiles its own;
+    # test_grok_node_check_solves_fewer_nodes_and_extrapolates runs it and checks its rows' errors)
+    "modular_addition": ["modular_addition.p=5", "model.gamma0=[1.0]", "train.eta0=0.05",
+                         "theory.node_check=false"],
     # square activation, fixed readouts, under weight decay
     "lyu": ["lyu.D=6", "lyu.P=30", "lyu.P_test=20", "model.gamma0=[0.05]", "decay.weight_decay=[0.0]",
             "train.eta0=0.2"],
@@ -1455,7 +1458,6 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
     rep = json.loads((out / "report.json").read_text())
     for row in rep["summary"]:
         ew = row["early_warning"]
-        # (modular_addition's DMFT is also solved at fewer nodes: theory.node_check)
         sampled = row["source"].startswith(("DMFT", "N="))
         assert ("t_drop_se" in ew) == sampled, row["source"]
         assert all(("lead_se" in v) == sampled for v in ew.values() if isinstance(v, dict)), row["source"]
@@ -1641,6 +1643,9 @@ def test_grok_node_check_solves_fewer_nodes_and_extrapolates(tmp_path, monkeypat
     rows = {r["source"]: r for r in rep["summary"]}
     srcs = ["DMFT", gjob.NODE_CHECK_ROWS[2], gjob.NODE_CHECK_ROWS[4]]
     assert set(rows) >= set(srcs)
+    for s in srcs:          # each solve's early warnings carry errors from its own replicas
+        ew = rows[s]["early_warning"]
+        assert "t_drop_se" in ew and all("lead_se" in v for v in ew.values() if isinstance(v, dict)), s
     assert [r["quantity"] for r in rep["node_check"]] == ["t_train", "t_test", "gap", "final train loss",
                                                           "final test loss"]
     groups = ["theory", gjob.NODE_CHECK_GROUPS[2], gjob.NODE_CHECK_GROUPS[4]]

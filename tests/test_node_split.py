@@ -31,12 +31,14 @@ def test_split_sites_keeps_each_nodes_antithetic_partner_in_its_part(sampler, tr
     assert sp.z.shape == (R * k, M // k, r) and sp.a.shape == (R * k, M // k, c)
     np.testing.assert_array_equal(sp.weight, np.full((R * k, M // k), k / M))
     h, q = M // 2, M // (2 * k)
+    # (read as numpy arrays: indexing the jax arrays compiled a program for each index's shape)
+    z, a, z_split, a_split = (np.asarray(v) for v in (s.z, s.a, sp.z, sp.a))
     for j in range(R):
         for p in range(k):
             rows = np.r_[p * q:(p + 1) * q, h + p * q:h + (p + 1) * q]
-            np.testing.assert_array_equal(sp.z[j * k + p], s.z[j][rows])
-            np.testing.assert_array_equal(sp.a[j * k + p], s.a[j][rows])
-            zp, ap = np.asarray(sp.z[j * k + p]), np.asarray(sp.a[j * k + p])
+            np.testing.assert_array_equal(z_split[j * k + p], z[j][rows])
+            np.testing.assert_array_equal(a_split[j * k + p], a[j][rows])
+            zp, ap = z_split[j * k + p], a_split[j * k + p]
             if sampler != "mc":                    # (each node's partner in the part: its second half)
                 if trained:
                     np.testing.assert_array_equal(zp[:q], zp[q:])

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,8 +48,8 @@ def _ks(sample, cdf):
     return max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
 
 
-def _normal_cdf(x):
-    return 0.5 * (1 + jax.scipy.special.erf(jnp.asarray(x) / math.sqrt(2)))
+def _normal_cdf(x):       # (scipy's: jax's eager erf and gammainc compiled a program per call)
+    return 0.5 * (1 + scipy.special.erf(np.asarray(x) / math.sqrt(2)))
 
 
 def test_samplers_draw_standard_normal_rows():
@@ -58,9 +59,11 @@ def test_samplers_draw_standard_normal_rows():
     n, r = 4096, 6
     crit = 1.95 / math.sqrt(n)
     key = jax.random.key(7)
-    draws = {"stratified": sampling.stratified_normal(key, n, r, jnp.float64),
-             "orthogonal": sampling.orthogonal_gaussian(key, n, r, jnp.float64),
-             "shared_radius": sampling.shared_radius_gaussian(key, n, r, jnp.float64)}
+    # (each compiled as one program, as the solvers' draw compiles them: called eagerly, their QR,
+    # sorts and Newton loop compiled ~100 programs of one operation each)
+    draws = {name: jax.jit(fn, static_argnums=(1, 2, 3))(key, n, r, jnp.float64) for name, fn in (
+        ("stratified", sampling.stratified_normal), ("orthogonal", sampling.orthogonal_gaussian),
+        ("shared_radius", sampling.shared_radius_gaussian))}
     for name, z in draws.items():
         z = np.asarray(z)
         assert z.shape == (n, r) and np.all(np.isfinite(z)), name
@@ -68,7 +71,7 @@ def test_samplers_draw_standard_normal_rows():
             assert _ks(z[:, j], _normal_cdf) < crit, (name, j)
         if name != "stratified":          # (independent coordinates: the radius law follows)
             rad2 = np.sum(z * z, axis=1)
-            assert _ks(rad2, lambda v: jax.scipy.special.gammainc(r / 2, v / 2)) < crit, name
+            assert _ks(rad2, lambda v: scipy.special.gammainc(r / 2, v / 2)) < crit, name
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
@@ -201,16 +204,27 @@ def test_a_keys_batches_are_the_same_on_every_platform(P, frac, seed):
     from dmft.schedule import batch_indices, floyd_draws
 
     B = max(1, round(frac * P / 2)) if frac < 0.8 else max(1, round(frac * P))
-    got = {}
-    for platform in ("cpu", "gpu"):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(dmft.io, "compute_platform", lambda platform=platform: platform)
-            steps = jax.jit(jax.vmap(lambda k: batch_indices(jax.random.key(seed), k, P, B)))  # (traced anew)
-            got[platform] = np.asarray(steps(np.arange(8)))
+
+    def on_each_platform(steps):          # (both traced into one program: one compile an example)
+        out = {}
+        for platform in ("cpu", "gpu"):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(dmft.io, "compute_platform", lambda platform=platform: platform)
+                out[platform] = jax.vmap(lambda k: batch_indices(jax.random.key(seed), k, P, B))(steps)
+        return out
+
+    got = {platform: np.asarray(v) for platform, v in jax.jit(on_each_platform)(np.arange(8)).items()}
     np.testing.assert_array_equal(got["gpu"], got["cpu"])
     # Floyd's while B^2 <= 512 P and 2 B <= P (where it is the cheaper, measured), on any platform
     assert [floyd_draws(*pb) for pb in ((600, 300), (600, 301), (4096, 1448), (4096, 1449))] == [
         True, False, True, False]
+
+
+def _active_rotation(l_tr, y, g0):
+    """`sampling.active_rotation` compiled as one program (as `dmft.solve_batch` traces it), traced
+    afresh at each call, so under the eigh a test puts in its place: called eagerly, each example's
+    shapes compiled ~30 programs of one operation each (~0.5 s an example)."""
+    return jax.jit(lambda *args: sampling.active_rotation(*args))(l_tr, y, g0)
 
 
 @settings(max_examples=15, deadline=None)
@@ -225,7 +239,7 @@ def test_the_active_rotation_has_one_sign_whatever_eigh_returns(seed, r, c, flip
     l_tr, y = rng.normal(size=(8, r)), rng.normal(size=(8, c))
     g = rng.normal(size=(8, 8))
     g0 = g @ g.T / 8
-    want = np.asarray(sampling.active_rotation(l_tr, y, g0))
+    want = np.asarray(_active_rotation(l_tr, y, g0))
     lead = want[np.argmax(np.abs(want), axis=0), np.arange(r)]
     assert np.all(lead > 0)
     np.testing.assert_allclose(want.T @ want, np.eye(r), atol=1e-12)
@@ -233,7 +247,7 @@ def test_the_active_rotation_has_one_sign_whatever_eigh_returns(seed, r, c, flip
     signs = np.where(flips[:r], -1.0, 1.0)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(jnp.linalg, "eigh", lambda a: (lambda lam, v: (lam, v * signs[None, :]))(*real(a)))
-        np.testing.assert_array_equal(np.asarray(sampling.active_rotation(l_tr, y, g0)), want)
+        np.testing.assert_array_equal(np.asarray(_active_rotation(l_tr, y, g0)), want)
 
 
 @settings(max_examples=15, deadline=None)
@@ -256,7 +270,7 @@ def test_the_active_rotation_is_one_basis_whatever_eigh_returns_in_a_degenerate_
     a = sum(l_tr.T @ (y[:, k:k + 1] * g0 * y[:, k][None, :]) @ l_tr for k in range(c))
     lam = np.sort(np.linalg.eigvalsh(a))[::-1]
     l_tr, y, g0 = (jnp.asarray(v, dt) for v in (l_tr, y, g0))
-    want = np.asarray(sampling.active_rotation(l_tr, y, g0), np.float64)
+    want = np.asarray(_active_rotation(l_tr, y, g0), np.float64)
     np.testing.assert_allclose(want.T @ want, np.eye(r), atol=1e3 * tol)
     np.testing.assert_allclose(a @ want, want * lam[None, :], atol=(1e-9 if not single else 1e-4) * lam[0])
     real = jnp.linalg.eigh
@@ -272,4 +286,4 @@ def test_the_active_rotation_is_one_basis_whatever_eigh_returns_in_a_degenerate_
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(jnp.linalg, "eigh", rotated)
-        np.testing.assert_allclose(np.asarray(sampling.active_rotation(l_tr, y, g0), np.float64), want, atol=tol)
+        np.testing.assert_allclose(np.asarray(_active_rotation(l_tr, y, g0), np.float64), want, atol=tol)

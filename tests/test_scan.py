@@ -69,9 +69,12 @@ eta0 = [0.25, 0.5]
 
 # for the tests in fresh processes, which should spend their time on the point of the test:
 # the data from a file (no generator to compile) and two groups of one shape (one compilation)
-# (a seed axis needs a method that draws nodes: under the closure every seed gave the same point)
+# (a seed axis needs a method that draws nodes: under the closure every seed gave the same point;
+# plain Monte Carlo nodes, whose draw compiles in a fraction of the time of the stratified
+# sampler's QR, sorts and Newton loop: this scan took 1.3-2.1 s in one process, 3.2-3.4 s with those)
 TOML_SEEDS = (TOML.replace('"task.P" = [12, 16]', '"theory.seed" = [0, 1]')
-              .replace('[scan]\n', '[theory]\nmethod = "forward"\nsamples = 32\nreplicas = 2\n\n[scan]\n')
+              .replace('[scan]\n', '[theory]\nmethod = "forward"\nsampler = "mc"\nsamples = 32\nreplicas = 2\n\n'
+                                    '[scan]\n')
               .replace('name = "single_index"\nD = 4\nP = 12\nP_test = 8\ndegree = 1',
                        'name = "npz"\npath = "{path}"'))
 
@@ -549,9 +552,12 @@ def test_a_theory_points_gap_has_its_replicas_error():
     model = dmft.TwoLayer("tanh", gamma0=1.0)
     sch = dmft.Schedule(eta0=0.5, steps=20, save_every=1)
     key = jax.random.key(5)
-    res = dmft.solve_batch(model, data, {"gamma0": [1.0, 1.5]}, schedule=sch, samples=256, replicas=4, key=key)
+    # (plain Monte Carlo nodes: the errors are the point, not the sampler, and their draw compiles in
+    # a fraction of the time of the stratified one's QR, sorts and Newton loop)
+    res = dmft.solve_batch(model, data, {"gamma0": [1.0, 1.5]}, schedule=sch, samples=256, replicas=4, key=key,
+                           sampler="mc")
     sol = dmft.solve(model.replace(gamma0=1.5), data, sch, samples=256, replicas=4, key=jax.random.fold_in(key, 1),
-                     kernels=False)
+                     kernels=False, sampler="mc")
     theta = 0.5 * (sol.test_loss[0] + sol.test_loss.min())
     out = derive("theory", res, ["grokking"], theta)
     g = grokking_times(sol.t, sol.train_loss, sol.test_loss, theta, train_se=sol.error["train_loss"],
@@ -595,9 +601,11 @@ def test_a_scan_over_the_sgd_batch_size_equals_single_solves_and_networks_on_one
     import networks
     from dmft.schedule import default_batch_key
 
+    # (plain Monte Carlo nodes: the batches are the point, not the sampler, and their draw compiles
+    # in a fraction of the time of the stratified one's QR, sorts and Newton loop)
     table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
              "train": {"eta0": 0.5, "steps": 20, "save_every": 10, "batch_seed": 4},
-             "theory": {"samples": 256, "replicas": 2, "seed": 1},
+             "theory": {"samples": 256, "replicas": 2, "seed": 1, "sampler": "mc"},
              "simulate": {"width": 8, "seeds": 2, "seed": 3},
              "scan": {"networks": True, "outputs": ["final", "curves"],
                       "grid": {"gamma0": [0.5, 2.0], "train.batch_size": [0, 3]}}}
@@ -611,7 +619,7 @@ def test_a_scan_over_the_sgd_batch_size_equals_single_solves_and_networks_on_one
             tid, nid = (int(point_ids(res.config, cols, [0], part)[0]) for part in ("theory", "networks"))
             sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10, batch_size=B or None)
             model = dmft.TwoLayer("tanh", gamma0=g)
-            sol = dmft.solve(model, data, schedule=sch, samples=256, replicas=2,
+            sol = dmft.solve(model, data, schedule=sch, samples=256, replicas=2, sampler="mc",
                              key=jax.random.fold_in(jax.random.key(1), tid), batch_key=bkey if B else None)
             np.testing.assert_allclose(res["theory.test_loss"][i, j], sol.test_loss, rtol=1e-10)
             run = networks.train(model, data, width=8, seeds=2, schedule=sch,
@@ -644,8 +652,10 @@ def test_a_scan_drops_compiled_programs_between_groups_when_they_crowd_memory_ma
 
     import dmft.runner as runner
 
-    table = {"task": {"D": 4, "P": 12, "P_test": 8}, "model": {"activation": "tanh"},
-             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
+    # (a linear activation, solved by the exact closure: its programs compile in a fifth of the
+    # time of a sampled tanh solve's, and the groups drop and compile them again all the same)
+    table = {"task": {"D": 4, "P": 12, "P_test": 8}, "model": {"activation": "linear"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
              "scan": {"grid": {"gamma0": [0.5, 1.0], "task.P": [10, 12]}}}
     plain = scan.run(table, str(tmp_path / "plain"))
     cleared = []
@@ -1391,9 +1401,11 @@ def test_a_point_draws_the_same_numbers_in_any_grid_that_holds_it(tmp_path, monk
     """Keys came from the point's place in the grid: gamma0 = 1 read 0.308 alone and 0.210 after
     a 0.5 was put before it, and a width scan solved its one theory with other nodes at each
     width (0.308, 0.210, 0.244). Now from a digest of the coordinates each part reads."""
+    # (plain Monte Carlo nodes: which nodes a point draws is the point, not how, and their draw
+    # compiles in a fraction of the time of the stratified one's QR, sorts and Newton loop)
     base = {"task": {"D": 4, "P": 8, "P_test": 6, "degree": 2}, "model": {"activation": "tanh"},
-            "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
-            "simulate": {"width": 8, "seeds": 2, "seed": 0}}
+            "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+            "theory": {"samples": 64, "replicas": 2, "sampler": "mc"}, "simulate": {"width": 8, "seeds": 2, "seed": 0}}
     # every group here holds two points (one compiled program per kind of point: gamma0 = 1 first
     # or after another value, of the same shape)
     final = {}
@@ -1785,11 +1797,15 @@ def test_lines_draw_each_point_with_its_stored_standard_error(tmp_path):
 def test_full_batch_is_drawn_as_the_largest_batch_and_labelled_full(tmp_path):
     """train.batch_size = 0 is full batch (B = P), the largest batch: heatmaps and lines draw it
     past the largest B, labelled "full" (a walkthrough: [0, 2, 4] drew it beside B = 2, at 0)."""
-    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
-             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 64, "replicas": 2},
+    # (a linear activation, solved by the exact closure: the figures are the point, and its three
+    # groups' programs compile in a fraction of a sampled tanh solve's time; the batch sizes'
+    # losses still differ, so a column drawn out of place shows)
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "linear"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
              "scan": {"grid": {"model.gamma0": [0.5, 1.0], "train.batch_size": [0, 2, 4]}}}
     res = scan.run(table, str(tmp_path / "s"))
     z = res["theory.final.test_loss"]                                     # (gamma0, batch_size)
+    assert len(np.unique(z[0])) == len(np.unique(z[1])) == 3
     fig = res.heatmap("theory.final.test_loss", x="batch_size", y="gamma0")
     ax = fig.axes[0]
     fig.canvas.draw()
