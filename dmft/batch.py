@@ -285,7 +285,7 @@ class BatchProgram:
         try:
             check_mixed_scale(model, self.data, gamma0=gamma0, method=self.method)
         except InputError as err:
-            raise InputError(f"at the grid's {' and '.join(where)}: {err}") from None
+            raise InputError(f"{err} (judged at the grid's {' and '.join(where)})") from None
 
     def check_points(self, values: Mapping) -> tuple[dict, np.ndarray]:
         """Every check a point gets before it is run, the same as `dmft.solve` makes on one

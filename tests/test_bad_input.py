@@ -1001,7 +1001,8 @@ def test_a_mixed_batch_over_eps_is_judged_at_its_worst_point(eps, gamma0):
 
     before = dict(TRACE_COUNTS)
     if any(refused(e) for e in eps):
-        with pytest.raises(dmft.InputError, match=r"^at the grid's largest \|eps\| .*precision='mixed': the output"):
+        with pytest.raises(dmft.InputError,
+                           match=r"^precision='mixed': the output .*judged at the grid's largest \|eps\|"):
             dmft.solve_batch(model, data, grid, schedule=schedule, **kw)
         assert TRACE_COUNTS == before
     else:
