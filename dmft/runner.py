@@ -376,15 +376,60 @@ def memory_maps() -> tuple[int, int]:
 CALL_SHARE = 0.7
 
 
+# Reading /proc/self/maps costs about 1.2 us a map (40 ms at the 28000 a long test process or
+# notebook holds): more than a small solve. The maps grow when XLA compiles, so they are read again
+# only after a compile (a jax.monitoring listener counts them) or, should that listener not be
+# called (another JAX's event names, a user's clear_event_listeners), after MAPS_RECHECK_S seconds.
+# A second holds far fewer compiles than the ~20000 maps between CALL_SHARE and the limit.
+MAPS_RECHECK_S = 1.0
+
+
+class _MapsWatch:
+    """The memory maps' last count, and when it is worth counting again: after a compile, after a
+    drop, or MAPS_RECHECK_S after the last count. The listener is registered on first use, not on
+    import."""
+
+    def __init__(self):
+        self.compiles = 0           # compiles seen (XLA backend compiles and persistent-cache loads)
+        self.listening = False
+        self.seen = -1              # self.compiles at the last count (-1: count at the next call)
+        self.at = -np.inf           # time.monotonic() of the last count
+        self.held = self.limit = 0  # the last count (`memory_maps`)
+
+    def _count(self, event, *args, **kwargs):
+        if "backend_compile" in event:
+            self.compiles += 1
+
+    def maps(self) -> tuple[int, int]:
+        """`memory_maps()`, or its last count where no compile has happened since (nor a drop)
+        and less than MAPS_RECHECK_S has passed."""
+        if not self.listening:
+            jax.monitoring.register_event_duration_secs_listener(self._count)
+            self.listening = True
+        if self.compiles != self.seen or time.monotonic() - self.at >= MAPS_RECHECK_S:
+            self.held, self.limit = memory_maps()
+            self.seen, self.at = self.compiles, time.monotonic()
+        return self.held, self.limit
+
+    def dropped(self):
+        self.seen = -1
+
+
+_MAPS_WATCH = _MapsWatch()
+
+
 def drop_compiled_if_crowded(share: float = 0.45) -> bool:
     """Drop JAX's compiled programs (`jax.clear_caches`: later calls compile again) when this
     process holds more than `share` of its memory-map limit (`memory_maps`); True if it did. For
     long runs that compile many shapes: a scan calls it between groups, and `dmft.solve`,
     `dmft.solve_batch`, `dmft.mode_sde` and `networks.train` (each width) call it with
-    `CALL_SHARE` before they run. Changes no number and no configuration."""
-    held, limit = memory_maps()
+    `CALL_SHARE` before they run. The maps are counted again only after a compile or a drop, or
+    MAPS_RECHECK_S after the last count (`_MapsWatch`); otherwise the last count is judged.
+    Changes no number and no configuration."""
+    held, limit = _MAPS_WATCH.maps()
     if limit and held > share * limit:
         jax.clear_caches()
+        _MAPS_WATCH.dropped()
         return True
     return False
 

@@ -116,7 +116,16 @@ def test_divergence_inside_a_cut_interval(calls, monkeypatch, method):
         assert_same_run(errors[1].partial[k], errors[0].partial[k], err_msg=k)
 
 
-def test_compiled_programs_are_dropped_only_when_they_crowd_the_memory_maps(monkeypatch):
+@pytest.fixture
+def count_maps_each_call(monkeypatch):
+    """`drop_compiled_if_crowded` counts the memory maps at every call (not only after a compile
+    or MAPS_RECHECK_S), and the counts a test patched in are not judged after it."""
+    monkeypatch.setattr(runner, "MAPS_RECHECK_S", 0.0)
+    yield
+    runner._MAPS_WATCH.dropped()
+
+
+def test_compiled_programs_are_dropped_only_when_they_crowd_the_memory_maps(monkeypatch, count_maps_each_call):
     """XLA:CPU maps each compiled program's code; past `share` of the kernel's limit on memory maps
     JAX's compiled programs are dropped (a process that passed the limit segfaulted in XLA's
     compiler), and not before."""
@@ -134,7 +143,34 @@ def test_compiled_programs_are_dropped_only_when_they_crowd_the_memory_maps(monk
     assert len(cleared) == 2
 
 
-def test_each_library_call_drops_compiled_programs_when_they_crowd_the_memory_maps(monkeypatch):
+def test_the_memory_maps_are_counted_again_only_after_a_compile_a_drop_or_a_while(monkeypatch):
+    """Counting the maps costs ~1.2 us a map (40 ms at the 28000 a long test process holds: more
+    than a small solve), and only a compile adds maps by the thousand. The last count is judged at
+    each call's own share until a compile (JAX's own event, seen with a real compile here), a drop
+    or MAPS_RECHECK_S seconds; then the maps are counted again."""
+    counts, cleared = [], []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1))
+    monkeypatch.setattr(runner, "memory_maps", lambda: counts.append(1) or (int(0.6 * 65530), 65530))
+    monkeypatch.setattr(runner, "MAPS_RECHECK_S", 1e9)
+    monkeypatch.setattr(runner, "_MAPS_WATCH", runner._MapsWatch())
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 1
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 1       # no compile since
+    assert runner.drop_compiled_if_crowded(0.45) is True and len(counts) == 1       # the count judged anew
+    assert len(cleared) == 1
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 2       # after a drop
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 2
+    before = runner._MAPS_WATCH.compiles
+    jax.jit(lambda x: x * 3.0 + 0.25)(np.arange(7.0)).block_until_ready()         # a new program
+    assert runner._MAPS_WATCH.compiles > before
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 3       # after a compile
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 3
+    monkeypatch.setattr(runner, "MAPS_RECHECK_S", 0.0)
+    assert runner.drop_compiled_if_crowded(0.7) is False and len(counts) == 4       # after a while
+    assert len(cleared) == 1
+
+
+def test_each_library_call_drops_compiled_programs_when_they_crowd_the_memory_maps(monkeypatch,
+                                                                                   count_maps_each_call):
     """A user's loop over many shapes through the library (a notebook) reached the memory-map limit
     as a scan did. `dmft.solve`, `dmft.solve_batch`, `dmft.mode_sde` and `networks.train` (each width,
     two-layer or deep linear) drop JAX's compiled programs before they run once the maps pass

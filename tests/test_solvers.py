@@ -1631,7 +1631,7 @@ def test_sgd_mean_records_each_sequences_control_variate_names_a_diverged_sequen
 
 
 @pytest.mark.parametrize("B", [20, 4])
-def test_sgd_mean_error_bar_covers_over_keys(B, monkeypatch):
+def test_sgd_mean_error_bar_covers_over_keys(B):
     """sgd_mean's standard error (the spread across its sequences) against its spread over 100
     independent keys, and the coverage of its t intervals (3 dof) around the grand mean over
     those keys: with each sequence its own nodes the spread holds the nodes' sampling error too.
@@ -1643,11 +1643,6 @@ def test_sgd_mean_error_bar_covers_over_keys(B, monkeypatch):
     model = dmft.TwoLayer("tanh", gamma0=1.0)
     sch = dmft.Schedule(eta0=0.5, steps=40, save_every=40, batch_size=B)
     n, K = 4, 100
-    # each solve first counts this process's memory maps (`runner.drop_compiled_if_crowded` reads
-    # /proc/self/maps: 40 ms at the ~28000 maps a test process holds by here, three times the solve
-    # itself), 400 times; this test compiles two programs, and the check between tests (conftest)
-    # and its own tests (test_runner.py) are left as they are
-    monkeypatch.setattr(dmft.runner, "drop_compiled_if_crowded", lambda share=0.45: False)
     runs = [dmft.sgd_mean(model, data, sch, sequences=n, key=jax.random.key(k), method="forward",
                           samples=64, replicas=2, kernels=False) for k in range(K)]
     assert all(r.info["error_dof"] == n - 1 for r in runs)
