@@ -8,7 +8,8 @@ Prints three tables, all measured in this run on this machine:
    gamma0=1, 1e5 steps at eta0=2) through the exact closure, in float64 and with
    precision="mixed" (float32 products, float64 state), and how far apart they end; then how
    the forward step's time grows with each size, replica groups at many nodes, minibatch
-   SGD's step against full batch, and the lazy kernels of tanh by the grid and by Mehler's series;
+   SGD's step against full batch, the lazy kernels of tanh by the grid and by Mehler's series, and
+   a small solve's time in a process holding many memory maps (2f);
 3. error against cost: the DMFT forward estimator against the ensemble mean of
    8 networks (`networks.train`) with the same total number of units, for the
    linear model (exact answer from the closure) and tanh near-lazy and rich
@@ -278,7 +279,37 @@ def kernel_setup_table(quick):
     return rows
 
 
-TABLES = ("1", "2", "2b", "2c", "2d", "2e", "3")
+def call_overhead_table(quick):
+    """A small solve's wall time (tanh, D = 4, P = 24, 64 nodes, 40 steps) in a process holding
+    many memory maps (as a long test worker or notebook does: anonymous maps stand in for compiled
+    programs' code), with the maps counted before every call (MAPS_RECHECK_S = 0) and as the solvers
+    count them (after a compile, a drop, or MAPS_RECHECK_S). Changes no number."""
+    import mmap
+
+    from dmft import runner
+    data = dmft.tasks.single_index(D=4, P=24, P_test=16, degree=2, key=jax.random.key(1))
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    solve = lambda k: dmft.solve(model, data, method="forward", samples=64, replicas=2, eta0=0.5, steps=40,  # noqa: E731
+                                 save_every=40, key=jax.random.key(k), kernels=False).test_loss
+    jax.block_until_ready(solve(0))
+    calls, rows, default = 20 if quick else 40, [], runner.MAPS_RECHECK_S
+    for extra in (0, 28000):
+        held = [mmap.mmap(-1, 8192, prot=mmap.PROT_READ | (mmap.PROT_WRITE if i % 2 else 0)) for i in range(extra)]
+        row = {"maps": runner.memory_maps()[0]}
+        for name, recheck in (("every_call", 0.0), ("watched", default)):
+            runner.MAPS_RECHECK_S = recheck
+            t = time.perf_counter()
+            for k in range(calls):
+                jax.block_until_ready(solve(k + 1))
+            row[name + "_ms"] = (time.perf_counter() - t) / calls * 1e3
+        runner.MAPS_RECHECK_S = default
+        for m in held:
+            m.close()
+        rows.append(row)
+    return rows
+
+
+TABLES = ("1", "2", "2b", "2c", "2d", "2e", "2f", "3")
 
 
 def main():
@@ -364,6 +395,14 @@ def main():
                   f"series {r['series_s']:.3f} s ({r['grid_s'] / r['series_s']:.0f}x); largest difference "
                   f"{r['max_diff']:.1e} (the grid's own error at its nodes)")
 
+    co = call_overhead_table(args.quick) if "2f" in run else []
+    if co:
+        print("\n2f. a small solve's wall time (tanh, P = 24, 64 nodes, 40 steps) as the process's memory maps\n"
+              "    grow: the maps counted before every call against counted only after a compile or a second")
+        for r in co:
+            print(f"   {r['maps']:6d} maps: every call {r['every_call_ms']:6.1f} ms, watched {r['watched_ms']:6.1f} ms "
+                  f"({r['every_call_ms'] / r['watched_ms']:.1f}x)")
+
     if "3" in run:
         print("\n3. error against cost: DMFT estimator vs mean of 8 networks, equal total units")
         print(f"{'model':>20} {'nodes':>7} {'dmft rmse':>11} {'net rmse':>11} {'err ratio':>10} "
@@ -379,7 +418,8 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"matmul_gflops": ref, "matmul_gflops_float32": ref32, "forward": fw, "kumar": kumar, "kumar_mixed_rel_diff": rel,
-                       "scaling": sc, "groups": gt, "sgd": sg, "kernel_setup": ks, "error_per_cost": ec}, fh, indent=2)
+                       "scaling": sc, "groups": gt, "sgd": sg, "kernel_setup": ks, "call_overhead": co,
+                       "error_per_cost": ec}, fh, indent=2)
 
 
 if __name__ == "__main__":
