@@ -163,8 +163,8 @@ def markdown(rep: dict) -> str:
         lines += ["", "Diffusion along each mode, measured / predicted D(pi): the pooled ratio (sum over seeds and "
                   "times of the measured over that of the predicted), its standard error (seeds as the independent "
                   "units), the band it is judged against (the configured band widened by "
-                  f"{SPREAD_Z:g} standard errors on a log scale), and the 10% and 90% points of single records' "
-                  "ratios:", "",
+                  f"{SPREAD_Z:g} standard errors on a log scale, read as Student t with seeds - 1 degrees of "
+                  "freedom), and the 10% and 90% points of single records' ratios:", "",
                   "| mode | pooled ratio | std. error | band applied | 10% | 90% | verdict |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {x['mode'] + 1} | {_f(x['ratio'], 3)} | {_f(x.get('stderr'), 2)} | "
