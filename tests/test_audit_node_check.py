@@ -84,6 +84,19 @@ def test_node_bias_z_is_nan_for_one_replica_even_where_the_losses_agree():
     """z is NaN where a solve has no error (one replica), shift 0 or not (docstring)."""
     sols = [_solution([1.0, 0.5, 0.4 + 0.1 * (k == 2)], None, 1, 64 // k) for k in (1, 2, 4)]
     assert np.isnan(node_bias(*sols)["z"]).all()
+    assert np.isnan(node_bias(*sols)["dof"]).all()                  # (no replicas - 1 = 0 dof: unknown)
+
+
+def test_paired_z_of_a_shift_without_spread_is_nan_and_of_no_shift_zero():
+    """Where every replica's own difference is the same (shift_se = 0), z is NaN for a shift (no error to
+    judge it by) and 0 where there is none, never +-inf (`_shift_z`'s docstring)."""
+    from validation.compare import paired_node_statistics
+    lf = np.array([[1.0, 2.0], [1.0, 2.0]])                      # (T, R): two times, two replicas
+    lh = np.array([[1.0, 1.0, 2.0, 2.0], [0.5, 0.5, 1.5, 1.5]])  # replica j's parts: columns 2j, 2j + 1
+    lq = lh.repeat(2, axis=1)
+    x = paired_node_statistics([a.mean(axis=1) for a in (lf, lh, lq)], [lf, lh, lq], np.zeros(2))
+    assert x["shift_se"].tolist() == [0.0, 0.0] and x["shift"].tolist() == [0.0, 0.5]
+    assert x["z"][0] == 0.0 and np.isnan(x["z"][1])
 
 
 # ------------------------------------------------------------------ the verdict
@@ -372,6 +385,15 @@ def test_a_bias_within_node_bias_rel_of_the_error_bar_passes_however_resolved(bi
     assert check["value"] == pytest.approx(-bias * se / sse, rel=1e-9, abs=1e-12)
     assert check["verdict"] == ("FAIL" if bias * se / sse > shown else "PASS")
     assert f"({rel:g}x of it by design, check.node_bias_rel" in check["detail"]
+
+
+def test_the_allowance_is_zero_where_either_error_is_zero_or_unknown():
+    """node_bias_bound's allowance rel x full_se / shift_se is 0 where either error is 0 or unknown, at
+    rel = inf too: the bound is z_bound's alone there, never NaN (a NaN bound is never the nearest)."""
+    from validation.verdicts import node_bias_bound
+    bounds = node_bias_bound(5.0, [15.0] * 4, [True] * 4, float("inf"), [0.0, np.nan, 0.01, 0.01],
+                             [0.01, 0.01, 0.0, np.nan])
+    assert bounds.tolist() == [z_bound(5.0, 15.0, 4)] * 4
 
 
 def test_a_wide_bound_from_the_allowance_alone_is_not_called_weak():

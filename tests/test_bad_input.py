@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -845,11 +845,14 @@ def test_the_iteration_counts_its_residual_history_against_the_memory_limit(data
 @settings(max_examples=25, deadline=None)
 @given(log_x=st.floats(-1.0, 25.0), log_y=st.floats(-4.0, 2.0), gamma0=st.sampled_from([0.05, 0.3, 1.0, 3.0]),
        activation=st.sampled_from(["relu", "tanh", "linear"]))
+@example(log_x=3.2, log_y=0.0, gamma0=1.0, activation="tanh")    # fields 6.8x the limit, tanh's output bounded
+@example(log_x=1.0, log_y=-1.5, gamma0=1.0, activation="relu")   # ratio 680 by relu's output, 41 by its slope's
 def test_mixed_precision_is_refused_where_the_data_scale_moves_its_rounding(log_x, log_y, gamma0, activation):
     """precision='mixed' on inputs of any scale: fields wider than MIXED_MAX_FIELD_VARIANCE, or an
     output scale over gamma0 x the targets' rms above MIXED_MAX_SCALE_RATIO, are refused by name
     before anything compiles (inputs at 1e20 read as a divergence at step 0, and at 1e8 the loss
-    came out 10x that of precision='full' with no word); elsewhere the plan accepts them."""
+    came out 10x that of precision='full' with no word), the fields' rule first; elsewhere the plan
+    accepts them."""
     from dmft.plan import MIXED_MAX_FIELD_VARIANCE, MIXED_MAX_SCALE_RATIO
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 2)) * 10.0 ** log_x
@@ -864,7 +867,8 @@ def test_mixed_precision_is_refused_where_the_data_scale_moves_its_rounding(log_
     assume(abs(np.log(v / MIXED_MAX_FIELD_VARIANCE)) > 1e-6 and abs(np.log(ratio / MIXED_MAX_SCALE_RATIO)) > 1e-6)
     if v > MIXED_MAX_FIELD_VARIANCE or ratio > MIXED_MAX_SCALE_RATIO:
         before = dict(TRACE_COUNTS)
-        with pytest.raises(dmft.InputError, match="^precision='mixed': the (widest field's variance|output scale)"):
+        rule = "widest field's variance" if v > MIXED_MAX_FIELD_VARIANCE else "output scale"
+        with pytest.raises(dmft.InputError, match=f"^precision='mixed': the {rule}"):
             dmft.solve(model, data, schedule, **kw)
         assert TRACE_COUNTS == before
     else:
@@ -959,7 +963,8 @@ def test_solve_batch_names_an_unknown_option(data, name):
 def test_the_mixed_scale_ratio_is_the_forward_methods_and_zero_targets_are_named():
     """The output-scale ratio bounds the forward method's rounding against its sampling error: the
     closure has none (mixed within 1e-8 of full at ratios up to 5800), so it takes any ratio; all-zero
-    targets are refused by that name under the forward method, not as an infinite ratio."""
+    targets are refused by that name under the forward method, not as an infinite ratio. A batch
+    judges its grid by its own method too."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 3))
     y = (x[:, 0] - x[:, 1]) * 0.01                                      # ratio ~ 1 / (0.05 x 0.01 x 1.1)
@@ -969,6 +974,11 @@ def test_the_mixed_scale_ratio_is_the_forward_methods_and_zero_targets_are_named
     assert dmft.plan_solve(model, data, schedule, method="closure", precision="mixed").precision == "mixed"
     with pytest.raises(dmft.InputError, match="^precision='mixed': the output scale"):
         dmft.plan_solve(model, data, schedule, method="forward", precision="mixed", samples=8, replicas=2)
+    batch = dict(schedule=schedule, fields=("gamma0",), precision="mixed")
+    dmft.BatchProgram(model, data, method="closure", **batch).check_points({"gamma0": [0.05, 1.0]})
+    with pytest.raises(dmft.InputError, match="^precision='mixed': the output scale"):
+        dmft.BatchProgram(model, data, method="forward", samples=8, replicas=2, **batch).check_points(
+            {"gamma0": [0.05, 1.0]})
     zero = dmft.Dataset(x, np.zeros(12), x[:4], np.zeros(4))
     with pytest.raises(dmft.InputError, match="^precision='mixed': the targets are all zero"):
         dmft.plan_solve(dmft.TwoLayer("relu", 1.0), zero, schedule, method="forward", precision="mixed",
@@ -980,6 +990,7 @@ def test_the_mixed_scale_ratio_is_the_forward_methods_and_zero_targets_are_named
 @settings(max_examples=20, deadline=None)
 @given(eps=st.lists(st.floats(-300.0, 300.0), min_size=1, max_size=3),
        gamma0=st.one_of(st.none(), st.sampled_from([0.05, 0.2, 1.0])))
+@example(eps=[0.5, -300.0], gamma0=None)                         # the largest |eps| is not the largest eps
 def test_a_mixed_batch_over_eps_is_judged_at_its_worst_point(eps, gamma0):
     """precision='mixed''s output-scale rule in a batch over eps (the quadratic activation's): the
     grid is refused before any compute exactly when one of its points would be refused by

@@ -502,6 +502,48 @@ def test_a_run_json_edited_after_it_was_written_is_refused(tmp_path_factory, cap
         assert _run(argv, capsys)[1].count("already complete") == 1
 
 
+def test_a_forced_run_over_an_edited_run_json_removes_none_of_the_files_it_lists(tmp_path_factory, capsys):
+    """With --force, an edited run.json's file list is not trusted: a user's file edited into its
+    digests is kept when the directory is claimed (as the previous run's it would be removed)."""
+    import json
+    import shutil
+
+    from experiments.output import prepare_output, release
+
+    if not _SEALED:
+        base = tmp_path_factory.mktemp("sealed") / "s"
+        assert _run(_solve_argv(base, "--gamma0", "1"), capsys)[0] == 0
+        _SEALED["base"] = base
+    out = tmp_path_factory.mktemp("forced") / "s"
+    shutil.copytree(_SEALED["base"], out)
+    (out / "notes.txt").write_text("mine")
+    man = json.loads((out / "run.json").read_text())
+    man["digests"]["notes.txt"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(man))
+    try:
+        assert prepare_output(str(out), man["command"], man["config"], force=True) is True
+    finally:
+        release(str(out))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=4).filter(lambda k: k != "seal"),
+                       st.one_of(st.integers(), st.text(max_size=4), st.lists(st.floats(allow_nan=False), max_size=3)),
+                       min_size=2, max_size=6))
+def test_the_seal_is_of_the_content_not_of_its_order_or_layout(man):
+    """run.json's seal is of its content (canonical JSON, sorted keys): the same content in another key
+    order, as a tool that rewrites JSON may leave it, keeps its seal; a changed value does not."""
+    import json
+
+    from experiments.output import seal
+
+    reordered = dict(reversed(list(man.items())))
+    assert seal(reordered) == seal(man) == seal(json.loads(json.dumps(man, indent=1)))
+    assert seal({**man, "seal": "x"}) == seal(man)
+    first = next(iter(man))
+    assert seal({**man, first: [man[first]]}) != seal(man)
+
+
 # ------------------------------------------------------------------ one run per results directory
 
 def _tree(out):

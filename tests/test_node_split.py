@@ -47,6 +47,17 @@ def test_split_sites_keeps_each_nodes_antithetic_partner_in_its_part(sampler, tr
                     np.testing.assert_array_equal(zp[:q], -zp[q:])
 
 
+@pytest.mark.parametrize("M, k", [(12, 4), (4, 4), (6, 2), (12, 8)])
+def test_split_sites_refuses_parts_that_are_not_whole_pairs(M, k):
+    """M nodes a replica split in k parts of whole antithetic pairs only (M a multiple of 2 k): else an
+    InputError naming node_split (the first halves' rows do not divide among the parts), not numpy's
+    reshape error, from split_sites and split_rows alike."""
+    sites = sampling.Sites(np.zeros((2, M, 3)), np.ones((2, M, 1)), np.full((2, M), 1 / M))
+    for split in (lambda: sampling.split_sites(sites, k), lambda: sampling.split_rows(np.zeros((M, 3)), k)):
+        with pytest.raises(dmft.InputError, match=f"node_split: {M} nodes a replica do not split into {k} parts"):
+            split()
+
+
 @pytest.mark.parametrize("opts, match", [
     (dict(node_split=0), "node_split must be"),
     (dict(node_split=True), "node_split must be"),
@@ -203,6 +214,7 @@ def test_paired_node_bias_refuses_solves_that_are_not_the_solutions_nodes_split(
     one[0].error.pop("f_test")                              # (a one-replica solve has no errors)
     nb = validation.node_bias(*one)                          # one replica: values, no errors
     assert np.all(np.isnan(nb["shift_se"])) and np.all(np.isnan(nb["z"])) and np.all(np.isnan(nb["pooled_noise"]))
+    assert np.all(np.isnan(nb["dof"]))                      # (unknown, as for independent solves of one replica)
     np.testing.assert_allclose(nb["extrapolated"], 2 * one[0].test_loss - one[1].test_loss, rtol=1e-14)
 
 
@@ -261,6 +273,7 @@ def test_a_batch_of_one_split_replica_has_values_and_no_errors():
         s = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, eta0=0.5, steps=20, save_every=10, samples=64,
                        replicas=1, node_split=2, key=jax.random.fold_in(jax.random.key(2), i), kernels=False)
         np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12)
+        assert s.error is None and s.replicas is None and s.info["error_dof"] == 0      # (its 2 parts: one replica)
 
 
 def test_scan_node_outputs_pair_each_point_and_blank_those_through_two_control_variates():

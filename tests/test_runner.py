@@ -169,6 +169,26 @@ def test_the_memory_maps_are_counted_again_only_after_a_compile_a_drop_or_a_whil
     assert len(cleared) == 1
 
 
+def test_the_maps_are_crowded_only_past_the_share_and_a_trace_alone_is_no_compile(monkeypatch):
+    """`share` is passed only by more maps than share x limit (9 of 20 at 0.45 is not crowded); the
+    compile listener is registered once, on first use (not at each call); and a trace that compiles
+    nothing (jax.make_jaxpr, jax.eval_shape: JAX reports their traces as events too) leaves the last
+    count judged."""
+    counts, registered = [], []
+    monkeypatch.setattr(jax, "clear_caches", lambda: None)
+    monkeypatch.setattr(runner, "memory_maps", lambda: counts.append(1) or (9, 20))
+    monkeypatch.setattr(runner, "MAPS_RECHECK_S", 1e9)
+    monkeypatch.setattr(runner, "_MAPS_WATCH", runner._MapsWatch())
+    register = jax.monitoring.register_event_duration_secs_listener
+    monkeypatch.setattr(jax.monitoring, "register_event_duration_secs_listener",
+                        lambda fn: registered.append(fn) or register(fn))
+    assert runner.drop_compiled_if_crowded(0.45) is False and len(counts) == 1
+    jax.make_jaxpr(lambda x: x * 5.0 - 0.5)(np.arange(5.0))                    # traced, not compiled
+    jax.eval_shape(lambda x: x * 7.0 - 0.5, np.arange(5.0))
+    assert runner.drop_compiled_if_crowded(0.45) is False and len(counts) == 1
+    assert len(registered) == 1
+
+
 def test_each_library_call_drops_compiled_programs_when_they_crowd_the_memory_maps(monkeypatch,
                                                                                    count_maps_each_call):
     """A user's loop over many shapes through the library (a notebook) reached the memory-map limit
