@@ -32,8 +32,6 @@ from dmft import checks
 from dmft import deep_linear as dl
 from dmft.errors import InputError
 
-from .verdicts import z_bound
-
 __all__ = ["compare_modes", "spread_ratio_error", "compare_diffusion", "stationary_fit", "staircase", "ks_distance",
            "learning_times_of", "decaying_modes", "settled_targets", "mode_law"]
 
@@ -156,14 +154,12 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
     passed networks at twice the SDE's mean); "z" only where the difference is within the target or
     three SDE spreads (diverging seeds' scatter made a z of -1 of a mean 1e26 away). Spreads are
     compared where the SDE's spread exceeds target_rel x the target (below it `spread_compared`
-    is False, and the networks' spread must be below spread[1] times that, widened by the same
-    number of its own log sampling error, 1 / sqrt(2 (n - 1)), or the row FAILs
+    is False, and the networks' spread must be below spread[1] times that, widened by spread_z
+    of its own log sampling error, 1 / sqrt(2 (n - 1)), or the row FAILs
     with a "spread_note": the SDE collapsed onto its target, the networks not): the ratio passes
-    within `spread` widened by its own sampling errors (`spread_ratio_error`, on a log scale:
-    "spread_band" is the band applied), so that a few seeds' sampling noise is not read as a
-    mismatch (16 seeds of a law the SDE matches exactly gave ratios of 0.58); how many errors is
-    the normal tail beyond `spread_z` shared among the rows (Sidak, `validation.verdicts.z_bound`:
-    3.59 for 8 rows, 3.77 for 16), since one row's FAIL FAILs the comparison; with fewer
+    within `spread` widened by `spread_z` of its own sampling errors (`spread_ratio_error`, on a log
+    scale: "spread_band" is the band applied), so that a few seeds' sampling noise is not read
+    as a mismatch (16 seeds of a law the SDE matches exactly gave ratios of 0.58); with fewer
     than SPREAD_MIN_N finite members on either side the spread is not judged ("spread_note").
     Non-finite members (diverged seeds or paths) are left out and counted (fewer than two finite
     values on a side FAIL; a run or SDE of one member SKIPs: nothing to judge). The default times
@@ -190,10 +186,6 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
     # do not bring in t = 0, where any difference is rounding and its z-score meaningless)
     idx = sorted({int(i) for i in (np.ceil(np.linspace(0, T - 1, 5)[1:]) if times is None else
                                    [int(np.argmin(np.abs(run.t - t))) for t in times])})
-    # the spread rule's normal tail beyond spread_z shared among the rows (Sidak), as the two-layer
-    # z shares its tail among the saved times: per row, 3 errors FAILed 0.25-0.31% of correct rows
-    # (the nominal 0.27%), and with 8 rows a job 2-2.5% of correct 10-16-member jobs of a skewed law
-    family_z = z_bound(spread_z, math.inf, run.modes.shape[-1] * len(idx))
     target = np.asarray(sde.info.get("s_effective", np.nanmax(np.abs(sde.modes), axis=(0, 1))))
     info = getattr(run, "info", None)
     eps = np.finfo(np.float32 if isinstance(info, dict) and info.get("dtype") == "float32" else np.float64).eps
@@ -244,7 +236,7 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
             few = min(a.size, b.size) < SPREAD_MIN_N
             compared = bool(b.std() > target_rel * scale) and not few
             log_se = spread_ratio_error(a, b)
-            widen = math.exp(family_z * log_se) if np.isfinite(log_se) else 1.0
+            widen = math.exp(spread_z * log_se) if np.isfinite(log_se) else 1.0
             band = [float(spread[0] / widen), float(spread[1] * widen)]
             spread_ok = (not compared) or (band[0] <= ratio <= band[1])
             # an SDE collapsed onto its target (spread below target_rel x the target) needs networks
@@ -252,7 +244,7 @@ def compare_modes(run, sde, times=None, *, z_max: float = 5.0, spread: tuple = (
             # (with few members too, their spread's own sampling error allowed: spread_z of its log
             # error ~ 1 / sqrt(2 (n - 1)), as the compared band is widened; a bare 1.33 x 1% FAILed
             # 7 of 400 correct 16-seed rows whose SDE spread sat just under the threshold)
-            room = spread[1] * math.exp(family_z / math.sqrt(2 * (a.size - 1))) * target_rel * scale
+            room = spread[1] * math.exp(spread_z / math.sqrt(2 * (a.size - 1))) * target_rel * scale
             scattered = b.std() <= target_rel * scale and a.std() > room
             spread_ok = spread_ok and not scattered
             rows.append({"mode": i, "t": float(run.t[k]), "networks_n": int(a.size), "sde_n": int(b.size),
