@@ -463,6 +463,19 @@ def _changed(value):
 _SEALED = {}
 
 
+def _sealed_copy(tmp_path_factory, capsys, name):
+    """A copy, in a new folder, of one complete sealed solve run (made once for the tests that edit it)."""
+    import shutil
+
+    if not _SEALED:
+        base = tmp_path_factory.mktemp("sealed") / "s"
+        assert _run(_solve_argv(base, "--gamma0", "1"), capsys)[0] == 0
+        _SEALED["base"] = base
+    out = tmp_path_factory.mktemp(name) / "s"
+    shutil.copytree(_SEALED["base"], out)
+    return out
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pick=st.integers(0, 10 ** 6))
 def test_a_run_json_edited_after_it_was_written_is_refused(tmp_path_factory, capsys, pick):
@@ -471,16 +484,10 @@ def test_a_run_json_edited_after_it_was_written_is_refused(tmp_path_factory, cap
     complete", a verdict edited FAIL to PASS was reported as the run's) is refused before
     anything is touched, naming the edit; --force computes it again, sealed anew."""
     import json
-    import shutil
 
     from experiments.output import seal
 
-    if not _SEALED:
-        base = tmp_path_factory.mktemp("sealed") / "s"
-        assert _run(_solve_argv(base, "--gamma0", "1"), capsys)[0] == 0
-        _SEALED["base"] = base
-    out = tmp_path_factory.mktemp("edited") / "s"
-    shutil.copytree(_SEALED["base"], out)
+    out = _sealed_copy(tmp_path_factory, capsys, "edited")
     man = json.loads((out / "run.json").read_text())
     leaves = [leaf for leaf in _leaves(man) if leaf[0] != ("seal",)]
     path, value = leaves[pick % len(leaves)]
@@ -506,16 +513,10 @@ def test_a_forced_run_over_an_edited_run_json_removes_none_of_the_files_it_lists
     """With --force, an edited run.json's file list is not trusted: a user's file edited into its
     digests is kept when the directory is claimed (as the previous run's it would be removed)."""
     import json
-    import shutil
 
     from experiments.output import prepare_output, release
 
-    if not _SEALED:
-        base = tmp_path_factory.mktemp("sealed") / "s"
-        assert _run(_solve_argv(base, "--gamma0", "1"), capsys)[0] == 0
-        _SEALED["base"] = base
-    out = tmp_path_factory.mktemp("forced") / "s"
-    shutil.copytree(_SEALED["base"], out)
+    out = _sealed_copy(tmp_path_factory, capsys, "forced")
     (out / "notes.txt").write_text("mine")
     man = json.loads((out / "run.json").read_text())
     man["digests"]["notes.txt"] = "0" * 64
