@@ -1711,20 +1711,41 @@ def _has(name: str, value, fields, what: str):
     return value
 
 
-def staircase_figure(model, data, run=None, sde=None, t=None, title=None):
+def _recorded_decay(result) -> float | None:
+    """The weight decay a run or SDE result records (None where it records none)."""
+    info = getattr(result, "info", None)
+    if not isinstance(info, dict):
+        return None
+    config = info.get("config") or {}
+    for where in (info, config.get("train") or {}, config.get("sde") or {}):
+        if where.get("weight_decay") is not None:
+            return float(where["weight_decay"])
+    return None
+
+
+def staircase_figure(model, data, run=None, sde=None, t=None, title=None, weight_decay: float = 0.0):
     """Mode strengths and population loss against time: gradient flow (black), SDE band,
     networks (median and band), plateau levels (dotted).
 
     run: networks' records (.t, .modes, .test_loss) or None; sde: a `ModeSDE` or None; t: the
     flow's times (default: run.t, else up to twice the slowest mode's t_90, which needs a mode
-    that starts below 90% of its target: InputError naming init_scale otherwise)."""
+    that starts below 90% of its target: InputError naming init_scale otherwise); weight_decay:
+    kappa of the flow and the plateaus (the modes settle at `fixed_points`, a switched-off mode
+    stays in every plateau). A run or SDE that records another weight decay is refused, naming
+    weight_decay (the undecayed flow and plateaus were drawn beside decayed networks)."""
     _check_aligned(model, data, "staircase_figure")
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
     if run is not None:
         _has("run", run, ("t", "modes", "test_loss"), "the networks' records (networks.train)")
     if sde is not None:
         _has("sde", sde, ("t", "modes"), "a ModeSDE (mode_sde)")
+    for name, result in (("run", run), ("sde", sde)):
+        recorded = _recorded_decay(result)
+        if recorded is not None and recorded != kappa:
+            raise InputError(f"weight_decay: the {name} trained with weight decay {recorded:g}, the figure's flow "
+                             f"would be drawn with {kappa:g}; pass weight_decay={recorded:g}")
     if t is None and run is None:
-        t_90 = learning_times(model, data, 0.9)
+        t_90 = learning_times(model, data, 0.9, weight_decay=kappa)
         if not np.any(np.isfinite(t_90)):
             raise InputError(f"init_scale: the default time axis runs to twice the slowest mode's t_90, but "
                              f"from init_scale^depth = {model.init_scale:g}^{model.depth} every mode starts at or "
@@ -1732,7 +1753,7 @@ def staircase_figure(model, data, run=None, sde=None, t=None, title=None):
         t = np.geomspace(1e-2, 2 * np.nanmax(t_90), 400)
     elif t is None:
         t = run.t
-    pi = mode_flow(model, data, t)
+    pi = mode_flow(model, data, t, weight_decay=kappa)
     fig, axes = new_figure(1, 2, size=(11, 4))
     for i in range(pi.shape[1]):
         c = f"C{i % 10}"
@@ -1745,7 +1766,9 @@ def staircase_figure(model, data, run=None, sde=None, t=None, title=None):
             lo, hi = np.nanpercentile(sde.modes[..., i], [10, 90], axis=0)
             axes[0].plot(sde.t, lo, color=c, ls="--", lw=0.8)
             axes[0].plot(sde.t, hi, color=c, ls="--", lw=0.8)
-    pl = plateaus(data)
+    settled = (None if not kappa else
+               np.where(switched_off(model, data, kappa), np.nan, fixed_points(model, data, kappa)))
+    pl = plateaus(data, settled)
     for lev in pl["levels"]:
         axes[1].axhline(lev, color="grey", ls=":", lw=0.8)
     if run is not None:

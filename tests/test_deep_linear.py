@@ -2934,3 +2934,68 @@ def test_dln_staircase_settings_without_its_ensemble_are_refused(key, value):
     with pytest.raises(dmft.errors.ConfigError, match=f"^staircase.{key}: read only with staircase.seeds > 0"):
         dln.load_config(None, ["staircase.seeds=0", f"staircase.{key}={value}"])
     dln.load_config(None, ["staircase.seeds=4", f"staircase.{key}={value}"])
+
+
+def test_staircase_of_a_decayed_run_takes_the_fixed_points_as_targets():
+    """A run trained with weight decay settles at the decay's fixed points, not at s: its
+    staircase needs them (`settled_targets`). Without them it read the learning times against half
+    of s (mode 3 12% late at depth 2, kappa = 0.3) and the undecayed plateaus, and a mode the decay
+    switches off (never learned, as the flow says) made a FAIL without a reason. Now a decayed run
+    without targets is refused naming targets, and with them the learning times are the decayed
+    flow's, the plateaus `dl.plateaus(data, targets)`, a switched-off mode left out."""
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 1.5, 0.75], key=1)
+    for depth, init, kappa, end in ((2, 1e-3, 0.3, 40.0), (3, 0.05, 0.05, 80.0)):
+        model = dmft.DeepLinear(depth=depth, width=8, init_scale=init, init="aligned")
+        t = np.concatenate([[0.0], np.geomspace(1e-2, end, 1200)])
+        pi = dl.mode_flow(model, data, t, weight_decay=kappa)
+        loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+        info = {"weight_decay": kappa, "config": {"model": {"depth": depth, "init": "aligned"}}}
+        run = _fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss]), info=info)
+        with pytest.raises(dmft.InputError, match="targets"):
+            vdl.staircase(run, data)
+        targets = vdl.settled_targets(model, data, kappa)
+        res = vdl.staircase(run, data, targets=targets)
+        flow = dl.learning_times(model, data, weight_decay=kappa)
+        np.testing.assert_allclose(res["learning_times"], flow, rtol=1e-6)          # (NaN where off)
+        levels = dl.plateaus(data, targets)["levels"]
+        assert [p["plateau"] for p in res["plateaus"]] == pytest.approx(list(levels[1:-1]), rel=1e-12)
+        assert res["order_ok"] and res["verdict"] == "PASS", res
+    assert np.isnan(targets[2]) and np.isnan(res["learning_times"][2])             # (depth 3: mode 3 off)
+    # every mode switched off: nothing is learned (it said "its 3 modes are of equal strength")
+    pi = dl.mode_flow(model, data, t, weight_decay=0.15)
+    loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+    run = _fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss]), info={**info, "weight_decay": 0.15})
+    res = vdl.staircase(run, data, targets=vdl.settled_targets(model, data, 0.15))
+    assert res["verdict"] == "SKIP" and "switches off 3 of the 3 modes" in res["reason"], res
+
+
+def test_staircase_says_why_when_most_seeds_do_not_learn_every_mode():
+    """A run too short for its weakest mode FAILs the staircase; it said nothing ("reason": "")
+    and the job's report read "modes learned in the predicted order: False". The reason now says
+    how many seeds learned every mode and which mode most have not."""
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(3, 3, [3.0, 1.0, 0.1], key=0)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 30, 400)])        # mode 3 is learned at t ~ 35
+    pi = dl.mode_flow(model, data, t)
+    loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+    res = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)
+    assert res["verdict"] == "FAIL" and not res["all_learned"], res
+    assert "0% of seeds learn every mode" in res["reason"] and "mode 3" in res["reason"], res
+    assert [p["verdict"] for p in res["plateaus"]] == ["PASS"], res     # (the plateau it saw is judged)
+
+
+def test_dln_report_names_the_networks_precision_when_it_is_not_the_jobs():
+    """train.dtype = 'float32' under --x64 trains the networks in float32; the report said
+    "Arithmetic: float64" alone."""
+    from experiments.dln.config import load_config
+    from experiments.dln.report import markdown
+
+    data = {"kind": "linear_teacher", "d_in": 4, "d_out": 4, "singular_values": [3.0], "P": 20,
+            "label_noise": 0.0, "meta": {}}
+    study = {"sigma": 0.0, "data": data, "effective_s": [3.0], "networks_s": 1.0, "diffusion": [], "figures": {}}
+    env = {"x64": True, "backend": "cpu", "devices": ["cpu:0"]}
+    for dtype, said in (("float32", True), ("float64", False)):
+        cfg = load_config(None, [f"train.dtype='{dtype}'"])
+        text = markdown({"config": cfg, "studies": [study], "checks": [], "wall_s": 1.0, "environment": env})
+        assert "Arithmetic: float64" in text
+        assert ("networks trained in float32" in text) == said, text.splitlines()[2]

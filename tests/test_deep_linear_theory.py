@@ -603,3 +603,30 @@ def test_a_density_grid_that_misses_the_law_is_refused(lo, hi):
     g = np.linspace(0.5, 1.5, 2001)
     p = dl.stationary_density(m, t, g, eta0=0.02, batch_size=1, mode=1)[:, 1]
     assert abs(np.trapezoid(p * g, g) - 1.0) < 0.05
+
+
+def test_staircase_figure_draws_the_decayed_flow_and_refuses_another_decay():
+    """dl.staircase_figure drew the undecayed flow and plateaus beside decayed networks or SDE paths
+    (no weight_decay argument): at depth 3, kappa = 0.05 its s = 0.75 mode rose to 0.75 in the
+    figure while the paths decayed to 0. It takes weight_decay now, refuses a run or SDE that
+    records another (naming weight_decay), and draws mode_flow(..., weight_decay) and the plateaus of
+    the fixed points."""
+    import matplotlib
+    matplotlib.use("Agg")
+    data = dmft.tasks.linear_teacher(3, 3, [3.0, 1.5, 0.75], key=1)
+    model = dmft.DeepLinear(depth=3, width=6, init_scale=0.05, init="aligned")
+    kappa = 0.05
+    sde = dl.mode_sde(model, data, eta0=0.01, batch_size=4, steps=200, save_every=20, paths=4,
+                      weight_decay=kappa)
+    with pytest.raises(dmft.InputError, match="weight_decay"):
+        dl.staircase_figure(model, data, sde=sde)
+    t = np.geomspace(1e-2, 60.0, 50)
+    fig = dl.staircase_figure(model, data, sde=sde, t=t, weight_decay=kappa)
+    black = [ln.get_ydata() for ln in fig.axes[0].lines if ln.get_color() == "k"]
+    np.testing.assert_allclose(np.stack(black, axis=1), dl.mode_flow(model, data, t, weight_decay=kappa), rtol=1e-12)
+    assert black[2][-1] < 1e-6                                   # (the switched-off mode decays)
+    settled = np.where(dl.switched_off(model, data, kappa), np.nan, dl.fixed_points(model, data, kappa))
+    dotted = sorted(ln.get_ydata()[0] for ln in fig.axes[1].lines if ln.get_linestyle() == ":")
+    np.testing.assert_allclose(dotted, sorted(dl.plateaus(data, settled)["levels"]), rtol=1e-12)
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -682,10 +682,17 @@ def _targets(targets, r: int) -> np.ndarray:
     return arr
 
 
-def staircase(run, data, *, rel: float = 0.15) -> dict:
+def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     """The saddle-to-saddle staircase: modes learned in the predicted order (decreasing s, s~
     on a fixed set), and the median population loss between consecutive learning times against
     the predicted plateau (`dl.plateaus`, within rel).
+
+    targets: None, or (r,) where each mode settles (`settled_targets(model, data, kappa)`: under
+    weight decay kappa the fixed points, NaN for a mode the decay switches off), as
+    `learning_times_of` takes them: learning times are then times to half of them and the plateaus
+    `dl.plateaus(data, targets)`; a switched-off mode is left out (never learned, as the flow says:
+    not a failure). A run that records weight decay needs them (InputError naming targets: its
+    modes settle below s, and a mode the decay switches off was read as not learned, a FAIL).
 
     Returns {"order_ok", "all_learned", "fraction_all_learned", "fraction_of_seeds_in_order" (of
     the seeds that learn every mode within the run), "order": the predicted learning order (mode indices), "learning_times": (r,) the seeds' median
@@ -700,9 +707,21 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     learned modes and no order to check: SKIP, with the reason. So is one seed of a random start
     or of SGD (no spread to resolve the order against; one seed of an aligned full-batch run is
     every seed's path)."""
-    pl = dl.plateaus(data)
-    tl = learning_times_of(run, data)
-    finite = np.all(np.isfinite(tl), axis=1)
+    rel = checks.real("rel", rel, positive=True)
+    info = getattr(run, "info", None) or {}
+    config = info.get("config") or {}
+    kappa = float(info.get("weight_decay") or (config.get("train") or {}).get("weight_decay") or 0.0)
+    if targets is None and kappa > 0:
+        raise InputError(f"targets: the run trained with weight decay {kappa:g}, under which its modes settle at "
+                         "the decay's fixed points (a mode below the barrier never rises); pass "
+                         "targets=validation.deep_linear.settled_targets(model, data, weight_decay)")
+    if targets is not None:
+        targets = _targets(targets, dl.effective_modes(data).s.size)
+    pl = dl.plateaus(data, targets)
+    tl = learning_times_of(run, data, targets=targets)
+    active = np.zeros(tl.shape[1], bool)
+    active[pl["order"]] = True                          # the modes that are learned (a NaN target: never)
+    finite = np.all(np.isfinite(tl[:, active]), axis=1)
     learned = bool(np.mean(finite) >= 0.5)            # most seeds learn every mode within the run
     # a mode a seed has not learned within the run (inf) counts as learned after it: the median
     # is finite while most seeds learned it (was NaN as soon as one seed had not, dropping every row)
@@ -731,11 +750,11 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
         se = np.full(med.size, np.inf)
     resolved = np.concatenate([[True], ~tied[1:] & ~(np.abs(gap) <= 2 * np.hypot(se[order[1:]], se[order[:-1]]))])
     rank = np.cumsum(resolved) - 1
-    rank_of = np.empty(order.size, int)
+    rank_of = np.full(tl.shape[1], -1)
     rank_of[order] = rank
 
-    def in_order(times):
-        return bool(np.all(np.diff(rank_of[np.argsort(times, kind="stable")]) >= 0))
+    def in_order(times):             # (over the modes that are learned: `order`)
+        return bool(np.all(np.diff(rank_of[order[np.argsort(times[order], kind="stable")]]) >= 0))
 
     order_ok = learned and in_order(med)
     per_seed = float(np.mean([in_order(row) for row in tl[finite]])) if finite.any() else 0.0
@@ -743,8 +762,8 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
     # a plateau lies between the previous step's modes being 90% learned and this step's 10%: where
     # those overlap there is none to read (it read mid-transition values), and with no save inside
     # the window its reading interpolated across a transition (save_every 250 FAILed what 10 PASSes)
-    t90 = np.median(learning_times_of(run, data, level=0.9), axis=0)
-    t10 = np.median(learning_times_of(run, data, level=0.1), axis=0)
+    t90 = np.median(learning_times_of(run, data, level=0.9, targets=targets), axis=0)
+    t10 = np.median(learning_times_of(run, data, level=0.1, targets=targets), axis=0)
     rows = []
     for k in range(1, order.size):
         if tied[k]:
@@ -778,7 +797,11 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
                        verdict=_verdict(abs(level - pred) <= rel * pred))
         rows.append(row)
     judged = [r for r in rows if r["verdict"] != "SKIP"]
-    if step[-1] == 0:
+    if step[-1] == 0 and order.size < med.size:      # (targets: the decay switches the others off)
+        verdict, reason = "SKIP", (f"the weight decay switches off {med.size - order.size} of the {med.size} modes "
+                                   f"(NaN targets), leaving {order.size}: no plateau between two learned modes "
+                                   "and no order to check")
+    elif step[-1] == 0:
         verdict, reason = "SKIP", ("a teacher of rank 1 has no plateau between two learned modes and no order "
                                    "to check" if med.size < 2 else
                                    f"its {med.size} modes are of equal strength, learned together: no plateau "
@@ -791,7 +814,13 @@ def staircase(run, data, *, rel: float = 0.15) -> dict:
                                    "overlapping transitions, or no save on the plateau)")
     else:
         verdict = _verdict(order_ok and bool(judged) and all(r["verdict"] == "PASS" for r in judged))
-        reason = "" if order_ok or not learned else "the seeds' median learning order is not the predicted one"
+        if not learned:       # (a FAIL without a word: the order was "False" for a run too short)
+            late = [int(i) + 1 for i in order if not np.isfinite(med[i])]
+            reason = (f"only {100 * np.mean(finite):.0f}% of seeds learn every mode within the run (it ends at "
+                      f"t = {run.t[-1]:.4g})" + (f"; most have not learned mode{'s' if len(late) > 1 else ''} "
+                                                  f"{', '.join(map(str, late))}: run longer" if late else ""))
+        else:
+            reason = "" if order_ok else "the seeds' median learning order is not the predicted one"
     return {"order_ok": order_ok, "all_learned": learned, "fraction_all_learned": float(np.mean(finite)),
             "fraction_of_seeds_in_order": per_seed, "order": pl["order"].tolist(), "learning_times": med.tolist(),
             "plateaus": rows, "verdict": verdict, "reason": reason}

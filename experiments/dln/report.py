@@ -99,6 +99,15 @@ def _teacher(studies) -> str:
             f"label noise sigma = {sigmas} (one study each)")
 
 
+def _networks_precision(tr: dict, env: dict) -> str:
+    """The networks' own precision where it is not the job's: train.dtype = 'float32' under
+    --x64 trains them in float32 while the theory runs in float64 (the report said "Arithmetic:
+    float64" alone)."""
+    if tr.get("dtype") == "float32" and env.get("x64"):
+        return " The networks trained in float32 (train.dtype); the theory in float64."
+    return ""
+
+
 def markdown(rep: dict) -> str:
     cfg = rep["config"]
     tr, m, chk = cfg["train"], cfg["model"], cfg["check"]
@@ -108,7 +117,8 @@ def markdown(rep: dict) -> str:
              + (f", weight decay kappa = {tr['weight_decay']:g} (theory and networks; the modes settle at "
                 f"the fixed points, not the targets; the staircase ensemble trains without decay)"
                 if tr.get("weight_decay") else "") + "; "
-             f"teacher: {_teacher(rep['studies'])}. {precision_line(rep.get('environment', {}))}", ""]
+             f"teacher: {_teacher(rep['studies'])}. {precision_line(rep.get('environment', {}))}"
+             + _networks_precision(tr, rep.get("environment", {})), ""]
     if rep.get("rechecked"):
         changed = ", ".join(rep["rechecked"].get("differing") or []) or "no key"
         lines += [f"Re-checked: these verdicts judge the saved runs of an earlier run under a changed [check] "
