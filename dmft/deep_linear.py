@@ -1769,7 +1769,7 @@ def staircase_figure(model, data, run=None, sde=None, t=None, title=None, weight
     settled = (None if not kappa else
                np.where(switched_off(model, data, kappa), np.nan, fixed_points(model, data, kappa)))
     pl = plateaus(data, settled)
-    for lev in pl["levels"]:
+    for lev in pl["levels"] if model.depth > 1 else ():      # (depth 1 learns every mode at one rate)
         axes[1].axhline(lev, color="grey", ls=":", lw=0.8)
     if run is not None:
         lo, med, hi = np.nanpercentile(run.test_loss, [10, 50, 90], axis=0)

@@ -2999,3 +2999,31 @@ def test_dln_report_names_the_networks_precision_when_it_is_not_the_jobs():
         text = markdown({"config": cfg, "studies": [study], "checks": [], "wall_s": 1.0, "environment": env})
         assert "Arithmetic: float64" in text
         assert ("networks trained in float32" in text) == said, text.splitlines()[2]
+
+
+def test_a_depth_one_run_has_no_staircase():
+    """One weight matrix learns every mode at one rate (pi_i = s_i (1 - e^-t) from 0): the
+    staircase check FAILed depth-1 networks for "not the predicted order" (their half-learning
+    times 0.69, 0.686, 0.679 for s = 3, 1.5, 0.75) and its figure drew plateaus between modes that
+    do not exist. It is a SKIP saying why, and the figure draws the start and end levels alone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from validation import plots_deep_linear as figs
+    data = dmft.tasks.linear_teacher(3, 3, [3.0, 1.5, 0.75], P=30, key=1)
+    model = dmft.DeepLinear(depth=1, width=3, init_scale=0.01, init="aligned")
+    run = networks.train(model, data, eta0=0.01, steps=600, save_every=10, seeds=4)
+    res = vdl.staircase(run, data)
+    assert res["verdict"] == "SKIP" and "depth-1" in res["reason"] and not res["plateaus"], res
+    fig = figs.staircase_figure(run, data)
+    dotted = sorted(ln.get_ydata()[0] for ln in fig.axes[0].lines if ln.get_linestyle() == ":")
+    levels = dl.plateaus(data)["levels"]
+    lo, hi = fig.axes[0].get_ylim()
+    assert dotted == pytest.approx(sorted(lev for lev in (levels[0], levels[-1]) if lo < lev < hi), rel=1e-12)
+    model2 = dmft.DeepLinear(depth=2, width=3, init_scale=0.01, init="aligned")
+    fig2 = figs.staircase_figure(_fake(run.t, run.modes, test_loss=run.test_loss), data, model=model2)
+    assert len([ln for ln in fig2.axes[0].lines if ln.get_linestyle() == ":"]) > len(dotted)
+    theory = dl.staircase_figure(model, data, run=run)              # (the theory's figure: no plateau)
+    assert not [ln for ln in theory.axes[1].lines if ln.get_linestyle() == ":"]
+    import matplotlib.pyplot as plt
+    for f in (fig, fig2, theory):
+        plt.close(f)

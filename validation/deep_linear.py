@@ -704,7 +704,8 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     a plateau is read (from the saves on it alone) only where the previous step is 90% learned
     before this one is 10% learned and saves fall in between; otherwise its row is a SKIP that
     says which. A teacher of rank 1, or of modes all of one strength, has no plateau between two
-    learned modes and no order to check: SKIP, with the reason. So is one seed of a random start
+    learned modes and no order to check: SKIP, with the reason; so is a run at depth 1 (its recorded
+    configuration's model.depth: one matrix learns every mode at one rate). So is one seed of a random start
     or of SGD (no spread to resolve the order against; one seed of an aligned full-batch run is
     every seed's path)."""
     rel = checks.real("rel", rel, positive=True)
@@ -731,6 +732,11 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     # order among themselves (s = 3, 3, 1 FAILed on a coin flip and on a plateau between the two)
     strength = np.asarray(pl["strengths"], dtype=np.float64)
     tied = np.concatenate([[False], strength[1:] >= strength[:-1] * (1 - TIE_REL)])
+    # one weight matrix learns every mode at one rate (pi_i(t) = s_i (1 - e^-t) from 0): one step,
+    # no staircase (depth 1 FAILed the flow's own modes for "not the predicted order")
+    shallow = (config.get("model") or {}).get("depth") == 1
+    if shallow:
+        tied[1:] = True
     step = np.cumsum(~tied) - 1                                        # each mode's step, learning order
     # the order between two consecutive steps is checked only where the seeds resolve it: their
     # median learning times (log) further apart than 2 standard errors of the difference (modes
@@ -797,7 +803,10 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
                        verdict=_verdict(abs(level - pred) <= rel * pred))
         rows.append(row)
     judged = [r for r in rows if r["verdict"] != "SKIP"]
-    if step[-1] == 0 and order.size < med.size:      # (targets: the decay switches the others off)
+    if shallow and med.size > 1:
+        verdict, reason = "SKIP", ("a depth-1 (linear) model learns every mode at one rate, together: no "
+                                   "staircase, no plateau between two learned modes and no order to check")
+    elif step[-1] == 0 and order.size < med.size:      # (targets: the decay switches the others off)
         verdict, reason = "SKIP", (f"the weight decay switches off {med.size - order.size} of the {med.size} modes "
                                    f"(NaN targets), leaving {order.size}: no plateau between two learned modes "
                                    "and no order to check")

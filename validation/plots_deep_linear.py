@@ -133,14 +133,20 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
     trained as) each mode settles at its fixed point (`dl.fixed_points`), not at s_i: the
     plateaus hold the learned modes at their fixed points (`_plateau_levels`), the learning times
     are to half the fixed point, and a mode the decay switches off (`decaying_modes`) has target
-    0: no learning time, its strength stays in every plateau, and the legend says it decays."""
+    0: no learning time, its strength stays in every plateau, and the legend says it decays. A run
+    at depth 1 (`model`'s, else its recorded model.depth) has no plateau between two modes: the
+    start and end levels alone are drawn."""
     fig, ax = new_figure(size=(6.5, 4.4))
     targets, decays, kappa = _settled(model, data, weight_decay)
     _band(ax, run.t, run.test_loss, "k", "population loss (networks)")
     levels = _plateau_levels(data, model=model, weight_decay=kappa)
     lo, hi = staircase_ylim(run, data, model=model, weight_decay=kappa)
     ax.set_ylim(lo, hi)
-    shown = [(k, lev) for k, lev in enumerate(levels) if lo < lev < hi]
+    # depth 1 learns every mode at one rate: the start and the end, no plateau between two modes
+    shallow = (model.depth if model is not None else
+               (((getattr(run, "info", None) or {}).get("config") or {}).get("model") or {}).get("depth")) == 1
+    shown = [(k, lev) for k, lev in enumerate(levels)
+             if lo < lev < hi and not (shallow and 0 < k < len(levels) - 1)]
     for k, lev in shown:
         ax.axhline(lev, color="grey", ls=":", lw=0.8)
     # labels at the left, in log space at least `gap` apart (close plateaus pushed up in turn)
@@ -162,7 +168,8 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
     ax.set_xlabel("t = steps x eta")
     ax.set_ylabel("population loss |W - M|^2/2 + d_out sigma^2/2")
     decay = f", weight decay {kappa:g}: modes settle at their fixed points" if kappa else ""
-    ax.set_title(title or f"saddle-to-saddle staircase (dotted: predicted plateaus{decay})", fontsize=9)
+    ax.set_title(title or ("depth 1: every mode learned at one rate, no staircase (dotted: start and end)" if shallow
+                           else f"saddle-to-saddle staircase (dotted: predicted plateaus{decay})"), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return fig
