@@ -391,7 +391,8 @@ class BatchProgram:
         spread over replicas with the correction is above CV_NOISE_MAX times the same nodes' without
         it, at a spread above CV_NOISE_SCALE of the targets' RMS, the point is named
         (res["control_variate_noisy"]); where the control variate was the solver's choice and the
-        point diverged, or ended with a spread above the targets' RMS, it is solved again without
+        point diverged, or ended with a spread above the targets' RMS (named or not: the correction
+        can destabilize the run itself, and then the ratio does not see it), it is solved again without
         it on the same nodes (res["control_variate_off"]), unless that run diverges too (the first
         result stands). noise: None with fewer than CV_NOISE_REPLICAS replicas (nothing is named;
         a diverged point is still solved again, as `dmft.solve` does at any replica count)."""
@@ -400,8 +401,8 @@ class BatchProgram:
         if noise is not None:
             ratio, scale = noise
             noisy = np.any(cv_noise_hits(ratio, scale), axis=1)
-            with np.errstate(invalid="ignore"):
-                unresolved = noisy & (scale[:, -1] > 1.0)
+            with np.errstate(invalid="ignore"):         # (whatever the ratio, as `dmft.solve`)
+                unresolved = scale[:, -1] > 1.0
         off = np.zeros(n, bool)
         rows = np.flatnonzero((res["diverged_step"] >= 0) | unresolved) if self.plan.cv_auto else np.zeros(0, int)
         if rows.size:       # (the whole call again, of one shape: each point as control_variate=False

@@ -376,14 +376,29 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
              "replicas_at_once": g,
              "run_s": float(np.sum(runs)), "effective_node_share": share.tolist(),
              "node_share_drift": drift.tolist()}
+    # a run that ends unresolved (the replicas' spread of the train predictions above the targets'
+    # RMS) with the solver's own control variate is solved again without it (`run_plan`), whatever
+    # the noise ratio: fed back through the error, the correction can destabilize the run itself,
+    # and then the same nodes' spread without it is as large (tanh, 64 nodes a replica, gamma0 =
+    # 0.3: the loss rose 1.48 -> 2.22 +- 4.5 at a ratio of 0.57-0.96; 0.401 +- 0.009 without it)
+    unresolved = noise is not None and plan.cv_auto and noise[1][-1] > 1.0
+    note = ""
     if noise is not None and (j := _cv_noisy(noise)) >= 0:
         note = _cv_noise_note(noise, j, float(sch.times[j]))
-        # nothing to keep where it diverges or ends unresolved (its spread over the targets' RMS):
-        # solved again without it (a catapult near the lazy regime, 1.56 at 1.7, ends resolved)
-        if plan.cv_auto and (_will_diverge(plan, rec) or noise[1][-1] > 1.0):
+        # nothing to keep where it diverges: solved again without it (a catapult near the lazy
+        # regime, 1.56 at 1.7, ends resolved)
+        if plan.cv_auto and _will_diverge(plan, rec):
             raise _NoisyControlVariate(note)
         extra["control_variate_noisy"] = note
-        warn(f"{plan.method}: {note} Solve with control_variate=False.")
+        if not unresolved:
+            warn(f"{plan.method}: {note} Solve with control_variate=False.")
+    if unresolved:
+        extra[_UNRESOLVED] = ((f"{note} " if note else "")
+                              + f"The run with the lazy-kernel control variate ended unresolved: at t = "
+                              f"{float(sch.times[-1]):g} its train predictions' spread over replicas is "
+                              f"{noise[1][-1]:.3g} of the targets' RMS (the correction, fed back through the error, "
+                              "can destabilize the run where the nodes' kernel moves far from K0 or a replica has "
+                              "few nodes).")
     M = extra["nodes_per_replica"]
     few = few_nodes(share, M, None if plan.sampler == "quadrature" else drift)   # (a grid has no tail)
     if np.any(few):
@@ -483,6 +498,9 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
 CV_NOISE_MAX = 2.0     # the predictions' spread over replicas with the control variate, over without it,
 CV_NOISE_SCALE = 0.1   # where that spread is also above this share of the targets' RMS: the correction's noise
 CV_NOISE_REPLICAS = 3  # the least replicas the comparison is made with
+
+
+_UNRESOLVED = "_control_variate_unresolved"   # (a key of the first run's info that `run_plan` takes out)
 
 
 class _NoisyControlVariate(Exception):
@@ -1045,9 +1063,11 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     """Run a validated `SolvePlan` (what `dmft.solve` does after its checks).
 
     Where the control variate is the solver's choice (`plan.cv_auto`) and its run diverges, or
-    its correction's noise dominates a run that diverges or ends unresolved (`_cv_noise`), the
-    solve is run again without it (the same nodes): its answer is returned with a warning and
-    the reason in info["control_variate_off"]; if that run diverges too, the first error stands.
+    ends unresolved (the replicas' spread of the train predictions above the targets' RMS at the
+    last save, `_cv_noise`), or its correction's noise dominates a run that diverges, the solve is
+    run again without it (the same nodes): its answer is returned with a warning and the reason
+    in info["control_variate_off"]; if that run diverges too, the first error stands (an
+    unresolved first run is returned, info["control_variate_unresolved"] saying so).
     The lazy step's stability at t = 0 is no guide here: where saturating nodes on wide inputs
     carry K0, they saturate within the first step and the kernel drops (erf at input scale 1e3,
     eta0 lambda_max(K0) / P ~ 10: networks of width 16384 descend to 0.2, as the rerun does)."""
@@ -1060,18 +1080,28 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     _check_rk4(plan, su)
     run = functools.partial(_run_once, su=su, reused=reused, setup_s=setup_s, t_start=t_start, key=key,
                             progress=progress, batch_key=batch_key)
+    kept = None
     try:
-        return run(plan)
+        kept = run(plan)
     except _NoisyControlVariate as noisy:
         why, first = str(noisy), None
     except DivergenceError as err:
         if not (plan.sampled and plan.cv_auto and plan.control_variate):
             raise
         why, first = None, err
+    if kept is not None:
+        why, first = kept.info.pop(_UNRESOLVED, None), None
+        if why is None:
+            return kept
     off = dataclasses.replace(plan, control_variate=False, cv_mode="off", cv_auto=False)
     try:
         sol = run(off)
     except DivergenceError:
+        if kept is not None:             # it diverges without the control variate: the first run stands
+            warn(f"{plan.method}: {why} Solved again with control_variate=False, which diverged: the run with it "
+                 "is returned (info['control_variate_unresolved']).")
+            kept.info["control_variate_unresolved"] = why
+            return kept
         if first is not None:            # it diverges without the control variate too: a divergence
             raise first from None
         raise
