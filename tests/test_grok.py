@@ -1549,7 +1549,7 @@ def test_the_grok_report_marks_gap_errors_and_coarse_times():
     md = markdown(rep, cfg)
     assert (f"| {float(g.t_train):.4g} +- {float(g.t_train_se):.2g} (coarse) | {float(g.t_test):.4g} +- "
             f"{float(g.t_test_se):.2g} | {float(g.gap):.4g} +- {float(g.gap_se):.2g} |") in md
-    assert "(coarse): the loss fell over 10-fold between the two saves around its crossing" in md
+    assert "(coarse): the loss fell over 10-fold between the two saves around the crossing" in md
 
 
 def test_a_crossing_the_saves_do_not_resolve_is_flagged_coarse():
@@ -1708,3 +1708,33 @@ def test_diagram_overlay_and_decay_settings_are_checked_before_any_curve(tmp_pat
     with mock.patch.object(job, "_theory", side_effect=AssertionError("a curve was computed")), \
             pytest.raises(dmft.errors.ConfigError, match=match):
         job.run(cfg, str(tmp_path / "out"), log=lambda *a: None)
+
+
+def test_the_grok_report_marks_coarse_times_in_the_decay_and_diagram_tables():
+    """A coarse crossing (report.json's coarse_train) is marked "(coarse)" in the weight-decay
+    table and in a phase diagram's gap cell, as in the summary table, with the note (they showed
+    a coarse t_train as 11.88 +- 0.31, unmarked, where report.json said coarse_train: true)."""
+    from experiments.grok import config as gconf
+    from experiments.grok.report import markdown
+
+    cfg = gconf.load_config(None, [])
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    train = np.array([[1.0, 0.04, 0.03, 0.02], [1.0, 0.5, 0.2, 0.05]])     # the first falls 25-fold
+    test = np.array([[1.0, 0.9, 0.5, 0.05], [1.0, 0.9, 0.5, 0.05]])
+    g = gk.grokking_times(t, train, test, 0.1)
+    assert list(g.coarse_train) == [True, False] and not np.any(g.coarse_test)
+    fine = gk.grokking_times(t, train[1], test[1], 0.1)
+    row = {"gamma0": 1.0, "source": "DMFT", **fine.as_dict(), "describe": fine.describe(), "final_test_loss": 0.05,
+           "early_warning": {"drop_observed": False, "t_drop": None}}
+    times = g.as_dict()
+    diag = {"axis": "eps", "gamma0": [1.0], "values": [0.1, 0.3], "seconds": 0.0, "overlay": [],
+            "times": {k: [v] for k, v in times.items()}, "diverged_step": [[-1, -1]]}
+    decay = {"testbed": "kumar", "gamma0": 1.0, "weight_decay": [1e-4, 2e-4], "times": times}
+    rep = {"testbed": "kumar", "data": {}, "threshold": 0.1, "threshold_kind": "loss", "summary": [row],
+           "diagrams": [diag], "early_warning_grid": None, "figures": {}, "wall_s": 1.0, "decay": decay}
+    md = markdown(rep, cfg)
+    t_train, gap = times["t_train"], times["gap"]
+    assert f"| 0.0001 | {t_train[0]:.4g} (coarse) | " in md
+    assert f"| 0.0002 | {t_train[1]:.4g} | " in md
+    assert f"| 1 | {gap[0]:.4g} (coarse) | {gap[1]:.4g} |" in md
+    assert "(coarse): the loss fell over 10-fold between the two saves around the crossing" in md

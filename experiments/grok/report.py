@@ -115,6 +115,13 @@ def _signed(x, se):
     return f"{float(x):+.4g}" + (f" +- {float(se):.2g}" if se is not None and np.isfinite(float(se)) else "")
 
 
+# what a "(coarse)" mark on a time or gap means (validation.grokking.COARSE_FALL)
+_COARSE_NOTE = (f"(coarse): the loss fell over {COARSE_FALL:g}-fold between the two saves around the crossing behind "
+                "that time or gap, so the saves do not resolve it there and the time may lie anywhere between them "
+                "(its error bar, a local one, does not say so): save more often (train.save_every or "
+                "train.log_saves).")
+
+
 def markdown(rep: dict, cfg: dict) -> str:
     kind = rep["threshold_kind"]
     thr = cfg["threshold"]["accuracy"] if kind == "accuracy" else rep["threshold"]
@@ -151,16 +158,15 @@ def markdown(rep: dict, cfg: dict) -> str:
               "|---|---|---|---|---|---|---|" + ("---|" if acc else "")]
     def mark(r, q):           # a crossing the saves do not resolve (validation.grokking.COARSE_FALL)
         return " (coarse)" if r.get(f"coarse_{q}") and r.get(f"t_{q}") is not None else ""
+    coarse_seen = False       # (the decay and phase-diagram tables mark theirs too: they showed none)
     for r in rep["summary"]:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'], r.get('t_train_se'))}{mark(r, 'train')} | "
                      f"{_time(r['t_test'], r.get('t_test_se'))}{mark(r, 'test')} | "
                      f"{_time(r['gap'], r.get('gap_se'))} | {r['status']} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
     if any(mark(r, q) for r in rep["summary"] for q in ("train", "test")):
-        lines += ["", f"(coarse): the loss fell over {COARSE_FALL:g}-fold between the two saves around its "
-                  "crossing, so the saves do not resolve it there and the time may lie anywhere between them "
-                  "(its error bar, a local one, does not say so): save more often (train.save_every or "
-                  "train.log_saves)."]
+        coarse_seen = True
+        lines += ["", _COARSE_NOTE]
     if rep.get("heavy_tailed"):
         lines += ["", _heavy("gamma0", rep["heavy_tailed"])]
     lines += _node_check_lines(rep, cfg)
@@ -224,9 +230,23 @@ def markdown(rep: dict, cfg: dict) -> str:
                       "in every column.", ""]
         lines += ["| gamma0 \\ " + d["axis"] + " | " + " | ".join(_fmt(v) for v in d["values"]) + " |",
                   "|---" * (len(d["values"]) + 1) + "|"]
+        # a gap read from a crossing the saves do not resolve is marked, as the summary's times are
+        rough = np.zeros(gap.shape, bool)
+        for q in ("train", "test"):
+            if tm.get(f"coarse_{q}") is not None:
+                rough |= np.asarray(tm[f"coarse_{q}"], dtype=bool).reshape(gap.shape)
         for i, g in enumerate(d["gamma0"]):
-            lines.append(f"| {g:g} | " + " | ".join(f"diverged by step {int(b)}" if b >= 0 else _time(x)
-                                                    for x, b in zip(gap[i], bad[i])) + " |")
+            cells = []
+            for j, (x, b) in enumerate(zip(gap[i], bad[i])):
+                if b >= 0:
+                    cells.append(f"diverged by step {int(b)}")
+                    continue
+                text = _time(x)
+                if rough[i, j] and x is not None and np.isfinite(float(x)):
+                    text += " (coarse)"
+                    coarse_seen = True
+                cells.append(text)
+            lines.append(f"| {g:g} | " + " | ".join(cells) + " |")
         for o in d["overlay"]:
             lines.append(f"\nFinite width N={o['width']} at gamma0={o['gamma0']:g}, {d['axis']}="
                          f"{_fmt(o[d['axis']])}: network gap {_time(o['gap_network'])} "
@@ -241,7 +261,12 @@ def markdown(rep: dict, cfg: dict) -> str:
         for i, k in enumerate(dc["weight_decay"]):
             tt = dc["times"]["t_test"][i]
             se = {n: (dc["times"].get(f"{n}_se") or [None] * (i + 1))[i] for n in ("t_train", "t_test", "gap")}
-            lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i], se['t_train'])} | {_time(tt, se['t_test'])} | "
+            row = {f"{n}_{q}": (dc["times"].get(f"{n}_{q}") or [None] * (i + 1))[i]
+                   for n in ("t", "coarse") for q in ("train", "test")}
+            marks = {q: mark(row, q) for q in ("train", "test")}
+            coarse_seen = coarse_seen or any(marks.values())
+            lines.append(f"| {k:g} | {_time(dc['times']['t_train'][i], se['t_train'])}{marks['train']} | "
+                         f"{_time(tt, se['t_test'])}{marks['test']} | "
                          f"{_time(dc['times']['gap'][i], se['gap'])} | {_time(k * tt if tt is not None else None)} |")
         for name in ("t_test", "gap"):
             f = dc.get(f"fit_{name}", {})
@@ -264,6 +289,8 @@ def markdown(rep: dict, cfg: dict) -> str:
                          "length of the rich phase, which makes the log-log slope shallower than -1.")
         elif fi:
             lines.append(f"\nFit A / kappa + B: {fi['error']}")
+    if coarse_seen and not any(mark(r, q) for r in rep["summary"] for q in ("train", "test")):
+        lines += ["", _COARSE_NOTE]
     lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(p)}`" for p in rep["figures"].values()),
               "", f"Wall time: {rep['wall_s']:.1f} s."]
     return "\n".join(lines) + "\n"
