@@ -852,6 +852,9 @@ def test_decay_plot_never_draws_not_reached_as_a_reached_time():
     ys = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.get_lines()
                          if ln.get_label().startswith("not reached")])
     np.testing.assert_allclose(ys, 1000.0)
+    # the fit's own standard error is labelled as one (the report gives a 95% half-width beside it)
+    decay["fit_t_test"]["stderr"] = 0.5
+    assert any("+- 0.50, 1 s.e." in ln.get_label() for ln in decay_plot(decay).axes[0].get_lines())
     # a fit through two points has no error (None in report.json): drawn, labelled without one
     decay["fit_t_test"]["stderr"] = None
     assert any("no error" in ln.get_label() for ln in decay_plot(decay).axes[0].get_lines())

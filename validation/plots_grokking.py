@@ -310,7 +310,7 @@ def decay_plot(decay):
     if "exponent" in f and np.unique(k[pts]).size >= 2:
         kk = np.geomspace(k[pts].min(), k[pts].max(), 50)
         se = f.get("stderr")
-        err = f" +- {se:.2f}" if se is not None and np.isfinite(se) else ", no error"
+        err = f" +- {se:.2f}, 1 s.e." if se is not None and np.isfinite(se) else ", no error"
         # the fit keeps no intercept: refit the same points (least squares in log-log); where
         # that does not give the recorded slope, only a guide of that slope can be drawn
         slope, icpt = np.polyfit(np.log(k[pts]), np.log(y[pts]), 1)
