@@ -392,9 +392,10 @@ class BatchProgram:
         it, at a spread above CV_NOISE_SCALE of the targets' RMS, the point is named
         (res["control_variate_noisy"]); where the control variate was the solver's choice and the
         point diverged, or ended with a spread above the targets' RMS (named or not: the correction
-        can destabilize the run itself, and then the ratio does not see it), it is solved again without
-        it on the same nodes (res["control_variate_off"]), unless that run diverges too (the first
-        result stands). noise: None with fewer than CV_NOISE_REPLICAS replicas (nothing is named;
+        can destabilize the run itself, and then the ratio does not see it), it is solved again
+        without it on the same nodes (res["control_variate_off"]), unless that run diverges too, or
+        (a point that did not diverge) its final train loss has no smaller standard error: then the
+        first result stands, with a warning for an unresolved one. noise: None with fewer than CV_NOISE_REPLICAS replicas (nothing is named;
         a diverged point is still solved again, as `dmft.solve` does at any replica count)."""
         n = res["diverged_step"].size
         noisy = unresolved = np.zeros(n, bool)
@@ -403,21 +404,30 @@ class BatchProgram:
             noisy = np.any(cv_noise_hits(ratio, scale), axis=1)
             with np.errstate(invalid="ignore"):         # (whatever the ratio, as `dmft.solve`)
                 unresolved = scale[:, -1] > 1.0
-        off = np.zeros(n, bool)
+        off, kept = np.zeros(n, bool), np.zeros(0, int)
         rows = np.flatnonzero((res["diverged_step"] >= 0) | unresolved) if self.plan.cv_auto else np.zeros(0, int)
         if rows.size:       # (the whole call again, of one shape: each point as control_variate=False
             #                  gives it, bit for bit; a subset's program rounded otherwise, and wide
             #                  saturating inputs amplify rounding to 1e-3 over a few hundred steps)
             st = self._static.replace(cv_mode="off", control_variate=False)
             again, _ = self._dispatch(st, geo, full, idx, key, counts, eta, gamma0, sharding)
-            rows = rows[again["diverged_step"][rows] < 0]
+            # an unresolved point that did not diverge keeps its first run where the second diverges
+            # or its final train loss is no better known (the correction keeps it stable: a catapult
+            # stopped mid-rise), as `dmft.solve` keeps it
+            with np.errstate(invalid="ignore"):      # (one replica: no error, no unresolved point)
+                better = (again["error.train_loss"][rows, -1] < res["error.train_loss"][rows, -1]
+                          if "error.train_loss" in res else np.ones(rows.size, bool))
+            first_ok = res["diverged_step"][rows] < 0
+            keep = first_ok & ((again["diverged_step"][rows] >= 0) | ~better)
+            kept = rows[keep]
+            rows = rows[~keep & (again["diverged_step"][rows] < 0)]
             for k in res:
                 if k in again:
                     res[k][rows] = again[k][rows]
             off[rows] = True
         res["control_variate_noisy"] = noisy
         res["control_variate_off"] = off
-        if noisy.any() or off.any():
+        if noisy.any() or off.any() or kept.size:
             pos = np.asarray(idx)            # (a padded call repeats its last point: count positions)
             said, total = [], np.unique(pos).size
             if noisy.any():
@@ -429,6 +439,10 @@ class BatchProgram:
             if off.any():
                 said.append(f"{np.unique(pos[off]).size} point(s) that diverged or ended unresolved with it were "
                             "solved again without it, and did not diverge (res['control_variate_off'])")
+            if kept.size:
+                said.append(f"{np.unique(pos[kept]).size} point(s) that ended unresolved with it (spread over "
+                            "replicas above the targets' RMS) keep it: without it they diverged or their train loss "
+                            "was no better known (the correction keeps them stable; read their error bars)")
             warn("solve_batch: " + "; ".join(said) + ". The kernel has moved far from its lazy value K0 (wide "
                  "inputs with a saturating activation, for one): control_variate=False solves every point without it")
         return res

@@ -1725,7 +1725,8 @@ def _recorded_decay(result) -> float | None:
 
 def staircase_figure(model, data, run=None, sde=None, t=None, title=None, weight_decay: float = 0.0):
     """Mode strengths and population loss against time: gradient flow (black), SDE band,
-    networks (median and band), plateau levels (dotted).
+    networks (median and band), plateau levels (dotted; at depth 1, which learns every mode at one
+    rate, the start and the end alone).
 
     run: networks' records (.t, .modes, .test_loss) or None; sde: a `ModeSDE` or None; t: the
     flow's times (default: run.t, else up to twice the slowest mode's t_90, which needs a mode
@@ -1769,7 +1770,8 @@ def staircase_figure(model, data, run=None, sde=None, t=None, title=None, weight
     settled = (None if not kappa else
                np.where(switched_off(model, data, kappa), np.nan, fixed_points(model, data, kappa)))
     pl = plateaus(data, settled)
-    for lev in pl["levels"] if model.depth > 1 else ():      # (depth 1 learns every mode at one rate)
+    # (depth 1 learns every mode at one rate, the noise pairs of a fixed set too: its start and end)
+    for lev in pl["levels"] if model.depth > 1 else (pl["levels"][0], pl["end"]):
         axes[1].axhline(lev, color="grey", ls=":", lw=0.8)
     if run is not None:
         lo, med, hi = np.nanpercentile(run.test_loss, [10, 50, 90], axis=0)

@@ -1067,7 +1067,9 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     last save, `_cv_noise`), or its correction's noise dominates a run that diverges, the solve is
     run again without it (the same nodes): its answer is returned with a warning and the reason
     in info["control_variate_off"]; if that run diverges too, the first error stands (an
-    unresolved first run is returned, info["control_variate_unresolved"] saying so).
+    unresolved first run is returned, info["control_variate_unresolved"] saying so, as it is
+    where the second run's final train loss has no smaller standard error: a catapult stopped
+    mid-rise, which the correction keeps stable).
     The lazy step's stability at t = 0 is no guide here: where saturating nodes on wide inputs
     carry K0, they saturate within the first step and the kernel drops (erf at input scale 1e3,
     eta0 lambda_max(K0) / P ~ 10: networks of width 16384 descend to 0.2, as the rerun does)."""
@@ -1098,13 +1100,15 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
         sol = run(off)
     except DivergenceError:
         if kept is not None:             # it diverges without the control variate: the first run stands
-            warn(f"{plan.method}: {why} Solved again with control_variate=False, which diverged: the run with it "
-                 "is returned (info['control_variate_unresolved']).")
-            kept.info["control_variate_unresolved"] = why
-            return kept
+            return _keep_unresolved(plan, kept, why, "which diverged")
         if first is not None:            # it diverges without the control variate too: a divergence
             raise first from None
         raise
+    if kept is not None:                 # unresolved both ways: the run whose train loss is the better known
+        e_with, e_without = (float(np.asarray(r.error["train_loss"])[-1]) for r in (kept, sol))
+        if not e_without < e_with:
+            return _keep_unresolved(plan, kept, why, f"whose final train loss's standard error, {e_without:.3g}, is "
+                                                     f"no smaller than the {e_with:.3g} with it")
     if why is None:
         why = (f"The run with the lazy-kernel control variate diverged at t = {float(first.step * plan.schedule.eta0):g}"
                " (step " + f"{first.step}), and the same nodes without it did not: the correction's noise, "
@@ -1113,6 +1117,17 @@ def run_plan(plan: SolvePlan, *, key=None, progress: bool = False, batch_key=Non
     warn(f"{plan.method}: {why} Solved again with control_variate=False (info['control_variate_off'] says why).")
     sol.info["control_variate_off"] = why
     return sol
+
+
+def _keep_unresolved(plan: SolvePlan, kept: Solution, why: str, how: str) -> Solution:
+    """The run with the solver's control variate, unresolved, returned where the run without it
+    diverged or is no better known (`how`): there the correction keeps the run stable (a catapult
+    stopped mid-rise, say), and the error bars say how unresolved it is."""
+    why = (f"{why} Solved again with control_variate=False, {how}: the run with it is returned (the correction "
+           "keeps the run stable here; read its error bars).")
+    warn(f"{plan.method}: {why}")
+    kept.info["control_variate_unresolved"] = why
+    return kept
 
 
 def _run_once(plan: SolvePlan, *, su, reused, setup_s, t_start, key, progress, batch_key) -> Solution:
@@ -1188,7 +1203,8 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, s
     at B = 20): there use many sequences, or read the spread of per_sequence_test_loss.
 
     Where the sequences' solves differ in what they record of the control variate
-    (`info["control_variate"]`, `"control_variate_off"`, `"control_variate_noisy"`: one sequence
+    (`info["control_variate"]`, `"control_variate_off"`, `"control_variate_noisy"`,
+    `"control_variate_unresolved"`: one sequence
     solved again without it, say), that entry is a list per sequence. A divergence names its
     sequence. `predict` averages the sequences' predictions (its error: their spread across
     sequences, as `error`).
@@ -1261,7 +1277,7 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, s
             info["heavy_tailed"] = True
     # what each sequence's solve did with its control variate, where they differ (the first's alone
     # said "on" where four of six had been solved again without it)
-    for name in ("control_variate", "control_variate_off", "control_variate_noisy"):
+    for name in ("control_variate", "control_variate_off", "control_variate_noisy", "control_variate_unresolved"):
         per = [s.info.get(name) for s in sols]
         info.pop(name, None)
         if any(v != per[0] for v in per):

@@ -3009,21 +3009,24 @@ def test_a_depth_one_run_has_no_staircase():
     import matplotlib
     matplotlib.use("Agg")
     from validation import plots_deep_linear as figs
-    data = dmft.tasks.linear_teacher(3, 3, [3.0, 1.5, 0.75], P=30, key=1)
-    model = dmft.DeepLinear(depth=1, width=3, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 1.5], P=20, label_noise=1.0, key=1)    # (rank 2: noise pairs)
+    model = dmft.DeepLinear(depth=1, width=4, init_scale=0.01, init="aligned")
     run = networks.train(model, data, eta0=0.01, steps=600, save_every=10, seeds=4)
     res = vdl.staircase(run, data)
     assert res["verdict"] == "SKIP" and "depth-1" in res["reason"] and not res["plateaus"], res
     fig = figs.staircase_figure(run, data)
     dotted = sorted(ln.get_ydata()[0] for ln in fig.axes[0].lines if ln.get_linestyle() == ":")
-    levels = dl.plateaus(data)["levels"]
+    pl = dl.plateaus(data)          # (a noisy fixed set: depth 1 fits its noise pairs too, ending at "end")
+    assert abs(pl["end"] - pl["levels"][-1]) > 1e-3 and len(pl["levels"]) > 2
     lo, hi = fig.axes[0].get_ylim()
-    assert dotted == pytest.approx(sorted(lev for lev in (levels[0], levels[-1]) if lo < lev < hi), rel=1e-12)
-    model2 = dmft.DeepLinear(depth=2, width=3, init_scale=0.01, init="aligned")
+    assert dotted == pytest.approx(sorted(lev for lev in (pl["levels"][0], pl["end"]) if lo < lev < hi), rel=1e-12)
+    assert abs(np.median(run.test_loss[:, -1]) / pl["end"] - 1) < 0.05     # (where the networks end)
+    model2 = dmft.DeepLinear(depth=2, width=4, init_scale=0.01, init="aligned")
     fig2 = figs.staircase_figure(_fake(run.t, run.modes, test_loss=run.test_loss), data, model=model2)
     assert len([ln for ln in fig2.axes[0].lines if ln.get_linestyle() == ":"]) > len(dotted)
-    theory = dl.staircase_figure(model, data, run=run)              # (the theory's figure: no plateau)
-    assert not [ln for ln in theory.axes[1].lines if ln.get_linestyle() == ":"]
+    theory = dl.staircase_figure(model, data, run=run)              # (the theory's figure: start and end)
+    assert sorted(ln.get_ydata()[0] for ln in theory.axes[1].lines if ln.get_linestyle() == ":") == \
+        pytest.approx(sorted((pl["levels"][0], pl["end"])), rel=1e-12)
     import matplotlib.pyplot as plt
     for f in (fig, fig2, theory):
         plt.close(f)

@@ -135,7 +135,8 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
     are to half the fixed point, and a mode the decay switches off (`decaying_modes`) has target
     0: no learning time, its strength stays in every plateau, and the legend says it decays. A run
     at depth 1 (`model`'s, else its recorded model.depth) has no plateau between two modes: the
-    start and end levels alone are drawn."""
+    start and end levels alone are drawn (the end `dl.plateaus(...)["end"]`: it fits the noise
+    pairs of a fixed set too)."""
     fig, ax = new_figure(size=(6.5, 4.4))
     targets, decays, kappa = _settled(model, data, weight_decay)
     _band(ax, run.t, run.test_loss, "k", "population loss (networks)")
@@ -145,8 +146,11 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
     # depth 1 learns every mode at one rate: the start and the end, no plateau between two modes
     shallow = (model.depth if model is not None else
                (((getattr(run, "info", None) or {}).get("config") or {}).get("model") or {}).get("depth")) == 1
-    shown = [(k, lev) for k, lev in enumerate(levels)
-             if lo < lev < hi and not (shallow and 0 < k < len(levels) - 1)]
+    named = [(f"plateau {k}", lev) for k, lev in enumerate(levels)]
+    if shallow:            # (it learns the noise pairs too: it ends at plateaus' "end", not the last level)
+        named = [("start", levels[0]),
+                 ("end", float(dl.plateaus(data, np.where(decays, np.nan, targets) if kappa else None)["end"]))]
+    shown = [(k, lev) for k, lev in named if lo < lev < hi]
     for k, lev in shown:
         ax.axhline(lev, color="grey", ls=":", lw=0.8)
     # labels at the left, in log space at least `gap` apart (close plateaus pushed up in turn)
@@ -155,7 +159,7 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
     for k, lev in sorted(shown, key=lambda kl: kl[1]):
         y = max(np.log10(lev), y_prev + gap)
         y_prev = y
-        ax.text(0.01, 10 ** y, f"plateau {k}: {lev:.3g}", transform=ax.get_yaxis_transform(), fontsize=7,
+        ax.text(0.01, 10 ** y, f"{k}: {lev:.3g}", transform=ax.get_yaxis_transform(), fontsize=7,
                 color="grey", va="bottom", ha="left")
     tl = learning_times_of(run, data, targets=targets if kappa else None)
     for i in range(tl.shape[1]):

@@ -377,11 +377,11 @@ def _node_check(name, solution, fewer: dict, sigma, rel) -> dict:
         # any size where the solver turned the correction off for its noise)
         return _skip(name, tol, f"{final}; the solver turned the control variate off in some of the three solves "
                                 f"({', '.join('on' if c else 'off' for c in cv)} at M, M / 2 and M / 4: it added "
-                                "noise there), so they are two estimators of the same nodes and their shift is not "
+                                "noise there, or the run diverged or ended unresolved with it), so they are two estimators of the same nodes and their shift is not "
                                 "the node count's; set theory.control_variate = false to check the node count")
     if len(set(cv)) > 1:                # (the solver turned it off in one: two estimators, not one)
         passes += (f"; the control variate was {', '.join('on' if c else 'off' for c in cv)} at M, M / 2 and M / 4 "
-                   "(turned off where it added noise), so the shift holds the estimators' difference too")
+                   "(turned off where it added noise, or the run diverged or ended unresolved with it), so the shift holds the estimators' difference too")
     # (the family is (loss, saved time) pairs: each loss's count of judged times named)
     counts = [int(ok[k * len(t):(k + 1) * len(t)].sum()) for k in range(len(nbs))]
     both = " and ".join(f"the {x['loss']} loss at {c}" for x, c in zip(nbs, counts) if c)

@@ -40,8 +40,8 @@ forward method theory.heavy_tailed, theory.least_node_share and theory.least_nod
 (as `dmft.solve`'s info: a point whose outputs few nodes carry, or whose share of them still
 moves with the node count, so that its value moves with theory.samples); with its lazy-kernel
 control variate and 3 replicas or more, theory.control_variate_noisy and
-theory.control_variate_off (`dmft.solve_batch`: the correction's noise dominated; the point was
-solved again without it). With `[scan] node_check = true` (a sampled DMFT), every point is solved
+theory.control_variate_off (`dmft.solve_batch`: the correction's noise dominated; the point
+diverged or ended unresolved with it and was solved again without it). With `[scan] node_check = true` (a sampled DMFT), every point is solved
 again with each replica's nodes split in 2 and in 4 (half and a quarter of its nodes a replica, the
 same nodes: `dmft.BatchProgram(node_split=)`), and theory.node.half, quarter, shift, shift_se,
 curvature, curvature_se, extrapolated, extrapolated_se, pooled_noise, z and dof give the final test
