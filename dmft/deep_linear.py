@@ -53,7 +53,8 @@ __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "
            "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
            "stationary_density",
            "ShallowWellError", "PointMassError", "UnresolvedLawError",
-           "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure"]
+           "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure",
+           "recorded_setting"]
 
 
 # ----------------------------------------------------------------- the modes the network fits
@@ -1711,15 +1712,17 @@ def _has(name: str, value, fields, what: str):
     return value
 
 
-def _recorded_decay(result) -> float | None:
-    """The weight decay a run or SDE result records (None where it records none)."""
+def recorded_setting(result, name: str):
+    """A setting a run or SDE result records (`name`: "weight_decay", "depth", "init", ...): its
+    info's own entry, else its recorded configuration's train, sde or model section's; None where
+    it records none (a hand-built result)."""
     info = getattr(result, "info", None)
     if not isinstance(info, dict):
         return None
     config = info.get("config") or {}
-    for where in (info, config.get("train") or {}, config.get("sde") or {}):
-        if where.get("weight_decay") is not None:
-            return float(where["weight_decay"])
+    for where in (info, config.get("train") or {}, config.get("sde") or {}, config.get("model") or {}):
+        if where.get(name) is not None:
+            return where[name]
     return None
 
 
@@ -1741,8 +1744,8 @@ def staircase_figure(model, data, run=None, sde=None, t=None, title=None, weight
     if sde is not None:
         _has("sde", sde, ("t", "modes"), "a ModeSDE (mode_sde)")
     for name, result in (("run", run), ("sde", sde)):
-        recorded = _recorded_decay(result)
-        if recorded is not None and recorded != kappa:
+        recorded = recorded_setting(result, "weight_decay")
+        if recorded is not None and float(recorded) != kappa:
             raise InputError(f"weight_decay: the {name} trained with weight decay {recorded:g}, the figure's flow "
                              f"would be drawn with {kappa:g}; pass weight_decay={recorded:g}")
     if t is None and run is None:

@@ -550,8 +550,7 @@ def learning_times_of(run, data, level: float = 0.5, targets=None) -> np.ndarray
     config = info.get("config") or {}
     model = config.get("model") or {}
     depth = model.get("depth")
-    decay = (info.get("weight_decay") or (config.get("train") or {}).get("weight_decay")
-             or (config.get("sde") or {}).get("weight_decay"))
+    decay = dl.recorded_setting(run, "weight_decay")
     # (a random start is neither aligned nor balanced: a large one learns at once, along no
     # one-mode flow, and read 0.037 where fine saves read 0.029; the straight line, 0.034, is
     # kept there. A small one aligns first and then follows the flow: its crossing takes the flow
@@ -709,9 +708,7 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     or of SGD (no spread to resolve the order against; one seed of an aligned full-batch run is
     every seed's path)."""
     rel = checks.real("rel", rel, positive=True)
-    info = getattr(run, "info", None) or {}
-    config = info.get("config") or {}
-    kappa = float(info.get("weight_decay") or (config.get("train") or {}).get("weight_decay") or 0.0)
+    kappa = float(dl.recorded_setting(run, "weight_decay") or 0.0)
     if targets is None and kappa > 0:
         raise InputError(f"targets: the run trained with weight decay {kappa:g}, under which its modes settle at "
                          "the decay's fixed points (a mode below the barrier never rises); pass "
@@ -734,7 +731,7 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     tied = np.concatenate([[False], strength[1:] >= strength[:-1] * (1 - TIE_REL)])
     # one weight matrix learns every mode at one rate (pi_i(t) = s_i (1 - e^-t) from 0): one step,
     # no staircase (depth 1 FAILed the flow's own modes for "not the predicted order")
-    shallow = (config.get("model") or {}).get("depth") == 1
+    shallow = dl.recorded_setting(run, "depth") == 1
     if shallow:
         tied[1:] = True
     step = np.cumsum(~tied) - 1                                        # each mode's step, learning order

@@ -144,8 +144,7 @@ def staircase_figure(run, data, title=None, *, model=None, weight_decay: float =
     lo, hi = staircase_ylim(run, data, model=model, weight_decay=kappa)
     ax.set_ylim(lo, hi)
     # depth 1 learns every mode at one rate: the start and the end, no plateau between two modes
-    shallow = (model.depth if model is not None else
-               (((getattr(run, "info", None) or {}).get("config") or {}).get("model") or {}).get("depth")) == 1
+    shallow = (model.depth if model is not None else dl.recorded_setting(run, "depth")) == 1
     named = [(f"plateau {k}", lev) for k, lev in enumerate(levels)]
     if shallow:            # (it learns the noise pairs too: it ends at plateaus' "end", not the last level)
         named = [("start", levels[0]),
