@@ -31,7 +31,8 @@ from typing import Any, Callable
 from dmft.errors import ConfigError
 
 __all__ = ["ConfigError", "Field", "defaults", "resolve_path", "coerce", "parse_override", "merge", "load",
-           "read_toml", "to_toml", "differences", "flag_overrides", "given_keys", "check_saves"]
+           "read_toml", "to_toml", "differences", "flag_overrides", "given_keys", "check_saves",
+           "check_log_saves"]
 
 
 SEED_MAX = 2 ** 32 - 1              # seeds are uint32: jax.random.key's range under --x32 too
@@ -270,7 +271,8 @@ def given_keys(source=None, overrides=()) -> set[str]:
 def check_saves(cfg: dict, schema: dict, source=None, overrides=(), preset: dict | None = None,
                 initial: dict | None = None) -> None:
     """Refuse train.save_every written beside train.log_saves > 0: the log-spaced saves replace
-    the save grid, so one of the two would be dropped without a word. A save_every equal to the
+    the save grid, so one of the two would be dropped without a word; and more log-spaced saves
+    than train.steps. A save_every equal to the
     value it has when nobody writes it (`schema`'s default, `initial`'s, or the preset's) passes,
     so a run's own config.toml, which lists every field, reloads."""
     start = initial["train"]["save_every"] if initial is not None else schema["train"]["save_every"].default
@@ -279,6 +281,15 @@ def check_saves(cfg: dict, schema: dict, source=None, overrides=(), preset: dict
             and cfg["train"]["save_every"] != baseline):
         raise ConfigError(f"train.save_every: not used with train.log_saves = {cfg['train']['log_saves']} "
                           "(log-spaced saves replace the save grid); give one of the two")
+    check_log_saves(cfg, "train.steps", cfg["train"]["steps"])
+
+
+def check_log_saves(cfg: dict, key: str, steps: int) -> None:
+    """Refuse more log-spaced saves (train.log_saves) than the `steps` of `key`: the schedule
+    would refuse them after the configuration loaded (it had cut them to steps + 1 saves)."""
+    if cfg["train"].get("log_saves", 0) > steps:
+        raise ConfigError(f"train.log_saves ({cfg['train']['log_saves']}) is more than {key} ({steps}): "
+                          "log-spaced saves are distinct step counts from 1 to the steps")
 
 
 def flag_overrides(flags: dict, overrides) -> list[str]:

@@ -251,11 +251,13 @@ SIZES = st.one_of(st.integers(1, 10 ** 6), st.integers(2 ** 40, 2 ** 80))
 @given(steps=SIZES, save_every=SIZES, n_saves=SIZES, log=st.booleans())
 @example(steps=1000, save_every=1, n_saves=1, log=True)
 @example(steps=1000, save_every=1, n_saves=2, log=True)
+@example(steps=100, save_every=1, n_saves=101, log=True)
 def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_every, n_saves, log):
     """Save grids are counted before they are built: a schedule is made in well under a second
     with at most MAX_SAVES saves, or refused naming steps, save_every or n_saves (never a raw
     MemoryError or OverflowError). A log grid has at most n_saves saves after step 0 (n_saves
-    = 1 saved steps 1 and 1000 of 1000, as 2 does)."""
+    = 1 saved steps 1 and 1000 of 1000, as 2 does), and more log saves than steps are refused
+    (they were cut to steps + 1 saves without a word)."""
     import time
 
     kw = dict(save_at="log", n_saves=n_saves) if log else dict(save_every=save_every)
@@ -265,7 +267,10 @@ def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_ever
     except ValueError as err:
         assert isinstance(err, dmft.InputError) and _names(err, "steps", "save_every", "n_saves"), repr(err)
         assert time.perf_counter() - t0 < 0.5
+        fits = steps <= dmft.schedule.MAX_STEPS and n_saves <= min(steps, dmft.schedule.MAX_SAVES)
+        assert not (log and fits), repr(err)      # a log grid is refused only for a reason
         return
+    assert not (log and n_saves > steps)
     assert sch.save_steps.size <= dmft.schedule.MAX_SAVES + 2 and sch.save_steps[-1] == steps
     if log:
         assert sch.save_steps.size - 1 <= n_saves, (sch.save_steps[:5], n_saves)
@@ -771,3 +776,26 @@ def test_plan_integrates_the_most_replicas_that_fit(replicas, where, samples, me
             and not (cached and h * (samples // replicas) * DATA.P > CPU_GROUP_ELEMENTS)]
     assert g <= max(fits, default=1)
     assert all(memory_estimate(ref, at_once=h) > budget * 2 ** 30 for h in fits if h > g)
+
+
+@given(job=st.sampled_from(["grok", "dln"]), steps=st.integers(1, 400), log_saves=st.integers(1, 600))
+@example(job="grok", steps=100, log_saves=101)
+@example(job="dln", steps=100, log_saves=100)
+@settings(max_examples=25, deadline=None)
+def test_more_log_saves_than_steps_are_refused_by_the_jobs_configs(job, steps, log_saves):
+    """train.log_saves above train.steps (or the grok weight-decay scan's decay.steps) is refused
+    when the configuration loads, naming both (the schedule cut it to steps + 1 saves without a
+    word); up to the steps it loads."""
+    from experiments import dln, grok
+
+    mod = grok if job == "grok" else dln
+    sets = [f"train.steps={steps}", f"train.log_saves={log_saves}"]
+    if log_saves > steps:
+        with pytest.raises(dmft.ConfigError, match=r"^train\.log_saves .* is more than train\.steps"):
+            mod.load_config(None, sets)
+    else:
+        assert mod.load_config(None, sets)["train"]["log_saves"] == log_saves
+    if job == "grok" and log_saves > 1:     # the weight-decay scan saves on the same log grid
+        with pytest.raises(dmft.ConfigError, match=r"^train\.log_saves .* is more than decay\.steps"):
+            mod.load_config(None, ["testbed.name='lyu'", f"train.log_saves={log_saves}",
+                                   f"decay.steps={log_saves - 1}"])

@@ -208,10 +208,11 @@ def _check(cfg: dict) -> None:
     for key, steps in (("train.steps", tr["steps"]), ("decay.steps", dc["steps"])):
         if steps > dmft.schedule.MAX_STEPS:
             raise ConfigError(f"{key}: at most {dmft.schedule.MAX_STEPS} (the solvers' step counter), got {steps}")
-    if (cfg["testbed"]["name"] in ("kumar", "lyu") and any(k > 0 for k in dc["weight_decay"]) and dc["steps"]
-            and not tr["log_saves"] and dc["steps"] % tr["save_every"]):
-        raise ConfigError(f"decay.steps ({dc['steps']}) must be a multiple of train.save_every "
-                          f"({tr['save_every']}): the weight-decay scan saves on the same grid")
+    if cfg["testbed"]["name"] in ("kumar", "lyu") and any(k > 0 for k in dc["weight_decay"]) and dc["steps"]:
+        if not tr["log_saves"] and dc["steps"] % tr["save_every"]:
+            raise ConfigError(f"decay.steps ({dc['steps']}) must be a multiple of train.save_every "
+                              f"({tr['save_every']}): the weight-decay scan saves on the same grid")
+        _config.check_log_saves(cfg, "decay.steps", dc["steps"])
     th = cfg["theory"]
     if cfg["testbed"]["name"] != "kumar":
         _problem.check_counts(th)
