@@ -1819,3 +1819,37 @@ def test_full_batch_is_drawn_as_the_largest_batch_and_labelled_full(tmp_path):
     np.testing.assert_array_equal(drawn.get_ydata(), z[0, [1, 2, 0]])
     line.figure.canvas.draw()
     assert [t.get_text() for t in line.get_xticklabels()] == ["2", "4", "full"]
+
+
+def test_a_deep_linear_scan_draws_one_mode_with_its_standard_error(tmp_path):
+    """A deep linear scan stores its modes per point ((..., r) arrays), and no figure could draw
+    them ("not one number per point"): "name[i]" reads mode i as one number per point, the figures
+    take it, and lines draws a mean mode strength +- spread / sqrt(members), the members the seeds
+    or SDE paths that did not diverge (the spreads are over those). Bad entries are refused."""
+    table = {"scan": {"kind": "deep_linear", "outputs": ["final", "learning"], "chunk": 4,
+                      "grid": {"train.eta0": [0.01, 0.13], "train.batch_size": [1, 2]}},
+             "teacher": {"singular_values": [3.0, 1.0], "d_in": 2, "d_out": 2, "P": 4, "label_noise": 1.0},
+             "model": {"depth": 2, "width": 4, "init": "aligned", "init_scale": 0.3},
+             "train": {"steps": 200, "save_every": 50, "seeds": 5}, "theory": {"paths": 64}}
+    res = scan.run(table, str(tmp_path / "s"))
+    paths = res["theory.diverged_paths"]
+    assert paths[1, 0] > 0, paths           # (eta0 = 0.13, B = 1: some SDE paths diverge)
+    for src, total, lost in (("networks", 5, res["networks.diverged_seeds"]), ("theory", 64, paths)):
+        name = f"{src}.final.modes_mean"
+        np.testing.assert_array_equal(res[f"{name}[1]"], res[name][..., 1])
+        np.testing.assert_array_equal(res[f"{name}[-2]"], res[name][..., 0])
+        se = res[f"{src}.final.modes_std"][..., 1] / np.sqrt(total - lost)
+        ax = res.lines(f"{name}[1]", x="eta0", hue="batch_size").axes[0]
+        for j, bars in enumerate(ax.containers):       # one line per batch size
+            segs = bars.lines[2][0].get_segments()
+            np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segs], 2 * se[:, j], rtol=1e-12)
+        assert "standard error" in ax.get_ylabel()
+    assert not res.lines("networks.learn.t_half[0]", x="eta0", at={"batch_size": 1}).axes[0].containers
+    res.heatmap("networks.learn.t_half[0]", x="eta0", y="batch_size")
+    with pytest.raises(dmft.InputError, match=r"one entry of it: 'theory.final.modes_mean\[i\]' \(i < 2\)"):
+        res.lines("theory.final.modes_mean", x="eta0", at={"batch_size": 1})
+    for bad, match in (("theory.final.modes_mean[2]", "has 2 entries"), ("theory.final.modes_mean[-3]", "has 2 entries"),
+                       ("networks.final.test_loss[0]", r"shape \(\) at each point"),
+                       ("nothing.final.modes_mean[0]", "not among")):
+        with pytest.raises(scan.result.UnknownOutput, match=match):
+            res[bad]

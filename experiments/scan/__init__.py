@@ -20,6 +20,7 @@ From Python (a dict laid out like the TOML works as well as a file):
 
     res = scan.run("scan.toml", "results/scan")    # ScanResult; rerun to resume
     res["theory.final.test_loss"]                  # an array shaped like the grid
+    res["theory.final.modes_mean[0]"]              # entry 0 of a per-point vector (deep linear modes)
     res.heatmap("theory.grok.gap", x="gamma0", y="P").savefig("gap.png")
     print(res.summary())
 

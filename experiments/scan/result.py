@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -30,6 +31,10 @@ REPORT = "report.md"
 
 
 # ----------------------------------------------------------------- loading
+
+# "name[i]": entry i of a per-point vector output (ScanResult.__getitem__)
+_ENTRY = re.compile(r"(.+)\[(-?[0-9]+)\]")
+
 
 class UnknownOutput(InputError, KeyError):
     """A name that is not among a scan's outputs: an InputError (the project's one error for bad
@@ -63,9 +68,23 @@ class ScanResult:
     damaged: dict = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
+        """The output `name`, grid-shaped; "name[i]" is entry i of an output with one number per
+        entry at each point (a deep linear scan's modes: "theory.final.modes_mean[0]", the
+        strongest mode), so that it can be drawn as one number per point."""
         if name not in self.arrays and not self.arrays:
             raise UnknownOutput(f"{name!r}: no point of this scan is done yet (res.done is all False), so it has "
                            "no outputs; rerun the scan to compute them")
+        entry = _ENTRY.fullmatch(name)
+        if name not in self.arrays and entry and entry.group(1) in self.arrays:
+            base, i = entry.group(1), int(entry.group(2))
+            v = self.arrays[base]
+            if v.ndim != len(self.grid.shape) + 1:
+                raise UnknownOutput(f"{name!r}: {base} has shape {v.shape[len(self.grid.shape):]} at each point; "
+                                    "an entry [i] picks from one axis of them")
+            if not -v.shape[-1] <= i < v.shape[-1]:
+                raise UnknownOutput(f"{name!r}: {base} has {v.shape[-1]} entries at each point (i from 0 to "
+                                    f"{v.shape[-1] - 1})")
+            return v[..., i]
         if name not in self.arrays:
             raise UnknownOutput(f"{name!r}: not among this scan's outputs ({', '.join(sorted(self.arrays))})")
         return self.arrays[name]
@@ -376,8 +395,10 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None
             return v
         raise InputError("figures need a product grid ([scan.grid]), or a points grid over one field")
     if v.ndim != len(res.grid.shape):
+        pick = (f", or one entry of it: '{name}[i]' (i < {v.shape[-1]})"
+                if v.ndim == len(res.grid.shape) + 1 else "")
         raise InputError(f"{name}: not one number per point (shape {v.shape}); plot a final value "
-                         "or a grokking time")
+                         f"or a grokking time{pick}")
     index = []
     for f, vals in zip(res.grid.fields, res.grid.values):
         if f in keep:
@@ -584,6 +605,10 @@ def error_name(res: ScanResult, name: str) -> str | None:
     """The stored standard error of output `name` (a theory point's over its replicas, a network
     ensemble's over its seeds): "SRC.final.error.Q" for "SRC.final.Q", "NAME_se" (grokking times
     and gaps, theory.node.*); None where none is stored."""
+    entry = _ENTRY.fullmatch(name)
+    if entry and name not in res.arrays:        # an entry's error: the same entry of the output's
+        se = error_name(res, entry.group(1))
+        return None if se is None else f"{se}[{entry.group(2)}]"
     head, _, last = name.rpartition(".")
     for cand in (f"{name}_se", f"{head}.error.{last}" if head.endswith(".final") else None):
         if cand and cand in res.arrays:
@@ -591,12 +616,39 @@ def error_name(res: ScanResult, name: str) -> str | None:
     return None
 
 
+def standard_errors(res: ScanResult, name: str) -> np.ndarray | None:
+    """Grid-shaped standard errors of output `name` (or its entry "name[i]"): the stored ones
+    (`error_name`), or for a deep linear scan's mean mode strengths ("networks.final.modes_mean",
+    "theory.final.modes_mean") their spread / sqrt(count), the count the seeds or SDE paths that
+    did not diverge (the spreads are over those, with ddof 1); None where there are none."""
+    se_name = error_name(res, name)
+    if se_name is not None:
+        return np.asarray(res[se_name], dtype=np.float64)
+    entry = _ENTRY.fullmatch(name) if name not in res.arrays else None
+    base = entry.group(1) if entry else name
+    src, _, rest = base.partition(".final.")
+    counts = {"networks": ("train.seeds", "networks.diverged_seeds"), "theory": ("theory.paths", "theory.diverged_paths")}
+    if rest != "modes_mean" or src not in counts or f"{src}.final.modes_std" not in res.arrays:
+        return None
+    field, diverged = counts[src]
+    if field in res.grid.fields:
+        total = res.coords()[field]
+    else:
+        sec, key = field.split(".")
+        total = np.full(res.grid.shape, res.config[sec][key])
+    n = np.asarray(total, dtype=np.float64) - res[diverged]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = res[f"{src}.final.modes_std"] / np.sqrt(np.where(n > 0, n, np.nan))[..., None]
+    return se[..., int(entry.group(2))] if entry else se
+
+
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
           logx: bool | None = None, logy: bool = False, errors: bool = True, ax=None):
     """One number per point against one grid axis, one line per value of `hue` (x logarithmic
     when every value is > 0, or as `logx` says); points not computed yet are gaps, and the title
-    names where `at` fixes the other axes. With `errors` each point carries +- its stored standard
-    error (`error_name`) where the scan keeps one."""
+    names where `at` fixes the other axes. With `errors` each point carries +- its standard error
+    where the scan keeps one (`error_name`) or it follows from a stored spread (a deep linear
+    scan's mean mode strengths: `standard_errors`)."""
     kind = kind_of(res.config)
     x = resolve_field(x, "x", kind)
     keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
@@ -606,9 +658,8 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     if v.ndim == len(res.grid.shape):   # points not computed are gaps (an int or bool output read -1 or False)
         v = np.where(res.done, v.astype(np.float64), np.nan)
     z = _select(res, name, keep, at, values=v)
-    se_name = error_name(res, name) if errors and v.ndim == len(res.grid.shape) else None
-    se = None if se_name is None else _select(res, se_name, keep, at,
-                                              values=np.where(res.done, res[se_name].astype(np.float64), np.nan))
+    se = standard_errors(res, name) if errors and v.ndim == len(res.grid.shape) else None
+    se = None if se is None else _select(res, name, keep, at, values=np.where(res.done, se, np.nan))
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
     order = np.argsort(_sort_key(res, x, xs), kind="stable")
     full = _full_batch(res, x, xs)
