@@ -375,14 +375,16 @@ def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
     """The drop of a loss curve: the time it has fallen half way, in log scale, from its plateau
     to its floor.
 
-    Plateau: the highest value before the curve reaches its minimum; floor: the minimum, but
-    no deeper than max_decades below the plateau. The drop time is the first crossing of
-    sqrt(plateau x floor) after the plateau, interpolated in log t. Why in log scale: a curve
-    that first falls part way (a lazy fit: 0.8 -> 0.3), rests, then groks (-> 1e-4) crosses
-    the linear midpoint during its first fall; the geometric one lies in the decades of the
-    grokking drop. Why the cap: a loss that keeps decaying exponentially after the drop (a
-    realizable target) would otherwise move the time with the length of the run. A drop is
-    "observed" when the plateau is at least min_ratio times the floor.
+    Plateau: the highest value before the curve reaches its minimum, but no more than min_ratio
+    times the curve's first (finite) value: a larger rise and its fall back (a catapult's spike)
+    are not the drop; floor: the minimum, but no deeper than max_decades below the plateau. The
+    drop time is the first crossing of sqrt(plateau x floor) after the last save at or above the
+    plateau before the minimum, interpolated in log t. Why in log scale: a curve that first falls
+    part way (a lazy fit: 0.8 -> 0.3), rests, then groks (-> 1e-4) crosses the linear midpoint
+    during its first fall; the geometric one lies in the decades of the grokking drop. Why the
+    cap: a loss that keeps decaying exponentially after the drop (a realizable target) would
+    otherwise move the time with the length of the run. A drop is "observed" when the plateau is
+    at least min_ratio times the floor, or, where the plateau was capped, the first value is.
 
     Returns (t_drop, observed) arrays over the leading axes (t_drop NaN when not observed)."""
     max_decades = real_or_inf("max_decades", max_decades, positive=True)
@@ -401,10 +403,21 @@ def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
         j_min = int(np.nanargmin(r))
         j_max = int(np.nanargmax(r[:j_min + 1]))
         hi, lo = r[j_max], r[j_min]
-        if not (hi >= min_ratio * lo and hi > lo and lo >= 0):
+        # a rise to over min_ratio times the start (a catapult's spike) is capped there, and the drop
+        # must then fall min_ratio-fold below the start: the spike and its fall back are not the drop
+        # (a 50-fold spike at t ~ 1 read t_drop = 2.4 where the loss groks at ~ 1300, and a spike with
+        # no grokking after it read as an observed drop). A smaller rise (the Kumar model's lazy phase,
+        # 1.3x its start; modular addition's, 1.1x) is the plateau as before.
+        start = r[np.argmax(fin)]
+        base = hi
+        if hi > min_ratio * start >= 0:
+            hi, base = min_ratio * start, start
+        if not (base >= min_ratio * lo and hi > lo and lo >= 0):
             continue
+        # the crossing is searched from the last save before the minimum at or above the plateau
+        j0 = int(np.flatnonzero(np.where(fin[:j_min + 1], r[:j_min + 1] >= hi, False))[-1])
         floor = max(lo, hi * 10.0 ** (-max_decades))
-        td[i] = _crossing_1d(tt, r, float(np.sqrt(hi * floor)), j_max)
+        td[i] = _crossing_1d(tt, r, float(np.sqrt(hi * floor)), j0)
         ok[i] = np.isfinite(td[i])
     return td.reshape(y.shape[:-1]), ok.reshape(y.shape[:-1])
 

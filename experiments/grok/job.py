@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -177,15 +178,41 @@ def _networks(cfg, tb: Testbed, g, log, progress):
     return out
 
 
-def _seed_mean(d: dict) -> dict:
-    """An ensemble's curves as their means over the finite seeds, with the losses' standard
-    errors of those means where at least two seeds are finite (NaN where fewer), and with two
-    seeds or more the seeds' own curves as its replicas (`REPLICAS`: the leads' errors)."""
-    out = {k: np.nanmean(v, axis=0) for k, v in d.items()}
+def _diverged_seeds(d: dict) -> np.ndarray:
+    """Which seeds of an ensemble's curves (each (S, T, ...)) have a non-finite train or test loss at
+    any save: a seed that diverged is NaN from the save where it went bad (`networks.train`)."""
+    bad = np.zeros(len(d["test_loss"]), bool)
     for k in ("train_loss", "test_loss"):
-        _, std, n = seed_stats(d[k])                   # (std NaN where fewer than two are finite)
-        out[f"{k}_se"] = std / np.sqrt(np.maximum(n, 1))
-    if len(d["test_loss"]) >= 2:
+        v = np.asarray(d[k], float)
+        bad |= ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+    return bad
+
+
+def _seed_mean(d: dict) -> dict:
+    """An ensemble's curves as their means over the seeds that stayed finite at every save (a
+    seed that diverged is left out of the whole curve: a mean over whichever seeds were finite
+    at each save changed its population at the divergence, so its train and test crossings
+    could come from different seeds, or from the jump itself), with the losses' standard errors
+    of those means where at least two such seeds remain (NaN where fewer), and with two seeds or
+    more such seeds their own curves as its replicas (`REPLICAS`: the leads' errors; with fewer, all
+    the seeds', a diverged one among them, so those errors are unknown, NaN). Where every seed
+    diverged the mean is over all of them and NaN from the first divergence on (times after it
+    are not reached). `_diverged_seeds` says which were left out (report.md says so)."""
+    bad = _diverged_seeds(d)
+    if bad.all():
+        keep = np.ones_like(bad)
+        out = {k: np.mean(np.asarray(v, float), axis=0) for k, v in d.items()}
+    else:
+        keep = ~bad
+        with warnings.catch_warnings():         # (a measure NaN at a save in every kept seed: NaN there)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = {k: np.nanmean(np.asarray(v, float)[keep], axis=0) for k, v in d.items()}
+    for k in ("train_loss", "test_loss"):
+        _, std, n = seed_stats(np.asarray(d[k], float)[keep])   # (std NaN where fewer than two are finite)
+        out[f"{k}_se"] = np.where(np.isfinite(out[k]), std / np.sqrt(np.maximum(n, 1)), np.nan)
+    if int(keep.sum()) >= 2:
+        out.update({f"{REPLICAS}{k}": np.asarray(v)[keep] for k, v in d.items()})
+    elif len(d["test_loss"]) >= 2:      # (fewer than two left: all seeds', whose errors are then unknown, null)
         out.update({f"{REPLICAS}{k}": np.asarray(v) for k, v in d.items()})
     return out
 
@@ -428,7 +455,10 @@ def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
             ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in leads}, rates=RATES)
             if not ew["observed"]:
                 continue
+            # (a drop is a fall of at least twofold: a run that never crossed the test threshold has
+            # one too, and reached_test says so)
             rows.append({"gamma0": float(g), axis: float(v), "t_drop": _num(ew["t_drop"]),
+                         "reached_test": bool(np.asarray(diag["times"].reached_test)[i, j]),
                          **{k: _num(ew[k]["lead"]) for k in leads}})
             for k in leads:
                 if np.isfinite(ew[k]["t_change"]) and not bool(ew[k]["resolved"]):
@@ -481,11 +511,17 @@ def _overlay(cfg, tb: Testbed, diag, log) -> list[dict]:
         g = float(diag["gamma0"][i])
         r = networks.train(m.replace(gamma0=g), d, width=dg["overlay_width"], seeds=dg["overlay_seeds"], schedule=sch,
                            key=jax.random.key(cfg["simulate"]["seed"]), batch_key=bkey)
-        gt = gk.grokking_times(r.t, r.train_loss.mean(0), r.test_loss.mean(0), diag["threshold"])
+        # (the seed mean as the summary's: a diverged seed left out, and said, not "not reached")
+        losses = {"train_loss": r.train_loss, "test_loss": r.test_loss}
+        mean, bad = _seed_mean(losses), _diverged_seeds(losses)
+        gt = gk.grokking_times(r.t, mean["train_loss"], mean["test_loss"], diag["threshold"])
         th = diag["times"]
+        said = (f"; all {bad.size} seeds diverged" if bad.all() else
+                f"; {int(bad.sum())} of {bad.size} seeds diverged, left out" if bad.any() else "")
         pts.append({"gamma0": g, axis: v, "i": i, "j": j, "width": dg["overlay_width"],
                     "gap_network": _num(gt.gap), "gap_theory": _num(th.gap[i, j]),
-                    "status_network": gt.status(), "status_theory": status[i, j]})
+                    "status_network": gt.status() + said, "status_theory": status[i, j],
+                    "seeds_diverged": int(bad.sum())})
         log(f"  overlay gamma0={g:g}, {axis}={v:g}: network gap {_gap_text(gt.gap)}, "
             f"theory {_gap_text(th.gap[i, j]) if diag['diverged_step'][i, j] < 0 else status[i, j]}")
     return pts
@@ -694,9 +730,13 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         if lazy[g] is not None:
             rows.append(("lazy (NTK regression)", lazy[g]))
         rows += [(f"N={w} (seed mean)", _seed_mean(d)) for w, d in nets[g].items()]
+        diverged = {f"N={w} (seed mean)": _diverged_seeds(d) for w, d in nets[g].items()}
         for name, cur in rows:
             gt = _times(cfg, t, cur, thr, acc)
-            summary.append({"gamma0": g, "source": name, **gt.as_dict(), "describe": gt.describe(),
+            # an ensemble's seeds that diverged, left out of its mean (_seed_mean)
+            seeds = ({"seeds": int(diverged[name].size), "seeds_diverged": int(diverged[name].sum())}
+                     if name in diverged else {})
+            summary.append({"gamma0": g, "source": name, **seeds, **gt.as_dict(), "describe": gt.describe(),
                             "final_test_loss": _num(cur["test_loss"][-1]),
                             **({"final_train_acc": _num(cur["train_acc"][-1]),
                                 "final_test_acc": _num(cur["test_acc"][-1])} if "test_acc" in cur else {}),

@@ -52,6 +52,24 @@ def _lead_text(v: dict) -> str:
     return "unresolved (within one save interval)" if note.startswith("unresolved") else (note or "n/a")
 
 
+def _not_grokked(grid: dict) -> str:
+    """The early-warning verdict's runs with a drop (a twofold fall) that never crossed the test
+    threshold: counted in the verdict, said so."""
+    n = sum(1 for r in grid["runs"] if r.get("reached_test") is False)
+    return (f" {n} of these {len(grid['runs'])} runs never crossed the test threshold (their drop is a fall of at "
+            "least twofold, not grokking); they are counted in the fractions." if n else "")
+
+
+def _diverged_text(r: dict) -> str:
+    """A seed mean's seeds that diverged (`experiments.grok.job._seed_mean` leaves them out)."""
+    n, S = r.get("seeds_diverged", 0), r.get("seeds", 0)
+    if not n:
+        return ""
+    if n == S:
+        return f" (all {S} seeds diverged: the mean is NaN from the first divergence)"
+    return f" ({n} of {S} seeds diverged: the mean of the other {S - n})"
+
+
 def _heavy(name: str, shares: dict) -> str:
     """The sentence for DMFT solves flagged heavy-tailed, {value label: least effective node share}."""
     return (f"Heavy-tailed DMFT at {name} = {', '.join(shares)}: its outputs are carried by few nodes, or by a "
@@ -162,7 +180,7 @@ def markdown(rep: dict, cfg: dict) -> str:
     for r in rep["summary"]:
         lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(r['t_train'], r.get('t_train_se'))}{mark(r, 'train')} | "
                      f"{_time(r['t_test'], r.get('t_test_se'))}{mark(r, 'test')} | "
-                     f"{_time(r['gap'], r.get('gap_se'))} | {r['status']} | {_fmt(r['final_test_loss'])} |"
+                     f"{_time(r['gap'], r.get('gap_se'))} | {r['status']}{_diverged_text(r)} | {_fmt(r['final_test_loss'])} |"
                      + (f" {_fmt(r.get('final_train_acc'))} / {_fmt(r.get('final_test_acc'))} |" if acc else ""))
     if any(mark(r, q) for r in rep["summary"] for q in ("train", "test")):
         coarse_seen = True
@@ -172,7 +190,7 @@ def markdown(rep: dict, cfg: dict) -> str:
     lines += _node_check_lines(rep, cfg)
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
-              "highest value before its minimum) to its floor (at most two decades below); a measure's change time: when it has done half of its "
+              "highest value before its minimum, at most twice its start: a spike is no plateau) to its floor (at most two decades below); a measure's change time: when it has done half of its "
               "change (for a rate such as the SGD diffusion, when half of its time integral has "
               "accumulated). Both are level crossings interpolated in log time, so on saves that resolve "
               "the curves they do not move with the save grid (docs/conventions.md). lead = t_drop - "
@@ -196,7 +214,9 @@ def markdown(rep: dict, cfg: dict) -> str:
                 continue
             lead = _time(v["lead"], v.get("lead_se")) if v.get("lead") is not None else _lead_text(v)
             change = _time(v["t_change"], v.get("t_change_se")) if v.get("t_change") is not None else "no change"
-            lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(ew['t_drop'], ew.get('t_drop_se'))} | "
+            # a drop of a curve that never crossed the test threshold is no grokking: said in the row
+            nogrok = " (test threshold not reached: no grokking)" if r.get("reached_test") is False else ""
+            lines.append(f"| {r['gamma0']:g} | {r['source']} | {_time(ew['t_drop'], ew.get('t_drop_se'))}{nogrok} | "
                          f"{name} | {change} | {v.get('saves_between', '-')} | {lead} |")
     if not any(r["early_warning"]["drop_observed"] for r in rep["summary"]):
         lines.append("| - | no curve has a drop to warn of (plateau at least twice its floor) | - | - | - | - | - |")
@@ -209,7 +229,8 @@ def markdown(rep: dict, cfg: dict) -> str:
         lines += ["", f"Verdict over the runs of the gamma0 x {grid['axis']} diagram with an observed drop "
                   f"({len(grid['runs'])} of {grid['grid_points']} runs): the fraction in which each measure "
                   "leads the drop, with its Wilson 95% interval; runs whose lead the saves do not resolve "
-                  "are left out of that measure's fraction and counted apart.", "",
+                  "are left out of that measure's fraction and counted apart."
+                  + _not_grokked(grid), "",
                   "| measure | leads in | fraction | 95% interval | unresolved (left out) |",
                   "|---|---|---|---|---|"]
         for name, v in grid["verdict"].items():
