@@ -72,7 +72,11 @@ def loglog_fit(x, y) -> LogLogFit:
     if x.size < 2:
         raise InputError("a log-log fit needs at least two points")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
-        raise InputError(f"log-log fit needs positive finite values, got x={x}, y={y}")
+        nan = [i for i, v in enumerate(zip(x, y)) if np.isnan(v[0]) or np.isnan(v[1])]
+        hint = (f" (NaN at point(s) {nan}: a time or gap that was never reached, e.g. a grokking_times "
+                "gap where the test loss never fell below the threshold within the run; run longer or "
+                "leave those points out)") if nan else ""
+        raise InputError(f"log-log fit needs positive finite values, got x={x}, y={y}{hint}")
     if np.unique(x).size < 2:
         raise InputError(f"a log-log fit needs at least two distinct x, got x = {x[0]:g} at all "
                          f"{x.size} points")
