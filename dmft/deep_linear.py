@@ -18,7 +18,10 @@ where c_i is the variance of one sample's gradient along the mode:
 with z = v~_i . x and rho = u~_i . (y - M~ x) over the P points, M~ = Y^T X / P the target the
 network actually fits (its singular values s~ and vectors u~, v~; `effective_modes`). The
 reduction drops the noise off the mode directions (it breaks alignment and balancedness
-and couples the modes at O(eta / B); docs/derivations.md says how much).
+and couples the modes at O(eta / B); docs/derivations.md says how much). Its first-order
+effect on the means, a drift -(eta / 2B) a_i^(L-1) sum_k S(a_i, a_k)(c_ik + c_ki) from the
+off-mode noise c_ik, is an option (cross_modes=True of `drift`, `mode_sde`,
+`stationary_density`; off by default).
 
 Example:
     >>> import dmft
@@ -50,7 +53,7 @@ from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
-           "noise_variance", "diffusion", "drift", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
+           "noise_variance", "diffusion", "drift", "cross_modes_of", "CrossModes", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
            "stationary_density",
            "ShallowWellError", "PointMassError", "UnresolvedLawError",
            "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure",
@@ -925,13 +928,126 @@ def fixed_points(model: DeepLinear, data: LinearTeacher, weight_decay: float = 0
     return _fixed_points(effective_modes(data).s, model.depth, kappa)
 
 
+# ----------------------------------------------------------------- the cross-mode correction
+
+class CrossModes(NamedTuple):
+    """The off-mode gradient noise that `cross_modes=True` feeds back into each mode's drift
+    (docs/derivations.md, section 6, "The cross-mode drift"). In the full output and input
+    bases (the r modes first, then the least-squares target's other pairs, then the rest):
+    c_ab = A2_ab d_a^2 + A1_ab d_a + A0_ab is B Var(G_ab), the variance of one sample's gradient
+    along u_a v_b^T (a != b; times the finite-population factor on a fixed set), at residuals
+    d_a = target_a - pi_a (pi_a = 0 off the modes)."""
+
+    A2: np.ndarray        # (d_out, d_in)
+    A1: np.ndarray
+    A0: np.ndarray
+    target: np.ndarray    # (d_out,) the target's strength along each output direction
+
+
+def _full_basis(Q: np.ndarray) -> np.ndarray:
+    """Q (d, m) with orthonormal columns, completed to an orthonormal basis of R^d."""
+    d, m = Q.shape
+    if m == d:
+        return Q
+    u, _, _ = np.linalg.svd(np.eye(d) - Q @ Q.T)
+    return np.concatenate([Q, u[:, : d - m]], axis=1)
+
+
+def cross_modes_of(data: LinearTeacher, batch_size: int) -> CrossModes:
+    """The `CrossModes` of `data` at batch size B: online (Isserlis) c_ab = d_a^2 + sigma^2;
+    on a fixed set the exact moments over the P points (with z = V^T x, eps = U^T (y - M~ x)):
+    c_ab = [d_a^2 <z_a^2 z_b^2> + 2 d_a <eps_a z_a z_b^2> + <eps_a^2 z_b^2>] (P - B) / (P - 1)."""
+    modes = effective_modes(data)
+    B = checks.integer("batch_size", batch_size, minimum=1)
+    r = modes.s.size
+    if modes.P is None:
+        Uf, Vf = _full_basis(np.asarray(modes.U)), _full_basis(np.asarray(modes.V))
+        d_out, d_in = Uf.shape[0], Vf.shape[0]
+        ones = np.ones((d_out, d_in))
+        return CrossModes(ones, 0.0 * ones, modes.sigma ** 2 * ones,
+                          np.concatenate([modes.s, np.zeros(d_out - r)]))
+    if B > modes.P:
+        raise InputError(f"batch_size must be <= P = {modes.P} (the fixed set's size), got {B}")
+    X, Y, P = np.asarray(data.x_train), np.asarray(data.y_train), data.P
+    Mt, u, sv, vt, idx = _least_squares_pairs(data)
+    rest = [j for j in range(sv.size) if j not in idx]
+    Uf = _full_basis(np.concatenate([np.asarray(modes.U), u[:, rest]], axis=1))
+    Vf = _full_basis(np.concatenate([np.asarray(modes.V), vt[rest].T], axis=1))
+    d_out, d_in = Uf.shape[0], Vf.shape[0]
+    m = sv.size
+    target = np.zeros(d_out)
+    target[:r], target[r:m] = modes.s, sv[rest]
+    z, eps = X @ Vf, (Y - X @ Mt.T) @ Uf                               # (P, d_in), (P, d_out)
+    fpc = (P - B) / (P - 1) if P > 1 else 0.0
+    z2 = z ** 2
+    za = np.zeros((P, d_out))
+    za[:, :m] = z[:, :m]                                                # z_a along the target's pairs
+    A2 = np.einsum("pa,pb->ab", za ** 2, z2) / P * fpc
+    A1 = 2.0 * np.einsum("pa,pb->ab", eps * za, z2) / P * fpc
+    A0 = np.einsum("pa,pb->ab", eps ** 2, z2) / P * fpc
+    return CrossModes(A2, A1, A0, target)
+
+
+def _cross_drift_a(xp, L: int, a, cm, eta, B):
+    """The cross-mode drift of each layer scalar a_i (..., r), in time units:
+    -(eta / (2 B L)) sum_{k != i} [S(a_i, a_k) c_ik + S(a_i, a_k) c_ki], the sums over the full
+    input (c_ik) and output (c_ki) bases, a_k = 0 off the modes, and
+    S(x, y) = sum_{m=2..L} (m - 1) y^(2(L - m)) x^(2m - 3). Zero at depth 1."""
+    A2, A1, A0, target = (xp.asarray(v) for v in cm)
+    d_out, d_in = A2.shape
+    r = a.shape[-1]
+    pad = lambda v, n: xp.concatenate([v, xp.zeros(v.shape[:-1] + (n - r,), v.dtype)], axis=-1)
+    pi = a ** L
+    d = target - pad(pi, d_out)                                          # (..., d_out)
+    C = A2 * d[..., :, None] ** 2 + A1 * d[..., :, None] + A0           # (..., d_out, d_in)
+    ain, aout = pad(a, d_in), pad(a, d_out)
+
+    def S(ak):                                                           # (..., r, n)
+        out = 0.0
+        for m in range(2, L + 1):
+            out = out + (m - 1) * ak[..., None, :] ** (2 * (L - m)) * a[..., :, None] ** (2 * m - 3)
+        return out
+
+    eye_in = np.eye(r, d_in, dtype=bool)
+    eye_out = np.eye(r, d_out, dtype=bool)
+    rows = xp.where(eye_in, 0.0, S(ain) * C[..., :r, :])
+    cols = xp.where(eye_out, 0.0, S(aout) * xp.swapaxes(C[..., :, :r], -1, -2))
+    return -eta / (2.0 * B * L) * (xp.sum(rows, axis=-1) + xp.sum(cols, axis=-1))
+
+
+def _cross_law_drift(data: LinearTeacher, s: np.ndarray, i: int, L: int, eta0: float, B: int):
+    """x -> mu_i^cross at pi_i = x (G,), the other modes at their targets s (for the laws)."""
+    cm = cross_modes_of(data, B)
+
+    def extra(x):
+        pis = np.broadcast_to(np.asarray(s, dtype=np.float64), (x.size, s.size)).copy()
+        pis[:, i] = x
+        a = np.sign(pis) * np.abs(pis) ** (1.0 / L)
+        return (L * a ** (L - 1) * _cross_drift_a(np, L, a, cm, eta0, B))[:, i]
+    return extra
+
+
+def _check_cross(cross, kappa: float, what: str) -> bool:
+    cross = checks.flag("cross_modes", cross)
+    if cross and kappa != 0:
+        raise InputError(f"cross_modes: {what} derives the cross-mode drift without weight decay; "
+                         "give weight_decay=0 or cross_modes=False")
+    return cross
+
+
 def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size: int,
-          ito: bool = True, weight_decay: float = 0.0):
+          ito: bool = True, weight_decay: float = 0.0, cross_modes: bool = False):
     """mu_i(pi) = L pi^(2-2/L)(s_i - pi) - L kappa pi (+ (L - 1) D_i / (2 L pi), the Ito term,
-    with ito=True); kappa the weight decay (docs/derivations.md, section 6)."""
+    with ito=True); kappa the weight decay (docs/derivations.md, section 6).
+
+    cross_modes=True adds the O(eta / B) drift that the noise off the mode directions feeds
+    back into each mode (the misalignment's stationary moments at the modes' present strengths
+    pi, all given in the last axis; docs/derivations.md, section 6, "The cross-mode drift"):
+    L a_i^(L-1) times `_cross_drift_a`, a_i = pi_i^(1/L). Without weight decay only."""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
     ito = checks.flag("ito", ito)
+    cross = _check_cross(cross_modes, kappa, "drift")
     modes = effective_modes(data)
     pi = _pis(pi, modes.s.size)
     L = model.depth
@@ -941,6 +1057,10 @@ def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size
         D = _diffusion(modes, pi, eta0, B, L)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mu = mu + np.where(pi != 0, (L - 1) * D / (2 * L * pi), 0.0)
+    if cross:
+        with np.errstate(over="ignore", invalid="ignore"):
+            a = np.sign(pi) * np.abs(pi) ** (1.0 / L)
+            mu = mu + L * a ** (L - 1) * _cross_drift_a(np, L, a, cross_modes_of(data, B), eta0, B)
     return _finite_where_pi_is("the drift", mu, pi)
 
 
@@ -1044,6 +1164,7 @@ _SDE_CAUSES = {1: "the layer scalar a", 2: "the mode strength pi = a^L", 3: "the
 class _SDEStatic(NamedTuple):
     depth: int
     online: bool
+    cross: bool = False
 
 
 class _SDEState(NamedTuple):
@@ -1069,7 +1190,7 @@ def _sde_step(static: _SDEStatic, ctx, st: _SDEState, drive):
     noise at step k is drawn from fold_in(key_p, k). One compiled program per depth, mode count,
     save count and path count: the step size, batch size, decay, noise and start are arguments."""
     count_trace("deep_linear.sde_paths")
-    keys, coef, scalars = ctx
+    keys, coef, scalars = ctx[:3]
     L = static.depth
     s = coef[0]
     eta, B, shrink = scalars[0], scalars[1], scalars[2]
@@ -1077,7 +1198,10 @@ def _sde_step(static: _SDEStatic, ctx, st: _SDEState, drive):
 
     def one(pkey, a, pi, c, k, bad, why):
         zeta = jax.random.normal(jax.random.fold_in(pkey, k), a.shape, dt) * jnp.sqrt(c / B)
-        a = shrink * a + eta * a ** (L - 1) * (s - pi + zeta)
+        if static.cross:
+            a = shrink * a + eta * (a ** (L - 1) * (s - pi + zeta) + _cross_drift_a(jnp, L, a, ctx[3], eta, B))
+        else:
+            a = shrink * a + eta * a ** (L - 1) * (s - pi + zeta)
         pi = a ** L
         c = _sde_c(static.online, coef, scalars, pi)
         D = eta / B * L ** 2 * jnp.abs(pi) ** (4 - 4 / L) * c
@@ -1107,7 +1231,7 @@ def _sde_start(static: _SDEStatic, coef, scalars, paths: int) -> _SDEState:
 def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None, steps=None,
              save_every=None, paths: int = 1024, key=None, *, weight_decay=None,
              schedule: Schedule | None = None, max_memory_gb: float = 4.0,
-             keep_diverged: bool = False, progress: bool = False) -> ModeSDE:
+             keep_diverged: bool = False, progress: bool = False, cross_modes: bool = False) -> ModeSDE:
     """Integrate the per-mode SDE with vmapped Euler-Maruyama paths, one step per SGD step.
 
     The scheme is Euler-Maruyama for each layer's scalar a = pi^(1/L):
@@ -1135,6 +1259,11 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
             NaN from its own bad step's save on) with info["all_diverged"] = {"step", "t",
             "cause", "message"} (the DivergenceError's) instead of raising: a caller that
             records divergences as the networks' (the `dmft dln` job) keeps every record.
+        cross_modes: add to each layer scalar's step the O(eta / B) drift that the noise off the
+            mode directions feeds back (`_cross_drift_a`: the stationary moments of the
+            misalignment at the paths' present strengths; docs/derivations.md, section 6, "The
+            cross-mode drift"). Default False: the per-mode SDE above, unchanged. Without
+            weight decay only (InputError else).
         progress: show a progress bar over steps; the run is then cut into calls of about
             `runner.CALL_SECONDS` (`runner.run_saved`), so that an interruption acts within
             seconds. The numbers do not depend on the cut.
@@ -1152,6 +1281,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
         raise InputError("batch_size: the SDE describes minibatch SGD; give batch_size")
     eta, B = _sgd_args(model, data, sch.eta0, sch.batch_size)
     kappa_wd = float(sch.weight_decay)
+    cross = _check_cross(cross_modes, kappa_wd, "mode_sde")
     paths = checks.integer("paths", paths, minimum=1)
     max_memory_gb = checks.real("max_memory_gb", max_memory_gb, positive=True)
     key = checks.prng_key("key", key)
@@ -1175,9 +1305,12 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     coef = jnp.asarray(np.stack([modes.s] + ([zero] * 3 if online else [modes.kappa, modes.tau, modes.lam])), dt)
     scalars = jnp.asarray([eta, B, 1.0 - eta * kappa_wd, modes.sigma ** 2, fpc, model.init_scale], dt)
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
-    static = _SDEStatic(L, online)
+    static = _SDEStatic(L, online, cross)
+    ctx = (keys, coef, scalars)
+    if cross:
+        ctx = ctx + (CrossModes(*(jnp.asarray(v, dt) for v in cross_modes_of(data, B))),)
     drop_compiled_if_crowded(CALL_SHARE)
-    rec, st, _ = run_saved(_sde_step, _sde_record, static, (keys, coef, scalars),
+    rec, st, _ = run_saved(_sde_step, _sde_record, static, ctx,
                            _sde_start(static, coef, scalars, paths), gaps=sch.gaps, progress=progress,
                            label="mode_sde", stop_on_nonfinite=False)
     a = np.moveaxis(rec["a"], 0, 1)                                      # (paths, saves, r)
@@ -1203,6 +1336,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
                 partial={"t": sch.times[:n_good], "modes": pi[:, :n_good], "diffusion": D[:, :n_good]})
         all_diverged = {"step": first, "t": first * eta, "cause": cause, "message": message}
     info = {"paths": paths, "eta0": eta, "batch_size": B, "weight_decay": kappa_wd, "depth": L,
+            **({"cross_modes": True} if cross else {}),
             "dtype": jnp.dtype(dt).name, "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
             "memory_estimate_gb": need / 2 ** 30,
             "config": {"model": model.describe(), "data": data.describe(),
@@ -1232,7 +1366,8 @@ class PointMassError(InputError):
 
 
 def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float,
-                       batch_size: int, weight_decay: float = 0.0, mode: int | None = None) -> np.ndarray:
+                       batch_size: int, weight_decay: float = 0.0, mode: int | None = None,
+                       cross_modes: bool = False) -> np.ndarray:
     """The stationary density of each mode's SDE on the grid pi (G,) (increasing; > 0 for depth
     L > 1, any sign at L = 1, where pi = a is one scalar weight and its law can reach below 0):
     p_i(pi) ~ D_i^-1 exp(int 2 mu_i / D_i) with the Ito drift, i.e.
@@ -1272,9 +1407,15 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     and checked (each mode's law is its own; the other columns are NaN), so that each mode's
     histogram can have a grid of its own and one mode's point mass or shallow well does not
     refuse another's law.
+
+    cross_modes=True adds to each mode's drift the cross-mode drift of `drift(...,
+    cross_modes=True)` with the other modes at their targets (docs/derivations.md, section 6,
+    "The cross-mode drift"): the law of the mode beside learned ones, whose mean sits O(eta / B)
+    lower. Without weight decay only (InputError else). Default False: the law above, unchanged.
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
+    cross = _check_cross(cross_modes, kappa, "stationary_density")
     modes = effective_modes(data)
     L = model.depth
     r = modes.s.size
@@ -1305,6 +1446,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                              modes.P, *(None if v is None else v[i:i + 1]
                                         for v in (modes.kappa, modes.tau, modes.lam)))
         barrier = None
+        extra = _cross_law_drift(data, modes.s, i, L, eta0, B) if cross and L >= 2 else None
         if kappa > 0 and L >= 2:
             # the metastable law: cut at the barrier's top, found on the whole of (0, pi*) on a grid
             # of its own, so that whether there is a law does not depend on the caller's grid
@@ -1323,7 +1465,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                                          [si] if lo < si < hi else []]))     # s: a wall without label noise
         at_resolution = False
         for _ in range(_REFINE_ROUNDS):
-            logp = _log_density_on(one, kappa, L, B, eta0, fine, ps, barrier)
+            logp = _log_density_on(one, kappa, L, B, eta0, fine, ps, barrier, extra)
             core = np.flatnonzero(logp >= logp.max() - _CORE_LOG)
             if core.size >= _CORE_POINTS:
                 break
@@ -1344,7 +1486,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
             w = 3 * (b - a)
             both = np.unique(np.concatenate([np.linspace(ps - w if L == 1 else max(ps - w, ps / 1e3), ps + w, 20001),
                                              [ps]]))
-            lp = _log_density_on(one, kappa, L, B, eta0, both, ps, barrier)
+            lp = _log_density_on(one, kappa, L, B, eta0, both, ps, barrier, extra)
             wide = np.flatnonzero(lp >= lp.max() - _CORE_LOG)
             a, b = both[wide[0]], both[wide[-1]]
             raise InputError(f"pi: the grid [{pi[0]:g}, {pi[-1]:g}] misses mode {i + 1}'s law, whose core (the "
@@ -1417,10 +1559,15 @@ def _check_resolved(pi: np.ndarray, a: float, b: float, i: int) -> None:
 
 
 def _log_density_on(one: EffectiveModes, kappa: float, L: int, B: int, eta0: float, fine: np.ndarray,
-                    ps: float, barrier) -> np.ndarray:
+                    ps: float, barrier, extra=None) -> np.ndarray:
     """The stationary log density (unnormalized, 0 at the fixed point ps, which `fine` holds) on
-    the increasing grid `fine`, -inf past a wall and below the barrier's top."""
+    the increasing grid `fine`, -inf past a wall and below the barrier's top. extra: None, or a
+    function of the grid giving a drift added to mu (the cross-mode drift), as 2 extra / D in g."""
     g, rest = _log_density_terms(one, kappa, L, B, eta0, fine)
+    if extra is not None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            D = _diffusion(one, fine[:, None], eta0, B, L)[:, 0]
+            g = np.where(np.isfinite(g) & (D > 0), g + 2.0 * extra(fine) / D, g)
     with np.errstate(invalid="ignore"):
         k0 = int(np.searchsorted(fine, ps))
         F = np.zeros_like(fine)                                   # F(pi*) = 0, -inf past a wall

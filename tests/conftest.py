@@ -17,6 +17,14 @@ for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitte
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
+# One OpenBLAS thread a process (numpy's and scipy's BLAS and LAPACK): the suite runs
+# one test worker a core (`-n auto`), and a worker's LAPACK call that wakes a second thread on a
+# busy core waits for it: measured with both cores busy, numpy's leggauss(512) (an eigvalsh)
+# took 0.04-2.7 s with the default threads and 0.02-0.13 s with one. Set before numpy
+# loads (OpenBLAS reads it then); subprocesses the tests start inherit it. The same LAPACK and BLAS
+# routines run, on one thread (a sum split over threads may round differently in its last bits).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # the command's persistent compilation cache stays off in the tests (it would write to the
 # home folder and set JAX's config in the test process); tests/test_validation.py turns it on
 # in fresh processes

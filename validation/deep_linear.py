@@ -404,7 +404,8 @@ def settled_targets(model, data, weight_decay: float = 0.0):
 
 
 def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: float,
-                   alpha_coef: float = 1.63, ks_max: float = 0.1, weight_decay: float = 0.0) -> list[dict]:
+                   alpha_coef: float = 1.63, ks_max: float = 0.1, weight_decay: float = 0.0,
+                   cross_modes: bool = False) -> list[dict]:
     """Late-time (t > after) samples of each mode against the stationary density: the KS
     distance passes below its 1% critical value alpha_coef / sqrt(seeds) (the saved times of one
     seed are correlated, so the seeds count as the independent samples) or below ks_max (the
@@ -423,8 +424,13 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
     fixed point: a mode whose law is a point mass or a shallow well gets a SKIP row
     ("no_density", the reason), and the others are fitted (one such mode, or one off another's
     grid, refused them all). InputError when no save comes after `after`; ShallowWellError or
-    PointMassError (`stationary_density`) when no mode has a density to compare with."""
+    PointMassError (`stationary_density`) when no mode has a density to compare with.
+    cross_modes=True compares with the laws that hold the cross-mode drift
+    (`dl.stationary_density(cross_modes=True)`: their means O(eta / B) lower; no weight decay)."""
     after = checks.real("after", after, nonnegative=True)
+    if checks.flag("cross_modes", cross_modes) and weight_decay:
+        raise InputError("cross_modes: the cross-mode drift is derived without weight decay; give "
+                         "weight_decay=0 or cross_modes=False")
     alpha_coef = checks.real("alpha_coef", alpha_coef, positive=True)
     ks_max = checks.real("ks_max", ks_max, nonnegative=True)
     _check_arguments("stationary_fit", run, model, data, eta0, batch_size, weight_decay)
@@ -476,7 +482,7 @@ def stationary_fit(run, model, data, *, eta0: float, batch_size: int, after: flo
         lo, hi = (a - pad if model.depth == 1 else max(a - pad, 1e-6 * b)), b + pad
         try:
             grid, p = mode_law(model, data, np.linspace(lo, hi, 4001), i, eta0=eta0, batch_size=batch_size,
-                               weight_decay=weight_decay)
+                               weight_decay=weight_decay, cross_modes=cross_modes)
         except (dl.ShallowWellError, dl.PointMassError) as err:      # this mode has no density
             refused.append(err)
             rows.append({"mode": i, "ks": float("nan"), "critical": float("nan"), "mean": float(x.mean()),

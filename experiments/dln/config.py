@@ -81,6 +81,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "max_memory_gb": Field("float", SDE_MEMORY_GB, "refuse SDE paths and saves needing more memory (checked before "
                                "any compute; the --full preset needs about 5.4 GiB)", 0.0, True),
         "seed": Field("int", 2, "seed of the SDE paths", 0, maximum=SEED_MAX),
+        "cross_modes": Field("bool", False, "add to the SDE and the stationary laws the O(eta / B) drift that the "
+                             "noise off the mode directions feeds back into each mode (dl.mode_sde(cross_modes=True); "
+                             "docs/derivations.md, section 6); without weight decay"),
         "stationary_after": Field("float", 0.5, "stationary histograms after this fraction of the run",
                                   0.0, True, maximum=1.0),
     },
@@ -184,6 +187,9 @@ def _check(cfg: dict) -> None:
             raise ConfigError(f"{where}: init_scale^depth = width^(-gamma depth / 2) = 10^"
                               f"{depth * log_scale / math.log(10):.0f} is outside float64's range")
     _check_init_scale(m)
+    if cfg["theory"]["cross_modes"] and tr["weight_decay"] > 0:
+        raise ConfigError(f"theory.cross_modes: the cross-mode drift is derived without weight decay "
+                          f"(train.weight_decay = {tr['weight_decay']:g}); turn one of the two off")
     if tr["eta0"] * tr["weight_decay"] >= 1:
         raise ConfigError(f"train.weight_decay: eta0 x weight_decay = {tr['eta0'] * tr['weight_decay']:g} "
                           "must be < 1 (each step multiplies the weights by 1 - eta0 x weight_decay)")

@@ -62,7 +62,8 @@ def _study(cfg, st, out, log, progress):
         # every path diverging is recorded as the networks' diverged seeds are (it failed the job after
         # every network had trained: s = 1e100 at depth 4 overflows the first step, networks' too)
         sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
-                          max_memory_gb=sde_memory_limit(cfg), keep_diverged=True, progress=progress)
+                          max_memory_gb=sde_memory_limit(cfg), keep_diverged=True, progress=progress,
+                          cross_modes=cfg["theory"]["cross_modes"])
         res["sde_s"] = time.perf_counter() - t0
         res["sde_diverged"] = len(sde.info["diverged"])
         if sde.info.get("all_diverged"):
@@ -142,7 +143,8 @@ def _judge(cfg, st, run, sde, log) -> dict:
         after = cfg["theory"]["stationary_after"] * st.schedule.final_time
         try:
             res["stationary"] = vdl.stationary_fit(run, st.model, st.data, eta0=eta, batch_size=B, after=after,
-                                                   ks_max=chk["ks_max"], weight_decay=kappa)
+                                                   ks_max=chk["ks_max"], weight_decay=kappa,
+                                                   cross_modes=cfg["theory"]["cross_modes"])
         except (dl.ShallowWellError, dl.PointMassError) as err:   # no density to compare with
             res["stationary_error"] = str(err)
             log(f"  sigma={st.sigma:g}: no stationary law: {err}")

@@ -124,14 +124,19 @@ def markdown(rep: dict) -> str:
         lines += [f"Re-checked: these verdicts judge the saved runs of an earlier run under a changed [check] "
                   f"section ({changed}); nothing was computed again (times are that run's).", ""]
     sde = m["init"] == "aligned"
+    cross = bool(cfg.get("theory", {}).get("cross_modes"))
     lines += [("Theory: gradient flow per mode (Saxe et al.), the per-mode SDE with the diffusion derived in "
                "docs/derivations.md (section 6), its stationary law." if sde else
                "Theory: the diffusion D(pi) of the per-mode reduction (docs/derivations.md, section 6) and its "
                "stationary law; no per-mode SDE ran (it follows an aligned, balanced start, and this start is "
                "random).") + " Time t = steps x eta. A comparison passes "
               "within its statistical tolerance or within its effect-size tolerance ([check] effect, ks_max): "
-              "with a thousand networks the statistics resolve the reduction's known O(eta/B) cross-mode shift "
-              "(docs/derivations.md), which the effect size says is small.", "",
+              + ("the SDE and the laws hold the cross-mode drift (theory.cross_modes: the O(eta/B) shift of the "
+                 "means that the noise off the mode directions makes; docs/derivations.md, \"The cross-mode "
+                 "drift\")." if cross else
+                 "with a thousand networks the statistics resolve the reduction's known O(eta/B) cross-mode shift "
+                 "(docs/derivations.md), which the effect size says is small; theory.cross_modes = true adds "
+                 "it to the SDE and the laws."), "",
               *([] if not sde else [
               f"A mode's mean passes by one of three rules, named in the table's \"passed by\" column: "
               f"|z| <= {chk['z_max']:g} ([check] z_max), |difference| / SDE spread <= {chk['effect']:g} "

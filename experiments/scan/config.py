@@ -375,6 +375,10 @@ def _check_deep_linear(cfg: dict):
         raise ConfigError("teacher.P: fewer points than d_in cannot be whitened, at some point of the grid")
     if np.any((P > 0) & (B > P)):
         raise ConfigError("train.batch_size: above teacher.P at some point of the grid")
+    kappa = cols.get("train.weight_decay", np.array([tr["weight_decay"]]))
+    if cfg["theory"]["cross_modes"] and np.any(kappa > 0):
+        raise ConfigError("theory.cross_modes: the cross-mode drift is derived without weight decay, and "
+                          "train.weight_decay > 0 at some point of the grid; turn one of the two off")
     sc = cfg["scan"]
     for f in grid.fields:           # axes that change nothing only cost time (they ran, rc = 0)
         if f.startswith("theory.") and not sc["theory"]:

@@ -137,7 +137,8 @@ class DeepLinearGroup:
                     sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=paths,
                                       key=jax.random.fold_in(jax.random.key(cfg["theory"]["seed"]),
                                                              self._id(i, "theory")),
-                                      max_memory_gb=sde_memory_limit(cfg))
+                                      max_memory_gb=sde_memory_limit(cfg),
+                                      cross_modes=cfg["theory"]["cross_modes"])
                     sde_modes = sde.modes
                     out["theory.diverged_paths"] = np.int64(len(sde.info["diverged"]))
                 except DivergenceError:         # every path diverged: recorded, as networks are
