@@ -53,7 +53,7 @@ from .schedule import Schedule, check_decay, schedule_from
 from .trajectory import Records
 
 __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "plateaus",
-           "noise_variance", "diffusion", "drift", "cross_modes_of", "CrossModes", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
+           "noise_variance", "diffusion", "drift", "cross_modes_of", "CrossModes", "cross_shift", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
            "stationary_density",
            "ShallowWellError", "PointMassError", "UnresolvedLawError",
            "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure",
@@ -992,27 +992,27 @@ def _cross_drift_a(xp, L: int, a, cm, eta, B):
     """The cross-mode drift of each layer scalar a_i (..., r), in time units:
     -(eta / (2 B L)) sum_{k != i} [S(a_i, a_k) c_ik + S(a_i, a_k) c_ki], the sums over the full
     input (c_ik) and output (c_ki) bases, a_k = 0 off the modes, and
-    S(x, y) = sum_{m=2..L} (m - 1) y^(2(L - m)) x^(2m - 3). Zero at depth 1."""
+    S(x, y) = sum_{m=2..L} (m - 1) y^(2(L - m)) x^(2m - 3). Zero at depth 1.
+
+    Off the modes (k >= r) S is (L - 1) a_i^(2L - 3) whatever k, and c_ki's residual d_k is the
+    target's, a constant: those sums are taken over the coefficients, not per path, so a step
+    costs O(r^2) a path (with O(r d) per step), not O(d_in d_out) a path."""
     A2, A1, A0, target = (xp.asarray(v) for v in cm)
-    d_out, d_in = A2.shape
     r = a.shape[-1]
-    pad = lambda v, n: xp.concatenate([v, xp.zeros(v.shape[:-1] + (n - r,), v.dtype)], axis=-1)
-    pi = a ** L
-    d = target - pad(pi, d_out)                                          # (..., d_out)
-    C = A2 * d[..., :, None] ** 2 + A1 * d[..., :, None] + A0           # (..., d_out, d_in)
-    ain, aout = pad(a, d_in), pad(a, d_out)
-
-    def S(ak):                                                           # (..., r, n)
-        out = 0.0
-        for m in range(2, L + 1):
-            out = out + (m - 1) * ak[..., None, :] ** (2 * (L - m)) * a[..., :, None] ** (2 * m - 3)
-        return out
-
-    eye_in = np.eye(r, d_in, dtype=bool)
-    eye_out = np.eye(r, d_out, dtype=bool)
-    rows = xp.where(eye_in, 0.0, S(ain) * C[..., :r, :])
-    cols = xp.where(eye_out, 0.0, S(aout) * xp.swapaxes(C[..., :, :r], -1, -2))
-    return -eta / (2.0 * B * L) * (xp.sum(rows, axis=-1) + xp.sum(cols, axis=-1))
+    d = target[:r] - a ** L                                             # (..., r) the modes' residuals
+    # c_ik (row i, input k) for the modes i, k < r, from row i's residual d_i: (..., r, r);
+    # c_ki for k < r is the same block transposed (row k's residual d_k)
+    block = A2[:r, :r] * d[..., :, None] ** 2 + A1[:r, :r] * d[..., :, None] + A0[:r, :r]
+    rest_in = d ** 2 * xp.sum(A2[:r, r:], axis=-1) + d * xp.sum(A1[:r, r:], axis=-1) + xp.sum(A0[:r, r:], axis=-1)
+    tk = target[r:, None]                                               # the other outputs' residuals
+    rest_out = xp.sum(A2[r:, :r] * tk ** 2 + A1[r:, :r] * tk + A0[r:, :r], axis=0)     # (r,)
+    S = 0.0
+    for m in range(2, L + 1):                                           # S(a_i, a_k), (..., r, r)
+        S = S + (m - 1) * a[..., None, :] ** (2 * (L - m)) * a[..., :, None] ** (2 * m - 3)
+    off = ~np.eye(r, dtype=bool)
+    modes = xp.sum(xp.where(off, S * (block + xp.swapaxes(block, -1, -2)), 0.0), axis=-1)
+    S0 = (L - 1) * a ** (2 * L - 3) if L >= 2 else 0.0 * a              # S(a_i, 0)
+    return -eta / (2.0 * B * L) * (modes + S0 * (rest_in + rest_out))
 
 
 def _cross_law_drift(data: LinearTeacher, s: np.ndarray, i: int, L: int, eta0: float, B: int):
@@ -1025,6 +1025,46 @@ def _cross_law_drift(data: LinearTeacher, s: np.ndarray, i: int, L: int, eta0: f
         a = np.sign(pis) * np.abs(pis) ** (1.0 / L)
         return (L * a ** (L - 1) * _cross_drift_a(np, L, a, cm, eta0, B))[:, i]
     return extra
+
+
+# the first-order cross-mode shift (`cross_shift`) past which mode_sde warns: without the drift,
+# of a share the per-mode SDE leaves out; with it, of a shift beyond first order (at 25-35%
+# the drift still read the networks' means to 2-7%, at 40-140% it overshot them twofold)
+CROSS_LEFT_OUT, CROSS_FIRST_ORDER = 0.1, 0.25
+
+
+def cross_shift(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int) -> np.ndarray:
+    """(r,) each mode's stationary mean shift from the cross-mode drift, at first order and
+    relative to its target: mu_i^cross(s) / (L s_i^(2 - 2/L)) / s_i (the extra drift at the
+    targets over the flow's restoring slope there; <= 0). How far the per-mode reduction is from
+    the networks here: a few percent, it holds; tens of percent, `mode_sde` without
+    cross_modes is off by that much and with it first order is stretched (docs/derivations.md,
+    section 6). Without weight decay (the drift's derivation has none); 0 at depth 1."""
+    eta0, B = _sgd_args(model, data, eta0, batch_size)
+    s = effective_modes(data).s
+    L = model.depth
+    if L == 1:
+        return np.zeros_like(s)
+    with np.errstate(all="ignore"):        # (a target beyond float range: NaN, not judged)
+        a = s ** (1.0 / L)
+        extra = L * a ** (L - 1) * _cross_drift_a(np, L, a, cross_modes_of(data, B), eta0, B)
+        return extra / (L * s ** (2 - 2 / L)) / s
+
+
+def _warn_cross_range(shift: np.ndarray, cross: bool) -> None:
+    """mode_sde's warning where the cross-mode shift is large (`CROSS_LEFT_OUT`, `CROSS_FIRST_ORDER`)."""
+    if not np.any(np.isfinite(shift)):
+        return
+    i = int(np.nanargmax(np.abs(shift)))
+    size = abs(float(shift[i]))
+    if cross and size > CROSS_FIRST_ORDER:
+        warn(f"mode_sde: the cross-mode drift moves mode {i + 1}'s mean by {100 * size:.0f}% of its target at "
+             "first order (info['cross_shift']): beyond first order, where it overshoots the networks' "
+             "shift; lower eta0 or raise batch_size for an SDE that describes them")
+    elif not cross and size > CROSS_LEFT_OUT:
+        warn(f"mode_sde: the noise off the mode directions moves mode {i + 1}'s mean by about {100 * size:.0f}% "
+             "of its target (info['cross_shift']), which this per-mode SDE leaves out: cross_modes=True adds it "
+             "at first order (or lower eta0, raise batch_size)")
 
 
 def _check_cross(cross, kappa: float, what: str) -> bool:
@@ -1057,6 +1097,9 @@ def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size
         D = _diffusion(modes, pi, eta0, B, L)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             mu = mu + np.where(pi != 0, (L - 1) * D / (2 * L * pi), 0.0)
+    if cross and L % 2 == 0 and np.any(pi < 0):       # (pi = a^L: never below 0 at even depth)
+        raise InputError(f"pi: a mode strength below 0 at depth {L} (even: pi = a^L >= 0) has no cross-mode "
+                         "drift; give pi >= 0 or cross_modes=False")
     if cross:
         with np.errstate(over="ignore", invalid="ignore"):
             a = np.sign(pi) * np.abs(pi) ** (1.0 / L)
@@ -1305,9 +1348,12 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     coef = jnp.asarray(np.stack([modes.s] + ([zero] * 3 if online else [modes.kappa, modes.tau, modes.lam])), dt)
     scalars = jnp.asarray([eta, B, 1.0 - eta * kappa_wd, modes.sigma ** 2, fpc, model.init_scale], dt)
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
-    static = _SDEStatic(L, online, cross)
+    shift = None if kappa_wd else cross_shift(model, data, eta0=eta, batch_size=B)
+    if shift is not None:
+        _warn_cross_range(shift, cross)
+    static = _SDEStatic(L, online, cross and L >= 2)     # (depth 1: no cross-mode drift, the plain step)
     ctx = (keys, coef, scalars)
-    if cross:
+    if static.cross:
         ctx = ctx + (CrossModes(*(jnp.asarray(v, dt) for v in cross_modes_of(data, B))),)
     drop_compiled_if_crowded(CALL_SHARE)
     rec, st, _ = run_saved(_sde_step, _sde_record, static, ctx,
@@ -1337,6 +1383,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
         all_diverged = {"step": first, "t": first * eta, "cause": cause, "message": message}
     info = {"paths": paths, "eta0": eta, "batch_size": B, "weight_decay": kappa_wd, "depth": L,
             **({"cross_modes": True} if cross else {}),
+            "cross_shift": None if shift is None else shift.tolist(),
             "dtype": jnp.dtype(dt).name, "mode_init": pi0, "s_effective": modes.s.tolist(), "online": online, "diverged": diverged,
             "memory_estimate_gb": need / 2 ** 30,
             "config": {"model": model.describe(), "data": data.describe(),

@@ -371,20 +371,38 @@ def _crossing_1d(t, y, level, start=0):
     return float("nan")
 
 
+# a rise above min_ratio x the start is a spike (not the plateau) when the curve is back within
+# min_ratio x the start at least this factor in time before the drop that follows (`drop_time`)
+SPIKE_GAP = 10.0
+
+
+def _fall_crossing(tt, r, fin, j_min: int, hi: float, lo: float, max_decades: float) -> float:
+    """The first crossing of sqrt(hi x floor) after the last save at or above hi before j_min."""
+    j0 = int(np.flatnonzero(np.where(fin[:j_min + 1], r[:j_min + 1] >= hi, False))[-1])
+    floor = max(lo, hi * 10.0 ** (-max_decades))
+    return _crossing_1d(tt, r, float(np.sqrt(hi * floor)), j0)
+
+
 def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
     """The drop of a loss curve: the time it has fallen half way, in log scale, from its plateau
     to its floor.
 
-    Plateau: the highest value before the curve reaches its minimum, but no more than min_ratio
-    times the curve's first (finite) value: a larger rise and its fall back (a catapult's spike)
-    are not the drop; floor: the minimum, but no deeper than max_decades below the plateau. The
-    drop time is the first crossing of sqrt(plateau x floor) after the last save at or above the
-    plateau before the minimum, interpolated in log t. Why in log scale: a curve that first falls
-    part way (a lazy fit: 0.8 -> 0.3), rests, then groks (-> 1e-4) crosses the linear midpoint
-    during its first fall; the geometric one lies in the decades of the grokking drop. Why the
-    cap: a loss that keeps decaying exponentially after the drop (a realizable target) would
-    otherwise move the time with the length of the run. A drop is "observed" when the plateau is
-    at least min_ratio times the floor, or, where the plateau was capped, the first value is.
+    Plateau: the highest value before the curve reaches its minimum; floor: the minimum, but no
+    deeper than max_decades below the plateau. The drop time is the first crossing of
+    sqrt(plateau x floor) after the plateau, interpolated in log t. Why in log scale: a curve
+    that first falls part way (a lazy fit: 0.8 -> 0.3), rests, then groks (-> 1e-4) crosses the
+    linear midpoint during its first fall; the geometric one lies in the decades of the grokking
+    drop. Why the cap: a loss that keeps decaying exponentially after the drop (a realizable
+    target) would otherwise move the time with the length of the run. A drop is "observed" when
+    the plateau is at least min_ratio times the floor.
+
+    A spike is not the plateau: a rise above min_ratio times the curve's first (finite) value
+    that is back within min_ratio times it at least SPIKE_GAP = 10 times earlier than the drop
+    that follows (or than the minimum, where no drop follows) is a spike (a catapult's: a
+    50-fold rise at t ~ 1 read t_drop = 2.4 for a loss grokking at ~ 1300, and a spike with no
+    grokking after it read as a drop). There the plateau is min_ratio times the first value and
+    the drop must fall min_ratio-fold below the first value. A rise that runs into the drop (a
+    test loss that climbs while the training set is memorized, then groks) stays the plateau.
 
     Returns (t_drop, observed) arrays over the leading axes (t_drop NaN when not observed)."""
     max_decades = real_or_inf("max_decades", max_decades, positive=True)
@@ -403,21 +421,21 @@ def drop_time(t, loss, *, min_ratio: float = 2.0, max_decades: float = 2.0):
         j_min = int(np.nanargmin(r))
         j_max = int(np.nanargmax(r[:j_min + 1]))
         hi, lo = r[j_max], r[j_min]
-        # a rise to over min_ratio times the start (a catapult's spike) is capped there, and the drop
-        # must then fall min_ratio-fold below the start: the spike and its fall back are not the drop
-        # (a 50-fold spike at t ~ 1 read t_drop = 2.4 where the loss groks at ~ 1300, and a spike with
-        # no grokking after it read as an observed drop). A smaller rise (the Kumar model's lazy phase,
-        # 1.3x its start; modular addition's, 1.1x) is the plateau as before.
         start = r[np.argmax(fin)]
-        base = hi
-        if hi > min_ratio * start >= 0:
-            hi, base = min_ratio * start, start
-        if not (base >= min_ratio * lo and hi > lo and lo >= 0):
+        cap = min_ratio * start
+        if hi > cap >= 0 and lo >= 0:
+            back = [j for j in range(j_max + 1, j_min + 1) if fin[j] and r[j] <= cap]
+            if back:
+                t_back = tt[back[0]]
+                falls = start >= min_ratio * lo and cap > lo
+                tc = _fall_crossing(tt, r, fin, j_min, cap, lo, max_decades) if falls else float("nan")
+                after = tc if np.isfinite(tc) else tt[j_min]
+                if t_back * SPIKE_GAP <= after:       # a spike: back well before the drop (or the minimum)
+                    td[i], ok[i] = tc, bool(np.isfinite(tc))
+                    continue
+        if not (hi >= min_ratio * lo and hi > lo and lo >= 0):
             continue
-        # the crossing is searched from the last save before the minimum at or above the plateau
-        j0 = int(np.flatnonzero(np.where(fin[:j_min + 1], r[:j_min + 1] >= hi, False))[-1])
-        floor = max(lo, hi * 10.0 ** (-max_decades))
-        td[i] = _crossing_1d(tt, r, float(np.sqrt(hi * floor)), j0)
+        td[i] = _fall_crossing(tt, r, fin, j_min, hi, lo, max_decades)
         ok[i] = np.isfinite(td[i])
     return td.reshape(y.shape[:-1]), ok.reshape(y.shape[:-1])
 

@@ -245,10 +245,12 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
     return fig
 
 
-def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, weight_decay: float = 0.0):
+def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, weight_decay: float = 0.0,
+                       cross_modes: bool = False):
     """Histograms of each mode after t = after against the predicted stationary density
     (solid) and its Boltzmann approximation (dashed; around the fixed point with decay; a mode
-    that decays to 0 from its start gets no curve, only a note)."""
+    that decays to 0 from its start gets no curve, only a note). cross_modes=True draws the law
+    with the cross-mode drift (`dl.stationary_density(cross_modes=True)`, as `stationary_fit`'s)."""
     t = np.asarray(run.t, float)
     if isinstance(after, bool) or not isinstance(after, (int, float, np.number)) or not after < t[-1]:
         raise InputError(f"after: need a time before the run's last save t = {t[-1]:g} (the histograms are of "
@@ -280,8 +282,9 @@ def stationary_figure(run, model, data, *, eta0, batch_size, after, title=None, 
         # (depth 1: pi = a has either sign, and so has its grid; deeper, pi stays positive)
         grid = np.linspace(a - 3 * x.std() if model.depth == 1 else max(a - 3 * x.std(), 1e-6 * b), b + 3 * x.std(), 1001)
         try:
-            grid, p = mode_law(model, data, grid, i, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay)
-            ax.plot(grid, p, "k", lw=1.2, label="stationary density")
+            grid, p = mode_law(model, data, grid, i, eta0=eta0, batch_size=batch_size, weight_decay=weight_decay,
+                               cross_modes=cross_modes)
+            ax.plot(grid, p, "k", lw=1.2, label="stationary density" + (" (cross-mode drift)" if cross_modes else ""))
         except InputError as err:                   # no metastable law (a shallow well): say so
             ax.text(0.5, 0.9, f"no stationary density:\n{str(err)[:60]}", transform=ax.transAxes,
                     fontsize=6, ha="center", va="top")

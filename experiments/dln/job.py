@@ -101,7 +101,8 @@ def _study(cfg, st, out, log, progress):
               f"balance_{tag}": lambda: figs.balance_figure(run, title=f"balancedness, label noise {st.sigma:g}")}
     if res.get("stationary"):
         makers[f"stationary_{tag}"] = lambda: figs.stationary_figure(run, st.model, st.data, eta0=eta,
-                                                                     batch_size=B, after=after, weight_decay=kappa)
+                                                                     batch_size=B, after=after, weight_decay=kappa,
+                                                                     cross_modes=cfg["theory"]["cross_modes"])
     if _all_diverged(run):         # the networks' figures have nothing to draw (they failed: exit 5)
         res["figures_not_drawn"] = {name: _ALL_DIVERGED for name in makers if not name.startswith("modes_")}
         makers = {name: f for name, f in makers.items() if name.startswith("modes_")}

@@ -190,7 +190,7 @@ def markdown(rep: dict, cfg: dict) -> str:
     lines += _node_check_lines(rep, cfg)
     lines += ["", "## Early warning", "",
               "Drop time: when the test loss has fallen half way, in log scale, from its plateau (its "
-              "highest value before its minimum, at most twice its start: a spike is no plateau) to its floor (at most two decades below); a measure's change time: when it has done half of its "
+              "highest value before its minimum; a spike that is over well before the drop is no plateau) to its floor (at most two decades below); a measure's change time: when it has done half of its "
               "change (for a rate such as the SGD diffusion, when half of its time integral has "
               "accumulated). Both are level crossings interpolated in log time, so on saves that resolve "
               "the curves they do not move with the save grid (docs/conventions.md). lead = t_drop - "
