@@ -130,3 +130,36 @@ def test_an_early_warning_drop_of_a_run_that_never_grokked_says_so():
     from experiments.grok.report import _not_grokked
     grid = {"runs": [{"reached_test": False}, {"reached_test": True}]}
     assert "1 of these 2 runs never crossed the test threshold" in _not_grokked(grid)
+
+
+def test_the_figures_draw_the_seeds_the_summary_averages(tmp_path, monkeypatch):
+    """The grok figures drew a seed mean over the seeds finite at each save (it jumped where one
+    diverged) beside a summary that leaves a diverged seed out: they are handed the same seeds."""
+    from experiments.grok import load_config
+    t, good, d = _ensemble()
+    kept = job._kept_seeds(d)
+    assert all(np.asarray(v).shape[0] == 3 for v in kept.values())
+    np.testing.assert_array_equal(kept["test_loss"], d["test_loss"][:3])
+    assert job._kept_seeds({k: v[:3] for k, v in d.items()})["test_loss"].shape[0] == 3     # none diverged
+    every = {k: np.full_like(np.asarray(v, float), np.nan) for k, v in d.items()}
+    assert job._kept_seeds(every)["test_loss"].shape[0] == 4                                  # all: all kept
+    seen = {}
+    real = job.networks.train
+
+    def one_diverges(*a, **k):          # seed 0 of every width NaN from its third save
+        runs = real(*a, **k)
+        for run in (runs.values() if isinstance(runs, dict) else [runs]):
+            for name in ("train_loss", "test_loss"):
+                v = np.array(getattr(run, name))
+                v[0, 2:] = np.nan
+                object.__setattr__(run, name, v)
+        return runs
+
+    monkeypatch.setattr(job.networks, "train", one_diverges)
+    monkeypatch.setattr(job.plots, "grokking_curves", lambda *a, **k: seen.setdefault("nets", a[3]))
+    cfg = load_config(None, ["kumar.D=4", "kumar.P=8", "kumar.P_test=8", "model.gamma0=[1.0]", "train.steps=40",
+                             "train.save_every=10", "simulate.widths=[8]", "simulate.seeds=3", "diagram.axes=[]",
+                             "early_warning.grid='none'", "decay.weight_decay=[0.0]"])
+    job.run(cfg, str(tmp_path / "g"), log=lambda *a: None)
+    (ws,) = seen["nets"].values()
+    assert ws[8]["test_loss"].shape[0] == 2 and np.all(np.isfinite(ws[8]["test_loss"]))

@@ -188,6 +188,14 @@ def _diverged_seeds(d: dict) -> np.ndarray:
     return bad
 
 
+def _kept_seeds(d: dict) -> dict:
+    """An ensemble's curves without the seeds that diverged (`_diverged_seeds`), as `_seed_mean`
+    averages them: the figures drew a mean over the seeds finite at each save, which jumps where
+    one diverges. Where every seed diverged, all of them."""
+    bad = _diverged_seeds(d)
+    return d if bad.all() or not bad.any() else {k: np.asarray(v)[~bad] for k, v in d.items()}
+
+
 def _seed_mean(d: dict) -> dict:
     """An ensemble's curves as their means over the seeds that stayed finite at every save (a
     seed that diverged is left out of the whole curve: a mean over whichever seeds were finite
@@ -779,6 +787,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     parts.remove()
     # the numbers are on disk (curves.npz, report.json) before any figure is drawn
     acc_thr = cfg["threshold"]["accuracy"]
+    nets = {g: {w: _kept_seeds(d) for w, d in ws.items()} for g, ws in nets.items()}   # as the summary's means
     makers = {"curves": lambda: plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc, acc_thr),
               "measures": lambda: plots.progress_measures(t, theory, nets, gammas, ew_grid)}
     if tb.name == "kumar":
