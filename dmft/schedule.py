@@ -118,8 +118,10 @@ class Schedule:
         save_at: None (every save_every), "log" (n_saves log-spaced step counts), or a
             sequence of step counts in [0, steps].
         n_saves: number of log-spaced saves after step 0 (save_at="log" only; default
-            DEFAULT_N_SAVES = 50; 1 saves the last step alone; at most steps); fewer when the
-            log grid has repeated integers at early steps (1000 steps, 200 saves: 131).
+            DEFAULT_N_SAVES = 50; 1 saves the last step alone); fewer when the log grid has
+            repeated integers at early steps (1000 steps, 200 saves: 131), and never more than
+            steps (the jobs refuse a train.log_saves above train.steps; here a short run with the
+            default keeps every step it has).
         batch_size: None for full-batch (gradient descent on all P points), else
             the minibatch size B of stochastic gradient descent (1 <= B <= P).
     """
@@ -174,9 +176,6 @@ class Schedule:
             n = checks.integer("n_saves", DEFAULT_N_SAVES if self.n_saves is None else self.n_saves,
                                minimum=1)
             _check_saves("n_saves", n, "")
-            if n > self.steps:      # at most `steps` distinct counts from 1 to steps (was cut silently)
-                raise InputError(f"n_saves ({n}) is more than steps ({self.steps}): log-spaced saves are "
-                                 "distinct step counts from 1 to steps; save_every=1 saves every step")
             set_("n_saves", n)
             # (one save: the last step; geomspace(1, steps, 1) is [1], which saved step 1 as well)
             grid = np.rint(np.geomspace(1, self.steps, n)).astype(np.int64) if n > 1 else np.asarray([self.steps])
