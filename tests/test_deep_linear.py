@@ -3158,6 +3158,9 @@ def test_the_dln_job_and_scan_take_the_cross_mode_drift(tmp_path):
         means[cross] = np.array([r["density_mean"] for r in study["stationary"]])
         text = (out / "report.md").read_text()
         assert ("the SDE and the laws hold the cross-mode drift" in text) == cross
+        np.testing.assert_allclose(study["cross_shift"], dl.cross_shift(st.model, st.data, eta0=0.02, batch_size=1),
+                                   rtol=1e-12)                 # recorded, and said in the report
+        assert "lowers each mode's mean by" in text
     assert np.all(means[True] < means[False]), means
     with pytest.raises(dmft.ConfigError, match="^theory.cross_modes: .*without weight decay"):
         dln.load_config(None, base + ["theory.cross_modes=true", "train.weight_decay=0.01"])
@@ -3285,3 +3288,23 @@ def test_cross_shift_says_where_the_per_mode_sde_stops_describing_networks():
         small = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.5], P=20, label_noise=1.0, key=0)
         dl.mode_sde(dmft.DeepLinear(4, 10, 0.3, "aligned"), small, eta0=0.003, **kw)     # dln.toml: 0.6-2.1%
         assert dl.mode_sde(model, wide, eta0=0.005, weight_decay=0.1, **kw).info["cross_shift"] is None
+
+
+def test_dln_report_says_how_far_the_noise_off_the_modes_moves_them():
+    """The report says each mode's first-order cross-mode shift (`dl.cross_shift`, recorded by
+    the job from the SDE's info) and whether the SDE that ran holds it; past first order, with
+    the drift on, it says neither SDE describes the networks. Without the record, nothing."""
+    from experiments.dln import load_config
+    from experiments.dln.report import markdown
+
+    def text(cross, shift):
+        cfg = load_config(None, [f"theory.cross_modes={str(cross).lower()}"])
+        extra = {} if shift is None else {"cross_shift": shift}
+        return markdown({"config": cfg, "studies": [_report_study(**extra)], "checks": [], "wall_s": 1.0})
+
+    out = text(False, [-0.0059, -0.0063, -0.011, -0.0212])
+    assert "lowers each mode's mean by 0.59%, 0.63%, 1.1%, 2.1% of its target" in out
+    assert "which this per-mode SDE leaves out." in out
+    assert "which this SDE holds (theory.cross_modes)." in text(True, [-0.0059, -0.0063, -0.011, -0.0212])
+    assert "neither SDE describes the networks" in text(True, [-0.41, -0.54, -0.86, -1.37])
+    assert "lowers each mode's mean" not in text(False, None)

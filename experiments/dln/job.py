@@ -66,6 +66,7 @@ def _study(cfg, st, out, log, progress):
                           cross_modes=cfg["theory"]["cross_modes"])
         res["sde_s"] = time.perf_counter() - t0
         res["sde_diverged"] = len(sde.info["diverged"])
+        res["cross_shift"] = sde.info.get("cross_shift")      # the noise off the modes' first-order shift
         if sde.info.get("all_diverged"):
             res["sde_all_diverged"] = sde.info["all_diverged"]
             log(f"  {tag}: {sde.info['all_diverged']['message']}")

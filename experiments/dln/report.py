@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from dmft import deep_linear as dl
 from validation.deep_linear import SETTLED, SPREAD_Z
 
 from ..output import precision_line
@@ -161,6 +162,14 @@ def markdown(rep: dict) -> str:
                if r.get(k)]
         if div:
             lines += ["", f"Diverged (left out of the comparisons): {', '.join(div)}."]
+        shift = r.get("cross_shift")
+        if shift:            # (dl.cross_shift; mode_sde warns where it is large)
+            held = "which this SDE holds (theory.cross_modes)" if cross else "which this per-mode SDE leaves out"
+            lines += ["", f"The noise off the mode directions lowers each mode's mean by "
+                      f"{', '.join(f'{100 * abs(x):.2g}%' for x in shift)} of its target at first order "
+                      f"(`dl.cross_shift`), {held}"
+                      + (": beyond first order, neither SDE describes the networks" if cross
+                         and max(abs(x) for x in shift) > dl.CROSS_FIRST_ORDER else "") + "."]
         if r.get("sde_all_diverged"):
             d = r["sde_all_diverged"]
             lines += ["", f"Every SDE path diverged: the first at step {d['step']} (t = {_f(d['t'])}), where "
