@@ -1015,9 +1015,8 @@ def _cross_drift_a(xp, L: int, a, cm, eta, B):
     return -eta / (2.0 * B * L) * (modes + S0 * (rest_in + rest_out))
 
 
-def _cross_law_drift(data: LinearTeacher, s: np.ndarray, i: int, L: int, eta0: float, B: int):
+def _cross_law_drift(cm: CrossModes, s: np.ndarray, i: int, L: int, eta0: float, B: int):
     """x -> mu_i^cross at pi_i = x (G,), the other modes at their targets s (for the laws)."""
-    cm = cross_modes_of(data, B)
 
     def extra(x):
         pis = np.broadcast_to(np.asarray(s, dtype=np.float64), (x.size, s.size)).copy()
@@ -1041,13 +1040,15 @@ def cross_shift(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_si
     cross_modes is off by that much and with it first order is stretched (docs/derivations.md,
     section 6). Without weight decay (the drift's derivation has none); 0 at depth 1."""
     eta0, B = _sgd_args(model, data, eta0, batch_size)
-    s = effective_modes(data).s
-    L = model.depth
+    return _cross_shift(model.depth, effective_modes(data).s, cross_modes_of(data, B), eta0, B)
+
+
+def _cross_shift(L: int, s: np.ndarray, cm: CrossModes, eta0: float, B: int) -> np.ndarray:
     if L == 1:
         return np.zeros_like(s)
     with np.errstate(all="ignore"):        # (a target beyond float range: NaN, not judged)
         a = s ** (1.0 / L)
-        extra = L * a ** (L - 1) * _cross_drift_a(np, L, a, cross_modes_of(data, B), eta0, B)
+        extra = L * a ** (L - 1) * _cross_drift_a(np, L, a, cm, eta0, B)
         return extra / (L * s ** (2 - 2 / L)) / s
 
 
@@ -1348,13 +1349,14 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     coef = jnp.asarray(np.stack([modes.s] + ([zero] * 3 if online else [modes.kappa, modes.tau, modes.lam])), dt)
     scalars = jnp.asarray([eta, B, 1.0 - eta * kappa_wd, modes.sigma ** 2, fpc, model.init_scale], dt)
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(paths))
-    shift = None if kappa_wd else cross_shift(model, data, eta0=eta, batch_size=B)
+    cm = None if kappa_wd else cross_modes_of(data, B)      # (cross is refused with decay)
+    shift = None if cm is None else _cross_shift(L, modes.s, cm, eta, B)
     if shift is not None:
         _warn_cross_range(shift, cross)
     static = _SDEStatic(L, online, cross and L >= 2)     # (depth 1: no cross-mode drift, the plain step)
     ctx = (keys, coef, scalars)
     if static.cross:
-        ctx = ctx + (CrossModes(*(jnp.asarray(v, dt) for v in cross_modes_of(data, B))),)
+        ctx = ctx + (CrossModes(*(jnp.asarray(v, dt) for v in cm)),)
     drop_compiled_if_crowded(CALL_SHARE)
     rec, st, _ = run_saved(_sde_step, _sde_record, static, ctx,
                            _sde_start(static, coef, scalars, paths), gaps=sch.gaps, progress=progress,
@@ -1486,6 +1488,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                              f"weight_decay = {kappa:g} too small to move it off the target, or full-batch "
                              "steps): the stationary law is a point mass there")
     out = np.full((pi.size, r), np.nan)
+    cm = cross_modes_of(data, B) if cross and L >= 2 else None
     for i, (si, ps) in enumerate(zip(modes.s, star)):
         if not wanted[i]:
             continue
@@ -1493,7 +1496,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                              modes.P, *(None if v is None else v[i:i + 1]
                                         for v in (modes.kappa, modes.tau, modes.lam)))
         barrier = None
-        extra = _cross_law_drift(data, modes.s, i, L, eta0, B) if cross and L >= 2 else None
+        extra = None if cm is None else _cross_law_drift(cm, modes.s, i, L, eta0, B)
         if kappa > 0 and L >= 2:
             # the metastable law: cut at the barrier's top, found on the whole of (0, pi*) on a grid
             # of its own, so that whether there is a law does not depend on the caller's grid
