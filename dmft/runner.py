@@ -122,11 +122,6 @@ def over_members(fn, members, values: int):
     return jax.vmap(fn)(*members)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _record(record, static, ctx, state):
-    return record(static, ctx, state)
-
-
 def _stack(records):
     keys = records[0].keys()
     return {k: np.concatenate([np.asarray(r[k]) for r in records], axis=0) for k in keys}
@@ -172,7 +167,7 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
         drive: None, or arrays with a leading axis over all steps, fed to `step`
             one slice per step (used by the iterate solver).
         progress: show a progress bar (tqdm) over steps; the run is then cut
-            into about 20 calls (at most two compiled chunk lengths), and any call longer than
+            into about 20 calls (at most three compiled lengths: the first call also records step 0), and any call longer than
             about `CALL_SECONDS` into shorter ones (a few more compiled lengths), so that an
             interruption acts within seconds. The numbers do not depend on the cut.
         stop_on_nonfinite: raise at the first bad step (solvers); with False the
@@ -189,30 +184,37 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
     t0 = time.perf_counter()
     gaps = np.asarray(gaps, dtype=np.int64)
     n_intervals = int(gaps.size)
-    records = [jax.tree_util.tree_map(lambda a: np.asarray(a)[None], _record(record, static, ctx, state))]
+    # The record at step 0 is the first call's first record, after an interval of no steps: one
+    # compiled program a run, not a second one for that record (a separate program for it took 14%
+    # of the suite's compile time: 497 compiles)
+    records = []
     chunk = -(-n_intervals // 20) if progress else max(n_intervals, 1)
     bar = progress_bar(int(gaps.sum()), label) if progress else None
     done, offset = 0, 0
     pending = 0                         # steps of interval `done` already taken without a record
     rate, shapes = 0.0, set()           # steps per second from calls of an already compiled shape
     counts = np.concatenate([[0], np.cumsum(gaps)])
-    if stop_on_nonfinite:
-        _check_records(records[0], 0, counts, label, records)
     try:
-        while done < n_intervals:
+        while not records or done < n_intervals:
             n, silent = min(chunk, n_intervals - done), 0
-            if progress:
+            if progress and n_intervals:
                 cap = max(int(rate * CALL_SECONDS), 1) if rate else FIRST_CALL_STEPS
                 n, silent = next_call(gaps, done, n, pending, cap)
-            call = np.array([silent]) if silent else np.concatenate(
-                [[gaps[done] - pending], gaps[done + 1:done + n]])
+            call = (np.array([silent]) if silent else np.concatenate(
+                [[gaps[done] - pending], gaps[done + 1:done + n]])) if n_intervals else np.zeros(0, np.int64)
+            first = not records                          # this call also records step 0
+            if first:
+                call = np.concatenate([[0], call])
             tic = time.perf_counter()
             state, rec = _advance(step, record, static, ctx, state, call, drive, offset)
             steps_now = int(call.sum())
             offset += steps_now
-            first_saved = done + 1                       # (a silent call records nothing)
+            first_saved = done if first else done + 1
+            kept = not silent or first                   # (a silent call records nothing after step 0)
             if silent:
                 pending += silent
+                if first:
+                    records.append(jax.tree_util.tree_map(lambda a: np.asarray(a[:1]), rec))
                 jax.block_until_ready(state)
             else:
                 records.append(jax.tree_util.tree_map(np.asarray, rec))
@@ -227,7 +229,7 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
             if bad >= 0:
                 # the update from step `bad` to bad + 1 went bad: the saves after at most `bad` steps are good
                 good = int(np.searchsorted(counts, bad, side="right"))
-                if not silent and good > first_saved:   # a record (a kernel, say) may have overflowed first
+                if kept and good > first_saved:         # a record (a kernel, say) may have overflowed first
                     _check_records({k: v[:good - first_saved] for k, v in records[-1].items()},
                                    first_saved, counts, label, records)
                 raise DivergenceError(
@@ -235,7 +237,7 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
                     "Lower eta0 or gamma0, or check the data scale. "
                     + kept_note(counts, good),
                     step=bad, cause=cause, partial=_cut(records, good), saved_steps=counts[:good])
-            if stop_on_nonfinite and not silent:
+            if stop_on_nonfinite and kept:
                 _check_records(records[-1], first_saved, counts, label, records)
     finally:
         if bar is not None:

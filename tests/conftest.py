@@ -4,14 +4,17 @@ The tests run many small programs, so XLA's compile time dominates them (about 7
 time, measured per test with JAX's compile events): they ask for the cheapest backend
 optimization and for XLA:CPU's former (LLVM) fusion emitters, which compile a program in about
 half the time of the newer MLIR ones (results are the same numbers up to rounding, e.g. 3e-14
-in the sampler's nodes; the speed of large runs is measured by the benchmarks, never by tests).
-Subprocesses the tests start inherit both through XLA_FLAGS. DMFT_TEST_XLA_FLAGS=off leaves
-XLA_FLAGS alone, for an XLA that does not know the second flag (JAX 0.11 on a lent GPU machine:
+in the sampler's nodes; the speed of large runs is measured by the benchmarks, never by tests),
+and for one LLVM module a program rather than parts compiled on threads (a worker a core leaves
+no core for them: 8 small solves' compiles took 7.6 s of CPU against 8.5, means of three runs).
+Subprocesses the tests start inherit them through XLA_FLAGS. DMFT_TEST_XLA_FLAGS=off leaves
+XLA_FLAGS alone, for an XLA that does not know the last two flags (JAX 0.11 on a lent GPU machine:
 `scripts/device_check.sh`)."""
 
 import os
 
-for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
+              "--xla_cpu_parallel_codegen_split_count=1"):
     if os.environ.get("DMFT_TEST_XLA_FLAGS") == "off":
         break
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):

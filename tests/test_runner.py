@@ -109,7 +109,7 @@ def test_divergence_inside_a_cut_interval(calls, monkeypatch, method):
             dmft.solve(model, data, eta0=40.0, steps=400, save_at=[1, 2, 400], progress=progress, **method)
         errors.append(err.value)
     assert {"f_train", "f_test", "train_loss"} <= set(errors[0].partial)
-    assert calls[0] == 400 and max(calls[1:]) == 1      # the last interval was cut
+    assert calls[0] == 400 and max(calls[1:]) <= 25 and calls[-1] == 1   # the last interval was cut
     assert errors[0].step == errors[1].step and 2 < errors[0].step < 400
     np.testing.assert_array_equal(errors[0].saved_steps, errors[1].saved_steps)
     for k in errors[0].partial:                           # (bit for bit on a CPU)
