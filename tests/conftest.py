@@ -39,6 +39,7 @@ import tempfile  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -54,6 +55,15 @@ if "DMFT_TEST_XLA_CACHE" not in os.environ:
 if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.environ["DMFT_TEST_XLA_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+
+
+# Under CI (CI=true) Hypothesis draws each test's examples from a seed derived from the test, the
+# same every run, so that a CI result can be reproduced; a local run draws them at random, to
+# explore. (A random draw made a batch test fail at data seed 1950, where its unit-scale check
+# assumed what does not hold on every draw: tests/test_batch.py, fixed.)
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

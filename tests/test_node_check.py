@@ -199,9 +199,22 @@ TINY = ["--gamma0", "0.05", "1", "--widths", "8", "16", "--seeds", "2", "--steps
         "--set", "train.save_every=10", "--no-progress"]
 
 
-def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(tmp_path, capsys):
-    out = tmp_path / "v"
+@pytest.fixture(scope="module")
+def node_check_run(tmp_path_factory):
+    """One fresh `validate` run with theory.node_check=true (TINY's sizes), made once: each test
+    below takes its own copy (a folder of relative paths) to recheck, edit or damage."""
+    out = tmp_path_factory.mktemp("node_check") / "v"
     assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true"] + TINY) in (0, 1)
+    return out
+
+
+def _copy_of(run, tmp_path):
+    import shutil
+    return pathlib.Path(shutil.copytree(run, tmp_path / "v"))
+
+
+def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(node_check_run, tmp_path, capsys):
+    out = _copy_of(node_check_run, tmp_path)
     for g in ("0.05", "1"):
         for name in NODE_CHECK_KINDS.values():
             for ext in (".npz", ".json"):
@@ -293,15 +306,17 @@ def test_scan_node_check_splits_each_points_own_nodes(tmp_path):
     from experiments import scan
     from experiments.scan.grid import point_ids
 
-    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "tanh"},
+    # (DATA, relu and SCHEDULE: the split solves below are the compiled programs of
+    # test_sweep_splits_each_solves_own_nodes_in_halves_and_quarters)
+    table = {"task": {"D": 4, "P": 12, "P_test": 20, "degree": 2}, "model": {"activation": "relu"},
              "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 256, "replicas": 4, "seed": 1},
              "scan": {"node_check": True, "grid": {"gamma0": [0.5, 2.0]}}}
     res = scan.run(table, str(tmp_path / "s"))
-    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
-    sch = dmft.Schedule(eta0=0.5, steps=20, save_every=10)
+    data = dmft.tasks.single_index(**DATA)
+    sch = SCHEDULE
     for i, g in enumerate([0.5, 2.0]):
         tid = int(point_ids(res.config, {"model.gamma0": np.array([g])}, [0], "theory")[0])
-        sols = [dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, schedule=sch, samples=256, replicas=4,
+        sols = [dmft.solve(dmft.TwoLayer("relu", gamma0=g), data, schedule=sch, samples=256, replicas=4,
                            kernels=False, key=jax.random.fold_in(jax.random.key(1), tid), node_split=k)
                 for k in (1, 2, 4)]
         want = {k: v[-1] for k, v in validation.node_bias(*sols).items() if isinstance(v, np.ndarray)}
@@ -371,7 +386,7 @@ def test_scan_node_check_memory_is_checked_before_the_store(tmp_path):
     assert not any((tmp_path / "s").glob("**/*.npz"))
 
 
-def test_a_validate_run_written_before_node_bias_rel_is_the_same_run(tmp_path, capsys):
+def test_a_validate_run_written_before_node_bias_rel_is_the_same_run(node_check_run, tmp_path, capsys):
     """A run.json without check.node_bias_rel (written before it existed, by older code) is read
     with the default: the same command there is that run (computed again under new code), not
     "a different run" refused over a key its user never set (a review); another value differs."""
@@ -379,9 +394,8 @@ def test_a_validate_run_written_before_node_bias_rel_is_the_same_run(tmp_path, c
     from validation.verdicts import TOLERANCES
 
     assert ADDED_KEYS[("check", "node_bias_rel")] == TOLERANCES["node_bias_rel"]
-    out = tmp_path / "v"
-    argv = ["validate", "--out", str(out), "--set", "theory.node_check=true"] + TINY   # (node_bias_rel's reader)
-    assert cli.main(argv) in (0, 1)
+    out = _copy_of(node_check_run, tmp_path)        # (a fresh run of argv: node_bias_rel's reader)
+    argv = ["validate", "--out", str(out), "--set", "theory.node_check=true"] + TINY
     path = out / "run.json"
     manifest = json.loads(path.read_text())
     del manifest["config"]["check"]["node_bias_rel"]

@@ -264,13 +264,15 @@ def test_paired_solves_through_two_control_variates_are_skipped_not_judged():
 def test_a_batch_of_one_split_replica_has_values_and_no_errors():
     """solve_batch(replicas=1, node_split=2): 2 populations of one replica, no errors (as a solve of
     one replica), the losses those of dmft.solve; it raised UnboundLocalError (a review)."""
-    data = dmft.tasks.single_index(D=4, P=12, P_test=8, degree=2, key=0)
-    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    # (the single solves: the compiled program of the split solves of
+    # test_a_one_replica_sweep_extrapolates_without_errors_and_refuses_unpaired_configs)
+    data = dmft.tasks.single_index(**DATA)
+    model = dmft.TwoLayer("relu", gamma0=1.0)
     res = dmft.solve_batch(model, data, {"gamma0": [0.5, 1.0]}, eta0=0.5, steps=20, save_every=10, samples=64,
                            replicas=1, node_split=2, key=jax.random.key(2))
     assert "error.test_loss" not in res and "pooled_noise.test_loss" not in res
     for i, g in enumerate((0.5, 1.0)):
-        s = dmft.solve(dmft.TwoLayer("tanh", gamma0=g), data, eta0=0.5, steps=20, save_every=10, samples=64,
+        s = dmft.solve(dmft.TwoLayer("relu", gamma0=g), data, eta0=0.5, steps=20, save_every=10, samples=64,
                        replicas=1, node_split=2, key=jax.random.fold_in(jax.random.key(2), i), kernels=False)
         np.testing.assert_allclose(res["test_loss"][i], s.test_loss, rtol=1e-12)
         assert s.error is None and s.replicas is None and s.info["error_dof"] == 0      # (its 2 parts: one replica)
