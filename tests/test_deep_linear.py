@@ -2510,10 +2510,10 @@ def test_deep_linear_divergence_is_said_not_only_recorded():
     said_sde = list(said_sde)
     assert any("which this per-mode SDE leaves out" in str(w.message) for w in said_sde)
     assert [w.filename for w in list(said) + said_sde] == [__file__] * (1 + len(said_sde))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():          # (the sizes above: their compiled programs, eta0 an argument)
         warnings.simplefilter("error")
-        networks.train(model, teacher, seeds=4, **{**kw, "eta0": 0.01})
-        dl.mode_sde(model, teacher, paths=16, key=jax.random.key(0), **{**kw, "eta0": 0.01})
+        networks.train(model, teacher, seeds=16, **{**kw, "eta0": 0.01})
+        dl.mode_sde(model, teacher, paths=64, key=jax.random.key(0), **{**kw, "eta0": 0.01})
 
 
 def test_a_mode_at_its_saddle_while_others_are_learned_is_not_judged_on_their_leaked_noise():
@@ -3132,7 +3132,28 @@ def test_cross_mode_law_shifts_by_the_linearized_drift(fixed, depth):
         dl.stationary_density(model, fixed, g, eta0=0.01, batch_size=1, weight_decay=0.01, cross_modes=True)
 
 
-def test_the_dln_job_and_scan_take_the_cross_mode_drift(tmp_path):
+_CROSS_BASE = ["model.depth=2", "train.steps=600", "train.save_every=100", "train.seeds=32", "train.eta0=0.02",
+               "theory.paths=64", "teacher.label_noise=[1.0]", "staircase.seeds=0", "theory.stationary_after=0.5"]
+
+
+@pytest.fixture(scope="module")
+def cross_job(tmp_path_factory):
+    """The dln job of _CROSS_BASE with theory.cross_modes = true, run once for the tests that read
+    it (none writes there), with the cross_modes each call of the stationary figure was given."""
+    from experiments import dln
+    from validation import plots_deep_linear as figs
+
+    seen = []
+    real = figs.stationary_figure
+    out = tmp_path_factory.mktemp("cross") / "job_True"
+    cfg = dln.load_config(None, _CROSS_BASE + ["theory.cross_modes=true"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figs, "stationary_figure", lambda *a, **k: (seen.append(k.get("cross_modes")), real(*a, **k))[1])
+        dln.run(cfg, str(out), log=lambda *a: None)
+    return out, cfg, tuple(seen)
+
+
+def test_the_dln_job_and_scan_take_the_cross_mode_drift(tmp_path, cross_job):
     """theory.cross_modes = true runs the SDE and the stationary laws with the cross-mode drift
     (the library had it, the job and scans could not ask for it): the job's SDE paths are
     dl.mode_sde(cross_modes=True)'s on the same key, its laws' means lower than without it, its
@@ -3143,13 +3164,15 @@ def test_the_dln_job_and_scan_take_the_cross_mode_drift(tmp_path):
     from experiments import dln, scan
     from experiments.scan.grid import point_ids
 
-    base = ["model.depth=2", "train.steps=600", "train.save_every=100", "train.seeds=32", "train.eta0=0.02",
-            "theory.paths=64", "teacher.label_noise=[1.0]", "staircase.seeds=0", "theory.stationary_after=0.5"]
+    base = _CROSS_BASE
     means = {}
     for cross in (False, True):
-        cfg = dln.load_config(None, base + [f"theory.cross_modes={str(cross).lower()}"])
-        out = tmp_path / f"job_{cross}"
-        dln.run(cfg, str(out), log=lambda *a: None)
+        if cross:                                        # (the module's run: the figure test reads it too)
+            out, cfg = cross_job[:2]
+        else:
+            cfg = dln.load_config(None, base + [f"theory.cross_modes={str(cross).lower()}"])
+            out = tmp_path / f"job_{cross}"
+            dln.run(cfg, str(out), log=lambda *a: None)
         st = dln.build(cfg)[0]
         sde = dl.ModeSDE.load(out / "runs" / "sigma_1" / "sde")
         direct = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=64, key=st.sde_key, cross_modes=cross)
@@ -3207,19 +3230,12 @@ def test_the_stationary_figure_draws_the_law_the_fit_judged_with_the_cross_mode_
     plt.close(fig)
 
 
-def test_the_dln_job_draws_its_stationary_figure_with_the_cross_mode_drift(tmp_path, monkeypatch):
-    """theory.cross_modes = true reaches the job's stationary figure (as it reaches stationary_fit)."""
-    from experiments import dln
-    from validation import plots_deep_linear as figs
-
-    seen = []
-    real = figs.stationary_figure
-    monkeypatch.setattr(figs, "stationary_figure", lambda *a, **k: (seen.append(k.get("cross_modes")), real(*a, **k))[1])
-    base = ["model.depth=2", "train.steps=600", "train.save_every=100", "train.seeds=16", "train.eta0=0.02",
-            "theory.paths=16", "teacher.label_noise=[1.0]", "staircase.seeds=0", "theory.stationary_after=0.5",
-            "theory.cross_modes=true"]
-    dln.run(dln.load_config(None, base), str(tmp_path / "job"), log=lambda *a: None)
-    assert seen == [True], seen
+def test_the_dln_job_draws_its_stationary_figure_with_the_cross_mode_drift(cross_job):
+    """theory.cross_modes = true reaches the job's stationary figure (as it reaches stationary_fit):
+    the module's cross-mode job (the one test_the_dln_job_and_scan_take_the_cross_mode_drift
+    reads), whose every call of the figure was recorded."""
+    seen = cross_job[2]
+    assert seen == (True,), seen
 
 
 def test_cross_mode_drift_equals_its_sum_over_every_direction():

@@ -1464,9 +1464,10 @@ def test_a_forward_testbed_under_sgd_trains_theory_and_networks_on_one_sequence(
         sampled = row["source"].startswith(("DMFT", "N="))
         assert ("t_drop_se" in ew) == sampled, row["source"]
         assert all(("lead_se" in v) == sampled for v in ew.values() if isinstance(v, dict)), row["source"]
-    # the sequence is what trains them: full batch is another run
+    # the sequence is what trains them: another sequence is another run (so none is full batch, which
+    # draws none; the same compiled program as the one above: full batch was a program of its own)
     assert np.abs(dmft.solve(model, tb.data, method="forward", samples=64, replicas=2, key=jax.random.key(0),
-                             schedule=tb.schedule.replace(batch_size=None), kernels=False).test_loss
+                             schedule=tb.schedule, batch_key=jax.random.key(5), kernels=False).test_loss
                   - sol.test_loss).max() > 1e-6
 
 

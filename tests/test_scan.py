@@ -1643,15 +1643,18 @@ def test_a_failed_last_manifest_write_is_raised(tmp_path, monkeypatch):
 def test_a_scan_flags_heavy_tailed_points_as_a_solve_does(tmp_path):
     """The forward method's points carry `dmft.solve`'s heavy-tail flag and least effective node
     share (a batch computed and dropped them: a scan of such points looked as trustworthy as
-    any): quadratic(0.5) with trained readouts is flagged, tanh is not."""
+    any): quadratic(0.5) with trained readouts is flagged, tanh is not. (Plain Monte Carlo nodes:
+    the flag is the point, not the sampler, and their draw compiles in a fraction of the time of
+    the stratified one's; over theory.seed 0-4 the quadratic's least shares 0.023-0.045 (drift
+    0.27-0.40) at gamma0 = 0.5, tanh's >= 0.60 (drift >= 0.999).)"""
     base = {"task": {"name": "single_index", "D": 8, "P": 32, "P_test": 16, "degree": 2},
             "model": {"activation": "quadratic", "eps": 0.5},
             "train": {"eta0": 0.5, "steps": 100, "save_every": 50},
-            "theory": {"method": "forward", "samples": 4096},
+            "theory": {"method": "forward", "samples": 4096, "sampler": "mc"},
             "scan": {"outputs": ["final"], "networks": False, "grid": {"model.gamma0": [0.5, 1.0]}}}
     res = scan.run(base, str(tmp_path / "q"))
     share = res["theory.least_node_share"]
-    assert res["theory.heavy_tailed"].any(), share                 # (measured 0.048 and 0.108)
+    assert res["theory.heavy_tailed"].any(), share                 # (measured 0.043 and 0.118)
     drift = res["theory.least_node_share_drift"]
     np.testing.assert_array_equal(res["theory.heavy_tailed"], ((share < 0.05) & (share * 1024 < 64)) | (drift < 0.6))
     light = scan.run({**base, "model": {"activation": "tanh"}}, str(tmp_path / "t"))
