@@ -167,9 +167,10 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
         drive: None, or arrays with a leading axis over all steps, fed to `step`
             one slice per step (used by the iterate solver).
         progress: show a progress bar (tqdm) over steps; the run is then cut
-            into about 20 calls (at most three compiled lengths: the first call also records step 0), and any call longer than
-            about `CALL_SECONDS` into shorter ones (a few more compiled lengths), so that an
-            interruption acts within seconds. The numbers do not depend on the cut.
+            into about 20 calls (at most three compiled lengths: the first call also records
+            step 0), and any call longer than about `CALL_SECONDS` into shorter ones (a few
+            more compiled lengths), so that an interruption acts within seconds. The numbers
+            do not depend on the cut.
         stop_on_nonfinite: raise at the first bad step (solvers); with False the
             run carries on and `state.bad` tells which members went bad (ensembles).
         cause: the quantity whose finiteness `state.bad` tracks, for the error message.
@@ -200,8 +201,12 @@ def run_saved(step, record, static, ctx, state, *, gaps, drive=None, progress: b
             if progress and n_intervals:
                 cap = max(int(rate * CALL_SECONDS), 1) if rate else FIRST_CALL_STEPS
                 n, silent = next_call(gaps, done, n, pending, cap)
-            call = (np.array([silent]) if silent else np.concatenate(
-                [[gaps[done] - pending], gaps[done + 1:done + n]])) if n_intervals else np.zeros(0, np.int64)
+            if silent:
+                call = np.array([silent])
+            elif n:
+                call = np.concatenate([[gaps[done] - pending], gaps[done + 1:done + n]])
+            else:                                        # no intervals: the record at step 0 alone
+                call = np.zeros(0, np.int64)
             first = not records                          # this call also records step 0
             if first:
                 call = np.concatenate([[0], call])
