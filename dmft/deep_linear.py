@@ -56,7 +56,7 @@ __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "
            "noise_variance", "diffusion", "drift", "cross_modes_of", "CrossModes", "cross_shift", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
            "stationary_density",
            "ShallowWellError", "PointMassError", "UnresolvedLawError",
-           "boltzmann_temperature", "fixed_points", "switched_off", "diffusion_peaks", "staircase_figure",
+           "boltzmann_temperature", "fixed_points", "step_rates", "warn_step", "switched_off", "diffusion_peaks", "staircase_figure",
            "recorded_setting"]
 
 
@@ -928,6 +928,57 @@ def fixed_points(model: DeepLinear, data: LinearTeacher, weight_decay: float = 0
     return _fixed_points(effective_modes(data).s, model.depth, kappa)
 
 
+# a step of eta0 x the flow's restoring rate h at the fixed point: the per-step map of pi - pi* is
+# 1 - h (linearized), so SGD's stationary variance there is the continuous-time law's / (1 - h / 2)
+# (an AR(1)), 25% above it at h = 0.4; at h >= 2 no global minimum is stable under the step (the
+# balanced one is the flattest: L s^(2-2/L) is the largest Hessian eigenvalue there), and GD
+# oscillates or diverges around the target instead of settling
+LAW_STEP_WARN = 0.4
+STEP_UNSTABLE = 2.0
+
+
+def step_rates(model: DeepLinear, data: LinearTeacher, *, eta0: float, weight_decay: float = 0.0) -> np.ndarray:
+    """(r,) h_i = eta0 |mu_i'(pi*_i)|: the SGD step against the flow's restoring rate at each mode's
+    fixed point, mu' = L ((1 - 2/L) kappa - pi*^(2-2/L)) (-L s^(2-2/L) without decay; NaN for a
+    mode the decay switches off). The laws (`stationary_density`, `boltzmann_temperature`) are
+    those of the continuous-time SDE: at the fixed point the discrete step's variance is theirs
+    / (1 - h/2) (an AR(1) with factor 1 - h), and at h >= 2 the step is unstable at every
+    global minimum (the balanced minimum is the flattest, Hessian L s_1^(2-2/L)): full-batch GD
+    oscillates or diverges around the target (L = 2, s~ = 3.28, eta0 = 0.34: h = 2.2, GD read
+    2.10 at its last save), and there is no stationary law of SGD near pi* at all. Those
+    functions, `mode_sde` and `networks.train` warn (`LAW_STEP_WARN`, `STEP_UNSTABLE`). h = 2 is
+    full-batch GD's limit: small batches go unstable below it (the per-sample curvature's spread;
+    online depth 1, d_in = 4, B = 1: at h = 0.5), which is not detected here."""
+    _check(model, data)
+    eta0 = checks.real("eta0", eta0, positive=True)
+    kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
+    return _step_rates(effective_modes(data).s, model.depth, eta0, kappa)
+
+
+def _step_rates(s, L: int, eta0: float, kappa: float) -> np.ndarray:
+    star = _fixed_points(s, L, kappa)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return eta0 * np.abs(L * ((1.0 - 2.0 / L) * kappa - np.abs(star) ** (2 - 2 / L)))
+
+
+def warn_step(h: np.ndarray, eta0: float, what: str, law: bool = False) -> None:
+    """Warn where eta0 is too large for the step to settle at the fixed points (h >= 2), or, for a
+    law (law=True), too large for the continuous-time law to describe SGD (h > LAW_STEP_WARN)."""
+    h = np.where(np.isnan(h), 0.0, h)                  # (a switched-off mode: no fixed point)
+    i = int(np.argmax(h))
+    limit = STEP_UNSTABLE * eta0 / h[i] if h[i] > 0 else math.inf
+    if h[i] >= STEP_UNSTABLE:
+        warn(f"{what}: eta0 = {eta0:g} is beyond the step's stability limit {limit:.3g} at mode {i + 1}'s fixed "
+             f"point (eta0 x its restoring rate = {h[i]:.3g} >= 2, `dl.step_rates`): GD and SGD cannot settle at "
+             "the target there, they oscillate about it or diverge"
+             + ("; this continuous-time law describes no SGD" if law else "") + "; lower eta0")
+    elif law and h[i] > LAW_STEP_WARN:
+        warn(f"{what}: eta0 x the restoring rate at mode {i + 1}'s fixed point is {h[i]:.3g} (`dl.step_rates`): "
+             "this is the continuous-time SDE's law, and the linearized SGD step alone makes its variance "
+             f"{1 / (1 - h[i] / 2):.3g} times the law's (1 / (1 - h/2); more at larger h, where the step's "
+             "nonlinearity enters); lower eta0 for a law that describes SGD")
+
+
 # ----------------------------------------------------------------- the cross-mode correction
 
 class CrossModes(NamedTuple):
@@ -1353,6 +1404,7 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     shift = None if cm is None else _cross_shift(L, modes.s, cm, eta, B)
     if shift is not None:
         _warn_cross_range(shift, cross)
+    warn_step(_step_rates(modes.s, L, eta, kappa_wd), eta, "mode_sde", law=False)
     static = _SDEStatic(L, online, cross and L >= 2)     # (depth 1: no cross-mode drift, the plain step)
     ctx = (keys, coef, scalars)
     if static.cross:
@@ -1482,6 +1534,7 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
         off = (np.flatnonzero(~np.isfinite(star)) + 1).tolist()            # counted from 1
         raise InputError(f"weight_decay: {kappa:g} switches off mode(s) {off} "
                          "(no fixed point above 0: the mode decays to 0, a point mass)")
+    warn_step(np.where(wanted, _step_rates(modes.s, L, eta0, kappa), np.nan), eta0, "stationary_density", law=True)
     c_at_star = noise_variance(modes, star, B)
     if np.any(wanted & (c_at_star <= _point_mass_level(modes, B))):
         raise PointMassError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
@@ -1715,6 +1768,7 @@ def boltzmann_temperature(model: DeepLinear, data: LinearTeacher, *, eta0: float
     L = model.depth
     star = _fixed_points(modes.s, L, kappa)
     slope = L * ((1.0 - 2.0 / L) * kappa - np.abs(star) ** (2 - 2 / L))
+    warn_step(_step_rates(modes.s, L, eta0, kappa), eta0, "boltzmann_temperature", law=True)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_c = _log_noise_variance(modes, star, B)
         log_t = (math.log(eta0 / B) + 2 * math.log(L) + (4 - 4 / L) * np.log(star)

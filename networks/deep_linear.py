@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmft import checks
-from dmft.deep_linear import effective_modes
+from dmft.deep_linear import effective_modes, step_rates, warn_step
 from dmft.errors import InputError, MemoryLimitError, warn
 from dmft.plan import RUNTIME_BYTES, warn_float32
 from dmft.plotting import new_figure
@@ -516,6 +516,11 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     # (a fixed set's full batch, B = P, draws no batches: a key there was recorded, and ignored)
     batch_key = (checks.prng_key("batch_key", batch_key) if data.online
                  else check_batch_key(batch_key, int(B), data.P))
+    # (eta0 past the step's stability limit at every global minimum: the runs oscillate about the
+    # target, finite and silent; their records read anywhere on the oscillation)
+    eta0 = float(schedule.eta0)
+    warn_step(step_rates(model, data, eta0=eta0, weight_decay=float(schedule.weight_decay)), eta0,
+              "networks.train (deep linear)")
     drop_compiled_if_crowded(CALL_SHARE)
     t0 = time.perf_counter()
     static = Static(data.online, int(B), 0 if data.online else data.P, probe)

@@ -55,7 +55,9 @@ def _study(cfg, st, out, log, progress):
     res = {"sigma": st.sigma, "weight_decay": kappa,
            "fixed_points": None if star is None else star.tolist(), "data": st.data.describe(), "model": st.model.describe(),
            "effective_s": dl.effective_modes(st.data).s.tolist(), "networks_s": run.info["run_s"],
-           "networks_diverged": len(run.info["diverged"])}
+           "networks_diverged": len(run.info["diverged"]),
+           # eta0 x each mode's restoring rate at its fixed point: the laws are continuous-time
+           "step_rates": dl.step_rates(st.model, st.data, eta0=eta, weight_decay=kappa).tolist()}
     sde = None
     if st.model.init == "aligned":
         t0 = time.perf_counter()

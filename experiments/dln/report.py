@@ -239,6 +239,13 @@ def markdown(rep: dict) -> str:
             lines += [f"| {x['mode'] + 1} | {_f(x['ks'], 3)} | {_f(x['critical'], 3)} | {_f(x['mean'])} | "
                       f"{_f(x['density_mean'])} | {_f(x['var'], 3)} | {_f(x['boltzmann_T'], 3)} | {x['verdict']} |"
                       for x in r["stationary"]]
+            h = np.nan_to_num(np.asarray(r.get("step_rates") or [0.0], dtype=float))    # (older reports: none)
+            if h.max() > dl.LAW_STEP_WARN:    # (dl.step_rates; the laws warn too)
+                lines += ["", f"These laws are the continuous-time SDE's: at this eta0 the step times mode "
+                          f"{int(h.argmax()) + 1}'s restoring rate is {h.max():.3g}, where the step alone makes "
+                          "SGD's variance about " + (f"{1 / (1 - h.max() / 2):.3g} times" if h.max() < 2 else
+                                                    "unbounded against") + " the law's (1 / (1 - h/2)); a KS "
+                          "verdict can pass that: compare the variance with the Boltzmann T above."]
             decays = [str(x["mode"] + 1) for x in r["stationary"] if x.get("decays") and not x.get("no_fixed_point")]
             if decays:       # (named: a mode SKIPped as still being learned read this reason too)
                 lines += ["", f"SKIP (mode{'s' if len(decays) > 1 else ''} {', '.join(decays)}): the gradient "
