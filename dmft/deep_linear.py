@@ -948,7 +948,9 @@ def step_rates(model: DeepLinear, data: LinearTeacher, *, eta0: float, weight_de
     2.10 at its last save), and there is no stationary law of SGD near pi* at all. Those
     functions, `mode_sde` and `networks.train` warn (`LAW_STEP_WARN`, `STEP_UNSTABLE`). h = 2 is
     full-batch GD's limit: small batches go unstable below it (the per-sample curvature's spread;
-    online depth 1, d_in = 4, B = 1: at h = 0.5), which is not detected here."""
+    online depth 1, d_in = 4, B = 1: at h = 0.5), which h does not see; `networks.train` flags
+    such runs once their loss runs away (`dmft.runner.ran_away`), and the per-mode SDE, without
+    noise at a noiseless target, does not diverge there."""
     _check(model, data)
     eta0 = checks.real("eta0", eta0, positive=True)
     kappa = checks.real("weight_decay", weight_decay, nonnegative=True)

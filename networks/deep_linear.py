@@ -56,7 +56,7 @@ from dmft.errors import InputError, MemoryLimitError, warn
 from dmft.plan import RUNTIME_BYTES, warn_float32
 from dmft.plotting import new_figure
 from dmft.problem import DeepLinear, LinearTeacher
-from dmft.runner import CALL_SHARE, drop_compiled_if_crowded, exact_products, run_saved
+from dmft.runner import CALL_SHARE, drop_compiled_if_crowded, exact_products, RUNAWAY, ran_away, run_saved
 from dmft.schedule import Schedule, batch_indices, check_batch_key
 from dmft.trajectory import Records
 
@@ -421,15 +421,24 @@ def check_init_scale(model: DeepLinear, dtype) -> None:
                          + (" or float64" if dt != jnp.float64 else ""))
 
 
-def _flag_records(rec: dict, bad: np.ndarray, save_steps) -> None:
+def _flag_records(rec: dict, bad: np.ndarray, save_steps, zero_loss: float) -> None:
     """In place: a seed whose records stop being finite before its step flag says so (a loss or
     mode product that overflows from finite weights) is flagged at that save's step k (bad = k,
     as the step flags a seed whose loss at step k is not finite), and its records from there on
     are NaN. The convention of every flag: bad = k, the saves after step k are NaN, and the save
-    at k is kept when it is finite (an update from k that overflows leaves it whole)."""
+    at k is kept when it is finite (an update from k that overflows leaves it whole).
+
+    A seed whose population loss runs away while still finite (`dmft.runner.ran_away`, the
+    two-layer networks' and the DMFT's rule, with the loss at zero weights, `zero_loss`, as the
+    targets' scale) is flagged likewise from that save: SGD past its stability grows it
+    geometrically (online depth 1, d_in = 4, B = 1, eta0 = 0.5: 2e99 after 2000 steps, finite)."""
     nonfinite = np.zeros(bad.shape + (len(save_steps),), bool)          # (S, T)
     for v in rec.values():
         nonfinite |= ~np.isfinite(v.reshape(v.shape[0], v.shape[1], -1)).all(axis=2)
+    loss = rec["test_loss"]
+    for s in range(loss.shape[0]):
+        away = ran_away(np.asarray(loss[s], np.float64), zero_loss, 1.0)
+        nonfinite[s] |= away
     for s in np.flatnonzero(nonfinite.any(axis=1)):
         first = int(np.argmax(nonfinite[s]))
         if bad[s] < 0 or int(save_steps[first]) < bad[s]:
@@ -548,7 +557,9 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     rec = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     st = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=-1), *states)
     bad = np.array(st.bad)
-    _flag_records(rec, bad, schedule.save_steps)
+    M = data.M
+    _flag_records(rec, bad, schedule.save_steps,
+                  0.5 * (float(np.sum(M * M)) + data.d_out * float(data.label_noise) ** 2))
     info = {"seeds": seeds, "batch_size": int(B), "online": data.online, "dtype": str(dt),
             "diverged": {int(s): int(b) for s, b in enumerate(bad) if b >= 0}, "run_s": wall,
             "shared_batches": batch_key is not None,
@@ -567,7 +578,8 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     if info["diverged"]:   # said, as the two-layer networks say it: a nanmean was the first sign
         n, first = len(info["diverged"]), min(info["diverged"].values())
         warn(f"networks.train: {'every one' if n == seeds else n} of {seeds} deep linear seeds "
-                      f"diverged (the first by step {first}): their records are NaN from the save where "
-                      "each went bad (info['diverged'] holds each seed's step); lower eta0 or init_scale")
+                      f"diverged (the first by step {first}): non-finite, or a loss running away past "
+                      f"{RUNAWAY:.0e} times its scale; their records are NaN from the save where each went bad "
+                      "(info['diverged'] holds each seed's step); lower eta0 or init_scale")
     return DeepLinearRun(t=schedule.times, info=info, weights=weights, **rec)
 

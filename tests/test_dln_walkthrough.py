@@ -137,3 +137,31 @@ def test_dln_report_says_when_its_laws_are_too_coarse_for_the_step(tmp_path):
         assert ("These laws are the continuous-time SDE's: at this eta0 the step times mode 1's restoring rate "
                 "is 0.643, where the step alone makes SGD's variance about 1.47 times" in text) == said
         assert "stationary law" in text
+
+
+def test_networks_whose_loss_runs_away_while_finite_are_flagged_diverged():
+    """Online depth 1, d_in = d_out = 4, s = 1, B = 1: SGD settles at eta0 = 0.4 and runs away at 0.5
+    (a linear regression's mean-square stability needs eta0 < 2 / (d_in + 2) per sample; h = 0.5
+    is far below GD's 2, so `step_rates` says nothing). The networks read |pi - s| ~ 5e48 and a loss
+    of 2e99 there, finite, with no flag and no warning; the per-mode SDE (no noise at a noiseless
+    target) stays at s. Now a loss past RUNAWAY x its scale (the two-layer networks' and the DMFT's
+    rule) flags the seed from that save: NaN from there, kept saves finite and under the bound."""
+    from dmft.runner import RUNAWAY
+
+    data = dmft.tasks.linear_teacher(d_in=4, d_out=4, singular_values=[1.0], P=None, key=0)
+    model = dmft.DeepLinear(1, 4, 0.1, "aligned")
+    kw = dict(seeds=16, steps=2000, save_every=100, batch_size=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calm = networks.train(model, data, eta0=0.4, **kw)
+    assert not calm.info["diverged"] and np.all(np.isfinite(calm.test_loss))
+    with pytest.warns(UserWarning, match=r"every one of 16 deep linear seeds diverged \(the first by step \d+\): non-finite, or a loss running away"):
+        run = networks.train(model, data, eta0=0.5, **kw)
+    assert sorted(run.info["diverged"]) == list(range(16))
+    steps = np.asarray(run.t) / 0.5
+    scale = max(0.5 * 1.0, 1.0)                      # the loss at zero weights is 0.5 s^2 = 0.5
+    for s, k in run.info["diverged"].items():
+        cut = np.flatnonzero(np.isclose(steps, k))[0]
+        assert 0 < cut and np.all(np.isnan(run.test_loss[s, cut:])) and np.all(np.isnan(run.modes[s, cut:]))
+        kept = run.test_loss[s, :cut]
+        assert np.all(np.isfinite(kept)) and kept.max() <= RUNAWAY * max(kept[0], scale)
