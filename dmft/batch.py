@@ -81,7 +81,9 @@ def check_values(field: str, values) -> np.ndarray:
     elif field == "weight_decay":
         bad |= v < 0
     if bad.any():
-        rule = {"gamma0": "> 0", "eta0": "> 0", "weight_decay": ">= 0"}.get(field, "finite")
+        # (finite in every rule: "eta0 must be > 0; bad value(s) [inf]" read as a contradiction)
+        rule = {"gamma0": "finite and > 0", "eta0": "finite and > 0",
+                "weight_decay": "finite and >= 0"}.get(field, "finite")
         raise InputError(f"{field} must be {rule}; bad value(s) {v[bad][:5].tolist()} "
                          f"at position(s) {np.flatnonzero(bad)[:5].tolist()}")
     return v

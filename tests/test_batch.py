@@ -276,8 +276,10 @@ def test_a_points_save_before_its_bad_update_is_kept():
 
 
 @pytest.mark.parametrize("grid, kw, match", [
-    ({"gamma0": [1.0, -1.0]}, {}, r"gamma0 must be > 0; bad value\(s\) \[-1.0\] at position\(s\) \[1\]"),
-    ({"gamma0": [1.0, np.nan]}, {}, r"gamma0 must be > 0; bad value\(s\) \[nan\]"),
+    ({"gamma0": [1.0, -1.0]}, {}, r"gamma0 must be finite and > 0; bad value\(s\) \[-1.0\] at position\(s\) \[1\]"),
+    ({"gamma0": [1.0, np.nan]}, {}, r"gamma0 must be finite and > 0; bad value\(s\) \[nan\]"),
+    ({"eta0": [0.5, np.inf]}, {}, r"eta0 must be finite and > 0; bad value\(s\) \[inf\] at position\(s\) \[1\]"),
+    ({"weight_decay": [np.inf]}, {}, r"weight_decay must be finite and >= 0; bad value\(s\) \[inf\]"),
     ({"width": [1.0]}, {}, "unknown batch field 'width'"),
     ({"gamma0": []}, {}, "gamma0: no values"),
     ({"gamma0": [1.0], "eta0": [0.1, 0.2]}, {}, "grid: every field needs the same number of values"),

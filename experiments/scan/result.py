@@ -251,7 +251,12 @@ def summary(res: ScanResult) -> str:
             fin = v[np.isfinite(v)]
             stat = (np.min(fin), np.median(fin), np.max(fin)) if fin.size else (np.nan,) * 3
             if q.endswith("diverged_step"):
-                lines_.append(f"{q:<40} {int(np.sum(v >= 0))} of {v.size} points diverged")
+                lines_.append(f"{q:<40} {int(np.sum(v >= 0))} of {v.size} points diverged"
+                              + _where(res, res.arrays[q] >= 0, lambda i: f" (step {int(res.arrays[q].flat[i])})"))
+                continue
+            if q.endswith("diverged_seeds"):     # (their seed means are NaN: a min/median/max said not where)
+                lines_.append(f"{q:<40} seeds diverged at {int(np.sum(v > 0))} of {v.size} points"
+                              + _where(res, res.arrays[q] > 0, lambda i: f" ({int(res.arrays[q].flat[i])} seeds)"))
                 continue
             lines_.append(f"{q:<40} {_fmt(stat[0]):>10} {_fmt(stat[1]):>10} {_fmt(stat[2]):>10} "
                           f"{v.size - fin.size:>10}")
@@ -302,6 +307,32 @@ def node_bias_lines(res: ScanResult) -> list[str]:
                    + (f": {', '.join(_point_label(res, i) for i in np.flatnonzero(flags.ravel())[:5])}"
                       if flags.any() else ""))
     return out
+
+
+COARSE_LABEL = "coarse (the saves do not resolve the crossing)"
+
+
+def coarse_flags(res: ScanResult, name: str) -> np.ndarray | None:
+    """Grid-shaped flags of the points whose grokking time `name` (SOURCE.grok.t_train, t_test or
+    gap) lies in a save interval over which its loss fell more than COARSE_FALL-fold
+    (SOURCE.grok.coarse_*: the interpolated time may lie anywhere in it); None for another output."""
+    m = re.fullmatch(r"(.+)\.grok\.(t_train|t_test|gap)", name)
+    if not m:
+        return None
+    parts = ("train", "test") if m.group(2) == "gap" else (m.group(2)[2:],)
+    flags = [res.arrays.get(f"{m.group(1)}.grok.coarse_{p}") for p in parts]
+    if any(f is None for f in flags):
+        return None
+    return np.logical_or.reduce([np.asarray(f, bool) for f in flags]) & res.done
+
+
+def _where(res: ScanResult, flags: np.ndarray, detail, most: int = 5) -> str:
+    """": <label> <detail(i)>; ..." for the first `most` done points i where `flags`, "" where none."""
+    at = np.flatnonzero(np.asarray(flags, bool).ravel() & res.done.ravel())
+    if not at.size:
+        return ""
+    more = f"; ... {at.size - most} more" if at.size > most else ""
+    return ": " + "; ".join(_point_label(res, int(i)) + detail(int(i)) for i in at[:most]) + more
 
 
 def _point_label(res: ScanResult, i: int) -> str:
@@ -382,6 +413,11 @@ def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None
     length one); axes in `keep` order."""
     v = res[name] if values is None else values
     kind = kind_of(res.config)
+    for f in keep:       # (a field the grid does not scan read "fix <another axis> with at=...", or a ValueError)
+        if f not in res.grid.fields:
+            raise InputError(f"{f} is not scanned here, so it cannot be an axis of the figure (the grid's "
+                             f"fields: {', '.join(res.grid.fields)}); its value is the configuration's for "
+                             "every point")
     at = {resolve_field(k, "at", kind): x for k, x in (at or {}).items()}
     for f in at:         # (a plotted axis, or a field the grid does not scan, was ignored and titled)
         if f in keep:
@@ -496,7 +532,9 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     largest batch: one step past the largest B, labelled "full"). Cells are centred on the grid
     values, which label the ticks. A point not computed yet is
     hatched grey ("not computed"); a computed point without a number (a threshold not reached,
-    a diverged point) is hatched on white ("no value"), so neither reads as a value. The title
+    a diverged point) is hatched on white ("no value"), so neither reads as a value.
+    A grokking time (or gap) whose crossing the saves do not resolve (SOURCE.grok.coarse_*) is
+    dotted over its colour ("coarse" in the legend). The title
     says where the other axes are fixed and when final values were taken."""
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Patch
@@ -509,7 +547,10 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     done = np.asarray(_select(res, name, [y, x], at, values=res.done), dtype=bool)
     xs, ys = _axis_values(res, x), _axis_values(res, y)
     oy, ox = np.argsort(_sort_key(res, y, ys), kind="stable"), np.argsort(_sort_key(res, x, xs), kind="stable")
-    z, done = z[oy][:, ox], done[oy][:, ox]
+    coarse = coarse_flags(res, name)
+    coarse = (np.zeros_like(done) if coarse is None else
+              np.asarray(_select(res, name, [y, x], at, values=coarse), dtype=bool))
+    z, done, coarse = z[oy][:, ox], done[oy][:, ox], coarse[oy][:, ox]
     xs, ys = xs[ox], ys[oy]
     (px, logx), (py, logy) = (
         (_full_batch_positions if _full_batch(res, f, v) else _cell_positions)(lg, v, a, f)
@@ -526,7 +567,8 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
                          shading="flat")
     legend = []
     for mask, face, hatch, label in ((~done, "0.85", "xx", "not computed"),
-                                     (done & ~np.isfinite(z), "white", "//", "no value (not reached or diverged)")):
+                                     (done & ~np.isfinite(z), "white", "//", "no value (not reached or diverged)"),
+                                     (done & np.isfinite(z) & coarse, "none", "..", COARSE_LABEL)):
         if mask.any():
             ax.pcolor(ex, ey, np.ma.masked_where(~mask, np.ones_like(z)), hatch=hatch, shading="flat",
                       cmap=_flat(face), edgecolor="0.5", linewidth=0.0)
@@ -568,6 +610,11 @@ def _grid_ticks(axis, values, labels=None, most: int = 8):
 
     values = np.asarray(values, dtype=np.float64)
     labels = [f"{v:g}" for v in values] if labels is None else list(labels)
+    if axis.axis_name == "x":   # (as many as fit side by side: 8 labels like "0.0251" ran into each other)
+        size = axis.get_ticklabels()[0].get_fontsize() if axis.get_ticklabels() else 10.0
+        width = axis.axes.get_position().width * axis.axes.figure.get_figwidth() * 72.0     # points
+        room = (0.62 * max(len(t) for t in labels) + 1.2) * size                            # one label, a gap
+        most = max(2, min(most, int(width // room)))
     keep = np.arange(len(values)) if len(values) <= most else np.unique(np.linspace(0, len(values) - 1, most).round().astype(int))
     axis.set_major_locator(FixedLocator(values[keep]))
     axis.set_major_formatter(FixedFormatter([labels[i] for i in keep]))
@@ -586,6 +633,10 @@ def final_time_label(res: ScanResult, name: str) -> str:
         return ""
     if np.allclose(t, t[0]):
         return f"at t = {t[0]:g}"
+    final_time = (res.config.get("train") or {}).get("final_time") or 0.0
+    if final_time:       # (it was set: the advice to set it misled; its times are whole steps of each eta0)
+        return (f"at train.final_time = {final_time:g}, each point's nearest whole step: t from {t.min():g} "
+                f"to {t.max():g}")
     return (f"at each point's last step: t from {t.min():g} to {t.max():g} (set train.final_time for a "
             "common time)")
 
@@ -645,10 +696,15 @@ def standard_errors(res: ScanResult, name: str) -> np.ndarray | None:
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
           logx: bool | None = None, logy: bool = False, errors: bool = True, ax=None):
     """One number per point against one grid axis, one line per value of `hue` (x logarithmic
-    when every value is > 0, or as `logx` says); points not computed yet are gaps, and the title
+    when every value is > 0, or as `logx` says); points not computed yet are gaps, computed points
+    without a value (a threshold not reached, a diverged point) are marked x on the bottom edge
+    ("no value (not reached or diverged)" in the legend), a grokking time the saves do not resolve
+    (SOURCE.grok.coarse_*) is ringed ("coarse" in the legend), and the title
     names where `at` fixes the other axes. With `errors` each point carries +- its standard error
     where the scan keeps one (`error_name`) or it follows from a stored spread (a deep linear
     scan's mean mode strengths: `standard_errors`)."""
+    from matplotlib.transforms import blended_transform_factory
+
     kind = kind_of(res.config)
     x = resolve_field(x, "x", kind)
     keep = [x] if hue is None else [resolve_field(hue, "hue", kind), x]
@@ -658,6 +714,10 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     if v.ndim == len(res.grid.shape):   # points not computed are gaps (an int or bool output read -1 or False)
         v = np.where(res.done, v.astype(np.float64), np.nan)
     z = _select(res, name, keep, at, values=v)
+    done = np.asarray(_select(res, name, keep, at, values=res.done), dtype=bool)
+    coarse = coarse_flags(res, name)
+    coarse = (np.zeros_like(done) if coarse is None else
+              np.asarray(_select(res, name, keep, at, values=coarse), dtype=bool))
     se = standard_errors(res, name) if errors and v.ndim == len(res.grid.shape) else None
     se = None if se is None else _select(res, name, keep, at, values=np.where(res.done, se, np.nan))
     xs = _axis_values(res, x) if res.grid.kind == "product" else np.asarray(res.grid.values[0], float)
@@ -670,15 +730,30 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
-    rows = [(None, z, se)] if hue is None else [
-        (f"{keep[0]} = {hv:g}", row, None if se is None else se[i]) for i, (hv, row) in
+    rows = [(None, z, se, done, coarse)] if hue is None else [
+        (f"{keep[0]} = {hv:g}", row, None if se is None else se[i], done[i], coarse[i]) for i, (hv, row) in
         enumerate(zip(_axis_values(res, keep[0]), z))]
-    for label, row, err in rows:
+    # a computed point without a value (a threshold not reached, a diverged point) is marked x on
+    # the bottom edge in its line's colour, so it does not read as a point not computed (a gap;
+    # a walkthrough: the diverged row's legend entry drew nothing, and nothing said why)
+    below = blended_transform_factory(ax.transData, ax.transAxes)
+    missing = shown_coarse = False
+    for label, row, err, ok, rough in rows:
         if err is None:
-            ax.plot(xs[order], row[order], "o-", label=label)
+            (drawn,) = ax.plot(xs[order], row[order], "o-", label=label)
         else:
-            ax.errorbar(xs[order], row[order], yerr=err[order], fmt="o-", capsize=2, label=label)
-    if hue is not None:
+            drawn = ax.errorbar(xs[order], row[order], yerr=err[order], fmt="o-", capsize=2, label=label).lines[0]
+        lost = (ok & ~np.isfinite(row))[order]
+        if lost.any():
+            ax.plot(xs[order][lost], np.full(int(lost.sum()), 0.02), "x", color=drawn.get_color(), markersize=8,
+                    clip_on=False, transform=below, label=None if missing else "no value (not reached or diverged)")
+            missing = True
+        rough = (rough & np.isfinite(row))[order]
+        if rough.any():          # (a grokking time the saves do not resolve: ringed)
+            ax.plot(xs[order][rough], row[order][rough], "o", markersize=12, markerfacecolor="none",
+                    color=drawn.get_color(), label=None if shown_coarse else COARSE_LABEL)
+            shown_coarse = True
+    if hue is not None or missing or shown_coarse:
         ax.legend(fontsize=8)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
