@@ -442,8 +442,12 @@ def console() -> None:
     signal's number; the job has already kept what it finished) the process ends at once: a
     normal interpreter exit tears XLA's runtime down under computations still in flight on its
     threads, and crashed (SIGSEGV) about one time in six. Warnings print as one line, "dmft:
-    warning: ..." (they printed the script's path, line and `sys.exit(console())` around it)."""
+    warning: ..." (they printed the script's path, line and `sys.exit(console())` around it), each
+    text once a run (the same law's warning came from up to five call sites of one dln study),
+    unless the user chose filters (-W, PYTHONWARNINGS)."""
     warnings.formatwarning = _one_line_warning
+    if not sys.warnoptions:
+        warnings.filterwarnings("once", category=UserWarning)
     code = main()
     if code > 128:
         sys.stdout.flush()

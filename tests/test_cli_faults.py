@@ -969,6 +969,34 @@ def test_the_command_prints_a_warning_on_one_line(monkeypatch):
     assert text == "dmft: warning: networks.train: 1 of 2 seeds diverged\n"
 
 
+def test_the_command_prints_each_warning_text_once(monkeypatch, capsys):
+    """A dln study at a large step printed the same law warning up to five times (from each call
+    site of boltzmann_temperature): the command prints each text once a run; another text, or the
+    same words about another point, still prints."""
+    import sys
+    import warnings
+
+    from dmft.errors import warn
+
+    def job():               # (one call site each: a site's repeats were already printed once)
+        warn("law: h = 0.643")
+        warn("law: h = 0.643")
+        warn("sde: h = 0.643")
+        warn("law: h = 0.643")
+        warn("law: h = 0.7")
+        return 0
+
+    monkeypatch.setattr(cli, "main", job)
+    monkeypatch.setattr(sys, "warnoptions", [])
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)     # (restored after)
+    with warnings.catch_warnings(), pytest.raises(SystemExit):      # (filters and showwarning restored after)
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))     # (pytest records them)
+        cli.console()
+    assert capsys.readouterr().err.splitlines() == [
+        "dmft: warning: law: h = 0.643", "dmft: warning: sde: h = 0.643", "dmft: warning: law: h = 0.7"]
+
+
 @settings(max_examples=12, deadline=None)
 @given(which=st.sampled_from(["P", "P_test"]), log_size=st.floats(6.5, 7.5), job=st.sampled_from(["solve", "validate"]))
 def test_a_data_size_no_solve_could_hold_is_refused_before_the_data_are_made(which, log_size, job):
