@@ -19,7 +19,9 @@ steps the same recursion through `dmft.runner.run_saved`, so that `dmft.solve` s
 acts on an interruption within seconds and names the first non-finite step), with the same
 test predictions and linearized weights from S. Its train loss may rise at a stable step (a
 batch's step can raise the loss on the other points), so only non-finite values and the
-runaway rule (`dmft.runner.ran_away`) mark its divergence.
+runaway rule (`dmft.runner.ran_away`) mark its divergence, and `dmft.solve` records its
+stability (`info["stable"]`) as None: not known (a stable full-batch step does not make the batch
+steps stable).
 
 The train loss of this linear model never rises at a stable step (each eigenmode of the
 error shrinks by |1 - eta0 lambda / P| <= 1, or decays under flow); past the step's
