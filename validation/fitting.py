@@ -109,7 +109,8 @@ def node_extrapolation(full, half, quarter, full_se=None, half_se=None, quarter_
     2 b / M^2, whose remaining bias is curvature / 3. extrapolated_se = sqrt(4 full_se^2 + half_se^2
     + (curvature / 3)^2): the independent solves' errors and that bias in quadrature (the
     curvature's own noise included: conservative on a 1 / M law, honest off it; without errors,
-    the curvature term alone). shift_se and curvature_se are the independent solves' errors.
+    full_se and half_se both unknown, the curvature term alone; NaN where one of the two is
+    unknown). shift_se and curvature_se are the independent solves' errors.
 
     Returns {"shift", "shift_se", "curvature", "curvature_se", "extrapolated", "extrapolated_se"}."""
     x = [real_array(name, v) for name, v in (("full", full), ("half", half), ("quarter", quarter))]
@@ -126,8 +127,10 @@ def node_extrapolation(full, half, quarter, full_se=None, half_se=None, quarter_
     f, h, q = x
     shift = f - h
     curvature = (h - q) - 2 * shift
-    known = np.isfinite(se[0]) & np.isfinite(se[1])
-    noise = np.where(known, np.hypot(2 * se[0], se[1]), 0.0)
+    # both errors unknown: the curvature term alone; one of them unknown (or inf): NaN (inf), not
+    # the other's error dropped with it (a full_se of 0.05 beside an unknown half_se read 7e-17)
+    none = np.isnan(se[0]) & np.isnan(se[1])
+    noise = np.where(none, 0.0, np.hypot(2 * se[0], se[1]))
     return {"shift": shift, "shift_se": np.hypot(se[0], se[1]),
             "curvature": curvature, "curvature_se": np.sqrt(4 * se[0] ** 2 + 9 * se[1] ** 2 + se[2] ** 2),
             "extrapolated": f + shift, "extrapolated_se": np.hypot(noise, curvature / 3)}

@@ -151,9 +151,14 @@ def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
     to 3 significant digits (the bound shown is the bound applied); sigma itself for dof = inf and
     one test.
     z = (networks - theory) / se estimates se from the seeds: with 2 seeds a normal bound of 5
-    FAILed 13% of correct ensembles (t law: 12.6%), with 8 seeds 0.2%, where 5 sigma claims 6e-7."""
+    FAILed 13% of correct ensembles (t law: 12.6%), with 8 seeds 0.2%, where 5 sigma claims 6e-7.
+
+    Raises:
+        InputError (a ValueError): sigma < 0, dof <= 0 or tests < 1 (they read inf, a bound that
+        passes every z, or 0, one that fails every z); NaN sigma or dof gives NaN."""
     from scipy import stats
 
+    _bound_args(sigma=sigma, dof=dof, tests=tests)
     if np.isinf(sigma) or (np.isinf(dof) and tests == 1):
         return float(sigma)
     each = _each(sigma, tests)                                          # one time's two-sided tail
@@ -161,6 +166,21 @@ def z_bound(sigma: float, dof: float, tests: int = 1) -> float:
     if np.isnan(sigma) or np.isnan(dof):
         return float("nan")
     return _rounded_bound(bound, each)
+
+
+def _bound_args(tests, **positive) -> None:
+    """InputError unless tests is an integer >= 1, sigma >= 0 and the others (dof, k) > 0 (NaN
+    passes: the bounds are NaN there)."""
+    if isinstance(tests, (bool, np.bool_)) or not isinstance(tests, (int, np.integer)) or tests < 1:
+        raise InputError(f"tests: the number of saved times judged, an integer >= 1, got {tests!r}")
+    for name, v in positive.items():
+        try:
+            bad = isinstance(v, (bool, np.bool_, str, bytes)) or (v < 0 if name == "sigma" else v <= 0)
+        except TypeError:
+            bad = True
+        if bad:
+            want = ">= 0" if name == "sigma" else "> 0"
+            raise InputError(f"{name} must be a real number {want} (or inf), got {v!r}")
 
 
 def _each(sigma: float, tests: int) -> float:
@@ -219,9 +239,14 @@ def q_bound(sigma: float, k: float, dof: float, tests: int = 1) -> float:
     """The bound on the prediction check's q (`validation.compare.prediction_stats`), judged as
     F(k, dof) for networks that agree with the theory, the worst of `tests` saved times: its
     upper tail beyond the bound is the two-sided normal tail beyond sigma shared among them
-    (Sidak, as `z_bound`), rounded up to 3 significant digits."""
+    (Sidak, as `z_bound`), rounded up to 3 significant digits.
+
+    Raises:
+        InputError (a ValueError): sigma < 0, k <= 0, dof <= 0 or tests < 1 (they read inf, a
+        bound that passes every q, or 0); NaN sigma, k or dof gives NaN."""
     from scipy import stats
 
+    _bound_args(sigma=sigma, k=k, dof=dof, tests=tests)
     if np.isnan(sigma) or np.isnan(k) or np.isnan(dof):
         return float("nan")
     if np.isinf(sigma):
