@@ -45,11 +45,15 @@ def mark_lone_points(fig):
     """Give a marker to every line of `fig` that has exactly one point it can draw (finite, and
     positive on a log axis) and no marker: a line through one point draws nothing, so a run
     with a single save after t = 0 (the log time axis leaves t = 0 out) showed blank panels.
-    Returns fig."""
+    Only lines in data coordinates: a reference line with an end in axes units (`axhline`,
+    `axvline`: x from 0 to 1 of the panel) is drawn whatever the scale, and read as one point on a
+    log axis it got a filled circle at the panel's edge that looked like data. Returns fig."""
     for ax in fig.axes:
         logx, logy = ax.get_xscale() == "log", ax.get_yscale() == "log"
         for line in ax.get_lines():
             if line.get_marker() not in (None, "None", "", " ") or line.get_linestyle() in ("None", "", " "):
+                continue
+            if line.get_transform() is not ax.transData:
                 continue
             try:
                 x = np.asarray(line.get_xdata(), dtype=np.float64)

@@ -327,3 +327,25 @@ def test_trajectories_of_different_data_say_so_on_their_figure():
     text = fig._suptitle.get_text()
     assert text.startswith("mine\ndifferent data: ") and a.digest[:8] in text and b.digest[:8] in text
     assert sol.plot(same)._suptitle is None
+
+
+def test_lone_points_are_marked_and_reference_lines_are_not():
+    """A line with one drawable point (here on a log axis that leaves t = 0 out) is given a marker;
+    a reference line with ends in axes units (axhline, axvline: x or y from 0 to 1 of the panel)
+    was read as one point on a log axis and got a filled circle at the panel's edge, which looked
+    like data (the width-scaling figure's floors, the grok figures' thresholds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from dmft.plotting import new_figure
+
+    fig, ax = new_figure()
+    FigureCanvasAgg(fig)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    (lone,) = ax.plot([0.0, 2.0], [1.0, 3.0], "-")          # t = 0 is not drawable on the log axis
+    (two,) = ax.plot([1.0, 2.0], [1.0, 3.0], "-")
+    flat = ax.axhline(2.0, ls=":")
+    upright = ax.axvline(1.5, ls="--")
+    fig.canvas.draw()
+    assert lone.get_marker() == "o" and two.get_marker() in ("None", "", None)
+    assert flat.get_marker() in ("None", "", None) and upright.get_marker() in ("None", "", None)

@@ -125,11 +125,32 @@ def min_dof(n, theory_var, theory_dof=None):
     return np.where(np.asarray(theory_var, float) > 0, np.minimum(n - 1, own), n - 1)
 
 
-def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
+# Two computations of the same numbers differ by their rounding, which z and q must not read as a
+# disagreement where nothing else varies: networks that are exact at any width (fixed readouts and a
+# linear activation: every unit takes the same step) against the exact closure agreed to 4.8e-15
+# relative (22 ulp) with a seed spread of 5e-17, and FAILed z (8.6 against 7.1) and q (55 against
+# 14). Their standard errors hold ROUND_ULPS ulp of the coarser arithmetic (of the values; for the
+# predictions of the larger of the value and the targets' RMS), 9e-13 relative in float64, and
+# MIXED_ULPS of float32 where the theory took float32 products (the Kumar closure: 5.3e-8 from
+# float64 after 1e5 steps): far below any finite-width effect or sampling error
+ROUND_ULPS = 4096
+MIXED_ULPS = 64
+
+
+def rounding_share(solution, run) -> float:
+    """The relative rounding `compare` allows between `solution` and `run` (ROUND_ULPS, MIXED_ULPS)."""
+    eps = max(np.finfo(np.result_type(np.asarray(a).dtype, np.float32)).eps
+              for a in (solution.train_loss, run.train_loss))
+    mixed = (solution.info or {}).get("precision") == "mixed"
+    return float(max(ROUND_ULPS * eps, MIXED_ULPS * np.finfo(np.float32).eps if mixed else 0.0))
+
+
+def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None, rounding=0.0):
     """Seed mean, spread and z against the theory at each time, over the seeds still finite
     there (a diverged seed is NaN from its divergence on); with fewer than two finite seeds the
     spread, se and z are NaN (nothing to judge the seeds' scatter by), never 0. relative=False
-    (all-zero targets: the theory's loss is zero to rounding) makes rel_error NaN.
+    (all-zero targets: the theory's loss is zero to rounding) makes rel_error NaN. Where anything
+    varies, se holds `rounding` of the larger of |theory| and |mean| too (`rounding_share`).
 
     "dof": z's degrees of freedom (`min_dof`: the fewer of the seeds' n - 1 and the theory's
     `theory_dof`, replicas - 1; n - 1 for an exact theory). z is a t statistic: with 2 finite
@@ -141,7 +162,8 @@ def _loss_stats(theory, per_seed, theory_se, relative=True, theory_dof=None):
         mean = np.where(n > 0, finite.sum(axis=0) / n, np.nan)
         dev = np.where(np.isfinite(per_seed), per_seed - mean, 0.0)
         std = np.where(n > 1, np.sqrt((dev ** 2).sum(axis=0) / (n - 1)), np.nan)
-        se = np.sqrt(std ** 2 / n + th_var)
+        se = np.sqrt(std ** 2 / n + th_var)     # (0 where nothing varies: not judged, dof NaN below)
+        se = np.where(se > 0, np.sqrt(se ** 2 + (rounding * np.fmax(np.abs(theory), np.abs(mean))) ** 2), se)
         rel = np.abs(mean - theory) / np.abs(theory) if relative else np.full(np.shape(mean), np.nan)
         z = np.where(se > 0, (mean - theory) / se, np.where(mean == theory, 0.0, np.nan))
         dof = min_dof(n, th_var, theory_dof)
@@ -191,12 +213,13 @@ def compare(solution, run) -> Comparison:
     _check_same_model(solution, run)
     _check_same_batches(solution, run)
     th_dof = (solution.info or {}).get("error_dof")
+    rounding = rounding_share(solution, run)
     train = _loss_stats(solution.train_loss, run.train_loss, theory_se(solution, "train_loss"),
-                        not zero_targets(solution, "train"), th_dof)
+                        not zero_targets(solution, "train"), th_dof, rounding)
     test = None
     if solution.test_loss is not None and run.test_loss is not None:
         test = _loss_stats(solution.test_loss, run.test_loss, theory_se(solution, "test_loss"),
-                           not zero_targets(solution, "test"), th_dof)
+                           not zero_targets(solution, "test"), th_dof, rounding)
     point_axes = tuple(range(2, f_net.ndim))
     # scale: RMS of the targets the predictions are compared on
     scale = _target_rms(solution, use_test)
@@ -206,7 +229,8 @@ def compare(solution, run) -> Comparison:
         mean_err = np.sqrt(np.mean((np.nanmean(f_net, axis=0) - f_th) ** 2,
                                    axis=tuple(range(1, f_th.ndim)))) / scale
     main = test if test is not None else train
-    pred = {**prediction_stats(f_net, f_th, theory_se(solution, "f_test" if use_test else "f_train"), th_dof, scale),
+    pred = {**prediction_stats(f_net, f_th, theory_se(solution, "f_test" if use_test else "f_train"), th_dof, scale,
+                               rounding),
             "split": "test" if use_test else "train"}
     summary = {
         "final_theory_loss": float(main["theory"][-1]), "final_network_loss": float(main["mean"][-1]),
@@ -230,7 +254,7 @@ def compare(solution, run) -> Comparison:
                       summary=summary, prediction=pred)
 
 
-def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0) -> dict:
+def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0, rounding=0.0) -> dict:
     """The ensemble mean's prediction error against its noise at each saved time (module
     docstring): "q", "k" and "dof" (the F law it is judged by), "noise" (sqrt of q's denominator
     over the points, / scale) and "finite_seeds", each (T,), and "points" (how many predictions
@@ -241,6 +265,9 @@ def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0
         f_theory: (T, ...) the theory's; theory_se its standard error per point (None: exact;
             NaN: one replica, unknown), of `theory_dof` degrees of freedom (replicas - 1; None
             with a theory_se: 1, the fewest).
+        rounding: the relative rounding allowed each point, of the larger of its theory value and
+            `scale` (`rounding_share`), added to q's denominator (not to the theory's
+            degrees of freedom).
 
     NaN where fewer than two seeds are finite, the theory's error is unknown, the seeds' spread
     overflows, or nothing varies (q = 0 there if the predictions are equal)."""
@@ -267,7 +294,9 @@ def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0
             gram = dev @ dev.T if n <= dev.shape[1] else dev.T @ dev
         tr_a = float(np.trace(gram)) / ((n - 1) * n)    # tr C / n
         tr_b = 0.0 if th_var is None else float(np.sum(th_var[t]))
-        total = tr_a + tr_b
+        # (rounding where anything varies; not the theory's dof)
+        tr_r = float(np.sum((rounding * np.fmax(np.abs(th[t]), scale)) ** 2)) if tr_a + tr_b > 0 else 0.0
+        total = tr_a + tr_b + tr_r
         if not (np.isfinite(total) and np.all(np.isfinite(gram))):     # (seeds near overflow: eigvalsh raised)
             continue
         top_a = float(np.max(np.linalg.eigvalsh(gram))) / ((n - 1) * n)    # lambda_max(C / n)
@@ -275,7 +304,7 @@ def prediction_stats(f_net, f_theory, theory_se=None, theory_dof=None, scale=1.0
             out["q"][t] = 0.0 if np.all(d == 0) else np.nan
             continue
         out["q"][t] = float(d @ d) / total
-        out["k"][t] = total / max(top_a + tr_b, total / d.size)   # lambda_max(B) <= tr B; k <= points
+        out["k"][t] = total / max(top_a + tr_b + tr_r, total / d.size)   # lambda_max(B) <= tr B; k <= points
         out["dof"][t] = min_dof(n, tr_b, theory_dof)
         out["noise"][t] = np.sqrt(total / d.size) / scale
     return out
