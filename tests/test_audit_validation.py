@@ -304,6 +304,15 @@ def test_the_spread_check_skips_within_twice_the_dmfts_own_error(ratio, skipped)
         assert "within 2x the DMFT's own standard error" in spread["detail"], spread
 
 
+def test_the_spread_check_names_the_smallest_network_error_against_the_floor():
+    """The PASS detail said "smallest network error is Nx the DMFT's own error" of the largest
+    width's error, which is the smallest only where the errors fall with width (a walkthrough)."""
+    sweep = _floor_sweep(5.0)
+    sweep.scaling[1.0]["per_seed_error"] = np.array([4.0, 3.0, 5.0]) * 0.01      # the smallest in the middle
+    spread = checks(sweep)[0]
+    assert spread["verdict"] != "SKIP" and "the smallest network error is 3x the DMFT's own" in spread["detail"], spread
+
+
 def test_the_default_tolerances_are_the_documented_ones():
     """TOLERANCES is the validate job's [check] section: scripts/configs/default.toml spells out the
     built-in defaults ('only [theory] differs from the built-in defaults'), and its agreement sigma,

@@ -900,6 +900,12 @@ def test_report_shows_no_spread_where_none_can_be_estimated(tmp_path):
     row = [line for line in text.splitlines() if line.startswith("| 1 |")]
     assert row and " +- 0 " not in row[0] and "nan" not in row[0] and row[0].count("+- -") == 4, row
     assert "lazy test loss (no decay)" in text and "nan" not in text.split("## Configuration")[0]
+    # (a centered network's subtracted initial output under decay: a finite-width offset, said)
+    assert "Under weight decay a centered network keeps the initial output it subtracts" in text
+    plain = _report_sweep(seeds=1, error_dof=0, sampler="stratified")
+    (tmp_path / "plain").mkdir()
+    md, _ = write_report(plain, {}, str(tmp_path / "plain"), verdicts(plain), {}, environment={"x64": True})
+    assert "centered network keeps" not in pathlib.Path(md).read_text()
     agreement = [c for c in checks if c["name"].startswith("agreement gamma0")][0]
     assert "no std over seeds" in agreement["detail"] and "nan" not in agreement["detail"]
     assert [c["verdict"] for c in checks if c["name"].startswith("lazy")] == ["SKIP"]

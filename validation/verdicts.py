@@ -546,7 +546,7 @@ def _checks(sweep, chk: dict) -> list[dict]:
             else:
                 lo, hi = _spread_bounds(chk["spread_slope"], chk["spread_slope_tol"])
                 floor = sc["theory_floor"]
-                note = (f"; smallest network error is {sc['per_seed_error'][-1] / floor:.0f}x the "
+                note = (f"; the smallest network error is {np.min(sc['per_seed_error']) / floor:.0f}x the "
                         "DMFT's own error, taken out in quadrature before the fit") if floor > 0 else ""
                 err = (f"+- {fit.half_width():.3g} (95%, t with {fit.n - 2} dof)" if np.isfinite(fit.stderr)
                        else "(no error estimate)")
