@@ -32,15 +32,18 @@ from dmft import checks
 from dmft import deep_linear as dl
 from dmft.errors import InputError
 
+from .compare import ROUND_ULPS
+
 __all__ = ["compare_modes", "spread_ratio_error", "compare_diffusion", "stationary_fit", "staircase", "ks_distance",
            "learning_times_of", "decaying_modes", "settled_targets", "mode_law"]
 
 
 _ULPS = 8        # a difference of ensemble means within this many ulp of the values is rounding
 # between two ensembles without spread (full-batch steps from an aligned start: every member the same,
-# and the reduction exact) the rounding of thousands of steps, each side its own arithmetic: depth 1,
-# 3000 steps, read 9-16 ulp apart and FAILed at z = -inf (a real mismatch is O(eta), 1e9 ulp and more)
-_FLAT_ULPS = 4096
+# and the reduction exact) the rounding of thousands of steps, each side its own arithmetic, as the
+# two-layer comparisons allow it: depth 1, 3000 steps, read 9-16 ulp apart and FAILed at z = -inf (a
+# real mismatch is O(eta), 1e9 ulp and more)
+_FLAT_ULPS = ROUND_ULPS
 _GRID_ULPS = 1e4  # a stationary grid spans at least this many ulp each side (4001 distinct points)
 
 

@@ -149,7 +149,7 @@ def width_scaling_plot(sweep):
     (NaN with one replica: said on the panels)."""
     _check_sweep(sweep)
     fig, axes = new_figure(1, 2, size=(11, 4.2))
-    unknown, drawn, floors = [], False, []
+    unknown, drawn = [], False
     for c, g in zip(_colors(len(sweep.gamma0s)), sweep.gamma0s):
         sc = sweep.scaling[g]
         w = sc["widths"]
@@ -164,7 +164,7 @@ def width_scaling_plot(sweep):
             if fit:
                 ax.plot(w, fit.predict(w), "-", color=c, lw=1)
             if floor > 0:
-                floors.append((ax, floor, c))
+                ax.axhline(floor, color=c, ls=":", lw=0.8)
                 drawn = True
         if not np.isfinite(sc["theory_floor"]):
             unknown.append(f"{g:g}")
@@ -183,15 +183,6 @@ def width_scaling_plot(sweep):
         if unknown:
             ax.text(0.02, 0.02, f"DMFT standard error unknown (one replica; gamma0 = {', '.join(unknown)})",
                     transform=ax.transAxes, fontsize=7, ha="left", va="bottom", color="0.3")
-    for ax in axes:     # the floors across each panel, in data units once its widths set its x range: an
-        # axhline (its ends in axes units, 0 not drawable on the log axis) was a lone point to
-        # `dmft.plotting.mark_lone_points`, which drew two filled circles at the floor that read as data
-        ax.autoscale_view()
-        lo, hi = ax.get_xlim()
-        for a, floor, c in floors:
-            if a is ax:
-                ax.plot([lo, hi], [floor, floor], color=c, ls=":", lw=0.8, scalex=False)
-        ax.set_xlim(lo, hi)
     fig.suptitle(f"finite-width departure from the {theory_name(sweep)}" +
                  (" (dotted: the DMFT's own standard error; open circles: taken out)" if drawn else ""))
     return fig
