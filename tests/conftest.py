@@ -34,6 +34,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ["DMFT_COMPILE_CACHE"] = "off"
 
 import atexit  # noqa: E402
+import faulthandler  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -64,6 +65,29 @@ if not jax.config.jax_compilation_cache_dir:
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.load_profile("ci")
+
+
+# A test that hangs fails instead of holding the run until CI's own limit: past TEST_TIMEOUT_S
+# (DMFT_TEST_TIMEOUT seconds, 0: none) the process prints every thread's traceback and exits, and
+# pytest-xdist reports the test it was running as crashed (a mutation audit's mutant of the save
+# loop, silent steps not summed, showed only as a hang). The slowest test takes about a minute on
+# two busy cores; the limit is ten times that, far from any test that runs.
+TEST_TIMEOUT_S = float(os.environ.get("DMFT_TEST_TIMEOUT", "600"))
+_STDERR = []
+
+
+def pytest_configure(config):
+    _STDERR.append(os.dup(2))       # the process's stderr (pytest captures it only inside a test)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if TEST_TIMEOUT_S > 0 and _STDERR:
+        faulthandler.dump_traceback_later(TEST_TIMEOUT_S, exit=True, file=_STDERR[0])
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")
