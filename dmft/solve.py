@@ -775,9 +775,12 @@ def _assemble(plan: SolvePlan, rec, extra, su, *, arrays_only: bool = False):
         lo = int(save_steps[j - 1]) if j > 0 else 0
         raise DivergenceError(
             f"{plan.method}: {name} {what} at t = {times[j]:g} (saved step {k}; it went bad "
-            f"between steps {lo} and {k}). Lower eta0 or gamma0, or check the data scale"
-            + (f" (the lazy step is unstable: eta0 lambda_max / P = {extra['lazy_eta0_stability']:.3g} > 2)"
-               if plan.method == "lazy" and extra.get("stable") is False else "") + ". "
+            f"between steps {lo} and {k}). "
+            + (f"Lower eta0 below {2 * sch.eta0 / extra['lazy_eta0_stability']:.3g}, or check the data scale "
+               f"(the lazy step is unstable: eta0 lambda_max / P = {extra['lazy_eta0_stability']:.3g} > 2; "
+               "gamma0 does not enter the lazy limit's step)"
+               if plan.method == "lazy" and extra.get("stable") is False
+               else "Lower eta0 or gamma0, or check the data scale") + ". "
             + (f"{extra['control_variate_noisy']} Solve with control_variate=False. "
                if "control_variate_noisy" in extra else "")
             + kept_note(save_steps, j),

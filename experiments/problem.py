@@ -162,7 +162,7 @@ PLAN_KEYS = {"gamma0": "sweep.gamma0", "eta0": "train.eta0", "steps": "train.ste
              "weight_decay": "train.weight_decay", "samples": "theory.samples", "replicas": "theory.replicas",
              "method": "theory.method", "sampler": "theory.sampler", "precision": "theory.precision",
              "width": "simulate.widths", "seeds": "simulate.seeds", "antithetic": "simulate.antithetic",
-             "batch_size": "train.batch_size"}
+             "batch_size": "train.batch_size", "readout": "model.readout"}
 
 
 def config_error(err: Exception, keys: dict, section: str) -> ConfigError:

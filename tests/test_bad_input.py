@@ -705,6 +705,24 @@ def test_the_command_names_the_configuration_key_a_generator_refuses(case, job):
     assert TRACE_COUNTS == before
 
 
+@pytest.mark.parametrize("job", ["solve", "simulate", "validate"])
+def test_fixed_readouts_on_several_outputs_are_named_by_model_readout(job, tmp_path):
+    """Fixed readouts with C > 1 outputs are refused by model.readout, not as a sweep point's
+    failure: the refusal read '[sweep at gamma0 = 0.1]: readout=...', a gamma0 it does not depend
+    on (a walkthrough's finding)."""
+    from experiments.jobs import load_config, preflight
+    x = np.random.default_rng(0).normal(size=(30, 4))
+    dmft.Dataset(x[:20], np.tanh(x[:20, :3]), x[20:], np.tanh(x[20:, :3])).save(tmp_path / "c3.npz")
+    sets = {"task.name": "'npz'", "task.path": f"'{tmp_path / 'c3.npz'}'", "model.readout": "'fixed'",
+            "sweep.gamma0": "[0.1, 1.0]"}
+    before = dict(TRACE_COUNTS)
+    with pytest.raises(dmft.errors.ConfigError) as err:
+        preflight(load_config(None, [f"{k}={v}" for k, v in sets.items()]), job)
+    assert str(err.value).startswith("model.readout='fixed' with several outputs"), str(err.value)
+    assert "gamma0" not in str(err.value)
+    assert TRACE_COUNTS == before
+
+
 @pytest.mark.parametrize("job, sets, key", [
     ("simulate", {"simulate.widths": "[100000000]"}, "simulate.widths"),
     ("solve", {"theory.precision": "'mixed'", "sweep.gamma0": "[0.02]"}, "theory.precision"),

@@ -1262,10 +1262,13 @@ def test_an_unstable_lazy_step_fails_before_any_dmft_or_network_runs():
     m = dmft.TwoLayer("relu", gamma0=1.0)
     edge = 2.0 / dmft.solve(m, data, eta0=1.0, steps=1, save_every=1, method="lazy").info["lazy_eta0_stability"]
     seen = []
-    with pytest.raises(dmft.DivergenceError, match=r"lazy limit at gamma0 = 1: .*lazy step is unstable.* = 6 > 2"):
+    with pytest.raises(dmft.DivergenceError, match=r"lazy limit at gamma0 = 1: .*lazy step is unstable.* = 6 > 2") as err:
         validation.lazy_to_rich(m, data, [1.0, 2.0], [16], 2, schedule=dmft.Schedule(3 * edge, 40, 10),
                                 solve_kw=dict(samples=256), on_result=lambda *r: seen.append(r[:2]))
     assert seen == []
+    # the advice gives the stable range, and no gamma0 (the lazy limit's step does not depend on it)
+    assert f"Lower eta0 below {edge:.3g}, or check the data scale" in str(err.value), str(err.value)
+    assert "eta0 or gamma0" not in str(err.value)
     # a stable step: each gamma0's lazy limit first, then its DMFT and networks
     seen.clear()
     validation.lazy_to_rich(m, data, [1.0, 2.0], [16], 2, schedule=dmft.Schedule(0.1 * edge, 20, 10),
