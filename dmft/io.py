@@ -2,7 +2,12 @@
 
 The JSON side records the full configuration plus versions and device, so
 any figure can be regenerated from the pair. Both files are written to a
-temporary name and renamed, so a crash never leaves half a result.
+temporary name and renamed, so a crash never leaves half a result; and the
+pair is replaced in an order that a crash at any point leaves one whole
+result to `load`, the old or the new: the new arrays go to NAME.npz.pending
+first, then the JSON that records their SHA-256, then the arrays are renamed
+into place (a `load` that finds the JSON naming the pending arrays finishes
+that rename).
 
 Example:
     >>> import tempfile, os, numpy as np
@@ -31,6 +36,7 @@ from .errors import InputError, OutputError, ResultFileError
 __all__ = ["save", "load", "sha256", "environment", "jsonable", "result_stem"]
 
 FORMAT = "dmft-results/1"
+PENDING = ".pending"        # NAME.npz.pending: new arrays not yet renamed into place
 
 
 def jsonable(obj):
@@ -147,13 +153,17 @@ def _write_pair(stem, clean, config, extra, kind):
         with open(tmp, "wb") as fh:
             np.savez(fh, **clean)
 
-    _atomic_write(npz, write_npz)
+    # (the order keeps one whole pair on disk at every moment: the old pair until the JSON is
+    # replaced, then the new JSON with its arrays pending, then the new pair; see `_finish_pending`)
+    pending = npz + PENDING
+    _atomic_write(pending, write_npz)
+    digest = sha256(pending)
     meta = {"format": FORMAT, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             **({"kind": kind} if kind else {}),
             "config": jsonable(config), "environment": environment(),
             "arrays": sorted(clean),
             "shapes": {k: [list(v.shape), v.dtype.str] for k, v in sorted(clean.items())},
-            "npz_sha256": sha256(npz),
+            "npz_sha256": digest,
             **({"extra": jsonable(extra)} if extra else {})}
 
     def write_json(tmp):
@@ -161,7 +171,29 @@ def _write_pair(stem, clean, config, extra, kind):
             json.dump(meta, fh, indent=2)
 
     _atomic_write(meta_path, write_json)
+    try:
+        os.replace(pending, npz)
+    except FileNotFoundError:      # (a `load` finished it meanwhile: see `_finish_pending`)
+        if not (os.path.isfile(npz) and sha256(npz) == digest):
+            raise
     return npz, meta_path
+
+
+def _finish_pending(npz: str, recorded) -> None:
+    """Rename NAME.npz.pending into place where it holds the arrays the JSON records (`recorded`,
+    their SHA-256) and NAME.npz does not: a save stopped between its JSON and this rename (or a
+    reader and the writer finishing it at once: either rename wins, the other finds it done)."""
+    pending = npz + PENDING
+    if not isinstance(recorded, str) or not os.path.isfile(pending):
+        return
+    if os.path.isfile(npz) and sha256(npz) == recorded:
+        return
+    if sha256(pending) != recorded:
+        return
+    try:
+        os.replace(pending, npz)
+    except FileNotFoundError:      # (finished by another process meanwhile)
+        pass
 
 
 def load(stem, kind=None) -> tuple[dict, dict]:
@@ -178,6 +210,12 @@ def load(stem, kind=None) -> tuple[dict, dict]:
     """
     stem = result_stem(stem)
     npz, meta_path = stem + ".npz", stem + ".json"
+    if os.path.isfile(meta_path) and os.path.isfile(npz + PENDING):     # a save stopped before its last rename
+        try:
+            with open(meta_path) as fh:
+                _finish_pending(npz, json.load(fh).get("npz_sha256"))
+        except (OSError, ValueError, AttributeError):
+            pass                   # (the checks below name what is wrong)
     for path in (meta_path, npz):
         if not os.path.isfile(path):
             raise ResultFileError(f"{os.path.abspath(path)}: no such file (a result is NAME.npz + NAME.json)")
