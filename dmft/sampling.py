@@ -241,7 +241,7 @@ def normal_quantile(u):
 def shared_radius_gaussian(key, n: int, r: int, dtype=None):
     """n draws of N(0, I_r) in blocks of r orthogonal directions sharing one radius.
 
-    Each block's second moment is exactly rho_b^2 I; the radii rho_b ~ chi_r are
+    The sum of z z^T over each block is exactly rho_b^2 I; the radii rho_b ~ chi_r are
     stratified across blocks, so the total second moment is near-exactly I. A block's
     stratum of the chi_r law has the mass of its rows (the last block keeps n mod r rows
     when r does not divide n): the strata tile the law with the rows' weights, so the
