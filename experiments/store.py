@@ -1,13 +1,25 @@
 """A results store for scans: one manifest and one .npz file per chunk of grid points.
 
     DIR/manifest.json      identity (format, configuration, versions), grid, chunks, sessions
+    DIR/journal.jsonl      the records of the chunks written since the manifest was last saved:
+                           a header naming that manifest (the SHA-256 of its bytes), then one
+                           line per chunk (its record, what changed in the session's counts),
+                           each line with its own SHA-256
     DIR/chunks/NAME.npz    "index" (global grid indices), one array per output (leading axis n),
                            the points' coordinates and the manifest digest it was written for
     DIR/log.jsonl          one line per chunk written (name, points, process, seconds)
 
-Every file is written to a temporary name, flushed to disk and renamed, so a chunk file
-either exists complete or not at all: a scan killed at any moment loses only the chunks in
-flight.
+Every file but the two .jsonl is written to a temporary name, flushed to disk and renamed, so
+a chunk file either exists complete or not at all. A chunk's record is appended to the journal
+(flushed to disk) once its file is in place, so writing a chunk costs the same however many
+chunks the store holds; the whole manifest is saved (the journal folded into it, then emptied)
+only when a session opens the store, starts and ends. A scan killed at any moment loses only the
+chunks in flight: a chunk file without its journal line, or whose line was cut short, is not
+trusted and is computed again; every other line stands (the next line appended starts on a line
+of its own). A journal whose header names other manifest bytes than those on disk (killed
+between the manifest's save and the journal's emptying: folded already) is ignored. Readers
+(`Store.read`, `load`) read the manifest and the journal, so they see every chunk recorded so
+far while a scan runs.
 
 Everything read is verified, and nothing found wrong is deleted:
 
@@ -15,9 +27,13 @@ Everything read is verified, and nothing found wrong is deleted:
   SHA-256 digest ("digest"), so an edit of any of it is refused (`StoreConflict` naming
   manifest.json); a manifest missing a field is refused naming it; the caller checks that
   its grid and chunk names are those its configuration plans (`check_layout`).
-- a chunk: it is trusted only when the manifest records it (SHA-256, size, points, written
-  when the chunk was) and the file matches that record, it holds the points and coordinates
-  the plan gives it, it was written for this manifest's digest, and it holds exactly the
+- a journal line: it counts only when its own SHA-256 (over the rest of the line) matches and
+  the journal follows this manifest's bytes; a line cut short (a kill while it was appended) or
+  edited is not trusted, and neither is the chunk it names (nor any older record of it): `load`
+  names it with the reason, a resume sets it aside and recomputes it.
+- a chunk: it is trusted only when the manifest or the journal records it (SHA-256, size,
+  points, written when the chunk was) and the file matches that record, it holds the points
+  and coordinates the plan gives it, it was written for this manifest's digest, and it holds exactly the
   outputs (names, per-point shapes, dtypes) its group's chunks hold ("schemas"). A chunk
   file with no record (a write killed before its record was saved, or an edited manifest),
   a missing file that is recorded, and a file that is no chunk of the plan are not trusted
@@ -67,6 +83,13 @@ FORMAT = "dmft-scan-store/2"
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
 LOG = "log.jsonl"
+JOURNAL = "journal.jsonl"
+# a journal's first line: which manifest (the SHA-256 of its bytes) its records follow
+JOURNAL_FORMAT = "dmft-scan-journal/1"
+# the chunk a journal line names, read from its start (so that a line cut short still names it)
+_LINE_CHUNK = re.compile(r'^\{"chunk":"([A-Za-z0-9_-]+)"')
+# the manifest's parts that a journal line updates besides the chunk's record
+STATE = {"schemas": dict, "sessions": list, "settings": dict}
 _TMP = re.compile(r"\.tmp-\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # what a manifest must hold to be read (the identity and layout of its scan, its records)
@@ -123,6 +146,78 @@ def manifest_digest(manifest: dict) -> str:
     return sha256(json.dumps(fixed, sort_keys=True, separators=(",", ":")).encode())
 
 
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _line_bytes(obj: dict) -> bytes:
+    """One journal line: `obj` (its keys in order) with the SHA-256 of its canonical JSON last."""
+    return (json.dumps({**obj, "sha256": sha256(_canonical(obj))}, separators=(",", ":")) + "\n").encode()
+
+
+def _changes(old, new, path=(), ops=None) -> list:
+    """What turns `old` into `new` (JSON documents): [path, value] to set, [path] to remove.
+    Dicts and lists that grow are followed into, so a session's counts cost what changed."""
+    ops = [] if ops is None else ops
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k, v in new.items():
+            if k not in old:
+                ops.append([[*path, k], v])
+            elif old[k] != v:
+                _changes(old[k], v, (*path, k), ops)
+        ops.extend([[*path, k]] for k in old if k not in new)
+    elif isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
+        for i, v in enumerate(new):
+            if i >= len(old):
+                ops.append([[*path, i], v])
+            elif old[i] != v:
+                _changes(old[i], v, (*path, i), ops)
+    elif old != new:
+        ops.append([list(path), new])
+    return ops
+
+
+def _apply(doc: dict, ops: list) -> None:
+    """Apply `_changes` ops to the `STATE` of manifest `doc` in place (KeyError, IndexError,
+    TypeError or ValueError when they do not fit it, or touch any other field: the fixed part
+    stays what its digest covers)."""
+    for op in ops:
+        if (not isinstance(op, list) or len(op) not in (1, 2) or not isinstance(op[0], list)
+                or not op[0] or op[0][0] not in STATE):
+            raise ValueError("not a change of the manifest's state")
+        if len(op[0]) == 1 and (len(op) == 1 or not isinstance(op[1], STATE[op[0][0]])):
+            raise TypeError(f"{op[0][0]} is not what a store writes")
+        *parents, last = op[0]
+        target = doc
+        for k in parents:
+            target = target[k]
+        if len(op) == 1:
+            del target[last]
+        elif isinstance(target, list) and last == len(target):
+            target.append(op[1])
+        else:
+            if isinstance(target, list) and not (isinstance(last, int) and 0 <= last < len(target)):
+                raise IndexError(last)
+            target[last] = op[1]
+
+
+def _parse_line(raw: bytes) -> dict | None:
+    """A journal line's content (less its checksum) when it is whole and its SHA-256 matches."""
+    try:
+        line = json.loads(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("sha256"), str):
+        return None
+    check = line.pop("sha256")
+    return line if sha256(_canonical(line)) == check else None
+
+
+def _state(manifest: dict) -> dict:
+    """A copy of the manifest's `STATE` (as it reads back from JSON)."""
+    return json.loads(json.dumps({k: manifest[k] for k in STATE if k in manifest}))
+
+
 def schema_of(arrays: dict) -> dict:
     """{output: [dtype, per-point shape]} of a chunk's outputs (not "index" or store metadata)."""
     return {k: [np.asarray(v).dtype.str, list(np.shape(v)[1:])] for k, v in sorted(arrays.items())
@@ -150,6 +245,66 @@ class Store:
         self.path = os.fspath(path)
         self.manifest = manifest
         self._lock = lock
+        self._base = None           # the SHA-256 of the manifest's bytes on disk (None: unknown)
+        self._saved = _state(manifest)      # `STATE` as the manifest and journal on disk give it
+        self._journal_bad = {}      # chunk -> why its journal line was not trusted
+        self._journal_fd = None     # the journal, open for appending (the lock holder's)
+        self._journal_ok = False    # it starts with this manifest's header and ends with a newline
+        self._families = None       # the families some record names (a cache of the records')
+        self._dropped = set()       # records forgotten (`set_aside`) since the manifest was saved
+
+    @classmethod
+    def _load(cls, path, lock=None) -> "Store":
+        """The store at `path`: its manifest (verified) with its journal's records applied."""
+        manifest, base = cls._read_manifest_bytes(path)
+        store = cls(path, manifest, lock)
+        store._base = base
+        store._replay()
+        return store
+
+    def _replay(self) -> None:
+        """Apply the journal's trusted lines to the manifest (records and `STATE`), in order; a
+        journal that follows another manifest's bytes (folded into this one, or left beside an
+        edited manifest) is ignored; a line cut short or altered sets aside its chunk's record."""
+        self._journal_bad = {}
+        try:
+            with open(os.path.join(self.path, JOURNAL), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            data = b""
+        except OSError as err:
+            raise StoreConflict(f"{self.path}/{JOURNAL} cannot be read ({err.strerror or err})") from None
+        lines = data.split(b"\n")
+        head = _parse_line(lines[0]) if len(lines) > 1 else None
+        if head is None or head.get("journal") != JOURNAL_FORMAT or head.get("base") != self._base:
+            self._saved = _state(self.manifest)
+            return
+        chunks = self.manifest["chunks"]
+        for i, raw in enumerate(lines[1:], 1):
+            if not raw:
+                continue
+            torn = i == len(lines) - 1          # no newline after it: cut short (or being written)
+            line = None if torn else _parse_line(raw)
+            why = ("was cut short" if torn else "was altered (its checksum does not match)" if line is None
+                   else "")
+            if not why:
+                try:
+                    name, rec = line["chunk"], line["record"]
+                    if not isinstance(name, str) or not isinstance(rec, dict):
+                        raise TypeError("not a record")
+                    _apply(self.manifest, line.get("state", []))
+                    for gone in line.get("drop", []):
+                        chunks.pop(gone, None)
+                    chunks[name] = rec
+                    self._journal_bad.pop(name, None)
+                    continue
+                except (KeyError, IndexError, TypeError, ValueError):
+                    why = "is not a record this store writes"
+            m = _LINE_CHUNK.match(raw.decode("ascii", "replace"))
+            if m:           # not trusted: nor is any older record of that chunk
+                chunks.pop(m.group(1), None)
+                self._journal_bad[m.group(1)] = why
+        self._saved = _state(self.manifest)
 
     # ------------------------------------------------------------ opening
 
@@ -194,12 +349,13 @@ class Store:
             raise (StoreWriteError(err.errno, msg) if err.errno is not None else StoreWriteError(msg)) from err
         try:
             if existing:
-                manifest = cls._read_manifest(path)
+                store = cls._load(path, lock)
+                manifest = store.manifest
                 cls._check_identity(path, manifest, identity)
             else:
                 manifest = {"format": FORMAT, "created": _now(), "identity": identity, **layout}
                 manifest.update(digest=manifest_digest(manifest), sessions=[], chunks={}, schemas={})
-            store = cls(path, manifest, lock)
+                store = cls(path, manifest, lock)
             store.check_layout(layout)
             manifest.setdefault("schemas", {})
             if settings is not None:
@@ -209,6 +365,8 @@ class Store:
                 store.save_manifest()
             return store
         except BaseException:
+            if "store" in locals():
+                store._close_journal()
             lock.close()
             raise
 
@@ -227,7 +385,7 @@ class Store:
                 raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
                                     "choose another output directory")
             return set()
-        store = cls(path, cls._read_manifest(path))
+        store = cls._load(path)
         cls._check_identity(path, store.manifest, json.loads(json.dumps(identity)))
         if layout is not None:
             store.check_layout(layout)
@@ -277,14 +435,15 @@ class Store:
                 f"(differs in: {shown}); the store cannot be trusted: use another output directory "
                 "(the chunk files are left as they are)")
 
-    # a reader (no lock) reads the manifest again this many times, READ_WAIT seconds apart, before
-    # it calls a chunk file that the manifest does not record damaged
+    # a reader (no lock) reads the manifest and journal again this many times, READ_WAIT seconds
+    # apart, before it calls a chunk file that neither records damaged
     READ_RETRIES = 3
     READ_WAIT = 0.1
 
     @classmethod
     def read(cls, path) -> "Store":
-        """Open an existing store for reading (no lock, no identity check; the manifest is verified).
+        """Open an existing store for reading (no lock, no identity check; the manifest is verified,
+        and the records its journal holds, those of the chunks a running scan wrote so far, read).
 
         Raises:
             StoreConflict: no store at `path`, or a manifest that is damaged, edited or incomplete.
@@ -295,14 +454,20 @@ class Store:
                      "is not a directory" if not os.path.isdir(path) else f"holds no {MANIFEST}")
             raise StoreConflict(f"{path}: no scan store here ({path} {where}); give the --out "
                                 "directory of a scan")
-        return cls(path, cls._read_manifest(path))
+        return cls._load(path)
+
+    @classmethod
+    def _read_manifest(cls, path) -> dict:
+        return cls._read_manifest_bytes(path)[0]
 
     @staticmethod
-    def _read_manifest(path) -> dict:
+    def _read_manifest_bytes(path) -> tuple[dict, str]:
+        """(the manifest, verified; the SHA-256 of its bytes)."""
         where = f"{path}/{MANIFEST}"
         try:
-            with open(os.path.join(path, MANIFEST)) as fh:
-                manifest = json.load(fh)
+            with open(os.path.join(path, MANIFEST), "rb") as fh:
+                blob = fh.read()
+            manifest = json.loads(blob.decode())
         except json.JSONDecodeError as err:
             raise StoreConflict(f"{where} is not valid JSON ({err})") from None
         except UnicodeDecodeError:
@@ -330,7 +495,7 @@ class Store:
                 f"{where} was changed after it was written: its fixed fields ({', '.join(fixed)}) no "
                 "longer match their digest. Its results cannot be labelled: use another output "
                 "directory (the chunk files are left as they are)")
-        return manifest
+        return manifest, sha256(blob)
 
     @staticmethod
     def _acquire(path):
@@ -380,6 +545,7 @@ class Store:
 
     def close(self) -> None:
         """Release the lock (and empty the lock file: an empty lock file is not held)."""
+        self._close_journal()
         if self._lock is not None:
             try:
                 self._lock.seek(0)
@@ -409,13 +575,70 @@ class Store:
                 "and rerun the same scan to resume") from err
 
     def save_manifest(self) -> None:
-        self._write(os.path.join(self.path, MANIFEST),
-                    json.dumps(self.manifest, indent=1).encode(), MANIFEST)
+        """Write the whole manifest (atomically) and empty the journal, whose records it now holds.
+        (Killed between the two, the journal names the manifest it followed, not this one, and
+        is ignored.)"""
+        data = json.dumps(self.manifest, indent=1).encode()
+        self._write(os.path.join(self.path, MANIFEST), data, MANIFEST)
+        self._base = sha256(data)
+        self._saved = _state(self.manifest)
+        self._dropped.clear()
+        self._journal_ok = False            # its header names the manifest before this one
+        try:
+            if self._journal_fd is not None:
+                os.ftruncate(self._journal_fd, 0)
+            elif os.path.exists(os.path.join(self.path, JOURNAL)):
+                os.truncate(os.path.join(self.path, JOURNAL), 0)
+        except OSError:     # (it follows the manifest before this one: never read again)
+            pass
+
+    def _journal_append(self, line: dict, what: str) -> None:
+        """Append `line` to the journal and flush it to disk; a journal that does not follow the
+        manifest on disk is emptied and started (a header naming the manifest's bytes) first, and
+        one whose last line was cut short gets a newline first, so that this line is whole."""
+        data = _line_bytes(line)
+        try:
+            if self._journal_fd is None:
+                self._journal_fd = os.open(os.path.join(self.path, JOURNAL),
+                                           os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._journal_fd
+            if not self._journal_ok:
+                if self._base is None:      # (a manifest never saved by this store: save it)
+                    self.save_manifest()
+                size = os.fstat(fd).st_size
+                head = _parse_line(os.pread(fd, min(size, 4096), 0).split(b"\n")[0]) if size else None
+                if head is None or head.get("base") != self._base or head.get("journal") != JOURNAL_FORMAT:
+                    os.ftruncate(fd, 0)
+                    data = _line_bytes({"journal": JOURNAL_FORMAT, "base": self._base}) + data
+                elif os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data
+            self._journal_ok = False        # (until the whole line is down)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            self._journal_ok = True
+        except OSError as err:
+            done = len(set(self.manifest.get("chunks") or {}) & self.finished())
+            raise StoreWriteError(
+                err.errno, f"could not record {what} in {self.path}/{JOURNAL}: {err.strerror or err}. "
+                f"The {done} chunk(s) already written are kept; free space or fix permissions "
+                "and rerun the same scan to resume") from err
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            try:
+                os.close(self._journal_fd)
+            except OSError:
+                pass
+            self._journal_fd = None
+            self._journal_ok = False
 
     def write_chunk(self, name: str, arrays: dict, *, coords: dict | None = None,
                     family: str | None = None, then=None) -> None:
-        """Write chunk `name` atomically, then record its checksum, size and points in the
-        manifest (atomically too).
+        """Write chunk `name` atomically, then record its checksum, size and points: one line
+        appended to the journal (its own checksum in it, flushed to disk), folded into the
+        manifest by the next `save_manifest`; its cost does not grow with the chunks written.
 
         Args:
             arrays: "index" (the points' grid indices) and the outputs, each with a leading
@@ -424,8 +647,9 @@ class Store:
             family: the chunks that must hold the same outputs (a scan's group): the first
                 chunk of a family records their names, per-point shapes and dtypes, and every
                 later one must match.
-            then: called after the chunk file is in place and before the manifest recording it
-                is saved (bookkeeping saved with the record).
+            then: called after the chunk file is in place and before the record is appended
+                (bookkeeping: what it changes in the manifest's schemas, sessions or settings
+                is saved in the same journal line).
         """
         if not _NAME.match(name):
             raise InputError(f"chunk name {name!r}: letters, digits, '-' and '_' only")
@@ -441,7 +665,9 @@ class Store:
         schema = schema_of(arrays)
         schemas = self.manifest.setdefault("schemas", {})
         if family is not None:
-            held = family in schemas and any(r.get("family") == family for r in self.manifest["chunks"].values())
+            if self._families is None:
+                self._families = {r.get("family") for r in self.manifest["chunks"].values()}
+            held = family in schemas and family in self._families
             if held and schemas[family] != schema:
                 raise InputError(f"chunk {name}: its outputs differ from those of the chunks of "
                                  f"{family} already written ({_schema_difference(schema, schemas[family])})")
@@ -456,9 +682,18 @@ class Store:
             rec["family"] = family
             schemas[family] = schema
         self.manifest["chunks"][name] = rec
+        self._journal_bad.pop(name, None)
+        if self._families is not None:
+            self._families.add(family)
         if then is not None:
             then()
-        self.save_manifest()
+        state = _state(self.manifest)
+        line = {"chunk": name, "record": rec, "state": _changes(self._saved, state)}
+        if self._dropped - {name}:
+            line["drop"] = sorted(self._dropped - {name})
+        self._journal_append(line, f"chunk {name}")
+        self._saved = state
+        self._dropped.clear()
 
     def log(self, **event) -> None:
         """Append one JSON line to the log (not atomic; a torn last line is ignored)."""
@@ -504,9 +739,12 @@ class Store:
             return False, f"unreadable ({err.strerror or err})", None
         if not data:
             return False, "empty file", None
+        if rec is None and name in self._journal_bad:
+            return False, (f"its record in {JOURNAL} {self._journal_bad[name]}, so not trusted: "
+                           "a write killed while recording it, or an edited record"), None
         if rec is None:
-            return False, (f"not recorded in {MANIFEST}, so not trusted: a write that did not "
-                           "finish, or an edited manifest"), None
+            return False, (f"not recorded in {MANIFEST} (nor in {JOURNAL}), so not trusted: a write "
+                           "that did not finish, or an edited manifest"), None
         if len(data) != rec.get("bytes"):
             return False, f"truncated or extended ({len(data)} bytes, {rec.get('bytes')} written)", None
         if sha256(data) != rec.get("sha256"):
@@ -576,9 +814,11 @@ class Store:
             if not names or attempt == self.READ_RETRIES:
                 break
             # read-only, beside a running scan: a chunk file is renamed into place before its
-            # record is saved; read the manifest again before calling it damaged
+            # record is appended; read the manifest and journal again before calling it damaged
             time.sleep(self.READ_WAIT)
-            self.manifest = self._read_manifest(self.path)
+            fresh = self._load(self.path)
+            self.manifest, self._base, self._saved = fresh.manifest, fresh._base, fresh._saved
+            self._journal_bad, self._families = fresh._journal_bad, None
         return good, bad
 
     def verified(self, expected: dict | None = None) -> tuple[set, dict]:
@@ -590,7 +830,9 @@ class Store:
         """Move a bad chunk file out of the way (never deleted) and forget its record; returns its
         new path (None when there was no file)."""
         src = self.chunk_path(name)
-        self.manifest["chunks"].pop(name, None)
+        if self.manifest["chunks"].pop(name, None) is not None:
+            self._dropped.add(name)     # (saved with the next record, or the manifest)
+        self._families = None
         if not os.path.exists(src):
             return None
         k = 0

@@ -7,6 +7,11 @@ ratio. Compilation is reported apart: "scan cold" includes it, "scan warm" rerun
 the same scan into a fresh store with the program already compiled. The loop is
 timed warm on `--loop-points` points (its rate does not depend on the scan size).
 
+Then the store's own cost per chunk (`experiments.store.Store.write_chunk` of a one-point chunk
+with a session's counts, as a scan writes them, no compute), for 200 and 2000 chunks: time per
+chunk over the first and the last tenth of the chunks, and the bytes written per chunk besides
+the chunk files (from /proc/self/io where there is one); both should not grow with the count.
+
 Problems: the Kumar et al. toy model through the exact closure (quadratic
 activation, fixed readouts) and a ReLU single-index task through the sampled
 forward solver.
@@ -16,6 +21,7 @@ Run: python scripts/bench_scan.py [--quick] [--json FILE]
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -78,12 +84,57 @@ def scan_table(name, base, sizes, chunk, loop_points):
     return rows
 
 
+def _written() -> int | None:
+    """Bytes this process has passed to write() so far (Linux), None elsewhere."""
+    try:
+        with open("/proc/self/io") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("wchar:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def store_table(counts):
+    """The store's cost per chunk against the number of chunks written."""
+    from experiments.store import Store
+
+    rows = []
+    for n in counts:
+        names = [f"c{i:06d}" for i in range(n)]
+        tmp = tempfile.mkdtemp(prefix="bench_store_")
+        try:
+            store = Store.create_or_open(f"{tmp}/s", {"config": {"bench": n}}, {"grid": {}, "chunk_names": names})
+            session = {"status": "running", "computed_points": 0, "seconds": 0.0,
+                       "groups": [{"group": 0, "chunks": 0, "points": 0}]}
+            store.manifest["sessions"].append(session)
+            store.save_manifest()
+            times, chunk_bytes, w0 = [], 0, _written()
+            for i, name in enumerate(names):
+                def count(i=i):
+                    session.update(computed_points=i + 1, seconds=float(i),
+                                   groups=[{"group": 0, "chunks": i + 1, "points": i + 1}])
+                t = time.perf_counter()
+                store.write_chunk(name, {"index": np.array([i]), "x": np.ones(1)}, family="g", then=count)
+                times.append(time.perf_counter() - t)
+                chunk_bytes += os.path.getsize(store.chunk_path(name))
+            w1 = _written()
+            store.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        k = max(1, n // 10)
+        rows.append(dict(chunks=n, first_ms=1e3 * float(np.mean(times[:k])), last_ms=1e3 * float(np.mean(times[-k:])),
+                         total_s=float(sum(times)),
+                         other_bytes_per_chunk=None if w0 is None or w1 is None else (w1 - w0 - chunk_bytes) / n))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the closure problem only")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024], help="scan sizes")
     p.add_argument("--chunk", type=int, default=64, help="points per compiled call")
     p.add_argument("--loop-points", type=int, default=32, help="single solves timed for the loop")
+    p.add_argument("--store-chunks", type=int, nargs="*", default=[200, 2000],
+                   help="chunk counts of the store's own cost per chunk (none: skip it)")
     p.add_argument("--json", help="also write the table to this file")
     args = p.parse_args()
     devices = jax.local_devices()
@@ -99,10 +150,17 @@ def main():
     for r in rows:
         print(f"{r['problem']:<62} {r['points']:>6} {r['scan_cold_s']:>11.2f} {r['scan_warm_s']:>11.2f} "
               f"{r['scan_points_per_s']:>10.1f} {r['loop_points_per_s']:>10.1f} {r['ratio']:>6.1f}x")
+    store_rows = store_table(args.store_chunks)
+    if store_rows:
+        print(f"\n{'store: chunks written':<22} {'first 10% ms/chunk':>18} {'last 10% ms/chunk':>17} "
+              f"{'total s':>8} {'other bytes/chunk':>17}")
+    for r in store_rows:
+        other = "n/a" if r["other_bytes_per_chunk"] is None else f"{r['other_bytes_per_chunk']:.0f}"
+        print(f"{r['chunks']:<22} {r['first_ms']:>18.2f} {r['last_ms']:>17.2f} {r['total_s']:>8.2f} {other:>17}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"device": str(devices[0]), "backend": jax.default_backend(), "rows": rows}, fh,
-                      indent=2)
+            json.dump({"device": str(devices[0]), "backend": jax.default_backend(), "rows": rows,
+                       "store": store_rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

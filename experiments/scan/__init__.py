@@ -58,15 +58,18 @@ network ensemble and one per-mode SDE (outputs final, learning, curves:
 `experiments.scan.deep_linear`).
 
 Results go to an `experiments.store.Store`: a manifest and one .npz per chunk, each
-written atomically, and a report.md that a session rewrites when it runs to its end
+written atomically, each chunk's record appended to a journal (one checksummed line; folded
+into the manifest when a session opens, starts and ends, so a chunk costs the same however
+many are written), and a report.md that a session rewrites when it runs to its end
 (`write_report`: the grid, the summary, the outputs' shapes, the configuration; never read
 back; an interrupted session leaves the previous one); rerunning the same scan resumes (finished, verified chunks are skipped;
 a complete scan says "already complete" and writes nothing, no session either); another
 configuration in the same directory is refused, except for the memory limits
 (theory.max_memory_gb, simulate.max_memory_gb), which change no result: a scan resumes
 under another limit, and each session records its own. Everything read is verified (the
-manifest's digest and its agreement with its own plan; each chunk's checksum record, points,
-coordinates and outputs): a bad chunk is named by `load` (`ScanResult.damaged`) and moved
+manifest's digest and its agreement with its own plan; each journal line's checksum; each
+chunk's checksum record, points, coordinates and outputs): a chunk whose record a kill cut
+short is computed again, alone; a bad chunk is named by `load` (`ScanResult.damaged`) and moved
 aside and recomputed on resume; an edited manifest is refused. Under `jax.distributed`
 each process takes every count-th chunk and process 0 writes them all:
 

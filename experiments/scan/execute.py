@@ -481,8 +481,8 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     store = holder.get("store")
     todo = [c for c in pl.chunks if c.name not in finished]
     skipped = sum(len(c.indices) for c in pl.chunks if c.name in finished)
-    # the session's counts are saved with each chunk's record (`_write`), so a scan killed
-    # midway still counts what it computed
+    # the session's counts are saved with each chunk's record (`_write`: the journal line that
+    # records the chunk), so a scan killed midway still counts what it computed
     stats = {g.number: {"chunks": 0, "points": 0, "compiles": 0, "seconds": 0.0, **dict.fromkeys(REUSED, 0)}
              for g in pl.groups}
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processes": comm.count,

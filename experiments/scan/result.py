@@ -115,10 +115,10 @@ class ScanResult:
 def load(out) -> ScanResult:
     """Read a store back as arrays shaped by the grid (finished, verified points only).
 
-    A bad chunk file (truncated, emptied, corrupted, swapped, not recorded in the manifest,
-    holding other outputs or coordinates than its group's, recorded but gone) is not read: its
-    points stay not done and `ScanResult.damaged` names the file and what is wrong (rerun the
-    scan to compute them again).
+    A bad chunk file (truncated, emptied, corrupted, swapped, not recorded in the manifest or
+    its journal, its journal record cut short by a kill or edited, holding other outputs or
+    coordinates than its group's, recorded but gone) is not read: its points stay not done and
+    `ScanResult.damaged` names the file and what is wrong (rerun the scan to compute them again).
 
     Raises:
         StoreConflict: no store at `out`, or a manifest that is damaged, edited, incomplete or
