@@ -282,8 +282,20 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
     if replicas is not None:
         cur = {"train_loss": c["train_loss"], "test_loss": c["test_loss"]}
 
+        def time_of(y):
+            x = _crossing(t, y, threshold, not accuracy)
+            if accuracy:
+                return x["time"]
+            # a leave-one-out loss below 0 at or before its crossing is no loss: the linear
+            # estimate c + (mean - v_i) / (R - 1) of a pooled-output loss has left its range there
+            # (replicas far apart, say in a catapult spike), and the crossing it gives lies
+            # wherever that dip does (a lyu DMFT's, 2 replicas: t_test 6.0 where the loss crossed
+            # at 188, a gap of 178 "+- 90" where its two times had +- 4.5 and 6.6): unknown, NaN
+            upto = np.arange(y.shape[-1]) <= np.where(x["reached"], x["k"], y.shape[-1])[..., None]
+            return np.where(np.any((y < 0) & upto, axis=-1), np.nan, x["time"])
+
         def times(v):         # (the gap's error is that of t_test - t_train: clipped at 0 it read "0 +- 0")
-            a, b = (_crossing(t, v[f"{n}_loss"], threshold, not accuracy)["time"] for n in ("train", "test"))
+            a, b = (time_of(v[f"{n}_loss"]) for n in ("train", "test"))
             return {"train": a, "test": b, "gap": b - a}
         jk = jackknife_se(times, cur, replicas)
         # (as crossing_time_se: none for a time not interpolated, a bound or the first save)

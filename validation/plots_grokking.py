@@ -110,6 +110,25 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
     return fig
 
 
+# the progress measures that are rates (`validation.grokking.change_time(rate=True)`), as the grok job's
+RATES = ("planted_diffusion",)
+
+
+def _change_level(t, y, tc, rate):
+    """The measure's value at its change time tc, where the figure marks it: for a level, the midpoint
+    of its first and last values it crosses there (by `change_time`'s definition); for a rate, its
+    value interpolated as `change_time` interpolates (in log t, linearly in t from t = 0). (The mark
+    was read off the curve's saves at t > 0 only, clamped to the first: a change within the first
+    save interval [0, t_1] was drawn at the value at t_1, a point on no curve.)"""
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    if not rate:
+        return float((y[0] + y[-1]) / 2)
+    j = int(np.clip(np.searchsorted(t, tc), 1, len(t) - 1))
+    a, b = t[j - 1], t[j]
+    f = (np.log(tc / a) / np.log(b / a)) if a > 0 else (tc - a) / (b - a)
+    return float(y[j - 1] + f * (y[j] - y[j - 1]))
+
+
 def progress_measures(t, theory, nets, gammas, ew_grid=None):
     """Each progress measure against time (DMFT solid, widest networks with markers); the
     test-loss drop (dashed vertical) and each measure's change time (a dot on the curve),
@@ -128,8 +147,7 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
     for c, g in zip(_colors(len(gammas)), gammas):
         th = theory[g]
         wmax = _widest(nets, g)
-        ew = early_warning(t, th["test_loss"], {k: th[k] for k in names},
-                           rates=("planted_diffusion",))
+        ew = early_warning(t, th["test_loss"], {k: th[k] for k in names}, rates=RATES)
         for ax, name in zip(axes, names):
             ax.plot(t[m], th[name][m], color=c, lw=2.0, alpha=0.85, label=f"gamma0 = {g:g}")
             if wmax is not None and name in nets[g][wmax]:
@@ -140,7 +158,7 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
                 ax.axvline(float(ew["t_drop"]), color=c, lw=0.8, ls="--")
             tc = float(ew[name]["t_change"])
             if np.isfinite(tc):
-                ax.plot([tc], [np.interp(np.log(tc), np.log(t[m]), th[name][m])], "o", color=c, ms=6,
+                ax.plot([tc], [_change_level(t, th[name], tc, name in RATES)], "o", color=c, ms=6,
                         mec="k", mew=0.6)
     for ax, name in zip(axes, names):
         ax.set_xscale("log")
@@ -292,6 +310,13 @@ def decay_plot(decay):
     ax.set_yscale("log")
     if ok.any():
         ax.loglog(k[ok], y[ok], "o", color="C0", label="t_test (threshold reached)")
+        # the times' own standard errors (a sampled DMFT's), as report.md gives them: the figure drew
+        # the points bare (t_test = 42 +- 66 at the smallest kappa of a lyu scan looked exact)
+        se = np.broadcast_to(np.asarray(getattr(times, "t_test_se", np.nan), float), y.shape)
+        bar = ok & np.isfinite(se)
+        if bar.any():
+            ax.errorbar(k[bar], y[bar], yerr=se[bar], fmt="none", ecolor="C0", elinewidth=0.9, capsize=3,
+                        label="+-1 s.e. of t_test (a bar below 0 runs off the log axis)")
     if at_zero.any():
         ax.plot(k[at_zero], np.full(at_zero.sum(), 0.03), "v", color="C0", ms=8, clip_on=False,
                 transform=ax.get_xaxis_transform(), label="reached at t = 0 (at the axis bottom)")

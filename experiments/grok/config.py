@@ -34,7 +34,7 @@ from .. import problem as _problem
 from ..config import SEED_MAX, Field, distinct_labels
 
 __all__ = ["SCHEMA", "FULL", "TESTBED_DEFAULTS", "AXES", "LYU_DEGREE", "TESTBEDS", "Testbed", "load_config", "build", "task_of", "schedule_of",
-           "minibatch_of"]
+           "minibatch_of", "parity_warning"]
 
 TESTBEDS = ("kumar", "modular_addition", "sparse_parity", "lyu")
 
@@ -204,6 +204,11 @@ def _check(cfg: dict) -> None:
     if tr["eta0"] < np.finfo(np.float64).tiny:
         raise ConfigError(f"train.eta0: {tr['eta0']:g} is below the smallest normal float64 "
                           f"({np.finfo(np.float64).tiny:g}): the solvers refuse it")
+    kappa = cfg["model"]["weight_decay"]     # (the schedule's refusal named neither key)
+    if tr["eta0"] * kappa >= 1:
+        raise ConfigError(f"model.weight_decay: train.eta0 x model.weight_decay = {tr['eta0']:g} x {kappa:g} = "
+                          f"{tr['eta0'] * kappa:g} >= 1 shrinks the weights by a factor 1 - eta0 kappa <= 0 each step "
+                          "(a sign flip); use a smaller model.weight_decay or train.eta0")
     dc = cfg["decay"]           # the weight-decay scan (kumar, lyu) saves on the same grid
     for key, steps in (("train.steps", tr["steps"]), ("decay.steps", dc["steps"])):
         if steps > dmft.schedule.MAX_STEPS:
@@ -283,6 +288,48 @@ def _check(cfg: dict) -> None:
         # diagrams are for the Kumar model; quietly irrelevant elsewhere would hide a typo
         raise ConfigError("diagram.axes: phase diagrams are drawn for the kumar testbed; set "
                           "diagram.axes = [] for other testbeds")
+
+
+def _parity_parts(name: str) -> tuple:
+    """The polynomial degrees of the odd and even parts of the activation `name` on a grid
+    (-1: the part is zero; None: not a polynomial of degree <= 1 (odd) or <= 2 (even))."""
+    act = dmft.activations.get(name)
+    z = np.linspace(-3.0, 3.0, 61)
+    y = np.asarray(act.fn(z, *act.params) if act.params else act.fn(z), float)
+    tol = 1e-5 * max(1.0, float(np.max(np.abs(y))))
+
+    def degree(v, candidates):
+        if np.max(np.abs(v)) <= tol:
+            return -1
+        for d in candidates:
+            if np.max(np.abs(np.polyval(np.polyfit(z, v, d), z) - v)) <= tol:
+                return d
+        return None
+    return degree((y - y[::-1]) / 2, (1,)), degree((y + y[::-1]) / 2, (0, 2))
+
+
+def parity_warning(cfg: dict) -> str | None:
+    """Why the sparse_parity testbed's network cannot represent its parity at all (None where it
+    can, or for another testbed): f = sum_i a_i phi(w_i . x) has the parity of phi's parts, and a
+    part that is a polynomial of degree d gives multilinear terms of degree <= d only, so the
+    degree-k parity is orthogonal to f (test accuracy at chance whatever the training): an odd phi
+    (tanh, erf) has no even k; relu and softplus, whose odd part is linear, no odd k >= 3; square
+    (even, quadratic) only k = 2; linear only k = 1. (A warning, said before any compute and in
+    report.md, not a refusal: such a run still exercises the job.)"""
+    if cfg["testbed"]["name"] != "sparse_parity":
+        return None
+    name, k = cfg["sparse_parity"]["activation"].lower(), cfg["sparse_parity"]["k"]
+    odd, even = _parity_parts(name)
+    part, deg = (odd, "odd") if k % 2 else (even, "even")
+    if not (part == -1 or (part is not None and part < k)):
+        return None
+    what = (f"phi = {name} has no {deg} part" if part == -1 else
+            f"the {deg} part of phi = {name} is a polynomial of degree {part}")
+    return (f"sparse_parity.k = {k} with sparse_parity.activation = {name!r}: {what}, so f = sum a phi(w . x) has "
+            f"no degree-{k} part and its correlation with the parity is 0 on the cube: no network, DMFT or "
+            f"lazy kernel here can generalize (test accuracy at chance), and 'not reached' is no statement "
+            f"about grokking; use another k or activation (tanh or erf: odd k; relu or softplus: k = 1 or "
+            f"even k; square: k = 2)")
 
 
 def training_points(cfg: dict) -> int | None:

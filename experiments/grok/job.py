@@ -43,7 +43,7 @@ from validation.fitting import node_extrapolation
 from validation.sweep import node_check_key
 
 from ..output import draw_figures, figures_relative, refuse_store
-from .config import LYU_DEGREE, Testbed, build, minibatch_of, schedule_of
+from .config import LYU_DEGREE, Testbed, build, minibatch_of, parity_warning, schedule_of
 from .report import markdown
 
 __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
@@ -643,7 +643,16 @@ def _overlay_part(pts) -> dict:
 
 
 def _decay_part(decay) -> dict:
-    return {"decay/test_loss": decay["curves"]["test_loss"], "decay/t": decay["curves"]["t"]}
+    """The weight-decay scan's curves behind its times: both losses (t_train and the gap were not
+    checkable from curves.npz, which held the test loss alone), with a sampled DMFT's standard errors
+    and replicas (the times' errors and the gaps' jackknife) where it has them."""
+    c = decay["curves"]
+    out = {"decay/t": c["t"], "decay/train_loss": c["train_loss"], "decay/test_loss": c["test_loss"]}
+    for key, name in (("error.train_loss", "train_loss_se"), ("error.test_loss", "test_loss_se"),
+                      ("replicas.train_loss", "replicas.train_loss"), ("replicas.test_loss", "replicas.test_loss")):
+        if key in c:
+            out[f"decay/{name}"] = c[key]
+    return out
 
 
 class _Parts:
@@ -714,6 +723,9 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     tb = build(cfg)
     _check_diagram_memory(cfg, tb)
     _check_parts(cfg, tb)
+    warned = [w for w in (parity_warning(cfg),) if w]       # said before any compute, and in report.md
+    for w in warned:
+        log(f"  warning: {w}")
     data = tb.data
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
@@ -780,7 +792,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "node_check": node_check,
               "decay": None if decay is None else {k: (v.as_dict() if k == "times" else v)
                                                    for k, v in decay.items() if k != "curves"},
-              "figures": {}, "wall_s": time.perf_counter() - t_start,
+              "warnings": warned, "figures": {}, "wall_s": time.perf_counter() - t_start,
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)

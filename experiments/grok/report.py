@@ -133,6 +133,19 @@ def _signed(x, se):
     return f"{float(x):+.4g}" + (f" +- {float(se):.2g}" if se is not None and np.isfinite(float(se)) else "")
 
 
+def _inverse_text(fi: dict) -> str:
+    """What the fit A / kappa + B says, by the signs of A and B (the log-log slope of A / kappa + B is
+    -A / (A + B kappa)): it read "B ... makes the log-log slope shallower than -1" whatever they were,
+    also beside A < 0 and a fitted exponent of +1.25."""
+    if fi["A"] <= 0:
+        return ("A <= 0: over these kappa t_test does not fall as 1 / kappa (see the exponent above), so this "
+                "scan does not show the predicted law and B is no length of a rich phase.")
+    if fi["B"] < 0:
+        return "B < 0 makes the log-log slope -A / (A + B kappa) steeper than -1."
+    return ("B is the kappa-independent length of the rich phase, which makes the log-log slope shallower "
+            "than -1.")
+
+
 # what a "(coarse)" mark on a time or gap means (validation.grokking.COARSE_FALL)
 _COARSE_NOTE = (f"(coarse): the loss fell over {COARSE_FALL:g}-fold between the two saves around the crossing behind "
                 "that time or gap, so the saves do not resolve it there and the time may lie anywhere between them "
@@ -160,6 +173,7 @@ def markdown(rep: dict, cfg: dict) -> str:
              "`early_warning.drop_observed` (a different thing) whether the test loss has a drop to warn "
              "of (a plateau at least twice its floor).", "", *_dof_line(rep, cfg),
              precision_line(rep.get("environment", {})), ""]
+    lines += [x for w in rep.get("warnings") or [] for x in (f"**Warning**: {w}.", "")]
     P = rep.get("data", {}).get("P")
     axes = [d["axis"] for d in rep.get("diagrams") or []]
     notes = [n for n, a in (("the minibatch axis's columns have their own sizes", "minibatch"),
@@ -306,8 +320,7 @@ def markdown(rep: dict, cfg: dict) -> str:
         if fi and "A" in fi:
             lines.append(f"\nFit t_test = A / kappa + B: A = {fi['A']:.3f} +- {fi['se_A']:.3f}, B = "
                          f"{fi['B']:.3g} +- {fi['se_B']:.2g} (1 s.e. each); predicted A = ln(1/gamma0) / L = "
-                         f"{fi['predicted_A']:.3f} (L = {fi['degree']}). B is the kappa-independent "
-                         "length of the rich phase, which makes the log-log slope shallower than -1.")
+                         f"{fi['predicted_A']:.3f} (L = {fi['degree']}). " + _inverse_text(fi))
         elif fi:
             lines.append(f"\nFit A / kappa + B: {fi['error']}")
     if coarse_seen and not any(mark(r, q) for r in rep["summary"] for q in ("train", "test")):
