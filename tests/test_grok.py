@@ -1173,10 +1173,16 @@ def test_a_grok_run_that_stops_keeps_the_curves_it_finished(tmp_path, capsys, mo
         assert np.all(np.isfinite(arrays[f"{src}/gamma0=1/test_loss"])), src
     assert not any("gamma0=2" in k for k in arrays)
     if stop == "decay fails":
-        diagram, _ = dmft.io.load(out / "curves" / "diagram_eps")
-        assert set(diagram) == {f"diagram/eps/{k}" for k in ("gap", "t_train", "t_test", "test_loss",
+        diagram, dmeta = dmft.io.load(out / "curves" / "diagram_eps")
+        assert set(diagram) == {f"diagram/eps/{k}" for k in ("gap", "t_train", "t_test", "train_loss", "test_loss",
                                                              "diverged_step")}
-        assert diagram["diagram/eps/test_loss"].shape == (2, 1, 5)
+        assert diagram["diagram/eps/test_loss"].shape == diagram["diagram/eps/train_loss"].shape == (2, 1, 5)
+        # the diagram's times are those of its saved curves (at the threshold the part records)
+        thr = dmeta["extra"]["threshold"]
+        again = gk.grokking_times(arrays["t"], diagram["diagram/eps/train_loss"],
+                                  diagram["diagram/eps/test_loss"], thr)
+        for k in ("t_train", "t_test", "gap"):
+            np.testing.assert_array_equal(getattr(again, k), diagram[f"diagram/eps/{k}"], err_msg=k)
         assert "theory/gamma0=2/test_loss" in dmft.io.load(out / "curves" / "gamma0_2")[0]
         overlay, meta = dmft.io.load(out / "curves" / "overlay_eps")
         pts = meta["extra"]["overlay"]

@@ -630,8 +630,11 @@ def _gamma0_part(g, theory, lazy, nets, fewer=None) -> dict:
 
 
 def _diagram_part(d) -> dict:
+    """A phase diagram's times and the curves they are read from: both losses (with the train loss
+    its t_train and gap can be recomputed from curves.npz; it held the test loss alone)."""
     arrays = {f"diagram/{d['axis']}/{k}": getattr(d["times"], k) for k in ("gap", "t_train", "t_test")}
     arrays[f"diagram/{d['axis']}/diverged_step"] = d["diverged_step"]
+    arrays[f"diagram/{d['axis']}/train_loss"] = d["curves"]["train_loss"]
     arrays[f"diagram/{d['axis']}/test_loss"] = d["curves"]["test_loss"]
     return arrays
 
@@ -768,7 +771,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         for axis in cfg["diagram"]["axes"]:
             d = phase_diagram(cfg, tb, axis, log=log, progress=progress, measures=axis == grid_axis)
             diagrams.append(d)
-            parts.add(f"diagram_{axis}", _diagram_part(d))
+            parts.add(f"diagram_{axis}", _diagram_part(d), threshold=float(d["threshold"]))
             overlays[axis] = _overlay(cfg, tb, d, log)
             if overlays[axis]:
                 parts.add(f"overlay_{axis}", _overlay_part(overlays[axis]), report=f"diagrams[{axis}].overlay",
