@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -56,7 +57,8 @@ __all__ = ["EffectiveModes", "effective_modes", "mode_flow", "learning_times", "
            "noise_variance", "diffusion", "drift", "cross_modes_of", "CrossModes", "cross_shift", "mode_sde", "sde_memory_estimate", "check_sde_start", "ModeSDE",
            "stationary_density",
            "ShallowWellError", "PointMassError", "UnresolvedLawError",
-           "boltzmann_temperature", "fixed_points", "step_rates", "warn_step", "switched_off", "diffusion_peaks", "staircase_figure",
+           "boltzmann_temperature", "fixed_points", "step_rates", "warn_step", "sgd_lyapunov", "SGDLyapunov",
+           "largest_stable_eta0", "warn_sgd_unstable", "switched_off", "diffusion_peaks", "staircase_figure",
            "recorded_setting"]
 
 
@@ -948,9 +950,12 @@ def step_rates(model: DeepLinear, data: LinearTeacher, *, eta0: float, weight_de
     2.10 at its last save), and there is no stationary law of SGD near pi* at all. Those
     functions, `mode_sde` and `networks.train` warn (`LAW_STEP_WARN`, `STEP_UNSTABLE`). h = 2 is
     full-batch GD's limit: small batches go unstable below it (the per-sample curvature's spread;
-    online depth 1, d_in = 4, B = 1: at h = 0.5), which h does not see; `networks.train` flags
-    such runs once their loss runs away (`dmft.runner.ran_away`), and the per-mode SDE, without
-    noise at a noiseless target, does not diverge there."""
+    online depth 1, d_in = 4, B = 1: at h = 0.44), which h does not see. That limit is
+    `sgd_lyapunov`'s (the top Lyapunov exponent of the linearized per-batch steps at the balanced
+    minimum, `largest_stable_eta0`): `networks.train`, `mode_sde` and the dln job warn before
+    compute where it is clearly positive (`warn_sgd_unstable`), `networks.train` flags such runs
+    once their loss runs away (`dmft.runner.ran_away`), and the per-mode SDE, without noise at a
+    noiseless target, does not diverge there."""
     _check(model, data)
     eta0 = checks.real("eta0", eta0, positive=True)
     kappa = checks.real("weight_decay", weight_decay, nonnegative=True)
@@ -979,6 +984,299 @@ def warn_step(h: np.ndarray, eta0: float, what: str, law: bool = False) -> None:
              "this is the continuous-time SDE's law, and the linearized SGD step alone makes its variance "
              f"{1 / (1 - h[i] / 2):.3g} times the law's (1 / (1 - h/2); more at larger h, where the step's "
              "nonlinearity enters); lower eta0 for a law that describes SGD")
+
+
+# ----------------------------------------------------------------- SGD's stability at the minimum
+
+class SGDLyapunov(NamedTuple):
+    """`sgd_lyapunov`'s estimate: the top Lyapunov exponent per step of the linearized SGD maps."""
+
+    exponent: float     # per step: a typical run's distance from the minimum grows as e^(exponent k)
+    stderr: float       # over the independent chains
+    eta0: float
+    batch_size: int
+    weight_decay: float
+    chains: int
+    steps: int          # per chain, after `burn` steps that are not counted
+    burn: int
+    dim: int            # the directions of W_tot the network can move at the minimum
+    seconds: float      # wall time of the estimate (with its compile)
+
+    @property
+    def unstable(self) -> bool:
+        """Clearly positive: more than 3 standard errors above 0."""
+        return bool(self.exponent > 3.0 * self.stderr)
+
+
+LYAPUNOV_STEPS = 2000
+LYAPUNOV_CHAINS = 16
+LYAPUNOV_BURN = 200
+
+
+def _minimum_weights(model: DeepLinear, modes: EffectiveModes, kappa: float):
+    """The aligned, balanced weights at the fixed points pi*_i (`fixed_points`; a mode the decay
+    switches off at 0): each layer carries a_i = pi*_i^(1/L) on mode i, laid out as
+    networks.deep_linear lays out an aligned start (the first r hidden units carry the modes)."""
+    L = model.depth
+    star = _fixed_points(modes.s, L, kappa)
+    star = np.where(np.isfinite(star), star, 0.0)
+    U, V = np.asarray(modes.U, np.float64), np.asarray(modes.V, np.float64)
+    if L == 1:
+        return ((U * star) @ V.T,)
+    a = star ** (1.0 / L)
+    Q = np.eye(model.width, star.size)
+    return tuple([(Q * a) @ V.T] + [(Q * a) @ Q.T for _ in range(L - 2)] + [(U * a) @ Q.T])
+
+
+def _end_to_end(Ws):
+    out = Ws[0]
+    for W in Ws[1:]:
+        out = W @ out
+    return out
+
+
+def _mode_kernel(model: DeepLinear, modes: EffectiveModes, kappa: float):
+    """(Uf, Vf, nu): the operator N = T T^* on (d_out, d_in) matrices at `_minimum_weights` (T: a
+    change of the weights to the change of W_tot = A_l W_l B_l, T d = sum_l A_l d_l B_l with A_l
+    the layers above l and B_l those below; T^* its adjoint, the vjp), N(u) = sum_l A_l A_l^T u
+    B_l^T B_l, in the modes' bases completed to orthonormal ones (Uf (d_out, d_out), Vf (d_in,
+    d_in), the r modes first): N(Uf E_ij Vf^T) = nu_ij Uf E_ij Vf^T. At the aligned, balanced
+    minimum (each layer a_i = pi*_i^(1/L) on mode i) A_l A_l^T = U diag(a^(2(L-1-l))) U^T (the
+    identity for the top layer) and B_l^T B_l = V diag(a^(2l)) V^T (the identity for the first),
+    so nu_ij = sum_l alpha_i^(l) beta_j^(l), alpha_i^(l) = a_i^(2(L-1-l)) for a mode i and 1 for
+    another direction at the top layer only, beta likewise: N's range is the pairs (i, j) with a
+    mode on either side (all of them at depth 1, where N = I), of dimension r (d_in + d_out - r)
+    for L >= 2. (tests/test_dln_stability.py checks it against N built from the weights.)"""
+    L = model.depth
+    star = _fixed_points(modes.s, L, kappa)
+    a = np.where(np.isfinite(star), star, 0.0) ** (1.0 / L)
+    U, V = np.asarray(modes.U, np.float64), np.asarray(modes.V, np.float64)
+    r = a.size
+    Uf = np.linalg.qr(np.hstack([U, np.eye(U.shape[0])]))[0][:, :U.shape[0]]    # (first r: +-U)
+    Vf = np.linalg.qr(np.hstack([V, np.eye(V.shape[0])]))[0][:, :V.shape[0]]
+    nu = np.zeros((U.shape[0], V.shape[0]))
+    for l in range(L):
+        alpha = np.zeros(U.shape[0])
+        alpha[:r] = a ** (2 * (L - 1 - l))
+        alpha[r:] = 1.0 if l == L - 1 else 0.0
+        beta = np.zeros(V.shape[0])
+        beta[:r] = a ** (2 * l)
+        beta[r:] = 1.0 if l == 0 else 0.0
+        nu += np.outer(alpha, beta)
+    return Uf, Vf, nu
+
+
+def _lyapunov_chains(rng, online: bool, B: int, steps: int, burn: int, chains: int, xt, nu, eta, decay):
+    """Each chain's mean log growth per step of u -> (1 - eta kappa) u - eta N(u S_b), S_b =
+    X_b^T X_b / B, over `steps` steps after `burn`, in the modes' bases (`_mode_kernel`): u = Uf Z
+    Vf^T, so Z -> (1 - eta kappa) Z - eta nu * (Z X~_b^T X~_b / B) with X~_b = X_b Vf (online
+    again N(0, I): drawn so; on a fixed set `xt`, the points in that basis), Z on N's range (nu >
+    0). The chains step together in numpy (small arrays: no compile; ~20 us a step for 16 chains
+    at d = 4); `rng` draws the batches: N(0, I) inputs online, B distinct of the P points on a
+    fixed set."""
+    d_out, d_in = nu.shape
+    on = nu > 1e-10 * max(float(nu.max()), np.finfo(float).tiny)
+    Z = rng.standard_normal((chains, d_out, d_in)) * on
+    Z /= np.linalg.norm(Z.reshape(chains, -1), axis=1)[:, None, None]
+    total = np.zeros(chains)
+    P = xt.shape[0]
+    for k in range(burn + steps):
+        if online:
+            xb = rng.standard_normal((chains, B, d_in))
+        elif B == P:
+            xb = np.broadcast_to(xt, (chains, P, d_in))
+        else:
+            xb = xt[np.argpartition(rng.random((chains, P)), B - 1, axis=1)[:, :B]]
+        Z = decay * Z - (eta / B) * nu * ((Z @ xb.transpose(0, 2, 1)) @ xb)
+        n = np.linalg.norm(Z.reshape(chains, -1), axis=1)
+        if k >= burn:
+            total += np.log(n)
+        Z /= n[:, None, None]
+    return total / steps, int(on.sum())
+
+
+_LYAPUNOV_CACHE: dict = {}
+
+
+def _data_print(data: LinearTeacher) -> tuple:
+    parts = [data.U, data.V, data.s, np.float64(data.label_noise)]
+    if not data.online:
+        parts.append(data.x_train)
+    return tuple(hash(np.ascontiguousarray(np.asarray(p, np.float64)).tobytes()) for p in parts)
+
+
+def sgd_lyapunov(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
+                 weight_decay: float = 0.0, key=None, steps: int = LYAPUNOV_STEPS,
+                 chains: int = LYAPUNOV_CHAINS, burn: int = LYAPUNOV_BURN) -> SGDLyapunov:
+    """The top Lyapunov exponent per step of SGD's per-batch maps linearized at the balanced
+    global minimum: whether a typical run of `networks.train` settles there (< 0) or runs away
+    (> 0) at this eta0 and batch size. Full-batch GD's limit (`step_rates`' h = 2) is where the
+    mean map goes unstable; small batches go unstable earlier through the spread of the batch
+    curvature (online, depth 1, d_in = 4, B = 1: the runs settle at eta0 = 0.4, run away at 0.5,
+    h = 0.5). Mean-square stability is stricter than needed there (it fails at eta0 = 1/3,
+    where runs settle): a product of random maps grows or decays like e^(exponent k) almost
+    surely, whatever its mean square does.
+
+    The maps are the networks' own step (networks/deep_linear.py, loss |y - f|^2 / (2B), W_l <-
+    (1 - eta kappa) W_l - eta grad_{W_l}) linearized at the aligned, balanced weights whose
+    modes sit at `fixed_points` (pi*_i = s~_i without decay). Without label noise or decay the
+    minimum is a fixed point of every batch's step and this is exact: a change d of the weights
+    moves W_tot by u = T d (T the jvp of the end-to-end product; the vjp T^* maps a W_tot-space
+    gradient to the weights'), the batch gradient's jvp is T^*(u S_b), S_b = X_b^T X_b / B, and
+    the step maps u to (1 - eta kappa) u - eta N(u S_b), N = T T^* (at depth 1, N = I and the
+    map is u (I - eta S_b)). The weight changes that leave W_tot alone (the layers' rescalings,
+    unused hidden units) are flat, factor 1 under every batch, and not counted: the exponent
+    is that of u on the range of N (in closed form at the minimum, `_mode_kernel`). With label noise the
+    minimum is not a fixed point of each batch's step: near it the step is an affine random
+    recursion d -> (I - eta H_b) d - eta g_b, and this exponent is its multiplicative part
+    (negative: a stationary law around the minimum; positive: it grows). With weight decay the
+    linearization is at the decayed fixed point, with the decay's factor 1 - eta kappa. In both
+    cases the maps keep the Gauss-Newton part of the batch Hessian only (the part of the
+    residual labels y - f at the minimum is dropped: zero mean over batches with label noise
+    alone, O(s - pi*) with decay).
+
+    Batches are drawn as the networks draw theirs: fresh N(0, I) inputs online; B distinct
+    indices of the P points, uniformly (as `dmft.schedule.batch_indices`), on a fixed set; labels do not
+    enter.
+
+    Against networks (64 seeds, 4000 steps, s = 1, d_in = d_out = 4, width 8, init_scale 0.5,
+    online and P = 16, B = 1, 2, 5, eta0 at 0.8-1.25 x the flip of this exponent): at depth 1 no
+    run ran away at 0.95 x the flip (two seeds in 64 on the fixed set at B = 1) and every run did
+    at 1.05 x. At depth 2 and 3 the flip sits inside the runs' transition, which is wider: 0-16% of
+    seeds ran away at 0.9 x, 0-25% at 0.95 x, 19-100% at 1.05 x, 86-100% at 1.25 x (depth 3, B = 5
+    and depth 2, B = 5 on the fixed set: no flip below GD's limit h = 2, which `warn_step` owns). SGD does not conserve balancedness,
+    so a run learning from a small start lands on a minimum off the balanced one, whose own
+    exponent differs: at depth 2, B = 1, 1.05 x the flip, the runs that settled sat at
+    |W_2|^2 / |W_1|^2 = 0.26-0.75 with exponents -0.008 to -0.033 at their own weights, against
+    +0.014 at the balanced minimum. The exponent is exact for the balanced minimum, and a
+    median-like threshold for runs from an aligned, balanced start.
+
+    With label noise or weight decay (64 seeds, 8000 steps; diverged: `networks.train`'s flag):
+    at depth 1 it holds as without (online, B = 1, sigma = 0.5: 0% diverged at 0.9 x the flip, 2%
+    at 0.95 x, all at 1.05 x, the loss below heavy-tailed, median 14.5 at 0.9 x, as an affine
+    recursion near its multiplicative limit is; decay 0.2: 0%, 16%, all). At depth 2 it is
+    necessary only: runs diverged well below the flip (P = 16, sigma = 0.3, B = 2: 48% at 0.7 x;
+    online, decay 0.1, B = 1: 98% at 0.7 x; online, sigma = 0.3, B = 1: 8% at 0.5 x, all at 0.7 x;
+    none at 0.3 x), which no linearization at the minimum sees: with the residual's Hessian term
+    kept, over all the weights, the exponent was positive at every eta0 with noise (0.001-0.02 at
+    0.3 x, where no run diverged: the flat directions' random walk) and negative with decay up to
+    0.9 x. The warning says only what the exponent shows.
+
+    Args:
+        eta0, batch_size, weight_decay: the SGD protocol (batch_size <= P on a fixed set).
+        key: `jax.random.key` of the chains (default key(0)), whose bits seed the batches' draws.
+        steps: steps per chain counted, after `burn` steps from a random direction.
+        chains: independent chains (>= 2); the standard error is over them.
+
+    Returns:
+        SGDLyapunov (exponent and standard error per step; `.unstable` when clearly positive).
+        A finite exponent always (each step is renormalized); InputError before any compute
+        on bad inputs.
+    """
+    eta0, B = _sgd_args(model, data, eta0, batch_size)
+    kappa = _decay(eta0, weight_decay)
+    steps = checks.integer("steps", steps, minimum=10, maximum=10 ** 7)
+    chains = checks.integer("chains", chains, minimum=2, maximum=4096)
+    burn = checks.integer("burn", burn, minimum=0, maximum=10 ** 7)
+    key = checks.prng_key("key", key)
+    key = jax.random.key(0) if key is None else key
+    modes = effective_modes(data)
+    d_in, d_out = data.d_in, data.d_out
+    t0 = time.perf_counter()
+    _, Vf, nu = _mode_kernel(model, modes, kappa)
+    xt = np.zeros((1, d_in)) if data.online else np.asarray(data.x_train, np.float64) @ Vf
+    # (the batches from a numpy generator seeded by the key's bits: the same key, the same estimate)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), np.uint32).ravel())
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        per, dim = _lyapunov_chains(rng, bool(data.online), B, steps, burn, chains, xt, nu, eta0, 1.0 - eta0 * kappa)
+    if not np.all(np.isfinite(per)):            # (a step overflowing float64 from a unit vector)
+        raise InputError(f"eta0: {eta0:g} is too large for the linearized step to be computed "
+                         "(its growth overflows float64 in one step)")
+    return SGDLyapunov(float(per.mean()), float(per.std(ddof=1) / math.sqrt(chains)), eta0, B, kappa,
+                       chains, steps, burn, dim, time.perf_counter() - t0)
+
+
+def largest_stable_eta0(model: DeepLinear, data: LinearTeacher, *, batch_size: int, weight_decay: float = 0.0,
+                        high: float, key=None, steps: int = LYAPUNOV_STEPS, chains: int = LYAPUNOV_CHAINS,
+                        rtol: float = 0.01) -> float:
+    """The eta0 in (0, high) where `sgd_lyapunov`'s exponent crosses 0, by bisection on the same
+    chains' keys (common random numbers: the estimate is smooth in eta0), to `rtol` relative;
+    `high` itself if the exponent is negative there. Its error is the exponent's standard error
+    over its slope in eta0 besides rtol (a few percent at the default chains and steps)."""
+    high = checks.real("high", high, positive=True)
+    rtol = checks.real("rtol", rtol, positive=True)
+
+    def exponent(eta):
+        return sgd_lyapunov(model, data, eta0=eta, batch_size=batch_size, weight_decay=weight_decay,
+                            key=key, steps=steps, chains=chains).exponent
+
+    if exponent(high) <= 0:
+        return high
+    lo, hi = 0.0, high
+    while hi - lo > rtol * hi:
+        mid = 0.5 * (lo + hi)
+        if weight_decay and mid * weight_decay >= 1:
+            hi = mid
+            continue
+        lo, hi = (mid, hi) if exponent(mid) <= 0 else (lo, mid)
+    return lo
+
+
+def _contracting(model: DeepLinear, data: LinearTeacher, eta0: float, kappa: float) -> bool:
+    """Whether every batch's linearized map on a fixed set is a contraction (in the norm of N^-1 on
+    N's range), so that the exponent is <= 0 with no estimate: eta0 nu_max max_n |x_n|^2 <= 2 - eta0 kappa,
+    as each map is (1 - eta0 kappa) I - eta0 N R_b with 0 <= N R_b <= nu_max |S_b| and |S_b| <=
+    max_n |x_n|^2 (a mean of the batch's x x^T); nu_max is N's top eigenvalue (`_mode_kernel`)."""
+    nu_max = float(_mode_kernel(model, effective_modes(data), kappa)[2].max())
+    return bool(eta0 * nu_max * float(np.max(np.sum(np.asarray(data.x_train) ** 2, axis=1))) <= 2.0 - eta0 * kappa)
+
+
+# the warning's estimate is skipped above this many multiply-adds (~ tens of seconds in numpy:
+# chains x (burn + steps) x 2 d_out d_in B); `sgd_lyapunov` itself runs at any size
+LYAPUNOV_WARN_WORK = 1e10
+
+
+def warn_sgd_unstable(model: DeepLinear, data: LinearTeacher, *, eta0: float, batch_size: int,
+                      weight_decay: float, what: str, steps_run: int | None = None,
+                      say: bool = True) -> SGDLyapunov | None:
+    """Warn, before any compute, where SGD cannot settle at the target minimum at this eta0 and
+    batch size (`sgd_lyapunov` clearly positive), with the exponent and the largest stable
+    eta0 (`largest_stable_eta0`). Silent (and skipped) where full-batch GD is already unstable
+    there (`step_rates` >= 2: `warn_step` says so) and for a full batch (B = P: GD, whose
+    stability `step_rates` decides), and where the estimate would cost more than
+    `LYAPUNOV_WARN_WORK` multiply-adds (d_in d_out B above ~1.4e5: call `sgd_lyapunov` with fewer
+    chains or steps). Returns the estimate (None where skipped). Estimates are
+    cached per setting, so the networks, the SDE and the dln job pay for one; say=False returns
+    it without the warning (the dln job records what `networks.train` already said)."""
+    eta0, B = _sgd_args(model, data, eta0, batch_size)
+    kappa = _decay(eta0, weight_decay)
+    if (not data.online and B == data.P) or \
+            np.nanmax(_step_rates(effective_modes(data).s, model.depth, eta0, kappa)) >= STEP_UNSTABLE:
+        return None
+    if not data.online and _contracting(model, data, eta0, kappa):
+        return None
+    if LYAPUNOV_CHAINS * (LYAPUNOV_BURN + LYAPUNOV_STEPS) * 2.0 * data.d_in * data.d_out * B > LYAPUNOV_WARN_WORK:
+        return None
+    tag = (model.depth, model.width, _data_print(data), eta0, B, kappa)
+    if tag not in _LYAPUNOV_CACHE:
+        est = sgd_lyapunov(model, data, eta0=eta0, batch_size=B, weight_decay=kappa)
+        limit = (largest_stable_eta0(model, data, batch_size=B, weight_decay=kappa, high=eta0)
+                 if est.unstable else None)
+        if len(_LYAPUNOV_CACHE) > 32:
+            _LYAPUNOV_CACHE.clear()
+        _LYAPUNOV_CACHE[tag] = (est, limit)
+    est, limit = _LYAPUNOV_CACHE[tag]
+    if est.unstable and say:
+        grow = (f"; over the {steps_run} steps asked, a factor e^{est.exponent * steps_run:.3g}"
+                if steps_run else "")
+        warn(f"{what}: SGD at eta0 = {eta0:g}, batch size {B} cannot settle at the target minimum: the "
+             f"linearized per-batch step's top Lyapunov exponent there is {est.exponent:.3g} +- {est.stderr:.2g} "
+             f"per step (`dl.sgd_lyapunov`; > 0: a typical run's distance from the target grows as "
+             f"e^({est.exponent:.3g} k){grow}), although eta0 x the restoring rate is below GD's 2; the largest "
+             f"stable eta0 at this batch size is about {limit:.3g}"
+             + (" (at the balanced minimum: runs that land on another minimum of this deep network may settle, "
+                "near this limit a part of the seeds does)" if model.depth > 1 else "") + "; lower eta0 or raise batch_size")
+    return est
 
 
 # ----------------------------------------------------------------- the cross-mode correction
@@ -1407,6 +1705,10 @@ def mode_sde(model: DeepLinear, data: LinearTeacher, eta0=None, batch_size=None,
     if shift is not None:
         _warn_cross_range(shift, cross)
     warn_step(_step_rates(modes.s, L, eta, kappa_wd), eta, "mode_sde", law=False)
+    # (the networks this SDE describes run away where SGD is unstable at the minimum; at a
+    # noiseless target the SDE, without noise there, does not: said before compute)
+    warn_sgd_unstable(model, data, eta0=eta, batch_size=B, weight_decay=kappa_wd,
+                      what="mode_sde (the networks it describes)", steps_run=sch.steps)
     static = _SDEStatic(L, online, cross and L >= 2)     # (depth 1: no cross-mode drift, the plain step)
     ctx = (keys, coef, scalars)
     if static.cross:

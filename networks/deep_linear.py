@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmft import checks
-from dmft.deep_linear import effective_modes, step_rates, warn_step
+from dmft.deep_linear import effective_modes, step_rates, warn_sgd_unstable, warn_step
 from dmft.errors import InputError, MemoryLimitError, warn
 from dmft.plan import RUNTIME_BYTES, warn_float32
 from dmft.plotting import new_figure
@@ -530,6 +530,10 @@ def train_deep_linear(model: DeepLinear, data: LinearTeacher, schedule: Schedule
     eta0 = float(schedule.eta0)
     warn_step(step_rates(model, data, eta0=eta0, weight_decay=float(schedule.weight_decay)), eta0,
               "networks.train (deep linear)")
+    # (below GD's limit small batches can still run away: the linearized per-batch steps' top
+    # Lyapunov exponent at the minimum, `dl.sgd_lyapunov`; said before compute, cached per setting)
+    warn_sgd_unstable(model, data, eta0=eta0, batch_size=int(B), weight_decay=float(schedule.weight_decay),
+                      what="networks.train (deep linear)", steps_run=schedule.steps)
     drop_compiled_if_crowded(CALL_SHARE)
     t0 = time.perf_counter()
     static = Static(data.online, int(B), 0 if data.online else data.P, probe)

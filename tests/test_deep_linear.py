@@ -2509,7 +2509,12 @@ def test_deep_linear_divergence_is_said_not_only_recorded():
     # this step the SDE also says how far the noise off the modes moves their means (`cross_shift`)
     said_sde = list(said_sde)
     assert any("which this per-mode SDE leaves out" in str(w.message) for w in said_sde)
-    assert [w.filename for w in list(said) + said_sde] == [__file__] * (1 + len(said_sde))
+    # (and, before compute, that SGD at B = 1 is unstable at this minimum, h = 1.95 below GD's 2:
+    # `dl.warn_sgd_unstable`, networks and SDE alike)
+    said = list(said)
+    assert [("Lyapunov" in str(w.message)) for w in said] == [True, False]
+    assert sum("Lyapunov" in str(w.message) for w in said_sde) == 1
+    assert [w.filename for w in said + said_sde] == [__file__] * (2 + len(said_sde))
     with warnings.catch_warnings():          # (the sizes above: their compiled programs, eta0 an argument)
         warnings.simplefilter("error")
         networks.train(model, teacher, seeds=16, **{**kw, "eta0": 0.01})

@@ -58,6 +58,12 @@ def _study(cfg, st, out, log, progress):
            "networks_diverged": len(run.info["diverged"]),
            # eta0 x each mode's restoring rate at its fixed point: the laws are continuous-time
            "step_rates": dl.step_rates(st.model, st.data, eta0=eta, weight_decay=kappa).tolist()}
+    # SGD's stability at the minimum (networks.train warned before compute where it is unstable;
+    # the estimate is cached there): the linearized per-batch steps' top Lyapunov exponent
+    lyap = dl.warn_sgd_unstable(st.model, st.data, eta0=eta, batch_size=int(run.info["batch_size"]),
+                                weight_decay=kappa, what="dmft dln", say=False)
+    if lyap is not None:
+        res["sgd_lyapunov"] = {"exponent": lyap.exponent, "stderr": lyap.stderr, "unstable": lyap.unstable}
     sde = None
     if st.model.init == "aligned":
         t0 = time.perf_counter()

@@ -162,6 +162,12 @@ def markdown(rep: dict) -> str:
                if r.get(k)]
         if div:
             lines += ["", f"Diverged (left out of the comparisons): {', '.join(div)}."]
+        ly = r.get("sgd_lyapunov")
+        if ly and ly.get("unstable"):       # (dl.sgd_lyapunov; networks.train warned before compute)
+            lines += ["", f"SGD is unstable at the target minimum at this eta0 and batch size: the linearized "
+                      f"per-batch step's top Lyapunov exponent is {ly['exponent']:.3g} +- {ly['stderr']:.2g} per "
+                      "step (`dl.sgd_lyapunov`), so typical networks run away from the target (the per-mode SDE "
+                      "does not see this)."]
         shift = r.get("cross_shift")
         if shift:            # (dl.cross_shift; mode_sde warns where it is large)
             held = "which this SDE holds (theory.cross_modes)" if cross else "which this per-mode SDE leaves out"
