@@ -242,6 +242,22 @@ class BatchProgram:
         plan = dataclasses.replace(self.plan, kernels=False)
         return memory_estimate(plan, points=points, at_once=plan.replicas, shared_setup="eps" not in self.fields)
 
+    def result_bytes(self, points: int) -> float:
+        """Bytes of the arrays a call returns for `points` points (float64; at most, summed over
+        every key): a few (n, T) records, each replica's losses (n, T, R), with curves=True the
+        predictions (n, T, P + P*, C), and with state=True the closure's moments (n, T, n_s, n_s).
+        `solve_batch` holds them for every point of its grid, not one batch's."""
+        plan, data = self.plan, self.data
+        T = self.schedule.save_steps.size
+        R = plan.replicas * plan.node_split if plan.sampled else 1
+        per_save = 16 + 2 * R
+        if self.curves:
+            per_save += (data.P + data.P_test) * data.C
+        if self.state and plan.method == "closure":
+            n = int(self._geo["r"]) + (data.C if plan.closure_kind == "linear-trained" else 0)
+            per_save += n * n + n
+        return 8.0 * points * (T * per_save + 8)
+
     def check_memory(self, points: int, max_memory_gb: float) -> None:
         """Refuse a call of `points` points whose estimate exceeds max_memory_gb (InputError
         naming the knob: batch_size or chunk, samples)."""
@@ -821,6 +837,16 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     prog.check_points(cols)            # every point, before the first batch runs
     n = next(iter(lengths.values()))
     bs = min(bs, n)
+    # one batch at a time, but every point's results kept: their parts and their concatenation
+    # (lazy, curves=True, P = 1000, P* = 2000, 101 saves: 267 MiB at 16 points, 1374 at 256,
+    # where one batch's estimate alone said 1155 MiB at both)
+    need = prog.memory_estimate(bs) + 2.0 * prog.result_bytes(n)
+    if need > prog.max_memory_gb * 2 ** 30:
+        raise MemoryLimitError(
+            f"solve_batch: {n} points need about {need / 2 ** 30:.3g} GiB (> max_memory_gb={prog.max_memory_gb}), "
+            f"{2 * prog.result_bytes(n) / 2 ** 30:.3g} GiB of it the results every point keeps; solve fewer points "
+            "per call, save less often" + (", pass curves=False" if prog.curves else "")
+            + (", pass state=False" if prog.state else "") + " or use a smaller batch_size")
     _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     bar = None
     if progress:

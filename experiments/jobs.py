@@ -158,9 +158,34 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             raise
         except dmft.InputError as err:           # named by the configuration's keys
             raise _problem.config_error(err, _problem.PLAN_KEYS, f"sweep at gamma0 = {g:g}") from err
+    if job in ("simulate", "validate"):
+        _check_sweep_memory(cfg, prob)
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
     return prob
+
+
+def _check_sweep_memory(cfg: dict, prob) -> None:
+    """The networks of every gamma0 stay in memory until the report (`simulate`, `lazy_to_rich`
+    return them all), while `networks.plan_train` counts one gamma0's widths: ConfigError where
+    the runs of the gamma0 values before the last, with the last one's largest need, pass
+    simulate.max_memory_gb (20 gamma0 values, widths 64-1024, 8 seeds, 601 saves: 5.5 GiB
+    counted this way, where each gamma0 alone planned 1.2 GiB)."""
+    from networks.train import kept_bytes, memory_estimate
+    sim, gammas = cfg["simulate"], cfg["sweep"]["gamma0"]
+    limit = prob.train_options["max_memory_gb"]
+    T = prob.schedule.save_steps.size
+    widths, seeds = [int(w) for w in sim["widths"]], int(sim["seeds"])
+    one = [kept_bytes(prob.data, w, seeds, T, False, False) for w in widths]
+    before = (len(gammas) - 1) * sum(one)
+    need = before + max(sum(one[:i]) + memory_estimate(prob.data, w, seeds, T, False)
+                        for i, w in enumerate(widths))
+    if need > limit * 2 ** 30:
+        raise ConfigError(f"sweep.gamma0: the networks of all {len(gammas)} gamma0 values stay in memory until the "
+                          f"report: about {need / 2 ** 30:.3g} GiB (> simulate.max_memory_gb = {limit:g}), "
+                          f"{before / 2 ** 30:.3g} GiB of it the runs of the gamma0 values before the last; use fewer "
+                          "sweep.gamma0 values, widths or simulate.seeds, a larger train.save_every, or raise "
+                          "simulate.max_memory_gb")
 
 
 def _plan_node_check(cfg: dict, plan, model, prob, solve_plan: dict) -> None:

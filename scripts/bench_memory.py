@@ -67,24 +67,37 @@ else:
         dmft.solve(model, data, sch, **opts)
         extra["seconds"] = time.perf_counter() - t0
     elif kind == "networks":
+        meas = (lambda w, w0: jax.numpy.outer(w, w0).reshape(-1)) if spec.get("measure") else None
         plan = networks.plan_train(model, data, sch, spec["width"], spec["seeds"], kernels=spec["kernels"],
-                                   max_memory_gb=1000.0)
+                                   max_memory_gb=1000.0, neuron_measures=meas)
         from networks.train import memory_estimate
-        est = memory_estimate(data, spec["width"], spec["seeds"], sch.save_steps.size, spec["kernels"])
+        K = dmft.checks.measure_size(meas, data.D) if meas is not None else 0
+        est = memory_estimate(data, spec["width"], spec["seeds"], sch.save_steps.size, spec["kernels"], K)
         jax.block_until_ready(jax.numpy.ones(1))
         base = rss()
         networks.train(model, data, schedule=sch, width=spec["width"], seeds=spec["seeds"], kernels=spec["kernels"],
-                       max_memory_gb=1000.0)
+                       max_memory_gb=1000.0, neuron_measures=meas)
     elif kind == "batch":
         fields = tuple(spec.get("fields", ["gamma0"]))
         prog = dmft.BatchProgram(model, data, schedule=sch, fields=fields, method=spec["method"],
                                  samples=spec.get("samples", 1024), max_memory_gb=1000.0)
         n = spec["points"]
-        est = prog.memory_estimate(n)
-        jax.block_until_ready(jax.numpy.ones(1))
-        base = rss()
         grid = {"gamma0": np.linspace(0.5, 2, n), "eps": np.linspace(0.05, 0.2, n)}
-        prog({f: grid[f] for f in fields}, np.arange(n))
+        if spec.get("batch_size"):          # solve_batch: one batch at a time, every point's results kept
+            bs = spec["batch_size"]
+            prog = dmft.BatchProgram(model, data, schedule=sch, fields=fields, method=spec["method"],
+                                     samples=spec.get("samples", 1024), max_memory_gb=1000.0, curves=True)
+            est = prog.memory_estimate(bs) + 2 * prog.result_bytes(n)
+            jax.block_until_ready(jax.numpy.ones(1))
+            base = rss()
+            dmft.solve_batch(model, data, {f: grid[f] for f in fields}, schedule=sch, batch_size=bs,
+                             method=spec["method"], samples=spec.get("samples", 1024), curves=True,
+                             max_memory_gb=1000.0)
+        else:
+            est = prog.memory_estimate(n)
+            jax.block_until_ready(jax.numpy.ones(1))
+            base = rss()
+            prog({f: grid[f] for f in fields}, np.arange(n))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"estimate": est, "measured": max(peak - base, 1), **extra}))
 '''
@@ -118,6 +131,8 @@ PROGRAMS = [
                            P_test=500, steps=200, save_every=10), True),
     ("networks kernels", dict(kind="networks", kernels=True, D=32, P=300, P_test=200, steps=100, save_every=10,
                               width=256, seeds=8), True),
+    ("networks measures K = D^2", dict(kind="networks", kernels=False, D=96, P=200, P_test=100, steps=1000,
+                                       save_every=1, width=64, seeds=16, measure=True), False),
     ("networks large P", dict(kind="networks", kernels=False, D=32, P=4000, P_test=2000, steps=20,
                               save_every=10, width=1024, seeds=4), False),
     ("batch forward", dict(kind="batch", method="forward", D=16, P=200, P_test=100, steps=100, save_every=10,
@@ -133,6 +148,10 @@ PROGRAMS = [
     ("batch closure over eps", dict(kind="batch", method="closure", activation="quadratic", D=32, P=1000,
                                     P_test=500, steps=100, save_every=10, points=16,
                                     fields=["gamma0", "eps"]), False),
+    ("closure many saves", dict(kind="solve", method="closure", activation="linear", kernels=False, D=1000,
+                                P=1000, P_test=500, steps=200, save_every=1), False),
+    ("solve_batch lazy curves", dict(kind="batch", method="lazy", D=32, P=1000, P_test=2000, steps=100,
+                                     save_every=1, points=256, batch_size=16), False),
     ("deep linear", dict(kind="dln", P=20, steps=2000, save_every=10, seeds=2048), True),
 ]
 

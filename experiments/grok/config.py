@@ -569,8 +569,9 @@ def build(cfg: dict) -> Testbed:
     tb = _build(cfg)
     sim = cfg["simulate"]
     limit = sim.get("max_memory_gb", 6.0)
+    K = dmft.checks.measure_size(tb.measure, tb.data.D)     # the networks record the testbed's measure
     for w in sim["widths"]:
-        need = memory_estimate(tb.data, w, sim["seeds"], tb.schedule.save_steps.size, False)
+        need = memory_estimate(tb.data, w, sim["seeds"], tb.schedule.save_steps.size, False, K)
         if need > limit * 2 ** 30:
             raise ConfigError(f"simulate.widths: width {w} x {sim['seeds']} seeds needs about "
                               f"{need / 2 ** 30:.1f} GiB (> simulate.max_memory_gb = {limit:g}); use smaller "

@@ -1,0 +1,126 @@
+"""Memory estimates against the arrays the programs actually hold: each estimate must grow, in
+the size it is checked on, at least as fast as the arrays the program returns (counted, not a
+timing or resident-memory measurement)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dmft
+import networks
+from dmft.errors import MemoryLimitError
+from networks.train import memory_estimate as network_estimate
+
+
+def _nbytes(obj, seen=None) -> int:
+    """Bytes of every numpy / jax array reachable from a result (dataclass fields, dicts,
+    lists), each counted once."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        return int(obj.nbytes)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(_nbytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(_nbytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v, seen) for v in obj)
+    return 0
+
+
+def _outer(w, w0):
+    return jnp.outer(w, w0).reshape(-1)
+
+
+def test_network_estimate_counts_neuron_measures():
+    """The (seeds, T, K) neuron-measure records grow with K and T; the estimate and the refusal
+    must count them (K = D^2 = 9216, 16 seeds, 1001 saves: 2.4 GiB measured, 0.66 estimated).
+    Each save's records live at least twice at the peak (the device output and its host copy:
+    measured 2.0x their bytes a save), so the estimate's growth in the saves must be at least 2x
+    the measures' bytes a save."""
+    data = dmft.tasks.single_index(D=6, P=12, P_test=6, degree=2, key=0)
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    K = data.D ** 2
+    short, long = dmft.Schedule(0.1, 20, 10), dmft.Schedule(0.1, 20, 1)
+    run = networks.train(model, data, schedule=long, width=8, seeds=2, neuron_measures=_outer)
+    T1, T2 = short.save_steps.size, long.save_steps.size
+    assert run.measures.shape == (2, T2, K)
+    per_save = run.measures.nbytes / T2
+    grow = (network_estimate(data, 8, 2, T2, False, K) - network_estimate(data, 8, 2, T1, False, K)) / (T2 - T1)
+    grow0 = (network_estimate(data, 8, 2, T2, False) - network_estimate(data, 8, 2, T1, False)) / (T2 - T1)
+    assert grow - grow0 >= 2 * per_save
+    # plan_train refuses where only the measures' records pass the limit, naming them
+    with_m, without = network_estimate(data, 8, 2, T2, False, K), network_estimate(data, 8, 2, T2, False)
+    limit = (without + 0.5 * (with_m - without)) / 2 ** 30
+    networks.plan_train(model, data, long, 8, 2, max_memory_gb=limit)           # fits without them
+    with pytest.raises(MemoryLimitError, match="neuron_measures"):
+        networks.plan_train(model, data, long, 8, 2, max_memory_gb=limit, neuron_measures=_outer)
+
+
+def test_closure_estimate_counts_its_moment_records():
+    """A closure solve records the (n, n) moments at every save (n = r + C); they live at least
+    twice at the peak (measured at D = P = 1000: 2.0 n^2 values a save, where the estimate counted
+    them once and fell to 0.78 of the peak at 201 saves). The estimate's growth per save must be
+    at least 2x the bytes a save the solution holds."""
+    data = dmft.tasks.single_index(D=32, P=64, P_test=32, degree=1, key=0)
+    model = dmft.TwoLayer("linear", gamma0=1.0, readout="trained")
+    short, long = dmft.Schedule(0.1, 20, 10), dmft.Schedule(0.1, 20, 1)
+    est = [dmft.plan_solve(model, data, s, method="closure", kernels=False).memory_bytes for s in (short, long)]
+    sol = [dmft.solve(model, data, s, method="closure", kernels=False) for s in (short, long)]
+    T1, T2 = short.save_steps.size, long.save_steps.size
+    assert sol[1].state["covariance"].shape == (T2, 33, 33)
+    per_save = (_nbytes(sol[1]) - _nbytes(sol[0])) / (T2 - T1)
+    assert per_save >= 33 * 33 * 8                   # (the count sees the moments)
+    assert (est[1] - est[0]) / (T2 - T1) >= 2 * per_save
+
+
+def test_solve_batch_counts_every_points_results():
+    """solve_batch runs one batch at a time but keeps every point's results (their parts and
+    the concatenation); with curves=True they grow as n T (P + P*) and passed the one-batch
+    estimate (lazy, P = 1000, P* = 2000, 101 saves: 1374 MiB at 256 points, estimate 1155)."""
+    data = dmft.tasks.single_index(D=8, P=40, P_test=40, degree=2, key=0)
+    model = dmft.TwoLayer("erf", gamma0=1.0)
+    sch = dmft.Schedule(0.1, 20, 1)
+    opts = dict(method="lazy", curves=True)
+    small = dmft.solve_batch(model, data, {"gamma0": np.linspace(0.5, 2, 4)}, schedule=sch, batch_size=2, **opts)
+    per_point = _nbytes(small) / 4
+    prog = dmft.BatchProgram(model, data, schedule=sch, fields=("gamma0",), **opts)
+    assert per_point * 4 <= prog.result_bytes(4) <= 2 * per_point * 4 + 1024      # counted, not padded
+    n, bs = 400, 2
+    grid = {"gamma0": np.linspace(0.5, 2, n)}
+    one_batch = prog.memory_estimate(bs)
+    # room for one batch and one copy of the results, not for their parts and concatenation
+    limit = (one_batch + per_point * n) / 2 ** 30
+    with pytest.raises(MemoryLimitError, match="curves=False"):
+        dmft.solve_batch(model, data, grid, schedule=sch, batch_size=bs, max_memory_gb=limit, **opts)
+    # and where there is room for them (4 copies), it is not refused
+    roomy = (one_batch + 4 * per_point * n) / 2 ** 30
+    out = dmft.solve_batch(model, data, grid, schedule=sch, batch_size=bs, max_memory_gb=roomy, **opts)
+    assert out["f_test"].shape[0] == n
+
+
+def test_a_sweeps_kept_networks_count_against_the_memory_limit():
+    """`dmft simulate` keeps every gamma0's networks until its report; its preflight planned each
+    gamma0 alone. With a limit that one gamma0 fits and all of them do not, it must refuse
+    before any compute, naming sweep.gamma0; with one gamma0 it passes."""
+    from experiments.jobs import load_config, preflight
+    from networks.train import kept_bytes, memory_estimate
+    base = ["task.D=8", "task.P=32", "task.P_test=64", "train.steps=400", "train.save_every=1",
+            "simulate.widths=[16, 32]", "simulate.seeds=4"]
+    cfg = load_config(None, base + ["sweep.gamma0=[1.0]"])
+    prob = preflight(cfg, "simulate")
+    T = prob.schedule.save_steps.size
+    kept = sum(kept_bytes(prob.data, w, 4, T, False, False) for w in (16, 32))
+    one = kept_bytes(prob.data, 16, 4, T, False, False) + memory_estimate(prob.data, 32, 4, T, False)
+    gammas = [0.5 + 0.1 * i for i in range(40)]
+    # one gamma0's need fits with room for 10 gamma0 values' records, not for 40
+    limit = (one + 10 * kept) / 2 ** 30
+    preflight(load_config(None, base + ["sweep.gamma0=[1.0]", f"simulate.max_memory_gb={limit}"]), "simulate")
+    with pytest.raises(dmft.errors.ConfigError, match="sweep.gamma0"):
+        preflight(load_config(None, base + [f"sweep.gamma0={gammas}", f"simulate.max_memory_gb={limit}"]),
+                  "simulate")
