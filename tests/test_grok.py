@@ -1559,14 +1559,15 @@ def test_the_grok_report_marks_gap_errors_and_coarse_times():
     md = markdown(rep, cfg)
     assert (f"| {float(g.t_train):.4g} +- {float(g.t_train_se):.2g} (coarse) | {float(g.t_test):.4g} +- "
             f"{float(g.t_test_se):.2g} | {float(g.gap):.4g} +- {float(g.gap_se):.2g} |") in md
-    assert "(coarse): the loss fell over 10-fold between the two saves around the crossing" in md
+    assert "(coarse): the loss (or the error rate 1 - accuracy) fell over 10-fold between the two saves around the crossing" in md
 
 
 def test_a_crossing_the_saves_do_not_resolve_is_flagged_coarse():
     """A train loss falling 1000-fold within the first save interval [0, 5000] read t_train = 4590
     (saves every 100: 93-400) with nothing said: such a crossing, in an interval over which the
     loss fell more than COARSE_FALL-fold, is flagged (describe says so), and one on fine saves is
-    not; accuracies are never flagged."""
+    not; an accuracy's crossing is flagged where its error rate 1 - accuracy fell so (the same
+    curve as an accuracy: flagged on the coarse saves, not on the fine ones)."""
     def loss(t):
         return np.exp(-t / 300.0) + 1e-3
     coarse_t, fine_t = np.arange(0, 100001, 2500.0), np.arange(0, 100001, 100.0)
@@ -1577,7 +1578,9 @@ def test_a_crossing_the_saves_do_not_resolve_is_flagged_coarse():
     assert not bool(f.coarse_train) and "coarse" not in f.describe()
     assert abs(float(f.t_train) - 300 * np.log(1 / (0.1 - 1e-3))) < 5 < abs(float(g.t_train) - float(f.t_train))
     acc = gk.grokking_times(coarse_t, 1 - loss(coarse_t), 1 - loss(coarse_t), 0.9, accuracy=True)
-    assert not bool(acc.coarse_train)
+    assert bool(acc.coarse_train) and bool(acc.coarse_test) and "coarse: the error rate 1 - accuracy fell" in acc.describe()
+    fine_acc = gk.grokking_times(fine_t, 1 - loss(fine_t), 1 - loss(fine_t), 0.9, accuracy=True)
+    assert not bool(fine_acc.coarse_train) and not bool(fine_acc.coarse_test)
     grid = gk.grokking_times(coarse_t, np.stack([loss(coarse_t), loss(coarse_t / 100)]), np.ones((2, coarse_t.size)), 0.1)
     np.testing.assert_array_equal(grid.coarse_train, [True, False])
 
@@ -1747,4 +1750,4 @@ def test_the_grok_report_marks_coarse_times_in_the_decay_and_diagram_tables():
     assert f"| 0.0001 | {t_train[0]:.4g} (coarse) | " in md
     assert f"| 0.0002 | {t_train[1]:.4g} | " in md
     assert f"| 1 | {gap[0]:.4g} (coarse) | {gap[1]:.4g} |" in md
-    assert "(coarse): the loss fell over 10-fold between the two saves around the crossing" in md
+    assert "(coarse): the loss (or the error rate 1 - accuracy) fell over 10-fold between the two saves around the crossing" in md

@@ -67,7 +67,9 @@ class GrokTimes:
     coarse_train, coarse_test: a loss's crossing interpolated in a save interval over which the
     loss fell more than COARSE_FALL-fold: the saves do not resolve the curve there, and the
     time may lie anywhere in the interval (a train loss falling 1000-fold within [0, 5000]
-    read t = 4590 where saves every 100 read 93-400). False for accuracies.
+    read t = 4590 where saves every 100 read 93-400). For accuracies, the error rate 1 - accuracy
+    falling so (a sparse parity's accuracy 0.5 -> 1 within its first save interval read 180 +- 0
+    for every seed: the same two saves, the same interpolation).
     """
 
     t_train: np.ndarray
@@ -98,7 +100,8 @@ class GrokTimes:
 
         def one(name, t, r, final, se, coarse):
             pm = f" +- {float(se):.2g}" if np.isfinite(se) else ""
-            pm += f" (coarse: the loss fell over {COARSE_FALL:g}-fold within its save interval)" if bool(coarse) else ""
+            what = "the loss" if self.kind == "loss" else "the error rate 1 - accuracy"
+            pm += f" (coarse: {what} fell over {COARSE_FALL:g}-fold within its save interval)" if bool(coarse) else ""
             return (f"t_{name} = {float(t):.4g}{pm}" if bool(r) else
                     f"{name} {cmp} {self.threshold:g} not reached (final {float(final):.4g})")
         parts = [one("train", self.t_train, self.reached_train, self.final_train, self.t_train_se, self.coarse_train),
@@ -116,8 +119,8 @@ class GrokTimes:
                 "status": np.asarray(self.status()).tolist()}
 
 
-# a loss that falls more than this many-fold between the two saves around its crossing is not
-# resolved there: the interpolated time may lie anywhere in the interval (GrokTimes.coarse_*)
+# a loss (or an accuracy's error rate 1 - accuracy) that falls more than this many-fold between the
+# two saves around its crossing is not resolved there: the interpolated time may lie anywhere in the interval (GrokTimes.coarse_*)
 COARSE_FALL = 10.0
 
 
@@ -304,11 +307,11 @@ def grokking_times(t, train_loss, test_loss, threshold: float, *, accuracy: bool
             if f"{n}_se" not in c:
                 x[n]["se"] = np.where(x[n]["interp"], jk[n], np.nan)
     coarse = {}
-    for n in ("train", "test"):       # a loss's crossing between saves COARSE_FALL-fold apart
-        y = c[f"{n}_loss"]
+    for n in ("train", "test"):       # a loss's (an error rate's) crossing between saves COARSE_FALL-fold apart
+        y = 1.0 - c[f"{n}_loss"] if accuracy else c[f"{n}_loss"]
         with np.errstate(invalid="ignore", divide="ignore"):
             fell = _at(y, x[n]["km"]) > COARSE_FALL * np.maximum(_at(y, x[n]["k"]), 0.0)
-        coarse[n] = x[n]["interp"] & fell & (not accuracy)
+        coarse[n] = x[n]["interp"] & fell
     return GrokTimes(tr, te, gap, rtr, rte, c["train_loss"][..., -1], c["test_loss"][..., -1],
                      float(threshold), "accuracy" if accuracy else "loss", x["train"]["se"], x["test"]["se"],
                      gap_se, coarse["train"], coarse["test"])

@@ -147,7 +147,8 @@ def _inverse_text(fi: dict) -> str:
 
 
 # what a "(coarse)" mark on a time or gap means (validation.grokking.COARSE_FALL)
-_COARSE_NOTE = (f"(coarse): the loss fell over {COARSE_FALL:g}-fold between the two saves around the crossing behind "
+_COARSE_NOTE = (f"(coarse): the loss (or the error rate 1 - accuracy) fell over {COARSE_FALL:g}-fold between the two "
+                "saves around the crossing behind "
                 "that time or gap, so the saves do not resolve it there and the time may lie anywhere between them "
                 "(its error bar, a local one, does not say so): save more often (train.save_every or "
                 "train.log_saves).")
