@@ -258,6 +258,18 @@ class BatchProgram:
             per_save += n * n + n
         return 8.0 * points * (T * per_save + 8)
 
+    def check_results(self, points: int, batch_size: int) -> None:
+        """Refuse `points` points solved `batch_size` at a time where one batch's estimate and every
+        point's results (twice: their parts and their concatenation) pass max_memory_gb
+        (MemoryLimitError; `solve_batch` calls it before its first batch, a job's preflight can)."""
+        need = self.memory_estimate(min(batch_size, points)) + 2.0 * self.result_bytes(points)
+        if need > self.max_memory_gb * 2 ** 30:
+            raise MemoryLimitError(
+                f"solve_batch: {points} points need about {need / 2 ** 30:.3g} GiB (> max_memory_gb={self.max_memory_gb}), "
+                f"{2 * self.result_bytes(points) / 2 ** 30:.3g} GiB of it the results every point keeps; solve fewer "
+                "points per call, save less often" + (", pass curves=False" if self.curves else "")
+                + (", pass state=False" if self.state else "") + " or use a smaller batch_size")
+
     def check_memory(self, points: int, max_memory_gb: float) -> None:
         """Refuse a call of `points` points whose estimate exceeds max_memory_gb (InputError
         naming the knob: batch_size or chunk, samples)."""
@@ -840,13 +852,7 @@ def solve_batch(model: TwoLayer, data: Dataset, grid: Mapping, eta0=None, steps=
     # one batch at a time, but every point's results kept: their parts and their concatenation
     # (lazy, curves=True, P = 1000, P* = 2000, 101 saves: 267 MiB at 16 points, 1374 at 256,
     # where one batch's estimate alone said 1155 MiB at both)
-    need = prog.memory_estimate(bs) + 2.0 * prog.result_bytes(n)
-    if need > prog.max_memory_gb * 2 ** 30:
-        raise MemoryLimitError(
-            f"solve_batch: {n} points need about {need / 2 ** 30:.3g} GiB (> max_memory_gb={prog.max_memory_gb}), "
-            f"{2 * prog.result_bytes(n) / 2 ** 30:.3g} GiB of it the results every point keeps; solve fewer points "
-            "per call, save less often" + (", pass curves=False" if prog.curves else "")
-            + (", pass state=False" if prog.state else "") + " or use a smaller batch_size")
+    prog.check_results(n, bs)
     _runner.drop_compiled_if_crowded(_runner.CALL_SHARE)
     bar = None
     if progress:

@@ -97,10 +97,15 @@ def _atomic_write(path: str, write) -> None:
 
 def sha256(path) -> str:
     """The SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+        return _file_digest(fh)
+
+
+def _file_digest(fh) -> str:
+    """The SHA-256 of an open binary file's bytes from its position to its end (hex)."""
+    h = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -236,15 +241,19 @@ def load(stem, kind=None) -> tuple[dict, dict]:
                               f"{os.path.basename(npz)} (an edited file?): the arrays cannot be verified")
     if recorded is not None and not (isinstance(recorded, str) and len(recorded) == 64):
         raise ResultFileError(f"{os.path.abspath(meta_path)}: its 'npz_sha256' is not a SHA-256 (an edited file?)")
-    if recorded is not None and sha256(npz) != recorded:
-        raise ResultFileError(
-            f"{os.path.abspath(npz)}: its SHA-256 differs from the one {os.path.basename(meta_path)} "
-            "recorded when it was written: the file was damaged or replaced (another run's arrays?)")
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as err:       # noqa: BLE001 - a damaged zip member raises many kinds (tokenize's too)
-        raise ResultFileError(f"{os.path.abspath(npz)}: not a readable .npz ({type(err).__name__}: {err})") from err
+    # (the bytes hashed are the bytes read: one open, so a save replacing NAME.npz between the
+    # two cannot pair its arrays with this JSON)
+    with open(npz, "rb") as fh:
+        if recorded is not None and _file_digest(fh) != recorded:
+            raise ResultFileError(
+                f"{os.path.abspath(npz)}: its SHA-256 differs from the one {os.path.basename(meta_path)} "
+                "recorded when it was written: the file was damaged or replaced (another run's arrays?)")
+        fh.seek(0)
+        try:
+            with np.load(fh, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as err:       # noqa: BLE001 - a damaged zip member raises many kinds (tokenize's too)
+            raise ResultFileError(f"{os.path.abspath(npz)}: not a readable .npz ({type(err).__name__}: {err})") from err
     listed = meta.get("arrays")
     if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
         raise ResultFileError(f"{os.path.abspath(meta_path)}: its 'arrays' is not a list of names (an edited file?)")

@@ -206,3 +206,19 @@ def test_the_decay_scan_saves_the_curves_behind_its_times():
         np.testing.assert_array_equal(part[f"decay/{name}"], c[k])
     closure = gjob._decay_part({"curves": {k: c[k] for k in ("t", "train_loss", "test_loss")}})
     assert set(closure) == {"decay/t", "decay/train_loss", "decay/test_loss"}
+
+
+def test_a_diagram_whose_results_would_not_fit_is_refused_before_any_compute():
+    """solve_batch refuses a call whose points' results (kept for every point) pass max_memory_gb,
+    but the grok preflight checked one batch only: a 24 x 24 gamma0 x eps diagram (with the early
+    warnings' curves and state: 4.3 GiB by solve_batch's own count, > 4) passed it and was refused
+    only when the diagram ran, after the curves and networks. The shipped kumar config (20 points,
+    1.3 GiB) still passes."""
+    path = "scripts/configs/grok_kumar.toml"
+    cfg = grok.load_config(path)
+    gjob._check_parts(cfg, gconfig.build(cfg))                 # (the shipped one: no error)
+    g = [round(0.1 + 0.08 * i, 3) for i in range(24)]
+    e = [round(0.01 + 0.0125 * i, 4) for i in range(24)]
+    cfg = grok.load_config(path, [f"diagram.gamma0={g}", f"diagram.eps={e}"])
+    with pytest.raises(ConfigError, match=r"diagram\.gamma0 x diagram\.eps: solve_batch: 576 points"):
+        gjob._check_parts(cfg, gconfig.build(cfg))

@@ -629,3 +629,33 @@ def test_a_save_stopped_at_any_file_operation_leaves_one_whole_result(tmp_path, 
     dmft.io.save(stem, old, {"which": "again"})
     arrays, meta = dmft.io.load(stem)
     assert meta["config"]["which"] == "again" and np.array_equal(arrays["a"], old["a"]) and sorted(arrays) == ["a"]
+
+
+def test_a_result_replaced_while_it_is_loaded_is_never_paired_with_the_other_json(tmp_path, monkeypatch):
+    """`load` hashed NAME.npz by its path and read it by its path again: a save replacing the pair
+    between the two (a reader beside a writer: 13-28 in ~300 loads beside 150 saves) returned the
+    new arrays with the old JSON, unflagged. The hash of the arrays is taken here and a whole newer
+    save lands right after it, wherever the hash is computed: the load must return the pair that
+    was hashed (or refuse), never the newer arrays under the older JSON. (< 1 s)"""
+    stem = str(tmp_path / "r")
+    dmft.io.save(stem, {"a": np.zeros(4)}, {"i": 0})
+    other = str(tmp_path / "other")
+    dmft.io.save(other, {"a": np.ones(4)}, {"i": 1})
+    fired = []
+
+    def then_replaced(hash_of):
+        def wrapped(arg):
+            digest = hash_of(arg)
+            name = arg if isinstance(arg, str) else getattr(arg, "name", "")
+            if not fired and str(name).endswith("r.npz"):
+                fired.append(name)
+                os.replace(other + ".npz", stem + ".npz")      # a newer save's arrays, renamed into place
+            return digest
+        return wrapped
+
+    monkeypatch.setattr(dmft.io, "sha256", then_replaced(dmft.io.sha256))
+    if hasattr(dmft.io, "_file_digest"):
+        monkeypatch.setattr(dmft.io, "_file_digest", then_replaced(dmft.io._file_digest))
+    arrays, meta = dmft.io.load(stem)
+    assert fired, "the npz was never hashed"
+    assert meta["config"]["i"] == 0 and np.array_equal(arrays["a"], np.zeros(4)), (meta["config"], arrays["a"])

@@ -369,6 +369,21 @@ def _check_parts(cfg, tb: Testbed) -> None:
                                       max_memory_gb=1e9).check_points({"gamma0": gg.ravel(), axis: vv.ravel()})
             except InputError as err:
                 raise ConfigError(f"{where}: {err}") from None
+            # every point's results stay until the diagram's call returns (`solve_batch` refuses
+            # them past max_memory_gb: it did so after the curves and networks had run)
+            measures = axis == cfg["early_warning"]["grid"]         # (as `run` calls `phase_diagram`)
+            try:
+                for v in (V.astype(int) if axis in ("P", "minibatch") else [None]):
+                    d, sch, fields, n = data, tb.schedule, ("gamma0", axis), G.size * V.size
+                    if v is not None:                   # (one call per column)
+                        d = _diagram_data(cfg, v) if axis == "P" else data
+                        sch, _ = _column_batches(cfg, tb, axis, v)
+                        fields, n = ("gamma0",), G.size
+                    dmft.BatchProgram(model, d, schedule=sch, fields=fields, method="closure", state=measures,
+                                      curves=measures).check_results(n, dg["batch_size"])
+            except InputError as err:
+                raise ConfigError(f"{where}: {err}; or give fewer diagram.gamma0 or diagram.{axis} values, "
+                                  "or a larger train.save_every") from None
             if dg["overlay_width"]:
                 m, d, sch, _ = _overlay_setup(cfg, tb, axis, float(V[len(V) // 2]))
                 try:
