@@ -142,11 +142,13 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     train_plan = {k: v for k, v in prob.train_options.items() if k != "batch_key"}
     lazy_schedule = prob.schedule.replace(weight_decay=0.0)
     sampled = False
+    plans = []
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
         try:
             if job in ("solve", "validate"):
                 plan = dmft.plan_solve(m, prob.data, prob.schedule, **solve_plan)
+                plans.append(plan)
                 sampled |= plan.sampled and plan.sampler != "quadrature"
                 if cfg["theory"]["node_check"]:
                     _plan_node_check(cfg, plan, m, prob, solve_plan)
@@ -160,6 +162,8 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
             raise _problem.config_error(err, _problem.PLAN_KEYS, f"sweep at gamma0 = {g:g}") from err
     if job in ("simulate", "validate"):
         _check_sweep_memory(cfg, prob)
+    if plans:
+        _check_theory_memory(cfg, prob, plans)
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
     return prob
@@ -186,6 +190,39 @@ def _check_sweep_memory(cfg: dict, prob) -> None:
                           f"{before / 2 ** 30:.3g} GiB of it the runs of the gamma0 values before the last; use fewer "
                           "sweep.gamma0 values, widths or simulate.seeds, a larger train.save_every, or raise "
                           "simulate.max_memory_gb")
+
+
+def _solution_bytes(prob, sampled: bool, kernels: bool = True) -> float:
+    """Bytes a finished `dmft.Solution` of the problem keeps (float64): the predictions on every
+    point, the three (P, P) kernels (the jobs record them), the scalar records, and for a sampled
+    method the standard errors of each (measured: the demo's DMFT solution 98 MB, its lazy one 49 MB
+    at 31 saves, as counted)."""
+    d = prob.data
+    per_save = (d.P + d.P_test) * d.C + (3 * d.P * d.P if kernels else 0) + 16
+    return 8.0 * prob.schedule.save_steps.size * per_save * (2 if sampled else 1)
+
+
+def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
+    """The solve and validate jobs keep every gamma0's DMFT solution and lazy limit (and
+    theory.node_check's two solves, without kernels) until the report, while each solve's plan
+    counts itself alone: ConfigError where, during the last DMFT solve, the lazy limits of every
+    gamma0, the DMFT solutions before it and that solve's own peak (the largest plan's estimate)
+    pass theory.max_memory_gb (40 gamma0 values at the demo's sizes keep 5.9 GiB, where each solve
+    alone planned 1.5)."""
+    from dmft.plan import memory_estimate
+    n = len(plans)
+    lazy = _solution_bytes(prob, sampled=False)
+    full = _solution_bytes(prob, sampled=plans[0].sampled)
+    if cfg["theory"].get("node_check"):
+        full += 2 * _solution_bytes(prob, sampled=True, kernels=False)
+    kept = n * lazy + (n - 1) * full
+    need = kept + max(memory_estimate(p) for p in plans)
+    limit = prob.solve_options["max_memory_gb"]
+    if need > limit * 2 ** 30:
+        raise ConfigError(f"sweep.gamma0: the DMFT solutions and lazy limits of all {n} gamma0 values stay in memory "
+                          f"until the report: about {need / 2 ** 30:.3g} GiB (> theory.max_memory_gb = {limit:g}), "
+                          f"{kept / 2 ** 30:.3g} GiB of it the solutions kept while the last one runs; use fewer "
+                          "sweep.gamma0 values, a larger train.save_every, or raise theory.max_memory_gb")
 
 
 def _plan_node_check(cfg: dict, plan, model, prob, solve_plan: dict) -> None:

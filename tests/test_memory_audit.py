@@ -124,3 +124,29 @@ def test_a_sweeps_kept_networks_count_against_the_memory_limit():
     with pytest.raises(dmft.errors.ConfigError, match="sweep.gamma0"):
         preflight(load_config(None, base + [f"sweep.gamma0={gammas}", f"simulate.max_memory_gb={limit}"]),
                   "simulate")
+
+
+@pytest.mark.parametrize("job", ["solve", "validate"])
+def test_a_sweeps_kept_solutions_count_against_the_theory_memory_limit(job):
+    """The solve and validate jobs keep every gamma0's DMFT solution and lazy limit until the
+    report (their kernels: (T, P, P) three times, with standard errors for a sampled solve), while
+    each solve's plan counted itself alone: at the demo's sizes 40 gamma0 values keep 5.4 GiB
+    against each solve's 2.5 planned, and ran. The preflight refuses it naming sweep.gamma0; the
+    demo's 4 values pass. The kept bytes are those of real solutions (`_solution_bytes` against
+    the arrays a small solve returns)."""
+    from dmft.errors import ConfigError
+    from experiments.jobs import _solution_bytes, load_config, preflight
+
+    many = [float(g) for g in np.linspace(0.05, 2.0, 40)]
+    cfg = load_config("scripts/configs/default.toml", [f"sweep.gamma0={many}"])
+    with pytest.raises(ConfigError, match=r"^sweep\.gamma0: the DMFT solutions and lazy limits of all 40"):
+        preflight(cfg, job)
+    assert preflight(load_config("scripts/configs/default.toml"), job) is not None
+    small = load_config(None, ["task.P=16", "task.P_test=8", "task.D=4", "theory.samples=256",
+                               "train.steps=4", "train.save_every=2"])
+    prob = preflight(small, "solve")
+    sol = dmft.solve(prob.model.replace(gamma0=1.0), prob.data, schedule=prob.schedule, **prob.solve_options)
+    held = sum(np.asarray(v).nbytes for v in (sol.f_train, sol.f_test, sol.ntk, sol.feature_kernel,
+                                                  sol.gradient_kernel))
+    held += sum(np.asarray(v).nbytes for v in (sol.error or {}).values())
+    assert held <= _solution_bytes(prob, sampled=True) <= 1.5 * held
