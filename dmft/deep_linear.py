@@ -1013,30 +1013,8 @@ LYAPUNOV_CHAINS = 16
 LYAPUNOV_BURN = 200
 
 
-def _minimum_weights(model: DeepLinear, modes: EffectiveModes, kappa: float):
-    """The aligned, balanced weights at the fixed points pi*_i (`fixed_points`; a mode the decay
-    switches off at 0): each layer carries a_i = pi*_i^(1/L) on mode i, laid out as
-    networks.deep_linear lays out an aligned start (the first r hidden units carry the modes)."""
-    L = model.depth
-    star = _fixed_points(modes.s, L, kappa)
-    star = np.where(np.isfinite(star), star, 0.0)
-    U, V = np.asarray(modes.U, np.float64), np.asarray(modes.V, np.float64)
-    if L == 1:
-        return ((U * star) @ V.T,)
-    a = star ** (1.0 / L)
-    Q = np.eye(model.width, star.size)
-    return tuple([(Q * a) @ V.T] + [(Q * a) @ Q.T for _ in range(L - 2)] + [(U * a) @ Q.T])
-
-
-def _end_to_end(Ws):
-    out = Ws[0]
-    for W in Ws[1:]:
-        out = W @ out
-    return out
-
-
 def _mode_kernel(model: DeepLinear, modes: EffectiveModes, kappa: float):
-    """(Uf, Vf, nu): the operator N = T T^* on (d_out, d_in) matrices at `_minimum_weights` (T: a
+    """(Uf, Vf, nu): the operator N = T T^* on (d_out, d_in) matrices at the aligned, balanced minimum (T: a
     change of the weights to the change of W_tot = A_l W_l B_l, T d = sum_l A_l d_l B_l with A_l
     the layers above l and B_l those below; T^* its adjoint, the vjp), N(u) = sum_l A_l A_l^T u
     B_l^T B_l, in the modes' bases completed to orthonormal ones (Uf (d_out, d_out), Vf (d_in,

@@ -33,6 +33,7 @@ import jax
 import dmft
 import networks
 from dmft.errors import ConfigError, InputError
+from dmft.plan import memory_estimate as solve_memory_estimate
 from dmft.plan import no_lazy_limit
 from validation import lazy_to_rich
 from validation.sweep import plan_node_check
@@ -209,14 +210,13 @@ def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
     gamma0, the DMFT solutions before it and that solve's own peak (the largest plan's estimate)
     pass theory.max_memory_gb (40 gamma0 values at the demo's sizes keep 5.9 GiB, where each solve
     alone planned 1.5)."""
-    from dmft.plan import memory_estimate
     n = len(plans)
     lazy = _solution_bytes(prob, sampled=False)
     full = _solution_bytes(prob, sampled=plans[0].sampled)
     if cfg["theory"].get("node_check"):
         full += 2 * _solution_bytes(prob, sampled=True, kernels=False)
     kept = n * lazy + (n - 1) * full
-    need = kept + max(memory_estimate(p) for p in plans)
+    need = kept + max(solve_memory_estimate(p) for p in plans)
     limit = prob.solve_options["max_memory_gb"]
     if need > limit * 2 ** 30:
         raise ConfigError(f"sweep.gamma0: the DMFT solutions and lazy limits of all {n} gamma0 values stay in memory "

@@ -568,11 +568,13 @@ class Store:
         try:
             atomic_write(path, data)
         except OSError as err:
-            done = len(set(self.manifest.get("chunks") or {}) & self.finished())
-            raise StoreWriteError(
-                err.errno, f"could not write {what} to {self.path}: {err.strerror or err}. "
-                f"The {done} chunk(s) already written are kept; free space or fix permissions "
-                "and rerun the same scan to resume") from err
+            raise self._write_error(err, f"could not write {what} to {self.path}") from err
+
+    def _write_error(self, err: OSError, what: str) -> StoreWriteError:
+        """A failed write as StoreWriteError: `what` failed, and the chunks already written are kept."""
+        done = len(set(self.manifest.get("chunks") or {}) & self.finished())
+        return StoreWriteError(err.errno, f"{what}: {err.strerror or err}. The {done} chunk(s) already written "
+                               "are kept; free space or fix permissions and rerun the same scan to resume")
 
     def save_manifest(self) -> None:
         """Write the whole manifest (atomically) and empty the journal, whose records it now holds.
@@ -619,11 +621,7 @@ class Store:
             os.fsync(fd)
             self._journal_ok = True
         except OSError as err:
-            done = len(set(self.manifest.get("chunks") or {}) & self.finished())
-            raise StoreWriteError(
-                err.errno, f"could not record {what} in {self.path}/{JOURNAL}: {err.strerror or err}. "
-                f"The {done} chunk(s) already written are kept; free space or fix permissions "
-                "and rerun the same scan to resume") from err
+            raise self._write_error(err, f"could not record {what} in {self.path}/{JOURNAL}") from err
 
     def _close_journal(self) -> None:
         if self._journal_fd is not None:

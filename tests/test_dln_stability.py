@@ -58,6 +58,28 @@ def test_the_largest_stable_eta0_is_the_closed_forms_root():
     assert abs(got - root) < 0.03 * root, (got, root)
 
 
+def _minimum_weights(model, modes, kappa):
+    """The aligned, balanced weights at the fixed points pi*_i (`dl.fixed_points`; a mode the decay
+    switches off at 0): each layer carries a_i = pi*_i^(1/L) on mode i, laid out as
+    networks.deep_linear lays out an aligned start (the first r hidden units carry the modes)."""
+    L = model.depth
+    star = dl._fixed_points(modes.s, L, kappa)
+    star = np.where(np.isfinite(star), star, 0.0)
+    U, V = np.asarray(modes.U, np.float64), np.asarray(modes.V, np.float64)
+    if L == 1:
+        return ((U * star) @ V.T,)
+    a = star ** (1.0 / L)
+    Q = np.eye(model.width, star.size)
+    return tuple([(Q * a) @ V.T] + [(Q * a) @ Q.T for _ in range(L - 2)] + [(U * a) @ Q.T])
+
+
+def _end_to_end(Ws):
+    out = Ws[0]
+    for W in Ws[1:]:
+        out = W @ out
+    return out
+
+
 def _kernel_from_weights(Ws):
     """N = T T^* built from the weights alone: T d = sum_l A_l d_l B_l (the jvp of W_tot = A_l W_l
     B_l), so N(u) = sum_l A_l A_l^T u B_l^T B_l, in row-major vec sum_l kron(A_l A_l^T, B_l^T B_l)."""
@@ -83,7 +105,7 @@ def test_the_mode_kernel_is_the_tangent_kernel_of_the_weights(depth, kappa):
     model = dmft.DeepLinear(depth, 6, 0.5, "aligned")
     modes = dl.effective_modes(data)
     Uf, Vf, nu = dl._mode_kernel(model, modes, kappa)
-    N = _kernel_from_weights(dl._minimum_weights(model, modes, kappa))
+    N = _kernel_from_weights(_minimum_weights(model, modes, kappa))
     F = np.kron(Uf, Vf)                     # (row-major vec of Uf E_ij Vf^T is kron(Uf, Vf)[:, ij])
     np.testing.assert_allclose(F @ np.diag(nu.ravel()) @ F.T, N, atol=1e-12 * np.abs(N).max())
     alive = int(np.sum(np.isfinite(dl.fixed_points(model, data, weight_decay=kappa))
@@ -100,13 +122,13 @@ def test_the_linearized_map_is_the_networks_own_step():
     data = dmft.tasks.linear_teacher(d_in=4, d_out=3, singular_values=[2.0, 1.0], P=12, key=1)
     model = dmft.DeepLinear(3, 5, 0.5, "aligned")
     eta, B, eps = 0.05, 3, 1e-6
-    Ws = dl._minimum_weights(model, dl.effective_modes(data), 0.0)
+    Ws = _minimum_weights(model, dl.effective_modes(data), 0.0)
     Uf, Vf, nu = dl._mode_kernel(model, dl.effective_modes(data), 0.0)
     rng = np.random.default_rng(0)
     V = tuple(rng.standard_normal(W.shape) for W in Ws)
     Wp = tuple(W + eps * v for W, v in zip(Ws, V))
-    W0 = dl._end_to_end(Ws)
-    u = np.asarray(dl._end_to_end(Wp)) - W0
+    W0 = _end_to_end(Ws)
+    u = np.asarray(_end_to_end(Wp)) - W0
     modes = dl.effective_modes(data)
     sh = ndl.Shared(*(jax.numpy.asarray(a) for a in (modes.U, modes.V, data.M, data.label_noise, data.x_train,
                                                        data.y_train, eta, 0.0)))
@@ -115,7 +137,7 @@ def test_the_linearized_map_is_the_networks_own_step():
     st = ndl.State(tuple(jax.numpy.asarray(W)[..., None] for W in Wp), jax.numpy.zeros(1, int),
                    jax.numpy.full(1, -1))
     new = ndl.step(ndl.Static(False, B, data.P, 0), (sh, seeds), st, None)
-    after = np.asarray(dl._end_to_end(tuple(W[..., 0] for W in new.Ws))) - W0
+    after = np.asarray(_end_to_end(tuple(W[..., 0] for W in new.Ws))) - W0
     x = data.x_train[np.asarray(dmft.schedule.batch_indices(bkey, 0, data.P, B))]
     g = u @ x.T @ x / B
     want = u - eta * Uf @ (nu * (Uf.T @ g @ Vf)) @ Vf.T

@@ -43,7 +43,7 @@ from dmft.errors import InputError
 
 from .inputs import boolean_array, mapping, names, real_array, real_or_inf
 
-__all__ = ["GrokTimes", "grokking_times", "crossing_time", "crossing_time_se", "accuracy", "early_warning", "drop_time",
+__all__ = ["RATES", "GrokTimes", "grokking_times", "crossing_time", "crossing_time_se", "accuracy", "early_warning", "drop_time",
            "MIN_SAVES_BETWEEN", "saves_between", "jackknife_se", "REPLICAS_PREFIX", "COARSE_FALL",
            "change_time", "wilson_interval", "lead_verdict", "overlap_diffusion",
            "steepest_change_time", "kumar_decomposition", "planted_overlap", "fourier_ipr",
@@ -118,6 +118,10 @@ class GrokTimes:
         return {**d, "threshold": self.threshold, "kind": self.kind,
                 "status": np.asarray(self.status()).tolist()}
 
+
+# the progress measures that are rates (`overlap_diffusion`: their change time is the median time
+# of their burst, `change_time(rate=True)`), as the grok job and its figures read them
+RATES = ("planted_diffusion",)
 
 # a loss (or an accuracy's error rate 1 - accuracy) that falls more than this many-fold between the
 # two saves around its crossing is not resolved there: the interpolated time may lie anywhere in the interval (GrokTimes.coarse_*)

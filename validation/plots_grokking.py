@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from dmft.errors import InputError
 from dmft.plotting import new_figure, seed_mean_line
 
-from .grokking import REPLICAS_PREFIX, early_warning
+from .grokking import RATES, REPLICAS_PREFIX, early_warning
 
 __all__ = ["grokking_curves", "progress_measures", "kumar_decomposition_plot", "width_departure",
            "phase_diagram_plot", "decay_plot", "MEASURE_LABELS"]
@@ -108,10 +108,6 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
     axes[0].set_title("train", fontsize=10)
     axes[1].set_title("test", fontsize=10)
     return fig
-
-
-# the progress measures that are rates (`validation.grokking.change_time(rate=True)`), as the grok job's
-RATES = ("planted_diffusion",)
 
 
 def _change_level(t, y, tc, rate):

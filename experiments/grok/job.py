@@ -50,8 +50,6 @@ __all__ = ["run", "phase_diagram", "decay_scan", "early_warning_grid"]
 
 # the folder of curves.npz's parts while the run goes (`_Parts`)
 PARTS = "curves"
-# progress measures that are rates (their change time is the median time of their burst)
-RATES = ("planted_diffusion",)
 # a curve set's per-replica (or per-seed) curves (R, T) are named with this prefix
 REPLICAS = gk.REPLICAS_PREFIX
 _SKIP = ("train_loss", "test_loss", "train_acc", "test_acc", "train_loss_se", "test_loss_se", "t")
@@ -282,7 +280,7 @@ def _early(t, cur) -> dict:
     # with the replicas (or seeds) behind the curves, the times and leads have errors (jackknife)
     reps = ({k: cur[REPLICAS + k] for k in ["test_loss", *names]}
             if all(REPLICAS + k in cur for k in ["test_loss", *names]) else None)
-    ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in names}, rates=RATES, replicas=reps)
+    ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in names}, rates=gk.RATES, replicas=reps)
     out = {"drop_observed": bool(ew["observed"]), "t_drop": _num(ew["t_drop"])}
     if reps:
         out["t_drop_se"] = _num(ew["t_drop_se"])
@@ -475,7 +473,7 @@ def early_warning_grid(cfg, tb: Testbed, diag: dict) -> dict:
                    **_kumar_measures(cfg, sub, state, f_tr, g, eps, tb.schedule.eta0)}
             if not np.all(np.isfinite(cur["test_loss"])):
                 continue
-            ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in leads}, rates=RATES)
+            ew = gk.early_warning(t, cur["test_loss"], {k: cur[k] for k in leads}, rates=gk.RATES)
             if not ew["observed"]:
                 continue
             # (a drop is a fall of at least twofold: a run that never crossed the test threshold has
