@@ -61,6 +61,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import datetime
 import fcntl
 import hashlib
@@ -289,11 +290,15 @@ class Store:
                    else "")
             if not why:
                 try:
-                    name, rec = line["chunk"], line["record"]
-                    if not isinstance(name, str) or not isinstance(rec, dict):
+                    name, rec, drop = line["chunk"], line["record"], line.get("drop", [])
+                    if (not isinstance(name, str) or not isinstance(rec, dict) or not isinstance(drop, list)
+                            or not all(isinstance(gone, str) for gone in drop)):
                         raise TypeError("not a record")
-                    _apply(self.manifest, line.get("state", []))
-                    for gone in line.get("drop", []):
+                    # (all or nothing: the changes go to a copy of the state, kept only when all fit)
+                    state = {k: copy.deepcopy(self.manifest[k]) for k in STATE if k in self.manifest}
+                    _apply(state, line.get("state", []))
+                    self.manifest.update(state)
+                    for gone in drop:
                         chunks.pop(gone, None)
                     chunks[name] = rec
                     self._journal_bad.pop(name, None)

@@ -113,6 +113,33 @@ def test_an_edited_journal_line_is_not_trusted(tmp_path):
     assert "is not a record this store writes" in read.verified()[1]["c1"]
 
 
+
+@pytest.mark.parametrize("bad", [[["sessions", 99], {"status": "x"}],      # past the list's end
+                                 [["schemas"], [1]],                         # not what a store writes
+                                 "not a change"])
+def test_a_line_whose_changes_do_not_fit_changes_nothing(tmp_path, bad):
+    """A line with a valid checksum whose state changes fit only in part (a good change, then a
+    bad one) leaves the manifest's state as it was: no half-applied line (the good change used to
+    stay while its chunk was set aside); its drops and record are not applied either."""
+    path = str(tmp_path / "s")
+    store = _writer(path, 2)
+    store.save_manifest()
+    before = S._state(store.manifest)
+    store.write_chunk("c2", _arrays(2), family="g")
+    _kill(store)
+    lines = _journal(path).split(b"\n")
+    body = json.loads(lines[1])
+    body.pop("sha256")
+    body["state"] = [[["sessions", 0, "status"], "forged"], bad]
+    body["drop"] = ["c0"]
+    lines[1] = S._line_bytes(body).rstrip(b"\n")
+    _put_journal(path, b"\n".join(lines))
+    read = Store.read(path)
+    assert S._state(read.manifest) == before
+    good, bad_chunks = read.verified()
+    assert good == {"c0", "c1"} and "is not a record this store writes" in bad_chunks["c2"], bad_chunks
+
+
 def test_a_journal_already_folded_is_not_read_again(tmp_path):
     """Killed between saving the manifest and emptying the journal: the journal names the
     manifest it followed, not the one on disk, and is ignored (replayed, it would bring back
