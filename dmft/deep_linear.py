@@ -1819,9 +1819,11 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     warn_step(np.where(wanted, _step_rates(modes.s, L, eta0, kappa), np.nan), eta0, "stationary_density", law=True)
     c_at_star = noise_variance(modes, star, B)
     if np.any(wanted & (c_at_star <= _point_mass_level(modes, B))):
-        raise PointMassError(f"stationary_density: the noise vanishes at the fixed point (no label noise, and "
-                             f"weight_decay = {kappa:g} too small to move it off the target, or full-batch "
-                             "steps): the stationary law is a point mass there")
+        # (the cause named: full-batch steps read "weight_decay = 0.2 too small to move it off the target")
+        why = (f"full-batch steps, batch_size = P = {B}: no gradient noise" if modes.P is not None and B >= modes.P
+               else f"no label noise, and weight_decay = {kappa:g} too small to move it off the target")
+        raise PointMassError(f"stationary_density: the noise vanishes at the fixed point ({why}): the stationary "
+                             "law is a point mass there")
     out = np.full((pi.size, r), np.nan)
     cm = cross_modes_of(data, B) if cross and L >= 2 else None
     for i, (si, ps) in enumerate(zip(modes.s, star)):

@@ -630,3 +630,19 @@ def test_staircase_figure_draws_the_decayed_flow_and_refuses_another_decay():
     np.testing.assert_allclose(dotted, sorted(dl.plateaus(data, settled)["levels"]), rtol=1e-12)
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def test_a_full_batch_point_mass_names_full_batch_steps_not_the_weight_decay():
+    """Full-batch steps (B = P) with weight decay 0.2, which moves the fixed point well off the
+    target: the law is a point mass because the steps have no noise, and the message says so (it
+    read "weight_decay = 0.2 too small to move it off the target, or full-batch steps" in `dmft
+    dln`'s report); without label noise or decay the message names those."""
+    data = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0], P=20, key=0)
+    model = dmft.DeepLinear(2, 8, 0.2, "aligned")
+    grid = np.linspace(2.0, 3.2, 401)
+    with pytest.raises(dl.PointMassError) as err:
+        dl.stationary_density(model, data, grid, eta0=0.005, batch_size=20, weight_decay=0.2)
+    assert "full-batch steps, batch_size = P = 20" in str(err.value) and "too small" not in str(err.value)
+    with pytest.raises(dl.PointMassError) as err:
+        dl.stationary_density(model, data, grid, eta0=0.005, batch_size=4)
+    assert "no label noise, and weight_decay = 0 too small" in str(err.value) and "full-batch" not in str(err.value)

@@ -165,3 +165,16 @@ def test_networks_whose_loss_runs_away_while_finite_are_flagged_diverged():
         assert 0 < cut and np.all(np.isnan(run.test_loss[s, cut:])) and np.all(np.isnan(run.modes[s, cut:]))
         kept = run.test_loss[s, :cut]
         assert np.all(np.isfinite(kept)) and kept.max() <= RUNAWAY * max(kept[0], scale)
+
+
+@pytest.mark.parametrize("key, value", [("paths", 10), ("seed", 5), ("max_memory_gb", 1.0)])
+def test_dln_refuses_the_sde_settings_a_random_start_never_reads(key, value):
+    """From a random start `dmft dln` runs no per-mode SDE, so theory.paths, theory.seed and
+    theory.max_memory_gb are never read: set there they were ignored in silence (a scan refuses
+    theory.seed so); an aligned start, and the --full preset's paths, still load."""
+    from experiments.dln.config import load_config
+    from dmft.errors import ConfigError
+    with pytest.raises(ConfigError, match=f"^theory.{key}: read only with model.init = 'aligned'"):
+        load_config(None, ["model.init='random'", f"theory.{key}={value}"])
+    assert load_config(None, [f"theory.{key}={value}"])["theory"][key] == value
+    assert load_config(None, ["model.init='random'"], full=True)["theory"]["paths"] == 16384

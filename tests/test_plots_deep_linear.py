@@ -244,3 +244,21 @@ def test_figures_of_diverged_runs_and_a_depth_one_network_print_no_warnings():
         labels.set_locs([1e-300, 1e-200])
     for f in drawn + [wide]:
         plt.close(f)
+
+
+def test_noise_figure_keeps_its_line_key_under_a_title_and_says_when_there_is_no_noise():
+    """`dmft dln` passes a title, which replaced the only key to the noise figure's lines (dashed:
+    the formula; dotted: the predicted peak); the key now stays. Full-batch steps record a
+    diffusion of 0 everywhere: the panel says so on a linear axis (a log axis drew nothing)."""
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], key=0)
+    model = dmft.DeepLinear(2, 4, 0.3, "aligned")
+    run = _flow_run(model, data, 0.0)
+    fig = figs.noise_figure(run, model, data, eta0=0.01, batch_size=1, title="drift and diffusion, label noise 0")
+    text = fig._suptitle.get_text()
+    assert text.startswith("drift and diffusion, label noise 0")
+    assert "dashed: the formula at the networks' modes" in text and "dotted vertical: predicted diffusion peak" in text
+    assert fig.axes[1].get_yscale() == "log" and not fig.axes[1].texts
+    run.diffusion = np.zeros_like(run.modes)
+    fig = figs.noise_figure(run, model, data, eta0=0.01, batch_size=1, title="t")
+    assert fig.axes[1].get_yscale() == "linear"
+    assert [x.get_text() for x in fig.axes[1].texts] == ["no gradient noise: the diffusion is 0 (full-batch steps)"]

@@ -202,6 +202,10 @@ def staircase_ylim(run, data, *, model=None, weight_decay: float = 0.0) -> tuple
     return 0.2 * float(pos.min()), 2.0 * top
 
 
+NOISE_KEY = ("networks: median (solid) and 10-90% band; dashed: the formula at the networks' modes; "
+             "solid vertical: half learned; dotted vertical: predicted diffusion peak")
+
+
 def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay: float = 0.0):
     """Drift and diffusion along each mode against time (networks median and band; the
     formulas at the measured modes, dashed), with each mode's median half-learning time over the
@@ -234,14 +238,19 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
             axes[1].axvline(peaks["t_peak"][i], color=c, lw=0.8, ls=":")
     axes[0].set_ylabel("drift d pi / dt (full-batch gradient)")
     axes[1].set_ylabel("diffusion Var[delta pi] / eta per step")
-    axes[1].set_yscale("log")
+    if np.any(np.isfinite(run.diffusion) & (run.diffusion > 0)):
+        axes[1].set_yscale("log")
+    else:        # (full-batch steps: a log axis with nothing on it, and a warning, said nothing)
+        axes[1].text(0.5, 0.5, "no gradient noise: the diffusion is 0 (full-batch steps)",
+                     transform=axes[1].transAxes, ha="center", va="center", fontsize=8)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("t = steps x eta")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(title or "drift and diffusion per mode (solid vertical: half learned; dotted: "
-                 "predicted diffusion peak)", fontsize=9)
+    # the key to the lines goes with any title (the job's titles replaced it: nothing said what the
+    # dashed and dotted lines were)
+    fig.suptitle((title + "\n" if title else "drift and diffusion per mode\n") + NOISE_KEY, fontsize=9)
     return fig
 
 

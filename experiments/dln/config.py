@@ -157,6 +157,12 @@ def _check(cfg: dict) -> None:
             raise ConfigError(f"staircase.{given[0]}: read only with staircase.seeds > 0 (the staircase ensemble); "
                               "it would be silently ignored here")
     t, m, tr = cfg["teacher"], cfg["model"], cfg["train"]
+    if m["init"] == "random":        # no per-mode SDE runs from a random start (the job's `_study`)
+        given = [k for k in ("paths", "seed", "max_memory_gb")    # (away from the default and the --full preset's)
+                 if cfg["theory"][k] not in (SCHEMA["theory"][k].default, FULL["theory"].get(k))]
+        if given:
+            raise ConfigError(f"theory.{given[0]}: read only with model.init = 'aligned' (the per-mode SDE); "
+                              "it would be silently ignored here")
     r = len(t["singular_values"]) if t["spectrum"] == "list" else t["rank"]
     if r > min(t["d_in"], t["d_out"]):
         dim = "d_in" if t["d_in"] <= t["d_out"] else "d_out"

@@ -36,7 +36,7 @@ from validation import plots_deep_linear as figs
 from ..output import (draw_figures, figures_relative, read_manifest, recheck_note, recheck_recorded, release,
                       verify_files, write_manifest)
 from .config import build, sde_memory_limit
-from .report import markdown, unbalanced_note
+from .report import markdown, unbalanced_note, unresolved_note
 
 __all__ = ["run", "recheck", "checks"]
 
@@ -433,7 +433,8 @@ def checks(report: dict) -> list[dict]:
             out.append({"name": f"staircase {tag}", "verdict": r["staircase"]["verdict"],
                         "detail": (f"order {'as predicted' if r['staircase']['order_ok'] else 'NOT as predicted'} "
                                    f"({100 * r['staircase']['fraction_of_seeds_in_order']:.0f}% of the seeds that "
-                                   f"learn every mode, {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds); "
+                                   f"learn every mode, {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds"
+                                   f"{unresolved_note(r['staircase'])}); "
                                    if r["staircase"]["all_learned"] else
                                    f"only {100 * r['staircase']['fraction_all_learned']:.0f}% of seeds learn every "
                                    "mode within the run; ")

@@ -71,6 +71,16 @@ def _layer_leads(p: dict, sigma: float) -> str:
     return "the diffusion of each layer's scalar " + "; ".join(parts) + noise + "."
 
 
+def unresolved_note(stair: dict) -> str:
+    """"; not checked between modes 1 and 2 (...)" for the staircase's consecutive steps whose learning
+    order the seeds do not resolve (`vdl.staircase`'s "unresolved"), else "" (runs saved before it: "")."""
+    pairs = stair.get("unresolved") or []
+    if not pairs:
+        return ""
+    return ("; not checked between " + ", ".join(f"modes {a + 1} and {b + 1}" for a, b in pairs)
+            + " (their median learning times are within the seeds' spread: learned together, in either order)")
+
+
 def unbalanced_note(r: dict, init_scale=None) -> str:
     """Why D(pi) need not describe a random start far from balanced ("" where it is near)."""
     u = r.get("unbalanced")
@@ -285,7 +295,7 @@ def markdown(rep: dict) -> str:
             s = r["staircase"]
             lines += ["", f"Saddle-to-saddle (random init, scale {_f(s['init_scale'], 3)}): modes learned in the "
                       f"predicted order: {s['order_ok']} ({100 * s['fraction_of_seeds_in_order']:.0f}% of the seeds that learn "
-                      f"every mode within the run, {100 * s['fraction_all_learned']:.0f}% of seeds); "
+                      f"every mode within the run, {100 * s['fraction_all_learned']:.0f}% of seeds{unresolved_note(s)}); "
                       f"median learning times (mode 1 first, as every per-mode list): {_times(s['learning_times'])}."
                       + (f" {s['verdict']}: {s['reason']}." if s.get("reason") else "")]
             if s["plateaus"]:
