@@ -349,9 +349,12 @@ def _say_unread(job: str, overrides) -> None:
 
     readers = {"simulate": "dmft simulate and dmft validate", "theory": "dmft solve and dmft validate",
                "check": "dmft solve and dmft validate"}
+    said = set()
     for text in overrides or ():
         ((sec, table),) = parse_override(text).items()
-        if sec in UNREAD_SECTIONS.get(job, ()):
+        name = f"{sec}.{next(iter(table))}"
+        if sec in UNREAD_SECTIONS.get(job, ()) and name not in said:     # (a key set twice: one note)
+            said.add(name)
             _say(f"dmft {job}: note: {sec}.{next(iter(table))} changes nothing here: dmft {job} does not "
                  f"read [{sec}] ({readers.get(sec, 'other jobs')} do)")
 

@@ -270,11 +270,13 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
     with open(js, "w") as fh:
         json.dump(_io.jsonable(rep), fh, indent=2)
     sgd = training_line(cfg, data.P, "every network")
+    kappa = float(cfg.get("train", {}).get("weight_decay", 0.0) or 0.0)
+    decay = f" with weight decay {kappa:g} per unit time (train.weight_decay)" if kappa > 0 else ""
     lines = ["# Finite-width network ensembles", "",
              f"Task `{data.meta.get('task', 'custom')}` with D = {data.D}, P = {data.P}, P* = {data.P_test}, "
              f"C = {data.C}; two-layer `{model.activation.name}` network, {model.readout} readouts, "
              f"{'centered' if model.centered else 'not centered'}; trained in DMFT units "
-             "(t = steps x eta0). No theory is solved by this job (`dmft validate` compares). "
+             f"(t = steps x eta0){decay}. No theory is solved by this job (`dmft validate` compares). "
              f"{sgd}{precision_line(env)}", ""] + ([recheck_line(rechecked, verdicts=False), ""] if rechecked else [])
     lines += _table(["gamma0", "width", "seeds", "final test loss (mean +- std over seeds)", "alignment",
                      "weight change", "diverged", "wall s (incl. compile)"],
@@ -368,7 +370,11 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
               + (". Under weight decay a centered network keeps the initial output it subtracts while decay "
                  "shrinks its own: an offset of variance about E[a^2 phi^2] / (gamma0^2 N) in each output, "
                  "which the DMFT (f = 0 at t = 0 at infinite width) does not have; it falls as 1 / N and "
-                 "is largest at small gamma0" if decay > 0 and m.centered and nets else "") + ".", ""]
+                 "is largest at small gamma0" if decay > 0 and m.centered and nets else "")
+              + (". Not centered: each network starts from its random initial output, of variance about "
+                 "E[a^2 phi^2] / (gamma0^2 N) in each output, which the DMFT (f = 0 at t = 0 at infinite "
+                 "width) does not have; it falls as 1 / N and is largest at small gamma0, so the "
+                 "networks' early losses sit above the DMFT's there" if not m.centered and nets else "") + ".", ""]
     head = (["gamma0", f"{name} test loss +- SE", "lazy test loss" + (" (no decay)" if decay > 0 else "")]
             + [f"N={w} test loss (mean +- std)" for w in sweep.widths]
             + [f"{name} alignment", f"{name} first-layer change"])

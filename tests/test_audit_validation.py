@@ -441,3 +441,55 @@ def test_a_seed_is_flagged_at_the_first_save_past_the_runaway_bound(monkeypatch,
             flagged.append((loss[j - 1] > bound0 * scale and not np.all(np.isfinite(loss[j:])))
                            if act == "linear" else bool(np.any((loss > bound) & (loss < 1e6 * bound))))
     assert flagged and all(flagged), flagged
+
+
+def test_the_spread_check_says_when_the_dmfts_own_error_is_unknown():
+    """A DMFT of one replica has a sampling error nothing estimates (width_scaling's floor NaN): the
+    spread check is still judged, but neither took that error out nor could SKIP where it dominates,
+    and the detail said nothing of it (a walkthrough: theory.replicas = 1 read as a plain PASS beside
+    the z and prediction checks' SKIPs for the same reason)."""
+    sweep = _floor_sweep(5.0)
+    sweep.scaling[1.0]["theory_floor"] = float("nan")
+    spread = checks(sweep)[0]
+    assert spread["verdict"] == "PASS", spread
+    assert "the DMFT's own standard error is unknown (one replica)" in spread["detail"], spread
+    known = checks(_floor_sweep(5.0))[0]                    # a known floor: no such words
+    assert "unknown" not in known["detail"], known
+
+
+def test_the_spread_check_names_seeds_that_diverged():
+    """A seed that diverges keeps its last finite, huge save (a walkthrough: a test loss of 3.5e10
+    one save before NaN at N = 16), which the per-seed error averages in: the spread slope read
+    +5.2 'over widths 4 to 16' with nothing said of the divergence, where the agreement checks
+    named it. The judged spread's detail names the diverged seeds too."""
+    rng = np.random.default_rng(3)
+    sol = _solution(F6, T6, Y)
+    runs = {}
+    for n in (64, 256, 1024):
+        f = F6[None] + (T6 > 0)[None, :, None] * 2.0 * RMS * rng.normal(size=(4,) + F6.shape) / np.sqrt(n)
+        if n == 1024:                                     # one seed blows up, then is NaN
+            f[0, 1] = 1e5
+            f[0, 2:] = np.nan
+        runs[n] = _run(f, T6, Y, n, diverged={0: 2} if n == 1024 else None)
+    spread = _by_name(checks(_sweep(sol, runs)))["spread"]
+    assert spread["verdict"] != "SKIP", spread
+    assert "1 of 4 at N=1024" in spread["detail"] and "diverged" in spread["detail"], spread
+    calm = {n: r for n, r in runs.items() if n < 1024}
+    calm[512] = _run(F6[None] + 0.01 * RMS * rng.normal(size=(4,) + F6.shape), T6, Y, 512)
+    assert "diverged" not in _by_name(checks(_sweep(sol, calm)))["spread"]["detail"]
+
+
+def test_an_unjudged_agreement_z_shows_no_bound_it_did_not_work_out():
+    """Where z is not judged (a DMFT of one replica: SKIP; a diverged seed: inf, FAIL) its tolerance
+    read '|z| <= 5', sigma itself, as if that were the bound (at 3 seeds' dof it is 338): a
+    walkthrough read it so; it says 'bound (5 sigma)', as the prediction check's does."""
+    rng = np.random.default_rng(4)
+    runs = {n: _run(F6[None] + 0.01 * RMS * rng.normal(size=(4,) + F6.shape), T6, Y, n) for n in (64, 256, 1024)}
+    one = _solution(F6, T6, Y, error_dof=0, sampler="stratified")          # one replica: its error unknown
+    z = _by_name(checks(_sweep(one, runs)))["agreement z"]
+    assert z["verdict"] == "SKIP" and z["tolerance"] == "|z| <= bound (5 sigma)", z
+    f = F6[None] + 0.01 * RMS * rng.normal(size=(4,) + F6.shape)
+    f[0, 3:] = np.nan
+    runs[1024] = _run(f, T6, Y, 1024, diverged={0: 3})
+    z = _by_name(checks(_sweep(_solution(F6, T6, Y), runs)))["agreement z"]
+    assert z["verdict"] == "FAIL" and z["value"] == np.inf and z["tolerance"] == "|z| <= bound (5 sigma)", z

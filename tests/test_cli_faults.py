@@ -1073,3 +1073,13 @@ def test_train_settings_are_named_by_their_keys(sets, said):
     with pytest.raises(ConfigError) as err:
         jobs.load_config(None, sets)
     assert str(err.value).startswith(said), str(err.value)
+
+
+def test_a_key_set_twice_in_an_unread_section_gets_one_note(capsys):
+    """`dmft simulate --set theory.samples=1024 --set theory.samples=1000` printed the same note
+    twice (a walkthrough); one note a key, each key named."""
+    capsys.readouterr()
+    cli._say_unread("simulate", ["theory.samples=1024", "theory.samples=1000", "theory.replicas=4"])
+    err = capsys.readouterr().err
+    assert err.count("theory.samples changes nothing here") == 1, err
+    assert err.count("theory.replicas changes nothing here") == 1, err

@@ -286,15 +286,15 @@ def _z_check(name, comp, sigma, loss, theory, lazy, lost) -> dict:
     stats = comp.test_loss if s["loss"] == "test" else comp.train_loss
     z, dof = np.asarray(stats["z"], float)[1:], np.asarray(stats["dof"], float)[1:]
     t = np.asarray(comp.t, float)[1:]
+    tol = f"|z| <= bound ({_num(sigma)} sigma)"     # (no bound was worked out: |z| <= sigma read as the one)
     if lost:
-        return _check(name, np.inf, (-np.inf, np.inf), f"|z| <= {_num(sigma)}", False,
-                      f"{loss}; {lost}")
+        return _check(name, np.inf, (-np.inf, np.inf), tol, False, f"{loss}; {lost}")
     if s.get("theory_not_finite_t") is not None:
-        return _check(name, np.nan, (), f"|z| <= {_num(sigma)}", False,
+        return _check(name, np.nan, (), tol, False,
                       f"{loss}; the {theory} is not finite from t = {s['theory_not_finite_t']:g}")
     ok = np.isfinite(z) & (dof > 0)
     if not ok.any():
-        return _skip(name, f"|z| <= {_num(sigma)}",
+        return _skip(name, tol,
                      f"{loss}; no uncertainty to measure z against ({_no_z(s)}){lazy}")
     bounds = np.array([z_bound(sigma, d, int(ok.sum())) if k else np.nan for k, d in zip(ok, dof)])
     i = _nearest_bound(np.abs(z), bounds, ok, sigma)
@@ -547,9 +547,17 @@ def _checks(sweep, chk: dict) -> list[dict]:
                 lo, hi = _spread_bounds(chk["spread_slope"], chk["spread_slope_tol"])
                 floor = sc["theory_floor"]
                 note = (f"; the smallest network error is {np.min(sc['per_seed_error']) / floor:.0f}x the "
-                        "DMFT's own error, taken out in quadrature before the fit") if floor > 0 else ""
+                        "DMFT's own error, taken out in quadrature before the fit") if floor > 0 else (
+                        "; the DMFT's own standard error is unknown (one replica): nothing taken out, and the "
+                        "slope may measure its sampling (use replicas >= 2)" if np.isnan(floor) else "")
                 err = (f"+- {fit.half_width():.3g} (95%, t with {fit.n - 2} dof)" if np.isfinite(fit.stderr)
                        else "(no error estimate)")
+                # (a diverging seed's last finite saves, huge, are in its width's per-seed error)
+                lost = [f"{_lost(c)} of {c.seeds} at N={w}" for w, c in sc["comparisons"].items()
+                        if c.summary.get("first_diverged_t") is not None]
+                if lost:
+                    note += (f"; seeds diverged ({', '.join(lost)}): their saves before they did are in the "
+                             "per-seed errors, so the slope may measure the divergence")
                 out.append(_check(name, fit.slope, (lo, hi),
                                   f"{_num(chk['spread_slope'], sign=True)} +- {_num(chk['spread_slope_tol'])}",
                                   lo <= fit.slope <= hi,
