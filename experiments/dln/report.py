@@ -230,7 +230,8 @@ def markdown(rep: dict) -> str:
                       "predicted alike."]
         if r.get("diffusion_peaks"):
             p = r["diffusion_peaks"]
-            lines += ["", "When the diffusion peaks on the gradient-flow path (lead > 0: before):", "",
+            lines += ["", "When the diffusion peaks on the gradient-flow path (its interior maximum, which may be a local one "
+                      "below a plateau D rises to later; lead > 0: before):", "",
                       "| mode | t_peak | t_half | t_90 | lead over t_half | lead over t_90 | layer scalar's lead over t_half |",
                       "|---|---|---|---|---|---|---|"]
             n = len(p["t_peak"])

@@ -8,7 +8,9 @@ Outputs per point (arrays over the r modes, in the teacher's order):
               that did not get there counting as later; NaN when the median is past the run; with
               train.weight_decay, half the fixed point), .fraction (seeds that got there);
               flow.learn.t_half;
-              theory.learn.t_peak (when the diffusion peaks)
+              theory.learn.t_peak (when the diffusion peaks on the flow path: its interior maximum;
+              NaN where D has none: full-batch steps, label noise strong enough that D rises to its
+              plateau, a start above the target, a mode the decay switches off)
     curves    t, networks.modes_mean, .modes_std (T, r), networks.test_loss (T,),
               theory.modes_mean, .modes_std (T, r)
 
