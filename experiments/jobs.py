@@ -167,7 +167,16 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
         _check_theory_memory(cfg, prob, plans)
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
+    if sampled and cfg["theory"]["node_check"] and cfg["theory"]["replicas"] == 1:
+        print(NODE_CHECK_ONE_REPLICA, file=sys.stderr)
     return prob
+
+
+# (the node check's solves cost about 2x the DMFT's again, for a verdict that can then only SKIP)
+NODE_CHECK_ONE_REPLICA = (
+    "note: theory.node_check with theory.replicas = 1: the node bias has no error to be judged against (its "
+    "errors come from the replicas' spread), so its verdict will SKIP; its solves (about twice the DMFT's cost "
+    "again) still give the extrapolated losses. theory.replicas >= 2 lets it judge")
 
 
 def _check_sweep_memory(cfg: dict, prob) -> None:

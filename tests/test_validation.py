@@ -1410,6 +1410,22 @@ def test_validate_preflight_notes_only_a_sampled_dmft(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_preflight_notes_a_node_check_that_can_only_skip(capsys):
+    """theory.node_check with one replica: the node bias verdict has no error over replicas and
+    SKIPs (a walkthrough paid 3x the DMFT's cost for it unwarned); the solve and validate jobs
+    say so before they compute, and not with two replicas or without the check."""
+    from experiments.jobs import NODE_CHECK_ONE_REPLICA, preflight
+
+    small = ["task.D=4", "task.P=16", "task.P_test=8", "train.steps=10", "train.save_every=5",
+             "theory.samples=256", "simulate.widths=[16]", "simulate.seeds=1"]
+    for job in ("solve", "validate"):
+        preflight(load(None, small + ["theory.replicas=1", "theory.node_check=true"]), job)
+        assert NODE_CHECK_ONE_REPLICA in capsys.readouterr().err
+        preflight(load(None, small + ["theory.replicas=2", "theory.node_check=true"]), job)
+        preflight(load(None, small + ["theory.replicas=1"]), job)
+        assert NODE_CHECK_ONE_REPLICA not in capsys.readouterr().err
+
+
 def test_the_checks_say_when_the_dmfts_error_sets_their_dof():
     """With fewer replicas than seeds the z and prediction checks take the replicas' dof, and
     their details say so; with as many, they say nothing of it."""
