@@ -283,7 +283,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
                     [[f"{r['gamma0']:g}", r["width"], r["seeds"],
                       f"{_fmt(r['final_test_loss_mean'])} +- {_fmt(r['final_test_loss_std'], 2)}",
                       _fmt(r["alignment"], 3), _fmt(r["weight_change"], 3), len(r["diverged"]),
-                      f"{r['wall_s']:.2g}"] for r in rows])     # (a reused program's run: 0.04 s read 0.0)
+                      (f"{r['wall_s']:.1f}" if r["wall_s"] >= 1 else f"{r['wall_s']:.2g}")] for r in rows])   # (0.04 s read 0.0)
     lines += ["", "## Figures", ""] + [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", ""]
     md = os.path.join(out, "report.md")
