@@ -1420,6 +1420,8 @@ def drift(model: DeepLinear, data: LinearTeacher, pi, *, eta0: float, batch_size
     cross = _check_cross(cross_modes, kappa, "drift")
     modes = effective_modes(data)
     pi = _pis(pi, modes.s.size)
+    if cross:               # the cross drift reads every mode's pi off the last axis: one value for
+        pi = np.broadcast_to(pi, np.broadcast_shapes(pi.shape, (modes.s.size,)))  # all, spread to each
     L = model.depth
     with np.errstate(over="ignore", invalid="ignore"):
         mu = _gf_rate(pi, modes.s, L) - L * kappa * pi

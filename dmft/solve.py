@@ -891,13 +891,15 @@ def solve(model: TwoLayer, data: Dataset, eta0=_UNSET, steps=_UNSET, save_every=
         eta0=eta0, steps=steps, save_every=save_every, dynamics=dynamics, weight_decay=weight_decay,
         save_at=save_at, batch_size=batch_size).items() if v is not _UNSET},
         defaults=dict(eta0=0.1, steps=1000))
+    # the plain arguments first: plan_solve evaluates the activation's tails (small JAX programs)
+    progress = checks.flag("progress", progress)
+    key = checks.prng_key("key", key)
+    checks.prng_key("batch_key", batch_key)
     plan = plan_solve(model, data, sch, method=method, samples=samples, replicas=replicas,
                       sampler=sampler, control_variate=control_variate, kernels=kernels, tol=tol,
                       max_iter=max_iter, damping=damping, window=window, kernel_nodes=kernel_nodes,
                       quadrature_nodes=quadrature_nodes, max_memory_gb=max_memory_gb,
                       neuron_measures=neuron_measures, precision=precision, node_split=node_split)
-    progress = checks.flag("progress", progress)
-    key = checks.prng_key("key", key)
     if key is None:
         key = jax.random.key(0)
     batch_key = check_batch_key(batch_key, sch.batch_size, data.P)

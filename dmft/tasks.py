@@ -397,7 +397,8 @@ def spectrum(r: int, kind: str = "power", *, top: float = 1.0, exponent: float =
         >>> spectrum(3, "power", top=3.0).tolist(), spectrum(3, "linear", top=3.0).tolist()
         ([3.0, 1.5, 1.0], [3.0, 2.0, 1.0])
     """
-    r = checks.integer("r", r, minimum=1)
+    # at most MAX_DATA_GB of float64 (2^40 raised a MemoryError, 2^70 numpy's own ValueError)
+    r = checks.integer("r", r, minimum=1, maximum=int(MAX_DATA_GB * 2 ** 30) // 8)
     top = checks.real("top", top, positive=True)
     if kind == "power":
         if bottom is not None:

@@ -442,6 +442,12 @@ class TrainPlan:
         return {"model": self.model.describe(), "data": self.data.describe(), "train": train}
 
 
+def _several(width) -> bool:
+    """A list of widths (a list, tuple or numpy array of one axis or more), not one width (a 0-d
+    numpy array is one width, as a 0-d jax array is: `list()` of it raised a TypeError)."""
+    return isinstance(width, (list, tuple)) or (isinstance(width, np.ndarray) and width.ndim > 0)
+
+
 def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, optimizer=None,
                antithetic: bool = False, kernels: bool = False, max_memory_gb: float = MAX_MEMORY_GB,
                neuron_measures=None, keep_params: bool = False) -> TrainPlan:
@@ -450,7 +456,7 @@ def plan_train(model, data, schedule: Schedule, width=1024, seeds: int = 16, *, 
         raise InputError(f"model must be a dmft.TwoLayer, got {type(model).__name__}")
     if not isinstance(data, dmft.Dataset):
         raise InputError(f"data must be a dmft.Dataset, got {type(data).__name__}")
-    widths = list(width) if isinstance(width, (list, tuple, np.ndarray)) else [width]
+    widths = list(width) if _several(width) else [width]
     if not widths:
         raise InputError("width: give at least one width")
     widths = [checks.integer("width", w, minimum=1) for w in widths]
@@ -605,21 +611,22 @@ def train(model, data, width=None, seeds: int = 16, eta0=_UNSET, steps=_UNSET, s
             raise InputError(f"{', '.join(given)}: not options of a deep linear network (its width "
                              "is DeepLinear.width; each seed draws its own batches)")
         _check_deep_linear_options(deep_linear_options)
+        keep_params = checks.flag("keep_params", keep_params)     # (refused as keep_weights, its name there)
         return train_deep_linear(model, data, sch, seeds, key=key, progress=progress,
                                  keep_weights=keep_params, max_memory_gb=max_memory_gb,
                                  **deep_linear_options)
     if deep_linear_options:
         raise InputError(f"unknown option(s) {sorted(deep_linear_options)} for a two-layer network")
-    batch_key = check_batch_key(batch_key, sch.batch_size, data.P)
     width = 1024 if width is None else width
     plan = plan_train(model, data, sch, width, seeds, optimizer=optimizer, antithetic=antithetic,
                       kernels=kernels, max_memory_gb=max_memory_gb, neuron_measures=neuron_measures,
                       keep_params=keep_params)
+    batch_key = check_batch_key(batch_key, sch.batch_size, data.P)     # (after data is known a Dataset)
     progress = checks.flag("progress", progress)
     key = checks.prng_key("key", key)
     key = jax.random.key(0) if key is None else key
     runs = {w: run_width(plan, w, key, progress=progress, batch_key=batch_key) for w in plan.widths}
-    single = not isinstance(width, (list, tuple, np.ndarray))
+    single = not _several(width)
     return runs[plan.widths[0]] if single else runs
 
 

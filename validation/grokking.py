@@ -635,7 +635,7 @@ def early_warning(t, test_loss, measures: dict, *, rates=(), min_saves: int = MI
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a binomial fraction (95% for z = 1.96); (nan, nan) for n = 0."""
-    n = checks.integer("n", n, minimum=0)
+    n = checks.integer("n", n, minimum=0, maximum=2 ** 63 - 1)    # a count (1e300: 4 n^2 overflowed a float)
     successes = checks.integer("successes", successes, minimum=0, maximum=n)
     z = checks.real("z", z, positive=True)
     if n == 0:

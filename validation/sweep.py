@@ -259,7 +259,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
                 done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
         timings["theory_s"] += time.perf_counter() - t0
         _advance(bar, f"gamma0={g:g} theory")
-        if simulate:
+        if widths:               # (none, as the arguments allow: theory only, as simulate=False)
             runs[g] = {}
             for w in widths:
                 t0 = time.perf_counter()

@@ -175,7 +175,8 @@ def _bound_args(tests, **positive) -> None:
         raise InputError(f"tests: the number of saved times judged, an integer >= 1, got {tests!r}")
     for name, v in positive.items():
         try:
-            bad = isinstance(v, (bool, np.bool_, str, bytes)) or (v < 0 if name == "sigma" else v <= 0)
+            bad = (isinstance(v, (bool, np.bool_, str, bytes)) or np.ndim(v) != 0   # ([2.] passed, then
+                   or bool(v < 0 if name == "sigma" else v <= 0))                   # float() raised)
         except TypeError:
             bad = True
         if bad:
