@@ -417,3 +417,40 @@ def test_node_bias_refuses_solutions_without_nodes(method):
     sol = dmft.solve(model, data, eta0=0.5, steps=4, save_every=2, method=method)
     with pytest.raises(dmft.InputError, match=f"^solution: a {method} solution has no sampled nodes"):
         validation.node_bias(sol, sol, sol)
+
+
+def test_scan_node_bias_flags_do_not_depend_on_the_outputs_kept(tmp_path):
+    """node_bias_flags' bound has a margin of rel x the loss's own standard error over the shift's;
+    a node_check scan that keeps only "grokking" (no theory.final.error.*) had a margin of 0, so its
+    points were judged by another bound than the same points with "final" (a walkthrough). The
+    loss's own error comes from the full solve at the point's key (dmft.solve, independent of the
+    scan), and sigma / rel are chosen so that the margin decides every point."""
+    from experiments import scan
+    from experiments.scan.grid import point_ids
+    from validation.verdicts import z_bound
+
+    table = {"task": {"D": 4, "P": 12, "P_test": 20, "degree": 2}, "model": {"activation": "relu"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10}, "theory": {"samples": 256, "replicas": 4, "seed": 1},
+             "scan": {"node_check": True, "outputs": ["grokking"], "grid": {"gamma0": [0.5, 2.0]}}}
+    res = scan.run(table, str(tmp_path / "s"))
+    assert "theory.final.error.test_loss" not in res.arrays
+    data = dmft.tasks.single_index(**DATA)
+    se = {"test": [], "train": []}
+    for g in (0.5, 2.0):
+        tid = int(point_ids(res.config, {"model.gamma0": np.array([g])}, [0], "theory")[0])
+        sol = dmft.solve(dmft.TwoLayer("relu", gamma0=g), data, schedule=SCHEDULE, samples=256, replicas=4,
+                         kernels=False, key=jax.random.fold_in(jax.random.key(1), tid))
+        for loss in se:
+            se[loss].append(sol.error[f"{loss}_loss"][-1])
+    sigma = 1e-3                               # (z_bound ~ 0: |z| against the margin alone)
+    for prefix, loss in (("theory.node", "test"), ("theory.node.train", "train")):
+        z, dof, sse = (np.asarray(res[f"{prefix}.{k}"]) for k in ("z", "dof", "shift_se"))
+        base = np.array([z_bound(sigma, d, 2) for d in dof])
+        assert np.all(np.abs(z) > base)
+        margin = np.asarray(se[loss]) / sse
+        # rel puts point 0's bound 1.5x as far from base as its |z|: not flagged with the margin,
+        # flagged without it (point 1: whichever side its own |z| falls)
+        rel = 1.5 * (np.abs(z[0]) - base[0]) / margin[0]
+        want = np.abs(z) > base + rel * margin
+        assert not want[0]
+        np.testing.assert_array_equal(scan.result.node_bias_flags(res, prefix, sigma=sigma, rel=rel), want)

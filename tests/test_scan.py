@@ -1825,6 +1825,21 @@ def test_full_batch_is_drawn_as_the_largest_batch_and_labelled_full(tmp_path):
     assert [t.get_text() for t in line.get_xticklabels()] == ["2", "4", "full"]
 
 
+def test_full_batch_as_the_hue_of_lines_is_labelled_full_and_drawn_last(tmp_path):
+    """lines(..., hue="batch_size") labelled full batch "train.batch_size = 0" and drew it first,
+    where the x axis and heatmaps label it "full", the largest batch (a walkthrough)."""
+    table = {"task": {"D": 4, "P": 12, "P_test": 8, "degree": 2}, "model": {"activation": "linear"},
+             "train": {"eta0": 0.5, "steps": 20, "save_every": 10},
+             "scan": {"grid": {"model.gamma0": [0.5, 1.0], "train.batch_size": [0, 2, 4]}}}
+    res = scan.run(table, str(tmp_path / "s"))
+    z = res["theory.final.test_loss"]                                     # (gamma0, batch_size)
+    ax = res.lines("theory.final.test_loss", x="gamma0", hue="batch_size", errors=False).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == \
+        ["train.batch_size = 2", "train.batch_size = 4", "train.batch_size = full"]
+    for line, j in zip(ax.get_lines(), [1, 2, 0]):                       # each label on its own column
+        np.testing.assert_array_equal(line.get_ydata(), z[:, j])
+
+
 def test_a_deep_linear_scan_draws_one_mode_with_its_standard_error(tmp_path):
     """A deep linear scan stores its modes per point ((..., r) arrays), and no figure could draw
     them ("not one number per point"): "name[i]" reads mode i as one number per point, the figures

@@ -163,3 +163,30 @@ def test_heatmap_tick_labels_do_not_run_into_each_other(tmp_path):
         assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
     ax = res.heatmap("theory.final.test_loss", x="gamma0", y="P").axes[0]
     assert set(np.round(ax.get_xticks(), 12)) <= set(gammas)
+
+
+def test_lines_on_a_log_axis_label_the_grid_values(res):
+    """lines drew a log x axis with matplotlib's own ticks: gamma0 = 0.5 and 2 read "6x10^-1" and
+    "2x10^0" minor labels, 0.5 none (a walkthrough), where the heatmap labels the grid values."""
+    ax = res.lines("theory.final.test_loss", x="gamma0", at={"P": 12}).axes[0]
+    ax.figure.canvas.draw()
+    assert ax.get_xscale() == "log"
+    np.testing.assert_allclose(ax.get_xticks(), [0.5, 1.0, 2.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2"]
+    assert not ax.xaxis.get_minorticklocs().size
+
+
+def test_summary_names_the_points_a_solver_flag_marks(res):
+    """A scan whose DMFT turned the control variate off at a point warned "1 point(s) ... were solved
+    again without it (res['control_variate_off'])", naming no grid point, and the summary said "true at
+    1 of 6 points": nothing said which (a walkthrough). The summary now names them, as the diverged."""
+    flags = np.zeros(res.grid.shape, bool)
+    flags[2, 1] = True                                               # gamma0 = 2, P = 16
+    arrays = {**res.arrays, **{f"theory.{q}": flags for q in ("control_variate_off", "heavy_tailed")},
+              "theory.grok.reached_train": np.ones(res.grid.shape, bool)}
+    text = dataclasses.replace(res, arrays=arrays).summary()
+    for q in ("control_variate_off", "heavy_tailed"):
+        (line,) = [ln for ln in text.splitlines() if ln.startswith(f"theory.{q}")]
+        assert line.endswith("true at 1 of 6 points: gamma0=2 P=16"), line
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("theory.grok.reached_train")]
+    assert line.endswith("true at 6 of 6 points")                   # (an outcome, not a flag: no list)

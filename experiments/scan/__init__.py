@@ -44,7 +44,7 @@ control variate and 3 replicas or more, theory.control_variate_noisy and
 theory.control_variate_off (`dmft.solve_batch`: the correction's noise dominated; the point
 diverged or ended unresolved with it and was solved again without it). With `[scan] node_check = true` (a sampled DMFT), every point is solved
 again with each replica's nodes split in 2 and in 4 (half and a quarter of its nodes a replica, the
-same nodes: `dmft.BatchProgram(node_split=)`), and theory.node.half, quarter, shift, shift_se,
+same nodes: `dmft.BatchProgram(node_split=)`), and theory.node.half, quarter, full_se, shift, shift_se,
 curvature, curvature_se, extrapolated, extrapolated_se, pooled_noise, z and dof give the final test
 loss's (train loss's without test targets) node-count shift and its extrapolation to infinitely
 many nodes, and theory.node.train.* the train loss's beside it (`experiments.scan.outputs.node_outputs`,

@@ -71,7 +71,9 @@ def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
     (its losses are), and where the solver turned the control variate off in some of the three
     programs but not all (control_variate_off: two estimators of the same nodes). With test targets
     the train loss's too, as theory.node.train.* (its node-count bias differs: the validate job's
-    node bias check judges both)."""
+    node bias check judges both). `name`.full_se is the loss's own standard error with the nodes whole
+    (NaN with one replica): the margin of the node bias bound (`experiments.scan.result.node_bias_flags`),
+    whatever scan.outputs keeps."""
     has = lambda q: all(q in r for r in (rec, half, quarter))           # noqa: E731
     losses = ([("test_loss", "theory.node")] + ([("train_loss", "theory.node.train")] if has("train_loss") else [])
               if has("test_loss") else [("train_loss", "theory.node")])
@@ -88,7 +90,12 @@ def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
         noise = last(rec, f"pooled_noise.{q}")
         x = paired_node_statistics(vals, per, np.full(n, np.nan) if noise is None else noise)
         x = {k: np.where(apart, np.nan, v) if k != "dof" else v for k, v in x.items()}
-        out.update({f"{name}.half": vals[1], f"{name}.quarter": vals[2], **{f"{name}.{k}": v for k, v in x.items()}})
+        # the loss's own standard error at the full node count: the node bias bound's margin
+        # (`result.node_bias_flags`), kept here so that it does not depend on scan.outputs
+        full_se = last(rec, f"error.{q}")
+        full_se = np.full(n, np.nan) if full_se is None else full_se
+        out.update({f"{name}.half": vals[1], f"{name}.quarter": vals[2], f"{name}.full_se": full_se,
+                    **{f"{name}.{k}": v for k, v in x.items()}})
     return out
 
 

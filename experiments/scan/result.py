@@ -244,8 +244,9 @@ def summary(res: ScanResult) -> str:
     if scalars:
         lines_.append(f"{'output':<40} {'min':>10} {'median':>10} {'max':>10} {'non-finite':>10}")
         for q in scalars:
-            if res.arrays[q].dtype == np.bool_:
-                lines_.append(f"{q:<40} true at {int(res.arrays[q][res.done].sum())} of {k} points")
+            if res.arrays[q].dtype == np.bool_:      # (a solver's flag names its points, as the diverged)
+                lines_.append(f"{q:<40} true at {int(res.arrays[q][res.done].sum())} of {k} points"
+                              + (_where(res, res.arrays[q], lambda i: "") if q.endswith(_FLAGS) else ""))
                 continue
             v = res.arrays[q][res.done].astype(np.float64)
             fin = v[np.isfinite(v)]
@@ -264,24 +265,30 @@ def summary(res: ScanResult) -> str:
     return "\n".join(lines_)
 
 
+# per-point flags a solver raises (its warning said how many points, not which): the summary names them
+_FLAGS = ("heavy_tailed", "control_variate_noisy", "control_variate_off")
+
+
 def node_bias_flags(res: ScanResult, prefix: str = "theory.node", sigma: float = 5.0,
                     rel: float | None = None) -> np.ndarray | None:
     """Grid-shaped bool: the points whose final loss's node-count shift (scan.node_check's
     `prefix`.z, the test loss's, or `prefix` = "theory.node.train" the train loss's) passes the
     validate job's node bias bound: `validation.verdicts.z_bound` at its dof, the normal tail
     beyond `sigma` shared among the points judged, plus `rel` (default: check.node_bias_rel's
-    0.5) times the loss's own standard error over the shift's (theory.final.error.*, where the
-    scan keeps it). False where a point is not done or has no z (one replica, a control variate
-    set apart); None without scan.node_check."""
+    0.5) times the loss's own standard error over the shift's (`prefix`.full_se; in a store
+    written before it, theory.final.error.*, where the scan keeps it). False where a point is not
+    done or has no z (one replica, a control variate set apart); None without scan.node_check."""
     from validation.verdicts import TOLERANCES, node_bias_bound
 
     if f"{prefix}.z" not in res.arrays:
         return None
     rel = TOLERANCES["node_bias_rel"] if rel is None else rel
     z, dof, sse = (np.asarray(res.arrays[f"{prefix}.{k}"], float) for k in ("z", "dof", "shift_se"))
-    loss = "train" if prefix.endswith(".train") or "theory.node.train.z" not in res.arrays and \
-        "theory.final.error.test_loss" not in res.arrays else "test"
-    se = res.arrays.get(f"theory.final.error.{loss}_loss")
+    se = res.arrays.get(f"{prefix}.full_se")
+    if se is None:               # (a store written before node_check kept the loss's own error)
+        loss = "train" if prefix.endswith(".train") or "theory.node.train.z" not in res.arrays and \
+            "theory.final.error.test_loss" not in res.arrays else "test"
+        se = res.arrays.get(f"theory.final.error.{loss}_loss")
     se = np.zeros(z.shape) if se is None else np.asarray(se, float)
     ok = _node_judged(res, prefix)
     return ok & (np.abs(z) > node_bias_bound(sigma, dof, ok, rel, se, sse))
@@ -695,8 +702,9 @@ def standard_errors(res: ScanResult, name: str) -> np.ndarray | None:
 
 def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dict | None = None,
           logx: bool | None = None, logy: bool = False, errors: bool = True, ax=None):
-    """One number per point against one grid axis, one line per value of `hue` (x logarithmic
-    when every value is > 0, or as `logx` says); points not computed yet are gaps, computed points
+    """One number per point against one grid axis, one line per value of `hue` (in increasing
+    order; a batch-size hue's full batch, 0, last and labelled "full", as on an x axis) (x logarithmic
+    when every value is > 0, or as `logx` says; a log x axis ticked at the grid values, as a heatmap's); points not computed yet are gaps, computed points
     without a value (a threshold not reached, a diverged point) are marked x on the bottom edge
     ("no value (not reached or diverged)" in the legend), a grokking time the saves do not resolve
     (SOURCE.grok.coarse_*) is ringed ("coarse" in the legend), and the title
@@ -730,9 +738,13 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     fig = None
     if ax is None:
         fig, ax = new_figure(size=(5.5, 4.2))
-    rows = [(None, z, se, done, coarse)] if hue is None else [
-        (f"{keep[0]} = {hv:g}", row, None if se is None else se[i], done[i], coarse[i]) for i, (hv, row) in
-        enumerate(zip(_axis_values(res, keep[0]), z))]
+    if hue is None:
+        rows = [(None, z, se, done, coarse)]
+    else:        # (full batch, 0, labelled "full" and drawn last, as on an x axis: `_tick_labels`)
+        hv = _axis_values(res, keep[0])
+        names = _tick_labels(res, keep[0], hv)
+        rows = [(f"{keep[0]} = {names[i]}", z[i], None if se is None else se[i], done[i], coarse[i])
+                for i in np.argsort(_sort_key(res, keep[0], hv), kind="stable")]
     # a computed point without a value (a threshold not reached, a diverged point) is marked x on
     # the bottom edge in its line's colour, so it does not read as a point not computed (a gap;
     # a walkthrough: the diverged row's legend entry drew nothing, and nothing said why)
@@ -757,8 +769,8 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
         ax.legend(fontsize=8)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
-    if full:                      # (full batch drawn last, labelled "full")
-        _grid_ticks(ax.xaxis, xs[order], [labels[i] for i in order])
+    if full or logx:              # (full batch drawn last, labelled "full"; a log axis at the grid
+        _grid_ticks(ax.xaxis, xs[order], [labels[i] for i in order])   # values, as a heatmap's)
     ax.set_xlabel(x)
     ax.set_ylabel(name + (" (+- its standard error)" if se is not None else ""))
     ax.grid(True, alpha=0.3)
