@@ -417,12 +417,15 @@ class Store:
             shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
             # what a rerun must restore, by what differs (no configuration restores other code)
             heads = {"code" if d.split(".")[0] == "versions" else d.split(".")[0] for d in diff}
-            parts = {"code": "only the code and versions that computed it can (no configuration can)",
-                     "x64": "use the number type it was computed in (--x64 / --x32)",
-                     "platform": "run on the platform it was computed on (--device)",
-                     "data": "restore the data file it was computed from",
-                     "config": "rerun the original configuration"}
-            advice = "; ".join(text for h, text in parts.items() if h in heads) or "rerun the original configuration"
+            # (each a condition of the one rerun that resumes it: "only the code ... can (no configuration
+            # can); rerun the original configuration" read as two contradicting ways)
+            parts = {"code": "the code and versions that computed it (no configuration alone restores them)",
+                     "x64": "the number type it was computed in (--x64 / --x32)",
+                     "platform": "the platform it was computed on (--device)",
+                     "data": "the data file it was computed from, restored",
+                     "config": "the original configuration"}
+            advice = "rerun it with " + " and ".join(text for h, text in parts.items() if h in heads or
+                                                     (h == "config" and not heads & set(parts)))
             raise StoreConflict(
                 f"{path} holds a scan with a different configuration or version "
                 f"(differs in: {shown}). Its finished points are kept and readable "

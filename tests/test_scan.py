@@ -838,7 +838,7 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
     code = cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--set", "task.noise=0.1"])
     assert code == cli.EXIT_OUTPUT
     err = capsys.readouterr().err
-    assert "differs in: config.task.noise" in err and "rerun the original configuration" in err, err
+    assert "differs in: config.task.noise" in err and "rerun it with the original configuration" in err, err
     man_path = os.path.join(out, "manifest.json")
     with open(man_path) as fh:
         man = json.load(fh)
@@ -846,7 +846,7 @@ def test_store_refuses_another_configuration_or_version(config, reference, tmp_p
     man["digest"] = manifest_digest(man)                # as another version would have written it
     with open(man_path, "w") as fh:
         json.dump(man, fh)
-    with pytest.raises(StoreConflict, match="versions.dmft.*only the code and versions that computed it can"):
+    with pytest.raises(StoreConflict, match="versions.dmft.*rerun it with the code and versions that computed it"):
         scan.run(config, out)
     man["format"] = "dmft-scan-store/0"
     with open(man_path, "w") as fh:
@@ -1502,8 +1502,8 @@ def test_a_store_written_by_other_code_or_on_another_platform_is_not_resumed(tmp
             with pytest.raises(StoreConflict, match="code" if name == "code_digest" else "platform") as err:
                 scan.run(table, out)
             said = str(err.value)
-            assert ("no configuration can" if name == "code_digest" else "(--device)") in said, said
-            assert "rerun the original configuration" not in said, said
+            assert ("no configuration alone restores them" if name == "code_digest" else "(--device)") in said, said
+            assert "the original configuration" not in said, said
     assert scan.run(table, out)["theory.final.test_loss"].shape == (2,)          # same code: resumed
 
 
@@ -1720,12 +1720,16 @@ def test_a_scan_too_large_for_memory_is_refused_in_the_scans_keys(tmp_path):
 
 
 @pytest.mark.parametrize("change, said", [({"x64": False}, "(--x64 / --x32)"), ({"platform": "gpu"}, "(--device)"),
-                                          ({"data": "ab"}, "restore the data file"),
-                                          ({"config": {"a": 2}}, "rerun the original configuration"),
-                                          ({"code": "ff", "config": {"a": 2}}, "no configuration can")])
+                                          ({"data": "ab"}, "the data file it was computed from, restored"),
+                                          ({"config": {"a": 2}}, "rerun it with the original configuration."),
+                                          ({"code": "ff", "config": {"a": 2}}, "rerun it with the code and versions that "
+                                           "computed it (no configuration alone restores them) and the original "
+                                           "configuration.")])
 def test_a_store_conflict_says_what_a_resume_needs(change, said):
     """A store of other code said to rerun the original configuration (which cannot resume it);
-    the advice now follows what differs."""
+    the advice now follows what differs, one rerun naming every condition (code and configuration
+    both differing read "only the code ... can (no configuration can); rerun the original
+    configuration": two contradicting ways)."""
     from experiments.store import Store
 
     base = {"config": {"a": 1}, "x64": True, "platform": "cpu", "code": "00", "data": "cd"}
