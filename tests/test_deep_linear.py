@@ -1131,11 +1131,13 @@ def test_network_memory_counts_the_batch():
     # it charged every seed P x the parameter count (per-sample gradients the closed form never
     # builds): 512 seeds, P = 2000, d = 16, width 32 estimated 16 GiB and were refused at the
     # default 4 GiB; measured peak 0.38 GiB. Now between that and 3x it, and a smaller block
-    # lowers it (the record's per-sample arrays are per block member)
+    # lowers it (the record's per-point arrays are per block member: 240 fewer seeds at once hold
+    # at least 240 x P x (2L + 1) r values fewer, 0.1 GiB)
     big = dmft.tasks.linear_teacher(16, 16, [3.0, 2.0, 1.0, 0.5], P=2000, key=0)
     need = memory_estimate(dmft.DeepLinear(3, 32, 0.3), big, 512, 11, 512, batch_size=8, block=256)
     assert 0.38 * 2 ** 30 < need < 3 * 0.38 * 2 ** 30
-    assert memory_estimate(dmft.DeepLinear(3, 32, 0.3), big, 512, 11, 512, batch_size=8, block=16) < need - 2 ** 29
+    fewer = 8.0 * 240 * 2000 * 7 * 4
+    assert memory_estimate(dmft.DeepLinear(3, 32, 0.3), big, 512, 11, 512, batch_size=8, block=16) < need - fewer
 
 
 def test_train_deep_linear_honours_a_shared_batch_key():
@@ -2029,7 +2031,7 @@ def test_sde_memory_estimate_checks_its_arguments(which, bad, good):
 
     args = dict(zip(("paths", "saves", "modes"), good))
     paths, saves, modes = good
-    assert dl.sde_memory_estimate(**args) == paths * 8.0 * (10 * saves * modes + 16 * modes + 8) + RUNTIME_BYTES
+    assert dl.sde_memory_estimate(**args) == paths * 8.0 * (8 * saves * modes + 16 * modes + 8) + RUNTIME_BYTES
     args[which] = bad
     with pytest.raises(dmft.InputError, match=f"^{which} must be"):
         dl.sde_memory_estimate(**args)

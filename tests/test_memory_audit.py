@@ -150,3 +150,79 @@ def test_a_sweeps_kept_solutions_count_against_the_theory_memory_limit(job):
                                                   sol.gradient_kernel))
     held += sum(np.asarray(v).nbytes for v in (sol.error or {}).values())
     assert held <= _solution_bytes(prob, sampled=True) <= 1.5 * held
+
+
+def _record_program_values(model, data, seeds: int, probe: int = 0) -> float:
+    """float64 values a seed's record program holds (the compiler's count: temporaries,
+    arguments and outputs, `memory_analysis`), for `seeds` seeds at once."""
+    import networks.deep_linear as nd
+    from dmft.deep_linear import effective_modes
+    modes = effective_modes(data)
+    x = np.zeros((0, data.d_in)) if data.online else data.x_train
+    y = np.zeros((0, data.d_out)) if data.online else data.y_train
+    sh = nd.Shared(*(jnp.asarray(v, jnp.float64) for v in (modes.U, modes.V, data.M, data.label_noise, x, y,
+                                                             0.01, 0.0)))
+    keys, st0, C0 = nd._start_block(model, data.d_in, data.d_out, jnp.float64, jax.random.key(0),
+                                    jnp.arange(seeds), sh.U, sh.V)
+    static = nd.Static(data.online, 1, 0 if data.online else data.P, probe)
+    m = (jax.jit(lambda ctx, st: nd.record(static, ctx, st))
+         .lower((sh, nd.Seed(keys, C0, keys)), st0).compile().memory_analysis())
+    return (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes) / seeds / 8
+
+
+@pytest.mark.parametrize("P", [128, None])
+def test_deep_linear_estimate_counts_what_a_record_holds(P):
+    """The deep linear networks' estimate per seed run at once against the values the compiled
+    record program holds per seed (its arrays as the compiler counts them): at least those, at
+    most twice. It charged a fixed set the online closed form's (r, d, d) kernels, every seed
+    n_par x r values no record builds, and all of it twice: 7x the program's values here and
+    6.6-7x the measured peak at d = 32, depth 3, refusing runs that fit; 3.3-3.6x online."""
+    from networks.deep_linear import memory_estimate
+    d, S = 16, 8
+    data = dmft.tasks.linear_teacher(d, d, dmft.tasks.spectrum(d, "power", top=3.0), P=P, label_noise=0.5, key=0)
+    model = dmft.DeepLinear(3, d, 0.3, "aligned")
+    # (the estimate's part for the seeds of a block: with the block at S against at 1)
+    at_once = (memory_estimate(model, data, S, 11, 0, block=S) - memory_estimate(model, data, S, 11, 0, block=1)) \
+        / (S - 1) / 8
+    held = _record_program_values(model, data, S)
+    assert held <= at_once <= 2 * held
+
+
+def test_deep_linear_estimate_counts_its_records_as_they_grow():
+    """A run's peak grew 3.0-3.4x its records' bytes a save (measured: the compiled output, the
+    blocks' parts, their concatenation and the divergence flags' temporaries; 1024 seeds, 10001
+    saves: 4.9 GB peak for 1.56 GB of records), where the estimate counted 3x and fell below the
+    peak past a few thousand saves. Its growth a save must be at least 3.5x the bytes a save that a
+    real run's records hold."""
+    from networks.deep_linear import memory_estimate
+    data = dmft.tasks.linear_teacher(4, 3, [2.0, 1.0], P=12, label_noise=0.5, key=0)
+    model = dmft.DeepLinear(3, 5, 0.3, "aligned")
+    short, long = dmft.Schedule(0.01, 20, 10, batch_size=2), dmft.Schedule(0.01, 20, 1, batch_size=2)
+    fields = ("modes", "train_loss", "test_loss", "balancedness", "balance_change", "drift", "diffusion")
+    runs = [networks.train(model, data, schedule=s, seeds=3, dtype="float64") for s in (short, long)]
+    T1, T2 = short.save_steps.size, long.save_steps.size
+    held = [sum(getattr(run, f).nbytes for f in fields) for run in runs]
+    per_save = (held[1] - held[0]) / (T2 - T1)
+    assert per_save >= 3 * (3 * 2 + 2 * 2 + 2) * 8       # (the count sees every record of the 3 seeds)
+    est = [memory_estimate(model, data, 3, T, 0, batch_size=2) for T in (T1, T2)]
+    grow = (est[1] - est[0]) / (T2 - T1)
+    assert grow >= 3.5 * per_save
+
+
+def test_sde_estimate_grows_with_its_records_as_measured():
+    """mode_sde's peak grew 2.3-3.0x its results' bytes a save (measured in fresh processes: 4.6-6.0
+    arrays of (paths, modes) a save, its modes and diffusions being two of them: the device
+    output, its stacked host copy, a^L, the diffusion's temporaries, the NaN masks' copies). The
+    estimate's growth a save must cover 3x the bytes a save of a real run's results and stay
+    within 4x: it counted 5x, 2.2-2.3x the measured peak online (d = 32, 1024 paths, 2001 saves)."""
+    from dmft import deep_linear as dl
+    data = dmft.tasks.linear_teacher(4, 3, [2.0, 1.0], P=12, label_noise=0.5, key=0)
+    model = dmft.DeepLinear(3, 5, 0.3, "aligned")
+    short, long = (dmft.Schedule(0.01, 20, k, batch_size=2) for k in (10, 1))
+    out = [dl.mode_sde(model, data, schedule=s, paths=3) for s in (short, long)]
+    T1, T2 = short.save_steps.size, long.save_steps.size
+    held = [o.modes.nbytes + o.diffusion.nbytes for o in out]
+    per_save = (held[1] - held[0]) / (T2 - T1)
+    assert per_save == 2 * 3 * 2 * 8                     # (the count sees both records of the 3 paths)
+    grow = (dl.sde_memory_estimate(3, T2, 2) - dl.sde_memory_estimate(3, T1, 2)) / (T2 - T1)
+    assert 3 * per_save <= grow <= 4 * per_save

@@ -31,7 +31,7 @@ from ..config import SEED_MAX, Field, distinct_labels
 
 __all__ = ["SCHEMA", "FULL", "load_config", "Study", "build", "check_unread"]
 
-SDE_MEMORY_GB = 8.0    # default theory.max_memory_gb (the --full preset needs about 5.4 GiB)
+SDE_MEMORY_GB = 8.0    # default theory.max_memory_gb (the --full preset needs about 4.4 GiB)
 
 
 def sde_memory_limit(cfg: dict) -> float:
@@ -79,7 +79,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "theory": {
         "paths": Field("int", 4096, "per-mode SDE paths", 1),
         "max_memory_gb": Field("float", SDE_MEMORY_GB, "refuse SDE paths and saves needing more memory (checked before "
-                               "any compute; the --full preset needs about 5.4 GiB)", 0.0, True),
+                               "any compute; the --full preset needs about 4.4 GiB)", 0.0, True),
         "seed": Field("int", 2, "seed of the SDE paths", 0, maximum=SEED_MAX),
         "cross_modes": Field("bool", False, "add to the SDE and the stationary laws the O(eta / B) drift that the "
                              "noise off the mode directions feeds back into each mode (dl.mode_sde(cross_modes=True); "
