@@ -31,7 +31,7 @@ from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_s
 from .schedule import MAX_STEPS, Schedule
 
 __all__ = ["SolvePlan", "plan_solve", "exact_closure", "no_lazy_limit", "METHODS", "PRECISIONS", "DEFAULTS",
-           "memory_estimate", "setup_bytes", "check_mixed_scale", "RUNTIME_BYTES"]
+           "memory_estimate", "solution_bytes", "setup_bytes", "check_mixed_scale", "RUNTIME_BYTES"]
 
 # what compiling and running any program takes beyond its arrays (measured: 100-400 MiB for the
 # solvers' compilations, `scripts/bench_memory.py`)
@@ -520,6 +520,39 @@ def setup_bytes(P: int, P_test: int, D: int, C: int = 1) -> float:
     (`memory_estimate`'s floor), known before the data are made."""
     N = P + P_test
     return 8.0 * (_setup_values(N, P, min(D, N), C) + _input_values(N, D))
+
+
+def solution_bytes(plan: SolvePlan) -> float:
+    """Bytes a finished `Solution` of `plan` keeps once its solve is done (float64), beside the
+    setup it shares with every solve of the same data (`dmft.solve`'s setup cache): its records (the
+    predictions on every point, with kernels=True the three (P, P) kernels, the scalars) at every
+    save; for a sampled solve their standard errors, each population's losses and what `predict`
+    reads, every replica's nodes now and at t = 0 (R m (2 (r + C) + 1) values, with the operator
+    control variate their t = 0 features on the train points too); a closure's recorded moments;
+    and the bases and kernels of the data its `predict` reads.
+    What a caller that keeps many solutions (`sgd_mean`, the jobs' sweeps) counts against
+    max_memory_gb besides one solve's peak (`memory_estimate`)."""
+    data = plan.data
+    P, Pt, C, D = data.P, data.P_test, data.C, data.D
+    N = P + Pt
+    r = min(D, N)
+    T = plan.schedule.save_steps.size
+    values = T * (N * C + (3 * P * P if plan.kernels else 0) + 16)
+    geometry = 2 * P * P + 3 * P * r + Pt * P       # the predictor's own bases and kernels of the data
+    if plan.sampled:
+        R, m = plan.replicas, _nodes_per_replica(plan)
+        values = 2 * values + 2 * R * plan.node_split * T + R * m * (2 * (r + C) + 1)
+        if plan.control_variate:
+            values += 2 * R * P * C                  # each replica's correction on the train points
+        if plan.cv_mode == "operator":
+            values += R * m * P
+        if plan.neuron_measures is not None:
+            values += 2 * T * checks.measure_size(plan.neuron_measures, D)
+    elif plan.method == "closure":
+        n = r + C if plan.closure_kind == "linear-trained" else r
+        values += 2 * T * (n * n + n)
+    # + the small arrays and the info's lists of Python floats (a few per save), 16 KiB at least
+    return 8.0 * (values + geometry + 64 * T) + 16384.0
 
 
 def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None,

@@ -34,12 +34,13 @@ from .activations import (HERMITE_NODES, HERMITE_RHO_MAX, HERMITE_SD_MAX, MAX_GR
                           capped_grid_error, grid_capped, grid_nodes, mehler_kernels, piece_nodes)
 from .activations import get as get_activation
 from .activations import names as activation_names
-from .errors import DivergenceError, InputError, NotConverged, failing_at, warn
+from .errors import DivergenceError, InputError, MemoryLimitError, NotConverged, failing_at, warn
 from .geometry import dtype as _dtype
 from .geometry import geometry, initial_output, lazy_setup_compiled, new_point_basis, series_setup
 from .kernels import input_kernel, lazy_kernels, lazy_ntk
 from .lazy import lazy_path, lazy_records_compiled, lazy_sgd_run
-from .plan import DEFAULTS, KERNEL_ERROR_MAX, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, plan_solve
+from .plan import (DEFAULTS, KERNEL_ERROR_MAX, METHODS, SETUP_CACHE_BYTES, SolvePlan, exact_closure, memory_estimate,
+                   plan_solve, solution_bytes)
 from .problem import Dataset, TwoLayer
 from . import runner as _runner
 from .runner import (RUNAWAY, exact_products, first_nonfinite, first_runaway, kept_note, progress_bar,
@@ -1241,6 +1242,16 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, s
         raise InputError("schedule: sgd_mean needs a dmft.Schedule with batch_size < P")
     sequences = checks.integer("sequences", sequences, minimum=2)
     key = checks.prng_key("key", key)
+    # every sequence's solution is kept until the mean (and each record stacked over them for it):
+    # counted with one solve's peak before any compute (2^40 sequences ran for minutes, unrefused)
+    plan = plan_solve(model, data, schedule, **{k: v for k, v in options.items() if k != "progress"})
+    need = memory_estimate(plan) + 2.0 * sequences * solution_bytes(plan)
+    if need > plan.max_memory_gb * 2 ** 30:
+        raise MemoryLimitError(
+            f"sgd_mean: {sequences} sequences keep about {2.0 * sequences * solution_bytes(plan) / 2 ** 30:.3g} GiB "
+            f"of solutions beside a solve's {memory_estimate(plan) / 2 ** 30:.3g} GiB (> max_memory_gb="
+            f"{plan.max_memory_gb}); use fewer sequences" + (", kernels=False" if plan.kernels else "")
+            + (", fewer samples" if plan.sampled else "") + ", save less often, or raise max_memory_gb")
     key = jax.random.key(0) if key is None else key
     root = default_batch_key(key)
     # each sequence its own nodes (fold_in(key, i)): the spread across sequences then holds the

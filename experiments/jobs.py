@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import sys
 
@@ -34,7 +35,7 @@ import dmft
 import networks
 from dmft.errors import ConfigError, InputError
 from dmft.plan import memory_estimate as solve_memory_estimate
-from dmft.plan import no_lazy_limit
+from dmft.plan import no_lazy_limit, solution_bytes
 from validation import lazy_to_rich
 from validation.sweep import plan_node_check
 from validation.verdicts import TOLERANCES, z_bound
@@ -202,16 +203,6 @@ def _check_sweep_memory(cfg: dict, prob) -> None:
                           "simulate.max_memory_gb")
 
 
-def _solution_bytes(prob, sampled: bool, kernels: bool = True) -> float:
-    """Bytes a finished `dmft.Solution` of the problem keeps (float64): the predictions on every
-    point, the three (P, P) kernels (the jobs record them), the scalar records, and for a sampled
-    method the standard errors of each (measured: the demo's DMFT solution 98 MB, its lazy one 49 MB
-    at 31 saves, as counted)."""
-    d = prob.data
-    per_save = (d.P + d.P_test) * d.C + (3 * d.P * d.P if kernels else 0) + 16
-    return 8.0 * prob.schedule.save_steps.size * per_save * (2 if sampled else 1)
-
-
 def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
     """The solve and validate jobs keep every gamma0's DMFT solution and lazy limit (and
     theory.node_check's two solves, without kernels) until the report, while each solve's plan
@@ -220,10 +211,13 @@ def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
     pass theory.max_memory_gb (40 gamma0 values at the demo's sizes keep 5.9 GiB, where each solve
     alone planned 1.5)."""
     n = len(plans)
-    lazy = _solution_bytes(prob, sampled=False)
-    full = _solution_bytes(prob, sampled=plans[0].sampled)
+    # (what a Solution keeps, `dmft.plan.solution_bytes`: records, errors, and a sampled solve's
+    # nodes for `predict`, which a count of the records alone left out)
+    lazy = solution_bytes(dmft.plan_solve(plans[0].model, prob.data, prob.schedule.replace(weight_decay=0.0),
+                                          method="lazy"))
+    full = solution_bytes(plans[0])
     if cfg["theory"].get("node_check"):
-        full += 2 * _solution_bytes(prob, sampled=True, kernels=False)
+        full += sum(solution_bytes(dataclasses.replace(plans[0], kernels=False, node_split=k)) for k in (2, 4))
     kept = n * lazy + (n - 1) * full
     need = kept + max(solve_memory_estimate(p) for p in plans)
     limit = prob.solve_options["max_memory_gb"]

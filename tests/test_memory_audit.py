@@ -132,24 +132,85 @@ def test_a_sweeps_kept_solutions_count_against_the_theory_memory_limit(job):
     report (their kernels: (T, P, P) three times, with standard errors for a sampled solve), while
     each solve's plan counted itself alone: at the demo's sizes 40 gamma0 values keep 5.4 GiB
     against each solve's 2.5 planned, and ran. The preflight refuses it naming sweep.gamma0; the
-    demo's 4 values pass. The kept bytes are those of real solutions (`_solution_bytes` against
-    the arrays a small solve returns)."""
+    demo's 4 values pass (the kept bytes: `dmft.plan.solution_bytes`, tested below)."""
     from dmft.errors import ConfigError
-    from experiments.jobs import _solution_bytes, load_config, preflight
+    from experiments.jobs import load_config, preflight
 
     many = [float(g) for g in np.linspace(0.05, 2.0, 40)]
     cfg = load_config("scripts/configs/default.toml", [f"sweep.gamma0={many}"])
     with pytest.raises(ConfigError, match=r"^sweep\.gamma0: the DMFT solutions and lazy limits of all 40"):
         preflight(cfg, job)
     assert preflight(load_config("scripts/configs/default.toml"), job) is not None
-    small = load_config(None, ["task.P=16", "task.P_test=8", "task.D=4", "theory.samples=256",
-                               "train.steps=4", "train.save_every=2"])
-    prob = preflight(small, "solve")
-    sol = dmft.solve(prob.model.replace(gamma0=1.0), prob.data, schedule=prob.schedule, **prob.solve_options)
-    held = sum(np.asarray(v).nbytes for v in (sol.f_train, sol.f_test, sol.ntk, sol.feature_kernel,
-                                                  sol.gradient_kernel))
-    held += sum(np.asarray(v).nbytes for v in (sol.error or {}).values())
-    assert held <= _solution_bytes(prob, sampled=True) <= 1.5 * held
+
+
+def _kept_bytes(solution) -> int:
+    """Bytes of the arrays a Solution holds (its fields, and what its `predict` closes over),
+    less those of the setups `dmft.solve` caches for every solve of the same data."""
+    import importlib
+    import types
+
+    def reach(obj, seen, out):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (np.ndarray, jax.Array)):
+            out[id(obj)] = int(obj.nbytes)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                reach(v, seen, out)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                reach(v, seen, out)
+        elif isinstance(obj, types.FunctionType):
+            for cell in obj.__closure__ or ():
+                try:
+                    reach(cell.cell_contents, seen, out)
+                except ValueError:          # (an empty cell)
+                    pass
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type) and type(obj).__module__.startswith("dmft"):
+            reach(vars(obj), seen, out)
+
+    shared, held = {}, {}
+    reach(list(importlib.import_module("dmft.solve")._SETUP_CACHE.values()), set(), shared)
+    reach(solution, set(), held)
+    return sum(v for k, v in held.items() if k not in shared)
+
+
+@pytest.mark.parametrize("activation, options", [
+    ("tanh", dict(method="forward", samples=512)), ("tanh", dict(method="forward", samples=2048, kernels=False)),
+    ("tanh", dict(method="forward", samples=1024, control_variate=False)), ("relu", dict(method="lazy")),
+    ("linear", dict(method="closure")), ("tanh", dict(method="forward", samples=512, batch_size=8))])
+def test_solution_bytes_counts_what_a_solution_keeps(activation, options):
+    """`dmft.plan.solution_bytes`, what callers keeping many solutions count (`sgd_mean`, the jobs'
+    sweeps), against the arrays a real Solution holds: a sampled solve keeps every replica's nodes
+    now and at t = 0 for `predict` (the jobs counted its records alone: 5 of 49 KB here at
+    kernels=False) and the data's bases; never below them, at most 1.3x where they are large."""
+    data = dmft.tasks.single_index(D=6, P=40, P_test=10, degree=2, key=0)
+    options = dict(options)
+    schedule = dmft.Schedule(eta0=0.2, steps=40, save_every=10, batch_size=options.pop("batch_size", None))
+    model = dmft.TwoLayer(activation, gamma0=1.0)
+    plan = dmft.plan_solve(model, data, schedule, **options)
+    sol = dmft.solve(model, data, schedule=schedule, **options,
+                     **({"batch_key": jax.random.key(3)} if schedule.batch_size else {}))
+    held, counted = _kept_bytes(sol), dmft.plan.solution_bytes(plan)
+    assert held <= counted <= 1.3 * held, (held, counted)
+
+
+def test_sgd_mean_counts_the_solutions_it_keeps():
+    """sgd_mean keeps every sequence's solution until their mean: 2^40 sequences ran for minutes
+    (4.6 GB and growing) unrefused. Refused now before any solve, naming sequences, where they and
+    one solve's peak pass max_memory_gb; a count that fits runs."""
+    data = dmft.tasks.single_index(D=4, P=12, P_test=4, degree=2, key=0)
+    model = dmft.TwoLayer("tanh", gamma0=1.0)
+    sch = dmft.Schedule(eta0=0.2, steps=4, save_every=2, batch_size=4)
+    plan = dmft.plan_solve(model, data, sch, samples=256)
+    one = dmft.plan.solution_bytes(plan)
+    fits = int((1.0 * 2 ** 30 - dmft.plan.memory_estimate(plan)) / (2 * one))
+    for sequences in (2 ** 40, fits + 1):
+        with pytest.raises(MemoryLimitError, match=rf"^sgd_mean: {sequences} sequences keep about .*use fewer sequences"):
+            dmft.sgd_mean(model, data, sch, sequences=sequences, samples=256, max_memory_gb=1.0)
+    assert dmft.plan.memory_estimate(plan) + 2 * 3 * one <= 1.0 * 2 ** 30
+    assert dmft.sgd_mean(model, data, sch, sequences=3, samples=256, max_memory_gb=1.0).info["sequences"] == 3
 
 
 def _record_program_values(model, data, seeds: int, probe: int = 0) -> float:
