@@ -927,7 +927,7 @@ def test_cli_summary_and_figures(config, reference, tmp_path, capsys):
     # points not computed are gaps in lines, also for int and bool outputs (-1 and False read as data)
     part = dataclasses.replace(reference, done=reference.done.copy())
     part.done[0, 0, 0] = False
-    for name in ("theory.grok.reached_test", "theory.diverged_step", "theory.final.test_loss"):
+    for name in ("theory.grok.reached_test", "theory.final.test_loss"):     # (diverged_step's -1: no value)
         y = part.lines(name, x="gamma0", at={"eta0": 0.25, "P": 12}).axes[0].lines[0].get_ydata()
         assert np.isnan(y[0]) and np.all(np.isfinite(y[1:])), (name, y)
     from experiments.scan.grid import Grid                # a points grid too (it skipped the checks)

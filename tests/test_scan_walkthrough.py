@@ -90,6 +90,23 @@ def test_summary_names_the_points_that_diverged(res):
     assert line.endswith("0 of 6 points diverged")
 
 
+
+def test_a_diverged_step_of_none_is_drawn_as_no_divergence_not_as_step_minus_1(res):
+    """theory.diverged_step is -1 where a point did not diverge: heatmaps and lines drew it as the
+    step -1 (a colour beside step 7's, a point below the axis). Now such points are no value,
+    labelled 'did not diverge (-1)', and a diverged point's step is drawn."""
+    steps = np.full(res.grid.shape, -1, np.int64)
+    steps[2, 1] = 7                                                  # gamma0 = 2, P = 16
+    r = dataclasses.replace(res, arrays={**res.arrays, "theory.diverged_step": steps})
+    ax = r.heatmap("theory.diverged_step", x="gamma0", y="P").axes[0]
+    shown = ax.collections[0].get_array()
+    assert np.ma.count(shown) == 1 and float(shown.compressed()[0]) == 7.0
+    assert "did not diverge (-1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ax = r.lines("theory.diverged_step", x="gamma0", at={"P": 16}).axes[0]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [np.nan, np.nan, 7.0])
+    assert "did not diverge (-1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
 def _grokking(res, coarse_train, coarse_test):
     """`res` with grokking times at every point, flagged coarse where given (grid indices)."""
     arrays = dict(res.arrays)

@@ -269,6 +269,14 @@ def summary(res: ScanResult) -> str:
 _FLAGS = ("heavy_tailed", "control_variate_noisy", "control_variate_off")
 
 
+def _none_read(name: str, z):
+    """`z` with an output's "none" code as no value, and what the legend calls a computed point
+    without one: theory.diverged_step's -1 (it did not diverge) was drawn as the step -1."""
+    if name.endswith("diverged_step"):
+        return np.where(np.asarray(z, float) < 0, np.nan, z), "did not diverge (-1)"
+    return z, "no value (not reached or diverged)"
+
+
 def node_bias_flags(res: ScanResult, prefix: str = "theory.node", sigma: float = 5.0,
                     rel: float | None = None) -> np.ndarray | None:
     """Grid-shaped bool: the points whose final loss's node-count shift (scan.node_check's
@@ -550,7 +558,7 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
     x, y = resolve_field(x, "x", kind), resolve_field(y, "y", kind)
     if x == y:          # (it asked to fix task.P with at=..., the other axis it could not find)
         raise InputError(f"x and y: both are {x}; a heatmap needs two different grid axes")
-    z = np.asarray(_select(res, name, [y, x], at), dtype=float)
+    z, none = _none_read(name, np.asarray(_select(res, name, [y, x], at), dtype=float))
     done = np.asarray(_select(res, name, [y, x], at, values=res.done), dtype=bool)
     xs, ys = _axis_values(res, x), _axis_values(res, y)
     oy, ox = np.argsort(_sort_key(res, y, ys), kind="stable"), np.argsort(_sort_key(res, x, xs), kind="stable")
@@ -574,7 +582,7 @@ def heatmap(res: ScanResult, name: str, x: str, y: str, *, at: dict | None = Non
                          shading="flat")
     legend = []
     for mask, face, hatch, label in ((~done, "0.85", "xx", "not computed"),
-                                     (done & ~np.isfinite(z), "white", "//", "no value (not reached or diverged)"),
+                                     (done & ~np.isfinite(z), "white", "//", none),
                                      (done & np.isfinite(z) & coarse, "none", "..", COARSE_LABEL)):
         if mask.any():
             ax.pcolor(ex, ey, np.ma.masked_where(~mask, np.ones_like(z)), hatch=hatch, shading="flat",
@@ -721,7 +729,7 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
     v = res[name]
     if v.ndim == len(res.grid.shape):   # points not computed are gaps (an int or bool output read -1 or False)
         v = np.where(res.done, v.astype(np.float64), np.nan)
-    z = _select(res, name, keep, at, values=v)
+    z, none = _none_read(name, _select(res, name, keep, at, values=v))
     done = np.asarray(_select(res, name, keep, at, values=res.done), dtype=bool)
     coarse = coarse_flags(res, name)
     coarse = (np.zeros_like(done) if coarse is None else
@@ -758,7 +766,7 @@ def lines(res: ScanResult, name: str, x: str, *, hue: str | None = None, at: dic
         lost = (ok & ~np.isfinite(row))[order]
         if lost.any():
             ax.plot(xs[order][lost], np.full(int(lost.sum()), 0.02), "x", color=drawn.get_color(), markersize=8,
-                    clip_on=False, transform=below, label=None if missing else "no value (not reached or diverged)")
+                    clip_on=False, transform=below, label=None if missing else none)
             missing = True
         rough = (rough & np.isfinite(row))[order]
         if rough.any():          # (a grokking time the saves do not resolve: ringed)
