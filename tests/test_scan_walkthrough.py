@@ -207,3 +207,21 @@ def test_summary_names_the_points_a_solver_flag_marks(res):
         assert line.endswith("true at 1 of 6 points: gamma0=2 P=16"), line
     (line,) = [ln for ln in text.splitlines() if ln.startswith("theory.grok.reached_train")]
     assert line.endswith("true at 6 of 6 points")                   # (an outcome, not a flag: no list)
+
+
+def test_node_outputs_say_where_a_split_solve_diverged():
+    """A point whose split solve (M / 2 or M / 4 nodes a replica) diverged had NaN node statistics
+    and nothing saying why (theory.diverged_step is the whole nodes'): theory.node.diverged_step
+    is the first step either split solve diverged at, -1 where neither did."""
+    from experiments.scan.outputs import node_outputs
+
+    n, T, R = 3, 4, 2
+    rng = np.random.default_rng(0)
+
+    def rec(diverged, k):            # (k populations a replica: a split solve's)
+        loss = 0.5 + 0.01 * rng.random((n, T))
+        return {"test_loss": loss, "replicas.test_loss": loss[:, :, None] + 0.01 * rng.random((n, T, R * k)),
+                "diverged_step": np.asarray(diverged, np.int64)}
+
+    out = node_outputs(rec([-1, -1, -1], 1), rec([-1, 40, -1], 2), rec([-1, 20, 60], 4))
+    np.testing.assert_array_equal(out["theory.node.diverged_step"], [-1, 20, 60])

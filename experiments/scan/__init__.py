@@ -48,7 +48,8 @@ same nodes: `dmft.BatchProgram(node_split=)`), and theory.node.half, quarter, fu
 curvature, curvature_se, extrapolated, extrapolated_se, pooled_noise, z and dof give the final test
 loss's (train loss's without test targets) node-count shift and its extrapolation to infinitely
 many nodes, and theory.node.train.* the train loss's beside it (`experiments.scan.outputs.node_outputs`,
-`validation.compare.paired_node_statistics`; 3x the DMFT's cost in all); the summary counts the
+`validation.compare.paired_node_statistics`; 3x the DMFT's cost in all), and theory.node.diverged_step
+the first step a split solve diverged at (-1: none; its statistics NaN there); the summary counts the
 points past the validate job's node bias bound (`experiments.scan.result.node_bias_flags`).
 
 Deep linear networks (`[scan] kind = "deep_linear"`, the sections of `dmft dln` with one

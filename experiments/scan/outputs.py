@@ -73,7 +73,8 @@ def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
     the train loss's too, as theory.node.train.* (its node-count bias differs: the validate job's
     node bias check judges both). `name`.full_se is the loss's own standard error with the nodes whole
     (NaN with one replica): the margin of the node bias bound (`experiments.scan.result.node_bias_flags`),
-    whatever scan.outputs keeps."""
+    whatever scan.outputs keeps. theory.node.diverged_step: the first step either split solve
+    diverged at (-1: neither), where its statistics are NaN."""
     has = lambda q: all(q in r for r in (rec, half, quarter))           # noqa: E731
     losses = ([("test_loss", "theory.node")] + ([("train_loss", "theory.node.train")] if has("train_loss") else [])
               if has("test_loss") else [("train_loss", "theory.node")])
@@ -96,6 +97,13 @@ def node_outputs(rec: dict, half: dict, quarter: dict) -> dict:
         full_se = np.full(n, np.nan) if full_se is None else full_se
         out.update({f"{name}.half": vals[1], f"{name}.quarter": vals[2], f"{name}.full_se": full_se,
                     **{f"{name}.{k}": v for k, v in x.items()}})
+    # where a split solve diverged its statistics are NaN, and theory.diverged_step (the whole
+    # nodes') said nothing: the first step either split solve diverged at (-1: none)
+    steps = [np.asarray(r["diverged_step"]) for r in (half, quarter) if "diverged_step" in r]
+    if steps:
+        both = np.stack(steps)
+        out["theory.node.diverged_step"] = np.where(np.all(both < 0, axis=0), -1,
+                                                    np.min(np.where(both < 0, np.iinfo(both.dtype).max, both), axis=0))
     return out
 
 
