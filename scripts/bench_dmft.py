@@ -193,7 +193,8 @@ def scaling_table(quick):
 def group_table(quick):
     """Large sample counts on a CPU: the forward step with every replica vmapped at once against
     the default plan, which integrates groups of replicas whose fields fit
-    `dmft.plan.CPU_GROUP_ELEMENTS` one after another (the same answer bit for bit)."""
+    `dmft.plan.CPU_GROUP_ELEMENTS` one after another (the same answer to rounding: each group
+    width is its own compiled program)."""
     if jax.default_backend() != "cpu":
         return []
     cases = [("relu", 256, 32, 1000, 65536, 4), ("tanh", 512, 64, 0, 65536, 16)]

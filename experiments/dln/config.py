@@ -1,7 +1,9 @@
 """Configuration of the `dmft dln` job: a linear teacher, a deep linear network, SGD, theory.
 
     [teacher]   d_in, d_out, singular_values (or spectrum = "power"/"linear" with rank, top,
-                exponent), P (0: online data), label_noise (a list: one study per value), seed
+                exponent), P (0: online data), label_noise (a list: one study per value; study i's
+                networks and SDE paths draw from fold_in of train.seed's and theory.seed's keys
+                with i, so the list's order is part of the run), seed
     [model]     depth, width, init ("aligned" or "random"), init_scale (0: from gamma),
                 gamma (init_scale^2 = width^-gamma)
     [train]     eta0, steps, save_every (or log_saves > 0), batch_size, weight_decay, seeds, seed,

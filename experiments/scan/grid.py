@@ -2,7 +2,10 @@
 
 Chunk boundaries depend on the grid and `scan.chunk` only, and a point draws its
 randomness from fold_in(key, id), its id a digest of its own coordinates (`point_ids`), so
-results do not depend on devices, processes, interruptions, or the other points of the grid.
+a point's draws do not depend on devices, processes, interruptions, or the other points of the
+grid; its numbers do bit for bit where its compiled program (its width, min(scan.chunk, the
+group's points), and the devices it is sharded over) stays the same, else to rounding (5e-16
+relative in the losses, 7e-15 in their standard errors: another compiled program).
 """
 
 from __future__ import annotations
