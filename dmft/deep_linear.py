@@ -1799,6 +1799,9 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
     cross_modes=True)` with the other modes at their targets (docs/derivations.md, section 6,
     "The cross-mode drift"): the law of the mode beside learned ones, whose mean sits O(eta / B)
     lower. Without weight decay only (InputError else). Default False: the law above, unchanged.
+    The drift pulls a small mode down linearly, as decay does, so where the density rises again
+    toward 0 (depth > 2) the law is that of the well around pi*, cut at the barrier's top like
+    decay's (ShallowWellError likewise).
     """
     eta0, B = _sgd_args(model, data, eta0, batch_size)
     kappa = _decay(eta0, weight_decay)
@@ -1838,16 +1841,20 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
                                         for v in (modes.kappa, modes.tau, modes.lam)))
         barrier = None
         extra = None if cm is None else _cross_law_drift(cm, modes.s, i, L, eta0, B)
-        if kappa > 0 and L >= 2:
+        if (kappa > 0 or extra is not None) and L >= 2:
             # the metastable law: cut at the barrier's top, found on the whole of (0, pi*) on a grid
-            # of its own, so that whether there is a law does not depend on the caller's grid
-            barrier, depth = _barrier_top(one, float(ps), kappa, L, B, eta0)
+            # of its own, so that whether there is a law does not depend on the caller's grid. The
+            # cross-mode drift pulls a small mode down linearly, as decay does (-c pi against D ~
+            # pi^(4 - 4/L)): without the cut a grid reaching down to 1e-6 pi* read the law there
+            # (depth 4); where the density falls toward 0 instead there is no barrier (None)
+            barrier, depth = _barrier_top(one, float(ps), kappa, L, B, eta0, extra)
             if barrier is not None and depth < _MIN_WELL:
+                cause = "weight_decay" if kappa > 0 else "cross_modes"
                 raise ShallowWellError(
-                    f"weight_decay: the well around pi* = {ps:.4g} of mode {i + 1} is shallow (the density at "
+                    f"{cause}: the well around pi* = {ps:.4g} of mode {i + 1} is shallow (the density at "
                     f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {barrier:.3g}): SGD escapes "
                     f"to pi = 0 about as fast as it relaxes, so there is no metastable law; lower "
-                    f"weight_decay or eta0, or raise batch_size")
+                    f"{'weight_decay or ' if kappa > 0 else ''}eta0, or raise batch_size")
         # integrate on a fine grid from the fixed point, then read off at pi; the fine grid is
         # refined around the law's core until it holds it with many points (a law sqrt(eta) wide,
         # 1e-6 at eta = 1e-12, fell between two of 20001 points over the caller's range)
@@ -1994,7 +2001,7 @@ _BARRIER_PER_DECADE = 400       # points a decade of the barrier search (the dep
 _BARRIER_DECADES = 30           # decades below pi* searched at a time
 
 
-def _barrier_top(one: EffectiveModes, ps: float, kappa: float, L: int, B: int, eta0: float):
+def _barrier_top(one: EffectiveModes, ps: float, kappa: float, L: int, B: int, eta0: float, extra=None):
     """(pi_b, depth): the top of the barrier between the well around the fixed point ps and
     pi = 0, i.e. the stationary log density's minimum over (0, ps], and the log-ratio of the
     density at ps to that at pi_b; (None, None) when the density falls toward 0 below ps (no
@@ -2005,7 +2012,8 @@ def _barrier_top(one: EffectiveModes, ps: float, kappa: float, L: int, B: int, e
     the log density integrated by the trapezoid rule in log pi), extended by `_BARRIER_DECADES`
     decades until the density rises toward 0 at its bottom (it does for L > 2, where the decay's
     pull -kappa pi^(2/L - 1) dominates g; at L = 2 when the noise is strong) or float64's range
-    ends: the answer does not depend on any caller's grid."""
+    ends: the answer does not depend on any caller's grid. extra: the cross-mode drift, as in
+    `_log_density_on`."""
     log_ps, du = math.log(ps), math.log(10.0) / _BARRIER_PER_DECADE
     log_floor = math.log(1e-300)
     decades = _BARRIER_DECADES
@@ -2016,6 +2024,10 @@ def _barrier_top(one: EffectiveModes, ps: float, kappa: float, L: int, B: int, e
         x = np.exp(u)
         x[-1] = ps
         g, rest = _log_density_terms(one, kappa, L, B, eta0, x)
+        if extra is not None:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                D = _diffusion(one, x[:, None], eta0, B, L)[:, 0]
+                g = np.where(np.isfinite(g) & (D > 0), g + 2.0 * extra(x) / D, g)
         with np.errstate(invalid="ignore", over="ignore"):
             gx = g * x                                          # dF/du
             inc = 0.5 * (gx[1:] + gx[:-1]) * np.diff(u)
