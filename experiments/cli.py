@@ -21,7 +21,8 @@ unless --force (which recomputes).
 Exit codes: 0 done (or already complete, or re-checked), 1 a check failed with --strict,
 2 bad configuration or arguments, 3 the output location is unusable, holds something
 else or is in use by another live run, 4 a numerical failure (divergence, no convergence),
-5 the numbers were saved but a figure could not be drawn, 128 + the signal's number when
+5 the numbers were saved but a figure could not be drawn, 6 a scan's process lost the others
+(one was killed or crashed; finished chunks are kept), 128 + the signal's number when
 stopped by Ctrl-C (130), SIGTERM (143) or SIGHUP (129): each is an interruption, recorded
 in run.json as "interrupted", with what the job finished kept.
 """
@@ -29,6 +30,7 @@ in run.json as "interrupted", with what the job finished kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -40,9 +42,10 @@ from dmft.errors import ConfigError, DivergenceError, Float32Warning, InputError
 from .output import PlotError, release
 
 __all__ = ["main", "EXIT_OK", "EXIT_CHECK", "EXIT_CONFIG", "EXIT_OUTPUT", "EXIT_NUMERIC", "EXIT_PLOT",
-           "exit_code"]
+           "EXIT_LOST", "exit_code"]
 
 EXIT_OK, EXIT_CHECK, EXIT_CONFIG, EXIT_OUTPUT, EXIT_NUMERIC, EXIT_PLOT = 0, 1, 2, 3, 4, 5
+EXIT_LOST = 6           # a scan's process lost the others (one was killed or crashed); finished chunks kept
 
 
 # the one place where errors become exit codes (first match wins), with the message prefix
@@ -150,6 +153,9 @@ def _add_grok_parser(sub):
     s.add_argument("--force", action="store_true", help="recompute or overwrite an existing run")
 
 
+JOIN_TIMEOUT = 300.0         # seconds a scan's process waits for the others to join (JAX's default)
+
+
 def _add_scan_parser(sub):
     text = "a resumable parameter scan: one compiled program per shape, sharded over devices and processes"
     s = sub.add_parser("scan", help=text, description=text + " (experiments/scan documents the TOML)")
@@ -162,6 +168,11 @@ def _add_scan_parser(sub):
                    help="jax.distributed coordinator (process 0's address)")
     s.add_argument("--num-processes", type=int, help="jax.distributed: number of processes")
     s.add_argument("--process-id", type=int, help="jax.distributed: this process's rank")
+    s.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT, metavar="SECONDS",
+                   help="with --coordinator or --distributed: how long a process waits for all the others "
+                        "to join before it ends, saying so (exit 2; default %(default)g). A process that "
+                        "loses contact with the others mid-scan ends at once (exit 6; finished chunks are "
+                        "kept: the same commands resume)")
 
 
 def compile_cache_dir(choice: str | None) -> str | None:
@@ -305,6 +316,7 @@ def _dln(args) -> int:
 
 def _scan(args) -> int:
     from . import scan
+    from .scan.execute import ProcessLost
 
     cfg = _load_for_precision(scan.load_config, args.config, args.overrides, args.x64)
     explicit = [args.coordinator, args.num_processes, args.process_id]
@@ -319,8 +331,12 @@ def _scan(args) -> int:
 
         if args.device is not None:       # before the runtime starts: the platform of every process
             jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
+        if not 0 < args.join_timeout <= 86400:
+            raise ConfigError(f"--join-timeout: expected seconds in (0, 86400], got {args.join_timeout:g}")
         try:
-            scan.init_distributed(*explicit)
+            with _joining(explicit, args.join_timeout):
+                # (JAX's own limit later: it aborted with "another task died" after 300 s of silence)
+                scan.init_distributed(*explicit, timeout=int(args.join_timeout) + 60)
         except RuntimeError as err:
             raise ConfigError(f"jax.distributed: {err}") from None
         devices = _select_device(None, args.x64)
@@ -336,9 +352,44 @@ def _scan(args) -> int:
         res = scan.run(cfg, out, devices=mine, progress=_progress(args), log=_say)
     except (DivergenceError, NotConverged) as err:
         raise type(err)(f"{err}; finished chunks are kept in {out}") from err
+    except ProcessLost as err:
+        # ended at once: JAX's shutdown at exit waits for the lost process (its heartbeat timeout,
+        # 100 s of silence) and then aborts this one (SIGABRT, a C++ stack trace)
+        _say(f"dmft scan: {err}; finished chunks are kept in {out}: start every process again with the "
+             "same command to resume")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_LOST)
     if res is not None:
         print(res.summary())
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _joining(explicit, timeout: float):
+    """Say that this process waits for the scan's others, and end it with a message when they have
+    not all joined within `timeout` seconds (it waited 300 s in silence, then JAX aborted it saying
+    that another task died; a SIGTERM or Ctrl-C does not act while JAX waits)."""
+    coordinator, count, rank = explicit
+    who = f"process {rank} of {count}" if rank is not None else "this process"
+    where = f" at {coordinator}" if coordinator is not None else ""
+    _say(f"dmft scan: {who}: waiting up to {timeout:g} s for the scan's processes to join{where}")
+
+    def give_up():
+        _say(f"dmft scan: configuration error: {who}: not every process joined{where} within {timeout:g} s "
+             "(start every process with the same --coordinator and --num-processes, each its own "
+             "--process-id from 0; --join-timeout waits longer); nothing was computed or written")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_CONFIG)
+
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _say_unread(job: str, overrides) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 
@@ -32,7 +33,12 @@ from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids,
 from .outputs import derive, network_records, node_outputs
 from .result import REPORT, load, write_report
 
-__all__ = ["run", "init_distributed", "store_identity", "SETTINGS"]
+__all__ = ["run", "init_distributed", "store_identity", "SETTINGS", "ProcessLost"]
+
+
+class ProcessLost(RuntimeError):
+    """A collective between the scan's processes failed: one of them stopped (killed, crashed).
+    Finished chunks are kept; every process started again with the same command resumes."""
 
 
 # ----------------------------------------------------------------- groups at run time
@@ -50,6 +56,11 @@ class _Comm:
         import jax
 
         self.count, self.index = jax.process_count(), jax.process_index()
+        if self.count > 1:     # (JAX's collectives failed on it: "cannot reshape array of size 5 into shape (2,4)")
+            per = [sum(d.process_index == i for d in jax.devices()) for i in range(self.count)]
+            if len(set(per)) > 1:
+                raise ConfigError(f"the processes of this scan have different numbers of devices ({per}, by "
+                                  "process); give every process the same (XLA_FLAGS, CUDA_VISIBLE_DEVICES)")
 
     def allgather(self, blob: bytes) -> list[bytes]:
         """Every process's bytes, on every process (through JAX's collectives)."""
@@ -57,11 +68,28 @@ class _Comm:
             return [blob]
         from jax.experimental import multihost_utils
 
-        n = np.asarray(multihost_utils.process_allgather(np.array([len(blob)], np.int32))).reshape(-1)
-        buf = np.zeros(max(int(n.max()), 1), np.uint8)
-        buf[:len(blob)] = np.frombuffer(blob, np.uint8)
-        got = np.asarray(multihost_utils.process_allgather(buf)).reshape(self.count, -1)
+        with self.lost():
+            n = np.asarray(multihost_utils.process_allgather(np.array([len(blob)], np.int32))).reshape(-1)
+            buf = np.zeros(max(int(n.max()), 1), np.uint8)
+            buf[:len(blob)] = np.frombuffer(blob, np.uint8)
+            got = np.asarray(multihost_utils.process_allgather(buf)).reshape(self.count, -1)
         return [got[i, :n[i]].tobytes() for i in range(self.count)]
+
+    @contextlib.contextmanager
+    def lost(self):
+        """A failed collective as `ProcessLost` (gloo's error for a process that died, a dropped
+        connection, came as a ValueError, which the command reported as a configuration error)."""
+        from jax.errors import JaxRuntimeError
+
+        try:
+            yield
+        except Exception as err:    # noqa: BLE001 - the runtime's failures (others are raised as they are)
+            if not (isinstance(err, JaxRuntimeError) or re.match(r"[A-Z_]+: ", str(err))):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ProcessLost(f"process {self.index} of {self.count} lost contact with the scan's other processes "
+                              f"({first}): one of them stopped (killed or crashed; its own output says "
+                              "why)") from err
 
     def agree(self, fn, first_only: bool = False):
         """Run fn (on process 0 alone with first_only) and share the outcome: every process
@@ -539,14 +567,16 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
             if not ended and comm.index == 0 and done < len(pl.chunks):   # stopped: what is on disk
                 kept = sum(len(c.indices) for c in pl.chunks if c.name in finished | written)
                 why = sys.exc_info()[1]
-                how = ("the same command resumes it" if isinstance(why, (KeyboardInterrupt, StoreWriteError))
+                how = ("the same command resumes it" if isinstance(why, (KeyboardInterrupt, StoreWriteError,
+                                                                         ProcessLost))
                        else "a rerun resumes it, but will meet the same error unless its cause is fixed")
                 say(f"scan {out}: stopped with {done} of {len(pl.chunks)} chunk(s) on disk ({kept} of "
                     f"{pl.grid.size} points, {session['computed_points']} computed by this session); {how}")
     if comm.count > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("dmft scan: store written")
+        with comm.lost():
+            multihost_utils.sync_global_devices("dmft scan: store written")
     if late is not None:
         raise late
     if comm.index != 0:
@@ -649,15 +679,52 @@ def _bar(total, initial, desc="scan", unit="pt", leave=True):
 
 
 def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None) -> None:
+                     process_id: int | None = None, timeout: int = 300) -> None:
     """Join JAX's multi-process runtime (for entry points; CPU processes talk through gloo).
 
     With no arguments JAX detects a cluster (SLURM, ...); else give all three.
-    Must run before anything else touches JAX's devices.
+    Must run before anything else touches JAX's devices. JAX waits up to `timeout` seconds
+    for every process to join, then aborts the process.
+
+    Raises:
+        ConfigError: process 0's port is in use (JAX's coordinator could not listen there: the
+            process crashed, SIGSEGV; or, where another scan's coordinator held it, both bound it,
+            and the other scan's process 0 was aborted).
     """
     import jax
 
+    if process_id == 0 and coordinator is not None:
+        _check_port_free(coordinator)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, initialization_timeout=int(timeout))
+
+
+def _check_port_free(coordinator: str) -> None:
+    """Refuse a coordinator port something on this machine listens on (JAX's coordinator binds it
+    on every address; a socket bound without SO_REUSEPORT, as here, finds another scan's coordinator
+    too, which gRPC's own bind would have shared the port with)."""
+    import errno
+    import socket
+
+    port = int(str(coordinator).rpartition(":")[2])
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:         # (no IPv6 here)
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # (as gRPC: TIME_WAIT is free)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind((host, port))
+                sock.listen(1)
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:      # (say, IPv6 off: the next family)
+                    continue
+                raise ConfigError(f"--coordinator {coordinator}: port {port} is in use on this machine "
+                                  f"({err.strerror or err}; another scan's coordinator?); give process 0 "
+                                  "and every other process a free port") from None
+        return
 

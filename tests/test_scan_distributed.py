@@ -1,0 +1,203 @@
+"""A scan's processes under jax.distributed when one of them is lost, never comes, or cannot
+listen: each ends within a stated time, says why, and loses nothing (a resume equals one
+uninterrupted process bit for bit)."""
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments import cli, scan
+from experiments.store import Store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# the closure of a linear network (no sampling, compiled in about a second): 2 groups, 4 chunks
+TOML = """
+[task]
+name = "single_index"
+D = 4
+P = 12
+P_test = 8
+degree = 1
+
+[model]
+activation = "linear"
+
+[train]
+eta0 = 0.5
+steps = 20
+save_every = 10
+
+[scan]
+outputs = ["final", "grokking", "curves"]
+chunk = 6
+grok_threshold = 0.05
+
+[scan.grid]
+"model.gamma0" = [0.25, 0.5, 1.0, 2.0, 4.0]
+eta0 = [0.25, 0.5]
+"task.P" = [12, 16]
+"""
+
+# process 0 stops after its first chunk file, says WROTE, and goes on at a line on its stdin
+PAUSE_AFTER_FIRST_WRITE = """
+from experiments.store import Store
+write = Store.write_chunk
+def write_chunk(self, name, arrays, **kw):
+    write(self, name, arrays, **kw)
+    if not getattr(write_chunk, "done", False):
+        write_chunk.done = True
+        print("WROTE", flush=True)
+        sys.stdin.readline()
+Store.write_chunk = write_chunk
+"""
+
+
+def _dmft_scan(args, patch="", xla_flags=""):
+    """`dmft scan ARGS` in a fresh process (on CPU), after the Python in `patch`."""
+    code = f"import sys\n{patch}\nfrom experiments import cli\nsys.exit(cli.main(['scan'] + sys.argv[1:]))"
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags)
+    return subprocess.Popen([sys.executable, "-c", code] + args, cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _line(proc, text, timeout=120):
+    """Read proc's stdout until a line `text` (gloo prints there too); False after timeout s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([proc.stdout], [], [], max(end - time.monotonic(), 0))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            return False
+        if line.strip() == text:
+            return True
+    return False
+
+
+def _end(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "scan.toml"
+    path.write_text(TOML)
+    return str(path)
+
+
+def _distributed(config, out, port, count, rank, *extra):
+    return ["--config", config, "--out", out, "--no-progress", "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", str(count), "--process-id", str(rank), *extra]
+
+
+def test_a_killed_worker_ends_process_0_at_once_and_a_resume_on_one_process_equals_one(config, tmp_path):
+    """A worker SIGKILLed mid-scan: process 0's collective failed with gloo's error as a ValueError,
+    so `dmft scan` said "configuration error", advised that a rerun would meet the same error, and
+    then waited 95 s in JAX's shutdown before JAX aborted it (SIGABRT). Now it ends at once (exit 6),
+    says a process was lost and that the same command resumes; the resume on one process equals an
+    uninterrupted one bit for bit, each chunk written once."""
+    out, port = str(tmp_path / "store"), _free_port()
+    procs = [_dmft_scan(_distributed(config, out, port, 2, 0), PAUSE_AFTER_FIRST_WRITE),
+             _dmft_scan(_distributed(config, out, port, 2, 1))]
+    try:
+        assert _line(procs[0], "WROTE")
+        assert len(os.listdir(os.path.join(out, "chunks"))) == 1
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait(timeout=30)
+        t0 = time.perf_counter()
+        procs[0].stdin.write("\n")
+        procs[0].stdin.flush()
+        _, err = procs[0].communicate(timeout=20)       # (it took 95 s, then SIGABRT)
+        took = time.perf_counter() - t0
+    finally:
+        _end(procs)
+    assert procs[0].returncode == cli.EXIT_LOST == 6, err[-3000:]
+    assert took < 10, took
+    assert "lost contact with the scan's other processes" in err and "configuration error" not in err
+    assert "the same command resumes it" in err
+    stopped = Store.read(out).manifest["sessions"][-1]
+    assert stopped["status"] == "stopped" and stopped["processes"] == 2
+    kept = stopped["computed_points"]
+    assert kept > 0
+    resumed = scan.run(config, out)
+    reference = scan.run(config, str(tmp_path / "reference"))
+    assert resumed.complete and sorted(resumed.arrays) == sorted(reference.arrays)
+    for k in reference.arrays:
+        np.testing.assert_array_equal(resumed[k], reference[k], err_msg=k)
+    written = [e["chunk"] for e in Store.read(out).events() if e.get("event") == "chunk"]
+    assert sorted(written) == sorted(set(written)) and len(written) == 4
+    assert resumed.manifest["sessions"][-1]["skipped_points"] == kept
+
+
+def test_a_process_that_never_joins_ends_the_others_with_a_message(config, tmp_path):
+    """Process 1 never started: process 0 waited 300 s in silence, then JAX aborted it saying that
+    "another task died". Now it says at once how long it waits, and ends after --join-timeout
+    saying that not every process joined (exit 2), having written nothing."""
+    out = str(tmp_path / "store")
+    t0 = time.perf_counter()
+    proc = _dmft_scan(_distributed(config, out, _free_port(), 2, 0, "--join-timeout", "2"))
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        _end([proc])
+    took = time.perf_counter() - t0
+    assert proc.returncode == 2, err[-3000:]
+    assert "process 0 of 2: waiting up to 2 s for the scan's processes to join" in err
+    assert "not every process joined at 127.0.0.1:" in err and "within 2 s" in err
+    assert 2 <= took < 20, took
+    assert not os.path.exists(out)
+
+
+def test_a_coordinator_port_in_use_is_refused(config, tmp_path):
+    """Process 0 given a port that something listens on crashed (SIGSEGV, one line of gRPC's log)
+    and its workers waited 300 s; another scan's coordinator on it was shared (gRPC's SO_REUSEPORT)
+    and that scan's process 0 was aborted. Now it is refused with a message (exit 2)."""
+    out = str(tmp_path / "store")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = _dmft_scan(_distributed(config, out, port, 1, 0))
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            _end([proc])
+    assert proc.returncode == 2, err[-3000:]
+    assert f"port {port} is in use on this machine" in err
+    assert not os.path.exists(out)
+
+
+def test_processes_with_different_device_counts_are_refused(config, tmp_path):
+    """Process 0 with 2 devices and process 1 with 1: the first collective failed inside JAX
+    ("cannot reshape array of size 3 into shape (2,2)"), reported as a configuration error in
+    those words. Now both refuse it naming the counts (exit 2), before anything is written."""
+    out, port = str(tmp_path / "store"), _free_port()
+    procs = [_dmft_scan(_distributed(config, out, port, 2, 0), xla_flags="--xla_force_host_platform_device_count=2"),
+             _dmft_scan(_distributed(config, out, port, 2, 1))]
+    try:
+        errs = [p.communicate(timeout=60)[1] for p in procs]
+    finally:
+        _end(procs)
+    for p, err in zip(procs, errs):
+        assert p.returncode == 2, err[-3000:]
+        assert "have different numbers of devices ([2, 1], by process)" in err, err[-3000:]
+    assert not os.path.exists(out)
