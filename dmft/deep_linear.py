@@ -1317,7 +1317,7 @@ def cross_modes_of(data: LinearTeacher, batch_size: int) -> CrossModes:
     return CrossModes(A2, A1, A0, target)
 
 
-def _cross_drift_a(xp, L: int, a, cm, eta, B):
+def _cross_drift_a(xp, L: int, a, cm, eta, B, row: int | None = None):
     """The cross-mode drift of each layer scalar a_i (..., r), in time units:
     -(eta / (2 B L)) sum_{k != i} [S(a_i, a_k) c_ik + S(a_i, a_k) c_ki], the sums over the full
     input (c_ik) and output (c_ki) bases, a_k = 0 off the modes, and
@@ -1325,10 +1325,24 @@ def _cross_drift_a(xp, L: int, a, cm, eta, B):
 
     Off the modes (k >= r) S is (L - 1) a_i^(2L - 3) whatever k, and c_ki's residual d_k is the
     target's, a constant: those sums are taken over the coefficients, not per path, so a step
-    costs O(r^2) a path (with O(r d) per step), not O(d_in d_out) a path."""
+    costs O(r^2) a path (with O(r d) per step), not O(d_in d_out) a path. row = i: mode i's drift
+    alone (...,), at O(r) a point (the laws' grids: every pair's (..., r, r) terms held 4 GB at r = 32)."""
     A2, A1, A0, target = (xp.asarray(v) for v in cm)
     r = a.shape[-1]
     d = target[:r] - a ** L                                             # (..., r) the modes' residuals
+    if row is not None:             # the same terms as below, in row i alone: c_ik, c_ki and S(a_i, a_k)
+        i, di = row, d[..., row, None]
+        block = A2[i, :r] * di ** 2 + A1[i, :r] * di + A0[i, :r]
+        column = A2[:r, i] * d ** 2 + A1[:r, i] * d + A0[:r, i]
+        rest_in = d[..., i] ** 2 * xp.sum(A2[i, r:]) + d[..., i] * xp.sum(A1[i, r:]) + xp.sum(A0[i, r:])
+        tk = target[r:]
+        rest_out = xp.sum(A2[r:, i] * tk ** 2 + A1[r:, i] * tk + A0[r:, i])
+        S = 0.0
+        for m in range(2, L + 1):
+            S = S + (m - 1) * a ** (2 * (L - m)) * a[..., i, None] ** (2 * m - 3)
+        modes = xp.sum(xp.where(np.arange(r) != i, S * (block + column), 0.0), axis=-1)
+        S0 = (L - 1) * a[..., i] ** (2 * L - 3) if L >= 2 else 0.0 * a[..., i]
+        return -eta / (2.0 * B * L) * (modes + S0 * (rest_in + rest_out))
     # c_ik (row i, input k) for the modes i, k < r, from row i's residual d_i: (..., r, r);
     # c_ki for k < r is the same block transposed (row k's residual d_k)
     block = A2[:r, :r] * d[..., :, None] ** 2 + A1[:r, :r] * d[..., :, None] + A0[:r, :r]
@@ -1351,7 +1365,7 @@ def _cross_law_drift(cm: CrossModes, s: np.ndarray, i: int, L: int, eta0: float,
         pis = np.broadcast_to(np.asarray(s, dtype=np.float64), (x.size, s.size)).copy()
         pis[:, i] = x
         a = np.sign(pis) * np.abs(pis) ** (1.0 / L)
-        return (L * a ** (L - 1) * _cross_drift_a(np, L, a, cm, eta0, B))[:, i]
+        return L * a[:, i] ** (L - 1) * _cross_drift_a(np, L, a, cm, eta0, B, row=i)
     return extra
 
 

@@ -168,9 +168,9 @@ def _add_scan_parser(sub):
                    help="jax.distributed coordinator (process 0's address)")
     s.add_argument("--num-processes", type=int, help="jax.distributed: number of processes")
     s.add_argument("--process-id", type=int, help="jax.distributed: this process's rank")
-    s.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT, metavar="SECONDS",
+    s.add_argument("--join-timeout", type=float, default=None, metavar="SECONDS",
                    help="with --coordinator or --distributed: how long a process waits for all the others "
-                        "to join before it ends, saying so (exit 2; default %(default)g). A process that "
+                        f"to join before it ends, saying so (exit 2; default {JOIN_TIMEOUT:g}). A process that "
                         "loses contact with the others mid-scan ends at once (exit 6; finished chunks are "
                         "kept: the same commands resume)")
 
@@ -326,17 +326,22 @@ def _scan(args) -> int:
         host, _, port = str(explicit[0]).rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"--coordinator: expected HOST:PORT (a port in 1-65535), got {explicit[0]!r}")
-    if args.distributed or explicit[0] is not None:
+    distributed = args.distributed or explicit[0] is not None
+    if args.join_timeout is not None and not distributed:      # (any value, -5 too, was silently ignored)
+        raise ConfigError("--join-timeout: read only with --coordinator or --distributed (where the scan's "
+                          "processes join); it would be silently ignored here")
+    join = JOIN_TIMEOUT if args.join_timeout is None else args.join_timeout
+    if not 0 < join <= 86400:
+        raise ConfigError(f"--join-timeout: expected seconds in (0, 86400], got {join:g}")
+    if distributed:
         import jax
 
         if args.device is not None:       # before the runtime starts: the platform of every process
             jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
-        if not 0 < args.join_timeout <= 86400:
-            raise ConfigError(f"--join-timeout: expected seconds in (0, 86400], got {args.join_timeout:g}")
         try:
-            with _joining(explicit, args.join_timeout):
+            with _joining(explicit, join):
                 # (JAX's own limit later: it aborted with "another task died" after 300 s of silence)
-                scan.init_distributed(*explicit, timeout=int(args.join_timeout) + 60)
+                scan.init_distributed(*explicit, timeout=int(join) + 60)
         except RuntimeError as err:
             raise ConfigError(f"jax.distributed: {err}") from None
         devices = _select_device(None, args.x64)

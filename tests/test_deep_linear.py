@@ -3403,3 +3403,35 @@ def test_the_staircase_check_names_the_steps_whose_order_it_did_not_check():
     assert "not checked between modes 1 and 2" in text
     res, detail = out[2.0]
     assert res["unresolved"] == [] and "not checked" not in detail, detail
+
+
+def test_cross_mode_law_reads_one_modes_drift_without_every_pair():
+    """stationary_density(cross_modes=True) reads mode i's cross drift on its grids, which held
+    every pair's (points, r, r) terms to keep row i: the barrier search (since the drift's barrier
+    cut) spans down to 1e-300 where no barrier is found (depth 2), ~1e5 points, so one mode of
+    r = 32 took 18 s and a 4.3 GB peak (was 1.5 s, 0.9 GB before the cut). One row costs
+    (points, r): here (r = 12) numpy's traced peak was 6.2e8 bytes, now 1.0e8 (the cut's own
+    arrays; 1.1e8 before the cut); allowed 2.5e8, 2.4x the one and 2.5x below the other. The row
+    is the full drift's row i to rounding (5e-16 relative allowed; measured 0: the same operations
+    in the same order)."""
+    import tracemalloc
+
+    r = 12
+    teacher = dmft.tasks.linear_teacher(r, r, dmft.tasks.spectrum(r, "power", top=3.0), P=4 * r, label_noise=0.5,
+                                        key=0)
+    for L in (2, 3):
+        cm = dl.cross_modes_of(teacher, 4)
+        a = np.random.default_rng(L).uniform(0.1, 1.5, (50, r))
+        full = dl._cross_drift_a(np, L, a, cm, 0.005, 4)
+        for i in range(r):
+            np.testing.assert_allclose(dl._cross_drift_a(np, L, a, cm, 0.005, 4, row=i), full[:, i], rtol=5e-16)
+    s = dl.effective_modes(teacher).s
+    model = dmft.DeepLinear(2, r + 2, 0.3, "aligned")
+    g = np.linspace(0.2 * s[-1], 1.6 * s[-1], 2001)
+    tracemalloc.start()
+    try:
+        p = dl.stationary_density(model, teacher, g, eta0=0.005, batch_size=4, mode=r - 1, cross_modes=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.all(np.isfinite(p[:, r - 1])) and peak < 2.5e8, peak

@@ -262,3 +262,18 @@ def test_noise_figure_keeps_its_line_key_under_a_title_and_says_when_there_is_no
     fig = figs.noise_figure(run, model, data, eta0=0.01, batch_size=1, title="t")
     assert fig.axes[1].get_yscale() == "linear"
     assert [x.get_text() for x in fig.axes[1].texts] == ["no gradient noise: the diffusion is 0 (full-batch steps)"]
+
+
+def test_noise_figure_does_not_blame_full_batch_steps_for_a_diffusion_no_seed_recorded():
+    """Every seed diverged (its records NaN): the diffusion panel said "no gradient noise: the
+    diffusion is 0 (full-batch steps)" of minibatch SGD with label noise; it now says that no seed
+    recorded a finite diffusion."""
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], key=0, label_noise=0.5)
+    model = dmft.DeepLinear(2, 4, 0.3, "aligned")
+    run = _flow_run(model, data, 0.0)
+    run.diffusion = np.full_like(run.modes, np.nan)
+    fig = figs.noise_figure(run, model, data, eta0=0.01, batch_size=1, title="t")
+    said = [x.get_text() for x in fig.axes[1].texts]
+    assert said == ["no finite diffusion recorded (every seed diverged)"], said
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -201,3 +201,15 @@ def test_processes_with_different_device_counts_are_refused(config, tmp_path):
         assert p.returncode == 2, err[-3000:]
         assert "have different numbers of devices ([2, 1], by process)" in err, err[-3000:]
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("value", ["-5", "5"])
+def test_a_join_timeout_without_processes_to_join_is_refused(config, tmp_path, capsys, value):
+    """--join-timeout is read only where processes join (--coordinator or --distributed): on one
+    process any value, -5 too, was accepted and the scan ran as if it were not given. Refused
+    now before anything is computed or written."""
+    out = str(tmp_path / "store")
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--join-timeout", value]) == 2
+    err = capsys.readouterr().err
+    assert "--join-timeout: read only with --coordinator or --distributed" in err, err
+    assert not os.path.exists(out)

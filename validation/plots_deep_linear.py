@@ -241,8 +241,9 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
     if np.any(np.isfinite(run.diffusion) & (run.diffusion > 0)):
         axes[1].set_yscale("log")
     else:        # (full-batch steps: a log axis with nothing on it, and a warning, said nothing)
-        axes[1].text(0.5, 0.5, "no gradient noise: the diffusion is 0 (full-batch steps)",
-                     transform=axes[1].transAxes, ha="center", va="center", fontsize=8)
+        said = ("no gradient noise: the diffusion is 0 (full-batch steps)" if np.any(np.isfinite(run.diffusion))
+                else "no finite diffusion recorded (every seed diverged)")     # (not full batch: NaN)
+        axes[1].text(0.5, 0.5, said, transform=axes[1].transAxes, ha="center", va="center", fontsize=8)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("t = steps x eta")
