@@ -37,7 +37,7 @@ from dmft.errors import ConfigError, InputError
 from dmft.plan import memory_estimate as solve_memory_estimate
 from dmft.plan import no_lazy_limit, solution_bytes
 from validation import lazy_to_rich
-from validation.sweep import plan_node_check
+from validation.sweep import NODE_FRACTIONS, plan_node_check
 from validation.verdicts import TOLERANCES, z_bound
 from validation.verdicts import checks as verdicts
 
@@ -217,7 +217,7 @@ def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
                                           method="lazy"))
     full = solution_bytes(plans[0])
     if cfg["theory"].get("node_check"):
-        full += sum(solution_bytes(dataclasses.replace(plans[0], kernels=False, node_split=k)) for k in (2, 4))
+        full += sum(solution_bytes(dataclasses.replace(plans[0], kernels=False, node_split=k)) for k in NODE_FRACTIONS)
     kept = n * lazy + (n - 1) * full
     need = kept + max(solve_memory_estimate(p) for p in plans)
     limit = prob.solve_options["max_memory_gb"]

@@ -628,8 +628,9 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
             diff = differences(_identity(old.get("config", {}), job=job), _identity(cfg, job=job))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))
                      if jsonable(old_inputs.get(k)) != jsonable(inputs.get(k))]
-            if old.get("code") != code_digest():     # (a [check]-only change is re-checked under the same code only)
-                diff.append("the code that wrote it (the sources of dmft, networks, validation and experiments)")
+            if old.get("code") != code_digest():     # (a [check]-only change is re-checked under the same code only;
+                # first, so that more than 8 other differences do not cut it from the message)
+                diff.insert(0, "the code that wrote it (the sources of dmft, networks, validation and experiments)")
             raise OutputConflict(
                 f"{out} already holds a different run ({old.get('command', '?')}"
                 f"{'; differing: ' + ', '.join(diff[:8]) if diff else ''}). "
