@@ -475,9 +475,13 @@ class BatchProgram:
                 said.append(f"{np.unique(pos[kept]).size} point(s) that ended unresolved with it (spread over "
                             "replicas above the targets' RMS) keep it: without it they diverged or their train loss "
                             "was no better known (the correction keeps them stable; read their error bars)")
-            warn("solve_batch: " + "; ".join(said) + ". The kernel has moved far from its lazy value K0 (wide "
-                 "inputs with a saturating activation, for one): control_variate=False solves every point without it")
+            warn("solve_batch: " + "; ".join(said) + CV_ADVICE)
         return res
+
+
+# the end of solve_batch's control-variate warning (a scan, which has no such setting, replaces it)
+CV_ADVICE = (". The kernel has moved far from its lazy value K0 (wide inputs with a saturating activation, "
+             "for one): control_variate=False solves every point without it")
 
 
 def _finish(out: dict, counts: np.ndarray, eta0, gamma0=None, y_ms=None) -> dict:

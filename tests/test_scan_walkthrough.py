@@ -225,3 +225,28 @@ def test_node_outputs_say_where_a_split_solve_diverged():
 
     out = node_outputs(rec([-1, -1, -1], 1), rec([-1, 40, -1], 2), rec([-1, 20, 60], 4))
     np.testing.assert_array_equal(out["theory.node.diverged_step"], [-1, 20, 60])
+
+
+def test_a_batch_warning_inside_a_scan_names_its_points_and_no_setting_a_scan_lacks():
+    """solve_batch's control-variate warning inside a scan counted the call's points ("at 1 of 4
+    points"), named none, and advised control_variate=False, which a scan cannot set. Raised again
+    now naming the grid points its flags mark and the scan's outputs that mark them."""
+    import warnings
+
+    from dmft.batch import CV_ADVICE
+    from experiments.scan.grid import point_warnings
+
+    columns = {"model.gamma0": np.array([0.5, 1.0, 6.0, 8.0])}
+    said = point_warnings(columns, np.arange(4))
+    with pytest.warns(UserWarning) as got:
+        with said:
+            warnings.warn("solve_batch: 1 point(s) that diverged or ended unresolved with it were solved again "
+                          "without it, and did not diverge (res['control_variate_off'])" + CV_ADVICE, UserWarning)
+            said.marked = np.array([2])
+    (w,) = got
+    text = str(w.message)
+    assert "scan grid point(s) 2: model.gamma0 = 6" in text and "theory.control_variate_off" in text, text
+    assert "control_variate=False" not in text and "res['" not in text and "A scan has no control_variate" in text
+    with pytest.warns(UserWarning, match=r"\(scan grid point 1: model\.gamma0 = 1\)$"):   # one point, as before
+        with point_warnings(columns, 1):
+            warnings.warn("networks.train: a seed diverged", UserWarning)

@@ -49,6 +49,15 @@ def _error_class(kind: str):
             "FloatingPointError": FloatingPointError}.get(kind, RuntimeError)
 
 
+def _flagged(idx, rec: dict) -> np.ndarray:
+    """The grid points of a theory call (`idx`) that its control-variate flags mark."""
+    marks = np.zeros(len(idx), bool)
+    for q in ("control_variate_noisy", "control_variate_off"):
+        if q in rec:
+            marks |= np.asarray(rec[q], bool)[:len(idx)]
+    return np.asarray(idx)[marks]
+
+
 class _Comm:
     """This process's place among the processes of `jax.distributed` (one process: no-op)."""
 
@@ -248,14 +257,22 @@ class _GroupRun:
         values = {b: (self.columns[f][pad].astype(np.float64) if f is not None
                       else np.full(len(pad), self.model.gamma0)) for b, f in self.batched.items()}
         ids = point_ids(self.cfg, self.columns, pad, "theory")
-        rec = self.prog(values, ids, key=self.theory_key,
-                        sharding=self.sharding, batch_key=self.batch_key)
-        rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
+        # (solve_batch's warnings counted the call's points and advised a setting a scan does not
+        # have: raised again naming the grid points its flags mark)
+        said = point_warnings(self.columns, np.asarray(idx))
+        with said:
+            rec = self.prog(values, ids, key=self.theory_key,
+                            sharding=self.sharding, batch_key=self.batch_key)
+            rec = {k: np.asarray(v)[:n] for k, v in rec.items()}
+            said.marked = _flagged(idx, rec)
         out = derive("theory", rec, sc["outputs"], sc["grok_threshold"])
         if self.fewer:                 # the points' own nodes (the theory key), split: paired with them
-            fewer = [self.fewer[k](values, ids, key=self.theory_key, sharding=self.sharding,
-                                   batch_key=self.batch_key) for k in NODE_FRACTIONS]
-            fewer = [{k: np.asarray(v)[:n] for k, v in r.items()} for r in fewer]
+            said = point_warnings(self.columns, np.asarray(idx))
+            with said:
+                fewer = [self.fewer[k](values, ids, key=self.theory_key, sharding=self.sharding,
+                                       batch_key=self.batch_key) for k in NODE_FRACTIONS]
+                fewer = [{k: np.asarray(v)[:n] for k, v in r.items()} for r in fewer]
+                said.marked = np.unique(np.concatenate([_flagged(idx, r) for r in fewer]))
             out.update(node_outputs(rec, *fewer))
         return out
 

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from dmft.batch import CV_ADVICE
 from dmft.errors import ConfigError, Float32Warning, warn
 
 from .. import problem as _problem
@@ -300,8 +301,10 @@ class point_warnings:
     error acts when the point is done. A context manager; a class, so that no frame outside the
     packages stands between it and the user's call (`dmft.errors.warn` names the user's line)."""
 
-    def __init__(self, columns: dict, i: int):
-        self.columns, self.i = columns, i
+    def __init__(self, columns: dict, i):
+        # i: one point, or a batch's points (the theory's program: then `marked`, set inside the
+        # block, are the points its flags name, those the warning is about)
+        self.columns, self.i, self.marked = columns, i, None
         self._catch = warnings.catch_warnings(record=True)
 
     def __enter__(self):
@@ -310,14 +313,26 @@ class point_warnings:
 
     def __exit__(self, *exc):
         self._catch.__exit__(*exc)
-        where = point_where(self.columns, self.i)
+        if np.ndim(self.i) == 0:
+            where = f"scan grid point {self.i}: {point_where(self.columns, self.i)}"
+        else:               # (a batch's solve_batch warning counted its points, named none)
+            pts = [int(j) for j in (self.i if self.marked is None or not len(self.marked) else self.marked)]
+            where = ("scan grid point(s) " + "; ".join(f"{j}: {point_where(self.columns, j)}" for j in pts[:6])
+                     + (f"; and {len(pts) - 6} more (res.summary() names them)" if len(pts) > 6 else ""))
         for w in self._caught:
             if not issubclass(w.category, UserWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             elif issubclass(w.category, Float32Warning):
                 warn(str(w.message), w.category)
             else:
-                warn(f"{w.message} (scan grid point {self.i}: {where})", w.category)
+                text = str(w.message)
+                if np.ndim(self.i) and text.endswith(CV_ADVICE):    # (advice a scan cannot take)
+                    text = (text[:-len(CV_ADVICE)] + ". A scan has no control_variate setting: the solver sets "
+                            "the correction aside by itself where a point diverged or ended unresolved with it; "
+                            "theory.control_variate_noisy and theory.control_variate_off mark the points")
+                    text = text.replace("res['control_variate_noisy']", "theory.control_variate_noisy").replace(
+                        "res['control_variate_off']", "theory.control_variate_off")
+                warn(f"{text} ({where})", w.category)
         return False
 
 
