@@ -316,7 +316,7 @@ def _dln(args) -> int:
 
 def _scan(args) -> int:
     from . import scan
-    from .scan.execute import ProcessLost
+    from .scan.execute import ProcessLost, check_port_free
 
     cfg = _load_for_precision(scan.load_config, args.config, args.overrides, args.x64)
     explicit = [args.coordinator, args.num_processes, args.process_id]
@@ -338,6 +338,8 @@ def _scan(args) -> int:
 
         if args.device is not None:       # before the runtime starts: the platform of every process
             jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
+        if explicit[2] == 0 and explicit[0] is not None:
+            check_port_free(explicit[0])       # (before the "waiting" line, which a busy port preceded)
         try:
             with _joining(explicit, join):
                 # (JAX's own limit later: it aborted with "another task died" after 300 s of silence)

@@ -183,6 +183,7 @@ def test_a_coordinator_port_in_use_is_refused(config, tmp_path):
             _end([proc])
     assert proc.returncode == 2, err[-3000:]
     assert f"port {port} is in use on this machine" in err
+    assert "waiting up to" not in err, err[-3000:]       # (refused before it says it waits)
     assert not os.path.exists(out)
 
 

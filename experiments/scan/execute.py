@@ -33,7 +33,7 @@ from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids,
 from .outputs import derive, network_records, node_outputs
 from .result import REPORT, load, write_report
 
-__all__ = ["run", "init_distributed", "store_identity", "SETTINGS", "ProcessLost"]
+__all__ = ["run", "init_distributed", "check_port_free", "store_identity", "SETTINGS", "ProcessLost"]
 
 
 class ProcessLost(RuntimeError):
@@ -711,13 +711,13 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     import jax
 
     if process_id == 0 and coordinator is not None:
-        _check_port_free(coordinator)
+        check_port_free(coordinator)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id, initialization_timeout=int(timeout))
 
 
-def _check_port_free(coordinator: str) -> None:
+def check_port_free(coordinator: str) -> None:
     """Refuse a coordinator port something on this machine listens on (JAX's coordinator binds it
     on every address; a socket bound without SO_REUSEPORT, as here, finds another scan's coordinator
     too, which gRPC's own bind would have shared the port with)."""
