@@ -1245,11 +1245,11 @@ def sgd_mean(model: TwoLayer, data: Dataset, schedule: Schedule | None = None, s
     # every sequence's solution is kept until the mean (and each record stacked over them for it):
     # counted with one solve's peak before any compute (2^40 sequences ran for minutes, unrefused)
     plan = plan_solve(model, data, schedule, **{k: v for k, v in options.items() if k != "progress"})
-    need = memory_estimate(plan) + 2.0 * sequences * solution_bytes(plan)
-    if need > plan.max_memory_gb * 2 ** 30:
+    one, kept = memory_estimate(plan), 2.0 * sequences * solution_bytes(plan)
+    if one + kept > plan.max_memory_gb * 2 ** 30:
         raise MemoryLimitError(
-            f"sgd_mean: {sequences} sequences keep about {2.0 * sequences * solution_bytes(plan) / 2 ** 30:.3g} GiB "
-            f"of solutions beside a solve's {memory_estimate(plan) / 2 ** 30:.3g} GiB (> max_memory_gb="
+            f"sgd_mean: {sequences} sequences keep about {kept / 2 ** 30:.3g} GiB "
+            f"of solutions beside a solve's {one / 2 ** 30:.3g} GiB (> max_memory_gb="
             f"{plan.max_memory_gb}); use fewer sequences" + (", kernels=False" if plan.kernels else "")
             + (", fewer samples" if plan.sampled else "") + ", save less often, or raise max_memory_gb")
     key = jax.random.key(0) if key is None else key

@@ -144,7 +144,7 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     train_plan = {k: v for k, v in prob.train_options.items() if k != "batch_key"}
     lazy_schedule = prob.schedule.replace(weight_decay=0.0)
     sampled = False
-    plans = []
+    plans, lazy_plans = [], []
     for g in cfg["sweep"]["gamma0"]:
         m = prob.model.replace(gamma0=g)
         try:
@@ -155,7 +155,7 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
                 if cfg["theory"]["node_check"]:
                     _plan_node_check(cfg, plan, m, prob, solve_plan)
                 # and the lazy baseline (without weight decay, as `validation.lazy_to_rich` solves it)
-                dmft.plan_solve(m, prob.data, lazy_schedule, method="lazy")
+                lazy_plans.append(dmft.plan_solve(m, prob.data, lazy_schedule, method="lazy"))
             if job in ("simulate", "validate"):
                 networks.plan_train(m, prob.data, prob.schedule, sim["widths"], sim["seeds"], **train_plan)
         except ConfigError:
@@ -165,7 +165,7 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     if job in ("simulate", "validate"):
         _check_sweep_memory(cfg, prob)
     if plans:
-        _check_theory_memory(cfg, prob, plans)
+        _check_theory_memory(cfg, prob, plans, lazy_plans[0])
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
     if sampled and cfg["theory"]["node_check"] and cfg["theory"]["replicas"] == 1:
@@ -203,7 +203,7 @@ def _check_sweep_memory(cfg: dict, prob) -> None:
                           "simulate.max_memory_gb")
 
 
-def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
+def _check_theory_memory(cfg: dict, prob, plans: list, lazy_plan) -> None:
     """The solve and validate jobs keep every gamma0's DMFT solution and lazy limit (and
     theory.node_check's two solves, without kernels) until the report, while each solve's plan
     counts itself alone: ConfigError where, during the last DMFT solve, the lazy limits of every
@@ -213,8 +213,7 @@ def _check_theory_memory(cfg: dict, prob, plans: list) -> None:
     n = len(plans)
     # (what a Solution keeps, `dmft.plan.solution_bytes`: records, errors, and a sampled solve's
     # nodes for `predict`, which a count of the records alone left out)
-    lazy = solution_bytes(dmft.plan_solve(plans[0].model, prob.data, prob.schedule.replace(weight_decay=0.0),
-                                          method="lazy"))
+    lazy = solution_bytes(lazy_plan)
     full = solution_bytes(plans[0])
     if cfg["theory"].get("node_check"):
         full += sum(solution_bytes(dataclasses.replace(plans[0], kernels=False, node_split=k)) for k in NODE_FRACTIONS)

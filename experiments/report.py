@@ -311,6 +311,11 @@ def recheck_line(note: dict, verdicts: bool = True) -> str:
             f"section ({changed}); nothing was computed again (timings are that run's).")
 
 
+# a finite network's output offset that the DMFT lacks (under decay, or not centered): report.md's words
+_OFFSET = ("E[a^2 phi^2] / (gamma0^2 N) in each output, which the DMFT (f = 0 at t = 0 at infinite width) does "
+           "not have; it falls as 1 / N and is largest at small gamma0")
+
+
 def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict,
                  environment: dict | None = None, rechecked: dict | None = None) -> tuple[str, str]:
     """report.md and report.json in `out` (`rechecked`: the recheck's record, said in both)."""
@@ -368,13 +373,9 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
               # (a walkthrough: 1.540 against the DMFT's 1.545 excess loss at gamma0 = 0.05, N = 256, read
               # as a disagreement; it falls as 1 / N)
               + (". Under weight decay a centered network keeps the initial output it subtracts while decay "
-                 "shrinks its own: an offset of variance about E[a^2 phi^2] / (gamma0^2 N) in each output, "
-                 "which the DMFT (f = 0 at t = 0 at infinite width) does not have; it falls as 1 / N and "
-                 "is largest at small gamma0" if decay > 0 and m.centered and nets else "")
-              + (". Not centered: each network starts from its random initial output, of variance about "
-                 "E[a^2 phi^2] / (gamma0^2 N) in each output, which the DMFT (f = 0 at t = 0 at infinite "
-                 "width) does not have; it falls as 1 / N and is largest at small gamma0, so the "
-                 "networks' early losses sit above the DMFT's there" if not m.centered and nets else "") + ".", ""]
+                 f"shrinks its own: an offset of variance about {_OFFSET}" if decay > 0 and m.centered and nets else "")
+              + (f". Not centered: each network starts from its random initial output, of variance about {_OFFSET}, "
+                 "so the networks' early losses sit above the DMFT's there" if not m.centered and nets else "") + ".", ""]
     head = (["gamma0", f"{name} test loss +- SE", "lazy test loss" + (" (no decay)" if decay > 0 else "")]
             + [f"N={w} test loss (mean +- std)" for w in sweep.widths]
             + [f"{name} alignment", f"{name} first-layer change"])

@@ -33,38 +33,10 @@ from experiments.scan.execute import SETTINGS, store_identity
 from experiments.scan.grid import PartCache, point_ids
 from experiments.scan.schema import KINDS
 from experiments.store import MUTABLE, Store, StoreConflict, manifest_digest
+from scan_configs import TOML   # (linear closure: 20 points, 2 groups, 4 chunks)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "scan_worker.py")
-
-# linear activation, trained readouts: the exact closure (no sampling), compiled in about a second.
-# 5 gamma0 x 2 eta0 x 2 P = 20 points, 2 groups (P) of 10 points, chunks of 6: 4 chunks.
-TOML = """
-[task]
-name = "single_index"
-D = 4
-P = 12
-P_test = 8
-degree = 1
-
-[model]
-activation = "linear"
-
-[train]
-eta0 = 0.5
-steps = 20
-save_every = 10
-
-[scan]
-outputs = ["final", "grokking", "curves"]
-chunk = 6
-grok_threshold = 0.05
-
-[scan.grid]
-"model.gamma0" = [0.25, 0.5, 1.0, 2.0, 4.0]
-eta0 = [0.25, 0.5]
-"task.P" = [12, 16]
-"""
 
 
 # for the tests in fresh processes, which should spend their time on the point of the test:
@@ -155,7 +127,6 @@ def test_grid_order_groups_and_chunks(config):
     assert all(np.all(cols["task.P"][c.indices] == pl.groups[c.group].fields["task.P"]) for c in pl.chunks)
     pts = scan.grid_of(scan.load_config({"scan": {"points": {"gamma0": [1, 2], "P": [8, 8]}}}))
     assert pts.kind == "points" and pts.shape == (2,) and pts.point(1) == {"model.gamma0": 2.0, "task.P": 8}
-
 
 
 def test_a_whole_grid_override_replaces_the_grid_and_an_axis_override_one_axis(config):
@@ -303,7 +274,6 @@ def test_cli_bad_configuration_exits_2_and_writes_nothing(tmp_path, config, caps
     assert "theory.samples (10) must be a multiple of 2 x theory.replicas (8" in err and not out.exists()
     bare = err.replace("theory.samples", "").replace("theory.replicas", "")
     assert not re.search(r"\b(samples|replicas)\b", bare), err     # (the keys, as the user writes them)
-
 
 
 @pytest.mark.parametrize("table, match", [

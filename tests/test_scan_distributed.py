@@ -15,36 +15,10 @@ import pytest
 
 from experiments import cli, scan
 from experiments.store import Store
+from scan_configs import TOML   # (linear closure: 20 points, 2 groups, 4 chunks)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# the closure of a linear network (no sampling, compiled in about a second): 2 groups, 4 chunks
-TOML = """
-[task]
-name = "single_index"
-D = 4
-P = 12
-P_test = 8
-degree = 1
-
-[model]
-activation = "linear"
-
-[train]
-eta0 = 0.5
-steps = 20
-save_every = 10
-
-[scan]
-outputs = ["final", "grokking", "curves"]
-chunk = 6
-grok_threshold = 0.05
-
-[scan.grid]
-"model.gamma0" = [0.25, 0.5, 1.0, 2.0, 4.0]
-eta0 = [0.25, 0.5]
-"task.P" = [12, 16]
-"""
 
 # process 0 stops after its first chunk file, says WROTE, and goes on at a line on its stdin
 PAUSE_AFTER_FIRST_WRITE = """
