@@ -717,7 +717,8 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     Returns {"order_ok", "all_learned", "fraction_all_learned", "fraction_of_seeds_in_order" (of
     the seeds that learn every mode within the run; pairs in "unresolved" not counted), "order": the
     predicted learning order (mode indices), "unresolved": [earlier, later] mode indices of the
-    consecutive steps whose order the seeds do not resolve (not checked), "learning_times": (r,) the seeds' median
+    consecutive steps whose order the seeds do not resolve (not checked), "unresolved_why": why (the
+    seeds' spread, or one seed with none), "learning_times": (r,) the seeds' median
     learning times in mode order (like every per-mode list; inf for a mode most seeds have not
     learned), "plateaus": one row per plateau between two learned modes, "verdict", "reason"}.
     Modes of equal strength (within TIE_REL) are one step, learned together: their order among
@@ -853,6 +854,10 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
     # consecutive steps whose order the seeds do not resolve (not checked, in the median or per seed:
     # s = 2, 1.99 read "order as predicted, 100% of the seeds" where 58% learned the weaker first)
     unresolved = [[int(order[k - 1]), int(order[k])] for k in range(1, order.size) if not tied[k] and not resolved[k]]
+    # why they are not resolved: one seed has no spread at all (it listed every pair as "within the
+    # seeds' spread", blaming the modes for what the seed count causes)
+    why = ("one seed of a random start or of SGD: no spread over seeds to resolve their order against"
+           if lone else "their median learning times are within the seeds' spread: learned together, in either order")
     return {"order_ok": order_ok, "all_learned": learned, "fraction_all_learned": float(np.mean(finite)),
             "fraction_of_seeds_in_order": per_seed, "order": pl["order"].tolist(), "learning_times": med.tolist(),
-            "unresolved": unresolved, "plateaus": rows, "verdict": verdict, "reason": reason}
+            "unresolved": unresolved, "unresolved_why": why, "plateaus": rows, "verdict": verdict, "reason": reason}

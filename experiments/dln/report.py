@@ -73,12 +73,14 @@ def _layer_leads(p: dict, sigma: float) -> str:
 
 def unresolved_note(stair: dict) -> str:
     """"; not checked between modes 1 and 2 (...)" for the staircase's consecutive steps whose learning
-    order the seeds do not resolve (`vdl.staircase`'s "unresolved"), else "" (runs saved before it: "")."""
+    order the seeds do not resolve (`vdl.staircase`'s "unresolved", and its "unresolved_why"), else "" (runs
+    saved before it: "")."""
     pairs = stair.get("unresolved") or []
     if not pairs:
         return ""
-    return ("; not checked between " + ", ".join(f"modes {a + 1} and {b + 1}" for a, b in pairs)
-            + " (their median learning times are within the seeds' spread: learned together, in either order)")
+    why = stair.get("unresolved_why") or ("their median learning times are within the seeds' spread: learned "
+                                          "together, in either order")
+    return "; not checked between " + ", ".join(f"modes {a + 1} and {b + 1}" for a, b in pairs) + f" ({why})"
 
 
 def unbalanced_note(r: dict, init_scale=None) -> str:
