@@ -154,6 +154,7 @@ def _add_grok_parser(sub):
 
 
 JOIN_TIMEOUT = 300.0         # seconds a scan's process waits for the others to join (JAX's default)
+HANG_TIMEOUT = 60.0          # seconds without a sign of life from another process (scan.execute's)
 
 
 def _add_scan_parser(sub):
@@ -173,6 +174,11 @@ def _add_scan_parser(sub):
                         f"to join before it ends, saying so (exit 2; default {JOIN_TIMEOUT:g}). A process that "
                         "loses contact with the others mid-scan ends at once (exit 6; finished chunks are "
                         "kept: the same commands resume)")
+    s.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --coordinator or --distributed: how long a process waits for a sign of life from "
+                        "each other one (signed every few seconds, however slow its chunk) before it ends, "
+                        f"saying that one is stopped or hung (exit 6; finished chunks are kept; default "
+                        f"{HANG_TIMEOUT:g}, from 1 to 86400)")
 
 
 def compile_cache_dir(choice: str | None) -> str | None:
@@ -333,6 +339,12 @@ def _scan(args) -> int:
     join = JOIN_TIMEOUT if args.join_timeout is None else args.join_timeout
     if not 0 < join <= 86400:
         raise ConfigError(f"--join-timeout: expected seconds in (0, 86400], got {join:g}")
+    if args.hang_timeout is not None and not distributed:
+        raise ConfigError("--hang-timeout: read only with --coordinator or --distributed (where the scan has "
+                          "other processes to wait for); it would be silently ignored here")
+    hang = HANG_TIMEOUT if args.hang_timeout is None else args.hang_timeout
+    if not 1 <= hang <= 86400:
+        raise ConfigError(f"--hang-timeout: expected seconds in [1, 86400], got {hang:g}")
     if distributed:
         import jax
 
@@ -343,7 +355,7 @@ def _scan(args) -> int:
         try:
             with _joining(explicit, join):
                 # (JAX's own limit later: it aborted with "another task died" after 300 s of silence)
-                scan.init_distributed(*explicit, timeout=int(join) + 60)
+                scan.init_distributed(*explicit, timeout=int(join) + 60, heartbeat=int(hang) + 60)
         except RuntimeError as err:
             raise ConfigError(f"jax.distributed: {err}") from None
         devices = _select_device(None, args.x64)
@@ -356,17 +368,21 @@ def _scan(args) -> int:
     # (the store's path, not "writing": a scan that is complete, or refused, writes nothing)
     _say(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, store {out}")
     try:
-        res = scan.run(cfg, out, devices=mine, progress=_progress(args), log=_say)
+        res = scan.run(cfg, out, devices=mine, progress=_progress(args), log=_say, hang_timeout=hang)
     except (DivergenceError, NotConverged) as err:
         raise type(err)(f"{err}; finished chunks are kept in {out}") from err
     except ProcessLost as err:
         # ended at once: JAX's shutdown at exit waits for the lost process (its heartbeat timeout,
-        # 100 s of silence) and then aborts this one (SIGABRT, a C++ stack trace)
-        _say(f"dmft scan: {err}; finished chunks are kept in {out}: start every process again with the "
-             "same command to resume")
+        # --hang-timeout + 60 s of silence) and then aborts this one (SIGABRT, a C++ stack trace)
+        if err.result is not None:       # lost only at the end: complete, nothing to resume
+            print(err.result.summary())
+            _say(f"dmft scan: {err}")
+        else:
+            _say(f"dmft scan: {err}; finished chunks are kept in {out}: start every process again with the "
+                 "same command to resume")
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_LOST)
+        os._exit(EXIT_OK if err.result is not None else EXIT_LOST)
     if res is not None:
         print(res.summary())
     return EXIT_OK

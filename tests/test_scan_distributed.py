@@ -188,3 +188,103 @@ def test_a_join_timeout_without_processes_to_join_is_refused(config, tmp_path, c
     err = capsys.readouterr().err
     assert "--join-timeout: read only with --coordinator or --distributed" in err, err
     assert not os.path.exists(out)
+
+
+def _wait(proc, timeout):
+    """proc's exit status and stderr, and the seconds it took to end (from now)."""
+    t0 = time.perf_counter()
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err, time.perf_counter() - t0
+
+
+def test_a_stopped_worker_ends_process_0_after_the_hang_timeout(config, tmp_path):
+    """A worker stopped (SIGSTOP) mid-scan: process 0 waited in its collective until JAX's own
+    heartbeat (~90 s here) aborted every process (SIGABRT, JAX's messages). Now it ends after
+    --hang-timeout (2 s) with exit 6, naming the silent process and saying the same command
+    resumes; its chunks are kept."""
+    out, port = str(tmp_path / "store"), _free_port()
+    args = ("--hang-timeout", "2")
+    procs = [_dmft_scan(_distributed(config, out, port, 2, 0, *args), PAUSE_AFTER_FIRST_WRITE),
+             _dmft_scan(_distributed(config, out, port, 2, 1, *args))]
+    try:
+        assert _line(procs[0], "WROTE")
+        procs[1].send_signal(signal.SIGSTOP)
+        procs[0].stdin.write("\n")
+        procs[0].stdin.flush()
+        code, err, took = _wait(procs[0], 30)
+    finally:
+        procs[1].send_signal(signal.SIGKILL)     # (a stopped process ends on SIGKILL)
+        _end(procs)
+    assert code == cli.EXIT_LOST == 6, err[-3000:]
+    assert 2 <= took < 12, took        # the timeout, then at most a few heartbeats' (0.25 s) and a busy machine's
+    assert "process 0 of 2: process 1 gave no sign of life for 2 s" in err, err[-3000:]
+    assert "the same command to resume" in err and "Terminating process" not in err
+    assert len(os.listdir(os.path.join(out, "chunks"))) >= 1
+
+
+# process 1's first chunk takes 5 s more (a slow chunk: the watchdog's thread signs meanwhile, as
+# it does while JAX compiles or computes, which release Python's lock)
+SLOW_FIRST_CHUNK = """
+import time
+from experiments.scan import execute
+compute = execute._GroupRun.compute
+def slow(self, chunk):
+    if not getattr(slow, "done", False):
+        slow.done = True
+        time.sleep(5)
+    return compute(self, chunk)
+execute._GroupRun.compute = slow
+"""
+
+# process 0 stops after it closed the store (the manifest says complete), says CLOSED, and goes
+# on at a line on its stdin
+PAUSE_AFTER_CLOSE = """
+from experiments.store import Store
+close = Store.close
+def close_after(self):
+    close(self)
+    print("CLOSED", flush=True)
+    sys.stdin.readline()
+Store.close = close_after
+"""
+
+
+def test_a_slow_chunk_is_not_cut_and_a_worker_lost_after_the_last_write_leaves_a_complete_scan(config, tmp_path):
+    """A chunk 2.5 times --hang-timeout long (2 s) is waited for; a worker killed after the scan was
+    complete on disk (in the last synchronisation) ended process 0 with exit 6, "to resume", and no
+    report.md (a rerun said complete and wrote it). Now process 0 writes the report, says the scan is
+    complete and ends with exit 0."""
+    out, port = str(tmp_path / "store"), _free_port()
+    args = ("--hang-timeout", "2")
+    procs = [_dmft_scan(_distributed(config, out, port, 2, 0, *args), PAUSE_AFTER_CLOSE),
+             _dmft_scan(_distributed(config, out, port, 2, 1, *args), SLOW_FIRST_CHUNK)]
+    try:
+        assert _line(procs[0], "CLOSED", timeout=90)
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait(timeout=30)
+        procs[0].stdin.write("\n")
+        procs[0].stdin.flush()
+        code, err, _ = _wait(procs[0], 30)
+    finally:
+        _end(procs)
+    assert code == 0, err[-3000:]
+    assert "gave no sign of life" not in err
+    assert "the scan is complete: its 4 chunk(s) and manifest were written before process 0 of 2 lost" in err
+    assert "to resume" not in err
+    assert os.path.exists(os.path.join(out, "report.md"))
+    res = scan.load(out)
+    assert res.complete and res.manifest["sessions"][-1]["status"] == "complete"
+    assert sorted(e["process"] for e in Store.read(out).events() if e.get("event") == "chunk") == [0, 0, 1, 1]
+
+
+def test_a_hang_timeout_is_checked(config, tmp_path, capsys):
+    """--hang-timeout: refused where nothing waits (one process) and out of [1, 86400], before
+    anything is computed or written; scan.run refuses the same."""
+    out = str(tmp_path / "store")
+    assert cli.main(["scan", "--config", config, "--out", out, "--no-progress", "--hang-timeout", "5"]) == 2
+    assert "--hang-timeout: read only with --coordinator or --distributed" in capsys.readouterr().err
+    for bad in (0.5, float("nan"), "60", True):
+        with pytest.raises(scan.ConfigError, match="hang_timeout: expected seconds in"):
+            scan.run(config, out, hang_timeout=bad)
+    assert not os.path.exists(out)
+    assert cli.HANG_TIMEOUT == scan.execute.HANG_TIMEOUT       # (the help's default is the library's)

@@ -8,6 +8,7 @@ them all (the chunks travel through JAX's collectives; on CPU, gloo).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -33,12 +34,100 @@ from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids,
 from .outputs import derive, network_records, node_outputs
 from .result import REPORT, load, write_report
 
-__all__ = ["run", "init_distributed", "check_port_free", "store_identity", "SETTINGS", "ProcessLost"]
+__all__ = ["run", "init_distributed", "check_port_free", "store_identity", "SETTINGS", "ProcessLost",
+           "HANG_TIMEOUT"]
 
 
 class ProcessLost(RuntimeError):
     """A collective between the scan's processes failed: one of them stopped (killed, crashed).
-    Finished chunks are kept; every process started again with the same command resumes."""
+    Finished chunks are kept; every process started again with the same command resumes.
+
+    `result` is the complete scan's `ScanResult` (report written) where process 0 lost a process
+    only in the scan's last synchronisation, after every chunk and the manifest were written: the
+    results are complete then, and this says so (None otherwise)."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+HANG_TIMEOUT = 60.0     # seconds without a sign of life from a process before the others end
+EXIT_LOST = 6           # the command's exit status for a lost process (experiments.cli.EXIT_LOST)
+_RUNS = itertools.count()       # each multi-process run's own keys in JAX's key-value store
+
+
+class _Watchdog:
+    """Tells a stopped or hung process from a slow one: every process signs its life in JAX's
+    distributed key-value store every `interval` seconds, from a thread (JAX's compiles and
+    computations release Python's lock, so a process busy with however long a chunk still signs),
+    and ends itself (`on_hang`, which does not return) when another process has not signed for
+    `timeout` seconds. A collective waits for a stopped process (SIGSTOP, a paused VM) until JAX's
+    own heartbeat aborts every process (~100 s by default: SIGABRT, its messages), and without end
+    for a hung one whose JAX threads still beat (holding Python's lock: this thread cannot sign)."""
+
+    def __init__(self, comm: "_Comm", timeout: float, on_hang):
+        import threading
+
+        from jax._src import distributed   # (JAX's client of its key-value store: no public handle)
+
+        self.client = distributed.global_state.client
+        self.comm, self.timeout, self.on_hang = comm, float(timeout), on_hang
+        self.interval = min(max(self.timeout / 8, 0.1), 5.0)
+        self.prefix = f"dmft_scan/{next(_RUNS)}/alive/"
+        now = time.monotonic()
+        self.seen = dict.fromkeys(range(comm.count), now)     # a process's last new sign, as we saw it
+        self.last = {}
+        self.answered = now                                   # the store's last answer
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=f, name=f"dmft-scan-{f.__name__.strip('_')}", daemon=True)
+                        for f in (self._beat, self._check)]
+        for t in self.threads:
+            t.start()
+
+    @classmethod
+    def start(cls, comm: "_Comm", timeout: float, on_hang):
+        """A watchdog where there are other processes and JAX's store can be reached (else None)."""
+        if comm.count == 1:
+            return None
+        try:
+            return cls(comm, timeout, on_hang)
+        except (ImportError, AttributeError):       # (another JAX: no watchdog, as before)
+            return None
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _beat(self) -> None:
+        n = 0
+        while not self.stopped.is_set():
+            try:
+                self.client.key_value_set(f"{self.prefix}{self.comm.index}", str(n), allow_overwrite=True)
+                got = self.client.key_value_dir_get(self.prefix)
+            except Exception:      # noqa: BLE001 - the store did not answer: judged by `_check`
+                got = None
+            if got is not None:
+                now = time.monotonic()
+                self.answered = now
+                for key, value in got:
+                    i = int(key.rpartition("/")[2])
+                    if self.last.get(i) != value:
+                        self.last[i], self.seen[i] = value, now
+            n += 1
+            self.stopped.wait(self.interval)
+
+    def _check(self) -> None:
+        before = time.monotonic()
+        while not self.stopped.wait(self.interval):
+            now = time.monotonic()
+            if now - before > self.timeout / 2:      # this process was itself stopped: look again first
+                self.seen = dict.fromkeys(self.seen, now)
+                self.answered = now
+            before = now
+            silent = [i for i, t in self.seen.items() if i != self.comm.index and now - t > self.timeout]
+            if now - self.answered > self.timeout and self.comm.index != 0:
+                silent = [0]          # the store is process 0's: it does not answer
+            if silent and not self.stopped.is_set():
+                self.on_hang(silent)
 
 
 # ----------------------------------------------------------------- groups at run time
@@ -432,7 +521,7 @@ def _unpack(blob: bytes) -> tuple[dict, dict]:
 # ----------------------------------------------------------------- running
 
 def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
-        progress: bool = False, log=None):
+        progress: bool = False, log=None, hang_timeout: float = HANG_TIMEOUT):
     """Run (or resume) a scan into the store `out`.
 
     Under `jax.distributed` every process calls this with the same configuration;
@@ -448,6 +537,12 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
             in calls of a few seconds, so that an interruption acts within seconds
             (`dmft.BatchProgram`'s interruptible; the same numbers).
         log: a callable receiving one-line messages (default: none).
+        hang_timeout: under `jax.distributed`, seconds (1 to 86400) a process waits for a sign of life
+            from each other process (signed every few seconds from a thread, however slow its chunk)
+            before it says so and ends itself, exit status 6 (`os._exit`: its collectives cannot be
+            interrupted); finished chunks are kept and the same command resumes. A stopped process
+            (SIGSTOP, a paused machine) or a hung one (holding Python's lock) is found; a process
+            whose main thread waits forever with its other threads alive is not.
 
     Returns:
         The `ScanResult` as loaded from the store (process 0), None on other processes.
@@ -462,11 +557,40 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     import jax
 
     say = log or (lambda s: None)
-    cfg = load_config(config, overrides)
-    pl = plan(cfg)
-    # the loaded configuration is checked for float64, the widest type; here the one this run uses
-    check_gamma0(cfg, pl.grid, sampled_min_gamma0()[1])
-    comm = _Comm()
+    if isinstance(hang_timeout, bool) or not (isinstance(hang_timeout, (int, float)) and 1 <= hang_timeout <= 86400):
+        raise ConfigError(f"hang_timeout: expected seconds in [1, 86400], got {hang_timeout!r}")
+    # several processes: the watchdog from the start (a process slow to plan still signs); one: the
+    # configuration is refused before JAX's backend starts
+    comm = _Comm() if jax.distributed.is_initialized() else None
+
+    def hung(silent):
+        who = ("process " if len(silent) == 1 else "processes ") + ", ".join(str(i) for i in silent)
+        say(f"scan {out}: process {comm.index} of {comm.count}: {who} gave no sign of life for "
+            f"{hang_timeout:g} s: it ended (its own output says why), stopped (SIGSTOP, a paused machine) or "
+            f"hung (a live process signs every "
+            f"{dog.interval:g} s however slow its chunk; a longer hang timeout, --hang-timeout, waits longer); "
+            "ended this process (exit 6); finished chunks are kept: start every process again with the "
+            "same command to resume")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_LOST)     # (its collectives cannot be interrupted; JAX's shutdown would wait)
+
+    dog = _Watchdog.start(comm, hang_timeout, hung) if comm is not None else None
+    try:
+        cfg = load_config(config, overrides)
+        pl = plan(cfg)
+        # the loaded configuration is checked for float64, the widest type; here the one this run uses
+        check_gamma0(cfg, pl.grid, sampled_min_gamma0()[1])
+        return _session(cfg, pl, comm or _Comm(), out, devices, progress, say)
+    finally:
+        if dog is not None:
+            dog.stop()
+
+
+def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say):
+    """`run` from its processes' first collective to the end (the watchdog's time)."""
+    import jax
+
     identity = store_identity(cfg)
     comm.agree(lambda: _same_everywhere(comm, identity))
     # before anything is written: the store must hold this scan or nothing, and every
@@ -592,8 +716,22 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
     if comm.count > 1:
         from jax.experimental import multihost_utils
 
-        with comm.lost():
-            multihost_utils.sync_global_devices("dmft scan: store written")
+        try:
+            with comm.lost():
+                multihost_utils.sync_global_devices("dmft scan: store written")
+        except ProcessLost as err:
+            # lost at the very end: every chunk was written (the last round's write answered), and on
+            # process 0 the manifest too: the scan is complete (it ended exit 6, "to resume")
+            if not ended or late is not None:
+                raise
+            if comm.index != 0:
+                raise ProcessLost(f"{err}; every chunk was computed and written by process 0 before, so the "
+                                  "same command (on any number of processes) finds the scan complete or "
+                                  "completes its record without computing") from err
+            res = load(out)
+            _report(res, say, "report")
+            raise ProcessLost(f"the scan is complete: its {len(pl.chunks)} chunk(s) and manifest were written "
+                              f"before {err}", result=res) from err
     if late is not None:
         raise late
     if comm.index != 0:
@@ -696,12 +834,13 @@ def _bar(total, initial, desc="scan", unit="pt", leave=True):
 
 
 def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None, timeout: int = 300) -> None:
+                     process_id: int | None = None, timeout: int = 300, heartbeat: int = 100) -> None:
     """Join JAX's multi-process runtime (for entry points; CPU processes talk through gloo).
 
     With no arguments JAX detects a cluster (SLURM, ...); else give all three.
     Must run before anything else touches JAX's devices. JAX waits up to `timeout` seconds
-    for every process to join, then aborts the process.
+    for every process to join, then aborts the process; it aborts every process where one has sent
+    no heartbeat for `heartbeat` seconds (give it more than `run`'s hang_timeout, which says so first).
 
     Raises:
         ConfigError: process 0's port is in use (JAX's coordinator could not listen there: the
@@ -714,7 +853,8 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
         check_port_free(coordinator)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=int(timeout))
+                               process_id=process_id, initialization_timeout=int(timeout),
+                               heartbeat_timeout_seconds=int(heartbeat))
 
 
 def check_port_free(coordinator: str) -> None:
