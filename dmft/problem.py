@@ -57,6 +57,15 @@ def as_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise InputError(f"{name}: contains {bad} NaN or infinite value(s)")
+    if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 8:
+        # (extended precision, np.longdouble: nothing computes in it, and the check below cannot
+        # cast it to float64 'safely': it raised numpy's TypeError)
+        with np.errstate(over="ignore"):
+            wide, arr = arr, arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            top = np.format_float_scientific(np.max(np.abs(wide)), precision=2, unique=False)
+            raise InputError(f"{name}: values up to {top} are beyond float64's "
+                             "range (the arrays are computed in float64); rescale them")
     if np.issubdtype(arr.dtype, np.floating) and arr.size:
         with np.errstate(over="ignore", invalid="ignore"):
             sq = (np.einsum("...i,...i->...", arr, arr, dtype=np.float64) if arr.ndim

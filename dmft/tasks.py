@@ -31,11 +31,11 @@ import numpy as np
 
 from . import activations as _act
 from . import checks
-from .errors import InputError
+from .errors import InputError, warn
 from .problem import Dataset, LinearTeacher
 
 __all__ = ["single_index", "terrain", "kumar_quadratic", "teacher_network", "modular_addition", "sparse_parity",
-           "load_npz", "hermite", "as_key", "linear_teacher", "spectrum"]
+           "load_npz", "scale_note", "SCALE_RANGE", "hermite", "as_key", "linear_teacher", "spectrum"]
 
 
 MAX_SEED = 2 ** 32 - 1    # jax.random.key(seed) without float64 keeps only the low 32 bits
@@ -376,14 +376,74 @@ def load_npz(path) -> Dataset:
                 raise InputError(f"{path}: missing array(s) {missing}; found {z.files}")
             unknown = sorted(set(z.files) - {"x_train", "y_train", "x_test", "y_test"})
             if unknown:
-                raise InputError(f"{path}: unknown array(s) {unknown}")
-            arrays = {k: z[k] for k in z.files}
+                raise InputError(f"{path}: unknown array(s) {unknown}; the file holds x_train, y_train and "
+                                 "optionally x_test, y_test, nothing else")
+            arrays = {}
+            for k in z.files:
+                try:
+                    arrays[k] = z[k]
+                except ValueError as err:
+                    if "allow_pickle" not in str(err):
+                        raise
+                    # (numpy's text names no array and speaks of a setting that stays off here)
+                    raise InputError(f"{path}: {k} is an object array (ragged rows, Python objects), which "
+                                     "is not read (no pickles); save it as a numeric array, "
+                                     f"np.asarray({k}, dtype=float)") from None
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged zip, a pickle, not an npz at all
         raise InputError(f"{path}: not a readable .npz of numeric arrays ({type(err).__name__}: {err})") from None
-    return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
-                   meta={"task": "npz", "path": os.path.basename(path)})
+    try:
+        data = Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"),
+                       meta={"task": "npz", "path": os.path.basename(path)})
+    except InputError as err:           # ("x_train: contains 1 NaN" named no file)
+        raise InputError(f"{path}: {err}") from None
+    note = scale_note(data)
+    if note:
+        warn(f"{os.path.basename(path)}: {note}")
+    return data
+
+
+# the data scales the theory's units take to be of order one (docs/conventions.md): the inputs'
+# variance |x|^2 / D and the targets' RMS; outside this range `scale_note` says so
+SCALE_RANGE = (1e-2, 1e2)
+
+
+def scale_note(data: Dataset) -> str | None:
+    """A sentence where `data` is far from the scale the theory's units take (docs/conventions.md):
+    inputs with |x|^2 / D of order one (the preactivations h = w . x / sqrt(D) ~ N(0, |x|^2 / D))
+    and targets of order one (gamma0 = O(1) is feature learning for such targets); else None.
+    Outside `SCALE_RANGE` (the training inputs' mean |x|^2 / D, the training targets' RMS) the
+    numbers are still computed in those units, but eta0, gamma0 and the times do not mean what
+    they mean for standardized data: inputs scaled by 1e3 made the lazy step unstable at the
+    default eta0 (eta0 lambda_max / P = 1e5), by 1e-3 left the loss where it started (every check
+    passed on nothing learned), targets scaled by 1e3 overflowed the DMFT at gamma0 = 0.1.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(20, 4))
+        >>> scale_note(Dataset(x, x[:, 0])) is None, scale_note(Dataset(1e3 * x, x[:, 0]))[:23]
+        (True, 'x_train: mean |x|^2 / D')
+    """
+    low, high = SCALE_RANGE
+    x = np.asarray(data.x_train, np.float64)
+    var = float(np.mean(np.einsum("pi,pi->p", x, x))) / data.D
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(data.y_train, np.float64)))))
+    notes = []
+    if not low <= var <= high:
+        notes.append(f"x_train: mean |x|^2 / D = {var:.3g}, outside [{low:g}, {high:g}]: the theory's units take "
+                     "|x|^2 / D of order one (preactivations w . x / sqrt(D) ~ N(0, |x|^2 / D)); standardize each "
+                     "feature (subtract its mean over x_train, divide by its standard deviation; the same "
+                     "numbers for x_test)")
+    if rms == 0.0:
+        notes.append("y_train: every target is 0: there is nothing to learn")
+    elif not low <= rms <= high:
+        notes.append(f"y_train: RMS {rms:.3g}, outside [{low:g}, {high:g}]: the theory's units take targets of "
+                     "order one (gamma0 measures richness against them); rescale y_train and y_test together")
+    if not notes:
+        return None
+    return "; ".join(notes) + (". Computed as given, eta0, gamma0 and the times do not mean what they mean for "
+                               "standardized data (an unstable step, a saturated activation, nothing learned)")
 
 
 def spectrum(r: int, kind: str = "power", *, top: float = 1.0, exponent: float = 1.0,

@@ -38,7 +38,7 @@ from dmft.schedule import check_decay, default_batch_key
 
 from .config import SEED_MAX, Field
 
-__all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "build_model", "build_schedule",
+__all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "check_data_size", "build_model", "build_schedule",
            "solve_options", "train_options", "check_counts", "check_sections", "check_unread",
            "TASK_FIELDS", "SGD_FIELDS", "sgd_batch", "batch_key", "check_batches", "unread_task_keys"]
 
@@ -133,7 +133,9 @@ class Problem:
 def data_digest(cfg: dict) -> dict:
     """{"task.path sha256": ...} for a configuration that reads a data file (task.name = npz),
     else {}: part of what makes a run or a scan store the same one. Hashed once per file
-    version (path, size, mtime), however often a job asks."""
+    version (path, inode, size, mtime and ctime: a rewrite that keeps the size and the mtime, as
+    `cp -p`, `rsync -t` or `os.utime` leave it, was read from the cache as the old version's
+    digest), however often a job asks."""
     task = cfg.get("task", {}) if isinstance(cfg, dict) else {}
     if task.get("name") != "npz" or not task.get("path"):
         return {}
@@ -141,11 +143,12 @@ def data_digest(cfg: dict) -> dict:
     if not os.path.isfile(path):
         return {"task.path sha256": None}
     st = os.stat(path)
-    return {"task.path sha256": _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)}
+    return {"task.path sha256": _sha256(os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns,
+                                        st.st_ctime_ns)}
 
 
 @functools.lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _sha256(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
     return sha256(path)
 
 
@@ -206,7 +209,11 @@ def _build_data(task: dict) -> dmft.Dataset:
     if name == "sparse_parity":
         return dmft.tasks.sparse_parity(task["n"], task["k"], task["P"], task["P_test"], key=key)
     if name == "npz":
-        return dmft.tasks.load_npz(task["path"])
+        try:
+            return dmft.tasks.load_npz(task["path"])
+        except dmft.InputError as err:
+            # (every refusal of the file is task.path's: one about its arrays read "[task]: x_train: ...")
+            raise ConfigError(f"task.path: {err}") from err
     raise ConfigError(f"task.name: unknown task {name!r}; known: {', '.join(TASK_FIELDS)}")
 
 
@@ -278,6 +285,8 @@ def train_options(simulate: dict) -> dict:
 def build(cfg: dict) -> Problem:
     """The problem of a configuration with the shared sections."""
     data = build_data(cfg["task"])
+    if cfg["task"]["name"] == "npz":
+        check_data_size(cfg, data)
     key = batch_key(cfg["train"], data.P)
     batches = {} if key is None else {"batch_key": key}      # one key: theory and networks see the same batches
     return Problem(data=data, model=build_model(cfg["model"]), schedule=build_schedule(cfg["train"], data.P),
@@ -285,6 +294,23 @@ def build(cfg: dict) -> Problem:
                    theory_key=jax.random.key(cfg["theory"]["seed"]),
                    train_options={**train_options(cfg["simulate"]), **batches},
                    network_key=jax.random.key(cfg["simulate"]["seed"]))
+
+
+def check_data_size(cfg: dict, data: dmft.Dataset) -> None:
+    """A data file's sizes against theory.max_memory_gb, as `check_sections` checks a generator's
+    task.P, task.P_test and task.D before it draws them: ConfigError naming task.path where every
+    solve's setup (its kernels and inputs) alone passes the limit. (A file of 30000 points was
+    refused by the first solve's plan as "[sweep at gamma0 = 0.05]: this solve needs about 7.57e+03
+    GiB (> max_memory_gb=4.0); save less often (save_every), pass kernels=False, use fewer samples or
+    more replicas": a gamma0 it does not depend on, and remedies that cannot bring it under.)"""
+    th = cfg.get("theory")
+    if th is None or "max_memory_gb" not in th:
+        return
+    least = dmft.plan.setup_bytes(data.P, data.P_test, data.D, data.C)
+    if least > th["max_memory_gb"] * 2 ** 30:
+        raise ConfigError(f"task.path: a solve on its {data.P} training and {data.P_test} test points in D = {data.D} "
+                          f"holds at least {least / 2 ** 30:.3g} GiB (its kernels and inputs), > theory.max_memory_gb "
+                          f"= {th['max_memory_gb']:g}: use a subset of the points, or raise theory.max_memory_gb")
 
 
 def _task_reads(name: str) -> set:
