@@ -612,6 +612,14 @@ def test_a_data_files_batch_settings_are_checked_against_its_points_before_the_s
     err = capsys.readouterr().err
     assert code == cli.EXIT_CONFIG and "train.batch_seed: read only by minibatch SGD" in err, err
     assert not out.exists()
+    # a file whose solves' setup alone passes theory.max_memory_gb: refused naming task.path and its
+    # sizes (it named train.save_every, theory.samples, scan.chunk: none of which can help)
+    code = cli.main(["scan", "--out", str(out), "--no-progress", "--set", "task.name='npz'", "--set",
+                     f"task.path='{tmp_path / 'd.npz'}'", "--set", "theory.max_memory_gb=1e-7", "--set",
+                     "scan.grid.gamma0=[0.5, 1.0]", "--set", "train.steps=20", "--set", "train.save_every=10"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG and "task.path: a solve on its 10 training and 10 test points" in err, err
+    assert not out.exists()
 
 
 def test_a_scan_drops_compiled_programs_between_groups_when_they_crowd_memory_maps(tmp_path, monkeypatch):

@@ -230,6 +230,8 @@ class _GroupRun:
         self.batch_key = _problem.batch_key(cfg["train"], self.data.P)
         if cfg["task"]["name"] == "npz":          # a data file's P is known only now: the jobs' checks
             _problem.check_batches(cfg, self.data.P)
+            if sc["theory"]:      # (a file too large was refused naming train.save_every, theory.samples...)
+                _problem.check_data_size(cfg, self.data)
         self.n_program = -(-min(sc["chunk"], len(group.indices)) // n_devices) * n_devices
         # the batched fields the grid sets (a program batches at least one: gamma0 then)
         self.batched = {BATCHED[f]: f for f in columns if f in BATCHED}
