@@ -27,6 +27,7 @@ from . import closure as _closure
 from .activations import GRID_HALF_WIDTH, MAX_GRID_NODES, TAIL_SHARE_TOL, capped_grid_error, tail_share
 from .errors import Float32Warning, InputError, MemoryLimitError, warn
 from .problem import Dataset, TwoLayer
+from .runner import RECORD_MAP_VALUES
 from .sampling import MAX_QUADRATURE_NODES, SAMPLERS, check_counts, quadrature_size
 from .schedule import MAX_STEPS, Schedule
 
@@ -556,6 +557,33 @@ def solution_bytes(plan: SolvePlan) -> float:
     return 8.0 * (values + geometry + 64 * T) + 16384.0
 
 
+# What XLA:CPU holds beside one copy of a sampled solve's records. There `np.asarray` of a
+# program's output aliases its buffer (no host copy), and the replicas' fields on every point (the
+# draw's control-variate matrices, each record) are built one population at a time past
+# RECORD_MAP_VALUES (`runner.over_members`), so the peak is one copy of the records and either
+# their second copy (the chunks' and groups' parts with their concatenation, after the run; then
+# the standard errors' temporaries, a / max|a| and its deviations, 2/3 of one copy of the kernels)
+# or a group's temporaries (during it), never both. Measured in fresh processes (`scripts/
+# bench_memory.py`): at the demo's sizes (relu, D = 32, P = 256, P* = 1000, 32768 nodes in 8
+# replicas, 4 at a time, mixed) the peak grew 1.84 copies of the records a save, about 2.0 in one
+# group (node_split = 4), and the compiled group program held 77 MiB of temporaries where this
+# counts 157 (92 against 192 in float64 at P = 512). On an accelerator (and for a batch's vmapped
+# points) the records stay counted three times and the group's fields at once: XLA there keeps the
+# device's output beside its host copy and the concatenation, with the standard errors'
+# temporaries on top (2.5-3 copies), and vmap holds every member's fields on all points together.
+def _sampled_cpu_work(plan: SolvePlan, g: int, m: int, once: float) -> float:
+    """Values a sampled solve on a CPU holds beside one copy of its records (`once`) and its state:
+    the larger of the records' second copy and the group's temporaries (the fields on every point
+    of one population, or of the whole group where `over_members` vmaps them, and the vmapped
+    step's h, phi, phi' and gradients on the train points, in float32 under precision='mixed')."""
+    P, N, k = plan.data.P, plan.data.P + plan.data.P_test, plan.node_split
+    pop = m // k
+    one_at_a_time = g * k > 1 and pop * N >= RECORD_MAP_VALUES
+    fields = 4.0 * (pop if one_at_a_time else g * m) * N
+    step = 6.0 * g * m * P * (0.5 if plan.precision == "mixed" else 1.0)
+    return max(once, fields, step)
+
+
 def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = None,
                     shared_setup: bool = False) -> float:
     """Peak bytes a solve allocates (float64), from the sizes it will hold, calibrated against
@@ -565,7 +593,8 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     replica (the final nodes are kept for `Solution.predict`), the draw, control-variate
     matrices and per-step temporaries of the `at_once` replicas integrated together (default
     `plan.replicas_at_once`; they are vmapped), the records three times over (the device's
-    output, the host copy, the concatenation), and for `points` > 1 (a `BatchProgram` call)
+    output, the host copy, the concatenation; a sampled solve on a CPU: twice, `_sampled_cpu_work`),
+    and for `points` > 1 (a `BatchProgram` call)
     everything per point, as vmap makes it; `shared_setup` (a batch whose points share their
     kernels: no batched eps) counts the lazy and closure methods' setup once, as vmap leaves what
     does not depend on the batched values (a lazy batch at P = 1000 measured 132 MiB at 8 points
@@ -582,7 +611,7 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
     # predictions on every point, and for a sampled solve with the control variate its correction
     # there too (cv_train / cv_test, judged after the run)
     per_save = N * C * (2 if plan.sampled and plan.control_variate else 1) + kern + 8
-    records = 3.0 * R * plan.node_split * T * per_save           # (each population's records)
+    once = R * plan.node_split * T * per_save                    # (each population's records)
     setup, inputs = _setup_values(N, P, r, C), _input_values(N, D)
     work = 0.0
     if plan.sampled:
@@ -594,25 +623,33 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
         if plan.neuron_measures is not None:    # K values per node of the group, records of all
             K = checks.measure_size(plan.neuron_measures, D)
             state += g * m * K
-            records += 3.0 * R * plan.node_split * T * K
+            once += R * plan.node_split * T * K
         # the control-variate matrices of the group being integrated (`for_prediction` drops them
         # after), the t = 0 node features of every replica ("operator": the predictor reads them)
         cv = gk * (N * P + 2 * P * P) + (2 * R * m * P if plan.cv_mode == "operator" else 0)
         init_tmp = 4.0 * g * m * N                                         # fields on every point
         step_tmp = 6.0 * g * m * P + (2.0 * g * m * Pt if Pt else 0.0)    # h, phi, phi', gradients
-        work = state + cv + max(init_tmp, step_tmp) + gk * P * P * 3       # node kernels at a save
+        work = state + cv + gk * P * P * 3                                  # + node kernels at a save
+        if points == 1 and jax.default_backend() == "cpu":
+            # (a quarter of a copy over the two measured: one group's peak grew 2.0 copies a save,
+            # and a solve whose records dominate would otherwise be estimated at its peak)
+            records, work = 1.25 * once, work + _sampled_cpu_work(plan, g, m, once)
+        else:
+            records, work = 3.0 * once, work + max(init_tmp, step_tmp)
         if plan.method == "iterate":   # + the residual history (windows x max_iter): the worst so far,
             # a group's on the device, its host copy, its calls' parts and their concatenation, and the
             # lists info["residuals"] makes of it (up to max_iter Python floats a window: 4x its bytes)
             history = (plan.schedule.steps // plan.window + 1) * plan.max_iter * 10
             work += 4.0 * gk * plan.schedule.steps * P * C + history
-    elif plan.method == "closure":     # (the kernels and bases, then the moments and their records)
+    else:
+        records = 3.0 * once
+    if plan.method == "closure":       # (the kernels and bases, then the moments and their records)
         # the recorded (n, n) moments three times over, as every record (device output, host
         # copy, concatenation): D = 1000, P = 1000, P* = 500 grew 15.2 MiB a save, 2 n^2 values,
         # where once over it estimated 0.78 of the peak at 201 saves
         n = r + C if plan.closure_kind == "linear-trained" else r
         shared, work = 4.0 * P * P + 3.0 * N * n, 6.0 * n * n + 3.0 * T * n * n
-    else:                                                                  # lazy: eigenbasis, paths
+    elif plan.method == "lazy":                                            # lazy: eigenbasis, paths
         shared, work = 4.0 * P * P + 2.0 * Pt * P, 4.0 * T * P * C
     common = 0.0            # what a batch's points hold once
     if not plan.sampled:

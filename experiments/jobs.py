@@ -208,8 +208,8 @@ def _check_theory_memory(cfg: dict, prob, plans: list, lazy_plan) -> None:
     theory.node_check's two solves, without kernels) until the report, while each solve's plan
     counts itself alone: ConfigError where, during the last DMFT solve, the lazy limits of every
     gamma0, the DMFT solutions before it and that solve's own peak (the largest plan's estimate)
-    pass theory.max_memory_gb (40 gamma0 values at the demo's sizes keep 5.9 GiB, where each solve
-    alone planned 1.5)."""
+    pass theory.max_memory_gb (40 gamma0 values at the demo's sizes keep 7.8 GiB, where each solve
+    alone is estimated at 1.6)."""
     n = len(plans)
     # (what a Solution keeps, `dmft.plan.solution_bytes`: records, errors, and a sampled solve's
     # nodes for `predict`, which a count of the records alone left out)

@@ -50,21 +50,30 @@ if kind == "dln":
     networks.train(model, data, seeds=spec["seeds"], schedule=sch)
 else:
     data = dmft.tasks.single_index(D=spec["D"], P=spec["P"], P_test=spec["P_test"], degree=2, key=0)
+    if spec.get("outputs", 1) > 1:          # C outputs: the target and C - 1 of its rescaled copies
+        C = spec["outputs"]
+        scale = np.linspace(1.0, 0.5, C)
+        data = dmft.Dataset(data.x_train, np.outer(data.y_train, scale), data.x_test,
+                            None if data.y_test is None else np.outer(data.y_test, scale))
     act = spec.get("activation", "tanh")
     model = (dmft.TwoLayer(dmft.activations.quadratic(0.1), gamma0=1.0, readout="fixed") if act == "quadratic"
-             else dmft.TwoLayer(act, gamma0=1.0))
-    sch = dmft.Schedule(0.5, spec["steps"], spec["save_every"])
+             else dmft.TwoLayer(act, gamma0=spec.get("gamma0", 1.0)))
+    sch = dmft.Schedule(0.5, spec["steps"], spec["save_every"], batch_size=spec.get("batch_size"))
     if kind == "solve":
         opts = dict(method=spec["method"], samples=spec.get("samples", 4096), kernels=spec["kernels"],
                     replicas=spec.get("replicas", 4), max_memory_gb=spec.get("max_memory_gb", 1000.0),
                     sampler=spec.get("sampler", "stratified"),
                     neuron_measures=(lambda w, w0: jax.numpy.outer(w, w0).reshape(-1)) if spec.get("measure") else None)
+        for name in ("precision", "node_split", "control_variate"):
+            if name in spec:
+                opts[name] = spec[name]
         plan = dmft.plan_solve(model, data, sch, **opts)
         est, extra = plan.memory_bytes, {"replicas_at_once": plan.replicas_at_once}
         jax.block_until_ready(jax.numpy.ones(1))
         base = rss()
         t0 = time.perf_counter()
-        dmft.solve(model, data, sch, **opts)
+        dmft.solve(model, data, sch, **opts,
+                   **({"batch_key": jax.random.key(1)} if spec.get("batch_size") else {}))
         extra["seconds"] = time.perf_counter() - t0
     elif kind == "networks":
         meas = (lambda w, w0: jax.numpy.outer(w, w0).reshape(-1)) if spec.get("measure") else None
@@ -119,6 +128,16 @@ PROGRAMS = [
     ("solve sobol streamed", dict(kind="solve", method="forward", kernels=False, D=400, P=100, P_test=100,
                                   steps=40, save_every=10, samples=2 ** 18, replicas=16, sampler="sobol",
                                   max_memory_gb=1.8), False),
+    ("solve demo's sizes", dict(kind="solve", method="forward", kernels=True, activation="relu", D=32, P=256,
+                                P_test=1000, steps=600, save_every=20, samples=32768, replicas=8,
+                                precision="mixed", max_memory_gb=4.0), False),
+    ("solve node_split 4, no cv", dict(kind="solve", method="forward", kernels=True, activation="relu", D=32,
+                                       P=256, P_test=1000, steps=200, save_every=20, samples=16384, replicas=8,
+                                       precision="mixed", node_split=4, control_variate=False), False),
+    ("solve SGD", dict(kind="solve", method="forward", kernels=True, activation="relu", D=16, P=128, P_test=256,
+                       steps=200, save_every=10, batch_size=32), True),
+    ("solve 3 outputs", dict(kind="solve", method="forward", kernels=True, D=16, P=128, P_test=256, steps=100,
+                             save_every=10, outputs=3), True),
     ("solve lazy huge D", dict(kind="solve", method="lazy", kernels=True, D=200000, P=100, P_test=100,
                                steps=10, save_every=10), False),
     ("solve measures K = D^2", dict(kind="solve", method="forward", kernels=False, D=96, P=64, P_test=64,
