@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import sys
 
 import jax
+import numpy as np
 
 import dmft
 import networks
-from dmft.errors import ConfigError, InputError
+from dmft.errors import ConfigError, DivergenceError, InputError, NotConverged
+from dmft.geometry import geometry, lazy_setup_compiled
 from dmft.plan import memory_estimate as solve_memory_estimate
 from dmft.plan import no_lazy_limit, solution_bytes
 from validation import lazy_to_rich
@@ -166,6 +169,7 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
         _check_sweep_memory(cfg, prob)
     if plans:
         _check_theory_memory(cfg, prob, plans, lazy_plans[0])
+        _check_lazy_step(cfg, prob, lazy_plans[0], lazy_schedule)
     if job == "validate" and sampled and (note := replicas_note(cfg)):
         print(note, file=sys.stderr)
     if sampled and cfg["theory"]["node_check"] and cfg["theory"]["replicas"] == 1:
@@ -225,6 +229,53 @@ def _check_theory_memory(cfg: dict, prob, plans: list, lazy_plan) -> None:
                           f"until the report: about {need / 2 ** 30:.3g} GiB (> theory.max_memory_gb = {limit:g}), "
                           f"{kept / 2 ** 30:.3g} GiB of it the solutions kept while the last one runs; use fewer "
                           "sweep.gamma0 values, a larger train.save_every, or raise theory.max_memory_gb")
+
+
+def _check_lazy_step(cfg: dict, prob, lazy_plan, lazy_schedule) -> None:
+    """The lazy baseline's step, the last check before the job claims its directory (its only
+    compute: K0 on the training points, as the solves build it, which they then reuse compiled).
+
+    Full-batch gradient descent on the lazy limit is Delta_k = (I - eta0 K0 / P)^k Delta_0
+    (`dmft.lazy`): past eta0 lambda_max(K0) / P > 2 its fastest mode grows, and the lazy solve of
+    every gamma0 (gamma0 does not enter it) raises once its train loss rises. Only there, where
+    the step is past that limit, is the lazy solve itself run (at the smallest gamma0, whose
+    runaway bound is the loosest: a failure there is a failure at every gamma0), and a
+    DivergenceError becomes a ConfigError naming train.eta0 and its limit: the job would stop
+    at its first solve. A step past the limit whose growth does not show within train.steps
+    (a short run, a target without that mode) runs as before: no refusal of a run that completes.
+
+    Gradient flow is exact in the lazy limit (no step to be unstable). Under minibatch SGD no
+    kernel at t = 0 decides: the lazy error's mean over batch sequences obeys the full-batch
+    recursion, but one sequence (the run's) can shrink past its limit (B = 16 of P = 32 at 1.02x
+    it: the train loss fell to 1e-10 in 2000 steps on each of 4 sequences) and grow below it
+    (B = 4 at 0.98x: it overflowed), so nothing is refused (`dmft.solve` records its stability
+    as None, not known) and the lazy solve, the sweep's first, reports its first bad step."""
+    B, P = lazy_schedule.batch_size, prob.data.P
+    if lazy_schedule.dynamics != "gd" or (B is not None and B < P):
+        return
+    model = lazy_plan.model
+    su = lazy_setup_compiled(geometry(prob.data), model.activation, 1.0, centered=model.centered,
+                             trained=model.trained_readout, nodes=lazy_plan.kernel_nodes)
+    rate = float(np.max(np.linalg.eigvalsh(np.asarray(su["k0"][:P], np.float64)))) / P
+    eta0 = lazy_schedule.eta0
+    if not eta0 * rate > 2:
+        return
+    g = min(float(v) for v in cfg["sweep"]["gamma0"])
+    try:
+        dmft.solve(model.replace(gamma0=g), prob.data, schedule=lazy_schedule, method="lazy", kernels=False,
+                   kernel_nodes=lazy_plan.kernel_nodes)
+    except DivergenceError as err:
+        limit = 2.0 / rate
+        digits = 10.0 ** (math.floor(math.log10(limit)) - 2)
+        below = math.floor(limit / digits * (1 - 1e-12)) * digits      # 3 digits, rounded down
+        at = "" if err.step is None else f" (by saved step {err.step}, t = {err.step * eta0:g})"
+        raise ConfigError(
+            f"train.eta0 = {eta0:g}: the lazy limit, every sweep.gamma0's baseline (full-batch gradient descent "
+            f"on the initial NTK K0 of the {P} training points, docs/conventions.md), is past its step's "
+            f"stability: eta0 lambda_max(K0) / P = {eta0:g} x {rate:.6g} = {eta0 * rate:.4g} > 2, and its train "
+            f"loss grows{at}; it diverges at every gamma0 (gamma0 does not enter it), so the job would stop at its "
+            f"first solve. Use train.eta0 < 2 P / lambda_max(K0) = {limit:.6g} (e.g. {below:.3g}), or check the "
+            "data scale") from None
 
 
 def _plan_node_check(cfg: dict, plan, model, prob, solve_plan: dict) -> None:
@@ -325,22 +376,64 @@ def _run(job, cfg, out, prob, progress) -> dict:
         md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures)
         sweep = None
     else:
-        stems = []           # each result saved as it is done: a later point's failure loses none
-        sweep = lazy_to_rich(prob.model, prob.data, cfg["sweep"]["gamma0"],
-                             sim["widths"] if job == "validate" else [], sim["seeds"],
-                             schedule=prob.schedule, solve_kw=solve_kw,
-                             train_kw=dict(prob.train_options), key=key, progress=progress,
-                             simulate=job == "validate", node_check=cfg["theory"]["node_check"],
-                             on_result=lambda *r: stems.append(_report.write_result(out, *r)))
+        stems, done, failed = [], [], []    # each result saved as it is done: a failure loses none
+
+        def keep(*r):
+            stems.append(_report.write_result(out, *r))
+            done.append(r[:3])
+        try:
+            sweep = lazy_to_rich(prob.model, prob.data, cfg["sweep"]["gamma0"],
+                                 sim["widths"] if job == "validate" else [], sim["seeds"],
+                                 schedule=prob.schedule, solve_kw=solve_kw,
+                                 train_kw=dict(prob.train_options), key=key, progress=progress,
+                                 simulate=job == "validate", node_check=cfg["theory"]["node_check"],
+                                 on_result=keep, on_failure=lambda g, err: failed.append(
+                                     _report.write_failure(out, cfg, g, err)))
+        except (DivergenceError, NotConverged) as err:       # (the lazy limits', or every gamma0's)
+            if err.args and isinstance(err.args[0], str):
+                err.args = (err.args[0].rstrip() + " " + _kept_results(done, failed, job),) + err.args[1:]
+            raise
         figures, plot_errors = _report.write_figures(sweep, out)
         checks = verdicts(sweep, cfg["check"])
-        md, js = _report.write_report(sweep, cfg, out, checks, figures)
+        md, js = _report.write_report(sweep, cfg, out, checks, figures, failed=failed)
+        if failed:       # the others' report is written: the run failed at these points (exit 4)
+            first = sweep.failed[failed[0]["gamma0"]]
+            kind = DivergenceError if isinstance(first, DivergenceError) else NotConverged
+            where = dict(step=first.step, cause=first.cause) if kind is DivergenceError else {}
+            raise kind(
+                f"{len(failed)} of {len(cfg['sweep']['gamma0'])} sweep.gamma0 values failed, and the sweep went on "
+                f"past {'it' if len(failed) == 1 else 'them'}: "
+                + " ".join(f["error"].rstrip(". ") + "." for f in failed)
+                + f" The other gamma0 values finished: their results and report are in {out} (report.md flags "
+                "the failed points; its checks and figures take the others only). Whether the rich regime "
+                "diverges is not known before its solve: lower train.eta0, or leave those gamma0 values out",
+                **where)
     files = {"report": [md, js], "figures": figures, "results": [s + ".npz" for s in stems]}
     # run.json records them relative to the results directory: valid from any working directory
     recorded = _files_map(files, lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
     raise_plot_errors(out, job, cfg, plot_errors, checks=checks, files=recorded)
     write_manifest(out, job, cfg, "complete", {"checks": checks, "files": recorded})
     return {"status": "complete", "checks": checks, "files": files, "sweep": sweep}
+
+
+def _kept_results(done: list, failed: list, job: str) -> str:
+    """What a solve or validate run that stopped in its sweep kept (`done`: the (kind, gamma0,
+    width) of each result saved, in order; `failed`: `report.write_failure`'s records), for the
+    failure's message: a failing lazy limit (the baseline of every check) stops the sweep, as
+    does a DMFT failing at every gamma0."""
+    kinds: dict = {}
+    for kind, g, w in done:
+        kinds.setdefault(kind, []).append(f"{g:g}" if w is None else f"{g:g} (N={w})")
+    names = {"lazy": "lazy limit", "dmft": "DMFT", "networks": "networks"}
+    parts = [f"{names.get(k, k)} at gamma0 = {', '.join(v)}" for k, v in kinds.items()]
+    bad = (" The DMFT failed at every gamma0, the others as: " + " ".join(f["error"].rstrip(". ") + "."
+                                                                          for f in failed[1:])
+           if len(failed) > 1 else "")
+    if not parts:
+        return "Nothing of the sweep had finished; no report was written." + bad
+    return ("Kept from the sweep before it, each .npz with its .json under theory/"
+            + (" and networks/" if job == "validate" else "") + ": " + "; ".join(parts)
+            + "; no report was written." + bad)
 
 
 def _recheck(job, cfg, out, prob, log) -> dict:

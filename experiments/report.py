@@ -184,6 +184,32 @@ def write_result(out: str, kind: str, g, w, result) -> str:
     return stem
 
 
+def write_failure(out: str, cfg: dict, g, err) -> dict:
+    """A sweep point whose DMFT failed (`validation.lazy_to_rich(on_failure=)`): the saves before
+    its first bad step (a DivergenceError's .partial, finite) to theory/dmft_gamma0_G_failed
+    (.npz + .json, with the error, its step and quantity), nothing where none were saved.
+    Returns its record for report.json's "failed" and report.md: gamma0, step, cause, error and
+    partial (the .npz's path relative to `out`, or None)."""
+    step = getattr(err, "step", None)
+    rec = {"gamma0": float(g), "step": None if step is None else int(step),
+           "cause": getattr(err, "cause", None) or type(err).__name__, "error": str(err), "partial": None}
+    part = getattr(err, "partial", None)
+    arrays = {k: np.asarray(v) for k, v in (part or {}).items()
+              if v is not None and np.asarray(v).dtype.kind in "biuf"}
+    if getattr(err, "saved_steps", None) is not None:
+        arrays["saved_steps"] = np.asarray(err.saved_steps)
+    rel = _theory_stem("dmft", g) + "_failed"
+    kept = bool(arrays) and any(a.size for a in arrays.values())
+    # (the message's attribute names become the file's: `experiments.output.keep_partial` does the same)
+    rec["error"] = rec["error"].replace(" are in .partial (their step counts in .saved_steps)",
+                                        f" are in {rel}.npz (their step counts in saved_steps)").replace(
+        " (.partial is None)", "")
+    if kept:
+        _io.save(_path(out, rel), arrays, cfg, extra={k: rec[k] for k in ("gamma0", "step", "cause", "error")})
+        rec["partial"] = rel + ".npz"
+    return rec
+
+
 def saved_files(gamma0s, widths, theory: bool = True, node_check: bool = False) -> list[str]:
     """The raw results' files (relative to the results directory, in the order the jobs write them
     with `write_result`; without `theory` the ensembles only; `node_check`: with theory.node_check's
@@ -317,8 +343,10 @@ _OFFSET = ("E[a^2 phi^2] / (gamma0^2 N) in each output, which the DMFT (f = 0 at
 
 
 def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict,
-                 environment: dict | None = None, rechecked: dict | None = None) -> tuple[str, str]:
-    """report.md and report.json in `out` (`rechecked`: the recheck's record, said in both)."""
+                 environment: dict | None = None, rechecked: dict | None = None,
+                 failed: list | None = None) -> tuple[str, str]:
+    """report.md and report.json in `out` (`rechecked`: the recheck's record, said in both;
+    `failed`: `write_failure`'s records of the sweep points whose DMFT failed, flagged in both)."""
     environment = environment or _io.environment()
     final = _final_table(sweep)
     scaling = _scaling_table(sweep) if sweep.widths else []
@@ -333,6 +361,8 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
                                           if k not in ("config", "residuals")} for g in sweep.gamma0s}}
     if rechecked:
         report["rechecked"] = rechecked
+    if failed:
+        report["failed"] = failed
     json_path = os.path.join(out, "report.json")
     with open(json_path, "w") as fh:
         json.dump(_io.jsonable(report), fh, indent=2)
@@ -358,6 +388,17 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
                   "not the DMFT at each gamma0; networks at larger gamma0 are expected to depart from it.", ""]
     if rechecked:
         lines += [recheck_line(rechecked), ""]
+    if failed:
+        bad = ", ".join(f"{f['gamma0']:g}" for f in failed)
+        lines += ["## Failed points", "",
+                  f"The {name} failed at gamma0 = {bad}: the sweep went on past "
+                  f"{'it' if len(failed) == 1 else 'them'}, and every check, table and figure below takes the "
+                  "other gamma0 values only (the run's status is failed, exit 4). Whether the rich regime diverges is not known before its "
+                  "solve.", ""]
+        lines += _table(["gamma0", "first bad step", "quantity", "saves before it", "error"],
+                        [[f"{f['gamma0']:g}", "-" if f["step"] is None else str(f["step"]), f["cause"],
+                          f["partial"] or "none", f["error"]] for f in failed])
+        lines += [""]
     if verdicts:
         lines += ["## Checks", ""]
         lines += _table(["check", "value", "tolerance", "verdict", "detail"],

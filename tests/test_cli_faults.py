@@ -248,8 +248,9 @@ def test_a_numerical_failure_is_recorded_in_run_json(tmp_path, capsys):
     import json
 
     out = tmp_path / "s"
-    code, err = _run(_solve_argv(out, "--gamma0", "2", "--eta0", "50"), capsys)
-    assert code != 0 and "eta0" in err, err
+    # (minibatch SGD: a full-batch lazy step this far past its stability is refused by the preflight)
+    code, err = _run(_solve_argv(out, "--gamma0", "2", "--eta0", "50", "--set", "train.batch_size=2"), capsys)
+    assert code == cli.EXIT_NUMERIC and "eta0" in err, err
     man = json.loads((out / "run.json").read_text())
     assert man["status"] == "failed" and "DivergenceError" in man["error"], man
 
@@ -642,7 +643,8 @@ def test_force_in_a_directory_dmft_made_keeps_the_users_files(tmp_path, capsys):
     (out / "mine").mkdir()
     (out / "mine" / "data.csv").write_text("mine")
     (out / "theory" / "fit.py").write_text("mine")
-    code, err = _run(_solve_argv(out, "--gamma0", "2", "--eta0", "50", "--force"), capsys)   # diverges
+    code, err = _run(_solve_argv(out, "--gamma0", "2", "--eta0", "50", "--set", "train.batch_size=2", "--force"),
+                     capsys)   # diverges (under SGD: a full-batch lazy step so far past its limit is refused)
     assert code == cli.EXIT_NUMERIC, err
     assert "kept 3 file(s)" in err and "notes.txt" in err and "theory/fit.py" in err, err
     assert (out / "notes.txt").read_text() == "mine" and (out / "mine" / "data.csv").read_text() == "mine"
@@ -748,14 +750,15 @@ def test_no_job_writes_into_a_scan_store_even_forced(job, tmp_path, capsys):
 
 def test_a_numerical_failure_names_the_point_that_failed(tmp_path, capsys):
     """A sweep over gamma0 that diverges says at which gamma0 and in which solve (it said only
-    'forward: non-finite output at step 7'); run.json records the same message. (At eta0 = 50 the
-    lazy limit's step is unstable: its solve, the sweep's first, fails first.)"""
+    'forward: non-finite output at step 7'); run.json records the same message. (At eta0 = 50 under
+    SGD on batches of 2 the lazy limit runs away: its solve, the sweep's first, fails first; under
+    full-batch descent the preflight refuses that step, tests/test_preflight68.py.)"""
     import json
 
     out = tmp_path / "s"
-    code, err = _run(_solve_argv(out, "--gamma0", "1", "2", "--eta0", "50"), capsys)
+    code, err = _run(_solve_argv(out, "--gamma0", "1", "2", "--eta0", "50", "--set", "train.batch_size=2"), capsys)
     assert code == cli.EXIT_NUMERIC, err
-    assert "numerical failure: lazy limit at gamma0 = 1: lazy: " in err and "the lazy step is unstable" in err, err
+    assert "numerical failure: lazy limit at gamma0 = 1: lazy: " in err and "ran away" in err, err
     man = json.loads((out / "run.json").read_text())
     assert "lazy limit at gamma0 = 1: " in json.dumps(man), man
     # nothing lost: the saves before the failure are in the results directory, named by the message

@@ -25,7 +25,7 @@ import numpy as np
 import dmft
 import networks
 from dmft import checks
-from dmft.errors import InputError, failing_at
+from dmft.errors import DivergenceError, InputError, NotConverged, failing_at
 from dmft.plan import no_lazy_limit
 from dmft.runner import progress_bar
 
@@ -68,6 +68,9 @@ class LazyToRich:
         fewer: gamma0 -> {k -> dmft.Solution at 1 / k of the nodes a replica} for k in
             NODE_FRACTIONS (node_check=True; else empty): the node-count check
             (`validation.compare.node_bias`).
+        failed: gamma0 -> the DivergenceError or NotConverged of its DMFT (or node check) solve,
+            where `lazy_to_rich(on_failure=)` went on past it (else empty); such a gamma0 is in
+            none of the other fields, gamma0s included.
     """
 
     model: dmft.TwoLayer
@@ -82,6 +85,7 @@ class LazyToRich:
     timings: dict
     schedule: dmft.Schedule | None = None
     fewer: dict = dataclasses.field(default_factory=dict)
+    failed: dict = dataclasses.field(default_factory=dict)
 
 
 def _schedule(schedule, solve_kw, train_kw):
@@ -152,7 +156,8 @@ _PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measu
 
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
                  train_kw=None, key=None, progress: bool = False,
-                 simulate: bool = True, on_result=None, node_check: bool = False, **unknown) -> LazyToRich:
+                 simulate: bool = True, on_result=None, node_check: bool = False, on_failure=None,
+                 **unknown) -> LazyToRich:
     """Solve the DMFT and train network ensembles at each gamma0, on one schedule.
 
     Args:
@@ -180,6 +185,13 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             (forward or iterate, not a quadrature rule); 3x the DMFT's cost in all (each split
             solve integrates as many nodes; without kernels). One of those solves that diverges
             raises, as the DMFT's own would.
+        on_failure: None (default): the sweep stops at the first DMFT (or node check) solve that
+            diverges or does not converge, raising its error. A callable: it is called as
+            on_failure(gamma0, error) (the error names the gamma0, its first bad step and quantity
+            in .step, .cause and its message; .partial holds the saves before it) and the sweep
+            goes on: that gamma0 is left out of the result (its networks are not trained: there is
+            no theory to compare them with) and its error kept in `failed`; if every gamma0 fails,
+            the first error is raised. The lazy limits (the baseline of every check) always raise.
 
     Raises:
         InputError (a ValueError), before any compute: a bad argument, named (and every check of
@@ -187,14 +199,14 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     """
     if unknown:
         raise InputError(f"lazy_to_rich: unknown keyword argument(s) {', '.join(sorted(unknown))}; expected "
-                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result, node_check (options of "
-                         "dmft.solve go "
-                         "in solve_kw, of networks.train in train_kw)")
+                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result, node_check, on_failure "
+                         "(options of dmft.solve go in solve_kw, of networks.train in train_kw)")
     _check_arguments(model, data, gamma0s, widths, seeds, schedule, solve_kw, train_kw, key, progress,
                      simulate)
     checks.flag("node_check", node_check)
-    if on_result is not None and not callable(on_result):
-        raise InputError(f"on_result must be a callable or None, got {type(on_result).__name__}")
+    for name, fn in (("on_result", on_result), ("on_failure", on_failure)):
+        if fn is not None and not callable(fn):
+            raise InputError(f"{name} must be a callable or None, got {type(fn).__name__}")
     done = on_result if on_result is not None else (lambda *_: None)
     solve_kw = dict(solve_kw or {})
     train_kw = dict(train_kw or {})
@@ -226,7 +238,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         if widths:
             networks.plan_train(m, data, sch, widths, seeds, **{k: v for k, v in train_kw.items() if k in _PLANNED})
     bar = progress_bar(len(gamma0s) * (1 + len(widths)), "lazy-to-rich", unit="job") if progress else None
-    sols, lazy, runs, scaling, fewer = {}, {}, {}, {}, {}
+    sols, lazy, runs, scaling, fewer, failed = {}, {}, {}, {}, {}, {}
     timings = {"theory_s": 0.0, "networks_s": 0.0}
     # the lazy limits first: seconds each, and one whose step is past its stability (eta0
     # lambda_max / P > 2) fails here, before any DMFT or network is run for nothing
@@ -241,24 +253,21 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     for i, g in enumerate(gamma0s):
         m = model.replace(gamma0=g)
         t0 = time.perf_counter()
-        with failing_at(f"theory at gamma0 = {g:g}"):
-            sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
-        done("dmft", g, None, sols[g])
-        if node_check:
-            fewer[g] = {}
-            for k in NODE_FRACTIONS:
-                # the solve's own nodes split in k (its key, samples and batches: paired with it); the
-                # losses are all node_bias reads: no kernels, 6 (T, P, P) arrays a solve
-                kw = {**solve_kw, "node_split": k, "kernels": False}
-                if sols[g].info.get("control_variate_off"):     # (the same estimator as the whole)
-                    kw["control_variate"] = False
-                with failing_at(f"theory at gamma0 = {g:g} with its nodes split in {k} (node_check: where the "
-                                "full solve did not diverge, its node count matters here; raise the samples, "
-                                "or leave node_check off)"):
-                    fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
-                done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
+        try:
+            _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done)
+        except (DivergenceError, NotConverged) as err:
+            if on_failure is None:
+                raise
+            sols.pop(g, None)
+            fewer.pop(g, None)
+            failed[g] = err
+            on_failure(g, err)
         timings["theory_s"] += time.perf_counter() - t0
         _advance(bar, f"gamma0={g:g} theory")
+        if g in failed:          # (its networks: nothing to compare them with)
+            for w in widths:
+                _advance(bar, f"gamma0={g:g} N={w} (skipped)")
+            continue
         if widths:               # (none, as the arguments allow: theory only, as simulate=False)
             runs[g] = {}
             for w in widths:
@@ -271,7 +280,32 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             scaling[g] = width_scaling(sols[g], runs[g])
     if bar is not None:
         bar.close()
-    return LazyToRich(model, data, gamma0s, widths, seeds, sols, lazy, runs, scaling, timings, sch, fewer)
+    if failed and not sols:
+        raise failed[gamma0s[0]]
+    kept = [g for g in gamma0s if g not in failed]
+    return LazyToRich(model, data, kept, widths, seeds, sols, {g: lazy[g] for g in kept}, runs, scaling, timings,
+                      sch, fewer, failed)
+
+
+def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done) -> None:
+    """The DMFT at gamma0 = g (and node_check's split solves) into sols and fewer, each passed to
+    `done` as it is done; a DivergenceError or NotConverged names the gamma0 (`failing_at`)."""
+    with failing_at(f"theory at gamma0 = {g:g}"):
+        sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
+    done("dmft", g, None, sols[g])
+    if node_check:
+        fewer[g] = {}
+        for k in NODE_FRACTIONS:
+            # the solve's own nodes split in k (its key, samples and batches: paired with it); the
+            # losses are all node_bias reads: no kernels, 6 (T, P, P) arrays a solve
+            kw = {**solve_kw, "node_split": k, "kernels": False}
+            if sols[g].info.get("control_variate_off"):     # (the same estimator as the whole)
+                kw["control_variate"] = False
+            with failing_at(f"theory at gamma0 = {g:g} with its nodes split in {k} (node_check: where the "
+                            "full solve did not diverge, its node count matters here; raise the samples, "
+                            "or leave node_check off)"):
+                fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
+            done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
 
 
 def plan_node_check(plan, model, data, schedule, planned: dict) -> None:
