@@ -530,7 +530,8 @@ def solution_bytes(plan: SolvePlan) -> float:
     predictions on every point, with kernels=True the three (P, P) kernels, the scalars) at every
     save; for a sampled solve their standard errors, each population's losses and what `predict`
     reads, every replica's nodes now and at t = 0 (R m (2 (r + C) + 1) values, with the operator
-    control variate their t = 0 features on the train points too); a closure's recorded moments;
+    control variate two (R, m, P) arrays of their features on the train points too); neuron
+    measures' records of each population with their mean and error; a closure's recorded moments;
     and the bases and kernels of the data its `predict` reads.
     What a caller that keeps many solutions (`sgd_mean`, the jobs' sweeps) counts against
     max_memory_gb besides one solve's peak (`memory_estimate`)."""
@@ -547,9 +548,9 @@ def solution_bytes(plan: SolvePlan) -> float:
         if plan.control_variate:
             values += 2 * R * P * C                  # each replica's correction on the train points
         if plan.cv_mode == "operator":
-            values += R * m * P
-        if plan.neuron_measures is not None:
-            values += 2 * T * checks.measure_size(plan.neuron_measures, D)
+            values += 2 * R * m * P                  # the predictor's two (R, m, P) feature arrays
+        if plan.neuron_measures is not None:        # each population's records, their mean and error
+            values += (R * plan.node_split + 2) * T * checks.measure_size(plan.neuron_measures, D)
     elif plan.method == "closure":
         n = r + C if plan.closure_kind == "linear-trained" else r
         values += 2 * T * (n * n + n)
