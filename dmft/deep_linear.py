@@ -1864,6 +1864,14 @@ def stationary_density(model: DeepLinear, data: LinearTeacher, pi, *, eta0: floa
             barrier, depth = _barrier_top(one, float(ps), kappa, L, B, eta0, extra)
             if barrier is not None and depth < _MIN_WELL:
                 cause = "weight_decay" if kappa > 0 else "cross_modes"
+                if depth <= 0:       # (the density rises from pi* itself: "e^0.00 ... the barrier's top, pi = pi*")
+                    pull = "the decay" if kappa > 0 and extra is None else (
+                        "the cross-mode drift" if kappa == 0 else "the decay and the cross-mode drift")
+                    raise ShallowWellError(
+                        f"{cause}: mode {i + 1} has no well at pi* = {ps:.4g}: the density rises from pi* toward "
+                        f"pi = 0 ({pull} pulls the mode down harder than the loss restores it there), so there "
+                        f"is no metastable law; lower {'weight_decay or ' if kappa > 0 else ''}eta0, or raise "
+                        "batch_size")
                 raise ShallowWellError(
                     f"{cause}: the well around pi* = {ps:.4g} of mode {i + 1} is shallow (the density at "
                     f"pi* is e^{depth:.2f} times that at the barrier's top, pi = {barrier:.3g}): SGD escapes "

@@ -309,3 +309,19 @@ def test_a_shallow_cross_mode_well_blames_the_cross_modes_not_a_weight_decay_nev
         dl.stationary_density(model, teacher, np.linspace(0.2 * s[-1], 1.6 * s[-1], 501), eta0=0.02, batch_size=1,
                               mode=3, cross_modes=True)
     assert "weight_decay" not in str(err.value) and str(err.value).endswith("lower eta0, or raise batch_size")
+
+
+def test_a_mode_with_no_well_at_all_is_not_called_a_shallow_well():
+    """Where the cross-mode drift pulls a weak mode down harder than its loss restores it at pi*
+    itself (depth 4, noisy labels, one sample a step), the density rises from pi* toward 0: there
+    is no well. The error said "the well ... is shallow (the density at pi* is e^0.00 times that at
+    the barrier's top, pi = 0.58)", the top being pi* itself; now it says there is no well."""
+    import dmft.deep_linear as dl
+
+    teacher = dmft.tasks.linear_teacher(4, 4, [3.0, 2.0, 1.0, 0.3], P=8, label_noise=2.0, key=0)
+    model = dmft.DeepLinear(4, 8, 0.01, "aligned")
+    with pytest.raises(dl.ShallowWellError, match=r"^cross_modes: mode 4 has no well at pi\* = 0\.5798: the density "
+                                                  r"rises from pi\* toward pi = 0 \(the cross-mode drift") as err:
+        dl.stationary_density(model, teacher, np.linspace(0.01, 1.0, 50), eta0=0.01, batch_size=1, mode=3,
+                              cross_modes=True)
+    assert "shallow" not in str(err.value) and str(err.value).endswith("lower eta0, or raise batch_size")
