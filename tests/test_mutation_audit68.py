@@ -322,6 +322,6 @@ def test_a_mode_with_no_well_at_all_is_not_called_a_shallow_well():
     model = dmft.DeepLinear(4, 8, 0.01, "aligned")
     with pytest.raises(dl.ShallowWellError, match=r"^cross_modes: mode 4 has no well at pi\* = 0\.5798: the density "
                                                   r"rises from pi\* toward pi = 0 \(the cross-mode drift") as err:
-        dl.stationary_density(model, teacher, np.linspace(0.01, 1.0, 50), eta0=0.01, batch_size=1, mode=3,
+        dl.stationary_density(model, teacher, np.linspace(0.01, 1.0, 50), eta0=0.05, batch_size=1, mode=3,
                               cross_modes=True)
     assert "shallow" not in str(err.value) and str(err.value).endswith("lower eta0, or raise batch_size")
