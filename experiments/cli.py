@@ -127,7 +127,8 @@ def _parser():
 def _add_dln_parser(sub):
     text = "deep linear networks under SGD: per-mode gradient flow, SDE and stationary laws vs networks"
     s = sub.add_parser("dln", help=text, description=text + " (experiments/dln documents the TOML)")
-    _common(s, "dln TOML ([teacher], [model], [train], [theory], [staircase], [check])")
+    _common(s, "dln TOML ([teacher], [model], [train], [theory], [staircase], [check]); defaults: the settings "
+               "of scripts/configs/dln.toml")
     s.add_argument("--seeds", type=int, help="train.seeds")
     s.add_argument("--steps", type=int, help="train.steps")
     s.add_argument("--full", action="store_true", help="the seed paper's sizes (1e5 steps)")

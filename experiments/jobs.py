@@ -59,6 +59,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
     **copy.deepcopy(_problem.SECTIONS),
     "train": {**copy.deepcopy(_problem.SECTIONS["train"]), **copy.deepcopy(_problem.SGD_FIELDS)},
     "theory": {**copy.deepcopy(_problem.SECTIONS["theory"]),
+               # as many replicas as simulate.seeds' default 8, 1024 nodes each (validate's z and prediction
+               # checks take the fewer of the two's dof, validation.compare.min_dof: with 4 replicas a plain
+               # validate judged |z| against about 487 and q against about 2e5, at 8 and 8 against 28 and 415-571)
+               "samples": dataclasses.replace(_problem.SECTIONS["theory"]["samples"], default=8192),
+               "replicas": dataclasses.replace(_problem.SECTIONS["theory"]["replicas"], default=8),
                "node_check": Field("bool", False, "also solve the DMFT with each replica's nodes split in 2 and in 4 "
                                    "(half and a quarter of the nodes a replica, the same nodes: 3x its cost in all): "
                                    "a node bias check and the losses extrapolated to infinitely many nodes (solve and "

@@ -261,7 +261,8 @@ SOLVE = ["--gamma0", "1", "--steps", "20", "--samples", "256", "--set", "task.D=
 
 def test_solve_job_refuses_a_node_check_that_cannot_run_before_the_run(tmp_path, capsys):
     out = tmp_path / "bad"
-    args = ["solve", "--out", str(out), "--set", "theory.node_check=true", "--set", "theory.samples=264"]
+    args = ["solve", "--out", str(out), "--set", "theory.node_check=true", "--set", "theory.samples=264",
+            "--set", "theory.replicas=4"]
     assert cli.main(args + [a for a in SOLVE if a not in ("--samples", "256")]) == 2
     assert "theory.node_check: samples = 264 in 4 replicas cannot be split into 4 parts" in capsys.readouterr().err
     assert not out.exists()

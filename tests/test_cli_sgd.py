@@ -25,7 +25,7 @@ SIZES = ["--no-progress", "--gamma0", "1", "--steps", "40", "--set", "train.save
          "--set", f"task.P={P}", "--set", "task.P_test=64"]
 SEED = 5                                  # not theory.seed (0): a batch key drawn from that would pass too
 SGD = ["--set", "train.batch_size=8", "--set", f"train.batch_seed={SEED}"]
-SOLVE = ["--samples", "512"]
+SOLVE = ["--samples", "512", "--set", "theory.replicas=4"]      # (the replicas of the direct solves below)
 NETS = ["--widths", "64", "256", "--seeds", "4"]
 
 

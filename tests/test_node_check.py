@@ -229,13 +229,13 @@ def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(node_che
         nb = node_bias(*sols, loss=r["loss"])
         for k in ("full", "half", "quarter", "shift", "shift_se", "curvature", "extrapolated", "extrapolated_se"):
             assert r[k] == pytest.approx(float(nb[k][-1]), rel=1e-12), k
-        assert r["nodes_per_replica"] == 64
+        assert r["nodes_per_replica"] == 256 // 8        # TINY's samples in the jobs' default 8 replicas
         assert r["full"] == pytest.approx(float(getattr(sols[0], f"{r['loss']}_loss")[-1]), rel=1e-12)
     node = [c for c in rep["checks"] if c["name"].startswith("node bias")]
     assert [c["name"] for c in node] == ["node bias gamma0=0.05", "node bias gamma0=1"]
     assert all(c["verdict"] in ("PASS", "FAIL") for c in node)
     md = (out / "report.md").read_text()
-    assert "## Node-count check (theory.node_check)" in md and "| 1 | test | 64 |" in md and "| 1 | train | 64 |" in md
+    assert "## Node-count check (theory.node_check)" in md and "| 1 | test | 32 |" in md and "| 1 | train | 32 |" in md
     # a recheck under another sigma reads the node check's solves back (verified) and judges them again
     capsys.readouterr()
     assert cli.main(["validate", "--out", str(out), "--set", "theory.node_check=true",
@@ -261,7 +261,8 @@ def test_validate_with_node_check_saves_reports_and_rechecks_the_solves(node_che
 
 @pytest.mark.parametrize("sets, match", [
     (["theory.method='lazy'"], "theory.node_check: the DMFT solved by method 'lazy'"),
-    (["theory.samples=264"], r"theory.node_check: samples = 264 in 4 replicas cannot be split into 4 parts"),
+    (["theory.samples=264", "theory.replicas=4"],
+     r"theory.node_check: samples = 264 in 4 replicas cannot be split into 4 parts"),
     (["theory.method='closure'", "model.activation='linear'"], "theory.node_check: the DMFT solved by method 'closure'")])
 def test_node_check_config_refused_before_the_run(tmp_path, capsys, sets, match):
     out = tmp_path / "bad"
