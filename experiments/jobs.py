@@ -141,6 +141,8 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
     Raises InputError (a ValueError, from dmft / networks) naming the argument.
     """
     prob = _problem.build(cfg)
+    if job in ("solve", "validate") and cfg["task"]["name"] == "npz":    # (simulate solves nothing)
+        _problem.check_data_size(cfg, prob.data)
     _problem.check_batches(cfg, prob.data.P)
     if job in ("validate", "simulate"):
         _check_test_set(cfg, prob.data, job)

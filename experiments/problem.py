@@ -285,8 +285,6 @@ def train_options(simulate: dict) -> dict:
 def build(cfg: dict) -> Problem:
     """The problem of a configuration with the shared sections."""
     data = build_data(cfg["task"])
-    if cfg["task"]["name"] == "npz":
-        check_data_size(cfg, data)
     key = batch_key(cfg["train"], data.P)
     batches = {} if key is None else {"batch_key": key}      # one key: theory and networks see the same batches
     return Problem(data=data, model=build_model(cfg["model"]), schedule=build_schedule(cfg["train"], data.P),

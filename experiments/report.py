@@ -187,9 +187,10 @@ def write_result(out: str, kind: str, g, w, result) -> str:
 def write_failure(out: str, cfg: dict, g, err) -> dict:
     """A sweep point whose DMFT failed (`validation.lazy_to_rich(on_failure=)`): the saves before
     its first bad step (a DivergenceError's .partial, finite) to theory/dmft_gamma0_G_failed
-    (.npz + .json, with the error, its step and quantity), nothing where none were saved.
-    Returns its record for report.json's "failed" and report.md: gamma0, step, cause, error and
-    partial (the .npz's path relative to `out`, or None)."""
+    (.npz + .json, with the error, its step and quantity), nothing where none were saved; a node
+    check's split solve (`err.kind`) to theory/dmft_half_nodes_gamma0_G_failed (or quarter).
+    Returns its record for report.json's "failed" and report.md: gamma0, step, cause, error,
+    solve (dmft or the split solve's kind) and partial (the .npz's path relative to `out`, or None)."""
     step = getattr(err, "step", None)
     rec = {"gamma0": float(g), "step": None if step is None else int(step),
            "cause": getattr(err, "cause", None) or type(err).__name__, "error": str(err), "partial": None}
@@ -198,7 +199,9 @@ def write_failure(out: str, cfg: dict, g, err) -> dict:
               if v is not None and np.asarray(v).dtype.kind in "biuf"}
     if getattr(err, "saved_steps", None) is not None:
         arrays["saved_steps"] = np.asarray(err.saved_steps)
-    rel = _theory_stem("dmft", g) + "_failed"
+    kind = getattr(err, "kind", "dmft")       # (a node check's split solve: NODE_CHECK_KINDS[k])
+    rec["solve"] = kind
+    rel = _theory_stem(kind, g) + "_failed"
     kept = bool(arrays) and any(a.size for a in arrays.values())
     # (the message's attribute names become the file's: `experiments.output.keep_partial` does the same)
     rec["error"] = rec["error"].replace(" are in .partial (their step counts in .saved_steps)",
@@ -391,7 +394,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     if failed:
         bad = ", ".join(f"{f['gamma0']:g}" for f in failed)
         lines += ["## Failed points", "",
-                  f"The {name} failed at gamma0 = {bad}: the sweep went on past "
+                  f"The {name}{'' if all(f.get('solve', 'dmft') == 'dmft' for f in failed) else ' or its node check (theory.node_check)'} failed at gamma0 = {bad}: the sweep went on past "
                   f"{'it' if len(failed) == 1 else 'them'}, and every check, table and figure below takes the "
                   "other gamma0 values only (the run's status is failed, exit 4). Whether the rich regime diverges is not known before its "
                   "solve.", ""]

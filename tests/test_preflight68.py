@@ -91,3 +91,32 @@ def test_sweep_goes_on_past_a_diverging_gamma0_and_flags_it(tmp_path, monkeypatc
     assert msg.startswith("theory at gamma0 = 0.1:") and "no report was written" in msg, msg
     assert "The DMFT failed at every gamma0" in msg and "theory/dmft_gamma0_0.5_failed.npz" in msg, msg
     assert not (out / "report.md").exists()
+
+
+def test_a_failing_node_check_is_flagged_as_the_node_check_and_its_saves_named_so(tmp_path, monkeypatch):
+    # theory.node_check: the DMFT at gamma0 = 1 converges (saved), its solve with the nodes split in 2
+    # (the third solve there: lazy, DMFT, split) diverges. Its saves were written as the DMFT's
+    # (theory/dmft_gamma0_1_failed.npz beside the complete theory/dmft_gamma0_1.npz) and report.md
+    # said "The DMFT failed at gamma0 = 1"
+    real, calls = dmft.solve, {}
+
+    def solve(model, data, *args, **kw):
+        calls[model.gamma0] = calls.get(model.gamma0, 0) + 1
+        if model.gamma0 == 1.0 and calls[model.gamma0] == 3:
+            assert kw.get("node_split") == 2
+            raise DivergenceError("forward: train_loss is not finite at t = 3 (saved step 3).", step=3,
+                                  cause="non-finite train_loss", partial={"train_loss": np.array([1.0, 0.5])},
+                                  saved_steps=[0, 2])
+        return real(model, data, *args, **kw)
+
+    monkeypatch.setattr(dmft, "solve", solve)
+    out = tmp_path / "out"
+    cfg = jobs.load_config(None, SMALL + ["train.steps=4", "train.save_every=2", "theory.method=forward",
+                                          "theory.node_check=true"])
+    with pytest.raises(DivergenceError, match="with its nodes split in 2"):
+        jobs.run_job("solve", cfg, str(out), log=lambda *_: None)
+    assert (out / "theory" / "dmft_half_nodes_gamma0_1_failed.npz").exists()
+    assert not (out / "theory" / "dmft_gamma0_1_failed.npz").exists()
+    [bad] = json.loads((out / "report.json").read_text())["failed"]
+    assert (bad["solve"], bad["partial"]) == ("dmft_half_nodes", "theory/dmft_half_nodes_gamma0_1_failed.npz")
+    assert "or its node check (theory.node_check) failed at gamma0 = 1" in (out / "report.md").read_text()

@@ -288,3 +288,33 @@ def test_a_hang_timeout_is_checked(config, tmp_path, capsys):
             scan.run(config, out, hang_timeout=bad)
     assert not os.path.exists(out)
     assert cli.HANG_TIMEOUT == scan.execute.HANG_TIMEOUT       # (the help's default is the library's)
+
+
+# process 0's report takes 5 s (a large store's load and report.md, after every process's last sync)
+SLOW_REPORT = """
+import time
+from experiments.scan import execute
+report = execute.write_report
+def slow(res):
+    time.sleep(5)
+    return report(res)
+execute.write_report = slow
+"""
+
+
+def test_a_slow_report_after_the_last_sync_is_not_taken_for_a_hang(config, tmp_path):
+    """After the last synchronisation the other processes leave `run` (their watchdogs stop
+    signing) while process 0 loads the store and writes report.md: a report longer than
+    --hang-timeout (2 s) ended a complete scan with exit 6, 'process 1 gave no sign of life', and
+    no report. The watchdog now stops at that synchronisation."""
+    out, port = str(tmp_path / "store"), _free_port()
+    args = ("--hang-timeout", "2")
+    procs = [_dmft_scan(_distributed(config, out, port, 2, 0, *args), SLOW_REPORT),
+             _dmft_scan(_distributed(config, out, port, 2, 1, *args))]
+    try:
+        code, err, _ = _wait(procs[0], 120)
+    finally:
+        _end(procs)
+    assert code == 0, err[-3000:]
+    assert "gave no sign of life" not in err
+    assert os.path.exists(os.path.join(out, "report.md"))

@@ -130,6 +130,8 @@ def test_a_file_too_large_for_the_solves_is_refused_naming_task_path(tmp_path):
                                           r"holds at least 0\.05\d+ GiB .*> theory\.max_memory_gb = 0\.02"):
         preflight(cfg, "solve")
     assert TRACE_COUNTS == before
+    # dmft simulate solves no DMFT and does not read [theory]: its networks' own limit decides
+    preflight(cfg, "simulate")
 
 
 @settings(max_examples=8, deadline=None)

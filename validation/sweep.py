@@ -190,7 +190,8 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             on_failure(gamma0, error) (the error names the gamma0, its first bad step and quantity
             in .step, .cause and its message; .partial holds the saves before it) and the sweep
             goes on: that gamma0 is left out of the result (its networks are not trained: there is
-            no theory to compare them with) and its error kept in `failed`; if every gamma0 fails,
+            no theory to compare them with) and its error kept in `failed` (a node check's split solve's
+            with .kind, NODE_CHECK_KINDS[k]); if every gamma0 fails,
             the first error is raised. The lazy limits (the baseline of every check) always raise.
 
     Raises:
@@ -301,10 +302,14 @@ def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done) -> No
             kw = {**solve_kw, "node_split": k, "kernels": False}
             if sols[g].info.get("control_variate_off"):     # (the same estimator as the whole)
                 kw["control_variate"] = False
-            with failing_at(f"theory at gamma0 = {g:g} with its nodes split in {k} (node_check: where the "
-                            "full solve did not diverge, its node count matters here; raise the samples, "
-                            "or leave node_check off)"):
-                fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
+            try:
+                with failing_at(f"theory at gamma0 = {g:g} with its nodes split in {k} (node_check: where the "
+                                "full solve did not diverge, its node count matters here; raise the samples, "
+                                "or leave node_check off)"):
+                    fewer[g][k] = dmft.solve(m, data, schedule=sch, **kw)
+            except (DivergenceError, NotConverged) as err:
+                err.kind = NODE_CHECK_KINDS[k]       # (its .partial is the split solve's, not the DMFT's)
+                raise
             done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
 
 

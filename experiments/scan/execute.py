@@ -583,14 +583,16 @@ def run(config=None, out: str = "results/scan", *, overrides=(), devices=None,
         pl = plan(cfg)
         # the loaded configuration is checked for float64, the widest type; here the one this run uses
         check_gamma0(cfg, pl.grid, sampled_min_gamma0()[1])
-        return _session(cfg, pl, comm or _Comm(), out, devices, progress, say)
+        return _session(cfg, pl, comm or _Comm(), out, devices, progress, say, dog)
     finally:
         if dog is not None:
             dog.stop()
 
 
-def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say):
-    """`run` from its processes' first collective to the end (the watchdog's time)."""
+def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say, dog=None):
+    """`run` from its processes' first collective to the end (the watchdog's time: `dog` stops at
+    the last synchronisation, after which the other processes leave and sign no more while process
+    0 loads the store and writes its report)."""
     import jax
 
     identity = store_identity(cfg)
@@ -734,6 +736,9 @@ def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say):
             _report(res, say, "report")
             raise ProcessLost(f"the scan is complete: its {len(pl.chunks)} chunk(s) and manifest were written "
                               f"before {err}", result=res) from err
+        finally:
+            if dog is not None:
+                dog.stop()
     if late is not None:
         raise late
     if comm.index != 0:
