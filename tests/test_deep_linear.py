@@ -852,7 +852,7 @@ def test_deep_linear_scan_through_the_store(tmp_path):
                    "model": {"depth": 2}, "train": {"steps": 400, "save_every": 100, "seeds": 16},
                    "theory": {"paths": 64}}, str(tmp_path / "wd"))
     st = dln.build(dln.load_config(None, ["model.depth=2", "train.steps=400", "train.save_every=100",
-                                          "train.weight_decay=0.3"]))[0]
+                                          "train.eta0=0.01", "train.weight_decay=0.3"]))[0]   # (the scan's eta0)
     np.testing.assert_array_equal(wd["flow.final.modes"][1], dl.mode_flow(st.model, st.data, [st.schedule.final_time],
                                                                          weight_decay=0.3)[0])
     assert np.all(wd["flow.final.modes"][1] < wd["flow.final.modes"][0])
@@ -2537,7 +2537,10 @@ def test_a_mode_at_its_saddle_while_others_are_learned_is_not_judged_on_their_le
     passes), or, where it has none, is a SKIP that says so; the learned modes are judged as before."""
     from experiments import dln
 
-    studies = dln.build(dln.load_config(None, ["train.steps=400", "staircase.seeds=0"]))
+    # (the dln job's defaults before stop 68, eta0 = 0.01 and saves every 50 steps: t = 4, the strong
+    # modes learned while the weakest is at its saddle)
+    studies = dln.build(dln.load_config(None, ["train.steps=400", "staircase.seeds=0", "train.eta0=0.01",
+                                               "train.save_every=50", "theory.cross_modes=false"]))
     rows = {}
     for st in studies:
         run = networks.train(st.model, st.data, schedule=st.schedule, seeds=16)
