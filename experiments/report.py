@@ -393,11 +393,13 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
         lines += [recheck_line(rechecked), ""]
     if failed:
         bad = ", ".join(f"{f['gamma0']:g}" for f in failed)
+        which = name if all(f.get("solve", "dmft") == "dmft" for f in failed) else \
+            f"{name} or its node check (theory.node_check)"
         lines += ["## Failed points", "",
-                  f"The {name}{'' if all(f.get('solve', 'dmft') == 'dmft' for f in failed) else ' or its node check (theory.node_check)'} failed at gamma0 = {bad}: the sweep went on past "
+                  f"The {which} failed at gamma0 = {bad}: the sweep went on past "
                   f"{'it' if len(failed) == 1 else 'them'}, and every check, table and figure below takes the "
-                  "other gamma0 values only (the run's status is failed, exit 4). Whether the rich regime diverges is not known before its "
-                  "solve.", ""]
+                  "other gamma0 values only (the run's status is failed, exit 4). Whether the rich regime "
+                  "diverges is not known before its solve.", ""]
         lines += _table(["gamma0", "first bad step", "quantity", "saves before it", "error"],
                         [[f"{f['gamma0']:g}", "-" if f["step"] is None else str(f["step"]), f["cause"],
                           f["partial"] or "none", f["error"]] for f in failed])
