@@ -361,9 +361,13 @@ def check_counts(th: dict) -> None:
     sampler = th.get("sampler", "stratified")
     per = sample_unit(sampler, th["replicas"])
     if th["samples"] % per:
+        # the replicas that would fit it (the count changed under a config written before: 4 -> 8)
+        fits = [r for r in range(int(th["replicas"]) - 1, 0, -1) if th["samples"] % sample_unit(sampler, r) == 0]
+        hint = (f"; theory.replicas is {th['replicas']} (written, or the default): set it to {fits[0]}, which "
+                f"fits, or theory.samples to a multiple of {per}" if fits else "")
         raise ConfigError(f"theory.samples ({th['samples']}) must be a multiple of "
                           + (f"theory.replicas ({per}) for theory.sampler = 'mc'" if sampler == "mc"
-                             else f"2 x theory.replicas ({per}): antithetic pairs"))
+                             else f"2 x theory.replicas ({per}): antithetic pairs") + hint)
 
 
 def check_sections(cfg: dict) -> None:

@@ -75,3 +75,13 @@ def test_docs_state_the_built_in_defaults():
                                                               cfg["simulate"]["seeds"]), where
     for old in ("eta0 = 0.01 for 6000 steps", "built-in 4 replicas"):
         assert old not in " ".join(course.split()) and old not in " ".join(readme.split())
+
+
+def test_a_sample_count_the_new_replica_default_does_not_divide_says_what_fits():
+    """theory.samples = 1000 was accepted at the old 4 replicas and is refused at the built-in 8 (2 x 8
+    does not divide it); the refusal named theory.replicas, which the user had not written, with
+    nothing to do about it. It now says the replicas are a default and which count fits."""
+    with pytest.raises(ConfigError, match=r"theory.samples \(1000\) must be a multiple of 2 x theory.replicas \(16\).*"
+                                          r"theory.replicas is 8 \(written, or the default\): set it to 5"):
+        jobs.load_config(None, ["theory.samples=1000"])
+    assert jobs.load_config(None, ["theory.samples=1000", "theory.replicas=5"])["theory"]["replicas"] == 5
