@@ -345,6 +345,27 @@ _OFFSET = ("E[a^2 phi^2] / (gamma0^2 N) in each output, which the DMFT (f = 0 at
            "not have; it falls as 1 / N and is largest at small gamma0")
 
 
+STILL_REL = 1e-3      # a theory train loss that moved less than this share of its start: nothing learned
+
+
+def still_note(sweep) -> str | None:
+    """A sentence where the theory's train loss moved by less than STILL_REL of its start at every
+    gamma0 (nothing was learned: the checks compare curves that stayed where they started, and pass;
+    inputs scaled by 1e-3 ran so with every check PASS), else None."""
+    moved = []
+    for g in sweep.gamma0s:
+        loss = np.asarray(sweep.solutions[g].train_loss, dtype=np.float64)
+        if loss.size < 2 or not np.all(np.isfinite(loss)) or loss[0] <= 0:
+            return None
+        moved.append(float(np.max(np.abs(loss - loss[0])) / loss[0]))
+    if not moved or max(moved) >= STILL_REL:
+        return None
+    return (f"**Nothing was learned**: the theory's train loss moved by at most {max(moved):.2g} of its start "
+            f"at every gamma0 (t up to {float(sweep.solutions[sweep.gamma0s[0]].t[-1]):g}), so the checks below "
+            "compare curves that stayed where they started. Check the data's scale (dmft.tasks.scale_note: "
+            "|x|^2 / D and the targets of order one), train.eta0 and train.steps.")
+
+
 def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict,
                  environment: dict | None = None, rechecked: dict | None = None,
                  failed: list | None = None) -> tuple[str, str]:
@@ -391,6 +412,8 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
                   "not the DMFT at each gamma0; networks at larger gamma0 are expected to depart from it.", ""]
     if rechecked:
         lines += [recheck_line(rechecked), ""]
+    if (still := still_note(sweep)):
+        lines += [still, ""]
     if failed:
         bad = ", ".join(f"{f['gamma0']:g}" for f in failed)
         which = name if all(f.get("solve", "dmft") == "dmft" for f in failed) else \

@@ -189,3 +189,36 @@ def test_a_flawed_array_in_the_file_is_refused_naming_the_file_and_the_array(tmp
     with pytest.raises(ConfigError, match=rf"^task\.path: {re.escape(str(path))}: {named}: "):
         preflight(cfg, "solve")
     assert TRACE_COUNTS == before
+
+
+def test_a_run_that_learned_nothing_says_so_in_its_report(tmp_path, capsys):
+    """Inputs scaled by 1e-3 (|x|^2 / D ~ 1e-6): the loss stayed where it started and every check
+    PASSed, report.md saying nothing of it (the load's scale warning is on stderr only). The report
+    now says nothing was learned, where the theory's train loss moved by less than 1e-3 of its start
+    at every gamma0; a run that learns is not flagged."""
+    from types import SimpleNamespace
+
+    from experiments import cli
+    from experiments.report import STILL_REL, still_note
+
+    x = np.random.default_rng(5).normal(size=(36, 4))
+    y = np.tanh(x[:, 0]) + 0.5 * x[:, 1]
+    path = tmp_path / "tiny.npz"
+    dmft.Dataset(1e-3 * x[:16], y[:16], 1e-3 * x[16:], y[16:]).save(path)
+    out = str(tmp_path / "s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["solve", "--out", out, "--set", "task.name='npz'", "--set", f"task.path='{path}'",
+                         "--gamma0", "0.5", "1", "--steps", "20", "--samples", "256", "--set", "train.save_every=10",
+                         "--no-progress"]) == 0
+    capsys.readouterr()
+    with open(os.path.join(out, "report.md")) as fh:
+        assert "**Nothing was learned**: the theory's train loss moved by at most" in fh.read()
+
+    def sweep(*moves):
+        sols = {g: SimpleNamespace(train_loss=np.array([1.0, 1.0 - m]), t=np.array([0.0, 1.0]))
+                for g, m in enumerate(moves)}
+        return SimpleNamespace(gamma0s=list(sols), solutions=sols)
+    assert still_note(sweep(0.1 * STILL_REL, 0.5 * STILL_REL)) is not None
+    assert still_note(sweep(0.1 * STILL_REL, 2 * STILL_REL)) is None          # (one gamma0 learned)
+    assert still_note(sweep(0.3, 0.5)) is None
