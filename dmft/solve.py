@@ -51,7 +51,7 @@ from .schedule import (DYNAMICS, RK4_LIMIT, Schedule, check_batch_key, decay_fac
 from .trajectory import Trajectory
 
 __all__ = ["solve", "Solution", "METHODS", "DYNAMICS", "exact_closure", "sgd_mean", "default_batch_key",
-           "run_plan"]
+           "run_plan", "initial_ntk"]
 
 
 # ----------------------------------------------------------------- the result
@@ -1055,6 +1055,12 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     f0 = initial_output(act, su["diag"], model.gamma0, su["y"].shape[1], centered=model.centered,
                         trained=model.trained_readout)
     return {**su, "f0": f0}, reused
+
+
+def initial_ntk(plan: SolvePlan) -> np.ndarray:
+    """(P, P) the lazy NTK K0 on the training points of `plan`'s data, from the setup the solves of
+    that data share (`_setup`'s cache: a solve after it computes its kernels no more)."""
+    return np.asarray(_setup(plan)[0]["k0"][:plan.data.P], np.float64)
 
 
 def _check_rk4(plan: SolvePlan, su) -> None:

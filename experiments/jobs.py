@@ -36,9 +36,9 @@ import numpy as np
 import dmft
 import networks
 from dmft.errors import ConfigError, DivergenceError, InputError, NotConverged
-from dmft.geometry import geometry, lazy_setup_compiled
 from dmft.plan import memory_estimate as solve_memory_estimate
 from dmft.plan import no_lazy_limit, solution_bytes
+from dmft.solve import initial_ntk
 from validation import lazy_to_rich
 from validation.sweep import NODE_FRACTIONS, plan_node_check
 from validation.verdicts import TOLERANCES, z_bound
@@ -240,7 +240,7 @@ def _check_theory_memory(cfg: dict, prob, plans: list, lazy_plan) -> None:
 
 def _check_lazy_step(cfg: dict, prob, lazy_plan, lazy_schedule) -> None:
     """The lazy baseline's step, the last check before the job claims its directory (its only
-    compute: K0 on the training points, as the solves build it, which they then reuse compiled).
+    compute: K0 on the training points, from the setup cache the solves then read, `initial_ntk`).
 
     Full-batch gradient descent on the lazy limit is Delta_k = (I - eta0 K0 / P)^k Delta_0
     (`dmft.lazy`): past eta0 lambda_max(K0) / P > 2 its fastest mode grows, and the lazy solve of
@@ -261,9 +261,7 @@ def _check_lazy_step(cfg: dict, prob, lazy_plan, lazy_schedule) -> None:
     if lazy_schedule.dynamics != "gd" or (B is not None and B < P):
         return
     model = lazy_plan.model
-    su = lazy_setup_compiled(geometry(prob.data), model.activation, 1.0, centered=model.centered,
-                             trained=model.trained_readout, nodes=lazy_plan.kernel_nodes)
-    rate = float(np.max(np.linalg.eigvalsh(np.asarray(su["k0"][:P], np.float64)))) / P
+    rate = float(np.max(np.linalg.eigvalsh(initial_ntk(lazy_plan)))) / P
     eta0 = lazy_schedule.eta0
     if not eta0 * rate > 2:
         return

@@ -61,7 +61,7 @@ from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
-           "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES"]
+           "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES", "partial_named"]
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory
@@ -268,17 +268,19 @@ def keep_partial(out: str, cfg: dict, err: BaseException) -> str | None:
     except Exception:                    # (a full disk, say: the divergence is the error to report)
         return None
     name = PARTIAL + ".npz"
-    where = os.path.join(out, name)
-    msg = str(err.args[0]) if err.args else ""
+    err.args = (partial_named(str(err.args[0]) if err.args else "", os.path.join(out, name)),) + tuple(err.args[1:])
+    return name
+
+
+def partial_named(msg: str, where: str, append: bool = True) -> str:
+    """A DivergenceError's message with the file `where` its saves were written to in place of the
+    exception's attributes (".partial", ".saved_steps"); where it names neither and `append`, a
+    sentence saying where they are."""
     for old, new in ((" are in .partial (their step counts in .saved_steps)", f" are in {where} (their step "
                       "counts in saved_steps)"), (" are in .partial.", f" are in {where}.")):
         if old in msg:
-            msg = msg.replace(old, new)
-            break
-    else:
-        msg += f" The saves before it are in {where}."
-    err.args = (msg,) + tuple(err.args[1:])
-    return name
+            return msg.replace(old, new)
+    return msg + f" The saves before it are in {where}." if append else msg
 
 
 def _existing_parent(out: str) -> str:

@@ -23,7 +23,7 @@ from validation.sweep import NODE_CHECK_KINDS
 
 from .config import to_toml
 from . import problem as _problem
-from .output import draw_figures, precision_line
+from .output import draw_figures, partial_named, precision_line
 
 __all__ = ["write_report", "write_result", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES", "saved_files", "read_results", "read_runs",
@@ -203,10 +203,8 @@ def write_failure(out: str, cfg: dict, g, err) -> dict:
     rec["solve"] = kind
     rel = _theory_stem(kind, g) + "_failed"
     kept = bool(arrays) and any(a.size for a in arrays.values())
-    # (the message's attribute names become the file's: `experiments.output.keep_partial` does the same)
-    rec["error"] = rec["error"].replace(" are in .partial (their step counts in .saved_steps)",
-                                        f" are in {rel}.npz (their step counts in saved_steps)").replace(
-        " (.partial is None)", "")
+    # (the message's attribute names become the file's, as `experiments.output.keep_partial` makes them)
+    rec["error"] = partial_named(rec["error"], rel + ".npz", append=False).replace(" (.partial is None)", "")
     if kept:
         _io.save(_path(out, rel), arrays, cfg, extra={k: rec[k] for k in ("gamma0", "step", "cause", "error")})
         rec["partial"] = rel + ".npz"

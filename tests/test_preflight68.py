@@ -47,21 +47,29 @@ def test_unstable_lazy_step_refused_before_compute_only_where_the_lazy_limit_div
         assert np.all(np.isfinite(lazy.train_loss)) and lazy.train_loss[-1] < lazy.train_loss[0], sets
 
 
-def test_sweep_goes_on_past_a_diverging_gamma0_and_flags_it(tmp_path, monkeypatch):
-    # the DMFT at gamma0 = 1 (its second solve: the first is its lazy limit) diverges at step 7 of
-    # train_loss; the theory is the lazy method (seconds), the failure injected where dmft.solve raises
-    real, calls, failing = dmft.solve, {}, {1.0}
+def _diverging(monkeypatch, fails, step, saved_steps, message) -> dict:
+    """dmft.solve raising a DivergenceError (at `step`, its saves [1.0, 0.5] at `saved_steps`) on the
+    calls where fails(gamma0, that gamma0's call count, the call's options) holds; returns the counts."""
+    real, calls = dmft.solve, {}
 
     def solve(model, data, *args, **kw):
         calls[model.gamma0] = calls.get(model.gamma0, 0) + 1
-        if model.gamma0 in failing and calls[model.gamma0] == 2:
-            raise DivergenceError("lazy: train_loss is not finite at t = 7 (saved step 7). The saves up to step 5 "
-                                  "(2) are in .partial (their step counts in .saved_steps).", step=7,
-                                  cause="non-finite train_loss", partial={"train_loss": np.array([1.0, 0.5])},
-                                  saved_steps=[0, 5])
+        if fails(model.gamma0, calls[model.gamma0], kw):
+            raise DivergenceError(message, step=step, cause="non-finite train_loss",
+                                  partial={"train_loss": np.array([1.0, 0.5])}, saved_steps=saved_steps)
         return real(model, data, *args, **kw)
 
     monkeypatch.setattr(dmft, "solve", solve)
+    return calls
+
+
+def test_sweep_goes_on_past_a_diverging_gamma0_and_flags_it(tmp_path, monkeypatch):
+    # the DMFT at gamma0 = 1 (its second solve: the first is its lazy limit) diverges at step 7 of
+    # train_loss; the theory is the lazy method (seconds), the failure injected where dmft.solve raises
+    failing = {1.0}
+    calls = _diverging(monkeypatch, lambda g, n, kw: g in failing and n == 2, 7, [0, 5],
+                       "lazy: train_loss is not finite at t = 7 (saved step 7). The saves up to step 5 (2) are in "
+                       ".partial (their step counts in .saved_steps).")
     out = tmp_path / "out"
     cfg = jobs.load_config(None, SMALL + ["train.steps=4", "train.save_every=1", "theory.method=lazy",
                                           "sweep.gamma0=[0.1, 1.0, 0.5]"])
@@ -98,18 +106,12 @@ def test_a_failing_node_check_is_flagged_as_the_node_check_and_its_saves_named_s
     # (the third solve there: lazy, DMFT, split) diverges. Its saves were written as the DMFT's
     # (theory/dmft_gamma0_1_failed.npz beside the complete theory/dmft_gamma0_1.npz) and report.md
     # said "The DMFT failed at gamma0 = 1"
-    real, calls = dmft.solve, {}
-
-    def solve(model, data, *args, **kw):
-        calls[model.gamma0] = calls.get(model.gamma0, 0) + 1
-        if model.gamma0 == 1.0 and calls[model.gamma0] == 3:
+    def third_at_1(g, n, kw):
+        if g == 1.0 and n == 3:
             assert kw.get("node_split") == 2
-            raise DivergenceError("forward: train_loss is not finite at t = 3 (saved step 3).", step=3,
-                                  cause="non-finite train_loss", partial={"train_loss": np.array([1.0, 0.5])},
-                                  saved_steps=[0, 2])
-        return real(model, data, *args, **kw)
-
-    monkeypatch.setattr(dmft, "solve", solve)
+            return True
+        return False
+    _diverging(monkeypatch, third_at_1, 3, [0, 2], "forward: train_loss is not finite at t = 3 (saved step 3).")
     out = tmp_path / "out"
     cfg = jobs.load_config(None, SMALL + ["train.steps=4", "train.save_every=2", "theory.method=forward",
                                           "theory.node_check=true"])
