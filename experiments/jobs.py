@@ -104,7 +104,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
 FULL = {
     "train": {"steps": 2000, "save_every": 40},
     # as many replicas as seeds (validate's z and prediction checks take the fewer of the two's dof,
-    # validation.compare.min_dof), 8192 nodes each; the nodes kept for predictions need about 5 GiB
+    # validation.compare.min_dof), 8192 nodes each; the solve is estimated at about 3.6 GiB on a CPU (two
+    # replicas at a time) and 7 GiB on an accelerator (eight at a time)
     "theory": {"samples": 131072, "replicas": 16, "max_memory_gb": 8.0},
     "sweep": {"gamma0": [0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]},
     # (16 networks of width 8192 need about 7 GiB at once: the preset's own limit admits them)
@@ -431,6 +432,8 @@ def _kept_results(done: list, failed: list, job: str) -> str:
         kinds.setdefault(kind, []).append(f"{g:g}" if w is None else f"{g:g} (N={w})")
     names = {"lazy": "lazy limit", "dmft": "DMFT", "networks": "networks"}
     parts = [f"{names.get(k, k)} at gamma0 = {', '.join(v)}" for k, v in kinds.items()]
+    if failed and failed[0]["partial"]:    # (the error raised is the first's: its saves there too)
+        parts.append(f"the saves before the failure at gamma0 = {failed[0]['gamma0']:g} in {failed[0]['partial']}")
     bad = (" The DMFT failed at every gamma0, the others as: " + " ".join(f["error"].rstrip(". ") + "."
                                                                           for f in failed[1:])
            if len(failed) > 1 else "")

@@ -98,6 +98,8 @@ def test_sweep_goes_on_past_a_diverging_gamma0_and_flags_it(tmp_path, monkeypatc
     msg = str(err.value)
     assert msg.startswith("theory at gamma0 = 0.1:") and "no report was written" in msg, msg
     assert "The DMFT failed at every gamma0" in msg and "theory/dmft_gamma0_0.5_failed.npz" in msg, msg
+    # (the first failure's saves, written to theory/ as every failed point's, were left unnamed)
+    assert (out / "theory" / "dmft_gamma0_0.1_failed.npz").exists() and "theory/dmft_gamma0_0.1_failed.npz" in msg, msg
     assert not (out / "report.md").exists()
 
 

@@ -8,11 +8,15 @@
                 gamma (init_scale^2 = width^-gamma)
     [train]     eta0, steps, save_every (or log_saves > 0), batch_size, weight_decay, seeds, seed,
                 probe, dtype
-    [theory]    paths (per-mode SDE), seed, stationary_after (fraction of the run; a save must
-                come after it when a stationary law is compared)
+    [theory]    paths (per-mode SDE), seed, cross_modes (the cross-mode drift; where not written,
+                on without train.weight_decay and off with it), max_memory_gb, stationary_after
+                (fraction of the run; a save must come after it when a stationary law is compared)
     [staircase] seeds, gamma, steps: a random small-init ensemble for the saddle-to-saddle
                 staircase, at the smallest label noise (seeds = 0: none)
     [check]     tolerances of the verdicts
+
+The job's defaults are scripts/configs/dln.toml's (`JOB_DEFAULTS` over `SCHEMA`'s, which
+deep-linear scans keep: eta0 = 0.01, 6000 steps, cross_modes off).
 """
 
 from __future__ import annotations
