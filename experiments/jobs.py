@@ -15,6 +15,11 @@ SHA-256 that run.json recorded), judges them under the new tolerances and rewrit
 report.md, report.json and run.json ("rechecked"); the results and figures stay as they are
 (no figure shows a tolerance).
 
+A rerun of the same command, configuration, inputs and code into the directory of a run that
+did not complete (interrupted, killed, failed) resumes it: the results that run saved, each
+verified against the SHA-256 recorded once it was written, are read back rather than computed
+(`output.resumed`, `lazy_to_rich(reuse=)`), and only the rest is computed.
+
 Example:
     >>> from experiments.jobs import load_config
     >>> cfg = load_config(None, overrides=["sweep.gamma0=[0.5, 1.0]", "train.steps=100"])
@@ -49,7 +54,7 @@ from . import problem as _problem
 from . import report as _report
 from .config import Field
 from .output import (RECHECK, failures_recorded, prepare_output, raise_plot_errors, read_manifest, recheck_note,
-                     recheck_recorded, release, verify_files, write_manifest)
+                     recheck_recorded, release, resumed, verify_files, write_manifest)
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -345,7 +350,7 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
     if job not in JOBS:
         raise InputError(f"job must be one of {JOBS}, got {job!r}")
     prob = preflight(cfg, job)
-    claimed = prepare_output(out, job, cfg, force, log=log, recheck=True)
+    claimed = prepare_output(out, job, cfg, force, log=log, recheck=True, resume=True)
     if not claimed:
         log(f"{out}: this run is already complete (same command and configuration); "
             "pass --force to recompute")
@@ -357,7 +362,7 @@ def run_job(job: str, cfg: dict, out: str, *, force: bool = False, progress: boo
     if started is not None:
         started()
     with failures_recorded(out, job, cfg):
-        return _run(job, cfg, out, prob, progress)
+        return _run(job, cfg, out, prob, progress, _Reuse(job, cfg, out, log))
 
 
 def _files_map(files, fn) -> dict:
@@ -368,7 +373,55 @@ def _files_map(files, fn) -> dict:
             for k, v in files.items() if isinstance(v, (dict, list))}
 
 
-def _run(job, cfg, out, prob, progress) -> dict:
+class _Reuse:
+    """The results a resumed run takes from the previous run of the same command, configuration,
+    inputs and code that did not complete (`output.resumed`: each file as it was recorded when
+    written): called as lazy_to_rich's reuse (kind, gamma0, width), it reads one back (.npz and
+    .json both verified) or returns None (computed). Says how many of the job's results it reuses."""
+
+    def __init__(self, job: str, cfg: dict, out: str, log):
+        self.out, self.log, self.taken = out, log, {}
+        self.files = resumed(out)
+        if not self.files:
+            return
+        gamma0s = [float(g) for g in cfg["sweep"]["gamma0"]]
+        widths = [int(w) for w in cfg["simulate"]["widths"]] if job != "solve" else []
+        node_check = job != "simulate" and cfg["theory"]["node_check"]
+        total = have = 0
+        for g in gamma0s:          # (the simulate job trains a gamma0's widths together: all kept, or none)
+            wanted = _report.saved_files([g], widths, theory=job != "simulate", node_check=node_check)
+            stems = [f.removesuffix(".npz") for f in wanted if f.endswith(".npz")]
+            kept = [s + ".npz" in self.files and s + ".json" in self.files for s in stems]
+            total += len(stems)
+            have += sum(kept) if job != "simulate" or all(kept) else 0
+        log(f"{out}: resuming: {have} of {total} results reused (verified), the rest computed")
+
+    def __call__(self, kind, g, w):
+        stem = _report.result_stem(self.out, kind, g, w)
+        rel = os.path.relpath(stem, self.out).replace(os.sep, "/")
+        if rel + ".npz" not in self.files or rel + ".json" not in self.files:
+            return None
+        try:
+            result = (networks.Run if kind == "networks" else dmft.Solution).load(stem)
+        except Exception as err:  # noqa: BLE001 - a result that does not read back is computed again
+            self.log(f"{self.out}: {rel} does not read back ({type(err).__name__}: {err}); computing it again")
+            return None
+        self.taken[(kind, float(g), w)] = result
+        return result
+
+    def reused(self, kind, g, w, result) -> bool:
+        """`result` is the one read back for (kind, gamma0, width): its files are there already."""
+        return self.taken.get((kind, float(g), w)) is result
+
+
+def _run(job, cfg, out, prob, progress, reuse=None) -> dict:
+    reuse = reuse if reuse is not None else _Reuse(job, cfg, out, lambda *_: None)
+
+    def save(kind, g, w, result) -> str:
+        """write_result, but for a reused result (its files are there, verified)."""
+        if reuse.reused(kind, g, w, result):
+            return _report.result_stem(out, kind, g, w)
+        return _report.write_result(out, kind, g, w, result)
     sim = cfg["simulate"]
     key = prob.network_key
     solve_kw = dict(prob.solve_options, key=prob.theory_key)
@@ -376,7 +429,7 @@ def _run(job, cfg, out, prob, progress) -> dict:
         stems = []           # each gamma0's ensembles saved as they are done: a later failure loses none
         runs = simulate(prob.model, prob.data, cfg["sweep"]["gamma0"], sim["widths"], sim["seeds"],
                         prob.schedule, prob.train_options, key, progress,
-                        on_result=lambda g, w, run: stems.append(_report.write_result(out, "networks", g, w, run)))
+                        on_result=lambda g, w, run: stems.append(save("networks", g, w, run)), reuse=reuse)
         figures, plot_errors = _report.write_ensemble_figure(runs, out)
         checks = []
         md, js = _report.write_simulation_report(runs, prob.model, prob.data, cfg, out, figures)
@@ -385,7 +438,7 @@ def _run(job, cfg, out, prob, progress) -> dict:
         stems, done, failed = [], [], []    # each result saved as it is done: a failure loses none
 
         def keep(*r):
-            stems.append(_report.write_result(out, *r))
+            stems.append(save(*r))
             done.append(r[:3])
         try:
             sweep = lazy_to_rich(prob.model, prob.data, cfg["sweep"]["gamma0"],
@@ -394,7 +447,7 @@ def _run(job, cfg, out, prob, progress) -> dict:
                                  train_kw=dict(prob.train_options), key=key, progress=progress,
                                  simulate=job == "validate", node_check=cfg["theory"]["node_check"],
                                  on_result=keep, on_failure=lambda g, err: failed.append(
-                                     _report.write_failure(out, cfg, g, err)))
+                                     _report.write_failure(out, cfg, g, err)), reuse=reuse)
         except (DivergenceError, NotConverged) as err:       # (the lazy limits', or every gamma0's)
             if err.args and isinstance(err.args[0], str):
                 err.args = (err.args[0].rstrip() + " " + _kept_results(done, failed, job),) + err.args[1:]
@@ -486,14 +539,20 @@ def _recheck(job, cfg, out, prob, log) -> dict:
 
 
 def simulate(model, data, gamma0s, widths, seeds, schedule, train_kw, key, progress=False,
-             on_result=None) -> dict:
+             on_result=None, reuse=None) -> dict:
     """Network ensembles only: gamma0 -> {width -> networks.Run}; point i uses fold_in(key, i).
-    on_result(gamma0, width, run) is called for each ensemble of a gamma0 once they are done."""
+    on_result(gamma0, width, run) is called for each ensemble of a gamma0 once they are done.
+    reuse: None, or reuse("networks", gamma0, width) -> a kept networks.Run or None (as
+    `validation.lazy_to_rich`'s): a gamma0 whose every width it returns is not trained again."""
     runs = {}
     for i, g in enumerate(gamma0s):
-        runs[float(g)] = networks.train(model.replace(gamma0=g), data, width=list(widths), seeds=seeds,
-                                        schedule=schedule, key=jax.random.fold_in(key, i),
-                                        progress=progress, **train_kw)
+        kept = {int(w): reuse("networks", float(g), int(w)) for w in widths} if reuse is not None else {}
+        if kept and all(run is not None for run in kept.values()):
+            runs[float(g)] = kept
+        else:
+            runs[float(g)] = networks.train(model.replace(gamma0=g), data, width=list(widths), seeds=seeds,
+                                            schedule=schedule, key=jax.random.fold_in(key, i),
+                                            progress=progress, **train_kw)
         for w, run in runs[float(g)].items():
             if on_result is not None:
                 on_result(float(g), w, run)

@@ -24,7 +24,11 @@ command, configuration and inputs are: the arithmetic (--x64/--x32), the platfor
 and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
 (`code_digest`, recorded in run.json) is computed again, as one that did not complete is: a
-complete run is never reported from a solver since edited. Recomputing over a previous run
+complete run is never reported from a solver since edited. The same run of the same code that
+did not complete (failed, interrupted, killed, its figures failed) is resumed by a job that asks
+(`prepare_output(..., resume=True)`): the results it recorded with their SHA-256 once written
+(`record_result`, in .dmft-results) that still match are kept for the job to reuse (`resumed`),
+all else it wrote is removed as below. Recomputing over a previous run
 (--force, one that did not complete, or one of other code) first removes what that run wrote,
 so no stale file outlives it or enters the new digests: the files it recorded (its digests when
 it completed; the files it had written when it failed or was interrupted; the journal,
@@ -61,7 +65,8 @@ from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
-           "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES", "partial_named"]
+           "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES", "partial_named",
+           "record_result", "resumed", "is_result"]
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory
@@ -69,7 +74,8 @@ FOREIGN = ".dmft-foreign"  # written by earlier versions in a user's directory; 
 LOCK = ".dmft-lock"        # flock-ed by the live run writing the directory; holds its pid and host
 JOURNAL = ".dmft-written"  # the run's files, appended as it opens them: known even if it is killed
 BACKUP = ".dmft-recheck"   # a recheck's copy of the files it rewrites, until it has ended
-_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL, BACKUP, BACKUP + ".tmp"}
+RESULTS = ".dmft-results"  # "SHA-256 path" of each result file, appended once the result is complete
+_MARKERS = {MANIFEST, OWNED, FOREIGN, LOCK, JOURNAL, BACKUP, BACKUP + ".tmp", RESULTS}
 
 # The files this process writes in each results directory that a job has claimed: an audit
 # hook sees every open() for writing and every rename (np.savez, savefig and the reports all
@@ -79,9 +85,11 @@ _RECORDING: dict[str, set] = {}
 _JOURNALS: dict[str, int] = {}     # directory -> descriptor of its journal, while recording
 _LOCKS: dict[str, int] = {}        # directory -> descriptor holding its lock
 # directory -> {file: SHA-256} of a re-checked run's files, kept as the run that computed them
-# wrote them (verified when the recheck claimed the directory): its new run.json carries their
-# digests over, and a failure lists them among the files a rerun removes
+# wrote them (verified when the recheck claimed the directory), or of the results a resumed run
+# reuses (verified when it claimed the directory): its new run.json carries their digests over,
+# and a failure lists them among the files it wrote
 _KEPT: dict[str, dict] = {}
+_RESUMED: dict[str, dict] = {}     # directory -> {file: SHA-256} of the results a resumed run reuses
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -123,16 +131,82 @@ def _is_ours(rel: str) -> bool:
     return rel not in _MARKERS and not rel.startswith(MANIFEST + ".")
 
 
-def _start_recording(out: str) -> None:
+def _start_recording(out: str, kept: dict | None = None, results: bool = True) -> None:
+    """Record what this process writes in `out` from now on (a fresh journal, and with `results` a
+    fresh results record, RESULTS); `kept` ({file: SHA-256}): files of a previous run this one
+    keeps as its own, listed in both. Without `results` (a recheck, which writes no result; a job
+    that does not resume) the results record is left as it is."""
     root = os.path.realpath(out)
     _stop_recording(root)
     _JOURNALS[root] = os.open(os.path.join(out, JOURNAL), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
                               0o666)                # (as open() makes a file: the umask decides, no x bit)
     _RECORDING[root] = set()
+    kept = {str(rel): d for rel, d in (kept or {}).items() if _is_ours(str(rel))}
+    _KEPT[root] = kept
+    os.write(_JOURNALS[root], "".join(f"{rel}\n" for rel in kept).encode())
+    if not results:
+        return
+    with open(os.path.join(out, RESULTS), "w") as fh:
+        fh.write("".join(f"{d} {rel}\n" for rel, d in kept.items() if is_result(rel)))
+
+
+def is_result(rel: str) -> bool:
+    """A result file that `record_result` vouches for: theory/ or networks/, .npz or .json, not a
+    failed point's saves (..._failed) nor partial.npz."""
+    stem, ext = os.path.splitext(rel)
+    return rel.split("/")[0] in ("theory", "networks") and ext in (".npz", ".json") and not stem.endswith("_failed")
+
+
+def record_result(out: str, paths) -> None:
+    """After a result's files (`paths`, in `out`) are completely written: their SHA-256 appended
+    to the results record (RESULTS), from which a rerun of the same run that did not complete
+    reuses them (`resumed`) where they still match. Nothing where `out` is not being recorded."""
+    root = os.path.realpath(out)
+    if root not in _RECORDING:
+        return
+    lines = []
+    for path in paths:
+        rel = os.path.relpath(os.path.realpath(os.fspath(path)), root).replace(os.sep, "/")
+        if is_result(rel):
+            lines.append(f"{sha256(os.path.join(out, *rel.split('/')))} {rel}\n")
+    with open(os.path.join(out, RESULTS), "a") as fh:
+        fh.write("".join(lines))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _verified_results(out: str) -> tuple[dict, list]:
+    """The results record of a previous run: ({file: SHA-256} of the result files that are as it
+    recorded them, [files recorded but missing or changed since])."""
+    recorded = {}
+    try:
+        with open(os.path.join(out, RESULTS), encoding="utf-8", errors="replace") as fh:
+            for line in fh:              # (a line a kill cut short, without its newline, vouches for nothing)
+                digest, _, rel = line.rstrip("\n").partition(" ")
+                if line.endswith("\n") and len(digest) == 64 and is_result(rel) and ".." not in rel.split("/"):
+                    recorded[rel] = digest
+    except OSError:
+        return {}, []
+    good, bad = {}, []
+    for rel, digest in recorded.items():
+        path = os.path.join(out, *rel.split("/"))
+        if os.path.isfile(path) and sha256(path) == digest:
+            good[rel] = digest
+        else:
+            bad.append(rel)
+    return good, bad
+
+
+def resumed(out: str) -> dict:
+    """{file: SHA-256} of the results that this process's run in `out` reuses from the previous run
+    of the same command, configuration, inputs and code that did not complete (each verified
+    against its recorded digest when the directory was claimed); {} for a run computed afresh."""
+    return dict(_RESUMED.get(os.path.realpath(out), {}))
 
 
 def _stop_recording(root: str):
     _KEPT.pop(root, None)
+    _RESUMED.pop(root, None)
     fd = _JOURNALS.pop(root, None)
     if fd is not None:
         os.close(fd)
@@ -337,18 +411,23 @@ def run_inputs(cfg: dict) -> dict:
     return {"x64": bool(jax.config.jax_enable_x64), "platform": compute_platform(), **data_digest(cfg)}
 
 
-def _clear(out: str, old: dict) -> tuple[int, list]:
+# the statuses of a run that did not complete: a rerun of the same run (and code) resumes it
+UNFINISHED = ("running", "interrupted", "failed", "plot_failed")
+
+
+def _clear(out: str, old: dict, keep=()) -> tuple[int, list]:
     """Remove what a previous dmft run wrote in `out`, in a directory dmft made as in a user's:
     the files it recorded (its digests, or the files it had written when it failed or was
     interrupted, the journal's for one killed outright, and the config.toml of a run.json), then
-    the directories that leaves empty; nothing dmft did not write is ever deleted. Returns (the
-    number of files removed, the files kept)."""
+    the directories that leaves empty; nothing dmft did not write is ever deleted, and `keep`
+    (the verified results a resumed run reuses) stays. Returns (the number of files removed, the
+    files kept that the previous run did not write)."""
     recorded = old.get("digests") if isinstance(old.get("digests"), dict) else {}
     written = old.get("written") if isinstance(old.get("written"), list) else []
     root = os.path.realpath(out)
     removed = 0
     listed = [*recorded, *written, *_journal(out), *(["config.toml"] if old else [])]
-    for rel in {str(r) for r in listed} - _MARKERS:
+    for rel in {str(r) for r in listed} - _MARKERS - set(keep):
         path = os.path.join(out, *rel.split("/"))
         if os.path.isfile(path) and os.path.realpath(path).startswith(root + os.sep):
             os.remove(path)
@@ -358,7 +437,7 @@ def _clear(out: str, old: dict) -> tuple[int, list]:
                 while os.path.realpath(folder).startswith(root + os.sep) and not os.listdir(folder):
                     os.rmdir(folder)
                     folder = os.path.dirname(folder)
-    return removed, _files(out)
+    return removed, [f for f in _files(out) if f not in keep]
 
 
 # settings that change no result, only whether a run is refused (memory limits): a rerun under
@@ -515,7 +594,8 @@ def release(out: str | None = None) -> None:
             os.close(fd)
 
 
-def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck: bool = False) -> bool | str:
+def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck: bool = False,
+                   resume: bool = False) -> bool | str:
     """Claim the directory for this run and hold its lock until the run ends (the final
     write_manifest releases it). Returns True when the job is to compute, False when the same
     run is already complete: nothing is written then, so a finished run in a read-only place is
@@ -524,7 +604,12 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
     [check] section (`CHECK_SECTION`), every file of it as run.json recorded: nothing is written
     yet and the lock is held; the job reads the results (`verify_files`), then `start_recheck`.
     `log` (default: stderr) hears of a previous run that was killed and of files kept that are
-    not dmft's.
+    not dmft's. With `resume` (a job that saves its results with `record_result`), a previous run
+    of the same command, configuration, inputs and code that did not complete (`UNFINISHED`) is
+    resumed, unless forced: the result files it recorded that are still as it wrote them (their
+    SHA-256) are kept, not removed, and listed by `resumed` for the job to reuse; everything else
+    it wrote is removed as for any rerun (a failed point's saves, partial.npz, a changed file,
+    which is named in one line to `log`).
 
     Raises:
         OutputConflict: a live run holds it, before anything is touched (also with force); it
@@ -538,7 +623,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
         _sign_lock(out)                 # (a run refused meanwhile, say while a recheck reads, names us)
     try:
         _restore_killed_recheck(out, log or _say)
-        claimed = _claim(out, job, cfg, force, log or _say, recheck)
+        claimed = _claim(out, job, cfg, force, log or _say, recheck, resume)
     except BaseException:
         release(out)
         raise
@@ -587,11 +672,12 @@ def refuse_store(out) -> None:
                          "there would write its files beside the store's, with --force too; choose another --out")
 
 
-def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = False) -> bool | str:
+def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = False,
+           resume: bool = False) -> bool | str:
     """prepare_output's checks and claim: refusals first, write access only for a run to compute."""
     refuse_store(out)
     path = os.path.join(out, MANIFEST)
-    previous = False
+    previous, can_resume, resume = False, resume, False
     old = read_manifest(out) if os.path.exists(path) else {}
     if old and not (isinstance(old.get("command"), str) and isinstance(old.get("config"), dict)):
         old = {}                                # a run.json that dmft did not write: treated as unreadable
@@ -638,6 +724,10 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
                 f"{'; differing: ' + ', '.join(diff[:8]) if diff else ''}). "
                 "Choose another --out, or pass --force to overwrite it.")
         previous = True
+        # the same run of this code that did not complete (failed, interrupted, killed, its figures
+        # failed): its verified results are reused, the rest computed (`resumed`)
+        resume = (can_resume and same and not force and old.get("status") in UNFINISHED
+                  and old.get("code") == code_digest())
     elif os.path.isdir(out) and set(os.listdir(out)) - _MARKERS and not force:
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")
@@ -648,17 +738,23 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         _lock(out, create=True)
         _sign_lock(out)
         _drop_backup(out)               # (a killed recheck's copy that was not put back: this run replaces it)
+        reuse, changed = _verified_results(out) if resume else ({}, [])
         if old.get("status") == "running":      # and no live process holds the lock
             who = f"pid {old['pid']} on {old.get('host', '?')}, " if old.get("pid") else ""
             say(f"{out}: the previous run ({who}still \"running\" in run.json) was killed before it "
-                "finished; computing it again")
-        removed, kept = _clear(out, old) if not made else (0, [])
+                "finished; " + ("resuming it" if resume else "computing it again"))
+        if changed:
+            say(f"{out}: not reused, changed or missing since the previous run wrote them (computed again): "
+                + ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))
+        removed, kept = _clear(out, old, keep=reuse) if not made else (0, [])
         if kept and (previous or removed):
             say(f"{out}: kept {len(kept)} file(s) the previous run did not write: " + ", ".join(kept[:5])
                 + (f" (and {len(kept) - 5} more)" if len(kept) > 5 else ""))
         if made:
             open(os.path.join(out, OWNED), "w").close()
-        _start_recording(out)          # from here on, what this process writes in `out` is the run's
+        # from here on, what this process writes in `out` is the run's (its results record: a job's that resumes)
+        _start_recording(out, reuse, results=can_resume)
+        _RESUMED[os.path.realpath(out)] = dict(reuse)
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg, unread_task_keys(cfg)))
@@ -716,10 +812,7 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
         check_writable(out)
         _lock(out, create=True)
         _sign_lock(out)
-        _start_recording(out)
-        root = os.path.realpath(out)
-        _KEPT[root] = {str(rel): digest for rel, digest in kept.items() if _is_ours(str(rel))}
-        os.write(_JOURNALS[root], "".join(f"{rel}\n" for rel in _KEPT[root]).encode())
+        _start_recording(out, kept, results=False)
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg, unread_task_keys(cfg)))

@@ -23,7 +23,7 @@ from validation.sweep import NODE_CHECK_KINDS
 
 from .config import to_toml
 from . import problem as _problem
-from .output import draw_figures, partial_named, precision_line
+from .output import draw_figures, partial_named, precision_line, record_result
 
 __all__ = ["write_report", "write_result", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES", "saved_files", "read_results", "read_runs",
@@ -178,10 +178,18 @@ def write_result(out: str, kind: str, g, w, result) -> str:
     """One raw result, theory/KIND_gamma0_G or networks/gamma0_G_NW (.npz + .json; kind "dmft",
     "lazy" or one of `validation.sweep.NODE_CHECK_KINDS` (theory.node_check): a `dmft.Solution`;
     "networks": a `networks.Run` of width w); returns its stem. The jobs call it as each result is
-    done (`validation.lazy_to_rich`'s on_result)."""
-    stem = _path(out, _network_stem(g, w) if kind == "networks" else _theory_stem(kind, g))
+    done (`validation.lazy_to_rich`'s on_result). Once both files are written their SHA-256 go
+    to the run's results record (`experiments.output.record_result`): a rerun of a run that did
+    not complete reuses them where they still match (`result_stem`, `experiments.output.resumed`)."""
+    stem = result_stem(out, kind, g, w)
     result.save(stem)
+    record_result(out, [stem + ".npz", stem + ".json"])
     return stem
+
+
+def result_stem(out: str, kind: str, g, w=None) -> str:
+    """The stem (path less .npz / .json) under `out` that `write_result` saves a result to."""
+    return _path(out, _network_stem(g, w) if kind == "networks" else _theory_stem(kind, g))
 
 
 def write_failure(out: str, cfg: dict, g, err) -> dict:
@@ -190,7 +198,10 @@ def write_failure(out: str, cfg: dict, g, err) -> dict:
     (.npz + .json, with the error, its step and quantity), nothing where none were saved; a node
     check's split solve (`err.kind`) to theory/dmft_half_nodes_gamma0_G_failed (or quarter).
     Returns its record for report.json's "failed" and report.md: gamma0, step, cause, error,
-    solve (dmft or the split solve's kind) and partial (the .npz's path relative to `out`, or None)."""
+    solve (dmft or the split solve's kind) and partial (the .npz's path relative to `out`, or None).
+    These saves are not results (`experiments.output.is_result`): a resumed run never reuses them
+    and computes the point again; where only a node check's split solve failed, the DMFT's own
+    result (and a split solve that finished), saved by `write_result`, stay and are reused."""
     step = getattr(err, "step", None)
     rec = {"gamma0": float(g), "step": None if step is None else int(step),
            "cause": getattr(err, "cause", None) or type(err).__name__, "error": str(err), "partial": None}

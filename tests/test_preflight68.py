@@ -124,3 +124,13 @@ def test_a_failing_node_check_is_flagged_as_the_node_check_and_its_saves_named_s
     [bad] = json.loads((out / "report.json").read_text())["failed"]
     assert (bad["solve"], bad["partial"]) == ("dmft_half_nodes", "theory/dmft_half_nodes_gamma0_1_failed.npz")
     assert "or its node check (theory.node_check) failed at gamma0 = 1" in (out / "report.md").read_text()
+    # the rerun resumes: the DMFT at gamma0 = 1 finished (its result kept, verified, reused), so only its
+    # node check's split solves are computed again (and the failed split solve's saves are gone)
+    monkeypatch.undo()
+    calls = _diverging(monkeypatch, lambda g, n, kw: False, 0, [], "")
+    said = []
+    jobs.run_job("solve", cfg, str(out), log=said.append)
+    assert calls == {1.0: 2}, calls
+    assert any("resuming: 6 of 8 results reused (verified)" in s for s in said), said
+    assert not (out / "theory" / "dmft_half_nodes_gamma0_1_failed.npz").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"

@@ -282,8 +282,8 @@ def test_a_recheck_killed_outright_is_put_back_by_the_next_run(validated, tmp_pa
                                             ("{}", "complete")])
 def test_a_recheck_copy_that_cannot_be_used_is_said_or_dropped(validated, tmp_path, capsys, backup, status):
     """A damaged copy beside a run.json still "running" is not put back (said, naming it): the
-    run is then an unfinished one, computed again. A copy beside a complete run.json (a recheck
-    killed after its last write) is dropped without a word. A half-written copy is dropped too,
+    run is then an unfinished one, resumed (its results verified and reused). A copy beside a
+    complete run.json (a recheck killed after its last write) is dropped without a word. A half-written copy is dropped too,
     never taken for a user's file."""
     out = _copy(validated, tmp_path / "v")
     man = _man(out)
@@ -296,7 +296,7 @@ def test_a_recheck_copy_that_cannot_be_used_is_said_or_dropped(validated, tmp_pa
     assert "kept 1 file" not in err, err
     if status == "running":
         assert ".dmft-recheck, the copy a killed re-check left, is unreadable" in err, err
-        assert "killed before it finished; computing it again" in err, err
+        assert "killed before it finished; resuming it" in err, err   # (its results: verified, reused)
     else:
         assert "already complete" in err and "re-check" not in err, err
 

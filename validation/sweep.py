@@ -17,6 +17,7 @@ Example (tiny sizes):
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import jax
@@ -157,7 +158,7 @@ _PLANNED = ("optimizer", "antithetic", "kernels", "max_memory_gb", "neuron_measu
 def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw=None,
                  train_kw=None, key=None, progress: bool = False,
                  simulate: bool = True, on_result=None, node_check: bool = False, on_failure=None,
-                 **unknown) -> LazyToRich:
+                 reuse=None, **unknown) -> LazyToRich:
     """Solve the DMFT and train network ensembles at each gamma0, on one schedule.
 
     Args:
@@ -193,6 +194,12 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             no theory to compare them with) and its error kept in `failed` (a node check's split solve's
             with .kind, NODE_CHECK_KINDS[k]); if every gamma0 fails,
             the first error is raised. The lazy limits (the baseline of every check) always raise.
+        reuse: None (default), or a callable reuse(kind, gamma0, width) (the arguments of
+            on_result) returning a result kept from before (a resumed job's, read back verified)
+            or None: a result it returns is taken as computed (neither solved nor trained again,
+            still passed to on_result; `timings` count the wall time it recorded, info["wall_s"]),
+            None computes it. The caller vouches that it is the result this sweep would compute
+            (same problem, options and keys).
 
     Raises:
         InputError (a ValueError), before any compute: a bad argument, named (and every check of
@@ -200,15 +207,17 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
     """
     if unknown:
         raise InputError(f"lazy_to_rich: unknown keyword argument(s) {', '.join(sorted(unknown))}; expected "
-                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result, node_check, on_failure "
+                         "schedule, solve_kw, train_kw, key, progress, simulate, on_result, node_check, on_failure, "
+                         "reuse "
                          "(options of dmft.solve go in solve_kw, of networks.train in train_kw)")
     _check_arguments(model, data, gamma0s, widths, seeds, schedule, solve_kw, train_kw, key, progress,
                      simulate)
     checks.flag("node_check", node_check)
-    for name, fn in (("on_result", on_result), ("on_failure", on_failure)):
+    for name, fn in (("on_result", on_result), ("on_failure", on_failure), ("reuse", reuse)):
         if fn is not None and not callable(fn):
             raise InputError(f"{name} must be a callable or None, got {type(fn).__name__}")
     done = on_result if on_result is not None else (lambda *_: None)
+    got = reuse if reuse is not None else (lambda *_: None)
     solve_kw = dict(solve_kw or {})
     train_kw = dict(train_kw or {})
     if isinstance(model, dmft.TwoLayer) and isinstance(data, dmft.Dataset) and \
@@ -247,15 +256,19 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
         # (under weight decay the kernel limit has none: the baseline is the lazy run without it,
         # and the lazy-limit check SKIPs, validation.verdicts: the gap would be the decay's)
         t0 = time.perf_counter()
-        with failing_at(f"lazy limit at gamma0 = {g:g}"):
-            lazy[g] = dmft.solve(model.replace(gamma0=g), data, schedule=lazy_sch, method="lazy", **lazy_kw)
+        lazy[g] = got("lazy", g, None)
+        if lazy[g] is None:
+            with failing_at(f"lazy limit at gamma0 = {g:g}"):
+                lazy[g] = dmft.solve(model.replace(gamma0=g), data, schedule=lazy_sch, method="lazy", **lazy_kw)
+        else:
+            t0 -= _took(lazy[g])
         timings["theory_s"] += time.perf_counter() - t0
         done("lazy", g, None, lazy[g])
     for i, g in enumerate(gamma0s):
         m = model.replace(gamma0=g)
         t0 = time.perf_counter()
         try:
-            _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done)
+            _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done, got, timings)
         except (DivergenceError, NotConverged) as err:
             if on_failure is None:
                 raise
@@ -273,8 +286,12 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             runs[g] = {}
             for w in widths:
                 t0 = time.perf_counter()
-                runs[g][w] = networks.train(m, data, width=w, seeds=seeds, schedule=sch,
-                                            key=jax.random.fold_in(key, i), **train_kw)
+                runs[g][w] = got("networks", g, w)
+                if runs[g][w] is None:
+                    runs[g][w] = networks.train(m, data, width=w, seeds=seeds, schedule=sch,
+                                                key=jax.random.fold_in(key, i), **train_kw)
+                else:
+                    t0 -= _took(runs[g][w])
                 timings["networks_s"] += time.perf_counter() - t0
                 done("networks", g, w, runs[g][w])
                 _advance(bar, f"gamma0={g:g} N={w}")
@@ -288,11 +305,16 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
                       sch, fewer, failed)
 
 
-def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done) -> None:
+def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done, got, timings) -> None:
     """The DMFT at gamma0 = g (and node_check's split solves) into sols and fewer, each passed to
-    `done` as it is done; a DivergenceError or NotConverged names the gamma0 (`failing_at`)."""
-    with failing_at(f"theory at gamma0 = {g:g}"):
-        sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
+    `done` as it is done (or taken from `got`, lazy_to_rich's reuse, where it returns one); a
+    DivergenceError or NotConverged names the gamma0 (`failing_at`)."""
+    sols[g] = got("dmft", g, None)
+    if sols[g] is None:
+        with failing_at(f"theory at gamma0 = {g:g}"):
+            sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
+    else:
+        timings["theory_s"] += _took(sols[g])
     done("dmft", g, None, sols[g])
     if node_check:
         fewer[g] = {}
@@ -302,6 +324,11 @@ def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done) -> No
             kw = {**solve_kw, "node_split": k, "kernels": False}
             if sols[g].info.get("control_variate_off"):     # (the same estimator as the whole)
                 kw["control_variate"] = False
+            fewer[g][k] = got(NODE_CHECK_KINDS[k], g, None)
+            if fewer[g][k] is not None:
+                timings["theory_s"] += _took(fewer[g][k])
+                done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
+                continue
             try:
                 with failing_at(f"theory at gamma0 = {g:g} with its nodes split in {k} (node_check: where the "
                                 "full solve did not diverge, its node count matters here; raise the samples, "
@@ -311,6 +338,12 @@ def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done) -> No
                 err.kind = NODE_CHECK_KINDS[k]       # (its .partial is the split solve's, not the DMFT's)
                 raise
             done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
+
+
+def _took(result) -> float:
+    """The wall time a reused result recorded when it was computed (info["wall_s"]; 0 without)."""
+    took = (getattr(result, "info", None) or {}).get("wall_s")
+    return float(took) if isinstance(took, (int, float)) and math.isfinite(took) and took > 0 else 0.0
 
 
 def plan_node_check(plan, model, data, schedule, planned: dict) -> None:

@@ -1,0 +1,141 @@
+"""A rerun of the same solve into the directory of a run that was interrupted or failed reuses the
+results that run saved and recorded (each file's SHA-256 verified), computes only the rest, and
+ends with the files of a run never interrupted; a changed saved file, and a failed point's saves,
+are computed again; --force computes everything."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import dmft
+from dmft.errors import DivergenceError
+from experiments import jobs
+
+# the lazy method (closed form: milliseconds a solve), 4 full-batch steps, three gamma0 values
+SOLVE = ["task.D=8", "task.P=32", "task.P_test=8", "train.steps=4", "train.save_every=1", "theory.method=lazy",
+         "sweep.gamma0=[0.1, 1.0, 0.5]"]
+
+REAL_SOLVE = dmft.solve
+
+
+def _counting(monkeypatch, fault=None) -> list:
+    """dmft.solve recording each call as (gamma0, kind) (kind: "lazy" for a lazy limit, "dmft" for the
+    sweep's DMFT, here also the lazy method; "split" for a node check's) in the list returned; `fault`
+    (gamma0, kind) -> an exception raised in place of that call, or None."""
+    real, calls = REAL_SOLVE, []
+
+    def solve(model, data, *args, **kw):
+        kind = "split" if kw.get("node_split") else "dmft" if "key" in kw else "lazy"
+        calls.append((model.gamma0, kind))
+        err = fault(model.gamma0, kind) if fault else None
+        if err is not None:
+            raise err
+        return real(model, data, *args, **kw)
+
+    monkeypatch.setattr(dmft, "solve", solve)
+    return calls
+
+
+def _tree(out) -> dict:
+    return {os.path.relpath(os.path.join(d, f), out): os.path.join(d, f)
+            for d, _, files in os.walk(out) for f in files}
+
+
+def _assert_same_results(a, b) -> None:
+    """The same files (the markers aside); each .npz's arrays equal bit for bit, each figure the same bytes."""
+    ta, tb = _tree(a), _tree(b)
+    assert {k for k in ta if not k.startswith(".")} == {k for k in tb if not k.startswith(".")}
+    npz = [k for k in ta if k.endswith(".npz")]
+    assert len(npz) == 6, sorted(ta)
+    for rel in npz:
+        x, y = np.load(ta[rel]), np.load(tb[rel])
+        assert sorted(x.files) == sorted(y.files), rel
+        for name in x.files:
+            assert x[name].dtype == y[name].dtype and x[name].tobytes() == y[name].tobytes(), (rel, name)
+    for rel in (k for k in ta if k.endswith(".png")):
+        assert open(ta[rel], "rb").read() == open(tb[rel], "rb").read(), rel
+    ma, mb = (json.loads(open(t["run.json"]).read()) for t in (ta, tb))
+    assert mb["status"] == "complete" and mb["checks"] == ma["checks"] and mb["files"] == ma["files"]
+    assert {k: v for k, v in mb["digests"].items() if k.endswith(".npz")} == \
+        {k: v for k, v in ma["digests"].items() if k.endswith(".npz")}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The solve run once, never interrupted."""
+    out = tmp_path_factory.mktemp("straight") / "out"
+    jobs.run_job("solve", jobs.load_config(None, SOLVE), str(out), log=lambda *_: None)
+    return out
+
+
+def test_an_interrupted_run_resumes_from_its_verified_results(straight, tmp_path, monkeypatch):
+    # Ctrl-C during the DMFT at gamma0 = 1: the three lazy limits and the DMFT at 0.1 were saved
+    cfg, out, said = jobs.load_config(None, SOLVE), tmp_path / "out", []
+    _counting(monkeypatch, lambda g, kind: KeyboardInterrupt() if (g, kind) == (1.0, "dmft") else None)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_job("solve", cfg, str(out), log=said.append)
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    calls = _counting(monkeypatch)
+    jobs.run_job("solve", cfg, str(out), log=said.append)
+    assert calls == [(1.0, "dmft"), (0.5, "dmft")]          # (before: all six solves again)
+    assert [s for s in said if "resuming" in s] == [f"{out}: resuming: 4 of 6 results reused (verified), the "
+                                                    "rest computed"]
+    _assert_same_results(straight, out)
+    # complete now: a rerun computes nothing; --force computes everything
+    calls.clear()
+    assert jobs.run_job("solve", cfg, str(out), log=said.append)["status"] == "already complete" and not calls
+    jobs.run_job("solve", cfg, str(out), force=True, log=said.append)
+    assert len(calls) == 6
+    _assert_same_results(straight, out)
+
+
+def test_a_changed_saved_result_and_a_failed_points_saves_are_computed_again(straight, tmp_path, monkeypatch):
+    # the DMFT at gamma0 = 1 diverges (exit 4: the sweep goes on, its saves kept as ..._failed.npz)
+    cfg, out = jobs.load_config(None, SOLVE), tmp_path / "out"
+    boom = DivergenceError("lazy: train_loss is not finite at t = 3 (saved step 3).", step=3, cause="non-finite",
+                           partial={"train_loss": np.array([1.0, 0.5])}, saved_steps=[0, 2])
+    _counting(monkeypatch, lambda g, kind: boom if (g, kind) == (1.0, "dmft") else None)
+    with pytest.raises(DivergenceError):
+        jobs.run_job("solve", cfg, str(out), log=lambda *_: None)
+    assert (out / "theory" / "dmft_gamma0_1_failed.npz").exists()
+    # a saved result changed since it was written (same size, one array's values): not reused
+    path = out / "theory" / "dmft_gamma0_0.5.npz"
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["train_loss"] = arrays["train_loss"] * 2
+    np.savez(path, **arrays)
+    calls, said = _counting(monkeypatch), []
+    jobs.run_job("solve", cfg, str(out), log=said.append)
+    assert sorted(calls) == [(0.5, "dmft"), (1.0, "dmft")], calls
+    [changed] = [s for s in said if "not reused" in s]
+    assert "theory/dmft_gamma0_0.5.npz" in changed and "\n" not in changed, said
+    assert f"{out}: resuming: 4 of 6 results reused (verified), the rest computed" in said, said
+    assert not (out / "theory" / "dmft_gamma0_1_failed.npz").exists()
+    _assert_same_results(straight, out)
+
+
+def test_a_simulate_gamma0_with_some_widths_saved_is_trained_again_and_counted_so(tmp_path, monkeypatch):
+    """`dmft simulate` trains a gamma0's widths together (one key): killed between two widths'
+    saves, the rerun trains that gamma0 again, and its count says so (it counted the width kept)."""
+    from experiments import report
+
+    cfg = jobs.load_config(None, ["task.D=4", "task.P=8", "task.P_test=4", "train.steps=2", "train.save_every=1",
+                                  "simulate.widths=[4, 8]", "simulate.seeds=2", "sweep.gamma0=[0.5]"])
+    out, real, saved = tmp_path / "out", report.write_result, []
+
+    def write_result(out_, kind, g, w, result):
+        if saved:
+            raise KeyboardInterrupt
+        saved.append(w)
+        return real(out_, kind, g, w, result)
+
+    monkeypatch.setattr(report, "write_result", write_result)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_job("simulate", cfg, str(out), log=lambda *_: None)
+    monkeypatch.setattr(report, "write_result", real)
+    assert saved == [4] and (out / "networks").exists()
+    said = []
+    jobs.run_job("simulate", cfg, str(out), log=said.append)
+    assert f"{out}: resuming: 0 of 2 results reused (verified), the rest computed" in said, said
