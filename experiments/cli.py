@@ -274,7 +274,7 @@ def _grok(args) -> int:
     devices = _select_device(args.device, args.x64)
     out = args.out or os.path.join("results", "grok")
     grok.build(cfg)                          # sizes and values the generators refuse
-    if not prepare_output(out, "grok", cfg, args.force, log=_say):
+    if not prepare_output(out, "grok", cfg, args.force, log=_say, resume=True):
         print(f"dmft grok: {out} already holds this run (complete); --force recomputes it")
         return EXIT_OK
     _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
@@ -300,7 +300,7 @@ def _dln(args) -> int:
     _check_network_dtype(cfg, args.x64)
     dln.build(cfg)                                   # values the generators refuse, before compute
     out = args.out or os.path.join("results", "dln")
-    claimed = prepare_output(out, "dln", cfg, args.force, log=_say, recheck=True)
+    claimed = prepare_output(out, "dln", cfg, args.force, log=_say, recheck=True, resume=True)
     if not claimed:
         print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
         failed = [c for c in read_manifest(out).get("checks", []) if isinstance(c, dict) and c.get("verdict") == "FAIL"]

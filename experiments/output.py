@@ -66,7 +66,8 @@ from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
            "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES", "partial_named",
-           "record_result", "resumed", "is_result"]
+           "record_result", "resumed", "is_result", "json_floats",
+           "forget_results"]
 
 MANIFEST = "run.json"
 OWNED = ".dmft-owned"      # marker: dmft made this directory
@@ -151,10 +152,23 @@ def _start_recording(out: str, kept: dict | None = None, results: bool = True) -
 
 
 def is_result(rel: str) -> bool:
-    """A result file that `record_result` vouches for: theory/ or networks/, .npz or .json, not a
-    failed point's saves (..._failed) nor partial.npz."""
+    """A result file that `record_result` vouches for: theory/ or networks/ (solve, validate,
+    simulate), curves/ (grok's parts) or runs/ (dln's), .npz or .json, not a failed point's saves
+    (..._failed) nor partial.npz."""
     stem, ext = os.path.splitext(rel)
-    return rel.split("/")[0] in ("theory", "networks") and ext in (".npz", ".json") and not stem.endswith("_failed")
+    return (rel.split("/")[0] in ("theory", "networks", "curves", "runs") and ext in (".npz", ".json")
+            and not stem.endswith("_failed"))
+
+
+def json_floats(obj):
+    """A JSON record (a result's "extra", a run's info) as it was before `dmft.io.jsonable` wrote
+    it: the strings that made of non-finite floats ("nan", "inf", "-inf") floats again, in maps
+    and lists at any depth; everything else as it is."""
+    if isinstance(obj, dict):
+        return {k: json_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_floats(v) for v in obj]
+    return float(obj) if isinstance(obj, str) and obj in ("nan", "inf", "-inf") else obj
 
 
 def record_result(out: str, paths) -> None:
@@ -173,6 +187,25 @@ def record_result(out: str, paths) -> None:
         fh.write("".join(lines))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def forget_results(out: str, paths) -> None:
+    """Result files (`paths`, in `out`) that `record_result` recorded and the run itself removed
+    since (grok's parts, once curves.npz and report.json hold them): dropped from the results
+    record, so that a rerun of a run whose figures then failed does not name them as changed or
+    missing. Nothing where `out` is not being recorded."""
+    root = os.path.realpath(out)
+    if root not in _RECORDING:
+        return
+    drop = {os.path.relpath(os.path.realpath(os.fspath(p)), root).replace(os.sep, "/") for p in paths}
+    record = os.path.join(out, RESULTS)
+    try:
+        with open(record, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return
+    with open(record, "w") as fh:
+        fh.write("".join(line for line in lines if line.rstrip("\n").partition(" ")[2] not in drop))
 
 
 def _verified_results(out: str) -> tuple[dict, list]:

@@ -33,8 +33,8 @@ from networks.deep_linear import DeepLinearRun
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
 
-from ..output import (draw_figures, figures_relative, read_manifest, recheck_note, recheck_recorded, release,
-                      verify_files, write_manifest)
+from ..output import (draw_figures, figures_relative, json_floats, read_manifest, recheck_note, recheck_recorded,
+                      record_result, release, resumed, verify_files, write_manifest)
 from .config import build, sde_memory_limit
 from .report import markdown, unbalanced_note, unresolved_note
 
@@ -44,11 +44,13 @@ __all__ = ["run", "recheck", "checks"]
 def _study(cfg, st, out, log, progress):
     tag = f"sigma={st.sigma:g}"
     t0 = time.perf_counter()
-    run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule, key=st.key,
-                         probe=(cfg["train"]["probe"] or None) if st.data.online else None,
-                         dtype=cfg["train"]["dtype"], progress=progress)
-    log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
-        f"({run.info['steps_per_s']:.3g} runs x steps / s)")
+    run = kept_run = _reused(out, st, "networks", DeepLinearRun, log)
+    if run is None:
+        run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule, key=st.key,
+                             probe=(cfg["train"]["probe"] or None) if st.data.online else None,
+                             dtype=cfg["train"]["dtype"], progress=progress)
+        log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
+            f"({run.info['steps_per_s']:.3g} runs x steps / s)")
     eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
     star = dl.fixed_points(st.model, st.data, kappa) if kappa else None
     targets = vdl.settled_targets(st.model, st.data, kappa)    # (NaN for a mode decay switches off)
@@ -64,14 +66,16 @@ def _study(cfg, st, out, log, progress):
                                 weight_decay=kappa, what="dmft dln", say=False)
     if lyap is not None:
         res["sgd_lyapunov"] = {"exponent": lyap.exponent, "stderr": lyap.stderr, "unstable": lyap.unstable}
-    sde = None
+    sde = kept_sde = None
     if st.model.init == "aligned":
         t0 = time.perf_counter()
-        # every path diverging is recorded as the networks' diverged seeds are (it failed the job after
-        # every network had trained: s = 1e100 at depth 4 overflows the first step, networks' too)
-        sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"], key=st.sde_key,
-                          max_memory_gb=sde_memory_limit(cfg), keep_diverged=True, progress=progress,
-                          cross_modes=cfg["theory"]["cross_modes"])
+        sde = kept_sde = _reused(out, st, "sde", dl.ModeSDE, log)
+        if sde is None:
+            # every path diverging is recorded as the networks' diverged seeds are (it failed the job after
+            # every network had trained: s = 1e100 at depth 4 overflows the first step, networks' too)
+            sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
+                              key=st.sde_key, max_memory_gb=sde_memory_limit(cfg), keep_diverged=True,
+                              progress=progress, cross_modes=cfg["theory"]["cross_modes"])
         res["sde_s"] = time.perf_counter() - t0
         res["sde_diverged"] = len(sde.info["diverged"])
         res["cross_shift"] = sde.info.get("cross_shift")      # the noise off the modes' first-order shift
@@ -95,9 +99,10 @@ def _study(cfg, st, out, log, progress):
                                                                                - target) / target))
                              if finite else float("nan"),
                              "t": float(run.t[-1])}      # (NaN: every network diverged)
-    run.save(_saved(out, st, "networks"))
-    if sde is not None:
-        sde.save(_saved(out, st, "sde"))
+    if kept_run is None:
+        _save(out, st, "networks", run)
+    if sde is not None and kept_sde is None:
+        _save(out, st, "sde", sde)
     tag = f"sigma_{st.sigma:g}"
     decay = f", weight decay {kappa:g}" if kappa else ""
     makers = {f"modes_{tag}": lambda: figs.modes_figure(run, st.model, st.data, sde, weight_decay=kappa,
@@ -188,12 +193,15 @@ def _staircase(cfg, st, out, log, progress):
     schedule = dmft.Schedule(sc["eta0"], sc["steps"], save_at="log", n_saves=150,
                              batch_size=st.schedule.batch_size)
     t0 = time.perf_counter()
-    run = networks.train(model, st.data, seeds=sc["seeds"], schedule=schedule,
-                         key=jax.random.fold_in(st.key, 7), dtype=cfg["train"]["dtype"], progress=progress)
-    log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
+    run = kept = _reused(out, st, "staircase", DeepLinearRun, log)
+    if run is None:
+        run = networks.train(model, st.data, seeds=sc["seeds"], schedule=schedule,
+                             key=jax.random.fold_in(st.key, 7), dtype=cfg["train"]["dtype"], progress=progress)
+        log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
     res = vdl.staircase(run, st.data, rel=cfg["check"]["plateau_rel"])
     res["init_scale"] = model.init_scale
-    run.save(_saved(out, st, "staircase"))
+    if kept is None:
+        _save(out, st, "staircase", run)
     name = f"staircase_sigma_{st.sigma:g}"
     makers = {name: lambda: figs.staircase_figure(
         run, st.data, title=f"random init (init_scale^2 = width^-{sc['gamma']:g}), label noise {st.sigma:g}")}
@@ -213,11 +221,19 @@ def _plot_errors(results) -> dict:
 
 
 def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
-    """Run every study of the configuration into `out`; returns the report dict and files."""
+    """Run every study of the configuration into `out`; returns the report dict and files. A rerun
+    of a run that did not complete (same command, configuration, inputs and code, its directory
+    claimed with `prepare_output(..., resume=True)`) reuses the runs/ it saved that are still as
+    recorded (`_reused`) and computes the rest."""
     studies = build(cfg)
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     t_start = time.perf_counter()
     results = []
+    files = resumed(out)
+    if files:
+        stems = [stem for st in studies for stem in _stems(cfg, st, studies).values()]
+        have = sum(stem + ".npz" in files and stem + ".json" in files for stem in stems)
+        log(f"{out}: resuming: {have} of {len(stems)} results reused (verified), the rest computed")
     for st in studies:
         res = _study(cfg, st, out, log, progress)
         if _has_staircase(cfg, st, studies):
@@ -246,6 +262,30 @@ def _stem(st, name: str) -> str:
 
 def _saved(out: str, st, name: str) -> str:
     return os.path.join(out, *_stem(st, name).split("/"))
+
+
+def _save(out: str, st, name: str, result) -> None:
+    """A study's result saved (`_stem`), its SHA-256 then recorded (`experiments.output.record_result`):
+    a rerun of a run that did not complete reuses it (`_reused`)."""
+    stem = _saved(out, st, name)
+    result.save(stem)
+    record_result(out, [stem + ".npz", stem + ".json"])
+
+
+def _reused(out: str, st, name: str, cls, log):
+    """A resumed run's (`experiments.output.resumed`) saved result `name` of a study, read back
+    verified (`cls.load`, its info's non-finite floats as they were); None where the previous run
+    did not record it, or where it does not read back (computed again)."""
+    files, rel = resumed(out), _stem(st, name)
+    if rel + ".npz" not in files or rel + ".json" not in files:
+        return None
+    try:
+        result = cls.load(_saved(out, st, name))
+    except Exception as err:  # noqa: BLE001 - a result that does not read back is computed again
+        log(f"{out}: {rel} does not read back ({type(err).__name__}: {err}); computing it again")
+        return None
+    result.info.update(json_floats({k: v for k, v in result.info.items() if k != "config"}))
+    return result
 
 
 def _stems(cfg, st, studies) -> dict:

@@ -35,14 +35,15 @@ import numpy as np
 import dmft
 import networks
 from dmft.errors import ConfigError, InputError, OutputConflict, failing_at
-from dmft.io import environment, jsonable, save
+from dmft.io import environment, jsonable, load, save
 from dmft.plotting import seed_stats
 from validation import grokking as gk
 from validation import plots_grokking as plots
 from validation.fitting import node_extrapolation
 from validation.sweep import node_check_key
 
-from ..output import draw_figures, figures_relative, refuse_store
+from ..output import (draw_figures, figures_relative, forget_results, json_floats, record_result, refuse_store,
+                      resumed)
 from .config import LYU_DEGREE, Testbed, build, minibatch_of, parity_warning, schedule_of
 from .report import markdown
 
@@ -579,20 +580,31 @@ def decay_scan(cfg, tb: Testbed, *, log=print, progress: bool = False) -> dict |
                              samples=th["samples"], replicas=th["replicas"], batch_size=len(kappas),
                              key=jax.random.key(th["seed"]), max_memory_gb=th["max_memory_gb"],
                              progress=progress, batch_key=tb.batch_key)
-        thr = _lyu_threshold(cfg, data)
     else:
         r = dmft.solve_batch(m, data, {"weight_decay": kappas}, schedule=sch, method="closure",
                              progress=progress, batch_key=tb.batch_key)
-        thr = _threshold(cfg, r["test_loss"][0, 0])
+    heavy = None
+    if np.any(r.get("heavy_tailed", False)):          # (the forward method's, as a solve flags it)
+        least = np.fmin.reduce(r["effective_node_share"], axis=1)
+        heavy = {f"{k:g}": float(v) for k, v, h in zip(kappas, least, r["heavy_tailed"]) if h}
+    return _decay_result(cfg, tb, r, time.perf_counter() - t0, heavy, log)
+
+
+def _decay_result(cfg, tb: Testbed, r: dict, seconds: float, heavy: dict | None, log) -> dict:
+    """decay_scan's result from the scan's curves `r` (solve_batch's, or a resumed run's saved
+    decay part, `_decay_part`, read back): its threshold, times and fits; heavy: {kappa: least
+    effective node share} of the heavy-tailed solves, or None."""
+    data, model, g = tb.data, tb.model, cfg["decay"]["gamma0"]
+    kappas = np.asarray([x for x in cfg["decay"]["weight_decay"] if x > 0], float)
+    thr = _lyu_threshold(cfg, data) if tb.name == "lyu" else _threshold(cfg, r["test_loss"][0, 0])
     reps = ({n: np.swapaxes(r[f"replicas.{n}"], -1, -2) for n in ("train_loss", "test_loss")}
             if "replicas.train_loss" in r else None)        # (the gaps' errors: the jackknife)
     times = gk.grokking_times(r["t"][0], r["train_loss"], r["test_loss"], thr,
                               train_se=r.get("error.train_loss"), test_se=r.get("error.test_loss"), replicas=reps)
     out = {"testbed": tb.name, "gamma0": g, "weight_decay": kappas, "threshold": thr, "times": times,
-           "seconds": time.perf_counter() - t0, "curves": r}
-    if np.any(r.get("heavy_tailed", False)):          # (the forward method's, as a solve flags it)
-        least = np.fmin.reduce(r["effective_node_share"], axis=1)
-        out["heavy_tailed"] = {f"{k:g}": float(v) for k, v, h in zip(kappas, least, r["heavy_tailed"]) if h}
+           "seconds": seconds, "curves": r}
+    if heavy:
+        out["heavy_tailed"] = heavy
         log(f"  weight-decay scan: heavy-tailed at kappa = {', '.join(out['heavy_tailed'])} (least effective "
             f"node share {min(out['heavy_tailed'].values()):.2g}): its late values move with theory.samples")
     for name, y in (("t_test", times.t_test), ("gap", times.gap)):
@@ -671,6 +683,43 @@ def _decay_part(decay) -> dict:
     return out
 
 
+def _gamma0_of(g, arrays) -> tuple[dict, dict | None, dict, dict]:
+    """A saved gamma0 part's arrays (`_gamma0_part`'s) as (theory, lazy or None, networks {width:
+    curves}, theory.node_check's {k: curves}), as `run` computed them."""
+    def group(prefix):
+        return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    theory = {"t": arrays["t"], **group(f"theory/gamma0={g:g}/")}
+    fewer = {k: {"t": arrays["t"], **group(f"{name}/gamma0={g:g}/")} for k, name in NODE_CHECK_GROUPS.items()
+             if group(f"{name}/gamma0={g:g}/")}
+    nets = {}
+    for k, v in group(f"networks/gamma0={g:g}/N=").items():
+        w, _, name = k.partition("/")
+        nets.setdefault(int(w), {})[name] = v
+    return theory, group(f"lazy/gamma0={g:g}/") or None, nets, fewer
+
+
+def _diagram_of(cfg, axis, t, arrays, extra) -> dict:
+    """A saved phase diagram (`_diagram_part`'s arrays, its threshold and seconds) as
+    `phase_diagram` returned it, less what only the early-warning grid reads (its measures)."""
+    p = f"diagram/{axis}/"
+    thr = float(extra["threshold"])
+    curves = {"train_loss": arrays[p + "train_loss"], "test_loss": arrays[p + "test_loss"]}
+    return {"axis": axis, "gamma0": np.asarray(cfg["diagram"]["gamma0"], float),
+            "values": np.asarray(cfg["diagram"][axis], float), "threshold": thr,
+            "times": gk.grokking_times(t, curves["train_loss"], curves["test_loss"], thr),
+            "diverged_step": arrays[p + "diverged_step"], "seconds": float(extra.get("seconds", 0.0)),
+            "curves": curves, "datas": None}
+
+
+def _decay_curves(arrays) -> dict:
+    """A saved weight-decay part's arrays (`_decay_part`'s) as decay_scan's curves."""
+    names = {"t": "t", "train_loss": "train_loss", "test_loss": "test_loss", "train_loss_se": "error.train_loss",
+             "test_loss_se": "error.test_loss", "replicas.train_loss": "replicas.train_loss",
+             "replicas.test_loss": "replicas.test_loss"}
+    return {names[k[len("decay/"):]]: v for k, v in arrays.items() if k[len("decay/"):] in names}
+
+
 class _Parts:
     """curves.npz and report.json kept as they are computed: each finished part (a gamma0's theory,
     lazy and network curves; a phase diagram; its finite-width overlay; the early-warning verdict
@@ -680,16 +729,52 @@ class _Parts:
     or an interruption loses none of them (run.json lists them). `finish` writes curves.npz, the
     curves' arrays in order; `remove`, once report.json holds the rest, removes the parts."""
 
-    def __init__(self, out: str, cfg: dict):
+    def __init__(self, out: str, cfg: dict, log=None):
         self.out, self.cfg, self.arrays, self.stems = out, cfg, {}, []
+        self.log = log or (lambda *_: None)
+        # a resumed run's parts (`experiments.output.resumed`): those of the previous run of the
+        # same command, configuration, inputs and code, as it recorded them once written
+        self.files = resumed(out)
+        # each part records the wall time since the one before (its JSON's "wall_s"): a resumed
+        # run's report counts the reused parts' (`reused_s`)
+        self.mark, self.reused_s = time.perf_counter(), 0.0
 
     def add(self, name: str, arrays: dict, *, report: str | None = None, **extra) -> None:
-        """report: the report.json entry the part holds (its arrays are not curves')."""
+        """report: the report.json entry the part holds (its arrays are not curves'). Once both
+        files are written, their SHA-256 go to the run's results record (`record_result`): a
+        rerun of a run that did not complete reuses the part (`take`)."""
         stem = os.path.join(self.out, PARTS, name)
-        save(stem, arrays, self.cfg, extra={"part_of": report or "curves.npz", **extra})
+        now = time.perf_counter()
+        save(stem, arrays, self.cfg, extra={"part_of": report or "curves.npz", **extra, "wall_s": now - self.mark})
+        self.mark = now
+        record_result(self.out, [stem + ".npz", stem + ".json"])
         self.stems.append(stem)
         if report is None:
             self.arrays.update(arrays)
+
+    def saved(self, name: str) -> bool:
+        """Whether a resumed run has the part `name` of the previous run (both files as recorded)."""
+        return all(f"{PARTS}/{name}{ext}" in self.files for ext in (".npz", ".json"))
+
+    def take(self, name: str) -> tuple[dict, dict] | None:
+        """A resumed run's part `name` read back verified (`dmft.io.load`): (arrays, extra), kept as
+        if `add` had saved it; None where there is none, or where it does not read back (computed)."""
+        if not self.saved(name):
+            return None
+        stem = os.path.join(self.out, PARTS, name)
+        try:
+            arrays, meta = load(stem)
+        except Exception as err:  # noqa: BLE001 - a part that does not read back is computed again
+            self.log(f"{self.out}: {PARTS}/{name} does not read back ({type(err).__name__}: {err}); computing it again")
+            return None
+        extra = json_floats(dict(meta.get("extra") or {}))
+        wall = extra.pop("wall_s", 0.0)
+        self.reused_s += wall if isinstance(wall, (int, float)) else 0.0
+        self.mark = time.perf_counter()
+        self.stems.append(stem)
+        if extra.pop("part_of", None) == "curves.npz":
+            self.arrays.update(arrays)
+        return arrays, extra
 
     def finish(self, t) -> None:
         save(os.path.join(self.out, "curves"), {"t": t, **{k: v for k, v in self.arrays.items() if k != "t"}},
@@ -700,8 +785,21 @@ class _Parts:
             for ext in (".npz", ".json"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(stem + ext)
+        forget_results(self.out, [stem + ext for stem in self.stems for ext in (".npz", ".json")])
         with contextlib.suppress(OSError):        # (not a folder that holds anything else)
             os.rmdir(os.path.join(self.out, PARTS))
+
+
+def _part_names(cfg, tb: Testbed) -> list[str]:
+    """The parts (`_Parts`) a run of `cfg` saves, where its points give each."""
+    names = [f"gamma0_{g:g}" for g in cfg["model"]["gamma0"]]
+    if tb.name == "kumar":
+        for axis in cfg["diagram"]["axes"]:
+            names += [f"diagram_{axis}", *([f"overlay_{axis}"] if cfg["diagram"]["overlay_width"] else [])]
+        names += ["early_warning_grid"] if cfg["early_warning"]["grid"] in cfg["diagram"]["axes"] else []
+    if tb.name in ("kumar", "lyu") and any(x > 0 for x in cfg["decay"]["weight_decay"]):
+        names.append("decay")
+    return names
 
 
 def _node_check(summary, theory, fewer) -> list[dict]:
@@ -734,7 +832,9 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     curves, each phase diagram and the weight-decay scan are on disk as soon as they are done
     (`_Parts`: OUT/curves/gamma0_G, diagram_AXIS, overlay_AXIS, early_warning_grid, decay .npz +
     .json, until curves.npz and report.json hold them all), so that a later failure or Ctrl-C
-    keeps them."""
+    keeps them; a rerun of that run (same command, configuration, inputs and code, its directory
+    claimed with `prepare_output(..., resume=True)`) reads back the parts still as they were
+    recorded (`_Parts.take`) and computes the rest, ending with the files of a run never stopped."""
     refuse_store(out)
     tb = build(cfg)
     _check_diagram_memory(cfg, tb)
@@ -746,9 +846,21 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     gammas = cfg["model"]["gamma0"]
     t_start = time.perf_counter()
     theory, lazy, nets, summary, heavy, fewer = {}, {}, {}, [], {}, {}
-    parts = _Parts(out, cfg)
+    parts = _Parts(out, cfg, log)
     check = tb.name != "kumar" and cfg["theory"]["node_check"]
+    if parts.files:
+        names = _part_names(cfg, tb)
+        log(f"{out}: resuming: {sum(map(parts.saved, names))} of {len(names)} parts reused (verified), "
+            "the rest computed")
     for g in gammas:
+        got = parts.take(f"gamma0_{g:g}")
+        if got is not None:         # (a resumed run's: the curves as they were computed)
+            theory[g], lazy[g], nets[g], fewer_g = _gamma0_of(g, got[0])
+            if fewer_g:
+                fewer[g] = fewer_g
+            if "heavy_tailed" in got[1]:
+                heavy[g] = float(got[1]["heavy_tailed"])
+            continue
         theory[g] = _theory(cfg, tb, g, log, progress, heavy)
         if check:
             fewer[g] = {k: _theory(cfg, tb, g, log, progress, fraction=k) for k in NODE_CHECK_ROWS}
@@ -782,20 +894,43 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     if tb.name == "kumar":
         grid_axis = cfg["early_warning"]["grid"]
         for axis in cfg["diagram"]["axes"]:
-            d = phase_diagram(cfg, tb, axis, log=log, progress=progress, measures=axis == grid_axis)
+            # a saved diagram is reused where what it feeds is saved too (the early-warning grid
+            # reads its measures, which the part does not hold)
+            got = (parts.take(f"diagram_{axis}")
+                   if axis != grid_axis or parts.saved("early_warning_grid") else None)
+            if got is not None:
+                d = _diagram_of(cfg, axis, t, *got)
+            else:
+                d = phase_diagram(cfg, tb, axis, log=log, progress=progress, measures=axis == grid_axis)
+                parts.add(f"diagram_{axis}", _diagram_part(d), threshold=float(d["threshold"]),
+                          seconds=float(d["seconds"]))
             diagrams.append(d)
-            parts.add(f"diagram_{axis}", _diagram_part(d), threshold=float(d["threshold"]))
-            overlays[axis] = _overlay(cfg, tb, d, log)
-            if overlays[axis]:
-                parts.add(f"overlay_{axis}", _overlay_part(overlays[axis]), report=f"diagrams[{axis}].overlay",
-                          overlay=overlays[axis])
+            got = parts.take(f"overlay_{axis}") if cfg["diagram"]["overlay_width"] else None
+            if got is not None:
+                overlays[axis] = got[1]["overlay"]
+            else:
+                overlays[axis] = _overlay(cfg, tb, d, log)
+                if overlays[axis]:
+                    parts.add(f"overlay_{axis}", _overlay_part(overlays[axis]),
+                              report=f"diagrams[{axis}].overlay", overlay=overlays[axis])
             if axis == grid_axis:
-                ew_grid = early_warning_grid(cfg, tb, d)
-                parts.add("early_warning_grid", {}, report="early_warning_grid", early_warning_grid=ew_grid)
-    decay = decay_scan(cfg, tb, log=log, progress=progress) if tb.name in ("kumar", "lyu") else None
-    if decay:
-        parts.add("decay", _decay_part(decay), **({"heavy_tailed": decay["heavy_tailed"]}
-                                                   if "heavy_tailed" in decay else {}))
+                got = parts.take("early_warning_grid")
+                if got is not None:
+                    ew_grid = got[1]["early_warning_grid"]
+                else:
+                    ew_grid = early_warning_grid(cfg, tb, d)
+                    parts.add("early_warning_grid", {}, report="early_warning_grid", early_warning_grid=ew_grid)
+    decay = None
+    if tb.name in ("kumar", "lyu"):
+        got = parts.take("decay")
+        if got is not None:
+            decay = _decay_result(cfg, tb, _decay_curves(got[0]), float(got[1].get("seconds", 0.0)),
+                                  got[1].get("heavy_tailed"), log)
+        else:
+            decay = decay_scan(cfg, tb, log=log, progress=progress)
+            if decay:
+                parts.add("decay", _decay_part(decay), seconds=float(decay["seconds"]),
+                          **({"heavy_tailed": decay["heavy_tailed"]} if "heavy_tailed" in decay else {}))
     parts.finish(t)
     report = {"testbed": tb.name, "data": data.describe(), "threshold": thr,
               "threshold_kind": "accuracy" if acc else "loss", "summary": summary,
@@ -808,7 +943,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "node_check": node_check,
               "decay": None if decay is None else {k: (v.as_dict() if k == "times" else v)
                                                    for k, v in decay.items() if k != "curves"},
-              "warnings": warned, "figures": {}, "wall_s": time.perf_counter() - t_start,
+              "warnings": warned, "figures": {}, "wall_s": time.perf_counter() - t_start + parts.reused_s,
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)

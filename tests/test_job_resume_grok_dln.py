@@ -1,0 +1,135 @@
+"""A rerun of the same `dmft grok` (or `dmft dln`) into the directory of a run that was interrupted
+reuses the parts (grok: curves/gamma0_G, diagram_AXIS, ...; dln: runs/) that run saved and
+recorded (each file's SHA-256 verified), computes only the rest, and ends with the files of a run
+never interrupted: the arrays bit for bit, the same reports but for their timings."""
+
+import json
+import os
+
+import numpy as np
+
+from experiments.cli import main
+
+# the grok test's tiny Kumar run: two gamma0, one width of two seeds, no diagram, no decay scan
+GROK = ["grok", "--no-progress", "--set", "kumar.D=4", "--set", "kumar.P=12", "--set", "kumar.P_test=20",
+        "--steps", "40", "--set", "train.save_every=10", "--gamma0", "1", "2", "--widths", "4", "--seeds", "2",
+        "--set", "diagram.axes=[]", "--set", "early_warning.grid='none'", "--set", "decay.weight_decay=[0.0]"]
+
+
+def _no_figures(makers, directory, **_):
+    """draw_figures drawing none (in both runs compared): most of a tiny run's time, and drawn
+    from the numbers compared here."""
+    return {}, {}
+
+
+def _tree(out) -> dict:
+    return {os.path.relpath(os.path.join(d, f), out).replace(os.sep, "/"): os.path.join(d, f)
+            for d, _, files in os.walk(out) for f in files}
+
+
+def _assert_same_run(a, b, npz: int, timings=("wall_s",)) -> None:
+    """The same files (markers aside); each .npz's arrays equal bit for bit (same names, order and
+    dtypes); report.json the same less its timings and environment; run.json complete with the
+    same verdicts and the same digests but for the reports' (timings) and the JSON beside an .npz
+    (its creation time)."""
+    ta, tb = _tree(a), _tree(b)
+    assert {k for k in ta if not k.startswith(".")} == {k for k in tb if not k.startswith(".")}, sorted(tb)
+    arrays = [k for k in ta if k.endswith(".npz")]
+    assert len(arrays) == npz, sorted(ta)
+    for rel in arrays:
+        x, y = np.load(ta[rel]), np.load(tb[rel])
+        assert list(x.files) == list(y.files), rel
+        for name in x.files:
+            assert x[name].dtype == y[name].dtype and x[name].tobytes() == y[name].tobytes(), (rel, name)
+    ra, rb = (json.loads(open(t["report.json"]).read()) for t in (ta, tb))
+    for r in (ra, rb):
+        for k in (*timings, "environment"):
+            r.pop(k)
+    assert ra == rb
+    ma, mb = (json.loads(open(t["run.json"]).read()) for t in (ta, tb))
+    assert mb["status"] == "complete" and mb.get("checks") == ma.get("checks")
+    same = {k for k in ma["digests"] if not k.startswith("report.") and k[:-5] + ".npz" not in ma["digests"]}
+    assert same and {k: ma["digests"][k] for k in same} == {k: mb["digests"][k] for k in same}
+
+
+def test_an_interrupted_grok_run_resumes_from_its_saved_parts(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the DMFT at the second gamma0, after the first gamma0's part (theory, lazy and
+    networks) was saved: the rerun computes the second gamma0 only (before: both again)."""
+    import networks
+    from experiments.grok import job
+
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    straight = tmp_path / "straight"
+    assert main([*GROK, "--out", str(straight)]) == 0
+    real_solve, real_train, calls = job.dmft.solve, networks.train, []
+
+    def solve(model, *args, **kw):
+        calls.append(("solve", float(model.gamma0), kw.get("method")))
+        if stop and float(model.gamma0) == 2.0:
+            raise KeyboardInterrupt
+        return real_solve(model, *args, **kw)
+
+    def train(model, *args, **kw):
+        calls.append(("train", float(model.gamma0)))
+        return real_train(model, *args, **kw)
+
+    monkeypatch.setattr(job.dmft, "solve", solve)
+    monkeypatch.setattr(job.networks, "train", train)
+    out, stop = tmp_path / "out", True
+    assert main([*GROK, "--out", str(out)]) == 130
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert sorted(os.listdir(out / "curves")) == ["gamma0_1.json", "gamma0_1.npz"]
+    calls.clear()
+    stop = False
+    capsys.readouterr()
+    assert main([*GROK, "--out", str(out)]) == 0
+    assert calls == [("solve", 2.0, "closure"), ("train", 2.0)], calls
+    assert f"{out}: resuming: 1 of 2 parts reused (verified), the rest computed" in capsys.readouterr().err
+    _assert_same_run(straight, out, npz=1)
+
+
+# the dln test's tiny run (tests/test_recheck.py's, two label noises, no staircase): per label noise
+# 4 networks of 4 steps and 8 SDE paths (one program each, of the same shapes for both)
+DLN = ["dln", "--no-progress", "--steps", "4", "--set", "train.save_every=2", "--seeds", "4", "--set", "theory.paths=8",
+       "--set", "teacher.label_noise=[1.0, 0.5]", "--set", "staircase.seeds=0"]
+
+
+def test_an_interrupted_dln_run_resumes_from_its_saved_runs(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the second label noise's training, after the first's networks and SDE paths were
+    saved (runs/sigma_1/networks, sde): the rerun computes the second only (before: both again)."""
+    import networks
+    from experiments.dln import job
+
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    straight = tmp_path / "straight"
+    assert main([*DLN, "--out", str(straight)]) == 0
+    real_train, real_sde, calls = networks.train, job.dl.mode_sde, []
+
+    def train(model, data, *args, **kw):
+        calls.append(("train", data.label_noise))
+        if stop and data.label_noise == 0.5:
+            raise KeyboardInterrupt
+        return real_train(model, data, *args, **kw)
+
+    def mode_sde(model, data, *args, **kw):
+        calls.append(("sde", data.label_noise))
+        return real_sde(model, data, *args, **kw)
+
+    monkeypatch.setattr(job.networks, "train", train)
+    monkeypatch.setattr(job.dl, "mode_sde", mode_sde)
+    out, stop = tmp_path / "out", True
+    assert main([*DLN, "--out", str(out)]) == 130
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert sorted(os.listdir(out / "runs")) == ["sigma_1"]
+    assert sorted(os.listdir(out / "runs" / "sigma_1")) == ["networks.json", "networks.npz", "sde.json", "sde.npz"]
+    calls.clear()
+    stop = False
+    capsys.readouterr()
+    assert main([*DLN, "--out", str(out)]) == 0
+    assert calls == [("train", 0.5), ("sde", 0.5)], calls
+    assert f"{out}: resuming: 2 of 4 results reused (verified), the rest computed" in capsys.readouterr().err
+    _assert_same_run(straight, out, npz=4, timings=("wall_s", "studies"))
+    a, b = (json.loads((d / "report.json").read_text())["studies"] for d in (straight, out))
+    timing = ("networks_s", "sde_s")       # (the networks' time: the interrupted run's, recorded with them)
+    assert [{k: v for k, v in s.items() if k not in timing} for s in a] == \
+        [{k: v for k, v in s.items() if k not in timing} for s in b]
