@@ -905,7 +905,9 @@ def test_a_changed_setting_the_job_reads_is_another_run_not_already_complete(job
     kept), never "already complete" with the old results (with [task] among simulate's unread
     sections, a changed task kept the stale networks: a mutation audit)."""
     out = tmp_path / "r"
-    argv = [job, "--out", str(out), "--no-progress"] + JOBS[job]
+    # (solve: the sizes of _solve_argv, which the file's other solves compile)
+    argv = (_solve_argv(out, "--gamma0", "1") if job == "solve"
+            else [job, "--out", str(out), "--no-progress"] + JOBS[job])
     assert _run(argv, capsys)[0] == 0
     code, err = _run(argv, capsys)
     assert code == 0 and "already complete" in err, err
