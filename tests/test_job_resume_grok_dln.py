@@ -5,6 +5,7 @@ never interrupted: the arrays bit for bit, the same reports but for their timing
 
 import json
 import os
+import time
 
 import numpy as np
 
@@ -113,6 +114,8 @@ def test_an_interrupted_dln_run_resumes_from_its_saved_runs(tmp_path, monkeypatc
 
     def mode_sde(model, data, *args, **kw):
         calls.append(("sde", data.label_noise))
+        if stop:       # (the interrupted run's SDE takes 0.3 s more: the resumed report counts it)
+            time.sleep(0.3)
         return real_sde(model, data, *args, **kw)
 
     monkeypatch.setattr(job.networks, "train", train)
@@ -133,3 +136,43 @@ def test_an_interrupted_dln_run_resumes_from_its_saved_runs(tmp_path, monkeypatc
     timing = ("networks_s", "sde_s")       # (the networks' time: the interrupted run's, recorded with them)
     assert [{k: v for k, v in s.items() if k not in timing} for s in a] == \
         [{k: v for k, v in s.items() if k not in timing} for s in b]
+    # the reused SDE's time is the one it took (before: the time to read it back), and the report's
+    # wall time holds it (0.3 s of sleep: a bound that no read-back reaches)
+    report = json.loads((out / "report.json").read_text())
+    assert b[0]["sde_s"] >= 0.3 and report["wall_s"] >= 0.3, (b[0]["sde_s"], report["wall_s"])
+
+
+def test_a_grok_diagram_computed_again_for_its_grid_is_not_counted_as_reused(tmp_path, monkeypatch, capsys):
+    """A diagram is reused only with the early-warning grid it feeds (the grid reads its measures,
+    which the part does not hold): interrupted in the grid, after the diagram's part was saved, the
+    rerun computes the diagram again and its count says so (before: "2 of 3", the diagram counted)."""
+    from experiments.grok import job
+
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    real_grid, real_diagram, calls = job.early_warning_grid, job.phase_diagram, []
+
+    def grid(*args, **kw):
+        calls.append("grid")
+        if stop:
+            raise KeyboardInterrupt
+        return real_grid(*args, **kw)
+
+    def diagram(*args, **kw):
+        calls.append("diagram")
+        return real_diagram(*args, **kw)
+
+    monkeypatch.setattr(job, "early_warning_grid", grid)
+    monkeypatch.setattr(job, "phase_diagram", diagram)
+    args = [*GROK[:GROK.index("--gamma0")], "--gamma0", "1", "--widths", "4", "--seeds", "2",
+            "--set", "diagram.axes=['eps']", "--set", "diagram.gamma0=[1.0, 2.0]", "--set", "diagram.eps=[0.1, 0.3]",
+            "--set", "diagram.overlay_width=0", "--set", "early_warning.grid='eps'",
+            "--set", "decay.weight_decay=[0.0]", "--out", str(tmp_path / "out")]
+    stop = True
+    assert main(args) == 130
+    assert sorted(os.listdir(tmp_path / "out" / "curves")) == ["diagram_eps.json", "diagram_eps.npz",
+                                                              "gamma0_1.json", "gamma0_1.npz"]
+    stop, calls[:] = False, []
+    capsys.readouterr()
+    assert main(args) == 0
+    assert calls == ["diagram", "grid"], calls
+    assert f"{tmp_path / 'out'}: resuming: 1 of 3 parts reused (verified), the rest computed" in capsys.readouterr().err

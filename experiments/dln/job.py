@@ -19,6 +19,7 @@ shows a tolerance, so the figures stay.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -41,7 +42,9 @@ from .report import markdown, unbalanced_note, unresolved_note
 __all__ = ["run", "recheck", "checks"]
 
 
-def _study(cfg, st, out, log, progress):
+def _study(cfg, st, out, log, progress, reused):
+    """One label noise's study; `reused` (a list) gets the wall time each result a resumed run
+    reuses took when it was computed (`_took`), for the report's wall_s."""
     tag = f"sigma={st.sigma:g}"
     t0 = time.perf_counter()
     run = kept_run = _reused(out, st, "networks", DeepLinearRun, log)
@@ -51,6 +54,8 @@ def _study(cfg, st, out, log, progress):
                              dtype=cfg["train"]["dtype"], progress=progress)
         log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
             f"({run.info['steps_per_s']:.3g} runs x steps / s)")
+    else:
+        reused.append(_took(run))
     eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
     star = dl.fixed_points(st.model, st.data, kappa) if kappa else None
     targets = vdl.settled_targets(st.model, st.data, kappa)    # (NaN for a mode decay switches off)
@@ -76,7 +81,10 @@ def _study(cfg, st, out, log, progress):
             sde = dl.mode_sde(st.model, st.data, schedule=st.schedule, paths=cfg["theory"]["paths"],
                               key=st.sde_key, max_memory_gb=sde_memory_limit(cfg), keep_diverged=True,
                               progress=progress, cross_modes=cfg["theory"]["cross_modes"])
-        res["sde_s"] = time.perf_counter() - t0
+            sde.info["wall_s"] = time.perf_counter() - t0    # (saved with it: a resumed run's sde_s)
+        else:
+            reused.append(_took(sde))
+        res["sde_s"] = time.perf_counter() - t0 if kept_sde is None else _took(sde)
         res["sde_diverged"] = len(sde.info["diverged"])
         res["cross_shift"] = sde.info.get("cross_shift")      # the noise off the modes' first-order shift
         if sde.info.get("all_diverged"):
@@ -187,7 +195,7 @@ def _imbalance(run, st) -> dict:
     return {"initial": initial, "relative": rel, "far": bool(not rel <= UNBALANCED)}
 
 
-def _staircase(cfg, st, out, log, progress):
+def _staircase(cfg, st, out, log, progress, reused):
     sc = cfg["staircase"]
     model = dmft.DeepLinear.from_gamma(st.model.depth, st.model.width, sc["gamma"], "random")
     schedule = dmft.Schedule(sc["eta0"], sc["steps"], save_at="log", n_saves=150,
@@ -198,6 +206,8 @@ def _staircase(cfg, st, out, log, progress):
         run = networks.train(model, st.data, seeds=sc["seeds"], schedule=schedule,
                              key=jax.random.fold_in(st.key, 7), dtype=cfg["train"]["dtype"], progress=progress)
         log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
+    else:
+        reused.append(_took(run))
     res = vdl.staircase(run, st.data, rel=cfg["check"]["plateau_rel"])
     res["init_scale"] = model.init_scale
     if kept is None:
@@ -228,19 +238,19 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     studies = build(cfg)
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     t_start = time.perf_counter()
-    results = []
+    results, reused = [], []     # (the wall times the reused results took: the report's wall_s counts them)
     files = resumed(out)
     if files:
         stems = [stem for st in studies for stem in _stems(cfg, st, studies).values()]
         have = sum(stem + ".npz" in files and stem + ".json" in files for stem in stems)
         log(f"{out}: resuming: {have} of {len(stems)} results reused (verified), the rest computed")
     for st in studies:
-        res = _study(cfg, st, out, log, progress)
+        res = _study(cfg, st, out, log, progress, reused)
         if _has_staircase(cfg, st, studies):
-            res["staircase"] = _staircase(cfg, st, out, log, progress)
+            res["staircase"] = _staircase(cfg, st, out, log, progress, reused)
         results.append(res)
     report = {"studies": results, "config": cfg, "environment": environment(),
-              "wall_s": time.perf_counter() - t_start}
+              "wall_s": time.perf_counter() - t_start + sum(reused)}
     report["checks"] = checks(report)
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
@@ -270,6 +280,13 @@ def _save(out: str, st, name: str, result) -> None:
     stem = _saved(out, st, name)
     result.save(stem)
     record_result(out, [stem + ".npz", stem + ".json"])
+
+
+def _took(result) -> float:
+    """The wall time a reused result recorded when it was computed (info["wall_s"]: networks.train's,
+    and the SDE's that `_study` adds before saving it); 0 without one."""
+    took = result.info.get("wall_s")
+    return float(took) if isinstance(took, (int, float)) and math.isfinite(took) and took > 0 else 0.0
 
 
 def _reused(out: str, st, name: str, cls, log):

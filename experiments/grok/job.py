@@ -802,6 +802,14 @@ def _part_names(cfg, tb: Testbed) -> list[str]:
     return names
 
 
+def _reusable(parts: _Parts, name: str, cfg, tb: Testbed) -> bool:
+    """Whether a resumed run reuses the saved part `name` (`_Parts.saved`): the phase diagram the
+    early-warning grid reads only with that grid saved too (the grid reads its measures, which the
+    part does not hold), so that the count said matches what `run` computes."""
+    grid = tb.name == "kumar" and name == f"diagram_{cfg['early_warning']['grid']}"
+    return parts.saved(name) and (not grid or parts.saved("early_warning_grid"))
+
+
 def _node_check(summary, theory, fewer) -> list[dict]:
     """Per gamma0 and quantity (t_train, t_test, gap, and the final train and test losses, which
     carry errors where accuracy times do not): the DMFT's value at M, M / 2 and M / 4 nodes a
@@ -850,8 +858,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     check = tb.name != "kumar" and cfg["theory"]["node_check"]
     if parts.files:
         names = _part_names(cfg, tb)
-        log(f"{out}: resuming: {sum(map(parts.saved, names))} of {len(names)} parts reused (verified), "
-            "the rest computed")
+        log(f"{out}: resuming: {sum(_reusable(parts, n, cfg, tb) for n in names)} of {len(names)} parts reused "
+            "(verified), the rest computed")
     for g in gammas:
         got = parts.take(f"gamma0_{g:g}")
         if got is not None:         # (a resumed run's: the curves as they were computed)
@@ -896,8 +904,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
         for axis in cfg["diagram"]["axes"]:
             # a saved diagram is reused where what it feeds is saved too (the early-warning grid
             # reads its measures, which the part does not hold)
-            got = (parts.take(f"diagram_{axis}")
-                   if axis != grid_axis or parts.saved("early_warning_grid") else None)
+            got = parts.take(f"diagram_{axis}") if _reusable(parts, f"diagram_{axis}", cfg, tb) else None
             if got is not None:
                 d = _diagram_of(cfg, axis, t, *got)
             else:
