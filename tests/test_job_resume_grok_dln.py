@@ -176,3 +176,35 @@ def test_a_grok_diagram_computed_again_for_its_grid_is_not_counted_as_reused(tmp
     assert main(args) == 0
     assert calls == ["diagram", "grid"], calls
     assert f"{tmp_path / 'out'}: resuming: 1 of 3 parts reused (verified), the rest computed" in capsys.readouterr().err
+
+
+def test_a_dln_run_interrupted_in_its_sde_keeps_the_networks_it_trained(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the first label noise's SDE: its networks were saved when they were trained (they
+    were saved after the SDE, and lost with it), and the rerun trains no network of that study."""
+    import networks
+    from experiments.dln import job
+
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    real_train, real_sde, calls = networks.train, job.dl.mode_sde, []
+
+    def train(model, data, *args, **kw):
+        calls.append(("train", data.label_noise))
+        return real_train(model, data, *args, **kw)
+
+    def mode_sde(model, data, *args, **kw):
+        calls.append(("sde", data.label_noise))
+        if stop:
+            raise KeyboardInterrupt
+        return real_sde(model, data, *args, **kw)
+
+    monkeypatch.setattr(job.networks, "train", train)
+    monkeypatch.setattr(job.dl, "mode_sde", mode_sde)
+    out, stop = tmp_path / "out", True
+    assert main([*DLN, "--out", str(out)]) == 130
+    assert sorted(os.listdir(out / "runs" / "sigma_1")) == ["networks.json", "networks.npz"]
+    calls.clear()
+    stop = False
+    capsys.readouterr()
+    assert main([*DLN, "--out", str(out)]) == 0
+    assert calls == [("sde", 1.0), ("train", 0.5), ("sde", 0.5)], calls
+    assert f"{out}: resuming: 1 of 4 results reused (verified), the rest computed" in capsys.readouterr().err

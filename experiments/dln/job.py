@@ -54,6 +54,7 @@ def _study(cfg, st, out, log, progress, reused):
                              dtype=cfg["train"]["dtype"], progress=progress)
         log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
             f"({run.info['steps_per_s']:.3g} runs x steps / s)")
+        _save(out, st, "networks", run)      # (at once: an interruption in the SDE keeps the networks)
     else:
         reused.append(_took(run))
     eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
@@ -107,8 +108,6 @@ def _study(cfg, st, out, log, progress, reused):
                                                                                - target) / target))
                              if finite else float("nan"),
                              "t": float(run.t[-1])}      # (NaN: every network diverged)
-    if kept_run is None:
-        _save(out, st, "networks", run)
     if sde is not None and kept_sde is None:
         _save(out, st, "sde", sde)
     tag = f"sigma_{st.sigma:g}"
