@@ -448,6 +448,19 @@ def run_inputs(cfg: dict) -> dict:
 UNFINISHED = ("running", "interrupted", "failed", "plot_failed")
 
 
+# the versions that decide a result's numbers (`dmft.io.environment`'s): a run that did not complete
+# is resumed only under the same ones, so that no resumed run mixes two libraries' results
+RESUME_VERSIONS = ("python", "numpy", "jax", "jaxlib", "optax", "backend")
+
+
+def _versions_moved(old: dict) -> list[str]:
+    """RESUME_VERSIONS that differ between the previous run's run.json and this process, as
+    "name old -> new" (every one where the record is missing)."""
+    was = old.get("environment") if isinstance(old.get("environment"), dict) else {}
+    now = environment()
+    return [f"{k} {was.get(k, '?')} -> {now.get(k, '?')}" for k in RESUME_VERSIONS if was.get(k) != now.get(k)]
+
+
 def _clear(out: str, old: dict, keep=()) -> tuple[int, list]:
     """Remove what a previous dmft run wrote in `out`, in a directory dmft made as in a user's:
     the files it recorded (its digests, or the files it had written when it failed or was
@@ -761,6 +774,11 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         # failed): its verified results are reused, the rest computed (`resumed`)
         resume = (can_resume and same and not force and old.get("status") in UNFINISHED
                   and old.get("code") == code_digest())
+        moved = _versions_moved(old) if resume else []
+        if moved:           # (its results and this run's would come from different libraries)
+            say(f"{out}: the previous run's libraries differ from this one's ({', '.join(moved)}): "
+                "computing it again, none of its results reused")
+            resume = False
     elif os.path.isdir(out) and set(os.listdir(out)) - _MARKERS and not force:
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")

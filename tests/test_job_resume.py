@@ -139,3 +139,22 @@ def test_a_simulate_gamma0_with_some_widths_saved_is_trained_again_and_counted_s
     said = []
     jobs.run_job("simulate", cfg, str(out), log=said.append)
     assert f"{out}: resuming: 0 of 2 results reused (verified), the rest computed" in said, said
+
+
+def test_a_run_left_under_other_library_versions_is_computed_again_not_resumed(straight, tmp_path, monkeypatch):
+    """An interrupted run rerun under another JAX: none of its results is reused (a resumed run would
+    mix two libraries' numbers), and the message says which version moved."""
+    from experiments import output
+
+    cfg, out = jobs.load_config(None, SOLVE), tmp_path / "out"
+    _counting(monkeypatch, lambda g, kind: KeyboardInterrupt() if (g, kind) == (1.0, "dmft") else None)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_job("solve", cfg, str(out), log=lambda *_: None)
+    real = output.environment
+    monkeypatch.setattr(output, "environment", lambda: {**real(), "jax": "0.0.1"})
+    calls, said = _counting(monkeypatch), []
+    jobs.run_job("solve", cfg, str(out), log=said.append)
+    assert len(calls) == 6 and not [s for s in said if "resuming:" in s], (calls, said)
+    [moved] = [s for s in said if "libraries differ" in s]
+    assert f"jax {real()['jax']} -> 0.0.1" in moved, moved
+    _assert_same_results(straight, out)
