@@ -793,7 +793,10 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         if old.get("status") == "running":      # and no live process holds the lock
             who = f"pid {old['pid']} on {old.get('host', '?')}, " if old.get("pid") else ""
             say(f"{out}: the previous run ({who}still \"running\" in run.json) was killed before it "
-                "finished; " + ("resuming it" if resume else "computing it again"))
+                "finished; " + ("resuming it" if reuse else "computing it again"))
+        if resume and not reuse:    # (the job's "resuming: K of N" line comes only with something reused)
+            say(f"{out}: none of the previous run's results can be reused (none was recorded as complete"
+                + (", or each changed since" if changed else "") + "): computing it again")
         if changed:
             say(f"{out}: not reused, changed or missing since the previous run wrote them (computed again): "
                 + ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))

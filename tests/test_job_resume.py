@@ -158,3 +158,17 @@ def test_a_run_left_under_other_library_versions_is_computed_again_not_resumed(s
     [moved] = [s for s in said if "libraries differ" in s]
     assert f"jax {real()['jax']} -> 0.0.1" in moved, moved
     _assert_same_results(straight, out)
+
+
+def test_a_run_stopped_before_any_result_says_it_is_computed_again(tmp_path, monkeypatch):
+    """Ctrl-C in the first solve: the rerun has nothing to reuse and says so (it said nothing: the
+    "resuming: K of N" line comes only with results to reuse)."""
+    cfg, out = jobs.load_config(None, SOLVE), tmp_path / "out"
+    _counting(monkeypatch, lambda g, kind: KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_job("solve", cfg, str(out), log=lambda *_: None)
+    calls, said = _counting(monkeypatch), []
+    jobs.run_job("solve", cfg, str(out), log=said.append)
+    assert len(calls) == 6 and not [s for s in said if "resuming:" in s], (calls, said)
+    assert f"{out}: none of the previous run's results can be reused (none was recorded as complete): " \
+           "computing it again" in said, said
