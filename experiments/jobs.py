@@ -54,7 +54,8 @@ from . import problem as _problem
 from . import report as _report
 from .config import Field
 from .output import (RECHECK, failures_recorded, prepare_output, raise_plot_errors, read_manifest, recheck_note,
-                     recheck_recorded, release, resumed, verify_files, write_manifest)
+                     recheck_recorded, release, read_back, resumed, resuming_line, is_resumed, verify_files,
+                     write_manifest)
 
 __all__ = ["SCHEMA", "FULL", "JOBS", "load_config", "preflight", "run_job", "simulate"]
 
@@ -381,8 +382,7 @@ class _Reuse:
 
     def __init__(self, job: str, cfg: dict, out: str, log):
         self.out, self.log, self.taken = out, log, {}
-        self.files = resumed(out)
-        if not self.files:
+        if not resumed(out):
             return
         gamma0s = [float(g) for g in cfg["sweep"]["gamma0"]]
         widths = [int(w) for w in cfg["simulate"]["widths"]] if job != "solve" else []
@@ -390,23 +390,16 @@ class _Reuse:
         total = have = 0
         for g in gamma0s:          # (the simulate job trains a gamma0's widths together: all kept, or none)
             wanted = _report.saved_files([g], widths, theory=job != "simulate", node_check=node_check)
-            stems = [f.removesuffix(".npz") for f in wanted if f.endswith(".npz")]
-            kept = [s + ".npz" in self.files and s + ".json" in self.files for s in stems]
-            total += len(stems)
+            kept = [is_resumed(out, f.removesuffix(".npz")) for f in wanted if f.endswith(".npz")]
+            total += len(kept)
             have += sum(kept) if job != "simulate" or all(kept) else 0
-        log(f"{out}: resuming: {have} of {total} results reused (verified), the rest computed")
+        log(resuming_line(out, have, total))
 
     def __call__(self, kind, g, w):
-        stem = _report.result_stem(self.out, kind, g, w)
-        rel = os.path.relpath(stem, self.out).replace(os.sep, "/")
-        if rel + ".npz" not in self.files or rel + ".json" not in self.files:
-            return None
-        try:
-            result = (networks.Run if kind == "networks" else dmft.Solution).load(stem)
-        except Exception as err:  # noqa: BLE001 - a result that does not read back is computed again
-            self.log(f"{self.out}: {rel} does not read back ({type(err).__name__}: {err}); computing it again")
-            return None
-        self.taken[(kind, float(g), w)] = result
+        rel = os.path.relpath(_report.result_stem(self.out, kind, g, w), self.out).replace(os.sep, "/")
+        result = read_back(self.out, rel, (networks.Run if kind == "networks" else dmft.Solution).load, self.log)
+        if result is not None:
+            self.taken[(kind, float(g), w)] = result
         return result
 
     def reused(self, kind, g, w, result) -> bool:

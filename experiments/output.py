@@ -66,7 +66,7 @@ from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
            "start_recheck", "recheck_recorded", "verify_files", "recheck_note", "RECHECK_REWRITES", "partial_named",
-           "record_result", "resumed", "is_result", "json_floats",
+           "record_result", "resumed", "is_resumed", "read_back", "resuming_line", "is_result", "json_floats",
            "forget_results"]
 
 MANIFEST = "run.json"
@@ -235,6 +235,31 @@ def resumed(out: str) -> dict:
     of the same command, configuration, inputs and code that did not complete (each verified
     against its recorded digest when the directory was claimed); {} for a run computed afresh."""
     return dict(_RESUMED.get(os.path.realpath(out), {}))
+
+
+def is_resumed(out: str, rel: str) -> bool:
+    """Whether this process's resumed run in `out` reuses the result `rel` (its stem relative to
+    `out`): both its .npz and its .json as the previous run recorded them (`resumed`)."""
+    files = _RESUMED.get(os.path.realpath(out), {})
+    return rel + ".npz" in files and rel + ".json" in files
+
+
+def read_back(out: str, rel: str, load, log):
+    """The result `rel` (its stem relative to `out`) that this process's resumed run reuses
+    (`is_resumed`), read back by `load(stem)` (which verifies it); None where the previous run did
+    not record it, or where it does not read back (said to `log`: the job computes it again)."""
+    if not is_resumed(out, rel):
+        return None
+    try:
+        return load(os.path.join(out, *rel.split("/")))
+    except Exception as err:  # noqa: BLE001 - a result that does not read back is computed again
+        log(f"{out}: {rel} does not read back ({type(err).__name__}: {err}); computing it again")
+        return None
+
+
+def resuming_line(out: str, reused: int, total: int, what: str = "results") -> str:
+    """What a resumed job says of the results (or grok's parts) it reuses."""
+    return f"{out}: resuming: {reused} of {total} {what} reused (verified), the rest computed"
 
 
 def _stop_recording(root: str):

@@ -34,7 +34,7 @@ from .compare import width_scaling
 from .inputs import shown
 
 __all__ = ["LazyToRich", "lazy_to_rich", "NODE_FRACTIONS", "NODE_CHECK_KINDS", "node_check_key",
-           "plan_node_check"]
+           "plan_node_check", "recorded_seconds"]
 
 # the node-count check's solves, at 1 / k of the nodes a replica (the sweep's: each replica's nodes split
 # in k, as scans' are; the grok job's: as many replicas from independent keys, `node_check_key`): three
@@ -261,7 +261,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
             with failing_at(f"lazy limit at gamma0 = {g:g}"):
                 lazy[g] = dmft.solve(model.replace(gamma0=g), data, schedule=lazy_sch, method="lazy", **lazy_kw)
         else:
-            t0 -= _took(lazy[g])
+            t0 -= recorded_seconds(lazy[g])
         timings["theory_s"] += time.perf_counter() - t0
         done("lazy", g, None, lazy[g])
     for i, g in enumerate(gamma0s):
@@ -291,7 +291,7 @@ def lazy_to_rich(model, data, gamma0s, widths, seeds, *, schedule=None, solve_kw
                     runs[g][w] = networks.train(m, data, width=w, seeds=seeds, schedule=sch,
                                                 key=jax.random.fold_in(key, i), **train_kw)
                 else:
-                    t0 -= _took(runs[g][w])
+                    t0 -= recorded_seconds(runs[g][w])
                 timings["networks_s"] += time.perf_counter() - t0
                 done("networks", g, w, runs[g][w])
                 _advance(bar, f"gamma0={g:g} N={w}")
@@ -314,7 +314,7 @@ def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done, got, 
         with failing_at(f"theory at gamma0 = {g:g}"):
             sols[g] = dmft.solve(m, data, schedule=sch, **solve_kw)
     else:
-        timings["theory_s"] += _took(sols[g])
+        timings["theory_s"] += recorded_seconds(sols[g])
     done("dmft", g, None, sols[g])
     if node_check:
         fewer[g] = {}
@@ -326,7 +326,7 @@ def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done, got, 
                 kw["control_variate"] = False
             fewer[g][k] = got(NODE_CHECK_KINDS[k], g, None)
             if fewer[g][k] is not None:
-                timings["theory_s"] += _took(fewer[g][k])
+                timings["theory_s"] += recorded_seconds(fewer[g][k])
                 done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
                 continue
             try:
@@ -340,8 +340,9 @@ def _solve_point(m, data, sch, solve_kw, g, node_check, sols, fewer, done, got, 
             done(NODE_CHECK_KINDS[k], g, None, fewer[g][k])
 
 
-def _took(result) -> float:
-    """The wall time a reused result recorded when it was computed (info["wall_s"]; 0 without)."""
+def recorded_seconds(result) -> float:
+    """The wall time a result read back recorded when it was computed (its info["wall_s"]; 0
+    without one): what a resumed run counts for it in its timings."""
     took = (getattr(result, "info", None) or {}).get("wall_s")
     return float(took) if isinstance(took, (int, float)) and math.isfinite(took) and took > 0 else 0.0
 

@@ -19,7 +19,6 @@ shows a tolerance, so the figures stay.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -33,9 +32,10 @@ from dmft.io import environment, jsonable
 from networks.deep_linear import DeepLinearRun
 from validation import deep_linear as vdl
 from validation import plots_deep_linear as figs
+from validation.sweep import recorded_seconds
 
-from ..output import (draw_figures, figures_relative, json_floats, read_manifest, recheck_note, recheck_recorded,
-                      record_result, release, resumed, verify_files, write_manifest)
+from ..output import (draw_figures, figures_relative, is_resumed, json_floats, read_back, read_manifest, recheck_note,
+                      recheck_recorded, record_result, release, resumed, resuming_line, verify_files, write_manifest)
 from .config import build, sde_memory_limit
 from .report import markdown, unbalanced_note, unresolved_note
 
@@ -44,7 +44,7 @@ __all__ = ["run", "recheck", "checks"]
 
 def _study(cfg, st, out, log, progress, reused):
     """One label noise's study; `reused` (a list) gets the wall time each result a resumed run
-    reuses took when it was computed (`_took`), for the report's wall_s."""
+    reuses took when it was computed (`validation.sweep.recorded_seconds`), for the report's wall_s."""
     tag = f"sigma={st.sigma:g}"
     t0 = time.perf_counter()
     run = kept_run = _reused(out, st, "networks", DeepLinearRun, log)
@@ -56,7 +56,7 @@ def _study(cfg, st, out, log, progress, reused):
             f"({run.info['steps_per_s']:.3g} runs x steps / s)")
         _save(out, st, "networks", run)      # (at once: an interruption in the SDE keeps the networks)
     else:
-        reused.append(_took(run))
+        reused.append(recorded_seconds(run))
     eta, B, kappa = st.schedule.eta0, st.schedule.batch_size, float(st.schedule.weight_decay)
     star = dl.fixed_points(st.model, st.data, kappa) if kappa else None
     targets = vdl.settled_targets(st.model, st.data, kappa)    # (NaN for a mode decay switches off)
@@ -84,8 +84,8 @@ def _study(cfg, st, out, log, progress, reused):
                               progress=progress, cross_modes=cfg["theory"]["cross_modes"])
             sde.info["wall_s"] = time.perf_counter() - t0    # (saved with it: a resumed run's sde_s)
         else:
-            reused.append(_took(sde))
-        res["sde_s"] = time.perf_counter() - t0 if kept_sde is None else _took(sde)
+            reused.append(recorded_seconds(sde))
+        res["sde_s"] = time.perf_counter() - t0 if kept_sde is None else recorded_seconds(sde)
         res["sde_diverged"] = len(sde.info["diverged"])
         res["cross_shift"] = sde.info.get("cross_shift")      # the noise off the modes' first-order shift
         if sde.info.get("all_diverged"):
@@ -206,7 +206,7 @@ def _staircase(cfg, st, out, log, progress, reused):
                              key=jax.random.fold_in(st.key, 7), dtype=cfg["train"]["dtype"], progress=progress)
         log(f"  staircase sigma={st.sigma:g}: {sc['seeds']} random-init networks in {time.perf_counter() - t0:.1f} s")
     else:
-        reused.append(_took(run))
+        reused.append(recorded_seconds(run))
     res = vdl.staircase(run, st.data, rel=cfg["check"]["plateau_rel"])
     res["init_scale"] = model.init_scale
     if kept is None:
@@ -238,11 +238,9 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     os.makedirs(os.path.join(out, "figures"), exist_ok=True)
     t_start = time.perf_counter()
     results, reused = [], []     # (the wall times the reused results took: the report's wall_s counts them)
-    files = resumed(out)
-    if files:
+    if resumed(out):
         stems = [stem for st in studies for stem in _stems(cfg, st, studies).values()]
-        have = sum(stem + ".npz" in files and stem + ".json" in files for stem in stems)
-        log(f"{out}: resuming: {have} of {len(stems)} results reused (verified), the rest computed")
+        log(resuming_line(out, sum(is_resumed(out, stem) for stem in stems), len(stems)))
     for st in studies:
         res = _study(cfg, st, out, log, progress, reused)
         if _has_staircase(cfg, st, studies):
@@ -281,24 +279,12 @@ def _save(out: str, st, name: str, result) -> None:
     record_result(out, [stem + ".npz", stem + ".json"])
 
 
-def _took(result) -> float:
-    """The wall time a reused result recorded when it was computed (info["wall_s"]: networks.train's,
-    and the SDE's that `_study` adds before saving it); 0 without one."""
-    took = result.info.get("wall_s")
-    return float(took) if isinstance(took, (int, float)) and math.isfinite(took) and took > 0 else 0.0
-
-
 def _reused(out: str, st, name: str, cls, log):
     """A resumed run's (`experiments.output.resumed`) saved result `name` of a study, read back
     verified (`cls.load`, its info's non-finite floats as they were); None where the previous run
     did not record it, or where it does not read back (computed again)."""
-    files, rel = resumed(out), _stem(st, name)
-    if rel + ".npz" not in files or rel + ".json" not in files:
-        return None
-    try:
-        result = cls.load(_saved(out, st, name))
-    except Exception as err:  # noqa: BLE001 - a result that does not read back is computed again
-        log(f"{out}: {rel} does not read back ({type(err).__name__}: {err}); computing it again")
+    result = read_back(out, _stem(st, name), cls.load, log)
+    if result is None:
         return None
     result.info.update(json_floats({k: v for k, v in result.info.items() if k != "config"}))
     return result

@@ -42,8 +42,8 @@ from validation import plots_grokking as plots
 from validation.fitting import node_extrapolation
 from validation.sweep import node_check_key
 
-from ..output import (draw_figures, figures_relative, forget_results, json_floats, record_result, refuse_store,
-                      resumed)
+from ..output import (draw_figures, figures_relative, forget_results, is_resumed, json_floats, read_back,
+                      record_result, refuse_store, resumed, resuming_line)
 from .config import LYU_DEGREE, Testbed, build, minibatch_of, parity_warning, schedule_of
 from .report import markdown
 
@@ -732,9 +732,6 @@ class _Parts:
     def __init__(self, out: str, cfg: dict, log=None):
         self.out, self.cfg, self.arrays, self.stems = out, cfg, {}, []
         self.log = log or (lambda *_: None)
-        # a resumed run's parts (`experiments.output.resumed`): those of the previous run of the
-        # same command, configuration, inputs and code, as it recorded them once written
-        self.files = resumed(out)
         # each part records the wall time since the one before (its JSON's "wall_s"): a resumed
         # run's report counts the reused parts' (`reused_s`)
         self.mark, self.reused_s = time.perf_counter(), 0.0
@@ -753,25 +750,22 @@ class _Parts:
             self.arrays.update(arrays)
 
     def saved(self, name: str) -> bool:
-        """Whether a resumed run has the part `name` of the previous run (both files as recorded)."""
-        return all(f"{PARTS}/{name}{ext}" in self.files for ext in (".npz", ".json"))
+        """Whether a resumed run has the part `name` of the previous run (both files as recorded,
+        `experiments.output.is_resumed`)."""
+        return is_resumed(self.out, f"{PARTS}/{name}")
 
     def take(self, name: str) -> tuple[dict, dict] | None:
         """A resumed run's part `name` read back verified (`dmft.io.load`): (arrays, extra), kept as
         if `add` had saved it; None where there is none, or where it does not read back (computed)."""
-        if not self.saved(name):
+        got = read_back(self.out, f"{PARTS}/{name}", load, self.log)
+        if got is None:
             return None
-        stem = os.path.join(self.out, PARTS, name)
-        try:
-            arrays, meta = load(stem)
-        except Exception as err:  # noqa: BLE001 - a part that does not read back is computed again
-            self.log(f"{self.out}: {PARTS}/{name} does not read back ({type(err).__name__}: {err}); computing it again")
-            return None
+        arrays, meta = got
         extra = json_floats(dict(meta.get("extra") or {}))
         wall = extra.pop("wall_s", 0.0)
         self.reused_s += wall if isinstance(wall, (int, float)) else 0.0
         self.mark = time.perf_counter()
-        self.stems.append(stem)
+        self.stems.append(os.path.join(self.out, PARTS, name))
         if extra.pop("part_of", None) == "curves.npz":
             self.arrays.update(arrays)
         return arrays, extra
@@ -856,10 +850,9 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     theory, lazy, nets, summary, heavy, fewer = {}, {}, {}, [], {}, {}
     parts = _Parts(out, cfg, log)
     check = tb.name != "kumar" and cfg["theory"]["node_check"]
-    if parts.files:
+    if resumed(out):
         names = _part_names(cfg, tb)
-        log(f"{out}: resuming: {sum(_reusable(parts, n, cfg, tb) for n in names)} of {len(names)} parts reused "
-            "(verified), the rest computed")
+        log(resuming_line(out, sum(_reusable(parts, n, cfg, tb) for n in names), len(names), "parts"))
     for g in gammas:
         got = parts.take(f"gamma0_{g:g}")
         if got is not None:         # (a resumed run's: the curves as they were computed)
