@@ -888,8 +888,11 @@ def test_error_bars_cover_the_reference_at_their_nominal_level(rich_2d):
         ref.interval("ntk")                                          # (solved with kernels=False)
 
 
+# (the sizes from a few: each (T, R) compiles the JAX path's programs anew, and the claim is about
+# the values at any R >= 2: R - 1 against R or R - 1 under the root is off at every R; R = 4 the
+# audit's case, 2 the least, 7 odd)
 @settings(max_examples=30, deadline=None)
-@given(R=st.integers(2, 8), T=st.integers(1, 4), log_scale=st.sampled_from([-200.0, 0.0, 200.0]),
+@given(R=st.sampled_from([2, 4, 7]), T=st.sampled_from([1, 3]), log_scale=st.sampled_from([-200.0, 0.0, 200.0]),
        seed=st.integers(0, 2 ** 16))
 def test_replica_error_is_the_sample_standard_error_over_replicas(R, T, log_scale, seed):
     """Every sampled error bar is `single_site.replica_se`: the replicas' standard deviation
