@@ -1044,6 +1044,12 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
         man.update(jsonable(extra))
     kept = {rel: d for rel, d in _KEPT.get(os.path.realpath(out), {}).items()     # (a recheck's)
             if os.path.isfile(os.path.join(out, *rel.split("/")))}
+    reused = set(_RESUMED.get(os.path.realpath(out), {})) - _RECORDING.get(os.path.realpath(out), set())
+    if status != "running" and reused:
+        # the result files a resumed run took from the previous run as they were (not written
+        # again): which of its numbers another process computed (grok's parts are folded into
+        # curves.npz at the end, their files then gone)
+        man["reused"] = sorted(reused)
     if status == "complete":
         man["digests"] = dict(sorted({**kept, **digests(out, stop=True)}.items()))
     elif status != "running":          # failed, interrupted, plot_failed: what a rerun removes

@@ -83,11 +83,17 @@ def test_an_interrupted_run_resumes_from_its_verified_results(straight, tmp_path
     assert [s for s in said if "resuming" in s] == [f"{out}: resuming: 4 of 6 results reused (verified), the "
                                                     "rest computed"]
     _assert_same_results(straight, out)
+    # run.json names the results taken from the killed run (the three lazy limits, the DMFT at 0.1)
+    reused = json.loads((out / "run.json").read_text())["reused"]
+    assert reused == sorted(f"theory/{kind}_gamma0_{g}.{ext}" for kind, gs in (("lazy", ("0.1", "0.5", "1")),
+                                                                              ("dmft", ("0.1",)))
+                            for g in gs for ext in ("json", "npz")), reused
+    assert "reused" not in json.loads((straight / "run.json").read_text())
     # complete now: a rerun computes nothing; --force computes everything
     calls.clear()
     assert jobs.run_job("solve", cfg, str(out), log=said.append)["status"] == "already complete" and not calls
     jobs.run_job("solve", cfg, str(out), force=True, log=said.append)
-    assert len(calls) == 6
+    assert len(calls) == 6 and "reused" not in json.loads((out / "run.json").read_text())
     _assert_same_results(straight, out)
 
 
@@ -114,6 +120,8 @@ def test_a_changed_saved_result_and_a_failed_points_saves_are_computed_again(str
     assert f"{out}: resuming: 4 of 6 results reused (verified), the rest computed" in said, said
     assert not (out / "theory" / "dmft_gamma0_1_failed.npz").exists()
     _assert_same_results(straight, out)
+    reused = json.loads((out / "run.json").read_text())["reused"]     # (not the changed result)
+    assert len(reused) == 8 and not any("dmft_gamma0_0.5" in f or "dmft_gamma0_1" in f for f in reused), reused
 
 
 def test_a_simulate_gamma0_with_some_widths_saved_is_trained_again_and_counted_so(tmp_path, monkeypatch):

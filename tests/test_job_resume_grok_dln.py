@@ -87,6 +87,7 @@ def test_an_interrupted_grok_run_resumes_from_its_saved_parts(tmp_path, monkeypa
     assert calls == [("solve", 2.0, "closure"), ("train", 2.0)], calls
     assert f"{out}: resuming: 1 of 2 parts reused (verified), the rest computed" in capsys.readouterr().err
     _assert_same_run(straight, out, npz=1)
+    assert json.loads((out / "run.json").read_text())["reused"] == ["curves/gamma0_1.json", "curves/gamma0_1.npz"]
 
 
 # the dln test's tiny run (tests/test_recheck.py's, two label noises, no staircase): per label noise
@@ -132,6 +133,8 @@ def test_an_interrupted_dln_run_resumes_from_its_saved_runs(tmp_path, monkeypatc
     assert calls == [("train", 0.5), ("sde", 0.5)], calls
     assert f"{out}: resuming: 2 of 4 results reused (verified), the rest computed" in capsys.readouterr().err
     _assert_same_run(straight, out, npz=4, timings=("wall_s", "studies"))
+    assert json.loads((out / "run.json").read_text())["reused"] == \
+        [f"runs/sigma_1/{f}" for f in ("networks.json", "networks.npz", "sde.json", "sde.npz")]
     a, b = (json.loads((d / "report.json").read_text())["studies"] for d in (straight, out))
     timing = ("networks_s", "sde_s")       # (the networks' time: the interrupted run's, recorded with them)
     assert [{k: v for k, v in s.items() if k not in timing} for s in a] == \
