@@ -365,16 +365,16 @@ def test_a_batch_checks_its_control_variates_noise_point_by_point_as_solve_does(
     assert off.any() and (res["control_variate_noisy"] | off).all()
     np.testing.assert_array_equal(res["train_loss"][off], plain["train_loss"][off])
     assert np.all(res["diverged_step"] < 0) and np.all(res["train_loss"][:, -1] < 0.1)
-    # (the model above at unit scale, on the grid fields of the batch below: one compiled program for
-    # both; on one data draw: on some, 10 points in 3 dimensions, the control variate does add noise
+    # (the model above at unit scale, on the grid and schedule of the batches above: the program they
+    # compiled; on one data draw: on some, 10 points in 3 dimensions, the control variate does add noise
     # at unit scale, and is rightly named, e.g. seed 1950, which a random draw of the test once hit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        unit = dmft.solve_batch(model, _wide_inputs(1.0, 2), {"gamma0": [0.5, 2.0], "eta0": [0.5, 0.5]},
-                                steps=40, save_every=10, samples=256, replicas=4)
+        unit = dmft.solve_batch(model, _wide_inputs(1.0, 2), {"gamma0": [0.5, 1.0, 2.0], "eta0": [0.5, 0.5, 0.5]},
+                                steps=200, save_every=50, samples=256, replicas=4)
     assert not unit["control_variate_noisy"].any() and not unit["control_variate_off"].any()
-    real = dmft.solve_batch(model, _wide_inputs(1.0, 2), {"gamma0": [1.0, 1.0], "eta0": [0.5, 400.0]}, steps=40,
-                            save_every=10, samples=256, replicas=4, key=jax.random.key(2))
+    real = dmft.solve_batch(model, _wide_inputs(1.0, 2), {"gamma0": [1.0, 1.0, 1.0], "eta0": [0.5, 400.0, 0.5]},
+                            steps=200, save_every=50, samples=256, replicas=4, key=jax.random.key(2))
     assert real["diverged_step"][1] >= 0 and not real["control_variate_off"].any()
 
 

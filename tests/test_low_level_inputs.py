@@ -75,12 +75,14 @@ def test_input_kernel_and_field_basis_refuse_wrong_shapes(shape):
 
 
 @FEW
-@given(a=st.integers(1, 5), b=st.integers(1, 5), d=st.integers(1, 4), scale=st.sampled_from([1e-150, 1.0, 1e150]),
-       ints=st.booleans(), bad=NON_FINITE)
+@given(a=st.sampled_from([1, 4]), b=st.sampled_from([1, 3]), d=st.sampled_from([1, 3]),
+       scale=st.sampled_from([1e-150, 1.0, 1e150]), ints=st.booleans(), bad=NON_FINITE)
 def test_input_kernel_on_the_host_and_in_jax_agree(a, b, d, scale, ints, bad):
     """Inputs that are not JAX arrays are multiplied on the host (numpy, float64: no program to
     compile per shape); JAX arrays, or one of them, in JAX. Both give x_a x_b^T / D to rounding, as
-    a JAX array, and both refuse a non-finite input by name."""
+    a JAX array, and both refuse a non-finite input by name. (Its claim is the values: the sizes
+    are few, a single point, row or column among them, so the examples share the JAX path's
+    programs: each size compiled ~6, 150 of the test's 25 examples.)"""
     rng = np.random.default_rng(a * 100 + b * 10 + d)
     xa, xb = rng.normal(size=(a, d)) * scale, rng.normal(size=(b, d)) * scale
     if ints:
