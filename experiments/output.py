@@ -711,14 +711,19 @@ def _damaged(out: str, damaged: list) -> OutputConflict:
         + ". Pass --force to compute it again, or choose another --out.")
 
 
+def _same_results(old: dict, job: str, cfg: dict, same_inputs: bool) -> bool:
+    """`old` is a run of this command, code and inputs whose configuration matches `cfg` but for
+    its [check] section (which the job reads): its results are the ones `cfg` computes."""
+    return (old.get("command") == job and same_inputs and old.get("code") == code_digest()
+            and _identity(old.get("config"), checks=False, job=job) == _identity(cfg, checks=False, job=job)
+            and CHECK_SECTION not in UNREAD_SECTIONS.get(job, ()))
+
+
 def _only_checks_differ(old: dict, job: str, cfg: dict, same_inputs: bool) -> bool:
     """`old` is a complete run of this command, code and inputs, with digests, whose configuration
     differs from `cfg` in its [check] section alone: its results decide the new verdicts."""
-    return (old.get("status") == "complete" and old.get("command") == job and same_inputs
-            and old.get("code") == code_digest() and isinstance(old.get("digests"), dict)
-            and bool(old["digests"])
-            and _identity(old.get("config"), checks=False, job=job) == _identity(cfg, checks=False, job=job)
-            and CHECK_SECTION not in UNREAD_SECTIONS.get(job, ()))
+    return (old.get("status") == "complete" and isinstance(old.get("digests"), dict) and bool(old["digests"])
+            and _same_results(old, job, cfg, same_inputs))
 
 
 def refuse_store(out) -> None:
@@ -783,6 +788,14 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
                 raise _damaged(out, damaged)
             check_writable(out)
             return RECHECK
+        if (recheck and can_resume and not same and not force and old.get("status") in UNFINISHED
+                and _same_results(old, job, cfg, same_inputs)):
+            # an unfinished run whose [check] section alone differs: its results are this run's (the
+            # checks judge them at the end, under the new section), so it is resumed, not refused
+            diff = differences(_identity(old.get("config", {}), job=job), _identity(cfg, job=job))
+            say(f"{out}: the previous run did not complete, and differs from this one only in its "
+                f"[{CHECK_SECTION}] section ({', '.join(diff[:8])}): resuming it, judged under the new one")
+            same = True
         if not same and not force:          # (the same run of other code is computed again)
             diff = differences(_identity(old.get("config", {}), job=job), _identity(cfg, job=job))
             diff += [k for k in sorted(set(old_inputs) | set(inputs))

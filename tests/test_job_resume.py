@@ -180,3 +180,21 @@ def test_a_run_stopped_before_any_result_says_it_is_computed_again(tmp_path, mon
     assert len(calls) == 6 and not [s for s in said if "resuming:" in s], (calls, said)
     assert f"{out}: none of the previous run's results can be reused (none was recorded as complete): " \
            "computing it again" in said, said
+
+
+def test_an_unfinished_run_rerun_with_other_checks_is_resumed_and_judged_under_them(straight, tmp_path, monkeypatch):
+    """Ctrl-C in the DMFT at gamma0 = 1, then the same run with another [check] tolerance: its results
+    are the same numbers (the checks only judge them), so it is resumed, not refused as a different
+    run (it was, though a complete run's [check] change is re-checked)."""
+    cfg, out = jobs.load_config(None, SOLVE), tmp_path / "out"
+    _counting(monkeypatch, lambda g, kind: KeyboardInterrupt() if (g, kind) == (1.0, "dmft") else None)
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_job("solve", cfg, str(out), log=lambda *_: None)
+    calls, said = _counting(monkeypatch), []
+    jobs.run_job("solve", jobs.load_config(None, SOLVE + ["check.lazy_rel=0.2"]), str(out), log=said.append)
+    assert calls == [(1.0, "dmft"), (0.5, "dmft")], calls
+    assert any("differs from this one only in its [check] section (check.lazy_rel" in s for s in said), said
+    man, ref = (json.loads((d / "run.json").read_text()) for d in (out, straight))
+    assert man["status"] == "complete" and man["config"]["check"]["lazy_rel"] == 0.2
+    assert {k: v for k, v in man["digests"].items() if k.endswith(".npz")} == \
+        {k: v for k, v in ref["digests"].items() if k.endswith(".npz")}
