@@ -1055,9 +1055,10 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
            "host": socket.gethostname()}
     if extra:
         man.update(jsonable(extra))
-    kept = {rel: d for rel, d in _KEPT.get(os.path.realpath(out), {}).items()     # (a recheck's)
+    root = os.path.realpath(out)
+    kept = {rel: d for rel, d in _KEPT.get(root, {}).items()     # (a recheck's)
             if os.path.isfile(os.path.join(out, *rel.split("/")))}
-    reused = set(_RESUMED.get(os.path.realpath(out), {})) - _RECORDING.get(os.path.realpath(out), set())
+    reused = set(_RESUMED.get(root, {})) - _RECORDING.get(root, set())
     if status != "running" and reused:
         # the result files a resumed run took from the previous run as they were (not written
         # again): which of its numbers another process computed (grok's parts are folded into
