@@ -24,7 +24,8 @@ command, configuration and inputs are: the arithmetic (--x64/--x32), the platfor
 and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
 (`code_digest`, recorded in run.json) is computed again, as one that did not complete is: a
-complete run is never reported from a solver since edited. The same run of the same code that
+complete run is never reported from a solver since edited (one of other library versions is, saying which
+moved: `--force` computes it again). The same run of the same code that
 did not complete (failed, interrupted, killed, its figures failed) is resumed by a job that asks
 (`prepare_output(..., resume=True)`): the results it recorded with their SHA-256 once written
 (`record_result`, in .dmft-results) that still match are kept for the job to reuse (`resumed`),
@@ -91,6 +92,7 @@ _LOCKS: dict[str, int] = {}        # directory -> descriptor holding its lock
 # and a failure lists them among the files it wrote
 _KEPT: dict[str, dict] = {}
 _RESUMED: dict[str, dict] = {}     # directory -> {file: SHA-256} of the results a resumed run reuses
+_CARRIED: dict[str, set] = {}      # directory -> the results a re-checked run had reused (its "reused")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -265,6 +267,7 @@ def resuming_line(out: str, reused: int, total: int, what: str = "results") -> s
 def _stop_recording(root: str):
     _KEPT.pop(root, None)
     _RESUMED.pop(root, None)
+    _CARRIED.pop(root, None)
     fd = _JOURNALS.pop(root, None)
     if fd is not None:
         os.close(fd)
@@ -781,6 +784,10 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
             if damaged:            # (edited files are not replaced without --force, of any code)
                 raise _damaged(out, damaged)
             if old.get("code") == code_digest():
+                moved = _versions_moved(old)
+                if moved:       # (its numbers stand as computed: the code is the same, the libraries not)
+                    say(f"{out}: computed under other library versions ({', '.join(moved)}); its results "
+                        "are kept as they are: pass --force to compute it again under these")
                 return False
         if recheck and not same and not force and _only_checks_differ(old, job, cfg, same_inputs):
             damaged = check_digests(out, old["digests"])     # every file: none is laundered into new digests
@@ -905,6 +912,9 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
         _lock(out, create=True)
         _sign_lock(out)
         _start_recording(out, kept, results=False)
+        # the results that run took from an earlier one stay so (a recheck writes no result)
+        _CARRIED[os.path.realpath(out)] = {str(r) for r in old.get("reused", ()) if r in kept} \
+            if isinstance(old.get("reused"), list) else set()
         write_manifest(out, job, cfg, "running")
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg, unread_task_keys(cfg)))
@@ -1058,11 +1068,11 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
     root = os.path.realpath(out)
     kept = {rel: d for rel, d in _KEPT.get(root, {}).items()     # (a recheck's)
             if os.path.isfile(os.path.join(out, *rel.split("/")))}
-    reused = set(_RESUMED.get(root, {})) - _RECORDING.get(root, set())
+    reused = {*_RESUMED.get(root, {}), *_CARRIED.get(root, ())} - _RECORDING.get(root, set())
     if status != "running" and reused:
         # the result files a resumed run took from the previous run as they were (not written
         # again): which of its numbers another process computed (grok's parts are folded into
-        # curves.npz at the end, their files then gone)
+        # curves.npz at the end, their files then gone); a recheck keeps its run's list
         man["reused"] = sorted(reused)
     if status == "complete":
         man["digests"] = dict(sorted({**kept, **digests(out, stop=True)}.items()))

@@ -166,6 +166,13 @@ def test_a_run_left_under_other_library_versions_is_computed_again_not_resumed(s
     [moved] = [s for s in said if "libraries differ" in s]
     assert f"jax {real()['jax']} -> 0.0.1" in moved, moved
     _assert_same_results(straight, out)
+    # complete (under "0.0.1"), rerun under the real JAX: its numbers stand, and it says they came from
+    # another JAX (it said nothing)
+    monkeypatch.setattr(output, "environment", real)
+    calls.clear()
+    assert jobs.run_job("solve", cfg, str(out), log=said.append)["status"] == "already complete" and not calls
+    [other] = [s for s in said if "other library versions" in s]
+    assert f"jax 0.0.1 -> {real()['jax']}" in other and "--force" in other, other
 
 
 def test_a_run_stopped_before_any_result_says_it_is_computed_again(tmp_path, monkeypatch):
@@ -198,3 +205,10 @@ def test_an_unfinished_run_rerun_with_other_checks_is_resumed_and_judged_under_t
     assert man["status"] == "complete" and man["config"]["check"]["lazy_rel"] == 0.2
     assert {k: v for k, v in man["digests"].items() if k.endswith(".npz")} == \
         {k: v for k, v in ref["digests"].items() if k.endswith(".npz")}
+    # a recheck of it (another tolerance again) keeps its list of the results taken from the killed
+    # run (its run.json dropped it)
+    calls.clear()
+    again = jobs.run_job("solve", jobs.load_config(None, SOLVE + ["check.lazy_rel=0.3"]), str(out), log=said.append)
+    assert again["status"] == "rechecked" and not calls
+    after = json.loads((out / "run.json").read_text())
+    assert after["config"]["check"]["lazy_rel"] == 0.3 and after["reused"] == man["reused"] and len(man["reused"]) == 8
