@@ -193,9 +193,9 @@ def record_result(out: str, paths) -> None:
 
 def forget_results(out: str, paths) -> None:
     """Result files (`paths`, in `out`) that `record_result` recorded and the run itself removed
-    since (grok's parts, once curves.npz and report.json hold them): dropped from the results
-    record, so that a rerun of a run whose figures then failed does not name them as changed or
-    missing. Nothing where `out` is not being recorded."""
+    since (grok's parts, once the run has completed: curves.npz and report.json hold them):
+    dropped from the results record, so that a rerun of a run killed before its run.json said
+    complete does not name them as changed or missing. Nothing where `out` is not being recorded."""
     root = os.path.realpath(out)
     if root not in _RECORDING:
         return

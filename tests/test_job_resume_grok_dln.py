@@ -90,6 +90,42 @@ def test_an_interrupted_grok_run_resumes_from_its_saved_parts(tmp_path, monkeypa
     assert json.loads((out / "run.json").read_text())["reused"] == ["curves/gamma0_1.json", "curves/gamma0_1.npz"]
 
 
+def test_a_grok_run_whose_figures_failed_resumes_from_all_its_parts(tmp_path, monkeypatch, capsys):
+    """A figure that fails (exit 5, plot_failed) after every part was saved: the parts stay (in
+    run.json's "written") and the rerun computes none again, ending as a straight run (before:
+    the parts were removed once curves.npz held them, and the rerun computed both gamma0 again)."""
+    import networks
+    from experiments import cli, output
+    from experiments.grok import job
+
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    straight = tmp_path / "straight"
+    assert main([*GROK, "--out", str(straight)]) == 0
+    real_solve, real_train, calls = job.dmft.solve, networks.train, []
+    monkeypatch.setattr(job.dmft, "solve", lambda *a, **kw: calls.append("solve") or real_solve(*a, **kw))
+    monkeypatch.setattr(job.networks, "train", lambda *a, **kw: calls.append("train") or real_train(*a, **kw))
+
+    def broken(*a, **kw):
+        raise RuntimeError("no font")
+
+    # the one figure drawn (by the real draw_figures) fails
+    monkeypatch.setattr(job.plots, "grokking_curves", broken)
+    monkeypatch.setattr(job, "draw_figures", lambda makers, d, **_: output.draw_figures({"curves": makers["curves"]}, d))
+    out = tmp_path / "out"
+    assert main([*GROK, "--out", str(out)]) == cli.EXIT_PLOT
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "plot_failed" and "no font" in man["plot_errors"]["curves"]
+    assert [f for f in man["written"] if f.startswith("curves/")] == [
+        f"curves/gamma0_{g}.{e}" for g in (1, 2) for e in ("json", "npz")], man["written"]
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    calls.clear()
+    capsys.readouterr()
+    assert main([*GROK, "--out", str(out)]) == 0
+    assert calls == [], calls
+    assert f"{out}: resuming: 2 of 2 parts reused (verified), the rest computed" in capsys.readouterr().err
+    _assert_same_run(straight, out, npz=1)
+
+
 # the dln test's tiny run (tests/test_recheck.py's, two label noises, no staircase): per label noise
 # 4 networks of 4 steps and 8 SDE paths (one program each, of the same shapes for both)
 DLN = ["dln", "--no-progress", "--steps", "4", "--set", "train.save_every=2", "--seeds", "4", "--set", "theory.paths=8",

@@ -727,7 +727,8 @@ class _Parts:
     (`dmft.io.save`: atomic, verified by `dmft.io.load`; curves' arrays named as in curves.npz, the
     overlay's and the verdict's report.json entries in the JSON's "extra"), so that a later failure
     or an interruption loses none of them (run.json lists them). `finish` writes curves.npz, the
-    curves' arrays in order; `remove`, once report.json holds the rest, removes the parts."""
+    curves' arrays in order; `remove`, once the run has completed (its report and figures drawn),
+    removes the parts: a run whose figures failed keeps them for its rerun to reuse."""
 
     def __init__(self, out: str, cfg: dict, log=None):
         self.out, self.cfg, self.arrays, self.stems = out, cfg, {}, []
@@ -833,10 +834,11 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     holds a scan's store is refused first (`experiments.output.refuse_store`). Each gamma0's
     curves, each phase diagram and the weight-decay scan are on disk as soon as they are done
     (`_Parts`: OUT/curves/gamma0_G, diagram_AXIS, overlay_AXIS, early_warning_grid, decay .npz +
-    .json, until curves.npz and report.json hold them all), so that a later failure or Ctrl-C
-    keeps them; a rerun of that run (same command, configuration, inputs and code, its directory
-    claimed with `prepare_output(..., resume=True)`) reads back the parts still as they were
-    recorded (`_Parts.take`) and computes the rest, ending with the files of a run never stopped."""
+    .json, until the run completes: curves.npz and report.json hold them, the figures are drawn),
+    so that a later failure (a figure's too) or Ctrl-C keeps them; a rerun of that run (same
+    command, configuration, inputs and code, its directory claimed with
+    `prepare_output(..., resume=True)`) reads back the parts still as they were recorded
+    (`_Parts.take`) and computes the rest, ending with the files of a run never stopped."""
     refuse_store(out)
     tb = build(cfg)
     _check_diagram_memory(cfg, tb)
@@ -947,8 +949,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
               "environment": environment(), "config": cfg}
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
-    parts.remove()
-    # the numbers are on disk (curves.npz, report.json) before any figure is drawn
+    # the numbers are on disk (curves.npz, report.json) before any figure is drawn; the parts stay
+    # until the figures are drawn (a rerun of a run whose figures failed reuses them all)
     acc_thr = cfg["threshold"]["accuracy"]
     nets = {g: {w: _kept_seeds(d) for w, d in ws.items()} for g, ws in nets.items()}   # as the summary's means
     makers = {"curves": lambda: plots.grokking_curves(t, theory, lazy, nets, gammas, thr, acc, acc_thr),
@@ -969,6 +971,8 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     md = markdown(report, cfg)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(md)
+    if not plot_errors:
+        parts.remove()
     return {"report": report, "files": {"report": [os.path.join(out, "report.md"),
                                                    os.path.join(out, "report.json")],
                                         "figures": paths}, "plot_errors": plot_errors}
