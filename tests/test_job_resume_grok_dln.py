@@ -126,6 +126,28 @@ def test_a_grok_run_whose_figures_failed_resumes_from_all_its_parts(tmp_path, mo
     _assert_same_run(straight, out, npz=1)
 
 
+def test_a_grok_run_stopped_while_drawing_its_figures_reuses_every_part(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the figures are drawn, every part saved: the parts stay and the rerun computes
+    none again (before: they were removed once curves.npz held them, and it computed everything)."""
+    from experiments.grok import job
+
+    def stopped(makers, directory, **_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "draw_figures", stopped)
+    out = tmp_path / "out"
+    assert main([*GROK, "--out", str(out)]) == 130
+    calls = []
+    monkeypatch.setattr(job, "draw_figures", _no_figures)
+    for mod, name in ((job.dmft, "solve"), (job.networks, "train")):
+        monkeypatch.setattr(mod, name, lambda *a, _f=getattr(mod, name), _n=name, **kw: calls.append(_n) or _f(*a, **kw))
+    capsys.readouterr()
+    assert main([*GROK, "--out", str(out)]) == 0
+    assert calls == [], calls
+    assert f"{out}: resuming: 2 of 2 parts reused (verified), the rest computed" in capsys.readouterr().err
+    assert not os.path.exists(out / "curves") and os.path.isfile(out / "curves.npz")
+
+
 # the dln test's tiny run (tests/test_recheck.py's, two label noises, no staircase): per label noise
 # 4 networks of 4 steps and 8 SDE paths (one program each, of the same shapes for both)
 DLN = ["dln", "--no-progress", "--steps", "4", "--set", "train.save_every=2", "--seeds", "4", "--set", "theory.paths=8",
