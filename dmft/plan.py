@@ -621,9 +621,15 @@ def memory_estimate(plan: SolvePlan, *, points: int = 1, at_once: int | None = N
         state = R * m * (2 * (r + C) + 1)                                  # nodes now and at t = 0
         if plan.cv_mode == "operator" and 0 < (plan.schedule.batch_size or 0) < P:
             state += R * m * (r + C)                # SGD: the control variate's carried contractions
-        if plan.neuron_measures is not None:    # K values per node of the group, records of all
+        if plan.neuron_measures is not None:    # K values a node of what a record builds at once,
+            # records of all: one population's (nodes, K) where a CPU records them one at a time
+            # (`over_members`), else the group's (it counted the group's there: 1152 MiB where the
+            # compiled record held 288, 4 replicas of 4096 nodes, K = 9216; 1995 MiB estimated for a
+            # 529 MiB peak, measured in a fresh process)
             K = checks.measure_size(plan.neuron_measures, D)
-            state += g * m * K
+            pop = m // plan.node_split
+            one = points == 1 and jax.default_backend() == "cpu" and gk > 1 and pop * N >= RECORD_MAP_VALUES
+            state += (pop if one else g * m) * K
             once += R * plan.node_split * T * K
         # the control-variate matrices of the group being integrated (`for_prediction` drops them
         # after), the t = 0 node features of every replica ("operator": the predictor reads them)
