@@ -29,6 +29,7 @@ in run.json as "interrupted", with what the job finished kept.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import os
@@ -36,6 +37,31 @@ import signal
 import sys
 import threading
 import warnings
+
+
+def _redeliver(previous):
+    """A `sys.unraisablehook` that delivers again a Ctrl-C, SIGTERM or SIGHUP whose exception
+    Python could not raise: one that lands in a callback whose errors are only printed (JAX's
+    garbage-collection callback, run by every collection) was lost, and the job (or the import
+    of JAX) went on to its end. Every other unraisable exception goes to `previous`."""
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # (from another thread, 10 ms later: delivered now, its handler would run here, in
+            # this hook, where its exception is lost again; lost again, it comes back here)
+            signum = getattr(unraisable.exc_value, "signum", signal.SIGINT)
+            try:
+                threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
+                return
+            except RuntimeError:        # (no new thread at the interpreter's shutdown: printed)
+                pass
+        previous(unraisable)
+
+    return hook
+
+
+# (before JAX is imported, below: a Ctrl-C during that import was lost too)
+sys.unraisablehook = _redeliver(sys.unraisablehook)
 
 from dmft.errors import ConfigError, DivergenceError, Float32Warning, InputError, NotConverged, OutputError
 

@@ -632,6 +632,32 @@ def test_sigterm_and_sighup_are_recorded_as_interruptions(name, tmp_path, capsys
     assert "theory/dmft_gamma0_1.npz" in man["written"]
 
 
+def test_a_ctrl_c_lost_in_jaxs_gc_callback_still_interrupts_the_job():
+    """A Ctrl-C whose KeyboardInterrupt lands in JAX's garbage-collection callback (errors there
+    are only printed) interrupts the job: exit 130, "interrupted". It was lost, and a scan killed
+    with SIGINT in its first second (while JAX was imported) ran to its end with exit 0."""
+    import subprocess
+    import sys
+
+    code = ("import gc, sys, time\n"
+            "from experiments import cli\n"
+            "def lost(phase, info):\n"
+            "    gc.callbacks.remove(lost)\n"
+            "    raise KeyboardInterrupt\n"
+            "def job(args):\n"
+            "    gc.callbacks.append(lost)\n"
+            "    gc.collect()\n"
+            "    time.sleep(2)\n"
+            "    print('the job went on')\n"
+            "    return 0\n"
+            "cli._JOBS['scan'] = job\n"
+            "sys.exit(cli.main(['scan', '--no-progress', '--compile-cache', 'off']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    assert done.returncode == 130 and "dmft scan: interrupted" in done.stderr, done
+    assert "the job went on" not in done.stdout
+
+
 def test_force_in_a_directory_dmft_made_keeps_the_users_files(tmp_path, capsys):
     """--force in a directory dmft made removes only what the previous run wrote (it removed
     everything there, the user's notes and folders too), then the folders that leaves empty, and
