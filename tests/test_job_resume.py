@@ -82,6 +82,7 @@ def test_an_interrupted_run_resumes_from_its_verified_results(straight, tmp_path
     assert calls == [(1.0, "dmft"), (0.5, "dmft")]          # (before: all six solves again)
     assert [s for s in said if "resuming" in s] == [f"{out}: resuming: 4 of 6 results reused (verified), the "
                                                     "rest computed"]
+    assert not [s for s in said if "did not write" in s], said           # (they are its results)
     _assert_same_results(straight, out)
     # run.json names the results taken from the killed run (the three lazy limits, the DMFT at 0.1)
     reused = json.loads((out / "run.json").read_text())["reused"]
@@ -182,9 +183,14 @@ def test_a_run_stopped_before_any_result_says_it_is_computed_again(tmp_path, mon
     _counting(monkeypatch, lambda g, kind: KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         jobs.run_job("solve", cfg, str(out), log=lambda *_: None)
+    from experiments.output import seal
+
+    man = {**json.loads((out / "run.json").read_text()), "status": "running"}    # (as if killed outright)
+    (out / "run.json").write_text(json.dumps({**man, "seal": seal(man)}))
     calls, said = _counting(monkeypatch), []
     jobs.run_job("solve", cfg, str(out), log=said.append)
-    assert len(calls) == 6 and not [s for s in said if "resuming:" in s], (calls, said)
+    assert len(calls) == 6 and not [s for s in said if "resuming" in s], (calls, said)
+    assert any(s.endswith("was killed before it finished; computing it again") for s in said), said
     assert f"{out}: none of the previous run's results can be reused (none was recorded as complete): " \
            "computing it again" in said, said
 
@@ -212,3 +218,79 @@ def test_an_unfinished_run_rerun_with_other_checks_is_resumed_and_judged_under_t
     assert again["status"] == "rechecked" and not calls
     after = json.loads((out / "run.json").read_text())
     assert after["config"]["check"]["lazy_rel"] == 0.3 and after["reused"] == man["reused"] and len(man["reused"]) == 8
+
+
+def test_the_results_record_vouches_only_for_whole_unchanged_results_and_a_reuse_reads_both_files(tmp_path,
+                                                                                                  monkeypatch):
+    """The record (.dmft-results) keeps a result only where its file is as recorded: a missing file is
+    one to compute again (not a refusal of the directory), and a line naming a failed point's saves
+    or a path out of the directory vouches for nothing; a result is reused only with both its .npz
+    and .json, read back only then, and one that does not read back is computed again, said."""
+    from dmft.io import sha256
+    from experiments import output
+
+    out = tmp_path / "out"
+    (out / "theory").mkdir(parents=True)
+    files = {"theory/a.npz": b"a", "theory/a.json": b"{}", "theory/gone.npz": b"g", "theory/b_failed.npz": b"f",
+             "outside.npz": b"o"}
+    for rel, data in files.items():
+        (out / rel).write_bytes(data)
+    lines = [f"{sha256(out / rel)} {rel}" for rel in files if rel != "outside.npz"]
+    lines.append(f"{sha256(out / 'outside.npz')} theory/../outside.npz")
+    (out / ".dmft-results").write_text("".join(f"{line}\n" for line in lines))
+    (out / "theory" / "gone.npz").unlink()
+    good, bad = output._verified_results(str(out))
+    assert set(good) == {"theory/a.npz", "theory/a.json"} and bad == ["theory/gone.npz"], (good, bad)
+    # a result with its .npz alone kept is computed again, never read back (nor said to fail)
+    root, loads, said = os.path.realpath(out), [], []
+    monkeypatch.setitem(output._RESUMED, root, {"theory/a.npz": good["theory/a.npz"]})
+    assert not output.is_resumed(str(out), "theory/a")
+    assert output.read_back(str(out), "theory/a", loads.append, said.append) is None and not loads and not said
+    monkeypatch.setitem(output._RESUMED, root, good)
+    assert output.is_resumed(str(out), "theory/a")
+    assert output.read_back(str(out), "theory/a", lambda stem: stem, said.append) == str(out / "theory" / "a")
+
+    def damaged(stem):
+        raise ValueError("bad bytes")
+
+    assert output.read_back(str(out), "theory/a", damaged, said.append) is None
+    assert said == [f"{out}: theory/a does not read back (ValueError: bad bytes); computing it again"], said
+
+
+def test_an_unfinished_run_resumed_twice_keeps_its_results_and_forced_or_by_other_code_reuses_none(tmp_path,
+                                                                                                  monkeypatch):
+    """A resumed run's results record lists the results it reused with those it computed: stopped
+    again, the next run resumes from both (and its run.json names the reused). Resuming asks for the
+    same run of the same code, unforced: --force over an interrupted run computes every result (its
+    [check] section changed or not; the next run reuses only what it wrote), and so does a rerun by
+    edited code."""
+    from experiments import output
+
+    out = tmp_path / "out"
+
+    def rerun(at, sets=(), **kw):
+        """The solve with `sets`, Ctrl-C at the DMFT at gamma0 = `at` (none: to the end): its solves, lines."""
+        calls, said = _counting(monkeypatch, lambda g, kind: KeyboardInterrupt() if (g, kind) == (at, "dmft")
+                                else None), []
+        if at is None:
+            jobs.run_job("solve", jobs.load_config(None, SOLVE + list(sets)), str(out), log=said.append, **kw)
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                jobs.run_job("solve", jobs.load_config(None, SOLVE + list(sets)), str(out), log=said.append, **kw)
+        return calls, said
+
+    rerun(1.0)
+    assert rerun(0.5)[0] == [(1.0, "dmft"), (0.5, "dmft")]
+    assert len(json.loads((out / "run.json").read_text())["reused"]) == 8
+    calls, said = rerun(0.5)
+    assert calls == [(0.5, "dmft")] and f"{out}: resuming: 5 of 6 results reused (verified), the rest computed" in said
+    for sets in ((), ["check.lazy_rel=0.2"]):       # (with its [check] section alone changed: not resumed either)
+        calls, said = rerun(1.0, sets, force=True)
+        assert (1.0, "lazy") in calls and not [s for s in said if "resuming" in s or "can be reused" in s], \
+            (calls, said)
+    calls, said = rerun(0.5)
+    assert calls == [(1.0, "dmft"), (0.5, "dmft")] and not [s for s in said if "not reused" in s], said
+    monkeypatch.setattr(output, "code_digest", lambda: "0" * 64)
+    calls, said = rerun(None)
+    assert len(calls) == 6 and not [s for s in said if "resuming" in s or "can be reused" in s], (calls, said)
+    assert "reused" not in json.loads((out / "run.json").read_text())

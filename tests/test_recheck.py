@@ -179,6 +179,8 @@ def test_a_damaged_results_file_is_refused_not_rechecked(validated, tmp_path, ca
     assert code == cli.EXIT_OUTPUT, err
     assert "run.json says this run is complete, but its files are not as written: theory/dmft_gamma0_1.npz " \
            "was changed or damaged" in err and "--force" in err, err
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE, capsys)      # (not "already complete")
+    assert code == cli.EXIT_OUTPUT and "theory/dmft_gamma0_1.npz was changed or damaged" in err, err
     assert _bytes(out) == tree                                        # nothing written, nothing removed
     # a file the job reads is verified again as it reads it (damaged after the claim's check)
     with pytest.raises(OutputConflict, match="dmft_gamma0_1.npz was changed or damaged"):
