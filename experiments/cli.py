@@ -12,8 +12,8 @@ Your own data: save the arrays with `dmft.Dataset(x, y, x_test, y_test).save("mi
 and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]: a relative
 path there is relative to the TOML file; with --set, to the current directory).
 
-A rerun into a results directory that holds a complete run of the same job is "already
-complete" (nothing done); one that changes only [check] (the verdicts' tolerances; validate,
+A rerun into a results directory that holds a complete run of the same job and code is "already
+complete" (nothing done; of other code it is computed again; an unfinished one is resumed); one that changes only [check] (the verdicts' tolerances; validate,
 solve and dln: simulate has no verdicts and does not read it) judges the saved results again
 without recomputing them and rewrites the reports ("re-checked"); any other change is refused
 unless --force (which recomputes).
