@@ -147,8 +147,10 @@ def preflight(cfg: dict, job: str) -> _problem.Problem:
 
     Raises InputError (a ValueError, from dmft / networks) naming the argument.
     """
+    if job in ("solve", "validate"):            # (simulate solves nothing: [theory] is not read)
+        _problem.check_task_size(cfg)           # (before the data are generated)
     prob = _problem.build(cfg)
-    if job in ("solve", "validate") and cfg["task"]["name"] == "npz":    # (simulate solves nothing)
+    if job in ("solve", "validate") and cfg["task"]["name"] == "npz":
         _problem.check_data_size(cfg, prob.data)
     _problem.check_batches(cfg, prob.data.P)
     if job in ("validate", "simulate"):

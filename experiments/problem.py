@@ -39,7 +39,7 @@ from dmft.schedule import check_decay, default_batch_key
 from .config import SEED_MAX, Field
 
 __all__ = ["SECTIONS", "TASKS", "Problem", "build", "build_data", "check_data_size", "build_model", "build_schedule",
-           "solve_options", "train_options", "check_counts", "check_sections", "check_unread",
+           "solve_options", "train_options", "check_counts", "check_sections", "check_task_size", "check_unread",
            "TASK_FIELDS", "SGD_FIELDS", "sgd_batch", "batch_key", "check_batches", "unread_task_keys"]
 
 # the tasks a [task] section names (the grok testbeds add modular_addition and sparse_parity)
@@ -295,7 +295,7 @@ def build(cfg: dict) -> Problem:
 
 
 def check_data_size(cfg: dict, data: dmft.Dataset) -> None:
-    """A data file's sizes against theory.max_memory_gb, as `check_sections` checks a generator's
+    """A data file's sizes against theory.max_memory_gb, as `check_task_size` checks a generator's
     task.P, task.P_test and task.D before it draws them: ConfigError naming task.path where every
     solve's setup (its kernels and inputs) alone passes the limit. (A file of 30000 points was
     refused by the first solve's plan as "[sweep at gamma0 = 0.05]: this solve needs about 7.57e+03
@@ -309,6 +309,23 @@ def check_data_size(cfg: dict, data: dmft.Dataset) -> None:
         raise ConfigError(f"task.path: a solve on its {data.P} training and {data.P_test} test points in D = {data.D} "
                           f"holds at least {least / 2 ** 30:.3g} GiB (its kernels and inputs), > theory.max_memory_gb "
                           f"= {th['max_memory_gb']:g}: use a subset of the points, or raise theory.max_memory_gb")
+
+
+def check_task_size(cfg: dict) -> None:
+    """A generated task's sizes against theory.max_memory_gb, for a job that solves (`jobs.preflight`:
+    solve and validate; simulate reads no [theory]): ConfigError naming task.P, task.P_test and task.D
+    where every solve's setup (its kernels and inputs) alone passes the limit, from the sizes alone,
+    before the data are generated (P_test = 1e8 made 16 GB of data for 55 s before the solve's plan
+    refused it). A data file's sizes: `check_data_size`, once it is read."""
+    task, th = cfg["task"], cfg.get("theory")
+    if task["name"] in ("npz", "modular_addition", "sparse_parity") or th is None or "max_memory_gb" not in th:
+        return
+    P, D = task["P"], task["D"]
+    least = dmft.plan.setup_bytes(P, task["P_test"], D)
+    if least > th["max_memory_gb"] * 2 ** 30:
+        raise ConfigError(f"task.P, task.P_test, task.D: a solve on {P} training and {task['P_test']} test "
+                          f"points in D = {D} holds at least {least / 2 ** 30:.3g} GiB (its kernels and "
+                          f"inputs), > theory.max_memory_gb = {th['max_memory_gb']:g}")
 
 
 def _task_reads(name: str) -> set:
@@ -392,15 +409,6 @@ def check_sections(cfg: dict) -> None:
         need = 8.0 * (task["P"] + task["P_test"]) * task["D"]
         if need > 8 * 2 ** 30:
             raise ConfigError(f"task.P, task.P_test, task.D: the inputs alone need {need / 2 ** 30:.0f} GiB")
-        if th is not None and "max_memory_gb" in th:
-            # what every solve's setup holds, from the sizes alone: refused before the data are
-            # generated (P_test = 1e8 made 16 GB of data for 55 s before the solve's plan refused it)
-            P, D = task["P"], task["D"]
-            least = dmft.plan.setup_bytes(P, task["P_test"], D)
-            if least > th["max_memory_gb"] * 2 ** 30:
-                raise ConfigError(f"task.P, task.P_test, task.D: a solve on {P} training and {task['P_test']} test "
-                                  f"points in D = {D} holds at least {least / 2 ** 30:.3g} GiB (its kernels and "
-                                  f"inputs), > theory.max_memory_gb = {th['max_memory_gb']:g}")
     if th is not None and th["method"] == "lazy" and tr["weight_decay"] > 0:
         raise ConfigError("theory.method = 'lazy' has no closed form with train.weight_decay > 0")
 

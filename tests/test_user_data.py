@@ -132,6 +132,12 @@ def test_a_file_too_large_for_the_solves_is_refused_naming_task_path(tmp_path):
     assert TRACE_COUNTS == before
     # dmft simulate solves no DMFT and does not read [theory]: its networks' own limit decides
     preflight(cfg, "simulate")
+    # so for a generated task of those sizes (it was refused at load, for simulate too)
+    cfg = load_config(None, ["task.P=1000", "task.P_test=200", "task.D=4", "theory.max_memory_gb=0.02"])
+    with pytest.raises(ConfigError, match=r"^task\.P, task\.P_test, task\.D: a solve on 1000 training and 200 test "
+                                          r"points in D = 4 holds at least 0\.05\d+ GiB .*> theory\.max_memory_gb"):
+        preflight(cfg, "validate")
+    preflight(cfg, "simulate")
 
 
 @settings(max_examples=8, deadline=None)
