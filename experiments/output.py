@@ -981,9 +981,10 @@ def _write_backup(out: str, before: dict) -> None:
 
 
 def _drop_backup(out: str) -> None:
-    """Remove a recheck's copy (and a half-written one); where it cannot be removed (a read-only
-    directory) it stays, harmless: only a run.json still "running" makes it put back."""
-    for name in (BACKUP, BACKUP + ".tmp"):
+    """Remove a recheck's copy (and a half-written one, and the temporaries of run.json or of a
+    put-back that a kill left); where it cannot be removed (a read-only directory) it stays,
+    harmless: only a run.json still "running" makes it put back."""
+    for name in (BACKUP, BACKUP + ".tmp", MANIFEST + ".tmp", *(n + ".restore" for n in RECHECK_REWRITES)):
         with contextlib.suppress(OSError):
             os.remove(os.path.join(out, name))
 
@@ -995,10 +996,10 @@ def _restore_killed_recheck(out: str, say) -> None:
     other run.json is one the recheck did not get to remove: dropped. An unreadable BACKUP is
     said and dropped (the run then goes on as for any killed run: computed again)."""
     path = os.path.join(out, BACKUP)
-    if not os.path.isfile(path) or os.path.realpath(out) not in _LOCKS:
+    if os.path.realpath(out) not in _LOCKS:
         return
-    if read_manifest(out).get("status") != "running":
-        _drop_backup(out)
+    if not os.path.isfile(path) or read_manifest(out).get("status") != "running":
+        _drop_backup(out)            # (and the temporaries a write killed midway left)
         return
     try:
         with open(path) as fh:
@@ -1044,6 +1045,8 @@ def _put_back(out: str, before: dict) -> list:
             os.replace(tmp, path)
         except OSError:
             lost.append(name)
+            with contextlib.suppress(OSError):
+                os.remove(path + ".restore")
     return lost
 
 
@@ -1085,8 +1088,12 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
         with open(tmp, "w") as fh:
             json.dump(man, fh, indent=2)
         os.replace(tmp, os.path.join(out, MANIFEST))
-    except OSError as err:
-        raise OutputError(f"{out}: cannot write {MANIFEST} ({err.strerror or err})") from err
+    except BaseException as err:        # (interrupted too: no half-written run.json.tmp stays)
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(err, OSError):
+            raise OutputError(f"{out}: cannot write {MANIFEST} ({err.strerror or err})") from err
+        raise
     finally:
         if status != "running":        # the run has ended: its lock goes (a recheck's copy first)
             _drop_backup(out)

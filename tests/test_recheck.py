@@ -417,3 +417,30 @@ def test_a_recheck_whose_reports_cannot_be_put_back_is_an_unfinished_run(validat
     code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + tight, capsys)
     assert code == 0 and f"writing {out}" in err, err
     assert _man(out)["status"] == "complete"
+
+
+def test_a_recheck_stopped_or_killed_midway_leaves_no_temporary(validated, tmp_path, capsys, monkeypatch):
+    """A recheck interrupted between writing its final run.json.tmp and renaming it put the complete
+    run back but left run.json.tmp (the new run.json, sealed) beside it; one killed outright while it
+    wrote its copy, run.json or a put-back left .dmft-recheck.tmp, run.json.tmp or report.md.restore,
+    which the next run (already complete) kept. Now neither stays."""
+    out = _copy(validated, tmp_path / "v")
+    before = {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")}
+    real, calls = os.replace, []
+
+    def replace(src, dst, *a, **k):
+        calls.append(dst)
+        if str(dst).endswith(os.sep + "run.json") and sum(str(d).endswith(os.sep + "run.json") for d in calls) == 2:
+            raise KeyboardInterrupt          # (the final run.json, before its rename)
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + ["--set", "check.agreement_rel=0.5"], capsys)
+    monkeypatch.undo()
+    assert code == 130 and "the complete run is kept as it was" in err, err
+    assert {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")} == before
+    for name in ("run.json.tmp", ".dmft-recheck.tmp", "report.md.restore"):        # a kill's leftovers
+        (out / name).write_text("{half")
+    code, _, err = _run(["validate", "--out", str(out)] + VALIDATE, capsys)
+    assert code == 0 and "already complete" in err, err
+    assert {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")} == before
