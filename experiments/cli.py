@@ -13,10 +13,11 @@ and pass `--set task.name=npz --set task.path=mine.npz` (or put them in [task]: 
 path there is relative to the TOML file; with --set, to the current directory).
 
 A rerun into a results directory that holds a complete run of the same job and code is "already
-complete" (nothing done; of other code it is computed again; an unfinished one is resumed); one that changes only [check] (the verdicts' tolerances; validate,
-solve and dln: simulate has no verdicts and does not read it) judges the saved results again
-without recomputing them and rewrites the reports ("re-checked"); any other change is refused
-unless --force (which recomputes).
+complete" (nothing done; of other code it is computed again; an unfinished one is resumed); one
+that changes only [check] (the verdicts' tolerances; validate, solve and dln: simulate has no
+verdicts and does not read it) judges the saved results again without recomputing them and
+rewrites the reports ("re-checked"); any other change is refused unless --force (which
+recomputes).
 
 Exit codes: 0 done (or already complete, or re-checked), 1 a check failed with --strict,
 2 bad configuration or arguments, 3 the output location is unusable, holds something
