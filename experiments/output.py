@@ -1084,10 +1084,16 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
     man = json.loads(json.dumps(man))         # (sealed as it reads back)
     man["seal"] = seal(man)
     tmp = os.path.join(out, MANIFEST + ".tmp")
+    # a recheck's final run.json that fails leaves its copy and lock to `recheck_recorded`, which
+    # puts the complete run back first (dropped here, a kill during that put-back lost the copy, and
+    # the next run took the run for one killed midway: resumed, not put back)
+    rechecking = status != "running" and os.path.isfile(os.path.join(out, BACKUP))
+    written = False
     try:
         with open(tmp, "w") as fh:
             json.dump(man, fh, indent=2)
         os.replace(tmp, os.path.join(out, MANIFEST))
+        written = True
     except BaseException as err:        # (interrupted too: no half-written run.json.tmp stays)
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -1095,6 +1101,6 @@ def write_manifest(out, job, cfg, status, extra=None) -> None:
             raise OutputError(f"{out}: cannot write {MANIFEST} ({err.strerror or err})") from err
         raise
     finally:
-        if status != "running":        # the run has ended: its lock goes (a recheck's copy first)
-            _drop_backup(out)
+        if status != "running" and (written or not rechecking):    # the run has ended: its lock goes
+            _drop_backup(out)                                      # (a recheck's copy first)
             release(out)

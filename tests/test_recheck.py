@@ -423,7 +423,8 @@ def test_a_recheck_stopped_or_killed_midway_leaves_no_temporary(validated, tmp_p
     """A recheck interrupted between writing its final run.json.tmp and renaming it put the complete
     run back but left run.json.tmp (the new run.json, sealed) beside it; one killed outright while it
     wrote its copy, run.json or a put-back left .dmft-recheck.tmp, run.json.tmp or report.md.restore,
-    which the next run (already complete) kept. Now neither stays."""
+    which the next run (already complete) kept. Now neither stays; and the failed final run.json keeps
+    the copy and the lock until the complete run is put back."""
     out = _copy(validated, tmp_path / "v")
     before = {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")}
     real, calls = os.replace, []
@@ -434,10 +435,22 @@ def test_a_recheck_stopped_or_killed_midway_leaves_no_temporary(validated, tmp_p
             raise KeyboardInterrupt          # (the final run.json, before its rename)
         return real(src, dst, *a, **k)
 
+    from experiments import output
+
+    real_put_back, seen = output._put_back_run, []
+
+    def put_back(d, before):        # (the copy on disk and the lock, while the run is put back)
+        seen.append((os.path.isfile(os.path.join(d, ".dmft-recheck")), os.path.realpath(d) in output._LOCKS))
+        return real_put_back(d, before)
+
+    monkeypatch.setattr(output, "_put_back_run", put_back)
     monkeypatch.setattr(os, "replace", replace)
     code, _, err = _run(["validate", "--out", str(out)] + VALIDATE + ["--set", "check.agreement_rel=0.5"], capsys)
     monkeypatch.undo()
     assert code == 130 and "the complete run is kept as it was" in err, err
+    # the copy and the lock held until the run is back (the failed run.json dropped both first: a kill
+    # then left a "running" run.json without its copy, which the next run resumed, not put back)
+    assert seen == [(True, True)], seen
     assert {k: v for k, v in _bytes(out).items() if k not in (".dmft-lock", ".dmft-written")} == before
     for name in ("run.json.tmp", ".dmft-recheck.tmp", "report.md.restore"):        # a kill's leftovers
         (out / name).write_text("{half")
