@@ -24,9 +24,9 @@ command, configuration and inputs are: the arithmetic (--x64/--x32), the platfor
 and the SHA-256 of a data file it read (task.path), so a changed data file or another
 precision is a different run, never "already complete". The same run written by other code
 (`code_digest`, recorded in run.json) is computed again, as one that did not complete is: a
-complete run is never reported from a solver since edited (one of other library versions is, saying which
-moved: `--force` computes it again). The same run of the same code that
-did not complete (failed, interrupted, killed, its figures failed) is resumed by a job that asks
+complete run is never reported from a solver since edited (one of other library versions is,
+saying which moved: `--force` computes it again). The same run of the same code that did not
+complete (failed, interrupted, killed, its figures failed) is resumed by a job that asks
 (`prepare_output(..., resume=True)`): the results it recorded with their SHA-256 once written
 (`record_result`, in .dmft-results) that still match are kept for the job to reuse (`resumed`),
 all else it wrote is removed as below. Recomputing over a previous run

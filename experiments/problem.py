@@ -311,6 +311,10 @@ def check_data_size(cfg: dict, data: dmft.Dataset) -> None:
                           f"= {th['max_memory_gb']:g}: use a subset of the points, or raise theory.max_memory_gb")
 
 
+# the tasks whose sizes are not task.P, task.P_test and task.D (a file's; the grok testbeds' own)
+_NOT_SIZED = ("npz", "modular_addition", "sparse_parity")
+
+
 def check_task_size(cfg: dict) -> None:
     """A generated task's sizes against theory.max_memory_gb, for a job that solves (`jobs.preflight`:
     solve and validate; simulate reads no [theory]): ConfigError naming task.P, task.P_test and task.D
@@ -318,7 +322,7 @@ def check_task_size(cfg: dict) -> None:
     before the data are generated (P_test = 1e8 made 16 GB of data for 55 s before the solve's plan
     refused it). A data file's sizes: `check_data_size`, once it is read."""
     task, th = cfg["task"], cfg.get("theory")
-    if task["name"] in ("npz", "modular_addition", "sparse_parity") or th is None or "max_memory_gb" not in th:
+    if task["name"] in _NOT_SIZED or th is None or "max_memory_gb" not in th:
         return
     P, D = task["P"], task["D"]
     least = dmft.plan.setup_bytes(P, task["P_test"], D)
@@ -405,7 +409,7 @@ def check_sections(cfg: dict) -> None:
     if model["activation"] == "quadratic" and model["eps"] == 0.0:
         raise ConfigError("model.eps: set eps for the quadratic activation (h + eps/2 h^2)")
     check_unread(cfg)
-    if task["name"] not in ("npz", "modular_addition", "sparse_parity"):
+    if task["name"] not in _NOT_SIZED:
         need = 8.0 * (task["P"] + task["P_test"]) * task["D"]
         if need > 8 * 2 ** 30:
             raise ConfigError(f"task.P, task.P_test, task.D: the inputs alone need {need / 2 ** 30:.0f} GiB")
