@@ -554,7 +554,12 @@ def console() -> None:
     warnings.formatwarning = _one_line_warning
     if not sys.warnoptions:
         warnings.filterwarnings("once", category=UserWarning)
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt as err:     # (before the job's own handler: while its arguments are read)
+        signum = getattr(err, "signum", signal.SIGINT)
+        _say("dmft: interrupted")
+        code = 128 + int(signum)
     if code > 128:
         sys.stdout.flush()
         sys.stderr.flush()
