@@ -50,12 +50,17 @@ def _redeliver(previous):
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             # (from another thread, 10 ms later: delivered now, its handler would run here, in
             # this hook, where its exception is lost again; lost again, it comes back here)
+            # (the timer can fire while start() still waits for its thread, on a loaded machine:
+            # that delivery lands here as a KeyboardInterrupt, and is scheduled once more)
             signum = getattr(unraisable.exc_value, "signum", signal.SIGINT)
-            try:
-                threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
-                return
-            except RuntimeError:        # (no new thread at the interpreter's shutdown: printed)
-                pass
+            while True:
+                try:
+                    threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
+                    return
+                except KeyboardInterrupt:
+                    continue
+                except RuntimeError:    # (no new thread at the interpreter's shutdown: printed)
+                    break
         previous(unraisable)
 
     return hook

@@ -1161,3 +1161,26 @@ def test_a_ctrl_c_while_the_arguments_are_read_is_an_interruption(monkeypatch, c
         except KeyboardInterrupt:
             pytest.fail("the Ctrl-C left console() (a traceback)")
     assert left.value.code == 130 and capsys.readouterr().err == "dmft: interrupted\n"
+
+
+def test_a_ctrl_c_redelivered_while_its_timer_starts_is_not_lost(monkeypatch):
+    """The hook's timer can fire (on a loaded machine) while start() still waits for its thread:
+    that delivery raises in the hook, where it is lost, so the hook schedules one more."""
+    started = []
+
+    class Timer:
+        def __init__(self, delay, fn, args):
+            self.args = args
+
+        def start(self):
+            started.append(self.args)
+            if len(started) == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.threading, "Timer", Timer)
+    hook = cli._redeliver(lambda u: pytest.fail("passed on"))
+    try:
+        hook(type("U", (), {"exc_value": KeyboardInterrupt()})())
+    except KeyboardInterrupt:
+        pytest.fail("the redelivered Ctrl-C escaped the hook: lost")
+    assert len(started) == 2
