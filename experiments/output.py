@@ -585,10 +585,10 @@ def seal(man: dict) -> str:
 
 def read_manifest(out: str) -> dict:
     try:
-        with open(os.path.join(out, MANIFEST)) as fh:
+        with open(os.path.join(out, MANIFEST), encoding="utf-8") as fh:
             man = json.load(fh)
         return man if isinstance(man, dict) else {}
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):             # (ValueError: not JSON, or bytes that are not UTF-8)
         return {}
 
 

@@ -1184,3 +1184,17 @@ def test_a_ctrl_c_redelivered_while_its_timer_starts_is_not_lost(monkeypatch):
     except KeyboardInterrupt:
         pytest.fail("the redelivered Ctrl-C escaped the hook: lost")
     assert len(started) == 2
+
+
+def test_a_run_json_with_a_byte_that_is_not_utf8_is_damaged_not_a_configuration_error(tmp_path, capsys):
+    """A byte flipped in run.json that leaves it not UTF-8 is a damaged run.json, as a cut one is:
+    exit 3 naming it, and --force writes over it (it was exit 2, "configuration error: 'utf-8'
+    codec can't decode ...", with --force too)."""
+    out = tmp_path / "out"
+    assert _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy"), capsys)[0] == 0
+    blob = bytearray((out / "run.json").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (out / "run.json").write_bytes(bytes(blob))
+    code, err = _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy"), capsys)
+    assert code == cli.EXIT_OUTPUT and "run.json is unreadable (damaged" in err, err
+    assert _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy", "--force"), capsys)[0] == 0
