@@ -307,7 +307,8 @@ def _grok(args) -> int:
     out = args.out or os.path.join("results", "grok")
     grok.build(cfg)                          # sizes and values the generators refuse
     if not prepare_output(out, "grok", cfg, args.force, log=_say, resume=True):
-        print(f"dmft grok: {out} already holds this run (complete); --force recomputes it")
+        _say(f"dmft grok: {out}: this run is already complete (same command and configuration); "
+             "pass --force to recompute")
         return EXIT_OK
     _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
     with failures_recorded(out, "grok", cfg):
@@ -334,7 +335,8 @@ def _dln(args) -> int:
     out = args.out or os.path.join("results", "dln")
     claimed = prepare_output(out, "dln", cfg, args.force, log=_say, recheck=True, resume=True)
     if not claimed:
-        print(f"dmft dln: {out} already holds this run (complete); --force recomputes it")
+        _say(f"dmft dln: {out}: this run is already complete (same command and configuration); "
+             "pass --force to recompute")
         failed = [c for c in read_manifest(out).get("checks", []) if isinstance(c, dict) and c.get("verdict") == "FAIL"]
         return EXIT_CHECK if (failed and args.strict) else EXIT_OK      # as the other jobs: its recorded verdicts
     if claimed == RECHECK:                 # only [check] changed: the saved runs are judged again

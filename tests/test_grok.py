@@ -1377,7 +1377,7 @@ def test_a_grok_run_written_before_minibatch_sgd_is_the_same_run(tmp_path, capsy
     path.write_text(json.dumps(manifest))
     capsys.readouterr()
     assert main(_small_grok(out)) == 0
-    assert "already holds this run (complete)" in capsys.readouterr().out
+    assert "this run is already complete" in capsys.readouterr().err     # (as validate's, on stderr)
     assert main(_small_grok(out, "--set", "train.batch_size=4")) == 3
     assert "train.batch_size" in capsys.readouterr().err
 

@@ -335,8 +335,8 @@ def test_dln_rechecks_from_its_saved_runs(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     before, kept = _man(out), _kept(out)
     assert _verdicts(before["checks"])["stationary law sigma=1"] == "FAIL"     # KS ~ 1 after 4 steps
-    code, stdout, _ = _run(["dln", "--out", str(out), "--strict"] + DLN, capsys)   # (it exited 0)
-    assert code == cli.EXIT_CHECK and "already holds this run" in stdout
+    code, _, err = _run(["dln", "--out", str(out), "--strict"] + DLN, capsys)   # (it exited 0)
+    assert code == cli.EXIT_CHECK and "this run is already complete" in err
     _no_compute(monkeypatch)
     loose = ["--set", "check.ks_max=1.0"]
     code, stdout, err = _run(["dln", "--out", str(out)] + DLN + loose, capsys)
