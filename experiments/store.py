@@ -7,9 +7,10 @@
                            each line with its own SHA-256
     DIR/chunks/NAME.npz    "index" (global grid indices), one array per output (leading axis n),
                            the points' coordinates and the manifest digest it was written for
-    DIR/log.jsonl          a line per chunk written (name, points, process, seconds) and per
-                           chunk set aside: informational, never read to trust a chunk (a
-                           session stopped between a chunk's record and its line leaves none)
+    DIR/log.jsonl          a line per chunk written (name, points, process, seconds), chunk set
+                           aside and stale lock found: informational, never read to trust a
+                           chunk (a session stopped between a chunk's record and its line
+                           leaves none)
 
 Every file but the two .jsonl is written to a temporary name, flushed to disk and renamed, so
 a chunk file either exists complete or not at all. A chunk's record is appended to the journal
