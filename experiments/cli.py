@@ -71,6 +71,7 @@ sys.unraisablehook = _redeliver(sys.unraisablehook)
 
 from dmft.errors import ConfigError, DivergenceError, Float32Warning, InputError, NotConverged, OutputError
 
+from . import interrupted_import
 from .output import PlotError, release
 
 __all__ = ["main", "EXIT_OK", "EXIT_CHECK", "EXIT_CONFIG", "EXIT_OUTPUT", "EXIT_NUMERIC", "EXIT_PLOT",
@@ -517,6 +518,11 @@ def _terminate(signum, frame):
 _STOPS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+def _interrupted(job: str, err: KeyboardInterrupt) -> int:
+    _say(f"dmft {job}: interrupted" + (f" ({err.signal})" if isinstance(err, _Terminated) else ""))
+    return 128 + int(getattr(err, "signum", signal.SIGINT))
+
+
 def main(argv=None) -> int:
     """Run one job; returns its exit code (errors are reported on one line, never a traceback).
     While it runs (from the main thread), SIGTERM and SIGHUP interrupt it as Ctrl-C does (unless
@@ -530,10 +536,10 @@ def main(argv=None) -> int:
     try:
         return _JOBS[args.job](args)
     except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        _say(f"dmft {args.job}: interrupted" + (f" ({err.signal})" if isinstance(err, _Terminated) else ""))
-        return 128 + int(signum)
+        return _interrupted(args.job, err)
     except Exception as err:  # noqa: BLE001 - mapped to exit codes below, or re-raised
+        if interrupted_import(err) is not None:          # (a Ctrl-C while a library loaded)
+            return _interrupted(args.job, interrupted_import(err))
         found = exit_code(err)
         if found is None:
             raise

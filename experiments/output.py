@@ -60,6 +60,7 @@ from dmft.errors import DmftError, OutputConflict, OutputError
 from dmft.io import compute_platform, environment, jsonable, sha256
 from dmft.plotting import tidy_log_ticks
 
+from . import interrupted_import
 from .config import differences, to_toml
 from .problem import data_digest, unread_task_keys
 from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
@@ -368,6 +369,10 @@ def failures_recorded(out: str, job: str, cfg: dict):
         write_manifest(out, job, cfg, "interrupted", {"signal": getattr(err, "signal", "SIGINT")})
         raise
     except BaseException as err:       # any failure: the files written so far are recorded
+        stop = interrupted_import(err)   # (a Ctrl-C while a library loaded: an ImportError)
+        if stop is not None:
+            write_manifest(out, job, cfg, "interrupted", {"signal": getattr(stop, "signal", "SIGINT")})
+            raise
         kept = keep_partial(out, cfg, err)
         write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}",
                                                  **({"partial": kept} if kept else {})})
