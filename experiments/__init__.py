@@ -11,13 +11,19 @@ Layers (each imports only those before it): `dmft` (problem spec, theory, solver
 __all__ = ["console", "interrupted_import", "cli", "config", "problem", "jobs", "report", "output", "store", "scan", "grok", "dln"]
 
 
+RECEIVED: list[int] = []     # the interruptions' signals the command's handlers received (a run's)
+
+
 def console() -> None:
     """The `dmft` command (`cli.console`), started from this package, which imports nothing: a
     Ctrl-C while the command's libraries load (JAX: 1-4 s) ended with Python's traceback and the
-    signal's own status; it ends as any interruption does, "interrupted" and exit 130 (nothing has
-    been written then)."""
+    signal's own status, or exit 1 and an ImportError (`interrupted_import`); it ends as any
+    interruption does, "interrupted" and exit 130 (nothing has been written then)."""
+    import signal
     import sys
 
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _ctrl_c)
     try:
         from . import cli
     except (KeyboardInterrupt, ImportError) as err:
@@ -28,12 +34,26 @@ def console() -> None:
     cli.console()
 
 
-def interrupted_import(err: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl-C (or SIGTERM, SIGHUP) behind an ImportError: one landing while a C extension
-    initializes (numpy's, jaxlib's) comes out as "ImportError: ... failed to import" (an exit 1 and a
-    traceback), the interruption at the end of its chain of ImportErrors; None for any other error."""
+def _ctrl_c(signum, frame):
+    """Python's Ctrl-C handler (KeyboardInterrupt), noting the signal (`RECEIVED`)."""
+    RECEIVED.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupted_import(err: BaseException) -> int | None:
+    """The signal behind an ImportError, or None (any other error): a Ctrl-C (or SIGTERM, SIGHUP)
+    landing while a C extension initializes (numpy's, jaxlib's) comes out as "ImportError: ...
+    failed to import" (an exit 1 and a traceback), with the interruption at the end of its chain
+    of ImportErrors or, where the extension printed it and raised a bare ImportError, as a signal
+    the command's handlers received (`RECEIVED`)."""
+    import signal
+
     seen = []
     while isinstance(err, ImportError) and not any(err is e for e in seen):
         seen.append(err)
         err = err.__cause__ or err.__context__
-    return err if isinstance(err, KeyboardInterrupt) and seen else None
+    if not seen:
+        return None
+    if isinstance(err, KeyboardInterrupt):
+        return int(getattr(err, "signum", signal.SIGINT))
+    return RECEIVED[-1] if RECEIVED else None

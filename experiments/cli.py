@@ -71,7 +71,7 @@ sys.unraisablehook = _redeliver(sys.unraisablehook)
 
 from dmft.errors import ConfigError, DivergenceError, Float32Warning, InputError, NotConverged, OutputError
 
-from . import interrupted_import
+from . import RECEIVED, interrupted_import
 from .output import PlotError, release
 
 __all__ = ["main", "EXIT_OK", "EXIT_CHECK", "EXIT_CONFIG", "EXIT_OUTPUT", "EXIT_NUMERIC", "EXIT_PLOT",
@@ -512,6 +512,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame):
+    RECEIVED.append(signum)
     raise _Terminated(signum)
 
 
@@ -527,6 +528,7 @@ def main(argv=None) -> int:
     """Run one job; returns its exit code (errors are reported on one line, never a traceback).
     While it runs (from the main thread), SIGTERM and SIGHUP interrupt it as Ctrl-C does (unless
     ignored, as under nohup); the previous handlers are restored after."""
+    RECEIVED.clear()                  # (this run's interruptions: `interrupted_import`)
     args = _parser().parse_args(argv)
     if hasattr(args, "compile_cache"):
         _use_compile_cache(args.compile_cache)
@@ -538,8 +540,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as err:
         return _interrupted(args.job, err)
     except Exception as err:  # noqa: BLE001 - mapped to exit codes below, or re-raised
-        if interrupted_import(err) is not None:          # (a Ctrl-C while a library loaded)
-            return _interrupted(args.job, interrupted_import(err))
+        signum = interrupted_import(err)                 # (a Ctrl-C while a library loaded)
+        if signum is not None:
+            return _interrupted(args.job, _Terminated(signum) if signum != signal.SIGINT else KeyboardInterrupt())
         found = exit_code(err)
         if found is None:
             raise

@@ -51,6 +51,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -369,9 +370,9 @@ def failures_recorded(out: str, job: str, cfg: dict):
         write_manifest(out, job, cfg, "interrupted", {"signal": getattr(err, "signal", "SIGINT")})
         raise
     except BaseException as err:       # any failure: the files written so far are recorded
-        stop = interrupted_import(err)   # (a Ctrl-C while a library loaded: an ImportError)
-        if stop is not None:
-            write_manifest(out, job, cfg, "interrupted", {"signal": getattr(stop, "signal", "SIGINT")})
+        signum = interrupted_import(err)     # (a Ctrl-C while a library loaded: an ImportError)
+        if signum is not None:
+            write_manifest(out, job, cfg, "interrupted", {"signal": signal.Signals(signum).name})
             raise
         kept = keep_partial(out, cfg, err)
         write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}",

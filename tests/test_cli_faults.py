@@ -1119,12 +1119,12 @@ def test_a_key_set_twice_in_an_unread_section_gets_one_note(capsys):
     assert err.count("theory.replicas changes nothing here") == 1, err
 
 
-@pytest.mark.parametrize("how", ["signal", "extension", "missing"])
+@pytest.mark.parametrize("how", ["signal", "extension", "printed", "missing"])
 def test_a_ctrl_c_while_the_command_starts_is_an_interruption(how):
     """A Ctrl-C while the command's libraries were imported (before main() runs: 0.3-3.7 s on a
     loaded machine) ended with Python's traceback and the signal's status (-2), or, landing in a C
     extension's initialization (numpy's, jaxlib's), exit 1 and "ImportError: ... failed to import"
-    (1 of 60 random Ctrl-Cs): the entry point the package declares ends both as any interruption,
+    (3 of 140 random Ctrl-Cs; the KeyboardInterrupt printed by the extension, or chained): the entry point the package declares ends both as any interruption,
     "interrupted" and exit 130. A library truly missing still shows its ImportError."""
     import subprocess
     import tomllib
@@ -1134,6 +1134,9 @@ def test_a_ctrl_c_while_the_command_starts_is_an_interruption(how):
     module, _, function = entry.partition(":")
     act = {"signal": "os.kill(os.getpid(), signal.SIGINT)",
            "extension": "raise ImportError('numpy failed to import') from KeyboardInterrupt()",
+           "printed": "try: os.kill(os.getpid(), signal.SIGINT)\n"       # (the extension prints it)
+                      "            except KeyboardInterrupt: pass\n"
+                      "            raise ImportError('numpy failed to import')",
            "missing": "raise ImportError('No module named jax')"}[how]
     script = f"""
 import importlib, os, signal, sys
@@ -1154,19 +1157,31 @@ getattr(importlib.import_module({module!r}), {function!r})()
         assert (done.returncode, done.stderr) == (130, "dmft: interrupted while starting (nothing written)\n")
 
 
-def test_a_ctrl_c_while_a_job_imports_a_library_is_an_interruption(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("how", ["chained", "received"])
+def test_a_ctrl_c_while_a_job_imports_a_library_is_an_interruption(how, tmp_path, capsys, monkeypatch):
     """Within a job (its libraries imported as needed: matplotlib's, scipy's C extensions) such a
-    Ctrl-C came out as an ImportError: run.json "failed" with it, and a traceback. It is an
-    interruption: run.json "interrupted", exit 130."""
+    Ctrl-C (or SIGTERM) came out as an ImportError: run.json "failed" with it, and a traceback. It
+    is an interruption: run.json "interrupted" with its signal, exit 128 + its number."""
+    import signal
+
+    import experiments
     from experiments import report
 
     def load(*args, **kw):
-        raise ImportError("matplotlib's ft2font failed to import") from KeyboardInterrupt()
+        if how == "chained":
+            raise ImportError("matplotlib's ft2font failed to import") from KeyboardInterrupt()
+        try:
+            cli._terminate(signal.SIGTERM, None)          # (its handler, as the signal would call it)
+        except KeyboardInterrupt:
+            pass                                           # (printed by the extension)
+        raise ImportError("matplotlib's ft2font failed to import")
 
     monkeypatch.setattr(report, "write_report", load)
     code, err = _run(_solve_argv(tmp_path / "out", "--gamma0", "1", "--set", "theory.method=lazy"), capsys)
+    experiments.RECEIVED.clear()
     man = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert (code, man["status"], man["signal"]) == (130, "interrupted", "SIGINT") and "interrupted" in err, err
+    want = (130, "SIGINT") if how == "chained" else (143, "SIGTERM")
+    assert (code, man["status"], man["signal"]) == (want[0], "interrupted", want[1]) and "interrupted" in err, err
 
 
 def test_a_ctrl_c_while_the_arguments_are_read_is_an_interruption(monkeypatch, capsys):
