@@ -15,20 +15,24 @@ RECEIVED: list[int] = []     # the interruptions' signals the command's handlers
 
 
 def console() -> None:
-    """The `dmft` command (`cli.console`), started from this package, which imports nothing: a
+    """The `dmft` command (`cli.console`), started from this package, which imports nothing. A
     Ctrl-C while the command's libraries load (JAX: 1-4 s) ended with Python's traceback and the
-    signal's own status, or exit 1 and an ImportError (`interrupted_import`); it ends as any
-    interruption does, "interrupted" and exit 130 (nothing has been written then)."""
+    signal's own status, or, landing in a C extension's initialization, exit 1 and an ImportError:
+    it is held until they have loaded, then ends the command as any interruption does,
+    "interrupted" and exit 130 (nothing has been written then)."""
     import signal
     import sys
 
+    held = []
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _ctrl_c)
-    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        try:
+            from . import cli
+        finally:
+            signal.signal(signal.SIGINT, _ctrl_c)
+    else:
         from . import cli
-    except (KeyboardInterrupt, ImportError) as err:
-        if isinstance(err, ImportError) and interrupted_import(err) is None:
-            raise                                           # (a library missing: its traceback)
+    if held:
         print("dmft: interrupted while starting (nothing written)", file=sys.stderr)
         sys.exit(130)
     cli.console()
