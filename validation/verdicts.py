@@ -226,7 +226,9 @@ def _rounded_down(x: float, digits: int = 2) -> float:
     lazy check's suggested gamma0 read 0.94 where 0.9388 was the limit, and 0.94 was skipped)."""
     if not (x > 0 and np.isfinite(x)):
         return float(x)
-    unit = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    e = math.floor(math.log10(x))
+    e -= 10.0 ** e > x              # (log10 rounds up just below a power of ten: 0.09999999999999999 read 0.09)
+    unit = 10.0 ** (e - digits + 1)
     down = float(f"{math.floor(x / unit * (1 + 1e-12)) * unit:.{digits}g}")
     return down if down <= x else float(f"{down - unit:.{digits}g}")
 
