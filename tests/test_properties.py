@@ -20,9 +20,11 @@ import dmft
 import networks
 from dmft.runner import TRACE_COUNTS
 
-settings.register_profile("short", max_examples=20, deadline=None, derandomize=True,
+# (this module's tests only: the suite's profile is loaded again at its end; derandomized as the
+# suite is, under CI)
+settings.register_profile("short", settings.get_profile("suite"), max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-settings.register_profile("long", max_examples=500, deadline=None,
+settings.register_profile("long", settings.get_profile("suite"), max_examples=500, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))
 
@@ -278,6 +280,7 @@ def test_schedule_of_any_size_is_built_small_or_refused_at_once(steps, save_ever
        save_at=st.sampled_from([None, "log", [2, 5]]), n_saves=st.one_of(st.none(), st.integers(1, 8)),
        change=st.sampled_from([{}, {"save_every": 4}, {"save_at": "log"}, {"save_at": [3]},
                                {"save_at": None}, {"n_saves": 3}, {"steps": 80}]))
+@example(save_every=None, save_at="log", n_saves=1, change={})
 def test_schedule_uses_every_save_field_given_or_refuses_it(save_every, save_at, n_saves, change):
     """A save_every or n_saves that the save grid would not use is refused naming it (both
     were dropped without a word before), and a given one is the grid; `replace` moves between
@@ -300,7 +303,8 @@ def test_schedule_uses_every_save_field_given_or_refuses_it(save_every, save_at,
     elif save_at == "log":
         n = dmft.schedule.DEFAULT_N_SAVES if n_saves is None else n_saves
         assert sch.n_saves == n and sch.save_every is None and not sch.uniform
-        expect = np.unique(np.r_[0, np.rint(np.geomspace(1, 40, n)), 40]).astype(int)
+        # (one save: the last step alone)
+        expect = np.unique(np.r_[0, np.rint(np.geomspace(1, 40, n)) if n > 1 else 40, 40]).astype(int)
         assert sch.save_steps.tolist() == expect.tolist()
     else:
         assert sch.save_steps.tolist() == [0, 2, 5, 40] and sch.save_every is None and sch.n_saves is None
@@ -797,3 +801,6 @@ def test_more_log_saves_than_steps_are_refused_by_the_jobs_configs(job, steps, l
         with pytest.raises(dmft.ConfigError, match=r"^train\.log_saves .* is more than decay\.steps"):
             mod.load_config(None, ["testbed.name='lyu'", f"train.log_saves={log_saves}",
                                    f"decay.steps={log_saves - 1}"])
+
+
+settings.load_profile("suite")            # (the modules imported after this one: their own settings)

@@ -106,7 +106,7 @@ def test_draw_sites_checks_its_sizes_before_drawing(sampler, samples, replicas):
     np.testing.assert_allclose(np.sum(s.weight, axis=1), 1.0, rtol=1e-12)
 
 
-@settings(deadline=None)      # (its first example compiles a draw, ~2 s)
+@settings(max_examples=20, deadline=None)      # (its first example compiles a draw, ~2 s)
 @given(first=st.one_of(st.integers(-2, 6), st.sampled_from([1.5, True])), count=st.integers(1, 5))
 def test_draw_sites_refuses_replicas_a_draw_of_all_would_not_have(first, count):
     """Replicas first .. first + count - 1 of a draw of 4: outside 0..3, or a fraction, refused."""
