@@ -757,6 +757,26 @@ def test_a_scan_writes_a_report_of_what_it_holds(reference):
     assert "\"task.P\" = [12, 16]" in text and "grok_threshold = 0.05" in text         # the configuration
 
 
+def test_a_complete_rerun_rewrites_a_changed_or_damaged_report(reference):
+    """A complete scan's rerun ("already complete") kept a report.md edited, cut short or swapped
+    in from another scan, silently: its numbers then contradicted the verified store. The rerun
+    now compares it with the report its store gives and rewrites it, saying so; the report of
+    an intact store, named by another path, is kept as it is."""
+    copy = shutil.copytree(reference.path, reference.path + "-bad-report")
+    path = os.path.join(copy, "report.md")
+    text = open(os.path.join(reference.path, "report.md")).read().replace(reference.path, copy)
+    for damage in (lambda t: t.replace("20 of 20", "19 of 20"), lambda t: t[: len(t) // 2], lambda t: ""):
+        open(path, "w").write(damage(text))
+        said = []
+        scan.run(reference.config, copy, log=said.append)
+        assert "already complete" in said[0] and "report.md did not match its store" in said[1], said
+        assert open(path).read() == text
+    said = []
+    scan.run(reference.config, os.path.relpath(copy), log=said.append)      # intact, named otherwise
+    assert "already complete" in said[0] and not any("report" in s for s in said[1:2]), said
+    assert open(path).read() == text
+
+
 def test_rerun_computes_only_missing_chunks(config, reference, tmp_path):
     out = str(tmp_path / "copy")
     shutil.copytree(reference.path, out)

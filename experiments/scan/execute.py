@@ -7,7 +7,9 @@ them all (the chunks travel through JAX's collectives; on CPU, gloo).
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -32,7 +34,7 @@ from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
 from .grid import Chunk, Group, PartCache, Plan, plan, point_digests, point_ids, point_warnings, point_where
 from .outputs import derive, network_records, node_outputs
-from .result import REPORT, load, write_report
+from .result import REPORT, load, report_text, write_report
 
 __all__ = ["run", "init_distributed", "check_port_free", "store_identity", "SETTINGS", "ProcessLost",
            "HANG_TIMEOUT"]
@@ -610,6 +612,9 @@ def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say, dog=None
         res = load(out)
         if not os.path.exists(os.path.join(out, REPORT)):    # (its session's write failed: said then)
             _report(res, say, "wrote its missing report")
+        elif not _same_report(_read_bytes(os.path.join(out, REPORT)), res):
+            # an edited, damaged or swapped report would otherwise stand beside verified results
+            _report(res, say, f"its {REPORT} did not match its store (changed or damaged); rewrote")
         return res
     if devices is None and jax.config.jax_default_device is not None:
         dd = jax.config.jax_default_device       # a device, or a platform's name
@@ -746,6 +751,26 @@ def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say, dog=None
     res = load(out)
     _report(res, say, "report")
     return res
+
+
+def _same_report(held: bytes | None, res) -> bool:
+    """Whether report.md's bytes `held` are the report `res`'s store gives (`report_text`), written
+    for the path the report names (a rerun may name the store another way, or a moved one)."""
+    named = re.search(rb"^res = scan\.load\((.*)\)   # ", held or b"", re.M)
+    try:
+        path = ast.literal_eval(named.group(1).decode()) if named else res.path
+    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+        return False
+    return isinstance(path, str) and held == report_text(dataclasses.replace(res, path=path)).encode()
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None where it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def _report(res, say, what: str) -> None:

@@ -394,7 +394,16 @@ def write_report(res: ScanResult) -> str:
     shape, how to read and draw them, and the configuration (a scan wrote no report: only its
     printed summary said what it held). The manifest and chunks stay the results; this file is
     rewritten by every session that runs to its end (`run`; an interrupted one leaves the
-    previous report) and never read back. Returns its path."""
+    previous report) and never read back for values. Returns its path."""
+    path = os.path.join(res.path, REPORT)
+    with open(path, "w") as fh:
+        fh.write(report_text(res))
+    return path
+
+
+def report_text(res: ScanResult) -> str:
+    """REPORT's text for `res` (`write_report`): a function of the store alone, so a complete
+    scan's rerun tells a report changed or damaged since from the one its store gives."""
     from ..config import to_toml
 
     g = res.grid
@@ -417,10 +426,7 @@ def write_report(res: ScanResult) -> str:
     if call:
         lines_.append(f"{call}.savefig('figure.png')")
     lines_ += ["```", "", "## Configuration", "", "```toml", to_toml(res.config).rstrip(), "```", ""]
-    path = os.path.join(res.path, REPORT)
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines_))
-    return path
+    return "\n".join(lines_)
 
 
 def _select(res: ScanResult, name: str, keep: list, at: dict | None, values=None) -> np.ndarray:
