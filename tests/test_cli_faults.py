@@ -642,7 +642,8 @@ def test_a_ctrl_c_lost_in_jaxs_gc_callback_still_interrupts_the_job():
     import subprocess
     import sys
 
-    code = ("import gc, sys, time\n"
+    code = ("import gc, signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"   # (a background parent ignores it)
             "from experiments import cli\n"
             "def lost(phase, info):\n"
             "    gc.callbacks.remove(lost)\n"
