@@ -8,7 +8,8 @@ Layers (each imports only those before it): `dmft` (problem spec, theory, solver
     res = scan.run("scripts/configs/scan.toml", "results/scan")
 """
 
-__all__ = ["console", "interrupted_import", "cli", "config", "problem", "jobs", "report", "output", "store", "scan", "grok", "dln"]
+__all__ = ["console", "interrupted_import", "cli", "config", "problem", "jobs", "report", "output", "store", "scan",
+           "grok", "dln"]
 
 
 RECEIVED: list[int] = []     # the interruptions' signals the command's handlers received (a run's)
