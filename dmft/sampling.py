@@ -182,7 +182,8 @@ def chi2_quantile(u, k: int):
     if not jnp.issubdtype(u.dtype, jnp.floating):
         raise InputError(f"u must be a floating array (probabilities in [0, 1]), got dtype {u.dtype}")
     # (on the host: XLA's CPU arithmetic flushes subnormals to 0, so a u of -1e-323 passed u >= 0)
-    if _concrete(u) and u.size and not bool(np.all((np.asarray(u) >= 0) & (np.asarray(u) <= 1))):
+    host = np.asarray(u) if _concrete(u) and u.size else None
+    if host is not None and not np.all((host >= 0) & (host <= 1)):
         raise InputError("u must hold probabilities in [0, 1], got values outside it (or NaN)")
     u = jnp.asarray(u)
     fi = jnp.finfo(u.dtype)

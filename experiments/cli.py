@@ -519,9 +519,10 @@ def _terminate(signum, frame):
 _STOPS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def _interrupted(job: str, err: KeyboardInterrupt) -> int:
-    _say(f"dmft {job}: interrupted" + (f" ({err.signal})" if isinstance(err, _Terminated) else ""))
-    return 128 + int(getattr(err, "signum", signal.SIGINT))
+def _interrupted(job: str, signum: int) -> int:
+    """Say that the job was interrupted (naming the signal but for Ctrl-C's); its exit code."""
+    _say(f"dmft {job}: interrupted" + (f" ({signal.Signals(signum).name})" if signum != signal.SIGINT else ""))
+    return 128 + int(signum)
 
 
 def main(argv=None) -> int:
@@ -538,11 +539,11 @@ def main(argv=None) -> int:
     try:
         return _JOBS[args.job](args)
     except KeyboardInterrupt as err:
-        return _interrupted(args.job, err)
+        return _interrupted(args.job, getattr(err, "signum", signal.SIGINT))
     except Exception as err:  # noqa: BLE001 - mapped to exit codes below, or re-raised
         signum = interrupted_import(err)                 # (a Ctrl-C while a library loaded)
         if signum is not None:
-            return _interrupted(args.job, _Terminated(signum) if signum != signal.SIGINT else KeyboardInterrupt())
+            return _interrupted(args.job, signum)
         found = exit_code(err)
         if found is None:
             raise

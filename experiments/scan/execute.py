@@ -612,7 +612,7 @@ def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say, dog=None
         res = load(out)
         if not os.path.exists(os.path.join(out, REPORT)):    # (its session's write failed: said then)
             _report(res, say, "wrote its missing report")
-        elif not _same_report(_read_bytes(os.path.join(out, REPORT)), res):
+        elif not _same_report(res):
             # an edited, damaged or swapped report would otherwise stand beside verified results
             _report(res, say, f"its {REPORT} did not match its store (changed or damaged); rewrote")
         return res
@@ -753,24 +753,20 @@ def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say, dog=None
     return res
 
 
-def _same_report(held: bytes | None, res) -> bool:
-    """Whether report.md's bytes `held` are the report `res`'s store gives (`report_text`), written
-    for the path the report names (a rerun may name the store another way, or a moved one)."""
-    named = re.search(rb"^res = scan\.load\((.*)\)   # ", held or b"", re.M)
+def _same_report(res) -> bool:
+    """Whether the store's report.md is the report `res`'s store gives (`report_text`), written for
+    the path the report names (a rerun may name the store another way, or a moved one)."""
+    try:
+        with open(os.path.join(res.path, REPORT), "rb") as fh:
+            held = fh.read()
+    except OSError:
+        return False
+    named = re.search(rb"^res = scan\.load\((.*)\)   # ", held, re.M)
     try:
         path = ast.literal_eval(named.group(1).decode()) if named else res.path
     except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
         return False
     return isinstance(path, str) and held == report_text(dataclasses.replace(res, path=path)).encode()
-
-
-def _read_bytes(path: str) -> bytes | None:
-    """The file's bytes, or None where it cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def _report(res, say, what: str) -> None:
