@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import sys
 
@@ -46,7 +45,7 @@ from dmft.plan import no_lazy_limit, solution_bytes
 from dmft.solve import initial_ntk
 from validation import lazy_to_rich
 from validation.sweep import NODE_FRACTIONS, plan_node_check
-from validation.verdicts import TOLERANCES, z_bound
+from validation.verdicts import TOLERANCES, rounded, z_bound
 from validation.verdicts import checks as verdicts
 
 from . import config as _config
@@ -280,8 +279,7 @@ def _check_lazy_step(cfg: dict, prob, lazy_plan, lazy_schedule) -> None:
                    kernel_nodes=lazy_plan.kernel_nodes)
     except DivergenceError as err:
         limit = 2.0 / rate
-        digits = 10.0 ** (math.floor(math.log10(limit)) - 2)
-        below = math.floor(limit / digits * (1 - 1e-12)) * digits      # 3 digits, rounded down
+        below = rounded(limit * (1 - 1e-12), 3, "down")                 # 3 digits, strictly below
         at = "" if err.step is None else f" (by saved step {err.step}, t = {err.step * eta0:g})"
         raise ConfigError(
             f"train.eta0 = {eta0:g}: the lazy limit, every sweep.gamma0's baseline (full-batch gradient descent "

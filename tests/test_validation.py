@@ -717,6 +717,31 @@ def test_lazy_check_is_skipped_where_the_lazy_limit_moves_the_weights(move, limi
         assert out["value"] == pytest.approx(gap, rel=1e-12, abs=1e-15)
 
 
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(min_value=0.0, exclude_min=True, max_value=1e300), digits=st.integers(1, 6), up=st.booleans())
+@example(x=5e-324, digits=2, up=False)                  # a subnormal: its unit underflowed (ZeroDivisionError)
+@example(x=0.09999999999999999, digits=3, up=False)     # log10 reads -1.0: the message showed 0.099
+def test_rounding_of_shown_limits_is_exact_in_decimal(x, digits, up):
+    """The bounds and limits a verdict or a message shows (`verdicts.rounded`, the lazy check's
+    gamma0, the step limit's example eta0) are the nearest `digits`-digit decimal on their side of
+    x, for every positive float: below a power of ten and for subnormals too."""
+    from decimal import Decimal
+
+    from validation.verdicts import _rounded_down, rounded
+    r = rounded(x, digits, "up" if up else "down")
+    assert (r >= x) if up else (r <= x)
+    q, d = Decimal(repr(r)), Decimal(repr(x))
+    assert len(q.normalize().as_tuple().digits) <= digits, (x, r)
+    if x >= 1e-300:                                      # (normal floats: no decimal of `digits` digits lies between)
+        unit = Decimal(1).scaleb(d.adjusted() - digits + 1)
+        assert (q - unit < d) if up else (q + unit > d), (x, r)
+    if digits == 2 and not up:
+        assert _rounded_down(x) == r
+    for bad in (0.0, -x, float("nan"), float("inf")):
+        with pytest.raises(dmft.InputError, match="positive and finite"):
+            rounded(bad, digits, "up")
+
+
 def test_lazy_limits_weight_movement_is_the_dmfts_near_lazy_and_grows_the_gap_as_its_square():
     """The SKIP's measure, the lazy limit's first-layer movement, is linear in gamma0 and equals the
     DMFT's own at small gamma0 (to 5%), and the DMFT's gap to the lazy limit is between 1 and 8

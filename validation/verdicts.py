@@ -64,7 +64,7 @@ from the numbers a reader sees (0.0081313 against <= 0.0081 is shown as 0.008131
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import numpy as np
 
@@ -199,9 +199,7 @@ def _rounded_bound(bound: float, each: float) -> float:
         return 0.0
     if not 0 < bound < np.inf:         # a tail past the floats' (sigma above ~36): no finite bound
         return float("inf")
-    unit = 10.0 ** (math.floor(math.log10(bound)) - 2)                  # 3 digits, rounded up
-    shown = float(f"{math.ceil(bound / unit - 1e-9) * unit:.3g}")
-    return shown if shown >= bound else float(f"{shown + unit:.3g}")
+    return rounded(bound, 3, "up")
 
 
 def node_bias_bound(sigma: float, dof, ok, rel: float, full_se, shift_se) -> np.ndarray:
@@ -221,16 +219,25 @@ def node_bias_bound(sigma: float, dof, ok, rel: float, full_se, shift_se) -> np.
                      for k, d, m in zip(ok.ravel(), dof.ravel(), margin.ravel())]).reshape(ok.shape)
 
 
-def _rounded_down(x: float, digits: int = 2) -> float:
-    """x > 0 rounded down to `digits` significant digits: a limit a reader may take as given (the
-    lazy check's suggested gamma0 read 0.94 where 0.9388 was the limit, and 0.94 was skipped)."""
+def rounded(x: float, digits: int, direction: str) -> float:
+    """x > 0 (finite) rounded "up" or "down" to `digits` significant digits: the nearest such
+    decimal on that side of x's shortest repr, so its float lies on that side of x too (a limit or a
+    bound a reader may take as given). Exact in decimal: log10 rounds just below a power of ten
+    (0.09999999999999999 read 0.09 where 0.099 is right) and a subnormal's unit underflows."""
+    if direction not in ("up", "down") or not (isinstance(digits, int) and 1 <= digits <= 17):
+        raise InputError(f"rounded: direction must be 'up' or 'down' and digits an int in 1..17, got "
+                         f"{direction!r}, {digits!r}")
     if not (x > 0 and np.isfinite(x)):
-        return float(x)
-    e = math.floor(math.log10(x))
-    e -= 10.0 ** e > x              # (log10 rounds up just below a power of ten: 0.09999999999999999 read 0.09)
-    unit = 10.0 ** (e - digits + 1)
-    down = float(f"{math.floor(x / unit * (1 + 1e-12)) * unit:.{digits}g}")
-    return down if down <= x else float(f"{down - unit:.{digits}g}")
+        raise InputError(f"rounded: x must be positive and finite, got {x!r}")
+    d = Decimal(repr(float(x)))
+    unit = Decimal(1).scaleb(d.adjusted() - digits + 1)
+    return float(d.quantize(unit, rounding=ROUND_CEILING if direction == "up" else ROUND_FLOOR))
+
+
+def _rounded_down(x: float, digits: int = 2) -> float:
+    """x > 0 rounded down to `digits` significant digits (the lazy check's suggested gamma0 read
+    0.94 where 0.9388 was the limit, and 0.94 was skipped); anything else as it is."""
+    return rounded(x, digits, "down") if x > 0 and np.isfinite(x) else float(x)
 
 
 def _rounded_up(x: float) -> float:
