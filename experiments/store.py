@@ -733,6 +733,16 @@ class Store:
             raise StoreConflict(f"{self.chunk_path(name)}: {reason}")
         return arrays
 
+    @staticmethod
+    def _written_for(data: bytes):
+        """The configuration digest a chunk file's own record names, or None where it has none
+        readable (only to name damage: nothing read from an unverified file is used)."""
+        try:
+            meta = json.loads(npz_arrays(data)[META].tobytes().decode())
+        except Exception:  # noqa: BLE001 - unreadable is simply not named
+            return None
+        return meta.get("digest") if isinstance(meta, dict) else None
+
     def _check_chunk(self, name: str, expected: dict | None = None):
         """(ok, reason, arrays) for one chunk file against its manifest record and the plan.
 
@@ -754,9 +764,14 @@ class Store:
         if rec is None:
             return False, (f"not recorded in {MANIFEST} (nor in {JOURNAL}), so not trusted: a write "
                            "that did not finish, or an edited manifest"), None
-        if len(data) != rec.get("bytes"):
-            return False, f"truncated or extended ({len(data)} bytes, {rec.get('bytes')} written)", None
-        if sha256(data) != rec.get("sha256"):
+        if len(data) != rec.get("bytes") or sha256(data) != rec.get("sha256"):
+            written = self._written_for(data)
+            if written is not None and written != self.manifest["digest"]:
+                return False, (f"not the chunk {MANIFEST} records: a whole chunk written for another configuration "
+                               f"or grid (its digest is not {MANIFEST}'s; a file swapped in from another scan, or "
+                               f"{MANIFEST} itself)"), None
+            if len(data) != rec.get("bytes"):
+                return False, f"truncated or extended ({len(data)} bytes, {rec.get('bytes')} written)", None
             return False, "checksum mismatch (corrupted)", None
         try:
             arrays = npz_arrays(data)

@@ -239,3 +239,31 @@ def test_a_scan_killed_mid_record_resumes_computing_that_chunk_alone(tmp_path, m
     assert killed["status"] == "running" and sum(g["chunks"] for g in killed["groups"]) == 1
     assert resumed["status"] == "complete" and resumed["computed_points"] == 2
     assert _journal(out) == b""                         # folded into the manifest
+
+
+def test_a_manifest_swapped_in_from_another_scan_is_named_not_called_corruption(tmp_path):
+    """A manifest.json copied from another scan (same chunk names, another configuration) makes
+    every intact chunk disagree with its record: each is named as a chunk written for another
+    configuration, not as a corrupted file (it was 'checksum mismatch (corrupted)'), and a chunk
+    really damaged beside them is still named as damaged."""
+    paths = [str(tmp_path / n) for n in ("a", "b")]
+    for path, a in zip(paths, (1, 2)):
+        store = Store.create_or_open(path, {"config": {"a": a}}, {"grid": {}, "chunk_names": NAMES})
+        for i in range(3):
+            store.write_chunk(NAMES[i], {**_arrays(i), "x": np.full(2, float(a * 10 + i))}, family="g")
+        store.save_manifest()
+        store.close()
+    with open(os.path.join(paths[1], S.MANIFEST), "rb") as fh:
+        other = fh.read()
+    with open(os.path.join(paths[0], S.MANIFEST), "wb") as fh:
+        fh.write(other)
+    os.remove(os.path.join(paths[0], JOURNAL))
+    chunk = os.path.join(paths[0], S.CHUNKS, "c2.npz")
+    with open(chunk, "r+b") as fh:
+        fh.seek(os.path.getsize(chunk) // 2)
+        fh.write(b"\xff\xfe")
+    good, bad = Store.read(paths[0]).verified()
+    assert good == set() and sorted(bad) == ["c0", "c1", "c2"], bad
+    for name in ("c0", "c1"):
+        assert "written for another configuration" in bad[name] and "corrupted" not in bad[name], bad
+    assert "another configuration" not in bad["c2"], bad
