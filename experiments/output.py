@@ -152,7 +152,13 @@ def _start_recording(out: str, kept: dict | None = None, results: bool = True) -
     if not results:
         return
     with open(os.path.join(out, RESULTS), "w") as fh:
-        fh.write("".join(f"{d} {rel}\n" for rel, d in kept.items() if is_result(rel)))
+        fh.write("".join(_result_line(d, rel) for rel, d in kept.items() if is_result(rel)))
+
+
+def _result_line(digest: str, rel: str) -> str:
+    """A line of the results record: the file's SHA-256, its path, and the line's own check (the
+    first 16 hex digits of its SHA-256), so that a damaged line is told from a changed file."""
+    return f"{digest} {rel} {hashlib.sha256(f'{digest} {rel}'.encode()).hexdigest()[:16]}\n"
 
 
 def is_result(rel: str) -> bool:
@@ -186,7 +192,7 @@ def record_result(out: str, paths) -> None:
     for path in paths:
         rel = os.path.relpath(os.path.realpath(os.fspath(path)), root).replace(os.sep, "/")
         if is_result(rel):
-            lines.append(f"{sha256(os.path.join(out, *rel.split('/')))} {rel}\n")
+            lines.append(_result_line(sha256(os.path.join(out, *rel.split('/'))), rel))
     with open(os.path.join(out, RESULTS), "a") as fh:
         fh.write("".join(lines))
         fh.flush()
@@ -209,21 +215,27 @@ def forget_results(out: str, paths) -> None:
     except OSError:
         return
     with open(record, "w") as fh:
-        fh.write("".join(line for line in lines if line.rstrip("\n").partition(" ")[2] not in drop))
+        fh.write("".join(line for line in lines if line.rstrip("\n").rpartition(" ")[0].partition(" ")[2] not in drop))
 
 
-def _verified_results(out: str) -> tuple[dict, list]:
+def _verified_results(out: str) -> tuple[dict, list, int]:
     """The results record of a previous run: ({file: SHA-256} of the result files that are as it
-    recorded them, [files recorded but missing or changed since])."""
-    recorded = {}
+    recorded them, [files recorded but missing or changed since], the number of its lines damaged
+    (each vouching for nothing; a last line a kill cut short, without its newline, is not damage))."""
+    recorded, damaged = {}, 0
     try:
         with open(os.path.join(out, RESULTS), encoding="utf-8", errors="replace") as fh:
-            for line in fh:              # (a line a kill cut short, without its newline, vouches for nothing)
-                digest, _, rel = line.rstrip("\n").partition(" ")
-                if line.endswith("\n") and len(digest) == 64 and is_result(rel) and ".." not in rel.split("/"):
+            for line in fh:
+                if not line.endswith("\n"):
+                    continue
+                body, _, check = line[:-1].rpartition(" ")
+                digest, _, rel = body.partition(" ")
+                if len(digest) != 64 or _result_line(digest, rel) != line:
+                    damaged += 1
+                elif is_result(rel) and ".." not in rel.split("/"):
                     recorded[rel] = digest
     except OSError:
-        return {}, []
+        return {}, [], 0
     good, bad = {}, []
     for rel, digest in recorded.items():
         path = os.path.join(out, *rel.split("/"))
@@ -231,7 +243,7 @@ def _verified_results(out: str) -> tuple[dict, list]:
             good[rel] = digest
         else:
             bad.append(rel)
-    return good, bad
+    return good, bad, damaged
 
 
 def resumed(out: str) -> dict:
@@ -840,7 +852,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         _lock(out, create=True)
         _sign_lock(out)
         _drop_backup(out)               # (a killed recheck's copy that was not put back: this run replaces it)
-        reuse, changed = _verified_results(out) if resume else ({}, [])
+        reuse, changed, damaged_lines = _verified_results(out) if resume else ({}, [], 0)
         if old.get("status") == "running":      # and no live process holds the lock
             who = f"pid {old['pid']} on {old.get('host', '?')}, " if old.get("pid") else ""
             say(f"{out}: the previous run ({who}still \"running\" in run.json) was killed before it "
@@ -848,6 +860,9 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         if resume and not reuse:    # (the job's "resuming: K of N" line comes only with something reused)
             say(f"{out}: none of the previous run's results can be reused (none was recorded as complete"
                 + (", or each changed since" if changed else "") + "): computing it again")
+        if damaged_lines:
+            say(f"{out}: {damaged_lines} line(s) of the previous run's results record ({RESULTS}) damaged: the "
+                "results they named are computed again")
         if changed:
             say(f"{out}: not reused, changed or missing since the previous run wrote them (computed again): "
                 + ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))

@@ -113,16 +113,23 @@ def test_a_changed_saved_result_and_a_failed_points_saves_are_computed_again(str
         arrays = dict(z)
     arrays["train_loss"] = arrays["train_loss"] * 2
     np.savez(path, **arrays)
+    # and the results record's line for the lazy limit at 0.1 damaged (a digit of its digest): named as such
+    record = (out / ".dmft-results").read_text().splitlines(keepends=True)
+    [k] = [i for i, line in enumerate(record) if line.split(" ")[1] == "theory/lazy_gamma0_0.1.npz"]
+    record[k] = ("1" if record[k][0] != "1" else "2") + record[k][1:]
+    (out / ".dmft-results").write_text("".join(record))
     calls, said = _counting(monkeypatch), []
     jobs.run_job("solve", cfg, str(out), log=said.append)
-    assert sorted(calls) == [(0.5, "dmft"), (1.0, "dmft")], calls
+    assert sorted(calls) == [(0.1, "lazy"), (0.5, "dmft"), (1.0, "dmft")], calls
     [changed] = [s for s in said if "not reused" in s]
-    assert "theory/dmft_gamma0_0.5.npz" in changed and "\n" not in changed, said
-    assert f"{out}: resuming: 4 of 6 results reused (verified), the rest computed" in said, said
+    assert "theory/dmft_gamma0_0.5.npz" in changed and "lazy" not in changed and "\n" not in changed, said
+    assert f"{out}: 1 line(s) of the previous run's results record (.dmft-results) damaged: the results they " \
+           "named are computed again" in said, said
+    assert f"{out}: resuming: 3 of 6 results reused (verified), the rest computed" in said, said
     assert not (out / "theory" / "dmft_gamma0_1_failed.npz").exists()
     _assert_same_results(straight, out)
     reused = json.loads((out / "run.json").read_text())["reused"]     # (not the changed result)
-    assert len(reused) == 8 and not any("dmft_gamma0_0.5" in f or "dmft_gamma0_1" in f for f in reused), reused
+    assert len(reused) == 6 and not any("dmft_gamma0_0.5" in f or "dmft_gamma0_1" in f for f in reused), reused
 
 
 def test_a_simulate_gamma0_with_some_widths_saved_is_trained_again_and_counted_so(tmp_path, monkeypatch):
@@ -224,7 +231,8 @@ def test_the_results_record_vouches_only_for_whole_unchanged_results_and_a_reuse
                                                                                                   monkeypatch):
     """The record (.dmft-results) keeps a result only where its file is as recorded: a missing file is
     one to compute again (not a refusal of the directory), and a line naming a failed point's saves
-    or a path out of the directory vouches for nothing; a result is reused only with both its .npz
+    or a path out of the directory vouches for nothing, as does a damaged line (counted, to be named:
+    a flipped digit of its digest read as the file changed) or a last line a kill cut short; a result is reused only with both its .npz
     and .json, read back only then, and one that does not read back is computed again, said."""
     from dmft.io import sha256
     from experiments import output
@@ -235,12 +243,17 @@ def test_the_results_record_vouches_only_for_whole_unchanged_results_and_a_reuse
              "outside.npz": b"o"}
     for rel, data in files.items():
         (out / rel).write_bytes(data)
-    lines = [f"{sha256(out / rel)} {rel}" for rel in files if rel != "outside.npz"]
-    lines.append(f"{sha256(out / 'outside.npz')} theory/../outside.npz")
-    (out / ".dmft-results").write_text("".join(f"{line}\n" for line in lines))
+    lines = [output._result_line(sha256(out / rel), rel) for rel in files if rel != "outside.npz"]
+    lines.append(output._result_line(sha256(out / "outside.npz"), "theory/../outside.npz"))
+    (out / "theory" / "c.npz").write_bytes(b"c")
+    c_line = output._result_line(sha256(out / "theory" / "c.npz"), "theory/c.npz")
+    lines.append(c_line.replace(c_line[5], "0" if c_line[5] != "0" else "1", 1))   # its digest damaged: named
+    lines.append(output._result_line(sha256(out / "theory" / "c.npz"), "theory/c.npz")[:-1])   # cut by a kill
+    (out / ".dmft-results").write_text("".join(lines))
     (out / "theory" / "gone.npz").unlink()
-    good, bad = output._verified_results(str(out))
+    good, bad, damaged = output._verified_results(str(out))
     assert set(good) == {"theory/a.npz", "theory/a.json"} and bad == ["theory/gone.npz"], (good, bad)
+    assert damaged == 1
     # a result with its .npz alone kept is computed again, never read back (nor said to fail)
     root, loads, said = os.path.realpath(out), [], []
     monkeypatch.setitem(output._RESUMED, root, {"theory/a.npz": good["theory/a.npz"]})
