@@ -36,7 +36,31 @@ def console() -> None:
     if held:
         print("dmft: interrupted while starting (nothing written)", file=sys.stderr)
         sys.exit(130)
-    cli.console()
+    try:
+        cli.console()
+    except SystemExit as end:           # the run has ended, its results and run.json written
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                signal.signal(s, _ended(end.code if isinstance(end.code, int) else 1))
+        raise
+
+
+def _ended(code: int):
+    """A handler for a signal while the interpreter exits after the run (its atexit callbacks,
+    JAX's runtime torn down): a Ctrl-C there printed "Exception ignored ... KeyboardInterrupt"
+    and a SIGTERM made a complete run's status -15; it ends the process at once with the run's
+    own status, its output flushed."""
+    def handler(signum, frame):
+        import os
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, RuntimeError):     # (closed, or a flush the signal interrupted)
+                pass
+        os._exit(code)
+    return handler
 
 
 def _ctrl_c(signum, frame):

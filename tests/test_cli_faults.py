@@ -1166,6 +1166,35 @@ getattr(importlib.import_module({module!r}), {function!r})()
         assert (done.returncode, done.stderr) == (130, "dmft: interrupted while starting (nothing written)\n")
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_interpreter_exits_after_a_complete_run_keeps_its_status(signame):
+    """A Ctrl-C once the run had ended, while the interpreter exits (its atexit callbacks, JAX's
+    runtime torn down), printed "Exception ignored ... KeyboardInterrupt"; a SIGTERM there made a
+    complete run's status -15. It ends the process at once with the run's own status (0 here), what
+    it printed flushed. The command's module is a stand-in (nothing imported, no job run)."""
+    import subprocess
+
+    script = f"""
+import atexit, os, signal, sys, time, types
+signal.signal(signal.SIGINT, signal.default_int_handler)       # (a background parent may ignore it)
+def exiting():
+    print("exiting", end="")                                    # (buffered: flushed by the handler)
+    os.kill(os.getpid(), signal.{signame})
+    time.sleep(2)
+    print("not reached", file=sys.stderr)
+def console():
+    atexit.register(exiting)
+    print("run complete")
+    sys.exit(0)
+sys.modules["experiments.cli"] = types.SimpleNamespace(console=console)
+import experiments
+experiments.console()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=pathlib.Path(__file__).parents[1])
+    assert (done.returncode, done.stdout, done.stderr) == (0, "run complete\nexiting", ""), done
+
+
 @pytest.mark.parametrize("how", ["chained", "received"])
 def test_a_ctrl_c_while_a_job_imports_a_library_is_an_interruption(how, tmp_path, capsys, monkeypatch):
     """Within a job (its libraries imported as needed: matplotlib's, scipy's C extensions) such a
