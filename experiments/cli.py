@@ -402,7 +402,7 @@ def _scan(args) -> int:
         mine = devices                   # all of --device's kind (its first is only the default)
     _check_network_dtype(cfg, args.x64)                  # (deep-linear scans' networks)
     out = args.out or os.path.join("results", "scan")
-    # (the store's path, not "writing": a scan that is complete, or refused, writes nothing)
+    # (the store's path, not "writing": a scan that is refused writes nothing, a complete one at most its report)
     _say(f"dmft scan: {'float64' if args.x64 else 'float32'} on {devices[0]}, store {out}")
     try:
         res = scan.run(cfg, out, devices=mine, progress=_progress(args), log=_say, hang_timeout=hang)

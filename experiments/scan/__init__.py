@@ -64,7 +64,8 @@ into the manifest when a session opens, starts and ends, so a chunk costs the sa
 many are written), and a report.md that a session rewrites when it runs to its end
 (`write_report`: the grid, the summary, the outputs' shapes, the configuration; never read
 back; an interrupted session leaves the previous one); rerunning the same scan resumes (finished, verified chunks are skipped;
-a complete scan says "already complete" and writes nothing, no session either); another
+a complete scan says "already complete" and computes nothing, no session either: its
+report.md alone is written again, where missing or not the one its store gives); another
 configuration in the same directory is refused, except for the memory limits
 (theory.max_memory_gb, simulate.max_memory_gb), which change no result: a scan resumes
 under another limit, and each session records its own. Everything read is verified (the

@@ -604,9 +604,10 @@ def _session(cfg, pl: Plan, comm: "_Comm", out, devices, progress, say, dog=None
     expected, layout = pl.expected(), pl.layout()
     finished = set(comm.agree(lambda: sorted(Store.peek(out, identity, expected, layout)), first_only=True))
     if comm.agree(lambda: _complete(out, pl, finished), first_only=True):
-        # as the other jobs' reruns: nothing to compute, so nothing is written (no session)
+        # as the other jobs' reruns: nothing to compute, so no session (its report.md alone written again,
+        # where missing or not its store's: said)
         say(f"scan {out}: this scan is already complete (same configuration; its {pl.grid.size} points "
-            "verified on disk); nothing computed or written. To compute it again, give another --out")
+            "verified on disk); nothing computed. To compute it again, give another --out")
         if comm.index != 0:
             return None
         res = load(out)
