@@ -387,9 +387,25 @@ def failures_recorded(out: str, job: str, cfg: dict):
             write_manifest(out, job, cfg, "interrupted", {"signal": signal.Signals(signum).name})
             raise
         kept = keep_partial(out, cfg, err)
-        write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}",
+        named = _named(out, err)
+        write_manifest(out, job, cfg, "failed", {"error": f"{type(named).__name__}: {named}",
                                                  **({"partial": kept} if kept else {})})
-        raise
+        if named is err:
+            raise
+        raise named from err
+
+
+def _named(out: str, err: BaseException) -> BaseException:
+    """`err`, or for a write's OSError that names no file (a full disk's, raised by a write or a
+    flush) an OutputError naming the results directory: "file error: [Errno 28] No space left on
+    device" said nothing of where."""
+    if (isinstance(err, OSError) and not isinstance(err, OutputError) and err.filename is None
+            and err.errno in _WRITE_ERRORS):
+        return OutputError(f"{out}: cannot write the results ({err.strerror or err})")
+    return err
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 PARTIAL = "partial"
@@ -846,6 +862,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         raise OutputConflict(f"{out} is not empty and was not written by dmft; choose another --out "
                              "or pass --force")
     check_writable(out)                 # only now: a complete run needs no write access
+    running = False
     try:
         made = not os.path.isdir(out)   # dmft's own directory only when dmft makes it
         os.makedirs(out, exist_ok=True)
@@ -876,12 +893,18 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         _start_recording(out, reuse, results=can_resume)
         _RESUMED[os.path.realpath(out)] = dict(reuse)
         write_manifest(out, job, cfg, "running")
+        running = True
         with open(os.path.join(out, "config.toml"), "w") as fh:
             fh.write(to_toml(cfg, unread_task_keys(cfg)))
     except OSError as err:
-        if isinstance(err, OutputError):
+        bad = err if isinstance(err, OutputError) else \
+            OutputError(f"{out}: cannot write the results directory ({err.strerror or err})")
+        if running:       # (its run.json said "running": a rerun took it for a run killed outright)
+            with contextlib.suppress(OSError):
+                write_manifest(out, job, cfg, "failed", {"error": f"{type(bad).__name__}: {bad}"})
+        if bad is err:
             raise
-        raise OutputError(f"{out}: cannot write the results directory ({err.strerror or err})") from err
+        raise bad from err
     return True
 
 

@@ -1276,3 +1276,44 @@ def test_a_run_json_with_a_byte_that_is_not_utf8_is_damaged_not_a_configuration_
     code, err = _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy"), capsys)
     assert code == cli.EXIT_OUTPUT and "run.json is unreadable (damaged" in err, err
     assert _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy", "--force"), capsys)[0] == 0
+
+
+def test_a_full_disk_at_config_toml_marks_the_run_failed(tmp_path, capsys, monkeypatch):
+    """ENOSPC writing config.toml (after run.json said "running"): run.json says "failed" with the
+    error (it stayed "running", and the rerun said the run was killed); the rerun completes."""
+    import errno
+
+    from experiments import output
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out, argv = tmp_path / "out", _solve_argv(tmp_path / "out", "--gamma0", "1", "--set", "theory.method=lazy")
+    real = output.to_toml
+    monkeypatch.setattr(output, "to_toml", full)
+    code, err = _run(argv, capsys)
+    assert code == cli.EXIT_OUTPUT and str(out) in err and "No space left" in err, err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "failed" and "No space left" in man["error"], man
+    monkeypatch.setattr(output, "to_toml", real)
+    code, err = _run(argv, capsys)
+    assert code == cli.EXIT_OK and "killed" not in err, err
+
+
+def test_a_full_disk_in_a_write_names_the_results_directory(tmp_path, capsys, monkeypatch):
+    """ENOSPC raised by a write (no file name in the error: a flush, a close) while the report is
+    written: one line naming the results directory ("file error: [Errno 28] No space left on
+    device" named nothing), recorded in run.json."""
+    import errno
+
+    from experiments import report
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(report, "write_report", full)
+    code, err = _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy"), capsys)
+    assert code == cli.EXIT_OUTPUT and f"{out}: cannot write the results (No space left" in err, err
+    man = json.loads((out / "run.json").read_text())
+    assert man["status"] == "failed" and str(out) in man["error"], man
