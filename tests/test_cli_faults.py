@@ -1170,8 +1170,9 @@ getattr(importlib.import_module({module!r}), {function!r})()
 def test_a_signal_while_the_interpreter_exits_after_a_complete_run_keeps_its_status(signame):
     """A Ctrl-C once the run had ended, while the interpreter exits (its atexit callbacks, JAX's
     runtime torn down), printed "Exception ignored ... KeyboardInterrupt"; a SIGTERM there made a
-    complete run's status -15. It ends the process at once with the run's own status (0 here), what
-    it printed flushed. The command's module is a stand-in (nothing imported, no job run)."""
+    complete run's status -15. It ends the process at once with the run's own status (1 here: a
+    check failed), what it printed flushed. The command's module is a stand-in (nothing imported,
+    no job run)."""
     import subprocess
 
     script = f"""
@@ -1185,14 +1186,14 @@ def exiting():
 def console():
     atexit.register(exiting)
     print("run complete")
-    sys.exit(0)
+    sys.exit(1)
 sys.modules["experiments.cli"] = types.SimpleNamespace(console=console)
 import experiments
 experiments.console()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=pathlib.Path(__file__).parents[1])
-    assert (done.returncode, done.stdout, done.stderr) == (0, "run complete\nexiting", ""), done
+    assert (done.returncode, done.stdout, done.stderr) == (1, "run complete\nexiting", ""), done
 
 
 @pytest.mark.parametrize("how", ["chained", "received"])
