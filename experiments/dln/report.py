@@ -71,6 +71,10 @@ def _layer_leads(p: dict, sigma: float) -> str:
     return "the diffusion of each layer's scalar " + "; ".join(parts) + noise + "."
 
 
+# a relative cross-mode shift below this is rounding (float64: the sigma = 0 study's are ~1e-31), shown as 0
+CROSS_ROUNDING = 1e-12
+
+
 def unresolved_note(stair: dict) -> str:
     """"; not checked between modes 1 and 2 (...)" for the staircase's consecutive steps whose learning
     order the seeds do not resolve (`vdl.staircase`'s "unresolved", and its "unresolved_why"), else "" (runs
@@ -183,9 +187,13 @@ def markdown(rep: dict) -> str:
         shift = r.get("cross_shift")
         if shift:            # (dl.cross_shift; mode_sde warns where it is large)
             held = "which this SDE holds (theory.cross_modes)" if cross else "which this per-mode SDE leaves out"
-            lines += ["", f"The noise off the mode directions lowers each mode's mean by "
-                      f"{', '.join(f'{100 * abs(x):.2g}%' for x in shift)} of its target at first order "
-                      f"(`dl.cross_shift`), {held}"
+            # (without label noise the shift is 0 but for rounding, 1e-31 relative, which read "lowers each
+            # mode's mean by 2.6e-30%, 7.4e-30%, ...": a rounding error reported as an effect)
+            shown = ["0" if abs(x) < CROSS_ROUNDING else f"{100 * abs(x):.2g}%" for x in shift]
+            lines += ["", (f"The noise off the mode directions lowers each mode's mean by {', '.join(shown)} of its "
+                           f"target at first order (`dl.cross_shift`), {held}" if set(shown) != {"0"} else
+                           "The noise off the mode directions does not shift the modes' means at first order "
+                           "(`dl.cross_shift`: 0 to rounding)")
                       + (": beyond first order, neither SDE describes the networks" if cross
                          and max(abs(x) for x in shift) > dl.CROSS_FIRST_ORDER else "") + "."]
         if r.get("sde_all_diverged"):
@@ -296,9 +304,13 @@ def markdown(rep: dict) -> str:
                          ".")]
         if r.get("staircase"):
             s = r["staircase"]
+            # (no seed learning every mode left the in-order share 0 of 0, which read "0% of the seeds that
+            # learn every mode": as if such seeds had learned out of order)
+            share = (f"{100 * s['fraction_of_seeds_in_order']:.0f}% of the seeds that learn every mode within the "
+                     f"run, {100 * s['fraction_all_learned']:.0f}% of seeds" if s["fraction_all_learned"] > 0 else
+                     "no seed learns every mode within the run, so no seed's order is judged")
             lines += ["", f"Saddle-to-saddle (random init, scale {_f(s['init_scale'], 3)}): modes learned in the "
-                      f"predicted order: {s['order_ok']} ({100 * s['fraction_of_seeds_in_order']:.0f}% of the seeds that learn "
-                      f"every mode within the run, {100 * s['fraction_all_learned']:.0f}% of seeds{unresolved_note(s)}); "
+                      f"predicted order: {s['order_ok']} ({share}{unresolved_note(s)}); "
                       f"median learning times (mode 1 first, as every per-mode list): {_times(s['learning_times'])}."
                       + (f" {s['verdict']}: {s['reason']}." if s.get("reason") else "")]
             if s["plateaus"]:
