@@ -2707,6 +2707,30 @@ def test_a_plateau_no_save_resolves_is_a_skip_not_a_fail():
     assert check["verdict"] == "SKIP" and row["note"] in check["detail"], check
 
 
+def test_a_plateau_row_shows_the_time_its_loss_was_read_at():
+    """The plateau's loss is read from the saves on it alone, at the window's geometric middle;
+    where no save lies between the middle and the window's end the value read is its last save's,
+    and the row showed the middle's t beside it (t 7.871, loss 3.022: the loss at t = 7.82, an
+    audit of a dmft dln report). The row's t is the time read, its loss the loss there."""
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], key=0)
+    fine = np.concatenate([[0.0], np.geomspace(1e-3, 30, 400)])
+
+    def staircase(t):
+        pi = dl.mode_flow(model, data, t)
+        loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+        run = _fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss]))
+        return vdl.staircase(run, data), run, loss
+
+    res, run, _ = staircase(fine)
+    (row,) = res["plateaus"]
+    first = np.median(vdl.learning_times_of(run, data, level=0.1), axis=0)[1]
+    t = fine[(fine <= row["t"]) | (fine > first)]               # no save from the middle to the window's end
+    res, _, loss = staircase(t)
+    (row,) = res["plateaus"]
+    assert row["t"] in t and row["loss"] == pytest.approx(np.interp(row["t"], t, loss), rel=1e-12), row
+
+
 def test_modes_the_seeds_do_not_tell_apart_are_one_step():
     """s = 3, 2.99, 1 (not tied, 0.3% apart): seeds learn the two strong modes in either order and
     no plateau lies between them. Their order is not checked where the seeds' median learning

@@ -819,8 +819,12 @@ def staircase(run, data, *, rel: float = 0.15, targets=None) -> dict:
         elif not inside.any():
             row["note"] = f"no save between {last:.3g} and {first:.3g}, where the plateau lies: save more often"
         else:
-            level = float(np.interp(row["t"], run.t[inside], loss[inside]))
-            row.update(loss=level, rel_error=abs(level - pred) / pred,
+            # read at the window's geometric middle, or at its save nearest to it where none lies beyond
+            # (the row showed the middle's t beside the loss of a save before it)
+            ts = run.t[inside]
+            at = float(np.clip(row["t"], ts.min(), ts.max()))
+            level = float(np.interp(at, ts, loss[inside]))
+            row.update(t=at, loss=level, rel_error=abs(level - pred) / pred,
                        verdict=_verdict(abs(level - pred) <= rel * pred))
         rows.append(row)
     judged = [r for r in rows if r["verdict"] != "SKIP"]
