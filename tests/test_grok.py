@@ -1751,3 +1751,17 @@ def test_the_grok_report_marks_coarse_times_in_the_decay_and_diagram_tables():
     assert f"| 0.0002 | {t_train[1]:.4g} | " in md
     assert f"| 1 | {gap[0]:.4g} (coarse) | {gap[1]:.4g} |" in md
     assert "(coarse): the loss (or the error rate 1 - accuracy) fell over 10-fold between the two saves around the crossing" in md
+
+
+def test_a_gap_whose_leave_one_out_curve_does_not_cross_has_no_error():
+    """The gap's jackknife error where a curve left without one replica does not cross within the
+    run (the test loss crosses at its last save, one replica above the threshold there): NaN, the
+    error unknown (a scan's networks.grok.gap_se at 1 of 20 points, with the gap 5.0 and both
+    times' own errors finite), as `GrokTimes` says; with every leave-one-out curve crossing, finite."""
+    t = np.arange(4.0)
+    train = np.tile([1.0, 0.5, 0.01, 0.01], (3, 1))
+    test = np.array([[1.0, 1.0, 1.0, 0.05], [1.0, 1.0, 1.0, 0.05], [1.0, 1.0, 1.0, 0.16]])
+    for last, finite in ((0.16, False), (0.12, True)):
+        test[2, -1] = last
+        g = gk.grokking_times(t, train.mean(0), test.mean(0), 0.1, replicas={"train_loss": train, "test_loss": test})
+        assert np.isfinite(g.gap) and np.isfinite(g.t_train_se) and np.isfinite(g.gap_se) == finite, g

@@ -63,7 +63,10 @@ class GrokTimes:
     (`crossing_time_se`), or their replicas (`jackknife_se`), else NaN.
     gap_se: the standard error of t_test - t_train where the curves' replicas were given
     (`jackknife_se`: the two times share the replicas' errors), else NaN; where the gap is 0
-    (the test curve crossed first) it says how far that difference is from 0.
+    (the test curve crossed first) it says how far that difference is from 0. NaN too where
+    either time is not interpolated between saves (a bound, or the first save) or a curve
+    left without one replica does not cross within the run (a crossing near the run's end:
+    the jackknife has no value there, and the gap's error is unknown, not 0).
     coarse_train, coarse_test: a loss's crossing interpolated in a save interval over which the
     loss fell more than COARSE_FALL-fold: the saves do not resolve the curve there, and the
     time may lie anywhere in the interval (a train loss falling 1000-fold within [0, 5000]

@@ -34,7 +34,8 @@ over COARSE_FALL-fold: the saves do not resolve it) (`validation.grokking_times`
 scan.grok_threshold) and, where the losses have
 standard errors (theory with 2 replicas or more, networks with 2 seeds or more), t_train_se and
 t_test_se (`validation.grokking.crossing_time_se`) and gap_se (the jackknife over the replicas or
-seeds: `validation.grokking.jackknife_se`);
+seeds: `validation.grokking.jackknife_se`; NaN where a time is not interpolated or a curve left
+without one replica or seed does not cross within the run: `validation.GrokTimes`);
 "curves" gives t and SOURCE.Q against time; "predictions" SOURCE.f_train and
 f_test. Always: theory.diverged_step (-1: none) and networks.diverged_seeds; with the
 forward method theory.heavy_tailed, theory.least_node_share and theory.least_node_share_drift
