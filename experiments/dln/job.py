@@ -52,8 +52,10 @@ def _study(cfg, st, out, log, progress, reused):
         run = networks.train(st.model, st.data, seeds=st.seeds, schedule=st.schedule, key=st.key,
                              probe=(cfg["train"]["probe"] or None) if st.data.online else None,
                              dtype=cfg["train"]["dtype"], progress=progress)
-        log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s "
-            f"({run.info['steps_per_s']:.3g} runs x steps / s)")
+        # (the report's "networks" time is the stepping's alone, run_s: this line said more without a word)
+        log(f"  {tag}: {st.seeds} networks x {st.schedule.steps} steps in {time.perf_counter() - t0:.1f} s, "
+            f"{run.info['run_s']:.1f} s of it stepping ({run.info['steps_per_s']:.3g} runs x steps / s; the rest "
+            "setup and compiles)")
         _save(out, st, "networks", run)      # (at once: an interruption in the SDE keeps the networks)
     else:
         reused.append(recorded_seconds(run))

@@ -173,7 +173,7 @@ def markdown(rep: dict) -> str:
         lines += ["", f"## Label noise sigma = {r['sigma']:g}", "",
                   f"Target strengths (effective): {[round(x, 4) for x in r['effective_s']]}"
                   + (f"; fixed points with decay: {_times(r['fixed_points'])}"
-                     if r.get("fixed_points") is not None else "") + f"; networks {r['networks_s']:.1f} s."]
+                     if r.get("fixed_points") is not None else "") + f"; networks {r['networks_s']:.1f} s stepping."]
         div = [f"{r[k]} {what}" for k, what in (("networks_diverged", "networks"), ("sde_diverged", "SDE paths"))
                if r.get(k)]
         if div:
