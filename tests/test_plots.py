@@ -183,6 +183,21 @@ def test_grokking_curves_band_a_sampled_dmft_by_its_standard_errors():
                 assert y.min() == pytest.approx(low[m].min())
 
 
+def test_grokking_curves_se_band_cut_on_the_log_axis_says_so():
+    """A +-1 se band whose lower edge falls below a tenth of the curve is drawn cut there: its
+    label said "+-1 se" all the same (se = 0.95x the loss drew a band from 0.1x, not 0.05x, of
+    the curve, as if the DMFT were surer than it is). The label now says where it is cut."""
+    loss = np.exp(-T / 50) + 1e-3
+    for ratio, cut in ((0.5, False), (0.95, True)):
+        th = {"train_loss": loss, "test_loss": loss, "alignment": np.ones(T.size),
+              "train_loss_se": ratio * loss, "test_loss_se": ratio * loss}
+        ax = pg.grokking_curves(T, {1.0: th}, {}, {}, [1.0], 0.01).axes[1]
+        (band,) = [c for c in ax.collections if isinstance(c, PolyCollection) and "+-1 se" in c.get_label()]
+        y = band.get_paths()[0].vertices[:, 1]
+        assert y.min() == pytest.approx(max(1 - ratio, 0.1) * loss[T > 0].min())
+        assert ("cut at 0.1x the curve" in band.get_label()) == cut
+
+
 # 4. under weight decay the lazy curve is the no-decay closed form
 def test_lazy_curve_says_no_weight_decay_under_decay():
     for wd, want in ((0.0, "lazy limit"), (1e-3, "lazy limit (no weight decay)")):

@@ -71,9 +71,12 @@ def grokking_curves(t, theory, lazy, nets, gammas, threshold, accuracy=False, ac
             if se is not None and np.any(np.isfinite(se[m]) & (se[m] > 0)):   # a sampled DMFT: +-1 se
                 lo = np.asarray(th[key] - se, float)[m]
                 hi = np.asarray(th[key] + se, float)[m]
-                # (on the log axis a band reaching zero is cut at a tenth of the curve)
-                ax.fill_between(t[m], np.maximum(lo, 0.1 * np.asarray(th[key])[m]), hi, color=c, alpha=0.2,
-                                lw=0, label=f"gamma0 = {g:g} (DMFT) +-1 se")
+                # (on the log axis a band below a tenth of the curve, zero included, is cut there; the
+                # label says so where it is: it said "+-1 se" of a band drawn narrower than that)
+                floor = 0.1 * np.asarray(th[key], float)[m]
+                cut = " (cut at 0.1x the curve)" if np.any(lo < floor) else ""
+                ax.fill_between(t[m], np.maximum(lo, floor), hi, color=c, alpha=0.2,
+                                lw=0, label=f"gamma0 = {g:g} (DMFT) +-1 se{cut}")
             if wmax is not None:
                 seed_mean_line(ax, t, m, nets[g][wmax][key], color=c, lw=0.9, marker="o", ms=2.5,
                                label=f"gamma0 = {g:g}, N = {wmax} (seed mean)")
