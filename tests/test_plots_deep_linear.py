@@ -277,3 +277,19 @@ def test_noise_figure_does_not_blame_full_batch_steps_for_a_diffusion_no_seed_re
     assert said == ["no finite diffusion recorded (every seed diverged)"], said
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def test_noise_figure_panels_share_one_t_range_when_a_peak_lies_past_the_run():
+    """A diffusion peak predicted past the run's end (dotted line) widened the diffusion panel's
+    t axis alone (a report audit: t = 10.6, the run ending at 6), so that the same half-learning
+    line stood at different places in the two panels. Both span the same range now, the peak in it."""
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], key=0)
+    model = dmft.DeepLinear(2, 4, 0.3, "aligned")
+    peak = dl.diffusion_peaks(model, data, eta0=0.01, batch_size=1)["t_peak"]
+    keep = T < 0.5 * np.nanmax(peak)
+    flow = dl.mode_flow(model, data, T)[keep]
+    run = _run(np.broadcast_to(flow, (3,) + flow.shape), data.s)
+    run.t = T[keep]
+    fig = figs.noise_figure(run, model, data, eta0=0.01, batch_size=1)
+    left, right = (ax.get_xlim() for ax in fig.axes[:2])
+    assert left == right and right[1] >= np.nanmax(peak), (left, right, peak)

@@ -248,6 +248,11 @@ def noise_figure(run, model, data, *, eta0, batch_size, title=None, weight_decay
         ax.set_xscale("log")
         ax.set_xlabel("t = steps x eta")
         ax.grid(True, which="both", alpha=0.3)
+    # one t range for both panels: a diffusion peak predicted past the run's end widened the right one
+    # alone, so that a mode's half-learning line stood at different places in the two
+    lims = [ax.get_xlim() for ax in axes]
+    for ax in axes:
+        ax.set_xlim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
     axes[0].legend(fontsize=7)
     # the key to the lines goes with any title (the job's titles replaced it: nothing said what the
     # dashed and dotted lines were)
