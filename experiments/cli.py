@@ -312,10 +312,10 @@ def _grok(args) -> int:
              "pass --force to recompute")
         return EXIT_OK
     _say(f"dmft grok: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
-    with failures_recorded(out, "grok", cfg):
+    with failures_recorded(out, "grok", cfg):       # (its final run.json too: one that fails says "failed")
         res = grok.run(cfg, out, log=_say, progress=_progress(args))
-    raise_plot_errors(out, "grok", cfg, res.get("plot_errors"))
-    write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
+        raise_plot_errors(out, "grok", cfg, res.get("plot_errors"))
+        write_manifest(out, "grok", cfg, "complete", {"wall_s": res["report"]["wall_s"]})
     print(f"report: {res['files']['report'][0]}")
     for path in res["files"]["figures"].values():
         print(f"figure: {path}")
@@ -344,10 +344,10 @@ def _dln(args) -> int:
         res = recheck(cfg, out, log=_say)
     else:
         _say(f"dmft dln: {'float64' if args.x64 else 'float32'} on {devices[0]}, writing {out}")
-        with failures_recorded(out, "dln", cfg):
+        with failures_recorded(out, "dln", cfg):    # (its final run.json too: one that fails says "failed")
             res = dln.run(cfg, out, log=_say, progress=_progress(args))
-        raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
-        write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
+            raise_plot_errors(out, "dln", cfg, res.get("plot_errors"), checks=res["report"]["checks"])
+            write_manifest(out, "dln", cfg, "complete", {"checks": res["report"]["checks"]})
     for c in res["report"]["checks"]:
         print(f"{c['name']:<36} {c['verdict']}  {c['detail']}")
     print(f"report: {res['files']['report'][0]}")

@@ -33,7 +33,8 @@ all else it wrote is removed as below. Recomputing over a previous run
 (--force, one that did not complete, or one of other code) first removes what that run wrote,
 so no stale file outlives it or enters the new digests: the files it recorded (its digests when
 it completed; the files it had written when it failed or was interrupted; the journal,
-.dmft-written, that it appends each file to as it opens it, for a run killed outright) and the
+.dmft-written, that it appends each file to as it opens it, for a run killed outright: a file
+whose name the journal cannot take is not made, its open failing) and the
 directories that leaves empty, in a directory dmft made (marked .dmft-owned) as in a user's;
 anything else there is kept, and said. A run knows its files exactly: the process records every
 file it opens for writing (or renames into place) in the directory it claimed, so nothing else
@@ -98,7 +99,20 @@ _CARRIED: dict[str, set] = {}      # directory -> the results a re-checked run h
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
+_TORN: set = set()                 # directories whose journal's last append failed (part of a line may be there)
+
+
+class _JournalFailed(OSError):
+    """The journal could not take a file's name: the call that would make the file fails."""
+
+
 def _note(path, add: bool) -> None:
+    """Record (or with `add` off, forget) a file this process writes in a directory it records,
+    its name appended to the journal before the file exists. A name the journal cannot take (a
+    full disk) fails the open or rename that would make the file (an OSError naming the
+    journal): that failure was swallowed, and the file, missing from the journal, was kept by the
+    clean-up after a kill as "a file the previous run did not write" (a stale result among the
+    next run's)."""
     real = os.path.realpath(os.fsdecode(path))
     for root, files in _RECORDING.items():
         if real.startswith(root + os.sep):
@@ -106,9 +120,17 @@ def _note(path, add: bool) -> None:
             if not add:
                 files.discard(rel)
             elif rel not in files:
-                files.add(rel)
                 if root in _JOURNALS and _is_ours(rel):
-                    os.write(_JOURNALS[root], (rel + "\n").encode())
+                    # (after a failed append, a new line: what it left of its own is no name)
+                    line = (("\n" if root in _TORN else "") + rel + "\n").encode()
+                    _TORN.add(root)
+                    try:
+                        if os.write(_JOURNALS[root], line) < len(line):     # (a full disk, midway)
+                            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    except OSError as err:
+                        raise _JournalFailed(err.errno, err.strerror, os.path.join(root, JOURNAL)) from err
+                    _TORN.discard(root)
+                files.add(rel)
 
 
 def _audit(event: str, args) -> None:
@@ -122,9 +144,12 @@ def _audit(event: str, args) -> None:
             if (any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)):
                 _note(path, True)
         else:                      # os.rename and os.replace: the file now has its new name
-            _note(args[0], False)
-            _note(args[1], True)
-    except Exception:  # noqa: BLE001 - an audit hook must never break the call it watches
+            _note(args[1], True)   # (first: a rename that fails keeps the old name recorded)
+            if os.path.realpath(os.fsdecode(args[0])) != os.path.realpath(os.fsdecode(args[1])):
+                _note(args[0], False)
+    except _JournalFailed as err:      # (as the OSError it is: a figure's failure names no private class)
+        raise OSError(err.errno, err.strerror, err.filename) from err.__cause__
+    except Exception:  # noqa: BLE001 - an audit hook must never break the call it watches otherwise
         pass
 
 
@@ -282,6 +307,7 @@ def _stop_recording(root: str):
     _KEPT.pop(root, None)
     _RESUMED.pop(root, None)
     _CARRIED.pop(root, None)
+    _TORN.discard(root)
     fd = _JOURNALS.pop(root, None)
     if fd is not None:
         os.close(fd)
@@ -397,15 +423,16 @@ def failures_recorded(out: str, job: str, cfg: dict):
 
 def _named(out: str, err: BaseException) -> BaseException:
     """`err`, or for a write's OSError that names no file (a full disk's, raised by a write or a
-    flush) an OutputError naming the results directory: "file error: [Errno 28] No space left on
-    device" said nothing of where."""
+    flush; a failing disk's EIO, by an fsync) an OutputError naming the results directory: "file
+    error: [Errno 28] No space left on device" (or "[Errno 5] Input/output error") said nothing of
+    where."""
     if (isinstance(err, OSError) and not isinstance(err, OutputError) and err.filename is None
             and err.errno in _WRITE_ERRORS):
         return OutputError(f"{out}: cannot write the results ({err.strerror or err})")
     return err
 
 
-_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 PARTIAL = "partial"

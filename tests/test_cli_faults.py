@@ -232,6 +232,45 @@ def test_a_changed_data_file_or_precision_is_another_run(tmp_path, capsys):
     assert code == cli.EXIT_OUTPUT and "x64" in err, err
 
 
+def test_a_file_whose_name_the_journal_cannot_take_is_not_left_to_a_killed_runs_next_run(tmp_path, monkeypatch):
+    """A full disk at the journal's append (.dmft-written) was swallowed: the file was written all
+    the same, and after a kill the next run's clean-up (--force, another configuration) kept that
+    result of the killed run as "a file the previous run did not write". Now the open that would
+    make the file fails (naming the journal), so no file exists that the journal does not name."""
+    import errno
+
+    from experiments import output
+    from experiments.jobs import load_config
+
+    out, said = str(tmp_path / "o"), []
+    cfg = load_config(None, ["theory.method=lazy"])
+    assert output.prepare_output(out, "solve", cfg, False, log=said.append) is True
+    journal, real_write = output._JOURNALS[os.path.realpath(out)], os.write
+
+    def write(fd, data):
+        if fd == journal:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    stale = tmp_path / "o" / "theory" / "lazy_gamma0_0.05.npz"
+    stale.parent.mkdir()
+    try:
+        with open(stale, "wb") as fh:
+            fh.write(b"killed run's")
+    except OSError as err:
+        assert err.errno == errno.ENOSPC and err.filename.endswith(".dmft-written"), err
+    monkeypatch.undo()
+    output.release(out)                       # killed outright: run.json still "running"
+    assert output.read_manifest(out)["status"] == "running"
+    try:
+        assert output.prepare_output(out, "solve", load_config(None, ["theory.method=lazy", "sweep.gamma0=[2.0]"]),
+                                     True, log=said.append) is True
+    finally:
+        output.release(out)
+    assert not stale.exists() and not [s for s in said if "did not write" in s], said
+
+
 def test_force_removes_what_the_previous_run_wrote(tmp_path, capsys):
     """--force over a finished run starts from an empty directory: no file of the old run
     outlives it or enters the new run's digests."""
@@ -1318,3 +1357,41 @@ def test_a_full_disk_in_a_write_names_the_results_directory(tmp_path, capsys, mo
     assert code == cli.EXIT_OUTPUT and f"{out}: cannot write the results (No space left" in err, err
     man = json.loads((out / "run.json").read_text())
     assert man["status"] == "failed" and str(out) in man["error"], man
+
+
+def test_an_io_error_in_a_write_names_the_results_directory():
+    """EIO raised by a write that names no file (the fsync of .dmft-results on a failing disk) said
+    "dmft solve: file error: [Errno 5] Input/output error", nothing of where; now, as a full
+    disk's, one line naming the results directory."""
+    import errno
+
+    from experiments import output
+
+    err = output._named("/r/out", OSError(errno.EIO, os.strerror(errno.EIO)))
+    assert isinstance(err, output.OutputError) and str(err) == "/r/out: cannot write the results (Input/output error)"
+    assert cli.exit_code(err)[0] == cli.EXIT_OUTPUT
+
+
+@pytest.mark.parametrize("job", ["grok", "dln"])
+def test_a_final_run_json_that_cannot_be_written_marks_the_run_failed(job, tmp_path, capsys, monkeypatch):
+    """grok and dln wrote their final run.json ("complete") outside the block that records a
+    failure: a full disk there left run.json "running", and the rerun said the run had been
+    killed. Now, as solve's, it says "failed" with the error (the job itself stubbed: 0.1 s)."""
+    import errno
+
+    from experiments import dln, grok, output
+
+    real = output.write_manifest
+
+    def write_manifest(out, job_, cfg, status, extra=None):
+        if status == "complete":
+            raise output.OutputError(f"{out}: cannot write run.json ({os.strerror(errno.ENOSPC)})")
+        return real(out, job_, cfg, status, extra)
+
+    res = {"report": {"wall_s": 0.0, "checks": []}, "files": {"report": ["r"], "figures": {}}, "plot_errors": {}}
+    monkeypatch.setattr(grok if job == "grok" else dln, "run", lambda *a, **k: res)
+    monkeypatch.setattr(output, "write_manifest", write_manifest)
+    out = tmp_path / "o"
+    code, err = _run(_argv(job, tmp_path, out), capsys)
+    assert code == cli.EXIT_OUTPUT and f"{out}: cannot write run.json (No space left" in err, err
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"

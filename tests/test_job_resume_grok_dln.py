@@ -269,3 +269,38 @@ def test_a_dln_run_interrupted_in_its_sde_keeps_the_networks_it_trained(tmp_path
     assert main([*DLN, "--out", str(out)]) == 0
     assert calls == [("sde", 1.0), ("train", 0.5), ("sde", 0.5)], calls
     assert f"{out}: resuming: 1 of 4 results reused (verified), the rest computed" in capsys.readouterr().err
+
+
+def test_a_grok_run_that_cannot_rewrite_its_results_record_keeps_its_parts(tmp_path, monkeypatch):
+    """The last write of a complete grok run, its results record (.dmft-results) less the parts
+    curves.npz now holds, failing on a full disk: the parts had been removed first, so the rerun
+    computed each again, naming it "changed or missing since the previous run wrote" it. Now the
+    record is rewritten first: the run fails with its parts on disk and recorded, for a rerun."""
+    import builtins
+    import errno
+
+    import pytest
+
+    from experiments import output
+    from experiments.grok import job
+
+    out, real_open = str(tmp_path), builtins.open
+    output._lock(out, create=True)
+    output._start_recording(out)
+    try:
+        parts = job._Parts(out, {"train": {"steps": 1}})
+        parts.add("gamma0_1", {"x": np.arange(3.0)})
+
+        def full(path, mode="r", *a, **k):
+            if os.path.basename(os.fspath(path)) == output.RESULTS and "w" in mode:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+            return real_open(path, mode, *a, **k)
+
+        monkeypatch.setattr(builtins, "open", full)
+        with pytest.raises(OSError):
+            parts.remove()
+        monkeypatch.undo()
+        good, bad, _ = output._verified_results(out)
+    finally:
+        output.release(out)
+    assert sorted(good) == ["curves/gamma0_1.json", "curves/gamma0_1.npz"] and bad == [], (good, bad)

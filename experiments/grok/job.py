@@ -776,11 +776,15 @@ class _Parts:
              self.cfg)
 
     def remove(self) -> None:
+        """Drop the parts from the results record, then remove them (curves.npz holds them). In that
+        order: a record that could not be rewritten (a full disk) failed the run after the parts
+        were gone, and its rerun computed each again, naming it "changed or missing since the
+        previous run wrote" it; now the parts stay, recorded, and the rerun reuses them."""
+        forget_results(self.out, [stem + ext for stem in self.stems for ext in (".npz", ".json")])
         for stem in self.stems:        # (a complete run's files are as they were: curves.npz holds these)
             for ext in (".npz", ".json"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(stem + ext)
-        forget_results(self.out, [stem + ext for stem in self.stems for ext in (".npz", ".json")])
         with contextlib.suppress(OSError):        # (not a folder that holds anything else)
             os.rmdir(os.path.join(self.out, PARTS))
 
