@@ -581,9 +581,10 @@ class Store:
         except OSError as err:
             raise self._write_error(err, f"could not write {what} to {self.path}") from err
 
-    def _write_error(self, err: OSError, what: str) -> StoreWriteError:
-        """A failed write as StoreWriteError: `what` failed, and the chunks already written are kept."""
-        done = len(set(self.manifest.get("chunks") or {}) & self.finished())
+    def _write_error(self, err: OSError, what: str, unrecorded: str | None = None) -> StoreWriteError:
+        """A failed write as StoreWriteError: `what` failed, and the chunks already written are kept
+        (not `unrecorded`, a chunk whose record could not be appended: its file is not trusted)."""
+        done = len((set(self.manifest.get("chunks") or {}) - {unrecorded}) & self.finished())
         return StoreWriteError(err.errno, f"{what}: {err.strerror or err}. The {done} chunk(s) already written "
                                "are kept; free space or fix permissions and rerun the same scan to resume")
 
@@ -605,7 +606,7 @@ class Store:
         except OSError:     # (it follows the manifest before this one: never read again)
             pass
 
-    def _journal_append(self, line: dict, what: str) -> None:
+    def _journal_append(self, line: dict, what: str, unrecorded: str | None = None) -> None:
         """Append `line` to the journal and flush it to disk; a journal that does not follow the
         manifest on disk is emptied and started (a header naming the manifest's bytes) first, and
         one whose last line was cut short gets a newline first, so that this line is whole."""
@@ -632,7 +633,7 @@ class Store:
             os.fsync(fd)
             self._journal_ok = True
         except OSError as err:
-            raise self._write_error(err, f"could not record {what} in {self.path}/{JOURNAL}") from err
+            raise self._write_error(err, f"could not record {what} in {self.path}/{JOURNAL}", unrecorded) from err
 
     def _close_journal(self) -> None:
         if self._journal_fd is not None:
@@ -700,7 +701,7 @@ class Store:
         line = {"chunk": name, "record": rec, "state": _changes(self._saved, state)}
         if self._dropped - {name}:
             line["drop"] = sorted(self._dropped - {name})
-        self._journal_append(line, f"chunk {name}")
+        self._journal_append(line, f"chunk {name}", unrecorded=name)
         self._saved = state
         self._dropped.clear()
 

@@ -209,14 +209,14 @@ def test_a_scan_killed_mid_record_resumes_computing_that_chunk_alone(tmp_path, m
     real = Store._journal_append
     dead = []
 
-    def append(self, line, what):
+    def append(self, line, what, **kw):
         if line.get("chunk") == "g0000-c000001" and not dead:
             data = S._line_bytes(line)
             with open(os.path.join(self.path, JOURNAL), "ab") as fh:
                 fh.write(data[: len(data) // 2])
             dead.append(1)
             raise _Killed
-        return real(self, line, what)
+        return real(self, line, what, **kw)
 
     with monkeypatch.context() as m:
         m.setattr(Store, "_journal_append", append)
@@ -267,3 +267,25 @@ def test_a_manifest_swapped_in_from_another_scan_is_named_not_called_corruption(
     for name in ("c0", "c1"):
         assert "written for another configuration" in bad[name] and "corrupted" not in bad[name], bad
     assert "another configuration" not in bad["c2"], bad
+
+
+def test_a_chunk_whose_record_cannot_be_appended_is_not_counted_as_kept(tmp_path, monkeypatch):
+    """A full disk at the journal's append of a chunk's record: the error said "The 3 chunk(s)
+    already written are kept", counting the one whose record failed, which a rerun does not trust
+    (no record) and computes again. It counts the recorded ones (a write-error audit)."""
+    import errno
+
+    path = str(tmp_path / "s")
+    store = _writer(path, 2)
+    real = os.write
+
+    def write(fd, data):
+        if fd == store._journal_fd:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(S.StoreWriteError, match=r"The 2 chunk\(s\) already written are kept"):
+        store.write_chunk(NAMES[2], _arrays(2), family="g")
+    monkeypatch.undo()
+    _kill(store)
