@@ -41,7 +41,8 @@ def console() -> None:
     except SystemExit as end:           # the run has ended, its results and run.json written
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(s) is not signal.SIG_IGN:
-                signal.signal(s, _ended(end.code if isinstance(end.code, int) else 1))
+                # (as the interpreter reads it: None is 0, a message 1)
+                signal.signal(s, _ended(0 if end.code is None else end.code if isinstance(end.code, int) else 1))
         raise
 
 

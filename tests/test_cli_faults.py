@@ -1230,8 +1230,9 @@ sys.modules["experiments.cli"] = types.SimpleNamespace(console=console)
 import experiments
 experiments.console()
 """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}     # (set, it hid a missing flush)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=pathlib.Path(__file__).parents[1])
+                          cwd=pathlib.Path(__file__).parents[1], env=env)
     assert (done.returncode, done.stdout, done.stderr) == (1, "run complete\nexiting", ""), done
 
 

@@ -2731,6 +2731,31 @@ def test_a_plateau_row_shows_the_time_its_loss_was_read_at():
     assert row["t"] in t and row["loss"] == pytest.approx(np.interp(row["t"], t, loss), rel=1e-12), row
 
 
+
+def test_a_plateau_row_with_saves_around_its_middle_is_read_at_the_middle():
+    """With saves on both sides of the plateau window's geometric middle (sqrt(t90 of the mode
+    before x t10 of the next)) the row is read there, its t the middle itself, not the window's
+    first or last save (a mutation audit: clipping the time to the window's start passed); with
+    no save from the window's start to the middle, at the window's first save, its t shown."""
+    model = dmft.DeepLinear(depth=2, width=6, init_scale=0.01, init="aligned")
+    data = dmft.tasks.linear_teacher(2, 2, [3.0, 1.0], key=0)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 30, 400)])
+    pi = dl.mode_flow(model, data, t)
+    loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+    run = _fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss]))
+    (row,) = vdl.staircase(run, data)["plateaus"]
+    last = np.median(vdl.learning_times_of(run, data, level=0.9), axis=0)[0]
+    first = np.median(vdl.learning_times_of(run, data, level=0.1), axis=0)[1]
+    assert row["t"] == pytest.approx(np.sqrt(last * first), rel=1e-12), (row, last, first)
+    assert row["loss"] == pytest.approx(np.interp(row["t"], t, loss), rel=1e-12), row
+    # no save from the window's start to its middle: read at the window's first save, and shown so
+    a, b = t[t <= last].max(), t[t < first].max()
+    t = t[(t <= a) | (t >= b)]
+    pi = dl.mode_flow(model, data, t)
+    loss = 0.5 * np.sum((data.s - pi) ** 2, axis=1)
+    (row,) = vdl.staircase(_fake(t, np.stack([pi, pi]), test_loss=np.stack([loss, loss])), data)["plateaus"]
+    assert row["t"] == b and row["loss"] == pytest.approx(loss[t == b][0], rel=1e-12), (row, b)
+
 def test_modes_the_seeds_do_not_tell_apart_are_one_step():
     """s = 3, 2.99, 1 (not tied, 0.3% apart): seeds learn the two strong modes in either order and
     no plateau lies between them. Their order is not checked where the seeds' median learning
