@@ -253,8 +253,7 @@ def _verified_results(out: str) -> tuple[dict, list, int]:
             for line in fh:
                 if not line.endswith("\n"):
                     continue
-                body, _, check = line[:-1].rpartition(" ")
-                digest, _, rel = body.partition(" ")
+                digest, _, rel = line[:-1].rpartition(" ")[0].partition(" ")
                 if len(digest) != 64 or _result_line(digest, rel) != line:
                     damaged += 1
                 elif is_result(rel) and ".." not in rel.split("/"):
