@@ -548,7 +548,9 @@ def main(argv=None) -> int:
         if found is None:
             raise
         code, prefix = found
-        _say(f"dmft {args.job}: {prefix}{err}")
+        # (an OutputError made with an errno, a scan store's, printed "[Errno 36] cannot use ...")
+        text = err.strerror if isinstance(err, OutputError) and err.errno is not None and err.strerror else err
+        _say(f"dmft {args.job}: {prefix}{text}")
         return code
     finally:
         release()                     # a results directory the job claimed is free again
@@ -560,6 +562,18 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"dmft: warning: {message}\n"
 
 
+def _tolerant_stdout() -> None:
+    """Under a locale that cannot spell a path (LC_ALL=C with PYTHONUTF8=0 and PYTHONIOENCODING=latin-1,
+    an --out with an accent), printing "report: PATH" after the run raised UnicodeEncodeError: a
+    complete run ended "configuration error: 'latin-1' codec can't encode ..." (exit 2). stdout
+    now writes what its encoding cannot as backslash escapes, as stderr always did."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        try:
+            sys.stdout.reconfigure(errors="backslashreplace")
+        except (OSError, ValueError):     # (a closed stdout)
+            pass
+
+
 def console() -> None:
     """The `dmft` command. After an interruption (Ctrl-C, SIGTERM, SIGHUP: exit 128 + the
     signal's number; the job has already kept what it finished) the process ends at once: a
@@ -569,6 +583,7 @@ def console() -> None:
     text once a run (the same law's warning came from up to five call sites of one dln study),
     unless the user chose filters (-W, PYTHONWARNINGS)."""
     warnings.formatwarning = _one_line_warning
+    _tolerant_stdout()
     if not sys.warnoptions:
         warnings.filterwarnings("once", category=UserWarning)
     try:

@@ -52,13 +52,21 @@ class Field:
 
 def resolve_path(value: str, base: str | None) -> str:
     """A path field's value made absolute: relative paths are taken against `base` (the directory
-    of the TOML file that names them) or, without one (--set, a dict), the current directory."""
+    of the TOML file that names them) or, without one (--set, a dict), the current directory.
+    A ".." after a symbolic link is the parent of the link's target, as the OS reads it: dropped
+    with the link (normpath), "link/../d.npz" named another file ("not found", or another data
+    file read); the lexical form is kept wherever it names the same file."""
     if not value:
         return value
     value = os.path.expanduser(value)
     if not os.path.isabs(value):
         value = os.path.join(base if base is not None else os.getcwd(), value)
-    return os.path.normpath(value)
+    lexical, parts = os.path.normpath(value), value.split(os.sep)
+    if ".." not in parts:
+        return lexical
+    last = len(parts) - parts[::-1].index("..")
+    physical = os.path.normpath(os.path.join(os.path.realpath(os.sep.join(parts[:last]) or os.sep), *parts[last:]))
+    return lexical if os.path.realpath(lexical) == os.path.realpath(physical) else physical
 
 
 def defaults(schema: dict) -> dict:

@@ -65,7 +65,7 @@ from dmft.plotting import tidy_log_ticks
 from . import interrupted_import
 from .config import differences, to_toml
 from .problem import data_digest, unread_task_keys
-from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST
+from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST, in_the_way
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
@@ -479,15 +479,17 @@ def partial_named(msg: str, where: str, append: bool = True) -> str:
 
 
 def _existing_parent(out: str) -> str:
-    """Refuse a location where no directory can be (a file in the way); the nearest existing
+    """Refuse a location where no directory can be (a file in the way, also as "a_file/"; a
+    symbolic link to a missing target or a loop, at `out` or above: `store.in_the_way`, which
+    were refused as "cannot write the results directory (File exists)"); the nearest existing
     directory at or above it."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise OutputError(f"{out} exists and is not a directory; choose another --out")
-    parent = out
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent.rstrip(os.sep)) or "."
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise OutputError(f"{out}: {parent} is a file, not a directory; choose another --out")
+    parent, blocked = in_the_way(out)
+    if blocked and parent == (out.rstrip(os.sep) or os.sep):
+        raise OutputError(f"{out} exists and is not a directory; choose another --out"
+                          if os.path.exists(parent) else f"{blocked}; choose another --out")
+    if blocked:
+        raise OutputError(f"{out}: {parent} is a file, not a directory; choose another --out"
+                          if os.path.exists(parent) else f"{out}: {blocked}; choose another --out")
     return parent
 
 
@@ -920,7 +922,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         _RESUMED[os.path.realpath(out)] = dict(reuse)
         write_manifest(out, job, cfg, "running")
         running = True
-        with open(os.path.join(out, "config.toml"), "w") as fh:
+        with open(os.path.join(out, "config.toml"), "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(to_toml(cfg, unread_task_keys(cfg)))
     except OSError as err:
         bad = err if isinstance(err, OutputError) else \
@@ -986,7 +988,7 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
         _CARRIED[os.path.realpath(out)] = {str(r) for r in old.get("reused", ()) if r in kept} \
             if isinstance(old.get("reused"), list) else set()
         write_manifest(out, job, cfg, "running")
-        with open(os.path.join(out, "config.toml"), "w") as fh:
+        with open(os.path.join(out, "config.toml"), "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(to_toml(cfg, unread_task_keys(cfg)))
     except BaseException as err:
         release(out)

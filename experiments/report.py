@@ -325,7 +325,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
     lines += ["", "## Figures", ""] + [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", ""]
     md = os.path.join(out, "report.md")
-    with open(md, "w") as fh:
+    with open(md, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write("\n".join(lines))
     return md, js
 
@@ -499,7 +499,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", "",
               "## Environment", "", "```", json.dumps(environment, indent=1), "```", ""]
     md_path = os.path.join(out, "report.md")
-    with open(md_path, "w") as fh:
+    with open(md_path, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write("\n".join(lines))
     return md_path, json_path
 

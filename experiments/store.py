@@ -106,6 +106,27 @@ META = "__store__"              # JSON: the chunk's name and the manifest digest
 COORD = "__coord__"             # prefix: the points' coordinates, one array per scanned field
 
 
+def in_the_way(path: str) -> tuple[str, str | None]:
+    """(the nearest path at or above `path` that is there, why no directory can be made at `path`
+    or None). A file named with a trailing slash ("a_file/"), a symbolic link to a missing
+    target and a loop of links were not seen (os.path.exists is False for all three): the
+    directory's creation failed later saying "File exists", "No such file or directory" or
+    "[Errno 20] Not a directory: .../chunks". Now each is named, with what is in the way."""
+    here = path.rstrip(os.sep) or os.sep
+    while not os.path.lexists(here):
+        up = os.path.dirname(here)
+        here = (up.rstrip(os.sep) or os.sep) if up else "."
+    if os.path.isdir(here):
+        return here, None
+    if os.path.islink(here) and not os.path.exists(here):
+        try:
+            target = repr(os.readlink(here))
+        except OSError:
+            target = "?"
+        return here, f"{here} is a symbolic link to {target}, which is missing (or loops)"
+    return here, f"{here} exists and is not a directory"
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -339,8 +360,9 @@ class Store:
         layout = json.loads(json.dumps(layout))
         man_path = os.path.join(path, MANIFEST)
         try:
-            if os.path.exists(path) and not os.path.isdir(path):
-                raise NotADirectoryError(f"{path} exists and is not a directory")
+            blocked = in_the_way(path)[1]
+            if blocked:
+                raise NotADirectoryError(blocked)
             if not os.path.exists(man_path) and not cls._unborn(path):
                 raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
                                     "choose another output directory")
@@ -353,7 +375,7 @@ class Store:
         except NotADirectoryError as err:
             raise StoreConflict(f"cannot use {path} as a scan store: {err}; choose another output directory") from err
         except OSError as err:
-            msg = f"cannot use {path} as a scan store: {err.strerror or err}"
+            msg = f"cannot use {path} as a scan store: {err.strerror or err}; choose another output directory"
             raise (StoreWriteError(err.errno, msg) if err.errno is not None else StoreWriteError(msg)) from err
         try:
             if existing:

@@ -253,7 +253,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     report["checks"] = checks(report)
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
-    with open(os.path.join(out, "report.md"), "w") as fh:
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(markdown(report))
     figures = {k: v for r in results for k, v in r["figures"].items()}
     figures.update({f"staircase_sigma_{r['sigma']:g}": r["staircase"]["figure"] for r in results
@@ -360,7 +360,7 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
         report["checks"] = checks(report)
         with open(os.path.join(out, "report.json"), "w") as fh:
             json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
-        with open(os.path.join(out, "report.md"), "w") as fh:
+        with open(os.path.join(out, "report.md"), "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(markdown(report))
         write_manifest(out, "dln", cfg, "complete", {"checks": report["checks"], "rechecked": note})
     log(f"{out}: re-checked the saved runs under the new [check] section ({', '.join(note['differing'])}) "

@@ -973,7 +973,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
     md = markdown(report, cfg)
-    with open(os.path.join(out, "report.md"), "w") as fh:
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(md)
     if not plot_errors:
         parts.remove()

@@ -396,7 +396,7 @@ def write_report(res: ScanResult) -> str:
     rewritten by every session that runs to its end (`run`; an interrupted one leaves the
     previous report) and never read back for values. Returns its path."""
     path = os.path.join(res.path, REPORT)
-    with open(path, "w") as fh:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(report_text(res))
     return path
 
