@@ -933,6 +933,11 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         if bad is err:
             raise
         raise bad from err
+    except Exception as err:    # (any other failure once run.json said "running": a TOML value that cannot be written)
+        if running:
+            with contextlib.suppress(OSError):
+                write_manifest(out, job, cfg, "failed", {"error": f"{type(err).__name__}: {err}"})
+        raise
     return True
 
 

@@ -1341,6 +1341,21 @@ def test_a_full_disk_at_config_toml_marks_the_run_failed(tmp_path, capsys, monke
     assert code == cli.EXIT_OK and "killed" not in err, err
 
 
+def test_any_failure_writing_config_toml_marks_the_run_failed(tmp_path, capsys, monkeypatch):
+    """Not only a write error: a config.toml that cannot be made (a value TOML cannot hold, a
+    locale that cannot spell it) left run.json "running" too, a run killed to the next run."""
+    from experiments import output
+
+    def bad(*_a, **_k):
+        raise ValueError("a value TOML cannot hold")
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(output, "to_toml", bad)
+    code, err = _run(_solve_argv(out, "--gamma0", "1", "--set", "theory.method=lazy"), capsys)
+    man = json.loads((out / "run.json").read_text())
+    assert code != cli.EXIT_OK and man["status"] == "failed" and "TOML cannot hold" in man["error"], (code, man)
+
+
 def test_a_full_disk_in_a_write_names_the_results_directory(tmp_path, capsys, monkeypatch):
     """ENOSPC raised by a write (no file name in the error: a flush, a close) while the report is
     written: one line naming the results directory ("file error: [Errno 28] No space left on
