@@ -65,7 +65,7 @@ from dmft.plotting import tidy_log_ticks
 from . import interrupted_import
 from .config import differences, to_toml
 from .problem import data_digest, unread_task_keys
-from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST, in_the_way
+from .store import CHUNKS, FORMAT, MANIFEST as STORE_MANIFEST, in_the_way, write_text
 
 __all__ = ["prepare_output", "write_manifest", "read_manifest", "seal", "check_writable", "release", "OutputConflict",
            "OutputError", "PlotError", "draw_figures", "raise_plot_errors", "RECHECK", "CHECK_SECTION",
@@ -922,8 +922,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         _RESUMED[os.path.realpath(out)] = dict(reuse)
         write_manifest(out, job, cfg, "running")
         running = True
-        with open(os.path.join(out, "config.toml"), "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(to_toml(cfg, unread_task_keys(cfg)))
+        write_text(os.path.join(out, "config.toml"), to_toml(cfg, unread_task_keys(cfg)))
     except OSError as err:
         bad = err if isinstance(err, OutputError) else \
             OutputError(f"{out}: cannot write the results directory ({err.strerror or err})")
@@ -993,8 +992,7 @@ def start_recheck(out: str, job: str, cfg: dict) -> dict:
         _CARRIED[os.path.realpath(out)] = {str(r) for r in old.get("reused", ()) if r in kept} \
             if isinstance(old.get("reused"), list) else set()
         write_manifest(out, job, cfg, "running")
-        with open(os.path.join(out, "config.toml"), "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(to_toml(cfg, unread_task_keys(cfg)))
+        write_text(os.path.join(out, "config.toml"), to_toml(cfg, unread_task_keys(cfg)))
     except BaseException as err:
         release(out)
         if isinstance(err, OSError) and not isinstance(err, OutputError):

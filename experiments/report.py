@@ -24,6 +24,7 @@ from validation.sweep import NODE_CHECK_KINDS
 from .config import to_toml
 from . import problem as _problem
 from .output import draw_figures, partial_named, precision_line, record_result
+from .store import write_text
 
 __all__ = ["write_report", "write_result", "write_figures", "write_ensemble_figure",
            "write_simulation_report", "verdict_table", "FIGURES", "saved_files", "read_results", "read_runs",
@@ -325,8 +326,7 @@ def write_simulation_report(runs, model, data, cfg, out, figures, rechecked: dic
     lines += ["", "## Figures", ""] + [f"- [{k}]({os.path.relpath(v, out)})" for k, v in figures.items()]
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", ""]
     md = os.path.join(out, "report.md")
-    with open(md, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write("\n".join(lines))
+    write_text(md, "\n".join(lines))
     return md, js
 
 
@@ -499,8 +499,7 @@ def write_report(sweep, cfg: dict, out: str, verdicts: list[dict], figures: dict
     lines += ["", "## Configuration", "", "```toml", to_toml(cfg, _problem.unread_task_keys(cfg)).rstrip(), "```", "",
               "## Environment", "", "```", json.dumps(environment, indent=1), "```", ""]
     md_path = os.path.join(out, "report.md")
-    with open(md_path, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write("\n".join(lines))
+    write_text(md_path, "\n".join(lines))
     return md_path, json_path
 
 

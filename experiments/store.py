@@ -131,6 +131,18 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def text_bytes(text: str) -> bytes:
+    """The bytes of a text file the command writes (report.md, config.toml): UTF-8 whatever the
+    locale, a path's bytes the locale could not decode written back as they were (surrogateescape)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` as `text_bytes` gives it."""
+    with open(path, "wb") as fh:
+        fh.write(text_bytes(text))
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Write `data` to `path` via a temporary file, fsync and rename."""
     tmp = f"{path}.tmp-{os.getpid()}"

@@ -52,3 +52,19 @@ def test_a_path_stdout_cannot_encode_does_not_fail_a_complete_run(monkeypatch):
     stdout.flush()
     assert end.value.code == 0
     assert raw.getvalue() == b"report: /r\\udcc3\\udca9sultat/report.md\ncaf\xe9\n"
+
+
+def test_a_complete_scan_whose_path_the_locale_could_not_decode_is_complete_on_its_rerun(tmp_path):
+    """A store path holding bytes the locale could not decode (surrogates in the str): its
+    report.md was written with them as they were, but the rerun compared it with the report
+    encoded strictly, and ended in UnicodeEncodeError. Both sides are `store.text_bytes` now:
+    the rerun is "already complete", its report kept."""
+    from experiments import scan
+    from scan_configs import TOML
+
+    (tmp_path / "s.toml").write_text(TOML)
+    out = os.path.join(str(tmp_path), os.fsdecode(b"st\xe9"))
+    scan.run(str(tmp_path / "s.toml"), out, log=lambda s: None)
+    said = []
+    scan.run(str(tmp_path / "s.toml"), out, log=said.append)
+    assert any("already complete" in s for s in said) and not any("rewrote" in s for s in said), said

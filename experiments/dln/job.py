@@ -36,6 +36,7 @@ from validation.sweep import recorded_seconds
 
 from ..output import (draw_figures, figures_relative, is_resumed, json_floats, read_back, read_manifest, recheck_note,
                       recheck_recorded, record_result, release, resumed, resuming_line, verify_files, write_manifest)
+from ..store import write_text
 from .config import build, sde_memory_limit
 from .report import markdown, unbalanced_note, unresolved_note
 
@@ -253,8 +254,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     report["checks"] = checks(report)
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write(markdown(report))
+    write_text(os.path.join(out, "report.md"), markdown(report))
     figures = {k: v for r in results for k, v in r["figures"].items()}
     figures.update({f"staircase_sigma_{r['sigma']:g}": r["staircase"]["figure"] for r in results
                     if r.get("staircase") and r["staircase"].get("figure")})
@@ -360,8 +360,7 @@ def recheck(cfg: dict, out: str, *, log=print) -> dict:
         report["checks"] = checks(report)
         with open(os.path.join(out, "report.json"), "w") as fh:
             json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
-        with open(os.path.join(out, "report.md"), "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(markdown(report))
+        write_text(os.path.join(out, "report.md"), markdown(report))
         write_manifest(out, "dln", cfg, "complete", {"checks": report["checks"], "rechecked": note})
     log(f"{out}: re-checked the saved runs under the new [check] section ({', '.join(note['differing'])}) "
         "without recomputing: report.md, report.json and run.json rewritten; runs and figures kept as they were")

@@ -44,6 +44,7 @@ from validation.sweep import node_check_key
 
 from ..output import (draw_figures, figures_relative, forget_results, is_resumed, json_floats, read_back,
                       record_result, refuse_store, resumed, resuming_line)
+from ..store import write_text
 from .config import LYU_DEGREE, Testbed, build, minibatch_of, parity_warning, schedule_of
 from .report import markdown
 
@@ -973,8 +974,7 @@ def run(cfg: dict, out: str, *, log=print, progress: bool = False) -> dict:
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(jsonable(figures_relative(report, out)), fh, indent=1)
     md = markdown(report, cfg)
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write(md)
+    write_text(os.path.join(out, "report.md"), md)
     if not plot_errors:
         parts.remove()
     return {"report": report, "files": {"report": [os.path.join(out, "report.md"),

@@ -28,7 +28,7 @@ from dmft.schedule import check_decay, final_time_counts
 from validation.sweep import NODE_FRACTIONS
 
 from .. import problem as _problem
-from ..store import Store, npz_arrays, npz_bytes
+from ..store import Store, npz_arrays, npz_bytes, text_bytes
 from .config import check_gamma0, load_config
 from .deep_linear import DeepLinearGroup
 from .schema import BATCHED, SETTINGS, kind_of
@@ -767,7 +767,7 @@ def _same_report(res) -> bool:
         path = ast.literal_eval(named.group(1).decode()) if named else res.path
     except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
         return False
-    return isinstance(path, str) and held == report_text(dataclasses.replace(res, path=path)).encode()
+    return isinstance(path, str) and held == text_bytes(report_text(dataclasses.replace(res, path=path)))
 
 
 def _report(res, say, what: str) -> None:

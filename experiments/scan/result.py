@@ -19,7 +19,7 @@ import numpy as np
 from dmft.errors import InputError, StoreConflict
 from dmft.plotting import new_figure
 
-from ..store import Store
+from ..store import Store, write_text
 from .grid import Grid, grid_of, plan
 from .schema import SETTINGS, kind_of, resolve_field
 
@@ -396,8 +396,7 @@ def write_report(res: ScanResult) -> str:
     rewritten by every session that runs to its end (`run`; an interrupted one leaves the
     previous report) and never read back for values. Returns its path."""
     path = os.path.join(res.path, REPORT)
-    with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write(report_text(res))
+    write_text(path, report_text(res))
     return path
 
 
