@@ -241,8 +241,8 @@ def _rounded_down(x: float, digits: int = 2) -> float:
 
 
 def _rounded_up(x: float) -> float:
-    """x >= 0 rounded up to 3 significant digits as `_rounded_bound` does (0 and inf as they are)."""
-    return float(x) if x == 0 or not np.isfinite(x) else _rounded_bound(float(x), 0.0)
+    """x >= 0 rounded up to 3 significant digits, as the bounds shown are (0 and inf as they are)."""
+    return float(x) if x == 0 or not np.isfinite(x) else rounded(float(x), 3, "up")
 
 
 def q_bound(sigma: float, k: float, dof: float, tests: int = 1) -> float:
