@@ -1669,6 +1669,7 @@ def _wide_inputs(scale, seed):
 
 @settings(max_examples=4, deadline=None)
 @given(scale=st.floats(25.0, 40.0), seed=st.integers(0, 2 ** 16))
+@example(scale=34.8203125, seed=331)             # the kept run diverges (no warning: its error says it)
 def test_a_control_variate_whose_noise_diverges_is_dropped_and_one_that_adds_noise_is_named(scale, seed):
     """erf on inputs of scale 25-40 (field variance ~1e3; erf's lazy kernels are a closed form, so
     exact): the kernel moves far from K0, (K0 - K0_nodes) S / P is mostly noise and, fed back
@@ -1700,10 +1701,14 @@ def test_a_control_variate_whose_noise_diverges_is_dropped_and_one_that_adds_noi
         np.testing.assert_array_equal(sol.train_loss, off.train_loss)
     else:                                                      # finite but noisy: named
         assert "adds noise" in sol.info["control_variate_noisy"] and "Solve with control_variate=False" in said
-    with pytest.warns(UserWarning, match="control variate adds noise"):
+    # (the kept run that diverges says so in its error, not in a warning: a random draw, scale 34.82,
+    # seed 331, found the test asking for the warning in both branches)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             kept = dmft.solve(model, data, control_variate=True, **kw)
             assert "adds noise" in kept.info["control_variate_noisy"]
+            assert any("control variate adds noise" in str(w.message) for w in caught)
         except dmft.DivergenceError as err:
             assert "adds noise" in str(err) and "control_variate=False" in str(err)
     unit = _wide_inputs(1.0, seed)
