@@ -747,7 +747,7 @@ def test_sgd_refuses_what_it_cannot_do():
 
 # ------------------------------------------------------------------ the dln job
 
-def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
+def test_dln_cli_writes_every_file_with_verdicts(tmp_path, capsys):
     import json
     import os
 
@@ -781,6 +781,12 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path):
     named = [p for r in rep["studies"] for p in r["figures"].values()] + [rep["studies"][0]["staircase"]["figure"]]
     assert len(named) >= 4 and all(not os.path.isabs(p) and (out / p).is_file() for p in named), named
     assert "Arithmetic: float64" in (out / "report.md").read_text()
+    # the console's networks line: the whole time, then the stepping alone, the report's number
+    said = "".join(capsys.readouterr())
+    for r in rep["studies"]:
+        assert f"sigma={r['sigma']:g}: 32 networks x 1000 steps in " in said, said
+        assert f"{r['networks_s']:.1f} s of it stepping (" in said and f"networks {r['networks_s']:.1f} s stepping." \
+            in (out / "report.md").read_text(), (said, r["networks_s"])
     assert cli.main(argv) == 0                                     # complete: nothing recomputed
     assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P
 
