@@ -814,8 +814,12 @@ def refuse_store(out) -> None:
 
 
 def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = False,
-           resume: bool = False) -> bool | str:
-    """prepare_output's checks and claim: refusals first, write access only for a run to compute."""
+           resume: bool = False, made: bool | None = None) -> bool | str:
+    """prepare_output's checks and claim: refusals first, write access only for a run to compute.
+    Checks made without the lock (a new directory, or one without a lock file, had none to take)
+    are made again once it is held (`made`: this process made the directory): another run may have
+    claimed, written and left the directory between them and the lock (its complete run was
+    cleared and overwritten, a different configuration's too, without --force)."""
     refuse_store(out)
     path = os.path.join(out, MANIFEST)
     previous, can_resume, resume = False, resume, False
@@ -892,9 +896,10 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
     check_writable(out)                 # only now: a complete run needs no write access
     running = False
     try:
-        made = not os.path.isdir(out)   # dmft's own directory only when dmft makes it
+        made = not os.path.isdir(out) if made is None else made    # dmft's own directory only when dmft makes it
         os.makedirs(out, exist_ok=True)
-        _lock(out, create=True)
+        if os.path.realpath(out) not in _LOCKS and _lock(out, create=True):    # (taken only now: checked again)
+            return _claim(out, job, cfg, force, say, recheck, can_resume, made)
         _sign_lock(out)
         _drop_backup(out)               # (a killed recheck's copy that was not put back: this run replaces it)
         reuse, changed, damaged_lines = _verified_results(out) if resume else ({}, [], 0)
@@ -911,7 +916,7 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
         if changed:
             say(f"{out}: not reused, changed or missing since the previous run wrote them (computed again): "
                 + ", ".join(changed[:5]) + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))
-        removed, kept = _clear(out, old, keep=reuse) if not made else (0, [])
+        removed, kept = _clear(out, old, keep=reuse) if not made or old else (0, [])
         if kept and (previous or removed):
             say(f"{out}: kept {len(kept)} file(s) the previous run did not write: " + ", ".join(kept[:5])
                 + (f" (and {len(kept) - 5} more)" if len(kept) > 5 else ""))

@@ -1,0 +1,55 @@
+"""Two runs claiming one results directory at once: the checks that `prepare_output` makes before
+it holds the lock (a fresh directory, or one without a lock file yet, has none to take) are made
+again once it holds it, so a run that claimed, wrote and left the directory meanwhile is seen:
+its complete run is refused as a different run (or found complete), never cleared and overwritten."""
+
+import json
+import os
+
+import pytest
+
+from experiments import output
+from experiments.jobs import load_config
+from experiments.output import OutputConflict, prepare_output, release, write_manifest
+
+
+def _cfg(steps):
+    return load_config(None, overrides=[f"train.steps={steps}", "train.save_every=2"])
+
+
+def _other_run(out, cfg):
+    """What another process does meanwhile: claim `out`, write a result, complete."""
+    assert prepare_output(out, "solve", cfg, False) is True
+    os.makedirs(os.path.join(out, "theory"), exist_ok=True)
+    with open(os.path.join(out, "theory", "x.npz"), "wb") as fh:
+        fh.write(b"the other run's result")
+    write_manifest(out, "solve", cfg, "complete")
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_run_that_claimed_meanwhile_is_seen_under_the_lock(tmp_path, monkeypatch, same):
+    out = str(tmp_path / "res")
+    mine, theirs = _cfg(4), _cfg(4 if same else 6)
+    real = output.check_writable
+    raced = []
+
+    def check_writable(path):
+        real(path)
+        if not raced:       # the last check before the claim: the other run comes and goes here
+            raced.append(True)
+            _other_run(out, theirs)
+    monkeypatch.setattr(output, "check_writable", check_writable)
+    try:
+        if same:        # the same run, complete: nothing to compute
+            assert prepare_output(out, "solve", mine, False) is False
+        else:
+            with pytest.raises(OutputConflict, match="already holds a different run"):
+                prepare_output(out, "solve", mine, False)
+    finally:
+        release()
+    assert raced
+    with open(os.path.join(out, "theory", "x.npz"), "rb") as fh:
+        assert fh.read() == b"the other run's result"
+    with open(os.path.join(out, "run.json")) as fh:
+        man = json.load(fh)
+    assert man["status"] == "complete" and man["config"]["train"]["steps"] == theirs["train"]["steps"]
