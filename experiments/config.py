@@ -77,7 +77,7 @@ def defaults(schema: dict) -> dict:
 def coerce(key: str, f: Field, value):
     """`value` checked against field `f` (named `key` in errors) and converted to its kind."""
     def bad(what):
-        raise ConfigError(f"{key}: expected {what}, got {value!r} ({type(value).__name__})")
+        _refuse(key, what, value)
 
     if f.kind == "bool":
         if not isinstance(value, bool):
@@ -90,7 +90,7 @@ def coerce(key: str, f: Field, value):
             raise ConfigError(f"{key}: must be one of {list(f.choices)}, got {value!r}")
         return value
     if f.kind in ("int", "float"):
-        return _number(key, f, value, bad)
+        return _number(key, f, value)
     if f.kind == "strs":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             bad("a list of strings")
@@ -103,11 +103,21 @@ def coerce(key: str, f: Field, value):
         if not isinstance(value, list) or not value:
             bad("a non-empty list")
         inner = dataclasses.replace(f, kind=f.kind[:-1], default=None)
-        return [_number(f"{key}[{i}]", inner, v, bad) for i, v in enumerate(value)]
+        return [_number(f"{key}[{i}]", inner, v) for i, v in enumerate(value)]
     raise AssertionError(f.kind)
 
 
-def _number(key, f, value, bad):
+def _refuse(key, what, value):
+    raise ConfigError(f"{key}: expected {what}, got {value!r} ({type(value).__name__})")
+
+
+def _number(key, f, value):
+    """A number checked against `f`; an error names `key` and `value` (a list's entry as key[i],
+    not the whole list: "gamma0: expected a number, got [1, '2'] (list)" read as if the list
+    were wrong)."""
+    def bad(what):
+        _refuse(key, what, value)
+
     if isinstance(value, bool):
         bad(f"a{'n integer' if f.kind == 'int' else ' number'}")
     if f.kind == "int":
@@ -206,7 +216,9 @@ def read_toml(path) -> dict:
     except OSError as err:
         raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
     try:
-        text = raw.decode("utf-8")
+        # (a byte order mark, as Windows editors save UTF-8, read as TOML's "Invalid statement
+        # (at line 1, column 1)": the file is UTF-8 all the same)
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); TOML is UTF-8") from None
     try:

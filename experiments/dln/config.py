@@ -97,7 +97,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "staircase": {
         "seeds": Field("int", 64, "random small-init networks for the staircase (0: none)", 0),
         "gamma": Field("float", 2.5, "their init_scale^2 = width^-gamma", 0.0, True),
-        "steps": Field("int", 20000, "their steps (log-spaced saves)", 1),
+        "steps": Field("int", 20000, "their steps (log-spaced saves)", 1, maximum=dmft.schedule.MAX_STEPS),
         "eta0": Field("float", 0.02, "their learning rate", 0.0, True),
     },
     "check": {
@@ -281,6 +281,17 @@ def _check_stationary_after(cfg: dict) -> None:
                           "least one: lower it")
 
 
+def staircase_schedule(cfg: dict, schedule: dmft.Schedule) -> dmft.Schedule:
+    """The staircase ensemble's schedule: [staircase] eta0 and steps, 150 log-spaced saves, the
+    batches of the networks' `schedule`; one the schedule refuses is a ConfigError naming them
+    (`build` makes it before any network trains: it was refused once the studies' had trained)."""
+    sc = cfg["staircase"]
+    try:
+        return dmft.Schedule(sc["eta0"], sc["steps"], save_at="log", n_saves=150, batch_size=schedule.batch_size)
+    except dmft.InputError as err:
+        raise ConfigError(f"staircase.eta0 = {sc['eta0']:g}, staircase.steps = {sc['steps']}: {err}") from None
+
+
 def train_schedule(tr: dict) -> dmft.Schedule:
     """The networks' (and the SDE's) schedule of the [train] section."""
     if tr["log_saves"]:
@@ -379,19 +390,20 @@ def _check_temperature(model: dmft.DeepLinear, data: dmft.LinearTeacher, schedul
 NETWORKS_MEMORY_GB = 4.0
 
 
-def _check_network_memory(model, data, schedule, tr: dict) -> None:
+def _check_network_memory(model, data, schedule, seeds: int, probe: int, seeds_key: str = "train.seeds") -> None:
     """The networks' memory (`networks.deep_linear.memory_estimate` at the trainer's default
     block), refused by its keys before anything is written: the trainer refused it only once the
-    job had claimed its directory, or a scan had made its store."""
+    job had claimed its directory, or a scan had made its store. `seeds_key` names the ensemble's
+    `seeds` (staircase.seeds: the staircase's, refused only once the studies' networks had trained)."""
     from networks.deep_linear import memory_estimate
 
     B = data.P if (schedule.batch_size is None and not data.online) else int(schedule.batch_size)
-    need = memory_estimate(model, data, tr["seeds"], schedule.save_steps.size, tr["probe"] if data.online else 0,
-                           batch_size=B, block=min(tr["seeds"], 256))
+    need = memory_estimate(model, data, seeds, schedule.save_steps.size, probe if data.online else 0,
+                           batch_size=B, block=min(seeds, 256))
     if need > NETWORKS_MEMORY_GB * 2 ** 30:
-        raise ConfigError(f"train.seeds, model.width: {tr['seeds']} networks of width {model.width} with batches of "
+        raise ConfigError(f"{seeds_key}, model.width: {seeds} networks of width {model.width} with batches of "
                           f"{B} need about {need / 2 ** 30:.3g} GiB (> {NETWORKS_MEMORY_GB:g} GiB, the networks' limit); "
-                          "use fewer train.seeds, a smaller model.width, train.batch_size or train.probe, or save "
+                          f"use fewer {seeds_key}, a smaller model.width, train.batch_size or train.probe, or save "
                           "less often")
 
 
@@ -445,11 +457,13 @@ def build(cfg: dict, networks: bool = True) -> list[Study]:
         model.check_data(data)
         init_key = "model.init_scale" if m["init_scale"] > 0 else "model.gamma"
         if networks:
-            _check_network_memory(model, data, schedule, tr)
+            _check_network_memory(model, data, schedule, tr["seeds"], tr["probe"])
             _check_network_start(model, tr["dtype"], init_key)
             if cfg.get("scan") is None and cfg["staircase"]["seeds"]:       # (the job's random ensemble)
-                _check_network_start(dmft.DeepLinear.from_gamma(m["depth"], m["width"], cfg["staircase"]["gamma"]),
-                                     tr["dtype"], "staircase.gamma")
+                stair = dmft.DeepLinear.from_gamma(m["depth"], m["width"], cfg["staircase"]["gamma"])
+                _check_network_start(stair, tr["dtype"], "staircase.gamma")
+                _check_network_memory(stair, data, staircase_schedule(cfg, schedule), cfg["staircase"]["seeds"], 0,
+                                      "staircase.seeds")
         if model.init == "aligned" and _reads_learning_times(cfg):
             _check_start(model, data, tr["weight_decay"], init_key)
         if model.init == "aligned" and _runs_sde(cfg):

@@ -37,7 +37,7 @@ from validation.sweep import recorded_seconds
 from ..output import (draw_figures, figures_relative, is_resumed, json_floats, read_back, read_manifest, recheck_note,
                       recheck_recorded, record_result, release, resumed, resuming_line, verify_files, write_manifest)
 from ..store import write_text
-from .config import build, sde_memory_limit
+from .config import build, sde_memory_limit, staircase_schedule
 from .report import markdown, unbalanced_note, unresolved_note
 
 __all__ = ["run", "recheck", "checks"]
@@ -200,8 +200,7 @@ def _imbalance(run, st) -> dict:
 def _staircase(cfg, st, out, log, progress, reused):
     sc = cfg["staircase"]
     model = dmft.DeepLinear.from_gamma(st.model.depth, st.model.width, sc["gamma"], "random")
-    schedule = dmft.Schedule(sc["eta0"], sc["steps"], save_at="log", n_saves=150,
-                             batch_size=st.schedule.batch_size)
+    schedule = staircase_schedule(cfg, st.schedule)
     t0 = time.perf_counter()
     run = kept = _reused(out, st, "staircase", DeepLinearRun, log)
     if run is None:

@@ -1,0 +1,58 @@
+"""Configuration input in unusual but legal or plausible spellings: one clear ConfigError naming
+the key and the value, or the same meaning as the usual spelling."""
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmft.errors import ConfigError
+from experiments import jobs
+from experiments.config import Field, coerce, read_toml
+
+_NOT_NUMBERS = st.one_of(st.text(max_size=4), st.booleans(), st.lists(st.integers(), max_size=2),
+                         st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(["floats", "ints"]), good=st.lists(st.integers(1, 9), min_size=0, max_size=4),
+       bad=_NOT_NUMBERS, data=st.data())
+def test_a_lists_bad_entry_is_named_with_its_index(kind, good, bad, data):
+    """gamma0 = [1, "2"] said "sweep.gamma0: expected a number, got [1, '2'] (list)": the list,
+    which is what the key expects, named as the wrong value. Now the entry and its index."""
+    i = data.draw(st.integers(0, len(good)))
+    value = good[:i] + [bad] + good[i:]
+    what = "an integer" if kind == "ints" else "a number"
+    with pytest.raises(ConfigError, match=f"^{re.escape(f'sweep.gamma0[{i}]: expected {what}, got {bad!r}')} "):
+        coerce("sweep.gamma0", Field(kind, [1], "doc", 0.0), value)
+
+
+def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
+    """A UTF-8 file saved with a byte order mark (Windows editors) was refused as "not valid TOML
+    (Invalid statement (at line 1, column 1))"; it is the same configuration as without one."""
+    text = '[train]\r\nsteps = 40\r\n[sweep]\r\ngamma0 = [0.5, 2]\r\n[task]\r\nname = "single_index"\r\n'
+    plain, marked = tmp_path / "plain.toml", tmp_path / "marked.toml"
+    plain.write_bytes(text.encode())
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_toml(marked) == read_toml(plain)
+    assert jobs.load_config(marked) == jobs.load_config(plain)
+
+
+_DLN_TINY = ["train.steps=4", "train.save_every=2", "train.seeds=2"]
+
+
+@pytest.mark.parametrize("setting, match", [
+    ("staircase.seeds=100000", r"^staircase\.seeds, model\.width: 100000 networks .* GiB"),
+    ("staircase.steps=3000000000", r"^staircase\.steps: must be <= 2147483647, got 3000000000"),
+    ("staircase.eta0=1e308", r"^staircase\.eta0 = 1e\+308, staircase\.steps = 20000: .*overflows"),
+])
+def test_the_dln_staircase_settings_are_checked_before_any_network_trains(setting, match):
+    """The staircase ensemble's schedule and memory were checked only when it trained, after the
+    studies' networks and SDE had run: `dmft dln --set staircase.steps=3000000000` claimed the
+    directory, trained, then failed "steps must be <= 2147483647" naming no section."""
+    from experiments import dln
+
+    with pytest.raises(ConfigError, match=match):
+        dln.build(dln.load_config(None, [*_DLN_TINY, setting]))
+    assert dln.build(dln.load_config(None, [*_DLN_TINY, "staircase.seeds=5000"]))
