@@ -111,6 +111,9 @@ def _refuse(key, what, value):
     raise ConfigError(f"{key}: expected {what}, got {value!r} ({type(value).__name__})")
 
 
+INT_LIMIT = 2 ** 63 - 1          # no integer setting is larger: counts, sizes, steps and seeds
+
+
 def _number(key, f, value):
     """A number checked against `f`; an error names `key` and `value` (a list's entry as key[i],
     not the whole list: "gamma0: expected a number, got [1, '2'] (list)" read as if the list
@@ -126,6 +129,10 @@ def _number(key, f, value):
                 value = int(value)
             else:
                 bad("an integer")
+        if abs(value) > INT_LIMIT:      # (1e308 read as an integer overflowed a float in the preflight)
+            digits = len(str(abs(value)))
+            raise ConfigError(f"{key}: must be within +-(2^63 - 1), got "
+                              + (f"{value:.4g}" if digits < 300 else f"{'-' if value < 0 else ''}{digits}-digit"))
     else:
         if not isinstance(value, (int, float)):
             bad("a number")

@@ -56,3 +56,23 @@ def test_the_dln_staircase_settings_are_checked_before_any_network_trains(settin
     with pytest.raises(ConfigError, match=match):
         dln.build(dln.load_config(None, [*_DLN_TINY, setting]))
     assert dln.build(dln.load_config(None, [*_DLN_TINY, "staircase.seeds=5000"]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(value=st.one_of(st.integers(2 ** 63, 10 ** 400), st.integers(-10 ** 400, -2 ** 63),
+                       st.floats(9.3e18, 1.7e308)))
+def test_an_integer_beyond_any_setting_is_refused_in_short(value):
+    """theory.samples = 1e308 passed as an integer of 309 digits and ended the preflight in
+    "OverflowError: int too large to convert to float"; any integer setting past 2^63 - 1 is
+    refused, the value in short."""
+    with pytest.raises(ConfigError, match=r"^theory\.samples: must be within \+-\(2\^63 - 1\), got \S{1,12}$"):
+        coerce("theory.samples", Field("int", 8, "doc", 1), value)
+    assert coerce("theory.samples", Field("int", 8, "doc", 1), float(2 ** 62)) == 2 ** 62
+
+
+def test_a_huge_sample_count_is_a_configuration_error(tmp_path, capsys):
+    from experiments import cli
+
+    assert cli.main(["solve", "--set", "theory.samples=1e308", "--out", str(tmp_path / "o"), "--no-progress"]) \
+        == cli.EXIT_CONFIG
+    assert "theory.samples: must be within" in capsys.readouterr().err and not (tmp_path / "o").exists()
