@@ -46,6 +46,7 @@ _DLN_TINY = ["train.steps=4", "train.save_every=2", "train.seeds=2"]
     ("staircase.seeds=100000", r"^staircase\.seeds, model\.width: 100000 networks .* GiB"),
     ("staircase.steps=3000000000", r"^staircase\.steps: must be <= 2147483647, got 3000000000"),
     ("staircase.eta0=1e308", r"^staircase\.eta0 = 1e\+308, staircase\.steps = 20000: .*overflows"),
+    ("train.steps=3000000000", r"^train\.steps: must be <= 2147483647, got 3000000000"),    # (said "steps must be")
 ])
 def test_the_dln_staircase_settings_are_checked_before_any_network_trains(setting, match):
     """The staircase ensemble's schedule and memory were checked only when it trained, after the

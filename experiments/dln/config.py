@@ -69,7 +69,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "train": {
         "eta0": Field("float", 0.01, "learning rate eta (t = steps x eta)", 0.0, True),
-        "steps": Field("int", 6000, "SGD steps", 1),
+        "steps": Field("int", 6000, "SGD steps", 1, maximum=dmft.schedule.MAX_STEPS),
         "save_every": Field("int", 50, "record every this many steps", 1),
         "log_saves": Field("int", 0, "if > 0: this many log-spaced saves instead of save_every (which "
                            "is then not to be given)", 0),
