@@ -150,7 +150,8 @@ def test_a_change_mark_sits_at_the_level_the_measure_crosses():
     """Saves every 500 steps (t = 0, 1000, ...): the kumar DMFT's alignment changed half way at
     t = 530, inside the first save interval, and the figure put its mark at (530, the value at
     t = 1000), a point on no curve (0.375 where the crossed level is 0.29). A level's mark is at the
-    midpoint it crosses; a rate's at its value there, interpolated as change_time does."""
+    midpoint it crosses; a rate's at its value there, interpolated in log t as change_time does and,
+    on its log panel, in log y as the curve is drawn (tests/test_measures_figure74.py)."""
     from validation.plots_grokking import progress_measures
     t = np.array([0.0, 1000.0, 2000.0, 3000.0, 4000.0])
     rate = np.array([0.0, 2.0, 1.0, 0.5, 0.25])
@@ -169,7 +170,7 @@ def test_a_change_mark_sits_at_the_level_the_measure_crosses():
     tc = float(ew["planted_diffusion"]["t_change"])
     j = np.searchsorted(t, tc)
     f = np.log(tc / t[j - 1]) / np.log(t[j] / t[j - 1])
-    assert diff == pytest.approx((tc, rate[j - 1] + f * (rate[j] - rate[j - 1])), rel=1e-12)
+    assert diff == pytest.approx((tc, rate[j - 1] ** (1 - f) * rate[j] ** f), rel=1e-12)
 
 
 def test_the_decay_figure_draws_the_times_errors():
