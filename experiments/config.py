@@ -15,13 +15,14 @@ Example:
     >>> load(schema, None, ["train.stepz=20"])
     Traceback (most recent call last):
     ...
-    dmft.errors.ConfigError: override 'train.stepz=20': unknown key train.stepz; known in [train]: steps
+    dmft.errors.ConfigError: override 'train.stepz=20': unknown key train.stepz (train.steps?); known in [train]: steps
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import os
 import sys
@@ -164,7 +165,8 @@ def merge(cfg: dict, update, source: str, schema: dict,
         raise ConfigError(f"{source}: expected a table of sections")
     for sec, table in update.items():
         if sec not in schema:
-            raise ConfigError(f"{source}: unknown section [{sec}]; known: {', '.join(schema)}")
+            raise ConfigError(f"{source}: unknown section [{sec}]{_hint(sec, None, schema, list(schema))}; "
+                              f"known: {', '.join(schema)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{sec}] must be a table")
         for k, v in table.items():
@@ -173,11 +175,27 @@ def merge(cfg: dict, update, source: str, schema: dict,
                 tables[f"{sec}.{head}"](cfg, rest, v, source)
             elif k not in schema[sec]:
                 known = list(schema[sec]) + [t.split(".", 1)[1] for t in tables if t.startswith(sec + ".")]
-                raise ConfigError(f"{source}: unknown key {sec}.{k}; known in [{sec}]: {', '.join(known)}")
+                raise ConfigError(f"{source}: unknown key {sec}.{k}{_hint(k, sec, schema, known)}; "
+                                  f"known in [{sec}]: {', '.join(known)}")
             else:
                 f = schema[sec][k]
                 value = coerce(f"{sec}.{k}", f, v)
                 cfg[sec][k] = resolve_path(value, base) if f.path else value
+
+
+def _hint(name: str, sec: str | None, schema: dict, known: list[str]) -> str:
+    """What an unknown section (sec None) or key `name` of [sec] was likely meant to be: the
+    sections that have such a key (a key in the wrong section, or written outside any), else the
+    closest known name (a typo, another case), else nothing."""
+    homes = [s for s in schema if s != sec and name in schema[s]]
+    if homes:
+        return f" ({' or '.join(f'{h}.{name}' for h in homes)}?)"
+    lower = {k.lower(): k for k in known}
+    close = ([lower[name.lower()]] if name.lower() in lower
+             else difflib.get_close_matches(name, known, n=1, cutoff=0.75))
+    if not close:
+        return ""
+    return f" ([{close[0]}]?)" if sec is None else f" ({sec}.{close[0]}?)"
 
 
 def parse_override(text: str) -> dict:

@@ -77,3 +77,25 @@ def test_a_huge_sample_count_is_a_configuration_error(tmp_path, capsys):
     assert cli.main(["solve", "--set", "theory.samples=1e308", "--out", str(tmp_path / "o"), "--no-progress"]) \
         == cli.EXIT_CONFIG
     assert "theory.samples: must be within" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("train.stepz=3", "unknown key train.stepz (train.steps?);"),                # a typo
+    ("train.Steps=3", "unknown key train.Steps (train.steps?);"),                # another case
+    ("train.gamma0=[1]", "unknown key train.gamma0 (sweep.gamma0?);"),           # another section's key
+    ("Train.steps=3", "unknown section [Train] ([train]?);"),
+    ("sweeps.gamma0=[1]", "unknown section [sweeps] ([sweep]?);"),
+    ("train.xyz=1", "unknown key train.xyz; known in [train]: eta0, steps,"),   # nothing close: no guess
+])
+def test_an_unknown_name_says_what_was_likely_meant(override, hint):
+    """An unknown key or section listed the known ones only: a key in the wrong section (gamma0
+    in [train]), a typo or another case now names the likely one."""
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        jobs.load_config(None, [override])
+
+
+def test_a_key_outside_any_section_names_its_section(tmp_path):
+    path = tmp_path / "top.toml"
+    path.write_text("steps = 3\n")
+    with pytest.raises(ConfigError, match=re.escape("unknown section [steps] (train.steps?);")):
+        jobs.load_config(path)
