@@ -797,6 +797,12 @@ def refuse_store(out) -> None:
     would put its files beside the store's, in a directory whose contents the scan alone accounts
     for (a forced run keeps the files it did not write)."""
     out = os.fspath(out)
+    store, name = os.path.split(os.path.abspath(out))
+    if name == CHUNKS and os.path.isfile(os.path.join(store, STORE_MANIFEST)):
+        # (a store's chunks/ is empty until its first chunk: a run there was taken, its files kept,
+        # and its partial.npz set aside by the next session as a damaged chunk)
+        raise OutputConflict(f"{out} is the {CHUNKS}/ folder of the dmft scan store {store}: a run there "
+                             "would write its files among the store's, with --force too; choose another --out")
     path = os.path.join(out, STORE_MANIFEST)
     if not os.path.isfile(path):
         return

@@ -375,13 +375,19 @@ class Store:
             blocked = in_the_way(path)[1]
             if blocked:
                 raise NotADirectoryError(blocked)
-            if not os.path.exists(man_path) and not cls._unborn(path):
+            if cls._holds_no_scan(path):
                 raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
                                     "choose another output directory")
             os.makedirs(os.path.join(path, CHUNKS), exist_ok=True)
             lock = cls._acquire(path)
-            # under the lock: another process may have made the store since the look above
+            # under the lock: another process may have made the store since the look above, or
+            # (a `dmft solve`, whose lock is not this one) claimed the directory for its run
             existing = os.path.exists(man_path)
+            if not existing and not cls._unborn(path):
+                lock.truncate(0)                # (an empty lock file is not held)
+                lock.close()
+                raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
+                                    "choose another output directory")
         except StoreConflict:
             raise                               # (in use by another scan, or holds no scan)
         except NotADirectoryError as err:
@@ -422,10 +428,10 @@ class Store:
             StoreConflict: as `create_or_open` would.
         """
         path = os.fspath(path)
+        if cls._holds_no_scan(path):
+            raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
+                                "choose another output directory")
         if not os.path.exists(os.path.join(path, MANIFEST)):
-            if not cls._unborn(path):
-                raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
-                                    "choose another output directory")
             return set()
         store = cls._load(path)
         cls._check_identity(path, store.manifest, json.loads(json.dumps(identity)))
@@ -433,6 +439,14 @@ class Store:
             store.check_layout(layout)
         good, _ = store.verified(expected)
         return good
+
+    @classmethod
+    def _holds_no_scan(cls, path) -> bool:
+        """Whether `path` holds something other than a store: no manifest, and not `_unborn`. The
+        manifest is looked for again after the listing: a scan that made the store between the
+        two looks (its manifest, chunks and journal listed) made a store, not "no scan"."""
+        man_path = os.path.join(path, MANIFEST)
+        return not os.path.exists(man_path) and not cls._unborn(path) and not os.path.exists(man_path)
 
     @staticmethod
     def _unborn(path) -> bool:
@@ -601,10 +615,13 @@ class Store:
             self._lock = None
 
     def _clean_temporaries(self) -> None:
-        # only the lock holder gets here, so no other writer owns these
+        """Remove the temporaries writes cut short left (NAME.tmp-PID). Only the lock holder gets
+        here, but a scan that has ended writes its report.md after it let the lock go: the
+        temporary of a process that still runs is its write in progress, and is left to it."""
         for d in (self.path, os.path.join(self.path, CHUNKS)):
             for name in os.listdir(d):
-                if _TMP.search(name):
+                m = _TMP.search(name)
+                if m and (int(m.group()[5:]) == os.getpid() or not _process_runs(int(m.group()[5:]))):
                     os.remove(os.path.join(d, name))
 
     # ------------------------------------------------------------ writing

@@ -19,7 +19,7 @@ import numpy as np
 from dmft.errors import InputError, StoreConflict
 from dmft.plotting import new_figure
 
-from ..store import Store, write_text
+from ..store import Store, atomic_write, text_bytes
 from .grid import Grid, grid_of, plan
 from .schema import SETTINGS, kind_of, resolve_field
 
@@ -394,9 +394,12 @@ def write_report(res: ScanResult) -> str:
     shape, how to read and draw them, and the configuration (a scan wrote no report: only its
     printed summary said what it held). The manifest and chunks stay the results; this file is
     rewritten by every session that runs to its end (`run`; an interrupted one leaves the
-    previous report) and never read back for values. Returns its path."""
+    previous report) and never read back for values. Written without the store's lock (a session's
+    last act, or a rerun's that finds the scan complete), so it is replaced whole (`atomic_write`):
+    a rerun reading it meanwhile finds the old report or the new one, never one cut short. Returns
+    its path."""
     path = os.path.join(res.path, REPORT)
-    write_text(path, report_text(res))
+    atomic_write(path, text_bytes(report_text(res)))
     return path
 
 
