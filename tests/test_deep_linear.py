@@ -791,6 +791,22 @@ def test_dln_cli_writes_every_file_with_verdicts(tmp_path, capsys):
     assert cli.main(argv[:-2] + ["--set", "train.batch_size=50"]) == cli.EXIT_CONFIG   # > P
 
 
+def test_dln_studies_are_keyed_by_their_place_in_the_label_noise_list():
+    """README: the dln job's studies are keyed by their place in teacher.label_noise: study i's
+    networks from fold_in(key(train.seed), i) and its SDE paths from fold_in(key(theory.seed), i)
+    (a user reproduces the saved runs from Python with these; nothing trained here)."""
+    import jax
+
+    from experiments import dln
+
+    studies = dln.build(dln.load_config(None, ["teacher.label_noise=[1.0, 0.0, 0.5]", "train.seed=7",
+                                                "theory.seed=11", "staircase.seeds=0"]))
+    data = jax.random.key_data
+    for i, st in enumerate(studies):
+        assert (np.array_equal(data(st.key), data(jax.random.fold_in(jax.random.key(7), i)))
+                and np.array_equal(data(st.sde_key), data(jax.random.fold_in(jax.random.key(11), i)))), i
+
+
 def test_dln_job_with_weight_decay(tmp_path):
     """train.weight_decay reaches networks and theory alike: the modes settle at the fixed points
     (a density without label noise, compared; no point mass), learning times are to half the fixed
