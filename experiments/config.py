@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import copy
 import dataclasses
 import difflib
@@ -132,8 +133,10 @@ def _number(key, f, value):
                 bad("an integer")
         if abs(value) > INT_LIMIT:      # (1e308 read as an integer overflowed a float in the preflight)
             digits = len(str(abs(value)))
-            raise ConfigError(f"{key}: must be within +-(2^63 - 1), got "
-                              + (f"{value:.4g}" if digits < 300 else f"{'-' if value < 0 else ''}{digits}-digit"))
+            # (a field's own maximum first: train.steps = 1e30 said "within +-(2^63 - 1)", not "<= 2^31 - 1")
+            bound = f"<= {f.maximum}" if f.maximum is not None and value > f.maximum else "within +-(2^63 - 1)"
+            raise ConfigError(f"{key}: must be {bound}, got "
+                              + (f"{value:.4g}" if digits < 300 else f"a {'negative ' if value < 0 else ''}{digits}-digit integer"))
     else:
         if not isinstance(value, (int, float)):
             bad("a number")
@@ -184,18 +187,20 @@ def merge(cfg: dict, update, source: str, schema: dict,
 
 
 def _hint(name: str, sec: str | None, schema: dict, known: list[str]) -> str:
-    """What an unknown section (sec None) or key `name` of [sec] was likely meant to be: the
-    sections that have such a key (a key in the wrong section, or written outside any), else the
-    closest known name (a typo, another case), else nothing."""
-    homes = [s for s in schema if s != sec and name in schema[s]]
-    if homes:
-        return f" ({' or '.join(f'{h}.{name}' for h in homes)}?)"
+    """What an unknown section (sec None) or key `name` of [sec] was likely meant to be: for a
+    section, the sections that have such a key (a key written outside any), else the closest
+    section; for a key, the closest known name of [sec] (a typo, another case), then the other
+    sections that have it (a key in the wrong section); nothing when none is. (A key close to
+    one of its own section's named only the others: staircase.seed said "teacher.seed or
+    train.seed or theory.seed?", not staircase.seeds.)"""
+    homes = [f"{s}.{name}" for s in schema if s != sec and name in schema[s]]
+    if sec is None and homes:
+        return f" ({' or '.join(homes)}?)"
     lower = {k.lower(): k for k in known}
     close = ([lower[name.lower()]] if name.lower() in lower
              else difflib.get_close_matches(name, known, n=1, cutoff=0.75))
-    if not close:
-        return ""
-    return f" ([{close[0]}]?)" if sec is None else f" ({sec}.{close[0]}?)"
+    names = [f"[{c}]" if sec is None else f"{sec}.{c}" for c in close] + homes
+    return f" ({' or '.join(names)}?)" if names else ""
 
 
 def parse_override(text: str) -> dict:
@@ -245,7 +250,8 @@ def read_toml(path) -> dict:
         # (at line 1, column 1)": the file is UTF-8 all the same)
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); TOML is UTF-8") from None
+        at = err.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)     # (utf-8-sig counts after the mark)
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {at}); TOML is UTF-8") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -797,7 +797,7 @@ def refuse_store(out) -> None:
     would put its files beside the store's, in a directory whose contents the scan alone accounts
     for (a forced run keeps the files it did not write)."""
     out = os.fspath(out)
-    store, name = os.path.split(os.path.abspath(out))
+    store, name = os.path.split(os.path.realpath(out))       # (a link to chunks/ too)
     if name == CHUNKS and os.path.isfile(os.path.join(store, STORE_MANIFEST)):
         # (a store's chunks/ is empty until its first chunk: a run there was taken, its files kept,
         # and its partial.npz set aside by the next session as a damaged chunk)
@@ -825,7 +825,15 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
     Checks made without the lock (a new directory, or one without a lock file, had none to take)
     are made again once it is held (`made`: this process made the directory): another run may have
     claimed, written and left the directory between them and the lock (its complete run was
-    cleared and overwritten, a different configuration's too, without --force)."""
+    cleared and overwritten, a different configuration's too, without --force). A line the
+    first checks said is not said again by the second (it was, twice)."""
+    if made is None:
+        said, tell = set(), say
+
+        def say(line):
+            if line not in said:
+                said.add(line)
+                tell(line)
     refuse_store(out)
     path = os.path.join(out, MANIFEST)
     previous, can_resume, resume = False, resume, False

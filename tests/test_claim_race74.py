@@ -53,3 +53,25 @@ def test_run_that_claimed_meanwhile_is_seen_under_the_lock(tmp_path, monkeypatch
     with open(os.path.join(out, "run.json")) as fh:
         man = json.load(fh)
     assert man["status"] == "complete" and man["config"]["train"]["steps"] == theirs["train"]["steps"]
+
+
+def test_what_the_first_checks_said_is_not_said_again_under_the_lock(tmp_path):
+    """A directory without a lock file (copied without its dot files, or of an earlier version):
+    the checks run before the lock and again under it, and each line they say was said twice
+    ("differs from this one only in its [check] section ... resuming it", twice)."""
+    out = str(tmp_path / "res")
+    cfg = _cfg(4)
+    try:
+        assert prepare_output(out, "solve", cfg, False, resume=True) is True
+        write_manifest(out, "solve", cfg, "failed")
+    finally:
+        release()
+    os.remove(os.path.join(out, output.LOCK))
+    said = []
+    other = load_config(None, overrides=["train.steps=4", "train.save_every=2", "check.lazy_rel=0.2"])
+    try:
+        assert prepare_output(out, "solve", other, False, log=said.append, recheck=True, resume=True) is True
+    finally:
+        release()
+    assert len([s for s in said if "only in its [check] section" in s]) == 1, said
+    assert len(said) == len(set(said)), said

@@ -66,7 +66,7 @@ def test_an_integer_beyond_any_setting_is_refused_in_short(value):
     """theory.samples = 1e308 passed as an integer of 309 digits and ended the preflight in
     "OverflowError: int too large to convert to float"; any integer setting past 2^63 - 1 is
     refused, the value in short."""
-    with pytest.raises(ConfigError, match=r"^theory\.samples: must be within \+-\(2\^63 - 1\), got \S{1,12}$"):
+    with pytest.raises(ConfigError, match=r"^theory\.samples: must be within \+-\(2\^63 - 1\), got (\S{1,12}|a (negative )?\d{3}-digit integer)$"):
         coerce("theory.samples", Field("int", 8, "doc", 1), value)
     assert coerce("theory.samples", Field("int", 8, "doc", 1), float(2 ** 62)) == 2 ** 62
 
@@ -99,3 +99,46 @@ def test_a_key_outside_any_section_names_its_section(tmp_path):
     path.write_text("steps = 3\n")
     with pytest.raises(ConfigError, match=re.escape("unknown section [steps] (train.steps?);")):
         jobs.load_config(path)
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("task.seeds=3", "unknown key task.seeds (task.seed or simulate.seeds?);"),          # a plural typo
+    ("theory.seeds=3", "unknown key theory.seeds (theory.seed or simulate.seeds?);"),
+])
+def test_a_key_close_to_its_own_sections_is_named_before_the_other_sections(override, hint):
+    """A key of the wrong spelling in its own section that another section has spelled so: the
+    hint named only the other section ("task.seeds (simulate.seeds?)", the ensemble's size, where
+    task.seed was meant); now its own section's close name first, then the others."""
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        jobs.load_config(None, [override])
+
+
+def test_a_bad_byte_after_a_byte_order_mark_is_named_at_its_place_in_the_file(tmp_path):
+    """The byte order mark is read (utf-8-sig), and the decoder counts from after it: a bad byte at
+    the file's byte 5 was said to be at byte 2."""
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"\xef\xbb\xbfa=\xff\n")
+    with pytest.raises(ConfigError, match=r"not a UTF-8 text file \(byte 5\)"):
+        read_toml(path)
+
+
+def test_the_staircases_memory_refusal_advises_only_what_it_reads():
+    """The staircase's 150 log-spaced saves and its probe (none) are fixed: its refusal advised
+    "train.probe, or save less often", neither of which changes its memory."""
+    from experiments import dln
+
+    with pytest.raises(ConfigError) as caught:
+        dln.build(dln.load_config(None, [*_DLN_TINY, "staircase.seeds=100000"]))
+    said = str(caught.value)
+    assert said.endswith("use fewer staircase.seeds, a smaller model.width or train.batch_size"), said
+    with pytest.raises(ConfigError, match=r"train\.probe, or save less often$"):
+        dln.build(dln.load_config(None, ["train.steps=4000", "train.save_every=2", "train.seeds=100000"]))
+
+
+@pytest.mark.parametrize("value, said", [(1e30, "1e+30"), (1e308, "a 309-digit integer"), (2 ** 63, "9.223e+18")])
+def test_an_integer_past_the_limit_of_a_field_with_a_maximum_names_that_maximum(value, said):
+    """train.steps = 1e30 said "must be within +-(2^63 - 1)" (the bound of every integer setting)
+    where train.steps' own maximum, 2^31 - 1, is the one to keep within (tests/test_cli_faults.py
+    pinned it so)."""
+    with pytest.raises(ConfigError, match=rf"^train\.steps: must be <= 2147483647, got {re.escape(said)}$"):
+        jobs.load_config(None, [f"train.steps={value!r}"])

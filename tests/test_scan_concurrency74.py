@@ -123,3 +123,18 @@ def test_a_job_is_refused_the_chunks_folder_of_a_store(tmp_path, force):
     finally:
         release()
     assert os.listdir(os.path.join(out, "chunks")) == []
+
+
+def test_a_job_is_refused_a_link_to_the_chunks_folder_of_a_store(tmp_path):
+    # the chunks/ folder named through a symbolic link is the same folder
+    out = str(tmp_path / "store")
+    Store.create_or_open(out, IDENTITY, LAYOUT).close()
+    link = tmp_path / "results"
+    link.symlink_to(os.path.join(out, "chunks"))
+    cfg = load_config(None, overrides=["train.steps=4", "train.save_every=2"])
+    try:
+        with pytest.raises(OutputConflict, match="chunks/ folder of the dmft scan store"):
+            prepare_output(str(link), "solve", cfg, False)
+    finally:
+        release()
+    assert os.listdir(os.path.join(out, "chunks")) == []

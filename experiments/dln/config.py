@@ -394,7 +394,8 @@ def _check_network_memory(model, data, schedule, seeds: int, probe: int, seeds_k
     """The networks' memory (`networks.deep_linear.memory_estimate` at the trainer's default
     block), refused by its keys before anything is written: the trainer refused it only once the
     job had claimed its directory, or a scan had made its store. `seeds_key` names the ensemble's
-    `seeds` (staircase.seeds: the staircase's, refused only once the studies' networks had trained)."""
+    `seeds` (staircase.seeds: the staircase's, refused only once the studies' networks had trained;
+    its 150 saves and no probe are fixed, so the advice names neither)."""
     from networks.deep_linear import memory_estimate
 
     B = data.P if (schedule.batch_size is None and not data.online) else int(schedule.batch_size)
@@ -403,8 +404,9 @@ def _check_network_memory(model, data, schedule, seeds: int, probe: int, seeds_k
     if need > NETWORKS_MEMORY_GB * 2 ** 30:
         raise ConfigError(f"{seeds_key}, model.width: {seeds} networks of width {model.width} with batches of "
                           f"{B} need about {need / 2 ** 30:.3g} GiB (> {NETWORKS_MEMORY_GB:g} GiB, the networks' limit); "
-                          f"use fewer {seeds_key}, a smaller model.width, train.batch_size or train.probe, or save "
-                          "less often")
+                          f"use fewer {seeds_key}, a smaller model.width"
+                          + (" or train.batch_size" if seeds_key != "train.seeds" else
+                             ", train.batch_size or train.probe, or save less often"))
 
 
 def _check_network_start(model: dmft.DeepLinear, dtype: str, key: str) -> None:
