@@ -213,6 +213,8 @@ def parse_override(text: str) -> dict:
         table = tomllib.loads(f"v = {raw.strip()}")
     except tomllib.TOMLDecodeError:
         table = {"v": raw.strip()}   # a bare string such as relu
+    except ValueError as err:        # (an integer past Python's 4300 digits: it named no key)
+        raise ConfigError(f"override {name.strip()}=...: {err}") from None
     if set(table) != {"v"}:          # ('20\n[foo]' read as 20, its table dropped)
         raise ConfigError(f"override {text!r}: expected one value after '=', got more TOML ({sorted(set(table) - {'v'})})")
     return {sec: {key: table["v"]}}
@@ -254,7 +256,7 @@ def read_toml(path) -> dict:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {at}); TOML is UTF-8") from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+    except ValueError as err:           # (TOMLDecodeError, or an integer past Python's 4300 digits)
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
 
 

@@ -142,3 +142,15 @@ def test_an_integer_past_the_limit_of_a_field_with_a_maximum_names_that_maximum(
     pinned it so)."""
     with pytest.raises(ConfigError, match=rf"^train\.steps: must be <= 2147483647, got {re.escape(said)}$"):
         jobs.load_config(None, [f"train.steps={value!r}"])
+
+
+def test_an_integer_of_more_digits_than_python_reads_names_its_key_or_file(tmp_path):
+    """An integer literal past Python's 4300-digit limit said "configuration error: Exceeds the
+    limit (4300 digits) ..." naming neither the key nor the file."""
+    digits = "9" * 4400
+    with pytest.raises(ConfigError, match=r"^override train\.steps=\.\.\.: Exceeds the limit"):
+        jobs.load_config(None, [f"train.steps={digits}"])
+    path = tmp_path / "big.toml"
+    path.write_text(f"[train]\nsteps = {digits}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not valid TOML \(Exceeds the limit"):
+        jobs.load_config(path)
