@@ -13,7 +13,7 @@ import tomllib
 import jax
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import dmft
@@ -448,11 +448,13 @@ def test_solve_succeeds_finite_or_refuses_before_compute(case):
         assert np.all(np.isfinite(v)), name
 
 
-@given(gamma0=st.floats(1e-3, 1e3), eta0=st.floats(1e-3, 1e3), decay=st.floats(0, 10),
+@given(gamma0=st.floats(1e-3, 1e3), eta0=st.floats(1e-3, 1e3), share=st.floats(0, 1, exclude_max=True),
        method=st.sampled_from(["forward", "closure", "lazy"]))
-def test_extreme_values_give_finite_results_or_a_divergence_error(gamma0, eta0, decay, method):
-    """Values across and beyond the stable range: finite arrays, or DivergenceError with the step."""
-    assume(eta0 * decay < 1)
+def test_extreme_values_give_finite_results_or_a_divergence_error(gamma0, eta0, share, method):
+    """Values across and beyond the stable range: finite arrays, or DivergenceError with the step.
+    The decay is drawn below min(10, 1 / eta0) (eta0 x decay < 1), not filtered: assume() threw
+    away most draws, and a random run failed Hypothesis's filter_too_much health check."""
+    decay = share * min(10.0, 1.0 / eta0)
     act = "linear" if method == "closure" else "tanh"
     if method == "lazy":
         decay = 0.0
