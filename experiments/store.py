@@ -376,8 +376,7 @@ class Store:
             if blocked:
                 raise NotADirectoryError(blocked)
             if cls._holds_no_scan(path):
-                raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
-                                    "choose another output directory")
+                raise cls._no_scan(path)
             os.makedirs(os.path.join(path, CHUNKS), exist_ok=True)
             lock = cls._acquire(path)
             # under the lock: another process may have made the store since the look above, or
@@ -386,8 +385,7 @@ class Store:
             if not existing and not cls._unborn(path):
                 lock.truncate(0)                # (an empty lock file is not held)
                 lock.close()
-                raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
-                                    "choose another output directory")
+                raise cls._no_scan(path)
         except StoreConflict:
             raise                               # (in use by another scan, or holds no scan)
         except NotADirectoryError as err:
@@ -429,8 +427,7 @@ class Store:
         """
         path = os.fspath(path)
         if cls._holds_no_scan(path):
-            raise StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
-                                "choose another output directory")
+            raise cls._no_scan(path)
         if not os.path.exists(os.path.join(path, MANIFEST)):
             return set()
         store = cls._load(path)
@@ -439,6 +436,12 @@ class Store:
             store.check_layout(layout)
         good, _ = store.verified(expected)
         return good
+
+    @staticmethod
+    def _no_scan(path) -> StoreConflict:
+        """The refusal of a directory that `_holds_no_scan`."""
+        return StoreConflict(f"{path} is not empty and holds no scan ({MANIFEST} missing); "
+                             "choose another output directory")
 
     @classmethod
     def _holds_no_scan(cls, path) -> bool:
@@ -621,7 +624,8 @@ class Store:
         for d in (self.path, os.path.join(self.path, CHUNKS)):
             for name in os.listdir(d):
                 m = _TMP.search(name)
-                if m and (int(m.group()[5:]) == os.getpid() or not _process_runs(int(m.group()[5:]))):
+                pid = int(m.group()[len(".tmp-"):]) if m else None
+                if m and (pid == os.getpid() or not _process_runs(pid)):
                     os.remove(os.path.join(d, name))
 
     # ------------------------------------------------------------ writing
