@@ -286,7 +286,24 @@ def test_lead_verdict_panel_counts_each_measures_runs():
                "weight_change": {"fraction": 1.0, "ci95": [0.5, 1.0], "runs": 5, "unresolved": 3}}
     fig = pg.progress_measures(T, th, {}, [1.0], {"verdict": verdict, "axis": "eps"})
     ticks = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
-    assert ticks == ["alignment\nn = 8", "weight\nchange\nn = 5 (+3 unresolved)"]
+    assert ticks == ["alignment\nn = 8", "weight\nchange\nn = 5\n(+3 unresolved)"]
+
+
+def test_lead_verdict_panels_labels_stay_apart():
+    """Five measures, some with unresolved runs: no two bars' labels overlap once drawn (the
+    panel was as wide as the others, and the labels of the grok job's measures ran into each other)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    names = ["alignment", "weight_change", "planted_alignment", "planted_diffusion", "max_change"]
+    th = {1.0: {"train_loss": np.ones(T.size), "test_loss": np.geomspace(1, 1e-3, T.size),
+                **{n: np.linspace(0.1, 1, T.size) for n in names}}}
+    verdict = {n: {"fraction": 0.5, "ci95": [0.2, 0.8], "runs": 12, "unresolved": 3 * (i % 2)}
+               for i, n in enumerate(names)}
+    fig = pg.progress_measures(T, th, {}, [1.0], {"verdict": verdict, "axis": "eps"})
+    FigureCanvasAgg(fig).draw()
+    boxes = [t.get_window_extent() for t in fig.axes[-1].get_xticklabels()]
+    assert len(boxes) == len(names)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [(round(b.x0), round(b.x1)) for b in boxes]
 
 
 # 10. bad input: one InputError naming the argument

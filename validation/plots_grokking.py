@@ -149,7 +149,9 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
     names = [k for k in theory[gammas[0]] if k not in skip
              and not k.startswith(("decomposition.", REPLICAS_PREFIX))]
     ncol = len(names) + int(ew_grid is not None)
-    fig, axes = new_figure(1, ncol, size=(4.3 * ncol, 3.9), squeeze=False)
+    # the lead panel's bars get ~0.9 inch each, so that their three- or four-line labels stay apart
+    widths = [4.3] * len(names) + ([max(4.3, 0.9 * len(ew_grid["verdict"]) + 1.0)] if ew_grid is not None else [])
+    fig, axes = new_figure(1, ncol, size=(sum(widths), 3.9), squeeze=False, width_ratios=widths)
     axes = axes[0]
     m = _pos(t)
     for c, g in zip(_colors(len(gammas)), gammas):
@@ -189,7 +191,7 @@ def progress_measures(t, theory, nets, gammas, ew_grid=None):
         ax.bar(range(len(keys)), frac, yerr=[lo, hi], color="C7", capsize=4)
         # each measure's own count of runs: a run whose lead the saves do not resolve is left out
         ticks = [k.replace("_", "\n") + f"\nn = {v[k]['runs']}"
-                 + (f" (+{v[k]['unresolved']} unresolved)" if v[k].get("unresolved") else "") for k in keys]
+                 + (f"\n(+{v[k]['unresolved']} unresolved)" if v[k].get("unresolved") else "") for k in keys]
         ax.set_xticks(range(len(keys)), ticks, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("fraction of runs where it leads the drop (95% CI)", fontsize=8)
