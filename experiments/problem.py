@@ -405,7 +405,7 @@ def check_sections(cfg: dict) -> None:
     if th is not None:
         check_counts(th)
     if task["name"] == "npz" and not task["path"]:
-        raise ConfigError("task.path: needed when task.name = 'npz'")
+        raise ConfigError("task.path: must be given when task.name = 'npz' (the .npz file that holds the data)")
     if model["activation"] == "quadratic" and model["eps"] == 0.0:
         raise ConfigError("model.eps: set eps for the quadratic activation (h + eps/2 h^2)")
     check_unread(cfg)

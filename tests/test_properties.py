@@ -624,6 +624,7 @@ def config_files(draw):
 
 @given(case=config_files())
 @example(case=(b"[train]\nsteps = 1200\nsave_every = 40\n[model]\nactivation = 'tanh'\n", ()))   # valid
+@example(case=(b"[task]\nname = 'npz'\n", ("task.name",)))   # (a random draw: its refusal said neither file nor what must be)
 def test_config_files_of_any_bytes_are_read_or_refused(tmp_path_factory, case):
     from experiments.jobs import load_config
 
