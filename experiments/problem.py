@@ -391,6 +391,12 @@ def check_counts(th: dict) -> None:
                              else f"2 x theory.replicas ({per}): antithetic pairs") + hint)
 
 
+def check_task_path(task: dict) -> None:
+    """ConfigError where task.name = 'npz' names no file (jobs and scans alike)."""
+    if task["name"] == "npz" and not task["path"]:
+        raise ConfigError("task.path: must be given when task.name = 'npz' (the .npz file that holds the data)")
+
+
 def check_sections(cfg: dict) -> None:
     """Cross-field checks of the shared sections (ConfigError naming the keys)."""
     tr, task, model = cfg["train"], cfg["task"], cfg["model"]
@@ -404,8 +410,7 @@ def check_sections(cfg: dict) -> None:
     th = cfg.get("theory")
     if th is not None:
         check_counts(th)
-    if task["name"] == "npz" and not task["path"]:
-        raise ConfigError("task.path: must be given when task.name = 'npz' (the .npz file that holds the data)")
+    check_task_path(task)
     if model["activation"] == "quadratic" and model["eps"] == 0.0:
         raise ConfigError("model.eps: set eps for the quadratic activation (h + eps/2 h^2)")
     check_unread(cfg)

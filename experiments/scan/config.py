@@ -184,8 +184,7 @@ def check(cfg: dict):
         eps = cols.get("model.eps", np.array([model["eps"]]))
         if np.any(eps == 0):
             raise ConfigError("model.eps: set eps != 0 for the quadratic activation h + eps/2 h^2")
-    if task["name"] == "npz" and not task["path"]:
-        raise ConfigError("task.path: must be given when task.name = 'npz' (the .npz file that holds the data)")
+    _problem.check_task_path(task)
     _problem.check_unread(cfg)             # a fixed setting nothing reads would label results wrongly
     _check_batches(cfg, grid, cols)
     draws = sc["theory"] and _draws_nodes(cfg)
