@@ -377,6 +377,7 @@ class Store:
                 raise NotADirectoryError(blocked)
             if cls._holds_no_scan(path):
                 raise cls._no_scan(path)
+            made = [p for p in (os.path.join(path, CHUNKS), os.path.join(path, ".lock")) if not os.path.exists(p)]
             os.makedirs(os.path.join(path, CHUNKS), exist_ok=True)
             lock = cls._acquire(path)
             # under the lock: another process may have made the store since the look above, or
@@ -384,6 +385,7 @@ class Store:
             existing = os.path.exists(man_path)
             if not existing and not cls._unborn(path):
                 lock.truncate(0)                # (an empty lock file is not held)
+                cls._unmake(made)               # (what this call made is not left in that run's directory)
                 lock.close()
                 raise cls._no_scan(path)
         except StoreConflict:
@@ -436,6 +438,19 @@ class Store:
             store.check_layout(layout)
         good, _ = store.verified(expected)
         return good
+
+    @staticmethod
+    def _unmake(made) -> None:
+        """Remove the empty chunks/ and the lock file that a refused `create_or_open` made itself
+        (the empty folder only: anything written into it since is kept)."""
+        for p in made:
+            try:
+                if os.path.basename(p) == CHUNKS:
+                    os.rmdir(p)
+                else:
+                    os.unlink(p)
+            except OSError:
+                pass
 
     @staticmethod
     def _no_scan(path) -> StoreConflict:

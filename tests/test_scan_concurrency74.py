@@ -44,6 +44,9 @@ def test_a_job_that_claimed_the_directory_meanwhile_is_seen_under_the_store_lock
         release(out)
     assert not os.path.exists(os.path.join(out, MANIFEST))
     assert "run.json" in os.listdir(out) and Store.lock_holder(out) is None
+    # nothing of the refused scan is left in the job's directory (its rerun would list them as
+    # files it keeps)
+    assert not {".lock", "chunks"} & set(os.listdir(out))
 
 
 def _other_scan(out):
