@@ -50,7 +50,7 @@ from .plan import (MIXED_MIN_GAMMA0, check_mixed_scale, check_sampled_gamma0, ch
                    plan_solve)
 from .problem import Dataset, TwoLayer
 from .single_site import few_nodes
-from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE, cv_noise_hits, cv_noise_measure
+from .solve import CV_NOISE_MAX, CV_NOISE_REPLICAS, CV_NOISE_SCALE, cv_noise_hits, cv_noise_measure, setup_kernels
 from .runner import (count_trace, exact_products, first_nonfinite, first_runaway, next_call, progress_bar,
                      scan_records)
 from .schedule import (Schedule, check_batch_key, check_decay, decay_factor, default_batch_key, final_time_counts,
@@ -228,6 +228,10 @@ class BatchProgram:
             r=int(self._geo["r"]), basis=self._geo["basis"], curves=self.curves, state=self.state,
             batch=(int(sch.batch_size) if sch.batch_size is not None and sch.batch_size < data.P else 0))
         raw = host_kernels(self._geo, model.activation, self._static.kernel_nodes)   # (once, before any trace)
+        if raw is None and model.activation.quadrature != "closed form":
+            # a quadrature rule's kernels do not depend on the batched fields (eps is the closed-form
+            # quadratic's): those of dmft.solve's setup cache, not integrated again in every call
+            raw = setup_kernels(plan)
         if raw is not None:
             self._geo["lazy_kernels"] = raw
         self._defaults = {"gamma0": float(model.gamma0), "eta0": sch.eta0,

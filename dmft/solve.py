@@ -1057,6 +1057,14 @@ def _setup(plan: SolvePlan) -> tuple[dict, bool]:
     return {**su, "f0": f0}, reused
 
 
+def setup_kernels(plan: SolvePlan):
+    """(Phi0, G0) (P + P*, P) of `plan`'s data and activation from the setup the solves of that
+    data share (`_setup`'s cache, its checks and warnings included): `BatchProgram` takes them
+    where its program would otherwise integrate them on their grid in every call."""
+    su = _setup(plan)[0]
+    return su["phi0"], su["g0"]
+
+
 def initial_ntk(plan: SolvePlan) -> np.ndarray:
     """(P, P) the lazy NTK K0 on the training points of `plan`'s data, from the setup the solves of
     that data share (`_setup`'s cache: a solve after it computes its kernels no more)."""
