@@ -52,6 +52,7 @@ from dmft.kernels import alignment, input_kernel
 from dmft import runner as _runner
 from dmft.runner import exact_products, finite_flag, first_nonfinite, first_runaway, over_members, run_saved
 from dmft.schedule import Schedule, schedule_from
+from dmft.solve import predict_rows
 
 from .deep_linear import train_deep_linear
 
@@ -171,25 +172,33 @@ def _param_predictor(model, params, params0, scalar):
         a = jnp.asarray(p["a"]) if trained else jnp.ones((w.shape[0], 1), w.dtype)
         return _forward(act, g, w, a, x)
 
+    @jax.jit
+    def outputs(params, params0, xb):          # (the weights as arguments, not constants in the program)
+        out = jax.vmap(lambda p: f(p, xb))(params)
+        if model.centered:
+            out = out - jax.vmap(lambda p: f(p, xb))(params0)
+        return out
+
     def predictor(x_new):
         x = dmft.problem.as_array("x_new", x_new, (1, 2))
-        x = jnp.asarray(x[None] if x.ndim == 1 else x, jnp.asarray(params["w"]).dtype)
+        x = x[None] if x.ndim == 1 else x
         if x.shape[1] != np.shape(params["w"])[-1]:
             raise InputError(f"x_new: has {x.shape[1]} features but the networks have "
                              f"D = {np.shape(params['w'])[-1]}")
-        # in blocks of points whose hidden layers (seeds x width x points) hold at most
-        # PREDICT_BLOCK_VALUES values: memory flat in the number of points (40000 points of 8
-        # networks of width 1024 at once took 5 GB)
+        n = x.shape[0]
+        # one compiled program, in blocks of points whose hidden layers (seeds x width x points)
+        # hold at most PREDICT_BLOCK_VALUES values: memory flat in the number of points (40000
+        # points of 8 networks of width 1024 at once took 5 GB); the points padded (the last one
+        # repeated) to `dmft.solve.predict_rows` rows and the blocks to one size, so that any count
+        # of points of one size compiles nothing new
         seeds, width = np.shape(params["w"])[:2]
-        block = max(1, PREDICT_BLOCK_VALUES // (seeds * width))
-        parts = []
-        for i in range(0, max(x.shape[0], 1), block):
-            xb = x[i:i + block]
-            out = jax.vmap(lambda p: f(p, xb))(params)
-            if model.centered:
-                out = out - jax.vmap(lambda p: f(p, xb))(params0)
-            parts.append(np.asarray(out))
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        rows = predict_rows(n) if n else 1
+        block = min(rows, max(1, PREDICT_BLOCK_VALUES // (seeds * width)))
+        rows = -(-rows // block) * block
+        x = jnp.asarray(np.concatenate([x, np.repeat(x[-1:] if n else np.zeros((1, x.shape[1])), rows - n, axis=0)]),
+                        jnp.asarray(params["w"]).dtype)
+        p, p0 = (jax.tree_util.tree_map(jnp.asarray, q) for q in (params, params0))    # (on the device once)
+        out = np.concatenate([np.asarray(outputs(p, p0, x[i:i + block])) for i in range(0, rows, block)], axis=1)[:, :n]
         return out[..., 0] if scalar else out
 
     return predictor
