@@ -164,20 +164,23 @@ def _check_measures(measures, sd, j, bad, counts, width) -> int:
 PREDICT_BLOCK_VALUES = 2 ** 22
 
 
+@functools.partial(jax.jit, static_argnames=("trained", "centered"))
+def _predict_outputs(act, g, params, params0, xb, *, trained: bool, centered: bool):
+    """The networks' outputs (S, n, C) on the points xb (one program for every Run of one shape)."""
+    def f(p):
+        w = p["w"]
+        a = p["a"] if trained else jnp.ones((w.shape[0], 1), w.dtype)
+        return _forward(act, g, w, a, xb)
+
+    out = jax.vmap(f)(params)
+    return out - jax.vmap(f)(params0) if centered else out
+
+
 def _param_predictor(model, params, params0, scalar):
     act, g, trained = model.activation, model.gamma0, model.trained_readout
 
-    def f(p, x):
-        w = jnp.asarray(p["w"])
-        a = jnp.asarray(p["a"]) if trained else jnp.ones((w.shape[0], 1), w.dtype)
-        return _forward(act, g, w, a, x)
-
-    @jax.jit
-    def outputs(params, params0, xb):          # (the weights as arguments, not constants in the program)
-        out = jax.vmap(lambda p: f(p, xb))(params)
-        if model.centered:
-            out = out - jax.vmap(lambda p: f(p, xb))(params0)
-        return out
+    def outputs(p, p0, xb):
+        return _predict_outputs(act, g, p, p0, xb, trained=trained, centered=model.centered)
 
     def predictor(x_new):
         x = dmft.problem.as_array("x_new", x_new, (1, 2))
