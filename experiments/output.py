@@ -738,7 +738,7 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
     found too. With `recheck` (a job that can judge saved results again), `RECHECK` when the
     directory holds a complete run of this command, code and inputs that differs only in its
     [check] section (`CHECK_SECTION`), every file of it as run.json recorded: nothing is written
-    yet and the lock is held; the job reads the results (`verify_files`), then `start_recheck`.
+    yet (but a lock file where there was none) and the lock is held; the job reads the results (`verify_files`), then `start_recheck`.
     `log` (default: stderr) hears of a previous run that was killed and of files kept that are
     not dmft's. With `resume` (a job that saves its results with `record_result`), a previous run
     of the same command, configuration, inputs and code that did not complete (`UNFINISHED`) is
@@ -874,6 +874,9 @@ def _claim(out: str, job: str, cfg: dict, force: bool, say, recheck: bool = Fals
             if damaged:
                 raise _damaged(out, damaged)
             check_writable(out)
+            if os.path.realpath(out) not in _LOCKS and _lock(out, create=True):
+                # (no lock file to take before these checks: made again under the lock it now holds)
+                return _claim(out, job, cfg, force, say, recheck, can_resume, False if made is None else made)
             return RECHECK
         if (recheck and can_resume and not same and not force and old.get("status") in UNFINISHED
                 and _same_results(old, job, cfg, same_inputs)):
