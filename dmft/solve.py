@@ -504,6 +504,8 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         se = per.std(axis=0, ddof=1) / np.sqrt(per.shape[0]) if R > 1 else None     # (as error["f_test"])
         return _squeeze(data, per.mean(axis=0)), (None if se is None else _squeeze(data, se))
 
+    # (the rows of a block of predictions, read when it predicts: `_padded` pads to whole blocks)
+    predictor.block = lambda: max(1, PREDICT_BLOCK_VALUES // (g * reps[0].w.shape[1] * plan.node_split))
     return rec, extra, predictor
 
 
@@ -688,20 +690,24 @@ PREDICT_BLOCK_VALUES = 2 ** 24
 PREDICT_MIN_ROWS = 16
 
 
-def predict_rows(n: int) -> int:
-    """The rows `predict` computes n points at (`PREDICT_MIN_ROWS`)."""
-    if n <= 1024:
-        return max(PREDICT_MIN_ROWS, 1 << max(n - 1, 0).bit_length())
-    return -(-n // 1024) * 1024
+def predict_rows(n: int, block: int | None = None) -> int:
+    """The rows `predict` computes n points at (`PREDICT_MIN_ROWS`); where the predictor goes in
+    blocks of `block` rows and that is more than one block, whole blocks of n (one point of a very
+    wide ensemble was 8 blocks of padding)."""
+    rows = max(PREDICT_MIN_ROWS, 1 << max(n - 1, 0).bit_length()) if n <= 1024 else -(-n // 1024) * 1024
+    if block is not None and rows > block:
+        rows = -(-max(n, 1) // block) * block
+    return rows
 
 
 def _padded(data: Dataset, predictor):
     """`predictor` on x_new's points padded to `predict_rows` rows (checked first, as it checks
-    them): (predictions, standard errors) of the points given."""
+    them): (predictions, standard errors) of the points given. A predictor that goes in blocks
+    says how many rows a block holds (its `block()`)."""
     def predict(x_new):
         x = _new_inputs(data, x_new)
         n = x.shape[0]
-        m = predict_rows(n)
+        m = predict_rows(n, predictor.block() if hasattr(predictor, "block") else None)
         if n == 0 or m == n:
             return predictor(x)
         f, se = predictor(np.concatenate([x, np.repeat(x[-1:], m - n, axis=0)]))

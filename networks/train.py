@@ -195,9 +195,9 @@ def _param_predictor(model, params, params0, scalar):
         # repeated) to `dmft.solve.predict_rows` rows and the blocks to one size, so that any count
         # of points of one size compiles nothing new
         seeds, width = np.shape(params["w"])[:2]
-        rows = predict_rows(n) if n else 1
-        block = min(rows, max(1, PREDICT_BLOCK_VALUES // (seeds * width)))
-        rows = -(-rows // block) * block
+        block = max(1, PREDICT_BLOCK_VALUES // (seeds * width))
+        rows = predict_rows(n, block) if n else 1
+        block = min(rows, block)
         x = jnp.asarray(np.concatenate([x, np.repeat(x[-1:] if n else np.zeros((1, x.shape[1])), rows - n, axis=0)]),
                         jnp.asarray(params["w"]).dtype)
         p, p0 = (jax.tree_util.tree_map(jnp.asarray, q) for q in (params, params0))    # (on the device once)
