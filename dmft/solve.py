@@ -117,8 +117,9 @@ class Solution(Trajectory):
         Outside the span of the data each node's terms are averaged over OFFSPAN_DRAWS
         stratified values of its field there (independent of the dynamics), so predictions
         there are as precise as a solve holding the point (measured 0.4-1.1x its spread).
-        The points are computed as `predict_rows(n)` rows (16, 32, ... up to 1024, then multiples
-        of 1024; the last point repeated): other counts of points of one size compile nothing new.
+        The points are computed as `predict_rows(n)` rows (1, 2, 3, 4, 6, 8, 12, ... up to 1024,
+        then multiples of 256; the last point repeated): other counts of points of one size compile
+        nothing new.
 
         Returns:
             (n,) or (n, C); with error=True the pair (prediction, standard error).
@@ -684,17 +685,22 @@ OFFSPAN_DRAWS = 16
 # predict holds a few (nodes at once, points) arrays: points go in blocks of at most this many
 # node-point values (2^24 float64: 128 MiB an array), so a predict of many points stays small
 PREDICT_BLOCK_VALUES = 2 ** 24
-# predict computes n points as PREDICT_MIN_ROWS, or the next power of two, up to 1024 rows, then
-# the next multiple of 1024 (the last point repeated, its copies dropped): any count of points
-# compiles one of a few programs (a new count compiled ~30 programs, ~2 s, for a 10 ms prediction)
-PREDICT_MIN_ROWS = 16
+# predict computes n points as predict_rows(n) rows (the last point repeated, its copies dropped):
+# any count of points compiles one of a few programs (a new count compiled ~30 programs, ~2 s, for
+# a 10 ms prediction), at most 1.5x the rows (a quadrature rule's kernels at the new points cost
+# in proportion: tanh's one point 5 ms a call, as 16 rows it was 57)
 
 
 def predict_rows(n: int, block: int | None = None) -> int:
-    """The rows `predict` computes n points at (`PREDICT_MIN_ROWS`); where the predictor goes in
-    blocks of `block` rows and that is more than one block, whole blocks of n (one point of a very
-    wide ensemble was 8 blocks of padding)."""
-    rows = max(PREDICT_MIN_ROWS, 1 << max(n - 1, 0).bit_length()) if n <= 1024 else -(-n // 1024) * 1024
+    """The rows `predict` computes n points at: 1, 2, 3, 4, 6, 8, 12, ... (2^k and 3 2^(k-1)) up
+    to 1024, then multiples of 256; where the predictor goes in blocks of `block` rows and that is
+    more than one block, whole blocks of n (one point of a very wide ensemble was 8 blocks of
+    padding)."""
+    if n <= 1024:
+        top = 1 << max(n - 1, 0).bit_length()
+        rows = 3 * top // 4 if top >= 4 and n <= 3 * top // 4 else top
+    else:
+        rows = -(-n // 256) * 256
     if block is not None and rows > block:
         rows = -(-max(n, 1) // block) * block
     return rows

@@ -196,7 +196,7 @@ def _param_predictor(model, params, params0, scalar):
         # of points of one size compiles nothing new
         seeds, width = np.shape(params["w"])[:2]
         block = max(1, PREDICT_BLOCK_VALUES // (seeds * width))
-        rows = predict_rows(n, block) if n else 1
+        rows = predict_rows(max(n, 1), block)
         block = min(rows, block)
         x = jnp.asarray(np.concatenate([x, np.repeat(x[-1:] if n else np.zeros((1, x.shape[1])), rows - n, axis=0)]),
                         jnp.asarray(params["w"]).dtype)

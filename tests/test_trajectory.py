@@ -139,11 +139,16 @@ def test_predict_reproduces_the_test_predictions_exactly(data):
         sol = dmft.solve(model, data, **SAVES, method=method, samples=256)
         full = sol.predict(x)
         np.testing.assert_allclose(full, sol.f_test[-1], rtol=1e-10, atol=1e-12, err_msg=method)
-        # fewer points run the programs of the same padded row count (`predict_rows`): nothing
-        # compiled again (a new count of points compiled ~30 programs, ~2 s), the same numbers
+        # other counts of points of one padded row count (`predict_rows`: 7 and 8, 5 and 6) run the
+        # same programs: nothing compiled again (a new count compiled ~30 programs, ~2 s), the same
+        # numbers
         lowered = _LOWERED[0]
-        for n in (1, 3, 5):
-            np.testing.assert_array_equal(sol.predict(x[:n]), full[:n], err_msg=method)
+        np.testing.assert_array_equal(sol.predict(x[:7]), full[:7], err_msg=method)
+        assert _LOWERED[0] == lowered, method
+        five = sol.predict(x[:5])           # (6 rows: another program, the same numbers to rounding)
+        np.testing.assert_allclose(five, full[:5], rtol=1e-13, atol=1e-15, err_msg=method)
+        lowered = _LOWERED[0]
+        np.testing.assert_array_equal(sol.predict(x[:6])[:5], five, err_msg=method)
         assert _LOWERED[0] == lowered, method
         # its standard error is the test predictions' (zero for the exact methods)
         f, se = sol.predict(x, error=True)
@@ -161,17 +166,23 @@ def test_predict_reproduces_the_test_predictions_exactly(data):
 
 
 def test_predict_rows_pads_to_few_sizes_and_to_whole_blocks():
-    """The rows predict computes n points at: 16, 32, ..., 1024, then multiples of 1024, so that
-    counts of one size share their programs; where the predictor goes in blocks smaller than that
-    (a very wide ensemble), whole blocks of the points (one point of 32 x 65536 networks was 8
-    blocks of 2 rows, 0.62 s against 0.09)."""
+    """The rows predict computes n points at: 2^k and 3 2^(k-1) up to 1024, then multiples of 256,
+    so that counts of one size share their programs at most 1.5x the rows (as 16 rows, tanh's one
+    point cost 11x its own); where the predictor goes in blocks smaller than that (a very wide
+    ensemble), whole blocks of the points (one point of 32 x 65536 networks was 8 blocks of 2 rows,
+    0.62 s against 0.09)."""
     from dmft.solve import predict_rows
 
-    assert [predict_rows(n) for n in (0, 1, 16, 17, 1000, 1024, 1025, 3000)] == [16, 16, 16, 32, 1024, 1024, 2048, 3072]
-    assert [predict_rows(n, 2) for n in (0, 1, 2, 3, 17)] == [2, 2, 2, 4, 18]
-    assert [predict_rows(n, 7) for n in (1, 8, 30)] == [7, 14, 35] and predict_rows(30, 64) == 32
-    assert all(predict_rows(n, b) >= n and (predict_rows(n, b) <= max(16, b) or predict_rows(n, b) % b == 0)
-               for n in range(1, 300, 7) for b in (1, 3, 16, 100, 512))
+    assert [predict_rows(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
+    assert [predict_rows(n) for n in (0, 97, 1000, 1024, 1025, 3000)] == [1, 128, 1024, 1024, 1280, 3072]
+    assert [predict_rows(n, 2) for n in (0, 1, 2, 3, 17)] == [1, 1, 2, 4, 18]
+    assert [predict_rows(n, 7) for n in (1, 8, 30)] == [1, 14, 35] and predict_rows(30, 64) == 32
+    for n in range(1, 3000, 7):
+        assert n <= predict_rows(n) <= max(1.5 * n, 4), n
+        for b in (1, 3, 16, 100, 512):
+            rows = predict_rows(n, b)
+            assert rows >= n and (rows <= b or rows % b == 0) and rows < max(predict_rows(n), n + b), (n, b)
+    assert len({predict_rows(n) for n in range(1, 1025)}) == 20
 
 
 def test_predict_outside_the_data_span_is_exact_for_the_closure(key):
