@@ -738,7 +738,8 @@ def prepare_output(out: str, job: str, cfg: dict, force: bool, log=None, recheck
     found too. With `recheck` (a job that can judge saved results again), `RECHECK` when the
     directory holds a complete run of this command, code and inputs that differs only in its
     [check] section (`CHECK_SECTION`), every file of it as run.json recorded: nothing is written
-    yet (but a lock file where there was none) and the lock is held; the job reads the results (`verify_files`), then `start_recheck`.
+    yet (but a lock file where there was none) and the lock is held; the job reads the results
+    (`verify_files`), then `start_recheck`.
     `log` (default: stderr) hears of a previous run that was killed and of files kept that are
     not dmft's. With `resume` (a job that saves its results with `record_result`), a previous run
     of the same command, configuration, inputs and code that did not complete (`UNFINISHED`) is
