@@ -263,14 +263,35 @@ def _solve_lazy(plan: SolvePlan, su, batch_key, progress):
         kx = np.asarray(input_kernel(x_new, data.x_train))
         dnew = np.sum(x_new * x_new, axis=1) / data.D
         _check_new_kernels(plan, dnew)
-        phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:P], nodes=plan.kernel_nodes)
-        k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
-        f0 = initial_output(model.activation, jnp.asarray(dnew), model.gamma0, data.C,
-                            centered=model.centered, trained=model.trained_readout)
+        k0_new, f0 = _new_point_terms(plan, su, kx, dnew)
         f = _squeeze(data, np.asarray(f0 + k0_new @ s_final / P))
         return f, np.zeros_like(f)                                   # exact: no sampling error
 
     return {k: np.asarray(v) for k, v in rec.items()}, extra, predictor
+
+
+@functools.partial(jax.jit, static_argnames=("trained", "centered", "c"))
+def _closed_form_terms(act, kx, dnew, diag_train, gamma0, *, trained: bool, centered: bool, c: int):
+    """K0 and f(0) at new points of an activation with closed-form lazy kernels, one compiled
+    program (op by op, each new count of points compiled some 27 small programs, ~1.1 s)."""
+    phi0, g0 = lazy_kernels(act, kx, dnew, diag_train)
+    return lazy_ntk(phi0, g0, kx, trained), initial_output(act, dnew, gamma0, c, centered=centered, trained=trained)
+
+
+def _new_point_terms(plan: SolvePlan, su, kx, dnew):
+    """(K0 (n, P), f(0) (n, C)) at new points with input kernel kx (n, P) against the training
+    points and diagonal dnew (n,): compiled where the lazy kernels have a closed form; a
+    quadrature rule's as `lazy_kernels` computes them with concrete inputs (its grid sized by
+    their variance, or Mehler's series)."""
+    model, act = plan.model, plan.model.activation
+    trained, centered, c = model.trained_readout, model.centered, plan.data.C
+    diag_train = su["diag"][:su["P"]]
+    if act.quadrature == "closed form":
+        return _closed_form_terms(act, jnp.asarray(kx, _dtype()), jnp.asarray(dnew, _dtype()), diag_train,
+                                  model.gamma0, trained=trained, centered=centered, c=c)
+    phi0, g0 = lazy_kernels(act, kx, dnew, diag_train, nodes=plan.kernel_nodes)
+    return (lazy_ntk(phi0, g0, kx, trained),
+            initial_output(act, jnp.asarray(dnew, _dtype()), model.gamma0, c, centered=centered, trained=trained))
 
 
 def _check_new_kernels(plan: SolvePlan, variances) -> None:
@@ -453,11 +474,7 @@ def _solve_sampled(plan: SolvePlan, su, key, progress, batch_key):
         _check_new_kernels(plan, np.sum(x_new * x_new, axis=1) / data.D)
         dnew = jnp.asarray(np.sum(x_new * x_new, axis=1) / data.D, dt)
         kx = np.asarray(input_kernel(x_new, data.x_train))
-        phi0, g0 = lazy_kernels(model.activation, kx, dnew, su["diag"][:su["P"]],
-                                nodes=plan.kernel_nodes)
-        k0_new = lazy_ntk(phi0, g0, kx, model.trained_readout)
-        f0 = initial_output(model.activation, dnew, model.gamma0, data.C, centered=model.centered,
-                            trained=model.trained_readout)
+        k0_new, f0 = _new_point_terms(plan, su, kx, dnew)
         # the field outside the data span (kernel eigenbasis) at t = 0 is sd_x xi, xi ~ N(0, 1)
         # independent of everything the dynamics touch (it only decays), so each node's terms at
         # a new point are averaged over xi: OFFSPAN_DRAWS values per node, one in each of as many
